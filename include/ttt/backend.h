@@ -1,0 +1,105 @@
+/* ttt/backend.h: the interface a device backend implements.
+ *
+ * The op layer (src/ops) validates arguments, allocates outputs, records the
+ * autodiff graph and then calls one of these kernels. Kernels know nothing of
+ * autodiff; a backend (CPU now, CUDA later) is one table of them. Kernels may
+ * assume the op layer has already checked shapes and dtypes: they return
+ * TTT_ERR only for failures of their own (e.g. an unsupported dtype), after
+ * writing a message with ttt_backend_error().
+ *
+ * Layout promises from the op layer:
+ *   dst is always dense row-major ("contiguous") unless noted;
+ *   "strided" sources may have any strides, including 0 (broadcast);
+ *   "contiguous" sources are dense row-major.
+ */
+#ifndef TTT_BACKEND_H
+#define TTT_BACKEND_H
+
+#include "ttt/tensor.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum {
+    TTT_U_NEG, TTT_U_EXP, TTT_U_LOG, TTT_U_TANH, TTT_U_SIGMOID, TTT_U_GELU, TTT_U_SILU,
+    TTT_U_RELU, TTT_U_SQRT, TTT_U_RSQRT, TTT_U_ABS, TTT_U_SIGN,
+    TTT_U_STEP,     /* x > 0 ? 1 : 0 */
+    TTT_U_POW,      /* x ^ p0 */
+    TTT_U_CLAMP,    /* min(max(x, p0), p1) */
+    TTT_U_INRANGE,  /* p0 <= x <= p1 ? 1 : 0 */
+    TTT_U_AFFINE,   /* p0 * x + p1 */
+    TTT_U_ELU1,     /* x > 0 ? x + 1 : exp(x) */
+    TTT_U_COUNT
+} ttt_unary_op;
+
+typedef enum {
+    TTT_B_ADD, TTT_B_SUB, TTT_B_MUL, TTT_B_DIV, TTT_B_MAX, TTT_B_MIN,
+    TTT_B_GT, TTT_B_GE, TTT_B_EQ, /* 1 / 0 */
+    TTT_B_COUNT
+} ttt_binary_op;
+
+typedef enum { TTT_R_SUM, TTT_R_MAX } ttt_reduce_op;
+typedef enum { TTT_NORM_LAYER, TTT_NORM_RMS } ttt_norm_kind;
+
+typedef struct ttt_backend {
+    const char *name;
+    ttt_device device;
+
+    /* memory: raw device allocations (arena blocks, persistent tensors) */
+    void *(*alloc)(size_t bytes);
+    void (*free)(void *ptr);
+    int (*upload)(void *dst, const void *host, size_t bytes);
+    int (*download)(void *host, const void *src, size_t bytes);
+    int (*synchronize)(void);
+
+    /* dst <- src elementwise, same shape, strided src and dst, any dtypes (converts) */
+    int (*copy)(ttt_tensor *dst, const ttt_tensor *src);
+    int (*fill)(ttt_tensor *dst, double value);          /* dst may be strided */
+    /* dst = op(src); src strided with dst's shape */
+    int (*unary)(ttt_unary_op op, ttt_tensor *dst, const ttt_tensor *src, double p0, double p1);
+    /* dst = a op b; a and b strided views already expanded to dst's shape */
+    int (*binary)(ttt_binary_op op, ttt_tensor *dst, const ttt_tensor *a, const ttt_tensor *b);
+    /* dst = cond ? a : b; all strided views expanded to dst's shape */
+    int (*where)(ttt_tensor *dst, const ttt_tensor *cond, const ttt_tensor *a, const ttt_tensor *b);
+    /* dst has src's ndim with reduced axes of size 1; src contiguous */
+    int (*reduce)(ttt_reduce_op op, ttt_tensor *dst, const ttt_tensor *src);
+    /* C[b] = op(A[b]) op(B[b]); A, B have the same ndim as C (batch axes
+     * expanded with stride 0 where broadcast) and a unit stride in their last
+     * axis; C contiguous. */
+    int (*matmul)(ttt_tensor *c, const ttt_tensor *a, const ttt_tensor *b, int trans_a, int trans_b);
+    /* last-axis kernels, contiguous src */
+    int (*softmax)(ttt_tensor *dst, const ttt_tensor *src, int log);
+    int (*norm)(ttt_norm_kind kind, ttt_tensor *dst, const ttt_tensor *src, double eps);
+    /* per-row loss [...] of logits [..., V] and I32 targets [...]; 0 where ignored */
+    int (*cross_entropy)(ttt_tensor *dst, const ttt_tensor *logits, const ttt_tensor *targets, int ignore_index);
+    /* dst [..., V] = one-hot of targets (all-zero row where ignored) */
+    int (*one_hot)(ttt_tensor *dst, const ttt_tensor *targets, int ignore_index);
+    /* dst [n, D] = table[ids[n]]; ids I32 contiguous, table contiguous [V, D] */
+    int (*gather_rows)(ttt_tensor *dst, const ttt_tensor *table, const ttt_tensor *ids);
+    /* dst [V, D] (zeroed by the caller) += src[n] at rows ids[n] */
+    int (*scatter_add_rows)(ttt_tensor *dst, const ttt_tensor *src, const ttt_tensor *ids);
+    /* rotate-half RoPE; inverse = 1 rotates by -angle */
+    int (*rope)(ttt_tensor *dst, const ttt_tensor *src, int seq_axis, int64_t pos0, double theta, int inverse);
+    int (*attn_mask)(ttt_tensor *dst, const ttt_tensor *src, int64_t window, int64_t q_offset, double fill);
+
+    /* optimizer updates, in place on contiguous persistent tensors */
+    int (*adamw)(ttt_tensor *p, const ttt_tensor *g, ttt_tensor *m, ttt_tensor *v, double lr, double beta1,
+                 double beta2, double eps, double weight_decay, int64_t step);
+    int (*sgd)(ttt_tensor *p, const ttt_tensor *g, ttt_tensor *buf, double lr, double momentum,
+               double weight_decay, int nesterov);
+} ttt_backend;
+
+/* The backends compiled into this build. */
+const ttt_backend *ttt_backend_cpu(void);
+const ttt_backend *ttt_backend_for(ttt_device device); /* NULL if not compiled in */
+
+/* Kernels report their own failures here (thread-local message, copied into
+ * the context by the op layer). */
+void ttt_backend_error(const char *fmt, ...);
+const char *ttt_backend_last_error(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,32 @@
+/* ttt/gradcheck.h: op-by-op gradient checks in float64 against central
+ * finite differences, at order 1 (the VJP) and order 2 (a Hessian-vector
+ * product through grad-of-grad). Used by the test suite and `ttt gradcheck`. */
+#ifndef TTT_GRADCHECK_H
+#define TTT_GRADCHECK_H
+
+#include <stdint.h>
+
+#include "ttt/tensor.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct {
+    const char *name;
+    char shapes[160];  /* the random input shapes used */
+    double err1, err2; /* worst scaled error |analytic - numeric| / (atol + rtol |numeric|); pass when <= 1 */
+    int ok1, ok2;
+    char msg[512];     /* error text when the case could not run */
+} ttt_gradcheck_result;
+
+int ttt_gradcheck_count(void);
+const char *ttt_gradcheck_name(int i);
+/* Run case i on a fresh CPU context with inputs drawn from seed. Returns
+ * TTT_OK when both orders pass. */
+int ttt_gradcheck_run(int i, uint64_t seed, ttt_gradcheck_result *res);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,11 @@
+/* ttt: an engine for networks that keep learning while they run.
+ * Umbrella header: tensors and memory (tensor.h), ops (ops.h), autodiff
+ * (autodiff.h), optimizers (optim.h), test-time learners (layers.h). backend.h is for backend authors. */
+#ifndef TTT_TTT_H
+#define TTT_TTT_H
+#include "ttt/autodiff.h"
+#include "ttt/layers.h"
+#include "ttt/ops.h"
+#include "ttt/optim.h"
+#include "ttt/tensor.h"
+#endif

@@ -1,0 +1,21 @@
+/* Small helpers shared by the ttt subcommands: flag parsing with checked
+ * numbers, and error reporting. */
+#ifndef TTT_PROGRAMS_CLI_H
+#define TTT_PROGRAMS_CLI_H
+
+#include <stdint.h>
+
+typedef int (*cli_command_fn)(int argc, char **argv);
+
+/* Parse "--name value" pairs. Each returns 1 if argv[*i] was this flag (and
+ * advances *i), 0 if not, -1 on a bad value (message printed). */
+int cli_flag_int(int argc, char **argv, int *i, const char *name, int64_t lo, int64_t hi, int64_t *out);
+int cli_flag_double(int argc, char **argv, int *i, const char *name, double lo, double hi, double *out);
+int cli_flag_bool(char **argv, int i, const char *name, int *out);
+/* Report an unknown argument and return 2. */
+int cli_unknown(const char *cmd, const char *arg);
+
+int cmd_gradcheck(int argc, char **argv);
+int cmd_demo(int argc, char **argv);
+
+#endif

@@ -1,0 +1,54 @@
+/* ttt gradcheck: every op's first and second derivatives against float64
+ * finite differences, as a table; exit 1 on any failure. */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli.h"
+#include "ttt/gradcheck.h"
+
+int cmd_gradcheck(int argc, char **argv) {
+    int64_t seed = 1, seeds = 3;
+    const char *only = NULL;
+    for (int i = 1; i < argc; i++) {
+        int r;
+        if (!strcmp(argv[i], "--help")) {
+            printf("usage: ttt gradcheck [--seed N] [--seeds K] [--op NAME]\n"
+                   "  --seed N   first seed of the random shapes and values (default 1)\n"
+                   "  --seeds K  seeds per op, N .. N+K-1 (default 3)\n"
+                   "  --op NAME  check only the op with this name\n"
+                   "Errors are scaled: |analytic - numeric| / (atol + rtol |numeric|), pass <= 1;\n"
+                   "order 1: atol 1e-6 rtol 1e-5 (eps 1e-6); order 2 (HVP): atol 1e-5 rtol 1e-4 (eps 1e-5).\n");
+            return 0;
+        }
+        if ((r = cli_flag_int(argc, argv, &i, "--seed", 0, INT64_MAX, &seed))) {
+            if (r < 0) return 2;
+        } else if ((r = cli_flag_int(argc, argv, &i, "--seeds", 1, 1000, &seeds))) {
+            if (r < 0) return 2;
+        } else if (!strcmp(argv[i], "--op") && i + 1 < argc) {
+            only = argv[++i];
+        } else {
+            return cli_unknown("gradcheck", argv[i]);
+        }
+    }
+    int failed = 0, passed = 0, found = 0;
+    printf("%-28s %-6s %-10s %-10s %s\n", "op", "seed", "order1", "order2", "result   shapes");
+    for (int c = 0; c < ttt_gradcheck_count(); c++) {
+        if (only && strcmp(only, ttt_gradcheck_name(c))) continue;
+        found = 1;
+        for (int64_t s = seed; s < seed + seeds; s++) {
+            ttt_gradcheck_result r;
+            int ok = ttt_gradcheck_run(c, (uint64_t)s, &r) == 0;
+            if (r.msg[0]) printf("%-28s %-6lld error: %s\n", r.name, (long long)s, r.msg);
+            else
+                printf("%-28s %-6lld %-10.3g %-10.3g %-8s %s\n", r.name, (long long)s, r.err1, r.err2,
+                       ok ? "ok" : "FAIL", r.shapes);
+            ok ? passed++ : failed++;
+        }
+    }
+    if (!found) {
+        fprintf(stderr, "ttt gradcheck: no op named '%s'\n", only);
+        return 2;
+    }
+    printf("%d passed, %d failed\n", passed, failed);
+    return failed ? 1 : 0;
+}

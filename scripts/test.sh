@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Build and run the whole test suite: a Release build, then an
+# AddressSanitizer + UBSan (+ LeakSanitizer) build. Installs what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+./scripts/install-deps.sh
+jobs=$(nproc)
+for kind in release sanitize; do
+  dir=build/$kind
+  if [ $kind = release ]; then
+    cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE=Release -DTTT_WERROR=ON >/dev/null
+  else
+    cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTTT_SANITIZE=ON -DTTT_WERROR=ON >/dev/null
+  fi
+  cmake --build "$dir" -j "$jobs"
+  echo "== tests ($kind build) =="
+  # one thread per test keeps the sanitizer runs fast and deterministic
+  OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} ASAN_OPTIONS=detect_leaks=1 \
+    ctest --test-dir "$dir" --output-on-failure -j "$jobs"
+done

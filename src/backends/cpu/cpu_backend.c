@@ -1,0 +1,144 @@
+/* The CPU backend: its kernel table, memory, copies (with dtype conversion)
+ * and fills. Kernels live in cpu_*.c beside this file. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "cpu_internal.h"
+
+int cpu_unary(ttt_unary_op op, ttt_tensor *dst, const ttt_tensor *src, double p0, double p1);
+int cpu_binary(ttt_binary_op op, ttt_tensor *dst, const ttt_tensor *a, const ttt_tensor *b);
+int cpu_where(ttt_tensor *dst, const ttt_tensor *cond, const ttt_tensor *a, const ttt_tensor *b);
+int cpu_reduce(ttt_reduce_op op, ttt_tensor *dst, const ttt_tensor *src);
+int cpu_matmul(ttt_tensor *c, const ttt_tensor *a, const ttt_tensor *b, int trans_a, int trans_b);
+int cpu_softmax(ttt_tensor *dst, const ttt_tensor *src, int log);
+int cpu_norm(ttt_norm_kind kind, ttt_tensor *dst, const ttt_tensor *src, double eps);
+int cpu_cross_entropy(ttt_tensor *dst, const ttt_tensor *logits, const ttt_tensor *targets, int ignore_index);
+int cpu_one_hot(ttt_tensor *dst, const ttt_tensor *targets, int ignore_index);
+int cpu_gather_rows(ttt_tensor *dst, const ttt_tensor *table, const ttt_tensor *ids);
+int cpu_scatter_add_rows(ttt_tensor *dst, const ttt_tensor *src, const ttt_tensor *ids);
+int cpu_rope(ttt_tensor *dst, const ttt_tensor *src, int seq_axis, int64_t pos0, double theta, int inverse);
+int cpu_attn_mask(ttt_tensor *dst, const ttt_tensor *src, int64_t window, int64_t q_offset, double fill);
+int cpu_adamw(ttt_tensor *p, const ttt_tensor *g, ttt_tensor *m, ttt_tensor *v, double lr, double beta1, double beta2,
+              double eps, double weight_decay, int64_t step);
+int cpu_sgd(ttt_tensor *p, const ttt_tensor *g, ttt_tensor *buf, double lr, double momentum, double weight_decay,
+            int nesterov);
+
+int cpu_unsupported(const char *kernel, ttt_dtype dt) {
+    static const char *names[] = {"f32", "f64", "bf16", "i32"};
+    ttt_backend_error("%s: dtype %s is not supported on the cpu", kernel, (unsigned)dt < 4 ? names[dt] : "?");
+    return TTT_ERR;
+}
+
+static void *cpu_alloc(size_t bytes) {
+    size_t n = (bytes + 63) & ~(size_t)63;
+    return aligned_alloc(64, n ? n : 64);
+}
+static void cpu_free(void *p) { free(p); }
+static int cpu_upload(void *dst, const void *host, size_t bytes) {
+    if (bytes) memcpy(dst, host, bytes);
+    return TTT_OK;
+}
+static int cpu_download(void *host, const void *src, size_t bytes) {
+    if (bytes) memcpy(host, src, bytes);
+    return TTT_OK;
+}
+static int cpu_sync(void) { return TTT_OK; }
+
+static inline double load(const char *p, ttt_dtype dt) {
+    switch (dt) {
+    case TTT_F32: return *(const float *)p;
+    case TTT_F64: return *(const double *)p;
+    case TTT_BF16: return ttt_bf16_to_f32(*(const uint16_t *)p);
+    case TTT_I32: return *(const int32_t *)p;
+    }
+    return 0;
+}
+
+static inline void store(char *p, ttt_dtype dt, double v) {
+    switch (dt) {
+    case TTT_F32: *(float *)p = (float)v; break;
+    case TTT_F64: *(double *)p = v; break;
+    case TTT_BF16: *(uint16_t *)p = ttt_f32_to_bf16((float)v); break;
+    case TTT_I32: *(int32_t *)p = (int32_t)v; break;
+    }
+}
+
+static size_t dsize(ttt_dtype dt) { return dt == TTT_F64 ? 8 : dt == TTT_BF16 ? 2 : 4; }
+
+static int cpu_copy(ttt_tensor *dst, const ttt_tensor *src) {
+    const ttt_tensor *ops[2] = {dst, src};
+    cpu_iter it;
+    cpu_iter_init(&it, 2, ops);
+    size_t ds = dsize(dst->dtype), ss = dsize(src->dtype);
+    int same = dst->dtype == src->dtype;
+    int64_t items = cpu_iter_items(&it), sd = cpu_iter_inner_stride(&it, 0), sx = cpu_iter_inner_stride(&it, 1);
+#pragma omp parallel for if (cpu_numel(dst) > CPU_PAR_MIN) schedule(static)
+    for (int64_t w = 0; w < items; w++) {
+        int64_t off[2], n;
+        cpu_iter_item(&it, w, off, &n);
+        char *y = (char *)dst->data + off[0] * (int64_t)ds;
+        const char *x = (const char *)src->data + off[1] * (int64_t)ss;
+        if (same && sd == 1 && sx == 1) {
+            memcpy(y, x, (size_t)n * ds);
+        } else if (same && ds == 4) {
+            for (int64_t i = 0; i < n; i++) ((uint32_t *)y)[i * sd] = ((const uint32_t *)x)[i * sx];
+        } else if (same && ds == 8) {
+            for (int64_t i = 0; i < n; i++) ((uint64_t *)y)[i * sd] = ((const uint64_t *)x)[i * sx];
+        } else if (same) {
+            for (int64_t i = 0; i < n; i++) ((uint16_t *)y)[i * sd] = ((const uint16_t *)x)[i * sx];
+        } else {
+            for (int64_t i = 0; i < n; i++)
+                store(y + i * sd * (int64_t)ds, dst->dtype, load(x + i * sx * (int64_t)ss, src->dtype));
+        }
+    }
+    return TTT_OK;
+}
+
+static int cpu_fill(ttt_tensor *dst, double value) {
+    const ttt_tensor *ops[1] = {dst};
+    cpu_iter it;
+    cpu_iter_init(&it, 1, ops);
+    size_t ds = dsize(dst->dtype);
+    int64_t items = cpu_iter_items(&it), sd = cpu_iter_inner_stride(&it, 0);
+    char one[8];
+    store(one, dst->dtype, value);
+#pragma omp parallel for if (cpu_numel(dst) > CPU_PAR_MIN) schedule(static)
+    for (int64_t w = 0; w < items; w++) {
+        int64_t off[1], n;
+        cpu_iter_item(&it, w, off, &n);
+        char *y = (char *)dst->data + off[0] * (int64_t)ds;
+        if (value == 0.0 && sd == 1) memset(y, 0, (size_t)n * ds);
+        else
+            for (int64_t i = 0; i < n; i++) memcpy(y + i * sd * (int64_t)ds, one, ds);
+    }
+    return TTT_OK;
+}
+
+static const ttt_backend CPU = {
+    .name = "cpu",
+    .device = TTT_CPU,
+    .alloc = cpu_alloc,
+    .free = cpu_free,
+    .upload = cpu_upload,
+    .download = cpu_download,
+    .synchronize = cpu_sync,
+    .copy = cpu_copy,
+    .fill = cpu_fill,
+    .unary = cpu_unary,
+    .binary = cpu_binary,
+    .where = cpu_where,
+    .reduce = cpu_reduce,
+    .matmul = cpu_matmul,
+    .softmax = cpu_softmax,
+    .norm = cpu_norm,
+    .cross_entropy = cpu_cross_entropy,
+    .one_hot = cpu_one_hot,
+    .gather_rows = cpu_gather_rows,
+    .scatter_add_rows = cpu_scatter_add_rows,
+    .rope = cpu_rope,
+    .attn_mask = cpu_attn_mask,
+    .adamw = cpu_adamw,
+    .sgd = cpu_sgd,
+};
+
+const ttt_backend *ttt_backend_cpu(void) { return &CPU; }

@@ -1,0 +1,194 @@
+/* Elementwise kernels: unary, binary (operands pre-expanded to the output's
+ * shape, stride 0 where broadcast) and where. f32 and f64; the inner loops
+ * have unit-stride versions the compiler can vectorize. */
+#include <math.h>
+
+#include "cpu_internal.h"
+
+#define GELU_C 0.7978845608028654
+#define GELU_K 0.044715
+
+static inline double sigmoid_d(double x) {
+    if (x >= 0) return 1.0 / (1.0 + exp(-x));
+    double e = exp(x);
+    return e / (1.0 + e);
+}
+
+#define UNARY_BODY(T, MATH)                                                                   \
+    for (int64_t i = 0; i < n; i++) {                                                         \
+        T x = xs[i * sx];                                                                     \
+        (void)x;                                                                              \
+        ys[i * sy] = (T)(MATH);                                                               \
+    }
+
+#define UNARY_CASES(T, EXP, LOG, TANH, SQRT, POW, FABS)                                       \
+    switch (op) {                                                                             \
+    case TTT_U_NEG: UNARY_BODY(T, -x) break;                                                  \
+    case TTT_U_EXP: UNARY_BODY(T, EXP(x)) break;                                              \
+    case TTT_U_LOG: UNARY_BODY(T, LOG(x)) break;                                              \
+    case TTT_U_TANH: UNARY_BODY(T, TANH(x)) break;                                            \
+    case TTT_U_SIGMOID: UNARY_BODY(T, sigmoid_d((double)x)) break;                            \
+    case TTT_U_GELU: UNARY_BODY(T, (T)0.5 * x * ((T)1 + TANH((T)GELU_C * (x + (T)GELU_K * x * x * x)))) break; \
+    case TTT_U_SILU: UNARY_BODY(T, (double)x * sigmoid_d((double)x)) break;                   \
+    case TTT_U_RELU: UNARY_BODY(T, x > 0 ? x : (T)0) break;                                   \
+    case TTT_U_SQRT: UNARY_BODY(T, SQRT(x)) break;                                            \
+    case TTT_U_RSQRT: UNARY_BODY(T, (T)1 / SQRT(x)) break;                                    \
+    case TTT_U_ABS: UNARY_BODY(T, FABS(x)) break;                                             \
+    case TTT_U_SIGN: UNARY_BODY(T, (x > 0) - (x < 0)) break;                                  \
+    case TTT_U_STEP: UNARY_BODY(T, x > 0 ? 1 : 0) break;                                      \
+    case TTT_U_POW: UNARY_BODY(T, POW(x, (T)p0)) break;                                       \
+    case TTT_U_CLAMP: UNARY_BODY(T, x < (T)p0 ? (T)p0 : (x > (T)p1 ? (T)p1 : x)) break;       \
+    case TTT_U_INRANGE: UNARY_BODY(T, (x >= (T)p0 && x <= (T)p1) ? 1 : 0) break;              \
+    case TTT_U_AFFINE: UNARY_BODY(T, (T)p0 * x + (T)p1) break;                                \
+    case TTT_U_ELU1: UNARY_BODY(T, x > 0 ? x + (T)1 : EXP(x)) break;                          \
+    default: break;                                                                           \
+    }
+
+static void unary_f32_dense(ttt_unary_op op, int64_t n, float *ys, const float *xs, double p0, double p1) {
+    const int64_t sx = 1, sy = 1;
+    UNARY_CASES(float, expf, logf, tanhf, sqrtf, powf, fabsf)
+}
+
+static void unary_f32(ttt_unary_op op, int64_t n, float *ys, int64_t sy, const float *xs, int64_t sx, double p0,
+                      double p1) {
+    if (sx == 1 && sy == 1) {
+        unary_f32_dense(op, n, ys, xs, p0, p1); /* constant unit strides vectorize */
+        return;
+    }
+    UNARY_CASES(float, expf, logf, tanhf, sqrtf, powf, fabsf)
+}
+
+static void unary_f64_dense(ttt_unary_op op, int64_t n, double *ys, const double *xs, double p0, double p1) {
+    const int64_t sx = 1, sy = 1;
+    UNARY_CASES(double, exp, log, tanh, sqrt, pow, fabs)
+}
+
+static void unary_f64(ttt_unary_op op, int64_t n, double *ys, int64_t sy, const double *xs, int64_t sx, double p0,
+                      double p1) {
+    if (sx == 1 && sy == 1) {
+        unary_f64_dense(op, n, ys, xs, p0, p1);
+        return;
+    }
+    UNARY_CASES(double, exp, log, tanh, sqrt, pow, fabs)
+}
+
+int cpu_unary(ttt_unary_op op, ttt_tensor *dst, const ttt_tensor *src, double p0, double p1) {
+    if (dst->dtype != TTT_F32 && dst->dtype != TTT_F64) return cpu_unsupported("unary", dst->dtype);
+    if ((unsigned)op >= TTT_U_COUNT) {
+        ttt_backend_error("unary: unknown op %d", (int)op);
+        return TTT_ERR;
+    }
+    const ttt_tensor *ops[2] = {dst, src};
+    cpu_iter it;
+    cpu_iter_init(&it, 2, ops);
+    int64_t items = cpu_iter_items(&it), sy = cpu_iter_inner_stride(&it, 0), sx = cpu_iter_inner_stride(&it, 1);
+    int f32 = dst->dtype == TTT_F32;
+#pragma omp parallel for if (cpu_numel(dst) > CPU_PAR_MIN) schedule(static)
+    for (int64_t w = 0; w < items; w++) {
+        int64_t off[2], n;
+        cpu_iter_item(&it, w, off, &n);
+        if (f32) unary_f32(op, n, (float *)dst->data + off[0], sy, (const float *)src->data + off[1], sx, p0, p1);
+        else unary_f64(op, n, (double *)dst->data + off[0], sy, (const double *)src->data + off[1], sx, p0, p1);
+    }
+    return TTT_OK;
+}
+
+/* ---- binary ---------------------------------------------------------------------- */
+
+#define BIN_LOOP(T, EXPR)                                                  \
+    if (sy == 1 && sa == 1 && sb == 1) {                                   \
+        for (int64_t i = 0; i < n; i++) {                                  \
+            T a = as[i], b = bs[i];                                        \
+            ys[i] = (T)(EXPR);                                             \
+        }                                                                  \
+    } else if (sy == 1 && sa == 1 && sb == 0) {                            \
+        T b = bs[0];                                                       \
+        for (int64_t i = 0; i < n; i++) {                                  \
+            T a = as[i];                                                   \
+            ys[i] = (T)(EXPR);                                             \
+        }                                                                  \
+    } else {                                                               \
+        for (int64_t i = 0; i < n; i++) {                                  \
+            T a = as[i * sa], b = bs[i * sb];                              \
+            ys[i * sy] = (T)(EXPR);                                        \
+        }                                                                  \
+    }
+
+#define BIN_CASES(T)                                      \
+    switch (op) {                                         \
+    case TTT_B_ADD: BIN_LOOP(T, a + b) break;             \
+    case TTT_B_SUB: BIN_LOOP(T, a - b) break;             \
+    case TTT_B_MUL: BIN_LOOP(T, a * b) break;             \
+    case TTT_B_DIV: BIN_LOOP(T, a / b) break;             \
+    case TTT_B_MAX: BIN_LOOP(T, a >= b ? a : b) break;    \
+    case TTT_B_MIN: BIN_LOOP(T, a <= b ? a : b) break;    \
+    case TTT_B_GT: BIN_LOOP(T, a > b ? 1 : 0) break;      \
+    case TTT_B_GE: BIN_LOOP(T, a >= b ? 1 : 0) break;     \
+    case TTT_B_EQ: BIN_LOOP(T, a == b ? 1 : 0) break;     \
+    default: break;                                       \
+    }
+
+static void binary_f32(ttt_binary_op op, int64_t n, float *ys, int64_t sy, const float *as, int64_t sa,
+                       const float *bs, int64_t sb) {
+    BIN_CASES(float)
+}
+
+static void binary_f64(ttt_binary_op op, int64_t n, double *ys, int64_t sy, const double *as, int64_t sa,
+                       const double *bs, int64_t sb) {
+    BIN_CASES(double)
+}
+
+int cpu_binary(ttt_binary_op op, ttt_tensor *dst, const ttt_tensor *a, const ttt_tensor *b) {
+    if (dst->dtype != TTT_F32 && dst->dtype != TTT_F64) return cpu_unsupported("binary", dst->dtype);
+    if ((unsigned)op >= TTT_B_COUNT) {
+        ttt_backend_error("binary: unknown op %d", (int)op);
+        return TTT_ERR;
+    }
+    const ttt_tensor *ops[3] = {dst, a, b};
+    cpu_iter it;
+    cpu_iter_init(&it, 3, ops);
+    int64_t items = cpu_iter_items(&it);
+    int64_t sy = cpu_iter_inner_stride(&it, 0), sa = cpu_iter_inner_stride(&it, 1), sb = cpu_iter_inner_stride(&it, 2);
+    int f32 = dst->dtype == TTT_F32;
+#pragma omp parallel for if (cpu_numel(dst) > CPU_PAR_MIN) schedule(static)
+    for (int64_t w = 0; w < items; w++) {
+        int64_t off[3], n;
+        cpu_iter_item(&it, w, off, &n);
+        if (f32)
+            binary_f32(op, n, (float *)dst->data + off[0], sy, (const float *)a->data + off[1], sa,
+                       (const float *)b->data + off[2], sb);
+        else
+            binary_f64(op, n, (double *)dst->data + off[0], sy, (const double *)a->data + off[1], sa,
+                       (const double *)b->data + off[2], sb);
+    }
+    return TTT_OK;
+}
+
+/* ---- where ------------------------------------------------------------------------- */
+
+int cpu_where(ttt_tensor *dst, const ttt_tensor *cond, const ttt_tensor *a, const ttt_tensor *b) {
+    if (dst->dtype != TTT_F32 && dst->dtype != TTT_F64) return cpu_unsupported("where", dst->dtype);
+    const ttt_tensor *ops[4] = {dst, cond, a, b};
+    cpu_iter it;
+    cpu_iter_init(&it, 4, ops);
+    int64_t items = cpu_iter_items(&it), s[4];
+    for (int k = 0; k < 4; k++) s[k] = cpu_iter_inner_stride(&it, k);
+    int f32 = dst->dtype == TTT_F32;
+#pragma omp parallel for if (cpu_numel(dst) > CPU_PAR_MIN) schedule(static)
+    for (int64_t w = 0; w < items; w++) {
+        int64_t off[4], n;
+        cpu_iter_item(&it, w, off, &n);
+        if (f32) {
+            float *y = (float *)dst->data + off[0];
+            const float *c = (const float *)cond->data + off[1], *x = (const float *)a->data + off[2],
+                        *z = (const float *)b->data + off[3];
+            for (int64_t i = 0; i < n; i++) y[i * s[0]] = c[i * s[1]] != 0 ? x[i * s[2]] : z[i * s[3]];
+        } else {
+            double *y = (double *)dst->data + off[0];
+            const double *c = (const double *)cond->data + off[1], *x = (const double *)a->data + off[2],
+                         *z = (const double *)b->data + off[3];
+            for (int64_t i = 0; i < n; i++) y[i * s[0]] = c[i * s[1]] != 0 ? x[i * s[2]] : z[i * s[3]];
+        }
+    }
+    return TTT_OK;
+}

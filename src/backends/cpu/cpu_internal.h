@@ -1,0 +1,94 @@
+/* Shared helpers of the CPU kernels: a strided N-d iterator that collapses
+ * dense axes and splits the work into (row, chunk) items for OpenMP. */
+#ifndef TTT_CPU_INTERNAL_H
+#define TTT_CPU_INTERNAL_H
+
+#include <stdint.h>
+#include <string.h>
+
+#include "ttt/backend.h"
+
+enum { CPU_MAX_OPS = 4, CPU_CHUNK = 16384, CPU_PAR_MIN = 32768 };
+
+/* Operand 0 is usually the destination. Strides in elements. */
+typedef struct {
+    int ndim, nops;
+    int64_t shape[TTT_MAX_DIMS];
+    int64_t stride[CPU_MAX_OPS][TTT_MAX_DIMS];
+    int64_t rows, inner, chunks; /* work items = rows * chunks */
+} cpu_iter;
+
+static inline void cpu_iter_init(cpu_iter *it, int nops, const ttt_tensor *const *ops) {
+    const ttt_tensor *ref = ops[0];
+    it->nops = nops;
+    /* copy, dropping size-1 axes */
+    int nd = 0;
+    for (int d = 0; d < ref->ndim; d++) {
+        if (ref->shape[d] == 1) continue;
+        it->shape[nd] = ref->shape[d];
+        for (int k = 0; k < nops; k++) it->stride[k][nd] = ops[k]->stride[d];
+        nd++;
+    }
+    /* merge axis d into d+1 where every operand is dense across them */
+    int out = 0;
+    for (int d = 0; d < nd; d++) {
+        if (out > 0) {
+            int merge = 1;
+            for (int k = 0; k < nops && merge; k++)
+                merge = it->stride[k][out - 1] == it->stride[k][d] * it->shape[d];
+            if (merge) {
+                it->shape[out - 1] *= it->shape[d];
+                for (int k = 0; k < nops; k++) it->stride[k][out - 1] = it->stride[k][d];
+                continue;
+            }
+        }
+        it->shape[out] = it->shape[d];
+        for (int k = 0; k < nops; k++) it->stride[k][out] = it->stride[k][d];
+        out++;
+    }
+    if (out == 0) { /* scalar */
+        it->shape[0] = 1;
+        for (int k = 0; k < nops; k++) it->stride[k][0] = 1;
+        out = 1;
+    }
+    it->ndim = out;
+    it->inner = it->shape[out - 1];
+    it->rows = 1;
+    for (int d = 0; d < out - 1; d++) it->rows *= it->shape[d];
+    it->chunks = (it->inner + CPU_CHUNK - 1) / CPU_CHUNK;
+    if (it->chunks < 1) it->chunks = 1;
+}
+
+static inline int64_t cpu_iter_items(const cpu_iter *it) { return it->rows * it->chunks; }
+
+/* Element offsets of each operand at the start of work item w; *n = its length. */
+static inline void cpu_iter_item(const cpu_iter *it, int64_t w, int64_t *off, int64_t *n) {
+    int64_t row = w / it->chunks, chunk = w % it->chunks;
+    for (int k = 0; k < it->nops; k++) off[k] = 0;
+    for (int d = it->ndim - 2; d >= 0; d--) {
+        int64_t i = row % it->shape[d];
+        row /= it->shape[d];
+        for (int k = 0; k < it->nops; k++) off[k] += i * it->stride[k][d];
+    }
+    int64_t start = chunk * CPU_CHUNK;
+    for (int k = 0; k < it->nops; k++) off[k] += start * it->stride[k][it->ndim - 1];
+    *n = it->inner - start < CPU_CHUNK ? it->inner - start : CPU_CHUNK;
+}
+
+static inline int64_t cpu_iter_inner_stride(const cpu_iter *it, int k) { return it->stride[k][it->ndim - 1]; }
+
+static inline int64_t cpu_numel(const ttt_tensor *t) {
+    int64_t n = 1;
+    for (int i = 0; i < t->ndim; i++) n *= t->shape[i];
+    return n;
+}
+
+/* Rows of the last axis for last-axis kernels: [rows, cols]. */
+static inline void cpu_rows_cols(const ttt_tensor *t, int64_t *rows, int64_t *cols) {
+    *cols = t->ndim ? t->shape[t->ndim - 1] : 1;
+    *rows = *cols ? cpu_numel(t) / *cols : 0;
+}
+
+int cpu_unsupported(const char *kernel, ttt_dtype dt);
+
+#endif

@@ -1,0 +1,188 @@
+/* Last-axis and indexing kernels: softmax, norms, cross-entropy, one-hot,
+ * row gather / scatter-add, RoPE, attention masks. Inputs are dense. */
+#include <math.h>
+#include <string.h>
+
+#include "cpu_internal.h"
+
+#define F32(t) ((t)->dtype == TTT_F32)
+
+static inline double ld(const void *p, int f32, int64_t i) {
+    return f32 ? (double)((const float *)p)[i] : ((const double *)p)[i];
+}
+static inline void st(void *p, int f32, int64_t i, double v) {
+    if (f32) ((float *)p)[i] = (float)v;
+    else ((double *)p)[i] = v;
+}
+
+static int float_only(const char *k, const ttt_tensor *t) {
+    return t->dtype == TTT_F32 || t->dtype == TTT_F64 ? TTT_OK : cpu_unsupported(k, t->dtype);
+}
+
+int cpu_softmax(ttt_tensor *dst, const ttt_tensor *src, int log_out) {
+    if (float_only("softmax", src)) return TTT_ERR;
+    int64_t rows, cols;
+    cpu_rows_cols(src, &rows, &cols);
+    int f32 = F32(src);
+#pragma omp parallel for if (rows * cols > CPU_PAR_MIN) schedule(static)
+    for (int64_t r = 0; r < rows; r++) {
+        const int64_t o = r * cols;
+        double mx = -INFINITY, sum = 0;
+        for (int64_t j = 0; j < cols; j++) mx = fmax(mx, ld(src->data, f32, o + j));
+        if (mx == -INFINITY) mx = 0; /* a fully masked row: avoid inf - inf */
+        for (int64_t j = 0; j < cols; j++) sum += exp(ld(src->data, f32, o + j) - mx);
+        double lse = log(sum);
+        for (int64_t j = 0; j < cols; j++) {
+            double z = ld(src->data, f32, o + j) - mx;
+            st(dst->data, f32, o + j, log_out ? z - lse : exp(z) / sum);
+        }
+    }
+    return TTT_OK;
+}
+
+int cpu_norm(ttt_norm_kind kind, ttt_tensor *dst, const ttt_tensor *src, double eps) {
+    if (float_only("norm", src)) return TTT_ERR;
+    int64_t rows, cols;
+    cpu_rows_cols(src, &rows, &cols);
+    int f32 = F32(src);
+#pragma omp parallel for if (rows * cols > CPU_PAR_MIN) schedule(static)
+    for (int64_t r = 0; r < rows; r++) {
+        const int64_t o = r * cols;
+        double mean = 0, var = 0;
+        if (kind == TTT_NORM_LAYER) {
+            for (int64_t j = 0; j < cols; j++) mean += ld(src->data, f32, o + j);
+            mean /= (double)cols;
+        }
+        for (int64_t j = 0; j < cols; j++) {
+            double d = ld(src->data, f32, o + j) - mean;
+            var += d * d;
+        }
+        double rstd = 1.0 / sqrt(var / (double)cols + eps);
+        for (int64_t j = 0; j < cols; j++) st(dst->data, f32, o + j, (ld(src->data, f32, o + j) - mean) * rstd);
+    }
+    return TTT_OK;
+}
+
+/* Validate every target before touching the output (OpenMP loops cannot return early). */
+static int check_targets(const char *k, const ttt_tensor *targets, int64_t rows, int64_t v, int ignore) {
+    const int32_t *t = targets->data;
+    for (int64_t r = 0; r < rows; r++)
+        if (t[r] != ignore && (t[r] < 0 || t[r] >= v)) {
+            ttt_backend_error("%s: target %d at row %lld out of range [0, %lld)", k, t[r], (long long)r, (long long)v);
+            return TTT_ERR;
+        }
+    return TTT_OK;
+}
+
+int cpu_cross_entropy(ttt_tensor *dst, const ttt_tensor *logits, const ttt_tensor *targets, int ignore_index) {
+    if (float_only("cross_entropy", logits)) return TTT_ERR;
+    int64_t rows, v;
+    cpu_rows_cols(logits, &rows, &v);
+    if (check_targets("cross_entropy", targets, rows, v, ignore_index)) return TTT_ERR;
+    const int32_t *t = targets->data;
+    int f32 = F32(logits);
+#pragma omp parallel for if (rows * v > CPU_PAR_MIN) schedule(static)
+    for (int64_t r = 0; r < rows; r++) {
+        if (t[r] == ignore_index) {
+            st(dst->data, f32, r, 0.0);
+            continue;
+        }
+        const int64_t o = r * v;
+        double mx = -INFINITY, sum = 0;
+        for (int64_t j = 0; j < v; j++) mx = fmax(mx, ld(logits->data, f32, o + j));
+        for (int64_t j = 0; j < v; j++) sum += exp(ld(logits->data, f32, o + j) - mx);
+        st(dst->data, f32, r, mx + log(sum) - ld(logits->data, f32, o + t[r]));
+    }
+    return TTT_OK;
+}
+
+int cpu_one_hot(ttt_tensor *dst, const ttt_tensor *targets, int ignore_index) {
+    if (float_only("one_hot", dst)) return TTT_ERR;
+    int64_t rows, v;
+    cpu_rows_cols(dst, &rows, &v);
+    if (check_targets("one_hot", targets, rows, v, ignore_index)) return TTT_ERR;
+    const int32_t *t = targets->data;
+    int f32 = F32(dst);
+    for (int64_t r = 0; r < rows; r++) {
+        for (int64_t j = 0; j < v; j++) st(dst->data, f32, r * v + j, 0.0);
+        if (t[r] != ignore_index) st(dst->data, f32, r * v + t[r], 1.0);
+    }
+    return TTT_OK;
+}
+
+static int check_ids(const char *k, const ttt_tensor *ids, int64_t n, int64_t v) {
+    const int32_t *id = ids->data;
+    for (int64_t i = 0; i < n; i++)
+        if (id[i] < 0 || id[i] >= v) {
+            ttt_backend_error("%s: id %d at position %lld out of range [0, %lld)", k, id[i], (long long)i, (long long)v);
+            return TTT_ERR;
+        }
+    return TTT_OK;
+}
+
+int cpu_gather_rows(ttt_tensor *dst, const ttt_tensor *table, const ttt_tensor *ids) {
+    if (float_only("gather_rows", table)) return TTT_ERR;
+    int64_t n = cpu_numel(ids), v = table->shape[0], d = table->shape[1];
+    if (check_ids("embedding", ids, n, v)) return TTT_ERR;
+    const int32_t *id = ids->data;
+    size_t es = F32(table) ? 4 : 8;
+#pragma omp parallel for if (n * d > CPU_PAR_MIN) schedule(static)
+    for (int64_t i = 0; i < n; i++)
+        memcpy((char *)dst->data + (size_t)(i * d) * es, (const char *)table->data + (size_t)(id[i] * d) * es,
+               (size_t)d * es);
+    return TTT_OK;
+}
+
+int cpu_scatter_add_rows(ttt_tensor *dst, const ttt_tensor *src, const ttt_tensor *ids) {
+    if (float_only("scatter_add_rows", src)) return TTT_ERR;
+    int64_t n = cpu_numel(ids), v = dst->shape[0], d = dst->shape[1];
+    if (check_ids("scatter_add_rows", ids, n, v)) return TTT_ERR;
+    const int32_t *id = ids->data;
+    int f32 = F32(src);
+    /* parallel over columns: rows with the same id never race */
+#pragma omp parallel for if (n * d > CPU_PAR_MIN) schedule(static)
+    for (int64_t j = 0; j < d; j++)
+        for (int64_t i = 0; i < n; i++)
+            st(dst->data, f32, id[i] * d + j, ld(dst->data, f32, id[i] * d + j) + ld(src->data, f32, i * d + j));
+    return TTT_OK;
+}
+
+int cpu_rope(ttt_tensor *dst, const ttt_tensor *src, int seq_axis, int64_t pos0, double theta, int inverse) {
+    if (float_only("rope", src)) return TTT_ERR;
+    int64_t rows, d;
+    cpu_rows_cols(src, &rows, &d);
+    int64_t half = d / 2, inner = 1; /* rows per position step below seq_axis */
+    for (int a = seq_axis + 1; a < src->ndim - 1; a++) inner *= src->shape[a];
+    int64_t seq = src->shape[seq_axis];
+    int f32 = F32(src);
+#pragma omp parallel for if (rows * d > CPU_PAR_MIN) schedule(static)
+    for (int64_t r = 0; r < rows; r++) {
+        double pos = (double)(pos0 + (r / inner) % seq);
+        const int64_t o = r * d;
+        for (int64_t i = 0; i < half; i++) {
+            double ang = pos * pow(theta, -2.0 * (double)i / (double)d);
+            if (inverse) ang = -ang;
+            double c = cos(ang), s = sin(ang);
+            double x1 = ld(src->data, f32, o + i), x2 = ld(src->data, f32, o + i + half);
+            st(dst->data, f32, o + i, x1 * c - x2 * s);
+            st(dst->data, f32, o + i + half, x2 * c + x1 * s);
+        }
+    }
+    return TTT_OK;
+}
+
+int cpu_attn_mask(ttt_tensor *dst, const ttt_tensor *src, int64_t window, int64_t q_offset, double fill) {
+    if (float_only("attn_mask", src)) return TTT_ERR;
+    int64_t tk = src->shape[src->ndim - 1], tq = src->shape[src->ndim - 2];
+    int64_t rows = tk ? cpu_numel(src) / tk : 0;
+    int f32 = F32(src);
+#pragma omp parallel for if (rows * tk > CPU_PAR_MIN) schedule(static)
+    for (int64_t r = 0; r < rows; r++) {
+        int64_t qp = q_offset + r % tq;
+        for (int64_t j = 0; j < tk; j++) {
+            int keep = j <= qp && (window <= 0 || qp - j < window);
+            st(dst->data, f32, r * tk + j, keep ? ld(src->data, f32, r * tk + j) : fill);
+        }
+    }
+    return TTT_OK;
+}

@@ -1,0 +1,657 @@
+/* Op-by-op gradient checks in float64.
+ *
+ * For a case with inputs x and output y = fn(x), let f(x) = sum(y * R) for a
+ * fixed random R. Order 1 compares ttt_grad(f, x) element by element with
+ * central differences of f. Order 2 takes a random direction v and compares
+ * the Hessian-vector product grad(<grad f, v>, x) (grad-of-grad through
+ * create_graph) with central differences of grad f along v. Inputs have random
+ * small shapes, odd sizes and broadcasting; each case draws them from the seed.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ttt/autodiff.h"
+#include "ttt/gradcheck.h"
+#include "ttt/ops.h"
+
+enum { MAXIN = 6 };
+typedef enum { K_NORMAL, K_POS, K_AWAY, K_MASK, K_IDS } input_kind;
+
+typedef struct {
+    int n;
+    int ndim[MAXIN];
+    int64_t shape[MAXIN][TTT_MAX_DIMS];
+    input_kind kind[MAXIN];
+    int64_t id_range[MAXIN]; /* K_IDS: ids in [0, range); some set to IGNORE when allow_ignore */
+    int allow_ignore;
+    int64_t p[6];            /* case parameters */
+    double f[4];
+} spec;
+
+enum { IGNORE = -100 };
+
+typedef struct {
+    uint64_t s;
+} rng;
+
+static uint64_t rnext(rng *r) {
+    uint64_t z = (r->s += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+static double runif(rng *r) { return (double)(rnext(r) >> 11) * (1.0 / 9007199254740992.0); }
+static int64_t rint_in(rng *r, int64_t lo, int64_t hi) { return lo + (int64_t)(rnext(r) % (uint64_t)(hi - lo + 1)); }
+static double rnorm(rng *r) {
+    double u1 = runif(r) + 1e-12, u2 = runif(r);
+    return sqrt(-2 * log(u1)) * cos(6.283185307179586 * u2);
+}
+
+static int add_input(spec *s, input_kind k, int ndim, const int64_t *shape) {
+    int i = s->n++;
+    s->kind[i] = k;
+    s->ndim[i] = ndim;
+    for (int d = 0; d < ndim; d++) s->shape[i][d] = shape[d];
+    return i;
+}
+#define IN(s, k, ...) add_input(s, k, TTT_DIMS(__VA_ARGS__))
+
+typedef void (*make_fn)(rng *, spec *);
+typedef ttt_tensor *(*forward_fn)(ttt_ctx *, ttt_tensor *const *, const spec *);
+typedef struct {
+    const char *name;
+    make_fn make;
+    forward_fn fn;
+} gc_case;
+
+/* ---- case helpers ---------------------------------------------------------------- */
+
+static int64_t odd_dim(rng *r) { return rint_in(r, 1, 5); }
+
+/* Two shapes that broadcast against each other. */
+static void broadcast_pair(rng *r, spec *s, input_kind ka, input_kind kb) {
+    int64_t full[3] = {rint_in(r, 1, 3), rint_in(r, 2, 4), rint_in(r, 1, 5)};
+    int64_t a[3], b[3];
+    for (int d = 0; d < 3; d++) {
+        a[d] = (rnext(r) % 4 == 0) ? 1 : full[d];
+        b[d] = (rnext(r) % 3 == 0) ? 1 : full[d];
+    }
+    add_input(s, ka, 3, a);
+    if (rnext(r) % 2) add_input(s, kb, 2, b + 1); /* fewer dims */
+    else add_input(s, kb, 3, b);
+}
+
+static void make_2d(rng *r, spec *s, input_kind k) { IN(s, k, odd_dim(r), rint_in(r, 2, 6)); }
+
+/* ---- elementwise ----------------------------------------------------------------- */
+
+#define UNARY_CASE(op, kind, expr)                                                                            \
+    static void make_##op(rng *r, spec *s) { make_2d(r, s, kind); }                                         \
+    static ttt_tensor *fn_##op(ttt_ctx *ctx, ttt_tensor *const *x, const spec *s) {                         \
+        (void)s;                                                                                            \
+        return expr;                                                                                        \
+    }
+
+UNARY_CASE(neg, K_NORMAL, ttt_neg(ctx, x[0]))
+UNARY_CASE(exp, K_NORMAL, ttt_exp(ctx, x[0]))
+UNARY_CASE(log, K_POS, ttt_log(ctx, x[0]))
+UNARY_CASE(tanh, K_NORMAL, ttt_tanh(ctx, x[0]))
+UNARY_CASE(sigmoid, K_NORMAL, ttt_sigmoid(ctx, x[0]))
+UNARY_CASE(gelu, K_NORMAL, ttt_gelu(ctx, x[0]))
+UNARY_CASE(silu, K_NORMAL, ttt_silu(ctx, x[0]))
+UNARY_CASE(relu, K_AWAY, ttt_relu(ctx, x[0]))
+UNARY_CASE(sqrt, K_POS, ttt_sqrt(ctx, x[0]))
+UNARY_CASE(rsqrt, K_POS, ttt_rsqrt(ctx, x[0]))
+UNARY_CASE(abs, K_AWAY, ttt_abs(ctx, x[0]))
+UNARY_CASE(pow, K_POS, ttt_pow(ctx, x[0], 2.5))
+UNARY_CASE(pow3, K_NORMAL, ttt_pow(ctx, x[0], 3.0))
+UNARY_CASE(clamp, K_NORMAL, ttt_clamp(ctx, x[0], -0.5, 0.7))
+UNARY_CASE(scale_shift, K_NORMAL, ttt_add_scalar(ctx, ttt_scale(ctx, x[0], -1.7), 0.3))
+UNARY_CASE(elu1, K_AWAY, ttt_elu1(ctx, x[0]))
+
+#define BINARY_CASE(op, kb, expr)                                                                              \
+    static void make_##op(rng *r, spec *s) { broadcast_pair(r, s, K_NORMAL, kb); }                            \
+    static ttt_tensor *fn_##op(ttt_ctx *ctx, ttt_tensor *const *x, const spec *s) {                          \
+        (void)s;                                                                                             \
+        return expr;                                                                                         \
+    }
+
+BINARY_CASE(add, K_NORMAL, ttt_add(ctx, x[0], x[1]))
+BINARY_CASE(sub, K_NORMAL, ttt_sub(ctx, x[0], x[1]))
+BINARY_CASE(mul, K_NORMAL, ttt_mul(ctx, x[0], x[1]))
+BINARY_CASE(div, K_POS, ttt_div(ctx, x[0], x[1]))
+BINARY_CASE(maximum, K_NORMAL, ttt_maximum(ctx, x[0], x[1]))
+BINARY_CASE(minimum, K_NORMAL, ttt_minimum(ctx, x[0], x[1]))
+
+static void make_where(rng *r, spec *s) {
+    broadcast_pair(r, s, K_NORMAL, K_NORMAL);
+    add_input(s, K_MASK, s->ndim[0], s->shape[0]);
+}
+static ttt_tensor *fn_where(ttt_ctx *ctx, ttt_tensor *const *x, const spec *s) {
+    (void)s;
+    return ttt_where(ctx, x[2], x[0], x[1]);
+}
+static void make_masked_fill(rng *r, spec *s) {
+    make_2d(r, s, K_NORMAL);
+    add_input(s, K_MASK, 1, &s->shape[0][1]);
+}
+static ttt_tensor *fn_masked_fill(ttt_ctx *ctx, ttt_tensor *const *x, const spec *s) {
+    (void)s;
+    return ttt_masked_fill(ctx, x[0], x[1], 0.7);
+}
+
+/* ---- reductions -------------------------------------------------------------------- */
+
+static void make_reduce(rng *r, spec *s) {
+    IN(s, K_NORMAL, rint_in(r, 1, 3), rint_in(r, 2, 5), rint_in(r, 1, 4));
+    s->p[0] = rint_in(r, 1, 7); /* axes bitmask */
+    s->p[1] = (int64_t)(rnext(r) % 2); /* keepdim */
+}
+static int reduce_axes(const spec *s, int *axes) {
+    int n = 0;
+    for (int d = 0; d < 3; d++)
+        if (s->p[0] & (1 << d)) {
+            axes[n] = d - (n % 2 ? 3 : 0); /* mix positive and negative axes */
+            n++;
+        }
+    return n;
+}
+static ttt_tensor *fn_sum(ttt_ctx *ctx, ttt_tensor *const *x, const spec *s) {
+    int axes[3], n = reduce_axes(s, axes);
+    return ttt_sum(ctx, x[0], n, axes, (int)s->p[1]);
+}
+static ttt_tensor *fn_mean(ttt_ctx *ctx, ttt_tensor *const *x, const spec *s) {
+    int axes[3], n = reduce_axes(s, axes);
+    return ttt_mean(ctx, x[0], n, axes, (int)s->p[1]);
+}
+static ttt_tensor *fn_max(ttt_ctx *ctx, ttt_tensor *const *x, const spec *s) {
+    int axes[3], n = reduce_axes(s, axes);
+    /* square first so the second derivative is not trivially zero */
+    return ttt_max(ctx, ttt_mul(ctx, x[0], x[0]), n, axes, (int)s->p[1]);
+}
+static void make_sum_to(rng *r, spec *s) {
+    IN(s, K_NORMAL, rint_in(r, 1, 3), rint_in(r, 2, 4), rint_in(r, 1, 5));
+    s->p[0] = (int64_t)(rnext(r) % 2);
+}
+static ttt_tensor *fn_sum_to(ttt_ctx *ctx, ttt_tensor *const *x, const spec *s) {
+    int64_t shape[2] = {s->p[0] ? 1 : x[0]->shape[1], x[0]->shape[2]};
+    return ttt_sum_to(ctx, ttt_mul(ctx, x[0], x[0]), 2, shape);
+}
+
+/* ---- matmul ---------------------------------------------------------------------------- */
+
+static void make_matmul(rng *r, spec *s) {
+    int64_t bsz = rint_in(r, 1, 3), m = odd_dim(r), k = odd_dim(r), n = odd_dim(r);
+    int ta = (int)(rnext(r) % 2), tb = (int)(rnext(r) % 2);
+    s->p[0] = ta;
+    s->p[1] = tb;
+    if (ta) IN(s, K_NORMAL, bsz, k, m);
+    else IN(s, K_NORMAL, bsz, m, k);
+    int bdim = (int)(rnext(r) % 2); /* b broadcast over the batch */
+    if (bdim) {
+        if (tb) IN(s, K_NORMAL, n, k);
+        else IN(s, K_NORMAL, k, n);
+    } else {
+        if (tb) IN(s, K_NORMAL, 1, n, k);
+        else IN(s, K_NORMAL, 1, k, n);
+    }
+}
+static ttt_tensor *fn_matmul(ttt_ctx *ctx, ttt_tensor *const *x, const spec *s) {
+    /* multiply by itself once more so the Hessian is not zero */
+    ttt_tensor *c = ttt_matmul(ctx, x[0], x[1], (int)s->p[0], (int)s->p[1]);
+    return ttt_mul(ctx, c, c);
+}
+static void make_matmul_view(rng *r, spec *s) {
+    int64_t m = odd_dim(r), k = odd_dim(r), n = odd_dim(r);
+    IN(s, K_NORMAL, k, m);
+    IN(s, K_NORMAL, n, 2, k);
+}
+static ttt_tensor *fn_matmul_view(ttt_ctx *ctx, ttt_tensor *const *x, const spec *s) {
+    (void)s;
+    /* transposed and strided views go to the kernel without copies */
+    ttt_tensor *a = ttt_transpose(ctx, x[0], 0, 1);                        /* [m, k], column-major */
+    ttt_tensor *b = ttt_transpose(ctx, ttt_slice(ctx, x[1], 1, 1, 2, 1), 0, 2); /* [k, 1, n] -> use as [k, n] */
+    b = ttt_reshape(ctx, b, TTT_DIMS(x[1]->shape[2], x[1]->shape[0]));
+    return ttt_tanh(ctx, ttt_matmul(ctx, a, b, 0, 0));
+}
+
+/* ---- nn ---------------------------------------------------------------------------------- */
+
+static void make_rows(rng *r, spec *s) { IN(s, K_NORMAL, rint_in(r, 1, 3), odd_dim(r), rint_in(r, 2, 7)); }
+static ttt_tensor *fn_softmax(ttt_ctx *ctx, ttt_tensor *const *x, const spec *s) {
+    (void)s;
+    return ttt_softmax(ctx, x[0]);
+}
+static ttt_tensor *fn_log_softmax(ttt_ctx *ctx, ttt_tensor *const *x, const spec *s) {
+    (void)s;
+    return ttt_log_softmax(ctx, x[0]);
+}
+static void make_norm(rng *r, spec *s) {
+    int64_t d = rint_in(r, 2, 7);
+    IN(s, K_NORMAL, odd_dim(r), d);
+    IN(s, K_NORMAL, d);
+    IN(s, K_NORMAL, d);
+}
+static ttt_tensor *fn_layer_norm(ttt_ctx *ctx, ttt_tensor *const *x, const spec *s) {
+    (void)s;
+    return ttt_layer_norm(ctx, x[0], x[1], x[2], 1e-5);
+}
+static ttt_tensor *fn_layer_norm_plain(ttt_ctx *ctx, ttt_tensor *const *x, const spec *s) {
+    (void)s;
+    return ttt_add(ctx, ttt_layer_norm(ctx, x[0], NULL, NULL, 1e-5), ttt_mul(ctx, x[1], x[2]));
+}
+static ttt_tensor *fn_rms_norm(ttt_ctx *ctx, ttt_tensor *const *x, const spec *s) {
+    (void)s;
+    return ttt_add(ctx, ttt_rms_norm(ctx, x[0], x[1], 1e-6), x[2]);
+}
+static ttt_tensor *fn_rms_norm_plain(ttt_ctx *ctx, ttt_tensor *const *x, const spec *s) {
+    (void)s;
+    return ttt_mul(ctx, ttt_rms_norm(ctx, x[0], NULL, 1e-6), ttt_add(ctx, x[1], x[2]));
+}
+static void make_ce(rng *r, spec *s) {
+    int64_t n = rint_in(r, 1, 6), v = rint_in(r, 2, 7);
+    IN(s, K_NORMAL, 2, n, v);
+    int i = IN(s, K_IDS, 2, n);
+    s->id_range[i] = v;
+    s->allow_ignore = 1;
+}
+static ttt_tensor *fn_ce(ttt_ctx *ctx, ttt_tensor *const *x, const spec *s) {
+    (void)s;
+    return ttt_cross_entropy(ctx, x[0], x[1], IGNORE);
+}
+static void make_embedding(rng *r, spec *s) {
+    int64_t v = rint_in(r, 2, 5), d = odd_dim(r);
+    IN(s, K_NORMAL, v, d);
+    int i = IN(s, K_IDS, rint_in(r, 1, 3), rint_in(r, 1, 4));
+    s->id_range[i] = v;
+}
+static ttt_tensor *fn_embedding(ttt_ctx *ctx, ttt_tensor *const *x, const spec *s) {
+    (void)s;
+    ttt_tensor *e = ttt_embedding(ctx, x[0], x[1]);
+    return ttt_mul(ctx, e, e);
+}
+static void make_scatter(rng *r, spec *s) {
+    int64_t n = rint_in(r, 1, 6), d = odd_dim(r);
+    IN(s, K_NORMAL, n, d);
+    int i = IN(s, K_IDS, n);
+    s->id_range[i] = rint_in(r, 1, 4);
+    s->p[0] = s->id_range[i];
+}
+static ttt_tensor *fn_scatter(ttt_ctx *ctx, ttt_tensor *const *x, const spec *s) {
+    ttt_tensor *o = ttt_scatter_add_rows(ctx, x[0], x[1], s->p[0]);
+    return ttt_mul(ctx, o, o);
+}
+static void make_rope(rng *r, spec *s) {
+    IN(s, K_NORMAL, rint_in(r, 1, 2), rint_in(r, 1, 5), rint_in(r, 1, 3), 2 * rint_in(r, 1, 4));
+    s->p[0] = rint_in(r, 0, 9);
+}
+static ttt_tensor *fn_rope(ttt_ctx *ctx, ttt_tensor *const *x, const spec *s) {
+    ttt_tensor *y = ttt_rope(ctx, x[0], 1, s->p[0], 10000.0);
+    return ttt_mul(ctx, y, y);
+}
+static void make_attn_mask(rng *r, spec *s) {
+    int64_t tq = rint_in(r, 1, 5), off = rint_in(r, 0, 3);
+    IN(s, K_NORMAL, rint_in(r, 1, 2), tq, tq + off);
+    s->p[0] = rint_in(r, 0, 3); /* window; 0 = causal only */
+    s->p[1] = off;
+}
+static ttt_tensor *fn_attn_mask(ttt_ctx *ctx, ttt_tensor *const *x, const spec *s) {
+    return ttt_softmax(ctx, ttt_attn_mask(ctx, x[0], s->p[0], s->p[1], -INFINITY));
+}
+static void make_clip(rng *r, spec *s) {
+    make_2d(r, s, K_NORMAL);
+    IN(s, K_NORMAL, odd_dim(r));
+    s->f[0] = rnext(r) % 2 ? 0.5 : 100.0; /* clipping active or not */
+}
+static ttt_tensor *fn_clip(ttt_ctx *ctx, ttt_tensor *const *x, const spec *s) {
+    ttt_tensor *out[2];
+    if (ttt_clip_by_global_norm(ctx, 2, x, s->f[0], out, NULL) != TTT_OK) return NULL;
+    ttt_tensor *flat[2] = {ttt_reshape(ctx, out[0], TTT_DIMS(-1)), ttt_reshape(ctx, out[1], TTT_DIMS(-1))};
+    ttt_tensor *c = ttt_concat(ctx, 2, flat, 0);
+    return ttt_mul(ctx, c, c);
+}
+
+/* ---- shape ---------------------------------------------------------------------------------- */
+
+static void make_3d(rng *r, spec *s) { IN(s, K_NORMAL, rint_in(r, 1, 3), rint_in(r, 2, 4), odd_dim(r)); }
+static ttt_tensor *sq(ttt_ctx *ctx, ttt_tensor *y) { return ttt_mul(ctx, y, y); }
+static ttt_tensor *fn_reshape(ttt_ctx *ctx, ttt_tensor *const *x, const spec *s) {
+    (void)s;
+    return sq(ctx, ttt_reshape(ctx, ttt_transpose(ctx, x[0], 0, 2), TTT_DIMS(-1, x[0]->shape[1])));
+}
+static ttt_tensor *fn_permute(ttt_ctx *ctx, ttt_tensor *const *x, const spec *s) {
+    (void)s;
+    static const int perm[3] = {2, 0, 1};
+    return sq(ctx, ttt_permute(ctx, x[0], perm));
+}
+static ttt_tensor *fn_slice(ttt_ctx *ctx, ttt_tensor *const *x, const spec *s) {
+    (void)s;
+    return sq(ctx, ttt_slice(ctx, ttt_slice(ctx, x[0], 2, 0, x[0]->shape[2], 2), 1, 1, x[0]->shape[1], 1));
+}
+static ttt_tensor *fn_expand(ttt_ctx *ctx, ttt_tensor *const *x, const spec *s) {
+    (void)s;
+    ttt_tensor *a = ttt_slice(ctx, x[0], 1, 0, 1, 1); /* size-1 axis to broadcast */
+    return sq(ctx, ttt_expand(ctx, a, TTT_DIMS(2, x[0]->shape[0], 3, x[0]->shape[2])));
+}
+static ttt_tensor *fn_contiguous(ttt_ctx *ctx, ttt_tensor *const *x, const spec *s) {
+    (void)s;
+    return sq(ctx, ttt_contiguous(ctx, ttt_transpose(ctx, x[0], 1, 2)));
+}
+static void make_concat(rng *r, spec *s) {
+    int64_t a = odd_dim(r), c = odd_dim(r);
+    IN(s, K_NORMAL, a, rint_in(r, 1, 3), c);
+    IN(s, K_NORMAL, a, rint_in(r, 1, 3), c);
+    IN(s, K_NORMAL, a, rint_in(r, 1, 3), c);
+}
+static ttt_tensor *fn_concat(ttt_ctx *ctx, ttt_tensor *const *x, const spec *s) {
+    (void)s;
+    return sq(ctx, ttt_concat(ctx, 3, x, 1));
+}
+static void make_stack(rng *r, spec *s) {
+    int64_t a = odd_dim(r), b = odd_dim(r);
+    IN(s, K_NORMAL, a, b);
+    IN(s, K_NORMAL, a, b);
+}
+static ttt_tensor *fn_stack(ttt_ctx *ctx, ttt_tensor *const *x, const spec *s) {
+    (void)s;
+    return sq(ctx, ttt_stack(ctx, 2, x, -1));
+}
+static ttt_tensor *fn_slice_scatter(ttt_ctx *ctx, ttt_tensor *const *x, const spec *s) {
+    (void)s;
+    int64_t full[3] = {x[0]->shape[0], x[0]->shape[1], 2 * x[0]->shape[2] + 1};
+    return sq(ctx, ttt_slice_scatter(ctx, x[0], 3, full, 2, 1, 2));
+}
+
+/* ---- composites: checkpoint around an inner gradient step ------------------------------------ */
+
+/* One inner SGD step on a reconstruction loss, then read out: the pattern of
+ * every TTT layer. in: W [d, d], X [n, d]; out: Z = tanh(X W1), W1. */
+static int inner_step(ttt_ctx *ctx, void *user, int n_in, ttt_tensor *const *in, int n_out, ttt_tensor **out) {
+    (void)user;
+    (void)n_in;
+    (void)n_out;
+    ttt_tensor *w = in[0], *x = in[1];
+    ttt_tensor *rec = ttt_sub(ctx, ttt_tanh(ctx, ttt_matmul(ctx, x, w, 0, 0)), x);
+    ttt_tensor *loss = ttt_mean(ctx, ttt_mul(ctx, rec, rec), 0, NULL, 0);
+    ttt_tensor *g;
+    if (ttt_grad(ctx, 1, &loss, NULL, 1, &w, &g, 1) != TTT_OK) return TTT_ERR;
+    out[1] = ttt_sub(ctx, w, ttt_scale(ctx, g, 0.5));
+    out[0] = ttt_tanh(ctx, ttt_matmul(ctx, x, out[1], 0, 0));
+    return out[0] && out[1] ? TTT_OK : TTT_ERR;
+}
+static void make_inner(rng *r, spec *s) {
+    int64_t d = rint_in(r, 2, 3);
+    IN(s, K_NORMAL, d, d);
+    IN(s, K_NORMAL, rint_in(r, 2, 4), d);
+}
+static ttt_tensor *fn_inner_direct(ttt_ctx *ctx, ttt_tensor *const *x, const spec *s) {
+    (void)s;
+    ttt_tensor *out[2];
+    if (inner_step(ctx, NULL, 2, x, 2, out) != TTT_OK) return NULL;
+    return ttt_add(ctx, ttt_sum(ctx, out[0], 0, NULL, 0), ttt_sum(ctx, sq(ctx, out[1]), 0, NULL, 0));
+}
+static ttt_tensor *fn_inner_checkpoint(ttt_ctx *ctx, ttt_tensor *const *x, const spec *s) {
+    (void)s;
+    ttt_tensor *out[2];
+    if (ttt_checkpoint(ctx, inner_step, NULL, 2, x, 2, out) != TTT_OK) return NULL;
+    return ttt_add(ctx, ttt_sum(ctx, out[0], 0, NULL, 0), ttt_sum(ctx, sq(ctx, out[1]), 0, NULL, 0));
+}
+
+static const gc_case CASES[] = {
+    {"neg", make_neg, fn_neg},
+    {"exp", make_exp, fn_exp},
+    {"log", make_log, fn_log},
+    {"tanh", make_tanh, fn_tanh},
+    {"sigmoid", make_sigmoid, fn_sigmoid},
+    {"gelu", make_gelu, fn_gelu},
+    {"silu", make_silu, fn_silu},
+    {"relu", make_relu, fn_relu},
+    {"sqrt", make_sqrt, fn_sqrt},
+    {"rsqrt", make_rsqrt, fn_rsqrt},
+    {"abs", make_abs, fn_abs},
+    {"pow(2.5)", make_pow, fn_pow},
+    {"pow(3)", make_pow3, fn_pow3},
+    {"clamp", make_clamp, fn_clamp},
+    {"scale+shift", make_scale_shift, fn_scale_shift},
+    {"elu1", make_elu1, fn_elu1},
+    {"add", make_add, fn_add},
+    {"sub", make_sub, fn_sub},
+    {"mul", make_mul, fn_mul},
+    {"div", make_div, fn_div},
+    {"maximum", make_maximum, fn_maximum},
+    {"minimum", make_minimum, fn_minimum},
+    {"where", make_where, fn_where},
+    {"masked_fill", make_masked_fill, fn_masked_fill},
+    {"sum", make_reduce, fn_sum},
+    {"mean", make_reduce, fn_mean},
+    {"max", make_reduce, fn_max},
+    {"sum_to", make_sum_to, fn_sum_to},
+    {"matmul", make_matmul, fn_matmul},
+    {"matmul(views)", make_matmul_view, fn_matmul_view},
+    {"softmax", make_rows, fn_softmax},
+    {"log_softmax", make_rows, fn_log_softmax},
+    {"layer_norm", make_norm, fn_layer_norm},
+    {"layer_norm(no affine)", make_norm, fn_layer_norm_plain},
+    {"rms_norm", make_norm, fn_rms_norm},
+    {"rms_norm(no affine)", make_norm, fn_rms_norm_plain},
+    {"cross_entropy", make_ce, fn_ce},
+    {"embedding", make_embedding, fn_embedding},
+    {"scatter_add_rows", make_scatter, fn_scatter},
+    {"rope", make_rope, fn_rope},
+    {"attn_mask+softmax", make_attn_mask, fn_attn_mask},
+    {"clip_by_global_norm", make_clip, fn_clip},
+    {"reshape", make_3d, fn_reshape},
+    {"permute", make_3d, fn_permute},
+    {"slice", make_3d, fn_slice},
+    {"expand", make_3d, fn_expand},
+    {"contiguous", make_3d, fn_contiguous},
+    {"concat", make_concat, fn_concat},
+    {"stack", make_stack, fn_stack},
+    {"slice_scatter", make_3d, fn_slice_scatter},
+    {"inner_grad_step", make_inner, fn_inner_direct},
+    {"checkpoint(inner_grad_step)", make_inner, fn_inner_checkpoint},
+};
+
+int ttt_gradcheck_count(void) { return (int)(sizeof CASES / sizeof CASES[0]); }
+const char *ttt_gradcheck_name(int i) { return i >= 0 && i < ttt_gradcheck_count() ? CASES[i].name : NULL; }
+
+/* ---- the checker ----------------------------------------------------------------------------------- */
+
+typedef struct {
+    ttt_ctx *ctx;
+    const gc_case *c;
+    spec s;
+    double *x[MAXIN];   /* host values of float inputs */
+    int32_t *ids[MAXIN];
+    int64_t numel[MAXIN];
+    double *r;          /* the fixed output weights R */
+    int64_t out_numel;
+    int out_ndim;
+    int64_t out_shape[TTT_MAX_DIMS];
+} checker;
+
+static int is_diff(const checker *k, int i) { return k->s.kind[i] != K_IDS && k->s.kind[i] != K_MASK; }
+
+static int build_inputs(checker *k, ttt_tensor **in, int requires_grad) {
+    for (int i = 0; i < k->s.n; i++) {
+        if (k->s.kind[i] == K_IDS) in[i] = ttt_from_host(k->ctx, TTT_I32, k->s.ndim[i], k->s.shape[i], k->ids[i]);
+        else in[i] = ttt_from_host(k->ctx, TTT_F64, k->s.ndim[i], k->s.shape[i], k->x[i]);
+        if (!in[i]) return TTT_ERR;
+        if (requires_grad && is_diff(k, i)) ttt_set_requires_grad(in[i], 1);
+    }
+    return TTT_OK;
+}
+
+/* f = sum(fn(x) * R); with grads != NULL also its gradient (and the HVP along v when hv != NULL). */
+static int evaluate(checker *k, double *f, double **grads, double *const *v, double **hv) {
+    ttt_ctx *ctx = k->ctx;
+    ttt_mark_t m = ttt_mark(ctx);
+    ttt_tensor *in[MAXIN], *dx[MAXIN], *g[MAXIN];
+    int nd = 0, rc = build_inputs(k, in, 1); /* inner-loop cases need W to require grad even for f alone */
+    if (rc == TTT_OK) {
+        ttt_tensor *y = k->c->fn(ctx, in, &k->s);
+        ttt_tensor *r = y ? ttt_from_host(ctx, TTT_F64, y->ndim, y->shape, k->r) : NULL;
+        ttt_tensor *fy = r ? ttt_sum(ctx, ttt_mul(ctx, y, r), 0, NULL, 0) : NULL;
+        if (!fy) rc = TTT_ERR;
+        if (rc == TTT_OK && f) *f = ttt_item(ctx, fy);
+        for (int i = 0; i < k->s.n; i++)
+            if (is_diff(k, i)) dx[nd++] = in[i];
+        if (rc == TTT_OK && grads) {
+            if (fy->requires_grad) rc = ttt_grad(ctx, 1, &fy, NULL, nd, dx, g, hv != NULL);
+            else
+                for (int i = 0; i < nd; i++) g[i] = ttt_zeros_like(ctx, dx[i]);
+            for (int i = 0; i < nd && rc == TTT_OK; i++) rc = ttt_copy_to_host(ctx, g[i], grads[i], TTT_F64);
+        }
+        if (rc == TTT_OK && hv) {
+            ttt_tensor *s = NULL;
+            for (int i = 0; i < nd && rc == TTT_OK; i++) {
+                ttt_tensor *vi = ttt_from_host(ctx, TTT_F64, dx[i]->ndim, dx[i]->shape, v[i]);
+                ttt_tensor *t = ttt_sum(ctx, ttt_mul(ctx, g[i], vi), 0, NULL, 0);
+                s = s ? ttt_add(ctx, s, t) : t;
+                if (!s) rc = TTT_ERR;
+            }
+            ttt_tensor *h[MAXIN];
+            if (rc == TTT_OK && s->requires_grad) rc = ttt_grad(ctx, 1, &s, NULL, nd, dx, h, 0);
+            else
+                for (int i = 0; i < nd; i++) h[i] = ttt_zeros_like(ctx, dx[i]);
+            for (int i = 0; i < nd && rc == TTT_OK; i++) rc = ttt_copy_to_host(ctx, h[i], hv[i], TTT_F64);
+        }
+    }
+    ttt_release(ctx, m);
+    return rc;
+}
+
+static double scaled_err(double analytic, double numeric, double atol, double rtol) {
+    double e = fabs(analytic - numeric) / (atol + rtol * fabs(numeric));
+    return isnan(e) ? INFINITY : e;
+}
+
+static void fill_input(rng *r, input_kind kind, double *x, int64_t n) {
+    for (int64_t j = 0; j < n; j++) {
+        switch (kind) {
+        case K_POS: x[j] = 0.5 + 1.5 * runif(r); break;
+        case K_AWAY: x[j] = (rnext(r) % 2 ? 1 : -1) * (0.2 + runif(r)); break;
+        case K_MASK: x[j] = (double)(rnext(r) % 2); break;
+        default: x[j] = rnorm(r); break;
+        }
+    }
+}
+
+int ttt_gradcheck_run(int ci, uint64_t seed, ttt_gradcheck_result *res) {
+    memset(res, 0, sizeof *res);
+    if (ci < 0 || ci >= ttt_gradcheck_count()) {
+        snprintf(res->msg, sizeof res->msg, "no gradcheck case %d", ci);
+        return TTT_ERR;
+    }
+    checker k = {0};
+    k.c = &CASES[ci];
+    res->name = k.c->name;
+    rng r = {seed * 0x2545F4914F6CDD1Dull + (uint64_t)ci};
+    k.c->make(&r, &k.s);
+    ttt_ctx_config cfg = {.arena_bytes = 1 << 20, .threads = 1};
+    k.ctx = ttt_ctx_new(&cfg);
+    int rc = k.ctx ? TTT_OK : TTT_ERR;
+    if (!k.ctx) snprintf(res->msg, sizeof res->msg, "could not create a context");
+
+    /* inputs */
+    size_t len = 0;
+    for (int i = 0; i < k.s.n && rc == TTT_OK; i++) {
+        k.numel[i] = 1;
+        for (int d = 0; d < k.s.ndim[i]; d++) k.numel[i] *= k.s.shape[i][d];
+        len += (size_t)snprintf(res->shapes + len, len < sizeof res->shapes ? sizeof res->shapes - len : 0, "%s[",
+                                i ? " " : "");
+        for (int d = 0; d < k.s.ndim[i]; d++)
+            len += (size_t)snprintf(res->shapes + len, len < sizeof res->shapes ? sizeof res->shapes - len : 0,
+                                    d ? ",%lld" : "%lld", (long long)k.s.shape[i][d]);
+        len += (size_t)snprintf(res->shapes + len, len < sizeof res->shapes ? sizeof res->shapes - len : 0, "]");
+        if (k.s.kind[i] == K_IDS) {
+            k.ids[i] = calloc((size_t)k.numel[i] + 1, sizeof(int32_t));
+            for (int64_t j = 0; j < k.numel[i]; j++)
+                k.ids[i][j] = (k.s.allow_ignore && rnext(&r) % 4 == 0) ? IGNORE
+                                                                        : (int32_t)rint_in(&r, 0, k.s.id_range[i] - 1);
+        } else {
+            k.x[i] = calloc((size_t)k.numel[i] + 1, sizeof(double));
+            fill_input(&r, k.s.kind[i], k.x[i], k.numel[i]);
+        }
+    }
+    /* output shape and R */
+    if (rc == TTT_OK) {
+        ttt_tensor *in[MAXIN];
+        rc = build_inputs(&k, in, 1);
+        ttt_tensor *y = rc == TTT_OK ? k.c->fn(k.ctx, in, &k.s) : NULL;
+        if (!y) rc = TTT_ERR;
+        else {
+            k.out_numel = ttt_numel(y);
+            k.r = calloc((size_t)k.out_numel + 1, sizeof(double));
+            fill_input(&r, K_NORMAL, k.r, k.out_numel);
+        }
+        ttt_step_reset(k.ctx);
+    }
+    /* diff inputs, numbered 0..nd-1; di[] maps them to input slots */
+    double *g[MAXIN] = {0}, *v[MAXIN] = {0}, *hv[MAXIN] = {0}, *gp[MAXIN] = {0}, *gm[MAXIN] = {0};
+    int di[MAXIN], nd = 0;
+    for (int i = 0; i < k.s.n; i++)
+        if (is_diff(&k, i)) {
+            size_t n = (size_t)k.numel[i] + 1;
+            di[nd] = i;
+            g[nd] = calloc(n, sizeof(double));
+            v[nd] = calloc(n, sizeof(double));
+            hv[nd] = calloc(n, sizeof(double));
+            gp[nd] = calloc(n, sizeof(double));
+            gm[nd] = calloc(n, sizeof(double));
+            fill_input(&r, K_NORMAL, v[nd], k.numel[i]);
+            nd++;
+        }
+    /* analytic gradient and HVP */
+    if (rc == TTT_OK) rc = evaluate(&k, NULL, g, v, hv);
+
+    /* order 1: central differences of f, element by element */
+    const double eps1 = 1e-6, eps2 = 1e-5;
+    for (int i = 0; i < nd && rc == TTT_OK; i++) {
+        double *x = k.x[di[i]];
+        for (int64_t j = 0; j < k.numel[di[i]] && rc == TTT_OK; j++) {
+            double x0 = x[j], fp = 0, fm = 0;
+            x[j] = x0 + eps1;
+            rc = evaluate(&k, &fp, NULL, NULL, NULL);
+            x[j] = x0 - eps1;
+            if (rc == TTT_OK) rc = evaluate(&k, &fm, NULL, NULL, NULL);
+            x[j] = x0;
+            double e = scaled_err(g[i][j], (fp - fm) / (2 * eps1), 1e-6, 1e-5);
+            if (e > res->err1) res->err1 = e;
+        }
+    }
+    /* order 2: central differences of the gradient along v */
+    for (int sign = 1; sign >= -1 && rc == TTT_OK; sign -= 2) {
+        for (int i = 0; i < nd; i++)
+            for (int64_t j = 0; j < k.numel[di[i]]; j++) k.x[di[i]][j] += sign * eps2 * v[i][j];
+        rc = evaluate(&k, NULL, sign > 0 ? gp : gm, NULL, NULL);
+        for (int i = 0; i < nd; i++)
+            for (int64_t j = 0; j < k.numel[di[i]]; j++) k.x[di[i]][j] -= sign * eps2 * v[i][j];
+    }
+    for (int i = 0; i < nd && rc == TTT_OK; i++)
+        for (int64_t j = 0; j < k.numel[di[i]]; j++) {
+            double e = scaled_err(hv[i][j], (gp[i][j] - gm[i][j]) / (2 * eps2), 1e-5, 1e-4);
+            if (e > res->err2) res->err2 = e;
+        }
+    if (rc != TTT_OK) {
+        snprintf(res->msg, sizeof res->msg, "%s", k.ctx ? ttt_error(k.ctx) : "no context");
+        res->ok1 = res->ok2 = 0;
+    } else {
+        res->ok1 = res->err1 <= 1.0;
+        res->ok2 = res->err2 <= 1.0;
+    }
+    for (int i = 0; i < MAXIN; i++) {
+        free(k.x[i]);
+        free(k.ids[i]);
+        free(g[i]);
+        free(v[i]);
+        free(hv[i]);
+        free(gp[i]);
+        free(gm[i]);
+    }
+    free(k.r);
+    ttt_ctx_free(k.ctx);
+    return rc == TTT_OK && res->ok1 && res->ok2 ? TTT_OK : TTT_ERR;
+}

@@ -1,0 +1,504 @@
+/* Reverse-mode autodiff over the implicit graph (tensor -> node -> inputs).
+ *
+ * ttt__grad runs in two phases:
+ *   1. an iterative depth-first walk from the outputs marks the nodes that lead
+ *      to a requested input ("relevant") and lists them in topological order;
+ *   2. the list is walked backwards, calling each node's VJP. VJPs are written
+ *      with ordinary ops, so with create_graph the gradient is itself a graph.
+ * Per-call bookkeeping lives in each tensor's ad_* fields. A call may happen
+ * while another is in phase 2 (a checkpoint's VJP differentiates its
+ * recomputed function), so every tensor a call touches has its old fields
+ * saved and restored on exit.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+enum { AD_TARGET = 1, AD_RELEVANT = 2 };
+
+/* ---- grad mode --------------------------------------------------------------- */
+
+void ttt_no_grad_begin(ttt_ctx *ctx) { ctx->no_grad_depth++; }
+void ttt_no_grad_end(ttt_ctx *ctx) {
+    if (ctx->no_grad_depth > 0) ctx->no_grad_depth--;
+}
+int ttt_grad_enabled(const ttt_ctx *ctx) { return ctx->no_grad_depth == 0; }
+
+ttt_grad_mode ttt_grad_mode_set(ttt_ctx *ctx, int enabled) {
+    ttt_grad_mode prev = {ctx->no_grad_depth};
+    ctx->no_grad_depth = enabled ? 0 : 1;
+    return prev;
+}
+
+void ttt_grad_mode_restore(ttt_ctx *ctx, ttt_grad_mode previous) { ctx->no_grad_depth = previous.depth; }
+
+void ttt_set_requires_grad(ttt_tensor *t, int on) {
+    if (t && !t->node) t->requires_grad = on ? 1 : 0;
+}
+
+ttt_tensor *ttt_detach(ttt_ctx *ctx, ttt_tensor *x) {
+    TTT_CHECK_NONNULL1(x);
+    return ttt__view(ctx, x);
+}
+
+bool ttt__recording(const ttt_ctx *ctx, int n, ttt_tensor *const *in) {
+    if (ctx->no_grad_depth > 0) return false;
+    for (int i = 0; i < n; i++)
+        if (in[i] && in[i]->requires_grad) return true;
+    return false;
+}
+
+ttt_node *ttt__record(ttt_ctx *ctx, const char *op, ttt_vjp_fn vjp, int n_in, ttt_tensor *const *in, int n_out,
+                      ttt_tensor *const *out) {
+    ttt_node *n = ttt__meta_alloc(ctx, sizeof *n);
+    ttt_tensor **io = ttt__meta_alloc(ctx, (size_t)(n_in + n_out) * sizeof *io);
+    if (!n || !io) return NULL;
+    n->op = op;
+    n->vjp = vjp;
+    n->n_in = n_in;
+    n->n_out = n_out;
+    n->in = io;
+    n->out = io + n_in;
+    memcpy(n->in, in, (size_t)n_in * sizeof *io);
+    memcpy(n->out, out, (size_t)n_out * sizeof *io);
+    for (int k = 0; k < n_out; k++) {
+        out[k]->node = n;
+        out[k]->out_index = k;
+        out[k]->requires_grad = 1;
+    }
+    return n;
+}
+
+/* ---- small growable arrays (one set per grad call) ------------------------------- */
+
+typedef struct {
+    ttt_tensor *t;
+    uint64_t stamp;
+    ttt_tensor *grad;
+    int flags;
+} saved_fields;
+
+typedef struct {
+    void *v;
+    size_t n, cap, elem;
+} vec;
+
+static int vec_push(vec *a, const void *x) {
+    if (a->n == a->cap) {
+        size_t cap = a->cap ? a->cap * 2 : 64;
+        void *p = realloc(a->v, cap * a->elem);
+        if (!p) return TTT_ERR;
+        a->v = p;
+        a->cap = cap;
+    }
+    memcpy((char *)a->v + a->n * a->elem, x, a->elem);
+    a->n++;
+    return TTT_OK;
+}
+
+typedef struct {
+    ttt_ctx *ctx;
+    uint64_t stamp;
+    vec saved;  /* saved_fields */
+    vec order;  /* ttt_node*, post-order = inputs before consumers */
+    vec stack;  /* dfs_frame */
+    bool stop_at_inputs;
+} grad_call;
+
+typedef struct {
+    ttt_node *node;
+    int next;
+} dfs_frame;
+
+static int touch(grad_call *gc, ttt_tensor *t) {
+    if (t->ad_stamp == gc->stamp) return TTT_OK;
+    saved_fields s = {t, t->ad_stamp, t->ad_grad, t->ad_flags};
+    if (vec_push(&gc->saved, &s) != TTT_OK) return TTT_ERR;
+    t->ad_stamp = gc->stamp;
+    t->ad_grad = NULL;
+    t->ad_flags = 0;
+    return TTT_OK;
+}
+
+static bool is_target(const grad_call *gc, const ttt_tensor *t) {
+    return t->ad_stamp == gc->stamp && (t->ad_flags & AD_TARGET);
+}
+
+/* The node to walk into from tensor t, or NULL. */
+static ttt_node *child_node(const grad_call *gc, const ttt_tensor *t) {
+    if (!t->node || !t->requires_grad) return NULL;
+    if (gc->stop_at_inputs && is_target(gc, t)) return NULL;
+    return t->node;
+}
+
+/* Does a gradient reaching tensor t matter to the call? Phase 1 reads node
+ * fields; phase 2 reads only tensor flags, because a nested call (a
+ * checkpoint's VJP) may walk the same nodes and overwrite their fields. */
+static bool tensor_relevant(const grad_call *gc, const ttt_tensor *t) {
+    if (is_target(gc, t)) return true;
+    ttt_node *c = child_node(gc, t);
+    return c && c->visit == gc->stamp && c->relevant;
+}
+
+static bool tensor_relevant_flag(const grad_call *gc, const ttt_tensor *t) {
+    return t->ad_stamp == gc->stamp && (t->ad_flags & (AD_TARGET | AD_RELEVANT));
+}
+
+/* Freeze phase 1's verdicts into the tensors' own (saved and restored) flags. */
+static int mark_relevant_outputs(grad_call *gc) {
+    ttt_node **order = gc->order.v;
+    for (size_t k = 0; k < gc->order.n; k++)
+        for (int j = 0; j < order[k]->n_out; j++) {
+            ttt_tensor *t = order[k]->out[j];
+            if (gc->stop_at_inputs && is_target(gc, t)) continue;
+            if (touch(gc, t) != TTT_OK) return TTT_ERR;
+            t->ad_flags |= AD_RELEVANT;
+        }
+    return TTT_OK;
+}
+
+static int topo_sort(grad_call *gc, int n_out, ttt_tensor *const *outputs) {
+    for (int o = 0; o < n_out; o++) {
+        ttt_node *root = child_node(gc, outputs[o]);
+        if (!root || root->visit == gc->stamp) continue;
+        root->visit = gc->stamp;
+        root->state = 1;
+        dfs_frame f = {root, 0};
+        if (vec_push(&gc->stack, &f) != TTT_OK) return TTT_ERR;
+        while (gc->stack.n) {
+            dfs_frame *top = (dfs_frame *)gc->stack.v + gc->stack.n - 1;
+            ttt_node *nd = top->node;
+            if (top->next < nd->n_in) {
+                ttt_node *c = child_node(gc, nd->in[top->next++]);
+                if (c && c->visit != gc->stamp) {
+                    c->visit = gc->stamp;
+                    c->state = 1;
+                    dfs_frame cf = {c, 0};
+                    if (vec_push(&gc->stack, &cf) != TTT_OK) return TTT_ERR;
+                }
+                continue;
+            }
+            gc->stack.n--;
+            nd->state = 2;
+            nd->relevant = false;
+            for (int i = 0; i < nd->n_in; i++)
+                if (tensor_relevant(gc, nd->in[i])) nd->relevant = true;
+            if (nd->relevant && vec_push(&gc->order, &nd) != TTT_OK) return TTT_ERR;
+        }
+    }
+    return TTT_OK;
+}
+
+static int accumulate(grad_call *gc, ttt_tensor *t, ttt_tensor *g, const char *op) {
+    ttt_ctx *ctx = gc->ctx;
+    if (!g) return TTT_ERR;
+    if (!ttt_same_shape(t, g) || t->dtype != g->dtype) {
+        char a[96], b[96];
+        return ttt__set_error(ctx, "autodiff: VJP of %s produced a %s %s gradient for a %s %s input", op,
+                              ttt_dtype_name(g->dtype), ttt_shape_str(g, a, sizeof a), ttt_dtype_name(t->dtype),
+                              ttt_shape_str(t, b, sizeof b));
+    }
+    if (touch(gc, t) != TTT_OK) return ttt__set_error(ctx, "autodiff: out of host memory");
+    t->ad_grad = t->ad_grad ? ttt_add(ctx, t->ad_grad, g) : g;
+    return t->ad_grad ? TTT_OK : TTT_ERR;
+}
+
+static void restore_fields(grad_call *gc) {
+    saved_fields *s = gc->saved.v;
+    for (size_t i = gc->saved.n; i-- > 0;) {
+        s[i].t->ad_stamp = s[i].stamp;
+        s[i].t->ad_grad = s[i].grad;
+        s[i].t->ad_flags = s[i].flags;
+    }
+    free(gc->saved.v);
+    free(gc->order.v);
+    free(gc->stack.v);
+}
+
+static int backprop(grad_call *gc, int n_out, ttt_tensor *const *outputs, ttt_tensor *const *grad_outputs) {
+    ttt_ctx *ctx = gc->ctx;
+    for (int o = 0; o < n_out; o++) {
+        ttt_tensor *g = grad_outputs && grad_outputs[o] ? grad_outputs[o]
+                                                        : ttt_full(ctx, outputs[o]->dtype, outputs[o]->ndim,
+                                                                   outputs[o]->shape, 1.0);
+        if (accumulate(gc, outputs[o], g, "grad_outputs") != TTT_OK) return TTT_ERR;
+    }
+    ttt_node **order = gc->order.v;
+    int max_in = 0, max_out = 0;
+    for (size_t k = 0; k < gc->order.n; k++) {
+        if (order[k]->n_in > max_in) max_in = order[k]->n_in;
+        if (order[k]->n_out > max_out) max_out = order[k]->n_out;
+    }
+    ttt_tensor **gout = calloc((size_t)max_out + 1, sizeof *gout);
+    ttt_tensor **gin = calloc((size_t)max_in + 1, sizeof *gin);
+    bool *needs = calloc((size_t)max_in + 1, sizeof *needs);
+    int rc = (gout && gin && needs) ? TTT_OK : ttt__set_error(ctx, "autodiff: out of host memory");
+    for (size_t k = gc->order.n; rc == TTT_OK && k-- > 0;) {
+        ttt_node *nd = order[k];
+        bool any = false;
+        for (int j = 0; j < nd->n_out; j++) {
+            ttt_tensor *t = nd->out[j];
+            gout[j] = t->ad_stamp == gc->stamp ? t->ad_grad : NULL;
+            any |= gout[j] != NULL;
+        }
+        if (!any) continue;
+        for (int i = 0; i < nd->n_in; i++) {
+            needs[i] = tensor_relevant_flag(gc, nd->in[i]);
+            gin[i] = NULL;
+        }
+        if (nd->vjp(ctx, nd, gout, needs, gin) != TTT_OK) {
+            if (!ctx->err[0]) ttt__set_error(ctx, "autodiff: VJP of %s failed", nd->op);
+            rc = TTT_ERR;
+            break;
+        }
+        for (int i = 0; i < nd->n_in && rc == TTT_OK; i++)
+            if (needs[i]) rc = accumulate(gc, nd->in[i], gin[i], nd->op);
+    }
+    free(gout);
+    free(gin);
+    free(needs);
+    return rc;
+}
+
+int ttt__grad(ttt_ctx *ctx, int n_out, ttt_tensor *const *outputs, ttt_tensor *const *grad_outputs, int n_in,
+              ttt_tensor *const *inputs, ttt_tensor **grads, bool create_graph, bool stop_at_inputs) {
+    grad_call gc = {.ctx = ctx, .stamp = ++ctx->stamp, .stop_at_inputs = stop_at_inputs};
+    gc.saved.elem = sizeof(saved_fields);
+    gc.order.elem = sizeof(ttt_node *);
+    gc.stack.elem = sizeof(dfs_frame);
+    int rc = TTT_OK;
+    for (int i = 0; i < n_in && rc == TTT_OK; i++) {
+        rc = touch(&gc, inputs[i]);
+        inputs[i]->ad_flags |= AD_TARGET;
+    }
+    if (rc == TTT_OK) rc = topo_sort(&gc, n_out, outputs);
+    if (rc == TTT_OK) rc = mark_relevant_outputs(&gc);
+    if (rc != TTT_OK && !ctx->err[0]) ttt__set_error(ctx, "autodiff: out of host memory");
+
+    int saved_depth = ctx->no_grad_depth;
+    ctx->no_grad_depth = create_graph ? 0 : 1;
+    if (rc == TTT_OK) rc = backprop(&gc, n_out, outputs, grad_outputs);
+    if (rc == TTT_OK) {
+        for (int i = 0; i < n_in; i++) {
+            ttt_tensor *g = inputs[i]->ad_grad;
+            grads[i] = g ? g : ttt_zeros_like(ctx, inputs[i]);
+            if (!grads[i]) rc = TTT_ERR;
+        }
+    }
+    ctx->no_grad_depth = saved_depth;
+    restore_fields(&gc);
+    return rc;
+}
+
+int ttt_grad(ttt_ctx *ctx, int n_outputs, ttt_tensor *const *outputs, ttt_tensor *const *grad_outputs,
+             int n_inputs, ttt_tensor *const *inputs, ttt_tensor **grads, int create_graph) {
+    if (!ctx) return TTT_ERR;
+    if (n_outputs <= 0 || n_inputs <= 0 || !outputs || !inputs || !grads)
+        return ttt__set_error(ctx, "ttt_grad: need at least one output, one input and a grads array");
+    bool any_graph = false;
+    for (int o = 0; o < n_outputs; o++) {
+        if (!outputs[o]) return TTT_ERR;
+        if (!ttt__is_float(outputs[o]->dtype))
+            return ttt__set_error(ctx, "ttt_grad: output %d has dtype %s; gradients need f32 or f64", o,
+                                  ttt_dtype_name(outputs[o]->dtype));
+        if (grad_outputs && grad_outputs[o] &&
+            (!ttt_same_shape(grad_outputs[o], outputs[o]) || grad_outputs[o]->dtype != outputs[o]->dtype)) {
+            char a[96], b[96];
+            return ttt__set_error(ctx, "ttt_grad: grad_outputs[%d] is %s %s but output %d is %s %s", o,
+                                  ttt_dtype_name(grad_outputs[o]->dtype), ttt_shape_str(grad_outputs[o], a, sizeof a),
+                                  o, ttt_dtype_name(outputs[o]->dtype), ttt_shape_str(outputs[o], b, sizeof b));
+        }
+        any_graph |= outputs[o]->requires_grad != 0;
+    }
+    for (int i = 0; i < n_inputs; i++) {
+        if (!inputs[i]) return TTT_ERR;
+        if (!inputs[i]->requires_grad) {
+            char s[96];
+            return ttt__set_error(ctx,
+                                  "ttt_grad: input %d %s does not require grad (make it a parameter, call "
+                                  "ttt_set_requires_grad, or compute it outside no-grad)",
+                                  i, ttt_shape_str(inputs[i], s, sizeof s));
+        }
+    }
+    if (!any_graph)
+        return ttt__set_error(ctx, "ttt_grad: no output has a graph (computed under no-grad, or from constants)");
+    return ttt__grad(ctx, n_outputs, outputs, grad_outputs, n_inputs, inputs, grads, create_graph != 0, false);
+}
+
+/* ---- backward into persistent parameters -------------------------------------------- */
+
+static int collect_params(ttt_ctx *ctx, ttt_tensor *root, vec *params) {
+    uint64_t stamp = ++ctx->stamp;
+    vec stack = {.elem = sizeof(ttt_node *)};
+    int rc = TTT_OK;
+    if (root->node) {
+        root->node->visit = stamp;
+        rc = vec_push(&stack, &root->node);
+    } else if (root->persistent && root->requires_grad) {
+        rc = vec_push(params, &root);
+    }
+    while (rc == TTT_OK && stack.n) {
+        ttt_node *nd = ((ttt_node **)stack.v)[--stack.n];
+        for (int i = 0; i < nd->n_in && rc == TTT_OK; i++) {
+            ttt_tensor *t = nd->in[i];
+            if (!t->requires_grad) continue;
+            if (t->node) {
+                if (t->node->visit != stamp) {
+                    t->node->visit = stamp;
+                    rc = vec_push(&stack, &t->node);
+                }
+            } else if (t->persistent && t->ad_stamp != stamp) {
+                t->ad_stamp = stamp; /* dedupe; ttt__grad re-stamps it with its own call */
+                rc = vec_push(params, &t);
+            }
+        }
+    }
+    free(stack.v);
+    return rc;
+}
+
+static int ensure_grad(ttt_ctx *ctx, ttt_tensor *p) {
+    if (p->grad) return TTT_OK;
+    p->grad = ttt_persistent(ctx, p->dtype, p->ndim, p->shape, p->name);
+    return p->grad ? TTT_OK : TTT_ERR;
+}
+
+int ttt_backward(ttt_ctx *ctx, ttt_tensor *loss) {
+    if (!ctx || !loss) return TTT_ERR;
+    if (ttt_numel(loss) != 1) {
+        char s[96];
+        return ttt__set_error(ctx, "ttt_backward: loss has shape %s; it must have one element",
+                              ttt_shape_str(loss, s, sizeof s));
+    }
+    if (!loss->requires_grad)
+        return ttt__set_error(ctx, "ttt_backward: loss has no graph (computed under no-grad, or from constants)");
+    vec params = {.elem = sizeof(ttt_tensor *)};
+    if (collect_params(ctx, loss, &params) != TTT_OK) {
+        free(params.v);
+        return ttt__set_error(ctx, "ttt_backward: out of host memory");
+    }
+    int rc = TTT_OK;
+    if (params.n) {
+        ttt_tensor **ps = params.v;
+        ttt_tensor **gs = ttt__meta_alloc(ctx, params.n * sizeof *gs);
+        rc = gs ? ttt__grad(ctx, 1, &loss, NULL, (int)params.n, ps, gs, false, false) : TTT_ERR;
+        for (size_t i = 0; i < params.n && rc == TTT_OK; i++) {
+            if ((rc = ensure_grad(ctx, ps[i])) != TTT_OK) break;
+            if (ctx->be->binary(TTT_B_ADD, ps[i]->grad, ps[i]->grad, gs[i]) != TTT_OK)
+                rc = ttt__backend_failed(ctx, "ttt_backward");
+        }
+    }
+    free(params.v);
+    return rc;
+}
+
+int ttt_zero_grad(ttt_ctx *ctx, int n, ttt_tensor *const *params) {
+    for (int i = 0; i < n; i++) {
+        if (!params[i] || !params[i]->persistent)
+            return ttt__set_error(ctx, "ttt_zero_grad: params[%d] is not a persistent tensor", i);
+        if (ensure_grad(ctx, params[i]) != TTT_OK || ttt_fill(ctx, params[i]->grad, 0.0) != TTT_OK) return TTT_ERR;
+    }
+    return TTT_OK;
+}
+
+/* ---- rematerialization ------------------------------------------------------------ */
+
+/* Copy tensors into the stash, release to mark m, and return fresh copies
+ * allocated after the release. Carries results out of a scope. */
+static int carry_out(ttt_ctx *ctx, ttt_mark_t m, int n, ttt_tensor **ts) {
+    size_t total = 0;
+    if (n <= 0) {
+        ttt_release(ctx, m);
+        return TTT_OK;
+    }
+    for (int k = 0; k < n; k++) total += ((size_t)ttt_numel(ts[k]) * ttt_dtype_size(ts[k]->dtype) + 63) & ~(size_t)63;
+    ttt_tensor *hdr = calloc((size_t)n, sizeof *hdr);
+    if (!hdr) return ttt__set_error(ctx, "checkpoint: out of host memory");
+    char *stash = ttt__stash(ctx, total ? total : 1);
+    int rc = stash ? TTT_OK : TTT_ERR;
+    size_t off = 0;
+    for (int k = 0; k < n && rc == TTT_OK; k++) {
+        hdr[k] = *ts[k];
+        ttt__set_contiguous_strides(&hdr[k]);
+        hdr[k].data = stash + off;
+        off += ((size_t)ttt_numel(ts[k]) * ttt_dtype_size(ts[k]->dtype) + 63) & ~(size_t)63;
+        if (ttt_numel(ts[k]) && ctx->be->copy(&hdr[k], ts[k]) != TTT_OK) rc = ttt__backend_failed(ctx, "checkpoint");
+    }
+    ttt_release(ctx, m);
+    for (int k = 0; k < n && rc == TTT_OK; k++) {
+        ts[k] = ttt_new(ctx, hdr[k].dtype, hdr[k].ndim, hdr[k].shape);
+        if (!ts[k]) rc = TTT_ERR;
+        else if (ttt_numel(ts[k]) && ctx->be->copy(ts[k], &hdr[k]) != TTT_OK) rc = ttt__backend_failed(ctx, "checkpoint");
+    }
+    free(hdr);
+    return rc;
+}
+
+static int checkpoint_vjp(ttt_ctx *ctx, ttt_node *nd, ttt_tensor *const *gout, const bool *needs, ttt_tensor **gin) {
+    ttt_fn fn = (ttt_fn)(uintptr_t)nd->pattr[0];
+    bool create = ctx->no_grad_depth == 0;
+    int n_t = 0, n_o = 0;
+    for (int i = 0; i < nd->n_in; i++) n_t += needs[i];
+    ttt_tensor **buf = calloc((size_t)(2 * nd->n_in + 3 * nd->n_out), sizeof *buf);
+    if (!buf) return ttt__set_error(ctx, "checkpoint: out of host memory");
+    ttt_tensor **targets = buf, **grads = buf + nd->n_in, **rout = buf + 2 * nd->n_in;
+    ttt_tensor **sel_out = rout + nd->n_out, **sel_g = sel_out + nd->n_out;
+    for (int i = 0, k = 0; i < nd->n_in; i++)
+        if (needs[i]) targets[k++] = nd->in[i];
+
+    ttt_mark_t m = ttt_mark(ctx);
+    int saved = ctx->no_grad_depth;
+    ctx->no_grad_depth = 0; /* recompute with a graph */
+    int rc = fn(ctx, nd->pattr[1], nd->n_in, nd->in, nd->n_out, rout);
+    ctx->no_grad_depth = saved;
+    for (int k = 0; k < nd->n_out && rc == TTT_OK; k++) {
+        if (!rout[k]) rc = TTT_ERR;
+        else if (gout[k] && rout[k]->requires_grad) {
+            sel_out[n_o] = rout[k];
+            sel_g[n_o++] = gout[k];
+        }
+    }
+    if (rc == TTT_OK && n_o > 0) rc = ttt__grad(ctx, n_o, sel_out, sel_g, n_t, targets, grads, create, true);
+    else if (rc == TTT_OK)
+        for (int k = 0; k < n_t && rc == TTT_OK; k++) rc = (grads[k] = ttt_zeros_like(ctx, targets[k])) ? TTT_OK : TTT_ERR;
+    if (rc == TTT_OK && !create) rc = carry_out(ctx, m, n_t, grads); /* frees the recomputed graph */
+    for (int i = 0, k = 0; i < nd->n_in && rc == TTT_OK; i++)
+        if (needs[i]) gin[i] = grads[k++];
+    free(buf);
+    if (rc != TTT_OK && !ctx->err[0]) ttt__set_error(ctx, "checkpoint: recomputation failed");
+    return rc;
+}
+
+int ttt_checkpoint(ttt_ctx *ctx, ttt_fn fn, void *user, int n_in, ttt_tensor *const *in, int n_out,
+                   ttt_tensor **out) {
+    if (!ctx) return TTT_ERR;
+    if (!fn || n_in < 0 || n_out <= 0 || (n_in && !in) || !out)
+        return ttt__set_error(ctx, "ttt_checkpoint: need a function, inputs and at least one output");
+    for (int i = 0; i < n_in; i++)
+        if (!in[i]) return TTT_ERR;
+    if (!ttt__recording(ctx, n_in, in)) return fn(ctx, user, n_in, in, n_out, out);
+
+    /* Run fn on detached inputs so its graph (and any inner ttt_grad walk) stays local. */
+    ttt_mark_t m = ttt_mark(ctx);
+    ttt_tensor **din = ttt__meta_alloc(ctx, (size_t)n_in * sizeof *din);
+    if (!din) return TTT_ERR;
+    for (int i = 0; i < n_in; i++) {
+        if (!(din[i] = ttt__view(ctx, in[i]))) return TTT_ERR;
+        din[i]->requires_grad = in[i]->requires_grad;
+    }
+    int rc = fn(ctx, user, n_in, din, n_out, out);
+    for (int k = 0; k < n_out && rc == TTT_OK; k++)
+        if (!out[k]) rc = TTT_ERR;
+    if (rc != TTT_OK) {
+        if (!ctx->err[0]) ttt__set_error(ctx, "ttt_checkpoint: the function failed");
+        return TTT_ERR;
+    }
+    if (carry_out(ctx, m, n_out, out) != TTT_OK) return TTT_ERR;
+    ttt_node *nd = ttt__record(ctx, "checkpoint", checkpoint_vjp, n_in, in, n_out, out);
+    if (!nd) return TTT_ERR;
+    nd->pattr[0] = (void *)(uintptr_t)fn;
+    nd->pattr[1] = user;
+    return TTT_OK;
+}

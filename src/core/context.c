@@ -1,0 +1,261 @@
+/* The context: backend choice, arenas (step lifetime), persistent allocations,
+ * errors and grad mode. See the lifetime rules in include/ttt/tensor.h. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "internal.h"
+
+enum { META_BLOCK = 1 << 20, ALIGN = 64 };
+
+struct ttt_persist {
+    struct ttt_persist *next, *prev;
+    ttt_tensor tensor;  /* the persistent tensor's header lives here */
+    void *data;
+};
+
+/* ---- arenas ----------------------------------------------------------------- */
+
+static void *block_alloc(ttt_ctx *ctx, ttt_arena *a, size_t size) {
+    a->n_allocs++;
+    return a->device ? ctx->be->alloc(size) : calloc(1, size);
+}
+
+static void block_free(ttt_ctx *ctx, ttt_arena *a, void *p) {
+    if (a->device) ctx->be->free(p);
+    else free(p);
+}
+
+static void *arena_alloc(ttt_ctx *ctx, ttt_arena *a, size_t bytes) {
+    bytes = (bytes + ALIGN - 1) & ~(size_t)(ALIGN - 1);
+    if (bytes == 0) bytes = ALIGN;
+    /* Try the current block, then later (already allocated) blocks. */
+    while (a->cur < a->n_blocks) {
+        if (a->used + bytes <= a->blocks[a->cur].size) {
+            void *p = a->blocks[a->cur].base + a->used;
+            a->used += bytes;
+            a->total_used += bytes;
+            return p;
+        }
+        if (a->cur + 1 >= a->n_blocks) break;
+        a->cur++;
+        a->used = 0;
+    }
+    /* Need a new block: at least double the last one, and big enough. */
+    size_t size = a->n_blocks ? a->blocks[a->n_blocks - 1].size * 2 : a->first_size;
+    if (size < bytes) size = bytes;
+    if (a->n_blocks == a->cap_blocks) {
+        size_t cap = a->cap_blocks ? a->cap_blocks * 2 : 8;
+        ttt_block *nb = realloc(a->blocks, cap * sizeof *nb);
+        if (!nb) return NULL;
+        a->blocks = nb;
+        a->cap_blocks = cap;
+    }
+    char *base = block_alloc(ctx, a, size);
+    if (!base) return NULL;
+    a->blocks[a->n_blocks].base = base;
+    a->blocks[a->n_blocks].size = size;
+    a->cur = a->n_blocks++;
+    a->used = bytes;
+    a->total_used += bytes;
+    return base;
+}
+
+/* After a step that needed several blocks, replace them by one block of the
+ * total size so the next step allocates nothing. */
+static void arena_reset(ttt_ctx *ctx, ttt_arena *a) {
+    if (a->n_blocks > 1) {
+        size_t total = 0;
+        for (size_t i = 0; i < a->n_blocks; i++) {
+            total += a->blocks[i].size;
+            block_free(ctx, a, a->blocks[i].base);
+        }
+        a->n_blocks = 0;
+        char *base = block_alloc(ctx, a, total);
+        if (base) {
+            a->blocks[0].base = base;
+            a->blocks[0].size = total;
+            a->n_blocks = 1;
+        }
+    }
+    a->cur = 0;
+    a->used = 0;
+    a->total_used = 0;
+}
+
+static void arena_free(ttt_ctx *ctx, ttt_arena *a) {
+    for (size_t i = 0; i < a->n_blocks; i++) block_free(ctx, a, a->blocks[i].base);
+    free(a->blocks);
+    memset(a, 0, sizeof *a);
+}
+
+void *ttt__meta_alloc(ttt_ctx *ctx, size_t bytes) {
+    void *p = arena_alloc(ctx, &ctx->meta, bytes);
+    if (!p) {
+        ttt__set_error(ctx, "out of host memory (arena, %zu bytes)", bytes);
+        return NULL;
+    }
+    memset(p, 0, bytes);
+    return p;
+}
+
+void *ttt__data_alloc(ttt_ctx *ctx, size_t bytes) {
+    void *p = arena_alloc(ctx, &ctx->data, bytes);
+    if (!p) ttt__set_error(ctx, "out of %s memory (arena, %zu bytes)", ctx->be->name, bytes);
+    return p;
+}
+
+ttt_mark_t ttt_mark(ttt_ctx *ctx) {
+    ttt_mark_t m = {ctx->meta.cur, ctx->meta.used, ctx->data.cur, ctx->data.used};
+    return m;
+}
+
+void ttt_release(ttt_ctx *ctx, ttt_mark_t m) {
+    /* total_used is only a statistic; recompute it from the block sizes. */
+    ctx->meta.cur = m.meta_block;
+    ctx->meta.used = m.meta_used;
+    ctx->data.cur = m.data_block;
+    ctx->data.used = m.data_used;
+    size_t used = m.data_used;
+    for (size_t i = 0; i < m.data_block && i < ctx->data.n_blocks; i++) used += ctx->data.blocks[i].size;
+    ctx->data.total_used = used;
+}
+
+void ttt_step_reset(ttt_ctx *ctx) {
+    if (!ctx) return;
+    arena_reset(ctx, &ctx->meta);
+    arena_reset(ctx, &ctx->data);
+}
+
+size_t ttt_arena_bytes_used(const ttt_ctx *ctx) { return ctx->data.total_used; }
+
+size_t ttt_arena_bytes_reserved(const ttt_ctx *ctx) {
+    size_t s = 0;
+    for (size_t i = 0; i < ctx->data.n_blocks; i++) s += ctx->data.blocks[i].size;
+    return s;
+}
+
+uint64_t ttt_arena_block_allocs(const ttt_ctx *ctx) { return ctx->data.n_allocs + ctx->meta.n_allocs; }
+
+void *ttt__stash(ttt_ctx *ctx, size_t bytes) {
+    if (bytes > ctx->stash_size) {
+        if (ctx->stash) ctx->be->free(ctx->stash);
+        size_t size = bytes + bytes / 2;
+        ctx->stash = ctx->be->alloc(size);
+        ctx->stash_size = ctx->stash ? size : 0;
+        if (!ctx->stash) {
+            ttt__set_error(ctx, "out of %s memory (checkpoint stash, %zu bytes)", ctx->be->name, size);
+            return NULL;
+        }
+    }
+    return ctx->stash;
+}
+
+/* ---- context ----------------------------------------------------------------- */
+
+ttt_ctx *ttt_ctx_new(const ttt_ctx_config *cfg) {
+    ttt_ctx_config c = {0};
+    if (cfg) c = *cfg;
+    const ttt_backend *be = ttt_backend_for(c.device);
+    if (!be) return NULL; /* device not compiled in */
+    ttt_ctx *ctx = calloc(1, sizeof *ctx);
+    if (!ctx) return NULL;
+    ctx->be = be;
+    ctx->meta.first_size = META_BLOCK;
+    ctx->data.first_size = c.arena_bytes ? c.arena_bytes : (size_t)64 << 20;
+    ctx->data.device = true;
+    ctx->rng_state = c.seed ? c.seed : 0x9E3779B97F4A7C15ull;
+    ctx->threads = c.threads;
+#ifdef _OPENMP
+    if (c.threads > 0) omp_set_num_threads(c.threads);
+#endif
+    return ctx;
+}
+
+void ttt_ctx_free(ttt_ctx *ctx) {
+    if (!ctx) return;
+    struct ttt_persist *p = ctx->persist;
+    while (p) {
+        struct ttt_persist *next = p->next;
+        if (p->data) ctx->be->free(p->data);
+        free(p);
+        p = next;
+    }
+    if (ctx->stash) ctx->be->free(ctx->stash);
+    arena_free(ctx, &ctx->meta);
+    arena_free(ctx, &ctx->data);
+    free(ctx);
+}
+
+ttt_device ttt_ctx_device(const ttt_ctx *ctx) { return ctx->be->device; }
+
+const char *ttt_error(const ttt_ctx *ctx) { return ctx ? ctx->err : "no context"; }
+
+void ttt_clear_error(ttt_ctx *ctx) { ctx->err[0] = 0; }
+
+int ttt__set_error(ttt_ctx *ctx, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(ctx->err, sizeof ctx->err, fmt, ap);
+    va_end(ap);
+    return TTT_ERR;
+}
+
+int ttt__backend_failed(ttt_ctx *ctx, const char *op) {
+    return ttt__set_error(ctx, "%s: %s backend: %s", op, ctx->be->name, ttt_backend_last_error());
+}
+
+/* ---- persistent tensors ------------------------------------------------------ */
+
+static ttt_tensor *persistent_new(ttt_ctx *ctx, ttt_dtype dt, int ndim, const int64_t *shape, const char *name,
+                                  int requires_grad) {
+    /* Validate through the common header path, then move the header out of the arena. */
+    ttt_tensor *h = ttt__header(ctx, dt, ndim, shape);
+    if (!h) return NULL;
+    struct ttt_persist *p = calloc(1, sizeof *p);
+    if (!p) {
+        ttt__set_error(ctx, "out of host memory (persistent tensor)");
+        return NULL;
+    }
+    p->tensor = *h;
+    size_t bytes = (size_t)ttt_numel(h) * ttt_dtype_size(dt);
+    p->data = ctx->be->alloc(bytes ? bytes : 1);
+    if (!p->data) {
+        free(p);
+        ttt__set_error(ctx, "out of %s memory (persistent tensor %s, %zu bytes)", ctx->be->name,
+                       name ? name : "", bytes);
+        return NULL;
+    }
+    ttt_tensor *t = &p->tensor;
+    t->data = p->data;
+    t->persistent = 1;
+    t->requires_grad = requires_grad;
+    t->name = name;
+    p->next = ctx->persist;
+    if (ctx->persist) ctx->persist->prev = p;
+    ctx->persist = p;
+    if (ttt_fill(ctx, t, 0.0) != TTT_OK) return NULL;
+    return t;
+}
+
+ttt_tensor *ttt_param(ttt_ctx *ctx, ttt_dtype dt, int ndim, const int64_t *shape, const char *name) {
+    return persistent_new(ctx, dt, ndim, shape, name, 1);
+}
+
+ttt_tensor *ttt_persistent(ttt_ctx *ctx, ttt_dtype dt, int ndim, const int64_t *shape, const char *name) {
+    return persistent_new(ctx, dt, ndim, shape, name, 0);
+}
+
+void ttt_persistent_free(ttt_ctx *ctx, ttt_tensor *t) {
+    if (!ctx || !t || !t->persistent) return;
+    if (t->grad) ttt_persistent_free(ctx, t->grad);
+    struct ttt_persist *p = (struct ttt_persist *)((char *)t - offsetof(struct ttt_persist, tensor));
+    if (p->prev) p->prev->next = p->next;
+    else ctx->persist = p->next;
+    if (p->next) p->next->prev = p->prev;
+    ctx->be->free(p->data);
+    free(p);
+}

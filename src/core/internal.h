@@ -1,0 +1,111 @@
+/* Private structures shared by src/core and src/ops. Not installed. */
+#ifndef TTT_INTERNAL_H
+#define TTT_INTERNAL_H
+
+#include <stdarg.h>
+#include <stdbool.h>
+
+#include "ttt/autodiff.h"
+#include "ttt/backend.h"
+#include "ttt/ops.h"
+#include "ttt/tensor.h"
+
+/* ---- arenas: bump allocators over a list of blocks ------------------------- */
+typedef struct {
+    char *base;
+    size_t size;
+} ttt_block;
+
+typedef struct {
+    ttt_block *blocks;
+    size_t n_blocks, cap_blocks;
+    size_t cur;          /* index of the block being filled */
+    size_t used;         /* bytes used in blocks[cur] */
+    size_t total_used;   /* bytes handed out since reset (for reporting) */
+    size_t first_size;   /* size of the first block */
+    uint64_t n_allocs;   /* block allocations so far */
+    bool device;         /* blocks come from the backend (else malloc) */
+} ttt_arena;
+
+/* ---- autodiff nodes -------------------------------------------------------- */
+enum { TTT_NODE_IATTR = 8, TTT_NODE_FATTR = 4 };
+
+/* gin[i] must be set (to a tensor of in[i]'s shape) for every i with needs[i];
+ * gout[k] is NULL for outputs that received no gradient. */
+typedef int (*ttt_vjp_fn)(ttt_ctx *ctx, ttt_node *node, ttt_tensor *const *gout, const bool *needs,
+                          ttt_tensor **gin);
+
+struct ttt_node {
+    const char *op;             /* name for messages */
+    ttt_vjp_fn vjp;
+    int n_in, n_out;
+    ttt_tensor **in;
+    ttt_tensor **out;
+    int64_t iattr[TTT_NODE_IATTR];
+    double fattr[TTT_NODE_FATTR];
+    void *pattr[2];
+    uint64_t visit;             /* traversal stamp */
+    int state;                  /* traversal: 1 on stack, 2 done */
+    bool relevant;
+};
+
+struct ttt_ctx {
+    const ttt_backend *be;
+    ttt_arena meta;             /* tensor headers, nodes, small arrays (host) */
+    ttt_arena data;             /* tensor data (device memory) */
+    int no_grad_depth;          /* >0: grad mode off */
+    uint64_t stamp;             /* traversal / grad-call counter */
+    uint64_t rng_state;
+    char err[1024];
+    /* persistent allocations, freed by ttt_ctx_free */
+    struct ttt_persist *persist;
+    /* stash used by ttt_checkpoint to carry outputs across a release */
+    void *stash;
+    size_t stash_size;
+    int threads;
+};
+
+/* context.c */
+void *ttt__meta_alloc(ttt_ctx *ctx, size_t bytes);  /* zeroed host memory, step lifetime */
+void *ttt__data_alloc(ttt_ctx *ctx, size_t bytes);  /* device memory, step lifetime */
+int ttt__set_error(ttt_ctx *ctx, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+int ttt__backend_failed(ttt_ctx *ctx, const char *op);  /* copy the backend's message */
+void *ttt__stash(ttt_ctx *ctx, size_t bytes);
+
+/* tensor.c */
+ttt_tensor *ttt__header(ttt_ctx *ctx, ttt_dtype dt, int ndim, const int64_t *shape); /* no data */
+ttt_tensor *ttt__view(ttt_ctx *ctx, const ttt_tensor *base); /* header copy sharing data, no graph */
+void ttt__set_contiguous_strides(ttt_tensor *t);
+ttt_tensor *ttt__new_like(ttt_ctx *ctx, const ttt_tensor *t);
+ttt_tensor *ttt__expanded_view(ttt_ctx *ctx, const ttt_tensor *t, int ndim, const int64_t *shape);
+int ttt__broadcast_shape(ttt_ctx *ctx, const char *op, const ttt_tensor *a, const ttt_tensor *b, int *ndim,
+                         int64_t *shape);
+int ttt__norm_axis(ttt_ctx *ctx, const char *op, int axis, int ndim);
+bool ttt__is_float(ttt_dtype dt);
+
+/* ops/reduce.c: x itself if dense, else a dense copy (no graph). */
+ttt_tensor *ttt__dense(ttt_ctx *ctx, ttt_tensor *x);
+
+/* autodiff.c */
+bool ttt__recording(const ttt_ctx *ctx, int n, ttt_tensor *const *in);
+/* Attach a node to outs; returns the node (attrs to be filled) or NULL. */
+ttt_node *ttt__record(ttt_ctx *ctx, const char *op, ttt_vjp_fn vjp, int n_in, ttt_tensor *const *in, int n_out,
+                      ttt_tensor *const *out);
+int ttt__grad(ttt_ctx *ctx, int n_out, ttt_tensor *const *outputs, ttt_tensor *const *grad_outputs, int n_in,
+              ttt_tensor *const *inputs, ttt_tensor **grads, bool create_graph, bool stop_at_inputs);
+
+/* Common checks for op entry points. */
+#define TTT_CHECK_NONNULL1(a) \
+    do {                      \
+        if (!(a)) return NULL; \
+    } while (0)
+#define TTT_CHECK_NONNULL2(a, b)   \
+    do {                           \
+        if (!(a) || !(b)) return NULL; \
+    } while (0)
+#define TTT_CHECK_NONNULL3(a, b, c)          \
+    do {                                     \
+        if (!(a) || !(b) || !(c)) return NULL; \
+    } while (0)
+
+#endif

@@ -1,0 +1,309 @@
+/* Neural-network ops: softmax, norms, cross-entropy, embedding, RoPE, attention
+ * masks, global-norm clipping. Forward passes are fused kernels; every VJP is
+ * composed of engine ops so it is differentiable again. */
+#include <math.h>
+#include <string.h>
+
+#include "../core/internal.h"
+
+#define VJP(fn) static int fn(ttt_ctx *ctx, ttt_node *nd, ttt_tensor *const *gout, const bool *needs, ttt_tensor **gin)
+#define G (gout[0])
+#define X (nd->in[0])
+#define Y (nd->out[0])
+#define DONE(expr)                         \
+    do {                                   \
+        (void)needs;                       \
+        gin[0] = (expr);                   \
+        return gin[0] ? TTT_OK : TTT_ERR;  \
+    } while (0)
+
+static const int LAST[1] = {-1};
+
+static int check_float(ttt_ctx *ctx, const char *op, const ttt_tensor *x, int min_ndim) {
+    char s[96];
+    if (!ttt__is_float(x->dtype))
+        return ttt__set_error(ctx, "%s: dtype %s is not supported (use f32 or f64)", op, ttt_dtype_name(x->dtype));
+    if (x->ndim < min_ndim)
+        return ttt__set_error(ctx, "%s: needs at least %d dims, got %s", op, min_ndim, ttt_shape_str(x, s, sizeof s));
+    return TTT_OK;
+}
+
+static ttt_tensor *sum_last(ttt_ctx *ctx, ttt_tensor *x) { return ttt_sum(ctx, x, 1, LAST, 1); }
+static ttt_tensor *mean_last(ttt_ctx *ctx, ttt_tensor *x) { return ttt_mean(ctx, x, 1, LAST, 1); }
+
+/* ---- softmax ---------------------------------------------------------------------- */
+
+VJP(softmax_vjp) { DONE(ttt_mul(ctx, Y, ttt_sub(ctx, G, sum_last(ctx, ttt_mul(ctx, G, Y))))); }
+VJP(log_softmax_vjp) { DONE(ttt_sub(ctx, G, ttt_mul(ctx, ttt_exp(ctx, Y), sum_last(ctx, G)))); }
+
+static ttt_tensor *softmax(ttt_ctx *ctx, ttt_tensor *x, int log) {
+    const char *op = log ? "log_softmax" : "softmax";
+    TTT_CHECK_NONNULL1(x);
+    if (check_float(ctx, op, x, 1) != TTT_OK) return NULL;
+    ttt_tensor *out = ttt__new_like(ctx, x), *xd = out ? ttt__dense(ctx, x) : NULL;
+    if (!xd) return NULL;
+    if (ttt_numel(out) && ctx->be->softmax(out, xd, log) != TTT_OK) return ttt__backend_failed(ctx, op), NULL;
+    if (ttt__recording(ctx, 1, &x) && !ttt__record(ctx, op, log ? log_softmax_vjp : softmax_vjp, 1, &x, 1, &out))
+        return NULL;
+    return out;
+}
+
+ttt_tensor *ttt_softmax(ttt_ctx *ctx, ttt_tensor *x) { return softmax(ctx, x, 0); }
+ttt_tensor *ttt_log_softmax(ttt_ctx *ctx, ttt_tensor *x) { return softmax(ctx, x, 1); }
+
+/* ---- layer / RMS norm -------------------------------------------------------------- */
+
+VJP(norm_vjp) {
+    double eps = nd->fattr[0];
+    ttt_tensor *x = X, *y = Y, *g = G;
+    if (nd->iattr[0] == TTT_NORM_LAYER) {
+        /* dx = rstd (g - mean(g) - y mean(g y)) */
+        ttt_tensor *xc = ttt_sub(ctx, x, mean_last(ctx, x));
+        ttt_tensor *rstd = ttt_rsqrt(ctx, ttt_add_scalar(ctx, mean_last(ctx, ttt_mul(ctx, xc, xc)), eps));
+        ttt_tensor *inner = ttt_sub(ctx, ttt_sub(ctx, g, mean_last(ctx, g)), ttt_mul(ctx, y, mean_last(ctx, ttt_mul(ctx, g, y))));
+        DONE(ttt_mul(ctx, rstd, inner));
+    }
+    /* RMS: dx = rstd (g - y mean(g y)) */
+    ttt_tensor *rstd = ttt_rsqrt(ctx, ttt_add_scalar(ctx, mean_last(ctx, ttt_mul(ctx, x, x)), eps));
+    DONE(ttt_mul(ctx, rstd, ttt_sub(ctx, g, ttt_mul(ctx, y, mean_last(ctx, ttt_mul(ctx, g, y))))));
+}
+
+static ttt_tensor *norm(ttt_ctx *ctx, const char *op, ttt_norm_kind kind, ttt_tensor *x, double eps) {
+    if (check_float(ctx, op, x, 1) != TTT_OK) return NULL;
+    if (!(eps >= 0)) return ttt__set_error(ctx, "%s: eps %g must be >= 0", op, eps), NULL;
+    ttt_tensor *out = ttt__new_like(ctx, x), *xd = out ? ttt__dense(ctx, x) : NULL;
+    if (!xd) return NULL;
+    if (ttt_numel(out) && ctx->be->norm(kind, out, xd, eps) != TTT_OK) return ttt__backend_failed(ctx, op), NULL;
+    if (ttt__recording(ctx, 1, &x)) {
+        ttt_node *n = ttt__record(ctx, op, norm_vjp, 1, &x, 1, &out);
+        if (!n) return NULL;
+        n->iattr[0] = kind;
+        n->fattr[0] = eps;
+    }
+    return out;
+}
+
+static int check_affine(ttt_ctx *ctx, const char *op, const ttt_tensor *x, const ttt_tensor *p, const char *what) {
+    if (!p) return TTT_OK;
+    if (p->ndim != 1 || p->shape[0] != x->shape[x->ndim - 1] || p->dtype != x->dtype) {
+        char sx[96], sp[96];
+        return ttt__set_error(ctx, "%s: %s %s %s must be a %s vector of the last size of x %s", op, what,
+                              ttt_dtype_name(p->dtype), ttt_shape_str(p, sp, sizeof sp), ttt_dtype_name(x->dtype),
+                              ttt_shape_str(x, sx, sizeof sx));
+    }
+    return TTT_OK;
+}
+
+ttt_tensor *ttt_layer_norm(ttt_ctx *ctx, ttt_tensor *x, ttt_tensor *gamma, ttt_tensor *beta, double eps) {
+    TTT_CHECK_NONNULL1(x);
+    if (check_float(ctx, "layer_norm", x, 1) != TTT_OK || check_affine(ctx, "layer_norm", x, gamma, "gamma") ||
+        check_affine(ctx, "layer_norm", x, beta, "beta"))
+        return NULL;
+    ttt_tensor *y = norm(ctx, "layer_norm", TTT_NORM_LAYER, x, eps);
+    if (gamma) y = ttt_mul(ctx, y, gamma);
+    if (beta) y = ttt_add(ctx, y, beta);
+    return y;
+}
+
+ttt_tensor *ttt_rms_norm(ttt_ctx *ctx, ttt_tensor *x, ttt_tensor *gamma, double eps) {
+    TTT_CHECK_NONNULL1(x);
+    if (check_float(ctx, "rms_norm", x, 1) != TTT_OK || check_affine(ctx, "rms_norm", x, gamma, "gamma")) return NULL;
+    ttt_tensor *y = norm(ctx, "rms_norm", TTT_NORM_RMS, x, eps);
+    return gamma ? ttt_mul(ctx, y, gamma) : y;
+}
+
+/* ---- cross-entropy ------------------------------------------------------------------- */
+
+static ttt_tensor *one_hot(ttt_ctx *ctx, const ttt_tensor *logits, const ttt_tensor *targets, int ignore) {
+    ttt_tensor *oh = ttt__new_like(ctx, logits);
+    if (oh && ttt_numel(oh) && ctx->be->one_hot(oh, targets, ignore) != TTT_OK)
+        return ttt__backend_failed(ctx, "cross_entropy"), NULL;
+    return oh;
+}
+
+VJP(ce_rows_vjp) {
+    /* d row_loss / d logits = softmax(x) - onehot(t); ignored rows get 0 */
+    ttt_tensor *t = nd->pattr[0];
+    ttt_tensor *oh = one_hot(ctx, X, t, (int)nd->iattr[0]);
+    ttt_tensor *valid = oh ? sum_last(ctx, oh) : NULL;
+    int64_t shape[TTT_MAX_DIMS];
+    memcpy(shape, G->shape, sizeof shape);
+    shape[G->ndim] = 1;
+    ttt_tensor *g = ttt_reshape(ctx, G, G->ndim + 1, shape);
+    DONE(ttt_mul(ctx, ttt_mul(ctx, ttt_sub(ctx, ttt_softmax(ctx, X), oh), valid), g));
+}
+
+ttt_tensor *ttt_cross_entropy(ttt_ctx *ctx, ttt_tensor *logits, ttt_tensor *targets, int ignore_index) {
+    TTT_CHECK_NONNULL2(logits, targets);
+    if (check_float(ctx, "cross_entropy", logits, 1) != TTT_OK) return NULL;
+    bool ok = targets->dtype == TTT_I32 && targets->ndim == logits->ndim - 1;
+    for (int i = 0; ok && i < targets->ndim; i++) ok = targets->shape[i] == logits->shape[i];
+    if (!ok) {
+        char sl[96], st[96];
+        return ttt__set_error(ctx, "cross_entropy: targets %s %s must be i32 with the logits' %s leading shape",
+                              ttt_dtype_name(targets->dtype), ttt_shape_str(targets, st, sizeof st),
+                              ttt_shape_str(logits, sl, sizeof sl)),
+               NULL;
+    }
+    ttt_tensor *xd = ttt__dense(ctx, logits), *td = ttt__dense(ctx, targets);
+    ttt_tensor *rows = td ? ttt_new(ctx, logits->dtype, targets->ndim, targets->shape) : NULL;
+    if (!rows || !xd) return NULL;
+    if (ttt_numel(rows) && ctx->be->cross_entropy(rows, xd, td, ignore_index) != TTT_OK)
+        return ttt__backend_failed(ctx, "cross_entropy"), NULL;
+    if (ttt__recording(ctx, 1, &logits)) {
+        ttt_node *n = ttt__record(ctx, "cross_entropy", ce_rows_vjp, 1, &logits, 1, &rows);
+        if (!n) return NULL;
+        n->iattr[0] = ignore_index;
+        n->pattr[0] = td;
+    }
+    /* mean over the counted rows; the count is a constant */
+    ttt_no_grad_begin(ctx);
+    ttt_tensor *oh = one_hot(ctx, xd, td, ignore_index);
+    ttt_tensor *count = oh ? ttt_maximum(ctx, ttt_sum(ctx, oh, 0, NULL, 0), ttt_scalar(ctx, logits->dtype, 1.0)) : NULL;
+    ttt_no_grad_end(ctx);
+    return ttt_div(ctx, ttt_sum(ctx, rows, 0, NULL, 0), count);
+}
+
+/* ---- embedding / scatter-add ----------------------------------------------------------- */
+
+static int check_ids(ttt_ctx *ctx, const char *op, const ttt_tensor *ids) {
+    if (ids->dtype != TTT_I32) return ttt__set_error(ctx, "%s: ids must be i32, got %s", op, ttt_dtype_name(ids->dtype));
+    return TTT_OK;
+}
+
+VJP(embedding_vjp) {
+    ttt_tensor *ids = nd->pattr[0];
+    DONE(ttt_scatter_add_rows(ctx, G, ids, X->shape[0]));
+}
+
+ttt_tensor *ttt_embedding(ttt_ctx *ctx, ttt_tensor *table, ttt_tensor *ids) {
+    TTT_CHECK_NONNULL2(table, ids);
+    if (check_float(ctx, "embedding", table, 2) != TTT_OK || check_ids(ctx, "embedding", ids) != TTT_OK) return NULL;
+    if (table->ndim != 2 || ids->ndim + 1 > TTT_MAX_DIMS)
+        return ttt__set_error(ctx, "embedding: table must be 2-d [V, D] and ids at most %d-d", TTT_MAX_DIMS - 1), NULL;
+    int64_t shape[TTT_MAX_DIMS];
+    memcpy(shape, ids->shape, sizeof shape);
+    shape[ids->ndim] = table->shape[1];
+    ttt_tensor *out = ttt_new(ctx, table->dtype, ids->ndim + 1, shape);
+    ttt_tensor *td = out ? ttt__dense(ctx, table) : NULL, *idd = td ? ttt__dense(ctx, ids) : NULL;
+    if (!idd) return NULL;
+    if (ttt_numel(out) && ctx->be->gather_rows(out, td, idd) != TTT_OK) return ttt__backend_failed(ctx, "embedding"), NULL;
+    if (ttt__recording(ctx, 1, &table)) {
+        ttt_node *n = ttt__record(ctx, "embedding", embedding_vjp, 1, &table, 1, &out);
+        if (!n) return NULL;
+        n->pattr[0] = idd;
+    }
+    return out;
+}
+
+VJP(scatter_vjp) {
+    ttt_tensor *ids = nd->pattr[0];
+    DONE(ttt_reshape(ctx, ttt_embedding(ctx, G, ids), X->ndim, X->shape));
+}
+
+ttt_tensor *ttt_scatter_add_rows(ttt_ctx *ctx, ttt_tensor *src, ttt_tensor *ids, int64_t n_rows) {
+    TTT_CHECK_NONNULL2(src, ids);
+    if (check_float(ctx, "scatter_add_rows", src, 1) != TTT_OK || check_ids(ctx, "scatter_add_rows", ids) != TTT_OK)
+        return NULL;
+    bool ok = src->ndim == ids->ndim + 1 && n_rows >= 0;
+    for (int i = 0; ok && i < ids->ndim; i++) ok = ids->shape[i] == src->shape[i];
+    if (!ok) {
+        char ss[96], si[96];
+        return ttt__set_error(ctx, "scatter_add_rows: src %s must be ids %s plus a last axis (n_rows %lld)",
+                              ttt_shape_str(src, ss, sizeof ss), ttt_shape_str(ids, si, sizeof si), (long long)n_rows),
+               NULL;
+    }
+    int64_t d = src->shape[src->ndim - 1];
+    ttt_tensor *out = ttt_zeros(ctx, src->dtype, TTT_DIMS(n_rows, d));
+    ttt_tensor *sd = out ? ttt__dense(ctx, src) : NULL, *idd = sd ? ttt__dense(ctx, ids) : NULL;
+    if (!idd) return NULL;
+    if (ttt_numel(sd) && ctx->be->scatter_add_rows(out, sd, idd) != TTT_OK)
+        return ttt__backend_failed(ctx, "scatter_add_rows"), NULL;
+    if (ttt__recording(ctx, 1, &src)) {
+        ttt_node *n = ttt__record(ctx, "scatter_add_rows", scatter_vjp, 1, &src, 1, &out);
+        if (!n) return NULL;
+        n->pattr[0] = idd;
+    }
+    return out;
+}
+
+/* ---- RoPE ------------------------------------------------------------------------------- */
+
+static ttt_tensor *rope(ttt_ctx *ctx, ttt_tensor *x, int seq_axis, int64_t pos0, double theta, int inverse);
+
+VJP(rope_vjp) { DONE(rope(ctx, G, (int)nd->iattr[0], nd->iattr[1], nd->fattr[0], !nd->iattr[2])); }
+
+static ttt_tensor *rope(ttt_ctx *ctx, ttt_tensor *x, int seq_axis, int64_t pos0, double theta, int inverse) {
+    TTT_CHECK_NONNULL1(x);
+    if (check_float(ctx, "rope", x, 2) != TTT_OK) return NULL;
+    int a = ttt__norm_axis(ctx, "rope", seq_axis, x->ndim);
+    if (a < 0) return NULL;
+    char s[96];
+    if (a == x->ndim - 1 || x->shape[x->ndim - 1] % 2 || !(theta > 0))
+        return ttt__set_error(ctx, "rope: x %s needs an even last axis and seq_axis (%d) before it; theta %g > 0",
+                              ttt_shape_str(x, s, sizeof s), seq_axis, theta),
+               NULL;
+    ttt_tensor *out = ttt__new_like(ctx, x), *xd = out ? ttt__dense(ctx, x) : NULL;
+    if (!xd) return NULL;
+    if (ttt_numel(out) && ctx->be->rope(out, xd, a, pos0, theta, inverse) != TTT_OK)
+        return ttt__backend_failed(ctx, "rope"), NULL;
+    if (ttt__recording(ctx, 1, &x)) {
+        ttt_node *n = ttt__record(ctx, "rope", rope_vjp, 1, &x, 1, &out);
+        if (!n) return NULL;
+        n->iattr[0] = a;
+        n->iattr[1] = pos0;
+        n->iattr[2] = inverse;
+        n->fattr[0] = theta;
+    }
+    return out;
+}
+
+ttt_tensor *ttt_rope(ttt_ctx *ctx, ttt_tensor *x, int seq_axis, int64_t pos0, double theta) {
+    return rope(ctx, x, seq_axis, pos0, theta, 0);
+}
+
+/* ---- attention mask ----------------------------------------------------------------------- */
+
+VJP(mask_vjp) { DONE(ttt_attn_mask(ctx, G, nd->iattr[0], nd->iattr[1], 0.0)); }
+
+ttt_tensor *ttt_attn_mask(ttt_ctx *ctx, ttt_tensor *x, int64_t window, int64_t q_offset, double fill) {
+    TTT_CHECK_NONNULL1(x);
+    if (check_float(ctx, "attn_mask", x, 2) != TTT_OK) return NULL;
+    if (q_offset < 0) return ttt__set_error(ctx, "attn_mask: q_offset %lld must be >= 0", (long long)q_offset), NULL;
+    ttt_tensor *out = ttt__new_like(ctx, x), *xd = out ? ttt__dense(ctx, x) : NULL;
+    if (!xd) return NULL;
+    if (ttt_numel(out) && ctx->be->attn_mask(out, xd, window, q_offset, fill) != TTT_OK)
+        return ttt__backend_failed(ctx, "attn_mask"), NULL;
+    if (ttt__recording(ctx, 1, &x)) {
+        ttt_node *n = ttt__record(ctx, "attn_mask", mask_vjp, 1, &x, 1, &out);
+        if (!n) return NULL;
+        n->iattr[0] = window;
+        n->iattr[1] = q_offset;
+    }
+    return out;
+}
+
+/* ---- global-norm clipping (differentiable) ---------------------------------------------------- */
+
+int ttt_clip_by_global_norm(ttt_ctx *ctx, int n, ttt_tensor *const *xs, double max_norm, ttt_tensor **out,
+                            ttt_tensor **norm_out) {
+    if (n <= 0 || !xs || !out) return ttt__set_error(ctx, "clip_by_global_norm: no tensors given");
+    if (!(max_norm > 0)) return ttt__set_error(ctx, "clip_by_global_norm: max_norm %g must be > 0", max_norm);
+    ttt_tensor *total = NULL;
+    for (int i = 0; i < n; i++) {
+        if (!xs[i]) return TTT_ERR;
+        if (xs[i]->dtype != xs[0]->dtype)
+            return ttt__set_error(ctx, "clip_by_global_norm: tensor %d is %s, tensor 0 is %s", i,
+                                  ttt_dtype_name(xs[i]->dtype), ttt_dtype_name(xs[0]->dtype));
+        ttt_tensor *sq = ttt_sum(ctx, ttt_mul(ctx, xs[i], xs[i]), 0, NULL, 0);
+        total = total ? ttt_add(ctx, total, sq) : sq;
+    }
+    ttt_tensor *norm = ttt_sqrt(ctx, total);
+    /* scale = min(1, max_norm / (norm + 1e-6)) */
+    ttt_tensor *scale = ttt_minimum(ctx, ttt_div(ctx, ttt_scalar(ctx, xs[0]->dtype, max_norm), ttt_add_scalar(ctx, norm, 1e-6)),
+                                    ttt_scalar(ctx, xs[0]->dtype, 1.0));
+    for (int i = 0; i < n; i++)
+        if (!(out[i] = ttt_mul(ctx, xs[i], scale))) return TTT_ERR;
+    if (norm_out) *norm_out = norm;
+    return TTT_OK;
+}

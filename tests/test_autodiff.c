@@ -1,0 +1,206 @@
+/* Autodiff semantics: higher orders, gradients with respect to intermediates,
+ * grad inside a forward pass, backward into parameters, no-grad, detach,
+ * and rematerialization. */
+#include <math.h>
+#include <string.h>
+
+#include "check.h"
+#include "ttt/ttt.h"
+
+static double item(ttt_ctx *ctx, ttt_tensor *t) { return ttt_item(ctx, t); }
+
+/* f = x^3 summed: f' = 3x^2, f'' = 6x, f''' = 6, f'''' = 0 */
+static void test_orders(ttt_ctx *ctx) {
+    ttt_tensor *x = ttt_from_host(ctx, TTT_F64, TTT_DIMS(1), (double[]){1.5});
+    ttt_set_requires_grad(x, 1);
+    ttt_tensor *f = ttt_sum(ctx, ttt_mul(ctx, x, ttt_mul(ctx, x, x)), 0, NULL, 0);
+    ttt_tensor *d1, *d2, *d3, *d4;
+    CHECK(ttt_grad(ctx, 1, &f, NULL, 1, &x, &d1, 1) == TTT_OK);
+    CHECK_NEAR(item(ctx, d1), 3 * 1.5 * 1.5, 1e-12);
+    CHECK(ttt_grad(ctx, 1, &d1, NULL, 1, &x, &d2, 1) == TTT_OK);
+    CHECK_NEAR(item(ctx, d2), 6 * 1.5, 1e-12);
+    CHECK(ttt_grad(ctx, 1, &d2, NULL, 1, &x, &d3, 1) == TTT_OK);
+    CHECK_NEAR(item(ctx, d3), 6, 1e-12);
+    /* d3 is constant in x: its graph does not reach x, so the gradient is zero */
+    if (d3->requires_grad) {
+        CHECK(ttt_grad(ctx, 1, &d3, NULL, 1, &x, &d4, 0) == TTT_OK);
+        CHECK_NEAR(item(ctx, d4), 0, 1e-12);
+    }
+    /* without create_graph the gradient has no graph */
+    ttt_tensor *g;
+    CHECK(ttt_grad(ctx, 1, &f, NULL, 1, &x, &g, 0) == TTT_OK);
+    CHECK(!g->requires_grad);
+    ttt_step_reset(ctx);
+}
+
+/* Gradient with respect to an intermediate, an unused input, and several outputs. */
+static void test_intermediate(ttt_ctx *ctx) {
+    ttt_tensor *x = ttt_from_host(ctx, TTT_F64, TTT_DIMS(2), (double[]){1, 2});
+    ttt_set_requires_grad(x, 1);
+    ttt_tensor *u = ttt_scale(ctx, x, 3.0);              /* u = 3x */
+    ttt_tensor *y = ttt_sum(ctx, ttt_mul(ctx, u, u), 0, NULL, 0); /* y = sum u^2 */
+    ttt_tensor *z = ttt_sum(ctx, x, 0, NULL, 0);
+    ttt_tensor *unused = ttt_from_host(ctx, TTT_F64, TTT_DIMS(3), (double[]){1, 1, 1});
+    ttt_set_requires_grad(unused, 1);
+    ttt_tensor *ins[3] = {u, x, unused}, *gs[3];
+    CHECK(ttt_grad(ctx, 1, &y, NULL, 3, ins, gs, 0) == TTT_OK);
+    double gu[2], gx[2], gn[3];
+    ttt_copy_to_host(ctx, gs[0], gu, TTT_F64);
+    ttt_copy_to_host(ctx, gs[1], gx, TTT_F64);
+    ttt_copy_to_host(ctx, gs[2], gn, TTT_F64);
+    CHECK_NEAR(gu[0], 6, 1e-12); /* dy/du = 2u */
+    CHECK_NEAR(gu[1], 12, 1e-12);
+    CHECK_NEAR(gx[0], 18, 1e-12); /* dy/dx = 18x */
+    CHECK_NEAR(gx[1], 36, 1e-12);
+    CHECK(gn[0] == 0 && gn[1] == 0 && gn[2] == 0);
+    /* two outputs with weights: d(2y + 5z)/dx */
+    ttt_tensor *outs[2] = {y, z}, *w[2] = {ttt_scalar(ctx, TTT_F64, 2), ttt_scalar(ctx, TTT_F64, 5)}, *g;
+    CHECK(ttt_grad(ctx, 2, outs, w, 1, &x, &g, 0) == TTT_OK);
+    ttt_copy_to_host(ctx, g, gx, TTT_F64);
+    CHECK_NEAR(gx[0], 36 + 5, 1e-12);
+    CHECK_NEAR(gx[1], 72 + 5, 1e-12);
+    ttt_step_reset(ctx);
+}
+
+/* An inner gradient step inside the forward pass, differentiated by the outer
+ * loop: w1 = w - eta * d/dw (a w^2 / 2) = w (1 - eta a); L = w1^2 / 2;
+ * dL/dw = w1 (1 - eta a); dL/da = w1 * (-eta w). */
+static void test_inner_step(ttt_ctx *ctx) {
+    const double w0 = 0.7, a0 = 1.3, eta = 0.2;
+    ttt_tensor *w = ttt_param(ctx, TTT_F64, TTT_DIMS(1), "w"), *a = ttt_param(ctx, TTT_F64, TTT_DIMS(1), "a");
+    ttt_fill(ctx, w, w0);
+    ttt_fill(ctx, a, a0);
+    ttt_tensor *inner = ttt_sum(ctx, ttt_scale(ctx, ttt_mul(ctx, a, ttt_mul(ctx, w, w)), 0.5), 0, NULL, 0);
+    ttt_tensor *g;
+    CHECK(ttt_grad(ctx, 1, &inner, NULL, 1, &w, &g, 1) == TTT_OK);
+    ttt_tensor *w1 = ttt_sub(ctx, w, ttt_scale(ctx, g, eta));
+    ttt_tensor *loss = ttt_sum(ctx, ttt_scale(ctx, ttt_mul(ctx, w1, w1), 0.5), 0, NULL, 0);
+    ttt_tensor *ps[2] = {w, a};
+    CHECK(ttt_zero_grad(ctx, 2, ps) == TTT_OK);
+    CHECK(ttt_backward(ctx, loss) == TTT_OK);
+    double w1v = w0 * (1 - eta * a0);
+    CHECK_NEAR(item(ctx, w->grad), w1v * (1 - eta * a0), 1e-12);
+    CHECK_NEAR(item(ctx, a->grad), w1v * (-eta * w0), 1e-12);
+    /* backward accumulates */
+    CHECK(ttt_backward(ctx, loss) == TTT_OK);
+    CHECK_NEAR(item(ctx, w->grad), 2 * w1v * (1 - eta * a0), 1e-12);
+    ttt_persistent_free(ctx, w);
+    ttt_persistent_free(ctx, a);
+    ttt_step_reset(ctx);
+}
+
+static void test_no_grad_detach(ttt_ctx *ctx) {
+    ttt_tensor *p = ttt_param(ctx, TTT_F64, TTT_DIMS(3), "p");
+    ttt_fill(ctx, p, 2.0);
+    ttt_no_grad_begin(ctx);
+    CHECK(!ttt_grad_enabled(ctx));
+    ttt_tensor *y = ttt_mul(ctx, p, p);
+    ttt_no_grad_end(ctx);
+    CHECK(y && !y->requires_grad && !y->node);
+    ttt_tensor *g;
+    CHECK(ttt_grad(ctx, 1, &y, NULL, 1, &p, &g, 0) == TTT_ERR);
+    CHECK(strstr(ttt_error(ctx), "no output has a graph") != NULL);
+    /* detach stops the gradient: d/dp [p * detach(p)] = detach(p) = 2 */
+    ttt_tensor *z = ttt_sum(ctx, ttt_mul(ctx, p, ttt_detach(ctx, p)), 0, NULL, 0);
+    CHECK(ttt_grad(ctx, 1, &z, NULL, 1, &p, &g, 0) == TTT_OK);
+    double gv[3];
+    ttt_copy_to_host(ctx, g, gv, TTT_F64);
+    CHECK_NEAR(gv[0], 2.0, 1e-12);
+    /* grad mode forced on inside no-grad (what an inner loop does at evaluation) */
+    ttt_no_grad_begin(ctx);
+    ttt_grad_mode prev = ttt_grad_mode_set(ctx, 1);
+    ttt_tensor *q = ttt_mul(ctx, p, p);
+    ttt_grad_mode_restore(ctx, prev);
+    CHECK(q->requires_grad);
+    CHECK(!ttt_grad_enabled(ctx));
+    ttt_no_grad_end(ctx);
+    ttt_persistent_free(ctx, p);
+    ttt_step_reset(ctx);
+}
+
+/* ---- rematerialization ---------------------------------------------------------- */
+
+/* One inner step on W (inner loss on the fixed tokens in[2]), then a read-out
+ * of the running state: out = (tanh(h W1) W1^T, W1). */
+static int block(ttt_ctx *ctx, void *user, int n_in, ttt_tensor *const *in, int n_out, ttt_tensor **out) {
+    (void)n_in;
+    (void)n_out;
+    int *calls = user;
+    (*calls)++;
+    ttt_tensor *z = ttt_tanh(ctx, ttt_matmul(ctx, in[2], in[1], 0, 0));
+    ttt_tensor *inner = ttt_sum(ctx, ttt_mul(ctx, z, z), 0, NULL, 0);
+    ttt_tensor *g;
+    if (ttt_grad(ctx, 1, &inner, NULL, 1, &in[1], &g, ttt_grad_enabled(ctx)) != TTT_OK) return TTT_ERR;
+    ttt_tensor *w1 = ttt_sub(ctx, in[1], ttt_scale(ctx, g, 0.1));
+    out[0] = ttt_matmul(ctx, ttt_tanh(ctx, ttt_matmul(ctx, in[0], w1, 0, 0)), w1, 0, 1);
+    out[1] = w1;
+    return TTT_OK;
+}
+
+static int nested(ttt_ctx *ctx, void *user, int n_in, ttt_tensor *const *in, int n_out, ttt_tensor **out) {
+    return ttt_checkpoint(ctx, block, user, n_in, in, n_out, out);
+}
+
+typedef enum { PLAIN, REMAT, NESTED } remat_mode;
+
+/* Chain of 6 blocks; returns dL/dx, dL/dW and, for second order, the HVP along W. */
+static void chain(ttt_ctx *ctx, remat_mode mode, double *gx, double *gw, double *hvp, size_t *peak, int *calls) {
+    ttt_manual_seed(ctx, 42);
+    ttt_tensor *x = ttt_randn(ctx, TTT_F64, TTT_DIMS(5, 4), 1.0);
+    ttt_tensor *w = ttt_randn(ctx, TTT_F64, TTT_DIMS(4, 4), 0.5);
+    ttt_tensor *v = ttt_randn(ctx, TTT_F64, TTT_DIMS(4, 4), 1.0);
+    ttt_set_requires_grad(x, 1);
+    ttt_set_requires_grad(w, 1);
+    ttt_tensor *tokens = ttt_randn(ctx, TTT_F64, TTT_DIMS(7, 4), 1.0);
+    ttt_tensor *h = x, *wt = w;
+    for (int i = 0; i < 6; i++) {
+        ttt_tensor *in[3] = {h, wt, tokens}, *out[2];
+        int rc = mode == PLAIN ? block(ctx, calls, 3, in, 2, out)
+                               : ttt_checkpoint(ctx, mode == REMAT ? block : nested, calls, 3, in, 2, out);
+        CHECK(rc == TTT_OK);
+        h = out[0];
+        wt = out[1];
+    }
+    ttt_tensor *loss = ttt_add(ctx, ttt_sum(ctx, ttt_mul(ctx, h, h), 0, NULL, 0), ttt_sum(ctx, ttt_mul(ctx, wt, wt), 0, NULL, 0));
+    *peak = ttt_arena_bytes_used(ctx);
+    ttt_tensor *ins[2] = {x, w}, *g[2];
+    CHECK(ttt_grad(ctx, 1, &loss, NULL, 2, ins, g, 1) == TTT_OK);
+    ttt_copy_to_host(ctx, g[0], gx, TTT_F64);
+    ttt_copy_to_host(ctx, g[1], gw, TTT_F64);
+    ttt_tensor *s = ttt_sum(ctx, ttt_mul(ctx, g[1], v), 0, NULL, 0), *h2 = NULL;
+    CHECK_MSG(ttt_grad(ctx, 1, &s, NULL, 1, &w, &h2, 0) == TTT_OK, "%s", ttt_error(ctx));
+    if (h2) ttt_copy_to_host(ctx, h2, hvp, TTT_F64);
+    ttt_step_reset(ctx);
+}
+
+static void test_remat(ttt_ctx *ctx) {
+    double gx[3][20], gw[3][16], hv[3][16];
+    size_t peak[3];
+    int calls[3] = {0, 0, 0};
+    for (int m = 0; m < 3; m++) chain(ctx, (remat_mode)m, gx[m], gw[m], hv[m], &peak[m], &calls[m]);
+    for (int m = 1; m < 3; m++) {
+        double err = 0;
+        for (int i = 0; i < 20; i++) err = fmax(err, fabs(gx[m][i] - gx[0][i]));
+        for (int i = 0; i < 16; i++) err = fmax(err, fabs(gw[m][i] - gw[0][i]));
+        CHECK_MSG(err < 1e-12, "mode %d: first-order gradients differ by %g", m, err);
+        err = 0;
+        for (int i = 0; i < 16; i++) err = fmax(err, fabs(hv[m][i] - hv[0][i]));
+        CHECK_MSG(err < 1e-10, "mode %d: second-order (HVP) differs by %g", m, err);
+    }
+    /* the forward pass of the checkpointed chain keeps only block outputs */
+    CHECK_MSG(peak[1] < peak[0], "forward memory with remat %zu vs without %zu", peak[1], peak[0]);
+    /* each block ran once forward and was recomputed in the backward */
+    CHECK_MSG(calls[1] >= 12, "remat ran the block %d times", calls[1]);
+}
+
+int main(void) {
+    ttt_ctx *ctx = ttt_ctx_new(NULL);
+    CHECK(ctx != NULL);
+    test_orders(ctx);
+    test_intermediate(ctx);
+    test_inner_step(ctx);
+    test_no_grad_detach(ctx);
+    test_remat(ctx);
+    ttt_ctx_free(ctx);
+    TEST_MAIN_END();
+}
