@@ -72,25 +72,27 @@ static int cpu_copy(ttt_tensor *dst, const ttt_tensor *src) {
     size_t ds = dsize(dst->dtype), ss = dsize(src->dtype);
     int same = dst->dtype == src->dtype;
     int64_t items = cpu_iter_items(&it), sd = cpu_iter_inner_stride(&it, 0), sx = cpu_iter_inner_stride(&it, 1);
-#pragma omp parallel for if (cpu_numel(dst) > CPU_PAR_MIN) schedule(static)
-    for (int64_t w = 0; w < items; w++) {
-        int64_t off[2], n;
-        cpu_iter_item(&it, w, off, &n);
-        char *y = (char *)dst->data + off[0] * (int64_t)ds;
-        const char *x = (const char *)src->data + off[1] * (int64_t)ss;
-        if (same && sd == 1 && sx == 1) {
-            memcpy(y, x, (size_t)n * ds);
-        } else if (same && ds == 4) {
-            for (int64_t i = 0; i < n; i++) ((uint32_t *)y)[i * sd] = ((const uint32_t *)x)[i * sx];
-        } else if (same && ds == 8) {
-            for (int64_t i = 0; i < n; i++) ((uint64_t *)y)[i * sd] = ((const uint64_t *)x)[i * sx];
-        } else if (same) {
-            for (int64_t i = 0; i < n; i++) ((uint16_t *)y)[i * sd] = ((const uint16_t *)x)[i * sx];
-        } else {
-            for (int64_t i = 0; i < n; i++)
-                store(y + i * sd * (int64_t)ds, dst->dtype, load(x + i * sx * (int64_t)ss, src->dtype));
+CPU_PARALLEL(cpu_numel(dst) > CPU_PAR_MIN,
+    _Pragma("omp for schedule(static)")
+        for (int64_t w = 0; w < items; w++) {
+            int64_t off[2], n;
+            cpu_iter_item(&it, w, off, &n);
+            char *y = (char *)dst->data + off[0] * (int64_t)ds;
+            const char *x = (const char *)src->data + off[1] * (int64_t)ss;
+            if (same && sd == 1 && sx == 1) {
+                memcpy(y, x, (size_t)n * ds);
+            } else if (same && ds == 4) {
+                for (int64_t i = 0; i < n; i++) ((uint32_t *)y)[i * sd] = ((const uint32_t *)x)[i * sx];
+            } else if (same && ds == 8) {
+                for (int64_t i = 0; i < n; i++) ((uint64_t *)y)[i * sd] = ((const uint64_t *)x)[i * sx];
+            } else if (same) {
+                for (int64_t i = 0; i < n; i++) ((uint16_t *)y)[i * sd] = ((const uint16_t *)x)[i * sx];
+            } else {
+                for (int64_t i = 0; i < n; i++)
+                    store(y + i * sd * (int64_t)ds, dst->dtype, load(x + i * sx * (int64_t)ss, src->dtype));
+            }
         }
-    }
+);
     return TTT_OK;
 }
 
@@ -102,15 +104,17 @@ static int cpu_fill(ttt_tensor *dst, double value) {
     int64_t items = cpu_iter_items(&it), sd = cpu_iter_inner_stride(&it, 0);
     char one[8];
     store(one, dst->dtype, value);
-#pragma omp parallel for if (cpu_numel(dst) > CPU_PAR_MIN) schedule(static)
-    for (int64_t w = 0; w < items; w++) {
-        int64_t off[1], n;
-        cpu_iter_item(&it, w, off, &n);
-        char *y = (char *)dst->data + off[0] * (int64_t)ds;
-        if (value == 0.0 && sd == 1) memset(y, 0, (size_t)n * ds);
-        else
-            for (int64_t i = 0; i < n; i++) memcpy(y + i * sd * (int64_t)ds, one, ds);
-    }
+CPU_PARALLEL(cpu_numel(dst) > CPU_PAR_MIN,
+    _Pragma("omp for schedule(static)")
+        for (int64_t w = 0; w < items; w++) {
+            int64_t off[1], n;
+            cpu_iter_item(&it, w, off, &n);
+            char *y = (char *)dst->data + off[0] * (int64_t)ds;
+            if (value == 0.0 && sd == 1) memset(y, 0, (size_t)n * ds);
+            else
+                for (int64_t i = 0; i < n; i++) memcpy(y + i * sd * (int64_t)ds, one, ds);
+        }
+);
     return TTT_OK;
 }
 

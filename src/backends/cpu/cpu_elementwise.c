@@ -83,13 +83,15 @@ int cpu_unary(ttt_unary_op op, ttt_tensor *dst, const ttt_tensor *src, double p0
     cpu_iter_init(&it, 2, ops);
     int64_t items = cpu_iter_items(&it), sy = cpu_iter_inner_stride(&it, 0), sx = cpu_iter_inner_stride(&it, 1);
     int f32 = dst->dtype == TTT_F32;
-#pragma omp parallel for if (cpu_numel(dst) > CPU_PAR_MIN) schedule(static)
-    for (int64_t w = 0; w < items; w++) {
-        int64_t off[2], n;
-        cpu_iter_item(&it, w, off, &n);
-        if (f32) unary_f32(op, n, (float *)dst->data + off[0], sy, (const float *)src->data + off[1], sx, p0, p1);
-        else unary_f64(op, n, (double *)dst->data + off[0], sy, (const double *)src->data + off[1], sx, p0, p1);
-    }
+CPU_PARALLEL(cpu_numel(dst) > CPU_PAR_MIN,
+    _Pragma("omp for schedule(static)")
+        for (int64_t w = 0; w < items; w++) {
+            int64_t off[2], n;
+            cpu_iter_item(&it, w, off, &n);
+            if (f32) unary_f32(op, n, (float *)dst->data + off[0], sy, (const float *)src->data + off[1], sx, p0, p1);
+            else unary_f64(op, n, (double *)dst->data + off[0], sy, (const double *)src->data + off[1], sx, p0, p1);
+        }
+);
     return TTT_OK;
 }
 
@@ -150,17 +152,19 @@ int cpu_binary(ttt_binary_op op, ttt_tensor *dst, const ttt_tensor *a, const ttt
     int64_t items = cpu_iter_items(&it);
     int64_t sy = cpu_iter_inner_stride(&it, 0), sa = cpu_iter_inner_stride(&it, 1), sb = cpu_iter_inner_stride(&it, 2);
     int f32 = dst->dtype == TTT_F32;
-#pragma omp parallel for if (cpu_numel(dst) > CPU_PAR_MIN) schedule(static)
-    for (int64_t w = 0; w < items; w++) {
-        int64_t off[3], n;
-        cpu_iter_item(&it, w, off, &n);
-        if (f32)
-            binary_f32(op, n, (float *)dst->data + off[0], sy, (const float *)a->data + off[1], sa,
-                       (const float *)b->data + off[2], sb);
-        else
-            binary_f64(op, n, (double *)dst->data + off[0], sy, (const double *)a->data + off[1], sa,
-                       (const double *)b->data + off[2], sb);
-    }
+CPU_PARALLEL(cpu_numel(dst) > CPU_PAR_MIN,
+    _Pragma("omp for schedule(static)")
+        for (int64_t w = 0; w < items; w++) {
+            int64_t off[3], n;
+            cpu_iter_item(&it, w, off, &n);
+            if (f32)
+                binary_f32(op, n, (float *)dst->data + off[0], sy, (const float *)a->data + off[1], sa,
+                           (const float *)b->data + off[2], sb);
+            else
+                binary_f64(op, n, (double *)dst->data + off[0], sy, (const double *)a->data + off[1], sa,
+                           (const double *)b->data + off[2], sb);
+        }
+);
     return TTT_OK;
 }
 
@@ -174,21 +178,23 @@ int cpu_where(ttt_tensor *dst, const ttt_tensor *cond, const ttt_tensor *a, cons
     int64_t items = cpu_iter_items(&it), s[4];
     for (int k = 0; k < 4; k++) s[k] = cpu_iter_inner_stride(&it, k);
     int f32 = dst->dtype == TTT_F32;
-#pragma omp parallel for if (cpu_numel(dst) > CPU_PAR_MIN) schedule(static)
-    for (int64_t w = 0; w < items; w++) {
-        int64_t off[4], n;
-        cpu_iter_item(&it, w, off, &n);
-        if (f32) {
-            float *y = (float *)dst->data + off[0];
-            const float *c = (const float *)cond->data + off[1], *x = (const float *)a->data + off[2],
-                        *z = (const float *)b->data + off[3];
-            for (int64_t i = 0; i < n; i++) y[i * s[0]] = c[i * s[1]] != 0 ? x[i * s[2]] : z[i * s[3]];
-        } else {
-            double *y = (double *)dst->data + off[0];
-            const double *c = (const double *)cond->data + off[1], *x = (const double *)a->data + off[2],
-                         *z = (const double *)b->data + off[3];
-            for (int64_t i = 0; i < n; i++) y[i * s[0]] = c[i * s[1]] != 0 ? x[i * s[2]] : z[i * s[3]];
+CPU_PARALLEL(cpu_numel(dst) > CPU_PAR_MIN,
+    _Pragma("omp for schedule(static)")
+        for (int64_t w = 0; w < items; w++) {
+            int64_t off[4], n;
+            cpu_iter_item(&it, w, off, &n);
+            if (f32) {
+                float *y = (float *)dst->data + off[0];
+                const float *c = (const float *)cond->data + off[1], *x = (const float *)a->data + off[2],
+                            *z = (const float *)b->data + off[3];
+                for (int64_t i = 0; i < n; i++) y[i * s[0]] = c[i * s[1]] != 0 ? x[i * s[2]] : z[i * s[3]];
+            } else {
+                double *y = (double *)dst->data + off[0];
+                const double *c = (const double *)cond->data + off[1], *x = (const double *)a->data + off[2],
+                             *z = (const double *)b->data + off[3];
+                for (int64_t i = 0; i < n; i++) y[i * s[0]] = c[i * s[1]] != 0 ? x[i * s[2]] : z[i * s[3]];
+            }
         }
-    }
+);
     return TTT_OK;
 }

@@ -59,6 +59,18 @@ static inline void cpu_iter_init(cpu_iter *it, int nops, const ttt_tensor *const
     if (it->chunks < 1) it->chunks = 1;
 }
 
+/* CPU_PARALLEL(cond, _Pragma("omp for ...") for (...) {...}): the loop runs on
+ * the OpenMP team when cond holds, else inline on the calling thread. Merely
+ * entering the OpenMP runtime costs ~0.5 us, ten times a small op's own work. */
+#define CPU_PARALLEL(cond, ...)                 \
+    do {                                        \
+        if (cond) {                             \
+            _Pragma("omp parallel") { __VA_ARGS__ } \
+        } else {                                \
+            __VA_ARGS__                         \
+        }                                       \
+    } while (0)
+
 static inline int64_t cpu_iter_items(const cpu_iter *it) { return it->rows * it->chunks; }
 
 /* Element offsets of each operand at the start of work item w; *n = its length. */

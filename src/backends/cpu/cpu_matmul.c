@@ -28,21 +28,23 @@ int cpu_matmul(ttt_tensor *c, const ttt_tensor *a, const ttt_tensor *b, int tran
     CBLAS_TRANSPOSE ta = trans_a ? CblasTrans : CblasNoTrans, tb = trans_b ? CblasTrans : CblasNoTrans;
     /* Many small matrices: spread batches over threads (BLAS threads would idle). */
     int small = m * n * k < 64 * 64 * 64 && batch > 1;
-#pragma omp parallel for if (small) schedule(static)
-    for (int64_t i = 0; i < batch; i++) {
-        int64_t oa = 0, ob = 0, rem = i;
-        for (int d = nd - 3; d >= 0; d--) {
-            int64_t idx = rem % c->shape[d];
-            rem /= c->shape[d];
-            oa += idx * a->stride[d];
-            ob += idx * b->stride[d];
+CPU_PARALLEL(small,
+    _Pragma("omp for schedule(static)")
+        for (int64_t i = 0; i < batch; i++) {
+            int64_t oa = 0, ob = 0, rem = i;
+            for (int d = nd - 3; d >= 0; d--) {
+                int64_t idx = rem % c->shape[d];
+                rem /= c->shape[d];
+                oa += idx * a->stride[d];
+                ob += idx * b->stride[d];
+            }
+            if (c->dtype == TTT_F32)
+                cblas_sgemm(CblasRowMajor, ta, tb, (int)m, (int)n, (int)k, 1.0f, (const float *)a->data + oa, (int)lda,
+                            (const float *)b->data + ob, (int)ldb, 0.0f, (float *)c->data + i * m * n, (int)n);
+            else
+                cblas_dgemm(CblasRowMajor, ta, tb, (int)m, (int)n, (int)k, 1.0, (const double *)a->data + oa, (int)lda,
+                            (const double *)b->data + ob, (int)ldb, 0.0, (double *)c->data + i * m * n, (int)n);
         }
-        if (c->dtype == TTT_F32)
-            cblas_sgemm(CblasRowMajor, ta, tb, (int)m, (int)n, (int)k, 1.0f, (const float *)a->data + oa, (int)lda,
-                        (const float *)b->data + ob, (int)ldb, 0.0f, (float *)c->data + i * m * n, (int)n);
-        else
-            cblas_dgemm(CblasRowMajor, ta, tb, (int)m, (int)n, (int)k, 1.0, (const double *)a->data + oa, (int)lda,
-                        (const double *)b->data + ob, (int)ldb, 0.0, (double *)c->data + i * m * n, (int)n);
-    }
+);
     return TTT_OK;
 }

@@ -24,19 +24,21 @@ int cpu_softmax(ttt_tensor *dst, const ttt_tensor *src, int log_out) {
     int64_t rows, cols;
     cpu_rows_cols(src, &rows, &cols);
     int f32 = F32(src);
-#pragma omp parallel for if (rows * cols > CPU_PAR_MIN) schedule(static)
-    for (int64_t r = 0; r < rows; r++) {
-        const int64_t o = r * cols;
-        double mx = -INFINITY, sum = 0;
-        for (int64_t j = 0; j < cols; j++) mx = fmax(mx, ld(src->data, f32, o + j));
-        if (mx == -INFINITY) mx = 0; /* a fully masked row: avoid inf - inf */
-        for (int64_t j = 0; j < cols; j++) sum += exp(ld(src->data, f32, o + j) - mx);
-        double lse = log(sum);
-        for (int64_t j = 0; j < cols; j++) {
-            double z = ld(src->data, f32, o + j) - mx;
-            st(dst->data, f32, o + j, log_out ? z - lse : exp(z) / sum);
+CPU_PARALLEL(rows * cols > CPU_PAR_MIN,
+    _Pragma("omp for schedule(static)")
+        for (int64_t r = 0; r < rows; r++) {
+            const int64_t o = r * cols;
+            double mx = -INFINITY, sum = 0;
+            for (int64_t j = 0; j < cols; j++) mx = fmax(mx, ld(src->data, f32, o + j));
+            if (mx == -INFINITY) mx = 0; /* a fully masked row: avoid inf - inf */
+            for (int64_t j = 0; j < cols; j++) sum += exp(ld(src->data, f32, o + j) - mx);
+            double lse = log(sum);
+            for (int64_t j = 0; j < cols; j++) {
+                double z = ld(src->data, f32, o + j) - mx;
+                st(dst->data, f32, o + j, log_out ? z - lse : exp(z) / sum);
+            }
         }
-    }
+);
     return TTT_OK;
 }
 
@@ -45,21 +47,23 @@ int cpu_norm(ttt_norm_kind kind, ttt_tensor *dst, const ttt_tensor *src, double 
     int64_t rows, cols;
     cpu_rows_cols(src, &rows, &cols);
     int f32 = F32(src);
-#pragma omp parallel for if (rows * cols > CPU_PAR_MIN) schedule(static)
-    for (int64_t r = 0; r < rows; r++) {
-        const int64_t o = r * cols;
-        double mean = 0, var = 0;
-        if (kind == TTT_NORM_LAYER) {
-            for (int64_t j = 0; j < cols; j++) mean += ld(src->data, f32, o + j);
-            mean /= (double)cols;
+CPU_PARALLEL(rows * cols > CPU_PAR_MIN,
+    _Pragma("omp for schedule(static)")
+        for (int64_t r = 0; r < rows; r++) {
+            const int64_t o = r * cols;
+            double mean = 0, var = 0;
+            if (kind == TTT_NORM_LAYER) {
+                for (int64_t j = 0; j < cols; j++) mean += ld(src->data, f32, o + j);
+                mean /= (double)cols;
+            }
+            for (int64_t j = 0; j < cols; j++) {
+                double d = ld(src->data, f32, o + j) - mean;
+                var += d * d;
+            }
+            double rstd = 1.0 / sqrt(var / (double)cols + eps);
+            for (int64_t j = 0; j < cols; j++) st(dst->data, f32, o + j, (ld(src->data, f32, o + j) - mean) * rstd);
         }
-        for (int64_t j = 0; j < cols; j++) {
-            double d = ld(src->data, f32, o + j) - mean;
-            var += d * d;
-        }
-        double rstd = 1.0 / sqrt(var / (double)cols + eps);
-        for (int64_t j = 0; j < cols; j++) st(dst->data, f32, o + j, (ld(src->data, f32, o + j) - mean) * rstd);
-    }
+);
     return TTT_OK;
 }
 
@@ -81,18 +85,20 @@ int cpu_cross_entropy(ttt_tensor *dst, const ttt_tensor *logits, const ttt_tenso
     if (check_targets("cross_entropy", targets, rows, v, ignore_index)) return TTT_ERR;
     const int32_t *t = targets->data;
     int f32 = F32(logits);
-#pragma omp parallel for if (rows * v > CPU_PAR_MIN) schedule(static)
-    for (int64_t r = 0; r < rows; r++) {
-        if (t[r] == ignore_index) {
-            st(dst->data, f32, r, 0.0);
-            continue;
+CPU_PARALLEL(rows * v > CPU_PAR_MIN,
+    _Pragma("omp for schedule(static)")
+        for (int64_t r = 0; r < rows; r++) {
+            if (t[r] == ignore_index) {
+                st(dst->data, f32, r, 0.0);
+                continue;
+            }
+            const int64_t o = r * v;
+            double mx = -INFINITY, sum = 0;
+            for (int64_t j = 0; j < v; j++) mx = fmax(mx, ld(logits->data, f32, o + j));
+            for (int64_t j = 0; j < v; j++) sum += exp(ld(logits->data, f32, o + j) - mx);
+            st(dst->data, f32, r, mx + log(sum) - ld(logits->data, f32, o + t[r]));
         }
-        const int64_t o = r * v;
-        double mx = -INFINITY, sum = 0;
-        for (int64_t j = 0; j < v; j++) mx = fmax(mx, ld(logits->data, f32, o + j));
-        for (int64_t j = 0; j < v; j++) sum += exp(ld(logits->data, f32, o + j) - mx);
-        st(dst->data, f32, r, mx + log(sum) - ld(logits->data, f32, o + t[r]));
-    }
+);
     return TTT_OK;
 }
 
@@ -126,10 +132,12 @@ int cpu_gather_rows(ttt_tensor *dst, const ttt_tensor *table, const ttt_tensor *
     if (check_ids("embedding", ids, n, v)) return TTT_ERR;
     const int32_t *id = ids->data;
     size_t es = F32(table) ? 4 : 8;
-#pragma omp parallel for if (n * d > CPU_PAR_MIN) schedule(static)
-    for (int64_t i = 0; i < n; i++)
-        memcpy((char *)dst->data + (size_t)(i * d) * es, (const char *)table->data + (size_t)(id[i] * d) * es,
-               (size_t)d * es);
+CPU_PARALLEL(n * d > CPU_PAR_MIN,
+    _Pragma("omp for schedule(static)")
+        for (int64_t i = 0; i < n; i++)
+            memcpy((char *)dst->data + (size_t)(i * d) * es, (const char *)table->data + (size_t)(id[i] * d) * es,
+                   (size_t)d * es);
+);
     return TTT_OK;
 }
 
@@ -140,10 +148,12 @@ int cpu_scatter_add_rows(ttt_tensor *dst, const ttt_tensor *src, const ttt_tenso
     const int32_t *id = ids->data;
     int f32 = F32(src);
     /* parallel over columns: rows with the same id never race */
-#pragma omp parallel for if (n * d > CPU_PAR_MIN) schedule(static)
-    for (int64_t j = 0; j < d; j++)
-        for (int64_t i = 0; i < n; i++)
-            st(dst->data, f32, id[i] * d + j, ld(dst->data, f32, id[i] * d + j) + ld(src->data, f32, i * d + j));
+CPU_PARALLEL(n * d > CPU_PAR_MIN,
+    _Pragma("omp for schedule(static)")
+        for (int64_t j = 0; j < d; j++)
+            for (int64_t i = 0; i < n; i++)
+                st(dst->data, f32, id[i] * d + j, ld(dst->data, f32, id[i] * d + j) + ld(src->data, f32, i * d + j));
+);
     return TTT_OK;
 }
 
@@ -155,19 +165,21 @@ int cpu_rope(ttt_tensor *dst, const ttt_tensor *src, int seq_axis, int64_t pos0,
     for (int a = seq_axis + 1; a < src->ndim - 1; a++) inner *= src->shape[a];
     int64_t seq = src->shape[seq_axis];
     int f32 = F32(src);
-#pragma omp parallel for if (rows * d > CPU_PAR_MIN) schedule(static)
-    for (int64_t r = 0; r < rows; r++) {
-        double pos = (double)(pos0 + (r / inner) % seq);
-        const int64_t o = r * d;
-        for (int64_t i = 0; i < half; i++) {
-            double ang = pos * pow(theta, -2.0 * (double)i / (double)d);
-            if (inverse) ang = -ang;
-            double c = cos(ang), s = sin(ang);
-            double x1 = ld(src->data, f32, o + i), x2 = ld(src->data, f32, o + i + half);
-            st(dst->data, f32, o + i, x1 * c - x2 * s);
-            st(dst->data, f32, o + i + half, x2 * c + x1 * s);
+CPU_PARALLEL(rows * d > CPU_PAR_MIN,
+    _Pragma("omp for schedule(static)")
+        for (int64_t r = 0; r < rows; r++) {
+            double pos = (double)(pos0 + (r / inner) % seq);
+            const int64_t o = r * d;
+            for (int64_t i = 0; i < half; i++) {
+                double ang = pos * pow(theta, -2.0 * (double)i / (double)d);
+                if (inverse) ang = -ang;
+                double c = cos(ang), s = sin(ang);
+                double x1 = ld(src->data, f32, o + i), x2 = ld(src->data, f32, o + i + half);
+                st(dst->data, f32, o + i, x1 * c - x2 * s);
+                st(dst->data, f32, o + i + half, x2 * c + x1 * s);
+            }
         }
-    }
+);
     return TTT_OK;
 }
 
@@ -176,13 +188,15 @@ int cpu_attn_mask(ttt_tensor *dst, const ttt_tensor *src, int64_t window, int64_
     int64_t tk = src->shape[src->ndim - 1], tq = src->shape[src->ndim - 2];
     int64_t rows = tk ? cpu_numel(src) / tk : 0;
     int f32 = F32(src);
-#pragma omp parallel for if (rows * tk > CPU_PAR_MIN) schedule(static)
-    for (int64_t r = 0; r < rows; r++) {
-        int64_t qp = q_offset + r % tq;
-        for (int64_t j = 0; j < tk; j++) {
-            int keep = j <= qp && (window <= 0 || qp - j < window);
-            st(dst->data, f32, r * tk + j, keep ? ld(src->data, f32, r * tk + j) : fill);
+CPU_PARALLEL(rows * tk > CPU_PAR_MIN,
+    _Pragma("omp for schedule(static)")
+        for (int64_t r = 0; r < rows; r++) {
+            int64_t qp = q_offset + r % tq;
+            for (int64_t j = 0; j < tk; j++) {
+                int keep = j <= qp && (window <= 0 || qp - j < window);
+                st(dst->data, f32, r * tk + j, keep ? ld(src->data, f32, r * tk + j) : fill);
+            }
         }
-    }
+);
     return TTT_OK;
 }

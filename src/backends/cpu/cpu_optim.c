@@ -7,7 +7,7 @@
     do {                                                                                              \
         T *pp = p->data, *mm = m->data, *vv = v->data;                                                \
         const T *gg = g->data;                                                                        \
-        _Pragma("omp parallel for if (n > CPU_PAR_MIN) schedule(static)")                            \
+        _Pragma("omp parallel for if (n > CPU_PAR_MIN) schedule(static)") \
         for (int64_t i = 0; i < n; i++) {                                                             \
             double w = pp[i] * (1.0 - lr * weight_decay);                                             \
             double mi = beta1 * mm[i] + (1.0 - beta1) * gg[i];                                        \
@@ -32,7 +32,7 @@ int cpu_adamw(ttt_tensor *p, const ttt_tensor *g, ttt_tensor *m, ttt_tensor *v, 
     do {                                                                                              \
         T *pp = p->data, *bb = buf->data;                                                             \
         const T *gg = g->data;                                                                        \
-        _Pragma("omp parallel for if (n > CPU_PAR_MIN) schedule(static)")                            \
+        _Pragma("omp parallel for if (n > CPU_PAR_MIN) schedule(static)") \
         for (int64_t i = 0; i < n; i++) {                                                             \
             double d = gg[i] + weight_decay * pp[i];                                                  \
             if (momentum != 0) {                                                                      \

@@ -42,62 +42,68 @@ int cpu_reduce(ttt_reduce_op op, ttt_tensor *dst, const ttt_tensor *src) {
 
     if (last_kept < first_red) {
         /* trailing reduction: each output is a contiguous run of nred values */
-#pragma omp parallel for if (nout * nred > CPU_PAR_MIN) schedule(static)
-        for (int64_t o = 0; o < nout; o++) {
-            double acc = is_max ? -INFINITY : 0.0;
-            if (f32) {
-                const float *r = (const float *)x + o * nred;
-                if (is_max)
-                    for (int64_t j = 0; j < nred; j++) acc = r[j] > acc ? r[j] : acc;
-                else
-                    for (int64_t j = 0; j < nred; j++) acc += r[j];
-            } else {
-                const double *r = (const double *)x + o * nred;
-                if (is_max)
-                    for (int64_t j = 0; j < nred; j++) acc = r[j] > acc ? r[j] : acc;
-                else
-                    for (int64_t j = 0; j < nred; j++) acc += r[j];
+CPU_PARALLEL(nout * nred > CPU_PAR_MIN,
+    _Pragma("omp for schedule(static)")
+            for (int64_t o = 0; o < nout; o++) {
+                double acc = is_max ? -INFINITY : 0.0;
+                if (f32) {
+                    const float *r = (const float *)x + o * nred;
+                    if (is_max)
+                        for (int64_t j = 0; j < nred; j++) acc = r[j] > acc ? r[j] : acc;
+                    else
+                        for (int64_t j = 0; j < nred; j++) acc += r[j];
+                } else {
+                    const double *r = (const double *)x + o * nred;
+                    if (is_max)
+                        for (int64_t j = 0; j < nred; j++) acc = r[j] > acc ? r[j] : acc;
+                    else
+                        for (int64_t j = 0; j < nred; j++) acc += r[j];
+                }
+                st(y, f32, o, acc);
             }
-            st(y, f32, o, acc);
-        }
+);
         return TTT_OK;
     }
     if (last_red < first_kept && nr > 0 && nk > 0 && kstride[nk - 1] == 1 && rstride[nr - 1] == nout) {
         /* leading reduction: sum rows of an [nred, nout] matrix, parallel over columns */
         int64_t nchunk = (nout + 255) / 256;
-#pragma omp parallel for if (nout * nred > CPU_PAR_MIN) schedule(static)
-        for (int64_t c = 0; c < nchunk; c++) {
-            int64_t lo = c * 256, hi = lo + 256 < nout ? lo + 256 : nout;
-            double acc[256];
-            for (int64_t j = lo; j < hi; j++) acc[j - lo] = is_max ? -INFINITY : 0.0;
-            for (int64_t r = 0; r < nred; r++)
-                for (int64_t j = lo; j < hi; j++) {
-                    double v = ld(x, f32, r * nout + j);
-                    acc[j - lo] = is_max ? (v > acc[j - lo] ? v : acc[j - lo]) : acc[j - lo] + v;
-                }
-            for (int64_t j = lo; j < hi; j++) st(y, f32, j, acc[j - lo]);
-        }
+CPU_PARALLEL(nout * nred > CPU_PAR_MIN,
+    _Pragma("omp for schedule(static)")
+            for (int64_t c = 0; c < nchunk; c++) {
+                int64_t lo = c * 256, hi = lo + 256 < nout ? lo + 256 : nout;
+                double acc[256];
+                for (int64_t j = lo; j < hi; j++) acc[j - lo] = is_max ? -INFINITY : 0.0;
+                for (int64_t r = 0; r < nred; r++)
+                    for (int64_t j = lo; j < hi; j++) {
+                        double v = ld(x, f32, r * nout + j);
+                        acc[j - lo] = is_max ? (v > acc[j - lo] ? v : acc[j - lo]) : acc[j - lo] + v;
+                    }
+                for (int64_t j = lo; j < hi; j++) st(y, f32, j, acc[j - lo]);
+            }
+);
         return TTT_OK;
     }
     /* general: per output, walk the reduced index space */
-#pragma omp parallel for if (nout * nred > CPU_PAR_MIN) schedule(static)
-    for (int64_t o = 0; o < nout; o++) {
-        int64_t base = 0, rem = o;
-        for (int i = nk - 1; i >= 0; i--) {
-            base += (rem % kshape[i]) * kstride[i];
-            rem /= kshape[i];
-        }
-        double acc = is_max ? -INFINITY : 0.0;
-        for (int64_t j = 0; j < nred; j++) {
-            int64_t off = base, r2 = j;
-            for (int i = nr - 1; i >= 0; i--) {
-                off += (r2 % rshape[i]) * rstride[i];
-                r2 /= rshape[i];
+CPU_PARALLEL(nout * nred > CPU_PAR_MIN,
+    _Pragma("omp for schedule(static)")
+        for (int64_t o = 0; o < nout; o++) {
+            int64_t base = 0, rem = o;
+            for (int i = nk - 1; i >= 0; i--) {
+                base += (rem % kshape[i]) * kstride[i];
+                rem /= kshape[i];
             }
-            double v = ld(x, f32, off);
-            acc = is_max ? (v > acc ? v : acc) : acc + v;
+            double acc = is_max ? -INFINITY : 0.0;
+            for (int64_t j = 0; j < nred; j++) {
+                int64_t off = base, r2 = j;
+                for (int i = nr - 1; i >= 0; i--) {
+                    off += (r2 % rshape[i]) * rstride[i];
+                    r2 /= rshape[i];
+                }
+                double v = ld(x, f32, off);
+                acc = is_max ? (v > acc ? v : acc) : acc + v;
+            }
+            st(y, f32, o, acc);
         }
-        st(y, f32, o, acc);
-    }
+);
     return TTT_OK;
 }
