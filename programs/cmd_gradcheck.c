@@ -9,13 +9,16 @@
 int cmd_gradcheck(int argc, char **argv) {
     int64_t seed = 1, seeds = 3;
     const char *only = NULL;
+    ttt_device device = TTT_CPU;
     for (int i = 1; i < argc; i++) {
         int r;
         if (!strcmp(argv[i], "--help")) {
-            printf("usage: ttt gradcheck [--seed N] [--seeds K] [--op NAME]\n"
+            printf("usage: ttt gradcheck [--seed N] [--seeds K] [--op NAME] [--device cpu|cuda]\n"
                    "  --seed N   first seed of the random shapes and values (default 1)\n"
                    "  --seeds K  seeds per op, N .. N+K-1 (default 3)\n"
                    "  --op NAME  check only the op with this name\n"
+                   "  --device D run on cpu (default) or cuda; on cuda the analytic gradient and HVP\n"
+                   "             must also match a CPU run of the same case (parity column)\n"
                    "Errors are scaled: |analytic - numeric| / (atol + rtol |numeric|), pass <= 1;\n"
                    "order 1: atol 1e-6 rtol 1e-5 (eps 1e-6); order 2 (HVP): atol 1e-5 rtol 1e-4 (eps 1e-5).\n");
             return 0;
@@ -24,6 +27,14 @@ int cmd_gradcheck(int argc, char **argv) {
             if (r < 0) return 2;
         } else if ((r = cli_flag_int(argc, argv, &i, "--seeds", 1, 1000, &seeds))) {
             if (r < 0) return 2;
+        } else if (!strcmp(argv[i], "--device") && i + 1 < argc) {
+            i++;
+            if (!strcmp(argv[i], "cpu")) device = TTT_CPU;
+            else if (!strcmp(argv[i], "cuda")) device = TTT_CUDA;
+            else {
+                fprintf(stderr, "ttt gradcheck: --device %s: expected cpu or cuda\n", argv[i]);
+                return 2;
+            }
         } else if (!strcmp(argv[i], "--op") && i + 1 < argc) {
             only = argv[++i];
         } else {
@@ -31,17 +42,17 @@ int cmd_gradcheck(int argc, char **argv) {
         }
     }
     int failed = 0, passed = 0, found = 0;
-    printf("%-28s %-6s %-10s %-10s %s\n", "op", "seed", "order1", "order2", "result   shapes");
+    printf("%-28s %-6s %-10s %-10s %-10s %s\n", "op", "seed", "order1", "order2", "parity", "result   shapes");
     for (int c = 0; c < ttt_gradcheck_count(); c++) {
         if (only && strcmp(only, ttt_gradcheck_name(c))) continue;
         found = 1;
         for (int64_t s = seed; s < seed + seeds; s++) {
             ttt_gradcheck_result r;
-            int ok = ttt_gradcheck_run(c, (uint64_t)s, &r) == 0;
+            int ok = ttt_gradcheck_run_on(c, (uint64_t)s, device, &r) == 0;
             if (r.msg[0]) printf("%-28s %-6lld error: %s\n", r.name, (long long)s, r.msg);
             else
-                printf("%-28s %-6lld %-10.3g %-10.3g %-8s %s\n", r.name, (long long)s, r.err1, r.err2,
-                       ok ? "ok" : "FAIL", r.shapes);
+                printf("%-28s %-6lld %-10.3g %-10.3g %-10.3g %-8s %s\n", r.name, (long long)s, r.err1, r.err2,
+                       r.parity, ok ? "ok" : "FAIL", r.shapes);
             ok ? passed++ : failed++;
         }
     }

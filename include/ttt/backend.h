@@ -92,6 +92,7 @@ typedef struct ttt_backend {
 
 /* The backends compiled into this build. */
 const ttt_backend *ttt_backend_cpu(void);
+const ttt_backend *ttt_backend_cuda(void); /* only in builds with TTT_HAVE_CUDA; NULL without a device */
 const ttt_backend *ttt_backend_for(ttt_device device); /* NULL if not compiled in */
 
 /* Kernels report their own failures here (thread-local message, copied into

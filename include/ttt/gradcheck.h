@@ -17,6 +17,7 @@ typedef struct {
     char shapes[160];  /* the random input shapes used */
     double err1, err2; /* worst scaled error |analytic - numeric| / (atol + rtol |numeric|); pass when <= 1 */
     int ok1, ok2;
+    double parity;     /* off the CPU: max |device - cpu| / max |cpu| over f, gradient and HVP (f64 both) */
     char msg[512];     /* error text when the case could not run */
 } ttt_gradcheck_result;
 
@@ -25,6 +26,9 @@ const char *ttt_gradcheck_name(int i);
 /* Run case i on a fresh CPU context with inputs drawn from seed. Returns
  * TTT_OK when both orders pass. */
 int ttt_gradcheck_run(int i, uint64_t seed, ttt_gradcheck_result *res);
+/* The same on another device; there it also compares the analytic values with
+ * a CPU run of the same case (res->parity). */
+int ttt_gradcheck_run_on(int i, uint64_t seed, ttt_device device, ttt_gradcheck_result *res);
 
 #ifdef __cplusplus
 }

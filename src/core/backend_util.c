@@ -39,6 +39,8 @@ const ttt_backend *ttt_backend_for(ttt_device device) {
 #ifdef TTT_HAVE_CUDA
     case TTT_CUDA: return ttt_backend_cuda();
 #endif
-    default: return NULL;
+    default:
+        ttt_backend_error("device %d: this build has no backend for it (CUDA needs a build with nvcc)", (int)device);
+        return NULL;
     }
 }

@@ -1,10 +1,32 @@
 /* Batched matrix products through OpenBLAS (cblas_sgemm / cblas_dgemm).
  * Batch axes may be broadcast (stride 0); each matrix has unit stride in its
- * last axis, so its leading dimension is its row stride. */
-#include <cblas.h>
+ * last axis, so its leading dimension is its row stride. Builds without CBLAS
+ * use gemm_loop below: correct, unblocked, slow. */
 #include <string.h>
 
 #include "cpu_internal.h"
+
+#ifdef TTT_HAVE_CBLAS
+#include <cblas.h>
+#else
+typedef enum { CblasRowMajor = 101 } CBLAS_ORDER;
+typedef enum { CblasNoTrans = 111, CblasTrans = 112 } CBLAS_TRANSPOSE;
+
+#define GEMM_LOOP(NAME, T)                                                                                   \
+    static void NAME(CBLAS_ORDER o, CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int m, int n, int k, T alpha,        \
+                     const T *a, int lda, const T *b, int ldb, T beta, T *c, int ldc) {                         \
+        (void)o;                                                                                             \
+        for (int i = 0; i < m; i++) {                                                                        \
+            for (int j = 0; j < n; j++) c[i * ldc + j] = beta == 0 ? (T)0 : beta * c[i * ldc + j];           \
+            for (int p = 0; p < k; p++) {                                                                    \
+                T av = alpha * (ta == CblasTrans ? a[p * lda + i] : a[i * lda + p]);                         \
+                for (int j = 0; j < n; j++) c[i * ldc + j] += av * (tb == CblasTrans ? b[j * ldb + p] : b[p * ldb + j]); \
+            }                                                                                                \
+        }                                                                                                    \
+    }
+GEMM_LOOP(cblas_sgemm, float)
+GEMM_LOOP(cblas_dgemm, double)
+#endif
 
 static int64_t lead_dim(const ttt_tensor *t) {
     int64_t ld = t->stride[t->ndim - 2], cols = t->shape[t->ndim - 1];

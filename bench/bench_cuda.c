@@ -1,0 +1,140 @@
+/* CUDA backend benchmarks: matmul TFLOP/s of ttt_matmul against calling
+ * cuBLAS directly (the ceiling it is chasing), elementwise / row-kernel
+ * bandwidth against a device-to-device copy of the same bytes, and the cost of
+ * one small op (launch-bound). Times with CUDA events, medians of repeats. */
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "ttt/backend.h"
+#include "ttt/ttt.h"
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+#define REPS 20
+
+typedef struct {
+    cudaEvent_t a, b;
+} timer;
+
+static double elapsed(timer *t) {
+    float ms = 0;
+    cudaEventSynchronize(t->b);
+    cudaEventElapsedTime(&ms, t->a, t->b);
+    return ms * 1e-3;
+}
+
+int main(void) {
+    ttt_ctx_config cfg = {.device = TTT_CUDA, .arena_bytes = (size_t)4 << 30, .seed = 1};
+    ttt_ctx *ctx = ttt_ctx_new(&cfg);
+    if (!ctx) {
+        fprintf(stderr, "bench_cuda: %s\n", ttt_backend_last_error());
+        return 1;
+    }
+    struct cudaDeviceProp prop;
+    cudaGetDeviceProperties(&prop, 0);
+    printf("device: %s, %d SMs\n", prop.name, prop.multiProcessorCount);
+    ttt_no_grad_begin(ctx);
+    timer t;
+    cudaEventCreate(&t.a);
+    cudaEventCreate(&t.b);
+    cublasHandle_t h;
+    cublasCreate(&h);
+
+    printf("\n== matmul f32 (FP32 math, no TF32), C = A B ==\n%-8s %16s %16s %8s\n", "n", "ttt TFLOP/s", "cuBLAS TFLOP/s",
+           "ratio");
+    int sizes[3] = {1024, 4096, 8192};
+    for (int s = 0; s < 3; s++) {
+        int n = sizes[s];
+        ttt_mark_t m = ttt_mark(ctx);
+        ttt_tensor *a = ttt_randn(ctx, TTT_F32, TTT_DIMS(n, n), 1.0), *b = ttt_randn(ctx, TTT_F32, TTT_DIMS(n, n), 1.0);
+        ttt_tensor *c = ttt_new(ctx, TTT_F32, TTT_DIMS(n, n));
+        double te[REPS], tc[REPS];
+        const float one = 1, zero = 0;
+        for (int r = 0; r < REPS; r++) {
+            ttt_mark_t m2 = ttt_mark(ctx);
+            cudaEventRecord(t.a, 0);
+            ttt_tensor *y = ttt_matmul(ctx, a, b, 0, 0);
+            cudaEventRecord(t.b, 0);
+            te[r] = elapsed(&t);
+            if (!y) fprintf(stderr, "%s\n", ttt_error(ctx));
+            ttt_release(ctx, m2);
+            cudaEventRecord(t.a, 0);
+            cublasSgemm(h, CUBLAS_OP_N, CUBLAS_OP_N, n, n, n, &one, b->data, n, a->data, n, &zero, c->data, n);
+            cudaEventRecord(t.b, 0);
+            tc[r] = elapsed(&t);
+        }
+        qsort(te, REPS, sizeof(double), cmp_double);
+        qsort(tc, REPS, sizeof(double), cmp_double);
+        double fl = 2.0 * n * (double)n * n;
+        printf("%-8d %16.1f %16.1f %7.1f%%\n", n, fl / te[REPS / 2] * 1e-12, fl / tc[REPS / 2] * 1e-12,
+               100.0 * tc[REPS / 2] / te[REPS / 2]);
+        ttt_release(ctx, m);
+    }
+
+    const int64_t N = (int64_t)1 << 27; /* 128M floats = 512 MiB per tensor */
+    ttt_tensor *x = ttt_randn(ctx, TTT_F32, TTT_DIMS(N), 1.0), *y = ttt_randn(ctx, TTT_F32, TTT_DIMS(N), 1.0);
+    ttt_tensor *rows = ttt_reshape(ctx, x, TTT_DIMS(N / 1024, 1024));
+    ttt_tensor *dst = ttt_new(ctx, TTT_F32, TTT_DIMS(N));
+    printf("\n== bandwidth f32, %lld elements (bytes read + written per second) ==\n%-32s %10s %12s %8s\n",
+           (long long)N, "op", "ttt GB/s", "D2D copy GB/s", "ratio");
+    struct {
+        const char *name;
+        int kind;
+        double bytes;
+    } ops[] = {{"add", 0, 12.0 * N}, {"exp", 1, 8.0 * N}, {"gelu", 2, 8.0 * N},
+               {"sum over last axis (1024)", 3, 4.0 * N}, {"softmax (rows of 1024)", 4, 8.0 * N},
+               {"layer_norm (rows of 1024)", 5, 8.0 * N}, {"transpose copy (contiguous)", 6, 8.0 * N}};
+    for (size_t k = 0; k < sizeof ops / sizeof ops[0]; k++) {
+        double te[REPS], tc[REPS];
+        for (int r = 0; r < REPS; r++) {
+            ttt_mark_t m = ttt_mark(ctx);
+            cudaEventRecord(t.a, 0);
+            ttt_tensor *o = NULL;
+            switch (ops[k].kind) {
+            case 0: o = ttt_add(ctx, x, y); break;
+            case 1: o = ttt_exp(ctx, x); break;
+            case 2: o = ttt_gelu(ctx, x); break;
+            case 3: o = ttt_sum(ctx, rows, 1, (int[]){-1}, 0); break;
+            case 4: o = ttt_softmax(ctx, rows); break;
+            case 5: o = ttt_layer_norm(ctx, rows, NULL, NULL, 1e-5); break;
+            case 6: o = ttt_contiguous(ctx, ttt_transpose(ctx, rows, 0, 1)); break;
+            }
+            cudaEventRecord(t.b, 0);
+            te[r] = elapsed(&t);
+            if (!o) fprintf(stderr, "%s\n", ttt_error(ctx));
+            ttt_release(ctx, m);
+            cudaEventRecord(t.a, 0);
+            cudaMemcpyAsync(dst->data, x->data, (size_t)(ops[k].bytes / 2), cudaMemcpyDeviceToDevice, 0);
+            cudaEventRecord(t.b, 0);
+            tc[r] = elapsed(&t);
+        }
+        qsort(te, REPS, sizeof(double), cmp_double);
+        qsort(tc, REPS, sizeof(double), cmp_double);
+        printf("%-32s %10.0f %12.0f %7.1f%%\n", ops[k].name, ops[k].bytes / te[REPS / 2] * 1e-9,
+               ops[k].bytes / tc[REPS / 2] * 1e-9, 100.0 * tc[REPS / 2] / te[REPS / 2]);
+    }
+
+    printf("\n== one small op (1-element add), host-side cost per op incl. launch ==\n");
+    ttt_tensor *p = ttt_scalar(ctx, TTT_F32, 1.0);
+    for (int pass = 0; pass < 2; pass++) {
+        const int iters = 20000;
+        cudaDeviceSynchronize();
+        cudaEventRecord(t.a, 0);
+        ttt_mark_t m = ttt_mark(ctx);
+        ttt_tensor *acc = p;
+        for (int i = 0; i < iters; i++) acc = ttt_add(ctx, acc, p);
+        cudaEventRecord(t.b, 0);
+        double s = elapsed(&t);
+        ttt_release(ctx, m);
+        if (pass) printf("%-32s %10.2f us/op\n", "add (no-grad)", s / iters * 1e6);
+    }
+    cublasDestroy(h);
+    ttt_no_grad_end(ctx);
+    ttt_ctx_free(ctx);
+    return 0;
+}

@@ -1,0 +1,814 @@
+/* The CUDA backend: the same kernel table as the CPU backend (include/ttt/
+ * backend.h), on one stream of the current device. Matrix products go to
+ * cuBLAS; everything else is a kernel here. f32 and f64 everywhere (f64 lets
+ * the float64 gradient checks run on the GPU); bf16 and i32 in copies.
+ * Every CUDA / cuBLAS call is checked and a failure names the call. */
+#include <cublas_v2.h>
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "ttt/backend.h"
+
+#define CU(call)                                                                              \
+    do {                                                                                      \
+        cudaError_t e_ = (call);                                                              \
+        if (e_ != cudaSuccess) {                                                              \
+            ttt_backend_error("%s failed: %s", #call, cudaGetErrorString(e_));                \
+            return TTT_ERR;                                                                   \
+        }                                                                                     \
+    } while (0)
+
+#define LAUNCHED(name)                                                                        \
+    do {                                                                                      \
+        cudaError_t e_ = cudaGetLastError();                                                  \
+        if (e_ != cudaSuccess) {                                                              \
+            ttt_backend_error("kernel %s: %s", name, cudaGetErrorString(e_));                 \
+            return TTT_ERR;                                                                   \
+        }                                                                                     \
+    } while (0)
+
+static cudaStream_t g_stream;   /* 0 = legacy default stream */
+static cublasHandle_t g_cublas;
+static int *g_flag;             /* device word for kernels to report bad indices */
+
+static int ensure_cublas(void) {
+    if (g_cublas) return TTT_OK;
+    cublasStatus_t s = cublasCreate(&g_cublas);
+    if (s != CUBLAS_STATUS_SUCCESS) {
+        ttt_backend_error("cublasCreate failed: status %d", (int)s);
+        g_cublas = NULL;
+        return TTT_ERR;
+    }
+    cublasSetStream(g_cublas, g_stream);
+    return TTT_OK;
+}
+
+/* ---- strided indexing ---------------------------------------------------------------- */
+
+enum { MAXD = TTT_MAX_DIMS, MAXOPS = 4, THREADS = 256 };
+
+struct Strided {
+    int ndim;
+    int64_t shape[MAXD];
+    int64_t stride[MAXOPS][MAXD];
+};
+
+static Strided make_strided(int nops, const ttt_tensor *const *ops) {
+    Strided s;
+    memset(&s, 0, sizeof s);
+    s.ndim = ops[0]->ndim;
+    for (int d = 0; d < s.ndim; d++) {
+        s.shape[d] = ops[0]->shape[d];
+        for (int k = 0; k < nops; k++) s.stride[k][d] = ops[k]->stride[d];
+    }
+    return s;
+}
+
+template <int NOPS>
+__device__ __forceinline__ void offsets(const Strided &s, int64_t i, int64_t *off) {
+#pragma unroll
+    for (int k = 0; k < NOPS; k++) off[k] = 0;
+    for (int d = s.ndim - 1; d >= 0; d--) {
+        int64_t idx = i % s.shape[d];
+        i /= s.shape[d];
+#pragma unroll
+        for (int k = 0; k < NOPS; k++) off[k] += idx * s.stride[k][d];
+    }
+}
+
+static int64_t numel(const ttt_tensor *t) {
+    int64_t n = 1;
+    for (int i = 0; i < t->ndim; i++) n *= t->shape[i];
+    return n;
+}
+
+static unsigned blocks_for(int64_t n) {
+    int64_t b = (n + THREADS - 1) / THREADS;
+    return (unsigned)(b < 65535 * 32 ? (b > 0 ? b : 1) : 65535 * 32);
+}
+
+#define GRID_LOOP(i, n) for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < (n); i += (int64_t)gridDim.x * blockDim.x)
+
+/* ---- memory ---------------------------------------------------------------------------- */
+
+static void *cu_alloc(size_t bytes) {
+    void *p = NULL;
+    if (cudaMalloc(&p, bytes ? bytes : 256) != cudaSuccess) {
+        ttt_backend_error("cudaMalloc(%zu) failed", bytes);
+        return NULL;
+    }
+    return p;
+}
+static void cu_free(void *p) {
+    if (p) cudaFree(p);
+}
+static int cu_upload(void *dst, const void *host, size_t bytes) {
+    CU(cudaMemcpyAsync(dst, host, bytes, cudaMemcpyHostToDevice, g_stream));
+    CU(cudaStreamSynchronize(g_stream)); /* the host buffer may be freed right after */
+    return TTT_OK;
+}
+static int cu_download(void *host, const void *src, size_t bytes) {
+    CU(cudaMemcpyAsync(host, src, bytes, cudaMemcpyDeviceToHost, g_stream));
+    CU(cudaStreamSynchronize(g_stream));
+    return TTT_OK;
+}
+static int cu_sync(void) {
+    CU(cudaStreamSynchronize(g_stream));
+    return TTT_OK;
+}
+
+/* ---- copy / fill (any dtype) --------------------------------------------------------------- */
+
+__device__ __forceinline__ double load_any(const char *p, int dt) {
+    switch (dt) {
+    case TTT_F32: return *(const float *)p;
+    case TTT_F64: return *(const double *)p;
+    case TTT_BF16: return (double)__bfloat162float(*(const __nv_bfloat16 *)p);
+    default: return (double)*(const int32_t *)p;
+    }
+}
+__device__ __forceinline__ void store_any(char *p, int dt, double v) {
+    switch (dt) {
+    case TTT_F32: *(float *)p = (float)v; break;
+    case TTT_F64: *(double *)p = v; break;
+    case TTT_BF16: *(__nv_bfloat16 *)p = __float2bfloat16_rn((float)v); break;
+    default: *(int32_t *)p = (int32_t)v; break;
+    }
+}
+
+static size_t dsize(ttt_dtype dt) { return dt == TTT_F64 ? 8 : dt == TTT_BF16 ? 2 : 4; }
+
+__global__ void k_copy(Strided s, int64_t n, char *y, int dty, int ys, const char *x, int dtx, int xs) {
+    GRID_LOOP(i, n) {
+        int64_t off[2];
+        offsets<2>(s, i, off);
+        if (dty == dtx) {
+            if (ys == 4) *(uint32_t *)(y + off[0] * 4) = *(const uint32_t *)(x + off[1] * 4);
+            else if (ys == 8) *(uint64_t *)(y + off[0] * 8) = *(const uint64_t *)(x + off[1] * 8);
+            else *(uint16_t *)(y + off[0] * 2) = *(const uint16_t *)(x + off[1] * 2);
+        } else {
+            store_any(y + off[0] * ys, dty, load_any(x + off[1] * xs, dtx));
+        }
+    }
+}
+
+static int is_dense(const ttt_tensor *t) {
+    int64_t expect = 1;
+    for (int i = t->ndim - 1; i >= 0; i--) {
+        if (t->shape[i] != 1 && t->stride[i] != expect) return 0;
+        expect *= t->shape[i];
+    }
+    return 1;
+}
+
+static int cu_copy(ttt_tensor *dst, const ttt_tensor *src) {
+    int64_t n = numel(dst);
+    if (n == 0) return TTT_OK;
+    if (dst->dtype == src->dtype && is_dense(dst) && is_dense(src)) {
+        CU(cudaMemcpyAsync(dst->data, src->data, (size_t)n * dsize(dst->dtype), cudaMemcpyDeviceToDevice, g_stream));
+        return TTT_OK;
+    }
+    const ttt_tensor *ops[2] = {dst, src};
+    Strided s = make_strided(2, ops);
+    k_copy<<<blocks_for(n), THREADS, 0, g_stream>>>(s, n, (char *)dst->data, dst->dtype, (int)dsize(dst->dtype),
+                                                   (const char *)src->data, src->dtype, (int)dsize(src->dtype));
+    LAUNCHED("copy");
+    return TTT_OK;
+}
+
+__global__ void k_fill(Strided s, int64_t n, char *y, int dt, int es, double v) {
+    GRID_LOOP(i, n) {
+        int64_t off[1];
+        offsets<1>(s, i, off);
+        store_any(y + off[0] * es, dt, v);
+    }
+}
+
+static int cu_fill(ttt_tensor *dst, double value) {
+    int64_t n = numel(dst);
+    if (n == 0) return TTT_OK;
+    if (value == 0.0 && is_dense(dst)) {
+        CU(cudaMemsetAsync(dst->data, 0, (size_t)n * dsize(dst->dtype), g_stream));
+        return TTT_OK;
+    }
+    const ttt_tensor *ops[1] = {dst};
+    Strided s = make_strided(1, ops);
+    k_fill<<<blocks_for(n), THREADS, 0, g_stream>>>(s, n, (char *)dst->data, dst->dtype, (int)dsize(dst->dtype), value);
+    LAUNCHED("fill");
+    return TTT_OK;
+}
+
+/* ---- elementwise ------------------------------------------------------------------------------ */
+
+template <typename T>
+__device__ __forceinline__ T unary_op(int op, T x, T p0, T p1) {
+    switch (op) {
+    case TTT_U_NEG: return -x;
+    case TTT_U_EXP: return exp(x);
+    case TTT_U_LOG: return log(x);
+    case TTT_U_TANH: return tanh(x);
+    case TTT_U_SIGMOID: return x >= 0 ? T(1) / (T(1) + exp(-x)) : exp(x) / (T(1) + exp(x));
+    case TTT_U_GELU: return T(0.5) * x * (T(1) + tanh(T(0.7978845608028654) * (x + T(0.044715) * x * x * x)));
+    case TTT_U_SILU: return x * (x >= 0 ? T(1) / (T(1) + exp(-x)) : exp(x) / (T(1) + exp(x)));
+    case TTT_U_RELU: return x > 0 ? x : T(0);
+    case TTT_U_SQRT: return sqrt(x);
+    case TTT_U_RSQRT: return T(1) / sqrt(x);
+    case TTT_U_ABS: return fabs(x);
+    case TTT_U_SIGN: return T((x > 0) - (x < 0));
+    case TTT_U_STEP: return x > 0 ? T(1) : T(0);
+    case TTT_U_POW: return pow(x, p0);
+    case TTT_U_CLAMP: return x < p0 ? p0 : (x > p1 ? p1 : x);
+    case TTT_U_INRANGE: return (x >= p0 && x <= p1) ? T(1) : T(0);
+    case TTT_U_AFFINE: return p0 * x + p1;
+    case TTT_U_ELU1: return x > 0 ? x + T(1) : exp(x);
+    default: return x;
+    }
+}
+
+template <typename T>
+__global__ void k_unary(Strided s, int64_t n, int dense, int op, T *y, const T *x, T p0, T p1) {
+    GRID_LOOP(i, n) {
+        if (dense) {
+            y[i] = unary_op<T>(op, x[i], p0, p1);
+        } else {
+            int64_t off[2];
+            offsets<2>(s, i, off);
+            y[off[0]] = unary_op<T>(op, x[off[1]], p0, p1);
+        }
+    }
+}
+
+static int float_only(const char *k, ttt_dtype dt) {
+    if (dt == TTT_F32 || dt == TTT_F64) return TTT_OK;
+    ttt_backend_error("%s: dtype %d is not supported on cuda", k, (int)dt);
+    return TTT_ERR;
+}
+
+static int cu_unary(ttt_unary_op op, ttt_tensor *dst, const ttt_tensor *src, double p0, double p1) {
+    if (float_only("unary", dst->dtype)) return TTT_ERR;
+    int64_t n = numel(dst);
+    const ttt_tensor *ops[2] = {dst, src};
+    Strided s = make_strided(2, ops);
+    int dense = is_dense(dst) && is_dense(src);
+    if (dst->dtype == TTT_F32)
+        k_unary<float><<<blocks_for(n), THREADS, 0, g_stream>>>(s, n, dense, op, (float *)dst->data,
+                                                               (const float *)src->data, (float)p0, (float)p1);
+    else
+        k_unary<double><<<blocks_for(n), THREADS, 0, g_stream>>>(s, n, dense, op, (double *)dst->data,
+                                                                (const double *)src->data, p0, p1);
+    LAUNCHED("unary");
+    return TTT_OK;
+}
+
+template <typename T>
+__device__ __forceinline__ T binary_op(int op, T a, T b) {
+    switch (op) {
+    case TTT_B_ADD: return a + b;
+    case TTT_B_SUB: return a - b;
+    case TTT_B_MUL: return a * b;
+    case TTT_B_DIV: return a / b;
+    case TTT_B_MAX: return a >= b ? a : b;
+    case TTT_B_MIN: return a <= b ? a : b;
+    case TTT_B_GT: return a > b ? T(1) : T(0);
+    case TTT_B_GE: return a >= b ? T(1) : T(0);
+    case TTT_B_EQ: return a == b ? T(1) : T(0);
+    default: return a;
+    }
+}
+
+template <typename T>
+__global__ void k_binary(Strided s, int64_t n, int dense, int op, T *y, const T *a, const T *b) {
+    GRID_LOOP(i, n) {
+        if (dense) {
+            y[i] = binary_op<T>(op, a[i], b[i]);
+        } else {
+            int64_t off[3];
+            offsets<3>(s, i, off);
+            y[off[0]] = binary_op<T>(op, a[off[1]], b[off[2]]);
+        }
+    }
+}
+
+static int cu_binary(ttt_binary_op op, ttt_tensor *dst, const ttt_tensor *a, const ttt_tensor *b) {
+    if (float_only("binary", dst->dtype)) return TTT_ERR;
+    int64_t n = numel(dst);
+    const ttt_tensor *ops[3] = {dst, a, b};
+    Strided s = make_strided(3, ops);
+    int dense = is_dense(dst) && is_dense(a) && is_dense(b);
+    if (dst->dtype == TTT_F32)
+        k_binary<float><<<blocks_for(n), THREADS, 0, g_stream>>>(s, n, dense, op, (float *)dst->data,
+                                                                (const float *)a->data, (const float *)b->data);
+    else
+        k_binary<double><<<blocks_for(n), THREADS, 0, g_stream>>>(s, n, dense, op, (double *)dst->data,
+                                                                 (const double *)a->data, (const double *)b->data);
+    LAUNCHED("binary");
+    return TTT_OK;
+}
+
+template <typename T>
+__global__ void k_where(Strided s, int64_t n, T *y, const T *c, const T *a, const T *b) {
+    GRID_LOOP(i, n) {
+        int64_t off[4];
+        offsets<4>(s, i, off);
+        y[off[0]] = c[off[1]] != T(0) ? a[off[2]] : b[off[3]];
+    }
+}
+
+static int cu_where(ttt_tensor *dst, const ttt_tensor *cond, const ttt_tensor *a, const ttt_tensor *b) {
+    if (float_only("where", dst->dtype)) return TTT_ERR;
+    int64_t n = numel(dst);
+    const ttt_tensor *ops[4] = {dst, cond, a, b};
+    Strided s = make_strided(4, ops);
+    if (dst->dtype == TTT_F32)
+        k_where<float><<<blocks_for(n), THREADS, 0, g_stream>>>(s, n, (float *)dst->data, (const float *)cond->data,
+                                                               (const float *)a->data, (const float *)b->data);
+    else
+        k_where<double><<<blocks_for(n), THREADS, 0, g_stream>>>(s, n, (double *)dst->data, (const double *)cond->data,
+                                                                (const double *)a->data, (const double *)b->data);
+    LAUNCHED("where");
+    return TTT_OK;
+}
+
+/* ---- reductions -------------------------------------------------------------------------------- */
+
+template <typename T>
+__device__ __forceinline__ T block_reduce(T v, int is_max) {
+    __shared__ T part[THREADS / 32];
+    for (int o = 16; o > 0; o >>= 1) {
+        T w = __shfl_down_sync(0xffffffffu, v, o);
+        v = is_max ? (w > v ? w : v) : v + w;
+    }
+    int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+    __syncthreads(); /* part[] may still be read by a previous call */
+    if (lane == 0) part[warp] = v;
+    __syncthreads();
+    if (warp == 0) {
+        v = lane < (int)(blockDim.x / 32) ? part[lane] : (is_max ? T(-INFINITY) : T(0));
+        for (int o = 16; o > 0; o >>= 1) {
+            T w = __shfl_down_sync(0xffffffffu, v, o);
+            v = is_max ? (w > v ? w : v) : v + w;
+        }
+        if (lane == 0) part[0] = v;
+    }
+    __syncthreads();
+    return part[0];
+}
+
+/* one block per output: the reduced elements are a contiguous run of nred */
+template <typename T>
+__global__ void k_reduce_rows(int64_t nred, int is_max, T *y, const T *x) {
+    const T *r = x + blockIdx.x * nred;
+    double acc = is_max ? -INFINITY : 0.0; /* accumulate in double */
+    for (int64_t j = threadIdx.x; j < nred; j += blockDim.x) acc = is_max ? fmax(acc, (double)r[j]) : acc + r[j];
+    acc = block_reduce<double>(acc, is_max);
+    if (threadIdx.x == 0) y[blockIdx.x] = (T)acc;
+}
+
+/* one thread per output, walking the reduced index space */
+struct ReduceGeom {
+    int nk, nr;
+    int64_t kshape[MAXD], kstride[MAXD], rshape[MAXD], rstride[MAXD];
+};
+
+template <typename T>
+__global__ void k_reduce_general(ReduceGeom g, int64_t nout, int64_t nred, int is_max, T *y, const T *x) {
+    GRID_LOOP(o, nout) {
+        int64_t base = 0, rem = o;
+        for (int i = g.nk - 1; i >= 0; i--) {
+            base += (rem % g.kshape[i]) * g.kstride[i];
+            rem /= g.kshape[i];
+        }
+        double acc = is_max ? -INFINITY : 0.0;
+        for (int64_t j = 0; j < nred; j++) {
+            int64_t off = base, r2 = j;
+            for (int i = g.nr - 1; i >= 0; i--) {
+                off += (r2 % g.rshape[i]) * g.rstride[i];
+                r2 /= g.rshape[i];
+            }
+            double v = x[off];
+            acc = is_max ? fmax(acc, v) : acc + v;
+        }
+        y[o] = (T)acc;
+    }
+}
+
+static int cu_reduce(ttt_reduce_op op, ttt_tensor *dst, const ttt_tensor *src) {
+    if (float_only("reduce", src->dtype)) return TTT_ERR;
+    ReduceGeom g;
+    memset(&g, 0, sizeof g);
+    int last_kept = -1, first_red = MAXD;
+    for (int d = 0; d < src->ndim; d++) {
+        if (src->shape[d] == 1) continue;
+        if (dst->shape[d] == 1) {
+            g.rshape[g.nr] = src->shape[d];
+            g.rstride[g.nr++] = src->stride[d];
+            if (d < first_red) first_red = d;
+        } else {
+            g.kshape[g.nk] = src->shape[d];
+            g.kstride[g.nk++] = src->stride[d];
+            last_kept = d;
+        }
+    }
+    int64_t nout = 1, nred = 1;
+    for (int i = 0; i < g.nk; i++) nout *= g.kshape[i];
+    for (int i = 0; i < g.nr; i++) nred *= g.rshape[i];
+    int is_max = op == TTT_R_MAX;
+    int f32 = src->dtype == TTT_F32;
+    if (last_kept < first_red && nout < 2147483647) {
+        if (f32) k_reduce_rows<float><<<(unsigned)nout, THREADS, 0, g_stream>>>(nred, is_max, (float *)dst->data, (const float *)src->data);
+        else k_reduce_rows<double><<<(unsigned)nout, THREADS, 0, g_stream>>>(nred, is_max, (double *)dst->data, (const double *)src->data);
+    } else {
+        if (f32) k_reduce_general<float><<<blocks_for(nout), THREADS, 0, g_stream>>>(g, nout, nred, is_max, (float *)dst->data, (const float *)src->data);
+        else k_reduce_general<double><<<blocks_for(nout), THREADS, 0, g_stream>>>(g, nout, nred, is_max, (double *)dst->data, (const double *)src->data);
+    }
+    LAUNCHED("reduce");
+    return TTT_OK;
+}
+
+/* ---- matmul (cuBLAS) ------------------------------------------------------------------------------- */
+
+static int64_t lead_dim(const ttt_tensor *t) {
+    int64_t ld = t->stride[t->ndim - 2], cols = t->shape[t->ndim - 1];
+    if (t->shape[t->ndim - 2] <= 1 || ld < cols) ld = cols;
+    return ld > 0 ? ld : 1;
+}
+
+static int cu_matmul(ttt_tensor *c, const ttt_tensor *a, const ttt_tensor *b, int trans_a, int trans_b) {
+    if (float_only("matmul", c->dtype) || ensure_cublas()) return TTT_ERR;
+    int nd = c->ndim;
+    int64_t m = c->shape[nd - 2], n = c->shape[nd - 1], k = trans_a ? a->shape[nd - 2] : a->shape[nd - 1];
+    int64_t inner_batch = nd > 2 ? c->shape[nd - 3] : 1, outer = 1;
+    for (int d = 0; d < nd - 3; d++) outer *= c->shape[d];
+    size_t es = dsize(c->dtype);
+    if (k == 0) {
+        CU(cudaMemsetAsync(c->data, 0, (size_t)(outer * inner_batch * m * n) * es, g_stream));
+        return TTT_OK;
+    }
+    /* Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T: swap operands. */
+    cublasOperation_t ta = trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, tb = trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
+    int64_t lda = lead_dim(a), ldb = lead_dim(b);
+    int64_t sa = nd > 2 ? a->stride[nd - 3] : 0, sb = nd > 2 ? b->stride[nd - 3] : 0, sc = m * n;
+    for (int64_t o = 0; o < outer; o++) {
+        int64_t oa = 0, ob = 0, rem = o;
+        for (int d = nd - 4; d >= 0; d--) {
+            int64_t idx = rem % c->shape[d];
+            rem /= c->shape[d];
+            oa += idx * a->stride[d];
+            ob += idx * b->stride[d];
+        }
+        cublasStatus_t st;
+        if (c->dtype == TTT_F32) {
+            const float one = 1.0f, zero = 0.0f;
+            st = cublasSgemmStridedBatched(g_cublas, tb, ta, (int)n, (int)m, (int)k, &one,
+                                           (const float *)b->data + ob, (int)ldb, sb, (const float *)a->data + oa,
+                                           (int)lda, sa, &zero, (float *)c->data + o * inner_batch * sc, (int)n, sc,
+                                           (int)inner_batch);
+        } else {
+            const double one = 1.0, zero = 0.0;
+            st = cublasDgemmStridedBatched(g_cublas, tb, ta, (int)n, (int)m, (int)k, &one,
+                                           (const double *)b->data + ob, (int)ldb, sb, (const double *)a->data + oa,
+                                           (int)lda, sa, &zero, (double *)c->data + o * inner_batch * sc, (int)n, sc,
+                                           (int)inner_batch);
+        }
+        if (st != CUBLAS_STATUS_SUCCESS) {
+            ttt_backend_error("cublas%cgemmStridedBatched failed: status %d (m %lld n %lld k %lld)",
+                              c->dtype == TTT_F32 ? 'S' : 'D', (int)st, (long long)m, (long long)n, (long long)k);
+            return TTT_ERR;
+        }
+    }
+    return TTT_OK;
+}
+
+/* ---- row kernels: softmax, norm, cross-entropy ------------------------------------------------------- */
+
+static void rows_cols(const ttt_tensor *t, int64_t *rows, int64_t *cols) {
+    *cols = t->ndim ? t->shape[t->ndim - 1] : 1;
+    *rows = *cols ? numel(t) / *cols : 0;
+}
+
+template <typename T>
+__global__ void k_softmax(int64_t cols, int log_out, T *y, const T *x) {
+    const T *r = x + blockIdx.x * cols;
+    T *o = y + blockIdx.x * cols;
+    double mx = -INFINITY;
+    for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) mx = fmax(mx, (double)r[j]);
+    mx = block_reduce<double>(mx, 1);
+    if (mx == -INFINITY) mx = 0;
+    double sum = 0;
+    for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) sum += exp((double)r[j] - mx);
+    sum = block_reduce<double>(sum, 0);
+    double lse = log(sum);
+    for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) {
+        double z = (double)r[j] - mx;
+        o[j] = (T)(log_out ? z - lse : exp(z) / sum);
+    }
+}
+
+static int cu_softmax(ttt_tensor *dst, const ttt_tensor *src, int log_out) {
+    if (float_only("softmax", src->dtype)) return TTT_ERR;
+    int64_t rows, cols;
+    rows_cols(src, &rows, &cols);
+    if (src->dtype == TTT_F32) k_softmax<float><<<(unsigned)rows, THREADS, 0, g_stream>>>(cols, log_out, (float *)dst->data, (const float *)src->data);
+    else k_softmax<double><<<(unsigned)rows, THREADS, 0, g_stream>>>(cols, log_out, (double *)dst->data, (const double *)src->data);
+    LAUNCHED("softmax");
+    return TTT_OK;
+}
+
+template <typename T>
+__global__ void k_norm(int64_t cols, int layer, double eps, T *y, const T *x) {
+    const T *r = x + blockIdx.x * cols;
+    T *o = y + blockIdx.x * cols;
+    double mean = 0;
+    if (layer) {
+        for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) mean += r[j];
+        mean = block_reduce<double>(mean, 0) / (double)cols;
+    }
+    double var = 0;
+    for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) {
+        double d = (double)r[j] - mean;
+        var += d * d;
+    }
+    var = block_reduce<double>(var, 0) / (double)cols;
+    double rstd = 1.0 / sqrt(var + eps);
+    for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) o[j] = (T)(((double)r[j] - mean) * rstd);
+}
+
+static int cu_norm(ttt_norm_kind kind, ttt_tensor *dst, const ttt_tensor *src, double eps) {
+    if (float_only("norm", src->dtype)) return TTT_ERR;
+    int64_t rows, cols;
+    rows_cols(src, &rows, &cols);
+    int layer = kind == TTT_NORM_LAYER;
+    if (src->dtype == TTT_F32) k_norm<float><<<(unsigned)rows, THREADS, 0, g_stream>>>(cols, layer, eps, (float *)dst->data, (const float *)src->data);
+    else k_norm<double><<<(unsigned)rows, THREADS, 0, g_stream>>>(cols, layer, eps, (double *)dst->data, (const double *)src->data);
+    LAUNCHED("norm");
+    return TTT_OK;
+}
+
+/* Index validation: kernels set *g_flag to (first bad position + 1); the host
+ * reads it back after the launch. Costs one sync per call of these kernels. */
+static int flag_reset(void) {
+    if (!g_flag) CU(cudaMalloc(&g_flag, sizeof(int) * 2));
+    CU(cudaMemsetAsync(g_flag, 0, sizeof(int) * 2, g_stream));
+    return TTT_OK;
+}
+static int flag_check(const char *what, const char *unit, int64_t range) {
+    int h[2];
+    CU(cudaMemcpyAsync(h, g_flag, sizeof h, cudaMemcpyDeviceToHost, g_stream));
+    CU(cudaStreamSynchronize(g_stream));
+    if (h[0]) {
+        ttt_backend_error("%s %d at %s %d out of range [0, %lld)", what, h[1], unit, h[0] - 1, (long long)range);
+        return TTT_ERR;
+    }
+    return TTT_OK;
+}
+
+__device__ __forceinline__ void flag_bad(int *flag, int64_t pos, int value) {
+    if (atomicCAS(flag, 0, (int)pos + 1) == 0) flag[1] = value;
+}
+
+template <typename T>
+__global__ void k_cross_entropy(int64_t v, int ignore, int *flag, T *y, const T *x, const int32_t *t) {
+    int64_t row = blockIdx.x;
+    int tg = t[row];
+    if (tg == ignore) {
+        if (threadIdx.x == 0) y[row] = T(0);
+        return;
+    }
+    if (tg < 0 || tg >= v) {
+        if (threadIdx.x == 0) flag_bad(flag, row, tg);
+        return;
+    }
+    const T *r = x + row * v;
+    double mx = -INFINITY;
+    for (int64_t j = threadIdx.x; j < v; j += blockDim.x) mx = fmax(mx, (double)r[j]);
+    mx = block_reduce<double>(mx, 1);
+    double sum = 0;
+    for (int64_t j = threadIdx.x; j < v; j += blockDim.x) sum += exp((double)r[j] - mx);
+    sum = block_reduce<double>(sum, 0);
+    if (threadIdx.x == 0) y[row] = (T)(mx + log(sum) - (double)r[tg]);
+}
+
+static int cu_cross_entropy(ttt_tensor *dst, const ttt_tensor *logits, const ttt_tensor *targets, int ignore) {
+    if (float_only("cross_entropy", logits->dtype) || flag_reset()) return TTT_ERR;
+    int64_t rows, v;
+    rows_cols(logits, &rows, &v);
+    if (logits->dtype == TTT_F32)
+        k_cross_entropy<float><<<(unsigned)rows, THREADS, 0, g_stream>>>(v, ignore, g_flag, (float *)dst->data, (const float *)logits->data, (const int32_t *)targets->data);
+    else
+        k_cross_entropy<double><<<(unsigned)rows, THREADS, 0, g_stream>>>(v, ignore, g_flag, (double *)dst->data, (const double *)logits->data, (const int32_t *)targets->data);
+    LAUNCHED("cross_entropy");
+    return flag_check("cross_entropy: target", "row", v);
+}
+
+template <typename T>
+__global__ void k_one_hot(int64_t rows, int64_t v, int ignore, int *flag, T *y, const int32_t *t) {
+    GRID_LOOP(i, rows * v) {
+        int64_t r = i / v, j = i % v;
+        int tg = t[r];
+        if (tg != ignore && (tg < 0 || tg >= v)) {
+            if (j == 0) flag_bad(flag, r, tg);
+            y[i] = T(0);
+        } else {
+            y[i] = (tg != ignore && j == tg) ? T(1) : T(0);
+        }
+    }
+}
+
+static int cu_one_hot(ttt_tensor *dst, const ttt_tensor *targets, int ignore) {
+    if (float_only("one_hot", dst->dtype) || flag_reset()) return TTT_ERR;
+    int64_t rows, v;
+    rows_cols(dst, &rows, &v);
+    if (dst->dtype == TTT_F32) k_one_hot<float><<<blocks_for(rows * v), THREADS, 0, g_stream>>>(rows, v, ignore, g_flag, (float *)dst->data, (const int32_t *)targets->data);
+    else k_one_hot<double><<<blocks_for(rows * v), THREADS, 0, g_stream>>>(rows, v, ignore, g_flag, (double *)dst->data, (const int32_t *)targets->data);
+    LAUNCHED("one_hot");
+    return flag_check("one_hot: target", "row", v);
+}
+
+/* ---- gather / scatter-add -------------------------------------------------------------------------------- */
+
+template <typename T>
+__global__ void k_gather(int64_t n, int64_t d, int64_t v, int *flag, T *y, const T *table, const int32_t *ids) {
+    GRID_LOOP(i, n * d) {
+        int64_t r = i / d, j = i % d;
+        int id = ids[r];
+        if (id < 0 || id >= v) {
+            if (j == 0) flag_bad(flag, r, id);
+            y[i] = T(0);
+        } else {
+            y[i] = table[id * d + j];
+        }
+    }
+}
+
+static int cu_gather_rows(ttt_tensor *dst, const ttt_tensor *table, const ttt_tensor *ids) {
+    if (float_only("gather_rows", table->dtype) || flag_reset()) return TTT_ERR;
+    int64_t n = numel(ids), v = table->shape[0], d = table->shape[1];
+    if (table->dtype == TTT_F32) k_gather<float><<<blocks_for(n * d), THREADS, 0, g_stream>>>(n, d, v, g_flag, (float *)dst->data, (const float *)table->data, (const int32_t *)ids->data);
+    else k_gather<double><<<blocks_for(n * d), THREADS, 0, g_stream>>>(n, d, v, g_flag, (double *)dst->data, (const double *)table->data, (const int32_t *)ids->data);
+    LAUNCHED("gather_rows");
+    return flag_check("embedding: id", "position", v);
+}
+
+template <typename T>
+__global__ void k_scatter_add(int64_t n, int64_t d, int64_t v, int *flag, T *y, const T *src, const int32_t *ids) {
+    GRID_LOOP(i, n * d) {
+        int64_t r = i / d, j = i % d;
+        int id = ids[r];
+        if (id < 0 || id >= v) {
+            if (j == 0) flag_bad(flag, r, id);
+        } else {
+            atomicAdd(&y[id * d + j], src[i]);
+        }
+    }
+}
+
+static int cu_scatter_add_rows(ttt_tensor *dst, const ttt_tensor *src, const ttt_tensor *ids) {
+    if (float_only("scatter_add_rows", src->dtype) || flag_reset()) return TTT_ERR;
+    int64_t n = numel(ids), v = dst->shape[0], d = dst->shape[1];
+    if (src->dtype == TTT_F32) k_scatter_add<float><<<blocks_for(n * d), THREADS, 0, g_stream>>>(n, d, v, g_flag, (float *)dst->data, (const float *)src->data, (const int32_t *)ids->data);
+    else k_scatter_add<double><<<blocks_for(n * d), THREADS, 0, g_stream>>>(n, d, v, g_flag, (double *)dst->data, (const double *)src->data, (const int32_t *)ids->data);
+    LAUNCHED("scatter_add_rows");
+    return flag_check("scatter_add_rows: id", "position", v);
+}
+
+/* ---- RoPE, attention mask ----------------------------------------------------------------------------------- */
+
+template <typename T>
+__global__ void k_rope(int64_t rows, int64_t d, int64_t inner, int64_t seq, int64_t pos0, double theta, int inverse,
+                       T *y, const T *x) {
+    int64_t half = d / 2;
+    GRID_LOOP(i, rows * half) {
+        int64_t r = i / half, k = i % half;
+        double pos = (double)(pos0 + (r / inner) % seq);
+        double ang = pos * pow(theta, -2.0 * (double)k / (double)d);
+        if (inverse) ang = -ang;
+        double c = cos(ang), s = sin(ang);
+        double x1 = x[r * d + k], x2 = x[r * d + k + half];
+        y[r * d + k] = (T)(x1 * c - x2 * s);
+        y[r * d + k + half] = (T)(x2 * c + x1 * s);
+    }
+}
+
+static int cu_rope(ttt_tensor *dst, const ttt_tensor *src, int seq_axis, int64_t pos0, double theta, int inverse) {
+    if (float_only("rope", src->dtype)) return TTT_ERR;
+    int64_t rows, d, inner = 1;
+    rows_cols(src, &rows, &d);
+    for (int a = seq_axis + 1; a < src->ndim - 1; a++) inner *= src->shape[a];
+    int64_t seq = src->shape[seq_axis], n = rows * (d / 2);
+    if (src->dtype == TTT_F32) k_rope<float><<<blocks_for(n), THREADS, 0, g_stream>>>(rows, d, inner, seq, pos0, theta, inverse, (float *)dst->data, (const float *)src->data);
+    else k_rope<double><<<blocks_for(n), THREADS, 0, g_stream>>>(rows, d, inner, seq, pos0, theta, inverse, (double *)dst->data, (const double *)src->data);
+    LAUNCHED("rope");
+    return TTT_OK;
+}
+
+template <typename T>
+__global__ void k_mask(int64_t n, int64_t tq, int64_t tk, int64_t window, int64_t q_offset, T fill, T *y, const T *x) {
+    GRID_LOOP(i, n) {
+        int64_t j = i % tk, qp = q_offset + (i / tk) % tq;
+        int keep = j <= qp && (window <= 0 || qp - j < window);
+        y[i] = keep ? x[i] : fill;
+    }
+}
+
+static int cu_attn_mask(ttt_tensor *dst, const ttt_tensor *src, int64_t window, int64_t q_offset, double fill) {
+    if (float_only("attn_mask", src->dtype)) return TTT_ERR;
+    int64_t n = numel(src), tk = src->shape[src->ndim - 1], tq = src->shape[src->ndim - 2];
+    if (src->dtype == TTT_F32) k_mask<float><<<blocks_for(n), THREADS, 0, g_stream>>>(n, tq, tk, window, q_offset, (float)fill, (float *)dst->data, (const float *)src->data);
+    else k_mask<double><<<blocks_for(n), THREADS, 0, g_stream>>>(n, tq, tk, window, q_offset, fill, (double *)dst->data, (const double *)src->data);
+    LAUNCHED("attn_mask");
+    return TTT_OK;
+}
+
+/* ---- optimizers (fused) ---------------------------------------------------------------------------------------- */
+
+template <typename T>
+__global__ void k_adamw(int64_t n, T *p, const T *g, T *m, T *v, double lr, double b1, double b2, double eps, double wd,
+                        double bc1, double bc2) {
+    GRID_LOOP(i, n) {
+        double w = (double)p[i] * (1.0 - lr * wd);
+        double mi = b1 * (double)m[i] + (1.0 - b1) * (double)g[i];
+        double vi = b2 * (double)v[i] + (1.0 - b2) * (double)g[i] * (double)g[i];
+        m[i] = (T)mi;
+        v[i] = (T)vi;
+        p[i] = (T)(w - lr * (mi / bc1) / (sqrt(vi / bc2) + eps));
+    }
+}
+
+static int cu_adamw(ttt_tensor *p, const ttt_tensor *g, ttt_tensor *m, ttt_tensor *v, double lr, double b1, double b2,
+                    double eps, double wd, int64_t step) {
+    if (float_only("adamw", p->dtype)) return TTT_ERR;
+    int64_t n = numel(p);
+    double bc1 = 1.0 - pow(b1, (double)step), bc2 = 1.0 - pow(b2, (double)step);
+    if (p->dtype == TTT_F32) k_adamw<float><<<blocks_for(n), THREADS, 0, g_stream>>>(n, (float *)p->data, (const float *)g->data, (float *)m->data, (float *)v->data, lr, b1, b2, eps, wd, bc1, bc2);
+    else k_adamw<double><<<blocks_for(n), THREADS, 0, g_stream>>>(n, (double *)p->data, (const double *)g->data, (double *)m->data, (double *)v->data, lr, b1, b2, eps, wd, bc1, bc2);
+    LAUNCHED("adamw");
+    return TTT_OK;
+}
+
+template <typename T>
+__global__ void k_sgd(int64_t n, T *p, const T *g, T *buf, double lr, double mom, double wd, int nesterov) {
+    GRID_LOOP(i, n) {
+        double d = (double)g[i] + wd * (double)p[i];
+        if (mom != 0) {
+            double b = mom * (double)buf[i] + d;
+            buf[i] = (T)b;
+            d = nesterov ? d + mom * b : b;
+        }
+        p[i] = (T)((double)p[i] - lr * d);
+    }
+}
+
+static int cu_sgd(ttt_tensor *p, const ttt_tensor *g, ttt_tensor *buf, double lr, double mom, double wd, int nesterov) {
+    if (float_only("sgd", p->dtype)) return TTT_ERR;
+    int64_t n = numel(p);
+    if (p->dtype == TTT_F32) k_sgd<float><<<blocks_for(n), THREADS, 0, g_stream>>>(n, (float *)p->data, (const float *)g->data, (float *)buf->data, lr, mom, wd, nesterov);
+    else k_sgd<double><<<blocks_for(n), THREADS, 0, g_stream>>>(n, (double *)p->data, (const double *)g->data, (double *)buf->data, lr, mom, wd, nesterov);
+    LAUNCHED("sgd");
+    return TTT_OK;
+}
+
+static ttt_backend make_table(void) {
+    ttt_backend b;
+    memset(&b, 0, sizeof b);
+    b.name = "cuda";
+    b.device = TTT_CUDA;
+    b.alloc = cu_alloc;
+    b.free = cu_free;
+    b.upload = cu_upload;
+    b.download = cu_download;
+    b.synchronize = cu_sync;
+    b.copy = cu_copy;
+    b.fill = cu_fill;
+    b.unary = cu_unary;
+    b.binary = cu_binary;
+    b.where = cu_where;
+    b.reduce = cu_reduce;
+    b.matmul = cu_matmul;
+    b.softmax = cu_softmax;
+    b.norm = cu_norm;
+    b.cross_entropy = cu_cross_entropy;
+    b.one_hot = cu_one_hot;
+    b.gather_rows = cu_gather_rows;
+    b.scatter_add_rows = cu_scatter_add_rows;
+    b.rope = cu_rope;
+    b.attn_mask = cu_attn_mask;
+    b.adamw = cu_adamw;
+    b.sgd = cu_sgd;
+    return b;
+}
+
+static ttt_backend CUDA_TABLE = make_table();
+
+extern "C" const ttt_backend *ttt_backend_cuda(void) {
+    int n = 0;
+    if (cudaGetDeviceCount(&n) != cudaSuccess || n == 0) {
+        cudaGetLastError(); /* clear the sticky error of a machine without a GPU */
+        ttt_backend_error("no CUDA device is available");
+        return NULL;
+    }
+    return &CUDA_TABLE;
+}
