@@ -229,16 +229,36 @@ __device__ __forceinline__ T unary_op(int op, T x, T p0, T p1) {
     }
 }
 
-template <typename T>
-__global__ void k_unary(Strided s, int64_t n, int dense, int op, T *y, const T *x, T p0, T p1) {
+template <typename T, int OP>
+__global__ void k_unary_dense(int64_t n, T *__restrict__ y, const T *__restrict__ x, T p0, T p1) {
+    GRID_LOOP(i, n) y[i] = unary_op<T>(OP, x[i], p0, p1);
+}
+
+template <typename T, int OP>
+__global__ void k_unary_strided(Strided s, int64_t n, T *y, const T *x, T p0, T p1) {
     GRID_LOOP(i, n) {
-        if (dense) {
-            y[i] = unary_op<T>(op, x[i], p0, p1);
-        } else {
-            int64_t off[2];
-            offsets<2>(s, i, off);
-            y[off[0]] = unary_op<T>(op, x[off[1]], p0, p1);
-        }
+        int64_t off[2];
+        offsets<2>(s, i, off);
+        y[off[0]] = unary_op<T>(OP, x[off[1]], p0, p1);
+    }
+}
+
+/* One instantiation per op: the op's code is inlined, no per-element switch. */
+template <typename T, int OP>
+static void launch_unary(const Strided &s, int64_t n, int dense, T *y, const T *x, T p0, T p1) {
+    if (dense) k_unary_dense<T, OP><<<blocks_for(n), THREADS, 0, g_stream>>>(n, y, x, p0, p1);
+    else k_unary_strided<T, OP><<<blocks_for(n), THREADS, 0, g_stream>>>(s, n, y, x, p0, p1);
+}
+
+template <typename T>
+static void dispatch_unary(int op, const Strided &s, int64_t n, int dense, T *y, const T *x, T p0, T p1) {
+    switch (op) {
+#define U(OPC) case OPC: launch_unary<T, OPC>(s, n, dense, y, x, p0, p1); break;
+    U(TTT_U_NEG) U(TTT_U_EXP) U(TTT_U_LOG) U(TTT_U_TANH) U(TTT_U_SIGMOID) U(TTT_U_GELU) U(TTT_U_SILU) U(TTT_U_RELU)
+    U(TTT_U_SQRT) U(TTT_U_RSQRT) U(TTT_U_ABS) U(TTT_U_SIGN) U(TTT_U_STEP) U(TTT_U_POW) U(TTT_U_CLAMP)
+    U(TTT_U_INRANGE) U(TTT_U_AFFINE) U(TTT_U_ELU1)
+#undef U
+    default: break;
     }
 }
 
@@ -254,12 +274,14 @@ static int cu_unary(ttt_unary_op op, ttt_tensor *dst, const ttt_tensor *src, dou
     const ttt_tensor *ops[2] = {dst, src};
     Strided s = make_strided(2, ops);
     int dense = is_dense(dst) && is_dense(src);
+    if ((unsigned)op >= TTT_U_COUNT) {
+        ttt_backend_error("unary: unknown op %d", (int)op);
+        return TTT_ERR;
+    }
     if (dst->dtype == TTT_F32)
-        k_unary<float><<<blocks_for(n), THREADS, 0, g_stream>>>(s, n, dense, op, (float *)dst->data,
-                                                               (const float *)src->data, (float)p0, (float)p1);
+        dispatch_unary<float>(op, s, n, dense, (float *)dst->data, (const float *)src->data, (float)p0, (float)p1);
     else
-        k_unary<double><<<blocks_for(n), THREADS, 0, g_stream>>>(s, n, dense, op, (double *)dst->data,
-                                                                (const double *)src->data, p0, p1);
+        dispatch_unary<double>(op, s, n, dense, (double *)dst->data, (const double *)src->data, p0, p1);
     LAUNCHED("unary");
     return TTT_OK;
 }
@@ -280,16 +302,31 @@ __device__ __forceinline__ T binary_op(int op, T a, T b) {
     }
 }
 
-template <typename T>
-__global__ void k_binary(Strided s, int64_t n, int dense, int op, T *y, const T *a, const T *b) {
+template <typename T, int OP>
+__global__ void k_binary_dense(int64_t n, T *__restrict__ y, const T *__restrict__ a, const T *__restrict__ b) {
+    GRID_LOOP(i, n) y[i] = binary_op<T>(OP, a[i], b[i]);
+}
+
+template <typename T, int OP>
+__global__ void k_binary_strided(Strided s, int64_t n, T *y, const T *a, const T *b) {
     GRID_LOOP(i, n) {
-        if (dense) {
-            y[i] = binary_op<T>(op, a[i], b[i]);
-        } else {
-            int64_t off[3];
-            offsets<3>(s, i, off);
-            y[off[0]] = binary_op<T>(op, a[off[1]], b[off[2]]);
-        }
+        int64_t off[3];
+        offsets<3>(s, i, off);
+        y[off[0]] = binary_op<T>(OP, a[off[1]], b[off[2]]);
+    }
+}
+
+template <typename T>
+static void dispatch_binary(int op, const Strided &s, int64_t n, int dense, T *y, const T *a, const T *b) {
+    switch (op) {
+#define B(OPC)                                                                                        \
+    case OPC:                                                                                         \
+        if (dense) k_binary_dense<T, OPC><<<blocks_for(n), THREADS, 0, g_stream>>>(n, y, a, b);       \
+        else k_binary_strided<T, OPC><<<blocks_for(n), THREADS, 0, g_stream>>>(s, n, y, a, b);        \
+        break;
+    B(TTT_B_ADD) B(TTT_B_SUB) B(TTT_B_MUL) B(TTT_B_DIV) B(TTT_B_MAX) B(TTT_B_MIN) B(TTT_B_GT) B(TTT_B_GE) B(TTT_B_EQ)
+#undef B
+    default: break;
     }
 }
 
@@ -299,12 +336,14 @@ static int cu_binary(ttt_binary_op op, ttt_tensor *dst, const ttt_tensor *a, con
     const ttt_tensor *ops[3] = {dst, a, b};
     Strided s = make_strided(3, ops);
     int dense = is_dense(dst) && is_dense(a) && is_dense(b);
+    if ((unsigned)op >= TTT_B_COUNT) {
+        ttt_backend_error("binary: unknown op %d", (int)op);
+        return TTT_ERR;
+    }
     if (dst->dtype == TTT_F32)
-        k_binary<float><<<blocks_for(n), THREADS, 0, g_stream>>>(s, n, dense, op, (float *)dst->data,
-                                                                (const float *)a->data, (const float *)b->data);
+        dispatch_binary<float>(op, s, n, dense, (float *)dst->data, (const float *)a->data, (const float *)b->data);
     else
-        k_binary<double><<<blocks_for(n), THREADS, 0, g_stream>>>(s, n, dense, op, (double *)dst->data,
-                                                                 (const double *)a->data, (const double *)b->data);
+        dispatch_binary<double>(op, s, n, dense, (double *)dst->data, (const double *)a->data, (const double *)b->data);
     LAUNCHED("binary");
     return TTT_OK;
 }
@@ -490,21 +529,42 @@ static void rows_cols(const ttt_tensor *t, int64_t *rows, int64_t *cols) {
     *rows = *cols ? numel(t) / *cols : 0;
 }
 
+/* Online softmax: one pass keeps a running max and a sum rescaled to it, a
+ * second pass writes; f32 rows accumulate in f32 (exp in f32 is accurate to
+ * ~1e-7 relative), f64 rows in f64. */
+template <typename T>
+__device__ __forceinline__ void merge_max_sum(T &m, T &s, T m2, T s2) {
+    T mx = m > m2 ? m : m2;
+    if (mx == T(-INFINITY)) return;
+    s = s * exp(m - mx) + s2 * exp(m2 - mx);
+    m = mx;
+}
+
 template <typename T>
 __global__ void k_softmax(int64_t cols, int log_out, T *y, const T *x) {
     const T *r = x + blockIdx.x * cols;
     T *o = y + blockIdx.x * cols;
-    double mx = -INFINITY;
-    for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) mx = fmax(mx, (double)r[j]);
-    mx = block_reduce<double>(mx, 1);
-    if (mx == -INFINITY) mx = 0;
-    double sum = 0;
-    for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) sum += exp((double)r[j] - mx);
-    sum = block_reduce<double>(sum, 0);
-    double lse = log(sum);
+    T m = T(-INFINITY), sum = T(0);
+    for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) merge_max_sum<T>(m, sum, r[j], T(1));
+    for (int off = 16; off > 0; off >>= 1)
+        merge_max_sum<T>(m, sum, __shfl_down_sync(0xffffffffu, m, off), __shfl_down_sync(0xffffffffu, sum, off));
+    __shared__ T sm[THREADS / 32], ss[THREADS / 32];
+    int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+    if (lane == 0) {
+        sm[warp] = m;
+        ss[warp] = sum;
+    }
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        for (int w = 1; w < (int)(blockDim.x / 32); w++) merge_max_sum<T>(sm[0], ss[0], sm[w], ss[w]);
+    }
+    __syncthreads();
+    m = sm[0] == T(-INFINITY) ? T(0) : sm[0]; /* a fully masked row */
+    sum = ss[0];
+    T lse = log(sum);
     for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) {
-        double z = (double)r[j] - mx;
-        o[j] = (T)(log_out ? z - lse : exp(z) / sum);
+        T z = r[j] - m;
+        o[j] = log_out ? z - lse : exp(z) / sum;
     }
 }
 
