@@ -4,6 +4,8 @@
 #ifndef TTT_TTT_H
 #define TTT_TTT_H
 #include "ttt/autodiff.h"
+#include "ttt/data.h"
+#include "ttt/io.h"
 #include "ttt/layers.h"
 #include "ttt/ops.h"
 #include "ttt/optim.h"
