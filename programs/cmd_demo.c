@@ -15,12 +15,15 @@
 #include <time.h>
 
 #include "cli.h"
+#include "ttt/backend.h"
 #include "ttt/ttt.h"
 
 typedef struct {
     int64_t d, rank, n_ctx, n_query, hidden, inner_steps, iters, tasks, eval_tasks, seed, threads;
     double eta, lr;
     int checkpoint;
+    int device; /* -1 auto, else ttt_device */
+    int sized;  /* 1 if the user gave any size flag: auto mode then keeps sizes */
 } demo_cfg;
 
 typedef struct {
@@ -117,12 +120,14 @@ static int evaluate(ttt_ctx *ctx, const ttt_recon_learner *l, const demo_cfg *c,
 }
 
 static int run(const demo_cfg *c) {
-    ttt_ctx_config cc = {.seed = (uint64_t)c->seed, .threads = (int)c->threads};
+    ttt_ctx_config cc = {.device = (ttt_device)c->device, .seed = (uint64_t)c->seed, .threads = (int)c->threads};
     ttt_ctx *ctx = ttt_ctx_new(&cc);
     if (!ctx) {
-        fprintf(stderr, "ttt demo: could not create a CPU context\n");
+        fprintf(stderr, "ttt demo: could not create a %s context: %s\n", c->device == TTT_CUDA ? "cuda" : "cpu",
+                ttt_backend_last_error());
         return 1;
     }
+    printf("device: %s\n", c->device == TTT_CUDA ? "cuda" : "cpu");
     ttt_recon_learner l;
     int rc = ttt_recon_learner_init(ctx, &l, TTT_F32, c->d, c->d, c->hidden);
     ttt_tensor *params[4] = {l.enc, l.dec, l.w1, l.w2};
@@ -188,7 +193,10 @@ static int run(const demo_cfg *c) {
 
 int cmd_demo(int argc, char **argv) {
     demo_cfg c = {.d = 16, .rank = 3, .n_ctx = 32, .n_query = 16, .hidden = 32, .inner_steps = 4, .iters = 2000,
-                  .tasks = 16, .eval_tasks = 64, .seed = 1, .threads = 0, .eta = 0.05, .lr = 3e-3};
+                  .tasks = 16, .eval_tasks = 64, .seed = 1, .threads = 0, .eta = 0.05, .lr = 3e-3, .device = -1};
+    for (int i = 1; i < argc; i++)
+        for (const char *const *f = (const char *const[]){"--dim", "--rank", "--context", "--query", NULL}; *f; f++)
+            if (!strcmp(argv[i], *f)) c.sized = 1;
     for (int i = 1; i < argc; i++) {
         int r = 0;
         if (!strcmp(argv[i], "--help")) {
@@ -201,6 +209,9 @@ int cmd_demo(int argc, char **argv) {
                    "  --dim D          token size (default %lld); --rank R subspace rank (default %lld)\n"
                    "  --context N      context tokens per task (default %lld); --query N query tokens (default %lld)\n"
                    "  --checkpoint     rematerialize each inner step in the backward pass\n"
+                   "  --device D       auto (default: cuda when a GPU is present, else cpu), cpu or cuda;\n"
+                   "                   auto on a GPU also scales the task up (dim 64, rank 8, context 256, hidden 128)\n"
+                   "                   unless a size flag is given\n"
                    "  --seed S, --threads N\n",
                    (long long)c.iters, (long long)c.tasks, (long long)c.inner_steps, c.eta, c.lr, (long long)c.d,
                    (long long)c.rank, (long long)c.n_ctx, (long long)c.n_query);
@@ -221,7 +232,28 @@ int cmd_demo(int argc, char **argv) {
             if (r < 0) return 2;
             continue;
         }
+        if (!strcmp(argv[i], "--device") && i + 1 < argc) {
+            i++;
+            if (!strcmp(argv[i], "auto")) c.device = -1;
+            else if (!strcmp(argv[i], "cpu")) c.device = TTT_CPU;
+            else if (!strcmp(argv[i], "cuda")) c.device = TTT_CUDA;
+            else {
+                fprintf(stderr, "ttt demo: --device %s: expected auto, cpu or cuda\n", argv[i]);
+                return 2;
+            }
+            continue;
+        }
         return cli_unknown("demo", argv[i]);
+    }
+    if (c.device < 0) { /* auto: the GPU if this build and machine have one, with a larger task */
+        c.device = ttt_backend_for(TTT_CUDA) ? TTT_CUDA : TTT_CPU;
+        if (c.device == TTT_CUDA && !c.sized) {
+            c.d = 64;
+            c.rank = 8;
+            c.n_ctx = 256;
+            c.n_query = 64;
+            c.hidden = 128;
+        }
     }
     if (c.rank > c.d / 2) {
         fprintf(stderr, "ttt demo: --rank %lld must be at most half of --dim %lld\n", (long long)c.rank,
