@@ -101,6 +101,15 @@ static inline void cpu_rows_cols(const ttt_tensor *t, int64_t *rows, int64_t *co
     *rows = *cols ? cpu_numel(t) / *cols : 0;
 }
 
+/* Element i of an f32 (f32 = 1) or f64 buffer, as double, and back. */
+static inline double ld(const void *p, int f32, int64_t i) {
+    return f32 ? (double)((const float *)p)[i] : ((const double *)p)[i];
+}
+static inline void st(void *p, int f32, int64_t i, double v) {
+    if (f32) ((float *)p)[i] = (float)v;
+    else ((double *)p)[i] = v;
+}
+
 int cpu_unsupported(const char *kernel, ttt_dtype dt);
 
 #endif

@@ -7,13 +7,6 @@
 
 #define F32(t) ((t)->dtype == TTT_F32)
 
-static inline double ld(const void *p, int f32, int64_t i) {
-    return f32 ? (double)((const float *)p)[i] : ((const double *)p)[i];
-}
-static inline void st(void *p, int f32, int64_t i, double v) {
-    if (f32) ((float *)p)[i] = (float)v;
-    else ((double *)p)[i] = v;
-}
 
 static int float_only(const char *k, const ttt_tensor *t) {
     return t->dtype == TTT_F32 || t->dtype == TTT_F64 ? TTT_OK : cpu_unsupported(k, t->dtype);

@@ -6,13 +6,6 @@
 
 #include "cpu_internal.h"
 
-static inline double ld(const void *p, int f32, int64_t i) {
-    return f32 ? (double)((const float *)p)[i] : ((const double *)p)[i];
-}
-static inline void st(void *p, int f32, int64_t i, double v) {
-    if (f32) ((float *)p)[i] = (float)v;
-    else ((double *)p)[i] = v;
-}
 
 int cpu_reduce(ttt_reduce_op op, ttt_tensor *dst, const ttt_tensor *src) {
     if (src->dtype != TTT_F32 && src->dtype != TTT_F64) return cpu_unsupported("reduce", src->dtype);
