@@ -7,6 +7,7 @@
 #include "ttt/data.h"
 #include "ttt/io.h"
 #include "ttt/layers.h"
+#include "ttt/mttt.h"
 #include "ttt/ops.h"
 #include "ttt/optim.h"
 #include "ttt/tensor.h"
