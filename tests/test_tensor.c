@@ -37,6 +37,13 @@ int main(void) {
     CHECK(ex->stride[0] == 0);
     CHECK_NEAR(ttt_item(ctx, ttt_sum(ctx, ex, 0, NULL, 0)), 4 * 15, 1e-6);
 
+    /* matmul of an expanded row (row stride 0) equals the matmul of its dense copy */
+    ttt_tensor *wm = ttt_randn(ctx, TTT_F64, TTT_DIMS(3, 2), 1.0);
+    ttt_tensor *r64 = ttt_randn(ctx, TTT_F64, TTT_DIMS(1, 3), 1.0);
+    ttt_tensor *rx = ttt_expand(ctx, r64, TTT_DIMS(4, 3));
+    ttt_tensor *d1 = ttt_sub(ctx, ttt_matmul(ctx, rx, wm, 0, 0), ttt_matmul(ctx, ttt_contiguous(ctx, rx), wm, 0, 0));
+    CHECK_NEAR(ttt_item(ctx, ttt_sum(ctx, ttt_abs(ctx, d1), 0, NULL, 0)), 0.0, 1e-12);
+
     /* bf16 storage: rounding to nearest even, conversion both ways */
     CHECK(ttt_bf16_to_f32(ttt_f32_to_bf16(1.0f)) == 1.0f);
     CHECK(ttt_f32_to_bf16(1.00390625f) == 0x3f80);  /* halfway, rounds to even */

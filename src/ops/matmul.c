@@ -18,6 +18,13 @@ static ttt_tensor *kernel_view(ttt_ctx *ctx, ttt_tensor *x, int *trans, int nd, 
             v->stride[l] = x->stride[l - 1];
             v->stride[l - 1] = x->stride[l];
             if (v->shape[l] == 1) v->stride[l] = 1;
+    /* Rows sharing memory (an expanded vector, row stride 0) have no BLAS
+     * leading dimension: give the kernel a dense copy. */
+    if (v->ndim >= 2 && v->shape[l - 1] > 1 && v->stride[l - 1] < v->shape[l]) {
+        ttt_tensor *d = ttt__dense(ctx, v);
+        if (!d) return NULL;
+        v = d;
+    }
             *trans = !*trans;
         } else {
             ttt_tensor *d = ttt__dense(ctx, x);
@@ -25,6 +32,13 @@ static ttt_tensor *kernel_view(ttt_ctx *ctx, ttt_tensor *x, int *trans, int nd, 
         }
     }
     if (v->shape[l] == 1) v->stride[l] = 1;
+    /* Rows sharing memory (an expanded vector, row stride 0) have no BLAS
+     * leading dimension: give the kernel a dense copy. */
+    if (v->ndim >= 2 && v->shape[l - 1] > 1 && v->stride[l - 1] < v->shape[l]) {
+        ttt_tensor *d = ttt__dense(ctx, v);
+        if (!d) return NULL;
+        v = d;
+    }
     /* Expand batch axes; keep the matrix axes. */
     int64_t shape[TTT_MAX_DIMS];
     memcpy(shape, out_shape, (size_t)nd * sizeof *shape);
