@@ -59,7 +59,9 @@ static inline void store(char *p, ttt_dtype dt, double v) {
     case TTT_F32: *(float *)p = (float)v; break;
     case TTT_F64: *(double *)p = v; break;
     case TTT_BF16: *(uint16_t *)p = ttt_f32_to_bf16((float)v); break;
-    case TTT_I32: *(int32_t *)p = (int32_t)v; break;
+    case TTT_I32: /* truncate toward zero; NaN and out-of-range values saturate (a bare cast is UB) */
+        *(int32_t *)p = v != v ? 0 : v <= INT32_MIN ? INT32_MIN : v >= INT32_MAX ? INT32_MAX : (int32_t)v;
+        break;
     }
 }
 

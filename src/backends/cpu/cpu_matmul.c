@@ -1,7 +1,9 @@
 /* Batched matrix products through OpenBLAS (cblas_sgemm / cblas_dgemm).
  * Batch axes may be broadcast (stride 0); each matrix has unit stride in its
- * last axis, so its leading dimension is its row stride. Builds without CBLAS
+ * last axis, so its leading dimension is its row stride (rows closer than
+ * that, e.g. an expanded row, are packed first). Builds without CBLAS
  * use gemm_loop below: correct, unblocked, slow. */
+#include <stdlib.h>
 #include <string.h>
 
 #include "cpu_internal.h"
@@ -34,6 +36,37 @@ static int64_t lead_dim(const ttt_tensor *t) {
     return ld > 0 ? ld : 1;
 }
 
+/* Element offset of batch i of x, batch axes indexed by c's shape. */
+static int64_t batch_offset(const ttt_tensor *c, const ttt_tensor *x, int64_t i) {
+    int64_t off = 0;
+    for (int d = c->ndim - 3; d >= 0; d--) {
+        off += (i % c->shape[d]) * x->stride[d];
+        i /= c->shape[d];
+    }
+    return off;
+}
+
+/* BLAS needs rows at least a row apart. An expanded row axis (stride 0: a
+ * broadcast row used as a matrix) or overlapping rows are packed densely,
+ * all batches at once; NULL if x needs no packing (or on OOM, *oom set). */
+static void *pack_rows(const ttt_tensor *c, const ttt_tensor *x, int64_t batch, size_t es, int *oom) {
+    int nd = x->ndim;
+    int64_t rows = x->shape[nd - 2], cols = x->shape[nd - 1];
+    if (rows <= 1 || x->stride[nd - 2] >= cols) return NULL;
+    char *p = malloc((size_t)(batch * rows * cols) * es);
+    if (!p) {
+        *oom = 1;
+        return NULL;
+    }
+    for (int64_t i = 0; i < batch; i++) {
+        const char *src = (const char *)x->data + batch_offset(c, x, i) * (int64_t)es;
+        for (int64_t r = 0; r < rows; r++)
+            memcpy(p + (size_t)((i * rows + r) * cols) * es, src + r * x->stride[nd - 2] * (int64_t)es,
+                   (size_t)cols * es);
+    }
+    return p;
+}
+
 int cpu_matmul(ttt_tensor *c, const ttt_tensor *a, const ttt_tensor *b, int trans_a, int trans_b) {
     if (c->dtype != TTT_F32 && c->dtype != TTT_F64) return cpu_unsupported("matmul", c->dtype);
     int nd = c->ndim;
@@ -42,31 +75,38 @@ int cpu_matmul(ttt_tensor *c, const ttt_tensor *a, const ttt_tensor *b, int tran
     int64_t batch = 1;
     for (int d = 0; d < nd - 2; d++) batch *= c->shape[d];
     size_t es = c->dtype == TTT_F32 ? 4 : 8;
+    if (batch * m * n == 0) return TTT_OK;
     if (k == 0) {
         memset(c->data, 0, (size_t)(batch * m * n) * es);
         return TTT_OK;
     }
-    int64_t lda = lead_dim(a), ldb = lead_dim(b);
+    int oom = 0;
+    char *pa = pack_rows(c, a, batch, es, &oom), *pb = oom ? NULL : pack_rows(c, b, batch, es, &oom);
+    if (oom) {
+        free(pa);
+        ttt_backend_error("matmul: out of memory packing an operand with expanded rows");
+        return TTT_ERR;
+    }
+    /* a packed operand is dense: leading dimension = its row length, batches back to back */
+    int64_t lda = pa ? a->shape[nd - 1] : lead_dim(a), ldb = pb ? b->shape[nd - 1] : lead_dim(b);
+    int64_t mat_a = a->shape[nd - 2] * a->shape[nd - 1], mat_b = b->shape[nd - 2] * b->shape[nd - 1];
     CBLAS_TRANSPOSE ta = trans_a ? CblasTrans : CblasNoTrans, tb = trans_b ? CblasTrans : CblasNoTrans;
     /* Many small matrices: spread batches over threads (BLAS threads would idle). */
     int small = m * n * k < 64 * 64 * 64 && batch > 1;
 CPU_PARALLEL(small,
     _Pragma("omp for schedule(static)")
         for (int64_t i = 0; i < batch; i++) {
-            int64_t oa = 0, ob = 0, rem = i;
-            for (int d = nd - 3; d >= 0; d--) {
-                int64_t idx = rem % c->shape[d];
-                rem /= c->shape[d];
-                oa += idx * a->stride[d];
-                ob += idx * b->stride[d];
-            }
+            const char *xa = pa ? pa + (size_t)(i * mat_a) * es : (const char *)a->data + batch_offset(c, a, i) * (int64_t)es;
+            const char *xb = pb ? pb + (size_t)(i * mat_b) * es : (const char *)b->data + batch_offset(c, b, i) * (int64_t)es;
             if (c->dtype == TTT_F32)
-                cblas_sgemm(CblasRowMajor, ta, tb, (int)m, (int)n, (int)k, 1.0f, (const float *)a->data + oa, (int)lda,
-                            (const float *)b->data + ob, (int)ldb, 0.0f, (float *)c->data + i * m * n, (int)n);
+                cblas_sgemm(CblasRowMajor, ta, tb, (int)m, (int)n, (int)k, 1.0f, (const float *)xa, (int)lda,
+                            (const float *)xb, (int)ldb, 0.0f, (float *)c->data + i * m * n, (int)n);
             else
-                cblas_dgemm(CblasRowMajor, ta, tb, (int)m, (int)n, (int)k, 1.0, (const double *)a->data + oa, (int)lda,
-                            (const double *)b->data + ob, (int)ldb, 0.0, (double *)c->data + i * m * n, (int)n);
+                cblas_dgemm(CblasRowMajor, ta, tb, (int)m, (int)n, (int)k, 1.0, (const double *)xa, (int)lda,
+                            (const double *)xb, (int)ldb, 0.0, (double *)c->data + i * m * n, (int)n);
         }
 );
+    free(pa);
+    free(pb);
     return TTT_OK;
 }

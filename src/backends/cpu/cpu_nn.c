@@ -1,6 +1,7 @@
 /* Last-axis and indexing kernels: softmax, norms, cross-entropy, one-hot,
  * row gather / scatter-add, RoPE, attention masks. Inputs are dense. */
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cpu_internal.h"
@@ -102,10 +103,13 @@ int cpu_one_hot(ttt_tensor *dst, const ttt_tensor *targets, int ignore_index) {
     if (check_targets("one_hot", targets, rows, v, ignore_index)) return TTT_ERR;
     const int32_t *t = targets->data;
     int f32 = F32(dst);
-    for (int64_t r = 0; r < rows; r++) {
-        for (int64_t j = 0; j < v; j++) st(dst->data, f32, r * v + j, 0.0);
-        if (t[r] != ignore_index) st(dst->data, f32, r * v + t[r], 1.0);
-    }
+CPU_PARALLEL(rows * v > CPU_PAR_MIN,
+    _Pragma("omp for schedule(static)")
+        for (int64_t r = 0; r < rows; r++) {
+            for (int64_t j = 0; j < v; j++) st(dst->data, f32, r * v + j, 0.0);
+            if (t[r] != ignore_index) st(dst->data, f32, r * v + t[r], 1.0);
+        }
+);
     return TTT_OK;
 }
 
@@ -139,13 +143,27 @@ int cpu_scatter_add_rows(ttt_tensor *dst, const ttt_tensor *src, const ttt_tenso
     int64_t n = cpu_numel(ids), v = dst->shape[0], d = dst->shape[1];
     if (check_ids("scatter_add_rows", ids, n, v)) return TTT_ERR;
     const int32_t *id = ids->data;
-    int f32 = F32(src);
-    /* parallel over columns: rows with the same id never race */
+    /* Rows sharing an id would race, so threads own blocks of columns, not
+     * rows; each block is walked row by row, a cache line at a time. The sum
+     * order per element is the ids' order, so results are deterministic. */
+    const int64_t blk = 16, nblk = (d + blk - 1) / blk;
+    const int f32 = F32(src);
 CPU_PARALLEL(n * d > CPU_PAR_MIN,
     _Pragma("omp for schedule(static)")
-        for (int64_t j = 0; j < d; j++)
-            for (int64_t i = 0; i < n; i++)
-                st(dst->data, f32, id[i] * d + j, ld(dst->data, f32, id[i] * d + j) + ld(src->data, f32, i * d + j));
+        for (int64_t b = 0; b < nblk; b++) {
+            int64_t j0 = b * blk, j1 = j0 + blk < d ? j0 + blk : d;
+            for (int64_t i = 0; i < n; i++) {
+                if (f32) {
+                    float *y = (float *)dst->data + id[i] * d;
+                    const float *x = (const float *)src->data + i * d;
+                    for (int64_t j = j0; j < j1; j++) y[j] += x[j];
+                } else {
+                    double *y = (double *)dst->data + id[i] * d;
+                    const double *x = (const double *)src->data + i * d;
+                    for (int64_t j = j0; j < j1; j++) y[j] += x[j];
+                }
+            }
+        }
 );
     return TTT_OK;
 }
@@ -157,22 +175,39 @@ int cpu_rope(ttt_tensor *dst, const ttt_tensor *src, int seq_axis, int64_t pos0,
     int64_t half = d / 2, inner = 1; /* rows per position step below seq_axis */
     for (int a = seq_axis + 1; a < src->ndim - 1; a++) inner *= src->shape[a];
     int64_t seq = src->shape[seq_axis];
+    if (rows * half == 0) return TTT_OK;
+    /* cos/sin depend only on (position, i): tabulate them once instead of
+     * once per row (batch * heads times fewer sin/cos/pow calls). */
+    double *cs = malloc((size_t)(seq * half) * 2 * sizeof *cs);
+    if (!cs) {
+        ttt_backend_error("rope: out of memory for a %lld x %lld angle table", (long long)seq, (long long)half);
+        return TTT_ERR;
+    }
+CPU_PARALLEL(seq * half > CPU_PAR_MIN / 8,
+    _Pragma("omp for schedule(static)")
+        for (int64_t p = 0; p < seq; p++)
+            for (int64_t i = 0; i < half; i++) {
+                double ang = (double)(pos0 + p) * pow(theta, -2.0 * (double)i / (double)d);
+                if (inverse) ang = -ang;
+                cs[2 * (p * half + i)] = cos(ang);
+                cs[2 * (p * half + i) + 1] = sin(ang);
+            }
+);
     int f32 = F32(src);
 CPU_PARALLEL(rows * d > CPU_PAR_MIN,
     _Pragma("omp for schedule(static)")
         for (int64_t r = 0; r < rows; r++) {
-            double pos = (double)(pos0 + (r / inner) % seq);
+            const double *t = cs + 2 * ((r / inner) % seq) * half;
             const int64_t o = r * d;
             for (int64_t i = 0; i < half; i++) {
-                double ang = pos * pow(theta, -2.0 * (double)i / (double)d);
-                if (inverse) ang = -ang;
-                double c = cos(ang), s = sin(ang);
+                double c = t[2 * i], s = t[2 * i + 1];
                 double x1 = ld(src->data, f32, o + i), x2 = ld(src->data, f32, o + i + half);
                 st(dst->data, f32, o + i, x1 * c - x2 * s);
                 st(dst->data, f32, o + i + half, x2 * c + x1 * s);
             }
         }
 );
+    free(cs);
     return TTT_OK;
 }
 
