@@ -204,6 +204,19 @@ static ttt_tensor *fn_matmul(ttt_ctx *ctx, ttt_tensor *const *x, const spec *s) 
     ttt_tensor *c = ttt_matmul(ctx, x[0], x[1], (int)s->p[0], (int)s->p[1]);
     return ttt_mul(ctx, c, c);
 }
+/* two batch axes, broadcast over one of them (the layout of per-head weights) */
+static void make_matmul4(rng *r, spec *s) {
+    int64_t b0 = rint_in(r, 1, 3), b1 = rint_in(r, 2, 3), m = odd_dim(r), k = odd_dim(r), n = odd_dim(r);
+    IN(s, K_NORMAL, b0, b1, m, k);
+    if (rnext(r) % 2) IN(s, K_NORMAL, b1, k, n);
+    else IN(s, K_NORMAL, b0, 1, k, n);
+    s->p[0] = (int64_t)(rnext(r) % 2);
+}
+static ttt_tensor *fn_matmul4(ttt_ctx *ctx, ttt_tensor *const *x, const spec *s) {
+    ttt_tensor *c = s->p[0] ? ttt_matmul(ctx, x[0], x[1], 0, 0)
+                            : ttt_transpose(ctx, ttt_matmul(ctx, x[1], x[0], 1, 1), -1, -2);
+    return ttt_mul(ctx, c, c);
+}
 static void make_matmul_view(rng *r, spec *s) {
     int64_t m = odd_dim(r), k = odd_dim(r), n = odd_dim(r);
     IN(s, K_NORMAL, k, m);
@@ -431,6 +444,7 @@ static const gc_case CASES[] = {
     {"sum_to", make_sum_to, fn_sum_to},
     {"matmul", make_matmul, fn_matmul},
     {"matmul(views)", make_matmul_view, fn_matmul_view},
+    {"matmul(4-d batch)", make_matmul4, fn_matmul4},
     {"softmax", make_rows, fn_softmax},
     {"log_softmax", make_rows, fn_log_softmax},
     {"layer_norm", make_norm, fn_layer_norm},

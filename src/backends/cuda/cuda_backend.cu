@@ -476,46 +476,92 @@ static int64_t lead_dim(const ttt_tensor *t) {
     return ld > 0 ? ld : 1;
 }
 
+/* The batch axes of C = op(A) op(B), merged where every operand is dense
+ * across them (stride 0 broadcast stays mergeable only with stride 0), so one
+ * strided-batched cuBLAS call covers as much as possible; the largest merged
+ * axis becomes cuBLAS's batch and the rest are looped over. */
+struct BatchGeom {
+    int n;
+    int64_t shape[MAXD], sa[MAXD], sb[MAXD], sc[MAXD];
+};
+
+static BatchGeom batch_geom(const ttt_tensor *c, const ttt_tensor *a, const ttt_tensor *b) {
+    BatchGeom g;
+    memset(&g, 0, sizeof g);
+    int nd = c->ndim;
+    int64_t sc = c->shape[nd - 2] * c->shape[nd - 1];
+    int64_t cstride[MAXD];
+    for (int d = nd - 3; d >= 0; d--) {
+        cstride[d] = sc;
+        sc *= c->shape[d];
+    }
+    for (int d = 0; d < nd - 2; d++) {
+        if (c->shape[d] == 1) continue;
+        if (g.n > 0) {
+            int p = g.n - 1;
+            if (g.sa[p] == a->stride[d] * c->shape[d] && g.sb[p] == b->stride[d] * c->shape[d] &&
+                g.sc[p] == cstride[d] * c->shape[d]) {
+                g.shape[p] *= c->shape[d];
+                g.sa[p] = a->stride[d];
+                g.sb[p] = b->stride[d];
+                g.sc[p] = cstride[d];
+                continue;
+            }
+        }
+        g.shape[g.n] = c->shape[d];
+        g.sa[g.n] = a->stride[d];
+        g.sb[g.n] = b->stride[d];
+        g.sc[g.n] = cstride[d];
+        g.n++;
+    }
+    return g;
+}
+
 static int cu_matmul(ttt_tensor *c, const ttt_tensor *a, const ttt_tensor *b, int trans_a, int trans_b) {
     if (float_only("matmul", c->dtype) || ensure_cublas()) return TTT_ERR;
     int nd = c->ndim;
     int64_t m = c->shape[nd - 2], n = c->shape[nd - 1], k = trans_a ? a->shape[nd - 2] : a->shape[nd - 1];
-    int64_t inner_batch = nd > 2 ? c->shape[nd - 3] : 1, outer = 1;
-    for (int d = 0; d < nd - 3; d++) outer *= c->shape[d];
-    size_t es = dsize(c->dtype);
     if (k == 0) {
-        CU(cudaMemsetAsync(c->data, 0, (size_t)(outer * inner_batch * m * n) * es, g_stream));
+        CU(cudaMemsetAsync(c->data, 0, (size_t)numel(c) * dsize(c->dtype), g_stream));
         return TTT_OK;
     }
+    BatchGeom g = batch_geom(c, a, b);
+    int inner = -1; /* the merged batch axis handed to cuBLAS */
+    for (int d = 0; d < g.n; d++)
+        if (inner < 0 || g.shape[d] > g.shape[inner]) inner = d;
+    int64_t nbatch = inner >= 0 ? g.shape[inner] : 1, outer = 1;
+    int64_t sa = inner >= 0 ? g.sa[inner] : 0, sb = inner >= 0 ? g.sb[inner] : 0, sc = inner >= 0 ? g.sc[inner] : 0;
+    for (int d = 0; d < g.n; d++)
+        if (d != inner) outer *= g.shape[d];
     /* Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T: swap operands. */
     cublasOperation_t ta = trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, tb = trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
     int64_t lda = lead_dim(a), ldb = lead_dim(b);
-    int64_t sa = nd > 2 ? a->stride[nd - 3] : 0, sb = nd > 2 ? b->stride[nd - 3] : 0, sc = m * n;
     for (int64_t o = 0; o < outer; o++) {
-        int64_t oa = 0, ob = 0, rem = o;
-        for (int d = nd - 4; d >= 0; d--) {
-            int64_t idx = rem % c->shape[d];
-            rem /= c->shape[d];
-            oa += idx * a->stride[d];
-            ob += idx * b->stride[d];
+        int64_t oa = 0, ob = 0, oc = 0, rem = o;
+        for (int d = g.n - 1; d >= 0; d--) {
+            if (d == inner) continue;
+            int64_t idx = rem % g.shape[d];
+            rem /= g.shape[d];
+            oa += idx * g.sa[d];
+            ob += idx * g.sb[d];
+            oc += idx * g.sc[d];
         }
         cublasStatus_t st;
         if (c->dtype == TTT_F32) {
             const float one = 1.0f, zero = 0.0f;
             st = cublasSgemmStridedBatched(g_cublas, tb, ta, (int)n, (int)m, (int)k, &one,
                                            (const float *)b->data + ob, (int)ldb, sb, (const float *)a->data + oa,
-                                           (int)lda, sa, &zero, (float *)c->data + o * inner_batch * sc, (int)n, sc,
-                                           (int)inner_batch);
+                                           (int)lda, sa, &zero, (float *)c->data + oc, (int)n, sc, (int)nbatch);
         } else {
             const double one = 1.0, zero = 0.0;
             st = cublasDgemmStridedBatched(g_cublas, tb, ta, (int)n, (int)m, (int)k, &one,
                                            (const double *)b->data + ob, (int)ldb, sb, (const double *)a->data + oa,
-                                           (int)lda, sa, &zero, (double *)c->data + o * inner_batch * sc, (int)n, sc,
-                                           (int)inner_batch);
+                                           (int)lda, sa, &zero, (double *)c->data + oc, (int)n, sc, (int)nbatch);
         }
         if (st != CUBLAS_STATUS_SUCCESS) {
-            ttt_backend_error("cublas%cgemmStridedBatched failed: status %d (m %lld n %lld k %lld)",
-                              c->dtype == TTT_F32 ? 'S' : 'D', (int)st, (long long)m, (long long)n, (long long)k);
+            ttt_backend_error("cublas%cgemmStridedBatched failed: status %d (m %lld n %lld k %lld batch %lld)",
+                              c->dtype == TTT_F32 ? 'S' : 'D', (int)st, (long long)m, (long long)n, (long long)k,
+                              (long long)nbatch);
             return TTT_ERR;
         }
     }
