@@ -18,6 +18,7 @@ typedef struct {
     double err1, err2; /* worst scaled error |analytic - numeric| / (atol + rtol |numeric|); pass when <= 1 */
     int ok1, ok2;
     double parity;     /* off the CPU: max |device - cpu| / max |cpu| over f, gradient and HVP (f64 both) */
+    double parity32;   /* off the CPU: the same with the device computing in f32 (tolerance 1e-3) */
     char msg[512];     /* error text when the case could not run */
 } ttt_gradcheck_result;
 
