@@ -87,7 +87,7 @@ int main(void) {
         int kind;
         double bytes;
     } ops[] = {{"add", 0, 12.0 * N}, {"exp", 1, 8.0 * N}, {"gelu", 2, 8.0 * N},
-               {"sum over last axis (1024)", 3, 4.0 * N}, {"softmax (rows of 1024)", 4, 8.0 * N},
+               {"sum over last axis (1024)", 3, 4.0 * N}, {"sum over first axis (bias grad)", 7, 4.0 * N}, {"softmax (rows of 1024)", 4, 8.0 * N},
                {"layer_norm (rows of 1024)", 5, 8.0 * N}, {"transpose copy (contiguous)", 6, 8.0 * N}};
     for (size_t k = 0; k < sizeof ops / sizeof ops[0]; k++) {
         double te[REPS], tc[REPS];
@@ -103,6 +103,7 @@ int main(void) {
             case 4: o = ttt_softmax(ctx, rows); break;
             case 5: o = ttt_layer_norm(ctx, rows, NULL, NULL, 1e-5); break;
             case 6: o = ttt_contiguous(ctx, ttt_transpose(ctx, rows, 0, 1)); break;
+            case 7: o = ttt_sum(ctx, rows, 1, (int[]){0}, 0); break;
             }
             cudaEventRecord(t.b, 0);
             te[r] = elapsed(&t);

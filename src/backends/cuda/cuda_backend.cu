@@ -397,16 +397,6 @@ __device__ __forceinline__ T block_reduce(T v, int is_max) {
     return part[0];
 }
 
-/* one block per output: the reduced elements are a contiguous run of nred */
-template <typename T>
-__global__ void k_reduce_rows(int64_t nred, int is_max, T *y, const T *x) {
-    const T *r = x + blockIdx.x * nred;
-    double acc = is_max ? -INFINITY : 0.0; /* accumulate in double */
-    for (int64_t j = threadIdx.x; j < nred; j += blockDim.x) acc = is_max ? fmax(acc, (double)r[j]) : acc + r[j];
-    acc = block_reduce<double>(acc, is_max);
-    if (threadIdx.x == 0) y[blockIdx.x] = (T)acc;
-}
-
 /* one thread per output, walking the reduced index space */
 struct ReduceGeom {
     int nk, nr;
@@ -435,35 +425,126 @@ __global__ void k_reduce_general(ReduceGeom g, int64_t nout, int64_t nred, int i
     }
 }
 
+/* [O, R, I] reductions (the reduced axes form one block, which covers the
+ * reductions autodiff makes: row sums, column sums for bias gradients, full
+ * sums). Two passes keep every SM busy and the result deterministic: pass 1
+ * writes per-chunk partials (in double) to a scratch buffer, pass 2 reduces
+ * the chunks. */
+static double *g_scratch;
+static size_t g_scratch_n;
+
+static int scratch(size_t n) {
+    if (n <= g_scratch_n) return TTT_OK;
+    if (g_scratch) CU(cudaFree(g_scratch));
+    g_scratch = NULL;
+    g_scratch_n = 0;
+    size_t want = n + n / 2;
+    CU(cudaMalloc(&g_scratch, want * sizeof(double)));
+    g_scratch_n = want;
+    return TTT_OK;
+}
+
+/* columns: block = 32 columns x 8 row lanes; item = (o, chunk, column tile) */
+template <typename TI, typename TO>
+__global__ void k_red_cols(int64_t O, int64_t R, int64_t I, int64_t chunks, int64_t rows_per_chunk, int is_max,
+                           TO *out, const TI *x) {
+    int64_t tiles = (I + 31) / 32, item = blockIdx.x;
+    int64_t tile = item % tiles, c = (item / tiles) % chunks, o = item / (tiles * chunks);
+    int tx = threadIdx.x % 32, ty = threadIdx.x / 32;
+    int64_t i = tile * 32 + tx, r0 = c * rows_per_chunk, r1 = r0 + rows_per_chunk < R ? r0 + rows_per_chunk : R;
+    double acc = is_max ? -INFINITY : 0.0;
+    if (i < I)
+        for (int64_t r = r0 + ty; r < r1; r += 8) {
+            double v = (double)x[(o * R + r) * I + i];
+            acc = is_max ? fmax(acc, v) : acc + v;
+        }
+    __shared__ double part[8][33];
+    part[ty][tx] = acc;
+    __syncthreads();
+    if (ty == 0 && i < I) {
+        for (int k = 1; k < 8; k++) acc = is_max ? fmax(acc, part[k][tx]) : acc + part[k][tx];
+        out[(o * chunks + c) * I + i] = (TO)acc;
+    }
+}
+
+/* rows (I == 1): item = (o, chunk), the block reduces one contiguous run */
+template <typename TI, typename TO>
+__global__ void k_red_rows(int64_t R, int64_t chunks, int64_t rows_per_chunk, int is_max, TO *out, const TI *x) {
+    int64_t c = blockIdx.x % chunks, o = blockIdx.x / chunks;
+    int64_t r0 = c * rows_per_chunk, r1 = r0 + rows_per_chunk < R ? r0 + rows_per_chunk : R;
+    double acc = is_max ? -INFINITY : 0.0;
+    for (int64_t r = r0 + threadIdx.x; r < r1; r += blockDim.x) {
+        double v = (double)x[o * R + r];
+        acc = is_max ? fmax(acc, v) : acc + v;
+    }
+    acc = block_reduce<double>(acc, is_max);
+    if (threadIdx.x == 0) out[o * chunks + c] = (TO)acc;
+}
+
+template <typename TI, typename TO>
+static void launch_ori(int64_t O, int64_t R, int64_t I, int64_t chunks, int is_max, TO *out, const TI *x) {
+    int64_t per = (R + chunks - 1) / chunks;
+    if (I == 1) k_red_rows<TI, TO><<<(unsigned)(O * chunks), THREADS, 0, g_stream>>>(R, chunks, per, is_max, out, x);
+    else k_red_cols<TI, TO><<<(unsigned)(O * chunks * ((I + 31) / 32)), THREADS, 0, g_stream>>>(O, R, I, chunks, per, is_max, out, x);
+}
+
+template <typename T>
+static int reduce_ori(int64_t O, int64_t R, int64_t I, int is_max, T *dst, const T *src) {
+    int64_t tiles = I == 1 ? 1 : (I + 31) / 32, target = 4 * 132;
+    int64_t chunks = (target + O * tiles - 1) / (O * tiles);
+    int64_t max_chunks = (R + 255) / 256; /* at least 256 rows per chunk */
+    if (chunks > max_chunks) chunks = max_chunks;
+    if (chunks > 1024) chunks = 1024;
+    if (chunks < 1) chunks = 1;
+    if (O * chunks * tiles > 2147483647LL) {
+        ttt_backend_error("reduce: %lld x %lld x %lld is too large for one launch", (long long)O, (long long)R, (long long)I);
+        return TTT_ERR;
+    }
+    if (chunks == 1) {
+        launch_ori<T, T>(O, R, I, 1, is_max, dst, src);
+        return TTT_OK;
+    }
+    if (scratch((size_t)(O * chunks * I))) return TTT_ERR;
+    launch_ori<T, double>(O, R, I, chunks, is_max, g_scratch, src);
+    launch_ori<double, T>(O, chunks, I, 1, is_max, dst, g_scratch);
+    return TTT_OK;
+}
+
 static int cu_reduce(ttt_reduce_op op, ttt_tensor *dst, const ttt_tensor *src) {
     if (float_only("reduce", src->dtype)) return TTT_ERR;
     ReduceGeom g;
     memset(&g, 0, sizeof g);
-    int last_kept = -1, first_red = MAXD;
+    /* O = kept axes before the reduced block, R = the block, I = kept after */
+    int64_t O = 1, R = 1, I = 1;
+    int phase = 0, one_block = 1; /* 0: before, 1: in the reduced block, 2: after */
     for (int d = 0; d < src->ndim; d++) {
         if (src->shape[d] == 1) continue;
-        if (dst->shape[d] == 1) {
+        int red = dst->shape[d] == 1;
+        if (red) {
             g.rshape[g.nr] = src->shape[d];
             g.rstride[g.nr++] = src->stride[d];
-            if (d < first_red) first_red = d;
+            if (phase == 2) one_block = 0;
+            phase = 1;
+            R *= src->shape[d];
         } else {
             g.kshape[g.nk] = src->shape[d];
             g.kstride[g.nk++] = src->stride[d];
-            last_kept = d;
+            if (phase == 1) phase = 2;
+            if (phase == 0) O *= src->shape[d];
+            else I *= src->shape[d];
         }
     }
-    int64_t nout = 1, nred = 1;
-    for (int i = 0; i < g.nk; i++) nout *= g.kshape[i];
-    for (int i = 0; i < g.nr; i++) nred *= g.rshape[i];
     int is_max = op == TTT_R_MAX;
-    int f32 = src->dtype == TTT_F32;
-    if (last_kept < first_red && nout < 2147483647) {
-        if (f32) k_reduce_rows<float><<<(unsigned)nout, THREADS, 0, g_stream>>>(nred, is_max, (float *)dst->data, (const float *)src->data);
-        else k_reduce_rows<double><<<(unsigned)nout, THREADS, 0, g_stream>>>(nred, is_max, (double *)dst->data, (const double *)src->data);
+    int rc = TTT_OK;
+    if (one_block) {
+        if (src->dtype == TTT_F32) rc = reduce_ori<float>(O, R, I, is_max, (float *)dst->data, (const float *)src->data);
+        else rc = reduce_ori<double>(O, R, I, is_max, (double *)dst->data, (const double *)src->data);
     } else {
-        if (f32) k_reduce_general<float><<<blocks_for(nout), THREADS, 0, g_stream>>>(g, nout, nred, is_max, (float *)dst->data, (const float *)src->data);
-        else k_reduce_general<double><<<blocks_for(nout), THREADS, 0, g_stream>>>(g, nout, nred, is_max, (double *)dst->data, (const double *)src->data);
+        int64_t nout = O * I; /* every kept axis is counted in O or I */
+        if (src->dtype == TTT_F32) k_reduce_general<float><<<blocks_for(nout), THREADS, 0, g_stream>>>(g, nout, R, is_max, (float *)dst->data, (const float *)src->data);
+        else k_reduce_general<double><<<blocks_for(nout), THREADS, 0, g_stream>>>(g, nout, R, is_max, (double *)dst->data, (const double *)src->data);
     }
+    if (rc != TTT_OK) return rc;
     LAUNCHED("reduce");
     return TTT_OK;
 }
