@@ -57,14 +57,33 @@ struct Strided {
     int64_t stride[MAXOPS][MAXD];
 };
 
+/* Drop size-1 axes and merge neighbours that every operand walks densely, so
+ * the per-element index arithmetic has as few axes as possible. */
 static Strided make_strided(int nops, const ttt_tensor *const *ops) {
     Strided s;
     memset(&s, 0, sizeof s);
-    s.ndim = ops[0]->ndim;
-    for (int d = 0; d < s.ndim; d++) {
-        s.shape[d] = ops[0]->shape[d];
-        for (int k = 0; k < nops; k++) s.stride[k][d] = ops[k]->stride[d];
+    int nd = 0;
+    for (int d = 0; d < ops[0]->ndim; d++) {
+        if (ops[0]->shape[d] == 1) continue;
+        if (nd > 0) {
+            int merge = 1;
+            for (int k = 0; k < nops && merge; k++)
+                merge = s.stride[k][nd - 1] == ops[k]->stride[d] * ops[0]->shape[d];
+            if (merge) {
+                s.shape[nd - 1] *= ops[0]->shape[d];
+                for (int k = 0; k < nops; k++) s.stride[k][nd - 1] = ops[k]->stride[d];
+                continue;
+            }
+        }
+        s.shape[nd] = ops[0]->shape[d];
+        for (int k = 0; k < nops; k++) s.stride[k][nd] = ops[k]->stride[d];
+        nd++;
     }
+    if (nd == 0) {
+        s.shape[0] = 1;
+        nd = 1;
+    }
+    s.ndim = nd;
     return s;
 }
 
