@@ -4,6 +4,7 @@
 #ifndef TTT_TTT_H
 #define TTT_TTT_H
 #include "ttt/autodiff.h"
+#include "ttt/checkpoint.h"
 #include "ttt/data.h"
 #include "ttt/io.h"
 #include "ttt/layers.h"
