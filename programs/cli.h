@@ -17,5 +17,7 @@ int cli_unknown(const char *cmd, const char *arg);
 
 int cmd_gradcheck(int argc, char **argv);
 int cmd_demo(int argc, char **argv);
+int cmd_tokenizer(int argc, char **argv);
+int cmd_vision(int argc, char **argv);
 
 #endif

@@ -10,7 +10,9 @@ static const struct {
     const char *help;
 } COMMANDS[] = {
     {"demo", cmd_demo, "meta-learn a learner that adapts at test time (synthetic tasks; the main job)"},
+    {"vision", cmd_vision, "train / evaluate ViT classifiers with MTTT or attention layers on Fashion-MNIST"},
     {"gradcheck", cmd_gradcheck, "check every op's gradient (order 1) and Hessian-vector product (order 2) in float64"},
+    {"tokenizer", cmd_tokenizer, "byte-level BPE: train on a corpus, encode text to ids, decode ids (GPT-2 / HF files)"},
 };
 
 static void usage(FILE *f) {
