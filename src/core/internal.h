@@ -94,6 +94,11 @@ ttt_node *ttt__record(ttt_ctx *ctx, const char *op, ttt_vjp_fn vjp, int n_in, tt
 int ttt__grad(ttt_ctx *ctx, int n_out, ttt_tensor *const *outputs, ttt_tensor *const *grad_outputs, int n_in,
               ttt_tensor *const *inputs, ttt_tensor **grads, bool create_graph, bool stop_at_inputs);
 
+/* util.c: message into a caller's buffer (returns TTT_ERR); grow a malloc'd
+ * array of sz-byte elements to at least need (TTT_OK / TTT_ERR). */
+int ttt__errbuf(char *err, size_t err_len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+int ttt__grow(void **p, size_t *cap, size_t need, size_t sz);
+
 /* Common checks for op entry points. */
 #define TTT_CHECK_NONNULL1(a) \
     do {                      \

@@ -11,6 +11,7 @@
 #include <unistd.h>
 #include <fcntl.h>
 
+#include "../core/internal.h"
 #include "ttt/tokenizer.h"
 
 #ifdef TTT_HAVE_JSONC
@@ -25,35 +26,11 @@ enum { U_OTHER = 0, U_L = 1, U_N = 2, U_S = 3 };
 enum { CACHE_MAX_WORD = 128, CACHE_MAX_ENTRIES = 1 << 17 };
 enum { F_PRESENT = 1, F_SPECIAL = 2, F_ADDED = 4 };
 
-static int fail(char *err, size_t err_len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static int fail(char *err, size_t err_len, const char *fmt, ...) {
-    if (err && err_len) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, err_len, fmt, ap);
-        va_end(ap);
-    }
-    return TTT_ERR;
-}
 
 static int oom(char *err, size_t err_len, const char *what) {
-    return fail(err, err_len, "%s: out of memory", what);
+    return ttt__errbuf(err, err_len, "%s: out of memory", what);
 }
 
-/* Grows *p (elements of size sz) to hold at least need; TTT_OK or TTT_ERR. */
-static int grow(void **p, size_t *cap, size_t need, size_t sz) {
-    if (need <= *cap) return TTT_OK;
-    size_t c = *cap ? *cap : 16;
-    while (c < need) {
-        if (c > SIZE_MAX / 2 / sz) return TTT_ERR;
-        c *= 2;
-    }
-    void *q = realloc(*p, c * sz);
-    if (!q) return TTT_ERR;
-    *p = q;
-    *cap = c;
-    return TTT_OK;
-}
 
 /* ---- GPT-2's byte <-> unicode map ------------------------------------------------------ */
 
@@ -245,10 +222,10 @@ static int64_t sm_add(strmap *m, const void *k, size_t len, uint64_t h, int64_t 
         size_t cap = m->slot ? (m->mask + 1) * 2 : 1024;
         if (sm_rehash(m, cap)) return -1;
     }
-    if (grow((void **)&m->e, &m->ecap, m->n + 1, sizeof *m->e)) return -1;
+    if (ttt__grow((void **)&m->e, &m->ecap, m->n + 1, sizeof *m->e)) return -1;
     uintptr_t kp = (uintptr_t)k, pp = (uintptr_t)m->pool;
     size_t inside = m->pool && kp >= pp && kp < pp + m->pool_cap ? kp - pp + 1 : 0; /* key inside the pool */
-    if (grow((void **)&m->pool, &m->pool_cap, m->pool_n + len + 1, 1)) return -1;
+    if (ttt__grow((void **)&m->pool, &m->pool_cap, m->pool_n + len + 1, 1)) return -1;
     if (inside) k = m->pool + inside - 1;
     memcpy(m->pool + m->pool_n, k, len);
     m->pool[m->pool_n + len] = 0;
@@ -403,7 +380,7 @@ void ttt_token_ids_free(ttt_token_ids *ids) {
 }
 
 static int ids_push(ttt_token_ids *o, int32_t id) {
-    if (o->n == o->cap && grow((void **)&o->ids, &o->cap, o->n + 1, sizeof *o->ids)) return TTT_ERR;
+    if (o->n == o->cap && ttt__grow((void **)&o->ids, &o->cap, o->n + 1, sizeof *o->ids)) return TTT_ERR;
     o->ids[o->n++] = id;
     return TTT_OK;
 }
@@ -456,21 +433,21 @@ static int decode_piece(const ttt_tokenizer *t, const char *piece, size_t len, c
 static int add_piece(ttt_tokenizer *t, const char *piece, size_t len, int32_t id, const char *where, char *err,
                      size_t err_len) {
     if (id < 0)
-        return fail(err, err_len, "%s: token \"%.*s\" has a negative id %d", where, (int)(len > 60 ? 60 : len),
+        return ttt__errbuf(err, err_len, "%s: token \"%.*s\" has a negative id %d", where, (int)(len > 60 ? 60 : len),
                     piece, id);
-    if (len == 0) return fail(err, err_len, "%s: empty token (id %d)", where, id);
+    if (len == 0) return ttt__errbuf(err, err_len, "%s: empty token (id %d)", where, id);
     uint64_t h = hash_bytes(piece, len);
     if (sm_find(&t->vocab, piece, len, h) >= 0)
-        return fail(err, err_len, "%s: token \"%.*s\" appears twice", where, (int)(len > 60 ? 60 : len), piece);
+        return ttt__errbuf(err, err_len, "%s: token \"%.*s\" appears twice", where, (int)(len > 60 ? 60 : len), piece);
     if (ensure_ids(t, (size_t)id + 1)) return oom(err, err_len, where);
     if (t->piece_entry[id] >= 0) {
         size_t ol = t->vocab.e[t->piece_entry[id]].len;
-        return fail(err, err_len, "%s: id %d is used by both \"%.*s\" and \"%.*s\"", where, id,
+        return ttt__errbuf(err, err_len, "%s: id %d is used by both \"%.*s\" and \"%.*s\"", where, id,
                     (int)(ol > 60 ? 60 : ol), sm_key(&t->vocab, (size_t)t->piece_entry[id]),
                     (int)(len > 60 ? 60 : len), piece);
     }
     int64_t e = sm_add(&t->vocab, piece, len, h, id);
-    if (e < 0 || grow((void **)&t->dec, &t->dec_cap, t->dec_n + len, 1)) return oom(err, err_len, where);
+    if (e < 0 || ttt__grow((void **)&t->dec, &t->dec_cap, t->dec_n + len, 1)) return oom(err, err_len, where);
     size_t dl;
     decode_piece(t, piece, len, t->dec + t->dec_n, &dl);
     t->piece_entry[id] = (int32_t)e;
@@ -488,7 +465,7 @@ static int finish_vocab(ttt_tokenizer *t, const char *where, char *err, size_t e
         int64_t e = sm_find(&t->vocab, t->bm.piece[b], t->bm.piece_len[b],
                             hash_bytes(t->bm.piece[b], t->bm.piece_len[b]));
         if (e < 0)
-            return fail(err, err_len,
+            return ttt__errbuf(err, err_len,
                         "%s: the vocabulary has no token for byte 0x%02x (piece \"%.*s\"); byte-level BPE needs "
                         "all 256",
                         where, b, (int)t->bm.piece_len[b], (const char *)t->bm.piece[b]);
@@ -505,27 +482,27 @@ static int add_merge(ttt_tokenizer *t, const char *l, size_t ll, const char *r, 
     int64_t ea = sm_find(&t->vocab, l, ll, hash_bytes(l, ll));
     int64_t eb = sm_find(&t->vocab, r, rl, hash_bytes(r, rl));
     if (ea < 0 || eb < 0)
-        return fail(err, err_len, "%s: merge %zu (\"%.*s\" \"%.*s\"): \"%.*s\" is not in the vocabulary", where,
+        return ttt__errbuf(err, err_len, "%s: merge %zu (\"%.*s\" \"%.*s\"): \"%.*s\" is not in the vocabulary", where,
                     t->n_merges + 1, (int)ll, l, (int)rl, r, ea < 0 ? (int)ll : (int)rl, ea < 0 ? l : r);
-    if (grow((void **)&t->buf, &t->buf_cap, ll + rl, 1)) return oom(err, err_len, where);
+    if (ttt__grow((void **)&t->buf, &t->buf_cap, ll + rl, 1)) return oom(err, err_len, where);
     memcpy(t->buf, l, ll);
     memcpy(t->buf + ll, r, rl);
     int64_t ec = sm_find(&t->vocab, t->buf, ll + rl, hash_bytes(t->buf, ll + rl));
     int32_t id;
     if (ec >= 0) id = (int32_t)t->vocab.e[ec].val;
     else if (!add_result)
-        return fail(err, err_len, "%s: merge %zu (\"%.*s\" \"%.*s\"): the merged token is not in the vocabulary",
+        return ttt__errbuf(err, err_len, "%s: merge %zu (\"%.*s\" \"%.*s\"): the merged token is not in the vocabulary",
                     where, t->n_merges + 1, (int)ll, l, (int)rl, r);
     else {
-        if (t->n_ids == INT32_MAX) return fail(err, err_len, "%s: too many tokens", where);
+        if (t->n_ids == INT32_MAX) return ttt__errbuf(err, err_len, "%s: too many tokens", where);
         id = t->n_ids;
         if (add_piece(t, t->buf, ll + rl, id, where, err, err_len)) return TTT_ERR;
     }
-    if (t->n_merges >= INT32_MAX) return fail(err, err_len, "%s: too many merges", where);
+    if (t->n_merges >= INT32_MAX) return ttt__errbuf(err, err_len, "%s: too many merges", where);
     size_t cap = t->merges_cap;
-    if (grow((void **)&t->merge_a, &cap, t->n_merges + 1, sizeof *t->merge_a)) return oom(err, err_len, where);
+    if (ttt__grow((void **)&t->merge_a, &cap, t->n_merges + 1, sizeof *t->merge_a)) return oom(err, err_len, where);
     cap = t->merges_cap;
-    if (grow((void **)&t->merge_b, &cap, t->n_merges + 1, sizeof *t->merge_b)) return oom(err, err_len, where);
+    if (ttt__grow((void **)&t->merge_b, &cap, t->n_merges + 1, sizeof *t->merge_b)) return oom(err, err_len, where);
     t->merges_cap = cap;
     int32_t a = (int32_t)t->vocab.e[ea].val, b = (int32_t)t->vocab.e[eb].val;
     t->merge_a[t->n_merges] = a;
@@ -545,15 +522,15 @@ static int cmp_added(const void *x, const void *y) {
  * id if CONTENT is in the vocabulary, else the next id. */
 static int add_added(ttt_tokenizer *t, const char *content, size_t len, int32_t id, int special, int normalized,
                      int32_t *out_id, const char *where, char *err, size_t err_len) {
-    if (len == 0) return fail(err, err_len, "%s: an added token is empty", where);
+    if (len == 0) return ttt__errbuf(err, err_len, "%s: an added token is empty", where);
     int64_t e = sm_find(&t->vocab, content, len, hash_bytes(content, len));
     if (id < 0) id = e >= 0 ? (int32_t)t->vocab.e[e].val : t->n_ids;
     if (e >= 0 && t->vocab.e[e].val != id)
-        return fail(err, err_len, "%s: added token \"%.*s\" has id %d but the vocabulary gives it id %lld", where,
+        return ttt__errbuf(err, err_len, "%s: added token \"%.*s\" has id %d but the vocabulary gives it id %lld", where,
                     (int)len, content, id, (long long)t->vocab.e[e].val);
     if (e < 0) {
         if (id < t->n_ids && t->piece_entry[id] >= 0)
-            return fail(err, err_len, "%s: added token \"%.*s\" has id %d, which is the vocabulary's \"%.*s\"", where,
+            return ttt__errbuf(err, err_len, "%s: added token \"%.*s\" has id %d, which is the vocabulary's \"%.*s\"", where,
                         (int)len, content, id, (int)t->vocab.e[t->piece_entry[id]].len,
                         sm_key(&t->vocab, (size_t)t->piece_entry[id]));
         if (add_piece(t, content, len, id, where, err, err_len)) return TTT_ERR;
@@ -580,7 +557,7 @@ static int add_added(ttt_tokenizer *t, const char *content, size_t len, int32_t 
 }
 
 int ttt_tokenizer_add_special(ttt_tokenizer *t, const char *content, int32_t *id, char *err, size_t err_len) {
-    if (!t || !content) return fail(err, err_len, "tokenizer add_special: NULL argument");
+    if (!t || !content) return ttt__errbuf(err, err_len, "tokenizer add_special: NULL argument");
     return add_added(t, content, strlen(content), -1, 1, 0, id, "tokenizer add_special", err, err_len);
 }
 
@@ -603,10 +580,10 @@ int ttt_tokenizer_from_merges(const ttt_bpe_merge *merges, size_t n, ttt_tokeniz
     for (size_t i = 0; i < n; i++) {
         const ttt_bpe_merge *m = &merges[i];
         if (!m->left_len || !m->right_len) {
-            fail(err, err_len, "%s: merge %zu has an empty side", where, i + 1);
+            ttt__errbuf(err, err_len, "%s: merge %zu has an empty side", where, i + 1);
             goto bad2;
         }
-        if (grow((void **)&l, &lcap, 2 * m->left_len, 1) || grow((void **)&r, &rcap, 2 * m->right_len, 1)) {
+        if (ttt__grow((void **)&l, &lcap, 2 * m->left_len, 1) || ttt__grow((void **)&r, &rcap, 2 * m->right_len, 1)) {
             oom(err, err_len, where);
             goto bad2;
         }
@@ -698,7 +675,7 @@ static int bpe_word(ttt_tokenizer *t, const uint8_t *w, size_t n, ttt_token_ids 
         if (e >= 0) {
             int64_t v = t->cache.e[e].val;
             size_t off = (size_t)(v >> 8), cnt = (size_t)(v & 255);
-            if (out->n + cnt > out->cap && grow((void **)&out->ids, &out->cap, out->n + cnt, sizeof *out->ids))
+            if (out->n + cnt > out->cap && ttt__grow((void **)&out->ids, &out->cap, out->n + cnt, sizeof *out->ids))
                 return TTT_ERR;
             memcpy(out->ids + out->n, t->cache_ids + off, cnt * sizeof *out->ids);
             out->n += cnt;
@@ -708,7 +685,7 @@ static int bpe_word(ttt_tokenizer *t, const uint8_t *w, size_t n, ttt_token_ids 
     size_t start = out->n;
     if (t->ignore_merges) { /* the whole pre-token, if it is a token */
         size_t pl = 0;
-        if (grow((void **)&t->buf, &t->buf_cap, 2 * n, 1)) return TTT_ERR;
+        if (ttt__grow((void **)&t->buf, &t->buf_cap, 2 * n, 1)) return TTT_ERR;
         for (size_t i = 0; i < n; i++) {
             memcpy(t->buf + pl, t->bm.piece[w[i]], t->bm.piece_len[w[i]]);
             pl += t->bm.piece_len[w[i]];
@@ -721,14 +698,14 @@ static int bpe_word(ttt_tokenizer *t, const uint8_t *w, size_t n, ttt_token_ids 
     }
     if (n > t->sym_cap) {
         size_t c = t->sym_cap;
-        if (grow((void **)&t->sym, &c, n, sizeof *t->sym)) return TTT_ERR;
+        if (ttt__grow((void **)&t->sym, &c, n, sizeof *t->sym)) return TTT_ERR;
         c = t->sym_cap;
-        if (grow((void **)&t->prev, &c, n, sizeof *t->prev)) return TTT_ERR;
+        if (ttt__grow((void **)&t->prev, &c, n, sizeof *t->prev)) return TTT_ERR;
         c = t->sym_cap;
-        if (grow((void **)&t->next, &c, n, sizeof *t->next)) return TTT_ERR;
+        if (ttt__grow((void **)&t->next, &c, n, sizeof *t->next)) return TTT_ERR;
         t->sym_cap = c;
     }
-    if (grow((void **)&t->heap, &t->heap_cap, 2 * n, sizeof *t->heap)) return TTT_ERR;
+    if (ttt__grow((void **)&t->heap, &t->heap_cap, 2 * n, sizeof *t->heap)) return TTT_ERR;
     int32_t *sym = t->sym, *prev = t->prev, *next = t->next;
     heap_item *heap = t->heap;
     size_t hn = 0;
@@ -768,7 +745,7 @@ cache:
             sm_clear(&t->cache);
             t->cache_n = 0;
         }
-        if (grow((void **)&t->cache_ids, &t->cache_cap, t->cache_n + cnt, sizeof *t->cache_ids)) return TTT_ERR;
+        if (ttt__grow((void **)&t->cache_ids, &t->cache_cap, t->cache_n + cnt, sizeof *t->cache_ids)) return TTT_ERR;
         memcpy(t->cache_ids + t->cache_n, out->ids + start, cnt * sizeof *out->ids);
         if (sm_add(&t->cache, w, n, h, (int64_t)t->cache_n << 8 | (int64_t)cnt) < 0) return TTT_ERR;
         t->cache_n += cnt;
@@ -780,7 +757,7 @@ cache:
 static int encode_plain(ttt_tokenizer *t, const char *s, size_t n, ttt_token_ids *out) {
     if (n == 0) return TTT_OK;
     if (t->add_prefix_space && s[0] != ' ') {
-        if (grow((void **)&t->buf, &t->buf_cap, n + 1, 1)) return TTT_ERR;
+        if (ttt__grow((void **)&t->buf, &t->buf_cap, n + 1, 1)) return TTT_ERR;
         char *b = t->buf;  /* bpe_word may use t->buf only under ignore_merges: copy out */
         if (t->ignore_merges) {
             b = malloc(n + 1);
@@ -835,7 +812,7 @@ static int encode_pass(ttt_tokenizer *t, const char *s, size_t n, int pass, ttt_
 
 int ttt_tokenizer_encode(ttt_tokenizer *t, const char *text, size_t len, ttt_token_ids *out, char *err,
                          size_t err_len) {
-    if (!t || !out || (!text && len)) return fail(err, err_len, "tokenizer encode: NULL argument");
+    if (!t || !out || (!text && len)) return ttt__errbuf(err, err_len, "tokenizer encode: NULL argument");
     size_t n0 = out->n;
     int rc = t->n_added ? encode_pass(t, text, len, 0, out) : encode_plain(t, text, len, out);
     if (rc) {
@@ -851,12 +828,12 @@ int ttt_tokenizer_decode(const ttt_tokenizer *t, const int32_t *ids, size_t n, i
                          size_t *len, char *err, size_t err_len) {
     *text = NULL;
     if (len) *len = 0;
-    if (!t || (!ids && n)) return fail(err, err_len, "tokenizer decode: NULL argument");
+    if (!t || (!ids && n)) return ttt__errbuf(err, err_len, "tokenizer decode: NULL argument");
     size_t total = 0;
     for (size_t i = 0; i < n; i++) {
         int32_t id = ids[i];
         if (id < 0 || id >= t->n_ids || !(t->flags[id] & F_PRESENT))
-            return fail(err, err_len, "tokenizer decode: ids[%zu] = %d is not in the vocabulary (ids 0..%d)", i, id,
+            return ttt__errbuf(err, err_len, "tokenizer decode: ids[%zu] = %d is not in the vocabulary (ids 0..%d)", i, id,
                         t->n_ids - 1);
         if (!(skip_special && (t->flags[id] & F_SPECIAL))) total += t->dec_len[id];
     }
@@ -883,7 +860,7 @@ int ttt_tokenizer_decode(const ttt_tokenizer *t, const int32_t *ids, size_t n, i
 static int read_file(const char *path, char **data, size_t *len, char *err, size_t err_len) {
     *data = NULL;
     FILE *f = fopen(path, "rb");
-    if (!f) return fail(err, err_len, "cannot open %s: %s", path, strerror(errno));
+    if (!f) return ttt__errbuf(err, err_len, "cannot open %s: %s", path, strerror(errno));
     size_t cap = 1 << 16, n = 0;
     char *buf = malloc(cap);
     for (;;) {
@@ -902,7 +879,7 @@ static int read_file(const char *path, char **data, size_t *len, char *err, size
     fclose(f);
     if (bad) {
         free(buf);
-        return fail(err, err_len, "%s: read error", path);
+        return ttt__errbuf(err, err_len, "%s: read error", path);
     }
     buf[n] = 0;
     *data = buf;
@@ -917,7 +894,7 @@ static int parse_json(const char *path, json_object **out, char *err, size_t err
     if (read_file(path, &data, &len, err, err_len)) return TTT_ERR;
     if (len > INT32_MAX) {
         free(data);
-        return fail(err, err_len, "%s: too large for the JSON parser (%zu bytes)", path, len);
+        return ttt__errbuf(err, err_len, "%s: too large for the JSON parser (%zu bytes)", path, len);
     }
     json_tokener *tk = json_tokener_new();
     if (!tk) {
@@ -931,14 +908,14 @@ static int parse_json(const char *path, json_object **out, char *err, size_t err
     if (!o || je != json_tokener_success) {
         json_object_put(o);
         free(data);
-        return fail(err, err_len, "%s: invalid JSON near byte %zu: %s", path, end,
+        return ttt__errbuf(err, err_len, "%s: invalid JSON near byte %zu: %s", path, end,
                     je == json_tokener_continue ? "unexpected end of file" : json_tokener_error_desc(je));
     }
     for (size_t i = end; i < len; i++)
         if (!strchr(" \t\r\n", data[i])) {
             json_object_put(o);
             free(data);
-            return fail(err, err_len, "%s: invalid JSON: extra data at byte %zu", path, i);
+            return ttt__errbuf(err, err_len, "%s: invalid JSON: extra data at byte %zu", path, i);
         }
     free(data);
     *out = o;
@@ -948,15 +925,15 @@ static int parse_json(const char *path, json_object **out, char *err, size_t err
 /* Adds every "piece": id of a JSON object to the vocabulary. */
 static int load_vocab_object(ttt_tokenizer *t, json_object *v, const char *where, char *err, size_t err_len) {
     if (!json_object_is_type(v, json_type_object))
-        return fail(err, err_len, "%s: the vocabulary is not a JSON object", where);
+        return ttt__errbuf(err, err_len, "%s: the vocabulary is not a JSON object", where);
     int n = json_object_object_length(v);
     /* ids may come in any order; a far-out id would make the per-id tables huge */
     json_object_object_foreach(v, key, val) {
         if (!json_object_is_type(val, json_type_int))
-            return fail(err, err_len, "%s: token \"%s\": id is not an integer", where, key);
+            return ttt__errbuf(err, err_len, "%s: token \"%s\": id is not an integer", where, key);
         int64_t id = json_object_get_int64(val);
         if (id < 0 || id > (int64_t)n * 4 + 4096)
-            return fail(err, err_len, "%s: token \"%s\": id %lld is out of range for %d tokens", where, key,
+            return ttt__errbuf(err, err_len, "%s: token \"%s\": id %lld is out of range for %d tokens", where, key,
                         (long long)id, n);
         if (add_piece(t, key, strlen(key), (int32_t)id, where, err, err_len)) return TTT_ERR;
     }
@@ -991,7 +968,7 @@ int ttt_tokenizer_load_gpt2(const char *vocab_json, const char *merges_txt, ttt_
         }
         char *sp = memchr(p, ' ', n);
         if (!sp || sp == p || sp == p + n - 1 || memchr(sp + 1, ' ', (size_t)(p + n - sp - 1))) {
-            fail(err, err_len, "%s:%zu: expected \"left right\" (two pieces and one space), got \"%.*s\"", merges_txt,
+            ttt__errbuf(err, err_len, "%s:%zu: expected \"left right\" (two pieces and one space), got \"%.*s\"", merges_txt,
                  line, (int)(n > 80 ? 80 : n), p);
             goto bad;
         }
@@ -1040,55 +1017,55 @@ static int is_type(json_object *o, const char *type) {
 
 static int check_tokenizer_json(json_object *root, const char *path, int *add_prefix_space, char *err,
                                 size_t err_len) {
-    if (!json_object_is_type(root, json_type_object)) return fail(err, err_len, "%s: not a JSON object", path);
+    if (!json_object_is_type(root, json_type_object)) return ttt__errbuf(err, err_len, "%s: not a JSON object", path);
     if (!is_null(get(root, "truncation")))
-        return fail(err, err_len, "%s: unsupported: truncation is set (ttt encodes whole texts)", path);
+        return ttt__errbuf(err, err_len, "%s: unsupported: truncation is set (ttt encodes whole texts)", path);
     if (!is_null(get(root, "padding")))
-        return fail(err, err_len, "%s: unsupported: padding is set (ttt encodes one text at a time)", path);
+        return ttt__errbuf(err, err_len, "%s: unsupported: padding is set (ttt encodes one text at a time)", path);
     json_object *nz = get(root, "normalizer");
     if (!is_null(nz))
-        return fail(err, err_len, "%s: unsupported normalizer \"%s\" (only null, as in GPT-2)", path,
+        return ttt__errbuf(err, err_len, "%s: unsupported normalizer \"%s\" (only null, as in GPT-2)", path,
                     json_type_name(nz));
     json_object *pt = get(root, "pre_tokenizer");
     if (!pt || !is_type(pt, "ByteLevel"))
-        return fail(err, err_len, "%s: unsupported pre_tokenizer \"%s\" (only ByteLevel, GPT-2's)", path,
+        return ttt__errbuf(err, err_len, "%s: unsupported pre_tokenizer \"%s\" (only ByteLevel, GPT-2's)", path,
                     json_type_name(pt));
     int ur = get_bool(pt, "use_regex", 1), aps = get_bool(pt, "add_prefix_space", 1);
     if (ur != 1)
-        return fail(err, err_len, "%s: unsupported: ByteLevel pre_tokenizer with use_regex %s (only true)", path,
+        return ttt__errbuf(err, err_len, "%s: unsupported: ByteLevel pre_tokenizer with use_regex %s (only true)", path,
                     ur == 0 ? "false" : "not a boolean");
-    if (aps < 0) return fail(err, err_len, "%s: pre_tokenizer add_prefix_space is not a boolean", path);
+    if (aps < 0) return ttt__errbuf(err, err_len, "%s: pre_tokenizer add_prefix_space is not a boolean", path);
     *add_prefix_space = aps;
     json_object *pp = get(root, "post_processor");
     if (!is_null(pp) && !is_type(pp, "ByteLevel"))
-        return fail(err, err_len, "%s: unsupported post_processor \"%s\" (only null or ByteLevel)", path,
+        return ttt__errbuf(err, err_len, "%s: unsupported post_processor \"%s\" (only null or ByteLevel)", path,
                     json_type_name(pp));
     json_object *dec = get(root, "decoder");
     if (!is_null(dec) && !is_type(dec, "ByteLevel"))
-        return fail(err, err_len, "%s: unsupported decoder \"%s\" (only null or ByteLevel)", path,
+        return ttt__errbuf(err, err_len, "%s: unsupported decoder \"%s\" (only null or ByteLevel)", path,
                     json_type_name(dec));
     json_object *model = get(root, "model");
     if (!model || !json_object_is_type(model, json_type_object))
-        return fail(err, err_len, "%s: no \"model\" object", path);
+        return ttt__errbuf(err, err_len, "%s: no \"model\" object", path);
     json_object *ty = get(model, "type");
     if (ty && !is_type(model, "BPE"))
-        return fail(err, err_len, "%s: unsupported model type \"%s\" (only BPE)", path, json_type_name(model));
+        return ttt__errbuf(err, err_len, "%s: unsupported model type \"%s\" (only BPE)", path, json_type_name(model));
     if (!get(model, "vocab") || !get(model, "merges"))
-        return fail(err, err_len, "%s: the model has no \"vocab\" and \"merges\" (not a BPE model)", path);
+        return ttt__errbuf(err, err_len, "%s: the model has no \"vocab\" and \"merges\" (not a BPE model)", path);
     json_object *dr = get(model, "dropout");
     if (!is_null(dr) && !((json_object_is_type(dr, json_type_double) || json_object_is_type(dr, json_type_int)) &&
                           json_object_get_double(dr) == 0.0))
-        return fail(err, err_len, "%s: unsupported: BPE dropout %s (encoding would be random)", path,
+        return ttt__errbuf(err, err_len, "%s: unsupported: BPE dropout %s (encoding would be random)", path,
                     json_object_get_string(dr));
     const char *affix[] = {"continuing_subword_prefix", "end_of_word_suffix"};
     for (int i = 0; i < 2; i++) {
         json_object *a = get(model, affix[i]);
         if (!is_null(a) && !(json_object_is_type(a, json_type_string) && !*json_object_get_string(a)))
-            return fail(err, err_len, "%s: unsupported: BPE %s \"%s\" (only null)", path, affix[i],
+            return ttt__errbuf(err, err_len, "%s: unsupported: BPE %s \"%s\" (only null)", path, affix[i],
                         json_object_get_string(a));
     }
     if (get_bool(model, "byte_fallback", 0) != 0)
-        return fail(err, err_len, "%s: unsupported: BPE byte_fallback true (only false)", path);
+        return ttt__errbuf(err, err_len, "%s: unsupported: BPE byte_fallback true (only false)", path);
     return TTT_OK;
 }
 
@@ -1107,7 +1084,7 @@ int ttt_tokenizer_load_json(const char *path, ttt_tokenizer **out, char *err, si
     json_object *model = get(root, "model");
     int im = get_bool(model, "ignore_merges", 0);
     if (im < 0) {
-        fail(err, err_len, "%s: model ignore_merges is not a boolean", path);
+        ttt__errbuf(err, err_len, "%s: model ignore_merges is not a boolean", path);
         goto bad;
     }
     t->ignore_merges = im;
@@ -1115,7 +1092,7 @@ int ttt_tokenizer_load_json(const char *path, ttt_tokenizer **out, char *err, si
         goto bad;
     json_object *merges = get(model, "merges");
     if (!json_object_is_type(merges, json_type_array)) {
-        fail(err, err_len, "%s: model merges is not an array", path);
+        ttt__errbuf(err, err_len, "%s: model merges is not an array", path);
         goto bad;
     }
     size_t nm = json_object_array_length(merges);
@@ -1138,7 +1115,7 @@ int ttt_tokenizer_load_json(const char *path, ttt_tokenizer **out, char *err, si
             }
         }
         if (!l || !ll || !rl) {
-            fail(err, err_len, "%s: merges[%zu] is neither \"left right\" nor [\"left\", \"right\"]: %.80s", path, i,
+            ttt__errbuf(err, err_len, "%s: merges[%zu] is neither \"left right\" nor [\"left\", \"right\"]: %.80s", path, i,
                  json_object_to_json_string(m));
             goto bad;
         }
@@ -1146,7 +1123,7 @@ int ttt_tokenizer_load_json(const char *path, ttt_tokenizer **out, char *err, si
     }
     json_object *added = get(root, "added_tokens");
     if (!is_null(added) && !json_object_is_type(added, json_type_array)) {
-        fail(err, err_len, "%s: added_tokens is not an array", path);
+        ttt__errbuf(err, err_len, "%s: added_tokens is not an array", path);
         goto bad;
     }
     size_t na = is_null(added) ? 0 : json_object_array_length(added);
@@ -1155,20 +1132,20 @@ int ttt_tokenizer_load_json(const char *path, ttt_tokenizer **out, char *err, si
         json_object *id = get(a, "id"), *content = get(a, "content");
         if (!id || !json_object_is_type(id, json_type_int) || !content ||
             !json_object_is_type(content, json_type_string)) {
-            fail(err, err_len, "%s: added_tokens[%zu] needs an integer \"id\" and a string \"content\"", path, i);
+            ttt__errbuf(err, err_len, "%s: added_tokens[%zu] needs an integer \"id\" and a string \"content\"", path, i);
             goto bad;
         }
         const char *c = json_object_get_string(content);
         const char *flags[] = {"single_word", "lstrip", "rstrip"};
         for (int k = 0; k < 3; k++)
             if (get_bool(a, flags[k], 0) != 0) {
-                fail(err, err_len, "%s: added token \"%s\": unsupported %s true (only false)", path, c, flags[k]);
+                ttt__errbuf(err, err_len, "%s: added token \"%s\": unsupported %s true (only false)", path, c, flags[k]);
                 goto bad;
             }
         int special = get_bool(a, "special", 0), normalized = get_bool(a, "normalized", 1);
         int64_t idv = json_object_get_int64(id);
         if (special < 0 || normalized < 0 || idv < 0 || idv > (int64_t)t->n_ids + 65536) {
-            fail(err, err_len, "%s: added token \"%s\": bad id or flags", path, c);
+            ttt__errbuf(err, err_len, "%s: added token \"%s\": bad id or flags", path, c);
             goto bad;
         }
         if (add_added(t, c, (size_t)json_object_get_string_len(content), (int32_t)idv, special, normalized, NULL,
@@ -1190,17 +1167,17 @@ int ttt_tokenizer_load_gpt2(const char *vocab_json, const char *merges_txt, ttt_
                             size_t err_len) {
     (void)merges_txt;
     *out = NULL;
-    return fail(err, err_len, "%s: ttt was built without json-c (install libjson-c-dev and rebuild)", vocab_json);
+    return ttt__errbuf(err, err_len, "%s: ttt was built without json-c (install libjson-c-dev and rebuild)", vocab_json);
 }
 
 int ttt_tokenizer_load_json(const char *path, ttt_tokenizer **out, char *err, size_t err_len) {
     *out = NULL;
-    return fail(err, err_len, "%s: ttt was built without json-c (install libjson-c-dev and rebuild)", path);
+    return ttt__errbuf(err, err_len, "%s: ttt was built without json-c (install libjson-c-dev and rebuild)", path);
 }
 
 int ttt_tokenizer_save_gpt2(const ttt_tokenizer *t, const char *dir, char *err, size_t err_len) {
     (void)t;
-    return fail(err, err_len, "%s: ttt was built without json-c (install libjson-c-dev and rebuild)", dir);
+    return ttt__errbuf(err, err_len, "%s: ttt was built without json-c (install libjson-c-dev and rebuild)", dir);
 }
 
 #endif
@@ -1218,7 +1195,7 @@ static int mkdir_p(const char *dir, char *err, size_t err_len) {
         char c = p[i];
         p[i] = 0;
         if (mkdir(p, 0777) && errno != EEXIST) {
-            fail(err, err_len, "cannot create directory %s: %s", p, strerror(errno));
+            ttt__errbuf(err, err_len, "cannot create directory %s: %s", p, strerror(errno));
             free(p);
             return TTT_ERR;
         }
@@ -1226,7 +1203,7 @@ static int mkdir_p(const char *dir, char *err, size_t err_len) {
     }
     free(p);
     struct stat st;
-    if (stat(dir, &st) || !S_ISDIR(st.st_mode)) return fail(err, err_len, "%s is not a directory", dir);
+    if (stat(dir, &st) || !S_ISDIR(st.st_mode)) return ttt__errbuf(err, err_len, "%s is not a directory", dir);
     return TTT_OK;
 }
 
@@ -1244,19 +1221,19 @@ static int write_atomic(const char *dir, const char *name, const char *data, siz
     snprintf(tmp, pl, "%s/%s.tmp", dir, name);
     FILE *f = fopen(tmp, "wb");
     if (!f) {
-        fail(err, err_len, "cannot create %s: %s", tmp, strerror(errno));
+        ttt__errbuf(err, err_len, "cannot create %s: %s", tmp, strerror(errno));
         goto out;
     }
     int bad = fwrite(data, 1, len, f) != len || fflush(f) != 0 || fsync(fileno(f)) != 0;
     int e = errno;
     if (fclose(f) != 0 && !bad) bad = 1, e = errno;
     if (bad) {
-        fail(err, err_len, "cannot write %s: %s", tmp, strerror(e));
+        ttt__errbuf(err, err_len, "cannot write %s: %s", tmp, strerror(e));
         remove(tmp);
         goto out;
     }
     if (rename(tmp, path) != 0) {
-        fail(err, err_len, "cannot rename %s to %s: %s", tmp, path, strerror(errno));
+        ttt__errbuf(err, err_len, "cannot rename %s to %s: %s", tmp, path, strerror(errno));
         remove(tmp);
         goto out;
     }
@@ -1273,7 +1250,7 @@ out:
 }
 
 int ttt_tokenizer_save_gpt2(const ttt_tokenizer *t, const char *dir, char *err, size_t err_len) {
-    if (!t || !dir) return fail(err, err_len, "tokenizer save: NULL argument");
+    if (!t || !dir) return ttt__errbuf(err, err_len, "tokenizer save: NULL argument");
     if (mkdir_p(dir, err, err_len)) return TTT_ERR;
     json_object *v = json_object_new_object();
     if (!v) return oom(err, err_len, "vocab.json");
@@ -1298,7 +1275,7 @@ int ttt_tokenizer_save_gpt2(const ttt_tokenizer *t, const char *dir, char *err, 
     n = (size_t)snprintf(m, cap, "#version: 0.2\n");
     for (size_t i = 0; i < t->n_merges; i++) {
         const sm_entry *a = &t->vocab.e[t->piece_entry[t->merge_a[i]]], *b = &t->vocab.e[t->piece_entry[t->merge_b[i]]];
-        if (grow((void **)&m, &cap, n + a->len + b->len + 2, 1)) {
+        if (ttt__grow((void **)&m, &cap, n + a->len + b->len + 2, 1)) {
             free(m);
             return oom(err, err_len, "merges.txt");
         }

@@ -18,32 +18,10 @@
 #include <string.h>
 #include <time.h>
 
+#include "../core/internal.h"
 #include "ttt/tokenizer.h"
 
-static int fail(char *err, size_t err_len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static int fail(char *err, size_t err_len, const char *fmt, ...) {
-    if (err && err_len) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, err_len, fmt, ap);
-        va_end(ap);
-    }
-    return TTT_ERR;
-}
 
-static int grow(void **p, size_t *cap, size_t need, size_t sz) {
-    if (need <= *cap) return TTT_OK;
-    size_t c = *cap ? *cap : 16;
-    while (c < need) {
-        if (c > SIZE_MAX / 2 / sz) return TTT_ERR;
-        c *= 2;
-    }
-    void *q = realloc(*p, c * sz);
-    if (!q) return TTT_ERR;
-    *p = q;
-    *cap = c;
-    return TTT_OK;
-}
 
 static double now_s(void) {
     struct timespec ts;
@@ -104,8 +82,8 @@ static int64_t bm_intern(bytemap *m, const void *k, size_t len) {
             slot[i] = j + 1;
         }
     }
-    if (grow((void **)&m->e, &m->ecap, m->n + 1, sizeof *m->e) ||
-        grow((void **)&m->pool, &m->pool_cap, m->pool_n + len + 1, 1))
+    if (ttt__grow((void **)&m->e, &m->ecap, m->n + 1, sizeof *m->e) ||
+        ttt__grow((void **)&m->pool, &m->pool_cap, m->pool_n + len + 1, 1))
         return -1;
     memcpy(m->pool + m->pool_n, k, len);
     m->e[m->n] = (bentry){h, m->pool_n, len, 0};
@@ -228,7 +206,7 @@ static int ent_above(const learner *L, heap_ent x, heap_ent y) {
 }
 
 static int heap_push(learner *L, heap_ent x) {
-    if (grow((void **)&L->heap, &L->heap_cap, L->heap_n + 1, sizeof *L->heap)) return TTT_ERR;
+    if (ttt__grow((void **)&L->heap, &L->heap_cap, L->heap_n + 1, sizeof *L->heap)) return TTT_ERR;
     size_t i = L->heap_n++;
     while (i > 0) {
         size_t p = (i - 1) / 2;
@@ -281,7 +259,7 @@ static int64_t pair_get(learner *L, int32_t a, int32_t b) {
             slot[i] = j + 1;
         }
     }
-    if (grow((void **)&L->pairs, &L->pairs_cap, L->n_pairs + 1, sizeof *L->pairs)) return -1;
+    if (ttt__grow((void **)&L->pairs, &L->pairs_cap, L->n_pairs + 1, sizeof *L->pairs)) return -1;
     L->pairs[L->n_pairs] = (pair_rec){a, b, 0, NULL, 0, 0, 0};
     size_t i = pkey_hash(a, b) & L->pmask;
     while (L->pslot[i]) i = (i + 1) & L->pmask;
@@ -297,12 +275,12 @@ static int pair_add(learner *L, int32_t a, int32_t b, int64_t delta, size_t w) {
     p->count += delta;
     if (delta <= 0) return TTT_OK;
     if (!p->where_n || p->where[p->where_n - 1] != (int32_t)w) {
-        if (grow((void **)&p->where, &p->where_cap, p->where_n + 1, sizeof *p->where)) return TTT_ERR;
+        if (ttt__grow((void **)&p->where, &p->where_cap, p->where_n + 1, sizeof *p->where)) return TTT_ERR;
         p->where[p->where_n++] = (int32_t)w;
     }
     if (L->step && p->stamp != L->step) { /* step 0 is the initial count: no list */
         p->stamp = L->step;
-        if (grow((void **)&L->changed, &L->changed_cap, L->changed_n + 1, sizeof *L->changed)) return TTT_ERR;
+        if (ttt__grow((void **)&L->changed, &L->changed_cap, L->changed_n + 1, sizeof *L->changed)) return TTT_ERR;
         L->changed[L->changed_n++] = (size_t)pi;
     }
     return TTT_OK;
@@ -417,9 +395,9 @@ static int learn(counter *c, ttt_tokenizer **out, char *err, size_t err_len) {
         if (nid < 0 || nid > INT32_MAX - 1) goto oom;
         if (L.tokens.n > before) n_tokens++;
         size_t cap = merges_cap;
-        if (grow((void **)&merge_a, &cap, n_merges + 1, sizeof *merge_a)) goto oom;
+        if (ttt__grow((void **)&merge_a, &cap, n_merges + 1, sizeof *merge_a)) goto oom;
         cap = merges_cap;
-        if (grow((void **)&merge_b, &cap, n_merges + 1, sizeof *merge_b)) goto oom;
+        if (ttt__grow((void **)&merge_b, &cap, n_merges + 1, sizeof *merge_b)) goto oom;
         merges_cap = cap;
         merge_a[n_merges] = a;
         merge_b[n_merges++] = b;
@@ -468,7 +446,7 @@ static int learn(counter *c, ttt_tokenizer **out, char *err, size_t err_len) {
     rc = TTT_OK;
     goto done;
 oom:
-    fail(err, err_len, "%s: out of memory", where);
+    ttt__errbuf(err, err_len, "%s: out of memory", where);
 done:
     ttt_tokenizer_free(tok);
     free(merges);
@@ -481,14 +459,14 @@ done:
 /* ---- entry points ---------------------------------------------------------------------- */
 
 static int check_cfg(const ttt_bpe_train_config *cfg, char *err, size_t err_len) {
-    if (!cfg) return fail(err, err_len, "tokenizer train: no config");
+    if (!cfg) return ttt__errbuf(err, err_len, "tokenizer train: no config");
     if (cfg->n_special < 0 || (cfg->n_special && !cfg->special_tokens))
-        return fail(err, err_len, "tokenizer train: bad special token list");
+        return ttt__errbuf(err, err_len, "tokenizer train: bad special token list");
     for (int k = 0; k < cfg->n_special; k++)
         if (!cfg->special_tokens[k] || !cfg->special_tokens[k][0])
-            return fail(err, err_len, "tokenizer train: special token %d is empty", k);
+            return ttt__errbuf(err, err_len, "tokenizer train: special token %d is empty", k);
     if (cfg->vocab_size < 256 + cfg->n_special)
-        return fail(err, err_len, "tokenizer train: vocab_size %d is below 256 bytes + %d special tokens",
+        return ttt__errbuf(err, err_len, "tokenizer train: vocab_size %d is below 256 bytes + %d special tokens",
                     cfg->vocab_size, cfg->n_special);
     return TTT_OK;
 }
@@ -497,7 +475,7 @@ int ttt_tokenizer_train(const char *const *texts, const size_t *lens, int n, con
                         ttt_tokenizer **out, char *err, size_t err_len) {
     *out = NULL;
     if (check_cfg(cfg, err, err_len)) return TTT_ERR;
-    if (n < 0 || (n && (!texts || !lens))) return fail(err, err_len, "tokenizer train: bad text list");
+    if (n < 0 || (n && (!texts || !lens))) return ttt__errbuf(err, err_len, "tokenizer train: bad text list");
     counter c;
     memset(&c, 0, sizeof c);
     c.cfg = cfg;
@@ -505,7 +483,7 @@ int ttt_tokenizer_train(const char *const *texts, const size_t *lens, int n, con
     for (int i = 0; i < n; i++)
         if (count_text(&c, texts[i], lens[i])) {
             bm_free(&c.words);
-            return fail(err, err_len, "tokenizer train: out of memory");
+            return ttt__errbuf(err, err_len, "tokenizer train: out of memory");
         }
     int rc = learn(&c, out, err, err_len);
     bm_free(&c.words);
@@ -515,13 +493,13 @@ int ttt_tokenizer_train(const char *const *texts, const size_t *lens, int n, con
 static int read_all(const char *path, char **data, size_t *len, char *err, size_t err_len) {
     *data = NULL;
     FILE *f = fopen(path, "rb");
-    if (!f) return fail(err, err_len, "cannot open %s: %s", path, strerror(errno));
+    if (!f) return ttt__errbuf(err, err_len, "cannot open %s: %s", path, strerror(errno));
     size_t cap = 1 << 20, n = 0;
     char *buf = malloc(cap);
     for (;;) {
         if (!buf) {
             fclose(f);
-            return fail(err, err_len, "%s: out of memory", path);
+            return ttt__errbuf(err, err_len, "%s: out of memory", path);
         }
         n += fread(buf + n, 1, cap - n, f);
         if (n < cap) break;
@@ -534,7 +512,7 @@ static int read_all(const char *path, char **data, size_t *len, char *err, size_
     fclose(f);
     if (bad) {
         free(buf);
-        return fail(err, err_len, "%s: read error", path);
+        return ttt__errbuf(err, err_len, "%s: read error", path);
     }
     *data = buf;
     *len = n;
@@ -545,7 +523,7 @@ int ttt_tokenizer_train_files(const char *const *paths, int n, const ttt_bpe_tra
                               ttt_tokenizer **out, char *err, size_t err_len) {
     *out = NULL;
     if (check_cfg(cfg, err, err_len)) return TTT_ERR;
-    if (n < 1 || !paths) return fail(err, err_len, "tokenizer train: no input files");
+    if (n < 1 || !paths) return ttt__errbuf(err, err_len, "tokenizer train: no input files");
     counter c;
     memset(&c, 0, sizeof c);
     c.cfg = cfg;
@@ -562,7 +540,7 @@ int ttt_tokenizer_train_files(const char *const *paths, int n, const ttt_bpe_tra
         free(data);
         if (rc) {
             bm_free(&c.words);
-            return fail(err, err_len, "tokenizer train: out of memory");
+            return ttt__errbuf(err, err_len, "tokenizer train: out of memory");
         }
     }
     int rc = learn(&c, out, err, err_len);

@@ -6,20 +6,11 @@
 #include <string.h>
 #include <zlib.h>
 
+#include "../core/internal.h"
 #include "ttt/io.h"
 
 enum { IDX_UBYTE = 0x08, READ_CHUNK = 1 << 24 };
 
-static int fail(char *err, size_t err_len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static int fail(char *err, size_t err_len, const char *fmt, ...) {
-    if (err && err_len) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, err_len, fmt, ap);
-        va_end(ap);
-    }
-    return TTT_ERR;
-}
 
 /* Reads up to n bytes; returns the count read (short only at end of file), or
  * -1 on a read or decompression error. */
@@ -54,25 +45,25 @@ static const char *gz_note(gzFile gz) {
 static int load(gzFile gz, const char *path, ttt_idx *out, char *err, size_t err_len) {
     uint8_t head[4 + 4 * 4];
     int64_t got = read_some(gz, head, 4);
-    if (got < 0) return fail(err, err_len, "%s: read error: %s", path, gz_message(gz));
+    if (got < 0) return ttt__errbuf(err, err_len, "%s: read error: %s", path, gz_message(gz));
     if (got < 4)
-        return fail(err, err_len, "%s: truncated: expected a 4-byte IDX header, got %lld bytes%s", path,
+        return ttt__errbuf(err, err_len, "%s: truncated: expected a 4-byte IDX header, got %lld bytes%s", path,
                     (long long)got, gz_note(gz));
     if (head[0] != 0 || head[1] != 0)
-        return fail(err, err_len,
+        return ttt__errbuf(err, err_len,
                     "%s: bad magic %02x %02x %02x %02x: not an IDX file (the first two bytes must be 0)", path,
                     head[0], head[1], head[2], head[3]);
     if (head[2] != IDX_UBYTE)
-        return fail(err, err_len, "%s: unsupported IDX type 0x%02x in magic (only unsigned byte, 0x08, is supported)",
+        return ttt__errbuf(err, err_len, "%s: unsupported IDX type 0x%02x in magic (only unsigned byte, 0x08, is supported)",
                     path, head[2]);
     int ndim = head[3];
     if (ndim < 1 || ndim > 4)
-        return fail(err, err_len, "%s: bad magic: IDX ndim %d (must be 1..4)", path, ndim);
+        return ttt__errbuf(err, err_len, "%s: bad magic: IDX ndim %d (must be 1..4)", path, ndim);
 
     got = read_some(gz, head + 4, 4 * ndim);
-    if (got < 0) return fail(err, err_len, "%s: read error: %s", path, gz_message(gz));
+    if (got < 0) return ttt__errbuf(err, err_len, "%s: read error: %s", path, gz_message(gz));
     if (got < 4 * ndim)
-        return fail(err, err_len, "%s: truncated: expected %d bytes of dimensions, got %lld%s", path, 4 * ndim,
+        return ttt__errbuf(err, err_len, "%s: truncated: expected %d bytes of dimensions, got %lld%s", path, 4 * ndim,
                     (long long)got, gz_note(gz));
     /* The data size must fit both int64 (element counts) and size_t (malloc). */
     const int64_t limit = (uint64_t)INT64_MAX < (uint64_t)SIZE_MAX ? INT64_MAX : (int64_t)SIZE_MAX;
@@ -80,9 +71,9 @@ static int load(gzFile gz, const char *path, ttt_idx *out, char *err, size_t err
     for (int i = 0; i < ndim; i++) {
         const uint8_t *p = head + 4 + 4 * i;
         int64_t d = (int64_t)p[0] << 24 | (int64_t)p[1] << 16 | (int64_t)p[2] << 8 | p[3];
-        if (d == 0) return fail(err, err_len, "%s: IDX dimension %d of %d is 0", path, i, ndim);
+        if (d == 0) return ttt__errbuf(err, err_len, "%s: IDX dimension %d of %d is 0", path, i, ndim);
         if (total > limit / d)
-            return fail(err, err_len, "%s: IDX dimensions overflow: dimension %d (%lld) makes more than %lld bytes",
+            return ttt__errbuf(err, err_len, "%s: IDX dimensions overflow: dimension %d (%lld) makes more than %lld bytes",
                         path, i, (long long)d, (long long)limit);
         total *= d;
         out->dims[i] = d;
@@ -93,12 +84,12 @@ static int load(gzFile gz, const char *path, ttt_idx *out, char *err, size_t err
      * "truncated" instead of asking for terabytes. */
     int64_t cap = total < READ_CHUNK ? total : READ_CHUNK, have = 0;
     uint8_t *data = malloc((size_t)cap);
-    if (!data) return fail(err, err_len, "%s: out of memory (%lld bytes)", path, (long long)cap);
+    if (!data) return ttt__errbuf(err, err_len, "%s: out of memory (%lld bytes)", path, (long long)cap);
     for (;;) {
         got = read_some(gz, data + have, cap - have);
         if (got < 0) {
             free(data);
-            return fail(err, err_len, "%s: read error: %s", path, gz_message(gz));
+            return ttt__errbuf(err, err_len, "%s: read error: %s", path, gz_message(gz));
         }
         have += got;
         if (have < cap || cap == total) break;  /* end of file, or everything read */
@@ -106,14 +97,14 @@ static int load(gzFile gz, const char *path, ttt_idx *out, char *err, size_t err
         uint8_t *bigger = realloc(data, (size_t)next);
         if (!bigger) {
             free(data);
-            return fail(err, err_len, "%s: out of memory (%lld bytes)", path, (long long)next);
+            return ttt__errbuf(err, err_len, "%s: out of memory (%lld bytes)", path, (long long)next);
         }
         data = bigger;
         cap = next;
     }
     if (have < total) {
         free(data);
-        return fail(err, err_len, "%s: truncated: expected %lld bytes of data, got %lld%s", path, (long long)total,
+        return ttt__errbuf(err, err_len, "%s: truncated: expected %lld bytes of data, got %lld%s", path, (long long)total,
                     (long long)have, gz_note(gz));
     }
     out->ndim = ndim;
@@ -123,10 +114,10 @@ static int load(gzFile gz, const char *path, ttt_idx *out, char *err, size_t err
 
 int ttt_idx_load(const char *path, ttt_idx *out, char *err, size_t err_len) {
     if (out) memset(out, 0, sizeof *out);
-    if (!path || !out) return fail(err, err_len, "ttt_idx_load: path or out is NULL");
+    if (!path || !out) return ttt__errbuf(err, err_len, "ttt_idx_load: path or out is NULL");
     errno = 0;
     gzFile gz = gzopen(path, "rb");
-    if (!gz) return fail(err, err_len, "cannot open %s: %s", path, errno ? strerror(errno) : "out of memory");
+    if (!gz) return ttt__errbuf(err, err_len, "cannot open %s: %s", path, errno ? strerror(errno) : "out of memory");
     int rc = load(gz, path, out, err, err_len);
     gzclose(gz);
     if (rc != TTT_OK) memset(out, 0, sizeof *out);  /* dims may be half filled */
@@ -153,16 +144,16 @@ enum { FMNIST_SIDE = 28, FMNIST_CLASSES = 10 };
 static int check_fashion(const char *ipath, const char *lpath, const ttt_idx *im, const ttt_idx *lb, char *err,
                          size_t err_len) {
     if (im->ndim != 3 || im->dims[1] != FMNIST_SIDE || im->dims[2] != FMNIST_SIDE)
-        return fail(err, err_len, "%s: expected images [N,28,28], got %d dimensions [%lld,%lld,%lld,...]", ipath,
+        return ttt__errbuf(err, err_len, "%s: expected images [N,28,28], got %d dimensions [%lld,%lld,%lld,...]", ipath,
                     im->ndim, (long long)im->dims[0], (long long)im->dims[1], (long long)im->dims[2]);
     if (lb->ndim != 1)
-        return fail(err, err_len, "%s: expected labels [N], got %d dimensions", lpath, lb->ndim);
+        return ttt__errbuf(err, err_len, "%s: expected labels [N], got %d dimensions", lpath, lb->ndim);
     if (lb->dims[0] != im->dims[0])
-        return fail(err, err_len, "%s has %lld labels but %s has %lld images", lpath, (long long)lb->dims[0], ipath,
+        return ttt__errbuf(err, err_len, "%s has %lld labels but %s has %lld images", lpath, (long long)lb->dims[0], ipath,
                     (long long)im->dims[0]);
     for (int64_t i = 0; i < lb->dims[0]; i++)
         if (lb->data[i] >= FMNIST_CLASSES)
-            return fail(err, err_len, "%s: label %lld is %d (must be 0..9)", lpath, (long long)i, lb->data[i]);
+            return ttt__errbuf(err, err_len, "%s: label %lld is %d (must be 0..9)", lpath, (long long)i, lb->data[i]);
     return TTT_OK;
 }
 
@@ -170,14 +161,14 @@ int ttt_fashion_mnist_load(const char *dir, int train, ttt_idx *images, ttt_idx 
                            size_t err_len) {
     if (images) memset(images, 0, sizeof *images);
     if (labels) memset(labels, 0, sizeof *labels);
-    if (!images || !labels) return fail(err, err_len, "ttt_fashion_mnist_load: images or labels is NULL");
+    if (!images || !labels) return ttt__errbuf(err, err_len, "ttt_fashion_mnist_load: images or labels is NULL");
     if (!dir) dir = TTT_FASHION_MNIST_DIR;
     const char *split = train ? "train" : "t10k";
     char ipath[4096], lpath[4096];
     int ni = snprintf(ipath, sizeof ipath, "%s/%s-images-idx3-ubyte.gz", dir, split);
     int nl = snprintf(lpath, sizeof lpath, "%s/%s-labels-idx1-ubyte.gz", dir, split);
     if (ni < 0 || nl < 0 || (size_t)ni >= sizeof ipath || (size_t)nl >= sizeof lpath)
-        return fail(err, err_len, "ttt_fashion_mnist_load: directory name too long: %.64s...", dir);
+        return ttt__errbuf(err, err_len, "ttt_fashion_mnist_load: directory name too long: %.64s...", dir);
     if (ttt_idx_load(ipath, images, err, err_len) != TTT_OK) return TTT_ERR;
     if (ttt_idx_load(lpath, labels, err, err_len) != TTT_OK ||
         check_fashion(ipath, lpath, images, labels, err, err_len) != TTT_OK) {
