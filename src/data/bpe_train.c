@@ -19,6 +19,7 @@
 #include <time.h>
 
 #include "../core/internal.h"
+#include "strmap.h"
 #include "ttt/tokenizer.h"
 
 
@@ -29,76 +30,11 @@ static double now_s(void) {
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-static uint64_t hash_bytes(const void *p, size_t n) {
-    const uint8_t *s = p;
-    uint64_t h = 0xcbf29ce484222325ull;
-    for (size_t i = 0; i < n; i++) h = (h ^ s[i]) * 0x100000001b3ull;
-    return h ^ (h >> 29);
-}
-
-/* Byte string -> entry index (entries hold the key and a count). */
-typedef struct {
-    uint64_t hash;
-    size_t off, len;
-    int64_t count;
-} bentry;
-
-typedef struct {
-    size_t *slot; /* entry index + 1; 0 = empty */
-    size_t mask;
-    bentry *e;
-    size_t n, ecap;
-    uint8_t *pool;
-    size_t pool_n, pool_cap;
-} bytemap;
-
-static void bm_free(bytemap *m) {
-    free(m->slot);
-    free(m->e);
-    free(m->pool);
-    memset(m, 0, sizeof *m);
-}
-
-/* Index of KEY, added with count 0 when absent; -1 when out of memory. */
-static int64_t bm_intern(bytemap *m, const void *k, size_t len) {
-    uint64_t h = hash_bytes(k, len);
-    if (m->slot)
-        for (size_t i = h & m->mask;; i = (i + 1) & m->mask) {
-            size_t s = m->slot[i];
-            if (!s) break;
-            const bentry *e = &m->e[s - 1];
-            if (e->hash == h && e->len == len && !memcmp(m->pool + e->off, k, len)) return (int64_t)(s - 1);
-        }
-    if (!m->slot || (m->n + 1) * 4 > (m->mask + 1) * 3) {
-        size_t cap = m->slot ? (m->mask + 1) * 2 : 4096;
-        size_t *slot = calloc(cap, sizeof *slot);
-        if (!slot) return -1;
-        free(m->slot);
-        m->slot = slot;
-        m->mask = cap - 1;
-        for (size_t j = 0; j < m->n; j++) {
-            size_t i = m->e[j].hash & m->mask;
-            while (slot[i]) i = (i + 1) & m->mask;
-            slot[i] = j + 1;
-        }
-    }
-    if (ttt__grow((void **)&m->e, &m->ecap, m->n + 1, sizeof *m->e) ||
-        ttt__grow((void **)&m->pool, &m->pool_cap, m->pool_n + len + 1, 1))
-        return -1;
-    memcpy(m->pool + m->pool_n, k, len);
-    m->e[m->n] = (bentry){h, m->pool_n, len, 0};
-    m->pool_n += len;
-    size_t i = h & m->mask;
-    while (m->slot[i]) i = (i + 1) & m->mask;
-    m->slot[i] = m->n + 1;
-    return (int64_t)m->n++;
-}
-
 /* ---- counting ------------------------------------------------------------------------ */
 
 typedef struct {
     const ttt_bpe_train_config *cfg;
-    bytemap words;
+    strmap words;
     uint64_t bytes, pretokens;
     double t0, last_report;
 } counter;
@@ -106,9 +42,9 @@ typedef struct {
 static int count_plain(counter *c, const char *s, size_t n) {
     for (size_t i = 0; i < n;) {
         size_t e = ttt_gpt2_pretoken_end(s, n, i);
-        int64_t w = bm_intern(&c->words, s + i, e - i);
+        int64_t w = sm_intern(&c->words, s + i, e - i);
         if (w < 0) return TTT_ERR;
-        c->words.e[w].count++;
+        c->words.e[w].val++;
         c->pretokens++;
         i = e;
     }
@@ -167,7 +103,7 @@ typedef struct {
     int32_t *sym;
     uint32_t *wstamp;
     /* tokens: internal ids 0..255 are the bytes themselves */
-    bytemap tokens;    /* token bytes -> internal id (entry index == id) */
+    strmap tokens;    /* token bytes -> internal id (entry index == id) */
     /* pairs */
     size_t *pslot;     /* pair index + 1 */
     size_t pmask;
@@ -181,9 +117,9 @@ typedef struct {
 } learner;
 
 static const uint8_t *tok_bytes(const learner *L, int32_t id, size_t *len) {
-    const bentry *e = &L->tokens.e[id];
+    const sm_entry *e = &L->tokens.e[id];
     *len = e->len;
-    return L->tokens.pool + e->off;
+    return (const uint8_t *)L->tokens.pool + e->off;
 }
 
 static int cmp_bytes(const uint8_t *x, size_t xl, const uint8_t *y, size_t yl) {
@@ -315,7 +251,7 @@ static void learner_free(learner *L) {
     free(L->wlen);
     free(L->sym);
     free(L->wstamp);
-    bm_free(&L->tokens);
+    sm_free(&L->tokens);
     for (size_t i = 0; i < L->n_pairs; i++) free(L->pairs[i].where);
     free(L->pairs);
     free(L->pslot);
@@ -347,17 +283,17 @@ static int learn(counter *c, ttt_tokenizer **out, char *err, size_t err_len) {
     if (!L.wcount || !L.wstart || !L.wlen || !L.wstamp || !L.sym) goto oom;
     size_t off = 0;
     for (size_t w = 0; w < W; w++) {
-        const bentry *e = &c->words.e[w];
-        L.wcount[w] = e->count;
+        const sm_entry *e = &c->words.e[w];
+        L.wcount[w] = e->val;
         L.wstart[w] = off;
         L.wlen[w] = e->len;
-        for (size_t k = 0; k < e->len; k++) L.sym[off + k] = c->words.pool[e->off + k];
+        for (size_t k = 0; k < e->len; k++) L.sym[off + k] = (uint8_t)c->words.pool[e->off + k];
         off += e->len;
     }
-    bm_free(&c->words);
+    sm_free(&c->words);
     for (int b = 0; b < 256; b++) {
         uint8_t byte = (uint8_t)b;
-        if (bm_intern(&L.tokens, &byte, 1) != b) goto oom;
+        if (sm_intern(&L.tokens, &byte, 1) != b) goto oom;
     }
     for (size_t w = 0; w < W; w++) {
         const int32_t *s = L.sym + L.wstart[w];
@@ -390,7 +326,7 @@ static int learn(counter *c, ttt_tokenizer **out, char *err, size_t err_len) {
         memcpy(cat, tok_bytes(&L, a, &al), al);
         memcpy(cat + al, tok_bytes(&L, b, &bl), bl);
         size_t before = L.tokens.n;
-        int64_t nid = bm_intern(&L.tokens, cat, al + bl);
+        int64_t nid = sm_intern(&L.tokens, cat, al + bl);
         free(cat);
         if (nid < 0 || nid > INT32_MAX - 1) goto oom;
         if (L.tokens.n > before) n_tokens++;
@@ -482,11 +418,11 @@ int ttt_tokenizer_train(const char *const *texts, const size_t *lens, int n, con
     c.t0 = c.last_report = now_s();
     for (int i = 0; i < n; i++)
         if (count_text(&c, texts[i], lens[i])) {
-            bm_free(&c.words);
+            sm_free(&c.words);
             return ttt__errbuf(err, err_len, "tokenizer train: out of memory");
         }
     int rc = learn(&c, out, err, err_len);
-    bm_free(&c.words);
+    sm_free(&c.words);
     return rc;
 }
 
@@ -532,18 +468,18 @@ int ttt_tokenizer_train_files(const char *const *paths, int n, const ttt_bpe_tra
         char *data;
         size_t len = 0;
         if (read_all(paths[i], &data, &len, err, err_len)) {
-            bm_free(&c.words);
+            sm_free(&c.words);
             return TTT_ERR;
         }
         if (cfg->progress) fprintf(stderr, "tokenizer train: reading %s (%.1f MB)\n", paths[i], (double)len / 1e6);
         int rc = count_text(&c, data, len);
         free(data);
         if (rc) {
-            bm_free(&c.words);
+            sm_free(&c.words);
             return ttt__errbuf(err, err_len, "tokenizer train: out of memory");
         }
     }
     int rc = learn(&c, out, err, err_len);
-    bm_free(&c.words);
+    sm_free(&c.words);
     return rc;
 }
