@@ -71,6 +71,8 @@ ttt_tensor *ttt_rms_norm(ttt_ctx *ctx, ttt_tensor *x, ttt_tensor *gamma, double 
 /* Mean cross-entropy of logits [..., V] against I32 targets [...]; targets equal
  * to ignore_index do not count (the mean is over the others; 0 if none). */
 ttt_tensor *ttt_cross_entropy(ttt_ctx *ctx, ttt_tensor *logits, ttt_tensor *targets, int ignore_index);
+/* The per-row losses [...] behind it (0 where ignored): loss by position. */
+ttt_tensor *ttt_cross_entropy_rows(ttt_ctx *ctx, ttt_tensor *logits, ttt_tensor *targets, int ignore_index);
 
 /* Embedding rows: table [V, D], ids I32 [...] -> [..., D]; VJP is a scatter-add. */
 ttt_tensor *ttt_embedding(ttt_ctx *ctx, ttt_tensor *table, ttt_tensor *ids);
@@ -83,6 +85,16 @@ ttt_tensor *ttt_rope(ttt_ctx *ctx, ttt_tensor *x, int seq_axis, int64_t pos0, do
  * sees key j iff j <= q_offset + i and (window <= 0 or q_offset + i - j < window).
  * Hidden entries become fill (e.g. -INFINITY before softmax). */
 ttt_tensor *ttt_attn_mask(ttt_ctx *ctx, ttt_tensor *x, int64_t window, int64_t q_offset, double fill);
+
+/* Scaled dot-product attention: q [..., Tq, d], k [..., Tk, d], v [..., Tk, dv]
+ * -> [..., Tq, dv] = softmax(scale q k^T + mask) v; scale <= 0 means 1/sqrt(d).
+ * causal: query i sits at absolute position (Tk - Tq) + i (the last Tq of the
+ * keys, as with a KV cache) and sees keys j <= its position; window > 0 (causal
+ * only) also hides keys at or beyond window positions back. Long sequences run in
+ * query blocks; with a window each block touches only the keys it can see, so
+ * cost and memory grow with Tq * window. Differentiable to any order. */
+ttt_tensor *ttt_attention(ttt_ctx *ctx, ttt_tensor *q, ttt_tensor *k, ttt_tensor *v, int causal, int64_t window,
+                          double scale);
 
 /* Selection */
 ttt_tensor *ttt_where(ttt_ctx *ctx, ttt_tensor *cond, ttt_tensor *a, ttt_tensor *b); /* cond != 0 ? a : b */

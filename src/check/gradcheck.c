@@ -275,6 +275,11 @@ static ttt_tensor *fn_ce(ttt_ctx *ctx, ttt_tensor *const *x, const spec *s) {
     (void)s;
     return ttt_cross_entropy(ctx, x[0], x[1], IGNORE);
 }
+static ttt_tensor *fn_ce_rows(ttt_ctx *ctx, ttt_tensor *const *x, const spec *s) {
+    (void)s;
+    ttt_tensor *rows = ttt_cross_entropy_rows(ctx, x[0], x[1], IGNORE);
+    return ttt_mul(ctx, rows, rows); /* weights rows unequally, unlike the mean */
+}
 static void make_embedding(rng *r, spec *s) {
     int64_t v = rint_in(r, 2, 5), d = odd_dim(r);
     IN(s, K_NORMAL, v, d);
@@ -313,6 +318,19 @@ static void make_attn_mask(rng *r, spec *s) {
 }
 static ttt_tensor *fn_attn_mask(ttt_ctx *ctx, ttt_tensor *const *x, const spec *s) {
     return ttt_softmax(ctx, ttt_attn_mask(ctx, x[0], s->p[0], s->p[1], -INFINITY));
+}
+static void make_attention(rng *r, spec *s) {
+    int64_t b = rint_in(r, 1, 2), h = rint_in(r, 1, 2), tq = rint_in(r, 1, 6), d = rint_in(r, 1, 4);
+    s->p[0] = rint_in(r, 0, 1);                       /* causal */
+    s->p[1] = s->p[0] ? rint_in(r, 0, 3) : 0;         /* window; small windows make several query blocks */
+    int64_t tk = tq + (s->p[0] ? rint_in(r, 0, 3) : rint_in(r, -tq + 1, 3));
+    IN(s, K_NORMAL, b, h, tq, d);
+    IN(s, K_NORMAL, b, h, tk, d);
+    IN(s, K_NORMAL, b, h, tk, rint_in(r, 1, 3));
+}
+static ttt_tensor *fn_attention(ttt_ctx *ctx, ttt_tensor *const *x, const spec *s) {
+    ttt_tensor *o = ttt_attention(ctx, x[0], x[1], x[2], (int)s->p[0], s->p[1], 0.0);
+    return ttt_mul(ctx, o, o);
 }
 static void make_clip(rng *r, spec *s) {
     make_2d(r, s, K_NORMAL);
@@ -452,10 +470,12 @@ static const gc_case CASES[] = {
     {"rms_norm", make_norm, fn_rms_norm},
     {"rms_norm(no affine)", make_norm, fn_rms_norm_plain},
     {"cross_entropy", make_ce, fn_ce},
+    {"cross_entropy_rows", make_ce, fn_ce_rows},
     {"embedding", make_embedding, fn_embedding},
     {"scatter_add_rows", make_scatter, fn_scatter},
     {"rope", make_rope, fn_rope},
     {"attn_mask+softmax", make_attn_mask, fn_attn_mask},
+    {"attention", make_attention, fn_attention},
     {"clip_by_global_norm", make_clip, fn_clip},
     {"reshape", make_3d, fn_reshape},
     {"permute", make_3d, fn_permute},

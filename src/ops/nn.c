@@ -133,32 +133,50 @@ VJP(ce_rows_vjp) {
     DONE(ttt_mul(ctx, ttt_mul(ctx, ttt_sub(ctx, ttt_softmax(ctx, X), oh), valid), g));
 }
 
-ttt_tensor *ttt_cross_entropy(ttt_ctx *ctx, ttt_tensor *logits, ttt_tensor *targets, int ignore_index) {
-    TTT_CHECK_NONNULL2(logits, targets);
-    if (check_float(ctx, "cross_entropy", logits, 1) != TTT_OK) return NULL;
+static int check_ce(ttt_ctx *ctx, const char *op, const ttt_tensor *logits, const ttt_tensor *targets) {
+    if (check_float(ctx, op, logits, 1) != TTT_OK) return TTT_ERR;
     bool ok = targets->dtype == TTT_I32 && targets->ndim == logits->ndim - 1;
     for (int i = 0; ok && i < targets->ndim; i++) ok = targets->shape[i] == logits->shape[i];
     if (!ok) {
         char sl[96], st[96];
-        return ttt__set_error(ctx, "cross_entropy: targets %s %s must be i32 with the logits' %s leading shape",
+        return ttt__set_error(ctx, "%s: targets %s %s must be i32 with the logits' %s leading shape", op,
                               ttt_dtype_name(targets->dtype), ttt_shape_str(targets, st, sizeof st),
-                              ttt_shape_str(logits, sl, sizeof sl)),
-               NULL;
+                              ttt_shape_str(logits, sl, sizeof sl));
     }
+    return TTT_OK;
+}
+
+/* Per-row losses [...] from the fused kernel; td receives the dense targets. */
+static ttt_tensor *ce_rows(ttt_ctx *ctx, const char *op, ttt_tensor *logits, ttt_tensor *targets, int ignore_index,
+                           ttt_tensor **td_out) {
+    if (check_ce(ctx, op, logits, targets) != TTT_OK) return NULL;
     ttt_tensor *xd = ttt__dense(ctx, logits), *td = ttt__dense(ctx, targets);
     ttt_tensor *rows = td ? ttt_new(ctx, logits->dtype, targets->ndim, targets->shape) : NULL;
     if (!rows || !xd) return NULL;
     if (ttt_numel(rows) && ctx->be->cross_entropy(rows, xd, td, ignore_index) != TTT_OK)
-        return ttt__backend_failed(ctx, "cross_entropy"), NULL;
+        return ttt__backend_failed(ctx, op), NULL;
     if (ttt__recording(ctx, 1, &logits)) {
         ttt_node *n = ttt__record(ctx, "cross_entropy", ce_rows_vjp, 1, &logits, 1, &rows);
         if (!n) return NULL;
         n->iattr[0] = ignore_index;
         n->pattr[0] = td;
     }
+    if (td_out) *td_out = td;
+    return rows;
+}
+
+ttt_tensor *ttt_cross_entropy_rows(ttt_ctx *ctx, ttt_tensor *logits, ttt_tensor *targets, int ignore_index) {
+    TTT_CHECK_NONNULL2(logits, targets);
+    return ce_rows(ctx, "cross_entropy_rows", logits, targets, ignore_index, NULL);
+}
+
+ttt_tensor *ttt_cross_entropy(ttt_ctx *ctx, ttt_tensor *logits, ttt_tensor *targets, int ignore_index) {
+    TTT_CHECK_NONNULL2(logits, targets);
+    ttt_tensor *td = NULL, *rows = ce_rows(ctx, "cross_entropy", logits, targets, ignore_index, &td);
+    if (!rows) return NULL;
     /* mean over the counted rows; the count is a constant */
     ttt_no_grad_begin(ctx);
-    ttt_tensor *oh = one_hot(ctx, xd, td, ignore_index);
+    ttt_tensor *oh = one_hot(ctx, logits, td, ignore_index);
     ttt_tensor *count = oh ? ttt_maximum(ctx, ttt_sum(ctx, oh, 0, NULL, 0), ttt_scalar(ctx, logits->dtype, 1.0)) : NULL;
     ttt_no_grad_end(ctx);
     return ttt_div(ctx, ttt_sum(ctx, rows, 0, NULL, 0), count);

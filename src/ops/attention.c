@@ -1,0 +1,79 @@
+/* Scaled dot-product attention as one op entry point, composed of engine ops.
+ *
+ * Queries are processed in blocks so that the score matrix of a long sequence
+ * never exists whole: with a sliding window each block only multiplies the keys
+ * it can see, so the cost grows with Tq * window, not Tq * Tk. Every piece is an
+ * engine op, so gradients of any order come for free; a fused backend kernel
+ * can take over the first-order path later without changing this interface. */
+#include <math.h>
+
+#include "../core/internal.h"
+
+/* Scores per block are kept near this many elements (16 Mi floats = 64 MB f32). */
+static const int64_t BLOCK_SCORES = (int64_t)1 << 24;
+
+static int check_qkv(ttt_ctx *ctx, const ttt_tensor *q, const ttt_tensor *k, const ttt_tensor *v, int causal,
+                     int64_t window) {
+    char sq[96], sk[96], sv[96];
+    ttt_shape_str(q, sq, sizeof sq), ttt_shape_str(k, sk, sizeof sk), ttt_shape_str(v, sv, sizeof sv);
+    if (q->ndim < 2 || k->ndim != q->ndim || v->ndim != q->ndim)
+        return ttt__set_error(ctx, "attention: q %s, k %s, v %s must have the same rank >= 2", sq, sk, sv);
+    if (q->dtype != k->dtype || q->dtype != v->dtype || !ttt__is_float(q->dtype))
+        return ttt__set_error(ctx, "attention: q, k, v must share one float dtype (got %s, %s, %s)",
+                              ttt_dtype_name(q->dtype), ttt_dtype_name(k->dtype), ttt_dtype_name(v->dtype));
+    const int r = q->ndim;
+    for (int i = 0; i < r - 2; i++)
+        if (q->shape[i] != k->shape[i] || q->shape[i] != v->shape[i])
+            return ttt__set_error(ctx, "attention: batch axes differ: q %s, k %s, v %s", sq, sk, sv);
+    if (q->shape[r - 1] != k->shape[r - 1])
+        return ttt__set_error(ctx, "attention: q %s and k %s differ in head dim", sq, sk);
+    if (k->shape[r - 2] != v->shape[r - 2])
+        return ttt__set_error(ctx, "attention: k %s and v %s differ in length", sk, sv);
+    if (causal && q->shape[r - 2] > k->shape[r - 2])
+        return ttt__set_error(ctx, "attention: causal needs at least as many keys as queries (q %s, k %s)", sq, sk);
+    if (window < 0) return ttt__set_error(ctx, "attention: window %lld must be >= 0", (long long)window);
+    if (window > 0 && !causal) return ttt__set_error(ctx, "attention: a window needs causal = 1");
+    return TTT_OK;
+}
+
+ttt_tensor *ttt_attention(ttt_ctx *ctx, ttt_tensor *q, ttt_tensor *k, ttt_tensor *v, int causal, int64_t window,
+                          double scale) {
+    if (!ctx) return NULL;
+    if (!q || !k || !v) return ttt__set_error(ctx, "attention: NULL input"), NULL;
+    if (check_qkv(ctx, q, k, v, causal, window) != TTT_OK) return NULL;
+    const int r = q->ndim;
+    const int64_t tq = q->shape[r - 2], tk = k->shape[r - 2], d = q->shape[r - 1];
+    if (!(scale > 0)) scale = 1.0 / sqrt((double)(d > 0 ? d : 1));
+    const int64_t off = causal ? tk - tq : 0; /* query i sits at absolute position off + i */
+    int64_t batch = 1;
+    for (int i = 0; i < r - 2; i++) batch *= q->shape[i];
+    if (tq == 0 || batch == 0) return ttt_matmul(ctx, q, ttt_matmul(ctx, k, v, 1, 0), 0, 0); /* empty, right shape */
+
+    /* Block size: a window's worth of queries sees at most 2 windows of keys. */
+    const int64_t seen = window > 0 ? (window < tk ? window : tk) : tk;
+    int64_t blk = BLOCK_SCORES / (batch * seen > 0 ? batch * seen : 1);
+    if (window > 0 && blk > window) blk = window;
+    if (blk < 1) blk = 1;
+    if (blk > tq) blk = tq;
+    const int64_t n_blk = (tq + blk - 1) / blk;
+
+    ttt_tensor *qs = ttt_scale(ctx, q, scale);
+    ttt_tensor **outs = ttt__meta_alloc(ctx, sizeof(ttt_tensor *) * (size_t)n_blk);
+    if (!qs || !outs) return NULL;
+    for (int64_t b = 0; b < n_blk; b++) {
+        const int64_t q0 = b * blk, q1 = q0 + blk < tq ? q0 + blk : tq;
+        int64_t k0 = 0, k1 = tk;
+        if (causal) {
+            k1 = off + q1; /* the last query of the block sees keys up to its own position */
+            if (window > 0) k0 = off + q0 - window + 1 > 0 ? off + q0 - window + 1 : 0;
+        }
+        ttt_tensor *qb = n_blk == 1 ? qs : ttt_slice(ctx, qs, r - 2, q0, q1, 1);
+        ttt_tensor *kb = k0 == 0 && k1 == tk ? k : ttt_slice(ctx, k, r - 2, k0, k1, 1);
+        ttt_tensor *vb = k0 == 0 && k1 == tk ? v : ttt_slice(ctx, v, r - 2, k0, k1, 1);
+        ttt_tensor *s = ttt_matmul(ctx, qb, kb, 0, 1);
+        if (causal) s = ttt_attn_mask(ctx, s, window, off + q0 - k0, -INFINITY);
+        outs[b] = ttt_matmul(ctx, ttt_softmax(ctx, s), vb, 0, 0);
+        if (!outs[b]) return NULL;
+    }
+    return n_blk == 1 ? outs[0] : ttt_concat(ctx, (int)n_blk, outs, r - 2);
+}
