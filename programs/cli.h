@@ -19,5 +19,7 @@ int cmd_gradcheck(int argc, char **argv);
 int cmd_demo(int argc, char **argv);
 int cmd_tokenizer(int argc, char **argv);
 int cmd_vision(int argc, char **argv);
+int cmd_data(int argc, char **argv);
+int cmd_lm(int argc, char **argv);
 
 #endif

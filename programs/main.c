@@ -12,6 +12,8 @@ static const struct {
     {"demo", cmd_demo, "meta-learn a learner that adapts at test time (synthetic tasks; the main job)"},
     {"vision", cmd_vision, "train / evaluate ViT classifiers with MTTT or attention layers on Fashion-MNIST"},
     {"gradcheck", cmd_gradcheck, "check every op's gradient (order 1) and Hessian-vector product (order 2) in float64"},
+    {"data", cmd_data, "token shards: prepare from text files or folders, inspect, verify"},
+    {"lm", cmd_lm, "language models: train, eval (loss by position), generate"},
     {"tokenizer", cmd_tokenizer, "byte-level BPE: train on a corpus, encode text to ids, decode ids (GPT-2 / HF files)"},
 };
 

@@ -8,8 +8,10 @@
 #include "ttt/data.h"
 #include "ttt/io.h"
 #include "ttt/layers.h"
+#include "ttt/lm.h"
 #include "ttt/mttt.h"
 #include "ttt/ops.h"
+#include "ttt/shards.h"
 #include "ttt/optim.h"
 #include "ttt/tensor.h"
 #endif
