@@ -34,11 +34,14 @@ static void reference(const double *q, const double *k, const double *v, int64_t
     free(s);
 }
 
+static int g_record; /* 1: inputs require grad, so the op takes its recording path (blocks kept for backward) */
+
 static double compare(ttt_ctx *ctx, int64_t b, int64_t h, int64_t tq, int64_t tk, int64_t d, int64_t dv, int causal,
                       int64_t window) {
     ttt_tensor *q = ttt_randn(ctx, TTT_F64, TTT_DIMS(b, h, tq, d), 1.0);
     ttt_tensor *k = ttt_randn(ctx, TTT_F64, TTT_DIMS(b, h, tk, d), 1.0);
     ttt_tensor *v = ttt_randn(ctx, TTT_F64, TTT_DIMS(b, h, tk, dv), 1.0);
+    ttt_set_requires_grad(q, g_record);
     ttt_tensor *o = ttt_attention(ctx, q, k, v, causal, window, 0.0);
     if (!o) {
         fprintf(stderr, "attention failed: %s\n", ttt_error(ctx));
@@ -62,6 +65,7 @@ int main(void) {
     ttt_ctx *ctx = ttt_ctx_new(&cfg);
     CHECK(ctx != NULL);
 
+    for (g_record = 0; g_record < 2; g_record++) {
     CHECK(compare(ctx, 2, 3, 5, 5, 4, 3, 0, 0) < 1e-12);     /* bidirectional */
     CHECK(compare(ctx, 2, 1, 7, 4, 3, 2, 0, 0) < 1e-12);     /* bidirectional, more queries than keys */
     CHECK(compare(ctx, 2, 3, 9, 9, 4, 4, 1, 0) < 1e-12);     /* causal */
@@ -70,6 +74,7 @@ int main(void) {
     CHECK(compare(ctx, 2, 2, 50, 50, 4, 4, 1, 7) < 1e-12);   /* window 7: 8 query blocks */
     CHECK(compare(ctx, 1, 1, 37, 45, 3, 2, 1, 1) < 1e-12);   /* window 1: each query sees only itself */
     CHECK(compare(ctx, 1, 1, 20, 20, 3, 2, 1, 100) < 1e-12); /* window longer than the sequence */
+    }
 
     /* argument checks name the problem */
     ttt_tensor *q = ttt_randn(ctx, TTT_F64, TTT_DIMS(1, 4, 3), 1.0);

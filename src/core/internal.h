@@ -86,6 +86,11 @@ bool ttt__is_float(ttt_dtype dt);
 /* ops/reduce.c: x itself if dense, else a dense copy (no graph). */
 ttt_tensor *ttt__dense(ttt_ctx *ctx, ttt_tensor *x);
 
+/* ops/shape.c: dst[..., start : start + step * n : step, ...] = src along axis, in place,
+ * no graph (src has dst's shape except at axis; the caller checks). For writing
+ * blocks of a preallocated result and KV caches. */
+int ttt__copy_into(ttt_ctx *ctx, ttt_tensor *dst, int axis, int64_t start, int64_t step, const ttt_tensor *src);
+
 /* autodiff.c */
 bool ttt__recording(const ttt_ctx *ctx, int n, ttt_tensor *const *in);
 /* Attach a node to outs; returns the node (attrs to be filled) or NULL. */

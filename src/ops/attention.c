@@ -57,9 +57,19 @@ ttt_tensor *ttt_attention(ttt_ctx *ctx, ttt_tensor *q, ttt_tensor *k, ttt_tensor
     if (blk > tq) blk = tq;
     const int64_t n_blk = (tq + blk - 1) / blk;
 
-    ttt_tensor *qs = ttt_scale(ctx, q, scale);
-    ttt_tensor **outs = ttt__meta_alloc(ctx, sizeof(ttt_tensor *) * (size_t)n_blk);
-    if (!qs || !outs) return NULL;
+    /* Without a graph nothing of a block is needed after it: write each block's
+     * result into a preallocated output and release its scores, so memory stays
+     * one block's worth however long the sequence (long-context evaluation). */
+    const int record = ttt__recording(ctx, 3, (ttt_tensor *const[]){q, k, v});
+    ttt_tensor *out = NULL, **outs = NULL;
+    if (record) outs = ttt__meta_alloc(ctx, sizeof(ttt_tensor *) * (size_t)n_blk);
+    else {
+        int64_t shape[TTT_MAX_DIMS];
+        for (int i = 0; i < r; i++) shape[i] = q->shape[i];
+        shape[r - 1] = v->shape[r - 1];
+        out = ttt_new(ctx, q->dtype, r, shape);
+    }
+    if (!outs && !out) return NULL;
     for (int64_t b = 0; b < n_blk; b++) {
         const int64_t q0 = b * blk, q1 = q0 + blk < tq ? q0 + blk : tq;
         int64_t k0 = 0, k1 = tk;
@@ -67,13 +77,20 @@ ttt_tensor *ttt_attention(ttt_ctx *ctx, ttt_tensor *q, ttt_tensor *k, ttt_tensor
             k1 = off + q1; /* the last query of the block sees keys up to its own position */
             if (window > 0) k0 = off + q0 - window + 1 > 0 ? off + q0 - window + 1 : 0;
         }
-        ttt_tensor *qb = n_blk == 1 ? qs : ttt_slice(ctx, qs, r - 2, q0, q1, 1);
+        const ttt_mark_t mark = ttt_mark(ctx);
+        ttt_tensor *qb = n_blk == 1 ? q : ttt_slice(ctx, q, r - 2, q0, q1, 1);
         ttt_tensor *kb = k0 == 0 && k1 == tk ? k : ttt_slice(ctx, k, r - 2, k0, k1, 1);
         ttt_tensor *vb = k0 == 0 && k1 == tk ? v : ttt_slice(ctx, v, r - 2, k0, k1, 1);
-        ttt_tensor *s = ttt_matmul(ctx, qb, kb, 0, 1);
-        if (causal) s = ttt_attn_mask(ctx, s, window, off + q0 - k0, -INFINITY);
-        outs[b] = ttt_matmul(ctx, ttt_softmax(ctx, s), vb, 0, 0);
-        if (!outs[b]) return NULL;
+        ttt_tensor *sc = ttt_scale(ctx, ttt_matmul(ctx, qb, kb, 0, 1), scale);
+        if (causal) sc = ttt_attn_mask(ctx, sc, window, off + q0 - k0, -INFINITY);
+        ttt_tensor *ob = ttt_matmul(ctx, ttt_softmax(ctx, sc), vb, 0, 0);
+        if (!ob) return NULL;
+        if (record) outs[b] = ob;
+        else {
+            if (ttt__copy_into(ctx, out, r - 2, q0, 1, ob) != TTT_OK) return NULL;
+            ttt_release(ctx, mark);
+        }
     }
+    if (!record) return out;
     return n_blk == 1 ? outs[0] : ttt_concat(ctx, (int)n_blk, outs, r - 2);
 }

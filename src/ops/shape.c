@@ -150,6 +150,16 @@ VJP(slice_scatter_vjp) {
     return gin[0] ? TTT_OK : TTT_ERR;
 }
 
+int ttt__copy_into(ttt_ctx *ctx, ttt_tensor *dst, int axis, int64_t start, int64_t step, const ttt_tensor *src) {
+    ttt_tensor *v = ttt__view(ctx, dst);
+    if (!v) return TTT_ERR;
+    v->shape[axis] = src->shape[axis];
+    v->stride[axis] = dst->stride[axis] * step;
+    v->data = (char *)dst->data + (size_t)(start * dst->stride[axis]) * ttt_dtype_size(dst->dtype);
+    if (ttt_numel(src) && ctx->be->copy(v, src) != TTT_OK) return ttt__backend_failed(ctx, "copy_into");
+    return TTT_OK;
+}
+
 ttt_tensor *ttt_slice_scatter(ttt_ctx *ctx, ttt_tensor *src, int ndim, const int64_t *full_shape, int axis,
                               int64_t start, int64_t step) {
     TTT_CHECK_NONNULL1(src);
@@ -160,8 +170,6 @@ ttt_tensor *ttt_slice_scatter(ttt_ctx *ctx, ttt_tensor *src, int ndim, const int
     if (a < 0) return NULL;
     ttt_tensor *out = ttt_zeros(ctx, src->dtype, ndim, full_shape);
     if (!out) return NULL;
-    ttt_tensor *v = ttt__view(ctx, out);
-    if (!v) return NULL;
     int64_t last = start + (src->shape[a] - 1) * step;
     for (int i = 0; i < ndim; i++)
         if (i != a && full_shape[i] != src->shape[i]) {
@@ -174,10 +182,7 @@ ttt_tensor *ttt_slice_scatter(ttt_ctx *ctx, ttt_tensor *src, int ndim, const int
         return ttt__set_error(ctx, "slice_scatter: slice start %lld step %lld x %lld does not fit size %lld",
                               (long long)start, (long long)step, (long long)src->shape[a], (long long)full_shape[a]),
                NULL;
-    v->shape[a] = src->shape[a];
-    v->stride[a] = out->stride[a] * step;
-    v->data = (char *)out->data + (size_t)(start * out->stride[a]) * ttt_dtype_size(out->dtype);
-    if (ttt_numel(src) && ctx->be->copy(v, src) != TTT_OK) return ttt__backend_failed(ctx, "slice_scatter"), NULL;
+    if (ttt__copy_into(ctx, out, a, start, step, src) != TTT_OK) return NULL;
     out = record1(ctx, "slice_scatter", slice_scatter_vjp, src, out);
     if (out && out->node && out->node->in[0] == src) {
         out->node->iattr[0] = a;
