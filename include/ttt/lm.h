@@ -121,8 +121,9 @@ ttt_tensor *ttt_lm_loss(ttt_ctx *ctx, const ttt_lm *m, ttt_tensor *ids, ttt_tens
  * capacity), so memory stays constant however long the generation runs. */
 typedef struct {
     int64_t batch, capacity;
-    int64_t len;        /* positions seen so far (the next token's position) */
-    ttt_tensor **k, **v; /* depth each, persistent */
+    int64_t len;         /* positions seen so far (the next token's position) */
+    int64_t k_depth;     /* number of blocks (entries of k and v) */
+    ttt_tensor **k, **v; /* k_depth each, persistent */
 } ttt_lm_cache;
 
 /* capacity: window - 1 when the model has a window (max_len is then ignored),

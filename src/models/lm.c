@@ -1,0 +1,533 @@
+/* The decoder-only Transformer language model (see include/ttt/lm.h). */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../core/internal.h"
+#include "ttt/autodiff.h"
+#include "ttt/lm.h"
+#include "ttt/ops.h"
+
+/* Sizes beyond any practical use are refused, so products of them cannot overflow. */
+enum { MAX_VOCAB = 1 << 24, MAX_DIM = 1 << 16, MAX_DEPTH = 1024, MAX_HIDDEN = 1 << 20 };
+static const int64_t MAX_WINDOW = (int64_t)1 << 40;
+/* Logits are formed for about this many elements at a time (64 MB in f32). */
+static const int64_t LOGIT_CHUNK = (int64_t)1 << 24;
+/* Cached decoding runs a long prompt in pieces of at most this many tokens. */
+static const int64_t DECODE_CHUNK = 512;
+
+static const struct {
+    const char *name;
+    int64_t dim, depth, heads, hidden;
+} PRESETS[] = {
+    {"tiny", 64, 2, 4, 172},
+    {"small", 256, 4, 4, 688},
+    {"125m", 768, 12, 12, 2048},
+};
+
+int ttt_lm_preset(const char *name, int64_t vocab, ttt_lm_config *out, char *err, size_t err_len) {
+    if (!name || !out) return ttt__errbuf(err, err_len, "lm_preset: name and output must not be NULL");
+    for (size_t i = 0; i < sizeof PRESETS / sizeof PRESETS[0]; i++)
+        if (!strcmp(name, PRESETS[i].name)) {
+            *out = (ttt_lm_config){.vocab = vocab, .dim = PRESETS[i].dim, .depth = PRESETS[i].depth,
+                                   .heads = PRESETS[i].heads, .mlp_hidden = PRESETS[i].hidden, .qk_norm = 1,
+                                   .rope_theta = 10000.0, .norm_eps = 1e-6, .init_std = 0.02};
+            return TTT_OK;
+        }
+    return ttt__errbuf(err, err_len, "lm_preset: unknown preset '%s' (tiny, small, 125m)", name);
+}
+
+static int64_t prime_width(const ttt_lm_config *c) { return c->prime_hidden > 0 ? c->prime_hidden : c->mlp_hidden; }
+
+int64_t ttt_lm_param_count(const ttt_lm_config *c) {
+    if (!c) return 0;
+    const int64_t D = c->dim, hd = c->heads > 0 ? D / c->heads : 0;
+    int64_t block = 4 * D + 4 * D * D + 3 * D * c->mlp_hidden + (c->qk_norm ? 2 * hd : 0);
+    return c->vocab * D + c->depth * block + c->prime_blocks * (2 * D + 3 * D * prime_width(c)) + D;
+}
+
+static int check_config(ttt_ctx *ctx, const char *fn, const ttt_lm_config *c) {
+    struct {
+        const char *name;
+        int64_t v, lo, hi;
+    } sizes[] = {
+        {"vocab", c->vocab, 2, MAX_VOCAB},          {"dim", c->dim, 2, MAX_DIM},
+        {"depth", c->depth, 1, MAX_DEPTH},          {"heads", c->heads, 1, MAX_DIM},
+        {"mlp_hidden", c->mlp_hidden, 1, MAX_HIDDEN}, {"window", c->window, 0, MAX_WINDOW},
+        {"prime_blocks", c->prime_blocks, 0, c->depth}, {"prime_hidden", c->prime_hidden, 0, MAX_HIDDEN},
+    };
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++)
+        if (sizes[i].v < sizes[i].lo || sizes[i].v > sizes[i].hi)
+            return ttt__set_error(ctx, "%s: %s = %lld must be in [%lld, %lld]", fn, sizes[i].name,
+                                  (long long)sizes[i].v, (long long)sizes[i].lo, (long long)sizes[i].hi);
+    if (c->dim % c->heads || (c->dim / c->heads) % 2)
+        return ttt__set_error(ctx, "%s: dim %lld must split into %lld heads of even size (RoPE)", fn,
+                              (long long)c->dim, (long long)c->heads);
+    if (!(c->rope_theta > 1) || !isfinite(c->rope_theta))
+        return ttt__set_error(ctx, "%s: rope_theta %g must be a finite number > 1", fn, c->rope_theta);
+    if (!(c->norm_eps > 0) || !(c->norm_eps < 1))
+        return ttt__set_error(ctx, "%s: norm_eps %g must be in (0, 1)", fn, c->norm_eps);
+    if (!(c->init_std > 0) || !(c->init_std < 10))
+        return ttt__set_error(ctx, "%s: init_std %g must be in (0, 10)", fn, c->init_std);
+    if (c->qk_norm != 0 && c->qk_norm != 1) return ttt__set_error(ctx, "%s: qk_norm must be 0 or 1", fn);
+    return TTT_OK;
+}
+
+/* ---- parameters ----------------------------------------------------------------------------- */
+
+/* A persistent parameter: filled with `fill` when std == 0, else N(0, std^2). */
+static ttt_tensor *param(ttt_ctx *ctx, ttt_dtype dt, int ndim, const int64_t *shape, const char *name, double fill,
+                         double std) {
+    ttt_tensor *p = ttt_param(ctx, dt, ndim, shape, name);
+    if (!p) return NULL;
+    ttt_mark_t m = ttt_mark(ctx);
+    int rc = std > 0 ? ttt_assign(ctx, p, ttt_randn(ctx, dt, ndim, shape, std)) : ttt_fill(ctx, p, fill);
+    ttt_release(ctx, m);
+    return rc == TTT_OK ? p : NULL;
+}
+
+static int list_add(ttt_ctx *ctx, ttt_lm *m, int cap, ttt_tensor *t, int decay, const char *fmt, long long i) {
+    if (!t) return TTT_OK; /* an absent optional tensor (no qk_norm, no prime MLP) */
+    if (m->n_params >= cap) return ttt__set_error(ctx, "lm_init: parameter list overflow (internal)");
+    char buf[160];
+    snprintf(buf, sizeof buf, fmt, i);
+    if (!(m->names[m->n_params] = malloc(strlen(buf) + 1))) return ttt__set_error(ctx, "lm_init: out of host memory");
+    strcpy(m->names[m->n_params], buf);
+    m->params[m->n_params] = t;
+    m->decay[m->n_params] = decay;
+    m->n_params++;
+    return TTT_OK;
+}
+
+static int build_list(ttt_ctx *ctx, ttt_lm *m) {
+    const int cap = 2 + (int)m->cfg.depth * 18;
+    m->params = calloc((size_t)cap, sizeof *m->params);
+    m->names = calloc((size_t)cap, sizeof *m->names);
+    m->decay = calloc((size_t)cap, sizeof *m->decay);
+    if (!m->params || !m->names || !m->decay) return ttt__set_error(ctx, "lm_init: out of host memory");
+    if (list_add(ctx, m, cap, m->embed, 1, "model.embed_tokens.weight", 0)) return TTT_ERR;
+    for (int64_t i = 0; i < m->cfg.depth; i++) {
+        const ttt_lm_block *b = &m->blocks[i];
+        const struct {
+            ttt_tensor *t;
+            int decay;
+            const char *fmt;
+        } items[] = {
+            {b->input_norm, 0, "model.layers.%lld.input_layernorm.weight"},
+            {b->q, 1, "model.layers.%lld.self_attn.q_proj.weight"},
+            {b->k, 1, "model.layers.%lld.self_attn.k_proj.weight"},
+            {b->v, 1, "model.layers.%lld.self_attn.v_proj.weight"},
+            {b->o, 1, "model.layers.%lld.self_attn.o_proj.weight"},
+            {b->q_norm, 0, "model.layers.%lld.self_attn.q_norm.weight"},
+            {b->k_norm, 0, "model.layers.%lld.self_attn.k_norm.weight"},
+            {b->post_attn_norm, 0, "model.layers.%lld.post_attention_layernorm.weight"},
+            {b->pre_prime_norm, 0, "model.layers.%lld.pre_prime_layernorm.weight"},
+            {b->prime_gate, 1, "model.layers.%lld.prime_mlp.gate_proj.weight"},
+            {b->prime_up, 1, "model.layers.%lld.prime_mlp.up_proj.weight"},
+            {b->prime_down, 1, "model.layers.%lld.prime_mlp.down_proj.weight"},
+            {b->post_prime_norm, 0, "model.layers.%lld.post_prime_layernorm.weight"},
+            {b->pre_mlp_norm, 0, "model.layers.%lld.pre_feedforward_layernorm.weight"},
+            {b->gate, 1, "model.layers.%lld.mlp.gate_proj.weight"},
+            {b->up, 1, "model.layers.%lld.mlp.up_proj.weight"},
+            {b->down, 1, "model.layers.%lld.mlp.down_proj.weight"},
+            {b->post_mlp_norm, 0, "model.layers.%lld.post_feedforward_layernorm.weight"},
+        };
+        for (size_t j = 0; j < sizeof items / sizeof items[0]; j++)
+            if (list_add(ctx, m, cap, items[j].t, items[j].decay, items[j].fmt, (long long)i)) return TTT_ERR;
+    }
+    return list_add(ctx, m, cap, m->norm, 0, "model.norm.weight", 0);
+}
+
+/* A SwiGLU MLP's three maps: gate, up [F, D], down [D, F]. */
+static int init_swiglu(ttt_ctx *ctx, ttt_dtype dt, int64_t D, int64_t F, double std, double out_std, ttt_tensor **gate,
+                       ttt_tensor **up, ttt_tensor **down) {
+    return (*gate = param(ctx, dt, TTT_DIMS(F, D), "lm.gate", 0, std)) &&
+                   (*up = param(ctx, dt, TTT_DIMS(F, D), "lm.up", 0, std)) &&
+                   (*down = param(ctx, dt, TTT_DIMS(D, F), "lm.down", 0, out_std))
+               ? TTT_OK
+               : TTT_ERR;
+}
+
+static int init_block(ttt_ctx *ctx, const ttt_lm_config *c, ttt_dtype dt, int64_t i, ttt_lm_block *b) {
+    const int64_t D = c->dim, hd = D / c->heads;
+    const double std = c->init_std, out_std = c->init_std / sqrt(2.0 * (double)c->depth);
+    if (!(b->input_norm = param(ctx, dt, TTT_DIMS(D), "lm.input_norm", 1, 0)) ||
+        !(b->q = param(ctx, dt, TTT_DIMS(D, D), "lm.q", 0, std)) ||
+        !(b->k = param(ctx, dt, TTT_DIMS(D, D), "lm.k", 0, std)) ||
+        !(b->v = param(ctx, dt, TTT_DIMS(D, D), "lm.v", 0, std)) ||
+        !(b->o = param(ctx, dt, TTT_DIMS(D, D), "lm.o", 0, out_std)))
+        return TTT_ERR;
+    if (c->qk_norm && (!(b->q_norm = param(ctx, dt, TTT_DIMS(hd), "lm.q_norm", 1, 0)) ||
+                       !(b->k_norm = param(ctx, dt, TTT_DIMS(hd), "lm.k_norm", 1, 0))))
+        return TTT_ERR;
+    if (!(b->post_attn_norm = param(ctx, dt, TTT_DIMS(D), "lm.post_attn_norm", 1, 0))) return TTT_ERR;
+    if (i >= c->depth - c->prime_blocks &&
+        (!(b->pre_prime_norm = param(ctx, dt, TTT_DIMS(D), "lm.pre_prime_norm", 1, 0)) ||
+         init_swiglu(ctx, dt, D, prime_width(c), std, out_std, &b->prime_gate, &b->prime_up, &b->prime_down) ||
+         !(b->post_prime_norm = param(ctx, dt, TTT_DIMS(D), "lm.post_prime_norm", 1, 0))))
+        return TTT_ERR;
+    if (!(b->pre_mlp_norm = param(ctx, dt, TTT_DIMS(D), "lm.pre_mlp_norm", 1, 0)) ||
+        init_swiglu(ctx, dt, D, c->mlp_hidden, std, out_std, &b->gate, &b->up, &b->down) ||
+        !(b->post_mlp_norm = param(ctx, dt, TTT_DIMS(D), "lm.post_mlp_norm", 1, 0)))
+        return TTT_ERR;
+    return TTT_OK;
+}
+
+int ttt_lm_init(ttt_ctx *ctx, ttt_lm *m, const ttt_lm_config *cfg, ttt_dtype dt) {
+    if (!ctx) return TTT_ERR;
+    if (!m || !cfg) return ttt__set_error(ctx, "lm_init: model and config must not be NULL");
+    *m = (ttt_lm){0};
+    if (check_config(ctx, "lm_init", cfg) != TTT_OK) return TTT_ERR;
+    if (dt != TTT_F32 && dt != TTT_F64)
+        return ttt__set_error(ctx, "lm_init: parameters must be f32 or f64, not %s", ttt_dtype_name(dt));
+    m->cfg = *cfg;
+    const ttt_lm_config *c = &m->cfg;
+    int rc = TTT_OK;
+    if (!(m->blocks = calloc((size_t)c->depth, sizeof *m->blocks))) rc = ttt__set_error(ctx, "lm_init: out of host memory");
+    if (!rc && !(m->embed = param(ctx, dt, TTT_DIMS(c->vocab, c->dim), "lm.embed", 0, c->init_std))) rc = TTT_ERR;
+    for (int64_t i = 0; !rc && i < c->depth; i++) rc = init_block(ctx, c, dt, i, &m->blocks[i]);
+    if (!rc && !(m->norm = param(ctx, dt, TTT_DIMS(c->dim), "lm.norm", 1, 0))) rc = TTT_ERR;
+    if (!rc) rc = build_list(ctx, m);
+    if (rc) {
+        ttt_lm_free(ctx, m);
+        return TTT_ERR;
+    }
+    return TTT_OK;
+}
+
+void ttt_lm_free(ttt_ctx *ctx, ttt_lm *m) {
+    if (!ctx || !m) return;
+    ttt_persistent_free(ctx, m->embed);
+    ttt_persistent_free(ctx, m->norm);
+    for (int64_t i = 0; m->blocks && i < m->cfg.depth; i++) {
+        ttt_lm_block *b = &m->blocks[i];
+        ttt_tensor *bt[] = {b->input_norm, b->q, b->k, b->v, b->o, b->q_norm, b->k_norm, b->post_attn_norm,
+                            b->pre_prime_norm, b->prime_gate, b->prime_up, b->prime_down, b->post_prime_norm,
+                            b->pre_mlp_norm, b->gate, b->up, b->down, b->post_mlp_norm};
+        for (size_t j = 0; j < sizeof bt / sizeof bt[0]; j++) ttt_persistent_free(ctx, bt[j]);
+    }
+    for (int i = 0; m->names && i < m->n_params; i++) free(m->names[i]);
+    free(m->blocks);
+    free(m->params);
+    free(m->names);
+    free(m->decay);
+    *m = (ttt_lm){0};
+}
+
+ttt_tensor *ttt_lm_param(const ttt_lm *m, const char *name) {
+    for (int i = 0; m && name && i < m->n_params; i++)
+        if (!strcmp(m->names[i], name)) return m->params[i];
+    return NULL;
+}
+
+/* ---- forward -------------------------------------------------------------------------------- */
+
+static ttt_tensor *linear(ttt_ctx *ctx, ttt_tensor *x, ttt_tensor *w) { return ttt_matmul(ctx, x, w, 0, 1); }
+
+static ttt_tensor *swiglu(ttt_ctx *ctx, ttt_tensor *h, ttt_tensor *gate, ttt_tensor *up, ttt_tensor *down) {
+    return linear(ctx, ttt_mul(ctx, ttt_silu(ctx, linear(ctx, h, gate)), linear(ctx, h, up)), down);
+}
+
+/* x + rms(f(rms(x; pre)); post) for an MLP sublayer. */
+static ttt_tensor *mlp_sublayer(ttt_ctx *ctx, const ttt_lm_config *c, ttt_tensor *x, ttt_tensor *pre, ttt_tensor *gate,
+                                ttt_tensor *up, ttt_tensor *down, ttt_tensor *post) {
+    ttt_tensor *h = swiglu(ctx, ttt_rms_norm(ctx, x, pre, c->norm_eps), gate, up, down);
+    return ttt_add(ctx, x, ttt_rms_norm(ctx, h, post, c->norm_eps));
+}
+
+/* One of q, k, v as [B, H, T, hd]: projected, split into heads, (q, k) normed and rotated. */
+static ttt_tensor *heads(ttt_ctx *ctx, const ttt_lm_config *c, ttt_tensor *h, ttt_tensor *w, ttt_tensor *norm,
+                         int rotate, int64_t pos0) {
+    if (!h) return NULL;
+    const int64_t B = h->shape[0], T = h->shape[1];
+    ttt_tensor *x = ttt_reshape(ctx, linear(ctx, h, w), TTT_DIMS(B, T, c->heads, c->dim / c->heads));
+    if (norm) x = ttt_rms_norm(ctx, x, norm, c->norm_eps);
+    if (rotate) x = ttt_rope(ctx, x, 1, pos0, c->rope_theta);
+    return ttt_permute(ctx, x, (const int[]){0, 2, 1, 3});
+}
+
+/* [B, H, T, hd] -> [B, T, D] */
+static ttt_tensor *merge_heads(ttt_ctx *ctx, const ttt_lm_config *c, ttt_tensor *o) {
+    if (!o) return NULL;
+    const int64_t B = o->shape[0], T = o->shape[2];
+    return ttt_reshape(ctx, ttt_contiguous(ctx, ttt_permute(ctx, o, (const int[]){0, 2, 1, 3})), TTT_DIMS(B, T, c->dim));
+}
+
+/* Everything of block b after attention produced o [B, H, T, hd]. */
+static ttt_tensor *block_rest(ttt_ctx *ctx, const ttt_lm_config *c, const ttt_lm_block *b, ttt_tensor *x,
+                              ttt_tensor *o) {
+    ttt_tensor *a = linear(ctx, merge_heads(ctx, c, o), b->o);
+    x = ttt_add(ctx, x, ttt_rms_norm(ctx, a, b->post_attn_norm, c->norm_eps));
+    if (b->prime_gate)
+        x = mlp_sublayer(ctx, c, x, b->pre_prime_norm, b->prime_gate, b->prime_up, b->prime_down, b->post_prime_norm);
+    return mlp_sublayer(ctx, c, x, b->pre_mlp_norm, b->gate, b->up, b->down, b->post_mlp_norm);
+}
+
+static ttt_tensor *block_forward(ttt_ctx *ctx, const ttt_lm_config *c, const ttt_lm_block *b, ttt_tensor *x,
+                                 int64_t pos0) {
+    ttt_tensor *h = ttt_rms_norm(ctx, x, b->input_norm, c->norm_eps);
+    ttt_tensor *q = heads(ctx, c, h, b->q, b->q_norm, 1, pos0), *k = heads(ctx, c, h, b->k, b->k_norm, 1, pos0);
+    ttt_tensor *v = heads(ctx, c, h, b->v, NULL, 0, pos0);
+    return block_rest(ctx, c, b, x, ttt_attention(ctx, q, k, v, 1, c->window, 0.0));
+}
+
+static int check_model(ttt_ctx *ctx, const char *fn, const ttt_lm *m) {
+    if (!m) return ttt__set_error(ctx, "%s: model must not be NULL", fn);
+    if (!m->embed || !m->blocks || !m->norm)
+        return ttt__set_error(ctx, "%s: the model is not initialised (call ttt_lm_init)", fn);
+    return TTT_OK;
+}
+
+static int check_ids(ttt_ctx *ctx, const char *fn, const char *what, const ttt_tensor *ids) {
+    char s[96];
+    if (ids->dtype != TTT_I32 || ids->ndim != 2 || ids->shape[0] < 1 || ids->shape[1] < 1)
+        return ttt__set_error(ctx, "%s: %s %s %s must be i32 [B, T] with B, T >= 1", fn, what,
+                              ttt_dtype_name(ids->dtype), ttt_shape_str(ids, s, sizeof s));
+    return TTT_OK;
+}
+
+ttt_tensor *ttt_lm_hidden(ttt_ctx *ctx, const ttt_lm *m, ttt_tensor *ids, int64_t pos0) {
+    static const char fn[] = "lm_hidden";
+    if (!ctx || !ids) return NULL;
+    if (check_model(ctx, fn, m) || check_ids(ctx, fn, "ids", ids)) return NULL;
+    if (pos0 < 0) return ttt__set_error(ctx, "%s: pos0 %lld must be >= 0", fn, (long long)pos0), NULL;
+    const ttt_lm_config *c = &m->cfg;
+    ttt_tensor *x = ttt_embedding(ctx, m->embed, ids);
+    if (!x) return NULL;
+    /* Without a graph, each block's temporaries are released once its output is
+     * copied out, so memory is one block's worth (long-context evaluation). */
+    const int record = ttt__recording(ctx, 1, &x);
+    ttt_tensor *buf[2] = {NULL, NULL};
+    if (!record && !((buf[0] = ttt_new(ctx, x->dtype, 3, x->shape)) && (buf[1] = ttt_new(ctx, x->dtype, 3, x->shape))))
+        return NULL;
+    for (int64_t i = 0; x && i < c->depth; i++) {
+        if (record) {
+            x = block_forward(ctx, c, &m->blocks[i], x, pos0);
+            continue;
+        }
+        ttt_tensor *dst = buf[i % 2];
+        const ttt_mark_t mark = ttt_mark(ctx);
+        ttt_tensor *y = block_forward(ctx, c, &m->blocks[i], x, pos0);
+        if (!y || ttt__copy_into(ctx, dst, 0, 0, 1, y) != TTT_OK) return NULL;
+        ttt_release(ctx, mark);
+        x = dst;
+    }
+    return ttt_rms_norm(ctx, x, m->norm, c->norm_eps);
+}
+
+ttt_tensor *ttt_lm_logits(ttt_ctx *ctx, const ttt_lm *m, ttt_tensor *hidden) {
+    if (!ctx || !hidden) return NULL;
+    if (check_model(ctx, "lm_logits", m)) return NULL;
+    if (hidden->ndim < 1 || hidden->shape[hidden->ndim - 1] != m->cfg.dim) {
+        char s[96];
+        return ttt__set_error(ctx, "lm_logits: hidden %s must end in dim %lld", ttt_shape_str(hidden, s, sizeof s),
+                              (long long)m->cfg.dim),
+               NULL;
+    }
+    return linear(ctx, hidden, m->embed);
+}
+
+ttt_tensor *ttt_lm_loss(ttt_ctx *ctx, const ttt_lm *m, ttt_tensor *ids, ttt_tensor *targets, ttt_tensor **per_token) {
+    static const char fn[] = "lm_loss";
+    if (per_token) *per_token = NULL;
+    if (!ctx || !ids || !targets) return NULL;
+    if (check_model(ctx, fn, m) || check_ids(ctx, fn, "ids", ids) || check_ids(ctx, fn, "targets", targets))
+        return NULL;
+    if (targets->shape[0] != ids->shape[0] || targets->shape[1] != ids->shape[1]) {
+        char si[96], st[96];
+        return ttt__set_error(ctx, "%s: targets %s and ids %s differ in shape", fn,
+                              ttt_shape_str(targets, st, sizeof st), ttt_shape_str(ids, si, sizeof si)),
+               NULL;
+    }
+    const int64_t B = ids->shape[0], T = ids->shape[1], V = m->cfg.vocab;
+    /* The mean is over the targets that count; their number is a constant. */
+    int32_t *ht = malloc(sizeof(int32_t) * (size_t)(B * T));
+    if (!ht) return ttt__set_error(ctx, "%s: out of host memory", fn), NULL;
+    int64_t counted = 0;
+    if (ttt_copy_to_host(ctx, targets, ht, TTT_I32) != TTT_OK) {
+        free(ht);
+        return NULL;
+    }
+    for (int64_t i = 0; i < B * T; i++) counted += ht[i] != -100;
+    free(ht);
+
+    ttt_tensor *h = ttt_lm_hidden(ctx, m, ids, 0);
+    if (!h) return NULL;
+    int64_t chunk = LOGIT_CHUNK / (B * V);
+    if (chunk < 1) chunk = 1;
+    if (chunk > T) chunk = T;
+    const int64_t n_chunks = (T + chunk - 1) / chunk;
+    const int record = ttt__recording(ctx, 1, &h);
+    ttt_tensor *rows = NULL, **parts = NULL;
+    if (record) parts = ttt__meta_alloc(ctx, sizeof(ttt_tensor *) * (size_t)n_chunks);
+    else rows = ttt_new(ctx, h->dtype, TTT_DIMS(B, T));
+    if (!parts && !rows) return NULL;
+    for (int64_t j = 0; j < n_chunks; j++) {
+        const int64_t t0 = j * chunk, t1 = t0 + chunk < T ? t0 + chunk : T;
+        const ttt_mark_t mark = ttt_mark(ctx);
+        ttt_tensor *hs = n_chunks == 1 ? h : ttt_slice(ctx, h, 1, t0, t1, 1);
+        ttt_tensor *ts = n_chunks == 1 ? targets : ttt_slice(ctx, targets, 1, t0, t1, 1);
+        ttt_tensor *r = ttt_cross_entropy_rows(ctx, ttt_lm_logits(ctx, m, hs), ts, -100);
+        if (!r) return NULL;
+        if (record) parts[j] = r;
+        else {
+            if (ttt__copy_into(ctx, rows, 1, t0, 1, r) != TTT_OK) return NULL;
+            ttt_release(ctx, mark);
+        }
+    }
+    if (record) rows = n_chunks == 1 ? parts[0] : ttt_concat(ctx, (int)n_chunks, parts, 1);
+    if (per_token) *per_token = rows;
+    return ttt_scale(ctx, ttt_sum(ctx, rows, 0, NULL, 0), 1.0 / (double)(counted > 0 ? counted : 1));
+}
+
+/* ---- KV cache ---------------------------------------------------------------------------------- */
+
+int ttt_lm_cache_init(ttt_ctx *ctx, const ttt_lm *m, ttt_lm_cache *c, int64_t batch, int64_t max_len) {
+    static const char fn[] = "lm_cache_init";
+    if (!ctx) return TTT_ERR;
+    if (!c) return ttt__set_error(ctx, "%s: cache must not be NULL", fn);
+    *c = (ttt_lm_cache){0};
+    if (check_model(ctx, fn, m)) return TTT_ERR;
+    const ttt_lm_config *mc = &m->cfg;
+    if (batch < 1 || batch > (1 << 20)) return ttt__set_error(ctx, "%s: batch %lld must be in [1, 2^20]", fn, (long long)batch);
+    if (mc->window == 0 && (max_len < 1 || max_len > MAX_WINDOW))
+        return ttt__set_error(ctx, "%s: max_len %lld must be >= 1 for full attention", fn, (long long)max_len);
+    c->batch = batch;
+    c->capacity = mc->window > 0 ? (mc->window > 1 ? mc->window - 1 : 1) : max_len;
+    c->k = calloc((size_t)mc->depth, sizeof *c->k);
+    c->v = calloc((size_t)mc->depth, sizeof *c->v);
+    if (!c->k || !c->v) {
+        ttt_lm_cache_free(ctx, c);
+        return ttt__set_error(ctx, "%s: out of host memory", fn);
+    }
+    c->k_depth = mc->depth;
+    for (int64_t i = 0; i < mc->depth; i++) {
+        const int64_t shape[4] = {batch, mc->heads, c->capacity, mc->dim / mc->heads};
+        if (!(c->k[i] = ttt_persistent(ctx, m->embed->dtype, 4, shape, "lm.cache.k")) ||
+            !(c->v[i] = ttt_persistent(ctx, m->embed->dtype, 4, shape, "lm.cache.v"))) {
+            ttt_lm_cache_free(ctx, c);
+            return TTT_ERR;
+        }
+    }
+    return TTT_OK;
+}
+
+void ttt_lm_cache_free(ttt_ctx *ctx, ttt_lm_cache *c) {
+    if (!ctx || !c) return;
+    for (int64_t i = 0; i < c->k_depth; i++) {
+        if (c->k) ttt_persistent_free(ctx, c->k[i]);
+        if (c->v) ttt_persistent_free(ctx, c->v[i]);
+    }
+    free(c->k);
+    free(c->v);
+    *c = (ttt_lm_cache){0};
+}
+
+void ttt_lm_cache_reset(ttt_lm_cache *c) {
+    if (c) c->len = 0;
+}
+
+/* Full attention: the cache is linear (slot = position); the new keys go in
+ * after the cached ones and ttt_attention's causal convention does the rest. */
+static ttt_tensor *decode_linear(ttt_ctx *ctx, const ttt_lm *m, ttt_lm_cache *c, ttt_tensor *ids) {
+    const ttt_lm_config *mc = &m->cfg;
+    const int64_t T = ids->shape[1], p0 = c->len;
+    ttt_tensor *x = ttt_embedding(ctx, m->embed, ids);
+    for (int64_t i = 0; x && i < mc->depth; i++) {
+        const ttt_lm_block *b = &m->blocks[i];
+        ttt_tensor *h = ttt_rms_norm(ctx, x, b->input_norm, mc->norm_eps);
+        ttt_tensor *q = heads(ctx, mc, h, b->q, b->q_norm, 1, p0), *k = heads(ctx, mc, h, b->k, b->k_norm, 1, p0);
+        ttt_tensor *v = heads(ctx, mc, h, b->v, NULL, 0, p0);
+        if (!q || !k || !v || ttt__copy_into(ctx, c->k[i], 2, p0, 1, k) || ttt__copy_into(ctx, c->v[i], 2, p0, 1, v))
+            return NULL;
+        ttt_tensor *ks = ttt_slice(ctx, c->k[i], 2, 0, p0 + T, 1), *vs = ttt_slice(ctx, c->v[i], 2, 0, p0 + T, 1);
+        x = block_rest(ctx, mc, b, x, ttt_attention(ctx, q, ks, vs, 1, 0, 0.0));
+    }
+    return ttt_lm_logits(ctx, m, ttt_rms_norm(ctx, x, m->norm, mc->norm_eps));
+}
+
+/* Sliding window: the cache is a ring of capacity = window - 1 slots (slot =
+ * position mod capacity), so the cached keys are out of order; a mask built on
+ * the host from their positions says which of them each new query sees. */
+static ttt_tensor *decode_ring(ttt_ctx *ctx, const ttt_lm *m, ttt_lm_cache *c, ttt_tensor *ids) {
+    const ttt_lm_config *mc = &m->cfg;
+    const int64_t T = ids->shape[1], p0 = c->len, cap = c->capacity, W = mc->window;
+    const int64_t n_old = p0 < cap ? p0 : cap, n_keys = n_old + T;
+    /* mask [T, n_old + T]: 0 where seen, -inf where hidden */
+    double *mask = malloc(sizeof(double) * (size_t)(T * n_keys));
+    if (!mask) return ttt__set_error(ctx, "lm_decode: out of host memory"), NULL;
+    for (int64_t t = 0; t < T; t++) {
+        const int64_t pos = p0 + t;
+        for (int64_t s = 0; s < n_old; s++) {
+            /* slot s holds the latest cached position congruent to s mod cap */
+            const int64_t held = p0 - 1 - ((p0 - 1 - s) % cap + cap) % cap;
+            mask[t * n_keys + s] = pos - held < W ? 0.0 : -INFINITY;
+        }
+        for (int64_t s = 0; s < T; s++) mask[t * n_keys + n_old + s] = s <= t && t - s < W ? 0.0 : -INFINITY;
+    }
+    ttt_tensor *bias = ttt_from_host(ctx, TTT_F64, TTT_DIMS(T, n_keys), mask);
+    free(mask);
+    if (!bias || !(bias = ttt_cast(ctx, bias, m->embed->dtype))) return NULL;
+    const double scale = 1.0 / sqrt((double)(mc->dim / mc->heads));
+    ttt_tensor *x = ttt_embedding(ctx, m->embed, ids);
+    for (int64_t i = 0; x && i < mc->depth; i++) {
+        const ttt_lm_block *b = &m->blocks[i];
+        ttt_tensor *h = ttt_rms_norm(ctx, x, b->input_norm, mc->norm_eps);
+        ttt_tensor *q = heads(ctx, mc, h, b->q, b->q_norm, 1, p0), *k = heads(ctx, mc, h, b->k, b->k_norm, 1, p0);
+        ttt_tensor *v = heads(ctx, mc, h, b->v, NULL, 0, p0);
+        ttt_tensor *ka = k, *va = v;
+        if (n_old > 0) {
+            ttt_tensor *kc = ttt_slice(ctx, c->k[i], 2, 0, n_old, 1), *vc = ttt_slice(ctx, c->v[i], 2, 0, n_old, 1);
+            ka = ttt_concat(ctx, 2, (ttt_tensor *const[]){kc, k}, 2);
+            va = ttt_concat(ctx, 2, (ttt_tensor *const[]){vc, v}, 2);
+        }
+        ttt_tensor *s = ttt_add(ctx, ttt_scale(ctx, ttt_matmul(ctx, q, ka, 0, 1), scale), bias);
+        ttt_tensor *o = ttt_matmul(ctx, ttt_softmax(ctx, s), va, 0, 0);
+        if (!o) return NULL;
+        /* only now overwrite the slots: the keys they held were still visible above */
+        for (int64_t t = T > cap ? T - cap : 0; t < T; t++) {
+            ttt_tensor *kt = ttt_slice(ctx, k, 2, t, t + 1, 1), *vt = ttt_slice(ctx, v, 2, t, t + 1, 1);
+            const int64_t slot = (p0 + t) % cap;
+            if (!kt || !vt || ttt__copy_into(ctx, c->k[i], 2, slot, 1, kt) || ttt__copy_into(ctx, c->v[i], 2, slot, 1, vt))
+                return NULL;
+        }
+        x = block_rest(ctx, mc, b, x, o);
+    }
+    return ttt_lm_logits(ctx, m, ttt_rms_norm(ctx, x, m->norm, mc->norm_eps));
+}
+
+ttt_tensor *ttt_lm_decode(ttt_ctx *ctx, const ttt_lm *m, ttt_lm_cache *c, ttt_tensor *ids) {
+    static const char fn[] = "lm_decode";
+    if (!ctx || !ids) return NULL;
+    if (check_model(ctx, fn, m) || check_ids(ctx, fn, "ids", ids)) return NULL;
+    if (!c || !c->k || c->k_depth != m->cfg.depth)
+        return ttt__set_error(ctx, "%s: the cache is not initialised for this model (ttt_lm_cache_init)", fn), NULL;
+    if (ids->shape[0] != c->batch)
+        return ttt__set_error(ctx, "%s: ids have batch %lld but the cache was made for %lld", fn,
+                              (long long)ids->shape[0], (long long)c->batch),
+               NULL;
+    const int64_t T = ids->shape[1];
+    if (m->cfg.window == 0 && c->len + T > c->capacity)
+        return ttt__set_error(ctx, "%s: %lld cached + %lld new tokens exceed the cache's capacity %lld", fn,
+                              (long long)c->len, (long long)T, (long long)c->capacity),
+               NULL;
+    ttt_no_grad_begin(ctx);
+    ttt_tensor *out = NULL;
+    if (T > DECODE_CHUNK) { /* a long prompt in pieces keeps the ring's masks and scores small */
+        const int64_t n = (T + DECODE_CHUNK - 1) / DECODE_CHUNK;
+        ttt_tensor **parts = ttt__meta_alloc(ctx, sizeof(ttt_tensor *) * (size_t)n);
+        int64_t j = 0;
+        for (; parts && j < n; j++) {
+            const int64_t t0 = j * DECODE_CHUNK, t1 = t0 + DECODE_CHUNK < T ? t0 + DECODE_CHUNK : T;
+            ttt_tensor *piece = ttt_contiguous(ctx, ttt_slice(ctx, ids, 1, t0, t1, 1));
+            if (!piece || !(parts[j] = ttt_lm_decode(ctx, m, c, piece))) break;
+        }
+        if (j == n) out = ttt_concat(ctx, (int)n, parts, 1);
+    } else {
+        out = m->cfg.window > 0 ? decode_ring(ctx, m, c, ids) : decode_linear(ctx, m, c, ids);
+        if (out) c->len += T;
+    }
+    ttt_no_grad_end(ctx);
+    return out;
+}
