@@ -103,6 +103,9 @@ int ttt__grad(ttt_ctx *ctx, int n_out, ttt_tensor *const *outputs, ttt_tensor *c
  * array of sz-byte elements to at least need (TTT_OK / TTT_ERR). */
 int ttt__errbuf(char *err, size_t err_len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 int ttt__grow(void **p, size_t *cap, size_t need, size_t sz);
+/* fsync the directory holding path after a rename, so an atomic write is durable
+ * (0 / -1 with errno; file systems that cannot fsync a directory count as 0). */
+int ttt__sync_dir(const char *path);
 
 /* Common checks for op entry points. */
 #define TTT_CHECK_NONNULL1(a) \

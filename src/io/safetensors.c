@@ -234,32 +234,6 @@ static int build_header(int n, const ttt_named_tensor *tensors, const char *cons
     return TTT_OK;
 }
 
-/* fsync the directory holding path, so the rename is durable. */
-static int sync_dir(const char *path) {
-    const char *slash = strrchr(path, '/');
-    char *dir;
-    if (!slash) dir = strdup(".");
-    else if (slash == path) dir = strdup("/");
-    else {
-        dir = malloc((size_t)(slash - path) + 1);
-        if (dir) memcpy(dir, path, (size_t)(slash - path)), dir[slash - path] = 0;
-    }
-    if (!dir) {
-        errno = ENOMEM;
-        return -1;
-    }
-    int fd = open(dir, O_RDONLY | O_DIRECTORY);
-    free(dir);
-    if (fd < 0) return -1;
-    int rc = fsync(fd);
-    int e = errno;
-    close(fd);
-    /* some file systems cannot fsync a directory; that is not a failed save */
-    if (rc != 0 && (e == EINVAL || e == EBADF || e == ENOTSUP)) rc = 0;
-    errno = e;
-    return rc;
-}
-
 int ttt_save_safetensors(ttt_ctx *ctx, const char *path, int n, const ttt_named_tensor *tensors,
                          const char *const *metadata) {
     static const char *const fn = "ttt_save_safetensors";
@@ -330,7 +304,7 @@ int ttt_save_safetensors(ttt_ctx *ctx, const char *path, int n, const ttt_named_
     }
     if (rename(tmp, path) != 0) goto io_error;
     made_tmp = 0;
-    if (sync_dir(path) != 0) goto io_error;  /* PATH is the new file already; report that it may not be durable */
+    if (ttt__sync_dir(path) != 0) goto io_error;  /* PATH is the new file already; report that it may not be durable */
     rc = TTT_OK;
     goto done;
 
