@@ -4,6 +4,7 @@
 #define TTT_PROGRAMS_CLI_H
 
 #include <stdint.h>
+#include <stdio.h>
 
 typedef int (*cli_command_fn)(int argc, char **argv);
 
@@ -16,6 +17,10 @@ int cli_flag_str(int argc, char **argv, int *i, const char *name, const char **o
 /* Report an unknown argument and return 2. */
 int cli_unknown(const char *cmd, const char *arg);
 
+/* mkdir -p (0 / -1 with errno). */
+int cli_mkdir_p(const char *path);
+/* A JSON number, or null for NaN / infinity (JSON has neither). */
+void cli_json_num(FILE *f, double v);
 /* Monotonic seconds. */
 double cli_now(void);
 

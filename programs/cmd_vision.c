@@ -222,27 +222,9 @@ static uint64_t step_seed(uint64_t seed, int64_t step) {
     return mix64(seed * 0xD1B54A32D192ED03ull + (uint64_t)step);
 }
 
-static int mkdir_p(const char *path) {
-    char buf[4096];
-    if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf) return -1;
-    for (char *p = buf + 1; *p; p++)
-        if (*p == '/') {
-            *p = 0;
-            if (mkdir(buf, 0777) && errno != EEXIST) return -1;
-            *p = '/';
-        }
-    return mkdir(buf, 0777) && errno != EEXIST ? -1 : 0;
-}
-
 static int file_exists(const char *path) {
     struct stat st;
     return stat(path, &st) == 0;
-}
-
-/* JSON number, or null for NaN / infinity (JSON has neither). */
-static void json_num(FILE *f, double v) {
-    if (isfinite(v)) fprintf(f, "%.9g", v);
-    else fputs("null", f);
 }
 
 static void json_array(FILE *f, const double *v, int n) {
@@ -253,7 +235,7 @@ static void json_array(FILE *f, const double *v, int n) {
     fputc('[', f);
     for (int i = 0; i < n; i++) {
         if (i) fputs(", ", f);
-        json_num(f, v[i]);
+        cli_json_num(f, v[i]);
     }
     fputc(']', f);
 }
@@ -464,25 +446,25 @@ static int metrics_append(const char *path, int64_t epoch, int64_t step, const e
     FILE *f = fopen(path, "a");
     if (!f) return TTT_ERR;
     fprintf(f, "{\"epoch\": %lld, \"step\": %lld, \"train_loss\": ", (long long)epoch, (long long)step);
-    json_num(f, train->loss);
+    cli_json_num(f, train->loss);
     fputs(", \"train_acc\": ", f);
-    json_num(f, train->acc);
+    cli_json_num(f, train->acc);
     fputs(", \"test_loss\": ", f);
-    json_num(f, test->loss);
+    cli_json_num(f, test->loss);
     fputs(", \"test_acc\": ", f);
-    json_num(f, test->acc);
+    cli_json_num(f, test->acc);
     fputs(", \"lr\": ", f);
-    json_num(f, lr);
+    cli_json_num(f, lr);
     fputs(", \"inner_loss\": ", f);
     json_array(f, test->inner, test->n_inner);
     fputs(", \"train_inner_loss\": ", f);
     json_array(f, train->inner, train->n_inner);
     fputs(", \"images_per_s\": ", f);
-    json_num(f, ips);
+    cli_json_num(f, ips);
     fputs(", \"seconds\": ", f);
-    json_num(f, train->seconds);
+    cli_json_num(f, train->seconds);
     fputs(", \"eval_seconds\": ", f);
-    json_num(f, test->seconds);
+    cli_json_num(f, test->seconds);
     fputs("}\n", f);
     int ok = fflush(f) == 0 && fsync(fileno(f)) == 0;
     return fclose(f) == 0 && ok ? TTT_OK : TTT_ERR;
@@ -590,7 +572,7 @@ static int resume(run_t *r) {
 
 /* A new run: the directory and an empty metrics file. */
 static int start_fresh(run_t *r, const char *out) {
-    if (mkdir_p(out) != 0) {
+    if (cli_mkdir_p(out) != 0) {
         fprintf(stderr, "ttt vision: cannot create %s: %s\n", out, strerror(errno));
         return EXIT_RUNTIME;
     }
