@@ -561,14 +561,16 @@ static int eval(const opts *o) {
                        (long long)lo, (long long)hi, sum[b] / (double)cnt[b], (long long)cnt[b]);
         total += sum[b], total_n += cnt[b];
     }
-    printf("all %lld positions of %lld documents: loss %.4f, perplexity %.2f (checkpoint step %lld, window %lld)\n",
+    const double secs = cli_now() - t0;
+    printf("all %lld positions of %lld documents: loss %.4f, perplexity %.2f (checkpoint step %lld, window %lld); "
+           "%.3f s per document, %.4f s per 1K tokens\n",
            (long long)total_n, (long long)used, total / (double)total_n, exp(total / (double)total_n), (long long)step,
-           (long long)m.cfg.window);
+           (long long)m.cfg.window, secs / (double)used, secs / (double)used * 1024.0 / (double)C);
     if (f) {
         fprintf(f, "{\"summary\": true, \"documents\": %lld, \"context\": %lld, \"mean_loss\": %.6f, \"perplexity\": %.4f, "
-                   "\"step\": %lld, \"window\": %lld}\n",
+                   "\"step\": %lld, \"window\": %lld, \"seconds_per_doc\": %.4f}\n",
                 (long long)used, (long long)C, total / (double)total_n, exp(total / (double)total_n), (long long)step,
-                (long long)m.cfg.window);
+                (long long)m.cfg.window, secs / (double)used);
         fclose(f);
     }
     rc = 0;

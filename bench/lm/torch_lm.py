@@ -189,6 +189,27 @@ def bench(args):
                           peak_mem_gib=torch.cuda.max_memory_allocated() / 2**30)), flush=True)
 
 
+@torch.no_grad()
+def prefill(args):
+    """Forward time of one sequence of T tokens (the prefill), full attention or a window."""
+    torch.manual_seed(0)
+    cfg = preset(args.preset, args.vocab, window=args.window)
+    dt = {"f32": torch.float32, "bf16": torch.bfloat16}[args.dtype]
+    model = LM(cfg).to("cuda", dt).eval()
+    ids = torch.randint(0, args.vocab, (1, args.seq), device="cuda")
+    for _ in range(2):
+        model(ids)
+    torch.cuda.synchronize()
+    t = time.perf_counter()
+    for _ in range(args.steps):
+        model(ids)
+    torch.cuda.synchronize()
+    s = (time.perf_counter() - t) / args.steps
+    print(json.dumps(dict(peer="pytorch", what="prefill", dtype=args.dtype, preset=args.preset, seq=args.seq,
+                          window=args.window, s=s, s_per_1k=s * 1024 / args.seq,
+                          peak_mem_gib=torch.cuda.max_memory_allocated() / 2**30)), flush=True)
+
+
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -203,6 +224,15 @@ if __name__ == "__main__":
     b.add_argument("--compile", action="store_true")
     b.add_argument("--steps", type=int, default=10)
     b.add_argument("--warmup", type=int, default=3)
+    p = sub.add_parser("prefill", help="forward time of one long sequence")
+    p.add_argument("--preset", default="125m")
+    p.add_argument("--vocab", type=int, default=50257)
+    p.add_argument("--seq", type=int, default=8192)
+    p.add_argument("--window", type=int, default=0)
+    p.add_argument("--dtype", default="bf16", choices=["f32", "bf16"])
+    p.add_argument("--steps", type=int, default=3)
     a = ap.parse_args()
     if a.cmd == "bench":
         bench(a)
+    else:
+        prefill(a)
