@@ -60,6 +60,30 @@ static double compare(ttt_ctx *ctx, int64_t b, int64_t h, int64_t tq, int64_t tk
     return worst;
 }
 
+/* Long enough that the recorded path rematerializes its query blocks: the
+ * gradients must equal those of the plainly composed attention. */
+static void test_remat_gradients(ttt_ctx *ctx) {
+    const int64_t T = 2100, d = 2;
+    ttt_tensor *q = ttt_randn(ctx, TTT_F64, TTT_DIMS(1, T, d), 1.0), *k = ttt_randn(ctx, TTT_F64, TTT_DIMS(1, T, d), 1.0);
+    ttt_tensor *v = ttt_randn(ctx, TTT_F64, TTT_DIMS(1, T, d), 1.0), *w = ttt_randn(ctx, TTT_F64, TTT_DIMS(1, T, d), 1.0);
+    ttt_set_requires_grad(q, 1), ttt_set_requires_grad(k, 1), ttt_set_requires_grad(v, 1);
+    ttt_tensor *in[3] = {q, k, v}, *g1[3], *g2[3];
+    ttt_tensor *o1 = ttt_attention(ctx, q, k, v, 1, 0, 0.0);
+    ttt_tensor *s = ttt_attn_mask(ctx, ttt_scale(ctx, ttt_matmul(ctx, q, k, 0, 1), 1.0 / sqrt((double)d)), 0, 0, -INFINITY);
+    ttt_tensor *o2 = ttt_matmul(ctx, ttt_softmax(ctx, s), v, 0, 0);
+    ttt_tensor *l1 = ttt_sum(ctx, ttt_mul(ctx, o1, w), 0, NULL, 0), *l2 = ttt_sum(ctx, ttt_mul(ctx, o2, w), 0, NULL, 0);
+    CHECK(ttt_grad(ctx, 1, &l1, NULL, 3, in, g1, 0) == TTT_OK && ttt_grad(ctx, 1, &l2, NULL, 3, in, g2, 0) == TTT_OK);
+    double worst = 0;
+    for (int i = 0; i < 3; i++) {
+        double *a = malloc(sizeof(double) * (size_t)(T * d)), *b = malloc(sizeof(double) * (size_t)(T * d));
+        ttt_copy_to_host(ctx, g1[i], a, TTT_F64), ttt_copy_to_host(ctx, g2[i], b, TTT_F64);
+        for (int64_t j = 0; j < T * d; j++) worst = fmax(worst, fabs(a[j] - b[j]));
+        free(a), free(b);
+    }
+    CHECK_MSG(worst < 1e-10, "rematerialized attention gradients differ by %g", worst);
+    ttt_step_reset(ctx);
+}
+
 int main(void) {
     ttt_ctx_config cfg = {.device = TTT_CPU, .seed = 7};
     ttt_ctx *ctx = ttt_ctx_new(&cfg);
@@ -75,6 +99,8 @@ int main(void) {
     CHECK(compare(ctx, 1, 1, 37, 45, 3, 2, 1, 1) < 1e-12);   /* window 1: each query sees only itself */
     CHECK(compare(ctx, 1, 1, 20, 20, 3, 2, 1, 100) < 1e-12); /* window longer than the sequence */
     }
+
+    test_remat_gradients(ctx);
 
     /* argument checks name the problem */
     ttt_tensor *q = ttt_randn(ctx, TTT_F64, TTT_DIMS(1, 4, 3), 1.0);

@@ -20,17 +20,17 @@ log() { tee -a "$OUT/lm_log.txt"; }
 STEPS=${STEPS:-400}
 echo "== curves: small preset, seq 2048, full attention vs window 256, $STEPS steps each (two processes) ==" | log
 for w in 0 256; do
-  $T lm train --device cuda --data $S/train.bin --preset small --seq-len 2048 --batch 8 --steps $STEPS --lr 2e-3 \
-    --warmup 40 --window $w --log-every 50 --save-every $STEPS --out $W/small-w$w >$W/small-w$w.log 2>&1 &
+  timeout ${TRAIN_TIMEOUT:-240} $T lm train --device cuda --data $S/train.bin --preset small --seq-len 2048 --batch 8 --steps $STEPS --lr 2e-3 \
+    --warmup 40 --window $w --log-every 25 --save-every 100 --out $W/small-w$w >$W/small-w$w.log 2>&1 &
 done
 echo "== 125M training speed (f32), full attention, seq 1024 x batch 8 ==" | log
 $T lm train --device cuda --data $S/train.bin --preset 125m --seq-len 1024 --batch 8 --steps 12 --log-every 4 \
-  --save-every 12 --out $W/125m-full 2>&1 | grep -E "step|lm train|done|error" | log
+  --save-every 12 --out $W/125m-full 2>&1 | grep -E "step|lm train|done|ttt lm" | log
 wait
 for w in 0 256; do tail -3 $W/small-w$w.log | log; cp $W/small-w$w/metrics.jsonl "$OUT/train_small_w$w.jsonl"; done
 echo "== 125M training speed alone: seq 8192 x batch 1, window 1024 ==" | log
 $T lm train --device cuda --data $S/train.bin --preset 125m --seq-len 8192 --batch 1 --window 1024 --steps 6 --log-every 2 \
-  --save-every 6 --out $W/125m-swa 2>&1 | grep -E "step|done|error" | log
+  --save-every 6 --out $W/125m-swa 2>&1 | grep -E "step|done|ttt lm" | log
 echo "== loss by position on held-out long documents (context 8192) ==" | log
 for w in 0 256; do
   $T lm eval --device cuda --ckpt $W/small-w$w --data $S/longdocs.bin --context 8192 --out "$OUT/eval_small_w$w.jsonl" 2>&1 | log

@@ -328,6 +328,20 @@ ttt_tensor *ttt_lm_logits(ttt_ctx *ctx, const ttt_lm *m, ttt_tensor *hidden) {
     return linear(ctx, hidden, m->embed);
 }
 
+/* One chunk of positions: per-token losses of hidden [B, t, D] against
+ * targets [B, t], through the tied head. Rematerialized in training so the
+ * backward pass holds one chunk's logits at a time, not [B, T, V]. */
+typedef struct {
+    ttt_tensor *targets;
+} chunk_args;
+
+static int chunk_loss_fn(ttt_ctx *ctx, void *user, int n_in, ttt_tensor *const *in, int n_out, ttt_tensor **out) {
+    (void)n_in, (void)n_out;
+    const chunk_args *a = user;
+    out[0] = ttt_cross_entropy_rows(ctx, ttt_matmul(ctx, in[0], in[1], 0, 1), a->targets, -100);
+    return out[0] ? TTT_OK : TTT_ERR;
+}
+
 ttt_tensor *ttt_lm_loss(ttt_ctx *ctx, const ttt_lm *m, ttt_tensor *ids, ttt_tensor *targets, ttt_tensor **per_token) {
     static const char fn[] = "lm_loss";
     if (per_token) *per_token = NULL;
@@ -368,7 +382,16 @@ ttt_tensor *ttt_lm_loss(ttt_ctx *ctx, const ttt_lm *m, ttt_tensor *ids, ttt_tens
         const ttt_mark_t mark = ttt_mark(ctx);
         ttt_tensor *hs = n_chunks == 1 ? h : ttt_slice(ctx, h, 1, t0, t1, 1);
         ttt_tensor *ts = n_chunks == 1 ? targets : ttt_slice(ctx, targets, 1, t0, t1, 1);
-        ttt_tensor *r = ttt_cross_entropy_rows(ctx, ttt_lm_logits(ctx, m, hs), ts, -100);
+        ttt_tensor *r = NULL;
+        if (record) {
+            chunk_args *a = ttt__meta_alloc(ctx, sizeof *a); /* lives until the backward pass (step arena) */
+            if (!a) return NULL;
+            a->targets = ts;
+            if (ttt_checkpoint(ctx, chunk_loss_fn, a, 2, (ttt_tensor *const[]){hs, m->embed}, 1, &r) != TTT_OK)
+                return NULL;
+        } else {
+            r = ttt_cross_entropy_rows(ctx, ttt_lm_logits(ctx, m, hs), ts, -100);
+        }
         if (!r) return NULL;
         if (record) parts[j] = r;
         else {

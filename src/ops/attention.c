@@ -11,6 +11,28 @@
 
 /* Scores per block are kept near this many elements (16 Mi floats = 64 MB f32). */
 static const int64_t BLOCK_SCORES = (int64_t)1 << 24;
+/* With a graph, attention whose scores exceed this many elements in all is
+ * rematerialized block by block: the backward pass recomputes each block's
+ * scores instead of keeping four [.., Tq, Tk] tensors per call alive. */
+static const int64_t REMAT_SCORES = (int64_t)1 << 22;
+
+typedef struct {
+    int causal;
+    int64_t window, q_offset; /* q_offset: the block's first query position relative to its first key */
+    double scale;
+} block_args;
+
+static ttt_tensor *attend(ttt_ctx *ctx, const block_args *a, ttt_tensor *q, ttt_tensor *k, ttt_tensor *v) {
+    ttt_tensor *s = ttt_scale(ctx, ttt_matmul(ctx, q, k, 0, 1), a->scale);
+    if (a->causal) s = ttt_attn_mask(ctx, s, a->window, a->q_offset, -INFINITY);
+    return ttt_matmul(ctx, ttt_softmax(ctx, s), v, 0, 0);
+}
+
+static int attend_fn(ttt_ctx *ctx, void *user, int n_in, ttt_tensor *const *in, int n_out, ttt_tensor **out) {
+    (void)n_in, (void)n_out;
+    out[0] = attend(ctx, user, in[0], in[1], in[2]);
+    return out[0] ? TTT_OK : TTT_ERR;
+}
 
 static int check_qkv(ttt_ctx *ctx, const ttt_tensor *q, const ttt_tensor *k, const ttt_tensor *v, int causal,
                      int64_t window) {
@@ -70,6 +92,7 @@ ttt_tensor *ttt_attention(ttt_ctx *ctx, ttt_tensor *q, ttt_tensor *k, ttt_tensor
         out = ttt_new(ctx, q->dtype, r, shape);
     }
     if (!outs && !out) return NULL;
+    const int remat = record && batch * tq * seen > REMAT_SCORES;
     for (int64_t b = 0; b < n_blk; b++) {
         const int64_t q0 = b * blk, q1 = q0 + blk < tq ? q0 + blk : tq;
         int64_t k0 = 0, k1 = tk;
@@ -81,9 +104,15 @@ ttt_tensor *ttt_attention(ttt_ctx *ctx, ttt_tensor *q, ttt_tensor *k, ttt_tensor
         ttt_tensor *qb = n_blk == 1 ? q : ttt_slice(ctx, q, r - 2, q0, q1, 1);
         ttt_tensor *kb = k0 == 0 && k1 == tk ? k : ttt_slice(ctx, k, r - 2, k0, k1, 1);
         ttt_tensor *vb = k0 == 0 && k1 == tk ? v : ttt_slice(ctx, v, r - 2, k0, k1, 1);
-        ttt_tensor *sc = ttt_scale(ctx, ttt_matmul(ctx, qb, kb, 0, 1), scale);
-        if (causal) sc = ttt_attn_mask(ctx, sc, window, off + q0 - k0, -INFINITY);
-        ttt_tensor *ob = ttt_matmul(ctx, ttt_softmax(ctx, sc), vb, 0, 0);
+        block_args *a = ttt__meta_alloc(ctx, sizeof *a); /* lives until the backward pass (step arena) */
+        if (!a) return NULL;
+        *a = (block_args){causal, window, off + q0 - k0, scale};
+        ttt_tensor *ob = NULL;
+        if (remat) {
+            if (ttt_checkpoint(ctx, attend_fn, a, 3, (ttt_tensor *const[]){qb, kb, vb}, 1, &ob) != TTT_OK) return NULL;
+        } else {
+            ob = attend(ctx, a, qb, kb, vb);
+        }
         if (!ob) return NULL;
         if (record) outs[b] = ob;
         else {
