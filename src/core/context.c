@@ -10,6 +10,7 @@
 #include "internal.h"
 
 enum { META_BLOCK = 1 << 20, ALIGN = 64 };
+static const size_t GROW_MAX = (size_t)256 << 20; /* see arena_alloc */
 
 struct ttt_persist {
     struct ttt_persist *next, *prev;
@@ -44,8 +45,12 @@ static void *arena_alloc(ttt_ctx *ctx, ttt_arena *a, size_t bytes) {
         a->cur++;
         a->used = 0;
     }
-    /* Need a new block: at least double the last one, and big enough. */
+    /* Need a new block: double the last one (few blocks for small steps), but
+     * past GROW_MAX grow in GROW_MAX steps, so a step that needs many GB
+     * reserves about what it uses rather than up to twice that; the blocks are
+     * merged into one at the next reset either way. */
     size_t size = a->n_blocks ? a->blocks[a->n_blocks - 1].size * 2 : a->first_size;
+    if (size > GROW_MAX) size = GROW_MAX;
     if (size < bytes) size = bytes;
     if (a->n_blocks == a->cap_blocks) {
         size_t cap = a->cap_blocks ? a->cap_blocks * 2 : 8;
