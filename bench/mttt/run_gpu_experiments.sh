@@ -29,7 +29,7 @@ export -f run_one
 export OUT DATA RUN_TIMEOUT
 while IFS='|' read -r name flags; do
   [ -z "$name" ] && continue
-  echo "$name $flags $COMMON"
+  echo "$name $flags${COMMON:+ $COMMON}"
 done | xargs -P "$PAR" -L 1 bash -c 'run_one "$@"' _
 echo "== summary (last epoch) =="
 : >"$OUT/all_metrics.jsonl"
