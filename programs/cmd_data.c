@@ -21,8 +21,9 @@ static void usage(FILE *f) {
             "       ttt data verify FILE\n"
             "\n"
             "prepare   tokenizes text files into one shard. INPUT is a file or a folder (walked recursively,\n"
-            "          in sorted order so the shard is reproducible). Each file is one document, followed by\n"
-            "          the end-of-text token when the vocabulary has one. The shard is written atomically.\n"
+            "          in sorted order so the shard is reproducible; files named directly are always taken).\n"
+            "          Each file is one document, followed by the end-of-text token. The shard is written\n"
+            "          atomically; a progress line goes to stderr, the summary to stdout.\n"
             "  --tokenizer PATH     a folder with vocab.json + merges.txt (GPT-2 style, as `ttt tokenizer train`\n"
             "                       writes them) or a Hugging Face tokenizer.json\n"
             "  --out FILE           the shard to write\n"
@@ -30,6 +31,10 @@ static void usage(FILE *f) {
             "  --split-tokens N     cut documents into pieces of at most N tokens (training data)\n"
             "  --min-doc-tokens N   drop documents (after splitting) shorter than N tokens (e.g. 32768 for the\n"
             "                       long-context evaluation set)\n"
+            "  --max-doc-tokens N   drop documents (after splitting) longer than N tokens\n"
+            "  --eot PIECE          the end-of-text token (a piece of the vocabulary; default <|endoftext|>,\n"
+            "                       when the vocabulary has it, else none)\n"
+            "  --no-eot             append no end-of-text token\n"
             "  --concat-dirs        one document per folder: the folder's files, concatenated in sorted order\n"
             "                       (long documents from collections of short files)\n"
             "  --quiet              no progress line\n"
@@ -72,17 +77,17 @@ static int has_ext(const char *name, const char *exts) {
     return 0;
 }
 
-/* Files under path (sorted); with group, each folder's files share a group id. */
-static int walk(const char *path, const char *exts, strlist *files, strlist *groups, const char *group) {
+/* Files under path, sorted, a folder's own files before its subfolders (so that
+ * with --concat-dirs each folder's files are adjacent). groups[k] names the
+ * document file k belongs to under --concat-dirs: its folder, or the file itself
+ * when it was named directly. */
+static int walk(const char *path, const char *exts, strlist *files, strlist *groups, int top) {
     struct stat st;
     if (stat(path, &st) != 0) {
         fprintf(stderr, "ttt data: %s: %s\n", path, strerror(errno));
         return -1;
     }
-    if (S_ISREG(st.st_mode)) {
-        if (list_push(files, path) < 0 || list_push(groups, group ? group : path) < 0) return -1;
-        return 0;
-    }
+    if (S_ISREG(st.st_mode) && top) return list_push(files, path) < 0 || list_push(groups, path) < 0 ? -1 : 0;
     if (!S_ISDIR(st.st_mode)) return 0;
     DIR *d = opendir(path);
     if (!d) {
@@ -97,21 +102,21 @@ static int walk(const char *path, const char *exts, strlist *files, strlist *gro
     closedir(d);
     if (names.n) qsort(names.v, names.n, sizeof *names.v, cmp_str);
     char *full = NULL;
-    for (size_t i = 0; rc == 0 && i < names.n; i++) {
-        size_t len = strlen(path) + strlen(names.v[i]) + 2;
-        char *f = realloc(full, len);
-        if (!f) {
-            rc = -1;
-            break;
+    for (int pass = 0; pass < 2; pass++) /* 0: files, 1: folders */
+        for (size_t i = 0; rc == 0 && i < names.n; i++) {
+            size_t len = strlen(path) + strlen(names.v[i]) + 2;
+            char *f = realloc(full, len);
+            if (!f) {
+                rc = -1;
+                break;
+            }
+            full = f;
+            snprintf(full, len, "%s/%s", path, names.v[i]);
+            if (stat(full, &st) != 0) continue;
+            if (pass == 1 && S_ISDIR(st.st_mode)) rc = walk(full, exts, files, groups, 0);
+            else if (pass == 0 && S_ISREG(st.st_mode) && has_ext(names.v[i], exts))
+                rc = list_push(files, full) < 0 || list_push(groups, path) < 0 ? -1 : 0;
         }
-        full = f;
-        snprintf(full, len, "%s/%s", path, names.v[i]);
-        if (stat(full, &st) != 0) continue;
-        if (S_ISDIR(st.st_mode)) rc = walk(full, exts, files, groups, NULL);
-        else if (S_ISREG(st.st_mode) && has_ext(names.v[i], exts)) {
-            if (list_push(files, full) < 0 || list_push(groups, path) < 0) rc = -1;
-        }
-    }
     free(full);
     list_free(&names);
     return rc;
@@ -138,23 +143,28 @@ static char *read_file(const char *path, size_t *len) {
 
 typedef struct {
     const char *tokenizer, *out, *exts;
-    int64_t split, min_doc;
-    int concat_dirs, quiet;
+    const char *eot;
+    int64_t split, min_doc, max_doc;
+    int concat_dirs, quiet, no_eot;
 } prep_opts;
 
 typedef struct {
     ttt_shard_writer *w;
-    int64_t split, min_doc, docs, dropped, tokens;
+    int64_t split, min_doc, max_doc, docs, short_docs, long_docs, tokens;
 } sink;
 
-/* One document (pieces of at most split tokens), dropping pieces under min_doc. */
+/* One document (pieces of at most split tokens), dropping pieces outside [min_doc, max_doc]. */
 static int emit(sink *s, const int32_t *ids, int64_t n) {
     char err[512];
     const int64_t step = s->split > 0 ? s->split : (n > 0 ? n : 1);
     for (int64_t at = 0; at < n; at += step) {
         const int64_t k = n - at < step ? n - at : step;
         if (k < s->min_doc) {
-            s->dropped++;
+            s->short_docs++;
+            continue;
+        }
+        if (k > s->max_doc) {
+            s->long_docs++;
             continue;
         }
         if (ttt_shard_writer_add(s->w, ids + at, k, err, sizeof err)) {
@@ -169,7 +179,7 @@ static int emit(sink *s, const int32_t *ids, int64_t n) {
 static int prepare(const prep_opts *o, int n_inputs, char **inputs) {
     strlist files = {0}, groups = {0};
     for (int i = 0; i < n_inputs; i++)
-        if (walk(inputs[i], o->exts, &files, &groups, NULL) < 0) {
+        if (walk(inputs[i], o->exts, &files, &groups, 1) < 0) {
             list_free(&files), list_free(&groups);
             return 1;
         }
@@ -185,9 +195,20 @@ static int prepare(const prep_opts *o, int n_inputs, char **inputs) {
         list_free(&files), list_free(&groups);
         return rc;
     }
-    const int32_t eot = ttt_tokenizer_piece_id(tok, CLI_EOT, strlen(CLI_EOT));
+    int32_t eot = -1;
+    if (o->eot) {
+        if ((eot = ttt_tokenizer_piece_id(tok, o->eot, strlen(o->eot))) < 0) {
+            fprintf(stderr, "ttt data prepare: --eot %s is not in the vocabulary of %s\n", o->eot, o->tokenizer);
+            ttt_tokenizer_free(tok);
+            list_free(&files), list_free(&groups);
+            return 2;
+        }
+    } else if (!o->no_eot) {
+        eot = ttt_tokenizer_piece_id(tok, CLI_EOT, strlen(CLI_EOT));
+        if (eot < 0) fprintf(stderr, "ttt data prepare: note: the vocabulary has no %s; documents get no end-of-text token\n", CLI_EOT);
+    }
     char err[512];
-    sink s = {.split = o->split, .min_doc = o->min_doc};
+    sink s = {.split = o->split, .min_doc = o->min_doc, .max_doc = o->max_doc > 0 ? o->max_doc : INT64_MAX};
     if (ttt_shard_writer_open(o->out, ttt_tokenizer_vocab_size(tok), &s.w, err, sizeof err)) {
         fprintf(stderr, "ttt data prepare: %s\n", err);
         ttt_tokenizer_free(tok);
@@ -248,8 +269,8 @@ static int prepare(const prep_opts *o, int n_inputs, char **inputs) {
     if (!o->quiet) fprintf(stderr, "\n");
     free(doc);
     if (rc == 0 && s.docs == 0) {
-        fprintf(stderr, "ttt data prepare: every document was shorter than --min-doc-tokens %lld; nothing written\n",
-                (long long)o->min_doc);
+        fprintf(stderr, "ttt data prepare: every document (%lld) was outside --min-doc-tokens / --max-doc-tokens; nothing written\n",
+                (long long)(s.short_docs + s.long_docs));
         rc = 1;
     }
     if (rc) ttt_shard_writer_abort(s.w);
@@ -257,11 +278,17 @@ static int prepare(const prep_opts *o, int n_inputs, char **inputs) {
         fprintf(stderr, "ttt data prepare: %s\n", err);
         rc = 1;
     } else {
-        printf("wrote %s: %lld documents (%lld dropped as shorter than %lld tokens), %lld tokens, vocabulary %d, "
-               "%d-byte tokens, from %zu files (%.1f MB) in %.1f s\n",
-               o->out, (long long)s.docs, (long long)s.dropped, (long long)o->min_doc, (long long)s.tokens,
-               (int)ttt_tokenizer_vocab_size(tok), ttt_tokenizer_vocab_size(tok) <= 65536 ? 2 : 4, files.n,
-               (double)bytes / 1e6, cli_now() - t0);
+        struct stat st;
+        const long long out_bytes = stat(o->out, &st) == 0 ? (long long)st.st_size : -1;
+        const double secs = cli_now() - t0;
+        printf("wrote %s: %lld documents, %lld tokens, vocabulary %d, %d-byte tokens, %lld bytes, from %zu files "
+               "(%.1f MB) in %.1f s (%.1f MB/s)",
+               o->out, (long long)s.docs, (long long)s.tokens, (int)ttt_tokenizer_vocab_size(tok),
+               ttt_tokenizer_vocab_size(tok) <= 65536 ? 2 : 4, out_bytes, files.n, (double)bytes / 1e6, secs,
+               (double)bytes / 1e6 / (secs + 1e-9));
+        if (o->min_doc > 0) printf("; dropped %lld shorter than %lld tokens", (long long)s.short_docs, (long long)o->min_doc);
+        if (o->max_doc > 0) printf("; dropped %lld longer than %lld tokens", (long long)s.long_docs, (long long)o->max_doc);
+        printf("\n");
     }
     ttt_tokenizer_free(tok);
     list_free(&files), list_free(&groups);
@@ -287,13 +314,16 @@ static int info_or_verify(const char *path, int verify) {
     } else {
         const int64_t n = ttt_shard_n_docs(s);
         int64_t *lens = malloc(sizeof(int64_t) * (size_t)(n ? n : 1));
+        if (!lens) fprintf(stderr, "ttt data info: out of memory for %lld document lengths\n", (long long)n), rc = 1;
         for (int64_t i = 0; lens && i < n; i++) {
             int64_t start;
             ttt_shard_doc(s, i, &start, &lens[i], err, sizeof err);
         }
         if (lens && n) qsort(lens, (size_t)n, sizeof *lens, cmp_i64);
-        printf("%s\n  tokens %lld\n  documents %lld\n  vocabulary %lld\n", path, (long long)ttt_shard_n_tokens(s),
-               (long long)n, (long long)ttt_shard_vocab(s));
+        struct stat st;
+        printf("%s\n  format TTTSHARD version 1, %d-byte tokens, %lld bytes\n  tokens %lld\n  documents %lld\n  vocabulary %lld\n",
+               path, ttt_shard_width(s), stat(path, &st) == 0 ? (long long)st.st_size : -1LL,
+               (long long)ttt_shard_n_tokens(s), (long long)n, (long long)ttt_shard_vocab(s));
         if (lens && n)
             printf("  document length min %lld, median %lld, max %lld\n", (long long)lens[0], (long long)lens[n / 2],
                    (long long)lens[n - 1]);
@@ -335,6 +365,8 @@ int cmd_data(int argc, char **argv) {
             (r = cli_flag_str(argc, argv, &i, "--ext", &o.exts)) ||
             (r = cli_flag_int(argc, argv, &i, "--split-tokens", 1, INT64_MAX, &o.split)) ||
             (r = cli_flag_int(argc, argv, &i, "--min-doc-tokens", 0, INT64_MAX, &o.min_doc)) ||
+            (r = cli_flag_int(argc, argv, &i, "--max-doc-tokens", 1, INT64_MAX, &o.max_doc)) ||
+            (r = cli_flag_str(argc, argv, &i, "--eot", &o.eot)) || (r = cli_flag_bool(argv, i, "--no-eot", &o.no_eot)) ||
             (r = cli_flag_bool(argv, i, "--concat-dirs", &o.concat_dirs)) || (r = cli_flag_bool(argv, i, "--quiet", &o.quiet))) {
             if (r < 0) {
                 free(inputs);
@@ -351,6 +383,13 @@ int cmd_data(int argc, char **argv) {
     int rc;
     if (!o.tokenizer || !o.out || !n_inputs) {
         fprintf(stderr, "ttt data prepare: needs --tokenizer, --out and at least one INPUT (see --help)\n");
+        rc = 2;
+    } else if (o.eot && o.no_eot) {
+        fprintf(stderr, "ttt data prepare: --eot and --no-eot exclude each other\n");
+        rc = 2;
+    } else if (o.max_doc > 0 && o.max_doc < o.min_doc) {
+        fprintf(stderr, "ttt data prepare: --max-doc-tokens %lld is below --min-doc-tokens %lld\n", (long long)o.max_doc,
+                (long long)o.min_doc);
         rc = 2;
     } else {
         rc = prepare(&o, n_inputs, inputs);

@@ -1,9 +1,10 @@
 /* Token shards (include/ttt/shards.h): round trips with 2- and 4-byte tokens,
  * deterministic batches, and clear errors for truncated or corrupt files, bad
- * tokens and aborted writes. */
+ * tokens and aborted or interrupted writes. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "check.h"
@@ -77,6 +78,38 @@ static void batches(void) {
     }
     CHECK(shifted && contiguous);
     CHECK(ttt_shard_batch(s, 7, 0, 1, 500, a, at, err, sizeof err) != 0 && strstr(err, "too few"));
+    CHECK(ttt_shard_batch(s, 7, 0, INT64_MAX / 2, 16, a, at, err, sizeof err) != 0 && strstr(err, "too large"));
+    CHECK(ttt_shard_batch(s, 7, -1, 1, 16, a, at, err, sizeof err) != 0);
+    ttt_shard_close(s);
+    /* window starts cover exactly [0, N - T - 1]: N = 20, T = 16 gives starts 0..3 */
+    const int64_t small[] = {20};
+    CHECK(write_shard(path, 1000, 1, small) == 0);
+    CHECK(ttt_shard_open(path, &s, err, sizeof err) == 0);
+    if (!s) return;
+    ttt_shard_read(s, 0, 20, all, err, sizeof err);
+    int seen[4] = {0}, in_range = 1;
+    for (int64_t step = 0; step < 64; step++) {
+        CHECK(ttt_shard_batch(s, 1, step, 1, T, a, at, err, sizeof err) == 0);
+        int p = 0;
+        while (p < 4 && memcmp(all + p, a, sizeof(int32_t) * T)) p++;
+        if (p < 4) seen[p] = 1;
+        else in_range = 0;
+    }
+    CHECK(in_range && seen[0] && seen[1] && seen[2] && seen[3]);
+    ttt_shard_close(s);
+}
+
+/* Documents may be empty; a shard of empty documents opens and verifies. */
+static void empty_docs(void) {
+    char path[256], err[256];
+    path_of(path, sizeof path, "e.bin");
+    const int64_t lens[] = {0, 0, 0};
+    CHECK(write_shard(path, 50, 3, lens) == 0);
+    ttt_shard *s = NULL;
+    CHECK_MSG(ttt_shard_open(path, &s, err, sizeof err) == 0, "%s", err);
+    CHECK(s && ttt_shard_n_docs(s) == 3 && ttt_shard_n_tokens(s) == 0 && ttt_shard_verify(s, err, sizeof err) == 0);
+    int32_t x[2];
+    CHECK(s && ttt_shard_batch(s, 1, 0, 1, 1, x, x + 1, err, sizeof err) != 0 && strstr(err, "too few"));
     ttt_shard_close(s);
 }
 
@@ -146,6 +179,46 @@ static void writer_errors(void) {
     CHECK(s && ttt_shard_read(s, 0, 2, got, err, sizeof err) == 0 && got[0] == 69999 && got[1] == 65536);
     ttt_shard_close(s);
     CHECK(ttt_shard_open("/nonexistent/x.bin", &s, err, sizeof err) != 0 && strstr(err, "/nonexistent/x.bin"));
+    /* an unwritable destination fails at open, before any tokenizing */
+    CHECK(ttt_shard_writer_open("/nonexistent/x.bin", 100, &w, err, sizeof err) != 0 && !w &&
+          strstr(err, "/nonexistent/x.bin.tmp") && strstr(err, "cannot create"));
+}
+
+/* A writer that dies before close (here: a child process that exits without
+ * closing) leaves at most PATH.tmp; the shard at PATH keeps its old content,
+ * and the next writer replaces the stale tmp file. */
+static void interrupted_writer(void) {
+    char path[256], tmp[300], err[256];
+    path_of(path, sizeof path, "i.bin");
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    const int64_t old[] = {12, 3};
+    CHECK(write_shard(path, 500, 2, old) == 0);
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid == 0) {
+        ttt_shard_writer *w = NULL;
+        int32_t ids[4] = {1, 2, 3, 4};
+        if (ttt_shard_writer_open(path, 500, &w, err, sizeof err) == 0) ttt_shard_writer_add(w, ids, 4, err, sizeof err);
+        _exit(0); /* no close: as if killed */
+    }
+    int status = 0;
+    CHECK(pid > 0 && waitpid(pid, &status, 0) == pid && WIFEXITED(status));
+    CHECK(access(tmp, F_OK) == 0); /* the dead writer's tmp file */
+    ttt_shard *s = NULL;
+    CHECK(ttt_shard_open(path, &s, err, sizeof err) == 0 && ttt_shard_n_tokens(s) == 15 && ttt_shard_n_docs(s) == 2 &&
+          ttt_shard_verify(s, err, sizeof err) == 0);
+    ttt_shard_close(s);
+    /* a crash halfway through close leaves a partial tmp file: still harmless */
+    FILE *f = fopen(tmp, "wb");
+    fputs("TTTSHARD partial", f);
+    fclose(f);
+    CHECK(ttt_shard_open(path, &s, err, sizeof err) == 0 && ttt_shard_n_tokens(s) == 15);
+    ttt_shard_close(s);
+    const int64_t fresh[] = {7};
+    CHECK(write_shard(path, 500, 1, fresh) == 0);
+    CHECK(access(tmp, F_OK) != 0);
+    CHECK(ttt_shard_open(path, &s, err, sizeof err) == 0 && ttt_shard_n_tokens(s) == 7 && ttt_shard_verify(s, err, sizeof err) == 0);
+    ttt_shard_close(s);
 }
 
 int main(void) {
@@ -155,6 +228,8 @@ int main(void) {
     batches();
     corrupt();
     writer_errors();
+    empty_docs();
+    interrupted_writer();
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", dir);

@@ -42,6 +42,7 @@ void ttt_shard_close(ttt_shard *s); /* NULL ok */
 int64_t ttt_shard_n_tokens(const ttt_shard *s);
 int64_t ttt_shard_n_docs(const ttt_shard *s);
 int64_t ttt_shard_vocab(const ttt_shard *s);
+int ttt_shard_width(const ttt_shard *s); /* bytes a token: 2 or 4 */
 /* Document i: its first token index and length. */
 int ttt_shard_doc(const ttt_shard *s, int64_t i, int64_t *start, int64_t *len, char *err, size_t err_len);
 /* Copy tokens [start, start + n) as int32. */

@@ -1,8 +1,10 @@
 /* Token shards: the documented file format of include/ttt/shards.h and
  * docs/shards.md. The reader maps the file and checks every size against the
- * file length before it touches the mapping; the writer keeps the document
- * table and the tokens in memory (2 or 4 bytes a token) and writes the file
- * atomically at the end. */
+ * file length before it touches the mapping. The writer keeps the document
+ * table and the tokens in memory (2 or 4 bytes a token, 8 a document: 100M
+ * GPT-2 tokens take 200 MB) because the table precedes the tokens in the file;
+ * it creates PATH.tmp at open, so an unwritable destination fails before the
+ * tokenizing, and writes and renames it at close. */
 #define _DEFAULT_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -100,7 +102,7 @@ int ttt_shard_open(const char *path, ttt_shard **out, char *err, size_t err_len)
         s->vocab = get_u64(h + 16), s->n_tokens = get_u64(h + 24), s->n_docs = get_u64(h + 32), s->hash = get_u64(h + 40);
         if (s->vocab < 1 || s->vocab > MAX_VOCAB || (s->width == 2 && s->vocab > 65536))
             snprintf(buf, sizeof buf, "vocabulary size %llu does not fit %u-byte tokens", (unsigned long long)s->vocab, s->width), why = buf;
-        else if (s->n_tokens > MAX_TOKENS || s->n_docs > s->n_tokens)
+        else if (s->n_tokens > MAX_TOKENS || s->n_docs > MAX_TOKENS) /* documents may be empty */
             snprintf(buf, sizeof buf, "%llu documents / %llu tokens are out of range", (unsigned long long)s->n_docs,
                      (unsigned long long)s->n_tokens), why = buf;
         else {
@@ -157,6 +159,7 @@ void ttt_shard_close(ttt_shard *s) {
 int64_t ttt_shard_n_tokens(const ttt_shard *s) { return s ? (int64_t)s->n_tokens : 0; }
 int64_t ttt_shard_n_docs(const ttt_shard *s) { return s ? (int64_t)s->n_docs : 0; }
 int64_t ttt_shard_vocab(const ttt_shard *s) { return s ? (int64_t)s->vocab : 0; }
+int ttt_shard_width(const ttt_shard *s) { return s ? (int)s->width : 0; }
 
 int ttt_shard_doc(const ttt_shard *s, int64_t i, int64_t *start, int64_t *len, char *err, size_t err_len) {
     if (!s || !start || !len) return ttt__errbuf(err, err_len, "shard_doc: NULL argument");
@@ -190,6 +193,8 @@ int ttt_shard_batch(const ttt_shard *s, uint64_t seed, int64_t step, int64_t bat
     if (batch < 1 || T < 1 || step < 0)
         return ttt__errbuf(err, err_len, "shard_batch: batch %lld, T %lld and step %lld must be positive",
                            (long long)batch, (long long)T, (long long)step);
+    if (batch > INT64_MAX / T || (uint64_t)(batch * T) > SIZE_MAX / sizeof(int32_t))
+        return ttt__errbuf(err, err_len, "shard_batch: batch %lld x T %lld is too large", (long long)batch, (long long)T);
     if ((uint64_t)T + 1 > s->n_tokens)
         return ttt__errbuf(err, err_len, "%s: %llu tokens are too few for windows of %lld + 1", s->path,
                            (unsigned long long)s->n_tokens, (long long)T);
@@ -210,6 +215,7 @@ int ttt_shard_batch(const ttt_shard *s, uint64_t seed, int64_t step, int64_t bat
 
 struct ttt_shard_writer {
     char *path, *tmp;
+    FILE *f; /* PATH.tmp, open from the start */
     uint64_t vocab;
     uint32_t width;
     unsigned char *tokens;
@@ -231,6 +237,12 @@ int ttt_shard_writer_open(const char *path, int64_t vocab, ttt_shard_writer **ou
     }
     strcpy(w->tmp, path);
     strcat(w->tmp, ".tmp");
+    if (!(w->f = fopen(w->tmp, "wb"))) {
+        int e = errno;
+        free(w->tmp), w->tmp = NULL; /* not ours to remove */
+        ttt_shard_writer_abort(w);
+        return ttt__errbuf(err, err_len, "%s.tmp: cannot create: %s", path, strerror(e));
+    }
     w->vocab = (uint64_t)vocab;
     w->width = vocab <= 65536 ? 2 : 4;
     if (ttt__grow((void **)&w->starts, &w->starts_cap, 1, sizeof *w->starts) != TTT_OK) {
@@ -265,6 +277,7 @@ int ttt_shard_writer_add(ttt_shard_writer *w, const int32_t *ids, int64_t n, cha
 
 void ttt_shard_writer_abort(ttt_shard_writer *w) {
     if (!w) return;
+    if (w->f) fclose(w->f);
     if (w->tmp) remove(w->tmp);
     free(w->path), free(w->tmp), free(w->tokens), free(w->starts);
     free(w);
@@ -287,15 +300,17 @@ int ttt_shard_writer_close(ttt_shard_writer *w, char *err, size_t err_len) {
     put_u64(header + 32, n_docs);
     put_u64(header + 40, fnv1a(fnv1a(FNV_SEED, table, 8 * w->n_starts), w->tokens, w->tok_len));
     int rc = TTT_ERR, e = 0, renamed = 0;
-    FILE *f = fopen(w->tmp, "wb");
-    if (f && fwrite(header, 1, HEADER_BYTES, f) == HEADER_BYTES && fwrite(table, 1, 8 * w->n_starts, f) == 8 * w->n_starts &&
+    FILE *f = w->f;
+    w->f = NULL;
+    errno = 0;
+    if (fwrite(header, 1, HEADER_BYTES, f) == HEADER_BYTES && fwrite(table, 1, 8 * w->n_starts, f) == 8 * w->n_starts &&
         (w->tok_len == 0 || fwrite(w->tokens, 1, w->tok_len, f) == w->tok_len) && fflush(f) == 0 && fsync(fileno(f)) == 0) {
         FILE *g = f;
         f = NULL;
         if (fclose(g) == 0 && rename(w->tmp, w->path) == 0) rc = TTT_OK, renamed = 1;
     }
     if (rc != TTT_OK) e = errno ? errno : EIO;
-    if (rc != TTT_OK) ttt__errbuf(err, err_len, "%s: %s", w->path, strerror(e));
+    if (rc != TTT_OK) ttt__errbuf(err, err_len, "%s: cannot write: %s", w->path, strerror(e));
     else if (ttt__sync_dir(w->path) != 0)
         rc = ttt__errbuf(err, err_len, "%s: written, but its directory could not be synced: %s", w->path, strerror(errno));
     if (f) fclose(f);
