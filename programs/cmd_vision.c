@@ -7,7 +7,13 @@
  * Resuming is bit-exact: everything a step depends on is a pure function of
  * the stored state and (seed, epoch, step) -- the data order of an epoch, the
  * SGD mini-batch split of a step -- and the checkpoint holds the parameters,
- * the AdamW moments and the step count. */
+ * the AdamW moments and the step count.
+ *
+ * On CUDA, a training step's forward, loss and backward are recorded once as a
+ * CUDA graph and replayed for later batches of the same size (--cuda-graph;
+ * include/ttt/graph.h); the gradient clipping and AdamW update run outside it,
+ * since their learning rate and step count change every step. Replays compute
+ * exactly what the recorded ops compute, so runs with and without graphs agree. */
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
@@ -20,6 +26,7 @@
 #include "cli.h"
 #include "ttt/backend.h"
 #include "ttt/checkpoint.h"
+#include "ttt/graph.h"
 #include "ttt/ttt.h"
 #include "ttt/vit.h"
 
@@ -88,6 +95,8 @@ typedef struct {
     const char *data, *out;
     int64_t test_limit, threads;
     int checkpoint, resume;
+    int cuda_graph; /* -1 auto (on for CUDA unless --sgd), 0 off, 1 on */
+    int timing;     /* print where a training step's time goes, per epoch */
 } vision_cfg;
 
 /* A double that reads back to the same bits. */
@@ -273,20 +282,12 @@ typedef struct {
     int64_t correct, seen;
 } tally;
 
-/* Forward a batch; adds its loss (sum over examples), correct count and the
- * inner losses (averaged over blocks, weighted by batch size) to t. *loss_out
- * receives the mean loss tensor for the backward pass. */
-static int run_batch(ttt_ctx *ctx, const ttt_vit *m, const vision_cfg *c, const split *s, const int64_t *idx,
-                     int64_t bs, const ttt_vit_run_opts *base, tally *t, ttt_tensor **loss_out) {
-    const int T = (int)c->inner_steps, inner = layer_has_inner_loop(c->layer);
-    double il[MAX_DEPTH * (TTT_MTTT_MAX_STEPS + 1)];
-    ttt_vit_run_opts o = *base;
-    o.inner_loss = inner ? il : NULL;
-    ttt_tensor *x = ttt_vision_tokens(ctx, &s->images, idx, bs, TOKENS[c->tokens].patch, (int)c->upsample, TTT_F32);
-    ttt_tensor *y = ttt_vision_labels(ctx, &s->labels, idx, bs);
-    ttt_tensor *logits = ttt_vit_forward(ctx, m, x, &o);
-    ttt_tensor *loss = ttt_cross_entropy(ctx, logits, y, -100);
-    if (!loss) return TTT_ERR;
+/* Adds a forwarded batch to t: its loss (sum over examples), correct count
+ * and the inner losses il (averaged over blocks, weighted by batch size). */
+static int tally_batch(ttt_ctx *ctx, const vision_cfg *c, const split *s, const int64_t *idx, int64_t bs,
+                       ttt_tensor *loss, ttt_tensor *logits, const double *il, tally *t) {
+    const int T = (int)c->inner_steps;
+    if (!loss || !logits) return TTT_ERR;
     float lg[64 * CLASSES];
     const int64_t K = CLASSES;
     double lv = ttt_item(ctx, loss);
@@ -309,13 +310,25 @@ static int run_batch(ttt_ctx *ctx, const ttt_vit *m, const vision_cfg *c, const 
     }
     t->loss_sum += lv * (double)bs;
     t->seen += bs;
-    for (int j = 0; inner && j <= T; j++) {
+    for (int j = 0; il && j <= T; j++) {
         double a = 0;
         for (int64_t blk = 0; blk < c->depth; blk++) a += il[blk * (T + 1) + j];
         t->inner_sum[j] += a / (double)c->depth * (double)bs;
     }
-    if (loss_out) *loss_out = loss;
     return TTT_OK;
+}
+
+/* Forward a batch without gradients (evaluation) and tally it. */
+static int run_batch(ttt_ctx *ctx, const ttt_vit *m, const vision_cfg *c, const split *s, const int64_t *idx,
+                     int64_t bs, const ttt_vit_run_opts *base, tally *t) {
+    double il[MAX_DEPTH * (TTT_MTTT_MAX_STEPS + 1)];
+    ttt_vit_run_opts o = *base;
+    o.inner_loss = layer_has_inner_loop(c->layer) ? il : NULL;
+    ttt_tensor *x = ttt_vision_tokens(ctx, &s->images, idx, bs, TOKENS[c->tokens].patch, (int)c->upsample, TTT_F32);
+    ttt_tensor *y = ttt_vision_labels(ctx, &s->labels, idx, bs);
+    ttt_tensor *logits = ttt_vit_forward(ctx, m, x, &o);
+    ttt_tensor *loss = ttt_cross_entropy(ctx, logits, y, -100);
+    return tally_batch(ctx, c, s, idx, bs, loss, logits, o.inner_loss, t);
 }
 
 typedef struct {
@@ -346,7 +359,7 @@ static int evaluate(ttt_ctx *ctx, const ttt_vit *m, const vision_cfg *c, const s
         const int64_t bs = test->n - b0 < c->batch ? test->n - b0 : c->batch;
         for (int64_t i = 0; i < bs; i++) idx[i] = b0 + i;
         ttt_vit_run_opts o = {.seed = step_seed((uint64_t)c->seed ^ 0xE7A1ull, k)};
-        rc = run_batch(ctx, m, c, test, idx, bs, &o, &t, NULL);
+        rc = run_batch(ctx, m, c, test, idx, bs, &o, &t);
     }
     ttt_no_grad_end(ctx);
     ttt_step_reset(ctx);
@@ -507,6 +520,23 @@ static ttt_ctx *make_ctx(const vision_cfg *c) {
     return ctx;
 }
 
+/* A training step's forward, loss and backward as one CUDA graph: recorded at
+ * the third full batch (the first two size the step arena), replayed for every
+ * full batch after; a last, smaller batch runs without it. */
+enum { GRAPH_AFTER = 2 };
+typedef struct {
+    ttt_graph *g;
+    ttt_tensor *x, *y;         /* persistent inputs the graph reads */
+    ttt_tensor *loss, *logits; /* persistent copies of its outputs */
+    double il[MAX_DEPTH * (TTT_MTTT_MAX_STEPS + 1)]; /* inner losses, written after each replay */
+    int64_t eager_full;        /* full batches run before recording */
+} step_graph;
+
+/* Where a training step's time goes (--timing): host-visible seconds, so a
+ * phase that waits for the device includes the device work still queued. */
+enum { PH_DATA, PH_STEP, PH_READ, PH_CLIP, PH_OPTIM, N_PH };
+static const char *const PH_NAMES[N_PH] = {"data", "forward+backward", "readback", "clip", "optimizer"};
+
 /* Everything a training run holds. */
 typedef struct {
     char ckpt[4200], metrics[4200], cfgstr[1024];
@@ -520,9 +550,13 @@ typedef struct {
     progress pr;
     double run_seconds;      /* training time of this process, for the ETA */
     int64_t run_steps;
+    step_graph sg;
+    double phase[N_PH];      /* this epoch's seconds per phase */
+    int64_t phase_steps, replays;
 } run_t;
 
 static void run_free(run_t *r) {
+    if (r->ctx) ttt_graph_free(r->ctx, r->sg.g);
     named_free(&r->nl);
     ttt_optimizer_free(r->opt);
     if (r->ctx) ttt_vit_free(r->ctx, &r->m);
@@ -638,8 +672,111 @@ static void print_header(const vision_cfg *c, const run_t *r) {
     if (layer_has_inner_loop(c->layer))
         printf("  inner loop: T=%lld %s steps, eta %g%s\n", (long long)c->inner_steps, c->sgd ? "SGD" : "batch-GD",
                c->eta, c->checkpoint ? ", rematerialized" : "");
+    if (c->device == TTT_CUDA)
+        printf("  CUDA graphs: %s\n", c->cuda_graph ? "on (forward + backward recorded at the third full batch)"
+                                               : c->sgd ? "off (--sgd draws a new mini-batch split each step)" : "off");
     if (c->resume) printf("  resuming after epoch %lld (step %lld)\n", (long long)r->done_epochs, (long long)r->step);
     fflush(stdout);
+}
+
+static void phase_add(run_t *r, int ph, double *t) {
+    const double now = now_s();
+    r->phase[ph] += now - *t;
+    *t = now;
+}
+
+/* Records the step (first call), then replays it on this batch. Returns
+ * TTT_ERR with the context's message on failure; *record_failed tells a
+ * failed recording (nothing ran) from a failed replay. */
+static int graph_step(const vision_cfg *c, run_t *r, const int64_t *idx, tally *t, int *record_failed, double *tp) {
+    ttt_ctx *ctx = r->ctx;
+    step_graph *sg = &r->sg;
+    const int64_t B = c->batch;
+    const int inner = layer_has_inner_loop(c->layer);
+    *record_failed = 0;
+    ttt_tensor *x = ttt_vision_tokens(ctx, &r->tr.images, idx, B, TOKENS[c->tokens].patch, (int)c->upsample, TTT_F32);
+    ttt_tensor *y = ttt_vision_labels(ctx, &r->tr.labels, idx, B);
+    if (!x || !y) return TTT_ERR;
+    if (!sg->x && (!(sg->x = ttt_persistent(ctx, TTT_F32, x->ndim, x->shape, "graph.tokens")) ||
+                   !(sg->y = ttt_persistent(ctx, TTT_I32, y->ndim, y->shape, "graph.labels")) ||
+                   !(sg->loss = ttt_persistent(ctx, TTT_F32, 0, NULL, "graph.loss")) ||
+                   !(sg->logits = ttt_persistent(ctx, TTT_F32, TTT_DIMS(B, CLASSES), "graph.logits"))))
+        return TTT_ERR;
+    if (ttt_assign(ctx, sg->x, x) != TTT_OK || ttt_assign(ctx, sg->y, y) != TTT_OK) return TTT_ERR;
+    phase_add(r, PH_DATA, tp);
+    if (!sg->g) {
+        /* The seed only steers the SGD split, which graphs do not support. */
+        ttt_vit_run_opts o = {.checkpoint = c->checkpoint, .inner_loss = inner ? sg->il : NULL};
+        if (ttt_graph_begin(ctx) != TTT_OK) {
+            *record_failed = 1;
+            return TTT_ERR;
+        }
+        ttt_tensor *logits = ttt_vit_forward(ctx, &r->m, sg->x, &o);
+        ttt_tensor *loss = ttt_cross_entropy(ctx, logits, sg->y, -100);
+        /* an op that fails leaves its message, which ttt_graph_end reports */
+        if (ttt_assign(ctx, sg->loss, loss) == TTT_OK && ttt_assign(ctx, sg->logits, logits) == TTT_OK &&
+            ttt_zero_grad(ctx, r->m.n_params, r->m.params) == TTT_OK)
+            ttt_backward(ctx, loss);
+        if (ttt_graph_end(ctx, &sg->g) != TTT_OK) {
+            *record_failed = 1;
+            return TTT_ERR;
+        }
+    }
+    if (ttt_graph_replay(ctx, sg->g) != TTT_OK) return TTT_ERR;
+    phase_add(r, PH_STEP, tp);
+    r->replays++;
+    int rc = tally_batch(ctx, c, &r->tr, idx, B, sg->loss, sg->logits, inner ? sg->il : NULL, t);
+    phase_add(r, PH_READ, tp);
+    return rc;
+}
+
+/* One training step on the batch idx[0..bs). */
+static int train_step(const vision_cfg *c, run_t *r, const int64_t *idx, int64_t bs, double lr, tally *t) {
+    ttt_ctx *ctx = r->ctx;
+    double tp = now_s();
+    int rc = TTT_ERR, done = 0;
+    if (c->cuda_graph && bs == c->batch && r->sg.eager_full >= GRAPH_AFTER) {
+        int record_failed = 0;
+        rc = graph_step(c, r, idx, t, &record_failed, &tp);
+        done = 1;
+        if (rc != TTT_OK && record_failed && c->cuda_graph < 0) { /* auto: go on without graphs */
+            fprintf(stderr, "ttt vision: recording the CUDA graph failed, training without graphs: %s\n",
+                    ttt_error(ctx));
+            ttt_clear_error(ctx);
+            r->sg.eager_full = -1; /* never again */
+            ttt_step_reset(ctx);
+            done = 0;
+        } else if (rc != TTT_OK && record_failed) {
+            fprintf(stderr, "ttt vision: recording the CUDA graph failed (--cuda-graph off trains without): %s\n",
+                    ttt_error(ctx));
+            ttt_clear_error(ctx);
+            return TTT_ERR;
+        }
+    }
+    if (!done) {
+        double il[MAX_DEPTH * (TTT_MTTT_MAX_STEPS + 1)];
+        ttt_vit_run_opts o = {.seed = step_seed((uint64_t)c->seed, r->step), .checkpoint = c->checkpoint,
+                              .inner_loss = layer_has_inner_loop(c->layer) ? il : NULL};
+        ttt_tensor *x = ttt_vision_tokens(ctx, &r->tr.images, idx, bs, TOKENS[c->tokens].patch, (int)c->upsample,
+                                          TTT_F32);
+        ttt_tensor *y = ttt_vision_labels(ctx, &r->tr.labels, idx, bs);
+        phase_add(r, PH_DATA, &tp);
+        ttt_tensor *logits = ttt_vit_forward(ctx, &r->m, x, &o);
+        ttt_tensor *loss = ttt_cross_entropy(ctx, logits, y, -100);
+        /* backward is queued before the host reads the loss, so the device works while the host waits */
+        rc = loss ? ttt_zero_grad(ctx, r->m.n_params, r->m.params) : TTT_ERR;
+        if (rc == TTT_OK) rc = ttt_backward(ctx, loss);
+        phase_add(r, PH_STEP, &tp);
+        if (rc == TTT_OK) rc = tally_batch(ctx, c, &r->tr, idx, bs, loss, logits, o.inner_loss, t);
+        phase_add(r, PH_READ, &tp);
+        if (bs == c->batch && r->sg.eager_full >= 0) r->sg.eager_full++;
+    }
+    if (rc == TTT_OK) rc = ttt_clip_grad_norm(ctx, r->m.n_params, r->m.params, 1.0, NULL);
+    phase_add(r, PH_CLIP, &tp);
+    if (rc == TTT_OK) rc = ttt_optimizer_step(r->opt, lr);
+    phase_add(r, PH_OPTIM, &tp);
+    r->phase_steps++;
+    return rc;
 }
 
 /* One epoch of training steps; *res gets the epoch's running figures, *lr the last lr. */
@@ -648,17 +785,13 @@ static int train_epoch(const vision_cfg *c, run_t *r, int64_t epoch, eval_result
     const double t0 = now_s();
     epoch_order((uint64_t)c->seed, epoch, r->tr.n, r->order);
     int rc = TTT_OK;
+    memset(r->phase, 0, sizeof r->phase);
+    r->phase_steps = r->replays = 0;
     for (int64_t s = 0; s < r->steps_per_epoch && rc == TTT_OK; s++, r->step++) {
         ttt_step_reset(r->ctx); /* frees the previous step's temporaries */
         const int64_t b0 = s * c->batch, bs = r->tr.n - b0 < c->batch ? r->tr.n - b0 : c->batch;
-        ttt_vit_run_opts o = {.seed = step_seed((uint64_t)c->seed, r->step), .checkpoint = c->checkpoint};
-        ttt_tensor *loss = NULL;
         *lr = ttt_lr_warmup_cosine(r->step, r->warmup, r->total_steps, c->lr, 0.0);
-        rc = run_batch(r->ctx, &r->m, c, &r->tr, r->order + b0, bs, &o, &t, &loss);
-        if (rc == TTT_OK) rc = ttt_zero_grad(r->ctx, r->m.n_params, r->m.params);
-        if (rc == TTT_OK) rc = ttt_backward(r->ctx, loss);
-        if (rc == TTT_OK) rc = ttt_clip_grad_norm(r->ctx, r->m.n_params, r->m.params, 1.0, NULL);
-        if (rc == TTT_OK) rc = ttt_optimizer_step(r->opt, *lr);
+        rc = train_step(c, r, r->order + b0, bs, *lr, &t);
         if (rc != TTT_OK) break;
         const double el = now_s() - t0;
         r->run_steps++;
@@ -719,6 +852,12 @@ static int train(vision_cfg *c) {
                (double)r.tr.n / trr.seconds, trr.seconds);
         if (ter.n_inner) printf("  inner %.4f -> %.4f", ter.inner[0], ter.inner[ter.n_inner - 1]);
         printf("\n");
+        if (c->timing && r.phase_steps) {
+            printf("  ms per training step (%lld steps, %lld graph replays):", (long long)r.phase_steps,
+                   (long long)r.replays);
+            for (int ph = 0; ph < N_PH; ph++) printf("  %s %.2f", PH_NAMES[ph], 1e3 * r.phase[ph] / (double)r.phase_steps);
+            printf("\n");
+        }
         fflush(stdout);
         if (save_epoch(c, &r, epoch, &trr, &ter, lr) != TTT_OK) code = EXIT_RUNTIME;
     }
@@ -806,6 +945,9 @@ static void usage(FILE *f) {
             "  --out DIR         default runs/<layer>[-T<k>][-sgd][-nodecln]-<tokens>[-up<U>]; writes\n"
             "                    DIR/metrics.jsonl and DIR/checkpoint.safetensors (every epoch, atomically)\n"
             "  --resume          continue DIR's run bit-exactly (the same model/training flags are required)\n"
+            "  --cuda-graph on|off   record forward + backward once as a CUDA graph and replay it (default on\n"
+            "                    with --device cuda, except with --sgd; same results, fewer kernel launches)\n"
+            "  --timing          print where a training step's time goes, per epoch\n"
             "both:\n"
             "  --data DIR        Fashion-MNIST IDX files (default %s)\n"
             "  --device D        auto (cuda if present) | cpu | cuda (default auto)\n"
@@ -851,13 +993,15 @@ static int parse(int argc, char **argv, int is_eval, vision_cfg *c, char *outbuf
                          (r = cli_flag_bool(argv, i, "--sgd", &c->sgd)) ||
                          (r = cli_flag_bool(argv, i, "--no-decoder-ln", &c->no_decoder_ln)) ||
                          (r = cli_flag_bool(argv, i, "--checkpoint", &c->checkpoint)) ||
+                         (r = cli_flag_bool(argv, i, "--timing", &c->timing)) ||
                          (r = cli_flag_bool(argv, i, "--resume", &c->resume)))) {
             if (r < 0) return EXIT_USAGE;
             continue;
         }
         const char *flag = argv[i];
         const int takes = !strcmp(flag, "--out") || !strcmp(flag, "--data") || !strcmp(flag, "--device") ||
-                          (!is_eval && (!strcmp(flag, "--layer") || !strcmp(flag, "--tokens") || !strcmp(flag, "--pos")));
+                          (!is_eval && (!strcmp(flag, "--layer") || !strcmp(flag, "--tokens") || !strcmp(flag, "--pos") ||
+                                        !strcmp(flag, "--cuda-graph")));
         if (!takes) return cli_unknown(cmd, flag);
         if (i + 1 >= argc) {
             fprintf(stderr, "ttt %s: %s needs a value\n", cmd, flag);
@@ -866,6 +1010,13 @@ static int parse(int argc, char **argv, int is_eval, vision_cfg *c, char *outbuf
         const char *v = argv[++i];
         if (!strcmp(flag, "--out")) c->out = v;
         else if (!strcmp(flag, "--data")) c->data = v;
+        else if (!strcmp(flag, "--cuda-graph")) {
+            c->cuda_graph = !strcmp(v, "on") ? 1 : !strcmp(v, "off") ? 0 : -2;
+            if (c->cuda_graph == -2) {
+                fprintf(stderr, "ttt %s: --cuda-graph %s: expected on or off\n", cmd, v);
+                return EXIT_USAGE;
+            }
+        }
         else if (!strcmp(flag, "--device")) {
             c->device = !strcmp(v, "auto") ? -1 : !strcmp(v, "cpu") ? TTT_CPU : !strcmp(v, "cuda") ? TTT_CUDA : -2;
             if (c->device == -2) {
@@ -927,6 +1078,13 @@ static int parse(int argc, char **argv, int is_eval, vision_cfg *c, char *outbuf
         }
     }
     if (c->device < 0) c->device = ttt_backend_for(TTT_CUDA) ? TTT_CUDA : TTT_CPU;
+    if (!is_eval && c->cuda_graph == 1 && (c->device != TTT_CUDA || c->sgd)) {
+        fprintf(stderr, "ttt vision train: --cuda-graph on needs --device cuda and batch GD (%s)\n",
+                c->sgd ? "--sgd draws a new mini-batch split on the host every step, which a replay cannot"
+                       : "graphs are a CUDA feature");
+        return EXIT_USAGE;
+    }
+    if (c->cuda_graph < 0) c->cuda_graph = !is_eval && c->device == TTT_CUDA && !c->sgd ? -1 : 0;
     return -1;
 }
 
@@ -942,7 +1100,8 @@ int cmd_vision(int argc, char **argv) {
     }
     vision_cfg c = {.layer = LAYER_MTTT_MLP, .tokens = 0, .pos = TTT_VIT_POS_LEARNED, .inner_steps = 1,
                     .upsample = 1, .dim = 64, .depth = 4, .heads = 4, .epochs = 10, .batch = 128, .seed = 1,
-                    .eta = 1.0, .lr = 1e-3, .wd = 1e-4, .device = -1, .data = TTT_FASHION_MNIST_DIR};
+                    .eta = 1.0, .lr = 1e-3, .wd = 1e-4, .device = -1, .data = TTT_FASHION_MNIST_DIR,
+                    .cuda_graph = -1};
     if (is_eval) c.batch = 0; /* 0: the training batch */
     char outbuf[256];
     int r = parse(argc, argv, is_eval, &c, outbuf, sizeof outbuf);

@@ -1,13 +1,23 @@
 #!/usr/bin/env bash
-# Training throughput of ttt and the JAX reference on the same config, one at a
-# time on an otherwise idle GPU. ttt's figure includes reading and tokenizing
-# real images; the JAX bench times its jitted step on random data.
+# Training throughput of ttt (without and with CUDA graphs) and the JAX
+# reference on the same config, one at a time on an otherwise idle GPU. ttt's
+# figure is its first epoch's images/s, which includes reading and tokenizing
+# real images, the first steps (arena sizing, graph recording) and clipping +
+# AdamW; --timing adds where a step's time goes. The JAX bench times its jitted
+# step (forward, backward, clip, AdamW) on random data, after compiling.
+# LAYERS="mttt-mlp" limits the layers.
 set -uo pipefail
 OUT=${OUT:-gpu-out}
-for cfg in "mttt-mlp 784 pixels" "attention 784 pixels"; do
-  set -- $cfg
-  ./build/gpu/ttt vision train --device cuda --data data/fashion-mnist --layer "$1" --inner-steps 1 --tokens "$3" \
-    --dim 64 --depth 2 --heads 2 --batch 64 --epochs 1 --train-limit 3200 --test-limit 64 --out "$OUT/speed-$1" 2>&1 | tail -1
-  timeout 200 python3 bench/mttt/bench_jax.py --tokens "$2" --dim 64 --depth 2 --heads 2 --batch 64 --layer "$1" \
+for layer in ${LAYERS:-mttt-mlp attention}; do
+  inner=""
+  [ "$layer" = mttt-mlp ] && inner="--inner-steps 1"
+  for graph in off on; do
+    echo "== ttt $layer, --cuda-graph $graph"
+    ./build/gpu/ttt vision train --device cuda --data data/fashion-mnist --layer "$layer" $inner \
+      --tokens pixels --dim 64 --depth 2 --heads 2 --batch 64 --epochs 1 --train-limit 3200 --test-limit 64 \
+      --cuda-graph "$graph" --timing --out "$OUT/speed-$layer-graph-$graph" 2>&1 | tail -2
+  done
+  echo "== JAX $layer"
+  timeout 200 python3 bench/mttt/bench_jax.py --tokens 784 --dim 64 --depth 2 --heads 2 --batch 64 --layer "$layer" \
     --inner-steps 1 --steps 10 2>&1 | tail -1
 done

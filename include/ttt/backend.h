@@ -88,6 +88,17 @@ typedef struct ttt_backend {
                  double beta2, double eps, double weight_decay, int64_t step);
     int (*sgd)(ttt_tensor *p, const ttt_tensor *g, ttt_tensor *buf, double lr, double momentum,
                double weight_decay, int nesterov);
+
+    /* Optional graph recording (ttt/graph.h; NULL where unsupported, as on the
+     * CPU). Between graph_begin and graph_end the kernels above are recorded,
+     * not run, and must not allocate, free or synchronize; checks that read a
+     * device flag after a launch (bad ids) are deferred to graph_replay, which
+     * runs the recorded work, waits for it and reports them. graph_end always
+     * ends the recording; *graph is NULL when it failed. */
+    int (*graph_begin)(void);
+    int (*graph_end)(void **graph);
+    int (*graph_replay)(void *graph);
+    void (*graph_free)(void *graph);
 } ttt_backend;
 
 /* The backends compiled into this build. */

@@ -8,6 +8,7 @@
 #endif
 
 #include "internal.h"
+#include "ttt/graph.h"
 
 enum { META_BLOCK = 1 << 20, ALIGN = 64 };
 static const size_t GROW_MAX = (size_t)256 << 20; /* see arena_alloc */
@@ -70,9 +71,10 @@ static void *arena_alloc(ttt_ctx *ctx, ttt_arena *a, size_t bytes) {
 }
 
 /* After a step that needed several blocks, replace them by one block of the
- * total size so the next step allocates nothing. */
+ * total size so the next step allocates nothing. Not while graphs exist: they
+ * address the device blocks. */
 static void arena_reset(ttt_ctx *ctx, ttt_arena *a) {
-    if (a->n_blocks > 1) {
+    if (a->n_blocks > 1 && !(a->device && ctx->n_graphs > 0)) {
         size_t total = 0;
         for (size_t i = 0; i < a->n_blocks; i++) {
             total += a->blocks[i].size;
@@ -109,7 +111,12 @@ void *ttt__meta_alloc(ttt_ctx *ctx, size_t bytes) {
 
 void *ttt__data_alloc(ttt_ctx *ctx, size_t bytes) {
     void *p = arena_alloc(ctx, &ctx->data, bytes);
-    if (!p) ttt__set_error(ctx, "out of %s memory (arena, %zu bytes)", ctx->be->name, bytes);
+    if (!p && ctx->rec)
+        ttt__set_error(ctx, "the step arena would need a new %s block (%zu bytes) while a graph is recorded; run "
+                            "the same step without recording first, so that the arena has its size",
+                       ctx->be->name, bytes);
+    else if (!p)
+        ttt__set_error(ctx, "out of %s memory (arena, %zu bytes)", ctx->be->name, bytes);
     return p;
 }
 
@@ -147,7 +154,22 @@ uint64_t ttt_arena_block_allocs(const ttt_ctx *ctx) { return ctx->data.n_allocs 
 
 void *ttt__stash(ttt_ctx *ctx, size_t bytes) {
     if (bytes > ctx->stash_size) {
-        if (ctx->stash) ctx->be->free(ctx->stash);
+        if (ctx->rec) {
+            ttt__set_error(ctx, "the checkpoint stash would need to grow to %zu bytes while a graph is recorded; run "
+                                "the same step without recording first", bytes);
+            return NULL;
+        }
+        if (ctx->stash && ctx->n_graphs > 0) { /* a graph may address it: keep it until the last graph is freed */
+            if (ttt__grow((void **)&ctx->stash_old, &ctx->cap_stash_old, ctx->n_stash_old + 1, sizeof(void *))) {
+                ttt__set_error(ctx, "out of host memory (checkpoint stash list)");
+                return NULL;
+            }
+            ctx->stash_old[ctx->n_stash_old++] = ctx->stash;
+        } else if (ctx->stash) {
+            ctx->be->free(ctx->stash);
+        }
+        ctx->stash = NULL;
+        ctx->stash_size = 0;
         size_t size = bytes + bytes / 2;
         ctx->stash = ctx->be->alloc(size);
         ctx->stash_size = ctx->stash ? size : 0;
@@ -157,6 +179,16 @@ void *ttt__stash(ttt_ctx *ctx, size_t bytes) {
         }
     }
     return ctx->stash;
+}
+
+static void free_old_stashes(ttt_ctx *ctx) {
+    for (size_t i = 0; i < ctx->n_stash_old; i++) ctx->real_be->free(ctx->stash_old[i]);
+    ctx->n_stash_old = 0;
+}
+
+void ttt__graphs_changed(ttt_ctx *ctx, int delta) {
+    ctx->n_graphs += delta;
+    if (ctx->n_graphs == 0) free_old_stashes(ctx);
 }
 
 /* ---- context ----------------------------------------------------------------- */
@@ -169,6 +201,7 @@ ttt_ctx *ttt_ctx_new(const ttt_ctx_config *cfg) {
     ttt_ctx *ctx = calloc(1, sizeof *ctx);
     if (!ctx) return NULL;
     ctx->be = be;
+    ctx->real_be = be;
     ctx->meta.first_size = META_BLOCK;
     ctx->data.first_size = c.arena_bytes ? c.arena_bytes : (size_t)64 << 20;
     ctx->data.device = true;
@@ -182,6 +215,11 @@ ttt_ctx *ttt_ctx_new(const ttt_ctx_config *cfg) {
 
 void ttt_ctx_free(ttt_ctx *ctx) {
     if (!ctx) return;
+    if (ctx->rec) { /* end the backend's recording before freeing what it addresses */
+        ttt_graph *g = NULL;
+        ttt_graph_end(ctx, &g);
+        ttt_graph_free(ctx, g);
+    }
     struct ttt_persist *p = ctx->persist;
     while (p) {
         struct ttt_persist *next = p->next;
@@ -190,6 +228,8 @@ void ttt_ctx_free(ttt_ctx *ctx) {
         p = next;
     }
     if (ctx->stash) ctx->be->free(ctx->stash);
+    free_old_stashes(ctx);
+    free(ctx->stash_old);
     arena_free(ctx, &ctx->meta);
     arena_free(ctx, &ctx->data);
     free(ctx);
@@ -220,6 +260,11 @@ static ttt_tensor *persistent_new(ttt_ctx *ctx, ttt_dtype dt, int ndim, const in
     /* Validate through the common header path, then move the header out of the arena. */
     ttt_tensor *h = ttt__header(ctx, dt, ndim, shape);
     if (!h) return NULL;
+    if (ctx->rec) {
+        ttt__set_error(ctx, "persistent tensor %s: cannot allocate device memory while a graph is recorded; create "
+                            "it before ttt_graph_begin", name ? name : "");
+        return NULL;
+    }
     struct ttt_persist *p = calloc(1, sizeof *p);
     if (!p) {
         ttt__set_error(ctx, "out of host memory (persistent tensor)");

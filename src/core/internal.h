@@ -63,6 +63,17 @@ struct ttt_ctx {
     void *stash;
     size_t stash_size;
     int threads;
+    /* graphs (graph.c): while one is recorded, be points at rec_table, a copy
+     * of the backend whose host transfers refuse with a message; real_be is
+     * the backend itself. While graphs exist (n_graphs, the recording
+     * included), device memory they may address is never freed: the data
+     * arena does not coalesce and outgrown stashes wait in stash_old. */
+    struct ttt_graph *rec;
+    const ttt_backend *real_be;
+    ttt_backend rec_table;
+    int n_graphs;
+    void **stash_old;
+    size_t n_stash_old, cap_stash_old;
 };
 
 /* context.c */
@@ -71,6 +82,7 @@ void *ttt__data_alloc(ttt_ctx *ctx, size_t bytes);  /* device memory, step lifet
 int ttt__set_error(ttt_ctx *ctx, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 int ttt__backend_failed(ttt_ctx *ctx, const char *op);  /* copy the backend's message */
 void *ttt__stash(ttt_ctx *ctx, size_t bytes);
+void ttt__graphs_changed(ttt_ctx *ctx, int delta); /* n_graphs += delta; frees outgrown stashes at 0 */
 
 /* tensor.c */
 ttt_tensor *ttt__header(ttt_ctx *ctx, ttt_dtype dt, int ndim, const int64_t *shape); /* no data */

@@ -9,6 +9,7 @@
 #include <stdint.h>
 
 #include "../core/internal.h"
+#include "ttt/graph.h"
 #include "ttt/mttt.h"
 
 static const double LN_EPS = 1e-6; /* flax LayerNorm default, as in the official code */
@@ -383,16 +384,18 @@ static int adapt(ttt_ctx *ctx, const ttt_mttt *l, const heads_t *p, ttt_tensor *
         int rc = opts && opts->checkpoint ? ttt_checkpoint(ctx, inner_step, args, n_in, in, nw + 1, out)
                                           : inner_step(ctx, args, n_in, in, nw + 1, out);
         if (rc != TTT_OK) return TTT_ERR;
-        if (inner_loss) inner_loss[t] = ttt_item(ctx, out[nw]) / (double)(p->B * p->H);
+        /* ttt_item_into: also when the step is recorded as a graph (read after each replay) */
+        if (inner_loss && ttt_item_into(ctx, out[nw], 1.0 / (double)(p->B * p->H), &inner_loss[t]) != TTT_OK)
+            return TTT_ERR;
         for (int i = 0; i < nw; i++) w[i] = out[i];
         if (!outer && as_inner_leaves(ctx, nw, w) != TTT_OK) return TTT_ERR;
     }
     if (inner_loss) {
         ttt_no_grad_begin(ctx);
         ttt_tensor *final = recon_loss(ctx, c->learner, w, p->k, p->x4, p->gh, p->lng, p->lnb);
-        inner_loss[T] = final ? ttt_item(ctx, final) / (double)(p->B * p->H) : NAN;
+        int rc = final ? ttt_item_into(ctx, final, 1.0 / (double)(p->B * p->H), &inner_loss[T]) : TTT_ERR;
         ttt_no_grad_end(ctx);
-        if (!final) return TTT_ERR;
+        if (rc != TTT_OK) return TTT_ERR;
     }
     return TTT_OK;
 }

@@ -9,6 +9,7 @@
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "ttt/backend.h"
@@ -31,9 +32,17 @@
         }                                                                                     \
     } while (0)
 
-static cudaStream_t g_stream;   /* 0 = legacy default stream */
+/* A created stream (graphs cannot be recorded on the legacy default stream);
+ * blocking, so it stays ordered with any work on the legacy stream. */
+static cudaStream_t g_stream;
 static cublasHandle_t g_cublas;
-static int *g_flag;             /* device word for kernels to report bad indices */
+static int *g_flags;            /* FLAG_SLOTS pairs of device words for kernels to report bad indices */
+static int *g_flag;             /* the pair the next checked kernel uses */
+
+/* cuBLAS gets its own workspace (the size NVIDIA recommends for Hopper), so it
+ * never allocates while a graph is recorded, and recorded and eager steps run
+ * the same configuration. */
+static const size_t CUBLAS_WORKSPACE = (size_t)32 << 20;
 
 static int ensure_cublas(void) {
     if (g_cublas) return TTT_OK;
@@ -43,7 +52,15 @@ static int ensure_cublas(void) {
         g_cublas = NULL;
         return TTT_ERR;
     }
-    cublasSetStream(g_cublas, g_stream);
+    void *ws = NULL;
+    if (cublasSetStream(g_cublas, g_stream) != CUBLAS_STATUS_SUCCESS || cudaMalloc(&ws, CUBLAS_WORKSPACE) != cudaSuccess ||
+        cublasSetWorkspace(g_cublas, ws, CUBLAS_WORKSPACE) != CUBLAS_STATUS_SUCCESS) {
+        ttt_backend_error("cuBLAS setup (stream, %zu-byte workspace) failed", CUBLAS_WORKSPACE);
+        cublasDestroy(g_cublas);
+        g_cublas = NULL;
+        if (ws) cudaFree(ws);
+        return TTT_ERR;
+    }
     return TTT_OK;
 }
 
@@ -444,6 +461,30 @@ __global__ void k_reduce_general(ReduceGeom g, int64_t nout, int64_t nred, int i
     }
 }
 
+/* One block per output, its threads striding over the reduced elements: the
+ * thread-per-output kernel above runs a long reduction (e.g. sum_to of
+ * [B, H, n, D] to [1, H, 1, D]) on a few warps, one element at a time. */
+template <typename T>
+__global__ void k_reduce_general_block(ReduceGeom g, int64_t nred, int is_max, T *y, const T *x) {
+    int64_t base = 0, rem = blockIdx.x;
+    for (int i = g.nk - 1; i >= 0; i--) {
+        base += (rem % g.kshape[i]) * g.kstride[i];
+        rem /= g.kshape[i];
+    }
+    double acc = is_max ? -INFINITY : 0.0;
+    for (int64_t j = threadIdx.x; j < nred; j += blockDim.x) {
+        int64_t off = base, r2 = j;
+        for (int i = g.nr - 1; i >= 0; i--) {
+            off += (r2 % g.rshape[i]) * g.rstride[i];
+            r2 /= g.rshape[i];
+        }
+        double v = x[off];
+        acc = is_max ? fmax(acc, v) : acc + v;
+    }
+    acc = block_reduce<double>(acc, is_max);
+    if (threadIdx.x == 0) y[blockIdx.x] = (T)acc;
+}
+
 /* [O, R, I] reductions (the reduced axes form one block, which covers the
  * reductions autodiff makes: row sums, column sums for bias gradients, full
  * sums). Two passes keep every SM busy and the result deterministic: pass 1
@@ -451,10 +492,17 @@ __global__ void k_reduce_general(ReduceGeom g, int64_t nout, int64_t nred, int i
  * the chunks. */
 static double *g_scratch;
 static size_t g_scratch_n;
+static int graph_recording(void);
+static int graph_retire(void *p);
 
 static int scratch(size_t n) {
     if (n <= g_scratch_n) return TTT_OK;
-    if (g_scratch) CU(cudaFree(g_scratch));
+    if (graph_recording()) {
+        ttt_backend_error("reduce: the scratch buffer would grow to %zu doubles while a graph is recorded (run the "
+                          "same step without recording first)", n);
+        return TTT_ERR;
+    }
+    if (g_scratch && graph_retire(g_scratch)) return TTT_ERR;
     g_scratch = NULL;
     g_scratch_n = 0;
     size_t want = n + n / 2;
@@ -560,7 +608,10 @@ static int cu_reduce(ttt_reduce_op op, ttt_tensor *dst, const ttt_tensor *src) {
         else rc = reduce_ori<double>(O, R, I, is_max, (double *)dst->data, (const double *)src->data);
     } else {
         int64_t nout = O * I; /* every kept axis is counted in O or I */
-        if (src->dtype == TTT_F32) k_reduce_general<float><<<blocks_for(nout), THREADS, 0, g_stream>>>(g, nout, R, is_max, (float *)dst->data, (const float *)src->data);
+        if (R >= 1024 && nout <= 2147483647LL) {
+            if (src->dtype == TTT_F32) k_reduce_general_block<float><<<(unsigned)nout, THREADS, 0, g_stream>>>(g, R, is_max, (float *)dst->data, (const float *)src->data);
+            else k_reduce_general_block<double><<<(unsigned)nout, THREADS, 0, g_stream>>>(g, R, is_max, (double *)dst->data, (const double *)src->data);
+        } else if (src->dtype == TTT_F32) k_reduce_general<float><<<blocks_for(nout), THREADS, 0, g_stream>>>(g, nout, R, is_max, (float *)dst->data, (const float *)src->data);
         else k_reduce_general<double><<<blocks_for(nout), THREADS, 0, g_stream>>>(g, nout, R, is_max, (double *)dst->data, (const double *)src->data);
     }
     if (rc != TTT_OK) return rc;
@@ -755,21 +806,57 @@ static int cu_norm(ttt_norm_kind kind, ttt_tensor *dst, const ttt_tensor *src, d
 }
 
 /* Index validation: kernels set *g_flag to (first bad position + 1); the host
- * reads it back after the launch. Costs one sync per call of these kernels. */
+ * reads it back after the launch. Costs one sync per call of these kernels.
+ * While a graph is recorded, each checked kernel gets its own pair of words
+ * and the reads wait for the replay (graph_replay below). */
+enum { FLAG_SLOTS = 256 };
+struct FlagCheck {
+    const char *what, *unit;
+    int64_t range;
+};
+struct CuGraph {
+    cudaGraphExec_t exec;
+    int n_checks;
+    FlagCheck checks[FLAG_SLOTS];
+};
+static CuGraph *g_rec; /* the graph being recorded */
+
+static int graph_recording(void) { return g_rec != NULL; }
+
+static int ensure_flags(void) {
+    if (!g_flags) CU(cudaMalloc(&g_flags, sizeof(int) * 2 * FLAG_SLOTS));
+    return TTT_OK;
+}
 static int flag_reset(void) {
-    if (!g_flag) CU(cudaMalloc(&g_flag, sizeof(int) * 2));
+    if (ensure_flags()) return TTT_ERR;
+    int slot = 0;
+    if (g_rec) {
+        if (g_rec->n_checks >= FLAG_SLOTS) {
+            ttt_backend_error("more than %d index-checked kernels in one graph", (int)FLAG_SLOTS);
+            return TTT_ERR;
+        }
+        slot = g_rec->n_checks;
+    }
+    g_flag = g_flags + 2 * slot;
     CU(cudaMemsetAsync(g_flag, 0, sizeof(int) * 2, g_stream));
     return TTT_OK;
 }
-static int flag_check(const char *what, const char *unit, int64_t range) {
-    int h[2];
-    CU(cudaMemcpyAsync(h, g_flag, sizeof h, cudaMemcpyDeviceToHost, g_stream));
-    CU(cudaStreamSynchronize(g_stream));
+static int flag_report(const int *h, const char *what, const char *unit, int64_t range) {
     if (h[0]) {
         ttt_backend_error("%s %d at %s %d out of range [0, %lld)", what, h[1], unit, h[0] - 1, (long long)range);
         return TTT_ERR;
     }
     return TTT_OK;
+}
+static int flag_check(const char *what, const char *unit, int64_t range) {
+    if (g_rec) {
+        g_rec->checks[g_rec->n_checks++] = FlagCheck{what, unit, range};
+        return TTT_OK;
+    }
+    int h[2];
+    CU(cudaMemcpyAsync(h, g_flag, sizeof h, cudaMemcpyDeviceToHost, g_stream));
+    CU(cudaStreamSynchronize(g_stream));
+    return flag_report(h, what, unit, range);
 }
 
 __device__ __forceinline__ void flag_bad(int *flag, int64_t pos, int value) {
@@ -977,6 +1064,97 @@ static int cu_sgd(ttt_tensor *p, const ttt_tensor *g, ttt_tensor *buf, double lr
     return TTT_OK;
 }
 
+/* ---- graphs (ttt/graph.h) -------------------------------------------------------------------------------------- */
+
+static int g_graphs;          /* recorded graphs alive: they may address buffers that grow */
+static void *g_retired[64];   /* outgrown buffers kept for them */
+static int g_n_retired;
+
+static int graph_retire(void *p) {
+    if (!g_graphs && !g_rec) {
+        CU(cudaFree(p));
+        return TTT_OK;
+    }
+    if (g_n_retired == (int)(sizeof g_retired / sizeof g_retired[0])) {
+        ttt_backend_error("too many outgrown buffers kept for live graphs (free the graphs)");
+        return TTT_ERR;
+    }
+    g_retired[g_n_retired++] = p;
+    return TTT_OK;
+}
+
+static int cu_graph_begin(void) {
+    if (g_rec) {
+        ttt_backend_error("a graph is already being recorded");
+        return TTT_ERR;
+    }
+    if (ensure_cublas() || ensure_flags()) return TTT_ERR;
+    CuGraph *g = (CuGraph *)calloc(1, sizeof *g);
+    if (!g) {
+        ttt_backend_error("out of host memory (graph)");
+        return TTT_ERR;
+    }
+    cudaError_t e = cudaStreamBeginCapture(g_stream, cudaStreamCaptureModeGlobal);
+    if (e != cudaSuccess) {
+        free(g);
+        ttt_backend_error("cudaStreamBeginCapture failed: %s", cudaGetErrorString(e));
+        return TTT_ERR;
+    }
+    g_rec = g;
+    return TTT_OK;
+}
+
+static int cu_graph_end(void **out) {
+    *out = NULL;
+    CuGraph *g = g_rec;
+    g_rec = NULL;
+    if (!g) {
+        ttt_backend_error("no graph is being recorded");
+        return TTT_ERR;
+    }
+    cudaGraph_t graph = NULL;
+    cudaError_t e = cudaStreamEndCapture(g_stream, &graph);
+    if (e == cudaSuccess) e = cudaGraphInstantiate(&g->exec, graph, 0);
+    if (graph) cudaGraphDestroy(graph);
+    if (e == cudaSuccess) e = cudaGraphUpload(g->exec, g_stream);
+    if (e != cudaSuccess) {
+        cudaGetLastError(); /* a failed capture leaves a sticky launch error */
+        if (g->exec) cudaGraphExecDestroy(g->exec);
+        free(g);
+        ttt_backend_error("recording the CUDA graph failed: %s", cudaGetErrorString(e));
+        return TTT_ERR;
+    }
+    g_graphs++;
+    *out = g;
+    return TTT_OK;
+}
+
+static int cu_graph_replay(void *graph) {
+    CuGraph *g = (CuGraph *)graph;
+    if (g_rec) {
+        ttt_backend_error("cannot replay a graph while another is recorded");
+        return TTT_ERR;
+    }
+    int h[2 * FLAG_SLOTS];
+    CU(cudaGraphLaunch(g->exec, g_stream));
+    if (g->n_checks) CU(cudaMemcpyAsync(h, g_flags, sizeof(int) * 2 * g->n_checks, cudaMemcpyDeviceToHost, g_stream));
+    CU(cudaStreamSynchronize(g_stream));
+    for (int i = 0; i < g->n_checks; i++)
+        if (flag_report(h + 2 * i, g->checks[i].what, g->checks[i].unit, g->checks[i].range)) return TTT_ERR;
+    return TTT_OK;
+}
+
+static void cu_graph_free(void *graph) {
+    CuGraph *g = (CuGraph *)graph;
+    if (!g) return;
+    cudaGraphExecDestroy(g->exec);
+    free(g);
+    if (--g_graphs == 0 && !g_rec) {
+        for (int i = 0; i < g_n_retired; i++) cudaFree(g_retired[i]);
+        g_n_retired = 0;
+    }
+}
+
 static ttt_backend make_table(void) {
     ttt_backend b;
     memset(&b, 0, sizeof b);
@@ -1004,6 +1182,10 @@ static ttt_backend make_table(void) {
     b.attn_mask = cu_attn_mask;
     b.adamw = cu_adamw;
     b.sgd = cu_sgd;
+    b.graph_begin = cu_graph_begin;
+    b.graph_end = cu_graph_end;
+    b.graph_replay = cu_graph_replay;
+    b.graph_free = cu_graph_free;
     return b;
 }
 
@@ -1015,6 +1197,14 @@ extern "C" const ttt_backend *ttt_backend_cuda(void) {
         cudaGetLastError(); /* clear the sticky error of a machine without a GPU */
         ttt_backend_error("no CUDA device is available");
         return NULL;
+    }
+    if (!g_stream) {
+        cudaError_t e = cudaStreamCreate(&g_stream);
+        if (e != cudaSuccess) {
+            g_stream = NULL;
+            ttt_backend_error("cudaStreamCreate failed: %s", cudaGetErrorString(e));
+            return NULL;
+        }
     }
     return &CUDA_TABLE;
 }
