@@ -20,6 +20,12 @@ for op in matmul 'matmul(views)' sum max softmax log_softmax layer_norm rms_norm
     >>"$OUT/memcheck.txt" 2>&1 || { echo "memcheck FAILED on $op"; status=1; }
 done
 grep -E "ERROR SUMMARY" "$OUT/memcheck.txt" | sort | uniq -c
+echo "== fused attention: f32 parity with the composed path in f64, memcheck (bench/gpu/run_attention.sh times it) =="
+./build/gpu/test_attention_fused >"$OUT/attention_parity.txt" 2>&1 || { echo "attention parity FAILED"; status=1; }
+grep -E "FAIL|second order|passed" "$OUT/attention_parity.txt" | tail -8
+compute-sanitizer --tool memcheck --error-exitcode 9 ./build/gpu/test_attention_fused --quick >"$OUT/attention_memcheck.txt" 2>&1 \
+  || { echo "memcheck FAILED on test_attention_fused"; status=1; }
+grep -E "ERROR SUMMARY" "$OUT/attention_memcheck.txt"
 echo "== bench_cuda =="
 ./build/gpu/bench_cuda 2>&1 | tee "$OUT/bench_cuda.txt"
 echo "== torch peer =="

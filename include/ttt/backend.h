@@ -99,7 +99,27 @@ typedef struct ttt_backend {
     int (*graph_end)(void **graph);
     int (*graph_replay)(void *graph);
     void (*graph_free)(void *graph);
+
+    /* Optional fused attention (NULL where absent, as on the CPU; ttt_attention
+     * then composes it of the kernels above). q [..., Tq, d], k [..., Tk, d],
+     * v [..., Tk, dv], out [..., Tq, dv]: dense, the same leading axes (one batch
+     * axis to the kernel); masking as ttt_attention states it; scale > 0.
+     * lse [..., Tq] is f32, dense: each query row's log-sum-exp of its scaled,
+     * masked scores, for the backward pass (NULL when not wanted). Returns
+     * TTT_BACKEND_DECLINED, having written nothing, for dtypes or sizes the
+     * kernels do not handle. Like every kernel here they must not allocate. */
+    int (*attention_fwd)(ttt_tensor *out, ttt_tensor *lse, const ttt_tensor *q, const ttt_tensor *k,
+                         const ttt_tensor *v, int causal, int64_t window, double scale);
+    /* First-order gradients dq, dk, dv (dense, the shapes of q, k, v) from dout
+     * (dense, out's shape) and the forward's out and lse; delta is f32 scratch of
+     * lse's shape. Takes whatever attention_fwd took. */
+    int (*attention_bwd)(ttt_tensor *dq, ttt_tensor *dk, ttt_tensor *dv, ttt_tensor *delta, const ttt_tensor *dout,
+                         const ttt_tensor *q, const ttt_tensor *k, const ttt_tensor *v, const ttt_tensor *out,
+                         const ttt_tensor *lse, int causal, int64_t window, double scale);
 } ttt_backend;
+
+/* attention_fwd's answer for arguments it leaves to the composed path. */
+enum { TTT_BACKEND_DECLINED = 1 };
 
 /* The backends compiled into this build. */
 const ttt_backend *ttt_backend_cpu(void);

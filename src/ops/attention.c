@@ -1,10 +1,19 @@
-/* Scaled dot-product attention as one op entry point, composed of engine ops.
+/* Scaled dot-product attention as one op entry point.
  *
- * Queries are processed in blocks so that the score matrix of a long sequence
- * never exists whole: with a sliding window each block only multiplies the keys
- * it can see, so the cost grows with Tq * window, not Tq * Tk. Every piece is an
- * engine op, so gradients of any order come for free; a fused backend kernel
- * can take over the first-order path later without changing this interface. */
+ * Where the backend has fused attention kernels (backend.h: attention_fwd,
+ * attention_bwd; the CUDA backend for f32), the forward pass is one kernel that
+ * never forms the score matrix, and the node it records keeps only q, k, v,
+ * out and the per-row log-sum-exp. Its VJP runs the fused backward kernel for
+ * a first-order gradient; when the gradient must itself be differentiable
+ * (grad mode on during the VJP: create_graph), it recomputes the composed
+ * attention below on the same inputs and differentiates that, so every order
+ * stays exact.
+ *
+ * Otherwise attention is composed of engine ops. Queries are processed in
+ * blocks so that the score matrix of a long sequence never exists whole: with
+ * a sliding window each block only multiplies the keys it can see, so the cost
+ * grows with Tq * window, not Tq * Tk. Every piece is an engine op, so
+ * gradients of any order come for free. */
 #include <math.h>
 
 #include "../core/internal.h"
@@ -58,14 +67,11 @@ static int check_qkv(ttt_ctx *ctx, const ttt_tensor *q, const ttt_tensor *k, con
     return TTT_OK;
 }
 
-ttt_tensor *ttt_attention(ttt_ctx *ctx, ttt_tensor *q, ttt_tensor *k, ttt_tensor *v, int causal, int64_t window,
-                          double scale) {
-    if (!ctx) return NULL;
-    if (!q || !k || !v) return ttt__set_error(ctx, "attention: NULL input"), NULL;
-    if (check_qkv(ctx, q, k, v, causal, window) != TTT_OK) return NULL;
+/* The composed attention; arguments checked, scale resolved. */
+static ttt_tensor *composed(ttt_ctx *ctx, ttt_tensor *q, ttt_tensor *k, ttt_tensor *v, int causal, int64_t window,
+                            double scale) {
     const int r = q->ndim;
-    const int64_t tq = q->shape[r - 2], tk = k->shape[r - 2], d = q->shape[r - 1];
-    if (!(scale > 0)) scale = 1.0 / sqrt((double)(d > 0 ? d : 1));
+    const int64_t tq = q->shape[r - 2], tk = k->shape[r - 2];
     const int64_t off = causal ? tk - tq : 0; /* query i sits at absolute position off + i */
     int64_t batch = 1;
     for (int i = 0; i < r - 2; i++) batch *= q->shape[i];
@@ -122,4 +128,94 @@ ttt_tensor *ttt_attention(ttt_ctx *ctx, ttt_tensor *q, ttt_tensor *k, ttt_tensor
     }
     if (!record) return out;
     return n_blk == 1 ? outs[0] : ttt_concat(ctx, (int)n_blk, outs, r - 2);
+}
+
+/* ---- the fused path ------------------------------------------------------------------------------------------ */
+
+/* node: in = q, k, v (dense); out = out; pattr[0] = lse; iattr = causal, window; fattr = scale */
+static int fused_vjp(ttt_ctx *ctx, ttt_node *nd, ttt_tensor *const *gout, const bool *needs, ttt_tensor **gin) {
+    ttt_tensor *q = nd->in[0], *k = nd->in[1], *v = nd->in[2], *g = gout[0];
+    const int causal = (int)nd->iattr[0];
+    const int64_t window = nd->iattr[1];
+    const double scale = nd->fattr[0];
+    if (!g) {
+        for (int i = 0; i < 3; i++)
+            if (needs[i] && !(gin[i] = ttt_zeros_like(ctx, nd->in[i]))) return TTT_ERR;
+        return TTT_OK;
+    }
+    if (ttt_grad_enabled(ctx)) {
+        /* create_graph: the gradient must be differentiable, so differentiate the
+         * composed attention (recomputed here) with respect to the same inputs. */
+        ttt_tensor *targets[3], *grads[3];
+        int n = 0;
+        for (int i = 0; i < 3; i++)
+            if (needs[i]) targets[n++] = nd->in[i];
+        ttt_tensor *o = composed(ctx, q, k, v, causal, window, scale);
+        if (!o || ttt__grad(ctx, 1, &o, &g, n, targets, grads, true, true) != TTT_OK) return TTT_ERR;
+        for (int i = 0, j = 0; i < 3; i++)
+            if (needs[i]) gin[i] = grads[j++];
+        return TTT_OK;
+    }
+    ttt_tensor *gd = ttt__dense(ctx, g), *lse = nd->pattr[0];
+    ttt_tensor *dq = ttt__new_like(ctx, q), *dk = ttt__new_like(ctx, k), *dv = ttt__new_like(ctx, v);
+    ttt_tensor *delta = ttt__new_like(ctx, lse);
+    if (!gd || !dq || !dk || !dv || !delta) return TTT_ERR;
+    int rc = ctx->be->attention_bwd(dq, dk, dv, delta, gd, q, k, v, nd->out[0], lse, causal, window, scale);
+    if (rc != TTT_OK) {
+        if (rc == TTT_BACKEND_DECLINED) ttt_backend_error("the backward kernel declined what the forward took");
+        return ttt__backend_failed(ctx, "attention");
+    }
+    gin[0] = needs[0] ? dq : NULL;
+    gin[1] = needs[1] ? dk : NULL;
+    gin[2] = needs[2] ? dv : NULL;
+    return TTT_OK;
+}
+
+/* The fused forward, or NULL with *declined set when the backend leaves these
+ * arguments to the composed path (then nothing is left allocated). */
+static ttt_tensor *fused(ttt_ctx *ctx, ttt_tensor *q, ttt_tensor *k, ttt_tensor *v, int causal, int64_t window,
+                         double scale, int *declined) {
+    *declined = 0;
+    const int r = q->ndim;
+    const ttt_mark_t mark = ttt_mark(ctx);
+    const int record = ttt__recording(ctx, 3, (ttt_tensor *const[]){q, k, v});
+    ttt_tensor *in[3] = {ttt_contiguous(ctx, q), ttt_contiguous(ctx, k), ttt_contiguous(ctx, v)};
+    if (!in[0] || !in[1] || !in[2]) return NULL;
+    int64_t shape[TTT_MAX_DIMS];
+    for (int i = 0; i < r; i++) shape[i] = q->shape[i];
+    shape[r - 1] = v->shape[r - 1];
+    ttt_tensor *out = ttt_new(ctx, q->dtype, r, shape);
+    ttt_tensor *lse = record ? ttt_new(ctx, TTT_F32, r - 1, shape) : NULL; /* [..., Tq] */
+    if (!out || (record && !lse)) return NULL;
+    const int rc = ctx->be->attention_fwd(out, lse, in[0], in[1], in[2], causal, window, scale);
+    if (rc == TTT_BACKEND_DECLINED) {
+        ttt_release(ctx, mark);
+        *declined = 1;
+        return NULL;
+    }
+    if (rc != TTT_OK) return ttt__backend_failed(ctx, "attention"), NULL;
+    if (record) {
+        ttt_node *nd = ttt__record(ctx, "attention", fused_vjp, 3, in, 1, &out);
+        if (!nd) return NULL;
+        nd->pattr[0] = lse;
+        nd->iattr[0] = causal;
+        nd->iattr[1] = window;
+        nd->fattr[0] = scale;
+    }
+    return out;
+}
+
+ttt_tensor *ttt_attention(ttt_ctx *ctx, ttt_tensor *q, ttt_tensor *k, ttt_tensor *v, int causal, int64_t window,
+                          double scale) {
+    if (!ctx) return NULL;
+    if (!q || !k || !v) return ttt__set_error(ctx, "attention: NULL input"), NULL;
+    if (check_qkv(ctx, q, k, v, causal, window) != TTT_OK) return NULL;
+    const int64_t d = q->shape[q->ndim - 1];
+    if (!(scale > 0)) scale = 1.0 / sqrt((double)(d > 0 ? d : 1));
+    if (ctx->be->attention_fwd && ctx->be->attention_bwd) {
+        int declined;
+        ttt_tensor *out = fused(ctx, q, k, v, causal, window, scale, &declined);
+        if (out || !declined) return out;
+    }
+    return composed(ctx, q, k, v, causal, window, scale);
 }

@@ -12,29 +12,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cuda_internal.h"
 #include "ttt/backend.h"
-
-#define CU(call)                                                                              \
-    do {                                                                                      \
-        cudaError_t e_ = (call);                                                              \
-        if (e_ != cudaSuccess) {                                                              \
-            ttt_backend_error("%s failed: %s", #call, cudaGetErrorString(e_));                \
-            return TTT_ERR;                                                                   \
-        }                                                                                     \
-    } while (0)
-
-#define LAUNCHED(name)                                                                        \
-    do {                                                                                      \
-        cudaError_t e_ = cudaGetLastError();                                                  \
-        if (e_ != cudaSuccess) {                                                              \
-            ttt_backend_error("kernel %s: %s", name, cudaGetErrorString(e_));                 \
-            return TTT_ERR;                                                                   \
-        }                                                                                     \
-    } while (0)
 
 /* A created stream (graphs cannot be recorded on the legacy default stream);
  * blocking, so it stays ordered with any work on the legacy stream. */
 static cudaStream_t g_stream;
+cudaStream_t ttt__cuda_stream(void) { return g_stream; }
 static cublasHandle_t g_cublas;
 static int *g_flags;            /* FLAG_SLOTS pairs of device words for kernels to report bad indices */
 static int *g_flag;             /* the pair the next checked kernel uses */
@@ -1186,6 +1170,8 @@ static ttt_backend make_table(void) {
     b.graph_end = cu_graph_end;
     b.graph_replay = cu_graph_replay;
     b.graph_free = cu_graph_free;
+    b.attention_fwd = ttt__cuda_attention_fwd;
+    b.attention_bwd = ttt__cuda_attention_bwd;
     return b;
 }
 

@@ -1,0 +1,41 @@
+/* Shared by the CUDA backend's source files (not installed): the error-checking
+ * macros, the backend's stream, and the kernel-table entries that live outside
+ * cuda_backend.cu. */
+#ifndef TTT_CUDA_INTERNAL_H
+#define TTT_CUDA_INTERNAL_H
+
+#include <cuda_runtime.h>
+
+#include "ttt/backend.h"
+
+/* Check a CUDA call; on failure name it in the backend error and return TTT_ERR. */
+#define CU(call)                                                                              \
+    do {                                                                                      \
+        cudaError_t e_ = (call);                                                              \
+        if (e_ != cudaSuccess) {                                                              \
+            ttt_backend_error("%s failed: %s", #call, cudaGetErrorString(e_));                \
+            return TTT_ERR;                                                                   \
+        }                                                                                     \
+    } while (0)
+
+/* Check the launch just made. */
+#define LAUNCHED(name)                                                                        \
+    do {                                                                                      \
+        cudaError_t e_ = cudaGetLastError();                                                  \
+        if (e_ != cudaSuccess) {                                                              \
+            ttt_backend_error("kernel %s: %s", name, cudaGetErrorString(e_));                 \
+            return TTT_ERR;                                                                   \
+        }                                                                                     \
+    } while (0)
+
+/* The one stream all of the backend's work is queued on (cuda_backend.cu). */
+cudaStream_t ttt__cuda_stream(void);
+
+/* attention.cu: the fused attention entries of the table (see backend.h). */
+int ttt__cuda_attention_fwd(ttt_tensor *out, ttt_tensor *lse, const ttt_tensor *q, const ttt_tensor *k,
+                            const ttt_tensor *v, int causal, int64_t window, double scale);
+int ttt__cuda_attention_bwd(ttt_tensor *dq, ttt_tensor *dk, ttt_tensor *dv, ttt_tensor *delta, const ttt_tensor *dout,
+                            const ttt_tensor *q, const ttt_tensor *k, const ttt_tensor *v, const ttt_tensor *out,
+                            const ttt_tensor *lse, int causal, int64_t window, double scale);
+
+#endif
