@@ -3,12 +3,14 @@
 #include "ttt/tokenizer.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 static const char *flag_value(int argc, char **argv, int *i, const char *name) {
     if (strcmp(argv[*i], name) != 0) return NULL;
@@ -16,7 +18,8 @@ static const char *flag_value(int argc, char **argv, int *i, const char *name) {
         fprintf(stderr, "ttt: %s needs a value\n", name);
         return "";
     }
-    return argv[++*i];
+    if (!*argv[++*i]) fprintf(stderr, "ttt: %s: the value is empty\n", name);
+    return argv[*i];
 }
 
 int cli_flag_int(int argc, char **argv, int *i, const char *name, int64_t lo, int64_t hi, int64_t *out) {
@@ -117,3 +120,57 @@ void cli_json_num(FILE *f, double v) {
     else fputs("null", f);
 }
 
+void cli_fmt_double(char *buf, size_t n, double v) {
+    snprintf(buf, n, "%.15g", v);
+    if (strtod(buf, NULL) != v) snprintf(buf, n, "%.17g", v);
+}
+
+int cli_config_value(const char *s, const char *key, char *buf, size_t n) {
+    size_t kl = strlen(key);
+    for (const char *p = s; p && *p;) {
+        while (*p == ' ') p++;
+        const char *end = strchr(p, ' ');
+        size_t len = end ? (size_t)(end - p) : strlen(p);
+        if (len > kl && !strncmp(p, key, kl) && p[kl] == '=') {
+            size_t vl = len - kl - 1 < n - 1 ? len - kl - 1 : n - 1;
+            memcpy(buf, p + kl + 1, vl);
+            buf[vl] = 0;
+            return 1;
+        }
+        p = end;
+    }
+    return 0;
+}
+
+FILE *cli_atomic_open(const char *path, char *tmp, size_t n) {
+    if (snprintf(tmp, n, "%s.tmp", path) >= (int)n) {
+        errno = ENAMETOOLONG;
+        return NULL;
+    }
+    return fopen(tmp, "w");
+}
+
+int cli_atomic_commit(FILE *f, const char *tmp, const char *path) {
+    int ok = fflush(f) == 0 && fsync(fileno(f)) == 0;
+    int e = ok ? 0 : errno;
+    if (fclose(f) != 0 && ok) ok = 0, e = errno;
+    if (ok && rename(tmp, path) != 0) ok = 0, e = errno;
+    if (!ok) {
+        remove(tmp);
+        errno = e;
+        return -1;
+    }
+    /* the rename is durable once the directory is synced (some file systems cannot: not a failure) */
+    char dir[4096];
+    const char *slash = strrchr(path, '/');
+    if (!slash) snprintf(dir, sizeof dir, ".");
+    else snprintf(dir, sizeof dir, "%.*s", slash == path ? 1 : (int)(slash - path), path);
+    int fd = open(dir, O_RDONLY | O_DIRECTORY);
+    if (fd >= 0) {
+        int rc = fsync(fd);
+        e = errno;
+        close(fd);
+        if (rc != 0 && e != EINVAL && e != EBADF && e != ENOTSUP) return errno = e, -1;
+    }
+    return 0;
+}

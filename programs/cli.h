@@ -24,6 +24,19 @@ void cli_json_num(FILE *f, double v);
 /* Monotonic seconds. */
 double cli_now(void);
 
+/* A double that reads back (strtod) to the same bits: %.15g, else %.17g. */
+void cli_fmt_double(char *buf, size_t n, double v);
+/* The value of key in a "key=value key=value ..." string (the configs stored
+ * in checkpoint metadata), copied into buf; 1 if present, 0 if absent. */
+int cli_config_value(const char *s, const char *key, char *buf, size_t n);
+
+/* Atomic file writes: cli_atomic_open opens PATH.tmp (its name into tmp);
+ * cli_atomic_commit flushes, fsyncs and closes f, renames tmp over path and
+ * fsyncs the directory, so a killed run leaves the old file or the new one.
+ * 0 / -1 with errno (f is closed and tmp removed either way). */
+FILE *cli_atomic_open(const char *path, char *tmp, size_t n);
+int cli_atomic_commit(FILE *f, const char *tmp, const char *path);
+
 /* A tokenizer from PATH: a directory with GPT-2 style vocab.json + merges.txt
  * (as `ttt tokenizer train` writes them; CLI_EOT becomes special when present)
  * or a Hugging Face tokenizer.json file. 0, or an exit code after a message. */

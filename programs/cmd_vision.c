@@ -99,42 +99,18 @@ typedef struct {
     int timing;     /* print where a training step's time goes, per epoch */
 } vision_cfg;
 
-/* A double that reads back to the same bits. */
-static void fmt_double(char *buf, size_t n, double v) {
-    snprintf(buf, n, "%.15g", v);
-    if (strtod(buf, NULL) != v) snprintf(buf, n, "%.17g", v);
-}
-
 /* "key=value key=value ...": the stored form of the model/training part. */
 static void config_format(const vision_cfg *c, char *buf, size_t n) {
     char eta[32], lr[32], wd[32];
-    fmt_double(eta, sizeof eta, c->eta);
-    fmt_double(lr, sizeof lr, c->lr);
-    fmt_double(wd, sizeof wd, c->wd);
+    cli_fmt_double(eta, sizeof eta, c->eta);
+    cli_fmt_double(lr, sizeof lr, c->lr);
+    cli_fmt_double(wd, sizeof wd, c->wd);
     snprintf(buf, n,
              "layer=%s inner_steps=%lld sgd=%d eta=%s no_decoder_ln=%d tokens=%s upsample=%lld pos=%s dim=%lld "
              "depth=%lld heads=%lld epochs=%lld batch=%lld lr=%s wd=%s seed=%lld train_limit=%lld",
              LAYERS[c->layer].name, (long long)c->inner_steps, c->sgd, eta, c->no_decoder_ln, TOKENS[c->tokens].name,
              (long long)c->upsample, POS[c->pos], (long long)c->dim, (long long)c->depth, (long long)c->heads,
              (long long)c->epochs, (long long)c->batch, lr, wd, (long long)c->seed, (long long)c->train_limit);
-}
-
-/* Value of key in a config string, copied into buf; 0 if absent. */
-static int config_value(const char *s, const char *key, char *buf, size_t n) {
-    size_t kl = strlen(key);
-    for (const char *p = s; p && *p;) {
-        while (*p == ' ') p++;
-        const char *end = strchr(p, ' ');
-        size_t len = end ? (size_t)(end - p) : strlen(p);
-        if (len > kl && !strncmp(p, key, kl) && p[kl] == '=') {
-            size_t vl = len - kl - 1 < n - 1 ? len - kl - 1 : n - 1;
-            memcpy(buf, p + kl + 1, vl);
-            buf[vl] = 0;
-            return 1;
-        }
-        p = end;
-    }
-    return 0;
 }
 
 /* Reads a stored config back (for eval). Returns 0 and names the bad key in err on failure. */
@@ -146,29 +122,29 @@ static int config_parse(const char *s, vision_cfg *c, char *err, size_t errn) {
                        &c->seed, &c->train_limit};
     for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++) {
         errno = 0;
-        long long x = config_value(s, ints[i], v, sizeof v) ? strtoll(v, &end, 10) : -1;
+        long long x = cli_config_value(s, ints[i], v, sizeof v) ? strtoll(v, &end, 10) : -1;
         if (x < 0 || errno || *end) return snprintf(err, errn, "bad or missing %s", ints[i]), 0;
         *iout[i] = x;
     }
     const char *bools[] = {"sgd", "no_decoder_ln"};
     int *bout[] = {&c->sgd, &c->no_decoder_ln};
     for (size_t i = 0; i < 2; i++) {
-        if (!config_value(s, bools[i], v, sizeof v) || (strcmp(v, "0") && strcmp(v, "1")))
+        if (!cli_config_value(s, bools[i], v, sizeof v) || (strcmp(v, "0") && strcmp(v, "1")))
             return snprintf(err, errn, "bad or missing %s", bools[i]), 0;
         *bout[i] = v[0] == '1';
     }
     const char *dbls[] = {"eta", "lr", "wd"};
     double *dout[] = {&c->eta, &c->lr, &c->wd};
     for (size_t i = 0; i < 3; i++) {
-        double x = config_value(s, dbls[i], v, sizeof v) ? strtod(v, &end) : NAN;
+        double x = cli_config_value(s, dbls[i], v, sizeof v) ? strtod(v, &end) : NAN;
         if (!isfinite(x) || *end) return snprintf(err, errn, "bad or missing %s", dbls[i]), 0;
         *dout[i] = x;
     }
-    if (!config_value(s, "layer", v, sizeof v) || (c->layer = layer_index(v)) < 0)
+    if (!cli_config_value(s, "layer", v, sizeof v) || (c->layer = layer_index(v)) < 0)
         return snprintf(err, errn, "bad or missing layer"), 0;
-    if (!config_value(s, "tokens", v, sizeof v) || (c->tokens = tokens_index(v)) < 0)
+    if (!cli_config_value(s, "tokens", v, sizeof v) || (c->tokens = tokens_index(v)) < 0)
         return snprintf(err, errn, "bad or missing tokens"), 0;
-    if (!config_value(s, "pos", v, sizeof v) || (c->pos = lookup(v, 2, POS)) < 0)
+    if (!cli_config_value(s, "pos", v, sizeof v) || (c->pos = lookup(v, 2, POS)) < 0)
         return snprintf(err, errn, "bad or missing pos"), 0;
     if (c->inner_steps > TTT_MTTT_MAX_STEPS || c->upsample < 1 || c->upsample > MAX_UPSAMPLE || c->dim < 1 ||
         c->dim > MAX_DIM || c->depth < 1 || c->depth > MAX_DEPTH || c->heads < 1 || c->batch < 1 ||
@@ -574,7 +550,7 @@ static void explain_mismatch(const char *ckpt, const char *stored, const char *n
     fprintf(stderr, "ttt vision: --resume: the flags describe another run than %s:\n", ckpt);
     for (size_t k = 0; k < sizeof keys / sizeof keys[0]; k++) {
         char a[64], b[64];
-        int ha = config_value(stored, keys[k], a, sizeof a), hb = config_value(now, keys[k], b, sizeof b);
+        int ha = cli_config_value(stored, keys[k], a, sizeof a), hb = cli_config_value(now, keys[k], b, sizeof b);
         if (!ha || !hb || strcmp(a, b))
             fprintf(stderr, "  %-12s checkpoint %s, now %s\n", keys[k], ha ? a : "(none)", hb ? b : "(none)");
     }
