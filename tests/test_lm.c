@@ -46,30 +46,35 @@ static double row_diff(const double *a, const double *b, int64_t B, int64_t T, i
 }
 
 static void test_causality(ttt_ctx *ctx) {
-    enum { B = 1, T = 12, W = 4 };
-    for (int64_t window = 0; window <= W; window += W) {
-        ttt_lm m;
-        ttt_lm_config c = small_config(window, 1);
-        CHECK(ttt_lm_init(ctx, &m, &c, TTT_F64) == TTT_OK);
-        int32_t ids[T], ids2[T];
-        for (int t = 0; t < T; t++) ids[t] = ids2[t] = (int32_t)((t * 7 + 3) % c.vocab);
-        const int moved = 5;
-        ids2[moved] = (ids[moved] + 11) % (int32_t)c.vocab;
-        double *a = logits_host(ctx, &m, ids, B, T), *b = logits_host(ctx, &m, ids2, B, T);
-        CHECK(a && b);
-        if (a && b) {
-            CHECK(row_diff(a, b, B, T, c.vocab, 0, moved) == 0);  /* the past does not see the future */
-            CHECK(row_diff(a, b, B, T, c.vocab, moved, moved + 1) > 1e-6);
-            if (window) {
-                /* within one block the token reaches W - 1 positions on; stacked blocks reach further */
-                CHECK(row_diff(a, b, B, T, c.vocab, moved + W - 1, moved + W) > 1e-6);
-                CHECK(row_diff(a, b, B, T, c.vocab, moved + c.depth * (W - 1) + 1, T) == 0);
+    enum { B = 1, T = 14, W = 4 };
+    for (int64_t depth = 1; depth <= 2; depth++)
+        for (int64_t window = 0; window <= W; window += W) {
+            ttt_lm m;
+            ttt_lm_config c = small_config(window, 1);
+            c.depth = depth;
+            CHECK(ttt_lm_init(ctx, &m, &c, TTT_F64) == TTT_OK);
+            int32_t ids[T], ids2[T];
+            for (int t = 0; t < T; t++) ids[t] = ids2[t] = (int32_t)((t * 7 + 3) % c.vocab);
+            const int64_t moved = 4;
+            ids2[moved] = (ids[moved] + 11) % (int32_t)c.vocab;
+            double *a = logits_host(ctx, &m, ids, B, T), *b = logits_host(ctx, &m, ids2, B, T);
+            CHECK(a && b);
+            if (a && b) {
+                CHECK(row_diff(a, b, B, T, c.vocab, 0, moved) == 0); /* the past does not see the future */
+                CHECK(row_diff(a, b, B, T, c.vocab, moved, moved + 1) > 1e-6);
+                if (window) {
+                    /* each block carries a token W - 1 positions on, so depth blocks reach depth (W - 1) */
+                    const int64_t reach = moved + depth * (W - 1);
+                    CHECK_MSG(row_diff(a, b, B, T, c.vocab, reach, reach + 1) > 1e-6, "depth %lld", (long long)depth);
+                    CHECK_MSG(row_diff(a, b, B, T, c.vocab, reach + 1, T) == 0, "depth %lld", (long long)depth);
+                } else {
+                    CHECK(row_diff(a, b, B, T, c.vocab, T - 1, T) > 1e-6);
+                }
             }
+            free(a), free(b);
+            ttt_lm_free(ctx, &m);
+            ttt_step_reset(ctx);
         }
-        free(a), free(b);
-        ttt_lm_free(ctx, &m);
-        ttt_step_reset(ctx);
-    }
 }
 
 static void test_long_window_is_full(void) {
@@ -88,26 +93,33 @@ static void test_long_window_is_full(void) {
     ttt_ctx_free(c2), ttt_ctx_free(c3);
 }
 
-static void test_decode(ttt_ctx *ctx, int64_t window, const int64_t *pieces, int n_pieces) {
-    enum { B = 2, T = 23 };
+/* Decodes T tokens in pieces of the given lengths (cycled) and compares every
+ * piece's logits with the full forward's rows. */
+static void test_decode(ttt_ctx *ctx, int64_t window, int qk_norm, int64_t T, const int64_t *pieces, int n_pieces) {
+    enum { B = 2 };
     ttt_lm m;
     ttt_lm_config c = small_config(window, 1);
+    c.qk_norm = qk_norm;
     CHECK(ttt_lm_init(ctx, &m, &c, TTT_F64) == TTT_OK);
-    int32_t ids[B * T];
-    for (int i = 0; i < B * T; i++) ids[i] = (int32_t)((i * 13 + 7) % c.vocab);
+    int32_t *ids = malloc(sizeof(int32_t) * (size_t)(B * T)), *chunk = malloc(sizeof(int32_t) * (size_t)(B * T));
+    for (int64_t i = 0; i < B * T; i++) ids[i] = (int32_t)((i * 13 + 7 + i / 5) % c.vocab);
     double *ref = logits_host(ctx, &m, ids, B, T);
+    CHECK(ref != NULL);
+    ttt_step_reset(ctx);
     ttt_lm_cache cache;
     CHECK(ttt_lm_cache_init(ctx, &m, &cache, B, T) == TTT_OK);
+    CHECK(cache.capacity == (window ? (window > 1 ? window - 1 : 1) : T));
     double worst = 0;
+    size_t most_used = 0;
     int64_t t0 = 0;
-    for (int p = 0; t0 < T; p = (p + 1) % n_pieces) {
+    for (int p = 0; ref && t0 < T; p = (p + 1) % n_pieces) {
         int64_t n = pieces[p] < T - t0 ? pieces[p] : T - t0;
-        int32_t chunk[B * T];
         for (int b = 0; b < B; b++)
             for (int64_t t = 0; t < n; t++) chunk[b * n + t] = ids[b * T + t0 + t];
         ttt_tensor *lg = ttt_lm_decode(ctx, &m, &cache, ids_tensor(ctx, chunk, B, n));
         CHECK_MSG(lg != NULL, "%s", ttt_error(ctx));
         if (!lg) break;
+        if (ttt_arena_bytes_used(ctx) > most_used) most_used = ttt_arena_bytes_used(ctx);
         double *h = malloc(sizeof(double) * (size_t)ttt_numel(lg));
         ttt_copy_to_host(ctx, lg, h, TTT_F64);
         for (int b = 0; b < B; b++)
@@ -120,12 +132,27 @@ static void test_decode(ttt_ctx *ctx, int64_t window, const int64_t *pieces, int
     }
     CHECK_MSG(worst < 1e-10, "window %lld: decode differs from the forward by %g", (long long)window, worst);
     CHECK(cache.len == T);
+    /* A long piece runs in pieces of 512 whose temporaries are released: what is left is about the logits and the
+     * ids (a few KB for the ids' copies and headers). */
+    const size_t logits_bytes = sizeof(double) * (size_t)(B * T * c.vocab);
+    if (T > 512) printf("decode of %lld tokens: arena %zu bytes, logits %zu bytes\n", (long long)T, most_used, logits_bytes);
+    if (pieces[0] >= T && T > 512)
+        CHECK_MSG(most_used < logits_bytes + logits_bytes / 4, "arena %zu bytes for %zu bytes of logits", most_used,
+                  logits_bytes);
     if (window == 0) { /* a full cache refuses more */
         int32_t one[B] = {1, 2};
         CHECK(ttt_lm_decode(ctx, &m, &cache, ids_tensor(ctx, one, B, 1)) == NULL &&
               strstr(ttt_error(ctx), "capacity"));
+        CHECK(cache.len == T);
     }
-    free(ref);
+    /* after a reset the cache starts again at position 0 */
+    ttt_lm_cache_reset(&cache);
+    for (int b = 0; b < B; b++) chunk[b] = ids[b * T];
+    ttt_tensor *first = ttt_lm_decode(ctx, &m, &cache, ids_tensor(ctx, chunk, B, 1));
+    double row[64];
+    CHECK(first && ttt_copy_to_host(ctx, ttt_slice(ctx, first, 0, 0, 1, 1), row, TTT_F64) == TTT_OK);
+    if (first && ref) CHECK(row_diff(row, ref, 1, 1, c.vocab, 0, 1) < 1e-12);
+    free(ref), free(ids), free(chunk);
     ttt_lm_cache_free(ctx, &cache);
     ttt_lm_free(ctx, &m);
     ttt_step_reset(ctx);
@@ -158,6 +185,77 @@ static void test_loss(ttt_ctx *ctx) {
     ttt_step_reset(ctx);
 }
 
+/* Gradients of every parameter after one backward pass of the loss in chunks
+ * of `chunk` positions (0: the default), into a malloc'd flat array. */
+static double *loss_grads(ttt_ctx *ctx, const ttt_lm *m, ttt_tensor *ids, ttt_tensor *tg, int64_t chunk, double *loss,
+                          double *per_token) {
+    int64_t total = 0;
+    for (int i = 0; i < m->n_params; i++) total += ttt_numel(m->params[i]);
+    double *g = calloc((size_t)total, sizeof(double));
+    ttt_zero_grad(ctx, m->n_params, m->params);
+    ttt_tensor *per = NULL, *l = ttt_lm_loss_chunked(ctx, m, ids, tg, &per, chunk);
+    CHECK_MSG(l && per, "%s", ttt_error(ctx));
+    if (!l || !per) return g;
+    *loss = ttt_item(ctx, l);
+    ttt_copy_to_host(ctx, per, per_token, TTT_F64);
+    CHECK(ttt_backward(ctx, l) == TTT_OK);
+    for (int i = 0, off = 0; i < m->n_params; off += (int)ttt_numel(m->params[i]), i++)
+        if (m->params[i]->grad) ttt_copy_to_host(ctx, m->params[i]->grad, g + off, TTT_F64);
+    return g;
+}
+
+/* The loss in several chunks of positions (the path every real vocabulary takes)
+ * equals the loss in one, in value, per-token losses and gradients; and a frozen
+ * embedding (requires_grad 0) leaves the other parameters' gradients as they were. */
+static void test_loss_chunks(ttt_ctx *ctx) {
+    enum { B = 2, T = 7 };
+    ttt_lm m;
+    ttt_lm_config c = small_config(3, 1);
+    CHECK(ttt_lm_init(ctx, &m, &c, TTT_F64) == TTT_OK);
+    int32_t ids[B * T], tg[B * T];
+    for (int i = 0; i < B * T; i++) ids[i] = (int32_t)((i * 5 + 3) % c.vocab), tg[i] = (int32_t)((i * 7 + 2) % c.vocab);
+    tg[2] = tg[12] = -100;
+    ttt_tensor *ti = ids_tensor(ctx, ids, B, T), *tt = ids_tensor(ctx, tg, B, T);
+    int64_t total = 0;
+    for (int i = 0; i < m.n_params; i++) total += ttt_numel(m.params[i]);
+    double l1 = 0, l3 = 0, lf = 0, p1[B * T] = {0}, p3[B * T] = {0}, pf[B * T] = {0};
+    double *g1 = loss_grads(ctx, &m, ti, tt, 0, &l1, p1); /* T = 7 fits one default chunk */
+    double *g3 = loss_grads(ctx, &m, ti, tt, 3, &l3, p3); /* chunks of 3, 3, 1 */
+    double dg = 0, dp = 0, gmax = 0;
+    for (int64_t i = 0; i < total; i++) dg = fmax(dg, fabs(g1[i] - g3[i])), gmax = fmax(gmax, fabs(g1[i]));
+    for (int i = 0; i < B * T; i++) dp = fmax(dp, fabs(p1[i] - p3[i]));
+    CHECK_NEAR(l1, l3, 1e-13);
+    CHECK(dp < 1e-13 && p3[2] == 0 && p3[12] == 0);
+    CHECK_MSG(gmax > 0 && dg < 1e-13 * fmax(1, gmax), "chunked gradients differ by %g", dg);
+    /* under no-grad, chunks are released as they go */
+    ttt_no_grad_begin(ctx);
+    ttt_tensor *per = NULL, *l = ttt_lm_loss_chunked(ctx, &m, ti, tt, &per, 2);
+    ttt_no_grad_end(ctx);
+    double pn[B * T];
+    CHECK(l && per && ttt_copy_to_host(ctx, per, pn, TTT_F64) == TTT_OK);
+    CHECK_NEAR(ttt_item(ctx, l), l1, 1e-13);
+    for (int i = 0; i < B * T; i++) CHECK_NEAR(pn[i], p1[i], 1e-13);
+    CHECK(ttt_lm_loss_chunked(ctx, &m, ti, tt, NULL, -1) == NULL && strstr(ttt_error(ctx), "chunk"));
+
+    /* frozen embedding: every other gradient unchanged, in one chunk and in several */
+    ttt_set_requires_grad(m.embed, 0);
+    for (int64_t chunk = 0; chunk <= 3; chunk += 3) {
+        double *gf = loss_grads(ctx, &m, ti, tt, chunk, &lf, pf);
+        const int64_t n_embed = ttt_numel(m.embed);
+        double d = 0, e = 0;
+        for (int64_t i = n_embed; i < total; i++) d = fmax(d, fabs(gf[i] - g1[i]));
+        for (int64_t i = 0; i < n_embed; i++) e = fmax(e, fabs(gf[i]));
+        CHECK_NEAR(lf, l1, 1e-13);
+        CHECK_MSG(d < 1e-13 * fmax(1, gmax) && e == 0, "frozen embedding, chunk %lld: gradients differ by %g, embedding's %g",
+                  (long long)chunk, d, e);
+        free(gf);
+    }
+    ttt_set_requires_grad(m.embed, 1);
+    free(g1), free(g3);
+    ttt_lm_free(ctx, &m);
+    ttt_step_reset(ctx);
+}
+
 static double loss_value(ttt_ctx *ctx, const ttt_lm *m, const int32_t *ids, const int32_t *tg, int64_t B, int64_t T) {
     ttt_no_grad_begin(ctx);
     double v = ttt_item(ctx, ttt_lm_loss(ctx, m, ids_tensor(ctx, ids, B, T), ids_tensor(ctx, tg, B, T), NULL));
@@ -169,16 +267,26 @@ static void test_gradients(ttt_ctx *ctx) {
     enum { B = 2, T = 6 };
     ttt_lm m;
     ttt_lm_config c = small_config(4, 1);
+    c.prime_hidden = 10; /* a prime MLP of its own width */
     CHECK(ttt_lm_init(ctx, &m, &c, TTT_F64) == TTT_OK);
+    CHECK(ttt_lm_param(&m, "model.layers.1.prime_mlp.down_proj.weight")->shape[1] == 10);
     int32_t ids[B * T], tg[B * T];
     for (int i = 0; i < B * T; i++) ids[i] = (int32_t)((i * 7 + 2) % c.vocab), tg[i] = (int32_t)((i * 11 + 4) % c.vocab);
+    tg[5] = -100;
     ttt_zero_grad(ctx, m.n_params, m.params);
     CHECK(ttt_backward(ctx, ttt_lm_loss(ctx, &m, ids_tensor(ctx, ids, B, T), ids_tensor(ctx, tg, B, T), NULL)) ==
           TTT_OK);
     ttt_step_reset(ctx);
-    const char *names[] = {"model.embed_tokens.weight", "model.layers.0.self_attn.q_proj.weight",
-                           "model.layers.0.self_attn.k_norm.weight", "model.layers.1.prime_mlp.up_proj.weight",
-                           "model.layers.1.mlp.down_proj.weight", "model.layers.0.post_attention_layernorm.weight",
+    const char *names[] = {"model.embed_tokens.weight",
+                           "model.layers.0.self_attn.q_proj.weight",
+                           "model.layers.0.self_attn.q_norm.weight",
+                           "model.layers.1.self_attn.k_norm.weight",
+                           "model.layers.1.self_attn.v_proj.weight",
+                           "model.layers.0.mlp.down_proj.weight",
+                           "model.layers.1.pre_prime_layernorm.weight",
+                           "model.layers.1.prime_mlp.up_proj.weight",
+                           "model.layers.1.prime_mlp.down_proj.weight",
+                           "model.layers.0.post_attention_layernorm.weight",
                            "model.norm.weight"};
     double worst = 0;
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
@@ -190,7 +298,7 @@ static void test_gradients(ttt_ctx *ctx) {
         ttt_copy_to_host(ctx, p, w, TTT_F64);
         ttt_copy_to_host(ctx, p->grad, g, TTT_F64);
         for (int k = 0; k < 3; k++) {
-            const int64_t j = (int64_t)((k * 7919 + 13) % n), h = 1;
+            const int64_t j = (int64_t)((k * 7919 + 13) % n);
             const double eps = 1e-5, keep = w[j];
             double plus, minus;
             w[j] = keep + eps, ttt_assign(ctx, p, ttt_from_host(ctx, TTT_F64, p->ndim, p->shape, w));
@@ -200,7 +308,6 @@ static void test_gradients(ttt_ctx *ctx) {
             w[j] = keep, ttt_assign(ctx, p, ttt_from_host(ctx, TTT_F64, p->ndim, p->shape, w));
             ttt_step_reset(ctx);
             const double fd = (plus - minus) / (2 * eps), err = fabs(fd - g[j]) / fmax(1e-3, fabs(fd));
-            (void)h;
             worst = fmax(worst, err);
             CHECK_MSG(err < 1e-5, "%s[%lld]: backward %.10g, central difference %.10g", names[i], (long long)j, g[j],
                       fd);
@@ -249,6 +356,13 @@ static void test_torch_fixture(ttt_ctx *ctx) {
         snprintf(key, sizeof key, "c%d.rope_theta", cfg_i);
         ok = ok && ttt_metadata_get(meta, key, buf, sizeof buf) == TTT_OK;
         if (ok) c.rope_theta = atof(buf);
+        /* optional keys (older fixtures lack them: the defaults) */
+        snprintf(key, sizeof key, "c%d.prime_hidden", cfg_i);
+        if (ttt_metadata_get(meta, key, buf, sizeof buf) == TTT_OK) c.prime_hidden = atoll(buf);
+        snprintf(key, sizeof key, "c%d.qk_norm", cfg_i);
+        if (ttt_metadata_get(meta, key, buf, sizeof buf) == TTT_OK) c.qk_norm = atoi(buf);
+        snprintf(key, sizeof key, "c%d.norm_eps", cfg_i);
+        if (ttt_metadata_get(meta, key, buf, sizeof buf) == TTT_OK) c.norm_eps = atof(buf);
         snprintf(key, sizeof key, "c%d.B", cfg_i);
         int64_t B = 0, T = 0;
         ok = ok && ttt_metadata_get(meta, key, buf, sizeof buf) == TTT_OK && (B = atoll(buf)) > 0;
@@ -308,7 +422,9 @@ static void test_torch_fixture(ttt_ctx *ctx) {
             free(x), free(y);
             ttt_persistent_free(ctx, want[j]);
         }
-        printf("PyTorch fixture config %d: logits max diff %.2e, gradients max scaled diff %.2e\n", cfg_i, dl, dg);
+        printf("PyTorch fixture config %d (window %lld, prime_blocks %lld, prime_hidden %lld): logits max diff %.2e, "
+               "gradients max scaled diff %.2e\n",
+               cfg_i, (long long)c.window, (long long)c.prime_blocks, (long long)c.prime_hidden, dl, dg);
         ttt_persistent_free(ctx, ids), ttt_persistent_free(ctx, tg), ttt_persistent_free(ctx, lg);
         ttt_persistent_free(ctx, ls);
         free(nt), free(nm), free(want);
@@ -319,39 +435,144 @@ static void test_torch_fixture(ttt_ctx *ctx) {
 #endif
 }
 
+/* The init lm.h states: N(0, init_std^2) for the embedding and q/k/v/gate/up,
+ * init_std / sqrt(2 depth) for o_proj and down_proj, gains 1. */
+static void test_init(ttt_ctx *ctx) {
+    ttt_lm m;
+    ttt_lm_config c;
+    ttt_lm_preset("tiny", 300, &c, NULL, 0);
+    c.prime_blocks = 1;
+    CHECK(ttt_lm_init(ctx, &m, &c, TTT_F32) == TTT_OK && m.embed->dtype == TTT_F32);
+    for (int i = 0; i < m.n_params; i++) {
+        const int64_t n = ttt_numel(m.params[i]);
+        double *w = malloc(sizeof(double) * (size_t)n), sum = 0, sq = 0;
+        ttt_copy_to_host(ctx, m.params[i], w, TTT_F64);
+        for (int64_t j = 0; j < n; j++) sum += w[j], sq += w[j] * w[j];
+        const char *nm = m.names[i];
+        if (m.params[i]->ndim == 1) {
+            CHECK_MSG(sum == (double)n && sq == (double)n, "%s: gains start at 1", nm);
+        } else {
+            const int residual = strstr(nm, "o_proj") || strstr(nm, "down_proj");
+            const double want = c.init_std / (residual ? sqrt(2.0 * (double)c.depth) : 1.0), sd = sqrt(sq / (double)n);
+            CHECK_MSG(fabs(sd / want - 1) < 0.06 && fabs(sum / (double)n) < 4 * want / sqrt((double)n),
+                      "%s: std %g (want %g), mean %g", nm, sd, want, sum / (double)n);
+        }
+        free(w);
+    }
+    ttt_lm_free(ctx, &m);
+}
+
+/* ttt_lm_init with c must fail with a message containing want. */
+static void check_bad_config(ttt_ctx *ctx, ttt_lm_config c, const char *want) {
+    ttt_lm m;
+    ttt_clear_error(ctx);
+    CHECK_MSG(ttt_lm_init(ctx, &m, &c, TTT_F64) == TTT_ERR && strstr(ttt_error(ctx), want), "want '%s', got '%s'",
+              want, ttt_error(ctx));
+    CHECK(m.n_params == 0 && m.embed == NULL); /* left empty */
+    ttt_lm_free(ctx, &m);
+}
+
 static void test_validation(ttt_ctx *ctx) {
     ttt_lm m;
     ttt_lm_config c = small_config(0, 0);
     char err[128];
     CHECK(ttt_lm_preset("huge", 10, &c, err, sizeof err) == TTT_ERR && strstr(err, "unknown preset"));
-    c = small_config(0, 0);
-    c.heads = 3;
-    CHECK(ttt_lm_init(ctx, &m, &c, TTT_F64) == TTT_ERR && strstr(ttt_error(ctx), "heads"));
-    c = small_config(0, 3);
-    CHECK(ttt_lm_init(ctx, &m, &c, TTT_F64) == TTT_ERR && strstr(ttt_error(ctx), "prime_blocks"));
-    c = small_config(-1, 0);
-    CHECK(ttt_lm_init(ctx, &m, &c, TTT_F64) == TTT_ERR && strstr(ttt_error(ctx), "window"));
-    c = small_config(0, 0);
-    c.rope_theta = 0;
-    CHECK(ttt_lm_init(ctx, &m, &c, TTT_F64) == TTT_ERR && strstr(ttt_error(ctx), "rope_theta"));
+    CHECK(ttt_lm_preset("125m", 50257, &c, err, sizeof err) == TTT_OK && c.dim == 768 && c.depth == 12 &&
+          c.heads == 12 && c.mlp_hidden == 2048 && c.window == 0 && c.qk_norm == 1);
+    CHECK(ttt_lm_param_count(&c) > 120000000 && ttt_lm_param_count(&c) < 130000000);
+    const struct {
+        int field;
+        int64_t value;
+        const char *want;
+    } bad[] = {
+        {0, 1, "vocab"},  {1, 0, "dim"},          {2, 0, "depth"},         {3, 3, "heads"},
+        {3, 0, "heads"},  {4, 0, "mlp_hidden"},   {5, -1, "window"},       {6, 3, "prime_blocks"},
+        {6, -1, "prime_blocks"}, {7, -2, "prime_hidden"}, {1, 12, "even"}, /* 12 / 2 heads = 6 fine; below */
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        c = small_config(0, 0);
+        int64_t *fields[] = {&c.vocab, &c.dim, &c.depth, &c.heads, &c.mlp_hidden, &c.window, &c.prime_blocks,
+                             &c.prime_hidden};
+        *fields[bad[i].field] = bad[i].value;
+        if (!strcmp(bad[i].want, "even")) c.heads = 4; /* dim 12 in 4 heads of 3: odd head dim, no RoPE pairs */
+        check_bad_config(ctx, c, bad[i].want);
+    }
+    c = small_config(0, 0), c.rope_theta = 0;
+    check_bad_config(ctx, c, "rope_theta");
+    c = small_config(0, 0), c.norm_eps = 0;
+    check_bad_config(ctx, c, "norm_eps");
+    c = small_config(0, 0), c.init_std = -1;
+    check_bad_config(ctx, c, "init_std");
+    c = small_config(0, 0), c.qk_norm = 2;
+    check_bad_config(ctx, c, "qk_norm");
     c = small_config(0, 0);
     CHECK(ttt_lm_init(ctx, &m, &c, TTT_I32) == TTT_ERR && strstr(ttt_error(ctx), "f32 or f64"));
+    CHECK(ttt_lm_init(ctx, NULL, &c, TTT_F64) == TTT_ERR && strstr(ttt_error(ctx), "NULL"));
+
+    /* the parameter list: every tensor once, its count as ttt_lm_param_count says, names as lm.h lists them */
+    for (int variant = 0; variant < 3; variant++) {
+        c = small_config(0, variant == 0 ? 0 : 2);
+        if (variant == 1) c.prime_hidden = 10;
+        if (variant == 2) c.qk_norm = 0;
+        CHECK(ttt_lm_init(ctx, &m, &c, TTT_F64) == TTT_OK);
+        int64_t total = 0, decayed = 0;
+        for (int i = 0; i < m.n_params; i++) {
+            total += ttt_numel(m.params[i]);
+            decayed += m.decay[i];
+            CHECK_MSG(m.decay[i] == (m.params[i]->ndim == 2), "%s", m.names[i]);
+            CHECK(ttt_lm_param(&m, m.names[i]) == m.params[i]);
+        }
+        CHECK(total == ttt_lm_param_count(&c));
+        CHECK(decayed == 1 + c.depth * 7 + c.prime_blocks * 3);
+        CHECK(m.n_params == 2 + (int)c.depth * (c.qk_norm ? 13 : 11) + (int)c.prime_blocks * 5);
+        CHECK(!strcmp(m.names[0], "model.embed_tokens.weight") && !strcmp(m.names[m.n_params - 1], "model.norm.weight"));
+        CHECK((ttt_lm_param(&m, "model.layers.1.self_attn.q_norm.weight") != NULL) == (c.qk_norm == 1));
+        CHECK((ttt_lm_param(&m, "model.layers.0.prime_mlp.gate_proj.weight") != NULL) == (c.prime_blocks == 2));
+        CHECK(ttt_lm_param(&m, "model.layers.2.mlp.up_proj.weight") == NULL && ttt_lm_param(&m, NULL) == NULL);
+        ttt_lm_free(ctx, &m);
+    }
+
+    c = small_config(0, 0);
     CHECK(ttt_lm_init(ctx, &m, &c, TTT_F64) == TTT_OK);
-    ttt_tensor *bad = ttt_zeros(ctx, TTT_F64, TTT_DIMS(1, 3));
-    CHECK(ttt_lm_hidden(ctx, &m, bad, 0) == NULL && strstr(ttt_error(ctx), "i32"));
-    int32_t big[3] = {1, 2, 999};
+    ttt_tensor *bad_dt = ttt_zeros(ctx, TTT_F64, TTT_DIMS(1, 3));
+    CHECK(ttt_lm_hidden(ctx, &m, bad_dt, 0) == NULL && strstr(ttt_error(ctx), "i32"));
+    CHECK(ttt_lm_hidden(ctx, &m, ttt_zeros(ctx, TTT_I32, TTT_DIMS(3)), 0) == NULL && strstr(ttt_error(ctx), "[B, T]"));
+    int32_t big[3] = {1, 2, 999}, neg[3] = {1, -1, 2}, ok[3] = {1, 2, 3};
     CHECK(ttt_lm_hidden(ctx, &m, ids_tensor(ctx, big, 1, 3), 0) == NULL && strstr(ttt_error(ctx), "999"));
-    int32_t ok[3] = {1, 2, 3};
+    CHECK(ttt_lm_hidden(ctx, &m, ids_tensor(ctx, ok, 1, 3), -1) == NULL && strstr(ttt_error(ctx), "pos0"));
+    CHECK(ttt_lm_hidden(ctx, NULL, ids_tensor(ctx, ok, 1, 3), 0) == NULL && strstr(ttt_error(ctx), "NULL"));
+    ttt_lm empty = {0};
+    CHECK(ttt_lm_hidden(ctx, &empty, ids_tensor(ctx, ok, 1, 3), 0) == NULL && strstr(ttt_error(ctx), "ttt_lm_init"));
+    CHECK(ttt_lm_logits(ctx, &m, ttt_zeros(ctx, TTT_F64, TTT_DIMS(2, 5))) == NULL && strstr(ttt_error(ctx), "dim"));
     CHECK(ttt_lm_loss(ctx, &m, ids_tensor(ctx, ok, 1, 3), ids_tensor(ctx, ok, 3, 1), NULL) == NULL &&
           strstr(ttt_error(ctx), "differ in shape"));
+    CHECK(ttt_lm_loss(ctx, &m, ids_tensor(ctx, ok, 1, 3), bad_dt, NULL) == NULL && strstr(ttt_error(ctx), "targets"));
+    CHECK(ttt_lm_loss(ctx, &m, ids_tensor(ctx, ok, 1, 3), ids_tensor(ctx, big, 1, 3), NULL) == NULL &&
+          strstr(ttt_error(ctx), "999"));
+    CHECK(ttt_lm_loss(ctx, &m, ids_tensor(ctx, ok, 1, 3), ids_tensor(ctx, neg, 1, 3), NULL) == NULL &&
+          strstr(ttt_error(ctx), "-1"));
+
     ttt_lm_cache cache = {0};
     CHECK(ttt_lm_decode(ctx, &m, &cache, ids_tensor(ctx, ok, 1, 3)) == NULL && strstr(ttt_error(ctx), "cache"));
     CHECK(ttt_lm_cache_init(ctx, &m, &cache, 1, 0) == TTT_ERR && strstr(ttt_error(ctx), "max_len"));
-    CHECK(ttt_lm_param_count(&c) == ttt_lm_param_count(&m.cfg));
-    int64_t total = 0;
-    for (int i = 0; i < m.n_params; i++) total += ttt_numel(m.params[i]);
-    CHECK(total == ttt_lm_param_count(&c));
+    CHECK(ttt_lm_cache_init(ctx, &m, &cache, 0, 8) == TTT_ERR && strstr(ttt_error(ctx), "batch"));
+    CHECK(ttt_lm_cache_init(ctx, &m, &cache, 1, 4) == TTT_OK);
+    CHECK(ttt_lm_decode(ctx, &m, &cache, ids_tensor(ctx, ok, 3, 1)) == NULL && strstr(ttt_error(ctx), "batch"));
+    CHECK(ttt_lm_decode(ctx, &m, &cache, bad_dt) == NULL && strstr(ttt_error(ctx), "i32"));
+    CHECK(ttt_lm_decode(ctx, &m, &cache, ids_tensor(ctx, big, 1, 3)) == NULL && strstr(ttt_error(ctx), "999"));
+    CHECK(cache.len == 0); /* a failed call caches nothing */
+    CHECK(ttt_lm_decode(ctx, &m, &cache, ids_tensor(ctx, ok, 1, 3)) != NULL && cache.len == 3);
+    CHECK(ttt_lm_decode(ctx, &m, &cache, ids_tensor(ctx, ok, 1, 2)) == NULL && strstr(ttt_error(ctx), "capacity"));
+    ttt_lm other;
+    ttt_lm_config co = small_config(4, 0);
+    co.heads = 4;
+    CHECK(ttt_lm_init(ctx, &other, &co, TTT_F64) == TTT_OK);
+    CHECK(ttt_lm_decode(ctx, &other, &cache, ids_tensor(ctx, ok, 1, 1)) == NULL && strstr(ttt_error(ctx), "another model"));
+    ttt_lm_free(ctx, &other);
+    ttt_lm_cache_free(ctx, &cache);
+    ttt_lm_cache_free(ctx, NULL);
     ttt_lm_free(ctx, &m);
+    ttt_lm_free(ctx, NULL);
     ttt_step_reset(ctx);
 }
 
@@ -361,15 +582,20 @@ int main(void) {
     CHECK(ctx != NULL);
     test_causality(ctx);
     test_long_window_is_full();
-    const int64_t one[] = {1}, mixed[] = {5, 1, 3, 1, 7};
-    test_decode(ctx, 0, one, 1);
-    test_decode(ctx, 0, mixed, 5);
-    test_decode(ctx, 4, one, 1);   /* ring of 3 slots, wrapped 7 times */
-    test_decode(ctx, 4, mixed, 5); /* chunks longer than the ring */
-    test_decode(ctx, 1, mixed, 5); /* window 1: each token sees only itself */
+    const int64_t one[] = {1}, mixed[] = {5, 1, 3, 1, 7}, whole[] = {1 << 20};
+    test_decode(ctx, 0, 1, 23, one, 1);
+    test_decode(ctx, 0, 1, 23, mixed, 5);
+    test_decode(ctx, 4, 1, 23, one, 1);    /* ring of 3 slots, wrapped 7 times */
+    test_decode(ctx, 4, 1, 23, mixed, 5);  /* pieces longer than the ring */
+    test_decode(ctx, 5, 0, 23, mixed, 5);  /* ring of 4 slots, pieces ending at and across its end; no QK-norm */
+    test_decode(ctx, 1, 1, 23, mixed, 5);  /* window 1: each token sees only itself */
+    test_decode(ctx, 0, 1, 1100, whole, 1); /* one call over 1100 tokens: three internal pieces */
+    test_decode(ctx, 6, 1, 1100, whole, 1);
     test_loss(ctx);
+    test_loss_chunks(ctx);
     test_gradients(ctx);
     test_torch_fixture(ctx);
+    test_init(ctx);
     test_validation(ctx);
     ttt_ctx_free(ctx);
     TEST_MAIN_END();

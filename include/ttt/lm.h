@@ -114,6 +114,10 @@ ttt_tensor *ttt_lm_logits(ttt_ctx *ctx, const ttt_lm *m, ttt_tensor *hidden);
  * positions so [B, T, V] never exists whole. per_token: if not NULL, receives
  * the per-position losses [B, T] (0 where ignored; for loss-by-position eval). */
 ttt_tensor *ttt_lm_loss(ttt_ctx *ctx, const ttt_lm *m, ttt_tensor *ids, ttt_tensor *targets, ttt_tensor **per_token);
+/* ttt_lm_loss with logits formed for at most chunk positions at a time (0: the
+ * default, about 2^24 logits per chunk), to trade memory for speed. */
+ttt_tensor *ttt_lm_loss_chunked(ttt_ctx *ctx, const ttt_lm *m, ttt_tensor *ids, ttt_tensor *targets,
+                                ttt_tensor **per_token, int64_t chunk);
 
 /* KV cache for generation. Each block keeps the keys (after QK-norm and RoPE)
  * and values of the last `capacity` positions, [B, H, capacity, D/H]; with a
@@ -133,7 +137,9 @@ void ttt_lm_cache_free(ttt_ctx *ctx, ttt_lm_cache *c); /* NULL ok */
 void ttt_lm_cache_reset(ttt_lm_cache *c);               /* len = 0, memory kept */
 /* Logits [B, T, V] for the next T tokens ids [B, T] after the cached ones;
  * appends their keys and values. Equal (to rounding) to the last T rows of a
- * full forward over everything so far. Runs without recording gradients. */
+ * full forward over everything so far. Runs without recording gradients. A
+ * long T runs in pieces of 512 tokens, releasing each piece's temporaries; on
+ * an error, len counts the positions actually cached. */
 ttt_tensor *ttt_lm_decode(ttt_ctx *ctx, const ttt_lm *m, ttt_lm_cache *c, ttt_tensor *ids);
 
 #ifdef __cplusplus

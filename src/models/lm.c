@@ -264,8 +264,40 @@ static ttt_tensor *block_rest(ttt_ctx *ctx, const ttt_lm_config *c, const ttt_lm
     return mlp_sublayer(ctx, c, x, b->pre_mlp_norm, b->gate, b->up, b->down, b->post_mlp_norm);
 }
 
-static ttt_tensor *block_forward(ttt_ctx *ctx, const ttt_lm_config *c, const ttt_lm_block *b, ttt_tensor *x,
-                                 int64_t pos0) {
+/* One block of a pass over the blocks: x [B, T, D] -> block i's output. */
+typedef ttt_tensor *(*block_step)(ttt_ctx *ctx, const ttt_lm *m, int64_t i, ttt_tensor *x, const void *user);
+
+/* Runs every block over x and returns the final hidden states rms(x; norm).
+ * When nothing is recorded (no-grad, or nothing requires grad), each block's
+ * temporaries are released once its output is copied into one of two
+ * buffers, so memory stays one block deep (long-context evaluation, decoding). */
+static ttt_tensor *run_blocks(ttt_ctx *ctx, const ttt_lm *m, ttt_tensor *x, block_step step, const void *user) {
+    if (!x) return NULL;
+    const ttt_lm_config *c = &m->cfg;
+    /* The parameters count too: with a frozen embedding x has no graph, yet the blocks' weights may need one. */
+    const int record = ttt__recording(ctx, 1, &x) || ttt__recording(ctx, m->n_params, m->params);
+    ttt_tensor *buf[2] = {NULL, NULL};
+    if (!record && !((buf[0] = ttt_new(ctx, x->dtype, 3, x->shape)) && (buf[1] = ttt_new(ctx, x->dtype, 3, x->shape))))
+        return NULL;
+    for (int64_t i = 0; x && i < c->depth; i++) {
+        if (record) {
+            x = step(ctx, m, i, x, user);
+            continue;
+        }
+        ttt_tensor *dst = buf[i % 2];
+        const ttt_mark_t mark = ttt_mark(ctx);
+        ttt_tensor *y = step(ctx, m, i, x, user);
+        if (!y || ttt__copy_into(ctx, dst, 0, 0, 1, y) != TTT_OK) return NULL;
+        ttt_release(ctx, mark);
+        x = dst;
+    }
+    return ttt_rms_norm(ctx, x, m->norm, c->norm_eps);
+}
+
+static ttt_tensor *forward_block(ttt_ctx *ctx, const ttt_lm *m, int64_t i, ttt_tensor *x, const void *user) {
+    const ttt_lm_config *c = &m->cfg;
+    const ttt_lm_block *b = &m->blocks[i];
+    const int64_t pos0 = *(const int64_t *)user;
     ttt_tensor *h = ttt_rms_norm(ctx, x, b->input_norm, c->norm_eps);
     ttt_tensor *q = heads(ctx, c, h, b->q, b->q_norm, 1, pos0), *k = heads(ctx, c, h, b->k, b->k_norm, 1, pos0);
     ttt_tensor *v = heads(ctx, c, h, b->v, NULL, 0, pos0);
@@ -292,28 +324,7 @@ ttt_tensor *ttt_lm_hidden(ttt_ctx *ctx, const ttt_lm *m, ttt_tensor *ids, int64_
     if (!ctx || !ids) return NULL;
     if (check_model(ctx, fn, m) || check_ids(ctx, fn, "ids", ids)) return NULL;
     if (pos0 < 0) return ttt__set_error(ctx, "%s: pos0 %lld must be >= 0", fn, (long long)pos0), NULL;
-    const ttt_lm_config *c = &m->cfg;
-    ttt_tensor *x = ttt_embedding(ctx, m->embed, ids);
-    if (!x) return NULL;
-    /* Without a graph, each block's temporaries are released once its output is
-     * copied out, so memory is one block's worth (long-context evaluation). */
-    const int record = ttt__recording(ctx, 1, &x);
-    ttt_tensor *buf[2] = {NULL, NULL};
-    if (!record && !((buf[0] = ttt_new(ctx, x->dtype, 3, x->shape)) && (buf[1] = ttt_new(ctx, x->dtype, 3, x->shape))))
-        return NULL;
-    for (int64_t i = 0; x && i < c->depth; i++) {
-        if (record) {
-            x = block_forward(ctx, c, &m->blocks[i], x, pos0);
-            continue;
-        }
-        ttt_tensor *dst = buf[i % 2];
-        const ttt_mark_t mark = ttt_mark(ctx);
-        ttt_tensor *y = block_forward(ctx, c, &m->blocks[i], x, pos0);
-        if (!y || ttt__copy_into(ctx, dst, 0, 0, 1, y) != TTT_OK) return NULL;
-        ttt_release(ctx, mark);
-        x = dst;
-    }
-    return ttt_rms_norm(ctx, x, m->norm, c->norm_eps);
+    return run_blocks(ctx, m, ttt_embedding(ctx, m->embed, ids), forward_block, &pos0);
 }
 
 ttt_tensor *ttt_lm_logits(ttt_ctx *ctx, const ttt_lm *m, ttt_tensor *hidden) {
@@ -342,7 +353,8 @@ static int chunk_loss_fn(ttt_ctx *ctx, void *user, int n_in, ttt_tensor *const *
     return out[0] ? TTT_OK : TTT_ERR;
 }
 
-ttt_tensor *ttt_lm_loss(ttt_ctx *ctx, const ttt_lm *m, ttt_tensor *ids, ttt_tensor *targets, ttt_tensor **per_token) {
+ttt_tensor *ttt_lm_loss_chunked(ttt_ctx *ctx, const ttt_lm *m, ttt_tensor *ids, ttt_tensor *targets,
+                                ttt_tensor **per_token, int64_t chunk) {
     static const char fn[] = "lm_loss";
     if (per_token) *per_token = NULL;
     if (!ctx || !ids || !targets) return NULL;
@@ -354,22 +366,11 @@ ttt_tensor *ttt_lm_loss(ttt_ctx *ctx, const ttt_lm *m, ttt_tensor *ids, ttt_tens
                               ttt_shape_str(targets, st, sizeof st), ttt_shape_str(ids, si, sizeof si)),
                NULL;
     }
+    if (chunk < 0) return ttt__set_error(ctx, "%s: chunk %lld must be >= 0", fn, (long long)chunk), NULL;
     const int64_t B = ids->shape[0], T = ids->shape[1], V = m->cfg.vocab;
-    /* The mean is over the targets that count; their number is a constant. */
-    int32_t *ht = malloc(sizeof(int32_t) * (size_t)(B * T));
-    if (!ht) return ttt__set_error(ctx, "%s: out of host memory", fn), NULL;
-    int64_t counted = 0;
-    if (ttt_copy_to_host(ctx, targets, ht, TTT_I32) != TTT_OK) {
-        free(ht);
-        return NULL;
-    }
-    for (int64_t i = 0; i < B * T; i++) counted += ht[i] != -100;
-    free(ht);
-
     ttt_tensor *h = ttt_lm_hidden(ctx, m, ids, 0);
     if (!h) return NULL;
-    int64_t chunk = LOGIT_CHUNK / (B * V);
-    if (chunk < 1) chunk = 1;
+    if (chunk == 0) chunk = LOGIT_CHUNK / (B * V) > 1 ? LOGIT_CHUNK / (B * V) : 1;
     if (chunk > T) chunk = T;
     const int64_t n_chunks = (T + chunk - 1) / chunk;
     const int record = ttt__recording(ctx, 1, &h);
@@ -401,7 +402,15 @@ ttt_tensor *ttt_lm_loss(ttt_ctx *ctx, const ttt_lm *m, ttt_tensor *ids, ttt_tens
     }
     if (record) rows = n_chunks == 1 ? parts[0] : ttt_concat(ctx, (int)n_chunks, parts, 1);
     if (per_token) *per_token = rows;
-    return ttt_scale(ctx, ttt_sum(ctx, rows, 0, NULL, 0), 1.0 / (double)(counted > 0 ? counted : 1));
+    /* The mean is over the targets that count (ignore_index is the only negative one the rows accept); the count
+     * is formed on the device, so the loss needs no host read (CUDA graphs, no sync per micro-batch). */
+    ttt_tensor *counted = ttt_sum(ctx, ttt_ge(ctx, ttt_cast(ctx, targets, h->dtype), ttt_scalar(ctx, h->dtype, 0.0)),
+                                  0, NULL, 0);
+    return ttt_div(ctx, ttt_sum(ctx, rows, 0, NULL, 0), ttt_clamp(ctx, counted, 1.0, (double)(B * T)));
+}
+
+ttt_tensor *ttt_lm_loss(ttt_ctx *ctx, const ttt_lm *m, ttt_tensor *ids, ttt_tensor *targets, ttt_tensor **per_token) {
+    return ttt_lm_loss_chunked(ctx, m, ids, targets, per_token, 0);
 }
 
 /* ---- KV cache ---------------------------------------------------------------------------------- */
@@ -415,7 +424,7 @@ int ttt_lm_cache_init(ttt_ctx *ctx, const ttt_lm *m, ttt_lm_cache *c, int64_t ba
     const ttt_lm_config *mc = &m->cfg;
     if (batch < 1 || batch > (1 << 20)) return ttt__set_error(ctx, "%s: batch %lld must be in [1, 2^20]", fn, (long long)batch);
     if (mc->window == 0 && (max_len < 1 || max_len > MAX_WINDOW))
-        return ttt__set_error(ctx, "%s: max_len %lld must be >= 1 for full attention", fn, (long long)max_len);
+        return ttt__set_error(ctx, "%s: max_len %lld must be in [1, 2^40] for full attention", fn, (long long)max_len);
     c->batch = batch;
     c->capacity = mc->window > 0 ? (mc->window > 1 ? mc->window - 1 : 1) : max_len;
     c->k = calloc((size_t)mc->depth, sizeof *c->k);
@@ -451,105 +460,101 @@ void ttt_lm_cache_reset(ttt_lm_cache *c) {
     if (c) c->len = 0;
 }
 
-/* Full attention: the cache is linear (slot = position); the new keys go in
- * after the cached ones and ttt_attention's causal convention does the rest. */
-static ttt_tensor *decode_linear(ttt_ctx *ctx, const ttt_lm *m, ttt_lm_cache *c, ttt_tensor *ids) {
-    const ttt_lm_config *mc = &m->cfg;
-    const int64_t T = ids->shape[1], p0 = c->len;
-    ttt_tensor *x = ttt_embedding(ctx, m->embed, ids);
-    for (int64_t i = 0; x && i < mc->depth; i++) {
-        const ttt_lm_block *b = &m->blocks[i];
-        ttt_tensor *h = ttt_rms_norm(ctx, x, b->input_norm, mc->norm_eps);
-        ttt_tensor *q = heads(ctx, mc, h, b->q, b->q_norm, 1, p0), *k = heads(ctx, mc, h, b->k, b->k_norm, 1, p0);
-        ttt_tensor *v = heads(ctx, mc, h, b->v, NULL, 0, p0);
-        if (!q || !k || !v || ttt__copy_into(ctx, c->k[i], 2, p0, 1, k) || ttt__copy_into(ctx, c->v[i], 2, p0, 1, v))
-            return NULL;
-        ttt_tensor *ks = ttt_slice(ctx, c->k[i], 2, 0, p0 + T, 1), *vs = ttt_slice(ctx, c->v[i], 2, 0, p0 + T, 1);
-        x = block_rest(ctx, mc, b, x, ttt_attention(ctx, q, ks, vs, 1, 0, 0.0));
-    }
-    return ttt_lm_logits(ctx, m, ttt_rms_norm(ctx, x, m->norm, mc->norm_eps));
+typedef struct {
+    ttt_lm_cache *cache;
+    int64_t p0; /* position of the first new token */
+} decode_args;
+
+/* Window: the ring's cached keys (or values) that the new tokens may see, in
+ * position order, followed by the new ones kv [B, H, T, hd]. The ring holds
+ * positions max(0, p0 - capacity) .. p0 - 1 at slot = position mod capacity;
+ * once it has wrapped, the oldest sits at slot p0 mod capacity, so two slices
+ * put them back in order. In order, ttt_attention's causal convention (the
+ * queries are the last T keys) and its window do all the masking. */
+static ttt_tensor *ring_in_order(ttt_ctx *ctx, const ttt_lm_cache *c, ttt_tensor *ring, int64_t p0, ttt_tensor *kv) {
+    const int64_t cap = c->capacity, oldest = p0 <= cap ? 0 : p0 % cap, n_old = p0 <= cap ? p0 : cap;
+    if (n_old == 0) return kv;
+    if (oldest == 0) return ttt_concat(ctx, 2, (ttt_tensor *const[]){ttt_slice(ctx, ring, 2, 0, n_old, 1), kv}, 2);
+    ttt_tensor *parts[3] = {ttt_slice(ctx, ring, 2, oldest, cap, 1), ttt_slice(ctx, ring, 2, 0, oldest, 1), kv};
+    return ttt_concat(ctx, 3, parts, 2);
 }
 
-/* Sliding window: the cache is a ring of capacity = window - 1 slots (slot =
- * position mod capacity), so the cached keys are out of order; a mask built on
- * the host from their positions says which of them each new query sees. */
-static ttt_tensor *decode_ring(ttt_ctx *ctx, const ttt_lm *m, ttt_lm_cache *c, ttt_tensor *ids) {
+/* Writes the last capacity of the new keys (or values) kv [B, H, T, hd], at
+ * positions p0 .. p0 + T - 1, into the ring: runs of consecutive slots. */
+static int ring_store(ttt_ctx *ctx, const ttt_lm_cache *c, ttt_tensor *ring, int64_t p0, ttt_tensor *kv) {
+    const int64_t T = kv->shape[2], cap = c->capacity;
+    for (int64_t t = T > cap ? T - cap : 0; t < T;) {
+        const int64_t slot = (p0 + t) % cap, n = T - t < cap - slot ? T - t : cap - slot;
+        ttt_tensor *part = ttt_slice(ctx, kv, 2, t, t + n, 1);
+        if (!part || ttt__copy_into(ctx, ring, 2, slot, 1, part) != TTT_OK) return TTT_ERR;
+        t += n;
+    }
+    return TTT_OK;
+}
+
+static ttt_tensor *decode_block(ttt_ctx *ctx, const ttt_lm *m, int64_t i, ttt_tensor *x, const void *user) {
+    const decode_args *a = user;
     const ttt_lm_config *mc = &m->cfg;
-    const int64_t T = ids->shape[1], p0 = c->len, cap = c->capacity, W = mc->window;
-    const int64_t n_old = p0 < cap ? p0 : cap, n_keys = n_old + T;
-    /* mask [T, n_old + T]: 0 where seen, -inf where hidden */
-    double *mask = malloc(sizeof(double) * (size_t)(T * n_keys));
-    if (!mask) return ttt__set_error(ctx, "lm_decode: out of host memory"), NULL;
-    for (int64_t t = 0; t < T; t++) {
-        const int64_t pos = p0 + t;
-        for (int64_t s = 0; s < n_old; s++) {
-            /* slot s holds the latest cached position congruent to s mod cap */
-            const int64_t held = p0 - 1 - ((p0 - 1 - s) % cap + cap) % cap;
-            mask[t * n_keys + s] = pos - held < W ? 0.0 : -INFINITY;
-        }
-        for (int64_t s = 0; s < T; s++) mask[t * n_keys + n_old + s] = s <= t && t - s < W ? 0.0 : -INFINITY;
+    const ttt_lm_block *b = &m->blocks[i];
+    ttt_lm_cache *c = a->cache;
+    const int64_t p0 = a->p0, T = x->shape[1];
+    ttt_tensor *h = ttt_rms_norm(ctx, x, b->input_norm, mc->norm_eps);
+    ttt_tensor *q = heads(ctx, mc, h, b->q, b->q_norm, 1, p0), *k = heads(ctx, mc, h, b->k, b->k_norm, 1, p0);
+    ttt_tensor *v = heads(ctx, mc, h, b->v, NULL, 0, p0);
+    if (!q || !k || !v) return NULL;
+    ttt_tensor *o;
+    if (mc->window == 0) { /* slot = position: write the new keys, then attend over a view of the cache */
+        if (ttt__copy_into(ctx, c->k[i], 2, p0, 1, k) || ttt__copy_into(ctx, c->v[i], 2, p0, 1, v)) return NULL;
+        o = ttt_attention(ctx, q, ttt_slice(ctx, c->k[i], 2, 0, p0 + T, 1), ttt_slice(ctx, c->v[i], 2, 0, p0 + T, 1),
+                          1, 0, 0.0);
+    } else { /* read the ring before writing it: the slots about to be overwritten are still visible */
+        o = ttt_attention(ctx, q, ring_in_order(ctx, c, c->k[i], p0, k), ring_in_order(ctx, c, c->v[i], p0, v), 1,
+                          mc->window, 0.0);
+        if (!o || ring_store(ctx, c, c->k[i], p0, k) || ring_store(ctx, c, c->v[i], p0, v)) return NULL;
     }
-    ttt_tensor *bias = ttt_from_host(ctx, TTT_F64, TTT_DIMS(T, n_keys), mask);
-    free(mask);
-    if (!bias || !(bias = ttt_cast(ctx, bias, m->embed->dtype))) return NULL;
-    const double scale = 1.0 / sqrt((double)(mc->dim / mc->heads));
-    ttt_tensor *x = ttt_embedding(ctx, m->embed, ids);
-    for (int64_t i = 0; x && i < mc->depth; i++) {
-        const ttt_lm_block *b = &m->blocks[i];
-        ttt_tensor *h = ttt_rms_norm(ctx, x, b->input_norm, mc->norm_eps);
-        ttt_tensor *q = heads(ctx, mc, h, b->q, b->q_norm, 1, p0), *k = heads(ctx, mc, h, b->k, b->k_norm, 1, p0);
-        ttt_tensor *v = heads(ctx, mc, h, b->v, NULL, 0, p0);
-        ttt_tensor *ka = k, *va = v;
-        if (n_old > 0) {
-            ttt_tensor *kc = ttt_slice(ctx, c->k[i], 2, 0, n_old, 1), *vc = ttt_slice(ctx, c->v[i], 2, 0, n_old, 1);
-            ka = ttt_concat(ctx, 2, (ttt_tensor *const[]){kc, k}, 2);
-            va = ttt_concat(ctx, 2, (ttt_tensor *const[]){vc, v}, 2);
-        }
-        ttt_tensor *s = ttt_add(ctx, ttt_scale(ctx, ttt_matmul(ctx, q, ka, 0, 1), scale), bias);
-        ttt_tensor *o = ttt_matmul(ctx, ttt_softmax(ctx, s), va, 0, 0);
-        if (!o) return NULL;
-        /* only now overwrite the slots: the keys they held were still visible above */
-        for (int64_t t = T > cap ? T - cap : 0; t < T; t++) {
-            ttt_tensor *kt = ttt_slice(ctx, k, 2, t, t + 1, 1), *vt = ttt_slice(ctx, v, 2, t, t + 1, 1);
-            const int64_t slot = (p0 + t) % cap;
-            if (!kt || !vt || ttt__copy_into(ctx, c->k[i], 2, slot, 1, kt) || ttt__copy_into(ctx, c->v[i], 2, slot, 1, vt))
-                return NULL;
-        }
-        x = block_rest(ctx, mc, b, x, o);
-    }
-    return ttt_lm_logits(ctx, m, ttt_rms_norm(ctx, x, m->norm, mc->norm_eps));
+    return block_rest(ctx, mc, b, x, o);
+}
+
+/* Logits of ids [B, T <= DECODE_CHUNK] after the cached positions; advances the cache. */
+static ttt_tensor *decode_piece(ttt_ctx *ctx, const ttt_lm *m, ttt_lm_cache *c, ttt_tensor *ids) {
+    const decode_args a = {c, c->len};
+    ttt_tensor *out = ttt_lm_logits(ctx, m, run_blocks(ctx, m, ttt_embedding(ctx, m->embed, ids), decode_block, &a));
+    if (out) c->len += ids->shape[1];
+    return out;
 }
 
 ttt_tensor *ttt_lm_decode(ttt_ctx *ctx, const ttt_lm *m, ttt_lm_cache *c, ttt_tensor *ids) {
     static const char fn[] = "lm_decode";
     if (!ctx || !ids) return NULL;
     if (check_model(ctx, fn, m) || check_ids(ctx, fn, "ids", ids)) return NULL;
-    if (!c || !c->k || c->k_depth != m->cfg.depth)
+    if (!c || !c->k || !c->v || c->k_depth != m->cfg.depth || c->capacity < 1 || !c->k[0])
         return ttt__set_error(ctx, "%s: the cache is not initialised for this model (ttt_lm_cache_init)", fn), NULL;
-    if (ids->shape[0] != c->batch)
-        return ttt__set_error(ctx, "%s: ids have batch %lld but the cache was made for %lld", fn,
-                              (long long)ids->shape[0], (long long)c->batch),
+    const int64_t B = ids->shape[0], T = ids->shape[1];
+    const ttt_lm_config *mc = &m->cfg;
+    const int64_t want_cap = mc->window > 1 ? mc->window - 1 : 1;
+    if (c->k[0]->shape[1] != mc->heads || c->k[0]->shape[3] != mc->dim / mc->heads ||
+        c->k[0]->dtype != m->embed->dtype || (mc->window > 0 && c->capacity != want_cap))
+        return ttt__set_error(ctx, "%s: the cache was made for another model (ttt_lm_cache_init)", fn), NULL;
+    if (B != c->batch)
+        return ttt__set_error(ctx, "%s: ids have batch %lld but the cache was made for %lld", fn, (long long)B,
+                              (long long)c->batch),
                NULL;
-    const int64_t T = ids->shape[1];
-    if (m->cfg.window == 0 && c->len + T > c->capacity)
+    if (mc->window == 0 && c->len + T > c->capacity)
         return ttt__set_error(ctx, "%s: %lld cached + %lld new tokens exceed the cache's capacity %lld", fn,
                               (long long)c->len, (long long)T, (long long)c->capacity),
                NULL;
     ttt_no_grad_begin(ctx);
     ttt_tensor *out = NULL;
-    if (T > DECODE_CHUNK) { /* a long prompt in pieces keeps the ring's masks and scores small */
-        const int64_t n = (T + DECODE_CHUNK - 1) / DECODE_CHUNK;
-        ttt_tensor **parts = ttt__meta_alloc(ctx, sizeof(ttt_tensor *) * (size_t)n);
-        int64_t j = 0;
-        for (; parts && j < n; j++) {
-            const int64_t t0 = j * DECODE_CHUNK, t1 = t0 + DECODE_CHUNK < T ? t0 + DECODE_CHUNK : T;
-            ttt_tensor *piece = ttt_contiguous(ctx, ttt_slice(ctx, ids, 1, t0, t1, 1));
-            if (!piece || !(parts[j] = ttt_lm_decode(ctx, m, c, piece))) break;
+    if (T <= DECODE_CHUNK) out = decode_piece(ctx, m, c, ids);
+    else { /* a long prompt in pieces: each piece's temporaries are released once its logits are copied out */
+        out = ttt_new(ctx, m->embed->dtype, TTT_DIMS(B, T, m->cfg.vocab));
+        for (int64_t t0 = 0; out && t0 < T; t0 += DECODE_CHUNK) {
+            const int64_t t1 = t0 + DECODE_CHUNK < T ? t0 + DECODE_CHUNK : T;
+            const ttt_mark_t mark = ttt_mark(ctx);
+            ttt_tensor *lg = decode_piece(ctx, m, c, ttt_contiguous(ctx, ttt_slice(ctx, ids, 1, t0, t1, 1)));
+            if (!lg || ttt__copy_into(ctx, out, 1, t0, 1, lg) != TTT_OK) out = NULL;
+            ttt_release(ctx, mark);
         }
-        if (j == n) out = ttt_concat(ctx, (int)n, parts, 1);
-    } else {
-        out = m->cfg.window > 0 ? decode_ring(ctx, m, c, ids) : decode_linear(ctx, m, c, ids);
-        if (out) c->len += T;
     }
     ttt_no_grad_end(ctx);
     return out;
