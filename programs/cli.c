@@ -1,5 +1,6 @@
 #include "cli.h"
 
+#include "ttt/optim.h"
 #include "ttt/tokenizer.h"
 
 #include <errno.h>
@@ -171,6 +172,33 @@ int cli_atomic_commit(FILE *f, const char *tmp, const char *path) {
         e = errno;
         close(fd);
         if (rc != 0 && e != EINVAL && e != EBADF && e != ENOTSUP) return errno = e, -1;
+    }
+    return 0;
+}
+
+void cli_named_free(cli_named_list *l) {
+    for (int i = 0; i < l->n_owned; i++) free(l->owned[i]);
+    free(l->owned);
+    free(l->t);
+    *l = (cli_named_list){0};
+}
+
+int cli_named_build(int n, ttt_tensor *const *params, const char *const *names, ttt_optimizer *opt,
+                    cli_named_list *l) {
+    *l = (cli_named_list){0};
+    int ns = 0;
+    ttt_tensor *const *state = opt ? ttt_optimizer_state(opt, &ns) : NULL;
+    if (opt && ns != 2 * n) return -1;
+    l->t = calloc((size_t)(n + ns), sizeof *l->t);
+    l->owned = calloc((size_t)ns + 1, sizeof *l->owned);
+    if (!l->t || !l->owned) return -1;
+    for (int i = 0; i < n; i++) l->t[l->n++] = (ttt_named_tensor){names[i], params[i]};
+    for (int i = 0; i < ns; i++) {
+        const char *p = names[i % n];
+        size_t len = strlen(p) + 16;
+        if (!(l->owned[l->n_owned] = malloc(len))) return -1;
+        snprintf(l->owned[l->n_owned], len, "optim.%s.%s", i < n ? "m" : "v", p);
+        l->t[l->n++] = (ttt_named_tensor){l->owned[l->n_owned++], state[i]};
     }
     return 0;
 }

@@ -44,6 +44,22 @@ int cli_atomic_commit(FILE *f, const char *tmp, const char *path);
 struct ttt_tokenizer;
 int cli_load_tokenizer(const char *cmd, const char *path, struct ttt_tokenizer **tok);
 
+/* What a training checkpoint holds: the model's n parameters under their names,
+ * then (opt != NULL) the AdamW moments as optim.m.<name> and optim.v.<name>.
+ * 0, or -1 when out of memory or the optimizer does not match; free with
+ * cli_named_free either way. */
+#include "ttt/checkpoint.h"
+typedef struct {
+    ttt_named_tensor *t;
+    int n;
+    char **owned; /* the optimizer names made here */
+    int n_owned;
+} cli_named_list;
+struct ttt_optimizer;
+int cli_named_build(int n, ttt_tensor *const *params, const char *const *names, struct ttt_optimizer *opt,
+                    cli_named_list *l);
+void cli_named_free(cli_named_list *l);
+
 int cmd_gradcheck(int argc, char **argv);
 int cmd_demo(int argc, char **argv);
 int cmd_tokenizer(int argc, char **argv);

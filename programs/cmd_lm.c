@@ -458,40 +458,6 @@ static int load_model(ttt_ctx *ctx, const opts *o, const char *cmd, ttt_lm *m, i
 
 /* ---- train ---------------------------------------------------------------------------------------- */
 
-typedef struct {
-    ttt_named_tensor *t;
-    char **owned;
-    int n, n_owned;
-} named_list;
-
-static void named_free(named_list *l) {
-    for (int i = 0; i < l->n_owned; i++) free(l->owned[i]);
-    free(l->owned);
-    free(l->t);
-    *l = (named_list){0};
-}
-
-/* What the checkpoint holds: the parameters by their Hugging Face names, then
- * the AdamW moments as optim.m.<name> and optim.v.<name>. */
-static int named_build(const ttt_lm *m, ttt_optimizer *opt, named_list *l) {
-    int ns = 0;
-    ttt_tensor *const *state = ttt_optimizer_state(opt, &ns);
-    *l = (named_list){0};
-    if (ns != 2 * m->n_params) return -1;
-    l->t = calloc((size_t)(m->n_params + ns), sizeof *l->t);
-    l->owned = calloc((size_t)ns, sizeof *l->owned);
-    if (!l->t || !l->owned) return -1;
-    for (int i = 0; i < m->n_params; i++) l->t[l->n++] = (ttt_named_tensor){m->names[i], m->params[i]};
-    for (int i = 0; i < ns; i++) {
-        const char *p = m->names[i % m->n_params];
-        size_t len = strlen(p) + 16;
-        if (!(l->owned[l->n_owned] = malloc(len))) return -1;
-        snprintf(l->owned[l->n_owned], len, "optim.%s.%s", i < m->n_params ? "m" : "v", p);
-        l->t[l->n++] = (ttt_named_tensor){l->owned[l->n_owned++], state[i]};
-    }
-    return 0;
-}
-
 /* Everything a training run holds. */
 typedef struct {
     const opts *o;
@@ -499,7 +465,7 @@ typedef struct {
     ttt_ctx *ctx;
     ttt_lm m;
     ttt_optimizer *opt;
-    named_list nl;
+    cli_named_list nl;
     int32_t *ids, *tg; /* one micro-batch on the host */
     char ckpt[4200], metrics[4200], model_s[1024], train_s[1024];
     int64_t step;
@@ -508,7 +474,7 @@ typedef struct {
 } lm_run;
 
 static void run_free(lm_run *r) {
-    named_free(&r->nl);
+    cli_named_free(&r->nl);
     ttt_optimizer_free(r->opt);
     if (r->ctx) ttt_lm_free(r->ctx, &r->m);
     ttt_ctx_free(r->ctx);
@@ -736,7 +702,7 @@ static int run_open(lm_run *r) {
         fprintf(stderr, "ttt lm train: %s\n", ttt_error(r->ctx));
         return EXIT_RUNTIME;
     }
-    if (named_build(&r->m, r->opt, &r->nl)) {
+    if (cli_named_build(r->m.n_params, r->m.params, (const char *const *)r->m.names, r->opt, &r->nl)) {
         fprintf(stderr, "ttt lm train: out of host memory\n");
         return EXIT_RUNTIME;
     }

@@ -347,43 +347,6 @@ static int evaluate(ttt_ctx *ctx, const ttt_vit *m, const vision_cfg *c, const s
 
 /* ---- checkpoint ------------------------------------------------------------------------------- */
 
-typedef struct {
-    int n;
-    ttt_named_tensor *t;
-    char **owned; /* names made here (optimizer state) */
-    int n_owned;
-} named_list;
-
-static void named_free(named_list *l) {
-    for (int i = 0; i < l->n_owned; i++) free(l->owned[i]);
-    free(l->owned);
-    free(l->t);
-    *l = (named_list){0};
-}
-
-/* The model's parameters, then (opt != NULL) the AdamW moments as
- * "optim.m.<name>" and "optim.v.<name>". */
-static int named_build(const ttt_vit *m, ttt_optimizer *opt, named_list *l) {
-    *l = (named_list){0};
-    int ns = 0;
-    ttt_tensor *const *state = opt ? ttt_optimizer_state(opt, &ns) : NULL;
-    if (opt && ns != 2 * m->n_params) return TTT_ERR;
-    l->t = calloc((size_t)(m->n_params + ns), sizeof *l->t);
-    l->owned = calloc((size_t)ns + 1, sizeof *l->owned);
-    if (!l->t || !l->owned) return TTT_ERR;
-    for (int i = 0; i < m->n_params; i++) l->t[l->n++] = (ttt_named_tensor){m->names[i], m->params[i]};
-    for (int i = 0; i < ns; i++) {
-        const char *p = m->names[i % m->n_params];
-        size_t len = strlen(p) + 16;
-        char *name = malloc(len);
-        if (!name) return TTT_ERR;
-        snprintf(name, len, "optim.%s.%s", i < m->n_params ? "m" : "v", p);
-        l->owned[l->n_owned++] = name;
-        l->t[l->n++] = (ttt_named_tensor){name, state[i]};
-    }
-    return TTT_OK;
-}
-
 /* The metadata of PATH (malloc'd JSON) without loading tensors. */
 static char *read_metadata(ttt_ctx *ctx, const char *path) {
     char *json = NULL;
@@ -520,7 +483,7 @@ typedef struct {
     ttt_ctx *ctx;
     ttt_vit m;
     ttt_optimizer *opt;
-    named_list nl;           /* what the checkpoint holds */
+    cli_named_list nl;           /* what the checkpoint holds */
     int64_t *order;          /* this epoch's training order */
     int64_t done_epochs, step, steps_per_epoch, total_steps, warmup;
     progress pr;
@@ -533,7 +496,7 @@ typedef struct {
 
 static void run_free(run_t *r) {
     if (r->ctx) ttt_graph_free(r->ctx, r->sg.g);
-    named_free(&r->nl);
+    cli_named_free(&r->nl);
     ttt_optimizer_free(r->opt);
     if (r->ctx) ttt_vit_free(r->ctx, &r->m);
     ttt_ctx_free(r->ctx);
@@ -622,7 +585,7 @@ static int run_open(vision_cfg *c, run_t *r) {
     ttt_optim_config oc = {.lr = c->lr, .beta1 = 0.9, .beta2 = 0.999, .weight_decay = c->wd};
     if (ttt_vit_init(r->ctx, &r->m, &mc, TTT_F32) != TTT_OK ||
         !(r->opt = ttt_adamw_new(r->ctx, r->m.n_params, r->m.params, r->m.decay, &oc)) ||
-        named_build(&r->m, r->opt, &r->nl) != TTT_OK) {
+        cli_named_build(r->m.n_params, r->m.params, (const char *const *)r->m.names, r->opt, &r->nl) != 0) {
         fprintf(stderr, "ttt vision: %s\n", ttt_error(r->ctx)[0] ? ttt_error(r->ctx) : "out of host memory");
         return EXIT_RUNTIME;
     }
@@ -852,7 +815,7 @@ static int eval_cmd(vision_cfg *c) {
     if (load_split(c->data, 0, c->test_limit, &te) != TTT_OK) return EXIT_RUNTIME;
     ttt_ctx *ctx = make_ctx(c);
     ttt_vit m = {0};
-    named_list nl = {0};
+    cli_named_list nl = {0};
     char *json = ctx ? read_metadata(ctx, ckpt) : NULL;
     int64_t epoch = 0, batch = c->batch;
     int exit_code = EXIT_RUNTIME;
@@ -865,7 +828,7 @@ static int eval_cmd(vision_cfg *c) {
     }
     if (batch > 0) c->batch = batch; /* --batch only changes the evaluation batch */
     ttt_vit_config mc = model_config(c);
-    if (ttt_vit_init(ctx, &m, &mc, TTT_F32) != TTT_OK || named_build(&m, NULL, &nl) != TTT_OK ||
+    if (ttt_vit_init(ctx, &m, &mc, TTT_F32) != TTT_OK || cli_named_build(m.n_params, m.params, (const char *const *)m.names, NULL, &nl) != 0 ||
         ttt_load_safetensors(ctx, ckpt, nl.n, nl.t, NULL) != TTT_OK) {
         fprintf(stderr, "ttt vision eval: %s\n", ttt_error(ctx));
         goto out;
@@ -885,7 +848,7 @@ static int eval_cmd(vision_cfg *c) {
     exit_code = 0;
 out:
     free(json);
-    named_free(&nl);
+    cli_named_free(&nl);
     if (ctx) ttt_vit_free(ctx, &m);
     ttt_ctx_free(ctx);
     split_free(&te);
