@@ -448,11 +448,11 @@ static int load_model(ttt_ctx *ctx, const opts *o, const char *cmd, ttt_lm *m, i
         fprintf(stderr, "ttt %s: %s: %s\n", cmd, path, ttt_error(ctx));
         return EXIT_RUNTIME;
     }
-    ttt_named_tensor *nt = calloc((size_t)m->n_params, sizeof *nt);
-    for (int i = 0; nt && i < m->n_params; i++) nt[i] = (ttt_named_tensor){m->names[i], m->params[i]};
-    int rc = nt && ttt_load_safetensors(ctx, path, m->n_params, nt, NULL) == TTT_OK ? 0 : EXIT_RUNTIME;
-    if (rc) fprintf(stderr, "ttt %s: %s\n", cmd, nt ? ttt_error(ctx) : "out of memory");
-    free(nt);
+    cli_named_list nl;
+    const int built = cli_named_build(m->n_params, m->params, (const char *const *)m->names, NULL, &nl) == 0;
+    int rc = built && ttt_load_safetensors(ctx, path, nl.n, nl.t, NULL) == TTT_OK ? 0 : EXIT_RUNTIME;
+    if (rc) fprintf(stderr, "ttt %s: %s\n", cmd, built ? ttt_error(ctx) : "out of memory");
+    cli_named_free(&nl);
     return rc;
 }
 
