@@ -28,6 +28,43 @@ static double elapsed(timer *t) {
     return ms * 1e-3;
 }
 
+/* ttt_matmul of n x n operands against the same cuBLAS call made directly. */
+static void bench_matmul(ttt_ctx *ctx, cublasHandle_t h, timer *t, ttt_dtype dt, int tf32, const char *label) {
+    printf("\n== matmul %s, C = A B ==\n%-8s %16s %16s %8s\n", label, "n", "ttt TFLOP/s", "cuBLAS TFLOP/s", "ratio");
+    const int sizes[3] = {1024, 4096, 8192};
+    const cudaDataType_t ct = dt == TTT_BF16 ? CUDA_R_16BF : CUDA_R_32F;
+    const cublasComputeType_t comp = tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
+    for (int s = 0; s < 3; s++) {
+        int n = sizes[s];
+        ttt_mark_t m = ttt_mark(ctx);
+        ttt_tensor *a = ttt_cast(ctx, ttt_randn(ctx, TTT_F32, TTT_DIMS(n, n), 1.0), dt);
+        ttt_tensor *b = ttt_cast(ctx, ttt_randn(ctx, TTT_F32, TTT_DIMS(n, n), 1.0), dt);
+        ttt_tensor *c = ttt_new(ctx, dt, TTT_DIMS(n, n));
+        double te[REPS], tc[REPS];
+        const float one = 1, zero = 0;
+        for (int r = 0; r < REPS; r++) {
+            ttt_mark_t m2 = ttt_mark(ctx);
+            cudaEventRecord(t->a, 0);
+            ttt_tensor *y = ttt_matmul(ctx, a, b, 0, 0);
+            cudaEventRecord(t->b, 0);
+            te[r] = elapsed(t);
+            if (!y) fprintf(stderr, "%s\n", ttt_error(ctx));
+            ttt_release(ctx, m2);
+            cudaEventRecord(t->a, 0);
+            cublasGemmEx(h, CUBLAS_OP_N, CUBLAS_OP_N, n, n, n, &one, b->data, ct, n, a->data, ct, n, &zero, c->data, ct, n,
+                         comp, CUBLAS_GEMM_DEFAULT);
+            cudaEventRecord(t->b, 0);
+            tc[r] = elapsed(t);
+        }
+        qsort(te, REPS, sizeof(double), cmp_double);
+        qsort(tc, REPS, sizeof(double), cmp_double);
+        double fl = 2.0 * n * (double)n * n;
+        printf("%-8d %16.1f %16.1f %7.1f%%\n", n, fl / te[REPS / 2] * 1e-12, fl / tc[REPS / 2] * 1e-12,
+               100.0 * tc[REPS / 2] / te[REPS / 2]);
+        ttt_release(ctx, m);
+    }
+}
+
 int main(void) {
     ttt_ctx_config cfg = {.device = TTT_CUDA, .arena_bytes = (size_t)4 << 30, .seed = 1};
     ttt_ctx *ctx = ttt_ctx_new(&cfg);
@@ -45,42 +82,31 @@ int main(void) {
     cublasHandle_t h;
     cublasCreate(&h);
 
-    printf("\n== matmul f32 (FP32 math, no TF32), C = A B ==\n%-8s %16s %16s %8s\n", "n", "ttt TFLOP/s", "cuBLAS TFLOP/s",
-           "ratio");
-    int sizes[3] = {1024, 4096, 8192};
-    for (int s = 0; s < 3; s++) {
-        int n = sizes[s];
-        ttt_mark_t m = ttt_mark(ctx);
-        ttt_tensor *a = ttt_randn(ctx, TTT_F32, TTT_DIMS(n, n), 1.0), *b = ttt_randn(ctx, TTT_F32, TTT_DIMS(n, n), 1.0);
-        ttt_tensor *c = ttt_new(ctx, TTT_F32, TTT_DIMS(n, n));
-        double te[REPS], tc[REPS];
-        const float one = 1, zero = 0;
-        for (int r = 0; r < REPS; r++) {
-            ttt_mark_t m2 = ttt_mark(ctx);
-            cudaEventRecord(t.a, 0);
-            ttt_tensor *y = ttt_matmul(ctx, a, b, 0, 0);
-            cudaEventRecord(t.b, 0);
-            te[r] = elapsed(&t);
-            if (!y) fprintf(stderr, "%s\n", ttt_error(ctx));
-            ttt_release(ctx, m2);
-            cudaEventRecord(t.a, 0);
-            cublasSgemm(h, CUBLAS_OP_N, CUBLAS_OP_N, n, n, n, &one, b->data, n, a->data, n, &zero, c->data, n);
-            cudaEventRecord(t.b, 0);
-            tc[r] = elapsed(&t);
+    bench_matmul(ctx, h, &t, TTT_F32, 0, "f32 (FP32 math, no TF32)");
+    bench_matmul(ctx, h, &t, TTT_BF16, 0, "bf16 in and out, f32 accumulation");
+    {
+        /* TF32 is a setting of the backend for the process (ttt_ctx_config.tf32): on for this section only */
+        ttt_ctx_config c32 = cfg;
+        c32.arena_bytes = (size_t)1 << 30;
+        c32.tf32 = 1;
+        ttt_ctx *ctx32 = ttt_ctx_new(&c32);
+        if (ctx32) {
+            ttt_no_grad_begin(ctx32);
+            bench_matmul(ctx32, h, &t, TTT_F32, 1, "f32 on TF32 tensor cores (ttt_ctx_config.tf32)");
+            ttt_no_grad_end(ctx32);
+            ttt_ctx_free(ctx32);
+            c32.tf32 = 0; /* back to full f32 for the rest */
+            ttt_ctx_free(ttt_ctx_new(&c32));
         }
-        qsort(te, REPS, sizeof(double), cmp_double);
-        qsort(tc, REPS, sizeof(double), cmp_double);
-        double fl = 2.0 * n * (double)n * n;
-        printf("%-8d %16.1f %16.1f %7.1f%%\n", n, fl / te[REPS / 2] * 1e-12, fl / tc[REPS / 2] * 1e-12,
-               100.0 * tc[REPS / 2] / te[REPS / 2]);
-        ttt_release(ctx, m);
     }
 
     const int64_t N = (int64_t)1 << 27; /* 128M floats = 512 MiB per tensor */
     ttt_tensor *x = ttt_randn(ctx, TTT_F32, TTT_DIMS(N), 1.0), *y = ttt_randn(ctx, TTT_F32, TTT_DIMS(N), 1.0);
     ttt_tensor *rows = ttt_reshape(ctx, x, TTT_DIMS(N / 1024, 1024));
     ttt_tensor *dst = ttt_new(ctx, TTT_F32, TTT_DIMS(N));
-    printf("\n== bandwidth f32, %lld elements (bytes read + written per second) ==\n%-32s %10s %12s %8s\n",
+    ttt_tensor *xb = ttt_cast(ctx, x, TTT_BF16), *yb = ttt_cast(ctx, y, TTT_BF16);
+    ttt_tensor *rows_b = ttt_reshape(ctx, xb, TTT_DIMS(N / 1024, 1024));
+    printf("\n== bandwidth, %lld elements (f32 unless named) (bytes read + written per second) ==\n%-32s %10s %12s %8s\n",
            (long long)N, "op", "ttt GB/s", "D2D copy GB/s", "ratio");
     struct {
         const char *name;
@@ -88,7 +114,8 @@ int main(void) {
         double bytes;
     } ops[] = {{"add", 0, 12.0 * N}, {"exp", 1, 8.0 * N}, {"gelu", 2, 8.0 * N},
                {"sum over last axis (1024)", 3, 4.0 * N}, {"sum over first axis (bias grad)", 7, 4.0 * N}, {"softmax (rows of 1024)", 4, 8.0 * N},
-               {"layer_norm (rows of 1024)", 5, 8.0 * N}, {"transpose copy (contiguous)", 6, 8.0 * N}};
+               {"layer_norm (rows of 1024)", 5, 8.0 * N}, {"transpose copy (contiguous)", 6, 8.0 * N},
+               {"add bf16", 8, 6.0 * N}, {"rms_norm bf16 (rows of 1024)", 9, 4.0 * N}};
     for (size_t k = 0; k < sizeof ops / sizeof ops[0]; k++) {
         double te[REPS], tc[REPS];
         for (int r = 0; r < REPS; r++) {
@@ -104,6 +131,8 @@ int main(void) {
             case 5: o = ttt_layer_norm(ctx, rows, NULL, NULL, 1e-5); break;
             case 6: o = ttt_contiguous(ctx, ttt_transpose(ctx, rows, 0, 1)); break;
             case 7: o = ttt_sum(ctx, rows, 1, (int[]){0}, 0); break;
+            case 8: o = ttt_add(ctx, xb, yb); break;
+            case 9: o = ttt_rms_norm(ctx, rows_b, NULL, 1e-6); break;
             }
             cudaEventRecord(t.b, 0);
             te[r] = elapsed(&t);

@@ -19,7 +19,8 @@ int cmd_gradcheck(int argc, char **argv) {
                    "  --op NAME  check only the op with this name\n"
                    "  --device D run on cpu (default) or cuda; on cuda the analytic gradient and HVP\n"
                    "             must also match a CPU f64 run of the same case: parity64 (device f64,\n"
-                   "             <= 1e-9 relative) and parity32 (device f32, <= 1e-3 relative)\n"
+                   "             <= 1e-9 relative), parity32 (device f32, <= 1e-3 relative) and parity16\n"
+                   "             (device bf16 against CPU f64 from the same bf16-rounded inputs, <= 5e-2)\n"
                    "Errors are scaled: |analytic - numeric| / (atol + rtol |numeric|), pass <= 1;\n"
                    "order 1: atol 1e-6 rtol 1e-5 (eps 1e-6); order 2 (HVP): atol 1e-5 rtol 1e-4 (eps 1e-5).\n");
             return 0;
@@ -43,8 +44,8 @@ int cmd_gradcheck(int argc, char **argv) {
         }
     }
     int failed = 0, passed = 0, found = 0;
-    printf("%-28s %-6s %-10s %-10s %-10s %-10s %s\n", "op", "seed", "order1", "order2", "parity64", "parity32",
-           "result   shapes");
+    printf("%-28s %-6s %-10s %-10s %-10s %-10s %-10s %s\n", "op", "seed", "order1", "order2", "parity64", "parity32",
+           "parity16", "result   shapes");
     for (int c = 0; c < ttt_gradcheck_count(); c++) {
         if (only && strcmp(only, ttt_gradcheck_name(c))) continue;
         found = 1;
@@ -53,8 +54,8 @@ int cmd_gradcheck(int argc, char **argv) {
             int ok = ttt_gradcheck_run_on(c, (uint64_t)s, device, &r) == 0;
             if (r.msg[0]) printf("%-28s %-6lld error: %s\n", r.name, (long long)s, r.msg);
             else
-                printf("%-28s %-6lld %-10.3g %-10.3g %-10.3g %-10.3g %-8s %s\n", r.name, (long long)s, r.err1, r.err2,
-                       r.parity, r.parity32, ok ? "ok" : "FAIL", r.shapes);
+                printf("%-28s %-6lld %-10.3g %-10.3g %-10.3g %-10.3g %-10.3g %-8s %s\n", r.name, (long long)s, r.err1,
+                       r.err2, r.parity, r.parity32, r.parity16, ok ? "ok" : "FAIL", r.shapes);
             ok ? passed++ : failed++;
         }
     }

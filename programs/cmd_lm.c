@@ -40,11 +40,11 @@ static const uint64_t VAL_SEED = 0x76616c6964ull;
 /* ---- flags ----------------------------------------------------------------------------------- */
 
 typedef struct {
-    const char *data, *val, *out, *preset, *ckpt, *tokenizer, *prompt, *device, *dtype, *buckets;
+    const char *data, *val, *out, *preset, *ckpt, *tokenizer, *prompt, *device, *dtype, *compute, *buckets;
     int64_t dim, depth, heads, mlp_hidden, prime_blocks, prime_hidden, window, seq, batch, accum, steps, warmup, seed,
         save_every, log_every, eval_every, eval_batches, stop_at, context, max_docs, tokens, top_k, threads;
     double rope_theta, lr, min_lr, wd, beta2, clip, peak_bf16, peak_f32, temperature, top_p;
-    int resume;
+    int resume, tf32;
     ttt_lm_config model;          /* train: the preset with the model flags applied (vocab from the shard) */
     int64_t edges[MAX_EDGES];     /* eval --buckets: 0 < e_1 < ... < e_n */
     int n_edges;
@@ -110,12 +110,17 @@ static const flag_spec FLAGS[] = {
     F_DBL("--top-p", SUB_GENERATE, top_p, 1e-9, 1),
     F_STR("--device", SUB_ALL, device),
     F_STR("--dtype", SUB_ALL, dtype),
+    F_STR("--compute", SUB_ALL, compute),
+    F_BOOL("--tf32", SUB_ALL, tf32),
     F_INT("--threads", SUB_ALL, threads, 0, 4096),
 };
 enum { N_FLAGS = sizeof FLAGS / sizeof FLAGS[0] };
 
 static const char USAGE_ALL[] =
     "  --device D          auto (cuda when built with it) | cpu | cuda (default auto)\n"
+    "  --compute C         the parameters' dtype (default) | bf16: mixed precision on CUDA (bf16\n"
+    "                      activations and matmuls, f32 master weights, AdamW and loss)\n"
+    "  --tf32              CUDA: f32 matmuls on the TF32 tensor cores (10-bit mantissa inputs)\n"
     "  --threads N         CPU threads (default 0: OpenMP's choice)\n"
     "exit codes: 0 ok, 1 runtime failure (a file, the data, the device), 2 bad usage\n";
 
@@ -305,6 +310,8 @@ static int parse(int argc, char **argv, int sub, opts *o) {
         snprintf(buf, sizeof buf, "--device %.100s: expected auto, cpu or cuda", o->device), bad = buf;
     else if (o->dtype && strcmp(o->dtype, "f32") && strcmp(o->dtype, "f64"))
         snprintf(buf, sizeof buf, "--dtype %.100s: expected f32 or f64", o->dtype), bad = buf;
+    else if (o->compute && strcmp(o->compute, "f32") && strcmp(o->compute, "f64") && strcmp(o->compute, "bf16"))
+        snprintf(buf, sizeof buf, "--compute %.100s: expected bf16, f32 or f64", o->compute), bad = buf;
     else if (o->out && strlen(o->out) > 4000)
         bad = "--out: the path is too long";
     else if (sub == SUB_TRAIN) {
@@ -336,7 +343,7 @@ static int parse(int argc, char **argv, int sub, opts *o) {
 static ttt_ctx *make_ctx(const opts *o, const char *cmd) {
     ttt_device dev = TTT_CPU;
     if (!strcmp(o->device, "cuda") || (!strcmp(o->device, "auto") && ttt_backend_for(TTT_CUDA))) dev = TTT_CUDA;
-    ttt_ctx_config cc = {.device = dev, .seed = (uint64_t)o->seed, .threads = (int)o->threads};
+    ttt_ctx_config cc = {.device = dev, .seed = (uint64_t)o->seed, .threads = (int)o->threads, .tf32 = o->tf32};
     ttt_ctx *ctx = ttt_ctx_new(&cc);
     if (!ctx)
         fprintf(stderr, "ttt %s: could not create a %s context: %s\n", cmd, dev == TTT_CUDA ? "cuda" : "cpu",
@@ -344,7 +351,14 @@ static ttt_ctx *make_ctx(const opts *o, const char *cmd) {
     return ctx;
 }
 
-static ttt_dtype dtype_of(const char *name) { return name && !strcmp(name, "f64") ? TTT_F64 : TTT_F32; }
+static ttt_dtype dtype_of(const char *name) {
+    return name && !strcmp(name, "f64") ? TTT_F64 : name && !strcmp(name, "bf16") ? TTT_BF16 : TTT_F32;
+}
+
+/* --compute: mixed precision when it differs from the parameters' dtype. */
+static int apply_compute(ttt_ctx *ctx, const opts *o, ttt_lm *m) {
+    return o->compute ? ttt_lm_set_compute(ctx, m, dtype_of(o->compute)) : TTT_OK;
+}
 
 /* The checkpoint's stored form of a model config: every field, so eval and
  * generate rebuild the model from the file alone. */
@@ -444,7 +458,7 @@ static int load_model(ttt_ctx *ctx, const opts *o, const char *cmd, ttt_lm *m, i
     if (ttt_metadata_get(json, "train", train, sizeof train) == TTT_OK) cli_config_value(train, "dtype", dt, sizeof dt);
     if (step && meta_int(json, "step", step)) *step = -1;
     free(json);
-    if (ttt_lm_init(ctx, m, &c, dtype_of(o->dtype ? o->dtype : dt)) != TTT_OK) {
+    if (ttt_lm_init(ctx, m, &c, dtype_of(o->dtype ? o->dtype : dt)) != TTT_OK || apply_compute(ctx, o, m) != TTT_OK) {
         fprintf(stderr, "ttt %s: %s: %s\n", cmd, path, ttt_error(ctx));
         return EXIT_RUNTIME;
     }
@@ -697,7 +711,7 @@ static int run_open(lm_run *r) {
     }
     if (!(r->ctx = make_ctx(o, "lm train"))) return EXIT_RUNTIME;
     const ttt_optim_config oc = {.lr = o->lr, .beta1 = 0.9, .beta2 = o->beta2, .eps = 1e-8, .weight_decay = o->wd};
-    if (ttt_lm_init(r->ctx, &r->m, &c, dtype_of(o->dtype)) != TTT_OK ||
+    if (ttt_lm_init(r->ctx, &r->m, &c, dtype_of(o->dtype)) != TTT_OK || apply_compute(r->ctx, o, &r->m) != TTT_OK ||
         !(r->opt = ttt_adamw_new(r->ctx, r->m.n_params, r->m.params, r->m.decay, &oc))) {
         fprintf(stderr, "ttt lm train: %s\n", ttt_error(r->ctx));
         return EXIT_RUNTIME;
@@ -751,11 +765,12 @@ static int train_cmd(const opts *o) {
     int rc = run_open(&r);
     if (rc) return run_free(&r), rc;
     const int64_t tok_step = o->batch * o->seq * o->accum, end = o->stop_at ? o->stop_at : o->steps;
-    const int on_gpu = ttt_ctx_device(r.ctx) == TTT_CUDA, f32 = !strcmp(o->dtype, "f32");
+    const int on_gpu = ttt_ctx_device(r.ctx) == TTT_CUDA, bf16 = r.m.compute == TTT_BF16;
+    const int f32 = !strcmp(o->dtype, "f32") && !bf16 && !o->tf32; /* an f32 MFU means something */
     const double flops_tok = flops_per_token(&r.m.cfg, o->seq);
-    fprintf(stderr, "lm train: %lld parameters; %s; %s; %lld tokens per step; %.3g FLOPs per token; device %s\n",
-            (long long)ttt_lm_param_count(&r.m.cfg), r.model_s, r.train_s, (long long)tok_step, flops_tok,
-            on_gpu ? "cuda" : "cpu");
+    fprintf(stderr, "lm train: %lld parameters; %s; %s; %lld tokens per step; %.3g FLOPs per token; device %s; "
+            "compute %s%s\n", (long long)ttt_lm_param_count(&r.m.cfg), r.model_s, r.train_s, (long long)tok_step,
+            flops_tok, on_gpu ? "cuda" : "cpu", ttt_dtype_name(r.m.compute), o->tf32 ? " (tf32 matmuls)" : "");
     if (r.step >= end) fprintf(stderr, "nothing to do: the checkpoint is at step %lld\n", (long long)r.step);
     const ttt_backend *be = ttt_backend_for(ttt_ctx_device(r.ctx));
     const int64_t first = r.step;

@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "check.h"
+#include "ttt/backend.h"
 #include "ttt/ttt.h"
 
 static ttt_lm_config small_config(int64_t window, int64_t prime) {
@@ -576,6 +577,97 @@ static void test_validation(ttt_ctx *ctx) {
     ttt_step_reset(ctx);
 }
 
+/* The loss and every parameter's gradient of model m, computed as it is set (f32 or bf16 compute). */
+static double mp_loss_grads(ttt_ctx *ctx, ttt_lm *m, const int32_t *ids_h, const int32_t *tg_h, int64_t B, int64_t T,
+                            double **g, int64_t *total) {
+    ttt_tensor *ids = ids_tensor(ctx, ids_h, B, T), *tg = ids_tensor(ctx, tg_h, B, T);
+    *total = 0;
+    for (int i = 0; i < m->n_params; i++) *total += ttt_numel(m->params[i]);
+    *g = calloc((size_t)*total, sizeof(double));
+    ttt_zero_grad(ctx, m->n_params, m->params);
+    ttt_tensor *l = ttt_lm_loss(ctx, m, ids, tg, NULL);
+    CHECK_MSG(l != NULL, "%s", ttt_error(ctx));
+    if (!l) return NAN;
+    const double loss = ttt_item(ctx, l);
+    CHECK(ttt_backward(ctx, l) == TTT_OK);
+    for (int i = 0, off = 0; i < m->n_params; off += (int)ttt_numel(m->params[i]), i++) {
+        CHECK(m->params[i]->grad && m->params[i]->grad->dtype == TTT_F32); /* master gradients stay f32 */
+        if (m->params[i]->grad) ttt_copy_to_host(ctx, m->params[i]->grad, *g + off, TTT_F64);
+    }
+    ttt_step_reset(ctx);
+    return loss;
+}
+
+/* Mixed precision (ttt_lm_set_compute): refused on the CPU; on a GPU the bf16
+ * loss and gradients stay close to f32's and AdamW on the f32 master weights
+ * learns a batch. */
+static void test_mixed_precision(ttt_ctx *cpu) {
+    ttt_lm m;
+    ttt_lm_config c = small_config(0, 0);
+    CHECK(ttt_lm_init(cpu, &m, &c, TTT_F64) == TTT_OK);
+    CHECK(m.compute == TTT_F64);
+    CHECK(ttt_lm_set_compute(cpu, &m, TTT_BF16) == TTT_ERR && strstr(ttt_error(cpu), "CUDA"));
+    CHECK(ttt_lm_set_compute(cpu, &m, TTT_F32) == TTT_ERR && strstr(ttt_error(cpu), "bf16 or the parameters'"));
+    CHECK(ttt_lm_set_compute(cpu, &m, TTT_F64) == TTT_OK);
+    CHECK(ttt_lm_set_compute(cpu, NULL, TTT_F64) == TTT_ERR);
+    ttt_lm_free(cpu, &m);
+    if (!ttt_backend_for(TTT_CUDA)) {
+        printf("mixed precision: no CUDA device, GPU part skipped\n");
+        return;
+    }
+    ttt_ctx_config cfg = {.device = TTT_CUDA, .seed = 5};
+    ttt_ctx *ctx = ttt_ctx_new(&cfg);
+    CHECK(ctx != NULL);
+    if (!ctx) return;
+    ttt_lm_preset("tiny", 97, &c, NULL, 0);
+    c.dim = 64, c.depth = 2, c.heads = 2, c.mlp_hidden = 128, c.prime_blocks = 1;
+    CHECK(ttt_lm_init(ctx, &m, &c, TTT_F32) == TTT_OK);
+    enum { B = 2, T = 48 };
+    int32_t ids[B * T], tg[B * T];
+    for (int i = 0; i < B * T; i++) ids[i] = (int32_t)((i * 7 + 3) % c.vocab), tg[i] = (int32_t)((i * 11 + 5) % c.vocab);
+    double *g32, *g16;
+    int64_t n;
+    const double l32 = mp_loss_grads(ctx, &m, ids, tg, B, T, &g32, &n);
+    CHECK(ttt_lm_set_compute(ctx, &m, TTT_BF16) == TTT_OK);
+    const double l16 = mp_loss_grads(ctx, &m, ids, tg, B, T, &g16, &n);
+    double dn = 0, gn = 0;
+    for (int64_t i = 0; i < n; i++) dn += (g16[i] - g32[i]) * (g16[i] - g32[i]), gn += g32[i] * g32[i];
+    printf("mixed precision: loss f32 %.6f bf16 %.6f; gradient relative error %.3g\n", l32, l16, sqrt(dn / gn));
+    CHECK_MSG(fabs(l16 - l32) <= 1e-2 * fabs(l32), "loss f32 %g bf16 %g", l32, l16);
+    CHECK_MSG(sqrt(dn / gn) <= 5e-2, "gradient relative error %g", sqrt(dn / gn));
+    free(g32), free(g16);
+    /* decoding in bf16 matches the bf16 forward to bf16 rounding */
+    ttt_lm_cache cache;
+    CHECK(ttt_lm_cache_init(ctx, &m, &cache, B, T) == TTT_OK);
+    ttt_tensor *ti = ids_tensor(ctx, ids, B, T);
+    ttt_tensor *full = ttt_lm_logits(ctx, &m, ttt_lm_hidden(ctx, &m, ti, 0)), *dec = ttt_lm_decode(ctx, &m, &cache, ti);
+    CHECK_MSG(full && dec && full->dtype == TTT_F32, "%s", ttt_error(ctx));
+    if (full && dec) {
+        double worst = ttt_item(ctx, ttt_max(ctx, ttt_abs(ctx, ttt_sub(ctx, full, dec)), 0, NULL, 0));
+        double scale = ttt_item(ctx, ttt_max(ctx, ttt_abs(ctx, full), 0, NULL, 0));
+        CHECK_MSG(worst <= 3e-2 * scale, "decode vs forward in bf16: %g of %g", worst, scale);
+    }
+    ttt_lm_cache_free(ctx, &cache);
+    ttt_step_reset(ctx);
+    /* AdamW on the f32 masters learns the batch */
+    const ttt_optim_config oc = {.lr = 3e-3, .beta1 = 0.9, .beta2 = 0.95, .eps = 1e-8};
+    ttt_optimizer *opt = ttt_adamw_new(ctx, m.n_params, m.params, m.decay, &oc);
+    double first = NAN, last = NAN;
+    for (int s = 0; s < 60 && opt; s++) {
+        ttt_zero_grad(ctx, m.n_params, m.params);
+        ttt_tensor *l = ttt_lm_loss(ctx, &m, ids_tensor(ctx, ids, B, T), ids_tensor(ctx, tg, B, T), NULL);
+        if (!l || ttt_backward(ctx, l) != TTT_OK || ttt_optimizer_step(opt, 3e-3) != TTT_OK) break;
+        last = ttt_item(ctx, l);
+        if (s == 0) first = last;
+        ttt_step_reset(ctx);
+    }
+    printf("mixed precision: 60 AdamW steps on one batch: loss %.4f -> %.4f\n", first, last);
+    CHECK_MSG(last < 0.5 * first, "loss %g -> %g", first, last);
+    ttt_optimizer_free(opt);
+    ttt_lm_free(ctx, &m);
+    ttt_ctx_free(ctx);
+}
+
 int main(void) {
     ttt_ctx_config cfg = {.device = TTT_CPU, .seed = 11};
     ttt_ctx *ctx = ttt_ctx_new(&cfg);
@@ -597,6 +689,7 @@ int main(void) {
     test_torch_fixture(ctx);
     test_init(ctx);
     test_validation(ctx);
+    test_mixed_precision(ctx);
     ttt_ctx_free(ctx);
     TEST_MAIN_END();
 }

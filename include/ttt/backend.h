@@ -89,6 +89,9 @@ typedef struct ttt_backend {
     int (*sgd)(ttt_tensor *p, const ttt_tensor *g, ttt_tensor *buf, double lr, double momentum,
                double weight_decay, int nesterov);
 
+    /* Optional: f32 matmuls on TF32 tensor cores (on != 0) or in full f32 (NULL on the CPU). */
+    void (*set_tf32)(int on);
+
     /* Optional graph recording (ttt/graph.h; NULL where unsupported, as on the
      * CPU). Between graph_begin and graph_end the kernels above are recorded,
      * not run, and must not allocate, free or synchronize; checks that read a

@@ -19,6 +19,8 @@ typedef struct {
     int ok1, ok2;
     double parity;     /* off the CPU: max |device - cpu| / max |cpu| over f, gradient and HVP (f64 both) */
     double parity32;   /* off the CPU: the same with the device computing in f32 (tolerance 1e-3) */
+    double parity16;   /* off the CPU: the device computing in bf16 against the CPU in f64, both given
+                          the same bf16-rounded inputs (tolerance 5e-2) */
     char msg[512];     /* error text when the case could not run */
 } ttt_gradcheck_result;
 

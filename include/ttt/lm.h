@@ -94,6 +94,9 @@ typedef struct {
     ttt_tensor **params;
     char **names;
     int *decay;
+    /* The dtype the forward pass computes in: the parameters' (default), or
+     * TTT_BF16 for mixed precision (ttt_lm_set_compute). */
+    ttt_dtype compute;
 } ttt_lm;
 
 /* Validates cfg and allocates the parameters (persistent, TTT_F32 or TTT_F64,
@@ -102,6 +105,13 @@ typedef struct {
 int ttt_lm_init(ttt_ctx *ctx, ttt_lm *m, const ttt_lm_config *cfg, ttt_dtype dt);
 void ttt_lm_free(ttt_ctx *ctx, ttt_lm *m); /* NULL ok */
 ttt_tensor *ttt_lm_param(const ttt_lm *m, const char *name); /* NULL if absent */
+/* Mixed precision: with TTT_BF16 the parameters stay as they are (the f32
+ * master weights the optimizer updates) and each forward pass casts every
+ * weight to bf16 where it is used, so activations and matmuls are bf16 and the
+ * gradients come back to the parameters in f32 through the casts. The loss
+ * (logits' log-softmax onward) is computed in the parameters' dtype. dt must be
+ * TTT_BF16 or the parameters' dtype (back to full precision). */
+int ttt_lm_set_compute(ttt_ctx *ctx, ttt_lm *m, ttt_dtype dt);
 
 /* Final hidden states rms(x; norm) [B, T, D] for ids [B, T] at absolute
  * positions pos0 .. pos0 + T - 1 (pos0 only shifts RoPE; attention sees just

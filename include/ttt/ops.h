@@ -8,7 +8,9 @@
  * Conventions
  *   - Elementwise binary ops broadcast numpy-style.
  *   - axis arguments may be negative (counted from the end).
- *   - Ops compute in f32 or f64 on the CPU; bf16 is a storage type (ttt_cast).
+ *   - Ops take f32, f64 and (on CUDA) bf16; a bf16 op stores bf16 and computes in
+ *     f32 (reductions, norms and losses in f64; matmuls accumulate in f32). On the
+ *     CPU bf16 is a storage type only (ttt_cast); its kernels report the dtype.
  *   - Index tensors (embedding ids, targets) are TTT_I32.
  *   - Comparison ops return 0/1 masks of the inputs' dtype and carry no gradient.
  */

@@ -71,6 +71,9 @@ typedef struct {
     size_t arena_bytes;     /* first data arena block; 0 = 64 MiB */
     int threads;            /* CPU threads; 0 = OpenMP default */
     uint64_t seed;          /* RNG seed for ttt_randn/ttt_rand */
+    int tf32;               /* CUDA: f32 matmuls on the TF32 tensor cores (inputs rounded to a 10-bit
+                               mantissa, f32 accumulation). A setting of the backend, for the whole
+                               process: the last context created decides. Ignored on the CPU. */
 } ttt_ctx_config;
 
 /* Context ------------------------------------------------------------------ */

@@ -580,6 +580,60 @@ static void fill_input(rng *r, input_kind kind, double *x, int64_t n) {
     }
 }
 
+static double *rounded_bf16(const double *x, int64_t n) {
+    double *y = calloc((size_t)n + 1, sizeof(double));
+    for (int64_t j = 0; y && x && j < n; j++) y[j] = ttt_bf16_to_f32(ttt_f32_to_bf16((float)x[j]));
+    return y;
+}
+
+/* res->parity16: k (the device checker) in bf16 against cpu (a CPU checker) in
+ * f64, both given k's inputs, R and directions v rounded to bf16. */
+static int parity_bf16(const checker *k, const checker *cpu, int nd, const int *di, double *const *v,
+                       ttt_gradcheck_result *res) {
+    checker kb = *k, cb = *cpu;
+    kb.dt = TTT_BF16;
+    double *vr[MAXIN] = {0}, *gd[MAXIN] = {0}, *hd[MAXIN] = {0}, *gr[MAXIN] = {0}, *hr[MAXIN] = {0};
+    double fd = 0, fr = 0;
+    int rc = TTT_OK;
+    for (int i = 0; i < k->s.n; i++) kb.x[i] = k->x[i] ? rounded_bf16(k->x[i], k->numel[i]) : NULL;
+    kb.r = rounded_bf16(k->r, k->out_numel);
+    for (int i = 0; i < nd; i++) {
+        size_t n = (size_t)k->numel[di[i]] + 1;
+        vr[i] = rounded_bf16(v[i], k->numel[di[i]]);
+        gd[i] = calloc(n, sizeof(double));
+        hd[i] = calloc(n, sizeof(double));
+        gr[i] = calloc(n, sizeof(double));
+        hr[i] = calloc(n, sizeof(double));
+    }
+    memcpy(cb.x, kb.x, sizeof cb.x);
+    cb.r = kb.r;
+    if (evaluate(&cb, &fr, gr, vr, hr) != TTT_OK) {
+        snprintf(res->msg, sizeof res->msg, "cpu reference (bf16 inputs) failed: %s", ttt_error(cb.ctx));
+        rc = TTT_ERR;
+    } else if (evaluate(&kb, &fd, gd, vr, hd) != TTT_OK) {
+        snprintf(res->msg, sizeof res->msg, "bf16 run failed: %s", ttt_error(kb.ctx));
+        rc = TTT_ERR;
+    } else {
+        double worst = fabs(fd - fr), scale = fabs(fr);
+        for (int i = 0; i < nd; i++)
+            for (int64_t j = 0; j < k->numel[di[i]]; j++) {
+                worst = fmax(worst, fmax(fabs(gd[i][j] - gr[i][j]), fabs(hd[i][j] - hr[i][j])));
+                scale = fmax(scale, fmax(fabs(gr[i][j]), fabs(hr[i][j])));
+            }
+        res->parity16 = isnan(worst) ? INFINITY : worst / (scale + 1e-300);
+    }
+    for (int i = 0; i < MAXIN; i++) {
+        free(kb.x[i]);
+        free(vr[i]);
+        free(gd[i]);
+        free(hd[i]);
+        free(gr[i]);
+        free(hr[i]);
+    }
+    free(kb.r);
+    return rc;
+}
+
 int ttt_gradcheck_run(int ci, uint64_t seed, ttt_gradcheck_result *res) {
     return ttt_gradcheck_run_on(ci, seed, TTT_CPU, res);
 }
@@ -699,6 +753,9 @@ int ttt_gradcheck_run_on(int ci, uint64_t seed, ttt_device device, ttt_gradcheck
             free(g32[i]);
             free(h32[i]);
         }
+        /* bf16 on the device against f64 on the CPU, both from the same
+         * bf16-rounded inputs, so only the device's bf16 intermediates differ */
+        if (rc == TTT_OK && parity_bf16(&k, &c, nd, di, v, res) != TTT_OK) rc = TTT_ERR;
         for (int i = 0; i < nd; i++) {
             free(gc[i]);
             free(hc[i]);
@@ -740,7 +797,7 @@ int ttt_gradcheck_run_on(int ci, uint64_t seed, ttt_device device, ttt_gradcheck
     } else {
         res->ok1 = res->err1 <= 1.0;
         /* f64 on both sides: rounding-level agreement; f32 on the device: a float32 tolerance */
-        res->ok2 = res->err2 <= 1.0 && res->parity <= 1e-9 && res->parity32 <= 1e-3;
+        res->ok2 = res->err2 <= 1.0 && res->parity <= 1e-9 && res->parity32 <= 1e-3 && res->parity16 <= 5e-2;
     }
     for (int i = 0; i < MAXIN; i++) {
         free(k.x[i]);

@@ -301,7 +301,7 @@ int ttt_grad(ttt_ctx *ctx, int n_outputs, ttt_tensor *const *outputs, ttt_tensor
     for (int o = 0; o < n_outputs; o++) {
         if (!outputs[o]) return TTT_ERR;
         if (!ttt__is_float(outputs[o]->dtype))
-            return ttt__set_error(ctx, "ttt_grad: output %d has dtype %s; gradients need f32 or f64", o,
+            return ttt__set_error(ctx, "ttt_grad: output %d has dtype %s; gradients need f32, f64 or bf16", o,
                                   ttt_dtype_name(outputs[o]->dtype));
         if (grad_outputs && grad_outputs[o] &&
             (!ttt_same_shape(grad_outputs[o], outputs[o]) || grad_outputs[o]->dtype != outputs[o]->dtype)) {

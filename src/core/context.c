@@ -200,6 +200,11 @@ ttt_ctx *ttt_ctx_new(const ttt_ctx_config *cfg) {
     if (!be) return NULL; /* device not compiled in */
     ttt_ctx *ctx = calloc(1, sizeof *ctx);
     if (!ctx) return NULL;
+    if (ttt__profile_enabled()) {
+        const ttt_backend *p = ttt__profile_wrap(be);
+        ctx->profiled = p != be;
+        be = p;
+    }
     ctx->be = be;
     ctx->real_be = be;
     ctx->meta.first_size = META_BLOCK;
@@ -207,6 +212,7 @@ ttt_ctx *ttt_ctx_new(const ttt_ctx_config *cfg) {
     ctx->data.device = true;
     ctx->rng_state = c.seed ? c.seed : 0x9E3779B97F4A7C15ull;
     ctx->threads = c.threads;
+    if (be->set_tf32) be->set_tf32(c.tf32);
 #ifdef _OPENMP
     if (c.threads > 0) omp_set_num_threads(c.threads);
 #endif
@@ -232,7 +238,9 @@ void ttt_ctx_free(ttt_ctx *ctx) {
     free(ctx->stash_old);
     arena_free(ctx, &ctx->meta);
     arena_free(ctx, &ctx->data);
+    const int profiled = ctx->profiled;
     free(ctx);
+    if (profiled) ttt__profile_release();
 }
 
 ttt_device ttt_ctx_device(const ttt_ctx *ctx) { return ctx->be->device; }

@@ -74,7 +74,13 @@ struct ttt_ctx {
     int n_graphs;
     void **stash_old;
     size_t n_stash_old, cap_stash_old;
+    int profiled; /* be is profile.c's timing copy (TTT_PROFILE) */
 };
+
+/* profile.c: TTT_PROFILE=1 times every kernel entry (see the file) */
+int ttt__profile_enabled(void);
+const ttt_backend *ttt__profile_wrap(const ttt_backend *real); /* real itself when another backend is profiled */
+void ttt__profile_release(void);                               /* the last profiled context prints the table */
 
 /* context.c */
 void *ttt__meta_alloc(ttt_ctx *ctx, size_t bytes);  /* zeroed host memory, step lifetime */

@@ -26,7 +26,7 @@ const char *ttt_dtype_name(ttt_dtype dt) {
     return "?";
 }
 
-bool ttt__is_float(ttt_dtype dt) { return dt == TTT_F32 || dt == TTT_F64; }
+bool ttt__is_float(ttt_dtype dt) { return dt == TTT_F32 || dt == TTT_F64 || dt == TTT_BF16; }
 
 int64_t ttt_numel(const ttt_tensor *t) {
     int64_t n = 1;

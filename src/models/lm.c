@@ -182,6 +182,7 @@ int ttt_lm_init(ttt_ctx *ctx, ttt_lm *m, const ttt_lm_config *cfg, ttt_dtype dt)
     if (dt != TTT_F32 && dt != TTT_F64)
         return ttt__set_error(ctx, "lm_init: parameters must be f32 or f64, not %s", ttt_dtype_name(dt));
     m->cfg = *cfg;
+    m->compute = dt;
     const ttt_lm_config *c = &m->cfg;
     int rc = TTT_OK;
     if (!(m->blocks = calloc((size_t)c->depth, sizeof *m->blocks))) rc = ttt__set_error(ctx, "lm_init: out of host memory");
@@ -225,24 +226,48 @@ ttt_tensor *ttt_lm_param(const ttt_lm *m, const char *name) {
 
 static ttt_tensor *linear(ttt_ctx *ctx, ttt_tensor *x, ttt_tensor *w) { return ttt_matmul(ctx, x, w, 0, 1); }
 
-static ttt_tensor *swiglu(ttt_ctx *ctx, ttt_tensor *h, ttt_tensor *gate, ttt_tensor *up, ttt_tensor *down) {
-    return linear(ctx, ttt_mul(ctx, ttt_silu(ctx, linear(ctx, h, gate)), linear(ctx, h, up)), down);
+static int check_model(ttt_ctx *ctx, const char *fn, const ttt_lm *m);
+
+int ttt_lm_set_compute(ttt_ctx *ctx, ttt_lm *m, ttt_dtype dt) {
+    if (!ctx) return TTT_ERR;
+    if (check_model(ctx, "lm_set_compute", m)) return TTT_ERR;
+    if (dt != TTT_BF16 && dt != m->embed->dtype)
+        return ttt__set_error(ctx, "lm_set_compute: compute dtype %s must be bf16 or the parameters' %s",
+                              ttt_dtype_name(dt), ttt_dtype_name(m->embed->dtype));
+    if (dt == TTT_BF16 && ttt_ctx_device(ctx) != TTT_CUDA)
+        return ttt__set_error(ctx, "lm_set_compute: bf16 compute needs a CUDA context (the CPU kernels are f32/f64)");
+    m->compute = dt;
+    return TTT_OK;
+}
+
+/* A weight (or any tensor) in the compute dtype: cast where it is used, so
+ * its gradient returns to the master copy through the cast, in its dtype. */
+static ttt_tensor *W(ttt_ctx *ctx, const ttt_lm *m, ttt_tensor *p) {
+    return p && p->dtype != m->compute ? ttt_cast(ctx, p, m->compute) : p;
+}
+
+static ttt_tensor *swiglu(ttt_ctx *ctx, const ttt_lm *m, ttt_tensor *h, ttt_tensor *gate, ttt_tensor *up,
+                          ttt_tensor *down) {
+    return linear(ctx, ttt_mul(ctx, ttt_silu(ctx, linear(ctx, h, W(ctx, m, gate))), linear(ctx, h, W(ctx, m, up))),
+                  W(ctx, m, down));
 }
 
 /* x + rms(f(rms(x; pre)); post) for an MLP sublayer. */
-static ttt_tensor *mlp_sublayer(ttt_ctx *ctx, const ttt_lm_config *c, ttt_tensor *x, ttt_tensor *pre, ttt_tensor *gate,
+static ttt_tensor *mlp_sublayer(ttt_ctx *ctx, const ttt_lm *m, ttt_tensor *x, ttt_tensor *pre, ttt_tensor *gate,
                                 ttt_tensor *up, ttt_tensor *down, ttt_tensor *post) {
-    ttt_tensor *h = swiglu(ctx, ttt_rms_norm(ctx, x, pre, c->norm_eps), gate, up, down);
-    return ttt_add(ctx, x, ttt_rms_norm(ctx, h, post, c->norm_eps));
+    const double eps = m->cfg.norm_eps;
+    ttt_tensor *h = swiglu(ctx, m, ttt_rms_norm(ctx, x, W(ctx, m, pre), eps), gate, up, down);
+    return ttt_add(ctx, x, ttt_rms_norm(ctx, h, W(ctx, m, post), eps));
 }
 
 /* One of q, k, v as [B, H, T, hd]: projected, split into heads, (q, k) normed and rotated. */
-static ttt_tensor *heads(ttt_ctx *ctx, const ttt_lm_config *c, ttt_tensor *h, ttt_tensor *w, ttt_tensor *norm,
-                         int rotate, int64_t pos0) {
+static ttt_tensor *heads(ttt_ctx *ctx, const ttt_lm *m, ttt_tensor *h, ttt_tensor *w, ttt_tensor *norm, int rotate,
+                         int64_t pos0) {
     if (!h) return NULL;
+    const ttt_lm_config *c = &m->cfg;
     const int64_t B = h->shape[0], T = h->shape[1];
-    ttt_tensor *x = ttt_reshape(ctx, linear(ctx, h, w), TTT_DIMS(B, T, c->heads, c->dim / c->heads));
-    if (norm) x = ttt_rms_norm(ctx, x, norm, c->norm_eps);
+    ttt_tensor *x = ttt_reshape(ctx, linear(ctx, h, W(ctx, m, w)), TTT_DIMS(B, T, c->heads, c->dim / c->heads));
+    if (norm) x = ttt_rms_norm(ctx, x, W(ctx, m, norm), c->norm_eps);
     if (rotate) x = ttt_rope(ctx, x, 1, pos0, c->rope_theta);
     return ttt_permute(ctx, x, (const int[]){0, 2, 1, 3});
 }
@@ -255,13 +280,12 @@ static ttt_tensor *merge_heads(ttt_ctx *ctx, const ttt_lm_config *c, ttt_tensor 
 }
 
 /* Everything of block b after attention produced o [B, H, T, hd]. */
-static ttt_tensor *block_rest(ttt_ctx *ctx, const ttt_lm_config *c, const ttt_lm_block *b, ttt_tensor *x,
-                              ttt_tensor *o) {
-    ttt_tensor *a = linear(ctx, merge_heads(ctx, c, o), b->o);
-    x = ttt_add(ctx, x, ttt_rms_norm(ctx, a, b->post_attn_norm, c->norm_eps));
+static ttt_tensor *block_rest(ttt_ctx *ctx, const ttt_lm *m, const ttt_lm_block *b, ttt_tensor *x, ttt_tensor *o) {
+    ttt_tensor *a = linear(ctx, merge_heads(ctx, &m->cfg, o), W(ctx, m, b->o));
+    x = ttt_add(ctx, x, ttt_rms_norm(ctx, a, W(ctx, m, b->post_attn_norm), m->cfg.norm_eps));
     if (b->prime_gate)
-        x = mlp_sublayer(ctx, c, x, b->pre_prime_norm, b->prime_gate, b->prime_up, b->prime_down, b->post_prime_norm);
-    return mlp_sublayer(ctx, c, x, b->pre_mlp_norm, b->gate, b->up, b->down, b->post_mlp_norm);
+        x = mlp_sublayer(ctx, m, x, b->pre_prime_norm, b->prime_gate, b->prime_up, b->prime_down, b->post_prime_norm);
+    return mlp_sublayer(ctx, m, x, b->pre_mlp_norm, b->gate, b->up, b->down, b->post_mlp_norm);
 }
 
 /* One block of a pass over the blocks: x [B, T, D] -> block i's output. */
@@ -291,17 +315,17 @@ static ttt_tensor *run_blocks(ttt_ctx *ctx, const ttt_lm *m, ttt_tensor *x, bloc
         ttt_release(ctx, mark);
         x = dst;
     }
-    return ttt_rms_norm(ctx, x, m->norm, c->norm_eps);
+    return ttt_rms_norm(ctx, x, W(ctx, m, m->norm), c->norm_eps);
 }
 
 static ttt_tensor *forward_block(ttt_ctx *ctx, const ttt_lm *m, int64_t i, ttt_tensor *x, const void *user) {
     const ttt_lm_config *c = &m->cfg;
     const ttt_lm_block *b = &m->blocks[i];
     const int64_t pos0 = *(const int64_t *)user;
-    ttt_tensor *h = ttt_rms_norm(ctx, x, b->input_norm, c->norm_eps);
-    ttt_tensor *q = heads(ctx, c, h, b->q, b->q_norm, 1, pos0), *k = heads(ctx, c, h, b->k, b->k_norm, 1, pos0);
-    ttt_tensor *v = heads(ctx, c, h, b->v, NULL, 0, pos0);
-    return block_rest(ctx, c, b, x, ttt_attention(ctx, q, k, v, 1, c->window, 0.0));
+    ttt_tensor *h = ttt_rms_norm(ctx, x, W(ctx, m, b->input_norm), c->norm_eps);
+    ttt_tensor *q = heads(ctx, m, h, b->q, b->q_norm, 1, pos0), *k = heads(ctx, m, h, b->k, b->k_norm, 1, pos0);
+    ttt_tensor *v = heads(ctx, m, h, b->v, NULL, 0, pos0);
+    return block_rest(ctx, m, b, x, ttt_attention(ctx, q, k, v, 1, c->window, 0.0));
 }
 
 static int check_model(ttt_ctx *ctx, const char *fn, const ttt_lm *m) {
@@ -324,7 +348,7 @@ ttt_tensor *ttt_lm_hidden(ttt_ctx *ctx, const ttt_lm *m, ttt_tensor *ids, int64_
     if (!ctx || !ids) return NULL;
     if (check_model(ctx, fn, m) || check_ids(ctx, fn, "ids", ids)) return NULL;
     if (pos0 < 0) return ttt__set_error(ctx, "%s: pos0 %lld must be >= 0", fn, (long long)pos0), NULL;
-    return run_blocks(ctx, m, ttt_embedding(ctx, m->embed, ids), forward_block, &pos0);
+    return run_blocks(ctx, m, ttt_embedding(ctx, W(ctx, m, m->embed), ids), forward_block, &pos0);
 }
 
 ttt_tensor *ttt_lm_logits(ttt_ctx *ctx, const ttt_lm *m, ttt_tensor *hidden) {
@@ -336,7 +360,9 @@ ttt_tensor *ttt_lm_logits(ttt_ctx *ctx, const ttt_lm *m, ttt_tensor *hidden) {
                               (long long)m->cfg.dim),
                NULL;
     }
-    return linear(ctx, hidden, m->embed);
+    /* computed in the compute dtype, returned in the parameters' (the loss's) */
+    ttt_tensor *logits = linear(ctx, W(ctx, m, hidden), W(ctx, m, m->embed));
+    return logits && logits->dtype != m->embed->dtype ? ttt_cast(ctx, logits, m->embed->dtype) : logits;
 }
 
 /* One chunk of positions: per-token losses of hidden [B, t, D] against
@@ -344,12 +370,15 @@ ttt_tensor *ttt_lm_logits(ttt_ctx *ctx, const ttt_lm *m, ttt_tensor *hidden) {
  * backward pass holds one chunk's logits at a time, not [B, T, V]. */
 typedef struct {
     ttt_tensor *targets;
+    ttt_dtype loss_dt;
 } chunk_args;
 
 static int chunk_loss_fn(ttt_ctx *ctx, void *user, int n_in, ttt_tensor *const *in, int n_out, ttt_tensor **out) {
     (void)n_in, (void)n_out;
     const chunk_args *a = user;
-    out[0] = ttt_cross_entropy_rows(ctx, ttt_matmul(ctx, in[0], in[1], 0, 1), a->targets, -100);
+    ttt_tensor *logits = ttt_matmul(ctx, in[0], in[1], 0, 1);
+    if (logits && logits->dtype != a->loss_dt) logits = ttt_cast(ctx, logits, a->loss_dt);
+    out[0] = ttt_cross_entropy_rows(ctx, logits, a->targets, -100);
     return out[0] ? TTT_OK : TTT_ERR;
 }
 
@@ -374,9 +403,13 @@ ttt_tensor *ttt_lm_loss_chunked(ttt_ctx *ctx, const ttt_lm *m, ttt_tensor *ids, 
     if (chunk > T) chunk = T;
     const int64_t n_chunks = (T + chunk - 1) / chunk;
     const int record = ttt__recording(ctx, 1, &h);
-    ttt_tensor *rows = NULL, **parts = NULL;
-    if (record) parts = ttt__meta_alloc(ctx, sizeof(ttt_tensor *) * (size_t)n_chunks);
-    else rows = ttt_new(ctx, h->dtype, TTT_DIMS(B, T));
+    const ttt_dtype loss_dt = m->embed->dtype; /* the loss is not computed in bf16 */
+    ttt_tensor *rows = NULL, **parts = NULL, *head = NULL;
+    if (record) {
+        parts = ttt__meta_alloc(ctx, sizeof(ttt_tensor *) * (size_t)n_chunks);
+        head = W(ctx, m, m->embed); /* cast once, outside the rematerialized chunks */
+        if (!head) return NULL;
+    } else rows = ttt_new(ctx, loss_dt, TTT_DIMS(B, T));
     if (!parts && !rows) return NULL;
     for (int64_t j = 0; j < n_chunks; j++) {
         const int64_t t0 = j * chunk, t1 = t0 + chunk < T ? t0 + chunk : T;
@@ -388,7 +421,8 @@ ttt_tensor *ttt_lm_loss_chunked(ttt_ctx *ctx, const ttt_lm *m, ttt_tensor *ids, 
             chunk_args *a = ttt__meta_alloc(ctx, sizeof *a); /* lives until the backward pass (step arena) */
             if (!a) return NULL;
             a->targets = ts;
-            if (ttt_checkpoint(ctx, chunk_loss_fn, a, 2, (ttt_tensor *const[]){hs, m->embed}, 1, &r) != TTT_OK)
+            a->loss_dt = loss_dt;
+            if (ttt_checkpoint(ctx, chunk_loss_fn, a, 2, (ttt_tensor *const[]){hs, head}, 1, &r) != TTT_OK)
                 return NULL;
         } else {
             r = ttt_cross_entropy_rows(ctx, ttt_lm_logits(ctx, m, hs), ts, -100);
@@ -404,7 +438,7 @@ ttt_tensor *ttt_lm_loss_chunked(ttt_ctx *ctx, const ttt_lm *m, ttt_tensor *ids, 
     if (per_token) *per_token = rows;
     /* The mean is over the targets that count (ignore_index is the only negative one the rows accept); the count
      * is formed on the device, so the loss needs no host read (CUDA graphs, no sync per micro-batch). */
-    ttt_tensor *counted = ttt_sum(ctx, ttt_ge(ctx, ttt_cast(ctx, targets, h->dtype), ttt_scalar(ctx, h->dtype, 0.0)),
+    ttt_tensor *counted = ttt_sum(ctx, ttt_ge(ctx, ttt_cast(ctx, targets, loss_dt), ttt_scalar(ctx, loss_dt, 0.0)),
                                   0, NULL, 0);
     return ttt_div(ctx, ttt_sum(ctx, rows, 0, NULL, 0), ttt_clamp(ctx, counted, 1.0, (double)(B * T)));
 }
@@ -436,8 +470,8 @@ int ttt_lm_cache_init(ttt_ctx *ctx, const ttt_lm *m, ttt_lm_cache *c, int64_t ba
     c->k_depth = mc->depth;
     for (int64_t i = 0; i < mc->depth; i++) {
         const int64_t shape[4] = {batch, mc->heads, c->capacity, mc->dim / mc->heads};
-        if (!(c->k[i] = ttt_persistent(ctx, m->embed->dtype, 4, shape, "lm.cache.k")) ||
-            !(c->v[i] = ttt_persistent(ctx, m->embed->dtype, 4, shape, "lm.cache.v"))) {
+        if (!(c->k[i] = ttt_persistent(ctx, m->compute, 4, shape, "lm.cache.k")) ||
+            !(c->v[i] = ttt_persistent(ctx, m->compute, 4, shape, "lm.cache.v"))) {
             ttt_lm_cache_free(ctx, c);
             return TTT_ERR;
         }
@@ -498,9 +532,9 @@ static ttt_tensor *decode_block(ttt_ctx *ctx, const ttt_lm *m, int64_t i, ttt_te
     const ttt_lm_block *b = &m->blocks[i];
     ttt_lm_cache *c = a->cache;
     const int64_t p0 = a->p0, T = x->shape[1];
-    ttt_tensor *h = ttt_rms_norm(ctx, x, b->input_norm, mc->norm_eps);
-    ttt_tensor *q = heads(ctx, mc, h, b->q, b->q_norm, 1, p0), *k = heads(ctx, mc, h, b->k, b->k_norm, 1, p0);
-    ttt_tensor *v = heads(ctx, mc, h, b->v, NULL, 0, p0);
+    ttt_tensor *h = ttt_rms_norm(ctx, x, W(ctx, m, b->input_norm), mc->norm_eps);
+    ttt_tensor *q = heads(ctx, m, h, b->q, b->q_norm, 1, p0), *k = heads(ctx, m, h, b->k, b->k_norm, 1, p0);
+    ttt_tensor *v = heads(ctx, m, h, b->v, NULL, 0, p0);
     if (!q || !k || !v) return NULL;
     ttt_tensor *o;
     if (mc->window == 0) { /* slot = position: write the new keys, then attend over a view of the cache */
@@ -512,13 +546,14 @@ static ttt_tensor *decode_block(ttt_ctx *ctx, const ttt_lm *m, int64_t i, ttt_te
                           mc->window, 0.0);
         if (!o || ring_store(ctx, c, c->k[i], p0, k) || ring_store(ctx, c, c->v[i], p0, v)) return NULL;
     }
-    return block_rest(ctx, mc, b, x, o);
+    return block_rest(ctx, m, b, x, o);
 }
 
 /* Logits of ids [B, T <= DECODE_CHUNK] after the cached positions; advances the cache. */
 static ttt_tensor *decode_piece(ttt_ctx *ctx, const ttt_lm *m, ttt_lm_cache *c, ttt_tensor *ids) {
     const decode_args a = {c, c->len};
-    ttt_tensor *out = ttt_lm_logits(ctx, m, run_blocks(ctx, m, ttt_embedding(ctx, m->embed, ids), decode_block, &a));
+    ttt_tensor *out =
+        ttt_lm_logits(ctx, m, run_blocks(ctx, m, ttt_embedding(ctx, W(ctx, m, m->embed), ids), decode_block, &a));
     if (out) c->len += ids->shape[1];
     return out;
 }
@@ -533,7 +568,7 @@ ttt_tensor *ttt_lm_decode(ttt_ctx *ctx, const ttt_lm *m, ttt_lm_cache *c, ttt_te
     const ttt_lm_config *mc = &m->cfg;
     const int64_t want_cap = mc->window > 1 ? mc->window - 1 : 1;
     if (c->k[0]->shape[1] != mc->heads || c->k[0]->shape[3] != mc->dim / mc->heads ||
-        c->k[0]->dtype != m->embed->dtype || (mc->window > 0 && c->capacity != want_cap))
+        c->k[0]->dtype != m->compute || (mc->window > 0 && c->capacity != want_cap))
         return ttt__set_error(ctx, "%s: the cache was made for another model (ttt_lm_cache_init)", fn), NULL;
     if (B != c->batch)
         return ttt__set_error(ctx, "%s: ids have batch %lld but the cache was made for %lld", fn, (long long)B,

@@ -217,5 +217,10 @@ ttt_tensor *ttt_attention(ttt_ctx *ctx, ttt_tensor *q, ttt_tensor *k, ttt_tensor
         ttt_tensor *out = fused(ctx, q, k, v, causal, window, scale, &declined);
         if (out || !declined) return out;
     }
+    if (q->dtype == TTT_BF16) /* no bf16 kernel: form the scores and the softmax in f32, as flash kernels do */
+        return ttt_cast(ctx,
+                        ttt_attention(ctx, ttt_cast(ctx, q, TTT_F32), ttt_cast(ctx, k, TTT_F32), ttt_cast(ctx, v, TTT_F32),
+                                      causal, window, scale),
+                        TTT_BF16);
     return composed(ctx, q, k, v, causal, window, scale);
 }

@@ -12,7 +12,7 @@ static int check_float_pair(ttt_ctx *ctx, const char *op, const ttt_tensor *a, c
         return ttt__set_error(ctx, "%s: dtypes %s and %s differ (cast one first)", op, ttt_dtype_name(a->dtype),
                               ttt_dtype_name(b->dtype));
     if (!ttt__is_float(a->dtype))
-        return ttt__set_error(ctx, "%s: dtype %s is not supported (use f32 or f64)", op, ttt_dtype_name(a->dtype));
+        return ttt__set_error(ctx, "%s: dtype %s is not supported (use f32, f64 or bf16)", op, ttt_dtype_name(a->dtype));
     return TTT_OK;
 }
 
@@ -39,7 +39,7 @@ static ttt_tensor *unary(ttt_ctx *ctx, const char *name, ttt_unary_op op, ttt_te
                          ttt_vjp_fn vjp) {
     TTT_CHECK_NONNULL1(x);
     if (!ttt__is_float(x->dtype))
-        return ttt__set_error(ctx, "%s: dtype %s is not supported (use f32 or f64)", name, ttt_dtype_name(x->dtype)),
+        return ttt__set_error(ctx, "%s: dtype %s is not supported (use f32, f64 or bf16)", name, ttt_dtype_name(x->dtype)),
                NULL;
     ttt_tensor *out = ttt__new_like(ctx, x);
     if (!out) return NULL;

@@ -18,13 +18,6 @@ static ttt_tensor *kernel_view(ttt_ctx *ctx, ttt_tensor *x, int *trans, int nd, 
             v->stride[l] = x->stride[l - 1];
             v->stride[l - 1] = x->stride[l];
             if (v->shape[l] == 1) v->stride[l] = 1;
-    /* Rows sharing memory (an expanded vector, row stride 0) have no BLAS
-     * leading dimension: give the kernel a dense copy. */
-    if (v->ndim >= 2 && v->shape[l - 1] > 1 && v->stride[l - 1] < v->shape[l]) {
-        ttt_tensor *d = ttt__dense(ctx, v);
-        if (!d) return NULL;
-        v = d;
-    }
             *trans = !*trans;
         } else {
             ttt_tensor *d = ttt__dense(ctx, x);
@@ -84,6 +77,21 @@ ttt_tensor *ttt_matmul(ttt_ctx *ctx, ttt_tensor *a, ttt_tensor *b, int trans_a, 
                               ttt_shape_str(a, sa, sizeof sa), trans_a ? "^T" : "", (long long)ka,
                               ttt_shape_str(b, sb, sizeof sb), trans_b ? "^T" : "", (long long)kb),
                NULL;
+    /* A batch of rows times one matrix ([..., M, K] x [K, N], a linear layer)
+     * is one matrix product of the rows flattened: a single large GEMM instead
+     * of a strided batch of small ones, and, above all, a gradient of b that is
+     * one GEMM contracting over every row instead of a batch of [K, N]
+     * products summed afterwards (which, for a vocabulary-sized b, writes and
+     * reads batch x K x N elements). */
+    if (b->ndim == 2 && a->ndim > 2 && !trans_a) {
+        int64_t rows = 1, oshape[TTT_MAX_DIMS];
+        for (int i = 0; i < a->ndim - 1; i++) rows *= a->shape[i], oshape[i] = a->shape[i];
+        oshape[a->ndim - 1] = n;
+        if (rows > 0) {
+            ttt_tensor *a2 = ttt_reshape(ctx, a, TTT_DIMS(rows, ka));
+            return ttt_reshape(ctx, ttt_matmul(ctx, a2, b, 0, trans_b), a->ndim, oshape);
+        }
+    }
     /* Broadcast the batch axes. */
     ttt_tensor ba = *a, bb = *b;
     ba.ndim -= 2;

@@ -22,7 +22,7 @@ static const int LAST[1] = {-1};
 static int check_float(ttt_ctx *ctx, const char *op, const ttt_tensor *x, int min_ndim) {
     char s[96];
     if (!ttt__is_float(x->dtype))
-        return ttt__set_error(ctx, "%s: dtype %s is not supported (use f32 or f64)", op, ttt_dtype_name(x->dtype));
+        return ttt__set_error(ctx, "%s: dtype %s is not supported (use f32, f64 or bf16)", op, ttt_dtype_name(x->dtype));
     if (x->ndim < min_ndim)
         return ttt__set_error(ctx, "%s: needs at least %d dims, got %s", op, min_ndim, ttt_shape_str(x, s, sizeof s));
     return TTT_OK;

@@ -40,7 +40,7 @@ static void squeeze_axes(ttt_tensor *t, int mask) {
 static ttt_tensor *reduce(ttt_ctx *ctx, const char *op, ttt_reduce_op rop, ttt_tensor *x, int mask, int keepdim,
                           ttt_vjp_fn vjp) {
     if (!ttt__is_float(x->dtype))
-        return ttt__set_error(ctx, "%s: dtype %s is not supported (use f32 or f64)", op, ttt_dtype_name(x->dtype)),
+        return ttt__set_error(ctx, "%s: dtype %s is not supported (use f32, f64 or bf16)", op, ttt_dtype_name(x->dtype)),
                NULL;
     int64_t shape[TTT_MAX_DIMS];
     keep_shape(x, mask, shape);

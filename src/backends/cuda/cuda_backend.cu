@@ -1,8 +1,10 @@
 /* The CUDA backend: the same kernel table as the CPU backend (include/ttt/
  * backend.h), on one stream of the current device. Matrix products go to
- * cuBLAS; everything else is a kernel here. f32 and f64 everywhere (f64 lets
- * the float64 gradient checks run on the GPU); bf16 and i32 in copies.
+ * cuBLAS; everything else is a kernel here. f32, f64 and bf16 everywhere (f64
+ * lets the float64 gradient checks run on the GPU; bf16 is stored as bf16 and
+ * computed in f32, reductions in f64); i32 in copies.
  * Every CUDA / cuBLAS call is checked and a failure names the call. */
+#include <cub/device/device_radix_sort.cuh>
 #include <cublas_v2.h>
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
@@ -54,6 +56,7 @@ enum { MAXD = TTT_MAX_DIMS, MAXOPS = 4, THREADS = 256 };
 
 struct Strided {
     int ndim;
+    int small; /* every index fits in 32 bits: divide in 32 bits (a 64-bit division is a long software routine) */
     int64_t shape[MAXD];
     int64_t stride[MAXOPS][MAXD];
 };
@@ -85,6 +88,9 @@ static Strided make_strided(int nops, const ttt_tensor *const *ops) {
         nd = 1;
     }
     s.ndim = nd;
+    int64_t total = 1;
+    for (int d = 0; d < nd; d++) total *= s.shape[d];
+    s.small = total <= (int64_t)UINT32_MAX;
     return s;
 }
 
@@ -92,6 +98,16 @@ template <int NOPS>
 __device__ __forceinline__ void offsets(const Strided &s, int64_t i, int64_t *off) {
 #pragma unroll
     for (int k = 0; k < NOPS; k++) off[k] = 0;
+    if (s.small) {
+        uint32_t r = (uint32_t)i;
+        for (int d = s.ndim - 1; d >= 0; d--) {
+            const uint32_t n = (uint32_t)s.shape[d], idx = r % n;
+            r /= n;
+#pragma unroll
+            for (int k = 0; k < NOPS; k++) off[k] += (int64_t)idx * s.stride[k][d];
+        }
+        return;
+    }
     for (int d = s.ndim - 1; d >= 0; d--) {
         int64_t idx = i % s.shape[d];
         i /= s.shape[d];
@@ -161,6 +177,28 @@ __device__ __forceinline__ void store_any(char *p, int dt, double v) {
 }
 
 static size_t dsize(ttt_dtype dt) { return dt == TTT_F64 ? 8 : dt == TTT_BF16 ? 2 : 4; }
+
+/* Float storage types and the type their arithmetic is done in: bf16 loads
+ * widen to f32 (ld) and results round to nearest even on the store (st). */
+typedef __nv_bfloat16 bf16;
+template <typename T> struct Acc { typedef T type; };
+template <> struct Acc<bf16> { typedef float type; };
+__device__ __forceinline__ float ld(float v) { return v; }
+__device__ __forceinline__ double ld(double v) { return v; }
+__device__ __forceinline__ float ld(bf16 v) { return __bfloat162float(v); }
+template <typename T> __device__ __forceinline__ T st(double v) { return (T)v; }
+template <> __device__ __forceinline__ bf16 st<bf16>(double v) { return __float2bfloat16_rn((float)v); }
+/* from the arithmetic type (f32 for bf16), without a trip through f64 */
+template <typename T> __device__ __forceinline__ T st_f(typename Acc<T>::type v) { return (T)v; }
+template <> __device__ __forceinline__ bf16 st_f<bf16>(float v) { return __float2bfloat16_rn(v); }
+
+/* Runs the code after T with T bound to the storage type of float dtype DT. */
+#define FLOAT_DISPATCH(DT, T, ...)                         \
+    switch (DT) {                                          \
+    case TTT_F32: { typedef float T; __VA_ARGS__; } break;  \
+    case TTT_F64: { typedef double T; __VA_ARGS__; } break; \
+    default: { typedef bf16 T; __VA_ARGS__; } break;        \
+    }
 
 __global__ void k_copy(Strided s, int64_t n, char *y, int dty, int ys, const char *x, int dtx, int xs) {
     GRID_LOOP(i, n) {
@@ -249,29 +287,29 @@ __device__ __forceinline__ T unary_op(int op, T x, T p0, T p1) {
     }
 }
 
-template <typename T, int OP>
-__global__ void k_unary_dense(int64_t n, T *__restrict__ y, const T *__restrict__ x, T p0, T p1) {
-    GRID_LOOP(i, n) y[i] = unary_op<T>(OP, x[i], p0, p1);
+template <typename T, int OP, typename A = typename Acc<T>::type>
+__global__ void k_unary_dense(int64_t n, T *__restrict__ y, const T *__restrict__ x, A p0, A p1) {
+    GRID_LOOP(i, n) y[i] = st_f<T>(unary_op<A>(OP, ld(x[i]), p0, p1));
 }
 
-template <typename T, int OP>
-__global__ void k_unary_strided(Strided s, int64_t n, T *y, const T *x, T p0, T p1) {
+template <typename T, int OP, typename A = typename Acc<T>::type>
+__global__ void k_unary_strided(Strided s, int64_t n, T *y, const T *x, A p0, A p1) {
     GRID_LOOP(i, n) {
         int64_t off[2];
         offsets<2>(s, i, off);
-        y[off[0]] = unary_op<T>(OP, x[off[1]], p0, p1);
+        y[off[0]] = st_f<T>(unary_op<A>(OP, ld(x[off[1]]), p0, p1));
     }
 }
 
 /* One instantiation per op: the op's code is inlined, no per-element switch. */
-template <typename T, int OP>
-static void launch_unary(const Strided &s, int64_t n, int dense, T *y, const T *x, T p0, T p1) {
+template <typename T, int OP, typename A = typename Acc<T>::type>
+static void launch_unary(const Strided &s, int64_t n, int dense, T *y, const T *x, A p0, A p1) {
     if (dense) k_unary_dense<T, OP><<<blocks_for(n), THREADS, 0, g_stream>>>(n, y, x, p0, p1);
     else k_unary_strided<T, OP><<<blocks_for(n), THREADS, 0, g_stream>>>(s, n, y, x, p0, p1);
 }
 
-template <typename T>
-static void dispatch_unary(int op, const Strided &s, int64_t n, int dense, T *y, const T *x, T p0, T p1) {
+template <typename T, typename A = typename Acc<T>::type>
+static void dispatch_unary(int op, const Strided &s, int64_t n, int dense, T *y, const T *x, A p0, A p1) {
     switch (op) {
 #define U(OPC) case OPC: launch_unary<T, OPC>(s, n, dense, y, x, p0, p1); break;
     U(TTT_U_NEG) U(TTT_U_EXP) U(TTT_U_LOG) U(TTT_U_TANH) U(TTT_U_SIGMOID) U(TTT_U_GELU) U(TTT_U_SILU) U(TTT_U_RELU)
@@ -283,7 +321,7 @@ static void dispatch_unary(int op, const Strided &s, int64_t n, int dense, T *y,
 }
 
 static int float_only(const char *k, ttt_dtype dt) {
-    if (dt == TTT_F32 || dt == TTT_F64) return TTT_OK;
+    if (dt == TTT_F32 || dt == TTT_F64 || dt == TTT_BF16) return TTT_OK;
     ttt_backend_error("%s: dtype %d is not supported on cuda", k, (int)dt);
     return TTT_ERR;
 }
@@ -298,10 +336,10 @@ static int cu_unary(ttt_unary_op op, ttt_tensor *dst, const ttt_tensor *src, dou
         ttt_backend_error("unary: unknown op %d", (int)op);
         return TTT_ERR;
     }
-    if (dst->dtype == TTT_F32)
-        dispatch_unary<float>(op, s, n, dense, (float *)dst->data, (const float *)src->data, (float)p0, (float)p1);
-    else
-        dispatch_unary<double>(op, s, n, dense, (double *)dst->data, (const double *)src->data, p0, p1);
+    FLOAT_DISPATCH(dst->dtype, T, {
+        typedef typename Acc<T>::type A;
+        dispatch_unary<T>(op, s, n, dense, (T *)dst->data, (const T *)src->data, (A)p0, (A)p1);
+    })
     LAUNCHED("unary");
     return TTT_OK;
 }
@@ -324,7 +362,7 @@ __device__ __forceinline__ T binary_op(int op, T a, T b) {
 
 template <typename T, int OP>
 __global__ void k_binary_dense(int64_t n, T *__restrict__ y, const T *__restrict__ a, const T *__restrict__ b) {
-    GRID_LOOP(i, n) y[i] = binary_op<T>(OP, a[i], b[i]);
+    GRID_LOOP(i, n) y[i] = st_f<T>(binary_op<typename Acc<T>::type>(OP, ld(a[i]), ld(b[i])));
 }
 
 template <typename T, int OP>
@@ -332,7 +370,7 @@ __global__ void k_binary_strided(Strided s, int64_t n, T *y, const T *a, const T
     GRID_LOOP(i, n) {
         int64_t off[3];
         offsets<3>(s, i, off);
-        y[off[0]] = binary_op<T>(OP, a[off[1]], b[off[2]]);
+        y[off[0]] = st_f<T>(binary_op<typename Acc<T>::type>(OP, ld(a[off[1]]), ld(b[off[2]])));
     }
 }
 
@@ -360,10 +398,7 @@ static int cu_binary(ttt_binary_op op, ttt_tensor *dst, const ttt_tensor *a, con
         ttt_backend_error("binary: unknown op %d", (int)op);
         return TTT_ERR;
     }
-    if (dst->dtype == TTT_F32)
-        dispatch_binary<float>(op, s, n, dense, (float *)dst->data, (const float *)a->data, (const float *)b->data);
-    else
-        dispatch_binary<double>(op, s, n, dense, (double *)dst->data, (const double *)a->data, (const double *)b->data);
+    FLOAT_DISPATCH(dst->dtype, T, dispatch_binary<T>(op, s, n, dense, (T *)dst->data, (const T *)a->data, (const T *)b->data))
     LAUNCHED("binary");
     return TTT_OK;
 }
@@ -373,7 +408,7 @@ __global__ void k_where(Strided s, int64_t n, T *y, const T *c, const T *a, cons
     GRID_LOOP(i, n) {
         int64_t off[4];
         offsets<4>(s, i, off);
-        y[off[0]] = c[off[1]] != T(0) ? a[off[2]] : b[off[3]];
+        y[off[0]] = ld(c[off[1]]) != 0 ? a[off[2]] : b[off[3]];
     }
 }
 
@@ -382,12 +417,9 @@ static int cu_where(ttt_tensor *dst, const ttt_tensor *cond, const ttt_tensor *a
     int64_t n = numel(dst);
     const ttt_tensor *ops[4] = {dst, cond, a, b};
     Strided s = make_strided(4, ops);
-    if (dst->dtype == TTT_F32)
-        k_where<float><<<blocks_for(n), THREADS, 0, g_stream>>>(s, n, (float *)dst->data, (const float *)cond->data,
-                                                               (const float *)a->data, (const float *)b->data);
-    else
-        k_where<double><<<blocks_for(n), THREADS, 0, g_stream>>>(s, n, (double *)dst->data, (const double *)cond->data,
-                                                                (const double *)a->data, (const double *)b->data);
+    FLOAT_DISPATCH(dst->dtype, T,
+                   k_where<T><<<blocks_for(n), THREADS, 0, g_stream>>>(s, n, (T *)dst->data, (const T *)cond->data,
+                                                                      (const T *)a->data, (const T *)b->data))
     LAUNCHED("where");
     return TTT_OK;
 }
@@ -438,10 +470,10 @@ __global__ void k_reduce_general(ReduceGeom g, int64_t nout, int64_t nred, int i
                 off += (r2 % g.rshape[i]) * g.rstride[i];
                 r2 /= g.rshape[i];
             }
-            double v = x[off];
+            double v = ld(x[off]);
             acc = is_max ? fmax(acc, v) : acc + v;
         }
-        y[o] = (T)acc;
+        y[o] = st<T>(acc);
     }
 }
 
@@ -462,11 +494,11 @@ __global__ void k_reduce_general_block(ReduceGeom g, int64_t nred, int is_max, T
             off += (r2 % g.rshape[i]) * g.rstride[i];
             r2 /= g.rshape[i];
         }
-        double v = x[off];
+        double v = ld(x[off]);
         acc = is_max ? fmax(acc, v) : acc + v;
     }
     acc = block_reduce<double>(acc, is_max);
-    if (threadIdx.x == 0) y[blockIdx.x] = (T)acc;
+    if (threadIdx.x == 0) y[blockIdx.x] = st<T>(acc);
 }
 
 /* [O, R, I] reductions (the reduced axes form one block, which covers the
@@ -474,26 +506,33 @@ __global__ void k_reduce_general_block(ReduceGeom g, int64_t nred, int is_max, T
  * sums). Two passes keep every SM busy and the result deterministic: pass 1
  * writes per-chunk partials (in double) to a scratch buffer, pass 2 reduces
  * the chunks. */
-static double *g_scratch;
-static size_t g_scratch_n;
 static int graph_recording(void);
 static int graph_retire(void *p);
 
-static int scratch(size_t n) {
-    if (n <= g_scratch_n) return TTT_OK;
+/* A device buffer that kernels share between launches; it grows by half again
+ * when too small (never while a graph is recorded: the graph would keep the
+ * old address), so steady-state steps do not allocate. */
+struct Scratch {
+    void *p;
+    size_t bytes;
+};
+static int scratch_reserve(Scratch *s, size_t bytes, const char *who) {
+    if (bytes <= s->bytes) return TTT_OK;
     if (graph_recording()) {
-        ttt_backend_error("reduce: the scratch buffer would grow to %zu doubles while a graph is recorded (run the "
-                          "same step without recording first)", n);
+        ttt_backend_error("%s: its scratch buffer would grow to %zu bytes while a graph is recorded (run the same "
+                          "step without recording first)", who, bytes);
         return TTT_ERR;
     }
-    if (g_scratch && graph_retire(g_scratch)) return TTT_ERR;
-    g_scratch = NULL;
-    g_scratch_n = 0;
-    size_t want = n + n / 2;
-    CU(cudaMalloc(&g_scratch, want * sizeof(double)));
-    g_scratch_n = want;
+    if (s->p && graph_retire(s->p)) return TTT_ERR;
+    s->p = NULL;
+    s->bytes = 0;
+    size_t want = bytes + bytes / 2;
+    CU(cudaMalloc(&s->p, want));
+    s->bytes = want;
     return TTT_OK;
 }
+
+static Scratch g_reduce_scratch; /* per-chunk partials of reductions, in double */
 
 /* columns: block = 32 columns x 8 row lanes; item = (o, chunk, column tile) */
 template <typename TI, typename TO>
@@ -506,7 +545,7 @@ __global__ void k_red_cols(int64_t O, int64_t R, int64_t I, int64_t chunks, int6
     double acc = is_max ? -INFINITY : 0.0;
     if (i < I)
         for (int64_t r = r0 + ty; r < r1; r += 8) {
-            double v = (double)x[(o * R + r) * I + i];
+            double v = ld(x[(o * R + r) * I + i]);
             acc = is_max ? fmax(acc, v) : acc + v;
         }
     __shared__ double part[8][33];
@@ -514,7 +553,7 @@ __global__ void k_red_cols(int64_t O, int64_t R, int64_t I, int64_t chunks, int6
     __syncthreads();
     if (ty == 0 && i < I) {
         for (int k = 1; k < 8; k++) acc = is_max ? fmax(acc, part[k][tx]) : acc + part[k][tx];
-        out[(o * chunks + c) * I + i] = (TO)acc;
+        out[(o * chunks + c) * I + i] = st<TO>(acc);
     }
 }
 
@@ -525,11 +564,11 @@ __global__ void k_red_rows(int64_t R, int64_t chunks, int64_t rows_per_chunk, in
     int64_t r0 = c * rows_per_chunk, r1 = r0 + rows_per_chunk < R ? r0 + rows_per_chunk : R;
     double acc = is_max ? -INFINITY : 0.0;
     for (int64_t r = r0 + threadIdx.x; r < r1; r += blockDim.x) {
-        double v = (double)x[o * R + r];
+        double v = ld(x[o * R + r]);
         acc = is_max ? fmax(acc, v) : acc + v;
     }
     acc = block_reduce<double>(acc, is_max);
-    if (threadIdx.x == 0) out[o * chunks + c] = (TO)acc;
+    if (threadIdx.x == 0) out[o * chunks + c] = st<TO>(acc);
 }
 
 template <typename TI, typename TO>
@@ -555,9 +594,10 @@ static int reduce_ori(int64_t O, int64_t R, int64_t I, int is_max, T *dst, const
         launch_ori<T, T>(O, R, I, 1, is_max, dst, src);
         return TTT_OK;
     }
-    if (scratch((size_t)(O * chunks * I))) return TTT_ERR;
-    launch_ori<T, double>(O, R, I, chunks, is_max, g_scratch, src);
-    launch_ori<double, T>(O, chunks, I, 1, is_max, dst, g_scratch);
+    if (scratch_reserve(&g_reduce_scratch, sizeof(double) * (size_t)(O * chunks * I), "reduce")) return TTT_ERR;
+    double *part = (double *)g_reduce_scratch.p;
+    launch_ori<T, double>(O, R, I, chunks, is_max, part, src);
+    launch_ori<double, T>(O, chunks, I, 1, is_max, dst, part);
     return TTT_OK;
 }
 
@@ -588,15 +628,14 @@ static int cu_reduce(ttt_reduce_op op, ttt_tensor *dst, const ttt_tensor *src) {
     int is_max = op == TTT_R_MAX;
     int rc = TTT_OK;
     if (one_block) {
-        if (src->dtype == TTT_F32) rc = reduce_ori<float>(O, R, I, is_max, (float *)dst->data, (const float *)src->data);
-        else rc = reduce_ori<double>(O, R, I, is_max, (double *)dst->data, (const double *)src->data);
+        FLOAT_DISPATCH(src->dtype, T, rc = reduce_ori<T>(O, R, I, is_max, (T *)dst->data, (const T *)src->data))
     } else {
         int64_t nout = O * I; /* every kept axis is counted in O or I */
-        if (R >= 1024 && nout <= 2147483647LL) {
-            if (src->dtype == TTT_F32) k_reduce_general_block<float><<<(unsigned)nout, THREADS, 0, g_stream>>>(g, R, is_max, (float *)dst->data, (const float *)src->data);
-            else k_reduce_general_block<double><<<(unsigned)nout, THREADS, 0, g_stream>>>(g, R, is_max, (double *)dst->data, (const double *)src->data);
-        } else if (src->dtype == TTT_F32) k_reduce_general<float><<<blocks_for(nout), THREADS, 0, g_stream>>>(g, nout, R, is_max, (float *)dst->data, (const float *)src->data);
-        else k_reduce_general<double><<<blocks_for(nout), THREADS, 0, g_stream>>>(g, nout, R, is_max, (double *)dst->data, (const double *)src->data);
+        const bool per_block = R >= 1024 && nout <= 2147483647LL;
+        FLOAT_DISPATCH(src->dtype, T, {
+            if (per_block) k_reduce_general_block<T><<<(unsigned)nout, THREADS, 0, g_stream>>>(g, R, is_max, (T *)dst->data, (const T *)src->data);
+            else k_reduce_general<T><<<blocks_for(nout), THREADS, 0, g_stream>>>(g, nout, R, is_max, (T *)dst->data, (const T *)src->data);
+        })
     }
     if (rc != TTT_OK) return rc;
     LAUNCHED("reduce");
@@ -652,6 +691,9 @@ static BatchGeom batch_geom(const ttt_tensor *c, const ttt_tensor *a, const ttt_
     return g;
 }
 
+static int g_tf32; /* f32 matmuls on the TF32 tensor cores (ttt_ctx_config.tf32) */
+static void cu_set_tf32(int on) { g_tf32 = on != 0; }
+
 static int cu_matmul(ttt_tensor *c, const ttt_tensor *a, const ttt_tensor *b, int trans_a, int trans_b) {
     if (float_only("matmul", c->dtype) || ensure_cublas()) return TTT_ERR;
     int nd = c->ndim;
@@ -682,7 +724,20 @@ static int cu_matmul(ttt_tensor *c, const ttt_tensor *a, const ttt_tensor *b, in
             oc += idx * g.sc[d];
         }
         cublasStatus_t st;
-        if (c->dtype == TTT_F32) {
+        if (c->dtype == TTT_BF16) {
+            /* bf16 operands, f32 accumulation and scaling, bf16 result */
+            const float one = 1.0f, zero = 0.0f;
+            st = cublasGemmStridedBatchedEx(g_cublas, tb, ta, (int)n, (int)m, (int)k, &one, (const bf16 *)b->data + ob,
+                                            CUDA_R_16BF, (int)ldb, sb, (const bf16 *)a->data + oa, CUDA_R_16BF,
+                                            (int)lda, sa, &zero, (bf16 *)c->data + oc, CUDA_R_16BF, (int)n, sc,
+                                            (int)nbatch, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+        } else if (c->dtype == TTT_F32 && g_tf32) {
+            const float one = 1.0f, zero = 0.0f;
+            st = cublasGemmStridedBatchedEx(g_cublas, tb, ta, (int)n, (int)m, (int)k, &one, (const float *)b->data + ob,
+                                            CUDA_R_32F, (int)ldb, sb, (const float *)a->data + oa, CUDA_R_32F,
+                                            (int)lda, sa, &zero, (float *)c->data + oc, CUDA_R_32F, (int)n, sc,
+                                            (int)nbatch, CUBLAS_COMPUTE_32F_FAST_TF32, CUBLAS_GEMM_DEFAULT);
+        } else if (c->dtype == TTT_F32) {
             const float one = 1.0f, zero = 0.0f;
             st = cublasSgemmStridedBatched(g_cublas, tb, ta, (int)n, (int)m, (int)k, &one,
                                            (const float *)b->data + ob, (int)ldb, sb, (const float *)a->data + oa,
@@ -694,8 +749,10 @@ static int cu_matmul(ttt_tensor *c, const ttt_tensor *a, const ttt_tensor *b, in
                                            (int)lda, sa, &zero, (double *)c->data + oc, (int)n, sc, (int)nbatch);
         }
         if (st != CUBLAS_STATUS_SUCCESS) {
-            ttt_backend_error("cublas%cgemmStridedBatched failed: status %d (m %lld n %lld k %lld batch %lld)",
-                              c->dtype == TTT_F32 ? 'S' : 'D', (int)st, (long long)m, (long long)n, (long long)k,
+            ttt_backend_error("%s failed: status %d (m %lld n %lld k %lld batch %lld)",
+                              c->dtype == TTT_BF16 ? "cublasGemmStridedBatchedEx(bf16)"
+                              : c->dtype == TTT_F32 ? (g_tf32 ? "cublasGemmStridedBatchedEx(tf32)" : "cublasSgemmStridedBatched")
+                                                    : "cublasDgemmStridedBatched", (int)st, (long long)m, (long long)n, (long long)k,
                               (long long)nbatch);
             return TTT_ERR;
         }
@@ -721,12 +778,12 @@ __device__ __forceinline__ void merge_max_sum(T &m, T &s, T m2, T s2) {
     m = mx;
 }
 
-template <typename T>
-__global__ void k_softmax(int64_t cols, int log_out, T *y, const T *x) {
-    const T *r = x + blockIdx.x * cols;
-    T *o = y + blockIdx.x * cols;
+template <typename S, typename T = typename Acc<S>::type>
+__global__ void k_softmax(int64_t cols, int log_out, S *y, const S *x) {
+    const S *r = x + blockIdx.x * cols;
+    S *o = y + blockIdx.x * cols;
     T m = T(-INFINITY), sum = T(0);
-    for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) merge_max_sum<T>(m, sum, r[j], T(1));
+    for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) merge_max_sum<T>(m, sum, ld(r[j]), T(1));
     for (int off = 16; off > 0; off >>= 1)
         merge_max_sum<T>(m, sum, __shfl_down_sync(0xffffffffu, m, off), __shfl_down_sync(0xffffffffu, sum, off));
     __shared__ T sm[THREADS / 32], ss[THREADS / 32];
@@ -744,8 +801,8 @@ __global__ void k_softmax(int64_t cols, int log_out, T *y, const T *x) {
     sum = ss[0];
     T lse = log(sum);
     for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) {
-        T z = r[j] - m;
-        o[j] = log_out ? z - lse : exp(z) / sum;
+        T z = ld(r[j]) - m;
+        o[j] = st<S>(log_out ? z - lse : exp(z) / sum);
     }
 }
 
@@ -753,8 +810,7 @@ static int cu_softmax(ttt_tensor *dst, const ttt_tensor *src, int log_out) {
     if (float_only("softmax", src->dtype)) return TTT_ERR;
     int64_t rows, cols;
     rows_cols(src, &rows, &cols);
-    if (src->dtype == TTT_F32) k_softmax<float><<<(unsigned)rows, THREADS, 0, g_stream>>>(cols, log_out, (float *)dst->data, (const float *)src->data);
-    else k_softmax<double><<<(unsigned)rows, THREADS, 0, g_stream>>>(cols, log_out, (double *)dst->data, (const double *)src->data);
+    FLOAT_DISPATCH(src->dtype, T, k_softmax<T><<<(unsigned)rows, THREADS, 0, g_stream>>>(cols, log_out, (T *)dst->data, (const T *)src->data))
     LAUNCHED("softmax");
     return TTT_OK;
 }
@@ -765,17 +821,53 @@ __global__ void k_norm(int64_t cols, int layer, double eps, T *y, const T *x) {
     T *o = y + blockIdx.x * cols;
     double mean = 0;
     if (layer) {
-        for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) mean += r[j];
+        for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) mean += ld(r[j]);
         mean = block_reduce<double>(mean, 0) / (double)cols;
     }
     double var = 0;
     for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) {
-        double d = (double)r[j] - mean;
+        double d = ld(r[j]) - mean;
         var += d * d;
     }
     var = block_reduce<double>(var, 0) / (double)cols;
     double rstd = 1.0 / sqrt(var + eps);
-    for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) o[j] = (T)(((double)r[j] - mean) * rstd);
+    for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) o[j] = st<T>((ld(r[j]) - mean) * rstd);
+}
+
+/* Rows up to WARP_ROW_MAX: a warp per row (8 rows per block, no block-wide
+ * barriers), summing in f32 for f32 and bf16 rows (f64 for f64); the block per
+ * row above, in f64, takes the long rows. */
+enum { WARP_ROW_MAX = 4096 };
+
+__device__ __forceinline__ float warp_sum(float v) {
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+__device__ __forceinline__ double warp_sum(double v) {
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+template <typename T, typename A = typename Acc<T>::type>
+__global__ void k_norm_warp(int64_t rows, int64_t cols, int layer, double eps, T *y, const T *x) {
+    const int64_t row = (int64_t)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
+    const int lane = threadIdx.x % 32;
+    if (row >= rows) return;
+    const T *r = x + row * cols;
+    T *o = y + row * cols;
+    A mean = 0;
+    if (layer) {
+        for (int64_t j = lane; j < cols; j += 32) mean += ld(r[j]);
+        mean = warp_sum(mean) / (A)cols;
+    }
+    A var = 0;
+    for (int64_t j = lane; j < cols; j += 32) {
+        const A d = ld(r[j]) - mean;
+        var += d * d;
+    }
+    var = warp_sum(var) / (A)cols;
+    const A rstd = (A)1 / sqrt(var + (A)eps);
+    for (int64_t j = lane; j < cols; j += 32) o[j] = st_f<T>((ld(r[j]) - mean) * rstd);
 }
 
 static int cu_norm(ttt_norm_kind kind, ttt_tensor *dst, const ttt_tensor *src, double eps) {
@@ -783,8 +875,12 @@ static int cu_norm(ttt_norm_kind kind, ttt_tensor *dst, const ttt_tensor *src, d
     int64_t rows, cols;
     rows_cols(src, &rows, &cols);
     int layer = kind == TTT_NORM_LAYER;
-    if (src->dtype == TTT_F32) k_norm<float><<<(unsigned)rows, THREADS, 0, g_stream>>>(cols, layer, eps, (float *)dst->data, (const float *)src->data);
-    else k_norm<double><<<(unsigned)rows, THREADS, 0, g_stream>>>(cols, layer, eps, (double *)dst->data, (const double *)src->data);
+    if (rows == 0) return TTT_OK;
+    const int64_t per_block = THREADS / 32;
+    if (cols <= WARP_ROW_MAX && (rows + per_block - 1) / per_block <= INT32_MAX)
+        FLOAT_DISPATCH(src->dtype, T, k_norm_warp<T><<<(unsigned)((rows + per_block - 1) / per_block), THREADS, 0, g_stream>>>(rows, cols, layer, eps, (T *)dst->data, (const T *)src->data))
+    else
+        FLOAT_DISPATCH(src->dtype, T, k_norm<T><<<(unsigned)rows, THREADS, 0, g_stream>>>(cols, layer, eps, (T *)dst->data, (const T *)src->data))
     LAUNCHED("norm");
     return TTT_OK;
 }
@@ -852,31 +948,32 @@ __global__ void k_cross_entropy(int64_t v, int ignore, int *flag, T *y, const T 
     int64_t row = blockIdx.x;
     int tg = t[row];
     if (tg == ignore) {
-        if (threadIdx.x == 0) y[row] = T(0);
+        if (threadIdx.x == 0) y[row] = st<T>(0.0);
         return;
     }
     if (tg < 0 || tg >= v) {
         if (threadIdx.x == 0) flag_bad(flag, row, tg);
         return;
     }
+    /* f32 sums for f32 and bf16 logits (each thread adds ~V/256 terms, then a
+     * tree: relative error ~1e-6), f64 for f64 */
+    typedef typename Acc<T>::type A;
     const T *r = x + row * v;
-    double mx = -INFINITY;
-    for (int64_t j = threadIdx.x; j < v; j += blockDim.x) mx = fmax(mx, (double)r[j]);
-    mx = block_reduce<double>(mx, 1);
-    double sum = 0;
-    for (int64_t j = threadIdx.x; j < v; j += blockDim.x) sum += exp((double)r[j] - mx);
-    sum = block_reduce<double>(sum, 0);
-    if (threadIdx.x == 0) y[row] = (T)(mx + log(sum) - (double)r[tg]);
+    A mx = -INFINITY;
+    for (int64_t j = threadIdx.x; j < v; j += blockDim.x) mx = fmax(mx, ld(r[j]));
+    mx = block_reduce<A>(mx, 1);
+    A sum = 0;
+    for (int64_t j = threadIdx.x; j < v; j += blockDim.x) sum += exp(ld(r[j]) - mx);
+    sum = block_reduce<A>(sum, 0);
+    if (threadIdx.x == 0) y[row] = st<T>((double)mx + log((double)sum) - (double)ld(r[tg]));
 }
 
 static int cu_cross_entropy(ttt_tensor *dst, const ttt_tensor *logits, const ttt_tensor *targets, int ignore) {
     if (float_only("cross_entropy", logits->dtype) || flag_reset()) return TTT_ERR;
     int64_t rows, v;
     rows_cols(logits, &rows, &v);
-    if (logits->dtype == TTT_F32)
-        k_cross_entropy<float><<<(unsigned)rows, THREADS, 0, g_stream>>>(v, ignore, g_flag, (float *)dst->data, (const float *)logits->data, (const int32_t *)targets->data);
-    else
-        k_cross_entropy<double><<<(unsigned)rows, THREADS, 0, g_stream>>>(v, ignore, g_flag, (double *)dst->data, (const double *)logits->data, (const int32_t *)targets->data);
+    FLOAT_DISPATCH(logits->dtype, T,
+                   k_cross_entropy<T><<<(unsigned)rows, THREADS, 0, g_stream>>>(v, ignore, g_flag, (T *)dst->data, (const T *)logits->data, (const int32_t *)targets->data))
     LAUNCHED("cross_entropy");
     return flag_check("cross_entropy: target", "row", v);
 }
@@ -888,9 +985,9 @@ __global__ void k_one_hot(int64_t rows, int64_t v, int ignore, int *flag, T *y, 
         int tg = t[r];
         if (tg != ignore && (tg < 0 || tg >= v)) {
             if (j == 0) flag_bad(flag, r, tg);
-            y[i] = T(0);
+            y[i] = st<T>(0.0);
         } else {
-            y[i] = (tg != ignore && j == tg) ? T(1) : T(0);
+            y[i] = st<T>((tg != ignore && j == tg) ? 1.0 : 0.0);
         }
     }
 }
@@ -899,8 +996,7 @@ static int cu_one_hot(ttt_tensor *dst, const ttt_tensor *targets, int ignore) {
     if (float_only("one_hot", dst->dtype) || flag_reset()) return TTT_ERR;
     int64_t rows, v;
     rows_cols(dst, &rows, &v);
-    if (dst->dtype == TTT_F32) k_one_hot<float><<<blocks_for(rows * v), THREADS, 0, g_stream>>>(rows, v, ignore, g_flag, (float *)dst->data, (const int32_t *)targets->data);
-    else k_one_hot<double><<<blocks_for(rows * v), THREADS, 0, g_stream>>>(rows, v, ignore, g_flag, (double *)dst->data, (const int32_t *)targets->data);
+    FLOAT_DISPATCH(dst->dtype, T, k_one_hot<T><<<blocks_for(rows * v), THREADS, 0, g_stream>>>(rows, v, ignore, g_flag, (T *)dst->data, (const int32_t *)targets->data))
     LAUNCHED("one_hot");
     return flag_check("one_hot: target", "row", v);
 }
@@ -914,7 +1010,7 @@ __global__ void k_gather(int64_t n, int64_t d, int64_t v, int *flag, T *y, const
         int id = ids[r];
         if (id < 0 || id >= v) {
             if (j == 0) flag_bad(flag, r, id);
-            y[i] = T(0);
+            y[i] = st<T>(0.0);
         } else {
             y[i] = table[id * d + j];
         }
@@ -924,30 +1020,73 @@ __global__ void k_gather(int64_t n, int64_t d, int64_t v, int *flag, T *y, const
 static int cu_gather_rows(ttt_tensor *dst, const ttt_tensor *table, const ttt_tensor *ids) {
     if (float_only("gather_rows", table->dtype) || flag_reset()) return TTT_ERR;
     int64_t n = numel(ids), v = table->shape[0], d = table->shape[1];
-    if (table->dtype == TTT_F32) k_gather<float><<<blocks_for(n * d), THREADS, 0, g_stream>>>(n, d, v, g_flag, (float *)dst->data, (const float *)table->data, (const int32_t *)ids->data);
-    else k_gather<double><<<blocks_for(n * d), THREADS, 0, g_stream>>>(n, d, v, g_flag, (double *)dst->data, (const double *)table->data, (const int32_t *)ids->data);
+    FLOAT_DISPATCH(table->dtype, T, k_gather<T><<<blocks_for(n * d), THREADS, 0, g_stream>>>(n, d, v, g_flag, (T *)dst->data, (const T *)table->data, (const int32_t *)ids->data))
     LAUNCHED("gather_rows");
     return flag_check("embedding: id", "position", v);
 }
 
+/* Deterministic scatter-add: a stable radix sort of (id, position) pairs
+ * groups each id's positions in increasing order, then one block per group
+ * sums its source rows in that order (in f64) and adds them to the table row.
+ * Atomic adds would be faster by a little and give different bits on every
+ * run; the embedding gradient of a language model goes through here. */
+__global__ void k_iota(int64_t n, int32_t *y) {
+    GRID_LOOP(i, n) y[i] = (int32_t)i;
+}
+
 template <typename T>
-__global__ void k_scatter_add(int64_t n, int64_t d, int64_t v, int *flag, T *y, const T *src, const int32_t *ids) {
-    GRID_LOOP(i, n * d) {
-        int64_t r = i / d, j = i % d;
-        int id = ids[r];
+__global__ void k_scatter_groups(int64_t n, int64_t d, int64_t v, int *flag, T *y, const T *src, const int32_t *ids,
+                                 const int32_t *pos) {
+    for (int64_t i = blockIdx.x; i < n; i += gridDim.x) {
+        const int id = ids[i];
+        if (i > 0 && ids[i - 1] == id) continue; /* not the first of its group */
         if (id < 0 || id >= v) {
-            if (j == 0) flag_bad(flag, r, id);
-        } else {
-            atomicAdd(&y[id * d + j], src[i]);
+            if (threadIdx.x == 0) flag_bad(flag, pos[i], id);
+            continue;
+        }
+        for (int64_t j = threadIdx.x; j < d; j += blockDim.x) {
+            double acc = ld(y[id * d + j]);
+            for (int64_t g = i; g < n && ids[g] == id; g++) acc += ld(src[pos[g] * d + j]);
+            y[id * d + j] = st<T>(acc);
         }
     }
 }
 
+static Scratch g_sort_scratch;
+
 static int cu_scatter_add_rows(ttt_tensor *dst, const ttt_tensor *src, const ttt_tensor *ids) {
     if (float_only("scatter_add_rows", src->dtype) || flag_reset()) return TTT_ERR;
     int64_t n = numel(ids), v = dst->shape[0], d = dst->shape[1];
-    if (src->dtype == TTT_F32) k_scatter_add<float><<<blocks_for(n * d), THREADS, 0, g_stream>>>(n, d, v, g_flag, (float *)dst->data, (const float *)src->data, (const int32_t *)ids->data);
-    else k_scatter_add<double><<<blocks_for(n * d), THREADS, 0, g_stream>>>(n, d, v, g_flag, (double *)dst->data, (const double *)src->data, (const int32_t *)ids->data);
+    if (n == 0) return TTT_OK;
+    if (n > INT32_MAX) {
+        ttt_backend_error("scatter_add_rows: %lld ids are more than one sort handles", (long long)n);
+        return TTT_ERR;
+    }
+    /* scratch: sorted ids, positions, sorted positions, then the sort's own temporary storage */
+    size_t sort_bytes = 0;
+    cudaError_t e = cub::DeviceRadixSort::SortPairs(NULL, sort_bytes, (const int32_t *)NULL, (int32_t *)NULL,
+                                                    (const int32_t *)NULL, (int32_t *)NULL, (int)n, 0, 32, g_stream);
+    if (e != cudaSuccess) {
+        ttt_backend_error("cub::DeviceRadixSort::SortPairs (size query) failed: %s", cudaGetErrorString(e));
+        return TTT_ERR;
+    }
+    const size_t ints = ((size_t)n * sizeof(int32_t) + 255) & ~(size_t)255;
+    if (scratch_reserve(&g_sort_scratch, 3 * ints + sort_bytes, "scatter_add_rows")) return TTT_ERR;
+    char *base = (char *)g_sort_scratch.p;
+    int32_t *ids_sorted = (int32_t *)base, *pos = (int32_t *)(base + ints), *pos_sorted = (int32_t *)(base + 2 * ints);
+    k_iota<<<blocks_for(n), THREADS, 0, g_stream>>>(n, pos);
+    LAUNCHED("scatter_add_rows (positions)");
+    e = cub::DeviceRadixSort::SortPairs(base + 3 * ints, sort_bytes, (const int32_t *)ids->data, ids_sorted, pos,
+                                        pos_sorted, (int)n, 0, 32, g_stream);
+    if (e != cudaSuccess) {
+        ttt_backend_error("cub::DeviceRadixSort::SortPairs failed: %s", cudaGetErrorString(e));
+        return TTT_ERR;
+    }
+    const unsigned grid = (unsigned)(n < 65535 * 32 ? n : 65535 * 32);
+    const int threads = d >= 256 ? 256 : (int)((d + 31) / 32 * 32);
+    FLOAT_DISPATCH(src->dtype, T,
+                   k_scatter_groups<T><<<grid, threads, 0, g_stream>>>(n, d, v, g_flag, (T *)dst->data, (const T *)src->data,
+                                                                       ids_sorted, pos_sorted))
     LAUNCHED("scatter_add_rows");
     return flag_check("scatter_add_rows: id", "position", v);
 }
@@ -964,9 +1103,9 @@ __global__ void k_rope(int64_t rows, int64_t d, int64_t inner, int64_t seq, int6
         double ang = pos * pow(theta, -2.0 * (double)k / (double)d);
         if (inverse) ang = -ang;
         double c = cos(ang), s = sin(ang);
-        double x1 = x[r * d + k], x2 = x[r * d + k + half];
-        y[r * d + k] = (T)(x1 * c - x2 * s);
-        y[r * d + k + half] = (T)(x2 * c + x1 * s);
+        double x1 = ld(x[r * d + k]), x2 = ld(x[r * d + k + half]);
+        y[r * d + k] = st<T>(x1 * c - x2 * s);
+        y[r * d + k + half] = st<T>(x2 * c + x1 * s);
     }
 }
 
@@ -976,26 +1115,24 @@ static int cu_rope(ttt_tensor *dst, const ttt_tensor *src, int seq_axis, int64_t
     rows_cols(src, &rows, &d);
     for (int a = seq_axis + 1; a < src->ndim - 1; a++) inner *= src->shape[a];
     int64_t seq = src->shape[seq_axis], n = rows * (d / 2);
-    if (src->dtype == TTT_F32) k_rope<float><<<blocks_for(n), THREADS, 0, g_stream>>>(rows, d, inner, seq, pos0, theta, inverse, (float *)dst->data, (const float *)src->data);
-    else k_rope<double><<<blocks_for(n), THREADS, 0, g_stream>>>(rows, d, inner, seq, pos0, theta, inverse, (double *)dst->data, (const double *)src->data);
+    FLOAT_DISPATCH(src->dtype, T, k_rope<T><<<blocks_for(n), THREADS, 0, g_stream>>>(rows, d, inner, seq, pos0, theta, inverse, (T *)dst->data, (const T *)src->data))
     LAUNCHED("rope");
     return TTT_OK;
 }
 
 template <typename T>
-__global__ void k_mask(int64_t n, int64_t tq, int64_t tk, int64_t window, int64_t q_offset, T fill, T *y, const T *x) {
+__global__ void k_mask(int64_t n, int64_t tq, int64_t tk, int64_t window, int64_t q_offset, double fill, T *y, const T *x) {
     GRID_LOOP(i, n) {
         int64_t j = i % tk, qp = q_offset + (i / tk) % tq;
         int keep = j <= qp && (window <= 0 || qp - j < window);
-        y[i] = keep ? x[i] : fill;
+        y[i] = keep ? x[i] : st<T>(fill);
     }
 }
 
 static int cu_attn_mask(ttt_tensor *dst, const ttt_tensor *src, int64_t window, int64_t q_offset, double fill) {
     if (float_only("attn_mask", src->dtype)) return TTT_ERR;
     int64_t n = numel(src), tk = src->shape[src->ndim - 1], tq = src->shape[src->ndim - 2];
-    if (src->dtype == TTT_F32) k_mask<float><<<blocks_for(n), THREADS, 0, g_stream>>>(n, tq, tk, window, q_offset, (float)fill, (float *)dst->data, (const float *)src->data);
-    else k_mask<double><<<blocks_for(n), THREADS, 0, g_stream>>>(n, tq, tk, window, q_offset, fill, (double *)dst->data, (const double *)src->data);
+    FLOAT_DISPATCH(src->dtype, T, k_mask<T><<<blocks_for(n), THREADS, 0, g_stream>>>(n, tq, tk, window, q_offset, fill, (T *)dst->data, (const T *)src->data))
     LAUNCHED("attn_mask");
     return TTT_OK;
 }
@@ -1006,12 +1143,12 @@ template <typename T>
 __global__ void k_adamw(int64_t n, T *p, const T *g, T *m, T *v, double lr, double b1, double b2, double eps, double wd,
                         double bc1, double bc2) {
     GRID_LOOP(i, n) {
-        double w = (double)p[i] * (1.0 - lr * wd);
-        double mi = b1 * (double)m[i] + (1.0 - b1) * (double)g[i];
-        double vi = b2 * (double)v[i] + (1.0 - b2) * (double)g[i] * (double)g[i];
-        m[i] = (T)mi;
-        v[i] = (T)vi;
-        p[i] = (T)(w - lr * (mi / bc1) / (sqrt(vi / bc2) + eps));
+        double w = (double)ld(p[i]) * (1.0 - lr * wd), gi = ld(g[i]);
+        double mi = b1 * (double)ld(m[i]) + (1.0 - b1) * gi;
+        double vi = b2 * (double)ld(v[i]) + (1.0 - b2) * gi * gi;
+        m[i] = st<T>(mi);
+        v[i] = st<T>(vi);
+        p[i] = st<T>(w - lr * (mi / bc1) / (sqrt(vi / bc2) + eps));
     }
 }
 
@@ -1020,8 +1157,7 @@ static int cu_adamw(ttt_tensor *p, const ttt_tensor *g, ttt_tensor *m, ttt_tenso
     if (float_only("adamw", p->dtype)) return TTT_ERR;
     int64_t n = numel(p);
     double bc1 = 1.0 - pow(b1, (double)step), bc2 = 1.0 - pow(b2, (double)step);
-    if (p->dtype == TTT_F32) k_adamw<float><<<blocks_for(n), THREADS, 0, g_stream>>>(n, (float *)p->data, (const float *)g->data, (float *)m->data, (float *)v->data, lr, b1, b2, eps, wd, bc1, bc2);
-    else k_adamw<double><<<blocks_for(n), THREADS, 0, g_stream>>>(n, (double *)p->data, (const double *)g->data, (double *)m->data, (double *)v->data, lr, b1, b2, eps, wd, bc1, bc2);
+    FLOAT_DISPATCH(p->dtype, T, k_adamw<T><<<blocks_for(n), THREADS, 0, g_stream>>>(n, (T *)p->data, (const T *)g->data, (T *)m->data, (T *)v->data, lr, b1, b2, eps, wd, bc1, bc2))
     LAUNCHED("adamw");
     return TTT_OK;
 }
@@ -1029,21 +1165,20 @@ static int cu_adamw(ttt_tensor *p, const ttt_tensor *g, ttt_tensor *m, ttt_tenso
 template <typename T>
 __global__ void k_sgd(int64_t n, T *p, const T *g, T *buf, double lr, double mom, double wd, int nesterov) {
     GRID_LOOP(i, n) {
-        double d = (double)g[i] + wd * (double)p[i];
+        double d = (double)ld(g[i]) + wd * (double)ld(p[i]);
         if (mom != 0) {
-            double b = mom * (double)buf[i] + d;
-            buf[i] = (T)b;
+            double b = mom * (double)ld(buf[i]) + d;
+            buf[i] = st<T>(b);
             d = nesterov ? d + mom * b : b;
         }
-        p[i] = (T)((double)p[i] - lr * d);
+        p[i] = st<T>((double)ld(p[i]) - lr * d);
     }
 }
 
 static int cu_sgd(ttt_tensor *p, const ttt_tensor *g, ttt_tensor *buf, double lr, double mom, double wd, int nesterov) {
     if (float_only("sgd", p->dtype)) return TTT_ERR;
     int64_t n = numel(p);
-    if (p->dtype == TTT_F32) k_sgd<float><<<blocks_for(n), THREADS, 0, g_stream>>>(n, (float *)p->data, (const float *)g->data, (float *)buf->data, lr, mom, wd, nesterov);
-    else k_sgd<double><<<blocks_for(n), THREADS, 0, g_stream>>>(n, (double *)p->data, (const double *)g->data, (double *)buf->data, lr, mom, wd, nesterov);
+    FLOAT_DISPATCH(p->dtype, T, k_sgd<T><<<blocks_for(n), THREADS, 0, g_stream>>>(n, (T *)p->data, (const T *)g->data, (T *)buf->data, lr, mom, wd, nesterov))
     LAUNCHED("sgd");
     return TTT_OK;
 }
@@ -1166,6 +1301,7 @@ static ttt_backend make_table(void) {
     b.attn_mask = cu_attn_mask;
     b.adamw = cu_adamw;
     b.sgd = cu_sgd;
+    b.set_tf32 = cu_set_tf32;
     b.graph_begin = cu_graph_begin;
     b.graph_end = cu_graph_end;
     b.graph_replay = cu_graph_replay;
