@@ -193,6 +193,36 @@ static void test_remat(ttt_ctx *ctx) {
     CHECK_MSG(calls[1] >= 12, "remat ran the block %d times", calls[1]);
 }
 
+/* The fused first-order cross-entropy gradient (backend cross_entropy_bwd)
+ * equals the composed one that create_graph takes, ignored rows included. */
+static void test_cross_entropy_fused_vjp(ttt_ctx *ctx) {
+    enum { R = 5, V = 7 };
+    double x[R * V], w[R];
+    for (int i = 0; i < R * V; i++) x[i] = sin(1.3 * i) * 2;
+    for (int i = 0; i < R; i++) w[i] = 0.5 + i;
+    int32_t t[R] = {3, -100, 0, 6, 2};
+    ttt_tensor *xt = ttt_from_host(ctx, TTT_F64, TTT_DIMS(R, V), x), *tt = ttt_from_host(ctx, TTT_I32, TTT_DIMS(R), t);
+    ttt_tensor *wt = ttt_from_host(ctx, TTT_F64, TTT_DIMS(R), w);
+    ttt_set_requires_grad(xt, 1);
+    ttt_tensor *f = ttt_sum(ctx, ttt_mul(ctx, ttt_cross_entropy_rows(ctx, xt, tt, -100), wt), 0, NULL, 0);
+    ttt_tensor *fused, *composed;
+    CHECK(ttt_grad(ctx, 1, &f, NULL, 1, &xt, &fused, 0) == TTT_OK);    /* first order: the fused kernel */
+    CHECK(ttt_grad(ctx, 1, &f, NULL, 1, &xt, &composed, 1) == TTT_OK); /* create_graph: composed */
+    double a[R * V], b[R * V];
+    ttt_copy_to_host(ctx, fused, a, TTT_F64);
+    ttt_copy_to_host(ctx, composed, b, TTT_F64);
+    double worst = 0, row1 = 0;
+    for (int i = 0; i < R * V; i++) worst = fmax(worst, fabs(a[i] - b[i]));
+    for (int j = 0; j < V; j++) row1 = fmax(row1, fabs(a[V + j]));
+    CHECK_NEAR(worst, 0, 1e-14);
+    CHECK(row1 == 0); /* the ignored row */
+    /* each counted row sums to zero (softmax minus one-hot) */
+    double s0 = 0;
+    for (int j = 0; j < V; j++) s0 += a[j];
+    CHECK_NEAR(s0, 0, 1e-14);
+    ttt_step_reset(ctx);
+}
+
 int main(void) {
     ttt_ctx *ctx = ttt_ctx_new(NULL);
     CHECK(ctx != NULL);
@@ -200,6 +230,7 @@ int main(void) {
     test_intermediate(ctx);
     test_inner_step(ctx);
     test_no_grad_detach(ctx);
+    test_cross_entropy_fused_vjp(ctx);
     test_remat(ctx);
     ttt_ctx_free(ctx);
     TEST_MAIN_END();

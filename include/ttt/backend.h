@@ -73,6 +73,12 @@ typedef struct ttt_backend {
     int (*norm)(ttt_norm_kind kind, ttt_tensor *dst, const ttt_tensor *src, double eps);
     /* per-row loss [...] of logits [..., V] and I32 targets [...]; 0 where ignored */
     int (*cross_entropy)(ttt_tensor *dst, const ttt_tensor *logits, const ttt_tensor *targets, int ignore_index);
+    /* The gradient of those per-row losses in one pass: dst [..., V] =
+     * grow[r] * (softmax(logits[r]) - onehot(targets[r])), all-zero rows where
+     * ignored; grow [...] has the logits' dtype, everything dense. Optional
+     * (NULL: the op layer composes it). */
+    int (*cross_entropy_bwd)(ttt_tensor *dst, const ttt_tensor *logits, const ttt_tensor *targets,
+                             const ttt_tensor *grow, int ignore_index);
     /* dst [..., V] = one-hot of targets (all-zero row where ignored) */
     int (*one_hot)(ttt_tensor *dst, const ttt_tensor *targets, int ignore_index);
     /* dst [n, D] = table[ids[n]]; ids I32 contiguous, table contiguous [V, D] */

@@ -98,6 +98,9 @@ static int p_norm(ttt_norm_kind k, ttt_tensor *d, const ttt_tensor *s, double ep
 static int p_cross_entropy(ttt_tensor *d, const ttt_tensor *l, const ttt_tensor *t, int ig) {
     TIMED("cross_entropy", NULL, l->dtype, g_real->cross_entropy(d, l, t, ig));
 }
+static int p_cross_entropy_bwd(ttt_tensor *d, const ttt_tensor *l, const ttt_tensor *t, const ttt_tensor *g, int ig) {
+    TIMED("cross_entropy_bwd", NULL, l->dtype, g_real->cross_entropy_bwd(d, l, t, g, ig));
+}
 static int p_one_hot(ttt_tensor *d, const ttt_tensor *t, int ig) { TIMED("one_hot", NULL, d->dtype, g_real->one_hot(d, t, ig)); }
 static int p_gather(ttt_tensor *d, const ttt_tensor *tb, const ttt_tensor *ids) {
     TIMED("gather_rows", NULL, tb->dtype, g_real->gather_rows(d, tb, ids));
@@ -158,6 +161,7 @@ const ttt_backend *ttt__profile_wrap(const ttt_backend *real) {
         g_table.where = p_where, g_table.reduce = p_reduce, g_table.matmul = p_matmul, g_table.softmax = p_softmax;
         g_table.norm = p_norm, g_table.cross_entropy = p_cross_entropy, g_table.one_hot = p_one_hot;
         g_table.gather_rows = p_gather, g_table.scatter_add_rows = p_scatter, g_table.rope = p_rope;
+        if (real->cross_entropy_bwd) g_table.cross_entropy_bwd = p_cross_entropy_bwd;
         g_table.attn_mask = p_mask, g_table.adamw = p_adamw, g_table.sgd = p_sgd;
         if (real->attention_fwd) g_table.attention_fwd = p_attention_fwd;
         if (real->attention_bwd) g_table.attention_bwd = p_attention_bwd;

@@ -371,12 +371,14 @@ ttt_tensor *ttt_lm_logits(ttt_ctx *ctx, const ttt_lm *m, ttt_tensor *hidden) {
 typedef struct {
     ttt_tensor *targets;
     ttt_dtype loss_dt;
+    int64_t vocab; /* the head may have padding rows past it */
 } chunk_args;
 
 static int chunk_loss_fn(ttt_ctx *ctx, void *user, int n_in, ttt_tensor *const *in, int n_out, ttt_tensor **out) {
     (void)n_in, (void)n_out;
     const chunk_args *a = user;
     ttt_tensor *logits = ttt_matmul(ctx, in[0], in[1], 0, 1);
+    if (logits && logits->shape[logits->ndim - 1] != a->vocab) logits = ttt_slice(ctx, logits, -1, 0, a->vocab, 1);
     if (logits && logits->dtype != a->loss_dt) logits = ttt_cast(ctx, logits, a->loss_dt);
     out[0] = ttt_cross_entropy_rows(ctx, logits, a->targets, -100);
     return out[0] ? TTT_OK : TTT_ERR;
@@ -404,12 +406,19 @@ ttt_tensor *ttt_lm_loss_chunked(ttt_ctx *ctx, const ttt_lm *m, ttt_tensor *ids, 
     const int64_t n_chunks = (T + chunk - 1) / chunk;
     const int record = ttt__recording(ctx, 1, &h);
     const ttt_dtype loss_dt = m->embed->dtype; /* the loss is not computed in bf16 */
-    ttt_tensor *rows = NULL, **parts = NULL, *head = NULL;
-    if (record) {
-        parts = ttt__meta_alloc(ctx, sizeof(ttt_tensor *) * (size_t)n_chunks);
-        head = W(ctx, m, m->embed); /* cast once, outside the rematerialized chunks */
-        if (!head) return NULL;
-    } else rows = ttt_new(ctx, loss_dt, TTT_DIMS(B, T));
+    /* The head in the compute dtype, cast once outside the rematerialized
+     * chunks, with zero rows up to a multiple of 64: a logits row of V = 50257
+     * elements is not 16-byte aligned, and cuBLAS then leaves the tensor-core
+     * kernels for ones several times slower (the padding logits are sliced off
+     * before the loss). */
+    const int64_t V_pad = (V + 63) / 64 * 64;
+    ttt_tensor *head = W(ctx, m, m->embed);
+    if (head && V_pad != V)
+        head = ttt_concat(ctx, 2, (ttt_tensor *[]){head, ttt_zeros(ctx, head->dtype, TTT_DIMS(V_pad - V, m->cfg.dim))}, 0);
+    if (!head) return NULL;
+    ttt_tensor *rows = NULL, **parts = NULL;
+    if (record) parts = ttt__meta_alloc(ctx, sizeof(ttt_tensor *) * (size_t)n_chunks);
+    else rows = ttt_new(ctx, loss_dt, TTT_DIMS(B, T));
     if (!parts && !rows) return NULL;
     for (int64_t j = 0; j < n_chunks; j++) {
         const int64_t t0 = j * chunk, t1 = t0 + chunk < T ? t0 + chunk : T;
@@ -420,12 +429,12 @@ ttt_tensor *ttt_lm_loss_chunked(ttt_ctx *ctx, const ttt_lm *m, ttt_tensor *ids, 
         if (record) {
             chunk_args *a = ttt__meta_alloc(ctx, sizeof *a); /* lives until the backward pass (step arena) */
             if (!a) return NULL;
-            a->targets = ts;
-            a->loss_dt = loss_dt;
+            *a = (chunk_args){ts, loss_dt, V};
             if (ttt_checkpoint(ctx, chunk_loss_fn, a, 2, (ttt_tensor *const[]){hs, head}, 1, &r) != TTT_OK)
                 return NULL;
         } else {
-            r = ttt_cross_entropy_rows(ctx, ttt_lm_logits(ctx, m, hs), ts, -100);
+            chunk_args a = {ts, loss_dt, V};
+            if (chunk_loss_fn(ctx, &a, 2, (ttt_tensor *const[]){hs, head}, 1, &r) != TTT_OK) return NULL;
         }
         if (!r) return NULL;
         if (record) parts[j] = r;

@@ -124,6 +124,14 @@ static ttt_tensor *one_hot(ttt_ctx *ctx, const ttt_tensor *logits, const ttt_ten
 VJP(ce_rows_vjp) {
     /* d row_loss / d logits = softmax(x) - onehot(t); ignored rows get 0 */
     ttt_tensor *t = nd->pattr[0];
+    if (ctx->be->cross_entropy_bwd && !ttt_grad_enabled(ctx)) {
+        /* first order only: one fused pass (create_graph needs the composed, differentiable form below) */
+        ttt_tensor *gd = ttt__dense(ctx, G), *xd = ttt__dense(ctx, X), *out = ttt__new_like(ctx, X);
+        if (!gd || !xd || !out) return TTT_ERR;
+        if (ttt_numel(out) && ctx->be->cross_entropy_bwd(out, xd, t, gd, (int)nd->iattr[0]) != TTT_OK)
+            return ttt__backend_failed(ctx, "cross_entropy (backward)");
+        DONE(out);
+    }
     ttt_tensor *oh = one_hot(ctx, X, t, (int)nd->iattr[0]);
     ttt_tensor *valid = oh ? sum_last(ctx, oh) : NULL;
     int64_t shape[TTT_MAX_DIMS];

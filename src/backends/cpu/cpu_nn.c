@@ -96,6 +96,33 @@ CPU_PARALLEL(rows * v > CPU_PAR_MIN,
     return TTT_OK;
 }
 
+int cpu_cross_entropy_bwd(ttt_tensor *dst, const ttt_tensor *logits, const ttt_tensor *targets, const ttt_tensor *grow,
+                          int ignore_index) {
+    if (float_only("cross_entropy_bwd", logits)) return TTT_ERR;
+    int64_t rows, v;
+    cpu_rows_cols(logits, &rows, &v);
+    if (check_targets("cross_entropy_bwd", targets, rows, v, ignore_index)) return TTT_ERR;
+    const int32_t *t = targets->data;
+    int f32 = F32(logits);
+CPU_PARALLEL(rows * v > CPU_PAR_MIN,
+    _Pragma("omp for schedule(static)")
+        for (int64_t r = 0; r < rows; r++) {
+            const int64_t o = r * v;
+            if (t[r] == ignore_index) {
+                for (int64_t j = 0; j < v; j++) st(dst->data, f32, o + j, 0.0);
+                continue;
+            }
+            double mx = -INFINITY, sum = 0;
+            for (int64_t j = 0; j < v; j++) mx = fmax(mx, ld(logits->data, f32, o + j));
+            for (int64_t j = 0; j < v; j++) sum += exp(ld(logits->data, f32, o + j) - mx);
+            const double g = ld(grow->data, f32, r);
+            for (int64_t j = 0; j < v; j++)
+                st(dst->data, f32, o + j, g * (exp(ld(logits->data, f32, o + j) - mx) / sum - (j == t[r] ? 1.0 : 0.0)));
+        }
+);
+    return TTT_OK;
+}
+
 int cpu_one_hot(ttt_tensor *dst, const ttt_tensor *targets, int ignore_index) {
     if (float_only("one_hot", dst)) return TTT_ERR;
     int64_t rows, v;

@@ -978,6 +978,43 @@ static int cu_cross_entropy(ttt_tensor *dst, const ttt_tensor *logits, const ttt
     return flag_check("cross_entropy: target", "row", v);
 }
 
+/* One block per row: max and sum of exponentials (f32 for f32 / bf16 rows,
+ * f64 for f64), then the row written once; the probabilities never exist
+ * apart from the gradient. */
+template <typename T>
+__global__ void k_cross_entropy_bwd(int64_t v, int ignore, int *flag, T *y, const T *x, const int32_t *t, const T *grow) {
+    typedef typename Acc<T>::type A;
+    const int64_t row = blockIdx.x;
+    const int tg = t[row];
+    T *o = y + row * v;
+    if (tg == ignore || tg < 0 || tg >= v) {
+        if (tg != ignore && threadIdx.x == 0) flag_bad(flag, row, tg);
+        for (int64_t j = threadIdx.x; j < v; j += blockDim.x) o[j] = st<T>(0.0);
+        return;
+    }
+    const T *r = x + row * v;
+    A mx = -INFINITY;
+    for (int64_t j = threadIdx.x; j < v; j += blockDim.x) mx = fmax(mx, ld(r[j]));
+    mx = block_reduce<A>(mx, 1);
+    A sum = 0;
+    for (int64_t j = threadIdx.x; j < v; j += blockDim.x) sum += exp(ld(r[j]) - mx);
+    sum = block_reduce<A>(sum, 0);
+    const A scale = (A)ld(grow[row]) / sum, g = ld(grow[row]);
+    for (int64_t j = threadIdx.x; j < v; j += blockDim.x)
+        o[j] = st_f<T>(exp(ld(r[j]) - mx) * scale - (j == tg ? g : (A)0));
+}
+
+static int cu_cross_entropy_bwd(ttt_tensor *dst, const ttt_tensor *logits, const ttt_tensor *targets,
+                                const ttt_tensor *grow, int ignore) {
+    if (float_only("cross_entropy_bwd", logits->dtype) || flag_reset()) return TTT_ERR;
+    int64_t rows, v;
+    rows_cols(logits, &rows, &v);
+    FLOAT_DISPATCH(logits->dtype, T,
+                   k_cross_entropy_bwd<T><<<(unsigned)rows, THREADS, 0, g_stream>>>(v, ignore, g_flag, (T *)dst->data, (const T *)logits->data, (const int32_t *)targets->data, (const T *)grow->data))
+    LAUNCHED("cross_entropy_bwd");
+    return flag_check("cross_entropy: target", "row", v);
+}
+
 template <typename T>
 __global__ void k_one_hot(int64_t rows, int64_t v, int ignore, int *flag, T *y, const int32_t *t) {
     GRID_LOOP(i, rows * v) {
@@ -1294,6 +1331,7 @@ static ttt_backend make_table(void) {
     b.softmax = cu_softmax;
     b.norm = cu_norm;
     b.cross_entropy = cu_cross_entropy;
+    b.cross_entropy_bwd = cu_cross_entropy_bwd;
     b.one_hot = cu_one_hot;
     b.gather_rows = cu_gather_rows;
     b.scatter_add_rows = cu_scatter_add_rows;
