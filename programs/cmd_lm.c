@@ -42,7 +42,8 @@ static const uint64_t VAL_SEED = 0x76616c6964ull;
 typedef struct {
     const char *data, *val, *out, *preset, *ckpt, *tokenizer, *prompt, *device, *dtype, *compute, *buckets;
     int64_t dim, depth, heads, mlp_hidden, prime_blocks, prime_hidden, window, seq, batch, accum, steps, warmup, seed,
-        save_every, log_every, eval_every, eval_batches, stop_at, context, max_docs, tokens, top_k, threads;
+        save_every, log_every, eval_every, eval_batches, stop_at, context, max_docs, tokens, top_k, threads,
+        logit_chunk;
     double rope_theta, lr, min_lr, wd, beta2, clip, peak_bf16, peak_f32, temperature, top_p;
     int resume, tf32;
     ttt_lm_config model;          /* train: the preset with the model flags applied (vocab from the shard) */
@@ -82,6 +83,7 @@ static const flag_spec FLAGS[] = {
     F_INT("--seq-len", SUB_TRAIN, seq, 1, 1 << 24),
     F_INT("--batch", SUB_TRAIN, batch, 1, 1 << 20),
     F_INT("--grad-accum", SUB_TRAIN, accum, 1, 1 << 20),
+    F_INT("--logit-chunk", SUB_TRAIN, logit_chunk, 0, 1 << 24),
     F_INT("--steps", SUB_TRAIN, steps, 1, BIG),
     F_DBL("--lr", SUB_TRAIN, lr, 0, 10),
     F_DBL("--min-lr", SUB_TRAIN, min_lr, 0, 10),
@@ -158,6 +160,8 @@ static void usage_train(FILE *f) {
             "  --seq-len T         tokens per sequence (default 256)\n"
             "  --batch B           sequences per micro-batch (default 8)\n"
             "  --grad-accum N      micro-batches per step; gradients summed, each loss scaled by 1/N (default 1)\n"
+            "  --logit-chunk N     positions whose logits are formed at once in the loss (0: about 2^24 logits\n"
+            "                      per chunk); larger chunks: fewer, larger head matmuls, more memory\n"
             "  --steps S           optimizer steps (default 200)\n"
             "  --lr LR             AdamW peak learning rate (default 3e-4); betas 0.9 and --beta2, eps 1e-8\n"
             "  --min-lr LR         the cosine's floor (default --lr / 10)\n"
@@ -522,7 +526,7 @@ static double batch_loss(lm_run *r, const ttt_shard *s, uint64_t seed, int64_t i
     }
     ttt_tensor *ids = ttt_from_host(r->ctx, TTT_I32, TTT_DIMS(B, T), r->ids);
     ttt_tensor *tg = ttt_from_host(r->ctx, TTT_I32, TTT_DIMS(B, T), r->tg);
-    ttt_tensor *loss = ttt_lm_loss(r->ctx, &r->m, ids, tg, NULL);
+    ttt_tensor *loss = ttt_lm_loss_chunked(r->ctx, &r->m, ids, tg, NULL, r->o->logit_chunk);
     if (loss_out) *loss_out = loss;
     const double l = loss ? ttt_item(r->ctx, loss) : NAN;
     if (!isfinite(l)) fprintf(stderr, "ttt lm train: %s\n", loss ? "the loss is not finite" : ttt_error(r->ctx));

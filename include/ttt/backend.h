@@ -71,6 +71,11 @@ typedef struct ttt_backend {
     /* last-axis kernels, contiguous src */
     int (*softmax)(ttt_tensor *dst, const ttt_tensor *src, int log);
     int (*norm)(ttt_norm_kind kind, ttt_tensor *dst, const ttt_tensor *src, double eps);
+    /* Its first-order gradient in one pass: dx from x, the forward's output y and
+     * dy (all dense, one shape): RMS dx = rstd (dy - y mean(dy y)); layer
+     * dx = rstd (dy - mean(dy) - y mean(dy y)). Optional (NULL: composed). */
+    int (*norm_bwd)(ttt_norm_kind kind, ttt_tensor *dx, const ttt_tensor *x, const ttt_tensor *y,
+                    const ttt_tensor *dy, double eps);
     /* per-row loss [...] of logits [..., V] and I32 targets [...]; 0 where ignored */
     int (*cross_entropy)(ttt_tensor *dst, const ttt_tensor *logits, const ttt_tensor *targets, int ignore_index);
     /* The gradient of those per-row losses in one pass: dst [..., V] =

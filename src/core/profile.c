@@ -17,7 +17,7 @@
 enum { MAX_ROWS = 96 };
 
 typedef struct {
-    char name[40];
+    char name[64];
     long long calls;
     double seconds;
 } prof_row;
@@ -50,7 +50,7 @@ static void end(double t0, const char *kind, const char *op, ttt_dtype dt) {
     if (g_recording) return;
     g_real->synchronize();
     const double dt_s = now() - t0;
-    char name[40];
+    char name[64];
     snprintf(name, sizeof name, "%s%s%s %s", kind, op ? ":" : "", op ? op : "", (unsigned)dt < 4 ? DTYPE[dt] : "?");
     for (int i = 0; i < g_n_rows; i++)
         if (!strcmp(g_rows[i].name, name)) {
@@ -87,13 +87,25 @@ static int p_reduce(ttt_reduce_op op, ttt_tensor *d, const ttt_tensor *s) {
     TIMED("reduce", op == TTT_R_MAX ? "max" : "sum", s->dtype, g_real->reduce(op, d, s));
 }
 static int p_matmul(ttt_tensor *c, const ttt_tensor *a, const ttt_tensor *b, int ta, int tb) {
-    TIMED("matmul", NULL, c->dtype, g_real->matmul(c, a, b, ta, tb));
+    /* by shape: [batch x] M x N x K and the transposes, since one slow shape hides among fast ones */
+    char shape[48];
+    const int nd = c->ndim;
+    int64_t batch = 1;
+    for (int i = 0; i < nd - 2; i++) batch *= c->shape[i];
+    const int64_t k = ta ? a->shape[a->ndim - 2] : a->shape[a->ndim - 1];
+    snprintf(shape, sizeof shape, "%lldx%lldx%lldx%lld %s%s", (long long)batch, (long long)c->shape[nd - 2],
+             (long long)c->shape[nd - 1], (long long)k, ta ? "T" : "N", tb ? "T" : "N");
+    TIMED("matmul", shape, c->dtype, g_real->matmul(c, a, b, ta, tb));
 }
 static int p_softmax(ttt_tensor *d, const ttt_tensor *s, int log) {
     TIMED("softmax", log ? "log" : NULL, s->dtype, g_real->softmax(d, s, log));
 }
 static int p_norm(ttt_norm_kind k, ttt_tensor *d, const ttt_tensor *s, double eps) {
     TIMED("norm", k == TTT_NORM_RMS ? "rms" : "layer", s->dtype, g_real->norm(k, d, s, eps));
+}
+static int p_norm_bwd(ttt_norm_kind k, ttt_tensor *dx, const ttt_tensor *x, const ttt_tensor *y, const ttt_tensor *dy,
+                      double eps) {
+    TIMED("norm_bwd", k == TTT_NORM_RMS ? "rms" : "layer", x->dtype, g_real->norm_bwd(k, dx, x, y, dy, eps));
 }
 static int p_cross_entropy(ttt_tensor *d, const ttt_tensor *l, const ttt_tensor *t, int ig) {
     TIMED("cross_entropy", NULL, l->dtype, g_real->cross_entropy(d, l, t, ig));
@@ -162,6 +174,7 @@ const ttt_backend *ttt__profile_wrap(const ttt_backend *real) {
         g_table.norm = p_norm, g_table.cross_entropy = p_cross_entropy, g_table.one_hot = p_one_hot;
         g_table.gather_rows = p_gather, g_table.scatter_add_rows = p_scatter, g_table.rope = p_rope;
         if (real->cross_entropy_bwd) g_table.cross_entropy_bwd = p_cross_entropy_bwd;
+        if (real->norm_bwd) g_table.norm_bwd = p_norm_bwd;
         g_table.attn_mask = p_mask, g_table.adamw = p_adamw, g_table.sgd = p_sgd;
         if (real->attention_fwd) g_table.attention_fwd = p_attention_fwd;
         if (real->attention_bwd) g_table.attention_bwd = p_attention_bwd;
@@ -184,10 +197,10 @@ void ttt__profile_release(void) {
     double total = 0;
     for (int i = 0; i < g_n_rows; i++) total += g_rows[i].seconds;
     qsort(g_rows, (size_t)g_n_rows, sizeof g_rows[0], by_time);
-    fprintf(stderr, "\n== TTT_PROFILE: kernel entries on %s, synchronized each (%.3f s in all) ==\n%-34s %10s %12s %10s %7s\n",
+    fprintf(stderr, "\n== TTT_PROFILE: kernel entries on %s, synchronized each (%.3f s in all) ==\n%-44s %10s %12s %10s %7s\n",
             g_real->name, total, "entry dtype", "calls", "total ms", "us/call", "share");
     for (int i = 0; i < g_n_rows; i++)
-        fprintf(stderr, "%-34s %10lld %12.2f %10.1f %6.1f%%\n", g_rows[i].name, g_rows[i].calls, 1e3 * g_rows[i].seconds,
+        fprintf(stderr, "%-44s %10lld %12.2f %10.1f %6.1f%%\n", g_rows[i].name, g_rows[i].calls, 1e3 * g_rows[i].seconds,
                 1e6 * g_rows[i].seconds / (double)g_rows[i].calls, total > 0 ? 100 * g_rows[i].seconds / total : 0);
     g_n_rows = 0;
     g_real = NULL;

@@ -56,6 +56,14 @@ ttt_tensor *ttt_log_softmax(ttt_ctx *ctx, ttt_tensor *x) { return softmax(ctx, x
 VJP(norm_vjp) {
     double eps = nd->fattr[0];
     ttt_tensor *x = X, *y = Y, *g = G;
+    if (ctx->be->norm_bwd && !ttt_grad_enabled(ctx)) {
+        /* first order only: one fused pass (create_graph needs the composed form below) */
+        ttt_tensor *xd = ttt__dense(ctx, x), *gd = ttt__dense(ctx, g), *dx = ttt__new_like(ctx, x);
+        if (!xd || !gd || !dx) return TTT_ERR;
+        if (ttt_numel(dx) && ctx->be->norm_bwd((ttt_norm_kind)nd->iattr[0], dx, xd, y, gd, eps) != TTT_OK)
+            return ttt__backend_failed(ctx, "norm (backward)");
+        DONE(dx);
+    }
     if (nd->iattr[0] == TTT_NORM_LAYER) {
         /* dx = rstd (g - mean(g) - y mean(g y)) */
         ttt_tensor *xc = ttt_sub(ctx, x, mean_last(ctx, x));

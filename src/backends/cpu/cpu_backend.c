@@ -13,6 +13,8 @@ int cpu_matmul(ttt_tensor *c, const ttt_tensor *a, const ttt_tensor *b, int tran
 int cpu_softmax(ttt_tensor *dst, const ttt_tensor *src, int log);
 int cpu_norm(ttt_norm_kind kind, ttt_tensor *dst, const ttt_tensor *src, double eps);
 int cpu_cross_entropy(ttt_tensor *dst, const ttt_tensor *logits, const ttt_tensor *targets, int ignore_index);
+int cpu_norm_bwd(ttt_norm_kind kind, ttt_tensor *dx, const ttt_tensor *x, const ttt_tensor *y, const ttt_tensor *dy,
+                 double eps);
 int cpu_cross_entropy_bwd(ttt_tensor *dst, const ttt_tensor *logits, const ttt_tensor *targets, const ttt_tensor *grow,
                           int ignore_index);
 int cpu_one_hot(ttt_tensor *dst, const ttt_tensor *targets, int ignore_index);
@@ -141,6 +143,7 @@ static const ttt_backend CPU = {
     .norm = cpu_norm,
     .cross_entropy = cpu_cross_entropy,
     .cross_entropy_bwd = cpu_cross_entropy_bwd,
+    .norm_bwd = cpu_norm_bwd,
     .one_hot = cpu_one_hot,
     .gather_rows = cpu_gather_rows,
     .scatter_add_rows = cpu_scatter_add_rows,

@@ -61,6 +61,35 @@ CPU_PARALLEL(rows * cols > CPU_PAR_MIN,
     return TTT_OK;
 }
 
+int cpu_norm_bwd(ttt_norm_kind kind, ttt_tensor *dx, const ttt_tensor *x, const ttt_tensor *y, const ttt_tensor *dy,
+                 double eps) {
+    if (float_only("norm_bwd", x)) return TTT_ERR;
+    int64_t rows, cols;
+    cpu_rows_cols(x, &rows, &cols);
+    int f32 = F32(x);
+CPU_PARALLEL(rows * cols > CPU_PAR_MIN,
+    _Pragma("omp for schedule(static)")
+        for (int64_t r = 0; r < rows; r++) {
+            const int64_t o = r * cols;
+            double mean = 0, var = 0, mg = 0, mgy = 0;
+            if (kind == TTT_NORM_LAYER) {
+                for (int64_t j = 0; j < cols; j++) mean += ld(x->data, f32, o + j), mg += ld(dy->data, f32, o + j);
+                mean /= (double)cols, mg /= (double)cols;
+            }
+            for (int64_t j = 0; j < cols; j++) {
+                double d = ld(x->data, f32, o + j) - mean;
+                var += d * d;
+                mgy += ld(dy->data, f32, o + j) * ld(y->data, f32, o + j);
+            }
+            const double rstd = 1.0 / sqrt(var / (double)cols + eps);
+            mgy /= (double)cols;
+            for (int64_t j = 0; j < cols; j++)
+                st(dx->data, f32, o + j, rstd * (ld(dy->data, f32, o + j) - mg - ld(y->data, f32, o + j) * mgy));
+        }
+);
+    return TTT_OK;
+}
+
 /* Validate every target before touching the output (OpenMP loops cannot return early). */
 static int check_targets(const char *k, const ttt_tensor *targets, int64_t rows, int64_t v, int ignore) {
     const int32_t *t = targets->data;

@@ -885,6 +885,64 @@ static int cu_norm(ttt_norm_kind kind, ttt_tensor *dst, const ttt_tensor *src, d
     return TTT_OK;
 }
 
+/* The norms' first-order gradient, a warp per row (rows up to WARP_ROW_MAX;
+ * longer rows: a block per row), the sums in the arithmetic type (f32 for f32
+ * and bf16, f64 for f64). */
+template <typename T, typename A = typename Acc<T>::type>
+__device__ __forceinline__ void norm_bwd_row(int64_t cols, int layer, double eps, int lane, int width, T *dx, const T *x,
+                                             const T *y, const T *dy, A (*sum)(A)) {
+    A mean = 0, mg = 0;
+    if (layer) {
+        for (int64_t j = lane; j < cols; j += width) mean += ld(x[j]), mg += ld(dy[j]);
+        mean = sum(mean) / (A)cols, mg = sum(mg) / (A)cols;
+    }
+    A var = 0, mgy = 0;
+    for (int64_t j = lane; j < cols; j += width) {
+        const A d = ld(x[j]) - mean;
+        var += d * d;
+        mgy += ld(dy[j]) * ld(y[j]);
+    }
+    var = sum(var) / (A)cols, mgy = sum(mgy) / (A)cols;
+    const A rstd = (A)1 / sqrt(var + (A)eps);
+    for (int64_t j = lane; j < cols; j += width) dx[j] = st_f<T>(rstd * (ld(dy[j]) - mg - ld(y[j]) * mgy));
+}
+
+template <typename A> __device__ A warp_sum_a(A v) { return warp_sum(v); }
+template <typename A> __device__ A block_sum_a(A v) { return block_reduce<A>(v, 0); }
+
+template <typename T>
+__global__ void k_norm_bwd_warp(int64_t rows, int64_t cols, int layer, double eps, T *dx, const T *x, const T *y,
+                                const T *dy) {
+    typedef typename Acc<T>::type A;
+    const int64_t row = (int64_t)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
+    if (row >= rows) return;
+    const int64_t o = row * cols;
+    norm_bwd_row<T>(cols, layer, eps, threadIdx.x % 32, 32, dx + o, x + o, y + o, dy + o, warp_sum_a<A>);
+}
+
+template <typename T>
+__global__ void k_norm_bwd_block(int64_t cols, int layer, double eps, T *dx, const T *x, const T *y, const T *dy) {
+    typedef typename Acc<T>::type A;
+    const int64_t o = (int64_t)blockIdx.x * cols;
+    norm_bwd_row<T>(cols, layer, eps, threadIdx.x, blockDim.x, dx + o, x + o, y + o, dy + o, block_sum_a<A>);
+}
+
+static int cu_norm_bwd(ttt_norm_kind kind, ttt_tensor *dx, const ttt_tensor *x, const ttt_tensor *y, const ttt_tensor *dy,
+                       double eps) {
+    if (float_only("norm_bwd", x->dtype)) return TTT_ERR;
+    int64_t rows, cols;
+    rows_cols(x, &rows, &cols);
+    if (rows == 0) return TTT_OK;
+    const int layer = kind == TTT_NORM_LAYER;
+    const int64_t per_block = THREADS / 32, blocks = (rows + per_block - 1) / per_block;
+    if (cols <= WARP_ROW_MAX && blocks <= INT32_MAX)
+        FLOAT_DISPATCH(x->dtype, T, k_norm_bwd_warp<T><<<(unsigned)blocks, THREADS, 0, g_stream>>>(rows, cols, layer, eps, (T *)dx->data, (const T *)x->data, (const T *)y->data, (const T *)dy->data))
+    else
+        FLOAT_DISPATCH(x->dtype, T, k_norm_bwd_block<T><<<(unsigned)rows, THREADS, 0, g_stream>>>(cols, layer, eps, (T *)dx->data, (const T *)x->data, (const T *)y->data, (const T *)dy->data))
+    LAUNCHED("norm_bwd");
+    return TTT_OK;
+}
+
 /* Index validation: kernels set *g_flag to (first bad position + 1); the host
  * reads it back after the launch. Costs one sync per call of these kernels.
  * While a graph is recorded, each checked kernel gets its own pair of words
@@ -1332,6 +1390,7 @@ static ttt_backend make_table(void) {
     b.norm = cu_norm;
     b.cross_entropy = cu_cross_entropy;
     b.cross_entropy_bwd = cu_cross_entropy_bwd;
+    b.norm_bwd = cu_norm_bwd;
     b.one_hot = cu_one_hot;
     b.gather_rows = cu_gather_rows;
     b.scatter_add_rows = cu_scatter_add_rows;
