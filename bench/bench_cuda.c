@@ -65,6 +65,49 @@ static void bench_matmul(ttt_ctx *ctx, cublasHandle_t h, timer *t, ttt_dtype dt,
     }
 }
 
+/* The 125M language model's projection shapes in bf16 ([rows, in] x [out, in]^T and its two
+ * gradients), ttt_matmul against the same cublasGemmEx call made directly. */
+static void bench_lm_shapes(ttt_ctx *ctx, cublasHandle_t h, timer *t) {
+    printf("\n== matmul bf16, LM shapes (M x N x K, transposes of A and B) ==\n%-22s %12s %14s %8s\n", "shape", "ttt TFLOP/s",
+           "cuBLAS TFLOP/s", "ratio");
+    const struct { int m, n, k, ta, tb; } shapes[] = {
+        {8192, 768, 768, 0, 1}, {8192, 768, 768, 0, 0}, {768, 768, 8192, 1, 0}, {8192, 2048, 768, 0, 1},
+        {8192, 768, 2048, 0, 1}, {1024, 50304, 768, 0, 1}, {1024, 768, 50304, 0, 0}, {50304, 768, 1024, 1, 0}};
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        const int m = shapes[s].m, n = shapes[s].n, k = shapes[s].k, ta = shapes[s].ta, tb = shapes[s].tb;
+        ttt_mark_t mk = ttt_mark(ctx);
+        ttt_tensor *a = ta ? ttt_randn(ctx, TTT_F32, TTT_DIMS(k, m), 1.0) : ttt_randn(ctx, TTT_F32, TTT_DIMS(m, k), 1.0);
+        ttt_tensor *b = tb ? ttt_randn(ctx, TTT_F32, TTT_DIMS(n, k), 1.0) : ttt_randn(ctx, TTT_F32, TTT_DIMS(k, n), 1.0);
+        a = ttt_cast(ctx, a, TTT_BF16), b = ttt_cast(ctx, b, TTT_BF16);
+        ttt_tensor *c = ttt_new(ctx, TTT_BF16, TTT_DIMS(m, n));
+        double te[REPS], tc[REPS];
+        const float one = 1, zero = 0;
+        for (int r = 0; r < REPS; r++) {
+            ttt_mark_t m2 = ttt_mark(ctx);
+            cudaEventRecord(t->a, 0);
+            ttt_tensor *y = ttt_matmul(ctx, a, b, ta, tb);
+            cudaEventRecord(t->b, 0);
+            te[r] = elapsed(t);
+            if (!y) fprintf(stderr, "%s\n", ttt_error(ctx));
+            ttt_release(ctx, m2);
+            cudaEventRecord(t->a, 0);
+            cublasGemmEx(h, tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N, n, m, k, &one, b->data,
+                         CUDA_R_16BF, tb ? k : n, a->data, CUDA_R_16BF, ta ? m : k, &zero, c->data, CUDA_R_16BF, n,
+                         CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+            cudaEventRecord(t->b, 0);
+            tc[r] = elapsed(t);
+        }
+        qsort(te, REPS, sizeof(double), cmp_double);
+        qsort(tc, REPS, sizeof(double), cmp_double);
+        const double fl = 2.0 * m * (double)n * k;
+        char name[48];
+        snprintf(name, sizeof name, "%dx%dx%d %c%c", m, n, k, ta ? 'T' : 'N', tb ? 'T' : 'N');
+        printf("%-22s %12.1f %14.1f %7.1f%%\n", name, fl / te[REPS / 2] * 1e-12, fl / tc[REPS / 2] * 1e-12,
+               100.0 * tc[REPS / 2] / te[REPS / 2]);
+        ttt_release(ctx, mk);
+    }
+}
+
 int main(void) {
     ttt_ctx_config cfg = {.device = TTT_CUDA, .arena_bytes = (size_t)4 << 30, .seed = 1};
     ttt_ctx *ctx = ttt_ctx_new(&cfg);
@@ -84,6 +127,7 @@ int main(void) {
 
     bench_matmul(ctx, h, &t, TTT_F32, 0, "f32 (FP32 math, no TF32)");
     bench_matmul(ctx, h, &t, TTT_BF16, 0, "bf16 in and out, f32 accumulation");
+    bench_lm_shapes(ctx, h, &t);
     {
         /* TF32 is a setting of the backend for the process (ttt_ctx_config.tf32): on for this section only */
         ttt_ctx_config c32 = cfg;

@@ -160,7 +160,7 @@ static void usage_train(FILE *f) {
             "  --seq-len T         tokens per sequence (default 256)\n"
             "  --batch B           sequences per micro-batch (default 8)\n"
             "  --grad-accum N      micro-batches per step; gradients summed, each loss scaled by 1/N (default 1)\n"
-            "  --logit-chunk N     positions whose logits are formed at once in the loss (0: about 2^24 logits\n"
+            "  --logit-chunk N     positions whose logits are formed at once in the loss (0: about 2^26 logits\n"
             "                      per chunk); larger chunks: fewer, larger head matmuls, more memory\n"
             "  --steps S           optimizer steps (default 200)\n"
             "  --lr LR             AdamW peak learning rate (default 3e-4); betas 0.9 and --beta2, eps 1e-8\n"

@@ -125,7 +125,7 @@ ttt_tensor *ttt_lm_logits(ttt_ctx *ctx, const ttt_lm *m, ttt_tensor *hidden);
  * the per-position losses [B, T] (0 where ignored; for loss-by-position eval). */
 ttt_tensor *ttt_lm_loss(ttt_ctx *ctx, const ttt_lm *m, ttt_tensor *ids, ttt_tensor *targets, ttt_tensor **per_token);
 /* ttt_lm_loss with logits formed for at most chunk positions at a time (0: the
- * default, about 2^24 logits per chunk), to trade memory for speed. */
+ * default, about 2^26 logits per chunk), to trade memory for speed. */
 ttt_tensor *ttt_lm_loss_chunked(ttt_ctx *ctx, const ttt_lm *m, ttt_tensor *ids, ttt_tensor *targets,
                                 ttt_tensor **per_token, int64_t chunk);
 

@@ -223,15 +223,65 @@ static int is_dense(const ttt_tensor *t) {
     return 1;
 }
 
+/* Same-dtype strided copy in units of U (an element, or 16 bytes of them). */
+template <typename U>
+__global__ void k_copy_units(Strided s, int64_t n, U *y, const U *x) {
+    GRID_LOOP(i, n) {
+        int64_t off[2];
+        offsets<2>(s, i, off);
+        y[off[0]] = x[off[1]];
+    }
+}
+
+/* Dense conversion between float dtypes, the types fixed at compile time. */
+template <typename TO, typename TI>
+__global__ void k_convert_dense(int64_t n, TO *__restrict__ y, const TI *__restrict__ x) {
+    GRID_LOOP(i, n) y[i] = st<TO>((double)ld(x[i]));
+}
+template <>
+__global__ void k_convert_dense<bf16, float>(int64_t n, bf16 *__restrict__ y, const float *__restrict__ x) {
+    GRID_LOOP(i, n) y[i] = __float2bfloat16_rn(x[i]);
+}
+
+static bool is_float_dt(ttt_dtype dt) { return dt == TTT_F32 || dt == TTT_F64 || dt == TTT_BF16; }
+
 static int cu_copy(ttt_tensor *dst, const ttt_tensor *src) {
     int64_t n = numel(dst);
     if (n == 0) return TTT_OK;
-    if (dst->dtype == src->dtype && is_dense(dst) && is_dense(src)) {
+    const bool dense = is_dense(dst) && is_dense(src);
+    if (dst->dtype == src->dtype && dense) {
         CU(cudaMemcpyAsync(dst->data, src->data, (size_t)n * dsize(dst->dtype), cudaMemcpyDeviceToDevice, g_stream));
+        return TTT_OK;
+    }
+    if (dense && is_float_dt(dst->dtype) && is_float_dt(src->dtype)) { /* casts: f32 <-> bf16 in mixed precision */
+        FLOAT_DISPATCH(dst->dtype, TO, FLOAT_DISPATCH(src->dtype, TI, k_convert_dense<TO, TI><<<blocks_for(n), THREADS, 0, g_stream>>>(n, (TO *)dst->data, (const TI *)src->data)))
+        LAUNCHED("copy (convert)");
         return TTT_OK;
     }
     const ttt_tensor *ops[2] = {dst, src};
     Strided s = make_strided(2, ops);
+    if (dst->dtype == src->dtype) {
+        /* A permutation that keeps the last axis (attention's [B, T, H, d] <-> [B, H, T, d]) moves
+         * whole runs of that axis: copy them 16 bytes at a time where sizes and addresses allow. */
+        const int64_t es = (int64_t)dsize(dst->dtype), per = 16 / es, last = s.ndim - 1;
+        bool vec = s.stride[0][last] == 1 && s.stride[1][last] == 1 && s.shape[last] % per == 0 &&
+                   ((uintptr_t)dst->data % 16) == 0 && ((uintptr_t)src->data % 16) == 0;
+        for (int d = 0; vec && d < last; d++) vec = s.stride[0][d] % per == 0 && s.stride[1][d] % per == 0;
+        if (vec) {
+            s.shape[last] /= per;
+            for (int d = 0; d < last; d++) s.stride[0][d] /= per, s.stride[1][d] /= per;
+            const int64_t units = n / per;
+            k_copy_units<uint4><<<blocks_for(units), THREADS, 0, g_stream>>>(s, units, (uint4 *)dst->data, (const uint4 *)src->data);
+        } else if (es == 2) {
+            k_copy_units<uint16_t><<<blocks_for(n), THREADS, 0, g_stream>>>(s, n, (uint16_t *)dst->data, (const uint16_t *)src->data);
+        } else if (es == 4) {
+            k_copy_units<uint32_t><<<blocks_for(n), THREADS, 0, g_stream>>>(s, n, (uint32_t *)dst->data, (const uint32_t *)src->data);
+        } else {
+            k_copy_units<uint64_t><<<blocks_for(n), THREADS, 0, g_stream>>>(s, n, (uint64_t *)dst->data, (const uint64_t *)src->data);
+        }
+        LAUNCHED("copy");
+        return TTT_OK;
+    }
     k_copy<<<blocks_for(n), THREADS, 0, g_stream>>>(s, n, (char *)dst->data, dst->dtype, (int)dsize(dst->dtype),
                                                    (const char *)src->data, src->dtype, (int)dsize(src->dtype));
     LAUNCHED("copy");
