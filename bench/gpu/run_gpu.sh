@@ -37,6 +37,12 @@ grep -E "FAIL|second order|passed" "$OUT/attention_parity.txt" | tail -8
 compute-sanitizer --tool memcheck --error-exitcode 9 ./build/gpu/test_attention_fused --quick >"$OUT/attention_memcheck.txt" 2>&1 \
   || { echo "memcheck FAILED on test_attention_fused"; status=1; }
 grep -E "ERROR SUMMARY" "$OUT/attention_memcheck.txt"
+echo "== fused double backward (f32) against the composed f64 path, second and third order; memcheck =="
+./build/gpu/test_attention_bwd2 >"$OUT/attention_bwd2.txt" 2>&1 || { echo "double backward FAILED"; status=1; }
+grep -E "^B |FAIL|passed" "$OUT/attention_bwd2.txt"
+compute-sanitizer --tool memcheck --error-exitcode 9 ./build/gpu/test_attention_bwd2 >"$OUT/attention_bwd2_memcheck.txt" 2>&1 \
+  || { echo "memcheck FAILED on test_attention_bwd2"; status=1; }
+grep -E "ERROR SUMMARY" "$OUT/attention_bwd2_memcheck.txt"
 fi
 if want lm; then
 echo "== language model on the GPU: mixed precision (test_lm), bit-identical reruns and resume =="

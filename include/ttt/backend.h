@@ -130,6 +130,15 @@ typedef struct ttt_backend {
     int (*attention_bwd)(ttt_tensor *dq, ttt_tensor *dk, ttt_tensor *dv, ttt_tensor *delta, const ttt_tensor *dout,
                          const ttt_tensor *q, const ttt_tensor *k, const ttt_tensor *v, const ttt_tensor *out,
                          const ttt_tensor *lse, int causal, int64_t window, double scale);
+    /* Optional fused double backward: the gradients gq, gk, gv, gdout (dense, the
+     * shapes of q, k, v, dout) of Phi = <uq, dq> + <uk, dk> + <uv, dv>, where
+     * (dq, dk, dv) is attention_bwd's result for these q, k, v, dout (lse from
+     * the forward, delta from attention_bwd). rows is f32 scratch [2, ..., Tq].
+     * Returns TTT_BACKEND_DECLINED, having written nothing, where it does not apply. */
+    int (*attention_bwd2)(ttt_tensor *gq, ttt_tensor *gk, ttt_tensor *gv, ttt_tensor *gdout, ttt_tensor *rows,
+                          const ttt_tensor *q, const ttt_tensor *k, const ttt_tensor *v, const ttt_tensor *dout,
+                          const ttt_tensor *lse, const ttt_tensor *delta, const ttt_tensor *uq, const ttt_tensor *uk,
+                          const ttt_tensor *uv, int causal, int64_t window, double scale);
 } ttt_backend;
 
 /* attention_fwd's answer for arguments it leaves to the composed path. */

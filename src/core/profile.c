@@ -143,6 +143,13 @@ static int p_attention_bwd(ttt_tensor *dq, ttt_tensor *dk, ttt_tensor *dv, ttt_t
     TIMED("attention_bwd", NULL, q->dtype,
           g_real->attention_bwd(dq, dk, dv, delta, dout, q, k, v, out, lse, causal, w, scale));
 }
+static int p_attention_bwd2(ttt_tensor *gq, ttt_tensor *gk, ttt_tensor *gv, ttt_tensor *gg, ttt_tensor *rows,
+                            const ttt_tensor *q, const ttt_tensor *k, const ttt_tensor *v, const ttt_tensor *g,
+                            const ttt_tensor *lse, const ttt_tensor *delta, const ttt_tensor *uq, const ttt_tensor *uk,
+                            const ttt_tensor *uv, int causal, int64_t w, double scale) {
+    TIMED("attention_bwd2", NULL, q->dtype,
+          g_real->attention_bwd2(gq, gk, gv, gg, rows, q, k, v, g, lse, delta, uq, uk, uv, causal, w, scale));
+}
 static int p_graph_begin(void) {
     const int rc = g_real->graph_begin();
     g_recording = rc == TTT_OK;
@@ -178,6 +185,7 @@ const ttt_backend *ttt__profile_wrap(const ttt_backend *real) {
         g_table.attn_mask = p_mask, g_table.adamw = p_adamw, g_table.sgd = p_sgd;
         if (real->attention_fwd) g_table.attention_fwd = p_attention_fwd;
         if (real->attention_bwd) g_table.attention_bwd = p_attention_bwd;
+        if (real->attention_bwd2) g_table.attention_bwd2 = p_attention_bwd2;
         if (real->graph_begin) {
             g_table.graph_begin = p_graph_begin, g_table.graph_end = p_graph_end;
             g_table.graph_replay = p_graph_replay;

@@ -132,6 +132,93 @@ static ttt_tensor *composed(ttt_ctx *ctx, ttt_tensor *q, ttt_tensor *k, ttt_tens
 
 /* ---- the fused path ------------------------------------------------------------------------------------------ */
 
+/* ---- the fused backward as a differentiable node (second order) ------------------------------------------- */
+
+/* The composed route to the gradient of Phi = sum_i <u_i, d_i>, (d_q, d_k, d_v) the
+ * gradient of attention(q, k, v) against dout, with respect to the wanted ones of
+ * (q, k, v, dout): recompute, differentiate with create_graph, differentiate Phi. */
+static int bwd2_composed(ttt_ctx *ctx, ttt_tensor *const *in, ttt_tensor *const *u, const bool *needs, int causal,
+                         int64_t window, double scale, ttt_tensor **gin) {
+    ttt_tensor *o = composed(ctx, in[0], in[1], in[2], causal, window, scale), *d1[3];
+    if (!o || ttt__grad(ctx, 1, &o, &in[3], 3, in, d1, true, true) != TTT_OK) return TTT_ERR;
+    ttt_tensor *phi = NULL;
+    for (int i = 0; i < 3; i++)
+        if (u[i]) {
+            ttt_tensor *t = ttt_sum(ctx, ttt_mul(ctx, d1[i], u[i]), 0, NULL, 0);
+            phi = phi ? ttt_add(ctx, phi, t) : t;
+            if (!phi) return TTT_ERR;
+        }
+    ttt_tensor *targets[4], *grads[4];
+    int n = 0;
+    for (int i = 0; i < 4; i++)
+        if (needs[i]) targets[n++] = in[i];
+    if (!phi) { /* no cotangent reached the backward */
+        for (int i = 0; i < 4; i++)
+            if (needs[i] && !(gin[i] = ttt_zeros_like(ctx, in[i]))) return TTT_ERR;
+        return TTT_OK;
+    }
+    if (n && ttt__grad(ctx, 1, &phi, NULL, n, targets, grads, ttt_grad_enabled(ctx), true) != TTT_OK) return TTT_ERR;
+    for (int i = 0, j = 0; i < 4; i++)
+        if (needs[i]) gin[i] = grads[j++];
+    return TTT_OK;
+}
+
+/* node: in = q, k, v, dout (dense); out = dq, dk, dv; pattr = lse, delta; iattr = causal, window; fattr = scale */
+static int bwd_vjp(ttt_ctx *ctx, ttt_node *nd, ttt_tensor *const *gout, const bool *needs, ttt_tensor **gin) {
+    ttt_tensor *const *in = nd->in;
+    const int causal = (int)nd->iattr[0];
+    const int64_t window = nd->iattr[1];
+    const double scale = nd->fattr[0];
+    ttt_tensor *u[3];
+    for (int i = 0; i < 3; i++) u[i] = gout[i] ? ttt__dense(ctx, gout[i]) : NULL;
+    if (ttt_grad_enabled(ctx)) /* third order and beyond: composed */
+        return bwd2_composed(ctx, in, u, needs, causal, window, scale, gin);
+    for (int i = 0; i < 3; i++)
+        if (!u[i] && !(u[i] = ttt_zeros_like(ctx, in[i]))) return TTT_ERR;
+    ttt_tensor *lse = nd->pattr[0], *delta = nd->pattr[1];
+    ttt_tensor *g[4] = {ttt__new_like(ctx, in[0]), ttt__new_like(ctx, in[1]), ttt__new_like(ctx, in[2]),
+                        ttt__new_like(ctx, in[3])};
+    ttt_tensor *rows = ttt_new(ctx, TTT_F32, TTT_DIMS(2 * ttt_numel(lse)));
+    if (!g[0] || !g[1] || !g[2] || !g[3] || !rows) return TTT_ERR;
+    const int rc = ctx->be->attention_bwd2(g[0], g[1], g[2], g[3], rows, in[0], in[1], in[2], in[3], lse, delta, u[0],
+                                           u[1], u[2], causal, window, scale);
+    if (rc == TTT_BACKEND_DECLINED) return bwd2_composed(ctx, in, u, needs, causal, window, scale, gin);
+    if (rc != TTT_OK) return ttt__backend_failed(ctx, "attention (double backward)");
+    for (int i = 0; i < 4; i++) gin[i] = needs[i] ? g[i] : NULL;
+    return TTT_OK;
+}
+
+/* create_graph with a fused double backward: the first-order kernel's dq, dk, dv
+ * as outputs of a node that bwd_vjp differentiates. TTT_BACKEND_DECLINED (nothing
+ * recorded) when the kernels do not take these inputs. */
+static int fused_bwd_recorded(ttt_ctx *ctx, ttt_node *nd, ttt_tensor *g, const bool *needs, ttt_tensor **gin) {
+    ttt_tensor *q = nd->in[0], *k = nd->in[1], *v = nd->in[2], *lse = nd->pattr[0];
+    const ttt_mark_t mark = ttt_mark(ctx);
+    ttt_tensor *gd = ttt_contiguous(ctx, g); /* differentiable: dout may depend on what is differentiated */
+    ttt_tensor *d[3] = {ttt__new_like(ctx, q), ttt__new_like(ctx, k), ttt__new_like(ctx, v)};
+    ttt_tensor *delta = ttt__new_like(ctx, lse);
+    if (!gd || !d[0] || !d[1] || !d[2] || !delta) return TTT_ERR;
+    int rc = ctx->be->attention_bwd(d[0], d[1], d[2], delta, gd, q, k, v, nd->out[0], lse, (int)nd->iattr[0],
+                                    nd->iattr[1], nd->fattr[0]);
+    if (rc == TTT_BACKEND_DECLINED) {
+        ttt_release(ctx, mark);
+        return TTT_BACKEND_DECLINED;
+    }
+    if (rc != TTT_OK) return ttt__backend_failed(ctx, "attention");
+    ttt_tensor *ins[4] = {q, k, v, gd};
+    if (ttt__recording(ctx, 4, ins)) {
+        ttt_node *n2 = ttt__record(ctx, "attention_backward", bwd_vjp, 4, ins, 3, d);
+        if (!n2) return TTT_ERR;
+        n2->pattr[0] = lse;
+        n2->pattr[1] = delta;
+        n2->iattr[0] = nd->iattr[0];
+        n2->iattr[1] = nd->iattr[1];
+        n2->fattr[0] = nd->fattr[0];
+    }
+    for (int i = 0; i < 3; i++) gin[i] = needs[i] ? d[i] : NULL;
+    return TTT_OK;
+}
+
 /* node: in = q, k, v (dense); out = out; pattr[0] = lse; iattr = causal, window; fattr = scale */
 static int fused_vjp(ttt_ctx *ctx, ttt_node *nd, ttt_tensor *const *gout, const bool *needs, ttt_tensor **gin) {
     ttt_tensor *q = nd->in[0], *k = nd->in[1], *v = nd->in[2], *g = gout[0];
@@ -142,6 +229,11 @@ static int fused_vjp(ttt_ctx *ctx, ttt_node *nd, ttt_tensor *const *gout, const 
         for (int i = 0; i < 3; i++)
             if (needs[i] && !(gin[i] = ttt_zeros_like(ctx, nd->in[i]))) return TTT_ERR;
         return TTT_OK;
+    }
+    if (ttt_grad_enabled(ctx) && ctx->be->attention_bwd2) {
+        /* create_graph with a fused double backward: record the first-order kernel as a node */
+        const int rc = fused_bwd_recorded(ctx, nd, g, needs, gin);
+        if (rc != TTT_BACKEND_DECLINED) return rc;
     }
     if (ttt_grad_enabled(ctx)) {
         /* create_graph: the gradient must be differentiable, so differentiate the

@@ -247,7 +247,7 @@ __global__ void __launch_bounds__(THREADS, 2) attn_fwd(Params p) {
 /* ---- backward ---------------------------------------------------------------------------- */
 
 /* delta[row] = sum_c dout[row][c] out[row][c]: one warp per row. */
-__global__ void __launch_bounds__(THREADS) attn_delta(Params p, int64_t rows) {
+static __global__ void __launch_bounds__(THREADS) attn_delta(Params p, int64_t rows) { /* static: the header is in two .cu files */
     const int lane = threadIdx.x & 31;
     const int64_t row = (int64_t)blockIdx.x * (THREADS / 32) + (threadIdx.x >> 5);
     float s = 0.f;

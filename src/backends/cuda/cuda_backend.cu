@@ -1455,6 +1455,7 @@ static ttt_backend make_table(void) {
     b.graph_free = cu_graph_free;
     b.attention_fwd = ttt__cuda_attention_fwd;
     b.attention_bwd = ttt__cuda_attention_bwd;
+    b.attention_bwd2 = ttt__cuda_attention_bwd2;
     return b;
 }
 

@@ -38,4 +38,10 @@ int ttt__cuda_attention_bwd(ttt_tensor *dq, ttt_tensor *dk, ttt_tensor *dv, ttt_
                             const ttt_tensor *q, const ttt_tensor *k, const ttt_tensor *v, const ttt_tensor *out,
                             const ttt_tensor *lse, int causal, int64_t window, double scale);
 
+/* attention_bwd2.cu: the fused double backward (see backend.h). */
+int ttt__cuda_attention_bwd2(ttt_tensor *gq, ttt_tensor *gk, ttt_tensor *gv, ttt_tensor *gdout, ttt_tensor *rows,
+                             const ttt_tensor *q, const ttt_tensor *k, const ttt_tensor *v, const ttt_tensor *dout,
+                             const ttt_tensor *lse, const ttt_tensor *delta, const ttt_tensor *uq, const ttt_tensor *uk,
+                             const ttt_tensor *uv, int causal, int64_t window, double scale);
+
 #endif
