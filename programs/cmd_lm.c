@@ -778,6 +778,7 @@ static int train_cmd(const opts *o) {
     if (r.step >= end) fprintf(stderr, "nothing to do: the checkpoint is at step %lld\n", (long long)r.step);
     const ttt_backend *be = ttt_backend_for(ttt_ctx_device(r.ctx));
     const int64_t first = r.step;
+    uint64_t allocs_after_first = 0; /* device allocations from the driver once the first step has run */
     double t0 = cli_now(), t_last = t0;
     int64_t timed_steps = 0; /* steps of this process since the last line */
     while (r.step < end) {
@@ -785,6 +786,7 @@ static int train_cmd(const opts *o) {
         double loss = NAN, gnorm = NAN;
         if ((rc = train_step(&r, lr, &loss, &gnorm))) break;
         r.step++, timed_steps++;
+        if (r.step == first + 1 && be && be->memory_stats) be->memory_stats(NULL, NULL, &allocs_after_first);
         r.win_loss += loss, r.win_steps++;
         const int eval_now = r.val && (r.step % o->eval_every == 0 || r.step == o->steps);
         if (r.step % o->log_every == 0 || r.step == o->steps || eval_now) {
@@ -820,6 +822,13 @@ static int train_cmd(const opts *o) {
     if (!rc)
         fprintf(stderr, "done: %lld steps in %.1f s; checkpoint %s (step %lld)\n", (long long)(r.step - first),
                 cli_now() - t0, r.ckpt, (long long)r.step);
+    if (!rc && r.step > first && be && be->memory_stats) {
+        size_t reserved = 0;
+        uint64_t allocs = 0;
+        be->memory_stats(&reserved, NULL, &allocs);
+        fprintf(stderr, "device memory: %.2f GiB reserved in %llu driver allocations (%llu after the first step)\n",
+                reserved / 1073741824.0, (unsigned long long)allocs, (unsigned long long)allocs_after_first);
+    }
     run_free(&r);
     return rc;
 }

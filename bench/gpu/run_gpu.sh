@@ -22,10 +22,10 @@ echo "== gradcheck on cuda (f64, 3 seeds) =="
 grep -E "FAIL|error|passed" "$OUT/gradcheck_cuda.txt" | tail -15
 fi
 if want mem; then
-echo "== compute-sanitizer memcheck =="
+echo "== compute-sanitizer memcheck (TTT_CUDA_POOL=0: each allocation its own, so overruns are seen) =="
 for op in matmul 'matmul(views)' sum max softmax log_softmax layer_norm rms_norm cross_entropy embedding \
           scatter_add_rows rope 'attn_mask+softmax' where concat slice_scatter 'checkpoint(inner_grad_step)'; do
-  compute-sanitizer --tool memcheck --error-exitcode 9 ./build/gpu/ttt gradcheck --device cuda --seeds 1 --op "$op" \
+  TTT_CUDA_POOL=0 compute-sanitizer --tool memcheck --error-exitcode 9 ./build/gpu/ttt gradcheck --device cuda --seeds 1 --op "$op" \
     >>"$OUT/memcheck.txt" 2>&1 || { echo "memcheck FAILED on $op"; status=1; }
 done
 grep -E "ERROR SUMMARY" "$OUT/memcheck.txt" | sort | uniq -c
@@ -34,13 +34,16 @@ if want attn; then
 echo "== fused attention: f32 parity with the composed path in f64, memcheck (bench/gpu/run_attention.sh times it) =="
 ./build/gpu/test_attention_fused >"$OUT/attention_parity.txt" 2>&1 || { echo "attention parity FAILED"; status=1; }
 grep -E "FAIL|second order|passed" "$OUT/attention_parity.txt" | tail -8
-compute-sanitizer --tool memcheck --error-exitcode 9 ./build/gpu/test_attention_fused --quick >"$OUT/attention_memcheck.txt" 2>&1 \
+TTT_CUDA_POOL=0 compute-sanitizer --tool memcheck --error-exitcode 9 ./build/gpu/test_attention_fused --quick >"$OUT/attention_memcheck.txt" 2>&1 \
   || { echo "memcheck FAILED on test_attention_fused"; status=1; }
 grep -E "ERROR SUMMARY" "$OUT/attention_memcheck.txt"
+echo "== device memory pool: reuse and no driver allocation in steady state =="
+./build/gpu/test_cuda_memory >"$OUT/cuda_memory.txt" 2>&1 || { echo "test_cuda_memory FAILED"; status=1; }
+tail -n 2 "$OUT/cuda_memory.txt"
 echo "== fused double backward (f32) against the composed f64 path, second and third order; memcheck =="
 ./build/gpu/test_attention_bwd2 >"$OUT/attention_bwd2.txt" 2>&1 || { echo "double backward FAILED"; status=1; }
 grep -E "^B |FAIL|passed" "$OUT/attention_bwd2.txt"
-compute-sanitizer --tool memcheck --error-exitcode 9 ./build/gpu/test_attention_bwd2 >"$OUT/attention_bwd2_memcheck.txt" 2>&1 \
+TTT_CUDA_POOL=0 compute-sanitizer --tool memcheck --error-exitcode 9 ./build/gpu/test_attention_bwd2 >"$OUT/attention_bwd2_memcheck.txt" 2>&1 \
   || { echo "memcheck FAILED on test_attention_bwd2"; status=1; }
 grep -E "ERROR SUMMARY" "$OUT/attention_bwd2_memcheck.txt"
 fi
@@ -57,6 +60,7 @@ if [ -f data/lmshards/train.bin ]; then
     ./build/gpu/ttt lm train $common --compute $c --out $D/r-$c --stop-at 10 >$D/r-$c.log 2>&1
     ./build/gpu/ttt lm train $common --compute $c --out $D/r-$c --resume >>$D/r-$c.log 2>&1
     for other in b r; do
+      [ $other = b ] && grep -h "device memory" $D/a-$c.log
       if cmp -s $D/a-$c/model.safetensors $D/$other-$c/model.safetensors; then
         echo "compute $c: run a and run $other (b: a second run, r: stopped at 10 and resumed) give byte-identical checkpoints"
       else

@@ -52,6 +52,9 @@ typedef struct ttt_backend {
     int (*upload)(void *dst, const void *host, size_t bytes);
     int (*download)(void *host, const void *src, size_t bytes);
     int (*synchronize)(void);
+    /* Optional: device bytes reserved from the driver and handed out now, and the
+     * number of driver allocations so far (NULL on the CPU). */
+    void (*memory_stats)(size_t *reserved, size_t *in_use, uint64_t *driver_allocs);
 
     /* dst <- src elementwise, same shape, strided src and dst, any dtypes (converts) */
     int (*copy)(ttt_tensor *dst, const ttt_tensor *src);

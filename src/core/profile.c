@@ -210,6 +210,13 @@ void ttt__profile_release(void) {
     for (int i = 0; i < g_n_rows; i++)
         fprintf(stderr, "%-44s %10lld %12.2f %10.1f %6.1f%%\n", g_rows[i].name, g_rows[i].calls, 1e3 * g_rows[i].seconds,
                 1e6 * g_rows[i].seconds / (double)g_rows[i].calls, total > 0 ? 100 * g_rows[i].seconds / total : 0);
+    if (g_real->memory_stats) {
+        size_t reserved = 0, in_use = 0;
+        uint64_t allocs = 0;
+        g_real->memory_stats(&reserved, &in_use, &allocs);
+        fprintf(stderr, "device memory: %.1f MiB reserved from the driver in %llu allocations, %.1f MiB in use\n",
+                reserved / 1048576.0, (unsigned long long)allocs, in_use / 1048576.0);
+    }
     g_n_rows = 0;
     g_real = NULL;
 }

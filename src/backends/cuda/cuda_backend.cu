@@ -132,15 +132,11 @@ static unsigned blocks_for(int64_t n) {
 /* ---- memory ---------------------------------------------------------------------------- */
 
 static void *cu_alloc(size_t bytes) {
-    void *p = NULL;
-    if (cudaMalloc(&p, bytes ? bytes : 256) != cudaSuccess) {
-        ttt_backend_error("cudaMalloc(%zu) failed", bytes);
-        return NULL;
-    }
-    return p;
+    return ttt__cuda_pool_alloc(bytes); /* device_pool.cu */
 }
-static void cu_free(void *p) {
-    if (p) cudaFree(p);
+static void cu_free(void *p) { ttt__cuda_pool_free(p); }
+static void cu_memory_stats(size_t *reserved, size_t *in_use, uint64_t *driver_allocs) {
+    ttt__cuda_pool_stats(reserved, in_use, driver_allocs);
 }
 static int cu_upload(void *dst, const void *host, size_t bytes) {
     CU(cudaMemcpyAsync(dst, host, bytes, cudaMemcpyHostToDevice, g_stream));
@@ -577,7 +573,7 @@ static int scratch_reserve(Scratch *s, size_t bytes, const char *who) {
     s->p = NULL;
     s->bytes = 0;
     size_t want = bytes + bytes / 2;
-    CU(cudaMalloc(&s->p, want));
+    if (!(s->p = ttt__cuda_pool_alloc(want))) return TTT_ERR;
     s->bytes = want;
     return TTT_OK;
 }
@@ -1336,7 +1332,7 @@ static int g_n_retired;
 
 static int graph_retire(void *p) {
     if (!g_graphs && !g_rec) {
-        CU(cudaFree(p));
+        ttt__cuda_pool_free(p);
         return TTT_OK;
     }
     if (g_n_retired == (int)(sizeof g_retired / sizeof g_retired[0])) {
@@ -1414,7 +1410,7 @@ static void cu_graph_free(void *graph) {
     cudaGraphExecDestroy(g->exec);
     free(g);
     if (--g_graphs == 0 && !g_rec) {
-        for (int i = 0; i < g_n_retired; i++) cudaFree(g_retired[i]);
+        for (int i = 0; i < g_n_retired; i++) ttt__cuda_pool_free(g_retired[i]);
         g_n_retired = 0;
     }
 }
@@ -1429,6 +1425,7 @@ static ttt_backend make_table(void) {
     b.upload = cu_upload;
     b.download = cu_download;
     b.synchronize = cu_sync;
+    b.memory_stats = cu_memory_stats;
     b.copy = cu_copy;
     b.fill = cu_fill;
     b.unary = cu_unary;

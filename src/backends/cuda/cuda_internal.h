@@ -28,6 +28,11 @@
         }                                                                                     \
     } while (0)
 
+/* device_pool.cu: every device allocation of the backend (see the file). */
+void *ttt__cuda_pool_alloc(size_t bytes); /* NULL (message in the backend error) on failure */
+void ttt__cuda_pool_free(void *ptr);
+void ttt__cuda_pool_stats(size_t *reserved, size_t *in_use, uint64_t *driver_allocs);
+
 /* The one stream all of the backend's work is queued on (cuda_backend.cu). */
 cudaStream_t ttt__cuda_stream(void);
 
