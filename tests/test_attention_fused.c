@@ -10,10 +10,15 @@
  * With a CUDA device: the CUDA kernels in f32 against the composed path in f64
  * (inputs cast) over odd lengths, Tq != Tk, causal or not, windows 1, 7 and
  * longer than T, head sizes 64 and 128 and odd ones; outputs are poisoned with
- * NaN first, so an unwritten element fails. `--quick` runs fewer shapes (for
- * compute-sanitizer). `--bench` instead times the fused and the composed path
- * (f32, forward and forward + backward) and prints CSV lines for
- * bench/gpu/attention_bench.py. */
+ * NaN first, so an unwritten element fails. Then the bf16 tensor-core kernels:
+ * inputs cast to bf16 (ttt_cast), out and the gradients of the bf16 leaves
+ * against the composed path in f64 on the same rounded values, within 2e-2 of
+ * the largest reference element; shapes the bf16 kernels decline (head sizes
+ * other than 64 and 128, dv != d) must still come out right through the cast
+ * f32 path. `--quick` runs fewer shapes (for compute-sanitizer). `--bench`
+ * instead times the fused and the composed path (f32, and the fused bf16
+ * path; forward and forward + backward) and prints CSV lines for
+ * bench/gpu/attention_bench.py; `--bench-bf16` times the bf16 path only. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -276,6 +281,78 @@ static int gpu_parity(ttt_ctx *ctx, const gpu_case *c, double tol) {
     return ok;
 }
 
+/* Fused bf16 against composed f64 on the same bf16 values: inputs made in f32
+ * and cast with ttt_cast (the cast is recorded, so the gradients are of the
+ * bf16 leaves). expect_fused: the bf16 kernels must run (else: the declined
+ * shape must go the cast f32 way and still match). */
+static int gpu_parity_bf16(ttt_ctx *ctx, const gpu_case *c, int expect_fused, double tol) {
+    ttt_step_reset(ctx);
+    if (!ttt_full(ctx, TTT_F32, TTT_DIMS((int64_t)64 << 20), NAN)) return 0;
+    ttt_step_reset(ctx);
+    const int perm[4] = {0, 2, 1, 3};
+    ttt_tensor *in16[3], *in64[3], *g16[3], *g64[3];
+    const int64_t d[3] = {c->d, c->d, c->dv}, t[3] = {c->tq, c->tk, c->tk};
+    for (int i = 0; i < 3; i++) {
+        ttt_tensor *x;
+        if (c->permuted) /* [B, T, H, d] storage seen as [B, H, T, d]: not dense */
+            x = ttt_permute(ctx, ttt_cast(ctx, ttt_randn(ctx, TTT_F32, TTT_DIMS(c->b, t[i], c->h, d[i]), 1.0), TTT_BF16),
+                            perm);
+        else
+            x = ttt_cast(ctx, ttt_randn(ctx, TTT_F32, TTT_DIMS(c->b, c->h, t[i], d[i]), 1.0), TTT_BF16);
+        in16[i] = x;
+        in64[i] = x ? ttt_cast(ctx, x, TTT_F64) : NULL;
+        ttt_set_requires_grad(in16[i], 1);
+        ttt_set_requires_grad(in64[i], 1);
+    }
+    ttt_tensor *gout16 = ttt_cast(ctx, ttt_randn(ctx, TTT_F32, TTT_DIMS(c->b, c->h, c->tq, c->dv), 1.0), TTT_BF16);
+    ttt_tensor *gout64 = gout16 ? ttt_cast(ctx, gout16, TTT_F64) : NULL;
+    ttt_tensor *o16 = ttt_attention(ctx, in16[0], in16[1], in16[2], c->causal, c->window, 0.0);
+    ttt_tensor *o64 = ttt_attention(ctx, in64[0], in64[1], in64[2], c->causal, c->window, 0.0);
+    const int fused = o16 && o16->node && strcmp(o16->node->op, "attention") == 0;
+    if (!o16 || !o64 || o16->dtype != TTT_BF16 || ttt_grad(ctx, 1, &o16, &gout16, 3, in16, g16, 0) != TTT_OK ||
+        ttt_grad(ctx, 1, &o64, &gout64, 3, in64, g64, 0) != TTT_OK) {
+        fprintf(stderr, "gpu bf16 case failed: %s\n", ttt_error(ctx));
+        return 0;
+    }
+    double e[4] = {max_err(ctx, o16, o64), max_err(ctx, g16[0], g64[0]), max_err(ctx, g16[1], g64[1]),
+                   max_err(ctx, g16[2], g64[2])};
+    int ok = fused == expect_fused && g16[0]->dtype == TTT_BF16;
+    for (int i = 0; i < 4; i++) ok = ok && e[i] <= tol;
+    printf("%s bf16 B%lld H%lld Tq%lld Tk%lld d%lld dv%lld causal%d window%lld%s%s: out %.2e dq %.2e dk %.2e dv %.2e\n",
+           ok ? "ok  " : "FAIL", (long long)c->b, (long long)c->h, (long long)c->tq, (long long)c->tk,
+           (long long)c->d, (long long)c->dv, c->causal, (long long)c->window, c->permuted ? " permuted" : "",
+           expect_fused ? "" : " (declined: cast to f32)", e[0], e[1], e[2], e[3]);
+    if (fused != expect_fused) printf("     (the fused bf16 kernel %s)\n", fused ? "ran" : "did not run");
+    return ok;
+}
+
+/* Two runs of the bf16 forward and backward give the same bits (no atomics). */
+static int gpu_bf16_deterministic(ttt_ctx *ctx) {
+    ttt_step_reset(ctx);
+    ttt_tensor *in[3], *g[2][3], *o[2];
+    for (int i = 0; i < 3; i++) {
+        in[i] = ttt_randn(ctx, TTT_BF16, TTT_DIMS(1, 4, 1000, 64), 1.0);
+        ttt_set_requires_grad(in[i], 1);
+    }
+    ttt_tensor *gout = ttt_randn(ctx, TTT_BF16, TTT_DIMS(1, 4, 1000, 64), 1.0);
+    for (int r = 0; r < 2; r++) {
+        o[r] = ttt_attention(ctx, in[0], in[1], in[2], 1, 300, 0.0);
+        if (!o[r] || ttt_grad(ctx, 1, &o[r], &gout, 3, in, g[r], 0) != TTT_OK) return 0;
+    }
+    int same = 1;
+    for (int i = 0; i < 4; i++) {
+        const ttt_tensor *a = i < 3 ? g[0][i] : o[0], *b = i < 3 ? g[1][i] : o[1];
+        const int64_t n = ttt_numel(a);
+        uint16_t *ha = malloc(2 * (size_t)n), *hb = malloc(2 * (size_t)n);
+        if (ttt_copy_to_host(ctx, a, ha, TTT_BF16) != TTT_OK || ttt_copy_to_host(ctx, b, hb, TTT_BF16) != TTT_OK ||
+            memcmp(ha, hb, 2 * (size_t)n) != 0)
+            same = 0;
+        free(ha), free(hb);
+    }
+    printf("%s bf16 forward and backward, two runs: %s\n", same ? "ok  " : "FAIL", same ? "same bits" : "differ");
+    return same;
+}
+
 /* Second order on the GPU: the create_graph VJP equals the composed one. */
 static double gpu_second_order(ttt_ctx *ctx, const ttt_backend *fused) {
     ttt_step_reset(ctx);
@@ -319,6 +396,26 @@ static void gpu_checks(ttt_ctx *ctx, int quick) {
     const double e2 = gpu_second_order(ctx, fused);
     printf("second order (create_graph), fused vs composed f32: %.2e\n", e2);
     CHECK(e2 < 1e-4);
+
+    /* bf16: the tensor-core kernels (d = dv = 64 or 128), then shapes they decline */
+    const gpu_case bf[] = {
+        {2, 3, 100, 100, 64, 64, 1, 0, 0},     {1, 2, 257, 257, 64, 64, 0, 0, 0},   /* causal; bidirectional */
+        {1, 3, 77, 300, 64, 64, 1, 0, 0},      {2, 2, 300, 300, 64, 64, 1, 1, 0},   /* KV offset; window 1 */
+        {2, 2, 300, 300, 64, 64, 1, 7, 0},     {1, 2, 200, 200, 64, 64, 1, 1000, 0}, /* window 7; window > T */
+        {1, 2, 190, 250, 128, 128, 1, 33, 0},  {1, 2, 513, 513, 128, 128, 1, 0, 0},  /* D = 128 */
+        {1, 1, 1, 50, 64, 64, 1, 0, 0},        {2, 3, 150, 150, 64, 64, 1, 0, 1},    /* decode step; views */
+        {1, 2, 130, 140, 128, 128, 0, 0, 1},   {1, 4, 2048, 2048, 64, 64, 1, 0, 0},
+        {1, 2, 1500, 1500, 128, 128, 1, 256, 0}, {1, 2, 3000, 3000, 64, 64, 0, 0, 0},
+        {1, 2, 1000, 1200, 64, 64, 1, 129, 0},
+        /* grids large enough for the launchers' large-grid configurations (attnbf::Cfg) */
+        {2, 16, 4096, 4096, 64, 64, 1, 0, 0},  {1, 48, 2048, 2048, 64, 64, 1, 300, 0},
+        {1, 16, 2048, 2048, 128, 128, 0, 0, 0},
+    };
+    const int nb = quick ? 6 : (int)(sizeof bf / sizeof bf[0]);
+    for (int i = 0; i < nb; i++) CHECK(gpu_parity_bf16(ctx, &bf[i], 1, 2e-2));
+    const gpu_case declined[] = {{1, 2, 100, 100, 32, 32, 1, 0, 0}, {1, 2, 90, 120, 64, 32, 1, 17, 0}};
+    for (int i = 0; i < 2; i++) CHECK(gpu_parity_bf16(ctx, &declined[i], 0, 2e-2));
+    if (!quick) CHECK(gpu_bf16_deterministic(ctx));
 }
 
 /* ---- timings (--bench) ------------------------------------------------------------------------------------ */
@@ -334,13 +431,20 @@ static int cmp_double(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
-/* median milliseconds of attention (backward too when grad) on [B, H, T, d] f32 */
-static double time_attention(ttt_ctx *ctx, int64_t b, int64_t h, int64_t t, int64_t d, int64_t window, int grad,
-                             int reps) {
+/* A dense [B, H, T, d] input: one head's random values repeated over batch and heads (the kernels' time
+ * does not depend on the values, and drawing B H T d normals on the host takes seconds at T = 128K). */
+static ttt_tensor *bench_input(ttt_ctx *ctx, ttt_dtype dt, int64_t b, int64_t h, int64_t t, int64_t d) {
+    return ttt_contiguous(ctx, ttt_expand(ctx, ttt_randn(ctx, dt, TTT_DIMS(1, 1, t, d), 1.0), TTT_DIMS(b, h, t, d)));
+}
+
+/* median milliseconds of attention (backward too when grad) on [B, H, T, d] of dtype dt */
+static double time_attention(ttt_ctx *ctx, ttt_dtype dt, int64_t b, int64_t h, int64_t t, int64_t d, int64_t window,
+                             int grad, int reps) {
     ttt_step_reset(ctx);
-    ttt_tensor *in[3], *gout = ttt_randn(ctx, TTT_F32, TTT_DIMS(b, h, t, d), 1.0), *g[3];
-    for (int i = 0; i < 3; i++) in[i] = ttt_randn(ctx, TTT_F32, TTT_DIMS(b, h, t, d), 1.0);
+    ttt_tensor *in[3], *gout = bench_input(ctx, dt, b, h, t, d), *g[3];
+    for (int i = 0; i < 3; i++) in[i] = bench_input(ctx, dt, b, h, t, d);
     double ms[32];
+    if (reps > 32) reps = 32;
     for (int r = 0; r <= reps; r++) { /* the first run warms up */
         const ttt_mark_t m = ttt_mark(ctx);
         ctx->be->synchronize();
@@ -367,7 +471,8 @@ static double time_attention(ttt_ctx *ctx, int64_t b, int64_t h, int64_t t, int6
     return ms[reps / 2];
 }
 
-static void bench(ttt_ctx *ctx) {
+/* f32: 0 times the bf16 path only (--bench-bf16) */
+static void bench(ttt_ctx *ctx, int f32) {
     const ttt_backend *fused = ctx->be;
     g_plain = *fused;
     g_plain.attention_fwd = NULL;
@@ -376,7 +481,7 @@ static void bench(ttt_ctx *ctx) {
     printf("csv,path,pass,B,H,T,d,window,ms\n");
     /* causal, B * T = 16K tokens */
     const int64_t ts[] = {2048, 4096, 8192, 16384, 32768};
-    for (int i = 0; i < 5; i++) {
+    for (int i = 0; i < 5 && f32; i++) {
         const int64_t t = ts[i], b = t >= 16384 ? 1 : 16384 / t;
         for (int f = 1; f >= 0; f--) {
             if (!f && t > 16384) continue; /* the composed path takes seconds there */
@@ -385,24 +490,44 @@ static void bench(ttt_ctx *ctx) {
             for (int grad = 0; grad < 2; grad++)
                 printf("csv,%s,%s,%lld,%lld,%lld,%lld,0,%.3f\n", f ? "fused" : "composed", grad ? "fwd+bwd" : "fwd",
                        (long long)b, (long long)h, (long long)t, (long long)d,
-                       time_attention(ctx, b, h, t, d, 0, grad, reps));
+                       time_attention(ctx, TTT_F32, b, h, t, d, 0, grad, reps));
             fflush(stdout);
         }
     }
+    /* bf16 fused, causal: at B * T = 16K (the table above) and at B = 1 */
+    use_fused(ctx, fused, 1);
+    for (int i = 0; i < 5; i++) {
+        const int64_t t = ts[i], bs[2] = {t >= 16384 ? 1 : 16384 / t, 1};
+        for (int j = 0; j < (bs[0] == 1 ? 1 : 2); j++)
+            for (int grad = 0; grad < 2; grad++) {
+                printf("csv,fused_bf16,%s,%lld,%lld,%lld,%lld,0,%.3f\n", grad ? "fwd+bwd" : "fwd", (long long)bs[j],
+                       (long long)h, (long long)t, (long long)d,
+                       time_attention(ctx, TTT_BF16, bs[j], h, t, d, 0, grad, 20));
+                fflush(stdout);
+            }
+    }
     /* sliding window 8K, forward: time per token should stay flat */
     const int64_t long_ts[] = {32768, 65536, 131072};
-    for (int i = 0; i < 3; i++)
+    for (int i = 0; i < 3 && f32; i++)
         for (int f = 1; f >= 0; f--) {
             use_fused(ctx, fused, f);
             printf("csv,%s,fwd,1,%lld,%lld,%lld,8192,%.3f\n", f ? "fused" : "composed", (long long)h,
-                   (long long)long_ts[i], (long long)d, time_attention(ctx, 1, h, long_ts[i], d, 8192, 0, f ? 5 : 2));
+                   (long long)long_ts[i], (long long)d,
+                   time_attention(ctx, TTT_F32, 1, h, long_ts[i], d, 8192, 0, f ? 5 : 2));
             fflush(stdout);
         }
+    for (int i = 0; i < 3; i++) {
+        use_fused(ctx, fused, 1);
+        printf("csv,fused_bf16,fwd,1,%lld,%lld,%lld,8192,%.3f\n", (long long)h, (long long)long_ts[i], (long long)d,
+               time_attention(ctx, TTT_BF16, 1, h, long_ts[i], d, 8192, 0, 10));
+        fflush(stdout);
+    }
     use_fused(ctx, fused, 1);
 }
 
 int main(int argc, char **argv) {
-    const int bench_mode = argc > 1 && strcmp(argv[1], "--bench") == 0;
+    const int bench_bf16 = argc > 1 && strcmp(argv[1], "--bench-bf16") == 0;
+    const int bench_mode = bench_bf16 || (argc > 1 && strcmp(argv[1], "--bench") == 0);
     const int quick = argc > 1 && strcmp(argv[1], "--quick") == 0;
     if (!bench_mode) cpu_checks();
     ttt_ctx_config gcfg = {.device = TTT_CUDA, .arena_bytes = (size_t)1 << 30, .seed = 5};
@@ -413,7 +538,7 @@ int main(int argc, char **argv) {
     } else if (!gctx->be->attention_fwd) {
         CHECK_MSG(0, "the CUDA backend has no fused attention");
     } else if (bench_mode) {
-        bench(gctx);
+        bench(gctx, !bench_bf16);
     } else {
         gpu_checks(gctx, quick);
     }

@@ -1,14 +1,18 @@
-"""Attention timings: ttt's fused and composed paths (f32) against PyTorch's
-scaled_dot_product_attention in f32 (whichever backend it picks, named) and in
-bf16 with the flash backend, in one run on one GPU.
+"""Attention timings: ttt's fused and composed paths (f32) and its fused bf16
+path against PyTorch's scaled_dot_product_attention in f32 (whichever backend
+it picks, named) and in bf16 with the flash backend, in one run on one GPU.
 
 Usage: attention_bench.py ENGINE_CSV [BF16_CSV]
   ENGINE_CSV: the csv lines of `test_attention_fused --bench`
-  BF16_CSV:   optional csv lines of dev/cuda/attention_bf16 --bench (ttt's bf16 dev kernel)
+  BF16_CSV:   optional csv lines of dev/cuda/attention_bf16 --bench (ttt's bf16
+              kernels one by one, in each configuration)
 
 FLOP convention: causal forward = 4 * B * H * d * (visible query-key pairs),
 T^2 / 2 pairs without a window (2 products of 2 flops per pair); backward =
-2.5 x forward; forward + backward = 3.5 x forward.
+2.5 x forward; forward + backward = 3.5 x forward. For the single kernels of
+the bf16 backward: dK/dV (4 products) = 2 x forward, dQ (3 products) = 1.5 x
+forward (ttt's deterministic backward does 7 products where FlashAttention-2
+does 5, so its TFLOP/s by the 2.5 x convention undercount its work by 7/5).
 """
 import statistics
 import sys
@@ -38,7 +42,7 @@ def read_csv(path):
             if len(p) != 9 or p[0] != "csv" or p[1] == "path":
                 continue
             _, path_, pas, b, h, t, d, w, ms = p
-            rows[(path_, pas, int(t), int(w))] = (int(b), float(ms))
+            rows[(path_, pas, int(t), int(w), int(b), int(d))] = (int(b), float(ms))
     return rows
 
 
@@ -107,15 +111,12 @@ def main():
         b = 1 if t >= 16384 else 16384 // t
         flops = fwd_flops(b, h, t, d, 0)
         peers = []
-        for path in ("fused", "composed"):
-            f = engine.get((path, "fwd", t, 0))
-            fb = engine.get((path, "fwd+bwd", t, 0))
+        for path, label in (("fused", "ttt fused f32"), ("composed", "ttt composed f32"),
+                            ("fused_bf16", "ttt fused bf16")):
+            f = engine.get((path, "fwd", t, 0, b, d))
+            fb = engine.get((path, "fwd+bwd", t, 0, b, d))
             if f or fb:
-                peers.append((f"ttt {path} f32", f[1] if f else None, fb[1] if fb else None))
-        f = bf16_dev.get(("bf16dev", "fwd", t, 0))
-        fb = bf16_dev.get(("bf16dev", "fwd+bwd", t, 0))
-        if f or fb:
-            peers.append(("ttt dev bf16 (mma.sync, fwd only)", f[1] if f else None, fb[1] if fb else None))
+                peers.append((label, f[1] if f else None, fb[1] if fb else None))
         r = sdpa_times(b, h, t, d, torch.float32, None)
         if r:
             peers.append((f"SDPA f32 ({f32_backend})", *r))
@@ -136,14 +137,53 @@ def main():
             lines.append(f"| {t} | {b} | {label} | {a} | {at} | {c} | {ct} | {ratio} |")
         print("\n".join(lines[-len(peers):]), flush=True)
     lines.append("")
+    lines.append(f"bf16, causal, B = 1, H = {h}, d = {d}: ttt's fused bf16 path (ttt_attention on bf16 tensors: "
+                 f"mma.sync kernels) against SDPA bf16 flash. ratio = SDPA ms / ttt ms (1.00x: as fast as SDPA).")
+    lines.append("")
+    lines.append("| T | path | fwd ms | fwd TFLOP/s | fwd+bwd ms | fwd+bwd TFLOP/s | ratio fwd | ratio fwd+bwd |")
+    lines.append("|---|---|---|---|---|---|---|---|")
+    for t in (2048, 4096, 8192, 16384, 32768):
+        flops = fwd_flops(1, h, t, d, 0)
+        f = engine.get(("fused_bf16", "fwd", t, 0, 1, d))
+        fb = engine.get(("fused_bf16", "fwd+bwd", t, 0, 1, d))
+        r = sdpa_times(1, h, t, d, torch.bfloat16, SDPBackend.FLASH_ATTENTION, reps=20)
+        rows = [("ttt fused bf16", f[1] if f else None, fb[1] if fb else None)]
+        if r:
+            rows.append(("SDPA bf16 flash", *r))
+        sf, sfb = (r[0], r[1]) if r else (None, None)
+        for label, fms, fbms in rows:
+            a = "-" if fms is None else f"{fms:.3f}"
+            at = "-" if fms is None else f"{flops / fms / 1e9:.1f}"
+            c = "-" if fbms is None else f"{fbms:.3f}"
+            ct = "-" if fbms is None else f"{3.5 * flops / fbms / 1e9:.1f}"
+            rf = f"{sf / fms:.2f}x" if sf and fms else "-"
+            rfb = f"{sfb / fbms:.2f}x" if sfb and fbms else "-"
+            lines.append(f"| {t} | {label} | {a} | {at} | {c} | {ct} | {rf} | {rfb} |")
+        print("\n".join(lines[-len(rows):]), flush=True)
+    kernels = [k for k in bf16_dev if k[0].startswith("bf16dev:")]
+    if kernels:
+        lines.append("")
+        lines.append("bf16 kernels one by one (dev/cuda/attention_bf16.cu), causal, B = 1, H = 12: "
+                     "ms (TFLOP/s: fwd 1x, dkdv 2x, dq 1.5x the forward's flops; delta: ms only)")
+        lines.append("")
+        lines.append("| d | T | kernel:config | ms | TFLOP/s |")
+        lines.append("|---|---|---|---|---|")
+        for (path, pas, t, w, b, dd), (_, ms) in sorted(bf16_dev.items(), key=lambda kv: (kv[0][5], kv[0][2], kv[0][0])):
+            if not path.startswith("bf16dev:"):
+                continue
+            name = path[len("bf16dev:"):]
+            mult = {"fwd": 1.0, "dkdv": 2.0, "dq": 1.5}.get(name.split(":")[0])
+            tf = f"{mult * fwd_flops(b, 12, t, dd, w) / ms / 1e9:.1f}" if mult else "-"
+            lines.append(f"| {dd} | {t} | {name} | {ms:.3f} | {tf} |")
+    lines.append("")
     lines.append("Sliding window 8192, forward, B = 1, H = 12, d = 64 (SDPA has no window short of a dense mask):")
     lines.append("")
     lines.append("| T | path | ms | us per token | TFLOP/s |")
     lines.append("|---|---|---|---|---|")
     for t in (32768, 65536, 131072):
-        for label, r in (("ttt fused f32", engine.get(("fused", "fwd", t, 8192))),
-                         ("ttt composed f32", engine.get(("composed", "fwd", t, 8192))),
-                         ("ttt dev bf16", bf16_dev.get(("bf16dev", "fwd", t, 8192)))):
+        for label, r in (("ttt fused f32", engine.get(("fused", "fwd", t, 8192, 1, d))),
+                         ("ttt composed f32", engine.get(("composed", "fwd", t, 8192, 1, d))),
+                         ("ttt fused bf16", engine.get(("fused_bf16", "fwd", t, 8192, 1, d)))):
             if r:
                 fl = fwd_flops(1, h, t, d, 8192)
                 lines.append(f"| {t} | {label} | {r[1]:.2f} | {1e3 * r[1] / t:.3f} | {fl / r[1] / 1e9:.1f} |")

@@ -1,231 +1,30 @@
-/* bf16 flash-attention forward on the tensor cores (mma.sync m16n8k16, bf16
- * in, f32 accumulate), a standalone development version in the style of
- * llm.c's dev/cuda: its own main checks it against a float64 reference and
- * times it. The engine's ops are f32 / f64 only today, so bf16 lives here until
- * the engine has bf16 activations; the f32 kernels behind ttt_attention are in
- * src/backends/cuda/attention_kernels.cuh.
+/* The bf16 tensor-core attention kernels of src/backends/cuda/attention_bf16.cuh
+ * on the GPU, outside the engine, in the style of llm.c's dev/cuda: checks of
+ * every configuration in attention_bf16_variants.h against a float64 reference
+ * (forward out and lse, backward dq, dk, dv) at sizes the emulator cannot
+ * reach, then timings of each kernel in each configuration, so attnbf::Cfg
+ * (the launchers' choice) can be picked.
+ * (Version 1 of this file was a forward-only prototype; the emulator test is
+ * attention_bf16_emu_test.cpp.)
  *
- * Version 1 (this file): forward only, head size 64, causal / sliding window /
- * bidirectional with ttt_attention's masking convention. A block is 4 warps
- * and 64 queries (16 per warp); key tiles of 64 go through shared memory (K as
- * rows, V transposed so both B operands are 32-bit loads), no cp.async
- * pipelining, no ldmatrix. The score accumulators are reused in registers as
- * the A operand of P V, as in FlashAttention-2. No backward yet.
- *
- *   GPU:  nvcc -O3 -arch=sm_90 -std=c++17 dev/cuda/attention_bf16.cu -o attention_bf16
- *         ./attention_bf16            checks, then timings (csv lines)
- *   host: g++ -std=c++17 -O1 -DEMU -x c++ dev/cuda/attention_bf16.cu -o /tmp/a && /tmp/a
- *         (dev/cuda/emu.h runs the kernel, mma included, on the CPU: checks only) */
-#include <math.h>
-#include <stdint.h>
+ *   nvcc -O3 -arch=sm_90 -std=c++17 -I src/backends/cuda -I dev/cuda dev/cuda/attention_bf16.cu -o attention_bf16
+ *   ./attention_bf16            checks
+ *   ./attention_bf16 --bench    checks, then csv lines: csv,bf16dev:KERNEL:CONFIG,kernel,B,H,T,d,window,ms
+ *                               (CONFIG: warps x row groups per warp / tile, bN: N blocks per SM asked,
+ *                               h: fragments held; * marks the launchers' choices)
+ *   ./attention_bf16 --small    one small check (for compute-sanitizer) */
+#include <cuda_runtime.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
 
-#include <algorithm>
-#include <vector>
+#include <random>
 
-#ifdef EMU
-#include "emu.h"
-#else
-#include <cuda_bf16.h>
-#include <cuda_runtime.h>
-#endif
+extern __shared__ float4 attn_smem_raw[];
+#define ATTN_SMEM() reinterpret_cast<float *>(attn_smem_raw)
+#include "attention_bf16.cuh"
+#include "attention_bf16_variants.h"
+#include "attention_ref.h"
 
-namespace bf {
-
-constexpr int D = 64, BR = 64, BC = 64, THREADS = 128;
-constexpr int LDW = D / 2 + 4; /* words per shared row: 32 bf16 pairs + 4 words of padding (conflict-free fragments) */
-constexpr float LOG2E = 1.4426950408889634f, LN2 = 0.6931471805599453f;
-
-__device__ __forceinline__ uint32_t pack2(float lo, float hi) {
-#ifdef EMU
-    auto one = [](float x) -> uint32_t {
-        uint32_t b;
-        memcpy(&b, &x, 4);
-        return (b + 0x7fffu + ((b >> 16) & 1u)) >> 16; /* round to nearest even (no NaN inputs here) */
-    };
-    return one(lo) | (one(hi) << 16);
-#else
-    __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);
-    return *reinterpret_cast<uint32_t *>(&h);
-#endif
-}
-
-__device__ __forceinline__ void mma(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
-#ifdef EMU
-    const uint32_t b[2] = {b0, b1};
-    emu::mma_bf16_16816(d, a, b);
-#else
-    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-                 "{%0,%1,%2,%3};"
-                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-#endif
-}
-
-struct Params {
-    const uint32_t *q, *k, *v; /* bf16 pairs: [BH, T, 64] */
-    uint32_t *out;             /* bf16 pairs: [BH, Tq, 64] */
-    float *lse;                /* [BH, Tq] natural log, or null */
-    int tq, tk, causal;
-    int64_t window, off;
-    float scale;
-};
-
-__device__ __forceinline__ bool visible(const Params &p, int64_t qi, int64_t kj) {
-    if (kj >= p.tk) return false;
-    if (!p.causal) return true;
-    const int64_t pos = p.off + qi;
-    return kj <= pos && (p.window <= 0 || pos - kj < p.window);
-}
-
-__device__ __forceinline__ float quad_max(float x) {
-    x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 1));
-    return fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 2));
-}
-__device__ __forceinline__ float quad_sum(float x) {
-    x += __shfl_xor_sync(0xffffffffu, x, 1);
-    return x + __shfl_xor_sync(0xffffffffu, x, 2);
-}
-
-__global__ void __launch_bounds__(THREADS) fwd(Params p) {
-#ifdef EMU
-    static uint32_t sQ[BR * LDW], sK[BC * LDW], sVt[D * LDW];
-#else
-    __shared__ uint32_t sQ[BR * LDW], sK[BC * LDW], sVt[D * LDW];
-#endif
-    uint16_t *sVt16 = reinterpret_cast<uint16_t *>(sVt);
-    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t4 = lane & 3;
-    const int n_qt = (p.tq + BR - 1) / BR;
-    const int64_t q0 = (int64_t)(n_qt - 1 - (int)blockIdx.x) * BR, bh = blockIdx.y;
-    const uint32_t *q = p.q + bh * p.tq * (D / 2), *k = p.k + bh * p.tk * (D / 2), *v = p.v + bh * p.tk * (D / 2);
-    const float sl2 = p.scale * LOG2E;
-
-    for (int e = tid; e < BR * D / 2; e += THREADS) {
-        const int r = e / (D / 2), w = e % (D / 2);
-        sQ[r * LDW + w] = q0 + r < p.tq ? q[(q0 + r) * (D / 2) + w] : 0u;
-    }
-    __syncthreads();
-    /* A fragments of this warp's 16 query rows, 4 k-steps of 16 */
-    const int ra = warp * 16 + g;
-    uint32_t qa[4][4];
-#pragma unroll
-    for (int ks = 0; ks < 4; ks++) {
-        qa[ks][0] = sQ[ra * LDW + ks * 8 + t4];
-        qa[ks][1] = sQ[(ra + 8) * LDW + ks * 8 + t4];
-        qa[ks][2] = sQ[ra * LDW + ks * 8 + 4 + t4];
-        qa[ks][3] = sQ[(ra + 8) * LDW + ks * 8 + 4 + t4];
-    }
-
-    int64_t k_lo = 0, k_hi = p.tk;
-    if (p.causal) {
-        const int64_t last = p.off + (q0 + BR < p.tq ? q0 + BR : p.tq) - 1;
-        if (last + 1 < k_hi) k_hi = last + 1;
-        if (p.window > 0 && p.off + q0 - p.window + 1 > 0) k_lo = p.off + q0 - p.window + 1;
-    }
-    float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f}, o[8][4];
-#pragma unroll
-    for (int n = 0; n < 8; n++)
-#pragma unroll
-        for (int i = 0; i < 4; i++) o[n][i] = 0.f;
-
-    for (int64_t k0 = k_lo / BC * BC; k0 < k_hi; k0 += BC) {
-        __syncthreads();
-        for (int e = tid; e < BC * D / 2; e += THREADS) {
-            const int r = e / (D / 2), w = e % (D / 2);
-            const bool in = k0 + r < p.tk;
-            sK[r * LDW + w] = in ? k[(k0 + r) * (D / 2) + w] : 0u;
-            const uint32_t x = in ? v[(k0 + r) * (D / 2) + w] : 0u;
-            sVt16[(2 * w) * (2 * LDW) + r] = (uint16_t)(x & 0xffffu); /* V^T[column][key] */
-            sVt16[(2 * w + 1) * (2 * LDW) + r] = (uint16_t)(x >> 16);
-        }
-        __syncthreads();
-        float s[8][4];
-#pragma unroll
-        for (int n = 0; n < 8; n++) {
-#pragma unroll
-            for (int i = 0; i < 4; i++) s[n][i] = 0.f;
-#pragma unroll
-            for (int ks = 0; ks < 4; ks++)
-                mma(s[n], qa[ks], sK[(n * 8 + g) * LDW + ks * 8 + t4], sK[(n * 8 + g) * LDW + ks * 8 + 4 + t4]);
-        }
-#pragma unroll
-        for (int h = 0; h < 2; h++) { /* rows g and g + 8 of the warp */
-            const int64_t qi = q0 + ra + 8 * h;
-            float mx = -INFINITY;
-#pragma unroll
-            for (int n = 0; n < 8; n++)
-#pragma unroll
-                for (int e = 0; e < 2; e++) {
-                    float &x = s[n][2 * h + e];
-                    x = visible(p, qi, k0 + n * 8 + 2 * t4 + e) ? x * sl2 : -INFINITY;
-                    mx = fmaxf(mx, x);
-                }
-            const float m_new = fmaxf(m[h], quad_max(mx));
-            const float m_use = m_new == -INFINITY ? 0.f : m_new;
-            const float alpha = exp2f(m[h] - m_use);
-            float sum = 0.f;
-#pragma unroll
-            for (int n = 0; n < 8; n++)
-#pragma unroll
-                for (int e = 0; e < 2; e++) {
-                    float &x = s[n][2 * h + e];
-                    x = exp2f(x - m_use);
-                    sum += x;
-                }
-            l[h] = l[h] * alpha + quad_sum(sum);
-            m[h] = m_new;
-#pragma unroll
-            for (int n = 0; n < 8; n++) o[n][2 * h] *= alpha, o[n][2 * h + 1] *= alpha;
-        }
-        /* O += P V: the score accumulators of key columns 16 ks.. are the A fragment */
-#pragma unroll
-        for (int ks = 0; ks < 4; ks++) {
-            const uint32_t pa[4] = {pack2(s[2 * ks][0], s[2 * ks][1]), pack2(s[2 * ks][2], s[2 * ks][3]),
-                                    pack2(s[2 * ks + 1][0], s[2 * ks + 1][1]), pack2(s[2 * ks + 1][2], s[2 * ks + 1][3])};
-#pragma unroll
-            for (int n = 0; n < 8; n++)
-                mma(o[n], pa, sVt[(n * 8 + g) * LDW + ks * 8 + t4], sVt[(n * 8 + g) * LDW + ks * 8 + 4 + t4]);
-        }
-    }
-    uint32_t *out = p.out + bh * p.tq * (D / 2);
-#pragma unroll
-    for (int h = 0; h < 2; h++) {
-        const int64_t qi = q0 + ra + 8 * h;
-        if (qi >= p.tq) continue;
-        const float inv = 1.f / l[h];
-#pragma unroll
-        for (int n = 0; n < 8; n++) out[qi * (D / 2) + n * 4 + t4] = pack2(o[n][2 * h] * inv, o[n][2 * h + 1] * inv);
-        if (p.lse && t4 == 0) p.lse[bh * p.tq + qi] = (m[h] + log2f(l[h])) * LN2;
-    }
-}
-
-}  // namespace bf
-
-/* ---- host side ------------------------------------------------------------------------------------------- */
-
-static uint16_t to_bf16(float x) {
-    uint32_t b;
-    memcpy(&b, &x, 4);
-    return (uint16_t)((b + 0x7fffu + ((b >> 16) & 1u)) >> 16);
-}
-static float from_bf16(uint16_t h) {
-    uint32_t b = (uint32_t)h << 16;
-    float f;
-    memcpy(&f, &b, 4);
-    return f;
-}
-
-#ifdef EMU
-static void *dev_alloc(size_t n) { return malloc(n); }
-static void dev_free(void *p) { free(p); }
-static void to_dev(void *d, const void *h, size_t n) { memcpy(d, h, n); }
-static void to_host(void *h, const void *d, size_t n) { memcpy(h, d, n); }
-static void launch(const bf::Params &p, int bh) {
-    emu::launch(dim3((p.tq + bf::BR - 1) / bf::BR, bh), dim3(bf::THREADS), [&] { bf::fwd(p); });
-}
-#else
 #define CK(x)                                                                                  \
     do {                                                                                       \
         cudaError_t e_ = (x);                                                                  \
@@ -234,152 +33,286 @@ static void launch(const bf::Params &p, int bh) {
             exit(1);                                                                           \
         }                                                                                      \
     } while (0)
-static void *dev_alloc(size_t n) {
-    void *p;
-    CK(cudaMalloc(&p, n));
-    return p;
-}
-static void dev_free(void *p) { CK(cudaFree(p)); }
-static void to_dev(void *d, const void *h, size_t n) { CK(cudaMemcpy(d, h, n, cudaMemcpyHostToDevice)); }
-static void to_host(void *h, const void *d, size_t n) { CK(cudaMemcpy(h, d, n, cudaMemcpyDeviceToHost)); }
-static void launch(const bf::Params &p, int bh) {
-    bf::fwd<<<dim3((p.tq + bf::BR - 1) / bf::BR, bh), bf::THREADS>>>(p);
+
+using attnbf::Params;
+
+/* ---- launches of one configuration --------------------------------------------------------------------------- */
+
+template <int D, int NW, int MW, int BK, int MINB, bool HOLD>
+static void fwd(const Params &p, int bh) {
+    using F = attnbf::Fwd<D, NW, MW, BK>;
+    static bool ready;
+    if (!ready)
+        CK(cudaFuncSetAttribute(attnbf::fwd<D, NW, MW, BK, MINB>, cudaFuncAttributeMaxDynamicSharedMemorySize, F::SMEM));
+    ready = true;
+    attnbf::fwd<D, NW, MW, BK, MINB><<<dim3((p.tq + F::BR - 1) / F::BR, bh), F::THREADS, F::SMEM>>>(p);
     CK(cudaGetLastError());
 }
-#endif
+template <int D>
+static void delta(const Params &p, int bh) {
+    const int64_t rows = (int64_t)bh * p.tq;
+    attnbf::delta<D><<<(unsigned)((rows + 7) / 8), 256>>>(p, rows);
+    CK(cudaGetLastError());
+}
+template <int D, int NW, int MW, int BQ, int MINB, bool HOLD>
+static void dkdv(const Params &p, int bh) {
+    using K = attnbf::Dkdv<D, NW, MW, BQ>;
+    static bool ready;
+    if (!ready)
+        CK(cudaFuncSetAttribute(attnbf::bwd_dkdv<D, NW, MW, BQ, MINB, HOLD>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                K::SMEM));
+    ready = true;
+    attnbf::bwd_dkdv<D, NW, MW, BQ, MINB, HOLD><<<dim3((p.tk + K::BC - 1) / K::BC, bh), K::THREADS, K::SMEM>>>(p);
+    CK(cudaGetLastError());
+}
+template <int D, int NW, int MW, int BK, int MINB, bool HOLD>
+static void dq(const Params &p, int bh) {
+    using Q = attnbf::Dq<D, NW, MW, BK>;
+    static bool ready;
+    if (!ready)
+        CK(cudaFuncSetAttribute(attnbf::bwd_dq<D, NW, MW, BK, MINB, HOLD>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                Q::SMEM));
+    ready = true;
+    attnbf::bwd_dq<D, NW, MW, BK, MINB, HOLD><<<dim3((p.tq + Q::BR - 1) / Q::BR, bh), Q::THREADS, Q::SMEM>>>(p);
+    CK(cudaGetLastError());
+}
+
+typedef void (*Launch)(const Params &, int);
+struct Kernel {
+    const char *kind;
+    int d, nw, mw, tile, minb, hold;
+    Launch run;
+    const void *fn;  /* the __global__ function, for its attributes */
+    int threads, smem;
+    bool engine() const { return d == 64 ? engine_d<attnbf::Cfg<64>>() : engine_d<attnbf::Cfg<128>>(); }
+    template <typename K> bool same() const {
+        return nw == K::NW && mw == K::MW && tile == K::T && minb == K::MINB && hold == K::HOLD;
+    }
+    template <typename C> bool engine_d() const { /* one of the launchers' (large- or small-grid) configurations */
+        if (kind[0] == 'f') return same<typename C::Fwd>() || same<typename C::FwdSmall>();
+        if (kind[1] == 'k') return same<typename C::Kv>() || same<typename C::KvSmall>();
+        return same<typename C::Dq>() || same<typename C::DqSmall>();
+    }
+    void name(char *buf, size_t n) const {
+        snprintf(buf, n, "%s:%dx%d/%d b%d%s%s", kind, nw, mw, tile, minb, hold ? "h" : "", engine() ? "*" : "");
+    }
+};
+#define FWD_K(d, nw, mw, t, mb, h)                                                                            \
+    {"fwd", d, nw, mw, t, mb, h, fwd<d, nw, mw, t, mb, h>, (const void *)attnbf::fwd<d, nw, mw, t, mb>, 32 * nw,   \
+     attnbf::Fwd<d, nw, mw, t>::SMEM},
+#define DKDV_K(d, nw, mw, t, mb, h)                                                                           \
+    {"dkdv", d, nw, mw, t, mb, h, dkdv<d, nw, mw, t, mb, h>, (const void *)attnbf::bwd_dkdv<d, nw, mw, t, mb, h>,  \
+     32 * nw, attnbf::Dkdv<d, nw, mw, t>::SMEM},
+#define DQ_K(d, nw, mw, t, mb, h)                                                                             \
+    {"dq", d, nw, mw, t, mb, h, dq<d, nw, mw, t, mb, h>, (const void *)attnbf::bwd_dq<d, nw, mw, t, mb, h>,        \
+     32 * nw, attnbf::Dq<d, nw, mw, t>::SMEM},
+static const Kernel g_fwd[] = {ATTNBF_FWD_VARIANTS(FWD_K)};
+static const Kernel g_dkdv[] = {ATTNBF_DKDV_VARIANTS(DKDV_K)};
+static const Kernel g_dq[] = {ATTNBF_DQ_VARIANTS(DQ_K)};
+template <int D> static void fwd_engine(const Params &p, int bh) {
+    using F = typename attnbf::Cfg<D>::Fwd;
+    fwd<D, F::NW, F::MW, F::T, F::MINB, false>(p, bh);
+}
+
+/* ---- problems -------------------------------------------------------------------------------------------------- */
 
 struct Problem {
-    int bh, tq, tk, causal;
-    int64_t window;
-    uint16_t *dq, *dk, *dv, *dout;
-    float *dlse;
-    bf::Params p;
+    ref::Shape s;
+    std::vector<uint16_t> hq, hk, hv, hdo;
+    uint16_t *q, *k, *v, *dout, *out, *dq, *dk, *dv;
+    float *lse, *delta;
+    Params p;
 };
 
-static Problem make(int bh, int tq, int tk, int causal, int64_t window, std::vector<uint16_t> *hq,
-                    std::vector<uint16_t> *hk, std::vector<uint16_t> *hv, unsigned seed) {
-    Problem pr{bh, tq, tk, causal, window, nullptr, nullptr, nullptr, nullptr, nullptr, {}};
-    const size_t nq = (size_t)bh * tq * bf::D, nk = (size_t)bh * tk * bf::D;
-    hq->resize(nq), hk->resize(nk), hv->resize(nk);
-    srand(seed);
-    auto rnd = [] { /* roughly normal: sum of 4 uniforms, centred and scaled */
-        float s = 0;
-        for (int i = 0; i < 4; i++) s += (float)rand() / (float)RAND_MAX;
-        return (s - 2.f) * 1.7f;
-    };
-    for (auto &x : *hq) x = to_bf16(rnd());
-    for (auto &x : *hk) x = to_bf16(rnd());
-    for (auto &x : *hv) x = to_bf16(rnd());
-    pr.dq = (uint16_t *)dev_alloc(nq * 2), pr.dk = (uint16_t *)dev_alloc(nk * 2), pr.dv = (uint16_t *)dev_alloc(nk * 2);
-    pr.dout = (uint16_t *)dev_alloc(nq * 2);
-    pr.dlse = (float *)dev_alloc((size_t)bh * tq * 4);
-    to_dev(pr.dq, hq->data(), nq * 2), to_dev(pr.dk, hk->data(), nk * 2), to_dev(pr.dv, hv->data(), nk * 2);
-    std::vector<uint16_t> poison(nq, 0xffff); /* NaN: unwritten outputs show up */
-    to_dev(pr.dout, poison.data(), nq * 2);
-    pr.p = bf::Params{(const uint32_t *)pr.dq, (const uint32_t *)pr.dk, (const uint32_t *)pr.dv,
-                      (uint32_t *)pr.dout, pr.dlse, tq, tk, causal, window, causal ? (int64_t)(tk - tq) : 0,
-                      (float)(1.0 / sqrt((double)bf::D))};
-    return pr;
+template <typename T> static T *dev(size_t n) {
+    T *p;
+    CK(cudaMalloc(&p, n * sizeof(T)));
+    return p;
+}
+
+static void make(Problem &pr, const ref::Shape &s, unsigned seed) {
+    pr.s = s;
+    const size_t nq = (size_t)s.bh * s.tq * s.d, nk = (size_t)s.bh * s.tk * s.d;
+    std::mt19937 rng(seed);
+    std::normal_distribution<float> nd(0.f, 1.f);
+    pr.hq.resize(nq), pr.hk.resize(nk), pr.hv.resize(nk), pr.hdo.resize(nq);
+    for (auto *x : {&pr.hq, &pr.hk, &pr.hv, &pr.hdo})
+        for (auto &h : *x) h = ref::to_bf16(nd(rng));
+    pr.q = dev<uint16_t>(nq), pr.k = dev<uint16_t>(nk), pr.v = dev<uint16_t>(nk), pr.dout = dev<uint16_t>(nq);
+    pr.out = dev<uint16_t>(nq), pr.dq = dev<uint16_t>(nq), pr.dk = dev<uint16_t>(nk), pr.dv = dev<uint16_t>(nk);
+    pr.lse = dev<float>((size_t)s.bh * s.tq), pr.delta = dev<float>((size_t)s.bh * s.tq);
+    CK(cudaMemcpy(pr.q, pr.hq.data(), nq * 2, cudaMemcpyHostToDevice));
+    CK(cudaMemcpy(pr.k, pr.hk.data(), nk * 2, cudaMemcpyHostToDevice));
+    CK(cudaMemcpy(pr.v, pr.hv.data(), nk * 2, cudaMemcpyHostToDevice));
+    CK(cudaMemcpy(pr.dout, pr.hdo.data(), nq * 2, cudaMemcpyHostToDevice));
+    Params &p = pr.p;
+    p = Params{};
+    p.q = pr.q, p.k = pr.k, p.v = pr.v, p.dout = pr.dout, p.o = pr.out, p.lse = pr.lse, p.delta = pr.delta;
+    p.out = pr.out, p.lse_out = pr.lse, p.delta_out = pr.delta, p.dq = pr.dq, p.dk = pr.dk, p.dv = pr.dv;
+    p.tq = s.tq, p.tk = s.tk, p.causal = s.causal, p.window = s.causal ? s.window : 0;
+    p.off = s.causal ? s.tk - s.tq : 0;
+    p.scale = (float)(1.0 / sqrt((double)s.d));
+    p.aligned = 1;
 }
 
 static void release(Problem &pr) {
-    dev_free(pr.dq), dev_free(pr.dk), dev_free(pr.dv), dev_free(pr.dout), dev_free(pr.dlse);
+    for (void *x : {(void *)pr.q, (void *)pr.k, (void *)pr.v, (void *)pr.dout, (void *)pr.out, (void *)pr.dq,
+                    (void *)pr.dk, (void *)pr.dv, (void *)pr.lse, (void *)pr.delta})
+        CK(cudaFree(x));
 }
 
-/* relative Frobenius error of out against a float64 reference on the same bf16 inputs */
-static double check(int bh, int tq, int tk, int causal, int64_t window) {
-    std::vector<uint16_t> hq, hk, hv;
-    Problem pr = make(bh, tq, tk, causal, window, &hq, &hk, &hv, 1234 + tq);
-    launch(pr.p, bh);
-    std::vector<uint16_t> out((size_t)bh * tq * bf::D);
-    to_host(out.data(), pr.dout, out.size() * 2);
-    const int64_t off = causal ? tk - tq : 0;
-    const double scale = 1.0 / sqrt((double)bf::D);
-    double num = 0, den = 0;
-    std::vector<double> s(tk);
-    for (int b = 0; b < bh; b++)
-        for (int i = 0; i < tq; i++) {
-            const int64_t pos = off + i;
-            double mx = -INFINITY, z = 0;
-            for (int j = 0; j < tk; j++) {
-                const bool seen = !causal || (j <= pos && (window <= 0 || pos - j < window));
-                double dot = 0;
-                for (int c = 0; c < bf::D; c++)
-                    dot += (double)from_bf16(hq[((size_t)b * tq + i) * bf::D + c]) *
-                           from_bf16(hk[((size_t)b * tk + j) * bf::D + c]);
-                s[j] = seen ? dot * scale : -INFINITY;
-                mx = std::max(mx, s[j]);
-            }
-            for (int j = 0; j < tk; j++) z += (s[j] = exp(s[j] - mx));
-            for (int c = 0; c < bf::D; c++) {
-                double ref = 0;
-                for (int j = 0; j < tk; j++) ref += s[j] / z * from_bf16(hv[((size_t)b * tk + j) * bf::D + c]);
-                const double got = from_bf16(out[((size_t)b * tq + i) * bf::D + c]);
-                num += (got - ref) * (got - ref);
-                den += ref * ref;
-                if (got != got) num = INFINITY; /* NaN: unwritten or broken */
-            }
+static void poison(Problem &pr) {
+    const size_t nq = (size_t)pr.s.bh * pr.s.tq * pr.s.d, nk = (size_t)pr.s.bh * pr.s.tk * pr.s.d;
+    CK(cudaMemset(pr.out, 0xff, nq * 2)); CK(cudaMemset(pr.dq, 0xff, nq * 2));
+    CK(cudaMemset(pr.dk, 0xff, nk * 2)); CK(cudaMemset(pr.dv, 0xff, nk * 2));
+    CK(cudaMemset(pr.lse, 0xff, (size_t)pr.s.bh * pr.s.tq * 4));
+}
+
+template <typename T> static std::vector<T> host(const T *d, size_t n) {
+    std::vector<T> h(n);
+    CK(cudaMemcpy(h.data(), d, n * sizeof(T), cudaMemcpyDeviceToHost));
+    return h;
+}
+
+/* Every configuration of head size d on one shape: forward by each fwd config (checked), backward by each
+ * dkdv and dq config (checked) after the first fwd config. Returns failures. */
+static int check(const ref::Shape &s) {
+    Problem pr;
+    make(pr, s, 1234 + s.tq + 7 * s.tk);
+    std::vector<double> q(pr.hq.size()), k(pr.hk.size()), v(pr.hv.size()), g(pr.hdo.size());
+    for (size_t i = 0; i < q.size(); i++) q[i] = ref::from_bf16(pr.hq[i]), g[i] = ref::from_bf16(pr.hdo[i]);
+    for (size_t i = 0; i < k.size(); i++) k[i] = ref::from_bf16(pr.hk[i]), v[i] = ref::from_bf16(pr.hv[i]);
+    std::vector<double> ro, rl, rdq, rdk, rdv;
+    ref::attention(s, q, k, v, g, pr.p.scale, ro, rl, rdq, rdk, rdv);
+    const size_t nq = q.size(), nk = k.size(), nr = (size_t)s.bh * s.tq;
+    int fails = 0;
+    auto report = [&](const Kernel &kr, double e, double tol) {
+        char what[64];
+        kr.name(what, sizeof what);
+        const bool ok = e <= tol;
+        fails += !ok;
+        printf("%s bf16 %s BH%d Tq%d Tk%d d%d causal%d window%lld: max err %.2e (of the largest)\n", ok ? "ok  " : "FAIL",
+               what, s.bh, s.tq, s.tk, s.d, s.causal, (long long)s.window, e);
+    };
+    for (const Kernel &f : g_fwd) {
+        if (f.d != s.d) continue;
+        poison(pr);
+        f.run(pr.p, s.bh);
+        CK(cudaDeviceSynchronize());
+        const double eo = ref::max_rel(host(pr.out, nq), ro, ref::val_bf16);
+        const double el = ref::max_rel(host(pr.lse, nr), rl, ref::val_f32);
+        report(f, std::max(eo, el * 10), 1e-2); /* lse: 1e-3 */
+    }
+    /* the backward ones from the launchers' forward */
+    {
+        poison(pr);
+        (s.d == 64 ? fwd_engine<64> : fwd_engine<128>)(pr.p, s.bh);
+        (s.d == 64 ? delta<64> : delta<128>)(pr.p, s.bh);
+        for (const Kernel &kv : g_dkdv) {
+            if (kv.d != s.d) continue;
+            CK(cudaMemset(pr.dk, 0xff, nk * 2)); CK(cudaMemset(pr.dv, 0xff, nk * 2));
+            kv.run(pr.p, s.bh);
+            CK(cudaDeviceSynchronize());
+            report(kv, std::max(ref::max_rel(host(pr.dk, nk), rdk, ref::val_bf16),
+                                     ref::max_rel(host(pr.dv, nk), rdv, ref::val_bf16)), 2e-2);
         }
+        for (const Kernel &kq : g_dq) {
+            if (kq.d != s.d) continue;
+            CK(cudaMemset(pr.dq, 0xff, nq * 2));
+            kq.run(pr.p, s.bh);
+            CK(cudaDeviceSynchronize());
+            report(kq, ref::max_rel(host(pr.dq, nq), rdq, ref::val_bf16), 2e-2);
+        }
+    }
     release(pr);
-    return sqrt(num / den);
+    return fails;
 }
 
-#ifndef EMU
-static double time_fwd(int b, int h, int t, int64_t window, int reps) {
-    std::vector<uint16_t> hq, hk, hv;
-    Problem pr = make(b * h, t, t, 1, window, &hq, &hk, &hv, 99);
+/* median ms of run over reps */
+static double time_ms(const Kernel &kr, const Params &p, int bh, int reps) {
     cudaEvent_t e0, e1;
     CK(cudaEventCreate(&e0));
     CK(cudaEventCreate(&e1));
-    launch(pr.p, b * h);
+    kr.run(p, bh);
     std::vector<float> ms(reps);
     for (int r = 0; r < reps; r++) {
         CK(cudaEventRecord(e0));
-        launch(pr.p, b * h);
+        kr.run(p, bh);
         CK(cudaEventRecord(e1));
         CK(cudaEventSynchronize(e1));
         CK(cudaEventElapsedTime(&ms[r], e0, e1));
     }
+    CK(cudaEventDestroy(e0));
+    CK(cudaEventDestroy(e1));
     std::sort(ms.begin(), ms.end());
-    release(pr);
     return ms[reps / 2];
 }
-#endif
+
+/* registers and blocks per SM of each configuration (the run before made sure the smem attribute is set) */
+static void occupancy() {
+    for (const Kernel *set : {g_fwd, g_dkdv, g_dq}) {
+        const size_t n = set == g_fwd ? sizeof g_fwd / sizeof *g_fwd
+                         : set == g_dkdv ? sizeof g_dkdv / sizeof *g_dkdv
+                                         : sizeof g_dq / sizeof *g_dq;
+        for (size_t i = 0; i < n; i++) {
+            cudaFuncAttributes a;
+            int blocks = 0;
+            CK(cudaFuncGetAttributes(&a, set[i].fn));
+            CK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, set[i].fn, set[i].threads, set[i].smem));
+            char name[64];
+            set[i].name(name, sizeof name);
+            printf("# d=%d %-22s regs %3d local %4zu B  smem %6d B  blocks/SM %d (%d warps)\n", set[i].d, name,
+                   a.numRegs, a.localSizeBytes, set[i].smem, blocks, blocks * set[i].threads / 32);
+        }
+    }
+}
+
+static void bench() {
+    occupancy();
+    printf("csv,path,pass,B,H,T,d,window,ms\n");
+    const int h = 12;
+    for (int d : {64, 128})
+        for (int t : {2048, 4096, 8192, 16384, 32768}) {
+            if (d == 128 && t != 8192 && t != 32768) continue;
+            Problem pr;
+            make(pr, ref::Shape{h, t, t, d, d, 1, 0}, 99);
+            /* forward once for lse, delta once: the backward kernels read them */
+            (d == 64 ? fwd_engine<64> : fwd_engine<128>)(pr.p, h);
+            (d == 64 ? delta<64> : delta<128>)(pr.p, h);
+            const int reps = t >= 16384 ? 10 : 20;
+            for (const Kernel *set : {g_fwd, g_dkdv, g_dq}) {
+                const size_t n = set == g_fwd ? sizeof g_fwd / sizeof *g_fwd
+                                 : set == g_dkdv ? sizeof g_dkdv / sizeof *g_dkdv
+                                                 : sizeof g_dq / sizeof *g_dq;
+                for (size_t i = 0; i < n; i++)
+                    if (set[i].d == d) {
+                        char name[64];
+                        set[i].name(name, sizeof name);
+                        printf("csv,bf16dev:%s,kernel,1,%d,%d,%d,0,%.3f\n", name, h, t, d, time_ms(set[i], pr.p, h, reps));
+                    }
+            }
+            const Kernel dl = {"delta", d, 0, 0, 0, 0, 0, d == 64 ? delta<64> : delta<128>, nullptr, 256, 0};
+            printf("csv,bf16dev:delta,kernel,1,%d,%d,%d,0,%.3f\n", h, t, d, time_ms(dl, pr.p, h, reps));
+            fflush(stdout);
+            release(pr);
+        }
+}
 
 int main(int argc, char **argv) {
-    (void)argv;
-    struct {
-        int bh, tq, tk, causal;
-        int64_t window;
-    } cases[] = {
-        {2, 64, 64, 1, 0},   {1, 100, 100, 1, 0}, {2, 77, 200, 1, 0}, {1, 130, 130, 0, 0},
-        {1, 150, 150, 1, 7}, {1, 129, 129, 1, 1}, {1, 70, 90, 1, 300}, {3, 256, 256, 1, 0},
-#ifndef EMU
-        {2, 1000, 1000, 1, 0}, {1, 2048, 2048, 1, 0}, {1, 1500, 1500, 1, 256}, {1, 777, 1111, 0, 0},
-#endif
-    };
+    const bool small = argc > 1 && strcmp(argv[1], "--small") == 0;
+    const bool do_bench = argc > 1 && strcmp(argv[1], "--bench") == 0;
+    std::vector<ref::Shape> shapes = {{1, 100, 100, 64, 64, 1, 0}, {1, 70, 130, 128, 128, 1, 33}};
+    if (!small) {
+        const std::vector<ref::Shape> more = {
+            {2, 1000, 1000, 64, 64, 1, 0},   {1, 777, 1111, 64, 64, 0, 0},   {1, 1500, 1500, 64, 64, 1, 256},
+            {1, 600, 1000, 64, 64, 1, 129},  {1, 1000, 1000, 128, 128, 1, 0}, {1, 900, 900, 128, 128, 0, 0},
+            {1, 1100, 1300, 128, 128, 1, 300},
+        };
+        shapes.insert(shapes.end(), more.begin(), more.end());
+    }
     int fails = 0;
-    for (auto &c : cases) {
-        const double e = check(c.bh, c.tq, c.tk, c.causal, c.window);
-        const bool ok = e < 1.5e-2; /* bf16 inputs and P: near 4e-3 expected */
-        fails += !ok;
-        printf("%s bf16 fwd BH%d Tq%d Tk%d causal%d window%lld: rel err %.2e\n", ok ? "ok  " : "FAIL", c.bh, c.tq,
-               c.tk, c.causal, (long long)c.window, e);
-    }
+    for (const ref::Shape &s : shapes) fails += check(s);
     printf("%s\n", fails ? "bf16 checks FAILED" : "bf16 checks passed");
-#ifndef EMU
-    if (argc > 1 && strcmp(argv[1], "--bench") == 0) {
-        printf("csv,path,pass,B,H,T,d,window,ms\n");
-        const int ts[] = {2048, 4096, 8192, 16384, 32768};
-        for (int t : ts) {
-            const int b = t >= 16384 ? 1 : 16384 / t;
-            printf("csv,bf16dev,fwd,%d,12,%d,64,0,%.3f\n", b, t, time_fwd(b, 12, t, 0, 20));
-        }
-        const int long_ts[] = {32768, 65536, 131072};
-        for (int t : long_ts) printf("csv,bf16dev,fwd,1,12,%d,64,8192,%.3f\n", t, time_fwd(1, 12, t, 8192, 10));
-    }
-#else
-    (void)argc;
-#endif
+    if (do_bench) bench();
     return fails != 0;
 }

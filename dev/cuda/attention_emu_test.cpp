@@ -90,7 +90,8 @@ static double max_rel(const std::vector<float> &got, const std::vector<double> &
     for (double r : ref) scale = std::max(scale, fabs(r));
     for (size_t i = 0; i < ref.size(); i++) {
         double e = fabs(got[i] - ref[i]) / scale;
-        if (!(e <= worst)) worst = e; /* NaN sticks */
+        if (e != e) return e; /* NaN: unwritten or broken */
+        worst = std::max(worst, e);
     }
     return worst;
 }

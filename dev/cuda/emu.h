@@ -1,18 +1,23 @@
 /* A host emulator for the CUDA kernels in this folder and in
- * src/backends/cuda/attention_kernels.cuh, so their indexing, masking and
- * barrier logic can be checked on a machine without a GPU (this workplace's
- * GPU time is scarce). Each CUDA thread of a block is a ucontext coroutine on
- * one OS thread; __syncthreads switches to the next thread, and a block's
- * threads run round by round until all of them have returned. Blocks run one
- * after another, so __shared__ can be a plain static. Warp shuffles go through
- * a block-wide exchange: kernels must call them uniformly across the block
- * (ours do). Slow (a context switch per thread per barrier): small shapes only.
+ * src/backends/cuda/attention_kernels.cuh and attention_bf16.cuh, so their
+ * indexing, masking and barrier logic can be checked on a machine without a
+ * GPU (this workplace's GPU time is scarce). Each CUDA thread of a block is a
+ * ucontext coroutine on one OS thread. Blocks run one after another, so
+ * __shared__ can be a plain static. Between two __syncthreads each warp runs
+ * to the next one before the next warp starts (see run_block): shared-memory
+ * hazards between warps show up. Warp collectives (shuffles, mma.sync,
+ * ldmatrix) exchange values through per-thread slots and wait for their own
+ * warp only, so they must be called uniformly across a warp, as on the GPU.
+ * cp.async copies land at cp.async.wait_group, their destination poisoned
+ * until then. Slow (a context switch per thread per collective): small shapes
+ * only.
  *
  * Usage: #include "emu.h" before the kernels, then
  *   emu::launch(grid, block, [&] { my_kernel(args...); });
  */
 #ifndef TTT_DEV_CUDA_EMU_H
 #define TTT_DEV_CUDA_EMU_H
+#define TTT_EMU 1 /* kernels pick their emulated intrinsics (mma, ldmatrix, cp.async) */
 
 #include <ucontext.h>
 
@@ -43,11 +48,22 @@ struct float2 {
 
 namespace emu {
 
+/* One cp.async copy in flight: bytes to dst, of which the first src_bytes come from src (the rest zeros). */
+struct Copy {
+    void *dst;
+    const void *src;
+    int bytes, src_bytes;
+};
+
 struct Thread {
     ucontext_t uc;
     std::vector<char> stack;
     bool done;
+    int wait;                               /* RUN, AT_WARP (a warp collective) or AT_BLOCK (__syncthreads) */
+    std::vector<Copy> open;                 /* cp.async issued since the last commit */
+    std::vector<std::vector<Copy>> groups;  /* committed groups, oldest first */
 };
+enum { RUN = 0, AT_WARP = 1, AT_BLOCK = 2 };
 
 inline ucontext_t g_sched;
 inline std::vector<Thread> g_threads;
@@ -56,13 +72,23 @@ inline dim3 g_grid, g_block, g_bidx;
 inline const std::function<void()> *g_body;
 inline std::vector<float> g_exchange;
 inline std::vector<float> g_smem(1 << 16); /* dynamic shared memory, floats */
+inline bool g_reverse;                      /* run the warps last to first (alternates per block) */
 
 inline dim3 thread_idx() {
     unsigned t = (unsigned)g_cur;
     return dim3(t % g_block.x, (t / g_block.x) % g_block.y, t / (g_block.x * g_block.y));
 }
 
-inline void barrier() { swapcontext(&g_threads[g_cur].uc, &g_sched); }
+/* __syncthreads: every thread of the block */
+inline void barrier() {
+    g_threads[g_cur].wait = AT_BLOCK;
+    swapcontext(&g_threads[g_cur].uc, &g_sched);
+}
+/* the lockstep point of a warp collective: the threads of this warp only */
+inline void warp_barrier() {
+    g_threads[g_cur].wait = AT_WARP;
+    swapcontext(&g_threads[g_cur].uc, &g_sched);
+}
 
 inline void trampoline() {
     (*g_body)();
@@ -70,30 +96,60 @@ inline void trampoline() {
     /* uc_link returns to the scheduler */
 }
 
+/* Runs one block. Between two __syncthreads each warp runs on its own, all the
+ * way to the next one, before the next warp starts (first to last, or last to
+ * first on every other block): a warp that writes shared memory another warp
+ * still has to read in the same phase (a missing __syncthreads) overwrites it
+ * first, and with cp.async's poison the reader sees NaN. */
 inline void run_block(int n) {
     g_threads.assign(n, Thread());
     for (int t = 0; t < n; t++) {
         Thread &th = g_threads[t];
         th.stack.resize(256 << 10);
         th.done = false;
+        th.wait = RUN;
         getcontext(&th.uc);
         th.uc.uc_stack.ss_sp = th.stack.data();
         th.uc.uc_stack.ss_size = th.stack.size();
         th.uc.uc_link = &g_sched;
         makecontext(&th.uc, trampoline, 0);
     }
+    const int n_warps = (n + 31) / 32;
     for (;;) {
-        int n_done = 0;
-        for (int t = 0; t < n; t++) {
-            g_cur = t;
-            swapcontext(&g_sched, &g_threads[t].uc);
-            n_done += g_threads[t].done;
+        for (int wi = 0; wi < n_warps; wi++) {
+            const int w = g_reverse ? n_warps - 1 - wi : wi, lo = 32 * w, hi = lo + 32 < n ? lo + 32 : n;
+            for (;;) {
+                for (int t = lo; t < hi; t++)
+                    if (!g_threads[t].done && g_threads[t].wait == RUN) {
+                        g_cur = t;
+                        swapcontext(&g_sched, &g_threads[t].uc);
+                    }
+                int at_warp = 0;
+                for (int t = lo; t < hi; t++) at_warp += !g_threads[t].done && g_threads[t].wait == AT_WARP;
+                if (at_warp == 0) break; /* the warp is at __syncthreads or has returned */
+                if (at_warp != hi - lo) {
+                    fprintf(stderr, "emu: warp %d: %d of %d threads at a warp collective, the others not\n", w,
+                            at_warp, hi - lo);
+                    abort();
+                }
+                for (int t = lo; t < hi; t++) g_threads[t].wait = RUN;
+            }
         }
-        if (n_done == n) return;
+        int n_done = 0;
+        for (int t = 0; t < n; t++) n_done += g_threads[t].done;
+        if (n_done == n) {
+            for (int t2 = 0; t2 < n; t2++)
+                if (!g_threads[t2].open.empty() || !g_threads[t2].groups.empty()) {
+                    fprintf(stderr, "emu: thread %d returned with cp.async copies not waited for\n", t2);
+                    abort();
+                }
+            return;
+        }
         if (n_done) {
             fprintf(stderr, "emu: %d of %d threads returned while others wait at a barrier\n", n_done, n);
             abort();
         }
+        for (int t = 0; t < n; t++) g_threads[t].wait = RUN;
     }
 }
 
@@ -111,15 +167,16 @@ inline void launch(dim3 grid, dim3 block, const std::function<void()> &body) {
                 /* poison shared memory so reads of unwritten slots show up */
                 for (auto &f : g_smem) f = NAN;
                 run_block(n);
+                g_reverse = !g_reverse;
             }
 }
 
 inline float shfl_xor(float v, int lane_mask) {
     g_exchange[g_cur] = v;
-    barrier();
+    warp_barrier();
     const int partner = (g_cur & ~31) | ((g_cur & 31) ^ lane_mask);
     float r = g_exchange[partner];
-    barrier();
+    warp_barrier();
     return r;
 }
 
@@ -139,7 +196,7 @@ inline void mma_bf16_16816(float *d, const uint32_t *a, const uint32_t *b) {
     if ((int)g_xu.size() < 6 * n) g_xu.resize(6 * n);
     for (int i = 0; i < 4; i++) g_xu[g_cur * 6 + i] = a[i];
     for (int i = 0; i < 2; i++) g_xu[g_cur * 6 + 4 + i] = b[i];
-    barrier();
+    warp_barrier();
     const int warp0 = g_cur & ~31, lane = g_cur & 31, g = lane >> 2, t = lane & 3;
     auto A = [&](int r, int k) {
         const int ln = (r % 8) * 4 + (k % 8) / 2, reg = (r >= 8) + 2 * (k >= 8);
@@ -156,8 +213,66 @@ inline void mma_bf16_16816(float *d, const uint32_t *a, const uint32_t *b) {
         for (int k = 0; k < 16; k++) acc += A(row, k) * B(k, col);
         r[i] = d[i] + acc;
     }
-    barrier();
+    warp_barrier();
     for (int i = 0; i < 4; i++) d[i] = r[i];
+}
+
+/* ldmatrix.sync.aligned.m8n8.x4(.trans).shared.b16 for the calling warp: lane
+ * 8 i + j gives the address of row j of matrix i (16 bytes, 16-byte aligned);
+ * register i of lane 4 g + t holds matrix i's elements (g, 2t), (g, 2t + 1), or
+ * with trans (2t, g), (2t + 1, g), the lower index in the lower 16 bits. */
+inline std::vector<const void *> g_xp;
+inline void ldmatrix_x4(uint32_t *r, const void *row_addr, bool trans) {
+    const int n = (int)(g_block.x * g_block.y * g_block.z);
+    if ((int)g_xp.size() < n) g_xp.resize(n);
+    if ((uintptr_t)row_addr & 15) {
+        fprintf(stderr, "emu: ldmatrix row address %p not 16-byte aligned (thread %d)\n", row_addr, g_cur);
+        abort();
+    }
+    g_xp[g_cur] = row_addr;
+    warp_barrier();
+    const int warp0 = g_cur & ~31, lane = g_cur & 31, g = lane >> 2, t = lane & 3;
+    for (int i = 0; i < 4; i++) {
+        uint16_t lo, hi;
+        if (!trans) {
+            const uint16_t *row = (const uint16_t *)g_xp[warp0 + 8 * i + g];
+            lo = row[2 * t], hi = row[2 * t + 1];
+        } else {
+            lo = ((const uint16_t *)g_xp[warp0 + 8 * i + 2 * t])[g];
+            hi = ((const uint16_t *)g_xp[warp0 + 8 * i + 2 * t + 1])[g];
+        }
+        r[i] = (uint32_t)lo | ((uint32_t)hi << 16);
+    }
+    warp_barrier();
+}
+
+/* cp.async.cg 16 bytes (src_bytes 0: zero fill). The destination is poisoned
+ * with 0xff bytes (bf16 / f32 NaN) when the copy is issued and written only
+ * when cp_wait retires its group, so reading it before the wait, or a copy
+ * issued while other threads still read the slot, shows up as NaN. */
+inline void cp_async(void *dst, const void *src, int bytes, int src_bytes) {
+    if (((uintptr_t)dst & 15) || (src_bytes && ((uintptr_t)src & 15))) {
+        fprintf(stderr, "emu: cp.async %p <- %p not 16-byte aligned (thread %d)\n", dst, src, g_cur);
+        abort();
+    }
+    memset(dst, 0xff, (size_t)bytes);
+    g_threads[g_cur].open.push_back(Copy{dst, src, bytes, src_bytes});
+}
+inline void cp_commit() {
+    Thread &t = g_threads[g_cur];
+    t.groups.push_back(t.open);
+    t.open.clear();
+}
+/* cp.async.wait_group n: all but the newest n committed groups are complete */
+inline void cp_wait(int n) {
+    Thread &t = g_threads[g_cur];
+    while ((int)t.groups.size() > n) {
+        for (const Copy &c : t.groups.front()) {
+            memcpy(c.dst, c.src, (size_t)c.src_bytes);
+            memset((char *)c.dst + c.src_bytes, 0, (size_t)(c.bytes - c.src_bytes));
+        }
+        t.groups.erase(t.groups.begin());
+    }
 }
 
 }  // namespace emu
@@ -167,7 +282,7 @@ inline void mma_bf16_16816(float *d, const uint32_t *a, const uint32_t *b) {
 #define blockDim (emu::g_block)
 #define gridDim (emu::g_grid)
 #define __syncthreads() emu::barrier()
-#define __syncwarp() emu::barrier()
+#define __syncwarp() emu::warp_barrier()
 inline float __shfl_xor_sync(unsigned, float v, int lane_mask) { return emu::shfl_xor(v, lane_mask); }
 inline float __expf(float x) { return expf(x); }
 inline float __fdividef(float a, float b) { return a / b; }

@@ -139,12 +139,18 @@ static ttt_tensor *composed(ttt_ctx *ctx, ttt_tensor *q, ttt_tensor *k, ttt_tens
  * (q, k, v, dout): recompute, differentiate with create_graph, differentiate Phi. */
 static int bwd2_composed(ttt_ctx *ctx, ttt_tensor *const *in, ttt_tensor *const *u, const bool *needs, int causal,
                          int64_t window, double scale, ttt_tensor **gin) {
-    ttt_tensor *o = composed(ctx, in[0], in[1], in[2], causal, window, scale), *d1[3];
-    if (!o || ttt__grad(ctx, 1, &o, &in[3], 3, in, d1, true, true) != TTT_OK) return TTT_ERR;
+    /* bf16 is recomputed in f32 (scores and softmax, as the kernels do); the casts carry the gradients back */
+    const ttt_dtype dt = in[0]->dtype == TTT_BF16 ? TTT_F32 : in[0]->dtype;
+    ttt_tensor *x[4];
+    for (int i = 0; i < 4; i++)
+        if (!(x[i] = in[i]->dtype == dt ? in[i] : ttt_cast(ctx, in[i], dt))) return TTT_ERR;
+    ttt_tensor *o = composed(ctx, x[0], x[1], x[2], causal, window, scale), *d1[3];
+    if (!o || ttt__grad(ctx, 1, &o, &x[3], 3, x, d1, true, true) != TTT_OK) return TTT_ERR;
     ttt_tensor *phi = NULL;
     for (int i = 0; i < 3; i++)
         if (u[i]) {
-            ttt_tensor *t = ttt_sum(ctx, ttt_mul(ctx, d1[i], u[i]), 0, NULL, 0);
+            ttt_tensor *ui = u[i]->dtype == dt ? u[i] : ttt_cast(ctx, u[i], dt);
+            ttt_tensor *t = ttt_sum(ctx, ttt_mul(ctx, d1[i], ui), 0, NULL, 0);
             phi = phi ? ttt_add(ctx, phi, t) : t;
             if (!phi) return TTT_ERR;
         }

@@ -1,7 +1,9 @@
 /* Fused attention on the GPU: the launchers of the kernels in
- * attention_kernels.cuh behind the backend entries attention_fwd and
- * attention_bwd (include/ttt/backend.h). f32 only, head sizes up to 128;
- * anything else is declined and ttt_attention composes it instead.
+ * attention_kernels.cuh (f32, head sizes up to 128) and attention_bf16.cuh
+ * (bf16 on the tensor cores, head sizes 64 and 128 with v's equal to q's)
+ * behind the backend entries attention_fwd and attention_bwd
+ * (include/ttt/backend.h). Anything else is declined and ttt_attention
+ * composes it instead (bf16 it declines goes to the f32 path, cast).
  *
  * Backward (flash-attention 2 style, deterministic): delta = rowsum(dout * out),
  * then one kernel per key tile for dK and dV and one per query tile for dQ,
@@ -17,6 +19,7 @@
 extern __shared__ float4 attn_smem_raw[];
 #define ATTN_SMEM() reinterpret_cast<float *>(attn_smem_raw)
 #include "attention_kernels.cuh"
+#include "attention_bf16.cuh"
 
 enum { MAX_HEAD = 128, MAX_GRID_Y = 65535 };
 
@@ -93,8 +96,143 @@ static int launch_bwd(const attn::Params &p, int64_t bh) {
     return TTT_OK;
 }
 
+/* ---- bf16 ------------------------------------------------------------------------------------------------- */
+
+static bool bf16_shape(const ttt_tensor *q, const ttt_tensor *k, const ttt_tensor *v, AttnShape *s) {
+    if (q->dtype != TTT_BF16 || k->dtype != TTT_BF16 || v->dtype != TTT_BF16 || q->ndim < 2) return false;
+    const int r = q->ndim;
+    *s = AttnShape{leading(q), q->shape[r - 2], k->shape[r - 2], q->shape[r - 1], v->shape[r - 1]};
+    return s->bh >= 1 && s->bh <= MAX_GRID_Y && s->tq >= 1 && s->tk >= 1 && s->tq <= INT_MAX / 2 &&
+           s->tk <= INT_MAX / 2 && (s->d == 64 || s->d == 128) && s->dv == s->d;
+}
+
+static bool aligned4(const void *p) { return ((uintptr_t)p & 3) == 0; }
+
+static attnbf::Params bf16_params(const AttnShape &s, int causal, int64_t window, double scale) {
+    attnbf::Params p;
+    memset(&p, 0, sizeof p);
+    p.tq = (int)s.tq, p.tk = (int)s.tk;
+    p.causal = causal;
+    p.window = causal ? window : 0;
+    p.off = causal ? s.tk - s.tq : 0;
+    p.scale = (float)scale;
+    return p;
+}
+
+/* The multiprocessors of the current device (the configuration choice in attnbf::Cfg counts blocks per SM). */
+static int sm_count(void) {
+    static int n;
+    if (!n) {
+        int dev = 0;
+        if (cudaGetDevice(&dev) != cudaSuccess ||
+            cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess || n < 1)
+            n = 132; /* an H100's */
+    }
+    return n;
+}
+
+template <int D, typename C>
+static int launch_bf16_fwd_cfg(const attnbf::Params &p, int64_t bh) {
+    typedef attnbf::Fwd<D, C::NW, C::MW, C::T> F;
+    static bool ready;
+    if (allow_smem(attnbf::fwd<D, C::NW, C::MW, C::T, C::MINB>, F::SMEM, &ready)) return TTT_ERR;
+    const dim3 grid((unsigned)((p.tq + F::BR - 1) / F::BR), (unsigned)bh);
+    attnbf::fwd<D, C::NW, C::MW, C::T, C::MINB><<<grid, F::THREADS, F::SMEM, ttt__cuda_stream()>>>(p);
+    LAUNCHED("attention_fwd_bf16");
+    return TTT_OK;
+}
+
+template <int D, typename C>
+static int launch_bf16_dkdv_cfg(const attnbf::Params &p, int64_t bh) {
+    typedef attnbf::Dkdv<D, C::NW, C::MW, C::T> Kt;
+    static bool ready;
+    if (allow_smem(attnbf::bwd_dkdv<D, C::NW, C::MW, C::T, C::MINB, (bool)C::HOLD>, Kt::SMEM, &ready))
+        return TTT_ERR;
+    const dim3 grid((unsigned)((p.tk + Kt::BC - 1) / Kt::BC), (unsigned)bh);
+    attnbf::bwd_dkdv<D, C::NW, C::MW, C::T, C::MINB, (bool)C::HOLD>
+        <<<grid, Kt::THREADS, Kt::SMEM, ttt__cuda_stream()>>>(p);
+    LAUNCHED("attention_bwd_dkdv_bf16");
+    return TTT_OK;
+}
+
+template <int D, typename C>
+static int launch_bf16_dq_cfg(const attnbf::Params &p, int64_t bh) {
+    typedef attnbf::Dq<D, C::NW, C::MW, C::T> Qt;
+    static bool ready;
+    if (allow_smem(attnbf::bwd_dq<D, C::NW, C::MW, C::T, C::MINB, (bool)C::HOLD>, Qt::SMEM, &ready))
+        return TTT_ERR;
+    const dim3 grid((unsigned)((p.tq + Qt::BR - 1) / Qt::BR), (unsigned)bh);
+    attnbf::bwd_dq<D, C::NW, C::MW, C::T, C::MINB, (bool)C::HOLD>
+        <<<grid, Qt::THREADS, Qt::SMEM, ttt__cuda_stream()>>>(p);
+    LAUNCHED("attention_bwd_dq_bf16");
+    return TTT_OK;
+}
+
+/* Whether a grid of ceil(n / rows) x bh blocks has at least waves blocks per SM. */
+static bool big_grid(int64_t n, int rows, int64_t bh, int waves) {
+    return (n + rows - 1) / rows * bh >= (int64_t)waves * sm_count();
+}
+
+/* attnbf::Cfg's large-grid configuration where its grid is large enough, else the small-grid one */
+template <int D>
+static int launch_bf16_fwd(const attnbf::Params &p, int64_t bh) {
+    typedef attnbf::Cfg<D> C;
+    if (big_grid(p.tq, 16 * C::Fwd::NW * C::Fwd::MW, bh, C::FWD_WAVES))
+        return launch_bf16_fwd_cfg<D, typename C::Fwd>(p, bh);
+    return launch_bf16_fwd_cfg<D, typename C::FwdSmall>(p, bh);
+}
+
+template <int D>
+static int launch_bf16_bwd(const attnbf::Params &p, int64_t bh) {
+    typedef attnbf::Cfg<D> C;
+    const int64_t rows = bh * p.tq;
+    attnbf::delta<D><<<(unsigned)((rows + 7) / 8), 256, 0, ttt__cuda_stream()>>>(p, rows);
+    LAUNCHED("attention_delta_bf16");
+    attnbf::Params pd = p;
+    pd.delta = p.delta_out;
+    const int rc = big_grid(p.tk, 16 * C::Kv::NW * C::Kv::MW, bh, C::KV_WAVES)
+                       ? launch_bf16_dkdv_cfg<D, typename C::Kv>(pd, bh)
+                       : launch_bf16_dkdv_cfg<D, typename C::KvSmall>(pd, bh);
+    if (rc != TTT_OK) return rc;
+    if (big_grid(p.tq, 16 * C::Dq::NW * C::Dq::MW, bh, C::DQ_WAVES))
+        return launch_bf16_dq_cfg<D, typename C::Dq>(pd, bh);
+    return launch_bf16_dq_cfg<D, typename C::DqSmall>(pd, bh);
+}
+
+static int bf16_fwd(ttt_tensor *out, ttt_tensor *lse, const ttt_tensor *q, const ttt_tensor *k, const ttt_tensor *v,
+                    int causal, int64_t window, double scale) {
+    AttnShape s;
+    if (!bf16_shape(q, k, v, &s) || out->dtype != TTT_BF16 || !aligned4(out->data)) return TTT_BACKEND_DECLINED;
+    attnbf::Params p = bf16_params(s, causal, window, scale);
+    p.q = (const uint16_t *)q->data, p.k = (const uint16_t *)k->data, p.v = (const uint16_t *)v->data;
+    p.out = (uint16_t *)out->data;
+    p.lse_out = lse ? (float *)lse->data : NULL;
+    p.aligned = aligned16(p.q) && aligned16(p.k) && aligned16(p.v);
+    return s.d == 64 ? launch_bf16_fwd<64>(p, s.bh) : launch_bf16_fwd<128>(p, s.bh);
+}
+
+static int bf16_bwd(ttt_tensor *dq, ttt_tensor *dk, ttt_tensor *dv, ttt_tensor *delta, const ttt_tensor *dout,
+                    const ttt_tensor *q, const ttt_tensor *k, const ttt_tensor *v, const ttt_tensor *out,
+                    const ttt_tensor *lse, int causal, int64_t window, double scale) {
+    AttnShape s;
+    if (!bf16_shape(q, k, v, &s) || dout->dtype != TTT_BF16 || out->dtype != TTT_BF16 || dq->dtype != TTT_BF16 ||
+        dk->dtype != TTT_BF16 || dv->dtype != TTT_BF16 || !aligned4(dq->data) || !aligned4(dk->data) ||
+        !aligned4(dv->data))
+        return TTT_BACKEND_DECLINED;
+    attnbf::Params p = bf16_params(s, causal, window, scale);
+    p.q = (const uint16_t *)q->data, p.k = (const uint16_t *)k->data, p.v = (const uint16_t *)v->data;
+    p.o = (const uint16_t *)out->data, p.dout = (const uint16_t *)dout->data, p.lse = (const float *)lse->data;
+    p.dq = (uint16_t *)dq->data, p.dk = (uint16_t *)dk->data, p.dv = (uint16_t *)dv->data;
+    p.delta_out = (float *)delta->data;
+    p.aligned = aligned16(p.q) && aligned16(p.k) && aligned16(p.v) && aligned16(p.dout);
+    return s.d == 64 ? launch_bf16_bwd<64>(p, s.bh) : launch_bf16_bwd<128>(p, s.bh);
+}
+
+/* ---- the entries ---------------------------------------------------------------------------------------- */
+
 int ttt__cuda_attention_fwd(ttt_tensor *out, ttt_tensor *lse, const ttt_tensor *q, const ttt_tensor *k,
                             const ttt_tensor *v, int causal, int64_t window, double scale) {
+    if (q->dtype == TTT_BF16) return bf16_fwd(out, lse, q, k, v, causal, window, scale);
     AttnShape s;
     if (!supported(q, k, v, &s)) return TTT_BACKEND_DECLINED;
     attn::Params p = params(s, causal, window, scale);
@@ -108,6 +246,7 @@ int ttt__cuda_attention_fwd(ttt_tensor *out, ttt_tensor *lse, const ttt_tensor *
 int ttt__cuda_attention_bwd(ttt_tensor *dq, ttt_tensor *dk, ttt_tensor *dv, ttt_tensor *delta, const ttt_tensor *dout,
                             const ttt_tensor *q, const ttt_tensor *k, const ttt_tensor *v, const ttt_tensor *out,
                             const ttt_tensor *lse, int causal, int64_t window, double scale) {
+    if (q->dtype == TTT_BF16) return bf16_bwd(dq, dk, dv, delta, dout, q, k, v, out, lse, causal, window, scale);
     AttnShape s;
     if (!supported(q, k, v, &s)) return TTT_BACKEND_DECLINED;
     attn::Params p = params(s, causal, window, scale);

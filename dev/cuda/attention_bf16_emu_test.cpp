@@ -1,0 +1,310 @@
+/* Runs the bf16 tensor-core attention kernels of
+ * src/backends/cuda/attention_bf16.cuh on the host emulator (emu.h: mma,
+ * ldmatrix and cp.async included) against a float64 reference computed from
+ * the same bf16 inputs: forward out and lse, backward dq, dk, dv, over small
+ * shapes with odd lengths (not multiples of any tile), Tq != Tk, causal,
+ * windows (1, 7, longer than T, ones that hide whole key tiles from some
+ * queries), bidirectional, head sizes 64 and 128, unaligned inputs (the plain
+ * load path). The launchers' configuration (attnbf::Cfg) runs on every shape,
+ * including a sweep near tile edges; every other configuration in
+ * attention_bf16_variants.h (the ones dev/cuda/attention_bf16.cu times) runs on
+ * the fixed shapes. Also checks the tile-level masking decisions exactly.
+ * No GPU needed:
+ *   g++ -std=c++17 -O1 -fsanitize=address -I src/backends/cuda -I dev/cuda \
+ *       dev/cuda/attention_bf16_emu_test.cpp -o /tmp/attn_bf16_emu && /tmp/attn_bf16_emu
+ * (-DQUICK: a shorter sweep). */
+#include "emu.h"
+
+inline float *ATTN_SMEM() { return emu::g_smem.data(); }
+#include "attention_bf16.cuh"
+#include "attention_bf16_variants.h"
+#include "attention_ref.h"
+
+#include <random>
+
+using attnbf::Params;
+
+/* ---- the kernels, one configuration each, on the emulator -------------------------------------------------- */
+
+/* shared memory sized exactly as the launcher asks, so ASan sees overruns */
+static void smem(int bytes) { emu::g_smem = std::vector<float>((size_t)bytes / sizeof(float), NAN); }
+
+template <int D, int NW, int MW, int BK, int MINB, bool HOLD>
+static void run_fwd(const Params &p, int bh) {
+    static_assert(!HOLD, "the forward always holds Q");
+    using F = attnbf::Fwd<D, NW, MW, BK>;
+    smem(F::SMEM);
+    emu::launch(dim3((p.tq + F::BR - 1) / F::BR, bh), dim3(F::THREADS), [&] { attnbf::fwd<D, NW, MW, BK, MINB>(p); });
+}
+template <int D>
+static void run_delta(const Params &p, int bh) {
+    const int64_t rows = (int64_t)bh * p.tq;
+    emu::launch(dim3((unsigned)((rows + 7) / 8)), dim3(256), [&] { attnbf::delta<D>(p, rows); });
+}
+template <int D, int NW, int MW, int BQ, int MINB, bool HOLD>
+static void run_dkdv(const Params &p, int bh) {
+    using K = attnbf::Dkdv<D, NW, MW, BQ>;
+    smem(K::SMEM);
+    emu::launch(dim3((p.tk + K::BC - 1) / K::BC, bh), dim3(K::THREADS),
+                [&] { attnbf::bwd_dkdv<D, NW, MW, BQ, MINB, HOLD>(p); });
+}
+template <int D, int NW, int MW, int BK, int MINB, bool HOLD>
+static void run_dq(const Params &p, int bh) {
+    using Q = attnbf::Dq<D, NW, MW, BK>;
+    smem(Q::SMEM);
+    emu::launch(dim3((p.tq + Q::BR - 1) / Q::BR, bh), dim3(Q::THREADS),
+                [&] { attnbf::bwd_dq<D, NW, MW, BK, MINB, HOLD>(p); });
+}
+
+enum Kind { FWD, DKDV, DQ };
+static const char *kind_name(Kind k) { return k == FWD ? "fwd" : k == DKDV ? "dkdv" : "dq"; }
+struct Variant {
+    Kind kind;
+    int d, nw, mw, tile, minb, hold;
+    void (*run)(const Params &, int);
+    double worst[2]; /* over the fixed shapes: out, lse | dk, dv | dq, - */
+};
+#define FWD_V(d, nw, mw, t, mb, h) {FWD, d, nw, mw, t, mb, h, run_fwd<d, nw, mw, t, mb, h>, {0, 0}},
+#define DKDV_V(d, nw, mw, t, mb, h) {DKDV, d, nw, mw, t, mb, h, run_dkdv<d, nw, mw, t, mb, h>, {0, 0}},
+#define DQ_V(d, nw, mw, t, mb, h) {DQ, d, nw, mw, t, mb, h, run_dq<d, nw, mw, t, mb, h>, {0, 0}},
+static Variant g_variants[] = {ATTNBF_FWD_VARIANTS(FWD_V) ATTNBF_DKDV_VARIANTS(DKDV_V) ATTNBF_DQ_VARIANTS(DQ_V)};
+
+/* The launchers' configurations (attnbf::Cfg: one for large grids, one for small ones): forward, delta,
+ * dK/dV, dQ, all large (small = 0) or all small. */
+template <int D, typename F, typename K, typename Q>
+static void run_set(Params p, int bh) {
+    run_fwd<D, F::NW, F::MW, F::T, F::MINB, false>(p, bh);
+    p.o = p.out;
+    p.lse = p.lse_out;
+    run_delta<D>(p, bh);
+    p.delta = p.delta_out;
+    run_dkdv<D, K::NW, K::MW, K::T, K::MINB, (bool)K::HOLD>(p, bh);
+    run_dq<D, Q::NW, Q::MW, Q::T, Q::MINB, (bool)Q::HOLD>(p, bh);
+}
+template <int D>
+static void run_engine(const Params &p, int bh, int small) {
+    using C = attnbf::Cfg<D>;
+    if (small) run_set<D, typename C::FwdSmall, typename C::KvSmall, typename C::DqSmall>(p, bh);
+    else run_set<D, typename C::Fwd, typename C::Kv, typename C::Dq>(p, bh);
+}
+template <typename C> static bool same(const Variant &v) {
+    return v.nw == C::NW && v.mw == C::MW && v.tile == C::T && v.minb == C::MINB && v.hold == C::HOLD;
+}
+template <int D>
+static bool is_engine_d(const Variant &v) {
+    using C = attnbf::Cfg<D>;
+    if (v.kind == FWD) return same<typename C::Fwd>(v) || same<typename C::FwdSmall>(v);
+    if (v.kind == DKDV) return same<typename C::Kv>(v) || same<typename C::KvSmall>(v);
+    return same<typename C::Dq>(v) || same<typename C::DqSmall>(v);
+}
+static bool is_engine(const Variant &v) { return v.d == 64 ? is_engine_d<64>(v) : is_engine_d<128>(v); }
+
+struct Case {
+    ref::Shape s;
+    int unaligned;
+};
+
+/* A deterministic sweep of shapes near tile edges: lengths, KV offsets and windows around multiples of 64. */
+static std::vector<Case> sweep(int n) {
+    std::mt19937 rng(2024);
+    auto pick = [&](std::initializer_list<int> xs) { return xs.begin()[rng() % xs.size()]; };
+    std::vector<Case> out;
+    for (int i = 0; i < n; i++) {
+        Case c{};
+        c.s.bh = 1;
+        c.s.d = c.s.dv = i % 4 == 3 ? 128 : 64;
+        c.s.tq = pick({1, 2, 15, 16, 17, 63, 64, 65, 127, 128, 129, 191, 193}) + (int)(rng() % 3);
+        c.s.causal = rng() % 5 != 0;
+        const int extra = pick({0, 0, 1, 31, 62, 63, 64, 65, 126, 127, 129});
+        c.s.tk = c.s.causal ? c.s.tq + extra : pick({1, 5, 64, 65, 130});
+        c.s.window = c.s.causal ? pick({0, 0, 1, 2, 3, 63, 64, 65, 66, 67, 127, 128, 129, 200}) : 0;
+        c.unaligned = rng() % 8 == 0;
+        out.push_back(c);
+    }
+    return out;
+}
+
+/* The tile-level masking decisions, exactly, over many shapes and every tile size the kernels use:
+ * key_range / query_range cover every visible pair, and needs_mask is set on every tile (rows
+ * padded to the tile) that holds a hidden or out-of-range pair. Returns the number of violations. */
+static int check_masks() {
+    int bad = 0, shapes = 0;
+    const int sizes[] = {16, 32, 64, 128};
+    for (int tq = 1; tq <= 140; tq += (tq < 20 ? 1 : 7))
+        for (int extra : {0, 1, 30, 62, 63, 64, 65, 127, 200})
+            for (int causal = 0; causal < 2; causal++)
+                for (int window : {0, 1, 2, 3, 7, 31, 63, 64, 65, 67, 126, 127, 128, 129, 190, 300}) {
+                    if (!causal && (window || extra > 1)) continue;
+                    const int tk = tq + extra;
+                    Params p{};
+                    p.tq = tq, p.tk = tk, p.causal = causal, p.window = window, p.off = causal ? tk - tq : 0;
+                    shapes++;
+                    for (int nq : sizes)
+                        for (int nk : sizes) {
+                            /* query tiles: the keys they see, and the mask of each key tile they visit */
+                            for (int q0 = 0; q0 < tq; q0 += nq) {
+                                int64_t lo, hi;
+                                attnbf::key_range(p, q0, std::min(q0 + nq, tq), &lo, &hi);
+                                for (int i = q0; i < std::min(q0 + nq, tq); i++)
+                                    for (int j = 0; j < tk; j++)
+                                        if (attnbf::visible(p, i, j) && (j < lo || j >= hi)) bad++;
+                                for (int64_t k0 = lo / nk * nk; k0 < hi; k0 += nk) {
+                                    bool hidden = false;
+                                    for (int i = q0; i < q0 + nq && !hidden; i++)
+                                        for (int64_t j = k0; j < k0 + nk && !hidden; j++)
+                                            hidden = i >= tq || !attnbf::visible(p, i, j);
+                                    if (hidden && !attnbf::needs_mask(p, q0, nq, k0, nk)) bad++;
+                                }
+                            }
+                            /* key tiles: the queries that see them, and the mask of each query tile they visit */
+                            for (int k0 = 0; k0 < tk; k0 += nk) {
+                                int64_t lo, hi;
+                                attnbf::query_range(p, k0, std::min(k0 + nk, tk), &lo, &hi);
+                                for (int i = 0; i < tq; i++)
+                                    for (int j = k0; j < std::min(k0 + nk, tk); j++)
+                                        if (attnbf::visible(p, i, j) && (i < lo || i >= hi)) bad++;
+                                if (hi <= lo) continue;
+                                for (int64_t q0 = lo / nq * nq; q0 < hi; q0 += nq) {
+                                    bool hidden = false;
+                                    for (int64_t i = q0; i < q0 + nq && !hidden; i++)
+                                        for (int j = k0; j < k0 + nk && !hidden; j++)
+                                            hidden = i >= tq || !attnbf::visible(p, i, j);
+                                    if (hidden && !attnbf::needs_mask(p, q0, nq, k0, nk)) bad++;
+                                }
+                            }
+                        }
+                }
+    printf("%s tile masking decisions over %d shapes x 16 tile sizes: %d violations\n", bad ? "FAIL" : "ok  ", shapes,
+           bad);
+    return bad;
+}
+
+int main() {
+    int failures = check_masks() != 0;
+    for (int d : {64, 128})
+        for (Kind kd : {FWD, DKDV, DQ}) {
+            int n = 0;
+            for (const Variant &v : g_variants) n += v.d == d && v.kind == kd && is_engine(v);
+            if (n < 1 || n > 2) {
+                printf("FAIL the launchers' d=%d %s configurations are not in attention_bf16_variants.h\n", d, kind_name(kd));
+                failures++;
+            }
+        }
+    const Case fixed[] = {
+        {{2, 70, 70, 64, 64, 1, 0}, 0},     {{1, 70, 70, 64, 64, 0, 0}, 0},    {{1, 37, 100, 64, 64, 1, 0}, 0},
+        {{1, 130, 130, 64, 64, 1, 1}, 0},   {{1, 130, 130, 64, 64, 1, 7}, 0},  {{1, 100, 150, 64, 64, 1, 40}, 0},
+        {{1, 65, 65, 64, 64, 1, 200}, 0},   {{1, 3, 200, 64, 64, 1, 50}, 0},   {{1, 1, 50, 64, 64, 1, 0}, 0},
+        {{1, 77, 77, 64, 64, 1, 0}, 1},     {{1, 80, 80, 128, 128, 1, 0}, 0},  {{1, 70, 110, 128, 128, 1, 9}, 0},
+        {{1, 45, 130, 128, 128, 0, 0}, 0},  {{1, 150, 150, 128, 128, 1, 70}, 0}, {{1, 33, 33, 128, 128, 1, 0}, 1},
+        {{1, 200, 300, 64, 64, 1, 100}, 0},
+        /* tile-edge alignments: windows 63, 127 (k0 == last query - window), 67 (a key tile's last
+         * query starts a query tile), KV offset 62 (k0 + 63 == the tile's first query + 1) */
+        {{1, 200, 200, 64, 64, 1, 63}, 0},  {{1, 260, 260, 64, 64, 1, 127}, 0}, {{1, 200, 200, 64, 64, 1, 67}, 0},
+        {{1, 100, 162, 64, 64, 1, 0}, 0},   {{1, 140, 266, 64, 64, 1, 65}, 0}, {{1, 270, 270, 128, 128, 1, 127}, 0},
+    };
+    std::vector<Case> cases(std::begin(fixed), std::end(fixed));
+    const size_t n_fixed = cases.size();
+#ifdef QUICK
+    const int n_sweep = 40;
+#else
+    const int n_sweep = 150;
+#endif
+    for (const Case &c : sweep(n_sweep)) cases.push_back(c);
+    std::mt19937 rng(7);
+    std::normal_distribution<float> nd(0.f, 1.f);
+    int runs = 0;
+    for (size_t ci = 0; ci < cases.size(); ci++) {
+        const Case &cs = cases[ci];
+        const bool swept = ci >= n_fixed; /* the sweep runs the launchers' configuration only, quietly */
+        const ref::Shape &c = cs.s;
+        const size_t nq = (size_t)c.bh * c.tq * c.d, nk = (size_t)c.bh * c.tk * c.d, nr = (size_t)c.bh * c.tq;
+        /* inputs rounded to bf16; with unaligned, every input starts 1 element (2 bytes) in */
+        const int u = cs.unaligned ? 1 : 0;
+        std::vector<uint16_t> q(nq + u), k(nk + u), v(nk + u), dout(nq + u);
+        for (auto *x : {&q, &k, &v, &dout})
+            for (auto &h : *x) h = ref::to_bf16(nd(rng));
+        auto widen = [&](const std::vector<uint16_t> &x, std::vector<double> &xd) {
+            xd.resize(x.size() - u);
+            for (size_t i = 0; i < xd.size(); i++) xd[i] = ref::from_bf16(x[i + u]);
+        };
+        std::vector<double> rq, rk, rv, rdo;
+        widen(q, rq), widen(k, rk), widen(v, rv), widen(dout, rdo);
+        const double scale = 1.0 / sqrt((double)c.d);
+        std::vector<double> ro, rl, rdq, rdk, rdv;
+        ref::attention(c, rq, rk, rv, rdo, scale, ro, rl, rdq, rdk, rdv);
+
+        /* the launchers' configuration: everything */
+        std::vector<uint16_t> out(nq, 0xffff), dq(nq, 0xffff), dk(nk, 0xffff), dv(nk, 0xffff);
+        std::vector<float> lse(nr, NAN), delta(nr, NAN);
+        Params p{};
+        p.q = q.data() + u, p.k = k.data() + u, p.v = v.data() + u, p.dout = dout.data() + u;
+        p.out = out.data(), p.lse_out = lse.data(), p.delta_out = delta.data();
+        p.dq = dq.data(), p.dk = dk.data(), p.dv = dv.data();
+        p.tq = c.tq, p.tk = c.tk, p.causal = c.causal, p.window = c.window;
+        p.off = c.causal ? c.tk - c.tq : 0;
+        p.scale = (float)scale;
+        p.aligned = !cs.unaligned;
+        const int small = (int)(ci & 1); /* the launchers' large-grid and small-grid choices, in turn */
+        if (c.d == 64) run_engine<64>(p, c.bh, small);
+        else run_engine<128>(p, c.bh, small);
+        runs++;
+        const double tol[5] = {1e-2, 1e-3, 2e-2, 2e-2, 2e-2}; /* bf16 outputs (half an ulp: 2e-3 of the largest) */
+        const double e[5] = {ref::max_rel(out, ro, ref::val_bf16), ref::max_rel(lse, rl, ref::val_f32),
+                             ref::max_rel(dq, rdq, ref::val_bf16), ref::max_rel(dk, rdk, ref::val_bf16),
+                             ref::max_rel(dv, rdv, ref::val_bf16)};
+        bool ok = true;
+        for (int i = 0; i < 5; i++) ok = ok && e[i] <= tol[i];
+        failures += !ok;
+        if (!swept || !ok)
+            printf("%s bh=%d tq=%d tk=%d d=%d causal=%d window=%lld%s (%s): out %.1e lse %.1e dq %.1e dk %.1e dv %.1e\n",
+                   ok ? "ok  " : "FAIL", c.bh, c.tq, c.tk, c.d, c.causal, (long long)c.window,
+                   cs.unaligned ? " unaligned" : "", small ? "small-grid set" : "large-grid set", e[0], e[1], e[2], e[3],
+                   e[4]);
+        fflush(stdout);
+        if (swept) continue;
+        /* every other configuration of this head size; the backward ones from the launchers' out, lse, delta */
+        p.o = out.data(), p.lse = lse.data(), p.delta = delta.data();
+        for (Variant &vr : g_variants) {
+            if (vr.d != c.d || is_engine(vr)) continue;
+            std::vector<uint16_t> a(vr.kind == DKDV ? nk : nq, 0xffff), b(vr.kind == DKDV ? nk : 0, 0xffff);
+            std::vector<float> l2(nr, NAN);
+            Params pv = p;
+            if (vr.kind == FWD) pv.out = a.data(), pv.lse_out = l2.data();
+            if (vr.kind == DKDV) pv.dk = a.data(), pv.dv = b.data();
+            if (vr.kind == DQ) pv.dq = a.data();
+            vr.run(pv, c.bh);
+            runs++;
+            double ev[2] = {0, 0}, tv[2] = {tol[2], 1};
+            if (vr.kind == FWD) {
+                ev[0] = ref::max_rel(a, ro, ref::val_bf16), ev[1] = ref::max_rel(l2, rl, ref::val_f32);
+                tv[0] = tol[0], tv[1] = tol[1];
+            } else if (vr.kind == DKDV) {
+                ev[0] = ref::max_rel(a, rdk, ref::val_bf16), ev[1] = ref::max_rel(b, rdv, ref::val_bf16);
+                tv[0] = tol[3], tv[1] = tol[4];
+            } else {
+                ev[0] = ref::max_rel(a, rdq, ref::val_bf16);
+            }
+            const bool vok = ev[0] <= tv[0] && ev[1] <= tv[1];
+            failures += !vok;
+            for (int i = 0; i < 2; i++) vr.worst[i] = ev[i] != ev[i] ? ev[i] : std::max(vr.worst[i], ev[i]);
+            if (!vok)
+                printf("FAIL bh=%d tq=%d tk=%d d=%d causal=%d window=%lld%s %s %dx%d/%d b%d%s: %.1e %.1e\n", c.bh, c.tq,
+                       c.tk, c.d, c.causal, (long long)c.window, cs.unaligned ? " unaligned" : "", kind_name(vr.kind),
+                       vr.nw, vr.mw, vr.tile, vr.minb, vr.hold ? "h" : "", ev[0], ev[1]);
+        }
+    }
+    for (const Variant &vr : g_variants) {
+        if (is_engine(vr)) {
+            printf("     d=%-3d %-4s %dx%d/%-3d b%d%-2s the launchers' (the lines above)\n", vr.d, kind_name(vr.kind), vr.nw,
+                   vr.mw, vr.tile, vr.minb, vr.hold ? "h" : "");
+            continue;
+        }
+        printf("     d=%-3d %-4s %dx%d/%-3d b%d%-2s worst over the fixed shapes: %s %.1e%s", vr.d, kind_name(vr.kind),
+               vr.nw, vr.mw, vr.tile, vr.minb, vr.hold ? "h" : "", vr.kind == FWD ? "out" : vr.kind == DKDV ? "dk" : "dq", vr.worst[0],
+               vr.kind == DQ ? "\n" : "");
+        if (vr.kind != DQ) printf(", %s %.1e\n", vr.kind == FWD ? "lse" : "dv", vr.worst[1]);
+    }
+    printf("%s (%d kernel sets run; %d sweep shapes near tile edges)\n", failures ? "FAILED" : "all passed", runs,
+           n_sweep);
+    return failures != 0;
+}

@@ -1,0 +1,780 @@
+/* Fused attention kernels, bf16 on the tensor cores (mma.sync m16n8k16: bf16
+ * operands, f32 accumulation): the forward pass and a deterministic
+ * flash-attention-2 style backward (delta, then one kernel per key tile for dK
+ * and dV and one per query tile for dQ; no atomics). Device code only, so
+ * dev/cuda/emu.h can run it on a host without a GPU (it defines TTT_EMU and
+ * emulates mma, ldmatrix and cp.async); the launchers are in attention.cu. The
+ * includer defines ATTN_SMEM(), a 16-byte aligned float pointer to the block's
+ * dynamic shared memory.
+ *
+ * Layout: q, k, v, out, dout, dq, dk, dv [BH, T, D] bf16, dense, D = 64 or 128
+ * (v's head size equals q's); lse and delta [BH, Tq] f32. Softmax statistics,
+ * scores and every accumulator are f32; P and dS are rounded to bf16 as the
+ * A operand of their products (as in FlashAttention-2).
+ *
+ * Masking (ttt_attention's convention, as in attention_kernels.cuh): query i
+ * sits at absolute position off + i (off = Tk - Tq when causal, else 0) and
+ * sees key j iff j < Tk and, when causal, j <= off + i and (window <= 0 or
+ * off + i - j < window). Tiles no query of a tile can see are skipped; the
+ * element test runs only on tiles that straddle a mask edge or a sequence end.
+ *
+ * Fragments (PTX ISA, mma.m16n8k16 with .row.col): lane = 4 g + t; the
+ * accumulator of a 16 x 8 tile holds (g, 2t..2t+1) in c0, c1 and (g + 8, ..)
+ * in c2, c3; an A fragment (16 x 16) holds rows g, g + 8 by columns 2t.., 2t + 8..
+ * The accumulators of two adjacent 8-column tiles are, packed to bf16 pairs,
+ * the A fragment of those 16 columns: P and dS never leave the registers.
+ * Shared tiles are row-major with rows padded by 8 elements (16 bytes), so the
+ * 8 rows an ldmatrix phase reads fall in distinct banks. Operands that are a
+ * tile's rows (K in Q K^T) load with ldmatrix; those that are its columns (V in
+ * P V) with ldmatrix.trans. Global tiles come in with cp.async, double
+ * buffered: the next tile's copy runs under the current tile's products.
+ *
+ * Each warp owns MW groups of 16 rows (query rows in the forward and dQ
+ * kernels, key rows in the dK/dV kernel), so no product needs another warp's
+ * registers; MW = 2 reuses each B fragment for two mma. The kernels are
+ * templates over the configuration (warps, MW, the other side's tile, blocks
+ * per SM for the register allocator, fragments held in registers); Cfg at the
+ * end is the launchers' choice, dev/cuda/attention_bf16.cu times the others,
+ * dev/cuda/attention_bf16_emu_test.cpp checks them all on the emulator. */
+#ifndef TTT_ATTENTION_BF16_CUH
+#define TTT_ATTENTION_BF16_CUH
+
+#ifndef TTT_EMU
+#include <cuda_bf16.h>
+#endif
+
+namespace attnbf {
+
+constexpr float LOG2E = 1.4426950408889634f;
+constexpr float LN2 = 0.6931471805599453f;
+
+struct Params {
+    const uint16_t *q, *k, *v, *o, *dout; /* bf16 */
+    const float *lse, *delta;
+    uint16_t *out, *dq, *dk, *dv;
+    float *lse_out, *delta_out;
+    int tq, tk;
+    int causal;
+    int64_t window; /* > 0: sliding window (causal only) */
+    int64_t off;    /* absolute position of query 0 (Tk - Tq when causal) */
+    float scale;    /* softmax scale */
+    int aligned;    /* q, k, v, dout 16-byte aligned: cp.async loads (else plain loads) */
+};
+
+/* ---- the instructions (emulated on the host by dev/cuda/emu.h) ---------------------------------------------- */
+
+__device__ __forceinline__ uint32_t pack2(float lo, float hi) {
+#ifdef TTT_EMU
+    auto one = [](float x) -> uint32_t {
+        uint32_t b;
+        memcpy(&b, &x, 4);
+        if (x != x) return 0x7fc0u;
+        return (b + 0x7fffu + ((b >> 16) & 1u)) >> 16; /* round to nearest even */
+    };
+    return one(lo) | (one(hi) << 16);
+#else
+    __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);
+    return *reinterpret_cast<uint32_t *>(&h);
+#endif
+}
+
+__device__ __forceinline__ float bf16_to_f32(uint16_t h) {
+#ifdef TTT_EMU
+    uint32_t b = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &b, 4);
+    return f;
+#else
+    return __uint_as_float((uint32_t)h << 16);
+#endif
+}
+
+/* d += a b: a 16 x 16 (row), b 16 x 8 (col) bf16, d f32 */
+__device__ __forceinline__ void mma(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+#ifdef TTT_EMU
+    const uint32_t b[2] = {b0, b1};
+    emu::mma_bf16_16816(d, a, b);
+#else
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+                 "{%0,%1,%2,%3};\n"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+#endif
+}
+
+/* Four 8 x 8 matrices of shared memory; lane 8 i + j names row j of matrix i. */
+__device__ __forceinline__ void ldsm4(uint32_t (&r)[4], const uint16_t *row) {
+#ifdef TTT_EMU
+    emu::ldmatrix_x4(r, row, false);
+#else
+    const uint32_t a = (uint32_t)__cvta_generic_to_shared(row);
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(a));
+#endif
+}
+__device__ __forceinline__ void ldsm4t(uint32_t (&r)[4], const uint16_t *row) {
+#ifdef TTT_EMU
+    emu::ldmatrix_x4(r, row, true);
+#else
+    const uint32_t a = (uint32_t)__cvta_generic_to_shared(row);
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(a));
+#endif
+}
+
+/* 16 bytes global -> shared, asynchronously; zeros where !valid. */
+__device__ __forceinline__ void cp16(void *dst, const void *src, bool valid) {
+#ifdef TTT_EMU
+    emu::cp_async(dst, src, 16, valid ? 16 : 0);
+#else
+    const uint32_t d = (uint32_t)__cvta_generic_to_shared(dst);
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d), "l"(src), "r"(valid ? 16 : 0));
+#endif
+}
+__device__ __forceinline__ void cp_commit() {
+#ifdef TTT_EMU
+    emu::cp_commit();
+#else
+    asm volatile("cp.async.commit_group;\n" ::);
+#endif
+}
+template <int N> __device__ __forceinline__ void cp_wait() {
+#ifdef TTT_EMU
+    emu::cp_wait(N);
+#else
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+#endif
+}
+
+/* 2^x (flushing subnormal results to zero; 2^-inf = 0) */
+__device__ __forceinline__ float ex2(float x) {
+#ifdef TTT_EMU
+    return exp2f(x);
+#else
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+    return y;
+#endif
+}
+
+/* ---- helpers ------------------------------------------------------------------------------------------------ */
+
+__device__ __forceinline__ uint16_t *smem16() { return reinterpret_cast<uint16_t *>(ATTN_SMEM()); }
+
+__device__ __forceinline__ bool visible(const Params &p, int64_t qi, int64_t kj) {
+    if (kj >= p.tk) return false;
+    if (!p.causal) return true;
+    const int64_t pos = p.off + qi;
+    return kj <= pos && (p.window <= 0 || pos - kj < p.window);
+}
+
+/* The key range [lo, hi) that query rows [q0, q1) can see. */
+__device__ __forceinline__ void key_range(const Params &p, int64_t q0, int64_t q1, int64_t *lo, int64_t *hi) {
+    *lo = 0;
+    *hi = p.tk;
+    if (p.causal) {
+        const int64_t last = p.off + q1 - 1;
+        if (last + 1 < *hi) *hi = last + 1;
+        if (p.window > 0 && p.off + q0 - p.window + 1 > 0) *lo = p.off + q0 - p.window + 1;
+    }
+}
+
+/* The query range [lo, hi) that can see some key of [k0, k1) (empty if hi <= lo). */
+__device__ __forceinline__ void query_range(const Params &p, int64_t k0, int64_t k1, int64_t *lo, int64_t *hi) {
+    *lo = 0;
+    *hi = p.tq;
+    if (p.causal) {
+        if (k0 - p.off > 0) *lo = k0 - p.off;
+        if (p.window > 0 && k1 - 1 + p.window - p.off < *hi) *hi = k1 - 1 + p.window - p.off;
+    }
+}
+
+/* Whether some pair of queries [q0, q0 + nq) and keys [k0, k0 + nk) is hidden or
+ * out of range: only then do the kernels test each element. */
+__device__ __forceinline__ bool needs_mask(const Params &p, int64_t q0, int nq, int64_t k0, int nk) {
+    if (q0 + nq > p.tq || k0 + nk > p.tk) return true;
+    if (!p.causal) return false;
+    const int64_t first = p.off + q0, last = p.off + q0 + nq - 1;
+    return k0 + nk - 1 > first || (p.window > 0 && k0 <= last - p.window);
+}
+
+/* dst[r * (D + 8) + c] = src[(row0 + r) * D + c] for r < ROWS, c < D; zero rows at
+ * or past n_rows. Asynchronous (cp.async, the caller commits and waits) when
+ * aligned, else plain loads. */
+template <int D, int ROWS, int THREADS>
+__device__ __forceinline__ void load_rows(uint16_t *dst, const uint16_t *src, int64_t row0, int64_t n_rows,
+                                          int aligned) {
+    constexpr int LD = D + 8, CH = D / 8; /* 16-byte chunks per row */
+    for (int e = threadIdx.x; e < ROWS * CH; e += THREADS) {
+        const int r = e / CH, c = (e % CH) * 8;
+        const bool in = row0 + r < n_rows;
+        uint16_t *d = dst + r * LD + c;
+        if (aligned) {
+            cp16(d, in ? src + (row0 + r) * D + c : src, in);
+        } else {
+#pragma unroll
+            for (int i = 0; i < 8; i++) d[i] = in ? src[(row0 + r) * D + c + i] : (uint16_t)0;
+        }
+    }
+}
+
+__device__ __forceinline__ float quad_max(float x) {
+    x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 1));
+    return fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 2));
+}
+__device__ __forceinline__ float quad_sum(float x) {
+    x += __shfl_xor_sync(0xffffffffu, x, 1);
+    return x + __shfl_xor_sync(0xffffffffu, x, 2);
+}
+
+/* Lane offsets of ldmatrix.x4 row addresses (element units, row stride ld):
+ * a_off: the A fragment of a 16 x 16 tile (also the B fragments of two
+ *        8-column tiles of a [k][n] tile, loaded with .trans);
+ * b_off: the B fragments of two 8-row tiles of an [n][k] tile (k-steps lo, hi). */
+__device__ __forceinline__ int a_off(int lane, int ld) { return ((lane & 7) + 8 * ((lane >> 3) & 1)) * ld + 8 * (lane >> 4); }
+__device__ __forceinline__ int b_off(int lane, int ld) { return ((lane & 7) + 8 * (lane >> 4)) * ld + 8 * ((lane >> 3) & 1); }
+
+/* The A fragment of 16 columns from two adjacent accumulator tiles. */
+__device__ __forceinline__ void acc_to_a(uint32_t (&a)[4], const float (&c0)[4], const float (&c1)[4]) {
+    a[0] = pack2(c0[0], c0[1]);
+    a[1] = pack2(c0[2], c0[3]);
+    a[2] = pack2(c1[0], c1[1]);
+    a[3] = pack2(c1[2], c1[3]);
+}
+
+/* ---- forward ------------------------------------------------------------------------------------------------ */
+
+/* NW warps of MW x 16 query rows each; key tiles of BK. */
+template <int D, int NW, int MW, int BK> struct Fwd {
+    static constexpr int BR = 16 * NW * MW, THREADS = 32 * NW, LD = D + 8;
+    static constexpr int SMEM = (BR + 4 * BK) * LD * 2; /* Q; K and V, two buffers each */
+};
+
+template <int D, int NW, int MW, int BK, int MINB>
+__global__ void __launch_bounds__(32 * NW, MINB) fwd(Params p) {
+    using C = Fwd<D, NW, MW, BK>;
+    constexpr int BR = C::BR, T = C::THREADS, LD = C::LD, ND = D / 8, NC = BK / 8;
+    uint16_t *sQ = smem16(), *sK = sQ + BR * LD, *sV = sK + 2 * BK * LD;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t4 = lane & 3;
+    const int n_qt = (p.tq + BR - 1) / BR;
+    const int64_t q0 = (int64_t)(n_qt - 1 - (int)blockIdx.x) * BR; /* latest (heaviest under causal) tiles first */
+    const int64_t bh = blockIdx.y;
+    const uint16_t *q = p.q + bh * p.tq * D, *k = p.k + bh * p.tk * D, *v = p.v + bh * p.tk * D;
+    const float sl2 = p.scale * LOG2E;
+    int64_t k_lo, k_hi;
+    key_range(p, q0, q0 + BR < p.tq ? q0 + BR : p.tq, &k_lo, &k_hi);
+    const int64_t kt0 = k_lo / BK, kt1 = (k_hi + BK - 1) / BK; /* never empty: each query sees a key */
+
+    load_rows<D, BR, T>(sQ, q, q0, p.tq, p.aligned);
+    cp_commit();
+    load_rows<D, BK, T>(sK, k, kt0 * BK, p.tk, p.aligned);
+    load_rows<D, BK, T>(sV, v, kt0 * BK, p.tk, p.aligned);
+    cp_commit();
+    cp_wait<1>();
+    __syncthreads();
+    uint32_t qf[MW][D / 16][4];
+#pragma unroll
+    for (int m = 0; m < MW; m++)
+#pragma unroll
+        for (int ks = 0; ks < D / 16; ks++) ldsm4(qf[m][ks], sQ + (warp * MW + m) * 16 * LD + ks * 16 + a_off(lane, LD));
+
+    float o[MW][ND][4], mx[MW][2], l[MW][2];
+#pragma unroll
+    for (int m = 0; m < MW; m++) {
+#pragma unroll
+        for (int h = 0; h < 2; h++) mx[m][h] = -INFINITY, l[m][h] = 0.f;
+#pragma unroll
+        for (int n = 0; n < ND; n++)
+#pragma unroll
+            for (int i = 0; i < 4; i++) o[m][n][i] = 0.f;
+    }
+
+    for (int64_t kt = kt0; kt < kt1; kt++) {
+        const int buf = (int)((kt - kt0) & 1);
+        if (kt + 1 < kt1) {
+            load_rows<D, BK, T>(sK + (buf ^ 1) * BK * LD, k, (kt + 1) * BK, p.tk, p.aligned);
+            load_rows<D, BK, T>(sV + (buf ^ 1) * BK * LD, v, (kt + 1) * BK, p.tk, p.aligned);
+            cp_commit();
+            cp_wait<1>();
+        } else {
+            cp_wait<0>();
+        }
+        __syncthreads();
+        const uint16_t *cK = sK + buf * BK * LD, *cV = sV + buf * BK * LD;
+        const int64_t k0 = kt * BK;
+
+        /* S = Q K^T */
+        float s[MW][NC][4];
+#pragma unroll
+        for (int m = 0; m < MW; m++)
+#pragma unroll
+            for (int n = 0; n < NC; n++)
+#pragma unroll
+                for (int i = 0; i < 4; i++) s[m][n][i] = 0.f;
+#pragma unroll
+        for (int ks = 0; ks < D / 16; ks++)
+#pragma unroll
+            for (int np = 0; np < NC / 2; np++) {
+                uint32_t b[4];
+                ldsm4(b, cK + np * 16 * LD + ks * 16 + b_off(lane, LD));
+#pragma unroll
+                for (int m = 0; m < MW; m++) {
+                    mma(s[m][2 * np], qf[m][ks], b[0], b[1]);
+                    mma(s[m][2 * np + 1], qf[m][ks], b[2], b[3]);
+                }
+            }
+
+        /* online softmax, in log2 units of the scaled scores */
+        const bool masked = needs_mask(p, q0, BR, k0, BK);
+#pragma unroll
+        for (int m = 0; m < MW; m++)
+#pragma unroll
+            for (int h = 0; h < 2; h++) {
+                const int64_t qi = q0 + (warp * MW + m) * 16 + g + 8 * h;
+                float row_max = -INFINITY;
+#pragma unroll
+                for (int n = 0; n < NC; n++)
+#pragma unroll
+                    for (int e = 0; e < 2; e++) {
+                        float &x = s[m][n][2 * h + e];
+                        if (masked && !visible(p, qi, k0 + n * 8 + 2 * t4 + e)) x = -INFINITY;
+                        row_max = fmaxf(row_max, x);
+                    }
+                const float m_new = fmaxf(mx[m][h], quad_max(row_max));
+                const float m_use = m_new == -INFINITY ? 0.f : m_new * sl2; /* a row that has seen nothing yet */
+                const float alpha = ex2(fmaf(mx[m][h], sl2, -m_use));
+                float sum = 0.f;
+#pragma unroll
+                for (int n = 0; n < NC; n++)
+#pragma unroll
+                    for (int e = 0; e < 2; e++) {
+                        float &x = s[m][n][2 * h + e];
+                        x = ex2(fmaf(x, sl2, -m_use));
+                        sum += x;
+                    }
+                l[m][h] = l[m][h] * alpha + sum; /* this thread's columns; the quad sums at the end */
+                mx[m][h] = m_new;
+#pragma unroll
+                for (int n = 0; n < ND; n++) o[m][n][2 * h] *= alpha, o[m][n][2 * h + 1] *= alpha;
+            }
+
+        /* O += P V */
+#pragma unroll
+        for (int ks = 0; ks < BK / 16; ks++) {
+            uint32_t pa[MW][4];
+#pragma unroll
+            for (int m = 0; m < MW; m++) acc_to_a(pa[m], s[m][2 * ks], s[m][2 * ks + 1]);
+#pragma unroll
+            for (int dp = 0; dp < ND / 2; dp++) {
+                uint32_t b[4];
+                ldsm4t(b, cV + ks * 16 * LD + dp * 16 + a_off(lane, LD));
+#pragma unroll
+                for (int m = 0; m < MW; m++) {
+                    mma(o[m][2 * dp], pa[m], b[0], b[1]);
+                    mma(o[m][2 * dp + 1], pa[m], b[2], b[3]);
+                }
+            }
+        }
+        __syncthreads(); /* every read of this buffer is done before it is refilled */
+    }
+
+    uint16_t *out = p.out + bh * p.tq * D;
+#pragma unroll
+    for (int m = 0; m < MW; m++)
+#pragma unroll
+        for (int h = 0; h < 2; h++) {
+            const int64_t qi = q0 + (warp * MW + m) * 16 + g + 8 * h;
+            const float lsum = quad_sum(l[m][h]);
+            if (qi >= p.tq) continue;
+            const float inv = 1.f / lsum;
+#pragma unroll
+            for (int n = 0; n < ND; n++)
+                *reinterpret_cast<uint32_t *>(out + qi * D + n * 8 + 2 * t4) =
+                    pack2(o[m][n][2 * h] * inv, o[m][n][2 * h + 1] * inv);
+            if (p.lse_out && t4 == 0) p.lse_out[bh * p.tq + qi] = (mx[m][h] * sl2 + log2f(lsum)) * LN2;
+        }
+}
+
+/* ---- backward ----------------------------------------------------------------------------------------------- */
+
+/* delta[row] = sum_c dout[row][c] out[row][c] (f32): one warp per row, 8 rows a block. */
+template <int D>
+__global__ void __launch_bounds__(256) delta(Params p, int64_t rows) {
+    const int lane = threadIdx.x & 31;
+    const int64_t row = (int64_t)blockIdx.x * 8 + (threadIdx.x >> 5);
+    float s = 0.f;
+    if (row < rows) {
+#pragma unroll
+        for (int c = lane; c < D; c += 32) s += bf16_to_f32(p.dout[row * D + c]) * bf16_to_f32(p.o[row * D + c]);
+    }
+#pragma unroll
+    for (int m = 16; m >= 1; m >>= 1) s += __shfl_xor_sync(0xffffffffu, s, m);
+    if (row < rows && lane == 0) p.delta_out[row] = s;
+}
+
+/* The A fragments (16 rows of a warp's row group m, k-step ks) of a [rows, D] shared tile, from
+ * registers when they were loaded once (HOLD), else from shared memory. */
+template <int D, int MW, bool HOLD> struct AFrags {
+    uint32_t f[HOLD ? MW : 1][HOLD ? D / 16 : 1][4];
+    __device__ __forceinline__ void load(const uint16_t *rows, int warp, int lane) {
+        if (HOLD) {
+#pragma unroll
+            for (int m = 0; m < MW; m++)
+#pragma unroll
+                for (int ks = 0; ks < D / 16; ks++)
+                    ldsm4(f[HOLD ? m : 0][HOLD ? ks : 0], rows + (warp * MW + m) * 16 * (D + 8) + ks * 16 + a_off(lane, D + 8));
+        }
+    }
+    __device__ __forceinline__ void get(uint32_t (&a)[4], const uint16_t *rows, int warp, int lane, int m, int ks) {
+        if (HOLD) {
+#pragma unroll
+            for (int i = 0; i < 4; i++) a[i] = f[HOLD ? m : 0][HOLD ? ks : 0][i];
+        } else {
+            ldsm4(a, rows + (warp * MW + m) * 16 * (D + 8) + ks * 16 + a_off(lane, D + 8));
+        }
+    }
+};
+
+/* dK and dV of one tile of 16 NW MW keys (MW groups of 16 per warp), over the tiles of BQ queries that see it:
+ *   S^T = K Q^T, P^T = exp(scale S^T - lse), dP^T = V dO^T, dS^T = P^T (dP^T - delta),
+ *   dV += P^T dO, dK += dS^T Q (times scale at the end). */
+template <int D, int NW, int MW, int BQ> struct Dkdv {
+    static constexpr int BC = 16 * NW * MW, THREADS = 32 * NW, LD = D + 8;
+    static constexpr int SMEM = (2 * BC + 4 * BQ) * LD * 2 + 4 * BQ * 4; /* K, V; Q, dO x2; lse, delta x2 */
+};
+
+template <int D, int NW, int BQ>
+__device__ __forceinline__ void load_q_tile(const Params &p, uint16_t *sQ, uint16_t *sdO, float *sL, float *sDl,
+                                            const uint16_t *q, const uint16_t *dout, int64_t bh, int64_t qs0) {
+    constexpr int T = 32 * NW;
+    load_rows<D, BQ, T>(sQ, q, qs0, p.tq, p.aligned);
+    load_rows<D, BQ, T>(sdO, dout, qs0, p.tq, p.aligned);
+    for (int i = threadIdx.x; i < BQ; i += T) {
+        const int64_t qi = qs0 + i;
+        sL[i] = qi < p.tq ? p.lse[bh * p.tq + qi] * LOG2E : 0.f;
+        sDl[i] = qi < p.tq ? p.delta[bh * p.tq + qi] : 0.f;
+    }
+}
+
+/* HOLD: the warp's K and V fragments stay in registers (else they are reloaded from shared memory) */
+template <int D, int NW, int MW, int BQ, int MINB, bool HOLD>
+__global__ void __launch_bounds__(32 * NW, MINB) bwd_dkdv(Params p) {
+    using C = Dkdv<D, NW, MW, BQ>;
+    constexpr int BC = C::BC, LD = C::LD, ND = D / 8, NQ = BQ / 8;
+    uint16_t *sK = smem16(), *sV = sK + BC * LD, *sQ = sV + BC * LD, *sdO = sQ + 2 * BQ * LD;
+    float *sL = reinterpret_cast<float *>(sdO + 2 * BQ * LD), *sDl = sL + 2 * BQ;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t4 = lane & 3;
+    const int64_t k0 = (int64_t)blockIdx.x * BC, bh = blockIdx.y;
+    const uint16_t *q = p.q + bh * p.tq * D, *k = p.k + bh * p.tk * D, *v = p.v + bh * p.tk * D;
+    const uint16_t *dout = p.dout + bh * p.tq * D;
+    const float sl2 = p.scale * LOG2E;
+    int64_t i_lo, i_hi;
+    query_range(p, k0, k0 + BC < p.tk ? k0 + BC : p.tk, &i_lo, &i_hi);
+    const int64_t qt0 = i_lo / BQ, qt1 = i_hi > i_lo ? (i_hi + BQ - 1) / BQ : qt0; /* may be empty: zeros */
+
+    float adk[MW][ND][4], adv[MW][ND][4];
+#pragma unroll
+    for (int m = 0; m < MW; m++)
+#pragma unroll
+        for (int n = 0; n < ND; n++)
+#pragma unroll
+            for (int i = 0; i < 4; i++) adk[m][n][i] = adv[m][n][i] = 0.f;
+
+    AFrags<D, MW, HOLD> kf, vf;
+    if (qt0 < qt1) {
+        load_rows<D, BC, 32 * NW>(sK, k, k0, p.tk, p.aligned);
+        load_rows<D, BC, 32 * NW>(sV, v, k0, p.tk, p.aligned);
+        load_q_tile<D, NW, BQ>(p, sQ, sdO, sL, sDl, q, dout, bh, qt0 * BQ);
+        cp_commit();
+    }
+    for (int64_t qt = qt0; qt < qt1; qt++) {
+        const int buf = (int)((qt - qt0) & 1);
+        if (qt + 1 < qt1) {
+            load_q_tile<D, NW, BQ>(p, sQ + (buf ^ 1) * BQ * LD, sdO + (buf ^ 1) * BQ * LD, sL + (buf ^ 1) * BQ,
+                                   sDl + (buf ^ 1) * BQ, q, dout, bh, (qt + 1) * BQ);
+            cp_commit();
+            cp_wait<1>();
+        } else {
+            cp_wait<0>();
+        }
+        __syncthreads();
+        if (qt == qt0) kf.load(sK, warp, lane), vf.load(sV, warp, lane);
+        const uint16_t *cQ = sQ + buf * BQ * LD, *cdO = sdO + buf * BQ * LD;
+        const float *cL = sL + buf * BQ, *cDl = sDl + buf * BQ;
+        const int64_t qs0 = qt * BQ;
+
+        /* S^T = K Q^T and dP^T = V dO^T: this warp's keys by BQ queries */
+        float st[MW][NQ][4], dpt[MW][NQ][4];
+#pragma unroll
+        for (int m = 0; m < MW; m++)
+#pragma unroll
+            for (int n = 0; n < NQ; n++)
+#pragma unroll
+                for (int i = 0; i < 4; i++) st[m][n][i] = dpt[m][n][i] = 0.f;
+#pragma unroll
+        for (int ks = 0; ks < D / 16; ks++) {
+            uint32_t ak[MW][4], av[MW][4];
+#pragma unroll
+            for (int m = 0; m < MW; m++) kf.get(ak[m], sK, warp, lane, m, ks), vf.get(av[m], sV, warp, lane, m, ks);
+#pragma unroll
+            for (int np = 0; np < NQ / 2; np++) {
+                uint32_t b[4];
+                ldsm4(b, cQ + np * 16 * LD + ks * 16 + b_off(lane, LD));
+#pragma unroll
+                for (int m = 0; m < MW; m++) {
+                    mma(st[m][2 * np], ak[m], b[0], b[1]);
+                    mma(st[m][2 * np + 1], ak[m], b[2], b[3]);
+                }
+                ldsm4(b, cdO + np * 16 * LD + ks * 16 + b_off(lane, LD));
+#pragma unroll
+                for (int m = 0; m < MW; m++) {
+                    mma(dpt[m][2 * np], av[m], b[0], b[1]);
+                    mma(dpt[m][2 * np + 1], av[m], b[2], b[3]);
+                }
+            }
+        }
+
+        /* P^T and dS^T (in st and dpt) */
+        const bool masked = needs_mask(p, qs0, BQ, k0, BC);
+#pragma unroll
+        for (int n = 0; n < NQ; n++)
+#pragma unroll
+            for (int e = 0; e < 2; e++) {
+                const int col = n * 8 + 2 * t4 + e;
+                const float lse2 = cL[col], dlt = cDl[col];
+#pragma unroll
+                for (int m = 0; m < MW; m++)
+#pragma unroll
+                    for (int h = 0; h < 2; h++) {
+                        float pv = ex2(fmaf(st[m][n][2 * h + e], sl2, -lse2));
+                        if (masked && !(qs0 + col < p.tq && visible(p, qs0 + col, k0 + (warp * MW + m) * 16 + g + 8 * h)))
+                            pv = 0.f;
+                        st[m][n][2 * h + e] = pv;
+                        dpt[m][n][2 * h + e] = pv * (dpt[m][n][2 * h + e] - dlt);
+                    }
+            }
+
+        /* dV += P^T dO, dK += dS^T Q */
+#pragma unroll
+        for (int ks = 0; ks < BQ / 16; ks++) {
+            uint32_t pa[MW][4], da[MW][4];
+#pragma unroll
+            for (int m = 0; m < MW; m++) {
+                acc_to_a(pa[m], st[m][2 * ks], st[m][2 * ks + 1]);
+                acc_to_a(da[m], dpt[m][2 * ks], dpt[m][2 * ks + 1]);
+            }
+#pragma unroll
+            for (int dp = 0; dp < ND / 2; dp++) {
+                uint32_t b[4];
+                ldsm4t(b, cdO + ks * 16 * LD + dp * 16 + a_off(lane, LD));
+#pragma unroll
+                for (int m = 0; m < MW; m++) {
+                    mma(adv[m][2 * dp], pa[m], b[0], b[1]);
+                    mma(adv[m][2 * dp + 1], pa[m], b[2], b[3]);
+                }
+                ldsm4t(b, cQ + ks * 16 * LD + dp * 16 + a_off(lane, LD));
+#pragma unroll
+                for (int m = 0; m < MW; m++) {
+                    mma(adk[m][2 * dp], da[m], b[0], b[1]);
+                    mma(adk[m][2 * dp + 1], da[m], b[2], b[3]);
+                }
+            }
+        }
+        __syncthreads(); /* every read of this buffer is done before it is refilled */
+    }
+
+    uint16_t *dk = p.dk + bh * p.tk * D, *dv = p.dv + bh * p.tk * D;
+#pragma unroll
+    for (int m = 0; m < MW; m++)
+#pragma unroll
+        for (int h = 0; h < 2; h++) {
+            const int64_t kj = k0 + (warp * MW + m) * 16 + g + 8 * h;
+            if (kj >= p.tk) continue;
+#pragma unroll
+            for (int n = 0; n < ND; n++) {
+                *reinterpret_cast<uint32_t *>(dk + kj * D + n * 8 + 2 * t4) =
+                    pack2(adk[m][n][2 * h] * p.scale, adk[m][n][2 * h + 1] * p.scale);
+                *reinterpret_cast<uint32_t *>(dv + kj * D + n * 8 + 2 * t4) =
+                    pack2(adv[m][n][2 * h], adv[m][n][2 * h + 1]);
+            }
+        }
+}
+
+/* dQ of one tile of 16 NW MW queries (MW groups of 16 per warp), over the key tiles (BK) it sees:
+ *   S = Q K^T, P = exp(scale S - lse), dP = dO V^T, dS = P (dP - delta), dQ += dS K (times scale). */
+template <int D, int NW, int MW, int BK> struct Dq {
+    static constexpr int BR = 16 * NW * MW, THREADS = 32 * NW, LD = D + 8;
+    static constexpr int SMEM = (2 * BR + 4 * BK) * LD * 2; /* Q, dO; K and V x2 */
+};
+
+/* HOLD: the warp's Q and dO fragments stay in registers (else they are reloaded from shared memory) */
+template <int D, int NW, int MW, int BK, int MINB, bool HOLD>
+__global__ void __launch_bounds__(32 * NW, MINB) bwd_dq(Params p) {
+    using C = Dq<D, NW, MW, BK>;
+    constexpr int BR = C::BR, T = C::THREADS, LD = C::LD, ND = D / 8, NC = BK / 8;
+    uint16_t *sQ = smem16(), *sdO = sQ + BR * LD, *sK = sdO + BR * LD, *sV = sK + 2 * BK * LD;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t4 = lane & 3;
+    const int n_qt = (p.tq + BR - 1) / BR;
+    const int64_t q0 = (int64_t)(n_qt - 1 - (int)blockIdx.x) * BR, bh = blockIdx.y;
+    const uint16_t *q = p.q + bh * p.tq * D, *k = p.k + bh * p.tk * D, *v = p.v + bh * p.tk * D;
+    const uint16_t *dout = p.dout + bh * p.tq * D;
+    const float sl2 = p.scale * LOG2E;
+    int64_t k_lo, k_hi;
+    key_range(p, q0, q0 + BR < p.tq ? q0 + BR : p.tq, &k_lo, &k_hi);
+    const int64_t kt0 = k_lo / BK, kt1 = (k_hi + BK - 1) / BK;
+
+    load_rows<D, BR, T>(sQ, q, q0, p.tq, p.aligned);
+    load_rows<D, BR, T>(sdO, dout, q0, p.tq, p.aligned);
+    load_rows<D, BK, T>(sK, k, kt0 * BK, p.tk, p.aligned);
+    load_rows<D, BK, T>(sV, v, kt0 * BK, p.tk, p.aligned);
+    cp_commit();
+    float lse2[MW][2], dlt[MW][2];
+#pragma unroll
+    for (int m = 0; m < MW; m++)
+#pragma unroll
+        for (int h = 0; h < 2; h++) {
+            const int64_t qi = q0 + (warp * MW + m) * 16 + g + 8 * h;
+            lse2[m][h] = qi < p.tq ? p.lse[bh * p.tq + qi] * LOG2E : 0.f;
+            dlt[m][h] = qi < p.tq ? p.delta[bh * p.tq + qi] : 0.f;
+        }
+    float acc[MW][ND][4];
+#pragma unroll
+    for (int m = 0; m < MW; m++)
+#pragma unroll
+        for (int n = 0; n < ND; n++)
+#pragma unroll
+            for (int i = 0; i < 4; i++) acc[m][n][i] = 0.f;
+    AFrags<D, MW, HOLD> qf, dof;
+
+    for (int64_t kt = kt0; kt < kt1; kt++) {
+        const int buf = (int)((kt - kt0) & 1);
+        if (kt + 1 < kt1) {
+            load_rows<D, BK, T>(sK + (buf ^ 1) * BK * LD, k, (kt + 1) * BK, p.tk, p.aligned);
+            load_rows<D, BK, T>(sV + (buf ^ 1) * BK * LD, v, (kt + 1) * BK, p.tk, p.aligned);
+            cp_commit();
+            cp_wait<1>();
+        } else {
+            cp_wait<0>();
+        }
+        __syncthreads();
+        if (kt == kt0) qf.load(sQ, warp, lane), dof.load(sdO, warp, lane);
+        const uint16_t *cK = sK + buf * BK * LD, *cV = sV + buf * BK * LD;
+        const int64_t k0 = kt * BK;
+
+        float s[MW][NC][4], dp[MW][NC][4];
+#pragma unroll
+        for (int m = 0; m < MW; m++)
+#pragma unroll
+            for (int n = 0; n < NC; n++)
+#pragma unroll
+                for (int i = 0; i < 4; i++) s[m][n][i] = dp[m][n][i] = 0.f;
+#pragma unroll
+        for (int ks = 0; ks < D / 16; ks++) {
+            uint32_t aq[MW][4], ad[MW][4];
+#pragma unroll
+            for (int m = 0; m < MW; m++) qf.get(aq[m], sQ, warp, lane, m, ks), dof.get(ad[m], sdO, warp, lane, m, ks);
+#pragma unroll
+            for (int np = 0; np < NC / 2; np++) {
+                uint32_t b[4];
+                ldsm4(b, cK + np * 16 * LD + ks * 16 + b_off(lane, LD));
+#pragma unroll
+                for (int m = 0; m < MW; m++) {
+                    mma(s[m][2 * np], aq[m], b[0], b[1]);
+                    mma(s[m][2 * np + 1], aq[m], b[2], b[3]);
+                }
+                ldsm4(b, cV + np * 16 * LD + ks * 16 + b_off(lane, LD));
+#pragma unroll
+                for (int m = 0; m < MW; m++) {
+                    mma(dp[m][2 * np], ad[m], b[0], b[1]);
+                    mma(dp[m][2 * np + 1], ad[m], b[2], b[3]);
+                }
+            }
+        }
+
+        const bool masked = needs_mask(p, q0, BR, k0, BK);
+#pragma unroll
+        for (int m = 0; m < MW; m++)
+#pragma unroll
+            for (int h = 0; h < 2; h++) {
+                const int64_t qi = q0 + (warp * MW + m) * 16 + g + 8 * h;
+#pragma unroll
+                for (int n = 0; n < NC; n++)
+#pragma unroll
+                    for (int e = 0; e < 2; e++) {
+                        float pv = ex2(fmaf(s[m][n][2 * h + e], sl2, -lse2[m][h]));
+                        if (masked && !(qi < p.tq && visible(p, qi, k0 + n * 8 + 2 * t4 + e))) pv = 0.f;
+                        dp[m][n][2 * h + e] = pv * (dp[m][n][2 * h + e] - dlt[m][h]);
+                    }
+            }
+
+        /* dQ += dS K */
+#pragma unroll
+        for (int ks = 0; ks < BK / 16; ks++) {
+            uint32_t da[MW][4];
+#pragma unroll
+            for (int m = 0; m < MW; m++) acc_to_a(da[m], dp[m][2 * ks], dp[m][2 * ks + 1]);
+#pragma unroll
+            for (int dd = 0; dd < ND / 2; dd++) {
+                uint32_t b[4];
+                ldsm4t(b, cK + ks * 16 * LD + dd * 16 + a_off(lane, LD));
+#pragma unroll
+                for (int m = 0; m < MW; m++) {
+                    mma(acc[m][2 * dd], da[m], b[0], b[1]);
+                    mma(acc[m][2 * dd + 1], da[m], b[2], b[3]);
+                }
+            }
+        }
+        __syncthreads();
+    }
+
+    uint16_t *dq = p.dq + bh * p.tq * D;
+#pragma unroll
+    for (int m = 0; m < MW; m++)
+#pragma unroll
+        for (int h = 0; h < 2; h++) {
+            const int64_t qi = q0 + (warp * MW + m) * 16 + g + 8 * h;
+            if (qi >= p.tq) continue;
+#pragma unroll
+            for (int n = 0; n < ND; n++)
+                *reinterpret_cast<uint32_t *>(dq + qi * D + n * 8 + 2 * t4) =
+                    pack2(acc[m][n][2 * h] * p.scale, acc[m][n][2 * h + 1] * p.scale);
+        }
+}
+
+/* ---- the configurations the launchers use (attention.cu) -------------------------------------------------- */
+
+/* A kernel configuration: NW warps of MW x 16 rows (query rows in the forward and dQ kernels, keys in
+ * dK/dV), tile T of the other side (keys; queries for dK/dV), MINB blocks per SM asked of the register
+ * allocator (__launch_bounds__), HOLD: the A fragments stay in registers (backward kernels). */
+template <int NW_, int MW_, int T_, int MINB_, int HOLD_> struct K {
+    enum { NW = NW_, MW = MW_, T = T_, MINB = MINB_, HOLD = HOLD_ };
+};
+
+/* The launchers' choice, from timings on an H100 (dev/cuda/attention_bf16.cu times the alternatives;
+ * dev/cuda/README.md has the numbers): the first of each pair when its grid has at least WAVES blocks per
+ * SM, else the second (fewer rows per block: more blocks on small problems). */
+template <int D> struct Cfg;
+template <> struct Cfg<64> {
+    typedef K<8, 1, 64, 2, 0> Fwd;
+    typedef K<4, 1, 64, 4, 0> FwdSmall;
+    typedef K<4, 2, 32, 2, 0> Kv;
+    typedef K<4, 1, 64, 2, 1> KvSmall;
+    typedef K<8, 1, 64, 2, 0> Dq;
+    typedef K<4, 1, 64, 3, 1> DqSmall;
+    enum { FWD_WAVES = 2, KV_WAVES = 4, DQ_WAVES = 2 };
+};
+template <> struct Cfg<128> {
+    typedef K<8, 1, 128, 1, 0> Fwd;
+    typedef K<8, 1, 128, 1, 0> FwdSmall;
+    typedef K<4, 1, 64, 2, 0> Kv;
+    typedef K<4, 1, 64, 2, 0> KvSmall;
+    typedef K<4, 2, 32, 2, 0> Dq;
+    typedef K<4, 2, 32, 2, 0> DqSmall;
+    enum { FWD_WAVES = 0, KV_WAVES = 0, DQ_WAVES = 0 };
+};
+
+}  // namespace attnbf
+
+#endif
