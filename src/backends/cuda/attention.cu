@@ -27,19 +27,11 @@ struct AttnShape {
     int64_t bh, tq, tk, d, dv;
 };
 
-static int64_t leading(const ttt_tensor *t) {
-    int64_t n = 1;
-    for (int i = 0; i < t->ndim - 2; i++) n *= t->shape[i];
-    return n;
-}
-
-static bool aligned16(const void *p) { return ((uintptr_t)p & 15) == 0; }
-
 /* The kernels' limits; false: leave it to the composed path. */
 static bool supported(const ttt_tensor *q, const ttt_tensor *k, const ttt_tensor *v, AttnShape *s) {
     if (q->dtype != TTT_F32 || k->dtype != TTT_F32 || v->dtype != TTT_F32 || q->ndim < 2) return false;
     const int r = q->ndim;
-    *s = AttnShape{leading(q), q->shape[r - 2], k->shape[r - 2], q->shape[r - 1], v->shape[r - 1]};
+    *s = AttnShape{ttt__leading(q), q->shape[r - 2], k->shape[r - 2], q->shape[r - 1], v->shape[r - 1]};
     return s->bh >= 1 && s->bh <= MAX_GRID_Y && s->tq >= 1 && s->tk >= 1 && s->tq <= INT_MAX / 2 &&
            s->tk <= INT_MAX / 2 && s->d >= 1 && s->d <= MAX_HEAD && s->dv >= 1 && s->dv <= MAX_HEAD;
 }
@@ -55,21 +47,12 @@ static attn::Params params(const AttnShape &s, int causal, int64_t window, doubl
     return p;
 }
 
-/* Raise a kernel's dynamic shared-memory limit once (above the default 48 KB). */
-template <typename K>
-static int allow_smem(K kernel, int bytes, bool *done) {
-    if (!*done) {
-        CU(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes));
-        *done = true;
-    }
-    return TTT_OK;
-}
 
 template <int D>
 static int launch_fwd(const attn::Params &p, int64_t bh) {
     static bool ready;
     const int smem = attn::fwd_smem<D>();
-    if (allow_smem(attn::attn_fwd<D>, smem, &ready)) return TTT_ERR;
+    if (ttt__allow_smem(attn::attn_fwd<D>, smem, &ready)) return TTT_ERR;
     const dim3 grid((unsigned)((p.tq + attn::BR - 1) / attn::BR), (unsigned)bh);
     attn::attn_fwd<D><<<grid, attn::THREADS, smem, ttt__cuda_stream()>>>(p);
     LAUNCHED("attention_fwd");
@@ -80,7 +63,7 @@ template <int D>
 static int launch_bwd(const attn::Params &p, int64_t bh) {
     static bool ready_kv, ready_q;
     const int smem = attn::bwd_smem<D>();
-    if (allow_smem(attn::attn_bwd_dkdv<D>, smem, &ready_kv) || allow_smem(attn::attn_bwd_dq<D>, smem, &ready_q))
+    if (ttt__allow_smem(attn::attn_bwd_dkdv<D>, smem, &ready_kv) || ttt__allow_smem(attn::attn_bwd_dq<D>, smem, &ready_q))
         return TTT_ERR;
     const int64_t rows = bh * p.tq;
     attn::attn_delta<<<(unsigned)((rows + 7) / 8), attn::THREADS, 0, ttt__cuda_stream()>>>(p, rows);
@@ -101,7 +84,7 @@ static int launch_bwd(const attn::Params &p, int64_t bh) {
 static bool bf16_shape(const ttt_tensor *q, const ttt_tensor *k, const ttt_tensor *v, AttnShape *s) {
     if (q->dtype != TTT_BF16 || k->dtype != TTT_BF16 || v->dtype != TTT_BF16 || q->ndim < 2) return false;
     const int r = q->ndim;
-    *s = AttnShape{leading(q), q->shape[r - 2], k->shape[r - 2], q->shape[r - 1], v->shape[r - 1]};
+    *s = AttnShape{ttt__leading(q), q->shape[r - 2], k->shape[r - 2], q->shape[r - 1], v->shape[r - 1]};
     return s->bh >= 1 && s->bh <= MAX_GRID_Y && s->tq >= 1 && s->tk >= 1 && s->tq <= INT_MAX / 2 &&
            s->tk <= INT_MAX / 2 && (s->d == 64 || s->d == 128) && s->dv == s->d;
 }
@@ -135,7 +118,7 @@ template <int D, typename C>
 static int launch_bf16_fwd_cfg(const attnbf::Params &p, int64_t bh) {
     typedef attnbf::Fwd<D, C::NW, C::MW, C::T> F;
     static bool ready;
-    if (allow_smem(attnbf::fwd<D, C::NW, C::MW, C::T, C::MINB>, F::SMEM, &ready)) return TTT_ERR;
+    if (ttt__allow_smem(attnbf::fwd<D, C::NW, C::MW, C::T, C::MINB>, F::SMEM, &ready)) return TTT_ERR;
     const dim3 grid((unsigned)((p.tq + F::BR - 1) / F::BR), (unsigned)bh);
     attnbf::fwd<D, C::NW, C::MW, C::T, C::MINB><<<grid, F::THREADS, F::SMEM, ttt__cuda_stream()>>>(p);
     LAUNCHED("attention_fwd_bf16");
@@ -146,7 +129,7 @@ template <int D, typename C>
 static int launch_bf16_dkdv_cfg(const attnbf::Params &p, int64_t bh) {
     typedef attnbf::Dkdv<D, C::NW, C::MW, C::T> Kt;
     static bool ready;
-    if (allow_smem(attnbf::bwd_dkdv<D, C::NW, C::MW, C::T, C::MINB, (bool)C::HOLD>, Kt::SMEM, &ready))
+    if (ttt__allow_smem(attnbf::bwd_dkdv<D, C::NW, C::MW, C::T, C::MINB, (bool)C::HOLD>, Kt::SMEM, &ready))
         return TTT_ERR;
     const dim3 grid((unsigned)((p.tk + Kt::BC - 1) / Kt::BC), (unsigned)bh);
     attnbf::bwd_dkdv<D, C::NW, C::MW, C::T, C::MINB, (bool)C::HOLD>
@@ -159,7 +142,7 @@ template <int D, typename C>
 static int launch_bf16_dq_cfg(const attnbf::Params &p, int64_t bh) {
     typedef attnbf::Dq<D, C::NW, C::MW, C::T> Qt;
     static bool ready;
-    if (allow_smem(attnbf::bwd_dq<D, C::NW, C::MW, C::T, C::MINB, (bool)C::HOLD>, Qt::SMEM, &ready))
+    if (ttt__allow_smem(attnbf::bwd_dq<D, C::NW, C::MW, C::T, C::MINB, (bool)C::HOLD>, Qt::SMEM, &ready))
         return TTT_ERR;
     const dim3 grid((unsigned)((p.tq + Qt::BR - 1) / Qt::BR), (unsigned)bh);
     attnbf::bwd_dq<D, C::NW, C::MW, C::T, C::MINB, (bool)C::HOLD>
@@ -207,7 +190,7 @@ static int bf16_fwd(ttt_tensor *out, ttt_tensor *lse, const ttt_tensor *q, const
     p.q = (const uint16_t *)q->data, p.k = (const uint16_t *)k->data, p.v = (const uint16_t *)v->data;
     p.out = (uint16_t *)out->data;
     p.lse_out = lse ? (float *)lse->data : NULL;
-    p.aligned = aligned16(p.q) && aligned16(p.k) && aligned16(p.v);
+    p.aligned = ttt__aligned16(p.q) && ttt__aligned16(p.k) && ttt__aligned16(p.v);
     return s.d == 64 ? launch_bf16_fwd<64>(p, s.bh) : launch_bf16_fwd<128>(p, s.bh);
 }
 
@@ -224,7 +207,7 @@ static int bf16_bwd(ttt_tensor *dq, ttt_tensor *dk, ttt_tensor *dv, ttt_tensor *
     p.o = (const uint16_t *)out->data, p.dout = (const uint16_t *)dout->data, p.lse = (const float *)lse->data;
     p.dq = (uint16_t *)dq->data, p.dk = (uint16_t *)dk->data, p.dv = (uint16_t *)dv->data;
     p.delta_out = (float *)delta->data;
-    p.aligned = aligned16(p.q) && aligned16(p.k) && aligned16(p.v) && aligned16(p.dout);
+    p.aligned = ttt__aligned16(p.q) && ttt__aligned16(p.k) && ttt__aligned16(p.v) && ttt__aligned16(p.dout);
     return s.d == 64 ? launch_bf16_bwd<64>(p, s.bh) : launch_bf16_bwd<128>(p, s.bh);
 }
 
@@ -239,7 +222,7 @@ int ttt__cuda_attention_fwd(ttt_tensor *out, ttt_tensor *lse, const ttt_tensor *
     p.q = (const float *)q->data, p.k = (const float *)k->data, p.v = (const float *)v->data;
     p.out = (float *)out->data;
     p.lse_out = lse ? (float *)lse->data : NULL;
-    p.vec4 = s.d % 4 == 0 && s.dv % 4 == 0 && aligned16(p.q) && aligned16(p.k) && aligned16(p.v);
+    p.vec4 = s.d % 4 == 0 && s.dv % 4 == 0 && ttt__aligned16(p.q) && ttt__aligned16(p.k) && ttt__aligned16(p.v);
     return s.d <= 64 && s.dv <= 64 ? launch_fwd<64>(p, s.bh) : launch_fwd<128>(p, s.bh);
 }
 
@@ -254,7 +237,7 @@ int ttt__cuda_attention_bwd(ttt_tensor *dq, ttt_tensor *dk, ttt_tensor *dv, ttt_
     p.o = (const float *)out->data, p.lse = (const float *)lse->data, p.dout = (const float *)dout->data;
     p.dq = (float *)dq->data, p.dk = (float *)dk->data, p.dv = (float *)dv->data;
     p.delta_out = (float *)delta->data;
-    p.vec4 = s.d % 4 == 0 && s.dv % 4 == 0 && aligned16(p.q) && aligned16(p.k) && aligned16(p.v) &&
-             aligned16(p.dout);
+    p.vec4 = s.d % 4 == 0 && s.dv % 4 == 0 && ttt__aligned16(p.q) && ttt__aligned16(p.k) && ttt__aligned16(p.v) &&
+             ttt__aligned16(p.dout);
     return s.d <= 64 && s.dv <= 64 ? launch_bwd<64>(p, s.bh) : launch_bwd<128>(p, s.bh);
 }

@@ -43,6 +43,8 @@
 #include <cuda_bf16.h>
 #endif
 
+#include "attention_mask.cuh"
+
 namespace attnbf {
 
 constexpr float LOG2E = 1.4426950408889634f;
@@ -163,33 +165,9 @@ __device__ __forceinline__ float ex2(float x) {
 
 __device__ __forceinline__ uint16_t *smem16() { return reinterpret_cast<uint16_t *>(ATTN_SMEM()); }
 
-__device__ __forceinline__ bool visible(const Params &p, int64_t qi, int64_t kj) {
-    if (kj >= p.tk) return false;
-    if (!p.causal) return true;
-    const int64_t pos = p.off + qi;
-    return kj <= pos && (p.window <= 0 || pos - kj < p.window);
-}
-
-/* The key range [lo, hi) that query rows [q0, q1) can see. */
-__device__ __forceinline__ void key_range(const Params &p, int64_t q0, int64_t q1, int64_t *lo, int64_t *hi) {
-    *lo = 0;
-    *hi = p.tk;
-    if (p.causal) {
-        const int64_t last = p.off + q1 - 1;
-        if (last + 1 < *hi) *hi = last + 1;
-        if (p.window > 0 && p.off + q0 - p.window + 1 > 0) *lo = p.off + q0 - p.window + 1;
-    }
-}
-
-/* The query range [lo, hi) that can see some key of [k0, k1) (empty if hi <= lo). */
-__device__ __forceinline__ void query_range(const Params &p, int64_t k0, int64_t k1, int64_t *lo, int64_t *hi) {
-    *lo = 0;
-    *hi = p.tq;
-    if (p.causal) {
-        if (k0 - p.off > 0) *lo = k0 - p.off;
-        if (p.window > 0 && k1 - 1 + p.window - p.off < *hi) *hi = k1 - 1 + p.window - p.off;
-    }
-}
+using attn_mask::key_range; /* attention_mask.cuh: the masking convention of every fused kernel */
+using attn_mask::query_range;
+using attn_mask::visible;
 
 /* Whether some pair of queries [q0, q0 + nq) and keys [k0, k0 + nk) is hidden or
  * out of range: only then do the kernels test each element. */

@@ -17,29 +17,12 @@ namespace {
 
 bool dense_f32(const ttt_tensor *t) { return t && t->dtype == TTT_F32; }
 
-int64_t leading(const ttt_tensor *t) {
-    int64_t n = 1;
-    for (int i = 0; i < t->ndim - 2; i++) n *= t->shape[i];
-    return n;
-}
-
-bool aligned16(const void *p) { return ((uintptr_t)p & 15) == 0; }
-
-template <typename K>
-int allow_smem(K kernel, int bytes, bool *done) {
-    if (!*done) {
-        CU(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes));
-        *done = true;
-    }
-    return TTT_OK;
-}
-
 template <int D>
 int launch(const attn::Params &p, const attn::Bwd2 &b, int64_t bh) {
     static bool r_ok, q_ok, kv_ok;
     const int sr = attn::bwd2_rows_smem<D>(), sq = attn::bwd2_q_smem<D>(), skv = attn::bwd2_kv_smem<D>();
-    if (allow_smem(attn::attn_bwd2_rows<D>, sr, &r_ok) || allow_smem(attn::attn_bwd2_q<D>, sq, &q_ok) ||
-        allow_smem(attn::attn_bwd2_kv<D>, skv, &kv_ok))
+    if (ttt__allow_smem(attn::attn_bwd2_rows<D>, sr, &r_ok) || ttt__allow_smem(attn::attn_bwd2_q<D>, sq, &q_ok) ||
+        ttt__allow_smem(attn::attn_bwd2_kv<D>, skv, &kv_ok))
         return TTT_ERR;
     const dim3 grid_q((unsigned)((p.tq + attn::BR - 1) / attn::BR), (unsigned)bh);
     const dim3 grid_k((unsigned)((p.tk + attn::Tile<D>::BC - 1) / attn::Tile<D>::BC), (unsigned)bh);
@@ -63,7 +46,7 @@ int ttt__cuda_attention_bwd2(ttt_tensor *gq, ttt_tensor *gk, ttt_tensor *gv, ttt
         if (!dense_f32(t)) return TTT_BACKEND_DECLINED;
     if (q->ndim < 2) return TTT_BACKEND_DECLINED;
     const int r = q->ndim;
-    const int64_t bh = leading(q), tq = q->shape[r - 2], tk = k->shape[r - 2], d = q->shape[r - 1], dv = v->shape[r - 1];
+    const int64_t bh = ttt__leading(q), tq = q->shape[r - 2], tk = k->shape[r - 2], d = q->shape[r - 1], dv = v->shape[r - 1];
     if (bh < 1 || bh > 65535 || tq < 1 || tk < 1 || tq > INT_MAX / 2 || tk > INT_MAX / 2 || d < 1 || d > 128 || dv < 1 ||
         dv > 128)
         return TTT_BACKEND_DECLINED;
@@ -78,7 +61,7 @@ int ttt__cuda_attention_bwd2(ttt_tensor *gq, ttt_tensor *gk, ttt_tensor *gv, ttt
     p.scale = (float)scale;
     const void *ptrs[] = {q->data, k->data, v->data, dout->data, uq->data, uk->data, uv->data};
     p.vec4 = d % 4 == 0 && dv % 4 == 0;
-    for (const void *ptr : ptrs) p.vec4 = p.vec4 && aligned16(ptr);
+    for (const void *ptr : ptrs) p.vec4 = p.vec4 && ttt__aligned16(ptr);
     attn::Bwd2 b;
     b.uq = (const float *)uq->data, b.uk = (const float *)uk->data, b.uv = (const float *)uv->data;
     b.ra = (float *)rows->data, b.rc = (float *)rows->data + bh * tq;

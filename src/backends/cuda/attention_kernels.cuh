@@ -24,6 +24,8 @@
 #ifndef TTT_ATTENTION_KERNELS_CUH
 #define TTT_ATTENTION_KERNELS_CUH
 
+#include "attention_mask.cuh"
+
 namespace attn {
 
 constexpr int THREADS = 256;
@@ -52,33 +54,9 @@ struct Params {
     int vec4;           /* d, dv multiples of 4 and 16-byte aligned pointers */
 };
 
-__device__ __forceinline__ bool visible(const Params &p, int64_t qi, int64_t kj) {
-    if (kj >= p.tk) return false;
-    if (!p.causal) return true;
-    const int64_t pos = p.off + qi;
-    return kj <= pos && (p.window <= 0 || pos - kj < p.window);
-}
-
-/* The key range [lo, hi) that query rows [q0, q1) can see. */
-__device__ __forceinline__ void key_range(const Params &p, int64_t q0, int64_t q1, int64_t *lo, int64_t *hi) {
-    *lo = 0;
-    *hi = p.tk;
-    if (p.causal) {
-        const int64_t last = p.off + q1 - 1;
-        if (last + 1 < *hi) *hi = last + 1;
-        if (p.window > 0 && p.off + q0 - p.window + 1 > 0) *lo = p.off + q0 - p.window + 1;
-    }
-}
-
-/* The query range [lo, hi) that can see some key of [k0, k1). */
-__device__ __forceinline__ void query_range(const Params &p, int64_t k0, int64_t k1, int64_t *lo, int64_t *hi) {
-    *lo = 0;
-    *hi = p.tq;
-    if (p.causal) {
-        if (k0 - p.off > 0) *lo = k0 - p.off;
-        if (p.window > 0 && k1 - 1 + p.window - p.off < *hi) *hi = k1 - 1 + p.window - p.off;
-    }
-}
+using attn_mask::key_range; /* attention_mask.cuh */
+using attn_mask::query_range;
+using attn_mask::visible;
 
 /* dst[r * ld + c] = src[(row0 + r) * width + c] for r < rows, c < D; zero
  * outside [n_rows, width). */

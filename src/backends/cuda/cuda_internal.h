@@ -28,6 +28,26 @@
         }                                                                                     \
     } while (0)
 
+#ifdef __cplusplus
+/* Helpers of the attention launchers (attention.cu, attention_bwd2.cu). */
+/* The product of the axes before the last two: the batch x heads of a [..., T, d] tensor. */
+static inline int64_t ttt__leading(const ttt_tensor *t) {
+    int64_t n = 1;
+    for (int i = 0; i < t->ndim - 2; i++) n *= t->shape[i];
+    return n;
+}
+static inline bool ttt__aligned16(const void *p) { return ((uintptr_t)p & 15) == 0; }
+/* Raise a kernel's dynamic shared-memory limit once (above the default 48 KB). */
+template <typename K>
+static int ttt__allow_smem(K kernel, int bytes, bool *done) {
+    if (!*done) {
+        CU(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes));
+        *done = true;
+    }
+    return TTT_OK;
+}
+#endif
+
 /* device_pool.cu: every device allocation of the backend (see the file). */
 void *ttt__cuda_pool_alloc(size_t bytes); /* NULL (message in the backend error) on failure */
 void ttt__cuda_pool_free(void *ptr);
