@@ -101,6 +101,14 @@ static int check_targets(const char *k, const ttt_tensor *targets, int64_t rows,
     return TTT_OK;
 }
 
+/* Max and sum of exp(x - max) of one row of logits (the log-sum-exp is max + log(sum)). */
+static void row_max_sum(const void *x, int f32, int64_t o, int64_t v, double *mx, double *sum) {
+    double m = -INFINITY, s = 0;
+    for (int64_t j = 0; j < v; j++) m = fmax(m, ld(x, f32, o + j));
+    for (int64_t j = 0; j < v; j++) s += exp(ld(x, f32, o + j) - m);
+    *mx = m, *sum = s;
+}
+
 int cpu_cross_entropy(ttt_tensor *dst, const ttt_tensor *logits, const ttt_tensor *targets, int ignore_index) {
     if (float_only("cross_entropy", logits)) return TTT_ERR;
     int64_t rows, v;
@@ -116,9 +124,8 @@ CPU_PARALLEL(rows * v > CPU_PAR_MIN,
                 continue;
             }
             const int64_t o = r * v;
-            double mx = -INFINITY, sum = 0;
-            for (int64_t j = 0; j < v; j++) mx = fmax(mx, ld(logits->data, f32, o + j));
-            for (int64_t j = 0; j < v; j++) sum += exp(ld(logits->data, f32, o + j) - mx);
+            double mx, sum;
+            row_max_sum(logits->data, f32, o, v, &mx, &sum);
             st(dst->data, f32, r, mx + log(sum) - ld(logits->data, f32, o + t[r]));
         }
 );
@@ -141,9 +148,8 @@ CPU_PARALLEL(rows * v > CPU_PAR_MIN,
                 for (int64_t j = 0; j < v; j++) st(dst->data, f32, o + j, 0.0);
                 continue;
             }
-            double mx = -INFINITY, sum = 0;
-            for (int64_t j = 0; j < v; j++) mx = fmax(mx, ld(logits->data, f32, o + j));
-            for (int64_t j = 0; j < v; j++) sum += exp(ld(logits->data, f32, o + j) - mx);
+            double mx, sum;
+            row_max_sum(logits->data, f32, o, v, &mx, &sum);
             const double g = ld(grow->data, f32, r);
             for (int64_t j = 0; j < v; j++)
                 st(dst->data, f32, o + j, g * (exp(ld(logits->data, f32, o + j) - mx) / sum - (j == t[r] ? 1.0 : 0.0)));
