@@ -15,7 +15,7 @@
 #include <time.h>
 
 #include "cli.h"
-#include "ttt/backend.h"
+#include "ttt/runtime.h"
 #include "ttt/ttt.h"
 
 typedef struct {
@@ -124,7 +124,7 @@ static int run(const demo_cfg *c) {
     ttt_ctx *ctx = ttt_ctx_new(&cc);
     if (!ctx) {
         fprintf(stderr, "ttt demo: could not create a %s context: %s\n", c->device == TTT_CUDA ? "cuda" : "cpu",
-                ttt_backend_last_error());
+                ttt_runtime_error());
         return 1;
     }
     printf("device: %s\n", c->device == TTT_CUDA ? "cuda" : "cpu");
@@ -246,7 +246,7 @@ int cmd_demo(int argc, char **argv) {
         return cli_unknown("demo", argv[i]);
     }
     if (c.device < 0) { /* auto: the GPU if this build and machine have one, with a larger task */
-        c.device = ttt_backend_for(TTT_CUDA) ? TTT_CUDA : TTT_CPU;
+        c.device = ttt_device_count(TTT_CUDA) > 0 ? TTT_CUDA : TTT_CPU;
         if (c.device == TTT_CUDA && !c.sized) {
             c.d = 64;
             c.rank = 8;

@@ -20,7 +20,7 @@
 #include <unistd.h>
 
 #include "cli.h"
-#include "ttt/backend.h"
+#include "ttt/runtime.h"
 #include "ttt/tokenizer.h"
 #include "ttt/ttt.h"
 
@@ -346,12 +346,12 @@ static int parse(int argc, char **argv, int sub, opts *o) {
 
 static ttt_ctx *make_ctx(const opts *o, const char *cmd) {
     ttt_device dev = TTT_CPU;
-    if (!strcmp(o->device, "cuda") || (!strcmp(o->device, "auto") && ttt_backend_for(TTT_CUDA))) dev = TTT_CUDA;
+    if (!strcmp(o->device, "cuda") || (!strcmp(o->device, "auto") && ttt_device_count(TTT_CUDA) > 0)) dev = TTT_CUDA;
     ttt_ctx_config cc = {.device = dev, .seed = (uint64_t)o->seed, .threads = (int)o->threads, .tf32 = o->tf32};
     ttt_ctx *ctx = ttt_ctx_new(&cc);
     if (!ctx)
         fprintf(stderr, "ttt %s: could not create a %s context: %s\n", cmd, dev == TTT_CUDA ? "cuda" : "cpu",
-                ttt_backend_last_error());
+                ttt_runtime_error());
     return ctx;
 }
 
@@ -776,7 +776,6 @@ static int train_cmd(const opts *o) {
             "compute %s%s\n", (long long)ttt_lm_param_count(&r.m.cfg), r.model_s, r.train_s, (long long)tok_step,
             flops_tok, on_gpu ? "cuda" : "cpu", ttt_dtype_name(r.m.compute), o->tf32 ? " (tf32 matmuls)" : "");
     if (r.step >= end) fprintf(stderr, "nothing to do: the checkpoint is at step %lld\n", (long long)r.step);
-    const ttt_backend *be = ttt_backend_for(ttt_ctx_device(r.ctx));
     const int64_t first = r.step;
     uint64_t allocs_after_first = 0; /* device allocations from the driver once the first step has run */
     double t0 = cli_now(), t_last = t0;
@@ -786,11 +785,14 @@ static int train_cmd(const opts *o) {
         double loss = NAN, gnorm = NAN;
         if ((rc = train_step(&r, lr, &loss, &gnorm))) break;
         r.step++, timed_steps++;
-        if (r.step == first + 1 && be && be->memory_stats) be->memory_stats(NULL, NULL, &allocs_after_first);
+        if (r.step == first + 1) {
+            ttt_memory_stats ms;
+            if (ttt_ctx_memory_stats(r.ctx, &ms) == TTT_OK) allocs_after_first = ms.driver_allocs;
+        }
         r.win_loss += loss, r.win_steps++;
         const int eval_now = r.val && (r.step % o->eval_every == 0 || r.step == o->steps);
         if (r.step % o->log_every == 0 || r.step == o->steps || eval_now) {
-            if (be && be->synchronize) be->synchronize();
+            ttt_synchronize(r.ctx);
             const double now = cli_now(), tps = (double)(timed_steps * tok_step) / (now - t_last);
             const double vloss = eval_now ? val_loss(&r) : NAN; /* after the clock: not in tokens/s */
             if (eval_now && !isfinite(vloss)) {
@@ -822,10 +824,10 @@ static int train_cmd(const opts *o) {
     if (!rc)
         fprintf(stderr, "done: %lld steps in %.1f s; checkpoint %s (step %lld)\n", (long long)(r.step - first),
                 cli_now() - t0, r.ckpt, (long long)r.step);
-    if (!rc && r.step > first && be && be->memory_stats) {
-        size_t reserved = 0;
-        uint64_t allocs = 0;
-        be->memory_stats(&reserved, NULL, &allocs);
+    ttt_memory_stats ms;
+    if (!rc && r.step > first && on_gpu && ttt_ctx_memory_stats(r.ctx, &ms) == TTT_OK) {
+        const size_t reserved = ms.reserved;
+        const uint64_t allocs = ms.driver_allocs;
         fprintf(stderr, "device memory: %.2f GiB reserved in %llu driver allocations (%llu after the first step)\n",
                 reserved / 1073741824.0, (unsigned long long)allocs, (unsigned long long)allocs_after_first);
     }

@@ -24,7 +24,7 @@
 #include <unistd.h>
 
 #include "cli.h"
-#include "ttt/backend.h"
+#include "ttt/runtime.h"
 #include "ttt/checkpoint.h"
 #include "ttt/graph.h"
 #include "ttt/ttt.h"
@@ -455,7 +455,7 @@ static ttt_ctx *make_ctx(const vision_cfg *c) {
     ttt_ctx *ctx = ttt_ctx_new(&cc);
     if (!ctx)
         fprintf(stderr, "ttt vision: could not create a %s context: %s\n", c->device == TTT_CUDA ? "cuda" : "cpu",
-                ttt_backend_last_error());
+                ttt_runtime_error());
     return ctx;
 }
 
@@ -1016,7 +1016,7 @@ static int parse(int argc, char **argv, int is_eval, vision_cfg *c, char *outbuf
             c->out = outbuf;
         }
     }
-    if (c->device < 0) c->device = ttt_backend_for(TTT_CUDA) ? TTT_CUDA : TTT_CPU;
+    if (c->device < 0) c->device = ttt_device_count(TTT_CUDA) > 0 ? TTT_CUDA : TTT_CPU;
     if (!is_eval && c->cuda_graph == 1 && (c->device != TTT_CUDA || c->sgd)) {
         fprintf(stderr, "ttt vision train: --cuda-graph on needs --device cuda and batch GD (%s)\n",
                 c->sgd ? "--sgd draws a new mini-batch split on the host every step, which a replay cannot"

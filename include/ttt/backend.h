@@ -55,6 +55,9 @@ typedef struct ttt_backend {
     /* Optional: device bytes reserved from the driver and handed out now, and the
      * number of driver allocations so far (NULL on the CPU). */
     void (*memory_stats)(size_t *reserved, size_t *in_use, uint64_t *driver_allocs);
+    /* Optional: devices of this kind and their names (NULL: one device, named by name). */
+    int (*device_count)(void);
+    int (*device_name)(int index, char *buf, size_t len);
 
     /* dst <- src elementwise, same shape, strided src and dst, any dtypes (converts) */
     int (*copy)(ttt_tensor *dst, const ttt_tensor *src);

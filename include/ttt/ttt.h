@@ -13,5 +13,6 @@
 #include "ttt/ops.h"
 #include "ttt/shards.h"
 #include "ttt/optim.h"
+#include "ttt/runtime.h"
 #include "ttt/tensor.h"
 #endif

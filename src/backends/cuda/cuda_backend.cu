@@ -1452,6 +1452,27 @@ static void cu_graph_free(void *graph) {
     }
 }
 
+static int cu_device_count(void) {
+    int n = 0;
+    if (cudaGetDeviceCount(&n) != cudaSuccess) {
+        cudaGetLastError();
+        return 0;
+    }
+    return n;
+}
+
+static int cu_device_name(int index, char *buf, size_t len) {
+    cudaDeviceProp prop;
+    cudaError_t e = cudaGetDeviceProperties(&prop, index);
+    if (e != cudaSuccess) {
+        cudaGetLastError();
+        ttt_backend_error("CUDA device %d: %s", index, cudaGetErrorString(e));
+        return TTT_ERR;
+    }
+    snprintf(buf, len, "%s", prop.name);
+    return TTT_OK;
+}
+
 static ttt_backend make_table(void) {
     ttt_backend b;
     memset(&b, 0, sizeof b);
@@ -1463,6 +1484,8 @@ static ttt_backend make_table(void) {
     b.download = cu_download;
     b.synchronize = cu_sync;
     b.memory_stats = cu_memory_stats;
+    b.device_count = cu_device_count;
+    b.device_name = cu_device_name;
     b.copy = cu_copy;
     b.fill = cu_fill;
     b.unary = cu_unary;
