@@ -39,7 +39,8 @@
  * N(0, (init_std / sqrt(2 depth))^2) (GPT-2's residual scaling); norm gains 1.
  *
  * The prime MLPs (prime_blocks > 0: the last prime_blocks blocks get one) are
- * the slots TTT-E2E trains at test time; here they are ordinary parameters.
+ * the slots TTT-E2E trains at test time (ttt_lm_e2e_loss, when inner_chunk > 0);
+ * otherwise they are ordinary parameters.
  *
  * Every entry point validates its arguments: NULL / TTT_ERR with a message in
  * ttt_error(ctx), never an abort. */
@@ -65,13 +66,30 @@ typedef struct {
     double rope_theta;    /* 10000 default; 500000 at SPEC scale */
     double norm_eps;      /* RMSNorm eps, 1e-6 */
     double init_std;      /* 0.02 */
+    /* TTT-E2E (prime_blocks > 0 and inner_chunk > 0, window > 0): the prime MLPs
+     * take one inner SGD step per inner_chunk tokens (b) on the chunk's next-token
+     * loss, its gradient clipped to global norm inner_clip (0: no clipping) per
+     * sequence. See ttt_lm_e2e_loss. */
+    int64_t inner_chunk;
+    double inner_clip;
 } ttt_lm_config;
 
-/* Presets by name: "tiny" (D 64, 2 blocks, 4 heads, F 172: CPU tests and
- * demos), "small" (D 256, 4 blocks, 4 heads, F 688), "125m" (SPEC: D 768, 12
- * blocks, 12 heads, F 2048). vocab is the tokenizer's size; the others take
- * the defaults above (full attention, no prime MLPs, qk_norm 1, theta 10000).
- * TTT_ERR (with a message in err) for an unknown name. */
+/* Presets by name. Sizes: "tiny" (D 64, 2 blocks, 4 heads, F 172: CPU tests
+ * and demos), "small" (D 256, 4 blocks, 4 heads, F 688), "125m" (D 768, 12
+ * blocks, 12 heads, F 2048), "350m" (D 1024, 24 blocks, 16 heads, F 2816),
+ * "760m" (D 1536, 24 blocks, 16 heads, F 4096). The bare name is full
+ * attention with RoPE theta 10000. Suffixes give the three models of the
+ * TTT-E2E comparison, all with theta 5e5 and QK-norm as the official configs:
+ *   -fa   full attention;
+ *   -swa  sliding-window attention in every block (window 8192; 256 for tiny
+ *         and small);
+ *   -e2e  SWA, and the last quarter of the blocks (at least one) carry a prime
+ *         MLP that learns at test time: inner_chunk 1024 (128 for tiny and
+ *         small), inner_clip 1; every MLP narrowed so the parameter count
+ *         matches the baseline's (125m 2048 -> 1664, 350m 2816 -> 2304,
+ *         760m 4096 -> 3328, tiny 172 -> 116, small 688 -> 552).
+ * vocab is the tokenizer's size. TTT_ERR (with a message in err) for an
+ * unknown name. */
 int ttt_lm_preset(const char *name, int64_t vocab, ttt_lm_config *out, char *err, size_t err_len);
 
 /* Number of trainable parameters the config describes (embedding counted once). */
@@ -128,6 +146,31 @@ ttt_tensor *ttt_lm_loss(ttt_ctx *ctx, const ttt_lm *m, ttt_tensor *ids, ttt_tens
  * default, about 2^26 logits per chunk), to trade memory for speed. */
 ttt_tensor *ttt_lm_loss_chunked(ttt_ctx *ctx, const ttt_lm *m, ttt_tensor *ids, ttt_tensor *targets,
                                 ttt_tensor **per_token, int64_t chunk);
+
+/* ---- TTT-E2E (SPEC section 3) ------------------------------------------------------
+ * 1 if the model learns at test time (prime_blocks > 0, inner_chunk > 0). */
+int ttt_lm_is_e2e(const ttt_lm *m);
+/* The TTT-E2E loss of ids [B, T] against targets [B, T], T a multiple of
+ * inner_chunk b. The first depth - prime_blocks blocks (the prefix) run once
+ * over the whole sequence; the suffix blocks then run chunk by chunk, b tokens
+ * a chunk, attending over the keys of the last window positions carried from
+ * chunk to chunk. For chunk i, with each sequence's own prime weights W_{i-1}
+ * (W_0 the parameters): L_i = mean next-token cross-entropy of the chunk;
+ * g = dL_i/dW_{i-1} through the suffix and the tied head only; g clipped to
+ * global norm inner_clip over all prime weights of the sequence;
+ * W_i = W_{i-1} - eta g. Returns mean_i L_i (the pre-update losses), averaged
+ * over the batch. Differentiable with respect to every parameter: through
+ * every inner step (full second order; each chunk rematerialized), or with
+ * first_order = 1 treating each g as a constant (the ablation). eta >= 0;
+ * eta = 0 gives the plain windowed forward pass. per_token (may be NULL)
+ * receives the per-position losses [B, T]; chunk_losses (may be NULL) the
+ * batch-mean loss of each chunk [T / b]. Under no-grad (evaluation) the inner
+ * steps still run, and memory stays one chunk deep. */
+ttt_tensor *ttt_lm_e2e_loss(ttt_ctx *ctx, const ttt_lm *m, ttt_tensor *ids, ttt_tensor *targets, double eta,
+                            int first_order, ttt_tensor **per_token, ttt_tensor **chunk_losses);
+/* The inner learning rate at outer step `step` of a ramp from eta0 to eta1 over
+ * `warmup` steps (the official schedule: eta0 + (eta1 - eta0) min(1, (step + 1) / warmup)). */
+double ttt_lm_e2e_eta(int64_t step, int64_t warmup, double eta0, double eta1);
 
 /* KV cache for generation. Each block keeps the keys (after QK-norm and RoPE)
  * and values of the last `capacity` positions, [B, H, capacity, D/H]; with a

@@ -8,6 +8,7 @@
 #include "ttt/autodiff.h"
 #include "ttt/lm.h"
 #include "ttt/ops.h"
+#include "lm_internal.h"
 
 /* Sizes beyond any practical use are refused, so products of them cannot overflow. */
 enum { MAX_VOCAB = 1 << 24, MAX_DIM = 1 << 16, MAX_DEPTH = 1024, MAX_HIDDEN = 1 << 20 };
@@ -20,22 +21,42 @@ static const int64_t DECODE_CHUNK = 512;
 static const struct {
     const char *name;
     int64_t dim, depth, heads, hidden;
+    int64_t window;      /* -swa and -e2e */
+    int64_t e2e_hidden;  /* every MLP's width in -e2e, for the baseline's parameter count */
+    int64_t e2e_chunk;   /* b */
 } PRESETS[] = {
-    {"tiny", 64, 2, 4, 172},
-    {"small", 256, 4, 4, 688},
-    {"125m", 768, 12, 12, 2048},
+    {"tiny", 64, 2, 4, 172, 256, 116, 128},
+    {"small", 256, 4, 4, 688, 256, 552, 128},
+    {"125m", 768, 12, 12, 2048, 8192, 1664, 1024},
+    {"350m", 1024, 24, 16, 2816, 8192, 2304, 1024},
+    {"760m", 1536, 24, 16, 4096, 8192, 3328, 1024},
 };
 
 int ttt_lm_preset(const char *name, int64_t vocab, ttt_lm_config *out, char *err, size_t err_len) {
     if (!name || !out) return ttt__errbuf(err, err_len, "lm_preset: name and output must not be NULL");
-    for (size_t i = 0; i < sizeof PRESETS / sizeof PRESETS[0]; i++)
-        if (!strcmp(name, PRESETS[i].name)) {
-            *out = (ttt_lm_config){.vocab = vocab, .dim = PRESETS[i].dim, .depth = PRESETS[i].depth,
-                                   .heads = PRESETS[i].heads, .mlp_hidden = PRESETS[i].hidden, .qk_norm = 1,
-                                   .rope_theta = 10000.0, .norm_eps = 1e-6, .init_std = 0.02};
-            return TTT_OK;
+    const char *dash = strrchr(name, '-');
+    const size_t base_len = dash ? (size_t)(dash - name) : strlen(name);
+    const char *kind = dash ? dash + 1 : "";
+    if (*kind && strcmp(kind, "fa") && strcmp(kind, "swa") && strcmp(kind, "e2e"))
+        return ttt__errbuf(err, err_len, "lm_preset: unknown preset '%s' (a size: tiny, small, 125m, 350m, 760m; "
+                           "optionally -fa, -swa or -e2e)", name);
+    for (size_t i = 0; i < sizeof PRESETS / sizeof PRESETS[0]; i++) {
+        if (strlen(PRESETS[i].name) != base_len || strncmp(name, PRESETS[i].name, base_len)) continue;
+        *out = (ttt_lm_config){.vocab = vocab, .dim = PRESETS[i].dim, .depth = PRESETS[i].depth,
+                               .heads = PRESETS[i].heads, .mlp_hidden = PRESETS[i].hidden, .qk_norm = 1,
+                               .rope_theta = 10000.0, .norm_eps = 1e-6, .init_std = 0.02};
+        if (*kind) out->rope_theta = 500000.0;
+        if (!strcmp(kind, "swa") || !strcmp(kind, "e2e")) out->window = PRESETS[i].window;
+        if (!strcmp(kind, "e2e")) {
+            out->prime_blocks = out->depth / 4 > 0 ? out->depth / 4 : 1;
+            out->mlp_hidden = out->prime_hidden = PRESETS[i].e2e_hidden;
+            out->inner_chunk = PRESETS[i].e2e_chunk;
+            out->inner_clip = 1.0;
         }
-    return ttt__errbuf(err, err_len, "lm_preset: unknown preset '%s' (tiny, small, 125m)", name);
+        return TTT_OK;
+    }
+    return ttt__errbuf(err, err_len, "lm_preset: unknown preset '%s' (a size: tiny, small, 125m, 350m, 760m; "
+                       "optionally -fa, -swa or -e2e)", name);
 }
 
 static int64_t prime_width(const ttt_lm_config *c) { return c->prime_hidden > 0 ? c->prime_hidden : c->mlp_hidden; }
@@ -71,6 +92,14 @@ static int check_config(ttt_ctx *ctx, const char *fn, const ttt_lm_config *c) {
     if (!(c->init_std > 0) || !(c->init_std < 10))
         return ttt__set_error(ctx, "%s: init_std %g must be in (0, 10)", fn, c->init_std);
     if (c->qk_norm != 0 && c->qk_norm != 1) return ttt__set_error(ctx, "%s: qk_norm must be 0 or 1", fn);
+    if (c->inner_chunk < 0 || c->inner_chunk > MAX_WINDOW)
+        return ttt__set_error(ctx, "%s: inner_chunk %lld must be in [0, 2^40]", fn, (long long)c->inner_chunk);
+    if (!(c->inner_clip >= 0) || !isfinite(c->inner_clip))
+        return ttt__set_error(ctx, "%s: inner_clip %g must be a finite number >= 0", fn, c->inner_clip);
+    if (c->inner_chunk > 0 && (c->prime_blocks < 1 || c->window < 2))
+        return ttt__set_error(ctx, "%s: test-time training (inner_chunk %lld) needs prime blocks (prime_blocks %lld) "
+                              "and a sliding window of at least 2 (window %lld)", fn, (long long)c->inner_chunk,
+                              (long long)c->prime_blocks, (long long)c->window);
     return TTT_OK;
 }
 
@@ -226,7 +255,7 @@ ttt_tensor *ttt_lm_param(const ttt_lm *m, const char *name) {
 
 static ttt_tensor *linear(ttt_ctx *ctx, ttt_tensor *x, ttt_tensor *w) { return ttt_matmul(ctx, x, w, 0, 1); }
 
-static int check_model(ttt_ctx *ctx, const char *fn, const ttt_lm *m);
+#define check_model ttt__lm_check_model
 
 int ttt_lm_set_compute(ttt_ctx *ctx, ttt_lm *m, ttt_dtype dt) {
     if (!ctx) return TTT_ERR;
@@ -242,9 +271,10 @@ int ttt_lm_set_compute(ttt_ctx *ctx, ttt_lm *m, ttt_dtype dt) {
 
 /* A weight (or any tensor) in the compute dtype: cast where it is used, so
  * its gradient returns to the master copy through the cast, in its dtype. */
-static ttt_tensor *W(ttt_ctx *ctx, const ttt_lm *m, ttt_tensor *p) {
+ttt_tensor *ttt__lm_w(ttt_ctx *ctx, const ttt_lm *m, ttt_tensor *p) {
     return p && p->dtype != m->compute ? ttt_cast(ctx, p, m->compute) : p;
 }
+#define W ttt__lm_w
 
 static ttt_tensor *swiglu(ttt_ctx *ctx, const ttt_lm *m, ttt_tensor *h, ttt_tensor *gate, ttt_tensor *up,
                           ttt_tensor *down) {
@@ -261,7 +291,7 @@ static ttt_tensor *mlp_sublayer(ttt_ctx *ctx, const ttt_lm *m, ttt_tensor *x, tt
 }
 
 /* One of q, k, v as [B, H, T, hd]: projected, split into heads, (q, k) normed and rotated. */
-static ttt_tensor *heads(ttt_ctx *ctx, const ttt_lm *m, ttt_tensor *h, ttt_tensor *w, ttt_tensor *norm, int rotate,
+ttt_tensor *ttt__lm_heads(ttt_ctx *ctx, const ttt_lm *m, ttt_tensor *h, ttt_tensor *w, ttt_tensor *norm, int rotate,
                          int64_t pos0) {
     if (!h) return NULL;
     const ttt_lm_config *c = &m->cfg;
@@ -280,7 +310,7 @@ static ttt_tensor *merge_heads(ttt_ctx *ctx, const ttt_lm_config *c, ttt_tensor 
 }
 
 /* Everything of block b after attention produced o [B, H, T, hd]. */
-static ttt_tensor *block_rest(ttt_ctx *ctx, const ttt_lm *m, const ttt_lm_block *b, ttt_tensor *x, ttt_tensor *o) {
+ttt_tensor *ttt__lm_block_rest(ttt_ctx *ctx, const ttt_lm *m, const ttt_lm_block *b, ttt_tensor *x, ttt_tensor *o) {
     ttt_tensor *a = linear(ctx, merge_heads(ctx, &m->cfg, o), W(ctx, m, b->o));
     x = ttt_add(ctx, x, ttt_rms_norm(ctx, a, W(ctx, m, b->post_attn_norm), m->cfg.norm_eps));
     if (b->prime_gate)
@@ -295,15 +325,15 @@ typedef ttt_tensor *(*block_step)(ttt_ctx *ctx, const ttt_lm *m, int64_t i, ttt_
  * When nothing is recorded (no-grad, or nothing requires grad), each block's
  * temporaries are released once its output is copied into one of two
  * buffers, so memory stays one block deep (long-context evaluation, decoding). */
-static ttt_tensor *run_blocks(ttt_ctx *ctx, const ttt_lm *m, ttt_tensor *x, block_step step, const void *user) {
+static ttt_tensor *run_range(ttt_ctx *ctx, const ttt_lm *m, ttt_tensor *x, int64_t i0, int64_t i1, block_step step,
+                             const void *user) {
     if (!x) return NULL;
-    const ttt_lm_config *c = &m->cfg;
     /* The parameters count too: with a frozen embedding x has no graph, yet the blocks' weights may need one. */
     const int record = ttt__recording(ctx, 1, &x) || ttt__recording(ctx, m->n_params, m->params);
     ttt_tensor *buf[2] = {NULL, NULL};
     if (!record && !((buf[0] = ttt_new(ctx, x->dtype, 3, x->shape)) && (buf[1] = ttt_new(ctx, x->dtype, 3, x->shape))))
         return NULL;
-    for (int64_t i = 0; x && i < c->depth; i++) {
+    for (int64_t i = i0; x && i < i1; i++) {
         if (record) {
             x = step(ctx, m, i, x, user);
             continue;
@@ -315,7 +345,11 @@ static ttt_tensor *run_blocks(ttt_ctx *ctx, const ttt_lm *m, ttt_tensor *x, bloc
         ttt_release(ctx, mark);
         x = dst;
     }
-    return ttt_rms_norm(ctx, x, W(ctx, m, m->norm), c->norm_eps);
+    return x;
+}
+
+static ttt_tensor *run_blocks(ttt_ctx *ctx, const ttt_lm *m, ttt_tensor *x, block_step step, const void *user) {
+    return ttt_rms_norm(ctx, run_range(ctx, m, x, 0, m->cfg.depth, step, user), W(ctx, m, m->norm), m->cfg.norm_eps);
 }
 
 static ttt_tensor *forward_block(ttt_ctx *ctx, const ttt_lm *m, int64_t i, ttt_tensor *x, const void *user) {
@@ -323,12 +357,12 @@ static ttt_tensor *forward_block(ttt_ctx *ctx, const ttt_lm *m, int64_t i, ttt_t
     const ttt_lm_block *b = &m->blocks[i];
     const int64_t pos0 = *(const int64_t *)user;
     ttt_tensor *h = ttt_rms_norm(ctx, x, W(ctx, m, b->input_norm), c->norm_eps);
-    ttt_tensor *q = heads(ctx, m, h, b->q, b->q_norm, 1, pos0), *k = heads(ctx, m, h, b->k, b->k_norm, 1, pos0);
-    ttt_tensor *v = heads(ctx, m, h, b->v, NULL, 0, pos0);
-    return block_rest(ctx, m, b, x, ttt_attention(ctx, q, k, v, 1, c->window, 0.0));
+    ttt_tensor *q = ttt__lm_heads(ctx, m, h, b->q, b->q_norm, 1, pos0), *k = ttt__lm_heads(ctx, m, h, b->k, b->k_norm, 1, pos0);
+    ttt_tensor *v = ttt__lm_heads(ctx, m, h, b->v, NULL, 0, pos0);
+    return ttt__lm_block_rest(ctx, m, b, x, ttt_attention(ctx, q, k, v, 1, c->window, 0.0));
 }
 
-static int check_model(ttt_ctx *ctx, const char *fn, const ttt_lm *m) {
+int ttt__lm_check_model(ttt_ctx *ctx, const char *fn, const ttt_lm *m) {
     if (!m) return ttt__set_error(ctx, "%s: model must not be NULL", fn);
     if (!m->embed || !m->blocks || !m->norm)
         return ttt__set_error(ctx, "%s: the model is not initialised (call ttt_lm_init)", fn);
@@ -349,6 +383,21 @@ ttt_tensor *ttt_lm_hidden(ttt_ctx *ctx, const ttt_lm *m, ttt_tensor *ids, int64_
     if (check_model(ctx, fn, m) || check_ids(ctx, fn, "ids", ids)) return NULL;
     if (pos0 < 0) return ttt__set_error(ctx, "%s: pos0 %lld must be >= 0", fn, (long long)pos0), NULL;
     return run_blocks(ctx, m, ttt_embedding(ctx, W(ctx, m, m->embed), ids), forward_block, &pos0);
+}
+
+int ttt__lm_check_pair(ttt_ctx *ctx, const char *fn, const ttt_tensor *ids, const ttt_tensor *targets) {
+    if (check_ids(ctx, fn, "ids", ids) || check_ids(ctx, fn, "targets", targets)) return TTT_ERR;
+    if (targets->shape[0] != ids->shape[0] || targets->shape[1] != ids->shape[1]) {
+        char si[96], st[96];
+        return ttt__set_error(ctx, "%s: targets %s and ids %s differ in shape", fn,
+                              ttt_shape_str(targets, st, sizeof st), ttt_shape_str(ids, si, sizeof si));
+    }
+    return TTT_OK;
+}
+
+ttt_tensor *ttt__lm_prefix(ttt_ctx *ctx, const ttt_lm *m, ttt_tensor *ids, int64_t n_blocks) {
+    int64_t pos0 = 0;
+    return run_range(ctx, m, ttt_embedding(ctx, W(ctx, m, m->embed), ids), 0, n_blocks, forward_block, &pos0);
 }
 
 ttt_tensor *ttt_lm_logits(ttt_ctx *ctx, const ttt_lm *m, ttt_tensor *hidden) {
@@ -389,14 +438,8 @@ ttt_tensor *ttt_lm_loss_chunked(ttt_ctx *ctx, const ttt_lm *m, ttt_tensor *ids, 
     static const char fn[] = "lm_loss";
     if (per_token) *per_token = NULL;
     if (!ctx || !ids || !targets) return NULL;
-    if (check_model(ctx, fn, m) || check_ids(ctx, fn, "ids", ids) || check_ids(ctx, fn, "targets", targets))
-        return NULL;
-    if (targets->shape[0] != ids->shape[0] || targets->shape[1] != ids->shape[1]) {
-        char si[96], st[96];
-        return ttt__set_error(ctx, "%s: targets %s and ids %s differ in shape", fn,
-                              ttt_shape_str(targets, st, sizeof st), ttt_shape_str(ids, si, sizeof si)),
-               NULL;
-    }
+    if (check_model(ctx, fn, m) || ttt__lm_check_pair(ctx, fn, ids, targets)) return NULL;
+    if (ttt_lm_is_e2e(m)) return ttt_lm_e2e_loss(ctx, m, ids, targets, 1.0, 0, per_token, NULL);
     if (chunk < 0) return ttt__set_error(ctx, "%s: chunk %lld must be >= 0", fn, (long long)chunk), NULL;
     const int64_t B = ids->shape[0], T = ids->shape[1], V = m->cfg.vocab;
     ttt_tensor *h = ttt_lm_hidden(ctx, m, ids, 0);
@@ -542,8 +585,8 @@ static ttt_tensor *decode_block(ttt_ctx *ctx, const ttt_lm *m, int64_t i, ttt_te
     ttt_lm_cache *c = a->cache;
     const int64_t p0 = a->p0, T = x->shape[1];
     ttt_tensor *h = ttt_rms_norm(ctx, x, W(ctx, m, b->input_norm), mc->norm_eps);
-    ttt_tensor *q = heads(ctx, m, h, b->q, b->q_norm, 1, p0), *k = heads(ctx, m, h, b->k, b->k_norm, 1, p0);
-    ttt_tensor *v = heads(ctx, m, h, b->v, NULL, 0, p0);
+    ttt_tensor *q = ttt__lm_heads(ctx, m, h, b->q, b->q_norm, 1, p0), *k = ttt__lm_heads(ctx, m, h, b->k, b->k_norm, 1, p0);
+    ttt_tensor *v = ttt__lm_heads(ctx, m, h, b->v, NULL, 0, p0);
     if (!q || !k || !v) return NULL;
     ttt_tensor *o;
     if (mc->window == 0) { /* slot = position: write the new keys, then attend over a view of the cache */
@@ -555,7 +598,7 @@ static ttt_tensor *decode_block(ttt_ctx *ctx, const ttt_lm *m, int64_t i, ttt_te
                           mc->window, 0.0);
         if (!o || ring_store(ctx, c, c->k[i], p0, k) || ring_store(ctx, c, c->v[i], p0, v)) return NULL;
     }
-    return block_rest(ctx, m, b, x, o);
+    return ttt__lm_block_rest(ctx, m, b, x, o);
 }
 
 /* Logits of ids [B, T <= DECODE_CHUNK] after the cached positions; advances the cache. */

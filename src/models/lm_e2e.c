@@ -1,0 +1,318 @@
+/* TTT-E2E (SPEC section 3): the language model's suffix blocks keep learning
+ * while they read. See ttt_lm_e2e_loss in include/ttt/lm.h.
+ *
+ * One chunk of b tokens is one inner step, written as a pure function of its
+ * inputs (chunk_step) so that the outer pass can rematerialize it:
+ *
+ *   in:  x [B, b, D]        the prefix blocks' output for the chunk (no path to W)
+ *        head, final norm   parameters, passed in so their outer gradients flow
+ *        per suffix block:  W_{i-1} = gate, up [B, F', D], down [B, D, F'] (per sequence)
+ *                           the K, V of the last window - 1 positions [B, H, L, hd] (none for chunk 0)
+ *                           the block's static weights (attention, norms, static MLP)
+ *   out: the chunk's loss per sequence [B], its per-token losses [B, b],
+ *        per suffix block W_i and the K, V tail for the next chunk.
+ *
+ * The inner gradient is taken with respect to W_{i-1} only; the tails and x
+ * are inputs, so (as in the official code) the inner step sees earlier chunks
+ * as constants while the outer gradient flows through them. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../core/internal.h"
+#include "lm_internal.h"
+#include "ttt/autodiff.h"
+#include "ttt/lm.h"
+#include "ttt/ops.h"
+
+int ttt_lm_is_e2e(const ttt_lm *m) { return m && m->cfg.prime_blocks > 0 && m->cfg.inner_chunk > 0; }
+
+double ttt_lm_e2e_eta(int64_t step, int64_t warmup, double eta0, double eta1) {
+    if (warmup <= 0) return eta1;
+    double p = (double)(step + 1) / (double)warmup;
+    p = p < 0 ? 0 : p > 1 ? 1 : p;
+    return eta0 + (eta1 - eta0) * p;
+}
+
+/* The static weights of a block that a chunk step reads, as slots of b (the
+ * optional QK-norm gains only when present). Returns their number. */
+enum { N_STATIC_MAX = 15 };
+static int static_slots(ttt_lm_block *b, ttt_tensor ***slot) {
+    ttt_tensor **all[N_STATIC_MAX] = {&b->input_norm,     &b->q,           &b->k,        &b->v,
+                                      &b->o,              &b->q_norm,      &b->k_norm,   &b->post_attn_norm,
+                                      &b->pre_prime_norm, &b->post_prime_norm, &b->pre_mlp_norm, &b->gate,
+                                      &b->up,             &b->down,        &b->post_mlp_norm};
+    int n = 0;
+    for (int i = 0; i < N_STATIC_MAX; i++)
+        if (*all[i]) slot[n++] = all[i];
+    return n;
+}
+
+typedef struct {
+    const ttt_lm *m;
+    ttt_tensor *targets; /* [B, b] of the chunk */
+    int64_t t0;          /* the chunk's first position */
+    int has_tail;        /* 0 for the first chunk */
+    int n_static;        /* static weights per suffix block */
+    double eta;
+    int first_order;
+} chunk_args;
+
+static int n_inputs(const ttt_lm *m, int has_tail, int n_static) {
+    return 3 + (int)m->cfg.prime_blocks * (3 + 2 * has_tail + n_static);
+}
+static int n_outputs(const ttt_lm *m) { return 2 + 5 * (int)m->cfg.prime_blocks; }
+
+/* out = W - eta * scale * g per sequence, with scale = clip / max(|g|, clip)
+ * (|g| the global norm of one sequence's gradients over every prime weight):
+ * optax's clip_by_global_norm, differentiable. */
+static int inner_update(ttt_ctx *ctx, int n, ttt_tensor *const *w, ttt_tensor *const *g, double eta, double clip,
+                        ttt_tensor **out) {
+    ttt_tensor *scale = NULL;
+    if (clip > 0) {
+        ttt_tensor *sq = NULL;
+        for (int i = 0; i < n; i++) {
+            ttt_tensor *s = ttt_sum(ctx, ttt_mul(ctx, g[i], g[i]), 2, (const int[]){1, 2}, 1); /* [B, 1, 1] */
+            sq = sq ? ttt_add(ctx, sq, s) : s;
+        }
+        ttt_tensor *norm = ttt_sqrt(ctx, sq);
+        if (!norm) return TTT_ERR;
+        ttt_tensor *c = ttt_scalar(ctx, norm->dtype, clip);
+        scale = ttt_scale(ctx, ttt_div(ctx, c, ttt_maximum(ctx, norm, c)), eta);
+    }
+    for (int i = 0; i < n; i++) {
+        ttt_tensor *step = scale ? ttt_mul(ctx, g[i], scale) : ttt_scale(ctx, g[i], eta);
+        if (!(out[i] = ttt_sub(ctx, w[i], step))) return TTT_ERR;
+    }
+    return TTT_OK;
+}
+
+static int chunk_step(ttt_ctx *ctx, void *user, int n_in, ttt_tensor *const *in, int n_out, ttt_tensor **out) {
+    const chunk_args *a = user;
+    const ttt_lm *m = a->m;
+    const ttt_lm_config *c = &m->cfg;
+    const int S = (int)c->prime_blocks, first = (int)(c->depth - c->prime_blocks);
+    if (n_in != n_inputs(m, a->has_tail, a->n_static) || n_out != n_outputs(m))
+        return ttt__set_error(ctx, "lm_e2e_loss: chunk step called with %d inputs, %d outputs (internal)", n_in, n_out);
+    ttt_lm view = *m; /* the model with the head and final norm taken from the inputs */
+    view.embed = in[1];
+    view.norm = in[2];
+    ttt_tensor **w = ttt__meta_alloc(ctx, sizeof(ttt_tensor *) * (size_t)(6 * S));
+    if (!w) return TTT_ERR;
+    ttt_tensor **g = w + 3 * S;
+
+    /* The inner loss always needs a graph to W; the outer pass differentiates
+     * through the inner gradient only when it records (and not first-order). */
+    const int create_graph = ttt_grad_enabled(ctx) && !a->first_order;
+    ttt_grad_mode prev = ttt_grad_mode_set(ctx, 1);
+    ttt_tensor *x = in[0];
+    int k = 3, rc = TTT_OK;
+    for (int j = 0; j < S && rc == TTT_OK; j++) {
+        ttt_lm_block bl = m->blocks[first + j];
+        for (int q = 0; q < 3; q++) {
+            ttt_tensor *wj = in[k + q];
+            if (!wj->requires_grad) { /* evaluation: a leaf the inner gradient can reach */
+                if (!(wj = ttt_detach(ctx, wj))) {
+                    rc = TTT_ERR;
+                    break;
+                }
+                ttt_set_requires_grad(wj, 1);
+            }
+            w[3 * j + q] = wj;
+        }
+        if (rc) break;
+        bl.prime_gate = w[3 * j], bl.prime_up = w[3 * j + 1], bl.prime_down = w[3 * j + 2];
+        k += 3;
+        ttt_tensor *tail_k = a->has_tail ? in[k] : NULL, *tail_v = a->has_tail ? in[k + 1] : NULL;
+        k += 2 * a->has_tail;
+        ttt_tensor **slot[N_STATIC_MAX];
+        const int ns = static_slots(&bl, slot);
+        for (int q = 0; q < ns; q++) *slot[q] = in[k + q];
+        k += ns;
+
+        ttt_tensor *h = ttt_rms_norm(ctx, x, ttt__lm_w(ctx, &view, bl.input_norm), c->norm_eps);
+        ttt_tensor *qh = ttt__lm_heads(ctx, &view, h, bl.q, bl.q_norm, 1, a->t0);
+        ttt_tensor *kh = ttt__lm_heads(ctx, &view, h, bl.k, bl.k_norm, 1, a->t0);
+        ttt_tensor *vh = ttt__lm_heads(ctx, &view, h, bl.v, NULL, 0, a->t0);
+        if (tail_k) {
+            kh = ttt_concat(ctx, 2, (ttt_tensor *const[]){tail_k, kh}, 2);
+            vh = ttt_concat(ctx, 2, (ttt_tensor *const[]){tail_v, vh}, 2);
+        }
+        if (!qh || !kh || !vh) {
+            rc = TTT_ERR;
+            break;
+        }
+        /* queries are the last b keys: ttt_attention's causal convention, the window masks the rest */
+        ttt_tensor *o = ttt_attention(ctx, qh, kh, vh, 1, c->window, 0.0);
+        x = ttt__lm_block_rest(ctx, &view, &bl, x, o);
+        const int64_t L = kh->shape[2], keep = L < c->window - 1 ? L : c->window - 1;
+        out[2 + 5 * j + 3] = ttt_slice(ctx, kh, 2, L - keep, L, 1);
+        out[2 + 5 * j + 4] = ttt_slice(ctx, vh, 2, L - keep, L, 1);
+        if (!x) rc = TTT_ERR;
+    }
+    ttt_tensor *inner = NULL;
+    if (rc == TTT_OK) {
+        ttt_tensor *hf = ttt_rms_norm(ctx, x, ttt__lm_w(ctx, &view, view.norm), c->norm_eps);
+        ttt_tensor *logits = ttt_matmul(ctx, hf, ttt__lm_w(ctx, &view, view.embed), 0, 1);
+        const ttt_dtype loss_dt = view.embed->dtype; /* the loss is not computed in bf16 */
+        if (logits && logits->dtype != loss_dt) logits = ttt_cast(ctx, logits, loss_dt);
+        ttt_tensor *rows = ttt_cross_entropy_rows(ctx, logits, a->targets, -100); /* [B, b] */
+        const double b = (double)a->targets->shape[1];
+        ttt_tensor *count = ttt_sum(ctx, ttt_ge(ctx, ttt_cast(ctx, a->targets, loss_dt), ttt_scalar(ctx, loss_dt, 0.0)),
+                                    1, (const int[]){1}, 0);
+        ttt_tensor *per_seq = ttt_div(ctx, ttt_sum(ctx, rows, 1, (const int[]){1}, 0), ttt_clamp(ctx, count, 1.0, b));
+        out[0] = per_seq;
+        out[1] = rows;
+        /* sequences have their own W: the gradient of the sum is each one's own gradient */
+        inner = ttt_sum(ctx, per_seq, 0, NULL, 0);
+        rc = inner ? ttt_grad(ctx, 1, &inner, NULL, 3 * S, w, g, create_graph) : TTT_ERR;
+    }
+    ttt_grad_mode_restore(ctx, prev);
+    if (rc != TTT_OK) return TTT_ERR;
+    /* the clip is global over every prime weight of a sequence: one update over all 3S tensors */
+    ttt_tensor **wnew = ttt__meta_alloc(ctx, sizeof(ttt_tensor *) * (size_t)(3 * S));
+    if (!wnew || inner_update(ctx, 3 * S, w, g, a->eta, c->inner_clip, wnew) != TTT_OK) return TTT_ERR;
+    for (int j = 0; j < S; j++)
+        for (int q = 0; q < 3; q++) out[2 + 5 * j + q] = wnew[3 * j + q];
+    for (int i = 0; i < n_out; i++)
+        if (!out[i]) return TTT_ERR;
+    return TTT_OK;
+}
+
+/* Preallocated results of an evaluation pass, which releases each chunk's
+ * temporaries once they are copied here. */
+typedef struct {
+    ttt_tensor **w, **tail; /* 3S, 2S */
+    int64_t tail_cap;
+} eval_bufs;
+
+static int eval_bufs_init(ttt_ctx *ctx, const ttt_lm *m, int64_t B, int64_t T, ttt_tensor *const *w0, eval_bufs *e) {
+    const ttt_lm_config *c = &m->cfg;
+    const int S = (int)c->prime_blocks;
+    e->w = ttt__meta_alloc(ctx, sizeof(ttt_tensor *) * (size_t)(5 * S));
+    if (!e->w) return TTT_ERR;
+    e->tail = e->w + 3 * S;
+    e->tail_cap = c->window - 1 < T ? c->window - 1 : T;
+    const int64_t H = c->heads, hd = c->dim / c->heads;
+    for (int i = 0; i < 3 * S; i++)
+        if (!(e->w[i] = ttt_new(ctx, w0[i]->dtype, w0[i]->ndim, w0[i]->shape))) return TTT_ERR;
+    for (int i = 0; i < 2 * S; i++)
+        if (!(e->tail[i] = ttt_new(ctx, m->compute, TTT_DIMS(B, H, e->tail_cap, hd)))) return TTT_ERR;
+    return TTT_OK;
+}
+
+ttt_tensor *ttt_lm_e2e_loss(ttt_ctx *ctx, const ttt_lm *m, ttt_tensor *ids, ttt_tensor *targets, double eta,
+                            int first_order, ttt_tensor **per_token, ttt_tensor **chunk_losses) {
+    static const char fn[] = "lm_e2e_loss";
+    if (per_token) *per_token = NULL;
+    if (chunk_losses) *chunk_losses = NULL;
+    if (!ctx || !ids || !targets) return NULL;
+    if (ttt__lm_check_model(ctx, fn, m) || ttt__lm_check_pair(ctx, fn, ids, targets)) return NULL;
+    const ttt_lm_config *c = &m->cfg;
+    if (!ttt_lm_is_e2e(m))
+        return ttt__set_error(ctx, "%s: the model does not learn at test time (prime_blocks %lld, inner_chunk %lld)",
+                              fn, (long long)c->prime_blocks, (long long)c->inner_chunk),
+               NULL;
+    if (!(eta >= 0) || !isfinite(eta))
+        return ttt__set_error(ctx, "%s: inner learning rate %g must be a finite number >= 0", fn, eta), NULL;
+    const int64_t B = ids->shape[0], T = ids->shape[1], b = c->inner_chunk;
+    if (T % b)
+        return ttt__set_error(ctx, "%s: sequence length %lld must be a multiple of the inner chunk %lld", fn,
+                              (long long)T, (long long)b),
+               NULL;
+    const int S = (int)c->prime_blocks, first = (int)(c->depth - c->prime_blocks);
+    const int64_t n = T / b;
+
+    ttt_tensor *x = ttt__lm_prefix(ctx, m, ids, first);
+    if (!x) return NULL;
+    const int record = ttt__recording(ctx, 1, &x) || ttt__recording(ctx, m->n_params, m->params);
+
+    /* W_0 per sequence: broadcast views of the parameters (their gradients sum back) */
+    ttt_tensor **w = ttt__meta_alloc(ctx, sizeof(ttt_tensor *) * (size_t)(5 * S));
+    if (!w) return NULL;
+    ttt_tensor **tail = w + 3 * S;
+    for (int j = 0; j < S; j++) {
+        const ttt_lm_block *bl = &m->blocks[first + j];
+        ttt_tensor *p[3] = {bl->prime_gate, bl->prime_up, bl->prime_down};
+        for (int q = 0; q < 3; q++)
+            if (!(w[3 * j + q] = ttt_expand(ctx, p[q], TTT_DIMS(B, p[q]->shape[0], p[q]->shape[1])))) return NULL;
+    }
+    ttt_lm_block probe = m->blocks[first];
+    ttt_tensor **slot[N_STATIC_MAX];
+    const int n_static = static_slots(&probe, slot);
+    const ttt_dtype loss_dt = m->embed->dtype;
+
+    eval_bufs e = {0};
+    ttt_tensor *rows_all = NULL, *means_all = NULL, **seq_parts = NULL, **row_parts = NULL;
+    if (record) {
+        seq_parts = ttt__meta_alloc(ctx, sizeof(ttt_tensor *) * (size_t)(2 * n));
+        if (!seq_parts) return NULL;
+        row_parts = seq_parts + n;
+    } else {
+        if (eval_bufs_init(ctx, m, B, T, w, &e) != TTT_OK || !(rows_all = ttt_new(ctx, loss_dt, TTT_DIMS(B, T))) ||
+            !(means_all = ttt_new(ctx, loss_dt, TTT_DIMS(n))))
+            return NULL;
+    }
+    for (int64_t i = 0; i < n; i++) {
+        const int64_t t0 = i * b;
+        const int has_tail = i > 0;
+        const ttt_mark_t mark = ttt_mark(ctx);
+        const int nin = n_inputs(m, has_tail, n_static), nout = n_outputs(m);
+        /* arguments live in the step arena: a checkpoint's backward pass calls the step again */
+        chunk_args *a = ttt__meta_alloc(ctx, sizeof *a);
+        ttt_tensor **in = ttt__meta_alloc(ctx, sizeof(ttt_tensor *) * (size_t)(nin + nout));
+        if (!a || !in) return NULL;
+        ttt_tensor **out = in + nin;
+        *a = (chunk_args){m, ttt_slice(ctx, targets, 1, t0, t0 + b, 1), t0, has_tail, n_static, eta, first_order};
+        in[0] = ttt_slice(ctx, x, 1, t0, t0 + b, 1);
+        in[1] = m->embed;
+        in[2] = m->norm;
+        int k = 3;
+        for (int j = 0; j < S; j++) {
+            for (int q = 0; q < 3; q++) in[k++] = w[3 * j + q];
+            if (has_tail) in[k++] = tail[2 * j], in[k++] = tail[2 * j + 1];
+            ttt_lm_block bl = m->blocks[first + j];
+            const int ns = static_slots(&bl, slot);
+            for (int q = 0; q < ns; q++) in[k++] = *slot[q];
+        }
+        if (!a->targets || !in[0]) return NULL;
+        if (record ? ttt_checkpoint(ctx, chunk_step, a, nin, in, nout, out) != TTT_OK
+                   : chunk_step(ctx, a, nin, in, nout, out) != TTT_OK)
+            return NULL;
+        if (record) {
+            seq_parts[i] = out[0], row_parts[i] = out[1];
+            for (int j = 0; j < S; j++) {
+                for (int q = 0; q < 3; q++) w[3 * j + q] = out[2 + 5 * j + q];
+                tail[2 * j] = out[2 + 5 * j + 3], tail[2 * j + 1] = out[2 + 5 * j + 4];
+            }
+            continue;
+        }
+        /* evaluation: keep the results, drop the chunk's graph and temporaries */
+        const int64_t L = out[2 + 3]->shape[2], start = e.tail_cap - L;
+        if (ttt__copy_into(ctx, rows_all, 1, t0, 1, out[1]) != TTT_OK ||
+            ttt__copy_into(ctx, means_all, 0, i, 1, ttt_reshape(ctx, ttt_mean(ctx, out[0], 0, NULL, 0), TTT_DIMS(1))) !=
+                TTT_OK)
+            return NULL;
+        for (int j = 0; j < S; j++) {
+            for (int q = 0; q < 3; q++)
+                if (ttt__copy_into(ctx, e.w[3 * j + q], 0, 0, 1, out[2 + 5 * j + q]) != TTT_OK) return NULL;
+            for (int q = 0; q < 2; q++)
+                if (ttt__copy_into(ctx, e.tail[2 * j + q], 2, start, 1, out[2 + 5 * j + 3 + q]) != TTT_OK) return NULL;
+        }
+        ttt_release(ctx, mark);
+        for (int j = 0; j < S; j++) {
+            for (int q = 0; q < 3; q++) w[3 * j + q] = e.w[3 * j + q];
+            for (int q = 0; q < 2; q++)
+                if (!(tail[2 * j + q] = ttt_slice(ctx, e.tail[2 * j + q], 2, start, e.tail_cap, 1))) return NULL;
+        }
+    }
+    ttt_tensor *seq_losses = NULL; /* [n, B] */
+    if (record) {
+        seq_losses = n == 1 ? ttt_reshape(ctx, seq_parts[0], TTT_DIMS(1, B)) : ttt_stack(ctx, (int)n, seq_parts, 0);
+        rows_all = n == 1 ? row_parts[0] : ttt_concat(ctx, (int)n, row_parts, 1);
+        means_all = ttt_mean(ctx, seq_losses, 1, (const int[]){1}, 0);
+    }
+    if (per_token) *per_token = rows_all;
+    if (chunk_losses) *chunk_losses = means_all;
+    return ttt_mean(ctx, means_all, 0, NULL, 0);
+}

@@ -1,0 +1,25 @@
+/* Pieces of the language model (lm.c) that its TTT-E2E inner loop (lm_e2e.c)
+ * reuses. Not installed. */
+#ifndef TTT_LM_INTERNAL_H
+#define TTT_LM_INTERNAL_H
+
+#include "ttt/lm.h"
+
+/* p in the model's compute dtype (a recorded cast, so gradients return to p). */
+ttt_tensor *ttt__lm_w(ttt_ctx *ctx, const ttt_lm *m, ttt_tensor *p);
+/* One of q, k, v of h [B, T, D] as [B, H, T, hd]: projected by w, normed by
+ * norm (NULL: not), rotated at positions pos0.. if rotate. */
+ttt_tensor *ttt__lm_heads(ttt_ctx *ctx, const ttt_lm *m, ttt_tensor *h, ttt_tensor *w, ttt_tensor *norm, int rotate,
+                          int64_t pos0);
+/* Everything of block b after its attention produced o [B, H, T, hd]: output
+ * projection, post-norm and residual, the prime MLP if b has one (its weights
+ * may be per sequence, [B, F', D] / [B, D, F']), the static MLP. */
+ttt_tensor *ttt__lm_block_rest(ttt_ctx *ctx, const ttt_lm *m, const ttt_lm_block *b, ttt_tensor *x, ttt_tensor *o);
+/* The embedding and the first n_blocks blocks over ids [B, T] (positions 0..),
+ * without the final norm. */
+ttt_tensor *ttt__lm_prefix(ttt_ctx *ctx, const ttt_lm *m, ttt_tensor *ids, int64_t n_blocks);
+/* Argument checks shared by the entry points. */
+int ttt__lm_check_model(ttt_ctx *ctx, const char *fn, const ttt_lm *m);
+int ttt__lm_check_pair(ttt_ctx *ctx, const char *fn, const ttt_tensor *ids, const ttt_tensor *targets);
+
+#endif
