@@ -5,6 +5,9 @@
  *   - the outer gradient of every kind of parameter (prefix, suffix, prime W_0,
  *     head) against central differences, second order and first order;
  *   - first order differs from second order; the inner clip binds;
+ *   - the PyTorch reference (bench/lm/torch_e2e.py, an independent float64
+ *     implementation run with create_graph): loss, chunk losses and every
+ *     parameter's outer gradient, second and first order, to 1e-10;
  *   - the eta ramp; presets; argument validation. */
 #include <math.h>
 #include <stdlib.h>
@@ -195,6 +198,117 @@ static void test_clip_binds(ttt_ctx *ctx) {
     CHECK_MSG(fabs(loss[0] - loss[1]) > 1e-6, "clip 1e-3 and no clip give one loss %.12g", loss[0]);
 }
 
+/* PyTorch reference (bench/lm/torch_e2e.py fixture): per config c<i>, the
+ * parameters, ids, targets, loss, chunk losses and the outer gradients of
+ * every parameter, second order (grad2.) and first order (grad1.). */
+static void test_torch_fixture(ttt_ctx *ctx) {
+#ifndef TTT_HAVE_JSONC
+    (void)ctx;
+    printf("PyTorch fixture: skipped (built without json-c)\n");
+#else
+    static const char leaf[] = "/tests/fixtures/lm_e2e_torch_fixture.safetensors";
+    char path[4096];
+    snprintf(path, sizeof path - sizeof leaf, "%s", __FILE__);
+    char *cut = strstr(path, "/tests/test_lm_e2e.c");
+    if (cut) strcpy(cut, leaf);
+    else snprintf(path, sizeof path, ".%s", leaf);
+    FILE *f = fopen(path, "rb");
+    CHECK_MSG(f != NULL, "the PyTorch fixture %s is missing (python3 bench/lm/torch_e2e.py fixture)", path);
+    if (!f) return;
+    fclose(f);
+    char *meta = NULL;
+    CHECK(ttt_load_safetensors(ctx, path, 0, NULL, &meta) == TTT_OK);
+    for (int ci = 0; ci < 2 && meta; ci++) {
+        char key[64], buf[64];
+        const char *names[] = {"vocab", "dim", "depth", "heads", "mlp_hidden", "prime_blocks", "prime_hidden",
+                               "window", "chunk", "B", "T", "clip", "eta", "theta"};
+        double v[14];
+        int ok = 1;
+        for (int j = 0; j < 14; j++) {
+            snprintf(key, sizeof key, "c%d.%s", ci, names[j]);
+            ok = ok && ttt_metadata_get(meta, key, buf, sizeof buf) == TTT_OK;
+            v[j] = ok ? atof(buf) : 0;
+        }
+        CHECK_MSG(ok, "fixture metadata of config %d", ci);
+        if (!ok) break;
+        ttt_lm_config c;
+        ttt_lm_preset("tiny-e2e", 2, &c, NULL, 0);
+        c.vocab = (int64_t)v[0], c.dim = (int64_t)v[1], c.depth = (int64_t)v[2], c.heads = (int64_t)v[3];
+        c.mlp_hidden = (int64_t)v[4], c.prime_blocks = (int64_t)v[5], c.prime_hidden = (int64_t)v[6];
+        c.window = (int64_t)v[7], c.inner_chunk = (int64_t)v[8], c.inner_clip = v[11], c.rope_theta = v[13];
+        const int64_t Bf = (int64_t)v[9], Tf = (int64_t)v[10], n_chunks = Tf / c.inner_chunk;
+        const double eta = v[12];
+        ttt_lm m;
+        CHECK(ttt_lm_init(ctx, &m, &c, TTT_F64) == TTT_OK);
+        const int np = m.n_params;
+        ttt_named_tensor *nt = calloc((size_t)(3 * np + 4), sizeof *nt);
+        char (*nm)[160] = calloc((size_t)(3 * np + 4), sizeof *nm);
+        ttt_tensor **want = calloc((size_t)(2 * np), sizeof *want);
+        for (int j = 0; j < np; j++) {
+            snprintf(nm[j], 160, "c%d.%s", ci, m.names[j]);
+            nt[j] = (ttt_named_tensor){nm[j], m.params[j]};
+            for (int o = 0; o < 2; o++) {
+                want[o * np + j] = ttt_persistent(ctx, TTT_F64, m.params[j]->ndim, m.params[j]->shape, "want");
+                snprintf(nm[(1 + o) * np + j], 160, "c%d.grad%d.%s", ci, 2 - o, m.names[j]);
+                nt[(1 + o) * np + j] = (ttt_named_tensor){nm[(1 + o) * np + j], want[o * np + j]};
+            }
+        }
+        ttt_tensor *ids = ttt_persistent(ctx, TTT_I32, TTT_DIMS(Bf, Tf), "ids");
+        ttt_tensor *tg = ttt_persistent(ctx, TTT_I32, TTT_DIMS(Bf, Tf), "targets");
+        ttt_tensor *ls = ttt_persistent(ctx, TTT_F64, 0, NULL, "loss");
+        ttt_tensor *cl = ttt_persistent(ctx, TTT_F64, TTT_DIMS(n_chunks), "chunk_losses");
+        const char *extra[] = {"ids", "targets", "loss", "chunk_losses"};
+        ttt_tensor *et[] = {ids, tg, ls, cl};
+        for (int j = 0; j < 4; j++) {
+            snprintf(nm[3 * np + j], 160, "c%d.%s", ci, extra[j]);
+            nt[3 * np + j] = (ttt_named_tensor){nm[3 * np + j], et[j]};
+        }
+        CHECK_MSG(ttt_load_safetensors(ctx, path, 3 * np + 4, nt, NULL) == TTT_OK, "%s", ttt_error(ctx));
+        for (int o = 0; o < 2; o++) { /* o = 0: second order, 1: first order */
+            ttt_zero_grad(ctx, np, m.params);
+            ttt_tensor *chunks = NULL;
+            ttt_tensor *loss = ttt_lm_e2e_loss(ctx, &m, ids, tg, eta, o, NULL, &chunks);
+            CHECK(loss != NULL && chunks != NULL);
+            if (!loss || !chunks) break;
+            const double dl = fabs(ttt_item(ctx, loss) - ttt_item(ctx, ls)) / fabs(ttt_item(ctx, ls));
+            CHECK_MSG(dl < 1e-10, "config %d: loss %.15g, PyTorch %.15g", ci, ttt_item(ctx, loss), ttt_item(ctx, ls));
+            double a[64], b[64];
+            ttt_copy_to_host(ctx, chunks, a, TTT_F64);
+            ttt_copy_to_host(ctx, cl, b, TTT_F64);
+            for (int64_t k = 0; k < n_chunks && k < 64; k++)
+                CHECK_MSG(fabs(a[k] - b[k]) <= 1e-10 * fabs(b[k]), "config %d chunk %lld: %.15g vs %.15g", ci,
+                          (long long)k, a[k], b[k]);
+            CHECK(ttt_backward(ctx, loss) == TTT_OK);
+            double dg = 0;
+            for (int j = 0; j < np; j++) {
+                const int64_t k = ttt_numel(m.params[j]);
+                double *x = malloc(sizeof(double) * (size_t)k), *y = malloc(sizeof(double) * (size_t)k), scale = 0;
+                ttt_copy_to_host(ctx, m.params[j]->grad, x, TTT_F64);
+                ttt_copy_to_host(ctx, want[o * np + j], y, TTT_F64);
+                double d = 0;
+                for (int64_t q = 0; q < k; q++) d = fmax(d, fabs(x[q] - y[q])), scale = fmax(scale, fabs(y[q]));
+                const double rel = d / fmax(scale, 1e-300);
+                CHECK_MSG(rel < 1e-10, "config %d %s order: gradient of %s differs from PyTorch by %.3g (scale %.3g)",
+                          ci, o ? "first" : "second", m.names[j], d, scale);
+                dg = fmax(dg, rel);
+                free(x), free(y);
+            }
+            printf("PyTorch fixture config %d, %s order (window %lld, b %lld, clip %g, %d prime blocks): loss rel diff "
+                   "%.2e, gradients max rel diff %.2e over %d parameters\n",
+                   ci, o ? "first" : "second", (long long)c.window, (long long)c.inner_chunk, c.inner_clip,
+                   (int)c.prime_blocks, dl, dg, np);
+            ttt_step_reset(ctx);
+        }
+        for (int j = 0; j < 2 * np; j++) ttt_persistent_free(ctx, want[j]);
+        ttt_persistent_free(ctx, ids), ttt_persistent_free(ctx, tg), ttt_persistent_free(ctx, ls);
+        ttt_persistent_free(ctx, cl);
+        free(nt), free(nm), free(want);
+        ttt_lm_free(ctx, &m);
+    }
+    free(meta);
+#endif
+}
+
 static void test_eta_ramp(void) {
     CHECK_NEAR(ttt_lm_e2e_eta(0, 480, 0.1, 1.0), 0.1 + 0.9 / 480, 1e-15);
     CHECK_NEAR(ttt_lm_e2e_eta(479, 480, 0.1, 1.0), 1.0, 1e-15);
@@ -266,6 +380,7 @@ int main(void) {
     test_eval_equals_recorded(ctx);
     test_outer_gradients(ctx);
     test_clip_binds(ctx);
+    test_torch_fixture(ctx);
     test_eta_ramp();
     test_presets();
     test_validation(ctx);

@@ -1,0 +1,181 @@
+/* One training step's forward + backward of the three models of the TTT-E2E
+ * comparison, side by side in one process: full attention (-fa), sliding
+ * window (-swa) and TTT-E2E (-e2e, second order or --first-order), at each
+ * requested sequence length. Prints the median step time, tokens/s, the time
+ * relative to full attention, and the peak step memory (the data arena's size
+ * after the step, which grows to the largest need; on CUDA also the memory
+ * pool). Random weights and tokens: this times the work, not a model.
+ *
+ *   e2e_step --preset 125m --seq 2048,8192 --device cuda --compute bf16
+ *   e2e_step --preset tiny --seq 512,2048,8192 --window 256 --chunk 128     (CPU)
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "ttt/ttt.h"
+
+static double now(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+typedef struct {
+    const char *preset, *device, *compute, *kinds;
+    int64_t seq[16];
+    int n_seq;
+    int64_t batch, window, chunk, vocab;
+    int reps, first_order, threads;
+} opts;
+
+static void usage(void) {
+    fprintf(stderr,
+            "usage: e2e_step [--preset tiny|small|125m|350m|760m] [--seq N,N,...] [--batch B] [--device cpu|cuda]\n"
+            "                [--compute f32|bf16] [--kinds fa,swa,e2e] [--window K] [--chunk b] [--vocab V]\n"
+            "                [--reps R] [--first-order] [--threads N]\n"
+            "Times one forward + backward of each model kind at each sequence length (random weights).\n"
+            "--window and --chunk override the preset's (SWA and E2E); sequence lengths must be multiples of b.\n");
+}
+
+static int parse(int argc, char **argv, opts *o) {
+    *o = (opts){.preset = "tiny", .device = "cpu", .compute = "f32", .kinds = "fa,swa,e2e", .batch = 1,
+                .vocab = 50257, .reps = 3};
+    o->seq[0] = 2048, o->n_seq = 1;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "--first-order")) {
+            o->first_order = 1;
+            continue;
+        }
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) return usage(), 2;
+        if (!v) return fprintf(stderr, "e2e_step: %s needs a value\n", a), 1;
+        i++;
+        char *end = NULL;
+        if (!strcmp(a, "--preset")) o->preset = v;
+        else if (!strcmp(a, "--device")) o->device = v;
+        else if (!strcmp(a, "--compute")) o->compute = v;
+        else if (!strcmp(a, "--kinds")) o->kinds = v;
+        else if (!strcmp(a, "--seq")) {
+            o->n_seq = 0;
+            for (const char *p = v; *p && o->n_seq < 16; p = *end ? end + 1 : end) {
+                o->seq[o->n_seq] = strtoll(p, &end, 10);
+                if (end == p || o->seq[o->n_seq] < 1) return fprintf(stderr, "e2e_step: bad --seq '%s'\n", v), 1;
+                o->n_seq++;
+            }
+        } else {
+            const long long x = strtoll(v, &end, 10);
+            if (!*v || *end || x < 0) return fprintf(stderr, "e2e_step: %s wants a number >= 0, not '%s'\n", a, v), 1;
+            if (!strcmp(a, "--batch") && x > 0) o->batch = x;
+            else if (!strcmp(a, "--window")) o->window = x;
+            else if (!strcmp(a, "--chunk")) o->chunk = x;
+            else if (!strcmp(a, "--vocab") && x > 1) o->vocab = x;
+            else if (!strcmp(a, "--reps") && x > 0) o->reps = (int)x;
+            else if (!strcmp(a, "--threads")) o->threads = (int)x;
+            else return fprintf(stderr, "e2e_step: unknown flag or bad value: %s %s\n", a, v), 1;
+        }
+    }
+    if (strcmp(o->device, "cpu") && strcmp(o->device, "cuda"))
+        return fprintf(stderr, "e2e_step: --device must be cpu or cuda\n"), 1;
+    if (strcmp(o->compute, "f32") && strcmp(o->compute, "bf16"))
+        return fprintf(stderr, "e2e_step: --compute must be f32 or bf16\n"), 1;
+    return 0;
+}
+
+/* Median seconds of forward + backward; *peak: bytes of the step's data arena (+ pool on CUDA). */
+static int time_kind(ttt_ctx *ctx, const opts *o, const char *kind, int64_t T, double *sec, double *peak,
+                     double *loss_out) {
+    char name[64], err[256];
+    snprintf(name, sizeof name, "%s-%s", o->preset, kind);
+    ttt_lm_config c;
+    if (ttt_lm_preset(name, o->vocab, &c, err, sizeof err)) return fprintf(stderr, "%s\n", err), 1;
+    if (o->window && c.window) c.window = o->window;
+    if (o->chunk && c.inner_chunk) c.inner_chunk = o->chunk;
+    if (c.inner_chunk && T % c.inner_chunk) {
+        fprintf(stderr, "e2e_step: %s: sequence %lld is not a multiple of the chunk %lld\n", name, (long long)T,
+                (long long)c.inner_chunk);
+        return 1;
+    }
+    ttt_lm m;
+    if (ttt_lm_init(ctx, &m, &c, TTT_F32) || (!strcmp(o->compute, "bf16") && ttt_lm_set_compute(ctx, &m, TTT_BF16)))
+        return fprintf(stderr, "e2e_step: %s: %s\n", name, ttt_error(ctx)), 1;
+    int32_t *ids = malloc(sizeof(int32_t) * (size_t)(o->batch * (T + 1)));
+    uint64_t s = 12345;
+    for (int64_t i = 0; i < o->batch * (T + 1); i++) {
+        s = s * 6364136223846793005ull + 1442695040888963407ull;
+        ids[i] = (int32_t)((s >> 33) % (uint64_t)c.vocab);
+    }
+    int32_t *tg = malloc(sizeof(int32_t) * (size_t)(o->batch * T)), *in = malloc(sizeof(int32_t) * (size_t)(o->batch * T));
+    for (int64_t b = 0; b < o->batch; b++)
+        for (int64_t t = 0; t < T; t++) in[b * T + t] = ids[b * (T + 1) + t], tg[b * T + t] = ids[b * (T + 1) + t + 1];
+    double *times = calloc((size_t)o->reps + 1, sizeof *times);
+    int rc = 0;
+    for (int r = 0; r <= o->reps && !rc; r++) { /* r = 0 warms up (allocations, lazy loading) */
+        ttt_step_reset(ctx);
+        ttt_zero_grad(ctx, m.n_params, m.params);
+        ttt_synchronize(ctx);
+        const double t0 = now();
+        ttt_tensor *ti = ttt_from_host(ctx, TTT_I32, TTT_DIMS(o->batch, T), in);
+        ttt_tensor *tt = ttt_from_host(ctx, TTT_I32, TTT_DIMS(o->batch, T), tg);
+        ttt_tensor *loss = ttt_lm_is_e2e(&m) ? ttt_lm_e2e_loss(ctx, &m, ti, tt, 1.0, o->first_order, NULL, NULL)
+                                             : ttt_lm_loss(ctx, &m, ti, tt, NULL);
+        if (!loss || ttt_backward(ctx, loss) != TTT_OK) {
+            fprintf(stderr, "e2e_step: %s at %lld: %s\n", name, (long long)T, ttt_error(ctx));
+            rc = 1;
+            break;
+        }
+        *loss_out = ttt_item(ctx, loss); /* synchronizes */
+        times[r] = now() - t0;
+    }
+    if (!rc) {
+        qsort(times + 1, (size_t)o->reps, sizeof *times, cmp_double);
+        *sec = times[1 + o->reps / 2];
+        ttt_memory_stats ms;
+        *peak = (double)ttt_arena_bytes_reserved(ctx);
+        if (ttt_ctx_memory_stats(ctx, &ms) == TTT_OK && ms.reserved) *peak = (double)ms.reserved;
+    }
+    ttt_step_reset(ctx);
+    free(times), free(ids), free(tg), free(in);
+    ttt_lm_free(ctx, &m);
+    return rc;
+}
+
+int main(int argc, char **argv) {
+    opts o;
+    int rc = parse(argc, argv, &o);
+    if (rc) return rc == 2 ? 0 : 2;
+    ttt_ctx_config cc = {.device = !strcmp(o.device, "cuda") ? TTT_CUDA : TTT_CPU, .seed = 1, .threads = o.threads};
+    printf("%-10s %8s %6s %11s %11s %9s %11s %9s\n", "model", "seq", "batch", "step ms", "tok/s", "vs fa", "peak MiB",
+           "loss");
+    for (int si = 0; si < o.n_seq; si++) {
+        double fa_sec = NAN;
+        char kinds[64];
+        snprintf(kinds, sizeof kinds, "%s", o.kinds);
+        for (char *save = NULL, *k = strtok_r(kinds, ",", &save); k; k = strtok_r(NULL, ",", &save)) {
+            /* a fresh context per model: the arenas' peak then belongs to this model alone */
+            ttt_ctx *ctx = ttt_ctx_new(&cc);
+            if (!ctx) return fprintf(stderr, "e2e_step: no %s context: %s\n", o.device, ttt_runtime_error()), 1;
+            double sec = NAN, peak = NAN, loss = NAN;
+            if (time_kind(ctx, &o, k, o.seq[si], &sec, &peak, &loss)) {
+                ttt_ctx_free(ctx);
+                return 1;
+            }
+            if (!strcmp(k, "fa")) fa_sec = sec;
+            char label[32];
+            snprintf(label, sizeof label, "%s%s", k, !strcmp(k, "e2e") && o.first_order ? "-fo" : "");
+            printf("%-10s %8lld %6lld %11.1f %11.0f %8.2fx %11.1f %9.4f\n", label, (long long)o.seq[si],
+                   (long long)o.batch, 1e3 * sec, (double)(o.batch * o.seq[si]) / sec, sec / fa_sec,
+                   peak / 1048576.0, loss);
+            fflush(stdout);
+            ttt_ctx_free(ctx);
+        }
+    }
+    return 0;
+}
