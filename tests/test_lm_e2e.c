@@ -8,6 +8,9 @@
  *   - the PyTorch reference (bench/lm/torch_e2e.py, an independent float64
  *     implementation run with create_graph): loss, chunk losses and every
  *     parameter's outer gradient, second and first order, to 1e-10;
+ *   - prefill and decode (ttt_lm_e2e_decode) in any pieces, token by token
+ *     too, across several inner steps and a wrapped ring, equal the forward
+ *     pass's per-token losses;
  *   - the eta ramp; presets; argument validation. */
 #include <math.h>
 #include <stdlib.h>
@@ -309,6 +312,89 @@ static void test_torch_fixture(ttt_ctx *ctx) {
 #endif
 }
 
+/* Per-token losses of decoding ids in the given pieces (cycled) against the forward pass's. */
+static void test_decode(ttt_ctx *ctx, const int64_t *pieces, int n_pieces) {
+    enum { TD = 28 }; /* 7 chunks of 4; window 6: the ring of 9 positions wraps three times */
+    ttt_lm m;
+    ttt_lm_config c = e2e_config(0.05);
+    CHECK(ttt_lm_init(ctx, &m, &c, TTT_F64) == TTT_OK);
+    int32_t all[B * (TD + 1)], in[B * TD], tg[B * TD];
+    for (int i = 0; i < B * (TD + 1); i++) all[i] = (int32_t)((i * 13 + 5) % c.vocab);
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < TD; t++) in[b * TD + t] = all[b * (TD + 1) + t], tg[b * TD + t] = all[b * (TD + 1) + t + 1];
+    const double eta = 0.9;
+    double want[B * TD], got[B * TD];
+    ttt_tensor *pt = NULL;
+    ttt_no_grad_begin(ctx);
+    CHECK(ttt_lm_e2e_loss(ctx, &m, ttt_from_host(ctx, TTT_I32, TTT_DIMS(B, TD), in),
+                          ttt_from_host(ctx, TTT_I32, TTT_DIMS(B, TD), tg), eta, 0, &pt, NULL) != NULL);
+    ttt_no_grad_end(ctx);
+    if (pt) ttt_copy_to_host(ctx, pt, want, TTT_F64);
+    ttt_step_reset(ctx);
+    ttt_lm_e2e_state st;
+    CHECK(ttt_lm_e2e_state_init(ctx, &m, &st, B, eta) == TTT_OK);
+    const int64_t V = c.vocab;
+    double *lg = malloc(sizeof(double) * (size_t)(B * TD * V));
+    int64_t t = 0;
+    for (int k = 0; t < TD; k++) {
+        int64_t n = pieces[k % n_pieces];
+        if (n > TD - t) n = TD - t;
+        int32_t piece[B * TD];
+        for (int b = 0; b < B; b++)
+            for (int64_t j = 0; j < n; j++) piece[b * n + j] = in[b * TD + t + j];
+        ttt_tensor *o = ttt_lm_e2e_decode(ctx, &m, &st, ttt_from_host(ctx, TTT_I32, TTT_DIMS(B, n), piece), 1);
+        CHECK_MSG(o != NULL, "%s", ttt_error(ctx));
+        if (!o) break;
+        double *h = malloc(sizeof(double) * (size_t)(B * n * V));
+        ttt_copy_to_host(ctx, o, h, TTT_F64);
+        for (int b = 0; b < B; b++)
+            for (int64_t j = 0; j < n; j++) memcpy(lg + (b * TD + t + j) * V, h + (b * n + j) * V, sizeof(double) * (size_t)V);
+        free(h);
+        ttt_step_reset(ctx);
+        t += n;
+    }
+    double worst = 0;
+    for (int i = 0; i < B * TD && t == TD; i++) {
+        const double *r = lg + (int64_t)i * V;
+        double mx = r[0], z = 0;
+        for (int64_t v = 1; v < V; v++) mx = fmax(mx, r[v]);
+        for (int64_t v = 0; v < V; v++) z += exp(r[v] - mx);
+        got[i] = mx + log(z) - r[tg[i]];
+        worst = fmax(worst, fabs(got[i] - want[i]));
+    }
+    CHECK_MSG(t == TD && worst < 1e-10, "decode vs forward: worst per-token loss difference %.3g", worst);
+    CHECK(st.steps == TD / CHUNK - 1 && st.cache.len == TD); /* the last chunk's step waits for its last target */
+    printf("decode in pieces of %lld..: per-token losses equal the forward pass to %.2e (%lld inner steps)\n",
+           (long long)pieces[0], worst, (long long)st.steps);
+    /* state from another model, and a batch mismatch, are refused */
+    ttt_tensor *one = ttt_from_host(ctx, TTT_I32, TTT_DIMS(1, 1), in);
+    CHECK(ttt_lm_e2e_decode(ctx, &m, &st, one, 1) == NULL && strstr(ttt_error(ctx), "batch"));
+    ttt_clear_error(ctx);
+    ttt_lm other;
+    ttt_lm_config oc = e2e_config(0.05);
+    oc.inner_chunk = 2;
+    CHECK(ttt_lm_init(ctx, &other, &oc, TTT_F64) == TTT_OK);
+    CHECK(ttt_lm_e2e_decode(ctx, &other, &st, one, 1) == NULL && strstr(ttt_error(ctx), "another model"));
+    ttt_clear_error(ctx);
+    ttt_lm_free(ctx, &other);
+    /* reset: reading again from the start gives the same logits */
+    CHECK(ttt_lm_e2e_state_reset(ctx, &m, &st) == TTT_OK && st.cache.len == 0 && st.steps == 0);
+    ttt_tensor *again = ttt_lm_e2e_decode(ctx, &m, &st, ttt_from_host(ctx, TTT_I32, TTT_DIMS(B, TD), in), 0);
+    CHECK(again != NULL && again->shape[1] == 1);
+    if (again) {
+        double last[B * 64];
+        ttt_copy_to_host(ctx, again, last, TTT_F64);
+        double d = 0;
+        for (int b = 0; b < B; b++)
+            for (int64_t v = 0; v < V; v++) d = fmax(d, fabs(last[b * V + v] - lg[(b * TD + TD - 1) * V + v]));
+        CHECK_MSG(d < 1e-10, "last logits after reset differ by %.3g", d);
+    }
+    ttt_step_reset(ctx);
+    free(lg);
+    ttt_lm_e2e_state_free(ctx, &st);
+    ttt_lm_free(ctx, &m);
+}
+
 static void test_eta_ramp(void) {
     CHECK_NEAR(ttt_lm_e2e_eta(0, 480, 0.1, 1.0), 0.1 + 0.9 / 480, 1e-15);
     CHECK_NEAR(ttt_lm_e2e_eta(479, 480, 0.1, 1.0), 1.0, 1e-15);
@@ -381,6 +467,10 @@ int main(void) {
     test_outer_gradients(ctx);
     test_clip_binds(ctx);
     test_torch_fixture(ctx);
+    const int64_t one[] = {1}, mixed[] = {5, 1, 3, 7, 8, 2}, whole[] = {1 << 20};
+    test_decode(ctx, one, 1);
+    test_decode(ctx, mixed, 6);
+    test_decode(ctx, whole, 1);
     test_eta_ramp();
     test_presets();
     test_validation(ctx);

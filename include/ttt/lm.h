@@ -176,7 +176,7 @@ double ttt_lm_e2e_eta(int64_t step, int64_t warmup, double eta0, double eta1);
  * and values of the last `capacity` positions, [B, H, capacity, D/H]; with a
  * window k the capacity is k - 1 and the cache is a ring buffer (slot = pos mod
  * capacity), so memory stays constant however long the generation runs. */
-typedef struct {
+typedef struct ttt_lm_cache {
     int64_t batch, capacity;
     int64_t len;         /* positions seen so far (the next token's position) */
     int64_t k_depth;     /* number of blocks (entries of k and v) */
@@ -194,6 +194,38 @@ void ttt_lm_cache_reset(ttt_lm_cache *c);               /* len = 0, memory kept 
  * long T runs in pieces of 512 tokens, releasing each piece's temporaries; on
  * an error, len counts the positions actually cached. */
 ttt_tensor *ttt_lm_decode(ttt_ctx *ctx, const ttt_lm *m, ttt_lm_cache *c, ttt_tensor *ids);
+
+/* Reading and generating with TTT-E2E (prefill and decode). The state holds
+ * what the model has learned and seen: each sequence's adapted prime weights
+ * (in the parameters' dtype: f32 under bf16 compute), the K, V rings of every
+ * block (window - 1 + inner_chunk positions: the inner step re-reads the keys
+ * before its chunk) and the current chunk's inputs to the suffix. Memory is
+ * constant however long the input. */
+
+typedef struct {
+    ttt_lm_cache cache;      /* every block's K, V ring; cache.len = positions read */
+    int64_t batch;
+    double eta;              /* the inner learning rate (1 at inference) */
+    int n_w;                 /* 3 per suffix block */
+    ttt_tensor **w;          /* adapted prime weights: gate, up [B, F', D], down [B, D, F'] per suffix block */
+    ttt_tensor *chunk_x;     /* [B, b, D]: the suffix's inputs for the current chunk's tokens */
+    ttt_tensor *chunk_ids;   /* [B, b] i32: the current chunk's ids */
+    int64_t steps;           /* inner steps taken */
+    double last_inner_loss;  /* the chunk loss of the last inner step (batch mean); NaN before the first */
+} ttt_lm_e2e_state;
+
+/* A state at position 0 with the meta-learned W_0, for batch sequences. */
+int ttt_lm_e2e_state_init(ttt_ctx *ctx, const ttt_lm *m, ttt_lm_e2e_state *s, int64_t batch, double eta);
+int ttt_lm_e2e_state_reset(ttt_ctx *ctx, const ttt_lm *m, ttt_lm_e2e_state *s); /* back to position 0 and W_0 */
+void ttt_lm_e2e_state_free(ttt_ctx *ctx, ttt_lm_e2e_state *s);                  /* NULL ok */
+/* Reads ids [B, T] after the state's positions and returns the logits of every
+ * new position [B, T, V] (all_logits) or of the last one [B, 1, V]. Each time
+ * a chunk of b tokens is complete and the next token is known (its last
+ * target), the prime weights take the chunk's inner step (as in
+ * ttt_lm_e2e_loss; no graph is kept), so prefill and token-by-token decode
+ * give the forward pass's results whatever the pieces. Runs without recording
+ * gradients; temporaries are released piece by piece. */
+ttt_tensor *ttt_lm_e2e_decode(ttt_ctx *ctx, const ttt_lm *m, ttt_lm_e2e_state *s, ttt_tensor *ids, int all_logits);
 
 #ifdef __cplusplus
 }

@@ -502,17 +502,24 @@ ttt_tensor *ttt_lm_loss(ttt_ctx *ctx, const ttt_lm *m, ttt_tensor *ids, ttt_tens
 /* ---- KV cache ---------------------------------------------------------------------------------- */
 
 int ttt_lm_cache_init(ttt_ctx *ctx, const ttt_lm *m, ttt_lm_cache *c, int64_t batch, int64_t max_len) {
-    static const char fn[] = "lm_cache_init";
     if (!ctx) return TTT_ERR;
-    if (!c) return ttt__set_error(ctx, "%s: cache must not be NULL", fn);
+    if (!c) return ttt__set_error(ctx, "lm_cache_init: cache must not be NULL");
     *c = (ttt_lm_cache){0};
-    if (check_model(ctx, fn, m)) return TTT_ERR;
+    if (check_model(ctx, "lm_cache_init", m)) return TTT_ERR;
+    const ttt_lm_config *mc = &m->cfg;
+    if (mc->window == 0 && (max_len < 1 || max_len > MAX_WINDOW))
+        return ttt__set_error(ctx, "lm_cache_init: max_len %lld must be in [1, 2^40] for full attention",
+                              (long long)max_len);
+    return ttt__lm_cache_init(ctx, m, c, batch, mc->window > 0 ? (mc->window > 1 ? mc->window - 1 : 1) : max_len);
+}
+
+int ttt__lm_cache_init(ttt_ctx *ctx, const ttt_lm *m, ttt_lm_cache *c, int64_t batch, int64_t capacity) {
+    static const char fn[] = "lm_cache_init";
+    *c = (ttt_lm_cache){0};
     const ttt_lm_config *mc = &m->cfg;
     if (batch < 1 || batch > (1 << 20)) return ttt__set_error(ctx, "%s: batch %lld must be in [1, 2^20]", fn, (long long)batch);
-    if (mc->window == 0 && (max_len < 1 || max_len > MAX_WINDOW))
-        return ttt__set_error(ctx, "%s: max_len %lld must be in [1, 2^40] for full attention", fn, (long long)max_len);
     c->batch = batch;
-    c->capacity = mc->window > 0 ? (mc->window > 1 ? mc->window - 1 : 1) : max_len;
+    c->capacity = capacity;
     c->k = calloc((size_t)mc->depth, sizeof *c->k);
     c->v = calloc((size_t)mc->depth, sizeof *c->v);
     if (!c->k || !c->v) {
@@ -548,7 +555,8 @@ void ttt_lm_cache_reset(ttt_lm_cache *c) {
 
 typedef struct {
     ttt_lm_cache *cache;
-    int64_t p0; /* position of the first new token */
+    int64_t p0;                 /* position of the first new token */
+    const ttt_lm_block *blocks; /* NULL: the model's (TTT-E2E passes its blocks with adapted prime weights) */
 } decode_args;
 
 /* Window: the ring's cached keys (or values) that the new tokens may see, in
@@ -581,7 +589,7 @@ static int ring_store(ttt_ctx *ctx, const ttt_lm_cache *c, ttt_tensor *ring, int
 static ttt_tensor *decode_block(ttt_ctx *ctx, const ttt_lm *m, int64_t i, ttt_tensor *x, const void *user) {
     const decode_args *a = user;
     const ttt_lm_config *mc = &m->cfg;
-    const ttt_lm_block *b = &m->blocks[i];
+    const ttt_lm_block *b = a->blocks ? &a->blocks[i] : &m->blocks[i];
     ttt_lm_cache *c = a->cache;
     const int64_t p0 = a->p0, T = x->shape[1];
     ttt_tensor *h = ttt_rms_norm(ctx, x, W(ctx, m, b->input_norm), mc->norm_eps);
@@ -601,9 +609,33 @@ static ttt_tensor *decode_block(ttt_ctx *ctx, const ttt_lm *m, int64_t i, ttt_te
     return ttt__lm_block_rest(ctx, m, b, x, o);
 }
 
+ttt_tensor *ttt__lm_decode_range(ttt_ctx *ctx, const ttt_lm *m, ttt_lm_cache *c, const ttt_lm_block *blocks,
+                                 ttt_tensor *x, int64_t i0, int64_t i1) {
+    const decode_args a = {c, c->len, blocks};
+    return run_range(ctx, m, x, i0, i1, decode_block, &a);
+}
+
+ttt_tensor *ttt__lm_ring_range(ttt_ctx *ctx, const ttt_lm_cache *c, ttt_tensor *ring, int64_t p, int64_t n) {
+    const int64_t cap = c->capacity, s0 = p % cap;
+    if (n <= 0 || n > cap || p < 0 || p + n > c->len || c->len - p > cap)
+        return ttt__set_error(ctx, "lm ring: positions [%lld, %lld) are not held (len %lld, capacity %lld) (internal)",
+                              (long long)p, (long long)(p + n), (long long)c->len, (long long)cap),
+               NULL;
+    if (s0 + n <= cap) return ttt_slice(ctx, ring, 2, s0, s0 + n, 1);
+    return ttt_concat(ctx, 2, (ttt_tensor *const[]){ttt_slice(ctx, ring, 2, s0, cap, 1), ttt_slice(ctx, ring, 2, 0, s0 + n - cap, 1)}, 2);
+}
+
+ttt_tensor *ttt__lm_embed(ttt_ctx *ctx, const ttt_lm *m, ttt_tensor *ids) {
+    return ttt_embedding(ctx, W(ctx, m, m->embed), ids);
+}
+
+ttt_tensor *ttt__lm_head(ttt_ctx *ctx, const ttt_lm *m, ttt_tensor *x) {
+    return ttt_lm_logits(ctx, m, ttt_rms_norm(ctx, x, W(ctx, m, m->norm), m->cfg.norm_eps));
+}
+
 /* Logits of ids [B, T <= DECODE_CHUNK] after the cached positions; advances the cache. */
 static ttt_tensor *decode_piece(ttt_ctx *ctx, const ttt_lm *m, ttt_lm_cache *c, ttt_tensor *ids) {
-    const decode_args a = {c, c->len};
+    const decode_args a = {c, c->len, NULL};
     ttt_tensor *out =
         ttt_lm_logits(ctx, m, run_blocks(ctx, m, ttt_embedding(ctx, W(ctx, m, m->embed), ids), decode_block, &a));
     if (out) c->len += ids->shape[1];

@@ -179,6 +179,23 @@ static int chunk_step(ttt_ctx *ctx, void *user, int n_in, ttt_tensor *const *in,
     return TTT_OK;
 }
 
+/* The inputs of chunk_step (see the top of the file); tail NULL for the first chunk. */
+static void chunk_inputs(const ttt_lm *m, ttt_tensor *x, ttt_tensor *const *w, ttt_tensor *const *tail, ttt_tensor **in) {
+    const int S = (int)m->cfg.prime_blocks, first = (int)(m->cfg.depth - m->cfg.prime_blocks);
+    in[0] = x;
+    in[1] = m->embed;
+    in[2] = m->norm;
+    int k = 3;
+    for (int j = 0; j < S; j++) {
+        for (int q = 0; q < 3; q++) in[k++] = w[3 * j + q];
+        if (tail) in[k++] = tail[2 * j], in[k++] = tail[2 * j + 1];
+        ttt_lm_block bl = m->blocks[first + j];
+        ttt_tensor **slot[N_STATIC_MAX];
+        const int ns = static_slots(&bl, slot);
+        for (int q = 0; q < ns; q++) in[k++] = *slot[q];
+    }
+}
+
 /* Preallocated results of an evaluation pass, which releases each chunk's
  * temporaries once they are copied here. */
 typedef struct {
@@ -264,17 +281,7 @@ ttt_tensor *ttt_lm_e2e_loss(ttt_ctx *ctx, const ttt_lm *m, ttt_tensor *ids, ttt_
         if (!a || !in) return NULL;
         ttt_tensor **out = in + nin;
         *a = (chunk_args){m, ttt_slice(ctx, targets, 1, t0, t0 + b, 1), t0, has_tail, n_static, eta, first_order};
-        in[0] = ttt_slice(ctx, x, 1, t0, t0 + b, 1);
-        in[1] = m->embed;
-        in[2] = m->norm;
-        int k = 3;
-        for (int j = 0; j < S; j++) {
-            for (int q = 0; q < 3; q++) in[k++] = w[3 * j + q];
-            if (has_tail) in[k++] = tail[2 * j], in[k++] = tail[2 * j + 1];
-            ttt_lm_block bl = m->blocks[first + j];
-            const int ns = static_slots(&bl, slot);
-            for (int q = 0; q < ns; q++) in[k++] = *slot[q];
-        }
+        chunk_inputs(m, ttt_slice(ctx, x, 1, t0, t0 + b, 1), w, has_tail ? tail : NULL, in);
         if (!a->targets || !in[0]) return NULL;
         if (record ? ttt_checkpoint(ctx, chunk_step, a, nin, in, nout, out) != TTT_OK
                    : chunk_step(ctx, a, nin, in, nout, out) != TTT_OK)
@@ -315,4 +322,165 @@ ttt_tensor *ttt_lm_e2e_loss(ttt_ctx *ctx, const ttt_lm *m, ttt_tensor *ids, ttt_
     if (per_token) *per_token = rows_all;
     if (chunk_losses) *chunk_losses = means_all;
     return ttt_mean(ctx, means_all, 0, NULL, 0);
+}
+
+/* ---- prefill and decode: reading and generating while learning ------------------------------- */
+
+static int check_state(ttt_ctx *ctx, const char *fn, const ttt_lm *m, const ttt_lm_e2e_state *s) {
+    if (!s || !s->w || !s->chunk_x || !s->chunk_ids || !s->cache.k)
+        return ttt__set_error(ctx, "%s: the state is not initialised (ttt_lm_e2e_state_init)", fn);
+    if (s->n_w != 3 * (int)m->cfg.prime_blocks || s->cache.k_depth != m->cfg.depth ||
+        s->chunk_x->shape[1] != m->cfg.inner_chunk || s->chunk_x->shape[2] != m->cfg.dim ||
+        s->cache.capacity != m->cfg.window - 1 + m->cfg.inner_chunk)
+        return ttt__set_error(ctx, "%s: the state was made for another model", fn);
+    return TTT_OK;
+}
+
+void ttt_lm_e2e_state_free(ttt_ctx *ctx, ttt_lm_e2e_state *s) {
+    if (!ctx || !s) return;
+    ttt_lm_cache_free(ctx, &s->cache);
+    for (int i = 0; s->w && i < s->n_w; i++) ttt_persistent_free(ctx, s->w[i]);
+    free(s->w);
+    ttt_persistent_free(ctx, s->chunk_x);
+    ttt_persistent_free(ctx, s->chunk_ids);
+    *s = (ttt_lm_e2e_state){0};
+}
+
+int ttt_lm_e2e_state_reset(ttt_ctx *ctx, const ttt_lm *m, ttt_lm_e2e_state *s) {
+    static const char fn[] = "lm_e2e_state_reset";
+    if (!ctx) return TTT_ERR;
+    if (ttt__lm_check_model(ctx, fn, m) || check_state(ctx, fn, m, s)) return TTT_ERR;
+    const int S = (int)m->cfg.prime_blocks, first = (int)(m->cfg.depth - m->cfg.prime_blocks);
+    const ttt_mark_t mark = ttt_mark(ctx);
+    int rc = TTT_OK;
+    for (int j = 0; j < S && rc == TTT_OK; j++) {
+        const ttt_lm_block *bl = &m->blocks[first + j];
+        ttt_tensor *p[3] = {bl->prime_gate, bl->prime_up, bl->prime_down};
+        for (int q = 0; q < 3 && rc == TTT_OK; q++)
+            rc = ttt_assign(ctx, s->w[3 * j + q], ttt_expand(ctx, p[q], TTT_DIMS(s->batch, p[q]->shape[0], p[q]->shape[1])));
+    }
+    ttt_release(ctx, mark);
+    ttt_lm_cache_reset(&s->cache);
+    s->steps = 0;
+    s->last_inner_loss = NAN;
+    return rc;
+}
+
+int ttt_lm_e2e_state_init(ttt_ctx *ctx, const ttt_lm *m, ttt_lm_e2e_state *s, int64_t batch, double eta) {
+    static const char fn[] = "lm_e2e_state_init";
+    if (!ctx) return TTT_ERR;
+    if (!s) return ttt__set_error(ctx, "%s: state must not be NULL", fn);
+    *s = (ttt_lm_e2e_state){0};
+    if (ttt__lm_check_model(ctx, fn, m)) return TTT_ERR;
+    if (!ttt_lm_is_e2e(m)) return ttt__set_error(ctx, "%s: the model does not learn at test time", fn);
+    if (!(eta >= 0) || !isfinite(eta)) return ttt__set_error(ctx, "%s: eta %g must be a finite number >= 0", fn, eta);
+    const ttt_lm_config *c = &m->cfg;
+    const int S = (int)c->prime_blocks, first = (int)(c->depth - c->prime_blocks);
+    s->batch = batch;
+    s->eta = eta;
+    if (ttt__lm_cache_init(ctx, m, &s->cache, batch, c->window - 1 + c->inner_chunk) != TTT_OK) return TTT_ERR;
+    s->n_w = 3 * S;
+    if (!(s->w = calloc((size_t)s->n_w, sizeof *s->w))) {
+        ttt_lm_e2e_state_free(ctx, s);
+        return ttt__set_error(ctx, "%s: out of host memory", fn);
+    }
+    int rc = TTT_OK;
+    for (int j = 0; j < S && rc == TTT_OK; j++) {
+        const ttt_lm_block *bl = &m->blocks[first + j];
+        ttt_tensor *p[3] = {bl->prime_gate, bl->prime_up, bl->prime_down};
+        for (int q = 0; q < 3 && rc == TTT_OK; q++)
+            if (!(s->w[3 * j + q] = ttt_persistent(ctx, p[q]->dtype, TTT_DIMS(batch, p[q]->shape[0], p[q]->shape[1]),
+                                                   "lm.e2e.w")))
+                rc = TTT_ERR;
+    }
+    if (rc == TTT_OK &&
+        (!(s->chunk_x = ttt_persistent(ctx, m->compute, TTT_DIMS(batch, c->inner_chunk, c->dim), "lm.e2e.chunk_x")) ||
+         !(s->chunk_ids = ttt_persistent(ctx, TTT_I32, TTT_DIMS(batch, c->inner_chunk), "lm.e2e.chunk_ids"))))
+        rc = TTT_ERR;
+    if (rc == TTT_OK) rc = ttt_lm_e2e_state_reset(ctx, m, s);
+    if (rc != TTT_OK) ttt_lm_e2e_state_free(ctx, s);
+    return rc;
+}
+
+/* The inner step on the chunk just completed (positions t0 .. t0 + b - 1), whose
+ * last target is next [B, 1], the first id of the next chunk. */
+static int state_inner_step(ttt_ctx *ctx, const ttt_lm *m, ttt_lm_e2e_state *s, ttt_tensor *next) {
+    const ttt_lm_config *c = &m->cfg;
+    const int S = (int)c->prime_blocks;
+    const int64_t b = c->inner_chunk, t0 = s->cache.len - b, L = c->window - 1 < t0 ? c->window - 1 : t0;
+    ttt_lm_block probe = m->blocks[c->depth - S];
+    ttt_tensor **slot[N_STATIC_MAX];
+    const int n_static = static_slots(&probe, slot), has_tail = L > 0;
+    const int nin = n_inputs(m, has_tail, n_static), nout = n_outputs(m);
+    ttt_tensor **in = ttt__meta_alloc(ctx, sizeof(ttt_tensor *) * (size_t)(nin + nout + 2 * S));
+    if (!in) return TTT_ERR;
+    ttt_tensor **out = in + nin, **tail = out + nout;
+    for (int j = 0; has_tail && j < S; j++) {
+        const int64_t i = c->depth - S + j;
+        if (!(tail[2 * j] = ttt__lm_ring_range(ctx, &s->cache, s->cache.k[i], t0 - L, L)) ||
+            !(tail[2 * j + 1] = ttt__lm_ring_range(ctx, &s->cache, s->cache.v[i], t0 - L, L)))
+            return TTT_ERR;
+    }
+    ttt_tensor *targets =
+        ttt_concat(ctx, 2, (ttt_tensor *const[]){ttt_slice(ctx, s->chunk_ids, 1, 1, b, 1), next}, 1);
+    if (!targets) return TTT_ERR;
+    chunk_args a = {m, targets, t0, has_tail, n_static, s->eta, 1};
+    chunk_inputs(m, s->chunk_x, s->w, has_tail ? tail : NULL, in);
+    if (chunk_step(ctx, &a, nin, in, nout, out) != TTT_OK) return TTT_ERR;
+    for (int i = 0; i < s->n_w; i++)
+        if (ttt_assign(ctx, s->w[i], out[2 + 5 * (i / 3) + i % 3]) != TTT_OK) return TTT_ERR;
+    s->last_inner_loss = ttt_item(ctx, ttt_mean(ctx, out[0], 0, NULL, 0));
+    s->steps++;
+    return TTT_OK;
+}
+
+ttt_tensor *ttt_lm_e2e_decode(ttt_ctx *ctx, const ttt_lm *m, ttt_lm_e2e_state *s, ttt_tensor *ids, int all_logits) {
+    static const char fn[] = "lm_e2e_decode";
+    if (!ctx || !ids) return NULL;
+    if (ttt__lm_check_model(ctx, fn, m) || ttt__lm_check_pair(ctx, fn, ids, ids) || check_state(ctx, fn, m, s))
+        return NULL;
+    const ttt_lm_config *c = &m->cfg;
+    const int64_t B = ids->shape[0], T = ids->shape[1], b = c->inner_chunk;
+    const int S = (int)c->prime_blocks, first = (int)(c->depth - c->prime_blocks);
+    if (B != s->batch)
+        return ttt__set_error(ctx, "%s: ids have batch %lld but the state was made for %lld", fn, (long long)B,
+                              (long long)s->batch),
+               NULL;
+    ttt_lm_block *blocks = ttt__meta_alloc(ctx, sizeof *blocks * (size_t)c->depth);
+    ttt_tensor *out = ttt_new(ctx, m->embed->dtype, TTT_DIMS(B, all_logits ? T : 1, c->vocab));
+    if (!blocks || !out) return NULL;
+    memcpy(blocks, m->blocks, sizeof *blocks * (size_t)c->depth);
+    for (int j = 0; j < S; j++) {
+        ttt_lm_block *bl = &blocks[first + j];
+        bl->prime_gate = s->w[3 * j], bl->prime_up = s->w[3 * j + 1], bl->prime_down = s->w[3 * j + 2];
+    }
+    ttt_no_grad_begin(ctx);
+    int rc = TTT_OK;
+    for (int64_t t = 0; t < T && rc == TTT_OK;) {
+        const int64_t p = s->cache.len, off = p % b;
+        const ttt_mark_t mark = ttt_mark(ctx);
+        if (p > 0 && off == 0 && s->steps < p / b) /* the chunk before is complete: learn from it first */
+            rc = state_inner_step(ctx, m, s, ttt_slice(ctx, ids, 1, t, t + 1, 1));
+        /* a piece of the input within one chunk */
+        const int64_t n = T - t < b - off ? T - t : b - off;
+        ttt_tensor *piece = rc == TTT_OK ? ttt_contiguous(ctx, ttt_slice(ctx, ids, 1, t, t + n, 1)) : NULL;
+        ttt_tensor *x = ttt__lm_decode_range(ctx, m, &s->cache, blocks, ttt__lm_embed(ctx, m, piece), 0, first);
+        if (!x || ttt__copy_into(ctx, s->chunk_x, 1, off, 1, x) != TTT_OK ||
+            ttt__copy_into(ctx, s->chunk_ids, 1, off, 1, piece) != TTT_OK)
+            rc = TTT_ERR;
+        ttt_tensor *lg = rc == TTT_OK ? ttt__lm_head(ctx, m, ttt__lm_decode_range(ctx, m, &s->cache, blocks, x, first,
+                                                                                   c->depth))
+                                      : NULL;
+        if (!lg) rc = TTT_ERR;
+        else {
+            s->cache.len += n;
+            rc = all_logits ? ttt__copy_into(ctx, out, 1, t, 1, lg)
+                            : (t + n == T ? ttt__copy_into(ctx, out, 1, 0, 1, ttt_slice(ctx, lg, 1, n - 1, n, 1))
+                                          : TTT_OK);
+        }
+        ttt_release(ctx, mark);
+        t += n;
+    }
+    ttt_no_grad_end(ctx);
+    return rc == TTT_OK ? out : NULL;
 }

@@ -18,6 +18,18 @@ ttt_tensor *ttt__lm_block_rest(ttt_ctx *ctx, const ttt_lm *m, const ttt_lm_block
 /* The embedding and the first n_blocks blocks over ids [B, T] (positions 0..),
  * without the final norm. */
 ttt_tensor *ttt__lm_prefix(ttt_ctx *ctx, const ttt_lm *m, ttt_tensor *ids, int64_t n_blocks);
+/* A KV cache whose rings hold `capacity` positions (TTT-E2E keeps a chunk more than the window). */
+int ttt__lm_cache_init(ttt_ctx *ctx, const ttt_lm *m, ttt_lm_cache *c, int64_t batch, int64_t capacity);
+/* Blocks i0..i1-1 over x [B, T, D], the tokens at positions c->len.., reading and
+ * extending c's rings; blocks (NULL: the model's) may carry adapted prime
+ * weights. c->len is not advanced. */
+ttt_tensor *ttt__lm_decode_range(ttt_ctx *ctx, const ttt_lm *m, ttt_lm_cache *c, const ttt_lm_block *blocks,
+                                 ttt_tensor *x, int64_t i0, int64_t i1);
+/* The ring's keys or values of positions [p, p + n) in order, [B, H, n, hd]. */
+ttt_tensor *ttt__lm_ring_range(ttt_ctx *ctx, const ttt_lm_cache *c, ttt_tensor *ring, int64_t p, int64_t n);
+/* The embedding of ids; the logits of the last block's output x (final norm, tied head). */
+ttt_tensor *ttt__lm_embed(ttt_ctx *ctx, const ttt_lm *m, ttt_tensor *ids);
+ttt_tensor *ttt__lm_head(ttt_ctx *ctx, const ttt_lm *m, ttt_tensor *x);
 /* Argument checks shared by the entry points. */
 int ttt__lm_check_model(ttt_ctx *ctx, const char *fn, const ttt_lm *m);
 int ttt__lm_check_pair(ttt_ctx *ctx, const char *fn, const ttt_tensor *ids, const ttt_tensor *targets);
