@@ -11,10 +11,13 @@
  *   - prefill and decode (ttt_lm_e2e_decode) in any pieces, token by token
  *     too, across several inner steps and a wrapped ring, equal the forward
  *     pass's per-token losses;
+ *   - state files: generating after save + load is bit-identical to generating
+ *     on; another model id, a truncated file and a non-state file are refused;
  *   - the eta ramp; presets; argument validation. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "check.h"
 #include "ttt/ttt.h"
@@ -395,6 +398,86 @@ static void test_decode(ttt_ctx *ctx, const int64_t *pieces, int n_pieces) {
     ttt_lm_free(ctx, &m);
 }
 
+/* Greedy tokens (and their logits' bits) generated from the state. */
+static int greedy(ttt_ctx *ctx, const ttt_lm *m, ttt_lm_e2e_state *st, int32_t first, int n, int32_t *toks, double *sum) {
+    int32_t next[B];
+    for (int b = 0; b < B; b++) next[b] = first + b;
+    *sum = 0;
+    for (int k = 0; k < n; k++) {
+        ttt_tensor *o = ttt_lm_e2e_decode(ctx, m, st, ttt_from_host(ctx, TTT_I32, TTT_DIMS(B, 1), next), 0);
+        if (!o) return TTT_ERR;
+        double lg[B * 64];
+        ttt_copy_to_host(ctx, o, lg, TTT_F64);
+        for (int b = 0; b < B; b++) {
+            int best = 0;
+            for (int v = 1; v < m->cfg.vocab; v++)
+                if (lg[b * m->cfg.vocab + v] > lg[b * m->cfg.vocab + best]) best = v;
+            next[b] = best, toks[k * B + b] = best;
+            for (int v = 0; v < m->cfg.vocab; v++) *sum += lg[b * m->cfg.vocab + v] * (v + 1);
+        }
+        ttt_step_reset(ctx);
+    }
+    return TTT_OK;
+}
+
+static void test_state_file(ttt_ctx *ctx) {
+    enum { N = 13, G = 11 };
+    ttt_lm m;
+    ttt_lm_config c = e2e_config(0.05);
+    CHECK(ttt_lm_init(ctx, &m, &c, TTT_F64) == TTT_OK);
+    char id[17];
+    CHECK(ttt_lm_fingerprint(ctx, &m, id, sizeof id) == TTT_OK && strlen(id) == 16);
+    int32_t doc[B * N];
+    for (int i = 0; i < B * N; i++) doc[i] = (int32_t)((i * 5 + 1) % c.vocab);
+    ttt_lm_e2e_state a, b;
+    CHECK(ttt_lm_e2e_state_init(ctx, &m, &a, B, 1.0) == TTT_OK);
+    CHECK(ttt_lm_e2e_state_init(ctx, &m, &b, B, 1.0) == TTT_OK);
+    CHECK(ttt_lm_e2e_decode(ctx, &m, &a, ttt_from_host(ctx, TTT_I32, TTT_DIMS(B, N), doc), 0) != NULL);
+    ttt_step_reset(ctx);
+    char path[] = "/tmp/ttt_e2e_state_XXXXXX";
+    const int fd = mkstemp(path);
+    CHECK(fd >= 0);
+    if (fd >= 0) close(fd);
+    CHECK_MSG(ttt_lm_e2e_state_save(ctx, &m, &a, path, id, "tok-1") == TTT_OK, "%s", ttt_error(ctx));
+    int32_t ta[B * G], tb[B * G];
+    double sa = 0, sb = 0;
+    CHECK(greedy(ctx, &m, &a, 3, G, ta, &sa) == TTT_OK);
+    CHECK_MSG(ttt_lm_e2e_state_load(ctx, &m, &b, path, id, "tok-1") == TTT_OK, "%s", ttt_error(ctx));
+    CHECK(b.cache.len == N && b.steps == N / CHUNK);
+    CHECK(greedy(ctx, &m, &b, 3, G, tb, &sb) == TTT_OK);
+    CHECK(memcmp(ta, tb, sizeof ta) == 0);
+    CHECK_MSG(memcmp(&sa, &sb, sizeof sa) == 0, "logits after a restore differ: %.17g vs %.17g", sa, sb);
+    printf("state file: %lld positions, %lld inner steps; %d greedy tokens after the restore bit-identical\n",
+           (long long)N, (long long)N / CHUNK, G);
+    /* refusals, each leaving the state reset */
+    CHECK(ttt_lm_e2e_state_load(ctx, &m, &b, path, "0000000000000000", "tok-1") == TTT_ERR &&
+          strstr(ttt_error(ctx), "another model"));
+    ttt_clear_error(ctx);
+    CHECK(ttt_lm_e2e_state_load(ctx, &m, &b, path, id, "tok-2") == TTT_ERR && strstr(ttt_error(ctx), "another tokenizer"));
+    CHECK(b.cache.len == 0);
+    ttt_clear_error(ctx);
+    FILE *f = fopen(path, "r+b");
+    if (f) {
+        fseek(f, 0, SEEK_END);
+        const long size = ftell(f);
+        fclose(f);
+        CHECK(truncate(path, size - 100) == 0);
+    }
+    CHECK(ttt_lm_e2e_state_load(ctx, &m, &b, path, id, NULL) == TTT_ERR);
+    printf("truncated state file refused: %s\n", ttt_error(ctx));
+    ttt_clear_error(ctx);
+    ttt_tensor *one = ttt_persistent(ctx, TTT_F64, TTT_DIMS(2), "x");
+    ttt_fill(ctx, one, 1.0);
+    CHECK(ttt_save_safetensors(ctx, path, 1, (ttt_named_tensor[]){{"x", one}}, NULL) == TTT_OK);
+    CHECK(ttt_lm_e2e_state_load(ctx, &m, &b, path, NULL, NULL) == TTT_ERR && strstr(ttt_error(ctx), "not a TTT-E2E state"));
+    ttt_clear_error(ctx);
+    ttt_persistent_free(ctx, one);
+    unlink(path);
+    ttt_lm_e2e_state_free(ctx, &a);
+    ttt_lm_e2e_state_free(ctx, &b);
+    ttt_lm_free(ctx, &m);
+}
+
 static void test_eta_ramp(void) {
     CHECK_NEAR(ttt_lm_e2e_eta(0, 480, 0.1, 1.0), 0.1 + 0.9 / 480, 1e-15);
     CHECK_NEAR(ttt_lm_e2e_eta(479, 480, 0.1, 1.0), 1.0, 1e-15);
@@ -471,6 +554,7 @@ int main(void) {
     test_decode(ctx, one, 1);
     test_decode(ctx, mixed, 6);
     test_decode(ctx, whole, 1);
+    test_state_file(ctx);
     test_eta_ramp();
     test_presets();
     test_validation(ctx);

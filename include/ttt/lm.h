@@ -227,6 +227,25 @@ void ttt_lm_e2e_state_free(ttt_ctx *ctx, ttt_lm_e2e_state *s);                  
  * gradients; temporaries are released piece by piece. */
 ttt_tensor *ttt_lm_e2e_decode(ttt_ctx *ctx, const ttt_lm *m, ttt_lm_e2e_state *s, ttt_tensor *ids, int all_logits);
 
+/* Test-time state files: read a document once, ask many times. A safetensors
+ * file (written atomically) with the adapted prime weights, every block's K, V
+ * ring, the current chunk's inputs, and metadata: format "ttt-e2e-state/1",
+ * model and tokenizer ids (strings the caller chooses, e.g. ttt_lm_fingerprint
+ * and a hash of the tokenizer files), position, inner_steps, eta, batch,
+ * inner_chunk, window. Loading needs a state made by ttt_lm_e2e_state_init for
+ * the same model and batch; it refuses a file of another format, a model or
+ * tokenizer id that differs from a non-empty one given, tensors of other shapes
+ * and truncated files, with a message naming the field, and then leaves the
+ * state reset (never half loaded). Generating after a load is bit-identical to
+ * generating without the interruption. */
+int ttt_lm_e2e_state_save(ttt_ctx *ctx, const ttt_lm *m, const ttt_lm_e2e_state *s, const char *path,
+                          const char *model_id, const char *tokenizer_id);
+int ttt_lm_e2e_state_load(ttt_ctx *ctx, const ttt_lm *m, ttt_lm_e2e_state *s, const char *path, const char *model_id,
+                          const char *tokenizer_id);
+/* A model's id: FNV-1a over its config and every parameter's name and bytes,
+ * 16 hex digits and a NUL into buf (len >= 17). */
+int ttt_lm_fingerprint(ttt_ctx *ctx, const ttt_lm *m, char *buf, size_t len);
+
 #ifdef __cplusplus
 }
 #endif

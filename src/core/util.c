@@ -58,3 +58,9 @@ int ttt__sync_dir(const char *path) {
     errno = e;
     return rc;
 }
+
+uint64_t ttt__fnv1a(uint64_t h, const void *data, size_t n) {
+    const unsigned char *p = data;
+    for (size_t i = 0; i < n; i++) h = (h ^ p[i]) * 0x100000001b3ull;
+    return h;
+}

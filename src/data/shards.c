@@ -46,12 +46,9 @@ static void put_u32(unsigned char *p, uint32_t v) {
     for (int i = 0; i < 4; i++) p[i] = (unsigned char)(v >> (8 * i));
 }
 
-/* FNV-1a, 64 bits: a cheap check that the table and tokens are what was written. */
-static uint64_t fnv1a(uint64_t h, const unsigned char *p, size_t n) {
-    for (size_t i = 0; i < n; i++) h = (h ^ p[i]) * 0x100000001b3ull;
-    return h;
-}
-static const uint64_t FNV_SEED = 0xcbf29ce484222325ull;
+/* FNV-1a (ttt__fnv1a): a cheap check that the table and tokens are what was written. */
+#define fnv1a ttt__fnv1a
+static const uint64_t FNV_SEED = TTT_FNV_SEED;
 
 static uint32_t token_at(const ttt_shard *s, uint64_t i) {
     const unsigned char *p = s->tokens + i * s->width;

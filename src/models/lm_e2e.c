@@ -16,12 +16,14 @@
  * are inputs, so (as in the official code) the inner step sees earlier chunks
  * as constants while the outer gradient flows through them. */
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "../core/internal.h"
 #include "lm_internal.h"
 #include "ttt/autodiff.h"
+#include "ttt/checkpoint.h"
 #include "ttt/lm.h"
 #include "ttt/ops.h"
 
@@ -397,6 +399,10 @@ int ttt_lm_e2e_state_init(ttt_ctx *ctx, const ttt_lm *m, ttt_lm_e2e_state *s, in
         (!(s->chunk_x = ttt_persistent(ctx, m->compute, TTT_DIMS(batch, c->inner_chunk, c->dim), "lm.e2e.chunk_x")) ||
          !(s->chunk_ids = ttt_persistent(ctx, TTT_I32, TTT_DIMS(batch, c->inner_chunk), "lm.e2e.chunk_ids"))))
         rc = TTT_ERR;
+    /* defined bytes everywhere, so a state file never holds uninitialised memory */
+    for (int64_t i = 0; i < c->depth && rc == TTT_OK; i++)
+        rc = ttt_fill(ctx, s->cache.k[i], 0.0) || ttt_fill(ctx, s->cache.v[i], 0.0) ? TTT_ERR : TTT_OK;
+    if (rc == TTT_OK) rc = ttt_fill(ctx, s->chunk_x, 0.0) || ttt_fill(ctx, s->chunk_ids, 0.0) ? TTT_ERR : TTT_OK;
     if (rc == TTT_OK) rc = ttt_lm_e2e_state_reset(ctx, m, s);
     if (rc != TTT_OK) ttt_lm_e2e_state_free(ctx, s);
     return rc;
@@ -483,4 +489,132 @@ ttt_tensor *ttt_lm_e2e_decode(ttt_ctx *ctx, const ttt_lm *m, ttt_lm_e2e_state *s
     }
     ttt_no_grad_end(ctx);
     return rc == TTT_OK ? out : NULL;
+}
+
+/* ---- test-time state files --------------------------------------------------------------------- */
+
+int ttt_lm_fingerprint(ttt_ctx *ctx, const ttt_lm *m, char *buf, size_t len) {
+    if (!ctx) return TTT_ERR;
+    if (ttt__lm_check_model(ctx, "lm_fingerprint", m)) return TTT_ERR;
+    if (!buf || len < 17) return ttt__set_error(ctx, "lm_fingerprint: the buffer needs 17 bytes");
+    const ttt_lm_config *c = &m->cfg;
+    const int64_t fields[] = {c->vocab, c->dim, c->depth, c->heads, c->mlp_hidden, c->window, c->prime_blocks,
+                              c->prime_hidden, c->qk_norm, c->inner_chunk};
+    uint64_t h = ttt__fnv1a(TTT_FNV_SEED, fields, sizeof fields);
+    const double reals[] = {c->rope_theta, c->norm_eps, c->inner_clip};
+    h = ttt__fnv1a(h, reals, sizeof reals);
+    for (int i = 0; i < m->n_params; i++) {
+        const ttt_tensor *p = m->params[i];
+        const size_t bytes = (size_t)ttt_numel(p) * ttt_dtype_size(p->dtype);
+        void *host = malloc(bytes ? bytes : 1);
+        if (!host) return ttt__set_error(ctx, "lm_fingerprint: out of host memory");
+        if (ttt_copy_to_host(ctx, p, host, p->dtype) != TTT_OK) {
+            free(host);
+            return TTT_ERR;
+        }
+        h = ttt__fnv1a(ttt__fnv1a(h, m->names[i], strlen(m->names[i])), host, bytes);
+        free(host);
+    }
+    snprintf(buf, len, "%016llx", (unsigned long long)h);
+    return TTT_OK;
+}
+
+/* The state's tensors with their file names (n = 3S + 2 depth + 2); names live in names[]. */
+static int state_tensors(const ttt_lm_e2e_state *s, ttt_named_tensor *nt, char (*names)[48]) {
+    int n = 0;
+    for (int i = 0; i < s->n_w; i++) {
+        static const char *part[3] = {"gate", "up", "down"};
+        snprintf(names[n], 48, "e2e.prime.%d.%s", i / 3, part[i % 3]);
+        nt[n] = (ttt_named_tensor){names[n], s->w[i]}, n++;
+    }
+    for (int64_t i = 0; i < s->cache.k_depth; i++) {
+        snprintf(names[n], 48, "e2e.cache.%lld.k", (long long)i);
+        nt[n] = (ttt_named_tensor){names[n], s->cache.k[i]}, n++;
+        snprintf(names[n], 48, "e2e.cache.%lld.v", (long long)i);
+        nt[n] = (ttt_named_tensor){names[n], s->cache.v[i]}, n++;
+    }
+    nt[n] = (ttt_named_tensor){"e2e.chunk_x", s->chunk_x}, n++;
+    nt[n] = (ttt_named_tensor){"e2e.chunk_ids", s->chunk_ids}, n++;
+    return n;
+}
+
+static const char STATE_FORMAT[] = "ttt-e2e-state/1";
+
+int ttt_lm_e2e_state_save(ttt_ctx *ctx, const ttt_lm *m, const ttt_lm_e2e_state *s, const char *path,
+                          const char *model_id, const char *tokenizer_id) {
+    static const char fn[] = "lm_e2e_state_save";
+    if (!ctx) return TTT_ERR;
+    if (ttt__lm_check_model(ctx, fn, m) || check_state(ctx, fn, m, s)) return TTT_ERR;
+    if (!path) return ttt__set_error(ctx, "%s: no path", fn);
+    const int cap = s->n_w + 2 * (int)s->cache.k_depth + 2;
+    ttt_named_tensor *nt = calloc((size_t)cap, sizeof *nt);
+    char (*names)[48] = calloc((size_t)cap, sizeof *names);
+    if (!nt || !names) {
+        free(nt), free(names);
+        return ttt__set_error(ctx, "%s: out of host memory", fn);
+    }
+    const int n = state_tensors(s, nt, names);
+    char len_s[32], steps_s[32], eta_s[40], batch_s[32], chunk_s[32], window_s[32];
+    snprintf(len_s, sizeof len_s, "%lld", (long long)s->cache.len);
+    snprintf(steps_s, sizeof steps_s, "%lld", (long long)s->steps);
+    snprintf(eta_s, sizeof eta_s, "%.17g", s->eta);
+    snprintf(batch_s, sizeof batch_s, "%lld", (long long)s->batch);
+    snprintf(chunk_s, sizeof chunk_s, "%lld", (long long)m->cfg.inner_chunk);
+    snprintf(window_s, sizeof window_s, "%lld", (long long)m->cfg.window);
+    const char *meta[] = {"format", STATE_FORMAT, "model", model_id ? model_id : "", "tokenizer",
+                          tokenizer_id ? tokenizer_id : "", "position", len_s, "inner_steps", steps_s, "eta", eta_s,
+                          "batch", batch_s, "inner_chunk", chunk_s, "window", window_s, NULL};
+    const int rc = ttt_save_safetensors(ctx, path, n, nt, meta);
+    free(nt), free(names);
+    return rc;
+}
+
+int ttt_lm_e2e_state_load(ttt_ctx *ctx, const ttt_lm *m, ttt_lm_e2e_state *s, const char *path, const char *model_id,
+                          const char *tokenizer_id) {
+    static const char fn[] = "lm_e2e_state_load";
+    if (!ctx) return TTT_ERR;
+    if (ttt__lm_check_model(ctx, fn, m) || check_state(ctx, fn, m, s)) return TTT_ERR;
+    if (!path) return ttt__set_error(ctx, "%s: no path", fn);
+    char *meta = NULL, buf[128];
+    if (ttt_load_safetensors(ctx, path, 0, NULL, &meta) != TTT_OK) return TTT_ERR;
+    int rc = TTT_OK;
+    if (!meta || ttt_metadata_get(meta, "format", buf, sizeof buf) || strcmp(buf, STATE_FORMAT))
+        rc = ttt__set_error(ctx, "%s: %s is not a TTT-E2E state file (format '%s', want '%s')", fn, path,
+                            meta && !ttt_metadata_get(meta, "format", buf, sizeof buf) ? buf : "none", STATE_FORMAT);
+    const struct {
+        const char *key, *want;
+    } ids[] = {{"model", model_id}, {"tokenizer", tokenizer_id}};
+    for (int i = 0; i < 2 && rc == TTT_OK; i++)
+        if (ids[i].want && *ids[i].want &&
+            (ttt_metadata_get(meta, ids[i].key, buf, sizeof buf) || strcmp(buf, ids[i].want)))
+            rc = ttt__set_error(ctx, "%s: %s was made with another %s (%s, this one is %s)", fn, path, ids[i].key,
+                                ttt_metadata_get(meta, ids[i].key, buf, sizeof buf) ? "unknown" : buf, ids[i].want);
+    int64_t pos = -1, steps = -1;
+    if (rc == TTT_OK) {
+        if (ttt_metadata_get(meta, "position", buf, sizeof buf) == TTT_OK) pos = atoll(buf);
+        if (ttt_metadata_get(meta, "inner_steps", buf, sizeof buf) == TTT_OK) steps = atoll(buf);
+        if (pos < 0 || steps < 0 || steps > pos / m->cfg.inner_chunk)
+            rc = ttt__set_error(ctx, "%s: %s: position %lld / inner_steps %lld are missing or inconsistent", fn, path,
+                                (long long)pos, (long long)steps);
+    }
+    free(meta);
+    if (rc != TTT_OK) {
+        ttt_lm_e2e_state_reset(ctx, m, s); /* the message stays the refusal's */
+        return rc;
+    }
+    const int cap = s->n_w + 2 * (int)s->cache.k_depth + 2;
+    ttt_named_tensor *nt = calloc((size_t)cap, sizeof *nt);
+    char (*names)[48] = calloc((size_t)cap, sizeof *names);
+    if (!nt || !names) rc = ttt__set_error(ctx, "%s: out of host memory", fn);
+    /* shapes must match this model and batch: the loader refuses a mismatch, naming the tensor */
+    if (rc == TTT_OK) rc = ttt_load_safetensors(ctx, path, state_tensors(s, nt, names), nt, NULL);
+    free(nt), free(names);
+    if (rc != TTT_OK) {
+        ttt_lm_e2e_state_reset(ctx, m, s); /* never half a state */
+        return TTT_ERR;
+    }
+    s->cache.len = pos;
+    s->steps = steps;
+    s->last_inner_loss = NAN;
+    return TTT_OK;
 }
