@@ -15,6 +15,7 @@
  *     on; another model id, a truncated file and a non-state file are refused;
  *   - the eta ramp; presets; argument validation. */
 #include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -478,6 +479,55 @@ static void test_state_file(ttt_ctx *ctx) {
     ttt_lm_free(ctx, &m);
 }
 
+/* Readers: a copied reader answers like the original; a long read's last logits equal decoding's. */
+static void test_reader(ttt_ctx *ctx) {
+    for (int kind = 0; kind < 3; kind++) { /* E2E, SWA, full attention */
+        ttt_lm m;
+        ttt_lm_config c = e2e_config(0.05);
+        if (kind > 0) c.inner_chunk = 0, c.prime_blocks = 0;
+        if (kind == 2) c.window = 0;
+        CHECK(ttt_lm_init(ctx, &m, &c, TTT_F64) == TTT_OK);
+        enum { N = 700 }; /* over one 512-token piece */
+        int32_t *doc = malloc(sizeof(int32_t) * N * B);
+        for (int i = 0; i < N * B; i++) doc[i] = (int32_t)((i * 7 + 3) % c.vocab);
+        ttt_lm_reader r1, r2;
+        CHECK(ttt_lm_reader_init(ctx, &m, &r1, B, 1024) == TTT_OK && ttt_lm_reader_init(ctx, &m, &r2, B, 1024) == TTT_OK);
+        CHECK(r1.e2e == (kind == 0));
+        ttt_tensor *last = ttt_lm_reader_read(ctx, &m, &r1, ttt_from_host(ctx, TTT_I32, TTT_DIMS(B, N), doc), 0);
+        CHECK(last && last->shape[1] == 1 && ttt_lm_reader_pos(&r1) == N);
+        double a[B * 64], b2[B * 64];
+        if (last) ttt_copy_to_host(ctx, last, a, TTT_F64);
+        ttt_step_reset(ctx);
+        /* the same document in one all-logits read on a second reader */
+        ttt_tensor *all = ttt_lm_reader_read(ctx, &m, &r2, ttt_from_host(ctx, TTT_I32, TTT_DIMS(B, N), doc), 1);
+        CHECK(all && all->shape[1] == N);
+        if (all) ttt_copy_to_host(ctx, ttt_slice(ctx, all, 1, N - 1, N, 1), b2, TTT_F64);
+        double d = 0;
+        for (int i = 0; i < B * c.vocab; i++) d = fmax(d, fabs(a[i] - b2[i]));
+        CHECK_MSG(d < 1e-10, "kind %d: last logits of a long read differ by %.3g", kind, d);
+        ttt_step_reset(ctx);
+        /* copy, then ask both the same question */
+        CHECK(ttt_lm_reader_copy(ctx, &m, &r2, &r1) == TTT_OK && ttt_lm_reader_pos(&r2) == N);
+        int32_t q[B * 5];
+        for (int i = 0; i < B * 5; i++) q[i] = (int32_t)(i % c.vocab);
+        ttt_tensor *x1 = ttt_lm_reader_read(ctx, &m, &r1, ttt_from_host(ctx, TTT_I32, TTT_DIMS(B, 5), q), 0);
+        ttt_tensor *x2 = ttt_lm_reader_read(ctx, &m, &r2, ttt_from_host(ctx, TTT_I32, TTT_DIMS(B, 5), q), 0);
+        CHECK(x1 && x2);
+        if (x1 && x2) {
+            ttt_copy_to_host(ctx, x1, a, TTT_F64);
+            ttt_copy_to_host(ctx, x2, b2, TTT_F64);
+            CHECK(memcmp(a, b2, sizeof(double) * (size_t)(B * c.vocab)) == 0);
+        }
+        if (kind == 2) CHECK(ttt_lm_reader_room(&m, &r1) == 1024 - N - 5);
+        else CHECK(ttt_lm_reader_room(&m, &r1) == INT64_MAX);
+        ttt_step_reset(ctx);
+        ttt_lm_reader_free(ctx, &r1);
+        ttt_lm_reader_free(ctx, &r2);
+        ttt_lm_free(ctx, &m);
+        free(doc);
+    }
+}
+
 static void test_eta_ramp(void) {
     CHECK_NEAR(ttt_lm_e2e_eta(0, 480, 0.1, 1.0), 0.1 + 0.9 / 480, 1e-15);
     CHECK_NEAR(ttt_lm_e2e_eta(479, 480, 0.1, 1.0), 1.0, 1e-15);
@@ -555,6 +605,7 @@ int main(void) {
     test_decode(ctx, mixed, 6);
     test_decode(ctx, whole, 1);
     test_state_file(ctx);
+    test_reader(ctx);
     test_eta_ramp();
     test_presets();
     test_validation(ctx);

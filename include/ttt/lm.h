@@ -92,6 +92,13 @@ typedef struct {
  * unknown name. */
 int ttt_lm_preset(const char *name, int64_t vocab, ttt_lm_config *out, char *err, size_t err_len);
 
+/* The config as "key=value ..." (every field; what checkpoints store as their
+ * "model" metadata), and back. Parsing fills absent optional keys (init_std,
+ * qk_norm, inner_chunk, inner_clip) with the defaults and names a missing or
+ * bad key in err; ttt_lm_init checks the values. TTT_OK or TTT_ERR. */
+int ttt_lm_config_format(const ttt_lm_config *cfg, char *buf, size_t len);
+int ttt_lm_config_parse(const char *s, ttt_lm_config *cfg, char *err, size_t err_len);
+
 /* Number of trainable parameters the config describes (embedding counted once). */
 int64_t ttt_lm_param_count(const ttt_lm_config *cfg);
 
@@ -245,6 +252,29 @@ int ttt_lm_e2e_state_load(ttt_ctx *ctx, const ttt_lm *m, ttt_lm_e2e_state *s, co
 /* A model's id: FNV-1a over its config and every parameter's name and bytes,
  * 16 hex digits and a NUL into buf (len >= 17). */
 int ttt_lm_fingerprint(ttt_ctx *ctx, const ttt_lm *m, char *buf, size_t len);
+
+/* A reader: what a model has read so far, whatever its kind (the KV cache of a
+ * full-attention or SWA model, or TTT-E2E's state), for generation and serving. */
+typedef struct {
+    int e2e;                /* 1: state is used, else cache */
+    ttt_lm_cache cache;
+    ttt_lm_e2e_state state;
+} ttt_lm_reader;
+/* max_len: the longest input a full-attention model's cache holds (ignored with a window). */
+int ttt_lm_reader_init(ttt_ctx *ctx, const ttt_lm *m, ttt_lm_reader *r, int64_t batch, int64_t max_len);
+void ttt_lm_reader_free(ttt_ctx *ctx, ttt_lm_reader *r); /* NULL ok */
+int ttt_lm_reader_reset(ttt_ctx *ctx, const ttt_lm *m, ttt_lm_reader *r);
+int64_t ttt_lm_reader_pos(const ttt_lm_reader *r);                  /* positions read */
+int64_t ttt_lm_reader_room(const ttt_lm *m, const ttt_lm_reader *r); /* positions it can still read (INT64_MAX: any) */
+/* Reads ids [B, T]; logits of every new position [B, T, V] or of the last [B, 1, V]. */
+ttt_tensor *ttt_lm_reader_read(ttt_ctx *ctx, const ttt_lm *m, ttt_lm_reader *r, ttt_tensor *ids, int all_logits);
+/* dst <- src (readers of one model and batch): a session's state, asked many times. */
+int ttt_lm_reader_copy(ttt_ctx *ctx, const ttt_lm *m, ttt_lm_reader *dst, const ttt_lm_reader *src);
+/* State files (ttt_lm_e2e_state_save/load) for TTT-E2E readers; other kinds are refused with a message. */
+int ttt_lm_reader_save(ttt_ctx *ctx, const ttt_lm *m, const ttt_lm_reader *r, const char *path, const char *model_id,
+                       const char *tokenizer_id);
+int ttt_lm_reader_load(ttt_ctx *ctx, const ttt_lm *m, ttt_lm_reader *r, const char *path, const char *model_id,
+                       const char *tokenizer_id);
 
 #ifdef __cplusplus
 }

@@ -1,4 +1,5 @@
 /* The decoder-only Transformer language model (see include/ttt/lm.h). */
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -677,4 +678,80 @@ ttt_tensor *ttt_lm_decode(ttt_ctx *ctx, const ttt_lm *m, ttt_lm_cache *c, ttt_te
     }
     ttt_no_grad_end(ctx);
     return out;
+}
+
+/* ---- the config as a string, and loading a checkpoint --------------------------------------------- */
+
+static void fmt_double(char *buf, size_t n, double v) { /* reads back to the same bits */
+    snprintf(buf, n, "%.15g", v);
+    if (strtod(buf, NULL) != v) snprintf(buf, n, "%.17g", v);
+}
+
+int ttt_lm_config_format(const ttt_lm_config *c, char *buf, size_t n) {
+    if (!c || !buf || n == 0) return TTT_ERR;
+    char theta[32], eps[32], std[32], clip[32];
+    fmt_double(theta, sizeof theta, c->rope_theta);
+    fmt_double(eps, sizeof eps, c->norm_eps);
+    fmt_double(std, sizeof std, c->init_std);
+    fmt_double(clip, sizeof clip, c->inner_clip);
+    const int w = snprintf(buf, n,
+                           "vocab=%lld dim=%lld depth=%lld heads=%lld mlp_hidden=%lld window=%lld prime_blocks=%lld "
+                           "prime_hidden=%lld qk_norm=%d rope_theta=%s norm_eps=%s init_std=%s inner_chunk=%lld "
+                           "inner_clip=%s",
+                           (long long)c->vocab, (long long)c->dim, (long long)c->depth, (long long)c->heads,
+                           (long long)c->mlp_hidden, (long long)c->window, (long long)c->prime_blocks,
+                           (long long)c->prime_hidden, c->qk_norm, theta, eps, std, (long long)c->inner_chunk, clip);
+    return w > 0 && (size_t)w < n ? TTT_OK : TTT_ERR;
+}
+
+/* The value of key in "key=value key=value": 1 if present. */
+static int kv_get(const char *s, const char *key, char *buf, size_t n) {
+    const size_t kl = strlen(key);
+    for (const char *p = s; p && *p;) {
+        while (*p == ' ') p++;
+        const char *end = strchr(p, ' ');
+        const size_t len = end ? (size_t)(end - p) : strlen(p);
+        if (len > kl && !strncmp(p, key, kl) && p[kl] == '=') {
+            const size_t vl = len - kl - 1 < n - 1 ? len - kl - 1 : n - 1;
+            memcpy(buf, p + kl + 1, vl);
+            buf[vl] = 0;
+            return 1;
+        }
+        p = end;
+    }
+    return 0;
+}
+
+int ttt_lm_config_parse(const char *s, ttt_lm_config *c, char *err, size_t err_len) {
+    if (!s || !c) return ttt__errbuf(err, err_len, "lm_config_parse: string and config must not be NULL");
+    ttt_lm_preset("tiny", 0, c, NULL, 0); /* defaults of the optional keys */
+    static const char *const ints[] = {"vocab",        "dim",   "depth",      "heads",      "mlp_hidden",
+                                       "window",       "prime_blocks", "prime_hidden", "qk_norm", "inner_chunk"};
+    int64_t q = 1, *iout[] = {&c->vocab, &c->dim, &c->depth, &c->heads, &c->mlp_hidden,
+                              &c->window, &c->prime_blocks, &c->prime_hidden, &q, &c->inner_chunk};
+    const int optional_from = 9; /* inner_chunk: older checkpoints predate TTT-E2E */
+    char v[64], *end;
+    for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++) {
+        if (!kv_get(s, ints[i], v, sizeof v)) {
+            if ((int)i >= optional_from) continue;
+            return ttt__errbuf(err, err_len, "model config: missing %s", ints[i]);
+        }
+        errno = 0;
+        const long long x = strtoll(v, &end, 10);
+        if (x < 0 || errno || *end || end == v) return ttt__errbuf(err, err_len, "model config: bad %s '%s'", ints[i], v);
+        *iout[i] = x;
+    }
+    c->qk_norm = q == 1;
+    static const char *const dbls[] = {"rope_theta", "norm_eps", "init_std", "inner_clip"};
+    double *dout[] = {&c->rope_theta, &c->norm_eps, &c->init_std, &c->inner_clip};
+    for (size_t i = 0; i < 4; i++) {
+        if (!kv_get(s, dbls[i], v, sizeof v)) {
+            if (i >= 2) continue; /* init_std only initialises; inner_clip is newer */
+            return ttt__errbuf(err, err_len, "model config: missing %s", dbls[i]);
+        }
+        const double x = strtod(v, &end);
+        if (!isfinite(x) || *end || end == v) return ttt__errbuf(err, err_len, "model config: bad %s '%s'", dbls[i], v);
+        *dout[i] = x;
+    }
+    return TTT_OK;
 }

@@ -618,3 +618,100 @@ int ttt_lm_e2e_state_load(ttt_ctx *ctx, const ttt_lm *m, ttt_lm_e2e_state *s, co
     s->last_inner_loss = NAN;
     return TTT_OK;
 }
+
+/* ---- readers: any model's reading state --------------------------------------------------------- */
+
+int ttt_lm_reader_init(ttt_ctx *ctx, const ttt_lm *m, ttt_lm_reader *r, int64_t batch, int64_t max_len) {
+    if (!ctx) return TTT_ERR;
+    if (!r) return ttt__set_error(ctx, "lm_reader_init: reader must not be NULL");
+    *r = (ttt_lm_reader){0};
+    if (ttt__lm_check_model(ctx, "lm_reader_init", m)) return TTT_ERR;
+    r->e2e = ttt_lm_is_e2e(m);
+    return r->e2e ? ttt_lm_e2e_state_init(ctx, m, &r->state, batch, 1.0)
+                  : ttt_lm_cache_init(ctx, m, &r->cache, batch, max_len);
+}
+
+void ttt_lm_reader_free(ttt_ctx *ctx, ttt_lm_reader *r) {
+    if (!ctx || !r) return;
+    ttt_lm_e2e_state_free(ctx, &r->state);
+    ttt_lm_cache_free(ctx, &r->cache);
+    *r = (ttt_lm_reader){0};
+}
+
+int ttt_lm_reader_reset(ttt_ctx *ctx, const ttt_lm *m, ttt_lm_reader *r) {
+    if (!ctx || !r) return TTT_ERR;
+    if (r->e2e) return ttt_lm_e2e_state_reset(ctx, m, &r->state);
+    ttt_lm_cache_reset(&r->cache);
+    return TTT_OK;
+}
+
+int64_t ttt_lm_reader_pos(const ttt_lm_reader *r) { return !r ? 0 : r->e2e ? r->state.cache.len : r->cache.len; }
+
+int64_t ttt_lm_reader_room(const ttt_lm *m, const ttt_lm_reader *r) {
+    if (!m || !r) return 0;
+    if (r->e2e || m->cfg.window > 0) return INT64_MAX; /* rings: constant memory */
+    return r->cache.capacity - r->cache.len;
+}
+
+ttt_tensor *ttt_lm_reader_read(ttt_ctx *ctx, const ttt_lm *m, ttt_lm_reader *r, ttt_tensor *ids, int all_logits) {
+    if (!ctx || !ids) return NULL;
+    if (!r) return ttt__set_error(ctx, "lm_reader_read: reader must not be NULL"), NULL;
+    if (r->e2e) return ttt_lm_e2e_decode(ctx, m, &r->state, ids, all_logits);
+    if (all_logits || ids->ndim != 2 || ids->shape[1] <= 512) {
+        ttt_tensor *lg = ttt_lm_decode(ctx, m, &r->cache, ids);
+        return lg && !all_logits ? ttt_slice(ctx, lg, 1, lg->shape[1] - 1, lg->shape[1], 1) : lg;
+    }
+    /* a long input: logits of each piece's last position only, temporaries released per piece */
+    const int64_t B = ids->shape[0], T = ids->shape[1];
+    ttt_tensor *out = ttt_new(ctx, m->embed->dtype, TTT_DIMS(B, 1, m->cfg.vocab));
+    for (int64_t t0 = 0; out && t0 < T; t0 += 512) {
+        const int64_t t1 = t0 + 512 < T ? t0 + 512 : T;
+        const ttt_mark_t mark = ttt_mark(ctx);
+        ttt_tensor *lg = ttt_lm_decode(ctx, m, &r->cache, ttt_contiguous(ctx, ttt_slice(ctx, ids, 1, t0, t1, 1)));
+        if (!lg || (t1 == T && ttt__copy_into(ctx, out, 1, 0, 1, ttt_slice(ctx, lg, 1, t1 - t0 - 1, t1 - t0, 1))))
+            out = NULL;
+        ttt_release(ctx, mark);
+    }
+    return out;
+}
+
+int ttt_lm_reader_copy(ttt_ctx *ctx, const ttt_lm *m, ttt_lm_reader *dst, const ttt_lm_reader *src) {
+    if (!ctx) return TTT_ERR;
+    if (!dst || !src || dst->e2e != src->e2e)
+        return ttt__set_error(ctx, "lm_reader_copy: readers of two kinds of model (or NULL)");
+    const ttt_lm_cache *cs = src->e2e ? &src->state.cache : &src->cache;
+    ttt_lm_cache *cd = dst->e2e ? &dst->state.cache : &dst->cache;
+    if (cs->k_depth != cd->k_depth || cs->capacity != cd->capacity || cs->batch != cd->batch || !cs->k || !cd->k)
+        return ttt__set_error(ctx, "lm_reader_copy: readers of other shapes (batch, capacity or depth)");
+    int rc = TTT_OK;
+    for (int64_t i = 0; i < cs->k_depth && rc == TTT_OK; i++)
+        rc = ttt_assign(ctx, cd->k[i], cs->k[i]) || ttt_assign(ctx, cd->v[i], cs->v[i]) ? TTT_ERR : TTT_OK;
+    cd->len = cs->len;
+    if (rc == TTT_OK && src->e2e) {
+        ttt_lm_e2e_state *d = &dst->state;
+        const ttt_lm_e2e_state *s = &src->state;
+        for (int i = 0; i < s->n_w && rc == TTT_OK; i++) rc = ttt_assign(ctx, d->w[i], s->w[i]);
+        if (rc == TTT_OK)
+            rc = ttt_assign(ctx, d->chunk_x, s->chunk_x) || ttt_assign(ctx, d->chunk_ids, s->chunk_ids) ? TTT_ERR : TTT_OK;
+        d->steps = s->steps, d->eta = s->eta, d->last_inner_loss = s->last_inner_loss;
+    }
+    (void)m;
+    return rc;
+}
+
+int ttt_lm_reader_save(ttt_ctx *ctx, const ttt_lm *m, const ttt_lm_reader *r, const char *path, const char *model_id,
+                       const char *tokenizer_id) {
+    if (!ctx) return TTT_ERR;
+    if (!r || !r->e2e)
+        return ttt__set_error(ctx, "lm_reader_save: state files hold what a TTT-E2E model learned; this model's "
+                                   "reader is a plain KV cache");
+    return ttt_lm_e2e_state_save(ctx, m, &r->state, path, model_id, tokenizer_id);
+}
+
+int ttt_lm_reader_load(ttt_ctx *ctx, const ttt_lm *m, ttt_lm_reader *r, const char *path, const char *model_id,
+                       const char *tokenizer_id) {
+    if (!ctx) return TTT_ERR;
+    if (!r || !r->e2e)
+        return ttt__set_error(ctx, "lm_reader_load: state files hold what a TTT-E2E model learned; this model is not one");
+    return ttt_lm_e2e_state_load(ctx, m, &r->state, path, model_id, tokenizer_id);
+}
