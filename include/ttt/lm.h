@@ -130,6 +130,13 @@ typedef struct {
 int ttt_lm_init(ttt_ctx *ctx, ttt_lm *m, const ttt_lm_config *cfg, ttt_dtype dt);
 void ttt_lm_free(ttt_ctx *ctx, ttt_lm *m); /* NULL ok */
 ttt_tensor *ttt_lm_param(const ttt_lm *m, const char *name); /* NULL if absent */
+/* Loads a `ttt lm train` checkpoint (PATH, or a run directory holding
+ * model.safetensors): the config from its "model" metadata, the parameters in
+ * dtype (TTT_F32 / TTT_F64), or with dtype < 0 in the dtype it was trained in;
+ * *step (may be NULL) the step it was saved at (-1 if unknown). On error *m is
+ * empty and err names the file and the problem. */
+int ttt_lm_load(ttt_ctx *ctx, const char *path, int dtype, ttt_lm *m, int64_t *step, char *err, size_t err_len);
+
 /* Mixed precision: with TTT_BF16 the parameters stay as they are (the f32
  * master weights the optimizer updates) and each forward pass casts every
  * weight to bf16 where it is used, so activations and matmuls are bf16 and the

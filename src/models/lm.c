@@ -4,9 +4,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "../core/internal.h"
 #include "ttt/autodiff.h"
+#include "ttt/checkpoint.h"
 #include "ttt/lm.h"
 #include "ttt/ops.h"
 #include "lm_internal.h"
@@ -754,4 +756,42 @@ int ttt_lm_config_parse(const char *s, ttt_lm_config *c, char *err, size_t err_l
         *dout[i] = x;
     }
     return TTT_OK;
+}
+
+int ttt_lm_load(ttt_ctx *ctx, const char *path, int dtype, ttt_lm *m, int64_t *step, char *err, size_t err_len) {
+    if (m) *m = (ttt_lm){0};
+    if (step) *step = -1;
+    if (!ctx || !path || !m) return ttt__errbuf(err, err_len, "lm_load: context, path and model must not be NULL");
+    /* a run directory holds its checkpoint as model.safetensors */
+    char file[4200];
+    struct stat st;
+    if (stat(path, &st) == 0 && S_ISDIR(st.st_mode)) snprintf(file, sizeof file, "%s/model.safetensors", path);
+    else snprintf(file, sizeof file, "%s", path);
+    char *json = NULL, buf[2048];
+    if (ttt_load_safetensors(ctx, file, 0, NULL, &json) != TTT_OK) return ttt__errbuf(err, err_len, "%s", ttt_error(ctx));
+    int rc = TTT_OK;
+    if (!json || ttt_metadata_get(json, "format", buf, sizeof buf) != TTT_OK || strcmp(buf, "ttt-lm"))
+        rc = ttt__errbuf(err, err_len, "%s is not a ttt lm checkpoint (no format=ttt-lm metadata)", file);
+    ttt_lm_config c;
+    char e[200];
+    if (rc == TTT_OK && (ttt_metadata_get(json, "model", buf, sizeof buf) != TTT_OK ||
+                         ttt_lm_config_parse(buf, &c, e, sizeof e) != TTT_OK))
+        rc = ttt__errbuf(err, err_len, "%s: model metadata: %s", file, e[0] ? e : "missing");
+    ttt_dtype dt = TTT_F32;
+    if (rc == TTT_OK && dtype < 0 && ttt_metadata_get(json, "train", buf, sizeof buf) == TTT_OK) {
+        char d[16];
+        if (kv_get(buf, "dtype", d, sizeof d) && !strcmp(d, "f64")) dt = TTT_F64;
+    } else if (dtype >= 0) dt = (ttt_dtype)dtype;
+    if (rc == TTT_OK && step && ttt_metadata_get(json, "step", buf, sizeof buf) == TTT_OK) *step = atoll(buf);
+    free(json);
+    if (rc != TTT_OK) return rc;
+    if (ttt_lm_init(ctx, m, &c, dt) != TTT_OK) return ttt__errbuf(err, err_len, "%s: %s", file, ttt_error(ctx));
+    ttt_named_tensor *nt = calloc((size_t)m->n_params, sizeof *nt);
+    if (!nt) rc = ttt__errbuf(err, err_len, "lm_load: out of host memory");
+    for (int i = 0; rc == TTT_OK && i < m->n_params; i++) nt[i] = (ttt_named_tensor){m->names[i], m->params[i]};
+    if (rc == TTT_OK && ttt_load_safetensors(ctx, file, m->n_params, nt, NULL) != TTT_OK)
+        rc = ttt__errbuf(err, err_len, "%s", ttt_error(ctx));
+    free(nt);
+    if (rc != TTT_OK) ttt_lm_free(ctx, m);
+    return rc;
 }
