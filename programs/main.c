@@ -14,6 +14,7 @@ static const struct {
     {"gradcheck", cmd_gradcheck, "check every op's gradient (order 1) and Hessian-vector product (order 2) in float64"},
     {"data", cmd_data, "token shards: prepare from text files or folders, inspect, verify"},
     {"lm", cmd_lm, "language models: train, eval (loss by position), generate"},
+    {"needle", cmd_needle, "passkey retrieval (needle in a haystack) of language models, TTT-E2E included"},
     {"tokenizer", cmd_tokenizer, "byte-level BPE: train on a corpus, encode text to ids, decode ids (GPT-2 / HF files)"},
 };
 
