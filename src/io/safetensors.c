@@ -4,6 +4,7 @@
  * buffer. The writer needs no JSON library; the reader parses the header with
  * json-c (TTT_HAVE_JSONC) and fails cleanly when ttt was built without it. */
 #include <errno.h>
+#include <math.h>
 #include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -446,6 +447,18 @@ static int read_at(FILE *f, uint64_t pos, void *buf, size_t n) {
     return fread(buf, 1, n, f) == n ? TTT_OK : TTT_ERR;
 }
 
+/* The index of the first NaN / infinity among n values of dtype dt, or -1 (integers: -1). */
+static int64_t first_non_finite(const void *buf, ttt_dtype dt, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        double v = dt == TTT_F32    ? (double)((const float *)buf)[i]
+                   : dt == TTT_F64  ? ((const double *)buf)[i]
+                   : dt == TTT_BF16 ? (double)ttt_bf16_to_f32(((const uint16_t *)buf)[i])
+                                    : 0.0;
+        if (!isfinite(v)) return (int64_t)i;
+    }
+    return -1;
+}
+
 static int is_ws(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
 
 int ttt_load_safetensors(ttt_ctx *ctx, const char *path, int n, const ttt_named_tensor *tensors,
@@ -614,6 +627,13 @@ int ttt_load_safetensors(ttt_ctx *ctx, const char *path, int n, const ttt_named_
         }
         if (bytes && read_at(f, data_start + e->begin, buf, bytes) != TTT_OK) goto read_error;
         to_from_le(buf, bytes / es, es);
+        /* a diverged run's NaN weights would load silently and give junk; say which tensor */
+        const int64_t bad = first_non_finite(buf, dt, bytes / es);
+        if (bad >= 0) {
+            ttt__set_error(ctx, "%s: %s: tensor '%s' holds a value that is not finite (element %lld): the file was "
+                                "saved from a diverged run or is corrupt", fn, path, tensors[i].name, (long long)bad);
+            goto done;
+        }
         ttt_mark_t m = ttt_mark(ctx);
         ttt_tensor *src = ttt_from_host(ctx, dt, e->ndim, e->shape, buf);
         int ok = src && ttt_assign(ctx, tensors[i].tensor, src) == TTT_OK;
