@@ -58,9 +58,10 @@ int ttt_atomic_open(ttt_atomic_file *af, const char *path, char *err, size_t err
     memcpy(af->tmp + n, ".tmp", 5);
     if (!(af->f = fopen(af->tmp, "wb"))) {
         int e = errno;
+        fail(err, err_len, e, "cannot write %s: cannot create %s: %s", path, af->tmp, strerror(e));
         free(af->path), free(af->tmp);
         *af = (ttt_atomic_file){0};
-        return fail(err, err_len, e, "cannot write %s: %s", path, strerror(e));
+        return TTT_ERR;
     }
     return TTT_OK;
 }

@@ -19,6 +19,7 @@
 
 #include "../core/internal.h"
 #include "ttt/checkpoint.h"
+#include "ttt/fileio.h"
 
 /* The reference implementation's limit on the header size. */
 enum { MAX_HEADER = 100000000, ALIGN = 8 };
@@ -247,10 +248,10 @@ int ttt_save_safetensors(ttt_ctx *ctx, const char *path, int n, const ttt_named_
     strbuf hdr = {0};
     void *buf = NULL;
     size_t cap = 0;
-    char *tmp = malloc(strlen(path) + 5);
+    ttt_atomic_file af = {0};
     FILE *f = NULL;
-    int rc = TTT_ERR, made_tmp = 0;
-    if (!begin || !tmp) {
+    int rc = TTT_ERR;
+    if (!begin) {
         ttt__set_error(ctx, "%s: %s: out of memory", fn, path);
         goto done;
     }
@@ -268,14 +269,12 @@ int ttt_save_safetensors(ttt_ctx *ctx, const char *path, int n, const ttt_named_
         goto done;
     }
 
-    strcpy(tmp, path);
-    strcat(tmp, ".tmp");
-    f = fopen(tmp, "wb");
-    if (!f) {
+    char why[512];
+    if (ttt_atomic_open(&af, path, why, sizeof why) != TTT_OK) {
         ttt__set_error(ctx, "%s: %s: %s", fn, path, strerror(errno));
         goto done;
     }
-    made_tmp = 1;
+    f = af.f;
     if (fwrite(hdr.p, 1, hdr.len, f) != hdr.len) goto io_error;
     for (int k = 0; k < 4; k++)
         for (int i = 0; i < n; i++) {
@@ -297,24 +296,18 @@ int ttt_save_safetensors(ttt_ctx *ctx, const char *path, int n, const ttt_named_
             to_from_le(buf, ne, es);
             if (fwrite(buf, 1, bytes, f) != bytes) goto io_error;
         }
-    if (fflush(f) != 0 || fsync(fileno(f)) != 0) goto io_error;
-    {
-        FILE *g = f;
-        f = NULL;
-        if (fclose(g) != 0) goto io_error;
+    f = NULL;
+    if (ttt_atomic_commit(&af, why, sizeof why) != TTT_OK) { /* PATH is the old file, or the new one not yet durable */
+        ttt__set_error(ctx, "%s: %s", fn, why);
+        goto done;
     }
-    if (rename(tmp, path) != 0) goto io_error;
-    made_tmp = 0;
-    if (ttt__sync_dir(path) != 0) goto io_error;  /* PATH is the new file already; report that it may not be durable */
     rc = TTT_OK;
     goto done;
 
 io_error:
     ttt__set_error(ctx, "%s: %s: %s", fn, path, strerror(errno));
 done:
-    if (f) fclose(f);
-    if (made_tmp) remove(tmp);
-    free(tmp);
+    ttt_atomic_abort(&af); /* after a failure: the old file stays */
     free(buf);
     free(hdr.p);
     free(begin);
