@@ -323,6 +323,8 @@ static int parse(int argc, char **argv, int sub, opts *o) {
         snprintf(buf, sizeof buf, "--compute %.100s: expected bf16, f32 or f64", o->compute), bad = buf;
     else if (o->graph_s && strcmp(o->graph_s, "on") && strcmp(o->graph_s, "off") && strcmp(o->graph_s, "auto"))
         snprintf(buf, sizeof buf, "--cuda-graph %.100s: expected on, off or auto", o->graph_s), bad = buf;
+    else if (o->graph_s && !strcmp(o->graph_s, "on") && !strcmp(o->device, "cpu"))
+        bad = "--cuda-graph on needs --device cuda (graphs are a CUDA feature)";
     else if (o->out && strlen(o->out) > 4000)
         bad = "--out: the path is too long";
     else if (sub == SUB_TRAIN) {

@@ -743,6 +743,7 @@ static void usage(FILE *f) {
             "  --out DIR         default runs/<layer>[-T<k>][-sgd][-nodecln]-<tokens>[-up<U>]; writes\n"
             "                    DIR/metrics.jsonl and DIR/checkpoint.safetensors (every epoch, atomically)\n"
             "  --resume          continue DIR's run bit-exactly (the same model/training flags are required)\n"
+            "                    Ctrl-C or SIGTERM: the step finishes, a checkpoint is written, exit 130\n"
             "  --cuda-graph on|off   record forward + backward once as a CUDA graph and replay it (default on\n"
             "                    with --device cuda, except with --sgd; same results, fewer kernel launches)\n"
             "  --timing          print where a training step's time goes, per epoch\n"
@@ -751,7 +752,7 @@ static void usage(FILE *f) {
             "  --device D        auto (cuda if present) | cpu | cuda (default auto)\n"
             "  --threads N       CPU threads (default: OpenMP's)\n"
             "eval: --out DIR, --data, --test-limit, --batch (evaluation batch), --device, --threads.\n"
-            "exit codes: 0 ok, 1 runtime failure, 2 bad usage\n",
+            "exit codes: 0 ok, 1 runtime failure, 2 bad usage, 130 train stopped by SIGINT / SIGTERM\n",
             TTT_FASHION_MNIST_DIR);
 }
 
