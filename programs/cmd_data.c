@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 
 #include "cli.h"
+#include "ttt/fileio.h"
 #include "ttt/shards.h"
 #include "ttt/tokenizer.h"
 
@@ -123,22 +124,8 @@ static int walk(const char *path, const char *exts, strlist *files, strlist *gro
 }
 
 static char *read_file(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    size_t cap = 1 << 16, n = 0;
-    char *buf = malloc(cap);
-    while (buf) {
-        n += fread(buf + n, 1, cap - n, f);
-        if (n < cap) break;
-        char *b = realloc(buf, cap *= 2);
-        if (!b) free(buf);
-        buf = b;
-    }
-    int bad = ferror(f);
-    fclose(f);
-    if (bad) free(buf), buf = NULL;
-    *len = n;
-    return buf;
+    char *d = NULL;
+    return ttt_read_file(path, &d, len, NULL, 0) == TTT_OK ? d : NULL; /* errno says why */
 }
 
 typedef struct {

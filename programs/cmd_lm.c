@@ -1,8 +1,8 @@
 /* ttt lm: the Transformer language model (include/ttt/lm.h) on token shards
  * (include/ttt/shards.h); docs/lm.md has examples and the checkpoint layout.
  *
- *   ttt lm train      AdamW + warmup/cosine + clipping + accumulation; DIR/model.safetensors
- *                     (atomic) and DIR/metrics.jsonl
+ *   ttt lm train      the library's training runner (include/ttt/train.h) on the LM's loss:
+ *                     DIR/model.safetensors (atomic) and DIR/metrics.jsonl
  *   ttt lm eval       loss by token position on long documents, perplexity
  *   ttt lm generate   sampling over a KV cache (a ring buffer under a sliding window)
  *
@@ -40,12 +40,13 @@ static const uint64_t VAL_SEED = 0x76616c6964ull;
 /* ---- flags ----------------------------------------------------------------------------------- */
 
 typedef struct {
-    const char *data, *val, *out, *preset, *ckpt, *tokenizer, *prompt, *device, *dtype, *compute, *buckets;
+    const char *data, *val, *out, *preset, *ckpt, *tokenizer, *prompt, *device, *dtype, *compute, *buckets, *graph_s;
     int64_t dim, depth, heads, mlp_hidden, prime_blocks, prime_hidden, window, seq, batch, accum, steps, warmup, seed,
         save_every, log_every, eval_every, eval_batches, stop_at, context, max_docs, tokens, top_k, threads,
         logit_chunk;
     double rope_theta, lr, min_lr, wd, beta2, clip, peak_bf16, peak_f32, temperature, top_p;
     int resume, tf32;
+    int graph; /* --cuda-graph: -1 auto, 0 off, 1 on */
     ttt_lm_config model;          /* train: the preset with the model flags applied (vocab from the shard) */
     int64_t edges[MAX_EDGES];     /* eval --buckets: 0 < e_1 < ... < e_n */
     int n_edges;
@@ -98,6 +99,7 @@ static const flag_spec FLAGS[] = {
     F_INT("--eval-batches", SUB_TRAIN, eval_batches, 1, 1 << 20),
     F_INT("--stop-at", SUB_TRAIN, stop_at, 1, BIG),
     F_BOOL("--resume", SUB_TRAIN, resume),
+    F_STR("--cuda-graph", SUB_TRAIN, graph_s),
     F_DBL("--peak-tflops", SUB_TRAIN, peak_bf16, 1e-3, 1e6),
     F_DBL("--peak-tflops-f32", SUB_TRAIN, peak_f32, 1e-3, 1e6),
     F_STR("--ckpt", SUB_EVAL | SUB_GENERATE, ckpt),
@@ -124,7 +126,8 @@ static const char USAGE_ALL[] =
     "                      activations and matmuls, f32 master weights, AdamW and loss)\n"
     "  --tf32              CUDA: f32 matmuls on the TF32 tensor cores (10-bit mantissa inputs)\n"
     "  --threads N         CPU threads (default 0: OpenMP's choice)\n"
-    "exit codes: 0 ok, 1 runtime failure (a file, the data, the device), 2 bad usage\n";
+    "exit codes: 0 ok, 1 runtime failure (a file, the data, the device), 2 bad usage,\n"
+    "            130 train stopped by SIGINT / SIGTERM (a checkpoint was written)\n";
 
 static void usage_train(FILE *f) {
     fprintf(f,
@@ -138,12 +141,14 @@ static void usage_train(FILE *f) {
             "  --out DIR           DIR/model.safetensors: parameters, AdamW moments and metadata, written\n"
             "                      atomically every --save-every steps and at the end; DIR/metrics.jsonl:\n"
             "                      one line every --log-every steps\n"
-            "  --resume            continue DIR's run from its checkpoint (repeat the run's flags); on the\n"
-            "                      CPU the final parameters are bit-identical to an uninterrupted run's (the\n"
-            "                      GPU's embedding gradient adds atomically, so GPU runs differ in low bits)\n"
+            "  --resume            continue DIR's run from its checkpoint (repeat the run's flags); the final\n"
+            "                      parameters and metrics are bit-identical to an uninterrupted run's on the\n"
+            "                      same device (the backends are deterministic)\n"
+            "                      Ctrl-C or SIGTERM: the step finishes, a checkpoint is written, exit 130\n"
             "  --stop-at STEP      end this process at STEP (< --steps) with a checkpoint, as if killed\n"
             "                      there; the schedule still runs to --steps (time-limited jobs, tests)\n"
-            "  --save-every N      (default 100)       --log-every N    (default 10)\n"
+            "  --save-every N      (default 100)       --log-every N    (default 10)\n"            "  --cuda-graph on|off record each micro-batch's forward + backward once as a CUDA graph and\n"
+            "                      replay it (default auto: on with --device cuda; same results, fewer launches)\n"
             "  --eval-every N      (default 100)       --eval-batches N (default 4)\n"
             "model (stored in the checkpoint; eval and generate rebuild the model from it):\n"
             "  --preset P          tiny (D 64, 2 blocks, 4 heads, F 172) | small (256, 4, 4, 688) |\n"
@@ -171,8 +176,8 @@ static void usage_train(FILE *f) {
             "  --clip C            clip the global gradient norm to C; 0: no clipping (default 1.0)\n"
             "  --seed S            initialization and batches (default 1)\n"
             "  --dtype T           f32 | f64 parameters and compute (default f32)\n"
-            "progress (stderr, each log step): loss, lr, gradient norm, tokens/s, model FLOP/s, ETA; on the\n"
-            "GPU also the MFU against:\n"
+            "progress (stderr: after the first step, each log step and every 10 s): loss, lr, gradient norm,\n"
+            "tokens/s, model FLOP/s, ETA; on the GPU also the MFU against:\n"
             "  --peak-tflops X     dense bf16 peak (default 989: H100 / H200 SXM)\n"
             "  --peak-tflops-f32 X fp32 peak without tensor cores, shown with --dtype f32 (default 67)\n"
             "%s",
@@ -316,6 +321,10 @@ static int parse(int argc, char **argv, int sub, opts *o) {
         snprintf(buf, sizeof buf, "--dtype %.100s: expected f32 or f64", o->dtype), bad = buf;
     else if (o->compute && strcmp(o->compute, "f32") && strcmp(o->compute, "f64") && strcmp(o->compute, "bf16"))
         snprintf(buf, sizeof buf, "--compute %.100s: expected bf16, f32 or f64", o->compute), bad = buf;
+    else if (o->graph_s && strcmp(o->graph_s, "on") && strcmp(o->graph_s, "off") && strcmp(o->graph_s, "auto"))
+        snprintf(buf, sizeof buf, "--cuda-graph %.100s: expected on, off or auto", o->graph_s), bad = buf;
+    else if (o->graph_s && !strcmp(o->graph_s, "on") && !strcmp(o->device, "cpu"))
+        bad = "--cuda-graph on needs --device cuda (graphs are a CUDA feature)";
     else if (o->out && strlen(o->out) > 4000)
         bad = "--out: the path is too long";
     else if (sub == SUB_TRAIN) {
@@ -336,6 +345,7 @@ static int parse(int argc, char **argv, int sub, opts *o) {
         if (o->min_lr < 0) o->min_lr = o->lr / 10;
         if (o->warmup < 0) o->warmup = o->steps / 20;
         if (!o->dtype) o->dtype = "f32";
+        o->graph = !o->graph_s || !strcmp(o->graph_s, "auto") ? -1 : !strcmp(o->graph_s, "on");
         int rc = train_model_flags(o);
         if (rc) return rc;
     }
@@ -368,9 +378,9 @@ static int apply_compute(ttt_ctx *ctx, const opts *o, ttt_lm *m) {
  * generate rebuild the model from the file alone. */
 static void model_string(const ttt_lm_config *c, char *buf, size_t n) {
     char theta[32], eps[32], std[32];
-    cli_fmt_double(theta, sizeof theta, c->rope_theta);
-    cli_fmt_double(eps, sizeof eps, c->norm_eps);
-    cli_fmt_double(std, sizeof std, c->init_std);
+    ttt_format_double(theta, sizeof theta, c->rope_theta);
+    ttt_format_double(eps, sizeof eps, c->norm_eps);
+    ttt_format_double(std, sizeof std, c->init_std);
     snprintf(buf, n,
              "vocab=%lld dim=%lld depth=%lld heads=%lld mlp_hidden=%lld window=%lld prime_blocks=%lld "
              "prime_hidden=%lld qk_norm=%d rope_theta=%s norm_eps=%s init_std=%s",
@@ -388,7 +398,7 @@ static int model_parse(const char *s, ttt_lm_config *c, char *err, size_t errn) 
     char v[64], *end;
     for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++) {
         errno = 0;
-        long long x = cli_config_value(s, ints[i], v, sizeof v) ? strtoll(v, &end, 10) : -1;
+        long long x = ttt_kv_get(s, ints[i], v, sizeof v) ? strtoll(v, &end, 10) : -1;
         if (x < 0 || errno || *end) return snprintf(err, errn, "bad or missing %s", ints[i]), -1;
         *iout[i] = x;
     }
@@ -396,7 +406,7 @@ static int model_parse(const char *s, ttt_lm_config *c, char *err, size_t errn) 
     static const char *const dbls[] = {"rope_theta", "norm_eps", "init_std"};
     double *dout[] = {&c->rope_theta, &c->norm_eps, &c->init_std};
     for (size_t i = 0; i < 3; i++) {
-        if (!cli_config_value(s, dbls[i], v, sizeof v)) {
+        if (!ttt_kv_get(s, dbls[i], v, sizeof v)) {
             if (i == 2) break; /* init_std: only used to initialise */
             return snprintf(err, errn, "missing %s", dbls[i]), -1;
         }
@@ -416,14 +426,13 @@ static void ckpt_path(const char *arg, char *buf, size_t n) {
 
 /* The metadata JSON of a checkpoint (malloc'd), after checking it is a ttt lm one. */
 static char *read_meta(ttt_ctx *ctx, const char *cmd, const char *path) {
-    char *json = NULL, fmt[32];
-    ttt_named_tensor none = {0};
-    if (ttt_load_safetensors(ctx, path, 0, &none, &json) != TTT_OK) {
+    char fmt[32];
+    char *json = ttt_checkpoint_metadata(ctx, path);
+    if (!json) {
         fprintf(stderr, "ttt %s: %s\n", cmd, ttt_error(ctx));
-        free(json);
         return NULL;
     }
-    if (!json || ttt_metadata_get(json, "format", fmt, sizeof fmt) != TTT_OK || strcmp(fmt, "ttt-lm")) {
+    if (ttt_metadata_get(json, "format", fmt, sizeof fmt) != TTT_OK || strcmp(fmt, "ttt-lm")) {
         fprintf(stderr, "ttt %s: %s is not a ttt lm checkpoint (no format=ttt-lm metadata)\n", cmd, path);
         free(json);
         return NULL;
@@ -431,20 +440,10 @@ static char *read_meta(ttt_ctx *ctx, const char *cmd, const char *path) {
     return json;
 }
 
-static int meta_int(const char *json, const char *key, int64_t *out) {
-    char buf[64], *end;
-    if (ttt_metadata_get(json, key, buf, sizeof buf) != TTT_OK) return -1;
-    errno = 0;
-    long long v = strtoll(buf, &end, 10);
-    if (errno || *end || end == buf || v < 0) return -1;
-    *out = v;
-    return 0;
-}
-
 /* Loads --ckpt's model (config from its metadata) for eval and generate, in
  * --dtype or else the dtype it was trained in. 0 or an exit code. */
 static int load_model(ttt_ctx *ctx, const opts *o, const char *cmd, ttt_lm *m, int64_t *step) {
-    char path[4200], model[1024], train[1024], dt[16] = "f32", err[128];
+    char path[4200], model[1024], train[1024], dt[16] = "f32", err[512];
     ckpt_path(o->ckpt, path, sizeof path);
     if (access(path, R_OK) != 0) {
         fprintf(stderr, "ttt %s: --ckpt %s: %s\n", cmd, path, strerror(errno));
@@ -459,42 +458,43 @@ static int load_model(ttt_ctx *ctx, const opts *o, const char *cmd, ttt_lm *m, i
         free(json);
         return EXIT_RUNTIME;
     }
-    if (ttt_metadata_get(json, "train", train, sizeof train) == TTT_OK) cli_config_value(train, "dtype", dt, sizeof dt);
-    if (step && meta_int(json, "step", step)) *step = -1;
+    if (ttt_metadata_get(json, "train", train, sizeof train) == TTT_OK) ttt_kv_get(train, "dtype", dt, sizeof dt);
+    if (step && ttt_metadata_int(json, "step", step) != TTT_OK) *step = -1;
     free(json);
     if (ttt_lm_init(ctx, m, &c, dtype_of(o->dtype ? o->dtype : dt)) != TTT_OK || apply_compute(ctx, o, m) != TTT_OK) {
         fprintf(stderr, "ttt %s: %s: %s\n", cmd, path, ttt_error(ctx));
         return EXIT_RUNTIME;
     }
-    cli_named_list nl;
-    const int built = cli_named_build(m->n_params, m->params, (const char *const *)m->names, NULL, &nl) == 0;
-    int rc = built && ttt_load_safetensors(ctx, path, nl.n, nl.t, NULL) == TTT_OK ? 0 : EXIT_RUNTIME;
-    if (rc) fprintf(stderr, "ttt %s: %s\n", cmd, built ? ttt_error(ctx) : "out of memory");
-    cli_named_free(&nl);
-    return rc;
+    if (ttt_checkpoint_load_params(ctx, path, m->n_params, m->params, (const char *const *)m->names, NULL, err,
+                                   sizeof err) != TTT_OK) {
+        fprintf(stderr, "ttt %s: %s\n", cmd, err);
+        return EXIT_RUNTIME;
+    }
+    return 0;
 }
 
 /* ---- train ---------------------------------------------------------------------------------------- */
 
-/* Everything a training run holds. */
+/* The LM as the training runner sees it (include/ttt/train.h). */
 typedef struct {
     const opts *o;
     ttt_shard *data, *val;
     ttt_ctx *ctx;
     ttt_lm m;
-    ttt_optimizer *opt;
-    cli_named_list nl;
-    int32_t *ids, *tg; /* one micro-batch on the host */
-    char ckpt[4200], metrics[4200], model_s[1024], train_s[1024];
-    int64_t step;
-    double win_loss; /* step losses summed since the last metrics line (saved, so a resumed run logs the same) */
-    int64_t win_steps;
+    int32_t *ids, *tg;          /* one micro-batch on the host */
+    ttt_tensor *in_ids, *in_tg; /* and on the device, persistent: what a recorded graph reads */
+    char model_s[1024], train_s[1024];
+    int64_t tok_step;
+    double flops_tok;
+    int on_gpu, f32;
+    double vloss; /* the validation loss of the line being logged (NaN: none) */
 } lm_run;
 
 static void run_free(lm_run *r) {
-    cli_named_free(&r->nl);
-    ttt_optimizer_free(r->opt);
-    if (r->ctx) ttt_lm_free(r->ctx, &r->m);
+    if (r->ctx) {
+        ttt_persistent_free(r->ctx, r->in_ids), ttt_persistent_free(r->ctx, r->in_tg);
+        ttt_lm_free(r->ctx, &r->m);
+    }
     ttt_ctx_free(r->ctx);
     free(r->ids), free(r->tg);
     ttt_shard_close(r->data), ttt_shard_close(r->val);
@@ -503,11 +503,11 @@ static void run_free(lm_run *r) {
 /* The settings a run's trajectory depends on besides the model: --resume must repeat them. */
 static void train_string(const opts *o, const ttt_shard *data, char *buf, size_t n) {
     char lr[32], min_lr[32], wd[32], beta2[32], clip[32];
-    cli_fmt_double(lr, sizeof lr, o->lr);
-    cli_fmt_double(min_lr, sizeof min_lr, o->min_lr);
-    cli_fmt_double(wd, sizeof wd, o->wd);
-    cli_fmt_double(beta2, sizeof beta2, o->beta2);
-    cli_fmt_double(clip, sizeof clip, o->clip);
+    ttt_format_double(lr, sizeof lr, o->lr);
+    ttt_format_double(min_lr, sizeof min_lr, o->min_lr);
+    ttt_format_double(wd, sizeof wd, o->wd);
+    ttt_format_double(beta2, sizeof beta2, o->beta2);
+    ttt_format_double(clip, sizeof clip, o->clip);
     snprintf(buf, n,
              "seq=%lld batch=%lld accum=%lld steps=%lld warmup=%lld lr=%s min_lr=%s wd=%s beta2=%s clip=%s seed=%lld "
              "dtype=%s data_tokens=%lld data_docs=%lld",
@@ -516,167 +516,120 @@ static void train_string(const opts *o, const ttt_shard *data, char *buf, size_t
              (long long)ttt_shard_n_docs(data));
 }
 
-/* The mean loss of micro-batch `index` of (shard, seed); NaN after a message on failure. */
-static double batch_loss(lm_run *r, const ttt_shard *s, uint64_t seed, int64_t index, ttt_tensor **loss_out) {
-    char err[512];
+/* Micro-batch (step, micro) of the training shard: a pure function of (--seed, its index). */
+static int lm_batch(ttt_ctx *ctx, void *user, const ttt_train_info *info, int64_t *items, int *graphable, char *err,
+                    size_t err_len) {
+    lm_run *r = user;
     const int64_t B = r->o->batch, T = r->o->seq;
-    if (ttt_shard_batch(s, seed, index, B, T, r->ids, r->tg, err, sizeof err) != TTT_OK) {
-        fprintf(stderr, "ttt lm train: %s\n", err);
-        return NAN;
+    if (ttt_shard_batch(r->data, (uint64_t)r->o->seed, info->step * info->n_micro + info->micro, B, T, r->ids, r->tg,
+                        err, err_len) != TTT_OK)
+        return TTT_ERR;
+    if (ttt_assign(ctx, r->in_ids, ttt_from_host(ctx, TTT_I32, TTT_DIMS(B, T), r->ids)) != TTT_OK ||
+        ttt_assign(ctx, r->in_tg, ttt_from_host(ctx, TTT_I32, TTT_DIMS(B, T), r->tg)) != TTT_OK) {
+        snprintf(err, err_len, "%s", ttt_error(ctx));
+        return TTT_ERR;
     }
-    ttt_tensor *ids = ttt_from_host(r->ctx, TTT_I32, TTT_DIMS(B, T), r->ids);
-    ttt_tensor *tg = ttt_from_host(r->ctx, TTT_I32, TTT_DIMS(B, T), r->tg);
-    ttt_tensor *loss = ttt_lm_loss_chunked(r->ctx, &r->m, ids, tg, NULL, r->o->logit_chunk);
-    if (loss_out) *loss_out = loss;
-    const double l = loss ? ttt_item(r->ctx, loss) : NAN;
-    if (!isfinite(l)) fprintf(stderr, "ttt lm train: %s\n", loss ? "the loss is not finite" : ttt_error(r->ctx));
-    return l;
+    *items = B * T, *graphable = 1;
+    return TTT_OK;
 }
 
+static ttt_tensor *lm_loss(ttt_ctx *ctx, void *user, const ttt_train_info *info, ttt_tensor **aux) {
+    (void)info, (void)aux;
+    lm_run *r = user;
+    return ttt_lm_loss_chunked(ctx, &r->m, r->in_ids, r->in_tg, NULL, r->o->logit_chunk);
+}
+
+/* The mean loss of --eval-batches fixed batches of --val; NaN after a message on failure. */
 static double val_loss(lm_run *r) {
+    char err[512];
+    const int64_t B = r->o->batch, T = r->o->seq;
     double sum = 0;
     ttt_no_grad_begin(r->ctx);
     for (int64_t b = 0; b < r->o->eval_batches && isfinite(sum); b++) {
         ttt_step_reset(r->ctx);
-        sum += batch_loss(r, r->val, VAL_SEED, b, NULL);
+        if (ttt_shard_batch(r->val, VAL_SEED, b, B, T, r->ids, r->tg, err, sizeof err) != TTT_OK) {
+            fprintf(stderr, "ttt lm train: %s\n", err);
+            sum = NAN;
+            break;
+        }
+        ttt_tensor *loss = ttt_lm_loss_chunked(r->ctx, &r->m, ttt_from_host(r->ctx, TTT_I32, TTT_DIMS(B, T), r->ids),
+                                               ttt_from_host(r->ctx, TTT_I32, TTT_DIMS(B, T), r->tg), NULL,
+                                               r->o->logit_chunk);
+        const double l = loss ? ttt_item(r->ctx, loss) : NAN;
+        if (!isfinite(l)) fprintf(stderr, "ttt lm train: validation: %s\n", loss ? "the loss is not finite" : ttt_error(r->ctx));
+        sum += l;
     }
     ttt_no_grad_end(r->ctx);
+    ttt_step_reset(r->ctx);
     return sum / (double)r->o->eval_batches;
 }
 
-/* One optimizer step: --grad-accum micro-batches, clipping, AdamW. 0 or an exit code. */
-static int train_step(lm_run *r, double lr, double *loss, double *gnorm) {
+static int eval_due(const lm_run *r, int64_t step) {
+    return r->val && (step % r->o->eval_every == 0 || step == r->o->steps);
+}
+
+static int lm_want_log(void *user, int64_t step) {
+    const lm_run *r = user;
+    return step % r->o->log_every == 0 || step == r->o->steps || eval_due(r, step);
+}
+
+/* The metrics line: the settled values first, the timings last (tests compare lines up to "tokens_per_s"). */
+static int lm_log_line(ttt_ctx *ctx, void *user, const ttt_train_stats *st, char *buf, size_t n, char *err,
+                       size_t err_len) {
+    (void)ctx;
+    lm_run *r = user;
     const opts *o = r->o;
-    double sum = 0;
-    ttt_zero_grad(r->ctx, r->m.n_params, r->m.params);
-    for (int64_t a = 0; a < o->accum; a++) {
-        ttt_step_reset(r->ctx);
-        ttt_tensor *l = NULL;
-        const double v = batch_loss(r, r->data, (uint64_t)o->seed, r->step * o->accum + a, &l);
-        if (!isfinite(v)) return EXIT_RUNTIME;
-        if (ttt_backward(r->ctx, o->accum > 1 ? ttt_scale(r->ctx, l, 1.0 / (double)o->accum) : l) != TTT_OK) {
-            fprintf(stderr, "ttt lm train: step %lld: %s\n", (long long)r->step, ttt_error(r->ctx));
-            return EXIT_RUNTIME;
-        }
-        sum += v;
+    r->vloss = eval_due(r, st->step) ? val_loss(r) : NAN; /* after the runner's clock: not in tokens/s */
+    if (eval_due(r, st->step) && !isfinite(r->vloss)) {
+        snprintf(err, err_len, "step %lld: the validation loss is not finite", (long long)st->step);
+        return TTT_ERR;
     }
-    ttt_step_reset(r->ctx);
-    if (ttt_clip_grad_norm(r->ctx, r->m.n_params, r->m.params, o->clip > 0 ? o->clip : INFINITY, gnorm) != TTT_OK ||
-        ttt_optimizer_step(r->opt, lr) != TTT_OK) {
-        fprintf(stderr, "ttt lm train: step %lld: %s\n", (long long)r->step, ttt_error(r->ctx));
-        return EXIT_RUNTIME;
-    }
-    *loss = sum / (double)o->accum;
-    return 0;
+    const double tflops = r->flops_tok * st->items_per_s * 1e-12;
+    char v[7][40];
+    ttt_json_number(v[0], sizeof v[0], st->loss);
+    ttt_json_number(v[1], sizeof v[1], st->lr);
+    ttt_json_number(v[2], sizeof v[2], st->grad_norm);
+    ttt_json_number(v[3], sizeof v[3], st->items_per_s);
+    ttt_json_number(v[4], sizeof v[4], tflops);
+    ttt_json_number(v[5], sizeof v[5], st->elapsed_s);
+    int u = snprintf(buf, n, "{\"step\": %lld, \"loss\": %s, \"lr\": %s, \"grad_norm\": %s, \"tokens_seen\": %lld",
+                     (long long)st->step, v[0], v[1], v[2], (long long)(st->step * r->tok_step));
+    if (!isnan(r->vloss)) ttt_json_number(v[6], sizeof v[6], r->vloss), u += snprintf(buf + u, n - (size_t)u, ", \"val_loss\": %s", v[6]);
+    u += snprintf(buf + u, n - (size_t)u, ", \"tokens_per_s\": %s, \"model_tflops\": %s", v[3], v[4]);
+    if (r->on_gpu) ttt_json_number(v[6], sizeof v[6], tflops / o->peak_bf16), u += snprintf(buf + u, n - (size_t)u, ", \"mfu_bf16\": %s", v[6]);
+    if (r->on_gpu && r->f32) ttt_json_number(v[6], sizeof v[6], tflops / o->peak_f32), u += snprintf(buf + u, n - (size_t)u, ", \"mfu_f32\": %s", v[6]);
+    u += snprintf(buf + u, n - (size_t)u, ", \"elapsed_s\": %s}", v[5]);
+    return u < (int)n ? TTT_OK : TTT_ERR;
 }
 
-static int save(lm_run *r) {
-    char step[32], sum[40], win[96];
-    snprintf(step, sizeof step, "%lld", (long long)r->step);
-    cli_fmt_double(sum, sizeof sum, r->win_loss);
-    snprintf(win, sizeof win, "loss_sum=%s steps=%lld", sum, (long long)r->win_steps);
-    const char *meta[] = {"format", "ttt-lm", "model", r->model_s, "train", r->train_s, "step", step, "log_window", win, NULL};
-    if (ttt_save_safetensors(r->ctx, r->ckpt, r->nl.n, r->nl.t, meta) != TTT_OK) {
-        fprintf(stderr, "ttt lm train: %s\n", ttt_error(r->ctx));
-        return EXIT_RUNTIME;
-    }
-    return 0;
+/* After the first step, every --log-every steps and every 10 s. */
+static void lm_progress(void *user, const ttt_train_stats *st, FILE *f) {
+    const lm_run *r = user;
+    const opts *o = r->o;
+    const double tflops = r->flops_tok * st->items_per_s * 1e-12;
+    fprintf(f, "step %lld/%lld  loss %.4f", (long long)st->step, (long long)st->total_steps, st->loss);
+    if (st->logged && !isnan(r->vloss)) fprintf(f, "  val %.4f", r->vloss);
+    fprintf(f, "  lr %.3e  |g| %.3f  %.0f tok/s", st->lr, st->grad_norm, st->items_per_s);
+    if (r->on_gpu) fprintf(f, "  %.2f TFLOP/s  MFU %.2f%% of %.0f bf16", tflops, 100 * tflops / o->peak_bf16, o->peak_bf16);
+    else fprintf(f, "  %.3g GFLOP/s", tflops * 1e3);
+    if (r->on_gpu && r->f32) fprintf(f, ", %.2f%% of %.0f f32", 100 * tflops / o->peak_f32, o->peak_f32);
+    fprintf(f, "  ETA %dm%02ds\n", (int)(st->eta_s / 60), (int)fmod(st->eta_s, 60));
+    fflush(f);
 }
 
-/* Keeps the metrics lines of steps <= step (a run killed after logging past its last checkpoint). */
-static int metrics_truncate(const char *path, int64_t step) {
-    FILE *in = fopen(path, "r");
-    if (!in) return errno == ENOENT ? 0 : -1;
-    char tmp[4300], line[4096];
-    FILE *out = cli_atomic_open(path, tmp, sizeof tmp);
-    if (!out) return fclose(in), -1;
-    long long s;
-    while (fgets(line, sizeof line, in))
-        if (sscanf(line, "{\"step\": %lld", &s) == 1 && s <= step) fputs(line, out);
-    fclose(in);
-    return cli_atomic_commit(out, tmp, path);
+/* Training FLOPs per token: 6 per parameter (forward 2, backward 4; the tied
+ * head's matmul is counted by the embedding's entry), plus attention's two
+ * matmuls, q k^T and p v, 2 * 2 * dim FLOPs per key a query sees, times 3 with
+ * the backward, per block. A causal query at position t sees min(t + 1, K)
+ * keys (K = the window, or T), averaged over the sequence. */
+static double flops_per_token(const ttt_lm_config *c, int64_t T) {
+    const double k = (double)(c->window > 0 && c->window < T ? c->window : T);
+    const double keys = (k * (k + 1) / 2 + ((double)T - k) * k) / (double)T;
+    return 6.0 * (double)ttt_lm_param_count(c) + 12.0 * (double)c->depth * (double)c->dim * keys;
 }
 
-/* Prints which stored settings differ from the flags'. */
-static void explain_mismatch(const char *ckpt, const char *stored, const char *now) {
-    fprintf(stderr, "ttt lm train: --resume: the flags describe another run than %s:\n", ckpt);
-    for (int pass = 0; pass < 2; pass++) {
-        const char *s = pass ? stored : now;
-        for (const char *p = s; *p;) {
-            const char *eq = strchr(p, '='), *end = strchr(p, ' ');
-            if (!end) end = p + strlen(p);
-            char key[64], a[128], b[128];
-            if (eq && eq < end && (size_t)(eq - p) < sizeof key) {
-                snprintf(key, sizeof key, "%.*s", (int)(eq - p), p);
-                const int ha = cli_config_value(stored, key, a, sizeof a), hb = cli_config_value(now, key, b, sizeof b);
-                if ((!pass && (!ha || strcmp(a, b))) || (pass && !hb))
-                    fprintf(stderr, "  %-13s checkpoint %s, now %s\n", key, ha ? a : "(none)", hb ? b : "(none)");
-            }
-            p = *end ? end + 1 : end;
-        }
-    }
-    fprintf(stderr, "  repeat the run's flags to resume it\n");
-}
-
-/* --resume: the same settings, then parameters, AdamW state, step and log window. 0 or an exit code. */
-static int resume(lm_run *r) {
-    char stored_m[1024], stored_t[1024], win[128], v[48];
-    if (access(r->ckpt, F_OK) != 0) {
-        fprintf(stderr, "ttt lm train: --resume: %s: %s\n", r->ckpt, strerror(errno));
-        return EXIT_RUNTIME;
-    }
-    char *json = read_meta(r->ctx, "lm train", r->ckpt);
-    if (!json) return EXIT_RUNTIME;
-    int bad = ttt_metadata_get(json, "model", stored_m, sizeof stored_m) || ttt_metadata_get(json, "train", stored_t, sizeof stored_t) ||
-              meta_int(json, "step", &r->step) || ttt_metadata_get(json, "log_window", win, sizeof win);
-    free(json);
-    if (bad) {
-        fprintf(stderr, "ttt lm train: %s lacks model/train/step/log_window metadata\n", r->ckpt);
-        return EXIT_RUNTIME;
-    }
-    if (strcmp(stored_m, r->model_s) || strcmp(stored_t, r->train_s)) {
-        char both_stored[2100], both_now[2100];
-        snprintf(both_stored, sizeof both_stored, "%s %s", stored_m, stored_t);
-        snprintf(both_now, sizeof both_now, "%s %s", r->model_s, r->train_s);
-        explain_mismatch(r->ckpt, both_stored, both_now);
-        return EXIT_USAGE;
-    }
-    char *end = NULL;
-    if (cli_config_value(win, "loss_sum", v, sizeof v)) r->win_loss = strtod(v, &end);
-    if (!end || *end || !cli_config_value(win, "steps", v, sizeof v) || (r->win_steps = atoll(v)) < 0) {
-        fprintf(stderr, "ttt lm train: %s: bad log_window metadata '%s'\n", r->ckpt, win);
-        return EXIT_RUNTIME;
-    }
-    if (ttt_load_safetensors(r->ctx, r->ckpt, r->nl.n, r->nl.t, NULL) != TTT_OK ||
-        ttt_optimizer_set_steps(r->opt, r->step) != TTT_OK) {
-        fprintf(stderr, "ttt lm train: %s\n", ttt_error(r->ctx));
-        return EXIT_RUNTIME;
-    }
-    if (metrics_truncate(r->metrics, r->step)) {
-        fprintf(stderr, "ttt lm train: cannot rewrite %s: %s\n", r->metrics, strerror(errno));
-        return EXIT_RUNTIME;
-    }
-    fprintf(stderr, "resumed %s at step %lld of %lld\n", r->ckpt, (long long)r->step, (long long)r->o->steps);
-    return 0;
-}
-
-/* A new run: refuses to overwrite one, then starts an empty metrics file. */
-static int start_fresh(lm_run *r) {
-    if (access(r->ckpt, F_OK) == 0) {
-        fprintf(stderr, "ttt lm train: %s exists; pass --resume to continue that run, or choose another --out\n", r->ckpt);
-        return EXIT_USAGE;
-    }
-    FILE *f = fopen(r->metrics, "w");
-    if (!f) {
-        fprintf(stderr, "ttt lm train: cannot write %s: %s\n", r->metrics, strerror(errno));
-        return EXIT_RUNTIME;
-    }
-    fclose(f);
-    return 0;
-}
-
-/* Shards, directory, model, optimizer, then the checkpoint's state or a fresh start. 0 or an exit code. */
-static int run_open(lm_run *r) {
+/* Shards, model and inputs; everything is checked before the runner creates --out. 0 or an exit code. */
+static int run_open(lm_run *r, ttt_lm_config *c) {
     const opts *o = r->o;
     char err[512];
     if (ttt_shard_open(o->data, &r->data, err, sizeof err) != TTT_OK ||
@@ -692,21 +645,15 @@ static int run_open(lm_run *r) {
                 too_short == r->data ? o->data : o->val, (long long)ttt_shard_n_tokens(too_short), (long long)o->seq);
         return EXIT_RUNTIME;
     }
-    ttt_lm_config c = o->model;
-    c.vocab = ttt_shard_vocab(r->data);
-    if (r->val && ttt_shard_vocab(r->val) != c.vocab) {
+    *c = o->model;
+    c->vocab = ttt_shard_vocab(r->data);
+    if (r->val && ttt_shard_vocab(r->val) != c->vocab) {
         fprintf(stderr, "ttt lm train: --val %s has vocabulary %lld but --data %lld: not the same tokenizer\n", o->val,
-                (long long)ttt_shard_vocab(r->val), (long long)c.vocab);
+                (long long)ttt_shard_vocab(r->val), (long long)c->vocab);
         return EXIT_RUNTIME;
     }
-    model_string(&c, r->model_s, sizeof r->model_s);
+    model_string(c, r->model_s, sizeof r->model_s);
     train_string(o, r->data, r->train_s, sizeof r->train_s);
-    snprintf(r->ckpt, sizeof r->ckpt, "%s/model.safetensors", o->out);
-    snprintf(r->metrics, sizeof r->metrics, "%s/metrics.jsonl", o->out);
-    if (cli_mkdir_p(o->out) != 0) {
-        fprintf(stderr, "ttt lm train: cannot create %s: %s\n", o->out, strerror(errno));
-        return EXIT_RUNTIME;
-    }
     r->ids = malloc(sizeof(int32_t) * (size_t)(o->batch * o->seq));
     r->tg = malloc(sizeof(int32_t) * (size_t)(o->batch * o->seq));
     if (!r->ids || !r->tg) {
@@ -714,125 +661,74 @@ static int run_open(lm_run *r) {
         return EXIT_RUNTIME;
     }
     if (!(r->ctx = make_ctx(o, "lm train"))) return EXIT_RUNTIME;
-    const ttt_optim_config oc = {.lr = o->lr, .beta1 = 0.9, .beta2 = o->beta2, .eps = 1e-8, .weight_decay = o->wd};
-    if (ttt_lm_init(r->ctx, &r->m, &c, dtype_of(o->dtype)) != TTT_OK || apply_compute(r->ctx, o, &r->m) != TTT_OK ||
-        !(r->opt = ttt_adamw_new(r->ctx, r->m.n_params, r->m.params, r->m.decay, &oc))) {
+    if (ttt_lm_init(r->ctx, &r->m, c, dtype_of(o->dtype)) != TTT_OK || apply_compute(r->ctx, o, &r->m) != TTT_OK ||
+        !(r->in_ids = ttt_persistent(r->ctx, TTT_I32, TTT_DIMS(o->batch, o->seq), "lm.batch.ids")) ||
+        !(r->in_tg = ttt_persistent(r->ctx, TTT_I32, TTT_DIMS(o->batch, o->seq), "lm.batch.targets"))) {
         fprintf(stderr, "ttt lm train: %s\n", ttt_error(r->ctx));
         return EXIT_RUNTIME;
     }
-    if (cli_named_build(r->m.n_params, r->m.params, (const char *const *)r->m.names, r->opt, &r->nl)) {
-        fprintf(stderr, "ttt lm train: out of host memory\n");
-        return EXIT_RUNTIME;
-    }
-    return o->resume ? resume(r) : start_fresh(r);
-}
-
-/* Training FLOPs per token: 6 per parameter (forward 2, backward 4; the tied
- * head's matmul is counted by the embedding's entry), plus attention's two
- * matmuls, q k^T and p v, 2 * 2 * dim FLOPs per key a query sees, times 3 with
- * the backward, per block. A causal query at position t sees min(t + 1, K)
- * keys (K = the window, or T), averaged over the sequence. */
-static double flops_per_token(const ttt_lm_config *c, int64_t T) {
-    const double k = (double)(c->window > 0 && c->window < T ? c->window : T);
-    const double keys = (k * (k + 1) / 2 + ((double)T - k) * k) / (double)T;
-    return 6.0 * (double)ttt_lm_param_count(c) + 12.0 * (double)c->depth * (double)c->dim * keys;
-}
-
-static int metrics_append(const char *path, int64_t step, double loss, double lr, double gnorm, int64_t tokens,
-                          double vloss, double tps, double tflops, double mfu_bf16, double mfu_f32, double elapsed) {
-    FILE *f = fopen(path, "a");
-    if (!f) return -1;
-    /* the settled values first, the timings last (tests compare lines up to "tokens_per_s") */
-    fprintf(f, "{\"step\": %lld, \"loss\": ", (long long)step);
-    cli_json_num(f, loss);
-    fputs(", \"lr\": ", f);
-    cli_json_num(f, lr);
-    fputs(", \"grad_norm\": ", f);
-    cli_json_num(f, gnorm);
-    fprintf(f, ", \"tokens_seen\": %lld", (long long)tokens);
-    if (!isnan(vloss)) fputs(", \"val_loss\": ", f), cli_json_num(f, vloss);
-    fputs(", \"tokens_per_s\": ", f);
-    cli_json_num(f, tps);
-    fputs(", \"model_tflops\": ", f);
-    cli_json_num(f, tflops);
-    if (!isnan(mfu_bf16)) fputs(", \"mfu_bf16\": ", f), cli_json_num(f, mfu_bf16);
-    if (!isnan(mfu_f32)) fputs(", \"mfu_f32\": ", f), cli_json_num(f, mfu_f32);
-    fputs(", \"elapsed_s\": ", f);
-    cli_json_num(f, elapsed);
-    fputs("}\n", f);
-    int ok = fflush(f) == 0 && fsync(fileno(f)) == 0;
-    return fclose(f) == 0 && ok ? 0 : -1;
+    return 0;
 }
 
 static int train_cmd(const opts *o) {
-    lm_run r = {.o = o};
-    int rc = run_open(&r);
+    lm_run r = {.o = o, .vloss = NAN};
+    ttt_lm_config c;
+    int rc = run_open(&r, &c);
     if (rc) return run_free(&r), rc;
-    const int64_t tok_step = o->batch * o->seq * o->accum, end = o->stop_at ? o->stop_at : o->steps;
-    const int on_gpu = ttt_ctx_device(r.ctx) == TTT_CUDA, bf16 = r.m.compute == TTT_BF16;
-    const int f32 = !strcmp(o->dtype, "f32") && !bf16 && !o->tf32; /* an f32 MFU means something */
-    const double flops_tok = flops_per_token(&r.m.cfg, o->seq);
+    r.tok_step = o->batch * o->seq * o->accum;
+    r.on_gpu = ttt_ctx_device(r.ctx) == TTT_CUDA;
+    r.f32 = !strcmp(o->dtype, "f32") && r.m.compute != TTT_BF16 && !o->tf32; /* an f32 MFU means something */
+    r.flops_tok = flops_per_token(&r.m.cfg, o->seq);
+    const ttt_train_model model = {.name = "lm", .n_params = r.m.n_params, .params = r.m.params,
+                                   .param_names = (const char *const *)r.m.names, .decay = r.m.decay, .user = &r,
+                                   .batch = lm_batch, .loss = lm_loss, .graph_ok = 1};
+    const char *meta[] = {"format", "ttt-lm", "model", r.model_s, "train", r.train_s, NULL};
+    const char *match[] = {"format", "model", "train", NULL};
+    const ttt_train_config tc = {
+        .dir = o->out, .checkpoint_name = "model.safetensors", .resume = o->resume,
+        .optim = {.beta1 = 0.9, .beta2 = o->beta2, .eps = 1e-8, .weight_decay = o->wd},
+        .lr = o->lr, .min_lr = o->min_lr, .warmup = o->warmup, .steps = o->steps, .stop_at = o->stop_at,
+        .accum = (int)o->accum, .clip = o->clip, .seed = (uint64_t)o->seed, .cuda_graph = o->graph,
+        .save_every = o->save_every, .meta = meta, .match = match, .want_log = lm_want_log, .log_line = lm_log_line,
+        .progress_line = lm_progress, .progress = stderr, .progress_every_s = 10, .item_unit = "tok", .user = &r};
+    char err[4096];
+    ttt_trainer *t = NULL;
+    rc = ttt_train_open(r.ctx, &model, &tc, &t, err, sizeof err);
+    if (rc != TTT_OK) {
+        if (rc == TTT_TRAIN_EXISTS) fprintf(stderr, "ttt lm train: %s (pass --resume to continue it, or another --out)\n", err);
+        else if (rc == TTT_TRAIN_MISMATCH) fprintf(stderr, "ttt lm train: --resume: %s\n", err);
+        else fprintf(stderr, "ttt lm train: %s\n", err);
+        run_free(&r);
+        return rc == TTT_TRAIN_EXISTS || rc == TTT_TRAIN_MISMATCH ? EXIT_USAGE : EXIT_RUNTIME;
+    }
+    const int64_t first = ttt_train_step(t), end = o->stop_at ? o->stop_at : o->steps;
+    if (o->resume)
+        fprintf(stderr, "resumed %s at step %lld of %lld\n", ttt_train_checkpoint_path(t), (long long)first, (long long)o->steps);
     fprintf(stderr, "lm train: %lld parameters; %s; %s; %lld tokens per step; %.3g FLOPs per token; device %s; "
-            "compute %s%s\n", (long long)ttt_lm_param_count(&r.m.cfg), r.model_s, r.train_s, (long long)tok_step,
-            flops_tok, on_gpu ? "cuda" : "cpu", ttt_dtype_name(r.m.compute), o->tf32 ? " (tf32 matmuls)" : "");
-    if (r.step >= end) fprintf(stderr, "nothing to do: the checkpoint is at step %lld\n", (long long)r.step);
-    const int64_t first = r.step;
-    uint64_t allocs_after_first = 0; /* device allocations from the driver once the first step has run */
-    double t0 = cli_now(), t_last = t0;
-    int64_t timed_steps = 0; /* steps of this process since the last line */
-    while (r.step < end) {
-        const double lr = ttt_lr_warmup_cosine(r.step, o->warmup, o->steps, o->lr, o->min_lr);
-        double loss = NAN, gnorm = NAN;
-        if ((rc = train_step(&r, lr, &loss, &gnorm))) break;
-        r.step++, timed_steps++;
-        if (r.step == first + 1) {
-            ttt_memory_stats ms;
-            if (ttt_ctx_memory_stats(r.ctx, &ms) == TTT_OK) allocs_after_first = ms.driver_allocs;
-        }
-        r.win_loss += loss, r.win_steps++;
-        const int eval_now = r.val && (r.step % o->eval_every == 0 || r.step == o->steps);
-        if (r.step % o->log_every == 0 || r.step == o->steps || eval_now) {
-            ttt_synchronize(r.ctx);
-            const double now = cli_now(), tps = (double)(timed_steps * tok_step) / (now - t_last);
-            const double vloss = eval_now ? val_loss(&r) : NAN; /* after the clock: not in tokens/s */
-            if (eval_now && !isfinite(vloss)) {
-                rc = EXIT_RUNTIME;
-                break;
-            }
-            const double tflops = flops_tok * tps * 1e-12;
-            const double mfu_bf16 = on_gpu ? tflops / o->peak_bf16 : NAN, mfu_f32 = on_gpu && f32 ? tflops / o->peak_f32 : NAN;
-            const double eta = (now - t0) / (double)(r.step - first) * (double)(o->steps - r.step);
-            const double mean = r.win_loss / (double)r.win_steps;
-            fprintf(stderr, "step %lld/%lld  loss %.4f", (long long)r.step, (long long)o->steps, mean);
-            if (eval_now) fprintf(stderr, "  val %.4f", vloss);
-            fprintf(stderr, "  lr %.3e  |g| %.3f  %.0f tok/s", lr, gnorm, tps);
-            if (on_gpu) fprintf(stderr, "  %.2f TFLOP/s  MFU %.2f%% of %.0f bf16", tflops, 100 * mfu_bf16, o->peak_bf16);
-            else fprintf(stderr, "  %.3g GFLOP/s", tflops * 1e3);
-            if (on_gpu && f32) fprintf(stderr, ", %.2f%% of %.0f f32", 100 * mfu_f32, o->peak_f32);
-            fprintf(stderr, "  ETA %dm%02ds\n", (int)(eta / 60), (int)fmod(eta, 60));
-            if (metrics_append(r.metrics, r.step, mean, lr, gnorm, r.step * tok_step, vloss, tps, tflops, mfu_bf16,
-                               mfu_f32, now - t0)) {
-                fprintf(stderr, "ttt lm train: cannot append to %s: %s\n", r.metrics, strerror(errno));
-                rc = EXIT_RUNTIME;
-                break;
-            }
-            r.win_loss = 0, r.win_steps = 0, timed_steps = 0;
-            t_last = cli_now();
-        }
-        if ((r.step % o->save_every == 0 || r.step == end) && (rc = save(&r))) break;
-    }
-    if (!rc)
-        fprintf(stderr, "done: %lld steps in %.1f s; checkpoint %s (step %lld)\n", (long long)(r.step - first),
-                cli_now() - t0, r.ckpt, (long long)r.step);
+            "compute %s%s; CUDA graphs %s\n", (long long)ttt_lm_param_count(&r.m.cfg), r.model_s, r.train_s,
+            (long long)r.tok_step, r.flops_tok, r.on_gpu ? "cuda" : "cpu", ttt_dtype_name(r.m.compute),
+            o->tf32 ? " (tf32 matmuls)" : "", o->graph && r.on_gpu ? "on" : "off");
+    if (first >= end) fprintf(stderr, "nothing to do: the checkpoint is at step %lld\n", (long long)first);
+    ttt_train_install_signal_handlers();
+    const double t0 = cli_now();
+    rc = ttt_train_run(t, err, sizeof err);
+    const int64_t step = ttt_train_step(t);
+    if (rc == TTT_TRAIN_STOPPED)
+        fprintf(stderr, "stopped at step %lld with a checkpoint in %s; to continue, run the same command with --resume\n",
+                (long long)step, ttt_train_checkpoint_path(t));
+    else if (rc != TTT_OK)
+        fprintf(stderr, "ttt lm train: %s\n", err);
+    else
+        fprintf(stderr, "done: %lld steps in %.1f s; checkpoint %s (step %lld)\n", (long long)(step - first),
+                cli_now() - t0, ttt_train_checkpoint_path(t), (long long)step);
     ttt_memory_stats ms;
-    if (!rc && r.step > first && on_gpu && ttt_ctx_memory_stats(r.ctx, &ms) == TTT_OK) {
-        const size_t reserved = ms.reserved;
-        const uint64_t allocs = ms.driver_allocs;
+    if (rc == TTT_OK && step > first && r.on_gpu && ttt_ctx_memory_stats(r.ctx, &ms) == TTT_OK)
         fprintf(stderr, "device memory: %.2f GiB reserved in %llu driver allocations (%llu after the first step)\n",
-                reserved / 1073741824.0, (unsigned long long)allocs, (unsigned long long)allocs_after_first);
-    }
+                ms.reserved / 1073741824.0, (unsigned long long)ms.driver_allocs,
+                (unsigned long long)ttt_train_allocs_after_first(t));
+    ttt_train_close(t);
     run_free(&r);
-    return rc;
+    return rc == TTT_OK ? 0 : rc == TTT_TRAIN_STOPPED ? 130 : EXIT_RUNTIME;
 }
 
 /* ---- eval ----------------------------------------------------------------------------------------- */
@@ -881,12 +777,15 @@ static int eval_cmd(const opts *o) {
     double *rows = malloc(sizeof(double) * (size_t)(max_ctx > 0 ? max_ctx : 1));
     int32_t *ids = malloc(sizeof(int32_t) * (size_t)(max_ctx + 1));
     int rc = EXIT_RUNTIME;
-    char tmp[4300];
-    FILE *f = NULL; /* --out, opened first so a bad path fails before the work */
+    ttt_atomic_file out = {0}; /* --out, opened first so a bad path fails before the work */
+    FILE *f = NULL;
     if (!ctx) goto done;
-    if (o->out && !(f = cli_atomic_open(o->out, tmp, sizeof tmp))) {
-        fprintf(stderr, "ttt lm eval: cannot write %s: %s\n", o->out, strerror(errno));
-        goto done;
+    if (o->out) {
+        if (ttt_atomic_open(&out, o->out, err, sizeof err) != TTT_OK) {
+            fprintf(stderr, "ttt lm eval: %s\n", err);
+            goto done;
+        }
+        f = out.f;
     }
     if (!acc || !rows || !ids) {
         fprintf(stderr, "ttt lm eval: out of host memory for a context of %lld\n", (long long)max_ctx);
@@ -900,6 +799,10 @@ static int eval_cmd(const opts *o) {
         goto done;
     }
     int64_t used = 0, skipped = 0, tokens = 0;
+    const int64_t n_docs = o->max_docs && o->max_docs < ttt_shard_n_docs(sh) ? o->max_docs : ttt_shard_n_docs(sh);
+    /* a long document is one forward pass that can take minutes: say what is coming before it starts */
+    fprintf(stderr, "eval: up to %lld documents of %s, each read to at most %lld tokens (a line after the first and "
+            "every 2 s)\n", (long long)n_docs, o->data, (long long)max_ctx);
     const double t0 = cli_now();
     double t_shown = t0;
     for (int64_t d = 0; d < ttt_shard_n_docs(sh) && (!o->max_docs || used < o->max_docs); d++) {
@@ -937,8 +840,11 @@ static int eval_cmd(const opts *o) {
             acc[j].docs++;
         }
         used++, tokens += C;
-        if (cli_now() - t_shown > 2.0) {
-            fprintf(stderr, "eval: %lld documents, %lld tokens, %.1f s\n", (long long)used, (long long)tokens, cli_now() - t0);
+        if (used == 1 || cli_now() - t_shown > 2.0) {
+            const double el = cli_now() - t0, eta = el / (double)(d + 1) * (double)(ttt_shard_n_docs(sh) - d - 1);
+            fprintf(stderr, "eval: %lld documents, %lld tokens, %.1f s (%.0f tokens/s), at most %dm%02ds left\n",
+                    (long long)used, (long long)tokens, el, (double)tokens / (el > 0 ? el : 1e-9),
+                    (int)(eta / 60), (int)fmod(eta, 60));
             t_shown = cli_now();
         }
     }
@@ -980,16 +886,15 @@ static int eval_cmd(const opts *o) {
                    "\"window\": %lld, \"seconds\": %.3f, \"seconds_per_doc\": %.4f, \"seconds_per_1k_tokens\": %.5f}\n",
                 (long long)max_ctx, (long long)tokens, mean, exp(mean), (long long)step, (long long)m.cfg.window, secs,
                 secs / (double)used, secs / (double)tokens * 1024.0);
-        const int bad = cli_atomic_commit(f, tmp, o->out);
         f = NULL;
-        if (bad) {
-            fprintf(stderr, "ttt lm eval: cannot write %s: %s\n", o->out, strerror(errno));
+        if (ttt_atomic_commit(&out, err, sizeof err) != TTT_OK) {
+            fprintf(stderr, "ttt lm eval: %s\n", err);
             goto done;
         }
     }
     rc = 0;
 done:
-    if (f) fclose(f), remove(tmp);
+    ttt_atomic_abort(&out);
     if (ctx) ttt_lm_free(ctx, &m);
     ttt_ctx_free(ctx);
     ttt_shard_close(sh);

@@ -7,6 +7,7 @@
 #include <time.h>
 
 #include "cli.h"
+#include "ttt/fileio.h"
 #include "ttt/tokenizer.h"
 
 #define DEFAULT_SPECIAL "<|endoftext|>"
@@ -41,36 +42,10 @@ static double now_s(void) {
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-/* Reads all of f into a malloc'd buffer. */
-static char *slurp(FILE *f, size_t *len) {
-    size_t cap = 1 << 16, n = 0;
-    char *buf = malloc(cap);
-    while (buf) {
-        n += fread(buf + n, 1, cap - 1 - n, f);
-        if (n < cap - 1) break;
-        cap *= 2;
-        char *b = realloc(buf, cap);
-        if (!b) free(buf);
-        buf = b;
-    }
-    if (!buf || ferror(f)) {
-        free(buf);
-        return NULL;
-    }
-    buf[n] = 0;
-    *len = n;
-    return buf;
-}
-
 static char *read_input(const char *path, size_t *len) {
-    FILE *f = path ? fopen(path, "rb") : stdin;
-    if (!f) {
-        fprintf(stderr, "ttt tokenizer: cannot open %s: %s\n", path, strerror(errno));
-        return NULL;
-    }
-    char *s = slurp(f, len);
-    if (!s) fprintf(stderr, "ttt tokenizer: cannot read %s\n", path ? path : "stdin");
-    if (path) fclose(f);
+    char err[600], *s = NULL;
+    if (ttt_read_file(path ? path : "/dev/stdin", &s, len, err, sizeof err) != TTT_OK)
+        fprintf(stderr, "ttt tokenizer: %s\n", err);
     return s;
 }
 

@@ -4,16 +4,16 @@
  *   ttt vision train [flags]   writes OUT/metrics.jsonl and OUT/checkpoint.safetensors
  *   ttt vision eval --out OUT  test loss / accuracy of the saved model
  *
- * Resuming is bit-exact: everything a step depends on is a pure function of
- * the stored state and (seed, epoch, step) -- the data order of an epoch, the
- * SGD mini-batch split of a step -- and the checkpoint holds the parameters,
- * the AdamW moments and the step count.
+ * Training runs on the library's runner (include/ttt/train.h): this file
+ * supplies the batch source (an epoch's order, a pure function of (seed,
+ * epoch)), the loss, the epoch's tallies and its printing. Resuming is
+ * bit-exact, also from a checkpoint written inside an epoch (SIGINT / SIGTERM).
  *
- * On CUDA, a training step's forward, loss and backward are recorded once as a
- * CUDA graph and replayed for later batches of the same size (--cuda-graph;
- * include/ttt/graph.h); the gradient clipping and AdamW update run outside it,
- * since their learning rate and step count change every step. Replays compute
- * exactly what the recorded ops compute, so runs with and without graphs agree. */
+ * On CUDA, the runner records a full batch's forward, loss and backward once as
+ * a CUDA graph and replays it (--cuda-graph; include/ttt/graph.h); clipping
+ * and AdamW run outside it, since their learning rate and step count change
+ * every step. Replays compute exactly what the recorded ops compute, so runs
+ * with and without graphs agree. */
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
@@ -26,7 +26,7 @@
 #include "cli.h"
 #include "ttt/runtime.h"
 #include "ttt/checkpoint.h"
-#include "ttt/graph.h"
+#include "ttt/train.h"
 #include "ttt/ttt.h"
 #include "ttt/vit.h"
 
@@ -102,9 +102,9 @@ typedef struct {
 /* "key=value key=value ...": the stored form of the model/training part. */
 static void config_format(const vision_cfg *c, char *buf, size_t n) {
     char eta[32], lr[32], wd[32];
-    cli_fmt_double(eta, sizeof eta, c->eta);
-    cli_fmt_double(lr, sizeof lr, c->lr);
-    cli_fmt_double(wd, sizeof wd, c->wd);
+    ttt_format_double(eta, sizeof eta, c->eta);
+    ttt_format_double(lr, sizeof lr, c->lr);
+    ttt_format_double(wd, sizeof wd, c->wd);
     snprintf(buf, n,
              "layer=%s inner_steps=%lld sgd=%d eta=%s no_decoder_ln=%d tokens=%s upsample=%lld pos=%s dim=%lld "
              "depth=%lld heads=%lld epochs=%lld batch=%lld lr=%s wd=%s seed=%lld train_limit=%lld",
@@ -122,29 +122,29 @@ static int config_parse(const char *s, vision_cfg *c, char *err, size_t errn) {
                        &c->seed, &c->train_limit};
     for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++) {
         errno = 0;
-        long long x = cli_config_value(s, ints[i], v, sizeof v) ? strtoll(v, &end, 10) : -1;
+        long long x = ttt_kv_get(s, ints[i], v, sizeof v) ? strtoll(v, &end, 10) : -1;
         if (x < 0 || errno || *end) return snprintf(err, errn, "bad or missing %s", ints[i]), 0;
         *iout[i] = x;
     }
     const char *bools[] = {"sgd", "no_decoder_ln"};
     int *bout[] = {&c->sgd, &c->no_decoder_ln};
     for (size_t i = 0; i < 2; i++) {
-        if (!cli_config_value(s, bools[i], v, sizeof v) || (strcmp(v, "0") && strcmp(v, "1")))
+        if (!ttt_kv_get(s, bools[i], v, sizeof v) || (strcmp(v, "0") && strcmp(v, "1")))
             return snprintf(err, errn, "bad or missing %s", bools[i]), 0;
         *bout[i] = v[0] == '1';
     }
     const char *dbls[] = {"eta", "lr", "wd"};
     double *dout[] = {&c->eta, &c->lr, &c->wd};
     for (size_t i = 0; i < 3; i++) {
-        double x = cli_config_value(s, dbls[i], v, sizeof v) ? strtod(v, &end) : NAN;
+        double x = ttt_kv_get(s, dbls[i], v, sizeof v) ? strtod(v, &end) : NAN;
         if (!isfinite(x) || *end) return snprintf(err, errn, "bad or missing %s", dbls[i]), 0;
         *dout[i] = x;
     }
-    if (!cli_config_value(s, "layer", v, sizeof v) || (c->layer = layer_index(v)) < 0)
+    if (!ttt_kv_get(s, "layer", v, sizeof v) || (c->layer = layer_index(v)) < 0)
         return snprintf(err, errn, "bad or missing layer"), 0;
-    if (!cli_config_value(s, "tokens", v, sizeof v) || (c->tokens = tokens_index(v)) < 0)
+    if (!ttt_kv_get(s, "tokens", v, sizeof v) || (c->tokens = tokens_index(v)) < 0)
         return snprintf(err, errn, "bad or missing tokens"), 0;
-    if (!cli_config_value(s, "pos", v, sizeof v) || (c->pos = lookup(v, 2, POS)) < 0)
+    if (!ttt_kv_get(s, "pos", v, sizeof v) || (c->pos = lookup(v, 2, POS)) < 0)
         return snprintf(err, errn, "bad or missing pos"), 0;
     if (c->inner_steps > TTT_MTTT_MAX_STEPS || c->upsample < 1 || c->upsample > MAX_UPSAMPLE || c->dim < 1 ||
         c->dim > MAX_DIM || c->depth < 1 || c->depth > MAX_DEPTH || c->heads < 1 || c->batch < 1 ||
@@ -212,19 +212,6 @@ static int file_exists(const char *path) {
     return stat(path, &st) == 0;
 }
 
-static void json_array(FILE *f, const double *v, int n) {
-    if (n <= 0) {
-        fputs("null", f);
-        return;
-    }
-    fputc('[', f);
-    for (int i = 0; i < n; i++) {
-        if (i) fputs(", ", f);
-        cli_json_num(f, v[i]);
-    }
-    fputc(']', f);
-}
-
 /* ---- data ------------------------------------------------------------------------------------- */
 
 typedef struct {
@@ -261,17 +248,11 @@ typedef struct {
 /* Adds a forwarded batch to t: its loss (sum over examples), correct count
  * and the inner losses il (averaged over blocks, weighted by batch size). */
 static int tally_batch(ttt_ctx *ctx, const vision_cfg *c, const split *s, const int64_t *idx, int64_t bs,
-                       ttt_tensor *loss, ttt_tensor *logits, const double *il, tally *t) {
+                       double lv, ttt_tensor *logits, const double *il, tally *t) {
     const int T = (int)c->inner_steps;
-    if (!loss || !logits) return TTT_ERR;
+    if (!logits) return TTT_ERR;
     float lg[64 * CLASSES];
     const int64_t K = CLASSES;
-    double lv = ttt_item(ctx, loss);
-    if (!isfinite(lv)) {
-        if (!ttt_error(ctx)[0])
-            fprintf(stderr, "ttt vision: the loss is not finite (%g); try a smaller --lr or --eta\n", lv);
-        return TTT_ERR;
-    }
     /* accuracy: argmax per row, in chunks that fit the stack buffer */
     for (int64_t b0 = 0; b0 < bs; b0 += 64) {
         int64_t nb = bs - b0 < 64 ? bs - b0 : 64;
@@ -304,7 +285,13 @@ static int run_batch(ttt_ctx *ctx, const ttt_vit *m, const vision_cfg *c, const 
     ttt_tensor *y = ttt_vision_labels(ctx, &s->labels, idx, bs);
     ttt_tensor *logits = ttt_vit_forward(ctx, m, x, &o);
     ttt_tensor *loss = ttt_cross_entropy(ctx, logits, y, -100);
-    return tally_batch(ctx, c, s, idx, bs, loss, logits, o.inner_loss, t);
+    const double lv = loss ? ttt_item(ctx, loss) : NAN;
+    if (!isfinite(lv)) {
+        if (!ttt_error(ctx)[0])
+            fprintf(stderr, "ttt vision: the loss is not finite (%g); try a smaller --lr or --eta\n", lv);
+        return TTT_ERR;
+    }
+    return tally_batch(ctx, c, s, idx, bs, lv, logits, o.inner_loss, t);
 }
 
 typedef struct {
@@ -345,103 +332,11 @@ static int evaluate(ttt_ctx *ctx, const ttt_vit *m, const vision_cfg *c, const s
     return rc;
 }
 
-/* ---- checkpoint ------------------------------------------------------------------------------- */
-
-/* The metadata of PATH (malloc'd JSON) without loading tensors. */
-static char *read_metadata(ttt_ctx *ctx, const char *path) {
-    char *json = NULL;
-    ttt_named_tensor none = {0};
-    if (ttt_load_safetensors(ctx, path, 0, &none, &json) != TTT_OK) {
-        fprintf(stderr, "ttt vision: %s\n", ttt_error(ctx));
-        free(json);
-        return NULL;
-    }
-    if (!json) fprintf(stderr, "ttt vision: %s has no metadata: not a ttt vision checkpoint\n", path);
-    return json;
-}
-
-static int meta_int(const char *json, const char *key, int64_t *out) {
-    char buf[64], *end;
-    if (ttt_metadata_get(json, key, buf, sizeof buf) != TTT_OK) return TTT_ERR;
-    errno = 0;
-    long long v = strtoll(buf, &end, 10);
-    if (errno || *end || end == buf || v < 0) return TTT_ERR;
-    *out = v;
-    return TTT_OK;
-}
-
-/* ---- metrics file ------------------------------------------------------------------------------- */
-
-/* Keeps the lines of epochs <= epochs (a run killed between writing an
- * epoch's metrics and its checkpoint leaves one line too many). */
-static int metrics_truncate(const char *path, int64_t epochs) {
-    FILE *in = fopen(path, "r");
-    if (!in) return errno == ENOENT ? TTT_OK : TTT_ERR;
-    char tmp[4200];
-    FILE *out = snprintf(tmp, sizeof tmp, "%s.tmp", path) < (int)sizeof tmp ? fopen(tmp, "w") : NULL;
-    if (!out) {
-        fclose(in);
-        return TTT_ERR;
-    }
-    char line[8192];
-    long long e;
-    while (fgets(line, sizeof line, in))
-        if (sscanf(line, "{\"epoch\": %lld", &e) == 1 && e <= epochs) fputs(line, out);
-    fclose(in);
-    int ok = fflush(out) == 0 && fsync(fileno(out)) == 0;
-    ok = fclose(out) == 0 && ok;
-    return ok && rename(tmp, path) == 0 ? TTT_OK : TTT_ERR;
-}
-
-static int metrics_append(const char *path, int64_t epoch, int64_t step, const eval_result *train,
-                          const eval_result *test, double ips, double lr) {
-    FILE *f = fopen(path, "a");
-    if (!f) return TTT_ERR;
-    fprintf(f, "{\"epoch\": %lld, \"step\": %lld, \"train_loss\": ", (long long)epoch, (long long)step);
-    cli_json_num(f, train->loss);
-    fputs(", \"train_acc\": ", f);
-    cli_json_num(f, train->acc);
-    fputs(", \"test_loss\": ", f);
-    cli_json_num(f, test->loss);
-    fputs(", \"test_acc\": ", f);
-    cli_json_num(f, test->acc);
-    fputs(", \"lr\": ", f);
-    cli_json_num(f, lr);
-    fputs(", \"inner_loss\": ", f);
-    json_array(f, test->inner, test->n_inner);
-    fputs(", \"train_inner_loss\": ", f);
-    json_array(f, train->inner, train->n_inner);
-    fputs(", \"images_per_s\": ", f);
-    cli_json_num(f, ips);
-    fputs(", \"seconds\": ", f);
-    cli_json_num(f, train->seconds);
-    fputs(", \"eval_seconds\": ", f);
-    cli_json_num(f, test->seconds);
-    fputs("}\n", f);
-    int ok = fflush(f) == 0 && fsync(fileno(f)) == 0;
-    return fclose(f) == 0 && ok ? TTT_OK : TTT_ERR;
-}
-
 /* ---- progress ---------------------------------------------------------------------------------- */
 
 typedef struct {
     int tty, shown;
-    double last;
 } progress;
-
-/* A line on stderr at most every 2 s: \r-overwritten on a terminal, one per line otherwise. */
-static void progress_line(progress *p, int64_t epoch, int64_t epochs, int64_t s, int64_t spe, double ips,
-                          const tally *t, double eta_s) {
-    const double now = now_s();
-    if (now - p->last < 2.0) return;
-    p->last = now;
-    fprintf(stderr, "%sepoch %lld/%lld  step %lld/%lld  %.0f img/s  loss %.4f  acc %.2f%%  ETA %dm%02ds%s",
-            p->tty ? "\r" : "", (long long)epoch, (long long)epochs, (long long)s, (long long)spe, ips,
-            t->loss_sum / (double)t->seen, 100.0 * (double)t->correct / (double)t->seen, (int)(eta_s / 60),
-            (int)fmod(eta_s, 60), p->tty ? "\033[K" : "\n");
-    fflush(stderr);
-    p->shown = 1;
-}
 
 static void progress_end(progress *p) {
     if (p->tty && p->shown) fputs("\r\033[K", stderr);
@@ -459,118 +354,208 @@ static ttt_ctx *make_ctx(const vision_cfg *c) {
     return ctx;
 }
 
-/* A training step's forward, loss and backward as one CUDA graph: recorded at
- * the third full batch (the first two size the step arena), replayed for every
- * full batch after; a last, smaller batch runs without it. */
-enum { GRAPH_AFTER = 2 };
+/* The ViT as the training runner sees it (include/ttt/train.h): one step is
+ * one batch of the epoch's order; an epoch ends with an evaluation, a metrics
+ * line and a checkpoint. Full batches go through persistent inputs, so the
+ * runner can record the step as a CUDA graph and replay it; the last, smaller
+ * batch of an epoch runs without. */
 typedef struct {
-    ttt_graph *g;
-    ttt_tensor *x, *y;         /* persistent inputs the graph reads */
-    ttt_tensor *loss, *logits; /* persistent copies of its outputs */
-    double il[MAX_DEPTH * (TTT_MTTT_MAX_STEPS + 1)]; /* inner losses, written after each replay */
-    int64_t eager_full;        /* full batches run before recording */
-} step_graph;
-
-/* Where a training step's time goes (--timing): host-visible seconds, so a
- * phase that waits for the device includes the device work still queued. */
-enum { PH_DATA, PH_STEP, PH_READ, PH_CLIP, PH_OPTIM, N_PH };
-static const char *const PH_NAMES[N_PH] = {"data", "forward+backward", "readback", "clip", "optimizer"};
-
-/* Everything a training run holds. */
-typedef struct {
-    char ckpt[4200], metrics[4200], cfgstr[1024];
+    vision_cfg *c;
+    char cfgstr[1024];
     split tr, te;
     ttt_ctx *ctx;
     ttt_vit m;
-    ttt_optimizer *opt;
-    cli_named_list nl;           /* what the checkpoint holds */
-    int64_t *order;          /* this epoch's training order */
-    int64_t done_epochs, step, steps_per_epoch, total_steps, warmup;
+    int64_t *order, order_epoch; /* the training order of epoch order_epoch */
+    int64_t steps_per_epoch, total_steps, warmup;
+    /* the current batch */
+    const int64_t *idx;
+    int64_t bs;
+    ttt_tensor *in_x, *in_y;       /* what the loss reads: the persistent inputs or this batch's temporaries */
+    ttt_tensor *x_keep, *y_keep;   /* persistent inputs of full batches */
+    ttt_tensor *logits_keep;       /* persistent copy of a recorded step's logits (read after replays) */
+    ttt_tensor *logits_now;        /* an eager step's logits */
+    double il[MAX_DEPTH * (TTT_MTTT_MAX_STEPS + 1)]; /* inner losses: written by ttt_item_into, also after replays */
+    tally t;                       /* this epoch's training figures (stored in checkpoints) */
     progress pr;
-    double run_seconds;      /* training time of this process, for the ETA */
-    int64_t run_steps;
-    step_graph sg;
-    double phase[N_PH];      /* this epoch's seconds per phase */
-    int64_t phase_steps, replays;
-} run_t;
+    double epoch_t0;
+    int timing;
+} vis_run;
 
-static void run_free(run_t *r) {
-    if (r->ctx) ttt_graph_free(r->ctx, r->sg.g);
-    cli_named_free(&r->nl);
-    ttt_optimizer_free(r->opt);
-    if (r->ctx) ttt_vit_free(r->ctx, &r->m);
+static void run_free(vis_run *r) {
+    if (r->ctx) {
+        ttt_persistent_free(r->ctx, r->x_keep), ttt_persistent_free(r->ctx, r->y_keep);
+        ttt_persistent_free(r->ctx, r->logits_keep);
+        ttt_vit_free(r->ctx, &r->m);
+    }
     ttt_ctx_free(r->ctx);
     free(r->order);
     split_free(&r->tr);
     split_free(&r->te);
 }
 
-/* Prints which stored config values differ from the flags'. */
-static void explain_mismatch(const char *ckpt, const char *stored, const char *now) {
-    static const char *const keys[] = {"layer",  "inner_steps", "sgd",   "eta",    "no_decoder_ln", "tokens",
-                                       "upsample", "pos",       "dim",   "depth",  "heads",         "epochs",
-                                       "batch",  "lr",          "wd",    "seed",   "train_limit"};
-    fprintf(stderr, "ttt vision: --resume: the flags describe another run than %s:\n", ckpt);
-    for (size_t k = 0; k < sizeof keys / sizeof keys[0]; k++) {
-        char a[64], b[64];
-        int ha = cli_config_value(stored, keys[k], a, sizeof a), hb = cli_config_value(now, keys[k], b, sizeof b);
-        if (!ha || !hb || strcmp(a, b))
-            fprintf(stderr, "  %-12s checkpoint %s, now %s\n", keys[k], ha ? a : "(none)", hb ? b : "(none)");
+static int vis_batch(ttt_ctx *ctx, void *user, const ttt_train_info *info, int64_t *items, int *graphable, char *err,
+                     size_t err_len) {
+    vis_run *r = user;
+    const vision_cfg *c = r->c;
+    const int64_t epoch = info->step / r->steps_per_epoch + 1, s = info->step % r->steps_per_epoch;
+    if (r->order_epoch != epoch) {
+        epoch_order((uint64_t)c->seed, epoch, r->tr.n, r->order);
+        r->order_epoch = epoch;
     }
-    fprintf(stderr, "  repeat the run's flags to resume it\n");
+    if (s == 0) r->epoch_t0 = now_s();
+    const int64_t b0 = s * c->batch;
+    r->bs = r->tr.n - b0 < c->batch ? r->tr.n - b0 : c->batch;
+    r->idx = r->order + b0;
+    ttt_tensor *x = ttt_vision_tokens(ctx, &r->tr.images, r->idx, r->bs, TOKENS[c->tokens].patch, (int)c->upsample, TTT_F32);
+    ttt_tensor *y = ttt_vision_labels(ctx, &r->tr.labels, r->idx, r->bs);
+    if (!x || !y) return snprintf(err, err_len, "%s", ttt_error(ctx)), TTT_ERR;
+    *items = r->bs;
+    *graphable = r->bs == c->batch;
+    r->in_x = x, r->in_y = y;
+    if (*graphable) {
+        if (!r->x_keep && (!(r->x_keep = ttt_persistent(ctx, TTT_F32, x->ndim, x->shape, "graph.tokens")) ||
+                           !(r->y_keep = ttt_persistent(ctx, TTT_I32, y->ndim, y->shape, "graph.labels")) ||
+                           !(r->logits_keep = ttt_persistent(ctx, TTT_F32, TTT_DIMS(c->batch, CLASSES), "graph.logits"))))
+            return snprintf(err, err_len, "%s", ttt_error(ctx)), TTT_ERR;
+        if (ttt_assign(ctx, r->x_keep, x) != TTT_OK || ttt_assign(ctx, r->y_keep, y) != TTT_OK)
+            return snprintf(err, err_len, "%s", ttt_error(ctx)), TTT_ERR;
+        r->in_x = r->x_keep, r->in_y = r->y_keep;
+    }
+    return TTT_OK;
 }
 
-/* --resume: the same config, then parameters, AdamW state and step count
- * from the checkpoint; metrics lines past its epoch are dropped. */
-static int resume(run_t *r) {
-    char *json = read_metadata(r->ctx, r->ckpt), stored[1024];
-    int code = EXIT_RUNTIME;
-    if (!json) return code;
-    if (ttt_metadata_get(json, "config", stored, sizeof stored) != TTT_OK ||
-        meta_int(json, "epoch", &r->done_epochs) != TTT_OK || meta_int(json, "step", &r->step) != TTT_OK)
-        fprintf(stderr, "ttt vision: %s lacks config/epoch/step metadata: not a ttt vision checkpoint\n", r->ckpt);
-    else if (strcmp(stored, r->cfgstr)) {
-        explain_mismatch(r->ckpt, stored, r->cfgstr);
-        code = EXIT_USAGE;
-    } else if (ttt_load_safetensors(r->ctx, r->ckpt, r->nl.n, r->nl.t, NULL) != TTT_OK ||
-               ttt_optimizer_set_steps(r->opt, r->step) != TTT_OK)
-        fprintf(stderr, "ttt vision: %s\n", ttt_error(r->ctx));
-    else if (metrics_truncate(r->metrics, r->done_epochs) != TTT_OK)
-        fprintf(stderr, "ttt vision: cannot rewrite %s: %s\n", r->metrics, strerror(errno));
-    else
-        code = -1;
-    free(json);
-    return code;
+static ttt_tensor *vis_loss(ttt_ctx *ctx, void *user, const ttt_train_info *info, ttt_tensor **aux) {
+    (void)aux;
+    vis_run *r = user;
+    const vision_cfg *c = r->c;
+    /* the seed steers only the --sgd split, which never runs as a graph */
+    ttt_vit_run_opts o = {.seed = step_seed((uint64_t)c->seed, info->step), .checkpoint = c->checkpoint,
+                          .inner_loss = layer_has_inner_loop(c->layer) ? r->il : NULL};
+    ttt_tensor *logits = ttt_vit_forward(ctx, &r->m, r->in_x, &o);
+    ttt_tensor *loss = ttt_cross_entropy(ctx, logits, r->in_y, -100);
+    if (info->recording && loss && ttt_assign(ctx, r->logits_keep, logits) != TTT_OK) return NULL;
+    r->logits_now = logits;
+    return loss;
 }
 
-/* A new run: the directory and an empty metrics file. */
-static int start_fresh(run_t *r, const char *out) {
-    if (cli_mkdir_p(out) != 0) {
-        fprintf(stderr, "ttt vision: cannot create %s: %s\n", out, strerror(errno));
-        return EXIT_RUNTIME;
-    }
-    FILE *f = fopen(r->metrics, "w");
-    if (!f) {
-        fprintf(stderr, "ttt vision: cannot write %s: %s\n", r->metrics, strerror(errno));
-        return EXIT_RUNTIME;
-    }
-    fclose(f);
-    return -1;
+static int vis_after_micro(ttt_ctx *ctx, void *user, const ttt_train_info *info, double loss, const double *aux) {
+    (void)aux;
+    vis_run *r = user;
+    return tally_batch(ctx, r->c, &r->tr, r->idx, r->bs, loss, info->replayed ? r->logits_keep : r->logits_now,
+                       layer_has_inner_loop(r->c->layer) ? r->il : NULL, &r->t);
 }
 
-/* Data, context, model, optimizer; then resume or start. Returns -1 to go on, or an exit code. */
-static int run_open(vision_cfg *c, run_t *r) {
-    snprintf(r->ckpt, sizeof r->ckpt, "%s/checkpoint.safetensors", c->out);
-    snprintf(r->metrics, sizeof r->metrics, "%s/metrics.jsonl", c->out);
-    if (c->resume && !file_exists(r->ckpt)) {
-        fprintf(stderr, "ttt vision: --resume: %s does not exist (nothing to resume)\n", r->ckpt);
-        return EXIT_RUNTIME;
+/* The epoch's tallies, so a run stopped inside an epoch reports it whole. */
+static int vis_state_save(void *user, int64_t step, char *buf, size_t n) {
+    (void)step;
+    const vis_run *r = user;
+    char v[40];
+    ttt_format_double(v, sizeof v, r->t.loss_sum);
+    int u = snprintf(buf, n, "correct=%lld seen=%lld loss_sum=%s inner=", (long long)r->t.correct, (long long)r->t.seen, v);
+    for (int j = 0; j <= TTT_MTTT_MAX_STEPS && u < (int)n; j++) {
+        ttt_format_double(v, sizeof v, r->t.inner_sum[j]);
+        u += snprintf(buf + u, n - (size_t)u, "%s%s", j ? "," : "", v);
     }
-    if (!c->resume && file_exists(r->ckpt)) {
-        fprintf(stderr, "ttt vision: %s already holds a run; pass --resume to continue it, or choose another --out "
-                        "(or delete the directory)\n", c->out);
-        return EXIT_USAGE;
+    return u < (int)n ? TTT_OK : TTT_ERR;
+}
+
+static int vis_state_load(void *user, int64_t step, const char *state, char *err, size_t err_len) {
+    (void)step;
+    vis_run *r = user;
+    r->t = (tally){0};
+    if (!state) return TTT_OK; /* a checkpoint at an epoch's end: nothing pending */
+    char v[1024], *end;
+    int ok = ttt_kv_get(state, "correct", v, sizeof v) && (r->t.correct = atoll(v)) >= 0 &&
+             ttt_kv_get(state, "seen", v, sizeof v) && (r->t.seen = atoll(v)) >= 0 &&
+             ttt_kv_get(state, "loss_sum", v, sizeof v) && (r->t.loss_sum = strtod(v, &end), !*end) &&
+             ttt_kv_get(state, "inner", v, sizeof v);
+    const char *p = v;
+    for (int j = 0; ok && j <= TTT_MTTT_MAX_STEPS; j++) {
+        r->t.inner_sum[j] = strtod(p, &end);
+        ok = end != p && (*end == ',' || (!*end && j == TTT_MTTT_MAX_STEPS));
+        p = end + 1;
     }
+    if (!ok) snprintf(err, err_len, "bad model_state metadata '%s'", state);
+    return ok ? TTT_OK : TTT_ERR;
+}
+
+static int vis_want_log(void *user, int64_t step) {
+    const vis_run *r = user;
+    return step % r->steps_per_epoch == 0 || step == r->total_steps;
+}
+
+static void json_num(char *buf, size_t n, size_t *u, const char *key, double v) {
+    char s[40];
+    ttt_json_number(s, sizeof s, v);
+    *u += (size_t)snprintf(buf + *u, *u < n ? n - *u : 0, ", \"%s\": %s", key, s);
+}
+
+static void json_array(char *buf, size_t n, size_t *u, const char *key, const double *v, int k) {
+    *u += (size_t)snprintf(buf + *u, *u < n ? n - *u : 0, ", \"%s\": %s", key, k > 0 ? "[" : "null");
+    for (int i = 0; i < k; i++) {
+        char s[40];
+        ttt_json_number(s, sizeof s, v[i]);
+        *u += (size_t)snprintf(buf + *u, *u < n ? n - *u : 0, "%s%s", i ? ", " : "", s);
+    }
+    if (k > 0) *u += (size_t)snprintf(buf + *u, *u < n ? n - *u : 0, "]");
+}
+
+/* An epoch's end: evaluate, print the epoch line, and make its metrics line. */
+static int vis_log_line(ttt_ctx *ctx, void *user, const ttt_train_stats *st, char *buf, size_t n, char *err,
+                        size_t err_len) {
+    vis_run *r = user;
+    const vision_cfg *c = r->c;
+    const int64_t epoch = (st->step + r->steps_per_epoch - 1) / r->steps_per_epoch;
+    eval_result trr, ter;
+    tally_result(c, &r->t, &trr);
+    trr.seconds = now_s() - r->epoch_t0;
+    progress_end(&r->pr);
+    if (evaluate(ctx, &r->m, c, &r->te, &ter) != TTT_OK) {
+        snprintf(err, err_len, "epoch %lld: evaluation: %s", (long long)epoch, ttt_error(ctx)[0] ? ttt_error(ctx) : "failed");
+        return TTT_ERR;
+    }
+    const double ips = (double)r->tr.n / trr.seconds;
+    printf("epoch %lld/%lld  train loss %.4f acc %.2f%%  test loss %.4f acc %.2f%%  %.0f img/s  %.1f s", (long long)epoch,
+           (long long)c->epochs, trr.loss, 100 * trr.acc, ter.loss, 100 * ter.acc, ips, trr.seconds);
+    if (ter.n_inner) printf("  inner %.4f -> %.4f", ter.inner[0], ter.inner[ter.n_inner - 1]);
+    printf("\n");
+    if (r->timing && st->phase_steps) {
+        printf("  ms per training step (%lld steps, %lld graph replays):", (long long)st->phase_steps, (long long)st->replays);
+        for (int ph = 0; ph < 5; ph++) printf("  %s %.2f", ttt_train_phase_names[ph], 1e3 * st->phase_s[ph] / (double)st->phase_steps);
+        printf("\n");
+    }
+    fflush(stdout);
+    size_t u = (size_t)snprintf(buf, n, "{\"epoch\": %lld, \"step\": %lld", (long long)epoch, (long long)st->step);
+    json_num(buf, n, &u, "train_loss", trr.loss);
+    json_num(buf, n, &u, "train_acc", trr.acc);
+    json_num(buf, n, &u, "test_loss", ter.loss);
+    json_num(buf, n, &u, "test_acc", ter.acc);
+    json_num(buf, n, &u, "lr", st->lr);
+    json_array(buf, n, &u, "inner_loss", ter.inner, ter.n_inner);
+    json_array(buf, n, &u, "train_inner_loss", trr.inner, trr.n_inner);
+    json_num(buf, n, &u, "images_per_s", ips);
+    json_num(buf, n, &u, "seconds", trr.seconds);
+    json_num(buf, n, &u, "eval_seconds", ter.seconds);
+    u += (size_t)snprintf(buf + u, u < n ? n - u : 0, "}");
+    r->t = (tally){0}; /* the next epoch */
+    return u < n ? TTT_OK : TTT_ERR;
+}
+
+/* Every 2 s inside an epoch: \r-overwritten on a terminal, one per line otherwise. */
+static void vis_progress(void *user, const ttt_train_stats *st, FILE *f) {
+    vis_run *r = user;
+    if (st->logged || !r->t.seen) return; /* the epoch line says it */
+    const int64_t epoch = st->step / r->steps_per_epoch + 1, s = st->step % r->steps_per_epoch;
+    fprintf(f, "%sepoch %lld/%lld  step %lld/%lld  %.0f img/s  loss %.4f  acc %.2f%%  ETA %dm%02ds%s",
+            r->pr.tty ? "\r" : "", (long long)epoch, (long long)r->c->epochs, (long long)s, (long long)r->steps_per_epoch,
+            st->items_per_s, r->t.loss_sum / (double)r->t.seen, 100.0 * (double)r->t.correct / (double)r->t.seen,
+            (int)(st->eta_s / 60), (int)fmod(st->eta_s, 60), r->pr.tty ? "\033[K" : "\n");
+    fflush(f);
+    r->pr.shown = 1;
+}
+
+/* Data, context and model: everything is checked before the runner creates --out. -1 to go on, or an exit code. */
+static int run_open(vision_cfg *c, vis_run *r) {
     if (load_split(c->data, 1, c->train_limit, &r->tr) != TTT_OK ||
         load_split(c->data, 0, c->test_limit, &r->te) != TTT_OK)
         return EXIT_RUNTIME;
@@ -582,11 +567,8 @@ static int run_open(vision_cfg *c, run_t *r) {
         return EXIT_RUNTIME;
     }
     ttt_vit_config mc = model_config(c);
-    ttt_optim_config oc = {.lr = c->lr, .beta1 = 0.9, .beta2 = 0.999, .weight_decay = c->wd};
-    if (ttt_vit_init(r->ctx, &r->m, &mc, TTT_F32) != TTT_OK ||
-        !(r->opt = ttt_adamw_new(r->ctx, r->m.n_params, r->m.params, r->m.decay, &oc)) ||
-        cli_named_build(r->m.n_params, r->m.params, (const char *const *)r->m.names, r->opt, &r->nl) != 0) {
-        fprintf(stderr, "ttt vision: %s\n", ttt_error(r->ctx)[0] ? ttt_error(r->ctx) : "out of host memory");
+    if (ttt_vit_init(r->ctx, &r->m, &mc, TTT_F32) != TTT_OK) {
+        fprintf(stderr, "ttt vision: %s\n", ttt_error(r->ctx));
         return EXIT_RUNTIME;
     }
     /* warmup: 1 epoch or 5% of the steps, whichever is shorter; then cosine to 0 */
@@ -594,11 +576,14 @@ static int run_open(vision_cfg *c, run_t *r) {
     r->total_steps = r->steps_per_epoch * c->epochs;
     const int64_t five = (r->total_steps + 19) / 20;
     r->warmup = five < r->steps_per_epoch ? five : r->steps_per_epoch;
-    r->pr = (progress){.tty = isatty(STDERR_FILENO), .last = now_s()};
-    return c->resume ? resume(r) : start_fresh(r, c->out);
+    r->pr = (progress){.tty = isatty(STDERR_FILENO)};
+    r->order_epoch = -1;
+    r->timing = c->timing;
+    r->epoch_t0 = now_s();
+    return -1;
 }
 
-static void print_header(const vision_cfg *c, const run_t *r) {
+static void print_header(const vision_cfg *c, const vis_run *r, int64_t step) {
     int64_t features, ntok = token_count(c, &features), params = 0;
     for (int i = 0; i < r->m.n_params; i++) params += ttt_numel(r->m.params[i]);
     printf("ttt vision train: %s on %s tokens (%lld x %lld), ViT D=%lld depth %lld heads %lld, %lld parameters\n"
@@ -614,194 +599,60 @@ static void print_header(const vision_cfg *c, const run_t *r) {
     if (c->device == TTT_CUDA)
         printf("  CUDA graphs: %s\n", c->cuda_graph ? "on (forward + backward recorded at the third full batch)"
                                                : c->sgd ? "off (--sgd draws a new mini-batch split each step)" : "off");
-    if (c->resume) printf("  resuming after epoch %lld (step %lld)\n", (long long)r->done_epochs, (long long)r->step);
+    if (c->resume)
+        printf("  resuming after epoch %lld (step %lld)\n", (long long)(step / r->steps_per_epoch), (long long)step);
     fflush(stdout);
 }
 
-static void phase_add(run_t *r, int ph, double *t) {
-    const double now = now_s();
-    r->phase[ph] += now - *t;
-    *t = now;
-}
-
-/* Records the step (first call), then replays it on this batch. Returns
- * TTT_ERR with the context's message on failure; *record_failed tells a
- * failed recording (nothing ran) from a failed replay. */
-static int graph_step(const vision_cfg *c, run_t *r, const int64_t *idx, tally *t, int *record_failed, double *tp) {
-    ttt_ctx *ctx = r->ctx;
-    step_graph *sg = &r->sg;
-    const int64_t B = c->batch;
-    const int inner = layer_has_inner_loop(c->layer);
-    *record_failed = 0;
-    ttt_tensor *x = ttt_vision_tokens(ctx, &r->tr.images, idx, B, TOKENS[c->tokens].patch, (int)c->upsample, TTT_F32);
-    ttt_tensor *y = ttt_vision_labels(ctx, &r->tr.labels, idx, B);
-    if (!x || !y) return TTT_ERR;
-    if (!sg->x && (!(sg->x = ttt_persistent(ctx, TTT_F32, x->ndim, x->shape, "graph.tokens")) ||
-                   !(sg->y = ttt_persistent(ctx, TTT_I32, y->ndim, y->shape, "graph.labels")) ||
-                   !(sg->loss = ttt_persistent(ctx, TTT_F32, 0, NULL, "graph.loss")) ||
-                   !(sg->logits = ttt_persistent(ctx, TTT_F32, TTT_DIMS(B, CLASSES), "graph.logits"))))
-        return TTT_ERR;
-    if (ttt_assign(ctx, sg->x, x) != TTT_OK || ttt_assign(ctx, sg->y, y) != TTT_OK) return TTT_ERR;
-    phase_add(r, PH_DATA, tp);
-    if (!sg->g) {
-        /* The seed only steers the SGD split, which graphs do not support. */
-        ttt_vit_run_opts o = {.checkpoint = c->checkpoint, .inner_loss = inner ? sg->il : NULL};
-        if (ttt_graph_begin(ctx) != TTT_OK) {
-            *record_failed = 1;
-            return TTT_ERR;
-        }
-        ttt_tensor *logits = ttt_vit_forward(ctx, &r->m, sg->x, &o);
-        ttt_tensor *loss = ttt_cross_entropy(ctx, logits, sg->y, -100);
-        /* an op that fails leaves its message, which ttt_graph_end reports */
-        if (ttt_assign(ctx, sg->loss, loss) == TTT_OK && ttt_assign(ctx, sg->logits, logits) == TTT_OK &&
-            ttt_zero_grad(ctx, r->m.n_params, r->m.params) == TTT_OK)
-            ttt_backward(ctx, loss);
-        if (ttt_graph_end(ctx, &sg->g) != TTT_OK) {
-            *record_failed = 1;
-            return TTT_ERR;
-        }
-    }
-    if (ttt_graph_replay(ctx, sg->g) != TTT_OK) return TTT_ERR;
-    phase_add(r, PH_STEP, tp);
-    r->replays++;
-    int rc = tally_batch(ctx, c, &r->tr, idx, B, sg->loss, sg->logits, inner ? sg->il : NULL, t);
-    phase_add(r, PH_READ, tp);
-    return rc;
-}
-
-/* One training step on the batch idx[0..bs). */
-static int train_step(const vision_cfg *c, run_t *r, const int64_t *idx, int64_t bs, double lr, tally *t) {
-    ttt_ctx *ctx = r->ctx;
-    double tp = now_s();
-    int rc = TTT_ERR, done = 0;
-    if (c->cuda_graph && bs == c->batch && r->sg.eager_full >= GRAPH_AFTER) {
-        int record_failed = 0;
-        rc = graph_step(c, r, idx, t, &record_failed, &tp);
-        done = 1;
-        if (rc != TTT_OK && record_failed && c->cuda_graph < 0) { /* auto: go on without graphs */
-            fprintf(stderr, "ttt vision: recording the CUDA graph failed, training without graphs: %s\n",
-                    ttt_error(ctx));
-            ttt_clear_error(ctx);
-            r->sg.eager_full = -1; /* never again */
-            ttt_step_reset(ctx);
-            done = 0;
-        } else if (rc != TTT_OK && record_failed) {
-            fprintf(stderr, "ttt vision: recording the CUDA graph failed (--cuda-graph off trains without): %s\n",
-                    ttt_error(ctx));
-            ttt_clear_error(ctx);
-            return TTT_ERR;
-        }
-    }
-    if (!done) {
-        double il[MAX_DEPTH * (TTT_MTTT_MAX_STEPS + 1)];
-        ttt_vit_run_opts o = {.seed = step_seed((uint64_t)c->seed, r->step), .checkpoint = c->checkpoint,
-                              .inner_loss = layer_has_inner_loop(c->layer) ? il : NULL};
-        ttt_tensor *x = ttt_vision_tokens(ctx, &r->tr.images, idx, bs, TOKENS[c->tokens].patch, (int)c->upsample,
-                                          TTT_F32);
-        ttt_tensor *y = ttt_vision_labels(ctx, &r->tr.labels, idx, bs);
-        phase_add(r, PH_DATA, &tp);
-        ttt_tensor *logits = ttt_vit_forward(ctx, &r->m, x, &o);
-        ttt_tensor *loss = ttt_cross_entropy(ctx, logits, y, -100);
-        /* backward is queued before the host reads the loss, so the device works while the host waits */
-        rc = loss ? ttt_zero_grad(ctx, r->m.n_params, r->m.params) : TTT_ERR;
-        if (rc == TTT_OK) rc = ttt_backward(ctx, loss);
-        phase_add(r, PH_STEP, &tp);
-        if (rc == TTT_OK) rc = tally_batch(ctx, c, &r->tr, idx, bs, loss, logits, o.inner_loss, t);
-        phase_add(r, PH_READ, &tp);
-        if (bs == c->batch && r->sg.eager_full >= 0) r->sg.eager_full++;
-    }
-    if (rc == TTT_OK) rc = ttt_clip_grad_norm(ctx, r->m.n_params, r->m.params, 1.0, NULL);
-    phase_add(r, PH_CLIP, &tp);
-    if (rc == TTT_OK) rc = ttt_optimizer_step(r->opt, lr);
-    phase_add(r, PH_OPTIM, &tp);
-    r->phase_steps++;
-    return rc;
-}
-
-/* One epoch of training steps; *res gets the epoch's running figures, *lr the last lr. */
-static int train_epoch(const vision_cfg *c, run_t *r, int64_t epoch, eval_result *res, double *lr) {
-    tally t = {0};
-    const double t0 = now_s();
-    epoch_order((uint64_t)c->seed, epoch, r->tr.n, r->order);
-    int rc = TTT_OK;
-    memset(r->phase, 0, sizeof r->phase);
-    r->phase_steps = r->replays = 0;
-    for (int64_t s = 0; s < r->steps_per_epoch && rc == TTT_OK; s++, r->step++) {
-        ttt_step_reset(r->ctx); /* frees the previous step's temporaries */
-        const int64_t b0 = s * c->batch, bs = r->tr.n - b0 < c->batch ? r->tr.n - b0 : c->batch;
-        *lr = ttt_lr_warmup_cosine(r->step, r->warmup, r->total_steps, c->lr, 0.0);
-        rc = train_step(c, r, r->order + b0, bs, *lr, &t);
-        if (rc != TTT_OK) break;
-        const double el = now_s() - t0;
-        r->run_steps++;
-        const double per_step = (r->run_seconds + el) / (double)r->run_steps;
-        progress_line(&r->pr, epoch, c->epochs, s + 1, r->steps_per_epoch, (double)t.seen / el, &t,
-                      per_step * (double)(r->total_steps - r->step - 1));
-    }
-    ttt_step_reset(r->ctx);
-    tally_result(c, &t, res);
-    res->seconds = now_s() - t0;
-    r->run_seconds += res->seconds;
-    return rc;
-}
-
-/* Metrics first, then the checkpoint: a run killed in between leaves one
- * metrics line too many, which --resume drops. */
-static int save_epoch(const vision_cfg *c, run_t *r, int64_t epoch, const eval_result *trr, const eval_result *ter,
-                      double lr) {
-    if (metrics_append(r->metrics, epoch, r->step, trr, ter, (double)r->tr.n / trr->seconds, lr) != TTT_OK) {
-        fprintf(stderr, "ttt vision: cannot append to %s: %s\n", r->metrics, strerror(errno));
-        return TTT_ERR;
-    }
-    char se[32], ss[32], sd[32];
-    snprintf(se, sizeof se, "%lld", (long long)epoch);
-    snprintf(ss, sizeof ss, "%lld", (long long)r->step);
-    snprintf(sd, sizeof sd, "%lld", (long long)c->seed);
-    const char *meta[] = {"format", "ttt-vision/1", "config", r->cfgstr, "epoch", se, "step", ss, "seed", sd, NULL};
-    if (ttt_save_safetensors(r->ctx, r->ckpt, r->nl.n, r->nl.t, meta) != TTT_OK) {
-        fprintf(stderr, "ttt vision: %s\n", ttt_error(r->ctx));
-        return TTT_ERR;
-    }
-    return TTT_OK;
-}
-
 static int train(vision_cfg *c) {
-    run_t r = {0};
+    vis_run r = {.c = c};
     int code = run_open(c, &r);
     if (code >= 0) {
         run_free(&r);
         return code;
     }
-    print_header(c, &r);
-    if (r.done_epochs >= c->epochs) printf("  all %lld epochs are done\n", (long long)c->epochs);
-    code = 0;
-    for (int64_t epoch = r.done_epochs + 1; epoch <= c->epochs && code == 0; epoch++) {
-        eval_result trr, ter;
-        double lr = 0;
-        int rc = train_epoch(c, &r, epoch, &trr, &lr);
-        if (rc == TTT_OK) rc = evaluate(r.ctx, &r.m, c, &r.te, &ter);
-        progress_end(&r.pr);
-        if (rc != TTT_OK) {
-            if (ttt_error(r.ctx)[0]) fprintf(stderr, "ttt vision: %s\n", ttt_error(r.ctx));
-            code = EXIT_RUNTIME;
-            break;
-        }
-        printf("epoch %lld/%lld  train loss %.4f acc %.2f%%  test loss %.4f acc %.2f%%  %.0f img/s  %.1f s",
-               (long long)epoch, (long long)c->epochs, trr.loss, 100 * trr.acc, ter.loss, 100 * ter.acc,
-               (double)r.tr.n / trr.seconds, trr.seconds);
-        if (ter.n_inner) printf("  inner %.4f -> %.4f", ter.inner[0], ter.inner[ter.n_inner - 1]);
-        printf("\n");
-        if (c->timing && r.phase_steps) {
-            printf("  ms per training step (%lld steps, %lld graph replays):", (long long)r.phase_steps,
-                   (long long)r.replays);
-            for (int ph = 0; ph < N_PH; ph++) printf("  %s %.2f", PH_NAMES[ph], 1e3 * r.phase[ph] / (double)r.phase_steps);
-            printf("\n");
-        }
-        fflush(stdout);
-        if (save_epoch(c, &r, epoch, &trr, &ter, lr) != TTT_OK) code = EXIT_RUNTIME;
+    const ttt_train_model model = {
+        .name = "vit", .n_params = r.m.n_params, .params = r.m.params, .param_names = (const char *const *)r.m.names,
+        .decay = r.m.decay, .user = &r, .batch = vis_batch, .loss = vis_loss, .after_micro = vis_after_micro,
+        .state_save = vis_state_save, .state_load = vis_state_load, .graph_ok = !c->sgd};
+    char seed[32];
+    snprintf(seed, sizeof seed, "%lld", (long long)c->seed);
+    const char *meta[] = {"format", "ttt-vision/1", "config", r.cfgstr, "seed", seed, NULL};
+    const char *match[] = {"format", "config", NULL};
+    const ttt_train_config tc = {
+        .dir = c->out, .checkpoint_name = "checkpoint.safetensors", .resume = c->resume,
+        .optim = {.beta1 = 0.9, .beta2 = 0.999}, .lr = c->lr, .min_lr = 0, .warmup = r.warmup, .steps = r.total_steps,
+        .accum = 1, .clip = 1.0, .seed = (uint64_t)c->seed, .cuda_graph = c->cuda_graph,
+        .save_every = r.steps_per_epoch, .meta = meta, .match = match, .want_log = vis_want_log,
+        .log_line = vis_log_line, .progress_line = vis_progress, .progress = stderr, .progress_every_s = 2,
+        .item_unit = "img", .user = &r};
+    char err[4096];
+    ttt_trainer *t = NULL;
+    int rc = ttt_train_open(r.ctx, &model, &tc, &t, err, sizeof err);
+    if (rc != TTT_OK) {
+        if (rc == TTT_TRAIN_EXISTS)
+            fprintf(stderr, "ttt vision: %s already holds a run; pass --resume to continue it, or choose another --out "
+                            "(or delete the directory)\n", c->out);
+        else fprintf(stderr, "ttt vision: %s%s\n", rc == TTT_TRAIN_MISMATCH ? "--resume: " : "", err);
+        run_free(&r);
+        return rc == TTT_TRAIN_EXISTS || rc == TTT_TRAIN_MISMATCH ? EXIT_USAGE : EXIT_RUNTIME;
     }
+    print_header(c, &r, ttt_train_step(t));
+    if (ttt_train_step(t) >= r.total_steps) printf("  all %lld epochs are done\n", (long long)c->epochs);
+    ttt_train_install_signal_handlers();
+    rc = ttt_train_run(t, err, sizeof err);
+    progress_end(&r.pr);
+    const int64_t step = ttt_train_step(t);
+    if (rc == TTT_TRAIN_STOPPED)
+        fprintf(stderr, "stopped at step %lld (epoch %lld, %lld of its %lld steps done) with a checkpoint in %s; to "
+                        "continue, run the same command with --resume\n", (long long)step,
+                (long long)(step / r.steps_per_epoch + 1), (long long)(step % r.steps_per_epoch),
+                (long long)r.steps_per_epoch, ttt_train_checkpoint_path(t));
+    else if (rc != TTT_OK)
+        fprintf(stderr, "ttt vision: %s%s\n", err, strstr(err, "not finite") ? " (try a smaller --lr or --eta)" : "");
+    ttt_train_close(t);
     run_free(&r);
-    return code;
+    return rc == TTT_OK ? 0 : rc == TTT_TRAIN_STOPPED ? 130 : EXIT_RUNTIME;
 }
 
 static int eval_cmd(vision_cfg *c) {
@@ -815,22 +666,31 @@ static int eval_cmd(vision_cfg *c) {
     if (load_split(c->data, 0, c->test_limit, &te) != TTT_OK) return EXIT_RUNTIME;
     ttt_ctx *ctx = make_ctx(c);
     ttt_vit m = {0};
-    cli_named_list nl = {0};
-    char *json = ctx ? read_metadata(ctx, ckpt) : NULL;
-    int64_t epoch = 0, batch = c->batch;
+    char *json = ctx ? ttt_checkpoint_metadata(ctx, ckpt) : NULL;
+    int64_t epoch = 0, step = 0, batch = c->batch;
     int exit_code = EXIT_RUNTIME;
-    if (!json) goto out;
-    if (ttt_metadata_get(json, "config", cfgstr, sizeof cfgstr) != TTT_OK || meta_int(json, "epoch", &epoch) ||
+    if (!json) {
+        if (ctx) fprintf(stderr, "ttt vision eval: %s\n", ttt_error(ctx));
+        goto out;
+    }
+    if (ttt_metadata_get(json, "config", cfgstr, sizeof cfgstr) != TTT_OK || ttt_metadata_int(json, "step", &step) ||
         !config_parse(cfgstr, c, err, sizeof err)) {
         fprintf(stderr, "ttt vision eval: %s: not a ttt vision checkpoint (config metadata: %s)\n", ckpt,
                 ttt_metadata_get(json, "config", cfgstr, sizeof cfgstr) == TTT_OK ? err : "missing");
         goto out;
     }
+    /* finished epochs: older checkpoints store them, newer ones the step (a stop can fall inside an epoch) */
+    if (ttt_metadata_int(json, "epoch", &epoch) != TTT_OK) epoch = step / ((c->train_limit + c->batch - 1) / c->batch);
     if (batch > 0) c->batch = batch; /* --batch only changes the evaluation batch */
     ttt_vit_config mc = model_config(c);
-    if (ttt_vit_init(ctx, &m, &mc, TTT_F32) != TTT_OK || cli_named_build(m.n_params, m.params, (const char *const *)m.names, NULL, &nl) != 0 ||
-        ttt_load_safetensors(ctx, ckpt, nl.n, nl.t, NULL) != TTT_OK) {
+    char lerr[512];
+    if (ttt_vit_init(ctx, &m, &mc, TTT_F32) != TTT_OK) {
         fprintf(stderr, "ttt vision eval: %s\n", ttt_error(ctx));
+        goto out;
+    }
+    if (ttt_checkpoint_load_params(ctx, ckpt, m.n_params, m.params, (const char *const *)m.names, NULL, lerr,
+                                   sizeof lerr) != TTT_OK) {
+        fprintf(stderr, "ttt vision eval: %s\n", lerr);
         goto out;
     }
     eval_result r;
@@ -848,7 +708,6 @@ static int eval_cmd(vision_cfg *c) {
     exit_code = 0;
 out:
     free(json);
-    cli_named_free(&nl);
     if (ctx) ttt_vit_free(ctx, &m);
     ttt_ctx_free(ctx);
     split_free(&te);
@@ -884,6 +743,7 @@ static void usage(FILE *f) {
             "  --out DIR         default runs/<layer>[-T<k>][-sgd][-nodecln]-<tokens>[-up<U>]; writes\n"
             "                    DIR/metrics.jsonl and DIR/checkpoint.safetensors (every epoch, atomically)\n"
             "  --resume          continue DIR's run bit-exactly (the same model/training flags are required)\n"
+            "                    Ctrl-C or SIGTERM: the step finishes, a checkpoint is written, exit 130\n"
             "  --cuda-graph on|off   record forward + backward once as a CUDA graph and replay it (default on\n"
             "                    with --device cuda, except with --sgd; same results, fewer kernel launches)\n"
             "  --timing          print where a training step's time goes, per epoch\n"
@@ -892,7 +752,7 @@ static void usage(FILE *f) {
             "  --device D        auto (cuda if present) | cpu | cuda (default auto)\n"
             "  --threads N       CPU threads (default: OpenMP's)\n"
             "eval: --out DIR, --data, --test-limit, --batch (evaluation batch), --device, --threads.\n"
-            "exit codes: 0 ok, 1 runtime failure, 2 bad usage\n",
+            "exit codes: 0 ok, 1 runtime failure, 2 bad usage, 130 train stopped by SIGINT / SIGTERM\n",
             TTT_FASHION_MNIST_DIR);
 }
 

@@ -6,6 +6,7 @@
 #include "ttt/autodiff.h"
 #include "ttt/checkpoint.h"
 #include "ttt/data.h"
+#include "ttt/fileio.h"
 #include "ttt/io.h"
 #include "ttt/layers.h"
 #include "ttt/lm.h"
@@ -15,4 +16,5 @@
 #include "ttt/optim.h"
 #include "ttt/runtime.h"
 #include "ttt/tensor.h"
+#include "ttt/train.h"
 #endif

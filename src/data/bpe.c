@@ -12,7 +12,9 @@
 #include <fcntl.h>
 
 #include "../core/internal.h"
+#include "ttt/fileio.h"
 #include "strmap.h"
+#include "ttt/fileio.h"
 #include "ttt/tokenizer.h"
 
 #ifdef TTT_HAVE_JSONC
@@ -773,33 +775,7 @@ int ttt_tokenizer_decode(const ttt_tokenizer *t, const int32_t *ids, size_t n, i
 
 /* Reads a whole file into a malloc'd NUL-terminated buffer. */
 static int read_file(const char *path, char **data, size_t *len, char *err, size_t err_len) {
-    *data = NULL;
-    FILE *f = fopen(path, "rb");
-    if (!f) return ttt__errbuf(err, err_len, "cannot open %s: %s", path, strerror(errno));
-    size_t cap = 1 << 16, n = 0;
-    char *buf = malloc(cap);
-    for (;;) {
-        if (!buf) {
-            fclose(f);
-            return oom(err, err_len, path);
-        }
-        n += fread(buf + n, 1, cap - 1 - n, f);
-        if (n < cap - 1) break;
-        cap *= 2;
-        char *b = realloc(buf, cap);
-        if (!b) free(buf);
-        buf = b;
-    }
-    int bad = ferror(f);
-    fclose(f);
-    if (bad) {
-        free(buf);
-        return ttt__errbuf(err, err_len, "%s: read error", path);
-    }
-    buf[n] = 0;
-    *data = buf;
-    *len = n;
-    return TTT_OK;
+    return ttt_read_file(path, data, len, err, err_len);
 }
 
 static int parse_json(const char *path, json_object **out, char *err, size_t err_len) {
@@ -1122,45 +1098,15 @@ static int mkdir_p(const char *dir, char *err, size_t err_len) {
     return TTT_OK;
 }
 
-/* DIR/NAME <- data, through DIR/NAME.tmp, fsync and rename, then fsync DIR. */
+/* DIR/NAME <- data, atomically (include/ttt/fileio.h). */
 static int write_atomic(const char *dir, const char *name, const char *data, size_t len, char *err,
                         size_t err_len) {
-    size_t pl = strlen(dir) + strlen(name) + 8;
-    char *path = malloc(pl), *tmp = malloc(pl);
-    int rc = TTT_ERR;
-    if (!path || !tmp) {
-        oom(err, err_len, name);
-        goto out;
-    }
+    size_t pl = strlen(dir) + strlen(name) + 2;
+    char *path = malloc(pl);
+    if (!path) return oom(err, err_len, name);
     snprintf(path, pl, "%s/%s", dir, name);
-    snprintf(tmp, pl, "%s/%s.tmp", dir, name);
-    FILE *f = fopen(tmp, "wb");
-    if (!f) {
-        ttt__errbuf(err, err_len, "cannot create %s: %s", tmp, strerror(errno));
-        goto out;
-    }
-    int bad = fwrite(data, 1, len, f) != len || fflush(f) != 0 || fsync(fileno(f)) != 0;
-    int e = errno;
-    if (fclose(f) != 0 && !bad) bad = 1, e = errno;
-    if (bad) {
-        ttt__errbuf(err, err_len, "cannot write %s: %s", tmp, strerror(e));
-        remove(tmp);
-        goto out;
-    }
-    if (rename(tmp, path) != 0) {
-        ttt__errbuf(err, err_len, "cannot rename %s to %s: %s", tmp, path, strerror(errno));
-        remove(tmp);
-        goto out;
-    }
-    int fd = open(dir, O_RDONLY);
-    if (fd >= 0) {
-        fsync(fd);
-        close(fd);
-    }
-    rc = TTT_OK;
-out:
+    int rc = ttt_write_file_atomic(path, data, len, err, err_len);
     free(path);
-    free(tmp);
     return rc;
 }
 

@@ -20,6 +20,7 @@
 
 #include "../core/internal.h"
 #include "strmap.h"
+#include "ttt/fileio.h"
 #include "ttt/tokenizer.h"
 
 
@@ -427,32 +428,7 @@ int ttt_tokenizer_train(const char *const *texts, const size_t *lens, int n, con
 }
 
 static int read_all(const char *path, char **data, size_t *len, char *err, size_t err_len) {
-    *data = NULL;
-    FILE *f = fopen(path, "rb");
-    if (!f) return ttt__errbuf(err, err_len, "cannot open %s: %s", path, strerror(errno));
-    size_t cap = 1 << 20, n = 0;
-    char *buf = malloc(cap);
-    for (;;) {
-        if (!buf) {
-            fclose(f);
-            return ttt__errbuf(err, err_len, "%s: out of memory", path);
-        }
-        n += fread(buf + n, 1, cap - n, f);
-        if (n < cap) break;
-        cap *= 2;
-        char *b = realloc(buf, cap);
-        if (!b) free(buf);
-        buf = b;
-    }
-    int bad = ferror(f);
-    fclose(f);
-    if (bad) {
-        free(buf);
-        return ttt__errbuf(err, err_len, "%s: read error", path);
-    }
-    *data = buf;
-    *len = n;
-    return TTT_OK;
+    return ttt_read_file(path, data, len, err, err_len);
 }
 
 int ttt_tokenizer_train_files(const char *const *paths, int n, const ttt_bpe_train_config *cfg,

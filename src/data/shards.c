@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "../core/internal.h"
+#include "ttt/fileio.h"
 #include "ttt/shards.h"
 
 enum { HEADER_BYTES = 64, VERSION = 1 };
@@ -211,8 +212,7 @@ int ttt_shard_batch(const ttt_shard *s, uint64_t seed, int64_t step, int64_t bat
 /* ---- writer -------------------------------------------------------------------------------- */
 
 struct ttt_shard_writer {
-    char *path, *tmp;
-    FILE *f; /* PATH.tmp, open from the start */
+    ttt_atomic_file af; /* PATH.tmp, open from the start (include/ttt/fileio.h) */
     uint64_t vocab;
     uint32_t width;
     unsigned char *tokens;
@@ -228,17 +228,10 @@ int ttt_shard_writer_open(const char *path, int64_t vocab, ttt_shard_writer **ou
     if (vocab < 1 || (uint64_t)vocab > MAX_VOCAB)
         return ttt__errbuf(err, err_len, "%s: vocabulary size %lld out of range", path, (long long)vocab);
     ttt_shard_writer *w = calloc(1, sizeof *w);
-    if (!w || !(w->path = strdup(path)) || !(w->tmp = malloc(strlen(path) + 5))) {
+    if (!w) return ttt__errbuf(err, err_len, "%s: out of memory", path);
+    if (ttt_atomic_open(&w->af, path, err, err_len) != TTT_OK) {
         ttt_shard_writer_abort(w);
-        return ttt__errbuf(err, err_len, "%s: out of memory", path);
-    }
-    strcpy(w->tmp, path);
-    strcat(w->tmp, ".tmp");
-    if (!(w->f = fopen(w->tmp, "wb"))) {
-        int e = errno;
-        free(w->tmp), w->tmp = NULL; /* not ours to remove */
-        ttt_shard_writer_abort(w);
-        return ttt__errbuf(err, err_len, "%s.tmp: cannot create: %s", path, strerror(e));
+        return TTT_ERR;
     }
     w->vocab = (uint64_t)vocab;
     w->width = vocab <= 65536 ? 2 : 4;
@@ -256,12 +249,12 @@ int ttt_shard_writer_add(ttt_shard_writer *w, const int32_t *ids, int64_t n, cha
     for (int64_t i = 0; i < n; i++)
         if (ids[i] < 0 || (uint64_t)ids[i] >= w->vocab)
             return ttt__errbuf(err, err_len, "%s: token %d (position %lld of the document) is outside the vocabulary [0, %llu)",
-                               w->path, ids[i], (long long)i, (unsigned long long)w->vocab);
+                               w->af.path, ids[i], (long long)i, (unsigned long long)w->vocab);
     const uint64_t have = w->tok_len / w->width;
-    if (have + (uint64_t)n > MAX_TOKENS) return ttt__errbuf(err, err_len, "%s: more than 2^40 tokens", w->path);
+    if (have + (uint64_t)n > MAX_TOKENS) return ttt__errbuf(err, err_len, "%s: more than 2^40 tokens", w->af.path);
     if (ttt__grow((void **)&w->tokens, &w->tok_cap, w->tok_len + (size_t)n * w->width, 1) != TTT_OK ||
         ttt__grow((void **)&w->starts, &w->starts_cap, w->n_starts + 1, sizeof *w->starts) != TTT_OK)
-        return ttt__errbuf(err, err_len, "%s: out of memory at %llu tokens", w->path, (unsigned long long)have);
+        return ttt__errbuf(err, err_len, "%s: out of memory at %llu tokens", w->af.path, (unsigned long long)have);
     unsigned char *p = w->tokens + w->tok_len;
     for (int64_t i = 0; i < n; i++, p += w->width) {
         if (w->width == 2) p[0] = (unsigned char)ids[i], p[1] = (unsigned char)(ids[i] >> 8);
@@ -274,9 +267,8 @@ int ttt_shard_writer_add(ttt_shard_writer *w, const int32_t *ids, int64_t n, cha
 
 void ttt_shard_writer_abort(ttt_shard_writer *w) {
     if (!w) return;
-    if (w->f) fclose(w->f);
-    if (w->tmp) remove(w->tmp);
-    free(w->path), free(w->tmp), free(w->tokens), free(w->starts);
+    ttt_atomic_abort(&w->af);
+    free(w->tokens), free(w->starts);
     free(w);
 }
 
@@ -296,26 +288,14 @@ int ttt_shard_writer_close(ttt_shard_writer *w, char *err, size_t err_len) {
     put_u64(header + 24, n_tokens);
     put_u64(header + 32, n_docs);
     put_u64(header + 40, fnv1a(fnv1a(FNV_SEED, table, 8 * w->n_starts), w->tokens, w->tok_len));
-    int rc = TTT_ERR, e = 0, renamed = 0;
-    FILE *f = w->f;
-    w->f = NULL;
-    errno = 0;
+    FILE *f = w->af.f;
+    int rc = TTT_ERR;
     if (fwrite(header, 1, HEADER_BYTES, f) == HEADER_BYTES && fwrite(table, 1, 8 * w->n_starts, f) == 8 * w->n_starts &&
-        (w->tok_len == 0 || fwrite(w->tokens, 1, w->tok_len, f) == w->tok_len) && fflush(f) == 0 && fsync(fileno(f)) == 0) {
-        FILE *g = f;
-        f = NULL;
-        if (fclose(g) == 0 && rename(w->tmp, w->path) == 0) rc = TTT_OK, renamed = 1;
-    }
-    if (rc != TTT_OK) e = errno ? errno : EIO;
-    if (rc != TTT_OK) ttt__errbuf(err, err_len, "%s: cannot write: %s", w->path, strerror(e));
-    else if (ttt__sync_dir(w->path) != 0)
-        rc = ttt__errbuf(err, err_len, "%s: written, but its directory could not be synced: %s", w->path, strerror(errno));
-    if (f) fclose(f);
+        (w->tok_len == 0 || fwrite(w->tokens, 1, w->tok_len, f) == w->tok_len))
+        rc = ttt_atomic_commit(&w->af, err, err_len); /* frees af either way */
+    else
+        ttt__errbuf(err, err_len, "%s: cannot write: %s", w->af.path, strerror(errno ? errno : EIO));
     free(table);
-    if (renamed) { /* the tmp file is the shard now */
-        free(w->tmp);
-        w->tmp = NULL;
-    }
     ttt_shard_writer_abort(w);
     return rc;
 }

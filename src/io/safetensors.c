@@ -4,6 +4,7 @@
  * buffer. The writer needs no JSON library; the reader parses the header with
  * json-c (TTT_HAVE_JSONC) and fails cleanly when ttt was built without it. */
 #include <errno.h>
+#include <math.h>
 #include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -18,6 +19,7 @@
 
 #include "../core/internal.h"
 #include "ttt/checkpoint.h"
+#include "ttt/fileio.h"
 
 /* The reference implementation's limit on the header size. */
 enum { MAX_HEADER = 100000000, ALIGN = 8 };
@@ -246,10 +248,10 @@ int ttt_save_safetensors(ttt_ctx *ctx, const char *path, int n, const ttt_named_
     strbuf hdr = {0};
     void *buf = NULL;
     size_t cap = 0;
-    char *tmp = malloc(strlen(path) + 5);
+    ttt_atomic_file af = {0};
     FILE *f = NULL;
-    int rc = TTT_ERR, made_tmp = 0;
-    if (!begin || !tmp) {
+    int rc = TTT_ERR;
+    if (!begin) {
         ttt__set_error(ctx, "%s: %s: out of memory", fn, path);
         goto done;
     }
@@ -267,14 +269,12 @@ int ttt_save_safetensors(ttt_ctx *ctx, const char *path, int n, const ttt_named_
         goto done;
     }
 
-    strcpy(tmp, path);
-    strcat(tmp, ".tmp");
-    f = fopen(tmp, "wb");
-    if (!f) {
+    char why[512];
+    if (ttt_atomic_open(&af, path, why, sizeof why) != TTT_OK) {
         ttt__set_error(ctx, "%s: %s: %s", fn, path, strerror(errno));
         goto done;
     }
-    made_tmp = 1;
+    f = af.f;
     if (fwrite(hdr.p, 1, hdr.len, f) != hdr.len) goto io_error;
     for (int k = 0; k < 4; k++)
         for (int i = 0; i < n; i++) {
@@ -296,24 +296,18 @@ int ttt_save_safetensors(ttt_ctx *ctx, const char *path, int n, const ttt_named_
             to_from_le(buf, ne, es);
             if (fwrite(buf, 1, bytes, f) != bytes) goto io_error;
         }
-    if (fflush(f) != 0 || fsync(fileno(f)) != 0) goto io_error;
-    {
-        FILE *g = f;
-        f = NULL;
-        if (fclose(g) != 0) goto io_error;
+    f = NULL;
+    if (ttt_atomic_commit(&af, why, sizeof why) != TTT_OK) { /* PATH is the old file, or the new one not yet durable */
+        ttt__set_error(ctx, "%s: %s", fn, why);
+        goto done;
     }
-    if (rename(tmp, path) != 0) goto io_error;
-    made_tmp = 0;
-    if (ttt__sync_dir(path) != 0) goto io_error;  /* PATH is the new file already; report that it may not be durable */
     rc = TTT_OK;
     goto done;
 
 io_error:
     ttt__set_error(ctx, "%s: %s: %s", fn, path, strerror(errno));
 done:
-    if (f) fclose(f);
-    if (made_tmp) remove(tmp);
-    free(tmp);
+    ttt_atomic_abort(&af); /* after a failure: the old file stays */
     free(buf);
     free(hdr.p);
     free(begin);
@@ -444,6 +438,18 @@ static int parse_entry(json_object *obj, uint64_t data_len, st_entry *e, char *w
 static int read_at(FILE *f, uint64_t pos, void *buf, size_t n) {
     if (fseeko(f, (off_t)pos, SEEK_SET) != 0) return TTT_ERR;
     return fread(buf, 1, n, f) == n ? TTT_OK : TTT_ERR;
+}
+
+/* The index of the first NaN / infinity among n values of dtype dt, or -1 (integers: -1). */
+static int64_t first_non_finite(const void *buf, ttt_dtype dt, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        double v = dt == TTT_F32    ? (double)((const float *)buf)[i]
+                   : dt == TTT_F64  ? ((const double *)buf)[i]
+                   : dt == TTT_BF16 ? (double)ttt_bf16_to_f32(((const uint16_t *)buf)[i])
+                                    : 0.0;
+        if (!isfinite(v)) return (int64_t)i;
+    }
+    return -1;
 }
 
 static int is_ws(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
@@ -614,6 +620,13 @@ int ttt_load_safetensors(ttt_ctx *ctx, const char *path, int n, const ttt_named_
         }
         if (bytes && read_at(f, data_start + e->begin, buf, bytes) != TTT_OK) goto read_error;
         to_from_le(buf, bytes / es, es);
+        /* a diverged run's NaN weights would load silently and give junk; say which tensor */
+        const int64_t bad = first_non_finite(buf, dt, bytes / es);
+        if (bad >= 0) {
+            ttt__set_error(ctx, "%s: %s: tensor '%s' holds a value that is not finite (element %lld): the file was "
+                                "saved from a diverged run or is corrupt", fn, path, tensors[i].name, (long long)bad);
+            goto done;
+        }
         ttt_mark_t m = ttt_mark(ctx);
         ttt_tensor *src = ttt_from_host(ctx, dt, e->ndim, e->shape, buf);
         int ok = src && ttt_assign(ctx, tensors[i].tensor, src) == TTT_OK;
