@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "ttt/fileio.h"
 #include "ttt/runtime.h"
 #include "ttt/tokenizer.h"
 #include "ttt/ttt.h"
@@ -27,7 +28,6 @@
 enum { EXIT_RUNTIME = 1, EXIT_USAGE = 2 };
 enum { SUB_TRAIN = 1, SUB_EVAL = 2, SUB_GENERATE = 4, SUB_ALL = 7 };
 enum { MAX_EDGES = 64 };      /* eval: bucket edges from --buckets */
-enum { PREFILL_PIECE = 512 }; /* generate: prompt tokens per prefill call, so one piece's logits exist at a time */
 /* Dense peaks of an H100 SXM (the H200 has the same compute), from NVIDIA's
  * datasheet: bf16 on tensor cores without sparsity, and fp32 without tensor
  * cores (our f32 matmuls are plain SGEMM: 51.6 TFLOP/s measured, docs/benchmarks.md). */
@@ -41,11 +41,12 @@ static const uint64_t VAL_SEED = 0x76616c6964ull;
 
 typedef struct {
     const char *data, *val, *out, *preset, *ckpt, *tokenizer, *prompt, *device, *dtype, *compute, *buckets, *graph_s;
+    const char *init_from, *state_in, *state_out;
     int64_t dim, depth, heads, mlp_hidden, prime_blocks, prime_hidden, window, seq, batch, accum, steps, warmup, seed,
         save_every, log_every, eval_every, eval_batches, stop_at, context, max_docs, tokens, top_k, threads,
-        logit_chunk;
-    double rope_theta, lr, min_lr, wd, beta2, clip, peak_bf16, peak_f32, temperature, top_p;
-    int resume, tf32;
+        logit_chunk, inner_chunk, eta_warmup;
+    double rope_theta, lr, min_lr, wd, beta2, clip, peak_bf16, peak_f32, temperature, top_p, inner_clip, eta, eta0;
+    int resume, tf32, first_order;
     int graph; /* --cuda-graph: -1 auto, 0 off, 1 on */
     ttt_lm_config model;          /* train: the preset with the model flags applied (vocab from the shard) */
     int64_t edges[MAX_EDGES];     /* eval --buckets: 0 < e_1 < ... < e_n */
@@ -81,6 +82,13 @@ static const flag_spec FLAGS[] = {
     F_INT("--prime-blocks", SUB_TRAIN, prime_blocks, 0, 1024),
     F_INT("--prime-hidden", SUB_TRAIN, prime_hidden, 0, 1 << 20),
     F_DBL("--rope-theta", SUB_TRAIN, rope_theta, 2, 1e12),
+    F_INT("--inner-chunk", SUB_TRAIN, inner_chunk, 0, BIG),
+    F_DBL("--inner-clip", SUB_TRAIN, inner_clip, 0, 1e9),
+    F_DBL("--eta", SUB_TRAIN | SUB_EVAL | SUB_GENERATE, eta, 0, 1e3),
+    F_DBL("--eta0", SUB_TRAIN, eta0, 0, 1e3),
+    F_INT("--eta-warmup", SUB_TRAIN, eta_warmup, 0, BIG),
+    F_BOOL("--first-order", SUB_TRAIN, first_order),
+    F_STR("--init-from", SUB_TRAIN, init_from),
     F_INT("--seq-len", SUB_TRAIN, seq, 1, 1 << 24),
     F_INT("--batch", SUB_TRAIN, batch, 1, 1 << 20),
     F_INT("--grad-accum", SUB_TRAIN, accum, 1, 1 << 20),
@@ -112,6 +120,8 @@ static const flag_spec FLAGS[] = {
     F_DBL("--temperature", SUB_GENERATE, temperature, 0, 100),
     F_INT("--top-k", SUB_GENERATE, top_k, 0, 1 << 30),
     F_DBL("--top-p", SUB_GENERATE, top_p, 1e-9, 1),
+    F_STR("--state", SUB_GENERATE, state_in),
+    F_STR("--save-state", SUB_GENERATE, state_out),
     F_STR("--device", SUB_ALL, device),
     F_STR("--dtype", SUB_ALL, dtype),
     F_STR("--compute", SUB_ALL, compute),
@@ -151,16 +161,30 @@ static void usage_train(FILE *f) {
             "                      replay it (default auto: on with --device cuda; same results, fewer launches)\n"
             "  --eval-every N      (default 100)       --eval-batches N (default 4)\n"
             "model (stored in the checkpoint; eval and generate rebuild the model from it):\n"
-            "  --preset P          tiny (D 64, 2 blocks, 4 heads, F 172) | small (256, 4, 4, 688) |\n"
-            "                      125m (768, 12, 12, 2048) (default tiny); the flags below override it\n"
+            "  --preset P          size tiny (D 64, 2 blocks, 4 heads, F 172) | small (256, 4, 4, 688) |\n"
+            "                      125m (768, 12, 12, 2048) | 350m (1024, 24, 16) | 760m (1536, 24, 16), alone\n"
+            "                      (full attention, RoPE theta 1e4) or with -fa | -swa | -e2e (theta 5e5: the\n"
+            "                      TTT-E2E comparison; docs/results-e2e.md) (default tiny); flags below override\n"
             "  --dim D             width            --depth N        blocks\n"
             "  --heads H           heads (D / H must be even: RoPE rotates pairs)\n"
             "  --mlp-hidden F      SwiGLU width\n"
-            "  --window K          0: full causal attention (default); K > 0: sliding window of K tokens\n"
+            "  --window K          0: full causal attention; K > 0: sliding window of K tokens (default: the preset's)\n"
             "                      (each query sees itself and the K - 1 before it)\n"
-            "  --prime-blocks N    the last N blocks get a prime MLP (TTT-E2E's slot; default 0)\n"
+            "  --prime-blocks N    the last N blocks get a prime MLP (TTT-E2E's slot; default: the preset's)\n"
             "  --prime-hidden F    its width (default 0: --mlp-hidden)\n"
-            "  --rope-theta X      RoPE base (default 10000)\n"
+            "  --rope-theta X      RoPE base (default: the preset's)\n"
+            "TTT-E2E (the -e2e presets: SWA everywhere, prime MLPs in the last quarter of the blocks):\n"
+            "  --inner-chunk b     tokens per inner step: the prime MLPs take an SGD step on each chunk's\n"
+            "                      next-token loss while reading (0: off; --seq-len must be a multiple of b)\n"
+            "  --inner-clip C      clip each sequence's inner gradient to global norm C (0: none; preset 1)\n"
+            "  --eta X             the inner learning rate after the ramp (default 1, also at inference)\n"
+            "  --eta0 X            where the ramp starts (default 0.1)\n"
+            "  --eta-warmup N      outer steps of the ramp eta0 -> eta (default 10%% of --steps)\n"
+            "  --first-order       do not differentiate through the inner gradients (the ablation;\n"
+            "                      default: full second order through every inner step)\n"
+            "  --init-from CKPT    warm start: the source checkpoint's architecture and weights, changed by\n"
+            "                      the model flags given (e.g. --window, --prime-blocks, --inner-chunk); new\n"
+            "                      prime MLPs start with a zero down projection (the source's function)\n"
             "optimization:\n"
             "  --seq-len T         tokens per sequence (default 256)\n"
             "  --batch B           sequences per micro-batch (default 8)\n"
@@ -204,6 +228,8 @@ static void usage_eval(FILE *f) {
             "  --out FILE          JSONL, written atomically: one row per bucket {bucket_start, bucket_end,\n"
             "                      mean_loss, count, documents}, then a row {\"summary\": true, ...}\n"
             "  --dtype T           f32 | f64 (default: the checkpoint's training dtype)\n"
+            "  --eta X             TTT-E2E: the inner learning rate while reading (default 1; 0: the same\n"
+            "                      network without test-time training)\n"
             "%s",
             USAGE_ALL);
 }
@@ -224,6 +250,12 @@ static void usage_generate(FILE *f) {
             "  --top-p P           nucleus: among the most likely tokens whose probabilities add up to P\n"
             "                      (default 1: all)\n"
             "  --seed S            the sampler's seed: the same seed gives the same text (default 1)\n"
+            "TTT-E2E models keep learning while they read the prompt and write (one inner step per chunk):\n"
+            "  --save-state FILE   after reading the prompt, save what the model learned and its attention\n"
+            "                      window (a safetensors state file) before generating\n"
+            "  --state FILE        start from such a file: the prompt continues the text read then (a\n"
+            "                      document read once, asked many times); another model or tokenizer is refused\n"
+            "  --eta X             the inner learning rate (default 1)\n"
             "  --dtype T           f32 | f64 (default: the checkpoint's training dtype)\n"
             "%s",
             USAGE_ALL);
@@ -259,9 +291,20 @@ static int parse_buckets(opts *o) {
 
 /* The model flags over the preset (vocab comes later, from the shard). */
 static int train_model_flags(opts *o) {
-    char err[256];
-    if (ttt_lm_preset(o->preset, 0, &o->model, err, sizeof err) != TTT_OK) {
-        fprintf(stderr, "ttt lm train: --preset %s: expected tiny, small or 125m\n", o->preset);
+    char err[1024];
+    if (o->init_from) { /* a warm start keeps the source's architecture; the flags below change it */
+        ttt_ctx *tmp = ttt_ctx_new(NULL);
+        ttt_lm src = {0};
+        const int ok = tmp && ttt_lm_load(tmp, o->init_from, -1, &src, NULL, err, sizeof err) == TTT_OK;
+        if (ok) o->model = src.cfg;
+        ttt_lm_free(tmp, &src);
+        ttt_ctx_free(tmp);
+        if (!ok) {
+            fprintf(stderr, "ttt lm train: --init-from %s: %s\n", o->init_from, tmp ? err : "no context");
+            return EXIT_RUNTIME;
+        }
+    } else if (ttt_lm_preset(o->preset, 0, &o->model, err, sizeof err) != TTT_OK) {
+        fprintf(stderr, "ttt lm train: --preset %s: %s\n", o->preset, err);
         return EXIT_USAGE;
     }
     ttt_lm_config *c = &o->model;
@@ -270,7 +313,22 @@ static int train_model_flags(opts *o) {
     if (o->heads > 0) c->heads = o->heads;
     if (o->mlp_hidden > 0) c->mlp_hidden = o->mlp_hidden;
     if (o->rope_theta > 0) c->rope_theta = o->rope_theta;
-    c->window = o->window, c->prime_blocks = o->prime_blocks, c->prime_hidden = o->prime_hidden;
+    if (o->window >= 0) c->window = o->window;
+    if (o->prime_blocks >= 0) c->prime_blocks = o->prime_blocks;
+    if (o->prime_hidden >= 0) c->prime_hidden = o->prime_hidden;
+    if (o->inner_chunk >= 0) c->inner_chunk = o->inner_chunk;
+    if (o->inner_clip >= 0) c->inner_clip = o->inner_clip;
+    if (c->inner_chunk > 0 && (c->prime_blocks < 1 || c->window < 2)) {
+        fprintf(stderr, "ttt lm train: --inner-chunk %lld (TTT-E2E) needs --prime-blocks >= 1 and --window >= 2 "
+                        "(have %lld and %lld; the -e2e presets set all three)\n", (long long)c->inner_chunk,
+                (long long)c->prime_blocks, (long long)c->window);
+        return EXIT_USAGE;
+    }
+    if (c->inner_chunk > 0 && o->seq % c->inner_chunk) {
+        fprintf(stderr, "ttt lm train: --seq-len %lld must be a multiple of the inner chunk %lld (--inner-chunk)\n",
+                (long long)o->seq, (long long)c->inner_chunk);
+        return EXIT_USAGE;
+    }
     if (c->dim % c->heads || (c->dim / c->heads) % 2) {
         fprintf(stderr, "ttt lm train: --dim %lld does not split into --heads %lld heads of even size (RoPE rotates pairs)\n",
                 (long long)c->dim, (long long)c->heads);
@@ -289,7 +347,8 @@ static int parse(int argc, char **argv, int sub, opts *o) {
     *o = (opts){.preset = "tiny", .device = "auto", .seq = 256, .batch = 8, .accum = 1, .steps = 200, .warmup = -1,
                 .seed = 1, .save_every = 100, .log_every = 10, .eval_every = 100, .eval_batches = 4, .tokens = 100,
                 .lr = 3e-4, .min_lr = -1, .wd = 0.1, .beta2 = 0.95, .clip = 1.0, .peak_bf16 = PEAK_BF16_TFLOPS,
-                .peak_f32 = PEAK_F32_TFLOPS, .temperature = 0.8, .top_p = 1.0};
+                .peak_f32 = PEAK_F32_TFLOPS, .temperature = 0.8, .top_p = 1.0, .window = -1, .prime_blocks = -1,
+                .prime_hidden = -1, .inner_chunk = -1, .inner_clip = -1, .eta = -1, .eta0 = 0.1, .eta_warmup = -1};
     char cmd[32];
     snprintf(cmd, sizeof cmd, "lm %s", sub_name(sub));
     for (int i = 2; i < argc; i++) {
@@ -323,6 +382,9 @@ static int parse(int argc, char **argv, int sub, opts *o) {
         snprintf(buf, sizeof buf, "--compute %.100s: expected bf16, f32 or f64", o->compute), bad = buf;
     else if (o->graph_s && strcmp(o->graph_s, "on") && strcmp(o->graph_s, "off") && strcmp(o->graph_s, "auto"))
         snprintf(buf, sizeof buf, "--cuda-graph %.100s: expected on, off or auto", o->graph_s), bad = buf;
+    else if ((o->state_in || o->state_out) && sub == SUB_GENERATE && o->state_in && o->state_out &&
+             !strcmp(o->state_in, o->state_out))
+        bad = "--state and --save-state name one file: the saved state would replace the one being read";
     else if (o->graph_s && !strcmp(o->graph_s, "on") && !strcmp(o->device, "cpu"))
         bad = "--cuda-graph on needs --device cuda (graphs are a CUDA feature)";
     else if (o->out && strlen(o->out) > 4000)
@@ -341,9 +403,11 @@ static int parse(int argc, char **argv, int sub, opts *o) {
         return EXIT_USAGE;
     }
     if (sub == SUB_EVAL && o->buckets && parse_buckets(o)) return EXIT_USAGE;
+    if (o->eta < 0) o->eta = 1.0; /* TTT-E2E's inner learning rate: 1 at inference, the end of training's ramp */
     if (sub == SUB_TRAIN) {
         if (o->min_lr < 0) o->min_lr = o->lr / 10;
         if (o->warmup < 0) o->warmup = o->steps / 20;
+        if (o->eta_warmup < 0) o->eta_warmup = o->steps / 10; /* the official schedule: 10% of the steps */
         if (!o->dtype) o->dtype = "f32";
         o->graph = !o->graph_s || !strcmp(o->graph_s, "auto") ? -1 : !strcmp(o->graph_s, "on");
         int rc = train_model_flags(o);
@@ -374,100 +438,17 @@ static int apply_compute(ttt_ctx *ctx, const opts *o, ttt_lm *m) {
     return o->compute ? ttt_lm_set_compute(ctx, m, dtype_of(o->compute)) : TTT_OK;
 }
 
-/* The checkpoint's stored form of a model config: every field, so eval and
- * generate rebuild the model from the file alone. */
-static void model_string(const ttt_lm_config *c, char *buf, size_t n) {
-    char theta[32], eps[32], std[32];
-    ttt_format_double(theta, sizeof theta, c->rope_theta);
-    ttt_format_double(eps, sizeof eps, c->norm_eps);
-    ttt_format_double(std, sizeof std, c->init_std);
-    snprintf(buf, n,
-             "vocab=%lld dim=%lld depth=%lld heads=%lld mlp_hidden=%lld window=%lld prime_blocks=%lld "
-             "prime_hidden=%lld qk_norm=%d rope_theta=%s norm_eps=%s init_std=%s",
-             (long long)c->vocab, (long long)c->dim, (long long)c->depth, (long long)c->heads, (long long)c->mlp_hidden,
-             (long long)c->window, (long long)c->prime_blocks, (long long)c->prime_hidden, c->qk_norm, theta, eps, std);
-}
-
-/* Reads model_string's form back; ttt_lm_init checks the values. 0, or -1 naming the bad key in err. */
-static int model_parse(const char *s, ttt_lm_config *c, char *err, size_t errn) {
-    ttt_lm_preset("tiny", 0, c, NULL, 0); /* defaults of the optional keys */
-    static const char *const ints[] = {"vocab", "dim", "depth", "heads", "mlp_hidden", "window", "prime_blocks",
-                                       "prime_hidden", "qk_norm"};
-    int64_t q = 0, *iout[] = {&c->vocab, &c->dim, &c->depth, &c->heads, &c->mlp_hidden, &c->window,
-                              &c->prime_blocks, &c->prime_hidden, &q};
-    char v[64], *end;
-    for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++) {
-        errno = 0;
-        long long x = ttt_kv_get(s, ints[i], v, sizeof v) ? strtoll(v, &end, 10) : -1;
-        if (x < 0 || errno || *end) return snprintf(err, errn, "bad or missing %s", ints[i]), -1;
-        *iout[i] = x;
-    }
-    c->qk_norm = q == 1;
-    static const char *const dbls[] = {"rope_theta", "norm_eps", "init_std"};
-    double *dout[] = {&c->rope_theta, &c->norm_eps, &c->init_std};
-    for (size_t i = 0; i < 3; i++) {
-        if (!ttt_kv_get(s, dbls[i], v, sizeof v)) {
-            if (i == 2) break; /* init_std: only used to initialise */
-            return snprintf(err, errn, "missing %s", dbls[i]), -1;
-        }
-        double x = strtod(v, &end);
-        if (!isfinite(x) || *end) return snprintf(err, errn, "bad %s", dbls[i]), -1;
-        *dout[i] = x;
-    }
-    return 0;
-}
-
-/* --ckpt: a file, or a run directory holding model.safetensors. */
-static void ckpt_path(const char *arg, char *buf, size_t n) {
-    struct stat st;
-    if (stat(arg, &st) == 0 && S_ISDIR(st.st_mode)) snprintf(buf, n, "%s/model.safetensors", arg);
-    else snprintf(buf, n, "%s", arg);
-}
-
-/* The metadata JSON of a checkpoint (malloc'd), after checking it is a ttt lm one. */
-static char *read_meta(ttt_ctx *ctx, const char *cmd, const char *path) {
-    char fmt[32];
-    char *json = ttt_checkpoint_metadata(ctx, path);
-    if (!json) {
-        fprintf(stderr, "ttt %s: %s\n", cmd, ttt_error(ctx));
-        return NULL;
-    }
-    if (ttt_metadata_get(json, "format", fmt, sizeof fmt) != TTT_OK || strcmp(fmt, "ttt-lm")) {
-        fprintf(stderr, "ttt %s: %s is not a ttt lm checkpoint (no format=ttt-lm metadata)\n", cmd, path);
-        free(json);
-        return NULL;
-    }
-    return json;
-}
-
-/* Loads --ckpt's model (config from its metadata) for eval and generate, in
- * --dtype or else the dtype it was trained in. 0 or an exit code. */
+/* Loads --ckpt's model (ttt_lm_load: config from its metadata, parameters checked
+ * finite) for eval and generate, in --dtype or else the dtype it was trained
+ * in, with --compute applied. 0 or an exit code. */
 static int load_model(ttt_ctx *ctx, const opts *o, const char *cmd, ttt_lm *m, int64_t *step) {
-    char path[4200], model[1024], train[1024], dt[16] = "f32", err[512];
-    ckpt_path(o->ckpt, path, sizeof path);
-    if (access(path, R_OK) != 0) {
-        fprintf(stderr, "ttt %s: --ckpt %s: %s\n", cmd, path, strerror(errno));
+    char err[1024];
+    if (ttt_lm_load(ctx, o->ckpt, o->dtype ? (int)dtype_of(o->dtype) : -1, m, step, err, sizeof err) != TTT_OK) {
+        fprintf(stderr, "ttt %s: --ckpt %s: %s\n", cmd, o->ckpt, err);
         return EXIT_RUNTIME;
     }
-    char *json = read_meta(ctx, cmd, path);
-    if (!json) return EXIT_RUNTIME;
-    ttt_lm_config c;
-    int bad = ttt_metadata_get(json, "model", model, sizeof model) != TTT_OK;
-    if (bad || model_parse(model, &c, err, sizeof err)) {
-        fprintf(stderr, "ttt %s: %s: model metadata: %s\n", cmd, path, bad ? "missing" : err);
-        free(json);
-        return EXIT_RUNTIME;
-    }
-    if (ttt_metadata_get(json, "train", train, sizeof train) == TTT_OK) ttt_kv_get(train, "dtype", dt, sizeof dt);
-    if (step && ttt_metadata_int(json, "step", step) != TTT_OK) *step = -1;
-    free(json);
-    if (ttt_lm_init(ctx, m, &c, dtype_of(o->dtype ? o->dtype : dt)) != TTT_OK || apply_compute(ctx, o, m) != TTT_OK) {
-        fprintf(stderr, "ttt %s: %s: %s\n", cmd, path, ttt_error(ctx));
-        return EXIT_RUNTIME;
-    }
-    if (ttt_checkpoint_load_params(ctx, path, m->n_params, m->params, (const char *const *)m->names, NULL, err,
-                                   sizeof err) != TTT_OK) {
-        fprintf(stderr, "ttt %s: %s\n", cmd, err);
+    if (apply_compute(ctx, o, m) != TTT_OK) {
+        fprintf(stderr, "ttt %s: %s\n", cmd, ttt_error(ctx));
         return EXIT_RUNTIME;
     }
     return 0;
@@ -514,6 +495,18 @@ static void train_string(const opts *o, const ttt_shard *data, char *buf, size_t
              (long long)o->seq, (long long)o->batch, (long long)o->accum, (long long)o->steps, (long long)o->warmup, lr,
              min_lr, wd, beta2, clip, (long long)o->seed, o->dtype, (long long)ttt_shard_n_tokens(data),
              (long long)ttt_shard_n_docs(data));
+    if (o->model.inner_chunk > 0) { /* TTT-E2E: the inner loop's schedule and order */
+        char eta[32], eta0[32];
+        ttt_format_double(eta, sizeof eta, o->eta);
+        ttt_format_double(eta0, sizeof eta0, o->eta0);
+        const size_t u = strlen(buf);
+        snprintf(buf + u, n - u, " eta=%s eta0=%s eta_warmup=%lld first_order=%d", eta, eta0, (long long)o->eta_warmup,
+                 o->first_order);
+    }
+    if (o->init_from) {
+        const size_t u = strlen(buf);
+        snprintf(buf + u, n - u, " init_from=%s", o->init_from);
+    }
 }
 
 /* Micro-batch (step, micro) of the training shard: a pure function of (--seed, its index). */
@@ -533,14 +526,34 @@ static int lm_batch(ttt_ctx *ctx, void *user, const ttt_train_info *info, int64_
     return TTT_OK;
 }
 
-static ttt_tensor *lm_loss(ttt_ctx *ctx, void *user, const ttt_train_info *info, ttt_tensor **aux) {
-    (void)info, (void)aux;
-    lm_run *r = user;
-    return ttt_lm_loss_chunked(ctx, &r->m, r->in_ids, r->in_tg, NULL, r->o->logit_chunk);
+/* The inner learning rate of TTT-E2E at outer step `step`: --eta0 -> --eta over --eta-warmup steps. */
+static double run_eta(const lm_run *r, int64_t step) {
+    return ttt_lm_e2e_eta(step, r->o->eta_warmup, r->o->eta0, r->o->eta);
 }
 
-/* The mean loss of --eval-batches fixed batches of --val; NaN after a message on failure. */
-static double val_loss(lm_run *r) {
+/* The loss of ids against targets at outer step `step`; a TTT-E2E model learns
+ * while it reads them (its chunk losses into aux[0], aux[1]: the first and last). */
+static ttt_tensor *run_loss(lm_run *r, ttt_ctx *ctx, ttt_tensor *ids, ttt_tensor *tg, int64_t step, ttt_tensor **aux) {
+    if (!ttt_lm_is_e2e(&r->m)) return ttt_lm_loss_chunked(ctx, &r->m, ids, tg, NULL, r->o->logit_chunk);
+    ttt_tensor *chunks = NULL;
+    ttt_tensor *loss = ttt_lm_e2e_loss(ctx, &r->m, ids, tg, run_eta(r, step), r->o->first_order, NULL, &chunks);
+    if (loss && aux) {
+        const int64_t n = chunks->shape[0];
+        aux[0] = ttt_slice(ctx, chunks, 0, 0, 1, 1);
+        aux[1] = ttt_slice(ctx, chunks, 0, n - 1, n, 1);
+        if (!aux[0] || !aux[1]) return NULL;
+    }
+    return loss;
+}
+
+static ttt_tensor *lm_loss(ttt_ctx *ctx, void *user, const ttt_train_info *info, ttt_tensor **aux) {
+    lm_run *r = user;
+    return run_loss(r, ctx, r->in_ids, r->in_tg, info->step, aux);
+}
+
+/* The mean loss of --eval-batches fixed batches of --val (a TTT-E2E model with
+ * the inner learning rate of `step`); NaN after a message on failure. */
+static double val_loss(lm_run *r, int64_t step) {
     char err[512];
     const int64_t B = r->o->batch, T = r->o->seq;
     double sum = 0;
@@ -552,9 +565,8 @@ static double val_loss(lm_run *r) {
             sum = NAN;
             break;
         }
-        ttt_tensor *loss = ttt_lm_loss_chunked(r->ctx, &r->m, ttt_from_host(r->ctx, TTT_I32, TTT_DIMS(B, T), r->ids),
-                                               ttt_from_host(r->ctx, TTT_I32, TTT_DIMS(B, T), r->tg), NULL,
-                                               r->o->logit_chunk);
+        ttt_tensor *loss = run_loss(r, r->ctx, ttt_from_host(r->ctx, TTT_I32, TTT_DIMS(B, T), r->ids),
+                                    ttt_from_host(r->ctx, TTT_I32, TTT_DIMS(B, T), r->tg), step, NULL);
         const double l = loss ? ttt_item(r->ctx, loss) : NAN;
         if (!isfinite(l)) fprintf(stderr, "ttt lm train: validation: %s\n", loss ? "the loss is not finite" : ttt_error(r->ctx));
         sum += l;
@@ -579,7 +591,7 @@ static int lm_log_line(ttt_ctx *ctx, void *user, const ttt_train_stats *st, char
     (void)ctx;
     lm_run *r = user;
     const opts *o = r->o;
-    r->vloss = eval_due(r, st->step) ? val_loss(r) : NAN; /* after the runner's clock: not in tokens/s */
+    r->vloss = eval_due(r, st->step) ? val_loss(r, st->step) : NAN; /* after the runner's clock: not in tokens/s */
     if (eval_due(r, st->step) && !isfinite(r->vloss)) {
         snprintf(err, err_len, "step %lld: the validation loss is not finite", (long long)st->step);
         return TTT_ERR;
@@ -595,6 +607,13 @@ static int lm_log_line(ttt_ctx *ctx, void *user, const ttt_train_stats *st, char
     int u = snprintf(buf, n, "{\"step\": %lld, \"loss\": %s, \"lr\": %s, \"grad_norm\": %s, \"tokens_seen\": %lld",
                      (long long)st->step, v[0], v[1], v[2], (long long)(st->step * r->tok_step));
     if (!isnan(r->vloss)) ttt_json_number(v[6], sizeof v[6], r->vloss), u += snprintf(buf + u, n - (size_t)u, ", \"val_loss\": %s", v[6]);
+    if (ttt_lm_is_e2e(&r->m)) { /* the inner loop: its learning rate, and the first and last chunk's losses */
+        char a[3][40];
+        ttt_json_number(a[0], sizeof a[0], run_eta(r, st->step - 1));
+        ttt_json_number(a[1], sizeof a[1], st->aux[0]);
+        ttt_json_number(a[2], sizeof a[2], st->aux[1]);
+        u += snprintf(buf + u, n - (size_t)u, ", \"eta\": %s, \"chunk_first\": %s, \"chunk_last\": %s", a[0], a[1], a[2]);
+    }
     u += snprintf(buf + u, n - (size_t)u, ", \"tokens_per_s\": %s, \"model_tflops\": %s", v[3], v[4]);
     if (r->on_gpu) ttt_json_number(v[6], sizeof v[6], tflops / o->peak_bf16), u += snprintf(buf + u, n - (size_t)u, ", \"mfu_bf16\": %s", v[6]);
     if (r->on_gpu && r->f32) ttt_json_number(v[6], sizeof v[6], tflops / o->peak_f32), u += snprintf(buf + u, n - (size_t)u, ", \"mfu_f32\": %s", v[6]);
@@ -609,6 +628,8 @@ static void lm_progress(void *user, const ttt_train_stats *st, FILE *f) {
     const double tflops = r->flops_tok * st->items_per_s * 1e-12;
     fprintf(f, "step %lld/%lld  loss %.4f", (long long)st->step, (long long)st->total_steps, st->loss);
     if (st->logged && !isnan(r->vloss)) fprintf(f, "  val %.4f", r->vloss);
+    if (ttt_lm_is_e2e(&r->m))
+        fprintf(f, "  chunks %.3f -> %.3f  eta %.3g", st->aux[0], st->aux[1], run_eta(r, st->step - 1));
     fprintf(f, "  lr %.3e  |g| %.3f  %.0f tok/s", st->lr, st->grad_norm, st->items_per_s);
     if (r->on_gpu) fprintf(f, "  %.2f TFLOP/s  MFU %.2f%% of %.0f bf16", tflops, 100 * tflops / o->peak_bf16, o->peak_bf16);
     else fprintf(f, "  %.3g GFLOP/s", tflops * 1e3);
@@ -626,6 +647,44 @@ static double flops_per_token(const ttt_lm_config *c, int64_t T) {
     const double k = (double)(c->window > 0 && c->window < T ? c->window : T);
     const double keys = (k * (k + 1) / 2 + ((double)T - k) * k) / (double)T;
     return 6.0 * (double)ttt_lm_param_count(c) + 12.0 * (double)c->depth * (double)c->dim * keys;
+}
+
+/* --init-from: every parameter of the source checkpoint goes to the tensor of
+ * the same name (shapes must agree); the rest keeps its initialisation, except
+ * that a new prime MLP's down projection starts at zero, so the warm-started
+ * model computes the source's function until it learns otherwise. 0 or an exit code. */
+static int warm_start(lm_run *r) {
+    const opts *o = r->o;
+    if (!o->init_from) return 0;
+    char err[1024];
+    ttt_lm src = {0};
+    if (ttt_lm_load(r->ctx, o->init_from, -1, &src, NULL, err, sizeof err) != TTT_OK) {
+        fprintf(stderr, "ttt lm train: --init-from %s: %s\n", o->init_from, err);
+        return EXIT_RUNTIME;
+    }
+    int rc = 0, copied = 0, zeroed = 0;
+    for (int i = 0; i < r->m.n_params && !rc; i++) {
+        ttt_tensor *from = ttt_lm_param(&src, r->m.names[i]), *to = r->m.params[i];
+        if (from) {
+            int same = from->ndim == to->ndim;
+            for (int d = 0; same && d < to->ndim; d++) same = from->shape[d] == to->shape[d];
+            if (!same) {
+                fprintf(stderr, "ttt lm train: --init-from %s: %s has another shape there\n", o->init_from, r->m.names[i]);
+                rc = EXIT_RUNTIME;
+            } else if (ttt_assign(r->ctx, to, from) != TTT_OK) rc = EXIT_RUNTIME;
+            copied++;
+        } else if (strstr(r->m.names[i], "prime_mlp.down_proj")) {
+            if (ttt_fill(r->ctx, to, 0.0) != TTT_OK) rc = EXIT_RUNTIME;
+            zeroed++;
+        }
+    }
+    if (!rc)
+        fprintf(stderr, "warm start from %s: %d of %d tensors copied, %d new prime down projections zeroed, %d others "
+                        "initialised\n", o->init_from, copied, r->m.n_params, zeroed, r->m.n_params - copied - zeroed);
+    else if (ttt_error(r->ctx)[0]) fprintf(stderr, "ttt lm train: --init-from: %s\n", ttt_error(r->ctx));
+    ttt_lm_free(r->ctx, &src);
+    ttt_step_reset(r->ctx);
+    return rc;
 }
 
 /* Shards, model and inputs; everything is checked before the runner creates --out. 0 or an exit code. */
@@ -652,7 +711,10 @@ static int run_open(lm_run *r, ttt_lm_config *c) {
                 (long long)ttt_shard_vocab(r->val), (long long)c->vocab);
         return EXIT_RUNTIME;
     }
-    model_string(c, r->model_s, sizeof r->model_s);
+    if (ttt_lm_config_format(c, r->model_s, sizeof r->model_s) != TTT_OK) {
+        fprintf(stderr, "ttt lm train: the model config does not fit its metadata string\n");
+        return EXIT_RUNTIME;
+    }
     train_string(o, r->data, r->train_s, sizeof r->train_s);
     r->ids = malloc(sizeof(int32_t) * (size_t)(o->batch * o->seq));
     r->tg = malloc(sizeof(int32_t) * (size_t)(o->batch * o->seq));
@@ -661,7 +723,8 @@ static int run_open(lm_run *r, ttt_lm_config *c) {
         return EXIT_RUNTIME;
     }
     if (!(r->ctx = make_ctx(o, "lm train"))) return EXIT_RUNTIME;
-    if (ttt_lm_init(r->ctx, &r->m, c, dtype_of(o->dtype)) != TTT_OK || apply_compute(r->ctx, o, &r->m) != TTT_OK ||
+    if (ttt_lm_init(r->ctx, &r->m, c, dtype_of(o->dtype)) != TTT_OK || warm_start(r) != 0 ||
+        apply_compute(r->ctx, o, &r->m) != TTT_OK ||
         !(r->in_ids = ttt_persistent(r->ctx, TTT_I32, TTT_DIMS(o->batch, o->seq), "lm.batch.ids")) ||
         !(r->in_tg = ttt_persistent(r->ctx, TTT_I32, TTT_DIMS(o->batch, o->seq), "lm.batch.targets"))) {
         fprintf(stderr, "ttt lm train: %s\n", ttt_error(r->ctx));
@@ -681,7 +744,10 @@ static int train_cmd(const opts *o) {
     r.flops_tok = flops_per_token(&r.m.cfg, o->seq);
     const ttt_train_model model = {.name = "lm", .n_params = r.m.n_params, .params = r.m.params,
                                    .param_names = (const char *const *)r.m.names, .decay = r.m.decay, .user = &r,
-                                   .batch = lm_batch, .loss = lm_loss, .graph_ok = 1};
+                                   .batch = lm_batch, .loss = lm_loss,
+                                   /* TTT-E2E's inner learning rate changes with the step on the host */
+                                   .graph_ok = !ttt_lm_is_e2e(&r.m), .n_aux = ttt_lm_is_e2e(&r.m) ? 2 : 0,
+                                   .aux_names = {"chunk_first", "chunk_last"}};
     const char *meta[] = {"format", "ttt-lm", "model", r.model_s, "train", r.train_s, NULL};
     const char *match[] = {"format", "model", "train", NULL};
     const ttt_train_config tc = {
@@ -815,6 +881,7 @@ static int eval_cmd(const opts *o) {
         else
             for (int j = 1; j < nb; j++)
                 if (b[j] <= len - 1) C = b[j];
+        if (ttt_lm_is_e2e(&m)) C -= C % m.cfg.inner_chunk; /* TTT-E2E reads whole chunks */
         if (!C) {
             skipped++;
             continue;
@@ -826,8 +893,9 @@ static int eval_cmd(const opts *o) {
         ttt_step_reset(ctx);
         ttt_no_grad_begin(ctx);
         ttt_tensor *per = NULL;
-        ttt_tensor *loss = ttt_lm_loss(ctx, &m, ttt_from_host(ctx, TTT_I32, TTT_DIMS(1, C), ids),
-                                       ttt_from_host(ctx, TTT_I32, TTT_DIMS(1, C), ids + 1), &per);
+        ttt_tensor *in = ttt_from_host(ctx, TTT_I32, TTT_DIMS(1, C), ids), *tg = ttt_from_host(ctx, TTT_I32, TTT_DIMS(1, C), ids + 1);
+        ttt_tensor *loss = ttt_lm_is_e2e(&m) ? ttt_lm_e2e_loss(ctx, &m, in, tg, o->eta, 0, &per, NULL)
+                                             : ttt_lm_loss(ctx, &m, in, tg, &per);
         ttt_no_grad_end(ctx);
         if (!loss || ttt_copy_to_host(ctx, per, rows, TTT_F64) != TTT_OK) {
             fprintf(stderr, "ttt lm eval: document %lld (%lld tokens): %s\n", (long long)d, (long long)C, ttt_error(ctx));
@@ -859,8 +927,11 @@ static int eval_cmd(const opts *o) {
         goto done;
     }
     double total = 0;
-    printf("checkpoint %s: step %lld, window %lld; %lld documents of %s", o->ckpt, (long long)step,
-           (long long)m.cfg.window, (long long)used, o->data);
+    printf("checkpoint %s: step %lld, window %lld", o->ckpt, (long long)step, (long long)m.cfg.window);
+    if (ttt_lm_is_e2e(&m))
+        printf(", TTT-E2E (%lld prime blocks, inner chunk %lld, eta %g)", (long long)m.cfg.prime_blocks,
+               (long long)m.cfg.inner_chunk, o->eta);
+    printf("; %lld documents of %s", (long long)used, o->data);
     if (o->context) printf(", each read to %lld tokens (%lld shorter skipped)\n", (long long)o->context, (long long)skipped);
     else printf(", each read to the largest bucket edge it covers (%lld too short)\n", (long long)skipped);
     printf("%-22s %10s %12s %10s %10s\n", "positions", "documents", "tokens", "loss", "perplexity");
@@ -883,9 +954,10 @@ static int eval_cmd(const opts *o) {
         if (o->context) fprintf(f, "%lld", (long long)o->context);
         else fputs("null", f);
         fprintf(f, ", \"max_context\": %lld, \"tokens\": %lld, \"mean_loss\": %.6f, \"perplexity\": %.4f, \"step\": %lld, "
-                   "\"window\": %lld, \"seconds\": %.3f, \"seconds_per_doc\": %.4f, \"seconds_per_1k_tokens\": %.5f}\n",
-                (long long)max_ctx, (long long)tokens, mean, exp(mean), (long long)step, (long long)m.cfg.window, secs,
-                secs / (double)used, secs / (double)tokens * 1024.0);
+                   "\"window\": %lld, \"e2e\": %d, \"eta\": %g, \"seconds\": %.3f, \"seconds_per_doc\": %.4f, "
+                   "\"seconds_per_1k_tokens\": %.5f}\n",
+                (long long)max_ctx, (long long)tokens, mean, exp(mean), (long long)step, (long long)m.cfg.window,
+                ttt_lm_is_e2e(&m), ttt_lm_is_e2e(&m) ? o->eta : 0.0, secs, secs / (double)used, secs / (double)tokens * 1024.0);
         f = NULL;
         if (ttt_atomic_commit(&out, err, sizeof err) != TTT_OK) {
             fprintf(stderr, "ttt lm eval: %s\n", err);
@@ -952,11 +1024,27 @@ static int32_t sample(const double *logits, int64_t V, const opts *o, uint64_t *
     return c[keep - 1].id;
 }
 
-/* The last row of logits [1, T, V] to the host. */
-static int last_row(ttt_ctx *ctx, ttt_tensor *logits, double *row) {
-    if (!logits) return TTT_ERR;
-    const int64_t T = logits->shape[1];
-    return ttt_copy_to_host(ctx, ttt_slice(ctx, logits, 1, T - 1, T, 1), row, TTT_F64);
+/* The tokenizer's id for state files: FNV-1a of its files (vocab.json and
+ * merges.txt of a folder, or the one file), 16 hex digits. */
+static int tokenizer_id(const char *path, char *id, size_t n) {
+    char files[2][4200], err[256];
+    struct stat st;
+    int nf = 1;
+    if (stat(path, &st) == 0 && S_ISDIR(st.st_mode)) {
+        snprintf(files[0], sizeof files[0], "%s/vocab.json", path);
+        snprintf(files[1], sizeof files[1], "%s/merges.txt", path);
+        nf = 2;
+    } else snprintf(files[0], sizeof files[0], "%s", path);
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (int i = 0; i < nf; i++) {
+        char *data = NULL;
+        size_t len = 0;
+        if (ttt_read_file(files[i], &data, &len, err, sizeof err) != TTT_OK) return -1;
+        for (size_t k = 0; k < len; k++) h = (h ^ (unsigned char)data[k]) * 0x100000001b3ull;
+        free(data);
+    }
+    snprintf(id, n, "%016llx", (unsigned long long)h);
+    return 0;
 }
 
 static int generate_cmd(const opts *o) {
@@ -973,9 +1061,10 @@ static int generate_cmd(const opts *o) {
     }
     ttt_ctx *ctx = make_ctx(o, "lm generate");
     ttt_lm m = {0};
-    ttt_lm_cache cache = {0};
+    ttt_lm_reader reader = {0};
     double *row = NULL;
     cand *cands = NULL;
+    char model_id[17] = "", tok_id[17] = "";
     rc = EXIT_RUNTIME;
     if (!ctx || (rc = load_model(ctx, o, "lm generate", &m, NULL))) goto done;
     rc = EXIT_RUNTIME;
@@ -993,23 +1082,46 @@ static int generate_cmd(const opts *o) {
         fprintf(stderr, "ttt lm generate: out of host memory\n");
         goto done;
     }
-    if (ttt_lm_cache_init(ctx, &m, &cache, 1, n_prompt + o->tokens) != TTT_OK) {
+    if ((o->state_in || o->state_out) && !ttt_lm_is_e2e(&m)) {
+        fprintf(stderr, "ttt lm generate: --state / --save-state hold what a TTT-E2E model learned while reading; %s "
+                        "is a %s model\n", o->ckpt, m.cfg.window ? "sliding-window" : "full-attention");
+        rc = EXIT_USAGE;
+        goto done;
+    }
+    if ((o->state_in || o->state_out) &&
+        (ttt_lm_fingerprint(ctx, &m, model_id, sizeof model_id) != TTT_OK || tokenizer_id(o->tokenizer, tok_id, sizeof tok_id))) {
+        fprintf(stderr, "ttt lm generate: cannot identify the model or tokenizer for a state file: %s\n", ttt_error(ctx));
+        goto done;
+    }
+    if (ttt_lm_reader_init(ctx, &m, &reader, 1, n_prompt + o->tokens) != TTT_OK) {
         fprintf(stderr, "ttt lm generate: %s\n", ttt_error(ctx));
         goto done;
+    }
+    if (reader.e2e) reader.state.eta = o->eta;
+    if (o->state_in) {
+        if (ttt_lm_reader_load(ctx, &m, &reader, o->state_in, model_id, tok_id) != TTT_OK) {
+            fprintf(stderr, "ttt lm generate: --state %s: %s\n", o->state_in, ttt_error(ctx));
+            goto done;
+        }
+        fprintf(stderr, "state %s: %lld positions read, %lld inner steps taken\n", o->state_in,
+                (long long)ttt_lm_reader_pos(&reader), (long long)reader.state.steps);
     }
     fwrite(o->prompt, 1, strlen(o->prompt), stdout);
     fflush(stdout);
     const double t0 = cli_now();
-    for (int64_t p = 0; p < n_prompt; p += PREFILL_PIECE) {
-        const int64_t n = n_prompt - p < PREFILL_PIECE ? n_prompt - p : PREFILL_PIECE;
-        ttt_step_reset(ctx);
-        ttt_tensor *logits = ttt_lm_decode(ctx, &m, &cache, ttt_from_host(ctx, TTT_I32, TTT_DIMS(1, n), prompt.ids + p));
-        if ((p + n == n_prompt ? last_row(ctx, logits, row) : logits ? TTT_OK : TTT_ERR) != TTT_OK) {
-            fprintf(stderr, "\nttt lm generate: prefill: %s\n", ttt_error(ctx));
+    ttt_step_reset(ctx);
+    ttt_tensor *logits = ttt_lm_reader_read(ctx, &m, &reader, ttt_from_host(ctx, TTT_I32, TTT_DIMS(1, n_prompt), prompt.ids), 0);
+    if (!logits || ttt_copy_to_host(ctx, logits, row, TTT_F64) != TTT_OK) {
+        fprintf(stderr, "\nttt lm generate: prefill: %s\n", ttt_error(ctx));
+        goto done;
+    }
+    const double t_prefill = cli_now() - t0;
+    if (o->state_out) { /* what the model learned from the prompt, asked again later with --state */
+        if (ttt_lm_reader_save(ctx, &m, &reader, o->state_out, model_id, tok_id) != TTT_OK) {
+            fprintf(stderr, "\nttt lm generate: --save-state %s: %s\n", o->state_out, ttt_error(ctx));
             goto done;
         }
     }
-    const double t_prefill = cli_now() - t0;
     uint64_t rng = (uint64_t)o->seed;
     int64_t made = 0;
     while (made < o->tokens) {
@@ -1025,20 +1137,26 @@ static int generate_cmd(const opts *o) {
         free(text);
         if (++made == o->tokens) break; /* the last token needs no logits */
         ttt_step_reset(ctx);
-        if (last_row(ctx, ttt_lm_decode(ctx, &m, &cache, ttt_from_host(ctx, TTT_I32, TTT_DIMS(1, 1), &next)), row) != TTT_OK) {
+        logits = ttt_lm_reader_read(ctx, &m, &reader, ttt_from_host(ctx, TTT_I32, TTT_DIMS(1, 1), &next), 0);
+        if (!logits || ttt_copy_to_host(ctx, logits, row, TTT_F64) != TTT_OK) {
             fprintf(stderr, "\nttt lm generate: token %lld: %s\n", (long long)made, ttt_error(ctx));
             goto done;
         }
     }
     printf("\n");
     const double dt = cli_now() - t0 - t_prefill;
-    fprintf(stderr, "prompt: %lld tokens in %.3f s; generated %lld tokens in %.3f s (%.1f tokens/s); cache of %lld positions%s\n",
-            (long long)n_prompt, t_prefill, (long long)made, dt, (double)made / (dt > 0 ? dt : 1e-9),
-            (long long)cache.capacity, m.cfg.window ? " (ring buffer)" : "");
+    fprintf(stderr, "prompt: %lld tokens in %.3f s; generated %lld tokens in %.3f s (%.1f tokens/s)", (long long)n_prompt,
+            t_prefill, (long long)made, dt, (double)made / (dt > 0 ? dt : 1e-9));
+    if (reader.e2e)
+        fprintf(stderr, "; TTT-E2E: %lld inner steps while reading and writing, ring of %lld positions\n",
+                (long long)reader.state.steps, (long long)reader.state.cache.capacity);
+    else
+        fprintf(stderr, "; cache of %lld positions%s\n", (long long)reader.cache.capacity, m.cfg.window ? " (ring buffer)" : "");
+    if (o->state_out) fprintf(stderr, "state after the prompt saved to %s (continue with --state)\n", o->state_out);
     rc = 0;
 done:
     free(row), free(cands);
-    if (ctx) ttt_lm_cache_free(ctx, &cache), ttt_lm_free(ctx, &m);
+    if (ctx) ttt_lm_reader_free(ctx, &reader), ttt_lm_free(ctx, &m);
     ttt_ctx_free(ctx);
     ttt_tokenizer_free(tok);
     ttt_token_ids_free(&prompt);
