@@ -8,6 +8,8 @@
  *
  *   e2e_step --preset 125m --seq 2048,8192 --device cuda --compute bf16
  *   e2e_step --preset tiny --seq 512,2048,8192 --window 256 --chunk 128     (CPU)
+ *   e2e_step --check --device cuda     TTT-E2E's loss and outer gradients on the device (f32, and bf16
+ *                                      compute) against the CPU in float64, on a small config
  */
 #include <math.h>
 #include <stdio.h>
@@ -33,7 +35,7 @@ typedef struct {
     int64_t seq[16];
     int n_seq;
     int64_t batch, window, chunk, vocab;
-    int reps, first_order, threads;
+    int reps, first_order, threads, check;
 } opts;
 
 static void usage(void) {
@@ -53,6 +55,10 @@ static int parse(int argc, char **argv, opts *o) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--first-order")) {
             o->first_order = 1;
+            continue;
+        }
+        if (!strcmp(a, "--check")) {
+            o->check = 1;
             continue;
         }
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) return usage(), 2;
@@ -147,10 +153,80 @@ static int time_kind(ttt_ctx *ctx, const opts *o, const char *kind, int64_t T, d
     return rc;
 }
 
+/* The device's TTT-E2E loss and gradients (f32 parameters; compute f32 or bf16)
+ * against the CPU's in float64 from the same weights and tokens. */
+static int check_device(const opts *o) {
+    ttt_lm_config c;
+    ttt_lm_preset("tiny-e2e", 97, &c, NULL, 0);
+    c.dim = 64, c.depth = 4, c.heads = 2, c.mlp_hidden = 96, c.prime_blocks = 2, c.prime_hidden = 80;
+    c.window = 48, c.inner_chunk = 32, c.inner_clip = 0.5, c.init_std = 0.1;
+    enum { B = 2, T = 128 };
+    int32_t ids[B * T], tg[B * T];
+    for (int i = 0; i < B * T; i++) ids[i] = (int32_t)((i * 37 + 11) % c.vocab), tg[i] = (int32_t)((i * 53 + 5) % c.vocab);
+    ttt_ctx_config hc = {.device = TTT_CPU, .seed = 3, .threads = o->threads};
+    ttt_ctx_config dc = {.device = !strcmp(o->device, "cuda") ? TTT_CUDA : TTT_CPU, .seed = 3, .threads = o->threads};
+    ttt_ctx *host = ttt_ctx_new(&hc), *dev = ttt_ctx_new(&dc);
+    if (!host || !dev) return fprintf(stderr, "e2e_step --check: no context: %s\n", ttt_runtime_error()), 1;
+    ttt_lm ref, m;
+    if (ttt_lm_init(host, &ref, &c, TTT_F64) || ttt_lm_init(dev, &m, &c, TTT_F32))
+        return fprintf(stderr, "e2e_step --check: %s %s\n", ttt_error(host), ttt_error(dev)), 1;
+    int fails = 0;
+    for (int i = 0; i < m.n_params; i++) { /* the same weights: the f64 ones rounded to f32 */
+        const int64_t n = ttt_numel(ref.params[i]);
+        double *w = malloc(sizeof(double) * (size_t)n);
+        ttt_copy_to_host(host, ref.params[i], w, TTT_F64);
+        float *f = malloc(sizeof(float) * (size_t)n);
+        for (int64_t k = 0; k < n; k++) f[k] = (float)w[k], w[k] = (double)f[k];
+        ttt_assign(host, ref.params[i], ttt_from_host(host, TTT_F64, ref.params[i]->ndim, ref.params[i]->shape, w));
+        ttt_assign(dev, m.params[i], ttt_from_host(dev, TTT_F32, m.params[i]->ndim, m.params[i]->shape, f));
+        free(w), free(f);
+        ttt_step_reset(host), ttt_step_reset(dev);
+    }
+    for (int order = 0; order < 2; order++) {
+        ttt_zero_grad(host, ref.n_params, ref.params);
+        ttt_tensor *lr = ttt_lm_e2e_loss(host, &ref, ttt_from_host(host, TTT_I32, TTT_DIMS(B, T), ids),
+                                         ttt_from_host(host, TTT_I32, TTT_DIMS(B, T), tg), 0.9, order, NULL, NULL);
+        if (!lr || ttt_backward(host, lr)) return fprintf(stderr, "e2e_step --check: cpu: %s\n", ttt_error(host)), 1;
+        const double want = ttt_item(host, lr);
+        for (int bf = 0; bf < 2; bf++) {
+            if (bf && (dc.device != TTT_CUDA || ttt_lm_set_compute(dev, &m, TTT_BF16))) break;
+            ttt_zero_grad(dev, m.n_params, m.params);
+            ttt_tensor *ld = ttt_lm_e2e_loss(dev, &m, ttt_from_host(dev, TTT_I32, TTT_DIMS(B, T), ids),
+                                             ttt_from_host(dev, TTT_I32, TTT_DIMS(B, T), tg), 0.9, order, NULL, NULL);
+            if (!ld || ttt_backward(dev, ld)) return fprintf(stderr, "e2e_step --check: %s: %s\n", o->device, ttt_error(dev)), 1;
+            const double got = ttt_item(dev, ld), tol = bf ? 5e-2 : 2e-4;
+            double worst = 0;
+            const char *worst_name = "";
+            for (int i = 0; i < m.n_params; i++) {
+                const int64_t n = ttt_numel(m.params[i]);
+                double *a = malloc(sizeof(double) * (size_t)n), *b = malloc(sizeof(double) * (size_t)n), scale = 1e-6, d = 0;
+                ttt_copy_to_host(host, ref.params[i]->grad, a, TTT_F64);
+                ttt_copy_to_host(dev, m.params[i]->grad, b, TTT_F64);
+                for (int64_t k = 0; k < n; k++) scale = fmax(scale, fabs(a[k])), d = fmax(d, fabs(a[k] - b[k]));
+                if (d / scale > worst) worst = d / scale, worst_name = m.names[i];
+                free(a), free(b);
+            }
+            const int ok = fabs(got - want) <= tol * fabs(want) && worst <= tol;
+            fails += !ok;
+            printf("check %s %s order, compute %s: loss %.8f vs cpu f64 %.8f (rel %.2e); gradients worst rel %.2e (%s): %s\n",
+                   o->device, order ? "first" : "second", bf ? "bf16" : "f32", got, want, fabs(got - want) / fabs(want),
+                   worst, worst_name, ok ? "ok" : "FAILED");
+            ttt_step_reset(dev);
+        }
+        if (dc.device == TTT_CUDA) ttt_lm_set_compute(dev, &m, TTT_F32);
+        ttt_step_reset(host);
+    }
+    ttt_lm_free(host, &ref), ttt_lm_free(dev, &m);
+    ttt_ctx_free(host), ttt_ctx_free(dev);
+    printf("%d passed, %d failed\n", (dc.device == TTT_CUDA ? 4 : 2) - fails, fails);
+    return fails ? 1 : 0;
+}
+
 int main(int argc, char **argv) {
     opts o;
     int rc = parse(argc, argv, &o);
     if (rc) return rc == 2 ? 0 : 2;
+    if (o.check) return check_device(&o);
     ttt_ctx_config cc = {.device = !strcmp(o.device, "cuda") ? TTT_CUDA : TTT_CPU, .seed = 1, .threads = o.threads};
     printf("%-10s %8s %6s %11s %11s %9s %11s %9s\n", "model", "seq", "batch", "step ms", "tok/s", "vs fa", "peak MiB",
            "loss");
