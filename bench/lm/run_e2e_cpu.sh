@@ -15,7 +15,7 @@ STEPS=${STEPS:-150}
 THREADS=${THREADS:-1}
 T=${TTT:-build/release/ttt}
 mkdir -p "$OUT"
-COMMON="--data $DATA/train.bin --dim 64 --depth 4 --heads 4 --seq-len 2048 --batch 4 --steps $STEPS --lr 3e-3
+COMMON="--data $DATA/train.bin --dim 64 --depth 4 --heads 4 --seq-len 2048 --batch ${BATCH:-2} --steps $STEPS --lr 3e-3
   --warmup $((STEPS / 10)) --log-every 5 --save-every 10 --seed 1 --threads $THREADS"
 train() { # name, flags...
   local name=$1; shift
