@@ -386,7 +386,7 @@ int ttt_backward(ttt_ctx *ctx, ttt_tensor *loss) {
         rc = gs ? ttt__grad(ctx, 1, &loss, NULL, (int)params.n, ps, gs, false, false) : TTT_ERR;
         for (size_t i = 0; i < params.n && rc == TTT_OK; i++) {
             if ((rc = ensure_grad(ctx, ps[i])) != TTT_OK) break;
-            if (ctx->be->binary(TTT_B_ADD, ps[i]->grad, ps[i]->grad, gs[i]) != TTT_OK)
+            if (ctx->be->binary(ctx->bs, TTT_B_ADD, ps[i]->grad, ps[i]->grad, gs[i]) != TTT_OK)
                 rc = ttt__backend_failed(ctx, "ttt_backward");
         }
     }
@@ -424,13 +424,13 @@ static int carry_out(ttt_ctx *ctx, ttt_mark_t m, int n, ttt_tensor **ts) {
         ttt__set_contiguous_strides(&hdr[k]);
         hdr[k].data = stash + off;
         off += ((size_t)ttt_numel(ts[k]) * ttt_dtype_size(ts[k]->dtype) + 63) & ~(size_t)63;
-        if (ttt_numel(ts[k]) && ctx->be->copy(&hdr[k], ts[k]) != TTT_OK) rc = ttt__backend_failed(ctx, "checkpoint");
+        if (ttt_numel(ts[k]) && ctx->be->copy(ctx->bs, &hdr[k], ts[k]) != TTT_OK) rc = ttt__backend_failed(ctx, "checkpoint");
     }
     ttt_release(ctx, m);
     for (int k = 0; k < n && rc == TTT_OK; k++) {
         ts[k] = ttt_new(ctx, hdr[k].dtype, hdr[k].ndim, hdr[k].shape);
         if (!ts[k]) rc = TTT_ERR;
-        else if (ttt_numel(ts[k]) && ctx->be->copy(ts[k], &hdr[k]) != TTT_OK) rc = ttt__backend_failed(ctx, "checkpoint");
+        else if (ttt_numel(ts[k]) && ctx->be->copy(ctx->bs, ts[k], &hdr[k]) != TTT_OK) rc = ttt__backend_failed(ctx, "checkpoint");
     }
     free(hdr);
     return rc;

@@ -50,7 +50,8 @@ struct ttt_node {
 };
 
 struct ttt_ctx {
-    const ttt_backend *be;
+    const ttt_backend *be;      /* the table kernels are called through: be->op(bs, ...) */
+    ttt_backend_state *bs;      /* this context's backend instance (profile.c's wrapper when profiled) */
     ttt_arena meta;             /* tensor headers, nodes, small arrays (host) */
     ttt_arena data;             /* tensor data (device memory) */
     int no_grad_depth;          /* >0: grad mode off */
@@ -74,13 +75,18 @@ struct ttt_ctx {
     int n_graphs;
     void **stash_old;
     size_t n_stash_old, cap_stash_old;
-    int profiled; /* be is profile.c's timing copy (TTT_PROFILE) */
+    int profiled; /* be/bs are profile.c's timing wrapper (TTT_PROFILE) */
 };
 
-/* profile.c: TTT_PROFILE=1 times every kernel entry (see the file) */
+/* profile.c: TTT_PROFILE=1 times every kernel entry (see the file). wrap
+ * turns an open instance into a profiled one (on failure *be and *bs are left
+ * as they were); release closes the real instance, and the last profiled
+ * context prints the table. */
 int ttt__profile_enabled(void);
-const ttt_backend *ttt__profile_wrap(const ttt_backend *real); /* real itself when another backend is profiled */
-void ttt__profile_release(void);                               /* the last profiled context prints the table */
+int ttt__profile_wrap(const ttt_backend **be, ttt_backend_state **bs);
+void ttt__profile_release(const ttt_backend *be, ttt_backend_state *bs);
+/* Calls of each kernel entry through profiled instances since the process began. */
+long long ttt__profile_calls(ttt_kernel k);
 
 /* context.c */
 void *ttt__meta_alloc(ttt_ctx *ctx, size_t bytes);  /* zeroed host memory, step lifetime */

@@ -45,7 +45,7 @@ static ttt_tensor *make(ttt_ctx *ctx, const char *op, ttt_dtype dt, int ndim, co
     int ok = stage != NULL;
     if (ok) {
         fill(stage, arg);
-        ok = ctx->be->upload(out->data, stage, bytes) == TTT_OK;
+        ok = ctx->be->upload(ctx->bs, out->data, stage, bytes) == TTT_OK;
         if (!ok) ttt__backend_failed(ctx, op);
     }
     ttt_release(ctx, m);

@@ -119,9 +119,9 @@ int ttt_optimizer_step(ttt_optimizer *o, double lr) {
         if (!p->grad) continue;
         double wd = o->decay[i] ? o->cfg.weight_decay : 0.0;
         int rc = o->kind == OPT_ADAMW
-                     ? ctx->be->adamw(p, p->grad, o->state[i], o->state[o->n + i], lr, o->cfg.beta1, o->cfg.beta2,
+                     ? ctx->be->adamw(ctx->bs, p, p->grad, o->state[i], o->state[o->n + i], lr, o->cfg.beta1, o->cfg.beta2,
                                       o->cfg.eps, wd, o->steps)
-                     : ctx->be->sgd(p, p->grad, o->state[i], lr, o->cfg.momentum, wd, o->cfg.nesterov);
+                     : ctx->be->sgd(ctx->bs, p, p->grad, o->state[i], lr, o->cfg.momentum, wd, o->cfg.nesterov);
         if (rc != TTT_OK) return ttt__backend_failed(ctx, o->kind == OPT_ADAMW ? "adamw" : "sgd");
     }
     return TTT_OK;
@@ -155,7 +155,7 @@ int ttt_clip_grad_norm(ttt_ctx *ctx, int n, ttt_tensor *const *params, double ma
     if (rc == TTT_OK && norm > max_norm) {
         double scale = max_norm / (norm + 1e-6);
         for (int i = 0; i < n && rc == TTT_OK; i++)
-            if (params[i]->grad && ctx->be->unary(TTT_U_AFFINE, params[i]->grad, params[i]->grad, scale, 0.0) != TTT_OK)
+            if (params[i]->grad && ctx->be->unary(ctx->bs, TTT_U_AFFINE, params[i]->grad, params[i]->grad, scale, 0.0) != TTT_OK)
                 rc = ttt__backend_failed(ctx, "clip_grad_norm");
     }
     ttt_no_grad_end(ctx);
