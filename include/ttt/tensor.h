@@ -60,10 +60,6 @@ typedef struct ttt_tensor {
     int persistent;                 /* 1: lives until freed; 0: step temporary */
     struct ttt_tensor *grad;        /* persistent leaves: gradient that ttt_backward accumulates */
     const char *name;               /* optional, for messages */
-    /* private autodiff scratch; see autodiff.c */
-    uint64_t ad_stamp;
-    struct ttt_tensor *ad_grad;
-    int ad_flags;
 } ttt_tensor;
 
 typedef struct {

@@ -111,9 +111,6 @@ ttt_tensor *ttt__view(ttt_ctx *ctx, const ttt_tensor *base) {
     v->requires_grad = 0;
     v->persistent = 0;
     v->grad = NULL;
-    v->ad_stamp = 0;
-    v->ad_grad = NULL;
-    v->ad_flags = 0;
     return v;
 }
 
