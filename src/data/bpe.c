@@ -11,7 +11,7 @@
 #include <unistd.h>
 #include <fcntl.h>
 
-#include "../core/internal.h"
+#include "../core/engine_private.h"
 #include "strmap.h"
 #include "ttt/tokenizer.h"
 

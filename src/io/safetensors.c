@@ -16,7 +16,7 @@
 #include <json-c/json.h>
 #endif
 
-#include "../core/internal.h"
+#include "../core/engine_private.h"
 #include "ttt/checkpoint.h"
 
 /* The reference implementation's limit on the header size. */

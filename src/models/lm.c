@@ -4,7 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../core/internal.h"
+#include "../core/engine_private.h"
 #include "ttt/autodiff.h"
 #include "ttt/lm.h"
 #include "ttt/ops.h"

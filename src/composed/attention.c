@@ -13,10 +13,14 @@
  * blocks so that the score matrix of a long sequence never exists whole: with
  * a sliding window each block only multiplies the keys it can see, so the cost
  * grows with Tq * window, not Tq * Tk. Every piece is an engine op, so
- * gradients of any order come for free. */
+ * gradients of any order come for free.
+ *
+ * It lives in src/composed, above the autodiff traversal, because it uses it:
+ * large blocks are ttt_checkpoints and the higher-order VJPs differentiate a
+ * recomputation with ttt__grad. The ops in src/ops use only the recording. */
 #include <math.h>
 
-#include "../core/internal.h"
+#include "core/internal.h"
 
 /* Scores per block are kept near this many elements (16 Mi floats = 64 MB f32). */
 static const int64_t BLOCK_SCORES = (int64_t)1 << 24;
