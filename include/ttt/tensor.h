@@ -65,8 +65,11 @@ typedef struct ttt_tensor {
 typedef struct {
     ttt_device device;      /* TTT_CPU (default) */
     size_t arena_bytes;     /* first data arena block; 0 = 64 MiB */
-    int threads;            /* CPU: most threads an op of this context uses; 0 = fit the machine
-                               (OMP_NUM_THREADS, else the processors). Small ops use fewer. */
+    int threads;            /* CPU: most threads an op of this context uses; 0 = fit the machine:
+                               OMP_NUM_THREADS, else the processors, less the cores other processes
+                               keep busy. Small ops use fewer (none below ~32K elements). Idle
+                               threads wait passively only if OMP_WAIT_POLICY=passive is in the
+                               environment when the program starts (the ttt program sees to it). */
     uint64_t seed;          /* RNG seed for ttt_randn/ttt_rand */
     int tf32;               /* CUDA: f32 matmuls of this context on the TF32 tensor cores (inputs rounded
                                to a 10-bit mantissa, f32 accumulation). Ignored on the CPU. */

@@ -1,7 +1,10 @@
 /* The CPU backend: its kernel table, memory, copies (with dtype conversion)
  * and fills. Kernels live in cpu_*.c beside this file. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -61,6 +64,46 @@ static int cpu_sync(ttt_backend_state *self) {
     return TTT_OK;
 }
 
+/* On a shared machine a parallel region is as slow as its slowest thread,
+ * and a thread the scheduler has put aside for another process's keeps the
+ * whole team waiting for a time slice: on a loaded 2-core machine two threads
+ * ran a language model's decoding over 100x slower than one. So instances that
+ * fit the machine count the cores that other processes leave free: /proc/
+ * loadavg's fourth field is the number of runnable tasks now (this thread
+ * among them); the rest, scaled to the share of the machine's processors this
+ * process may use, are taken as busy. Sampled at most every 100 ms. */
+static _Atomic int g_free_cores;
+static _Atomic long long g_free_cores_at; /* ms of the last sample */
+
+static int sample_free_cores(void) {
+    const long online = sysconf(_SC_NPROCESSORS_ONLN);
+    int mine = 1;
+#ifdef _OPENMP
+    mine = omp_get_num_procs(); /* the processors this process may run on */
+#endif
+    FILE *f = fopen("/proc/loadavg", "r");
+    if (!f) return mine;
+    double l1, l5, l15;
+    long running = 0, total = 0;
+    const int got = fscanf(f, "%lf %lf %lf %ld/%ld", &l1, &l5, &l15, &running, &total);
+    fclose(f);
+    if (got != 5 || online < 1 || mine < 1) return mine;
+    const double others = (double)(running > 1 ? running - 1 : 0) * (double)mine / (double)online;
+    const int free_cores = (int)((double)mine - others + 0.5);
+    return free_cores < 1 ? 1 : free_cores > mine ? mine : free_cores;
+}
+
+int cpu_free_cores(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    const long long now = (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    if (!g_free_cores || now - g_free_cores_at >= 100) {
+        g_free_cores = sample_free_cores();
+        g_free_cores_at = now;
+    }
+    return g_free_cores;
+}
+
 /* threads 0: what OpenMP would give a region here (OMP_NUM_THREADS, else the
  * processors this process may run on). */
 static ttt_backend_state *cpu_open(const ttt_backend_config *cfg) {
@@ -78,6 +121,7 @@ static ttt_backend_state *cpu_open(const ttt_backend_config *cfg) {
         return NULL;
     }
     st->threads = cfg->threads;
+    st->fit_machine = cfg->threads == 0;
 #ifdef _OPENMP
     if (st->threads == 0) st->threads = omp_get_max_threads();
 #else

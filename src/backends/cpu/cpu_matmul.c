@@ -36,7 +36,7 @@ GEMM_LOOP(cblas_dgemm, double)
 static void blas_threads(ttt_backend_state *self) {
 #if defined(TTT_HAVE_CBLAS) && defined(OPENBLAS_VERSION)
     static _Atomic int set;
-    const int want = cpu_threads(self);
+    const int want = cpu_threads_now(self);
     if (set != want) {
         openblas_set_num_threads(want);
         set = want;
