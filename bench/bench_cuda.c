@@ -7,7 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "ttt/backend.h"
+#include "ttt/runtime.h"
 #include "ttt/ttt.h"
 
 static int cmp_double(const void *a, const void *b) {
@@ -112,7 +112,7 @@ int main(void) {
     ttt_ctx_config cfg = {.device = TTT_CUDA, .arena_bytes = (size_t)4 << 30, .seed = 1};
     ttt_ctx *ctx = ttt_ctx_new(&cfg);
     if (!ctx) {
-        fprintf(stderr, "bench_cuda: %s\n", ttt_backend_last_error());
+        fprintf(stderr, "bench_cuda: %s\n", ttt_runtime_error());
         return 1;
     }
     struct cudaDeviceProp prop;
@@ -129,7 +129,7 @@ int main(void) {
     bench_matmul(ctx, h, &t, TTT_BF16, 0, "bf16 in and out, f32 accumulation");
     bench_lm_shapes(ctx, h, &t);
     {
-        /* TF32 is a setting of the backend for the process (ttt_ctx_config.tf32): on for this section only */
+        /* TF32 is a setting of the context (ttt_ctx_config.tf32): a second context with it on */
         ttt_ctx_config c32 = cfg;
         c32.arena_bytes = (size_t)1 << 30;
         c32.tf32 = 1;
@@ -139,8 +139,6 @@ int main(void) {
             bench_matmul(ctx32, h, &t, TTT_F32, 1, "f32 on TF32 tensor cores (ttt_ctx_config.tf32)");
             ttt_no_grad_end(ctx32);
             ttt_ctx_free(ctx32);
-            c32.tf32 = 0; /* back to full f32 for the rest */
-            ttt_ctx_free(ttt_ctx_new(&c32));
         }
     }
 

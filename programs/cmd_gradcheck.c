@@ -1,10 +1,12 @@
 /* ttt gradcheck: every op's first and second derivatives against float64
- * finite differences, as a table; exit 1 on any failure. */
+ * finite differences, as a table; exit 1 on any failure, 2 on a usage error,
+ * 3 when the device asked for is not there (no gradient was checked). */
 #include <stdio.h>
 #include <string.h>
 
 #include "cli.h"
 #include "ttt/gradcheck.h"
+#include "ttt/runtime.h"
 
 int cmd_gradcheck(int argc, char **argv) {
     int64_t seed = 1, seeds = 3;
@@ -22,7 +24,8 @@ int cmd_gradcheck(int argc, char **argv) {
                    "             <= 1e-9 relative), parity32 (device f32, <= 1e-3 relative) and parity16\n"
                    "             (device bf16 against CPU f64 from the same bf16-rounded inputs, <= 5e-2)\n"
                    "Errors are scaled: |analytic - numeric| / (atol + rtol |numeric|), pass <= 1;\n"
-                   "order 1: atol 1e-6 rtol 1e-5 (eps 1e-6); order 2 (HVP): atol 1e-5 rtol 1e-4 (eps 1e-5).\n");
+                   "order 1: atol 1e-6 rtol 1e-5 (eps 1e-6); order 2 (HVP): atol 1e-5 rtol 1e-4 (eps 1e-5).\n"
+                   "Exit status: 0 all passed, 1 a check failed, 2 usage error, 3 no such device.\n");
             return 0;
         }
         if ((r = cli_flag_int(argc, argv, &i, "--seed", 0, INT64_MAX, &seed))) {
@@ -42,6 +45,16 @@ int cmd_gradcheck(int argc, char **argv) {
         } else {
             return cli_unknown("gradcheck", argv[i]);
         }
+    }
+    /* A missing device is not a gradient failure: say so before any table. */
+    if (ttt_device_count(device) < 1) {
+        ttt_ctx *probe = ttt_ctx_new(&(ttt_ctx_config){.device = device});
+        if (!probe) {
+            fprintf(stderr, "ttt gradcheck: cannot run on %s: %s\n", device == TTT_CUDA ? "cuda" : "cpu",
+                    ttt_runtime_error());
+            return 3;
+        }
+        ttt_ctx_free(probe);
     }
     int failed = 0, passed = 0, found = 0;
     printf("%-28s %-6s %-10s %-10s %-10s %-10s %-10s %s\n", "op", "seed", "order1", "order2", "parity64", "parity32",

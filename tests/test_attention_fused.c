@@ -74,8 +74,9 @@ static double row_probs(const dims *s, const ttt_tensor *q, const ttt_tensor *k,
 static int g_fake_calls; /* forward kernels run by the stand-in */
 
 /* Declines head sizes above 16, so the declining path is exercised too. */
-static int fake_fwd(ttt_tensor *out, ttt_tensor *lse, const ttt_tensor *q, const ttt_tensor *k, const ttt_tensor *v,
+static int fake_fwd(ttt_backend_state *self, ttt_tensor *out, ttt_tensor *lse, const ttt_tensor *q, const ttt_tensor *k, const ttt_tensor *v,
                     int causal, int64_t window, double scale) {
+    (void)self;
     dims s = dims_of(q, k, v, causal);
     if (s.d > 16) return TTT_BACKEND_DECLINED;
     g_fake_calls++;
@@ -95,10 +96,10 @@ static int fake_fwd(ttt_tensor *out, ttt_tensor *lse, const ttt_tensor *q, const
 }
 
 /* Recomputes the probabilities instead of reading lse (f32), so f64 checks stay exact. */
-static int fake_bwd(ttt_tensor *dq, ttt_tensor *dk, ttt_tensor *dv, ttt_tensor *delta, const ttt_tensor *dout,
+static int fake_bwd(ttt_backend_state *self, ttt_tensor *dq, ttt_tensor *dk, ttt_tensor *dv, ttt_tensor *delta, const ttt_tensor *dout,
                     const ttt_tensor *q, const ttt_tensor *k, const ttt_tensor *v, const ttt_tensor *out,
                     const ttt_tensor *lse, int causal, int64_t window, double scale) {
-    (void)lse;
+    (void)self, (void)lse;
     dims s = dims_of(q, k, v, causal);
     if (s.d > 16) return TTT_BACKEND_DECLINED;
     for (int64_t i = 0; i < ttt_numel(dq); i++) set(dq, i, 0);
@@ -447,7 +448,7 @@ static double time_attention(ttt_ctx *ctx, ttt_dtype dt, int64_t b, int64_t h, i
     if (reps > 32) reps = 32;
     for (int r = 0; r <= reps; r++) { /* the first run warms up */
         const ttt_mark_t m = ttt_mark(ctx);
-        ctx->be->synchronize();
+        ctx->be->synchronize(ctx->bs);
         const double t0 = now();
         int ok;
         if (grad) {
@@ -459,7 +460,7 @@ static double time_attention(ttt_ctx *ctx, ttt_dtype dt, int64_t b, int64_t h, i
             ok = ttt_attention(ctx, in[0], in[1], in[2], 1, window, 0.0) != NULL;
             ttt_no_grad_end(ctx);
         }
-        ctx->be->synchronize();
+        ctx->be->synchronize(ctx->bs);
         if (!ok) {
             fprintf(stderr, "bench failed: %s\n", ttt_error(ctx));
             return NAN;

@@ -10,6 +10,7 @@
 #include "ttt/backend.h"
 
 static const ttt_backend *B;
+static ttt_backend_state *S; /* one CPU instance, 2 threads */
 
 /* ---- scratch memory, freed after each test ---------------------------------------- */
 
@@ -199,20 +200,22 @@ enum { NSHAPES = sizeof SHAPES / sizeof *SHAPES };
 
 static void test_table(void) {
     B = ttt_backend_cpu();
+    S = B->open(&(ttt_backend_config){.threads = 2});
+    CHECK(S != NULL);
     CHECK(B && !strcmp(B->name, "cpu") && B->device == TTT_CPU);
     CHECK(ttt_backend_for(TTT_CPU) == B);
     size_t sizes[] = {0, 1, 63, 64, 65, 1000};
     for (size_t i = 0; i < sizeof sizes / sizeof *sizes; i++) {
-        void *p = B->alloc(sizes[i]);
+        void *p = B->alloc(S, sizes[i]);
         CHECK(p && ((uintptr_t)p & 63) == 0);
-        B->free(p);
+        B->free(S, p);
     }
     char host[100], back[100];
     for (int i = 0; i < 100; i++) host[i] = (char)i;
-    void *d = B->alloc(100);
-    CHECK(B->upload(d, host, 100) == TTT_OK && B->download(back, d, 100) == TTT_OK && !memcmp(host, back, 100));
-    CHECK(B->synchronize() == TTT_OK);
-    B->free(d);
+    void *d = B->alloc(S, 100);
+    CHECK(B->upload(S, d, host, 100) == TTT_OK && B->download(S, back, d, 100) == TTT_OK && !memcmp(host, back, 100));
+    CHECK(B->synchronize(S) == TTT_OK);
+    B->free(S, d);
 }
 
 /* ---- copy and fill ----------------------------------------------------------------- */
@@ -236,7 +239,7 @@ static void test_copy(void) {
                 int64_t n = numel(&dst);
                 double *ref = refbuf(n);
                 for (int64_t i = 0; i < n; i++) ref[i] = through(dd, geti(&src, i));
-                CHECK(B->copy(&dst, &src) == TTT_OK);
+                CHECK(B->copy(S, &dst, &src) == TTT_OK);
                 char what[64];
                 snprintf(what, sizeof what, "copy %s->%s %s", dname(sd), dname(dd), LNAME[lay]);
                 check_all(what, &dst, ref, 0);
@@ -249,7 +252,7 @@ static void test_copy(void) {
         ttt_tensor dst = view(FLOATS[k], 2, sh, dst_st, salloc(300 * 211 * 8));
         double *ref = refbuf(300 * 211);
         for (int64_t i = 0; i < 300 * 211; i++) ref[i] = geti(&src, i);
-        CHECK(B->copy(&dst, &src) == TTT_OK);
+        CHECK(B->copy(S, &dst, &src) == TTT_OK);
         check_all("copy to transposed dst", &dst, ref, 0);
         sfree_all();
     }
@@ -260,7 +263,7 @@ static void test_copy(void) {
         const double in[6] = {2.7, -2.7, NAN, 1e10, -1e10, -0.5};
         const int32_t want[6] = {2, -2, 0, INT32_MAX, INT32_MIN, 0};
         memcpy(f.data, in, sizeof in);
-        CHECK(B->copy(&i, &f) == TTT_OK && !memcmp(i.data, want, sizeof want));
+        CHECK(B->copy(S, &i, &f) == TTT_OK && !memcmp(i.data, want, sizeof want));
         sfree_all();
     }
     /* bf16 round trip: f32 -> bf16 -> f32 keeps 8 significant bits, rounds to nearest even */
@@ -269,7 +272,7 @@ static void test_copy(void) {
         ttt_tensor f = rand_dense(TTT_F32, 1, sh, -100, 100), h = dense(TTT_BF16, 1, sh), g = dense(TTT_F32, 1, sh);
         ((float *)f.data)[0] = 1.0f + 1.0f / 256.0f; /* a tie: rounds to even (1.0) */
         ((float *)f.data)[1] = 1.0f + 3.0f / 256.0f; /* a tie: rounds to even (1 + 1/64) */
-        CHECK(B->copy(&h, &f) == TTT_OK && B->copy(&g, &h) == TTT_OK);
+        CHECK(B->copy(S, &h, &f) == TTT_OK && B->copy(S, &g, &h) == TTT_OK);
         int ok = 1;
         for (int i = 0; i < 1000; i++) {
             float x = ((float *)f.data)[i], y = ((float *)g.data)[i];
@@ -292,13 +295,13 @@ static void test_fill(void) {
             for (int64_t i = 0; i < r * 2 * c; i++) store(all[k], p, i, 7);
             ttt_tensor t = view(all[k], 2, sh, st, p);
             double v = all[k] == TTT_I32 ? -3 : -2.5;
-            CHECK(B->fill(&t, v) == TTT_OK);
+            CHECK(B->fill(S, &t, v) == TTT_OK);
             int ok = 1;
             for (int64_t i = 0; i < r * 2 * c; i++) ok &= load(all[k], p, i) == (i % 2 ? 7 : v);
             CHECK_MSG(ok, "fill %s strided", dname(all[k]));
             /* dense, zero (memset path) */
             ttt_tensor d = view(all[k], 2, (int64_t[]){r, 2 * c}, NULL, p);
-            CHECK(B->fill(&d, 0.0) == TTT_OK);
+            CHECK(B->fill(S, &d, 0.0) == TTT_OK);
             ok = 1;
             for (int64_t i = 0; i < r * 2 * c; i++) ok &= load(all[k], p, i) == 0;
             CHECK_MSG(ok, "fill %s zero", dname(all[k]));
@@ -351,7 +354,7 @@ static void test_unary(void) {
                     ttt_tensor dst = dense(dt, 3, SHAPES[s]);
                     double *ref = refbuf(n);
                     for (int64_t i = 0; i < n; i++) ref[i] = unary_ref((ttt_unary_op)op, geti(&src, i), p0, p1);
-                    CHECK(B->unary((ttt_unary_op)op, &dst, &src, p0, p1) == TTT_OK);
+                    CHECK(B->unary(S, (ttt_unary_op)op, &dst, &src, p0, p1) == TTT_OK);
                     char what[64];
                     snprintf(what, sizeof what, "unary op %d %s shape %d", op, LNAME[lay], s);
                     check_all(what, &dst, ref, tol_of(dt));
@@ -367,7 +370,7 @@ static void test_unary(void) {
             double ref[6];
             for (int i = 0; i < 6; i++) ref[i] = unary_ref(ops[o], xs[i], 0, 0);
             if (ops[o] == TTT_U_GELU) ref[0] = ref[1] = -0.0; /* 0.5 x (1 + tanh(-big)) underflows to 0 */
-            CHECK(B->unary(ops[o], &dst, &src, 0, 0) == TTT_OK);
+            CHECK(B->unary(S, ops[o], &dst, &src, 0, 0) == TTT_OK);
             check_all("unary large |x|", &dst, ref, tol_of(FLOATS[k]));
         }
         sfree_all();
@@ -375,12 +378,12 @@ static void test_unary(void) {
     /* unsupported dtype */
     {
         ttt_tensor a = dense(TTT_I32, 1, (int64_t[]){4}), b = dense(TTT_I32, 1, (int64_t[]){4});
-        CHECK(B->unary(TTT_U_NEG, &a, &b, 0, 0) == TTT_ERR && strstr(ttt_backend_last_error(), "unary") &&
+        CHECK(B->unary(S, TTT_U_NEG, &a, &b, 0, 0) == TTT_ERR && strstr(ttt_backend_last_error(), "unary") &&
               strstr(ttt_backend_last_error(), "i32"));
-        CHECK(B->binary(TTT_B_ADD, &a, &b, &b) == TTT_ERR && strstr(ttt_backend_last_error(), "binary"));
-        CHECK(B->where(&a, &b, &b, &b) == TTT_ERR && strstr(ttt_backend_last_error(), "where"));
+        CHECK(B->binary(S, TTT_B_ADD, &a, &b, &b) == TTT_ERR && strstr(ttt_backend_last_error(), "binary"));
+        CHECK(B->where(S, &a, &b, &b, &b) == TTT_ERR && strstr(ttt_backend_last_error(), "where"));
         ttt_tensor h = dense(TTT_BF16, 1, (int64_t[]){4});
-        CHECK(B->unary(TTT_U_EXP, &h, &h, 0, 0) == TTT_ERR && strstr(ttt_backend_last_error(), "bf16"));
+        CHECK(B->unary(S, TTT_U_EXP, &h, &h, 0, 0) == TTT_ERR && strstr(ttt_backend_last_error(), "bf16"));
         sfree_all();
     }
 }
@@ -417,7 +420,7 @@ static void test_binary_where(void) {
                             double x = geti(&a, i), y = geti(&b, i);
                             ref[i] = binary_ref((ttt_binary_op)op, x, y);
                         }
-                        CHECK(B->binary((ttt_binary_op)op, &dst, &a, &b) == TTT_OK);
+                        CHECK(B->binary(S, (ttt_binary_op)op, &dst, &a, &b) == TTT_OK);
                         char what[80];
                         snprintf(what, sizeof what, "binary op %d a %s b %s shape %d", op, LNAME[la], LNAME[lb], s);
                         check_all(what, &dst, ref, tol_of(dt));
@@ -426,7 +429,7 @@ static void test_binary_where(void) {
                     ttt_tensor c2 = layout_view(dt, 3, SHAPES[s], la, 1, 0, 0);
                     for (int64_t i = 0; i < n; i++) seti(&c2, i, geti(&c2, i) > 0);
                     for (int64_t i = 0; i < n; i++) ref[i] = geti(&c2, i) != 0 ? geti(&a, i) : geti(&b, i);
-                    CHECK(B->where(&dst, &c2, &a, &b) == TTT_OK);
+                    CHECK(B->where(S, &dst, &c2, &a, &b) == TTT_OK);
                     check_all("where", &dst, ref, 0);
                     sfree_all();
                 }
@@ -435,7 +438,7 @@ static void test_binary_where(void) {
         ttt_tensor a = dense(FLOATS[k], 0, NULL), b = dense(FLOATS[k], 0, NULL), d = dense(FLOATS[k], 0, NULL);
         seti(&a, 0, 1.5);
         seti(&b, 0, -4);
-        CHECK(B->binary(TTT_B_MUL, &d, &a, &b) == TTT_OK && geti(&d, 0) == -6);
+        CHECK(B->binary(S, TTT_B_MUL, &d, &a, &b) == TTT_OK && geti(&d, 0) == -6);
         sfree_all();
     }
 }
@@ -462,7 +465,7 @@ static void reduce_case(ttt_dtype dt, int nd, const int64_t *shape, unsigned mas
         double v = geti(&src, i);
         ref[o] = op == TTT_R_MAX ? fmax(ref[o], v) : ref[o] + v;
     }
-    CHECK(B->reduce(op, &dst, &src) == TTT_OK);
+    CHECK(B->reduce(S, op, &dst, &src) == TTT_OK);
     char what[80];
     snprintf(what, sizeof what, "reduce %s mask %u nd %d", op == TTT_R_MAX ? "max" : "sum", mask, nd);
     /* f32 sums accumulate in double: only the final rounding to float remains */
@@ -486,13 +489,13 @@ static void test_reduce(void) {
         int64_t n = 1000000;
         ttt_tensor src = dense(TTT_F32, 1, &n), dst = dense(TTT_F32, 1, (int64_t[]){1});
         for (int64_t i = 0; i < n; i++) ((float *)src.data)[i] = 0.1f;
-        CHECK(B->reduce(TTT_R_SUM, &dst, &src) == TTT_OK);
+        CHECK(B->reduce(S, TTT_R_SUM, &dst, &src) == TTT_OK);
         CHECK_NEAR(((float *)dst.data)[0], (double)0.1f * 1e6, 0.01);
         sfree_all();
     }
     {
         ttt_tensor i = dense(TTT_I32, 1, (int64_t[]){4}), o = dense(TTT_I32, 1, (int64_t[]){1});
-        CHECK(B->reduce(TTT_R_SUM, &o, &i) == TTT_ERR && strstr(ttt_backend_last_error(), "reduce"));
+        CHECK(B->reduce(S, TTT_R_SUM, &o, &i) == TTT_ERR && strstr(ttt_backend_last_error(), "reduce"));
         sfree_all();
     }
 }
@@ -558,7 +561,7 @@ static void matmul_case(ttt_dtype dt, int nd, int64_t m, int64_t n, int64_t kk, 
                 ref[(bb * m + i) * n + j] = s;
             }
     }
-    CHECK(B->matmul(&c, &a, &b, ta, tb) == TTT_OK);
+    CHECK(B->matmul(S, &c, &a, &b, ta, tb) == TTT_OK);
     char what[128];
     snprintf(what, sizeof what, "matmul nd %d %lldx%lldx%lld ta %d tb %d bc %d%d pad %lld rowb %d%d", nd, (long long)m,
              (long long)n, (long long)kk, ta, tb, bca, bcb, (long long)pad, rowb_a, rowb_b);
@@ -591,13 +594,13 @@ static void test_matmul(void) {
             double ref[3] = {0, 0, 0};
             for (int j = 0; j < 3; j++)
                 for (int p = 0; p < 4; p++) ref[j] += load(dt, a.data, p) * load(dt, b.data, p * 3 + j);
-            CHECK(B->matmul(&c, &a, &b, 0, 0) == TTT_OK);
+            CHECK(B->matmul(S, &c, &a, &b, 0, 0) == TTT_OK);
             check_all("matmul M=1 odd stride", &c, ref, 1e-5);
             sfree_all();
         }
     }
     ttt_tensor i = dense(TTT_I32, 2, (int64_t[]){2, 2});
-    CHECK(B->matmul(&i, &i, &i, 0, 0) == TTT_ERR && strstr(ttt_backend_last_error(), "matmul"));
+    CHECK(B->matmul(S, &i, &i, &i, 0, 0) == TTT_ERR && strstr(ttt_backend_last_error(), "matmul"));
     sfree_all();
 }
 
@@ -623,7 +626,7 @@ static void test_softmax_norm(void) {
                         ref[r * cols + j] = lg ? z - log(sum) : exp(z) / sum;
                     }
                 }
-                CHECK(B->softmax(&y, &x, lg) == TTT_OK);
+                CHECK(B->softmax(S, &y, &x, lg) == TTT_OK);
                 check_all(lg ? "log_softmax" : "softmax", &y, ref, tol_of(dt));
             }
             for (int kind = 0; kind < 2; kind++) {
@@ -638,7 +641,7 @@ static void test_softmax_norm(void) {
                     var /= (double)cols;
                     for (int64_t j = 0; j < cols; j++) ref[r * cols + j] = (geti(&x, r * cols + j) - mean) / sqrt(var + eps);
                 }
-                CHECK(B->norm((ttt_norm_kind)kind, &y, &x, eps) == TTT_OK);
+                CHECK(B->norm(S, (ttt_norm_kind)kind, &y, &x, eps) == TTT_OK);
                 check_all(kind ? "rms_norm" : "layer_norm", &y, ref, tol_of(dt) * 10);
             }
             sfree_all();
@@ -665,12 +668,12 @@ static void test_cross_entropy_one_hot(void) {
             for (int j = 0; j < 5; j++) s += exp(geti(&x, r * 5 + j) - mx);
             ref[r] = mx + log(s) - geti(&x, r * 5 + tg[r]);
         }
-        CHECK(B->cross_entropy(&y, &x, &t, -100) == TTT_OK);
+        CHECK(B->cross_entropy(S, &y, &x, &t, -100) == TTT_OK);
         check_all("cross_entropy", &y, ref, tol_of(dt));
 
         ttt_tensor oh = dense(dt, 3, ls);
         for (int64_t i = 0; i < 30; i++) seti(&oh, i, 9); /* garbage */
-        CHECK(B->one_hot(&oh, &t, -100) == TTT_OK);
+        CHECK(B->one_hot(S, &oh, &t, -100) == TTT_OK);
         double ohref[30];
         for (int r = 0; r < 6; r++)
             for (int j = 0; j < 5; j++) ohref[r * 5 + j] = tg[r] == j;
@@ -678,13 +681,13 @@ static void test_cross_entropy_one_hot(void) {
 
         /* out-of-range targets */
         tg[2] = 5;
-        CHECK(B->cross_entropy(&y, &x, &t, -100) == TTT_ERR);
+        CHECK(B->cross_entropy(S, &y, &x, &t, -100) == TTT_ERR);
         CHECK_MSG(!strcmp(ttt_backend_last_error(), "cross_entropy: target 5 at row 2 out of range [0, 5)"), "%s",
                   ttt_backend_last_error());
-        CHECK(B->one_hot(&oh, &t, -100) == TTT_ERR && strstr(ttt_backend_last_error(), "target 5 at row 2"));
+        CHECK(B->one_hot(S, &oh, &t, -100) == TTT_ERR && strstr(ttt_backend_last_error(), "target 5 at row 2"));
         tg[2] = -1;
-        CHECK(B->cross_entropy(&y, &x, &t, -100) == TTT_ERR && strstr(ttt_backend_last_error(), "target -1 at row 2"));
-        CHECK(B->cross_entropy(&y, &x, &t, -1) == TTT_OK && geti(&y, 2) == 0); /* -1 is now the ignore index */
+        CHECK(B->cross_entropy(S, &y, &x, &t, -100) == TTT_ERR && strstr(ttt_backend_last_error(), "target -1 at row 2"));
+        CHECK(B->cross_entropy(S, &y, &x, &t, -1) == TTT_OK && geti(&y, 2) == 0); /* -1 is now the ignore index */
         sfree_all();
     }
 }
@@ -702,7 +705,7 @@ static void test_gather_scatter(void) {
             double *ref = refbuf(n * d);
             for (int64_t i = 0; i < n; i++)
                 for (int64_t j = 0; j < d; j++) ref[i * d + j] = geti(&table, id[i] * d + j);
-            CHECK(B->gather_rows(&out, &table, &ids) == TTT_OK);
+            CHECK(B->gather_rows(S, &out, &table, &ids) == TTT_OK);
             check_all("gather_rows", &out, ref, 0);
 
             /* scatter-add the gathered rows (times a row factor) back */
@@ -710,18 +713,18 @@ static void test_gather_scatter(void) {
             double *sref = refbuf(v * d);
             for (int64_t i = 0; i < n; i++)
                 for (int64_t j = 0; j < d; j++) sref[id[i] * d + j] += geti(&src, i * d + j);
-            CHECK(B->scatter_add_rows(&acc, &src, &ids) == TTT_OK);
+            CHECK(B->scatter_add_rows(S, &acc, &src, &ids) == TTT_OK);
             check_all("scatter_add_rows", &acc, sref, tol_of(dt) * 10);
 
             id[n - 1] = (int32_t)v;
-            CHECK(B->gather_rows(&out, &table, &ids) == TTT_ERR);
+            CHECK(B->gather_rows(S, &out, &table, &ids) == TTT_ERR);
             char want_id[32], want_v[32];
             snprintf(want_id, sizeof want_id, "id %lld", (long long)v);
             snprintf(want_v, sizeof want_v, "[0, %lld)", (long long)v);
             CHECK_MSG(strstr(ttt_backend_last_error(), want_id) && strstr(ttt_backend_last_error(), want_v), "%s",
                       ttt_backend_last_error());
             id[n - 1] = -2;
-            CHECK(B->scatter_add_rows(&acc, &src, &ids) == TTT_ERR && strstr(ttt_backend_last_error(), "id -2"));
+            CHECK(B->scatter_add_rows(S, &acc, &src, &ids) == TTT_ERR && strstr(ttt_backend_last_error(), "id -2"));
             sfree_all();
         }
     }
@@ -747,10 +750,10 @@ static void test_rope(void) {
                         ref[r * dd + i + half] = x2 * cos(ang) + x1 * sin(ang);
                     }
                 }
-                CHECK(B->rope(&y, &x, axis, pos0, theta, inv) == TTT_OK);
+                CHECK(B->rope(S, &y, &x, axis, pos0, theta, inv) == TTT_OK);
                 check_all("rope", &y, ref, tol_of(dt));
                 /* the inverse undoes it */
-                CHECK(B->rope(&z, &y, axis, pos0, theta, !inv) == TTT_OK);
+                CHECK(B->rope(S, &z, &y, axis, pos0, theta, !inv) == TTT_OK);
                 for (int64_t i = 0; i < n; i++) ref[i] = geti(&x, i);
                 check_all("rope inverse", &z, ref, tol_of(dt));
                 sfree_all();
@@ -774,7 +777,7 @@ static void test_attn_mask(void) {
                     int keep = j <= qp && (w <= 0 || qp - j < w);
                     ref[e] = keep ? geti(&x, e) : through(dt, fill);
                 }
-                CHECK(B->attn_mask(&y, &x, w, qo, fill) == TTT_OK);
+                CHECK(B->attn_mask(S, &y, &x, w, qo, fill) == TTT_OK);
                 check_all("attn_mask", &y, ref, 0);
                 sfree_all();
             }
@@ -803,7 +806,7 @@ static void test_optim(void) {
                     double mh = rm[i] / (1 - pow(b1, (double)step)), vh = rv[i] / (1 - pow(b2, (double)step));
                     rp[i] -= lr * mh / (sqrt(vh) + eps);
                 }
-                CHECK(B->adamw(&p, &g, &m, &v, lr, b1, b2, eps, wd, step) == TTT_OK);
+                CHECK(B->adamw(S, &p, &g, &m, &v, lr, b1, b2, eps, wd, step) == TTT_OK);
             }
             check_all("adamw p", &p, rp, tol_of(dt));
             check_all("adamw m", &m, rm, tol_of(dt));
@@ -826,7 +829,7 @@ static void test_optim(void) {
                         }
                         rp[i] -= slr * d;
                     }
-                    CHECK(B->sgd(&p, &g, &buf, slr, mom, swd, nest) == TTT_OK);
+                    CHECK(B->sgd(S, &p, &g, &buf, slr, mom, swd, nest) == TTT_OK);
                 }
                 check_all("sgd p", &p, rp, tol_of(dt));
                 if (mom != 0) check_all("sgd buf", &buf, rm, tol_of(dt));
@@ -850,5 +853,6 @@ int main(void) {
     test_attn_mask();
     test_optim();
     sfree_all();
+    B->close(S);
     TEST_MAIN_END();
 }

@@ -41,7 +41,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "ttt/backend.h" /* ttt_backend_last_error: why a CUDA context could not be made */
+#include "ttt/runtime.h" /* ttt_runtime_error: why a CUDA context could not be made */
 #include "ttt/ttt.h"
 
 typedef struct {
@@ -127,7 +127,7 @@ static ttt_ctx *make_ctx(ttt_device device, uint64_t seed) {
     ttt_ctx_config cfg = {.device = device, .arena_bytes = (size_t)256 << 20, .seed = seed};
     ttt_ctx *ctx = ttt_ctx_new(&cfg);
     if (!ctx) {
-        const char *why = ttt_backend_last_error();
+        const char *why = ttt_runtime_error();
         fprintf(stderr, "attn_double_backward: no %s context: %s\n", device == TTT_CUDA ? "cuda" : "cpu",
                 why && *why ? why : "(no message)");
     }

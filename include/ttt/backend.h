@@ -2,7 +2,8 @@
  *
  * The op layer (src/ops) validates arguments, allocates outputs, records the
  * autodiff graph and then calls one of these kernels. Kernels know nothing of
- * autodiff; a backend (CPU now, CUDA later) is one table of them. Kernels may
+ * autodiff; a backend (CPU, CUDA) is one table of them, run on an instance
+ * (below). Kernels may
  * assume the op layer has already checked shapes and dtypes: they return
  * TTT_ERR only for failures of their own (e.g. an unsupported dtype), after
  * writing a message with ttt_backend_error().
@@ -42,110 +43,171 @@ typedef enum {
 typedef enum { TTT_R_SUM, TTT_R_MAX } ttt_reduce_op;
 typedef enum { TTT_NORM_LAYER, TTT_NORM_RMS } ttt_norm_kind;
 
+/* Backend instances. A backend is a table of entries (ttt_backend, below) and
+ * an instance is one opened state of it: the CPU's thread count; a GPU's
+ * device index, stream, cuBLAS handle and workspace, memory pool, TF32 setting
+ * and graph-recording state. Every entry except open and the process-wide
+ * device queries takes that state as its first argument, so two contexts (two
+ * instances) work side by side in one process: two GPUs, or two CPU thread
+ * counts. Each context opens its own instance and closes it when freed.
+ * ttt_backend_state is opaque: each backend casts it to its own struct. */
+typedef struct ttt_backend_state ttt_backend_state;
+
+typedef struct {
+    int device_index; /* which device of the kind (CUDA: the GPU); validated by open */
+    int threads;      /* CPU: threads of this instance's parallel regions; 0 = fit the machine */
+    int tf32;         /* CUDA: f32 matmuls on the TF32 tensor cores for this instance */
+} ttt_backend_config;
+
+#define TTT__UNPAREN(...) __VA_ARGS__
+
+/* THE LIST OF KERNEL ENTRIES. X(name, (parameters after self), (argument names))
+ * generates the entries of ttt_backend (int (*name)(ttt_backend_state *, ...)),
+ * the ttt_kernel enum (TTT_K_name) and the profile's names and wrappers
+ * (src/core/profile.c); tests/test_op_registry.c fails when gradcheck's cases
+ * leave one of them unexercised. Entries marked optional may be NULL. */
+#define TTT_KERNEL_LIST(X)                                                                                        \
+    /* dst <- src elementwise, same shape, strided src and dst, any dtypes (converts) */                        \
+    X(copy, (ttt_tensor *dst, const ttt_tensor *src), (dst, src))                                                \
+    /* dst may be strided */                                                                                     \
+    X(fill, (ttt_tensor *dst, double value), (dst, value))                                                       \
+    /* dst = op(src); src strided with dst's shape */                                                           \
+    X(unary, (ttt_unary_op op, ttt_tensor *dst, const ttt_tensor *src, double p0, double p1),                   \
+      (op, dst, src, p0, p1))                                                                                    \
+    /* dst = a op b; a and b strided views already expanded to dst's shape */                                   \
+    X(binary, (ttt_binary_op op, ttt_tensor *dst, const ttt_tensor *a, const ttt_tensor *b), (op, dst, a, b))   \
+    /* dst = cond ? a : b; all strided views expanded to dst's shape */                                         \
+    X(where, (ttt_tensor *dst, const ttt_tensor *cond, const ttt_tensor *a, const ttt_tensor *b),              \
+      (dst, cond, a, b))                                                                                         \
+    /* dst has src's ndim with reduced axes of size 1; src contiguous */                                        \
+    X(reduce, (ttt_reduce_op op, ttt_tensor *dst, const ttt_tensor *src), (op, dst, src))                       \
+    /* C[b] = op(A[b]) op(B[b]); A, B have the same ndim as C (batch axes expanded with stride 0 where          \
+     * broadcast) and a unit stride in their last axis; C contiguous. */                                        \
+    X(matmul, (ttt_tensor *c, const ttt_tensor *a, const ttt_tensor *b, int trans_a, int trans_b),             \
+      (c, a, b, trans_a, trans_b))                                                                               \
+    /* last-axis kernels, contiguous src */                                                                      \
+    X(softmax, (ttt_tensor *dst, const ttt_tensor *src, int log), (dst, src, log))                              \
+    X(norm, (ttt_norm_kind kind, ttt_tensor *dst, const ttt_tensor *src, double eps), (kind, dst, src, eps))    \
+    /* Optional. The norm's first-order gradient in one pass: dx from x, the forward's output y and dy (all     \
+     * dense, one shape): RMS dx = rstd (dy - y mean(dy y)); layer dx = rstd (dy - mean(dy) - y mean(dy y)). */ \
+    X(norm_bwd,                                                                                                  \
+      (ttt_norm_kind kind, ttt_tensor *dx, const ttt_tensor *x, const ttt_tensor *y, const ttt_tensor *dy,      \
+       double eps),                                                                                              \
+      (kind, dx, x, y, dy, eps))                                                                                 \
+    /* per-row loss [...] of logits [..., V] and I32 targets [...]; 0 where ignored */                          \
+    X(cross_entropy, (ttt_tensor *dst, const ttt_tensor *logits, const ttt_tensor *targets, int ignore_index),  \
+      (dst, logits, targets, ignore_index))                                                                      \
+    /* Optional. The gradient of those per-row losses in one pass: dst [..., V] = grow[r] *                     \
+     * (softmax(logits[r]) - onehot(targets[r])), all-zero rows where ignored; grow [...] has the logits'       \
+     * dtype, everything dense. */                                                                               \
+    X(cross_entropy_bwd,                                                                                         \
+      (ttt_tensor *dst, const ttt_tensor *logits, const ttt_tensor *targets, const ttt_tensor *grow,            \
+       int ignore_index),                                                                                        \
+      (dst, logits, targets, grow, ignore_index))                                                                \
+    /* dst [..., V] = one-hot of targets (all-zero row where ignored) */                                        \
+    X(one_hot, (ttt_tensor *dst, const ttt_tensor *targets, int ignore_index), (dst, targets, ignore_index))    \
+    /* dst [n, D] = table[ids[n]]; ids I32 contiguous, table contiguous [V, D] */                               \
+    X(gather_rows, (ttt_tensor *dst, const ttt_tensor *table, const ttt_tensor *ids), (dst, table, ids))        \
+    /* dst [V, D] (zeroed by the caller) += src[n] at rows ids[n] */                                            \
+    X(scatter_add_rows, (ttt_tensor *dst, const ttt_tensor *src, const ttt_tensor *ids), (dst, src, ids))       \
+    /* rotate-half RoPE; inverse = 1 rotates by -angle */                                                       \
+    X(rope, (ttt_tensor *dst, const ttt_tensor *src, int seq_axis, int64_t pos0, double theta, int inverse),   \
+      (dst, src, seq_axis, pos0, theta, inverse))                                                                \
+    X(attn_mask, (ttt_tensor *dst, const ttt_tensor *src, int64_t window, int64_t q_offset, double fill),       \
+      (dst, src, window, q_offset, fill))                                                                        \
+    /* optimizer updates, in place on contiguous persistent tensors */                                          \
+    X(adamw,                                                                                                     \
+      (ttt_tensor *p, const ttt_tensor *g, ttt_tensor *m, ttt_tensor *v, double lr, double beta1, double beta2, \
+       double eps, double weight_decay, int64_t step),                                                           \
+      (p, g, m, v, lr, beta1, beta2, eps, weight_decay, step))                                                   \
+    X(sgd,                                                                                                       \
+      (ttt_tensor *p, const ttt_tensor *g, ttt_tensor *buf, double lr, double momentum, double weight_decay,    \
+       int nesterov),                                                                                            \
+      (p, g, buf, lr, momentum, weight_decay, nesterov))                                                         \
+    /* Optional fused attention (NULL where absent, as on the CPU; ttt_attention then composes it of the       \
+     * kernels above). q [..., Tq, d], k [..., Tk, d], v [..., Tk, dv], out [..., Tq, dv]: dense, the same      \
+     * leading axes (one batch axis to the kernel); masking as ttt_attention states it; scale > 0. lse [..., Tq] \
+     * is f32, dense: each query row's log-sum-exp of its scaled, masked scores, for the backward pass (NULL    \
+     * when not wanted). Returns TTT_BACKEND_DECLINED, having written nothing, for dtypes or sizes the kernels   \
+     * do not handle. Like every kernel here they must not allocate. */                                         \
+    X(attention_fwd,                                                                                             \
+      (ttt_tensor *out, ttt_tensor *lse, const ttt_tensor *q, const ttt_tensor *k, const ttt_tensor *v,         \
+       int causal, int64_t window, double scale),                                                                \
+      (out, lse, q, k, v, causal, window, scale))                                                                \
+    /* Optional. First-order gradients dq, dk, dv (dense, the shapes of q, k, v) from dout (dense, out's        \
+     * shape) and the forward's out and lse; delta is f32 scratch of lse's shape. Takes whatever                 \
+     * attention_fwd took. */                                                                                    \
+    X(attention_bwd,                                                                                             \
+      (ttt_tensor *dq, ttt_tensor *dk, ttt_tensor *dv, ttt_tensor *delta, const ttt_tensor *dout,                \
+       const ttt_tensor *q, const ttt_tensor *k, const ttt_tensor *v, const ttt_tensor *out,                     \
+       const ttt_tensor *lse, int causal, int64_t window, double scale),                                         \
+      (dq, dk, dv, delta, dout, q, k, v, out, lse, causal, window, scale))                                       \
+    /* Optional fused double backward: the gradients gq, gk, gv, gdout (dense, the shapes of q, k, v, dout) of \
+     * Phi = <uq, dq> + <uk, dk> + <uv, dv>, where (dq, dk, dv) is attention_bwd's result for these q, k, v,    \
+     * dout (lse from the forward, delta from attention_bwd). rows is f32 scratch [2, ..., Tq]. Returns          \
+     * TTT_BACKEND_DECLINED, having written nothing, where it does not apply. */                                \
+    X(attention_bwd2,                                                                                            \
+      (ttt_tensor *gq, ttt_tensor *gk, ttt_tensor *gv, ttt_tensor *gdout, ttt_tensor *rows,                      \
+       const ttt_tensor *q, const ttt_tensor *k, const ttt_tensor *v, const ttt_tensor *dout,                    \
+       const ttt_tensor *lse, const ttt_tensor *delta, const ttt_tensor *uq, const ttt_tensor *uk,               \
+       const ttt_tensor *uv, int causal, int64_t window, double scale),                                          \
+      (gq, gk, gv, gdout, rows, q, k, v, dout, lse, delta, uq, uk, uv, causal, window, scale))
+
+/* TTT_K_copy, TTT_K_fill, ...: the kernel entries by number (profile rows, coverage). */
+typedef enum {
+#define TTT__KERNEL_ENUM(name, params, args) TTT_K_##name,
+    TTT_KERNEL_LIST(TTT__KERNEL_ENUM)
+#undef TTT__KERNEL_ENUM
+    TTT_K_COUNT
+} ttt_kernel;
+
 typedef struct ttt_backend {
     const char *name;
     ttt_device device;
 
-    /* memory: raw device allocations (arena blocks, persistent tensors) */
-    void *(*alloc)(size_t bytes);
-    void (*free)(void *ptr);
-    int (*upload)(void *dst, const void *host, size_t bytes);
-    int (*download)(void *host, const void *src, size_t bytes);
-    int (*synchronize)(void);
-    /* Optional: device bytes reserved from the driver and handed out now, and the
-     * number of driver allocations so far (NULL on the CPU). */
-    void (*memory_stats)(size_t *reserved, size_t *in_use, uint64_t *driver_allocs);
-    /* Optional: devices of this kind and their names (NULL: one device, named by name). */
+    /* Process-wide queries, no instance. Optional: devices of this kind and
+     * their names (NULL: one device, named by name). */
     int (*device_count)(void);
     int (*device_name)(int index, char *buf, size_t len);
 
-    /* dst <- src elementwise, same shape, strided src and dst, any dtypes (converts) */
-    int (*copy)(ttt_tensor *dst, const ttt_tensor *src);
-    int (*fill)(ttt_tensor *dst, double value);          /* dst may be strided */
-    /* dst = op(src); src strided with dst's shape */
-    int (*unary)(ttt_unary_op op, ttt_tensor *dst, const ttt_tensor *src, double p0, double p1);
-    /* dst = a op b; a and b strided views already expanded to dst's shape */
-    int (*binary)(ttt_binary_op op, ttt_tensor *dst, const ttt_tensor *a, const ttt_tensor *b);
-    /* dst = cond ? a : b; all strided views expanded to dst's shape */
-    int (*where)(ttt_tensor *dst, const ttt_tensor *cond, const ttt_tensor *a, const ttt_tensor *b);
-    /* dst has src's ndim with reduced axes of size 1; src contiguous */
-    int (*reduce)(ttt_reduce_op op, ttt_tensor *dst, const ttt_tensor *src);
-    /* C[b] = op(A[b]) op(B[b]); A, B have the same ndim as C (batch axes
-     * expanded with stride 0 where broadcast) and a unit stride in their last
-     * axis; C contiguous. */
-    int (*matmul)(ttt_tensor *c, const ttt_tensor *a, const ttt_tensor *b, int trans_a, int trans_b);
-    /* last-axis kernels, contiguous src */
-    int (*softmax)(ttt_tensor *dst, const ttt_tensor *src, int log);
-    int (*norm)(ttt_norm_kind kind, ttt_tensor *dst, const ttt_tensor *src, double eps);
-    /* Its first-order gradient in one pass: dx from x, the forward's output y and
-     * dy (all dense, one shape): RMS dx = rstd (dy - y mean(dy y)); layer
-     * dx = rstd (dy - mean(dy) - y mean(dy y)). Optional (NULL: composed). */
-    int (*norm_bwd)(ttt_norm_kind kind, ttt_tensor *dx, const ttt_tensor *x, const ttt_tensor *y,
-                    const ttt_tensor *dy, double eps);
-    /* per-row loss [...] of logits [..., V] and I32 targets [...]; 0 where ignored */
-    int (*cross_entropy)(ttt_tensor *dst, const ttt_tensor *logits, const ttt_tensor *targets, int ignore_index);
-    /* The gradient of those per-row losses in one pass: dst [..., V] =
-     * grow[r] * (softmax(logits[r]) - onehot(targets[r])), all-zero rows where
-     * ignored; grow [...] has the logits' dtype, everything dense. Optional
-     * (NULL: the op layer composes it). */
-    int (*cross_entropy_bwd)(ttt_tensor *dst, const ttt_tensor *logits, const ttt_tensor *targets,
-                             const ttt_tensor *grow, int ignore_index);
-    /* dst [..., V] = one-hot of targets (all-zero row where ignored) */
-    int (*one_hot)(ttt_tensor *dst, const ttt_tensor *targets, int ignore_index);
-    /* dst [n, D] = table[ids[n]]; ids I32 contiguous, table contiguous [V, D] */
-    int (*gather_rows)(ttt_tensor *dst, const ttt_tensor *table, const ttt_tensor *ids);
-    /* dst [V, D] (zeroed by the caller) += src[n] at rows ids[n] */
-    int (*scatter_add_rows)(ttt_tensor *dst, const ttt_tensor *src, const ttt_tensor *ids);
-    /* rotate-half RoPE; inverse = 1 rotates by -angle */
-    int (*rope)(ttt_tensor *dst, const ttt_tensor *src, int seq_axis, int64_t pos0, double theta, int inverse);
-    int (*attn_mask)(ttt_tensor *dst, const ttt_tensor *src, int64_t window, int64_t q_offset, double fill);
+    /* Open an instance on cfg->device_index; NULL with a message in
+     * ttt_backend_error() when that device cannot be used. close frees
+     * everything the instance holds (its memory pool included). */
+    ttt_backend_state *(*open)(const ttt_backend_config *cfg);
+    void (*close)(ttt_backend_state *self);
 
-    /* optimizer updates, in place on contiguous persistent tensors */
-    int (*adamw)(ttt_tensor *p, const ttt_tensor *g, ttt_tensor *m, ttt_tensor *v, double lr, double beta1,
-                 double beta2, double eps, double weight_decay, int64_t step);
-    int (*sgd)(ttt_tensor *p, const ttt_tensor *g, ttt_tensor *buf, double lr, double momentum,
-               double weight_decay, int nesterov);
+    /* memory: raw device allocations (arena blocks, persistent tensors) */
+    void *(*alloc)(ttt_backend_state *self, size_t bytes);
+    void (*free)(ttt_backend_state *self, void *ptr);
+    int (*upload)(ttt_backend_state *self, void *dst, const void *host, size_t bytes);
+    int (*download)(ttt_backend_state *self, void *host, const void *src, size_t bytes);
+    int (*synchronize)(ttt_backend_state *self);
+    /* Optional: device bytes reserved from the driver and handed out now, and the
+     * number of driver allocations so far (NULL on the CPU). */
+    void (*memory_stats)(ttt_backend_state *self, size_t *reserved, size_t *in_use, uint64_t *driver_allocs);
 
-    /* Optional: f32 matmuls on TF32 tensor cores (on != 0) or in full f32 (NULL on the CPU). */
-    void (*set_tf32)(int on);
+    /* The kernels (see TTT_KERNEL_LIST). */
+#define TTT__KERNEL_FIELD(name, params, args) int (*name)(ttt_backend_state *self, TTT__UNPAREN params);
+    TTT_KERNEL_LIST(TTT__KERNEL_FIELD)
+#undef TTT__KERNEL_FIELD
 
     /* Optional graph recording (ttt/graph.h; NULL where unsupported, as on the
      * CPU). Between graph_begin and graph_end the kernels above are recorded,
      * not run, and must not allocate, free or synchronize; checks that read a
      * device flag after a launch (bad ids) are deferred to graph_replay, which
      * runs the recorded work, waits for it and reports them. graph_end always
-     * ends the recording; *graph is NULL when it failed. */
-    int (*graph_begin)(void);
-    int (*graph_end)(void **graph);
-    int (*graph_replay)(void *graph);
-    void (*graph_free)(void *graph);
-
-    /* Optional fused attention (NULL where absent, as on the CPU; ttt_attention
-     * then composes it of the kernels above). q [..., Tq, d], k [..., Tk, d],
-     * v [..., Tk, dv], out [..., Tq, dv]: dense, the same leading axes (one batch
-     * axis to the kernel); masking as ttt_attention states it; scale > 0.
-     * lse [..., Tq] is f32, dense: each query row's log-sum-exp of its scaled,
-     * masked scores, for the backward pass (NULL when not wanted). Returns
-     * TTT_BACKEND_DECLINED, having written nothing, for dtypes or sizes the
-     * kernels do not handle. Like every kernel here they must not allocate. */
-    int (*attention_fwd)(ttt_tensor *out, ttt_tensor *lse, const ttt_tensor *q, const ttt_tensor *k,
-                         const ttt_tensor *v, int causal, int64_t window, double scale);
-    /* First-order gradients dq, dk, dv (dense, the shapes of q, k, v) from dout
-     * (dense, out's shape) and the forward's out and lse; delta is f32 scratch of
-     * lse's shape. Takes whatever attention_fwd took. */
-    int (*attention_bwd)(ttt_tensor *dq, ttt_tensor *dk, ttt_tensor *dv, ttt_tensor *delta, const ttt_tensor *dout,
-                         const ttt_tensor *q, const ttt_tensor *k, const ttt_tensor *v, const ttt_tensor *out,
-                         const ttt_tensor *lse, int causal, int64_t window, double scale);
-    /* Optional fused double backward: the gradients gq, gk, gv, gdout (dense, the
-     * shapes of q, k, v, dout) of Phi = <uq, dq> + <uk, dk> + <uv, dv>, where
-     * (dq, dk, dv) is attention_bwd's result for these q, k, v, dout (lse from
-     * the forward, delta from attention_bwd). rows is f32 scratch [2, ..., Tq].
-     * Returns TTT_BACKEND_DECLINED, having written nothing, where it does not apply. */
-    int (*attention_bwd2)(ttt_tensor *gq, ttt_tensor *gk, ttt_tensor *gv, ttt_tensor *gdout, ttt_tensor *rows,
-                          const ttt_tensor *q, const ttt_tensor *k, const ttt_tensor *v, const ttt_tensor *dout,
-                          const ttt_tensor *lse, const ttt_tensor *delta, const ttt_tensor *uq, const ttt_tensor *uk,
-                          const ttt_tensor *uv, int causal, int64_t window, double scale);
+     * ends the recording; *graph is NULL when it failed. A graph belongs to the
+     * instance that recorded it. */
+    int (*graph_begin)(ttt_backend_state *self);
+    int (*graph_end)(ttt_backend_state *self, void **graph);
+    int (*graph_replay)(ttt_backend_state *self, void *graph);
+    void (*graph_free)(ttt_backend_state *self, void *graph);
 } ttt_backend;
+
+/* Names of the kernel entries and of the elementwise op codes ("?" when out of range). */
+const char *ttt_kernel_name(ttt_kernel k);
+const char *ttt_unary_op_name(ttt_unary_op op);
+const char *ttt_binary_op_name(ttt_binary_op op);
 
 /* attention_fwd's answer for arguments it leaves to the composed path. */
 enum { TTT_BACKEND_DECLINED = 1 };

@@ -60,24 +60,26 @@ typedef struct ttt_tensor {
     int persistent;                 /* 1: lives until freed; 0: step temporary */
     struct ttt_tensor *grad;        /* persistent leaves: gradient that ttt_backward accumulates */
     const char *name;               /* optional, for messages */
-    /* private autodiff scratch; see autodiff.c */
-    uint64_t ad_stamp;
-    struct ttt_tensor *ad_grad;
-    int ad_flags;
 } ttt_tensor;
 
 typedef struct {
     ttt_device device;      /* TTT_CPU (default) */
     size_t arena_bytes;     /* first data arena block; 0 = 64 MiB */
-    int threads;            /* CPU threads; 0 = OpenMP default */
+    int threads;            /* CPU: most threads an op of this context uses; 0 = fit the machine:
+                               OMP_NUM_THREADS, else the processors, less the cores other processes
+                               keep busy. Small ops use fewer (none below ~32K elements). Idle
+                               threads wait passively only if OMP_WAIT_POLICY=passive is in the
+                               environment when the program starts (the ttt program sees to it). */
     uint64_t seed;          /* RNG seed for ttt_randn/ttt_rand */
-    int tf32;               /* CUDA: f32 matmuls on the TF32 tensor cores (inputs rounded to a 10-bit
-                               mantissa, f32 accumulation). A setting of the backend, for the whole
-                               process: the last context created decides. Ignored on the CPU. */
+    int tf32;               /* CUDA: f32 matmuls of this context on the TF32 tensor cores (inputs rounded
+                               to a 10-bit mantissa, f32 accumulation). Ignored on the CPU. */
+    int device_index;       /* which device of the kind: the GPU for TTT_CUDA (0 = the first); 0 on the CPU.
+                               Each context has its own backend instance (stream, pool, ...), so
+                               contexts on different devices work side by side. */
 } ttt_ctx_config;
 
 /* Context ------------------------------------------------------------------ */
-ttt_ctx *ttt_ctx_new(const ttt_ctx_config *cfg); /* cfg may be NULL; NULL on failure */
+ttt_ctx *ttt_ctx_new(const ttt_ctx_config *cfg); /* cfg may be NULL; NULL on failure, why in ttt_runtime_error() */
 void ttt_ctx_free(ttt_ctx *ctx);
 const char *ttt_error(const ttt_ctx *ctx);       /* "" when no error recorded */
 void ttt_clear_error(ttt_ctx *ctx);

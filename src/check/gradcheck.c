@@ -13,7 +13,7 @@
 #include <string.h>
 
 #include "ttt/autodiff.h"
-#include "ttt/backend.h"
+#include "ttt/runtime.h"
 #include "ttt/gradcheck.h"
 #include "ttt/ops.h"
 
@@ -654,7 +654,7 @@ int ttt_gradcheck_run_on(int ci, uint64_t seed, ttt_device device, ttt_gradcheck
     k.ctx = ttt_ctx_new(&cfg);
     int rc = k.ctx ? TTT_OK : TTT_ERR;
     if (!k.ctx) snprintf(res->msg, sizeof res->msg, "could not create a %s context: %s", device == TTT_CPU ? "cpu" : "cuda",
-                         ttt_backend_last_error());
+                         ttt_runtime_error());
 
     /* inputs */
     size_t len = 0;

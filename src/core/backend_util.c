@@ -1,5 +1,6 @@
-/* Helpers shared by every backend: bf16 conversion, the backend error slot and
- * the registry of compiled-in backends. */
+/* Helpers shared by every backend, below all of them: bf16 conversion, the
+ * backend error slot and the names of the kernel entries. (The registry of
+ * backends sits above them, in runtime.c.) */
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -33,14 +34,23 @@ float ttt_bf16_to_f32(uint16_t x) {
     return f;
 }
 
-const ttt_backend *ttt_backend_for(ttt_device device) {
-    switch (device) {
-    case TTT_CPU: return ttt_backend_cpu();
-#ifdef TTT_HAVE_CUDA
-    case TTT_CUDA: return ttt_backend_cuda();
-#endif
-    default:
-        ttt_backend_error("device %d: this build has no backend for it (CUDA needs a build with nvcc)", (int)device);
-        return NULL;
-    }
+const char *ttt_kernel_name(ttt_kernel k) {
+    static const char *const names[TTT_K_COUNT] = {
+#define NAME(name, params, args) #name,
+        TTT_KERNEL_LIST(NAME)
+#undef NAME
+    };
+    return (unsigned)k < TTT_K_COUNT ? names[k] : "?";
+}
+
+const char *ttt_unary_op_name(ttt_unary_op op) {
+    static const char *const names[TTT_U_COUNT] = {"neg",  "exp",  "log",  "tanh", "sigmoid", "gelu",
+                                                   "silu", "relu", "sqrt", "rsqrt", "abs",    "sign",
+                                                   "step", "pow",  "clamp", "inrange", "affine", "elu1"};
+    return (unsigned)op < TTT_U_COUNT ? names[op] : "?";
+}
+
+const char *ttt_binary_op_name(ttt_binary_op op) {
+    static const char *const names[TTT_B_COUNT] = {"add", "sub", "mul", "div", "max", "min", "gt", "ge", "eq"};
+    return (unsigned)op < TTT_B_COUNT ? names[op] : "?";
 }

@@ -3,9 +3,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 
 #include "internal.h"
 #include "ttt/graph.h"
@@ -23,11 +20,11 @@ struct ttt_persist {
 
 static void *block_alloc(ttt_ctx *ctx, ttt_arena *a, size_t size) {
     a->n_allocs++;
-    return a->device ? ctx->be->alloc(size) : calloc(1, size);
+    return a->device ? ctx->be->alloc(ctx->bs, size) : calloc(1, size);
 }
 
 static void block_free(ttt_ctx *ctx, ttt_arena *a, void *p) {
-    if (a->device) ctx->be->free(p);
+    if (a->device) ctx->be->free(ctx->bs, p);
     else free(p);
 }
 
@@ -166,12 +163,12 @@ void *ttt__stash(ttt_ctx *ctx, size_t bytes) {
             }
             ctx->stash_old[ctx->n_stash_old++] = ctx->stash;
         } else if (ctx->stash) {
-            ctx->be->free(ctx->stash);
+            ctx->be->free(ctx->bs, ctx->stash);
         }
         ctx->stash = NULL;
         ctx->stash_size = 0;
         size_t size = bytes + bytes / 2;
-        ctx->stash = ctx->be->alloc(size);
+        ctx->stash = ctx->be->alloc(ctx->bs, size);
         ctx->stash_size = ctx->stash ? size : 0;
         if (!ctx->stash) {
             ttt__set_error(ctx, "out of %s memory (checkpoint stash, %zu bytes)", ctx->be->name, size);
@@ -182,7 +179,7 @@ void *ttt__stash(ttt_ctx *ctx, size_t bytes) {
 }
 
 static void free_old_stashes(ttt_ctx *ctx) {
-    for (size_t i = 0; i < ctx->n_stash_old; i++) ctx->real_be->free(ctx->stash_old[i]);
+    for (size_t i = 0; i < ctx->n_stash_old; i++) ctx->real_be->free(ctx->bs, ctx->stash_old[i]);
     ctx->n_stash_old = 0;
 }
 
@@ -196,26 +193,44 @@ void ttt__graphs_changed(ttt_ctx *ctx, int delta) {
 ttt_ctx *ttt_ctx_new(const ttt_ctx_config *cfg) {
     ttt_ctx_config c = {0};
     if (cfg) c = *cfg;
-    const ttt_backend *be = ttt_backend_for(c.device);
-    if (!be) return NULL; /* device not compiled in */
-    ttt_ctx *ctx = calloc(1, sizeof *ctx);
-    if (!ctx) return NULL;
-    if (ttt__profile_enabled()) {
-        const ttt_backend *p = ttt__profile_wrap(be);
-        ctx->profiled = p != be;
-        be = p;
+    if (c.device != TTT_CPU && c.device != TTT_CUDA) {
+        ttt_backend_error("ttt_ctx_new: unknown device %d (TTT_CPU or TTT_CUDA)", (int)c.device);
+        return NULL;
     }
+    if (c.device_index < 0) {
+        ttt_backend_error("ttt_ctx_new: device_index %d is negative", c.device_index);
+        return NULL;
+    }
+    if (c.threads < 0) {
+        ttt_backend_error("ttt_ctx_new: threads %d is negative (0 fits the machine)", c.threads);
+        return NULL;
+    }
+    const ttt_backend *be = ttt_backend_for(c.device);
+    if (!be) return NULL; /* device not compiled in, or no GPU (message in ttt_runtime_error) */
+    const int count = be->device_count ? be->device_count() : 1;
+    if (c.device_index >= count) {
+        ttt_backend_error("ttt_ctx_new: %s device %d does not exist (%d present)", be->name, c.device_index, count);
+        return NULL;
+    }
+    ttt_ctx *ctx = calloc(1, sizeof *ctx);
+    if (!ctx) {
+        ttt_backend_error("ttt_ctx_new: out of host memory");
+        return NULL;
+    }
+    const ttt_backend_config bc = {.device_index = c.device_index, .threads = c.threads, .tf32 = c.tf32};
+    ttt_backend_state *bs = be->open(&bc);
+    if (!bs) { /* the backend said why */
+        free(ctx);
+        return NULL;
+    }
+    if (ttt__profile_enabled()) ctx->profiled = ttt__profile_wrap(&be, &bs) == TTT_OK;
     ctx->be = be;
+    ctx->bs = bs;
     ctx->real_be = be;
     ctx->meta.first_size = META_BLOCK;
     ctx->data.first_size = c.arena_bytes ? c.arena_bytes : (size_t)64 << 20;
     ctx->data.device = true;
     ctx->rng_state = c.seed ? c.seed : 0x9E3779B97F4A7C15ull;
-    ctx->threads = c.threads;
-    if (be->set_tf32) be->set_tf32(c.tf32);
-#ifdef _OPENMP
-    if (c.threads > 0) omp_set_num_threads(c.threads);
-#endif
     return ctx;
 }
 
@@ -229,18 +244,18 @@ void ttt_ctx_free(ttt_ctx *ctx) {
     struct ttt_persist *p = ctx->persist;
     while (p) {
         struct ttt_persist *next = p->next;
-        if (p->data) ctx->be->free(p->data);
+        if (p->data) ctx->be->free(ctx->bs, p->data);
         free(p);
         p = next;
     }
-    if (ctx->stash) ctx->be->free(ctx->stash);
+    if (ctx->stash) ctx->be->free(ctx->bs, ctx->stash);
     free_old_stashes(ctx);
     free(ctx->stash_old);
     arena_free(ctx, &ctx->meta);
     arena_free(ctx, &ctx->data);
-    const int profiled = ctx->profiled;
+    if (ctx->profiled) ttt__profile_release(ctx->real_be, ctx->bs);
+    else ctx->real_be->close(ctx->bs);
     free(ctx);
-    if (profiled) ttt__profile_release();
 }
 
 ttt_device ttt_ctx_device(const ttt_ctx *ctx) { return ctx->be->device; }
@@ -280,7 +295,7 @@ static ttt_tensor *persistent_new(ttt_ctx *ctx, ttt_dtype dt, int ndim, const in
     }
     p->tensor = *h;
     size_t bytes = (size_t)ttt_numel(h) * ttt_dtype_size(dt);
-    p->data = ctx->be->alloc(bytes ? bytes : 1);
+    p->data = ctx->be->alloc(ctx->bs, bytes ? bytes : 1);
     if (!p->data) {
         free(p);
         ttt__set_error(ctx, "out of %s memory (persistent tensor %s, %zu bytes)", ctx->be->name,
@@ -314,6 +329,6 @@ void ttt_persistent_free(ttt_ctx *ctx, ttt_tensor *t) {
     if (p->prev) p->prev->next = p->next;
     else ctx->persist = p->next;
     if (p->next) p->next->prev = p->prev;
-    ctx->be->free(p->data);
+    ctx->be->free(ctx->bs, p->data);
     free(p);
 }

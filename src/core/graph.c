@@ -25,27 +25,29 @@ struct ttt_graph {
 /* ---- the recording table's refusals (no context here: the op layer prefixes
  * the message with the call's name) ---------------------------------------------- */
 
-static void *rec_alloc(size_t bytes) {
+static void *rec_alloc(ttt_backend_state *self, size_t bytes) {
+    (void)self;
     ttt_backend_error("cannot allocate %zu bytes of device memory while a graph is recorded (allocate before "
                       "ttt_graph_begin)", bytes);
     return NULL;
 }
 
-static int rec_upload(void *dst, const void *host, size_t bytes) {
-    (void)dst, (void)host, (void)bytes;
+static int rec_upload(ttt_backend_state *self, void *dst, const void *host, size_t bytes) {
+    (void)self, (void)dst, (void)host, (void)bytes;
     ttt_backend_error("cannot upload host data while a graph is recorded (a replay would not read the host "
                       "buffer again): upload into a persistent tensor before ttt_graph_begin or the replay");
     return TTT_ERR;
 }
 
-static int rec_download(void *host, const void *src, size_t bytes) {
-    (void)host, (void)src, (void)bytes;
+static int rec_download(ttt_backend_state *self, void *host, const void *src, size_t bytes) {
+    (void)self, (void)host, (void)src, (void)bytes;
     ttt_backend_error("cannot read device memory on the host while a graph is recorded (nothing has run yet): "
                       "read after ttt_graph_replay, or use ttt_item_into");
     return TTT_ERR;
 }
 
-static int rec_synchronize(void) {
+static int rec_synchronize(ttt_backend_state *self) {
+    (void)self;
     ttt_backend_error("cannot wait for the device while a graph is recorded");
     return TTT_ERR;
 }
@@ -55,8 +57,8 @@ static int rec_synchronize(void) {
 static void *first_block(const ttt_ctx *ctx) { return ctx->data.n_blocks ? ctx->data.blocks[0].base : NULL; }
 
 static void graph_destroy(ttt_ctx *ctx, ttt_graph *g) {
-    if (g->backend) ctx->real_be->graph_free(g->backend);
-    if (g->readback) ctx->real_be->free(g->readback);
+    if (g->backend) ctx->real_be->graph_free(ctx->bs, g->backend);
+    if (g->readback) ctx->real_be->free(ctx->bs, g->readback);
     free(g->host);
     free(g->dst);
     free(g->scale);
@@ -86,11 +88,11 @@ int ttt_graph_begin(ttt_ctx *ctx) {
         graph_destroy(ctx, g);
         return ttt__set_error(ctx, "ttt_graph_begin: out of host memory");
     }
-    if (!(g->readback = be->alloc(READS_MAX * sizeof(double)))) {
+    if (!(g->readback = be->alloc(ctx->bs, READS_MAX * sizeof(double)))) {
         graph_destroy(ctx, g);
         return ttt__backend_failed(ctx, "ttt_graph_begin");
     }
-    if (be->graph_begin() != TTT_OK) {
+    if (be->graph_begin(ctx->bs) != TTT_OK) {
         graph_destroy(ctx, g);
         return ttt__backend_failed(ctx, "ttt_graph_begin");
     }
@@ -116,7 +118,7 @@ int ttt_graph_end(ttt_ctx *ctx, ttt_graph **graph) {
     ctx->be = ctx->real_be;
     /* An op that failed while recording left its message: it explains the failure better than the backend. */
     const int op_failed = ctx->err[0] != 0;
-    int rc = ctx->be->graph_end(&g->backend);
+    int rc = ctx->be->graph_end(ctx->bs, &g->backend);
     if (rc != TTT_OK && !op_failed) ttt__backend_failed(ctx, "ttt_graph_end");
     if (rc == TTT_OK && !op_failed && first_block(ctx) != g->arena_block)
         rc = ttt__set_error(ctx, "ttt_graph_end: the step arena moved while recording");
@@ -133,9 +135,9 @@ int ttt_graph_replay(ttt_ctx *ctx, ttt_graph *g) {
     if (!g) return ttt__set_error(ctx, "ttt_graph_replay: graph is NULL");
     if (g->ctx != ctx) return ttt__set_error(ctx, "ttt_graph_replay: the graph belongs to another context");
     if (ctx->rec) return ttt__set_error(ctx, "ttt_graph_replay: cannot replay while a graph is being recorded");
-    if (ctx->be->graph_replay(g->backend) != TTT_OK) return ttt__backend_failed(ctx, "ttt_graph_replay");
+    if (ctx->be->graph_replay(ctx->bs, g->backend) != TTT_OK) return ttt__backend_failed(ctx, "ttt_graph_replay");
     if (g->n_reads) {
-        if (ctx->be->download(g->host, g->readback, (size_t)g->n_reads * sizeof(double)) != TTT_OK)
+        if (ctx->be->download(ctx->bs, g->host, g->readback, (size_t)g->n_reads * sizeof(double)) != TTT_OK)
             return ttt__backend_failed(ctx, "ttt_graph_replay");
         for (int i = 0; i < g->n_reads; i++) *g->dst[i] = g->scale[i] * g->host[i];
     }
@@ -165,7 +167,7 @@ int ttt_item_into(ttt_ctx *ctx, const ttt_tensor *t, double scale, double *dst) 
     if (g->n_reads >= READS_MAX)
         return ttt__set_error(ctx, "ttt_item_into: more than %d reads recorded in one graph", READS_MAX);
     ttt_tensor slot = {.dtype = TTT_F64, .device = t->device, .ndim = 0, .data = g->readback + g->n_reads};
-    if (ctx->be->copy(&slot, t) != TTT_OK) return ttt__backend_failed(ctx, "ttt_item_into");
+    if (ctx->be->copy(ctx->bs, &slot, t) != TTT_OK) return ttt__backend_failed(ctx, "ttt_item_into");
     g->dst[g->n_reads] = dst;
     g->scale[g->n_reads] = scale;
     g->n_reads++;

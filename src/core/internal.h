@@ -1,10 +1,14 @@
-/* Private structures shared by src/core and src/ops. Not installed. */
+/* Private structures shared by the engine: src/core, src/ops, src/autodiff,
+ * src/composed and the backends' glue. Not installed. The code above the engine
+ * (layers, models, io, data, optim, check) includes core/engine_private.h
+ * instead, which this header includes too. */
 #ifndef TTT_INTERNAL_H
 #define TTT_INTERNAL_H
 
 #include <stdarg.h>
 #include <stdbool.h>
 
+#include "engine_private.h"
 #include "ttt/autodiff.h"
 #include "ttt/backend.h"
 #include "ttt/ops.h"
@@ -50,7 +54,8 @@ struct ttt_node {
 };
 
 struct ttt_ctx {
-    const ttt_backend *be;
+    const ttt_backend *be;      /* the table kernels are called through: be->op(bs, ...) */
+    ttt_backend_state *bs;      /* this context's backend instance (profile.c's wrapper when profiled) */
     ttt_arena meta;             /* tensor headers, nodes, small arrays (host) */
     ttt_arena data;             /* tensor data (device memory) */
     int no_grad_depth;          /* >0: grad mode off */
@@ -74,18 +79,21 @@ struct ttt_ctx {
     int n_graphs;
     void **stash_old;
     size_t n_stash_old, cap_stash_old;
-    int profiled; /* be is profile.c's timing copy (TTT_PROFILE) */
+    int profiled; /* be/bs are profile.c's timing wrapper (TTT_PROFILE) */
 };
 
-/* profile.c: TTT_PROFILE=1 times every kernel entry (see the file) */
+/* profile.c: TTT_PROFILE=1 times every kernel entry (see the file). wrap
+ * turns an open instance into a profiled one (on failure *be and *bs are left
+ * as they were); release closes the real instance, and the last profiled
+ * context prints the table. */
 int ttt__profile_enabled(void);
-const ttt_backend *ttt__profile_wrap(const ttt_backend *real); /* real itself when another backend is profiled */
-void ttt__profile_release(void);                               /* the last profiled context prints the table */
+int ttt__profile_wrap(const ttt_backend **be, ttt_backend_state **bs);
+void ttt__profile_release(const ttt_backend *be, ttt_backend_state *bs);
+/* Calls of each kernel entry through profiled instances since the process began. */
+long long ttt__profile_calls(ttt_kernel k);
 
 /* context.c */
-void *ttt__meta_alloc(ttt_ctx *ctx, size_t bytes);  /* zeroed host memory, step lifetime */
 void *ttt__data_alloc(ttt_ctx *ctx, size_t bytes);  /* device memory, step lifetime */
-int ttt__set_error(ttt_ctx *ctx, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 int ttt__backend_failed(ttt_ctx *ctx, const char *op);  /* copy the backend's message */
 void *ttt__stash(ttt_ctx *ctx, size_t bytes);
 void ttt__graphs_changed(ttt_ctx *ctx, int delta); /* n_graphs += delta; frees outgrown stashes at 0 */
@@ -99,34 +107,17 @@ ttt_tensor *ttt__expanded_view(ttt_ctx *ctx, const ttt_tensor *t, int ndim, cons
 int ttt__broadcast_shape(ttt_ctx *ctx, const char *op, const ttt_tensor *a, const ttt_tensor *b, int *ndim,
                          int64_t *shape);
 int ttt__norm_axis(ttt_ctx *ctx, const char *op, int axis, int ndim);
-bool ttt__is_float(ttt_dtype dt);
 
 /* ops/reduce.c: x itself if dense, else a dense copy (no graph). */
 ttt_tensor *ttt__dense(ttt_ctx *ctx, ttt_tensor *x);
 
-/* ops/shape.c: dst[..., start : start + step * n : step, ...] = src along axis, in place,
- * no graph (src has dst's shape except at axis; the caller checks). For writing
- * blocks of a preallocated result and KV caches. */
-int ttt__copy_into(ttt_ctx *ctx, ttt_tensor *dst, int axis, int64_t start, int64_t step, const ttt_tensor *src);
-
-/* autodiff.c */
-bool ttt__recording(const ttt_ctx *ctx, int n, ttt_tensor *const *in);
+/* record.c (below the ops) */
 /* Attach a node to outs; returns the node (attrs to be filled) or NULL. */
 ttt_node *ttt__record(ttt_ctx *ctx, const char *op, ttt_vjp_fn vjp, int n_in, ttt_tensor *const *in, int n_out,
                       ttt_tensor *const *out);
+/* autodiff/grad.c (above the ops: src/ops must not call it; src/composed may) */
 int ttt__grad(ttt_ctx *ctx, int n_out, ttt_tensor *const *outputs, ttt_tensor *const *grad_outputs, int n_in,
               ttt_tensor *const *inputs, ttt_tensor **grads, bool create_graph, bool stop_at_inputs);
-
-/* util.c: message into a caller's buffer (returns TTT_ERR); grow a malloc'd
- * array of sz-byte elements to at least need (TTT_OK / TTT_ERR). */
-int ttt__errbuf(char *err, size_t err_len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-int ttt__grow(void **p, size_t *cap, size_t need, size_t sz);
-/* fsync the directory holding path after a rename, so an atomic write is durable
- * (0 / -1 with errno; file systems that cannot fsync a directory count as 0). */
-int ttt__sync_dir(const char *path);
-/* FNV-1a, 64 bits, continuing from h (start with TTT_FNV_SEED): cheap content checks. */
-#define TTT_FNV_SEED 0xcbf29ce484222325ull
-uint64_t ttt__fnv1a(uint64_t h, const void *data, size_t n);
 
 /* Common checks for op entry points. */
 #define TTT_CHECK_NONNULL1(a) \

@@ -6,7 +6,10 @@
  * and device work, so totals are "device time plus launch", an upper bound
  * per kernel; it answers "where does a step go", not "how fast is the step".
  * While a CUDA graph is recorded nothing is timed (recording must not sync).
- * Process-wide, like the backends themselves. */
+ * Each profiled context gets a wrapper instance (prof_state) around its real
+ * backend instance; the wrappers are generated from TTT_KERNEL_LIST, so a new
+ * kernel entry is profiled once it has a DESC_ line below (the build fails
+ * until it has). The table itself is process-wide. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,16 +25,17 @@ typedef struct {
     double seconds;
 } prof_row;
 
-static prof_row g_rows[MAX_ROWS];
-static int g_n_rows;
-static const ttt_backend *g_real;
-static ttt_backend g_table;
-static int g_recording, g_users;
+/* A profiled instance: the real table and instance, and the table the context calls. */
+typedef struct {
+    const ttt_backend *real;
+    ttt_backend_state *rs;
+    ttt_backend table;
+    int recording;
+} prof_state;
 
-static const char *const UNARY[TTT_U_COUNT] = {"neg", "exp", "log", "tanh", "sigmoid", "gelu", "silu", "relu", "sqrt",
-                                               "rsqrt", "abs", "sign", "step", "pow", "clamp", "inrange", "affine",
-                                               "elu1"};
-static const char *const BINARY[TTT_B_COUNT] = {"add", "sub", "mul", "div", "max", "min", "gt", "ge", "eq"};
+static prof_row g_rows[MAX_ROWS];
+static int g_n_rows, g_users;
+static long long g_calls[TTT_K_COUNT];
 static const char *const DTYPE[4] = {"f32", "f64", "bf16", "i32"};
 
 static double now(void) {
@@ -40,16 +44,20 @@ static double now(void) {
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-static double begin(void) {
-    if (g_recording) return 0;
-    g_real->synchronize();
+static prof_state *P_(ttt_backend_state *self) { return (prof_state *)self; }
+
+static double begin(prof_state *P) {
+    if (P->recording) return 0;
+    P->real->synchronize(P->rs);
     return now();
 }
 
-static void end(double t0, const char *kind, const char *op, ttt_dtype dt) {
-    if (g_recording) return;
-    g_real->synchronize();
+static void end(prof_state *P, ttt_kernel k, double t0, ttt_dtype dt, const char *op) {
+    if ((unsigned)k < TTT_K_COUNT) g_calls[k]++;
+    if (P->recording) return;
+    P->real->synchronize(P->rs);
     const double dt_s = now() - t0;
+    const char *kind = (unsigned)k < TTT_K_COUNT ? ttt_kernel_name(k) : "graph_replay";
     char name[64];
     snprintf(name, sizeof name, "%s%s%s %s", kind, op ? ":" : "", op ? op : "", (unsigned)dt < 4 ? DTYPE[dt] : "?");
     for (int i = 0; i < g_n_rows; i++)
@@ -64,135 +72,117 @@ static void end(double t0, const char *kind, const char *op, ttt_dtype dt) {
     g_rows[g_n_rows++].seconds = dt_s;
 }
 
-#define TIMED(kind, op, dt, call)         \
-    do {                                  \
-        const double t0_ = begin();       \
-        const int rc_ = (call);           \
-        end(t0_, kind, op, dt);           \
-        return rc_;                       \
-    } while (0)
-
-static int p_copy(ttt_tensor *d, const ttt_tensor *s) { TIMED("copy", s->dtype == d->dtype ? NULL : "convert", d->dtype, g_real->copy(d, s)); }
-static int p_fill(ttt_tensor *d, double v) { TIMED("fill", NULL, d->dtype, g_real->fill(d, v)); }
-static int p_unary(ttt_unary_op op, ttt_tensor *d, const ttt_tensor *s, double p0, double p1) {
-    TIMED("unary", (unsigned)op < TTT_U_COUNT ? UNARY[op] : "?", d->dtype, g_real->unary(op, d, s, p0, p1));
-}
-static int p_binary(ttt_binary_op op, ttt_tensor *d, const ttt_tensor *a, const ttt_tensor *b) {
-    TIMED("binary", (unsigned)op < TTT_B_COUNT ? BINARY[op] : "?", d->dtype, g_real->binary(op, d, a, b));
-}
-static int p_where(ttt_tensor *d, const ttt_tensor *c, const ttt_tensor *a, const ttt_tensor *b) {
-    TIMED("where", NULL, d->dtype, g_real->where(d, c, a, b));
-}
-static int p_reduce(ttt_reduce_op op, ttt_tensor *d, const ttt_tensor *s) {
-    TIMED("reduce", op == TTT_R_MAX ? "max" : "sum", s->dtype, g_real->reduce(op, d, s));
-}
-static int p_matmul(ttt_tensor *c, const ttt_tensor *a, const ttt_tensor *b, int ta, int tb) {
-    /* by shape: [batch x] M x N x K and the transposes, since one slow shape hides among fast ones */
-    char shape[48];
+/* matmuls by shape: [batch x] M x N x K and the transposes, since one slow shape hides among fast ones */
+static const char *matmul_label(char *buf, size_t n, const ttt_tensor *c, const ttt_tensor *a, int ta, int tb) {
     const int nd = c->ndim;
     int64_t batch = 1;
     for (int i = 0; i < nd - 2; i++) batch *= c->shape[i];
     const int64_t k = ta ? a->shape[a->ndim - 2] : a->shape[a->ndim - 1];
-    snprintf(shape, sizeof shape, "%lldx%lldx%lldx%lld %s%s", (long long)batch, (long long)c->shape[nd - 2],
+    snprintf(buf, n, "%lldx%lldx%lldx%lld %s%s", (long long)batch, (long long)c->shape[nd - 2],
              (long long)c->shape[nd - 1], (long long)k, ta ? "T" : "N", tb ? "T" : "N");
-    TIMED("matmul", shape, c->dtype, g_real->matmul(c, a, b, ta, tb));
+    return buf;
 }
-static int p_softmax(ttt_tensor *d, const ttt_tensor *s, int log) {
-    TIMED("softmax", log ? "log" : NULL, s->dtype, g_real->softmax(d, s, log));
+
+/* Each kernel's row key: the dtype it computes in, and a sub-label (or NULL). */
+#define DESC_copy dst->dtype, src->dtype == dst->dtype ? NULL : "convert"
+#define DESC_fill dst->dtype, NULL
+#define DESC_unary dst->dtype, ttt_unary_op_name(op)
+#define DESC_binary dst->dtype, ttt_binary_op_name(op)
+#define DESC_where dst->dtype, NULL
+#define DESC_reduce src->dtype, op == TTT_R_MAX ? "max" : "sum"
+#define DESC_matmul c->dtype, matmul_label(label_, sizeof label_, c, a, trans_a, trans_b)
+#define DESC_softmax src->dtype, log ? "log" : NULL
+#define DESC_norm src->dtype, kind == TTT_NORM_RMS ? "rms" : "layer"
+#define DESC_norm_bwd x->dtype, kind == TTT_NORM_RMS ? "rms" : "layer"
+#define DESC_cross_entropy logits->dtype, NULL
+#define DESC_cross_entropy_bwd logits->dtype, NULL
+#define DESC_one_hot dst->dtype, NULL
+#define DESC_gather_rows table->dtype, NULL
+#define DESC_scatter_add_rows src->dtype, NULL
+#define DESC_rope src->dtype, NULL
+#define DESC_attn_mask src->dtype, NULL
+#define DESC_adamw p->dtype, NULL
+#define DESC_sgd p->dtype, NULL
+#define DESC_attention_fwd q->dtype, NULL
+#define DESC_attention_bwd q->dtype, NULL
+#define DESC_attention_bwd2 q->dtype, NULL
+
+#define WRAP(name, params, args)                                            \
+    static int p_##name(ttt_backend_state *self, TTT__UNPAREN params) {     \
+        prof_state *P = P_(self);                                           \
+        char label_[48];                                                    \
+        (void)label_;                                                       \
+        const double t0 = begin(P);                                         \
+        const int rc = P->real->name(P->rs, TTT__UNPAREN args);             \
+        end(P, TTT_K_##name, t0, DESC_##name);                              \
+        return rc;                                                          \
+    }
+TTT_KERNEL_LIST(WRAP)
+#undef WRAP
+
+/* The other entries pass through to the real instance. */
+static void *p_alloc(ttt_backend_state *self, size_t bytes) { return P_(self)->real->alloc(P_(self)->rs, bytes); }
+static void p_free(ttt_backend_state *self, void *ptr) { P_(self)->real->free(P_(self)->rs, ptr); }
+static int p_upload(ttt_backend_state *self, void *dst, const void *host, size_t bytes) {
+    return P_(self)->real->upload(P_(self)->rs, dst, host, bytes);
 }
-static int p_norm(ttt_norm_kind k, ttt_tensor *d, const ttt_tensor *s, double eps) {
-    TIMED("norm", k == TTT_NORM_RMS ? "rms" : "layer", s->dtype, g_real->norm(k, d, s, eps));
+static int p_download(ttt_backend_state *self, void *host, const void *src, size_t bytes) {
+    return P_(self)->real->download(P_(self)->rs, host, src, bytes);
 }
-static int p_norm_bwd(ttt_norm_kind k, ttt_tensor *dx, const ttt_tensor *x, const ttt_tensor *y, const ttt_tensor *dy,
-                      double eps) {
-    TIMED("norm_bwd", k == TTT_NORM_RMS ? "rms" : "layer", x->dtype, g_real->norm_bwd(k, dx, x, y, dy, eps));
+static int p_synchronize(ttt_backend_state *self) { return P_(self)->real->synchronize(P_(self)->rs); }
+static void p_memory_stats(ttt_backend_state *self, size_t *reserved, size_t *in_use, uint64_t *driver_allocs) {
+    P_(self)->real->memory_stats(P_(self)->rs, reserved, in_use, driver_allocs);
 }
-static int p_cross_entropy(ttt_tensor *d, const ttt_tensor *l, const ttt_tensor *t, int ig) {
-    TIMED("cross_entropy", NULL, l->dtype, g_real->cross_entropy(d, l, t, ig));
-}
-static int p_cross_entropy_bwd(ttt_tensor *d, const ttt_tensor *l, const ttt_tensor *t, const ttt_tensor *g, int ig) {
-    TIMED("cross_entropy_bwd", NULL, l->dtype, g_real->cross_entropy_bwd(d, l, t, g, ig));
-}
-static int p_one_hot(ttt_tensor *d, const ttt_tensor *t, int ig) { TIMED("one_hot", NULL, d->dtype, g_real->one_hot(d, t, ig)); }
-static int p_gather(ttt_tensor *d, const ttt_tensor *tb, const ttt_tensor *ids) {
-    TIMED("gather_rows", NULL, tb->dtype, g_real->gather_rows(d, tb, ids));
-}
-static int p_scatter(ttt_tensor *d, const ttt_tensor *s, const ttt_tensor *ids) {
-    TIMED("scatter_add_rows", NULL, s->dtype, g_real->scatter_add_rows(d, s, ids));
-}
-static int p_rope(ttt_tensor *d, const ttt_tensor *s, int ax, int64_t p0, double th, int inv) {
-    TIMED("rope", NULL, s->dtype, g_real->rope(d, s, ax, p0, th, inv));
-}
-static int p_mask(ttt_tensor *d, const ttt_tensor *s, int64_t w, int64_t qo, double fill) {
-    TIMED("attn_mask", NULL, s->dtype, g_real->attn_mask(d, s, w, qo, fill));
-}
-static int p_adamw(ttt_tensor *p, const ttt_tensor *g, ttt_tensor *m, ttt_tensor *v, double lr, double b1, double b2,
-                   double eps, double wd, int64_t step) {
-    TIMED("adamw", NULL, p->dtype, g_real->adamw(p, g, m, v, lr, b1, b2, eps, wd, step));
-}
-static int p_sgd(ttt_tensor *p, const ttt_tensor *g, ttt_tensor *b, double lr, double mom, double wd, int nest) {
-    TIMED("sgd", NULL, p->dtype, g_real->sgd(p, g, b, lr, mom, wd, nest));
-}
-static int p_attention_fwd(ttt_tensor *o, ttt_tensor *lse, const ttt_tensor *q, const ttt_tensor *k, const ttt_tensor *v,
-                           int causal, int64_t w, double scale) {
-    TIMED("attention_fwd", NULL, q->dtype, g_real->attention_fwd(o, lse, q, k, v, causal, w, scale));
-}
-static int p_attention_bwd(ttt_tensor *dq, ttt_tensor *dk, ttt_tensor *dv, ttt_tensor *delta, const ttt_tensor *dout,
-                           const ttt_tensor *q, const ttt_tensor *k, const ttt_tensor *v, const ttt_tensor *out,
-                           const ttt_tensor *lse, int causal, int64_t w, double scale) {
-    TIMED("attention_bwd", NULL, q->dtype,
-          g_real->attention_bwd(dq, dk, dv, delta, dout, q, k, v, out, lse, causal, w, scale));
-}
-static int p_attention_bwd2(ttt_tensor *gq, ttt_tensor *gk, ttt_tensor *gv, ttt_tensor *gg, ttt_tensor *rows,
-                            const ttt_tensor *q, const ttt_tensor *k, const ttt_tensor *v, const ttt_tensor *g,
-                            const ttt_tensor *lse, const ttt_tensor *delta, const ttt_tensor *uq, const ttt_tensor *uk,
-                            const ttt_tensor *uv, int causal, int64_t w, double scale) {
-    TIMED("attention_bwd2", NULL, q->dtype,
-          g_real->attention_bwd2(gq, gk, gv, gg, rows, q, k, v, g, lse, delta, uq, uk, uv, causal, w, scale));
-}
-static int p_graph_begin(void) {
-    const int rc = g_real->graph_begin();
-    g_recording = rc == TTT_OK;
+static int p_graph_begin(ttt_backend_state *self) {
+    prof_state *P = P_(self);
+    const int rc = P->real->graph_begin(P->rs);
+    P->recording = rc == TTT_OK;
     return rc;
 }
-static int p_graph_end(void **g) {
-    g_recording = 0;
-    return g_real->graph_end(g);
+static int p_graph_end(ttt_backend_state *self, void **g) {
+    P_(self)->recording = 0;
+    return P_(self)->real->graph_end(P_(self)->rs, g);
 }
-static int p_graph_replay(void *g) {
-    const double t0 = begin();
-    const int rc = g_real->graph_replay(g);
-    end(t0, "graph_replay", NULL, TTT_F32);
+static int p_graph_replay(ttt_backend_state *self, void *g) {
+    prof_state *P = P_(self);
+    const double t0 = begin(P);
+    const int rc = P->real->graph_replay(P->rs, g);
+    end(P, TTT_K_COUNT, t0, TTT_F32, NULL);
     return rc;
 }
+static void p_graph_free(ttt_backend_state *self, void *g) { P_(self)->real->graph_free(P_(self)->rs, g); }
 
 int ttt__profile_enabled(void) {
     const char *e = getenv("TTT_PROFILE");
     return e && *e && strcmp(e, "0");
 }
 
-const ttt_backend *ttt__profile_wrap(const ttt_backend *real) {
-    if (g_real && g_real != real) return real; /* one profiled backend per process */
-    if (!g_real) {
-        g_real = real;
-        g_table = *real;
-        g_table.copy = p_copy, g_table.fill = p_fill, g_table.unary = p_unary, g_table.binary = p_binary;
-        g_table.where = p_where, g_table.reduce = p_reduce, g_table.matmul = p_matmul, g_table.softmax = p_softmax;
-        g_table.norm = p_norm, g_table.cross_entropy = p_cross_entropy, g_table.one_hot = p_one_hot;
-        g_table.gather_rows = p_gather, g_table.scatter_add_rows = p_scatter, g_table.rope = p_rope;
-        if (real->cross_entropy_bwd) g_table.cross_entropy_bwd = p_cross_entropy_bwd;
-        if (real->norm_bwd) g_table.norm_bwd = p_norm_bwd;
-        g_table.attn_mask = p_mask, g_table.adamw = p_adamw, g_table.sgd = p_sgd;
-        if (real->attention_fwd) g_table.attention_fwd = p_attention_fwd;
-        if (real->attention_bwd) g_table.attention_bwd = p_attention_bwd;
-        if (real->attention_bwd2) g_table.attention_bwd2 = p_attention_bwd2;
-        if (real->graph_begin) {
-            g_table.graph_begin = p_graph_begin, g_table.graph_end = p_graph_end;
-            g_table.graph_replay = p_graph_replay;
-        }
+long long ttt__profile_calls(ttt_kernel k) { return (unsigned)k < TTT_K_COUNT ? g_calls[k] : 0; }
+
+int ttt__profile_wrap(const ttt_backend **be, ttt_backend_state **bs) {
+    prof_state *P = calloc(1, sizeof *P);
+    if (!P) return TTT_ERR;
+    const ttt_backend *real = *be;
+    P->real = real;
+    P->rs = *bs;
+    ttt_backend *t = &P->table;
+    *t = *real; /* name, device, queries, open and close as they are */
+    t->alloc = p_alloc, t->free = p_free, t->upload = p_upload, t->download = p_download;
+    t->synchronize = p_synchronize;
+    if (real->memory_stats) t->memory_stats = p_memory_stats;
+    /* optional kernels stay NULL where the real backend has none */
+#define INSTALL(name, params, args) \
+    if (real->name) t->name = p_##name;
+    TTT_KERNEL_LIST(INSTALL)
+#undef INSTALL
+    if (real->graph_begin) {
+        t->graph_begin = p_graph_begin, t->graph_end = p_graph_end;
+        t->graph_replay = p_graph_replay, t->graph_free = p_graph_free;
     }
+    *be = t;
+    *bs = (ttt_backend_state *)P;
     g_users++;
-    return &g_table;
+    return TTT_OK;
 }
 
 static int by_time(const void *a, const void *b) {
@@ -200,23 +190,28 @@ static int by_time(const void *a, const void *b) {
     return (x < y) - (x > y);
 }
 
-void ttt__profile_release(void) {
+void ttt__profile_release(const ttt_backend *be, ttt_backend_state *bs) {
+    prof_state *P = P_(bs);
+    (void)be;
+    size_t reserved = 0, in_use = 0;
+    uint64_t allocs = 0;
+    const int has_stats = P->real->memory_stats != NULL;
+    if (has_stats) P->real->memory_stats(P->rs, &reserved, &in_use, &allocs);
+    const char *name = P->real->name;
+    P->real->close(P->rs);
+    free(P);
     if (!g_users || --g_users) return;
     double total = 0;
     for (int i = 0; i < g_n_rows; i++) total += g_rows[i].seconds;
     qsort(g_rows, (size_t)g_n_rows, sizeof g_rows[0], by_time);
     fprintf(stderr, "\n== TTT_PROFILE: kernel entries on %s, synchronized each (%.3f s in all) ==\n%-44s %10s %12s %10s %7s\n",
-            g_real->name, total, "entry dtype", "calls", "total ms", "us/call", "share");
+            name, total, "entry dtype", "calls", "total ms", "us/call", "share");
     for (int i = 0; i < g_n_rows; i++)
         fprintf(stderr, "%-44s %10lld %12.2f %10.1f %6.1f%%\n", g_rows[i].name, g_rows[i].calls, 1e3 * g_rows[i].seconds,
                 1e6 * g_rows[i].seconds / (double)g_rows[i].calls, total > 0 ? 100 * g_rows[i].seconds / total : 0);
-    if (g_real->memory_stats) {
-        size_t reserved = 0, in_use = 0;
-        uint64_t allocs = 0;
-        g_real->memory_stats(&reserved, &in_use, &allocs);
+    if (has_stats) {
         fprintf(stderr, "device memory: %.1f MiB reserved from the driver in %llu allocations, %.1f MiB in use\n",
                 reserved / 1048576.0, (unsigned long long)allocs, in_use / 1048576.0);
     }
     g_n_rows = 0;
-    g_real = NULL;
 }

@@ -111,9 +111,6 @@ ttt_tensor *ttt__view(ttt_ctx *ctx, const ttt_tensor *base) {
     v->requires_grad = 0;
     v->persistent = 0;
     v->grad = NULL;
-    v->ad_stamp = 0;
-    v->ad_grad = NULL;
-    v->ad_flags = 0;
     return v;
 }
 
@@ -138,7 +135,7 @@ ttt_tensor *ttt_from_host(ttt_ctx *ctx, ttt_dtype dt, int ndim, const int64_t *s
     if (!host) return ttt__set_error(ctx, "ttt_from_host: host pointer is NULL"), NULL;
     ttt_tensor *t = ttt_new(ctx, dt, ndim, shape);
     if (!t) return NULL;
-    if (ctx->be->upload(t->data, host, (size_t)ttt_numel(t) * ttt_dtype_size(dt)) != TTT_OK) {
+    if (ctx->be->upload(ctx->bs, t->data, host, (size_t)ttt_numel(t) * ttt_dtype_size(dt)) != TTT_OK) {
         ttt__backend_failed(ctx, "ttt_from_host");
         return NULL;
     }
@@ -148,7 +145,7 @@ ttt_tensor *ttt_from_host(ttt_ctx *ctx, ttt_dtype dt, int ndim, const int64_t *s
 int ttt_fill(ttt_ctx *ctx, ttt_tensor *dst, double value) {
     if (!dst) return TTT_ERR;
     if (ttt_numel(dst) == 0) return TTT_OK;
-    if (ctx->be->fill(dst, value) != TTT_OK) return ttt__backend_failed(ctx, "ttt_fill");
+    if (ctx->be->fill(ctx->bs, dst, value) != TTT_OK) return ttt__backend_failed(ctx, "ttt_fill");
     return TTT_OK;
 }
 
@@ -162,7 +159,7 @@ int ttt_assign(ttt_ctx *ctx, ttt_tensor *dst, const ttt_tensor *src) {
     if (dst->device != src->device)
         return ttt__set_error(ctx, "ttt_assign: tensors are on different devices");
     if (ttt_numel(dst) == 0) return TTT_OK;
-    if (ctx->be->copy(dst, src) != TTT_OK) return ttt__backend_failed(ctx, "ttt_assign");
+    if (ctx->be->copy(ctx->bs, dst, src) != TTT_OK) return ttt__backend_failed(ctx, "ttt_assign");
     return TTT_OK;
 }
 
@@ -175,13 +172,13 @@ int ttt_copy_to_host(ttt_ctx *ctx, const ttt_tensor *t, void *host, ttt_dtype ho
     if (!ttt_is_contiguous(t) || t->dtype != host_dt) {
         ttt_tensor *tmp = ttt_new(ctx, host_dt, t->ndim, t->shape);
         if (!tmp) return TTT_ERR;
-        if (ttt_numel(t) && ctx->be->copy(tmp, t) != TTT_OK) {
+        if (ttt_numel(t) && ctx->be->copy(ctx->bs, tmp, t) != TTT_OK) {
             ttt_release(ctx, m);
             return ttt__backend_failed(ctx, "ttt_copy_to_host");
         }
         src = tmp;
     }
-    int rc = ctx->be->download(host, src->data, (size_t)ttt_numel(t) * ttt_dtype_size(host_dt));
+    int rc = ctx->be->download(ctx->bs, host, src->data, (size_t)ttt_numel(t) * ttt_dtype_size(host_dt));
     ttt_release(ctx, m);
     if (rc != TTT_OK) return ttt__backend_failed(ctx, "ttt_copy_to_host");
     return TTT_OK;
@@ -234,7 +231,7 @@ static ttt_tensor *random_tensor(ttt_ctx *ctx, ttt_dtype dt, int ndim, const int
     ttt_tensor *h = ttt_from_host(ctx, TTT_F64, ndim, shp, host);
     free(host);
     if (!h) return NULL;
-    if (n && ctx->be->copy(t, h) != TTT_OK) return ttt__backend_failed(ctx, "ttt_randn"), NULL;
+    if (n && ctx->be->copy(ctx->bs, t, h) != TTT_OK) return ttt__backend_failed(ctx, "ttt_randn"), NULL;
     return t;
 }
 

@@ -11,8 +11,7 @@
 #include <unistd.h>
 #include <fcntl.h>
 
-#include "../core/internal.h"
-#include "ttt/fileio.h"
+#include "../core/engine_private.h"
 #include "strmap.h"
 #include "ttt/fileio.h"
 #include "ttt/tokenizer.h"

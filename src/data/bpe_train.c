@@ -18,7 +18,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "../core/internal.h"
+#include "../core/engine_private.h"
 #include "strmap.h"
 #include "ttt/fileio.h"
 #include "ttt/tokenizer.h"

@@ -15,7 +15,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "../core/internal.h"
+#include "../core/engine_private.h"
 #include "ttt/fileio.h"
 #include "ttt/shards.h"
 

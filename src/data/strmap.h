@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../core/internal.h"
+#include "../core/engine_private.h"
 
 static inline uint64_t hash_bytes(const void *p, size_t n) {
     const uint8_t *s = p;

@@ -1,5 +1,5 @@
 /* Image batches -> token tensors for ViT-style models; see include/ttt/data.h. */
-#include "../core/internal.h"
+#include "../core/engine_private.h"
 #include "ttt/data.h"
 
 /* *out = a * b, or 0 when it would overflow int64 (a, b > 0). */
@@ -45,8 +45,7 @@ static ttt_tensor *make(ttt_ctx *ctx, const char *op, ttt_dtype dt, int ndim, co
     int ok = stage != NULL;
     if (ok) {
         fill(stage, arg);
-        ok = ctx->be->upload(out->data, stage, bytes) == TTT_OK;
-        if (!ok) ttt__backend_failed(ctx, op);
+        ok = ttt__upload(ctx, op, out, stage, bytes) == TTT_OK;
     }
     ttt_release(ctx, m);
     return ok ? out : NULL;

@@ -6,7 +6,7 @@
 #include <string.h>
 #include <zlib.h>
 
-#include "../core/internal.h"
+#include "../core/engine_private.h"
 #include "ttt/io.h"
 
 enum { IDX_UBYTE = 0x08, READ_CHUNK = 1 << 24 };

@@ -17,7 +17,7 @@
 #include <json-c/json.h>
 #endif
 
-#include "../core/internal.h"
+#include "../core/engine_private.h"
 #include "ttt/checkpoint.h"
 #include "ttt/fileio.h"
 

@@ -8,7 +8,7 @@
 #include <math.h>
 #include <stdint.h>
 
-#include "../core/internal.h"
+#include "../core/engine_private.h"
 #include "ttt/graph.h"
 #include "ttt/mttt.h"
 

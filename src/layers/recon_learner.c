@@ -2,7 +2,7 @@
  * tokens it reads (see include/ttt/layers.h). */
 #include <math.h>
 
-#include "../core/internal.h"
+#include "../core/engine_private.h"
 #include "ttt/layers.h"
 
 static int init_param(ttt_ctx *ctx, ttt_tensor **p, ttt_dtype dt, int64_t rows, int64_t cols, const char *name) {

@@ -6,7 +6,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "../core/internal.h"
+#include "../core/engine_private.h"
 #include "ttt/autodiff.h"
 #include "ttt/checkpoint.h"
 #include "ttt/lm.h"

@@ -20,7 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../core/internal.h"
+#include "../core/engine_private.h"
 #include "lm_internal.h"
 #include "ttt/autodiff.h"
 #include "ttt/checkpoint.h"

@@ -4,7 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../core/internal.h"
+#include "../core/engine_private.h"
 #include "ttt/vit.h"
 
 static const double LN_EPS = 1e-6; /* flax LayerNorm default, as in the official code */

@@ -28,7 +28,7 @@ static ttt_tensor *binary(ttt_ctx *ctx, const char *name, ttt_binary_op op, ttt_
     ttt_tensor *va = out ? ttt__expanded_view(ctx, a, nd, shape) : NULL;
     ttt_tensor *vb = va ? ttt__expanded_view(ctx, b, nd, shape) : NULL;
     if (!vb) return NULL;
-    if (ttt_numel(out) && ctx->be->binary(op, out, va, vb) != TTT_OK) return ttt__backend_failed(ctx, name), NULL;
+    if (ttt_numel(out) && ctx->be->binary(ctx->bs, op, out, va, vb) != TTT_OK) return ttt__backend_failed(ctx, name), NULL;
     ttt_tensor *ins[2] = {a, b};
     if (vjp && ttt__recording(ctx, 2, ins) && !ttt__record(ctx, name, vjp, 2, ins, 1, &out)) return NULL;
     return out;
@@ -43,7 +43,7 @@ static ttt_tensor *unary(ttt_ctx *ctx, const char *name, ttt_unary_op op, ttt_te
                NULL;
     ttt_tensor *out = ttt__new_like(ctx, x);
     if (!out) return NULL;
-    if (ttt_numel(out) && ctx->be->unary(op, out, x, p0, p1) != TTT_OK) return ttt__backend_failed(ctx, name), NULL;
+    if (ttt_numel(out) && ctx->be->unary(ctx->bs, op, out, x, p0, p1) != TTT_OK) return ttt__backend_failed(ctx, name), NULL;
     if (vjp && ttt__recording(ctx, 1, &x)) {
         ttt_node *nd = ttt__record(ctx, name, vjp, 1, &x, 1, &out);
         if (!nd) return NULL;
@@ -227,7 +227,7 @@ ttt_tensor *ttt_where(ttt_ctx *ctx, ttt_tensor *cond, ttt_tensor *a, ttt_tensor 
     ttt_tensor *va = vc ? ttt__expanded_view(ctx, a, nd2, s2) : NULL;
     ttt_tensor *vb = va ? ttt__expanded_view(ctx, b, nd2, s2) : NULL;
     if (!vb) return NULL;
-    if (ttt_numel(out) && ctx->be->where(out, vc, va, vb) != TTT_OK) return ttt__backend_failed(ctx, "where"), NULL;
+    if (ttt_numel(out) && ctx->be->where(ctx->bs, out, vc, va, vb) != TTT_OK) return ttt__backend_failed(ctx, "where"), NULL;
     ttt_tensor *ins[3] = {cond, a, b};
     if (ttt__recording(ctx, 3, ins) && !ttt__record(ctx, "where", where_vjp, 3, ins, 1, &out)) return NULL;
     return out;

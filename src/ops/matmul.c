@@ -109,7 +109,7 @@ ttt_tensor *ttt_matmul(ttt_ctx *ctx, ttt_tensor *a, ttt_tensor *b, int trans_a, 
         ttt_tensor *va = kernel_view(ctx, a, &ta, nd, shape);
         ttt_tensor *vb = va ? kernel_view(ctx, b, &tb, nd, shape) : NULL;
         if (!vb) return NULL;
-        if (ctx->be->matmul(out, va, vb, ta, tb) != TTT_OK) return ttt__backend_failed(ctx, "matmul"), NULL;
+        if (ctx->be->matmul(ctx->bs, out, va, vb, ta, tb) != TTT_OK) return ttt__backend_failed(ctx, "matmul"), NULL;
     }
     ttt_tensor *ins[2] = {a, b};
     if (ttt__recording(ctx, 2, ins)) {

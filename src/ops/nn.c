@@ -42,7 +42,7 @@ static ttt_tensor *softmax(ttt_ctx *ctx, ttt_tensor *x, int log) {
     if (check_float(ctx, op, x, 1) != TTT_OK) return NULL;
     ttt_tensor *out = ttt__new_like(ctx, x), *xd = out ? ttt__dense(ctx, x) : NULL;
     if (!xd) return NULL;
-    if (ttt_numel(out) && ctx->be->softmax(out, xd, log) != TTT_OK) return ttt__backend_failed(ctx, op), NULL;
+    if (ttt_numel(out) && ctx->be->softmax(ctx->bs, out, xd, log) != TTT_OK) return ttt__backend_failed(ctx, op), NULL;
     if (ttt__recording(ctx, 1, &x) && !ttt__record(ctx, op, log ? log_softmax_vjp : softmax_vjp, 1, &x, 1, &out))
         return NULL;
     return out;
@@ -60,7 +60,7 @@ VJP(norm_vjp) {
         /* first order only: one fused pass (create_graph needs the composed form below) */
         ttt_tensor *xd = ttt__dense(ctx, x), *gd = ttt__dense(ctx, g), *dx = ttt__new_like(ctx, x);
         if (!xd || !gd || !dx) return TTT_ERR;
-        if (ttt_numel(dx) && ctx->be->norm_bwd((ttt_norm_kind)nd->iattr[0], dx, xd, y, gd, eps) != TTT_OK)
+        if (ttt_numel(dx) && ctx->be->norm_bwd(ctx->bs, (ttt_norm_kind)nd->iattr[0], dx, xd, y, gd, eps) != TTT_OK)
             return ttt__backend_failed(ctx, "norm (backward)");
         DONE(dx);
     }
@@ -81,7 +81,7 @@ static ttt_tensor *norm(ttt_ctx *ctx, const char *op, ttt_norm_kind kind, ttt_te
     if (!(eps >= 0)) return ttt__set_error(ctx, "%s: eps %g must be >= 0", op, eps), NULL;
     ttt_tensor *out = ttt__new_like(ctx, x), *xd = out ? ttt__dense(ctx, x) : NULL;
     if (!xd) return NULL;
-    if (ttt_numel(out) && ctx->be->norm(kind, out, xd, eps) != TTT_OK) return ttt__backend_failed(ctx, op), NULL;
+    if (ttt_numel(out) && ctx->be->norm(ctx->bs, kind, out, xd, eps) != TTT_OK) return ttt__backend_failed(ctx, op), NULL;
     if (ttt__recording(ctx, 1, &x)) {
         ttt_node *n = ttt__record(ctx, op, norm_vjp, 1, &x, 1, &out);
         if (!n) return NULL;
@@ -124,7 +124,7 @@ ttt_tensor *ttt_rms_norm(ttt_ctx *ctx, ttt_tensor *x, ttt_tensor *gamma, double 
 
 static ttt_tensor *one_hot(ttt_ctx *ctx, const ttt_tensor *logits, const ttt_tensor *targets, int ignore) {
     ttt_tensor *oh = ttt__new_like(ctx, logits);
-    if (oh && ttt_numel(oh) && ctx->be->one_hot(oh, targets, ignore) != TTT_OK)
+    if (oh && ttt_numel(oh) && ctx->be->one_hot(ctx->bs, oh, targets, ignore) != TTT_OK)
         return ttt__backend_failed(ctx, "cross_entropy"), NULL;
     return oh;
 }
@@ -136,7 +136,7 @@ VJP(ce_rows_vjp) {
         /* first order only: one fused pass (create_graph needs the composed, differentiable form below) */
         ttt_tensor *gd = ttt__dense(ctx, G), *xd = ttt__dense(ctx, X), *out = ttt__new_like(ctx, X);
         if (!gd || !xd || !out) return TTT_ERR;
-        if (ttt_numel(out) && ctx->be->cross_entropy_bwd(out, xd, t, gd, (int)nd->iattr[0]) != TTT_OK)
+        if (ttt_numel(out) && ctx->be->cross_entropy_bwd(ctx->bs, out, xd, t, gd, (int)nd->iattr[0]) != TTT_OK)
             return ttt__backend_failed(ctx, "cross_entropy (backward)");
         DONE(out);
     }
@@ -169,7 +169,7 @@ static ttt_tensor *ce_rows(ttt_ctx *ctx, const char *op, ttt_tensor *logits, ttt
     ttt_tensor *xd = ttt__dense(ctx, logits), *td = ttt__dense(ctx, targets);
     ttt_tensor *rows = td ? ttt_new(ctx, logits->dtype, targets->ndim, targets->shape) : NULL;
     if (!rows || !xd) return NULL;
-    if (ttt_numel(rows) && ctx->be->cross_entropy(rows, xd, td, ignore_index) != TTT_OK)
+    if (ttt_numel(rows) && ctx->be->cross_entropy(ctx->bs, rows, xd, td, ignore_index) != TTT_OK)
         return ttt__backend_failed(ctx, op), NULL;
     if (ttt__recording(ctx, 1, &logits)) {
         ttt_node *n = ttt__record(ctx, "cross_entropy", ce_rows_vjp, 1, &logits, 1, &rows);
@@ -221,7 +221,7 @@ ttt_tensor *ttt_embedding(ttt_ctx *ctx, ttt_tensor *table, ttt_tensor *ids) {
     ttt_tensor *out = ttt_new(ctx, table->dtype, ids->ndim + 1, shape);
     ttt_tensor *td = out ? ttt__dense(ctx, table) : NULL, *idd = td ? ttt__dense(ctx, ids) : NULL;
     if (!idd) return NULL;
-    if (ttt_numel(out) && ctx->be->gather_rows(out, td, idd) != TTT_OK) return ttt__backend_failed(ctx, "embedding"), NULL;
+    if (ttt_numel(out) && ctx->be->gather_rows(ctx->bs, out, td, idd) != TTT_OK) return ttt__backend_failed(ctx, "embedding"), NULL;
     if (ttt__recording(ctx, 1, &table)) {
         ttt_node *n = ttt__record(ctx, "embedding", embedding_vjp, 1, &table, 1, &out);
         if (!n) return NULL;
@@ -251,7 +251,7 @@ ttt_tensor *ttt_scatter_add_rows(ttt_ctx *ctx, ttt_tensor *src, ttt_tensor *ids,
     ttt_tensor *out = ttt_zeros(ctx, src->dtype, TTT_DIMS(n_rows, d));
     ttt_tensor *sd = out ? ttt__dense(ctx, src) : NULL, *idd = sd ? ttt__dense(ctx, ids) : NULL;
     if (!idd) return NULL;
-    if (ttt_numel(sd) && ctx->be->scatter_add_rows(out, sd, idd) != TTT_OK)
+    if (ttt_numel(sd) && ctx->be->scatter_add_rows(ctx->bs, out, sd, idd) != TTT_OK)
         return ttt__backend_failed(ctx, "scatter_add_rows"), NULL;
     if (ttt__recording(ctx, 1, &src)) {
         ttt_node *n = ttt__record(ctx, "scatter_add_rows", scatter_vjp, 1, &src, 1, &out);
@@ -279,7 +279,7 @@ static ttt_tensor *rope(ttt_ctx *ctx, ttt_tensor *x, int seq_axis, int64_t pos0,
                NULL;
     ttt_tensor *out = ttt__new_like(ctx, x), *xd = out ? ttt__dense(ctx, x) : NULL;
     if (!xd) return NULL;
-    if (ttt_numel(out) && ctx->be->rope(out, xd, a, pos0, theta, inverse) != TTT_OK)
+    if (ttt_numel(out) && ctx->be->rope(ctx->bs, out, xd, a, pos0, theta, inverse) != TTT_OK)
         return ttt__backend_failed(ctx, "rope"), NULL;
     if (ttt__recording(ctx, 1, &x)) {
         ttt_node *n = ttt__record(ctx, "rope", rope_vjp, 1, &x, 1, &out);
@@ -306,7 +306,7 @@ ttt_tensor *ttt_attn_mask(ttt_ctx *ctx, ttt_tensor *x, int64_t window, int64_t q
     if (q_offset < 0) return ttt__set_error(ctx, "attn_mask: q_offset %lld must be >= 0", (long long)q_offset), NULL;
     ttt_tensor *out = ttt__new_like(ctx, x), *xd = out ? ttt__dense(ctx, x) : NULL;
     if (!xd) return NULL;
-    if (ttt_numel(out) && ctx->be->attn_mask(out, xd, window, q_offset, fill) != TTT_OK)
+    if (ttt_numel(out) && ctx->be->attn_mask(ctx->bs, out, xd, window, q_offset, fill) != TTT_OK)
         return ttt__backend_failed(ctx, "attn_mask"), NULL;
     if (ttt__recording(ctx, 1, &x)) {
         ttt_node *n = ttt__record(ctx, "attn_mask", mask_vjp, 1, &x, 1, &out);

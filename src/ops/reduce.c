@@ -6,7 +6,7 @@ ttt_tensor *ttt__dense(ttt_ctx *ctx, ttt_tensor *x) {
     if (!x || ttt_is_contiguous(x)) return x;
     ttt_tensor *c = ttt__new_like(ctx, x);
     if (!c) return NULL;
-    if (ttt_numel(c) && ctx->be->copy(c, x) != TTT_OK) return ttt__backend_failed(ctx, "contiguous"), NULL;
+    if (ttt_numel(c) && ctx->be->copy(ctx->bs, c, x) != TTT_OK) return ttt__backend_failed(ctx, "contiguous"), NULL;
     return c;
 }
 
@@ -54,7 +54,7 @@ static ttt_tensor *reduce(ttt_ctx *ctx, const char *op, ttt_reduce_op rop, ttt_t
     if (ttt_numel(out)) {
         if (ttt_numel(xd) == 0) {
             if (ttt_fill(ctx, out, 0.0) != TTT_OK) return NULL;
-        } else if (ctx->be->reduce(rop, out, xd) != TTT_OK) {
+        } else if (ctx->be->reduce(ctx->bs, rop, out, xd) != TTT_OK) {
             return ttt__backend_failed(ctx, op), NULL;
         }
     }

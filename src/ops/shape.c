@@ -156,7 +156,7 @@ int ttt__copy_into(ttt_ctx *ctx, ttt_tensor *dst, int axis, int64_t start, int64
     v->shape[axis] = src->shape[axis];
     v->stride[axis] = dst->stride[axis] * step;
     v->data = (char *)dst->data + (size_t)(start * dst->stride[axis]) * ttt_dtype_size(dst->dtype);
-    if (ttt_numel(src) && ctx->be->copy(v, src) != TTT_OK) return ttt__backend_failed(ctx, "copy_into");
+    if (ttt_numel(src) && ctx->be->copy(ctx->bs, v, src) != TTT_OK) return ttt__backend_failed(ctx, "copy_into");
     return TTT_OK;
 }
 
@@ -244,7 +244,7 @@ ttt_tensor *ttt_cast(ttt_ctx *ctx, ttt_tensor *x, ttt_dtype dt) {
     if (x->dtype == dt) return x;
     ttt_tensor *out = ttt_new(ctx, dt, x->ndim, x->shape);
     if (!out) return NULL;
-    if (ttt_numel(out) && ctx->be->copy(out, x) != TTT_OK) return ttt__backend_failed(ctx, "cast"), NULL;
+    if (ttt_numel(out) && ctx->be->copy(ctx->bs, out, x) != TTT_OK) return ttt__backend_failed(ctx, "cast"), NULL;
     /* Gradients flow between float types only. */
     if (ttt__is_float(dt) && ttt__is_float(x->dtype)) return record1(ctx, "cast", cast_vjp, x, out);
     return out;
@@ -292,7 +292,7 @@ ttt_tensor *ttt_concat(ttt_ctx *ctx, int n, ttt_tensor *const *xs, int axis) {
         if (!v) return NULL;
         v->shape[a] = xs[i]->shape[a];
         v->data = (char *)out->data + (size_t)(off * out->stride[a]) * ttt_dtype_size(out->dtype);
-        if (ttt_numel(v) && ctx->be->copy(v, xs[i]) != TTT_OK) return ttt__backend_failed(ctx, "concat"), NULL;
+        if (ttt_numel(v) && ctx->be->copy(ctx->bs, v, xs[i]) != TTT_OK) return ttt__backend_failed(ctx, "concat"), NULL;
         off += xs[i]->shape[a];
     }
     if (ttt__recording(ctx, n, xs)) {

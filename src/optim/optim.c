@@ -4,7 +4,7 @@
 #include <math.h>
 #include <stdlib.h>
 
-#include "../core/internal.h"
+#include "../core/engine_private.h"
 #include "ttt/optim.h"
 
 typedef enum { OPT_ADAMW, OPT_SGD } opt_kind;
@@ -118,11 +118,10 @@ int ttt_optimizer_step(ttt_optimizer *o, double lr) {
         ttt_tensor *p = o->params[i];
         if (!p->grad) continue;
         double wd = o->decay[i] ? o->cfg.weight_decay : 0.0;
-        int rc = o->kind == OPT_ADAMW
-                     ? ctx->be->adamw(p, p->grad, o->state[i], o->state[o->n + i], lr, o->cfg.beta1, o->cfg.beta2,
-                                      o->cfg.eps, wd, o->steps)
-                     : ctx->be->sgd(p, p->grad, o->state[i], lr, o->cfg.momentum, wd, o->cfg.nesterov);
-        if (rc != TTT_OK) return ttt__backend_failed(ctx, o->kind == OPT_ADAMW ? "adamw" : "sgd");
+        int rc = o->kind == OPT_ADAMW ? ttt__adamw(ctx, p, p->grad, o->state[i], o->state[o->n + i], lr, o->cfg.beta1,
+                                                   o->cfg.beta2, o->cfg.eps, wd, o->steps)
+                                      : ttt__sgd(ctx, p, p->grad, o->state[i], lr, o->cfg.momentum, wd, o->cfg.nesterov);
+        if (rc != TTT_OK) return TTT_ERR;
     }
     return TTT_OK;
 }
@@ -146,7 +145,7 @@ int ttt_clip_grad_norm(ttt_ctx *ctx, int n, ttt_tensor *const *params, double ma
         if (!params[i]) rc = ttt__set_error(ctx, "clip_grad_norm: params[%d] is NULL", i);
         else if (params[i]->grad) {
             double s = ttt_item(ctx, ttt_sum(ctx, ttt_mul(ctx, params[i]->grad, params[i]->grad), 0, NULL, 0));
-            if (isnan(s) && ctx->err[0]) rc = TTT_ERR;
+            if (isnan(s) && ttt_error(ctx)[0]) rc = TTT_ERR;
             total += s;
         }
     }
@@ -155,8 +154,7 @@ int ttt_clip_grad_norm(ttt_ctx *ctx, int n, ttt_tensor *const *params, double ma
     if (rc == TTT_OK && norm > max_norm) {
         double scale = max_norm / (norm + 1e-6);
         for (int i = 0; i < n && rc == TTT_OK; i++)
-            if (params[i]->grad && ctx->be->unary(TTT_U_AFFINE, params[i]->grad, params[i]->grad, scale, 0.0) != TTT_OK)
-                rc = ttt__backend_failed(ctx, "clip_grad_norm");
+            if (params[i]->grad) rc = ttt__scale_in_place(ctx, "clip_grad_norm", params[i]->grad, scale);
     }
     ttt_no_grad_end(ctx);
     ttt_release(ctx, m);

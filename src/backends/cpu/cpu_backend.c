@@ -1,30 +1,37 @@
 /* The CPU backend: its kernel table, memory, copies (with dtype conversion)
  * and fills. Kernels live in cpu_*.c beside this file. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 #include "cpu_internal.h"
 
-int cpu_unary(ttt_unary_op op, ttt_tensor *dst, const ttt_tensor *src, double p0, double p1);
-int cpu_binary(ttt_binary_op op, ttt_tensor *dst, const ttt_tensor *a, const ttt_tensor *b);
-int cpu_where(ttt_tensor *dst, const ttt_tensor *cond, const ttt_tensor *a, const ttt_tensor *b);
-int cpu_reduce(ttt_reduce_op op, ttt_tensor *dst, const ttt_tensor *src);
-int cpu_matmul(ttt_tensor *c, const ttt_tensor *a, const ttt_tensor *b, int trans_a, int trans_b);
-int cpu_softmax(ttt_tensor *dst, const ttt_tensor *src, int log);
-int cpu_norm(ttt_norm_kind kind, ttt_tensor *dst, const ttt_tensor *src, double eps);
-int cpu_cross_entropy(ttt_tensor *dst, const ttt_tensor *logits, const ttt_tensor *targets, int ignore_index);
-int cpu_norm_bwd(ttt_norm_kind kind, ttt_tensor *dx, const ttt_tensor *x, const ttt_tensor *y, const ttt_tensor *dy,
+int cpu_unary(ttt_backend_state *self, ttt_unary_op op, ttt_tensor *dst, const ttt_tensor *src, double p0, double p1);
+int cpu_binary(ttt_backend_state *self, ttt_binary_op op, ttt_tensor *dst, const ttt_tensor *a, const ttt_tensor *b);
+int cpu_where(ttt_backend_state *self, ttt_tensor *dst, const ttt_tensor *cond, const ttt_tensor *a, const ttt_tensor *b);
+int cpu_reduce(ttt_backend_state *self, ttt_reduce_op op, ttt_tensor *dst, const ttt_tensor *src);
+int cpu_matmul(ttt_backend_state *self, ttt_tensor *c, const ttt_tensor *a, const ttt_tensor *b, int trans_a, int trans_b);
+int cpu_softmax(ttt_backend_state *self, ttt_tensor *dst, const ttt_tensor *src, int log);
+int cpu_norm(ttt_backend_state *self, ttt_norm_kind kind, ttt_tensor *dst, const ttt_tensor *src, double eps);
+int cpu_cross_entropy(ttt_backend_state *self, ttt_tensor *dst, const ttt_tensor *logits, const ttt_tensor *targets, int ignore_index);
+int cpu_norm_bwd(ttt_backend_state *self, ttt_norm_kind kind, ttt_tensor *dx, const ttt_tensor *x, const ttt_tensor *y, const ttt_tensor *dy,
                  double eps);
-int cpu_cross_entropy_bwd(ttt_tensor *dst, const ttt_tensor *logits, const ttt_tensor *targets, const ttt_tensor *grow,
+int cpu_cross_entropy_bwd(ttt_backend_state *self, ttt_tensor *dst, const ttt_tensor *logits, const ttt_tensor *targets, const ttt_tensor *grow,
                           int ignore_index);
-int cpu_one_hot(ttt_tensor *dst, const ttt_tensor *targets, int ignore_index);
-int cpu_gather_rows(ttt_tensor *dst, const ttt_tensor *table, const ttt_tensor *ids);
-int cpu_scatter_add_rows(ttt_tensor *dst, const ttt_tensor *src, const ttt_tensor *ids);
-int cpu_rope(ttt_tensor *dst, const ttt_tensor *src, int seq_axis, int64_t pos0, double theta, int inverse);
-int cpu_attn_mask(ttt_tensor *dst, const ttt_tensor *src, int64_t window, int64_t q_offset, double fill);
-int cpu_adamw(ttt_tensor *p, const ttt_tensor *g, ttt_tensor *m, ttt_tensor *v, double lr, double beta1, double beta2,
+int cpu_one_hot(ttt_backend_state *self, ttt_tensor *dst, const ttt_tensor *targets, int ignore_index);
+int cpu_gather_rows(ttt_backend_state *self, ttt_tensor *dst, const ttt_tensor *table, const ttt_tensor *ids);
+int cpu_scatter_add_rows(ttt_backend_state *self, ttt_tensor *dst, const ttt_tensor *src, const ttt_tensor *ids);
+int cpu_rope(ttt_backend_state *self, ttt_tensor *dst, const ttt_tensor *src, int seq_axis, int64_t pos0, double theta, int inverse);
+int cpu_attn_mask(ttt_backend_state *self, ttt_tensor *dst, const ttt_tensor *src, int64_t window, int64_t q_offset, double fill);
+int cpu_adamw(ttt_backend_state *self, ttt_tensor *p, const ttt_tensor *g, ttt_tensor *m, ttt_tensor *v, double lr, double beta1, double beta2,
               double eps, double weight_decay, int64_t step);
-int cpu_sgd(ttt_tensor *p, const ttt_tensor *g, ttt_tensor *buf, double lr, double momentum, double weight_decay,
+int cpu_sgd(ttt_backend_state *self, ttt_tensor *p, const ttt_tensor *g, ttt_tensor *buf, double lr, double momentum, double weight_decay,
             int nesterov);
 
 int cpu_unsupported(const char *kernel, ttt_dtype dt) {
@@ -33,20 +40,98 @@ int cpu_unsupported(const char *kernel, ttt_dtype dt) {
     return TTT_ERR;
 }
 
-static void *cpu_alloc(size_t bytes) {
+static void *cpu_alloc(ttt_backend_state *self, size_t bytes) {
+    (void)self;
     size_t n = (bytes + 63) & ~(size_t)63;
     return aligned_alloc(64, n ? n : 64);
 }
-static void cpu_free(void *p) { free(p); }
-static int cpu_upload(void *dst, const void *host, size_t bytes) {
+static void cpu_free(ttt_backend_state *self, void *p) {
+    (void)self;
+    free(p);
+}
+static int cpu_upload(ttt_backend_state *self, void *dst, const void *host, size_t bytes) {
+    (void)self;
     if (bytes) memcpy(dst, host, bytes);
     return TTT_OK;
 }
-static int cpu_download(void *host, const void *src, size_t bytes) {
+static int cpu_download(ttt_backend_state *self, void *host, const void *src, size_t bytes) {
+    (void)self;
     if (bytes) memcpy(host, src, bytes);
     return TTT_OK;
 }
-static int cpu_sync(void) { return TTT_OK; }
+static int cpu_sync(ttt_backend_state *self) {
+    (void)self;
+    return TTT_OK;
+}
+
+/* On a shared machine a parallel region is as slow as its slowest thread,
+ * and a thread the scheduler has put aside for another process's keeps the
+ * whole team waiting for a time slice: on a loaded 2-core machine two threads
+ * ran a language model's decoding over 100x slower than one. So instances that
+ * fit the machine count the cores that other processes leave free: /proc/
+ * loadavg's fourth field is the number of runnable tasks now (this thread
+ * among them); the rest, scaled to the share of the machine's processors this
+ * process may use, are taken as busy. Sampled at most every 100 ms. */
+static _Atomic int g_free_cores;
+static _Atomic long long g_free_cores_at; /* ms of the last sample */
+
+static int sample_free_cores(void) {
+    const long online = sysconf(_SC_NPROCESSORS_ONLN);
+    int mine = 1;
+#ifdef _OPENMP
+    mine = omp_get_num_procs(); /* the processors this process may run on */
+#endif
+    FILE *f = fopen("/proc/loadavg", "r");
+    if (!f) return mine;
+    double l1, l5, l15;
+    long running = 0, total = 0;
+    const int got = fscanf(f, "%lf %lf %lf %ld/%ld", &l1, &l5, &l15, &running, &total);
+    fclose(f);
+    if (got != 5 || online < 1 || mine < 1) return mine;
+    const double others = (double)(running > 1 ? running - 1 : 0) * (double)mine / (double)online;
+    const int free_cores = (int)((double)mine - others + 0.5);
+    return free_cores < 1 ? 1 : free_cores > mine ? mine : free_cores;
+}
+
+int cpu_free_cores(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    const long long now = (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    if (!g_free_cores || now - g_free_cores_at >= 100) {
+        g_free_cores = sample_free_cores();
+        g_free_cores_at = now;
+    }
+    return g_free_cores;
+}
+
+/* threads 0: what OpenMP would give a region here (OMP_NUM_THREADS, else the
+ * processors this process may run on). */
+static ttt_backend_state *cpu_open(const ttt_backend_config *cfg) {
+    if (cfg->device_index != 0) {
+        ttt_backend_error("cpu device %d does not exist (there is one cpu device, index 0)", cfg->device_index);
+        return NULL;
+    }
+    if (cfg->threads < 0) {
+        ttt_backend_error("cpu threads %d: must be 0 (fit the machine) or positive", cfg->threads);
+        return NULL;
+    }
+    cpu_state *st = malloc(sizeof *st);
+    if (!st) {
+        ttt_backend_error("out of host memory (cpu backend instance)");
+        return NULL;
+    }
+    st->threads = cfg->threads;
+    st->fit_machine = cfg->threads == 0;
+#ifdef _OPENMP
+    if (st->threads == 0) st->threads = omp_get_max_threads();
+#else
+    st->threads = 1;
+#endif
+    if (st->threads < 1) st->threads = 1;
+    return (ttt_backend_state *)st;
+}
+
+static void cpu_close(ttt_backend_state *self) { free(self); }
 
 static inline double load(const char *p, ttt_dtype dt) {
     switch (dt) {
@@ -71,14 +156,14 @@ static inline void store(char *p, ttt_dtype dt, double v) {
 
 static size_t dsize(ttt_dtype dt) { return dt == TTT_F64 ? 8 : dt == TTT_BF16 ? 2 : 4; }
 
-static int cpu_copy(ttt_tensor *dst, const ttt_tensor *src) {
+static int cpu_copy(ttt_backend_state *self, ttt_tensor *dst, const ttt_tensor *src) {
     const ttt_tensor *ops[2] = {dst, src};
     cpu_iter it;
     cpu_iter_init(&it, 2, ops);
     size_t ds = dsize(dst->dtype), ss = dsize(src->dtype);
     int same = dst->dtype == src->dtype;
     int64_t items = cpu_iter_items(&it), sd = cpu_iter_inner_stride(&it, 0), sx = cpu_iter_inner_stride(&it, 1);
-CPU_PARALLEL(cpu_numel(dst) > CPU_PAR_MIN,
+CPU_PARALLEL(self, cpu_numel(dst),
     _Pragma("omp for schedule(static)")
         for (int64_t w = 0; w < items; w++) {
             int64_t off[2], n;
@@ -102,7 +187,7 @@ CPU_PARALLEL(cpu_numel(dst) > CPU_PAR_MIN,
     return TTT_OK;
 }
 
-static int cpu_fill(ttt_tensor *dst, double value) {
+static int cpu_fill(ttt_backend_state *self, ttt_tensor *dst, double value) {
     const ttt_tensor *ops[1] = {dst};
     cpu_iter it;
     cpu_iter_init(&it, 1, ops);
@@ -110,7 +195,7 @@ static int cpu_fill(ttt_tensor *dst, double value) {
     int64_t items = cpu_iter_items(&it), sd = cpu_iter_inner_stride(&it, 0);
     char one[8];
     store(one, dst->dtype, value);
-CPU_PARALLEL(cpu_numel(dst) > CPU_PAR_MIN,
+CPU_PARALLEL(self, cpu_numel(dst),
     _Pragma("omp for schedule(static)")
         for (int64_t w = 0; w < items; w++) {
             int64_t off[1], n;
@@ -127,6 +212,8 @@ CPU_PARALLEL(cpu_numel(dst) > CPU_PAR_MIN,
 static const ttt_backend CPU = {
     .name = "cpu",
     .device = TTT_CPU,
+    .open = cpu_open,
+    .close = cpu_close,
     .alloc = cpu_alloc,
     .free = cpu_free,
     .upload = cpu_upload,

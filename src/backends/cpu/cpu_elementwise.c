@@ -72,7 +72,7 @@ static void unary_f64(ttt_unary_op op, int64_t n, double *ys, int64_t sy, const 
     UNARY_CASES(double, exp, log, tanh, sqrt, pow, fabs)
 }
 
-int cpu_unary(ttt_unary_op op, ttt_tensor *dst, const ttt_tensor *src, double p0, double p1) {
+int cpu_unary(ttt_backend_state *self, ttt_unary_op op, ttt_tensor *dst, const ttt_tensor *src, double p0, double p1) {
     if (dst->dtype != TTT_F32 && dst->dtype != TTT_F64) return cpu_unsupported("unary", dst->dtype);
     if ((unsigned)op >= TTT_U_COUNT) {
         ttt_backend_error("unary: unknown op %d", (int)op);
@@ -83,7 +83,7 @@ int cpu_unary(ttt_unary_op op, ttt_tensor *dst, const ttt_tensor *src, double p0
     cpu_iter_init(&it, 2, ops);
     int64_t items = cpu_iter_items(&it), sy = cpu_iter_inner_stride(&it, 0), sx = cpu_iter_inner_stride(&it, 1);
     int f32 = dst->dtype == TTT_F32;
-CPU_PARALLEL(cpu_numel(dst) > CPU_PAR_MIN,
+CPU_PARALLEL(self, cpu_numel(dst),
     _Pragma("omp for schedule(static)")
         for (int64_t w = 0; w < items; w++) {
             int64_t off[2], n;
@@ -140,7 +140,7 @@ static void binary_f64(ttt_binary_op op, int64_t n, double *ys, int64_t sy, cons
     BIN_CASES(double)
 }
 
-int cpu_binary(ttt_binary_op op, ttt_tensor *dst, const ttt_tensor *a, const ttt_tensor *b) {
+int cpu_binary(ttt_backend_state *self, ttt_binary_op op, ttt_tensor *dst, const ttt_tensor *a, const ttt_tensor *b) {
     if (dst->dtype != TTT_F32 && dst->dtype != TTT_F64) return cpu_unsupported("binary", dst->dtype);
     if ((unsigned)op >= TTT_B_COUNT) {
         ttt_backend_error("binary: unknown op %d", (int)op);
@@ -152,7 +152,7 @@ int cpu_binary(ttt_binary_op op, ttt_tensor *dst, const ttt_tensor *a, const ttt
     int64_t items = cpu_iter_items(&it);
     int64_t sy = cpu_iter_inner_stride(&it, 0), sa = cpu_iter_inner_stride(&it, 1), sb = cpu_iter_inner_stride(&it, 2);
     int f32 = dst->dtype == TTT_F32;
-CPU_PARALLEL(cpu_numel(dst) > CPU_PAR_MIN,
+CPU_PARALLEL(self, cpu_numel(dst),
     _Pragma("omp for schedule(static)")
         for (int64_t w = 0; w < items; w++) {
             int64_t off[3], n;
@@ -170,7 +170,7 @@ CPU_PARALLEL(cpu_numel(dst) > CPU_PAR_MIN,
 
 /* ---- where ------------------------------------------------------------------------- */
 
-int cpu_where(ttt_tensor *dst, const ttt_tensor *cond, const ttt_tensor *a, const ttt_tensor *b) {
+int cpu_where(ttt_backend_state *self, ttt_tensor *dst, const ttt_tensor *cond, const ttt_tensor *a, const ttt_tensor *b) {
     if (dst->dtype != TTT_F32 && dst->dtype != TTT_F64) return cpu_unsupported("where", dst->dtype);
     const ttt_tensor *ops[4] = {dst, cond, a, b};
     cpu_iter it;
@@ -178,7 +178,7 @@ int cpu_where(ttt_tensor *dst, const ttt_tensor *cond, const ttt_tensor *a, cons
     int64_t items = cpu_iter_items(&it), s[4];
     for (int k = 0; k < 4; k++) s[k] = cpu_iter_inner_stride(&it, k);
     int f32 = dst->dtype == TTT_F32;
-CPU_PARALLEL(cpu_numel(dst) > CPU_PAR_MIN,
+CPU_PARALLEL(self, cpu_numel(dst),
     _Pragma("omp for schedule(static)")
         for (int64_t w = 0; w < items; w++) {
             int64_t off[4], n;

@@ -59,16 +59,53 @@ static inline void cpu_iter_init(cpu_iter *it, int nops, const ttt_tensor *const
     if (it->chunks < 1) it->chunks = 1;
 }
 
-/* CPU_PARALLEL(cond, _Pragma("omp for ...") for (...) {...}): the loop runs on
- * the OpenMP team when cond holds, else inline on the calling thread. Merely
- * entering the OpenMP runtime costs ~0.5 us, ten times a small op's own work. */
-#define CPU_PARALLEL(cond, ...)                 \
-    do {                                        \
-        if (cond) {                             \
-            _Pragma("omp parallel") { __VA_ARGS__ } \
-        } else {                                \
-            __VA_ARGS__                         \
-        }                                       \
+/* A CPU instance's state (ttt_backend_state): the most threads its parallel
+ * regions use. Each region passes its own num_threads clause, so two contexts
+ * with different thread counts interleave without touching the process-wide
+ * OpenMP setting. An instance opened with threads 0 (fit the machine) also
+ * leaves out the cores that other processes keep busy (cpu_free_cores). */
+typedef struct {
+    int threads;
+    int fit_machine; /* threads was 0: shrink to the free cores */
+} cpu_state;
+
+/* cpu_backend.c: cores not kept busy by other processes, at least 1 (sampled
+ * from the kernel's count of runnable tasks at most every 100 ms). */
+int cpu_free_cores(void);
+
+static inline int cpu_threads(const ttt_backend_state *self) { return ((const cpu_state *)self)->threads; }
+
+/* The most threads this instance uses now. */
+static inline int cpu_threads_now(const ttt_backend_state *self) {
+    const cpu_state *st = (const cpu_state *)self;
+    if (!st->fit_machine || st->threads <= 1) return st->threads;
+    const int free_cores = cpu_free_cores();
+    return free_cores < st->threads ? free_cores : st->threads;
+}
+
+/* Threads for work elements: one per CPU_PAR_MIN elements, at most the
+ * instance's. Below that a region's fork and barrier cost more than they save,
+ * and on a shared machine each extra thread is one more that the barrier waits
+ * for when the scheduler has put it aside. */
+static inline int cpu_team(const ttt_backend_state *self, int64_t work) {
+    if (cpu_threads(self) <= 1 || work <= CPU_PAR_MIN) return 1;
+    const int most = cpu_threads_now(self);
+    const int64_t fit = (work + CPU_PAR_MIN - 1) / CPU_PAR_MIN;
+    return fit < most ? (int)fit : most;
+}
+
+/* CPU_PARALLEL(self, work, _Pragma("omp for ...") for (...) {...}): the loop
+ * runs on a team of cpu_team(self, work) threads, or inline on the calling
+ * thread when that is one. Merely entering the OpenMP runtime costs ~0.5 us,
+ * ten times a small op's own work. */
+#define CPU_PARALLEL(self, work, ...)                                  \
+    do {                                                               \
+        const int team_ = cpu_team(self, work);                        \
+        if (team_ > 1) {                                               \
+            _Pragma("omp parallel num_threads(team_)") { __VA_ARGS__ } \
+        } else {                                                       \
+            __VA_ARGS__                                                \
+        }                                                              \
     } while (0)
 
 static inline int64_t cpu_iter_items(const cpu_iter *it) { return it->rows * it->chunks; }

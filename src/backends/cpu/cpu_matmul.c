@@ -30,6 +30,22 @@ GEMM_LOOP(cblas_sgemm, float)
 GEMM_LOOP(cblas_dgemm, double)
 #endif
 
+/* OpenBLAS keeps one process-wide thread count: set it to this instance's
+ * before each product when it differs (two contexts with different counts
+ * then take turns; calls from several host threads at once share it). */
+static void blas_threads(ttt_backend_state *self) {
+#if defined(TTT_HAVE_CBLAS) && defined(OPENBLAS_VERSION)
+    static _Atomic int set;
+    const int want = cpu_threads_now(self);
+    if (set != want) {
+        openblas_set_num_threads(want);
+        set = want;
+    }
+#else
+    (void)self;
+#endif
+}
+
 static int64_t lead_dim(const ttt_tensor *t) {
     int64_t ld = t->stride[t->ndim - 2], cols = t->shape[t->ndim - 1];
     if (t->shape[t->ndim - 2] <= 1 || ld < cols) ld = cols; /* stride is meaningless for one row */
@@ -67,7 +83,7 @@ static void *pack_rows(const ttt_tensor *c, const ttt_tensor *x, int64_t batch, 
     return p;
 }
 
-int cpu_matmul(ttt_tensor *c, const ttt_tensor *a, const ttt_tensor *b, int trans_a, int trans_b) {
+int cpu_matmul(ttt_backend_state *self, ttt_tensor *c, const ttt_tensor *a, const ttt_tensor *b, int trans_a, int trans_b) {
     if (c->dtype != TTT_F32 && c->dtype != TTT_F64) return cpu_unsupported("matmul", c->dtype);
     int nd = c->ndim;
     int64_t m = c->shape[nd - 2], n = c->shape[nd - 1];
@@ -91,9 +107,10 @@ int cpu_matmul(ttt_tensor *c, const ttt_tensor *a, const ttt_tensor *b, int tran
     int64_t lda = pa ? a->shape[nd - 1] : lead_dim(a), ldb = pb ? b->shape[nd - 1] : lead_dim(b);
     int64_t mat_a = a->shape[nd - 2] * a->shape[nd - 1], mat_b = b->shape[nd - 2] * b->shape[nd - 1];
     CBLAS_TRANSPOSE ta = trans_a ? CblasTrans : CblasNoTrans, tb = trans_b ? CblasTrans : CblasNoTrans;
+    blas_threads(self);
     /* Many small matrices: spread batches over threads (BLAS threads would idle). */
     int small = m * n * k < 64 * 64 * 64 && batch > 1;
-CPU_PARALLEL(small,
+CPU_PARALLEL(self, small ? batch * (int64_t)CPU_PAR_MIN : 0,
     _Pragma("omp for schedule(static)")
         for (int64_t i = 0; i < batch; i++) {
             const char *xa = pa ? pa + (size_t)(i * mat_a) * es : (const char *)a->data + batch_offset(c, a, i) * (int64_t)es;

@@ -13,12 +13,12 @@ static int float_only(const char *k, const ttt_tensor *t) {
     return t->dtype == TTT_F32 || t->dtype == TTT_F64 ? TTT_OK : cpu_unsupported(k, t->dtype);
 }
 
-int cpu_softmax(ttt_tensor *dst, const ttt_tensor *src, int log_out) {
+int cpu_softmax(ttt_backend_state *self, ttt_tensor *dst, const ttt_tensor *src, int log_out) {
     if (float_only("softmax", src)) return TTT_ERR;
     int64_t rows, cols;
     cpu_rows_cols(src, &rows, &cols);
     int f32 = F32(src);
-CPU_PARALLEL(rows * cols > CPU_PAR_MIN,
+CPU_PARALLEL(self, rows * cols,
     _Pragma("omp for schedule(static)")
         for (int64_t r = 0; r < rows; r++) {
             const int64_t o = r * cols;
@@ -36,12 +36,12 @@ CPU_PARALLEL(rows * cols > CPU_PAR_MIN,
     return TTT_OK;
 }
 
-int cpu_norm(ttt_norm_kind kind, ttt_tensor *dst, const ttt_tensor *src, double eps) {
+int cpu_norm(ttt_backend_state *self, ttt_norm_kind kind, ttt_tensor *dst, const ttt_tensor *src, double eps) {
     if (float_only("norm", src)) return TTT_ERR;
     int64_t rows, cols;
     cpu_rows_cols(src, &rows, &cols);
     int f32 = F32(src);
-CPU_PARALLEL(rows * cols > CPU_PAR_MIN,
+CPU_PARALLEL(self, rows * cols,
     _Pragma("omp for schedule(static)")
         for (int64_t r = 0; r < rows; r++) {
             const int64_t o = r * cols;
@@ -61,13 +61,13 @@ CPU_PARALLEL(rows * cols > CPU_PAR_MIN,
     return TTT_OK;
 }
 
-int cpu_norm_bwd(ttt_norm_kind kind, ttt_tensor *dx, const ttt_tensor *x, const ttt_tensor *y, const ttt_tensor *dy,
+int cpu_norm_bwd(ttt_backend_state *self, ttt_norm_kind kind, ttt_tensor *dx, const ttt_tensor *x, const ttt_tensor *y, const ttt_tensor *dy,
                  double eps) {
     if (float_only("norm_bwd", x)) return TTT_ERR;
     int64_t rows, cols;
     cpu_rows_cols(x, &rows, &cols);
     int f32 = F32(x);
-CPU_PARALLEL(rows * cols > CPU_PAR_MIN,
+CPU_PARALLEL(self, rows * cols,
     _Pragma("omp for schedule(static)")
         for (int64_t r = 0; r < rows; r++) {
             const int64_t o = r * cols;
@@ -109,14 +109,14 @@ static void row_max_sum(const void *x, int f32, int64_t o, int64_t v, double *mx
     *mx = m, *sum = s;
 }
 
-int cpu_cross_entropy(ttt_tensor *dst, const ttt_tensor *logits, const ttt_tensor *targets, int ignore_index) {
+int cpu_cross_entropy(ttt_backend_state *self, ttt_tensor *dst, const ttt_tensor *logits, const ttt_tensor *targets, int ignore_index) {
     if (float_only("cross_entropy", logits)) return TTT_ERR;
     int64_t rows, v;
     cpu_rows_cols(logits, &rows, &v);
     if (check_targets("cross_entropy", targets, rows, v, ignore_index)) return TTT_ERR;
     const int32_t *t = targets->data;
     int f32 = F32(logits);
-CPU_PARALLEL(rows * v > CPU_PAR_MIN,
+CPU_PARALLEL(self, rows * v,
     _Pragma("omp for schedule(static)")
         for (int64_t r = 0; r < rows; r++) {
             if (t[r] == ignore_index) {
@@ -132,7 +132,7 @@ CPU_PARALLEL(rows * v > CPU_PAR_MIN,
     return TTT_OK;
 }
 
-int cpu_cross_entropy_bwd(ttt_tensor *dst, const ttt_tensor *logits, const ttt_tensor *targets, const ttt_tensor *grow,
+int cpu_cross_entropy_bwd(ttt_backend_state *self, ttt_tensor *dst, const ttt_tensor *logits, const ttt_tensor *targets, const ttt_tensor *grow,
                           int ignore_index) {
     if (float_only("cross_entropy_bwd", logits)) return TTT_ERR;
     int64_t rows, v;
@@ -140,7 +140,7 @@ int cpu_cross_entropy_bwd(ttt_tensor *dst, const ttt_tensor *logits, const ttt_t
     if (check_targets("cross_entropy_bwd", targets, rows, v, ignore_index)) return TTT_ERR;
     const int32_t *t = targets->data;
     int f32 = F32(logits);
-CPU_PARALLEL(rows * v > CPU_PAR_MIN,
+CPU_PARALLEL(self, rows * v,
     _Pragma("omp for schedule(static)")
         for (int64_t r = 0; r < rows; r++) {
             const int64_t o = r * v;
@@ -158,14 +158,14 @@ CPU_PARALLEL(rows * v > CPU_PAR_MIN,
     return TTT_OK;
 }
 
-int cpu_one_hot(ttt_tensor *dst, const ttt_tensor *targets, int ignore_index) {
+int cpu_one_hot(ttt_backend_state *self, ttt_tensor *dst, const ttt_tensor *targets, int ignore_index) {
     if (float_only("one_hot", dst)) return TTT_ERR;
     int64_t rows, v;
     cpu_rows_cols(dst, &rows, &v);
     if (check_targets("one_hot", targets, rows, v, ignore_index)) return TTT_ERR;
     const int32_t *t = targets->data;
     int f32 = F32(dst);
-CPU_PARALLEL(rows * v > CPU_PAR_MIN,
+CPU_PARALLEL(self, rows * v,
     _Pragma("omp for schedule(static)")
         for (int64_t r = 0; r < rows; r++) {
             for (int64_t j = 0; j < v; j++) st(dst->data, f32, r * v + j, 0.0);
@@ -185,13 +185,13 @@ static int check_ids(const char *k, const ttt_tensor *ids, int64_t n, int64_t v)
     return TTT_OK;
 }
 
-int cpu_gather_rows(ttt_tensor *dst, const ttt_tensor *table, const ttt_tensor *ids) {
+int cpu_gather_rows(ttt_backend_state *self, ttt_tensor *dst, const ttt_tensor *table, const ttt_tensor *ids) {
     if (float_only("gather_rows", table)) return TTT_ERR;
     int64_t n = cpu_numel(ids), v = table->shape[0], d = table->shape[1];
     if (check_ids("embedding", ids, n, v)) return TTT_ERR;
     const int32_t *id = ids->data;
     size_t es = F32(table) ? 4 : 8;
-CPU_PARALLEL(n * d > CPU_PAR_MIN,
+CPU_PARALLEL(self, n * d,
     _Pragma("omp for schedule(static)")
         for (int64_t i = 0; i < n; i++)
             memcpy((char *)dst->data + (size_t)(i * d) * es, (const char *)table->data + (size_t)(id[i] * d) * es,
@@ -200,7 +200,7 @@ CPU_PARALLEL(n * d > CPU_PAR_MIN,
     return TTT_OK;
 }
 
-int cpu_scatter_add_rows(ttt_tensor *dst, const ttt_tensor *src, const ttt_tensor *ids) {
+int cpu_scatter_add_rows(ttt_backend_state *self, ttt_tensor *dst, const ttt_tensor *src, const ttt_tensor *ids) {
     if (float_only("scatter_add_rows", src)) return TTT_ERR;
     int64_t n = cpu_numel(ids), v = dst->shape[0], d = dst->shape[1];
     if (check_ids("scatter_add_rows", ids, n, v)) return TTT_ERR;
@@ -210,7 +210,7 @@ int cpu_scatter_add_rows(ttt_tensor *dst, const ttt_tensor *src, const ttt_tenso
      * order per element is the ids' order, so results are deterministic. */
     const int64_t blk = 16, nblk = (d + blk - 1) / blk;
     const int f32 = F32(src);
-CPU_PARALLEL(n * d > CPU_PAR_MIN,
+CPU_PARALLEL(self, n * d,
     _Pragma("omp for schedule(static)")
         for (int64_t b = 0; b < nblk; b++) {
             int64_t j0 = b * blk, j1 = j0 + blk < d ? j0 + blk : d;
@@ -230,7 +230,7 @@ CPU_PARALLEL(n * d > CPU_PAR_MIN,
     return TTT_OK;
 }
 
-int cpu_rope(ttt_tensor *dst, const ttt_tensor *src, int seq_axis, int64_t pos0, double theta, int inverse) {
+int cpu_rope(ttt_backend_state *self, ttt_tensor *dst, const ttt_tensor *src, int seq_axis, int64_t pos0, double theta, int inverse) {
     if (float_only("rope", src)) return TTT_ERR;
     int64_t rows, d;
     cpu_rows_cols(src, &rows, &d);
@@ -245,7 +245,7 @@ int cpu_rope(ttt_tensor *dst, const ttt_tensor *src, int seq_axis, int64_t pos0,
         ttt_backend_error("rope: out of memory for a %lld x %lld angle table", (long long)seq, (long long)half);
         return TTT_ERR;
     }
-CPU_PARALLEL(seq * half > CPU_PAR_MIN / 8,
+CPU_PARALLEL(self, 8 * (seq * half),
     _Pragma("omp for schedule(static)")
         for (int64_t p = 0; p < seq; p++)
             for (int64_t i = 0; i < half; i++) {
@@ -256,7 +256,7 @@ CPU_PARALLEL(seq * half > CPU_PAR_MIN / 8,
             }
 );
     int f32 = F32(src);
-CPU_PARALLEL(rows * d > CPU_PAR_MIN,
+CPU_PARALLEL(self, rows * d,
     _Pragma("omp for schedule(static)")
         for (int64_t r = 0; r < rows; r++) {
             const double *t = cs + 2 * ((r / inner) % seq) * half;
@@ -273,12 +273,12 @@ CPU_PARALLEL(rows * d > CPU_PAR_MIN,
     return TTT_OK;
 }
 
-int cpu_attn_mask(ttt_tensor *dst, const ttt_tensor *src, int64_t window, int64_t q_offset, double fill) {
+int cpu_attn_mask(ttt_backend_state *self, ttt_tensor *dst, const ttt_tensor *src, int64_t window, int64_t q_offset, double fill) {
     if (float_only("attn_mask", src)) return TTT_ERR;
     int64_t tk = src->shape[src->ndim - 1], tq = src->shape[src->ndim - 2];
     int64_t rows = tk ? cpu_numel(src) / tk : 0;
     int f32 = F32(src);
-CPU_PARALLEL(rows * tk > CPU_PAR_MIN,
+CPU_PARALLEL(self, rows * tk,
     _Pragma("omp for schedule(static)")
         for (int64_t r = 0; r < rows; r++) {
             int64_t qp = q_offset + r % tq;

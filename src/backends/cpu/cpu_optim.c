@@ -7,7 +7,7 @@
     do {                                                                                              \
         T *pp = p->data, *mm = m->data, *vv = v->data;                                                \
         const T *gg = g->data;                                                                        \
-        _Pragma("omp parallel for if (n > CPU_PAR_MIN) schedule(static)") \
+        _Pragma("omp parallel for if (team > 1) num_threads(team) schedule(static)") \
         for (int64_t i = 0; i < n; i++) {                                                             \
             double w = pp[i] * (1.0 - lr * weight_decay);                                             \
             double mi = beta1 * mm[i] + (1.0 - beta1) * gg[i];                                        \
@@ -18,10 +18,11 @@
         }                                                                                             \
     } while (0)
 
-int cpu_adamw(ttt_tensor *p, const ttt_tensor *g, ttt_tensor *m, ttt_tensor *v, double lr, double beta1, double beta2,
+int cpu_adamw(ttt_backend_state *self, ttt_tensor *p, const ttt_tensor *g, ttt_tensor *m, ttt_tensor *v, double lr, double beta1, double beta2,
               double eps, double weight_decay, int64_t step) {
     if (p->dtype != TTT_F32 && p->dtype != TTT_F64) return cpu_unsupported("adamw", p->dtype);
     int64_t n = cpu_numel(p);
+    const int team = cpu_team(self, n);
     double bc1 = 1.0 - pow(beta1, (double)step), bc2 = 1.0 - pow(beta2, (double)step);
     if (p->dtype == TTT_F32) OPT_LOOP(float);
     else OPT_LOOP(double);
@@ -32,7 +33,7 @@ int cpu_adamw(ttt_tensor *p, const ttt_tensor *g, ttt_tensor *m, ttt_tensor *v, 
     do {                                                                                              \
         T *pp = p->data, *bb = buf->data;                                                             \
         const T *gg = g->data;                                                                        \
-        _Pragma("omp parallel for if (n > CPU_PAR_MIN) schedule(static)") \
+        _Pragma("omp parallel for if (team > 1) num_threads(team) schedule(static)") \
         for (int64_t i = 0; i < n; i++) {                                                             \
             double d = gg[i] + weight_decay * pp[i];                                                  \
             if (momentum != 0) {                                                                      \
@@ -44,10 +45,11 @@ int cpu_adamw(ttt_tensor *p, const ttt_tensor *g, ttt_tensor *m, ttt_tensor *v, 
         }                                                                                             \
     } while (0)
 
-int cpu_sgd(ttt_tensor *p, const ttt_tensor *g, ttt_tensor *buf, double lr, double momentum, double weight_decay,
+int cpu_sgd(ttt_backend_state *self, ttt_tensor *p, const ttt_tensor *g, ttt_tensor *buf, double lr, double momentum, double weight_decay,
             int nesterov) {
     if (p->dtype != TTT_F32 && p->dtype != TTT_F64) return cpu_unsupported("sgd", p->dtype);
     int64_t n = cpu_numel(p);
+    const int team = cpu_team(self, n);
     if (p->dtype == TTT_F32) SGD_LOOP(float);
     else SGD_LOOP(double);
     return TTT_OK;

@@ -7,7 +7,7 @@
 #include "cpu_internal.h"
 
 
-int cpu_reduce(ttt_reduce_op op, ttt_tensor *dst, const ttt_tensor *src) {
+int cpu_reduce(ttt_backend_state *self, ttt_reduce_op op, ttt_tensor *dst, const ttt_tensor *src) {
     if (src->dtype != TTT_F32 && src->dtype != TTT_F64) return cpu_unsupported("reduce", src->dtype);
     const int f32 = src->dtype == TTT_F32, is_max = op == TTT_R_MAX;
     /* split src axes into kept (k) and reduced (r), skipping size-1 axes */
@@ -35,7 +35,7 @@ int cpu_reduce(ttt_reduce_op op, ttt_tensor *dst, const ttt_tensor *src) {
 
     if (last_kept < first_red) {
         /* trailing reduction: each output is a contiguous run of nred values */
-CPU_PARALLEL(nout * nred > CPU_PAR_MIN,
+CPU_PARALLEL(self, nout * nred,
     _Pragma("omp for schedule(static)")
             for (int64_t o = 0; o < nout; o++) {
                 double acc = is_max ? -INFINITY : 0.0;
@@ -60,7 +60,7 @@ CPU_PARALLEL(nout * nred > CPU_PAR_MIN,
     if (last_red < first_kept && nr > 0 && nk > 0 && kstride[nk - 1] == 1 && rstride[nr - 1] == nout) {
         /* leading reduction: sum rows of an [nred, nout] matrix, parallel over columns */
         int64_t nchunk = (nout + 255) / 256;
-CPU_PARALLEL(nout * nred > CPU_PAR_MIN,
+CPU_PARALLEL(self, nout * nred,
     _Pragma("omp for schedule(static)")
             for (int64_t c = 0; c < nchunk; c++) {
                 int64_t lo = c * 256, hi = lo + 256 < nout ? lo + 256 : nout;
@@ -77,7 +77,7 @@ CPU_PARALLEL(nout * nred > CPU_PAR_MIN,
         return TTT_OK;
     }
     /* general: per output, walk the reduced index space */
-CPU_PARALLEL(nout * nred > CPU_PAR_MIN,
+CPU_PARALLEL(self, nout * nred,
     _Pragma("omp for schedule(static)")
         for (int64_t o = 0; o < nout; o++) {
             int64_t base = 0, rem = o;

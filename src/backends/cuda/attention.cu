@@ -49,32 +49,32 @@ static attn::Params params(const AttnShape &s, int causal, int64_t window, doubl
 
 
 template <int D>
-static int launch_fwd(const attn::Params &p, int64_t bh) {
-    static bool ready;
+static int launch_fwd(CuDev *dev, const attn::Params &p, int64_t bh) {
+    static uint64_t ready; /* per GPU: ttt__allow_smem */
     const int smem = attn::fwd_smem<D>();
-    if (ttt__allow_smem(attn::attn_fwd<D>, smem, &ready)) return TTT_ERR;
+    if (ttt__allow_smem(attn::attn_fwd<D>, smem, dev, &ready)) return TTT_ERR;
     const dim3 grid((unsigned)((p.tq + attn::BR - 1) / attn::BR), (unsigned)bh);
-    attn::attn_fwd<D><<<grid, attn::THREADS, smem, ttt__cuda_stream()>>>(p);
+    attn::attn_fwd<D><<<grid, attn::THREADS, smem, dev->stream>>>(p);
     LAUNCHED("attention_fwd");
     return TTT_OK;
 }
 
 template <int D>
-static int launch_bwd(const attn::Params &p, int64_t bh) {
-    static bool ready_kv, ready_q;
+static int launch_bwd(CuDev *dev, const attn::Params &p, int64_t bh) {
+    static uint64_t ready_kv, ready_q; /* per GPU: ttt__allow_smem */
     const int smem = attn::bwd_smem<D>();
-    if (ttt__allow_smem(attn::attn_bwd_dkdv<D>, smem, &ready_kv) || ttt__allow_smem(attn::attn_bwd_dq<D>, smem, &ready_q))
+    if (ttt__allow_smem(attn::attn_bwd_dkdv<D>, smem, dev, &ready_kv) || ttt__allow_smem(attn::attn_bwd_dq<D>, smem, dev, &ready_q))
         return TTT_ERR;
     const int64_t rows = bh * p.tq;
-    attn::attn_delta<<<(unsigned)((rows + 7) / 8), attn::THREADS, 0, ttt__cuda_stream()>>>(p, rows);
+    attn::attn_delta<<<(unsigned)((rows + 7) / 8), attn::THREADS, 0, dev->stream>>>(p, rows);
     LAUNCHED("attention_delta");
     attn::Params pd = p;
     pd.delta = p.delta_out;
     const dim3 grid_k((unsigned)((p.tk + attn::Tile<D>::BC - 1) / attn::Tile<D>::BC), (unsigned)bh);
-    attn::attn_bwd_dkdv<D><<<grid_k, attn::THREADS, smem, ttt__cuda_stream()>>>(pd);
+    attn::attn_bwd_dkdv<D><<<grid_k, attn::THREADS, smem, dev->stream>>>(pd);
     LAUNCHED("attention_bwd_dkdv");
     const dim3 grid_q((unsigned)((p.tq + attn::BR - 1) / attn::BR), (unsigned)bh);
-    attn::attn_bwd_dq<D><<<grid_q, attn::THREADS, smem, ttt__cuda_stream()>>>(pd);
+    attn::attn_bwd_dq<D><<<grid_q, attn::THREADS, smem, dev->stream>>>(pd);
     LAUNCHED("attention_bwd_dq");
     return TTT_OK;
 }
@@ -102,87 +102,75 @@ static attnbf::Params bf16_params(const AttnShape &s, int causal, int64_t window
     return p;
 }
 
-/* The multiprocessors of the current device (the configuration choice in attnbf::Cfg counts blocks per SM). */
-static int sm_count(void) {
-    static int n;
-    if (!n) {
-        int dev = 0;
-        if (cudaGetDevice(&dev) != cudaSuccess ||
-            cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess || n < 1)
-            n = 132; /* an H100's */
-    }
-    return n;
-}
-
 template <int D, typename C>
-static int launch_bf16_fwd_cfg(const attnbf::Params &p, int64_t bh) {
+static int launch_bf16_fwd_cfg(CuDev *dev, const attnbf::Params &p, int64_t bh) {
     typedef attnbf::Fwd<D, C::NW, C::MW, C::T> F;
-    static bool ready;
-    if (ttt__allow_smem(attnbf::fwd<D, C::NW, C::MW, C::T, C::MINB>, F::SMEM, &ready)) return TTT_ERR;
+    static uint64_t ready; /* per GPU: ttt__allow_smem */
+    if (ttt__allow_smem(attnbf::fwd<D, C::NW, C::MW, C::T, C::MINB>, F::SMEM, dev, &ready)) return TTT_ERR;
     const dim3 grid((unsigned)((p.tq + F::BR - 1) / F::BR), (unsigned)bh);
-    attnbf::fwd<D, C::NW, C::MW, C::T, C::MINB><<<grid, F::THREADS, F::SMEM, ttt__cuda_stream()>>>(p);
+    attnbf::fwd<D, C::NW, C::MW, C::T, C::MINB><<<grid, F::THREADS, F::SMEM, dev->stream>>>(p);
     LAUNCHED("attention_fwd_bf16");
     return TTT_OK;
 }
 
 template <int D, typename C>
-static int launch_bf16_dkdv_cfg(const attnbf::Params &p, int64_t bh) {
+static int launch_bf16_dkdv_cfg(CuDev *dev, const attnbf::Params &p, int64_t bh) {
     typedef attnbf::Dkdv<D, C::NW, C::MW, C::T> Kt;
-    static bool ready;
-    if (ttt__allow_smem(attnbf::bwd_dkdv<D, C::NW, C::MW, C::T, C::MINB, (bool)C::HOLD>, Kt::SMEM, &ready))
+    static uint64_t ready; /* per GPU: ttt__allow_smem */
+    if (ttt__allow_smem(attnbf::bwd_dkdv<D, C::NW, C::MW, C::T, C::MINB, (bool)C::HOLD>, Kt::SMEM, dev, &ready))
         return TTT_ERR;
     const dim3 grid((unsigned)((p.tk + Kt::BC - 1) / Kt::BC), (unsigned)bh);
     attnbf::bwd_dkdv<D, C::NW, C::MW, C::T, C::MINB, (bool)C::HOLD>
-        <<<grid, Kt::THREADS, Kt::SMEM, ttt__cuda_stream()>>>(p);
+        <<<grid, Kt::THREADS, Kt::SMEM, dev->stream>>>(p);
     LAUNCHED("attention_bwd_dkdv_bf16");
     return TTT_OK;
 }
 
 template <int D, typename C>
-static int launch_bf16_dq_cfg(const attnbf::Params &p, int64_t bh) {
+static int launch_bf16_dq_cfg(CuDev *dev, const attnbf::Params &p, int64_t bh) {
     typedef attnbf::Dq<D, C::NW, C::MW, C::T> Qt;
-    static bool ready;
-    if (ttt__allow_smem(attnbf::bwd_dq<D, C::NW, C::MW, C::T, C::MINB, (bool)C::HOLD>, Qt::SMEM, &ready))
+    static uint64_t ready; /* per GPU: ttt__allow_smem */
+    if (ttt__allow_smem(attnbf::bwd_dq<D, C::NW, C::MW, C::T, C::MINB, (bool)C::HOLD>, Qt::SMEM, dev, &ready))
         return TTT_ERR;
     const dim3 grid((unsigned)((p.tq + Qt::BR - 1) / Qt::BR), (unsigned)bh);
     attnbf::bwd_dq<D, C::NW, C::MW, C::T, C::MINB, (bool)C::HOLD>
-        <<<grid, Qt::THREADS, Qt::SMEM, ttt__cuda_stream()>>>(p);
+        <<<grid, Qt::THREADS, Qt::SMEM, dev->stream>>>(p);
     LAUNCHED("attention_bwd_dq_bf16");
     return TTT_OK;
 }
 
 /* Whether a grid of ceil(n / rows) x bh blocks has at least waves blocks per SM. */
-static bool big_grid(int64_t n, int rows, int64_t bh, int waves) {
-    return (n + rows - 1) / rows * bh >= (int64_t)waves * sm_count();
+static bool big_grid(const CuDev *dev, int64_t n, int rows, int64_t bh, int waves) {
+    return (n + rows - 1) / rows * bh >= (int64_t)waves * dev->sm_count;
 }
 
 /* attnbf::Cfg's large-grid configuration where its grid is large enough, else the small-grid one */
 template <int D>
-static int launch_bf16_fwd(const attnbf::Params &p, int64_t bh) {
+static int launch_bf16_fwd(CuDev *dev, const attnbf::Params &p, int64_t bh) {
     typedef attnbf::Cfg<D> C;
-    if (big_grid(p.tq, 16 * C::Fwd::NW * C::Fwd::MW, bh, C::FWD_WAVES))
-        return launch_bf16_fwd_cfg<D, typename C::Fwd>(p, bh);
-    return launch_bf16_fwd_cfg<D, typename C::FwdSmall>(p, bh);
+    if (big_grid(dev, p.tq, 16 * C::Fwd::NW * C::Fwd::MW, bh, C::FWD_WAVES))
+        return launch_bf16_fwd_cfg<D, typename C::Fwd>(dev, p, bh);
+    return launch_bf16_fwd_cfg<D, typename C::FwdSmall>(dev, p, bh);
 }
 
 template <int D>
-static int launch_bf16_bwd(const attnbf::Params &p, int64_t bh) {
+static int launch_bf16_bwd(CuDev *dev, const attnbf::Params &p, int64_t bh) {
     typedef attnbf::Cfg<D> C;
     const int64_t rows = bh * p.tq;
-    attnbf::delta<D><<<(unsigned)((rows + 7) / 8), 256, 0, ttt__cuda_stream()>>>(p, rows);
+    attnbf::delta<D><<<(unsigned)((rows + 7) / 8), 256, 0, dev->stream>>>(p, rows);
     LAUNCHED("attention_delta_bf16");
     attnbf::Params pd = p;
     pd.delta = p.delta_out;
-    const int rc = big_grid(p.tk, 16 * C::Kv::NW * C::Kv::MW, bh, C::KV_WAVES)
-                       ? launch_bf16_dkdv_cfg<D, typename C::Kv>(pd, bh)
-                       : launch_bf16_dkdv_cfg<D, typename C::KvSmall>(pd, bh);
+    const int rc = big_grid(dev, p.tk, 16 * C::Kv::NW * C::Kv::MW, bh, C::KV_WAVES)
+                       ? launch_bf16_dkdv_cfg<D, typename C::Kv>(dev, pd, bh)
+                       : launch_bf16_dkdv_cfg<D, typename C::KvSmall>(dev, pd, bh);
     if (rc != TTT_OK) return rc;
-    if (big_grid(p.tq, 16 * C::Dq::NW * C::Dq::MW, bh, C::DQ_WAVES))
-        return launch_bf16_dq_cfg<D, typename C::Dq>(pd, bh);
-    return launch_bf16_dq_cfg<D, typename C::DqSmall>(pd, bh);
+    if (big_grid(dev, p.tq, 16 * C::Dq::NW * C::Dq::MW, bh, C::DQ_WAVES))
+        return launch_bf16_dq_cfg<D, typename C::Dq>(dev, pd, bh);
+    return launch_bf16_dq_cfg<D, typename C::DqSmall>(dev, pd, bh);
 }
 
-static int bf16_fwd(ttt_tensor *out, ttt_tensor *lse, const ttt_tensor *q, const ttt_tensor *k, const ttt_tensor *v,
+static int bf16_fwd(CuDev *dev, ttt_tensor *out, ttt_tensor *lse, const ttt_tensor *q, const ttt_tensor *k, const ttt_tensor *v,
                     int causal, int64_t window, double scale) {
     AttnShape s;
     if (!bf16_shape(q, k, v, &s) || out->dtype != TTT_BF16 || !aligned4(out->data)) return TTT_BACKEND_DECLINED;
@@ -191,10 +179,10 @@ static int bf16_fwd(ttt_tensor *out, ttt_tensor *lse, const ttt_tensor *q, const
     p.out = (uint16_t *)out->data;
     p.lse_out = lse ? (float *)lse->data : NULL;
     p.aligned = ttt__aligned16(p.q) && ttt__aligned16(p.k) && ttt__aligned16(p.v);
-    return s.d == 64 ? launch_bf16_fwd<64>(p, s.bh) : launch_bf16_fwd<128>(p, s.bh);
+    return s.d == 64 ? launch_bf16_fwd<64>(dev, p, s.bh) : launch_bf16_fwd<128>(dev, p, s.bh);
 }
 
-static int bf16_bwd(ttt_tensor *dq, ttt_tensor *dk, ttt_tensor *dv, ttt_tensor *delta, const ttt_tensor *dout,
+static int bf16_bwd(CuDev *dev, ttt_tensor *dq, ttt_tensor *dk, ttt_tensor *dv, ttt_tensor *delta, const ttt_tensor *dout,
                     const ttt_tensor *q, const ttt_tensor *k, const ttt_tensor *v, const ttt_tensor *out,
                     const ttt_tensor *lse, int causal, int64_t window, double scale) {
     AttnShape s;
@@ -208,14 +196,15 @@ static int bf16_bwd(ttt_tensor *dq, ttt_tensor *dk, ttt_tensor *dv, ttt_tensor *
     p.dq = (uint16_t *)dq->data, p.dk = (uint16_t *)dk->data, p.dv = (uint16_t *)dv->data;
     p.delta_out = (float *)delta->data;
     p.aligned = ttt__aligned16(p.q) && ttt__aligned16(p.k) && ttt__aligned16(p.v) && ttt__aligned16(p.dout);
-    return s.d == 64 ? launch_bf16_bwd<64>(p, s.bh) : launch_bf16_bwd<128>(p, s.bh);
+    return s.d == 64 ? launch_bf16_bwd<64>(dev, p, s.bh) : launch_bf16_bwd<128>(dev, p, s.bh);
 }
 
 /* ---- the entries ---------------------------------------------------------------------------------------- */
 
-int ttt__cuda_attention_fwd(ttt_tensor *out, ttt_tensor *lse, const ttt_tensor *q, const ttt_tensor *k,
+int ttt__cu_attention_fwd(ttt_backend_state *self, ttt_tensor *out, ttt_tensor *lse, const ttt_tensor *q, const ttt_tensor *k,
                             const ttt_tensor *v, int causal, int64_t window, double scale) {
-    if (q->dtype == TTT_BF16) return bf16_fwd(out, lse, q, k, v, causal, window, scale);
+    ENTER(dev, self);
+    if (q->dtype == TTT_BF16) return bf16_fwd(dev, out, lse, q, k, v, causal, window, scale);
     AttnShape s;
     if (!supported(q, k, v, &s)) return TTT_BACKEND_DECLINED;
     attn::Params p = params(s, causal, window, scale);
@@ -223,13 +212,14 @@ int ttt__cuda_attention_fwd(ttt_tensor *out, ttt_tensor *lse, const ttt_tensor *
     p.out = (float *)out->data;
     p.lse_out = lse ? (float *)lse->data : NULL;
     p.vec4 = s.d % 4 == 0 && s.dv % 4 == 0 && ttt__aligned16(p.q) && ttt__aligned16(p.k) && ttt__aligned16(p.v);
-    return s.d <= 64 && s.dv <= 64 ? launch_fwd<64>(p, s.bh) : launch_fwd<128>(p, s.bh);
+    return s.d <= 64 && s.dv <= 64 ? launch_fwd<64>(dev, p, s.bh) : launch_fwd<128>(dev, p, s.bh);
 }
 
-int ttt__cuda_attention_bwd(ttt_tensor *dq, ttt_tensor *dk, ttt_tensor *dv, ttt_tensor *delta, const ttt_tensor *dout,
+int ttt__cu_attention_bwd(ttt_backend_state *self, ttt_tensor *dq, ttt_tensor *dk, ttt_tensor *dv, ttt_tensor *delta, const ttt_tensor *dout,
                             const ttt_tensor *q, const ttt_tensor *k, const ttt_tensor *v, const ttt_tensor *out,
                             const ttt_tensor *lse, int causal, int64_t window, double scale) {
-    if (q->dtype == TTT_BF16) return bf16_bwd(dq, dk, dv, delta, dout, q, k, v, out, lse, causal, window, scale);
+    ENTER(dev, self);
+    if (q->dtype == TTT_BF16) return bf16_bwd(dev, dq, dk, dv, delta, dout, q, k, v, out, lse, causal, window, scale);
     AttnShape s;
     if (!supported(q, k, v, &s)) return TTT_BACKEND_DECLINED;
     attn::Params p = params(s, causal, window, scale);
@@ -239,5 +229,5 @@ int ttt__cuda_attention_bwd(ttt_tensor *dq, ttt_tensor *dk, ttt_tensor *dv, ttt_
     p.delta_out = (float *)delta->data;
     p.vec4 = s.d % 4 == 0 && s.dv % 4 == 0 && ttt__aligned16(p.q) && ttt__aligned16(p.k) && ttt__aligned16(p.v) &&
              ttt__aligned16(p.dout);
-    return s.d <= 64 && s.dv <= 64 ? launch_bwd<64>(p, s.bh) : launch_bwd<128>(p, s.bh);
+    return s.d <= 64 && s.dv <= 64 ? launch_bwd<64>(dev, p, s.bh) : launch_bwd<128>(dev, p, s.bh);
 }

@@ -18,29 +18,30 @@ namespace {
 bool dense_f32(const ttt_tensor *t) { return t && t->dtype == TTT_F32; }
 
 template <int D>
-int launch(const attn::Params &p, const attn::Bwd2 &b, int64_t bh) {
-    static bool r_ok, q_ok, kv_ok;
+int launch(CuDev *dev, const attn::Params &p, const attn::Bwd2 &b, int64_t bh) {
+    static uint64_t r_ok, q_ok, kv_ok; /* per GPU: ttt__allow_smem */
     const int sr = attn::bwd2_rows_smem<D>(), sq = attn::bwd2_q_smem<D>(), skv = attn::bwd2_kv_smem<D>();
-    if (ttt__allow_smem(attn::attn_bwd2_rows<D>, sr, &r_ok) || ttt__allow_smem(attn::attn_bwd2_q<D>, sq, &q_ok) ||
-        ttt__allow_smem(attn::attn_bwd2_kv<D>, skv, &kv_ok))
+    if (ttt__allow_smem(attn::attn_bwd2_rows<D>, sr, dev, &r_ok) || ttt__allow_smem(attn::attn_bwd2_q<D>, sq, dev, &q_ok) ||
+        ttt__allow_smem(attn::attn_bwd2_kv<D>, skv, dev, &kv_ok))
         return TTT_ERR;
     const dim3 grid_q((unsigned)((p.tq + attn::BR - 1) / attn::BR), (unsigned)bh);
     const dim3 grid_k((unsigned)((p.tk + attn::Tile<D>::BC - 1) / attn::Tile<D>::BC), (unsigned)bh);
-    attn::attn_bwd2_rows<D><<<grid_q, attn::THREADS, sr, ttt__cuda_stream()>>>(p, b);
+    attn::attn_bwd2_rows<D><<<grid_q, attn::THREADS, sr, dev->stream>>>(p, b);
     LAUNCHED("attention_bwd2_rows");
-    attn::attn_bwd2_q<D><<<grid_q, attn::THREADS, sq, ttt__cuda_stream()>>>(p, b);
+    attn::attn_bwd2_q<D><<<grid_q, attn::THREADS, sq, dev->stream>>>(p, b);
     LAUNCHED("attention_bwd2_q");
-    attn::attn_bwd2_kv<D><<<grid_k, attn::THREADS, skv, ttt__cuda_stream()>>>(p, b);
+    attn::attn_bwd2_kv<D><<<grid_k, attn::THREADS, skv, dev->stream>>>(p, b);
     LAUNCHED("attention_bwd2_kv");
     return TTT_OK;
 }
 
 }  // namespace
 
-int ttt__cuda_attention_bwd2(ttt_tensor *gq, ttt_tensor *gk, ttt_tensor *gv, ttt_tensor *gdout, ttt_tensor *rows,
+int ttt__cu_attention_bwd2(ttt_backend_state *self, ttt_tensor *gq, ttt_tensor *gk, ttt_tensor *gv, ttt_tensor *gdout, ttt_tensor *rows,
                              const ttt_tensor *q, const ttt_tensor *k, const ttt_tensor *v, const ttt_tensor *dout,
                              const ttt_tensor *lse, const ttt_tensor *delta, const ttt_tensor *uq, const ttt_tensor *uk,
                              const ttt_tensor *uv, int causal, int64_t window, double scale) {
+    ENTER(dev, self);
     const ttt_tensor *all[] = {gq, gk, gv, gdout, rows, q, k, v, dout, lse, delta, uq, uk, uv};
     for (const ttt_tensor *t : all)
         if (!dense_f32(t)) return TTT_BACKEND_DECLINED;
@@ -66,5 +67,5 @@ int ttt__cuda_attention_bwd2(ttt_tensor *gq, ttt_tensor *gk, ttt_tensor *gv, ttt
     b.uq = (const float *)uq->data, b.uk = (const float *)uk->data, b.uv = (const float *)uv->data;
     b.ra = (float *)rows->data, b.rc = (float *)rows->data + bh * tq;
     b.gq = (float *)gq->data, b.gk = (float *)gk->data, b.gv = (float *)gv->data, b.gg = (float *)gdout->data;
-    return d <= 64 && dv <= 64 ? launch<64>(p, b, bh) : launch<128>(p, b, bh);
+    return d <= 64 && dv <= 64 ? launch<64>(dev, p, b, bh) : launch<128>(dev, p, b, bh);
 }

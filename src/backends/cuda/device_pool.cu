@@ -1,6 +1,7 @@
-/* The CUDA backend's device memory: large slabs from cudaMalloc, carved into
- * blocks (best fit, split, neighbours merged again on free) and never given
- * back before exit. Every device allocation of the backend goes through here:
+/* A CUDA instance's device memory: large slabs from cudaMalloc, carved into
+ * blocks (best fit, split, neighbours merged again on free) and given back to
+ * the driver when the instance closes (its context is freed). Each instance
+ * has its own pool, on its own GPU. Every device allocation of the backend goes through here:
  * the context's arena blocks and stash, persistent tensors, kernel scratch. A
  * context's steady-state step allocates nothing anyway (its arenas keep their
  * blocks); the pool makes the first steps, persistent tensors and scratch
@@ -16,7 +17,9 @@
 
 #include <iterator>
 #include <map>
+#include <new>
 #include <mutex>
+#include <vector>
 
 #include "cuda_internal.h"
 
@@ -31,8 +34,11 @@ struct Block {
     bool free;
 };
 
-struct Pool {
+}  // namespace
+
+struct CuPool {
     std::mutex mu;
+    std::vector<char *> slabs;      /* every slab's base, for the final cudaFree */
     std::map<char *, Block> blocks; /* by address; a slab's blocks are contiguous and ordered */
     int n_slabs = 0;
     size_t reserved = 0, in_use = 0;
@@ -40,12 +46,7 @@ struct Pool {
     int mode = -1; /* -1: not read yet; 0: pass-through; 1: pooled */
 };
 
-Pool &pool() {
-    static Pool *p = new Pool; /* never destroyed: frees may come from exit-time destructors */
-    return *p;
-}
-
-bool pooled(Pool &p) {
+static bool pooled(CuPool &p) {
     if (p.mode < 0) {
         const char *e = getenv("TTT_CUDA_POOL");
         p.mode = e && !strcmp(e, "0") ? 0 : 1;
@@ -53,10 +54,18 @@ bool pooled(Pool &p) {
     return p.mode == 1;
 }
 
-}  // namespace
+CuPool *ttt__cuda_pool_new(void) { return new (std::nothrow) CuPool; }
 
-void *ttt__cuda_pool_alloc(size_t bytes) {
-    Pool &p = pool();
+void ttt__cuda_pool_delete(CuPool *pool) {
+    if (!pool) return;
+    for (auto &kv : pool->blocks)
+        if (kv.second.slab < 0) cudaFree(kv.first); /* pass-through blocks still allocated */
+    for (char *slab : pool->slabs) cudaFree(slab);
+    delete pool;
+}
+
+void *ttt__cuda_pool_alloc(CuPool *pool, size_t bytes) {
+    CuPool &p = *pool;
     std::lock_guard<std::mutex> lock(p.mu);
     bytes = bytes ? (bytes + ALIGN - 1) / ALIGN * ALIGN : ALIGN;
     if (!pooled(p)) {
@@ -83,6 +92,13 @@ void *ttt__cuda_pool_alloc(size_t bytes) {
                               "in %d slabs already)", slab, bytes, p.reserved, p.n_slabs);
             return NULL;
         }
+        try {
+            p.slabs.push_back((char *)ptr);
+        } catch (...) {
+            cudaFree(ptr);
+            ttt_backend_error("out of host memory (device memory pool)");
+            return NULL;
+        }
         p.driver_allocs++, p.reserved += slab;
         best = p.blocks.emplace((char *)ptr, Block{slab, p.n_slabs++, true}).first;
     }
@@ -96,9 +112,9 @@ void *ttt__cuda_pool_alloc(size_t bytes) {
     return best->first;
 }
 
-void ttt__cuda_pool_free(void *ptr) {
-    if (!ptr) return;
-    Pool &p = pool();
+void ttt__cuda_pool_free(CuPool *pool, void *ptr) {
+    if (!ptr || !pool) return;
+    CuPool &p = *pool;
     std::lock_guard<std::mutex> lock(p.mu);
     auto it = p.blocks.find((char *)ptr);
     if (it == p.blocks.end() || it->second.free) return; /* not ours, or freed twice: leave it */
@@ -125,8 +141,8 @@ void ttt__cuda_pool_free(void *ptr) {
     }
 }
 
-void ttt__cuda_pool_stats(size_t *reserved, size_t *in_use, uint64_t *driver_allocs) {
-    Pool &p = pool();
+void ttt__cuda_pool_stats(CuPool *pool, size_t *reserved, size_t *in_use, uint64_t *driver_allocs) {
+    CuPool &p = *pool;
     std::lock_guard<std::mutex> lock(p.mu);
     if (reserved) *reserved = p.reserved;
     if (in_use) *in_use = p.in_use;

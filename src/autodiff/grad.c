@@ -5,81 +5,82 @@
  *      to a requested input ("relevant") and lists them in topological order;
  *   2. the list is walked backwards, calling each node's VJP. VJPs are written
  *      with ordinary ops, so with create_graph the gradient is itself a graph.
- * Per-call bookkeeping lives in each tensor's ad_* fields. A call may happen
- * while another is in phase 2 (a checkpoint's VJP differentiates its
- * recomputed function), so every tensor a call touches has its old fields
- * saved and restored on exit.
+ * Per-call bookkeeping (each tensor's gradient so far and flags) lives in a
+ * table owned by the call. A call may happen while another is in phase 2 (a
+ * checkpoint's VJP differentiates its recomputed function); each has its own
+ * table. Node fields (visit, relevant) are read only in phase 1.
+ *
+ * This file sits above the ops (it accumulates gradients with ttt_add and
+ * VJPs call ops); recording the graph sits below them, in src/core/record.c.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "internal.h"
+#include "core/internal.h"
 
 enum { AD_TARGET = 1, AD_RELEVANT = 2 };
 
-/* ---- grad mode --------------------------------------------------------------- */
+/* ---- per-call state: a table from tensor to its gradient and flags -------------- */
 
-void ttt_no_grad_begin(ttt_ctx *ctx) { ctx->no_grad_depth++; }
-void ttt_no_grad_end(ttt_ctx *ctx) {
-    if (ctx->no_grad_depth > 0) ctx->no_grad_depth--;
-}
-int ttt_grad_enabled(const ttt_ctx *ctx) { return ctx->no_grad_depth == 0; }
+/* Each grad call keeps its own table, so a call made inside another one's VJP
+ * (a checkpoint recomputing its function) needs nothing saved or restored,
+ * and the public ttt_tensor carries no autodiff scratch. Open addressing on
+ * the tensor's address; grows at half full. */
+typedef struct {
+    const ttt_tensor *t; /* NULL: empty slot */
+    ttt_tensor *grad;
+    int flags;
+} ad_entry;
 
-ttt_grad_mode ttt_grad_mode_set(ttt_ctx *ctx, int enabled) {
-    ttt_grad_mode prev = {ctx->no_grad_depth};
-    ctx->no_grad_depth = enabled ? 0 : 1;
-    return prev;
-}
+typedef struct {
+    ad_entry *e;
+    size_t cap, n; /* cap: a power of two */
+} ad_table;
 
-void ttt_grad_mode_restore(ttt_ctx *ctx, ttt_grad_mode previous) { ctx->no_grad_depth = previous.depth; }
+/* The address itself, less its low bits: tensor headers come from the step
+ * arena one after another, so neighbours in the graph land in neighbouring
+ * slots and the walk stays cache-friendly (a mixing hash scatters them and
+ * costs a cache miss per lookup). */
+static size_t ad_hash(const ttt_tensor *t, size_t cap) { return (size_t)((uintptr_t)t >> 5) & (cap - 1); }
 
-void ttt_set_requires_grad(ttt_tensor *t, int on) {
-    if (t && !t->node) t->requires_grad = on ? 1 : 0;
-}
-
-ttt_tensor *ttt_detach(ttt_ctx *ctx, ttt_tensor *x) {
-    TTT_CHECK_NONNULL1(x);
-    return ttt__view(ctx, x);
-}
-
-bool ttt__recording(const ttt_ctx *ctx, int n, ttt_tensor *const *in) {
-    if (ctx->no_grad_depth > 0) return false;
-    for (int i = 0; i < n; i++)
-        if (in[i] && in[i]->requires_grad) return true;
-    return false;
-}
-
-ttt_node *ttt__record(ttt_ctx *ctx, const char *op, ttt_vjp_fn vjp, int n_in, ttt_tensor *const *in, int n_out,
-                      ttt_tensor *const *out) {
-    ttt_node *n = ttt__meta_alloc(ctx, sizeof *n);
-    ttt_tensor **io = ttt__meta_alloc(ctx, (size_t)(n_in + n_out) * sizeof *io);
-    if (!n || !io) return NULL;
-    n->op = op;
-    n->vjp = vjp;
-    n->n_in = n_in;
-    n->n_out = n_out;
-    n->in = io;
-    n->out = io + n_in;
-    memcpy(n->in, in, (size_t)n_in * sizeof *io);
-    memcpy(n->out, out, (size_t)n_out * sizeof *io);
-    for (int k = 0; k < n_out; k++) {
-        out[k]->node = n;
-        out[k]->out_index = k;
-        out[k]->requires_grad = 1;
+static ad_entry *ad_find(const ad_table *a, const ttt_tensor *t) {
+    if (!a->cap) return NULL;
+    for (size_t i = ad_hash(t, a->cap);; i = (i + 1) & (a->cap - 1)) {
+        if (a->e[i].t == t) return &a->e[i];
+        if (!a->e[i].t) return NULL;
     }
-    return n;
+}
+
+static int ad_grow(ad_table *a) {
+    const size_t cap = a->cap ? a->cap * 2 : 256;
+    ad_entry *e = calloc(cap, sizeof *e);
+    if (!e) return TTT_ERR;
+    for (size_t k = 0; k < a->cap; k++) {
+        if (!a->e[k].t) continue;
+        size_t i = ad_hash(a->e[k].t, cap);
+        while (e[i].t) i = (i + 1) & (cap - 1);
+        e[i] = a->e[k];
+    }
+    free(a->e);
+    a->e = e;
+    a->cap = cap;
+    return TTT_OK;
+}
+
+/* t's entry, made (zeroed) if it has none; NULL when out of memory. */
+static ad_entry *ad_get(ad_table *a, const ttt_tensor *t) {
+    ad_entry *f = ad_find(a, t);
+    if (f) return f;
+    if (2 * (a->n + 1) > a->cap && ad_grow(a) != TTT_OK) return NULL;
+    size_t i = ad_hash(t, a->cap);
+    while (a->e[i].t) i = (i + 1) & (a->cap - 1);
+    a->e[i] = (ad_entry){t, NULL, 0};
+    a->n++;
+    return &a->e[i];
 }
 
 /* ---- small growable arrays (one set per grad call) ------------------------------- */
-
-typedef struct {
-    ttt_tensor *t;
-    uint64_t stamp;
-    ttt_tensor *grad;
-    int flags;
-} saved_fields;
-
 typedef struct {
     void *v;
     size_t n, cap, elem;
@@ -101,7 +102,8 @@ static int vec_push(vec *a, const void *x) {
 typedef struct {
     ttt_ctx *ctx;
     uint64_t stamp;
-    vec saved;  /* saved_fields */
+    ad_table ad;      /* tensor -> gradient, flags */
+    ad_table targets; /* the requested inputs only: small, so phase 1's many lookups stay in cache */
     vec order;  /* ttt_node*, post-order = inputs before consumers */
     vec stack;  /* dfs_frame */
     bool stop_at_inputs;
@@ -112,19 +114,12 @@ typedef struct {
     int next;
 } dfs_frame;
 
-static int touch(grad_call *gc, ttt_tensor *t) {
-    if (t->ad_stamp == gc->stamp) return TTT_OK;
-    saved_fields s = {t, t->ad_stamp, t->ad_grad, t->ad_flags};
-    if (vec_push(&gc->saved, &s) != TTT_OK) return TTT_ERR;
-    t->ad_stamp = gc->stamp;
-    t->ad_grad = NULL;
-    t->ad_flags = 0;
-    return TTT_OK;
+static int flags_of(const grad_call *gc, const ttt_tensor *t) {
+    const ad_entry *e = ad_find(&gc->ad, t);
+    return e ? e->flags : 0;
 }
 
-static bool is_target(const grad_call *gc, const ttt_tensor *t) {
-    return t->ad_stamp == gc->stamp && (t->ad_flags & AD_TARGET);
-}
+static bool is_target(const grad_call *gc, const ttt_tensor *t) { return ad_find(&gc->targets, t) != NULL; }
 
 /* The node to walk into from tensor t, or NULL. */
 static ttt_node *child_node(const grad_call *gc, const ttt_tensor *t) {
@@ -143,18 +138,23 @@ static bool tensor_relevant(const grad_call *gc, const ttt_tensor *t) {
 }
 
 static bool tensor_relevant_flag(const grad_call *gc, const ttt_tensor *t) {
-    return t->ad_stamp == gc->stamp && (t->ad_flags & (AD_TARGET | AD_RELEVANT));
+    return (flags_of(gc, t) & (AD_TARGET | AD_RELEVANT)) != 0;
 }
 
-/* Freeze phase 1's verdicts into the tensors' own (saved and restored) flags. */
+/* Freeze phase 1's verdicts into the call's own table. */
 static int mark_relevant_outputs(grad_call *gc) {
     ttt_node **order = gc->order.v;
+    size_t want = gc->ad.n;
+    for (size_t k = 0; k < gc->order.n; k++) want += (size_t)(order[k]->n_out + order[k]->n_in);
+    while (gc->ad.cap < 2 * want) /* sized once: the inputs of relevant nodes get gradients too */
+        if (ad_grow(&gc->ad) != TTT_OK) return TTT_ERR;
     for (size_t k = 0; k < gc->order.n; k++)
         for (int j = 0; j < order[k]->n_out; j++) {
             ttt_tensor *t = order[k]->out[j];
             if (gc->stop_at_inputs && is_target(gc, t)) continue;
-            if (touch(gc, t) != TTT_OK) return TTT_ERR;
-            t->ad_flags |= AD_RELEVANT;
+            ad_entry *e = ad_get(&gc->ad, t);
+            if (!e) return TTT_ERR;
+            e->flags |= AD_RELEVANT;
         }
     return TTT_OK;
 }
@@ -200,19 +200,15 @@ static int accumulate(grad_call *gc, ttt_tensor *t, ttt_tensor *g, const char *o
                               ttt_dtype_name(g->dtype), ttt_shape_str(g, a, sizeof a), ttt_dtype_name(t->dtype),
                               ttt_shape_str(t, b, sizeof b));
     }
-    if (touch(gc, t) != TTT_OK) return ttt__set_error(ctx, "autodiff: out of host memory");
-    t->ad_grad = t->ad_grad ? ttt_add(ctx, t->ad_grad, g) : g;
-    return t->ad_grad ? TTT_OK : TTT_ERR;
+    ad_entry *e = ad_get(&gc->ad, t);
+    if (!e) return ttt__set_error(ctx, "autodiff: out of host memory");
+    e->grad = e->grad ? ttt_add(ctx, e->grad, g) : g;
+    return e->grad ? TTT_OK : TTT_ERR;
 }
 
-static void restore_fields(grad_call *gc) {
-    saved_fields *s = gc->saved.v;
-    for (size_t i = gc->saved.n; i-- > 0;) {
-        s[i].t->ad_stamp = s[i].stamp;
-        s[i].t->ad_grad = s[i].grad;
-        s[i].t->ad_flags = s[i].flags;
-    }
-    free(gc->saved.v);
+static void grad_call_free(grad_call *gc) {
+    free(gc->ad.e);
+    free(gc->targets.e);
     free(gc->order.v);
     free(gc->stack.v);
 }
@@ -240,7 +236,8 @@ static int backprop(grad_call *gc, int n_out, ttt_tensor *const *outputs, ttt_te
         bool any = false;
         for (int j = 0; j < nd->n_out; j++) {
             ttt_tensor *t = nd->out[j];
-            gout[j] = t->ad_stamp == gc->stamp ? t->ad_grad : NULL;
+            const ad_entry *e = ad_find(&gc->ad, t);
+            gout[j] = e ? e->grad : NULL;
             any |= gout[j] != NULL;
         }
         if (!any) continue;
@@ -265,13 +262,13 @@ static int backprop(grad_call *gc, int n_out, ttt_tensor *const *outputs, ttt_te
 int ttt__grad(ttt_ctx *ctx, int n_out, ttt_tensor *const *outputs, ttt_tensor *const *grad_outputs, int n_in,
               ttt_tensor *const *inputs, ttt_tensor **grads, bool create_graph, bool stop_at_inputs) {
     grad_call gc = {.ctx = ctx, .stamp = ++ctx->stamp, .stop_at_inputs = stop_at_inputs};
-    gc.saved.elem = sizeof(saved_fields);
     gc.order.elem = sizeof(ttt_node *);
     gc.stack.elem = sizeof(dfs_frame);
     int rc = TTT_OK;
     for (int i = 0; i < n_in && rc == TTT_OK; i++) {
-        rc = touch(&gc, inputs[i]);
-        inputs[i]->ad_flags |= AD_TARGET;
+        ad_entry *e = ad_get(&gc.ad, inputs[i]);
+        if (e && ad_get(&gc.targets, inputs[i])) e->flags |= AD_TARGET;
+        else rc = TTT_ERR;
     }
     if (rc == TTT_OK) rc = topo_sort(&gc, n_out, outputs);
     if (rc == TTT_OK) rc = mark_relevant_outputs(&gc);
@@ -282,13 +279,14 @@ int ttt__grad(ttt_ctx *ctx, int n_out, ttt_tensor *const *outputs, ttt_tensor *c
     if (rc == TTT_OK) rc = backprop(&gc, n_out, outputs, grad_outputs);
     if (rc == TTT_OK) {
         for (int i = 0; i < n_in; i++) {
-            ttt_tensor *g = inputs[i]->ad_grad;
+            const ad_entry *e = ad_find(&gc.ad, inputs[i]);
+            ttt_tensor *g = e ? e->grad : NULL;
             grads[i] = g ? g : ttt_zeros_like(ctx, inputs[i]);
             if (!grads[i]) rc = TTT_ERR;
         }
     }
     ctx->no_grad_depth = saved_depth;
-    restore_fields(&gc);
+    grad_call_free(&gc);
     return rc;
 }
 
@@ -332,6 +330,7 @@ int ttt_grad(ttt_ctx *ctx, int n_outputs, ttt_tensor *const *outputs, ttt_tensor
 static int collect_params(ttt_ctx *ctx, ttt_tensor *root, vec *params) {
     uint64_t stamp = ++ctx->stamp;
     vec stack = {.elem = sizeof(ttt_node *)};
+    ad_table seen = {0}; /* parameters found so far */
     int rc = TTT_OK;
     if (root->node) {
         root->node->visit = stamp;
@@ -349,13 +348,13 @@ static int collect_params(ttt_ctx *ctx, ttt_tensor *root, vec *params) {
                     t->node->visit = stamp;
                     rc = vec_push(&stack, &t->node);
                 }
-            } else if (t->persistent && t->ad_stamp != stamp) {
-                t->ad_stamp = stamp; /* dedupe; ttt__grad re-stamps it with its own call */
-                rc = vec_push(params, &t);
+            } else if (t->persistent && !ad_find(&seen, t)) {
+                rc = ad_get(&seen, t) ? vec_push(params, &t) : TTT_ERR;
             }
         }
     }
     free(stack.v);
+    free(seen.e);
     return rc;
 }
 
@@ -386,7 +385,7 @@ int ttt_backward(ttt_ctx *ctx, ttt_tensor *loss) {
         rc = gs ? ttt__grad(ctx, 1, &loss, NULL, (int)params.n, ps, gs, false, false) : TTT_ERR;
         for (size_t i = 0; i < params.n && rc == TTT_OK; i++) {
             if ((rc = ensure_grad(ctx, ps[i])) != TTT_OK) break;
-            if (ctx->be->binary(TTT_B_ADD, ps[i]->grad, ps[i]->grad, gs[i]) != TTT_OK)
+            if (ctx->be->binary(ctx->bs, TTT_B_ADD, ps[i]->grad, ps[i]->grad, gs[i]) != TTT_OK)
                 rc = ttt__backend_failed(ctx, "ttt_backward");
         }
     }
@@ -424,13 +423,13 @@ static int carry_out(ttt_ctx *ctx, ttt_mark_t m, int n, ttt_tensor **ts) {
         ttt__set_contiguous_strides(&hdr[k]);
         hdr[k].data = stash + off;
         off += ((size_t)ttt_numel(ts[k]) * ttt_dtype_size(ts[k]->dtype) + 63) & ~(size_t)63;
-        if (ttt_numel(ts[k]) && ctx->be->copy(&hdr[k], ts[k]) != TTT_OK) rc = ttt__backend_failed(ctx, "checkpoint");
+        if (ttt_numel(ts[k]) && ctx->be->copy(ctx->bs, &hdr[k], ts[k]) != TTT_OK) rc = ttt__backend_failed(ctx, "checkpoint");
     }
     ttt_release(ctx, m);
     for (int k = 0; k < n && rc == TTT_OK; k++) {
         ts[k] = ttt_new(ctx, hdr[k].dtype, hdr[k].ndim, hdr[k].shape);
         if (!ts[k]) rc = TTT_ERR;
-        else if (ttt_numel(ts[k]) && ctx->be->copy(ts[k], &hdr[k]) != TTT_OK) rc = ttt__backend_failed(ctx, "checkpoint");
+        else if (ttt_numel(ts[k]) && ctx->be->copy(ctx->bs, ts[k], &hdr[k]) != TTT_OK) rc = ttt__backend_failed(ctx, "checkpoint");
     }
     free(hdr);
     return rc;
@@ -502,3 +501,4 @@ int ttt_checkpoint(ttt_ctx *ctx, ttt_fn fn, void *user, int n_in, ttt_tensor *co
     nd->pattr[1] = user;
     return TTT_OK;
 }
+

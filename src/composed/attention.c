@@ -13,10 +13,14 @@
  * blocks so that the score matrix of a long sequence never exists whole: with
  * a sliding window each block only multiplies the keys it can see, so the cost
  * grows with Tq * window, not Tq * Tk. Every piece is an engine op, so
- * gradients of any order come for free. */
+ * gradients of any order come for free.
+ *
+ * It lives in src/composed, above the autodiff traversal, because it uses it:
+ * large blocks are ttt_checkpoints and the higher-order VJPs differentiate a
+ * recomputation with ttt__grad. The ops in src/ops use only the recording. */
 #include <math.h>
 
-#include "../core/internal.h"
+#include "core/internal.h"
 
 /* Scores per block are kept near this many elements (16 Mi floats = 64 MB f32). */
 static const int64_t BLOCK_SCORES = (int64_t)1 << 24;
@@ -186,7 +190,7 @@ static int bwd_vjp(ttt_ctx *ctx, ttt_node *nd, ttt_tensor *const *gout, const bo
                         ttt__new_like(ctx, in[3])};
     ttt_tensor *rows = ttt_new(ctx, TTT_F32, TTT_DIMS(2 * ttt_numel(lse)));
     if (!g[0] || !g[1] || !g[2] || !g[3] || !rows) return TTT_ERR;
-    const int rc = ctx->be->attention_bwd2(g[0], g[1], g[2], g[3], rows, in[0], in[1], in[2], in[3], lse, delta, u[0],
+    const int rc = ctx->be->attention_bwd2(ctx->bs, g[0], g[1], g[2], g[3], rows, in[0], in[1], in[2], in[3], lse, delta, u[0],
                                            u[1], u[2], causal, window, scale);
     if (rc == TTT_BACKEND_DECLINED) return bwd2_composed(ctx, in, u, needs, causal, window, scale, gin);
     if (rc != TTT_OK) return ttt__backend_failed(ctx, "attention (double backward)");
@@ -204,7 +208,7 @@ static int fused_bwd_recorded(ttt_ctx *ctx, ttt_node *nd, ttt_tensor *g, const b
     ttt_tensor *d[3] = {ttt__new_like(ctx, q), ttt__new_like(ctx, k), ttt__new_like(ctx, v)};
     ttt_tensor *delta = ttt__new_like(ctx, lse);
     if (!gd || !d[0] || !d[1] || !d[2] || !delta) return TTT_ERR;
-    int rc = ctx->be->attention_bwd(d[0], d[1], d[2], delta, gd, q, k, v, nd->out[0], lse, (int)nd->iattr[0],
+    int rc = ctx->be->attention_bwd(ctx->bs, d[0], d[1], d[2], delta, gd, q, k, v, nd->out[0], lse, (int)nd->iattr[0],
                                     nd->iattr[1], nd->fattr[0]);
     if (rc == TTT_BACKEND_DECLINED) {
         ttt_release(ctx, mark);
@@ -258,7 +262,7 @@ static int fused_vjp(ttt_ctx *ctx, ttt_node *nd, ttt_tensor *const *gout, const 
     ttt_tensor *dq = ttt__new_like(ctx, q), *dk = ttt__new_like(ctx, k), *dv = ttt__new_like(ctx, v);
     ttt_tensor *delta = ttt__new_like(ctx, lse);
     if (!gd || !dq || !dk || !dv || !delta) return TTT_ERR;
-    int rc = ctx->be->attention_bwd(dq, dk, dv, delta, gd, q, k, v, nd->out[0], lse, causal, window, scale);
+    int rc = ctx->be->attention_bwd(ctx->bs, dq, dk, dv, delta, gd, q, k, v, nd->out[0], lse, causal, window, scale);
     if (rc != TTT_OK) {
         if (rc == TTT_BACKEND_DECLINED) ttt_backend_error("the backward kernel declined what the forward took");
         return ttt__backend_failed(ctx, "attention");
@@ -285,7 +289,7 @@ static ttt_tensor *fused(ttt_ctx *ctx, ttt_tensor *q, ttt_tensor *k, ttt_tensor 
     ttt_tensor *out = ttt_new(ctx, q->dtype, r, shape);
     ttt_tensor *lse = record ? ttt_new(ctx, TTT_F32, r - 1, shape) : NULL; /* [..., Tq] */
     if (!out || (record && !lse)) return NULL;
-    const int rc = ctx->be->attention_fwd(out, lse, in[0], in[1], in[2], causal, window, scale);
+    const int rc = ctx->be->attention_fwd(ctx->bs, out, lse, in[0], in[1], in[2], causal, window, scale);
     if (rc == TTT_BACKEND_DECLINED) {
         ttt_release(ctx, mark);
         *declined = 1;

@@ -1,0 +1,53 @@
+/* The engine's private interface for the code above it: layers, models, io,
+ * data, optim and check. Not installed. They see contexts and tensors only
+ * through these few functions and the public headers, never struct ttt_ctx
+ * or the backend table (core/internal.h, for core, ops, autodiff and the
+ * backends' glue). */
+#ifndef TTT_ENGINE_PRIVATE_H
+#define TTT_ENGINE_PRIVATE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ttt/autodiff.h"
+#include "ttt/ops.h"
+#include "ttt/tensor.h"
+
+/* context.c: record an error message in the context (returns TTT_ERR); host
+ * memory of step lifetime (zeroed, freed by ttt_step_reset / ttt_release). */
+int ttt__set_error(ttt_ctx *ctx, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void *ttt__meta_alloc(ttt_ctx *ctx, size_t bytes);
+
+/* tensor.c */
+bool ttt__is_float(ttt_dtype dt);
+
+/* record.c: would an op on these inputs record a node (grad mode on and one requires grad)? */
+bool ttt__recording(const ttt_ctx *ctx, int n, ttt_tensor *const *in);
+
+/* ops/shape.c: dst[..., start : start + step * n : step, ...] = src along axis, in place,
+ * no graph (src has dst's shape except at axis; the caller checks). For writing
+ * blocks of a preallocated result and KV caches. */
+int ttt__copy_into(ttt_ctx *ctx, ttt_tensor *dst, int axis, int64_t start, int64_t step, const ttt_tensor *src);
+
+/* engine.c: backend work the layers above need, on the context's backend
+ * instance, no graph; failures name op in the context's message. */
+int ttt__upload(ttt_ctx *ctx, const char *op, ttt_tensor *dst, const void *host, size_t bytes); /* dense dst */
+int ttt__scale_in_place(ttt_ctx *ctx, const char *op, ttt_tensor *t, double a);               /* t *= a */
+int ttt__adamw(ttt_ctx *ctx, ttt_tensor *p, const ttt_tensor *g, ttt_tensor *m, ttt_tensor *v, double lr,
+               double beta1, double beta2, double eps, double weight_decay, int64_t step);
+int ttt__sgd(ttt_ctx *ctx, ttt_tensor *p, const ttt_tensor *g, ttt_tensor *buf, double lr, double momentum,
+             double weight_decay, int nesterov);
+
+/* util.c: message into a caller's buffer (returns TTT_ERR); grow a malloc'd
+ * array of sz-byte elements to at least need (TTT_OK / TTT_ERR). */
+int ttt__errbuf(char *err, size_t err_len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+int ttt__grow(void **p, size_t *cap, size_t need, size_t sz);
+/* fsync the directory holding path after a rename, so an atomic write is durable
+ * (0 / -1 with errno; file systems that cannot fsync a directory count as 0). */
+int ttt__sync_dir(const char *path);
+/* FNV-1a, 64 bits, continuing from h (start with TTT_FNV_SEED): cheap content checks. */
+#define TTT_FNV_SEED 0xcbf29ce484222325ull
+uint64_t ttt__fnv1a(uint64_t h, const void *data, size_t n);
+
+#endif
