@@ -6,6 +6,9 @@
 #   PART=step    one training step (forward + backward) of full attention, SWA and
 #                TTT-E2E (second and first order) at 125M: time and peak memory
 #                at 2K, 8K, 32K
+#   PART=demo    train the small TTT-E2E model that scripts/demo.sh ships
+#                (models/e2e-demo: Linux Documentation only, 4096-token BPE; needs
+#                data/lm4k/linux.bin and data/lm4k/tokenizer in the carry list)
 #   PART=infer   prefill s/1K, decode tok/s and memory at 8K..128K (1M for SWA
 #                and TTT-E2E), 125M- and 760M-shaped, with PyTorch's full-attention
 #                prefill beside it
@@ -42,6 +45,15 @@ step)
   timeout 200 $B/e2e_step --preset 125m --device cuda --compute bf16 --seq 2048,8192 --reps 3 2>&1 | log || status=1
   timeout 100 $B/e2e_step --preset 125m --device cuda --compute bf16 --seq 8192 --kinds e2e --first-order --reps 3 2>&1 | log || status=1
   timeout 200 $B/e2e_step --preset 125m --device cuda --compute bf16 --seq 32768 --kinds fa,swa,e2e --reps 1 2>&1 | log || status=1
+  ;;
+demo)
+  echo "== the demo model (resumes if $OUT/demo-model exists from an earlier call) ==" | log
+  DEMO_FLAGS="--data data/lm4k/linux.bin --preset tiny-e2e --dim 64 --depth 4 --heads 4 --mlp-hidden 138 --prime-hidden 138
+    --prime-blocks 1 --window 256 --inner-chunk 128 --seq-len 2048 --batch 8 --steps ${DEMO_STEPS:-200} --lr 3e-3 --warmup 20
+    --log-every 10 --save-every 20 --seed 1"
+  resume=""; [ -f "$OUT/demo-model/model.safetensors" ] && resume=--resume
+  timeout ${DEMO_TIMEOUT:-300} $B/ttt lm train --device cuda $DEMO_FLAGS --out "$OUT/demo-model" $resume 2>&1 | tail -n 4 | log
+  echo "command: ttt lm train --device cuda $(echo $DEMO_FLAGS) --out models/e2e-demo" >"$OUT/demo-model/COMMAND"
   ;;
 infer)
   echo "== prefill and decode, 125M, bf16 compute ==" | log
