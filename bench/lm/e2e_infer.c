@@ -122,11 +122,17 @@ static int run_kind(const opts *o, const char *kind, int64_t N) {
     }
     if (rc) fprintf(stderr, "e2e_infer: %s at %lld: %s\n", name, (long long)N, ttt_error(ctx));
     else {
-        ttt_memory_stats ms;
+        /* the step arena's size: the largest temporaries of one read (the caches are persistent, below) */
         double peak = (double)ttt_arena_bytes_reserved(ctx);
-        if (ttt_ctx_memory_stats(ctx, &ms) == TTT_OK && ms.reserved) peak = (double)ms.reserved;
-        printf("%-6s %9lld %14.4f %12.1f %11.1f %8lld\n", kind, (long long)N, prefill / (double)N * 1024.0, decode,
-               peak / 1048576.0, (long long)(r.e2e ? r.state.steps : 0));
+        /* what the reader keeps: the K/V caches (growing with the context under full attention), and
+         * TTT-E2E's adapted prime weights and chunk inputs */
+        const ttt_lm_cache *kc = r.e2e ? &r.state.cache : &r.cache;
+        double state = (double)(2 * kc->k_depth * ttt_numel(kc->k[0])) * (double)ttt_dtype_size(kc->k[0]->dtype);
+        for (int i = 0; r.e2e && i < r.state.n_w; i++)
+            state += (double)ttt_numel(r.state.w[i]) * (double)ttt_dtype_size(r.state.w[i]->dtype);
+        if (r.e2e) state += (double)ttt_numel(r.state.chunk_x) * (double)ttt_dtype_size(r.state.chunk_x->dtype);
+        printf("%-6s %9lld %14.4f %12.1f %11.1f %11.1f %8lld\n", kind, (long long)N, prefill / (double)N * 1024.0, decode,
+               peak / 1048576.0, state / 1048576.0, (long long)(r.e2e ? r.state.steps : 0));
         fflush(stdout);
     }
     free(ids);
@@ -142,7 +148,8 @@ int main(int argc, char **argv) {
     if (rc) return rc == 2 ? 0 : 2;
     printf("preset %s, %s, compute %s, vocab %lld, batch 1, random weights\n", o.preset, o.device, o.compute,
            (long long)o.vocab);
-    printf("%-6s %9s %14s %12s %11s %8s\n", "model", "context", "prefill s/1K", "decode tok/s", "peak MiB", "inner");
+    printf("%-6s %9s %14s %12s %11s %11s %8s\n", "model", "context", "prefill s/1K", "decode tok/s", "arena MiB",
+           "state MiB", "inner");
     for (int i = 0; i < o.n_ctx; i++) {
         char kinds[64];
         snprintf(kinds, sizeof kinds, "%s", o.kinds);

@@ -57,14 +57,15 @@ demo)
   ;;
 infer)
   echo "== prefill and decode, 125M, bf16 compute ==" | log
-  timeout 240 $B/e2e_infer --preset 125m --device cuda --compute bf16 --ctx 8192,32768,131072 --decode 64 2>&1 | log || status=1
-  timeout 150 $B/e2e_infer --preset 125m --device cuda --compute bf16 --ctx 1048576 --kinds swa,e2e --decode 64 2>&1 | log || status=1
+  # 1024 decoded tokens: one inner step of TTT-E2E's (b = 1024), as in a long generation
+  timeout 200 $B/e2e_infer --preset 125m --device cuda --compute bf16 --ctx 8192,32768,131072 --decode 1024 2>&1 | log || status=1
+  timeout 120 $B/e2e_infer --preset 125m --device cuda --compute bf16 --ctx 1048576 --kinds swa,e2e --decode 1024 2>&1 | log || status=1
   echo "== PyTorch full attention prefill (SDPA, bf16), same shapes ==" | log
   for C in 8192 32768 131072; do
-    timeout 60 python3 bench/lm/torch_lm.py prefill --preset 125m --seq $C --dtype bf16 2>&1 | tail -n 1 | log
+    timeout 40 python3 bench/lm/torch_lm.py prefill --preset 125m --seq $C --dtype bf16 2>&1 | tail -n 1 | log
   done
   echo "== 760M-shaped ==" | log
-  timeout 150 $B/e2e_infer --preset 760m --device cuda --compute bf16 --ctx 8192,32768 --decode 32 2>&1 | log || status=1
+  timeout 100 $B/e2e_infer --preset 760m --device cuda --compute bf16 --ctx 8192,32768 --decode 1024 2>&1 | log || status=1
   ;;
 esac
 exit $status
