@@ -163,7 +163,9 @@ typedef struct {
 
 typedef struct ttt_trainer ttt_trainer;
 
-/* Creates the optimizer and either resumes DIR's run (settings checked,
+/* The model and config are copied, but what their pointers point to (parameters,
+ * names, meta strings, user data) must stay valid until ttt_train_close.
+ * Creates the optimizer and either resumes DIR's run (settings checked,
  * parameters, optimizer state, step and running state loaded, metrics
  * truncated to the checkpoint's step) or starts one (the directory and an
  * empty metrics file). The context's parameters are the model's. Returns
