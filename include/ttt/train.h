@@ -46,6 +46,7 @@ extern "C" {
 #endif
 
 enum { TTT_TRAIN_MAX_AUX = 8 };
+enum { TTT_TRAIN_ADAMW = 0, TTT_TRAIN_SGD = 1 }; /* ttt_train_config.optimizer */
 
 /* ttt_train_open / ttt_train_run results besides TTT_OK and TTT_ERR. */
 enum {
@@ -130,7 +131,7 @@ typedef struct {
     int resume;                  /* 1: continue DIR's run; 0: start one (refused if DIR holds a checkpoint) */
 
     /* the step */
-    int optimizer;          /* 0 AdamW, 1 SGD */
+    int optimizer;          /* TTT_TRAIN_ADAMW (0) or TTT_TRAIN_SGD */
     ttt_optim_config optim; /* lr here is unused: the schedule gives each step's */
     double lr, min_lr;      /* peak and floor of warmup + cosine */
     int64_t warmup, steps;  /* schedule length = the run's steps */
