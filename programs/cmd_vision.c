@@ -378,6 +378,7 @@ typedef struct {
     tally t;                       /* this epoch's training figures (stored in checkpoints) */
     progress pr;
     double epoch_t0;
+    int64_t epoch_images; /* trained on by this process in this epoch (a resumed epoch is partly done) */
     int timing;
 } vis_run;
 
@@ -402,7 +403,7 @@ static int vis_batch(ttt_ctx *ctx, void *user, const ttt_train_info *info, int64
         epoch_order((uint64_t)c->seed, epoch, r->tr.n, r->order);
         r->order_epoch = epoch;
     }
-    if (s == 0) r->epoch_t0 = now_s();
+    if (s == 0) r->epoch_t0 = now_s(), r->epoch_images = 0;
     const int64_t b0 = s * c->batch;
     r->bs = r->tr.n - b0 < c->batch ? r->tr.n - b0 : c->batch;
     r->idx = r->order + b0;
@@ -441,6 +442,7 @@ static ttt_tensor *vis_loss(ttt_ctx *ctx, void *user, const ttt_train_info *info
 static int vis_after_micro(ttt_ctx *ctx, void *user, const ttt_train_info *info, double loss, const double *aux) {
     (void)aux;
     vis_run *r = user;
+    r->epoch_images += r->bs;
     return tally_batch(ctx, r->c, &r->tr, r->idx, r->bs, loss, info->replayed ? r->logits_keep : r->logits_now,
                        layer_has_inner_loop(r->c->layer) ? r->il : NULL, &r->t);
 }
@@ -514,7 +516,7 @@ static int vis_log_line(ttt_ctx *ctx, void *user, const ttt_train_stats *st, cha
         snprintf(err, err_len, "epoch %lld: evaluation: %s", (long long)epoch, ttt_error(ctx)[0] ? ttt_error(ctx) : "failed");
         return TTT_ERR;
     }
-    const double ips = (double)r->tr.n / trr.seconds;
+    const double ips = (double)r->epoch_images / trr.seconds;
     printf("epoch %lld/%lld  train loss %.4f acc %.2f%%  test loss %.4f acc %.2f%%  %.0f img/s  %.1f s", (long long)epoch,
            (long long)c->epochs, trr.loss, 100 * trr.acc, ter.loss, 100 * ter.acc, ips, trr.seconds);
     if (ter.n_inner) printf("  inner %.4f -> %.4f", ter.inner[0], ter.inner[ter.n_inner - 1]);
@@ -538,6 +540,7 @@ static int vis_log_line(ttt_ctx *ctx, void *user, const ttt_train_stats *st, cha
     json_num(buf, n, &u, "eval_seconds", ter.seconds);
     u += (size_t)snprintf(buf + u, u < n ? n - u : 0, "}");
     r->t = (tally){0}; /* the next epoch */
+    r->epoch_images = 0;
     return u < n ? TTT_OK : TTT_ERR;
 }
 

@@ -64,6 +64,16 @@ check '"$T" lm train $K --out C --resume 2>C.log && grep -q "resumed" C.log && [
 check 'cmp -s L/model.safetensors C/model.safetensors' "killed + resumed checkpoint is byte-identical to the uninterrupted run's"
 check 'diff <(settled L/metrics.jsonl) <(settled C/metrics.jsonl)' "and its metrics lines too (lines past the checkpoint were dropped)"
 
+# SIGINT (or SIGTERM): the step in flight finishes, a checkpoint is written, exit 130 with how to resume
+"$T" lm train $K --out S 2>S.log &
+pid=$!
+for i in $(seq 500); do [ -f S/model.safetensors ] && break; sleep 0.01; done
+kill -INT $pid 2>/dev/null
+wait $pid
+code=$?
+check '[ $code -eq 130 ] && grep -q "stopped at step .* --resume" S.log' "SIGINT: a checkpoint, exit 130 and how to resume (exit $code)"
+check '"$T" lm train $K --out S --resume 2>/dev/null && cmp -s L/model.safetensors S/model.safetensors && diff <(settled L/metrics.jsonl) <(settled S/metrics.jsonl)' \
+  "interrupted + resumed checkpoint and metrics are byte-identical to the uninterrupted run's"
 check '"$T" lm train $F --out B --resume --lr 1e-3 2>err.txt; [ $? -eq 2 ] && grep -q "lr .*checkpoint 0.002, now 0.001" err.txt' \
   "resume with other flags is refused, naming the setting"
 check '"$T" lm train $F --out A 2>err.txt; [ $? -eq 2 ] && grep -q "exists" err.txt' "an existing run is not overwritten without --resume"

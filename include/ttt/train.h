@@ -46,6 +46,7 @@ extern "C" {
 #endif
 
 enum { TTT_TRAIN_MAX_AUX = 8 };
+enum { TTT_TRAIN_ADAMW = 0, TTT_TRAIN_SGD = 1 }; /* ttt_train_config.optimizer */
 
 /* ttt_train_open / ttt_train_run results besides TTT_OK and TTT_ERR. */
 enum {
@@ -130,7 +131,7 @@ typedef struct {
     int resume;                  /* 1: continue DIR's run; 0: start one (refused if DIR holds a checkpoint) */
 
     /* the step */
-    int optimizer;          /* 0 AdamW, 1 SGD */
+    int optimizer;          /* TTT_TRAIN_ADAMW (0) or TTT_TRAIN_SGD */
     ttt_optim_config optim; /* lr here is unused: the schedule gives each step's */
     double lr, min_lr;      /* peak and floor of warmup + cosine */
     int64_t warmup, steps;  /* schedule length = the run's steps */
@@ -163,7 +164,9 @@ typedef struct {
 
 typedef struct ttt_trainer ttt_trainer;
 
-/* Creates the optimizer and either resumes DIR's run (settings checked,
+/* The model and config are copied, but what their pointers point to (parameters,
+ * names, meta strings, user data) must stay valid until ttt_train_close.
+ * Creates the optimizer and either resumes DIR's run (settings checked,
  * parameters, optimizer state, step and running state loaded, metrics
  * truncated to the checkpoint's step) or starts one (the directory and an
  * empty metrics file). The context's parameters are the model's. Returns
