@@ -5,10 +5,13 @@
  *      to a requested input ("relevant") and lists them in topological order;
  *   2. the list is walked backwards, calling each node's VJP. VJPs are written
  *      with ordinary ops, so with create_graph the gradient is itself a graph.
- * Per-call bookkeeping (each tensor's gradient so far and flags) lives in a
- * table owned by the call. A call may happen while another is in phase 2 (a
- * checkpoint's VJP differentiates its recomputed function); each has its own
- * table. Node fields (visit, relevant) are read only in phase 1.
+ * Per-call bookkeeping lives with the call, not in ttt_tensor: the gradients
+ * of the outputs of the nodes it walks sit in the call's slot array, found
+ * through the node (node->grad_slot + out_index, next to fields the walk reads
+ * anyway); the requested inputs' gradients sit in a small table keyed by the
+ * tensor. A call may happen while another is in phase 2 (a checkpoint's VJP
+ * differentiates its recomputed function): every node a call stamps has its
+ * fields saved and restored when the call ends.
  *
  * This file sits above the ops (it accumulates gradients with ttt_add and
  * VJPs call ops); recording the graph sits below them, in src/core/record.c.
@@ -19,18 +22,12 @@
 
 #include "core/internal.h"
 
-enum { AD_TARGET = 1, AD_RELEVANT = 2 };
+/* ---- the requested inputs: a small table from tensor to gradient -------------------- */
 
-/* ---- per-call state: a table from tensor to its gradient and flags -------------- */
-
-/* Each grad call keeps its own table, so a call made inside another one's VJP
- * (a checkpoint recomputing its function) needs nothing saved or restored,
- * and the public ttt_tensor carries no autodiff scratch. Open addressing on
- * the tensor's address; grows at half full. */
+/* Open addressing on the tensor's address; grows at half full. */
 typedef struct {
     const ttt_tensor *t; /* NULL: empty slot */
     ttt_tensor *grad;
-    int flags;
 } ad_entry;
 
 typedef struct {
@@ -75,7 +72,7 @@ static ad_entry *ad_get(ad_table *a, const ttt_tensor *t) {
     if (2 * (a->n + 1) > a->cap && ad_grow(a) != TTT_OK) return NULL;
     size_t i = ad_hash(t, a->cap);
     while (a->e[i].t) i = (i + 1) & (a->cap - 1);
-    a->e[i] = (ad_entry){t, NULL, 0};
+    a->e[i] = (ad_entry){t, NULL};
     a->n++;
     return &a->e[i];
 }
@@ -99,13 +96,23 @@ static int vec_push(vec *a, const void *x) {
     return TTT_OK;
 }
 
+/* A node's traversal fields as they were before a call stamped it. */
+typedef struct {
+    ttt_node *node;
+    uint64_t visit;
+    int state;
+    bool relevant;
+    int64_t grad_slot;
+} saved_node;
+
 typedef struct {
     ttt_ctx *ctx;
     uint64_t stamp;
-    ad_table ad;      /* tensor -> gradient, flags */
-    ad_table targets; /* the requested inputs only: small, so phase 1's many lookups stay in cache */
-    vec order;  /* ttt_node*, post-order = inputs before consumers */
-    vec stack;  /* dfs_frame */
+    ad_table targets; /* the requested inputs and their gradients */
+    vec order;        /* ttt_node*, post-order = inputs before consumers */
+    vec stack;        /* dfs_frame */
+    vec saved;        /* saved_node, restored when the call ends */
+    ttt_tensor **slots; /* gradients of the outputs of the nodes in order */
     bool stop_at_inputs;
 } grad_call;
 
@@ -113,11 +120,6 @@ typedef struct {
     ttt_node *node;
     int next;
 } dfs_frame;
-
-static int flags_of(const grad_call *gc, const ttt_tensor *t) {
-    const ad_entry *e = ad_find(&gc->ad, t);
-    return e ? e->flags : 0;
-}
 
 static bool is_target(const grad_call *gc, const ttt_tensor *t) { return ad_find(&gc->targets, t) != NULL; }
 
@@ -128,43 +130,54 @@ static ttt_node *child_node(const grad_call *gc, const ttt_tensor *t) {
     return t->node;
 }
 
-/* Does a gradient reaching tensor t matter to the call? Phase 1 reads node
- * fields; phase 2 reads only tensor flags, because a nested call (a
- * checkpoint's VJP) may walk the same nodes and overwrite their fields. */
+/* Stamp node nd for this call, first saving its fields for the restore. */
+static int stamp_node(grad_call *gc, ttt_node *nd) {
+    saved_node s = {nd, nd->visit, nd->state, nd->relevant, nd->grad_slot};
+    if (vec_push(&gc->saved, &s) != TTT_OK) return TTT_ERR;
+    nd->visit = gc->stamp;
+    nd->state = 1;
+    nd->relevant = false;
+    nd->grad_slot = -1;
+    return TTT_OK;
+}
+
+/* Does a gradient reaching tensor t matter to the call (phase 1)? */
 static bool tensor_relevant(const grad_call *gc, const ttt_tensor *t) {
     if (is_target(gc, t)) return true;
     ttt_node *c = child_node(gc, t);
     return c && c->visit == gc->stamp && c->relevant;
 }
 
-static bool tensor_relevant_flag(const grad_call *gc, const ttt_tensor *t) {
-    return (flags_of(gc, t) & (AD_TARGET | AD_RELEVANT)) != 0;
+/* Where tensor t's gradient is kept in this call (phase 2), or NULL when no
+ * gradient reaching t matters: a requested input's in the table; an output of
+ * a node in the order in that node's slots. */
+static ttt_tensor **grad_ref(const grad_call *gc, const ttt_tensor *t) {
+    if (gc->targets.n) {
+        ad_entry *e = ad_find(&gc->targets, t);
+        if (e) return &e->grad;
+    }
+    const ttt_node *nd = t->node;
+    if (!nd || nd->visit != gc->stamp || nd->grad_slot < 0) return NULL;
+    return &gc->slots[nd->grad_slot + t->out_index];
 }
 
-/* Freeze phase 1's verdicts into the call's own table. */
-static int mark_relevant_outputs(grad_call *gc) {
+/* Give the outputs of the nodes in the order their gradient slots. */
+static int assign_slots(grad_call *gc) {
     ttt_node **order = gc->order.v;
-    size_t want = gc->ad.n;
-    for (size_t k = 0; k < gc->order.n; k++) want += (size_t)(order[k]->n_out + order[k]->n_in);
-    while (gc->ad.cap < 2 * want) /* sized once: the inputs of relevant nodes get gradients too */
-        if (ad_grow(&gc->ad) != TTT_OK) return TTT_ERR;
-    for (size_t k = 0; k < gc->order.n; k++)
-        for (int j = 0; j < order[k]->n_out; j++) {
-            ttt_tensor *t = order[k]->out[j];
-            if (gc->stop_at_inputs && is_target(gc, t)) continue;
-            ad_entry *e = ad_get(&gc->ad, t);
-            if (!e) return TTT_ERR;
-            e->flags |= AD_RELEVANT;
-        }
-    return TTT_OK;
+    int64_t n = 0;
+    for (size_t k = 0; k < gc->order.n; k++) {
+        order[k]->grad_slot = n;
+        n += order[k]->n_out;
+    }
+    gc->slots = calloc((size_t)n + 1, sizeof *gc->slots);
+    return gc->slots ? TTT_OK : TTT_ERR;
 }
 
 static int topo_sort(grad_call *gc, int n_out, ttt_tensor *const *outputs) {
     for (int o = 0; o < n_out; o++) {
         ttt_node *root = child_node(gc, outputs[o]);
         if (!root || root->visit == gc->stamp) continue;
-        root->visit = gc->stamp;
-        root->state = 1;
+        if (stamp_node(gc, root) != TTT_OK) return TTT_ERR;
         dfs_frame f = {root, 0};
         if (vec_push(&gc->stack, &f) != TTT_OK) return TTT_ERR;
         while (gc->stack.n) {
@@ -173,8 +186,7 @@ static int topo_sort(grad_call *gc, int n_out, ttt_tensor *const *outputs) {
             if (top->next < nd->n_in) {
                 ttt_node *c = child_node(gc, nd->in[top->next++]);
                 if (c && c->visit != gc->stamp) {
-                    c->visit = gc->stamp;
-                    c->state = 1;
+                    if (stamp_node(gc, c) != TTT_OK) return TTT_ERR;
                     dfs_frame cf = {c, 0};
                     if (vec_push(&gc->stack, &cf) != TTT_OK) return TTT_ERR;
                 }
@@ -200,14 +212,22 @@ static int accumulate(grad_call *gc, ttt_tensor *t, ttt_tensor *g, const char *o
                               ttt_dtype_name(g->dtype), ttt_shape_str(g, a, sizeof a), ttt_dtype_name(t->dtype),
                               ttt_shape_str(t, b, sizeof b));
     }
-    ad_entry *e = ad_get(&gc->ad, t);
-    if (!e) return ttt__set_error(ctx, "autodiff: out of host memory");
-    e->grad = e->grad ? ttt_add(ctx, e->grad, g) : g;
-    return e->grad ? TTT_OK : TTT_ERR;
+    ttt_tensor **ref = grad_ref(gc, t);
+    if (!ref) return TTT_OK; /* nothing reads it (e.g. an output that no requested input reaches) */
+    *ref = *ref ? ttt_add(ctx, *ref, g) : g;
+    return *ref ? TTT_OK : TTT_ERR;
 }
 
 static void grad_call_free(grad_call *gc) {
-    free(gc->ad.e);
+    saved_node *s = gc->saved.v;
+    for (size_t i = gc->saved.n; i-- > 0;) {
+        s[i].node->visit = s[i].visit;
+        s[i].node->state = s[i].state;
+        s[i].node->relevant = s[i].relevant;
+        s[i].node->grad_slot = s[i].grad_slot;
+    }
+    free(gc->saved.v);
+    free(gc->slots);
     free(gc->targets.e);
     free(gc->order.v);
     free(gc->stack.v);
@@ -235,14 +255,13 @@ static int backprop(grad_call *gc, int n_out, ttt_tensor *const *outputs, ttt_te
         ttt_node *nd = order[k];
         bool any = false;
         for (int j = 0; j < nd->n_out; j++) {
-            ttt_tensor *t = nd->out[j];
-            const ad_entry *e = ad_find(&gc->ad, t);
-            gout[j] = e ? e->grad : NULL;
+            ttt_tensor *const *ref = grad_ref(gc, nd->out[j]);
+            gout[j] = ref ? *ref : NULL;
             any |= gout[j] != NULL;
         }
         if (!any) continue;
         for (int i = 0; i < nd->n_in; i++) {
-            needs[i] = tensor_relevant_flag(gc, nd->in[i]);
+            needs[i] = grad_ref(gc, nd->in[i]) != NULL;
             gin[i] = NULL;
         }
         if (nd->vjp(ctx, nd, gout, needs, gin) != TTT_OK) {
@@ -264,14 +283,12 @@ int ttt__grad(ttt_ctx *ctx, int n_out, ttt_tensor *const *outputs, ttt_tensor *c
     grad_call gc = {.ctx = ctx, .stamp = ++ctx->stamp, .stop_at_inputs = stop_at_inputs};
     gc.order.elem = sizeof(ttt_node *);
     gc.stack.elem = sizeof(dfs_frame);
+    gc.saved.elem = sizeof(saved_node);
     int rc = TTT_OK;
-    for (int i = 0; i < n_in && rc == TTT_OK; i++) {
-        ad_entry *e = ad_get(&gc.ad, inputs[i]);
-        if (e && ad_get(&gc.targets, inputs[i])) e->flags |= AD_TARGET;
-        else rc = TTT_ERR;
-    }
+    for (int i = 0; i < n_in && rc == TTT_OK; i++)
+        if (!ad_get(&gc.targets, inputs[i])) rc = TTT_ERR;
     if (rc == TTT_OK) rc = topo_sort(&gc, n_out, outputs);
-    if (rc == TTT_OK) rc = mark_relevant_outputs(&gc);
+    if (rc == TTT_OK) rc = assign_slots(&gc);
     if (rc != TTT_OK && !ctx->err[0]) ttt__set_error(ctx, "autodiff: out of host memory");
 
     int saved_depth = ctx->no_grad_depth;
@@ -279,7 +296,7 @@ int ttt__grad(ttt_ctx *ctx, int n_out, ttt_tensor *const *outputs, ttt_tensor *c
     if (rc == TTT_OK) rc = backprop(&gc, n_out, outputs, grad_outputs);
     if (rc == TTT_OK) {
         for (int i = 0; i < n_in; i++) {
-            const ad_entry *e = ad_find(&gc.ad, inputs[i]);
+            const ad_entry *e = ad_find(&gc.targets, inputs[i]);
             ttt_tensor *g = e ? e->grad : NULL;
             grads[i] = g ? g : ttt_zeros_like(ctx, inputs[i]);
             if (!grads[i]) rc = TTT_ERR;
@@ -327,14 +344,17 @@ int ttt_grad(ttt_ctx *ctx, int n_outputs, ttt_tensor *const *outputs, ttt_tensor
 
 /* ---- backward into persistent parameters -------------------------------------------- */
 
+/* The persistent parameters root depends on. Stamps nodes like a grad call,
+ * and restores them the same way (a backward could run inside a VJP). */
 static int collect_params(ttt_ctx *ctx, ttt_tensor *root, vec *params) {
-    uint64_t stamp = ++ctx->stamp;
+    grad_call gc = {.ctx = ctx, .stamp = ++ctx->stamp};
+    gc.saved.elem = sizeof(saved_node);
     vec stack = {.elem = sizeof(ttt_node *)};
     ad_table seen = {0}; /* parameters found so far */
     int rc = TTT_OK;
     if (root->node) {
-        root->node->visit = stamp;
-        rc = vec_push(&stack, &root->node);
+        rc = stamp_node(&gc, root->node);
+        if (rc == TTT_OK) rc = vec_push(&stack, &root->node);
     } else if (root->persistent && root->requires_grad) {
         rc = vec_push(params, &root);
     }
@@ -344,9 +364,9 @@ static int collect_params(ttt_ctx *ctx, ttt_tensor *root, vec *params) {
             ttt_tensor *t = nd->in[i];
             if (!t->requires_grad) continue;
             if (t->node) {
-                if (t->node->visit != stamp) {
-                    t->node->visit = stamp;
-                    rc = vec_push(&stack, &t->node);
+                if (t->node->visit != gc.stamp) {
+                    rc = stamp_node(&gc, t->node);
+                    if (rc == TTT_OK) rc = vec_push(&stack, &t->node);
                 }
             } else if (t->persistent && !ad_find(&seen, t)) {
                 rc = ad_get(&seen, t) ? vec_push(params, &t) : TTT_ERR;
@@ -355,6 +375,7 @@ static int collect_params(ttt_ctx *ctx, ttt_tensor *root, vec *params) {
     }
     free(stack.v);
     free(seen.e);
+    grad_call_free(&gc);
     return rc;
 }
 

@@ -48,9 +48,13 @@ struct ttt_node {
     int64_t iattr[TTT_NODE_IATTR];
     double fattr[TTT_NODE_FATTR];
     void *pattr[2];
+    /* traversal scratch of the grad call whose stamp is in visit (autodiff/grad.c
+     * saves and restores them, so a call nested in another's VJP leaves the
+     * outer call's values as they were) */
     uint64_t visit;             /* traversal stamp */
     int state;                  /* traversal: 1 on stack, 2 done */
     bool relevant;
+    int64_t grad_slot;          /* the call's gradient slots of out[0..n_out) start here */
 };
 
 struct ttt_ctx {

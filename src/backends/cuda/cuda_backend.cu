@@ -134,7 +134,10 @@ static int cu_graph_begin(ttt_backend_state *self) {
         ttt_backend_error("out of host memory (graph)");
         return TTT_ERR;
     }
-    cudaError_t e = cudaStreamBeginCapture(D->stream, cudaStreamCaptureModeGlobal);
+    /* Thread-local: calls that cannot be captured are refused on this thread
+     * only, so contexts driven by other host threads (other GPUs) keep working
+     * while this one records. */
+    cudaError_t e = cudaStreamBeginCapture(D->stream, cudaStreamCaptureModeThreadLocal);
     if (e != cudaSuccess) {
         free(g);
         ttt_backend_error("cudaStreamBeginCapture failed: %s", cudaGetErrorString(e));
