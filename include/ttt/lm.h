@@ -1,5 +1,5 @@
 /* ttt/lm.h: the decoder-only Transformer language model that TTT-E2E and the
- * TTT layers stand on (SPEC §3's baseline): full-causal or sliding-window
+ * TTT layers stand on (the baseline of docs/design.md §3): full-causal or sliding-window
  * attention, RoPE, QK-norm, pre- and post-RMSNorm around every sublayer,
  * SwiGLU MLPs, tied embeddings.
  *
@@ -62,13 +62,13 @@ typedef struct {
     int64_t prime_blocks; /* 0..depth: the last prime_blocks blocks get a prime MLP (TTT-E2E's slot) */
     int64_t prime_hidden; /* F' (0: use mlp_hidden) */
     int qk_norm;          /* 1: RMSNorm on q and k per head (default) */
-    double rope_theta;    /* 10000 default; 500000 at SPEC scale */
+    double rope_theta;    /* 10000 default; 500000 at the TTT-E2E paper's scale */
     double norm_eps;      /* RMSNorm eps, 1e-6 */
     double init_std;      /* 0.02 */
 } ttt_lm_config;
 
 /* Presets by name: "tiny" (D 64, 2 blocks, 4 heads, F 172: CPU tests and
- * demos), "small" (D 256, 4 blocks, 4 heads, F 688), "125m" (SPEC: D 768, 12
+ * demos), "small" (D 256, 4 blocks, 4 heads, F 688), "125m" (the paper's: D 768, 12
  * blocks, 12 heads, F 2048). vocab is the tokenizer's size; the others take
  * the defaults above (full attention, no prime MLPs, qk_norm 1, theta 10000).
  * TTT_ERR (with a message in err) for an unknown name. */
