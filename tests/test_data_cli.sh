@@ -65,6 +65,7 @@ check '"$T" tokenizer encode --dir tok --input small.txt >ids_dir.txt 2>err.txt 
 check '"$T" tokenizer encode --tokenizer tok --dir tok --input small.txt 2>err.txt; [ $? -eq 2 ] && grep -q "give one tokenizer" err.txt' "two tokenizers: usage error"
 check '"$T" tokenizer encode --tokenizer nope --input small.txt 2>err.txt; [ $? -eq 1 ] && grep -q "nope" err.txt && grep -q "data/gpt2-tokenizer" err.txt' "a missing tokenizer is named, with where to get one"
 check '"$T" tokenizer --help | grep -q -- "--tokenizer PATH"' "tokenizer help shows --tokenizer"
+check '"$T" tokenizer encode --tokenizer tok </dev/null >e.ids 2>err.txt && [ "$(cat e.ids)" = "" ] && "$T" tokenizer decode --tokenizer tok <e.ids >e.back 2>>err.txt && [ ! -s e.back ] && ! grep -q "runtime error" err.txt' "empty text encodes to no ids and back"
 if [ -n "$SRC" ]; then
   check 'echo "Hello world<|endoftext|>" | "$T" tokenizer encode --tokenizer "$SRC/data/gpt2-tokenizer" | grep -qx "15496 995 50256 198"' "the shipped GPT-2 files (data/gpt2-tokenizer) encode as GPT-2 does"
   check 'echo "Hello world<|endoftext|>" | "$T" tokenizer encode --tokenizer "$SRC/tests/fixtures/tokenizer/gpt2_tokenizer.json" | grep -qx "15496 995 50256 198"' "--tokenizer FILE.json: the same ids"
