@@ -137,7 +137,7 @@ typedef struct {
 
 typedef struct {
     ttt_shard_writer *w;
-    int64_t split, min_doc, max_doc, docs, short_docs, long_docs, tokens;
+    int64_t split, min_doc, max_doc, docs, short_docs, long_docs, empty_docs, tokens;
 } sink;
 
 /* One document (pieces of at most split tokens), dropping pieces outside [min_doc, max_doc]. */
@@ -236,12 +236,15 @@ static int prepare(const prep_opts *o, int n_inputs, char **inputs) {
             }
             doc = d, doc_cap = c;
         }
-        memcpy(doc + doc_len, ids.ids, ids.n * sizeof *doc);
+        /* an empty file encodes to no ids and a NULL array: memcpy must not see it */
+        if (ids.n) memcpy(doc + doc_len, ids.ids, ids.n * sizeof *doc);
         doc_len += ids.n;
         ttt_token_ids_free(&ids);
         /* a document ends here unless the next file continues the same folder group */
         const int ends = !o->concat_dirs || i + 1 == files.n || strcmp(groups.v[i], groups.v[i + 1]) != 0;
-        if (ends) {
+        if (ends && doc_len == 0) {
+            s.empty_docs++; /* an empty file (or folder of empty files) is no document, not a lone end-of-text */
+        } else if (ends) {
             if (eot >= 0) doc[doc_len++] = eot;
             if (emit(&s, doc, (int64_t)doc_len) < 0) rc = 1;
             doc_len = 0;
@@ -256,8 +259,8 @@ static int prepare(const prep_opts *o, int n_inputs, char **inputs) {
     if (!o->quiet) fprintf(stderr, "\n");
     free(doc);
     if (rc == 0 && s.docs == 0) {
-        fprintf(stderr, "ttt data prepare: every document (%lld) was outside --min-doc-tokens / --max-doc-tokens; nothing written\n",
-                (long long)(s.short_docs + s.long_docs));
+        fprintf(stderr, "ttt data prepare: no document to write: %lld empty, %lld outside --min-doc-tokens / --max-doc-tokens; nothing written\n",
+                (long long)s.empty_docs, (long long)(s.short_docs + s.long_docs));
         rc = 1;
     }
     if (rc) ttt_shard_writer_abort(s.w);
@@ -275,6 +278,7 @@ static int prepare(const prep_opts *o, int n_inputs, char **inputs) {
                (double)bytes / 1e6 / (secs + 1e-9));
         if (o->min_doc > 0) printf("; dropped %lld shorter than %lld tokens", (long long)s.short_docs, (long long)o->min_doc);
         if (o->max_doc > 0) printf("; dropped %lld longer than %lld tokens", (long long)s.long_docs, (long long)o->max_doc);
+        if (s.empty_docs) printf("; skipped %lld empty", (long long)s.empty_docs);
         printf("\n");
     }
     ttt_tokenizer_free(tok);

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 
 #include "cli.h"
@@ -20,8 +21,10 @@ static void usage(FILE *f) {
             "       ttt tokenizer encode TOKENIZER [--input FILE] [--special TOK]... [--no-special] [--stats]\n"
             "                            [--repeat K]          < text   > ids\n"
             "       ttt tokenizer decode TOKENIZER [--input FILE] [--skip-special]   < ids    > text\n"
-            "TOKENIZER is --vocab vocab.json --merges merges.txt (GPT-2 files), --dir DIR (DIR/vocab.json and\n"
-            "DIR/merges.txt, as train writes them) or --tokenizer-json tokenizer.json (Hugging Face).\n"
+            "TOKENIZER is --tokenizer PATH, as in `ttt data prepare` and `ttt lm generate`: a folder with\n"
+            "vocab.json + merges.txt (GPT-2's files, e.g. data/gpt2-tokenizer, or what train writes) or a\n"
+            "Hugging Face tokenizer.json file; or --vocab FILE --merges FILE for two files named one by one.\n"
+            "(--dir DIR and --tokenizer-json FILE, the older spellings of --tokenizer, still work with a note.)\n"
             "\n"
             "train     learns byte-level BPE merges (GPT-2 pre-tokenization) until the vocabulary has N tokens\n"
             "          (256 bytes + merges + special tokens) and writes DIR/vocab.json and DIR/merges.txt\n"
@@ -50,34 +53,45 @@ static char *read_input(const char *path, size_t *len) {
 }
 
 typedef struct {
-    const char *vocab, *merges, *json, *dir, *input;
+    const char *vocab, *merges, *tokenizer, *input;
     const char *special[MAX_SPECIAL];
     int n_special, no_special, stats, skip_special, quiet;
     int64_t repeat;
 } opts;
 
+#define TOKENIZER_HINT "GPT-2's files ship in data/gpt2-tokenizer; `ttt tokenizer train` makes new ones"
+
 static int load(const opts *o, ttt_tokenizer **tok) {
     char err[512];
     char vbuf[4096], mbuf[4096];
-    const char *vocab = o->vocab, *merges = o->merges;
-    int sources = (o->json != NULL) + (o->dir != NULL) + (o->vocab || o->merges);
-    if (sources != 1 || (!o->json && !o->dir && !(vocab && merges))) {
-        fprintf(stderr, "ttt tokenizer: give one tokenizer: --vocab F --merges F, --dir DIR or --tokenizer-json F\n");
+    const char *vocab = o->vocab, *merges = o->merges, *json = NULL;
+    int sources = (o->tokenizer != NULL) + (o->vocab || o->merges);
+    if (sources != 1 || (!o->tokenizer && !(vocab && merges))) {
+        fprintf(stderr, "ttt tokenizer: give one tokenizer: --tokenizer PATH, or --vocab FILE --merges FILE\n");
         return 2;
     }
-    if (o->dir) {
-        snprintf(vbuf, sizeof vbuf, "%s/vocab.json", o->dir);
-        snprintf(mbuf, sizeof mbuf, "%s/merges.txt", o->dir);
-        vocab = vbuf;
-        merges = mbuf;
+    if (o->tokenizer) { /* a folder of GPT-2 files, or a tokenizer.json: the same rule as cli_load_tokenizer */
+        struct stat st;
+        if (stat(o->tokenizer, &st) != 0) {
+            fprintf(stderr, "ttt tokenizer: --tokenizer %s: %s (" TOKENIZER_HINT ")\n", o->tokenizer, strerror(errno));
+            return 1;
+        }
+        if (S_ISDIR(st.st_mode)) {
+            snprintf(vbuf, sizeof vbuf, "%s/vocab.json", o->tokenizer);
+            snprintf(mbuf, sizeof mbuf, "%s/merges.txt", o->tokenizer);
+            vocab = vbuf;
+            merges = mbuf;
+        } else {
+            json = o->tokenizer;
+        }
     }
-    int rc = o->json ? ttt_tokenizer_load_json(o->json, tok, err, sizeof err)
-                     : ttt_tokenizer_load_gpt2(vocab, merges, tok, err, sizeof err);
+    int rc = json ? ttt_tokenizer_load_json(json, tok, err, sizeof err)
+                  : ttt_tokenizer_load_gpt2(vocab, merges, tok, err, sizeof err);
     if (rc) {
-        fprintf(stderr, "ttt tokenizer: %s\n", err);
+        fprintf(stderr, "ttt tokenizer: %s%s\n", err, strstr(err, "cannot open") ? " (" TOKENIZER_HINT ")" : "");
         return 1;
     }
-    if (!o->json && !o->no_special && ttt_tokenizer_piece_id(*tok, DEFAULT_SPECIAL, strlen(DEFAULT_SPECIAL)) >= 0 &&
+    if (!json && !o->no_special && ttt_tokenizer_piece_id(*tok, DEFAULT_SPECIAL, strlen(DEFAULT_SPECIAL)) >= 0 &&
         ttt_tokenizer_add_special(*tok, DEFAULT_SPECIAL, NULL, err, sizeof err)) {
         fprintf(stderr, "ttt tokenizer: %s\n", err);
         return 1;
@@ -279,10 +293,16 @@ int cmd_tokenizer(int argc, char **argv) {
             o.vocab = argv[++i];
         } else if (!train && !strcmp(a, "--merges") && has_value) {
             o.merges = argv[++i];
-        } else if (!train && !strcmp(a, "--dir") && has_value) {
-            o.dir = argv[++i];
-        } else if (!train && !strcmp(a, "--tokenizer-json") && has_value) {
-            o.json = argv[++i];
+        } else if (!train && (!strcmp(a, "--tokenizer") || !strcmp(a, "--dir") || !strcmp(a, "--tokenizer-json")) &&
+                   has_value) {
+            if (o.tokenizer) {
+                fprintf(stderr, "ttt tokenizer: give one tokenizer (%s after --tokenizer %s)\n", a, o.tokenizer);
+                return 2;
+            }
+            if (strcmp(a, "--tokenizer")) /* the older spellings: one flag for a tokenizer everywhere now */
+                fprintf(stderr, "ttt tokenizer: note: %s is deprecated; use --tokenizer %s (the same flag as data prepare and lm generate)\n",
+                        a, argv[i + 1]);
+            o.tokenizer = argv[++i];
         } else if ((train || encode) && !strcmp(a, "--special") && has_value) {
             if (o.n_special == MAX_SPECIAL || !argv[i + 1][0]) {
                 fprintf(stderr, "ttt tokenizer: --special: at most %d, none empty\n", MAX_SPECIAL);

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Language-model corpora from Debian packages and ../shared/data, as token
+# Language-model corpora from a Debian package and the repository's data/, as token
 # shards (docs/shards.md). Installs linux-source-6.1 if missing (about 139 MB),
 # extracts its Documentation/ into OUT, then writes with the GPT-2 tokenizer:
 #   OUT/longdocs.bin  held-out long documents: one document per folder (its own
@@ -11,18 +11,32 @@
 #   OUT/train.bin     training text: every other Documentation file (.rst, .txt;
 #                     pieces of at most 65536 tokens) and tinyshakespeare
 # The two sets share no file. Takes about ten seconds after the download.
-# Without the GPT-2 files (a machine without ../shared/data) a 16384-token BPE
-# tokenizer is trained on the training files into OUT/tokenizer and used instead.
-# usage: scripts/get-corpus.sh [OUT=data/lm] [TOKENIZER=../shared/data/gpt2-tokenizer]
+# The GPT-2 tokenizer and tinyshakespeare ship in data/ (see their README.md files).
+# TOKENIZER=none trains a 16384-token BPE tokenizer on the training files into
+# OUT/tokenizer and uses it instead.
+# usage: scripts/get-corpus.sh [OUT=data/lm] [TOKENIZER=data/gpt2-tokenizer|none]
 #   env: TTT=path/to/ttt (default: BUILD/ttt, brought up to date first),
 #        BUILD=build folder (default build/release), SHAKESPEARE=path/to/input.txt
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-data/lm}
-TOK=${2:-../shared/data/gpt2-tokenizer}
-SHAKE=${SHAKESPEARE:-../shared/data/tinyshakespeare/input.txt}
+TOK=${2:-data/gpt2-tokenizer}
+SHAKE=${SHAKESPEARE:-data/tinyshakespeare/input.txt}
 BUILD=${BUILD:-build/release}
 TAR=/usr/src/linux-source-6.1.tar.xz
+# the files this needs besides the package, checked before the download
+if [ ! -f "$SHAKE" ]; then
+  echo "get-corpus: missing $SHAKE (tinyshakespeare ships in data/tinyshakespeare/input.txt; git checkout -- data/ restores it)" >&2
+  exit 1
+fi
+if [ "$TOK" != none ]; then
+  for f in vocab.json merges.txt; do
+    if [ ! -f "$TOK/$f" ]; then
+      echo "get-corpus: missing $TOK/$f (the GPT-2 tokenizer ships in data/gpt2-tokenizer; git checkout -- data/ restores it, or pass TOKENIZER=none to train one)" >&2
+      exit 1
+    fi
+  done
+fi
 if [ ! -f "$TAR" ]; then
   SUDO=$([ "$(id -u)" = 0 ] || echo sudo)
   $SUDO apt-get install -y -q linux-source-6.1
@@ -43,10 +57,9 @@ rm -rf "$OUT/train_src" && mkdir -p "$OUT/train_src"
 for d in "$D"/*; do
   case " $HELD " in *" $(basename "$d") "*) ;; *) ln -sfn "$(cd "$(dirname "$d")" && pwd)/$(basename "$d")" "$OUT/train_src/";; esac
 done
-inputs=("$OUT/train_src")
-[ -f "$SHAKE" ] && inputs+=("$SHAKE")
-if [ ! -f "$TOK/vocab.json" ]; then
-  echo "get-corpus: no GPT-2 tokenizer at $TOK (vocab.json + merges.txt); training one on the training files into $OUT/tokenizer" >&2
+inputs=("$OUT/train_src" "$SHAKE")
+if [ "$TOK" = none ]; then
+  echo "get-corpus: training a 16384-token tokenizer on the training files into $OUT/tokenizer" >&2
   TOK="$OUT/tokenizer"
   find -L "${inputs[@]}" -type f \( -name '*.rst' -o -name '*.txt' \) | LC_ALL=C sort | xargs -d '\n' cat >"$OUT/tokenizer-text.txt"
   "$T" tokenizer train --input "$OUT/tokenizer-text.txt" --vocab-size 16384 --out "$TOK" --quiet

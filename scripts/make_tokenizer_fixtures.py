@@ -6,7 +6,7 @@ Modes:
       Needs the `tokenizers` package (python3 -m venv /tmp/tokenv &&
       /tmp/tokenv/bin/pip install tokenizers). Builds a GPT-2 ByteLevel BPE
       tokenizer from DIR/gpt2-tokenizer/vocab.json + merges.txt (DIR defaults to
-      ../shared/data beside the repository) with <|endoftext|> as a special
+      the repository's data/ folder) with <|endoftext|> as a special
       token, and writes tests/fixtures/tokenizer/gpt2_reference.json: a list of
       {"text", "ids"} for varied texts. It also saves that tokenizer as
       tests/fixtures/tokenizer/gpt2_tokenizer.json when the file is under 3 MB.
@@ -199,7 +199,7 @@ def build_reference_tokenizer(data_dir):
     vocab, merges = os.path.join(d, "vocab.json"), os.path.join(d, "merges.txt")
     for p in (vocab, merges):
         if not os.path.exists(p):
-            sys.exit("missing %s (see ../shared/data/README.md)" % p)
+            sys.exit("missing %s: the repository ships it under data/gpt2-tokenizer (see its README.md; git checkout -- data/ restores it)" % p)
     tok = Tokenizer(models.BPE.from_file(vocab, merges))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
@@ -222,7 +222,7 @@ def write_fixtures(data_dir):
     out = {
         "generator": "scripts/make_tokenizer_fixtures.py",
         "tokenizers_version": tokenizers.__version__,
-        "tokenizer": "GPT-2 vocab.json + merges.txt (../shared/data/gpt2-tokenizer), ByteLevel "
+        "tokenizer": "GPT-2 vocab.json + merges.txt (data/gpt2-tokenizer), ByteLevel "
                      "pre-tokenizer (add_prefix_space false), <|endoftext|> special",
         "cases": cases,
     }
@@ -284,8 +284,8 @@ def check_cli(ttt, data_dir):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", default=os.path.join(os.path.dirname(ROOT), "shared", "data"),
-                    help="the shared data folder (default ../shared/data beside the repository)")
+    ap.add_argument("--data", default=os.path.join(ROOT, "data"),
+                    help="the folder with gpt2-tokenizer/ (default: the repository's data/)")
     ap.add_argument("--unicode-tables", action="store_true", help="write src/data/bpe_unicode.c")
     ap.add_argument("--check-cli", metavar="TTT", help="compare `TTT tokenizer encode` on every code point")
     a = ap.parse_args()

@@ -1,8 +1,9 @@
 /* Byte-level BPE tokenizer: pre-tokenization, BPE, training, save/load, and
  * exact agreement with the Hugging Face `tokenizers` library on reference
  * encodings (tests/fixtures/tokenizer/gpt2_reference.json, made by
- * scripts/make_tokenizer_fixtures.py) with the GPT-2 files from ../shared/data.
- * Tests that need ../shared/data print a note and skip when it is absent. */
+ * scripts/make_tokenizer_fixtures.py) with the GPT-2 files in data/gpt2-tokenizer,
+ * and training on data/tinyshakespeare. The repository ships both, so a missing
+ * file fails the test (TTT_DATA_DIR points it at another folder of that layout). */
 #define _GNU_SOURCE 1
 #include <dirent.h>
 #include <stdio.h>
@@ -19,7 +20,7 @@
 #include <json-c/json.h>
 #endif
 
-static char root[4096], shared[4096];
+static char root[4096], data_dir[4096];
 
 /* snprintf into a char array, failing the test on truncation. */
 #define PATH(buf, ...)                                                                     \
@@ -42,9 +43,18 @@ static void find_paths(void) {
     char *p = strstr(root, "/tests/test_tokenizer.c");
     if (p) *p = 0;
     else PATH(root, ".");
-    const char *env = getenv("TTT_SHARED_DATA");
-    if (env && *env) PATH(shared, "%s", env);
-    else PATH(shared, "%s/../shared/data", root);
+    const char *env = getenv("TTT_DATA_DIR");
+    if (env && *env) PATH(data_dir, "%s", env);
+    else PATH(data_dir, "%s/data", root);
+}
+
+/* A data file the repository ships: present, or a failure that says where it comes from. */
+static int have_data_file(const char *path) {
+    struct stat st;
+    CHECK_MSG(stat(path, &st) == 0 && S_ISREG(st.st_mode),
+              "missing %s: the repository ships it under data/ (see data/*/README.md; `git checkout -- data/` restores it)",
+              path);
+    return stat(path, &st) == 0 && S_ISREG(st.st_mode);
 }
 
 #ifdef TTT_HAVE_JSONC
@@ -256,8 +266,8 @@ static void test_reference(void) {
     printf("note: built without json-c; skipping the reference encodings\n");
 #else
     char vocab[4200], merges[4200], fixture[4200], tj[4200], err[512];
-    PATH(vocab, "%s/gpt2-tokenizer/vocab.json", shared);
-    PATH(merges, "%s/gpt2-tokenizer/merges.txt", shared);
+    PATH(vocab, "%s/gpt2-tokenizer/vocab.json", data_dir);
+    PATH(merges, "%s/gpt2-tokenizer/merges.txt", data_dir);
     PATH(fixture, "%s/tests/fixtures/tokenizer/gpt2_reference.json", root);
     PATH(tj, "%s/tests/fixtures/tokenizer/gpt2_tokenizer.json", root);
     json_object *ref = json_object_from_file(fixture), *cases = NULL;
@@ -266,9 +276,7 @@ static void test_reference(void) {
         json_object_put(ref);
         return;
     }
-    if (!exists(vocab) || !exists(merges)) {
-        printf("note: %s not found (see ../shared/data/README.md); skipping the GPT-2 vocab/merges check\n", vocab);
-    } else {
+    if (have_data_file(vocab) && have_data_file(merges)) {
         ttt_tokenizer *tok = NULL;
         double t0 = now_s();
         int rc = ttt_tokenizer_load_gpt2(vocab, merges, &tok, err, sizeof err);
@@ -284,9 +292,8 @@ static void test_reference(void) {
             ttt_tokenizer_free(tok);
         }
     }
-    if (!exists(tj)) {
-        printf("note: %s absent (the generator writes it only under 3 MB); skipping tokenizer.json\n", tj);
-    } else {
+    CHECK_MSG(exists(tj), "missing %s: the repository ships it (scripts/make_tokenizer_fixtures.py makes it)", tj);
+    if (exists(tj)) {
         ttt_tokenizer *tok = NULL;
         int rc = ttt_tokenizer_load_json(tj, &tok, err, sizeof err);
         CHECK_MSG(rc == TTT_OK, "%s", err);
@@ -452,13 +459,11 @@ static void test_loaders(const char *tmp) {
 
 static void test_shakespeare(const char *tmp) {
     char corpus[4200], vocab[4200], merges[4200], err[512];
-    PATH(corpus, "%s/tinyshakespeare/input.txt", shared);
+    PATH(corpus, "%s/tinyshakespeare/input.txt", data_dir);
     size_t len;
-    char *text = read_whole(corpus, &len);
-    if (!text) {
-        printf("note: %s not found (see ../shared/data/README.md); skipping the training test\n", corpus);
-        return;
-    }
+    char *text = have_data_file(corpus) ? read_whole(corpus, &len) : NULL;
+    CHECK_MSG(text, "cannot read %s", corpus);
+    if (!text) return;
     const char *special[] = {"<|endoftext|>"};
     ttt_bpe_train_config cfg = {2000, special, 1, 0};
     const char *paths[] = {corpus};
@@ -505,9 +510,11 @@ static void test_shakespeare(const char *tmp) {
 
     /* GPT-2 encode throughput on the corpus (informational; docs/tokenizer.md) */
 #ifdef TTT_HAVE_JSONC
-    PATH(vocab, "%s/gpt2-tokenizer/vocab.json", shared);
-    PATH(merges, "%s/gpt2-tokenizer/merges.txt", shared);
-    if (ttt_tokenizer_load_gpt2(vocab, merges, &tok, err, sizeof err) == TTT_OK) {
+    PATH(vocab, "%s/gpt2-tokenizer/vocab.json", data_dir);
+    PATH(merges, "%s/gpt2-tokenizer/merges.txt", data_dir);
+    rc = ttt_tokenizer_load_gpt2(vocab, merges, &tok, err, sizeof err);
+    CHECK_MSG(rc == TTT_OK, "%s", err);
+    if (rc == TTT_OK) {
         ttt_token_ids ids = {0};
         t0 = now_s();
         CHECK(ttt_tokenizer_encode(tok, text, len, &ids, err, sizeof err) == TTT_OK);

@@ -1,4 +1,4 @@
-"""Loss by token position (the long-context curve of SPEC §3) from `ttt lm eval --out` files.
+"""Loss by token position (the long-context curve of docs/design.md §3) from `ttt lm eval --out` files.
 
     python3 bench/lm/plot_loss_by_position.py --out curve.png eval_full.jsonl eval_swa.jsonl \
         --label "full attention" --label "window 256"

@@ -1,4 +1,4 @@
-"""Pure-JAX reference of ttt's MTTT layer and ViT classifier (SPEC §1).
+"""Pure-JAX reference of ttt's MTTT layer and ViT classifier (docs/design.md §1).
 
 This computes the same functions, with the same parameter names and layouts,
 as include/ttt/mttt.h (src/layers/mttt.c) and include/ttt/vit.h

@@ -11,8 +11,10 @@
  * the fixed shapes. Also checks the tile-level masking decisions exactly.
  * No GPU needed:
  *   g++ -std=c++17 -O1 -fsanitize=address -I src/backends/cuda -I dev/cuda \
- *       dev/cuda/attention_bf16_emu_test.cpp -o /tmp/attn_bf16_emu && /tmp/attn_bf16_emu
- * (-DQUICK: a shorter sweep). */
+ *       dev/cuda/attention_bf16_emu_test.cpp -o /tmp/attn_bf16_emu && /tmp/attn_bf16_emu --size full
+ * --size ci (the default; or TTT_EMU_SIZE=ci|full) keeps every check but runs the other
+ * configurations on 4 of the fixed shapes and sweeps 24 shapes, so the CPU suite stays quick;
+ * --size full is the whole list (ctest emu_attention_bf16_full, label "slow"). */
 #include "emu.h"
 
 inline float *ATTN_SMEM() { return emu::g_smem.data(); }
@@ -20,6 +22,9 @@ inline float *ATTN_SMEM() { return emu::g_smem.data(); }
 #include "attention_bf16_variants.h"
 #include "attention_ref.h"
 
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
 #include <random>
 
 using attnbf::Params;
@@ -179,8 +184,33 @@ static int check_masks() {
     return bad;
 }
 
-int main() {
+static double seconds_since(std::chrono::steady_clock::time_point t0) {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+int main(int argc, char **argv) {
+    const char *size = getenv("TTT_EMU_SIZE");
+    if (!size || !*size) size = "ci";
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--size") && i + 1 < argc) size = argv[++i];
+        else {
+            fprintf(stderr, "usage: %s [--size ci|full]   (default ci, or TTT_EMU_SIZE)\n", argv[0]);
+            return 2;
+        }
+    }
+    const bool full = !strcmp(size, "full");
+    if (!full && strcmp(size, "ci")) {
+        fprintf(stderr, "%s: --size must be ci or full, not '%s'\n", argv[0], size);
+        return 2;
+    }
+    const auto t_start = std::chrono::steady_clock::now();
+    printf("size %s: %s\n", size,
+           full ? "every configuration on every fixed shape, 150 sweep shapes"
+                : "the launchers' configuration on every fixed shape, the others on 4 of them, 24 sweep shapes "
+                  "(--size full: all)");
     int failures = check_masks() != 0;
+    printf("     masks checked in %.1f s\n", seconds_since(t_start));
+    fflush(stdout);
     for (int d : {64, 128})
         for (Kind kd : {FWD, DKDV, DQ}) {
             int n = 0;
@@ -204,11 +234,16 @@ int main() {
     };
     std::vector<Case> cases(std::begin(fixed), std::end(fixed));
     const size_t n_fixed = cases.size();
-#ifdef QUICK
-    const int n_sweep = 40;
-#else
-    const int n_sweep = 150;
-#endif
+    /* --size ci: the fixed shapes on which every other configuration still runs: both head sizes,
+     * causal with and without a window, Tq != Tk, bidirectional, two heads */
+    const size_t ci_variant_shapes[] = {0, 5, 11, 12};
+    auto variants_here = [&](size_t ci) {
+        if (full) return true;
+        for (size_t k : ci_variant_shapes)
+            if (k == ci) return true;
+        return false;
+    };
+    const int n_sweep = full ? 150 : 24;
     for (const Case &c : sweep(n_sweep)) cases.push_back(c);
     std::mt19937 rng(7);
     std::normal_distribution<float> nd(0.f, 1.f);
@@ -216,6 +251,10 @@ int main() {
     for (size_t ci = 0; ci < cases.size(); ci++) {
         const Case &cs = cases[ci];
         const bool swept = ci >= n_fixed; /* the sweep runs the launchers' configuration only, quietly */
+        if (swept && ((ci - n_fixed) % 8 == 0 || ci + 1 == cases.size())) { /* progress: the sweep prints no lines */
+            printf("     sweep shape %zu/%d, %.0f s so far\n", ci - n_fixed + 1, n_sweep, seconds_since(t_start));
+            fflush(stdout);
+        }
         const ref::Shape &c = cs.s;
         const size_t nq = (size_t)c.bh * c.tq * c.d, nk = (size_t)c.bh * c.tk * c.d, nr = (size_t)c.bh * c.tq;
         /* inputs rounded to bf16; with unaligned, every input starts 1 element (2 bytes) in */
@@ -256,12 +295,13 @@ int main() {
         for (int i = 0; i < 5; i++) ok = ok && e[i] <= tol[i];
         failures += !ok;
         if (!swept || !ok)
-            printf("%s bh=%d tq=%d tk=%d d=%d causal=%d window=%lld%s (%s): out %.1e lse %.1e dq %.1e dk %.1e dv %.1e\n",
+            printf("%s bh=%d tq=%d tk=%d d=%d causal=%d window=%lld%s (%s): out %.1e lse %.1e dq %.1e dk %.1e dv %.1e"
+                   " [%.0f s]\n",
                    ok ? "ok  " : "FAIL", c.bh, c.tq, c.tk, c.d, c.causal, (long long)c.window,
                    cs.unaligned ? " unaligned" : "", small ? "small-grid set" : "large-grid set", e[0], e[1], e[2], e[3],
-                   e[4]);
+                   e[4], seconds_since(t_start));
         fflush(stdout);
-        if (swept) continue;
+        if (swept || !variants_here(ci)) continue;
         /* every other configuration of this head size; the backward ones from the launchers' out, lse, delta */
         p.o = out.data(), p.lse = lse.data(), p.delta = delta.data();
         for (Variant &vr : g_variants) {
@@ -299,12 +339,12 @@ int main() {
                    vr.mw, vr.tile, vr.minb, vr.hold ? "h" : "");
             continue;
         }
-        printf("     d=%-3d %-4s %dx%d/%-3d b%d%-2s worst over the fixed shapes: %s %.1e%s", vr.d, kind_name(vr.kind),
+        printf("     d=%-3d %-4s %dx%d/%-3d b%d%-2s worst over its shapes: %s %.1e%s", vr.d, kind_name(vr.kind),
                vr.nw, vr.mw, vr.tile, vr.minb, vr.hold ? "h" : "", vr.kind == FWD ? "out" : vr.kind == DKDV ? "dk" : "dq", vr.worst[0],
                vr.kind == DQ ? "\n" : "");
         if (vr.kind != DQ) printf(", %s %.1e\n", vr.kind == FWD ? "lse" : "dv", vr.worst[1]);
     }
-    printf("%s (%d kernel sets run; %d sweep shapes near tile edges)\n", failures ? "FAILED" : "all passed", runs,
-           n_sweep);
+    printf("%s (size %s: %d kernel sets run; %d sweep shapes near tile edges) in %.1f s\n",
+           failures ? "FAILED" : "all passed", size, runs, n_sweep, seconds_since(t_start));
     return failures != 0;
 }

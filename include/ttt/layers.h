@@ -1,6 +1,6 @@
 /* ttt/layers.h: learners that train at test time.
  *
- * The reconstruction learner is the core of MTTT (SPEC §1): a small MLP f with
+ * The reconstruction learner is the core of MTTT (docs/design.md §1): a small MLP f with
  * weights W (the "fast" state) takes gradient steps on a self-supervised
  * reconstruction loss over the tokens it is reading,
  *     l(W; X) = 1/(2n) sum_i || g(f(phi(x_i); W)) - x_i ||^2,

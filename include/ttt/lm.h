@@ -1,5 +1,5 @@
 /* ttt/lm.h: the decoder-only Transformer language model that TTT-E2E and the
- * TTT layers stand on (SPEC §3's baseline): full-causal or sliding-window
+ * TTT layers stand on (the baseline of docs/design.md §3): full-causal or sliding-window
  * attention, RoPE, QK-norm, pre- and post-RMSNorm around every sublayer,
  * SwiGLU MLPs, tied embeddings.
  *
@@ -63,7 +63,7 @@ typedef struct {
     int64_t prime_blocks; /* 0..depth: the last prime_blocks blocks get a prime MLP (TTT-E2E's slot) */
     int64_t prime_hidden; /* F' (0: use mlp_hidden) */
     int qk_norm;          /* 1: RMSNorm on q and k per head (default) */
-    double rope_theta;    /* 10000 default; 500000 at SPEC scale */
+    double rope_theta;    /* 10000 default; 500000 at the TTT-E2E paper's scale */
     double norm_eps;      /* RMSNorm eps, 1e-6 */
     double init_std;      /* 0.02 */
     /* TTT-E2E (prime_blocks > 0 and inner_chunk > 0, window > 0): the prime MLPs

@@ -1,4 +1,4 @@
-/* ttt/mttt.h: the MTTT sequence layer (SPEC §1; Sun, Li et al., "Learning to
+/* ttt/mttt.h: the MTTT sequence layer (docs/design.md §1; Sun, Li et al., "Learning to
  * (Learn at Test Time)", arXiv 2310.13807) and its attention baselines.
  *
  * X [B, n, D] -> Z [B, n, D] with H heads of size d = D / H. Non-causal: every

@@ -1,5 +1,5 @@
 /* ttt/vit.h: a ViT image classifier whose sequence layer is MTTT or one of its
- * attention baselines (SPEC §1; the paper's ViT setting, non-causal).
+ * attention baselines (docs/design.md §1; the paper's ViT setting, non-causal).
  *
  *   tokens [B, n, token_dim]
  *     -> x = tokens embed_w + embed_b                      [B, n, D]
