@@ -66,5 +66,6 @@ int cmd_tokenizer(int argc, char **argv);
 int cmd_vision(int argc, char **argv);
 int cmd_data(int argc, char **argv);
 int cmd_lm(int argc, char **argv);
+int cmd_serve(int argc, char **argv);
 
 #endif

@@ -14,6 +14,7 @@ static const struct {
     {"gradcheck", cmd_gradcheck, "check every op's gradient (order 1) and Hessian-vector product (order 2) in float64"},
     {"data", cmd_data, "token shards: prepare from text files or folders, inspect, verify"},
     {"lm", cmd_lm, "language models: train, eval (loss by position), generate"},
+    {"serve", cmd_serve, "an HTTP server for a language model: completions (streamed or not), sessions, state files"},
     {"tokenizer", cmd_tokenizer, "byte-level BPE: train on a corpus, encode text to ids, decode ids (GPT-2 / HF files)"},
 };
 
