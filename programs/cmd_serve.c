@@ -250,6 +250,7 @@ typedef struct job {
     /* a stream: SSE bytes made by the worker, sent by the connection thread */
     buf_t out;
     size_t sent;
+    int streaming; /* the stream has started (it may be done before the HTTP thread looks) */
     int cancelled; /* the client went away: stop generating */
 } job;
 
@@ -471,7 +472,7 @@ static void run_complete(job *j) {
     }
     if (j->stream) { /* the request is good: the HTTP thread starts the response */
         pthread_mutex_lock(&S.mu);
-        j->phase = PHASE_STREAMING, j->status = 200;
+        j->phase = PHASE_STREAMING, j->status = 200, j->streaming = 1;
         pthread_cond_broadcast(&j->cv);
         pthread_mutex_unlock(&S.mu);
     }
@@ -994,7 +995,7 @@ static enum MHD_Result run_job(struct MHD_Connection *c, job *j) {
     S.queued++;
     pthread_cond_broadcast(&S.cv);
     while (j->phase == PHASE_QUEUED) pthread_cond_wait(&j->cv, &S.mu);
-    if (j->phase == PHASE_STREAMING) {
+    if (j->streaming) {
         pthread_mutex_unlock(&S.mu);
         struct MHD_Response *rsp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 4096, stream_read, j, stream_free);
         if (!rsp) {
