@@ -4,6 +4,7 @@
   serve_client.py plain PORT            endpoints, completions, sessions, bad requests
   serve_client.py e2e PORT STATE_DIR    sessions of a TTT-E2E model, state files
   serve_client.py load PORT PID         concurrent clients; every request answered; RSS flat
+  serve_client.py shutdown PORT PID     SIGTERM while a stream is in flight: it still completes
 
 Prints "ok: ..." / "FAILED: ..." lines; exits 1 if anything failed. Loopback
 only; every loop is bounded and every socket has a timeout.
@@ -331,6 +332,30 @@ def load(port, pid, threads=8, per_thread=5, rounds=4, margin=0.10, budget_s=240
     check(status == 200 and h["queued"] == 0, "the server is up and idle after the load")
 
 
+def shutdown(port, pid):
+    """Sends SIGTERM to the server once the first event of a long stream has
+    arrived (so the stream is surely in flight), then reads the stream to its end."""
+    import signal
+    conn = http.client.HTTPConnection(HOST, port, timeout=TIMEOUT)
+    body = json.dumps({"prompt": "the cat", "max_tokens": 200, "temperature": 0.8, "seed": 1, "stream": True})
+    conn.request("POST", "/v1/completions", body=body)
+    r = conn.getresponse()
+    first = r.readline()
+    os.kill(pid, signal.SIGTERM)
+    rest = (first + r.read()).decode()
+    conn.close()
+    events = [e for e in rest.split("\n\n") if e.startswith("data: ")]
+    last = json.loads(events[-2][6:]) if len(events) >= 2 else {}
+    n = last.get("usage", {}).get("completion_tokens", 0)
+    check(r.status == 200 and events[-1] == "data: [DONE]" and (n == 200 or last["choices"][0]["finish_reason"] == "stop"),
+          f"SIGTERM during a stream: the stream still ends normally ({len(events)} events, {n} tokens, [DONE])")
+    try:
+        request(port, "GET", "/health")
+        check(False, "no new connection is accepted after SIGTERM")
+    except OSError:
+        check(True, "no new connection is accepted after SIGTERM")
+
+
 def main():
     mode = sys.argv[1] if len(sys.argv) > 1 else ""
     if mode == "plain" and len(sys.argv) == 3:
@@ -339,6 +364,8 @@ def main():
         e2e(int(sys.argv[2]), sys.argv[3])
     elif mode == "load" and len(sys.argv) == 4:
         load(int(sys.argv[2]), int(sys.argv[3]))
+    elif mode == "shutdown" and len(sys.argv) == 4:
+        shutdown(int(sys.argv[2]), int(sys.argv[3]))
     else:
         print(__doc__, file=sys.stderr)
         return 2

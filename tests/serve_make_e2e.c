@@ -2,15 +2,15 @@
  * train` writes (format=ttt-lm, the model config as metadata): randomly
  * initialized, since the server test needs the model's kind, not its skill.
  * It exists while `ttt lm train` cannot yet make E2E checkpoints.
- *   usage: serve_make_e2e OUT.safetensors VOCAB */
+ *   usage: serve_make_e2e OUT.safetensors VOCAB [SEED] (another seed: another model) */
 #include <stdio.h>
 #include <stdlib.h>
 
 #include "ttt/ttt.h"
 
 int main(int argc, char **argv) {
-    if (argc != 3 || atoll(argv[2]) < 2) {
-        fprintf(stderr, "usage: serve_make_e2e OUT.safetensors VOCAB\n");
+    if (argc < 3 || argc > 4 || atoll(argv[2]) < 2) {
+        fprintf(stderr, "usage: serve_make_e2e OUT.safetensors VOCAB [SEED]\n");
         return 2;
     }
     ttt_lm_config c;
@@ -21,7 +21,7 @@ int main(int argc, char **argv) {
     }
     /* small and quick: a document of a few dozen tokens takes several inner steps and wraps the ring */
     c.dim = 32, c.heads = 2, c.mlp_hidden = c.prime_hidden = 48, c.window = 16, c.inner_chunk = 8;
-    ttt_ctx_config cc = {.device = TTT_CPU, .seed = 7, .threads = 1};
+    ttt_ctx_config cc = {.device = TTT_CPU, .seed = argc > 3 ? strtoull(argv[3], NULL, 10) : 7, .threads = 1};
     ttt_ctx *ctx = ttt_ctx_new(&cc);
     ttt_lm m = {0};
     int rc = 1;

@@ -86,7 +86,7 @@ start() {
 # stop LOG: SIGTERM, then it must exit 0 with its message
 stop() {
   local log=$1 rc=0
-  kill -TERM "$spid"
+  [ "${2:-}" = signalled ] || kill -TERM "$spid"
   wait "$pid" || rc=$?
   check '[ $rc -eq 0 ] && grep -q "SIGTERM: stopping" "$log" && grep -q "stopped after" "$log"' \
     "SIGTERM: the server finishes, frees everything and exits 0 (got $rc)"
@@ -104,9 +104,28 @@ fi
 mkdir -p states
 if start e2e.log --ckpt E.safetensors --tokenizer "$tok" --state-dir states; then
   "$PY" "$CLIENT" e2e "$port" states || fail=1
-  stop e2e.log
+  # SIGTERM (sent by the client) while a stream is in flight: the stream still completes
+  "$PY" "$CLIENT" shutdown "$port" "$spid" || fail=1
+  stop e2e.log signalled
+  check 'grep -q "finishing 1 request(s) in flight" e2e.log' "the server said it was finishing the stream"
 fi
 check '[ -z "$(find "$dir" -name "escape*")" ]' "no state file outside --state-dir"
+
+# ---- another model (same shapes, other weights) refuses the first one's state file
+check '"$MAKE_E2E" E2.safetensors "$vocab" 8' "a second TTT-E2E checkpoint (another seed)"
+if start e2e2.log --ckpt E2.safetensors --tokenizer "$tok" --state-dir states --quiet; then
+  "$PY" - "$port" <<'PY' || fail=1
+import http.client, json, sys
+c = http.client.HTTPConnection("127.0.0.1", int(sys.argv[1]), timeout=120)
+c.request("POST", "/v1/sessions/load", body=json.dumps({"name": "doc-1.v2"}))
+r = c.getresponse()
+msg = json.loads(r.read())["error"]["message"]
+ok = r.status == 400 and "refused" in msg and "model" in msg
+print(("ok: " if ok else "FAILED: ") + f"another model's state file -> {r.status} {msg!r}")
+sys.exit(0 if ok else 1)
+PY
+  stop e2e2.log
+fi
 
 # ---- flags: bad values get a message and exit 2; a missing checkpoint exits 1
 bad() { # expected-code pattern args...
