@@ -1021,7 +1021,7 @@ static enum MHD_Result api_complete(struct MHD_Connection *c, json_object *o) {
     char msg[512];
     const char *prompt = NULL, *sid = NULL, *model = NULL, *user = NULL;
     size_t plen = 0, slen = 0, mlen = 0, ulen = 0;
-    int64_t max_tokens = 16, top_k = 0, seed = -1, nn = 1;
+    int64_t max_tokens = S.o.max_tokens < 16 ? S.o.max_tokens : 16, top_k = 0, seed = -1, nn = 1; /* OpenAI's default 16 */
     double temperature = 1.0, top_p = 1.0;
     int stream = 0;
     if (known_fields(o, "prompt,max_tokens,temperature,top_k,top_p,seed,stream,session,model,n,user", msg, sizeof msg) ||
@@ -1370,14 +1370,14 @@ int cmd_serve(int argc, char **argv) {
     }
     const int left = S.active;
     pthread_mutex_unlock(&S.mu);
-    MHD_stop_daemon(d); /* closes idle connections, joins their threads */
+    if (left) fprintf(stderr, "ttt serve: %d request(s) still running after %d s: closing their connections\n", left, SHUTDOWN_WAIT_S);
+    MHD_stop_daemon(d); /* closes the connections left, joins their threads */
     pthread_mutex_lock(&S.mu);
     S.worker_exit = 1;
     pthread_cond_broadcast(&S.cv);
     pthread_mutex_unlock(&S.mu);
     pthread_join(wt, NULL);
-    fprintf(stderr, "ttt serve: stopped after %llu request(s)%s\n", (unsigned long long)S.served,
-            left ? " (some did not finish in time)" : "");
+    fprintf(stderr, "ttt serve: stopped after %llu request(s)\n", (unsigned long long)S.served);
     return 0;
 }
 
