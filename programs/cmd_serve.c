@@ -61,6 +61,7 @@ enum { NAME_MAX_LEN = 128 };          /* state file names */
 typedef struct {
     const char *ckpt, *tokenizer, *host, *device, *state_dir;
     int64_t port, threads, max_tokens, max_body, max_sessions, max_context;
+    double eta;
     int quiet;
 } serve_opts;
 
@@ -89,6 +90,8 @@ static void usage(FILE *f) {
             "  --state-dir DIR     where POST /v1/sessions/{id}/save writes NAME.state and\n"
             "                      POST /v1/sessions/load reads it (TTT-E2E models; created if missing;\n"
             "                      without it saving and loading are refused)\n"
+            "  --eta X             TTT-E2E: the inner learning rate while reading (default 1, as in ttt lm\n"
+            "                      generate: the end of training's ramp)\n"
             "  --quiet             no line per request on stderr\n"
             "SIGINT / SIGTERM: stop accepting, finish the requests in flight, free everything, exit 0.\n"
             "exit codes: 0 ok, 1 runtime failure (checkpoint, tokenizer, device, address in use), 2 bad usage\n");
@@ -96,7 +99,7 @@ static void usage(FILE *f) {
 
 static int parse(int argc, char **argv, serve_opts *o) {
     *o = (serve_opts){.host = "127.0.0.1", .device = "auto", .port = 8080, .max_tokens = 256, .max_body = 1 << 20,
-                      .max_sessions = 16};
+                      .max_sessions = 16, .eta = 1.0};
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
             usage(stdout);
@@ -112,6 +115,7 @@ static int parse(int argc, char **argv, serve_opts *o) {
             (r = cli_flag_int(argc, argv, &i, "--max-context", 1, (int64_t)1 << 40, &o->max_context)) ||
             (r = cli_flag_int(argc, argv, &i, "--max-body", 64, (int64_t)1 << 30, &o->max_body)) ||
             (r = cli_flag_int(argc, argv, &i, "--max-sessions", 0, 100000, &o->max_sessions)) ||
+            (r = cli_flag_double(argc, argv, &i, "--eta", 0, 1e3, &o->eta)) ||
             (r = cli_flag_bool(argv, i, "--quiet", &o->quiet))) {
             if (r < 0) return EXIT_USAGE;
             continue;
@@ -380,6 +384,13 @@ static void session_free(session *s) { /* worker */
     free(s);
 }
 
+/* A reader at position 0 (TTT-E2E ones with --eta). */
+static int reader_init(ttt_lm_reader *r, int64_t max_len) {
+    if (ttt_lm_reader_init(S.ctx, &S.m, r, 1, max_len) != TTT_OK) return TTT_ERR;
+    if (r->e2e) r->state.eta = S.o.eta;
+    return TTT_OK;
+}
+
 /* Reads n ids into r and leaves the last position's logits in S.row. */
 static int read_ids(ttt_lm_reader *r, const int32_t *ids, int64_t n) {
     ttt_tensor *lg = ttt_lm_reader_read(S.ctx, &S.m, r, ttt_from_host(S.ctx, TTT_I32, TTT_DIMS(1, n), ids), 0);
@@ -454,7 +465,7 @@ static void run_complete(job *j) {
                  (long long)S.max_context);
         goto done;
     }
-    if (ttt_lm_reader_init(S.ctx, &S.m, &r, 1, s ? S.max_context : n_p + j->max_tokens) != TTT_OK ||
+    if (reader_init(&r, s ? S.max_context : n_p + j->max_tokens) != TTT_OK ||
         (s && ttt_lm_reader_copy(S.ctx, &S.m, &r, &s->r) != TTT_OK)) {
         FAIL(j, 500, "reader: %s", ttt_error(S.ctx));
         goto done;
@@ -581,7 +592,7 @@ static void session_publish(job *j, session *s, const char *extra_key, const cha
 
 static session *session_new(job *j) {
     session *s = calloc(1, sizeof *s);
-    if (!s || ttt_lm_reader_init(S.ctx, &S.m, &s->r, 1, S.max_context) != TTT_OK) {
+    if (!s || reader_init(&s->r, S.max_context) != TTT_OK) {
         FAIL(j, 500, "session: %s", s ? ttt_error(S.ctx) : "out of memory");
         if (s) session_free(s);
         return NULL;
