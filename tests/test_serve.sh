@@ -93,7 +93,8 @@ start() {
   done
   [ -n "$port" ] || { echo "FAILED: ttt serve $* did not start: $(cat "$log")"; fail=1; return 1; }
   # the server itself, not timeout(1): RSS is its own
-  spid=$(pgrep -P "$pid" -x ttt || echo "$pid")
+  spid=$(pgrep -P "$pid" -x ttt 2>/dev/null || awk '{print $1}' "/proc/$pid/task/$pid/children" 2>/dev/null)
+  [ -n "$spid" ] || spid=$pid # timeout(1) passes SIGTERM on, but then the RSS read is its own
   echo "ttt serve $* on port $port (pid $spid)"
 }
 
