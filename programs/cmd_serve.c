@@ -206,6 +206,19 @@ static int valid_name(const char *s, size_t n) {
     return 1;
 }
 
+/* mkdir -p for --state-dir (0 / -1 with errno). */
+static int make_dirs(const char *path) {
+    char b[4096];
+    if (snprintf(b, sizeof b, "%s", path) >= (int)sizeof b) return errno = ENAMETOOLONG, -1;
+    for (char *p = b + 1; *p; p++)
+        if (*p == '/') {
+            *p = 0;
+            if (mkdir(b, 0777) && errno != EEXIST) return -1;
+            *p = '/';
+        }
+    return mkdir(b, 0777) && errno != EEXIST ? -1 : 0;
+}
+
 /* FNV-1a 64 over a file's bytes, continuing from h. 0 / -1. */
 static int fnv_file(const char *path, uint64_t *h) {
     FILE *f = fopen(path, "rb");
@@ -1301,7 +1314,7 @@ int cmd_serve(int argc, char **argv) {
     const int loopback = v6 ? IN6_IS_ADDR_LOOPBACK(&a6.sin6_addr) : (ntohl(a4.sin_addr.s_addr) >> 24) == 127;
     if (S.o.state_dir) {
         struct stat st;
-        if (cli_mkdir_p(S.o.state_dir) != 0 || stat(S.o.state_dir, &st) != 0 || !S_ISDIR(st.st_mode) ||
+        if (make_dirs(S.o.state_dir) != 0 || stat(S.o.state_dir, &st) != 0 || !S_ISDIR(st.st_mode) ||
             access(S.o.state_dir, W_OK | X_OK) != 0) {
             fprintf(stderr, "ttt serve: --state-dir %s: not a writable directory (%s)\n", S.o.state_dir, strerror(errno));
             return EXIT_RUNTIME;
