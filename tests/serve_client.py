@@ -167,7 +167,9 @@ def plain(port):
     status, a = complete(port, prompt="the cat sat", max_tokens=8, temperature=0)
     ok = status == 200 and a["object"] == "text_completion" and a["id"] and a["model"] == h["model"]["id"]
     ok = ok and a["choices"][0]["index"] == 0 and a["choices"][0]["finish_reason"] in ("length", "stop")
-    ok = ok and a["usage"]["prompt_tokens"] == 3 and a["usage"]["total_tokens"] == 3 + a["usage"]["completion_tokens"]
+    u = a["usage"]
+    ok = ok and u["prompt_tokens"] >= 1 and u["total_tokens"] == u["prompt_tokens"] + u["completion_tokens"]
+    ok = ok and (u["completion_tokens"] == 8 or a["choices"][0]["finish_reason"] == "stop")
     check(ok, f"POST /v1/completions: {text_of(a)!r} ({a['usage']})")
     _, b = complete(port, prompt="the cat sat", max_tokens=8, temperature=0)
     check(text_of(a) == text_of(b), "greedy (temperature 0) twice: the same text")
@@ -194,7 +196,7 @@ def plain(port):
     sid = s["session"]
     _, q1 = complete(port, prompt=" the", session=sid, max_tokens=8, temperature=0)
     _, q2 = complete(port, prompt=" the", session=sid, max_tokens=8, temperature=0)
-    check(text_of(q1) == text_of(q2) and q1["usage"]["prompt_tokens"] == 1, f"a session asked twice: the same answer {text_of(q1)!r}")
+    check(text_of(q1) == text_of(q2) and q1["usage"]["prompt_tokens"] >= 1, f"a session asked twice: the same answer {text_of(q1)!r}")
     _, ref = complete(port, prompt=doc + " the", max_tokens=8, temperature=0)
     check(text_of(ref) == text_of(q1), "and the answer of the document + prompt read in one request")
     _, e1 = complete(port, session=sid, max_tokens=6, temperature=0)
@@ -349,11 +351,18 @@ def shutdown(port, pid):
     n = last.get("usage", {}).get("completion_tokens", 0)
     check(r.status == 200 and events[-1] == "data: [DONE]" and (n == 200 or last["choices"][0]["finish_reason"] == "stop"),
           f"SIGTERM during a stream: the stream still ends normally ({len(events)} events, {n} tokens, [DONE])")
-    try:
-        request(port, "GET", "/health")
-        check(False, "no new connection is accepted after SIGTERM")
-    except OSError:
-        check(True, "no new connection is accepted after SIGTERM")
+    # the shell reads this: a stream that ended early (the model wrote <|endoftext|>) may be over before SIGTERM lands
+    print(f"stream tokens: {n}", flush=True)
+    # the signal lands asynchronously: within a few seconds new connections must be refused
+    refused = False
+    for _ in range(50):
+        try:
+            request(port, "GET", "/health")
+            time.sleep(0.1)
+        except OSError:
+            refused = True
+            break
+    check(refused, "after SIGTERM new connections are refused")
 
 
 def main():

@@ -120,9 +120,17 @@ mkdir -p states
 if start e2e.log --ckpt E.safetensors --tokenizer "$tok" --state-dir states; then
   "$PY" "$CLIENT" e2e "$port" states || fail=1
   # SIGTERM (sent by the client) while a stream is in flight: the stream still completes
-  "$PY" "$CLIENT" shutdown "$port" "$spid" || fail=1
+  "$PY" "$CLIENT" shutdown "$port" "$spid" | tee shutdown.txt
+  [ "${PIPESTATUS[0]}" -eq 0 ] || fail=1
   stop e2e.log signalled
-  check 'grep -q "finishing 1 request(s) in flight" e2e.log' "the server said it was finishing the stream"
+  if grep -q "finishing 1 request(s) in flight" e2e.log; then
+    echo "ok: the server said it was finishing the stream"
+  elif grep -q "stream tokens: 200" shutdown.txt; then
+    echo "FAILED: a 200-token stream was not in flight when SIGTERM came: $(grep finishing e2e.log)"
+    fail=1
+  else
+    echo "note: the model ended its stream early (<|endoftext|>), maybe before SIGTERM landed: $(grep finishing e2e.log)"
+  fi
 fi
 check '[ -z "$(find "$dir" -name "escape*")" ]' "no state file outside --state-dir"
 
