@@ -106,8 +106,10 @@ static int parse(int argc, char **argv, serve_opts *o) {
             return 0;
         }
         int r;
-        if ((r = cli_flag_str(argc, argv, &i, "--ckpt", &o->ckpt)) || (r = cli_flag_str(argc, argv, &i, "--tokenizer", &o->tokenizer)) ||
-            (r = cli_flag_str(argc, argv, &i, "--host", &o->host)) || (r = cli_flag_str(argc, argv, &i, "--device", &o->device)) ||
+        if ((r = cli_flag_str(argc, argv, &i, "--ckpt", &o->ckpt)) ||
+            (r = cli_flag_str(argc, argv, &i, "--tokenizer", &o->tokenizer)) ||
+            (r = cli_flag_str(argc, argv, &i, "--host", &o->host)) ||
+            (r = cli_flag_str(argc, argv, &i, "--device", &o->device)) ||
             (r = cli_flag_str(argc, argv, &i, "--state-dir", &o->state_dir)) ||
             (r = cli_flag_int(argc, argv, &i, "--port", 0, 65535, &o->port)) ||
             (r = cli_flag_int(argc, argv, &i, "--threads", 0, 4096, &o->threads)) ||
@@ -1394,7 +1396,9 @@ int cmd_serve(int argc, char **argv) {
     }
     const int left = S.active;
     pthread_mutex_unlock(&S.mu);
-    if (left) fprintf(stderr, "ttt serve: %d request(s) still running after %d s: closing their connections\n", left, SHUTDOWN_WAIT_S);
+    if (left)
+        fprintf(stderr, "ttt serve: %d request(s) still running after %d s: closing their connections\n", left,
+                SHUTDOWN_WAIT_S);
     MHD_stop_daemon(d); /* closes the connections left, joins their threads */
     pthread_mutex_lock(&S.mu);
     S.worker_exit = 1;
