@@ -34,5 +34,6 @@ int cmd_vision(int argc, char **argv);
 int cmd_data(int argc, char **argv);
 int cmd_lm(int argc, char **argv);
 int cmd_needle(int argc, char **argv);
+int cmd_serve(int argc, char **argv);
 
 #endif

@@ -21,6 +21,7 @@
 
 #include "cli.h"
 #include "ttt/fileio.h"
+#include "sample.h"
 #include "ttt/runtime.h"
 #include "ttt/tokenizer.h"
 #include "ttt/ttt.h"
@@ -976,54 +977,6 @@ done:
 
 /* ---- generate ------------------------------------------------------------------------------------- */
 
-static uint64_t rng_next(uint64_t *s) { /* splitmix64 */
-    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-
-typedef struct {
-    double p;
-    int32_t id;
-} cand;
-
-static int cmp_cand(const void *a, const void *b) { /* probability descending, then id: a total order */
-    const cand *x = a, *y = b;
-    if (x->p != y->p) return x->p < y->p ? 1 : -1;
-    return (x->id > y->id) - (x->id < y->id);
-}
-
-/* One token from a row of logits over ids [0, V): greedy at temperature 0,
- * else softmax(logits / T) cut to the top k, then to the top-p nucleus. */
-static int32_t sample(const double *logits, int64_t V, const opts *o, uint64_t *rng, cand *c) {
-    int64_t best = 0;
-    for (int64_t i = 1; i < V; i++)
-        if (logits[i] > logits[best]) best = i;
-    if (o->temperature == 0) return (int32_t)best;
-    for (int64_t i = 0; i < V; i++) c[i] = (cand){exp((logits[i] - logits[best]) / o->temperature), (int32_t)i};
-    int64_t keep = V;
-    if ((o->top_k > 0 && o->top_k < V) || o->top_p < 1) {
-        qsort(c, (size_t)V, sizeof *c, cmp_cand);
-        if (o->top_k > 0 && o->top_k < V) keep = o->top_k;
-        if (o->top_p < 1) {
-            double z = 0, mass = 0;
-            for (int64_t i = 0; i < keep; i++) z += c[i].p;
-            for (int64_t i = 0; i < keep; i++)
-                if ((mass += c[i].p) >= o->top_p * z) {
-                    keep = i + 1;
-                    break;
-                }
-        }
-    }
-    double z = 0;
-    for (int64_t i = 0; i < keep; i++) z += c[i].p;
-    double u = (double)(rng_next(rng) >> 11) * 0x1.0p-53 * z;
-    for (int64_t i = 0; i < keep; i++)
-        if ((u -= c[i].p) < 0) return c[i].id;
-    return c[keep - 1].id;
-}
-
 /* The tokenizer's id for state files: FNV-1a of its files (vocab.json and
  * merges.txt of a folder, or the one file), 16 hex digits. */
 static int tokenizer_id(const char *path, char *id, size_t n) {
@@ -1063,7 +1016,7 @@ static int generate_cmd(const opts *o) {
     ttt_lm m = {0};
     ttt_lm_reader reader = {0};
     double *row = NULL;
-    cand *cands = NULL;
+    sample_cand *cands = NULL;
     char model_id[17] = "", tok_id[17] = "";
     rc = EXIT_RUNTIME;
     if (!ctx || (rc = load_model(ctx, o, "lm generate", &m, NULL))) goto done;
@@ -1077,7 +1030,7 @@ static int generate_cmd(const opts *o) {
     /* ids the tokenizer cannot decode (a shard vocabulary padded past it) are never sampled */
     const int64_t V_text = ttt_tokenizer_vocab_size(tok);
     row = malloc(sizeof(double) * (size_t)V);
-    cands = malloc(sizeof(cand) * (size_t)V);
+    cands = malloc(sizeof(sample_cand) * (size_t)V);
     if (!row || !cands) {
         fprintf(stderr, "ttt lm generate: out of host memory\n");
         goto done;
@@ -1125,7 +1078,7 @@ static int generate_cmd(const opts *o) {
     uint64_t rng = (uint64_t)o->seed;
     int64_t made = 0;
     while (made < o->tokens) {
-        int32_t next = sample(row, V_text, o, &rng, cands);
+        int32_t next = sample_token(row, V_text, &(sample_params){o->temperature, o->top_k, o->top_p}, &rng, cands);
         char *text = NULL;
         size_t len = 0;
         if (ttt_tokenizer_decode(tok, &next, 1, 0, &text, &len, err, sizeof err) != TTT_OK) {

@@ -17,6 +17,7 @@ static const struct {
     {"data", cmd_data, "token shards: prepare from text files or folders, inspect, verify"},
     {"lm", cmd_lm, "language models: train, eval (loss by position), generate"},
     {"needle", cmd_needle, "passkey retrieval (needle in a haystack) of language models, TTT-E2E included"},
+    {"serve", cmd_serve, "an HTTP server for a language model: completions (streamed or not), sessions, state files"},
     {"tokenizer", cmd_tokenizer, "byte-level BPE: train on a corpus, encode text to ids, decode ids (GPT-2 / HF files)"},
 };
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install the Debian/Ubuntu packages the build needs, if any are missing.
 set -euo pipefail
-packages=(build-essential cmake pkg-config libopenblas-dev zlib1g-dev libjson-c-dev dataset-fashion-mnist)
+packages=(build-essential cmake pkg-config libopenblas-dev zlib1g-dev libjson-c-dev libmicrohttpd-dev python3 dataset-fashion-mnist)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
