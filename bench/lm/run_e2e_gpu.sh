@@ -9,6 +9,8 @@
 #   PART=demo    train the small TTT-E2E model that scripts/demo.sh ships
 #                (models/e2e-demo: Linux Documentation only, 4096-token BPE; needs
 #                data/lm4k/linux.bin and data/lm4k/tokenizer in the carry list)
+#   PART=more    the step arena at 2K/8K/32K, full attention's prefill at 128K,
+#                the 760M-shaped inference rows (what PART=infer's time limit cut)
 #   PART=infer   prefill s/1K, decode tok/s and memory at 8K..128K (1M for SWA
 #                and TTT-E2E), 125M- and 760M-shaped, with PyTorch's full-attention
 #                prefill beside it
@@ -66,6 +68,12 @@ infer)
   done
   echo "== 760M-shaped ==" | log
   timeout 100 $B/e2e_infer --preset 760m --device cuda --compute bf16 --ctx 8192,32768 --decode 1024 2>&1 | log || status=1
+  ;;
+more)
+  echo "== step memory (the step arena) at 2K, 8K, 32K; full-attention prefill at 128K; 760M-shaped ==" | log
+  timeout 150 $B/e2e_step --preset 125m --device cuda --compute bf16 --seq 2048,8192,32768 --reps 1 2>&1 | log || status=1
+  timeout 150 $B/e2e_infer --preset 125m --device cuda --compute bf16 --ctx 131072 --kinds fa --decode 64 2>&1 | log || status=1
+  timeout 200 $B/e2e_infer --preset 760m --device cuda --compute bf16 --ctx 8192,32768 --decode 256 2>&1 | log || status=1
   ;;
 esac
 exit $status
