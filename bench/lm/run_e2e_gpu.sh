@@ -71,9 +71,9 @@ infer)
   ;;
 more)
   echo "== step memory (the step arena) at 2K, 8K, 32K; full-attention prefill at 128K; 760M-shaped ==" | log
-  timeout 150 $B/e2e_step --preset 125m --device cuda --compute bf16 --seq 2048,8192,32768 --reps 1 2>&1 | log || status=1
-  timeout 150 $B/e2e_infer --preset 125m --device cuda --compute bf16 --ctx 131072 --kinds fa --decode 64 2>&1 | log || status=1
-  timeout 200 $B/e2e_infer --preset 760m --device cuda --compute bf16 --ctx 8192,32768 --decode 256 2>&1 | log || status=1
+  timeout 90 $B/e2e_step --preset 125m --device cuda --compute bf16 --seq 2048,8192,32768 --reps 1 2>&1 | log || status=1
+  timeout 80 $B/e2e_infer --preset 125m --device cuda --compute bf16 --ctx 131072 --kinds fa --decode 64 2>&1 | log || status=1
+  timeout 90 $B/e2e_infer --preset 760m --device cuda --compute bf16 --ctx 8192,32768 --decode 256 2>&1 | log || status=1
   ;;
 esac
 exit $status
