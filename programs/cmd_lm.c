@@ -977,29 +977,6 @@ done:
 
 /* ---- generate ------------------------------------------------------------------------------------- */
 
-/* The tokenizer's id for state files: FNV-1a of its files (vocab.json and
- * merges.txt of a folder, or the one file), 16 hex digits. */
-static int tokenizer_id(const char *path, char *id, size_t n) {
-    char files[2][4200], err[256];
-    struct stat st;
-    int nf = 1;
-    if (stat(path, &st) == 0 && S_ISDIR(st.st_mode)) {
-        snprintf(files[0], sizeof files[0], "%s/vocab.json", path);
-        snprintf(files[1], sizeof files[1], "%s/merges.txt", path);
-        nf = 2;
-    } else snprintf(files[0], sizeof files[0], "%s", path);
-    uint64_t h = 0xcbf29ce484222325ull;
-    for (int i = 0; i < nf; i++) {
-        char *data = NULL;
-        size_t len = 0;
-        if (ttt_read_file(files[i], &data, &len, err, sizeof err) != TTT_OK) return -1;
-        for (size_t k = 0; k < len; k++) h = (h ^ (unsigned char)data[k]) * 0x100000001b3ull;
-        free(data);
-    }
-    snprintf(id, n, "%016llx", (unsigned long long)h);
-    return 0;
-}
-
 static int generate_cmd(const opts *o) {
     ttt_tokenizer *tok = NULL;
     int rc = cli_load_tokenizer("lm generate", o->tokenizer, &tok);
@@ -1042,8 +1019,9 @@ static int generate_cmd(const opts *o) {
         goto done;
     }
     if ((o->state_in || o->state_out) &&
-        (ttt_lm_fingerprint(ctx, &m, model_id, sizeof model_id) != TTT_OK || tokenizer_id(o->tokenizer, tok_id, sizeof tok_id))) {
-        fprintf(stderr, "ttt lm generate: cannot identify the model or tokenizer for a state file: %s\n", ttt_error(ctx));
+        (ttt_lm_fingerprint(ctx, &m, model_id, sizeof model_id) != TTT_OK ||
+         ttt_tokenizer_files_id(o->tokenizer, tok_id, sizeof tok_id, err, sizeof err) != TTT_OK)) {
+        fprintf(stderr, "ttt lm generate: cannot identify the model or tokenizer for a state file: %s\n", ttt_error(ctx)[0] ? ttt_error(ctx) : err);
         goto done;
     }
     if (ttt_lm_reader_init(ctx, &m, &reader, 1, n_prompt + o->tokens) != TTT_OK) {

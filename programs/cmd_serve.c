@@ -221,19 +221,6 @@ static int make_dirs(const char *path) {
     return mkdir(b, 0777) && errno != EEXIST ? -1 : 0;
 }
 
-/* FNV-1a 64 over a file's bytes, continuing from h. 0 / -1. */
-static int fnv_file(const char *path, uint64_t *h) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return -1;
-    unsigned char b[65536];
-    size_t n;
-    while ((n = fread(b, 1, sizeof b, f)) > 0)
-        for (size_t i = 0; i < n; i++) *h = (*h ^ b[i]) * 0x100000001b3ull;
-    const int bad = ferror(f);
-    fclose(f);
-    return bad ? -1 : 0;
-}
-
 /* ---- the server's state ------------------------------------------------------------------------ */
 
 typedef struct session {
@@ -772,17 +759,10 @@ static int worker_start(void) {
         return EXIT_USAGE;
     }
     /* the tokenizer's id in state files: its files' bytes */
-    uint64_t h = 0xcbf29ce484222325ull;
-    struct stat st;
-    char p1[4200], p2[4200];
-    int dir = stat(o->tokenizer, &st) == 0 && S_ISDIR(st.st_mode);
-    snprintf(p1, sizeof p1, dir ? "%s/vocab.json" : "%s", o->tokenizer);
-    snprintf(p2, sizeof p2, "%s/merges.txt", o->tokenizer);
-    if (fnv_file(p1, &h) || (dir && fnv_file(p2, &h))) {
-        fprintf(stderr, "ttt serve: --tokenizer %s: cannot read it again to identify it: %s\n", o->tokenizer, strerror(errno));
+    if (ttt_tokenizer_files_id(o->tokenizer, S.tok_id, sizeof S.tok_id, err, sizeof err) != TTT_OK) {
+        fprintf(stderr, "ttt serve: --tokenizer %s: cannot read it again to identify it: %s\n", o->tokenizer, err);
         return EXIT_RUNTIME;
     }
-    snprintf(S.tok_id, sizeof S.tok_id, "%016llx", (unsigned long long)h);
     if (ttt_lm_fingerprint(S.ctx, &S.m, S.model_id, sizeof S.model_id) != TTT_OK) {
         fprintf(stderr, "ttt serve: %s\n", ttt_error(S.ctx));
         return EXIT_RUNTIME;

@@ -87,6 +87,11 @@ int ttt_tokenizer_from_merges(const ttt_bpe_merge *merges, size_t n_merges, ttt_
 int ttt_tokenizer_add_special(ttt_tokenizer *tok, const char *content, int32_t *id, char *err, size_t err_len);
 
 void ttt_tokenizer_free(ttt_tokenizer *tok);  /* NULL ok */
+/* An id of the tokenizer files at PATH (vocab.json + merges.txt of a folder, or one
+ * file such as tokenizer.json): FNV-1a 64 over their bytes, 16 hex digits and a NUL
+ * into id (len >= 17). State files record it so a state is never read with another
+ * tokenizer. TTT_OK, or TTT_ERR with err naming the file. */
+int ttt_tokenizer_files_id(const char *path, char *id, size_t len, char *err, size_t err_len);
 
 /* ---- using -------------------------------------------------------------------------- */
 

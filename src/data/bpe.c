@@ -1151,3 +1151,25 @@ int ttt_tokenizer_save_gpt2(const ttt_tokenizer *t, const char *dir, char *err, 
     return rc;
 }
 #endif
+
+int ttt_tokenizer_files_id(const char *path, char *id, size_t len, char *err, size_t err_len) {
+    if (!path || !id || len < 17) return ttt__errbuf(err, err_len, "tokenizer_files_id: need a path and 17 bytes for the id");
+    char files[2][4200];
+    struct stat st;
+    int nf = 1;
+    if (stat(path, &st) == 0 && S_ISDIR(st.st_mode)) {
+        snprintf(files[0], sizeof files[0], "%s/vocab.json", path);
+        snprintf(files[1], sizeof files[1], "%s/merges.txt", path);
+        nf = 2;
+    } else snprintf(files[0], sizeof files[0], "%s", path);
+    uint64_t h = TTT_FNV_SEED;
+    for (int i = 0; i < nf; i++) {
+        char *data = NULL;
+        size_t n = 0;
+        if (ttt_read_file(files[i], &data, &n, err, err_len) != TTT_OK) return TTT_ERR;
+        h = ttt__fnv1a(h, data, n);
+        free(data);
+    }
+    snprintf(id, len, "%016llx", (unsigned long long)h);
+    return TTT_OK;
+}
