@@ -43,9 +43,6 @@ int ttt__sgd(ttt_ctx *ctx, ttt_tensor *p, const ttt_tensor *g, ttt_tensor *buf, 
  * array of sz-byte elements to at least need (TTT_OK / TTT_ERR). */
 int ttt__errbuf(char *err, size_t err_len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 int ttt__grow(void **p, size_t *cap, size_t need, size_t sz);
-/* fsync the directory holding path after a rename, so an atomic write is durable
- * (0 / -1 with errno; file systems that cannot fsync a directory count as 0). */
-int ttt__sync_dir(const char *path);
 /* FNV-1a, 64 bits, continuing from h (start with TTT_FNV_SEED): cheap content checks. */
 #define TTT_FNV_SEED 0xcbf29ce484222325ull
 uint64_t ttt__fnv1a(uint64_t h, const void *data, size_t n);

@@ -1,11 +1,9 @@
 /* Small helpers shared by the io and data code. */
 #include <errno.h>
-#include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "internal.h"
 
@@ -33,31 +31,6 @@ int ttt__grow(void **p, size_t *cap, size_t need, size_t sz) {
     return TTT_OK;
 }
 
-/* fsync the directory holding path, so the rename is durable. */
-int ttt__sync_dir(const char *path) {
-    const char *slash = strrchr(path, '/');
-    char *dir;
-    if (!slash) dir = strdup(".");
-    else if (slash == path) dir = strdup("/");
-    else {
-        dir = malloc((size_t)(slash - path) + 1);
-        if (dir) memcpy(dir, path, (size_t)(slash - path)), dir[slash - path] = 0;
-    }
-    if (!dir) {
-        errno = ENOMEM;
-        return -1;
-    }
-    int fd = open(dir, O_RDONLY | O_DIRECTORY);
-    free(dir);
-    if (fd < 0) return -1;
-    int rc = fsync(fd);
-    int e = errno;
-    close(fd);
-    /* some file systems cannot fsync a directory; that is not a failed save */
-    if (rc != 0 && (e == EINVAL || e == EBADF || e == ENOTSUP)) rc = 0;
-    errno = e;
-    return rc;
-}
 
 uint64_t ttt__fnv1a(uint64_t h, const void *data, size_t n) {
     const unsigned char *p = data;

@@ -9,6 +9,7 @@
 #include "../core/engine_private.h"
 #include "ttt/autodiff.h"
 #include "ttt/checkpoint.h"
+#include "ttt/train.h" /* ttt_kv_get, ttt_format_double: the stored-config helpers */
 #include "ttt/lm.h"
 #include "ttt/ops.h"
 #include "lm_internal.h"
@@ -684,18 +685,13 @@ ttt_tensor *ttt_lm_decode(ttt_ctx *ctx, const ttt_lm *m, ttt_lm_cache *c, ttt_te
 
 /* ---- the config as a string, and loading a checkpoint --------------------------------------------- */
 
-static void fmt_double(char *buf, size_t n, double v) { /* reads back to the same bits */
-    snprintf(buf, n, "%.15g", v);
-    if (strtod(buf, NULL) != v) snprintf(buf, n, "%.17g", v);
-}
-
 int ttt_lm_config_format(const ttt_lm_config *c, char *buf, size_t n) {
     if (!c || !buf || n == 0) return TTT_ERR;
     char theta[32], eps[32], std[32], clip[32];
-    fmt_double(theta, sizeof theta, c->rope_theta);
-    fmt_double(eps, sizeof eps, c->norm_eps);
-    fmt_double(std, sizeof std, c->init_std);
-    fmt_double(clip, sizeof clip, c->inner_clip);
+    ttt_format_double(theta, sizeof theta, c->rope_theta);
+    ttt_format_double(eps, sizeof eps, c->norm_eps);
+    ttt_format_double(std, sizeof std, c->init_std);
+    ttt_format_double(clip, sizeof clip, c->inner_clip);
     const int w = snprintf(buf, n,
                            "vocab=%lld dim=%lld depth=%lld heads=%lld mlp_hidden=%lld window=%lld prime_blocks=%lld "
                            "prime_hidden=%lld qk_norm=%d rope_theta=%s norm_eps=%s init_std=%s inner_chunk=%lld "
@@ -704,24 +700,6 @@ int ttt_lm_config_format(const ttt_lm_config *c, char *buf, size_t n) {
                            (long long)c->mlp_hidden, (long long)c->window, (long long)c->prime_blocks,
                            (long long)c->prime_hidden, c->qk_norm, theta, eps, std, (long long)c->inner_chunk, clip);
     return w > 0 && (size_t)w < n ? TTT_OK : TTT_ERR;
-}
-
-/* The value of key in "key=value key=value": 1 if present. */
-static int kv_get(const char *s, const char *key, char *buf, size_t n) {
-    const size_t kl = strlen(key);
-    for (const char *p = s; p && *p;) {
-        while (*p == ' ') p++;
-        const char *end = strchr(p, ' ');
-        const size_t len = end ? (size_t)(end - p) : strlen(p);
-        if (len > kl && !strncmp(p, key, kl) && p[kl] == '=') {
-            const size_t vl = len - kl - 1 < n - 1 ? len - kl - 1 : n - 1;
-            memcpy(buf, p + kl + 1, vl);
-            buf[vl] = 0;
-            return 1;
-        }
-        p = end;
-    }
-    return 0;
 }
 
 int ttt_lm_config_parse(const char *s, ttt_lm_config *c, char *err, size_t err_len) {
@@ -734,7 +712,7 @@ int ttt_lm_config_parse(const char *s, ttt_lm_config *c, char *err, size_t err_l
     const int optional_from = 9; /* inner_chunk: older checkpoints predate TTT-E2E */
     char v[64], *end;
     for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++) {
-        if (!kv_get(s, ints[i], v, sizeof v)) {
+        if (!ttt_kv_get(s, ints[i], v, sizeof v)) {
             if ((int)i >= optional_from) continue;
             return ttt__errbuf(err, err_len, "model config: missing %s", ints[i]);
         }
@@ -747,7 +725,7 @@ int ttt_lm_config_parse(const char *s, ttt_lm_config *c, char *err, size_t err_l
     static const char *const dbls[] = {"rope_theta", "norm_eps", "init_std", "inner_clip"};
     double *dout[] = {&c->rope_theta, &c->norm_eps, &c->init_std, &c->inner_clip};
     for (size_t i = 0; i < 4; i++) {
-        if (!kv_get(s, dbls[i], v, sizeof v)) {
+        if (!ttt_kv_get(s, dbls[i], v, sizeof v)) {
             if (i >= 2) continue; /* init_std only initialises; inner_clip is newer */
             return ttt__errbuf(err, err_len, "model config: missing %s", dbls[i]);
         }
@@ -780,7 +758,7 @@ int ttt_lm_load(ttt_ctx *ctx, const char *path, int dtype, ttt_lm *m, int64_t *s
     ttt_dtype dt = TTT_F32;
     if (rc == TTT_OK && dtype < 0 && ttt_metadata_get(json, "train", buf, sizeof buf) == TTT_OK) {
         char d[16];
-        if (kv_get(buf, "dtype", d, sizeof d) && !strcmp(d, "f64")) dt = TTT_F64;
+        if (ttt_kv_get(buf, "dtype", d, sizeof d) && !strcmp(d, "f64")) dt = TTT_F64;
     } else if (dtype >= 0) dt = (ttt_dtype)dtype;
     if (rc == TTT_OK && step && ttt_metadata_get(json, "step", buf, sizeof buf) == TTT_OK) *step = atoll(buf);
     free(json);
