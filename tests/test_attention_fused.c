@@ -495,18 +495,20 @@ static void bench(ttt_ctx *ctx, int f32) {
             fflush(stdout);
         }
     }
-    /* bf16 fused, causal: at B * T = 16K (the table above) and at B = 1 */
+    /* bf16 fused, causal: at B * T = 16K (the table above) and at B = 1 up to 128K, for d = 64 and 128 */
     use_fused(ctx, fused, 1);
-    for (int i = 0; i < 5; i++) {
-        const int64_t t = ts[i], bs[2] = {t >= 16384 ? 1 : 16384 / t, 1};
-        for (int j = 0; j < (bs[0] == 1 ? 1 : 2); j++)
-            for (int grad = 0; grad < 2; grad++) {
-                printf("csv,fused_bf16,%s,%lld,%lld,%lld,%lld,0,%.3f\n", grad ? "fwd+bwd" : "fwd", (long long)bs[j],
-                       (long long)h, (long long)t, (long long)d,
-                       time_attention(ctx, TTT_BF16, bs[j], h, t, d, 0, grad, 20));
-                fflush(stdout);
-            }
-    }
+    const int64_t bf16_ts[] = {2048, 4096, 8192, 16384, 32768, 65536, 131072}, dims[] = {64, 128};
+    for (int di = 0; di < 2; di++)
+        for (int i = 0; i < 7; i++) {
+            const int64_t t = bf16_ts[i], dd = dims[di], bs[2] = {t >= 16384 ? 1 : 16384 / t, 1};
+            for (int j = 0; j < (bs[0] == 1 ? 1 : 2); j++)
+                for (int grad = 0; grad < 2; grad++) {
+                    printf("csv,fused_bf16,%s,%lld,%lld,%lld,%lld,0,%.3f\n", grad ? "fwd+bwd" : "fwd",
+                           (long long)bs[j], (long long)h, (long long)t, (long long)dd,
+                           time_attention(ctx, TTT_BF16, bs[j], h, t, dd, 0, grad, t >= 65536 ? 5 : 20));
+                    fflush(stdout);
+                }
+        }
     /* sliding window 8K, forward: time per token should stay flat */
     const int64_t long_ts[] = {32768, 65536, 131072};
     for (int i = 0; i < 3 && f32; i++)

@@ -137,29 +137,33 @@ def main():
             lines.append(f"| {t} | {b} | {label} | {a} | {at} | {c} | {ct} | {ratio} |")
         print("\n".join(lines[-len(peers):]), flush=True)
     lines.append("")
-    lines.append(f"bf16, causal, B = 1, H = {h}, d = {d}: ttt's fused bf16 path (ttt_attention on bf16 tensors: "
-                 f"mma.sync kernels) against SDPA bf16 flash. ratio = SDPA ms / ttt ms (1.00x: as fast as SDPA).")
-    lines.append("")
-    lines.append("| T | path | fwd ms | fwd TFLOP/s | fwd+bwd ms | fwd+bwd TFLOP/s | ratio fwd | ratio fwd+bwd |")
-    lines.append("|---|---|---|---|---|---|---|---|")
-    for t in (2048, 4096, 8192, 16384, 32768):
-        flops = fwd_flops(1, h, t, d, 0)
-        f = engine.get(("fused_bf16", "fwd", t, 0, 1, d))
-        fb = engine.get(("fused_bf16", "fwd+bwd", t, 0, 1, d))
-        r = sdpa_times(1, h, t, d, torch.bfloat16, SDPBackend.FLASH_ATTENTION, reps=20)
-        rows = [("ttt fused bf16", f[1] if f else None, fb[1] if fb else None)]
-        if r:
-            rows.append(("SDPA bf16 flash", *r))
-        sf, sfb = (r[0], r[1]) if r else (None, None)
-        for label, fms, fbms in rows:
-            a = "-" if fms is None else f"{fms:.3f}"
-            at = "-" if fms is None else f"{flops / fms / 1e9:.1f}"
-            c = "-" if fbms is None else f"{fbms:.3f}"
-            ct = "-" if fbms is None else f"{3.5 * flops / fbms / 1e9:.1f}"
-            rf = f"{sf / fms:.2f}x" if sf and fms else "-"
-            rfb = f"{sfb / fbms:.2f}x" if sfb and fbms else "-"
-            lines.append(f"| {t} | {label} | {a} | {at} | {c} | {ct} | {rf} | {rfb} |")
-        print("\n".join(lines[-len(rows):]), flush=True)
+    for dd in (64, 128):
+        lines.append(f"bf16, causal, B = 1, H = {h}, d = {dd}: ttt's fused bf16 path (ttt_attention on bf16 tensors: "
+                     f"mma.sync kernels) against SDPA bf16 flash. ratio = SDPA ms / ttt ms (1.00x: as fast as SDPA).")
+        lines.append("")
+        lines.append("| T | path | fwd ms | fwd TFLOP/s | fwd+bwd ms | fwd+bwd TFLOP/s | ratio fwd | ratio fwd+bwd |")
+        lines.append("|---|---|---|---|---|---|---|---|")
+        for t in (2048, 4096, 8192, 16384, 32768, 65536, 131072):
+            flops = fwd_flops(1, h, t, dd, 0)
+            f = engine.get(("fused_bf16", "fwd", t, 0, 1, dd))
+            fb = engine.get(("fused_bf16", "fwd+bwd", t, 0, 1, dd))
+            if not f and not fb:
+                continue
+            r = sdpa_times(1, h, t, dd, torch.bfloat16, SDPBackend.FLASH_ATTENTION, reps=5 if t >= 65536 else 20)
+            rows = [("ttt fused bf16", f[1] if f else None, fb[1] if fb else None)]
+            if r:
+                rows.append(("SDPA bf16 flash", *r))
+            sf, sfb = (r[0], r[1]) if r else (None, None)
+            for label, fms, fbms in rows:
+                a = "-" if fms is None else f"{fms:.3f}"
+                at = "-" if fms is None else f"{flops / fms / 1e9:.1f}"
+                c = "-" if fbms is None else f"{fbms:.3f}"
+                ct = "-" if fbms is None else f"{3.5 * flops / fbms / 1e9:.1f}"
+                rf = f"{sf / fms:.2f}x" if sf and fms else "-"
+                rfb = f"{sfb / fbms:.2f}x" if sfb and fbms else "-"
+                lines.append(f"| {t} | {label} | {a} | {at} | {c} | {ct} | {rf} | {rfb} |")
+            print("\n".join(lines[-len(rows):]), flush=True)
+        lines.append("")
     kernels = [k for k in bf16_dev if k[0].startswith("bf16dev:")]
     if kernels:
         lines.append("")
