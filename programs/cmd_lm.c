@@ -47,7 +47,7 @@ typedef struct {
         save_every, log_every, eval_every, eval_batches, stop_at, context, max_docs, tokens, top_k, threads,
         logit_chunk, inner_chunk, eta_warmup;
     double rope_theta, lr, min_lr, wd, beta2, clip, peak_bf16, peak_f32, temperature, top_p, inner_clip, eta, eta0;
-    int resume, tf32, first_order;
+    int resume, tf32, first_order, timing;
     int graph; /* --cuda-graph: -1 auto, 0 off, 1 on */
     ttt_lm_config model;          /* train: the preset with the model flags applied (vocab from the shard) */
     int64_t edges[MAX_EDGES];     /* eval --buckets: 0 < e_1 < ... < e_n */
@@ -109,6 +109,7 @@ static const flag_spec FLAGS[] = {
     F_INT("--stop-at", SUB_TRAIN, stop_at, 1, BIG),
     F_BOOL("--resume", SUB_TRAIN, resume),
     F_STR("--cuda-graph", SUB_TRAIN, graph_s),
+    F_BOOL("--timing", SUB_TRAIN, timing),
     F_DBL("--peak-tflops", SUB_TRAIN, peak_bf16, 1e-3, 1e6),
     F_DBL("--peak-tflops-f32", SUB_TRAIN, peak_f32, 1e-3, 1e6),
     F_STR("--ckpt", SUB_EVAL | SUB_GENERATE, ckpt),
@@ -160,6 +161,8 @@ static void usage_train(FILE *f) {
             "                      there; the schedule still runs to --steps (time-limited jobs, tests)\n"
             "  --save-every N      (default 100)       --log-every N    (default 10)\n"            "  --cuda-graph on|off record each micro-batch's forward + backward once as a CUDA graph and\n"
             "                      replay it (default auto: on with --device cuda; same results, fewer launches)\n"
+            "  --timing            add the milliseconds per step of each phase (data, forward+backward,\n"
+            "                      readback, clip, optimizer) to the progress lines\n"
             "  --eval-every N      (default 100)       --eval-batches N (default 4)\n"
             "model (stored in the checkpoint; eval and generate rebuild the model from it):\n"
             "  --preset P          size tiny (D 64, 2 blocks, 4 heads, F 172) | small (256, 4, 4, 688) |\n"
@@ -636,6 +639,11 @@ static void lm_progress(void *user, const ttt_train_stats *st, FILE *f) {
     else fprintf(f, "  %.3g GFLOP/s", tflops * 1e3);
     if (r->on_gpu && r->f32) fprintf(f, ", %.2f%% of %.0f f32", 100 * tflops / o->peak_f32, o->peak_f32);
     fprintf(f, "  ETA %dm%02ds\n", (int)(st->eta_s / 60), (int)fmod(st->eta_s, 60));
+    if (o->timing && st->phase_steps) { /* host clock per phase: the readback waits for the device's queue */
+        fprintf(f, "  ms per step (%lld steps, %lld graph replays):", (long long)st->phase_steps, (long long)st->replays);
+        for (int ph = 0; ph < 5; ph++) fprintf(f, "  %s %.2f", ttt_train_phase_names[ph], 1e3 * st->phase_s[ph] / (double)st->phase_steps);
+        fprintf(f, "\n");
+    }
     fflush(f);
 }
 

@@ -139,15 +139,23 @@ int ttt_clip_grad_norm(ttt_ctx *ctx, int n, ttt_tensor *const *params, double ma
     if (!(max_norm > 0)) return ttt__set_error(ctx, "clip_grad_norm: max_norm %g must be > 0", max_norm);
     ttt_mark_t m = ttt_mark(ctx);
     ttt_no_grad_begin(ctx);
-    double total = 0;
+    /* Each parameter's sum of squares stays on the device and is added there in f64, in parameter order (the
+     * same sum the host would form from the f32 partials): one readback per call instead of one per parameter,
+     * each of which would drain the device's queue. */
+    ttt_tensor *acc = NULL;
     int rc = TTT_OK;
     for (int i = 0; i < n && rc == TTT_OK; i++) {
         if (!params[i]) rc = ttt__set_error(ctx, "clip_grad_norm: params[%d] is NULL", i);
         else if (params[i]->grad) {
-            double s = ttt_item(ctx, ttt_sum(ctx, ttt_mul(ctx, params[i]->grad, params[i]->grad), 0, NULL, 0));
-            if (isnan(s) && ttt_error(ctx)[0]) rc = TTT_ERR;
-            total += s;
+            ttt_tensor *s = ttt_cast(ctx, ttt_sum(ctx, ttt_mul(ctx, params[i]->grad, params[i]->grad), 0, NULL, 0), TTT_F64);
+            acc = s && acc ? ttt_add(ctx, acc, s) : s;
+            if (!acc) rc = TTT_ERR;
         }
+    }
+    double total = 0;
+    if (rc == TTT_OK && acc) {
+        total = ttt_item(ctx, acc);
+        if (isnan(total) && ttt_error(ctx)[0]) rc = TTT_ERR;
     }
     double norm = sqrt(total);
     if (norm_out) *norm_out = norm;
