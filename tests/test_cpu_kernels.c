@@ -375,6 +375,42 @@ static void test_unary(void) {
         }
         sfree_all();
     }
+    /* The f32 exp / tanh / sigmoid / silu / gelu are the backend's own (vectorizable, no libm calls): their
+     * error, in units of the f32 spacing at the f64 value, over a dense sweep, and the special values. */
+    {
+        const ttt_unary_op ops[5] = {TTT_U_EXP, TTT_U_TANH, TTT_U_SIGMOID, TTT_U_SILU, TTT_U_GELU};
+        const double lo[5] = {-103.0, -12.0, -30.0, -30.0, -12.0}, hi[5] = {88.7, 12.0, 30.0, 30.0, 12.0};
+        const double max_ulp[5] = {2.0, 4.0, 4.0, 4.0, 6.0};
+        enum { N = 200003 };
+        ttt_tensor src = dense(TTT_F32, 1, (int64_t[]){N}), dst = dense(TTT_F32, 1, (int64_t[]){N});
+        for (int o = 0; o < 5; o++) {
+            for (int64_t i = 0; i < N; i++) seti(&src, i, (float)(lo[o] + (hi[o] - lo[o]) * (double)i / (N - 1)));
+            CHECK(B->unary(S, ops[o], &dst, &src, 0, 0) == TTT_OK);
+            double worst = 0, at = 0;
+            for (int64_t i = 0; i < N; i++) {
+                const double x = geti(&src, i), want = unary_ref(ops[o], x, 0, 0), got = geti(&dst, i);
+                if (fabs(want) < 1e-30) continue; /* f32 subnormals: absolute error below */
+                int e; /* gelu: 1 + tanh(y) cancels for x << 0 in any f32 formula; its error scales with |x| */
+                frexp(ops[o] == TTT_U_GELU && fabs(x) > fabs(want) ? x : want, &e);
+                const double ulp = ldexp(1.0, e - 24), err = fabs(got - want) / ulp;
+                if (err > worst) worst = err, at = x;
+            }
+            CHECK_MSG(worst <= max_ulp[o], "f32 unary op %d: %.2f ulp at x = %.9g (allowed %.0f)", (int)ops[o], worst, at,
+                      max_ulp[o]);
+        }
+        const double special[5] = {NAN, INFINITY, -INFINITY, 0.0, -0.0};
+        ttt_tensor s5 = dense(TTT_F32, 1, (int64_t[]){5}), d5 = dense(TTT_F32, 1, (int64_t[]){5});
+        for (int i = 0; i < 5; i++) seti(&s5, i, special[i]);
+        for (int o = 0; o < 3; o++) {
+            CHECK(B->unary(S, ops[o], &d5, &s5, 0, 0) == TTT_OK);
+            for (int i = 0; i < 5; i++) {
+                const double want = unary_ref(ops[o], special[i], 0, 0), got = geti(&d5, i);
+                CHECK_MSG(isnan(want) ? isnan(got) : got == want, "f32 unary op %d of %g: %g, want %g", (int)ops[o],
+                          special[i], got, want);
+            }
+        }
+        sfree_all();
+    }
     /* unsupported dtype */
     {
         ttt_tensor a = dense(TTT_I32, 1, (int64_t[]){4}), b = dense(TTT_I32, 1, (int64_t[]){4});
