@@ -333,6 +333,11 @@ static double unary_ref(ttt_unary_op op, double x, double p0, double p1) {
     case TTT_U_INRANGE: return p0 <= x && x <= p1 ? 1 : 0;
     case TTT_U_AFFINE: return p0 * x + p1;
     case TTT_U_ELU1: return x > 0 ? x + 1 : exp(x);
+    case TTT_U_GELU_GRAD: { /* analytic; the gradcheck case gelu checks it against finite differences */
+        const double c = 0.7978845608028654, k = 0.044715, t = tanh(c * (x + k * x * x * x));
+        return 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * c * (1 + 3 * k * x * x);
+    }
+    case TTT_U_SILU_GRAD: return sigmoid_ref(x) * (1 + x * (1 - sigmoid_ref(x)));
     default: return NAN;
     }
 }

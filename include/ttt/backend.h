@@ -31,6 +31,8 @@ typedef enum {
     TTT_U_INRANGE,  /* p0 <= x <= p1 ? 1 : 0 */
     TTT_U_AFFINE,   /* p0 * x + p1 */
     TTT_U_ELU1,     /* x > 0 ? x + 1 : exp(x) */
+    TTT_U_GELU_GRAD, /* d gelu / dx: one pass where the composed derivative took twelve */
+    TTT_U_SILU_GRAD, /* d silu / dx */
     TTT_U_COUNT
 } ttt_unary_op;
 

@@ -42,6 +42,9 @@ ttt_tensor *ttt_tanh(ttt_ctx *ctx, ttt_tensor *x);
 ttt_tensor *ttt_sigmoid(ttt_ctx *ctx, ttt_tensor *x);
 ttt_tensor *ttt_gelu(ttt_ctx *ctx, ttt_tensor *x); /* tanh approximation */
 ttt_tensor *ttt_silu(ttt_ctx *ctx, ttt_tensor *x);
+/* Their derivatives at x, in one pass each (what their gradients use; differentiable again) */
+ttt_tensor *ttt_gelu_grad(ttt_ctx *ctx, ttt_tensor *x);
+ttt_tensor *ttt_silu_grad(ttt_ctx *ctx, ttt_tensor *x);
 ttt_tensor *ttt_relu(ttt_ctx *ctx, ttt_tensor *x);
 ttt_tensor *ttt_sqrt(ttt_ctx *ctx, ttt_tensor *x);
 ttt_tensor *ttt_rsqrt(ttt_ctx *ctx, ttt_tensor *x);

@@ -102,6 +102,8 @@ UNARY_CASE(tanh, K_NORMAL, ttt_tanh(ctx, x[0]))
 UNARY_CASE(sigmoid, K_NORMAL, ttt_sigmoid(ctx, x[0]))
 UNARY_CASE(gelu, K_NORMAL, ttt_gelu(ctx, x[0]))
 UNARY_CASE(silu, K_NORMAL, ttt_silu(ctx, x[0]))
+UNARY_CASE(gelu_grad, K_NORMAL, ttt_gelu_grad(ctx, x[0]))
+UNARY_CASE(silu_grad, K_NORMAL, ttt_silu_grad(ctx, x[0]))
 UNARY_CASE(relu, K_AWAY, ttt_relu(ctx, x[0]))
 UNARY_CASE(sqrt, K_POS, ttt_sqrt(ctx, x[0]))
 UNARY_CASE(rsqrt, K_POS, ttt_rsqrt(ctx, x[0]))
@@ -439,6 +441,8 @@ static const gc_case CASES[] = {
     {"sigmoid", make_sigmoid, fn_sigmoid},
     {"gelu", make_gelu, fn_gelu},
     {"silu", make_silu, fn_silu},
+    {"gelu_grad", make_gelu_grad, fn_gelu_grad},
+    {"silu_grad", make_silu_grad, fn_silu_grad},
     {"relu", make_relu, fn_relu},
     {"sqrt", make_sqrt, fn_sqrt},
     {"rsqrt", make_rsqrt, fn_rsqrt},

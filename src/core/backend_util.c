@@ -46,7 +46,8 @@ const char *ttt_kernel_name(ttt_kernel k) {
 const char *ttt_unary_op_name(ttt_unary_op op) {
     static const char *const names[TTT_U_COUNT] = {"neg",  "exp",  "log",  "tanh", "sigmoid", "gelu",
                                                    "silu", "relu", "sqrt", "rsqrt", "abs",    "sign",
-                                                   "step", "pow",  "clamp", "inrange", "affine", "elu1"};
+                                                   "step", "pow",  "clamp", "inrange", "affine", "elu1",
+                                                   "gelu_grad", "silu_grad"};
     return (unsigned)op < TTT_U_COUNT ? names[op] : "?";
 }
 

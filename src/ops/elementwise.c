@@ -133,22 +133,27 @@ VJP(exp_vjp) { (void)needs; DONE(ttt_mul(ctx, G, Y)); }
 VJP(log_vjp) { (void)needs; DONE(ttt_div(ctx, G, X)); }
 VJP(tanh_vjp) { (void)needs; DONE(ttt_mul(ctx, G, affine(ctx, ttt_mul(ctx, Y, Y), -1.0, 1.0))); }
 VJP(sigmoid_vjp) { (void)needs; DONE(ttt_mul(ctx, G, ttt_mul(ctx, Y, affine(ctx, Y, -1.0, 1.0)))); }
-VJP(gelu_vjp) {
+/* gelu and silu take their derivative from one fused op (gelu_grad, silu_grad); the derivatives' own
+ * gradients (second order: meta-learning through inner steps) are composed of ops, so every order works. */
+VJP(gelu_vjp) { (void)needs; DONE(ttt_mul(ctx, G, ttt_gelu_grad(ctx, X))); }
+VJP(silu_vjp) { (void)needs; DONE(ttt_mul(ctx, G, ttt_silu_grad(ctx, X))); }
+VJP(gelu_grad_vjp) {
     (void)needs;
-    /* y = 0.5 x (1 + t), t = tanh(c (x + k x^3));
-     * y' = 0.5 (1 + t) + 0.5 x (1 - t^2) c (1 + 3 k x^2) */
+    /* y = 0.5 (1 + t) + 0.5 x s u', t = tanh(u), u = c (x + k x^3), u' = c (1 + 3 k x^2), s = 1 - t^2:
+     * y' = s (u' + 3 c k x^2 - x t u'^2) */
     const double c = 0.7978845608028654, k = 0.044715;
     ttt_tensor *x = X, *x2 = ttt_mul(ctx, x, x);
     ttt_tensor *t = ttt_tanh(ctx, ttt_mul(ctx, x, affine(ctx, x2, c * k, c)));
-    ttt_tensor *sech2 = affine(ctx, ttt_mul(ctx, t, t), -1.0, 1.0);
-    ttt_tensor *inner = ttt_mul(ctx, ttt_mul(ctx, x, sech2), affine(ctx, x2, 1.5 * k * c, 0.5 * c));
-    DONE(ttt_mul(ctx, G, ttt_add(ctx, affine(ctx, t, 0.5, 0.5), inner)));
+    ttt_tensor *s = affine(ctx, ttt_mul(ctx, t, t), -1.0, 1.0), *du = affine(ctx, x2, 3.0 * c * k, c);
+    ttt_tensor *inner = ttt_sub(ctx, affine(ctx, x2, 6.0 * c * k, c), ttt_mul(ctx, ttt_mul(ctx, x, t), ttt_mul(ctx, du, du)));
+    DONE(ttt_mul(ctx, G, ttt_mul(ctx, s, inner)));
 }
-VJP(silu_vjp) {
+VJP(silu_grad_vjp) {
     (void)needs;
-    /* y' = s (1 + x (1 - s)), s = sigmoid(x) */
+    /* y = s (1 + x (1 - s)): y' = s (1 - s) (2 + x (1 - 2 s)) */
     ttt_tensor *s = ttt_sigmoid(ctx, X);
-    DONE(ttt_mul(ctx, G, ttt_mul(ctx, s, affine(ctx, ttt_mul(ctx, X, affine(ctx, s, -1.0, 1.0)), 1.0, 1.0))));
+    ttt_tensor *a = ttt_mul(ctx, s, affine(ctx, s, -1.0, 1.0));
+    DONE(ttt_mul(ctx, G, ttt_mul(ctx, a, affine(ctx, ttt_mul(ctx, X, affine(ctx, s, -2.0, 1.0)), 1.0, 2.0))));
 }
 VJP(relu_vjp) { (void)needs; DONE(ttt_mul(ctx, G, mask_of(ctx, TTT_U_STEP, X, 0, 0))); }
 VJP(sqrt_vjp) { (void)needs; DONE(ttt_div(ctx, ttt_scale(ctx, G, 0.5), Y)); }
@@ -183,6 +188,12 @@ ttt_tensor *ttt_sigmoid(ttt_ctx *ctx, ttt_tensor *x) {
 }
 ttt_tensor *ttt_gelu(ttt_ctx *ctx, ttt_tensor *x) { return unary(ctx, "gelu", TTT_U_GELU, x, 0, 0, gelu_vjp); }
 ttt_tensor *ttt_silu(ttt_ctx *ctx, ttt_tensor *x) { return unary(ctx, "silu", TTT_U_SILU, x, 0, 0, silu_vjp); }
+ttt_tensor *ttt_gelu_grad(ttt_ctx *ctx, ttt_tensor *x) {
+    return unary(ctx, "gelu_grad", TTT_U_GELU_GRAD, x, 0, 0, gelu_grad_vjp);
+}
+ttt_tensor *ttt_silu_grad(ttt_ctx *ctx, ttt_tensor *x) {
+    return unary(ctx, "silu_grad", TTT_U_SILU_GRAD, x, 0, 0, silu_grad_vjp);
+}
 ttt_tensor *ttt_relu(ttt_ctx *ctx, ttt_tensor *x) { return unary(ctx, "relu", TTT_U_RELU, x, 0, 0, relu_vjp); }
 ttt_tensor *ttt_sqrt(ttt_ctx *ctx, ttt_tensor *x) { return unary(ctx, "sqrt", TTT_U_SQRT, x, 0, 0, sqrt_vjp); }
 ttt_tensor *ttt_rsqrt(ttt_ctx *ctx, ttt_tensor *x) { return unary(ctx, "rsqrt", TTT_U_RSQRT, x, 0, 0, rsqrt_vjp); }

@@ -64,6 +64,14 @@ static inline float sigmoid_f32(float x) {
     return x >= 0 ? 1.0f / (1.0f + e) : e / (1.0f + e);
 }
 
+/* gelu'(x) = 0.5 (1 + t) + 0.5 x (1 - t^2) c (1 + 3 k x^2), t = tanh(c (x + k x^3));
+ * silu'(x) = s (1 + x (1 - s)), s = sigmoid(x) */
+#define GELU_GRAD(T, TANH, x)                                                                                     \
+    ((T)0.5 * ((T)1 + TANH((T)GELU_C * (x + (T)GELU_K * x * x * x))) +                                           \
+     (T)0.5 * x * ((T)1 - TANH((T)GELU_C * (x + (T)GELU_K * x * x * x)) * TANH((T)GELU_C * (x + (T)GELU_K * x * x * x))) * \
+         (T)GELU_C * ((T)1 + (T)3 * (T)GELU_K * x * x))
+#define SILU_GRAD(T, SIGMOID, x) (SIGMOID(x) * ((T)1 + x * ((T)1 - SIGMOID(x))))
+
 #define UNARY_BODY(T, MATH)                                                                   \
     for (int64_t i = 0; i < n; i++) {                                                         \
         T x = xs[i * sx];                                                                     \
@@ -91,6 +99,8 @@ static inline float sigmoid_f32(float x) {
     case TTT_U_INRANGE: UNARY_BODY(T, (x >= (T)p0 && x <= (T)p1) ? 1 : 0) break;              \
     case TTT_U_AFFINE: UNARY_BODY(T, (T)p0 * x + (T)p1) break;                                \
     case TTT_U_ELU1: UNARY_BODY(T, x > 0 ? x + (T)1 : EXP(x)) break;                          \
+    case TTT_U_GELU_GRAD: UNARY_BODY(T, GELU_GRAD(T, TANH, x)) break;                         \
+    case TTT_U_SILU_GRAD: UNARY_BODY(T, SILU_GRAD(T, SIGMOID, x)) break;                      \
     default: break;                                                                           \
     }
 

@@ -152,6 +152,14 @@ __device__ __forceinline__ T unary_op(int op, T x, T p0, T p1) {
     case TTT_U_INRANGE: return (x >= p0 && x <= p1) ? T(1) : T(0);
     case TTT_U_AFFINE: return p0 * x + p1;
     case TTT_U_ELU1: return x > 0 ? x + T(1) : exp(x);
+    case TTT_U_GELU_GRAD: {
+        const T c = T(0.7978845608028654), k = T(0.044715), t = tanh(c * (x + k * x * x * x));
+        return T(0.5) * (T(1) + t) + T(0.5) * x * (T(1) - t * t) * c * (T(1) + T(3) * k * x * x);
+    }
+    case TTT_U_SILU_GRAD: {
+        const T s = x >= 0 ? T(1) / (T(1) + exp(-x)) : exp(x) / (T(1) + exp(x));
+        return s * (T(1) + x * (T(1) - s));
+    }
     default: return x;
     }
 }
@@ -206,7 +214,7 @@ static void dispatch_unary(CuDev *D, int op, const Strided &s, int64_t n, int de
 #define U(OPC) case OPC: launch_unary<T, OPC>(D, s, n, dense, y, x, p0, p1); break;
     U(TTT_U_NEG) U(TTT_U_EXP) U(TTT_U_LOG) U(TTT_U_TANH) U(TTT_U_SIGMOID) U(TTT_U_GELU) U(TTT_U_SILU) U(TTT_U_RELU)
     U(TTT_U_SQRT) U(TTT_U_RSQRT) U(TTT_U_ABS) U(TTT_U_SIGN) U(TTT_U_STEP) U(TTT_U_POW) U(TTT_U_CLAMP)
-    U(TTT_U_INRANGE) U(TTT_U_AFFINE) U(TTT_U_ELU1)
+    U(TTT_U_INRANGE) U(TTT_U_AFFINE) U(TTT_U_ELU1) U(TTT_U_GELU_GRAD) U(TTT_U_SILU_GRAD)
 #undef U
     default: break;
     }
