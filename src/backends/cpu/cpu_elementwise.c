@@ -16,37 +16,6 @@ static inline double sigmoid_d(double x) {
     return e / (1.0 + e);
 }
 
-/* f32 exp, tanh and sigmoid without calls into libm, so the dense loops vectorize: glibc's expf and tanhf are
- * scalar calls, and with them gelu ran at ~4% of memcpy speed (docs/benchmarks.md). exp: x = k ln2 + r with
- * |r| <= ln2/2 (Cody-Waite, ln2 in two parts), a degree-7 Taylor polynomial for e^r (truncation < 6e-9
- * relative), and 2^k applied as two exact power-of-two factors so k from -150 to 128 needs no branch; within
- * 2 ulp of expf over the f32 range, inf above ln(FLT_MAX), 0 below the subnormals, NaN kept. */
-static inline float exp_f32(float x) {
-    const float hi = 88.7228394f, lo = -104.0f;
-    const float xc = x > hi ? hi : (x < lo ? lo : x); /* NaN falls through both and is restored below */
-    const float round = 12582912.0f;                   /* 1.5 * 2^23: adding it rounds to an integer */
-    float k = (xc * 1.44269504f + round) - round;
-    k = k == k ? k : 0.0f; /* NaN: any k will do, the result is replaced below */
-    const float r = (xc - k * 0.693145752f) - k * 1.42860677e-6f;
-    float p = 1.0f / 5040.0f;
-    p = p * r + 1.0f / 720.0f;
-    p = p * r + 1.0f / 120.0f;
-    p = p * r + 1.0f / 24.0f;
-    p = p * r + 1.0f / 6.0f;
-    p = p * r + 0.5f;
-    p = p * r + 1.0f;
-    p = p * r + 1.0f;
-    const int32_t ki = (int32_t)k, k1 = ki / 2, k2 = ki - k1;
-    int32_t b1 = (k1 + 127) << 23, b2 = (k2 + 127) << 23;
-    float s1, s2;
-    memcpy(&s1, &b1, 4);
-    memcpy(&s2, &b2, 4);
-    const float y = p * s1 * s2;
-    return x > hi ? INFINITY : (x < lo ? 0.0f : (x == x ? y : x));
-}
-
-/* tanh: an odd Taylor polynomial to x^11 below |x| = 0.3 (truncation < 2e-9 relative), else
- * 1 - 2 / (e^{2|x|} + 1) with the sign (within ~3 ulp: the subtraction loses at most 2 bits above 0.3). */
 static inline float tanh_f32(float x) {
     const float a = x < 0 ? -x : x, x2 = x * x;
     float p = -1382.0f / 155925.0f;

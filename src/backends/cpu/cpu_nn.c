@@ -13,6 +13,24 @@ static int float_only(const char *k, const ttt_tensor *t) {
     return t->dtype == TTT_F32 || t->dtype == TTT_F64 ? TTT_OK : cpu_unsupported(k, t->dtype);
 }
 
+static void softmax_row_f32(float *y, const float *x, int64_t n, int log_out) {
+    float mx = -INFINITY;
+    for (int64_t j = 0; j < n; j++) mx = x[j] > mx ? x[j] : mx;
+    if (mx == -INFINITY) mx = 0; /* a fully masked row: avoid inf - inf */
+    double sum = 0;
+    for (int64_t j = 0; j < n; j++) {
+        y[j] = exp_f32(x[j] - mx);
+        sum += (double)y[j];
+    }
+    if (log_out) {
+        const float lse = (float)log(sum);
+        for (int64_t j = 0; j < n; j++) y[j] = (x[j] - mx) - lse;
+    } else {
+        const float inv = (float)(1.0 / sum);
+        for (int64_t j = 0; j < n; j++) y[j] *= inv;
+    }
+}
+
 int cpu_softmax(ttt_backend_state *self, ttt_tensor *dst, const ttt_tensor *src, int log_out) {
     if (float_only("softmax", src)) return TTT_ERR;
     int64_t rows, cols;
@@ -22,6 +40,10 @@ CPU_PARALLEL(self, rows * cols,
     _Pragma("omp for schedule(static)")
         for (int64_t r = 0; r < rows; r++) {
             const int64_t o = r * cols;
+            if (f32) { /* one vectorized exp per element, kept in dst, the sum in f64 */
+                softmax_row_f32((float *)dst->data + o, (const float *)src->data + o, cols, log_out);
+                continue;
+            }
             double mx = -INFINITY, sum = 0;
             for (int64_t j = 0; j < cols; j++) mx = fmax(mx, ld(src->data, f32, o + j));
             if (mx == -INFINITY) mx = 0; /* a fully masked row: avoid inf - inf */
