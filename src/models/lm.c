@@ -458,7 +458,7 @@ ttt_tensor *ttt_lm_loss_chunked(ttt_ctx *ctx, const ttt_lm *m, ttt_tensor *ids, 
      * elements is not 16-byte aligned, and cuBLAS then leaves the tensor-core
      * kernels for ones several times slower (the padding logits are sliced off
      * before the loss). */
-    const int64_t V_pad = (V + 63) / 64 * 64;
+    const int64_t V_pad = ttt_ctx_device(ctx) == TTT_CUDA ? (V + 63) / 64 * 64 : V; /* the CPU's BLAS has no such cliff */
     ttt_tensor *head = W(ctx, m, m->embed);
     if (head && V_pad != V)
         head = ttt_concat(ctx, 2, (ttt_tensor *[]){head, ttt_zeros(ctx, head->dtype, TTT_DIMS(V_pad - V, m->cfg.dim))}, 0);

@@ -184,4 +184,48 @@ static inline float exp_f32(float x) {
 
 /* tanh: an odd Taylor polynomial to x^11 below |x| = 0.3 (truncation < 2e-9 relative), else
  * 1 - 2 / (e^{2|x|} + 1) with the sign (within ~3 ulp: the subtraction loses at most 2 bits above 0.3). */
+/* max over n floats (NaNs skipped, like fmax), in eight lanes so it vectorizes; -inf for n = 0 */
+static inline float max_f32(const float *x, int64_t n) {
+    float lane[8] = {-INFINITY, -INFINITY, -INFINITY, -INFINITY, -INFINITY, -INFINITY, -INFINITY, -INFINITY};
+    int64_t j = 0;
+    for (; j + 8 <= n; j += 8)
+        for (int e = 0; e < 8; e++) lane[e] = x[j + e] > lane[e] ? x[j + e] : lane[e];
+    float m = -INFINITY;
+    for (int e = 0; e < 8; e++) m = lane[e] > m ? lane[e] : m;
+    for (; j < n; j++) m = x[j] > m ? x[j] : m;
+    return m;
+}
+
+/* sum of n floats in f64, by eight f32 lanes flushed every 128 terms (vectorizes; for values of one sign
+ * and like size, as probabilities are) */
+static inline double sum_f32(const float *x, int64_t n) {
+    float lane[8] = {0};
+    double s = 0;
+    int64_t j = 0;
+    while (j + 8 <= n) {
+        const int64_t end = j + 1024 <= n ? j + 1024 : n - (n - j) % 8;
+        for (; j < end; j += 8)
+            for (int e = 0; e < 8; e++) lane[e] += x[j + e];
+        for (int e = 0; e < 8; e++) s += (double)lane[e], lane[e] = 0;
+    }
+    for (; j < n; j++) s += (double)x[j];
+    return s;
+}
+
+/* sum_j e^(x_j - m) over n floats, in f64: eight f32 lanes (so the exp loop vectorizes; an f64 accumulator
+ * in order would not), each flushed into the f64 sum every 128 terms, so a lane adds at most 128 values <= 1. */
+static inline double sum_exp_f32(const float *x, int64_t n, float m) {
+    float lane[8] = {0};
+    double s = 0;
+    int64_t j = 0;
+    while (j + 8 <= n) {
+        const int64_t end = j + 1024 <= n ? j + 1024 : n - (n - j) % 8;
+        for (; j < end; j += 8)
+            for (int e = 0; e < 8; e++) lane[e] += exp_f32(x[j + e] - m);
+        for (int e = 0; e < 8; e++) s += (double)lane[e], lane[e] = 0;
+    }
+    for (; j < n; j++) s += (double)exp_f32(x[j] - m);
+    return s;
+}
+
 #endif
