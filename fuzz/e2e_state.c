@@ -17,6 +17,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         ttt_ctx_config cc = {.device = TTT_CPU, .threads = 1, .seed = 1};
         if (!(ctx = ttt_ctx_new(&cc)) || e2e_fuzz_model(ctx, &m, &r) != TTT_OK) abort();
     }
+    int32_t ids[E2E_FUZZ_BATCH * 3];
+    for (int i = 0; i < E2E_FUZZ_BATCH * 3; i++) ids[i] = (int32_t)((i * 5 + 1) % m.cfg.vocab);
+    /* a state that has read something, so that a refusal must visibly reset it */
+    if (ttt_lm_reader_pos(&r) == 0 &&
+        !ttt_lm_reader_read(ctx, &m, &r, ttt_from_host(ctx, TTT_I32, TTT_DIMS(E2E_FUZZ_BATCH, 3), ids), 0))
+        abort();
     char path[300];
     fuzz_path(path, sizeof path, "state.safetensors");
     fuzz_write(path, data, size);
@@ -24,8 +30,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     fuzz_note("load", rc == TTT_OK ? "ok" : ttt_error(ctx));
     if (rc == TTT_OK) {
         const int64_t pos = ttt_lm_reader_pos(&r);
-        int32_t ids[E2E_FUZZ_BATCH * 3];
-        for (int i = 0; i < E2E_FUZZ_BATCH * 3; i++) ids[i] = (int32_t)((i * 5 + 1) % m.cfg.vocab);
         ttt_tensor *lg = ttt_lm_reader_read(ctx, &m, &r, ttt_from_host(ctx, TTT_I32, TTT_DIMS(E2E_FUZZ_BATCH, 3), ids), 0);
         if (lg && ttt_lm_reader_pos(&r) != pos + 3) abort();
         if (!lg && !ttt_error(ctx)[0]) abort();
