@@ -142,8 +142,10 @@ kill_writer() {
     # every other trial starts over an older output, which must survive a kill intact
     local with_old=$((trial % 2))
     for f in "${files[@]}"; do rm -f "$f" "$f.tmp"; [ $with_old = 1 ] && mkdir -p "$(dirname "$f")" && echo "old $f" >"$f"; done
-    local d=$(delay $ms)
-    eval "$cmd" >/dev/null 2>&1 &
+    # half the kills land in the last fifth of the run, where the files are written
+    local d
+    if [ $((trial % 4)) -ge 2 ]; then d=$(delay $((ms / 5))); d=$(awk -v a="$d" -v m="$ms" 'BEGIN { printf "%.3f", a + 0.8 * m / 1000 }'); else d=$(delay $ms); fi
+    eval "exec $cmd" >/dev/null 2>&1 &  # exec: the kill must reach ttt itself, not a subshell
     local pid=$!
     sleep "$d"
     kill -9 $pid 2>/dev/null
@@ -153,7 +155,7 @@ kill_writer() {
       if [ ! -e "$f" ]; then state="$state absent"
       elif cmp -s "$f" "ref/$f"; then state="$state new"
       elif [ "$(cat "$f")" = "old $f" ]; then state="$state old"
-      else state="$state TORN"; bad=1; fi
+      else state="$state TORN"; bad=1; [ -n "${FAULT_KEEP:-}" ] && cp "$f" "$FAULT_KEEP.$(basename "$f")" && ls -la "$(dirname "$f")" >"$FAULT_KEEP.ls"; fi
     done
     # several files: all of one kind (a mix of new and old would be a tokenizer that never existed)
     local kinds=$(echo $state | tr ' ' '\n' | sort -u | wc -l)
