@@ -24,6 +24,7 @@ while [ $# -gt 0 ]; do
   esac
 done
 all=(safetensors checkpoint lm_config shards idx tokenizer_gpt2 tokenizer_json e2e_state)
+[ -f include/ttt/gguf.h ] && all+=(gguf)  # the GGUF reader, once merged
 [ ${#targets[@]} -gt 0 ] || targets=("${all[@]}")
 command -v clang >/dev/null || { echo "fuzz.sh: clang is not installed (scripts/install-deps.sh installs it)" >&2; exit 2; }
 dir=build/fuzz
