@@ -232,13 +232,14 @@ int cmd_demo(int argc, char **argv) {
             if (r < 0) return 2;
             continue;
         }
-        if (!strcmp(argv[i], "--device") && i + 1 < argc) {
-            i++;
-            if (!strcmp(argv[i], "auto")) c.device = -1;
-            else if (!strcmp(argv[i], "cpu")) c.device = TTT_CPU;
-            else if (!strcmp(argv[i], "cuda")) c.device = TTT_CUDA;
+        const char *dev = NULL;
+        if ((r = cli_flag_str(argc, argv, &i, "--device", &dev))) {
+            if (r < 0) return 2;
+            if (!strcmp(dev, "auto")) c.device = -1;
+            else if (!strcmp(dev, "cpu")) c.device = TTT_CPU;
+            else if (!strcmp(dev, "cuda")) c.device = TTT_CUDA;
             else {
-                fprintf(stderr, "ttt demo: --device %s: expected auto, cpu or cuda\n", argv[i]);
+                fprintf(stderr, "ttt demo: --device %s: expected auto, cpu or cuda\n", dev);
                 return 2;
             }
             continue;

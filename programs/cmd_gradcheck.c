@@ -10,7 +10,7 @@
 
 int cmd_gradcheck(int argc, char **argv) {
     int64_t seed = 1, seeds = 3;
-    const char *only = NULL;
+    const char *only = NULL, *dev = NULL;
     ttt_device device = TTT_CPU;
     for (int i = 1; i < argc; i++) {
         int r;
@@ -32,16 +32,16 @@ int cmd_gradcheck(int argc, char **argv) {
             if (r < 0) return 2;
         } else if ((r = cli_flag_int(argc, argv, &i, "--seeds", 1, 1000, &seeds))) {
             if (r < 0) return 2;
-        } else if (!strcmp(argv[i], "--device") && i + 1 < argc) {
-            i++;
-            if (!strcmp(argv[i], "cpu")) device = TTT_CPU;
-            else if (!strcmp(argv[i], "cuda")) device = TTT_CUDA;
+        } else if ((r = cli_flag_str(argc, argv, &i, "--device", &dev))) {
+            if (r < 0) return 2;
+            if (!strcmp(dev, "cpu")) device = TTT_CPU;
+            else if (!strcmp(dev, "cuda")) device = TTT_CUDA;
             else {
-                fprintf(stderr, "ttt gradcheck: --device %s: expected cpu or cuda\n", argv[i]);
+                fprintf(stderr, "ttt gradcheck: --device %s: expected cpu or cuda\n", dev);
                 return 2;
             }
-        } else if (!strcmp(argv[i], "--op") && i + 1 < argc) {
-            only = argv[++i];
+        } else if ((r = cli_flag_str(argc, argv, &i, "--op", &only))) {
+            if (r < 0) return 2;
         } else {
             return cli_unknown("gradcheck", argv[i]);
         }

@@ -732,6 +732,16 @@ static int run_open(lm_run *r, ttt_lm_config *c) {
         return EXIT_RUNTIME;
     }
     if (!(r->ctx = make_ctx(o, "lm train"))) return EXIT_RUNTIME;
+    if (ttt_ctx_device(r->ctx) == TTT_CPU) { /* say so before allocating (and filling) what cannot fit */
+        const double need = 4.0 * (double)ttt_lm_param_count(c) * (!strcmp(o->dtype, "f64") ? 8.0 : 4.0);
+        const double have = (double)sysconf(_SC_PHYS_PAGES) * (double)sysconf(_SC_PAGESIZE);
+        if (have > 0 && need > have) {
+            fprintf(stderr, "ttt lm train: %lld parameters with their gradients and AdamW's moments need %.1f GB, "
+                    "more than this machine's %.1f GB of memory\n", (long long)ttt_lm_param_count(c), need / 1e9,
+                    have / 1e9);
+            return EXIT_RUNTIME;
+        }
+    }
     if (ttt_lm_init(r->ctx, &r->m, c, dtype_of(o->dtype)) != TTT_OK || warm_start(r) != 0 ||
         apply_compute(r->ctx, o, &r->m) != TTT_OK ||
         !(r->in_ids = ttt_persistent(r->ctx, TTT_I32, TTT_DIMS(o->batch, o->seq), "lm.batch.ids")) ||

@@ -268,6 +268,15 @@ int cmd_tokenizer(int argc, char **argv) {
         const char *a = argv[i];
         int r;
         int has_value = i + 1 < argc;
+        /* this subcommand's flags that take a value, given none (last on the line) */
+        const int takes_value = !strcmp(a, "--input") || (train && !strcmp(a, "--out")) ||
+                                ((train || encode) && !strcmp(a, "--special")) ||
+                                (!train && (!strcmp(a, "--vocab") || !strcmp(a, "--merges") || !strcmp(a, "--tokenizer") ||
+                                            !strcmp(a, "--dir") || !strcmp(a, "--tokenizer-json")));
+        if (takes_value && !has_value) {
+            fprintf(stderr, "ttt tokenizer %s: %s needs a value\n", sub, a);
+            return 2;
+        }
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
             usage(stdout);
             return 0;

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Build and run the whole test suite: a Release build, then an
-# AddressSanitizer + UBSan (+ LeakSanitizer) build. Installs what is missing.
+# AddressSanitizer + UBSan (+ LeakSanitizer) build, then (with clang) a short pass of every
+# fuzz target (scripts/fuzz.sh, a few seconds each). Installs what is missing.
 # Needs nothing beside the repository (data files are in data/).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,3 +21,9 @@ for kind in release sanitize; do
   OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} ASAN_OPTIONS=detect_leaks=1 \
     ctest --test-dir "$dir" --output-on-failure -j "$jobs" -LE slow
 done
+# The fuzz targets for a few seconds each (their seeds and regression inputs were replayed by
+# ctest above, in both builds). FUZZ_SECONDS=0 skips this.
+if [ "${FUZZ_SECONDS:-3}" != 0 ] && command -v clang >/dev/null; then
+  echo "== fuzz (libFuzzer, ${FUZZ_SECONDS:-3} s per target) =="
+  ./scripts/fuzz.sh --time "${FUZZ_SECONDS:-3}"
+fi

@@ -569,6 +569,55 @@ static void test_python(ttt_ctx *ctx) {
     remove(out);
 }
 
+/* ---- checksums: every tensor's, in the metadata; a damaged byte is refused naming the tensor ------ */
+
+static void test_checksums(ttt_ctx *ctx) {
+    const char *path = in_dir("sum.safetensors");
+    const float w[5] = {1, 2, 3, 4, 5};
+    const int32_t k[3] = {1, 2, 3};
+    ttt_named_tensor nt[2] = {{"w", ttt_from_host(ctx, TTT_F32, TTT_DIMS(5), w)},
+                              {"k", ttt_from_host(ctx, TTT_I32, TTT_DIMS(3), k)}};
+    const char *meta[] = {"note", "x", NULL};
+    CHECK(ttt_save_safetensors(ctx, path, 2, nt, meta) == TTT_OK);
+    char *json = NULL, *file = NULL, err[256], buf[64];
+    size_t len = 0;
+    ttt_named_tensor got[2] = {{"w", ttt_zeros(ctx, TTT_F32, TTT_DIMS(5))}, {"k", ttt_zeros(ctx, TTT_I32, TTT_DIMS(3))}};
+    CHECK(ttt_load_safetensors(ctx, path, 2, got, &json) == TTT_OK);
+    /* the caller's metadata comes back without the checksums */
+    CHECK(json && ttt_metadata_get(json, "note", buf, sizeof buf) == TTT_OK && !strstr(json, "ttt.checksum."));
+    free(json);
+    CHECK(ttt_read_file(path, &file, &len, err, sizeof err) == TTT_OK && strstr(file + 8, "\"ttt.checksum.w\":\""));
+    /* every byte of the data: changed, the load fails naming the tensor it belongs to */
+    const size_t data = len - sizeof w - sizeof k;
+    int named = 0;
+    for (size_t at = data; at < len; at++) {
+        file[at] ^= 0x01;
+        CHECK(write_all(path, file, len) == 0);
+        ttt_clear_error(ctx);
+        const char *want = at < data + sizeof w ? "tensor 'w'" : "tensor 'k'";
+        named += ttt_load_safetensors(ctx, path, 2, got, NULL) == TTT_ERR && strstr(ttt_error(ctx), want) &&
+                 strstr(ttt_error(ctx), "checksum");
+        file[at] ^= 0x01;
+    }
+    CHECK_MSG(named == (int)(len - data), "%d of %zu damaged bytes were refused naming the tensor", named, len - data);
+    /* a checksum that is not 16 hex digits, or for a tensor the file does not hold */
+    char *q = strstr(file + 8, "\"ttt.checksum.w\":\"") + strlen("\"ttt.checksum.w\":\"");
+    const char saved = q[3];
+    q[3] = 'g';
+    CHECK(write_all(path, file, len) == 0);
+    CHECK(ttt_load_safetensors(ctx, path, 0, NULL, NULL) == TTT_ERR && strstr(ttt_error(ctx), "not 16 hex digits"));
+    q[3] = saved;
+    q = strstr(file + 8, "\"ttt.checksum.w\"");
+    q[14] = 'z';
+    CHECK(write_all(path, file, len) == 0);
+    CHECK(ttt_load_safetensors(ctx, path, 0, NULL, NULL) == TTT_ERR && strstr(ttt_error(ctx), "'z', which the file does not hold"));
+    free(file);
+    /* the key prefix is reserved */
+    const char *bad_meta[] = {"ttt.checksum.w", "0", NULL};
+    CHECK(ttt_save_safetensors(ctx, path, 2, nt, bad_meta) == TTT_ERR && strstr(ttt_error(ctx), "reserved"));
+    remove(path);
+}
+
 int main(void) {
     snprintf(dir, sizeof dir, "%s", "/tmp/test_checkpoint_XXXXXX");
     if (!mkdtemp(dir)) {
@@ -587,6 +636,8 @@ int main(void) {
     test_cuda(ctx);
     ttt_step_reset(ctx);
     test_python(ctx);
+    ttt_step_reset(ctx);
+    test_checksums(ctx);
     ttt_ctx_free(ctx);
     remove(in_dir("set.safetensors"));
     CHECK_MSG(rmdir(dir) == 0, "%s is not empty", dir);

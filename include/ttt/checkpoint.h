@@ -7,7 +7,14 @@
  *
  * Writes are atomic: the file is written to PATH.tmp, fsync'ed, renamed over
  * PATH and the directory fsync'ed, so a killed run leaves either the old or the
- * new file, never a torn one. */
+ * new file, never a torn one.
+ *
+ * Checksums: the writer stores each tensor's checksum (64 bits of its bytes as
+ * stored) in the metadata under "ttt.checksum.<name>"; the reader verifies the
+ * tensors it loads against them, so a damaged file is refused naming the
+ * tensor. Files without them (from other writers) load unchecked. The prefix
+ * is reserved: a caller's metadata key starting with it is refused, and the
+ * checksums are left out of the metadata JSON handed back. */
 #ifndef TTT_CHECKPOINT_H
 #define TTT_CHECKPOINT_H
 

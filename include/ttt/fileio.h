@@ -32,6 +32,13 @@ int ttt_atomic_commit(ttt_atomic_file *af, char *err, size_t err_len);
 void ttt_atomic_abort(ttt_atomic_file *af);
 /* PATH <- data[0..len) atomically. */
 int ttt_write_file_atomic(const char *path, const void *data, size_t len, char *err, size_t err_len);
+/* Several files replaced together (e.g. a tokenizer's vocab.json and merges.txt): each
+ * paths[i] <- data[i][0..lens[i]) (n in 1..16). Every file is written and fsync'ed under its
+ * temporary name before the first rename, so a failure (a full disk, a read-only folder)
+ * leaves all of them as they were, and a killed process leaves them all old or all new except
+ * in the microseconds between the renames. */
+int ttt_write_files_atomic(int n, const char *const *paths, const void *const *data, const size_t *lens, char *err,
+                           size_t err_len);
 /* fsync the directory that holds PATH (file systems that cannot count as success). 0 / -1 with errno. */
 int ttt_sync_parent_dir(const char *path);
 

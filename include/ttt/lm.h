@@ -99,7 +99,8 @@ int ttt_lm_preset(const char *name, int64_t vocab, ttt_lm_config *out, char *err
 int ttt_lm_config_format(const ttt_lm_config *cfg, char *buf, size_t len);
 int ttt_lm_config_parse(const char *s, ttt_lm_config *cfg, char *err, size_t err_len);
 
-/* Number of trainable parameters the config describes (embedding counted once). */
+/* Number of trainable parameters the config describes (embedding counted once); -1 when a
+ * size is negative or beyond ttt_lm_init's limits (the count could overflow). */
 int64_t ttt_lm_param_count(const ttt_lm_config *cfg);
 
 typedef struct {

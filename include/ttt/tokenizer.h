@@ -107,8 +107,10 @@ int ttt_tokenizer_decode(const ttt_tokenizer *tok, const int32_t *ids, size_t n,
                          size_t *len, char *err, size_t err_len);
 
 /* Writes DIR/vocab.json and DIR/merges.txt (with a "#version: 0.2" header) in
- * GPT-2's format, creating DIR if needed. Each file is written to FILE.tmp,
- * fsync'ed and renamed over FILE, so a killed run never leaves a torn file.
+ * GPT-2's format, creating DIR if needed. Both files are written to FILE.tmp and
+ * fsync'ed before either is renamed over FILE (ttt_write_files_atomic), so a
+ * killed run or a full disk leaves the old pair or the new one, never a torn
+ * file (only a kill in the microseconds between the two renames could mix them).
  * Special tokens are saved as ordinary vocabulary entries (the format has no
  * place for the flag). Needs json-c. */
 int ttt_tokenizer_save_gpt2(const ttt_tokenizer *tok, const char *dir, char *err, size_t err_len);

@@ -1097,18 +1097,6 @@ static int mkdir_p(const char *dir, char *err, size_t err_len) {
     return TTT_OK;
 }
 
-/* DIR/NAME <- data, atomically (include/ttt/fileio.h). */
-static int write_atomic(const char *dir, const char *name, const char *data, size_t len, char *err,
-                        size_t err_len) {
-    size_t pl = strlen(dir) + strlen(name) + 2;
-    char *path = malloc(pl);
-    if (!path) return oom(err, err_len, name);
-    snprintf(path, pl, "%s/%s", dir, name);
-    int rc = ttt_write_file_atomic(path, data, len, err, err_len);
-    free(path);
-    return rc;
-}
-
 int ttt_tokenizer_save_gpt2(const ttt_tokenizer *t, const char *dir, char *err, size_t err_len) {
     if (!t || !dir) return ttt__errbuf(err, err_len, "tokenizer save: NULL argument");
     if (mkdir_p(dir, err, err_len)) return TTT_ERR;
@@ -1126,17 +1114,22 @@ int ttt_tokenizer_save_gpt2(const ttt_tokenizer *t, const char *dir, char *err, 
     size_t vlen;
     const char *vs =
         json_object_to_json_string_length(v, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE, &vlen);
-    int rc = vs ? write_atomic(dir, "vocab.json", vs, vlen, err, err_len) : oom(err, err_len, "vocab.json");
-    json_object_put(v);
-    if (rc) return rc;
+    if (!vs) {
+        json_object_put(v);
+        return oom(err, err_len, "vocab.json");
+    }
     size_t cap = 64, n = 0;
     char *m = malloc(cap);
-    if (!m) return oom(err, err_len, "merges.txt");
+    if (!m) {
+        json_object_put(v);
+        return oom(err, err_len, "merges.txt");
+    }
     n = (size_t)snprintf(m, cap, "#version: 0.2\n");
     for (size_t i = 0; i < t->n_merges; i++) {
         const sm_entry *a = &t->vocab.e[t->piece_entry[t->merge_a[i]]], *b = &t->vocab.e[t->piece_entry[t->merge_b[i]]];
         if (ttt__grow((void **)&m, &cap, n + a->len + b->len + 2, 1)) {
             free(m);
+            json_object_put(v);
             return oom(err, err_len, "merges.txt");
         }
         memcpy(m + n, t->vocab.pool + a->off, a->len);
@@ -1146,8 +1139,21 @@ int ttt_tokenizer_save_gpt2(const ttt_tokenizer *t, const char *dir, char *err, 
         n += b->len;
         m[n++] = '\n';
     }
-    rc = write_atomic(dir, "merges.txt", m, n, err, err_len);
-    free(m);
+    /* the two files replaced together: a kill or a full disk never leaves a new vocab.json with old merges */
+    const size_t dl = strlen(dir) + 16;
+    char *pv = malloc(dl), *pm = malloc(dl);
+    int rc = TTT_ERR;
+    if (!pv || !pm) rc = oom(err, err_len, dir);
+    else {
+        snprintf(pv, dl, "%s/vocab.json", dir);
+        snprintf(pm, dl, "%s/merges.txt", dir);
+        const char *paths[2] = {pv, pm};
+        const void *data[2] = {vs, m};
+        const size_t lens[2] = {vlen, n};
+        rc = ttt_write_files_atomic(2, paths, data, lens, err, err_len);
+    }
+    free(pv), free(pm), free(m);
+    json_object_put(v);
     return rc;
 }
 #endif

@@ -440,6 +440,7 @@ int ttt_tokenizer_train_files(const char *const *paths, int n, const ttt_bpe_tra
     memset(&c, 0, sizeof c);
     c.cfg = cfg;
     c.t0 = c.last_report = now_s();
+    size_t total = 0;
     for (int i = 0; i < n; i++) {
         char *data;
         size_t len = 0;
@@ -454,6 +455,12 @@ int ttt_tokenizer_train_files(const char *const *paths, int n, const ttt_bpe_tra
             sm_free(&c.words);
             return ttt__errbuf(err, err_len, "tokenizer train: out of memory");
         }
+        total += len;
+    }
+    if (total == 0) { /* a tokenizer learned from nothing is a mistake (a wrong path, an empty export), not a result */
+        sm_free(&c.words);
+        return ttt__errbuf(err, err_len, "tokenizer train: the input file%s %s empty: nothing to learn from",
+                           n > 1 ? "s" : "", n > 1 ? "are all" : "is");
     }
     int rc = learn(&c, out, err, err_len);
     sm_free(&c.words);

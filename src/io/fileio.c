@@ -111,6 +111,55 @@ int ttt_write_file_atomic(const char *path, const void *data, size_t len, char *
     return ttt_atomic_commit(&af, err, err_len);
 }
 
+int ttt_write_files_atomic(int n, const char *const *paths, const void *const *data, const size_t *lens, char *err,
+                           size_t err_len) {
+    enum { MAX_FILES = 16 };
+    if (n < 1 || n > MAX_FILES || !paths || !data || !lens)
+        return fail(err, err_len, EINVAL, "ttt_write_files_atomic: 1 to %d files, with paths, data and lengths", MAX_FILES);
+    ttt_atomic_file af[MAX_FILES] = {{0}};
+    int i = 0, e = 0;
+    /* every file complete and durable under its temporary name ... */
+    for (; i < n; i++) {
+        if (ttt_atomic_open(&af[i], paths[i], err, err_len) != TTT_OK) goto undo;
+        FILE *f = af[i].f;
+        int ok = (!lens[i] || (data[i] && fwrite(data[i], 1, lens[i], f) == lens[i])) && fflush(f) == 0 &&
+                 fsync(fileno(f)) == 0;
+        e = ok ? 0 : errno ? errno : EIO;
+        af[i].f = NULL;
+        if (fclose(f) != 0 && ok) ok = 0, e = errno;
+        if (!ok) {
+            fail(err, err_len, e, "cannot write %s: %s", paths[i], strerror(e));
+            i++;
+            goto undo;
+        }
+    }
+    /* ... before the first rename: what a kill can leave mixed is only the few microseconds of these renames */
+    for (int k = 0; k < n; k++)
+        if (rename(af[k].tmp, af[k].path) != 0) {
+            e = errno;
+            fail(err, err_len, e, "cannot write %s: %s%s", paths[k], strerror(e),
+                 k ? " (the files before it in the set were already replaced)" : "");
+            for (int j = k; j < n; j++) ttt_atomic_abort(&af[j]);
+            for (int j = 0; j < k; j++) free(af[j].path), free(af[j].tmp);
+            errno = e;
+            return TTT_ERR;
+        }
+    int rc = TTT_OK;
+    for (int k = 0; k < n; k++) {
+        if (rc == TTT_OK && ttt_sync_parent_dir(af[k].path) != 0) {
+            e = errno;
+            rc = fail(err, err_len, e, "%s: written, but its directory could not be synced: %s", af[k].path, strerror(e));
+        }
+        free(af[k].path), free(af[k].tmp);
+    }
+    return rc;
+undo:
+    e = errno;
+    for (int k = 0; k < i; k++) ttt_atomic_abort(&af[k]);
+    errno = e;
+    return TTT_ERR;
+}
+
 int ttt_read_file(const char *path, char **data, size_t *len, char *err, size_t err_len) {
     if (data) *data = NULL;
     if (len) *len = 0;

@@ -24,6 +24,35 @@
 /* The reference implementation's limit on the header size. */
 enum { MAX_HEADER = 100000000, ALIGN = 8 };
 
+/* Each tensor's checksum is stored in the metadata as CHECKSUM_KEY<name> = 16 hex
+ * digits (docs/checkpoint.md), so a damaged file is refused naming the tensor;
+ * files from elsewhere have none and load unchecked. */
+static const char CHECKSUM_KEY[] = "ttt.checksum.";
+
+/* The checksum of a tensor's bytes as stored (little-endian): 64-bit words,
+ * each step a bijection of the state (rotate, xor the word, multiply by an odd
+ * constant), so any change confined to one word always changes the result; a
+ * final mix spreads it. About a byte per cycle, so checking costs little
+ * beside reading the file. */
+static uint64_t checksum(const void *data, size_t n) {
+    const unsigned char *p = data;
+    uint64_t h = 0x9e3779b97f4a7c15ull ^ (uint64_t)n;
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t w = 0;
+        for (int b = 7; b >= 0; b--) w = w << 8 | p[i + (size_t)b];
+        h = ((h << 23 | h >> 41) ^ w) * 0xbf58476d1ce4e5b9ull;
+    }
+    if (i < n) {
+        uint64_t w = 0;
+        for (size_t b = n; b > i; b--) w = w << 8 | p[b - 1];
+        h = ((h << 23 | h >> 41) ^ w) * 0xbf58476d1ce4e5b9ull;
+    }
+    h ^= h >> 31;
+    h *= 0x94d049bb133111ebull;
+    return h ^ h >> 29;
+}
+
 static const char *st_dtype_name(ttt_dtype dt) {
     switch (dt) {
     case TTT_F32: return "F32";
@@ -185,6 +214,9 @@ static int check_inputs(ttt_ctx *ctx, const char *path, int n, const ttt_named_t
             if (!val) return ttt__set_error(ctx, "%s: %s: metadata key '%s' has no value", fn, path, key);
             if (!valid_utf8(key) || !valid_utf8(val))
                 return ttt__set_error(ctx, "%s: %s: metadata entry '%s' is not valid UTF-8", fn, path, key);
+            if (!strncmp(key, CHECKSUM_KEY, sizeof CHECKSUM_KEY - 1))
+                return ttt__set_error(ctx, "%s: %s: metadata key '%s': the prefix '%s' is reserved for checksums", fn,
+                                      path, key, CHECKSUM_KEY);
             for (int j = 0; j < k; j += 2)
                 if (!strcmp(metadata[j], key))
                     return ttt__set_error(ctx, "%s: %s: duplicate metadata key '%s'", fn, path, key);
@@ -196,16 +228,29 @@ static int check_inputs(ttt_ctx *ctx, const char *path, int n, const ttt_named_t
  * the tensors by element size, largest first, so each one is aligned to its
  * element size in the file (the JSON keeps the caller's order). */
 static int build_header(int n, const ttt_named_tensor *tensors, const char *const *metadata, const uint64_t *begin,
-                        strbuf *s) {
+                        const uint64_t *sums, strbuf *s) {
     sb_put(s, "\0\0\0\0\0\0\0\0{", 9);
     int first = 1;
-    if (metadata && metadata[0]) {
+    if ((metadata && metadata[0]) || n > 0) {
         sb_puts(s, "\"__metadata__\":{");
-        for (int k = 0; metadata[k]; k += 2) {
+        int k = 0;
+        for (; metadata && metadata[k]; k += 2) {
             if (k) sb_puts(s, ",");
             sb_json_string(s, metadata[k]);
             sb_puts(s, ":");
             sb_json_string(s, metadata[k + 1]);
+        }
+        /* the checksums: always 16 digits, so the header keeps its length when they are filled in */
+        for (int i = 0; i < n; i++) {
+            if (k || i) sb_puts(s, ",");
+            sb_puts(s, "\"");
+            sb_puts(s, CHECKSUM_KEY);
+            size_t at = s->len;
+            sb_json_string(s, tensors[i].name); /* "name" -> drop its opening quote */
+            if (!s->oom) memmove(s->p + at, s->p + at + 1, s->len - at - 1), s->len--;
+            char hex[24];
+            snprintf(hex, sizeof hex, ":\"%016llx\"", (unsigned long long)sums[i]);
+            sb_puts(s, hex);
         }
         sb_puts(s, "}");
         first = 0;
@@ -244,18 +289,19 @@ int ttt_save_safetensors(ttt_ctx *ctx, const char *path, int n, const ttt_named_
     if (n < 0 || (n > 0 && !tensors)) return ttt__set_error(ctx, "%s: %s: bad tensor list (n = %d)", fn, path, n);
     if (check_inputs(ctx, path, n, tensors, metadata) != TTT_OK) return TTT_ERR;
 
-    uint64_t *begin = malloc(((size_t)n + 1) * sizeof *begin);
+    uint64_t *begin = malloc(((size_t)n + 1) * sizeof *begin), *sums = calloc((size_t)n + 1, sizeof *sums);
     strbuf hdr = {0};
     void *buf = NULL;
     size_t cap = 0;
     ttt_atomic_file af = {0};
     FILE *f = NULL;
     int rc = TTT_ERR;
-    if (!begin) {
+    if (!begin || !sums) {
         ttt__set_error(ctx, "%s: %s: out of memory", fn, path);
         goto done;
     }
     static const size_t sizes[] = {8, 4, 2, 1};
+    for (int i = 0; i < n; i++) sums[i] = checksum(NULL, 0); /* empty tensors are not visited below */
     uint64_t off = 0;
     for (int k = 0; k < 4; k++)
         for (int i = 0; i < n; i++) {
@@ -264,7 +310,7 @@ int ttt_save_safetensors(ttt_ctx *ctx, const char *path, int n, const ttt_named_
             begin[i] = off;
             off += (uint64_t)ttt_numel(t) * sizes[k];
         }
-    if (build_header(n, tensors, metadata, begin, &hdr) != TTT_OK) {
+    if (build_header(n, tensors, metadata, begin, sums, &hdr) != TTT_OK) {
         ttt__set_error(ctx, "%s: %s: out of memory", fn, path);
         goto done;
     }
@@ -294,8 +340,19 @@ int ttt_save_safetensors(ttt_ctx *ctx, const char *path, int n, const ttt_named_
                 goto done;
             }
             to_from_le(buf, ne, es);
+            sums[i] = checksum(buf, bytes);
             if (fwrite(buf, 1, bytes, f) != bytes) goto io_error;
         }
+    /* the header again, now with the checksums (same length) */
+    if (n > 0) {
+        const size_t first_len = hdr.len;
+        hdr.len = 0;
+        if (build_header(n, tensors, metadata, begin, sums, &hdr) != TTT_OK || hdr.len != first_len) {
+            ttt__set_error(ctx, "%s: %s: out of memory", fn, path);
+            goto done;
+        }
+        if (fseeko(f, 0, SEEK_SET) != 0 || fwrite(hdr.p, 1, hdr.len, f) != hdr.len) goto io_error;
+    }
     f = NULL;
     if (ttt_atomic_commit(&af, why, sizeof why) != TTT_OK) { /* PATH is the old file, or the new one not yet durable */
         ttt__set_error(ctx, "%s: %s", fn, why);
@@ -311,6 +368,7 @@ done:
     free(buf);
     free(hdr.p);
     free(begin);
+    free(sums);
     return rc;
 }
 
@@ -555,6 +613,19 @@ int ttt_load_safetensors(ttt_ctx *ctx, const char *path, int n, const ttt_named_
                         ttt__set_error(ctx, "%s: %s: __metadata__ value '%.200s' is not a string", fn, path, mk);
                         goto done;
                     }
+                    if (strncmp(mk, CHECKSUM_KEY, sizeof CHECKSUM_KEY - 1)) continue;
+                    const char *tname = mk + sizeof CHECKSUM_KEY - 1, *hex = json_object_get_string(mv);
+                    json_object *tv;
+                    if (strlen(hex) != 16 || strspn(hex, "0123456789abcdef") != 16) {
+                        ttt__set_error(ctx, "%s: %s: tensor '%.200s': its checksum '%.40s' is not 16 hex digits", fn,
+                                       path, tname, hex);
+                        goto done;
+                    }
+                    if (!strcmp(tname, "__metadata__") || !json_object_object_get_ex(root, tname, &tv)) {
+                        ttt__set_error(ctx, "%s: %s: a checksum for tensor '%.200s', which the file does not hold", fn,
+                                       path, tname);
+                        goto done;
+                    }
                 }
                 continue;
             }
@@ -598,14 +669,22 @@ int ttt_load_safetensors(ttt_ctx *ctx, const char *path, int n, const ttt_named_
             goto done;
         }
     }
-    if (metadata_json) {
-        json_object *mo;
-        if (json_object_object_get_ex(root, "__metadata__", &mo)) {
-            meta = strdup(json_object_to_json_string_ext(mo, JSON_C_TO_STRING_PLAIN));
-            if (!meta) {
-                ttt__set_error(ctx, "%s: %s: out of memory", fn, path);
-                goto done;
-            }
+    json_object *meta_obj = NULL;
+    json_object_object_get_ex(root, "__metadata__", &meta_obj);
+    if (metadata_json && meta_obj) {
+        /* the caller's metadata, without the checksums (the file's own business) */
+        json_object *copy = json_object_new_object();
+        int ok = copy != NULL;
+        json_object_object_foreach(meta_obj, mk, mv) {
+            if (ok && strncmp(mk, CHECKSUM_KEY, sizeof CHECKSUM_KEY - 1))
+                ok = json_object_object_add(copy, mk, json_object_get(mv)) == 0;
+        }
+        const int empty = ok && json_object_object_length(copy) == 0; /* only checksums: as if none */
+        meta = ok && !empty ? strdup(json_object_to_json_string_ext(copy, JSON_C_TO_STRING_PLAIN)) : NULL;
+        json_object_put(copy);
+        if (!meta && !empty) {
+            ttt__set_error(ctx, "%s: %s: out of memory", fn, path);
+            goto done;
         }
     }
 
@@ -619,6 +698,21 @@ int ttt_load_safetensors(ttt_ctx *ctx, const char *path, int n, const ttt_named_
             goto done;
         }
         if (bytes && read_at(f, data_start + e->begin, buf, bytes) != TTT_OK) goto read_error;
+        json_object *sum;
+        const size_t kl = sizeof CHECKSUM_KEY - 1 + strlen(tensors[i].name) + 1;
+        char *key = malloc(kl);
+        if (!key) {
+            ttt__set_error(ctx, "%s: %s: out of memory", fn, path);
+            goto done;
+        }
+        snprintf(key, kl, "%s%s", CHECKSUM_KEY, tensors[i].name);
+        const int has_sum = meta_obj && json_object_object_get_ex(meta_obj, key, &sum);
+        free(key);
+        if (has_sum && strtoull(json_object_get_string(sum), NULL, 16) != checksum(buf, bytes)) {
+            ttt__set_error(ctx, "%s: %s: tensor '%s': its data do not match the checksum stored with it: the file is "
+                                "corrupt", fn, path, tensors[i].name);
+            goto done;
+        }
         to_from_le(buf, bytes / es, es);
         /* a diverged run's NaN weights would load silently and give junk; say which tensor */
         const int64_t bad = first_non_finite(buf, dt, bytes / es);

@@ -67,6 +67,11 @@ static int64_t prime_width(const ttt_lm_config *c) { return c->prime_hidden > 0 
 
 int64_t ttt_lm_param_count(const ttt_lm_config *c) {
     if (!c) return 0;
+    /* beyond the limits ttt_lm_init enforces the products below could overflow: no count */
+    if (c->vocab < 0 || c->vocab > MAX_VOCAB || c->dim < 0 || c->dim > MAX_DIM || c->depth < 0 || c->depth > MAX_DEPTH ||
+        c->heads < 0 || c->mlp_hidden < 0 || c->mlp_hidden > MAX_HIDDEN || c->prime_blocks < 0 ||
+        c->prime_blocks > MAX_DEPTH || c->prime_hidden < 0 || c->prime_hidden > MAX_HIDDEN)
+        return -1;
     const int64_t D = c->dim, hd = c->heads > 0 ? D / c->heads : 0;
     int64_t block = 4 * D + 4 * D * D + 3 * D * c->mlp_hidden + (c->qk_norm ? 2 * hd : 0);
     return c->vocab * D + c->depth * block + c->prime_blocks * (2 * D + 3 * D * prime_width(c)) + D;
@@ -763,6 +768,12 @@ int ttt_lm_load(ttt_ctx *ctx, const char *path, int dtype, ttt_lm *m, int64_t *s
     if (rc == TTT_OK && step && ttt_metadata_get(json, "step", buf, sizeof buf) == TTT_OK) *step = atoll(buf);
     free(json);
     if (rc != TTT_OK) return rc;
+    /* the config is the file's word: a small file claiming a huge model must not allocate it first
+       (every parameter takes at least 2 bytes in the file, bf16) */
+    const int64_t np = ttt_lm_param_count(&c);
+    if (stat(file, &st) == 0 && np >= 0 && (uint64_t)np > (uint64_t)st.st_size / 2)
+        return ttt__errbuf(err, err_len, "%s: its model metadata describes %lld parameters, more than the file's %lld "
+                           "bytes can hold: a damaged or foreign file", file, (long long)np, (long long)st.st_size);
     if (ttt_lm_init(ctx, m, &c, dt) != TTT_OK) return ttt__errbuf(err, err_len, "%s: %s", file, ttt_error(ctx));
     ttt_named_tensor *nt = calloc((size_t)m->n_params, sizeof *nt);
     if (!nt) rc = ttt__errbuf(err, err_len, "lm_load: out of host memory");

@@ -576,8 +576,11 @@ int ttt_lm_e2e_state_load(ttt_ctx *ctx, const ttt_lm *m, ttt_lm_e2e_state *s, co
     if (ttt__lm_check_model(ctx, fn, m) || check_state(ctx, fn, m, s)) return TTT_ERR;
     if (!path) return ttt__set_error(ctx, "%s: no path", fn);
     char *meta = NULL, buf[128];
-    if (ttt_load_safetensors(ctx, path, 0, NULL, &meta) != TTT_OK) return TTT_ERR;
-    int rc = TTT_OK;
+    int rc = ttt_load_safetensors(ctx, path, 0, NULL, &meta);
+    if (rc != TTT_OK) {
+        ttt_lm_e2e_state_reset(ctx, m, s); /* an unreadable file leaves the state reset too, as documented */
+        return rc;
+    }
     if (!meta || ttt_metadata_get(meta, "format", buf, sizeof buf) || strcmp(buf, STATE_FORMAT))
         rc = ttt__set_error(ctx, "%s: %s is not a TTT-E2E state file (format '%s', want '%s')", fn, path,
                             meta && !ttt_metadata_get(meta, "format", buf, sizeof buf) ? buf : "none", STATE_FORMAT);
