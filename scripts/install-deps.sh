@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install the Debian/Ubuntu packages the build needs, if any are missing.
 set -euo pipefail
-packages=(build-essential cmake pkg-config libopenblas-dev zlib1g-dev libjson-c-dev libmicrohttpd-dev python3 dataset-fashion-mnist)
+packages=(build-essential cmake pkg-config libopenblas-dev zlib1g-dev libjson-c-dev libmicrohttpd-dev python3 dataset-fashion-mnist
+          libopenmpi-dev openmpi-bin)  # MPI: data-parallel training (docs/data-parallel.md)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
