@@ -5,6 +5,7 @@
 #include "ttt/dist.h"
 
 #include <math.h>
+#include <sched.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -184,7 +185,7 @@ static int mpi_exchange(ttt_dist *d, const dist_xfer *sends, int ns, const dist_
     }
     const double t0 = now_s(), deadline = t0 + d->cfg.timeout_s;
     int left = total;
-    for (int spins = 0; left > 0; spins++) {
+    while (left > 0) {
         int done = 0;
         if (MPI_Testsome(total, req, &done, idx, MPI_STATUSES_IGNORE) != MPI_SUCCESS) {
             free(req), free(peer);
@@ -212,10 +213,10 @@ static int mpi_exchange(ttt_dist *d, const dist_xfer *sends, int ns, const dist_
             free(req), free(peer); /* the requests stay posted: the job is ending */
             return TTT_ERR;
         }
-        if (spins > 100) {
-            struct timespec ts = {0, spins > 10000 ? 1000000 : 50000};
-            nanosleep(&ts, NULL);
-        }
+        /* Open MPI moves large messages only while it is polled: poll hard (yielding the core)
+         * for half a second, then gently: a long wait is a peer's evaluation or a failure */
+        if (now_s() - t0 < 0.5) sched_yield();
+        else nanosleep(&(struct timespec){0, 1000000}, NULL);
     }
     free(req), free(peer);
     return TTT_OK;
