@@ -208,8 +208,8 @@ static int mpi_exchange(ttt_dist *d, const dist_xfer *sends, int ns, const dist_
                 }
             int any_recv = 0;
             for (int i = 0; i < total; i++) any_recv |= req[i] != MPI_REQUEST_NULL && peer[i] >= 0;
-            set_err(err, err_len, "rank %d: %s: %s %s for %.0f s (dead or hung; --dp-timeout); ending the job",
-                    d->rank, what, u ? who : "a peer", any_recv ? "sent nothing" : "took nothing", now_s() - t0);
+            set_err(err, err_len, "rank %d: %s: %s %s for %g s (dead or hung; --dp-timeout); ending the job",
+                    d->rank, what, u ? who : "a peer", any_recv ? "sent nothing" : "took nothing", d->cfg.timeout_s);
             free(req), free(peer); /* the requests stay posted: the job is ending */
             return TTT_ERR;
         }
