@@ -51,6 +51,8 @@ check 'grep -q "data-parallel: 2 ranks" D2.log && [ "$(ckpt_step D2)" = 8 ]' "2 
 check '"$T" lm train $F --batch 2 --grad-accum 2 --clip 0 --out D1 2>/dev/null' "1 rank, --grad-accum 2"
 check 'cmp -s D1/model.safetensors D2/model.safetensors && diff <(losses D1/metrics.jsonl) <(losses D2/metrics.jsonl)' \
       "2 ranks = 1 rank with the same global batch: checkpoint bytes and losses identical"
+check 'TTT_DIST_STAGE=1 "${MPI[@]}" "$T" lm train $F --batch 2 --clip 0 --dp-bucket-mb 0.01 --out S2 >/dev/null 2>&1 && cmp -s D1/model.safetensors S2/model.safetensors' \
+      "the same through host copies (a GPU without NCCL) and 0.01 MiB buckets: the same bytes"
 # two micro-batches per rank: (g0 + g1) + (g2 + g3) against ((g0 + g1) + g2) + g3, and clipping
 # on a norm summed in another order: not the same bits, the same losses to a tolerance
 check '"${MPI[@]}" "$T" lm train $F --batch 2 --grad-accum 2 --out C2 >/dev/null 2>&1 && "$T" lm train $F --batch 2 --grad-accum 4 --out C1 2>/dev/null' \

@@ -28,6 +28,9 @@
  * first bucket is sent: the engine's ttt_backward does not report per
  * parameter readiness, so there is no overlap of communication with backward.
  *
+ * TTT_DIST_STAGE=1 in the environment sends CPU tensors through the host copies
+ * a CUDA context without NCCL uses (so the CPU tests cover that path).
+ *
  * Without MPI in the build, ttt_dist_init gives a one-process dist, and fails
  * if a launcher started several processes. */
 #ifndef TTT_DIST_H

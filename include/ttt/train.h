@@ -186,11 +186,11 @@ int ttt_train_open(ttt_ctx *ctx, const ttt_train_model *model, const ttt_train_c
  * TTT_TRAIN_STOPPED (stop requested; a checkpoint of the last finished step),
  * or TTT_ERR with a message naming the step (the last checkpoint untouched). */
 int ttt_train_run(ttt_trainer *t, char *err, size_t err_len);
-/* Writes a checkpoint of the current state now. */
+/* Writes a checkpoint of the current state now (data-parallel: collective; rank 0 writes). */
 int ttt_train_save(ttt_trainer *t, char *err, size_t err_len);
 int64_t ttt_train_step(const ttt_trainer *t);       /* steps done */
 int64_t ttt_train_first_step(const ttt_trainer *t); /* where this process started (resume point) */
-ttt_optimizer *ttt_train_optimizer(const ttt_trainer *t);
+ttt_optimizer *ttt_train_optimizer(const ttt_trainer *t); /* NULL when data-parallel (ZeRO holds the slices) */
 const char *ttt_train_checkpoint_path(const ttt_trainer *t);
 const char *ttt_train_metrics_path(const ttt_trainer *t);
 int ttt_train_graph_active(const ttt_trainer *t); /* 1 once a graph was recorded */

@@ -30,7 +30,9 @@ struct ttt_dist {
     MPI_Comm comm;
 #endif
     dist_nccl *nccl;
-    int nccl_failed;
+    int nccl_failed;     /* NCCL could not open (AUTO falls back to MPI through the host) */
+    char describe[320];  /* ttt_dist_transport_name's answer after such a fallback */
+    int stage_cpu;       /* TTT_DIST_STAGE=1: CPU tensors go the way of CUDA ones without NCCL (tests) */
 };
 
 static int set_err(char *err, size_t n, const char *fmt, ...) {
@@ -72,6 +74,7 @@ int ttt_dist_init(const ttt_dist_config *cfg, ttt_dist **out, char *err, size_t 
     if (cfg) d->cfg = *cfg;
     if (!(d->cfg.timeout_s > 0)) d->cfg.timeout_s = 300;
     if (!(d->cfg.bucket_mb > 0)) d->cfg.bucket_mb = 25;
+    d->stage_cpu = env_int("TTT_DIST_STAGE") != 0;
     if (d->cfg.transport < TTT_DIST_AUTO || d->cfg.transport > TTT_DIST_NCCL) {
         const int tr = d->cfg.transport;
         free(d);
@@ -141,6 +144,7 @@ const char *ttt_dist_transport_name(const ttt_dist *d, ttt_device device) {
     if (!d || d->size == 1) return "none";
     if (device == TTT_CUDA && dist_nccl_available() && d->cfg.transport != TTT_DIST_MPI && !d->nccl_failed)
         return "nccl";
+    if (device == TTT_CUDA && d->nccl_failed) return d->describe;
     return device == TTT_CUDA ? "mpi (staged through host memory)" : "mpi";
 }
 
@@ -316,6 +320,14 @@ static int nccl_ready(ttt_dist *d, char *err, size_t err_len) {
     ok = d->nccl != NULL;
     if (ttt_dist_sum_f64(d, &ok, &all_ok, 1, "NCCL setup", err, err_len) != TTT_OK) return TTT_ERR;
     if (all_ok != d->size) {
+        if (d->cfg.transport == TTT_DIST_AUTO) { /* every rank falls back, since every rank saw the same sum */
+            dist_nccl_close(d->nccl);
+            d->nccl = NULL;
+            d->nccl_failed = 1;
+            snprintf(d->describe, sizeof d->describe, "mpi (staged through host memory; NCCL did not open%s%.200s)",
+                     e[0] ? ": " : "", e);
+            return TTT_OK;
+        }
         if (!d->nccl) return set_err(err, err_len, "%s", e);
         return set_err(err, err_len, "rank %d: another rank could not open NCCL", d->rank);
     }
@@ -331,11 +343,15 @@ static int exchange(ttt_dist *d, ttt_ctx *ctx, const tx *sends, int ns, const tx
     dist_xfer *xs = malloc(sizeof *xs * (size_t)(ns + nr + 1)), *xr = xs + ns;
     if (!xs) return set_err(err, err_len, "out of host memory");
     int rc = TTT_OK;
-    if (ttt_ctx_device(ctx) == TTT_CPU || want_nccl(d, ctx)) {
+    if (want_nccl(d, ctx) && nccl_ready(d, err, err_len) != TTT_OK) {
+        free(xs);
+        return TTT_ERR;
+    }
+    if ((ttt_ctx_device(ctx) == TTT_CPU && !d->stage_cpu) || want_nccl(d, ctx)) {
         const int nccl = ttt_ctx_device(ctx) == TTT_CUDA;
-        if (nccl && (nccl_ready(d, err, err_len) != TTT_OK || ttt_synchronize(ctx) != TTT_OK)) {
+        if (nccl && ttt_synchronize(ctx) != TTT_OK) {
             free(xs);
-            return ttt_error(ctx)[0] && !err[0] ? set_err(err, err_len, "%s", ttt_error(ctx)) : TTT_ERR;
+            return set_err(err, err_len, "%s", ttt_error(ctx));
         }
         for (int i = 0; i < ns; i++)
             xs[i] = (dist_xfer){sends[i].peer, addr(&sends[i]), (size_t)sends[i].n * ttt_dtype_size(sends[i].t->dtype)};
@@ -347,40 +363,32 @@ static int exchange(ttt_dist *d, ttt_ctx *ctx, const tx *sends, int ns, const tx
         free(xs);
         return rc;
     }
-    /* staged: every distinct tensor once to the host and back */
-    enum { MAX_T = 4 };
-    ttt_tensor *ts[MAX_T];
-    void *host[MAX_T] = {0};
-    int nt = 0, recv_of[MAX_T] = {0};
+    /* staged: each slice through a host buffer of its own */
+    void **host = calloc((size_t)(ns + nr + 1), sizeof *host);
+    if (!host) rc = set_err(err, err_len, "out of host memory");
     for (int i = 0; i < ns + nr && rc == TTT_OK; i++) {
         const tx *x = i < ns ? &sends[i] : &recvs[i - ns];
-        int k = 0;
-        while (k < nt && ts[k] != x->t) k++;
-        if (k == nt) {
-            if (nt == MAX_T) {
-                rc = set_err(err, err_len, "exchange: too many tensors");
-                break;
-            }
-            ts[nt] = x->t;
-            host[nt] = malloc((size_t)ttt_numel(x->t) * ttt_dtype_size(x->t->dtype));
-            if (!host[nt] || ttt_copy_to_host(ctx, x->t, host[nt], x->t->dtype) != TTT_OK)
-                rc = set_err(err, err_len, "%s", host[nt] ? ttt_error(ctx) : "out of host memory");
-            nt++;
-        }
-        if (i >= ns) recv_of[k] = 1;
-        dist_xfer *o = i < ns ? &xs[i] : &xr[i - ns];
-        *o = (dist_xfer){x->peer, (char *)host[k] + (size_t)x->off * ttt_dtype_size(x->t->dtype),
-                         (size_t)x->n * ttt_dtype_size(x->t->dtype)};
-    }
-    if (rc == TTT_OK) rc = mpi_exchange(d, xs, ns, xr, nr, what, err, err_len);
-    for (int k = 0; k < nt && rc == TTT_OK; k++)
-        if (recv_of[k]) {
+        const size_t bytes = (size_t)x->n * ttt_dtype_size(x->t->dtype);
+        if (!(host[i] = malloc(bytes ? bytes : 1))) rc = set_err(err, err_len, "out of host memory");
+        else if (i < ns) {
             ttt_mark_t m = ttt_mark(ctx);
-            ttt_tensor *up = ttt_from_host(ctx, ts[k]->dtype, ts[k]->ndim, ts[k]->shape, host[k]);
-            if (!up || ttt_assign(ctx, ts[k], up) != TTT_OK) rc = set_err(err, err_len, "%s", ttt_error(ctx));
+            if (ttt_copy_to_host(ctx, ttt_slice(ctx, x->t, 0, x->off, x->off + x->n, 1), host[i], x->t->dtype) != TTT_OK)
+                rc = set_err(err, err_len, "%s", ttt_error(ctx));
             ttt_release(ctx, m);
         }
-    for (int k = 0; k < nt; k++) free(host[k]);
+        xs[i] = (dist_xfer){x->peer, host[i], bytes}; /* xs[ns + j] is xr[j] */
+    }
+    if (rc == TTT_OK) rc = mpi_exchange(d, xs, ns, xr, nr, what, err, err_len);
+    for (int i = 0; i < nr && rc == TTT_OK; i++) {
+        const tx *x = &recvs[i];
+        ttt_mark_t m = ttt_mark(ctx);
+        ttt_tensor *up = ttt_from_host(ctx, x->t->dtype, 1, (const int64_t[]){x->n}, host[ns + i]);
+        if (!up || ttt_assign(ctx, ttt_slice(ctx, x->t, 0, x->off, x->off + x->n, 1), up) != TTT_OK)
+            rc = set_err(err, err_len, "%s", ttt_error(ctx));
+        ttt_release(ctx, m);
+    }
+    for (int i = 0; host && i < ns + nr; i++) free(host[i]);
+    free(host);
     free(xs);
     return rc;
 }
