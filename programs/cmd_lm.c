@@ -42,10 +42,12 @@ static const uint64_t VAL_SEED = 0x76616c6964ull;
 
 typedef struct {
     const char *data, *val, *out, *preset, *ckpt, *tokenizer, *prompt, *device, *dtype, *compute, *buckets, *graph_s;
-    const char *init_from, *state_in, *state_out;
+    const char *init_from, *state_in, *state_out, *dp_transport;
     int64_t dim, depth, heads, mlp_hidden, prime_blocks, prime_hidden, window, seq, batch, accum, steps, warmup, seed,
         save_every, log_every, eval_every, eval_batches, stop_at, context, max_docs, tokens, top_k, threads,
-        logit_chunk, inner_chunk, eta_warmup;
+        logit_chunk, inner_chunk, eta_warmup, global_batch;
+    double dp_timeout, dp_bucket_mb;
+    int device_index; /* the GPU of this data-parallel rank (not a flag) */
     double rope_theta, lr, min_lr, wd, beta2, clip, peak_bf16, peak_f32, temperature, top_p, inner_clip, eta, eta0;
     int resume, tf32, first_order, timing;
     int graph; /* --cuda-graph: -1 auto, 0 off, 1 on */
@@ -93,6 +95,10 @@ static const flag_spec FLAGS[] = {
     F_INT("--seq-len", SUB_TRAIN, seq, 1, 1 << 24),
     F_INT("--batch", SUB_TRAIN, batch, 1, 1 << 20),
     F_INT("--grad-accum", SUB_TRAIN, accum, 1, 1 << 20),
+    F_INT("--global-batch", SUB_TRAIN, global_batch, 1, BIG),
+    F_DBL("--dp-timeout", SUB_TRAIN, dp_timeout, 0.1, 1e6),
+    F_DBL("--dp-bucket-mb", SUB_TRAIN, dp_bucket_mb, 0.001, 1e5),
+    F_STR("--dp-transport", SUB_TRAIN, dp_transport),
     F_INT("--logit-chunk", SUB_TRAIN, logit_chunk, 0, 1 << 24),
     F_INT("--steps", SUB_TRAIN, steps, 1, BIG),
     F_DBL("--lr", SUB_TRAIN, lr, 0, 10),
@@ -192,7 +198,8 @@ static void usage_train(FILE *f) {
             "optimization:\n"
             "  --seq-len T         tokens per sequence (default 256)\n"
             "  --batch B           sequences per micro-batch (default 8)\n"
-            "  --grad-accum N      micro-batches per step; gradients summed, each loss scaled by 1/N (default 1)\n"
+            "  --grad-accum N      micro-batches per step and rank; gradients summed, each loss scaled by 1/N\n"
+            "                      (default 1)\n"
             "  --logit-chunk N     positions whose logits are formed at once in the loss (0: about 2^26 logits\n"
             "                      per chunk); larger chunks: fewer, larger head matmuls, more memory\n"
             "  --steps S           optimizer steps (default 200)\n"
@@ -204,6 +211,15 @@ static void usage_train(FILE *f) {
             "  --clip C            clip the global gradient norm to C; 0: no clipping (default 1.0)\n"
             "  --seed S            initialization and batches (default 1)\n"
             "  --dtype T           f32 | f64 parameters and compute (default f32)\n"
+            "data-parallel (mpirun -np N ttt lm train ..., srun --mpi=pmix ...; docs/data-parallel.md):\n"
+            "  --global-batch G    sequences per optimizer step over all ranks; each rank then runs\n"
+            "                      G / (--batch x ranks) micro-batches (default: --batch x --grad-accum x ranks).\n"
+            "                      The run depends on G and --batch, not on the number of ranks: keep G to\n"
+            "                      --resume on another number of ranks\n"
+            "  --dp-timeout S      a rank waiting longer than S seconds for another ends the job, naming it\n"
+            "                      (default 300)\n"
+            "  --dp-bucket-mb M    gradient bucket size (default 25)\n"
+            "  --dp-transport T    auto (NCCL for CUDA when built with it, else MPI) | mpi | nccl\n"
             "progress (stderr: after the first step, each log step and every 10 s): loss, lr, gradient norm,\n"
             "tokens/s, model FLOP/s, ETA; on the GPU also the MFU against:\n"
             "  --peak-tflops X     dense bf16 peak (default 989: H100 / H200 SXM)\n"
@@ -391,6 +407,9 @@ static int parse(int argc, char **argv, int sub, opts *o) {
         bad = "--state and --save-state name one file: the saved state would replace the one being read";
     else if (o->graph_s && !strcmp(o->graph_s, "on") && !strcmp(o->device, "cpu"))
         bad = "--cuda-graph on needs --device cuda (graphs are a CUDA feature)";
+    else if (o->dp_transport && strcmp(o->dp_transport, "auto") && strcmp(o->dp_transport, "mpi") &&
+             strcmp(o->dp_transport, "nccl"))
+        snprintf(buf, sizeof buf, "--dp-transport %.100s: expected auto, mpi or nccl", o->dp_transport), bad = buf;
     else if (o->out && strlen(o->out) > 4000)
         bad = "--out: the path is too long";
     else if (sub == SUB_TRAIN) {
@@ -425,7 +444,8 @@ static int parse(int argc, char **argv, int sub, opts *o) {
 static ttt_ctx *make_ctx(const opts *o, const char *cmd) {
     ttt_device dev = TTT_CPU;
     if (!strcmp(o->device, "cuda") || (!strcmp(o->device, "auto") && ttt_device_count(TTT_CUDA) > 0)) dev = TTT_CUDA;
-    ttt_ctx_config cc = {.device = dev, .seed = (uint64_t)o->seed, .threads = (int)o->threads, .tf32 = o->tf32};
+    ttt_ctx_config cc = {.device = dev, .seed = (uint64_t)o->seed, .threads = (int)o->threads, .tf32 = o->tf32,
+                         .device_index = dev == TTT_CUDA ? o->device_index : 0};
     ttt_ctx *ctx = ttt_ctx_new(&cc);
     if (!ctx)
         fprintf(stderr, "ttt %s: could not create a %s context: %s\n", cmd, dev == TTT_CUDA ? "cuda" : "cpu",
@@ -752,11 +772,44 @@ static int run_open(lm_run *r, ttt_lm_config *c) {
     return 0;
 }
 
-static int train_cmd(const opts *o) {
+/* Data-parallel ranks (include/ttt/dist.h): their GPUs and the micro-batches
+ * per step over all of them (--global-batch). 0 or an exit code. */
+static int dist_open(opts *o, ttt_dist **d) {
+    char err[512];
+    const ttt_dist_config dc = {.timeout_s = o->dp_timeout, .bucket_mb = o->dp_bucket_mb,
+                                .transport = !o->dp_transport || !strcmp(o->dp_transport, "auto") ? TTT_DIST_AUTO
+                                             : !strcmp(o->dp_transport, "mpi")                    ? TTT_DIST_MPI
+                                                                                                  : TTT_DIST_NCCL};
+    if (ttt_dist_init(&dc, d, err, sizeof err) != TTT_OK) {
+        fprintf(stderr, "ttt lm train: %s\n", err);
+        return EXIT_RUNTIME;
+    }
+    const int R = ttt_dist_size(*d), gpus = ttt_device_count(TTT_CUDA);
+    o->device_index = gpus > 0 ? ttt_dist_local_rank(*d) % gpus : 0;
+    if (o->global_batch) {
+        if (o->global_batch % (o->batch * R)) {
+            fprintf(stderr, "ttt lm train: --global-batch %lld is not a multiple of --batch %lld x %d ranks\n",
+                    (long long)o->global_batch, (long long)o->batch, R);
+            return EXIT_USAGE;
+        }
+        o->accum = o->global_batch / o->batch; /* micro-batches per step, over all ranks */
+    } else {
+        o->accum *= R;
+    }
+    return 0;
+}
+
+static int train_cmd(const opts *o_flags) {
+    opts oo = *o_flags;
+    const opts *o = &oo;
+    ttt_dist *d = NULL;
+    int rc = dist_open(&oo, &d);
+    if (rc) return ttt_dist_abort(d, rc), ttt_dist_finalize(d), rc;
+    const int R = ttt_dist_size(d), rank = ttt_dist_rank(d);
     lm_run r = {.o = o, .vloss = NAN};
     ttt_lm_config c;
-    int rc = run_open(&r, &c);
-    if (rc) return run_free(&r), rc;
+    rc = run_open(&r, &c);
+    if (rc) return run_free(&r), ttt_dist_abort(d, rc), ttt_dist_finalize(d), rc;
     r.tok_step = o->batch * o->seq * o->accum;
     r.on_gpu = ttt_ctx_device(r.ctx) == TTT_CUDA;
     r.f32 = !strcmp(o->dtype, "f32") && r.m.compute != TTT_BF16 && !o->tf32; /* an f32 MFU means something */
@@ -765,7 +818,7 @@ static int train_cmd(const opts *o) {
                                    .param_names = (const char *const *)r.m.names, .decay = r.m.decay, .user = &r,
                                    .batch = lm_batch, .loss = lm_loss,
                                    /* TTT-E2E's inner learning rate changes with the step on the host */
-                                   .graph_ok = !ttt_lm_is_e2e(&r.m), .n_aux = ttt_lm_is_e2e(&r.m) ? 2 : 0,
+                                   .graph_ok = !ttt_lm_is_e2e(&r.m), .dist_ok = 1, .n_aux = ttt_lm_is_e2e(&r.m) ? 2 : 0,
                                    .aux_names = {"chunk_first", "chunk_last"}};
     const char *meta[] = {"format", "ttt-lm", "model", r.model_s, "train", r.train_s, NULL};
     const char *match[] = {"format", "model", "train", NULL};
@@ -775,7 +828,8 @@ static int train_cmd(const opts *o) {
         .lr = o->lr, .min_lr = o->min_lr, .warmup = o->warmup, .steps = o->steps, .stop_at = o->stop_at,
         .accum = (int)o->accum, .clip = o->clip, .seed = (uint64_t)o->seed, .cuda_graph = o->graph,
         .save_every = o->save_every, .meta = meta, .match = match, .want_log = lm_want_log, .log_line = lm_log_line,
-        .progress_line = lm_progress, .progress = stderr, .progress_every_s = 10, .item_unit = "tok", .user = &r};
+        .progress_line = lm_progress, .progress = rank == 0 ? stderr : NULL, .progress_every_s = 10, .item_unit = "tok",
+        .user = &r, .dist = d};
     char err[4096];
     ttt_trainer *t = NULL;
     rc = ttt_train_open(r.ctx, &model, &tc, &t, err, sizeof err);
@@ -784,36 +838,50 @@ static int train_cmd(const opts *o) {
         else if (rc == TTT_TRAIN_MISMATCH) fprintf(stderr, "ttt lm train: --resume: %s\n", err);
         else fprintf(stderr, "ttt lm train: %s\n", err);
         run_free(&r);
-        return rc == TTT_TRAIN_EXISTS || rc == TTT_TRAIN_MISMATCH ? EXIT_USAGE : EXIT_RUNTIME;
+        rc = rc == TTT_TRAIN_EXISTS || rc == TTT_TRAIN_MISMATCH ? EXIT_USAGE : EXIT_RUNTIME;
+        return ttt_dist_abort(d, rc), ttt_dist_finalize(d), rc;
     }
+    FILE *info = rank == 0 ? stderr : fopen("/dev/null", "w"); /* one rank tells the story */
+    if (!info) info = stderr;
+    if (R > 1)
+        fprintf(info, "data-parallel: %d ranks (%d on this host), %s transport, %lld micro-batches of %lld sequences "
+                      "per step, ZeRO-1 optimizer state\n", R, ttt_dist_local_size(d),
+                ttt_dist_transport_name(d, ttt_ctx_device(r.ctx)), (long long)o->accum, (long long)o->batch);
     const int64_t first = ttt_train_step(t), end = o->stop_at ? o->stop_at : o->steps;
     if (o->resume)
-        fprintf(stderr, "resumed %s at step %lld of %lld\n", ttt_train_checkpoint_path(t), (long long)first, (long long)o->steps);
-    fprintf(stderr, "lm train: %lld parameters; %s; %s; %lld tokens per step; %.3g FLOPs per token; device %s; "
+        fprintf(info, "resumed %s at step %lld of %lld\n", ttt_train_checkpoint_path(t), (long long)first, (long long)o->steps);
+    fprintf(info, "lm train: %lld parameters; %s; %s; %lld tokens per step; %.3g FLOPs per token; device %s; "
             "compute %s%s; CUDA graphs %s\n", (long long)ttt_lm_param_count(&r.m.cfg), r.model_s, r.train_s,
             (long long)r.tok_step, r.flops_tok, r.on_gpu ? "cuda" : "cpu", ttt_dtype_name(r.m.compute),
             o->tf32 ? " (tf32 matmuls)" : "", o->graph && r.on_gpu ? "on" : "off");
-    if (first >= end) fprintf(stderr, "nothing to do: the checkpoint is at step %lld\n", (long long)first);
+    if (first >= end) fprintf(info, "nothing to do: the checkpoint is at step %lld\n", (long long)first);
     ttt_train_install_signal_handlers();
     const double t0 = cli_now();
     rc = ttt_train_run(t, err, sizeof err);
     const int64_t step = ttt_train_step(t);
     if (rc == TTT_TRAIN_STOPPED)
-        fprintf(stderr, "stopped at step %lld with a checkpoint in %s; to continue, run the same command with --resume\n",
+        fprintf(info, "stopped at step %lld with a checkpoint in %s; to continue, run the same command with --resume\n",
                 (long long)step, ttt_train_checkpoint_path(t));
     else if (rc != TTT_OK)
-        fprintf(stderr, "ttt lm train: %s\n", err);
+    {
+        if (R > 1 && strncmp(err, "rank ", 5)) fprintf(stderr, "ttt lm train: rank %d: %s\n", rank, err);
+        else fprintf(stderr, "ttt lm train: %s\n", err);
+    }
     else
-        fprintf(stderr, "done: %lld steps in %.1f s; checkpoint %s (step %lld)\n", (long long)(step - first),
+        fprintf(info, "done: %lld steps in %.1f s; checkpoint %s (step %lld)\n", (long long)(step - first),
                 cli_now() - t0, ttt_train_checkpoint_path(t), (long long)step);
     ttt_memory_stats ms;
     if (rc == TTT_OK && step > first && r.on_gpu && ttt_ctx_memory_stats(r.ctx, &ms) == TTT_OK)
-        fprintf(stderr, "device memory: %.2f GiB reserved in %llu driver allocations (%llu after the first step)\n",
+        fprintf(info, "device memory: %.2f GiB reserved in %llu driver allocations (%llu after the first step)\n",
                 ms.reserved / 1073741824.0, (unsigned long long)ms.driver_allocs,
                 (unsigned long long)ttt_train_allocs_after_first(t));
     ttt_train_close(t);
     run_free(&r);
-    return rc == TTT_OK ? 0 : rc == TTT_TRAIN_STOPPED ? 130 : EXIT_RUNTIME;
+    if (info != stderr) fclose(info);
+    rc = rc == TTT_OK ? 0 : rc == TTT_TRAIN_STOPPED ? 130 : EXIT_RUNTIME;
+    if (rc == EXIT_RUNTIME) ttt_dist_abort(d, rc); /* the other ranks may wait for this one */
+    ttt_dist_finalize(d);
+    return rc;
 }
 
 /* ---- eval ----------------------------------------------------------------------------------------- */

@@ -2,9 +2,10 @@
 # Install the Debian/Ubuntu packages the build needs, if any are missing.
 set -euo pipefail
 # clang: the fuzz targets (scripts/fuzz.sh, a short pass in scripts/test.sh); its libFuzzer
-# runtime (libclang_rt.fuzzer) is in libclang-rt-N-dev, only recommended by clang, added below
+# runtime (libclang_rt.fuzzer) is in libclang-rt-N-dev, only recommended by clang, added below.
+# MPI: data-parallel training (docs/data-parallel.md)
 packages=(build-essential cmake pkg-config libopenblas-dev zlib1g-dev libjson-c-dev libmicrohttpd-dev python3 dataset-fashion-mnist
-          clang)
+          clang libopenmpi-dev openmpi-bin)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -38,6 +38,7 @@
 #include <stdio.h>
 
 #include "ttt/checkpoint.h"
+#include "ttt/dist.h"
 #include "ttt/optim.h"
 #include "ttt/tensor.h"
 
@@ -59,7 +60,8 @@ enum {
 typedef struct {
     int64_t step;        /* the optimizer step being computed, 0-based */
     int64_t total_steps; /* the schedule's length (ttt_train_config.steps) */
-    int micro, n_micro;  /* this micro-batch and the micro-batches per step */
+    int micro, n_micro;  /* this micro-batch and the micro-batches per step, over all ranks: data-parallel
+                            rank r of R computes micro = r * n_micro / R .. (r + 1) * n_micro / R - 1 */
     double lr;           /* this step's learning rate */
     int recording;       /* loss(): 1 while being recorded as a CUDA graph (nothing runs; values
                             computed on the host now are frozen into every replay) */
@@ -102,6 +104,8 @@ typedef struct {
     int (*state_save)(void *user, int64_t step, char *buf, size_t len);
     int (*state_load)(void *user, int64_t step, const char *state, char *err, size_t err_len);
     int graph_ok; /* 1: loss() may be recorded as a CUDA graph and replayed */
+    int dist_ok;  /* 1: batch() gives each (step, micro) its own data, so data-parallel ranks
+                     (ttt_train_config.dist) split a step's batch between them */
 } ttt_train_model;
 
 /* Figures of a log or progress point. */
@@ -136,7 +140,7 @@ typedef struct {
     double lr, min_lr;      /* peak and floor of warmup + cosine */
     int64_t warmup, steps;  /* schedule length = the run's steps */
     int64_t stop_at;        /* 0: run to steps; else end this process there with a checkpoint */
-    int accum;              /* micro-batches per step (>= 1) */
+    int accum;              /* micro-batches per step (>= 1), over all ranks: a multiple of the ranks */
     double clip;            /* max global gradient norm; 0: no clipping */
     uint64_t seed;          /* the context RNG is re-seeded from (seed, step) each step */
     int cuda_graph;         /* -1 auto (where the model and backend allow), 0 off, 1 on (failure is an error) */
@@ -160,6 +164,10 @@ typedef struct {
     double progress_every_s; /* a line at most this often between log steps; 0: 10 s */
     const char *item_unit;   /* in the default progress line ("tok", "img"); NULL "items" */
     void *user;              /* for want_log, log_line, progress_line */
+    /* data-parallel (include/ttt/dist.h): NULL or one rank: this process alone. With R ranks
+     * every rank calls open, run, save and close (they are collective); rank 0 alone writes
+     * files and calls log_line and progress_line */
+    ttt_dist *dist;
 } ttt_train_config;
 
 typedef struct ttt_trainer ttt_trainer;
@@ -178,11 +186,11 @@ int ttt_train_open(ttt_ctx *ctx, const ttt_train_model *model, const ttt_train_c
  * TTT_TRAIN_STOPPED (stop requested; a checkpoint of the last finished step),
  * or TTT_ERR with a message naming the step (the last checkpoint untouched). */
 int ttt_train_run(ttt_trainer *t, char *err, size_t err_len);
-/* Writes a checkpoint of the current state now. */
+/* Writes a checkpoint of the current state now (data-parallel: collective; rank 0 writes). */
 int ttt_train_save(ttt_trainer *t, char *err, size_t err_len);
 int64_t ttt_train_step(const ttt_trainer *t);       /* steps done */
 int64_t ttt_train_first_step(const ttt_trainer *t); /* where this process started (resume point) */
-ttt_optimizer *ttt_train_optimizer(const ttt_trainer *t);
+ttt_optimizer *ttt_train_optimizer(const ttt_trainer *t); /* NULL when data-parallel (ZeRO holds the slices) */
 const char *ttt_train_checkpoint_path(const ttt_trainer *t);
 const char *ttt_train_metrics_path(const ttt_trainer *t);
 int ttt_train_graph_active(const ttt_trainer *t); /* 1 once a graph was recorded */

@@ -8,6 +8,7 @@
 #include "ttt/autodiff.h"
 #include "ttt/checkpoint.h"
 #include "ttt/data.h"
+#include "ttt/dist.h"
 #include "ttt/fileio.h"
 #include "ttt/gradcheck.h"
 #include "ttt/graph.h"

@@ -48,6 +48,9 @@ struct ttt_trainer {
     double t0, t_last, t_progress, phase[5];
     int64_t items_window, items_total, phase_steps, replays;
     uint64_t allocs_after_first;
+    /* data-parallel (include/ttt/dist.h): R ranks, this one's rank; zero holds the optimizer */
+    int R, rank, dist_stop;
+    ttt_dist_zero *zero;
 };
 
 static volatile sig_atomic_t g_stop;
@@ -310,6 +313,34 @@ static int check_settings(ttt_trainer *t, const char *json, char *err, size_t er
     return TTT_TRAIN_MISMATCH;
 }
 
+/* Data-parallel: an optimizer over every parameter (the state a one-process run
+ * keeps), and the checkpoint names with it, for loading and writing files. */
+static int full_names(ttt_trainer *t, ttt_optimizer **full, ttt_checkpoint_names *names, char *err, size_t err_len) {
+    ttt_optim_config oc = t->c.optim;
+    oc.lr = t->c.lr;
+    *full = t->c.optimizer ? ttt_sgd_new(t->ctx, t->m.n_params, t->m.params, t->m.decay, &oc)
+                           : ttt_adamw_new(t->ctx, t->m.n_params, t->m.params, t->m.decay, &oc);
+    if (!*full) return set_err(err, err_len, "the optimizer state of a checkpoint: %s", ttt_error(t->ctx));
+    if (ttt_checkpoint_names_build(t->m.n_params, t->m.params, t->m.param_names, *full, names, err, err_len) != TTT_OK) {
+        ttt_optimizer_free(*full);
+        *full = NULL;
+        return TTT_ERR;
+    }
+    return TTT_OK;
+}
+
+/* Data-parallel: whether every rank got rc == TTT_OK; a rank that did not is
+ * named to the others. Returns rc on the failing rank, TTT_ERR elsewhere. */
+static int agree(ttt_trainer *t, int rc, const char *what, char *err, size_t err_len) {
+    if (t->R == 1) return rc;
+    int who = -1;
+    char e2[256];
+    const int any = ttt_dist_any(t->c.dist, rc != TTT_OK, &who, what, e2, sizeof e2);
+    if (any < 0) return rc != TTT_OK ? rc : set_err(err, err_len, "%s", e2);
+    if (!any || rc != TTT_OK) return rc;
+    return set_err(err, err_len, "rank %d: %s failed on rank %d (its message says why)", t->rank, what, who);
+}
+
 static int resume(ttt_trainer *t, char *err, size_t err_len) {
     if (access(t->ckpt, F_OK) != 0) return set_err(err, err_len, "cannot resume: %s: %s", t->ckpt, strerror(errno));
     char *json = ttt_checkpoint_metadata(t->ctx, t->ckpt);
@@ -344,12 +375,22 @@ static int resume(ttt_trainer *t, char *err, size_t err_len) {
         const int has = ttt_metadata_get(json, "model_state", state, sizeof state) == TTT_OK;
         if (t->m.state_load(t->m.user, t->step, has ? state : NULL, err, err_len) != TTT_OK) goto out;
     }
-    if (ttt_load_safetensors(t->ctx, t->ckpt, t->names.n, t->names.t, NULL) != TTT_OK ||
-        ttt_optimizer_set_steps(t->opt, t->step) != TTT_OK) {
+    if (t->zero) { /* every rank reads the whole file, then keeps its slice of the optimizer state */
+        ttt_optimizer *full = NULL;
+        ttt_checkpoint_names names = {0};
+        int ok = full_names(t, &full, &names, err, err_len) == TTT_OK;
+        if (ok && ttt_load_safetensors(t->ctx, t->ckpt, names.n, names.t, NULL) != TTT_OK)
+            ok = 0, set_err(err, err_len, "%s", ttt_error(t->ctx));
+        if (ok) ok = ttt_dist_zero_load_state(t->zero, full, t->step, err, err_len) == TTT_OK;
+        ttt_checkpoint_names_free(&names);
+        ttt_optimizer_free(full);
+        if (!ok) goto out;
+    } else if (ttt_load_safetensors(t->ctx, t->ckpt, t->names.n, t->names.t, NULL) != TTT_OK ||
+               ttt_optimizer_set_steps(t->opt, t->step) != TTT_OK) {
         set_err(err, err_len, "%s", ttt_error(t->ctx));
         goto out;
     }
-    if (metrics_truncate(t->metrics, t->step, err, err_len) != TTT_OK) goto out;
+    if (t->rank == 0 && metrics_truncate(t->metrics, t->step, err, err_len) != TTT_OK) goto out;
     rc = TTT_OK;
 out:
     free(json);
@@ -357,6 +398,7 @@ out:
 }
 
 static int start_fresh(ttt_trainer *t, char *err, size_t err_len) {
+    if (t->rank != 0) return TTT_OK; /* rank 0 alone writes files */
     if (access(t->ckpt, F_OK) == 0) {
         set_err(err, err_len, "%s exists (a run is there): resume it, or choose another directory", t->ckpt);
         return TTT_TRAIN_EXISTS;
@@ -396,6 +438,16 @@ int ttt_train_open(ttt_ctx *ctx, const ttt_train_model *m, const ttt_train_confi
                        "ttt_train_open: bad settings (steps %lld >= 1, accum %d >= 1, 0 <= warmup %lld <= steps, "
                        "0 <= stop_at <= steps, clip, lr >= 0, optimizer 0 or 1, cuda_graph -1..1)",
                        (long long)c->steps, c->accum, (long long)c->warmup);
+    const int R = ttt_dist_size(c->dist);
+    if (!c->dist && ttt_dist_launched_many())
+        return set_err(err, err_len, "a launcher started several processes, but this program trains %s in one "
+                                     "process (it has no data-parallel mode)", m->name ? m->name : "its model");
+    if (R > 1 && !m->dist_ok)
+        return set_err(err, err_len, "data-parallel training (%d ranks): the model '%s' cannot split its batches "
+                                     "between ranks", R, m->name ? m->name : "?");
+    if (R > 1 && c->accum % R)
+        return set_err(err, err_len, "data-parallel training: %d micro-batches per step do not split into %d ranks",
+                       c->accum, R);
     const int can_graph = m->graph_ok && ttt_graph_supported(ctx);
     if (c->cuda_graph == 1 && !can_graph)
         return set_err(err, err_len, "CUDA graphs were asked for, but %s", !m->graph_ok ? "this model's step cannot be replayed"
@@ -404,6 +456,7 @@ int ttt_train_open(ttt_ctx *ctx, const ttt_train_model *m, const ttt_train_confi
     if (!t) return set_err(err, err_len, "out of host memory");
     t->ctx = ctx, t->m = *m, t->c = *c;
     t->graph_mode = can_graph ? c->cuda_graph : 0;
+    t->R = R, t->rank = ttt_dist_rank(c->dist);
     t->end = c->stop_at ? c->stop_at : c->steps;
     t->ckpt = path_join(c->dir, c->checkpoint_name ? c->checkpoint_name : "checkpoint.safetensors");
     t->metrics = path_join(c->dir, c->metrics_name ? c->metrics_name : "metrics.jsonl");
@@ -414,15 +467,22 @@ int ttt_train_open(ttt_ctx *ctx, const ttt_train_model *m, const ttt_train_confi
     }
     ttt_optim_config oc = c->optim;
     oc.lr = c->lr;
-    t->opt = c->optimizer ? ttt_sgd_new(ctx, m->n_params, m->params, m->decay, &oc)
-                          : ttt_adamw_new(ctx, m->n_params, m->params, m->decay, &oc);
-    if (!t->opt) {
-        set_err(err, err_len, "%s", ttt_error(ctx));
-        goto fail;
+    if (R > 1) { /* ZeRO-1: this rank's slice of the optimizer; the parameters made equal to rank 0's */
+        if (ttt_dist_zero_new(c->dist, ctx, m->n_params, m->params, m->decay, c->optimizer, &oc, &t->zero, err,
+                              err_len) != TTT_OK)
+            goto fail;
+    } else {
+        t->opt = c->optimizer ? ttt_sgd_new(ctx, m->n_params, m->params, m->decay, &oc)
+                              : ttt_adamw_new(ctx, m->n_params, m->params, m->decay, &oc);
+        if (!t->opt) {
+            set_err(err, err_len, "%s", ttt_error(ctx));
+            goto fail;
+        }
+        if (ttt_checkpoint_names_build(m->n_params, m->params, m->param_names, t->opt, &t->names, err, err_len) != TTT_OK)
+            goto fail;
     }
-    if (ttt_checkpoint_names_build(m->n_params, m->params, m->param_names, t->opt, &t->names, err, err_len) != TTT_OK)
-        goto fail;
     rc = c->resume ? resume(t, err, err_len) : start_fresh(t, err, err_len);
+    rc = agree(t, rc, c->resume ? "resuming the run" : "starting the run", err, err_len);
     if (rc != TTT_OK) goto fail;
     t->first = t->step;
     *out = t;
@@ -437,6 +497,7 @@ void ttt_train_close(ttt_trainer *t) {
     if (t->graph) ttt_graph_free(t->ctx, t->graph);
     ttt_checkpoint_names_free(&t->names);
     ttt_optimizer_free(t->opt);
+    ttt_dist_zero_free(t->zero);
     free(t->ckpt), free(t->metrics);
     free(t);
 }
@@ -451,8 +512,27 @@ uint64_t ttt_train_allocs_after_first(const ttt_trainer *t) { return t ? t->allo
 
 /* ---- checkpoint ------------------------------------------------------------------------------ */
 
+static int write_checkpoint(ttt_trainer *t, const ttt_checkpoint_names *names, char *err, size_t err_len);
+
 int ttt_train_save(ttt_trainer *t, char *err, size_t err_len) {
     if (!t) return set_err(err, err_len, "ttt_train_save: no trainer");
+    if (!t->zero) return write_checkpoint(t, &t->names, err, err_len);
+    /* data-parallel: the optimizer state gathered to rank 0, which writes the one file */
+    ttt_optimizer *full = NULL;
+    ttt_checkpoint_names names = {0};
+    int rc = t->rank == 0 ? full_names(t, &full, &names, err, err_len) : TTT_OK;
+    rc = agree(t, rc, "preparing the checkpoint", err, err_len);
+    if (rc == TTT_OK) rc = ttt_dist_zero_gather_state(t->zero, full, 0, err, err_len);
+    if (rc == TTT_OK) { /* (a failed transfer ends the job: no more collectives then) */
+        rc = t->rank == 0 ? write_checkpoint(t, &names, err, err_len) : TTT_OK;
+        rc = agree(t, rc, "writing the checkpoint", err, err_len);
+    }
+    ttt_checkpoint_names_free(&names);
+    ttt_optimizer_free(full);
+    return rc;
+}
+
+static int write_checkpoint(ttt_trainer *t, const ttt_checkpoint_names *names, char *err, size_t err_len) {
     enum { MAX_META = 64 };
     const char *meta[2 * MAX_META + 1];
     int k = 0;
@@ -479,7 +559,7 @@ int ttt_train_save(ttt_trainer *t, char *err, size_t err_len) {
         meta[k++] = "model_state", meta[k++] = state;
     }
     meta[k] = NULL;
-    int rc = ttt_save_safetensors(t->ctx, t->ckpt, t->names.n, t->names.t, meta);
+    int rc = ttt_save_safetensors(t->ctx, t->ckpt, names->n, names->t, meta);
     free(state);
     return rc == TTT_OK ? TTT_OK : set_err(err, err_len, "%s", ttt_error(t->ctx));
 }
@@ -591,6 +671,66 @@ static int micro_batch(ttt_trainer *t, ttt_train_info *info, double *tp, int64_t
     return TTT_OK;
 }
 
+/* Data-parallel step: this rank's micro-batches, then every rank's losses (in
+ * the order of the micro-batches, so the sums are a one-process run's), then
+ * ZeRO: gradients summed over the ranks, clipped, this rank's slice updated,
+ * parameters all-gathered. The exchange of losses also carries the stop
+ * requests (all ranks stop after the same step) and names a rank that died or
+ * hangs in its forward or backward pass. */
+static int dist_step(ttt_trainer *t, ttt_train_info *info, double *tp, double *loss, double *aux, char *err,
+                     size_t err_len) {
+    ttt_ctx *ctx = t->ctx;
+    const ttt_train_config *c = &t->c;
+    const int A = c->accum / t->R, na = t->m.n_aux, per = A * (1 + na) + 2;
+    double *mine = malloc(sizeof(double) * (size_t)per * (size_t)(t->R + 1)), *all = mine + per;
+    if (!mine) return set_err(err, err_len, "out of host memory");
+    int64_t items_local = 0;
+    for (int a = 0; a < A; a++) {
+        info->micro = t->rank * A + a;
+        int64_t items = 0;
+        if (micro_batch(t, info, tp, &items, err, err_len) != TTT_OK) {
+            free(mine);
+            return TTT_ERR;
+        }
+        mine[a] = t->slot_loss;
+        for (int i = 0; i < na; i++) mine[A + a * na + i] = t->slot_aux[i];
+        items_local += items;
+    }
+    ttt_step_reset(ctx);
+    mine[per - 2] = (double)items_local;
+    mine[per - 1] = ttt_train_stop_requested() ? 1 : 0;
+    char what[64];
+    snprintf(what, sizeof what, "step %lld: exchanging the losses", (long long)t->step + 1);
+    if (ttt_dist_allgather_f64(c->dist, mine, all, per, what, err, err_len) != TTT_OK) {
+        free(mine);
+        return TTT_ERR;
+    }
+    double sum = 0, asum[TTT_TRAIN_MAX_AUX] = {0};
+    t->dist_stop = 0;
+    for (int r = 0; r < t->R; r++) {
+        const double *v = all + (size_t)r * (size_t)per;
+        for (int a = 0; a < A; a++) {
+            sum += v[a];
+            for (int i = 0; i < na; i++) asum[i] += v[A + a * na + i];
+        }
+        t->items_window += (int64_t)v[per - 2], t->items_total += (int64_t)v[per - 2];
+        t->dist_stop |= v[per - 1] != 0;
+    }
+    free(mine);
+    phase(t, PH_READ, tp);
+    int updated = 0;
+    if (ttt_dist_zero_step(t->zero, t->lr, c->clip, &t->gnorm, &updated, t->step, err, err_len) != TTT_OK) return TTT_ERR;
+    phase(t, PH_OPTIM, tp);
+    if (!updated) {
+        name_bad_gradient(t, err, err_len); /* this rank's own gradients; the sum over the ranks is not finite */
+        return TTT_ERR;
+    }
+    t->phase_steps++;
+    *loss = sum / (double)c->accum;
+    for (int i = 0; i < na; i++) aux[i] = asum[i] / (double)c->accum;
+    return TTT_OK;
+}
+
 static int one_step(ttt_trainer *t, double *loss, double *aux, char *err, size_t err_len) {
     ttt_ctx *ctx = t->ctx;
     const ttt_train_config *c = &t->c;
@@ -602,6 +742,7 @@ static int one_step(ttt_trainer *t, double *loss, double *aux, char *err, size_t
     if (ttt_zero_grad(ctx, t->m.n_params, t->m.params) != TTT_OK)
         return set_err(err, err_len, "step %lld: %s", (long long)t->step + 1, ttt_error(ctx));
     double sum = 0, asum[TTT_TRAIN_MAX_AUX] = {0};
+    if (t->zero) return dist_step(t, &info, &tp, loss, aux, err, err_len);
     for (int a = 0; a < c->accum; a++) {
         info.micro = a;
         int64_t items = 0;
@@ -689,7 +830,7 @@ int ttt_train_run(ttt_trainer *t, char *err, size_t err_len) {
         const int log_now = c->want_log ? c->want_log(c->user, t->step)
                                         : (c->log_every && t->step % c->log_every == 0) || t->step == c->steps;
         double now = now_s();
-        const int progress_now = c->progress && (log_now || t->step == t->first + 1 || now - t->t_progress >= every);
+        const int progress_now = c->progress && t->rank == 0 && (log_now || t->step == t->first + 1 || now - t->t_progress >= every);
         ttt_train_stats st;
         if (log_now || progress_now) {
             ttt_synchronize(t->ctx); /* a rate of work done, not queued */
@@ -697,7 +838,7 @@ int ttt_train_run(ttt_trainer *t, char *err, size_t err_len) {
             fill_stats(t, &st, now);
             st.logged = log_now;
         }
-        if (log_now) {
+        if (log_now && t->rank == 0) {
             line[0] = 0;
             if ((c->log_line ? c->log_line(t->ctx, c->user, &st, line, LINE, err, err_len)
                              : default_log_line(t, &st, line, LINE)) != TTT_OK) {
@@ -719,7 +860,7 @@ int ttt_train_run(ttt_trainer *t, char *err, size_t err_len) {
             t->phase_steps = t->replays = 0;
             t->t_last = now_s();
         }
-        const int stop = ttt_train_stop_requested() && t->step < t->end;
+        const int stop = (t->zero ? t->dist_stop : ttt_train_stop_requested()) && t->step < t->end;
         if ((c->save_every && t->step % c->save_every == 0) || t->step == t->end || stop)
             if ((rc = ttt_train_save(t, err, err_len)) != TTT_OK) break;
         if (stop) {
