@@ -1,0 +1,24 @@
+/* `ttt lm generate --model`: generation with a pretrained Llama-family model. */
+#ifndef TTT_PROGRAMS_LLAMA_GENERATE_H
+#define TTT_PROGRAMS_LLAMA_GENERATE_H
+
+#include <stdint.h>
+
+#include "ttt/tensor.h"
+
+typedef struct {
+    const char *model;       /* a .gguf file or a Hugging Face folder */
+    const char *prompt;      /* raw text to continue, or */
+    const char *chat;        /* one user turn, rendered with the chat template */
+    const char *system;      /* the system message (NULL: the template's default) */
+    int64_t tokens, top_k, seed;
+    double temperature, top_p;
+    ttt_device device;
+    int threads;
+    int ignore_eos;          /* generate all `tokens` (benchmarks) */
+    int show_ids;            /* print the prompt's ids on stderr */
+} llama_generate_args;
+
+int llama_generate(const llama_generate_args *a);
+
+#endif
