@@ -1120,7 +1120,7 @@ int ttt_tokenizer_load_json(const char *path, ttt_tokenizer **out, char *err, si
         goto bad;
     }
     t->ignore_merges = im;
-    if (load_vocab_object(t, get(model, "vocab"), path, err, err_len) || finish_vocab(t, path, err, err_len))
+    if (load_vocab_object(t, get(model, "vocab"), path, err, err_len) || finish_vocab_ex(t, 1, path, err, err_len))
         goto bad;
     json_object *merges = get(model, "merges");
     if (!json_object_is_type(merges, json_type_array)) {
