@@ -140,7 +140,9 @@ static void check_model(ttt_ctx *ctx, const ttt_gguf *ref, const char *file, con
     free(dec);
 }
 
-int main(void) {
+int main(int argc, char **argv) {
+    /* --device cuda: the same checks on the GPU (the coordinator's GPU run; CI has none) */
+    const int cuda = argc > 2 && !strcmp(argv[1], "--device") && !strcmp(argv[2], "cuda");
     ttt_gguf *ref = reference();
     if (!ref) return 1;
     char path[4096], err[1024];
@@ -159,7 +161,12 @@ int main(void) {
     if (tok) check_tokenizer(ref, tok, "tokenizer.json");
     ttt_tokenizer_free(tok);
 
-    ttt_ctx *ctx = ttt_ctx_new(NULL);
+    ttt_ctx *ctx = ttt_ctx_new(&(ttt_ctx_config){.device = cuda ? TTT_CUDA : TTT_CPU});
+    if (!ctx) {
+        printf("no %s context: %s\n", cuda ? "cuda" : "cpu", ttt_runtime_error());
+        return 1;
+    }
+    printf("device: %s\n", cuda ? "cuda" : "cpu");
     check_model(ctx, ref, "tiny_tied.gguf", "logits.tied", 1);
     check_model(ctx, ref, "tiny_untied.gguf", "logits.untied", 0);
     check_model(ctx, ref, "tiny_untied_hf", "logits.untied", 0);
