@@ -9,6 +9,8 @@ into tests/fixtures/gguf/ (committed; tests never run Python).
   tiny_untied.gguf   another (untied head, no scaling), matrices in F16
   tiny_untied_hf/    the same untied model as a Hugging Face folder (config.json,
                      model.safetensors f32, tokenizer.json, tokenizer_config.json)
+  tiny_qwen2_hf/     a tiny Qwen2 (q/k/v biases, tied head) as a Hugging Face folder, bf16 safetensors
+  tiny_mistral_hf/   a tiny Mistral (sliding window of 4 tokens, untied) likewise
   reference.gguf     what the C tests compare against: tokenizer cases (texts and the
                      `tokenizers` library's ids), input ids and the logits of both models
                      from transformers' LlamaForCausalLM in float64
@@ -27,7 +29,9 @@ from gguf import GGMLQuantizationType as QT
 from gguf.quants import quantize, dequantize
 from safetensors.numpy import save_file
 from tokenizers import Tokenizer, models, pre_tokenizers, decoders, trainers
-from transformers import LlamaConfig, LlamaForCausalLM
+from safetensors.torch import save_file as save_torch
+from transformers import (LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM, Qwen2Config,
+                          Qwen2ForCausalLM)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUT = os.path.join(ROOT, "tests", "fixtures", "gguf")
@@ -135,7 +139,7 @@ def unpermute(w, heads):
     return w.reshape(heads, w.shape[0] // heads // 2, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
-def make_model(vocab, tied, scaling, store):
+def make_model(vocab, tied, scaling, store, arch="llama"):
     """Random weights; store(array HF-layout, gguf_name, heads_to_permute) returns
     (bytes to write or array, raw dtype, the exact HF-layout values the file holds)."""
     hf, gg = {}, []
@@ -158,6 +162,10 @@ def make_model(vocab, tied, scaling, store):
         mat(p + "self_attn.q_proj.weight", g + "attn_q.weight", (H * HD, D), 0.3, H)
         mat(p + "self_attn.k_proj.weight", g + "attn_k.weight", (HKV * HD, D), 0.3, HKV)
         mat(p + "self_attn.v_proj.weight", g + "attn_v.weight", (HKV * HD, D), 0.3)
+        if arch == "qwen2":
+            for n, rows in (("q", H * HD), ("k", HKV * HD), ("v", HKV * HD)):
+                b = (0.3 * rng.standard_normal(rows)).astype(np.float32)
+                hf[p + f"self_attn.{n}_proj.bias"] = store(b, 0)[2]
         mat(p + "self_attn.o_proj.weight", g + "attn_output.weight", (D, H * HD), 0.2)
         norm(p + "post_attention_layernorm.weight", g + "ffn_norm.weight", D)
         mat(p + "mlp.gate_proj.weight", g + "ffn_gate.weight", (F, D), 0.3)
@@ -166,7 +174,9 @@ def make_model(vocab, tied, scaling, store):
     norm("model.norm.weight", "output_norm.weight", D)
     if not tied:
         mat("lm_head.weight", "output.weight", (vocab, D), 0.3)
-    cfg = LlamaConfig(vocab_size=vocab, hidden_size=D, intermediate_size=F, num_hidden_layers=DEPTH,
+    Config = {"llama": LlamaConfig, "qwen2": Qwen2Config, "mistral": MistralConfig}[arch]
+    extra = {"sliding_window": 4} if arch == "mistral" else {"use_sliding_window": False} if arch == "qwen2" else {}
+    cfg = Config(**extra, vocab_size=vocab, hidden_size=D, intermediate_size=F, num_hidden_layers=DEPTH,
                       num_attention_heads=H, num_key_value_heads=HKV, head_dim=HD, rms_norm_eps=1e-5,
                       max_position_embeddings=256, tie_word_embeddings=tied, bos_token_id=1, eos_token_id=2,
                       rope_parameters=({"rope_type": "linear", "factor": 2.0, "rope_theta": 10000.0} if scaling
@@ -222,9 +232,15 @@ def write_gguf(path, cfg, gg, tokens, merges, types, scaling):
     w.close()
 
 
+def store_bf16(w, heads):  # Hugging Face folders only: no GGUF layout, heads unused
+    exact = torch.from_numpy(w).to(torch.bfloat16).float().numpy()
+    return None, None, exact
+
+
 def logits_of(cfg, hf, ids):
     torch.manual_seed(0)
-    model = LlamaForCausalLM(cfg).double().eval()
+    Model = {"llama": LlamaForCausalLM, "qwen2": Qwen2ForCausalLM, "mistral": MistralForCausalLM}[cfg.model_type]
+    model = Model(cfg).double().eval()
     sd = {k: torch.from_numpy(v.astype(np.float64)) for k, v in hf.items()}
     if cfg.tie_word_embeddings:
         sd["lm_head.weight"] = sd["model.embed_tokens.weight"]
@@ -260,6 +276,24 @@ def main():
         if os.path.exists(p):
             os.remove(p)
 
+    others = {}
+    for arch, tied in (("qwen2", True), ("mistral", False)):
+        cfg, hf, _ = make_model(V, tied=tied, scaling=False, store=store_bf16, arch=arch)
+        hf = {k: store_bf16(v, 0)[2] for k, v in hf.items()}  # the norm gains too: the file holds bf16
+        d = os.path.join(OUT, f"tiny_{arch}_hf")
+        os.makedirs(d, exist_ok=True)
+        cfg.save_pretrained(d)
+        save_torch({k: torch.from_numpy(np.ascontiguousarray(v)).to(torch.bfloat16) for k, v in hf.items()},
+                   os.path.join(d, "model.safetensors"))
+        tok.save(os.path.join(d, "tokenizer.json"))
+        with open(os.path.join(d, "tokenizer_config.json"), "w") as f:
+            json.dump({"bos_token": "<|im_start|>", "eos_token": "<|im_end|>", "add_bos_token": False,
+                       "chat_template": CHAT_TEMPLATE}, f, indent=1)
+        p = os.path.join(d, "generation_config.json")
+        if os.path.exists(p):
+            os.remove(p)
+        others[arch] = logits_of(cfg, hf, ids)
+
     r = gguf.GGUFWriter(os.path.join(OUT, "reference.gguf"), arch="reference")
     r.add_uint32("case.count", len(CASES))
     for i, text in enumerate(CASES):
@@ -272,6 +306,8 @@ def main():
     r.add_tensor("ids", np.array(ids, dtype=np.int32))
     r.add_tensor("logits.tied", logits_of(cfg_t, hf_t, ids).astype(np.float32))
     r.add_tensor("logits.untied", logits_of(cfg_u, hf_u, ids).astype(np.float32))
+    for arch, lg in others.items():
+        r.add_tensor(f"logits.{arch}", lg.astype(np.float32))
     r.write_header_to_file()
     r.write_kv_data_to_file()
     r.write_tensors_to_file()

@@ -3,8 +3,9 @@
  *   - the tokenizer from GGUF metadata and from tokenizer.json give the
  *     `tokenizers` library's ids on tricky text (spaces, digits, unicode, special tokens);
  *   - logits of tiny random Llamas (GQA 4/2; tied head with linear RoPE scaling and Q8_0
- *     weights; untied with F16 weights; the untied one also as a Hugging Face folder)
- *     match transformers' LlamaForCausalLM in float64 within 2e-5 of the logits' scale;
+ *     weights; untied with F16 weights; the untied one also as a Hugging Face folder), a
+ *     Qwen2 (q/k/v biases) and a Mistral (sliding window 4) match transformers' models in
+ *     float64 within 2e-5 of the logits' scale;
  *   - cached decoding (prefill, then one token at a time) equals the full forward pass;
  *   - the ChatML prompt, with the template's default system message;
  *   - a file that is not a model is refused with a message. */
@@ -120,8 +121,8 @@ static void check_model(ttt_ctx *ctx, const ttt_gguf *ref, const char *file, con
     CHECK(ttt_llama_decode(ctx, &m, &c, ttt_from_host(ctx, TTT_I32, TTT_DIMS(1, 1), ids)) == NULL &&
               strstr(ttt_error(ctx), "exceed"), "%s: a full cache accepted a token", file);
     ttt_clear_error(ctx);
-    printf("%-16s (%s, %s head, %lld params): logits vs transformers float64 %.2e of scale; decode vs forward %.2e\n",
-           file, m.source, tied ? "tied" : "untied", (long long)ttt_llama_param_count(&m), e, ed);
+    printf("%-16s (%s %s, %s head, %lld params): logits vs transformers float64 %.2e of scale; decode vs forward %.2e\n",
+           file, m.cfg.arch, m.source, tied ? "tied" : "untied", (long long)ttt_llama_param_count(&m), e, ed);
     /* the chat prompt and the special tokens that came with the model */
     const char *user, *want;
     size_t ul, wl;
@@ -170,6 +171,8 @@ int main(int argc, char **argv) {
     check_model(ctx, ref, "tiny_tied.gguf", "logits.tied", 1);
     check_model(ctx, ref, "tiny_untied.gguf", "logits.untied", 0);
     check_model(ctx, ref, "tiny_untied_hf", "logits.untied", 0);
+    check_model(ctx, ref, "tiny_qwen2_hf", "logits.qwen2", 1);   /* q/k/v biases, bf16 safetensors */
+    check_model(ctx, ref, "tiny_mistral_hf", "logits.mistral", 0); /* a sliding window of 4 tokens */
     /* not a model */
     ttt_llama m;
     fixture(path, sizeof path, "quants.gguf");
