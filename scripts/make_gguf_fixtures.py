@@ -10,7 +10,7 @@ into tests/fixtures/gguf/ (committed; tests never run Python).
   tiny_untied_hf/    the same untied model as a Hugging Face folder (config.json,
                      model.safetensors f32, tokenizer.json, tokenizer_config.json)
   tiny_qwen2_hf/     a tiny Qwen2 (q/k/v biases, tied head) as a Hugging Face folder, bf16 safetensors
-  tiny_mistral_hf/   a tiny Mistral (sliding window of 4 tokens, untied) likewise
+  tiny_mistral_hf/   a tiny Mistral (sliding window of 4 tokens, untied, llama3 RoPE scaling) likewise
   reference.gguf     what the C tests compare against: tokenizer cases (texts and the
                      `tokenizers` library's ids), input ids and the logits of both models
                      from transformers' LlamaForCausalLM in float64
@@ -131,6 +131,12 @@ def tokenizer_parts(tok):
 D, DEPTH, H, HKV, HD, F = 32, 2, 4, 2, 8, 64
 
 
+# Llama 3's scaling, shrunk so that head_dim 8's four frequencies (wavelengths 6, 63, 628, 6283)
+# fall in all three of its ranges: kept (< 64 / 4), blended, divided by 8 (> 64)
+LLAMA3_ROPE = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+               "original_max_position_embeddings": 64, "rope_theta": 10000.0}
+
+
 def permute(w, heads):  # Hugging Face rows -> GGUF's (llama.cpp's rotary pairs)
     return w.reshape(heads, 2, w.shape[0] // heads // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
@@ -179,7 +185,8 @@ def make_model(vocab, tied, scaling, store, arch="llama"):
     cfg = Config(**extra, vocab_size=vocab, hidden_size=D, intermediate_size=F, num_hidden_layers=DEPTH,
                       num_attention_heads=H, num_key_value_heads=HKV, head_dim=HD, rms_norm_eps=1e-5,
                       max_position_embeddings=256, tie_word_embeddings=tied, bos_token_id=1, eos_token_id=2,
-                      rope_parameters=({"rope_type": "linear", "factor": 2.0, "rope_theta": 10000.0} if scaling
+                      rope_parameters=({"rope_type": "linear", "factor": 2.0, "rope_theta": 10000.0} if scaling == "linear"
+                                       else LLAMA3_ROPE if scaling == "llama3"
                                        else {"rope_type": "default", "rope_theta": 10000.0}))
     return cfg, hf, gg
 
@@ -258,9 +265,9 @@ def main():
     V = len(tokens)
     ids = [int(i) for i in rng.integers(0, V, size=12)]
 
-    cfg_t, hf_t, gg_t = make_model(V, tied=True, scaling=True, store=store_q8)
+    cfg_t, hf_t, gg_t = make_model(V, tied=True, scaling="linear", store=store_q8)
     write_gguf(os.path.join(OUT, "tiny_tied.gguf"), cfg_t, gg_t, tokens, merges, types, scaling=True)
-    cfg_u, hf_u, gg_u = make_model(V, tied=False, scaling=False, store=store_f16)
+    cfg_u, hf_u, gg_u = make_model(V, tied=False, scaling=None, store=store_f16)
     write_gguf(os.path.join(OUT, "tiny_untied.gguf"), cfg_u, gg_u, tokens, merges, types, scaling=False)
 
     hfdir = os.path.join(OUT, "tiny_untied_hf")
@@ -277,8 +284,8 @@ def main():
             os.remove(p)
 
     others = {}
-    for arch, tied in (("qwen2", True), ("mistral", False)):
-        cfg, hf, _ = make_model(V, tied=tied, scaling=False, store=store_bf16, arch=arch)
+    for arch, tied, scaling in (("qwen2", True, None), ("mistral", False, "llama3")):
+        cfg, hf, _ = make_model(V, tied=tied, scaling=scaling, store=store_bf16, arch=arch)
         hf = {k: store_bf16(v, 0)[2] for k, v in hf.items()}  # the norm gains too: the file holds bf16
         d = os.path.join(OUT, f"tiny_{arch}_hf")
         os.makedirs(d, exist_ok=True)
