@@ -1002,7 +1002,7 @@ static int generate_cmd(const opts *o) {
         const int cuda = !strcmp(o->device, "cuda") || (!strcmp(o->device, "auto") && ttt_device_count(TTT_CUDA) > 0);
         const llama_generate_args a = {o->model_path, o->prompt, o->chat, o->system, o->tokens, o->top_k, o->seed,
                                        o->temperature, o->top_p, cuda ? TTT_CUDA : TTT_CPU, (int)o->threads,
-                                       o->ignore_eos, o->show_ids};
+                                       o->ignore_eos, o->show_ids, 0};
         return llama_generate(&a);
     }
     ttt_tokenizer *tok = NULL;

@@ -17,8 +17,11 @@ typedef struct {
     int threads;
     int ignore_eos;          /* generate all `tokens` (benchmarks) */
     int show_ids;            /* print the prompt's ids on stderr */
+    int64_t context;         /* chat: the positions the conversation may fill (0: 2048) */
 } llama_generate_args;
 
 int llama_generate(const llama_generate_args *a);
+/* A conversation on stdin, one line a user turn (cmd_chat.c). */
+int llama_chat(const llama_generate_args *a);
 
 #endif

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# `ttt lm generate --model` end to end on the tiny fixtures (tests/fixtures/gguf, CPU,
+# `ttt lm generate --model` and `ttt chat` end to end on the tiny fixtures (tests/fixtures/gguf, CPU,
 # about a second): a GGUF file and a Hugging Face folder holding the same weights give
 # the same greedy text, --chat wraps the question in the chat template, and bad flags
 # and files give a message and exit code 2 (usage) or 1 (runtime).
@@ -24,6 +24,11 @@ check '[ $? -eq 0 ] && grep -q "prompt ids: 1 " "$dir/c.err"' "--chat starts wit
 "$T" lm generate --model "$F/tiny_tied.gguf" --chat "Hi there" --tokens 8 --temperature 0.9 --seed 7 >"$dir/d1" 2>/dev/null
 "$T" lm generate --model "$F/tiny_tied.gguf" --chat "Hi there" --tokens 8 --temperature 0.9 --seed 7 >"$dir/d2" 2>/dev/null
 check 'cmp -s "$dir/d1" "$dir/d2"' "sampling repeats with a seed"
+
+printf 'Hi there\nAnd then?\n' | "$T" chat --model "$F/tiny_tied.gguf" --device cpu --temperature 0 --tokens 6 >"$dir/e" 2>"$dir/e.err"
+check '[ $? -eq 0 ] && [ "$(wc -l <"$dir/e")" -eq 2 ]' "ttt chat: two turns, two answers"
+"$T" chat --device cpu >/dev/null 2>"$dir/e.err"
+check '[ $? -eq 2 ] && grep -q "needs --model" "$dir/e.err"' "ttt chat without --model"
 
 usage() { "$T" lm generate "$@" >/dev/null 2>"$dir/u.err"; [ $? -eq 2 ]; }
 check 'usage --model "$F/tiny_tied.gguf" --prompt a --chat b && grep -q "one of --prompt" "$dir/u.err"' "--prompt and --chat together"

@@ -87,6 +87,10 @@ ttt_tensor *ttt_llama_decode(ttt_ctx *ctx, const ttt_llama *m, ttt_lm_cache *c, 
  * malloc'd (free() it). */
 int ttt_llama_chat_prompt(const ttt_llama *m, const char *system, const char *user, char **out, char *err,
                           size_t err_len);
+/* The text that follows an assistant answer (generated up to, not including, its
+ * end-of-turn token) in a conversation: the end of that turn, the next user turn and
+ * the assistant prompt. ChatML-family templates only, as above. */
+int ttt_llama_chat_next(const ttt_llama *m, const char *user, char **out, char *err, size_t err_len);
 
 #ifdef __cplusplus
 }

@@ -823,15 +823,31 @@ ttt_tensor *ttt_llama_decode(ttt_ctx *ctx, const ttt_llama *m, ttt_lm_cache *c, 
 
 /* ---- chat template ---- */
 
-int ttt_llama_chat_prompt(const ttt_llama *m, const char *system, const char *user, char **out, char *err,
-                          size_t err_len) {
-    if (!m || !user || !out) return ttt__errbuf(err, err_len, "llama_chat_prompt: NULL argument");
-    *out = NULL;
+static int check_chatml(const ttt_llama *m, char *err, size_t err_len) {
     const char *t = m->chat_template;
     if (!t) return ttt__errbuf(err, err_len, "the model has no chat template");
     if (!strstr(t, "<|im_start|>") || !strstr(t, "<|im_end|>"))
         return ttt__errbuf(err, err_len, "the chat template is not of the ChatML family (<|im_start|>role ... "
                            "<|im_end|>); ttt renders only those");
+    return TTT_OK;
+}
+
+int ttt_llama_chat_next(const ttt_llama *m, const char *user, char **out, char *err, size_t err_len) {
+    if (!m || !user || !out) return ttt__errbuf(err, err_len, "llama_chat_next: NULL argument");
+    *out = NULL;
+    if (check_chatml(m, err, err_len)) return TTT_ERR;
+    const size_t need = strlen(user) + 96;
+    if (!(*out = malloc(need))) return ttt__errbuf(err, err_len, "out of memory");
+    snprintf(*out, need, "<|im_end|>\n<|im_start|>user\n%s<|im_end|>\n<|im_start|>assistant\n", user);
+    return TTT_OK;
+}
+
+int ttt_llama_chat_prompt(const ttt_llama *m, const char *system, const char *user, char **out, char *err,
+                          size_t err_len) {
+    if (!m || !user || !out) return ttt__errbuf(err, err_len, "llama_chat_prompt: NULL argument");
+    *out = NULL;
+    if (check_chatml(m, err, err_len)) return TTT_ERR;
+    const char *t = m->chat_template;
     /* the default system message: a literal '<|im_start|>system\n...<|im_end|>' in the template */
     char *def = NULL;
     const char *p = strstr(t, "<|im_start|>system");
