@@ -141,11 +141,40 @@ static void check_model(ttt_ctx *ctx, const ttt_gguf *ref, const char *file, con
     free(dec);
 }
 
+/* Templates without a model: Qwen2's shape (the first system block joins the user's
+ * message, the default is in the else branch), no default, and a non-ChatML one. */
+static void test_templates(void) {
+    char err[256], *out = NULL;
+    ttt_llama m = {0};
+    m.chat_template = "{%- if messages[0]['role'] == 'system' %}{{- '<|im_start|>system\\n' + messages[0]['content'] + "
+                      "'<|im_end|>\\n' }}{%- else %}{{- '<|im_start|>system\\nYou are Qwen.<|im_end|>\\n' }}{%- endif %}";
+    CHECK(ttt_llama_chat_prompt(&m, NULL, "Q", &out, err, sizeof err) == 0 &&
+              !strcmp(out, "<|im_start|>system\nYou are Qwen.<|im_end|>\n<|im_start|>user\nQ<|im_end|>\n<|im_start|>assistant\n"),
+          "Qwen2-style default system message: %s", out ? out : err);
+    free(out);
+    CHECK(ttt_llama_chat_prompt(&m, "S", "Q", &out, err, sizeof err) == 0 &&
+              !strcmp(out, "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nQ<|im_end|>\n<|im_start|>assistant\n"),
+          "an explicit system message: %s", out ? out : err);
+    free(out);
+    CHECK(ttt_llama_chat_next(&m, "R", &out, err, sizeof err) == 0 &&
+              !strcmp(out, "<|im_end|>\n<|im_start|>user\nR<|im_end|>\n<|im_start|>assistant\n"), "the next turn");
+    free(out);
+    m.chat_template = "{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>'}}";
+    CHECK(ttt_llama_chat_prompt(&m, NULL, "Q", &out, err, sizeof err) == 0 &&
+              !strcmp(out, "<|im_start|>user\nQ<|im_end|>\n<|im_start|>assistant\n"), "no default system message");
+    free(out);
+    m.chat_template = "{{ bos_token }}[INST] {{ message['content'] }} [/INST]";
+    CHECK(ttt_llama_chat_prompt(&m, NULL, "Q", &out, err, sizeof err) != 0 && strstr(err, "ChatML"),
+          "a Llama-2 template must be refused: %s", err);
+    printf("chat templates: ok\n");
+}
+
 int main(int argc, char **argv) {
     /* --device cuda: the same checks on the GPU (the coordinator's GPU run; CI has none) */
     const int cuda = argc > 2 && !strcmp(argv[1], "--device") && !strcmp(argv[2], "cuda");
     ttt_gguf *ref = reference();
     if (!ref) return 1;
+    test_templates();
     char path[4096], err[1024];
     /* tokenizers: GGUF metadata and tokenizer.json */
     fixture(path, sizeof path, "tiny_untied.gguf");

@@ -848,10 +848,10 @@ int ttt_llama_chat_prompt(const ttt_llama *m, const char *system, const char *us
     *out = NULL;
     if (check_chatml(m, err, err_len)) return TTT_ERR;
     const char *t = m->chat_template;
-    /* the default system message: a literal '<|im_start|>system\n...<|im_end|>' in the template */
+    /* the default system message: the first literal '<|im_start|>system\n...<|im_end|>' in the
+     * template (Qwen2's first one joins the user's system message: not a literal) */
     char *def = NULL;
-    const char *p = strstr(t, "<|im_start|>system");
-    if (!system && p) {
+    for (const char *p = strstr(t, "<|im_start|>system"); !system && !def && p; p = strstr(p, "<|im_start|>system")) {
         p += strlen("<|im_start|>system");
         if (p[0] == '\\' && p[1] == 'n') p += 2;
         else if (p[0] == '\n') p += 1;
