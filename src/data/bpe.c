@@ -1051,8 +1051,8 @@ static int check_tokenizer_json(json_object *root, const char *path, int *add_pr
         json_object *d = seq && json_object_is_type(seq, json_type_array) && json_object_array_length(seq) == 2
                              ? json_object_array_get_idx(seq, 0) : NULL;
         if (!d || !is_type(d, "Digits") || get_bool(d, "individual_digits", 0) != 1)
-            return ttt__errbuf(err, err_len, "%s: unsupported pre_tokenizer Sequence (only [Digits with "
-                               "individual_digits true, ByteLevel])", path);
+            return ttt__errbuf(err, err_len, "%s: unsupported pre_tokenizer \"Sequence\" (of a Sequence, only [Digits "
+                               "with individual_digits true, ByteLevel])", path);
         *split_digits = 1;
         pt = json_object_array_get_idx(seq, 1);
     }
