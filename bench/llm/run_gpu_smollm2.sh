@@ -4,18 +4,20 @@
 # vs transformers, cached decoding), the real model's logits on the GPU vs the CPU, then
 # `ttt lm generate --device cuda` speed (256 tokens, greedy, --ignore-eos) and a --chat answer.
 #
-# The GGUF (94 MiB) is over the 64 MiB a call may carry, so it travels in two calls, as
-# halves made here with   split -b 48M models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf models/smollm2/part.
-#   call 1: carry [models/smollm2/part.aa], command `true`           (the machine keeps it, warm)
-#   call 2: carry [models/smollm2/part.ab, .debs], command `bash bench/llm/run_gpu_smollm2.sh`
-# This script joins the halves and checks the checksum (scripts/get-smollm2.sh's).
+# The GGUF (94 MiB) is over the 64 MiB a call may carry (working tree included), so it
+# travels in three calls, as parts made here with
+#   scripts/get-smollm2.sh && split -b 32M models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf models/smollm2/part.
+#   call 1: carry [models/smollm2/part.aa], command `true`     (the warm machine keeps ignored files)
+#   call 2: carry [models/smollm2/part.ab], command `true`     (within 30 s of call 1)
+#   call 3: carry [models/smollm2/part.ac, .debs], command `bash bench/llm/run_gpu_smollm2.sh`
+# This script joins the parts and checks the checksum (scripts/get-smollm2.sh's).
 set -uo pipefail
 OUT=${OUT:-gpu-out}
 mkdir -p "$OUT"
 D=models/smollm2
 G=$D/SmolLM2-135M-Instruct.Q4_1.gguf
 SHA256=b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
-if [ ! -f "$G" ] && [ -f "$D/part.aa" ] && [ -f "$D/part.ab" ]; then cat "$D/part.aa" "$D/part.ab" >"$G"; fi
+if [ ! -f "$G" ] && [ -f "$D/part.aa" ]; then cat "$D"/part.* >"$G"; fi
 echo "$SHA256  $G" | sha256sum -c || { echo "no intact $G (see the header of this script)"; exit 1; }
 [ -f bench/gpu/jsonc_env.sh ] && source bench/gpu/jsonc_env.sh
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
