@@ -413,6 +413,8 @@ static int parse(int argc, char **argv, int sub, opts *o) {
     } else if (o->model_path) {
         if (o->ckpt || o->tokenizer || o->state_in || o->state_out)
             bad = "--model brings its own tokenizer: --ckpt, --tokenizer, --state and --save-state do not apply";
+        else if (o->dtype || o->compute)
+            bad = "--dtype and --compute do not apply to --model (its weights are dequantized to f32)";
         else if (!o->prompt == !o->chat) bad = "--model needs one of --prompt TEXT or --chat QUESTION";
         else if (o->system && !o->chat) bad = "--system goes with --chat";
     } else if (o->chat || o->system || o->ignore_eos)
@@ -1002,7 +1004,7 @@ static int generate_cmd(const opts *o) {
         const int cuda = !strcmp(o->device, "cuda") || (!strcmp(o->device, "auto") && ttt_device_count(TTT_CUDA) > 0);
         const llama_generate_args a = {o->model_path, o->prompt, o->chat, o->system, o->tokens, o->top_k, o->seed,
                                        o->temperature, o->top_p, cuda ? TTT_CUDA : TTT_CPU, (int)o->threads,
-                                       o->ignore_eos, o->show_ids, 0};
+                                       o->ignore_eos, o->show_ids, 0, o->tf32};
         return llama_generate(&a);
     }
     ttt_tokenizer *tok = NULL;

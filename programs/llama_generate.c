@@ -64,7 +64,7 @@ static int answer(ttt_ctx *ctx, const ttt_llama *m, ttt_lm_cache *c, double *row
 }
 
 static ttt_ctx *open_ctx(const llama_generate_args *a) {
-    ttt_ctx_config cc = {.device = a->device, .seed = (uint64_t)a->seed, .threads = a->threads};
+    ttt_ctx_config cc = {.device = a->device, .seed = (uint64_t)a->seed, .threads = a->threads, .tf32 = a->tf32};
     ttt_ctx *ctx = ttt_ctx_new(&cc);
     if (!ctx)
         fprintf(stderr, "ttt: could not create a %s context: %s\n", a->device == TTT_CUDA ? "cuda" : "cpu",

@@ -18,6 +18,7 @@ typedef struct {
     int ignore_eos;          /* generate all `tokens` (benchmarks) */
     int show_ids;            /* print the prompt's ids on stderr */
     int64_t context;         /* chat: the positions the conversation may fill (0: 2048) */
+    int tf32;                /* CUDA: f32 matmuls on the TF32 tensor cores */
 } llama_generate_args;
 
 int llama_generate(const llama_generate_args *a);
