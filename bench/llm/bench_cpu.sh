@@ -5,6 +5,11 @@
 # the machine's load average is printed before each run (shared machines are noisy).
 #   bench/llm/bench_cpu.sh [THREADS] [TOKENS] [PYTHON]
 #   THREADS default 2, TOKENS default 128, PYTHON with llama-cpp-python (default /tmp/torchenv/bin/python)
+# llama-cpp-python builds llama.cpp from source; on this machine a native build (AVX-512 + AMX)
+# crashed in its first eval, so it was built without AMX:
+#   CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=OFF \
+#     -DGGML_AMX_INT8=OFF -DGGML_AMX_TILE=OFF" pip install llama-cpp-python==0.3.36
+# (LLAMA_CPP_LIB_PATH can point the package at another build's libllama.so.)
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 TH=${1:-2}
