@@ -97,7 +97,10 @@ int llama_chat(const llama_generate_args *a) {
     size_t cap = 0;
     int rc = EXIT_RUNTIME;
     if (load(ctx, a, &m)) goto done;
-    if (!m.chat_template || ttt_llama_chat_next(&m, "", &(char *){NULL}, err, sizeof err) != TTT_OK) {
+    char *probe = NULL; /* a ChatML template? */
+    const int chatml = m.chat_template && ttt_llama_chat_next(&m, "", &probe, err, sizeof err) == TTT_OK;
+    free(probe);
+    if (!chatml) {
         fprintf(stderr, "ttt chat: %s\n", m.chat_template ? err : "the model has no chat template");
         goto done;
     }
