@@ -35,5 +35,6 @@ int cmd_data(int argc, char **argv);
 int cmd_lm(int argc, char **argv);
 int cmd_needle(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
+int cmd_chat(int argc, char **argv);
 
 #endif

@@ -21,6 +21,7 @@
 
 #include "cli.h"
 #include "ttt/fileio.h"
+#include "llama_generate.h"
 #include "sample.h"
 #include "ttt/runtime.h"
 #include "ttt/tokenizer.h"
@@ -42,14 +43,14 @@ static const uint64_t VAL_SEED = 0x76616c6964ull;
 
 typedef struct {
     const char *data, *val, *out, *preset, *ckpt, *tokenizer, *prompt, *device, *dtype, *compute, *buckets, *graph_s;
-    const char *init_from, *state_in, *state_out, *dp_transport;
+    const char *init_from, *state_in, *state_out, *dp_transport, *model_path, *chat, *system;
     int64_t dim, depth, heads, mlp_hidden, prime_blocks, prime_hidden, window, seq, batch, accum, steps, warmup, seed,
         save_every, log_every, eval_every, eval_batches, stop_at, context, max_docs, tokens, top_k, threads,
         logit_chunk, inner_chunk, eta_warmup, global_batch;
     double dp_timeout, dp_bucket_mb;
     int device_index; /* the GPU of this data-parallel rank (not a flag) */
     double rope_theta, lr, min_lr, wd, beta2, clip, peak_bf16, peak_f32, temperature, top_p, inner_clip, eta, eta0;
-    int resume, tf32, first_order, timing;
+    int resume, tf32, first_order, timing, ignore_eos, show_ids;
     int graph; /* --cuda-graph: -1 auto, 0 off, 1 on */
     ttt_lm_config model;          /* train: the preset with the model flags applied (vocab from the shard) */
     int64_t edges[MAX_EDGES];     /* eval --buckets: 0 < e_1 < ... < e_n */
@@ -128,6 +129,11 @@ static const flag_spec FLAGS[] = {
     F_DBL("--temperature", SUB_GENERATE, temperature, 0, 100),
     F_INT("--top-k", SUB_GENERATE, top_k, 0, 1 << 30),
     F_DBL("--top-p", SUB_GENERATE, top_p, 1e-9, 1),
+    F_STR("--model", SUB_GENERATE, model_path),
+    F_STR("--chat", SUB_GENERATE, chat),
+    F_STR("--system", SUB_GENERATE, system),
+    F_BOOL("--ignore-eos", SUB_GENERATE, ignore_eos),
+    F_BOOL("--show-ids", SUB_GENERATE, show_ids),
     F_STR("--state", SUB_GENERATE, state_in),
     F_STR("--save-state", SUB_GENERATE, state_out),
     F_STR("--device", SUB_ALL, device),
@@ -257,6 +263,7 @@ static void usage_eval(FILE *f) {
 static void usage_generate(FILE *f) {
     fprintf(f,
             "usage: ttt lm generate --ckpt DIR|FILE --tokenizer PATH --prompt TEXT [flags]\n"
+            "       ttt lm generate --model FILE.gguf|HF_DIR (--prompt TEXT | --chat QUESTION) [flags]\n"
             "Prefills the prompt into a KV cache, then samples one token at a time and prints the text as it\n"
             "goes (stdout), then the speed (stderr). Under a sliding window the cache is a ring buffer of\n"
             "window - 1 positions, so memory stays constant however long it runs.\n"
@@ -270,6 +277,12 @@ static void usage_generate(FILE *f) {
             "  --top-p P           nucleus: among the most likely tokens whose probabilities add up to P\n"
             "                      (default 1: all)\n"
             "  --seed S            the sampler's seed: the same seed gives the same text (default 1)\n"
+            "A pretrained Llama / Mistral / Qwen2 model (docs/llama.md) instead of --ckpt and --tokenizer:\n"
+            "  --model PATH        a GGUF file or a Hugging Face folder (config.json, safetensors,\n"
+            "                      tokenizer.json); its own tokenizer; stops at its end-of-turn token\n"
+            "  --chat QUESTION     one user turn in the model's chat template (ChatML); prints the answer\n"
+            "  --system TEXT       the system message of --chat (default: the template's own)\n"
+            "  --ignore-eos        generate all --tokens (benchmarks); --show-ids: the prompt's ids on stderr\n"
             "TTT-E2E models keep learning while they read the prompt and write (one inner step per chunk):\n"
             "  --save-state FILE   after reading the prompt, save what the model learned and its attention\n"
             "                      window (a safetensors state file) before generating\n"
@@ -419,8 +432,17 @@ static int parse(int argc, char **argv, int sub, opts *o) {
         else if (o->stop_at >= o->steps) bad = "--stop-at must be below --steps (it stops a run early)";
     } else if (sub == SUB_EVAL) {
         if (!o->ckpt || !o->data) bad = "needs --ckpt and --data (see --help)";
-    } else if (!o->ckpt || !o->tokenizer || !o->prompt)
-        bad = "needs --ckpt, --tokenizer and --prompt (see --help)";
+    } else if (o->model_path) {
+        if (o->ckpt || o->tokenizer || o->state_in || o->state_out)
+            bad = "--model brings its own tokenizer: --ckpt, --tokenizer, --state and --save-state do not apply";
+        else if (o->dtype || o->compute)
+            bad = "--dtype and --compute do not apply to --model (its weights are dequantized to f32)";
+        else if (!o->prompt == !o->chat) bad = "--model needs one of --prompt TEXT or --chat QUESTION";
+        else if (o->system && !o->chat) bad = "--system goes with --chat";
+    } else if (o->chat || o->system || o->ignore_eos)
+        bad = "--chat, --system and --ignore-eos go with --model";
+    else if (!o->ckpt || !o->tokenizer || !o->prompt)
+        bad = "needs --ckpt, --tokenizer and --prompt, or --model (see --help)";
     if (bad) {
         fprintf(stderr, "ttt %s: %s\n", cmd, bad);
         return EXIT_USAGE;
@@ -1064,6 +1086,13 @@ done:
 /* ---- generate ------------------------------------------------------------------------------------- */
 
 static int generate_cmd(const opts *o) {
+    if (o->model_path) {
+        const int cuda = !strcmp(o->device, "cuda") || (!strcmp(o->device, "auto") && ttt_device_count(TTT_CUDA) > 0);
+        const llama_generate_args a = {o->model_path, o->prompt, o->chat, o->system, o->tokens, o->top_k, o->seed,
+                                       o->temperature, o->top_p, cuda ? TTT_CUDA : TTT_CPU, (int)o->threads,
+                                       o->ignore_eos, o->show_ids, 0, o->tf32};
+        return llama_generate(&a);
+    }
     ttt_tokenizer *tok = NULL;
     int rc = cli_load_tokenizer("lm generate", o->tokenizer, &tok);
     if (rc) return rc;

@@ -17,9 +17,11 @@ static const void *const SYMBOLS[] = {
     (const void *)ttt_save_safetensors,    /* checkpoint.h */
     (const void *)ttt_vision_tokens,       /* data.h */
     (const void *)ttt_gradcheck_count,     /* gradcheck.h */
+    (const void *)ttt_gguf_open,           /* gguf.h */
     (const void *)ttt_graph_begin,         /* graph.h */
     (const void *)ttt_idx_load,            /* io.h */
     (const void *)ttt_recon_learner_init,  /* layers.h */
+    (const void *)ttt_llama_load,          /* llama.h */
     (const void *)ttt_lm_init,             /* lm.h */
     (const void *)ttt_mttt_init,           /* mttt.h */
     (const void *)ttt_add,                 /* ops.h */

@@ -59,11 +59,22 @@ int ttt_tokenizer_load_gpt2(const char *vocab_json, const char *merges_txt, ttt_
 
 /* A Hugging Face tokenizer.json of the GPT-2 kind: model.type "BPE" (merges as
  * "a b" strings or ["a", "b"] pairs; ignore_merges honoured) with a ByteLevel
- * pre-tokenizer (use_regex true; add_prefix_space honoured); decoder and
+ * pre-tokenizer (use_regex true; add_prefix_space honoured), or a Sequence of
+ * Digits (individual_digits true) and that ByteLevel (SmolLM2's); decoder and
  * post_processor null or ByteLevel; no normalizer, truncation or padding;
  * added_tokens without lstrip / rstrip / single_word. Anything else is
  * rejected with a message naming the unsupported field and value. Needs json-c. */
 int ttt_tokenizer_load_json(const char *tokenizer_json, ttt_tokenizer **out, char *err, size_t err_len);
+
+/* From a GGUF file's metadata (llama.cpp's tokenizer.ggml.* keys): model "gpt2"
+ * (byte-level BPE) with tokens (id order), merges ("left right" pieces) and
+ * token_type (3, control: a special added token; 4, user-defined: an added
+ * token; others ordinary); pre "smollm" (GPT-2's pre-tokenizer after each
+ * \p{N} character is split off alone, as SmolLM2's Digits(individual_digits)),
+ * "gpt-2", "default" or absent (GPT-2's). Other models and pre-tokenizers are
+ * refused with a message naming them. BOS / EOS / chat template: see llama.h. */
+struct ttt_gguf;
+int ttt_tokenizer_load_gguf(const struct ttt_gguf *g, ttt_tokenizer **out, char *err, size_t err_len);
 
 /* One merge given as raw bytes (not pieces). */
 typedef struct {

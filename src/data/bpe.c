@@ -14,6 +14,7 @@
 #include "../core/engine_private.h"
 #include "strmap.h"
 #include "ttt/fileio.h"
+#include "ttt/gguf.h"
 #include "ttt/tokenizer.h"
 
 #ifdef TTT_HAVE_JSONC
@@ -242,6 +243,8 @@ struct ttt_tokenizer {
     int n_added;
     uint8_t added_first[256]; /* bit p: some added token of pass p starts with this byte */
     int add_prefix_space, ignore_merges;
+    int missing_bytes; /* some byte has no token (byte_id -1): such bytes are dropped when encoding */
+    int split_digits; /* each \p{N} code point is its own pre-token first (SmolLM2: Digits(individual_digits)) */
     /* encode scratch and cache */
     strmap cache;         /* pre-token bytes -> offset * 256 + count in cache_ids */
     int32_t *cache_ids;
@@ -375,11 +378,18 @@ static int add_piece(ttt_tokenizer *t, const char *piece, size_t len, int32_t id
     return TTT_OK;
 }
 
-/* After the vocabulary: the 256 single-byte pieces must all be there. */
-static int finish_vocab(ttt_tokenizer *t, const char *where, char *err, size_t err_len) {
+/* After the vocabulary: the 256 single-byte pieces must all be there, unless
+ * allow_missing (GGUF vocabularies such as SmolLM2's lack a few control bytes:
+ * like the tokenizers library without an unknown token, encoding drops them). */
+static int finish_vocab_ex(ttt_tokenizer *t, int allow_missing, const char *where, char *err, size_t err_len) {
     for (int b = 0; b < 256; b++) {
         int64_t e = sm_find(&t->vocab, t->bm.piece[b], t->bm.piece_len[b],
                             hash_bytes(t->bm.piece[b], t->bm.piece_len[b]));
+        if (e < 0 && allow_missing) {
+            t->byte_id[b] = -1;
+            t->missing_bytes = 1;
+            continue;
+        }
         if (e < 0)
             return ttt__errbuf(err, err_len,
                         "%s: the vocabulary has no token for byte 0x%02x (piece \"%.*s\"); byte-level BPE needs "
@@ -388,6 +398,10 @@ static int finish_vocab(ttt_tokenizer *t, const char *where, char *err, size_t e
         t->byte_id[b] = (int32_t)t->vocab.e[e].val;
     }
     return TTT_OK;
+}
+
+static int finish_vocab(ttt_tokenizer *t, const char *where, char *err, size_t err_len) {
+    return finish_vocab_ex(t, 0, where, err, err_len);
 }
 
 /* Appends merge LEFT + RIGHT (pieces) at the next rank. With add_result the
@@ -583,6 +597,20 @@ static heap_item heap_pop(heap_item *h, size_t *n) {
  * leftmost first among equal ranks (a min-heap of (rank, position) with stale
  * entries skipped, as in the tokenizers library). Appends the ids. */
 static int bpe_word(ttt_tokenizer *t, const uint8_t *w, size_t n, ttt_token_ids *out) {
+    if (t->missing_bytes) { /* drop the bytes without a token; their neighbours become adjacent */
+        size_t k = 0;
+        while (k < n && t->byte_id[w[k]] >= 0) k++;
+        if (k < n) {
+            uint8_t *f = malloc(n);
+            if (!f) return TTT_ERR;
+            size_t m = 0;
+            for (size_t i = 0; i < n; i++)
+                if (t->byte_id[w[i]] >= 0) f[m++] = w[i];
+            const int rc = m ? bpe_word(t, f, m, out) : TTT_OK;
+            free(f);
+            return rc;
+        }
+    }
     if (n == 1) return ids_push(out, t->byte_id[w[0]]);
     uint64_t h = 0;
     if (n <= CACHE_MAX_WORD) {
@@ -669,9 +697,34 @@ cache:
     return TTT_OK;
 }
 
+/* GPT-2 pre-tokens of s[0..n), each through BPE. */
+static int encode_gpt2_run(ttt_tokenizer *t, const char *s, size_t n, ttt_token_ids *out) {
+    for (size_t i = 0; i < n;) {
+        size_t e = ttt_gpt2_pretoken_end(s, n, i);
+        if (bpe_word(t, (const uint8_t *)s + i, e - i, out)) return TTT_ERR;
+        i = e;
+    }
+    return TTT_OK;
+}
+
 /* A segment without added tokens: (prefix space,) pre-tokens, BPE. */
 static int encode_plain(ttt_tokenizer *t, const char *s, size_t n, ttt_token_ids *out) {
     if (n == 0) return TTT_OK;
+    if (t->split_digits) { /* every number character alone, the runs between them as GPT-2 pre-tokens */
+        const uint8_t *u = (const uint8_t *)s;
+        size_t run = 0;
+        for (size_t i = 0; i < n;) {
+            size_t len;
+            if (class_at(u, n, i, &len) != U_N) {
+                i += len;
+                continue;
+            }
+            if (encode_gpt2_run(t, s + run, i - run, out) || bpe_word(t, u + i, len, out)) return TTT_ERR;
+            i += len;
+            run = i;
+        }
+        return encode_gpt2_run(t, s + run, n - run, out);
+    }
     if (t->add_prefix_space && s[0] != ' ') {
         if (ttt__grow((void **)&t->buf, &t->buf_cap, n + 1, 1)) return TTT_ERR;
         char *b = t->buf;  /* bpe_word may use t->buf only under ignore_merges: copy out */
@@ -766,6 +819,81 @@ int ttt_tokenizer_decode(const ttt_tokenizer *t, const int32_t *ids, size_t n, i
     *text = s;
     if (len) *len = k;
     return TTT_OK;
+}
+
+/* ---- GGUF metadata (tokenizer.ggml.*) ------------------------------------------------------ */
+
+int ttt_tokenizer_load_gguf(const ttt_gguf *g, ttt_tokenizer **out, char *err, size_t err_len) {
+    if (!out || !g) return ttt__errbuf(err, err_len, "tokenizer load_gguf: NULL argument");
+    *out = NULL;
+    const char *where = g->path, *s;
+    size_t sl;
+    if (ttt_gguf_get_str(g, "tokenizer.ggml.model", &s, &sl, err, err_len)) return TTT_ERR;
+    if (sl != 4 || memcmp(s, "gpt2", 4))
+        return ttt__errbuf(err, err_len, "%s: tokenizer.ggml.model \"%.*s\" is not supported (only gpt2: byte-level "
+                           "BPE)", where, (int)(sl > 40 ? 40 : sl), s);
+    int split_digits = 0;
+    if (ttt_gguf_find(g, "tokenizer.ggml.pre")) {
+        if (ttt_gguf_get_str(g, "tokenizer.ggml.pre", &s, &sl, err, err_len)) return TTT_ERR;
+        if (sl == 6 && !memcmp(s, "smollm", 6)) split_digits = 1;
+        else if (!((sl == 7 && !memcmp(s, "default", 7)) || (sl == 5 && !memcmp(s, "gpt-2", 5)) ||
+                   (sl == 4 && !memcmp(s, "gpt2", 4))))
+            return ttt__errbuf(err, err_len, "%s: tokenizer.ggml.pre \"%.*s\" is not supported (smollm, gpt-2 or "
+                               "default: GPT-2's pre-tokenizer, with digits split for smollm)", where,
+                               (int)(sl > 40 ? 40 : sl), s);
+    }
+    const ttt_gguf_kv *toks = ttt_gguf_find(g, "tokenizer.ggml.tokens"), *merges = ttt_gguf_find(g, "tokenizer.ggml.merges");
+    const ttt_gguf_kv *types = ttt_gguf_find(g, "tokenizer.ggml.token_type");
+    if (!toks || toks->type != TTT_GGUF_ARRAY || toks->elem_type != TTT_GGUF_STRING || toks->n < 256 ||
+        toks->n > INT32_MAX / 2)
+        return ttt__errbuf(err, err_len, "%s: tokenizer.ggml.tokens must be an array of 256 to 2^30 strings", where);
+    if (!merges || merges->type != TTT_GGUF_ARRAY || merges->elem_type != TTT_GGUF_STRING)
+        return ttt__errbuf(err, err_len, "%s: tokenizer.ggml.merges must be an array of strings", where);
+    if (types && (types->type != TTT_GGUF_ARRAY || types->elem_type == TTT_GGUF_STRING || types->n != toks->n))
+        return ttt__errbuf(err, err_len, "%s: tokenizer.ggml.token_type must be a numeric array, one per token", where);
+    ttt_tokenizer *t = tok_new();
+    if (!t) return oom(err, err_len, where);
+    t->split_digits = split_digits;
+    int64_t aps = 0;
+    if (ttt_gguf_find(g, "tokenizer.ggml.add_space_prefix") &&
+        ttt_gguf_get_int(g, "tokenizer.ggml.add_space_prefix", &aps, err, err_len))
+        goto bad;
+    if (aps && split_digits) {
+        ttt__errbuf(err, err_len, "%s: add_space_prefix with the smollm pre-tokenizer is not supported", where);
+        goto bad;
+    }
+    t->add_prefix_space = aps ? 1 : 0;
+    /* ordinary tokens first (control and user-defined ones become added tokens below) */
+    for (uint64_t i = 0; i < toks->n; i++) {
+        const int64_t ty = types ? ttt_gguf_arr_int(types, i) : 1;
+        if (ty == 3 || ty == 4) continue;
+        size_t len;
+        const char *p = ttt_gguf_arr_str(toks, i, &len);
+        if (add_piece(t, p, len, (int32_t)i, where, err, err_len)) goto bad;
+    }
+    if (finish_vocab_ex(t, 1, where, err, err_len)) goto bad;
+    for (uint64_t i = 0; i < merges->n; i++) {
+        size_t n;
+        const char *m = ttt_gguf_arr_str(merges, i, &n), *sp = memchr(m, ' ', n);
+        if (!sp || sp == m || sp == m + n - 1 || memchr(sp + 1, ' ', (size_t)(m + n - sp - 1))) {
+            ttt__errbuf(err, err_len, "%s: tokenizer.ggml.merges[%llu] is not \"left right\": %.*s", where,
+                        (unsigned long long)i, (int)(n > 60 ? 60 : n), m);
+            goto bad;
+        }
+        if (add_merge(t, m, (size_t)(sp - m), sp + 1, (size_t)(m + n - sp - 1), 0, where, err, err_len)) goto bad;
+    }
+    for (uint64_t i = 0; types && i < toks->n; i++) {
+        const int64_t ty = ttt_gguf_arr_int(types, i);
+        if (ty != 3 && ty != 4) continue;
+        size_t len;
+        const char *p = ttt_gguf_arr_str(toks, i, &len);
+        if (add_added(t, p, len, (int32_t)i, ty == 3, 0, NULL, where, err, err_len)) goto bad;
+    }
+    *out = t;
+    return TTT_OK;
+bad:
+    ttt_tokenizer_free(t);
+    return TTT_ERR;
 }
 
 /* ---- files (JSON and GPT-2 formats need json-c) ------------------------------------------- */
@@ -905,8 +1033,8 @@ static int is_type(json_object *o, const char *type) {
     return ty && json_object_is_type(ty, json_type_string) && !strcmp(json_object_get_string(ty), type);
 }
 
-static int check_tokenizer_json(json_object *root, const char *path, int *add_prefix_space, char *err,
-                                size_t err_len) {
+static int check_tokenizer_json(json_object *root, const char *path, int *add_prefix_space, int *split_digits,
+                                char *err, size_t err_len) {
     if (!json_object_is_type(root, json_type_object)) return ttt__errbuf(err, err_len, "%s: not a JSON object", path);
     if (!is_null(get(root, "truncation")))
         return ttt__errbuf(err, err_len, "%s: unsupported: truncation is set (ttt encodes whole texts)", path);
@@ -917,15 +1045,28 @@ static int check_tokenizer_json(json_object *root, const char *path, int *add_pr
         return ttt__errbuf(err, err_len, "%s: unsupported normalizer \"%s\" (only null, as in GPT-2)", path,
                     json_type_name(nz));
     json_object *pt = get(root, "pre_tokenizer");
+    *split_digits = 0;
+    if (pt && is_type(pt, "Sequence")) { /* SmolLM2's: Digits(individual_digits) then ByteLevel */
+        json_object *seq = get(pt, "pretokenizers");
+        json_object *d = seq && json_object_is_type(seq, json_type_array) && json_object_array_length(seq) == 2
+                             ? json_object_array_get_idx(seq, 0) : NULL;
+        if (!d || !is_type(d, "Digits") || get_bool(d, "individual_digits", 0) != 1)
+            return ttt__errbuf(err, err_len, "%s: unsupported pre_tokenizer \"Sequence\" (of a Sequence, only [Digits "
+                               "with individual_digits true, ByteLevel])", path);
+        *split_digits = 1;
+        pt = json_object_array_get_idx(seq, 1);
+    }
     if (!pt || !is_type(pt, "ByteLevel"))
-        return ttt__errbuf(err, err_len, "%s: unsupported pre_tokenizer \"%s\" (only ByteLevel, GPT-2's)", path,
-                    json_type_name(pt));
+        return ttt__errbuf(err, err_len, "%s: unsupported pre_tokenizer \"%s\" (only ByteLevel, GPT-2's, or "
+                           "[Digits, ByteLevel])", path, json_type_name(pt));
     int ur = get_bool(pt, "use_regex", 1), aps = get_bool(pt, "add_prefix_space", 1);
     if (ur != 1)
         return ttt__errbuf(err, err_len, "%s: unsupported: ByteLevel pre_tokenizer with use_regex %s (only true)", path,
                     ur == 0 ? "false" : "not a boolean");
     if (aps < 0) return ttt__errbuf(err, err_len, "%s: pre_tokenizer add_prefix_space is not a boolean", path);
     *add_prefix_space = aps;
+    if (aps && *split_digits)
+        return ttt__errbuf(err, err_len, "%s: unsupported: Digits with a ByteLevel add_prefix_space true", path);
     json_object *pp = get(root, "post_processor");
     if (!is_null(pp) && !is_type(pp, "ByteLevel"))
         return ttt__errbuf(err, err_len, "%s: unsupported post_processor \"%s\" (only null or ByteLevel)", path,
@@ -968,9 +1109,10 @@ int ttt_tokenizer_load_json(const char *path, ttt_tokenizer **out, char *err, si
         json_object_put(root);
         return oom(err, err_len, path);
     }
-    int aps = 0;
-    if (check_tokenizer_json(root, path, &aps, err, err_len)) goto bad;
+    int aps = 0, digits = 0;
+    if (check_tokenizer_json(root, path, &aps, &digits, err, err_len)) goto bad;
     t->add_prefix_space = aps;
+    t->split_digits = digits;
     json_object *model = get(root, "model");
     int im = get_bool(model, "ignore_merges", 0);
     if (im < 0) {
@@ -978,7 +1120,7 @@ int ttt_tokenizer_load_json(const char *path, ttt_tokenizer **out, char *err, si
         goto bad;
     }
     t->ignore_merges = im;
-    if (load_vocab_object(t, get(model, "vocab"), path, err, err_len) || finish_vocab(t, path, err, err_len))
+    if (load_vocab_object(t, get(model, "vocab"), path, err, err_len) || finish_vocab_ex(t, 1, path, err, err_len))
         goto bad;
     json_object *merges = get(model, "merges");
     if (!json_object_is_type(merges, json_type_array)) {

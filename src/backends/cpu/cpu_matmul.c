@@ -1,4 +1,5 @@
-/* Batched matrix products through OpenBLAS (cblas_sgemm / cblas_dgemm).
+/* Batched matrix products through OpenBLAS (cblas_sgemm / cblas_dgemm; one-row
+ * products, as in decoding a token, through cblas_sgemv / cblas_dgemv).
  * Batch axes may be broadcast (stride 0); each matrix has unit stride in its
  * last axis, so its leading dimension is its row stride (rows closer than
  * that, e.g. an expanded row, are packed first). Builds without CBLAS
@@ -115,6 +116,20 @@ CPU_PARALLEL(self, small ? batch * (int64_t)CPU_PAR_MIN : 0,
         for (int64_t i = 0; i < batch; i++) {
             const char *xa = pa ? pa + (size_t)(i * mat_a) * es : (const char *)a->data + batch_offset(c, a, i) * (int64_t)es;
             const char *xb = pb ? pb + (size_t)(i * mat_b) * es : (const char *)b->data + batch_offset(c, b, i) * (int64_t)es;
+#ifdef TTT_HAVE_CBLAS
+            if (m == 1) { /* one row (decoding a token): a matrix-vector product; sgemm would pack all of B first */
+                const int incx = trans_a ? (int)lda : 1;
+                const CBLAS_TRANSPOSE tv = trans_b ? CblasNoTrans : CblasTrans;
+                const int rows = trans_b ? (int)n : (int)k, cols = trans_b ? (int)k : (int)n;
+                if (c->dtype == TTT_F32)
+                    cblas_sgemv(CblasRowMajor, tv, rows, cols, 1.0f, (const float *)xb, (int)ldb, (const float *)xa, incx,
+                                0.0f, (float *)c->data + i * n, 1);
+                else
+                    cblas_dgemv(CblasRowMajor, tv, rows, cols, 1.0, (const double *)xb, (int)ldb, (const double *)xa, incx,
+                                0.0, (double *)c->data + i * n, 1);
+                continue;
+            }
+#endif
             if (c->dtype == TTT_F32)
                 cblas_sgemm(CblasRowMajor, ta, tb, (int)m, (int)n, (int)k, 1.0f, (const float *)xa, (int)lda,
                             (const float *)xb, (int)ldb, 0.0f, (float *)c->data + i * m * n, (int)n);
