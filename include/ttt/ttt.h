@@ -14,6 +14,7 @@
 #include "ttt/io.h"
 #include "ttt/layers.h"
 #include "ttt/lm.h"
+#include "ttt/mixers.h"
 #include "ttt/mttt.h"
 #include "ttt/ops.h"
 #include "ttt/optim.h"
