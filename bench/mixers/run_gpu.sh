@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# The linear-time mixers on a GPU, in one device call (docs/mixers.md):
+#   1. build (CUDA on) ttt and mixer_speed
+#   2. ttt gradcheck --device cuda on the mixer cores: orders 1 and 2 against finite
+#      differences on the GPU, and GPU-vs-CPU parity in f64, f32 and bf16
+#   3. mixer_speed --check on cuda (chunkwise == recurrent in f64, f32/bf16 vs f64), then the
+#      timing table: forward and forward + backward at T = 2K and 8K, B = 1, H = 12, d = 64,
+#      in f32 and bf16, against causal attention (ttt_attention's fused kernels)
+# Usage: bash bench/mixers/run_gpu.sh        (logs and the csv in $OUT, default ./gpu-out)
+set -uo pipefail
+OUT=${OUT:-gpu-out}
+mkdir -p "$OUT"
+LOG="$OUT/mixers_gpu.txt"
+log() { tee -a "$LOG"; }
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | log
+t0=$(date +%s)
+cmake -S . -B build/gpu -DCMAKE_BUILD_TYPE=Release -DTTT_CUDA=ON >"$OUT/cmake.log" 2>&1 || { tail -30 "$OUT/cmake.log"; exit 1; }
+cmake --build build/gpu -j "$(nproc)" --target ttt_cli mixer_speed >"$OUT/build.log" 2>&1 \
+  || { grep -iE "error" "$OUT/build.log" | head -30; exit 1; }
+echo "build: $(($(date +%s) - t0)) s" | log
+B=./build/gpu
+status=0
+for op in "linear_attention(chunked)" "gated_delta(chunked)" "gated_delta(recurrent)"; do
+  $B/ttt gradcheck --device cuda --op "$op" --seeds 3 2>&1 | log || status=1
+done
+for dt in f32 bf16; do
+  $B/mixer_speed --device cuda --dtype $dt --check --T ${TS:-2048,8192} --heads 12 --dim 64 --batch 1 --chunk 64 --reps 5 \
+    2>&1 | log || status=1
+done
+grep "^csv," "$LOG" | sort -u > "$OUT/mixers_gpu.csv"
+echo "status $status" | log
+exit $status
