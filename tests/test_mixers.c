@@ -1,4 +1,5 @@
-/* The linear-time mixers (include/ttt/mixers.h): causal linear attention and Gated DeltaNet.
+/* The linear-time mixers (include/ttt/mixers.h): causal linear attention, Gated DeltaNet and
+ * Mamba 2.
  *   - against an independent PyTorch float64 implementation, token by token from the papers
  *     (bench/mixers/torch_mixers.py fixture): outputs, final states, gradients with respect
  *     to inputs, states and every block parameter; relative error < 1e-11;
@@ -7,7 +8,7 @@
  *   - the blocks: prefill in pieces and token-by-token decode == one forward pass;
  *   - argument errors are messages.
  * Finite-difference gradients of both cores at orders 1 and 2 are gradcheck cases
- * ("linear_attention(chunked)", "gated_delta(chunked)", tests/test_gradcheck.c). */
+ * ("linear_attention(chunked)", "gated_delta(chunked)", "ssd(chunked)", tests/test_gradcheck.c). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -139,6 +140,39 @@ static void fixture_gated_delta_core(ttt_ctx *ctx) {
     }
 }
 
+static void fixture_ssd_core(ttt_ctx *ctx) {
+    const int64_t B = 2, H = 2, T = 22, N = 3, P = 4;
+    ttt_tensor *in[5] = {LOAD("ssd_core.q", B, H, T, N), LOAD("ssd_core.k", B, H, T, N), LOAD("ssd_core.v", B, H, T, P),
+                         LOAD("ssd_core.g", B, H, T), LOAD("ssd_core.s0", B, H, N, P)};
+    const char *names[5] = {"q", "k", "v", "g", "s0"};
+    ttt_tensor *R = LOAD("ssd_core.R", B, H, T, P), *Rs = LOAD("ssd_core.Rs", B, H, N, P);
+    for (int i = 0; i < 5; i++) {
+        if (!in[i]) return;
+        ttt_set_requires_grad(in[i], 1);
+    }
+    for (int form = 0; form < 3; form++) { /* chunks 4 and 64, then recurrent */
+        ttt_tensor *s = NULL;
+        ttt_tensor *o = form == 2 ? ttt_ssd_recurrent(ctx, in[0], in[1], in[2], in[3], in[4], &s)
+                                  : ttt_ssd_chunked(ctx, in[0], in[1], in[2], in[3], form ? 64 : 4, in[4], &s);
+        CHECK_MSG(o && s, "%s", ttt_error(ctx));
+        if (!o || !s) return;
+        double worst = 0;
+        expect_close(ctx, "ssd o", o, LOAD("ssd_core.o", B, H, T, P), &worst);
+        expect_close(ctx, "ssd S", s, LOAD("ssd_core.s", B, H, N, P), &worst);
+        ttt_tensor *loss = ttt_add(ctx, ttt_sum(ctx, ttt_mul(ctx, o, R), 0, NULL, 0),
+                                   ttt_sum(ctx, ttt_mul(ctx, s, Rs), 0, NULL, 0));
+        ttt_tensor *g[5];
+        CHECK(ttt_grad(ctx, 1, &loss, NULL, 5, in, g, 0) == TTT_OK);
+        for (int i = 0; i < 5; i++) {
+            char key[64];
+            snprintf(key, sizeof key, "ssd_core.grad.%s", names[i]);
+            expect_close(ctx, key, g[i], load(ctx, key, in[i]->ndim, in[i]->shape), &worst);
+        }
+        printf("PyTorch fixture, SSD core (%s): max relative difference %.2e\n",
+               form == 2 ? "recurrent" : form ? "chunk 64" : "chunk 4", worst);
+    }
+}
+
 /* Loads the block's parameters under prefix, runs the forward pass and compares y and the
  * gradients of sum(y R) with respect to x and every parameter. */
 static void fixture_block(ttt_ctx *ctx, const char *prefix, int n, ttt_tensor **params, const char **names,
@@ -177,6 +211,7 @@ static void fixture_block(ttt_ctx *ctx, const char *prefix, int n, ttt_tensor **
 
 static ttt_tensor *la_fwd(ttt_ctx *ctx, const void *l, ttt_tensor *x) { return ttt_linattn_forward(ctx, l, x, NULL); }
 static ttt_tensor *gdn_fwd(ttt_ctx *ctx, const void *l, ttt_tensor *x) { return ttt_gdn_forward(ctx, l, x, NULL); }
+static ttt_tensor *m2_fwd(ttt_ctx *ctx, const void *l, ttt_tensor *x) { return ttt_mamba2_forward(ctx, l, x, NULL); }
 
 static void test_fixture(ttt_ctx *ctx) {
 #ifndef TTT_HAVE_JSONC
@@ -191,6 +226,8 @@ static void test_fixture(ttt_ctx *ctx) {
     fixture_linear_attention_core(ctx);
     ttt_step_reset(ctx);
     fixture_gated_delta_core(ctx);
+    ttt_step_reset(ctx);
+    fixture_ssd_core(ctx);
     ttt_step_reset(ctx);
 
     ttt_linattn la;
@@ -212,6 +249,15 @@ static void test_fixture(ttt_ctx *ctx) {
     fixture_block(ctx, "gdn_block", n, p, names, gdn_fwd, &gdn, 2, 19, 12);
     ttt_gdn_free(ctx, &gdn);
     ttt_step_reset(ctx);
+
+    ttt_mamba2 m2;
+    ttt_mamba2_config mc = ttt_mamba2_config_default(8);
+    mc.d_state = 3, mc.head_dim = 4, mc.groups = 2, mc.chunk = 8;
+    CHECK(ttt_mamba2_init(ctx, &m2, &mc, TTT_F64) == TTT_OK);
+    n = ttt_mamba2_params(&m2, p, names, NULL);
+    fixture_block(ctx, "m2_block", n, p, names, m2_fwd, &m2, 2, 19, 8);
+    ttt_mamba2_free(ctx, &m2);
+    ttt_step_reset(ctx);
 #endif
 }
 
@@ -219,7 +265,7 @@ static void test_fixture(ttt_ctx *ctx) {
 
 static void test_chunk_vs_recurrent(ttt_ctx *ctx) {
     const int64_t Ts[4] = {1, 7, 16, 45}, chunks[3] = {1, 4, 16};
-    double worst_la = 0, worst_gdn = 0;
+    double worst_la = 0, worst_gdn = 0, worst_ssd = 0;
     for (int ti = 0; ti < 4; ti++) {
         const int64_t B = 2, H = 2, T = Ts[ti], dk = 4, dv = 3;
         ttt_tensor *q = ttt_elu1(ctx, randn(ctx, TTT_DIMS(B, H, T, dk), 1.0));
@@ -231,13 +277,19 @@ static void test_chunk_vs_recurrent(ttt_ctx *ctx) {
         ttt_tensor *g = ttt_scale(ctx, ttt_rand(ctx, TTT_F64, TTT_DIMS(B, H, T), 0.0, 1.0), -8.0);
         ttt_tensor *s0 = randn(ctx, TTT_DIMS(B, H, dk, dv), 1.0);
         ttt_tensor *z0 = ttt_elu1(ctx, randn(ctx, TTT_DIMS(B, H, dk), 1.0));
-        ttt_tensor *sr, *zr, *sg;
+        ttt_tensor *sr, *zr, *sg, *ss;
         ttt_tensor *ref = ttt_linear_attention_recurrent(ctx, q, k, v, 1e-6, s0, z0, &sr, &zr);
         ttt_tensor *refg = ttt_gated_delta_recurrent(ctx, q, kn, v, beta, g, s0, &sg);
+        ttt_tensor *refs = ttt_ssd_recurrent(ctx, q, k, v, g, s0, &ss);
         for (int ci = 0; ci < 3; ci++) {
-            ttt_tensor *s, *z, *sg2;
+            ttt_tensor *s, *z, *sg2, *ss2;
             ttt_tensor *o = ttt_linear_attention_chunked(ctx, q, k, v, chunks[ci], 1e-6, s0, z0, &s, &z);
             ttt_tensor *og = ttt_gated_delta_chunked(ctx, q, kn, v, beta, g, chunks[ci], s0, &sg2);
+            ttt_tensor *os = ttt_ssd_chunked(ctx, q, k, v, g, chunks[ci], s0, &ss2);
+            const double e3 = fmax(rel_diff(ctx, os, refs), rel_diff(ctx, ss2, ss));
+            CHECK_MSG(e3 < 1e-12, "ssd T=%lld chunk %lld: chunkwise vs recurrent %.3g", (long long)T,
+                      (long long)chunks[ci], e3);
+            worst_ssd = fmax(worst_ssd, e3);
             const double e1 = fmax(rel_diff(ctx, o, ref), fmax(rel_diff(ctx, s, sr), rel_diff(ctx, z, zr)));
             const double e2 = fmax(rel_diff(ctx, og, refg), rel_diff(ctx, sg2, sg));
             CHECK_MSG(e1 < 1e-12, "linear attention T=%lld chunk %lld: chunkwise vs recurrent %.3g", (long long)T,
@@ -248,22 +300,31 @@ static void test_chunk_vs_recurrent(ttt_ctx *ctx) {
         }
         ttt_step_reset(ctx);
     }
-    printf("chunkwise vs recurrent (T 1..45, chunks 1/4/16, f64): linear attention %.2e, gated delta %.2e\n",
-           worst_la, worst_gdn);
+    printf("chunkwise vs recurrent (T 1..45, chunks 1/4/16, f64): linear attention %.2e, gated delta %.2e, ssd %.2e\n",
+           worst_la, worst_gdn, worst_ssd);
 }
 
 /* ---- the blocks: prefill in pieces + decode == forward ---------------------------------------------- */
 
+enum { LINATTN, GDN, MAMBA2 };
+static const char *const KIND[3] = {"linear attention", "Gated DeltaNet", "Mamba 2"};
+
 typedef struct {
-    int gdn;
+    int kind;
     ttt_linattn la;
     ttt_gdn g;
+    ttt_mamba2 m2;
     ttt_linattn_state las;
     ttt_gdn_state gs;
+    ttt_mamba2_state ms;
 } mixer;
 
 static ttt_tensor *run(ttt_ctx *ctx, mixer *m, ttt_tensor *x, int with_state, int decode) {
-    if (m->gdn) {
+    if (m->kind == MAMBA2) {
+        ttt_mamba2_state *st = with_state ? &m->ms : NULL;
+        return decode ? ttt_mamba2_decode(ctx, &m->m2, x, st) : ttt_mamba2_forward(ctx, &m->m2, x, st);
+    }
+    if (m->kind == GDN) {
         ttt_gdn_state *st = with_state ? &m->gs : NULL;
         return decode ? ttt_gdn_decode(ctx, &m->g, x, st) : ttt_gdn_forward(ctx, &m->g, x, st);
     }
@@ -271,20 +332,35 @@ static ttt_tensor *run(ttt_ctx *ctx, mixer *m, ttt_tensor *x, int with_state, in
     return decode ? ttt_linattn_decode(ctx, &m->la, x, st) : ttt_linattn_forward(ctx, &m->la, x, st);
 }
 
-static void test_decode(ttt_ctx *ctx, int gdn) {
+static void state_init(ttt_ctx *ctx, mixer *m, int64_t B) {
+    int rc = m->kind == MAMBA2 ? ttt_mamba2_state_init(ctx, &m->m2, B, &m->ms)
+             : m->kind == GDN  ? ttt_gdn_state_init(ctx, &m->g, B, &m->gs)
+                               : ttt_linattn_state_init(ctx, &m->la, B, &m->las);
+    CHECK_MSG(rc == TTT_OK, "%s", ttt_error(ctx));
+}
+static void state_free(ttt_ctx *ctx, mixer *m) {
+    ttt_mamba2_state_free(ctx, &m->ms);
+    ttt_gdn_state_free(ctx, &m->gs);
+    ttt_linattn_state_free(ctx, &m->las);
+}
+
+static void test_decode(ttt_ctx *ctx, int kind) {
     const int64_t B = 2, T = 29, D = 16;
-    mixer m = {.gdn = gdn};
-    if (gdn) {
+    mixer m = {.kind = kind};
+    if (kind == GDN) {
         ttt_gdn_config c = ttt_gdn_config_default(D, 2);
         c.chunk = 8, c.head_v_dim = 5, c.init_std = 0.3, c.out_std = 0.3;
         CHECK(ttt_gdn_init(ctx, &m.g, &c, TTT_F64) == TTT_OK);
-        CHECK(ttt_gdn_state_init(ctx, &m.g, B, &m.gs) == TTT_OK);
+    } else if (kind == MAMBA2) {
+        ttt_mamba2_config c = ttt_mamba2_config_default(D);
+        c.chunk = 8, c.d_state = 4, c.head_dim = 8, c.init_std = 0.3, c.out_std = 0.3;
+        CHECK(ttt_mamba2_init(ctx, &m.m2, &c, TTT_F64) == TTT_OK);
     } else {
         ttt_linattn_config c = ttt_linattn_config_default(D, 4);
         c.chunk = 8, c.init_std = 0.3, c.out_std = 0.3;
         CHECK(ttt_linattn_init(ctx, &m.la, &c, TTT_F64) == TTT_OK);
-        CHECK(ttt_linattn_state_init(ctx, &m.la, B, &m.las) == TTT_OK);
     }
+    state_init(ctx, &m, B);
     ttt_tensor *x = randn(ctx, TTT_DIMS(B, T, D), 1.0);
     ttt_tensor *full = run(ctx, &m, x, 0, 0);
     CHECK_MSG(full != NULL, "%s", ttt_error(ctx));
@@ -296,27 +372,19 @@ static void test_decode(ttt_ctx *ctx, int gdn) {
     for (int64_t t = 16; t < T; t++) pieces[np++] = run(ctx, &m, ttt_slice(ctx, x, 1, t, t + 1, 1), 1, 1);
     ttt_tensor *y = ttt_concat(ctx, np, pieces, 1);
     const double e = rel_diff(ctx, y, full);
-    CHECK_MSG(e < 1e-12, "%s: prefill + decode vs forward %.3g (%s)", gdn ? "gdn" : "linattn", e, ttt_error(ctx));
-    CHECK(gdn ? m.gs.pos == T : m.las.pos == T);
+    CHECK_MSG(e < 1e-12, "%s: prefill + decode vs forward %.3g (%s)", KIND[kind], e, ttt_error(ctx));
+    const int64_t pos = kind == MAMBA2 ? m.ms.pos : kind == GDN ? m.gs.pos : m.las.pos;
+    CHECK(pos == T);
     /* decoding everything from a fresh state through the recurrent form gives the same */
-    if (gdn) {
-        ttt_gdn_state_free(ctx, &m.gs);
-        CHECK(ttt_gdn_state_init(ctx, &m.g, B, &m.gs) == TTT_OK);
-    } else {
-        ttt_linattn_state_free(ctx, &m.las);
-        CHECK(ttt_linattn_state_init(ctx, &m.la, B, &m.las) == TTT_OK);
-    }
+    state_free(ctx, &m);
+    state_init(ctx, &m, B);
     const double e2 = rel_diff(ctx, run(ctx, &m, x, 1, 1), full);
-    CHECK_MSG(e2 < 1e-12, "%s: recurrent block vs chunkwise block %.3g", gdn ? "gdn" : "linattn", e2);
-    printf("%s block: prefill (11 + 5) + decode vs forward %.2e, recurrent vs chunkwise %.2e\n",
-           gdn ? "Gated DeltaNet" : "linear attention", e, e2);
-    if (gdn) {
-        ttt_gdn_state_free(ctx, &m.gs);
-        ttt_gdn_free(ctx, &m.g);
-    } else {
-        ttt_linattn_state_free(ctx, &m.las);
-        ttt_linattn_free(ctx, &m.la);
-    }
+    CHECK_MSG(e2 < 1e-12, "%s: recurrent block vs chunkwise block %.3g", KIND[kind], e2);
+    printf("%s block: prefill (11 + 5) + decode vs forward %.2e, recurrent vs chunkwise %.2e\n", KIND[kind], e, e2);
+    state_free(ctx, &m);
+    ttt_gdn_free(ctx, &m.g);
+    ttt_linattn_free(ctx, &m.la);
+    ttt_mamba2_free(ctx, &m.m2);
     ttt_step_reset(ctx);
 }
 
@@ -390,8 +458,9 @@ int main(void) {
     if (!ctx) TEST_MAIN_END();
     test_fixture(ctx);
     test_chunk_vs_recurrent(ctx);
-    test_decode(ctx, 0);
-    test_decode(ctx, 1);
+    test_decode(ctx, LINATTN);
+    test_decode(ctx, GDN);
+    test_decode(ctx, MAMBA2);
     test_f32(ctx);
     test_errors(ctx);
     ttt_ctx_free(ctx);

@@ -6,6 +6,8 @@
  *   gated_delta     ttt_gated_delta_chunked(q, l2norm(k), v, sigmoid(b), log sigmoid(a))
  *   linattn_block   ttt_linattn_forward on x [B, T, H d]  (projections included)
  *   gdn_block       ttt_gdn_forward on x [B, T, H d]      (projections, convs, gates, norm)
+ *   ssd             ttt_ssd_chunked(q, k, v, log sigmoid(a))  (Mamba 2's core, N = P = d)
+ *   mamba2_block    ttt_mamba2_forward on x [B, T, H d]   (defaults: expand 2, N 64, P 64)
  * prints the median time of a forward pass under no-grad, and of forward + backward
  * (ttt_grad of sum(out * w) with respect to every input, and the block parameters),
  * each synchronized by reading one element back:
@@ -53,14 +55,16 @@ static ttt_tensor *l2n(ttt_ctx *ctx, ttt_tensor *x) {
     return ttt_mul(ctx, x, ttt_rsqrt(ctx, ttt_add_scalar(ctx, ttt_sum(ctx, ttt_mul(ctx, x, x), 1, &last, 1), 1e-6)));
 }
 
-enum { ATTN, LINATTN, GDN, LINATTN_BLOCK, GDN_BLOCK, N_IMPL };
-static const char *const IMPL[N_IMPL] = {"attention", "linear_attn", "gated_delta", "linattn_block", "gdn_block"};
+enum { ATTN, LINATTN, GDN, LINATTN_BLOCK, GDN_BLOCK, SSD, MAMBA2_BLOCK, N_IMPL };
+static const char *const IMPL[N_IMPL] = {"attention",     "linear_attn", "gated_delta", "linattn_block",
+                                         "gdn_block",     "ssd",         "mamba2_block"};
 
 typedef struct {
     ttt_tensor *in[5]; /* q, k, v, b, a (cores) or x (blocks) */
     int n_in;
     ttt_linattn la;
     ttt_gdn gdn;
+    ttt_mamba2 m2;
     ttt_tensor *params[TTT_GDN_PARAMS];
     int n_params;
 } problem;
@@ -75,7 +79,9 @@ static ttt_tensor *forward(ttt_ctx *ctx, int impl, problem *p, int64_t chunk) {
     case GDN:
         return ttt_gated_delta_chunked(ctx, l2n(ctx, x[0]), l2n(ctx, x[1]), x[2], ttt_sigmoid(ctx, x[3]),
                                        ttt_log(ctx, ttt_sigmoid(ctx, x[4])), chunk, NULL, NULL);
+    case SSD: return ttt_ssd_chunked(ctx, x[0], x[1], x[2], ttt_log(ctx, ttt_sigmoid(ctx, x[4])), chunk, NULL, NULL);
     case LINATTN_BLOCK: return ttt_linattn_forward(ctx, &p->la, x[0], NULL);
+    case MAMBA2_BLOCK: return ttt_mamba2_forward(ctx, &p->m2, x[0], NULL);
     default: return ttt_gdn_forward(ctx, &p->gdn, x[0], NULL);
     }
 }
@@ -84,7 +90,7 @@ static int setup(ttt_ctx *ctx, int impl, const opts *o, int64_t T, ttt_dtype dt,
     memset(p, 0, sizeof *p);
     const int64_t B = o->B, H = o->H, d = o->d;
     const ttt_dtype pdt = dt == TTT_BF16 ? TTT_F32 : dt;
-    if (impl == LINATTN_BLOCK || impl == GDN_BLOCK) {
+    if (impl == LINATTN_BLOCK || impl == GDN_BLOCK || impl == MAMBA2_BLOCK) {
         p->in[0] = ttt_cast(ctx, ttt_randn(ctx, TTT_F32, TTT_DIMS(B, T, H * d), 1.0), dt);
         p->n_in = 1;
         if (impl == LINATTN_BLOCK) {
@@ -92,6 +98,11 @@ static int setup(ttt_ctx *ctx, int impl, const opts *o, int64_t T, ttt_dtype dt,
             c.chunk = o->chunk;
             if (ttt_linattn_init(ctx, &p->la, &c, pdt) != TTT_OK) return TTT_ERR;
             p->n_params = ttt_linattn_params(&p->la, p->params, NULL, NULL);
+        } else if (impl == MAMBA2_BLOCK) {
+            ttt_mamba2_config c = ttt_mamba2_config_default(H * d);
+            c.chunk = o->chunk;
+            if (ttt_mamba2_init(ctx, &p->m2, &c, pdt) != TTT_OK) return TTT_ERR;
+            p->n_params = ttt_mamba2_params(&p->m2, p->params, NULL, NULL);
         } else {
             ttt_gdn_config c = ttt_gdn_config_default(H * d, H);
             c.chunk = o->chunk;
@@ -99,7 +110,7 @@ static int setup(ttt_ctx *ctx, int impl, const opts *o, int64_t T, ttt_dtype dt,
             p->n_params = ttt_gdn_params(&p->gdn, p->params, NULL, NULL);
         }
     } else {
-        p->n_in = impl == GDN ? 5 : 3;
+        p->n_in = impl == GDN || impl == SSD ? 5 : 3;
         for (int i = 0; i < p->n_in; i++) {
             const int64_t s[4] = {B, H, T, d};
             p->in[i] = ttt_cast(ctx, ttt_randn(ctx, TTT_F32, i < 3 ? 4 : 3, s, 1.0), dt);
@@ -115,6 +126,7 @@ static int setup(ttt_ctx *ctx, int impl, const opts *o, int64_t T, ttt_dtype dt,
 static void teardown(ttt_ctx *ctx, problem *p) {
     ttt_linattn_free(ctx, &p->la);
     ttt_gdn_free(ctx, &p->gdn);
+    ttt_mamba2_free(ctx, &p->m2);
 }
 
 /* one timed run: forward only (bwd = 0) or forward + backward; ms, or < 0 on error */

@@ -10,6 +10,12 @@ token by token from the papers, for reference outputs and gradients. Not from tt
     through a causal depthwise conv (K taps, no bias) and SiLU, L2-normalized q and k, q scaled
     by dk^-1/2, beta = sigmoid(x Wb^T), alpha = exp(-exp(A_log) softplus(x Wa^T + dt_bias)),
     per-head RMSNorm of o times silu(x Wg^T), output projection.
+    Mamba 2 (Dao, Gu, arXiv 2405.21060, SSD in its recurrent form), per head h with state
+    H_t [P, N] in the paper's layout:
+        H_t = exp(dt_t A_h) H_{t-1} + (dt_t x_t) B_t^T,   y_t = H_t C_t + D_h x_t
+    and the Mamba2 module around it: one input projection to [z, xBC, dt], a causal
+    depthwise conv with bias and SiLU on xBC, dt = softplus(dt + dt_bias), A = -exp(A_log),
+    groups of B/C shared by H/G heads, y = RMSNorm_groups(y * silu(z)) * w, out projection.
 
     /tmp/torchenv/bin/python bench/mixers/torch_mixers.py fixture --out tests/fixtures/
         writes mixers_torch_fixture.safetensors, read by tests/test_mixers.c
@@ -60,6 +66,19 @@ def gated_delta_rec(q, k, v, beta, g, s0=None):
     return torch.stack(out, 2), St.transpose(-1, -2)
 
 
+def ssd_rec(C, Bm, X, g, s0=None):
+    """C, Bm [B, H, T, N], X [B, H, T, P] (already dt-scaled), g = dt A [B, H, T]; the paper's state
+    [B, H, P, N]; takes and returns ttt's layout [B, H, N, P]."""
+    B, H, T, N = C.shape
+    P = X.shape[-1]
+    Hs = torch.zeros(B, H, P, N) if s0 is None else s0.transpose(-1, -2)
+    out = []
+    for t in range(T):
+        Hs = g[:, :, t].exp()[..., None, None] * Hs + X[:, :, t, :, None] * Bm[:, :, t, None, :]
+        out.append(torch.einsum("bhpn,bhn->bhp", Hs, C[:, :, t]))
+    return torch.stack(out, 2), Hs.transpose(-1, -2)
+
+
 # ---- the blocks ----------------------------------------------------------------------------------
 
 def heads(x, H):
@@ -104,6 +123,28 @@ def gdn_block(P, x, H, dk, dv, eps):
     B, T = x.shape[:2]
     o = o * F.silu((x @ P["g_proj.weight"].T).view(B, T, H, dv))
     return o.reshape(B, T, H * dv) @ P["o_proj.weight"].T
+
+
+def mamba2_block(P, x, Dm, N, expand, hd, G, eps):
+    Bsz, T, _ = x.shape
+    Di = expand * Dm
+    H = Di // hd
+    zxbcdt = x @ P["in_proj.weight"].T
+    z, xbc, dt = torch.split(zxbcdt, [Di, Di + 2 * G * N, H], dim=-1)
+    dt = F.softplus(dt + P["dt_bias"])  # [B, T, H]
+    xbc = F.silu(short_conv(xbc, P["conv1d.weight"]) + P["conv1d.bias"])
+    xs, Bm, Cm = torch.split(xbc, [Di, G * N, G * N], dim=-1)
+    xs = xs.view(Bsz, T, H, hd)
+    rep = H // G
+    Bm = Bm.view(Bsz, T, G, N).repeat_interleave(rep, dim=2)  # head h -> group h // rep
+    Cm = Cm.view(Bsz, T, G, N).repeat_interleave(rep, dim=2)
+    A = -P["A_log"].exp()
+    y, _ = ssd_rec(Cm.transpose(1, 2), Bm.transpose(1, 2), (xs * dt[..., None]).transpose(1, 2), (dt * A).transpose(1, 2))
+    y = y.transpose(1, 2) + xs * P["D"][:, None]
+    y = y.reshape(Bsz, T, Di) * F.silu(z)
+    yg = y.view(Bsz, T, G, Di // G)
+    y = (yg * torch.rsqrt(yg.pow(2).mean(-1, keepdim=True) + eps)).reshape(Bsz, T, Di) * P["norm.weight"]
+    return y @ P["out_proj.weight"].T
 
 
 # ---- the fixture ---------------------------------------------------------------------------------
@@ -189,6 +230,44 @@ def fixture(out_dir):
     T_.update({f"gdn_block.grad.{n}": t for n, t in gr.items()})
     meta.update({"gdn_block.dim": D, "gdn_block.heads": H, "gdn_block.head_k_dim": dk, "gdn_block.head_v_dim": dv,
                  "gdn_block.conv_size": K, "gdn_block.norm_eps": eps})
+
+    # core: SSD from a nonzero state
+    B, H, T, N, P_ = 2, 2, 22, 3, 4
+    C = torch.randn(B, H, T, N, requires_grad=True)
+    Bm = torch.randn(B, H, T, N, requires_grad=True)
+    X = torch.randn(B, H, T, P_, requires_grad=True)
+    g = (-torch.rand(B, H, T) * 2.0).requires_grad_()
+    s0 = torch.randn(B, H, N, P_, requires_grad=True)
+    R, Rs = torch.randn(B, H, T, P_), torch.randn(B, H, N, P_)
+    o, S = ssd_rec(C, Bm, X, g, s0)
+    ins = dict(q=C, k=Bm, v=X, g=g, s0=s0)
+    for n, gr in grads((o * R).sum() + (S * Rs).sum(), ins).items():
+        T_[f"ssd_core.grad.{n}"] = gr
+    T_.update({f"ssd_core.{n}": t for n, t in ins.items()})
+    T_.update({"ssd_core.R": R, "ssd_core.Rs": Rs, "ssd_core.o": o, "ssd_core.s": S})
+
+    # block: Mamba 2 with 2 groups of 2 heads
+    B, T, D, N, expand, hd, G, K, eps = 2, 19, 8, 3, 2, 4, 2, 4, 1e-5
+    Di = expand * D
+    H = Di // hd
+    shapes = [("in_proj.weight", (2 * Di + 2 * G * N + H, D)), ("conv1d.weight", (Di + 2 * G * N, K)),
+              ("conv1d.bias", (Di + 2 * G * N,)), ("dt_bias", (H,)), ("A_log", (H,)), ("D", (H,)),
+              ("norm.weight", (Di,)), ("out_proj.weight", (D, Di))]
+    P = {}
+    for n, s_ in shapes:
+        t = torch.randn(*s_) * 0.4
+        if n == "A_log":
+            t = torch.empty(s_).uniform_(1, 16).log()
+        elif n in ("norm.weight", "D"):
+            t = 1 + 0.2 * torch.randn(*s_)
+        P[n] = t.requires_grad_()
+    x = torch.randn(B, T, D, requires_grad=True)
+    y = mamba2_block(P, x, D, N, expand, hd, G, eps)
+    R = torch.randn(B, T, D)
+    gr = grads((y * R).sum(), {"x": x, **P})
+    T_.update({f"m2_block.{n}": t for n, t in P.items()})
+    T_.update({"m2_block.x": x, "m2_block.y": y, "m2_block.R": R})
+    T_.update({f"m2_block.grad.{n}": t for n, t in gr.items()})
 
     path = os.path.join(out_dir, "mixers_torch_fixture.safetensors")
     write_safetensors(path, {n: t.detach() for n, t in T_.items()}, {k: repr(v) for k, v in meta.items()})

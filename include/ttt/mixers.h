@@ -12,7 +12,7 @@
  * Everything is composed of the ops in ops.h, so it runs on every backend and is
  * differentiable to any order (gradients of gradients included).
  *
- * STATE CONVENTION (both mixers): a head's state S is [dk, dv] and a token reads it
+ * STATE CONVENTION (every mixer): a head's state S is [dk, dv] and a token reads it
  * with a row query, o_t = q_t^T S_t (the flash-linear-attention layout; the Gated
  * DeltaNet paper writes the transpose, S' = S^T, o = S' q).
  *
@@ -147,6 +147,54 @@ int ttt_gdn_state_init(ttt_ctx *ctx, const ttt_gdn *l, int64_t batch, ttt_gdn_st
 void ttt_gdn_state_free(ttt_ctx *ctx, ttt_gdn_state *st);
 ttt_tensor *ttt_gdn_forward(ttt_ctx *ctx, const ttt_gdn *l, ttt_tensor *x, ttt_gdn_state *st);
 ttt_tensor *ttt_gdn_decode(ttt_ctx *ctx, const ttt_gdn *l, ttt_tensor *x, ttt_gdn_state *st);
+
+/* ---- Mamba 2's SSD (state space duality): the core ----------------------------------------------
+ * q, k [B, H, T, N], v [B, H, T, P], g [B, H, T] (log decay):
+ *     S_t = exp(g_t) S_{t-1} + k_t v_t^T,   o_t = q_t^T S_t
+ * In Mamba 2's names q = C, k = B, v = dt x, g = dt A (the D skip is the block's). The gated
+ * delta rule's chunkwise form without the delta term. s0 [B, H, N, P] or NULL. */
+ttt_tensor *ttt_ssd_chunked(ttt_ctx *ctx, ttt_tensor *q, ttt_tensor *k, ttt_tensor *v, ttt_tensor *g, int64_t chunk,
+                            ttt_tensor *s0, ttt_tensor **s_out);
+ttt_tensor *ttt_ssd_recurrent(ttt_ctx *ctx, ttt_tensor *q, ttt_tensor *k, ttt_tensor *v, ttt_tensor *g, ttt_tensor *s0,
+                              ttt_tensor **s_out);
+
+/* ---- the Mamba 2 block (the official Mamba2 module's structure) ---------------------------------
+ * Di = expand D inner width, H = Di / P heads of P, G groups of N state dims (H % G == 0):
+ *   [z, xBC, dt] = x Win^T                     widths Di, Di + 2 G N, H
+ *   xBC = silu(conv(xBC) + conv_bias)         causal depthwise, K taps;  [xs, Bm, Cm] = xBC (Di, G N, G N)
+ *   dt  = softplus(dt + dt_bias);  A = -exp(A_log)                    per head
+ *   y   = ssd(q = Cm, k = Bm (head h reads group h / (H / G)), v = dt xs, g = dt A) + D xs
+ *   y   = rms_norm(y * silu(z)) * norm   over groups of Di / G;   out = y Wout^T
+ * Parameters: in_proj.weight [2 Di + 2 G N + H, D], conv1d.weight [Di + 2 G N, K], conv1d.bias
+ * [Di + 2 G N], dt_bias [H], A_log [H], D [H], norm.weight [Di], out_proj.weight [D, Di].
+ * Init: in_proj N(0, init_std^2), out_proj N(0, out_std^2); conv weight and bias
+ * U(-K^-1/2, K^-1/2); dt_bias and A_log as Gated DeltaNet's; D 1; norm 1. */
+enum { TTT_MAMBA2_PARAMS = 8 };
+typedef struct {
+    int64_t dim, d_state, expand, head_dim, groups, conv_size, chunk;
+    double norm_eps, init_std, out_std;
+} ttt_mamba2_config;
+/* D; N 64, expand 2, P 64 (or 2 D when smaller), G 1, K 4, chunk 64, eps 1e-5, 0.02, 0.02. */
+ttt_mamba2_config ttt_mamba2_config_default(int64_t dim);
+
+typedef struct {
+    ttt_mamba2_config cfg;
+    ttt_tensor *in_proj, *conv_w, *conv_b, *dt_bias, *A_log, *D, *norm, *out_proj;
+} ttt_mamba2;
+
+/* conv [B, K-1, Di + 2 G N] (the last projected xBC inputs), S [B, H, N, P]. */
+typedef struct {
+    int64_t batch, pos;
+    ttt_tensor *conv, *s;
+} ttt_mamba2_state;
+
+int ttt_mamba2_init(ttt_ctx *ctx, ttt_mamba2 *l, const ttt_mamba2_config *cfg, ttt_dtype dt);
+void ttt_mamba2_free(ttt_ctx *ctx, ttt_mamba2 *l);
+int ttt_mamba2_params(const ttt_mamba2 *l, ttt_tensor **params, const char **names, int *decay);
+int ttt_mamba2_state_init(ttt_ctx *ctx, const ttt_mamba2 *l, int64_t batch, ttt_mamba2_state *st);
+void ttt_mamba2_state_free(ttt_ctx *ctx, ttt_mamba2_state *st);
+ttt_tensor *ttt_mamba2_forward(ttt_ctx *ctx, const ttt_mamba2 *l, ttt_tensor *x, ttt_mamba2_state *st);
+ttt_tensor *ttt_mamba2_decode(ttt_ctx *ctx, const ttt_mamba2 *l, ttt_tensor *x, ttt_mamba2_state *st);
 
 #ifdef __cplusplus
 }

@@ -475,6 +475,10 @@ static ttt_tensor *gated_delta_case(ttt_ctx *ctx, ttt_tensor *const *x, const sp
 static ttt_tensor *fn_gated_delta(ttt_ctx *ctx, ttt_tensor *const *x, const spec *s) {
     return gated_delta_case(ctx, x, s, 0);
 }
+static ttt_tensor *fn_ssd(ttt_ctx *ctx, ttt_tensor *const *x, const spec *s) {
+    ttt_tensor *st, *o = ttt_ssd_chunked(ctx, x[0], x[1], x[2], ttt_log(ctx, ttt_sigmoid(ctx, x[4])), s->p[0], x[5], &st);
+    return o ? flat3(ctx, o, st, NULL) : NULL;
+}
 static ttt_tensor *fn_gated_delta_rec(ttt_ctx *ctx, ttt_tensor *const *x, const spec *s) {
     return gated_delta_case(ctx, x, s, 1);
 }
@@ -538,6 +542,7 @@ static const gc_case CASES[] = {
     {"linear_attention(chunked)", make_linear_attention, fn_linear_attention},
     {"gated_delta(chunked)", make_gated_delta, fn_gated_delta},
     {"gated_delta(recurrent)", make_gated_delta, fn_gated_delta_rec},
+    {"ssd(chunked)", make_gated_delta, fn_ssd},
 };
 
 int ttt_gradcheck_count(void) { return (int)(sizeof CASES / sizeof CASES[0]); }

@@ -32,9 +32,11 @@
 #include "mixers_internal.h"
 #include "ttt/mixers.h"
 
+/* beta == NULL: the decayed recurrence without the delta rule (Mamba 2's SSD, mamba2.c). */
 static int check_core(ttt_ctx *ctx, const char *fn, ttt_tensor *q, ttt_tensor *k, ttt_tensor *v, ttt_tensor *beta,
                       ttt_tensor *g, ttt_tensor *s0) {
-    if (!q || !k || !v || !beta || !g) return TTT_ERR;
+    if (!q || !k || !v || !g) return TTT_ERR;
+    if (!beta) beta = g;
     char a[96], b[96], c[96], d[96], e[96];
     const int64_t *Q = q->shape;
     bool ok = q->ndim == 4 && k->ndim == 4 && v->ndim == 4 && Q[0] >= 1 && Q[1] >= 1 && Q[2] >= 1 && Q[3] >= 1 &&
@@ -97,35 +99,43 @@ static ttt_tensor *unit_lower_inverse(ttt_ctx *ctx, ttt_tensor *M, int64_t C) {
     return Tinv;
 }
 
-ttt_tensor *ttt_gated_delta_chunked(ttt_ctx *ctx, ttt_tensor *q, ttt_tensor *k, ttt_tensor *v, ttt_tensor *beta,
-                                    ttt_tensor *g, int64_t chunk, ttt_tensor *s0, ttt_tensor **s_out) {
+ttt_tensor *ttt__mx_decay_chunked(ttt_ctx *ctx, const char *fn, ttt_tensor *q, ttt_tensor *k, ttt_tensor *v,
+                                  ttt_tensor *beta, ttt_tensor *g, int64_t chunk, ttt_tensor *s0, ttt_tensor **s_out) {
     if (!ctx) return NULL;
-    if (check_core(ctx, "gated_delta_chunked", q, k, v, beta, g, s0) != TTT_OK ||
-        ttt__mx_check_chunk(ctx, "gated_delta_chunked", chunk) != TTT_OK)
+    if (check_core(ctx, fn, q, k, v, beta, g, s0) != TTT_OK || ttt__mx_check_chunk(ctx, fn, chunk) != TTT_OK)
         return NULL;
     const int64_t B = q->shape[0], H = q->shape[1], T = q->shape[2], dk = q->shape[3], dv = v->shape[3];
     const int64_t C = ttt__mx_chunk_len(chunk, T), N = (T + C - 1) / C, Tp = N * C;
     const ttt_dtype wd = work_dtype(q->dtype);
     /* padding rows (k = v = 0, beta = 0, g = 0) leave the state as it is */
 #define CHUNKS(x, w) ttt_reshape(ctx, ttt__mx_pad(ctx, ttt__mx_as(ctx, x, wd), 2, Tp), TTT_DIMS(B, H, N, C, w))
-    ttt_tensor *Q = CHUNKS(q, dk), *K = CHUNKS(k, dk), *V = CHUNKS(v, dv), *b = CHUNKS(beta, 1), *lg = CHUNKS(g, 1);
+    ttt_tensor *Q = CHUNKS(q, dk), *K = CHUNKS(k, dk), *V = CHUNKS(v, dv), *lg = CHUNKS(g, 1);
+    ttt_tensor *b = beta ? CHUNKS(beta, 1) : NULL;
 #undef CHUNKS
     ttt_tensor *G = ttt_matmul(ctx, lower_ones(ctx, wd, C), lg, 0, 0); /* cumulative log decay [.., C, 1] */
     ttt_tensor *Dl = ttt_sub(ctx, G, ttt_transpose(ctx, G, -1, -2));   /* G_t - G_s [.., C, C] */
     ttt_tensor *D = ttt_exp(ctx, ttt_attn_mask(ctx, Dl, 0, 0, -INFINITY));
     ttt_tensor *P = ttt_mul(ctx, ttt_matmul(ctx, Q, K, 0, 1), D);
-    ttt_tensor *M = ttt_mul(ctx, ttt_mul(ctx, ttt_matmul(ctx, K, K, 0, 1), D), b);
-    if (!M || !P) return NULL;
-    ttt_tensor *Tinv = unit_lower_inverse(ctx, M, C);
     ttt_tensor *gamma = ttt_exp(ctx, G);
-    ttt_tensor *W = ttt_matmul(ctx, Tinv, ttt_mul(ctx, K, ttt_mul(ctx, b, gamma)), 0, 0); /* [.., C, dk] */
-    ttt_tensor *Ut = ttt_matmul(ctx, Tinv, ttt_mul(ctx, V, b), 0, 0);                    /* [.., C, dv] */
-    ttt_tensor *Qe = ttt_sub(ctx, ttt_mul(ctx, Q, gamma), ttt_matmul(ctx, P, W, 0, 0));
-    ttt_tensor *inner = ttt_matmul(ctx, P, Ut, 0, 0);
     ttt_tensor *GC = ttt_slice(ctx, G, 3, C - 1, C, 1); /* [.., 1, 1] */
     ttt_tensor *Kd = ttt_mul(ctx, K, ttt_exp(ctx, ttt_sub(ctx, GC, G)));
-    ttt_tensor *A = ttt_sub(ctx, ttt_mul(ctx, ttt_exp(ctx, GC), identity(ctx, wd, dk)), ttt_matmul(ctx, Kd, W, 1, 0));
-    ttt_tensor *Bm = ttt_matmul(ctx, Kd, Ut, 1, 0);
+    ttt_tensor *Qe, *inner, *A, *Bm;
+    if (b) {
+        ttt_tensor *M = ttt_mul(ctx, ttt_mul(ctx, ttt_matmul(ctx, K, K, 0, 1), D), b);
+        if (!M || !P) return NULL;
+        ttt_tensor *Tinv = unit_lower_inverse(ctx, M, C);
+        ttt_tensor *W = ttt_matmul(ctx, Tinv, ttt_mul(ctx, K, ttt_mul(ctx, b, gamma)), 0, 0); /* [.., C, dk] */
+        ttt_tensor *Ut = ttt_matmul(ctx, Tinv, ttt_mul(ctx, V, b), 0, 0);                    /* [.., C, dv] */
+        Qe = ttt_sub(ctx, ttt_mul(ctx, Q, gamma), ttt_matmul(ctx, P, W, 0, 0));
+        inner = ttt_matmul(ctx, P, Ut, 0, 0);
+        A = ttt_sub(ctx, ttt_mul(ctx, ttt_exp(ctx, GC), identity(ctx, wd, dk)), ttt_matmul(ctx, Kd, W, 1, 0));
+        Bm = ttt_matmul(ctx, Kd, Ut, 1, 0);
+    } else { /* no delta rule: U = V, W = 0, and A_c = gamma_C is a scalar */
+        Qe = ttt_mul(ctx, Q, gamma);
+        inner = ttt_matmul(ctx, P, V, 0, 0);
+        A = ttt_exp(ctx, GC);
+        Bm = ttt_matmul(ctx, Kd, V, 1, 0);
+    }
     ttt_tensor *S0 = s0 ? ttt__mx_as(ctx, s0, wd) : ttt_zeros(ctx, wd, TTT_DIMS(B, H, dk, dv));
     ttt_tensor *prev = NULL, *last = NULL;
     if (!A || ttt__mx_state_scan(ctx, A, Bm, S0, &prev, &last) != TTT_OK) return NULL;
@@ -135,10 +145,10 @@ ttt_tensor *ttt_gated_delta_chunked(ttt_ctx *ctx, ttt_tensor *q, ttt_tensor *k, 
     return ttt__mx_as(ctx, O, q->dtype);
 }
 
-ttt_tensor *ttt_gated_delta_recurrent(ttt_ctx *ctx, ttt_tensor *q, ttt_tensor *k, ttt_tensor *v, ttt_tensor *beta,
-                                      ttt_tensor *g, ttt_tensor *s0, ttt_tensor **s_out) {
+ttt_tensor *ttt__mx_decay_recurrent(ttt_ctx *ctx, const char *fn, ttt_tensor *q, ttt_tensor *k, ttt_tensor *v,
+                                    ttt_tensor *beta, ttt_tensor *g, ttt_tensor *s0, ttt_tensor **s_out) {
     if (!ctx) return NULL;
-    if (check_core(ctx, "gated_delta_recurrent", q, k, v, beta, g, s0) != TTT_OK) return NULL;
+    if (check_core(ctx, fn, q, k, v, beta, g, s0) != TTT_OK) return NULL;
     const int64_t B = q->shape[0], H = q->shape[1], T = q->shape[2], dk = q->shape[3], dv = v->shape[3];
     const ttt_dtype wd = work_dtype(q->dtype);
     ttt_tensor *S = s0 ? ttt__mx_as(ctx, s0, wd) : ttt_zeros(ctx, wd, TTT_DIMS(B, H, dk, dv));
@@ -147,17 +157,30 @@ ttt_tensor *ttt_gated_delta_recurrent(ttt_ctx *ctx, ttt_tensor *q, ttt_tensor *k
     for (int64_t t = 0; t < T && S; t++) {
 #define AT(x) ttt__mx_as(ctx, ttt_slice(ctx, x, 2, t, t + 1, 1), wd)
         ttt_tensor *qt = AT(q), *kt = AT(k), *vt = AT(v); /* [B, H, 1, d] */
-        ttt_tensor *bt = ttt_reshape(ctx, AT(beta), TTT_DIMS(B, H, 1, 1));
+        ttt_tensor *bt = beta ? ttt_reshape(ctx, AT(beta), TTT_DIMS(B, H, 1, 1)) : NULL;
         ttt_tensor *at = ttt_exp(ctx, ttt_reshape(ctx, AT(g), TTT_DIMS(B, H, 1, 1)));
 #undef AT
         S = ttt_mul(ctx, S, at);                                                          /* alpha S */
-        ttt_tensor *u = ttt_mul(ctx, ttt_sub(ctx, vt, ttt_matmul(ctx, kt, S, 0, 0)), bt); /* beta (v - S^T k) */
+        ttt_tensor *u = bt ? ttt_mul(ctx, ttt_sub(ctx, vt, ttt_matmul(ctx, kt, S, 0, 0)), bt) /* beta (v - S^T k) */
+                           : vt;
         S = ttt_add(ctx, S, ttt_matmul(ctx, kt, u, 1, 0));                               /* + k u^T */
         outs[t] = ttt_matmul(ctx, qt, S, 0, 0);
     }
     if (!S) return NULL;
     if (s_out) *s_out = S;
     return ttt__mx_as(ctx, T == 1 ? outs[0] : ttt_concat(ctx, (int)T, outs, 2), q->dtype);
+}
+
+ttt_tensor *ttt_gated_delta_chunked(ttt_ctx *ctx, ttt_tensor *q, ttt_tensor *k, ttt_tensor *v, ttt_tensor *beta,
+                                    ttt_tensor *g, int64_t chunk, ttt_tensor *s0, ttt_tensor **s_out) {
+    if (ctx && !beta) return ttt__set_error(ctx, "gated_delta_chunked: beta must not be NULL"), NULL;
+    return ttt__mx_decay_chunked(ctx, "gated_delta_chunked", q, k, v, beta, g, chunk, s0, s_out);
+}
+
+ttt_tensor *ttt_gated_delta_recurrent(ttt_ctx *ctx, ttt_tensor *q, ttt_tensor *k, ttt_tensor *v, ttt_tensor *beta,
+                                      ttt_tensor *g, ttt_tensor *s0, ttt_tensor **s_out) {
+    if (ctx && !beta) return ttt__set_error(ctx, "gated_delta_recurrent: beta must not be NULL"), NULL;
+    return ttt__mx_decay_recurrent(ctx, "gated_delta_recurrent", q, k, v, beta, g, s0, s_out);
 }
 
 /* ---- the block ------------------------------------------------------------------------------ */
@@ -248,16 +271,7 @@ int ttt_gdn_init(ttt_ctx *ctx, ttt_gdn *l, const ttt_gdn_config *cfg, ttt_dtype 
     int rc = TTT_OK;
     for (int i = 0; i < TTT_GDN_PARAMS && rc == TTT_OK; i++)
         rc = ttt__mx_param(ctx, p[i], dt, nd[i], sh[i], NAMES[i], init[i][0], init[i][1], init[i][2]);
-    if (rc == TTT_OK) { /* A_log = log A, A ~ U(1, 16); dt_bias = softplus^-1(max(exp(u), 1e-4)) */
-        ttt_mark_t m = ttt_mark(ctx);
-        ttt_no_grad_begin(ctx);
-        ttt_tensor *dtv = ttt_maximum(ctx, ttt_exp(ctx, l->dt_bias), ttt_scalar(ctx, dt, 1e-4));
-        ttt_tensor *inv = ttt_add(ctx, dtv, ttt_log(ctx, ttt_add_scalar(ctx, ttt_neg(ctx, ttt_exp(ctx, ttt_neg(ctx, dtv))), 1.0)));
-        rc = ttt_assign(ctx, l->A_log, ttt_log(ctx, l->A_log));
-        if (rc == TTT_OK) rc = ttt_assign(ctx, l->dt_bias, inv);
-        ttt_no_grad_end(ctx);
-        ttt_release(ctx, m);
-    }
+    if (rc == TTT_OK) rc = ttt__mx_init_gate(ctx, l->A_log, l->dt_bias);
     if (rc != TTT_OK) {
         ttt_gdn_free(ctx, l);
         return TTT_ERR;

@@ -43,7 +43,9 @@ int ttt__mx_state_scan(ttt_ctx *ctx, ttt_tensor *A, ttt_tensor *B, ttt_tensor *s
     for (int64_t c = 0; c < N && S; c++) {
         before[c] = S;
         ttt_tensor *Bc = ttt_slice(ctx, B, 2, c, c + 1, 1);
-        S = A ? ttt_add(ctx, ttt_matmul(ctx, ttt_slice(ctx, A, 2, c, c + 1, 1), S, 0, 0), Bc) : ttt_add(ctx, S, Bc);
+        ttt_tensor *Ac = A ? ttt_slice(ctx, A, 2, c, c + 1, 1) : NULL;
+        if (Ac) S = Ac->shape[4] == 1 ? ttt_mul(ctx, Ac, S) : ttt_matmul(ctx, Ac, S, 0, 0);
+        S = ttt_add(ctx, S, Bc);
     }
     if (!S) return TTT_ERR;
     *prev = N == 1 ? before[0] : ttt_concat(ctx, (int)N, before, 2);
@@ -135,4 +137,17 @@ int ttt__mx_check_x(ttt_ctx *ctx, const char *fn, const ttt_tensor *x, int64_t d
     if (!ttt__is_float(x->dtype))
         return ttt__set_error(ctx, "%s: input must be a float tensor, not %s", fn, ttt_dtype_name(x->dtype));
     return TTT_OK;
+}
+
+int ttt__mx_init_gate(ttt_ctx *ctx, ttt_tensor *A_log, ttt_tensor *dt_bias) {
+    ttt_mark_t m = ttt_mark(ctx);
+    ttt_no_grad_begin(ctx);
+    ttt_tensor *dt = ttt_maximum(ctx, ttt_exp(ctx, dt_bias), ttt_scalar(ctx, dt_bias->dtype, 1e-4));
+    /* softplus^-1(dt) = dt + log(1 - exp(-dt)) */
+    ttt_tensor *inv = ttt_add(ctx, dt, ttt_log(ctx, ttt_add_scalar(ctx, ttt_neg(ctx, ttt_exp(ctx, ttt_neg(ctx, dt))), 1.0)));
+    int rc = ttt_assign(ctx, A_log, ttt_log(ctx, A_log));
+    if (rc == TTT_OK) rc = ttt_assign(ctx, dt_bias, inv);
+    ttt_no_grad_end(ctx);
+    ttt_release(ctx, m);
+    return rc;
 }

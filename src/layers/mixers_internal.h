@@ -17,7 +17,7 @@ ttt_tensor *ttt__mx_pad(ttt_ctx *ctx, ttt_tensor *x, int axis, int64_t n);
 /* A constant [rows, cols] matrix of dtype dt from host doubles (no graph). */
 ttt_tensor *ttt__mx_matrix(ttt_ctx *ctx, ttt_dtype dt, int64_t rows, int64_t cols, const double *v);
 /* The chunk-state scan S_c = A_c S_{c-1} + B_c (A = NULL: the identity) over the chunk axis 2
- * of B [b, h, N, dk, dv] (A [b, h, N, dk, dk]) from s0 [b, h, dk, dv]: *prev [b, h, N, dk, dv]
+ * of B [b, h, N, dk, dv] (A [b, h, N, dk, dk], or [b, h, N, 1, 1]: a scalar per chunk) from s0 [b, h, dk, dv]: *prev [b, h, N, dk, dv]
  * holds the state before each chunk, *last the state after the last. TTT_OK / TTT_ERR. */
 int ttt__mx_state_scan(ttt_ctx *ctx, ttt_tensor *A, ttt_tensor *B, ttt_tensor *s0, ttt_tensor **prev,
                        ttt_tensor **last);
@@ -43,9 +43,20 @@ ttt_tensor *ttt__mx_snapshot(ttt_ctx *ctx, const ttt_tensor *t, ttt_dtype dt);
  * else every entry = lo. */
 int ttt__mx_param(ttt_ctx *ctx, ttt_tensor **p, ttt_dtype dt, int ndim, const int64_t *shape, const char *name,
                   double std, double lo, double hi);
+/* Mamba 2's gate parameters from their draws: A_log holds U(1, 16) and becomes its log;
+ * dt_bias holds U(log 1e-3, log 1e-1) and becomes softplus^-1(max(exp(.), 1e-4)). */
+int ttt__mx_init_gate(ttt_ctx *ctx, ttt_tensor *A_log, ttt_tensor *dt_bias);
 /* A persistent zero state tensor. */
 int ttt__mx_zero_state(ttt_ctx *ctx, ttt_tensor **p, ttt_dtype dt, int ndim, const int64_t *shape, const char *name);
 /* Checks x [B, T, dim] (T >= 1, float); TTT_OK or an error naming fn. */
 int ttt__mx_check_x(ttt_ctx *ctx, const char *fn, const ttt_tensor *x, int64_t dim);
+
+/* The decayed recurrence of gated_deltanet.c, S_t = alpha_t (I - beta_t k_t k_t^T) S_{t-1}
+ * + beta_t k_t v_t^T with alpha = exp(g), o_t = q_t^T S_t; beta == NULL drops the delta rule:
+ * S_t = alpha_t S_{t-1} + k_t v_t^T (Mamba 2's SSD). fn names the caller in errors. */
+ttt_tensor *ttt__mx_decay_chunked(ttt_ctx *ctx, const char *fn, ttt_tensor *q, ttt_tensor *k, ttt_tensor *v,
+                                  ttt_tensor *beta, ttt_tensor *g, int64_t chunk, ttt_tensor *s0, ttt_tensor **s_out);
+ttt_tensor *ttt__mx_decay_recurrent(ttt_ctx *ctx, const char *fn, ttt_tensor *q, ttt_tensor *k, ttt_tensor *v,
+                                    ttt_tensor *beta, ttt_tensor *g, ttt_tensor *s0, ttt_tensor **s_out);
 
 #endif
