@@ -20,7 +20,7 @@ cmake --build build/gpu -j "$(nproc)" --target ttt_cli mixer_speed >"$OUT/build.
 echo "build: $(($(date +%s) - t0)) s" | log
 B=./build/gpu
 status=0
-for op in "linear_attention(chunked)" "gated_delta(chunked)" "gated_delta(recurrent)"; do
+for op in "linear_attention(chunked)" "gated_delta(chunked)" "gated_delta(recurrent)" "ssd(chunked)"; do
   $B/ttt gradcheck --device cuda --op "$op" --seeds 3 2>&1 | log || status=1
 done
 for dt in f32 bf16; do
