@@ -17,13 +17,13 @@
  * the scan S_{c+1} = A_c S_c + B_c (A_c = gamma_C I - Kd^T W, B_c = Kd^T Ut), and the
  * outputs are one batched product with the states before each chunk.
  *
- * THE INVERSE without a triangular-solve op, by exact block doubling: let M_s keep the
- * entries of M inside the diagonal blocks of size s, and E_s = M_2s - M_s (the lower-left
- * s x s block of each 2s block). Since E_s T_s E_s = 0 (E_s maps the first half of a 2s
- * block to its second half, T_s = (I + M_s)^-1 keeps the halves),
- *     (I + M_2s)^-1 = T_s - T_s E_s T_s,   starting from T_1 = I,
- * log2(C) steps of two C x C products each. No powers of M appear (unlike a Neumann
- * series), so it is as stable as forward substitution.
+ * THE INVERSE without a triangular-solve op, by exact block doubling (wy_inverse): the
+ * inverse of a unit lower triangular [[I + M11, 0], [E, I + M22]] is [[A, 0], [-D E A, D]]
+ * with A, D the inverses of the diagonal blocks; starting from blocks of size 1 (the
+ * identity), log2(C) levels build the inverses of blocks of size 2, 4, ..., C, each level
+ * forming E from K, beta and G of the two halves. No powers of M appear (unlike a Neumann
+ * series), so it is as stable as forward substitution; nothing is uploaded from the host,
+ * so CUDA graphs can record it.
  * Decays enter only as exp of differences G_t - G_s <= 0 (masked before the exp), so
  * nothing overflows however strong the gate. */
 #include <math.h>
@@ -64,39 +64,44 @@ static int check_core(ttt_ctx *ctx, const char *fn, ttt_tensor *q, ttt_tensor *k
 
 static ttt_dtype work_dtype(ttt_dtype dt) { return dt == TTT_BF16 ? TTT_F32 : dt; }
 
-/* The host masks: lower triangle with the diagonal, the identities, and E_s's support. */
+/* Constant masks made on the device (fill + attn_mask: no host upload, so a CUDA graph can
+ * record them): the lower triangle with the diagonal, and the identity. */
 static ttt_tensor *lower_ones(ttt_ctx *ctx, ttt_dtype dt, int64_t C) {
-    double *m = ttt__meta_alloc(ctx, sizeof(double) * (size_t)(C * C));
-    if (!m) return NULL;
-    for (int64_t t = 0; t < C; t++)
-        for (int64_t s = 0; s < C; s++) m[t * C + s] = s <= t;
-    return ttt__mx_matrix(ctx, dt, C, C, m);
+    return ttt_attn_mask(ctx, ttt_full(ctx, dt, TTT_DIMS(C, C), 1.0), 0, 0, 0.0);
 }
 static ttt_tensor *identity(ttt_ctx *ctx, ttt_dtype dt, int64_t n) {
-    double *m = ttt__meta_alloc(ctx, sizeof(double) * (size_t)(n * n));
-    if (!m) return NULL;
-    for (int64_t i = 0; i < n; i++) m[i * n + i] = 1; /* meta memory is zeroed */
-    return ttt__mx_matrix(ctx, dt, n, n, m);
-}
-static ttt_tensor *doubling_mask(ttt_ctx *ctx, ttt_dtype dt, int64_t C, int64_t s) {
-    double *m = ttt__meta_alloc(ctx, sizeof(double) * (size_t)(C * C));
-    if (!m) return NULL;
-    for (int64_t t = 0; t < C; t++)
-        for (int64_t u = 0; u < C; u++)
-            m[t * C + u] = t / (2 * s) == u / (2 * s) && t % (2 * s) >= s && u % (2 * s) < s;
-    return ttt__mx_matrix(ctx, dt, C, C, m);
+    return ttt_attn_mask(ctx, ttt_full(ctx, dt, TTT_DIMS(n, n), 1.0), 1, 0, 0.0);
 }
 
-/* (I + M)^-1 for M [..., C, C] (only its strictly lower part is read), C a power of two. */
-static ttt_tensor *unit_lower_inverse(ttt_ctx *ctx, ttt_tensor *M, int64_t C) {
-    ttt_tensor *I = identity(ctx, M->dtype, C);
-    if (C == 1) return I;
-    ttt_tensor *Tinv = ttt_sub(ctx, I, ttt_mul(ctx, M, doubling_mask(ctx, M->dtype, C, 1)));
-    for (int64_t s = 2; s < C; s *= 2) {
-        ttt_tensor *E = ttt_mul(ctx, M, doubling_mask(ctx, M->dtype, C, s));
-        Tinv = ttt_sub(ctx, Tinv, ttt_matmul(ctx, Tinv, ttt_matmul(ctx, E, Tinv, 0, 0), 0, 0));
+/* Rows [..., 2, s, w] of x [Z, nb * 2 s, w] split into halves: half h -> [Z, nb, s, w]. */
+static ttt_tensor *half(ttt_ctx *ctx, ttt_tensor *x, int64_t nb, int64_t s, int h) {
+    const int64_t Z = x->shape[0], w = x->shape[x->ndim - 1];
+    ttt_tensor *p = ttt_reshape(ctx, x, TTT_DIMS(Z, nb, 2, s, w));
+    return ttt_reshape(ctx, ttt_slice(ctx, p, 2, h, h + 1, 1), TTT_DIMS(Z, nb, s, w));
+}
+
+/* T = (I + M)^-1 for every chunk, M_ts = beta_t (k_t . k_s) exp(G_t - G_s) for s < t, by block
+ * doubling: the inverse of [[I + M11, 0], [E, I + M22]] is [[A, 0], [-D E A, D]] with
+ * A = (I + M11)^-1, D = (I + M22)^-1, so the inverses of the diagonal blocks of size s give
+ * those of size 2 s. K [Z, C, dk], b, G [Z, C, 1], C a power of two; returns [Z, C, C]. */
+static ttt_tensor *wy_inverse(ttt_ctx *ctx, ttt_tensor *K, ttt_tensor *b, ttt_tensor *G, int64_t C) {
+    const int64_t Z = K->shape[0];
+    ttt_tensor *Tb = ttt_full(ctx, K->dtype, TTT_DIMS(Z, C, 1, 1), 1.0); /* C blocks of size 1 */
+    for (int64_t s = 1; s < C && Tb; s *= 2) {
+        const int64_t nb = C / (2 * s);
+        ttt_tensor *K1 = half(ctx, K, nb, s, 0), *K2 = half(ctx, K, nb, s, 1);
+        ttt_tensor *G1 = half(ctx, G, nb, s, 0), *G2 = half(ctx, G, nb, s, 1), *b2 = half(ctx, b, nb, s, 1);
+        ttt_tensor *decay = ttt_exp(ctx, ttt_sub(ctx, G2, ttt_transpose(ctx, G1, -1, -2)));
+        ttt_tensor *E = ttt_mul(ctx, ttt_mul(ctx, ttt_matmul(ctx, K2, K1, 0, 1), decay), b2); /* [Z, nb, s, s] */
+        ttt_tensor *pairs = ttt_reshape(ctx, Tb, TTT_DIMS(Z, nb, 2, s, s));
+        ttt_tensor *A = ttt_reshape(ctx, ttt_slice(ctx, pairs, 2, 0, 1, 1), TTT_DIMS(Z, nb, s, s));
+        ttt_tensor *D = ttt_reshape(ctx, ttt_slice(ctx, pairs, 2, 1, 2, 1), TTT_DIMS(Z, nb, s, s));
+        ttt_tensor *X = ttt_neg(ctx, ttt_matmul(ctx, D, ttt_matmul(ctx, E, A, 0, 0), 0, 0));
+        ttt_tensor *top[2] = {A, ttt_zeros(ctx, K->dtype, TTT_DIMS(Z, nb, s, s))}, *bottom[2] = {X, D};
+        ttt_tensor *rows[2] = {ttt_concat(ctx, 2, top, 3), ttt_concat(ctx, 2, bottom, 3)};
+        Tb = ttt_concat(ctx, 2, rows, 2); /* [Z, nb, 2 s, 2 s] */
     }
-    return Tinv;
+    return Tb ? ttt_reshape(ctx, Tb, TTT_DIMS(Z, C, C)) : NULL;
 }
 
 ttt_tensor *ttt__mx_decay_chunked(ttt_ctx *ctx, const char *fn, ttt_tensor *q, ttt_tensor *k, ttt_tensor *v,
@@ -121,9 +126,10 @@ ttt_tensor *ttt__mx_decay_chunked(ttt_ctx *ctx, const char *fn, ttt_tensor *q, t
     ttt_tensor *Kd = ttt_mul(ctx, K, ttt_exp(ctx, ttt_sub(ctx, GC, G)));
     ttt_tensor *Qe, *inner, *A, *Bm;
     if (b) {
-        ttt_tensor *M = ttt_mul(ctx, ttt_mul(ctx, ttt_matmul(ctx, K, K, 0, 1), D), b);
-        if (!M || !P) return NULL;
-        ttt_tensor *Tinv = unit_lower_inverse(ctx, M, C);
+        const int64_t Z = B * H * N;
+        ttt_tensor *Tinv = wy_inverse(ctx, ttt_reshape(ctx, K, TTT_DIMS(Z, C, dk)), ttt_reshape(ctx, b, TTT_DIMS(Z, C, 1)),
+                                      ttt_reshape(ctx, G, TTT_DIMS(Z, C, 1)), C);
+        Tinv = Tinv ? ttt_reshape(ctx, Tinv, TTT_DIMS(B, H, N, C, C)) : NULL;
         ttt_tensor *W = ttt_matmul(ctx, Tinv, ttt_mul(ctx, K, ttt_mul(ctx, b, gamma)), 0, 0); /* [.., C, dk] */
         ttt_tensor *Ut = ttt_matmul(ctx, Tinv, ttt_mul(ctx, V, b), 0, 0);                    /* [.., C, dv] */
         Qe = ttt_sub(ctx, ttt_mul(ctx, Q, gamma), ttt_matmul(ctx, P, W, 0, 0));

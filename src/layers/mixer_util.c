@@ -28,11 +28,6 @@ ttt_tensor *ttt__mx_pad(ttt_ctx *ctx, ttt_tensor *x, int axis, int64_t n) {
     return ttt_concat(ctx, 2, parts, axis);
 }
 
-ttt_tensor *ttt__mx_matrix(ttt_ctx *ctx, ttt_dtype dt, int64_t rows, int64_t cols, const double *v) {
-    ttt_tensor *m = ttt_from_host(ctx, TTT_F64, TTT_DIMS(rows, cols), v);
-    return m && dt != TTT_F64 ? ttt_cast(ctx, m, dt) : m;
-}
-
 int ttt__mx_state_scan(ttt_ctx *ctx, ttt_tensor *A, ttt_tensor *B, ttt_tensor *s0, ttt_tensor **prev,
                        ttt_tensor **last) {
     if (!B || !s0) return TTT_ERR;

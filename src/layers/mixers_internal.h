@@ -14,8 +14,6 @@ int64_t ttt__mx_chunk_len(int64_t chunk, int64_t T);
 int ttt__mx_check_chunk(ttt_ctx *ctx, const char *fn, int64_t chunk);
 /* x with zeros appended along axis up to length n (x itself when it is that long). */
 ttt_tensor *ttt__mx_pad(ttt_ctx *ctx, ttt_tensor *x, int axis, int64_t n);
-/* A constant [rows, cols] matrix of dtype dt from host doubles (no graph). */
-ttt_tensor *ttt__mx_matrix(ttt_ctx *ctx, ttt_dtype dt, int64_t rows, int64_t cols, const double *v);
 /* The chunk-state scan S_c = A_c S_{c-1} + B_c (A = NULL: the identity) over the chunk axis 2
  * of B [b, h, N, dk, dv] (A [b, h, N, dk, dk], or [b, h, N, 1, 1]: a scalar per chunk) from s0 [b, h, dk, dv]: *prev [b, h, N, dk, dv]
  * holds the state before each chunk, *last the state after the last. TTT_OK / TTT_ERR. */
