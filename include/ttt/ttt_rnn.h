@@ -56,7 +56,7 @@ typedef struct {
     double rope_theta;   /* 10000 */
 } ttt_rnn_config;
 
-typedef struct {
+typedef struct ttt_rnn {
     ttt_rnn_config cfg; /* as validated (base_lr resolved) */
     ttt_tensor *q, *k, *v, *o, *g;
     ttt_tensor *conv_q_w, *conv_q_b, *conv_k_w, *conv_k_b;
@@ -77,7 +77,7 @@ int64_t ttt_rnn_param_count(const ttt_rnn_config *cfg);
 /* What the layer has read: per sequence and head, the weights W_0 at the start of the current
  * mini-batch, the sums G = sum_j eta_j grad l(W_0; j) over the part of it already read, the
  * conv inputs of the last 3 positions (mamba backbone), and the position. Persistent tensors. */
-typedef struct {
+typedef struct ttt_rnn_state {
     int64_t batch, pos;
     int n_w;              /* 2 Linear (W1, b1), 4 MLP (W1, b1, W2, b2) */
     ttt_tensor *w[4];     /* [B, H, ...] */
