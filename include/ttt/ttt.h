@@ -23,5 +23,6 @@
 #include "ttt/tensor.h"
 #include "ttt/train.h"
 #include "ttt/tokenizer.h"
+#include "ttt/ttt_rnn.h"
 #include "ttt/vit.h"
 #endif
