@@ -182,7 +182,9 @@ static void usage_train(FILE *f) {
             "  --mixer M           each block's sequence mixer: attention (default; full or sliding window by\n"
             "                      --window) | ttt-linear | ttt-mlp (TTT layers replacing attention, Sun et al.\n"
             "                      2024) | ttt-kvb (TTT-MLP after sliding-window attention; needs --window; the\n"
-            "                      -kvb presets) (docs/lm.md, docs/results-mixers.md)\n"
+            "                      -kvb presets) | linear-attention | gated-deltanet | mamba2 (linear-time\n"
+            "                      recurrent mixers replacing attention, docs/mixers.md) (docs/lm.md,\n"
+            "                      docs/results-mixers.md)\n"
             "  --ttt-backbone B    transformer (default) | mamba (causal-conv sublayer, conv q/k, output gate)\n"
             "  --ttt-mini-batch b  tokens per TTT inner step (default 16)\n"
             "  --ttt-base-lr X     TTT inner learning rate scale (default 0: 1.0 Linear, 0.1 MLP)\n"
@@ -332,7 +334,8 @@ static int train_model_flags(opts *o) {
     if (o->inner_chunk >= 0) c->inner_chunk = o->inner_chunk;
     if (o->inner_clip >= 0) c->inner_clip = o->inner_clip;
     if (o->mixer && (c->mixer = ttt_lm_mixer_parse(o->mixer)) < 0) {
-        fprintf(stderr, "ttt lm train: --mixer %s: unknown (attention, ttt-linear, ttt-mlp or ttt-kvb)\n", o->mixer);
+        fprintf(stderr, "ttt lm train: --mixer %s: unknown (attention, ttt-linear, ttt-mlp, ttt-kvb, linear-attention, "
+                "gated-deltanet or mamba2)\n", o->mixer);
         return EXIT_USAGE;
     }
     if (o->ttt_backbone) {

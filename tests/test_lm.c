@@ -726,8 +726,53 @@ static void test_mixers(ttt_ctx *ctx) {
     ttt_lm m;
     c.mixer = TTT_LM_MIXER_TTT_KVB;
     CHECK(ttt_lm_init(ctx, &m, &c, TTT_F64) == TTT_ERR && strstr(ttt_error(ctx), "window"));
-    CHECK(ttt_lm_mixer_parse("ttt-mlp") == TTT_LM_MIXER_TTT_MLP && ttt_lm_mixer_parse("mamba2") == -1);
+    CHECK(ttt_lm_mixer_parse("ttt-mlp") == TTT_LM_MIXER_TTT_MLP && ttt_lm_mixer_parse("rwkv") == -1);
     ttt_step_reset(ctx);
+}
+
+/* The linear-time mixers (include/ttt/mixers.h) in the LM: parameter count, config round trip,
+ * names, gradients reaching every parameter. */
+static void test_linear_mixers(ttt_ctx *ctx) {
+    const struct {
+        int mixer;
+        const char *name, *param;
+    } cases[] = {{TTT_LM_MIXER_LINEAR_ATTENTION, "linear-attention", "model.layers.1.linear_attn.q_proj.weight"},
+                 {TTT_LM_MIXER_GATED_DELTANET, "gated-deltanet", "model.layers.1.gdn.A_log"},
+                 {TTT_LM_MIXER_MAMBA2, "mamba2", "model.layers.1.mamba2.in_proj.weight"}};
+    for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
+        ttt_lm_config c = small_config(0, 0), back;
+        c.mixer = cases[ci].mixer;
+        CHECK(ttt_lm_mixer_parse(cases[ci].name) == cases[ci].mixer);
+        ttt_lm m;
+        CHECK_MSG(ttt_lm_init(ctx, &m, &c, TTT_F64) == TTT_OK, "%s", ttt_error(ctx));
+        int64_t n = 0;
+        for (int i = 0; i < m.n_params; i++) n += ttt_numel(m.params[i]);
+        CHECK_MSG(n == ttt_lm_param_count(&c), "%s: %lld parameters, count says %lld", cases[ci].name, (long long)n,
+                  (long long)ttt_lm_param_count(&c));
+        char buf[1024], err[128];
+        CHECK(ttt_lm_config_format(&c, buf, sizeof buf) == TTT_OK);
+        CHECK(ttt_lm_config_parse(buf, &back, err, sizeof err) == TTT_OK && back.mixer == c.mixer);
+        CHECK(ttt_lm_param(&m, cases[ci].param) != NULL);
+        CHECK(ttt_lm_param(&m, "model.layers.0.self_attn.q_proj.weight") == NULL);
+        int32_t ids[2 * 9], tg[2 * 9];
+        for (int i = 0; i < 18; i++) ids[i] = (i * 7 + 3) % 37, tg[i] = (i * 5 + 1) % 37;
+        CHECK(ttt_zero_grad(ctx, m.n_params, m.params) == TTT_OK);
+        ttt_tensor *loss = ttt_lm_loss(ctx, &m, ids_tensor(ctx, ids, 2, 9), ids_tensor(ctx, tg, 2, 9), NULL);
+        CHECK(loss && ttt_backward(ctx, loss) == TTT_OK);
+        int zero = 0;
+        for (int i = 0; i < m.n_params; i++) {
+            double g = 0;
+            double *h = malloc(sizeof(double) * (size_t)ttt_numel(m.params[i]));
+            ttt_copy_to_host(ctx, m.params[i]->grad, h, TTT_F64);
+            for (int64_t j = 0; j < ttt_numel(m.params[i]); j++) g += fabs(h[j]);
+            free(h);
+            if (!(g > 0)) zero++, fprintf(stderr, "no gradient: %s\n", m.names[i]);
+        }
+        CHECK(zero == 0);
+        printf("mixer %s: %lld parameters, every one with a gradient\n", cases[ci].name, (long long)n);
+        ttt_lm_free(ctx, &m);
+        ttt_step_reset(ctx);
+    }
 }
 
 int main(void) {
@@ -750,7 +795,13 @@ int main(void) {
             test_decode_mixer(ctx, mixer, bb, mixer == TTT_LM_MIXER_TTT_KVB ? 5 : 0, 1, 23, one, 1);
             test_decode_mixer(ctx, mixer, bb, mixer == TTT_LM_MIXER_TTT_KVB ? 5 : 0, 1, 23, mixed, 5);
         }
+    for (int mixer = TTT_LM_MIXER_LINEAR_ATTENTION; mixer <= TTT_LM_MIXER_MAMBA2; mixer++) {
+        test_decode_mixer(ctx, mixer, 0, 0, 1, 23, one, 1);
+        test_decode_mixer(ctx, mixer, 0, 0, 1, 23, mixed, 5);
+    }
+    test_decode_mixer(ctx, TTT_LM_MIXER_GATED_DELTANET, 0, 0, 1, 1100, whole, 1); /* prefill in pieces of 512 */
     test_mixers(ctx);
+    test_linear_mixers(ctx);
     test_loss(ctx);
     test_loss_chunks(ctx);
     test_gradients(ctx);

@@ -77,15 +77,27 @@ typedef struct {
      * x + rms(ttt(rms(x; input_layernorm)); post_attention_layernorm), preceded with the mamba
      * backbone by a causal-conv sublayer x + conv(rms(x; conv_layernorm)). TTT-KVB keeps
      * (sliding-window) attention and adds a TTT-MLP sublayer after it, with its own pre- and
-     * post-norm (TTT-E2E's "TTT-KVB" baseline). */
+     * post-norm (TTT-E2E's "TTT-KVB" baseline). The linear-time mixers of include/ttt/mixers.h
+     * (linear-attention, gated-deltanet, mamba2) replace attention the same way, without RoPE:
+     * x + rms(mixer(rms(x; input_layernorm)); post_attention_layernorm), their parameters under
+     * model.layers.i.linear_attn.*, .gdn.*, .mamba2.* (docs/mixers.md). */
     int mixer;
     int ttt_backbone;       /* TTT_RNN_TRANSFORMER (0) or TTT_RNN_MAMBA (1); ttt-linear / ttt-mlp only */
     int64_t ttt_mini_batch; /* b, 16 */
     double ttt_base_lr;     /* 0: the learner's default (1.0 Linear, 0.1 MLP) */
 } ttt_lm_config;
 
-enum { TTT_LM_MIXER_ATTENTION = 0, TTT_LM_MIXER_TTT_LINEAR = 1, TTT_LM_MIXER_TTT_MLP = 2, TTT_LM_MIXER_TTT_KVB = 3 };
-/* "attention", "ttt-linear", "ttt-mlp", "ttt-kvb" (NULL for an unknown id), and back (-1: unknown). */
+enum {
+    TTT_LM_MIXER_ATTENTION = 0,
+    TTT_LM_MIXER_TTT_LINEAR = 1,
+    TTT_LM_MIXER_TTT_MLP = 2,
+    TTT_LM_MIXER_TTT_KVB = 3,
+    TTT_LM_MIXER_LINEAR_ATTENTION = 4,
+    TTT_LM_MIXER_GATED_DELTANET = 5,
+    TTT_LM_MIXER_MAMBA2 = 6
+};
+/* "attention", "ttt-linear", "ttt-mlp", "ttt-kvb", "linear-attention", "gated-deltanet", "mamba2"
+ * (NULL for an unknown id), and back (-1: unknown). */
 const char *ttt_lm_mixer_name(int mixer);
 int ttt_lm_mixer_parse(const char *name);
 
@@ -124,6 +136,9 @@ typedef struct {
     /* Other mixers' parameters (attention's are the fields above, NULL when a block has none):
      * the TTT layer, and the tensors the mixer registered under their full names. */
     struct ttt_rnn *ttt;   /* the TTT layer of the block (NULL: none) */
+    struct ttt_linattn *linattn; /* the linear-time mixer of the block (NULL: none; include/ttt/mixers.h) */
+    struct ttt_gdn *gdn;
+    struct ttt_mamba2 *mamba2;
     int n_extra;
     ttt_tensor *extra[40];
     char extra_names[40][80];
@@ -219,6 +234,9 @@ typedef struct ttt_lm_cache {
     ttt_tensor **k, **v; /* k_depth each, persistent (NULL for a block without attention) */
     struct ttt_rnn_state *rnn;  /* per block: a TTT layer's state (zeroed entries for blocks without) */
     ttt_tensor **conv_tail;     /* per block: the mamba backbone's conv inputs [B, 3, D], or NULL */
+    struct ttt_linattn_state *linattn; /* per block: a linear-time mixer's state (zeroed entries for blocks without) */
+    struct ttt_gdn_state *gdn;
+    struct ttt_mamba2_state *mamba2;
 } ttt_lm_cache;
 
 /* capacity: window - 1 when the model has a window (max_len is then ignored),

@@ -75,17 +75,19 @@ typedef struct {
 /* D, H; d = D / H, chunk 64, eps 1e-6, init_std 0.02, out_std 0.02. */
 ttt_linattn_config ttt_linattn_config_default(int64_t dim, int64_t heads);
 
-typedef struct {
+typedef struct ttt_linattn {
     ttt_linattn_config cfg;
     ttt_tensor *q_proj, *k_proj, *v_proj, *o_proj;
 } ttt_linattn;
 
 /* The decode state: S [B, H, d, d], z [B, H, d] (persistent), pos = tokens read. */
-typedef struct {
+typedef struct ttt_linattn_state {
     int64_t batch, pos;
     ttt_tensor *s, *z;
 } ttt_linattn_state;
 
+/* Trainable parameters of a valid config (0 for an invalid one). */
+int64_t ttt_linattn_param_count(const ttt_linattn_config *cfg);
 int ttt_linattn_init(ttt_ctx *ctx, ttt_linattn *l, const ttt_linattn_config *cfg, ttt_dtype dt);
 void ttt_linattn_free(ttt_ctx *ctx, ttt_linattn *l);
 /* Parameters in the order above, with their names and weight-decay flags (may be NULL); the count. */
@@ -127,7 +129,7 @@ typedef struct {
 /* D, H; dk = dv = D / H, conv 4, chunk 64, eps 1e-5, init_std 0.02, out_std 0.02. */
 ttt_gdn_config ttt_gdn_config_default(int64_t dim, int64_t heads);
 
-typedef struct {
+typedef struct ttt_gdn {
     ttt_gdn_config cfg;
     ttt_tensor *q_proj, *k_proj, *v_proj, *a_proj, *b_proj, *A_log, *dt_bias;
     ttt_tensor *q_conv, *k_conv, *v_conv, *g_proj, *o_norm, *o_proj;
@@ -135,11 +137,12 @@ typedef struct {
 
 /* The decode state: the last K-1 projected inputs of each convolution, conv_q, conv_k
  * [B, K-1, H dk], conv_v [B, K-1, H dv], and S [B, H, dk, dv] (persistent). */
-typedef struct {
+typedef struct ttt_gdn_state {
     int64_t batch, pos;
     ttt_tensor *conv_q, *conv_k, *conv_v, *s;
 } ttt_gdn_state;
 
+int64_t ttt_gdn_param_count(const ttt_gdn_config *cfg);
 int ttt_gdn_init(ttt_ctx *ctx, ttt_gdn *l, const ttt_gdn_config *cfg, ttt_dtype dt);
 void ttt_gdn_free(ttt_ctx *ctx, ttt_gdn *l);
 int ttt_gdn_params(const ttt_gdn *l, ttt_tensor **params, const char **names, int *decay);
@@ -177,17 +180,18 @@ typedef struct {
 /* D; N 64, expand 2, P 64 (or 2 D when smaller), G 1, K 4, chunk 64, eps 1e-5, 0.02, 0.02. */
 ttt_mamba2_config ttt_mamba2_config_default(int64_t dim);
 
-typedef struct {
+typedef struct ttt_mamba2 {
     ttt_mamba2_config cfg;
     ttt_tensor *in_proj, *conv_w, *conv_b, *dt_bias, *A_log, *D, *norm, *out_proj;
 } ttt_mamba2;
 
 /* conv [B, K-1, Di + 2 G N] (the last projected xBC inputs), S [B, H, N, P]. */
-typedef struct {
+typedef struct ttt_mamba2_state {
     int64_t batch, pos;
     ttt_tensor *conv, *s;
 } ttt_mamba2_state;
 
+int64_t ttt_mamba2_param_count(const ttt_mamba2_config *cfg);
 int ttt_mamba2_init(ttt_ctx *ctx, ttt_mamba2 *l, const ttt_mamba2_config *cfg, ttt_dtype dt);
 void ttt_mamba2_free(ttt_ctx *ctx, ttt_mamba2 *l);
 int ttt_mamba2_params(const ttt_mamba2 *l, ttt_tensor **params, const char **names, int *decay);

@@ -233,6 +233,15 @@ static void shapes(const ttt_gdn_config *c, int *ndim, int64_t (*shape)[2]) {
     }
 }
 
+int64_t ttt_gdn_param_count(const ttt_gdn_config *c) {
+    if (!c || c->dim < 1 || c->heads < 1 || c->head_k_dim < 1 || c->head_v_dim < 1 || c->conv_size < 1) return 0;
+    int nd[TTT_GDN_PARAMS];
+    int64_t sh[TTT_GDN_PARAMS][2], n = 0;
+    shapes(c, nd, sh);
+    for (int i = 0; i < TTT_GDN_PARAMS; i++) n += sh[i][0] * (nd[i] == 2 ? sh[i][1] : 1);
+    return n;
+}
+
 int ttt_gdn_params(const ttt_gdn *l, ttt_tensor **params, const char **names, int *decay) {
     if (!l || !params) return 0;
     ttt_tensor *all[TTT_GDN_PARAMS];

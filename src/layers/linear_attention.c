@@ -155,6 +155,11 @@ int ttt_linattn_params(const ttt_linattn *l, ttt_tensor **params, const char **n
     return n;
 }
 
+int64_t ttt_linattn_param_count(const ttt_linattn_config *c) {
+    if (!c || c->dim < 1 || c->heads < 1 || c->head_dim < 1) return 0;
+    return 4 * c->dim * c->heads * c->head_dim;
+}
+
 int ttt_linattn_init(ttt_ctx *ctx, ttt_linattn *l, const ttt_linattn_config *cfg, ttt_dtype dt) {
     if (!ctx) return TTT_ERR;
     if (!l || !cfg) return ttt__set_error(ctx, "linattn_init: layer and config must not be NULL");

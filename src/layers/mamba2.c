@@ -77,6 +77,17 @@ static void shapes(const ttt_mamba2_config *c, int *ndim, int64_t (*shape)[2]) {
     }
 }
 
+int64_t ttt_mamba2_param_count(const ttt_mamba2_config *c) {
+    if (!c || c->dim < 1 || c->d_state < 1 || c->expand < 1 || c->head_dim < 1 || c->groups < 1 || c->conv_size < 1 ||
+        (c->expand * c->dim) % c->head_dim)
+        return 0;
+    int nd[TTT_MAMBA2_PARAMS];
+    int64_t sh[TTT_MAMBA2_PARAMS][2], n = 0;
+    shapes(c, nd, sh);
+    for (int i = 0; i < TTT_MAMBA2_PARAMS; i++) n += sh[i][0] * (nd[i] == 2 ? sh[i][1] : 1);
+    return n;
+}
+
 int ttt_mamba2_params(const ttt_mamba2 *l, ttt_tensor **params, const char **names, int *decay) {
     if (!l || !params) return 0;
     ttt_tensor *all[TTT_MAMBA2_PARAMS];

@@ -11,6 +11,7 @@
 #include "ttt/checkpoint.h"
 #include "ttt/train.h" /* ttt_kv_get, ttt_format_double: the stored-config helpers */
 #include "ttt/lm.h"
+#include "ttt/mixers.h"
 #include "ttt/ops.h"
 #include "ttt/ttt_rnn.h"
 #include "lm_internal.h"
@@ -71,7 +72,27 @@ static ttt_rnn_config rnn_config(const ttt_lm_config *c);
 static int has_attention(const ttt_lm_config *c) {
     return c->mixer == TTT_LM_MIXER_ATTENTION || c->mixer == TTT_LM_MIXER_TTT_KVB;
 }
-static int has_ttt(const ttt_lm_config *c) { return c->mixer != TTT_LM_MIXER_ATTENTION; }
+static int has_ttt(const ttt_lm_config *c) {
+    return c->mixer == TTT_LM_MIXER_TTT_LINEAR || c->mixer == TTT_LM_MIXER_TTT_MLP || c->mixer == TTT_LM_MIXER_TTT_KVB;
+}
+/* The linear-time mixers (include/ttt/mixers.h), configured from the LM's width, heads and init. */
+static ttt_linattn_config linattn_config(const ttt_lm_config *c) {
+    ttt_linattn_config lc = ttt_linattn_config_default(c->dim, c->heads);
+    lc.init_std = c->init_std, lc.out_std = c->init_std / sqrt(2.0 * (double)c->depth);
+    return lc;
+}
+static ttt_gdn_config gdn_config(const ttt_lm_config *c) {
+    ttt_gdn_config gc = ttt_gdn_config_default(c->dim, c->heads);
+    gc.init_std = c->init_std, gc.out_std = c->init_std / sqrt(2.0 * (double)c->depth);
+    return gc;
+}
+/* Mamba 2 with expand 2 and H = the LM's heads (head size 2 D / H), N = 64 */
+static ttt_mamba2_config mamba2_config(const ttt_lm_config *c) {
+    ttt_mamba2_config mc = ttt_mamba2_config_default(c->dim);
+    mc.head_dim = c->heads > 0 ? 2 * c->dim / c->heads : 1;
+    mc.init_std = c->init_std, mc.out_std = c->init_std / sqrt(2.0 * (double)c->depth);
+    return mc;
+}
 static int has_conv(const ttt_lm_config *c) { return c->mixer != TTT_LM_MIXER_TTT_KVB && has_ttt(c) && c->ttt_backbone == TTT_RNN_MAMBA; }
 
 int64_t ttt_lm_param_count(const ttt_lm_config *c) {
@@ -84,6 +105,12 @@ int64_t ttt_lm_param_count(const ttt_lm_config *c) {
         block += ttt_rnn_param_count(&rc) + (c->mixer == TTT_LM_MIXER_TTT_KVB ? 2 * D : 0);
     }
     if (has_conv(c)) block += D + TTT_RNN_CONV * D + D;
+    const ttt_linattn_config lc = linattn_config(c);
+    const ttt_gdn_config gc = gdn_config(c);
+    const ttt_mamba2_config mc = mamba2_config(c);
+    if (c->mixer == TTT_LM_MIXER_LINEAR_ATTENTION) block += ttt_linattn_param_count(&lc);
+    if (c->mixer == TTT_LM_MIXER_GATED_DELTANET) block += ttt_gdn_param_count(&gc);
+    if (c->mixer == TTT_LM_MIXER_MAMBA2) block += ttt_mamba2_param_count(&mc);
     return c->vocab * D + c->depth * block + c->prime_blocks * (2 * D + 3 * D * prime_width(c)) + D;
 }
 
@@ -286,6 +313,42 @@ static int init_kvb(ttt_ctx *ctx, const ttt_lm_config *c, ttt_dtype dt, int64_t 
     return init_attention(ctx, c, dt, i, b) || init_ttt_mixer(ctx, c, dt, i, b) ? TTT_ERR : TTT_OK;
 }
 
+/* A linear-time mixer's layer (made by the mixer's init) registered under model.layers.i.<prefix>.* */
+static int register_layer(ttt_ctx *ctx, ttt_lm_block *b, int64_t i, const char *prefix, int n, ttt_tensor *const *p,
+                          const char *const *names, const int *decay) {
+    for (int j = 0; j < n; j++) {
+        char suffix[64];
+        snprintf(suffix, sizeof suffix, "%s.%s", prefix, names[j]);
+        if (extra_add(ctx, b, i, p[j], suffix, decay[j])) return TTT_ERR;
+    }
+    return TTT_OK;
+}
+
+static int init_linear_mixer(ttt_ctx *ctx, const ttt_lm_config *c, ttt_dtype dt, int64_t i, ttt_lm_block *b) {
+    ttt_tensor *p[TTT_GDN_PARAMS];
+    const char *names[TTT_GDN_PARAMS];
+    int decay[TTT_GDN_PARAMS], n;
+    if (c->mixer == TTT_LM_MIXER_LINEAR_ATTENTION) {
+        const ttt_linattn_config lc = linattn_config(c);
+        if (!(b->linattn = calloc(1, sizeof *b->linattn))) return ttt__set_error(ctx, "lm_init: out of host memory");
+        if (ttt_linattn_init(ctx, b->linattn, &lc, dt)) return TTT_ERR;
+        n = ttt_linattn_params(b->linattn, p, names, decay);
+        return register_layer(ctx, b, i, "linear_attn", n, p, names, decay);
+    }
+    if (c->mixer == TTT_LM_MIXER_GATED_DELTANET) {
+        const ttt_gdn_config gc = gdn_config(c);
+        if (!(b->gdn = calloc(1, sizeof *b->gdn))) return ttt__set_error(ctx, "lm_init: out of host memory");
+        if (ttt_gdn_init(ctx, b->gdn, &gc, dt)) return TTT_ERR;
+        n = ttt_gdn_params(b->gdn, p, names, decay);
+        return register_layer(ctx, b, i, "gdn", n, p, names, decay);
+    }
+    const ttt_mamba2_config mc = mamba2_config(c);
+    if (!(b->mamba2 = calloc(1, sizeof *b->mamba2))) return ttt__set_error(ctx, "lm_init: out of host memory");
+    if (ttt_mamba2_init(ctx, b->mamba2, &mc, dt)) return TTT_ERR;
+    n = ttt_mamba2_params(b->mamba2, p, names, decay);
+    return register_layer(ctx, b, i, "mamba2", n, p, names, decay);
+}
+
 /* The sequence mixers, by config id (ttt_lm_config.mixer); the table is after the forward and
  * decode functions. A mixer makes its parameters (init: attention's in the block's fields,
  * others registered with extra_add), maps the residual stream x [B, T, D] to x after its
@@ -353,6 +416,7 @@ void ttt_lm_free(ttt_ctx *ctx, ttt_lm *m) {
         for (size_t j = 0; j < sizeof bt / sizeof bt[0]; j++) ttt_persistent_free(ctx, bt[j]);
         for (int j = 0; j < b->n_extra; j++) ttt_persistent_free(ctx, b->extra[j]); /* the TTT layer's included */
         free(b->ttt);
+        free(b->linattn), free(b->gdn), free(b->mamba2); /* their tensors are among the extras */
     }
     for (int i = 0; m->names && i < m->n_params; i++) free(m->names[i]);
     free(m->blocks);
@@ -514,6 +578,34 @@ static ttt_tensor *ttt_forward(ttt_ctx *ctx, const ttt_lm *m, const ttt_lm_block
 static ttt_tensor *kvb_forward(ttt_ctx *ctx, const ttt_lm *m, const ttt_lm_block *b, ttt_tensor *x, int64_t pos0) {
     x = attention_forward(ctx, m, b, x, pos0);
     return ttt_sublayer(ctx, m, b, x, extra(b, "pre_ttt_layernorm.weight"), extra(b, "post_ttt_layernorm.weight"), NULL);
+}
+
+/* A linear-time mixer's sublayer: x + rms(mixer(rms(x; input_layernorm)); post_attention_layernorm).
+ * With a cache (decode) the block's state in it is read and advanced: one token through the
+ * recurrent form, a longer piece through the chunkwise form (both exact). */
+static ttt_tensor *linear_mixer_sublayer(ttt_ctx *ctx, const ttt_lm *m, const ttt_lm_block *b, ttt_tensor *x,
+                                         ttt_lm_cache *c, int64_t i) {
+    const double eps = m->cfg.norm_eps;
+    ttt_tensor *h = ttt_rms_norm(ctx, x, W(ctx, m, b->input_norm), eps), *y;
+    if (!h) return NULL;
+    const int one = h->shape[1] == 1;
+    if (b->linattn) {
+        ttt_linattn_state *st = c ? &c->linattn[i] : NULL;
+        y = st && one ? ttt_linattn_decode(ctx, b->linattn, h, st) : ttt_linattn_forward(ctx, b->linattn, h, st);
+    } else if (b->gdn) {
+        ttt_gdn_state *st = c ? &c->gdn[i] : NULL;
+        y = st && one ? ttt_gdn_decode(ctx, b->gdn, h, st) : ttt_gdn_forward(ctx, b->gdn, h, st);
+    } else {
+        ttt_mamba2_state *st = c ? &c->mamba2[i] : NULL;
+        y = st && one ? ttt_mamba2_decode(ctx, b->mamba2, h, st) : ttt_mamba2_forward(ctx, b->mamba2, h, st);
+    }
+    return ttt_add(ctx, x, ttt_rms_norm(ctx, y, W(ctx, m, b->post_attn_norm), eps));
+}
+
+static ttt_tensor *linear_mixer_forward(ttt_ctx *ctx, const ttt_lm *m, const ttt_lm_block *b, ttt_tensor *x,
+                                        int64_t pos0) {
+    (void)pos0; /* no positions: the recurrence orders the tokens */
+    return linear_mixer_sublayer(ctx, m, b, x, NULL, 0);
 }
 
 static ttt_tensor *forward_block(ttt_ctx *ctx, const ttt_lm *m, int64_t i, ttt_tensor *x, const void *user) {
@@ -684,7 +776,10 @@ int ttt__lm_cache_init(ttt_ctx *ctx, const ttt_lm *m, ttt_lm_cache *c, int64_t b
     c->v = calloc((size_t)mc->depth, sizeof *c->v);
     c->rnn = calloc((size_t)mc->depth, sizeof *c->rnn);
     c->conv_tail = calloc((size_t)mc->depth, sizeof *c->conv_tail);
-    if (!c->k || !c->v || !c->rnn || !c->conv_tail) {
+    c->linattn = calloc((size_t)mc->depth, sizeof *c->linattn);
+    c->gdn = calloc((size_t)mc->depth, sizeof *c->gdn);
+    c->mamba2 = calloc((size_t)mc->depth, sizeof *c->mamba2);
+    if (!c->k || !c->v || !c->rnn || !c->conv_tail || !c->linattn || !c->gdn || !c->mamba2) {
         ttt_lm_cache_free(ctx, c);
         return ttt__set_error(ctx, "%s: out of host memory", fn);
     }
@@ -695,6 +790,9 @@ int ttt__lm_cache_init(ttt_ctx *ctx, const ttt_lm *m, ttt_lm_cache *c, int64_t b
         if ((b->q && (!(c->k[i] = ttt_persistent(ctx, m->compute, 4, shape, "lm.cache.k")) ||
                       !(c->v[i] = ttt_persistent(ctx, m->compute, 4, shape, "lm.cache.v")))) ||
             (b->ttt && ttt_rnn_state_init(ctx, b->ttt, &c->rnn[i], batch)) ||
+            (b->linattn && ttt_linattn_state_init(ctx, b->linattn, batch, &c->linattn[i])) ||
+            (b->gdn && ttt_gdn_state_init(ctx, b->gdn, batch, &c->gdn[i])) ||
+            (b->mamba2 && ttt_mamba2_state_init(ctx, b->mamba2, batch, &c->mamba2[i])) ||
             (has_conv(mc) && !(c->conv_tail[i] = ttt_persistent(ctx, m->compute, TTT_DIMS(batch, TTT_RNN_CONV - 1, mc->dim),
                                                                 "lm.cache.conv")))) {
             ttt_lm_cache_free(ctx, c);
@@ -711,12 +809,34 @@ void ttt_lm_cache_free(ttt_ctx *ctx, ttt_lm_cache *c) {
         if (c->v) ttt_persistent_free(ctx, c->v[i]);
         if (c->rnn) ttt_rnn_state_free(ctx, &c->rnn[i]);
         if (c->conv_tail) ttt_persistent_free(ctx, c->conv_tail[i]);
+        if (c->linattn) ttt_linattn_state_free(ctx, &c->linattn[i]);
+        if (c->gdn) ttt_gdn_state_free(ctx, &c->gdn[i]);
+        if (c->mamba2) ttt_mamba2_state_free(ctx, &c->mamba2[i]);
     }
     free(c->k);
     free(c->v);
     free(c->rnn);
     free(c->conv_tail);
+    free(c->linattn), free(c->gdn), free(c->mamba2);
     *c = (ttt_lm_cache){0};
+}
+
+/* Block i's linear-time mixer state in cache c: its tensors (up to 4, NULL-padded) and its token count. */
+static int64_t *linear_state(const ttt_lm_cache *c, int64_t i, ttt_tensor **t) {
+    t[0] = t[1] = t[2] = t[3] = NULL;
+    if (c->linattn && c->linattn[i].s) {
+        t[0] = c->linattn[i].s, t[1] = c->linattn[i].z;
+        return &c->linattn[i].pos;
+    }
+    if (c->gdn && c->gdn[i].s) {
+        t[0] = c->gdn[i].s, t[1] = c->gdn[i].conv_q, t[2] = c->gdn[i].conv_k, t[3] = c->gdn[i].conv_v;
+        return &c->gdn[i].pos;
+    }
+    if (c->mamba2 && c->mamba2[i].s) {
+        t[0] = c->mamba2[i].s, t[1] = c->mamba2[i].conv;
+        return &c->mamba2[i].pos;
+    }
+    return NULL;
 }
 
 int ttt__lm_cache_copy(ttt_ctx *ctx, ttt_lm_cache *dst, const ttt_lm_cache *src) {
@@ -729,6 +849,12 @@ int ttt__lm_cache_copy(ttt_ctx *ctx, ttt_lm_cache *dst, const ttt_lm_cache *src)
             (src->conv_tail[i] && ttt_assign(ctx, dst->conv_tail[i], src->conv_tail[i])) ||
             (src->rnn[i].w[0] && ttt_rnn_state_copy(ctx, &dst->rnn[i], &src->rnn[i])))
             return TTT_ERR;
+        ttt_tensor *ts[4], *td[4];
+        int64_t *ps = linear_state(src, i, ts), *pd = linear_state(dst, i, td);
+        if (!ps != !pd) return ttt__set_error(ctx, "lm_reader_copy: readers of different models");
+        for (int j = 0; ps && j < 4; j++)
+            if (ts[j] && (!td[j] || ttt_assign(ctx, td[j], ts[j]))) return TTT_ERR;
+        if (ps) *pd = *ps;
     }
     dst->len = src->len;
     return TTT_OK;
@@ -811,11 +937,20 @@ static ttt_tensor *kvb_decode(ttt_ctx *ctx, const ttt_lm *m, const ttt_lm_block 
              : NULL;
 }
 
+static ttt_tensor *linear_mixer_decode(ttt_ctx *ctx, const ttt_lm *m, const ttt_lm_block *b, ttt_lm_cache *c,
+                                       int64_t i, ttt_tensor *x, int64_t p0) {
+    (void)p0;
+    return linear_mixer_sublayer(ctx, m, b, x, c, i);
+}
+
 static const lm_mixer MIXERS[] = {
     [TTT_LM_MIXER_ATTENTION] = {"attention", init_attention, attention_forward, attention_decode},
     [TTT_LM_MIXER_TTT_LINEAR] = {"ttt-linear", init_ttt_mixer, ttt_forward, ttt_decode},
     [TTT_LM_MIXER_TTT_MLP] = {"ttt-mlp", init_ttt_mixer, ttt_forward, ttt_decode},
     [TTT_LM_MIXER_TTT_KVB] = {"ttt-kvb", init_kvb, kvb_forward, kvb_decode},
+    [TTT_LM_MIXER_LINEAR_ATTENTION] = {"linear-attention", init_linear_mixer, linear_mixer_forward, linear_mixer_decode},
+    [TTT_LM_MIXER_GATED_DELTANET] = {"gated-deltanet", init_linear_mixer, linear_mixer_forward, linear_mixer_decode},
+    [TTT_LM_MIXER_MAMBA2] = {"mamba2", init_linear_mixer, linear_mixer_forward, linear_mixer_decode},
 };
 enum { N_MIXERS = (int)(sizeof MIXERS / sizeof MIXERS[0]) };
 
@@ -862,10 +997,16 @@ ttt_tensor *ttt__lm_head(ttt_ctx *ctx, const ttt_lm *m, ttt_tensor *x) {
 /* Logits of ids [B, T <= DECODE_CHUNK] after the cached positions; advances the cache. */
 static ttt_tensor *decode_piece(ttt_ctx *ctx, const ttt_lm *m, ttt_lm_cache *c, ttt_tensor *ids) {
     const decode_args a = {c, c->len, NULL};
-    for (int64_t i = 0; c->len == 0 && i < c->k_depth; i++) /* a fresh read: the TTT layers start from W_0 */
+    for (int64_t i = 0; c->len == 0 && i < c->k_depth; i++) { /* a fresh read: the TTT layers start from W_0 */
         if ((m->blocks[i].ttt && ttt_rnn_state_reset(ctx, m->blocks[i].ttt, &c->rnn[i])) ||
             (c->conv_tail[i] && ttt_fill(ctx, c->conv_tail[i], 0.0)))
             return NULL;
+        ttt_tensor *ts[4]; /* and the linear-time mixers from a zero state */
+        int64_t *pos = linear_state(c, i, ts);
+        for (int j = 0; pos && j < 4; j++)
+            if (ts[j] && ttt_fill(ctx, ts[j], 0.0)) return NULL;
+        if (pos) *pos = 0;
+    }
     ttt_tensor *out =
         ttt_lm_logits(ctx, m, run_blocks(ctx, m, ttt_embedding(ctx, W(ctx, m, m->embed), ids), decode_block, &a));
     if (out) c->len += ids->shape[1];
@@ -882,7 +1023,11 @@ ttt_tensor *ttt_lm_decode(ttt_ctx *ctx, const ttt_lm *m, ttt_lm_cache *c, ttt_te
     const ttt_lm_config *mc = &m->cfg;
     const int64_t want_cap = mc->window > 1 ? mc->window - 1 : 1;
     const int attn = has_attention(mc);
-    if (!c->k[0] != !attn || !c->rnn[0].w[0] != !m->blocks[0].ttt ||
+    ttt_tensor *lin[4];
+    const int lin_ok = c->linattn && c->gdn && c->mamba2 && !c->linattn[0].s == !m->blocks[0].linattn &&
+                       !c->gdn[0].s == !m->blocks[0].gdn && !c->mamba2[0].s == !m->blocks[0].mamba2 &&
+                       (!linear_state(c, 0, lin) || lin[0]->shape[0] == c->batch);
+    if (!c->k[0] != !attn || !c->rnn[0].w[0] != !m->blocks[0].ttt || !lin_ok ||
         (attn && (c->k[0]->shape[1] != mc->heads || c->k[0]->shape[3] != mc->dim / mc->heads ||
                   c->k[0]->dtype != m->compute || (mc->window > 0 && c->capacity != want_cap))))
         return ttt__set_error(ctx, "%s: the cache was made for another model (ttt_lm_cache_init)", fn), NULL;
