@@ -6,6 +6,9 @@
 #   3. mixer_speed --check on cuda (chunkwise == recurrent in f64, f32/bf16 vs f64), then the
 #      timing table: forward and forward + backward at T = 2K and 8K, B = 1, H = 12, d = 64,
 #      in f32 and bf16, against causal attention (ttt_attention's fused kernels)
+#   4. the 125M LM with each mixer (--mixer attention | linear-attention | gated-deltanet | mamba2),
+#      bf16 mixed precision, CUDA graphs on (the mixers must record), T = 2048, batch 4, 12 steps:
+#      tokens/s and the loss (tinyshakespeare shards made here)
 # Usage: bash bench/mixers/run_gpu.sh        (logs and the csv in $OUT, default ./gpu-out)
 set -uo pipefail
 OUT=${OUT:-gpu-out}
@@ -27,6 +30,15 @@ for dt in f32 bf16; do
   $B/mixer_speed --device cuda --dtype $dt --check --T ${TS:-2048,8192} --heads 12 --dim 64 --batch 1 --chunk 64 --reps 5 \
     2>&1 | log || status=1
 done
+$B/ttt data prepare --tokenizer data/gpt2-tokenizer --out "$OUT/ts.bin" data/tinyshakespeare/ >"$OUT/prep.log" 2>&1 \
+  || { tail -3 "$OUT/prep.log"; status=1; }
+for mx in attention linear-attention gated-deltanet mamba2; do
+  timeout 120 $B/ttt lm train --device cuda --data "$OUT/ts.bin" --preset 125m --mixer $mx --seq-len 2048 --batch 4 --steps 12 \
+    --log-every 4 --save-every 1000000 --compute bf16 --cuda-graph on --out "$OUT/lm-$mx" >"$OUT/lm-$mx.log" 2>&1 || status=1
+  echo "lm $mx: $(grep -E "^step 12|graph|error|Error" "$OUT/lm-$mx.log" | tr '\n' ' ')" | log
+  rm -rf "$OUT/lm-$mx"
+done
+rm -f "$OUT/ts.bin"
 grep "^csv," "$LOG" | sort -u > "$OUT/mixers_gpu.csv"
 echo "status $status" | log
 exit $status
