@@ -9,7 +9,7 @@
 #   4. the 125M LM with each mixer (--mixer attention | linear-attention | gated-deltanet | mamba2),
 #      bf16 mixed precision, CUDA graphs on (the mixers must record), T = 2048, batch 4, 12 steps:
 #      tokens/s and the loss (tinyshakespeare shards made here)
-# Usage: bash bench/mixers/run_gpu.sh        (logs and the csv in $OUT, default ./gpu-out)
+# Usage: bash bench/mixers/run_linear_gpu.sh        (logs and the csv in $OUT, default ./gpu-out)
 set -uo pipefail
 OUT=${OUT:-gpu-out}
 mkdir -p "$OUT"
