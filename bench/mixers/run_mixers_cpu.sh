@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The CPU comparison of sequence mixers in docs/results-mixers.md: full attention, SWA,
 # TTT-Linear, TTT-MLP (mamba backbone, as the TTT paper's main results) and TTT-KVB (TTT-MLP
-# after SWA), D 64 x 4 blocks, on the same tokens (--seed 1: the same batches) of the corpus
+# after SWA), linear attention, Gated DeltaNet and Mamba 2 (docs/mixers.md), D 64 x 4 blocks, on the same tokens (--seed 1: the same batches) of the corpus
 # of bench/lm/run_e2e_cpu.sh, then loss by position on its held-out long documents.
 # Short runs (minutes each on one thread), meant for a shared CPU machine.
 #   usage: bench/mixers/run_mixers_cpu.sh [OUT=runs/mixers-cpu]
@@ -32,7 +32,11 @@ train ttt-linear --mixer ttt-linear --ttt-backbone mamba &
 train ttt-mlp --mixer ttt-mlp --ttt-backbone mamba &
 train ttt-kvb --mixer ttt-kvb --window $WINDOW &
 wait
-for m in fa swa ttt-linear ttt-mlp ttt-kvb; do
+train linear-attention --mixer linear-attention &
+train gated-deltanet --mixer gated-deltanet &
+train mamba2 --mixer mamba2 &
+wait
+for m in fa swa ttt-linear ttt-mlp ttt-kvb linear-attention gated-deltanet mamba2; do
   nice $T lm eval --ckpt "$OUT/$m" --data $DATA/longdocs.bin --context ${CONTEXT:-2048} --max-docs ${DOCS:-4} \
     --threads $THREADS --out "$OUT/eval_$m.jsonl" >"$OUT/eval_$m.txt" 2>"$OUT/eval_$m.err" &
 done
