@@ -7,14 +7,19 @@
 #      timing table: forward and forward + backward at T = 2K and 8K, B = 1, H = 12, d = 64,
 #      in f32 and bf16, against causal attention (ttt_attention's fused kernels)
 #   4. the 125M LM with each mixer (--mixer attention | linear-attention | gated-deltanet | mamba2),
-#      bf16 mixed precision, CUDA graphs on (the mixers must record), T = 2048, batch 4, 12 steps:
+#      bf16 mixed precision, CUDA graphs on (the mixers must record), T = 2048, batch 4, 8 steps:
 #      tokens/s and the loss (tinyshakespeare shards made here)
 # Usage: bash bench/mixers/run_linear_gpu.sh        (logs and the csv in $OUT, default ./gpu-out)
+# PARTS="check speed lm" (the default) picks steps 2, 3, 4; the build (build/gpu) is reused by a
+# later call on the same machine, so the parts can be split over calls of 10 minutes.
+# Carry .debs (json-c, see bench/gpu/jsonc_env.sh): step 4's `ttt data prepare` reads the GPT-2
+# tokenizer with it; without it steps 1-3 still run and step 4 reports the failure.
 set -uo pipefail
 OUT=${OUT:-gpu-out}
 mkdir -p "$OUT"
 LOG="$OUT/mixers_gpu.txt"
 log() { tee -a "$LOG"; }
+source bench/gpu/jsonc_env.sh
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | log
 t0=$(date +%s)
 cmake -S . -B build/gpu -DCMAKE_BUILD_TYPE=Release -DTTT_CUDA=ON >"$OUT/cmake.log" 2>&1 || { tail -30 "$OUT/cmake.log"; exit 1; }
@@ -23,19 +28,23 @@ cmake --build build/gpu -j "$(nproc)" --target ttt_cli mixer_speed >"$OUT/build.
 echo "build: $(($(date +%s) - t0)) s" | log
 B=./build/gpu
 status=0
-for op in "linear_attention(chunked)" "gated_delta(chunked)" "gated_delta(recurrent)" "ssd(chunked)"; do
+PARTS=${PARTS:-"check speed lm"}
+has() { case " $PARTS " in *" $1 "*) return 0 ;; esac; return 1; }
+has check && for op in "linear_attention(chunked)" "gated_delta(chunked)" "gated_delta(recurrent)" "ssd(chunked)"; do
   $B/ttt gradcheck --device cuda --op "$op" --seeds 3 2>&1 | log || status=1
 done
-for dt in f32 bf16; do
+has speed && for dt in f32 bf16; do
   $B/mixer_speed --device cuda --dtype $dt --check --T ${TS:-2048,8192} --heads 12 --dim 64 --batch 1 --chunk 64 --reps 5 \
     2>&1 | log || status=1
 done
-$B/ttt data prepare --tokenizer data/gpt2-tokenizer --out "$OUT/ts.bin" data/tinyshakespeare/ >"$OUT/prep.log" 2>&1 \
-  || { tail -3 "$OUT/prep.log"; status=1; }
-for mx in attention linear-attention gated-deltanet mamba2; do
-  timeout 120 $B/ttt lm train --device cuda --data "$OUT/ts.bin" --preset 125m --mixer $mx --seq-len 2048 --batch 4 --steps 12 \
+if has lm; then
+  $B/ttt data prepare --tokenizer data/gpt2-tokenizer --out "$OUT/ts.bin" data/tinyshakespeare/ >"$OUT/prep.log" 2>&1 \
+    || { tail -3 "$OUT/prep.log" | log; status=1; }
+fi
+[ -f "$OUT/ts.bin" ] && for mx in attention linear-attention gated-deltanet mamba2; do
+  timeout 100 $B/ttt lm train --device cuda --data "$OUT/ts.bin" --preset 125m --mixer $mx --seq-len 2048 --batch 4 --steps 8 \
     --log-every 4 --save-every 1000000 --compute bf16 --cuda-graph on --out "$OUT/lm-$mx" >"$OUT/lm-$mx.log" 2>&1 || status=1
-  echo "lm $mx: $(grep -E "^step 12|graph|error|Error" "$OUT/lm-$mx.log" | tr '\n' ' ')" | log
+  echo "lm $mx: $(grep -E "^step 8/|graph|error|Error" "$OUT/lm-$mx.log" | tr '\n' ' ')" | log
   rm -rf "$OUT/lm-$mx"
 done
 rm -f "$OUT/ts.bin"
