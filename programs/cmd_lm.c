@@ -169,7 +169,7 @@ static void usage_train(FILE *f) {
             "model (stored in the checkpoint; eval and generate rebuild the model from it):\n"
             "  --preset P          size tiny (D 64, 2 blocks, 4 heads, F 172) | small (256, 4, 4, 688) |\n"
             "                      125m (768, 12, 12, 2048) | 350m (1024, 24, 16) | 760m (1536, 24, 16), alone\n"
-            "                      (full attention, RoPE theta 1e4) or with -fa | -swa | -e2e (theta 5e5: the\n"
+            "                      (full attention, RoPE theta 1e4) or with -fa | -swa | -e2e | -kvb (theta 5e5: the\n"
             "                      TTT-E2E comparison; docs/results-e2e.md) (default tiny); flags below override\n"
             "  --dim D             width            --depth N        blocks\n"
             "  --heads H           heads (D / H must be even: RoPE rotates pairs)\n"

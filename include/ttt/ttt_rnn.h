@@ -63,6 +63,7 @@ typedef struct ttt_rnn {
     ttt_tensor *lr_w, *lr_b, *tok_offset, *ln_w, *ln_b;
     ttt_tensor *w1, *b1, *w2, *b2; /* w2, b2 NULL for Linear */
     ttt_tensor *post_w, *post_b;
+    ttt_tensor *tok_base; /* [b]: 1/i, i = 1..b (persistent, not a parameter: no upload per step, CUDA graphs) */
     int n_params; /* the parameters in the order of the list above, with name suffixes and decay flags */
     ttt_tensor *params[TTT_RNN_MAX_PARAMS];
     const char *names[TTT_RNN_MAX_PARAMS];

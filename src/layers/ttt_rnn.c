@@ -98,6 +98,16 @@ int ttt_rnn_init(ttt_ctx *ctx, ttt_rnn *l, const ttt_rnn_config *cfg, ttt_dtype 
     if (!rc)
         rc = add_param(ctx, l, &l->post_w, dt, TTT_DIMS(D), "post_norm.weight", 0, 1, 0) ||
              add_param(ctx, l, &l->post_b, dt, TTT_DIMS(D), "post_norm.bias", 0, 0, 0);
+    if (!rc) {
+        double inv[4096];
+        float inv32[4096];
+        for (int64_t i = 0; i < c->mini_batch; i++) inv[i] = 1.0 / (double)(i + 1), inv32[i] = (float)inv[i];
+        ttt_mark_t m = ttt_mark(ctx);
+        rc = !(l->tok_base = ttt_persistent(ctx, dt, TTT_DIMS(c->mini_batch), "ttt_rnn.tok_base")) ||
+             ttt_assign(ctx, l->tok_base, ttt_from_host(ctx, dt, TTT_DIMS(c->mini_batch),
+                                                        dt == TTT_F64 ? (const void *)inv : (const void *)inv32));
+        ttt_release(ctx, m);
+    }
     if (rc) {
         ttt_rnn_free(ctx, l);
         return TTT_ERR;
@@ -108,6 +118,7 @@ int ttt_rnn_init(ttt_ctx *ctx, ttt_rnn *l, const ttt_rnn_config *cfg, ttt_dtype 
 void ttt_rnn_free(ttt_ctx *ctx, ttt_rnn *l) {
     if (!ctx || !l) return;
     for (int i = 0; i < l->n_params; i++) ttt_persistent_free(ctx, l->params[i]);
+    ttt_persistent_free(ctx, l->tok_base);
     *l = (ttt_rnn){0};
 }
 
@@ -185,7 +196,7 @@ static ttt_tensor *heads(ttt_ctx *ctx, const ttt_rnn *l, ttt_tensor *y) { /* [B,
 static int prepare(ttt_ctx *ctx, const ttt_rnn *l, ttt_tensor *x, ttt_tensor *tail, ttt_tensor **new_tail,
                    span_inputs *in) {
     const ttt_rnn_config *c = &l->cfg;
-    const int64_t bsz = c->mini_batch, H = c->heads;
+    const int64_t H = c->heads;
     ttt_tensor *q, *k;
     if (c->backbone == TTT_RNN_MAMBA) { /* q and k share a projection; each has its own causal conv */
         ttt_tensor *u = ttt_matmul(ctx, x, l->q, 0, 1);
@@ -202,12 +213,7 @@ static int prepare(ttt_ctx *ctx, const ttt_rnn *l, ttt_tensor *x, ttt_tensor *ta
     ttt_tensor *gate = ttt_sigmoid(ctx, ttt_add(ctx, ttt_matmul(ctx, x, l->lr_w, 0, 1), l->lr_b));
     in->eta = ttt_permute(ctx, ttt_scale(ctx, gate, c->base_lr / (double)(c->dim / H)), (const int[]){0, 2, 1});
     /* tok_i = max(0, 1/i + offset_i), i = 1..b */
-    double inv[4096];
-    float inv32[4096];
-    for (int64_t i = 0; i < bsz; i++) inv[i] = 1.0 / (double)(i + 1), inv32[i] = (float)inv[i];
-    const ttt_dtype dt = x->dtype;
-    ttt_tensor *base = ttt_from_host(ctx, dt, TTT_DIMS(bsz), dt == TTT_F64 ? (const void *)inv : (const void *)inv32);
-    in->tok = ttt_relu(ctx, ttt_add(ctx, base, l->tok_offset));
+    in->tok = ttt_relu(ctx, ttt_add(ctx, l->tok_base, l->tok_offset));
     return in->q && in->k && in->v && in->eta && in->tok ? TTT_OK : TTT_ERR;
 }
 

@@ -415,6 +415,7 @@ void ttt_lm_free(ttt_ctx *ctx, ttt_lm *m) {
                             b->pre_mlp_norm, b->gate, b->up, b->down, b->post_mlp_norm};
         for (size_t j = 0; j < sizeof bt / sizeof bt[0]; j++) ttt_persistent_free(ctx, bt[j]);
         for (int j = 0; j < b->n_extra; j++) ttt_persistent_free(ctx, b->extra[j]); /* the TTT layer's included */
+        if (b->ttt) ttt_persistent_free(ctx, b->ttt->tok_base);
         free(b->ttt);
         free(b->linattn), free(b->gdn), free(b->mamba2); /* their tensors are among the extras */
     }
