@@ -43,11 +43,11 @@ static const uint64_t VAL_SEED = 0x76616c6964ull;
 
 typedef struct {
     const char *data, *val, *out, *preset, *ckpt, *tokenizer, *prompt, *device, *dtype, *compute, *buckets, *graph_s;
-    const char *init_from, *state_in, *state_out, *dp_transport, *model_path, *chat, *system;
+    const char *init_from, *state_in, *state_out, *dp_transport, *model_path, *chat, *system, *mixer, *ttt_backbone;
     int64_t dim, depth, heads, mlp_hidden, prime_blocks, prime_hidden, window, seq, batch, accum, steps, warmup, seed,
         save_every, log_every, eval_every, eval_batches, stop_at, context, max_docs, tokens, top_k, threads,
-        logit_chunk, inner_chunk, eta_warmup, global_batch;
-    double dp_timeout, dp_bucket_mb;
+        logit_chunk, inner_chunk, eta_warmup, global_batch, ttt_mini_batch;
+    double dp_timeout, dp_bucket_mb, ttt_base_lr;
     int device_index; /* the GPU of this data-parallel rank (not a flag) */
     double rope_theta, lr, min_lr, wd, beta2, clip, peak_bf16, peak_f32, temperature, top_p, inner_clip, eta, eta0;
     int resume, tf32, first_order, timing, ignore_eos, show_ids;
@@ -86,6 +86,10 @@ static const flag_spec FLAGS[] = {
     F_INT("--prime-blocks", SUB_TRAIN, prime_blocks, 0, 1024),
     F_INT("--prime-hidden", SUB_TRAIN, prime_hidden, 0, 1 << 20),
     F_DBL("--rope-theta", SUB_TRAIN, rope_theta, 2, 1e12),
+    F_STR("--mixer", SUB_TRAIN, mixer),
+    F_STR("--ttt-backbone", SUB_TRAIN, ttt_backbone),
+    F_INT("--ttt-mini-batch", SUB_TRAIN, ttt_mini_batch, 1, 4096),
+    F_DBL("--ttt-base-lr", SUB_TRAIN, ttt_base_lr, 0, 1e6),
     F_INT("--inner-chunk", SUB_TRAIN, inner_chunk, 0, BIG),
     F_DBL("--inner-clip", SUB_TRAIN, inner_clip, 0, 1e9),
     F_DBL("--eta", SUB_TRAIN | SUB_EVAL | SUB_GENERATE, eta, 0, 1e3),
@@ -179,7 +183,7 @@ static void usage_train(FILE *f) {
             "model (stored in the checkpoint; eval and generate rebuild the model from it):\n"
             "  --preset P          size tiny (D 64, 2 blocks, 4 heads, F 172) | small (256, 4, 4, 688) |\n"
             "                      125m (768, 12, 12, 2048) | 350m (1024, 24, 16) | 760m (1536, 24, 16), alone\n"
-            "                      (full attention, RoPE theta 1e4) or with -fa | -swa | -e2e (theta 5e5: the\n"
+            "                      (full attention, RoPE theta 1e4) or with -fa | -swa | -e2e | -kvb (theta 5e5: the\n"
             "                      TTT-E2E comparison; docs/results-e2e.md) (default tiny); flags below override\n"
             "  --dim D             width            --depth N        blocks\n"
             "  --heads H           heads (D / H must be even: RoPE rotates pairs)\n"
@@ -189,6 +193,15 @@ static void usage_train(FILE *f) {
             "  --prime-blocks N    the last N blocks get a prime MLP (TTT-E2E's slot; default: the preset's)\n"
             "  --prime-hidden F    its width (default 0: --mlp-hidden)\n"
             "  --rope-theta X      RoPE base (default: the preset's)\n"
+            "  --mixer M           each block's sequence mixer: attention (default; full or sliding window by\n"
+            "                      --window) | ttt-linear | ttt-mlp (TTT layers replacing attention, Sun et al.\n"
+            "                      2024) | ttt-kvb (TTT-MLP after sliding-window attention; needs --window; the\n"
+            "                      -kvb presets) | linear-attention | gated-deltanet | mamba2 (linear-time\n"
+            "                      recurrent mixers replacing attention, docs/mixers.md) (docs/lm.md,\n"
+            "                      docs/results-mixers.md)\n"
+            "  --ttt-backbone B    transformer (default) | mamba (causal-conv sublayer, conv q/k, output gate)\n"
+            "  --ttt-mini-batch b  tokens per TTT inner step (default 16)\n"
+            "  --ttt-base-lr X     TTT inner learning rate scale (default 0: 1.0 Linear, 0.1 MLP)\n"
             "TTT-E2E (the -e2e presets: SWA everywhere, prime MLPs in the last quarter of the blocks):\n"
             "  --inner-chunk b     tokens per inner step: the prime MLPs take an SGD step on each chunk's\n"
             "                      next-token loss while reading (0: off; --seq-len must be a multiple of b)\n"
@@ -351,6 +364,30 @@ static int train_model_flags(opts *o) {
     if (o->prime_hidden >= 0) c->prime_hidden = o->prime_hidden;
     if (o->inner_chunk >= 0) c->inner_chunk = o->inner_chunk;
     if (o->inner_clip >= 0) c->inner_clip = o->inner_clip;
+    if (o->mixer && (c->mixer = ttt_lm_mixer_parse(o->mixer)) < 0) {
+        fprintf(stderr, "ttt lm train: --mixer %s: unknown (attention, ttt-linear, ttt-mlp, ttt-kvb, linear-attention, "
+                "gated-deltanet or mamba2)\n", o->mixer);
+        return EXIT_USAGE;
+    }
+    if (o->ttt_backbone) {
+        if (strcmp(o->ttt_backbone, "transformer") && strcmp(o->ttt_backbone, "mamba")) {
+            fprintf(stderr, "ttt lm train: --ttt-backbone %s: transformer or mamba\n", o->ttt_backbone);
+            return EXIT_USAGE;
+        }
+        c->ttt_backbone = !strcmp(o->ttt_backbone, "mamba");
+    }
+    if (o->ttt_mini_batch > 0) c->ttt_mini_batch = o->ttt_mini_batch;
+    if (o->ttt_base_lr >= 0) c->ttt_base_lr = o->ttt_base_lr;
+    if (c->mixer == TTT_LM_MIXER_TTT_KVB && c->window < 1) {
+        fprintf(stderr, "ttt lm train: --mixer ttt-kvb runs TTT-MLP alongside sliding-window attention: give --window K "
+                        "(or a -kvb preset)\n");
+        return EXIT_USAGE;
+    }
+    if (c->inner_chunk > 0 && c->mixer != TTT_LM_MIXER_ATTENTION) {
+        fprintf(stderr, "ttt lm train: TTT-E2E (--inner-chunk) runs on the attention mixer, not --mixer %s\n",
+                ttt_lm_mixer_name(c->mixer));
+        return EXIT_USAGE;
+    }
     if (c->inner_chunk > 0 && (c->prime_blocks < 1 || c->window < 2)) {
         fprintf(stderr, "ttt lm train: --inner-chunk %lld (TTT-E2E) needs --prime-blocks >= 1 and --window >= 2 "
                         "(have %lld and %lld; the -e2e presets set all three)\n", (long long)c->inner_chunk,
@@ -381,7 +418,8 @@ static int parse(int argc, char **argv, int sub, opts *o) {
                 .seed = 1, .save_every = 100, .log_every = 10, .eval_every = 100, .eval_batches = 4, .tokens = 100,
                 .lr = 3e-4, .min_lr = -1, .wd = 0.1, .beta2 = 0.95, .clip = 1.0, .peak_bf16 = PEAK_BF16_TFLOPS,
                 .peak_f32 = PEAK_F32_TFLOPS, .temperature = 0.8, .top_p = 1.0, .window = -1, .prime_blocks = -1,
-                .prime_hidden = -1, .inner_chunk = -1, .inner_clip = -1, .eta = -1, .eta0 = 0.1, .eta_warmup = -1};
+                .prime_hidden = -1, .inner_chunk = -1, .inner_clip = -1, .eta = -1, .eta0 = 0.1, .eta_warmup = -1,
+                .ttt_base_lr = -1};
     char cmd[32];
     snprintf(cmd, sizeof cmd, "lm %s", sub_name(sub));
     for (int i = 2; i < argc; i++) {
@@ -1036,7 +1074,8 @@ static int eval_cmd(const opts *o) {
         goto done;
     }
     double total = 0;
-    printf("checkpoint %s: step %lld, window %lld", o->ckpt, (long long)step, (long long)m.cfg.window);
+    printf("checkpoint %s: step %lld, mixer %s, window %lld", o->ckpt, (long long)step, ttt_lm_mixer_name(m.cfg.mixer),
+           (long long)m.cfg.window);
     if (ttt_lm_is_e2e(&m))
         printf(", TTT-E2E (%lld prime blocks, inner chunk %lld, eta %g)", (long long)m.cfg.prime_blocks,
                (long long)m.cfg.inner_chunk, o->eta);

@@ -96,11 +96,13 @@ static void test_long_window_is_full(void) {
 
 /* Decodes T tokens in pieces of the given lengths (cycled) and compares every
  * piece's logits with the full forward's rows. */
-static void test_decode(ttt_ctx *ctx, int64_t window, int qk_norm, int64_t T, const int64_t *pieces, int n_pieces) {
+static void test_decode_mixer(ttt_ctx *ctx, int mixer, int backbone, int64_t window, int qk_norm, int64_t T,
+                              const int64_t *pieces, int n_pieces) {
     enum { B = 2 };
     ttt_lm m;
     ttt_lm_config c = small_config(window, 1);
     c.qk_norm = qk_norm;
+    c.mixer = mixer, c.ttt_backbone = backbone, c.ttt_mini_batch = 4;
     CHECK(ttt_lm_init(ctx, &m, &c, TTT_F64) == TTT_OK);
     int32_t *ids = malloc(sizeof(int32_t) * (size_t)(B * T)), *chunk = malloc(sizeof(int32_t) * (size_t)(B * T));
     for (int64_t i = 0; i < B * T; i++) ids[i] = (int32_t)((i * 13 + 7 + i / 5) % c.vocab);
@@ -109,7 +111,7 @@ static void test_decode(ttt_ctx *ctx, int64_t window, int qk_norm, int64_t T, co
     ttt_step_reset(ctx);
     ttt_lm_cache cache;
     CHECK(ttt_lm_cache_init(ctx, &m, &cache, B, T) == TTT_OK);
-    CHECK(cache.capacity == (window ? (window > 1 ? window - 1 : 1) : T));
+    CHECK(cache.capacity == (window ? (window > 1 ? window - 1 : 1) : mixer == TTT_LM_MIXER_ATTENTION ? T : 1));
     double worst = 0;
     size_t most_used = 0;
     int64_t t0 = 0;
@@ -131,7 +133,10 @@ static void test_decode(ttt_ctx *ctx, int64_t window, int qk_norm, int64_t T, co
         t0 += n;
         ttt_step_reset(ctx);
     }
-    CHECK_MSG(worst < 1e-10, "window %lld: decode differs from the forward by %g", (long long)window, worst);
+    CHECK_MSG(worst < 1e-10, "mixer %s window %lld: decode differs from the forward by %g", ttt_lm_mixer_name(mixer),
+              (long long)window, worst);
+    if (mixer) printf("decode, mixer %s (%s backbone): max diff to the forward pass %.2e\n", ttt_lm_mixer_name(mixer),
+                      backbone ? "mamba" : "transformer", worst);
     CHECK(cache.len == T);
     /* A long piece runs in pieces of 512 whose temporaries are released: what is left is about the logits and the
      * ids (a few KB for the ids' copies and headers). */
@@ -140,7 +145,7 @@ static void test_decode(ttt_ctx *ctx, int64_t window, int qk_norm, int64_t T, co
     if (pieces[0] >= T && T > 512)
         CHECK_MSG(most_used < logits_bytes + logits_bytes / 4, "arena %zu bytes for %zu bytes of logits", most_used,
                   logits_bytes);
-    if (window == 0) { /* a full cache refuses more */
+    if (window == 0 && mixer == TTT_LM_MIXER_ATTENTION) { /* a full cache refuses more */
         int32_t one[B] = {1, 2};
         CHECK(ttt_lm_decode(ctx, &m, &cache, ids_tensor(ctx, one, B, 1)) == NULL &&
               strstr(ttt_error(ctx), "capacity"));
@@ -668,6 +673,108 @@ static void test_mixed_precision(ttt_ctx *cpu) {
     ttt_ctx_free(ctx);
 }
 
+static void test_decode(ttt_ctx *ctx, int64_t window, int qk_norm, int64_t T, const int64_t *pieces, int n_pieces) {
+    test_decode_mixer(ctx, TTT_LM_MIXER_ATTENTION, 0, window, qk_norm, T, pieces, n_pieces);
+}
+
+/* TTT mixers in the LM: the parameter count, the config through its string, the names, and
+ * gradients reaching every parameter. */
+static void test_mixers(ttt_ctx *ctx) {
+    const struct {
+        int mixer, backbone;
+        int64_t window;
+    } cases[] = {{TTT_LM_MIXER_TTT_LINEAR, 0, 0}, {TTT_LM_MIXER_TTT_LINEAR, 1, 0}, {TTT_LM_MIXER_TTT_MLP, 0, 0},
+                 {TTT_LM_MIXER_TTT_MLP, 1, 0},    {TTT_LM_MIXER_TTT_KVB, 0, 4}};
+    for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
+        ttt_lm_config c = small_config(cases[ci].window, 0), back;
+        c.mixer = cases[ci].mixer, c.ttt_backbone = cases[ci].backbone, c.ttt_mini_batch = 4;
+        ttt_lm m;
+        CHECK_MSG(ttt_lm_init(ctx, &m, &c, TTT_F64) == TTT_OK, "%s", ttt_error(ctx));
+        int64_t n = 0;
+        for (int i = 0; i < m.n_params; i++) n += ttt_numel(m.params[i]);
+        CHECK_MSG(n == ttt_lm_param_count(&c), "%s: %lld parameters, count says %lld", ttt_lm_mixer_name(c.mixer),
+                  (long long)n, (long long)ttt_lm_param_count(&c));
+        char buf[1024], err[128];
+        CHECK(ttt_lm_config_format(&c, buf, sizeof buf) == TTT_OK);
+        CHECK(ttt_lm_config_parse(buf, &back, err, sizeof err) == TTT_OK);
+        CHECK(back.mixer == c.mixer && back.ttt_backbone == c.ttt_backbone && back.ttt_mini_batch == 4);
+        CHECK(strstr(buf, ttt_lm_mixer_name(c.mixer)) != NULL);
+        CHECK(ttt_lm_param(&m, "model.layers.1.ttt.W1") != NULL);
+        CHECK((ttt_lm_param(&m, "model.layers.0.self_attn.q_proj.weight") != NULL) == (c.mixer == TTT_LM_MIXER_TTT_KVB));
+        CHECK((ttt_lm_param(&m, "model.layers.0.conv.weight") != NULL) == (c.ttt_backbone == 1));
+        /* every parameter gets a gradient */
+        int32_t ids[2 * 9], tg[2 * 9];
+        for (int i = 0; i < 18; i++) ids[i] = (i * 7 + 3) % 37, tg[i] = (i * 5 + 1) % 37;
+        CHECK(ttt_zero_grad(ctx, m.n_params, m.params) == TTT_OK);
+        ttt_tensor *loss = ttt_lm_loss(ctx, &m, ids_tensor(ctx, ids, 2, 9), ids_tensor(ctx, tg, 2, 9), NULL);
+        CHECK(loss && ttt_backward(ctx, loss) == TTT_OK);
+        int zero = 0;
+        for (int i = 0; i < m.n_params; i++) {
+            double g = 0;
+            double *h = malloc(sizeof(double) * (size_t)ttt_numel(m.params[i]));
+            ttt_copy_to_host(ctx, m.params[i]->grad, h, TTT_F64);
+            for (int64_t j = 0; j < ttt_numel(m.params[i]); j++) g += fabs(h[j]);
+            free(h);
+            if (!(g > 0)) zero++, fprintf(stderr, "no gradient: %s\n", m.names[i]);
+        }
+        CHECK(zero == 0);
+        ttt_lm_free(ctx, &m);
+        ttt_step_reset(ctx);
+    }
+    /* ttt-kvb without a window is refused by name */
+    ttt_lm_config c = small_config(0, 0);
+    ttt_lm m;
+    c.mixer = TTT_LM_MIXER_TTT_KVB;
+    CHECK(ttt_lm_init(ctx, &m, &c, TTT_F64) == TTT_ERR && strstr(ttt_error(ctx), "window"));
+    CHECK(ttt_lm_mixer_parse("ttt-mlp") == TTT_LM_MIXER_TTT_MLP && ttt_lm_mixer_parse("rwkv") == -1);
+    ttt_step_reset(ctx);
+}
+
+/* The linear-time mixers (include/ttt/mixers.h) in the LM: parameter count, config round trip,
+ * names, gradients reaching every parameter. */
+static void test_linear_mixers(ttt_ctx *ctx) {
+    const struct {
+        int mixer;
+        const char *name, *param;
+    } cases[] = {{TTT_LM_MIXER_LINEAR_ATTENTION, "linear-attention", "model.layers.1.linear_attn.q_proj.weight"},
+                 {TTT_LM_MIXER_GATED_DELTANET, "gated-deltanet", "model.layers.1.gdn.A_log"},
+                 {TTT_LM_MIXER_MAMBA2, "mamba2", "model.layers.1.mamba2.in_proj.weight"}};
+    for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
+        ttt_lm_config c = small_config(0, 0), back;
+        c.mixer = cases[ci].mixer;
+        CHECK(ttt_lm_mixer_parse(cases[ci].name) == cases[ci].mixer);
+        ttt_lm m;
+        CHECK_MSG(ttt_lm_init(ctx, &m, &c, TTT_F64) == TTT_OK, "%s", ttt_error(ctx));
+        int64_t n = 0;
+        for (int i = 0; i < m.n_params; i++) n += ttt_numel(m.params[i]);
+        CHECK_MSG(n == ttt_lm_param_count(&c), "%s: %lld parameters, count says %lld", cases[ci].name, (long long)n,
+                  (long long)ttt_lm_param_count(&c));
+        char buf[1024], err[128];
+        CHECK(ttt_lm_config_format(&c, buf, sizeof buf) == TTT_OK);
+        CHECK(ttt_lm_config_parse(buf, &back, err, sizeof err) == TTT_OK && back.mixer == c.mixer);
+        CHECK(ttt_lm_param(&m, cases[ci].param) != NULL);
+        CHECK(ttt_lm_param(&m, "model.layers.0.self_attn.q_proj.weight") == NULL);
+        int32_t ids[2 * 9], tg[2 * 9];
+        for (int i = 0; i < 18; i++) ids[i] = (i * 7 + 3) % 37, tg[i] = (i * 5 + 1) % 37;
+        CHECK(ttt_zero_grad(ctx, m.n_params, m.params) == TTT_OK);
+        ttt_tensor *loss = ttt_lm_loss(ctx, &m, ids_tensor(ctx, ids, 2, 9), ids_tensor(ctx, tg, 2, 9), NULL);
+        CHECK(loss && ttt_backward(ctx, loss) == TTT_OK);
+        int zero = 0;
+        for (int i = 0; i < m.n_params; i++) {
+            double g = 0;
+            double *h = malloc(sizeof(double) * (size_t)ttt_numel(m.params[i]));
+            ttt_copy_to_host(ctx, m.params[i]->grad, h, TTT_F64);
+            for (int64_t j = 0; j < ttt_numel(m.params[i]); j++) g += fabs(h[j]);
+            free(h);
+            if (!(g > 0)) zero++, fprintf(stderr, "no gradient: %s\n", m.names[i]);
+        }
+        CHECK(zero == 0);
+        printf("mixer %s: %lld parameters, every one with a gradient\n", cases[ci].name, (long long)n);
+        ttt_lm_free(ctx, &m);
+        ttt_step_reset(ctx);
+    }
+}
+
 int main(void) {
     ttt_ctx_config cfg = {.device = TTT_CPU, .seed = 11};
     ttt_ctx *ctx = ttt_ctx_new(&cfg);
@@ -683,6 +790,18 @@ int main(void) {
     test_decode(ctx, 1, 1, 23, mixed, 5);  /* window 1: each token sees only itself */
     test_decode(ctx, 0, 1, 1100, whole, 1); /* one call over 1100 tokens: three internal pieces */
     test_decode(ctx, 6, 1, 1100, whole, 1);
+    for (int mixer = TTT_LM_MIXER_TTT_LINEAR; mixer <= TTT_LM_MIXER_TTT_KVB; mixer++)
+        for (int bb = 0; bb < (mixer == TTT_LM_MIXER_TTT_KVB ? 1 : 2); bb++) {
+            test_decode_mixer(ctx, mixer, bb, mixer == TTT_LM_MIXER_TTT_KVB ? 5 : 0, 1, 23, one, 1);
+            test_decode_mixer(ctx, mixer, bb, mixer == TTT_LM_MIXER_TTT_KVB ? 5 : 0, 1, 23, mixed, 5);
+        }
+    for (int mixer = TTT_LM_MIXER_LINEAR_ATTENTION; mixer <= TTT_LM_MIXER_MAMBA2; mixer++) {
+        test_decode_mixer(ctx, mixer, 0, 0, 1, 23, one, 1);
+        test_decode_mixer(ctx, mixer, 0, 0, 1, 23, mixed, 5);
+    }
+    test_decode_mixer(ctx, TTT_LM_MIXER_GATED_DELTANET, 0, 0, 1, 1100, whole, 1); /* prefill in pieces of 512 */
+    test_mixers(ctx);
+    test_linear_mixers(ctx);
     test_loss(ctx);
     test_loss_chunks(ctx);
     test_gradients(ctx);

@@ -140,6 +140,17 @@ help_has() { # sub flags...
 help_has train --data --val --out --resume --stop-at --save-every --log-every --eval-every --eval-batches --preset --dim \
   --depth --heads --mlp-hidden --window --prime-blocks --prime-hidden --rope-theta --seq-len --batch --grad-accum --steps \
   --lr --min-lr --warmup --weight-decay --beta2 --clip --seed --dtype --peak-tflops --peak-tflops-f32 --device --threads
+# ---- the other sequence mixers: train a few steps, eval (the mixer comes from the checkpoint), generate
+M="--data train.bin --preset tiny --dim 32 --heads 2 --mlp-hidden 48 --seq-len 32 --batch 2 --steps 4 --save-every 4 --log-every 2 --lr 2e-3 --threads 1"
+for mx in "ttt-linear" "ttt-mlp" "ttt-linear --ttt-backbone mamba" "ttt-kvb --window 8" "linear-attention" "gated-deltanet" "mamba2"; do
+  n=$(echo "$mx" | tr ' ' '_')
+  check '"$T" lm train $M --mixer $mx --out "mx_$n" 2>"mx_$n.log" && grep -q "mixer=${mx%% *}" "mx_$n.log"' "train 4 steps, --mixer $mx"
+  check '"$T" lm eval --ckpt "mx_$n" --data train.bin --context 40 --max-docs 2 >"mx_$n.ev" && grep -q "mixer ${mx%% *}" "mx_$n.ev"' "eval --mixer $mx from its checkpoint"
+  check '"$T" lm generate --ckpt "mx_$n" --tokenizer tok --prompt "the cat" --tokens 20 --seed 2 >"mx_$n.gen" 2>/dev/null && [ -s "mx_$n.gen" ]' "generate, --mixer $mx"
+done
+bad 2 "--mixer rwkv: unknown" lm train $M --mixer rwkv --out X
+bad 2 "give --window" lm train $M --mixer ttt-kvb --out X
+help_has train --mixer --ttt-backbone --ttt-mini-batch --ttt-base-lr
 help_has eval --ckpt --data --buckets --context --max-docs --out --dtype --device --threads
 help_has generate --ckpt --tokenizer --prompt --tokens --temperature --top-k --top-p --seed --dtype --device --threads
 exit $fail

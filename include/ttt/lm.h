@@ -72,7 +72,34 @@ typedef struct {
      * sequence. See ttt_lm_e2e_loss. */
     int64_t inner_chunk;
     double inner_clip;
+    /* The sequence mixer of every block (TTT_LM_MIXER_*; see ttt_lm_mixer_name). TTT-Linear and
+     * TTT-MLP (include/ttt/ttt_rnn.h) replace attention: the block's first sublayer is
+     * x + rms(ttt(rms(x; input_layernorm)); post_attention_layernorm), preceded with the mamba
+     * backbone by a causal-conv sublayer x + conv(rms(x; conv_layernorm)). TTT-KVB keeps
+     * (sliding-window) attention and adds a TTT-MLP sublayer after it, with its own pre- and
+     * post-norm (TTT-E2E's "TTT-KVB" baseline). The linear-time mixers of include/ttt/mixers.h
+     * (linear-attention, gated-deltanet, mamba2) replace attention the same way, without RoPE:
+     * x + rms(mixer(rms(x; input_layernorm)); post_attention_layernorm), their parameters under
+     * model.layers.i.linear_attn.*, .gdn.*, .mamba2.* (docs/mixers.md). */
+    int mixer;
+    int ttt_backbone;       /* TTT_RNN_TRANSFORMER (0) or TTT_RNN_MAMBA (1); ttt-linear / ttt-mlp only */
+    int64_t ttt_mini_batch; /* b, 16 */
+    double ttt_base_lr;     /* 0: the learner's default (1.0 Linear, 0.1 MLP) */
 } ttt_lm_config;
+
+enum {
+    TTT_LM_MIXER_ATTENTION = 0,
+    TTT_LM_MIXER_TTT_LINEAR = 1,
+    TTT_LM_MIXER_TTT_MLP = 2,
+    TTT_LM_MIXER_TTT_KVB = 3,
+    TTT_LM_MIXER_LINEAR_ATTENTION = 4,
+    TTT_LM_MIXER_GATED_DELTANET = 5,
+    TTT_LM_MIXER_MAMBA2 = 6
+};
+/* "attention", "ttt-linear", "ttt-mlp", "ttt-kvb", "linear-attention", "gated-deltanet", "mamba2"
+ * (NULL for an unknown id), and back (-1: unknown). */
+const char *ttt_lm_mixer_name(int mixer);
+int ttt_lm_mixer_parse(const char *name);
 
 /* Presets by name. Sizes: "tiny" (D 64, 2 blocks, 4 heads, F 172: CPU tests
  * and demos), "small" (D 256, 4 blocks, 4 heads, F 688), "125m" (D 768, 12
@@ -107,6 +134,16 @@ typedef struct {
     ttt_tensor *input_norm, *q, *k, *v, *o, *q_norm, *k_norm, *post_attn_norm;
     ttt_tensor *pre_prime_norm, *prime_gate, *prime_up, *prime_down, *post_prime_norm; /* NULL unless a prime block */
     ttt_tensor *pre_mlp_norm, *gate, *up, *down, *post_mlp_norm;
+    /* Other mixers' parameters (attention's are the fields above, NULL when a block has none):
+     * the TTT layer, and the tensors the mixer registered under their full names. */
+    struct ttt_rnn *ttt;   /* the TTT layer of the block (NULL: none) */
+    struct ttt_linattn *linattn; /* the linear-time mixer of the block (NULL: none; include/ttt/mixers.h) */
+    struct ttt_gdn *gdn;
+    struct ttt_mamba2 *mamba2;
+    int n_extra;
+    ttt_tensor *extra[40];
+    char extra_names[40][80];
+    int extra_decay[40];
 } ttt_lm_block;
 
 typedef struct {
@@ -195,11 +232,18 @@ typedef struct ttt_lm_cache {
     int64_t batch, capacity;
     int64_t len;         /* positions seen so far (the next token's position) */
     int64_t k_depth;     /* number of blocks (entries of k and v) */
-    ttt_tensor **k, **v; /* k_depth each, persistent */
+    ttt_tensor **k, **v; /* k_depth each, persistent (NULL for a block without attention) */
+    struct ttt_rnn_state *rnn;  /* per block: a TTT layer's state (zeroed entries for blocks without) */
+    ttt_tensor **conv_tail;     /* per block: the mamba backbone's conv inputs [B, 3, D], or NULL */
+    struct ttt_linattn_state *linattn; /* per block: a linear-time mixer's state (zeroed entries for blocks without) */
+    struct ttt_gdn_state *gdn;
+    struct ttt_mamba2_state *mamba2;
 } ttt_lm_cache;
 
 /* capacity: window - 1 when the model has a window (max_len is then ignored),
- * else max_len (the longest sequence the cache can hold). */
+ * else max_len (the longest sequence the cache can hold; ignored without attention). TTT
+ * layers keep their fast weights and partial mini-batch sums here too; they are reset to the
+ * learned W_0 whenever a decode starts at position 0. */
 int ttt_lm_cache_init(ttt_ctx *ctx, const ttt_lm *m, ttt_lm_cache *c, int64_t batch, int64_t max_len);
 void ttt_lm_cache_free(ttt_ctx *ctx, ttt_lm_cache *c); /* NULL ok */
 void ttt_lm_cache_reset(ttt_lm_cache *c);               /* len = 0, memory kept */

@@ -17,6 +17,7 @@
 #include "ttt/layers.h"
 #include "ttt/llama.h"
 #include "ttt/lm.h"
+#include "ttt/mixers.h"
 #include "ttt/mttt.h"
 #include "ttt/ops.h"
 #include "ttt/optim.h"
@@ -25,5 +26,6 @@
 #include "ttt/tensor.h"
 #include "ttt/train.h"
 #include "ttt/tokenizer.h"
+#include "ttt/ttt_rnn.h"
 #include "ttt/vit.h"
 #endif

@@ -15,6 +15,7 @@
 #include "ttt/autodiff.h"
 #include "ttt/runtime.h"
 #include "ttt/gradcheck.h"
+#include "ttt/mixers.h"
 #include "ttt/ops.h"
 
 enum { MAXIN = 6 };
@@ -433,6 +434,57 @@ static ttt_tensor *fn_inner_checkpoint(ttt_ctx *ctx, ttt_tensor *const *x, const
     return ttt_add(ctx, ttt_sum(ctx, out[0], 0, NULL, 0), ttt_sum(ctx, sq(ctx, out[1]), 0, NULL, 0));
 }
 
+/* ---- the linear-time mixers' cores (include/ttt/mixers.h) ----------------------------------------- */
+
+/* Small T and chunks (1, 2 or 4) so one case covers several chunks, a padded last
+ * chunk and the block-doubling inverse; the states and all outputs are checked. */
+static void make_mixer(rng *r, spec *s, int gated) {
+    int64_t b = rint_in(r, 1, 2), h = rint_in(r, 1, 2), t = rint_in(r, 1, 7), dk = rint_in(r, 1, 3), dv = rint_in(r, 1, 3);
+    s->p[0] = (int64_t)1 << rint_in(r, 0, 2); /* chunk */
+    IN(s, K_AWAY, b, h, t, dk);             /* q (before elu + 1 for linear attention) */
+    IN(s, K_AWAY, b, h, t, dk);             /* k (before elu + 1, or before L2 normalization) */
+    IN(s, K_NORMAL, b, h, t, dv);
+    if (gated) {
+        IN(s, K_NORMAL, b, h, t); /* beta = sigmoid(.) */
+        IN(s, K_NORMAL, b, h, t); /* g = log sigmoid(.) */
+        IN(s, K_NORMAL, b, h, dk, dv);
+    } else {
+        IN(s, K_NORMAL, b, h, dk, dv);
+        IN(s, K_POS, b, h, dk);
+    }
+}
+static void make_linear_attention(rng *r, spec *s) { make_mixer(r, s, 0); }
+static void make_gated_delta(rng *r, spec *s) { make_mixer(r, s, 1); }
+static ttt_tensor *flat3(ttt_ctx *ctx, ttt_tensor *a, ttt_tensor *b, ttt_tensor *c) {
+    ttt_tensor *parts[3] = {ttt_reshape(ctx, a, TTT_DIMS(-1)), ttt_reshape(ctx, b, TTT_DIMS(-1)),
+                            c ? ttt_reshape(ctx, c, TTT_DIMS(-1)) : NULL};
+    return ttt_concat(ctx, c ? 3 : 2, parts, 0);
+}
+static ttt_tensor *fn_linear_attention(ttt_ctx *ctx, ttt_tensor *const *x, const spec *s) {
+    ttt_tensor *st, *z;
+    ttt_tensor *o = ttt_linear_attention_chunked(ctx, ttt_elu1(ctx, x[0]), ttt_elu1(ctx, x[1]), x[2], s->p[0], 1e-6,
+                                                 x[3], x[4], &st, &z);
+    return o ? flat3(ctx, o, st, z) : NULL;
+}
+static ttt_tensor *gated_delta_case(ttt_ctx *ctx, ttt_tensor *const *x, const spec *s, int recurrent) {
+    const int last = -1;
+    ttt_tensor *k = ttt_mul(ctx, x[1], ttt_rsqrt(ctx, ttt_add_scalar(ctx, ttt_sum(ctx, ttt_mul(ctx, x[1], x[1]), 1, &last, 1), 1e-6)));
+    ttt_tensor *beta = ttt_sigmoid(ctx, x[3]), *g = ttt_log(ctx, ttt_sigmoid(ctx, x[4])), *st;
+    ttt_tensor *o = recurrent ? ttt_gated_delta_recurrent(ctx, x[0], k, x[2], beta, g, x[5], &st)
+                              : ttt_gated_delta_chunked(ctx, x[0], k, x[2], beta, g, s->p[0], x[5], &st);
+    return o ? flat3(ctx, o, st, NULL) : NULL;
+}
+static ttt_tensor *fn_gated_delta(ttt_ctx *ctx, ttt_tensor *const *x, const spec *s) {
+    return gated_delta_case(ctx, x, s, 0);
+}
+static ttt_tensor *fn_ssd(ttt_ctx *ctx, ttt_tensor *const *x, const spec *s) {
+    ttt_tensor *st, *o = ttt_ssd_chunked(ctx, x[0], x[1], x[2], ttt_log(ctx, ttt_sigmoid(ctx, x[4])), s->p[0], x[5], &st);
+    return o ? flat3(ctx, o, st, NULL) : NULL;
+}
+static ttt_tensor *fn_gated_delta_rec(ttt_ctx *ctx, ttt_tensor *const *x, const spec *s) {
+    return gated_delta_case(ctx, x, s, 1);
+}
+
 static const gc_case CASES[] = {
     {"neg", make_neg, fn_neg},
     {"exp", make_exp, fn_exp},
@@ -491,6 +543,10 @@ static const gc_case CASES[] = {
     {"slice_scatter", make_3d, fn_slice_scatter},
     {"inner_grad_step", make_inner, fn_inner_direct},
     {"checkpoint(inner_grad_step)", make_inner, fn_inner_checkpoint},
+    {"linear_attention(chunked)", make_linear_attention, fn_linear_attention},
+    {"gated_delta(chunked)", make_gated_delta, fn_gated_delta},
+    {"gated_delta(recurrent)", make_gated_delta, fn_gated_delta_rec},
+    {"ssd(chunked)", make_gated_delta, fn_ssd},
 };
 
 int ttt_gradcheck_count(void) { return (int)(sizeof CASES / sizeof CASES[0]); }

@@ -11,7 +11,9 @@
 #include "ttt/checkpoint.h"
 #include "ttt/train.h" /* ttt_kv_get, ttt_format_double: the stored-config helpers */
 #include "ttt/lm.h"
+#include "ttt/mixers.h"
 #include "ttt/ops.h"
+#include "ttt/ttt_rnn.h"
 #include "lm_internal.h"
 
 /* Sizes beyond any practical use are refused, so products of them cannot overflow. */
@@ -41,16 +43,17 @@ int ttt_lm_preset(const char *name, int64_t vocab, ttt_lm_config *out, char *err
     const char *dash = strrchr(name, '-');
     const size_t base_len = dash ? (size_t)(dash - name) : strlen(name);
     const char *kind = dash ? dash + 1 : "";
-    if (*kind && strcmp(kind, "fa") && strcmp(kind, "swa") && strcmp(kind, "e2e"))
+    if (*kind && strcmp(kind, "fa") && strcmp(kind, "swa") && strcmp(kind, "e2e") && strcmp(kind, "kvb"))
         return ttt__errbuf(err, err_len, "lm_preset: unknown preset '%s' (a size: tiny, small, 125m, 350m, 760m; "
-                           "optionally -fa, -swa or -e2e)", name);
+                           "optionally -fa, -swa, -e2e or -kvb)", name);
     for (size_t i = 0; i < sizeof PRESETS / sizeof PRESETS[0]; i++) {
         if (strlen(PRESETS[i].name) != base_len || strncmp(name, PRESETS[i].name, base_len)) continue;
         *out = (ttt_lm_config){.vocab = vocab, .dim = PRESETS[i].dim, .depth = PRESETS[i].depth,
                                .heads = PRESETS[i].heads, .mlp_hidden = PRESETS[i].hidden, .qk_norm = 1,
-                               .rope_theta = 10000.0, .norm_eps = 1e-6, .init_std = 0.02};
+                               .rope_theta = 10000.0, .norm_eps = 1e-6, .init_std = 0.02, .ttt_mini_batch = 16};
         if (*kind) out->rope_theta = 500000.0;
-        if (!strcmp(kind, "swa") || !strcmp(kind, "e2e")) out->window = PRESETS[i].window;
+        if (!strcmp(kind, "swa") || !strcmp(kind, "e2e") || !strcmp(kind, "kvb")) out->window = PRESETS[i].window;
+        if (!strcmp(kind, "kvb")) out->mixer = TTT_LM_MIXER_TTT_KVB;
         if (!strcmp(kind, "e2e")) {
             out->prime_blocks = out->depth / 4 > 0 ? out->depth / 4 : 1;
             out->mlp_hidden = out->prime_hidden = PRESETS[i].e2e_hidden;
@@ -60,10 +63,37 @@ int ttt_lm_preset(const char *name, int64_t vocab, ttt_lm_config *out, char *err
         return TTT_OK;
     }
     return ttt__errbuf(err, err_len, "lm_preset: unknown preset '%s' (a size: tiny, small, 125m, 350m, 760m; "
-                       "optionally -fa, -swa or -e2e)", name);
+                       "optionally -fa, -swa, -e2e or -kvb)", name);
 }
 
 static int64_t prime_width(const ttt_lm_config *c) { return c->prime_hidden > 0 ? c->prime_hidden : c->mlp_hidden; }
+
+static ttt_rnn_config rnn_config(const ttt_lm_config *c);
+static int has_attention(const ttt_lm_config *c) {
+    return c->mixer == TTT_LM_MIXER_ATTENTION || c->mixer == TTT_LM_MIXER_TTT_KVB;
+}
+static int has_ttt(const ttt_lm_config *c) {
+    return c->mixer == TTT_LM_MIXER_TTT_LINEAR || c->mixer == TTT_LM_MIXER_TTT_MLP || c->mixer == TTT_LM_MIXER_TTT_KVB;
+}
+/* The linear-time mixers (include/ttt/mixers.h), configured from the LM's width, heads and init. */
+static ttt_linattn_config linattn_config(const ttt_lm_config *c) {
+    ttt_linattn_config lc = ttt_linattn_config_default(c->dim, c->heads);
+    lc.init_std = c->init_std, lc.out_std = c->init_std / sqrt(2.0 * (double)c->depth);
+    return lc;
+}
+static ttt_gdn_config gdn_config(const ttt_lm_config *c) {
+    ttt_gdn_config gc = ttt_gdn_config_default(c->dim, c->heads);
+    gc.init_std = c->init_std, gc.out_std = c->init_std / sqrt(2.0 * (double)c->depth);
+    return gc;
+}
+/* Mamba 2 with expand 2 and H = the LM's heads (head size 2 D / H), N = 64 */
+static ttt_mamba2_config mamba2_config(const ttt_lm_config *c) {
+    ttt_mamba2_config mc = ttt_mamba2_config_default(c->dim);
+    mc.head_dim = c->heads > 0 ? 2 * c->dim / c->heads : 1;
+    mc.init_std = c->init_std, mc.out_std = c->init_std / sqrt(2.0 * (double)c->depth);
+    return mc;
+}
+static int has_conv(const ttt_lm_config *c) { return c->mixer != TTT_LM_MIXER_TTT_KVB && has_ttt(c) && c->ttt_backbone == TTT_RNN_MAMBA; }
 
 int64_t ttt_lm_param_count(const ttt_lm_config *c) {
     if (!c) return 0;
@@ -73,7 +103,19 @@ int64_t ttt_lm_param_count(const ttt_lm_config *c) {
         c->prime_blocks > MAX_DEPTH || c->prime_hidden < 0 || c->prime_hidden > MAX_HIDDEN)
         return -1;
     const int64_t D = c->dim, hd = c->heads > 0 ? D / c->heads : 0;
-    int64_t block = 4 * D + 4 * D * D + 3 * D * c->mlp_hidden + (c->qk_norm ? 2 * hd : 0);
+    int64_t block = 4 * D + 3 * D * c->mlp_hidden;
+    if (has_attention(c)) block += 4 * D * D + (c->qk_norm ? 2 * hd : 0);
+    if (has_ttt(c)) {
+        const ttt_rnn_config rc = rnn_config(c);
+        block += ttt_rnn_param_count(&rc) + (c->mixer == TTT_LM_MIXER_TTT_KVB ? 2 * D : 0);
+    }
+    if (has_conv(c)) block += D + TTT_RNN_CONV * D + D;
+    const ttt_linattn_config lc = linattn_config(c);
+    const ttt_gdn_config gc = gdn_config(c);
+    const ttt_mamba2_config mc = mamba2_config(c);
+    if (c->mixer == TTT_LM_MIXER_LINEAR_ATTENTION) block += ttt_linattn_param_count(&lc);
+    if (c->mixer == TTT_LM_MIXER_GATED_DELTANET) block += ttt_gdn_param_count(&gc);
+    if (c->mixer == TTT_LM_MIXER_MAMBA2) block += ttt_mamba2_param_count(&mc);
     return c->vocab * D + c->depth * block + c->prime_blocks * (2 * D + 3 * D * prime_width(c)) + D;
 }
 
@@ -105,6 +147,19 @@ static int check_config(ttt_ctx *ctx, const char *fn, const ttt_lm_config *c) {
         return ttt__set_error(ctx, "%s: inner_chunk %lld must be in [0, 2^40]", fn, (long long)c->inner_chunk);
     if (!(c->inner_clip >= 0) || !isfinite(c->inner_clip))
         return ttt__set_error(ctx, "%s: inner_clip %g must be a finite number >= 0", fn, c->inner_clip);
+    if (!ttt_lm_mixer_name(c->mixer)) return ttt__set_error(ctx, "%s: unknown mixer %d", fn, c->mixer);
+    if (c->ttt_backbone != TTT_RNN_TRANSFORMER && c->ttt_backbone != TTT_RNN_MAMBA)
+        return ttt__set_error(ctx, "%s: ttt_backbone %d must be 0 (transformer) or 1 (mamba)", fn, c->ttt_backbone);
+    if (has_ttt(c) && (c->ttt_mini_batch < 1 || c->ttt_mini_batch > 4096))
+        return ttt__set_error(ctx, "%s: ttt_mini_batch %lld must be in [1, 4096]", fn, (long long)c->ttt_mini_batch);
+    if (!(c->ttt_base_lr >= 0) || !isfinite(c->ttt_base_lr))
+        return ttt__set_error(ctx, "%s: ttt_base_lr %g must be a finite number >= 0", fn, c->ttt_base_lr);
+    if (c->mixer == TTT_LM_MIXER_TTT_KVB && c->window < 1)
+        return ttt__set_error(ctx, "%s: the ttt-kvb mixer runs TTT-MLP alongside sliding-window attention: it needs "
+                              "a window (have %lld)", fn, (long long)c->window);
+    if (c->mixer != TTT_LM_MIXER_ATTENTION && c->inner_chunk > 0)
+        return ttt__set_error(ctx, "%s: TTT-E2E (inner_chunk %lld) runs on the attention mixer, not %s", fn,
+                              (long long)c->inner_chunk, ttt_lm_mixer_name(c->mixer));
     if (c->inner_chunk > 0 && (c->prime_blocks < 1 || c->window < 2))
         return ttt__set_error(ctx, "%s: test-time training (inner_chunk %lld) needs prime blocks (prime_blocks %lld) "
                               "and a sliding window of at least 2 (window %lld)", fn, (long long)c->inner_chunk,
@@ -125,21 +180,25 @@ static ttt_tensor *param(ttt_ctx *ctx, ttt_dtype dt, int ndim, const int64_t *sh
     return rc == TTT_OK ? p : NULL;
 }
 
-static int list_add(ttt_ctx *ctx, ttt_lm *m, int cap, ttt_tensor *t, int decay, const char *fmt, long long i) {
+static int list_add_named(ttt_ctx *ctx, ttt_lm *m, int cap, ttt_tensor *t, int decay, const char *name) {
     if (!t) return TTT_OK; /* an absent optional tensor (no qk_norm, no prime MLP) */
     if (m->n_params >= cap) return ttt__set_error(ctx, "lm_init: parameter list overflow (internal)");
-    char buf[160];
-    snprintf(buf, sizeof buf, fmt, i);
-    if (!(m->names[m->n_params] = malloc(strlen(buf) + 1))) return ttt__set_error(ctx, "lm_init: out of host memory");
-    strcpy(m->names[m->n_params], buf);
+    if (!(m->names[m->n_params] = malloc(strlen(name) + 1))) return ttt__set_error(ctx, "lm_init: out of host memory");
+    strcpy(m->names[m->n_params], name);
     m->params[m->n_params] = t;
     m->decay[m->n_params] = decay;
     m->n_params++;
     return TTT_OK;
 }
 
+static int list_add(ttt_ctx *ctx, ttt_lm *m, int cap, ttt_tensor *t, int decay, const char *fmt, long long i) {
+    char buf[160];
+    snprintf(buf, sizeof buf, fmt, i);
+    return list_add_named(ctx, m, cap, t, decay, buf);
+}
+
 static int build_list(ttt_ctx *ctx, ttt_lm *m) {
-    const int cap = 2 + (int)m->cfg.depth * 18;
+    const int cap = 2 + (int)m->cfg.depth * (18 + 40);
     m->params = calloc((size_t)cap, sizeof *m->params);
     m->names = calloc((size_t)cap, sizeof *m->names);
     m->decay = calloc((size_t)cap, sizeof *m->decay);
@@ -173,6 +232,8 @@ static int build_list(ttt_ctx *ctx, ttt_lm *m) {
         };
         for (size_t j = 0; j < sizeof items / sizeof items[0]; j++)
             if (list_add(ctx, m, cap, items[j].t, items[j].decay, items[j].fmt, (long long)i)) return TTT_ERR;
+        for (int j = 0; j < b->n_extra; j++) /* other mixers' tensors, named when registered */
+            if (list_add_named(ctx, m, cap, b->extra[j], b->extra_decay[j], b->extra_names[j])) return TTT_ERR;
     }
     return list_add(ctx, m, cap, m->norm, 0, "model.norm.weight", 0);
 }
@@ -187,18 +248,131 @@ static int init_swiglu(ttt_ctx *ctx, ttt_dtype dt, int64_t D, int64_t F, double 
                : TTT_ERR;
 }
 
-static int init_block(ttt_ctx *ctx, const ttt_lm_config *c, ttt_dtype dt, int64_t i, ttt_lm_block *b) {
+/* ---- the TTT mixers' parameters --------------------------------------------------------------- */
+
+static ttt_rnn_config rnn_config(const ttt_lm_config *c) {
+    const int kvb = c->mixer == TTT_LM_MIXER_TTT_KVB;
+    return (ttt_rnn_config){.kind = c->mixer == TTT_LM_MIXER_TTT_LINEAR ? TTT_RNN_LINEAR : TTT_RNN_MLP,
+                            .backbone = kvb ? TTT_RNN_TRANSFORMER : (ttt_rnn_backbone)c->ttt_backbone,
+                            .dim = c->dim, .heads = c->heads, .mini_batch = c->ttt_mini_batch,
+                            .base_lr = c->ttt_base_lr, .rope_theta = c->rope_theta};
+}
+
+/* Registers a mixer's tensor under its full name (model.layers.i.<suffix>). */
+static int extra_add(ttt_ctx *ctx, ttt_lm_block *b, int64_t i, ttt_tensor *t, const char *suffix, int decay) {
+    if (!t) return TTT_ERR;
+    if (b->n_extra >= (int)(sizeof b->extra / sizeof b->extra[0]))
+        return ttt__set_error(ctx, "lm_init: too many mixer tensors in block %lld (internal)", (long long)i);
+    snprintf(b->extra_names[b->n_extra], sizeof b->extra_names[0], "model.layers.%lld.%s", (long long)i, suffix);
+    b->extra[b->n_extra] = t;
+    b->extra_decay[b->n_extra++] = decay;
+    return TTT_OK;
+}
+
+static int init_ttt_mixer(ttt_ctx *ctx, const ttt_lm_config *c, ttt_dtype dt, int64_t i, ttt_lm_block *b) {
+    if (!has_ttt(c)) return TTT_OK;
+    const int64_t D = c->dim;
+    const double std = c->init_std, out_std = c->init_std / sqrt(2.0 * (double)c->depth);
+    if (has_conv(c) && (extra_add(ctx, b, i, param(ctx, dt, TTT_DIMS(D), "lm.conv_norm", 1, 0), "conv_layernorm.weight", 0) ||
+                        extra_add(ctx, b, i, param(ctx, dt, TTT_DIMS(D, TTT_RNN_CONV), "lm.conv", 0, 1.0 / sqrt((double)TTT_RNN_CONV)), "conv.weight", 0) ||
+                        extra_add(ctx, b, i, param(ctx, dt, TTT_DIMS(D), "lm.conv_bias", 0, 0), "conv.bias", 0)))
+        return TTT_ERR;
+    if (c->mixer == TTT_LM_MIXER_TTT_KVB &&
+        (extra_add(ctx, b, i, param(ctx, dt, TTT_DIMS(D), "lm.pre_ttt_norm", 1, 0), "pre_ttt_layernorm.weight", 0) ||
+         extra_add(ctx, b, i, param(ctx, dt, TTT_DIMS(D), "lm.post_ttt_norm", 1, 0), "post_ttt_layernorm.weight", 0)))
+        return TTT_ERR;
+    if (!(b->ttt = calloc(1, sizeof *b->ttt))) return ttt__set_error(ctx, "lm_init: out of host memory");
+    const ttt_rnn_config rc = rnn_config(c);
+    if (ttt_rnn_init(ctx, b->ttt, &rc, dt, std, out_std)) return TTT_ERR;
+    for (int j = 0; j < b->ttt->n_params; j++) {
+        char suffix[64];
+        snprintf(suffix, sizeof suffix, "ttt.%s", b->ttt->names[j]);
+        if (extra_add(ctx, b, i, b->ttt->params[j], suffix, b->ttt->decay[j])) return TTT_ERR;
+    }
+    return TTT_OK;
+}
+
+/* A mixer tensor of block b by its suffix (NULL: absent). */
+static ttt_tensor *extra(const ttt_lm_block *b, const char *suffix) {
+    for (int j = 0; j < b->n_extra; j++) {
+        const char *n = strchr(b->extra_names[j] + strlen("model.layers."), '.');
+        if (n && !strcmp(n + 1, suffix)) return b->extra[j];
+    }
+    return NULL;
+}
+
+static int init_attention(ttt_ctx *ctx, const ttt_lm_config *c, ttt_dtype dt, int64_t i, ttt_lm_block *b) {
+    (void)i;
     const int64_t D = c->dim, hd = D / c->heads;
     const double std = c->init_std, out_std = c->init_std / sqrt(2.0 * (double)c->depth);
-    if (!(b->input_norm = param(ctx, dt, TTT_DIMS(D), "lm.input_norm", 1, 0)) ||
-        !(b->q = param(ctx, dt, TTT_DIMS(D, D), "lm.q", 0, std)) ||
-        !(b->k = param(ctx, dt, TTT_DIMS(D, D), "lm.k", 0, std)) ||
-        !(b->v = param(ctx, dt, TTT_DIMS(D, D), "lm.v", 0, std)) ||
-        !(b->o = param(ctx, dt, TTT_DIMS(D, D), "lm.o", 0, out_std)))
+    if (!(b->q = param(ctx, dt, TTT_DIMS(D, D), "lm.q", 0, std)) || !(b->k = param(ctx, dt, TTT_DIMS(D, D), "lm.k", 0, std)) ||
+        !(b->v = param(ctx, dt, TTT_DIMS(D, D), "lm.v", 0, std)) || !(b->o = param(ctx, dt, TTT_DIMS(D, D), "lm.o", 0, out_std)))
         return TTT_ERR;
     if (c->qk_norm && (!(b->q_norm = param(ctx, dt, TTT_DIMS(hd), "lm.q_norm", 1, 0)) ||
                        !(b->k_norm = param(ctx, dt, TTT_DIMS(hd), "lm.k_norm", 1, 0))))
         return TTT_ERR;
+    return TTT_OK;
+}
+
+static int init_kvb(ttt_ctx *ctx, const ttt_lm_config *c, ttt_dtype dt, int64_t i, ttt_lm_block *b) {
+    return init_attention(ctx, c, dt, i, b) || init_ttt_mixer(ctx, c, dt, i, b) ? TTT_ERR : TTT_OK;
+}
+
+/* A linear-time mixer's layer (made by the mixer's init) registered under model.layers.i.<prefix>.* */
+static int register_layer(ttt_ctx *ctx, ttt_lm_block *b, int64_t i, const char *prefix, int n, ttt_tensor *const *p,
+                          const char *const *names, const int *decay) {
+    for (int j = 0; j < n; j++) {
+        char suffix[64];
+        snprintf(suffix, sizeof suffix, "%s.%s", prefix, names[j]);
+        if (extra_add(ctx, b, i, p[j], suffix, decay[j])) return TTT_ERR;
+    }
+    return TTT_OK;
+}
+
+static int init_linear_mixer(ttt_ctx *ctx, const ttt_lm_config *c, ttt_dtype dt, int64_t i, ttt_lm_block *b) {
+    ttt_tensor *p[TTT_GDN_PARAMS];
+    const char *names[TTT_GDN_PARAMS];
+    int decay[TTT_GDN_PARAMS], n;
+    if (c->mixer == TTT_LM_MIXER_LINEAR_ATTENTION) {
+        const ttt_linattn_config lc = linattn_config(c);
+        if (!(b->linattn = calloc(1, sizeof *b->linattn))) return ttt__set_error(ctx, "lm_init: out of host memory");
+        if (ttt_linattn_init(ctx, b->linattn, &lc, dt)) return TTT_ERR;
+        n = ttt_linattn_params(b->linattn, p, names, decay);
+        return register_layer(ctx, b, i, "linear_attn", n, p, names, decay);
+    }
+    if (c->mixer == TTT_LM_MIXER_GATED_DELTANET) {
+        const ttt_gdn_config gc = gdn_config(c);
+        if (!(b->gdn = calloc(1, sizeof *b->gdn))) return ttt__set_error(ctx, "lm_init: out of host memory");
+        if (ttt_gdn_init(ctx, b->gdn, &gc, dt)) return TTT_ERR;
+        n = ttt_gdn_params(b->gdn, p, names, decay);
+        return register_layer(ctx, b, i, "gdn", n, p, names, decay);
+    }
+    const ttt_mamba2_config mc = mamba2_config(c);
+    if (!(b->mamba2 = calloc(1, sizeof *b->mamba2))) return ttt__set_error(ctx, "lm_init: out of host memory");
+    if (ttt_mamba2_init(ctx, b->mamba2, &mc, dt)) return TTT_ERR;
+    n = ttt_mamba2_params(b->mamba2, p, names, decay);
+    return register_layer(ctx, b, i, "mamba2", n, p, names, decay);
+}
+
+/* The sequence mixers, by config id (ttt_lm_config.mixer); the table is after the forward and
+ * decode functions. A mixer makes its parameters (init: attention's in the block's fields,
+ * others registered with extra_add), maps the residual stream x [B, T, D] to x after its
+ * sublayer(s) (forward, from position pos0), and does the same for new tokens after a cache's
+ * positions (decode, with its state in the cache: allocated by cache_init, NULL: none). */
+typedef struct {
+    const char *name;
+    int (*init)(ttt_ctx *ctx, const ttt_lm_config *c, ttt_dtype dt, int64_t i, ttt_lm_block *b);
+    ttt_tensor *(*forward)(ttt_ctx *ctx, const ttt_lm *m, const ttt_lm_block *b, ttt_tensor *x, int64_t pos0);
+    ttt_tensor *(*decode)(ttt_ctx *ctx, const ttt_lm *m, const ttt_lm_block *b, ttt_lm_cache *c, int64_t i,
+                          ttt_tensor *x, int64_t p0);
+} lm_mixer;
+static const lm_mixer *mixer_of(int id);
+
+static int init_block(ttt_ctx *ctx, const ttt_lm_config *c, ttt_dtype dt, int64_t i, ttt_lm_block *b) {
+    const int64_t D = c->dim;
+    const double std = c->init_std, out_std = c->init_std / sqrt(2.0 * (double)c->depth);
+    if (!(b->input_norm = param(ctx, dt, TTT_DIMS(D), "lm.input_norm", 1, 0))) return TTT_ERR;
+    if (mixer_of(c->mixer)->init(ctx, c, dt, i, b)) return TTT_ERR;
     if (!(b->post_attn_norm = param(ctx, dt, TTT_DIMS(D), "lm.post_attn_norm", 1, 0))) return TTT_ERR;
     if (i >= c->depth - c->prime_blocks &&
         (!(b->pre_prime_norm = param(ctx, dt, TTT_DIMS(D), "lm.pre_prime_norm", 1, 0)) ||
@@ -245,6 +419,10 @@ void ttt_lm_free(ttt_ctx *ctx, ttt_lm *m) {
                             b->pre_prime_norm, b->prime_gate, b->prime_up, b->prime_down, b->post_prime_norm,
                             b->pre_mlp_norm, b->gate, b->up, b->down, b->post_mlp_norm};
         for (size_t j = 0; j < sizeof bt / sizeof bt[0]; j++) ttt_persistent_free(ctx, bt[j]);
+        for (int j = 0; j < b->n_extra; j++) ttt_persistent_free(ctx, b->extra[j]); /* the TTT layer's included */
+        if (b->ttt) ttt_persistent_free(ctx, b->ttt->tok_base);
+        free(b->ttt);
+        free(b->linattn), free(b->gdn), free(b->mamba2); /* their tensors are among the extras */
     }
     for (int i = 0; m->names && i < m->n_params; i++) free(m->names[i]);
     free(m->blocks);
@@ -318,13 +496,21 @@ static ttt_tensor *merge_heads(ttt_ctx *ctx, const ttt_lm_config *c, ttt_tensor 
     return ttt_reshape(ctx, ttt_contiguous(ctx, ttt_permute(ctx, o, (const int[]){0, 2, 1, 3})), TTT_DIMS(B, T, c->dim));
 }
 
-/* Everything of block b after attention produced o [B, H, T, hd]. */
-ttt_tensor *ttt__lm_block_rest(ttt_ctx *ctx, const ttt_lm *m, const ttt_lm_block *b, ttt_tensor *x, ttt_tensor *o) {
+/* x + rms(o Wo^T; post_attention_layernorm) for attention's output o [B, H, T, hd]. */
+static ttt_tensor *attn_residual(ttt_ctx *ctx, const ttt_lm *m, const ttt_lm_block *b, ttt_tensor *x, ttt_tensor *o) {
     ttt_tensor *a = linear(ctx, merge_heads(ctx, &m->cfg, o), W(ctx, m, b->o));
-    x = ttt_add(ctx, x, ttt_rms_norm(ctx, a, W(ctx, m, b->post_attn_norm), m->cfg.norm_eps));
+    return ttt_add(ctx, x, ttt_rms_norm(ctx, a, W(ctx, m, b->post_attn_norm), m->cfg.norm_eps));
+}
+
+/* The MLP sublayers of block b (the prime MLP, if any, then the static one). */
+static ttt_tensor *mlp_rest(ttt_ctx *ctx, const ttt_lm *m, const ttt_lm_block *b, ttt_tensor *x) {
     if (b->prime_gate)
         x = mlp_sublayer(ctx, m, x, b->pre_prime_norm, b->prime_gate, b->prime_up, b->prime_down, b->post_prime_norm);
     return mlp_sublayer(ctx, m, x, b->pre_mlp_norm, b->gate, b->up, b->down, b->post_mlp_norm);
+}
+
+ttt_tensor *ttt__lm_block_rest(ttt_ctx *ctx, const ttt_lm *m, const ttt_lm_block *b, ttt_tensor *x, ttt_tensor *o) {
+    return mlp_rest(ctx, m, b, attn_residual(ctx, m, b, x, o));
 }
 
 /* One block of a pass over the blocks: x [B, T, D] -> block i's output. */
@@ -361,14 +547,76 @@ static ttt_tensor *run_blocks(ttt_ctx *ctx, const ttt_lm *m, ttt_tensor *x, bloc
     return ttt_rms_norm(ctx, run_range(ctx, m, x, 0, m->cfg.depth, step, user), W(ctx, m, m->norm), m->cfg.norm_eps);
 }
 
-static ttt_tensor *forward_block(ttt_ctx *ctx, const ttt_lm *m, int64_t i, ttt_tensor *x, const void *user) {
+static ttt_tensor *attention_forward(ttt_ctx *ctx, const ttt_lm *m, const ttt_lm_block *b, ttt_tensor *x, int64_t pos0) {
     const ttt_lm_config *c = &m->cfg;
-    const ttt_lm_block *b = &m->blocks[i];
-    const int64_t pos0 = *(const int64_t *)user;
     ttt_tensor *h = ttt_rms_norm(ctx, x, W(ctx, m, b->input_norm), c->norm_eps);
     ttt_tensor *q = ttt__lm_heads(ctx, m, h, b->q, b->q_norm, 1, pos0), *k = ttt__lm_heads(ctx, m, h, b->k, b->k_norm, 1, pos0);
     ttt_tensor *v = ttt__lm_heads(ctx, m, h, b->v, NULL, 0, pos0);
-    return ttt__lm_block_rest(ctx, m, b, x, ttt_attention(ctx, q, k, v, 1, c->window, 0.0));
+    return attn_residual(ctx, m, b, x, ttt_attention(ctx, q, k, v, 1, c->window, 0.0));
+}
+
+/* x + rms(ttt(rms(x; pre)); post): the TTT layer runs in the parameters' dtype (f32 under bf16
+ * compute). state NULL: the forward pass from W_0 (position 0); else decode with that state. */
+static ttt_tensor *ttt_sublayer(ttt_ctx *ctx, const ttt_lm *m, const ttt_lm_block *b, ttt_tensor *x, ttt_tensor *pre,
+                                ttt_tensor *post, ttt_rnn_state *state) {
+    const double eps = m->cfg.norm_eps;
+    ttt_tensor *h = ttt_rms_norm(ctx, x, W(ctx, m, pre), eps);
+    if (h && h->dtype != b->ttt->q->dtype) h = ttt_cast(ctx, h, b->ttt->q->dtype);
+    ttt_tensor *y = state ? ttt_rnn_decode(ctx, b->ttt, state, h) : ttt_rnn_forward(ctx, b->ttt, h, 0);
+    if (y && x && y->dtype != x->dtype) y = ttt_cast(ctx, y, x->dtype);
+    return ttt_add(ctx, x, ttt_rms_norm(ctx, y, W(ctx, m, post), eps));
+}
+
+/* The mamba backbone's sublayer before the TTT layer: x + conv(rms(x; conv_layernorm)). */
+static ttt_tensor *conv_sublayer(ttt_ctx *ctx, const ttt_lm *m, const ttt_lm_block *b, ttt_tensor *x, ttt_tensor *tail,
+                                 ttt_tensor **new_tail) {
+    ttt_tensor *h = ttt_rms_norm(ctx, x, W(ctx, m, extra(b, "conv_layernorm.weight")), m->cfg.norm_eps);
+    return ttt_add(ctx, x, ttt_causal_conv(ctx, h, W(ctx, m, extra(b, "conv.weight")), W(ctx, m, extra(b, "conv.bias")),
+                                           tail, new_tail));
+}
+
+static ttt_tensor *ttt_forward(ttt_ctx *ctx, const ttt_lm *m, const ttt_lm_block *b, ttt_tensor *x, int64_t pos0) {
+    (void)pos0; /* the TTT layer's RoPE positions are within its mini-batches; training reads from position 0 */
+    if (has_conv(&m->cfg)) x = conv_sublayer(ctx, m, b, x, NULL, NULL);
+    return ttt_sublayer(ctx, m, b, x, b->input_norm, b->post_attn_norm, NULL);
+}
+
+static ttt_tensor *kvb_forward(ttt_ctx *ctx, const ttt_lm *m, const ttt_lm_block *b, ttt_tensor *x, int64_t pos0) {
+    x = attention_forward(ctx, m, b, x, pos0);
+    return ttt_sublayer(ctx, m, b, x, extra(b, "pre_ttt_layernorm.weight"), extra(b, "post_ttt_layernorm.weight"), NULL);
+}
+
+/* A linear-time mixer's sublayer: x + rms(mixer(rms(x; input_layernorm)); post_attention_layernorm).
+ * With a cache (decode) the block's state in it is read and advanced: one token through the
+ * recurrent form, a longer piece through the chunkwise form (both exact). */
+static ttt_tensor *linear_mixer_sublayer(ttt_ctx *ctx, const ttt_lm *m, const ttt_lm_block *b, ttt_tensor *x,
+                                         ttt_lm_cache *c, int64_t i) {
+    const double eps = m->cfg.norm_eps;
+    ttt_tensor *h = ttt_rms_norm(ctx, x, W(ctx, m, b->input_norm), eps), *y;
+    if (!h) return NULL;
+    const int one = h->shape[1] == 1;
+    if (b->linattn) {
+        ttt_linattn_state *st = c ? &c->linattn[i] : NULL;
+        y = st && one ? ttt_linattn_decode(ctx, b->linattn, h, st) : ttt_linattn_forward(ctx, b->linattn, h, st);
+    } else if (b->gdn) {
+        ttt_gdn_state *st = c ? &c->gdn[i] : NULL;
+        y = st && one ? ttt_gdn_decode(ctx, b->gdn, h, st) : ttt_gdn_forward(ctx, b->gdn, h, st);
+    } else {
+        ttt_mamba2_state *st = c ? &c->mamba2[i] : NULL;
+        y = st && one ? ttt_mamba2_decode(ctx, b->mamba2, h, st) : ttt_mamba2_forward(ctx, b->mamba2, h, st);
+    }
+    return ttt_add(ctx, x, ttt_rms_norm(ctx, y, W(ctx, m, b->post_attn_norm), eps));
+}
+
+static ttt_tensor *linear_mixer_forward(ttt_ctx *ctx, const ttt_lm *m, const ttt_lm_block *b, ttt_tensor *x,
+                                        int64_t pos0) {
+    (void)pos0; /* no positions: the recurrence orders the tokens */
+    return linear_mixer_sublayer(ctx, m, b, x, NULL, 0);
+}
+
+static ttt_tensor *forward_block(ttt_ctx *ctx, const ttt_lm *m, int64_t i, ttt_tensor *x, const void *user) {
+    const ttt_lm_block *b = &m->blocks[i];
+    return mlp_rest(ctx, m, b, mixer_of(m->cfg.mixer)->forward(ctx, m, b, x, *(const int64_t *)user));
 }
 
 int ttt__lm_check_model(ttt_ctx *ctx, const char *fn, const ttt_lm *m) {
@@ -516,6 +764,7 @@ int ttt_lm_cache_init(ttt_ctx *ctx, const ttt_lm *m, ttt_lm_cache *c, int64_t ba
     *c = (ttt_lm_cache){0};
     if (check_model(ctx, "lm_cache_init", m)) return TTT_ERR;
     const ttt_lm_config *mc = &m->cfg;
+    if (!has_attention(mc)) max_len = 1; /* no keys to keep */
     if (mc->window == 0 && (max_len < 1 || max_len > MAX_WINDOW))
         return ttt__set_error(ctx, "lm_cache_init: max_len %lld must be in [1, 2^40] for full attention",
                               (long long)max_len);
@@ -531,15 +780,27 @@ int ttt__lm_cache_init(ttt_ctx *ctx, const ttt_lm *m, ttt_lm_cache *c, int64_t b
     c->capacity = capacity;
     c->k = calloc((size_t)mc->depth, sizeof *c->k);
     c->v = calloc((size_t)mc->depth, sizeof *c->v);
-    if (!c->k || !c->v) {
+    c->rnn = calloc((size_t)mc->depth, sizeof *c->rnn);
+    c->conv_tail = calloc((size_t)mc->depth, sizeof *c->conv_tail);
+    c->linattn = calloc((size_t)mc->depth, sizeof *c->linattn);
+    c->gdn = calloc((size_t)mc->depth, sizeof *c->gdn);
+    c->mamba2 = calloc((size_t)mc->depth, sizeof *c->mamba2);
+    if (!c->k || !c->v || !c->rnn || !c->conv_tail || !c->linattn || !c->gdn || !c->mamba2) {
         ttt_lm_cache_free(ctx, c);
         return ttt__set_error(ctx, "%s: out of host memory", fn);
     }
     c->k_depth = mc->depth;
     for (int64_t i = 0; i < mc->depth; i++) {
         const int64_t shape[4] = {batch, mc->heads, c->capacity, mc->dim / mc->heads};
-        if (!(c->k[i] = ttt_persistent(ctx, m->compute, 4, shape, "lm.cache.k")) ||
-            !(c->v[i] = ttt_persistent(ctx, m->compute, 4, shape, "lm.cache.v"))) {
+        const ttt_lm_block *b = &m->blocks[i];
+        if ((b->q && (!(c->k[i] = ttt_persistent(ctx, m->compute, 4, shape, "lm.cache.k")) ||
+                      !(c->v[i] = ttt_persistent(ctx, m->compute, 4, shape, "lm.cache.v")))) ||
+            (b->ttt && ttt_rnn_state_init(ctx, b->ttt, &c->rnn[i], batch)) ||
+            (b->linattn && ttt_linattn_state_init(ctx, b->linattn, batch, &c->linattn[i])) ||
+            (b->gdn && ttt_gdn_state_init(ctx, b->gdn, batch, &c->gdn[i])) ||
+            (b->mamba2 && ttt_mamba2_state_init(ctx, b->mamba2, batch, &c->mamba2[i])) ||
+            (has_conv(mc) && !(c->conv_tail[i] = ttt_persistent(ctx, m->compute, TTT_DIMS(batch, TTT_RNN_CONV - 1, mc->dim),
+                                                                "lm.cache.conv")))) {
             ttt_lm_cache_free(ctx, c);
             return TTT_ERR;
         }
@@ -552,10 +813,57 @@ void ttt_lm_cache_free(ttt_ctx *ctx, ttt_lm_cache *c) {
     for (int64_t i = 0; i < c->k_depth; i++) {
         if (c->k) ttt_persistent_free(ctx, c->k[i]);
         if (c->v) ttt_persistent_free(ctx, c->v[i]);
+        if (c->rnn) ttt_rnn_state_free(ctx, &c->rnn[i]);
+        if (c->conv_tail) ttt_persistent_free(ctx, c->conv_tail[i]);
+        if (c->linattn) ttt_linattn_state_free(ctx, &c->linattn[i]);
+        if (c->gdn) ttt_gdn_state_free(ctx, &c->gdn[i]);
+        if (c->mamba2) ttt_mamba2_state_free(ctx, &c->mamba2[i]);
     }
     free(c->k);
     free(c->v);
+    free(c->rnn);
+    free(c->conv_tail);
+    free(c->linattn), free(c->gdn), free(c->mamba2);
     *c = (ttt_lm_cache){0};
+}
+
+/* Block i's linear-time mixer state in cache c: its tensors (up to 4, NULL-padded) and its token count. */
+static int64_t *linear_state(const ttt_lm_cache *c, int64_t i, ttt_tensor **t) {
+    t[0] = t[1] = t[2] = t[3] = NULL;
+    if (c->linattn && c->linattn[i].s) {
+        t[0] = c->linattn[i].s, t[1] = c->linattn[i].z;
+        return &c->linattn[i].pos;
+    }
+    if (c->gdn && c->gdn[i].s) {
+        t[0] = c->gdn[i].s, t[1] = c->gdn[i].conv_q, t[2] = c->gdn[i].conv_k, t[3] = c->gdn[i].conv_v;
+        return &c->gdn[i].pos;
+    }
+    if (c->mamba2 && c->mamba2[i].s) {
+        t[0] = c->mamba2[i].s, t[1] = c->mamba2[i].conv;
+        return &c->mamba2[i].pos;
+    }
+    return NULL;
+}
+
+int ttt__lm_cache_copy(ttt_ctx *ctx, ttt_lm_cache *dst, const ttt_lm_cache *src) {
+    if (src->k_depth != dst->k_depth || src->capacity != dst->capacity || src->batch != dst->batch || !src->k || !dst->k)
+        return ttt__set_error(ctx, "lm_reader_copy: readers of other shapes (batch, capacity or depth)");
+    for (int64_t i = 0; i < src->k_depth; i++) {
+        if (!src->k[i] != !dst->k[i] || !src->conv_tail[i] != !dst->conv_tail[i])
+            return ttt__set_error(ctx, "lm_reader_copy: readers of different models");
+        if ((src->k[i] && (ttt_assign(ctx, dst->k[i], src->k[i]) || ttt_assign(ctx, dst->v[i], src->v[i]))) ||
+            (src->conv_tail[i] && ttt_assign(ctx, dst->conv_tail[i], src->conv_tail[i])) ||
+            (src->rnn[i].w[0] && ttt_rnn_state_copy(ctx, &dst->rnn[i], &src->rnn[i])))
+            return TTT_ERR;
+        ttt_tensor *ts[4], *td[4];
+        int64_t *ps = linear_state(src, i, ts), *pd = linear_state(dst, i, td);
+        if (!ps != !pd) return ttt__set_error(ctx, "lm_reader_copy: readers of different models");
+        for (int j = 0; ps && j < 4; j++)
+            if (ts[j] && (!td[j] || ttt_assign(ctx, td[j], ts[j]))) return TTT_ERR;
+        if (ps) *pd = *ps;
+    }
+    dst->len = src->len;
+    return TTT_OK;
 }
 
 void ttt_lm_cache_reset(ttt_lm_cache *c) {
@@ -595,12 +903,10 @@ static int ring_store(ttt_ctx *ctx, const ttt_lm_cache *c, ttt_tensor *ring, int
     return TTT_OK;
 }
 
-static ttt_tensor *decode_block(ttt_ctx *ctx, const ttt_lm *m, int64_t i, ttt_tensor *x, const void *user) {
-    const decode_args *a = user;
+static ttt_tensor *attention_decode(ttt_ctx *ctx, const ttt_lm *m, const ttt_lm_block *b, ttt_lm_cache *c, int64_t i,
+                                    ttt_tensor *x, int64_t p0) {
     const ttt_lm_config *mc = &m->cfg;
-    const ttt_lm_block *b = a->blocks ? &a->blocks[i] : &m->blocks[i];
-    ttt_lm_cache *c = a->cache;
-    const int64_t p0 = a->p0, T = x->shape[1];
+    const int64_t T = x->shape[1];
     ttt_tensor *h = ttt_rms_norm(ctx, x, W(ctx, m, b->input_norm), mc->norm_eps);
     ttt_tensor *q = ttt__lm_heads(ctx, m, h, b->q, b->q_norm, 1, p0), *k = ttt__lm_heads(ctx, m, h, b->k, b->k_norm, 1, p0);
     ttt_tensor *v = ttt__lm_heads(ctx, m, h, b->v, NULL, 0, p0);
@@ -615,7 +921,59 @@ static ttt_tensor *decode_block(ttt_ctx *ctx, const ttt_lm *m, int64_t i, ttt_te
                           mc->window, 0.0);
         if (!o || ring_store(ctx, c, c->k[i], p0, k) || ring_store(ctx, c, c->v[i], p0, v)) return NULL;
     }
-    return ttt__lm_block_rest(ctx, m, b, x, o);
+    return attn_residual(ctx, m, b, x, o);
+}
+
+static ttt_tensor *ttt_decode(ttt_ctx *ctx, const ttt_lm *m, const ttt_lm_block *b, ttt_lm_cache *c, int64_t i,
+                              ttt_tensor *x, int64_t p0) {
+    (void)p0;
+    if (has_conv(&m->cfg)) {
+        ttt_tensor *tail = NULL;
+        x = conv_sublayer(ctx, m, b, x, c->conv_tail[i], &tail);
+        if (!x || ttt_assign(ctx, c->conv_tail[i], tail)) return NULL;
+    }
+    return ttt_sublayer(ctx, m, b, x, b->input_norm, b->post_attn_norm, &c->rnn[i]);
+}
+
+static ttt_tensor *kvb_decode(ttt_ctx *ctx, const ttt_lm *m, const ttt_lm_block *b, ttt_lm_cache *c, int64_t i,
+                              ttt_tensor *x, int64_t p0) {
+    x = attention_decode(ctx, m, b, c, i, x, p0);
+    return x ? ttt_sublayer(ctx, m, b, x, extra(b, "pre_ttt_layernorm.weight"), extra(b, "post_ttt_layernorm.weight"),
+                            &c->rnn[i])
+             : NULL;
+}
+
+static ttt_tensor *linear_mixer_decode(ttt_ctx *ctx, const ttt_lm *m, const ttt_lm_block *b, ttt_lm_cache *c,
+                                       int64_t i, ttt_tensor *x, int64_t p0) {
+    (void)p0;
+    return linear_mixer_sublayer(ctx, m, b, x, c, i);
+}
+
+static const lm_mixer MIXERS[] = {
+    [TTT_LM_MIXER_ATTENTION] = {"attention", init_attention, attention_forward, attention_decode},
+    [TTT_LM_MIXER_TTT_LINEAR] = {"ttt-linear", init_ttt_mixer, ttt_forward, ttt_decode},
+    [TTT_LM_MIXER_TTT_MLP] = {"ttt-mlp", init_ttt_mixer, ttt_forward, ttt_decode},
+    [TTT_LM_MIXER_TTT_KVB] = {"ttt-kvb", init_kvb, kvb_forward, kvb_decode},
+    [TTT_LM_MIXER_LINEAR_ATTENTION] = {"linear-attention", init_linear_mixer, linear_mixer_forward, linear_mixer_decode},
+    [TTT_LM_MIXER_GATED_DELTANET] = {"gated-deltanet", init_linear_mixer, linear_mixer_forward, linear_mixer_decode},
+    [TTT_LM_MIXER_MAMBA2] = {"mamba2", init_linear_mixer, linear_mixer_forward, linear_mixer_decode},
+};
+enum { N_MIXERS = (int)(sizeof MIXERS / sizeof MIXERS[0]) };
+
+static const lm_mixer *mixer_of(int id) { return id >= 0 && id < N_MIXERS ? &MIXERS[id] : &MIXERS[0]; }
+
+const char *ttt_lm_mixer_name(int id) { return id >= 0 && id < N_MIXERS ? MIXERS[id].name : NULL; }
+
+int ttt_lm_mixer_parse(const char *name) {
+    for (int i = 0; name && i < N_MIXERS; i++)
+        if (!strcmp(name, MIXERS[i].name)) return i;
+    return -1;
+}
+
+static ttt_tensor *decode_block(ttt_ctx *ctx, const ttt_lm *m, int64_t i, ttt_tensor *x, const void *user) {
+    const decode_args *a = user;
+    const ttt_lm_block *b = a->blocks ? &a->blocks[i] : &m->blocks[i];
+    return mlp_rest(ctx, m, b, mixer_of(m->cfg.mixer)->decode(ctx, m, b, a->cache, i, x, a->p0));
 }
 
 ttt_tensor *ttt__lm_decode_range(ttt_ctx *ctx, const ttt_lm *m, ttt_lm_cache *c, const ttt_lm_block *blocks,
@@ -645,6 +1003,16 @@ ttt_tensor *ttt__lm_head(ttt_ctx *ctx, const ttt_lm *m, ttt_tensor *x) {
 /* Logits of ids [B, T <= DECODE_CHUNK] after the cached positions; advances the cache. */
 static ttt_tensor *decode_piece(ttt_ctx *ctx, const ttt_lm *m, ttt_lm_cache *c, ttt_tensor *ids) {
     const decode_args a = {c, c->len, NULL};
+    for (int64_t i = 0; c->len == 0 && i < c->k_depth; i++) { /* a fresh read: the TTT layers start from W_0 */
+        if ((m->blocks[i].ttt && ttt_rnn_state_reset(ctx, m->blocks[i].ttt, &c->rnn[i])) ||
+            (c->conv_tail[i] && ttt_fill(ctx, c->conv_tail[i], 0.0)))
+            return NULL;
+        ttt_tensor *ts[4]; /* and the linear-time mixers from a zero state */
+        int64_t *pos = linear_state(c, i, ts);
+        for (int j = 0; pos && j < 4; j++)
+            if (ts[j] && ttt_fill(ctx, ts[j], 0.0)) return NULL;
+        if (pos) *pos = 0;
+    }
     ttt_tensor *out =
         ttt_lm_logits(ctx, m, run_blocks(ctx, m, ttt_embedding(ctx, W(ctx, m, m->embed), ids), decode_block, &a));
     if (out) c->len += ids->shape[1];
@@ -655,19 +1023,25 @@ ttt_tensor *ttt_lm_decode(ttt_ctx *ctx, const ttt_lm *m, ttt_lm_cache *c, ttt_te
     static const char fn[] = "lm_decode";
     if (!ctx || !ids) return NULL;
     if (check_model(ctx, fn, m) || check_ids(ctx, fn, "ids", ids)) return NULL;
-    if (!c || !c->k || !c->v || c->k_depth != m->cfg.depth || c->capacity < 1 || !c->k[0])
+    if (!c || !c->k || !c->v || !c->rnn || c->k_depth != m->cfg.depth || c->capacity < 1)
         return ttt__set_error(ctx, "%s: the cache is not initialised for this model (ttt_lm_cache_init)", fn), NULL;
     const int64_t B = ids->shape[0], T = ids->shape[1];
     const ttt_lm_config *mc = &m->cfg;
     const int64_t want_cap = mc->window > 1 ? mc->window - 1 : 1;
-    if (c->k[0]->shape[1] != mc->heads || c->k[0]->shape[3] != mc->dim / mc->heads ||
-        c->k[0]->dtype != m->compute || (mc->window > 0 && c->capacity != want_cap))
+    const int attn = has_attention(mc);
+    ttt_tensor *lin[4];
+    const int lin_ok = c->linattn && c->gdn && c->mamba2 && !c->linattn[0].s == !m->blocks[0].linattn &&
+                       !c->gdn[0].s == !m->blocks[0].gdn && !c->mamba2[0].s == !m->blocks[0].mamba2 &&
+                       (!linear_state(c, 0, lin) || lin[0]->shape[0] == c->batch);
+    if (!c->k[0] != !attn || !c->rnn[0].w[0] != !m->blocks[0].ttt || !lin_ok ||
+        (attn && (c->k[0]->shape[1] != mc->heads || c->k[0]->shape[3] != mc->dim / mc->heads ||
+                  c->k[0]->dtype != m->compute || (mc->window > 0 && c->capacity != want_cap))))
         return ttt__set_error(ctx, "%s: the cache was made for another model (ttt_lm_cache_init)", fn), NULL;
     if (B != c->batch)
         return ttt__set_error(ctx, "%s: ids have batch %lld but the cache was made for %lld", fn, (long long)B,
                               (long long)c->batch),
                NULL;
-    if (mc->window == 0 && c->len + T > c->capacity)
+    if (attn && mc->window == 0 && c->len + T > c->capacity)
         return ttt__set_error(ctx, "%s: %lld cached + %lld new tokens exceed the cache's capacity %lld", fn,
                               (long long)c->len, (long long)T, (long long)c->capacity),
                NULL;
@@ -692,7 +1066,8 @@ ttt_tensor *ttt_lm_decode(ttt_ctx *ctx, const ttt_lm *m, ttt_lm_cache *c, ttt_te
 
 int ttt_lm_config_format(const ttt_lm_config *c, char *buf, size_t n) {
     if (!c || !buf || n == 0) return TTT_ERR;
-    char theta[32], eps[32], std[32], clip[32];
+    char theta[32], eps[32], std[32], clip[32], blr[32];
+    ttt_format_double(blr, sizeof blr, c->ttt_base_lr);
     ttt_format_double(theta, sizeof theta, c->rope_theta);
     ttt_format_double(eps, sizeof eps, c->norm_eps);
     ttt_format_double(std, sizeof std, c->init_std);
@@ -700,10 +1075,12 @@ int ttt_lm_config_format(const ttt_lm_config *c, char *buf, size_t n) {
     const int w = snprintf(buf, n,
                            "vocab=%lld dim=%lld depth=%lld heads=%lld mlp_hidden=%lld window=%lld prime_blocks=%lld "
                            "prime_hidden=%lld qk_norm=%d rope_theta=%s norm_eps=%s init_std=%s inner_chunk=%lld "
-                           "inner_clip=%s",
+                           "inner_clip=%s mixer=%s ttt_backbone=%s ttt_mini_batch=%lld ttt_base_lr=%s",
                            (long long)c->vocab, (long long)c->dim, (long long)c->depth, (long long)c->heads,
                            (long long)c->mlp_hidden, (long long)c->window, (long long)c->prime_blocks,
-                           (long long)c->prime_hidden, c->qk_norm, theta, eps, std, (long long)c->inner_chunk, clip);
+                           (long long)c->prime_hidden, c->qk_norm, theta, eps, std, (long long)c->inner_chunk, clip,
+                           ttt_lm_mixer_name(c->mixer) ? ttt_lm_mixer_name(c->mixer) : "?",
+                           c->ttt_backbone == TTT_RNN_MAMBA ? "mamba" : "transformer", (long long)c->ttt_mini_batch, blr);
     return w > 0 && (size_t)w < n ? TTT_OK : TTT_ERR;
 }
 
@@ -711,9 +1088,10 @@ int ttt_lm_config_parse(const char *s, ttt_lm_config *c, char *err, size_t err_l
     if (!s || !c) return ttt__errbuf(err, err_len, "lm_config_parse: string and config must not be NULL");
     ttt_lm_preset("tiny", 0, c, NULL, 0); /* defaults of the optional keys */
     static const char *const ints[] = {"vocab",        "dim",   "depth",      "heads",      "mlp_hidden",
-                                       "window",       "prime_blocks", "prime_hidden", "qk_norm", "inner_chunk"};
+                                       "window",       "prime_blocks", "prime_hidden", "qk_norm", "inner_chunk",
+                                       "ttt_mini_batch"};
     int64_t q = 1, *iout[] = {&c->vocab, &c->dim, &c->depth, &c->heads, &c->mlp_hidden,
-                              &c->window, &c->prime_blocks, &c->prime_hidden, &q, &c->inner_chunk};
+                              &c->window, &c->prime_blocks, &c->prime_hidden, &q, &c->inner_chunk, &c->ttt_mini_batch};
     const int optional_from = 9; /* inner_chunk: older checkpoints predate TTT-E2E */
     char v[64], *end;
     for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++) {
@@ -727,9 +1105,17 @@ int ttt_lm_config_parse(const char *s, ttt_lm_config *c, char *err, size_t err_l
         *iout[i] = x;
     }
     c->qk_norm = q == 1;
-    static const char *const dbls[] = {"rope_theta", "norm_eps", "init_std", "inner_clip"};
-    double *dout[] = {&c->rope_theta, &c->norm_eps, &c->init_std, &c->inner_clip};
-    for (size_t i = 0; i < 4; i++) {
+    /* the mixer: older checkpoints predate the choice (attention) */
+    if (ttt_kv_get(s, "mixer", v, sizeof v) && (c->mixer = ttt_lm_mixer_parse(v)) < 0)
+        return ttt__errbuf(err, err_len, "model config: unknown mixer '%s'", v);
+    if (ttt_kv_get(s, "ttt_backbone", v, sizeof v)) {
+        if (strcmp(v, "transformer") && strcmp(v, "mamba"))
+            return ttt__errbuf(err, err_len, "model config: bad ttt_backbone '%s'", v);
+        c->ttt_backbone = !strcmp(v, "mamba") ? TTT_RNN_MAMBA : TTT_RNN_TRANSFORMER;
+    }
+    static const char *const dbls[] = {"rope_theta", "norm_eps", "init_std", "inner_clip", "ttt_base_lr"};
+    double *dout[] = {&c->rope_theta, &c->norm_eps, &c->init_std, &c->inner_clip, &c->ttt_base_lr};
+    for (size_t i = 0; i < 5; i++) {
         if (!ttt_kv_get(s, dbls[i], v, sizeof v)) {
             if (i >= 2) continue; /* init_std only initialises; inner_clip is newer */
             return ttt__errbuf(err, err_len, "model config: missing %s", dbls[i]);

@@ -652,7 +652,8 @@ int64_t ttt_lm_reader_pos(const ttt_lm_reader *r) { return !r ? 0 : r->e2e ? r->
 
 int64_t ttt_lm_reader_room(const ttt_lm *m, const ttt_lm_reader *r) {
     if (!m || !r) return 0;
-    if (r->e2e || m->cfg.window > 0) return INT64_MAX; /* rings: constant memory */
+    if (r->e2e || m->cfg.window > 0 || m->cfg.mixer == TTT_LM_MIXER_TTT_LINEAR || m->cfg.mixer == TTT_LM_MIXER_TTT_MLP)
+        return INT64_MAX; /* rings and fast weights: constant memory */
     return r->cache.capacity - r->cache.len;
 }
 
@@ -684,12 +685,7 @@ int ttt_lm_reader_copy(ttt_ctx *ctx, const ttt_lm *m, ttt_lm_reader *dst, const 
         return ttt__set_error(ctx, "lm_reader_copy: readers of two kinds of model (or NULL)");
     const ttt_lm_cache *cs = src->e2e ? &src->state.cache : &src->cache;
     ttt_lm_cache *cd = dst->e2e ? &dst->state.cache : &dst->cache;
-    if (cs->k_depth != cd->k_depth || cs->capacity != cd->capacity || cs->batch != cd->batch || !cs->k || !cd->k)
-        return ttt__set_error(ctx, "lm_reader_copy: readers of other shapes (batch, capacity or depth)");
-    int rc = TTT_OK;
-    for (int64_t i = 0; i < cs->k_depth && rc == TTT_OK; i++)
-        rc = ttt_assign(ctx, cd->k[i], cs->k[i]) || ttt_assign(ctx, cd->v[i], cs->v[i]) ? TTT_ERR : TTT_OK;
-    cd->len = cs->len;
+    int rc = ttt__lm_cache_copy(ctx, cd, cs);
     if (rc == TTT_OK && src->e2e) {
         ttt_lm_e2e_state *d = &dst->state;
         const ttt_lm_e2e_state *s = &src->state;

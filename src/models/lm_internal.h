@@ -25,6 +25,8 @@ int ttt__lm_cache_init(ttt_ctx *ctx, const ttt_lm *m, ttt_lm_cache *c, int64_t b
  * weights. c->len is not advanced. */
 ttt_tensor *ttt__lm_decode_range(ttt_ctx *ctx, const ttt_lm *m, ttt_lm_cache *c, const ttt_lm_block *blocks,
                                  ttt_tensor *x, int64_t i0, int64_t i1);
+/* dst <- src: every block's keys and values, TTT states and conv inputs, and the position. */
+int ttt__lm_cache_copy(ttt_ctx *ctx, ttt_lm_cache *dst, const ttt_lm_cache *src);
 /* The ring's keys or values of positions [p, p + n) in order, [B, H, n, hd]. */
 ttt_tensor *ttt__lm_ring_range(ttt_ctx *ctx, const ttt_lm_cache *c, ttt_tensor *ring, int64_t p, int64_t n);
 /* The embedding of ids; the logits of the last block's output x (final norm, tied head). */

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# The linear-time mixers on a GPU, in one device call (docs/mixers.md):
+#   1. build (CUDA on) ttt and mixer_speed
+#   2. ttt gradcheck --device cuda on the mixer cores: orders 1 and 2 against finite
+#      differences on the GPU, and GPU-vs-CPU parity in f64, f32 and bf16
+#   3. mixer_speed --check on cuda (chunkwise == recurrent in f64, f32/bf16 vs f64), then the
+#      timing table: forward and forward + backward at T = 2K and 8K, B = 1, H = 12, d = 64,
+#      in f32 and bf16, against causal attention (ttt_attention's fused kernels)
+#   4. the 125M LM with each mixer (--mixer attention | linear-attention | gated-deltanet | mamba2),
+#      bf16 mixed precision, CUDA graphs on (the mixers must record), T = 2048, batch 4, 8 steps:
+#      tokens/s and the loss (tinyshakespeare shards made here)
+# Usage: bash bench/mixers/run_linear_gpu.sh        (logs and the csv in $OUT, default ./gpu-out)
+# PARTS="check speed lm" (the default) picks steps 2, 3, 4; the build (build/gpu) is reused by a
+# later call on the same machine, so the parts can be split over calls of 10 minutes.
+# Carry .debs (json-c, see bench/gpu/jsonc_env.sh): step 4's `ttt data prepare` reads the GPT-2
+# tokenizer with it; without it steps 1-3 still run and step 4 reports the failure.
+set -uo pipefail
+OUT=${OUT:-gpu-out}
+mkdir -p "$OUT"
+LOG="$OUT/mixers_gpu.txt"
+log() { tee -a "$LOG"; }
+source bench/gpu/jsonc_env.sh
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | log
+t0=$(date +%s)
+cmake -S . -B build/gpu -DCMAKE_BUILD_TYPE=Release -DTTT_CUDA=ON >"$OUT/cmake.log" 2>&1 || { tail -30 "$OUT/cmake.log"; exit 1; }
+cmake --build build/gpu -j "$(nproc)" --target ttt_cli mixer_speed >"$OUT/build.log" 2>&1 \
+  || { grep -iE "error" "$OUT/build.log" | head -30; exit 1; }
+echo "build: $(($(date +%s) - t0)) s" | log
+B=./build/gpu
+status=0
+PARTS=${PARTS:-"check speed lm"}
+has() { case " $PARTS " in *" $1 "*) return 0 ;; esac; return 1; }
+has check && for op in "linear_attention(chunked)" "gated_delta(chunked)" "gated_delta(recurrent)" "ssd(chunked)"; do
+  $B/ttt gradcheck --device cuda --op "$op" --seeds 3 2>&1 | log || status=1
+done
+has speed && for dt in f32 bf16; do
+  $B/mixer_speed --device cuda --dtype $dt --check --T ${TS:-2048,8192} --heads 12 --dim 64 --batch 1 --chunk 64 --reps 5 \
+    2>&1 | log || status=1
+done
+if has lm; then
+  $B/ttt data prepare --tokenizer data/gpt2-tokenizer --out "$OUT/ts.bin" data/tinyshakespeare/ >"$OUT/prep.log" 2>&1 \
+    || { tail -3 "$OUT/prep.log" | log; status=1; }
+fi
+[ -f "$OUT/ts.bin" ] && for mx in attention linear-attention gated-deltanet mamba2; do
+  timeout 100 $B/ttt lm train --device cuda --data "$OUT/ts.bin" --preset 125m --mixer $mx --seq-len 2048 --batch 4 --steps 8 \
+    --log-every 4 --save-every 1000000 --compute bf16 --cuda-graph on --out "$OUT/lm-$mx" >"$OUT/lm-$mx.log" 2>&1 || status=1
+  echo "lm $mx: $(grep -E "^step 8/|graph|error|Error" "$OUT/lm-$mx.log" | tr '\n' ' ')" | log
+  rm -rf "$OUT/lm-$mx"
+done
+rm -f "$OUT/ts.bin"
+grep "^csv," "$LOG" | sort -u > "$OUT/mixers_gpu.csv"
+echo "status $status" | log
+exit $status
