@@ -52,9 +52,9 @@ print(f'{2 * 8192**3 * 20 / (s.elapsed_time(e) * 1e-3) / 1e12:.1f}')")
     set -- $shape
     seq=$1 batch=$2
     $B/ttt lm train --device cuda --data $W/ts.bin --preset 125m --seq-len $seq --batch $batch --steps 16 --log-every 4 \
-      --save-every 1000000 --compute bf16 --out $W/lm-$seq >$W/lm-$seq.log 2>&1 || { tail -3 $W/lm-$seq.log; status=1; }
+      --save-every 1000000 --compute bf16 --timing --out $W/lm-$seq >$W/lm-$seq.log 2>&1 || { tail -3 $W/lm-$seq.log; status=1; }
     TPS[ttt-$seq]=$(grep -oE "[0-9]+ tok/s" $W/lm-$seq.log | tail -1 | grep -oE "[0-9]+")
-    grep -E "^step 16|graph|error" $W/lm-$seq.log | sed "s/^/ttt T=$seq: /" | log
+    grep -E "^step 16|ms per step|graph|error" $W/lm-$seq.log | tail -4 | sed "s/^/ttt T=$seq: /" | log
     for mode in "eager:" "compile:--compile"; do
       name=${mode%%:*} flags=${mode#*:}
       line=$(PYTHONPATH=bench/lm timeout 240 python3 bench/lm/torch_lm.py bench --preset 125m --seq $seq --batch $batch \
