@@ -223,6 +223,63 @@ static void test_cross_entropy_fused_vjp(ttt_ctx *ctx) {
     ttt_step_reset(ctx);
 }
 
+/* Gradients of many slices of one tensor are gathered into one concat (autodiff/grad.c):
+ * the values, zero gaps, overlapping slices, a slice on another axis and the second order
+ * stay exact, and the backward of N slices takes O(size) memory, not O(N x size). */
+static void test_slice_gradients(ttt_ctx *ctx) {
+    enum { R = 3, C = 20 };
+    double x[R * C];
+    for (int i = 0; i < R * C; i++) x[i] = 0.1 * i - 2;
+    ttt_tensor *xt = ttt_from_host(ctx, TTT_F64, TTT_DIMS(R, C), x);
+    ttt_set_requires_grad(xt, 1);
+    /* f = sum_c (c + 1) * sum x[:, 4c : 4c + 4]^3 over c < 4 (columns 16..19 unused: a gap)
+     *   + sum x[:, 2 : 7]^2 (overlaps the chunks) + sum x[1 : 2, :] (another axis) */
+    ttt_tensor *f = NULL;
+    for (int c = 0; c < 4; c++) {
+        ttt_tensor *s = ttt_slice(ctx, xt, 1, 4 * c, 4 * c + 4, 1);
+        ttt_tensor *term = ttt_scale(ctx, ttt_sum(ctx, ttt_mul(ctx, s, ttt_mul(ctx, s, s)), 0, NULL, 0), c + 1.0);
+        f = f ? ttt_add(ctx, f, term) : term;
+    }
+    ttt_tensor *o = ttt_slice(ctx, xt, 1, 2, 7, 1);
+    f = ttt_add(ctx, f, ttt_sum(ctx, ttt_mul(ctx, o, o), 0, NULL, 0));
+    f = ttt_add(ctx, f, ttt_sum(ctx, ttt_slice(ctx, xt, 0, 1, 2, 1), 0, NULL, 0));
+    ttt_tensor *g, *h;
+    CHECK(ttt_grad(ctx, 1, &f, NULL, 1, &xt, &g, 1) == TTT_OK);
+    ttt_tensor *gs = ttt_sum(ctx, g, 0, NULL, 0); /* d/dx of sum(df/dx): the diagonal of the Hessian */
+    CHECK(ttt_grad(ctx, 1, &gs, NULL, 1, &xt, &h, 0) == TTT_OK);
+    double gv[R * C], hv[R * C], worst_g = 0, worst_h = 0;
+    ttt_copy_to_host(ctx, g, gv, TTT_F64);
+    ttt_copy_to_host(ctx, h, hv, TTT_F64);
+    for (int r = 0; r < R; r++)
+        for (int j = 0; j < C; j++) {
+            const double v = x[r * C + j], w = j < 16 ? j / 4 + 1.0 : 0.0, in_o = j >= 2 && j < 7;
+            const double eg = 3 * w * v * v + 2 * in_o * v + (r == 1), eh = 6 * w * v + 2 * in_o;
+            worst_g = fmax(worst_g, fabs(gv[r * C + j] - eg));
+            worst_h = fmax(worst_h, fabs(hv[r * C + j] - eh));
+        }
+    CHECK_NEAR(worst_g, 0, 1e-12);
+    CHECK_NEAR(worst_h, 0, 1e-12);
+    ttt_step_reset(ctx);
+
+    /* memory: N one-column slices of a [64, N] tensor */
+    enum { N = 256 };
+    ttt_tensor *big = ttt_zeros(ctx, TTT_F64, TTT_DIMS(64, N));
+    ttt_set_requires_grad(big, 1);
+    ttt_tensor *L = NULL;
+    for (int c = 0; c < N; c++) {
+        ttt_tensor *t = ttt_sum(ctx, ttt_slice(ctx, big, 1, c, c + 1, 1), 0, NULL, 0);
+        L = L ? ttt_add(ctx, L, t) : t;
+    }
+    const size_t before = ttt_arena_bytes_used(ctx), full = 64 * N * sizeof(double);
+    ttt_tensor *gb;
+    CHECK(ttt_grad(ctx, 1, &L, NULL, 1, &big, &gb, 0) == TTT_OK);
+    const size_t used = ttt_arena_bytes_used(ctx) - before;
+    CHECK_MSG(used < 8 * full, "the backward of %d slices took %zu bytes, %.1f times the tensor", N, used,
+              (double)used / (double)full);
+    CHECK_NEAR(ttt_item(ctx, ttt_sum(ctx, gb, 0, NULL, 0)), 64.0 * N, 1e-9);
+    ttt_step_reset(ctx);
+}
+
 int main(void) {
     ttt_ctx *ctx = ttt_ctx_new(NULL);
     CHECK(ctx != NULL);
@@ -232,6 +289,7 @@ int main(void) {
     test_no_grad_detach(ctx);
     test_cross_entropy_fused_vjp(ctx);
     test_remat(ctx);
+    test_slice_gradients(ctx);
     ttt_ctx_free(ctx);
     TEST_MAIN_END();
 }

@@ -61,7 +61,7 @@ for shape in "1024 8" "8192 1"; do
   echo "torch.compile T=$seq: $line" | log
   awk -v a="${tt:-0}" -v c="${tc:-0}" -v f="${fpt:-0}" -v p="${peak:-0}" -v s=$seq 'BEGIN{
     printf "T=%s: ttt %d tok/s (%.1f TFLOP/s, MFU %.1f%% of the measured ceiling), torch.compile %d tok/s (MFU %.1f%%), ttt/compile %.2fx\n",
-      s, a, a*f/1e12, p > 0 ? 100*a*f/1e12/p : 0, c, p > 0 ? 100*c*f/1e12/p : 0, c > 0 ? a/c : 0}' | log
+      s, a, a*f/1e12, (p > 0 ? 100*a*f/1e12/p : 0), c, (p > 0 ? 100*c*f/1e12/p : 0), (c > 0 ? a/c : 0)}' | log
 done
 tail -2 $W/torch_err.txt 2>/dev/null
 

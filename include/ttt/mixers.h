@@ -17,7 +17,8 @@
  * DeltaNet paper writes the transpose, S' = S^T, o = S' q).
  *
  * DTYPES: f32 and f64; bf16 inputs (CUDA) run the core recurrences in f32 (the
- * decays and the triangular inverse need it) and return bf16.
+ * decays and the triangular inverse need it) and return the output in bf16 and the
+ * final states in f32, so a state carried across calls loses nothing to rounding.
  *
  * ERRORS: NULL / TTT_ERR with a message in ttt_error(ctx) naming the argument. */
 #ifndef TTT_MIXERS_H

@@ -22,12 +22,30 @@
 
 #include "core/internal.h"
 
+/* ---- a gradient while the call gathers it --------------------------------------------- */
+
+/* The dense sum of the contributions so far, and the gradients of slices of the tensor not
+ * yet added in (1-based index of the first in the call's pieces; 0: none). A tensor cut into
+ * N slices (a loop over chunks) would otherwise receive N zero-padded full-size gradients:
+ * O(N x size) memory and time. Gathered, the pieces become one concat when the gradient is
+ * read (gather_pieces). */
+typedef struct {
+    ttt_tensor *sum;
+    int64_t pieces;
+} grad_acc;
+
+typedef struct {
+    ttt_tensor *g; /* the gradient of x[..., start : start + len, ...] along axis */
+    int64_t start, next;
+    int axis;
+} slice_piece;
+
 /* ---- the requested inputs: a small table from tensor to gradient -------------------- */
 
 /* Open addressing on the tensor's address; grows at half full. */
 typedef struct {
     const ttt_tensor *t; /* NULL: empty slot */
-    ttt_tensor *grad;
+    grad_acc acc;
 } ad_entry;
 
 typedef struct {
@@ -72,7 +90,7 @@ static ad_entry *ad_get(ad_table *a, const ttt_tensor *t) {
     if (2 * (a->n + 1) > a->cap && ad_grow(a) != TTT_OK) return NULL;
     size_t i = ad_hash(t, a->cap);
     while (a->e[i].t) i = (i + 1) & (a->cap - 1);
-    a->e[i] = (ad_entry){t, NULL};
+    a->e[i] = (ad_entry){t, {NULL, 0}};
     a->n++;
     return &a->e[i];
 }
@@ -112,7 +130,8 @@ typedef struct {
     vec order;        /* ttt_node*, post-order = inputs before consumers */
     vec stack;        /* dfs_frame */
     vec saved;        /* saved_node, restored when the call ends */
-    ttt_tensor **slots; /* gradients of the outputs of the nodes in order */
+    vec pieces;       /* slice_piece, linked from the grad_accs */
+    grad_acc *slots;  /* gradients of the outputs of the nodes in order */
     bool stop_at_inputs;
 } grad_call;
 
@@ -151,10 +170,10 @@ static bool tensor_relevant(const grad_call *gc, const ttt_tensor *t) {
 /* Where tensor t's gradient is kept in this call (phase 2), or NULL when no
  * gradient reaching t matters: a requested input's in the table; an output of
  * a node in the order in that node's slots. */
-static ttt_tensor **grad_ref(const grad_call *gc, const ttt_tensor *t) {
+static grad_acc *grad_ref(const grad_call *gc, const ttt_tensor *t) {
     if (gc->targets.n) {
         ad_entry *e = ad_find(&gc->targets, t);
-        if (e) return &e->grad;
+        if (e) return &e->acc;
     }
     const ttt_node *nd = t->node;
     if (!nd || nd->visit != gc->stamp || nd->grad_slot < 0) return NULL;
@@ -212,10 +231,88 @@ static int accumulate(grad_call *gc, ttt_tensor *t, ttt_tensor *g, const char *o
                               ttt_dtype_name(g->dtype), ttt_shape_str(g, a, sizeof a), ttt_dtype_name(t->dtype),
                               ttt_shape_str(t, b, sizeof b));
     }
-    ttt_tensor **ref = grad_ref(gc, t);
+    grad_acc *ref = grad_ref(gc, t);
     if (!ref) return TTT_OK; /* nothing reads it (e.g. an output that no requested input reaches) */
-    *ref = *ref ? ttt_add(ctx, *ref, g) : g;
-    return *ref ? TTT_OK : TTT_ERR;
+    ref->sum = ref->sum ? ttt_add(ctx, ref->sum, g) : g;
+    return ref->sum ? TTT_OK : TTT_ERR;
+}
+
+/* g, the gradient of the slice t[start : start + len] along axis (step 1), kept aside. */
+static int accumulate_slice(grad_call *gc, ttt_tensor *t, ttt_tensor *g, int axis, int64_t start) {
+    if (!g) return TTT_ERR;
+    bool fits = g->ndim == t->ndim && g->dtype == t->dtype && start >= 0 && start + g->shape[axis] <= t->shape[axis];
+    for (int i = 0; fits && i < t->ndim; i++) fits = i == axis || g->shape[i] == t->shape[i];
+    if (!fits) {
+        char a[96], b[96];
+        return ttt__set_error(gc->ctx, "autodiff: a %s %s slice gradient at %lld on axis %d does not fit a %s %s input",
+                              ttt_dtype_name(g->dtype), ttt_shape_str(g, a, sizeof a), (long long)start, axis,
+                              ttt_dtype_name(t->dtype), ttt_shape_str(t, b, sizeof b));
+    }
+    grad_acc *ref = grad_ref(gc, t);
+    if (!ref || g->shape[axis] == 0) return TTT_OK;
+    slice_piece p = {g, start, ref->pieces, axis};
+    if (vec_push(&gc->pieces, &p) != TTT_OK) return ttt__set_error(gc->ctx, "autodiff: out of host memory");
+    ref->pieces = (int64_t)gc->pieces.n;
+    return TTT_OK;
+}
+
+static int piece_order(const void *a, const void *b) {
+    const slice_piece *x = a, *y = b;
+    return (x->start > y->start) - (x->start < y->start);
+}
+
+/* Add t's pending slice gradients into ref->sum: slices that tile one axis without
+ * overlapping (gaps are zeros) as one concat; any other mix one zero-padded copy each. */
+static int gather_pieces(grad_call *gc, grad_acc *ref, const ttt_tensor *t) {
+    if (!ref->pieces) return TTT_OK;
+    ttt_ctx *ctx = gc->ctx;
+    const slice_piece *all = gc->pieces.v;
+    size_t n = 0;
+    for (int64_t k = ref->pieces; k; k = all[k - 1].next) n++;
+    slice_piece *p = malloc(n * sizeof *p);
+    ttt_tensor **parts = malloc((2 * n + 1) * sizeof *parts);
+    if (!p || !parts) {
+        free(p);
+        free(parts);
+        return ttt__set_error(ctx, "autodiff: out of host memory");
+    }
+    n = 0;
+    for (int64_t k = ref->pieces; k; k = all[k - 1].next) p[n++] = all[k - 1];
+    ref->pieces = 0;
+    qsort(p, n, sizeof *p, piece_order);
+    const int a = p[0].axis;
+    bool tiles = true;
+    for (size_t i = 1; i < n && tiles; i++)
+        tiles = p[i].axis == a && p[i].start >= p[i - 1].start + p[i - 1].g->shape[a];
+    ttt_tensor *full = NULL;
+    if (tiles) {
+        int64_t shape[TTT_MAX_DIMS], at = 0;
+        memcpy(shape, t->shape, sizeof shape);
+        int m = 0;
+        for (size_t i = 0; i <= n; i++) {
+            const int64_t next = i < n ? p[i].start : t->shape[a];
+            if (next > at) { /* a gap no slice covers */
+                shape[a] = next - at;
+                parts[m++] = ttt_zeros(ctx, t->dtype, t->ndim, shape);
+            }
+            if (i < n) {
+                parts[m++] = p[i].g;
+                at = p[i].start + p[i].g->shape[a];
+            }
+        }
+        full = m == 1 ? parts[0] : ttt_concat(ctx, m, parts, a);
+    } else {
+        for (size_t i = 0; i < n; i++) {
+            ttt_tensor *s = ttt_slice_scatter(ctx, p[i].g, t->ndim, t->shape, p[i].axis, p[i].start, 1);
+            full = full && s ? ttt_add(ctx, full, s) : s;
+            if (!full) break;
+        }
+    }
+    free(p);
+    free(parts);
+    if (!full) return TTT_ERR;
+    ref->sum = ref->sum ? ttt_add(ctx, ref->sum, full) : full;
+    return ref->sum ? TTT_OK : TTT_ERR;
 }
 
 static void grad_call_free(grad_call *gc) {
@@ -227,6 +324,7 @@ static void grad_call_free(grad_call *gc) {
         s[i].node->grad_slot = s[i].grad_slot;
     }
     free(gc->saved.v);
+    free(gc->pieces.v);
     free(gc->slots);
     free(gc->targets.e);
     free(gc->order.v);
@@ -254,15 +352,23 @@ static int backprop(grad_call *gc, int n_out, ttt_tensor *const *outputs, ttt_te
     for (size_t k = gc->order.n; rc == TTT_OK && k-- > 0;) {
         ttt_node *nd = order[k];
         bool any = false;
-        for (int j = 0; j < nd->n_out; j++) {
-            ttt_tensor *const *ref = grad_ref(gc, nd->out[j]);
-            gout[j] = ref ? *ref : NULL;
+        for (int j = 0; j < nd->n_out && rc == TTT_OK; j++) {
+            grad_acc *ref = grad_ref(gc, nd->out[j]);
+            if (ref) rc = gather_pieces(gc, ref, nd->out[j]);
+            gout[j] = ref ? ref->sum : NULL;
             any |= gout[j] != NULL;
         }
+        if (rc != TTT_OK) break;
         if (!any) continue;
         for (int i = 0; i < nd->n_in; i++) {
             needs[i] = grad_ref(gc, nd->in[i]) != NULL;
             gin[i] = NULL;
+        }
+        int axis;
+        int64_t start, step;
+        if (ttt__slice_node(nd, &axis, &start, &step) && step == 1) {
+            if (needs[0]) rc = accumulate_slice(gc, nd->in[0], gout[0], axis, start);
+            continue;
         }
         if (nd->vjp(ctx, nd, gout, needs, gin) != TTT_OK) {
             if (!ctx->err[0]) ttt__set_error(ctx, "autodiff: VJP of %s failed", nd->op);
@@ -284,6 +390,7 @@ int ttt__grad(ttt_ctx *ctx, int n_out, ttt_tensor *const *outputs, ttt_tensor *c
     gc.order.elem = sizeof(ttt_node *);
     gc.stack.elem = sizeof(dfs_frame);
     gc.saved.elem = sizeof(saved_node);
+    gc.pieces.elem = sizeof(slice_piece);
     int rc = TTT_OK;
     for (int i = 0; i < n_in && rc == TTT_OK; i++)
         if (!ad_get(&gc.targets, inputs[i])) rc = TTT_ERR;
@@ -295,9 +402,10 @@ int ttt__grad(ttt_ctx *ctx, int n_out, ttt_tensor *const *outputs, ttt_tensor *c
     ctx->no_grad_depth = create_graph ? 0 : 1;
     if (rc == TTT_OK) rc = backprop(&gc, n_out, outputs, grad_outputs);
     if (rc == TTT_OK) {
-        for (int i = 0; i < n_in; i++) {
-            const ad_entry *e = ad_find(&gc.targets, inputs[i]);
-            ttt_tensor *g = e ? e->grad : NULL;
+        for (int i = 0; i < n_in && rc == TTT_OK; i++) {
+            ad_entry *e = ad_find(&gc.targets, inputs[i]);
+            if (e) rc = gather_pieces(&gc, &e->acc, inputs[i]);
+            ttt_tensor *g = e ? e->acc.sum : NULL;
             grads[i] = g ? g : ttt_zeros_like(ctx, inputs[i]);
             if (!grads[i]) rc = TTT_ERR;
         }

@@ -455,9 +455,14 @@ static void make_mixer(rng *r, spec *s, int gated) {
 }
 static void make_linear_attention(rng *r, spec *s) { make_mixer(r, s, 0); }
 static void make_gated_delta(rng *r, spec *s) { make_mixer(r, s, 1); }
+/* The output and the states in one vector, in the output's dtype: bf16 runs keep their
+ * states in f32 (include/ttt/mixers.h). */
+static ttt_tensor *flat_as(ttt_ctx *ctx, ttt_tensor *x, ttt_dtype dt) {
+    x = ttt_reshape(ctx, x, TTT_DIMS(-1));
+    return x && x->dtype != dt ? ttt_cast(ctx, x, dt) : x;
+}
 static ttt_tensor *flat3(ttt_ctx *ctx, ttt_tensor *a, ttt_tensor *b, ttt_tensor *c) {
-    ttt_tensor *parts[3] = {ttt_reshape(ctx, a, TTT_DIMS(-1)), ttt_reshape(ctx, b, TTT_DIMS(-1)),
-                            c ? ttt_reshape(ctx, c, TTT_DIMS(-1)) : NULL};
+    ttt_tensor *parts[3] = {flat_as(ctx, a, a->dtype), flat_as(ctx, b, a->dtype), c ? flat_as(ctx, c, a->dtype) : NULL};
     return ttt_concat(ctx, c ? 3 : 2, parts, 0);
 }
 static ttt_tensor *fn_linear_attention(ttt_ctx *ctx, ttt_tensor *const *x, const spec *s) {

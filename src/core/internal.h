@@ -112,6 +112,10 @@ int ttt__broadcast_shape(ttt_ctx *ctx, const char *op, const ttt_tensor *a, cons
                          int64_t *shape);
 int ttt__norm_axis(ttt_ctx *ctx, const char *op, int axis, int ndim);
 
+/* ops/shape.c: is nd a slice node? Then its axis, start and step (for autodiff/grad.c,
+ * which gathers the gradients of many slices of one tensor into one concat). */
+bool ttt__slice_node(const ttt_node *nd, int *axis, int64_t *start, int64_t *step);
+
 /* ops/reduce.c: x itself if dense, else a dense copy (no graph). */
 ttt_tensor *ttt__dense(ttt_ctx *ctx, ttt_tensor *x);
 

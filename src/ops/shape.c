@@ -114,6 +114,14 @@ VJP(slice_vjp) {
     return gin[0] ? TTT_OK : TTT_ERR;
 }
 
+bool ttt__slice_node(const ttt_node *nd, int *axis, int64_t *start, int64_t *step) {
+    if (!nd || nd->vjp != slice_vjp) return false;
+    *axis = (int)nd->iattr[0];
+    *start = nd->iattr[1];
+    *step = nd->iattr[2];
+    return true;
+}
+
 ttt_tensor *ttt_slice(ttt_ctx *ctx, ttt_tensor *x, int axis, int64_t start, int64_t stop, int64_t step) {
     TTT_CHECK_NONNULL1(x);
     int a = ttt__norm_axis(ctx, "slice", axis, x->ndim);
