@@ -15,6 +15,7 @@ $T data prepare --tokenizer data/gpt2-tokenizer --out $W/ts.bin data/tinyshakesp
 echo "cores: $(nproc); load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 for r in $(seq $REPS); do
   for th in 1 0; do
+    rm -rf $W/lm$th
     $T lm train --data $W/ts.bin --preset tiny --seq-len 256 --batch 4 --steps 30 --log-every 10 --save-every 1000000 \
       --threads $th --out $W/lm$th >$W/train$th.log 2>&1 || { tail -2 $W/train$th.log; exit 1; }
     echo "train --threads $th: $(grep -oE "[0-9]+ tok/s" $W/train$th.log | tail -1) (last 10 steps; load $(cut -d' ' -f1 /proc/loadavg))"

@@ -5,6 +5,7 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <dirent.h>
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -69,11 +70,34 @@ static int cpu_sync(ttt_backend_state *self) {
  * whole team waiting for a time slice: on a loaded 2-core machine two threads
  * ran a language model's decoding over 100x slower than one. So instances that
  * fit the machine count the cores that other processes leave free: /proc/
- * loadavg's fourth field is the number of runnable tasks now (this thread
- * among them); the rest, scaled to the share of the machine's processors this
+ * loadavg's fourth field is the number of runnable tasks now (this process's
+ * runnable threads among them, own_runnable); the rest, scaled to the share of the machine's processors this
  * process may use, are taken as busy. Sampled at most every 100 ms. */
 static _Atomic int g_free_cores;
 static _Atomic long long g_free_cores_at; /* ms of the last sample */
+
+/* This process's threads that are runnable now (their state in /proc/self/task/N/stat is R):
+ * loadavg's count includes them, and they are not another process's load. */
+static long own_runnable(void) {
+    DIR *d = opendir("/proc/self/task");
+    if (!d) return 1;
+    long n = 0;
+    struct dirent *e;
+    char path[64], buf[256];
+    while ((e = readdir(d))) {
+        if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
+        snprintf(path, sizeof path, "/proc/self/task/%.20s/stat", e->d_name);
+        FILE *f = fopen(path, "r");
+        if (!f) continue;
+        const size_t got = fread(buf, 1, sizeof buf - 1, f);
+        fclose(f);
+        buf[got] = 0;
+        const char *close = strrchr(buf, ')'); /* the name may hold spaces and parentheses */
+        if (close && close[1] == ' ' && close[2] == 'R') n++;
+    }
+    closedir(d);
+    return n > 0 ? n : 1;
+}
 
 static int sample_free_cores(void) {
     const long online = sysconf(_SC_NPROCESSORS_ONLN);
@@ -88,7 +112,8 @@ static int sample_free_cores(void) {
     const int got = fscanf(f, "%lf %lf %lf %ld/%ld", &l1, &l5, &l15, &running, &total);
     fclose(f);
     if (got != 5 || online < 1 || mine < 1) return mine;
-    const double others = (double)(running > 1 ? running - 1 : 0) * (double)mine / (double)online;
+    const long own = own_runnable();
+    const double others = (double)(running > own ? running - own : 0) * (double)mine / (double)online;
     const int free_cores = (int)((double)mine - others + 0.5);
     return free_cores < 1 ? 1 : free_cores > mine ? mine : free_cores;
 }
@@ -163,7 +188,10 @@ static int cpu_copy(ttt_backend_state *self, ttt_tensor *dst, const ttt_tensor *
     size_t ds = dsize(dst->dtype), ss = dsize(src->dtype);
     int same = dst->dtype == src->dtype;
     int64_t items = cpu_iter_items(&it), sd = cpu_iter_inner_stride(&it, 0), sx = cpu_iter_inner_stride(&it, 1);
-CPU_PARALLEL(self, cpu_numel(dst),
+    /* Work in exp-sized units: a dense copy moves 8 elements in the time an exp takes one, a strided or
+     * converting one about 2. A thread woken for less (a decoded token's logits) costs more than it saves. */
+    const int64_t work = cpu_numel(dst) / (same && sd == 1 && sx == 1 ? 8 : 2);
+CPU_PARALLEL(self, work,
     _Pragma("omp for schedule(static)")
         for (int64_t w = 0; w < items; w++) {
             int64_t off[2], n;
@@ -195,7 +223,7 @@ static int cpu_fill(ttt_backend_state *self, ttt_tensor *dst, double value) {
     int64_t items = cpu_iter_items(&it), sd = cpu_iter_inner_stride(&it, 0);
     char one[8];
     store(one, dst->dtype, value);
-CPU_PARALLEL(self, cpu_numel(dst),
+CPU_PARALLEL(self, cpu_numel(dst) / 8, /* a store per element: see cpu_copy */
     _Pragma("omp for schedule(static)")
         for (int64_t w = 0; w < items; w++) {
             int64_t off[1], n;

@@ -109,9 +109,11 @@ int cpu_matmul(ttt_backend_state *self, ttt_tensor *c, const ttt_tensor *a, cons
     int64_t mat_a = a->shape[nd - 2] * a->shape[nd - 1], mat_b = b->shape[nd - 2] * b->shape[nd - 1];
     CBLAS_TRANSPOSE ta = trans_a ? CblasTrans : CblasNoTrans, tb = trans_b ? CblasTrans : CblasNoTrans;
     blas_threads(self);
-    /* Many small matrices: spread batches over threads (BLAS threads would idle). */
+    /* Many small matrices: spread batches over threads (BLAS threads would idle), once there is enough work
+     * to pay for waking them (8 multiply-adds weigh about one exp; a decoded token's attention, one row per
+     * head, is too little). */
     int small = m * n * k < 64 * 64 * 64 && batch > 1;
-CPU_PARALLEL(self, small ? batch * (int64_t)CPU_PAR_MIN : 0,
+CPU_PARALLEL(self, small ? batch * m * n * k / 8 : 0,
     _Pragma("omp for schedule(static)")
         for (int64_t i = 0; i < batch; i++) {
             const char *xa = pa ? pa + (size_t)(i * mat_a) * es : (const char *)a->data + batch_offset(c, a, i) * (int64_t)es;
