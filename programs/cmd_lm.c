@@ -153,7 +153,7 @@ static const char USAGE_ALL[] =
     "  --compute C         the parameters' dtype (default) | bf16: mixed precision on CUDA (bf16\n"
     "                      activations and matmuls, f32 master weights, AdamW and loss)\n"
     "  --tf32              CUDA: f32 matmuls on the TF32 tensor cores (10-bit mantissa inputs)\n"
-    "  --threads N         CPU threads (default 0: OpenMP's choice)\n"
+    "  --threads N         CPU threads (default 0: the cores other processes leave free)\n"
     "exit codes: 0 ok, 1 runtime failure (a file, the data, the device), 2 bad usage,\n"
     "            130 train stopped by SIGINT / SIGTERM (a checkpoint was written)\n";
 
