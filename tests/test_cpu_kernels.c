@@ -520,6 +520,9 @@ static void test_reduce(void) {
             for (unsigned mask = 0; mask < 8; mask++) reduce_case(FLOATS[k], 3, odd, mask, (ttt_reduce_op)op);
             for (unsigned mask = 0; mask < 4; mask++) reduce_case(FLOATS[k], 2, big, mask, (ttt_reduce_op)op);
             for (unsigned mask = 0; mask < 16; mask++) reduce_case(FLOATS[k], 4, four, mask, (ttt_reduce_op)op);
+            /* a contiguous kept axis longer than one 256-column block, reduced axes interleaved */
+            for (unsigned mask = 0; mask < 16; mask++)
+                reduce_case(FLOATS[k], 4, (int64_t[]){3, 2, 4, 300}, mask, (ttt_reduce_op)op);
             /* size-1 axes in the source */
             reduce_case(FLOATS[k], 4, (int64_t[]){1, 6, 1, 5}, 0x2, (ttt_reduce_op)op);
             reduce_case(FLOATS[k], 4, (int64_t[]){1, 6, 1, 5}, 0xf, (ttt_reduce_op)op);

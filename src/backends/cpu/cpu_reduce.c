@@ -1,11 +1,31 @@
 /* Sum and max over any set of axes (dst keeps them with size 1). Sums
- * accumulate in double. Fast paths: trailing axes (row reductions) and
- * leading axes (column reductions); a general strided walk otherwise. */
+ * accumulate in double. Fast paths: trailing axes (row reductions), and any
+ * reduction that keeps a contiguous innermost axis (column blocks); a general
+ * strided walk otherwise. */
 #include <math.h>
 #include <stdlib.h>
 
 #include "cpu_internal.h"
 
+
+/* Sums of a contiguous run in 8 independent double lanes (vectorizes; the order is fixed, so the
+ * result is deterministic), then the lanes pairwise. */
+static double sum_f32_lanes(const float *r, int64_t n) {
+    double l[8] = {0};
+    int64_t j = 0;
+    for (; j + 8 <= n; j += 8)
+        for (int e = 0; e < 8; e++) l[e] += (double)r[j + e];
+    for (; j < n; j++) l[j % 8] += (double)r[j];
+    return ((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7]));
+}
+static double sum_f64_lanes(const double *r, int64_t n) {
+    double l[8] = {0};
+    int64_t j = 0;
+    for (; j + 8 <= n; j += 8)
+        for (int e = 0; e < 8; e++) l[e] += r[j + e];
+    for (; j < n; j++) l[j % 8] += r[j];
+    return ((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7]));
+}
 
 int cpu_reduce(ttt_backend_state *self, ttt_reduce_op op, ttt_tensor *dst, const ttt_tensor *src) {
     if (src->dtype != TTT_F32 && src->dtype != TTT_F64) return cpu_unsupported("reduce", src->dtype);
@@ -41,59 +61,76 @@ CPU_PARALLEL(self, nout * nred,
                 double acc = is_max ? -INFINITY : 0.0;
                 if (f32) {
                     const float *r = (const float *)x + o * nred;
-                    if (is_max)
-                        for (int64_t j = 0; j < nred; j++) acc = r[j] > acc ? r[j] : acc;
-                    else
-                        for (int64_t j = 0; j < nred; j++) acc += r[j];
+                    if (is_max) for (int64_t j = 0; j < nred; j++) acc = r[j] > acc ? r[j] : acc;
+                    else acc = sum_f32_lanes(r, nred);
                 } else {
                     const double *r = (const double *)x + o * nred;
-                    if (is_max)
-                        for (int64_t j = 0; j < nred; j++) acc = r[j] > acc ? r[j] : acc;
-                    else
-                        for (int64_t j = 0; j < nred; j++) acc += r[j];
+                    if (is_max) for (int64_t j = 0; j < nred; j++) acc = r[j] > acc ? r[j] : acc;
+                    else acc = sum_f64_lanes(r, nred);
                 }
                 st(y, f32, o, acc);
             }
 );
         return TTT_OK;
     }
-    if (last_red < first_kept && nr > 0 && nk > 0 && kstride[nk - 1] == 1 && rstride[nr - 1] == nout) {
-        /* leading reduction: sum rows of an [nred, nout] matrix, parallel over columns */
-        int64_t nchunk = (nout + 255) / 256;
+    if (nk > 0 && nr > 0 && kstride[nk - 1] == 1 && last_kept > last_red) {
+        /* the innermost kept axis is contiguous and below every reduced one ([R, C] -> [1, C], or
+         * [B, H, T, D] -> [1, H, 1, D]): add runs of up to 256 of its values into a block of
+         * accumulators, stepping through the reduced axes with an odometer (no division per value) */
+        const int64_t inner = kshape[nk - 1], nouter = nout / inner, nblk = (inner + 255) / 256;
 CPU_PARALLEL(self, nout * nred,
     _Pragma("omp for schedule(static)")
-            for (int64_t c = 0; c < nchunk; c++) {
-                int64_t lo = c * 256, hi = lo + 256 < nout ? lo + 256 : nout;
+            for (int64_t w = 0; w < nouter * nblk; w++) {
+                const int64_t o = w / nblk, lo = (w % nblk) * 256, len = inner - lo < 256 ? inner - lo : 256;
+                int64_t off = lo, rem = o, idx[TTT_MAX_DIMS] = {0};
+                for (int i = nk - 2; i >= 0; i--) {
+                    off += (rem % kshape[i]) * kstride[i];
+                    rem /= kshape[i];
+                }
                 double acc[256];
-                for (int64_t j = lo; j < hi; j++) acc[j - lo] = is_max ? -INFINITY : 0.0;
-                for (int64_t r = 0; r < nred; r++)
-                    for (int64_t j = lo; j < hi; j++) {
-                        double v = ld(x, f32, r * nout + j);
-                        acc[j - lo] = is_max ? (v > acc[j - lo] ? v : acc[j - lo]) : acc[j - lo] + v;
+                for (int64_t j = 0; j < len; j++) acc[j] = is_max ? -INFINITY : 0.0;
+                for (int64_t r = 0; r < nred; r++) {
+                    if (f32) {
+                        const float *p = (const float *)x + off;
+                        if (is_max) for (int64_t j = 0; j < len; j++) acc[j] = p[j] > acc[j] ? p[j] : acc[j];
+                        else for (int64_t j = 0; j < len; j++) acc[j] += (double)p[j];
+                    } else {
+                        const double *p = (const double *)x + off;
+                        if (is_max) for (int64_t j = 0; j < len; j++) acc[j] = p[j] > acc[j] ? p[j] : acc[j];
+                        else for (int64_t j = 0; j < len; j++) acc[j] += p[j];
                     }
-                for (int64_t j = lo; j < hi; j++) st(y, f32, j, acc[j - lo]);
+                    for (int i = nr - 1; i >= 0; i--) { /* the next reduced index */
+                        off += rstride[i];
+                        if (++idx[i] < rshape[i]) break;
+                        off -= rstride[i] * rshape[i];
+                        idx[i] = 0;
+                    }
+                }
+                for (int64_t j = 0; j < len; j++) st(y, f32, o * inner + lo + j, acc[j]);
             }
 );
         return TTT_OK;
     }
-    /* general: per output, walk the reduced index space */
+    /* general (a reduced axis inside the kept ones, or strided): per output, step through the reduced
+     * index space with an odometer */
 CPU_PARALLEL(self, nout * nred,
     _Pragma("omp for schedule(static)")
         for (int64_t o = 0; o < nout; o++) {
-            int64_t base = 0, rem = o;
+            int64_t off = 0, rem = o, idx[TTT_MAX_DIMS] = {0};
             for (int i = nk - 1; i >= 0; i--) {
-                base += (rem % kshape[i]) * kstride[i];
+                off += (rem % kshape[i]) * kstride[i];
                 rem /= kshape[i];
             }
             double acc = is_max ? -INFINITY : 0.0;
             for (int64_t j = 0; j < nred; j++) {
-                int64_t off = base, r2 = j;
-                for (int i = nr - 1; i >= 0; i--) {
-                    off += (r2 % rshape[i]) * rstride[i];
-                    r2 /= rshape[i];
-                }
                 double v = ld(x, f32, off);
                 acc = is_max ? (v > acc ? v : acc) : acc + v;
+                for (int i = nr - 1; i >= 0; i--) {
+                    off += rstride[i];
+                    if (++idx[i] < rshape[i]) break;
+                    off -= rstride[i] * rshape[i];
+                    idx[i] = 0;
+                }
             }
             st(y, f32, o, acc);
         }
