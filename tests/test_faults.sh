@@ -301,15 +301,18 @@ PY
 
 gpu_oom() {
   lm_setup
-  # about 2.7e11 parameters (1 TB in f32): more than any GPU holds
-  "$T" lm train --data train.bin --out big --dim 16384 --depth 64 --heads 128 --mlp-hidden 65536 --seq-len 32 --batch 1 \
+  # a small model (67M parameters) on 2^20 sequences of 32 tokens: one [2^20, 32, 4096] f32 activation is
+  # 550 GB, more than any GPU holds, refused at its allocation (a model of many GPU-sized weights spent
+  # minutes initializing 80 GB before it failed)
+  "$T" lm train --data train.bin --out big --dim 4096 --depth 1 --heads 32 --mlp-hidden 8 --seq-len 32 --batch 1048576 \
     --steps 1 --device cuda >/dev/null 2>err.txt
   local rc=$?
   if grep -qiE "no backend for it|no cuda device|no gpu|cannot run on cuda" err.txt; then
     echo "skipped: no GPU here ($(head -c 200 err.txt))"; exit 0
   fi
-  check '[ $rc -eq 1 ] && grep -qiE "memory" err.txt && grep -qE "[0-9]{6,}" err.txt' \
-    "a model too large for the GPU: exit 1 and a message with sizes (exit $rc: $(head -c 400 err.txt))"
+  # the error (the last line, after the start-up line) names memory and the size asked for
+  check '[ $rc -eq 1 ] && tail -n 1 err.txt | grep -iE "memory" | grep -qE "[0-9]{6,}"' \
+    "a batch too large for the GPU: exit 1 and a message with sizes (exit $rc: $(tail -n 1 err.txt | head -c 400))"
   check '[ ! -e big/model.safetensors ]' "and no checkpoint"
 }
 
