@@ -523,6 +523,11 @@ static void test_reduce(void) {
             /* a contiguous kept axis longer than one 256-column block, reduced axes interleaved */
             for (unsigned mask = 0; mask < 16; mask++)
                 reduce_case(FLOATS[k], 4, (int64_t[]){3, 2, 4, 300}, mask, (ttt_reduce_op)op);
+            /* many rows over few columns: the rows cut into chunks, partial sums added in order */
+            for (unsigned mask = 0; mask < 4; mask++)
+                reduce_case(FLOATS[k], 2, (int64_t[]){5000, 3}, mask, (ttt_reduce_op)op);
+            reduce_case(FLOATS[k], 3, (int64_t[]){40, 61, 70}, 0x3, (ttt_reduce_op)op);
+            reduce_case(FLOATS[k], 4, (int64_t[]){9, 2, 130, 5}, 0x5, (ttt_reduce_op)op);
             /* size-1 axes in the source */
             reduce_case(FLOATS[k], 4, (int64_t[]){1, 6, 1, 5}, 0x2, (ttt_reduce_op)op);
             reduce_case(FLOATS[k], 4, (int64_t[]){1, 6, 1, 5}, 0xf, (ttt_reduce_op)op);

@@ -4,6 +4,7 @@
  * strided walk otherwise. */
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "cpu_internal.h"
 
@@ -76,20 +77,39 @@ CPU_PARALLEL(self, nout * nred,
     if (nk > 0 && nr > 0 && kstride[nk - 1] == 1 && last_kept > last_red) {
         /* the innermost kept axis is contiguous and below every reduced one ([R, C] -> [1, C], or
          * [B, H, T, D] -> [1, H, 1, D]): add runs of up to 256 of its values into a block of
-         * accumulators, stepping through the reduced axes with an odometer (no division per value) */
+         * accumulators, stepping through the reduced axes with an odometer (no division per value).
+         * Few blocks and many rows (a bias gradient, [3136, 64] -> [64]) would leave all but one thread
+         * idle, so the rows are then cut into chunks whose partial sums are added in chunk order: the
+         * cut depends on the shape alone, so the result does not depend on the thread count. */
         const int64_t inner = kshape[nk - 1], nouter = nout / inner, nblk = (inner + 255) / 256;
+        int64_t nrc = nouter * nblk < 16 && nred >= 1024 ? nred / 512 : 1;
+        if (nrc > 64) nrc = 64;
+        const int64_t rch = (nred + nrc - 1) / nrc, nwork = nouter * nblk * nrc;
+        double *part = nrc > 1 ? malloc(sizeof(double) * 256 * (size_t)nwork) : NULL;
+        if (nrc > 1 && !part) {
+            ttt_backend_error("reduce: out of host memory for %lld partial sums", (long long)(256 * nwork));
+            return TTT_ERR;
+        }
 CPU_PARALLEL(self, nout * nred,
     _Pragma("omp for schedule(static)")
-            for (int64_t w = 0; w < nouter * nblk; w++) {
-                const int64_t o = w / nblk, lo = (w % nblk) * 256, len = inner - lo < 256 ? inner - lo : 256;
+            for (int64_t w = 0; w < nwork; w++) {
+                const int64_t ob = w / nrc, rc = w % nrc, o = ob / nblk, lo = (ob % nblk) * 256;
+                const int64_t len = inner - lo < 256 ? inner - lo : 256, j0 = rc * rch;
+                const int64_t j1 = j0 + rch < nred ? j0 + rch : nred;
                 int64_t off = lo, rem = o, idx[TTT_MAX_DIMS] = {0};
                 for (int i = nk - 2; i >= 0; i--) {
                     off += (rem % kshape[i]) * kstride[i];
                     rem /= kshape[i];
                 }
+                rem = j0; /* the chunk's first reduced index */
+                for (int i = nr - 1; i >= 0; i--) {
+                    idx[i] = rem % rshape[i];
+                    off += idx[i] * rstride[i];
+                    rem /= rshape[i];
+                }
                 double acc[256];
                 for (int64_t j = 0; j < len; j++) acc[j] = is_max ? -INFINITY : 0.0;
-                for (int64_t r = 0; r < nred; r++) {
+                for (int64_t r = j0; r < j1; r++) {
                     if (f32) {
                         const float *p = (const float *)x + off;
                         if (is_max) for (int64_t j = 0; j < len; j++) acc[j] = p[j] > acc[j] ? p[j] : acc[j];
@@ -106,9 +126,25 @@ CPU_PARALLEL(self, nout * nred,
                         idx[i] = 0;
                     }
                 }
-                for (int64_t j = 0; j < len; j++) st(y, f32, o * inner + lo + j, acc[j]);
+                if (part) memcpy(part + 256 * w, acc, sizeof(double) * (size_t)len);
+                else for (int64_t j = 0; j < len; j++) st(y, f32, o * inner + lo + j, acc[j]);
             }
 );
+        if (part) { /* the chunks' partial sums, in chunk order */
+            for (int64_t ob = 0; ob < nouter * nblk; ob++) {
+                const int64_t o = ob / nblk, lo = (ob % nblk) * 256, len = inner - lo < 256 ? inner - lo : 256;
+                const double *first = part + 256 * (ob * nrc);
+                for (int64_t j = 0; j < len; j++) {
+                    double a = first[j];
+                    for (int64_t rc = 1; rc < nrc; rc++) {
+                        const double v = part[256 * (ob * nrc + rc) + j];
+                        a = is_max ? (v > a ? v : a) : a + v;
+                    }
+                    st(y, f32, o * inner + lo + j, a);
+                }
+            }
+            free(part);
+        }
         return TTT_OK;
     }
     /* general (a reduced axis inside the kept ones, or strided): per output, step through the reduced
