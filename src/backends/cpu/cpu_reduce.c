@@ -11,21 +11,27 @@
 
 /* Sums of a contiguous run in 8 independent double lanes (vectorizes; the order is fixed, so the
  * result is deterministic), then the lanes pairwise. */
-static double sum_f32_lanes(const float *r, int64_t n) {
-    double l[8] = {0};
-    int64_t j = 0;
-    for (; j + 8 <= n; j += 8)
-        for (int e = 0; e < 8; e++) l[e] += (double)r[j + e];
-    for (; j < n; j++) l[j % 8] += (double)r[j];
-    return ((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7]));
-}
-static double sum_f64_lanes(const double *r, int64_t n) {
-    double l[8] = {0};
-    int64_t j = 0;
-    for (; j + 8 <= n; j += 8)
-        for (int e = 0; e < 8; e++) l[e] += r[j + e];
-    for (; j < n; j++) l[j % 8] += r[j];
-    return ((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7]));
+#define SUM_LANES(NAME, T)                                                                  \
+    static double NAME(const T *r, int64_t n) {                                             \
+        double l[8] = {0};                                                                  \
+        int64_t j = 0;                                                                      \
+        for (; j + 8 <= n; j += 8)                                                          \
+            for (int e = 0; e < 8; e++) l[e] += (double)r[j + e];                           \
+        for (; j < n; j++) l[j % 8] += (double)r[j];                                        \
+        return ((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7]));          \
+    }
+SUM_LANES(sum_f32_lanes, float)
+SUM_LANES(sum_f64_lanes, double)
+
+/* The next index of the reduced axes, odometer-style (the last axis turns fastest), and the
+ * element offset that goes with it. */
+static inline void next_reduced(int nr, const int64_t *shape, const int64_t *stride, int64_t *idx, int64_t *off) {
+    for (int i = nr - 1; i >= 0; i--) {
+        *off += stride[i];
+        if (++idx[i] < shape[i]) return;
+        *off -= stride[i] * shape[i];
+        idx[i] = 0;
+    }
 }
 
 int cpu_reduce(ttt_backend_state *self, ttt_reduce_op op, ttt_tensor *dst, const ttt_tensor *src) {
@@ -119,12 +125,7 @@ CPU_PARALLEL(self, nout * nred,
                         if (is_max) for (int64_t j = 0; j < len; j++) acc[j] = p[j] > acc[j] ? p[j] : acc[j];
                         else for (int64_t j = 0; j < len; j++) acc[j] += p[j];
                     }
-                    for (int i = nr - 1; i >= 0; i--) { /* the next reduced index */
-                        off += rstride[i];
-                        if (++idx[i] < rshape[i]) break;
-                        off -= rstride[i] * rshape[i];
-                        idx[i] = 0;
-                    }
+                    next_reduced(nr, rshape, rstride, idx, &off);
                 }
                 if (part) memcpy(part + 256 * w, acc, sizeof(double) * (size_t)len);
                 else for (int64_t j = 0; j < len; j++) st(y, f32, o * inner + lo + j, acc[j]);
@@ -161,12 +162,7 @@ CPU_PARALLEL(self, nout * nred,
             for (int64_t j = 0; j < nred; j++) {
                 double v = ld(x, f32, off);
                 acc = is_max ? (v > acc ? v : acc) : acc + v;
-                for (int i = nr - 1; i >= 0; i--) {
-                    off += rstride[i];
-                    if (++idx[i] < rshape[i]) break;
-                    off -= rstride[i] * rshape[i];
-                    idx[i] = 0;
-                }
+                next_reduced(nr, rshape, rstride, idx, &off);
             }
             st(y, f32, o, acc);
         }
