@@ -70,9 +70,10 @@ static int cpu_sync(ttt_backend_state *self) {
  * whole team waiting for a time slice: on a loaded 2-core machine two threads
  * ran a language model's decoding over 100x slower than one. So instances that
  * fit the machine count the cores that other processes leave free: /proc/
- * loadavg's fourth field is the number of runnable tasks now (this process's
- * runnable threads among them, own_runnable); the rest, scaled to the share of the machine's processors this
- * process may use, are taken as busy. Sampled at most every 100 ms. */
+ * loadavg's fourth field is the number of runnable tasks now, this process's
+ * own runnable threads among them (own_runnable); the rest, scaled to the
+ * share of the machine's processors this process may use, are taken as busy.
+ * Sampled at most every 100 ms. */
 static _Atomic int g_free_cores;
 static _Atomic long long g_free_cores_at; /* ms of the last sample */
 
