@@ -187,6 +187,10 @@ typedef struct ttt_backend {
     /* Optional: device bytes reserved from the driver and handed out now, and the
      * number of driver allocations so far (NULL on the CPU). */
     void (*memory_stats)(ttt_backend_state *self, size_t *reserved, size_t *in_use, uint64_t *driver_allocs);
+    /* Optional dense linear algebra beside the kernels (never recorded in a graph; may allocate its own
+     * workspace and synchronize): the thin SVD a = u diag(s) vt of a wide or square a [m, n], m <= n, f64,
+     * contiguous: u [m, m], s [m] (descending), vt [m, n], all f64 and dense. NULL: unsupported. */
+    int (*svd)(ttt_backend_state *self, const ttt_tensor *a, ttt_tensor *u, ttt_tensor *s, ttt_tensor *vt);
 
     /* The kernels (see TTT_KERNEL_LIST). */
 #define TTT__KERNEL_FIELD(name, params, args) int (*name)(ttt_backend_state *self, TTT__UNPAREN params);

@@ -58,6 +58,12 @@ typedef struct {
     int add_bos;                     /* prepend bos when encoding a prompt */
     char *chat_template;             /* as stored (Jinja text), NULL if none */
     char source[16];                 /* "gguf" or "hf" */
+    /* An adapter view (ttt/adapter.h) is a copy of a model that shares its tensors, tokenizer and
+     * tables; it owns only its block array and view_owned (materialized matrices). ttt_llama_free
+     * on a view frees just those. */
+    int is_view;
+    int n_view_owned;
+    ttt_tensor **view_owned;
 } ttt_llama;
 
 /* Loads PATH: a .gguf file (architecture "llama") or a Hugging Face folder

@@ -38,6 +38,9 @@ int ttt__adamw(ttt_ctx *ctx, ttt_tensor *p, const ttt_tensor *g, ttt_tensor *m, 
                double beta1, double beta2, double eps, double weight_decay, int64_t step);
 int ttt__sgd(ttt_ctx *ctx, ttt_tensor *p, const ttt_tensor *g, ttt_tensor *buf, double lr, double momentum,
              double weight_decay, int nesterov);
+/* The thin SVD a = u diag(s) vt of a float matrix a [m, n] (any device, no graph):
+ * u [m, r], s [r] descending, vt [r, n], r = min(m, n), f64 step tensors. */
+int ttt__svd(ttt_ctx *ctx, ttt_tensor *a, ttt_tensor **u, ttt_tensor **s, ttt_tensor **vt);
 
 /* util.c: message into a caller's buffer (returns TTT_ERR); grow a malloc'd
  * array of sz-byte elements to at least need (TTT_OK / TTT_ERR). */

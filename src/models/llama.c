@@ -119,6 +119,13 @@ static int alloc_params(ttt_ctx *ctx, ttt_llama *m, char *err, size_t err_len) {
 
 void ttt_llama_free(ttt_ctx *ctx, ttt_llama *m) {
     if (!ctx || !m) return;
+    if (m->is_view) { /* an adapter view: the rest belongs to its base model */
+        for (int i = 0; i < m->n_view_owned; i++) ttt_persistent_free(ctx, m->view_owned[i]);
+        free(m->view_owned);
+        free(m->blocks);
+        *m = (ttt_llama){0};
+        return;
+    }
     for (int64_t i = 0; m->blocks && i < m->cfg.depth; i++) {
         ttt_llama_block *b = &m->blocks[i];
         ttt_tensor *ts[] = {b->attn_norm, b->q, b->k, b->v, b->o, b->q_bias, b->k_bias, b->v_bias,
@@ -719,7 +726,12 @@ static ttt_tensor *run(ttt_ctx *ctx, const ttt_llama *m, ttt_tensor *ids, int64_
     ttt_tensor *x = ttt_embedding(ctx, m->embed, ids);
     if (!x) return NULL;
     ttt_tensor *all[] = {m->embed, m->head, m->norm};
-    const int record = ttt__recording(ctx, 3, all) || ttt__recording(ctx, 1, &x);
+    int record = ttt__recording(ctx, 3, all) || ttt__recording(ctx, 1, &x);
+    for (int64_t i = 0; !record && i < m->cfg.depth; i++) { /* an adapter's matrices may carry a graph */
+        const ttt_llama_block *b = &m->blocks[i];
+        ttt_tensor *w[] = {b->q, b->k, b->v, b->o, b->gate, b->up, b->down};
+        record = ttt__recording(ctx, 7, w);
+    }
     ttt_tensor *buf[2] = {NULL, NULL};
     if (!record && !((buf[0] = ttt_new(ctx, TTT_F32, 3, x->shape)) && (buf[1] = ttt_new(ctx, TTT_F32, 3, x->shape))))
         return NULL;

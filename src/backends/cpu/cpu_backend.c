@@ -29,6 +29,9 @@ int cpu_one_hot(ttt_backend_state *self, ttt_tensor *dst, const ttt_tensor *targ
 int cpu_gather_rows(ttt_backend_state *self, ttt_tensor *dst, const ttt_tensor *table, const ttt_tensor *ids);
 int cpu_scatter_add_rows(ttt_backend_state *self, ttt_tensor *dst, const ttt_tensor *src, const ttt_tensor *ids);
 int cpu_rope(ttt_backend_state *self, ttt_tensor *dst, const ttt_tensor *src, int seq_axis, int64_t pos0, double theta, int inverse);
+#ifdef TTT_HAVE_LAPACK
+int cpu_svd(ttt_backend_state *self, const ttt_tensor *a, ttt_tensor *u, ttt_tensor *s, ttt_tensor *vt);
+#endif
 int cpu_attn_mask(ttt_backend_state *self, ttt_tensor *dst, const ttt_tensor *src, int64_t window, int64_t q_offset, double fill);
 int cpu_adamw(ttt_backend_state *self, ttt_tensor *p, const ttt_tensor *g, ttt_tensor *m, ttt_tensor *v, double lr, double beta1, double beta2,
               double eps, double weight_decay, int64_t step);
@@ -248,6 +251,9 @@ static const ttt_backend CPU = {
     .upload = cpu_upload,
     .download = cpu_download,
     .synchronize = cpu_sync,
+#ifdef TTT_HAVE_LAPACK
+    .svd = cpu_svd,
+#endif
     .copy = cpu_copy,
     .fill = cpu_fill,
     .unary = cpu_unary,

@@ -296,6 +296,7 @@ static ttt_backend make_table(void) {
     b.download = cu_download;
     b.synchronize = cu_sync;
     b.memory_stats = cu_memory_stats;
+    b.svd = ttt__cu_svd;
 #define TTT__CUDA_ENTRY(name, params, args) b.name = ttt__cu_##name;
     TTT_KERNEL_LIST(TTT__CUDA_ENTRY)
 #undef TTT__CUDA_ENTRY

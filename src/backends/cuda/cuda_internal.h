@@ -111,6 +111,9 @@ int ttt__cuda_flag_check(CuDev *D, const char *what, const char *unit, int64_t r
 /* cuda_matmul.cu: create the instance's cuBLAS handle if it has none. */
 int ttt__cuda_ensure_cublas(CuDev *D);
 
+/* cuda_linalg.cu: the thin SVD (the table's svd entry). */
+int ttt__cu_svd(ttt_backend_state *self, const ttt_tensor *a, ttt_tensor *u, ttt_tensor *s, ttt_tensor *vt);
+
 /* device_pool.cu: every device allocation of an instance (see the file). */
 CuPool *ttt__cuda_pool_new(void);
 void ttt__cuda_pool_delete(CuPool *p); /* gives every slab back to the driver */
