@@ -317,6 +317,67 @@ static void test_files(ttt_ctx *ctx, const ttt_llama *m, const ttt_adapted_set *
     ttt_adapter_free(ctx, &a);
 }
 
+/* On a machine with a GPU: the SVD through cuSOLVER gives the CPU's singular values
+ * and reconstructs W; SVF views give the CPU's logits. */
+static void test_cuda(void) {
+    if (ttt_device_count(TTT_CUDA) < 1) {
+        printf("no CUDA device: the cuSOLVER checks did not run\n");
+        return;
+    }
+    ttt_ctx *cpu = ttt_ctx_new(&(ttt_ctx_config){.device = TTT_CPU, .seed = 7});
+    ttt_ctx *gpu = ttt_ctx_new(&(ttt_ctx_config){.device = TTT_CUDA, .seed = 7});
+    ttt_llama mc = {0}, mg = {0};
+    char err[512];
+    if (!cpu || !gpu || load(cpu, "tiny_tied.gguf", &mc) || load(gpu, "tiny_tied.gguf", &mg)) {
+        CHECK_MSG(0, "cuda contexts or models: %s", ttt_runtime_error());
+        return;
+    }
+    ttt_adapted_set sc, sg;
+    CHECK(ttt_adapted_set_init(cpu, &mc, TTT_ADAPT_ATTN | TTT_ADAPT_MLP, &sc, err, sizeof err) == TTT_OK);
+    CHECK(ttt_adapted_set_init(gpu, &mg, TTT_ADAPT_ATTN | TTT_ADAPT_MLP, &sg, err, sizeof err) == TTT_OK);
+    CHECK(sc.fingerprint == sg.fingerprint);
+    CHECK_MSG(ttt_svd_compute(cpu, &sc, NULL, err, sizeof err) == TTT_OK, "%s", err);
+    CHECK_MSG(ttt_svd_compute(gpu, &sg, NULL, err, sizeof err) == TTT_OK, "%s", err);
+    double ds = 0, rec = 0;
+    for (int i = 0; i < sc.n && sg.u; i++) {
+        const int64_t r = sc.s[i]->shape[0];
+        float *a = malloc(sizeof(float) * (size_t)r), *b = malloc(sizeof(float) * (size_t)r);
+        ttt_copy_to_host(cpu, sc.s[i], a, TTT_F32);
+        ttt_copy_to_host(gpu, sg.s[i], b, TTT_F32);
+        ds = fmax(ds, max_abs_diff_host(a, b, r) / fmax(1e-30, a[0]));
+        free(a), free(b);
+        ttt_step_reset(gpu);
+        ttt_tensor *w = ttt_matmul(gpu, ttt_mul(gpu, sg.u[i], sg.s[i]), sg.vt[i], 0, 0);
+        rec = fmax(rec, ttt_item(gpu, ttt_max(gpu, ttt_abs(gpu, ttt_sub(gpu, w, sg.w[i])), 0, NULL, 0)) /
+                            ttt_item(gpu, ttt_max(gpu, ttt_abs(gpu, sg.w[i]), 0, NULL, 0)));
+    }
+    CHECK_MSG(ds < 1e-6, "singular values, CPU vs cuSOLVER: %.3g", ds);
+    CHECK_MSG(rec < 1e-5, "cuSOLVER reconstruction: %.3g", rec);
+    printf("cuSOLVER: singular values within %.3g of LAPACK's, reconstruction %.3g\n", ds, rec);
+    /* the same expert on both devices: a file written on the GPU, read on the CPU */
+    ttt_adapter ag, ac;
+    char path[] = "/tmp/ttt_adapter_cuda_XXXXXX";
+    int fd = mkstemp(path);
+    if (fd >= 0) close(fd);
+    CHECK(ttt_adapter_new(gpu, &sg, TTT_ADAPTER_SVF, 0, 0, 9, &ag, err, sizeof err) == TTT_OK);
+    for (int i = 0; i < ag.n; i++) ttt_assign(gpu, ag.z[i], ttt_randn(gpu, TTT_F32, 1, ag.z[i]->shape, 2.0));
+    CHECK(ttt_adapter_save(gpu, path, &ag, &sg, NULL, err, sizeof err) == TTT_OK);
+    CHECK_MSG(ttt_adapter_load(cpu, path, &sc, &ac, NULL, err, sizeof err) == TTT_OK, "%s", err);
+    ttt_llama vc, vg;
+    int64_t n1 = 0, n2 = 0;
+    CHECK(ttt_adapter_view(cpu, &mc, &sc, &ac, &vc) == TTT_OK && ttt_adapter_view(gpu, &mg, &sg, &ag, &vg) == TTT_OK);
+    float *lc = logits_of(cpu, &vc, &n1), *lg = logits_of(gpu, &vg, &n2);
+    if (lc && lg && n1 == n2) CHECK_MSG(max_abs_diff_host(lc, lg, n1) < 2e-3, "SVF logits, CPU vs CUDA: %.3g", max_abs_diff_host(lc, lg, n1));
+    else CHECK_MSG(0, "SVF logits on CUDA: %s", ttt_error(gpu));
+    free(lc), free(lg);
+    ttt_adapter_view_free(cpu, &vc), ttt_adapter_view_free(gpu, &vg);
+    ttt_adapter_free(cpu, &ac), ttt_adapter_free(gpu, &ag);
+    unlink(path);
+    ttt_adapted_set_free(cpu, &sc), ttt_adapted_set_free(gpu, &sg);
+    ttt_llama_free(cpu, &mc), ttt_llama_free(gpu, &mg);
+    ttt_ctx_free(cpu), ttt_ctx_free(gpu);
+}
+
 int main(void) {
     ttt_ctx *ctx = ttt_ctx_new(&(ttt_ctx_config){.device = TTT_CPU, .seed = 7});
     ttt_llama m = {0};
@@ -336,6 +397,7 @@ int main(void) {
     test_pg_gradient(ctx, &m, &set, TTT_ADAPTER_LORA);
     test_pg_direction(ctx, &m, &set);
     test_files(ctx, &m, &set, dir);
+    test_cuda();
     ttt_adapted_set_free(ctx, &set);
     ttt_llama_free(ctx, &m);
     ttt_ctx_free(ctx);
