@@ -37,6 +37,9 @@ static const struct {
 } KERNEL_EXEMPT[] = {
     {TTT_K_adamw, "an optimizer update, checked against PyTorch's formulas by test_optim"},
     {TTT_K_sgd, "an optimizer update, checked against PyTorch's formulas by test_optim"},
+    {TTT_K_adamw_multi, "the multi-tensor AdamW: bit-identical to adamw per tensor, checked by test_fused"},
+    {TTT_K_sumsq_multi, "gradient clipping's one-pass global norm: the composed ops' bits, checked by test_fused"},
+    {TTT_K_scale_multi, "gradient clipping's multi-tensor scale: unary affine's bits, checked by test_fused"},
 };
 
 static int has_case(const char *op) {

@@ -12,6 +12,9 @@
  * until then. Slow (a context switch per thread per collective): small shapes
  * only.
  *
+ * Shuffles (__shfl_xor_sync on float, __shfl_down_sync on float and double)
+ * and __shared__ variables (statics) cover block reductions too.
+ *
  * Usage: #include "emu.h" before the kernels, then
  *   emu::launch(grid, block, [&] { my_kernel(args...); });
  */
@@ -230,6 +233,19 @@ inline void launch(dim3 grid, dim3 block, const std::function<void()> &body) {
             }
 }
 
+/* __shfl_down_sync: lane l reads lane l + delta of its warp, or keeps its own value past the warp's end */
+inline std::vector<double> g_exchange_d;
+inline double shfl_down(double v, int delta) {
+    const int n = (int)(g_block.x * g_block.y * g_block.z);
+    if ((int)g_exchange_d.size() < n) g_exchange_d.resize(n);
+    g_exchange_d[g_cur] = v;
+    warp_barrier();
+    const int lane = g_cur & 31, src = (g_cur & ~31) + lane + delta;
+    const double r = lane + delta < 32 && src < n ? g_exchange_d[src] : v;
+    warp_barrier();
+    return r;
+}
+
 inline float shfl_xor(float v, int lane_mask) {
     g_exchange[g_cur] = v;
     warp_barrier();
@@ -343,6 +359,10 @@ inline void cp_wait(int n) {
 #define __syncthreads() emu::barrier()
 #define __syncwarp() emu::warp_barrier()
 inline float __shfl_xor_sync(unsigned, float v, int lane_mask) { return emu::shfl_xor(v, lane_mask); }
+inline double __shfl_down_sync(unsigned, double v, int delta) { return emu::shfl_down(v, delta); }
+inline float __shfl_down_sync(unsigned, float v, int delta) { return (float)emu::shfl_down((double)v, delta); }
+/* blocks run one after another, so a block's shared variables can be statics */
+#define __shared__ static
 inline float __expf(float x) { return expf(x); }
 inline float __fdividef(float a, float b) { return a / b; }
 

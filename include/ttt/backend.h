@@ -117,6 +117,12 @@ typedef struct {
       (dst, src, seq_axis, pos0, theta, inverse))                                                                \
     X(attn_mask, (ttt_tensor *dst, const ttt_tensor *src, int64_t window, int64_t q_offset, double fill),       \
       (dst, src, window, q_offset, fill))                                                                        \
+    /* dst = silu(a) * b (SwiGLU's gate); a, b, dst dense, one shape */                                         \
+    X(swiglu, (ttt_tensor *dst, const ttt_tensor *a, const ttt_tensor *b), (dst, a, b))                          \
+    /* Optional. Its first-order gradients in one pass: da = dy b silu'(a), db = dy silu(a), each computed as   \
+     * the composed ops round them; either of da, db may be NULL (not wanted); all dense, one shape. */         \
+    X(swiglu_bwd, (ttt_tensor *da, ttt_tensor *db, const ttt_tensor *a, const ttt_tensor *b, const ttt_tensor *dy), \
+      (da, db, a, b, dy))                                                                                        \
     /* optimizer updates, in place on contiguous persistent tensors */                                          \
     X(adamw,                                                                                                     \
       (ttt_tensor *p, const ttt_tensor *g, ttt_tensor *m, ttt_tensor *v, double lr, double beta1, double beta2, \
@@ -126,6 +132,19 @@ typedef struct {
       (ttt_tensor *p, const ttt_tensor *g, ttt_tensor *buf, double lr, double momentum, double weight_decay,    \
        int nesterov),                                                                                            \
       (p, g, buf, lr, momentum, weight_decay, nesterov))                                                         \
+    /* Optional multi-tensor forms of the optimizer's per-parameter work (NULL: the caller loops over the      \
+     * per-tensor entries). n >= 1 contiguous tensors of one float dtype per call; the pointer arrays are host   \
+     * memory read during the call only. adamw_multi updates each (p[i], g[i], m[i], v[i]) exactly as adamw    \
+     * does with weight_decay[i] (the same bits). */                                                           \
+    X(adamw_multi,                                                                                               \
+      (int n, ttt_tensor *const *p, ttt_tensor *const *g, ttt_tensor *const *m, ttt_tensor *const *v,           \
+       const double *weight_decay, double lr, double beta1, double beta2, double eps, int64_t step),             \
+      (n, p, g, m, v, weight_decay, lr, beta1, beta2, eps, step))                                                \
+    /* dst (f64, one element) = sum over i in order of (f64) sum(x[i] * x[i]), each term with the bits of the   \
+     * composed ops (binary mul, reduce sum to x's dtype, cast): the global norm of gradient clipping. */      \
+    X(sumsq_multi, (ttt_tensor *dst, int n, const ttt_tensor *const *x), (dst, n, x))                             \
+    /* x[i] *= a in place for every i, with unary TTT_U_AFFINE(a, 0)'s bits. */                                 \
+    X(scale_multi, (int n, ttt_tensor *const *x, double a), (n, x, a))                                           \
     /* Optional fused attention (NULL where absent, as on the CPU; ttt_attention then composes it of the       \
      * kernels above). q [..., Tq, d], k [..., Tk, d], v [..., Tk, dv], out [..., Tq, dv]: dense, the same      \
      * leading axes (one batch axis to the kernel); masking as ttt_attention states it; scale > 0. lse [..., Tq] \

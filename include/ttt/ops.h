@@ -55,6 +55,10 @@ ttt_tensor *ttt_clamp(ttt_ctx *ctx, ttt_tensor *x, double lo, double hi);
 ttt_tensor *ttt_scale(ttt_ctx *ctx, ttt_tensor *x, double a);        /* a * x */
 ttt_tensor *ttt_add_scalar(ttt_ctx *ctx, ttt_tensor *x, double b);   /* x + b */
 ttt_tensor *ttt_elu1(ttt_ctx *ctx, ttt_tensor *x);                   /* elu(x) + 1 (linear-attention feature map) */
+/* SwiGLU's gate: silu(a) * b for a, b of one shape and dtype (no broadcasting), in one pass; its
+ * first-order gradient is one fused pass too (a composed, differentiable one under create_graph). In f32 and
+ * f64 the values are those of ttt_mul(ttt_silu(a), b); bf16 rounds once instead of twice. */
+ttt_tensor *ttt_swiglu(ttt_ctx *ctx, ttt_tensor *a, ttt_tensor *b);
 
 /* Reductions over axes. axes == NULL with n_axes == 0 reduces over all axes. */
 ttt_tensor *ttt_sum(ttt_ctx *ctx, ttt_tensor *x, int n_axes, const int *axes, int keepdim);

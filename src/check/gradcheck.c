@@ -129,6 +129,16 @@ BINARY_CASE(div, K_POS, ttt_div(ctx, x[0], x[1]))
 BINARY_CASE(maximum, K_NORMAL, ttt_maximum(ctx, x[0], x[1]))
 BINARY_CASE(minimum, K_NORMAL, ttt_minimum(ctx, x[0], x[1]))
 
+/* SwiGLU's gate silu(a) * b: one shape, no broadcasting */
+static void make_swiglu(rng *r, spec *s) {
+    make_2d(r, s, K_NORMAL);
+    add_input(s, K_NORMAL, s->ndim[0], s->shape[0]);
+}
+static ttt_tensor *fn_swiglu(ttt_ctx *ctx, ttt_tensor *const *x, const spec *s) {
+    (void)s;
+    return ttt_swiglu(ctx, x[0], x[1]);
+}
+
 static void make_where(rng *r, spec *s) {
     broadcast_pair(r, s, K_NORMAL, K_NORMAL);
     add_input(s, K_MASK, s->ndim[0], s->shape[0]);
@@ -515,6 +525,7 @@ static const gc_case CASES[] = {
     {"div", make_div, fn_div},
     {"maximum", make_maximum, fn_maximum},
     {"minimum", make_minimum, fn_minimum},
+    {"swiglu", make_swiglu, fn_swiglu},
     {"where", make_where, fn_where},
     {"masked_fill", make_masked_fill, fn_masked_fill},
     {"sum", make_reduce, fn_sum},

@@ -224,6 +224,8 @@ ttt_ctx *ttt_ctx_new(const ttt_ctx_config *cfg) {
         return NULL;
     }
     if (ttt__profile_enabled()) ctx->profiled = ttt__profile_wrap(&be, &bs) == TTT_OK;
+    const char *fused = getenv("TTT_FUSED");
+    ctx->unfused = fused && !strcmp(fused, "0");
     ctx->be = be;
     ctx->bs = bs;
     ctx->real_be = be;

@@ -27,6 +27,61 @@ int ttt__sgd(ttt_ctx *ctx, ttt_tensor *p, const ttt_tensor *g, ttt_tensor *buf, 
     return TTT_OK;
 }
 
+bool ttt__fused(const ttt_ctx *ctx) { return ctx && !ctx->unfused; }
+void ttt__set_fused(ttt_ctx *ctx, bool on) {
+    if (ctx) ctx->unfused = !on;
+}
+bool ttt__multi_tensor(const ttt_ctx *ctx) {
+    return ttt__fused(ctx) && ctx->be->adamw_multi && ctx->be->sumsq_multi && ctx->be->scale_multi;
+}
+
+static bool one_dtype(int n, ttt_tensor *const *x) {
+    for (int i = 1; i < n; i++)
+        if (x[i]->dtype != x[0]->dtype) return false;
+    return true;
+}
+
+int ttt__adamw_multi(ttt_ctx *ctx, int n, ttt_tensor *const *p, ttt_tensor *const *g, ttt_tensor *const *m,
+                     ttt_tensor *const *v, const double *wd, double lr, double beta1, double beta2, double eps,
+                     int64_t step) {
+    if (n < 1) return TTT_OK;
+    if (ttt__multi_tensor(ctx) && one_dtype(n, p)) {
+        if (ctx->be->adamw_multi(ctx->bs, n, p, g, m, v, wd, lr, beta1, beta2, eps, step) != TTT_OK)
+            return ttt__backend_failed(ctx, "adamw");
+        return TTT_OK;
+    }
+    for (int i = 0; i < n; i++)
+        if (ttt__adamw(ctx, p[i], g[i], m[i], v[i], lr, beta1, beta2, eps, wd[i], step) != TTT_OK) return TTT_ERR;
+    return TTT_OK;
+}
+
+int ttt__scale_multi(ttt_ctx *ctx, const char *op, int n, ttt_tensor *const *x, double a) {
+    if (n < 1) return TTT_OK;
+    if (ttt__multi_tensor(ctx) && one_dtype(n, x)) {
+        if (ctx->be->scale_multi(ctx->bs, n, x, a) != TTT_OK) return ttt__backend_failed(ctx, op);
+        return TTT_OK;
+    }
+    for (int i = 0; i < n; i++)
+        if (ttt__scale_in_place(ctx, op, x[i], a) != TTT_OK) return TTT_ERR;
+    return TTT_OK;
+}
+
+int ttt__sumsq_multi(ttt_ctx *ctx, const char *op, int n, ttt_tensor *const *x, ttt_tensor **out) {
+    *out = NULL;
+    if (!ttt__multi_tensor(ctx))
+        return ttt__set_error(ctx, "%s: the %s backend's multi-tensor entries are off or missing", op, ctx->be->name);
+    if (n < 1 || !one_dtype(n, x)) return ttt__set_error(ctx, "%s: needs one or more tensors of one dtype", op);
+    for (int i = 0; i < n; i++)
+        if (!ttt__is_float(x[i]->dtype) || !ttt_is_contiguous(x[i]))
+            return ttt__set_error(ctx, "%s: tensor %d is not a dense float tensor", op, i);
+    ttt_tensor *dst = ttt_new(ctx, TTT_F64, 1, (const int64_t[]){1});
+    if (!dst) return TTT_ERR;
+    if (ctx->be->sumsq_multi(ctx->bs, dst, n, (const ttt_tensor *const *)x) != TTT_OK)
+        return ttt__backend_failed(ctx, op);
+    *out = dst;
+    return TTT_OK;
+}
+
 int ttt__svd(ttt_ctx *ctx, ttt_tensor *a, ttt_tensor **u, ttt_tensor **s, ttt_tensor **vt) {
     *u = *s = *vt = NULL;
     if (!a) return TTT_ERR;

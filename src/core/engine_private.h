@@ -38,6 +38,24 @@ int ttt__adamw(ttt_ctx *ctx, ttt_tensor *p, const ttt_tensor *g, ttt_tensor *m, 
                double beta1, double beta2, double eps, double weight_decay, int64_t step);
 int ttt__sgd(ttt_ctx *ctx, ttt_tensor *p, const ttt_tensor *g, ttt_tensor *buf, double lr, double momentum,
              double weight_decay, int nesterov);
+/* The fused paths (engine.c): the multi-tensor optimizer and clipping entries and the fused SwiGLU op run
+ * unless the environment had TTT_FUSED=0 when the context was made; then the per-tensor entries and the
+ * composed ops run instead (the same values: for before/after comparisons). ttt__set_fused switches one
+ * context (tests). ttt__multi_tensor: the backend has the multi-tensor entries and they are on. */
+bool ttt__fused(const ttt_ctx *ctx);
+void ttt__set_fused(ttt_ctx *ctx, bool on);
+bool ttt__multi_tensor(const ttt_ctx *ctx);
+/* AdamW over n parameters (p, g, m, v contiguous, weight decay wd[i]): a few launches where
+ * ttt__multi_tensor and one dtype allow, else adamw per tensor; the same bits either way. */
+int ttt__adamw_multi(ttt_ctx *ctx, int n, ttt_tensor *const *p, ttt_tensor *const *g, ttt_tensor *const *m,
+                     ttt_tensor *const *v, const double *wd, double lr, double beta1, double beta2, double eps,
+                     int64_t step);
+/* x[i] *= a for every i (dense tensors): one launch or a few, else per tensor; the same bits either way. */
+int ttt__scale_multi(ttt_ctx *ctx, const char *op, int n, ttt_tensor *const *x, double a);
+/* sum over i of (f64) sum(x[i] * x[i]) into *out, an f64 step tensor of one element, with the bits of
+ * ttt_mul, ttt_sum, ttt_cast to f64 and ttt_add in order. Needs ttt__multi_tensor and n >= 1 dense float
+ * tensors of one dtype (the caller composes it otherwise). */
+int ttt__sumsq_multi(ttt_ctx *ctx, const char *op, int n, ttt_tensor *const *x, ttt_tensor **out);
 /* The thin SVD a = u diag(s) vt of a float matrix a [m, n] (any device, no graph):
  * u [m, r], s [r] descending, vt [r, n], r = min(m, n), f64 step tensors. */
 int ttt__svd(ttt_ctx *ctx, ttt_tensor *a, ttt_tensor **u, ttt_tensor **s, ttt_tensor **vt);

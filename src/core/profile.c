@@ -101,7 +101,12 @@ static const char *matmul_label(char *buf, size_t n, const ttt_tensor *c, const 
 #define DESC_scatter_add_rows src->dtype, NULL
 #define DESC_rope src->dtype, NULL
 #define DESC_attn_mask src->dtype, NULL
+#define DESC_swiglu dst->dtype, NULL
+#define DESC_swiglu_bwd dy->dtype, NULL
 #define DESC_adamw p->dtype, NULL
+#define DESC_adamw_multi n > 0 ? p[0]->dtype : TTT_F32, NULL
+#define DESC_sumsq_multi n > 0 ? x[0]->dtype : TTT_F32, NULL
+#define DESC_scale_multi n > 0 ? x[0]->dtype : TTT_F32, NULL
 #define DESC_sgd p->dtype, NULL
 #define DESC_attention_fwd q->dtype, NULL
 #define DESC_attention_bwd q->dtype, NULL

@@ -465,7 +465,8 @@ ttt_tensor *ttt__lm_w(ttt_ctx *ctx, const ttt_lm *m, ttt_tensor *p) {
 
 static ttt_tensor *swiglu(ttt_ctx *ctx, const ttt_lm *m, ttt_tensor *h, ttt_tensor *gate, ttt_tensor *up,
                           ttt_tensor *down) {
-    return linear(ctx, ttt_mul(ctx, ttt_silu(ctx, linear(ctx, h, W(ctx, m, gate))), linear(ctx, h, W(ctx, m, up))),
+    /* the gate silu(h Wg) * (h Wu) in one fused pass forward and one backward (ttt_swiglu) */
+    return linear(ctx, ttt_swiglu(ctx, linear(ctx, h, W(ctx, m, gate)), linear(ctx, h, W(ctx, m, up))),
                   W(ctx, m, down));
 }
 

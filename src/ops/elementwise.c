@@ -210,6 +210,47 @@ ttt_tensor *ttt_scale(ttt_ctx *ctx, ttt_tensor *x, double a) { return affine(ctx
 ttt_tensor *ttt_add_scalar(ttt_ctx *ctx, ttt_tensor *x, double b) { return affine(ctx, x, 1.0, b); }
 ttt_tensor *ttt_elu1(ttt_ctx *ctx, ttt_tensor *x) { return unary(ctx, "elu1", TTT_U_ELU1, x, 0, 0, elu1_vjp); }
 
+/* ---- SwiGLU ------------------------------------------------------------------------- */
+
+/* da = (g b) silu'(a), db = g silu(a): the order of ttt_mul(ttt_silu(a), b)'s graph */
+VJP(swiglu_vjp) {
+    ttt_tensor *a = nd->in[0], *b = nd->in[1];
+    if (ctx->be->swiglu_bwd && !ttt_grad_enabled(ctx)) {
+        /* first order only: one fused pass (create_graph needs the composed, differentiable form below) */
+        ttt_tensor *gd = ttt__dense(ctx, G), *ad = gd ? ttt__dense(ctx, a) : NULL, *bd = ad ? ttt__dense(ctx, b) : NULL;
+        ttt_tensor *da = bd && needs[0] ? ttt__new_like(ctx, a) : NULL, *db = bd && needs[1] ? ttt__new_like(ctx, b) : NULL;
+        if (!bd || (needs[0] && !da) || (needs[1] && !db)) return TTT_ERR;
+        if (ttt_numel(gd) && ctx->be->swiglu_bwd(ctx->bs, da, db, ad, bd, gd) != TTT_OK)
+            return ttt__backend_failed(ctx, "swiglu (backward)");
+        if (needs[0]) gin[0] = da;
+        if (needs[1]) gin[1] = db;
+        return TTT_OK;
+    }
+    if (needs[0] && !(gin[0] = ttt_mul(ctx, ttt_mul(ctx, G, b), ttt_silu_grad(ctx, a)))) return TTT_ERR;
+    if (needs[1] && !(gin[1] = ttt_mul(ctx, G, ttt_silu(ctx, a)))) return TTT_ERR;
+    return TTT_OK;
+}
+
+ttt_tensor *ttt_swiglu(ttt_ctx *ctx, ttt_tensor *a, ttt_tensor *b) {
+    TTT_CHECK_NONNULL2(a, b);
+    if (check_float_pair(ctx, "swiglu", a, b) != TTT_OK) return NULL;
+    bool same = a->ndim == b->ndim;
+    for (int i = 0; same && i < a->ndim; i++) same = a->shape[i] == b->shape[i];
+    if (!same) {
+        char sa[96], sb[96];
+        return ttt__set_error(ctx, "swiglu: a %s and b %s must have one shape (no broadcasting)",
+                              ttt_shape_str(a, sa, sizeof sa), ttt_shape_str(b, sb, sizeof sb)),
+               NULL;
+    }
+    if (ctx->unfused) return ttt_mul(ctx, ttt_silu(ctx, a), b); /* TTT_FUSED=0: the composed ops */
+    ttt_tensor *ad = ttt__dense(ctx, a), *bd = ad ? ttt__dense(ctx, b) : NULL, *out = bd ? ttt__new_like(ctx, a) : NULL;
+    if (!out) return NULL;
+    if (ttt_numel(out) && ctx->be->swiglu(ctx->bs, out, ad, bd) != TTT_OK) return ttt__backend_failed(ctx, "swiglu"), NULL;
+    ttt_tensor *ins[2] = {a, b};
+    if (ttt__recording(ctx, 2, ins) && !ttt__record(ctx, "swiglu", swiglu_vjp, 2, ins, 1, &out)) return NULL;
+    return out;
+}
+
 /* ---- where ------------------------------------------------------------------------- */
 
 VJP(where_vjp) {

@@ -1,6 +1,8 @@
 /* Outer-loop optimizers: AdamW and SGD with momentum, a warmup + cosine
  * schedule and global-norm gradient clipping. The per-parameter update is one
- * fused backend kernel; nothing here records a graph. */
+ * fused backend kernel; AdamW and clipping go over all parameters in a few
+ * multi-tensor launches where the backend has them (the same bits as the
+ * per-tensor path); nothing here records a graph. */
 #include <math.h>
 #include <stdlib.h>
 
@@ -19,6 +21,8 @@ struct ttt_optimizer {
     ttt_tensor **state; /* AdamW: m[0..n), v[n..2n); SGD: buf[0..n) */
     int n_state;
     int64_t steps;
+    ttt_tensor **batch; /* AdamW: a step's p, g, m, v of the parameters with gradients, 4 x n */
+    double *batch_wd;   /* and their weight decays */
 };
 
 static ttt_optimizer *opt_new(ttt_ctx *ctx, opt_kind kind, int n, ttt_tensor *const *params, const int *decay,
@@ -42,8 +46,10 @@ static ttt_optimizer *opt_new(ttt_ctx *ctx, opt_kind kind, int n, ttt_tensor *co
         o->params = calloc((size_t)n, sizeof *o->params);
         o->decay = calloc((size_t)n, sizeof *o->decay);
         o->state = calloc((size_t)n_state, sizeof *o->state);
+        o->batch = calloc(4 * (size_t)n, sizeof *o->batch);
+        o->batch_wd = calloc((size_t)n, sizeof *o->batch_wd);
     }
-    if (!o || !o->params || !o->decay || !o->state) {
+    if (!o || !o->params || !o->decay || !o->state || !o->batch || !o->batch_wd) {
         ttt_optimizer_free(o);
         return ttt__set_error(ctx, "%s: out of host memory", name), NULL;
     }
@@ -89,6 +95,8 @@ void ttt_optimizer_free(ttt_optimizer *o) {
     if (o->state)
         for (int s = 0; s < o->n_state; s++) ttt_persistent_free(o->ctx, o->state[s]);
     free(o->state);
+    free(o->batch);
+    free(o->batch_wd);
     free(o->params);
     free(o->decay);
     free(o);
@@ -114,14 +122,25 @@ int ttt_optimizer_step(ttt_optimizer *o, double lr) {
     if (lr < 0) lr = o->cfg.lr;
     if (!isfinite(lr)) return ttt__set_error(ctx, "optimizer: learning rate %g is not finite", lr);
     o->steps++;
+    if (o->kind == OPT_ADAMW) {
+        /* every parameter with a gradient in one multi-tensor call (a few launches; per tensor where the
+         * backend has no such entry) */
+        const int n = o->n;
+        ttt_tensor **P = o->batch, **G = P + n, **M = G + n, **V = M + n;
+        int k = 0;
+        for (int i = 0; i < n; i++) {
+            ttt_tensor *p = o->params[i];
+            if (!p->grad) continue;
+            P[k] = p, G[k] = p->grad, M[k] = o->state[i], V[k] = o->state[n + i];
+            o->batch_wd[k++] = o->decay[i] ? o->cfg.weight_decay : 0.0;
+        }
+        return ttt__adamw_multi(ctx, k, P, G, M, V, o->batch_wd, lr, o->cfg.beta1, o->cfg.beta2, o->cfg.eps, o->steps);
+    }
     for (int i = 0; i < o->n; i++) {
         ttt_tensor *p = o->params[i];
         if (!p->grad) continue;
         double wd = o->decay[i] ? o->cfg.weight_decay : 0.0;
-        int rc = o->kind == OPT_ADAMW ? ttt__adamw(ctx, p, p->grad, o->state[i], o->state[o->n + i], lr, o->cfg.beta1,
-                                                   o->cfg.beta2, o->cfg.eps, wd, o->steps)
-                                      : ttt__sgd(ctx, p, p->grad, o->state[i], lr, o->cfg.momentum, wd, o->cfg.nesterov);
-        if (rc != TTT_OK) return TTT_ERR;
+        if (ttt__sgd(ctx, p, p->grad, o->state[i], lr, o->cfg.momentum, wd, o->cfg.nesterov) != TTT_OK) return TTT_ERR;
     }
     return TTT_OK;
 }
@@ -137,17 +156,30 @@ int ttt_clip_grad_norm(ttt_ctx *ctx, int n, ttt_tensor *const *params, double ma
     if (!ctx) return TTT_ERR;
     if (n < 0 || (n && !params)) return ttt__set_error(ctx, "clip_grad_norm: bad parameter list");
     if (!(max_norm > 0)) return ttt__set_error(ctx, "clip_grad_norm: max_norm %g must be > 0", max_norm);
+    for (int i = 0; i < n; i++)
+        if (!params[i]) return ttt__set_error(ctx, "clip_grad_norm: params[%d] is NULL", i);
     ttt_mark_t m = ttt_mark(ctx);
     ttt_no_grad_begin(ctx);
+    /* the gradients, in parameter order */
+    ttt_tensor **grads = n ? ttt__meta_alloc(ctx, sizeof(ttt_tensor *) * (size_t)n) : NULL;
+    int k = 0, rc = n && !grads ? TTT_ERR : TTT_OK, one_dtype = 1;
+    for (int i = 0; i < n && rc == TTT_OK; i++)
+        if (params[i]->grad) {
+            grads[k] = params[i]->grad;
+            one_dtype &= grads[k]->dtype == grads[0]->dtype && ttt_is_contiguous(grads[k]);
+            k++;
+        }
     /* Each parameter's sum of squares stays on the device and is added there in f64, in parameter order (the
      * same sum the host would form from the f32 partials): one readback per call instead of one per parameter,
-     * each of which would drain the device's queue. */
+     * each of which would drain the device's queue. With the backend's multi-tensor entries that is two
+     * launches per 96 gradients (ttt__sumsq_multi, the same bits as these ops); else mul, sum, cast and add
+     * per parameter. */
     ttt_tensor *acc = NULL;
-    int rc = TTT_OK;
-    for (int i = 0; i < n && rc == TTT_OK; i++) {
-        if (!params[i]) rc = ttt__set_error(ctx, "clip_grad_norm: params[%d] is NULL", i);
-        else if (params[i]->grad) {
-            ttt_tensor *s = ttt_cast(ctx, ttt_sum(ctx, ttt_mul(ctx, params[i]->grad, params[i]->grad), 0, NULL, 0), TTT_F64);
+    if (rc == TTT_OK && k > 0 && one_dtype && ttt__multi_tensor(ctx)) {
+        rc = ttt__sumsq_multi(ctx, "clip_grad_norm", k, grads, &acc);
+    } else {
+        for (int i = 0; i < k && rc == TTT_OK; i++) {
+            ttt_tensor *s = ttt_cast(ctx, ttt_sum(ctx, ttt_mul(ctx, grads[i], grads[i]), 0, NULL, 0), TTT_F64);
             acc = s && acc ? ttt_add(ctx, acc, s) : s;
             if (!acc) rc = TTT_ERR;
         }
@@ -159,11 +191,7 @@ int ttt_clip_grad_norm(ttt_ctx *ctx, int n, ttt_tensor *const *params, double ma
     }
     double norm = sqrt(total);
     if (norm_out) *norm_out = norm;
-    if (rc == TTT_OK && norm > max_norm) {
-        double scale = max_norm / (norm + 1e-6);
-        for (int i = 0; i < n && rc == TTT_OK; i++)
-            if (params[i]->grad) rc = ttt__scale_in_place(ctx, "clip_grad_norm", params[i]->grad, scale);
-    }
+    if (rc == TTT_OK && norm > max_norm) rc = ttt__scale_multi(ctx, "clip_grad_norm", k, grads, max_norm / (norm + 1e-6));
     ttt_no_grad_end(ctx);
     ttt_release(ctx, m);
     return rc;

@@ -37,6 +37,14 @@ int cpu_adamw(ttt_backend_state *self, ttt_tensor *p, const ttt_tensor *g, ttt_t
               double eps, double weight_decay, int64_t step);
 int cpu_sgd(ttt_backend_state *self, ttt_tensor *p, const ttt_tensor *g, ttt_tensor *buf, double lr, double momentum, double weight_decay,
             int nesterov);
+int cpu_adamw_multi(ttt_backend_state *self, int n, ttt_tensor *const *p, ttt_tensor *const *g, ttt_tensor *const *m,
+                    ttt_tensor *const *v, const double *weight_decay, double lr, double beta1, double beta2, double eps,
+                    int64_t step);
+int cpu_sumsq_multi(ttt_backend_state *self, ttt_tensor *dst, int n, const ttt_tensor *const *x);
+int cpu_scale_multi(ttt_backend_state *self, int n, ttt_tensor *const *x, double a);
+int cpu_swiglu(ttt_backend_state *self, ttt_tensor *dst, const ttt_tensor *a, const ttt_tensor *b);
+int cpu_swiglu_bwd(ttt_backend_state *self, ttt_tensor *da, ttt_tensor *db, const ttt_tensor *a, const ttt_tensor *b,
+                   const ttt_tensor *dy);
 
 int cpu_unsupported(const char *kernel, ttt_dtype dt) {
     static const char *names[] = {"f32", "f64", "bf16", "i32"};
@@ -271,8 +279,13 @@ static const ttt_backend CPU = {
     .scatter_add_rows = cpu_scatter_add_rows,
     .rope = cpu_rope,
     .attn_mask = cpu_attn_mask,
+    .swiglu = cpu_swiglu,
+    .swiglu_bwd = cpu_swiglu_bwd,
     .adamw = cpu_adamw,
     .sgd = cpu_sgd,
+    .adamw_multi = cpu_adamw_multi,
+    .sumsq_multi = cpu_sumsq_multi,
+    .scale_multi = cpu_scale_multi,
 };
 
 const ttt_backend *ttt_backend_cpu(void) { return &CPU; }

@@ -1,5 +1,6 @@
 /* Fused optimizer updates on dense tensors (PyTorch semantics). */
 #include <math.h>
+#include <stdlib.h>
 
 #include "cpu_internal.h"
 
@@ -52,5 +53,79 @@ int cpu_sgd(ttt_backend_state *self, ttt_tensor *p, const ttt_tensor *g, ttt_ten
     const int team = cpu_team(self, n);
     if (p->dtype == TTT_F32) SGD_LOOP(float);
     else SGD_LOOP(double);
+    return TTT_OK;
+}
+
+/* ---- multi-tensor forms (the same arithmetic as the per-tensor entries) -------------------------------------- */
+
+int cpu_unary(ttt_backend_state *self, ttt_unary_op op, ttt_tensor *dst, const ttt_tensor *src, double p0, double p1);
+
+int cpu_adamw_multi(ttt_backend_state *self, int n, ttt_tensor *const *p, ttt_tensor *const *g, ttt_tensor *const *m,
+                    ttt_tensor *const *v, const double *weight_decay, double lr, double beta1, double beta2, double eps,
+                    int64_t step) {
+    for (int i = 0; i < n; i++)
+        if (cpu_adamw(self, p[i], g[i], m[i], v[i], lr, beta1, beta2, eps, weight_decay[i], step) != TTT_OK)
+            return TTT_ERR;
+    return TTT_OK;
+}
+
+int cpu_scale_multi(ttt_backend_state *self, int n, ttt_tensor *const *x, double a) {
+    for (int i = 0; i < n; i++)
+        if (cpu_unary(self, TTT_U_AFFINE, x[i], x[i], a, 0.0) != TTT_OK) return TTT_ERR;
+    return TTT_OK;
+}
+
+/* sum(x * x) as the composed ops form it on the CPU: each square rounded to x's dtype (the binary mul),
+ * summed in 8 double lanes (cpu_reduce's sum of a contiguous run), the lanes pairwise. Products and sums in
+ * separate statements, so no compiler contracts them into fused multiply-adds. */
+#define SUMSQ_LANES(NAME, T)                                                        \
+    static double NAME(const T *x, int64_t n) {                                     \
+        double l[8] = {0};                                                          \
+        int64_t j = 0;                                                              \
+        for (; j + 8 <= n; j += 8)                                                  \
+            for (int e = 0; e < 8; e++) {                                           \
+                const T sq = x[j + e] * x[j + e];                                   \
+                l[e] += (double)sq;                                                 \
+            }                                                                       \
+        for (; j < n; j++) {                                                        \
+            const T sq = x[j] * x[j];                                               \
+            l[j % 8] += (double)sq;                                                 \
+        }                                                                           \
+        return ((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7]));  \
+    }
+SUMSQ_LANES(sumsq_f32, float)
+SUMSQ_LANES(sumsq_f64, double)
+
+/* dst = sum over i of (f64) sum(x[i] * x[i]), the per-tensor sums rounded to x's dtype (the reduce's
+ * output) and added in order (the f64 adds of the composed path); tensors in parallel. */
+int cpu_sumsq_multi(ttt_backend_state *self, ttt_tensor *dst, int n, const ttt_tensor *const *x) {
+    if (dst->dtype != TTT_F64) {
+        ttt_backend_error("sumsq_multi: dst must be f64");
+        return TTT_ERR;
+    }
+    double *terms = n > 0 ? malloc(sizeof(double) * (size_t)n) : NULL;
+    if (n > 0 && !terms) {
+        ttt_backend_error("sumsq_multi: out of host memory for %d sums", n);
+        return TTT_ERR;
+    }
+    int64_t work = 0;
+    for (int i = 0; i < n; i++) {
+        if (x[i]->dtype != TTT_F32 && x[i]->dtype != TTT_F64) {
+            free(terms);
+            return cpu_unsupported("sumsq_multi", x[i]->dtype);
+        }
+        work += cpu_numel(x[i]);
+    }
+CPU_PARALLEL(self, work,
+    _Pragma("omp for schedule(dynamic, 1)")
+        for (int i = 0; i < n; i++) {
+            const int64_t k = cpu_numel(x[i]);
+            terms[i] = x[i]->dtype == TTT_F32 ? (double)(float)sumsq_f32(x[i]->data, k) : sumsq_f64(x[i]->data, k);
+        }
+);
+    double total = 0;
+    for (int i = 0; i < n; i++) total = i == 0 ? terms[i] : total + terms[i];
+    *(double *)dst->data = total;
+    free(terms);
     return TTT_OK;
 }

@@ -334,3 +334,134 @@ int ttt__cu_where(ttt_backend_state *self, ttt_tensor *dst, const ttt_tensor *co
     LAUNCHED("where");
     return TTT_OK;
 }
+
+/* ---- SwiGLU: silu(a) * b and its first-order gradients ----------------------------------------------------------- */
+
+/* Computed in the arithmetic type (f32 for bf16) and rounded once per output; with f32 and f64 every
+ * intermediate rounds where the composed ops round it (silu, then the product; dy b, silu'(a), then their
+ * product), so those dtypes give the composed path's values. */
+template <typename T, typename A = typename Acc<T>::type>
+__device__ __forceinline__ A swiglu_fwd_value(A x, A y) {
+    return unary_op<A>(TTT_U_SILU, x, A(0), A(0)) * y;
+}
+
+template <typename T>
+__global__ void k_swiglu(int64_t n, T *__restrict__ y, const T *__restrict__ a, const T *__restrict__ b, int vec) {
+    typedef typename Acc<T>::type A;
+    int64_t done = 0;
+    if (vec) {
+        const int64_t nv = n / 4;
+        GRID_LOOP(i, nv) {
+            const Vec4<T> x = reinterpret_cast<const Vec4<T> *>(a)[i], z = reinterpret_cast<const Vec4<T> *>(b)[i];
+            Vec4<T> r;
+#pragma unroll
+            for (int e = 0; e < 4; e++) r.v[e] = st_f<T>(swiglu_fwd_value<T>(ld(x.v[e]), ld(z.v[e])));
+            reinterpret_cast<Vec4<T> *>(y)[i] = r;
+        }
+        done = nv * 4;
+    }
+    GRID_LOOP(i, n - done) y[done + i] = st_f<T>(swiglu_fwd_value<T>(ld(a[done + i]), ld(b[done + i])));
+}
+
+/* da = (dy b) silu'(a), db = dy silu(a); a NULL output is skipped */
+template <typename T>
+__global__ void k_swiglu_bwd(int64_t n, T *da, T *db, const T *__restrict__ a, const T *__restrict__ b,
+                             const T *__restrict__ dy) {
+    typedef typename Acc<T>::type A;
+    GRID_LOOP(i, n) {
+        const A x = ld(a[i]), g = ld(dy[i]);
+        if (da) da[i] = st_f<T>((g * ld(b[i])) * unary_op<A>(TTT_U_SILU_GRAD, x, A(0), A(0)));
+        if (db) db[i] = st_f<T>(g * unary_op<A>(TTT_U_SILU, x, A(0), A(0)));
+    }
+}
+
+int ttt__cu_swiglu(ttt_backend_state *self, ttt_tensor *dst, const ttt_tensor *a, const ttt_tensor *b) {
+    ENTER(D, self);
+    if (float_only("swiglu", dst->dtype)) return TTT_ERR;
+    if (!is_dense(dst) || !is_dense(a) || !is_dense(b)) {
+        ttt_backend_error("swiglu: operands must be dense");
+        return TTT_ERR;
+    }
+    const int64_t n = numel(dst);
+    if (n == 0) return TTT_OK;
+    FLOAT_DISPATCH(dst->dtype, T, {
+        const int vec = vec4_ok(n, dst->data, a->data, b->data, sizeof(T)) && sizeof(T) <= 4;
+        k_swiglu<T><<<blocks_for(vec ? n / 4 : n), THREADS, 0, D->stream>>>(n, (T *)dst->data, (const T *)a->data,
+                                                                           (const T *)b->data, vec);
+    })
+    LAUNCHED("swiglu");
+    return TTT_OK;
+}
+
+int ttt__cu_swiglu_bwd(ttt_backend_state *self, ttt_tensor *da, ttt_tensor *db, const ttt_tensor *a, const ttt_tensor *b,
+                       const ttt_tensor *dy) {
+    ENTER(D, self);
+    if (float_only("swiglu (backward)", dy->dtype)) return TTT_ERR;
+    if ((da && !is_dense(da)) || (db && !is_dense(db)) || !is_dense(a) || !is_dense(b) || !is_dense(dy)) {
+        ttt_backend_error("swiglu (backward): operands must be dense");
+        return TTT_ERR;
+    }
+    const int64_t n = numel(dy);
+    if (n == 0 || (!da && !db)) return TTT_OK;
+    FLOAT_DISPATCH(dy->dtype, T,
+                   k_swiglu_bwd<T><<<blocks_for(n), THREADS, 0, D->stream>>>(n, da ? (T *)da->data : (T *)NULL,
+                                                                            db ? (T *)db->data : (T *)NULL,
+                                                                            (const T *)a->data, (const T *)b->data,
+                                                                            (const T *)dy->data))
+    LAUNCHED("swiglu (backward)");
+    return TTT_OK;
+}
+
+/* ---- scale_multi: x[i] *= a for many tensors in one launch (gradient clipping) ------------------------------------ */
+
+enum { SCALE_MAX = 192 };
+struct ScaleArgs {
+    int n;
+    int64_t start[SCALE_MAX + 1]; /* tensor t is elements [start[t], start[t + 1]) of the launch */
+    void *x[SCALE_MAX];
+};
+
+template <typename T, typename A = typename Acc<T>::type>
+__global__ void k_scale_multi(ScaleArgs s, A p0, A p1) {
+    const int64_t total = s.start[s.n];
+    GRID_LOOP(i, total) {
+        int lo = 0, hi = s.n - 1; /* the last tensor starting at or before i */
+        while (lo < hi) {
+            const int mid = (lo + hi + 1) >> 1;
+            if (s.start[mid] <= i) lo = mid;
+            else hi = mid - 1;
+        }
+        T *x = (T *)s.x[lo];
+        const int64_t j = i - s.start[lo];
+        x[j] = st_f<T>(unary_op<A>(TTT_U_AFFINE, ld(x[j]), p0, p1)); /* unary AFFINE's arithmetic */
+    }
+}
+
+int ttt__cu_scale_multi(ttt_backend_state *self, int n, ttt_tensor *const *x, double a) {
+    ENTER(D, self);
+    if (n < 1) return TTT_OK;
+    const ttt_dtype dt = x[0]->dtype;
+    if (float_only("scale_multi", dt)) return TTT_ERR;
+    for (int i = 0; i < n; i++)
+        if (x[i]->dtype != dt || !is_dense(x[i])) {
+            ttt_backend_error("scale_multi: tensor %d is not dense or not of tensor 0's dtype", i);
+            return TTT_ERR;
+        }
+    for (int i0 = 0; i0 < n; i0 += SCALE_MAX) {
+        ScaleArgs s;
+        memset(&s, 0, sizeof s);
+        s.n = n - i0 < (int)SCALE_MAX ? n - i0 : (int)SCALE_MAX;
+        for (int t = 0; t < s.n; t++) {
+            s.start[t + 1] = s.start[t] + numel(x[i0 + t]);
+            s.x[t] = x[i0 + t]->data;
+        }
+        const int64_t total = s.start[s.n];
+        if (total == 0) continue;
+        FLOAT_DISPATCH(dt, T, {
+            typedef typename Acc<T>::type A;
+            k_scale_multi<T><<<blocks_for(total), THREADS, 0, D->stream>>>(s, (A)a, (A)0.0);
+        })
+        LAUNCHED("scale_multi");
+    }
+    return TTT_OK;
+}

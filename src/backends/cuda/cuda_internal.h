@@ -8,7 +8,7 @@
  *   cuda_reduce.cu       reductions
  *   cuda_matmul.cu       matrix products (cuBLAS)
  *   cuda_nn.cu           softmax, norms, cross-entropy, one-hot, rows gather/scatter, RoPE, masks
- *   cuda_optim.cu        AdamW, SGD
+ *   cuda_optim.cu        AdamW, SGD, the multi-tensor AdamW and sum of squares (multi_tensor.cuh)
  *   attention*.cu        fused attention (attention_*.cuh hold the kernels) */
 #ifndef TTT_CUDA_INTERNAL_H
 #define TTT_CUDA_INTERNAL_H
@@ -247,30 +247,8 @@ static inline int float_only(const char *k, ttt_dtype dt) {
     return TTT_ERR;
 }
 
-/* A block's sum (or max) of v, on every thread (blockDim.x a multiple of 32, at most THREADS). */
-
-template <typename T>
-__device__ __forceinline__ T block_reduce(T v, int is_max) {
-    __shared__ T part[THREADS / 32];
-    for (int o = 16; o > 0; o >>= 1) {
-        T w = __shfl_down_sync(0xffffffffu, v, o);
-        v = is_max ? (w > v ? w : v) : v + w;
-    }
-    int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-    __syncthreads(); /* part[] may still be read by a previous call */
-    if (lane == 0) part[warp] = v;
-    __syncthreads();
-    if (warp == 0) {
-        v = lane < (int)(blockDim.x / 32) ? part[lane] : (is_max ? T(-INFINITY) : T(0));
-        for (int o = 16; o > 0; o >>= 1) {
-            T w = __shfl_down_sync(0xffffffffu, v, o);
-            v = is_max ? (w > v ? w : v) : v + w;
-        }
-        if (lane == 0) part[0] = v;
-    }
-    __syncthreads();
-    return part[0];
-}
+/* block_reduce, the reductions' chunking and rows kernel (device code the emulator can run too) */
+#include "reduce_kernels.cuh"
 
 #ifdef __cplusplus
 /* Helpers of the attention launchers (attention.cu, attention_bwd2.cu). */

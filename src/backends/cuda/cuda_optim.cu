@@ -10,30 +10,103 @@
 #include <string.h>
 
 #include "cuda_internal.h"
+#include "multi_tensor.cuh"
 
 /* ---- optimizers (fused) ---------------------------------------------------------------------------------------- */
 
-template <typename T>
-__global__ void k_adamw(int64_t n, T *p, const T *g, T *m, T *v, double lr, double b1, double b2, double eps, double wd,
-                        double bc1, double bc2) {
-    GRID_LOOP(i, n) {
-        double w = (double)ld(p[i]) * (1.0 - lr * wd), gi = ld(g[i]);
-        double mi = b1 * (double)ld(m[i]) + (1.0 - b1) * gi;
-        double vi = b2 * (double)ld(v[i]) + (1.0 - b2) * gi * gi;
-        m[i] = st<T>(mi);
-        v[i] = st<T>(vi);
-        p[i] = st<T>(w - lr * (mi / bc1) / (sqrt(vi / bc2) + eps));
+/* AdamW runs as the multi-tensor kernel (multi_tensor.cuh) for one tensor or many, so adamw and adamw_multi give
+ * the same bits by construction. */
+static int adamw_launch(CuDev *D, int n, ttt_tensor *const *p, ttt_tensor *const *g, ttt_tensor *const *m,
+                        ttt_tensor *const *v, const double *wd, double lr, double b1, double b2, double eps, int64_t step) {
+    const ttt_dtype dt = p[0]->dtype;
+    if (float_only("adamw", dt)) return TTT_ERR;
+    for (int i = 0; i < n; i++)
+        if (p[i]->dtype != dt || g[i]->dtype != dt || m[i]->dtype != dt || v[i]->dtype != dt) {
+            ttt_backend_error("adamw_multi: tensor %d is not of tensor 0's dtype (one dtype per call)", i);
+            return TTT_ERR;
+        }
+    const double bc1 = 1.0 - pow(b1, (double)step), bc2 = 1.0 - pow(b2, (double)step);
+    for (int i0 = 0; i0 < n; i0 += mt::ADAMW_MAX) {
+        mt::AdamwArgs a;
+        memset(&a, 0, sizeof a);
+        a.n = n - i0 < (int)mt::ADAMW_MAX ? n - i0 : (int)mt::ADAMW_MAX;
+        for (int t = 0; t < a.n; t++) {
+            a.start[t + 1] = a.start[t] + numel(p[i0 + t]);
+            a.p[t] = p[i0 + t]->data, a.g[t] = g[i0 + t]->data, a.m[t] = m[i0 + t]->data, a.v[t] = v[i0 + t]->data;
+            a.wd[t] = wd[i0 + t];
+        }
+        const int64_t total = a.start[a.n];
+        if (total == 0) continue;
+        FLOAT_DISPATCH(dt, T, mt::k_adamw<T><<<blocks_for(total), THREADS, 0, D->stream>>>(a, lr, b1, b2, eps, bc1, bc2))
+        LAUNCHED("adamw");
     }
+    return TTT_OK;
 }
 
 int ttt__cu_adamw(ttt_backend_state *self, ttt_tensor *p, const ttt_tensor *g, ttt_tensor *m, ttt_tensor *v, double lr, double b1, double b2,
                     double eps, double wd, int64_t step) {
     ENTER(D, self);
-    if (float_only("adamw", p->dtype)) return TTT_ERR;
-    int64_t n = numel(p);
-    double bc1 = 1.0 - pow(b1, (double)step), bc2 = 1.0 - pow(b2, (double)step);
-    FLOAT_DISPATCH(p->dtype, T, k_adamw<T><<<blocks_for(n), THREADS, 0, D->stream>>>(n, (T *)p->data, (const T *)g->data, (T *)m->data, (T *)v->data, lr, b1, b2, eps, wd, bc1, bc2))
-    LAUNCHED("adamw");
+    ttt_tensor *gg = (ttt_tensor *)g;
+    return adamw_launch(D, 1, &p, &gg, &m, &v, &wd, lr, b1, b2, eps, step);
+}
+
+int ttt__cu_adamw_multi(ttt_backend_state *self, int n, ttt_tensor *const *p, ttt_tensor *const *g, ttt_tensor *const *m,
+                        ttt_tensor *const *v, const double *wd, double lr, double b1, double b2, double eps, int64_t step) {
+    ENTER(D, self);
+    if (n < 1) return TTT_OK;
+    return adamw_launch(D, n, p, g, m, v, wd, lr, b1, b2, eps, step);
+}
+
+/* Gradient clipping's global norm: the sum over tensors of sum(x * x), with the bits of the composed ops
+ * (mul, sum, cast to f64, adds in order; see multi_tensor.cuh), in two launches per SUMSQ_MAX tensors
+ * instead of four or five per tensor. */
+int ttt__cu_sumsq_multi(ttt_backend_state *self, ttt_tensor *dst, int n, const ttt_tensor *const *x) {
+    ENTER(D, self);
+    if (dst->dtype != TTT_F64) {
+        ttt_backend_error("sumsq_multi: dst must be f64");
+        return TTT_ERR;
+    }
+    if (n < 1) {
+        CU(cudaMemsetAsync(dst->data, 0, sizeof(double), D->stream));
+        return TTT_OK;
+    }
+    const ttt_dtype dt = x[0]->dtype;
+    if (float_only("sumsq_multi", dt)) return TTT_ERR;
+    /* the partials of the largest group of tensors, in the instance's reduction scratch */
+    int64_t most = 0;
+    for (int i0 = 0; i0 < n; i0 += mt::SUMSQ_MAX) {
+        int64_t blocks = 0;
+        for (int t = i0; t < n && t < i0 + (int)mt::SUMSQ_MAX; t++) blocks += reduce_chunks(1, numel(x[t]), 1);
+        if (blocks > most) most = blocks;
+    }
+    for (int i = 0; i < n; i++)
+        if (x[i]->dtype != dt) {
+            ttt_backend_error("sumsq_multi: tensor %d is not of tensor 0's dtype (one dtype per call)", i);
+            return TTT_ERR;
+        }
+    if (most > 2147483647LL) {
+        ttt_backend_error("sumsq_multi: %lld blocks are too many for one launch", (long long)most);
+        return TTT_ERR;
+    }
+    if (scratch_reserve(D, &D->reduce_scratch, sizeof(double) * (size_t)most, "sumsq_multi")) return TTT_ERR;
+    double *part = (double *)D->reduce_scratch.p;
+    for (int i0 = 0; i0 < n; i0 += mt::SUMSQ_MAX) {
+        mt::SumsqArgs a;
+        memset(&a, 0, sizeof a);
+        a.n = n - i0 < (int)mt::SUMSQ_MAX ? n - i0 : (int)mt::SUMSQ_MAX;
+        for (int t = 0; t < a.n; t++) {
+            const int64_t R = numel(x[i0 + t]), chunks = reduce_chunks(1, R, 1);
+            a.x[t] = x[i0 + t]->data;
+            a.numel[t] = R;
+            a.per[t] = (R + chunks - 1) / chunks;
+            a.first[t + 1] = a.first[t] + chunks;
+        }
+        FLOAT_DISPATCH(dt, T, {
+            mt::k_sumsq_chunks<T><<<(unsigned)a.first[a.n], THREADS, 0, D->stream>>>(a, part);
+            mt::k_sumsq_total<T><<<1, THREADS, 0, D->stream>>>(a, part, (double *)dst->data, i0 > 0);
+        })
+        LAUNCHED("sumsq_multi");
+    }
     return TTT_OK;
 }
 

@@ -92,19 +92,7 @@ __global__ void k_red_cols(int64_t O, int64_t R, int64_t I, int64_t chunks, int6
     }
 }
 
-/* rows (I == 1): item = (o, chunk), the block reduces one contiguous run */
-template <typename TI, typename TO>
-__global__ void k_red_rows(int64_t R, int64_t chunks, int64_t rows_per_chunk, int is_max, TO *out, const TI *x) {
-    int64_t c = blockIdx.x % chunks, o = blockIdx.x / chunks;
-    int64_t r0 = c * rows_per_chunk, r1 = r0 + rows_per_chunk < R ? r0 + rows_per_chunk : R;
-    double acc = is_max ? -INFINITY : 0.0;
-    for (int64_t r = r0 + threadIdx.x; r < r1; r += blockDim.x) {
-        double v = ld(x[o * R + r]);
-        acc = is_max ? fmax(acc, v) : acc + v;
-    }
-    acc = block_reduce<double>(acc, is_max);
-    if (threadIdx.x == 0) out[o * chunks + c] = st<TO>(acc);
-}
+/* rows (I == 1): k_red_rows in reduce_kernels.cuh (the multi-tensor sum of squares follows its order) */
 
 template <typename TI, typename TO>
 static void launch_ori(CuDev *D, int64_t O, int64_t R, int64_t I, int64_t chunks, int is_max, TO *out, const TI *x) {
@@ -115,12 +103,7 @@ static void launch_ori(CuDev *D, int64_t O, int64_t R, int64_t I, int64_t chunks
 
 template <typename T>
 static int reduce_ori(CuDev *D, int64_t O, int64_t R, int64_t I, int is_max, T *dst, const T *src) {
-    int64_t tiles = I == 1 ? 1 : (I + 31) / 32, target = 4 * 132;
-    int64_t chunks = (target + O * tiles - 1) / (O * tiles);
-    int64_t max_chunks = (R + 255) / 256; /* at least 256 rows per chunk */
-    if (chunks > max_chunks) chunks = max_chunks;
-    if (chunks > 1024) chunks = 1024;
-    if (chunks < 1) chunks = 1;
+    const int64_t tiles = I == 1 ? 1 : (I + 31) / 32, chunks = reduce_chunks(O, R, tiles);
     if (O * chunks * tiles > 2147483647LL) {
         ttt_backend_error("reduce: %lld x %lld x %lld is too large for one launch", (long long)O, (long long)R, (long long)I);
         return TTT_ERR;
