@@ -20,6 +20,7 @@ static const struct {
     {"needle", cmd_needle, "passkey retrieval (needle in a haystack) of language models, TTT-E2E included"},
     {"serve", cmd_serve, "an HTTP server for a language model: completions (streamed or not), sessions, state files"},
     {"tokenizer", cmd_tokenizer, "byte-level BPE: train on a corpus, encode text to ids, decode ids (GPT-2 / HF files)"},
+    {"tasks", cmd_tasks, "task families with verifiable answers (Transformer-squared experts): list, show, check"},
 };
 
 static void usage(FILE *f) {

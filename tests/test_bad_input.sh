@@ -86,7 +86,7 @@ fi
 # ---- every flag of every command, absurd values ------------------------------------------------
 [ "$part" = table ] && exit $fail
 cmds=("lm train" "lm eval" "lm generate" "data prepare" "tokenizer train" "tokenizer encode" "tokenizer decode"
-      "vision train" "vision eval" "serve" "needle" "demo" "gradcheck")
+      "vision train" "vision eval" "serve" "needle" "demo" "gradcheck" "tasks show" "tasks check")
 values=(-1 0 nan 1e999 99999999999999999999 x "''")
 for c in "${cmds[@]}"; do
   flags=$("$T" $c --help 2>&1 | grep -oE -- '--[a-z0-9][a-z0-9-]*' | grep -vx -- '--help' | sort -u)

@@ -28,6 +28,7 @@ static const void *const SYMBOLS[] = {
     (const void *)ttt_optimizer_step,      /* optim.h */
     (const void *)ttt_device_count,        /* runtime.h */
     (const void *)ttt_shard_open,          /* shards.h */
+    (const void *)ttt_task_generate,       /* tasks.h */
     (const void *)ttt_ctx_new,             /* tensor.h */
     (const void *)ttt_tokenizer_load_gpt2, /* tokenizer.h */
     (const void *)ttt_vit_init,            /* vit.h */

@@ -23,6 +23,7 @@
 #include "ttt/optim.h"
 #include "ttt/runtime.h"
 #include "ttt/shards.h"
+#include "ttt/tasks.h"
 #include "ttt/tensor.h"
 #include "ttt/train.h"
 #include "ttt/tokenizer.h"
