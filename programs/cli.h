@@ -36,6 +36,7 @@ int cmd_lm(int argc, char **argv);
 int cmd_needle(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
 int cmd_chat(int argc, char **argv);
+int cmd_adapt(int argc, char **argv);
 int cmd_tasks(int argc, char **argv);
 
 #endif

@@ -16,6 +16,7 @@ static const struct {
     {"gradcheck", cmd_gradcheck, "check every op's gradient (order 1) and Hessian-vector product (order 2) in float64"},
     {"data", cmd_data, "token shards: prepare from text files or folders, inspect, verify"},
     {"lm", cmd_lm, "language models: train, eval (loss by position), generate (pretrained GGUF / HF models too)"},
+    {"adapt", cmd_adapt, "Transformer-squared on a pretrained model: SVF experts / LoRA by REINFORCE, two-pass dispatch"},
     {"chat", cmd_chat, "a conversation with a pretrained chat model (GGUF or Hugging Face folder)"},
     {"needle", cmd_needle, "passkey retrieval (needle in a haystack) of language models, TTT-E2E included"},
     {"serve", cmd_serve, "an HTTP server for a language model: completions (streamed or not), sessions, state files"},

@@ -5,6 +5,7 @@
  * tests/test_umbrella.c fails when a header in include/ttt is missing here. */
 #ifndef TTT_TTT_H
 #define TTT_TTT_H
+#include "ttt/adapter.h"
 #include "ttt/autodiff.h"
 #include "ttt/checkpoint.h"
 #include "ttt/data.h"

@@ -238,7 +238,12 @@ int ttt_svd_compute(ttt_ctx *ctx, ttt_adapted_set *set, const char *cache_path, 
     const char *meta[] = {"svd.fingerprint", fp, "svd.matrices", which_name(set->which), "svd.format", "1", NULL};
     const int rc = ttt_save_safetensors(ctx, cache_path, set->n * 3, nt, meta);
     free_named(nt, names, set->n * 3);
-    if (rc != TTT_OK) return ttt__errbuf(err, err_len, "svd: writing the cache: %s", ttt_error(ctx));
+    /* the note keeps why the cache was not used, and says whether it is written now */
+    if (!strncmp(set->cache_note, "computed (no cache file yet)", 28)) snprintf(set->cache_note, sizeof set->cache_note, "computed");
+    const size_t at = strnlen(set->cache_note, sizeof set->cache_note);
+    if (rc != TTT_OK) /* the factors are good; only the cache is missing */
+        snprintf(set->cache_note + at, sizeof set->cache_note - at, "; the cache could not be written: %.120s", ttt_error(ctx));
+    else snprintf(set->cache_note + at, sizeof set->cache_note - at, " and cached");
     return TTT_OK;
 }
 
