@@ -435,6 +435,7 @@ int adapt_train(const adapt_args *a) {
     answers = calloc((size_t)B, sizeof *answers);
     uint64_t rng = (uint64_t)a->seed * 0x9E3779B97F4A7C15ull + 1;
     const sample_params sp = {a->temperature, 0, 1.0};
+    const double t_start = cli_now();
     for (int64_t step = 1; step <= a->steps; step++) {
         const double t0 = cli_now();
         examples_free(&batch);
@@ -506,7 +507,9 @@ int adapt_train(const adapt_args *a) {
         double mean_r = 0;
         for (int i = 0; i < B; i++) mean_r += rewards[i] / B;
         double acc = NAN;
-        const int validate = step % a->eval_every == 0 || step == a->steps;
+        /* out of time when another step like this one would pass --time-limit: validate now and stop */
+        const int out_of_time = a->time_limit > 0 && cli_now() - t_start + dt > a->time_limit && step < a->steps;
+        const int validate = step % a->eval_every == 0 || step == a->steps || out_of_time;
         if (validate) {
             VALIDATE(acc);
             if (isnan(acc)) {
@@ -528,6 +531,7 @@ int adapt_train(const adapt_args *a) {
                 (long long)step, (long long)a->steps, mean_r, right, B, logp, kl, gnorm, dt, t_gen);
         if (validate) fprintf(stderr, "; validation %.4f (best %.4f at step %lld)", acc, best, (long long)best_step);
         fprintf(stderr, "\n");
+        if (out_of_time) fprintf(stderr, "stopping after step %lld: --time-limit %g s\n", (long long)step, a->time_limit);
         if (metrics) {
             fprintf(metrics, "{\"step\": %lld, \"reward\": %.6f, \"sample_acc\": %.6f, \"logp\": %.6f, \"kl\": %.6f, "
                              "\"grad_norm\": %.6g, \"seconds\": %.3f",
@@ -536,6 +540,7 @@ int adapt_train(const adapt_args *a) {
             fprintf(metrics, "}\n");
             fflush(metrics);
         }
+        if (out_of_time) break;
     }
 #undef VALIDATE
     printf("%s: best validation accuracy %.4f at step %lld (step 0: the start); %lld parameters\n", a->out, best,

@@ -16,7 +16,7 @@ typedef struct {
     /* train */
     const char *task, *out, *method, *metrics;
     int64_t rank, steps, batch, micro_batch, val_n, eval_every;
-    double alpha, lr, kl, clip, temperature;
+    double alpha, lr, kl, clip, temperature, time_limit;
     /* eval */
     const char *expert, *split;
     int64_t n, start, show;

@@ -39,6 +39,7 @@ static void usage(FILE *f) {
             "  --steps N (default 40)  --batch B (default 16)  --micro-batch M (default min(4, B))  --lr (default 2e-3)\n"
             "  --kl C (KL to the base model, default 0)  --clip N (default 1.0)  --temperature T (sampling, default 0.7)\n"
             "  --val-n N (validation examples, default 32)  --eval-every N (default 10)  --metrics FILE.jsonl\n"
+            "  --time-limit S         stop (after a last validation) before a step would end past S seconds\n"
             "  The expert with the best validation accuracy is kept in --out (written atomically).\n"
             "eval:\n"
             "  --split train|val|test (default test)  --n N (default 100)  --start I (default 0)  --show K (print K answers)\n"
@@ -107,6 +108,7 @@ int cmd_adapt(int argc, char **argv) {
             (r = cli_flag_double(argc, argv, &i, "--kl", 0, 100, &a.kl)) ||
             (r = cli_flag_double(argc, argv, &i, "--clip", 0, 1e9, &a.clip)) ||
             (r = cli_flag_double(argc, argv, &i, "--temperature", 0, 100, &a.temperature)) ||
+            (r = cli_flag_double(argc, argv, &i, "--time-limit", 0, 1e9, &a.time_limit)) ||
             (r = cli_flag_int(argc, argv, &i, "--val-n", 1, 1 << 20, &a.val_n)) ||
             (r = cli_flag_int(argc, argv, &i, "--eval-every", 1, 1 << 30, &a.eval_every)) ||
             (r = cli_flag_str(argc, argv, &i, "--metrics", &a.metrics)) ||

@@ -19,6 +19,18 @@ cd "$dir" || exit 1
 fail=0 rows=0 sweeps=0
 part=${3:-all}
 
+# run ARGS (a string, eval'ed); sets rc, out (stdout + stderr); reports signals, timeouts and sanitizers
+run() {
+  eval "timeout -s KILL 120 \"\$T\" $1" </dev/null >run.out 2>&1
+  rc=$?
+  out=$(head -c 2000 run.out)
+  if [ $rc -ge 124 ]; then echo "FAILED: ttt $1: killed by a signal or timed out (exit $rc): $(tail -c 600 run.out)"; fail=1; return 1; fi
+  if grep -qE 'AddressSanitizer|LeakSanitizer|runtime error:|UndefinedBehaviorSanitizer' run.out; then
+    echo "FAILED: ttt $1: sanitizer report:"; grep -E 'ERROR|runtime error|SUMMARY|#[0-9] ' run.out | head -12; fail=1; return 1
+  fi
+  return 0
+}
+
 if [ "$part" != sweep ]; then
 # fixtures the rows name: a tokenizer, a shard, language-model runs (full attention, TTT-E2E),
 # a state file, files that are not what they claim to be
@@ -49,18 +61,6 @@ for f in train-images-idx3-ubyte train-labels-idx1-ubyte t10k-images-idx3-ubyte 
 done
 echo "ok: fixtures"
 
-# run ARGS (a string, eval'ed); sets rc, out (stdout + stderr); reports signals, timeouts and sanitizers
-run() {
-  eval "timeout -s KILL 120 \"\$T\" $1" </dev/null >run.out 2>&1
-  rc=$?
-  out=$(head -c 2000 run.out)
-  if [ $rc -ge 124 ]; then echo "FAILED: ttt $1: killed by a signal or timed out (exit $rc): $(tail -c 600 run.out)"; fail=1; return 1; fi
-  if grep -qE 'AddressSanitizer|LeakSanitizer|runtime error:|UndefinedBehaviorSanitizer' run.out; then
-    echo "FAILED: ttt $1: sanitizer report:"; grep -E 'ERROR|runtime error|SUMMARY|#[0-9] ' run.out | head -12; fail=1; return 1
-  fi
-  return 0
-}
-
 # ---- the table ---------------------------------------------------------------------------------
 while IFS= read -r line; do
   case "$line" in ''|'#'*) continue ;; esac
@@ -86,7 +86,8 @@ fi
 # ---- every flag of every command, absurd values ------------------------------------------------
 [ "$part" = table ] && exit $fail
 cmds=("lm train" "lm eval" "lm generate" "data prepare" "tokenizer train" "tokenizer encode" "tokenizer decode"
-      "vision train" "vision eval" "serve" "needle" "demo" "gradcheck" "tasks show" "tasks check")
+      "vision train" "vision eval" "serve" "needle" "demo" "gradcheck" "tasks show" "tasks check"
+      "adapt train" "adapt eval" "adapt dispatch" "adapt svd")
 values=(-1 0 nan 1e999 99999999999999999999 x "''")
 for c in "${cmds[@]}"; do
   flags=$("$T" $c --help 2>&1 | grep -oE -- '--[a-z0-9][a-z0-9-]*' | grep -vx -- '--help' | sort -u)
