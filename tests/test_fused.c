@@ -7,7 +7,10 @@
  *   - ttt_swiglu's forward and fused first-order backward give the bits of
  *     ttt_mul(ttt_silu(a), b) in f32 and f64 (bf16: within bf16 rounding of
  *     the f32 values), and its second order matches the composed graph's;
- *   - a tiny LM's training steps (SwiGLU, clipping, AdamW) with the fused
+ *   - RMS and layer norm with a weight (norm_affine, norm_affine_bwd) give the
+ *     bits of the norm followed by a mul, in every dtype, forward and first
+ *     order; the second order matches the composed graph's;
+ *   - a tiny LM's training steps (SwiGLU, norms, clipping, AdamW) with the fused
  *     paths on and off (TTT_FUSED=0) give the same bits in f32.
  * With TTT_PROFILE=1 (set here) it also counts the kernel entries: one
  * adamw_multi call per step instead of one adamw per parameter. */
@@ -157,6 +160,65 @@ static void test_swiglu(ttt_ctx *ctx, ttt_device dev, ttt_dtype dt) {
     /* errors name the problem */
     ttt_tensor *x = ttt_zeros(ctx, dt, TTT_DIMS(2, 3)), *y = ttt_zeros(ctx, dt, TTT_DIMS(3));
     CHECK(ttt_swiglu(ctx, x, y) == NULL && strstr(ttt_error(ctx), "swiglu") && strstr(ttt_error(ctx), "one shape"));
+    ttt_step_reset(ctx);
+}
+
+/* ---- the norm times its weight (norm_affine): fused against norm, then mul ------------------------------------ */
+
+static int norm_run(ttt_ctx *ctx, int layer, ttt_tensor *x, ttt_tensor *w, ttt_tensor *r, int fused, int order2, swiglu_out *o) {
+    ttt__set_fused(ctx, fused);
+    ttt_set_requires_grad(x, 1);
+    ttt_set_requires_grad(w, 1);
+    ttt_tensor *ins[2] = {x, w}, *g[2], *h[2];
+    o->y = layer ? ttt_layer_norm(ctx, x, w, NULL, 1e-5) : ttt_rms_norm(ctx, x, w, 1e-6);
+    ttt_tensor *loss = o->y ? ttt_sum(ctx, ttt_mul(ctx, o->y, r), 0, NULL, 0) : NULL;
+    if (!loss || ttt_grad(ctx, 1, &loss, NULL, 2, ins, g, 0) != TTT_OK) return TTT_ERR;
+    o->ga = g[0], o->gb = g[1];
+    o->ha = o->hb = NULL;
+    if (order2) {
+        ttt_tensor *gg[2];
+        if (ttt_grad(ctx, 1, &loss, NULL, 2, ins, gg, 1) != TTT_OK) return TTT_ERR;
+        ttt_tensor *s = ttt_add(ctx, ttt_sum(ctx, ttt_mul(ctx, gg[0], ttt_detach(ctx, r)), 0, NULL, 0),
+                                ttt_sum(ctx, ttt_mul(ctx, gg[1], gg[1]), 0, NULL, 0));
+        if (!s || ttt_grad(ctx, 1, &s, NULL, 2, ins, h, 0) != TTT_OK) return TTT_ERR;
+        o->ha = h[0], o->hb = h[1];
+    }
+    ttt__set_fused(ctx, 1);
+    return TTT_OK;
+}
+
+static void test_norm_affine(ttt_ctx *ctx, ttt_device dev, ttt_dtype dt) {
+    /* odd rows, the LM's width, rows past the GPU's warp-per-row limit (4096), QK-norm's [B, T, H, hd] */
+    const int64_t shapes[][4] = {{5, 7, 0, 0}, {64, 768, 0, 0}, {3, 5000, 0, 0}, {2, 3, 4, 64}};
+    for (int layer = 0; layer < 2; layer++)
+        for (int si = 0; si < 4; si++) {
+            const ttt_mark_t mark = ttt_mark(ctx);
+            const int nd = shapes[si][2] ? 4 : 2;
+            const int64_t D = shapes[si][nd - 1];
+            ttt_tensor *x = randt(ctx, dt, nd, shapes[si], 1.5), *r = randt(ctx, dt, nd, shapes[si], 1.0);
+            ttt_tensor *w = randt(ctx, dt, 1, &D, 1.0);
+            swiglu_out f, c;
+            const int order2 = dt != TTT_BF16 && si != 2;
+            int rc = norm_run(ctx, layer, x, w, r, 1, order2, &f);
+            if (rc == TTT_OK) rc = norm_run(ctx, layer, x, w, r, 0, order2, &c);
+            CHECK_MSG(rc == TTT_OK, "norm %s %s: %s", DEV[dev], ttt_dtype_name(dt), ttt_error(ctx));
+            if (rc == TTT_OK) {
+                /* every dtype, bf16 too: the fused kernels round where norm and mul round */
+                CHECK_MSG(same_bits(ctx, f.y, c.y), "%s_norm %s %s shape %d: forward differs from norm then mul (%g)",
+                          layer ? "layer" : "rms", DEV[dev], ttt_dtype_name(dt), si, rel_diff(ctx, f.y, c.y));
+                CHECK_MSG(same_bits(ctx, f.ga, c.ga) && same_bits(ctx, f.gb, c.gb),
+                          "%s_norm %s %s shape %d: fused backward differs from the composed one (dx %g, dgamma %g)",
+                          layer ? "layer" : "rms", DEV[dev], ttt_dtype_name(dt), si, rel_diff(ctx, f.ga, c.ga),
+                          rel_diff(ctx, f.gb, c.gb));
+                if (order2) {
+                    const double e = fmax(rel_diff(ctx, f.ha, c.ha), rel_diff(ctx, f.hb, c.hb));
+                    CHECK_MSG(e <= (dt == TTT_F64 ? 1e-12 : 1e-4), "%s_norm %s %s second order: %g", layer ? "layer" : "rms",
+                              DEV[dev], ttt_dtype_name(dt), e);
+                }
+            }
+            ttt_release(ctx, mark);
+        }
+    printf("norm %s %s: rms and layer norm with a weight, fused vs composed, 4 shapes checked\n", DEV[dev], ttt_dtype_name(dt));
     ttt_step_reset(ctx);
 }
 
@@ -361,6 +423,7 @@ int main(int argc, char **argv) {
         const ttt_dtype dts[] = {TTT_F32, TTT_F64, TTT_BF16};
         for (int k = 0; k < (d ? 3 : 2); k++) {
             test_swiglu(ctx, dev, dts[k]);
+            test_norm_affine(ctx, dev, dts[k]);
             test_optimizer(ctx, dev, dts[k]);
         }
         test_clip_edges(ctx);

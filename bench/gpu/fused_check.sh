@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # One GPU call for the fused paths of the training step (issue 13; docs/benchmarks.md, "Fused
-# training-step paths"): the multi-tensor AdamW, clipping's one-pass global norm and ttt_swiglu.
+# training-step paths"): the multi-tensor AdamW, clipping's one-pass global norm, ttt_swiglu and the
+# norms with their weight in one kernel (norm_affine).
 #   1. build with CUDA (the targets below only)
 #   2. test_fused on the GPU: multi-tensor AdamW / clipping bit for bit against the per-tensor and
 #      composed paths (f32, f64, bf16), SwiGLU fused against composed, a tiny LM's steps with the
 #      fused paths on and off (f32: the same bits; bf16: within rounding), two fused runs alike
-#   3. ttt gradcheck --device cuda --op swiglu (f64 finite differences, CPU parity, f32 and bf16)
+#   3. ttt gradcheck --device cuda --op swiglu / rms_norm / layer_norm (f64 finite differences, CPU parity,
+#      f32 and bf16)
 #   4. the 125M LM, bf16, T = 1K x 8: TTT_FUSED=0 (the paths before: per-tensor AdamW, per-parameter
-#      norms, silu + mul) against the fused paths, alternated twice: tok/s, the clip and optimizer
+#      norms, silu + mul, norm + mul) against the fused paths, alternated twice: tok/s, the clip and optimizer
 #      phases (--timing), then TTT_PROFILE=1 kernel-entry calls per step for both
 #   5. while time is left (the whole call stays under 8 minutes): compute-sanitizer memcheck of the
 #      new kernels, test_op_registry on the GPU, torch.compile's tok/s in the same call
@@ -45,11 +47,13 @@ status=0
 
 echo "== test_fused (CPU, then GPU) ==" | log
 if ! run_for 150 $B/test_fused >"$OUT/test_fused.txt" 2>&1; then echo "test_fused FAILED" | log; status=1; fi
-grep -E "^(swiglu|adamw|lm) (cpu|cuda)|^(cpu|cuda):|CHECK failed|passed," "$OUT/test_fused.txt" | head -40 | log
+grep -E "^(swiglu|norm|adamw|lm) (cpu|cuda)|^(cpu|cuda):|CHECK failed|passed," "$OUT/test_fused.txt" | head -40 | log
 
-echo "== gradcheck --device cuda --op swiglu (5 seeds) ==" | log
-run_for 90 $B/ttt gradcheck --device cuda --op swiglu --seeds 5 >"$OUT/gradcheck_swiglu.txt" 2>&1 || { echo "gradcheck FAILED" | log; status=1; }
-tail -n 7 "$OUT/gradcheck_swiglu.txt" | log
+echo "== gradcheck --device cuda: swiglu, rms_norm, layer_norm (3 seeds each) ==" | log
+for op in swiglu rms_norm layer_norm; do
+  run_for 60 $B/ttt gradcheck --device cuda --op $op --seeds 3 >"$OUT/gradcheck_$op.txt" 2>&1 || { echo "gradcheck $op FAILED" | log; status=1; }
+  grep -E "^$op |passed" "$OUT/gradcheck_$op.txt" | log
+done
 
 echo "== 125M LM, bf16, T = 1024 x 8, 16 steps: fused paths off (TTT_FUSED=0) and on, alternated ==" | log
 [ -f $W/ts.bin ] || $B/ttt data prepare --tokenizer data/gpt2-tokenizer --out $W/ts.bin data/tinyshakespeare/ >$W/prep.log 2>&1 ||
@@ -81,16 +85,18 @@ for f in 0 1; do
   # rows: name [label] dtype calls total_ms us/call share
   awk -v f=$f '/^== TTT_PROFILE/ {on = 1; next} on && NF >= 5 && $(NF-3) ~ /^[0-9]+$/ {
       n = $(NF-3); total += n; ms += $(NF-2)
-      if ($1 ~ /^(adamw|adamw_multi|sgd|sumsq_multi|scale_multi|swiglu|swiglu_bwd|reduce:sum|unary:silu|unary:silu_grad|unary:affine|binary:mul|copy:convert|copy)$/)
+      if ($1 ~ /^(adamw|adamw_multi|sgd|sumsq_multi|scale_multi|swiglu|swiglu_bwd|norm:rms|norm_bwd:rms|norm_affine:rms|norm_affine_bwd:rms|reduce:sum|unary:silu|unary:silu_grad|unary:affine|binary:mul|binary:add|copy:convert|copy)$/)
         rows = rows sprintf("    %-24s %-5s %6.1f calls/step\n", $1, $(NF-4), n / 4) }
     END { printf "TTT_FUSED=%d: %.0f kernel-entry calls per step (%.0f ms per step profiled)\n%s", f, total / 4, ms / 4, rows }' \
     "$OUT/profile-fused$f.log" | log
 done
 
 if command -v compute-sanitizer >/dev/null; then
-  echo "== compute-sanitizer memcheck: swiglu (gradcheck) and test_fused --no-lm ==" | log
-  if ! run_for 60 env TTT_CUDA_POOL=0 compute-sanitizer --tool memcheck --error-exitcode 9 $B/ttt gradcheck --device cuda --seeds 1 \
-    --op swiglu >"$OUT/memcheck_swiglu.txt" 2>&1; then echo "memcheck FAILED (or out of time) on swiglu" | log; status=1; fi
+  echo "== compute-sanitizer memcheck: swiglu, rms_norm (gradcheck) and test_fused --no-lm ==" | log
+  for op in swiglu rms_norm; do
+    if ! run_for 45 env TTT_CUDA_POOL=0 compute-sanitizer --tool memcheck --error-exitcode 9 $B/ttt gradcheck --device cuda --seeds 1 \
+      --op $op >"$OUT/memcheck_$op.txt" 2>&1; then echo "memcheck FAILED (or out of time) on $op" | log; status=1; fi
+  done
   if ! run_for 120 env TTT_CUDA_POOL=0 compute-sanitizer --tool memcheck --error-exitcode 9 $B/test_fused --no-lm \
     >"$OUT/memcheck_test_fused.txt" 2>&1; then echo "memcheck FAILED (or out of time) on test_fused" | log; status=1; fi
   grep -hE "ERROR SUMMARY" "$OUT"/memcheck_*.txt | sort | uniq -c | log

@@ -96,6 +96,18 @@ typedef struct {
       (ttt_norm_kind kind, ttt_tensor *dx, const ttt_tensor *x, const ttt_tensor *y, const ttt_tensor *dy,      \
        double eps),                                                                                              \
       (kind, dx, x, y, dy, eps))                                                                                 \
+    /* Optional. The norm times a weight in one pass: dst = round(round(norm(src)) * gamma), gamma [D] dense   \
+     * (src [..., D]), each value rounded where norm then a binary mul would round it (the same bits). */      \
+    X(norm_affine,                                                                                               \
+      (ttt_norm_kind kind, ttt_tensor *dst, const ttt_tensor *src, const ttt_tensor *gamma, double eps),        \
+      (kind, dst, src, gamma, eps))                                                                              \
+    /* Optional. Its first-order gradient in one pass, with the bits of the composed ops (g = dy gamma, then    \
+     * norm_bwd with y = norm(x), recomputed): dx, and dgx = dy * norm(x) (gamma's gradient before the sum     \
+     * over rows; NULL: not wanted). All dense; x, dy, dx, dgx one shape. */                                    \
+    X(norm_affine_bwd,                                                                                           \
+      (ttt_norm_kind kind, ttt_tensor *dx, ttt_tensor *dgx, const ttt_tensor *x, const ttt_tensor *gamma,       \
+       const ttt_tensor *dy, double eps),                                                                        \
+      (kind, dx, dgx, x, gamma, dy, eps))                                                                        \
     /* per-row loss [...] of logits [..., V] and I32 targets [...]; 0 where ignored */                          \
     X(cross_entropy, (ttt_tensor *dst, const ttt_tensor *logits, const ttt_tensor *targets, int ignore_index),  \
       (dst, logits, targets, ignore_index))                                                                      \

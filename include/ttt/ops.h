@@ -74,7 +74,8 @@ ttt_tensor *ttt_matmul(ttt_ctx *ctx, ttt_tensor *a, ttt_tensor *b, int trans_a, 
 /* Normalisation and probabilities (along the last axis) */
 ttt_tensor *ttt_softmax(ttt_ctx *ctx, ttt_tensor *x);
 ttt_tensor *ttt_log_softmax(ttt_ctx *ctx, ttt_tensor *x);
-/* gamma / beta may be NULL (no affine); shapes [D] for x [..., D]. */
+/* gamma / beta may be NULL (no affine); shapes [D] for x [..., D]. With gamma the norm and the product are
+ * one kernel forward and one backward (the values of the norm followed by ttt_mul, in every dtype). */
 ttt_tensor *ttt_layer_norm(ttt_ctx *ctx, ttt_tensor *x, ttt_tensor *gamma, ttt_tensor *beta, double eps);
 ttt_tensor *ttt_rms_norm(ttt_ctx *ctx, ttt_tensor *x, ttt_tensor *gamma, double eps);
 /* Mean cross-entropy of logits [..., V] against I32 targets [...]; targets equal

@@ -94,6 +94,8 @@ static const char *matmul_label(char *buf, size_t n, const ttt_tensor *c, const 
 #define DESC_softmax src->dtype, log ? "log" : NULL
 #define DESC_norm src->dtype, kind == TTT_NORM_RMS ? "rms" : "layer"
 #define DESC_norm_bwd x->dtype, kind == TTT_NORM_RMS ? "rms" : "layer"
+#define DESC_norm_affine src->dtype, kind == TTT_NORM_RMS ? "rms" : "layer"
+#define DESC_norm_affine_bwd x->dtype, kind == TTT_NORM_RMS ? "rms" : "layer"
 #define DESC_cross_entropy logits->dtype, NULL
 #define DESC_cross_entropy_bwd logits->dtype, NULL
 #define DESC_one_hot dst->dtype, NULL

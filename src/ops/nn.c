@@ -53,42 +53,80 @@ ttt_tensor *ttt_log_softmax(ttt_ctx *ctx, ttt_tensor *x) { return softmax(ctx, x
 
 /* ---- layer / RMS norm -------------------------------------------------------------- */
 
-VJP(norm_vjp) {
-    double eps = nd->fattr[0];
-    ttt_tensor *x = X, *y = Y, *g = G;
+/* dx of a norm y = norm(x) from its output gradient g: one fused pass when grad mode is off and the backend
+ * has norm_bwd (first order only); otherwise composed of ops, so create_graph can differentiate it again. */
+static ttt_tensor *norm_dx(ttt_ctx *ctx, ttt_norm_kind kind, ttt_tensor *x, ttt_tensor *y, ttt_tensor *g, double eps) {
+    if (!x || !y || !g) return NULL;
     if (ctx->be->norm_bwd && !ttt_grad_enabled(ctx)) {
-        /* first order only: one fused pass (create_graph needs the composed form below) */
-        ttt_tensor *xd = ttt__dense(ctx, x), *gd = ttt__dense(ctx, g), *dx = ttt__new_like(ctx, x);
-        if (!xd || !gd || !dx) return TTT_ERR;
-        if (ttt_numel(dx) && ctx->be->norm_bwd(ctx->bs, (ttt_norm_kind)nd->iattr[0], dx, xd, y, gd, eps) != TTT_OK)
-            return ttt__backend_failed(ctx, "norm (backward)");
-        DONE(dx);
+        ttt_tensor *xd = ttt__dense(ctx, x), *gd = ttt__dense(ctx, g), *yd = ttt__dense(ctx, y), *dx = ttt__new_like(ctx, x);
+        if (!xd || !gd || !yd || !dx) return NULL;
+        if (ttt_numel(dx) && ctx->be->norm_bwd(ctx->bs, kind, dx, xd, yd, gd, eps) != TTT_OK)
+            return ttt__backend_failed(ctx, "norm (backward)"), NULL;
+        return dx;
     }
-    if (nd->iattr[0] == TTT_NORM_LAYER) {
+    if (kind == TTT_NORM_LAYER) {
         /* dx = rstd (g - mean(g) - y mean(g y)) */
         ttt_tensor *xc = ttt_sub(ctx, x, mean_last(ctx, x));
         ttt_tensor *rstd = ttt_rsqrt(ctx, ttt_add_scalar(ctx, mean_last(ctx, ttt_mul(ctx, xc, xc)), eps));
         ttt_tensor *inner = ttt_sub(ctx, ttt_sub(ctx, g, mean_last(ctx, g)), ttt_mul(ctx, y, mean_last(ctx, ttt_mul(ctx, g, y))));
-        DONE(ttt_mul(ctx, rstd, inner));
+        return ttt_mul(ctx, rstd, inner);
     }
     /* RMS: dx = rstd (g - y mean(g y)) */
     ttt_tensor *rstd = ttt_rsqrt(ctx, ttt_add_scalar(ctx, mean_last(ctx, ttt_mul(ctx, x, x)), eps));
-    DONE(ttt_mul(ctx, rstd, ttt_sub(ctx, g, ttt_mul(ctx, y, mean_last(ctx, ttt_mul(ctx, g, y))))));
+    return ttt_mul(ctx, rstd, ttt_sub(ctx, g, ttt_mul(ctx, y, mean_last(ctx, ttt_mul(ctx, g, y)))));
 }
 
-static ttt_tensor *norm(ttt_ctx *ctx, const char *op, ttt_norm_kind kind, ttt_tensor *x, double eps) {
+VJP(norm_vjp) { DONE(norm_dx(ctx, (ttt_norm_kind)nd->iattr[0], X, Y, G, nd->fattr[0])); }
+
+/* y = norm(x) * gamma as one op (norm_affine). Its gradient has the composed ops' values: gamma's is
+ * sum over rows of g * norm(x), x's the norm's gradient of g * gamma. */
+static ttt_tensor *norm(ttt_ctx *ctx, const char *op, ttt_norm_kind kind, ttt_tensor *x, ttt_tensor *gamma, double eps);
+VJP(norm_affine_vjp) {
+    const ttt_norm_kind kind = (ttt_norm_kind)nd->iattr[0];
+    const double eps = nd->fattr[0];
+    ttt_tensor *x = nd->in[0], *gamma = nd->in[1];
+    if (ctx->be->norm_affine_bwd && !ttt_grad_enabled(ctx)) {
+        /* first order only: one fused pass for dx and g * norm(x), then the sum over rows (the composed one) */
+        ttt_tensor *xd = ttt__dense(ctx, x), *gd = xd ? ttt__dense(ctx, G) : NULL, *wd = gd ? ttt__dense(ctx, gamma) : NULL;
+        ttt_tensor *dx = wd ? ttt__new_like(ctx, x) : NULL, *dgx = dx && needs[1] ? ttt__new_like(ctx, x) : NULL;
+        if (!dx || (needs[1] && !dgx)) return TTT_ERR;
+        if (ttt_numel(dx) && ctx->be->norm_affine_bwd(ctx->bs, kind, dx, dgx, xd, wd, gd, eps) != TTT_OK)
+            return ttt__backend_failed(ctx, "norm (backward)");
+        if (needs[0]) gin[0] = dx;
+        if (needs[1] && !(gin[1] = ttt_sum_to(ctx, dgx, gamma->ndim, gamma->shape))) return TTT_ERR;
+        return TTT_OK;
+    }
+    ttt_tensor *y = norm(ctx, kind == TTT_NORM_RMS ? "rms_norm" : "layer_norm", kind, x, NULL, eps);
+    if (needs[1] && !(gin[1] = ttt_sum_to(ctx, ttt_mul(ctx, G, y), gamma->ndim, gamma->shape))) return TTT_ERR;
+    if (needs[0] && !(gin[0] = norm_dx(ctx, kind, x, y, ttt_mul(ctx, G, gamma), eps))) return TTT_ERR;
+    return TTT_OK;
+}
+
+/* norm(x), or with gamma (a [D] weight, checked by the caller) norm(x) * gamma in one kernel */
+static ttt_tensor *norm(ttt_ctx *ctx, const char *op, ttt_norm_kind kind, ttt_tensor *x, ttt_tensor *gamma, double eps) {
     if (check_float(ctx, op, x, 1) != TTT_OK) return NULL;
     if (!(eps >= 0)) return ttt__set_error(ctx, "%s: eps %g must be >= 0", op, eps), NULL;
     ttt_tensor *out = ttt__new_like(ctx, x), *xd = out ? ttt__dense(ctx, x) : NULL;
-    if (!xd) return NULL;
-    if (ttt_numel(out) && ctx->be->norm(ctx->bs, kind, out, xd, eps) != TTT_OK) return ttt__backend_failed(ctx, op), NULL;
-    if (ttt__recording(ctx, 1, &x)) {
-        ttt_node *n = ttt__record(ctx, op, norm_vjp, 1, &x, 1, &out);
+    ttt_tensor *gd = xd && gamma ? ttt__dense(ctx, gamma) : NULL;
+    if (!xd || (gamma && !gd)) return NULL;
+    if (ttt_numel(out) && (gamma ? ctx->be->norm_affine(ctx->bs, kind, out, xd, gd, eps) : ctx->be->norm(ctx->bs, kind, out, xd, eps)) != TTT_OK)
+        return ttt__backend_failed(ctx, op), NULL;
+    ttt_tensor *ins[2] = {x, gamma};
+    const int n_in = gamma ? 2 : 1;
+    if (ttt__recording(ctx, n_in, ins)) {
+        ttt_node *n = ttt__record(ctx, op, gamma ? norm_affine_vjp : norm_vjp, n_in, ins, 1, &out);
         if (!n) return NULL;
         n->iattr[0] = kind;
         n->fattr[0] = eps;
     }
     return out;
+}
+
+/* norm(x) * gamma: one kernel where the backend has it and the fused paths are on (the same bits) */
+static ttt_tensor *norm_times(ttt_ctx *ctx, const char *op, ttt_norm_kind kind, ttt_tensor *x, ttt_tensor *gamma, double eps) {
+    if (gamma && ctx->be->norm_affine && ctx->be->norm_affine_bwd && !ctx->unfused) return norm(ctx, op, kind, x, gamma, eps);
+    ttt_tensor *y = norm(ctx, op, kind, x, NULL, eps);
+    return gamma ? ttt_mul(ctx, y, gamma) : y;
 }
 
 static int check_affine(ttt_ctx *ctx, const char *op, const ttt_tensor *x, const ttt_tensor *p, const char *what) {
@@ -107,8 +145,7 @@ ttt_tensor *ttt_layer_norm(ttt_ctx *ctx, ttt_tensor *x, ttt_tensor *gamma, ttt_t
     if (check_float(ctx, "layer_norm", x, 1) != TTT_OK || check_affine(ctx, "layer_norm", x, gamma, "gamma") ||
         check_affine(ctx, "layer_norm", x, beta, "beta"))
         return NULL;
-    ttt_tensor *y = norm(ctx, "layer_norm", TTT_NORM_LAYER, x, eps);
-    if (gamma) y = ttt_mul(ctx, y, gamma);
+    ttt_tensor *y = norm_times(ctx, "layer_norm", TTT_NORM_LAYER, x, gamma, eps);
     if (beta) y = ttt_add(ctx, y, beta);
     return y;
 }
@@ -116,8 +153,7 @@ ttt_tensor *ttt_layer_norm(ttt_ctx *ctx, ttt_tensor *x, ttt_tensor *gamma, ttt_t
 ttt_tensor *ttt_rms_norm(ttt_ctx *ctx, ttt_tensor *x, ttt_tensor *gamma, double eps) {
     TTT_CHECK_NONNULL1(x);
     if (check_float(ctx, "rms_norm", x, 1) != TTT_OK || check_affine(ctx, "rms_norm", x, gamma, "gamma")) return NULL;
-    ttt_tensor *y = norm(ctx, "rms_norm", TTT_NORM_RMS, x, eps);
-    return gamma ? ttt_mul(ctx, y, gamma) : y;
+    return norm_times(ctx, "rms_norm", TTT_NORM_RMS, x, gamma, eps);
 }
 
 /* ---- cross-entropy ------------------------------------------------------------------- */

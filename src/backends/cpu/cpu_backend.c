@@ -42,6 +42,10 @@ int cpu_adamw_multi(ttt_backend_state *self, int n, ttt_tensor *const *p, ttt_te
                     int64_t step);
 int cpu_sumsq_multi(ttt_backend_state *self, ttt_tensor *dst, int n, const ttt_tensor *const *x);
 int cpu_scale_multi(ttt_backend_state *self, int n, ttt_tensor *const *x, double a);
+int cpu_norm_affine(ttt_backend_state *self, ttt_norm_kind kind, ttt_tensor *dst, const ttt_tensor *src,
+                    const ttt_tensor *gamma, double eps);
+int cpu_norm_affine_bwd(ttt_backend_state *self, ttt_norm_kind kind, ttt_tensor *dx, ttt_tensor *dgx, const ttt_tensor *x,
+                        const ttt_tensor *gamma, const ttt_tensor *dy, double eps);
 int cpu_swiglu(ttt_backend_state *self, ttt_tensor *dst, const ttt_tensor *a, const ttt_tensor *b);
 int cpu_swiglu_bwd(ttt_backend_state *self, ttt_tensor *da, ttt_tensor *db, const ttt_tensor *a, const ttt_tensor *b,
                    const ttt_tensor *dy);
@@ -274,6 +278,8 @@ static const ttt_backend CPU = {
     .cross_entropy = cpu_cross_entropy,
     .cross_entropy_bwd = cpu_cross_entropy_bwd,
     .norm_bwd = cpu_norm_bwd,
+    .norm_affine = cpu_norm_affine,
+    .norm_affine_bwd = cpu_norm_affine_bwd,
     .one_hot = cpu_one_hot,
     .gather_rows = cpu_gather_rows,
     .scatter_add_rows = cpu_scatter_add_rows,

@@ -108,6 +108,90 @@ CPU_PARALLEL(self, rows * cols,
     return TTT_OK;
 }
 
+/* ---- the norm times a weight (norm_affine) and its gradient: the bits of norm, then a binary mul ---------- */
+
+/* v rounded to the tensor's dtype, as a store and a load would round it */
+static inline double rnd(int f32, double v) { return f32 ? (double)(float)v : v; }
+
+/* the row's mean (layer norm; 0 for RMS) and 1 / sqrt(var + eps), as cpu_norm forms them */
+static void norm_row_stats(int layer, const void *x, int f32, int64_t o, int64_t cols, double eps, double *mean_out,
+                           double *rstd_out) {
+    double mean = 0, var = 0;
+    if (layer) {
+        for (int64_t j = 0; j < cols; j++) mean += ld(x, f32, o + j);
+        mean /= (double)cols;
+    }
+    for (int64_t j = 0; j < cols; j++) {
+        double d = ld(x, f32, o + j) - mean;
+        var += d * d;
+    }
+    *mean_out = mean;
+    *rstd_out = 1.0 / sqrt(var / (double)cols + eps);
+}
+
+int cpu_norm_affine(ttt_backend_state *self, ttt_norm_kind kind, ttt_tensor *dst, const ttt_tensor *src,
+                    const ttt_tensor *gamma, double eps) {
+    if (float_only("norm_affine", src)) return TTT_ERR;
+    int64_t rows, cols;
+    cpu_rows_cols(src, &rows, &cols);
+    const int f32 = F32(src), layer = kind == TTT_NORM_LAYER;
+CPU_PARALLEL(self, rows * cols,
+    _Pragma("omp for schedule(static)")
+        for (int64_t r = 0; r < rows; r++) {
+            const int64_t o = r * cols;
+            double mean, rstd;
+            norm_row_stats(layer, src->data, f32, o, cols, eps, &mean, &rstd);
+            /* a product of two f32 values is exact in double: one rounding, as the f32 mul's */
+            for (int64_t j = 0; j < cols; j++)
+                st(dst->data, f32, o + j, rnd(f32, (ld(src->data, f32, o + j) - mean) * rstd) * ld(gamma->data, f32, j));
+        }
+);
+    return TTT_OK;
+}
+
+/* y = norm(x) and g = dy gamma at element j of the row at o, rounded as their tensors store them */
+static inline double na_y(const void *x, int f32, int64_t o, int64_t j, double mean, double rstd) {
+    return rnd(f32, (ld(x, f32, o + j) - mean) * rstd);
+}
+static inline double na_g(const void *dy, const void *gamma, int f32, int64_t o, int64_t j) {
+    return rnd(f32, ld(dy, f32, o + j) * ld(gamma, f32, j));
+}
+
+/* g = dy gamma and y = norm(x), each rounded as the composed ops store them, then cpu_norm_bwd's formula; dgx = dy y */
+int cpu_norm_affine_bwd(ttt_backend_state *self, ttt_norm_kind kind, ttt_tensor *dx, ttt_tensor *dgx, const ttt_tensor *x,
+                        const ttt_tensor *gamma, const ttt_tensor *dy, double eps) {
+    if (float_only("norm_affine_bwd", x)) return TTT_ERR;
+    int64_t rows, cols;
+    cpu_rows_cols(x, &rows, &cols);
+    const int f32 = F32(x), layer = kind == TTT_NORM_LAYER;
+CPU_PARALLEL(self, rows * cols,
+    _Pragma("omp for schedule(static)")
+        for (int64_t r = 0; r < rows; r++) {
+            const int64_t o = r * cols;
+            double fmean, frstd;
+            norm_row_stats(layer, x->data, f32, o, cols, eps, &fmean, &frstd);
+            double mean = 0, var = 0, mg = 0, mgy = 0;
+            if (layer) {
+                for (int64_t j = 0; j < cols; j++) mean += ld(x->data, f32, o + j), mg += na_g(dy->data, gamma->data, f32, o, j);
+                mean /= (double)cols, mg /= (double)cols;
+            }
+            for (int64_t j = 0; j < cols; j++) {
+                double d = ld(x->data, f32, o + j) - mean;
+                var += d * d;
+                mgy += na_g(dy->data, gamma->data, f32, o, j) * na_y(x->data, f32, o, j, fmean, frstd);
+            }
+            const double rstd = 1.0 / sqrt(var / (double)cols + eps);
+            mgy /= (double)cols;
+            for (int64_t j = 0; j < cols; j++) {
+                const double y = na_y(x->data, f32, o, j, fmean, frstd);
+                st(dx->data, f32, o + j, rstd * (na_g(dy->data, gamma->data, f32, o, j) - mg - y * mgy));
+                if (dgx) st(dgx->data, f32, o + j, ld(dy->data, f32, o + j) * y);
+            }
+        }
+);
+    return TTT_OK;
+}
+
 /* Validate every target before touching the output (OpenMP loops cannot return early). */
 static int check_targets(const char *k, const ttt_tensor *targets, int64_t rows, int64_t v, int ignore) {
     const int32_t *t = targets->data;

@@ -68,8 +68,15 @@ int ttt__cu_softmax(ttt_backend_state *self, ttt_tensor *dst, const ttt_tensor *
     return TTT_OK;
 }
 
+/* The norm's value v of one element, stored: v rounded, or with a weight g (norm_affine) v rounded, times
+ * g, rounded again: the bits of norm followed by a binary mul. */
+template <typename T, typename A = typename Acc<T>::type>
+__device__ __forceinline__ T norm_out(T v_rounded, const T *g, int64_t j) {
+    return g ? st_f<T>(ld(v_rounded) * ld(g[j])) : v_rounded;
+}
+
 template <typename T>
-__global__ void k_norm(int64_t cols, int layer, double eps, T *y, const T *x) {
+__global__ void k_norm(int64_t cols, int layer, double eps, T *y, const T *x, const T *g) {
     const T *r = x + blockIdx.x * cols;
     T *o = y + blockIdx.x * cols;
     double mean = 0;
@@ -84,7 +91,7 @@ __global__ void k_norm(int64_t cols, int layer, double eps, T *y, const T *x) {
     }
     var = block_reduce<double>(var, 0) / (double)cols;
     double rstd = 1.0 / sqrt(var + eps);
-    for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) o[j] = st<T>((ld(r[j]) - mean) * rstd);
+    for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) o[j] = norm_out<T>(st<T>((ld(r[j]) - mean) * rstd), g, j);
 }
 
 /* Rows up to WARP_ROW_MAX: a warp per row (8 rows per block, no block-wide
@@ -102,7 +109,7 @@ __device__ __forceinline__ double warp_sum(double v) {
 }
 
 template <typename T, typename A = typename Acc<T>::type>
-__global__ void k_norm_warp(int64_t rows, int64_t cols, int layer, double eps, T *y, const T *x) {
+__global__ void k_norm_warp(int64_t rows, int64_t cols, int layer, double eps, T *y, const T *x, const T *g) {
     const int64_t row = (int64_t)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
     const int lane = threadIdx.x % 32;
     if (row >= rows) return;
@@ -120,23 +127,35 @@ __global__ void k_norm_warp(int64_t rows, int64_t cols, int layer, double eps, T
     }
     var = warp_sum(var) / (A)cols;
     const A rstd = (A)1 / sqrt(var + (A)eps);
-    for (int64_t j = lane; j < cols; j += 32) o[j] = st_f<T>((ld(r[j]) - mean) * rstd);
+    for (int64_t j = lane; j < cols; j += 32) o[j] = norm_out<T>(st_f<T>((ld(r[j]) - mean) * rstd), g, j);
 }
 
-int ttt__cu_norm(ttt_backend_state *self, ttt_norm_kind kind, ttt_tensor *dst, const ttt_tensor *src, double eps) {
-    ENTER(D, self);
-    if (float_only("norm", src->dtype)) return TTT_ERR;
+/* gamma NULL: the plain norm */
+static int norm_launch(CuDev *D, const char *name, ttt_norm_kind kind, ttt_tensor *dst, const ttt_tensor *src,
+                       const ttt_tensor *gamma, double eps) {
+    if (float_only(name, src->dtype)) return TTT_ERR;
     int64_t rows, cols;
     rows_cols(src, &rows, &cols);
     int layer = kind == TTT_NORM_LAYER;
     if (rows == 0) return TTT_OK;
     const int64_t per_block = THREADS / 32;
     if (cols <= WARP_ROW_MAX && (rows + per_block - 1) / per_block <= INT32_MAX)
-        FLOAT_DISPATCH(src->dtype, T, k_norm_warp<T><<<(unsigned)((rows + per_block - 1) / per_block), THREADS, 0, D->stream>>>(rows, cols, layer, eps, (T *)dst->data, (const T *)src->data))
+        FLOAT_DISPATCH(src->dtype, T, k_norm_warp<T><<<(unsigned)((rows + per_block - 1) / per_block), THREADS, 0, D->stream>>>(rows, cols, layer, eps, (T *)dst->data, (const T *)src->data, gamma ? (const T *)gamma->data : (const T *)NULL))
     else
-        FLOAT_DISPATCH(src->dtype, T, k_norm<T><<<(unsigned)rows, THREADS, 0, D->stream>>>(cols, layer, eps, (T *)dst->data, (const T *)src->data))
-    LAUNCHED("norm");
+        FLOAT_DISPATCH(src->dtype, T, k_norm<T><<<(unsigned)rows, THREADS, 0, D->stream>>>(cols, layer, eps, (T *)dst->data, (const T *)src->data, gamma ? (const T *)gamma->data : (const T *)NULL))
+    LAUNCHED(name);
     return TTT_OK;
+}
+
+int ttt__cu_norm(ttt_backend_state *self, ttt_norm_kind kind, ttt_tensor *dst, const ttt_tensor *src, double eps) {
+    ENTER(D, self);
+    return norm_launch(D, "norm", kind, dst, src, NULL, eps);
+}
+
+int ttt__cu_norm_affine(ttt_backend_state *self, ttt_norm_kind kind, ttt_tensor *dst, const ttt_tensor *src,
+                        const ttt_tensor *gamma, double eps) {
+    ENTER(D, self);
+    return norm_launch(D, "norm_affine", kind, dst, src, gamma, eps);
 }
 
 /* The norms' first-order gradient, a warp per row (rows up to WARP_ROW_MAX;
@@ -179,6 +198,104 @@ __global__ void k_norm_bwd_block(int64_t cols, int layer, double eps, T *dx, con
     typedef typename Acc<T>::type A;
     const int64_t o = (int64_t)blockIdx.x * cols;
     norm_bwd_row<T>(cols, layer, eps, threadIdx.x, blockDim.x, dx + o, x + o, y + o, dy + o, block_sum_a<A>);
+}
+
+/* norm_affine's first-order gradient. Per row: the forward's statistics again, as the forward kernel of this
+ * row length forms them (warp: sums in A; block: in double), give y = norm(x) rounded; g = dy gamma rounded
+ * (the composed mul); then norm_bwd_row's sums of g and g y in A and dx; dgx = dy y rounded (the mul whose
+ * sum over rows is gamma's gradient). */
+template <typename T, typename A = typename Acc<T>::type>
+__device__ __forceinline__ void norm_affine_bwd_row(int64_t cols, int layer, double eps, int lane, int width, int block_fwd,
+                                                    T *dx, T *dgx, const T *x, const T *gm, const T *dy, A (*sum)(A)) {
+    /* the forward's y = norm(x), rounded */
+    A fmean = 0, frstd = 0;
+    double dmean = 0, drstd = 0;
+    if (block_fwd) { /* k_norm: double */
+        if (layer) {
+            for (int64_t j = lane; j < cols; j += width) dmean += ld(x[j]);
+            dmean = block_reduce<double>(dmean, 0) / (double)cols;
+        }
+        double var = 0;
+        for (int64_t j = lane; j < cols; j += width) {
+            double d = ld(x[j]) - dmean;
+            var += d * d;
+        }
+        var = block_reduce<double>(var, 0) / (double)cols;
+        drstd = 1.0 / sqrt(var + eps);
+    } else { /* k_norm_warp: A */
+        if (layer) {
+            for (int64_t j = lane; j < cols; j += width) fmean += ld(x[j]);
+            fmean = sum(fmean) / (A)cols;
+        }
+        A var = 0;
+        for (int64_t j = lane; j < cols; j += width) {
+            const A d = ld(x[j]) - fmean;
+            var += d * d;
+        }
+        var = sum(var) / (A)cols;
+        frstd = (A)1 / sqrt(var + (A)eps);
+    }
+#define NORM_Y(j) (block_fwd ? st<T>((ld(x[j]) - dmean) * drstd) : st_f<T>((ld(x[j]) - fmean) * frstd))
+#define NORM_G(j) st_f<T>(ld(dy[j]) * ld(gm[j]))
+    /* norm_bwd_row with dy := g, y := NORM_Y */
+    A mean = 0, mg = 0;
+    if (layer) {
+        for (int64_t j = lane; j < cols; j += width) mean += ld(x[j]), mg += ld(NORM_G(j));
+        mean = sum(mean) / (A)cols, mg = sum(mg) / (A)cols;
+    }
+    A var = 0, mgy = 0;
+    for (int64_t j = lane; j < cols; j += width) {
+        const A d = ld(x[j]) - mean;
+        var += d * d;
+        mgy += ld(NORM_G(j)) * ld(NORM_Y(j));
+    }
+    var = sum(var) / (A)cols, mgy = sum(mgy) / (A)cols;
+    const A rstd = (A)1 / sqrt(var + (A)eps);
+    for (int64_t j = lane; j < cols; j += width) {
+        const T y = NORM_Y(j);
+        dx[j] = st_f<T>(rstd * (ld(NORM_G(j)) - mg - ld(y) * mgy));
+        if (dgx) dgx[j] = st_f<T>(ld(dy[j]) * ld(y));
+    }
+#undef NORM_Y
+#undef NORM_G
+}
+
+template <typename T>
+__global__ void k_norm_affine_bwd_warp(int64_t rows, int64_t cols, int layer, double eps, T *dx, T *dgx, const T *x,
+                                       const T *gm, const T *dy) {
+    typedef typename Acc<T>::type A;
+    const int64_t row = (int64_t)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
+    if (row >= rows) return;
+    const int64_t o = row * cols;
+    norm_affine_bwd_row<T>(cols, layer, eps, threadIdx.x % 32, 32, 0, dx + o, dgx ? dgx + o : dgx, x + o, gm, dy + o,
+                           warp_sum_a<A>);
+}
+
+template <typename T>
+__global__ void k_norm_affine_bwd_block(int64_t cols, int layer, double eps, T *dx, T *dgx, const T *x, const T *gm,
+                                        const T *dy) {
+    typedef typename Acc<T>::type A;
+    const int64_t o = (int64_t)blockIdx.x * cols;
+    norm_affine_bwd_row<T>(cols, layer, eps, threadIdx.x, blockDim.x, 1, dx + o, dgx ? dgx + o : dgx, x + o, gm, dy + o,
+                           block_sum_a<A>);
+}
+
+int ttt__cu_norm_affine_bwd(ttt_backend_state *self, ttt_norm_kind kind, ttt_tensor *dx, ttt_tensor *dgx, const ttt_tensor *x,
+                            const ttt_tensor *gamma, const ttt_tensor *dy, double eps) {
+    ENTER(D, self);
+    if (float_only("norm_affine_bwd", x->dtype)) return TTT_ERR;
+    int64_t rows, cols;
+    rows_cols(x, &rows, &cols);
+    if (rows == 0) return TTT_OK;
+    const int layer = kind == TTT_NORM_LAYER;
+    const int64_t per_block = THREADS / 32, blocks = (rows + per_block - 1) / per_block;
+    /* the forward's kernel choice (norm_launch), so y = norm(x) is recomputed with its bits */
+    if (cols <= WARP_ROW_MAX && blocks <= INT32_MAX)
+        FLOAT_DISPATCH(x->dtype, T, k_norm_affine_bwd_warp<T><<<(unsigned)blocks, THREADS, 0, D->stream>>>(rows, cols, layer, eps, (T *)dx->data, dgx ? (T *)dgx->data : (T *)NULL, (const T *)x->data, (const T *)gamma->data, (const T *)dy->data))
+    else
+        FLOAT_DISPATCH(x->dtype, T, k_norm_affine_bwd_block<T><<<(unsigned)rows, THREADS, 0, D->stream>>>(cols, layer, eps, (T *)dx->data, dgx ? (T *)dgx->data : (T *)NULL, (const T *)x->data, (const T *)gamma->data, (const T *)dy->data))
+    LAUNCHED("norm_affine_bwd");
+    return TTT_OK;
 }
 
 int ttt__cu_norm_bwd(ttt_backend_state *self, ttt_norm_kind kind, ttt_tensor *dx, const ttt_tensor *x, const ttt_tensor *y, const ttt_tensor *dy,
