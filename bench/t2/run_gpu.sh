@@ -13,13 +13,22 @@
 # PART=train: build, the GPU checks of the adapters (tests/test_adapter: cuSOLVER vs LAPACK),
 #             the experts (kept in runs/t2 on the machine and copied to $OUT);
 # PART=eval:  base / SVF / LoRA test accuracy per family, dispatch with prompt, classifier, CEM.
-# STEPS, BATCH, N (test examples) scale it; the defaults fit two calls of under 10 minutes.
+# STEPS, BATCH, N (test examples), VAL_N, DISPATCH_N, CEM_POP, CEM_ITERS, CEM_SHOTS scale it; the
+# defaults fit two calls of under 10 minutes. The CPU version (small sizes, this machine):
+#   DEVICE=cpu T=build/release/ttt STEPS=10 BATCH=8 VAL_N=16 N=50 DISPATCH_N=20 CEM_POP=8 CEM_ITERS=3 \
+#   CEM_SHOTS=5 PART=all bash bench/t2/run_gpu.sh
 set -uo pipefail
 OUT=${OUT:-gpu-out}
 PART=${PART:-train}
 STEPS=${STEPS:-30}
 BATCH=${BATCH:-16}
 N=${N:-100}
+VAL_N=${VAL_N:-64}
+DISPATCH_N=${DISPATCH_N:-50}
+CEM_POP=${CEM_POP:-32}
+CEM_SHOTS=${CEM_SHOTS:-10}
+DEVICE=${DEVICE:-cuda}
+EXPERT_SECONDS=${EXPERT_SECONDS:-0}   # > 0: each expert's training stops before this (train --time-limit)
 mkdir -p "$OUT" runs/t2
 D=models/smollm2
 G=$D/SmolLM2-135M-Instruct.Q4_1.gguf
@@ -28,8 +37,8 @@ if [ ! -f "$G" ] && [ -f "$D/part.aa" ]; then cat "$D"/part.* >"$G"; fi
 echo "$SHA256  $G" | sha256sum -c --quiet || { echo "no intact $G (see the header of this script)"; exit 1; }
 [ -f bench/gpu/jsonc_env.sh ] && source bench/gpu/jsonc_env.sh
 log() { tee -a "$OUT/t2_$PART.txt"; }
-T=build/gpu/ttt
-if [ ! -x "$T" ] || [ "$PART" = train ]; then
+T=${T:-build/gpu/ttt}
+if [ "$DEVICE" = cuda ] && { [ ! -x "$T" ] || [ "$PART" = train ]; }; then
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | log
   t0=$(date +%s)
   cmake -S . -B build/gpu -DCMAKE_BUILD_TYPE=Release -DTTT_CUDA=ON >"$OUT/cmake.log" 2>&1 || { tail -30 "$OUT/cmake.log"; exit 1; }
@@ -37,27 +46,29 @@ if [ ! -x "$T" ] || [ "$PART" = train ]; then
     { grep -iE "error" "$OUT/build.log" | head -30; exit 1; }
   echo "build: $(( $(date +%s) - t0 )) s" | log
 fi
-A() { "$T" adapt "$@" --model "$G" --device cuda; }
-if [ "$PART" = train ]; then
-  echo "== test_adapter on the GPU (cuSOLVER SVD vs LAPACK, SVF logits CUDA vs CPU) ==" | log
-  ./build/gpu/test_adapter 2>&1 | tail -5 | log
+A() { "$T" adapt "$@" --model "$G" --device "$DEVICE"; }
+if [ "$PART" = train ] || [ "$PART" = all ]; then
+  if [ "$DEVICE" = cuda ]; then
+    echo "== test_adapter on the GPU (cuSOLVER SVD vs LAPACK, SVF logits CUDA vs CPU) ==" | log
+    ./build/gpu/test_adapter 2>&1 | tail -5 | log
+  fi
   echo "== SVD of the MLP matrices ==" | log
   A svd 2>&1 | log
   for fam in arith py-output facts-mc; do
     for method in svf lora; do
       echo "== $method expert: $fam ($STEPS steps, batch $BATCH) ==" | log
       A train --task "$fam" --method "$method" --out "runs/t2/$fam.$method" --steps "$STEPS" --batch "$BATCH" \
-        --micro-batch "$BATCH" --val-n 64 --eval-every 5 --metrics "$OUT/train_$fam.$method.jsonl" 2>&1 |
+        --micro-batch "$BATCH" --val-n "$VAL_N" --eval-every 5 --time-limit "$EXPERT_SECONDS" --metrics "$OUT/train_$fam.$method.jsonl" 2>&1 |
         grep -v "^step [0-9]*/[0-9]*: .*generating)$" | log
     done
   done
   echo "== classification expert ($STEPS steps) ==" | log
   A train --task classify --out runs/t2/classify.svf --steps "$STEPS" --batch "$BATCH" --micro-batch "$BATCH" \
-    --val-n 64 --eval-every 5 --max-new 4 --metrics "$OUT/train_classify.svf.jsonl" 2>&1 |
+    --val-n "$VAL_N" --eval-every 5 --max-new 4 --time-limit "$EXPERT_SECONDS" --metrics "$OUT/train_classify.svf.jsonl" 2>&1 |
     grep -v "^step [0-9]*/[0-9]*: .*generating)$" | log
   cp runs/t2/*.svf "$OUT/" 2>/dev/null
 fi
-if [ "$PART" = eval ]; then
+if [ "$PART" = eval ] || [ "$PART" = all ]; then
   echo "== test accuracy, $N examples per family (greedy) ==" | log
   for fam in arith py-output facts-mc; do
     A eval --task "$fam" --n "$N" 2>/dev/null | log
@@ -68,13 +79,13 @@ if [ "$PART" = eval ]; then
   E=runs/t2/arith.svf,runs/t2/py-output.svf,runs/t2/facts-mc.svf
   H=arith-money,py-string,facts-color
   echo "== dispatch on the held-out families: prompt ==" | log
-  A dispatch --strategy prompt --tasks "$H" --experts "$E" --n 50 2>&1 | grep -v "^expert\|^models\|^SVD" | log
+  A dispatch --strategy prompt --tasks "$H" --experts "$E" --n "$DISPATCH_N" 2>&1 | grep -v "^expert\|^models\|^SVD" | log
   echo "== dispatch: classification expert ==" | log
-  A dispatch --strategy classifier --classifier runs/t2/classify.svf --tasks "$H" --experts "$E" --n 50 2>&1 |
+  A dispatch --strategy classifier --classifier runs/t2/classify.svf --tasks "$H" --experts "$E" --n "$DISPATCH_N" 2>&1 |
     grep -v "^expert\|^models\|^SVD" | log
   echo "== dispatch: CEM few-shot mixing (population 32, elite 20%, 10 shots) ==" | log
-  A dispatch --strategy cem --tasks "$H" --experts "$E" --n 50 --cem-iters "${CEM_ITERS:-6}" 2>&1 |
+  A dispatch --strategy cem --tasks "$H" --experts "$E" --n "$DISPATCH_N" --cem-pop "$CEM_POP" --cem-shots "$CEM_SHOTS" --cem-iters "${CEM_ITERS:-6}" 2>&1 |
     grep -v "^expert\|^models\|^SVD" | log
   echo "== dispatch on the training families' test splits: prompt ==" | log
-  A dispatch --strategy prompt --tasks arith,py-output,facts-mc --experts "$E" --n 50 2>&1 | grep -v "^expert\|^models\|^SVD" | log
+  A dispatch --strategy prompt --tasks arith,py-output,facts-mc --experts "$E" --n "$DISPATCH_N" 2>&1 | grep -v "^expert\|^models\|^SVD" | log
 fi
