@@ -716,7 +716,7 @@ static ttt_tensor *block(ttt_ctx *ctx, const ttt_llama *m, int64_t i, ttt_tensor
     }
     x = ttt_add(ctx, x, linear(ctx, gqa(ctx, m, q, k, v), b->o, NULL));
     h = ttt_rms_norm(ctx, x, b->mlp_norm, c->norm_eps);
-    ttt_tensor *f = ttt_mul(ctx, ttt_silu(ctx, linear(ctx, h, b->gate, NULL)), linear(ctx, h, b->up, NULL));
+    ttt_tensor *f = ttt_swiglu(ctx, linear(ctx, h, b->gate, NULL), linear(ctx, h, b->up, NULL));
     return ttt_add(ctx, x, linear(ctx, f, b->down, NULL));
 }
 
