@@ -28,6 +28,7 @@ DISPATCH_N=${DISPATCH_N:-50}
 CEM_POP=${CEM_POP:-32}
 CEM_SHOTS=${CEM_SHOTS:-10}
 DEVICE=${DEVICE:-cuda}
+LORA_LR=${LORA_LR:-5e-4}   # LoRA at SVF's 2e-3 collapsed on the CPU (arith: validation 0.19 -> 0, log-prob -1 -> -4)
 EXPERT_SECONDS=${EXPERT_SECONDS:-0}   # > 0: each expert's training stops before this (train --time-limit)
 mkdir -p "$OUT" runs/t2
 D=models/smollm2
@@ -57,7 +58,8 @@ if [ "$PART" = train ] || [ "$PART" = all ]; then
   for fam in arith py-output facts-mc; do
     for method in svf lora; do
       echo "== $method expert: $fam ($STEPS steps, batch $BATCH) ==" | log
-      A train --task "$fam" --method "$method" --out "runs/t2/$fam.$method" --steps "$STEPS" --batch "$BATCH" \
+      lr=2e-3; [ "$method" = lora ] && lr=$LORA_LR
+      A train --task "$fam" --method "$method" --lr "$lr" --out "runs/t2/$fam.$method" --steps "$STEPS" --batch "$BATCH" \
         --micro-batch "$BATCH" --val-n "$VAL_N" --eval-every 5 --time-limit "$EXPERT_SECONDS" --metrics "$OUT/train_$fam.$method.jsonl" 2>&1 |
         grep -v "^step [0-9]*/[0-9]*: .*generating)$" | log
     done
