@@ -715,7 +715,7 @@ int adapt_dispatch(const adapt_args *a) {
             uint64_t rng = 1;
             const sample_params greedy = {0, 0, 1};
             adapt_args short_answers = *a;
-            short_answers.max_new = 4;
+            short_answers.max_new = 8; /* "This is a math task." */
             if (!ans || generate(&s, &short_answers, strategy ? &cls_view : &s.m, q.ids, n, &greedy, &rng, ans) != TTT_OK)
                 frc = TTT_ERR;
             for (int i = 0; frc == TTT_OK && i < n; i++) {

@@ -66,7 +66,7 @@ if [ "$PART" = train ] || [ "$PART" = all ]; then
   done
   echo "== classification expert ($STEPS steps) ==" | log
   A train --task classify --out runs/t2/classify.svf --steps "$STEPS" --batch "$BATCH" --micro-batch "$BATCH" \
-    --val-n "$VAL_N" --eval-every 5 --max-new 4 --time-limit "$EXPERT_SECONDS" --metrics "$OUT/train_classify.svf.jsonl" 2>&1 |
+    --val-n "$VAL_N" --eval-every 5 --max-new 8 --time-limit "$EXPERT_SECONDS" --metrics "$OUT/train_classify.svf.jsonl" 2>&1 |
     grep -v "^step [0-9]*/[0-9]*: .*generating)$" | log
   cp runs/t2/*.svf "$OUT/" 2>/dev/null
 fi
