@@ -280,6 +280,41 @@ static double score(session *s, const adapt_args *a, const ttt_llama *view, cons
     return (double)right / e->n;
 }
 
+/* The mean log-prob per token that view gives the expected answers of e (the answer text
+ * and the end of the turn, after the chat prompt), teacher-forced, no graph: a fitness
+ * with more resolution than accuracy on a few examples. NaN on error. */
+static double answer_logprob(session *s, const ttt_llama *view, const examples *e) {
+    double total = 0;
+    int64_t count = 0;
+    char err[256];
+    for (int i = 0; i < e->n; i++) {
+        ttt_token_ids ans = {0};
+        if (ttt_tokenizer_encode(s->m.tok, e->answer[i], strlen(e->answer[i]), &ans, err, sizeof err) != TTT_OK) return NAN;
+        const int64_t P = e->ids[i].n, A = (int64_t)ans.n + (s->m.eot >= 0), T = P + A;
+        int32_t *ids = malloc(sizeof(int32_t) * (size_t)T);
+        float *mask = calloc((size_t)T, sizeof *mask);
+        if (!ids || !mask) {
+            free(ids), free(mask), ttt_token_ids_free(&ans);
+            return NAN;
+        }
+        memcpy(ids, e->ids[i].ids, sizeof(int32_t) * (size_t)P);
+        memcpy(ids + P, ans.ids, sizeof(int32_t) * ans.n);
+        if (s->m.eot >= 0) ids[T - 1] = s->m.eot;
+        for (int64_t t = P; t < T; t++) mask[t] = 1;
+        const double one = 1.0;
+        double lp = NAN;
+        const ttt_mark_t mark = ttt_mark(s->ctx);
+        ttt_no_grad_begin(s->ctx);
+        ttt_tensor *loss = ttt_adapter_pg_loss(s->ctx, view, NULL, ids, mask, 1, T, &one, 0.0, &lp, NULL);
+        ttt_no_grad_end(s->ctx);
+        ttt_release(s->ctx, mark);
+        free(ids), free(mask), ttt_token_ids_free(&ans);
+        if (!loss) return NAN;
+        total += lp * (double)A, count += A;
+    }
+    return count ? total / (double)count : NAN;
+}
+
 static const ttt_task_family *family_or_die(const char *name) {
     const ttt_task_family *f = ttt_task_family_find(name);
     if (!f) {
@@ -463,6 +498,11 @@ int adapt_train(const adapt_args *a) {
             rewards[i] = ok ? 1.0 : -1.0;
             if (batch.ids[i].n + answers[i].n > T) T = batch.ids[i].n + answers[i].n;
         }
+        if (a->baseline) { /* --baseline: the batch's mean reward subtracted (variance reduction) */
+            double mean = 0;
+            for (int i = 0; i < B; i++) mean += rewards[i] / B;
+            for (int i = 0; i < B; i++) rewards[i] -= mean;
+        }
         /* 3. the policy gradient, in micro-batches, through one view of the expert */
         free(ids), free(mask);
         ids = malloc(sizeof(int32_t) * (size_t)(a->micro_batch * T));
@@ -623,7 +663,11 @@ static int cem(session *s, const adapt_args *a, const ttt_adapter *const *expert
             }
             if (ttt_adapter_view_materialize(s->ctx, &s->m, &s->set, &mix, &view) != TTT_OK) rc = TTT_ERR;
             else {
-                rk[p] = (ranked){score(s, a, &view, fam, shots, NULL, NULL), p};
+                /* accuracy, or (--cem-fitness logprob) accuracy + 0.01 x the right answers' mean log-prob,
+                 * which orders mixtures that the few shots' accuracy cannot tell apart */
+                double fit = score(s, a, &view, fam, shots, NULL, NULL);
+                if (a->cem_logprob && !isnan(fit)) fit += 0.01 * answer_logprob(s, &view, shots);
+                rk[p] = (ranked){fit, p};
                 if (isnan(rk[p].fit)) rc = TTT_ERR;
                 ttt_adapter_view_free(s->ctx, &view);
             }
@@ -778,7 +822,7 @@ int adapt_dispatch(const adapt_args *a) {
                 if (len < (int)sizeof note - 24) len += snprintf(note + len, sizeof note - (size_t)len, " %s %.2f", cat[k], tot);
             }
             if (len < (int)sizeof note - 40)
-                snprintf(note + len, sizeof note - (size_t)len, "; shots acc %.2f, %lld evals", fit, (long long)evals);
+                snprintf(note + len, sizeof note - (size_t)len, "; shots fitness %.3f, %lld evals", fit, (long long)evals);
             for (int i = 0; i < n; i++) chosen[i] = category_index(cat[top]);
             ttt_adapter_view_free(s.ctx, &view);
             ttt_adapter_free(s.ctx, &mix);

@@ -23,7 +23,7 @@ typedef struct {
     /* dispatch */
     const char *strategy, *classifier;
     const char **tasks, **experts;
-    int n_tasks, n_experts, per_matrix;
+    int n_tasks, n_experts, per_matrix, cem_logprob, baseline;
     int64_t cem_pop, cem_iters, cem_shots;
     double cem_elite;
 } adapt_args;

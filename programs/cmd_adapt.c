@@ -39,6 +39,7 @@ static void usage(FILE *f) {
             "  --steps N (default 40)  --batch B (default 16)  --micro-batch M (default min(4, B))  --lr (default 2e-3)\n"
             "  --kl C (KL to the base model, default 0)  --clip N (default 1.0)  --temperature T (sampling, default 0.7)\n"
             "  --val-n N (validation examples, default 32)  --eval-every N (default 10)  --metrics FILE.jsonl\n"
+            "  --baseline             subtract the batch's mean reward (default: the raw +1 / -1 of SPEC)\n"
             "  --time-limit S         stop (after a last validation) before a step would end past S seconds\n"
             "  The expert with the best validation accuracy is kept in --out (written atomically).\n"
             "eval:\n"
@@ -46,6 +47,8 @@ static void usage(FILE *f) {
             "dispatch:\n"
             "  --classifier FILE      the classification expert (strategy classifier)\n"
             "  --per-matrix           CEM: one coefficient per expert and matrix (default: one per expert)\n"
+            "  --cem-fitness accuracy|logprob  CEM's fitness: accuracy on the shots (default), or that plus 0.01 x the\n"
+            "                         mean log-prob of their right answers (orders mixtures of equal accuracy)\n"
             "  --cem-pop N (default 32)  --cem-elite F (default 0.2)  --cem-iters N (default 10)  --cem-shots N (default 10)\n"
             "  --n N  --split S       test examples per family (default 50, test)\n");
 }
@@ -129,6 +132,20 @@ int cmd_adapt(int argc, char **argv) {
         }
         if (!strcmp(argv[i], "--per-matrix")) {
             a.per_matrix = 1;
+            continue;
+        }
+        if (!strcmp(argv[i], "--baseline")) {
+            a.baseline = 1;
+            continue;
+        }
+        const char *fitness = NULL;
+        if ((r = cli_flag_str(argc, argv, &i, "--cem-fitness", &fitness))) {
+            if (r < 0) return EXIT_USAGE;
+            if (strcmp(fitness, "accuracy") && strcmp(fitness, "logprob")) {
+                fprintf(stderr, "ttt adapt: --cem-fitness %s: expected accuracy or logprob\n", fitness);
+                return EXIT_USAGE;
+            }
+            a.cem_logprob = !strcmp(fitness, "logprob");
             continue;
         }
         return cli_unknown("adapt", argv[i]);

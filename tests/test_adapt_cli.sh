@@ -49,6 +49,11 @@ check '[ $? -eq 0 ] && grep -q "^arith-money" "$dir/d2.out"' "dispatch: classifi
 A dispatch --strategy cem --tasks facts-color --experts "$E" --n 2 --cem-pop 4 --cem-iters 2 --cem-shots 2 \
   --max-new 4 >"$dir/d3.out" 2>"$dir/d3.err"
 check '[ $? -eq 0 ] && grep -q "alpha math" "$dir/d3.out" && grep -q "cem iteration 1" "$dir/d3.err"' "dispatch: CEM mixing"
+A dispatch --strategy cem --cem-fitness logprob --tasks facts-color --experts "$E" --n 2 --cem-pop 4 --cem-iters 2 \
+  --cem-shots 2 --max-new 4 >"$dir/d4.out" 2>"$dir/d4.err"
+check '[ $? -eq 0 ] && grep -q "cem iteration 1: best -0\.[0-9]" "$dir/d4.err"' "dispatch: CEM with the log-prob fitness (accuracy 0 + 0.01 x a negative log-prob)"
+A train --task arith --baseline --out "$dir/b.svf" --steps 1 --batch 2 --val-n 2 --max-new 4 >/dev/null 2>&1
+check '[ $? -eq 0 ] && [ -s "$dir/b.svf" ]' "train with the mean-reward baseline"
 A dispatch --strategy cem --per-matrix --tasks facts-color --experts "$E" --n 2 --cem-pop 3 --cem-iters 1 \
   --cem-shots 1 --max-new 2 >/dev/null 2>&1
 check '[ $? -eq 0 ]' "dispatch: CEM with one coefficient per matrix"
@@ -61,6 +66,7 @@ check 'usage dispatch --model "$M" --tasks arith --experts a --strategy vote && 
 check 'usage dispatch --model "$M" --tasks arith --experts a --strategy classifier && grep -q "needs --classifier" "$dir/u.err"' "classifier without --classifier"
 check 'usage train --model "$M" --task arith --out x --method adapter && grep -q "svf or lora" "$dir/u.err"' "a bad method"
 check 'usage frobnicate && grep -q "unknown subcommand" "$dir/u.err"' "an unknown subcommand"
+check 'usage dispatch --model "$M" --tasks arith --experts a --strategy cem --cem-fitness loss && grep -q "accuracy or logprob" "$dir/u.err"' "a bad CEM fitness"
 A eval --task arith --expert "$dir/missing.svf" --n 1 >/dev/null 2>"$dir/x.err"
 check '[ $? -eq 1 ] && grep -q "missing.svf" "$dir/x.err"' "a missing expert: exit 1 naming it"
 A eval --task arith --expert "$dir/svd.st" --n 1 >/dev/null 2>"$dir/x.err"
