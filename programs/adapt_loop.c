@@ -97,8 +97,7 @@ static int session_open(const adapt_args *a, session *s, int need_svd) {
         fprintf(stderr, "ttt adapt: %s\n", err);
         return EXIT_RUNTIME;
     }
-    fprintf(stderr, "SVD of %d matrices: %s (%s)%s\n", s->set.n, s->set.cache_note, cache,
-            s->set.seconds > 0 ? "" : "");
+    fprintf(stderr, "SVD of %d matrices: %s (%s)\n", s->set.n, s->set.cache_note, cache);
     if (s->set.seconds > 0) fprintf(stderr, "SVD computed in %.2f s\n", s->set.seconds);
     return 0;
 }
