@@ -39,7 +39,7 @@ run_for() {
 source bench/gpu/jsonc_env.sh
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | log
 cmake -S . -B build/gpu -DCMAKE_BUILD_TYPE=Release -DTTT_CUDA=ON >"$OUT/cmake.log" 2>&1 || { tail -30 "$OUT/cmake.log"; exit 1; }
-cmake --build build/gpu -j "$(nproc)" --target ttt_cli test_fused test_op_registry >"$OUT/build.log" 2>&1 ||
+cmake --build build/gpu -j "$(nproc)" --target ttt_cli test_fused test_op_registry test_adapter >"$OUT/build.log" 2>&1 ||
   { grep -iE "error" "$OUT/build.log" | head -40; exit 1; }
 echo "build: $(elapsed) s" | log
 B=./build/gpu
@@ -48,6 +48,10 @@ status=0
 echo "== test_fused (CPU, then GPU) ==" | log
 if ! run_for 150 $B/test_fused >"$OUT/test_fused.txt" 2>&1; then echo "test_fused FAILED" | log; status=1; fi
 grep -E "^(swiglu|norm|adamw|lm) (cpu|cuda)|^(cpu|cuda):|CHECK failed|passed," "$OUT/test_fused.txt" | head -40 | log
+
+echo "== test_adapter (its cuSOLVER SVD against LAPACK runs only here, with a GPU) ==" | log
+if ! run_for 90 $B/test_adapter >"$OUT/test_adapter.txt" 2>&1; then echo "test_adapter FAILED" | log; status=1; fi
+grep -iE "cuda|cusolver|CHECK failed|passed" "$OUT/test_adapter.txt" | head -12 | log
 
 echo "== gradcheck --device cuda: swiglu, rms_norm, layer_norm (3 seeds each) ==" | log
 for op in swiglu rms_norm layer_norm; do

@@ -185,6 +185,10 @@ int main(int argc, char **argv) {
                "(median of %d)\n", c.kind ? "TTT-MLP" : "TTT-Linear", c.backbone ? "mamba" : "transformer",
                (long long)c.dim, (long long)c.heads, (long long)c.mini_batch, (long long)B, (long long)T,
                ttt_dtype_name(dt), dev == TTT_CUDA ? "cuda" : "cpu", 1e3 * tf[reps / 2], 1e3 * tb[reps / 2], reps);
+        /* the same row as mixer_speed's and bench/mixers/peer_speed.py's csv (run_peer_gpu.sh pairs them) */
+        printf("csv,%s,%s,%s,%lld,%lld,%lld,%lld,%lld,%.3f,%.3f,0\n", c.kind ? "ttt_mlp_layer" : "ttt_linear_layer",
+               ttt_dtype_name(dt), dev == TTT_CUDA ? "cuda" : "cpu", (long long)B, (long long)c.heads, (long long)T,
+               (long long)(c.dim / c.heads), (long long)c.mini_batch, 1e3 * tf[reps / 2], 1e3 * tb[reps / 2]);
         ttt_step_reset(ctx);
         ttt_persistent_free(ctx, x);
     }
