@@ -61,6 +61,20 @@ int ttt__sumsq_multi(ttt_ctx *ctx, const char *op, int n, ttt_tensor *const *x, 
  * u [m, r], s [r] descending, vt [r, n], r = min(m, n), f64 step tensors. */
 int ttt__svd(ttt_ctx *ctx, ttt_tensor *a, ttt_tensor **u, ttt_tensor **s, ttt_tensor **vt);
 
+/* composed/ttt_scan.c: TTT-Linear's inner loop over whole mini-batches (the math: the top of that file).
+ * q, k (rotated), v [B, H, T, d], eta [B, H, T], tok [bs] with T a positive multiple of bs, ln_w, ln_b
+ * [H, d], w0 [H, d, d] or [B, H, d, d], b0 [H, 1, d] or [B, H, 1, d], one float dtype -> out [B, H, T, d]
+ * (q + LN(z), as the layer's dual form gives it), *w_final [B, H, d, d], *b_final [B, H, 1, d]. One fused
+ * kernel and a fused reverse scan where the backend has them (backend.h: ttt_linear_scan), else the
+ * composed form; differentiable to any order (create_graph differentiates the composed form). */
+int ttt__ttt_linear_scan(ttt_ctx *ctx, ttt_tensor *q, ttt_tensor *k, ttt_tensor *v, ttt_tensor *eta, ttt_tensor *tok,
+                         ttt_tensor *ln_w, ttt_tensor *ln_b, ttt_tensor *w0, ttt_tensor *b0, double eps, ttt_tensor **out,
+                         ttt_tensor **w_final, ttt_tensor **b_final);
+/* The same composed of ops only (arguments as checked by ttt__ttt_linear_scan): the fallback, and tests. */
+int ttt__ttt_linear_scan_composed(ttt_ctx *ctx, ttt_tensor *q, ttt_tensor *k, ttt_tensor *v, ttt_tensor *eta,
+                                  ttt_tensor *tok, ttt_tensor *ln_w, ttt_tensor *ln_b, ttt_tensor *w0, ttt_tensor *b0,
+                                  double eps, ttt_tensor **out, ttt_tensor **w_final, ttt_tensor **b_final);
+
 /* util.c: message into a caller's buffer (returns TTT_ERR); grow a malloc'd
  * array of sz-byte elements to at least need (TTT_OK / TTT_ERR). */
 int ttt__errbuf(char *err, size_t err_len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
