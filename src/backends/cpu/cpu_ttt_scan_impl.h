@@ -8,46 +8,61 @@
 #define CAT(a, b) CAT_(a, b)
 #define FN(name) CAT(name, SFX)
 
+/* Sums in eight independent lanes, so they vectorize (a plain loop is one serial chain of adds: the
+ * compiler keeps their order without -ffast-math); the lanes then add in order. */
+static R FN(dot)(const R *restrict a, const R *restrict b, int64_t n) {
+    R lane[8] = {0}, s = 0;
+    int64_t j = 0;
+    for (; j + 8 <= n; j += 8)
+        for (int e = 0; e < 8; e++) lane[e] += a[j + e] * b[j + e];
+    for (int e = 0; e < 8; e++) s += lane[e];
+    for (; j < n; j++) s += a[j] * b[j];
+    return s;
+}
+
+/* sum (a - ca)(b - cb) in double (b NULL: sum (a - ca)) */
+static double FN(dotd)(const R *restrict a, double ca, const R *restrict b, double cb, int64_t n) {
+    double lane[8] = {0}, s = 0;
+    int64_t j = 0;
+    if (b) {
+        for (; j + 8 <= n; j += 8)
+            for (int e = 0; e < 8; e++) lane[e] += ((double)a[j + e] - ca) * ((double)b[j + e] - cb);
+        for (; j < n; j++) s += ((double)a[j] - ca) * ((double)b[j] - cb);
+    } else {
+        for (; j + 8 <= n; j += 8)
+            for (int e = 0; e < 8; e++) lane[e] += (double)a[j + e] - ca;
+        for (; j < n; j++) s += (double)a[j] - ca;
+    }
+    for (int e = 0; e < 8; e++) s += lane[e];
+    return s;
+}
+
 /* One row of the inner loss's gradient at z (LN with gain gam and bias bet against target v - k):
  * writes xh (the normalized z), gx = gam (y - t) and gz; returns rstd. */
-static double FN(ln_l2_row)(const R *z, const R *v, const R *k, const R *gam, const R *bet, R *xh, R *gx, R *gz,
-                            int64_t d, double eps) {
-    double mean = 0, var = 0;
-    for (int64_t j = 0; j < d; j++) mean += z[j];
-    mean /= (double)d;
-    for (int64_t j = 0; j < d; j++) var += ((double)z[j] - mean) * ((double)z[j] - mean);
-    const double rstd = 1.0 / sqrt(var / (double)d + eps);
-    double m1 = 0, m2 = 0;
+static double FN(ln_l2_row)(const R *z, const R *v, const R *k, const R *gam, const R *bet, R *restrict xh,
+                            R *restrict gx, R *restrict gz, int64_t d, double eps) {
+    const double mean = FN(dotd)(z, 0, NULL, 0, d) / (double)d;
+    const double rstd = 1.0 / sqrt(FN(dotd)(z, mean, z, mean, d) / (double)d + eps);
     for (int64_t j = 0; j < d; j++) {
         xh[j] = (R)(((double)z[j] - mean) * rstd);
         gx[j] = gam[j] * (gam[j] * xh[j] + bet[j] - (v[j] - k[j]));
-        m1 += gx[j];
-        m2 += (double)gx[j] * xh[j];
     }
-    m1 /= (double)d, m2 /= (double)d;
+    const double m1 = FN(dotd)(gx, 0, NULL, 0, d) / (double)d, m2 = FN(dotd)(gx, 0, xh, 0, d) / (double)d;
     for (int64_t j = 0; j < d; j++) gz[j] = (R)(rstd * (gx[j] - m1 - xh[j] * m2));
     return rstd;
 }
 
 /* xh = LN(z) without affine; returns rstd */
-static double FN(ln_row)(const R *z, R *xh, int64_t d, double eps) {
-    double mean = 0, var = 0;
-    for (int64_t j = 0; j < d; j++) mean += z[j];
-    mean /= (double)d;
-    for (int64_t j = 0; j < d; j++) var += ((double)z[j] - mean) * ((double)z[j] - mean);
-    const double rstd = 1.0 / sqrt(var / (double)d + eps);
+static double FN(ln_row)(const R *z, R *restrict xh, int64_t d, double eps) {
+    const double mean = FN(dotd)(z, 0, NULL, 0, d) / (double)d;
+    const double rstd = 1.0 / sqrt(FN(dotd)(z, mean, z, mean, d) / (double)d + eps);
     for (int64_t j = 0; j < d; j++) xh[j] = (R)(((double)z[j] - mean) * rstd);
     return rstd;
 }
 
-static R FN(dot)(const R *a, const R *b, int64_t n) {
-    R s = 0;
-    for (int64_t j = 0; j < n; j++) s += a[j] * b[j];
-    return s;
-}
-
 /* z[i, :] = c + x[i, :] W for bs rows */
-static void FN(rows_times_w)(R *z, const R *x, const R *W, const R *c, int64_t bs, int64_t d) {
+static void FN(rows_times_w)(R *restrict z, const R *restrict x, const R *restrict W, const R *restrict c, int64_t bs,
+                             int64_t d) {
     for (int64_t i = 0; i < bs; i++) {
         R *zi = z + i * d;
         for (int64_t j = 0; j < d; j++) zi[j] = c[j];
@@ -59,7 +74,22 @@ static void FN(rows_times_w)(R *z, const R *x, const R *W, const R *c, int64_t b
 }
 
 /* Scratch of one (batch, head), in elements of R: see the layout in scan_fwd / scan_bwd. */
-static int64_t FN(scratch_elems)(int64_t bs, int64_t d) { return 2 * d * d + 12 * bs * d + 3 * bs * bs + 4 * d + 2 * bs; }
+static int64_t FN(scratch_elems)(int64_t bs, int64_t d) { return 3 * d * d + 12 * bs * d + 3 * bs * bs + 4 * d + 2 * bs; }
+
+/* dst[j, a] = src[a, j] for a d x d matrix: the transposed products below then run as rows times a
+ * matrix (contiguous inner loops that vectorize) instead of dot products (a serial chain each) */
+static void FN(transpose)(R *restrict dst, const R *restrict src, int64_t d) {
+    for (int64_t a = 0; a < d; a++)
+        for (int64_t j = 0; j < d; j++) dst[j * d + a] = src[a * d + j];
+}
+
+/* y[:] += sum_j x[j] M[j, :] for a d x d matrix M */
+static void FN(acc_row_times)(R *restrict y, const R *restrict x, const R *restrict Mt, R scale, int64_t d) {
+    for (int64_t j = 0; j < d; j++) {
+        const R xj = scale * x[j], *mj = Mt + j * d;
+        for (int64_t a = 0; a < d; a++) y[a] += xj * mj[a];
+    }
+}
 
 /* Forward over N mini-batches of one (batch, head). Pointers at the (batch, head)'s first element. */
 static void FN(scan_fwd)(R *out, R *w_out, R *b_out, R *w_st, R *b_st, const R *q, const R *k, const R *v,
@@ -116,7 +146,7 @@ static void FN(scan_bwd)(R *dq, R *dk, R *dv, R *deta, R *dtok, R *dgam, R *dbet
                          int64_t d, double eps, R *scr) {
     R *Z1 = scr, *XH1 = Z1 + bs * d, *GX = XH1 + bs * d, *G = GX + bs * d, *ZQ = G + bs * d, *XHQ = ZQ + bs * d;
     R *DZQ = XHQ + bs * d, *DG = DZQ + bs * d, *U = DG + bs * d, *DZ1 = U + bs * d, *S = DZ1 + bs * d, *M = S + bs * bs;
-    R *DM = M + bs * bs, *RS1 = DM + bs * bs, *RSQ = RS1 + bs, *tmp = RSQ + bs;
+    R *DM = M + bs * bs, *RS1 = DM + bs * bs, *RSQ = RS1 + bs, *tmp = RSQ + bs, *WT = tmp + d, *DWT = WT + d * d;
     if (dw_in) memcpy(dW, dw_in, sizeof(R) * (size_t)(d * d));
     else memset(dW, 0, sizeof(R) * (size_t)(d * d));
     if (db_in) memcpy(dc, db_in, sizeof(R) * (size_t)d);
@@ -153,15 +183,13 @@ static void FN(scan_bwd)(R *dq, R *dk, R *dv, R *deta, R *dtok, R *dgam, R *dbet
         for (int64_t i = 0; i < bs; i++) {
             const R *dOi = DO + i * d, *xh = XHQ + i * d;
             R *dz = DZQ + i * d;
-            double m1 = 0, m2 = 0;
             for (int64_t a = 0; a < d; a++) {
                 DQ[i * d + a] = dOi[a];
                 dgam[a] += dOi[a] * xh[a];
                 dbet[a] += dOi[a];
                 dz[a] = dOi[a] * gam[a];
-                m1 += dz[a], m2 += (double)dz[a] * xh[a];
             }
-            m1 *= inv_d, m2 *= inv_d;
+            const double m1 = FN(dotd)(dz, 0, NULL, 0, d) * inv_d, m2 = FN(dotd)(dz, 0, xh, 0, d) * inv_d;
             for (int64_t a = 0; a < d; a++) dz[a] = (R)(RSQ[i] * (dz[a] - m1 - xh[a] * m2));
         }
         /* the state update W' = W - tl (eta o K)^T G, c' = c - tl eta^T G, with dW, dc the gradient of W', c':
@@ -174,6 +202,8 @@ static void FN(scan_bwd)(R *dq, R *dk, R *dv, R *deta, R *dtok, R *dgam, R *dbet
                 for (int64_t j = 0; j < d; j++) u[j] += ka * wa[j];
             }
         }
+        FN(transpose)(WT, W, d);
+        FN(transpose)(DWT, dW, d);
         for (int64_t i = 0; i < bs; i++) {
             const R *u = U + i * d, *gi = G + i * d, s = tl * e[i];
             const R ug = FN(dot)(u, gi, d);
@@ -181,9 +211,10 @@ static void FN(scan_bwd)(R *dq, R *dk, R *dv, R *deta, R *dtok, R *dgam, R *dbet
             dtok[bs - 1] -= e[i] * ug;
             for (int64_t a = 0; a < d; a++) {
                 DG[i * d + a] = -s * u[a];
-                DK[i * d + a] = -s * FN(dot)(dW + a * d, gi, d);
+                DK[i * d + a] = 0;
                 DV[i * d + a] = 0;
             }
+            FN(acc_row_times)(DK + i * d, gi, DWT, -s, d); /* dK_i = -s G_i dW'^T */
         }
         /* zq = Q W + c - M G */
         for (int64_t i = 0; i < bs; i++)
@@ -200,22 +231,15 @@ static void FN(scan_bwd)(R *dq, R *dk, R *dv, R *deta, R *dtok, R *dgam, R *dbet
                     DG[j * d + a] -= m * DZQ[i * d + a];
                 }
             }
-        for (int64_t i = 0; i < bs; i++) {
-            const R *dz = DZQ + i * d;
-            for (int64_t a = 0; a < d; a++) DQ[i * d + a] += FN(dot)(W + a * d, dz, d);
-        }
+        for (int64_t i = 0; i < bs; i++) FN(acc_row_times)(DQ + i * d, DZQ + i * d, WT, 1, d); /* dQ += dzq W^T */
         /* G = the inner loss's gradient at z1 (LN and L2 differentiated again) */
         for (int64_t i = 0; i < bs; i++) {
             const R *u = DG + i * d, *xh = XH1 + i * d, *gx = GX + i * d, *gz = G + i * d;
             const double rstd = RS1[i];
-            double mu = 0, mux = 0, m2 = 0, ugz = 0;
-            for (int64_t a = 0; a < d; a++) {
-                mu += u[a], mux += (double)u[a] * xh[a], m2 += (double)gx[a] * xh[a], ugz += (double)u[a] * gz[a];
-            }
-            mu *= inv_d, mux *= inv_d, m2 *= inv_d;
+            const double mu = FN(dotd)(u, 0, NULL, 0, d) * inv_d, mux = FN(dotd)(u, 0, xh, 0, d) * inv_d;
+            const double m2 = FN(dotd)(gx, 0, xh, 0, d) * inv_d, ugz = FN(dotd)(u, 0, gz, 0, d);
             const double drs = ugz / rstd;
             R *dxh = tmp;
-            double mdx = 0, mdxx = 0;
             for (int64_t a = 0; a < d; a++) {
                 const R da = (R)(rstd * (u[a] - mu - xh[a] * mux));
                 const R ymt = gam[a] * xh[a] + bet[a] - (V[i * d + a] - K[i * d + a]);
@@ -225,18 +249,14 @@ static void FN(scan_bwd)(R *dq, R *dk, R *dv, R *deta, R *dtok, R *dgam, R *dbet
                 const R dt = -da * gam[a]; /* the target v - k */
                 DV[i * d + a] += dt;
                 DK[i * d + a] -= dt;
-                mdx += dxh[a], mdxx += (double)dxh[a] * xh[a];
             }
-            mdx *= inv_d, mdxx *= inv_d;
+            const double mdx = FN(dotd)(dxh, 0, NULL, 0, d) * inv_d, mdxx = FN(dotd)(dxh, 0, xh, 0, d) * inv_d;
             R *dz = DZ1 + i * d;
             for (int64_t a = 0; a < d; a++)
                 dz[a] = (R)(rstd * (dxh[a] - mdx - xh[a] * mdxx) - drs * rstd * rstd * xh[a] * inv_d);
         }
         /* z1 = K W + c */
-        for (int64_t i = 0; i < bs; i++) {
-            const R *dz = DZ1 + i * d;
-            for (int64_t a = 0; a < d; a++) DK[i * d + a] += FN(dot)(W + a * d, dz, d);
-        }
+        for (int64_t i = 0; i < bs; i++) FN(acc_row_times)(DK + i * d, DZ1 + i * d, WT, 1, d); /* dK += dz1 W^T */
         /* the gradient of W, c: the later state's, plus Q^T dzq + K^T dz1 */
         for (int64_t i = 0; i < bs; i++) {
             const R *dzq = DZQ + i * d, *dz1 = DZ1 + i * d;
