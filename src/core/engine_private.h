@@ -38,8 +38,8 @@ int ttt__adamw(ttt_ctx *ctx, ttt_tensor *p, const ttt_tensor *g, ttt_tensor *m, 
                double beta1, double beta2, double eps, double weight_decay, int64_t step);
 int ttt__sgd(ttt_ctx *ctx, ttt_tensor *p, const ttt_tensor *g, ttt_tensor *buf, double lr, double momentum,
              double weight_decay, int nesterov);
-/* The fused paths (engine.c): the multi-tensor optimizer and clipping entries, the fused SwiGLU op and the
- * norms with their weight in one kernel run
+/* The fused paths (engine.c): the multi-tensor optimizer and clipping entries, the fused SwiGLU op, the
+ * norms with their weight in one kernel and TTT-Linear's scan (src/layers/ttt_rnn.c) run
  * unless the environment had TTT_FUSED=0 when the context was made; then the per-tensor entries and the
  * composed ops run instead (the same values: for before/after comparisons). ttt__set_fused switches one
  * context (tests). ttt__multi_tensor: the backend has the multi-tensor entries and they are on. */
