@@ -166,7 +166,7 @@ static void test_fd_and_second_order(ttt_ctx *ctx) {
                         ttt_persistent(ctx, TTT_F64, TTT_DIMS(c.B, c.H, 1, c.d), "r2")};
     for (int i = 0; i < 3; i++) ttt_assign(ctx, r[i], ttt_randn(ctx, TTT_F64, r[i]->ndim, r[i]->shape, 1.0));
     /* central differences at h and h / 2, Richardson-extrapolated (error O(h^4)) */
-    const double h = 1e-4, steps[4] = {-h, h, -h / 2, h / 2};
+    const double h = 1e-5, steps[4] = {-h, h, -h / 2, h / 2};
     double f[4];
     for (int side = 0; side < 4; side++) {
         ttt_step_reset(ctx);
@@ -346,8 +346,10 @@ int main(void) {
     test_errors(ctx);
     const shape_cfg shapes[] = {{.B = 2, .H = 2, .T = 32, .d = 4, .bs = 8, .batched_w0 = 0},
                                 {.B = 2, .H = 3, .T = 32, .d = 6, .bs = 16, .batched_w0 = 1},
-                                {.B = 1, .H = 2, .T = 8, .d = 8, .bs = 8, .batched_w0 = 0}};
-    for (int si = 0; si < 3; si++)
+                                {.B = 1, .H = 2, .T = 8, .d = 8, .bs = 8, .batched_w0 = 0},
+                                /* enough work for a team of two threads in the CPU kernels */
+                                {.B = 2, .H = 2, .T = 64, .d = 32, .bs = 16, .batched_w0 = 1}};
+    for (int si = 0; si < 4; si++)
         for (int use_state = 0; use_state < 2; use_state++) {
             test_op(ctx, &shapes[si], TTT_F64, use_state);
             test_op(ctx, &shapes[si], TTT_F32, use_state);
