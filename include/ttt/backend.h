@@ -184,7 +184,33 @@ typedef struct {
        const ttt_tensor *q, const ttt_tensor *k, const ttt_tensor *v, const ttt_tensor *dout,                    \
        const ttt_tensor *lse, const ttt_tensor *delta, const ttt_tensor *uq, const ttt_tensor *uk,               \
        const ttt_tensor *uv, int causal, int64_t window, double scale),                                          \
-      (gq, gk, gv, gdout, rows, q, k, v, dout, lse, delta, uq, uk, uv, causal, window, scale))
+      (gq, gk, gv, gdout, rows, q, k, v, dout, lse, delta, uq, uk, uv, causal, window, scale))                \
+    /* Optional fused TTT-Linear scan (src/composed/ttt_scan.c states the math): the inner loop over N = T / bs  \
+     * complete mini-batches of bs tokens, one (batch, head) at a time, the fast weight W [d, d] and bias [d]   \
+     * kept on chip. q, k (already rotated), v, out [B, H, T, d]; eta [B, H, T]; tok [bs]; ln_w, ln_b [H, d];   \
+     * w0 [H, d, d] or [B, H, d, d] (shared by the batch or not: its ndim says), b0 [H, 1, d] or [B, H, 1, d];  \
+     * w_out [B, H, d, d], b_out [B, H, 1, d]: the state after the last mini-batch; w_states [B, H, N, d, d],   \
+     * b_states [B, H, N, d]: the state at the start of each mini-batch, for the backward (both NULL: not      \
+     * wanted). All dense, one float dtype. Returns TTT_BACKEND_DECLINED, having written nothing, for dtypes   \
+     * or sizes the kernels do not handle (the op then composes the same math). */                             \
+    X(ttt_linear_scan,                                                                                           \
+      (ttt_tensor *out, ttt_tensor *w_out, ttt_tensor *b_out, ttt_tensor *w_states, ttt_tensor *b_states,       \
+       const ttt_tensor *q, const ttt_tensor *k, const ttt_tensor *v, const ttt_tensor *eta,                     \
+       const ttt_tensor *tok, const ttt_tensor *ln_w, const ttt_tensor *ln_b, const ttt_tensor *w0,              \
+       const ttt_tensor *b0, double eps),                                                                        \
+      (out, w_out, b_out, w_states, b_states, q, k, v, eta, tok, ln_w, ln_b, w0, b0, eps))                       \
+    /* Optional. Its first-order gradients by a reverse scan over the stored states: dq, dk, dv [B, H, T, d],   \
+     * deta [B, H, T], and per (batch, head) partial sums dtok [B, H, bs], dln_w, dln_b [B, H, d], dw0         \
+     * [B, H, d, d], db0 [B, H, 1, d] (the op sums them over what was broadcast), from dout (out's shape) and    \
+     * dw_out, db_out (NULL: zero). Inputs as the forward took them, w_states / b_states from it. */            \
+    X(ttt_linear_scan_bwd,                                                                                       \
+      (ttt_tensor *dq, ttt_tensor *dk, ttt_tensor *dv, ttt_tensor *deta, ttt_tensor *dtok, ttt_tensor *dln_w,    \
+       ttt_tensor *dln_b, ttt_tensor *dw0, ttt_tensor *db0, const ttt_tensor *dout, const ttt_tensor *dw_out,    \
+       const ttt_tensor *db_out, const ttt_tensor *q, const ttt_tensor *k, const ttt_tensor *v,                  \
+       const ttt_tensor *eta, const ttt_tensor *tok, const ttt_tensor *ln_w, const ttt_tensor *ln_b,             \
+       const ttt_tensor *w_states, const ttt_tensor *b_states, double eps),                                      \
+      (dq, dk, dv, deta, dtok, dln_w, dln_b, dw0, db0, dout, dw_out, db_out, q, k, v, eta, tok, ln_w, ln_b,      \
+       w_states, b_states, eps))
 
 /* TTT_K_copy, TTT_K_fill, ...: the kernel entries by number (profile rows, coverage). */
 typedef enum {
@@ -246,7 +272,7 @@ const char *ttt_kernel_name(ttt_kernel k);
 const char *ttt_unary_op_name(ttt_unary_op op);
 const char *ttt_binary_op_name(ttt_binary_op op);
 
-/* attention_fwd's answer for arguments it leaves to the composed path. */
+/* attention_fwd's (and the other optional fused entries') answer for arguments left to the composed path. */
 enum { TTT_BACKEND_DECLINED = 1 };
 
 /* The backends compiled into this build. */

@@ -14,7 +14,9 @@
  * and the next mini-batch starts from W_b. The dual form computes a whole mini-batch with
  * matrix products (training, prefill); the primal form materializes W_i token by token
  * (decode). Both are written with the engine's ops, so the outer gradient flows through every
- * inner step on any backend.
+ * inner step on any backend. TTT-Linear runs its whole mini-batches (training, prefill) as one
+ * fused op instead, a kernel with the state on chip where the backend has one, the same math
+ * (docs/mixers.md; TTT_FUSED=0 in the environment keeps the composed ops).
  *
  * The layer, for x [B, T, D] (already normed by the block):
  *   transformer backbone: q, k, v = x Wq^T, x Wk^T, x Wv^T

@@ -17,8 +17,9 @@
 #include "ttt/gradcheck.h"
 #include "ttt/mixers.h"
 #include "ttt/ops.h"
+#include "../core/engine_private.h"
 
-enum { MAXIN = 6 };
+enum { MAXIN = 9 };
 typedef enum { K_NORMAL, K_POS, K_AWAY, K_MASK, K_IDS } input_kind;
 
 typedef struct {
@@ -500,6 +501,40 @@ static ttt_tensor *fn_gated_delta_rec(ttt_ctx *ctx, ttt_tensor *const *x, const 
     return gated_delta_case(ctx, x, s, 1);
 }
 
+/* ---- TTT-Linear's fused scan (engine_private.h: ttt__ttt_linear_scan) ---------------------------------- */
+
+/* One or two mini-batches of 2 or 4 tokens, head size 4 (LN's gradient on 2-vectors is ill-conditioned),
+ * w0 / b0 shared by the batch or not; eta = sigmoid(.) / 4 and tok = 1/i + small, as the layer makes them.
+ * The output and the final state are checked; order 2 differentiates the composed recomputation. */
+static void make_ttt_scan(rng *r, spec *s) {
+    const int64_t b = rint_in(r, 1, 2), h = rint_in(r, 1, 2), bs = (int64_t)2 << rint_in(r, 0, 1), d = 4;
+    const int64_t t = bs * rint_in(r, 1, 2);
+    const int shared = (int)(rnext(r) % 2);
+    s->p[0] = shared;
+    IN(s, K_NORMAL, b, h, t, d); /* q */
+    IN(s, K_NORMAL, b, h, t, d); /* k */
+    IN(s, K_NORMAL, b, h, t, d); /* v */
+    IN(s, K_NORMAL, b, h, t);    /* eta before sigmoid / 4 */
+    IN(s, K_NORMAL, bs);         /* tok - 1/i, scaled by 0.1 */
+    IN(s, K_NORMAL, h, d);       /* ln_w - 1 */
+    IN(s, K_NORMAL, h, d);       /* ln_b */
+    if (shared) IN(s, K_NORMAL, h, d, d), IN(s, K_NORMAL, h, 1, d);
+    else IN(s, K_NORMAL, b, h, d, d), IN(s, K_NORMAL, b, h, 1, d);
+}
+static ttt_tensor *fn_ttt_scan(ttt_ctx *ctx, ttt_tensor *const *x, const spec *s) {
+    (void)s;
+    const int64_t bs = x[4]->shape[0];
+    double inv[4];
+    for (int64_t i = 0; i < bs; i++) inv[i] = 1.0 / (double)(i + 1);
+    ttt_tensor *base = ttt_cast(ctx, ttt_from_host(ctx, TTT_F64, TTT_DIMS(bs), inv), x[4]->dtype);
+    ttt_tensor *eta = ttt_scale(ctx, ttt_sigmoid(ctx, x[3]), 0.25), *tok = ttt_add(ctx, base, ttt_scale(ctx, x[4], 0.1));
+    ttt_tensor *gain = ttt_add_scalar(ctx, ttt_scale(ctx, x[5], 0.3), 1.0), *o, *w, *c;
+    if (!eta || !tok || !gain ||
+        ttt__ttt_linear_scan(ctx, x[0], x[1], x[2], eta, tok, gain, x[6], ttt_scale(ctx, x[7], 0.3), x[8], 1e-6, &o, &w, &c))
+        return NULL;
+    return flat3(ctx, o, w, c);
+}
+
 static const gc_case CASES[] = {
     {"neg", make_neg, fn_neg},
     {"exp", make_exp, fn_exp},
@@ -563,6 +598,7 @@ static const gc_case CASES[] = {
     {"gated_delta(chunked)", make_gated_delta, fn_gated_delta},
     {"gated_delta(recurrent)", make_gated_delta, fn_gated_delta_rec},
     {"ssd(chunked)", make_gated_delta, fn_ssd},
+    {"ttt_linear_scan", make_ttt_scan, fn_ttt_scan},
 };
 
 int ttt_gradcheck_count(void) { return (int)(sizeof CASES / sizeof CASES[0]); }

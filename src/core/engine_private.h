@@ -38,8 +38,8 @@ int ttt__adamw(ttt_ctx *ctx, ttt_tensor *p, const ttt_tensor *g, ttt_tensor *m, 
                double beta1, double beta2, double eps, double weight_decay, int64_t step);
 int ttt__sgd(ttt_ctx *ctx, ttt_tensor *p, const ttt_tensor *g, ttt_tensor *buf, double lr, double momentum,
              double weight_decay, int nesterov);
-/* The fused paths (engine.c): the multi-tensor optimizer and clipping entries, the fused SwiGLU op and the
- * norms with their weight in one kernel run
+/* The fused paths (engine.c): the multi-tensor optimizer and clipping entries, the fused SwiGLU op, the
+ * norms with their weight in one kernel and TTT-Linear's scan (src/layers/ttt_rnn.c) run
  * unless the environment had TTT_FUSED=0 when the context was made; then the per-tensor entries and the
  * composed ops run instead (the same values: for before/after comparisons). ttt__set_fused switches one
  * context (tests). ttt__multi_tensor: the backend has the multi-tensor entries and they are on. */
@@ -60,6 +60,20 @@ int ttt__sumsq_multi(ttt_ctx *ctx, const char *op, int n, ttt_tensor *const *x, 
 /* The thin SVD a = u diag(s) vt of a float matrix a [m, n] (any device, no graph):
  * u [m, r], s [r] descending, vt [r, n], r = min(m, n), f64 step tensors. */
 int ttt__svd(ttt_ctx *ctx, ttt_tensor *a, ttt_tensor **u, ttt_tensor **s, ttt_tensor **vt);
+
+/* composed/ttt_scan.c: TTT-Linear's inner loop over whole mini-batches (the math: the top of that file).
+ * q, k (rotated), v [B, H, T, d], eta [B, H, T], tok [bs] with T a positive multiple of bs, ln_w, ln_b
+ * [H, d], w0 [H, d, d] or [B, H, d, d], b0 [H, 1, d] or [B, H, 1, d], one float dtype -> out [B, H, T, d]
+ * (q + LN(z), as the layer's dual form gives it), *w_final [B, H, d, d], *b_final [B, H, 1, d]. One fused
+ * kernel and a fused reverse scan where the backend has them (backend.h: ttt_linear_scan), else the
+ * composed form; differentiable to any order (create_graph differentiates the composed form). */
+int ttt__ttt_linear_scan(ttt_ctx *ctx, ttt_tensor *q, ttt_tensor *k, ttt_tensor *v, ttt_tensor *eta, ttt_tensor *tok,
+                         ttt_tensor *ln_w, ttt_tensor *ln_b, ttt_tensor *w0, ttt_tensor *b0, double eps, ttt_tensor **out,
+                         ttt_tensor **w_final, ttt_tensor **b_final);
+/* The same composed of ops only (arguments as checked by ttt__ttt_linear_scan): the fallback, and tests. */
+int ttt__ttt_linear_scan_composed(ttt_ctx *ctx, ttt_tensor *q, ttt_tensor *k, ttt_tensor *v, ttt_tensor *eta,
+                                  ttt_tensor *tok, ttt_tensor *ln_w, ttt_tensor *ln_b, ttt_tensor *w0, ttt_tensor *b0,
+                                  double eps, ttt_tensor **out, ttt_tensor **w_final, ttt_tensor **b_final);
 
 /* util.c: message into a caller's buffer (returns TTT_ERR); grow a malloc'd
  * array of sz-byte elements to at least need (TTT_OK / TTT_ERR). */

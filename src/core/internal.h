@@ -85,7 +85,8 @@ struct ttt_ctx {
     size_t n_stash_old, cap_stash_old;
     int profiled; /* be/bs are profile.c's timing wrapper (TTT_PROFILE) */
     int unfused;  /* TTT_FUSED=0 at creation (or ttt__set_fused): SwiGLU, norms with a weight, the optimizer and
-                     clipping take their composed / per-tensor paths, for before/after comparisons (engine.c) */
+                     clipping take their composed / per-tensor paths, and TTT-Linear its composed segments
+                     (src/layers/ttt_rnn.c), for before/after comparisons (engine.c) */
 };
 
 /* profile.c: TTT_PROFILE=1 times every kernel entry (see the file). wrap

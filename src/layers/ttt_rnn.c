@@ -303,6 +303,34 @@ static ttt_tensor *segment(ttt_ctx *ctx, const ttt_rnn *l, const span_inputs *in
     return out;
 }
 
+/* TTT-Linear over n tokens (whole mini-batches, the first at a mini-batch's start) as one fused scan
+ * (ttt__ttt_linear_scan: one kernel call where the backend has it; the same math as segment() in the
+ * dual form, mini-batch after mini-batch). q and k are rotated at the position within the mini-batch
+ * by one RoPE over [B, H, n / b, b, d]. Writes the outputs [B, H, n, d] and advances s. */
+static ttt_tensor *scan_span(ttt_ctx *ctx, const ttt_rnn *l, const span_inputs *in, int64_t t0, int64_t n, fast_state *s) {
+    const ttt_rnn_config *c = &l->cfg;
+    const int64_t B = in->q->shape[0], H = c->heads, d = c->dim / H, b = c->mini_batch;
+    ttt_tensor *qk[2] = {in->q, in->k};
+    for (int i = 0; i < 2; i++) {
+        ttt_tensor *blocks = ttt_reshape(ctx, rows(ctx, qk[i], t0, n), 5, (int64_t[]){B, H, n / b, b, d});
+        qk[i] = ttt_reshape(ctx, ttt_rope(ctx, blocks, 3, 0, c->rope_theta), TTT_DIMS(B, H, n, d));
+    }
+    ttt_tensor *v = ttt_contiguous(ctx, rows(ctx, in->v, t0, n));
+    ttt_tensor *eta = ttt_contiguous(ctx, ttt_slice(ctx, in->eta, 2, t0, t0 + n, 1));
+    ttt_tensor *out, *w, *bias;
+    if (!qk[0] || !qk[1] || !v || !eta ||
+        ttt__ttt_linear_scan(ctx, qk[0], qk[1], v, eta, in->tok, l->ln_w, l->ln_b, s->w[0], s->w[1], LN_EPS, &out, &w, &bias))
+        return NULL;
+    s->w[0] = w, s->w[1] = bias;
+    s->g[0] = s->g[1] = NULL;
+    s->pos += n;
+    return out;
+}
+
+/* TTT-Linear's whole mini-batches go through the fused scan unless TTT_FUSED=0 (the composed
+ * segments then: the before/after switch and the reference of tests/test_ttt_scan.c). */
+static int use_scan(ttt_ctx *ctx, const ttt_rnn *l) { return l->cfg.kind == TTT_RNN_LINEAR && ttt__fused(ctx); }
+
 /* The layer over x [B, T, D] from state s. full_dual: whole aligned mini-batches in the dual
  * form; partial_dual: the tokens of partial ones too (else token by token, primal). */
 static ttt_tensor *run(ttt_ctx *ctx, const ttt_rnn *l, ttt_tensor *x, fast_state *s, ttt_tensor *tail,
@@ -314,8 +342,17 @@ static ttt_tensor *run(ttt_ctx *ctx, const ttt_rnn *l, ttt_tensor *x, fast_state
     ttt_tensor **outs = ttt__meta_alloc(ctx, sizeof(ttt_tensor *) * (size_t)T);
     if (!outs) return NULL;
     int n_out = 0;
+    const int scan = full_dual && use_scan(ctx, l);
     for (int64_t t = 0; t < T;) {
         const int64_t r0 = s->pos % b, left = b - r0 < T - t ? b - r0 : T - t;
+        if (scan && r0 == 0 && T - t >= b) { /* every whole mini-batch from here in one op */
+            const int64_t n = (T - t) / b * b;
+            ttt_tensor *o = scan_span(ctx, l, &in, t, n, s);
+            if (!o) return NULL;
+            outs[n_out++] = o;
+            t += n;
+            continue;
+        }
         const int whole = r0 == 0 && left == b;
         int64_t n = left;
         int dual = whole ? full_dual : partial_dual;

@@ -13,6 +13,17 @@
 
 #include "cpu_internal.h"
 
+/* cpu_ttt_scan.c: the fused TTT-Linear scan (backend.h) */
+int cpu_ttt_linear_scan(ttt_backend_state *self, ttt_tensor *out, ttt_tensor *w_out, ttt_tensor *b_out,
+                        ttt_tensor *w_states, ttt_tensor *b_states, const ttt_tensor *q, const ttt_tensor *k,
+                        const ttt_tensor *v, const ttt_tensor *eta, const ttt_tensor *tok, const ttt_tensor *ln_w,
+                        const ttt_tensor *ln_b, const ttt_tensor *w0, const ttt_tensor *b0, double eps);
+int cpu_ttt_linear_scan_bwd(ttt_backend_state *self, ttt_tensor *dq, ttt_tensor *dk, ttt_tensor *dv, ttt_tensor *deta,
+                            ttt_tensor *dtok, ttt_tensor *dln_w, ttt_tensor *dln_b, ttt_tensor *dw0, ttt_tensor *db0,
+                            const ttt_tensor *dout, const ttt_tensor *dw_out, const ttt_tensor *db_out,
+                            const ttt_tensor *q, const ttt_tensor *k, const ttt_tensor *v, const ttt_tensor *eta,
+                            const ttt_tensor *tok, const ttt_tensor *ln_w, const ttt_tensor *ln_b,
+                            const ttt_tensor *w_states, const ttt_tensor *b_states, double eps);
 int cpu_unary(ttt_backend_state *self, ttt_unary_op op, ttt_tensor *dst, const ttt_tensor *src, double p0, double p1);
 int cpu_binary(ttt_backend_state *self, ttt_binary_op op, ttt_tensor *dst, const ttt_tensor *a, const ttt_tensor *b);
 int cpu_where(ttt_backend_state *self, ttt_tensor *dst, const ttt_tensor *cond, const ttt_tensor *a, const ttt_tensor *b);
@@ -292,6 +303,8 @@ static const ttt_backend CPU = {
     .adamw_multi = cpu_adamw_multi,
     .sumsq_multi = cpu_sumsq_multi,
     .scale_multi = cpu_scale_multi,
+    .ttt_linear_scan = cpu_ttt_linear_scan,
+    .ttt_linear_scan_bwd = cpu_ttt_linear_scan_bwd,
 };
 
 const ttt_backend *ttt_backend_cpu(void) { return &CPU; }

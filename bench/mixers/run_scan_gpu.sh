@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# The fused TTT-Linear scan (src/backends/cuda/ttt_scan.cu) on the GPU machine, one call. NOT YET RUN:
+# written on a machine without a GPU (the kernels were checked there on the host emulator only,
+# dev/cuda/ttt_scan_emu_test.cpp). What it does:
+#   1. a CUDA build; test_ttt_scan and test_ttt_rnn (CPU contexts of that build);
+#   2. checks on CUDA: the layer (both learners and backbones, fused TTT-Linear in f32, composed in f64)
+#      against the CPU in f64, at head size 16 (the default) and 128 (D 256, 2 heads: W in shared memory
+#      beside the backward's buffers, 223 KB); gradcheck of the op on CUDA (orders 1 and 2; parity32 is
+#      the f32 kernels against the CPU in f64);
+#   3. compute-sanitizer (memcheck with the pool off, racecheck, synccheck) on one small gradcheck case;
+#   4. times: ttt_rnn_bench, TTT-Linear, D 768, 12 heads (d 64), b 16, both backbones, T 2K and 8K,
+#      fused against TTT_FUSED=0 (the composed ops) in the same call on the same GPU.
+# Needs .debs (json-c) in the carry list (bench/gpu/jsonc_env.sh), like run_gpu.sh.
+#   usage: bash bench/mixers/run_scan_gpu.sh        (env OUT, default gpu-out)
+set -uo pipefail
+OUT=${OUT:-gpu-out}
+mkdir -p "$OUT"
+source bench/gpu/jsonc_env.sh
+log() { tee -a "$OUT/ttt_scan_gpu.txt"; }
+nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | log
+cmake -S . -B build/gpu -DCMAKE_BUILD_TYPE=Release -DTTT_CUDA=ON >/tmp/scan_cmake.log 2>&1 || { tail -30 /tmp/scan_cmake.log; exit 1; }
+cmake --build build/gpu -j "$(nproc)" --target ttt_cli ttt_rnn_bench test_ttt_scan test_ttt_rnn >/tmp/scan_build.log 2>&1 ||
+  { grep -iE "error" /tmp/scan_build.log | head -30; exit 1; }
+echo "== tests (CPU contexts of the CUDA build) ==" | log
+./build/gpu/test_ttt_scan 2>&1 | tail -1 | log
+./build/gpu/test_ttt_rnn 2>&1 | tail -1 | log
+echo "== CUDA vs CPU f64: the layer's output and every gradient ==" | log
+./build/gpu/ttt_rnn_bench --check --device cuda 2>&1 | log
+./build/gpu/ttt_rnn_bench --check --device cuda --dim 256 --heads 2 2>&1 | log
+./build/gpu/ttt gradcheck --device cuda --op ttt_linear_scan --seeds 5 2>&1 | tail -7 | log
+echo "== compute-sanitizer ==" | log
+if command -v compute-sanitizer >/dev/null; then
+  for tool in memcheck racecheck synccheck; do
+    TTT_CUDA_POOL=0 timeout 300 compute-sanitizer --tool $tool --error-exitcode 9 \
+      ./build/gpu/ttt gradcheck --device cuda --op ttt_linear_scan --seeds 1 >/tmp/scan_san.log 2>&1
+    echo "$tool: exit $? $(grep -cE 'ERROR|Hazard' /tmp/scan_san.log) reports" | log
+  done
+else
+  echo "compute-sanitizer not found" | log
+fi
+echo "== forward / forward + backward, TTT-Linear, D 768, 12 heads, b 16, batch 1: fused, then TTT_FUSED=0 ==" | log
+for bb in transformer mamba; do
+  for fused in 1 0; do
+    TTT_FUSED=$fused timeout 240 ./build/gpu/ttt_rnn_bench --device cuda --kind linear --backbone $bb --T 2048,8192 --reps 5 2>&1 |
+      sed "s/^/[TTT_FUSED=$fused] /" | log
+  done
+done

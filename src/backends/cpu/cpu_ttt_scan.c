@@ -1,0 +1,119 @@
+/* The fused TTT-Linear scan on the CPU (backend.h: ttt_linear_scan, ttt_linear_scan_bwd): one
+ * (batch, head) per work item, OpenMP over B * H, every mini-batch's products as plain loops over
+ * a few KB of per-thread scratch. What it replaces is ~40 small ops per mini-batch, so on the CPU
+ * too the gain is the per-op overhead (allocation, dispatch, graph nodes), not the arithmetic. */
+#include <math.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cpu_internal.h"
+
+#define R float
+#define SFX _f32
+#include "cpu_ttt_scan_impl.h"
+#undef R
+#undef SFX
+#define R double
+#define SFX _f64
+#include "cpu_ttt_scan_impl.h"
+#undef R
+#undef SFX
+
+typedef struct {
+    int64_t B, H, T, d, bs, N;
+    int w0_batched, b0_batched;
+} scan_dims;
+
+static int dims_of(const char *kernel, const ttt_tensor *q, const ttt_tensor *tok, const ttt_tensor *w0,
+                   const ttt_tensor *b0, scan_dims *s) {
+    if (q->dtype != TTT_F32 && q->dtype != TTT_F64) return cpu_unsupported(kernel, q->dtype);
+    s->B = q->shape[0], s->H = q->shape[1], s->T = q->shape[2], s->d = q->shape[3];
+    s->bs = cpu_numel(tok);
+    s->N = s->bs ? s->T / s->bs : 0;
+    s->w0_batched = w0 && w0->ndim == 4;
+    s->b0_batched = b0 && b0->ndim == 4;
+    return TTT_OK;
+}
+
+/* Runs body(bh, scratch) for every (batch, head) bh on a team sized by the work, each thread with
+ * its own scratch (allocated here, before the region, so a failed allocation fails the call). */
+#define FOR_EACH_HEAD(self, dims, elem_size, scratch_elems, ...)                                             \
+    do {                                                                                                     \
+        const int64_t n_bh_ = (dims).B * (dims).H;                                                           \
+        const int team_ = cpu_team(self, n_bh_ * (dims).T * (dims).d * (dims).d / 4);                       \
+        const size_t per_ = (size_t)(scratch_elems) * (elem_size);                                           \
+        char *scr_all_ = malloc(per_ * (size_t)team_ + 64);                                                  \
+        if (!scr_all_) {                                                                                     \
+            ttt_backend_error("ttt_linear_scan: out of host memory for %d x %zu bytes of scratch", team_, per_); \
+            return TTT_ERR;                                                                                  \
+        }                                                                                                    \
+        if (team_ > 1) {                                                                                     \
+            _Pragma("omp parallel num_threads(team_)") {                                                     \
+                void *scr_ = scr_all_ + per_ * (size_t)omp_get_thread_num();                                 \
+                _Pragma("omp for schedule(dynamic, 1)") for (int64_t bh = 0; bh < n_bh_; bh++) {           \
+                    __VA_ARGS__                                                                              \
+                }                                                                                            \
+            }                                                                                                \
+        } else {                                                                                             \
+            void *scr_ = scr_all_;                                                                           \
+            for (int64_t bh = 0; bh < n_bh_; bh++) {                                                         \
+                __VA_ARGS__                                                                                  \
+            }                                                                                                \
+        }                                                                                                    \
+        free(scr_all_);                                                                                      \
+    } while (0)
+
+/* The arguments of one (batch, head) bh, from the entries' locals. */
+#define FWD_ARGS(R)                                                                                             \
+    (R *)out->data + bh * T * d, (R *)w_out->data + bh * d * d, (R *)b_out->data + bh * d,                 \
+        keep ? (R *)w_states->data + bh * N * d * d : NULL, keep ? (R *)b_states->data + bh * N * d : NULL, \
+        (const R *)q->data + bh * T * d, (const R *)k->data + bh * T * d, (const R *)v->data + bh * T * d,  \
+        (const R *)eta->data + bh * T, (const R *)tok->data, (const R *)ln_w->data + h * d,                 \
+        (const R *)ln_b->data + h * d, (const R *)w0->data + wi * d * d, (const R *)b0->data + bi * d, N, bs, d, eps
+#define BWD_ARGS(R)                                                                                                \
+    (R *)dq->data + bh * T * d, (R *)dk->data + bh * T * d, (R *)dv->data + bh * T * d,                         \
+        (R *)deta->data + bh * T, (R *)dtok->data + bh * bs, (R *)dln_w->data + bh * d, (R *)dln_b->data + bh * d, \
+        (R *)dw0->data + bh * d * d, (R *)db0->data + bh * d, (const R *)dout->data + bh * T * d,               \
+        dw_out ? (const R *)dw_out->data + bh * d * d : NULL, db_out ? (const R *)db_out->data + bh * d : NULL, \
+        (const R *)q->data + bh * T * d, (const R *)k->data + bh * T * d, (const R *)v->data + bh * T * d,     \
+        (const R *)eta->data + bh * T, (const R *)tok->data, (const R *)ln_w->data + h * d,                    \
+        (const R *)ln_b->data + h * d, (const R *)w_states->data + bh * N * d * d,                             \
+        (const R *)b_states->data + bh * N * d, N, bs, d, eps
+
+int cpu_ttt_linear_scan(ttt_backend_state *self, ttt_tensor *out, ttt_tensor *w_out, ttt_tensor *b_out,
+                        ttt_tensor *w_states, ttt_tensor *b_states, const ttt_tensor *q, const ttt_tensor *k,
+                        const ttt_tensor *v, const ttt_tensor *eta, const ttt_tensor *tok, const ttt_tensor *ln_w,
+                        const ttt_tensor *ln_b, const ttt_tensor *w0, const ttt_tensor *b0, double eps) {
+    scan_dims s = {0};
+    if (dims_of("ttt_linear_scan", q, tok, w0, b0, &s)) return TTT_ERR;
+    const int64_t H = s.H, T = s.T, d = s.d, bs = s.bs, N = s.N;
+    const int f32 = q->dtype == TTT_F32;
+    const int64_t scr_n = f32 ? scratch_elems_f32(bs, d) : scratch_elems_f64(bs, d);
+    FOR_EACH_HEAD(self, s, f32 ? sizeof(float) : sizeof(double), scr_n, {
+        const int64_t h = bh % H, wi = s.w0_batched ? bh : h, bi = s.b0_batched ? bh : h;
+        const int keep = w_states != NULL;
+        if (f32) scan_fwd_f32(FWD_ARGS(float), (float *)scr_);
+        else scan_fwd_f64(FWD_ARGS(double), (double *)scr_);
+    });
+    return TTT_OK;
+}
+
+int cpu_ttt_linear_scan_bwd(ttt_backend_state *self, ttt_tensor *dq, ttt_tensor *dk, ttt_tensor *dv, ttt_tensor *deta,
+                            ttt_tensor *dtok, ttt_tensor *dln_w, ttt_tensor *dln_b, ttt_tensor *dw0, ttt_tensor *db0,
+                            const ttt_tensor *dout, const ttt_tensor *dw_out, const ttt_tensor *db_out,
+                            const ttt_tensor *q, const ttt_tensor *k, const ttt_tensor *v, const ttt_tensor *eta,
+                            const ttt_tensor *tok, const ttt_tensor *ln_w, const ttt_tensor *ln_b,
+                            const ttt_tensor *w_states, const ttt_tensor *b_states, double eps) {
+    scan_dims s = {0};
+    if (dims_of("ttt_linear_scan_bwd", q, tok, NULL, NULL, &s)) return TTT_ERR;
+    const int64_t H = s.H, T = s.T, d = s.d, bs = s.bs, N = s.N;
+    const int f32 = q->dtype == TTT_F32;
+    const int64_t scr_n = f32 ? scratch_elems_f32(bs, d) : scratch_elems_f64(bs, d);
+    FOR_EACH_HEAD(self, s, f32 ? sizeof(float) : sizeof(double), scr_n, {
+        const int64_t h = bh % H;
+        if (f32) scan_bwd_f32(BWD_ARGS(float), (float *)scr_);
+        else scan_bwd_f64(BWD_ARGS(double), (double *)scr_);
+    });
+    return TTT_OK;
+}

@@ -1,0 +1,275 @@
+/* The TTT-Linear scan's CPU kernels for one real type, included twice by cpu_ttt_scan.c with
+ * R (float or double) and SFX (the name suffix) defined. The math is stated in
+ * src/composed/ttt_scan.c; the comments here only name its steps. One call of scan_fwd / scan_bwd
+ * handles one (batch, head): W [d, d] and c [d] (the bias) live in the caller's scratch while the
+ * mini-batches go by. Row statistics of the layer norms are summed in double; the rest in R. */
+
+#define CAT_(a, b) a##b
+#define CAT(a, b) CAT_(a, b)
+#define FN(name) CAT(name, SFX)
+
+/* Sums in eight independent lanes, so they vectorize (a plain loop is one serial chain of adds: the
+ * compiler keeps their order without -ffast-math); the lanes then add in order. */
+static R FN(dot)(const R *restrict a, const R *restrict b, int64_t n) {
+    R lane[8] = {0}, s = 0;
+    int64_t j = 0;
+    for (; j + 8 <= n; j += 8)
+        for (int e = 0; e < 8; e++) lane[e] += a[j + e] * b[j + e];
+    for (int e = 0; e < 8; e++) s += lane[e];
+    for (; j < n; j++) s += a[j] * b[j];
+    return s;
+}
+
+/* sum (a - ca)(b - cb) in double (b NULL: sum (a - ca)) */
+static double FN(dotd)(const R *restrict a, double ca, const R *restrict b, double cb, int64_t n) {
+    double lane[8] = {0}, s = 0;
+    int64_t j = 0;
+    if (b) {
+        for (; j + 8 <= n; j += 8)
+            for (int e = 0; e < 8; e++) lane[e] += ((double)a[j + e] - ca) * ((double)b[j + e] - cb);
+        for (; j < n; j++) s += ((double)a[j] - ca) * ((double)b[j] - cb);
+    } else {
+        for (; j + 8 <= n; j += 8)
+            for (int e = 0; e < 8; e++) lane[e] += (double)a[j + e] - ca;
+        for (; j < n; j++) s += (double)a[j] - ca;
+    }
+    for (int e = 0; e < 8; e++) s += lane[e];
+    return s;
+}
+
+/* One row of the inner loss's gradient at z (LN with gain gam and bias bet against target v - k):
+ * writes xh (the normalized z), gx = gam (y - t) and gz; returns rstd. */
+static double FN(ln_l2_row)(const R *z, const R *v, const R *k, const R *gam, const R *bet, R *restrict xh,
+                            R *restrict gx, R *restrict gz, int64_t d, double eps) {
+    const double mean = FN(dotd)(z, 0, NULL, 0, d) / (double)d;
+    const double rstd = 1.0 / sqrt(FN(dotd)(z, mean, z, mean, d) / (double)d + eps);
+    for (int64_t j = 0; j < d; j++) {
+        xh[j] = (R)(((double)z[j] - mean) * rstd);
+        gx[j] = gam[j] * (gam[j] * xh[j] + bet[j] - (v[j] - k[j]));
+    }
+    const double m1 = FN(dotd)(gx, 0, NULL, 0, d) / (double)d, m2 = FN(dotd)(gx, 0, xh, 0, d) / (double)d;
+    for (int64_t j = 0; j < d; j++) gz[j] = (R)(rstd * (gx[j] - m1 - xh[j] * m2));
+    return rstd;
+}
+
+/* xh = LN(z) without affine; returns rstd */
+static double FN(ln_row)(const R *z, R *restrict xh, int64_t d, double eps) {
+    const double mean = FN(dotd)(z, 0, NULL, 0, d) / (double)d;
+    const double rstd = 1.0 / sqrt(FN(dotd)(z, mean, z, mean, d) / (double)d + eps);
+    for (int64_t j = 0; j < d; j++) xh[j] = (R)(((double)z[j] - mean) * rstd);
+    return rstd;
+}
+
+/* z[i, :] = c + x[i, :] W for bs rows */
+static void FN(rows_times_w)(R *restrict z, const R *restrict x, const R *restrict W, const R *restrict c, int64_t bs,
+                             int64_t d) {
+    for (int64_t i = 0; i < bs; i++) {
+        R *zi = z + i * d;
+        for (int64_t j = 0; j < d; j++) zi[j] = c[j];
+        for (int64_t a = 0; a < d; a++) {
+            const R xa = x[i * d + a], *wa = W + a * d;
+            for (int64_t j = 0; j < d; j++) zi[j] += xa * wa[j];
+        }
+    }
+}
+
+/* Scratch of one (batch, head), in elements of R: see the layout in scan_fwd / scan_bwd. */
+static int64_t FN(scratch_elems)(int64_t bs, int64_t d) { return 3 * d * d + 12 * bs * d + 3 * bs * bs + 4 * d + 2 * bs; }
+
+/* dst[j, a] = src[a, j] for a d x d matrix: the transposed products below then run as rows times a
+ * matrix (contiguous inner loops that vectorize) instead of dot products (a serial chain each) */
+static void FN(transpose)(R *restrict dst, const R *restrict src, int64_t d) {
+    for (int64_t a = 0; a < d; a++)
+        for (int64_t j = 0; j < d; j++) dst[j * d + a] = src[a * d + j];
+}
+
+/* y[:] += sum_j x[j] M[j, :] for a d x d matrix M */
+static void FN(acc_row_times)(R *restrict y, const R *restrict x, const R *restrict Mt, R scale, int64_t d) {
+    for (int64_t j = 0; j < d; j++) {
+        const R xj = scale * x[j], *mj = Mt + j * d;
+        for (int64_t a = 0; a < d; a++) y[a] += xj * mj[a];
+    }
+}
+
+/* Forward over N mini-batches of one (batch, head). Pointers at the (batch, head)'s first element. */
+static void FN(scan_fwd)(R *out, R *w_out, R *b_out, R *w_st, R *b_st, const R *q, const R *k, const R *v,
+                         const R *eta, const R *tok, const R *gam, const R *bet, const R *w0, const R *b0, int64_t N,
+                         int64_t bs, int64_t d, double eps, R *scr) {
+    R *W = scr, *c = W + d * d, *Z = c + d, *G = Z + bs * d, *XH = G + bs * d, *GX = XH + bs * d, *M = GX + bs * d;
+    memcpy(W, w0, sizeof(R) * (size_t)(d * d));
+    memcpy(c, b0, sizeof(R) * (size_t)d);
+    const R tl = tok[bs - 1];
+    for (int64_t n = 0; n < N; n++) {
+        const R *Q = q + n * bs * d, *K = k + n * bs * d, *V = v + n * bs * d, *e = eta + n * bs;
+        R *O = out + n * bs * d;
+        if (w_st) {
+            memcpy(w_st + n * d * d, W, sizeof(R) * (size_t)(d * d));
+            memcpy(b_st + n * d, c, sizeof(R) * (size_t)d);
+        }
+        /* the inner gradients at W: z1 = K W + c, G = d loss / d z1 */
+        FN(rows_times_w)(Z, K, W, c, bs, d);
+        for (int64_t i = 0; i < bs; i++)
+            FN(ln_l2_row)(Z + i * d, V + i * d, K + i * d, gam, bet, XH + i * d, GX + i * d, G + i * d, d, eps);
+        /* M[i, j] = tok_i eta_j (q_i . k_j + 1), j <= i;  zq = Q W + c - M G */
+        for (int64_t i = 0; i < bs; i++)
+            for (int64_t j = 0; j <= i; j++) M[i * bs + j] = tok[i] * e[j] * (FN(dot)(Q + i * d, K + j * d, d) + 1);
+        FN(rows_times_w)(Z, Q, W, c, bs, d);
+        for (int64_t i = 0; i < bs; i++) {
+            R *zi = Z + i * d;
+            for (int64_t j = 0; j <= i; j++) {
+                const R m = M[i * bs + j], *gj = G + j * d;
+                for (int64_t a = 0; a < d; a++) zi[a] -= m * gj[a];
+            }
+            /* out = q + LN(zq) gam + bet */
+            FN(ln_row)(zi, XH + i * d, d, eps);
+            for (int64_t a = 0; a < d; a++) O[i * d + a] = Q[i * d + a] + XH[i * d + a] * gam[a] + bet[a];
+        }
+        /* W -= tok_b (eta o K)^T G;  c -= tok_b eta^T G */
+        for (int64_t i = 0; i < bs; i++) {
+            const R s = tl * e[i], *gi = G + i * d;
+            for (int64_t a = 0; a < d; a++) {
+                const R ka = s * K[i * d + a];
+                R *wa = W + a * d;
+                for (int64_t j = 0; j < d; j++) wa[j] -= ka * gi[j];
+            }
+            for (int64_t j = 0; j < d; j++) c[j] -= s * gi[j];
+        }
+    }
+    memcpy(w_out, W, sizeof(R) * (size_t)(d * d));
+    memcpy(b_out, c, sizeof(R) * (size_t)d);
+}
+
+/* Reverse scan of one (batch, head). dw_in / db_in: the gradient of the final state (NULL: zero). */
+static void FN(scan_bwd)(R *dq, R *dk, R *dv, R *deta, R *dtok, R *dgam, R *dbet, R *dW, R *dc, const R *dout,
+                         const R *dw_in, const R *db_in, const R *q, const R *k, const R *v, const R *eta,
+                         const R *tok, const R *gam, const R *bet, const R *w_st, const R *b_st, int64_t N, int64_t bs,
+                         int64_t d, double eps, R *scr) {
+    R *Z1 = scr, *XH1 = Z1 + bs * d, *GX = XH1 + bs * d, *G = GX + bs * d, *ZQ = G + bs * d, *XHQ = ZQ + bs * d;
+    R *DZQ = XHQ + bs * d, *DG = DZQ + bs * d, *U = DG + bs * d, *DZ1 = U + bs * d, *S = DZ1 + bs * d, *M = S + bs * bs;
+    R *DM = M + bs * bs, *RS1 = DM + bs * bs, *RSQ = RS1 + bs, *tmp = RSQ + bs, *WT = tmp + d, *DWT = WT + d * d;
+    if (dw_in) memcpy(dW, dw_in, sizeof(R) * (size_t)(d * d));
+    else memset(dW, 0, sizeof(R) * (size_t)(d * d));
+    if (db_in) memcpy(dc, db_in, sizeof(R) * (size_t)d);
+    else memset(dc, 0, sizeof(R) * (size_t)d);
+    memset(dgam, 0, sizeof(R) * (size_t)d);
+    memset(dbet, 0, sizeof(R) * (size_t)d);
+    memset(dtok, 0, sizeof(R) * (size_t)bs);
+    const R tl = tok[bs - 1];
+    const double inv_d = 1.0 / (double)d;
+    for (int64_t n = N - 1; n >= 0; n--) {
+        const int64_t o = n * bs * d;
+        const R *Q = q + o, *K = k + o, *V = v + o, *e = eta + n * bs, *DO = dout + o;
+        const R *W = w_st + n * d * d, *c = b_st + n * d;
+        R *DQ = dq + o, *DK = dk + o, *DV = dv + o, *DE = deta + n * bs;
+        /* recompute the forward of this mini-batch */
+        FN(rows_times_w)(Z1, K, W, c, bs, d);
+        for (int64_t i = 0; i < bs; i++)
+            RS1[i] = (R)FN(ln_l2_row)(Z1 + i * d, V + i * d, K + i * d, gam, bet, XH1 + i * d, GX + i * d, G + i * d, d, eps);
+        for (int64_t i = 0; i < bs; i++)
+            for (int64_t j = 0; j <= i; j++) {
+                S[i * bs + j] = FN(dot)(Q + i * d, K + j * d, d) + 1;
+                M[i * bs + j] = tok[i] * e[j] * S[i * bs + j];
+            }
+        FN(rows_times_w)(ZQ, Q, W, c, bs, d);
+        for (int64_t i = 0; i < bs; i++) {
+            R *zi = ZQ + i * d;
+            for (int64_t j = 0; j <= i; j++) {
+                const R m = M[i * bs + j], *gj = G + j * d;
+                for (int64_t a = 0; a < d; a++) zi[a] -= m * gj[a];
+            }
+            RSQ[i] = (R)FN(ln_row)(zi, XHQ + i * d, d, eps);
+        }
+        /* out = q + LN(zq) gam + bet */
+        for (int64_t i = 0; i < bs; i++) {
+            const R *dOi = DO + i * d, *xh = XHQ + i * d;
+            R *dz = DZQ + i * d;
+            for (int64_t a = 0; a < d; a++) {
+                DQ[i * d + a] = dOi[a];
+                dgam[a] += dOi[a] * xh[a];
+                dbet[a] += dOi[a];
+                dz[a] = dOi[a] * gam[a];
+            }
+            const double m1 = FN(dotd)(dz, 0, NULL, 0, d) * inv_d, m2 = FN(dotd)(dz, 0, xh, 0, d) * inv_d;
+            for (int64_t a = 0; a < d; a++) dz[a] = (R)(RSQ[i] * (dz[a] - m1 - xh[a] * m2));
+        }
+        /* the state update W' = W - tl (eta o K)^T G, c' = c - tl eta^T G, with dW, dc the gradient of W', c':
+         * U_i = K_i dW' + dc' */
+        for (int64_t i = 0; i < bs; i++) {
+            R *u = U + i * d;
+            for (int64_t j = 0; j < d; j++) u[j] = dc[j];
+            for (int64_t a = 0; a < d; a++) {
+                const R ka = K[i * d + a], *wa = dW + a * d;
+                for (int64_t j = 0; j < d; j++) u[j] += ka * wa[j];
+            }
+        }
+        FN(transpose)(WT, W, d);
+        FN(transpose)(DWT, dW, d);
+        for (int64_t i = 0; i < bs; i++) {
+            const R *u = U + i * d, *gi = G + i * d, s = tl * e[i];
+            const R ug = FN(dot)(u, gi, d);
+            DE[i] = -tl * ug;
+            dtok[bs - 1] -= e[i] * ug;
+            for (int64_t a = 0; a < d; a++) {
+                DG[i * d + a] = -s * u[a];
+                DK[i * d + a] = 0;
+                DV[i * d + a] = 0;
+            }
+            FN(acc_row_times)(DK + i * d, gi, DWT, -s, d); /* dK_i = -s G_i dW'^T */
+        }
+        /* zq = Q W + c - M G */
+        for (int64_t i = 0; i < bs; i++)
+            for (int64_t j = 0; j <= i; j++) DM[i * bs + j] = -FN(dot)(DZQ + i * d, G + j * d, d);
+        for (int64_t i = 0; i < bs; i++)
+            for (int64_t j = 0; j <= i; j++) {
+                const R dm = DM[i * bs + j], ds = dm * tok[i] * e[j];
+                dtok[i] += dm * e[j] * S[i * bs + j];
+                DE[j] += dm * tok[i] * S[i * bs + j];
+                const R m = M[i * bs + j];
+                for (int64_t a = 0; a < d; a++) {
+                    DQ[i * d + a] += ds * K[j * d + a];
+                    DK[j * d + a] += ds * Q[i * d + a];
+                    DG[j * d + a] -= m * DZQ[i * d + a];
+                }
+            }
+        for (int64_t i = 0; i < bs; i++) FN(acc_row_times)(DQ + i * d, DZQ + i * d, WT, 1, d); /* dQ += dzq W^T */
+        /* G = the inner loss's gradient at z1 (LN and L2 differentiated again) */
+        for (int64_t i = 0; i < bs; i++) {
+            const R *u = DG + i * d, *xh = XH1 + i * d, *gx = GX + i * d, *gz = G + i * d;
+            const double rstd = RS1[i];
+            const double mu = FN(dotd)(u, 0, NULL, 0, d) * inv_d, mux = FN(dotd)(u, 0, xh, 0, d) * inv_d;
+            const double m2 = FN(dotd)(gx, 0, xh, 0, d) * inv_d, ugz = FN(dotd)(u, 0, gz, 0, d);
+            const double drs = ugz / rstd;
+            R *dxh = tmp;
+            for (int64_t a = 0; a < d; a++) {
+                const R da = (R)(rstd * (u[a] - mu - xh[a] * mux));
+                const R ymt = gam[a] * xh[a] + bet[a] - (V[i * d + a] - K[i * d + a]);
+                dxh[a] = (R)(-rstd * (u[a] * m2 + gx[a] * mux)) + da * gam[a] * gam[a];
+                dgam[a] += da * ymt + da * gam[a] * xh[a];
+                dbet[a] += da * gam[a];
+                const R dt = -da * gam[a]; /* the target v - k */
+                DV[i * d + a] += dt;
+                DK[i * d + a] -= dt;
+            }
+            const double mdx = FN(dotd)(dxh, 0, NULL, 0, d) * inv_d, mdxx = FN(dotd)(dxh, 0, xh, 0, d) * inv_d;
+            R *dz = DZ1 + i * d;
+            for (int64_t a = 0; a < d; a++)
+                dz[a] = (R)(rstd * (dxh[a] - mdx - xh[a] * mdxx) - drs * rstd * rstd * xh[a] * inv_d);
+        }
+        /* z1 = K W + c */
+        for (int64_t i = 0; i < bs; i++) FN(acc_row_times)(DK + i * d, DZ1 + i * d, WT, 1, d); /* dK += dz1 W^T */
+        /* the gradient of W, c: the later state's, plus Q^T dzq + K^T dz1 */
+        for (int64_t i = 0; i < bs; i++) {
+            const R *dzq = DZQ + i * d, *dz1 = DZ1 + i * d;
+            for (int64_t a = 0; a < d; a++) {
+                const R qa = Q[i * d + a], ka = K[i * d + a];
+                R *wa = dW + a * d;
+                for (int64_t j = 0; j < d; j++) wa[j] += qa * dzq[j] + ka * dz1[j];
+            }
+            for (int64_t j = 0; j < d; j++) dc[j] += dzq[j] + dz1[j];
+        }
+    }
+}
+
+#undef FN
+#undef CAT
+#undef CAT_

@@ -1,0 +1,106 @@
+/* The fused TTT-Linear scan on the GPU (backend.h: ttt_linear_scan, ttt_linear_scan_bwd): the
+ * launchers of ttt_scan.cuh's kernels, one block per (batch, head). f32 only, head sizes up to
+ * 128, and only where both kernels' shared memory fits the device (d 64, b 16: 43 KB forward, 83 KB
+ * backward; d 128: 115 KB and 223 KB, under H100's 227 KB; where W does not fit beside the backward's
+ * other buffers, that kernel reads it from the stored state in global memory). Anything else is
+ * declined, and the op composes the same math of the other kernels. */
+#include <limits.h>
+
+#include "cuda_internal.h"
+
+extern __shared__ float4 tscan_smem_raw[];
+#define TTT_SCAN_SMEM() reinterpret_cast<float *>(tscan_smem_raw)
+#include "ttt_scan.cuh"
+
+enum { MAX_GPUS = 64 };
+
+/* The device's shared memory per block with the opt-in (227 KB on H100), cached per GPU. */
+static int smem_limit(const CuDev *D) {
+    static int limit[MAX_GPUS];
+    if (D->index < 0 || D->index >= MAX_GPUS) return 48 << 10;
+    if (!limit[D->index] &&
+        cudaDeviceGetAttribute(&limit[D->index], cudaDevAttrMaxSharedMemoryPerBlockOptin, D->index) != cudaSuccess)
+        limit[D->index] = 48 << 10;
+    return limit[D->index];
+}
+
+/* Raise a kernel's dynamic shared memory limit to bytes on this GPU, unless it is already that high. */
+template <typename K> static int allow(K kernel, size_t bytes, const CuDev *D, int *allowed) {
+    if (D->index >= 0 && D->index < MAX_GPUS && (int)bytes <= allowed[D->index]) return TTT_OK;
+    CU(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
+    if (D->index >= 0 && D->index < MAX_GPUS) allowed[D->index] = (int)bytes;
+    return TTT_OK;
+}
+
+/* The kernels' limits: f32, d <= 128, int-sized offsets within a sequence, and the backward's shared
+ * memory (W in it or not) under the device's limit; *w_in_smem says which backward runs. */
+static bool takes(const CuDev *D, const ttt_tensor *q, const ttt_tensor *tok, int *w_in_smem) {
+    if (q->dtype != TTT_F32 || tok->dtype != TTT_F32) return false;
+    const int64_t BH = q->shape[0] * q->shape[1], T = q->shape[2], d = q->shape[3], bs = tok->shape[0];
+    if (d < 1 || d > tscan::MAX_D || bs < 1 || bs > 4096 || BH < 1 || BH > INT_MAX || T * d > INT_MAX / 2) return false;
+    const size_t limit = (size_t)smem_limit(D);
+    if (tscan::fwd_smem_floats((int)d, (int)bs) * sizeof(float) > limit) return false;
+    *w_in_smem = tscan::bwd_smem_floats((int)d, (int)bs, 1) * sizeof(float) <= limit;
+    return *w_in_smem || tscan::bwd_smem_floats((int)d, (int)bs, 0) * sizeof(float) <= limit;
+}
+
+static bool all_f32(const ttt_tensor *const *t, int n) {
+    for (int i = 0; i < n; i++)
+        if (t[i] && t[i]->dtype != TTT_F32) return false;
+    return true;
+}
+
+int ttt__cu_ttt_linear_scan(ttt_backend_state *self, ttt_tensor *out, ttt_tensor *w_out, ttt_tensor *b_out,
+                            ttt_tensor *w_states, ttt_tensor *b_states, const ttt_tensor *q, const ttt_tensor *k,
+                            const ttt_tensor *v, const ttt_tensor *eta, const ttt_tensor *tok, const ttt_tensor *ln_w,
+                            const ttt_tensor *ln_b, const ttt_tensor *w0, const ttt_tensor *b0, double eps) {
+    ENTER(D, self);
+    int w_in_smem;
+    const ttt_tensor *all[] = {q, k, v, eta, tok, ln_w, ln_b, w0, b0};
+    if (!takes(D, q, tok, &w_in_smem) || !all_f32(all, 9)) return TTT_BACKEND_DECLINED;
+    tscan::Fwd p;
+    p.out = (float *)out->data, p.w_out = (float *)w_out->data, p.b_out = (float *)b_out->data;
+    p.w_st = w_states ? (float *)w_states->data : NULL, p.b_st = b_states ? (float *)b_states->data : NULL;
+    p.q = (const float *)q->data, p.k = (const float *)k->data, p.v = (const float *)v->data;
+    p.eta = (const float *)eta->data, p.tok = (const float *)tok->data;
+    p.ln_w = (const float *)ln_w->data, p.ln_b = (const float *)ln_b->data;
+    p.w0 = (const float *)w0->data, p.b0 = (const float *)b0->data;
+    p.H = (int)q->shape[1], p.T = (int)q->shape[2], p.d = (int)q->shape[3], p.bs = (int)tok->shape[0];
+    p.N = p.T / p.bs, p.w0_batched = w0->ndim == 4, p.b0_batched = b0->ndim == 4, p.eps = (float)eps;
+    const size_t bytes = tscan::fwd_smem_floats(p.d, p.bs) * sizeof(float);
+    static int allowed[MAX_GPUS];
+    if (allow(tscan::scan_fwd, bytes, D, allowed)) return TTT_ERR;
+    tscan::scan_fwd<<<(unsigned)(q->shape[0] * q->shape[1]), tscan::THREADS, bytes, D->stream>>>(p);
+    LAUNCHED("ttt_linear_scan");
+    return TTT_OK;
+}
+
+int ttt__cu_ttt_linear_scan_bwd(ttt_backend_state *self, ttt_tensor *dq, ttt_tensor *dk, ttt_tensor *dv, ttt_tensor *deta,
+                                ttt_tensor *dtok, ttt_tensor *dln_w, ttt_tensor *dln_b, ttt_tensor *dw0, ttt_tensor *db0,
+                                const ttt_tensor *dout, const ttt_tensor *dw_out, const ttt_tensor *db_out,
+                                const ttt_tensor *q, const ttt_tensor *k, const ttt_tensor *v, const ttt_tensor *eta,
+                                const ttt_tensor *tok, const ttt_tensor *ln_w, const ttt_tensor *ln_b,
+                                const ttt_tensor *w_states, const ttt_tensor *b_states, double eps) {
+    ENTER(D, self);
+    int w_in_smem;
+    const ttt_tensor *all[] = {dout, dw_out, db_out, q, k, v, eta, tok, ln_w, ln_b, w_states, b_states};
+    if (!takes(D, q, tok, &w_in_smem) || !all_f32(all, 12)) return TTT_BACKEND_DECLINED;
+    tscan::Bwd p;
+    p.dq = (float *)dq->data, p.dk = (float *)dk->data, p.dv = (float *)dv->data, p.deta = (float *)deta->data;
+    p.dtok = (float *)dtok->data, p.dln_w = (float *)dln_w->data, p.dln_b = (float *)dln_b->data;
+    p.dw0 = (float *)dw0->data, p.db0 = (float *)db0->data;
+    p.dout = (const float *)dout->data;
+    p.dw_out = dw_out ? (const float *)dw_out->data : NULL, p.db_out = db_out ? (const float *)db_out->data : NULL;
+    p.q = (const float *)q->data, p.k = (const float *)k->data, p.v = (const float *)v->data;
+    p.eta = (const float *)eta->data, p.tok = (const float *)tok->data;
+    p.ln_w = (const float *)ln_w->data, p.ln_b = (const float *)ln_b->data;
+    p.w_st = (const float *)w_states->data, p.b_st = (const float *)b_states->data;
+    p.H = (int)q->shape[1], p.T = (int)q->shape[2], p.d = (int)q->shape[3], p.bs = (int)tok->shape[0];
+    p.N = p.T / p.bs, p.w_in_smem = w_in_smem, p.eps = (float)eps;
+    const size_t bytes = tscan::bwd_smem_floats(p.d, p.bs, w_in_smem) * sizeof(float);
+    static int allowed[MAX_GPUS];
+    if (allow(tscan::scan_bwd, bytes, D, allowed)) return TTT_ERR;
+    tscan::scan_bwd<<<(unsigned)(q->shape[0] * q->shape[1]), tscan::THREADS, bytes, D->stream>>>(p);
+    LAUNCHED("ttt_linear_scan_bwd");
+    return TTT_OK;
+}

@@ -1,0 +1,366 @@
+/* The fused TTT-Linear scan (src/composed/ttt_scan.c, the CPU kernels in src/backends/cpu/cpu_ttt_scan.c)
+ * against the composed ops, on the CPU:
+ *   - the op: outputs, final state and the gradients of every input (q, k, v, eta, tok, ln_w, ln_b, w0,
+ *     b0; w0 shared by the batch or per sequence; with and without a gradient of the final state) equal the
+ *     composed form's, f64 to 1e-12 and f32 to 1e-5 relative; second order (create_graph through the fused
+ *     node) equals the composed Hessian-vector product;
+ *   - central finite differences of the fused op's gradient, f64;
+ *   - the layer (TTT-Linear, both backbones): fused (TTT_FUSED on) against composed (off), outputs and the
+ *     gradients of every parameter and x, T a multiple of the mini-batch and not (the tail composed);
+ *   - decode after a fused prefill, in pieces that start and end mid-mini-batch, equals the all-composed
+ *     forward, and its state equals the composed decode's;
+ *   - bad arguments give messages naming the problem. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "check.h"
+#include "core/internal.h"
+#include "ttt/ttt.h"
+
+static double max_abs(ttt_ctx *ctx, const ttt_tensor *t) {
+    const int64_t n = ttt_numel(t);
+    double *h = malloc(sizeof(double) * (size_t)(n ? n : 1)), m = 0;
+    ttt_copy_to_host(ctx, t, h, TTT_F64);
+    for (int64_t i = 0; i < n; i++) m = fabs(h[i]) > m ? fabs(h[i]) : m;
+    free(h);
+    return m;
+}
+
+/* max |a - b| / max(1e-3, max |b|) (NaN when either is missing or the shapes differ) */
+static double rel_diff(ttt_ctx *ctx, ttt_tensor *a, ttt_tensor *b) {
+    if (!a || !b || a->ndim != b->ndim || ttt_numel(a) != ttt_numel(b)) return NAN;
+    ttt_mark_t m = ttt_mark(ctx);
+    ttt_no_grad_begin(ctx);
+    const double s = max_abs(ctx, b), d = max_abs(ctx, ttt_sub(ctx, a, b));
+    ttt_no_grad_end(ctx);
+    ttt_release(ctx, m);
+    return d / (s > 1e-3 ? s : 1e-3);
+}
+
+/* Does the graph behind t hold a node of this op? */
+static int has_op(const ttt_tensor *t, const char *op) {
+    enum { MAXN = 1 << 16 };
+    static const ttt_node *seen[MAXN], *stack[MAXN];
+    int n_seen = 0, top = 0;
+    if (t && t->node) stack[top++] = t->node;
+    while (top) {
+        const ttt_node *nd = stack[--top];
+        int dup = 0;
+        for (int i = 0; i < n_seen && !dup; i++) dup = seen[i] == nd;
+        if (dup) continue;
+        if (!strcmp(nd->op, op)) return 1;
+        if (n_seen < MAXN) seen[n_seen++] = nd;
+        for (int i = 0; i < nd->n_in; i++)
+            if (nd->in[i] && nd->in[i]->node && top < MAXN) stack[top++] = nd->in[i]->node;
+    }
+    return 0;
+}
+
+enum { NIN = 9 };
+static const char *NAMES[NIN] = {"q", "k", "v", "eta", "tok", "ln_w", "ln_b", "w0", "b0"};
+
+typedef struct {
+    int64_t B, H, T, d, bs;
+    int batched_w0;
+} shape_cfg;
+
+/* Random inputs as persistent f64 tensors (eta > 0 and small like the layer's, tok around 1/i). */
+static void make_inputs(ttt_ctx *ctx, const shape_cfg *c, ttt_tensor **x) {
+    const int64_t B = c->B, H = c->H, T = c->T, d = c->d, bs = c->bs;
+    int64_t shapes[NIN][5] = {{B, H, T, d}, {B, H, T, d}, {B, H, T, d}, {B, H, T}, {bs}, {H, d}, {H, d},
+                              {B, H, d, d}, {B, H, 1, d}};
+    int nd[NIN] = {4, 4, 4, 3, 1, 2, 2, 4, 4};
+    if (!c->batched_w0) {
+        nd[7] = nd[8] = 3;
+        memmove(shapes[7], shapes[7] + 1, 3 * sizeof(int64_t));
+        memmove(shapes[8], shapes[8] + 1, 3 * sizeof(int64_t));
+    }
+    for (int i = 0; i < NIN; i++) {
+        x[i] = ttt_param(ctx, TTT_F64, nd[i], shapes[i], NAMES[i]);
+        ttt_mark_t m = ttt_mark(ctx);
+        ttt_tensor *r = ttt_randn(ctx, TTT_F64, nd[i], shapes[i], i == 7 ? 0.3 : 1.0);
+        if (i == 3) r = ttt_scale(ctx, ttt_sigmoid(ctx, r), 1.0 / (double)d);
+        if (i == 4) {
+            double inv[64];
+            for (int64_t j = 0; j < bs; j++) inv[j] = 1.0 / (double)(j + 1);
+            r = ttt_add(ctx, ttt_scale(ctx, r, 0.05), ttt_from_host(ctx, TTT_F64, TTT_DIMS(bs), inv));
+        }
+        if (i == 5) r = ttt_add_scalar(ctx, ttt_scale(ctx, r, 0.3), 1.0);
+        if (i == 6 || i == 8) r = ttt_scale(ctx, r, 0.3);
+        ttt_assign(ctx, x[i], r);
+        ttt_release(ctx, m);
+    }
+}
+
+/* out, w_final, b_final and the gradients of L = <out, r0> + <wf, r1> + <bf, r2> (use_state: with the
+ * last two terms) in every input, cast to dt and back, fused or composed. */
+static int run_op(ttt_ctx *ctx, ttt_tensor *const *x64, ttt_dtype dt, int fused, int use_state, ttt_tensor *const *r,
+                  ttt_tensor **res, ttt_tensor **grads) {
+    ttt_tensor *x[NIN];
+    for (int i = 0; i < NIN; i++) {
+        x[i] = ttt_cast(ctx, ttt_detach(ctx, x64[i]), dt);
+        ttt_set_requires_grad(x[i], 1);
+    }
+    int rc = fused ? ttt__ttt_linear_scan(ctx, x[0], x[1], x[2], x[3], x[4], x[5], x[6], x[7], x[8], 1e-6, &res[0], &res[1], &res[2])
+                   : ttt__ttt_linear_scan_composed(ctx, x[0], x[1], x[2], x[3], x[4], x[5], x[6], x[7], x[8], 1e-6, &res[0],
+                                                   &res[1], &res[2]);
+    if (rc) return rc;
+    if (fused) CHECK(has_op(res[0], "ttt_linear_scan"));
+    ttt_tensor *L = NULL;
+    for (int i = 0; i < (use_state ? 3 : 1); i++) {
+        ttt_tensor *t = ttt_sum(ctx, ttt_mul(ctx, res[i], ttt_cast(ctx, r[i], dt)), 0, NULL, 0);
+        L = L ? ttt_add(ctx, L, t) : t;
+    }
+    return ttt_grad(ctx, 1, &L, NULL, NIN, x, grads, 0);
+}
+
+static void test_op(ttt_ctx *ctx, const shape_cfg *c, ttt_dtype dt, int use_state) {
+    ttt_tensor *x[NIN];
+    make_inputs(ctx, c, x);
+    ttt_tensor *r[3] = {ttt_persistent(ctx, TTT_F64, TTT_DIMS(c->B, c->H, c->T, c->d), "r0"),
+                        ttt_persistent(ctx, TTT_F64, TTT_DIMS(c->B, c->H, c->d, c->d), "r1"),
+                        ttt_persistent(ctx, TTT_F64, TTT_DIMS(c->B, c->H, 1, c->d), "r2")};
+    for (int i = 0; i < 3; i++) ttt_assign(ctx, r[i], ttt_randn(ctx, TTT_F64, r[i]->ndim, r[i]->shape, 1.0));
+    ttt_step_reset(ctx);
+    ttt_tensor *ra[3], *ga[NIN], *rb[3], *gb[NIN];
+    CHECK_MSG(run_op(ctx, x, dt, 1, use_state, r, ra, ga) == TTT_OK, "%s", ttt_error(ctx));
+    CHECK_MSG(run_op(ctx, x, dt, 0, use_state, r, rb, gb) == TTT_OK, "%s", ttt_error(ctx));
+    const double tol = dt == TTT_F64 ? 1e-12 : 1e-5;
+    double worst_out = 0, worst_g = 0;
+    for (int i = 0; i < 3; i++) {
+        const double e = rel_diff(ctx, ra[i], rb[i]);
+        CHECK_MSG(e <= tol, "%s output %d differs by %.2e", ttt_dtype_name(dt), i, e);
+        worst_out = e > worst_out || e != e ? e : worst_out;
+    }
+    for (int i = 0; i < NIN; i++) {
+        const double e = rel_diff(ctx, ga[i], gb[i]);
+        CHECK_MSG(e <= tol && ga[i]->ndim == x[i]->ndim, "%s grad %s differs by %.2e", ttt_dtype_name(dt), NAMES[i], e);
+        worst_g = e > worst_g || e != e ? e : worst_g;
+    }
+    printf("op %s B%lld H%lld T%lld d%lld bs%lld w0 %s, %s: outputs %.2e, gradients %.2e (relative)\n",
+           ttt_dtype_name(dt), (long long)c->B, (long long)c->H, (long long)c->T, (long long)c->d, (long long)c->bs,
+           c->batched_w0 ? "per sequence" : "shared", use_state ? "loss on out and the final state" : "loss on out",
+           worst_out, worst_g);
+    ttt_step_reset(ctx);
+    for (int i = 0; i < NIN; i++) ttt_persistent_free(ctx, x[i]);
+    for (int i = 0; i < 3; i++) ttt_persistent_free(ctx, r[i]);
+}
+
+/* Central differences of L along a random direction w of every input, against <grad L, w>; and the
+ * Hessian-vector product through the fused node (create_graph: the composed recomputation) against
+ * the composed op's. */
+static void test_fd_and_second_order(ttt_ctx *ctx) {
+    const shape_cfg c = {.B = 2, .H = 2, .T = 32, .d = 4, .bs = 8, .batched_w0 = 0};
+    ttt_tensor *x[NIN], *w[NIN], *u[NIN];
+    make_inputs(ctx, &c, x);
+    for (int i = 0; i < NIN; i++) {
+        w[i] = ttt_persistent(ctx, TTT_F64, x[i]->ndim, x[i]->shape, "w");
+        u[i] = ttt_persistent(ctx, TTT_F64, x[i]->ndim, x[i]->shape, "u");
+        ttt_assign(ctx, w[i], ttt_randn(ctx, TTT_F64, x[i]->ndim, x[i]->shape, 1.0));
+        ttt_assign(ctx, u[i], ttt_randn(ctx, TTT_F64, x[i]->ndim, x[i]->shape, 1.0));
+    }
+    ttt_tensor *r[3] = {ttt_persistent(ctx, TTT_F64, TTT_DIMS(c.B, c.H, c.T, c.d), "r0"),
+                        ttt_persistent(ctx, TTT_F64, TTT_DIMS(c.B, c.H, c.d, c.d), "r1"),
+                        ttt_persistent(ctx, TTT_F64, TTT_DIMS(c.B, c.H, 1, c.d), "r2")};
+    for (int i = 0; i < 3; i++) ttt_assign(ctx, r[i], ttt_randn(ctx, TTT_F64, r[i]->ndim, r[i]->shape, 1.0));
+    /* central differences at h and h / 2, Richardson-extrapolated (error O(h^4)) */
+    const double h = 1e-5, steps[4] = {-h, h, -h / 2, h / 2};
+    double f[4];
+    for (int side = 0; side < 4; side++) {
+        ttt_step_reset(ctx);
+        ttt_no_grad_begin(ctx);
+        ttt_tensor *xs[NIN], *res[3];
+        for (int i = 0; i < NIN; i++) xs[i] = ttt_add(ctx, x[i], ttt_scale(ctx, w[i], steps[side]));
+        CHECK(ttt__ttt_linear_scan(ctx, xs[0], xs[1], xs[2], xs[3], xs[4], xs[5], xs[6], xs[7], xs[8], 1e-6, &res[0], &res[1],
+                                   &res[2]) == TTT_OK);
+        double s = 0;
+        for (int i = 0; i < 3; i++) s += ttt_item(ctx, ttt_sum(ctx, ttt_mul(ctx, res[i], r[i]), 0, NULL, 0));
+        f[side] = s;
+        ttt_no_grad_end(ctx);
+    }
+    const double d1 = (f[1] - f[0]) / (2 * h), d2 = (f[3] - f[2]) / h, fd = (4 * d2 - d1) / 3;
+    double hv[2] = {0, 0}, gw = 0;
+    for (int fused = 1; fused >= 0; fused--) {
+        ttt_step_reset(ctx);
+        ttt_tensor *res[3], *g[NIN], *hg[NIN];
+        int rc = fused ? ttt__ttt_linear_scan(ctx, x[0], x[1], x[2], x[3], x[4], x[5], x[6], x[7], x[8], 1e-6, &res[0], &res[1], &res[2])
+                       : ttt__ttt_linear_scan_composed(ctx, x[0], x[1], x[2], x[3], x[4], x[5], x[6], x[7], x[8], 1e-6, &res[0],
+                                                       &res[1], &res[2]);
+        CHECK(rc == TTT_OK);
+        if (rc) return;
+        ttt_tensor *L = NULL;
+        for (int i = 0; i < 3; i++) {
+            ttt_tensor *t = ttt_sum(ctx, ttt_mul(ctx, res[i], r[i]), 0, NULL, 0);
+            L = L ? ttt_add(ctx, L, t) : t;
+        }
+        CHECK(ttt_grad(ctx, 1, &L, NULL, NIN, x, g, 1) == TTT_OK);
+        ttt_tensor *gu = NULL;
+        double gwi = 0;
+        for (int i = 0; i < NIN; i++) {
+            ttt_tensor *t = ttt_sum(ctx, ttt_mul(ctx, g[i], u[i]), 0, NULL, 0);
+            gu = gu ? ttt_add(ctx, gu, t) : t;
+            gwi += ttt_item(ctx, ttt_sum(ctx, ttt_mul(ctx, g[i], w[i]), 0, NULL, 0));
+        }
+        if (fused) gw = gwi;
+        CHECK_MSG(ttt_grad(ctx, 1, &gu, NULL, NIN, x, hg, 0) == TTT_OK, "%s", ttt_error(ctx));
+        for (int i = 0; i < NIN; i++) hv[fused] += ttt_item(ctx, ttt_sum(ctx, ttt_mul(ctx, hg[i], w[i]), 0, NULL, 0));
+    }
+    printf("finite differences (f64, fused): <dL, w> %.12g vs %.12g; second order fused %.12g vs composed %.12g\n", gw, fd,
+           hv[1], hv[0]);
+    CHECK(fabs(gw - fd) <= 1e-8 * (1 + fabs(fd)));
+    CHECK(fabs(hv[1] - hv[0]) <= 1e-10 * (1 + fabs(hv[0])));
+    ttt_step_reset(ctx);
+    for (int i = 0; i < NIN; i++) ttt_persistent_free(ctx, x[i]), ttt_persistent_free(ctx, w[i]), ttt_persistent_free(ctx, u[i]);
+    for (int i = 0; i < 3; i++) ttt_persistent_free(ctx, r[i]);
+}
+
+/* ---- the layer ------------------------------------------------------------------------------------ */
+
+static void randomize(ttt_ctx *ctx, ttt_rnn *l) {
+    for (int i = 0; i < l->n_params; i++) {
+        ttt_tensor *p = l->params[i];
+        const double sc = !strcmp(l->names[i], "token_idx_offset") ? 0.05 : 0.4;
+        ttt_mark_t m = ttt_mark(ctx);
+        ttt_tensor *r = ttt_randn(ctx, p->dtype, p->ndim, p->shape, sc);
+        if (strstr(l->names[i], "norm.weight")) r = ttt_add_scalar(ctx, r, 1.0);
+        ttt_assign(ctx, p, r);
+        ttt_release(ctx, m);
+    }
+}
+
+static ttt_rnn_config config(int backbone, int64_t b) {
+    return (ttt_rnn_config){.kind = TTT_RNN_LINEAR, .backbone = backbone, .dim = 8, .heads = 2, .mini_batch = b,
+                            .base_lr = 0, .rope_theta = 10000.0};
+}
+
+static void test_layer(ttt_ctx *ctx, int backbone, ttt_dtype dt, int64_t T) {
+    ttt_rnn_config c = config(backbone, 8);
+    ttt_rnn l;
+    CHECK(ttt_rnn_init(ctx, &l, &c, dt, 0.02, 0.02) == TTT_OK);
+    randomize(ctx, &l);
+    const int64_t B = 2;
+    ttt_tensor *x = ttt_persistent(ctx, dt, TTT_DIMS(B, T, c.dim), "x"), *r = ttt_persistent(ctx, dt, TTT_DIMS(B, T, c.dim), "r");
+    ttt_assign(ctx, x, ttt_randn(ctx, dt, TTT_DIMS(B, T, c.dim), 1.0));
+    ttt_assign(ctx, r, ttt_randn(ctx, dt, TTT_DIMS(B, T, c.dim), 1.0));
+    ttt_tensor *y[2], *g[2][TTT_RNN_MAX_PARAMS + 1];
+    for (int fused = 0; fused < 2; fused++) {
+        ttt__set_fused(ctx, fused);
+        ttt_tensor *xl = ttt_detach(ctx, x);
+        ttt_set_requires_grad(xl, 1);
+        y[fused] = ttt_rnn_forward(ctx, &l, xl, 0);
+        CHECK_MSG(y[fused] != NULL, "%s", ttt_error(ctx));
+        if (!y[fused]) return;
+        CHECK(has_op(y[fused], "ttt_linear_scan") == fused);
+        ttt_tensor *ins[TTT_RNN_MAX_PARAMS + 1];
+        for (int i = 0; i < l.n_params; i++) ins[i] = l.params[i];
+        ins[l.n_params] = xl;
+        ttt_tensor *L = ttt_sum(ctx, ttt_mul(ctx, y[fused], r), 0, NULL, 0);
+        CHECK(ttt_grad(ctx, 1, &L, NULL, l.n_params + 1, ins, g[fused], 0) == TTT_OK);
+    }
+    ttt__set_fused(ctx, 1);
+    const double tol = dt == TTT_F64 ? 1e-12 : 1e-5;
+    const double ey = rel_diff(ctx, y[1], y[0]);
+    double eg = 0;
+    CHECK_MSG(ey <= tol, "output differs by %.2e", ey);
+    for (int i = 0; i <= l.n_params; i++) {
+        const double e = rel_diff(ctx, g[1][i], g[0][i]);
+        CHECK_MSG(e <= tol, "%s T %lld: grad %s differs by %.2e", ttt_dtype_name(dt), (long long)T,
+                  i < l.n_params ? l.names[i] : "x", e);
+        eg = e > eg || e != e ? e : eg;
+    }
+    printf("layer Linear %s %s T %lld (b 8): fused vs composed: output %.2e, gradients %.2e (relative)\n",
+           backbone ? "mamba" : "transformer", ttt_dtype_name(dt), (long long)T, ey, eg);
+    ttt_step_reset(ctx);
+    ttt_persistent_free(ctx, x), ttt_persistent_free(ctx, r);
+    ttt_rnn_free(ctx, &l);
+}
+
+/* prefill + decode in pieces with the fused scan == the all-composed forward; the states agree */
+static void test_decode(ttt_ctx *ctx, int backbone) {
+    ttt_rnn_config c = config(backbone, 8);
+    ttt_rnn l;
+    CHECK(ttt_rnn_init(ctx, &l, &c, TTT_F64, 0.02, 0.02) == TTT_OK);
+    randomize(ctx, &l);
+    const int64_t B = 2, T = 45;
+    ttt_tensor *x = ttt_persistent(ctx, TTT_F64, TTT_DIMS(B, T, c.dim), "x");
+    ttt_assign(ctx, x, ttt_randn(ctx, TTT_F64, TTT_DIMS(B, T, c.dim), 1.0));
+    ttt__set_fused(ctx, 0);
+    ttt_tensor *y = ttt_rnn_forward(ctx, &l, x, 0);
+    ttt_rnn_state s[2];
+    static const int64_t pieces[] = {20, 3, 17, 5}; /* 16 fused + 4; 3; 1 + 16 fused; 5 */
+    for (int fused = 0; fused < 2; fused++) {
+        ttt__set_fused(ctx, fused);
+        CHECK(ttt_rnn_state_init(ctx, &l, &s[fused], B) == TTT_OK);
+        double worst = 0;
+        int64_t t = 0;
+        for (int j = 0; j < 4; j++) {
+            ttt_tensor *xs = ttt_contiguous(ctx, ttt_slice(ctx, x, 1, t, t + pieces[j], 1));
+            ttt_tensor *ys = ttt_rnn_decode(ctx, &l, &s[fused], xs);
+            CHECK_MSG(ys != NULL, "%s", ttt_error(ctx));
+            if (!ys) return;
+            const double e = rel_diff(ctx, ys, ttt_slice(ctx, y, 1, t, t + pieces[j], 1));
+            worst = e > worst ? e : worst;
+            t += pieces[j];
+        }
+        CHECK(t == T && s[fused].pos == T);
+        printf("decode %s (%s): max diff to the composed forward %.2e\n", backbone ? "mamba" : "transformer",
+               fused ? "fused prefill" : "composed", worst);
+        CHECK(worst < 1e-12);
+    }
+    double es = 0;
+    for (int i = 0; i < s[0].n_w; i++) {
+        const double e1 = rel_diff(ctx, s[1].w[i], s[0].w[i]), e2 = rel_diff(ctx, s[1].g[i], s[0].g[i]);
+        es = e1 > es ? e1 : es;
+        es = e2 > es ? e2 : es;
+    }
+    printf("decode %s: state after fused prefill vs composed %.2e\n", backbone ? "mamba" : "transformer", es);
+    CHECK(es < 1e-12);
+    ttt__set_fused(ctx, 1);
+    ttt_rnn_state_free(ctx, &s[0]), ttt_rnn_state_free(ctx, &s[1]);
+    ttt_persistent_free(ctx, x);
+    ttt_rnn_free(ctx, &l);
+    ttt_step_reset(ctx);
+}
+
+static void test_errors(ttt_ctx *ctx) {
+    const shape_cfg c = {.B = 1, .H = 2, .T = 12, .d = 4, .bs = 8};
+    ttt_tensor *x[NIN], *o, *w, *b;
+    make_inputs(ctx, &c, x);
+    CHECK(ttt__ttt_linear_scan(ctx, x[0], x[1], x[2], x[3], x[4], x[5], x[6], x[7], x[8], 1e-6, &o, &w, &b) == TTT_ERR &&
+          strstr(ttt_error(ctx), "multiple of the mini-batch"));
+    ttt_tensor *k32 = ttt_cast(ctx, x[1], TTT_F32);
+    CHECK(ttt__ttt_linear_scan(ctx, x[0], k32, x[2], x[3], x[4], x[5], x[6], x[7], x[8], 1e-6, &o, &w, &b) == TTT_ERR &&
+          strstr(ttt_error(ctx), "k f32"));
+    CHECK(ttt__ttt_linear_scan(ctx, x[0], x[1], x[2], x[3], x[4], x[5], x[6], x[5], x[8], 1e-6, &o, &w, &b) == TTT_ERR &&
+          strstr(ttt_error(ctx), "w0"));
+    CHECK(ttt__ttt_linear_scan(ctx, x[0], x[1], x[2], NULL, x[4], x[5], x[6], x[7], x[8], 1e-6, &o, &w, &b) == TTT_ERR &&
+          strstr(ttt_error(ctx), "eta is NULL"));
+    ttt_step_reset(ctx);
+    for (int i = 0; i < NIN; i++) ttt_persistent_free(ctx, x[i]);
+}
+
+int main(void) {
+    ttt_ctx *ctx = ttt_ctx_new(&(ttt_ctx_config){.device = TTT_CPU, .seed = 11, .threads = 2});
+    test_errors(ctx);
+    const shape_cfg shapes[] = {{.B = 2, .H = 2, .T = 32, .d = 4, .bs = 8, .batched_w0 = 0},
+                                {.B = 2, .H = 3, .T = 32, .d = 6, .bs = 16, .batched_w0 = 1},
+                                {.B = 1, .H = 2, .T = 8, .d = 8, .bs = 8, .batched_w0 = 0},
+                                /* enough work for a team of two threads in the CPU kernels */
+                                {.B = 2, .H = 2, .T = 64, .d = 32, .bs = 16, .batched_w0 = 1}};
+    for (int si = 0; si < 4; si++)
+        for (int use_state = 0; use_state < 2; use_state++) {
+            test_op(ctx, &shapes[si], TTT_F64, use_state);
+            test_op(ctx, &shapes[si], TTT_F32, use_state);
+        }
+    test_fd_and_second_order(ctx);
+    for (int bb = 0; bb < 2; bb++) {
+        test_layer(ctx, bb, TTT_F64, 32);
+        test_layer(ctx, bb, TTT_F64, 37);
+        test_layer(ctx, bb, TTT_F32, 37);
+        test_decode(ctx, bb);
+    }
+    ttt_ctx_free(ctx);
+    TEST_MAIN_END();
+}
