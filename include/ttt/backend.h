@@ -184,7 +184,27 @@ typedef struct {
        const ttt_tensor *q, const ttt_tensor *k, const ttt_tensor *v, const ttt_tensor *dout,                    \
        const ttt_tensor *lse, const ttt_tensor *delta, const ttt_tensor *uq, const ttt_tensor *uk,               \
        const ttt_tensor *uv, int causal, int64_t window, double scale),                                          \
-      (gq, gk, gv, gdout, rows, q, k, v, dout, lse, delta, uq, uk, uv, causal, window, scale))
+      (gq, gk, gv, gdout, rows, q, k, v, dout, lse, delta, uq, uk, uv, causal, window, scale))              \
+    /* Optional fused chunkwise Gated DeltaNet core (src/layers/gated_deltanet.c has the math): per (batch,     \
+     * head) S_t = exp(g_t) (I - beta_t k_t k_t^T) S_{t-1} + beta_t k_t v_t^T, o_t = q_t^T S_t, from S_0 = s0,   \
+     * computed chunk by chunk (C = chunk tokens, the last chunk may be shorter) with the state on chip.         \
+     * q, k [B, H, T, dk], v, o [B, H, T, dv], beta, g [B, H, T], s0 (NULL: zeros), s_out [B, H, dk, dv] (the    \
+     * state after token T; NULL: not wanted), states [B, H, ceil(T / C), dk, dv] (the state before each chunk,  \
+     * for the backward pass; NULL: not kept). All dense, one float dtype. Returns TTT_BACKEND_DECLINED, having \
+     * written nothing, for dtypes or sizes it does not handle. */                                               \
+    X(gdn_chunk_fwd,                                                                                             \
+      (ttt_tensor *o, ttt_tensor *s_out, ttt_tensor *states, const ttt_tensor *q, const ttt_tensor *k,          \
+       const ttt_tensor *v, const ttt_tensor *beta, const ttt_tensor *g, const ttt_tensor *s0, int64_t chunk),  \
+      (o, s_out, states, q, k, v, beta, g, s0, chunk))                                                           \
+    /* Optional. Its first-order gradients, chunks in reverse, each chunk recomputed from its stored state:     \
+     * dq, dk, dv, dbeta, dg (the shapes of q, k, v, beta, g) and ds0 (s0's shape; NULL: not wanted) from       \
+     * dout (o's shape) and ds_out (the final state's; either NULL: zero) and the forward's states. Takes what   \
+     * gdn_chunk_fwd took (the same chunk). */                                                                   \
+    X(gdn_chunk_bwd,                                                                                             \
+      (ttt_tensor *dq, ttt_tensor *dk, ttt_tensor *dv, ttt_tensor *dbeta, ttt_tensor *dg, ttt_tensor *ds0,       \
+       const ttt_tensor *q, const ttt_tensor *k, const ttt_tensor *v, const ttt_tensor *beta, const ttt_tensor *g, \
+       const ttt_tensor *states, const ttt_tensor *dout, const ttt_tensor *ds_out, int64_t chunk),              \
+      (dq, dk, dv, dbeta, dg, ds0, q, k, v, beta, g, states, dout, ds_out, chunk))
 
 /* TTT_K_copy, TTT_K_fill, ...: the kernel entries by number (profile rows, coverage). */
 typedef enum {
@@ -246,7 +266,7 @@ const char *ttt_kernel_name(ttt_kernel k);
 const char *ttt_unary_op_name(ttt_unary_op op);
 const char *ttt_binary_op_name(ttt_binary_op op);
 
-/* attention_fwd's answer for arguments it leaves to the composed path. */
+/* attention_fwd's (and gdn_chunk_fwd's) answer for arguments it leaves to the composed path. */
 enum { TTT_BACKEND_DECLINED = 1 };
 
 /* The backends compiled into this build. */
