@@ -23,7 +23,9 @@
  * f64; exit 1 on a mismatch.
  *
  * Usage: mixer_speed [--device cpu|cuda] [--dtype f32|f64|bf16] [--T 2048,8192] [--heads 12]
- *          [--dim 64] [--batch 1] [--chunk 64] [--reps 5] [--impl NAME] [--fused on|off|both] [--check] */
+ *          [--dim 64] [--batch 1] [--chunk 64] [--reps 5] [--impl NAME] [--fused on|off|both] [--threads N]
+ *          [--check]
+ * --threads: the CPU contexts' thread count (default 0: fit the machine, leaving out busy cores). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -41,6 +43,7 @@ typedef struct {
     int64_t B, H, d, chunk;
     int reps, check;
     int fused; /* 1 on, 0 off, 2 both */
+    int threads; /* CPU threads of the contexts; 0: fit the machine */
     const char *impl;
 } opts;
 
@@ -234,6 +237,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--chunk")) o.chunk = atoll(argv[++i]);
         else if (!strcmp(a, "--reps")) o.reps = atoi(argv[++i]);
         else if (!strcmp(a, "--impl")) o.impl = argv[++i];
+        else if (!strcmp(a, "--threads")) o.threads = atoi(argv[++i]);
         else if (!strcmp(a, "--fused")) o.fused = !strcmp(v, "both") ? 2 : strcmp(v, "off") != 0, i++;
         else {
             fprintf(stderr, "mixer_speed: unknown flag %s\n", a);
@@ -241,7 +245,7 @@ int main(int argc, char **argv) {
         }
     }
     if (o.reps < 1 || o.reps > 64) o.reps = 5;
-    ttt_ctx_config cfg = {.device = o.device, .seed = 1, .arena_bytes = (size_t)256 << 20};
+    ttt_ctx_config cfg = {.device = o.device, .seed = 1, .arena_bytes = (size_t)256 << 20, .threads = o.threads};
     /* ctxs[0]: fused paths on; ctxs[1]: made with TTT_FUSED=0 (read when a context is made) */
     ttt_ctx *ctxs[2] = {NULL, NULL};
     for (int f = 0; f < 2; f++) {
