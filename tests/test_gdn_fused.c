@@ -8,6 +8,8 @@
  *   - finite differences of the fused first-order gradients in f64 on a tiny shape;
  *   - second order (create_graph through the fused op: its VJP differentiates the composed core)
  *     equals the composed path's;
+ *   - the block: prefill, then decode steps of one token (the fused core with a chunk of one token),
+ *     against the composed prefill and the recurrent step (outputs and the state);
  *   - the switch: a context made with TTT_FUSED=0 composes the core (no fused node), and the fused
  *     path records one node. */
 #include <math.h>
@@ -225,6 +227,37 @@ static void test_second_order(ttt_ctx *ctx) {
     ttt_step_reset(ctx);
 }
 
+/* The block: prefill (chunked) then decode steps of one token (the fused core with one chunk of one token)
+ * give what the composed paths give (prefill chunked, decode by the recurrent step), state included. */
+static void test_block_decode(ttt_ctx *ctx) {
+    const int64_t B = 2, T = 11, D = 16;
+    ttt_gdn l;
+    ttt_gdn_config c = ttt_gdn_config_default(D, 2);
+    c.chunk = 4, c.head_v_dim = 5, c.init_std = 0.3, c.out_std = 0.3;
+    CHECK(ttt_gdn_init(ctx, &l, &c, TTT_F64) == TTT_OK);
+    ttt_tensor *x = ttt_randn(ctx, TTT_F64, TTT_DIMS(B, T, D), 1.0), *y[2], *s[2];
+    for (int fused = 0; fused < 2; fused++) {
+        ttt__set_fused(ctx, fused);
+        ttt_gdn_state st;
+        CHECK(ttt_gdn_state_init(ctx, &l, B, &st) == TTT_OK);
+        ttt_tensor *pieces[16];
+        int np = 0;
+        pieces[np++] = ttt_gdn_forward(ctx, &l, ttt_slice(ctx, x, 1, 0, 6, 1), &st);
+        for (int64_t t = 6; t < T; t++) pieces[np++] = ttt_gdn_decode(ctx, &l, ttt_slice(ctx, x, 1, t, t + 1, 1), &st);
+        y[fused] = ttt_concat(ctx, np, pieces, 1);
+        s[fused] = ttt_detach(ctx, st.s);
+        s[fused] = s[fused] ? ttt_mul(ctx, s[fused], ttt_scalar(ctx, TTT_F64, 1.0)) : NULL; /* a copy: st is freed */
+        CHECK_MSG(y[fused] && s[fused], "%s", ttt_error(ctx));
+        ttt_gdn_state_free(ctx, &st);
+    }
+    ttt__set_fused(ctx, 1);
+    const double e = fmax(rel_diff(ctx, y[1], y[0]), rel_diff(ctx, s[1], s[0]));
+    CHECK_MSG(e < 1e-12, "block prefill + decode, fused vs composed: %.3g", e);
+    printf("Gated DeltaNet block, prefill 6 + 5 decode steps, fused vs composed (output and state): %.2e\n", e);
+    ttt_gdn_free(ctx, &l);
+    ttt_step_reset(ctx);
+}
+
 /* TTT_FUSED=0 when a context is made turns the fused core off */
 static void test_switch(void) {
     setenv("TTT_FUSED", "0", 1);
@@ -262,6 +295,7 @@ int main(void) {
     test_against_references(ctx);
     test_finite_differences(ctx);
     test_second_order(ctx);
+    test_block_decode(ctx);
     ttt_ctx_free(ctx);
     test_switch();
     TEST_MAIN_END();

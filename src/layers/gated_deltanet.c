@@ -393,8 +393,18 @@ static ttt_tensor *block(ttt_ctx *ctx, const char *fn, const ttt_gdn *l, ttt_ten
     g = ttt_permute(ctx, g, to_bht);
     ttt_tensor *s0 = st ? ttt__mx_snapshot(ctx, st->s, st->s->dtype) : NULL;
     if (st && !s0) return NULL;
-    ttt_tensor *o = recurrent ? ttt_gated_delta_recurrent(ctx, q, k, v, beta, g, s0, st ? &s1 : NULL)
-                              : ttt_gated_delta_chunked(ctx, q, k, v, beta, g, c->chunk, s0, st ? &s1 : NULL);
+    ttt_tensor *o = NULL;
+    if (recurrent && T == 1) {
+        /* a decode step: the fused core with one chunk of one token is the recurrent step in one kernel
+         * (where the backend has it and the fused paths are on), instead of a dozen small ops */
+        int declined = 0;
+        if (check_core(ctx, fn, q, k, v, beta, g, s0) != TTT_OK) return NULL;
+        o = ttt__gated_delta_fused(ctx, q, k, v, beta, g, 1, s0, st ? &s1 : NULL, composed_core, &declined);
+        if (!o && !declined) return NULL;
+    }
+    if (!o)
+        o = recurrent ? ttt_gated_delta_recurrent(ctx, q, k, v, beta, g, s0, st ? &s1 : NULL)
+                      : ttt_gated_delta_chunked(ctx, q, k, v, beta, g, c->chunk, s0, st ? &s1 : NULL);
     static const int to_bthd[4] = {0, 2, 1, 3};
     o = ttt_rms_norm(ctx, ttt_permute(ctx, o, to_bthd), ttt__mx_as(ctx, l->o_norm, dt), c->norm_eps); /* [B, T, H, dv] */
     ttt_tensor *gate = ttt_reshape(ctx, ttt__mx_linear(ctx, x, l->g_proj), TTT_DIMS(B, T, H, dv));
