@@ -6,7 +6,10 @@
  *   - the gradients of L = <o, R> + <S_T, Rs> (either term may be absent) with respect to q, k, v, beta, g
  *     and s0, against central differences of the float64 recurrence (every element);
  * on shapes with T not a multiple of the chunk, one chunk (C = T), dk != dv, with and without s0, strong
- * (alpha down to e^-6) and weak gates. No GPU needed (a few seconds):
+ * (alpha down to e^-6) and weak gates; each with the dv columns in one tile and in several (partial
+ * gradients per tile, added by gdn_sum_tiles). Shared memory is sized exactly as the launcher sizes it, so
+ * an AddressSanitizer build (-fsanitize=address) catches accesses past the layout. No GPU needed (under a
+ * second):
  *   g++ -std=c++17 -O1 -I src/backends/cuda -I dev/cuda dev/cuda/gdn_chunk_emu_test.cpp -o /tmp/gdn_emu && /tmp/gdn_emu */
 #include "emu.h"
 
@@ -88,7 +91,9 @@ static double rel(const std::vector<float> &a, const std::vector<double> &b, dou
     return d / m;
 }
 
-static void run_shape(const Shape &s, unsigned seed) {
+/* VT: columns per tile (V: one tile, the kernels write the gradients directly; fewer: per-tile partial
+ * sums that gdn_sum_tiles adds, as the launcher does) */
+static void run_shape(const Shape &s, int VT, unsigned seed) {
     std::mt19937_64 rng(seed);
     std::normal_distribution<double> nd(0.0, 1.0);
     std::uniform_real_distribution<double> ud(0.0, 1.0);
@@ -118,22 +123,45 @@ static void run_shape(const Shape &s, unsigned seed) {
     std::vector<float> q = to_f32(in.q), k = to_f32(in.k), v = to_f32(in.v), beta = to_f32(in.beta), g = to_f32(in.g),
                        s0 = to_f32(in.s0), R = to_f32(in.R), Rs = to_f32(in.Rs);
     std::vector<float> o((size_t)BH * T * V, NAN), s_out((size_t)BH * K * V, NAN), states((size_t)BH * N * K * V, NAN);
-    const int threads = 256;
-    if ((int)emu::g_smem.size() < gdnk::bwd_smem_floats(C, K, V, threads)) emu::g_smem.resize(gdnk::bwd_smem_floats(C, K, V, threads));
+    const int threads = 256, tiles = (V + VT - 1) / VT;
+    /* shared memory of exactly the size the launcher gives, so that an AddressSanitizer build of this
+     * test catches a kernel stepping past its layout */
+    auto smem = [](int floats) {
+        emu::g_smem.assign((size_t)floats, NAN);
+        emu::g_smem.shrink_to_fit();
+    };
     gdnk::Params p;
     memset(&p, 0, sizeof p);
-    p.T = T, p.C = C, p.K = K, p.V = V;
+    p.T = T, p.C = C, p.K = K, p.V = V, p.VT = VT;
     p.q = q.data(), p.k = k.data(), p.v = v.data(), p.beta = beta.data(), p.g = g.data();
     p.s0 = s.s0 ? s0.data() : nullptr;
     p.o = o.data(), p.s_out = s_out.data(), p.states = states.data();
-    emu::launch(dim3(BH), dim3(threads), [&] { gdnk::gdn_fwd(p); });
+    smem(gdnk::fwd_smem_floats(C, K, VT));
+    emu::launch(dim3(BH, tiles), dim3(threads), [&] { gdnk::gdn_fwd(p); });
     std::vector<float> dq(q.size(), NAN), dk(k.size(), NAN), dv(v.size(), NAN), dbeta(beta.size(), NAN),
         dg(g.size(), NAN), ds0(s0.size(), NAN);
+    /* per-tile partials when there are several tiles */
+    std::vector<float> pk(tiles > 1 ? 2 * tiles * q.size() : 0, NAN), pt(tiles > 1 ? 2 * tiles * beta.size() : 0, NAN);
     p.dout = s.loss != 2 ? R.data() : nullptr;
     p.ds_out = s.loss != 1 ? Rs.data() : nullptr;
-    p.dq = dq.data(), p.dk = dk.data(), p.dv = dv.data(), p.dbeta = dbeta.data(), p.dg = dg.data();
+    p.dv = dv.data();
     p.ds0 = s.s0 ? ds0.data() : nullptr;
-    emu::launch(dim3(BH), dim3(threads), [&] { gdnk::gdn_bwd(p); });
+    if (tiles > 1) {
+        p.part_k = (int64_t)q.size(), p.part_t = (int64_t)beta.size();
+        p.dq = pk.data(), p.dk = pk.data() + tiles * q.size(), p.dbeta = pt.data(), p.dg = pt.data() + tiles * beta.size();
+    } else {
+        p.dq = dq.data(), p.dk = dk.data(), p.dbeta = dbeta.data(), p.dg = dg.data();
+    }
+    smem(gdnk::bwd_smem_floats(C, K, VT, threads));
+    emu::launch(dim3(BH, tiles), dim3(threads), [&] { gdnk::gdn_bwd(p); });
+    if (tiles > 1) {
+        const std::pair<float *, const float *> sums[4] = {{dq.data(), p.dq}, {dk.data(), p.dk}, {dbeta.data(), p.dbeta},
+                                                           {dg.data(), p.dg}};
+        for (int i = 0; i < 4; i++) {
+            const int64_t n = i < 2 ? (int64_t)q.size() : (int64_t)beta.size();
+            emu::launch(dim3(2), dim3(64), [&] { gdnk::gdn_sum_tiles(sums[i].first, sums[i].second, n, tiles); });
+        }
+    }
 
     /* forward against the recurrence */
     std::vector<double> ro, rs, rst, all_o, all_s, all_st;
@@ -173,8 +201,9 @@ static void run_shape(const Shape &s, unsigned seed) {
                V, C, s.loss, names[i], eg[i]);
         worst = std::max(worst, eg[i]);
     }
-    printf("BH %d T %2d dk %2d dv %2d C %2d s0 %d %s loss %d: o %.1e, S_T %.1e, states %.1e, gradients %.1e\n", BH, T,
-           K, V, C, s.s0, s.strong ? "strong" : "weak  ", s.loss, eo, es, est, worst);
+    printf("BH %d T %2d dk %2d dv %2d (tiles of %2d) C %2d s0 %d %s loss %d: o %.1e, S_T %.1e, states %.1e, "
+           "gradients %.1e\n",
+           BH, T, K, V, VT, C, s.s0, s.strong ? "strong" : "weak  ", s.loss, eo, es, est, worst);
 }
 
 int main() {
@@ -184,7 +213,12 @@ int main() {
         {1, 40, 6, 4, 32, false, true, 1},
     };
     unsigned seed = 1;
-    for (const Shape &s : shapes) run_shape(s, seed++);
+    for (const Shape &s : shapes) {
+        run_shape(s, s.V, seed);                         /* one tile */
+        if (s.V > 1) run_shape(s, (s.V + 1) / 2, seed); /* two tiles, the last narrower for odd dv */
+        if (s.V > 3 && (s.V + 1) / 2 != 3) run_shape(s, 3, seed); /* tiles of 3 */
+        seed++;
+    }
     printf("%d passed, %d failed\n", passed, failed);
     return failed ? 1 : 0;
 }
