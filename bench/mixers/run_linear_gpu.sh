@@ -8,9 +8,8 @@
 #      in f32 and bf16, against causal attention (ttt_attention's fused kernels)
 #   3b. (part "fused") the fused chunkwise Gated DeltaNet core (src/backends/cuda/gdn_chunk.cu) against
 #      the composed one in the same run (mixer_speed --fused both: a second context made with
-#      TTT_FUSED=0), core and block, f32 and bf16, T = 2K and 8K, d = 64 (the fused kernels), then d = 128
-#      (declined by the kernels: both rows should time the composed path); gradcheck of the core with the
-#      fused path off for the before/after of step 2's parity
+#      TTT_FUSED=0), core and block, f32 and bf16, T = 2K and 8K, d = 64, then d = 128 (tiles of 16 dv
+#      columns); gradcheck of the core with the fused path off, beside step 2's with it on
 #   4. the 125M LM with each mixer (--mixer attention | linear-attention | gated-deltanet | mamba2),
 #      bf16 mixed precision, CUDA graphs on (the mixers must record), T = 2048, batch 4, 8 steps:
 #      tokens/s and the loss (tinyshakespeare shards made here)
