@@ -206,7 +206,32 @@ static void run_shape(const Shape &s, int VT, unsigned seed) {
            BH, T, K, V, VT, C, s.s0, s.strong ? "strong" : "weak  ", s.loss, eo, es, est, worst);
 }
 
+/* The launcher's tiles on an H100 (132 SMs, 227 KB of shared memory a block) */
+static void test_tiles() {
+    const int64_t h100 = 232448;
+    struct {
+        int64_t bh;
+        int C, K, V, want;
+    } cases[] = {
+        {12, 64, 64, 64, 16},    /* B 1, H 12: 4 tiles, 48 blocks */
+        {96, 64, 64, 64, 32},    /* B 8: 2 tiles, 192 blocks */
+        {200, 64, 64, 64, 64},   /* enough blocks: one tile */
+        {12, 64, 128, 128, 16},  /* d = 128 fits in tiles of 16 */
+        {200, 64, 128, 128, 32}, /* d = 128 with many blocks: tiles of 32 (the backward of 64 columns does not fit) */
+        {12, 64, 64, 20, 20},    /* a narrow dv stays whole (tiles under 16 are not made for the grid) */
+        {12, 64, 256, 64, 8},    /* dk = 256: tiles of 8 (210 KB) */
+        {12, 64, 320, 64, 0},    /* dk = 320: even tiles of 8 need 247 KB: declined */
+    };
+    for (const auto &c : cases) {
+        const int vt = gdnk::choose_tile(c.bh, c.C, c.K, c.V, 256, 132, h100);
+        EXPECT(vt == c.want, "choose_tile(bh %lld, C %d, dk %d, dv %d): %d columns, want %d", (long long)c.bh, c.C, c.K,
+               c.V, vt, c.want);
+        if (vt) EXPECT((int64_t)gdnk::bwd_smem_floats(c.C, c.K, vt, 256) * 4 <= h100, "the backward must fit");
+    }
+}
+
 int main() {
+    test_tiles();
     const Shape shapes[] = {
         {2, 13, 5, 3, 4, true, true, 0},  {1, 20, 8, 8, 8, false, false, 0}, {2, 7, 16, 12, 7, true, false, 1},
         {1, 33, 4, 6, 16, true, true, 2}, {1, 9, 3, 5, 2, true, false, 0},   {1, 1, 4, 4, 1, true, true, 0},

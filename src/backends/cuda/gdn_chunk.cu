@@ -3,13 +3,13 @@
  * columns) with its columns of the state in shared memory. f32 only (the op casts bf16 inputs to f32
  * before calling, as the cores compute bf16 in f32).
  *
- * Tiles: the columns are split in halves while the grid has fewer blocks than the GPU has SMs and tiles
- * stay 16 columns or wider (B = 1, H = 12, dv = 64: 4 tiles of 16, 48 blocks), then further while the
+ * Tiles (gdnk::choose_tile): the columns are split in halves while the grid has fewer blocks than the GPU
+ * has SMs and tiles stay 16 columns or wider (B = 1, H = 12, dv = 64: 4 tiles of 16, 48 blocks), then further while the
  * backward's shared memory (gdnk::bwd_smem_floats) is more than a block gets, down to 8 columns (dk = dv
  * = 128 at C = 64: tiles of 16, 152 KB). With several tiles the backward writes per-tile partial dq, dk,
  * dbeta, dg into the instance's scratch and gdn_sum_tiles adds them in tile order (no atomics).
  * Declined, so that ttt_gated_delta_chunked composes the core of the generic kernels instead: other
- * dtypes, chunks over 64 and shapes that do not fit even in tiles of 8 (dk near 200 and above at C =
+ * dtypes, chunks over 64 and shapes that do not fit even in tiles of 8 (dk above about 290 at C =
  * 64). The forward declines exactly what the backward would, so a recorded forward always has its
  * backward. */
 #include <limits.h>
@@ -20,7 +20,7 @@ extern __shared__ float4 gdn_smem_raw[];
 #define GDN_SMEM() reinterpret_cast<float *>(gdn_smem_raw)
 #include "gdn_chunk.cuh"
 
-enum { GDN_THREADS = 256, GDN_MAX_CHUNK = 64, GDN_GRID_TILE = 16, GDN_MIN_TILE = 8 };
+enum { GDN_THREADS = 256, GDN_MAX_CHUNK = 64 };
 
 /* The launch's shape, or false where the kernels leave it to the composed path. */
 static bool gdn_supported(CuDev *dev, const ttt_tensor *q, const ttt_tensor *v, int64_t chunk, gdnk::Params *p,
@@ -34,12 +34,10 @@ static bool gdn_supported(CuDev *dev, const ttt_tensor *q, const ttt_tensor *v, 
     const int C = (int)(chunk < T ? chunk : T);
     int optin = 0;
     if (cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev->index) != cudaSuccess) return false;
-    int vt = (int)V;
-    while (B * H * ((V + vt - 1) / vt) < dev->sm_count && vt / 2 >= GDN_GRID_TILE) vt = (vt + 1) / 2;
-    auto bwd_bytes = [&](int w) { return (int64_t)gdnk::bwd_smem_floats(C, (int)K, w, GDN_THREADS) * 4; };
-    while (bwd_bytes(vt) > optin && vt > GDN_MIN_TILE) vt = (vt + 1) / 2;
-    const int64_t fwd = (int64_t)gdnk::fwd_smem_floats(C, (int)K, vt) * 4, bwd = bwd_bytes(vt);
-    if (bwd > optin || fwd > optin) return false;
+    const int vt = gdnk::choose_tile(B * H, C, (int)K, (int)V, GDN_THREADS, dev->sm_count, optin);
+    if (!vt) return false;
+    const int64_t fwd = (int64_t)gdnk::fwd_smem_floats(C, (int)K, vt) * 4;
+    const int64_t bwd = (int64_t)gdnk::bwd_smem_floats(C, (int)K, vt, GDN_THREADS) * 4;
     memset(p, 0, sizeof *p);
     p->T = (int)T, p->C = C, p->K = (int)K, p->V = (int)V, p->VT = vt;
     *bh = B * H;

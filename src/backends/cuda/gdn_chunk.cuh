@@ -50,6 +50,19 @@ __host__ __device__ inline int bwd_smem_floats(int C, int K, int VT, int threads
     return 2 * K * (VT + 1) + 2 * C * (K + 1) + 4 * C * VT + 3 * C * C + 6 * C + threads;
 }
 
+/* Columns per tile for a grid of bh (batch, head) pairs on a GPU of sm_count SMs that gives a block
+ * smem_max bytes of shared memory (the launcher's choice, here so the emulator test checks it): halve the
+ * tiles while the grid has fewer blocks than SMs and tiles stay grid_tile (16) wide, then while the
+ * backward's shared memory does not fit, down to min_tile (8). 0: even tiles of min_tile do not fit. */
+inline int choose_tile(int64_t bh, int C, int K, int V, int threads, int sm_count, int64_t smem_max, int grid_tile = 16,
+                       int min_tile = 8) {
+    int vt = V;
+    while (bh * ((V + vt - 1) / vt) < sm_count && vt / 2 >= grid_tile) vt = (vt + 1) / 2;
+    while ((int64_t)bwd_smem_floats(C, K, vt, threads) * 4 > smem_max && vt > min_tile) vt = (vt + 1) / 2;
+    const int64_t need = (int64_t)bwd_smem_floats(C, K, vt, threads) * 4, fwd = (int64_t)fwd_smem_floats(C, K, vt) * 4;
+    return need <= smem_max && fwd <= smem_max ? vt : 0;
+}
+
 /* K and Q rows of the chunk (padded), its gates: G, gamma, beta, and E_j = exp(G_{n-1} - G_j) */
 __device__ inline void load_chunk(const Params &p, int64_t bh, int t0, int n, float *Kc, float *Qc, float *G,
                                   float *gam, float *bet, float *E) {
