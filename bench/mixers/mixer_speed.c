@@ -12,14 +12,20 @@
  * (ttt_grad of sum(out * w) with respect to every input, and the block parameters),
  * each synchronized by reading one element back:
  *
- *   csv,impl,dtype,device,B,H,T,d,chunk,fwd_ms,fwd_bwd_ms,mem_gb
+ *   csv,impl,dtype,device,B,H,T,d,chunk,fwd_ms,fwd_bwd_ms,mem_gb,fused
+ *
+ * --fused on|off|both: the engine's fused paths (the default, fused = 1), a context made with
+ * TTT_FUSED=0 (fused = 0: e.g. the Gated DeltaNet core composed of generic ops), or both in one run,
+ * alternating per implementation and T (the before/after comparison of the fused chunkwise core).
  *
  * --check: first, at a small size on the chosen device in f64, chunkwise == recurrent
  * for both cores (and for T not a multiple of the chunk), and the timed dtype against
  * f64; exit 1 on a mismatch.
  *
  * Usage: mixer_speed [--device cpu|cuda] [--dtype f32|f64|bf16] [--T 2048,8192] [--heads 12]
- *          [--dim 64] [--batch 1] [--chunk 64] [--reps 5] [--impl NAME] [--check] */
+ *          [--dim 64] [--batch 1] [--chunk 64] [--reps 5] [--impl NAME] [--fused on|off|both] [--threads N]
+ *          [--check]
+ * --threads: the CPU contexts' thread count (default 0: fit the machine, leaving out busy cores). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -36,6 +42,8 @@ typedef struct {
     int nT;
     int64_t B, H, d, chunk;
     int reps, check;
+    int fused; /* 1 on, 0 off, 2 both */
+    int threads; /* CPU threads of the contexts; 0: fit the machine */
     const char *impl;
 } opts;
 
@@ -207,7 +215,7 @@ static int check(ttt_ctx *ctx, const opts *o) {
 
 int main(int argc, char **argv) {
     opts o = {.device = TTT_CPU, .dtype = TTT_F32, .T = {2048, 8192}, .nT = 2, .B = 1, .H = 12, .d = 64, .chunk = 64,
-              .reps = 5};
+              .reps = 5, .fused = 1};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--check")) o.check = 1;
@@ -229,48 +237,64 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--chunk")) o.chunk = atoll(argv[++i]);
         else if (!strcmp(a, "--reps")) o.reps = atoi(argv[++i]);
         else if (!strcmp(a, "--impl")) o.impl = argv[++i];
+        else if (!strcmp(a, "--threads")) o.threads = atoi(argv[++i]);
+        else if (!strcmp(a, "--fused")) o.fused = !strcmp(v, "both") ? 2 : strcmp(v, "off") != 0, i++;
         else {
             fprintf(stderr, "mixer_speed: unknown flag %s\n", a);
             return 2;
         }
     }
     if (o.reps < 1 || o.reps > 64) o.reps = 5;
-    ttt_ctx_config cfg = {.device = o.device, .seed = 1, .arena_bytes = (size_t)256 << 20};
-    ttt_ctx *ctx = ttt_ctx_new(&cfg);
-    if (!ctx) {
-        fprintf(stderr, "mixer_speed: no context: %s\n", ttt_runtime_error());
-        return 3;
+    ttt_ctx_config cfg = {.device = o.device, .seed = 1, .arena_bytes = (size_t)256 << 20, .threads = o.threads};
+    /* ctxs[0]: fused paths on; ctxs[1]: made with TTT_FUSED=0 (read when a context is made) */
+    ttt_ctx *ctxs[2] = {NULL, NULL};
+    for (int f = 0; f < 2; f++) {
+        if (o.fused != 2 && f != !o.fused) continue;
+        if (f) setenv("TTT_FUSED", "0", 1);
+        ctxs[f] = ttt_ctx_new(&cfg);
+        if (f) unsetenv("TTT_FUSED");
+        if (!ctxs[f]) {
+            fprintf(stderr, "mixer_speed: no context: %s\n", ttt_runtime_error());
+            ttt_ctx_free(ctxs[0]);
+            return 3;
+        }
     }
-    if (o.check && check(ctx, &o)) {
-        fprintf(stderr, "mixer_speed: check FAILED\n");
-        ttt_ctx_free(ctx);
-        return 1;
-    }
+    for (int f = 0; f < 2; f++)
+        if (ctxs[f] && o.check && check(ctxs[f], &o)) {
+            fprintf(stderr, "mixer_speed: check FAILED%s\n", f ? " (TTT_FUSED=0)" : "");
+            ttt_ctx_free(ctxs[0]);
+            ttt_ctx_free(ctxs[1]);
+            return 1;
+        }
     char devname[128] = "cpu";
     if (o.device == TTT_CUDA) ttt_device_name(TTT_CUDA, 0, devname, sizeof devname);
-    printf("# device %s\ncsv,impl,dtype,device,B,H,T,d,chunk,fwd_ms,fwd_bwd_ms,mem_gb\n", devname);
+    printf("# device %s\ncsv,impl,dtype,device,B,H,T,d,chunk,fwd_ms,fwd_bwd_ms,mem_gb,fused\n", devname);
     int failed = 0;
     for (int ti = 0; ti < o.nT; ti++)
-        for (int impl = 0; impl < N_IMPL; impl++) {
-            if (o.impl && strcmp(o.impl, IMPL[impl])) continue;
-            problem p;
-            double f = -1, fb = -1;
-            if (setup(ctx, impl, &o, o.T[ti], o.dtype, &p) == TTT_OK) {
-                f = median_ms(ctx, impl, &p, o.chunk, 0, o.reps);
-                if (f >= 0) fb = median_ms(ctx, impl, &p, o.chunk, 1, o.reps);
+        for (int impl = 0; impl < N_IMPL; impl++)
+            for (int f = 0; f < 2; f++) {
+                ttt_ctx *ctx = ctxs[f];
+                if (!ctx || (o.impl && strcmp(o.impl, IMPL[impl]))) continue;
+                problem p;
+                double t = -1, tb = -1;
+                if (setup(ctx, impl, &o, o.T[ti], o.dtype, &p) == TTT_OK) {
+                    t = median_ms(ctx, impl, &p, o.chunk, 0, o.reps);
+                    if (t >= 0) tb = median_ms(ctx, impl, &p, o.chunk, 1, o.reps);
+                }
+                if (t < 0 || tb < 0) {
+                    fprintf(stderr, "mixer_speed: %s at T %lld failed: %s\n", IMPL[impl], (long long)o.T[ti],
+                            ttt_error(ctx));
+                    ttt_clear_error(ctx);
+                    failed = 1;
+                }
+                printf("csv,%s,%s,%s,%lld,%lld,%lld,%lld,%lld,%.3f,%.3f,%.3f,%d\n", IMPL[impl], ttt_dtype_name(o.dtype),
+                       o.device == TTT_CUDA ? "cuda" : "cpu", (long long)o.B, (long long)o.H, (long long)o.T[ti],
+                       (long long)o.d, (long long)o.chunk, t, tb, (double)ttt_arena_bytes_reserved(ctx) / 1e9, !f);
+                fflush(stdout);
+                teardown(ctx, &p);
+                ttt_step_reset(ctx);
             }
-            if (f < 0 || fb < 0) {
-                fprintf(stderr, "mixer_speed: %s at T %lld failed: %s\n", IMPL[impl], (long long)o.T[ti], ttt_error(ctx));
-                ttt_clear_error(ctx);
-                failed = 1;
-            }
-            printf("csv,%s,%s,%s,%lld,%lld,%lld,%lld,%lld,%.3f,%.3f,%.3f\n", IMPL[impl], ttt_dtype_name(o.dtype),
-                   o.device == TTT_CUDA ? "cuda" : "cpu", (long long)o.B, (long long)o.H, (long long)o.T[ti],
-                   (long long)o.d, (long long)o.chunk, f, fb, (double)ttt_arena_bytes_reserved(ctx) / 1e9);
-            fflush(stdout);
-            teardown(ctx, &p);
-            ttt_step_reset(ctx);
-        }
-    ttt_ctx_free(ctx);
+    ttt_ctx_free(ctxs[0]);
+    ttt_ctx_free(ctxs[1]);
     return failed;
 }

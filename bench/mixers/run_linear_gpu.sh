@@ -6,11 +6,15 @@
 #   3. mixer_speed --check on cuda (chunkwise == recurrent in f64, f32/bf16 vs f64), then the
 #      timing table: forward and forward + backward at T = 2K and 8K, B = 1, H = 12, d = 64,
 #      in f32 and bf16, against causal attention (ttt_attention's fused kernels)
+#   3b. (part "fused") the fused chunkwise Gated DeltaNet core (src/backends/cuda/gdn_chunk.cu) against
+#      the composed one in the same run (mixer_speed --fused both: a second context made with
+#      TTT_FUSED=0), core and block, f32 and bf16, T = 2K and 8K, d = 64, then d = 128 (tiles of 16 dv
+#      columns); gradcheck of the core with the fused path off, beside step 2's with it on
 #   4. the 125M LM with each mixer (--mixer attention | linear-attention | gated-deltanet | mamba2),
 #      bf16 mixed precision, CUDA graphs on (the mixers must record), T = 2048, batch 4, 8 steps:
 #      tokens/s and the loss (tinyshakespeare shards made here)
 # Usage: bash bench/mixers/run_linear_gpu.sh        (logs and the csv in $OUT, default ./gpu-out)
-# PARTS="check speed lm" (the default) picks steps 2, 3, 4; the build (build/gpu) is reused by a
+# PARTS="check speed fused lm" (the default) picks steps 2, 3, 3b, 4; the build (build/gpu) is reused by a
 # later call on the same machine, so the parts can be split over calls of 10 minutes.
 # Carry .debs (json-c, see bench/gpu/jsonc_env.sh): step 4's `ttt data prepare` reads the GPT-2
 # tokenizer with it; without it steps 1-3 still run and step 4 reports the failure.
@@ -28,7 +32,7 @@ cmake --build build/gpu -j "$(nproc)" --target ttt_cli mixer_speed >"$OUT/build.
 echo "build: $(($(date +%s) - t0)) s" | log
 B=./build/gpu
 status=0
-PARTS=${PARTS:-"check speed lm"}
+PARTS=${PARTS:-"check speed fused lm"}
 has() { case " $PARTS " in *" $1 "*) return 0 ;; esac; return 1; }
 has check && for op in "linear_attention(chunked)" "gated_delta(chunked)" "gated_delta(recurrent)" "ssd(chunked)"; do
   $B/ttt gradcheck --device cuda --op "$op" --seeds 3 2>&1 | log || status=1
@@ -37,6 +41,17 @@ has speed && for dt in f32 bf16; do
   $B/mixer_speed --device cuda --dtype $dt --check --T ${TS:-2048,8192} --heads 12 --dim 64 --batch 1 --chunk 64 --reps 5 \
     2>&1 | log || status=1
 done
+if has fused; then
+  TTT_FUSED=0 $B/ttt gradcheck --device cuda --op "gated_delta(chunked)" --seeds 3 2>&1 | sed 's/^/TTT_FUSED=0 /' | log || status=1
+  for dt in f32 bf16; do
+    for impl in gated_delta gdn_block; do
+      $B/mixer_speed --device cuda --dtype $dt --check --fused both --impl $impl --T ${TS:-2048,8192} --heads 12 \
+        --dim 64 --batch 1 --chunk 64 --reps 5 2>&1 | log || status=1
+    done
+  done
+  $B/mixer_speed --device cuda --dtype f32 --fused both --impl gated_delta --T 2048 --heads 12 --dim 128 --batch 1 \
+    --chunk 64 --reps 5 2>&1 | log || status=1
+fi
 if has lm; then
   $B/ttt data prepare --tokenizer data/gpt2-tokenizer --out "$OUT/ts.bin" data/tinyshakespeare/ >"$OUT/prep.log" 2>&1 \
     || { tail -3 "$OUT/prep.log" | log; status=1; }

@@ -210,7 +210,27 @@ typedef struct {
        const ttt_tensor *eta, const ttt_tensor *tok, const ttt_tensor *ln_w, const ttt_tensor *ln_b,             \
        const ttt_tensor *w_states, const ttt_tensor *b_states, double eps),                                      \
       (dq, dk, dv, deta, dtok, dln_w, dln_b, dw0, db0, dout, dw_out, db_out, q, k, v, eta, tok, ln_w, ln_b,      \
-       w_states, b_states, eps))
+       w_states, b_states, eps))                                                                                 \
+    /* Optional fused chunkwise Gated DeltaNet core (src/layers/gated_deltanet.c has the math): per (batch,     \
+     * head) S_t = exp(g_t) (I - beta_t k_t k_t^T) S_{t-1} + beta_t k_t v_t^T, o_t = q_t^T S_t, from S_0 = s0,   \
+     * computed chunk by chunk (C = chunk tokens, the last chunk may be shorter) with the state on chip.         \
+     * q, k [B, H, T, dk], v, o [B, H, T, dv], beta, g [B, H, T], s0 (NULL: zeros), s_out [B, H, dk, dv] (the    \
+     * state after token T; NULL: not wanted), states [B, H, ceil(T / C), dk, dv] (the state before each chunk,  \
+     * for the backward pass; NULL: not kept). All dense, one float dtype. Returns TTT_BACKEND_DECLINED, having \
+     * written nothing, for dtypes or sizes it does not handle. */                                               \
+    X(gdn_chunk_fwd,                                                                                             \
+      (ttt_tensor *o, ttt_tensor *s_out, ttt_tensor *states, const ttt_tensor *q, const ttt_tensor *k,          \
+       const ttt_tensor *v, const ttt_tensor *beta, const ttt_tensor *g, const ttt_tensor *s0, int64_t chunk),  \
+      (o, s_out, states, q, k, v, beta, g, s0, chunk))                                                           \
+    /* Optional. Its first-order gradients, chunks in reverse, each chunk recomputed from its stored state:     \
+     * dq, dk, dv, dbeta, dg (the shapes of q, k, v, beta, g) and ds0 (s0's shape; NULL: not wanted) from       \
+     * dout (o's shape) and ds_out (the final state's; either NULL: zero) and the forward's states. Takes what   \
+     * gdn_chunk_fwd took (the same chunk). */                                                                   \
+    X(gdn_chunk_bwd,                                                                                             \
+      (ttt_tensor *dq, ttt_tensor *dk, ttt_tensor *dv, ttt_tensor *dbeta, ttt_tensor *dg, ttt_tensor *ds0,       \
+       const ttt_tensor *q, const ttt_tensor *k, const ttt_tensor *v, const ttt_tensor *beta, const ttt_tensor *g, \
+       const ttt_tensor *states, const ttt_tensor *dout, const ttt_tensor *ds_out, int64_t chunk),              \
+      (dq, dk, dv, dbeta, dg, ds0, q, k, v, beta, g, states, dout, ds_out, chunk))
 
 /* TTT_K_copy, TTT_K_fill, ...: the kernel entries by number (profile rows, coverage). */
 typedef enum {

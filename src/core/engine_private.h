@@ -38,10 +38,24 @@ int ttt__adamw(ttt_ctx *ctx, ttt_tensor *p, const ttt_tensor *g, ttt_tensor *m, 
                double beta1, double beta2, double eps, double weight_decay, int64_t step);
 int ttt__sgd(ttt_ctx *ctx, ttt_tensor *p, const ttt_tensor *g, ttt_tensor *buf, double lr, double momentum,
              double weight_decay, int nesterov);
+/* composed/gated_delta.c: the fused chunkwise Gated DeltaNet core (backend.h: gdn_chunk_fwd, gdn_chunk_bwd),
+ * the function of ttt_gated_delta_chunked on inputs the caller has checked (the layer's check_core; chunk
+ * >= 1). bf16 inputs run in f32 (o is returned in q's dtype, *s_out in f32). Returns NULL with *declined
+ * set, having recorded nothing, when the fused path does not apply (the backend lacks the kernels, they
+ * decline these inputs, or TTT_FUSED=0): the caller composes the core then. composed is that composed
+ * core, which the VJP differentiates under create_graph (gradients of gradients), so every order stays
+ * exact; first-order gradients come from gdn_chunk_bwd. */
+typedef ttt_tensor *(*ttt__gdn_core_fn)(ttt_ctx *ctx, ttt_tensor *q, ttt_tensor *k, ttt_tensor *v, ttt_tensor *beta,
+                                        ttt_tensor *g, int64_t chunk, ttt_tensor *s0, ttt_tensor **s_out);
+ttt_tensor *ttt__gated_delta_fused(ttt_ctx *ctx, ttt_tensor *q, ttt_tensor *k, ttt_tensor *v, ttt_tensor *beta,
+                                   ttt_tensor *g, int64_t chunk, ttt_tensor *s0, ttt_tensor **s_out,
+                                   ttt__gdn_core_fn composed, int *declined);
 /* The fused paths (engine.c): the multi-tensor optimizer and clipping entries, the fused SwiGLU op, the
- * norms with their weight in one kernel and TTT-Linear's scan (src/layers/ttt_rnn.c) run
+ * norms with their weight in one kernel and TTT-Linear's scan (src/layers/ttt_rnn.c) and the
+ * fused Gated DeltaNet core run
  * unless the environment had TTT_FUSED=0 when the context was made; then the per-tensor entries and the
- * composed ops run instead (the same values: for before/after comparisons). ttt__set_fused switches one
+ * composed ops run instead (the same values: for before/after comparisons; the same bits but for the Gated
+ * DeltaNet core, whose chunk arithmetic differs from the composed one's in rounding). ttt__set_fused switches one
  * context (tests). ttt__multi_tensor: the backend has the multi-tensor entries and they are on. */
 bool ttt__fused(const ttt_ctx *ctx);
 void ttt__set_fused(ttt_ctx *ctx, bool on);

@@ -177,10 +177,26 @@ ttt_tensor *ttt__mx_decay_recurrent(ttt_ctx *ctx, const char *fn, ttt_tensor *q,
     return ttt__mx_as(ctx, T == 1 ? outs[0] : ttt_concat(ctx, (int)T, outs, 2), q->dtype);
 }
 
+/* The composed chunkwise core: the fused op's fallback, and what its VJP differentiates under create_graph. */
+static ttt_tensor *composed_core(ttt_ctx *ctx, ttt_tensor *q, ttt_tensor *k, ttt_tensor *v, ttt_tensor *beta,
+                                 ttt_tensor *g, int64_t chunk, ttt_tensor *s0, ttt_tensor **s_out) {
+    return ttt__mx_decay_chunked(ctx, "gated_delta_chunked", q, k, v, beta, g, chunk, s0, s_out);
+}
+
+/* One fused op (composed/gated_delta.c: the backend's gdn_chunk_fwd / gdn_chunk_bwd, the state on chip) where
+ * the backend has it and the fused paths are on; the composed chunkwise form above otherwise. The block's
+ * training and prefill pass come through here. */
 ttt_tensor *ttt_gated_delta_chunked(ttt_ctx *ctx, ttt_tensor *q, ttt_tensor *k, ttt_tensor *v, ttt_tensor *beta,
                                     ttt_tensor *g, int64_t chunk, ttt_tensor *s0, ttt_tensor **s_out) {
-    if (ctx && !beta) return ttt__set_error(ctx, "gated_delta_chunked: beta must not be NULL"), NULL;
-    return ttt__mx_decay_chunked(ctx, "gated_delta_chunked", q, k, v, beta, g, chunk, s0, s_out);
+    if (!ctx) return NULL;
+    if (!beta) return ttt__set_error(ctx, "gated_delta_chunked: beta must not be NULL"), NULL;
+    if (check_core(ctx, "gated_delta_chunked", q, k, v, beta, g, s0) != TTT_OK ||
+        ttt__mx_check_chunk(ctx, "gated_delta_chunked", chunk) != TTT_OK)
+        return NULL;
+    int declined = 0;
+    ttt_tensor *o = ttt__gated_delta_fused(ctx, q, k, v, beta, g, chunk, s0, s_out, composed_core, &declined);
+    if (o || !declined) return o;
+    return composed_core(ctx, q, k, v, beta, g, chunk, s0, s_out);
 }
 
 ttt_tensor *ttt_gated_delta_recurrent(ttt_ctx *ctx, ttt_tensor *q, ttt_tensor *k, ttt_tensor *v, ttt_tensor *beta,
@@ -377,8 +393,18 @@ static ttt_tensor *block(ttt_ctx *ctx, const char *fn, const ttt_gdn *l, ttt_ten
     g = ttt_permute(ctx, g, to_bht);
     ttt_tensor *s0 = st ? ttt__mx_snapshot(ctx, st->s, st->s->dtype) : NULL;
     if (st && !s0) return NULL;
-    ttt_tensor *o = recurrent ? ttt_gated_delta_recurrent(ctx, q, k, v, beta, g, s0, st ? &s1 : NULL)
-                              : ttt_gated_delta_chunked(ctx, q, k, v, beta, g, c->chunk, s0, st ? &s1 : NULL);
+    ttt_tensor *o = NULL;
+    if (recurrent && T == 1) {
+        /* a decode step: the fused core with one chunk of one token is the recurrent step in one kernel
+         * (where the backend has it and the fused paths are on), instead of a dozen small ops */
+        int declined = 0;
+        if (check_core(ctx, fn, q, k, v, beta, g, s0) != TTT_OK) return NULL;
+        o = ttt__gated_delta_fused(ctx, q, k, v, beta, g, 1, s0, st ? &s1 : NULL, composed_core, &declined);
+        if (!o && !declined) return NULL;
+    }
+    if (!o)
+        o = recurrent ? ttt_gated_delta_recurrent(ctx, q, k, v, beta, g, s0, st ? &s1 : NULL)
+                      : ttt_gated_delta_chunked(ctx, q, k, v, beta, g, c->chunk, s0, st ? &s1 : NULL);
     static const int to_bthd[4] = {0, 2, 1, 3};
     o = ttt_rms_norm(ctx, ttt_permute(ctx, o, to_bthd), ttt__mx_as(ctx, l->o_norm, dt), c->norm_eps); /* [B, T, H, dv] */
     ttt_tensor *gate = ttt_reshape(ctx, ttt__mx_linear(ctx, x, l->g_proj), TTT_DIMS(B, T, H, dv));

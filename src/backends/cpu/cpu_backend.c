@@ -61,6 +61,14 @@ int cpu_swiglu(ttt_backend_state *self, ttt_tensor *dst, const ttt_tensor *a, co
 int cpu_swiglu_bwd(ttt_backend_state *self, ttt_tensor *da, ttt_tensor *db, const ttt_tensor *a, const ttt_tensor *b,
                    const ttt_tensor *dy);
 
+int cpu_gdn_chunk_fwd(ttt_backend_state *self, ttt_tensor *o, ttt_tensor *s_out, ttt_tensor *states, const ttt_tensor *q,
+                      const ttt_tensor *k, const ttt_tensor *v, const ttt_tensor *beta, const ttt_tensor *g,
+                      const ttt_tensor *s0, int64_t chunk);
+int cpu_gdn_chunk_bwd(ttt_backend_state *self, ttt_tensor *dq, ttt_tensor *dk, ttt_tensor *dv, ttt_tensor *dbeta,
+                      ttt_tensor *dg, ttt_tensor *ds0, const ttt_tensor *q, const ttt_tensor *k, const ttt_tensor *v,
+                      const ttt_tensor *beta, const ttt_tensor *g, const ttt_tensor *states, const ttt_tensor *dout,
+                      const ttt_tensor *ds_out, int64_t chunk);
+
 int cpu_unsupported(const char *kernel, ttt_dtype dt) {
     static const char *names[] = {"f32", "f64", "bf16", "i32"};
     ttt_backend_error("%s: dtype %s is not supported on the cpu", kernel, (unsigned)dt < 4 ? names[dt] : "?");
@@ -305,6 +313,8 @@ static const ttt_backend CPU = {
     .scale_multi = cpu_scale_multi,
     .ttt_linear_scan = cpu_ttt_linear_scan,
     .ttt_linear_scan_bwd = cpu_ttt_linear_scan_bwd,
+    .gdn_chunk_fwd = cpu_gdn_chunk_fwd,
+    .gdn_chunk_bwd = cpu_gdn_chunk_bwd,
 };
 
 const ttt_backend *ttt_backend_cpu(void) { return &CPU; }
