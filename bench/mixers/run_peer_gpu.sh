@@ -53,8 +53,10 @@ for dt in bf16 f32; do
     run_for 120 $B/mixer_speed --device cuda --dtype $dt --impl $impl --T "$TS" --heads 12 --dim 64 --batch 1 --chunk 64 \
       --reps 5 2>&1 | tee -a "$OUT/ttt_mixer_speed.txt" | grep "^csv," >>"$CSV"
   done
-  run_for 150 python3 bench/mixers/peer_speed.py --dtype $dt --impl fla_gated_delta,fla_linear_attn --T "$TS" --reps 5 \
-    2>&1 | tee -a "$OUT/peer_speed.txt" | grep "^csv," >>"$CSV"
+  for impl in fla_gated_delta fla_linear_attn; do # one process each: a peer that hangs in autotuning loses its own rows only
+    run_for ${PEER_S:-100} env PYTHONUNBUFFERED=1 python3 bench/mixers/peer_speed.py --dtype $dt --impl $impl --T "$TS" \
+      --reps 5 2>&1 | tee -a "$OUT/peer_speed.txt" | grep "^csv," >>"$CSV" || echo "# $impl $dt: exit status $?" | log
+  done
 done
 for kind in linear mlp; do
   run_for 150 $B/ttt_rnn_bench --device cuda --kind $kind --backbone transformer --T "$LAYER_TS" --reps 3 2>&1 |
@@ -62,15 +64,17 @@ for kind in linear mlp; do
 done
 run_for 150 python3 bench/mixers/peer_speed.py --dtype f32 --impl official_ttt_linear,official_ttt_mlp --T "$LAYER_TS" \
   --reps 3 --official .peer/ttt-lm-pytorch/ttt.py 2>&1 | tee -a "$OUT/peer_speed.txt" | grep "^csv," >>"$CSV"
-run_for 90 python3 bench/mixers/peer_speed.py --dtype bf16 --impl fla_ttt_linear,fla_ttt_linear_fused --T "$TS" --reps 5 \
-  2>&1 | tee -a "$OUT/peer_speed.txt" | grep "^csv," >>"$CSV"
-grep -h "^#" "$OUT"/peer_speed.txt | sort -u | log
+for impl in fla_ttt_linear fla_ttt_linear_fused; do
+  run_for ${PEER_S:-100} env PYTHONUNBUFFERED=1 python3 bench/mixers/peer_speed.py --dtype bf16 --impl $impl --T "$TS" \
+    --reps 5 2>&1 | tee -a "$OUT/peer_speed.txt" | grep "^csv," >>"$CSV" || echo "# $impl: exit status $?" | log
+done
+grep -h "^#" "$OUT"/peer_speed.txt | grep -v ": running$" | sort -u | log
 # the table: each ttt row beside its peer (same dtype, T); ratio = peer ms / ttt ms
 python3 - "$CSV" <<'EOF' | log
 import csv, sys
 rows = {}
 for r in csv.reader(open(sys.argv[1])):
-    if len(r) == 12 and r[0] == "csv":
+    if len(r) == 12 and r[0] == "csv" and r[1] != "impl":
         rows[(r[1], r[2], int(r[6]))] = (float(r[9]), float(r[10]))
 pairs = [("gated_delta", "fla_gated_delta"), ("linear_attn", "fla_linear_attn"),
          ("ttt_linear_layer", "official_ttt_linear"), ("ttt_mlp_layer", "official_ttt_mlp"),
@@ -85,7 +89,8 @@ for ours, peer in pairs:
             p = rows.get((peer, pdt, T))
             if p:
                 note = " (peer: core only, bf16)" if peer.startswith("fla_ttt") else ""
+                rb = f"{p[1] / b:.2f}x" if p[1] == p[1] else "n/a"
                 print(f"| {ours} | {peer}{note} | {dt} | {T} | {f:.3f} / {b:.3f} | {p[0]:.3f} / {p[1]:.3f} | "
-                      f"{p[0] / f:.2f}x | {p[1] / b:.2f}x |")
+                      f"{p[0] / f:.2f}x | {rb} |")
 EOF
 echo "total: $(($(date +%s) - T0)) s" | log
