@@ -42,6 +42,7 @@ has speed && for dt in f32 bf16; do
     2>&1 | log || status=1
 done
 if has fused; then
+  export TTT_GDN_CUDA_FUSED=1 # the CUDA kernels are off by default (slower than the composed core, docs/mixers.md)
   TTT_FUSED=0 $B/ttt gradcheck --device cuda --op "gated_delta(chunked)" --seeds 3 2>&1 | sed 's/^/TTT_FUSED=0 /' | log || status=1
   for dt in f32 bf16; do
     for impl in gated_delta gdn_block; do

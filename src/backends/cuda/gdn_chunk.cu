@@ -13,6 +13,8 @@
  * 64). The forward declines exactly what the backward would, so a recorded forward always has its
  * backward. */
 #include <limits.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "cuda_internal.h"
 
@@ -25,6 +27,15 @@ enum { GDN_THREADS = 256, GDN_MAX_CHUNK = 64 };
 /* The launch's shape, or false where the kernels leave it to the composed path. */
 static bool gdn_supported(CuDev *dev, const ttt_tensor *q, const ttt_tensor *v, int64_t chunk, gdnk::Params *p,
                           int64_t *bh, int *tiles, int *smem_fwd, int *smem_bwd, int *smem_max) {
+    /* Off unless TTT_GDN_CUDA_FUSED=1: on an H200 (2026-12-06, docs/mixers.md) these kernels were 1.8x (T 2K)
+     * to 4x (T 8K) slower than the composed core, because each block walks every chunk in turn. They stay
+     * checked (emu_gdn_chunk) and selectable for the chunk-parallel rewrite that has to beat the composed core. */
+    static int enabled = -1;
+    if (enabled < 0) {
+        const char *e = getenv("TTT_GDN_CUDA_FUSED");
+        enabled = e && !strcmp(e, "1");
+    }
+    if (!enabled) return false;
     if (q->dtype != TTT_F32 || v->dtype != TTT_F32 || q->ndim != 4 || v->ndim != 4) return false;
     const int64_t B = q->shape[0], H = q->shape[1], T = q->shape[2], K = q->shape[3], V = v->shape[3];
     const int64_t wide = K > V ? K : V;
