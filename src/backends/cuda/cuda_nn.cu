@@ -200,6 +200,11 @@ __global__ void k_norm_bwd_block(int64_t cols, int layer, double eps, T *dx, con
     norm_bwd_row<T>(cols, layer, eps, threadIdx.x, blockDim.x, dx + o, x + o, y + o, dy + o, block_sum_a<A>);
 }
 
+/* A product rounded on its own, as the composed mul kernel stores it: a plain a * b inside a sum would be
+ * contracted into an FMA (one rounding fewer), and the fused backward would drift from the composed one. */
+__device__ __forceinline__ float mul_rn(float a, float b) { return __fmul_rn(a, b); }
+__device__ __forceinline__ double mul_rn(double a, double b) { return __dmul_rn(a, b); }
+
 /* norm_affine's first-order gradient. Per row: the forward's statistics again, as the forward kernel of this
  * row length forms them (warp: sums in A; block: in double), give y = norm(x) rounded; g = dy gamma rounded
  * (the composed mul); then norm_bwd_row's sums of g and g y in A and dx; dgx = dy y rounded (the mul whose
@@ -236,7 +241,7 @@ __device__ __forceinline__ void norm_affine_bwd_row(int64_t cols, int layer, dou
         frstd = (A)1 / sqrt(var + (A)eps);
     }
 #define NORM_Y(j) (block_fwd ? st<T>((ld(x[j]) - dmean) * drstd) : st_f<T>((ld(x[j]) - fmean) * frstd))
-#define NORM_G(j) st_f<T>(ld(dy[j]) * ld(gm[j]))
+#define NORM_G(j) st_f<T>(mul_rn(ld(dy[j]), ld(gm[j])))
     /* norm_bwd_row with dy := g, y := NORM_Y */
     A mean = 0, mg = 0;
     if (layer) {
