@@ -74,7 +74,7 @@ python3 - "$CSV" <<'EOF' | log
 import csv, sys
 rows = {}
 for r in csv.reader(open(sys.argv[1])):
-    if len(r) == 12 and r[0] == "csv" and r[1] != "impl":
+    if len(r) >= 12 and r[0] == "csv" and r[1] != "impl":  # mixer_speed may add a "fused" column
         rows[(r[1], r[2], int(r[6]))] = (float(r[9]), float(r[10]))
 pairs = [("gated_delta", "fla_gated_delta"), ("linear_attn", "fla_linear_attn"),
          ("ttt_linear_layer", "official_ttt_linear"), ("ttt_mlp_layer", "official_ttt_mlp"),
