@@ -1,29 +1,38 @@
-/* The fused chunkwise Gated DeltaNet core, f32 (backend.h: gdn_chunk_fwd, gdn_chunk_bwd; launched by
- * gdn_chunk.cu, run on the host by dev/cuda/gdn_chunk_emu_test.cpp). The math and names are those of
- * src/layers/gated_deltanet.c and of the CPU kernels (src/backends/cpu/cpu_gdn_impl.h): within a chunk of
- * n tokens from state S0, G = cumsum(g), gamma = exp(G), D_ts = exp(G_t - G_s) (s <= t),
- *     (I + M) U = diag(beta) (V - diag(gamma) K S0),  M_ts = beta_t (k_t . k_s) D_ts  (s < t)
- *     O = diag(gamma) Q S0 + P U,  P_ts = (q_t . k_s) D_ts  (s <= t)
- *     S_n = gamma_n S0 + sum_s D_ns k_s u_s^T
+/* The fused chunkwise Gated DeltaNet core, f32, chunk-parallel (backend.h: gdn_chunk_fwd, gdn_chunk_bwd;
+ * launched by gdn_chunk.cu, run on the host by dev/cuda/gdn_chunk_emu_test.cpp). The math and names are
+ * those of src/layers/gated_deltanet.c and of the CPU kernels (src/backends/cpu/cpu_gdn_impl.h): within a
+ * chunk of n tokens from state S0, G = cumsum(g), gamma = exp(G), D_ts = exp(G_t - G_s) (s <= t),
+ * E_s = D_{n-1,s}, M_ts = beta_t (k_t . k_s) D_ts (s < t), Tm = (I + M)^-1 (the WY / UT transform),
+ *     W = Tm diag(beta gamma) K,  Ut = Tm diag(beta) V,  U = Ut - W S0
+ *     P_ts = (q_t . k_s) D_ts (s <= t),  Qe = diag(gamma) Q - P W
+ *     O = Qe S0 + P Ut
+ *     S_n = A S0 + B,  A = gamma_n I - (diag(E) K)^T W,  B = (diag(E) K)^T Ut
+ * Only S0 links the chunks, so everything else is computed for all chunks at once, and the serial part is
+ * the scan S_{c+1} = A_c S_c + B_c: one [dk, dk] x [dk, w] product per chunk.
  *
- * One block per (batch, head, tile of dv columns) walks the chunks in order (forward) or in reverse
- * (backward) with its columns of the state S [dk, dv] in shared memory. The columns of S evolve
- * independently (S_t[:, x] = alpha_t (I - beta_t k_t k_t^T) S_{t-1}[:, x] + beta_t k_t v_t[x]), and so do
- * those of its gradient, so tiles need each other only for the gradients with respect to q, k, beta and g,
- * which are sums over the columns: with more than one tile each tile writes its own partial sums
- * (Params.part_k, part_t apart) and gdn_sum_tiles adds them in tile order. Tiles give a grid of B H
- * (dv / tile) blocks where B H alone would leave most of the GPU idle, and let dk = dv = 128 fit.
- * Every phase of a chunk is a loop of the block's threads over the elements of one product (a thread
- * computes an element with a loop over the contracted axis), separated by __syncthreads. The triangular
- * solves run one column of U per thread (columns are independent), so they need no barrier. No atomics:
- * every sum has one owner and a fixed order, so two runs give the same bits.
+ * Forward, three kernels:
+ *   gdn_prep (backward = 0), one block per (batch, head, chunk): the gates, M, Tm by forward substitution
+ *     (one column of Tm per thread), W, Ut, P, Qe, A_c, B_c; writes Ut, Qe, P, A_c to scratch and B_c to
+ *     the chunk's slot of states.
+ *   gdn_scan (backward = 0), one block per (batch, head, tile of dv columns): walks the chunks in order,
+ *     replacing each slot's B_c by the state before the chunk, S_c, and computing S_{c+1} = A_c S_c + B_c;
+ *     writes the final state.
+ *   gdn_out, one block per (batch, head, chunk, tile of dv columns): O = Qe S_c + P Ut.
+ * Backward, dS_c (the gradient of the state before chunk c) obeys dS_c = A_c^T dS_{c+1} + Qe_c^T dO_c:
+ *   gdn_prep (backward = 1) per chunk: A_c and Y_c = Qe_c^T dO_c, written to scratch (dstates' slot c);
+ *   gdn_scan (backward = 1) per (batch, head, tile): walks the chunks in reverse from dS_N = ds_out,
+ *     replacing slot c's Y_c by dS_{c+1}, the gradient of the state after chunk c; writes ds0 = dS_0;
+ *   gdn_bwd_chunk per (batch, head, chunk, tile): every gradient of chunk c from its stored S_c and dS_{c+1}
+ *     (the reverse of each line of the chunk's forward pass, as the CPU kernel does), in parallel over the
+ *     chunks. dq, dk, dbeta and dg are sums over the dv columns: with more than one tile each tile writes
+ *     its partial sums (Params.part_k, part_t apart) and gdn_sum_tiles adds them in tile order.
+ * No atomics: every sum has one owner and a fixed order, so two runs give the same bits. All products
+ * are plain f32 FMA loops over shared memory (no tensor cores yet). Global offsets are 64-bit.
  *
- * Shared memory, floats (the includer defines GDN_SMEM(): the dynamic shared memory as float *), for a
- * tile of w <= VT columns. Rows of K and Q (and of S in the backward pass) are padded by one float so that
- * threads reading one column of them hit distinct banks.
- *   forward:  S [dk, w], K, Q [C, dk+1], U, X [C, w], A [C, C], G, gamma, beta, E [C]
- *   backward: S0, dS [dk, w+1], K, Q [C, dk+1], U, dU, X, dO [C, w], A, P, dA [C, C],
- *             G, gamma, beta, E, dG, rowtmp [C], red [threads] */
+ * Shared memory, floats (the includer defines GDN_SMEM(): the dynamic shared memory as float *). Rows of
+ * K and Q (and A in the scan, P in gdn_out, S in the backward) are padded by one float so that threads
+ * reading one column hit distinct banks. Sizes: prep_smem_floats, scan_smem_floats, out_smem_floats,
+ * bwd_smem_floats below. */
 #ifndef TTT_GDN_CHUNK_CUH
 #define TTT_GDN_CHUNK_CUH
 
@@ -31,36 +40,64 @@ namespace gdnk {
 
 struct Params {
     int T, C, K, V; /* tokens, chunk (the last may be shorter), dk, dv */
-    int VT;         /* columns per tile: block (bh, j) takes columns j VT .. min(V, (j + 1) VT) - 1 */
-    int64_t part_k, part_t; /* backward: floats between two tiles' dq / dk, and dbeta / dg (0: one tile) */
+    int N;          /* chunks: ceil(T / C) */
+    int VT;         /* columns per tile of the kernel launched: tile j takes columns j VT .. min(V, (j + 1) VT) - 1 */
+    int64_t part_k, part_t; /* gdn_bwd_chunk: floats between two tiles' dq / dk, and dbeta / dg (0: one tile) */
     const float *q, *k, *v, *beta, *g;
     const float *s0;     /* forward: NULL = zeros */
     float *o, *s_out;    /* forward; s_out may be NULL */
-    float *states;       /* [BH, N, dk, dv]: written by the forward (may be NULL), read by the backward */
+    float *states;       /* [BH, N, dk, dv]: the state before each chunk (forward: B_c until the scan) */
     const float *dout;   /* backward: NULL = zeros */
     const float *ds_out; /* backward: NULL = zeros */
     float *dq, *dk, *dv, *dbeta, *dg, *ds0; /* backward; ds0 may be NULL */
+    /* scratch (gdn_chunk.cu carves it from the instance's gdn_scratch) */
+    float *amap;    /* [BH, N, dk, dk]: A_c */
+    float *ut, *qe; /* forward: [BH, T, dv] Ut and [BH, T, dk] Qe */
+    float *pm;      /* forward: [BH, N, C, C] P */
+    float *dstates; /* backward: [BH, N, dk, dv]: Y_c, then the gradient of the state after chunk c */
 };
 
-/* shared memory of a tile of VT columns */
-__host__ __device__ inline int fwd_smem_floats(int C, int K, int VT) {
-    return K * VT + 2 * C * (K + 1) + 2 * C * VT + C * C + 4 * C;
+__host__ __device__ inline int prep_smem_floats(int C, int K, int V) {
+    return 3 * C * (K + 1) + 2 * C * V + 2 * C * C + 4 * C;
+}
+__host__ __device__ inline int scan_smem_floats(int K, int VT) { return K * (K + 1) + 2 * K * VT; }
+__host__ __device__ inline int out_smem_floats(int C, int K, int VT) {
+    return C * (K + 1) + K * VT + C * (C + 1) + C * VT;
 }
 __host__ __device__ inline int bwd_smem_floats(int C, int K, int VT, int threads) {
     return 2 * K * (VT + 1) + 2 * C * (K + 1) + 4 * C * VT + 3 * C * C + 6 * C + threads;
 }
 
-/* Columns per tile for a grid of bh (batch, head) pairs on a GPU of sm_count SMs that gives a block
- * smem_max bytes of shared memory (the launcher's choice, here so the emulator test checks it): halve the
- * tiles while the grid has fewer blocks than SMs and tiles stay grid_tile (16) wide, then while the
- * backward's shared memory does not fit, down to min_tile (8). 0: even tiles of min_tile do not fit. */
-inline int choose_tile(int64_t bh, int C, int K, int V, int threads, int sm_count, int64_t smem_max, int grid_tile = 16,
-                       int min_tile = 8) {
-    int vt = V;
-    while (bh * ((V + vt - 1) / vt) < sm_count && vt / 2 >= grid_tile) vt = (vt + 1) / 2;
-    while ((int64_t)bwd_smem_floats(C, K, vt, threads) * 4 > smem_max && vt > min_tile) vt = (vt + 1) / 2;
-    const int64_t need = (int64_t)bwd_smem_floats(C, K, vt, threads) * 4, fwd = (int64_t)fwd_smem_floats(C, K, vt) * 4;
-    return need <= smem_max && fwd <= smem_max ? vt : 0;
+/* The launch shapes: columns per tile of gdn_scan, gdn_out and gdn_bwd_chunk, and each kernel's shared
+ * memory in bytes. */
+struct Plan {
+    int scan_vt, out_vt, bwd_vt;
+    int64_t prep_bytes, scan_bytes, out_bytes, bwd_bytes;
+};
+
+/* The plan for bh (batch, head) pairs and N chunks on a GPU of sm_count SMs that gives a block smem_max
+ * bytes of shared memory (the launcher's choice, here so that the emulator test checks it). Tiles are
+ * halved while the kernel's grid has fewer blocks than SMs (the scan down to 8 columns: it is the serial
+ * part, and its blocks are only bh x tiles; the per-chunk kernels down to 16), then while the shared
+ * memory does not fit. False: some kernel does not fit even in its narrowest tiles (or gdn_prep, which
+ * holds whole rows, does not fit at all). */
+inline bool make_plan(int64_t bh, int N, int C, int K, int V, int threads, int sm_count, int64_t smem_max, Plan *pl) {
+    auto halve = [](int vt) { return (vt + 1) / 2; };
+    auto tiles = [V](int vt) { return (int64_t)((V + vt - 1) / vt); };
+    int s = V, o = V, b = V;
+    while (bh * tiles(s) < sm_count && s / 2 >= 8) s = halve(s);
+    while ((int64_t)scan_smem_floats(K, s) * 4 > smem_max && s > 1) s = halve(s);
+    while (bh * N * tiles(o) < sm_count && o / 2 >= 16) o = halve(o);
+    while ((int64_t)out_smem_floats(C, K, o) * 4 > smem_max && o > 1) o = halve(o);
+    while (bh * N * tiles(b) < sm_count && b / 2 >= 16) b = halve(b);
+    while ((int64_t)bwd_smem_floats(C, K, b, threads) * 4 > smem_max && b > 8) b = halve(b);
+    pl->scan_vt = s, pl->out_vt = o, pl->bwd_vt = b;
+    pl->prep_bytes = (int64_t)prep_smem_floats(C, K, V) * 4;
+    pl->scan_bytes = (int64_t)scan_smem_floats(K, s) * 4;
+    pl->out_bytes = (int64_t)out_smem_floats(C, K, o) * 4;
+    pl->bwd_bytes = (int64_t)bwd_smem_floats(C, K, b, threads) * 4;
+    return pl->prep_bytes <= smem_max && pl->scan_bytes <= smem_max && pl->out_bytes <= smem_max &&
+           pl->bwd_bytes <= smem_max;
 }
 
 /* K and Q rows of the chunk (padded), its gates: G, gamma, beta, and E_j = exp(G_{n-1} - G_j) */
@@ -124,81 +161,183 @@ __device__ inline void forward_substitution(int n, int C, int V, const float *A,
         }
 }
 
-__global__ void __launch_bounds__(256) gdn_fwd(Params p) {
-    const int K = p.K, C = p.C, T = p.T, KP = K + 1, tid = threadIdx.x, nt = blockDim.x;
-    const int x0 = blockIdx.y * p.VT, W = p.V - x0 < p.VT ? p.V - x0 : p.VT, LD = p.V; /* this tile's columns */
-    float *S = GDN_SMEM(), *Kc = S + K * W, *Qc = Kc + C * KP, *U = Qc + C * KP, *X = U + C * W, *A = X + C * W,
-          *G = A + C * C, *gam = G + C, *bet = gam + C, *E = bet + C;
-    const int64_t bh = blockIdx.x;
-    const int N = (T + C - 1) / C;
-    const float *v = p.v + bh * T * LD + x0;
-    float *o = p.o + bh * T * LD + x0;
-    for (int e = tid; e < K * W; e += nt) S[e] = p.s0 ? p.s0[bh * K * LD + (e / W) * LD + x0 + e % W] : 0.f;
-    for (int c = 0; c < N; c++) {
-        const int t0 = c * C, n = T - t0 < C ? T - t0 : C;
-        __syncthreads(); /* the previous chunk's S update and reads of its buffers are done */
-        if (p.states)
-            for (int e = tid; e < K * W; e += nt) p.states[(bh * N + c) * K * LD + (e / W) * LD + x0 + e % W] = S[e];
-        load_chunk(p, bh, t0, n, Kc, Qc, G, gam, bet, E);
-        for (int e = tid; e < n * W; e += nt) U[e] = v[(t0 + e / W) * LD + e % W];
-        __syncthreads();
-        rows_times_state(n, K, W, W, Kc, S, NULL, X); /* X = K S0 */
-        decayed_gram(n, C, K, Kc, Kc, G, NULL, 1, A); /* A_ij = (k_i . k_j) D_ij, j < i */
-        __syncthreads();
-        for (int e = tid; e < n * W; e += nt) {
-            const int i = e / W;
-            U[e] = bet[i] * (U[e] - gam[i] * X[e]);
+/* Forward (backward = 0): Ut, Qe, P and A_c to scratch, B_c to the chunk's slot of states. Backward
+ * (backward = 1): A_c and Y_c = Qe^T dO to scratch (dstates' slot). One block per (batch, head, chunk):
+ * blockIdx.x = bh N + c. Shared: K, Q (then Qe), W [C, dk+1]; X (V or dO), Ut [C, dv]; Tm, M (then P)
+ * [C, C]; G, gamma, beta, E [C]. */
+__global__ void __launch_bounds__(256) gdn_prep(Params p, int backward) {
+    const int K = p.K, V = p.V, C = p.C, T = p.T, N = p.N, KP = K + 1, tid = threadIdx.x, nt = blockDim.x;
+    const int64_t bh = (int64_t)blockIdx.x / N;
+    const int c = (int)((int64_t)blockIdx.x % N), t0 = c * C, n = T - t0 < C ? T - t0 : C;
+    float *Kc = GDN_SMEM(), *Qc = Kc + C * KP, *Wc = Qc + C * KP, *X = Wc + C * KP, *Ut = X + C * V, *Tm = Ut + C * V,
+          *Mp = Tm + C * C, *G = Mp + C * C, *gam = G + C, *bet = gam + C, *E = bet + C;
+    load_chunk(p, bh, t0, n, Kc, Qc, G, gam, bet, E);
+    const float *x = backward ? p.dout : p.v;
+    for (int e = tid; e < n * V; e += nt) X[e] = x ? x[(bh * T + t0) * V + e] : 0.f;
+    __syncthreads();
+    decayed_gram(n, C, K, Kc, Kc, G, bet, 1, Mp); /* M */
+    __syncthreads();
+    /* Tm = (I + M)^-1, unit lower triangular: row i = e_i - sum_{j<i} M_ij row j, one column per thread
+     * (column x of Tm is zero above row x, so its sums start there) */
+    for (int col = tid; col < n; col += nt)
+        for (int i = 0; i < n; i++) {
+            float s = 0.f;
+            for (int j = col; j < i; j++) s += Mp[i * C + j] * Tm[j * C + col];
+            Tm[i * C + col] = i < col ? 0.f : i == col ? 1.f : -s;
         }
-        __syncthreads();
-        forward_substitution(n, C, W, A, bet, U);
-        __syncthreads();
-        rows_times_state(n, K, W, W, Qc, S, gam, X); /* X = diag(gamma) Q S0 */
-        decayed_gram(n, C, K, Qc, Kc, G, NULL, 0, A); /* A = P */
-        __syncthreads();
-        for (int e = tid; e < n * W; e += nt) { /* o_i = X_i + sum_{j<=i} P_ij u_j */
-            const int i = e / W, x = e % W;
-            float s = X[e];
-            for (int j = 0; j <= i; j++) s += A[i * C + j] * U[j * W + x];
-            o[(t0 + i) * LD + x] = s;
+    __syncthreads();
+    decayed_gram(n, C, K, Qc, Kc, G, NULL, 0, Mp); /* P, in M's place */
+    for (int e = tid; e < n * K; e += nt) { /* W = Tm diag(beta gamma) K */
+        const int i = e / K, a = e % K;
+        float s = 0.f;
+        for (int j = 0; j <= i; j++) s += Tm[i * C + j] * bet[j] * gam[j] * Kc[j * KP + a];
+        Wc[i * KP + a] = s;
+    }
+    if (!backward)
+        for (int e = tid; e < n * V; e += nt) { /* Ut = Tm diag(beta) V */
+            const int i = e / V;
+            float s = 0.f;
+            for (int j = 0; j <= i; j++) s += Tm[i * C + j] * bet[j] * X[j * V + e % V];
+            Ut[e] = s;
+            p.ut[(bh * T + t0) * V + e] = s;
         }
-        const float gn = gam[n - 1];
-        for (int e = tid; e < K * W; e += nt) { /* S = gamma_n S + sum_j E_j k_j u_j^T */
-            const int a = e / W, x = e % W;
-            float s = gn * S[e];
-            for (int j = 0; j < n; j++) s += E[j] * Kc[j * KP + a] * U[j * W + x];
-            S[e] = s;
+    __syncthreads();
+    /* Qe = diag(gamma) Q - P W, in Q's place (each element is its own thread's) */
+    for (int e = tid; e < n * K; e += nt) {
+        const int i = e / K, a = e % K;
+        float s = gam[i] * Qc[i * KP + a];
+        for (int j = 0; j <= i; j++) s -= Mp[i * C + j] * Wc[j * KP + a];
+        Qc[i * KP + a] = s;
+        if (!backward) p.qe[(bh * T + t0) * K + e] = s;
+    }
+    /* A_c = gamma_n I - (diag(E) K)^T W */
+    float *A = p.amap + (bh * N + c) * K * K;
+    for (int e = tid; e < K * K; e += nt) {
+        const int a = e / K, b = e % K;
+        float s = a == b ? gam[n - 1] : 0.f;
+        for (int j = 0; j < n; j++) s -= E[j] * Kc[j * KP + a] * Wc[j * KP + b];
+        A[e] = s;
+    }
+    if (!backward) {
+        float *B = p.states + (bh * N + c) * K * V, *P = p.pm + (bh * N + c) * C * C;
+        for (int e = tid; e < K * V; e += nt) { /* B_c = (diag(E) K)^T Ut */
+            const int a = e / V, y = e % V;
+            float s = 0.f;
+            for (int j = 0; j < n; j++) s += E[j] * Kc[j * KP + a] * Ut[j * V + y];
+            B[e] = s;
         }
+        for (int e = tid; e < n * n; e += nt) P[(e / n) * C + e % n] = Mp[(e / n) * C + e % n];
+        return;
     }
     __syncthreads();
-    if (p.s_out)
-        for (int e = tid; e < K * W; e += nt) p.s_out[bh * K * LD + (e / W) * LD + x0 + e % W] = S[e];
+    float *Y = p.dstates + (bh * N + c) * K * V;
+    for (int e = tid; e < K * V; e += nt) { /* Y_c = Qe^T dO */
+        const int a = e / V, y = e % V;
+        float s = 0.f;
+        for (int i = 0; i < n; i++) s += Qc[i * KP + a] * X[i * V + y];
+        Y[e] = s;
+    }
 }
 
-/* Chunks in reverse, each recomputed from its stored state S0. dS holds the gradient of the state after
- * the chunk and becomes, in place, that of S0 (the previous chunk's). Each phase reverses a line of the
- * forward pass (see the CPU kernel's comment, cpu_gdn_impl.h, for the formulas). Sums over the columns
- * (dS^T k_j . u_j, dO_i . u_j, dR_t . u_s, dR_t . (v_t - gamma_t S0^T k_t), <S0, dS>) run over this tile's
- * columns only: they reach dq, dk, dbeta and dg, which are this tile's partial sums. */
-__global__ void __launch_bounds__(256) gdn_bwd(Params p) {
+/* The serial part: one block per (batch, head, tile of dv columns), blockIdx.x = bh, blockIdx.y = tile.
+ * Forward: from S_0 = s0, for c = 0 .. N-1: slot c of states holds B_c; it gets S_c, and S_{c+1} = A_c S_c
+ * + B_c; s_out = S_N. Backward: from dS_N = ds_out, for c = N-1 .. 0: slot c of dstates holds Y_c; it
+ * gets dS_{c+1}, and dS_c = A_c^T dS_{c+1} + Y_c; ds0 = dS_0. Shared: A_c [dk, dk+1], the carried and the
+ * next state's tile [dk, w]. */
+__global__ void __launch_bounds__(256) gdn_scan(Params p, int backward) {
+    const int K = p.K, V = p.V, N = p.N, KP = K + 1, tid = threadIdx.x, nt = blockDim.x;
+    const int x0 = blockIdx.y * p.VT, W = p.V - x0 < p.VT ? p.V - x0 : p.VT;
+    const int64_t bh = blockIdx.x;
+    float *As = GDN_SMEM(), *S = As + K * KP, *Sn = S + K * W;
+    const float *init = backward ? p.ds_out : p.s0;
+    float *slots = backward ? p.dstates : p.states;
+    for (int e = tid; e < K * W; e += nt) S[e] = init ? init[bh * K * V + (e / W) * V + x0 + e % W] : 0.f;
+    for (int step = 0; step < N; step++) {
+        const int c = backward ? N - 1 - step : step;
+        __syncthreads(); /* the previous step's reads of As and S are done */
+        const float *A = p.amap + (bh * N + c) * K * K;
+        for (int e = tid; e < K * K; e += nt) As[(e / K) * KP + e % K] = A[e];
+        float *slot = slots + (bh * N + c) * K * V + x0;
+        for (int e = tid; e < K * W; e += nt) { /* the slot's B_c (Y_c) out, the carried state in */
+            float *y = slot + (int64_t)(e / W) * V + e % W;
+            Sn[e] = *y;
+            *y = S[e];
+        }
+        __syncthreads();
+        for (int e = tid; e < K * W; e += nt) {
+            const int r = e / W, x = e % W;
+            float s = Sn[e];
+            if (backward)
+                for (int a = 0; a < K; a++) s += As[a * KP + r] * S[a * W + x];
+            else
+                for (int b = 0; b < K; b++) s += As[r * KP + b] * S[b * W + x];
+            Sn[e] = s;
+        }
+        float *t = S;
+        S = Sn, Sn = t;
+    }
+    __syncthreads();
+    float *fin = backward ? p.ds0 : p.s_out;
+    if (fin)
+        for (int e = tid; e < K * W; e += nt) fin[bh * K * V + (e / W) * V + x0 + e % W] = S[e];
+}
+
+/* O = Qe S_c + P Ut, one block per (batch, head, chunk, tile of dv columns): blockIdx.x = bh N + c,
+ * blockIdx.y = tile. Shared: Qe [C, dk+1], S_c [dk, w], P [C, C+1], Ut [C, w]. */
+__global__ void __launch_bounds__(256) gdn_out(Params p) {
+    const int K = p.K, V = p.V, C = p.C, T = p.T, N = p.N, KP = K + 1, CP = C + 1, tid = threadIdx.x, nt = blockDim.x;
+    const int64_t bh = (int64_t)blockIdx.x / N;
+    const int c = (int)((int64_t)blockIdx.x % N), t0 = c * C, n = T - t0 < C ? T - t0 : C;
+    const int x0 = blockIdx.y * p.VT, W = p.V - x0 < p.VT ? p.V - x0 : p.VT;
+    float *Qs = GDN_SMEM(), *Ss = Qs + C * KP, *Ps = Ss + K * W, *Us = Ps + C * CP;
+    const float *qe = p.qe + (bh * T + t0) * K, *ut = p.ut + (bh * T + t0) * V + x0;
+    const float *st = p.states + (bh * N + c) * K * V + x0, *pm = p.pm + (bh * N + c) * C * C;
+    for (int e = tid; e < n * K; e += nt) Qs[(e / K) * KP + e % K] = qe[e];
+    for (int e = tid; e < K * W; e += nt) Ss[e] = st[(int64_t)(e / W) * V + e % W];
+    for (int e = tid; e < n * n; e += nt) Ps[(e / n) * CP + e % n] = pm[(e / n) * C + e % n];
+    for (int e = tid; e < n * W; e += nt) Us[e] = ut[(int64_t)(e / W) * V + e % W];
+    __syncthreads();
+    float *o = p.o + (bh * T + t0) * V + x0;
+    for (int e = tid; e < n * W; e += nt) {
+        const int i = e / W, x = e % W;
+        float s = 0.f;
+        for (int a = 0; a < K; a++) s += Qs[i * KP + a] * Ss[a * W + x];
+        for (int j = 0; j <= i; j++) s += Ps[i * CP + j] * Us[j * W + x];
+        o[(int64_t)i * V + x] = s;
+    }
+}
+
+/* Every gradient of one chunk, one block per (batch, head, chunk, tile of dv columns): blockIdx.x = bh N +
+ * c, blockIdx.y = tile. The chunk is recomputed from its stored state S0 = S_c (states) and dS = dS_{c+1},
+ * the gradient of the state after it (dstates, from gdn_scan); S0's own gradient is the scan's, so it is
+ * not formed here. Each phase reverses a line of the forward pass (see the CPU kernel's comment,
+ * cpu_gdn_impl.h, for the formulas). Sums over the columns (dS^T k_j . u_j, dO_i . u_j, dR_t . u_s,
+ * dR_t . (v_t - gamma_t S0^T k_t), <S0, dS>) run over this tile's columns only: they reach dq, dk, dbeta
+ * and dg, which are this tile's partial sums.
+ * Shared: S0, dS [dk, w+1], K, Q [C, dk+1], U, dU, X, dO [C, w], A, P, dA [C, C], G, gamma, beta, E, dG,
+ * rowtmp [C], red [threads]. */
+__global__ void __launch_bounds__(256) gdn_bwd_chunk(Params p) {
     const int K = p.K, C = p.C, T = p.T, KP = K + 1, tid = threadIdx.x, nt = blockDim.x;
     const int x0 = blockIdx.y * p.VT, W = p.V - x0 < p.VT ? p.V - x0 : p.VT, LD = p.V, WP = W + 1;
     float *S0 = GDN_SMEM(), *dS = S0 + K * WP, *Kc = dS + K * WP, *Qc = Kc + C * KP, *U = Qc + C * KP,
           *dU = U + C * W, *X = dU + C * W, *dO = X + C * W, *A = dO + C * W, *P = A + C * C, *dA = P + C * C,
           *G = dA + C * C, *gam = G + C, *bet = gam + C, *E = bet + C, *dG = E + C, *rowtmp = dG + C,
           *red = rowtmp + C;
-    const int64_t bh = blockIdx.x;
-    const int N = (T + C - 1) / C;
+    const int N = p.N;
+    const int64_t bh = (int64_t)blockIdx.x / N;
+    const int c = (int)((int64_t)blockIdx.x % N);
     const float *v = p.v + bh * T * LD + x0;
-    for (int e = tid; e < K * W; e += nt)
-        dS[(e / W) * WP + e % W] = p.ds_out ? p.ds_out[bh * K * LD + (e / W) * LD + x0 + e % W] : 0.f;
-    for (int c = N - 1; c >= 0; c--) {
+    {
         const int t0 = c * C, n = T - t0 < C ? T - t0 : C;
         float *dq = p.dq + blockIdx.y * p.part_k + (bh * T + t0) * K;
         float *dk = p.dk + blockIdx.y * p.part_k + (bh * T + t0) * K;
         float *dv = p.dv + (bh * T + t0) * LD + x0;
         __syncthreads();
-        for (int e = tid; e < K * W; e += nt)
-            S0[(e / W) * WP + e % W] = p.states[(bh * N + c) * K * LD + (e / W) * LD + x0 + e % W];
+        for (int e = tid; e < K * W; e += nt) {
+            const int64_t at = (bh * N + c) * K * LD + (int64_t)(e / W) * LD + x0 + e % W;
+            S0[(e / W) * WP + e % W] = p.states[at];
+            dS[(e / W) * WP + e % W] = p.dstates[at];
+        }
         load_chunk(p, bh, t0, n, Kc, Qc, G, gam, bet, E);
         for (int e = tid; e < n * W; e += nt)
             dO[e] = p.dout ? p.dout[(bh * T + t0 + e / W) * LD + x0 + e % W] : 0.f;
@@ -255,13 +394,12 @@ __global__ void __launch_bounds__(256) gdn_bwd(Params p) {
             for (int x = 0; x < W; x++) dU[j * W + x] *= E[j];
         }
         __syncthreads();
-        /* 5: dS <- gamma_n dS (the start of S0's gradient) */
+        /* 5: the decays' sum to G_{n-1}, in row order */
         if (tid == 0) {
             float s = 0.f;
             for (int j = 0; j < n; j++) s += rowtmp[j];
             dG[n - 1] += s;
         }
-        for (int e = tid; e < K * W; e += nt) dS[(e / W) * WP + e % W] *= gam[n - 1];
         if (p.dout) {
             /* 6a (O = diag(gamma) Q S0 + P U): P, and dA = dP = dO U^T (j <= i) */
             decayed_gram(n, C, K, Qc, Kc, G, NULL, 0, P);
@@ -293,7 +431,7 @@ __global__ void __launch_bounds__(256) gdn_bwd(Params p) {
                 if (j <= i) dA[i * C + j] *= expf(G[i] - G[j]);
             }
             __syncthreads();
-            /* 6d: dq = diag(gamma) dO S0^T + dA K, dk += dA^T Q, dS += Q^T diag(gamma) dO */
+            /* 6d: dq = diag(gamma) dO S0^T + dA K, dk += dA^T Q */
             for (int e = tid; e < n * K; e += nt) {
                 const int i = e / K, a = e % K;
                 float s = 0.f, t = 0.f, u = 0.f;
@@ -302,12 +440,6 @@ __global__ void __launch_bounds__(256) gdn_bwd(Params p) {
                 for (int r = i; r < n; r++) u += dA[r * C + i] * Qc[r * KP + a];
                 dq[e] = gam[i] * s + t;
                 dk[e] += u;
-            }
-            for (int e = tid; e < K * W; e += nt) {
-                const int a = e / W, x = e % W;
-                float s = 0.f;
-                for (int i = 0; i < n; i++) s += Qc[i * KP + a] * gam[i] * dO[i * W + x];
-                dS[a * WP + x] += s;
             }
         } else {
             for (int e = tid; e < n * K; e += nt) dq[e] = 0.f;
@@ -345,7 +477,7 @@ __global__ void __launch_bounds__(256) gdn_bwd(Params p) {
             dG[t] += bet[t] * db - cs - gam[t] * bet[t] * ksdot;
         }
         for (int e = tid; e < n * W; e += nt) dv[(e / W) * LD + e % W] = bet[e / W] * dU[e];
-        /* 8c: dk through K K^T (P holds its gradient) and through K S0; dS += K^T dKS, dKS_t = -beta_t gamma_t dR_t */
+        /* 8c: dk through K K^T (P holds its gradient) and through K S0 (dKS_t = -beta_t gamma_t dR_t) */
         for (int e = tid; e < n * K; e += nt) {
             const int t = e / K, a = e % K;
             float s = 0.f, u = 0.f;
@@ -353,12 +485,6 @@ __global__ void __launch_bounds__(256) gdn_bwd(Params p) {
             for (int r = t + 1; r < n; r++) s += P[r * C + t] * Kc[r * KP + a];
             for (int x = 0; x < W; x++) u += dU[t * W + x] * S0[a * WP + x];
             dk[e] += s - bet[t] * gam[t] * u;
-        }
-        for (int e = tid; e < K * W; e += nt) {
-            const int a = e / W, x = e % W;
-            float s = 0.f;
-            for (int t = 0; t < n; t++) s += Kc[t * KP + a] * bet[t] * gam[t] * dU[t * W + x];
-            dS[a * WP + x] -= s;
         }
         __syncthreads();
         /* 9: dg_s = sum_{t >= s} dG_t */
@@ -370,9 +496,6 @@ __global__ void __launch_bounds__(256) gdn_bwd(Params p) {
             }
         }
     }
-    __syncthreads();
-    if (p.ds0)
-        for (int e = tid; e < K * W; e += nt) p.ds0[bh * K * LD + (e / W) * LD + x0 + e % W] = dS[(e / W) * WP + e % W];
 }
 
 /* out[i] = sum over tiles t in order of part[t n + i] (the tiles' partial dq, dk, dbeta, dg) */
