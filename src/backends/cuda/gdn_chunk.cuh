@@ -58,11 +58,11 @@ struct Params {
 };
 
 __host__ __device__ inline int prep_smem_floats(int C, int K, int V) {
-    return 3 * C * (K + 1) + 2 * C * V + 2 * C * C + 4 * C;
+    return C * (K + 1) + 2 * C * K + C * V + 2 * C * (C + 1) + 5 * C;
 }
 __host__ __device__ inline int scan_smem_floats(int K, int VT) { return K * (K + 1) + 2 * K * VT; }
 __host__ __device__ inline int out_smem_floats(int C, int K, int VT) {
-    return C * (K + 1) + K * VT + C * (C + 1) + C * VT;
+    return C * K + K * VT + C * (C + 1) + C * VT;
 }
 __host__ __device__ inline int bwd_smem_floats(int C, int K, int VT, int threads) {
     return 2 * K * (VT + 1) + 2 * C * (K + 1) + 4 * C * VT + 3 * C * C + 6 * C + threads;
@@ -161,89 +161,144 @@ __device__ inline void forward_substitution(int n, int C, int V, const float *A,
         }
 }
 
+/* A block's product Y[i, x] (i < n, x < w) = sum_{j0(i_first) <= j < j1(i_last)} A(i, j) B(j, x), handed to
+ * out(i, x, sum): each thread holds an RM x RN tile of sums in registers, so that one load of A(i, j) feeds
+ * RN multiply-adds and one of B(j, x) feeds RM (one element per thread would load twice per multiply-add,
+ * and shared memory bandwidth, not arithmetic, would bound every kernel here). A tile's rows are contiguous
+ * (i0 .. i0 + RM - 1, so triangular operands can bound the contraction: j0 and j1 get the tile's first
+ * and last row) and its columns strided (xl, xl + tn, ... with tn = ceil(w / RN)), so that a warp's
+ * threads read consecutive columns of B and write consecutive columns of Y. Terms outside a row's own
+ * range must be zero in the operands (the triangles stored as zeros), since the tile uses its rows' union. */
+template <int RM, int RN, typename FJ0, typename FJ1, typename FA, typename FB, typename FO>
+__device__ inline void mtile(int n, int w, FJ0 j0, FJ1 j1, FA A, FB B, FO out) {
+    const int tn = (w + RN - 1) / RN, tm = (n + RM - 1) / RM;
+    for (int t = threadIdx.x; t < tm * tn; t += blockDim.x) {
+        const int i0 = (t / tn) * RM, xl = t % tn, last = i0 + RM - 1 < n - 1 ? i0 + RM - 1 : n - 1;
+        float acc[RM][RN];
+#pragma unroll
+        for (int r = 0; r < RM; r++)
+#pragma unroll
+            for (int c = 0; c < RN; c++) acc[r][c] = 0.f;
+        const int jb = j0(i0), je = j1(last);
+        for (int j = jb; j < je; j++) {
+            float a[RM], b[RN];
+#pragma unroll
+            for (int r = 0; r < RM; r++) a[r] = i0 + r < n ? A(i0 + r, j) : 0.f;
+#pragma unroll
+            for (int c = 0; c < RN; c++) b[c] = xl + c * tn < w ? B(j, xl + c * tn) : 0.f;
+#pragma unroll
+            for (int r = 0; r < RM; r++)
+#pragma unroll
+                for (int c = 0; c < RN; c++) acc[r][c] += a[r] * b[c];
+        }
+#pragma unroll
+        for (int r = 0; r < RM; r++)
+#pragma unroll
+            for (int c = 0; c < RN; c++)
+                if (i0 + r < n && xl + c * tn < w) out(i0 + r, xl + c * tn, acc[r][c]);
+    }
+}
+
 /* Forward (backward = 0): Ut, Qe, P and A_c to scratch, B_c to the chunk's slot of states. Backward
  * (backward = 1): A_c and Y_c = Qe^T dO to scratch (dstates' slot). One block per (batch, head, chunk):
- * blockIdx.x = bh N + c. Shared: K, Q (then Qe), W [C, dk+1]; X (V or dO), Ut [C, dv]; Tm, M (then P)
- * [C, C]; G, gamma, beta, E [C]. */
+ * blockIdx.x = bh N + c. Every product is an mtile of 4 x 4 sums per thread. Shared: K [C, dk+1] (read by
+ * rows and by columns), Q (then Qe), W [C, dk]; Ut [C, dv]; Tm, M (then P) [C, C+1]; G, gamma, beta,
+ * beta gamma, E [C]. V (dO) is read from global memory by the one product that needs it (through L1):
+ * 100 KB at C = dk = dv = 64, so two blocks share an SM. */
 __global__ void __launch_bounds__(256) gdn_prep(Params p, int backward) {
-    const int K = p.K, V = p.V, C = p.C, T = p.T, N = p.N, KP = K + 1, tid = threadIdx.x, nt = blockDim.x;
+    const int K = p.K, V = p.V, C = p.C, T = p.T, N = p.N, KP = K + 1, CP = C + 1, tid = threadIdx.x, nt = blockDim.x;
     const int64_t bh = (int64_t)blockIdx.x / N;
     const int c = (int)((int64_t)blockIdx.x % N), t0 = c * C, n = T - t0 < C ? T - t0 : C;
-    float *Kc = GDN_SMEM(), *Qc = Kc + C * KP, *Wc = Qc + C * KP, *X = Wc + C * KP, *Ut = X + C * V, *Tm = Ut + C * V,
-          *Mp = Tm + C * C, *G = Mp + C * C, *gam = G + C, *bet = gam + C, *E = bet + C;
-    load_chunk(p, bh, t0, n, Kc, Qc, G, gam, bet, E);
-    const float *x = backward ? p.dout : p.v;
-    for (int e = tid; e < n * V; e += nt) X[e] = x ? x[(bh * T + t0) * V + e] : 0.f;
+    float *Kc = GDN_SMEM(), *Qc = Kc + C * KP, *Wc = Qc + C * K, *Ut = Wc + C * K, *Tm = Ut + C * V,
+          *Mp = Tm + C * CP, *G = Mp + C * CP, *gam = G + C, *bet = gam + C, *bg = bet + C, *E = bg + C;
+    {
+        const float *k = p.k + (bh * T + t0) * K, *q = p.q + (bh * T + t0) * K;
+        for (int e = tid; e < n * K; e += nt) Kc[(e / K) * KP + e % K] = k[e], Qc[e] = q[e];
+        if (tid == 0) {
+            const float *g = p.g + bh * T + t0, *beta = p.beta + bh * T + t0;
+            float acc = 0.f;
+            for (int i = 0; i < n; i++) {
+                acc += g[i];
+                G[i] = acc;
+                gam[i] = expf(acc);
+                bet[i] = beta[i];
+                bg[i] = beta[i] * gam[i];
+            }
+            for (int j = 0; j < n; j++) E[j] = expf(G[n - 1] - G[j]);
+        }
+    }
     __syncthreads();
-    decayed_gram(n, C, K, Kc, Kc, G, bet, 1, Mp); /* M */
+    auto zero = [](int) { return 0; };
+    auto upto = [](int last) { return last + 1; }; /* j <= the tile's last row */
+    auto all_k = [K](int) { return K; };
+    auto all_n = [n](int) { return n; };
+    /* M_ij = beta_i (k_i . k_j) D_ij (j < i), 0 elsewhere */
+    mtile<4, 4>(n, n, zero, all_k, [&](int i, int a) { return Kc[i * KP + a]; }, [&](int a, int j) { return Kc[j * KP + a]; },
+                [&](int i, int j, float s) { Mp[i * CP + j] = j < i ? s * bet[i] * expf(G[i] - G[j]) : 0.f; });
     __syncthreads();
     /* Tm = (I + M)^-1, unit lower triangular: row i = e_i - sum_{j<i} M_ij row j, one column per thread
-     * (column x of Tm is zero above row x, so its sums start there) */
+     * (column x of Tm is zero above row x, so its sums start there); the zeros above the diagonal are
+     * stored, for the products below */
     for (int col = tid; col < n; col += nt)
         for (int i = 0; i < n; i++) {
             float s = 0.f;
-            for (int j = col; j < i; j++) s += Mp[i * C + j] * Tm[j * C + col];
-            Tm[i * C + col] = i < col ? 0.f : i == col ? 1.f : -s;
+            for (int j = col; j < i; j++) s += Mp[i * CP + j] * Tm[j * CP + col];
+            Tm[i * CP + col] = i < col ? 0.f : i == col ? 1.f : -s;
         }
     __syncthreads();
-    decayed_gram(n, C, K, Qc, Kc, G, NULL, 0, Mp); /* P, in M's place */
-    for (int e = tid; e < n * K; e += nt) { /* W = Tm diag(beta gamma) K */
-        const int i = e / K, a = e % K;
-        float s = 0.f;
-        for (int j = 0; j <= i; j++) s += Tm[i * C + j] * bet[j] * gam[j] * Kc[j * KP + a];
-        Wc[i * KP + a] = s;
+    /* P_ij = (q_i . k_j) D_ij (j <= i), in M's place; W = Tm diag(beta gamma) K; Ut = Tm diag(beta) V */
+    mtile<4, 4>(n, n, zero, all_k, [&](int i, int a) { return Qc[i * K + a]; }, [&](int a, int j) { return Kc[j * KP + a]; },
+                [&](int i, int j, float s) { Mp[i * CP + j] = j <= i ? s * expf(G[i] - G[j]) : 0.f; });
+    mtile<4, 4>(n, K, zero, upto, [&](int i, int j) { return Tm[i * CP + j] * bg[j]; },
+                [&](int j, int a) { return Kc[j * KP + a]; }, [&](int i, int a, float s) { Wc[i * K + a] = s; });
+    if (!backward) {
+        const float *v = p.v + (bh * T + t0) * V;
+        float *ut = p.ut + (bh * T + t0) * V;
+        mtile<4, 4>(n, V, zero, upto, [&](int i, int j) { return Tm[i * CP + j] * bet[j]; },
+                    [&](int j, int x) { return v[(int64_t)j * V + x]; }, [&](int i, int x, float s) { Ut[i * V + x] = s, ut[(int64_t)i * V + x] = s; });
     }
-    if (!backward)
-        for (int e = tid; e < n * V; e += nt) { /* Ut = Tm diag(beta) V */
-            const int i = e / V;
-            float s = 0.f;
-            for (int j = 0; j <= i; j++) s += Tm[i * C + j] * bet[j] * X[j * V + e % V];
-            Ut[e] = s;
-            p.ut[(bh * T + t0) * V + e] = s;
-        }
     __syncthreads();
-    /* Qe = diag(gamma) Q - P W, in Q's place (each element is its own thread's) */
-    for (int e = tid; e < n * K; e += nt) {
-        const int i = e / K, a = e % K;
-        float s = gam[i] * Qc[i * KP + a];
-        for (int j = 0; j <= i; j++) s -= Mp[i * C + j] * Wc[j * KP + a];
-        Qc[i * KP + a] = s;
-        if (!backward) p.qe[(bh * T + t0) * K + e] = s;
-    }
+    /* Qe = diag(gamma) Q - P W, in Q's place (each element is its own thread's, and nothing else reads Q now) */
+    float *qe = p.qe + (bh * T + t0) * K;
+    mtile<4, 4>(n, K, zero, upto, [&](int i, int j) { return Mp[i * CP + j]; }, [&](int j, int a) { return Wc[j * K + a]; },
+                [&](int i, int a, float s) {
+                    const float r = gam[i] * Qc[i * K + a] - s;
+                    Qc[i * K + a] = r;
+                    if (!backward) qe[(int64_t)i * K + a] = r;
+                });
     /* A_c = gamma_n I - (diag(E) K)^T W */
     float *A = p.amap + (bh * N + c) * K * K;
-    for (int e = tid; e < K * K; e += nt) {
-        const int a = e / K, b = e % K;
-        float s = a == b ? gam[n - 1] : 0.f;
-        for (int j = 0; j < n; j++) s -= E[j] * Kc[j * KP + a] * Wc[j * KP + b];
-        A[e] = s;
-    }
+    const float gn = gam[n - 1];
+    mtile<4, 4>(K, K, zero, all_n, [&](int a, int j) { return E[j] * Kc[j * KP + a]; }, [&](int j, int b) { return Wc[j * K + b]; },
+                [&](int a, int b, float s) { A[(int64_t)a * K + b] = (a == b ? gn : 0.f) - s; });
     if (!backward) {
+        /* B_c = (diag(E) K)^T Ut, into the chunk's slot of states (the scan replaces it by S_c); P out */
         float *B = p.states + (bh * N + c) * K * V, *P = p.pm + (bh * N + c) * C * C;
-        for (int e = tid; e < K * V; e += nt) { /* B_c = (diag(E) K)^T Ut */
-            const int a = e / V, y = e % V;
-            float s = 0.f;
-            for (int j = 0; j < n; j++) s += E[j] * Kc[j * KP + a] * Ut[j * V + y];
-            B[e] = s;
-        }
-        for (int e = tid; e < n * n; e += nt) P[(e / n) * C + e % n] = Mp[(e / n) * C + e % n];
+        mtile<4, 4>(K, V, zero, all_n, [&](int a, int j) { return E[j] * Kc[j * KP + a]; },
+                    [&](int j, int x) { return Ut[j * V + x]; }, [&](int a, int x, float s) { B[(int64_t)a * V + x] = s; });
+        for (int e = tid; e < n * n; e += nt) P[(e / n) * C + e % n] = Mp[(e / n) * CP + e % n];
         return;
     }
     __syncthreads();
+    /* Y_c = Qe^T dO (0 without dO) */
     float *Y = p.dstates + (bh * N + c) * K * V;
-    for (int e = tid; e < K * V; e += nt) { /* Y_c = Qe^T dO */
-        const int a = e / V, y = e % V;
-        float s = 0.f;
-        for (int i = 0; i < n; i++) s += Qc[i * KP + a] * X[i * V + y];
-        Y[e] = s;
+    const float *dout = p.dout ? p.dout + (bh * T + t0) * V : NULL;
+    if (!dout) {
+        for (int e = tid; e < K * V; e += nt) Y[e] = 0.f;
+        return;
     }
+    mtile<4, 4>(K, V, zero, all_n, [&](int a, int i) { return Qc[i * K + a]; },
+                [&](int i, int x) { return dout[(int64_t)i * V + x]; }, [&](int a, int x, float s) { Y[(int64_t)a * V + x] = s; });
 }
 
 /* The serial part: one block per (batch, head, tile of dv columns), blockIdx.x = bh, blockIdx.y = tile.
  * Forward: from S_0 = s0, for c = 0 .. N-1: slot c of states holds B_c; it gets S_c, and S_{c+1} = A_c S_c
  * + B_c; s_out = S_N. Backward: from dS_N = ds_out, for c = N-1 .. 0: slot c of dstates holds Y_c; it
  * gets dS_{c+1}, and dS_c = A_c^T dS_{c+1} + Y_c; ds0 = dS_0. Shared: A_c [dk, dk+1], the carried and the
- * next state's tile [dk, w]. */
+ * next state's tile [dk, w]. Each step's loads are the critical path of the whole core, so where a
+ * thread's share of A_c and of the slot fits in GDN_SCAN_PREFETCH registers the next step's are loaded
+ * while this step multiplies. */
+enum { GDN_SCAN_PREFETCH = 16 };
 __global__ void __launch_bounds__(256) gdn_scan(Params p, int backward) {
     const int K = p.K, V = p.V, N = p.N, KP = K + 1, tid = threadIdx.x, nt = blockDim.x;
     const int x0 = blockIdx.y * p.VT, W = p.V - x0 < p.VT ? p.V - x0 : p.VT;
@@ -251,19 +306,39 @@ __global__ void __launch_bounds__(256) gdn_scan(Params p, int backward) {
     float *As = GDN_SMEM(), *S = As + K * KP, *Sn = S + K * W;
     const float *init = backward ? p.ds_out : p.s0;
     float *slots = backward ? p.dstates : p.states;
-    for (int e = tid; e < K * W; e += nt) S[e] = init ? init[bh * K * V + (e / W) * V + x0 + e % W] : 0.f;
-    for (int step = 0; step < N; step++) {
-        const int c = backward ? N - 1 - step : step;
-        __syncthreads(); /* the previous step's reads of As and S are done */
-        const float *A = p.amap + (bh * N + c) * K * K;
-        for (int e = tid; e < K * K; e += nt) As[(e / K) * KP + e % K] = A[e];
-        float *slot = slots + (bh * N + c) * K * V + x0;
-        for (int e = tid; e < K * W; e += nt) { /* the slot's B_c (Y_c) out, the carried state in */
-            float *y = slot + (int64_t)(e / W) * V + e % W;
-            Sn[e] = *y;
-            *y = S[e];
+    const bool prefetch = K * K <= GDN_SCAN_PREFETCH * nt && K * W <= GDN_SCAN_PREFETCH * nt;
+    float pa[GDN_SCAN_PREFETCH], pb[GDN_SCAN_PREFETCH];
+    auto chunk_of = [&](int step) { return backward ? N - 1 - step : step; };
+    auto fetch = [&](int c) { /* this thread's elements of A_c and of slot c, to registers */
+        const float *A = p.amap + (bh * N + c) * K * K, *slot = slots + (bh * N + c) * K * V + x0;
+#pragma unroll
+        for (int r = 0; r < GDN_SCAN_PREFETCH; r++) {
+            const int e = tid + r * nt;
+            if (e < K * K) pa[r] = A[e];
+            if (e < K * W) pb[r] = slot[(int64_t)(e / W) * V + e % W];
         }
+    };
+    for (int e = tid; e < K * W; e += nt) S[e] = init ? init[bh * K * V + (e / W) * V + x0 + e % W] : 0.f;
+    if (prefetch) fetch(chunk_of(0));
+    for (int step = 0; step < N; step++) {
+        const int c = chunk_of(step);
+        __syncthreads(); /* the previous step's reads of As and S are done */
+        float *slot = slots + (bh * N + c) * K * V + x0;
+        if (prefetch) {
+#pragma unroll
+            for (int r = 0; r < GDN_SCAN_PREFETCH; r++) {
+                const int e = tid + r * nt;
+                if (e < K * K) As[(e / K) * KP + e % K] = pa[r];
+                if (e < K * W) Sn[e] = pb[r];
+            }
+        } else {
+            const float *A = p.amap + (bh * N + c) * K * K;
+            for (int e = tid; e < K * K; e += nt) As[(e / K) * KP + e % K] = A[e];
+            for (int e = tid; e < K * W; e += nt) Sn[e] = slot[(int64_t)(e / W) * V + e % W];
+        }
+        for (int e = tid; e < K * W; e += nt) slot[(int64_t)(e / W) * V + e % W] = S[e]; /* the carried state out */
         __syncthreads();
+        if (prefetch && step + 1 < N) fetch(chunk_of(step + 1));
         for (int e = tid; e < K * W; e += nt) {
             const int r = e / W, x = e % W;
             float s = Sn[e];
@@ -283,28 +358,27 @@ __global__ void __launch_bounds__(256) gdn_scan(Params p, int backward) {
 }
 
 /* O = Qe S_c + P Ut, one block per (batch, head, chunk, tile of dv columns): blockIdx.x = bh N + c,
- * blockIdx.y = tile. Shared: Qe [C, dk+1], S_c [dk, w], P [C, C+1], Ut [C, w]. */
+ * blockIdx.y = tile; one mtile over the joined contraction [Qe | P] [S_c ; Ut] (dk + the row's tokens).
+ * Shared: Qe [C, dk], S_c [dk, w], P [C, C+1], Ut [C, w]. */
 __global__ void __launch_bounds__(256) gdn_out(Params p) {
-    const int K = p.K, V = p.V, C = p.C, T = p.T, N = p.N, KP = K + 1, CP = C + 1, tid = threadIdx.x, nt = blockDim.x;
+    const int K = p.K, V = p.V, C = p.C, T = p.T, N = p.N, CP = C + 1, tid = threadIdx.x, nt = blockDim.x;
     const int64_t bh = (int64_t)blockIdx.x / N;
     const int c = (int)((int64_t)blockIdx.x % N), t0 = c * C, n = T - t0 < C ? T - t0 : C;
     const int x0 = blockIdx.y * p.VT, W = p.V - x0 < p.VT ? p.V - x0 : p.VT;
-    float *Qs = GDN_SMEM(), *Ss = Qs + C * KP, *Ps = Ss + K * W, *Us = Ps + C * CP;
+    float *Qs = GDN_SMEM(), *Ss = Qs + C * K, *Ps = Ss + K * W, *Us = Ps + C * CP;
     const float *qe = p.qe + (bh * T + t0) * K, *ut = p.ut + (bh * T + t0) * V + x0;
     const float *st = p.states + (bh * N + c) * K * V + x0, *pm = p.pm + (bh * N + c) * C * C;
-    for (int e = tid; e < n * K; e += nt) Qs[(e / K) * KP + e % K] = qe[e];
+    for (int e = tid; e < n * K; e += nt) Qs[e] = qe[e];
     for (int e = tid; e < K * W; e += nt) Ss[e] = st[(int64_t)(e / W) * V + e % W];
-    for (int e = tid; e < n * n; e += nt) Ps[(e / n) * CP + e % n] = pm[(e / n) * C + e % n];
+    for (int e = tid; e < n * n; e += nt) Ps[(e / n) * CP + e % n] = (e % n) <= (e / n) ? pm[(e / n) * C + e % n] : 0.f;
     for (int e = tid; e < n * W; e += nt) Us[e] = ut[(int64_t)(e / W) * V + e % W];
     __syncthreads();
     float *o = p.o + (bh * T + t0) * V + x0;
-    for (int e = tid; e < n * W; e += nt) {
-        const int i = e / W, x = e % W;
-        float s = 0.f;
-        for (int a = 0; a < K; a++) s += Qs[i * KP + a] * Ss[a * W + x];
-        for (int j = 0; j <= i; j++) s += Ps[i * CP + j] * Us[j * W + x];
-        o[(int64_t)i * V + x] = s;
-    }
+    mtile<4, 4>(
+        n, W, [](int) { return 0; }, [K](int last) { return K + last + 1; },
+        [&](int i, int j) { return j < K ? Qs[i * K + j] : Ps[i * CP + j - K]; },
+        [&](int j, int x) { return j < K ? Ss[j * W + x] : Us[(j - K) * W + x]; },
+        [&](int i, int x, float s) { o[(int64_t)i * V + x] = s; });
 }
 
 /* Every gradient of one chunk, one block per (batch, head, chunk, tile of dv columns): blockIdx.x = bh N +
