@@ -65,7 +65,7 @@ __host__ __device__ inline int out_smem_floats(int C, int K, int VT) {
     return C * K + K * VT + C * (C + 1) + C * VT;
 }
 __host__ __device__ inline int bwd_smem_floats(int C, int K, int VT, int threads) {
-    return 2 * K * (VT + 1) + 2 * C * (K + 1) + 4 * C * VT + 3 * C * C + 6 * C + threads;
+    return 2 * K * (VT + 1) + 2 * C * (K + 1) + 5 * C * VT + 4 * C * (C + 1) + 6 * C + threads;
 }
 
 /* The launch shapes: columns per tile of gdn_scan, gdn_out and gdn_bwd_chunk, and each kernel's shared
@@ -123,44 +123,6 @@ __device__ inline void load_chunk(const Params &p, int64_t bh, int t0, int n, fl
     }
 }
 
-/* X [n, V] = Y S scaled per row by (scale ? scale[i] : 1); Y rows padded (KP), S rows of SP floats */
-__device__ inline void rows_times_state(int n, int K, int V, int SP, const float *Y, const float *S, const float *scale,
-                                        float *X) {
-    const int KP = K + 1;
-    for (int e = threadIdx.x; e < n * V; e += blockDim.x) {
-        const int i = e / V, x = e % V;
-        float s = 0.f;
-        for (int a = 0; a < K; a++) s += Y[i * KP + a] * S[a * SP + x];
-        X[e] = scale ? scale[i] * s : s;
-    }
-}
-
-/* A_ij = (y_i . k_j) exp(G_i - G_j) for j < i (strict) or j <= i, times (bscale ? bscale[i] : 1); 0 above */
-__device__ inline void decayed_gram(int n, int C, int K, const float *Y, const float *Kc, const float *G,
-                                    const float *bscale, int strict, float *A) {
-    const int KP = K + 1;
-    for (int e = threadIdx.x; e < n * n; e += blockDim.x) {
-        const int i = e / n, j = e % n;
-        float s = 0.f;
-        if (j < i || (!strict && j == i)) {
-            for (int a = 0; a < K; a++) s += Y[i * KP + a] * Kc[j * KP + a];
-            s *= expf(G[i] - G[j]) * (bscale ? bscale[i] : 1.f);
-        }
-        A[i * C + j] = s;
-    }
-}
-
-/* U: from R = diag(beta) (V - diag(gamma) K S0) in place to (I + M)^-1 R, M_ij = beta_i A_ij (j < i);
- * one column per thread */
-__device__ inline void forward_substitution(int n, int C, int V, const float *A, const float *bet, float *U) {
-    for (int x = threadIdx.x; x < V; x += blockDim.x)
-        for (int i = 1; i < n; i++) {
-            float s = 0.f;
-            for (int j = 0; j < i; j++) s += A[i * C + j] * U[j * V + x];
-            U[i * V + x] -= bet[i] * s;
-        }
-}
-
 /* A block's product Y[i, x] (i < n, x < w) = sum_{j0(i_first) <= j < j1(i_last)} A(i, j) B(j, x), handed to
  * out(i, x, sum): each thread holds an RM x RN tile of sums in registers, so that one load of A(i, j) feeds
  * RN multiply-adds and one of B(j, x) feeds RM (one element per thread would load twice per multiply-add,
@@ -196,6 +158,29 @@ __device__ inline void mtile(int n, int w, FJ0 j0, FJ1 j1, FA A, FB B, FO out) {
 #pragma unroll
             for (int c = 0; c < RN; c++)
                 if (i0 + r < n && xl + c * tn < w) out(i0 + r, xl + c * tn, acc[r][c]);
+    }
+}
+
+/* Tm = (I + M)^-1 for M_ij = (mscale ? mscale[i] : 1) Mx[i ld + j] (j < i): unit lower triangular, zeros
+ * stored above the diagonal (for the products that read it whole); row i = e_i - sum_{j<i} M_ij row j.
+ * Four lanes per column (lanes 4x .. 4x + 3 of a warp), each summing every fourth term, the partial sums
+ * joined by two shuffles (the same bits in all four lanes, so the result does not depend on the lane):
+ * a column's n dependent rows are the latency, each about a quarter as long as with one lane per column.
+ * Every thread of the block calls it (the shuffles are warp-wide); blockDim.x is a multiple of 32. */
+__device__ inline void wy_inverse(int n, int ld, const float *Mx, const float *mscale, float *Tm) {
+    const int per_round = (int)blockDim.x / 4, part = (int)threadIdx.x & 3;
+    for (int xr = 0; xr < n; xr += per_round) {
+        const int x = xr + (int)threadIdx.x / 4;
+        const bool live = x < n;
+        for (int i = 0; i < n; i++) {
+            float s = 0.f;
+            if (live)
+                for (int j = x + part; j < i; j += 4) s += Mx[i * ld + j] * Tm[j * ld + x];
+            s += __shfl_xor_sync(0xffffffffu, s, 1);
+            s += __shfl_xor_sync(0xffffffffu, s, 2);
+            if (live && part == 0) Tm[i * ld + x] = i < x ? 0.f : i == x ? 1.f : -(mscale ? mscale[i] : 1.f) * s;
+            __syncwarp();
+        }
     }
 }
 
@@ -236,15 +221,7 @@ __global__ void __launch_bounds__(256) gdn_prep(Params p, int backward) {
     mtile<4, 4>(n, n, zero, all_k, [&](int i, int a) { return Kc[i * KP + a]; }, [&](int a, int j) { return Kc[j * KP + a]; },
                 [&](int i, int j, float s) { Mp[i * CP + j] = j < i ? s * bet[i] * expf(G[i] - G[j]) : 0.f; });
     __syncthreads();
-    /* Tm = (I + M)^-1, unit lower triangular: row i = e_i - sum_{j<i} M_ij row j, one column per thread
-     * (column x of Tm is zero above row x, so its sums start there); the zeros above the diagonal are
-     * stored, for the products below */
-    for (int col = tid; col < n; col += nt)
-        for (int i = 0; i < n; i++) {
-            float s = 0.f;
-            for (int j = col; j < i; j++) s += Mp[i * CP + j] * Tm[j * CP + col];
-            Tm[i * CP + col] = i < col ? 0.f : i == col ? 1.f : -s;
-        }
+    wy_inverse(n, CP, Mp, NULL, Tm); /* Tm = (I + M)^-1 */
     __syncthreads();
     /* P_ij = (q_i . k_j) D_ij (j <= i), in M's place; W = Tm diag(beta gamma) K; Ut = Tm diag(beta) V */
     mtile<4, 4>(n, n, zero, all_k, [&](int i, int a) { return Qc[i * K + a]; }, [&](int a, int j) { return Kc[j * KP + a]; },
@@ -385,189 +362,172 @@ __global__ void __launch_bounds__(256) gdn_out(Params p) {
  * c, blockIdx.y = tile. The chunk is recomputed from its stored state S0 = S_c (states) and dS = dS_{c+1},
  * the gradient of the state after it (dstates, from gdn_scan); S0's own gradient is the scan's, so it is
  * not formed here. Each phase reverses a line of the forward pass (see the CPU kernel's comment,
- * cpu_gdn_impl.h, for the formulas). Sums over the columns (dS^T k_j . u_j, dO_i . u_j, dR_t . u_s,
- * dR_t . (v_t - gamma_t S0^T k_t), <S0, dS>) run over this tile's columns only: they reach dq, dk, dbeta
- * and dg, which are this tile's partial sums.
- * Shared: S0, dS [dk, w+1], K, Q [C, dk+1], U, dU, X, dO [C, w], A, P, dA [C, C], G, gamma, beta, E, dG,
- * rowtmp [C], red [threads]. */
+ * cpu_gdn_impl.h, for the formulas); both triangular solves go through Tm = (I + M)^-1 (U = Tm R and
+ * dR = Tm^T dU are products), and every product is an mtile of 4 x 4 sums per thread. Sums over the
+ * columns (dS^T k_j . u_j, dO_i . u_j, dR_t . u_s, dR_t . (v_t - gamma_t S0^T k_t), <S0, dS>) run over this
+ * tile's columns only: they reach dq, dk, dbeta and dg, which are this tile's partial sums.
+ * Shared: S0, dS [dk, w+1]; K, Q [C, dk+1]; U, dU, X, dO, R [C, w]; A (K K^T * D below the diagonal), P,
+ * dA, Tm [C, C+1]; G, gamma, beta, E, dG, rowtmp [C]; red [threads]. */
 __global__ void __launch_bounds__(256) gdn_bwd_chunk(Params p) {
-    const int K = p.K, C = p.C, T = p.T, KP = K + 1, tid = threadIdx.x, nt = blockDim.x;
+    const int K = p.K, C = p.C, T = p.T, KP = K + 1, CP = C + 1, tid = threadIdx.x, nt = blockDim.x;
     const int x0 = blockIdx.y * p.VT, W = p.V - x0 < p.VT ? p.V - x0 : p.VT, LD = p.V, WP = W + 1;
     float *S0 = GDN_SMEM(), *dS = S0 + K * WP, *Kc = dS + K * WP, *Qc = Kc + C * KP, *U = Qc + C * KP,
-          *dU = U + C * W, *X = dU + C * W, *dO = X + C * W, *A = dO + C * W, *P = A + C * C, *dA = P + C * C,
-          *G = dA + C * C, *gam = G + C, *bet = gam + C, *E = bet + C, *dG = E + C, *rowtmp = dG + C,
-          *red = rowtmp + C;
+          *dU = U + C * W, *X = dU + C * W, *dO = X + C * W, *R = dO + C * W, *A = R + C * W, *P = A + C * CP,
+          *dA = P + C * CP, *Tm = dA + C * CP, *G = Tm + C * CP, *gam = G + C, *bet = gam + C, *E = bet + C,
+          *dG = E + C, *rowtmp = dG + C, *red = rowtmp + C;
     const int N = p.N;
     const int64_t bh = (int64_t)blockIdx.x / N;
-    const int c = (int)((int64_t)blockIdx.x % N);
-    const float *v = p.v + bh * T * LD + x0;
+    const int c = (int)((int64_t)blockIdx.x % N), t0 = c * C, n = T - t0 < C ? T - t0 : C;
+    const float *v = p.v + (bh * T + t0) * LD + x0;
+    float *dq = p.dq + blockIdx.y * p.part_k + (bh * T + t0) * K;
+    float *dk = p.dk + blockIdx.y * p.part_k + (bh * T + t0) * K;
+    float *dv = p.dv + (bh * T + t0) * LD + x0;
+    for (int e = tid; e < K * W; e += nt) {
+        const int64_t at = (bh * N + c) * K * LD + (int64_t)(e / W) * LD + x0 + e % W;
+        S0[(e / W) * WP + e % W] = p.states[at];
+        dS[(e / W) * WP + e % W] = p.dstates[at];
+    }
+    load_chunk(p, bh, t0, n, Kc, Qc, G, gam, bet, E);
+    for (int e = tid; e < n * W; e += nt) dO[e] = p.dout ? p.dout[(bh * T + t0 + e / W) * LD + x0 + e % W] : 0.f;
+    __syncthreads();
+    auto zero = [](int) { return 0; };
+    auto from = [](int first) { return first; };    /* j >= the tile's first row */
+    auto upto = [](int last) { return last + 1; };  /* j <= the tile's last row */
+    auto all_k = [K](int) { return K; };
+    auto all_w = [W](int) { return W; };
+    auto all_n = [n](int) { return n; };
+    auto k_row = [&](int i, int a) { return Kc[i * KP + a]; };
+    auto k_col = [&](int a, int j) { return Kc[j * KP + a]; };
+    auto s0_rows = [&](int a, int x) { return S0[a * WP + x]; };
+    /* 1: X = K S0, dU = Q S0 (for now), A_ij = (k_i . k_j) D_ij (j < i), P_ij = (q_i . k_j) D_ij (j <= i) */
+    mtile<4, 4>(n, W, zero, all_k, k_row, s0_rows, [&](int i, int x, float s) { X[i * W + x] = s; });
+    mtile<4, 4>(n, W, zero, all_k, [&](int i, int a) { return Qc[i * KP + a]; }, s0_rows,
+                [&](int i, int x, float s) { dU[i * W + x] = s; });
+    mtile<4, 4>(n, n, zero, all_k, k_row, k_col,
+                [&](int i, int j, float s) { A[i * CP + j] = j < i ? s * expf(G[i] - G[j]) : 0.f; });
+    mtile<4, 4>(n, n, zero, all_k, [&](int i, int a) { return Qc[i * KP + a]; }, k_col,
+                [&](int i, int j, float s) { P[i * CP + j] = j <= i ? s * expf(G[i] - G[j]) : 0.f; });
+    __syncthreads();
+    /* 2: Tm = (I + M)^-1, M_ij = beta_i A_ij; dG_i = gamma_i dO_i . (Q S0)_i; R = diag(beta) (V - diag(gamma)
+     * K S0); the partial sums of <S0, dS> */
+    wy_inverse(n, CP, A, bet, Tm);
+    for (int i = tid; i < n; i += nt) {
+        float s = 0.f;
+        for (int x = 0; x < W; x++) s += dO[i * W + x] * dU[i * W + x];
+        dG[i] = gam[i] * s;
+    }
+    for (int e = tid; e < n * W; e += nt) {
+        const int i = e / W;
+        R[e] = bet[i] * (v[(int64_t)i * LD + e % W] - gam[i] * X[e]);
+    }
     {
-        const int t0 = c * C, n = T - t0 < C ? T - t0 : C;
-        float *dq = p.dq + blockIdx.y * p.part_k + (bh * T + t0) * K;
-        float *dk = p.dk + blockIdx.y * p.part_k + (bh * T + t0) * K;
-        float *dv = p.dv + (bh * T + t0) * LD + x0;
+        float s = 0.f;
+        for (int e = tid; e < K * W; e += nt) s += S0[(e / W) * WP + e % W] * dS[(e / W) * WP + e % W];
+        red[tid] = s;
+    }
+    __syncthreads();
+    /* 3: U = Tm R; dG_{n-1} += gamma_n <S0, dS> (summed in thread order) */
+    mtile<4, 4>(n, W, zero, upto, [&](int i, int j) { return Tm[i * CP + j]; }, [&](int j, int x) { return R[j * W + x]; },
+                [&](int i, int x, float s) { U[i * W + x] = s; });
+    if (tid == 0) {
+        float s = 0.f;
+        for (int t = 0; t < nt; t++) s += red[t];
+        dG[n - 1] += gam[n - 1] * s;
+    }
+    __syncthreads();
+    /* 4a (S_n = gamma_n S0 + sum_j E_j k_j u_j^T): dU_j = dS^T k_j (unscaled), dk_j = E_j dS u_j */
+    mtile<4, 4>(n, W, zero, all_k, k_row, [&](int a, int x) { return dS[a * WP + x]; },
+                [&](int j, int x, float s) { dU[j * W + x] = s; });
+    mtile<4, 4>(n, K, zero, all_w, [&](int j, int x) { return U[j * W + x]; }, [&](int x, int a) { return dS[a * WP + x]; },
+                [&](int j, int a, float s) { dk[(int64_t)j * K + a] = E[j] * s; });
+    __syncthreads();
+    /* 4b: the decay E_j's gradient, E_j (dS^T k_j) . u_j, to G_{n-1} (+) and G_j (-); dU_j *= E_j */
+    for (int j = tid; j < n; j += nt) {
+        float de = 0.f;
+        for (int x = 0; x < W; x++) de += dU[j * W + x] * U[j * W + x];
+        rowtmp[j] = E[j] * de;
+        dG[j] -= E[j] * de;
+        for (int x = 0; x < W; x++) dU[j * W + x] *= E[j];
+    }
+    __syncthreads();
+    /* 5: the decays' sum to G_{n-1}, in row order */
+    if (tid == 0) {
+        float s = 0.f;
+        for (int j = 0; j < n; j++) s += rowtmp[j];
+        dG[n - 1] += s;
+    }
+    if (p.dout) {
+        /* 6a (O = diag(gamma) Q S0 + P U): dA = dP = dO U^T (j <= i) */
+        mtile<4, 4>(n, n, zero, all_w, [&](int i, int x) { return dO[i * W + x]; }, [&](int x, int j) { return U[j * W + x]; },
+                    [&](int i, int j, float s) { dA[i * CP + j] = j <= i ? s : 0.f; });
         __syncthreads();
-        for (int e = tid; e < K * W; e += nt) {
-            const int64_t at = (bh * N + c) * K * LD + (int64_t)(e / W) * LD + x0 + e % W;
-            S0[(e / W) * WP + e % W] = p.states[at];
-            dS[(e / W) * WP + e % W] = p.dstates[at];
-        }
-        load_chunk(p, bh, t0, n, Kc, Qc, G, gam, bet, E);
-        for (int e = tid; e < n * W; e += nt)
-            dO[e] = p.dout ? p.dout[(bh * T + t0 + e / W) * LD + x0 + e % W] : 0.f;
-        __syncthreads();
-        /* 1: X = K S0, dU = Q S0 (for now), A_ij = (k_i . k_j) D_ij (j < i) */
-        rows_times_state(n, K, W, WP, Kc, S0, NULL, X);
-        rows_times_state(n, K, W, WP, Qc, S0, NULL, dU);
-        decayed_gram(n, C, K, Kc, Kc, G, NULL, 1, A);
-        __syncthreads();
-        /* 2: dG_i = gamma_i dO_i . (Q S0)_i; U = R; the partial sums of <S0, dS> */
+        /* 6b: the decays' gradient sum_j dP_ij P_ij to G_i (+) and G_j (-); dU += P^T dO */
         for (int i = tid; i < n; i += nt) {
-            float s = 0.f;
-            for (int x = 0; x < W; x++) s += dO[i * W + x] * dU[i * W + x];
-            dG[i] = gam[i] * s;
+            float rs = 0.f, cs = 0.f;
+            for (int j = 0; j <= i; j++) rs += dA[i * CP + j] * P[i * CP + j];
+            for (int t = i; t < n; t++) cs += dA[t * CP + i] * P[t * CP + i];
+            dG[i] += rs - cs;
         }
-        for (int e = tid; e < n * W; e += nt) {
-            const int i = e / W;
-            U[e] = bet[i] * (v[(t0 + i) * LD + e % W] - gam[i] * X[e]);
-        }
-        {
-            float s = 0.f;
-            for (int e = tid; e < K * W; e += nt) s += S0[(e / W) * WP + e % W] * dS[(e / W) * WP + e % W];
-            red[tid] = s;
-        }
+        mtile<4, 4>(n, W, from, all_n, [&](int j, int i) { return P[i * CP + j]; }, [&](int i, int x) { return dO[i * W + x]; },
+                    [&](int j, int x, float s) { dU[j * W + x] += s; });
         __syncthreads();
-        /* 3: U = (I + M)^-1 R; dG_{n-1} += gamma_n <S0, dS> (summed in thread order) */
-        forward_substitution(n, C, W, A, bet, U);
-        if (tid == 0) {
-            float s = 0.f;
-            for (int t = 0; t < nt; t++) s += red[t];
-            dG[n - 1] += gam[n - 1] * s;
-        }
-        __syncthreads();
-        /* 4a (S_n = gamma_n S0 + sum_j E_j k_j u_j^T): dU_j = dS^T k_j (unscaled), dk_j = E_j dS u_j */
-        for (int e = tid; e < n * W; e += nt) {
-            const int j = e / W, x = e % W;
-            float s = 0.f;
-            for (int a = 0; a < K; a++) s += Kc[j * KP + a] * dS[a * WP + x];
-            dU[e] = s;
-        }
-        for (int e = tid; e < n * K; e += nt) {
-            const int j = e / K, a = e % K;
-            float s = 0.f;
-            for (int x = 0; x < W; x++) s += dS[a * WP + x] * U[j * W + x];
-            dk[e] = E[j] * s;
-        }
-        __syncthreads();
-        /* 4b: the decay E_j's gradient, E_j (dS^T k_j) . u_j, to G_{n-1} (+) and G_j (-); dU_j *= E_j */
-        for (int j = tid; j < n; j += nt) {
-            float de = 0.f;
-            for (int x = 0; x < W; x++) de += dU[j * W + x] * U[j * W + x];
-            rowtmp[j] = E[j] * de;
-            dG[j] -= E[j] * de;
-            for (int x = 0; x < W; x++) dU[j * W + x] *= E[j];
-        }
-        __syncthreads();
-        /* 5: the decays' sum to G_{n-1}, in row order */
-        if (tid == 0) {
-            float s = 0.f;
-            for (int j = 0; j < n; j++) s += rowtmp[j];
-            dG[n - 1] += s;
-        }
-        if (p.dout) {
-            /* 6a (O = diag(gamma) Q S0 + P U): P, and dA = dP = dO U^T (j <= i) */
-            decayed_gram(n, C, K, Qc, Kc, G, NULL, 0, P);
-            for (int e = tid; e < n * n; e += nt) {
-                const int i = e / n, j = e % n;
-                float s = 0.f;
-                if (j <= i)
-                    for (int x = 0; x < W; x++) s += dO[i * W + x] * U[j * W + x];
-                dA[i * C + j] = s;
-            }
-            __syncthreads();
-            /* 6b: the decays' gradient sum_j dP_ij P_ij to G_i (+) and G_j (-); dU += P^T dO */
-            for (int i = tid; i < n; i += nt) {
-                float rs = 0.f, cs = 0.f;
-                for (int j = 0; j <= i; j++) rs += dA[i * C + j] * P[i * C + j];
-                for (int t = i; t < n; t++) cs += dA[t * C + i] * P[t * C + i];
-                dG[i] += rs - cs;
-            }
-            for (int e = tid; e < n * W; e += nt) {
-                const int j = e / W, x = e % W;
-                float s = 0.f;
-                for (int i = j; i < n; i++) s += P[i * C + j] * dO[i * W + x];
-                dU[e] += s;
-            }
-            __syncthreads();
-            /* 6c: dA = dP * D */
-            for (int e = tid; e < n * n; e += nt) {
-                const int i = e / n, j = e % n;
-                if (j <= i) dA[i * C + j] *= expf(G[i] - G[j]);
-            }
-            __syncthreads();
-            /* 6d: dq = diag(gamma) dO S0^T + dA K, dk += dA^T Q */
-            for (int e = tid; e < n * K; e += nt) {
-                const int i = e / K, a = e % K;
-                float s = 0.f, t = 0.f, u = 0.f;
-                for (int x = 0; x < W; x++) s += dO[i * W + x] * S0[a * WP + x];
-                for (int j = 0; j <= i; j++) t += dA[i * C + j] * Kc[j * KP + a];
-                for (int r = i; r < n; r++) u += dA[r * C + i] * Qc[r * KP + a];
-                dq[e] = gam[i] * s + t;
-                dk[e] += u;
-            }
-        } else {
-            for (int e = tid; e < n * K; e += nt) dq[e] = 0.f;
-        }
-        __syncthreads();
-        /* 7: dR = (I + M)^-T dU by back substitution, in place, one column per thread */
-        for (int x = tid; x < W; x += nt)
-            for (int s = n - 2; s >= 0; s--) {
-                float acc = 0.f;
-                for (int t = s + 1; t < n; t++) acc += bet[t] * A[t * C + s] * dU[t * W + x];
-                dU[s * W + x] -= acc;
-            }
-        __syncthreads();
-        /* 8a: dA_ts = dM_ts = -dR_t . u_s and P_ts = dM_ts beta_t D_ts (s < t) */
+        /* 6c: dA = dP * D */
         for (int e = tid; e < n * n; e += nt) {
-            const int t = e / n, s = e % n;
-            float m = 0.f;
-            if (s < t)
-                for (int x = 0; x < W; x++) m -= dU[t * W + x] * U[s * W + x];
-            dA[t * C + s] = m;
-            P[t * C + s] = s < t ? m * bet[t] * expf(G[t] - G[s]) : 0.f;
+            const int i = e / n, j = e % n;
+            if (j <= i) dA[i * CP + j] *= expf(G[i] - G[j]);
         }
         __syncthreads();
-        /* 8b: dbeta, the decays' gradient through M and gamma (R_t = beta_t (v_t - gamma_t S0^T k_t)), dv */
-        for (int t = tid; t < n; t += nt) {
-            float db = 0.f, cs = 0.f, rdot = 0.f, ksdot = 0.f;
-            for (int s = 0; s < t; s++) db += dA[t * C + s] * A[t * C + s];
-            for (int r = t + 1; r < n; r++) cs += bet[r] * dA[r * C + t] * A[r * C + t];
-            for (int x = 0; x < W; x++) {
-                const float dr = dU[t * W + x];
-                rdot += dr * (v[(t0 + t) * LD + x] - gam[t] * X[t * W + x]);
-                ksdot += dr * X[t * W + x];
-            }
-            p.dbeta[blockIdx.y * p.part_t + bh * T + t0 + t] = db + rdot;
-            dG[t] += bet[t] * db - cs - gam[t] * bet[t] * ksdot;
+        /* 6d: dq = diag(gamma) dO S0^T + dA K (one contraction over [dO | dA]), dk += dA^T Q */
+        mtile<4, 4>(
+            n, K, zero, [W](int last) { return W + last + 1; },
+            [&](int i, int j) { return j < W ? gam[i] * dO[i * W + j] : dA[i * CP + j - W]; },
+            [&](int j, int a) { return j < W ? S0[a * WP + j] : Kc[(j - W) * KP + a]; },
+            [&](int i, int a, float s) { dq[(int64_t)i * K + a] = s; });
+        mtile<4, 4>(n, K, from, all_n, [&](int i, int r) { return dA[r * CP + i]; }, [&](int r, int a) { return Qc[r * KP + a]; },
+                    [&](int i, int a, float s) { dk[(int64_t)i * K + a] += s; });
+    } else {
+        for (int e = tid; e < n * K; e += nt) dq[e] = 0.f;
+    }
+    __syncthreads();
+    /* 7: dR = (I + M)^-T dU = Tm^T dU */
+    mtile<4, 4>(n, W, from, all_n, [&](int s, int t) { return Tm[t * CP + s]; }, [&](int t, int x) { return dU[t * W + x]; },
+                [&](int s, int x, float val) { R[s * W + x] = val; });
+    __syncthreads();
+    /* 8a: dA_ts = dM_ts = -dR_t . u_s and P_ts = dM_ts beta_t D_ts (s < t) */
+    mtile<4, 4>(n, n, zero, all_w, [&](int t, int x) { return R[t * W + x]; }, [&](int x, int s) { return U[s * W + x]; },
+                [&](int t, int s, float m) {
+                    dA[t * CP + s] = s < t ? -m : 0.f;
+                    P[t * CP + s] = s < t ? -m * bet[t] * expf(G[t] - G[s]) : 0.f;
+                });
+    __syncthreads();
+    /* 8b: dbeta, the decays' gradient through M and gamma (R_t = beta_t (v_t - gamma_t S0^T k_t)), dv */
+    for (int t = tid; t < n; t += nt) {
+        float db = 0.f, cs = 0.f, rdot = 0.f, ksdot = 0.f;
+        for (int s = 0; s < t; s++) db += dA[t * CP + s] * A[t * CP + s];
+        for (int r = t + 1; r < n; r++) cs += bet[r] * dA[r * CP + t] * A[r * CP + t];
+        for (int x = 0; x < W; x++) {
+            const float dr = R[t * W + x];
+            rdot += dr * (v[(int64_t)t * LD + x] - gam[t] * X[t * W + x]);
+            ksdot += dr * X[t * W + x];
         }
-        for (int e = tid; e < n * W; e += nt) dv[(e / W) * LD + e % W] = bet[e / W] * dU[e];
-        /* 8c: dk through K K^T (P holds its gradient) and through K S0 (dKS_t = -beta_t gamma_t dR_t) */
-        for (int e = tid; e < n * K; e += nt) {
-            const int t = e / K, a = e % K;
-            float s = 0.f, u = 0.f;
-            for (int r = 0; r < t; r++) s += P[t * C + r] * Kc[r * KP + a];
-            for (int r = t + 1; r < n; r++) s += P[r * C + t] * Kc[r * KP + a];
-            for (int x = 0; x < W; x++) u += dU[t * W + x] * S0[a * WP + x];
-            dk[e] += s - bet[t] * gam[t] * u;
-        }
-        __syncthreads();
-        /* 9: dg_s = sum_{t >= s} dG_t */
-        if (tid == 0) {
-            float acc = 0.f;
-            for (int s = n - 1; s >= 0; s--) {
-                acc += dG[s];
-                p.dg[blockIdx.y * p.part_t + bh * T + t0 + s] = acc;
-            }
+        p.dbeta[blockIdx.y * p.part_t + bh * T + t0 + t] = db + rdot;
+        dG[t] += bet[t] * db - cs - gam[t] * bet[t] * ksdot;
+    }
+    for (int e = tid; e < n * W; e += nt) dv[(int64_t)(e / W) * LD + e % W] = bet[e / W] * R[e];
+    /* 8c: dk through K K^T (P holds its gradient, strictly lower, so P_tr + P_rt is whichever is set) and
+     * through K S0 (dKS_t = -beta_t gamma_t dR_t), one contraction over [P + P^T | dKS] */
+    mtile<4, 4>(
+        n, K, zero, [n, W](int) { return n + W; },
+        [&](int t, int j) { return j < n ? P[t * CP + j] + P[j * CP + t] : -bet[t] * gam[t] * R[t * W + j - n]; },
+        [&](int j, int a) { return j < n ? Kc[j * KP + a] : S0[a * WP + j - n]; },
+        [&](int t, int a, float s) { dk[(int64_t)t * K + a] += s; });
+    __syncthreads();
+    /* 9: dg_s = sum_{t >= s} dG_t */
+    if (tid == 0) {
+        float acc = 0.f;
+        for (int s = n - 1; s >= 0; s--) {
+            acc += dG[s];
+            p.dg[blockIdx.y * p.part_t + bh * T + t0 + s] = acc;
         }
     }
 }
