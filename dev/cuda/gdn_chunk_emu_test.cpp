@@ -275,6 +275,7 @@ static void test_plan() {
         {12, 32, 64, 192, 64, true, 8, 64, 16},    /* dk = 192: the backward in tiles of 16 */
         {12, 32, 64, 256, 64, false, 0, 0, 0},     /* dk = 256: gdn_prep's K, Q and W rows (264 KB) do not fit */
                 {12, 32, 64, 64, 256, true, 16, 256, 64},  /* dv = 256: gdn_prep holds whole rows of v (214 KB) */
+        {12, 32, 64, 64, 600, false, 0, 0, 0},     /* dv = 600: gdn_prep's rows of Ut no longer fit */
     };
     for (const auto &c : cases) {
         gdnk::Plan pl;

@@ -18,7 +18,7 @@
  * composed core on an H200 (2026-12-06, docs/mixers.md), and these are not yet measured on a GPU.
  * Declined, so that ttt_gated_delta_chunked composes the core of the generic kernels instead: other
  * dtypes, chunks over 64 and shapes whose kernels do not fit in shared memory (at C = 64: dk above about
- * 200, or dv above about 260 at dk = 64). The forward declines exactly what the backward would, so a
+ * 235, or dv above about 580 at dk = 64). The forward declines exactly what the backward would, so a
  * recorded forward always has its backward. */
 #include <limits.h>
 #include <stdlib.h>

@@ -12,7 +12,7 @@
  *
  * Forward, three kernels:
  *   gdn_prep (backward = 0), one block per (batch, head, chunk): the gates, M, Tm by forward substitution
- *     (one column of Tm per thread), W, Ut, P, Qe, A_c, B_c; writes Ut, Qe, P, A_c to scratch and B_c to
+ *     (wy_inverse: four lanes per column of Tm), W, Ut, P, Qe, A_c, B_c; writes Ut, Qe, P, A_c to scratch and B_c to
  *     the chunk's slot of states.
  *   gdn_scan (backward = 0), one block per (batch, head, tile of dv columns): walks the chunks in order,
  *     replacing each slot's B_c by the state before the chunk, S_c, and computing S_{c+1} = A_c S_c + B_c;
@@ -23,15 +23,16 @@
  *   gdn_scan (backward = 1) per (batch, head, tile): walks the chunks in reverse from dS_N = ds_out,
  *     replacing slot c's Y_c by dS_{c+1}, the gradient of the state after chunk c; writes ds0 = dS_0;
  *   gdn_bwd_chunk per (batch, head, chunk, tile): every gradient of chunk c from its stored S_c and dS_{c+1}
- *     (the reverse of each line of the chunk's forward pass, as the CPU kernel does), in parallel over the
- *     chunks. dq, dk, dbeta and dg are sums over the dv columns: with more than one tile each tile writes
+ *     (the reverse of each line of the chunk's forward pass, as the CPU kernel does, with both triangular
+ *     solves as products with Tm), in parallel over the chunks. dq, dk, dbeta and dg are sums over the dv columns: with more than one tile each tile writes
  *     its partial sums (Params.part_k, part_t apart) and gdn_sum_tiles adds them in tile order.
  * No atomics: every sum has one owner and a fixed order, so two runs give the same bits. All products
- * are plain f32 FMA loops over shared memory (no tensor cores yet). Global offsets are 64-bit.
+ * are f32 FMA loops over shared memory, 4 x 4 sums a thread in registers (mtile; no tensor cores yet).
+ * Global offsets are 64-bit.
  *
- * Shared memory, floats (the includer defines GDN_SMEM(): the dynamic shared memory as float *). Rows of
- * K and Q (and A in the scan, P in gdn_out, S in the backward) are padded by one float so that threads
- * reading one column hit distinct banks. Sizes: prep_smem_floats, scan_smem_floats, out_smem_floats,
+ * Shared memory, floats (the includer defines GDN_SMEM(): the dynamic shared memory as float *). Rows
+ * that threads read down a column (K, the C x C matrices, A in the scan, S in the backward) are padded
+ * by one float so that those threads hit distinct banks. Sizes: prep_smem_floats, scan_smem_floats, out_smem_floats,
  * bwd_smem_floats below. */
 #ifndef TTT_GDN_CHUNK_CUH
 #define TTT_GDN_CHUNK_CUH
