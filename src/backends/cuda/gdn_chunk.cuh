@@ -59,14 +59,14 @@ struct Params {
 };
 
 __host__ __device__ inline int prep_smem_floats(int C, int K, int V) {
-    return C * (K + 1) + 2 * C * K + C * V + 2 * C * (C + 1) + 5 * C;
+    return 2 * C * (K + 1) + C * K + C * V + 2 * C * (C + 1) + 5 * C;
 }
 __host__ __device__ inline int scan_smem_floats(int K, int VT) { return K * (K + 1) + 2 * K * VT; }
 __host__ __device__ inline int out_smem_floats(int C, int K, int VT) {
-    return C * K + K * VT + C * (C + 1) + C * VT;
+    return C * (K + 1) + K * VT + C * (C + 1) + C * VT;
 }
 __host__ __device__ inline int bwd_smem_floats(int C, int K, int VT, int threads) {
-    return 2 * K * (VT + 1) + 2 * C * (K + 1) + 5 * C * VT + 4 * C * (C + 1) + 6 * C + threads;
+    return 2 * K * (VT + 1) + 2 * C * (K + 1) + 5 * C * (VT + 1) + 4 * C * (C + 1) + 6 * C + threads;
 }
 
 /* The launch shapes: columns per tile of gdn_scan, gdn_out and gdn_bwd_chunk, and each kernel's shared
@@ -187,19 +187,19 @@ __device__ inline void wy_inverse(int n, int ld, const float *Mx, const float *m
 
 /* Forward (backward = 0): Ut, Qe, P and A_c to scratch, B_c to the chunk's slot of states. Backward
  * (backward = 1): A_c and Y_c = Qe^T dO to scratch (dstates' slot). One block per (batch, head, chunk):
- * blockIdx.x = bh N + c. Every product is an mtile of 4 x 4 sums per thread. Shared: K [C, dk+1] (read by
- * rows and by columns), Q (then Qe), W [C, dk]; Ut [C, dv]; Tm, M (then P) [C, C+1]; G, gamma, beta,
+ * blockIdx.x = bh N + c. Every product is an mtile of 4 x 4 sums per thread. Shared: K, Q (then Qe)
+ * [C, dk+1] (rows read by threads of two row tiles at once, or K by columns), W [C, dk]; Ut [C, dv]; Tm, M (then P) [C, C+1]; G, gamma, beta,
  * beta gamma, E [C]. V (dO) is read from global memory by the one product that needs it (through L1):
  * 100 KB at C = dk = dv = 64, so two blocks share an SM. */
 __global__ void __launch_bounds__(256) gdn_prep(Params p, int backward) {
     const int K = p.K, V = p.V, C = p.C, T = p.T, N = p.N, KP = K + 1, CP = C + 1, tid = threadIdx.x, nt = blockDim.x;
     const int64_t bh = (int64_t)blockIdx.x / N;
     const int c = (int)((int64_t)blockIdx.x % N), t0 = c * C, n = T - t0 < C ? T - t0 : C;
-    float *Kc = GDN_SMEM(), *Qc = Kc + C * KP, *Wc = Qc + C * K, *Ut = Wc + C * K, *Tm = Ut + C * V,
+    float *Kc = GDN_SMEM(), *Qc = Kc + C * KP, *Wc = Qc + C * KP, *Ut = Wc + C * K, *Tm = Ut + C * V,
           *Mp = Tm + C * CP, *G = Mp + C * CP, *gam = G + C, *bet = gam + C, *bg = bet + C, *E = bg + C;
     {
         const float *k = p.k + (bh * T + t0) * K, *q = p.q + (bh * T + t0) * K;
-        for (int e = tid; e < n * K; e += nt) Kc[(e / K) * KP + e % K] = k[e], Qc[e] = q[e];
+        for (int e = tid; e < n * K; e += nt) Kc[(e / K) * KP + e % K] = k[e], Qc[(e / K) * KP + e % K] = q[e];
         if (tid == 0) {
             const float *g = p.g + bh * T + t0, *beta = p.beta + bh * T + t0;
             float acc = 0.f;
@@ -225,7 +225,7 @@ __global__ void __launch_bounds__(256) gdn_prep(Params p, int backward) {
     wy_inverse(n, CP, Mp, NULL, Tm); /* Tm = (I + M)^-1 */
     __syncthreads();
     /* P_ij = (q_i . k_j) D_ij (j <= i), in M's place; W = Tm diag(beta gamma) K; Ut = Tm diag(beta) V */
-    mtile<4, 4>(n, n, zero, all_k, [&](int i, int a) { return Qc[i * K + a]; }, [&](int a, int j) { return Kc[j * KP + a]; },
+    mtile<4, 4>(n, n, zero, all_k, [&](int i, int a) { return Qc[i * KP + a]; }, [&](int a, int j) { return Kc[j * KP + a]; },
                 [&](int i, int j, float s) { Mp[i * CP + j] = j <= i ? s * expf(G[i] - G[j]) : 0.f; });
     mtile<4, 4>(n, K, zero, upto, [&](int i, int j) { return Tm[i * CP + j] * bg[j]; },
                 [&](int j, int a) { return Kc[j * KP + a]; }, [&](int i, int a, float s) { Wc[i * K + a] = s; });
@@ -240,8 +240,8 @@ __global__ void __launch_bounds__(256) gdn_prep(Params p, int backward) {
     float *qe = p.qe + (bh * T + t0) * K;
     mtile<4, 4>(n, K, zero, upto, [&](int i, int j) { return Mp[i * CP + j]; }, [&](int j, int a) { return Wc[j * K + a]; },
                 [&](int i, int a, float s) {
-                    const float r = gam[i] * Qc[i * K + a] - s;
-                    Qc[i * K + a] = r;
+                    const float r = gam[i] * Qc[i * KP + a] - s;
+                    Qc[i * KP + a] = r;
                     if (!backward) qe[(int64_t)i * K + a] = r;
                 });
     /* A_c = gamma_n I - (diag(E) K)^T W */
@@ -265,7 +265,7 @@ __global__ void __launch_bounds__(256) gdn_prep(Params p, int backward) {
         for (int e = tid; e < K * V; e += nt) Y[e] = 0.f;
         return;
     }
-    mtile<4, 4>(K, V, zero, all_n, [&](int a, int i) { return Qc[i * K + a]; },
+    mtile<4, 4>(K, V, zero, all_n, [&](int a, int i) { return Qc[i * KP + a]; },
                 [&](int i, int x) { return dout[(int64_t)i * V + x]; }, [&](int a, int x, float s) { Y[(int64_t)a * V + x] = s; });
 }
 
@@ -337,16 +337,16 @@ __global__ void __launch_bounds__(256) gdn_scan(Params p, int backward) {
 
 /* O = Qe S_c + P Ut, one block per (batch, head, chunk, tile of dv columns): blockIdx.x = bh N + c,
  * blockIdx.y = tile; one mtile over the joined contraction [Qe | P] [S_c ; Ut] (dk + the row's tokens).
- * Shared: Qe [C, dk], S_c [dk, w], P [C, C+1], Ut [C, w]. */
+ * Shared: Qe [C, dk+1], S_c [dk, w], P [C, C+1], Ut [C, w]. */
 __global__ void __launch_bounds__(256) gdn_out(Params p) {
-    const int K = p.K, V = p.V, C = p.C, T = p.T, N = p.N, CP = C + 1, tid = threadIdx.x, nt = blockDim.x;
+    const int K = p.K, V = p.V, C = p.C, T = p.T, N = p.N, KP = K + 1, CP = C + 1, tid = threadIdx.x, nt = blockDim.x;
     const int64_t bh = (int64_t)blockIdx.x / N;
     const int c = (int)((int64_t)blockIdx.x % N), t0 = c * C, n = T - t0 < C ? T - t0 : C;
     const int x0 = blockIdx.y * p.VT, W = p.V - x0 < p.VT ? p.V - x0 : p.VT;
-    float *Qs = GDN_SMEM(), *Ss = Qs + C * K, *Ps = Ss + K * W, *Us = Ps + C * CP;
+    float *Qs = GDN_SMEM(), *Ss = Qs + C * KP, *Ps = Ss + K * W, *Us = Ps + C * CP;
     const float *qe = p.qe + (bh * T + t0) * K, *ut = p.ut + (bh * T + t0) * V + x0;
     const float *st = p.states + (bh * N + c) * K * V + x0, *pm = p.pm + (bh * N + c) * C * C;
-    for (int e = tid; e < n * K; e += nt) Qs[e] = qe[e];
+    for (int e = tid; e < n * K; e += nt) Qs[(e / K) * KP + e % K] = qe[e];
     for (int e = tid; e < K * W; e += nt) Ss[e] = st[(int64_t)(e / W) * V + e % W];
     for (int e = tid; e < n * n; e += nt) Ps[(e / n) * CP + e % n] = (e % n) <= (e / n) ? pm[(e / n) * C + e % n] : 0.f;
     for (int e = tid; e < n * W; e += nt) Us[e] = ut[(int64_t)(e / W) * V + e % W];
@@ -354,7 +354,7 @@ __global__ void __launch_bounds__(256) gdn_out(Params p) {
     float *o = p.o + (bh * T + t0) * V + x0;
     mtile<4, 4>(
         n, W, [](int) { return 0; }, [K](int last) { return K + last + 1; },
-        [&](int i, int j) { return j < K ? Qs[i * K + j] : Ps[i * CP + j - K]; },
+        [&](int i, int j) { return j < K ? Qs[i * KP + j] : Ps[i * CP + j - K]; },
         [&](int j, int x) { return j < K ? Ss[j * W + x] : Us[(j - K) * W + x]; },
         [&](int i, int x, float s) { o[(int64_t)i * V + x] = s; });
 }
@@ -367,13 +367,13 @@ __global__ void __launch_bounds__(256) gdn_out(Params p) {
  * dR = Tm^T dU are products), and every product is an mtile of 4 x 4 sums per thread. Sums over the
  * columns (dS^T k_j . u_j, dO_i . u_j, dR_t . u_s, dR_t . (v_t - gamma_t S0^T k_t), <S0, dS>) run over this
  * tile's columns only: they reach dq, dk, dbeta and dg, which are this tile's partial sums.
- * Shared: S0, dS [dk, w+1]; K, Q [C, dk+1]; U, dU, X, dO, R [C, w]; A (K K^T * D below the diagonal), P,
+ * Shared: S0, dS [dk, w+1]; K, Q [C, dk+1]; U, dU, X, dO, R [C, w+1]; A (K K^T * D below the diagonal), P,
  * dA, Tm [C, C+1]; G, gamma, beta, E, dG, rowtmp [C]; red [threads]. */
 __global__ void __launch_bounds__(256) gdn_bwd_chunk(Params p) {
     const int K = p.K, C = p.C, T = p.T, KP = K + 1, CP = C + 1, tid = threadIdx.x, nt = blockDim.x;
     const int x0 = blockIdx.y * p.VT, W = p.V - x0 < p.VT ? p.V - x0 : p.VT, LD = p.V, WP = W + 1;
     float *S0 = GDN_SMEM(), *dS = S0 + K * WP, *Kc = dS + K * WP, *Qc = Kc + C * KP, *U = Qc + C * KP,
-          *dU = U + C * W, *X = dU + C * W, *dO = X + C * W, *R = dO + C * W, *A = R + C * W, *P = A + C * CP,
+          *dU = U + C * WP, *X = dU + C * WP, *dO = X + C * WP, *R = dO + C * WP, *A = R + C * WP, *P = A + C * CP,
           *dA = P + C * CP, *Tm = dA + C * CP, *G = Tm + C * CP, *gam = G + C, *bet = gam + C, *E = bet + C,
           *dG = E + C, *rowtmp = dG + C, *red = rowtmp + C;
     const int N = p.N;
@@ -389,7 +389,8 @@ __global__ void __launch_bounds__(256) gdn_bwd_chunk(Params p) {
         dS[(e / W) * WP + e % W] = p.dstates[at];
     }
     load_chunk(p, bh, t0, n, Kc, Qc, G, gam, bet, E);
-    for (int e = tid; e < n * W; e += nt) dO[e] = p.dout ? p.dout[(bh * T + t0 + e / W) * LD + x0 + e % W] : 0.f;
+    for (int e = tid; e < n * W; e += nt)
+        dO[(e / W) * WP + e % W] = p.dout ? p.dout[(bh * T + t0 + e / W) * LD + x0 + e % W] : 0.f;
     __syncthreads();
     auto zero = [](int) { return 0; };
     auto from = [](int first) { return first; };    /* j >= the tile's first row */
@@ -401,9 +402,9 @@ __global__ void __launch_bounds__(256) gdn_bwd_chunk(Params p) {
     auto k_col = [&](int a, int j) { return Kc[j * KP + a]; };
     auto s0_rows = [&](int a, int x) { return S0[a * WP + x]; };
     /* 1: X = K S0, dU = Q S0 (for now), A_ij = (k_i . k_j) D_ij (j < i), P_ij = (q_i . k_j) D_ij (j <= i) */
-    mtile<4, 4>(n, W, zero, all_k, k_row, s0_rows, [&](int i, int x, float s) { X[i * W + x] = s; });
+    mtile<4, 4>(n, W, zero, all_k, k_row, s0_rows, [&](int i, int x, float s) { X[i * WP + x] = s; });
     mtile<4, 4>(n, W, zero, all_k, [&](int i, int a) { return Qc[i * KP + a]; }, s0_rows,
-                [&](int i, int x, float s) { dU[i * W + x] = s; });
+                [&](int i, int x, float s) { dU[i * WP + x] = s; });
     mtile<4, 4>(n, n, zero, all_k, k_row, k_col,
                 [&](int i, int j, float s) { A[i * CP + j] = j < i ? s * expf(G[i] - G[j]) : 0.f; });
     mtile<4, 4>(n, n, zero, all_k, [&](int i, int a) { return Qc[i * KP + a]; }, k_col,
@@ -414,12 +415,12 @@ __global__ void __launch_bounds__(256) gdn_bwd_chunk(Params p) {
     wy_inverse(n, CP, A, bet, Tm);
     for (int i = tid; i < n; i += nt) {
         float s = 0.f;
-        for (int x = 0; x < W; x++) s += dO[i * W + x] * dU[i * W + x];
+        for (int x = 0; x < W; x++) s += dO[i * WP + x] * dU[i * WP + x];
         dG[i] = gam[i] * s;
     }
     for (int e = tid; e < n * W; e += nt) {
         const int i = e / W;
-        R[e] = bet[i] * (v[(int64_t)i * LD + e % W] - gam[i] * X[e]);
+        R[i * WP + e % W] = bet[i] * (v[(int64_t)i * LD + e % W] - gam[i] * X[i * WP + e % W]);
     }
     {
         float s = 0.f;
@@ -428,8 +429,8 @@ __global__ void __launch_bounds__(256) gdn_bwd_chunk(Params p) {
     }
     __syncthreads();
     /* 3: U = Tm R; dG_{n-1} += gamma_n <S0, dS> (summed in thread order) */
-    mtile<4, 4>(n, W, zero, upto, [&](int i, int j) { return Tm[i * CP + j]; }, [&](int j, int x) { return R[j * W + x]; },
-                [&](int i, int x, float s) { U[i * W + x] = s; });
+    mtile<4, 4>(n, W, zero, upto, [&](int i, int j) { return Tm[i * CP + j]; }, [&](int j, int x) { return R[j * WP + x]; },
+                [&](int i, int x, float s) { U[i * WP + x] = s; });
     if (tid == 0) {
         float s = 0.f;
         for (int t = 0; t < nt; t++) s += red[t];
@@ -438,17 +439,17 @@ __global__ void __launch_bounds__(256) gdn_bwd_chunk(Params p) {
     __syncthreads();
     /* 4a (S_n = gamma_n S0 + sum_j E_j k_j u_j^T): dU_j = dS^T k_j (unscaled), dk_j = E_j dS u_j */
     mtile<4, 4>(n, W, zero, all_k, k_row, [&](int a, int x) { return dS[a * WP + x]; },
-                [&](int j, int x, float s) { dU[j * W + x] = s; });
-    mtile<4, 4>(n, K, zero, all_w, [&](int j, int x) { return U[j * W + x]; }, [&](int x, int a) { return dS[a * WP + x]; },
+                [&](int j, int x, float s) { dU[j * WP + x] = s; });
+    mtile<4, 4>(n, K, zero, all_w, [&](int j, int x) { return U[j * WP + x]; }, [&](int x, int a) { return dS[a * WP + x]; },
                 [&](int j, int a, float s) { dk[(int64_t)j * K + a] = E[j] * s; });
     __syncthreads();
     /* 4b: the decay E_j's gradient, E_j (dS^T k_j) . u_j, to G_{n-1} (+) and G_j (-); dU_j *= E_j */
     for (int j = tid; j < n; j += nt) {
         float de = 0.f;
-        for (int x = 0; x < W; x++) de += dU[j * W + x] * U[j * W + x];
+        for (int x = 0; x < W; x++) de += dU[j * WP + x] * U[j * WP + x];
         rowtmp[j] = E[j] * de;
         dG[j] -= E[j] * de;
-        for (int x = 0; x < W; x++) dU[j * W + x] *= E[j];
+        for (int x = 0; x < W; x++) dU[j * WP + x] *= E[j];
     }
     __syncthreads();
     /* 5: the decays' sum to G_{n-1}, in row order */
@@ -459,7 +460,7 @@ __global__ void __launch_bounds__(256) gdn_bwd_chunk(Params p) {
     }
     if (p.dout) {
         /* 6a (O = diag(gamma) Q S0 + P U): dA = dP = dO U^T (j <= i) */
-        mtile<4, 4>(n, n, zero, all_w, [&](int i, int x) { return dO[i * W + x]; }, [&](int x, int j) { return U[j * W + x]; },
+        mtile<4, 4>(n, n, zero, all_w, [&](int i, int x) { return dO[i * WP + x]; }, [&](int x, int j) { return U[j * WP + x]; },
                     [&](int i, int j, float s) { dA[i * CP + j] = j <= i ? s : 0.f; });
         __syncthreads();
         /* 6b: the decays' gradient sum_j dP_ij P_ij to G_i (+) and G_j (-); dU += P^T dO */
@@ -469,8 +470,8 @@ __global__ void __launch_bounds__(256) gdn_bwd_chunk(Params p) {
             for (int t = i; t < n; t++) cs += dA[t * CP + i] * P[t * CP + i];
             dG[i] += rs - cs;
         }
-        mtile<4, 4>(n, W, from, all_n, [&](int j, int i) { return P[i * CP + j]; }, [&](int i, int x) { return dO[i * W + x]; },
-                    [&](int j, int x, float s) { dU[j * W + x] += s; });
+        mtile<4, 4>(n, W, from, all_n, [&](int j, int i) { return P[i * CP + j]; }, [&](int i, int x) { return dO[i * WP + x]; },
+                    [&](int j, int x, float s) { dU[j * WP + x] += s; });
         __syncthreads();
         /* 6c: dA = dP * D */
         for (int e = tid; e < n * n; e += nt) {
@@ -481,7 +482,7 @@ __global__ void __launch_bounds__(256) gdn_bwd_chunk(Params p) {
         /* 6d: dq = diag(gamma) dO S0^T + dA K (one contraction over [dO | dA]), dk += dA^T Q */
         mtile<4, 4>(
             n, K, zero, [W](int last) { return W + last + 1; },
-            [&](int i, int j) { return j < W ? gam[i] * dO[i * W + j] : dA[i * CP + j - W]; },
+            [&](int i, int j) { return j < W ? gam[i] * dO[i * WP + j] : dA[i * CP + j - W]; },
             [&](int j, int a) { return j < W ? S0[a * WP + j] : Kc[(j - W) * KP + a]; },
             [&](int i, int a, float s) { dq[(int64_t)i * K + a] = s; });
         mtile<4, 4>(n, K, from, all_n, [&](int i, int r) { return dA[r * CP + i]; }, [&](int r, int a) { return Qc[r * KP + a]; },
@@ -491,11 +492,11 @@ __global__ void __launch_bounds__(256) gdn_bwd_chunk(Params p) {
     }
     __syncthreads();
     /* 7: dR = (I + M)^-T dU = Tm^T dU */
-    mtile<4, 4>(n, W, from, all_n, [&](int s, int t) { return Tm[t * CP + s]; }, [&](int t, int x) { return dU[t * W + x]; },
-                [&](int s, int x, float val) { R[s * W + x] = val; });
+    mtile<4, 4>(n, W, from, all_n, [&](int s, int t) { return Tm[t * CP + s]; }, [&](int t, int x) { return dU[t * WP + x]; },
+                [&](int s, int x, float val) { R[s * WP + x] = val; });
     __syncthreads();
     /* 8a: dA_ts = dM_ts = -dR_t . u_s and P_ts = dM_ts beta_t D_ts (s < t) */
-    mtile<4, 4>(n, n, zero, all_w, [&](int t, int x) { return R[t * W + x]; }, [&](int x, int s) { return U[s * W + x]; },
+    mtile<4, 4>(n, n, zero, all_w, [&](int t, int x) { return R[t * WP + x]; }, [&](int x, int s) { return U[s * WP + x]; },
                 [&](int t, int s, float m) {
                     dA[t * CP + s] = s < t ? -m : 0.f;
                     P[t * CP + s] = s < t ? -m * bet[t] * expf(G[t] - G[s]) : 0.f;
@@ -507,19 +508,19 @@ __global__ void __launch_bounds__(256) gdn_bwd_chunk(Params p) {
         for (int s = 0; s < t; s++) db += dA[t * CP + s] * A[t * CP + s];
         for (int r = t + 1; r < n; r++) cs += bet[r] * dA[r * CP + t] * A[r * CP + t];
         for (int x = 0; x < W; x++) {
-            const float dr = R[t * W + x];
-            rdot += dr * (v[(int64_t)t * LD + x] - gam[t] * X[t * W + x]);
-            ksdot += dr * X[t * W + x];
+            const float dr = R[t * WP + x];
+            rdot += dr * (v[(int64_t)t * LD + x] - gam[t] * X[t * WP + x]);
+            ksdot += dr * X[t * WP + x];
         }
         p.dbeta[blockIdx.y * p.part_t + bh * T + t0 + t] = db + rdot;
         dG[t] += bet[t] * db - cs - gam[t] * bet[t] * ksdot;
     }
-    for (int e = tid; e < n * W; e += nt) dv[(int64_t)(e / W) * LD + e % W] = bet[e / W] * R[e];
+    for (int e = tid; e < n * W; e += nt) dv[(int64_t)(e / W) * LD + e % W] = bet[e / W] * R[(e / W) * WP + e % W];
     /* 8c: dk through K K^T (P holds its gradient, strictly lower, so P_tr + P_rt is whichever is set) and
      * through K S0 (dKS_t = -beta_t gamma_t dR_t), one contraction over [P + P^T | dKS] */
     mtile<4, 4>(
         n, K, zero, [n, W](int) { return n + W; },
-        [&](int t, int j) { return j < n ? P[t * CP + j] + P[j * CP + t] : -bet[t] * gam[t] * R[t * W + j - n]; },
+        [&](int t, int j) { return j < n ? P[t * CP + j] + P[j * CP + t] : -bet[t] * gam[t] * R[t * WP + j - n]; },
         [&](int j, int a) { return j < n ? Kc[j * KP + a] : S0[a * WP + j - n]; },
         [&](int t, int a, float s) { dk[(int64_t)t * K + a] += s; });
     __syncthreads();
