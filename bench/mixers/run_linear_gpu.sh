@@ -12,7 +12,9 @@
 #      TTT_FUSED=0; then against the composed core in the same run (mixer_speed --fused both: a second
 #      context made with TTT_FUSED=0; --check compares the f32 / bf16 output with f64), core and block,
 #      f32 and bf16, T = 2K and 8K, d = 64, then d = 128. docs/mixers.md has the expected times
-#      (not yet measured) and the FLOP / byte estimate to compare with
+#      (not yet measured) and the FLOP / byte estimate to compare with. The variable stays exported, so
+#      step 4 (when it runs in the same call) trains the gated-deltanet LM through these kernels too,
+#      under CUDA graphs
 #   4. the 125M LM with each mixer (--mixer attention | linear-attention | gated-deltanet | mamba2),
 #      bf16 mixed precision, CUDA graphs on (the mixers must record), T = 2048, batch 4, 8 steps:
 #      tokens/s and the loss (tinyshakespeare shards made here)
