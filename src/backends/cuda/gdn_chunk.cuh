@@ -190,7 +190,7 @@ __device__ inline void wy_inverse(int n, int ld, const float *Mx, const float *m
  * blockIdx.x = bh N + c. Every product is an mtile of 4 x 4 sums per thread. Shared: K, Q (then Qe)
  * [C, dk+1] (rows read by threads of two row tiles at once, or K by columns), W [C, dk]; Ut [C, dv]; Tm, M (then P) [C, C+1]; G, gamma, beta,
  * beta gamma, E [C]. V (dO) is read from global memory by the one product that needs it (through L1):
- * 100 KB at C = dk = dv = 64, so two blocks share an SM. */
+ * 98 KB at C = dk = dv = 64, so two blocks share an SM. */
 __global__ void __launch_bounds__(256) gdn_prep(Params p, int backward) {
     const int K = p.K, V = p.V, C = p.C, T = p.T, N = p.N, KP = K + 1, CP = C + 1, tid = threadIdx.x, nt = blockDim.x;
     const int64_t bh = (int64_t)blockIdx.x / N;
