@@ -6,10 +6,15 @@
 #   3. mixer_speed --check on cuda (chunkwise == recurrent in f64, f32/bf16 vs f64), then the
 #      timing table: forward and forward + backward at T = 2K and 8K, B = 1, H = 12, d = 64,
 #      in f32 and bf16, against causal attention (ttt_attention's fused kernels)
-#   3b. (part "fused") the fused chunkwise Gated DeltaNet core (src/backends/cuda/gdn_chunk.cu) against
-#      the composed one in the same run (mixer_speed --fused both: a second context made with
-#      TTT_FUSED=0), core and block, f32 and bf16, T = 2K and 8K, d = 64, then d = 128 (tiles of 16 dv
-#      columns); gradcheck of the core with the fused path off, beside step 2's with it on
+#   3b. (part "fused") the chunk-parallel fused Gated DeltaNet core (src/backends/cuda/gdn_chunk.cu; off
+#      unless TTT_GDN_CUDA_FUSED=1, which this part exports): gradcheck of the core on the device with
+#      the fused kernels on (its f32 and bf16 GPU-vs-CPU parity runs them, forward and backward) and with
+#      TTT_FUSED=0; then against the composed core in the same run (mixer_speed --fused both: a second
+#      context made with TTT_FUSED=0; --check compares the f32 / bf16 output with f64), core and block,
+#      f32 and bf16, T = 2K and 8K, d = 64, then d = 128. docs/mixers.md has the expected times
+#      (not yet measured) and the FLOP / byte estimate to compare with. The variable stays exported, so
+#      step 4 (when it runs in the same call) trains the gated-deltanet LM through these kernels too,
+#      under CUDA graphs
 #   4. the 125M LM with each mixer (--mixer attention | linear-attention | gated-deltanet | mamba2),
 #      bf16 mixed precision, CUDA graphs on (the mixers must record), T = 2048, batch 4, 8 steps:
 #      tokens/s and the loss (tinyshakespeare shards made here)
@@ -42,7 +47,8 @@ has speed && for dt in f32 bf16; do
     2>&1 | log || status=1
 done
 if has fused; then
-  export TTT_GDN_CUDA_FUSED=1 # the CUDA kernels are off by default (slower than the composed core, docs/mixers.md)
+  export TTT_GDN_CUDA_FUSED=1 # the CUDA kernels are off by default until measured faster than the composed core
+  $B/ttt gradcheck --device cuda --op "gated_delta(chunked)" --seeds 3 2>&1 | sed 's/^/TTT_GDN_CUDA_FUSED=1 /' | log || status=1
   TTT_FUSED=0 $B/ttt gradcheck --device cuda --op "gated_delta(chunked)" --seeds 3 2>&1 | sed 's/^/TTT_FUSED=0 /' | log || status=1
   for dt in f32 bf16; do
     for impl in gated_delta gdn_block; do

@@ -86,7 +86,7 @@ struct CuDev {
     int n_retired;
     Scratch reduce_scratch;    /* per-chunk partials of reductions, in double */
     Scratch sort_scratch;      /* scatter_add_rows' sorted ids and positions */
-    Scratch gdn_scratch;       /* gdn_chunk_bwd's per-tile partial gradients (gdn_chunk.cu) */
+    Scratch gdn_scratch;       /* the Gated DeltaNet kernels' per-chunk maps, state gradients, partials (gdn_chunk.cu) */
     CuPool *pool;              /* device memory (device_pool.cu) */
 };
 

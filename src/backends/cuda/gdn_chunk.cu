@@ -1,17 +1,25 @@
 /* The fused chunkwise Gated DeltaNet core on the GPU (backend.h: gdn_chunk_fwd, gdn_chunk_bwd): the
- * launchers of the kernels in gdn_chunk.cuh, one block of 256 threads per (batch, head, tile of dv
- * columns) with its columns of the state in shared memory. f32 only (the op casts bf16 inputs to f32
- * before calling, as the cores compute bf16 in f32).
+ * launchers of the chunk-parallel kernels in gdn_chunk.cuh (256 threads a block), f32 only (the op casts
+ * bf16 inputs to f32 before calling, as the cores compute bf16 in f32).
  *
- * Tiles (gdnk::choose_tile): the columns are split in halves while the grid has fewer blocks than the GPU
- * has SMs and tiles stay 16 columns or wider (B = 1, H = 12, dv = 64: 4 tiles of 16, 48 blocks), then further while the
- * backward's shared memory (gdnk::bwd_smem_floats) is more than a block gets, down to 8 columns (dk = dv
- * = 128 at C = 64: tiles of 16, 152 KB). With several tiles the backward writes per-tile partial dq, dk,
- * dbeta, dg into the instance's scratch and gdn_sum_tiles adds them in tile order (no atomics).
+ *   forward:  gdn_prep (per chunk) -> gdn_scan (per head and tile of dv columns, chunks in order) ->
+ *             gdn_out (per chunk and tile)
+ *   backward: gdn_prep (per chunk) -> gdn_scan (chunks in reverse) -> gdn_bwd_chunk (per chunk and tile)
+ *             [-> gdn_sum_tiles, when the backward's columns are split]
+ * The tiles (gdnk::make_plan, checked by the emulator test): the scan's dv columns are halved while it
+ * has fewer blocks than the GPU has SMs, down to 8 columns (B = 1, H = 12, dv = 64: 8 tiles, 96 blocks);
+ * the per-chunk kernels split columns only when B H N is below the SM count or their shared memory does
+ * not fit (dk = dv = 128 at C = 64: the backward in tiles of 32). Scratch (the instance's gdn_scratch,
+ * stream-ordered like the other scratch buffers; floats): forward A_c [B H N dk dk], Ut [B H T dv],
+ * Qe [B H T dk], P [B H N C C], and the states when the caller keeps none [B H N dk dv]; backward A_c,
+ * the per-chunk state gradients [B H N dk dv] and, with split columns, per-tile partial dq, dk, dbeta, dg.
+ *
+ * Off unless TTT_GDN_CUDA_FUSED=1: the single-pass kernels these replace were measured slower than the
+ * composed core on an H200 (2026-12-06, docs/mixers.md), and these are not yet measured on a GPU.
  * Declined, so that ttt_gated_delta_chunked composes the core of the generic kernels instead: other
- * dtypes, chunks over 64 and shapes that do not fit even in tiles of 8 (dk above about 290 at C =
- * 64). The forward declines exactly what the backward would, so a recorded forward always has its
- * backward. */
+ * dtypes, chunks over 64 and shapes whose kernels do not fit in shared memory (at C = 64: dk above about
+ * 235, or dv above about 580 at dk = 64). The forward declines exactly what the backward would, so a
+ * recorded forward always has its backward. */
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,12 +32,9 @@ extern __shared__ float4 gdn_smem_raw[];
 
 enum { GDN_THREADS = 256, GDN_MAX_CHUNK = 64 };
 
-/* The launch's shape, or false where the kernels leave it to the composed path. */
+/* The launch's shape and plan, or false where the kernels leave it to the composed path. */
 static bool gdn_supported(CuDev *dev, const ttt_tensor *q, const ttt_tensor *v, int64_t chunk, gdnk::Params *p,
-                          int64_t *bh, int *tiles, int *smem_fwd, int *smem_bwd, int *smem_max) {
-    /* Off unless TTT_GDN_CUDA_FUSED=1: on an H200 (2026-12-06, docs/mixers.md) these kernels were 1.8x (T 2K)
-     * to 4x (T 8K) slower than the composed core, because each block walks every chunk in turn. They stay
-     * checked (emu_gdn_chunk) and selectable for the chunk-parallel rewrite that has to beat the composed core. */
+                          int64_t *bh, gdnk::Plan *plan, int *smem_max) {
     static int enabled = -1;
     if (enabled < 0) {
         const char *e = getenv("TTT_GDN_CUDA_FUSED");
@@ -43,38 +48,55 @@ static bool gdn_supported(CuDev *dev, const ttt_tensor *q, const ttt_tensor *v, 
         T * wide > INT_MAX / 2)
         return false;
     const int C = (int)(chunk < T ? chunk : T);
+    const int64_t N = (T + C - 1) / C;
+    if (B * H * N > INT_MAX) return false; /* the per-chunk kernels' grid.x */
     int optin = 0;
     if (cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev->index) != cudaSuccess) return false;
-    const int vt = gdnk::choose_tile(B * H, C, (int)K, (int)V, GDN_THREADS, dev->sm_count, optin);
-    if (!vt) return false;
-    const int64_t fwd = (int64_t)gdnk::fwd_smem_floats(C, (int)K, vt) * 4;
-    const int64_t bwd = (int64_t)gdnk::bwd_smem_floats(C, (int)K, vt, GDN_THREADS) * 4;
+    if (!gdnk::make_plan(B * H, (int)N, C, (int)K, (int)V, GDN_THREADS, dev->sm_count, optin, plan)) return false;
     memset(p, 0, sizeof *p);
-    p->T = (int)T, p->C = C, p->K = (int)K, p->V = (int)V, p->VT = vt;
+    p->T = (int)T, p->C = C, p->K = (int)K, p->V = (int)V, p->N = (int)N;
     *bh = B * H;
-    *tiles = (int)((V + vt - 1) / vt);
-    *smem_fwd = (int)fwd, *smem_bwd = (int)bwd, *smem_max = optin;
+    *smem_max = optin;
     return true;
 }
+
+static unsigned tiles_of(int V, int vt) { return (unsigned)((V + vt - 1) / vt); }
 
 int ttt__cu_gdn_chunk_fwd(ttt_backend_state *self, ttt_tensor *o, ttt_tensor *s_out, ttt_tensor *states,
                           const ttt_tensor *q, const ttt_tensor *k, const ttt_tensor *v, const ttt_tensor *beta,
                           const ttt_tensor *g, const ttt_tensor *s0, int64_t chunk) {
     ENTER(dev, self);
     gdnk::Params p;
+    gdnk::Plan plan;
     int64_t bh;
-    int tiles, smem_fwd, smem_bwd, smem_max;
-    if (!gdn_supported(dev, q, v, chunk, &p, &bh, &tiles, &smem_fwd, &smem_bwd, &smem_max)) return TTT_BACKEND_DECLINED;
-    static uint64_t ready; /* per GPU: the opt-in limit, set once (ttt__allow_smem) */
-    if (ttt__allow_smem(gdnk::gdn_fwd, smem_max, dev, &ready)) return TTT_ERR;
+    int smem_max;
+    if (!gdn_supported(dev, q, v, chunk, &p, &bh, &plan, &smem_max)) return TTT_BACKEND_DECLINED;
+    static uint64_t ready_prep, ready_scan, ready_out; /* per GPU: the opt-in limit, set once (ttt__allow_smem) */
+    if (ttt__allow_smem(gdnk::gdn_prep, smem_max, dev, &ready_prep) ||
+        ttt__allow_smem(gdnk::gdn_scan, smem_max, dev, &ready_scan) ||
+        ttt__allow_smem(gdnk::gdn_out, smem_max, dev, &ready_out))
+        return TTT_ERR;
+    const int64_t nA = bh * p.N * p.K * p.K, nU = bh * p.T * p.V, nQ = bh * p.T * p.K, nP = bh * p.N * p.C * p.C,
+                  nS = states ? 0 : bh * p.N * p.K * p.V;
+    if (scratch_reserve(dev, &dev->gdn_scratch, sizeof(float) * (size_t)(nA + nU + nQ + nP + nS), "gdn_chunk_fwd"))
+        return TTT_ERR;
+    float *w = (float *)dev->gdn_scratch.p;
+    p.amap = w, p.ut = w + nA, p.qe = p.ut + nU, p.pm = p.qe + nQ;
+    p.states = states ? (float *)states->data : p.pm + nP;
     p.q = (const float *)q->data, p.k = (const float *)k->data, p.v = (const float *)v->data;
     p.beta = (const float *)beta->data, p.g = (const float *)g->data;
     p.s0 = s0 ? (const float *)s0->data : NULL;
     p.o = (float *)o->data;
     p.s_out = s_out ? (float *)s_out->data : NULL;
-    p.states = states ? (float *)states->data : NULL;
-    gdnk::gdn_fwd<<<dim3((unsigned)bh, (unsigned)tiles), GDN_THREADS, smem_fwd, dev->stream>>>(p);
-    LAUNCHED("gdn_chunk_fwd");
+    const unsigned items = (unsigned)(bh * p.N);
+    gdnk::gdn_prep<<<items, GDN_THREADS, (size_t)plan.prep_bytes, dev->stream>>>(p, 0);
+    LAUNCHED("gdn_chunk_fwd (per-chunk maps)");
+    p.VT = plan.scan_vt;
+    gdnk::gdn_scan<<<dim3((unsigned)bh, tiles_of(p.V, p.VT)), GDN_THREADS, (size_t)plan.scan_bytes, dev->stream>>>(p, 0);
+    LAUNCHED("gdn_chunk_fwd (state scan)");
+    p.VT = plan.out_vt;
+    gdnk::gdn_out<<<dim3(items, tiles_of(p.V, p.VT)), GDN_THREADS, (size_t)plan.out_bytes, dev->stream>>>(p);
+    LAUNCHED("gdn_chunk_fwd (output)");
     return TTT_OK;
 }
 
@@ -84,11 +106,22 @@ int ttt__cu_gdn_chunk_bwd(ttt_backend_state *self, ttt_tensor *dq, ttt_tensor *d
                           const ttt_tensor *ds_out, int64_t chunk) {
     ENTER(dev, self);
     gdnk::Params p;
+    gdnk::Plan plan;
     int64_t bh;
-    int tiles, smem_fwd, smem_bwd, smem_max;
-    if (!gdn_supported(dev, q, v, chunk, &p, &bh, &tiles, &smem_fwd, &smem_bwd, &smem_max)) return TTT_BACKEND_DECLINED;
-    static uint64_t ready;
-    if (ttt__allow_smem(gdnk::gdn_bwd, smem_max, dev, &ready)) return TTT_ERR;
+    int smem_max;
+    if (!gdn_supported(dev, q, v, chunk, &p, &bh, &plan, &smem_max)) return TTT_BACKEND_DECLINED;
+    static uint64_t ready_prep, ready_scan, ready_bwd;
+    if (ttt__allow_smem(gdnk::gdn_prep, smem_max, dev, &ready_prep) ||
+        ttt__allow_smem(gdnk::gdn_scan, smem_max, dev, &ready_scan) ||
+        ttt__allow_smem(gdnk::gdn_bwd_chunk, smem_max, dev, &ready_bwd))
+        return TTT_ERR;
+    const int tiles = (int)tiles_of(p.V, plan.bwd_vt);
+    const int64_t nk = bh * p.T * p.K, nt = bh * p.T; /* elements of dq (and dk), of dbeta (and dg) */
+    const int64_t nA = bh * p.N * p.K * p.K, nS = bh * p.N * p.K * p.V, nPart = tiles > 1 ? tiles * (2 * nk + 2 * nt) : 0;
+    if (scratch_reserve(dev, &dev->gdn_scratch, sizeof(float) * (size_t)(nA + nS + nPart), "gdn_chunk_bwd"))
+        return TTT_ERR;
+    float *w = (float *)dev->gdn_scratch.p;
+    p.amap = w, p.dstates = w + nA;
     p.q = (const float *)q->data, p.k = (const float *)k->data, p.v = (const float *)v->data;
     p.beta = (const float *)beta->data, p.g = (const float *)g->data;
     p.states = (float *)states->data;
@@ -96,18 +129,22 @@ int ttt__cu_gdn_chunk_bwd(ttt_backend_state *self, ttt_tensor *dq, ttt_tensor *d
     p.ds_out = ds_out ? (const float *)ds_out->data : NULL;
     p.dv = (float *)dv->data;
     p.ds0 = ds0 ? (float *)ds0->data : NULL;
-    const int64_t nk = bh * p.T * p.K, nt = bh * p.T; /* elements of dq (and dk), of dbeta (and dg) */
     if (tiles == 1) {
         p.dq = (float *)dq->data, p.dk = (float *)dk->data, p.dbeta = (float *)dbeta->data, p.dg = (float *)dg->data;
     } else { /* partial sums per tile: [tiles, dq], [tiles, dk], [tiles, dbeta], [tiles, dg] */
-        const size_t bytes = sizeof(float) * (size_t)tiles * (size_t)(2 * nk + 2 * nt);
-        if (scratch_reserve(dev, &dev->gdn_scratch, bytes, "gdn_chunk_bwd")) return TTT_ERR;
-        float *part = (float *)dev->gdn_scratch.p;
+        float *part = p.dstates + nS;
         p.part_k = nk, p.part_t = nt;
         p.dq = part, p.dk = part + tiles * nk, p.dbeta = part + 2 * tiles * nk, p.dg = p.dbeta + tiles * nt;
     }
-    gdnk::gdn_bwd<<<dim3((unsigned)bh, (unsigned)tiles), GDN_THREADS, smem_bwd, dev->stream>>>(p);
-    LAUNCHED("gdn_chunk_bwd");
+    const unsigned items = (unsigned)(bh * p.N);
+    gdnk::gdn_prep<<<items, GDN_THREADS, (size_t)plan.prep_bytes, dev->stream>>>(p, 1);
+    LAUNCHED("gdn_chunk_bwd (per-chunk maps)");
+    p.VT = plan.scan_vt;
+    gdnk::gdn_scan<<<dim3((unsigned)bh, tiles_of(p.V, p.VT)), GDN_THREADS, (size_t)plan.scan_bytes, dev->stream>>>(p, 1);
+    LAUNCHED("gdn_chunk_bwd (state-gradient scan)");
+    p.VT = plan.bwd_vt;
+    gdnk::gdn_bwd_chunk<<<dim3(items, (unsigned)tiles), GDN_THREADS, (size_t)plan.bwd_bytes, dev->stream>>>(p);
+    LAUNCHED("gdn_chunk_bwd (per-chunk gradients)");
     if (tiles > 1) {
         float *outs[4] = {(float *)dq->data, (float *)dk->data, (float *)dbeta->data, (float *)dg->data};
         const float *parts[4] = {p.dq, p.dk, p.dbeta, p.dg};
