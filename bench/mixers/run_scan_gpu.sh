@@ -7,7 +7,8 @@
 #      against the CPU in f64, at head size 16 (the default) and 128 (D 256, 2 heads: W in shared memory
 #      beside the backward's buffers, 223 KB); gradcheck of the op on CUDA (orders 1 and 2; parity32 is
 #      the f32 kernels against the CPU in f64);
-#   3. compute-sanitizer (memcheck with the pool off, racecheck, synccheck) on one small gradcheck case;
+#   3. compute-sanitizer (memcheck with the pool off, racecheck, synccheck) on the op's gradcheck on CUDA,
+#      one seed (each tool's ERROR / RACECHECK SUMMARY line printed);
 #   4. times: ttt_rnn_bench, TTT-Linear, D 768, 12 heads (d 64), b 16, both backbones, T 2K and 8K,
 #      fused against TTT_FUSED=0 (the composed ops) in the same call on the same GPU.
 # Needs .debs (json-c) in the carry list (bench/gpu/jsonc_env.sh), like run_gpu.sh.
@@ -30,10 +31,16 @@ echo "== CUDA vs CPU f64: the layer's output and every gradient ==" | log
 ./build/gpu/ttt gradcheck --device cuda --op ttt_linear_scan --seeds 5 2>&1 | tail -7 | log
 echo "== compute-sanitizer ==" | log
 if command -v compute-sanitizer >/dev/null; then
+  # the op's gradcheck on CUDA (f64 composed, the f32 kernels, the bf16 run through them), one seed: it
+  # passes without the sanitizer (above), so a nonzero exit here is the tool's (--error-exitcode 9) or a
+  # check broken under it. Each tool's summary line is printed as the tool wrote it; the reports, if any,
+  # are kept in $OUT.
   for tool in memcheck racecheck synccheck; do
     TTT_CUDA_POOL=0 timeout 300 compute-sanitizer --tool $tool --error-exitcode 9 \
-      ./build/gpu/ttt gradcheck --device cuda --op ttt_linear_scan --seeds 1 >/tmp/scan_san.log 2>&1
-    echo "$tool: exit $? $(grep -cE 'ERROR|Hazard' /tmp/scan_san.log) reports" | log
+      ./build/gpu/ttt gradcheck --device cuda --op ttt_linear_scan --seeds 1 >"$OUT/sanitizer_$tool.txt" 2>&1
+    rc=$?
+    summary=$(grep -E '(ERROR|RACECHECK) SUMMARY' "$OUT/sanitizer_$tool.txt" | tail -1 | sed 's/^=* *//')
+    echo "$tool: exit $rc; ${summary:-no summary line (see $OUT/sanitizer_$tool.txt)}" | log
   done
 else
   echo "compute-sanitizer not found" | log
