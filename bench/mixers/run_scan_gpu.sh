@@ -10,7 +10,9 @@
 #   3. compute-sanitizer (memcheck with the pool off, racecheck, synccheck) on the op's gradcheck on CUDA,
 #      one seed (each tool's ERROR / RACECHECK SUMMARY line printed);
 #   4. times: ttt_rnn_bench, TTT-Linear, D 768, 12 heads (d 64), b 16, both backbones, T 2K and 8K,
-#      fused against TTT_FUSED=0 (the composed ops) in the same call on the same GPU.
+#      fused against TTT_FUSED=0 (the composed ops) in the same call on the same GPU;
+#   5. times of the op alone (mixer_speed --impl ttt_linear_core: fla's chunk_ttt_linear's inputs, B 1,
+#      H 12, d 64, mini-batch 16), f32 and bf16, T 2K, 8K and 32K (run_peer_gpu.sh pairs it with fla).
 # Needs .debs (json-c) in the carry list (bench/gpu/jsonc_env.sh), like run_gpu.sh.
 #   usage: bash bench/mixers/run_scan_gpu.sh        (env OUT, default gpu-out)
 set -uo pipefail
@@ -20,7 +22,7 @@ source bench/gpu/jsonc_env.sh
 log() { tee -a "$OUT/ttt_scan_gpu.txt"; }
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | log
 cmake -S . -B build/gpu -DCMAKE_BUILD_TYPE=Release -DTTT_CUDA=ON >/tmp/scan_cmake.log 2>&1 || { tail -30 /tmp/scan_cmake.log; exit 1; }
-cmake --build build/gpu -j "$(nproc)" --target ttt_cli ttt_rnn_bench test_ttt_scan test_ttt_rnn >/tmp/scan_build.log 2>&1 ||
+cmake --build build/gpu -j "$(nproc)" --target ttt_cli ttt_rnn_bench mixer_speed test_ttt_scan test_ttt_rnn >/tmp/scan_build.log 2>&1 ||
   { grep -iE "error" /tmp/scan_build.log | head -30; exit 1; }
 echo "== tests (CPU contexts of the CUDA build) ==" | log
 ./build/gpu/test_ttt_scan 2>&1 | tail -1 | log
@@ -51,4 +53,9 @@ for bb in transformer mamba; do
     TTT_FUSED=$fused timeout 240 ./build/gpu/ttt_rnn_bench --device cuda --kind linear --backbone $bb --T 2048,8192 --reps 5 2>&1 |
       sed "s/^/[TTT_FUSED=$fused] /" | log
   done
+done
+echo "== the op alone (ttt_linear_core: q, k, v, eta, LN gain / bias, W0, b0; B 1, H 12, d 64, b 16) ==" | log
+for dt in f32 bf16; do
+  timeout 240 ./build/gpu/mixer_speed --device cuda --dtype $dt --impl ttt_linear_core --T 2048,8192,32768 --heads 12 \
+    --dim 64 --batch 1 --reps 5 2>&1 | grep -v "^# device" | log
 done
