@@ -4,7 +4,8 @@
  * the composed ops and finite differences). Forward: out, the final state and the stored states;
  * backward: the gradients of every input, with and without a gradient of the final state, W read
  * from shared memory and from global memory. Shapes cover head sizes below, at and above a warp
- * (5, 8, 40, 64, 128), w0 shared by the batch or not, one to four mini-batches. A few seconds:
+ * (5, 8, 33, 40, 64, 96, 128), mini-batches of 3 to 64 (the register tiles' clamped edges, more
+ * tiles than threads), w0 shared by the batch or not, one to five mini-batches. A few seconds:
  *   g++ -std=c++17 -O1 -I src/backends/cuda -I dev/cuda dev/cuda/ttt_scan_emu_test.cpp -o /tmp/scan_emu && /tmp/scan_emu */
 #include "emu.h"
 
@@ -134,6 +135,11 @@ int main() {
     const Case cases[] = {
         {1, 2, 12, 8, 4, 0, 1, 1},  {2, 1, 16, 16, 8, 1, 0, 0}, {1, 1, 6, 5, 3, 0, 1, 1},  {1, 2, 12, 40, 6, 1, 1, 0},
         {1, 1, 32, 64, 16, 0, 1, 1}, {1, 1, 8, 128, 4, 1, 0, 1}, {2, 2, 8, 4, 8, 0, 0, 1},  {2, 1, 64, 64, 16, 1, 1, 1},
+        /* the register tiles' edges and several mini-batches: the layer's d 64 and 128 at b 16 (W in shared
+         * memory and in global), odd d and b (clamped rows and columns), b 32 and 64 (more tiles than
+         * threads in q k^T, dzq G^T and [K; Q] W) */
+        {2, 2, 80, 64, 16, 1, 1, 1}, {1, 1, 48, 128, 16, 0, 1, 1}, {1, 2, 64, 128, 16, 1, 0, 0}, {1, 3, 35, 33, 7, 0, 1, 1},
+        {1, 1, 96, 64, 32, 0, 1, 1}, {1, 1, 128, 64, 64, 1, 0, 0}, {1, 1, 36, 96, 12, 1, 1, 0},
     };
     for (const Case &c : cases) run(c, rng);
     printf("%d passed, %d failed\n", passed, failed);

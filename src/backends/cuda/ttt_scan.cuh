@@ -4,10 +4,20 @@
  * One block of 256 threads per (batch, head) walks its mini-batches in order. The fast weight W
  * [d, d] (rows padded to d + 1 floats, so a warp reading a column hits 32 banks), its bias, the
  * mini-batch's q, k, v rows and every intermediate live in shared memory; global memory sees the
- * inputs once, the outputs once and (when recording) the state at each mini-batch's start. Within
- * a mini-batch the products are element-parallel (each thread owns output elements and runs their
- * sums in a fixed order: no atomics, the same bits on every run) and the row-wise layer norms take
- * a warp per row. Phases are separated by __syncthreads.
+ * inputs once, the outputs once and (when recording) the state at each mini-batch's start.
+ *
+ * Where the time goes (d 64, mini-batch b 16, per mini-batch; docs/mixers.md has the count): the
+ * products with W ([K; Q] W, the update (e o K)^T G; backward also K dW, G dW^T, dzq W^T, dz1 W^T,
+ * Q^T dzq + K^T dz1) are ~0.4 MFLOP forward and ~1.2 MFLOP backward, all on one SM, one mini-batch
+ * after the other: the kernel is bound by the shared-memory loads and the FMA latency of that serial
+ * chain, not by the GPU's throughput. So every product is register-tiled (Tile below): a thread
+ * keeps a TM x TN block of outputs in registers, each step of the sum loads TM + TN values for
+ * TM * TN independent FMAs (the old element-parallel loops loaded 2 per FMA and ran one dependent
+ * chain per thread); the rows of a mini-batch's buffers are padded to d + 1 floats too, so the
+ * transposed operands (K^T in q k^T, G^T in dzq G^T) are read without bank conflicts; z1 = K W + c
+ * and Q W + c are one pass over W; the row-wise work (zq's within-mini-batch term, the layer norms)
+ * takes a warp per row with no block barrier between its steps. Each output is summed in a fixed
+ * order by one thread: no atomics, the same bits on every run.
  *
  * The includer defines TTT_SCAN_SMEM() (a float * to the dynamic shared memory). */
 #ifndef TTT_SCAN_CUH
@@ -32,14 +42,57 @@ struct Bwd {
     float eps;
 };
 
-/* Dynamic shared memory of each kernel, in floats. */
+/* Dynamic shared memory of each kernel, in floats. Rows of [bs, d] buffers are d + 1 floats. */
 inline size_t fwd_smem_floats(int d, int bs) {
-    return (size_t)d * (d + 1) + 3 * (size_t)d + 6 * (size_t)bs * d + (size_t)bs * bs + 2 * (size_t)bs;
+    return (size_t)d * (d + 1) + 3 * (size_t)d + 7 * (size_t)bs * (d + 1) + (size_t)bs * bs + 2 * (size_t)bs;
 }
 inline size_t bwd_smem_floats(int d, int bs, int w_in_smem) {
-    return (size_t)(w_in_smem ? 2 : 1) * d * (d + 1) + 6 * (size_t)d + 11 * (size_t)bs * d + 3 * (size_t)bs * bs +
-           5 * (size_t)bs;
+    return (size_t)(w_in_smem ? 2 : 1) * d * (d + 1) + 6 * (size_t)d + 11 * (size_t)bs * (d + 1) + 4 * (size_t)bs * bs +
+           6 * (size_t)bs;
 }
+
+/* A thread's TM x TN block of an m x n product: rows r0 + ii * nrt, columns c0 + jj * nct (strided, so
+ * the 32 threads of a warp own 32 neighbouring columns: conflict-free loads of the right operand, one
+ * broadcast load of the left one). Indices past m, n are clamped for the loads and skipped on store
+ * (ok()). Work item u in [0, count(m, n)), spread over the block by the caller's loop. */
+template <int TM, int TN> struct Tile {
+    int r0, c0, nrt, nct, m, n;
+    int row[TM], col[TN];
+    float acc[TM][TN];
+    static __device__ __forceinline__ int count(int m, int n) { return ((m + TM - 1) / TM) * ((n + TN - 1) / TN); }
+    __device__ __forceinline__ Tile(int u, int m_, int n_) : m(m_), n(n_) {
+        nrt = (m + TM - 1) / TM, nct = (n + TN - 1) / TN;
+        r0 = u / nct, c0 = u % nct;
+#pragma unroll
+        for (int ii = 0; ii < TM; ii++) row[ii] = r0 + ii * nrt < m ? r0 + ii * nrt : m - 1;
+#pragma unroll
+        for (int jj = 0; jj < TN; jj++) col[jj] = c0 + jj * nct < n ? c0 + jj * nct : n - 1;
+#pragma unroll
+        for (int ii = 0; ii < TM; ii++)
+#pragma unroll
+            for (int jj = 0; jj < TN; jj++) acc[ii][jj] = 0.0f;
+    }
+    __device__ __forceinline__ bool ok(int ii, int jj) const { return r0 + ii * nrt < m && c0 + jj * nct < n; }
+    /* acc[ii][jj] += sum over a < K, in order, of A[row * sai + a * saa] * B[a * sba + col * sbj] */
+    __device__ __forceinline__ void mac(int K, const float *A, int sai, int saa, const float *B, int sba, int sbj) {
+        const float *pa[TM], *pb[TN];
+#pragma unroll
+        for (int ii = 0; ii < TM; ii++) pa[ii] = A + row[ii] * sai;
+#pragma unroll
+        for (int jj = 0; jj < TN; jj++) pb[jj] = B + col[jj] * sbj;
+        for (int a = 0; a < K; a++) {
+            float x[TM], y[TN];
+#pragma unroll
+            for (int ii = 0; ii < TM; ii++) x[ii] = pa[ii][a * saa];
+#pragma unroll
+            for (int jj = 0; jj < TN; jj++) y[jj] = pb[jj][a * sba];
+#pragma unroll
+            for (int ii = 0; ii < TM; ii++)
+#pragma unroll
+                for (int jj = 0; jj < TN; jj++) acc[ii][jj] += x[ii] * y[jj];
+        }
+    }
+};
 
 __device__ __forceinline__ float warp_sum(float v) {
     for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
@@ -72,13 +125,24 @@ __device__ __forceinline__ float ln_l2_row(const float *z, const float *v, const
     return rstd;
 }
 
+/* Stores a tile's outputs: f(row, col, acc) for each in range. */
+#define TSCAN_STORE(t, TM, TN, stmt)                                                                    \
+    _Pragma("unroll") for (int ii = 0; ii < TM; ii++) _Pragma("unroll") for (int jj = 0; jj < TN; jj++) \
+        if ((t).ok(ii, jj)) {                                                                           \
+            const int row = (t).row[ii], col = (t).col[jj];                                             \
+            const float acc = (t).acc[ii][jj];                                                          \
+            stmt;                                                                                       \
+        }
+
 __global__ void __launch_bounds__(THREADS) scan_fwd(Fwd p) {
     float *sm = TTT_SCAN_SMEM();
-    const int d = p.d, bs = p.bs, L = d + 1, tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    const int d = p.d, bs = p.bs, L = d + 1, P = d + 1, tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const int64_t bh = blockIdx.x;
     const int h = (int)(bh % p.H);
-    float *W = sm, *c = W + d * L, *gam = c + d, *bet = gam + d, *Q = bet + d, *K = Q + bs * d, *V = K + bs * d;
-    float *Z = V + bs * d, *GX = Z + bs * d, *G = GX + bs * d, *M = G + bs * d, *e = M + bs * bs, *tk = e + bs;
+    /* K's rows then Q's (KQ), z1's rows then Q W + c's (Z, ZQ): the pass [K; Q] W + c writes both at once */
+    float *W = sm, *c = W + d * L, *gam = c + d, *bet = gam + d, *K = bet + d, *Q = K + bs * P, *V = Q + bs * P;
+    float *Z = V + bs * P, *ZQ = Z + bs * P, *GX = ZQ + bs * P, *G = GX + bs * P, *M = G + bs * P, *e = M + bs * bs;
+    float *tk = e + bs;
     const float *w0 = p.w0 + (p.w0_batched ? bh : h) * (int64_t)d * d, *b0 = p.b0 + (p.b0_batched ? bh : h) * (int64_t)d;
     for (int x = tid; x < d * d; x += THREADS) W[(x / d) * L + x % d] = w0[x];
     for (int j = tid; j < d; j += THREADS) c[j] = b0[j], gam[j] = p.ln_w[h * d + j], bet[j] = p.ln_b[h * d + j];
@@ -87,7 +151,10 @@ __global__ void __launch_bounds__(THREADS) scan_fwd(Fwd p) {
     __syncthreads();
     for (int n = 0; n < p.N; n++) {
         const int64_t r0 = bh * p.T + (int64_t)n * bs; /* the mini-batch's first token */
-        for (int x = tid; x < bs * d; x += THREADS) Q[x] = p.q[r0 * d + x], K[x] = p.k[r0 * d + x], V[x] = p.v[r0 * d + x];
+        for (int x = tid; x < bs * d; x += THREADS) {
+            const int o = (x / d) * P + x % d;
+            Q[o] = p.q[r0 * d + x], K[o] = p.k[r0 * d + x], V[o] = p.v[r0 * d + x];
+        }
         for (int i = tid; i < bs; i += THREADS) e[i] = p.eta[r0 + i];
         if (p.w_st) {
             float *ws = p.w_st + (bh * p.N + n) * (int64_t)d * d;
@@ -95,49 +162,47 @@ __global__ void __launch_bounds__(THREADS) scan_fwd(Fwd p) {
             for (int j = tid; j < d; j += THREADS) p.b_st[(bh * p.N + n) * d + j] = c[j];
         }
         __syncthreads();
-        /* z1 = K W + c;  M[i, j] = tok_i e_j (q_i . k_j + 1), j <= i */
-        for (int x = tid; x < bs * d; x += THREADS) {
-            const int i = x / d, j = x % d;
-            float acc = c[j];
-            for (int a = 0; a < d; a++) acc += K[i * d + a] * W[a * L + j];
-            Z[x] = acc;
+        /* z1 = K W + c and Q W + c, one pass over W;  M[i, j] = tok_i e_j (q_i . k_j + 1), j <= i */
+        for (int u = tid; u < Tile<4, 2>::count(2 * bs, d); u += THREADS) {
+            Tile<4, 2> t(u, 2 * bs, d);
+            t.mac(d, K, P, 1, W, L, 1);
+            TSCAN_STORE(t, 4, 2, Z[row * P + col] = acc + c[col]);
         }
-        for (int x = tid; x < bs * bs; x += THREADS) {
-            const int i = x / bs, j = x % bs;
-            float s = 0;
-            if (j <= i)
-                for (int a = 0; a < d; a++) s += Q[i * d + a] * K[j * d + a];
-            M[x] = j <= i ? tk[i] * e[j] * (s + 1) : 0.0f;
+        for (int u = tid; u < bs * bs; u += THREADS) {
+            Tile<1, 1> t(u, bs, bs);
+            const int i = t.row[0], j = t.col[0];
+            if (j <= i) t.mac(d, Q, P, 1, K, 1, P);
+            M[u] = j <= i ? tk[i] * e[j] * (t.acc[0][0] + 1) : 0.0f;
         }
         __syncthreads();
-        /* G = the inner loss's gradient at z1 (Z then holds LN(z1), unused after) */
-        for (int i = warp; i < bs; i += WARPS)
-            ln_l2_row(Z + i * d, V + i * d, K + i * d, gam, bet, Z + i * d, GX + i * d, G + i * d, d, p.eps, lane);
-        __syncthreads();
-        /* zq = Q W + c - M G */
-        for (int x = tid; x < bs * d; x += THREADS) {
-            const int i = x / d, j = x % d;
-            float acc = c[j];
-            for (int a = 0; a < d; a++) acc += Q[i * d + a] * W[a * L + j];
-            for (int t = 0; t <= i; t++) acc -= M[i * bs + t] * G[t * d + j];
-            Z[x] = acc;
-        }
-        __syncthreads();
-        /* out = q + LN(zq) gam + bet (a warp per row), then W -= tl (e o K)^T G, c -= tl e^T G */
+        /* G = the inner loss's gradient at z1 (Z then holds LN(z1), unused after); GX is scratch in the
+         * forward, so its row then keeps tl e_i G_i, the update's right operand */
         for (int i = warp; i < bs; i += WARPS) {
-            ln_row(Z + i * d, Z + i * d, d, p.eps, lane);
-            for (int j = lane; j < d; j += 32) p.out[(r0 + i) * d + j] = Q[i * d + j] + Z[i * d + j] * gam[j] + bet[j];
+            ln_l2_row(Z + i * P, V + i * P, K + i * P, gam, bet, Z + i * P, GX + i * P, G + i * P, d, p.eps, lane);
+            for (int j = lane; j < d; j += 32) GX[i * P + j] = tl * e[i] * G[i * P + j];
         }
-        for (int x = tid; x < d * d; x += THREADS) {
-            const int a = x / d, j = x % d;
-            float acc = 0;
-            for (int i = 0; i < bs; i++) acc += e[i] * K[i * d + a] * G[i * d + j];
-            W[a * L + j] -= tl * acc;
+        __syncthreads();
+        /* a warp per row: zq = (Q W + c) - M G, out = q + LN(zq) gam + bet; beside it (nothing here reads W
+         * or c any more) W -= K^T (tl e o G), c -= sum_i tl e_i G_i */
+        for (int i = warp; i < bs; i += WARPS) {
+            float *zq = ZQ + i * P;
+            for (int j = lane; j < d; j += 32) {
+                float acc = zq[j];
+                for (int t = 0; t <= i; t++) acc -= M[i * bs + t] * G[t * P + j];
+                zq[j] = acc;
+            }
+            ln_row(zq, zq, d, p.eps, lane);
+            for (int j = lane; j < d; j += 32) p.out[(r0 + i) * d + j] = Q[i * P + j] + zq[j] * gam[j] + bet[j];
+        }
+        for (int u = tid; u < Tile<4, 4>::count(d, d); u += THREADS) {
+            Tile<4, 4> t(u, d, d);
+            t.mac(bs, K, 1, P, GX, P, 1);
+            TSCAN_STORE(t, 4, 4, W[row * L + col] -= acc);
         }
         for (int j = tid; j < d; j += THREADS) {
             float acc = 0;
-            for (int i = 0; i < bs; i++) acc += e[i] * G[i * d + j];
-            c[j] -= tl * acc;
+            for (int i = 0; i < bs; i++) acc += GX[i * P + j];
+            c[j] -= acc;
         }
         __syncthreads();
     }
@@ -146,21 +211,21 @@ __global__ void __launch_bounds__(THREADS) scan_fwd(Fwd p) {
 }
 
 /* The reverse scan: each mini-batch's forward recomputed from its stored state, then its gradients
- * (the steps of src/backends/cpu/cpu_ttt_scan_impl.h's scan_bwd, element-parallel). dW, dc carry the
- * gradient of the state after the mini-batch down to before it. */
+ * (the steps of src/backends/cpu/cpu_ttt_scan_impl.h's scan_bwd, as register-tiled products and
+ * warp-per-row passes). dW, dc carry the gradient of the state after the mini-batch down to before it. */
 __global__ void __launch_bounds__(THREADS) scan_bwd(Bwd p) {
     float *sm = TTT_SCAN_SMEM();
-    const int d = p.d, bs = p.bs, tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    const int d = p.d, bs = p.bs, P = d + 1, DL = d + 1, tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const int L = p.w_in_smem ? d + 1 : d; /* W's row stride where it is read */
     const int64_t bh = blockIdx.x;
     const int h = (int)(bh % p.H);
-    float *dW = sm, *Wsm = dW + d * (d + 1), *c = Wsm + (p.w_in_smem ? d * (d + 1) : 0);
+    float *dW = sm, *Wsm = dW + d * DL, *c = Wsm + (p.w_in_smem ? d * DL : 0);
     float *dc = c + d, *gam = dc + d, *bet = gam + d, *dgam = bet + d, *dbet = dgam + d;
-    float *Q = dbet + d, *K = Q + bs * d, *V = K + bs * d, *XH1 = V + bs * d, *GX = XH1 + bs * d, *G = GX + bs * d;
-    float *XHQ = G + bs * d, *DZQ = XHQ + bs * d, *DG = DZQ + bs * d, *U = DG + bs * d, *DZ1 = U + bs * d;
-    float *S = DZ1 + bs * d, *M = S + bs * bs, *DM = M + bs * bs, *RS1 = DM + bs * bs, *RSQ = RS1 + bs, *e = RSQ + bs;
-    float *tk = e + bs, *dtk = tk + bs;
-    const int DL = d + 1;
+    /* K's rows then Q's, z1's rows (then LN(z1)) then zq's (then LN(zq)): one pass [K; Q] W + c */
+    float *K = dbet + d, *Q = K + bs * P, *XH1 = Q + bs * P, *XHQ = XH1 + bs * P, *V = XHQ + bs * P, *GX = V + bs * P;
+    float *G = GX + bs * P, *DZQ = G + bs * P, *DG = DZQ + bs * P, *U = DG + bs * P, *DZ1 = U + bs * P;
+    float *S = DZ1 + bs * P, *M = S + bs * bs, *DM = M + bs * bs, *DS = DM + bs * bs;
+    float *RS1 = DS + bs * bs, *RSQ = RS1 + bs, *e = RSQ + bs, *tk = e + bs, *dtk = tk + bs, *DE = dtk + bs;
     for (int x = tid; x < d * d; x += THREADS) dW[(x / d) * DL + x % d] = p.dw_out ? p.dw_out[bh * d * d + x] : 0.0f;
     for (int j = tid; j < d; j += THREADS) {
         dc[j] = p.db_out ? p.db_out[bh * d + j] : 0.0f;
@@ -176,98 +241,87 @@ __global__ void __launch_bounds__(THREADS) scan_bwd(Bwd p) {
         if (p.w_in_smem)
             for (int x = tid; x < d * d; x += THREADS) Wsm[(x / d) * L + x % d] = Wg[x];
         for (int j = tid; j < d; j += THREADS) c[j] = p.b_st[(bh * p.N + n) * d + j];
-        for (int x = tid; x < bs * d; x += THREADS) Q[x] = p.q[r0 * d + x], K[x] = p.k[r0 * d + x], V[x] = p.v[r0 * d + x];
+        for (int x = tid; x < bs * d; x += THREADS) {
+            const int o = (x / d) * P + x % d;
+            Q[o] = p.q[r0 * d + x], K[o] = p.k[r0 * d + x], V[o] = p.v[r0 * d + x];
+        }
         for (int i = tid; i < bs; i += THREADS) e[i] = p.eta[r0 + i];
         __syncthreads();
-        /* recompute: z1 = K W + c (into XH1); S = q_i . k_j + 1, M = tok_i e_j S (j <= i) */
-        for (int x = tid; x < bs * d; x += THREADS) {
-            const int i = x / d, j = x % d;
-            float acc = c[j];
-            for (int a = 0; a < d; a++) acc += K[i * d + a] * W[a * L + j];
-            XH1[x] = acc;
+        /* recompute z1 = K W + c, Q W + c (one pass); U = K dW' + dc' (dW', dc': the gradient of the state
+         * after this mini-batch); S = q_i . k_j + 1, M = tok_i e_j S (j <= i) */
+        for (int u = tid; u < Tile<4, 2>::count(2 * bs, d); u += THREADS) {
+            Tile<4, 2> t(u, 2 * bs, d);
+            t.mac(d, K, P, 1, W, L, 1);
+            TSCAN_STORE(t, 4, 2, XH1[row * P + col] = acc + c[col]);
         }
-        for (int x = tid; x < bs * bs; x += THREADS) {
-            const int i = x / bs, j = x % bs;
-            float s = 0;
-            if (j <= i)
-                for (int a = 0; a < d; a++) s += Q[i * d + a] * K[j * d + a];
-            S[x] = j <= i ? s + 1 : 0.0f;
-            M[x] = j <= i ? tk[i] * e[j] * (s + 1) : 0.0f;
+        for (int u = tid; u < Tile<2, 2>::count(bs, d); u += THREADS) {
+            Tile<2, 2> t(u, bs, d);
+            t.mac(d, K, P, 1, dW, DL, 1);
+            TSCAN_STORE(t, 2, 2, U[row * P + col] = acc + dc[col]);
+        }
+        for (int u = tid; u < bs * bs; u += THREADS) {
+            Tile<1, 1> t(u, bs, bs);
+            const int i = t.row[0], j = t.col[0];
+            if (j <= i) t.mac(d, Q, P, 1, K, 1, P);
+            S[u] = j <= i ? t.acc[0][0] + 1 : 0.0f;
+            M[u] = j <= i ? tk[i] * e[j] * (t.acc[0][0] + 1) : 0.0f;
         }
         __syncthreads();
+        /* G = the inner loss's gradient at z1 */
         for (int i = warp; i < bs; i += WARPS) {
-            const float r = ln_l2_row(XH1 + i * d, V + i * d, K + i * d, gam, bet, XH1 + i * d, GX + i * d, G + i * d, d, p.eps, lane);
+            const float r = ln_l2_row(XH1 + i * P, V + i * P, K + i * P, gam, bet, XH1 + i * P, GX + i * P, G + i * P, d, p.eps, lane);
             if (lane == 0) RS1[i] = r;
         }
         __syncthreads();
-        /* zq = Q W + c - M G (into XHQ) */
-        for (int x = tid; x < bs * d; x += THREADS) {
-            const int i = x / d, j = x % d;
-            float acc = c[j];
-            for (int a = 0; a < d; a++) acc += Q[i * d + a] * W[a * L + j];
-            for (int t = 0; t <= i; t++) acc -= M[i * bs + t] * G[t * d + j];
-            XHQ[x] = acc;
-        }
-        __syncthreads();
-        /* out = q + LN(zq) gam + bet: dq = dout, dzq; U = K dW' + dc' (dW', dc': the later state's gradient) */
+        /* a warp per row: zq = (Q W + c) - M G and LN(zq) (into XHQ); dzq from out = q + LN(zq) gam + bet;
+         * the state update W' = W - tl (e o K)^T G, c' = c - tl e^T G: dG_i = -tl e_i U_i,
+         * de_i = -tl U_i . G_i (DE), dtok_bs -= sum_i e_i U_i . G_i (RSQ keeps U_i . G_i) */
         for (int i = warp; i < bs; i += WARPS) {
-            const float rsq = ln_row(XHQ + i * d, XHQ + i * d, d, p.eps, lane);
-            float s1 = 0, s2 = 0;
+            float *zq = XHQ + i * P;
+            for (int j = lane; j < d; j += 32) {
+                float acc = zq[j];
+                for (int t = 0; t <= i; t++) acc -= M[i * bs + t] * G[t * P + j];
+                zq[j] = acc;
+            }
+            const float rsq = ln_row(zq, zq, d, p.eps, lane);
+            float s1 = 0, s2 = 0, sug = 0;
             for (int j = lane; j < d; j += 32) {
                 const float g = p.dout[(r0 + i) * d + j] * gam[j];
-                DZQ[i * d + j] = g;
-                s1 += g, s2 += g * XHQ[i * d + j];
+                DZQ[i * P + j] = g;
+                s1 += g, s2 += g * zq[j], sug += U[i * P + j] * G[i * P + j];
+                DG[i * P + j] = -tl * e[i] * U[i * P + j];
             }
             const float m1 = warp_sum(s1) / (float)d, m2 = warp_sum(s2) / (float)d;
-            for (int j = lane; j < d; j += 32) DZQ[i * d + j] = rsq * (DZQ[i * d + j] - m1 - XHQ[i * d + j] * m2);
-        }
-        for (int x = tid; x < bs * d; x += THREADS) {
-            const int i = x / d, j = x % d;
-            float acc = dc[j];
-            for (int a = 0; a < d; a++) acc += K[i * d + a] * dW[a * DL + j];
-            U[x] = acc;
+            sug = warp_sum(sug);
+            for (int j = lane; j < d; j += 32) DZQ[i * P + j] = rsq * (DZQ[i * P + j] - m1 - zq[j] * m2);
+            if (lane == 0) DE[i] = -tl * sug, RSQ[i] = sug;
         }
         __syncthreads();
-        /* the state update W' = W - tl (e o K)^T G, c' = c - tl e^T G:
-         * dG_i = -tl e_i U_i, dK_i = -tl e_i G_i dW'^T, de_i = -tl U_i . G_i, dtok_bs -= e_i U_i . G_i */
-        for (int x = tid; x < bs * d; x += THREADS) {
-            const int i = x / d, a = x % d;
-            float acc = 0;
-            for (int j = 0; j < d; j++) acc += dW[a * DL + j] * G[i * d + j];
-            p.dk[(r0 + i) * d + a] = -tl * e[i] * acc;
-            p.dq[(r0 + i) * d + a] = p.dout[(r0 + i) * d + a];
-            DG[x] = -tl * e[i] * U[x];
+        /* zq = Q W + c - M G: dM = -dzq G^T (j <= i), dS = dM tok_i e_j; out's gain and bias; dtok_bs */
+        for (int u = tid; u < bs * bs; u += THREADS) {
+            Tile<1, 1> t(u, bs, bs);
+            const int i = t.row[0], j = t.col[0];
+            if (j <= i) t.mac(d, DZQ, P, 1, G, 1, P);
+            const float dm = j <= i ? -t.acc[0][0] : 0.0f;
+            DM[u] = dm;
+            DS[u] = dm * tk[i] * e[j];
         }
-        for (int i = warp; i < bs; i += WARPS) { /* RSQ is free again: it keeps U_i . G_i */
-            float s = 0;
-            for (int j = lane; j < d; j += 32) s += U[i * d + j] * G[i * d + j];
-            s = warp_sum(s);
-            if (lane == 0) p.deta[r0 + i] = -tl * s, RSQ[i] = s;
-        }
-        for (int j = tid; j < d; j += THREADS) { /* out's gain and bias */
+        for (int j = tid; j < d; j += THREADS) {
             float ag = 0, ab = 0;
             for (int i = 0; i < bs; i++) {
                 const float g = p.dout[(r0 + i) * d + j];
-                ag += g * XHQ[i * d + j], ab += g;
+                ag += g * XHQ[i * P + j], ab += g;
             }
             dgam[j] += ag, dbet[j] += ab;
         }
-        __syncthreads();
-        if (tid == 0) { /* (dtk is read again two barriers on) */
+        if (tid == 0) {
             float s = 0;
             for (int i = 0; i < bs; i++) s += e[i] * RSQ[i];
             dtk[bs - 1] -= s;
         }
-        /* zq = Q W + c - M G: dM = -dzq G^T (j <= i) */
-        for (int x = tid; x < bs * bs; x += THREADS) {
-            const int i = x / bs, j = x % bs;
-            float s = 0;
-            if (j <= i)
-                for (int a = 0; a < d; a++) s += DZQ[i * d + a] * G[j * d + a];
-            DM[x] = j <= i ? -s : 0.0f;
-        }
         __syncthreads();
-        /* dtok_i += sum_j dM_ij e_j S_ij; de_j += sum_i dM_ij tok_i S_ij (a thread per i, then per j) */
+        /* dtok_i += sum_j dM_ij e_j S_ij; de_j += sum_i dM_ij tok_i S_ij; dq = dout + dS k + dzq W^T;
+         * dG -= M^T dzq */
         for (int i = tid; i < bs; i += THREADS) {
             float s = 0;
             for (int j = 0; j <= i; j++) s += DM[i * bs + j] * e[j] * S[i * bs + j];
@@ -276,40 +330,37 @@ __global__ void __launch_bounds__(THREADS) scan_bwd(Bwd p) {
         for (int j = tid; j < bs; j += THREADS) {
             float s = 0;
             for (int i = j; i < bs; i++) s += DM[i * bs + j] * tk[i] * S[i * bs + j];
-            p.deta[r0 + j] += s;
+            p.deta[r0 + j] = DE[j] + s;
+        }
+        for (int u = tid; u < Tile<2, 2>::count(bs, d); u += THREADS) {
+            Tile<2, 2> t(u, bs, d);
+            t.mac(bs, DS, bs, 1, K, P, 1);
+            t.mac(d, DZQ, P, 1, W, 1, L);
+            TSCAN_STORE(t, 2, 2, p.dq[(r0 + row) * d + col] = p.dout[(r0 + row) * d + col] + acc);
+        }
+        for (int u = tid; u < Tile<2, 2>::count(bs, d); u += THREADS) {
+            Tile<2, 2> t(u, bs, d);
+            t.mac(bs, M, 1, bs, DZQ, P, 1);
+            TSCAN_STORE(t, 2, 2, DG[row * P + col] -= acc);
         }
         __syncthreads();
-        for (int x = tid; x < bs * bs; x += THREADS) DM[x] *= tk[x / bs] * e[x % bs]; /* dS = dM tok_i e_j */
-        __syncthreads();
-        /* dq_i += sum_j dS_ij k_j + dzq_i W^T;  dk_j += sum_i dS_ij q_i;  dG_j -= sum_i M_ij dzq_i */
-        for (int x = tid; x < bs * d; x += THREADS) {
-            const int i = x / d, a = x % d;
-            float accq = 0, acck = 0, accg = 0;
-            for (int j = 0; j <= i; j++) accq += DM[i * bs + j] * K[j * d + a];
-            for (int b = 0; b < d; b++) accq += DZQ[i * d + b] * W[a * L + b];
-            for (int t = i; t < bs; t++) acck += DM[t * bs + i] * Q[t * d + a], accg += M[t * bs + i] * DZQ[t * d + a];
-            p.dq[(r0 + i) * d + a] += accq;
-            p.dk[(r0 + i) * d + a] += acck;
-            DG[x] -= accg;
-        }
-        __syncthreads();
-        /* G = the LN + L2 gradient at z1, differentiated: dz1, dv, dk; per-row parts of dgam, dbet in U, XHQ */
+        /* a warp per row: G = the LN + L2 gradient at z1, differentiated: dz1 (DZ1), dv; dk's term da gam
+         * and dbet's per-row part (XHQ, free now), dgam's per-row part (U, free now) */
         for (int i = warp; i < bs; i += WARPS) {
-            const float *u = DG + i * d, *xh = XH1 + i * d, *gx = GX + i * d, *gz = G + i * d, rstd = RS1[i];
+            const float *u = DG + i * P, *xh = XH1 + i * P, *gx = GX + i * P, *gz = G + i * P, rstd = RS1[i];
             float s_u = 0, s_ux = 0, s_gx = 0, s_ug = 0;
             for (int a = lane; a < d; a += 32) s_u += u[a], s_ux += u[a] * xh[a], s_gx += gx[a] * xh[a], s_ug += u[a] * gz[a];
             const float mu = warp_sum(s_u) / (float)d, mux = warp_sum(s_ux) / (float)d, m2 = warp_sum(s_gx) / (float)d;
             const float drs = warp_sum(s_ug) / rstd;
-            float *dxh = DZ1 + i * d;
+            float *dxh = DZ1 + i * P;
             float s_dx = 0, s_dxx = 0;
             for (int a = lane; a < d; a += 32) {
                 const float da = rstd * (u[a] - mu - xh[a] * mux);
-                const float ymt = gam[a] * xh[a] + bet[a] - (V[i * d + a] - K[i * d + a]);
+                const float ymt = gam[a] * xh[a] + bet[a] - (V[i * P + a] - K[i * P + a]);
                 dxh[a] = -rstd * (u[a] * m2 + gx[a] * mux) + da * gam[a] * gam[a];
-                U[i * d + a] = da * ymt + da * gam[a] * xh[a];
-                XHQ[i * d + a] = da * gam[a];
+                U[i * P + a] = da * ymt + da * gam[a] * xh[a];
+                XHQ[i * P + a] = da * gam[a];
                 p.dv[(r0 + i) * d + a] = -da * gam[a];
-                p.dk[(r0 + i) * d + a] += da * gam[a];
                 s_dx += dxh[a], s_dxx += dxh[a] * xh[a];
             }
             const float mdx = warp_sum(s_dx) / (float)d, mdxx = warp_sum(s_dxx) / (float)d;
@@ -317,23 +368,31 @@ __global__ void __launch_bounds__(THREADS) scan_bwd(Bwd p) {
                 dxh[a] = rstd * (dxh[a] - mdx - xh[a] * mdxx) - drs * rstd * rstd * xh[a] / (float)d;
         }
         __syncthreads();
-        /* z1 = K W + c: dk_i += dz1_i W^T; then dW += Q^T dzq + K^T dz1, dc += sums; dgam, dbet (a thread a column) */
-        for (int x = tid; x < bs * d; x += THREADS) {
-            const int i = x / d, a = x % d;
-            float acc = 0;
-            for (int b = 0; b < d; b++) acc += DZ1[i * d + b] * W[a * L + b];
-            p.dk[(r0 + i) * d + a] += acc;
-        }
-        for (int x = tid; x < d * d; x += THREADS) {
-            const int a = x / d, j = x % d;
-            float acc = 0;
-            for (int i = 0; i < bs; i++) acc += Q[i * d + a] * DZQ[i * d + j] + K[i * d + a] * DZ1[i * d + j];
-            dW[a * DL + j] += acc;
+        /* dk = -tl e_i G_i dW'^T + dS^T q + dz1 W^T + da gam (dW' still the later state's gradient);
+         * dc, dgam, dbet (a thread a column) */
+        for (int u = tid; u < Tile<2, 2>::count(bs, d); u += THREADS) {
+            Tile<2, 2> t(u, bs, d);
+            t.mac(d, G, P, 1, dW, 1, DL);
+#pragma unroll
+            for (int ii = 0; ii < 2; ii++)
+#pragma unroll
+                for (int jj = 0; jj < 2; jj++) t.acc[ii][jj] *= -tl * e[t.row[ii]];
+            t.mac(bs, DS, 1, bs, Q, P, 1);
+            t.mac(d, DZ1, P, 1, W, 1, L);
+            TSCAN_STORE(t, 2, 2, p.dk[(r0 + row) * d + col] = acc + XHQ[row * P + col]);
         }
         for (int j = tid; j < d; j += THREADS) {
             float accc = 0, ag = 0, ab = 0;
-            for (int i = 0; i < bs; i++) accc += DZQ[i * d + j] + DZ1[i * d + j], ag += U[i * d + j], ab += XHQ[i * d + j];
+            for (int i = 0; i < bs; i++) accc += DZQ[i * P + j] + DZ1[i * P + j], ag += U[i * P + j], ab += XHQ[i * P + j];
             dc[j] += accc, dgam[j] += ag, dbet[j] += ab;
+        }
+        __syncthreads();
+        /* dW += Q^T dzq + K^T dz1: now the gradient of the state before this mini-batch */
+        for (int u = tid; u < Tile<4, 4>::count(d, d); u += THREADS) {
+            Tile<4, 4> t(u, d, d);
+            t.mac(bs, Q, 1, P, DZQ, P, 1);
+            t.mac(bs, K, 1, P, DZ1, P, 1);
+            TSCAN_STORE(t, 4, 4, dW[row * DL + col] += acc);
         }
     }
     __syncthreads();
@@ -343,6 +402,8 @@ __global__ void __launch_bounds__(THREADS) scan_bwd(Bwd p) {
     }
     for (int i = tid; i < bs; i += THREADS) p.dtok[bh * bs + i] = dtk[i];
 }
+
+#undef TSCAN_STORE
 
 }  // namespace tscan
 
