@@ -1,9 +1,9 @@
 /* The fused TTT-Linear scan on the GPU (backend.h: ttt_linear_scan, ttt_linear_scan_bwd): the
- * launchers of ttt_scan.cuh's kernels, one block per (batch, head). f32 only, head sizes up to
- * 128, and only where both kernels' shared memory fits the device (d 64, b 16: 43 KB forward, 83 KB
- * backward; d 128: 115 KB and 223 KB, under H100's 227 KB; where W does not fit beside the backward's
- * other buffers, that kernel reads it from the stored state in global memory). Anything else is
- * declined, and the op composes the same math of the other kernels. */
+ * launchers of ttt_scan.cuh's kernels, one block per (batch, head). f32 only (the op casts bf16 to
+ * f32 around them), head sizes up to 128, and only where both kernels' shared memory fits the device
+ * (d 64, b 16: 47 KB forward, 83 KB backward; d 128: 124 KB and 225 KB, under H100's 227 KB; where W
+ * does not fit beside the backward's other buffers, that kernel reads it from the stored state in
+ * global memory). Anything else is declined, and the op composes the same math of the other kernels. */
 #include <limits.h>
 
 #include "cuda_internal.h"

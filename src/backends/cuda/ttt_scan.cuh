@@ -16,8 +16,9 @@
  * chain per thread); the rows of a mini-batch's buffers are padded to d + 1 floats too, so the
  * transposed operands (K^T in q k^T, G^T in dzq G^T) are read without bank conflicts; z1 = K W + c
  * and Q W + c are one pass over W; the row-wise work (zq's within-mini-batch term, the layer norms)
- * takes a warp per row with no block barrier between its steps. Each output is summed in a fixed
- * order by one thread: no atomics, the same bits on every run.
+ * takes a warp per row with no block barrier between its steps; the next mini-batch's q, k, v, eta
+ * are loaded into registers while the current one computes (NextRows).
+ * Each output is summed in a fixed order by one thread: no atomics, the same bits on every run.
  *
  * The includer defines TTT_SCAN_SMEM() (a float * to the dynamic shared memory). */
 #ifndef TTT_SCAN_CUH
@@ -125,6 +126,37 @@ __device__ __forceinline__ float ln_l2_row(const float *z, const float *v, const
     return rstd;
 }
 
+/* The next mini-batch's q, k, v rows and eta, loaded into registers while this one computes: the
+ * serial loop would otherwise wait one global-memory latency at every mini-batch's start. PF values
+ * of each per thread, so only where bs d <= PF * THREADS (d 64 and 128 at b 16); else the kernels
+ * load each mini-batch when it starts. */
+enum { PF = 8, PF_W = 16 };
+struct NextRows {
+    float q[PF], k[PF], v[PF], e;
+    static __device__ __forceinline__ bool fits(int bs, int d) { return bs * d <= PF * THREADS && bs <= THREADS; }
+    __device__ __forceinline__ void load(const float *gq, const float *gk, const float *gv, const float *geta, int64_t r0,
+                                         int bs, int d, int tid) {
+#pragma unroll
+        for (int s = 0; s < PF; s++) {
+            const int x = tid + s * THREADS;
+            if (x < bs * d) q[s] = gq[r0 * d + x], k[s] = gk[r0 * d + x], v[s] = gv[r0 * d + x];
+        }
+        if (tid < bs) e = geta[r0 + tid];
+    }
+    /* into the [bs, d] buffers of row stride P */
+    __device__ __forceinline__ void store(float *Q, float *K, float *V, float *E, int bs, int d, int P, int tid) const {
+#pragma unroll
+        for (int s = 0; s < PF; s++) {
+            const int x = tid + s * THREADS;
+            if (x < bs * d) {
+                const int o = (x / d) * P + x % d;
+                Q[o] = q[s], K[o] = k[s], V[o] = v[s];
+            }
+        }
+        if (tid < bs) E[tid] = e;
+    }
+};
+
 /* Stores a tile's outputs: f(row, col, acc) for each in range. */
 #define TSCAN_STORE(t, TM, TN, stmt)                                                                    \
     _Pragma("unroll") for (int ii = 0; ii < TM; ii++) _Pragma("unroll") for (int jj = 0; jj < TN; jj++) \
@@ -149,19 +181,25 @@ __global__ void __launch_bounds__(THREADS) scan_fwd(Fwd p) {
     for (int i = tid; i < bs; i += THREADS) tk[i] = p.tok[i];
     const float tl = p.tok[bs - 1];
     __syncthreads();
+    NextRows next;
+    const bool pf = NextRows::fits(bs, d);
     for (int n = 0; n < p.N; n++) {
         const int64_t r0 = bh * p.T + (int64_t)n * bs; /* the mini-batch's first token */
-        for (int x = tid; x < bs * d; x += THREADS) {
-            const int o = (x / d) * P + x % d;
-            Q[o] = p.q[r0 * d + x], K[o] = p.k[r0 * d + x], V[o] = p.v[r0 * d + x];
+        if (pf && n > 0) next.store(Q, K, V, e, bs, d, P, tid);
+        else {
+            for (int x = tid; x < bs * d; x += THREADS) {
+                const int o = (x / d) * P + x % d;
+                Q[o] = p.q[r0 * d + x], K[o] = p.k[r0 * d + x], V[o] = p.v[r0 * d + x];
+            }
+            for (int i = tid; i < bs; i += THREADS) e[i] = p.eta[r0 + i];
         }
-        for (int i = tid; i < bs; i += THREADS) e[i] = p.eta[r0 + i];
         if (p.w_st) {
             float *ws = p.w_st + (bh * p.N + n) * (int64_t)d * d;
             for (int x = tid; x < d * d; x += THREADS) ws[x] = W[(x / d) * L + x % d];
             for (int j = tid; j < d; j += THREADS) p.b_st[(bh * p.N + n) * d + j] = c[j];
         }
         __syncthreads();
+        if (pf && n + 1 < p.N) next.load(p.q, p.k, p.v, p.eta, r0 + bs, bs, d, tid); /* lands during this one */
         /* z1 = K W + c and Q W + c, one pass over W;  M[i, j] = tok_i e_j (q_i . k_j + 1), j <= i */
         for (int u = tid; u < Tile<4, 2>::count(2 * bs, d); u += THREADS) {
             Tile<4, 2> t(u, 2 * bs, d);
@@ -233,6 +271,11 @@ __global__ void __launch_bounds__(THREADS) scan_bwd(Bwd p) {
     }
     for (int i = tid; i < bs; i += THREADS) tk[i] = p.tok[i], dtk[i] = 0;
     const float tl = p.tok[bs - 1];
+    /* the next (earlier) mini-batch's inputs, prefetched into registers. (Its stored W too would take
+     * 16 more registers a thread at d 64, which ptxas pays for with spills at 128 or with 191 registers:
+     * one block per SM where B H is large.) */
+    NextRows next;
+    const bool pf = NextRows::fits(bs, d);
     for (int n = p.N - 1; n >= 0; n--) {
         const int64_t r0 = bh * p.T + (int64_t)n * bs;
         const float *Wg = p.w_st + (bh * p.N + n) * (int64_t)d * d;
@@ -241,12 +284,16 @@ __global__ void __launch_bounds__(THREADS) scan_bwd(Bwd p) {
         if (p.w_in_smem)
             for (int x = tid; x < d * d; x += THREADS) Wsm[(x / d) * L + x % d] = Wg[x];
         for (int j = tid; j < d; j += THREADS) c[j] = p.b_st[(bh * p.N + n) * d + j];
-        for (int x = tid; x < bs * d; x += THREADS) {
-            const int o = (x / d) * P + x % d;
-            Q[o] = p.q[r0 * d + x], K[o] = p.k[r0 * d + x], V[o] = p.v[r0 * d + x];
+        if (pf && n < p.N - 1) next.store(Q, K, V, e, bs, d, P, tid);
+        else {
+            for (int x = tid; x < bs * d; x += THREADS) {
+                const int o = (x / d) * P + x % d;
+                Q[o] = p.q[r0 * d + x], K[o] = p.k[r0 * d + x], V[o] = p.v[r0 * d + x];
+            }
+            for (int i = tid; i < bs; i += THREADS) e[i] = p.eta[r0 + i];
         }
-        for (int i = tid; i < bs; i += THREADS) e[i] = p.eta[r0 + i];
         __syncthreads();
+        if (pf && n > 0) next.load(p.q, p.k, p.v, p.eta, r0 - bs, bs, d, tid); /* lands during this one */
         /* recompute z1 = K W + c, Q W + c (one pass); U = K dW' + dc' (dW', dc': the gradient of the state
          * after this mini-batch); S = q_i . k_j + 1, M = tok_i e_j S (j <= i) */
         for (int u = tid; u < Tile<4, 2>::count(2 * bs, d); u += THREADS) {
