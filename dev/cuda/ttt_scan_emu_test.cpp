@@ -104,8 +104,12 @@ static void run(const Case &c, std::mt19937_64 &rng) {
         kdb(BH * d, NAN), kdw(BH * d * d, NAN), kdc(BH * d, NAN);
     tscan::Bwd pb{kdq.data(), kdk.data(), kdv.data(), kde.data(), kdt.data(), kdg.data(), kdb.data(), kdw.data(), kdc.data(),
                   fdo.data(), c.state_grad ? fdwo.data() : nullptr, c.state_grad ? fdbo.data() : nullptr, fq.data(),
-                  fk.data(), fv.data(), fe.data(), ft.data(), fg.data(), fb.data(), kwst.data(), kbst.data(), H, T, d, bs, N,
-                  c.w_in_smem, 1e-6f};
+                  fk.data(), fv.data(), fe.data(), ft.data(), fg.data(), fb.data(), kwst.data(), kbst.data(), nullptr, H, T, d,
+                  bs, N, c.w_in_smem, 1e-6f};
+    std::vector<float> kscr(BH * N * tscan::bwd_scratch_floats(d, bs), NAN); /* scan_bwd_pre -> scan_bwd */
+    pb.scr = kscr.data();
+    emu::g_smem = std::vector<float>(tscan::bwd_pre_smem_floats(d, bs), NAN);
+    emu::launch(dim3((unsigned)(BH * N)), dim3(tscan::THREADS), [&] { tscan::scan_bwd_pre(pb); });
     emu::g_smem = std::vector<float>(tscan::bwd_smem_floats(d, bs, c.w_in_smem), NAN);
     emu::launch(dim3((unsigned)BH), dim3(tscan::THREADS), [&] { tscan::scan_bwd(pb); });
 

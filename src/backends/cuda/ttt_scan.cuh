@@ -39,7 +39,8 @@ struct Bwd {
     float *dq, *dk, *dv, *deta, *dtok, *dln_w, *dln_b, *dw0, *db0;
     const float *dout, *dw_out, *db_out; /* dw_out, db_out NULL: zero */
     const float *q, *k, *v, *eta, *tok, *ln_w, *ln_b, *w_st, *b_st;
-    int H, T, d, bs, N, w_in_smem; /* w_in_smem 0: W is read from the stored state in global memory */
+    float *scr; /* B H N bwd_scratch_floats(d, bs): scan_bwd_pre's results for scan_bwd */
+    int H, T, d, bs, N, w_in_smem; /* w_in_smem 0: scan_bwd reads W from the stored state in global memory */
     float eps;
 };
 
@@ -47,9 +48,11 @@ struct Bwd {
 inline size_t fwd_smem_floats(int d, int bs) {
     return (size_t)d * (d + 1) + 3 * (size_t)d + 7 * (size_t)bs * (d + 1) + (size_t)bs * bs + 2 * (size_t)bs;
 }
+inline size_t bwd_pre_smem_floats(int d, int bs) {
+    return (size_t)d * (d + 1) + 3 * (size_t)d + 8 * (size_t)bs * (d + 1) + 4 * (size_t)bs * bs + 3 * (size_t)bs;
+}
 inline size_t bwd_smem_floats(int d, int bs, int w_in_smem) {
-    return (size_t)(w_in_smem ? 2 : 1) * d * (d + 1) + 6 * (size_t)d + 11 * (size_t)bs * (d + 1) + 4 * (size_t)bs * bs +
-           6 * (size_t)bs;
+    return (size_t)(w_in_smem ? 2 : 1) * d * (d + 1) + 5 * (size_t)d + 11 * (size_t)bs * (d + 1) + 5 * (size_t)bs;
 }
 
 /* A thread's TM x TN block of an m x n product: rows r0 + ii * nrt, columns c0 + jj * nct (strided, so
@@ -248,22 +251,177 @@ __global__ void __launch_bounds__(THREADS) scan_fwd(Fwd p) {
     for (int j = tid; j < d; j += THREADS) p.b_out[bh * d + j] = c[j];
 }
 
-/* The reverse scan: each mini-batch's forward recomputed from its stored state, then its gradients
- * (the steps of src/backends/cpu/cpu_ttt_scan_impl.h's scan_bwd, as register-tiled products and
- * warp-per-row passes). dW, dc carry the gradient of the state after the mini-batch down to before it. */
+/* The backward in two kernels. Of each mini-batch's gradients, everything that does not depend on the
+ * gradient dW', dc' carried down from the later mini-batches (the forward recomputed from the stored
+ * state, dzq, dM, dS, all of dq, the parts of dk, deta, dtok, dgam, dbet and dG that come through zq and
+ * out) is computed by scan_bwd_pre, one block per (batch, head, mini-batch) — every SM at once. The
+ * reverse scan scan_bwd then only walks what does: U = K dW' + dc', dG, the LN + L2 backward, dk's dW'
+ * and dz1 terms and the update of dW': three d x d products a mini-batch instead of eight, four barriers
+ * instead of nine. They hand over through a scratch buffer (bwd_scratch_floats per mini-batch): G,
+ * LN(z1), gx, dzq, the partial dG [bs, d] each, rstd(z1) [bs], and the partial dtok [bs], dgam, dbet [d]
+ * (summed by scan_bwd in mini-batch order: no atomics). dq is final after scan_bwd_pre; dk and deta get
+ * their partial there and scan_bwd adds the rest. */
+__host__ __device__ inline size_t bwd_scratch_floats(int d, int bs) { return 5 * (size_t)bs * d + 2 * (size_t)bs + 2 * (size_t)d; }
+
+__global__ void __launch_bounds__(THREADS) scan_bwd_pre(Bwd p) {
+    float *sm = TTT_SCAN_SMEM();
+    const int d = p.d, bs = p.bs, L = d + 1, P = d + 1, tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    const int64_t bh = blockIdx.x / p.N;
+    const int n = (int)(blockIdx.x % p.N), h = (int)(bh % p.H);
+    const int64_t r0 = bh * p.T + (int64_t)n * bs;
+    /* K's rows then Q's, z1's rows (then LN(z1)) then zq's (then LN(zq)): one pass [K; Q] W + c */
+    float *W = sm, *c = W + d * L, *gam = c + d, *bet = gam + d, *K = bet + d, *Q = K + bs * P, *XH1 = Q + bs * P;
+    float *XHQ = XH1 + bs * P, *V = XHQ + bs * P, *GX = V + bs * P, *G = GX + bs * P, *DZQ = G + bs * P;
+    float *S = DZQ + bs * P, *M = S + bs * bs, *DM = M + bs * bs, *DS = DM + bs * bs, *RS1 = DS + bs * bs, *e = RS1 + bs;
+    float *tk = e + bs;
+    float *out = p.scr + (bh * p.N + n) * (int64_t)bwd_scratch_floats(d, bs);
+    float *oG = out, *oXH1 = oG + bs * d, *oGX = oXH1 + bs * d, *oDZQ = oGX + bs * d, *oDG = oDZQ + bs * d;
+    float *oRS1 = oDG + bs * d, *oDtok = oRS1 + bs, *oDgam = oDtok + bs, *oDbet = oDgam + d;
+    const float *Wg = p.w_st + (bh * p.N + n) * (int64_t)d * d;
+    for (int x = tid; x < d * d; x += THREADS) W[(x / d) * L + x % d] = Wg[x];
+    for (int j = tid; j < d; j += THREADS) c[j] = p.b_st[(bh * p.N + n) * d + j], gam[j] = p.ln_w[h * d + j], bet[j] = p.ln_b[h * d + j];
+    for (int x = tid; x < bs * d; x += THREADS) {
+        const int o = (x / d) * P + x % d;
+        Q[o] = p.q[r0 * d + x], K[o] = p.k[r0 * d + x], V[o] = p.v[r0 * d + x];
+    }
+    for (int i = tid; i < bs; i += THREADS) e[i] = p.eta[r0 + i], tk[i] = p.tok[i];
+    __syncthreads();
+    /* recompute z1 = K W + c, Q W + c (one pass); S = q_i . k_j + 1, M = tok_i e_j S (j <= i) */
+    for (int u = tid; u < Tile<4, 2>::count(2 * bs, d); u += THREADS) {
+        Tile<4, 2> t(u, 2 * bs, d);
+        t.mac(d, K, P, 1, W, L, 1);
+        TSCAN_STORE(t, 4, 2, XH1[row * P + col] = acc + c[col]);
+    }
+    for (int u = tid; u < bs * bs; u += THREADS) {
+        Tile<1, 1> t(u, bs, bs);
+        const int i = t.row[0], j = t.col[0];
+        if (j <= i) t.mac(d, Q, P, 1, K, 1, P);
+        S[u] = j <= i ? t.acc[0][0] + 1 : 0.0f;
+        M[u] = j <= i ? tk[i] * e[j] * (t.acc[0][0] + 1) : 0.0f;
+    }
+    __syncthreads();
+    /* G = the inner loss's gradient at z1 */
+    for (int i = warp; i < bs; i += WARPS) {
+        const float r = ln_l2_row(XH1 + i * P, V + i * P, K + i * P, gam, bet, XH1 + i * P, GX + i * P, G + i * P, d, p.eps, lane);
+        if (lane == 0) RS1[i] = r;
+    }
+    __syncthreads();
+    /* a warp per row: zq = (Q W + c) - M G and LN(zq) (into XHQ); dzq from out = q + LN(zq) gam + bet */
+    for (int i = warp; i < bs; i += WARPS) {
+        float *zq = XHQ + i * P;
+        for (int j = lane; j < d; j += 32) {
+            float acc = zq[j];
+            for (int t = 0; t <= i; t++) acc -= M[i * bs + t] * G[t * P + j];
+            zq[j] = acc;
+        }
+        const float rsq = ln_row(zq, zq, d, p.eps, lane);
+        float s1 = 0, s2 = 0;
+        for (int j = lane; j < d; j += 32) {
+            const float g = p.dout[(r0 + i) * d + j] * gam[j];
+            DZQ[i * P + j] = g;
+            s1 += g, s2 += g * zq[j];
+        }
+        const float m1 = warp_sum(s1) / (float)d, m2 = warp_sum(s2) / (float)d;
+        for (int j = lane; j < d; j += 32) DZQ[i * P + j] = rsq * (DZQ[i * P + j] - m1 - zq[j] * m2);
+    }
+    __syncthreads();
+    /* zq = Q W + c - M G: dM = -dzq G^T (j <= i), dS = dM tok_i e_j; out's gain and bias (this mini-batch's part) */
+    for (int u = tid; u < bs * bs; u += THREADS) {
+        Tile<1, 1> t(u, bs, bs);
+        const int i = t.row[0], j = t.col[0];
+        if (j <= i) t.mac(d, DZQ, P, 1, G, 1, P);
+        const float dm = j <= i ? -t.acc[0][0] : 0.0f;
+        DM[u] = dm;
+        DS[u] = dm * tk[i] * e[j];
+    }
+    for (int j = tid; j < d; j += THREADS) {
+        float ag = 0, ab = 0;
+        for (int i = 0; i < bs; i++) {
+            const float g = p.dout[(r0 + i) * d + j];
+            ag += g * XHQ[i * P + j], ab += g;
+        }
+        oDgam[j] = ag, oDbet[j] = ab;
+    }
+    __syncthreads();
+    /* dtok_i's part sum_j dM_ij e_j S_ij, de_j's part sum_i dM_ij tok_i S_ij; dq = dout + dS k + dzq W^T;
+     * dk's part dS^T q; dG's part -M^T dzq; and what scan_bwd reads */
+    for (int i = tid; i < bs; i += THREADS) {
+        float s = 0;
+        for (int j = 0; j <= i; j++) s += DM[i * bs + j] * e[j] * S[i * bs + j];
+        oDtok[i] = s, oRS1[i] = RS1[i];
+    }
+    for (int j = tid; j < bs; j += THREADS) {
+        float s = 0;
+        for (int i = j; i < bs; i++) s += DM[i * bs + j] * tk[i] * S[i * bs + j];
+        p.deta[r0 + j] = s;
+    }
+    for (int u = tid; u < Tile<2, 2>::count(bs, d); u += THREADS) {
+        Tile<2, 2> t(u, bs, d);
+        t.mac(bs, DS, bs, 1, K, P, 1);
+        t.mac(d, DZQ, P, 1, W, 1, L);
+        TSCAN_STORE(t, 2, 2, p.dq[(r0 + row) * d + col] = p.dout[(r0 + row) * d + col] + acc);
+    }
+    for (int u = tid; u < Tile<2, 2>::count(bs, d); u += THREADS) {
+        Tile<2, 2> t(u, bs, d);
+        t.mac(bs, DS, 1, bs, Q, P, 1);
+        TSCAN_STORE(t, 2, 2, p.dk[(r0 + row) * d + col] = acc);
+    }
+    for (int u = tid; u < Tile<2, 2>::count(bs, d); u += THREADS) {
+        Tile<2, 2> t(u, bs, d);
+        t.mac(bs, M, 1, bs, DZQ, P, 1);
+        TSCAN_STORE(t, 2, 2, oDG[row * d + col] = -acc);
+    }
+    for (int x = tid; x < bs * d; x += THREADS) {
+        const int o = (x / d) * P + x % d;
+        oG[x] = G[o], oXH1[x] = XH1[o], oGX[x] = GX[o], oDZQ[x] = DZQ[o];
+    }
+}
+
+/* The reverse scan's inputs of its next (earlier) mini-batch in registers, loaded while the current
+ * one computes: q, k, v rows and scan_bwd_pre's G, LN(z1), gx, dzq, dG [bs, d], eta and rstd(z1) [bs].
+ * PFB values of each per thread, so where bs d <= PFB * THREADS (d 64 at b 16); else direct loads. */
+enum { PFB = 4, NB = 8 };
+struct BwdRows {
+    float x[NB][PFB], e, rs;
+    static __device__ __forceinline__ bool fits(int bs, int d) { return bs * d <= PFB * THREADS && bs <= THREADS; }
+    __device__ __forceinline__ void load(const Bwd &p, const float *in, int64_t r0, int tid) {
+        const int n = p.bs * p.d;
+        const float *src[NB] = {p.q + r0 * p.d, p.k + r0 * p.d, p.v + r0 * p.d, in, in + n, in + 2 * n, in + 3 * n, in + 4 * n};
+#pragma unroll
+        for (int t = 0; t < NB; t++)
+#pragma unroll
+            for (int s = 0; s < PFB; s++)
+                if (tid + s * THREADS < n) x[t][s] = src[t][tid + s * THREADS];
+        if (tid < p.bs) e = p.eta[r0 + tid], rs = in[5 * n + tid];
+    }
+    /* into the [bs, d] buffers dst (row stride P) in load's order, and E, RS [bs] */
+    __device__ __forceinline__ void store(float *const (&dst)[NB], float *E, float *RS, int bs, int d, int P, int tid) const {
+#pragma unroll
+        for (int s = 0; s < PFB; s++) {
+            const int x0 = tid + s * THREADS;
+            if (x0 < bs * d) {
+                const int o = (x0 / d) * P + x0 % d;
+#pragma unroll
+                for (int t = 0; t < NB; t++) dst[t][o] = x[t][s];
+            }
+        }
+        if (tid < bs) E[tid] = e, RS[tid] = rs;
+    }
+};
+
+/* The reverse scan over what depends on the carried dW', dc' (the gradient of the state after the
+ * mini-batch), which it carries down to before it. */
 __global__ void __launch_bounds__(THREADS) scan_bwd(Bwd p) {
     float *sm = TTT_SCAN_SMEM();
     const int d = p.d, bs = p.bs, P = d + 1, DL = d + 1, tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const int L = p.w_in_smem ? d + 1 : d; /* W's row stride where it is read */
     const int64_t bh = blockIdx.x;
     const int h = (int)(bh % p.H);
-    float *dW = sm, *Wsm = dW + d * DL, *c = Wsm + (p.w_in_smem ? d * DL : 0);
-    float *dc = c + d, *gam = dc + d, *bet = gam + d, *dgam = bet + d, *dbet = dgam + d;
-    /* K's rows then Q's, z1's rows (then LN(z1)) then zq's (then LN(zq)): one pass [K; Q] W + c */
-    float *K = dbet + d, *Q = K + bs * P, *XH1 = Q + bs * P, *XHQ = XH1 + bs * P, *V = XHQ + bs * P, *GX = V + bs * P;
-    float *G = GX + bs * P, *DZQ = G + bs * P, *DG = DZQ + bs * P, *U = DG + bs * P, *DZ1 = U + bs * P;
-    float *S = DZ1 + bs * P, *M = S + bs * bs, *DM = M + bs * bs, *DS = DM + bs * bs;
-    float *RS1 = DS + bs * bs, *RSQ = RS1 + bs, *e = RSQ + bs, *tk = e + bs, *dtk = tk + bs, *DE = dtk + bs;
+    float *dW = sm, *Wsm = dW + d * DL, *dc = Wsm + (p.w_in_smem ? d * DL : 0);
+    float *gam = dc + d, *bet = gam + d, *dgam = bet + d, *dbet = dgam + d;
+    float *K = dbet + d, *Q = K + bs * P, *V = Q + bs * P, *XH1 = V + bs * P, *GX = XH1 + bs * P, *G = GX + bs * P;
+    float *DZQ = G + bs * P, *DG = DZQ + bs * P, *U = DG + bs * P, *DZ1 = U + bs * P, *XHQ = DZ1 + bs * P;
+    float *RS1 = XHQ + bs * P, *RSQ = RS1 + bs, *e = RSQ + bs, *tk = e + bs, *dtk = tk + bs;
     for (int x = tid; x < d * d; x += THREADS) dW[(x / d) * DL + x % d] = p.dw_out ? p.dw_out[bh * d * d + x] : 0.0f;
     for (int j = tid; j < d; j += THREADS) {
         dc[j] = p.db_out ? p.db_out[bh * d + j] : 0.0f;
@@ -271,130 +429,53 @@ __global__ void __launch_bounds__(THREADS) scan_bwd(Bwd p) {
     }
     for (int i = tid; i < bs; i += THREADS) tk[i] = p.tok[i], dtk[i] = 0;
     const float tl = p.tok[bs - 1];
-    /* the next (earlier) mini-batch's inputs, prefetched into registers. (Its stored W too would take
-     * 16 more registers a thread at d 64, which ptxas pays for with spills at 128 or with 191 registers:
-     * one block per SM where B H is large.) */
-    NextRows next;
-    const bool pf = NextRows::fits(bs, d);
+    const size_t per = bwd_scratch_floats(d, bs);
+    BwdRows next;
+    const bool pf = BwdRows::fits(bs, d);
+    float *const dst[NB] = {Q, K, V, G, XH1, GX, DZQ, DG}; /* BwdRows' order */
     for (int n = p.N - 1; n >= 0; n--) {
         const int64_t r0 = bh * p.T + (int64_t)n * bs;
         const float *Wg = p.w_st + (bh * p.N + n) * (int64_t)d * d;
         const float *W = p.w_in_smem ? Wsm : Wg;
+        const float *in = p.scr + (bh * p.N + n) * (int64_t)per;
+        const float *iG = in, *iXH1 = iG + bs * d, *iGX = iXH1 + bs * d, *iDZQ = iGX + bs * d, *iDG = iDZQ + bs * d;
+        const float *iRS1 = iDG + bs * d, *iDtok = iRS1 + bs, *iDgam = iDtok + bs, *iDbet = iDgam + d;
         __syncthreads(); /* the previous mini-batch is done with every buffer */
         if (p.w_in_smem)
             for (int x = tid; x < d * d; x += THREADS) Wsm[(x / d) * L + x % d] = Wg[x];
-        for (int j = tid; j < d; j += THREADS) c[j] = p.b_st[(bh * p.N + n) * d + j];
-        if (pf && n < p.N - 1) next.store(Q, K, V, e, bs, d, P, tid);
+        if (pf && n < p.N - 1) next.store(dst, e, RS1, bs, d, P, tid);
         else {
             for (int x = tid; x < bs * d; x += THREADS) {
                 const int o = (x / d) * P + x % d;
                 Q[o] = p.q[r0 * d + x], K[o] = p.k[r0 * d + x], V[o] = p.v[r0 * d + x];
+                G[o] = iG[x], XH1[o] = iXH1[x], GX[o] = iGX[x], DZQ[o] = iDZQ[x], DG[o] = iDG[x];
             }
-            for (int i = tid; i < bs; i += THREADS) e[i] = p.eta[r0 + i];
+            for (int i = tid; i < bs; i += THREADS) e[i] = p.eta[r0 + i], RS1[i] = iRS1[i];
         }
         __syncthreads();
-        if (pf && n > 0) next.load(p.q, p.k, p.v, p.eta, r0 - bs, bs, d, tid); /* lands during this one */
-        /* recompute z1 = K W + c, Q W + c (one pass); U = K dW' + dc' (dW', dc': the gradient of the state
-         * after this mini-batch); S = q_i . k_j + 1, M = tok_i e_j S (j <= i) */
-        for (int u = tid; u < Tile<4, 2>::count(2 * bs, d); u += THREADS) {
-            Tile<4, 2> t(u, 2 * bs, d);
-            t.mac(d, K, P, 1, W, L, 1);
-            TSCAN_STORE(t, 4, 2, XH1[row * P + col] = acc + c[col]);
-        }
+        if (pf && n > 0) next.load(p, in - per, r0 - bs, tid); /* lands during this one */
+        /* U = K dW' + dc' */
         for (int u = tid; u < Tile<2, 2>::count(bs, d); u += THREADS) {
             Tile<2, 2> t(u, bs, d);
             t.mac(d, K, P, 1, dW, DL, 1);
             TSCAN_STORE(t, 2, 2, U[row * P + col] = acc + dc[col]);
         }
-        for (int u = tid; u < bs * bs; u += THREADS) {
-            Tile<1, 1> t(u, bs, bs);
-            const int i = t.row[0], j = t.col[0];
-            if (j <= i) t.mac(d, Q, P, 1, K, 1, P);
-            S[u] = j <= i ? t.acc[0][0] + 1 : 0.0f;
-            M[u] = j <= i ? tk[i] * e[j] * (t.acc[0][0] + 1) : 0.0f;
-        }
         __syncthreads();
-        /* G = the inner loss's gradient at z1 */
+        /* a warp per row. The state update W' = W - tl (e o K)^T G, c' = c - tl e^T G: dG_i = -tl e_i U_i
+         * (plus scan_bwd_pre's -M^T dzq), de_i += -tl U_i . G_i, dtok_bs -= sum_i e_i U_i . G_i (RSQ keeps
+         * U_i . G_i). Then G = the LN + L2 gradient at z1, differentiated: dz1 (DZ1), dv; dk's term da gam
+         * and dbet's per-row part (XHQ), dgam's per-row part (U, read above by the same lane) */
         for (int i = warp; i < bs; i += WARPS) {
-            const float r = ln_l2_row(XH1 + i * P, V + i * P, K + i * P, gam, bet, XH1 + i * P, GX + i * P, G + i * P, d, p.eps, lane);
-            if (lane == 0) RS1[i] = r;
-        }
-        __syncthreads();
-        /* a warp per row: zq = (Q W + c) - M G and LN(zq) (into XHQ); dzq from out = q + LN(zq) gam + bet;
-         * the state update W' = W - tl (e o K)^T G, c' = c - tl e^T G: dG_i = -tl e_i U_i,
-         * de_i = -tl U_i . G_i (DE), dtok_bs -= sum_i e_i U_i . G_i (RSQ keeps U_i . G_i) */
-        for (int i = warp; i < bs; i += WARPS) {
-            float *zq = XHQ + i * P;
-            for (int j = lane; j < d; j += 32) {
-                float acc = zq[j];
-                for (int t = 0; t <= i; t++) acc -= M[i * bs + t] * G[t * P + j];
-                zq[j] = acc;
+            float *u = DG + i * P;
+            float sug = 0;
+            for (int a = lane; a < d; a += 32) {
+                const float ua = U[i * P + a];
+                sug += ua * G[i * P + a];
+                u[a] = -tl * e[i] * ua + u[a];
             }
-            const float rsq = ln_row(zq, zq, d, p.eps, lane);
-            float s1 = 0, s2 = 0, sug = 0;
-            for (int j = lane; j < d; j += 32) {
-                const float g = p.dout[(r0 + i) * d + j] * gam[j];
-                DZQ[i * P + j] = g;
-                s1 += g, s2 += g * zq[j], sug += U[i * P + j] * G[i * P + j];
-                DG[i * P + j] = -tl * e[i] * U[i * P + j];
-            }
-            const float m1 = warp_sum(s1) / (float)d, m2 = warp_sum(s2) / (float)d;
             sug = warp_sum(sug);
-            for (int j = lane; j < d; j += 32) DZQ[i * P + j] = rsq * (DZQ[i * P + j] - m1 - zq[j] * m2);
-            if (lane == 0) DE[i] = -tl * sug, RSQ[i] = sug;
-        }
-        __syncthreads();
-        /* zq = Q W + c - M G: dM = -dzq G^T (j <= i), dS = dM tok_i e_j; out's gain and bias; dtok_bs */
-        for (int u = tid; u < bs * bs; u += THREADS) {
-            Tile<1, 1> t(u, bs, bs);
-            const int i = t.row[0], j = t.col[0];
-            if (j <= i) t.mac(d, DZQ, P, 1, G, 1, P);
-            const float dm = j <= i ? -t.acc[0][0] : 0.0f;
-            DM[u] = dm;
-            DS[u] = dm * tk[i] * e[j];
-        }
-        for (int j = tid; j < d; j += THREADS) {
-            float ag = 0, ab = 0;
-            for (int i = 0; i < bs; i++) {
-                const float g = p.dout[(r0 + i) * d + j];
-                ag += g * XHQ[i * P + j], ab += g;
-            }
-            dgam[j] += ag, dbet[j] += ab;
-        }
-        if (tid == 0) {
-            float s = 0;
-            for (int i = 0; i < bs; i++) s += e[i] * RSQ[i];
-            dtk[bs - 1] -= s;
-        }
-        __syncthreads();
-        /* dtok_i += sum_j dM_ij e_j S_ij; de_j += sum_i dM_ij tok_i S_ij; dq = dout + dS k + dzq W^T;
-         * dG -= M^T dzq */
-        for (int i = tid; i < bs; i += THREADS) {
-            float s = 0;
-            for (int j = 0; j <= i; j++) s += DM[i * bs + j] * e[j] * S[i * bs + j];
-            dtk[i] += s;
-        }
-        for (int j = tid; j < bs; j += THREADS) {
-            float s = 0;
-            for (int i = j; i < bs; i++) s += DM[i * bs + j] * tk[i] * S[i * bs + j];
-            p.deta[r0 + j] = DE[j] + s;
-        }
-        for (int u = tid; u < Tile<2, 2>::count(bs, d); u += THREADS) {
-            Tile<2, 2> t(u, bs, d);
-            t.mac(bs, DS, bs, 1, K, P, 1);
-            t.mac(d, DZQ, P, 1, W, 1, L);
-            TSCAN_STORE(t, 2, 2, p.dq[(r0 + row) * d + col] = p.dout[(r0 + row) * d + col] + acc);
-        }
-        for (int u = tid; u < Tile<2, 2>::count(bs, d); u += THREADS) {
-            Tile<2, 2> t(u, bs, d);
-            t.mac(bs, M, 1, bs, DZQ, P, 1);
-            TSCAN_STORE(t, 2, 2, DG[row * P + col] -= acc);
-        }
-        __syncthreads();
-        /* a warp per row: G = the LN + L2 gradient at z1, differentiated: dz1 (DZ1), dv; dk's term da gam
-         * and dbet's per-row part (XHQ, free now), dgam's per-row part (U, free now) */
-        for (int i = warp; i < bs; i += WARPS) {
-            const float *u = DG + i * P, *xh = XH1 + i * P, *gx = GX + i * P, *gz = G + i * P, rstd = RS1[i];
+            if (lane == 0) RSQ[i] = sug, p.deta[r0 + i] += -tl * sug;
+            const float *xh = XH1 + i * P, *gx = GX + i * P, *gz = G + i * P, rstd = RS1[i];
             float s_u = 0, s_ux = 0, s_gx = 0, s_ug = 0;
             for (int a = lane; a < d; a += 32) s_u += u[a], s_ux += u[a] * xh[a], s_gx += gx[a] * xh[a], s_ug += u[a] * gz[a];
             const float mu = warp_sum(s_u) / (float)d, mux = warp_sum(s_ux) / (float)d, m2 = warp_sum(s_gx) / (float)d;
@@ -415,8 +496,8 @@ __global__ void __launch_bounds__(THREADS) scan_bwd(Bwd p) {
                 dxh[a] = rstd * (dxh[a] - mdx - xh[a] * mdxx) - drs * rstd * rstd * xh[a] / (float)d;
         }
         __syncthreads();
-        /* dk = -tl e_i G_i dW'^T + dS^T q + dz1 W^T + da gam (dW' still the later state's gradient);
-         * dc, dgam, dbet (a thread a column) */
+        /* dk += -tl e_i G_i dW'^T + dz1 W^T + da gam (dW' still the later state's gradient; the dS^T q part
+         * is scan_bwd_pre's); dc, dgam, dbet (a thread a column); dtok */
         for (int u = tid; u < Tile<2, 2>::count(bs, d); u += THREADS) {
             Tile<2, 2> t(u, bs, d);
             t.mac(d, G, P, 1, dW, 1, DL);
@@ -424,14 +505,19 @@ __global__ void __launch_bounds__(THREADS) scan_bwd(Bwd p) {
             for (int ii = 0; ii < 2; ii++)
 #pragma unroll
                 for (int jj = 0; jj < 2; jj++) t.acc[ii][jj] *= -tl * e[t.row[ii]];
-            t.mac(bs, DS, 1, bs, Q, P, 1);
             t.mac(d, DZ1, P, 1, W, 1, L);
-            TSCAN_STORE(t, 2, 2, p.dk[(r0 + row) * d + col] = acc + XHQ[row * P + col]);
+            TSCAN_STORE(t, 2, 2, p.dk[(r0 + row) * d + col] += acc + XHQ[row * P + col]);
         }
         for (int j = tid; j < d; j += THREADS) {
-            float accc = 0, ag = 0, ab = 0;
+            float accc = 0, ag = iDgam[j], ab = iDbet[j];
             for (int i = 0; i < bs; i++) accc += DZQ[i * P + j] + DZ1[i * P + j], ag += U[i * P + j], ab += XHQ[i * P + j];
             dc[j] += accc, dgam[j] += ag, dbet[j] += ab;
+        }
+        for (int i = tid; i < bs; i += THREADS) {
+            float s = iDtok[i];
+            if (i == bs - 1)
+                for (int t = 0; t < bs; t++) s -= e[t] * RSQ[t];
+            dtk[i] += s;
         }
         __syncthreads();
         /* dW += Q^T dzq + K^T dz1: now the gradient of the state before this mini-batch */
