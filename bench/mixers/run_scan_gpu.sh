@@ -12,7 +12,9 @@
 #   4. times: ttt_rnn_bench, TTT-Linear, D 768, 12 heads (d 64), b 16, both backbones, T 2K and 8K,
 #      fused against TTT_FUSED=0 (the composed ops) in the same call on the same GPU;
 #   5. times of the op alone (mixer_speed --impl ttt_linear_core: fla's chunk_ttt_linear's inputs, B 1,
-#      H 12, d 64, mini-batch 16), f32 and bf16, T 2K, 8K and 32K (run_peer_gpu.sh pairs it with fla).
+#      H 12, d 64, mini-batch 16), f32 and bf16, T 2K, 8K and 32K (run_peer_gpu.sh pairs it with fla),
+#      with the products on the tensor cores (the default where d and b are multiples of 16) and with
+#      TTT_SCAN_MMA=0 (plain FMAs); the layer's check again with TTT_SCAN_MMA=0.
 # Needs .debs (json-c) in the carry list (bench/gpu/jsonc_env.sh), like run_gpu.sh.
 #   usage: bash bench/mixers/run_scan_gpu.sh        (env OUT, default gpu-out)
 set -uo pipefail
@@ -55,7 +57,12 @@ for bb in transformer mamba; do
   done
 done
 echo "== the op alone (ttt_linear_core: q, k, v, eta, LN gain / bias, W0, b0; B 1, H 12, d 64, b 16) ==" | log
-for dt in f32 bf16; do
-  timeout 240 ./build/gpu/mixer_speed --device cuda --dtype $dt --impl ttt_linear_core --T 2048,8192,32768 --heads 12 \
-    --dim 64 --batch 1 --reps 5 2>&1 | grep -v "^# device" | log
+echo "   the products with W on the tensor cores (default), then TTT_SCAN_MMA=0 (plain FMAs)" | log
+for mma in 1 0; do
+  for dt in f32 bf16; do
+    TTT_SCAN_MMA=$mma timeout 240 ./build/gpu/mixer_speed --device cuda --dtype $dt --impl ttt_linear_core \
+      --T 2048,8192,32768 --heads 12 --dim 64 --batch 1 --reps 5 2>&1 | grep -v "^# device" | sed "s/^/[TTT_SCAN_MMA=$mma] /" | log
+  done
 done
+echo "== the layer's check with the plain-FMA kernels (TTT_SCAN_MMA=0) ==" | log
+TTT_SCAN_MMA=0 ./build/gpu/ttt_rnn_bench --check --device cuda 2>&1 | log

@@ -24,6 +24,10 @@
 #ifndef TTT_SCAN_CUH
 #define TTT_SCAN_CUH
 
+#ifndef TTT_EMU
+#include <cuda_bf16.h>
+#endif
+
 namespace tscan {
 
 enum { THREADS = 256, WARPS = THREADS / 32, MAX_D = 128 };
@@ -33,6 +37,7 @@ struct Fwd {
     const float *q, *k, *v, *eta, *tok, *ln_w, *ln_b, *w0, *b0;
     int H, T, d, bs, N, w0_batched, b0_batched;
     float eps;
+    int mma; /* the products with W on the tensor cores (mma_f32x3); needs d, bs multiples of 16 (mma_fits) */
 };
 
 struct Bwd {
@@ -42,7 +47,10 @@ struct Bwd {
     float *scr; /* B H N bwd_scratch_floats(d, bs): scan_bwd_pre's results for scan_bwd */
     int H, T, d, bs, N, w_in_smem; /* w_in_smem 0: scan_bwd reads W from the stored state in global memory */
     float eps;
+    int mma; /* the reverse scan's products on the tensor cores, as Fwd's */
 };
+
+inline bool mma_fits(int d, int bs) { return d % 16 == 0 && bs % 16 == 0; }
 
 /* Dynamic shared memory of each kernel, in floats. Rows of [bs, d] buffers are d + 1 floats. */
 inline size_t fwd_smem_floats(int d, int bs) {
@@ -129,6 +137,83 @@ __device__ __forceinline__ float ln_l2_row(const float *z, const float *v, const
     return rstd;
 }
 
+/* ---- tensor cores ----------------------------------------------------------------------------------------
+ * mma.sync.m16n8k16 multiplies bf16 and accumulates in f32. An f32 operand x is split into two bf16, hi =
+ * bf16(x) and lo = bf16(x - hi), and a product taken as lo_a hi_b + hi_a lo_b + hi_a hi_b (the small terms
+ * first; lo_a lo_b, ~2^-16 of it, dropped): about 2^-16 relative where FMAs in f32 give 2^-24, with W and
+ * every operand kept in f32 in shared memory. bf16 inputs (cast to f32 by the op) have lo = 0, so their
+ * products are exact but for the other operand's 2^-16. A warp computes one 16 x 8 tile of C per call;
+ * the fragments are loaded element by element from the f32 buffers (any strides), so no operand is
+ * transposed or copied. Only where d and the mini-batch are multiples of 16 (mma_fits); else the FMA
+ * tiles above. */
+
+/* the bf16 bits of x, rounded to nearest even */
+__device__ __forceinline__ uint32_t bf16_bits(float x) {
+#ifdef TTT_EMU
+    uint32_t b;
+    memcpy(&b, &x, 4);
+    if (x != x) return 0x7fc0u;
+    return (b + 0x7fffu + ((b >> 16) & 1u)) >> 16;
+#else
+    return (uint32_t)__bfloat16_as_ushort(__float2bfloat16_rn(x));
+#endif
+}
+__device__ __forceinline__ float bf16_value(uint32_t bits) {
+#ifdef TTT_EMU
+    const uint32_t b = bits << 16;
+    float f;
+    memcpy(&f, &b, 4);
+    return f;
+#else
+    return __uint_as_float(bits << 16);
+#endif
+}
+/* (x0, x1) as two bf16 pairs: hi, and lo = what hi missed; the lower index in the lower 16 bits */
+__device__ __forceinline__ void split2(float x0, float x1, uint32_t &hi, uint32_t &lo) {
+    const uint32_t h0 = bf16_bits(x0), h1 = bf16_bits(x1);
+    hi = h0 | (h1 << 16);
+    lo = bf16_bits(x0 - bf16_value(h0)) | (bf16_bits(x1 - bf16_value(h1)) << 16);
+}
+/* d += a b: a 16 x 16 (row), b 16 x 8 (col) bf16, d f32 */
+__device__ __forceinline__ void mma16816(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
+#ifdef TTT_EMU
+    emu::mma_bf16_16816(d, a, b);
+#else
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+                 "{%0,%1,%2,%3};\n"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+#endif
+}
+/* acc += A[0:16, 0:K] B[0:K, 0:8] for the calling warp (all 32 lanes), A(r, k) = A[r sar + k sak], B(k, c) =
+ * B[k sbk + c sbc], K a multiple of 16. acc is in mma's C layout: lane 4 g + t holds (g, 2t), (g, 2t + 1),
+ * (g + 8, 2t), (g + 8, 2t + 1). */
+__device__ __forceinline__ void mma_f32x3(float (&acc)[4], int K, const float *A, int sar, int sak, const float *B,
+                                          int sbk, int sbc, int lane) {
+    const int g = lane >> 2, t = lane & 3;
+    const float *a0 = A + g * sar, *a1 = A + (g + 8) * sar, *b0 = B + g * sbc;
+    for (int k0 = 0; k0 < K; k0 += 16) {
+        const int ka = k0 + 2 * t, kb = ka + 8;
+        uint32_t ah[4], al[4], bh[2], bl[2];
+        split2(a0[ka * sak], a0[(ka + 1) * sak], ah[0], al[0]);
+        split2(a1[ka * sak], a1[(ka + 1) * sak], ah[1], al[1]);
+        split2(a0[kb * sak], a0[(kb + 1) * sak], ah[2], al[2]);
+        split2(a1[kb * sak], a1[(kb + 1) * sak], ah[3], al[3]);
+        split2(b0[ka * sbk], b0[(ka + 1) * sbk], bh[0], bl[0]);
+        split2(b0[kb * sbk], b0[(kb + 1) * sbk], bh[1], bl[1]);
+        mma16816(acc, al, bh);
+        mma16816(acc, ah, bl);
+        mma16816(acc, ah, bh);
+    }
+}
+/* Runs stmt for each of a warp's four C elements of the tile at (m0, n0), with row, col and acc set. */
+#define TSCAN_MMA_STORE(m0, n0, accv, lane, stmt)                                          \
+    _Pragma("unroll") for (int e_ = 0; e_ < 4; e_++) {                                   \
+        const int row = (m0) + ((lane) >> 2) + 8 * (e_ >> 1), col = (n0) + 2 * ((lane) & 3) + (e_ & 1); \
+        const float acc = (accv)[e_];                                                     \
+        stmt;                                                                             \
+    }
+
 /* The next mini-batch's q, k, v rows and eta, loaded into registers while this one computes: the
  * serial loop would otherwise wait one global-memory latency at every mini-batch's start. PF values
  * of each per thread, so only where bs d <= PF * THREADS (d 64 and 128 at b 16); else the kernels
@@ -204,10 +289,20 @@ __global__ void __launch_bounds__(THREADS) scan_fwd(Fwd p) {
         __syncthreads();
         if (pf && n + 1 < p.N) next.load(p.q, p.k, p.v, p.eta, r0 + bs, bs, d, tid); /* lands during this one */
         /* z1 = K W + c and Q W + c, one pass over W;  M[i, j] = tok_i e_j (q_i . k_j + 1), j <= i */
-        for (int u = tid; u < Tile<4, 2>::count(2 * bs, d); u += THREADS) {
-            Tile<4, 2> t(u, 2 * bs, d);
-            t.mac(d, K, P, 1, W, L, 1);
-            TSCAN_STORE(t, 4, 2, Z[row * P + col] = acc + c[col]);
+        if (p.mma) {
+            const int nt = d / 8;
+            for (int tile = warp; tile < (2 * bs / 16) * nt; tile += WARPS) {
+                const int m0 = tile / nt * 16, n0 = tile % nt * 8;
+                float a4[4] = {0, 0, 0, 0};
+                mma_f32x3(a4, d, K + m0 * P, P, 1, W + n0, L, 1, lane);
+                TSCAN_MMA_STORE(m0, n0, a4, lane, Z[row * P + col] = acc + c[col]);
+            }
+        } else {
+            for (int u = tid; u < Tile<4, 2>::count(2 * bs, d); u += THREADS) {
+                Tile<4, 2> t(u, 2 * bs, d);
+                t.mac(d, K, P, 1, W, L, 1);
+                TSCAN_STORE(t, 4, 2, Z[row * P + col] = acc + c[col]);
+            }
         }
         for (int u = tid; u < bs * bs; u += THREADS) {
             Tile<1, 1> t(u, bs, bs);
@@ -235,10 +330,20 @@ __global__ void __launch_bounds__(THREADS) scan_fwd(Fwd p) {
             ln_row(zq, zq, d, p.eps, lane);
             for (int j = lane; j < d; j += 32) p.out[(r0 + i) * d + j] = Q[i * P + j] + zq[j] * gam[j] + bet[j];
         }
-        for (int u = tid; u < Tile<4, 4>::count(d, d); u += THREADS) {
-            Tile<4, 4> t(u, d, d);
-            t.mac(bs, K, 1, P, GX, P, 1);
-            TSCAN_STORE(t, 4, 4, W[row * L + col] -= acc);
+        if (p.mma) {
+            const int nt = d / 8;
+            for (int tile = warp; tile < (d / 16) * nt; tile += WARPS) {
+                const int m0 = tile / nt * 16, n0 = tile % nt * 8;
+                float a4[4] = {0, 0, 0, 0};
+                mma_f32x3(a4, bs, K + m0, 1, P, GX + n0, P, 1, lane);
+                TSCAN_MMA_STORE(m0, n0, a4, lane, W[row * L + col] -= acc);
+            }
+        } else {
+            for (int u = tid; u < Tile<4, 4>::count(d, d); u += THREADS) {
+                Tile<4, 4> t(u, d, d);
+                t.mac(bs, K, 1, P, GX, P, 1);
+                TSCAN_STORE(t, 4, 4, W[row * L + col] -= acc);
+            }
         }
         for (int j = tid; j < d; j += THREADS) {
             float acc = 0;
@@ -455,10 +560,20 @@ __global__ void __launch_bounds__(THREADS) scan_bwd(Bwd p) {
         __syncthreads();
         if (pf && n > 0) next.load(p, in - per, r0 - bs, tid); /* lands during this one */
         /* U = K dW' + dc' */
-        for (int u = tid; u < Tile<2, 2>::count(bs, d); u += THREADS) {
-            Tile<2, 2> t(u, bs, d);
-            t.mac(d, K, P, 1, dW, DL, 1);
-            TSCAN_STORE(t, 2, 2, U[row * P + col] = acc + dc[col]);
+        if (p.mma) {
+            const int nt = d / 8;
+            for (int tile = warp; tile < (bs / 16) * nt; tile += WARPS) {
+                const int m0 = tile / nt * 16, n0 = tile % nt * 8;
+                float a4[4] = {0, 0, 0, 0};
+                mma_f32x3(a4, d, K + m0 * P, P, 1, dW + n0, DL, 1, lane);
+                TSCAN_MMA_STORE(m0, n0, a4, lane, U[row * P + col] = acc + dc[col]);
+            }
+        } else {
+            for (int u = tid; u < Tile<2, 2>::count(bs, d); u += THREADS) {
+                Tile<2, 2> t(u, bs, d);
+                t.mac(d, K, P, 1, dW, DL, 1);
+                TSCAN_STORE(t, 2, 2, U[row * P + col] = acc + dc[col]);
+            }
         }
         __syncthreads();
         /* a warp per row. The state update W' = W - tl (e o K)^T G, c' = c - tl e^T G: dG_i = -tl e_i U_i
@@ -498,15 +613,27 @@ __global__ void __launch_bounds__(THREADS) scan_bwd(Bwd p) {
         __syncthreads();
         /* dk += -tl e_i G_i dW'^T + dz1 W^T + da gam (dW' still the later state's gradient; the dS^T q part
          * is scan_bwd_pre's); dc, dgam, dbet (a thread a column); dtok */
-        for (int u = tid; u < Tile<2, 2>::count(bs, d); u += THREADS) {
-            Tile<2, 2> t(u, bs, d);
-            t.mac(d, G, P, 1, dW, 1, DL);
+        if (p.mma) {
+            const int nt = d / 8;
+            for (int tile = warp; tile < (bs / 16) * nt; tile += WARPS) {
+                const int m0 = tile / nt * 16, n0 = tile % nt * 8, g = lane >> 2;
+                float a4[4] = {0, 0, 0, 0};
+                mma_f32x3(a4, d, G + m0 * P, P, 1, dW + n0 * DL, 1, DL, lane);
+                a4[0] *= -tl * e[m0 + g], a4[1] *= -tl * e[m0 + g], a4[2] *= -tl * e[m0 + g + 8], a4[3] *= -tl * e[m0 + g + 8];
+                mma_f32x3(a4, d, DZ1 + m0 * P, P, 1, W + n0 * L, 1, L, lane);
+                TSCAN_MMA_STORE(m0, n0, a4, lane, p.dk[(r0 + row) * d + col] += acc + XHQ[row * P + col]);
+            }
+        } else {
+            for (int u = tid; u < Tile<2, 2>::count(bs, d); u += THREADS) {
+                Tile<2, 2> t(u, bs, d);
+                t.mac(d, G, P, 1, dW, 1, DL);
 #pragma unroll
-            for (int ii = 0; ii < 2; ii++)
+                for (int ii = 0; ii < 2; ii++)
 #pragma unroll
-                for (int jj = 0; jj < 2; jj++) t.acc[ii][jj] *= -tl * e[t.row[ii]];
-            t.mac(d, DZ1, P, 1, W, 1, L);
-            TSCAN_STORE(t, 2, 2, p.dk[(r0 + row) * d + col] += acc + XHQ[row * P + col]);
+                    for (int jj = 0; jj < 2; jj++) t.acc[ii][jj] *= -tl * e[t.row[ii]];
+                t.mac(d, DZ1, P, 1, W, 1, L);
+                TSCAN_STORE(t, 2, 2, p.dk[(r0 + row) * d + col] += acc + XHQ[row * P + col]);
+            }
         }
         for (int j = tid; j < d; j += THREADS) {
             float accc = 0, ag = iDgam[j], ab = iDbet[j];
@@ -521,11 +648,22 @@ __global__ void __launch_bounds__(THREADS) scan_bwd(Bwd p) {
         }
         __syncthreads();
         /* dW += Q^T dzq + K^T dz1: now the gradient of the state before this mini-batch */
-        for (int u = tid; u < Tile<4, 4>::count(d, d); u += THREADS) {
-            Tile<4, 4> t(u, d, d);
-            t.mac(bs, Q, 1, P, DZQ, P, 1);
-            t.mac(bs, K, 1, P, DZ1, P, 1);
-            TSCAN_STORE(t, 4, 4, dW[row * DL + col] += acc);
+        if (p.mma) {
+            const int nt = d / 8;
+            for (int tile = warp; tile < (d / 16) * nt; tile += WARPS) {
+                const int m0 = tile / nt * 16, n0 = tile % nt * 8;
+                float a4[4] = {0, 0, 0, 0};
+                mma_f32x3(a4, bs, Q + m0, 1, P, DZQ + n0, P, 1, lane);
+                mma_f32x3(a4, bs, K + m0, 1, P, DZ1 + n0, P, 1, lane);
+                TSCAN_MMA_STORE(m0, n0, a4, lane, dW[row * DL + col] += acc);
+            }
+        } else {
+            for (int u = tid; u < Tile<4, 4>::count(d, d); u += THREADS) {
+                Tile<4, 4> t(u, d, d);
+                t.mac(bs, Q, 1, P, DZQ, P, 1);
+                t.mac(bs, K, 1, P, DZ1, P, 1);
+                TSCAN_STORE(t, 4, 4, dW[row * DL + col] += acc);
+            }
         }
     }
     __syncthreads();
@@ -537,6 +675,7 @@ __global__ void __launch_bounds__(THREADS) scan_bwd(Bwd p) {
 }
 
 #undef TSCAN_STORE
+#undef TSCAN_MMA_STORE
 
 }  // namespace tscan
 
