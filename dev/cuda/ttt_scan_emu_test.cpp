@@ -2,10 +2,12 @@
  * emulator (emu.h) against a float64 reference: the CPU backend's kernels of the same math
  * (src/backends/cpu/cpu_ttt_scan_impl.h with R = double, which tests/test_ttt_scan.c checks against
  * the composed ops and finite differences). Forward: out, the final state and the stored states;
- * backward: the gradients of every input, with and without a gradient of the final state, W read
- * from shared memory and from global memory. Shapes cover head sizes below, at and above a warp
- * (5, 8, 33, 40, 64, 96, 128), mini-batches of 3 to 64 (the register tiles' clamped edges, more
- * tiles than threads), w0 shared by the batch or not, one to five mini-batches. A few seconds:
+ * backward (scan_bwd_pre, then the reverse scan scan_bwd through their scratch): the gradients of
+ * every input, with and without a gradient of the final state, W read from shared memory and from
+ * global memory. Shapes cover head sizes below, at and above a warp (5, 8, 33, 40, 64, 96, 128),
+ * mini-batches of 3 to 64 (the register tiles' clamped edges, more tiles than threads), w0 shared by
+ * the batch or not, one to five mini-batches; those with d and b multiples of 16 run twice, the
+ * second time with the products on the tensor cores (mma, tolerance 1e-3). A few seconds:
  *   g++ -std=c++17 -O1 -I src/backends/cuda -I dev/cuda dev/cuda/ttt_scan_emu_test.cpp -o /tmp/scan_emu && /tmp/scan_emu */
 #include "emu.h"
 

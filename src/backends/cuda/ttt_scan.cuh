@@ -1,24 +1,27 @@
 /* The fused TTT-Linear scan's CUDA kernels (f32), included by ttt_scan.cu and by the host emulator's
  * test (dev/cuda/ttt_scan_emu_test.cpp). The math is stated in src/composed/ttt_scan.c.
  *
- * One block of 256 threads per (batch, head) walks its mini-batches in order. The fast weight W
- * [d, d] (rows padded to d + 1 floats, so a warp reading a column hits 32 banks), its bias, the
- * mini-batch's q, k, v rows and every intermediate live in shared memory; global memory sees the
- * inputs once, the outputs once and (when recording) the state at each mini-batch's start.
+ * The forward is one block of 256 threads per (batch, head) walking its mini-batches in order; the
+ * backward is scan_bwd_pre, one block per (batch, head, mini-batch), then the reverse scan scan_bwd,
+ * one block per (batch, head) (see above scan_bwd_pre). The fast weight W [d, d] (rows padded to d + 1
+ * floats, so a warp reading a column hits 32 banks), its bias, the mini-batch's q, k, v rows and every
+ * intermediate live in shared memory; global memory sees the inputs once, the outputs once and (when
+ * recording) the state at each mini-batch's start.
  *
  * Where the time goes (d 64, mini-batch b 16, per mini-batch; docs/mixers.md has the count): the
  * products with W ([K; Q] W, the update (e o K)^T G; backward also K dW, G dW^T, dzq W^T, dz1 W^T,
- * Q^T dzq + K^T dz1) are ~0.4 MFLOP forward and ~1.2 MFLOP backward, all on one SM, one mini-batch
- * after the other: the kernel is bound by the shared-memory loads and the FMA latency of that serial
- * chain, not by the GPU's throughput. So every product is register-tiled (Tile below): a thread
+ * Q^T dzq + K^T dz1) are ~0.4 MFLOP forward and ~1.2 MFLOP backward, on one SM per (batch, head), one
+ * mini-batch after the other: the kernels are bound by the shared-memory loads and the latency of that
+ * serial chain, not by the GPU's throughput. So every product is register-tiled (Tile below): a thread
  * keeps a TM x TN block of outputs in registers, each step of the sum loads TM + TN values for
  * TM * TN independent FMAs (the old element-parallel loops loaded 2 per FMA and ran one dependent
- * chain per thread); the rows of a mini-batch's buffers are padded to d + 1 floats too, so the
- * transposed operands (K^T in q k^T, G^T in dzq G^T) are read without bank conflicts; z1 = K W + c
- * and Q W + c are one pass over W; the row-wise work (zq's within-mini-batch term, the layer norms)
- * takes a warp per row with no block barrier between its steps; the next mini-batch's q, k, v, eta
- * are loaded into registers while the current one computes (NextRows).
- * Each output is summed in a fixed order by one thread: no atomics, the same bits on every run.
+ * chain per thread); or, where d and b are multiples of 16, runs on the tensor cores (mma_f32x3);
+ * the rows of a mini-batch's buffers are padded to d + 1 floats too, so the transposed operands (K^T
+ * in q k^T, G^T in dzq G^T) are read without bank conflicts; z1 = K W + c and Q W + c are one pass
+ * over W; the row-wise work (zq's within-mini-batch term, the layer norms) takes a warp per row with
+ * no block barrier between its steps; the next mini-batch's inputs are loaded into registers while
+ * the current one computes (NextRows, BwdRows). Each output is summed in a fixed order by one thread:
+ * no atomics, the same bits on every run.
  *
  * The includer defines TTT_SCAN_SMEM() (a float * to the dynamic shared memory). */
 #ifndef TTT_SCAN_CUH
