@@ -18,7 +18,8 @@
  * must itself be differentiable (grad mode on during the VJP: create_graph), the VJP recomputes the
  * composed form below on the node's inputs and differentiates that, as fused attention does, so
  * every order is exact; the fused backward has no VJP of its own and is never recorded. Where the
- * backend has no kernel or declines (dtype, head size), the op is the composed form. bf16 inputs are
+ * backend has no kernel or declines (dtype, head size), or the context is unfused (TTT_FUSED=0), the
+ * op is the composed form. bf16 inputs are
  * computed in f32 (cast on the way in, out cast back to bf16, the final state left in f32), as the
  * Gated DeltaNet core does. */
 #include <stdio.h>
@@ -241,7 +242,7 @@ int ttt__ttt_linear_scan(ttt_ctx *ctx, ttt_tensor *q, ttt_tensor *k, ttt_tensor 
             return TTT_ERR;
         return (*out = ttt_cast(ctx, o, TTT_BF16)) ? TTT_OK : TTT_ERR;
     }
-    if (ctx->be->ttt_linear_scan && ctx->be->ttt_linear_scan_bwd) {
+    if (ttt__fused(ctx) && ctx->be->ttt_linear_scan && ctx->be->ttt_linear_scan_bwd) { /* TTT_FUSED=0: composed */
         const int rc = fused(ctx, x, eps, out, w_final, b_final);
         if (rc != TTT_BACKEND_DECLINED) return rc;
     }
