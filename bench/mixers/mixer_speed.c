@@ -31,7 +31,9 @@
  *
  * Usage: mixer_speed [--device cpu|cuda] [--dtype f32|f64|bf16] [--T 2048,8192] [--heads 12]
  *          [--dim 64] [--batch 1] [--chunk 64] [--reps 5] [--impl NAME] [--fused on|off|both] [--threads N]
- *          [--check]
+ *          [--tf32] [--check]
+ * --tf32: contexts that allow f32 matmuls on the tensor cores (ttt_ctx_config.tf32; the TTT-Linear scan's
+ * CUDA kernels then run its f32 products with W on them too, as they do for bf16 inputs).
  * --threads: the CPU contexts' thread count (default 0: fit the machine, leaving out busy cores). */
 #include <math.h>
 #include <stdio.h>
@@ -52,6 +54,7 @@ typedef struct {
     int reps, check;
     int fused; /* 1 on, 0 off, 2 both */
     int threads; /* CPU threads of the contexts; 0: fit the machine */
+    int tf32;    /* ttt_ctx_config.tf32 */
     const char *impl;
 } opts;
 
@@ -217,6 +220,43 @@ static double rel(ttt_ctx *ctx, ttt_tensor *a, ttt_tensor *b) {
     return isnan(d) ? INFINITY : d / fmax(s, 1e-300);
 }
 
+/* ttt_linear_core: the op in dt against f64 on the device (f64: the composed ops) on the same values, the
+ * output and the gradients of sum(out * r) for q and k; max relative difference, or INFINITY on an error.
+ * T 96 (six mini-batches of 16), d 16: on CUDA the fused kernels, their tensor-core products for bf16 and
+ * --tf32. */
+static double check_ttt_core(ttt_ctx *ctx, ttt_dtype dt) {
+    const int64_t B = 1, H = 2, T = 96, d = 16, bs = 16;
+    double inv[16];
+    for (int64_t i = 0; i < bs; i++) inv[i] = 1.0 / (double)(i + 1);
+    ttt_tensor *x[9] = {ttt_randn(ctx, TTT_F64, TTT_DIMS(B, H, T, d), 1.0), ttt_randn(ctx, TTT_F64, TTT_DIMS(B, H, T, d), 1.0),
+                        ttt_randn(ctx, TTT_F64, TTT_DIMS(B, H, T, d), 1.0),
+                        ttt_scale(ctx, ttt_sigmoid(ctx, ttt_randn(ctx, TTT_F64, TTT_DIMS(B, H, T), 1.0)), 1.0 / (double)d),
+                        ttt_from_host(ctx, TTT_F64, TTT_DIMS(bs), inv),
+                        ttt_add_scalar(ctx, ttt_randn(ctx, TTT_F64, TTT_DIMS(H, d), 0.3), 1.0),
+                        ttt_randn(ctx, TTT_F64, TTT_DIMS(H, d), 0.3), ttt_randn(ctx, TTT_F64, TTT_DIMS(H, d, d), 0.3),
+                        ttt_randn(ctx, TTT_F64, TTT_DIMS(H, 1, d), 0.3)};
+    ttt_tensor *r = ttt_randn(ctx, TTT_F64, TTT_DIMS(B, H, T, d), 1.0), *res[2][3];
+    const ttt_dtype pdt = dt == TTT_BF16 ? TTT_F32 : dt; /* bf16: the parameters in f32 */
+    for (int i = 0; i < 9; i++) /* the values dt can hold, so only the arithmetic differs */
+        if (!x[i] || !(x[i] = ttt_cast(ctx, ttt_cast(ctx, x[i], i < 4 ? dt : pdt), TTT_F64))) return INFINITY;
+    for (int pass = 0; pass < 2; pass++) {
+        const ttt_dtype t = pass ? dt : TTT_F64, pt = pass ? pdt : TTT_F64;
+        ttt_tensor *in[9], *out, *w, *b;
+        for (int i = 0; i < 9; i++) {
+            if (!(in[i] = ttt_cast(ctx, x[i], i < 4 ? t : pt))) return INFINITY;
+            if (i < 2) ttt_set_requires_grad(in[i], 1);
+        }
+        if (ttt__ttt_linear_scan(ctx, in[0], in[1], in[2], in[3], in[4], in[5], in[6], in[7], in[8], 1e-6, &out, &w, &b))
+            return INFINITY;
+        ttt_tensor *loss = ttt_sum(ctx, ttt_mul(ctx, ttt_cast(ctx, out, TTT_F64), r), 0, NULL, 0), *g[2];
+        if (!loss || ttt_grad(ctx, 1, &loss, NULL, 2, in, g, 0) != TTT_OK) return INFINITY;
+        res[pass][0] = out, res[pass][1] = g[0], res[pass][2] = g[1];
+    }
+    double e = 0;
+    for (int i = 0; i < 3; i++) e = fmax(e, rel(ctx, res[1][i], res[0][i]));
+    return e;
+}
+
 /* chunkwise == recurrent in f64 on the device, and the timed dtype against f64 */
 static int check(ttt_ctx *ctx, const opts *o) {
     int bad = 0;
@@ -243,9 +283,10 @@ static int check(ttt_ctx *ctx, const opts *o) {
         double e2 = rel(ctx, ttt_gated_delta_chunked(ctx, AS(nq), AS(nk), AS(v), AS(b), AS(g), 64, NULL, NULL), gd);
 #undef AS
         const double tol = dt == TTT_BF16 ? 5e-2 : 1e-4;
-        printf("check %s vs f64: linear attention %.2e, gated delta %.2e (tolerance %.0e)\n", ttt_dtype_name(dt), e1,
-               e2, tol);
-        bad |= !(e1 < tol) || !(e2 < tol);
+        const double e3 = check_ttt_core(ctx, dt);
+        printf("check %s vs f64: linear attention %.2e, gated delta %.2e, ttt_linear_core (out, dq, dk) %.2e (tolerance "
+               "%.0e)\n", ttt_dtype_name(dt), e1, e2, e3, tol);
+        bad |= !(e1 < tol) || !(e2 < tol) || !(e3 < tol);
     }
     ttt_step_reset(ctx);
     return bad;
@@ -257,6 +298,7 @@ int main(int argc, char **argv) {
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--check")) o.check = 1;
+        else if (!strcmp(a, "--tf32")) o.tf32 = 1;
         else if (!v) {
             fprintf(stderr, "mixer_speed: %s needs a value (see the comment at the top of mixer_speed.c)\n", a);
             return 2;
@@ -283,7 +325,7 @@ int main(int argc, char **argv) {
         }
     }
     if (o.reps < 1 || o.reps > 64) o.reps = 5;
-    ttt_ctx_config cfg = {.device = o.device, .seed = 1, .arena_bytes = (size_t)256 << 20, .threads = o.threads};
+    ttt_ctx_config cfg = {.device = o.device, .seed = 1, .arena_bytes = (size_t)256 << 20, .threads = o.threads, .tf32 = o.tf32};
     /* ctxs[0]: fused paths on; ctxs[1]: made with TTT_FUSED=0 (read when a context is made) */
     ttt_ctx *ctxs[2] = {NULL, NULL};
     for (int f = 0; f < 2; f++) {

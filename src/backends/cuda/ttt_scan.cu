@@ -8,7 +8,8 @@
  * backward; d 128: 124 KB, 135 KB and 221 KB, under H100's 227 KB; where W does not fit beside the
  * reverse scan's other buffers, it reads W from the stored state in global memory). Anything else is
  * declined, and the op composes the same math of the other kernels. Where d and the mini-batch are
- * multiples of 16, the products with W run on the tensor cores (use_mma). */
+ * multiples of 16, the products with W run on the tensor cores for bf16 inputs or in tf32 contexts
+ * (mma_mode). */
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
@@ -54,16 +55,18 @@ static bool takes(const CuDev *D, const ttt_tensor *q, const ttt_tensor *tok, in
     return *w_in_smem || tscan::bwd_smem_floats((int)d, (int)bs, 0) * sizeof(float) <= limit;
 }
 
-/* The products with W on the tensor cores (ttt_scan.cuh: mma_f32x3, ~2^-16 relative) where d and the
- * mini-batch are multiples of 16, unless TTT_SCAN_MMA=0 (read once: the plain-FMA kernels, 2^-24, for
- * comparing the two on a GPU). */
-static int use_mma(int d, int bs) {
+/* Fwd::mma for this call. The products with W go on the tensor cores (ttt_scan.cuh: mma_f32x3, ~2^-16
+ * relative) where d and the mini-batch are multiples of 16: for every mini-batch in contexts that allow
+ * f32 matmuls on the tensor cores (ttt_ctx_config.tf32: 2), else for the mini-batches whose q and k are
+ * bf16 values, which is what the op passes for bf16 inputs (1); f32 inputs keep f32's FMAs. TTT_SCAN_MMA=0
+ * in the environment (read once) keeps the FMAs everywhere, to compare the two on a GPU. */
+static int mma_mode(const CuDev *D, int d, int bs) {
     static int off = -1;
     if (off < 0) {
         const char *e = getenv("TTT_SCAN_MMA");
         off = e && !strcmp(e, "0");
     }
-    return !off && tscan::mma_fits(d, bs);
+    return off || !tscan::mma_fits(d, bs) ? 0 : D->tf32 ? 2 : 1;
 }
 
 static bool all_f32(const ttt_tensor *const *t, int n) {
@@ -89,7 +92,7 @@ int ttt__cu_ttt_linear_scan(ttt_backend_state *self, ttt_tensor *out, ttt_tensor
     p.w0 = (const float *)w0->data, p.b0 = (const float *)b0->data;
     p.H = (int)q->shape[1], p.T = (int)q->shape[2], p.d = (int)q->shape[3], p.bs = (int)tok->shape[0];
     p.N = p.T / p.bs, p.w0_batched = w0->ndim == 4, p.b0_batched = b0->ndim == 4, p.eps = (float)eps;
-    p.mma = use_mma(p.d, p.bs);
+    p.mma = mma_mode(D, p.d, p.bs);
     const size_t bytes = tscan::fwd_smem_floats(p.d, p.bs) * sizeof(float);
     static int allowed[MAX_GPUS];
     if (allow(tscan::scan_fwd, bytes, D, allowed)) return TTT_ERR;
@@ -120,7 +123,7 @@ int ttt__cu_ttt_linear_scan_bwd(ttt_backend_state *self, ttt_tensor *dq, ttt_ten
     p.w_st = (const float *)w_states->data, p.b_st = (const float *)b_states->data;
     p.H = (int)q->shape[1], p.T = (int)q->shape[2], p.d = (int)q->shape[3], p.bs = (int)tok->shape[0];
     p.N = p.T / p.bs, p.w_in_smem = w_in_smem, p.eps = (float)eps;
-    p.mma = use_mma(p.d, p.bs);
+    p.mma = mma_mode(D, p.d, p.bs);
     const int64_t BH = q->shape[0] * q->shape[1];
     const size_t scratch = sizeof(float) * (size_t)(BH * p.N) * tscan::bwd_scratch_floats(p.d, p.bs);
     if (scratch_reserve(D, &D->scan_scratch, scratch, "ttt_linear_scan_bwd")) return TTT_ERR;

@@ -40,7 +40,10 @@ struct Fwd {
     const float *q, *k, *v, *eta, *tok, *ln_w, *ln_b, *w0, *b0;
     int H, T, d, bs, N, w0_batched, b0_batched;
     float eps;
-    int mma; /* the products with W on the tensor cores (mma_f32x3); needs d, bs multiples of 16 (mma_fits) */
+    /* the products with W on the tensor cores (mma_f32x3; needs d, bs multiples of 16: mma_fits): 0 never
+     * (FMA tiles), 1 for the mini-batches whose q and k are all bf16 values (bf16 inputs the op cast to
+     * f32), 2 always (contexts that allow f32 matmuls on the tensor cores, ttt_ctx_config.tf32) */
+    int mma;
 };
 
 struct Bwd {
@@ -57,13 +60,13 @@ inline bool mma_fits(int d, int bs) { return d % 16 == 0 && bs % 16 == 0; }
 
 /* Dynamic shared memory of each kernel, in floats. Rows of [bs, d] buffers are d + 1 floats. */
 inline size_t fwd_smem_floats(int d, int bs) {
-    return (size_t)d * (d + 1) + 3 * (size_t)d + 7 * (size_t)bs * (d + 1) + (size_t)bs * bs + 2 * (size_t)bs;
+    return (size_t)d * (d + 1) + 3 * (size_t)d + 7 * (size_t)bs * (d + 1) + (size_t)bs * bs + 2 * (size_t)bs + 1;
 }
 inline size_t bwd_pre_smem_floats(int d, int bs) {
     return (size_t)d * (d + 1) + 3 * (size_t)d + 8 * (size_t)bs * (d + 1) + 4 * (size_t)bs * bs + 3 * (size_t)bs;
 }
 inline size_t bwd_smem_floats(int d, int bs, int w_in_smem) {
-    return (size_t)(w_in_smem ? 2 : 1) * d * (d + 1) + 5 * (size_t)d + 11 * (size_t)bs * (d + 1) + 5 * (size_t)bs;
+    return (size_t)(w_in_smem ? 2 : 1) * d * (d + 1) + 5 * (size_t)d + 11 * (size_t)bs * (d + 1) + 5 * (size_t)bs + 1;
 }
 
 /* A thread's TM x TN block of an m x n product: rows r0 + ii * nrt, columns c0 + jj * nct (strided, so
@@ -147,8 +150,9 @@ __device__ __forceinline__ float ln_l2_row(const float *z, const float *v, const
  * every operand kept in f32 in shared memory. bf16 inputs (cast to f32 by the op) have lo = 0, so their
  * products are exact but for the other operand's 2^-16. A warp computes one 16 x 8 tile of C per call;
  * the fragments are loaded element by element from the f32 buffers (any strides), so no operand is
- * transposed or copied. Only where d and the mini-batch are multiples of 16 (mma_fits); else the FMA
- * tiles above. */
+ * transposed or copied. Only where d and the mini-batch are multiples of 16 (mma_fits), and (Fwd::mma)
+ * for bf16 inputs, detected per mini-batch from its q and k (check_bf16), or in contexts that allow f32
+ * matmuls on the tensor cores (tf32); else the FMA tiles above, 2^-24 as f32 asks for. */
 
 /* the bf16 bits of x, rounded to nearest even */
 __device__ __forceinline__ uint32_t bf16_bits(float x) {
@@ -209,6 +213,27 @@ __device__ __forceinline__ void mma_f32x3(float (&acc)[4], int K, const float *A
         mma16816(acc, ah, bh);
     }
 }
+/* mma = 1 (Fwd::mma): clears *flag (1 before, in shared memory) where one of this thread's q, k values
+ * of the mini-batch (those it stored: the loads' mapping) is not a bf16 value. Every clearing thread
+ * writes the same 0, so the result does not depend on their order. */
+__device__ __forceinline__ bool is_bf16(float x) {
+#ifdef TTT_EMU
+    uint32_t b;
+    memcpy(&b, &x, 4);
+#else
+    const uint32_t b = __float_as_uint(x);
+#endif
+    return (b & 0xffffu) == 0;
+}
+__device__ __forceinline__ void check_bf16(const float *Q, const float *K, int bs, int d, int P, int tid, float *flag) {
+    bool exact = true;
+    for (int x = tid; x < bs * d; x += THREADS) {
+        const int o = (x / d) * P + x % d;
+        exact = exact && is_bf16(Q[o]) && is_bf16(K[o]);
+    }
+    if (!exact) *flag = 0.0f;
+}
+
 /* Runs stmt for each of a warp's four C elements of the tile at (m0, n0), with row, col and acc set. */
 #define TSCAN_MMA_STORE(m0, n0, accv, lane, stmt)                                          \
     _Pragma("unroll") for (int e_ = 0; e_ < 4; e_++) {                                   \
@@ -265,14 +290,15 @@ __global__ void __launch_bounds__(THREADS) scan_fwd(Fwd p) {
     /* K's rows then Q's (KQ), z1's rows then Q W + c's (Z, ZQ): the pass [K; Q] W + c writes both at once */
     float *W = sm, *c = W + d * L, *gam = c + d, *bet = gam + d, *K = bet + d, *Q = K + bs * P, *V = Q + bs * P;
     float *Z = V + bs * P, *ZQ = Z + bs * P, *GX = ZQ + bs * P, *G = GX + bs * P, *M = G + bs * P, *e = M + bs * bs;
-    float *tk = e + bs;
+    float *tk = e + bs, *flag = tk + bs;
     const float *w0 = p.w0 + (p.w0_batched ? bh : h) * (int64_t)d * d, *b0 = p.b0 + (p.b0_batched ? bh : h) * (int64_t)d;
     for (int x = tid; x < d * d; x += THREADS) W[(x / d) * L + x % d] = w0[x];
     for (int j = tid; j < d; j += THREADS) c[j] = b0[j], gam[j] = p.ln_w[h * d + j], bet[j] = p.ln_b[h * d + j];
     for (int i = tid; i < bs; i += THREADS) tk[i] = p.tok[i];
+    if (tid == 0) *flag = 1.0f;
     const float tl = p.tok[bs - 1];
     __syncthreads();
-    NextRows next;
+    NextRows next = {}; /* (zeros: only read where load ran, which the compiler cannot see) */
     const bool pf = NextRows::fits(bs, d);
     for (int n = 0; n < p.N; n++) {
         const int64_t r0 = bh * p.T + (int64_t)n * bs; /* the mini-batch's first token */
@@ -289,10 +315,12 @@ __global__ void __launch_bounds__(THREADS) scan_fwd(Fwd p) {
             for (int x = tid; x < d * d; x += THREADS) ws[x] = W[(x / d) * L + x % d];
             for (int j = tid; j < d; j += THREADS) p.b_st[(bh * p.N + n) * d + j] = c[j];
         }
+        if (p.mma == 1) check_bf16(Q, K, bs, d, P, tid, flag);
         __syncthreads();
+        const bool tc = p.mma == 2 || (p.mma == 1 && *flag != 0.0f); /* this mini-batch on the tensor cores */
         if (pf && n + 1 < p.N) next.load(p.q, p.k, p.v, p.eta, r0 + bs, bs, d, tid); /* lands during this one */
         /* z1 = K W + c and Q W + c, one pass over W;  M[i, j] = tok_i e_j (q_i . k_j + 1), j <= i */
-        if (p.mma) {
+        if (tc) {
             const int nt = d / 8;
             for (int tile = warp; tile < (2 * bs / 16) * nt; tile += WARPS) {
                 const int m0 = tile / nt * 16, n0 = tile % nt * 8;
@@ -322,7 +350,8 @@ __global__ void __launch_bounds__(THREADS) scan_fwd(Fwd p) {
         }
         __syncthreads();
         /* a warp per row: zq = (Q W + c) - M G, out = q + LN(zq) gam + bet; beside it (nothing here reads W
-         * or c any more) W -= K^T (tl e o G), c -= sum_i tl e_i G_i */
+         * or c any more) W -= K^T (tl e o G), c -= sum_i tl e_i G_i; the flag set again for the next one */
+        if (tid == 0) *flag = 1.0f;
         for (int i = warp; i < bs; i += WARPS) {
             float *zq = ZQ + i * P;
             for (int j = lane; j < d; j += 32) {
@@ -333,7 +362,7 @@ __global__ void __launch_bounds__(THREADS) scan_fwd(Fwd p) {
             ln_row(zq, zq, d, p.eps, lane);
             for (int j = lane; j < d; j += 32) p.out[(r0 + i) * d + j] = Q[i * P + j] + zq[j] * gam[j] + bet[j];
         }
-        if (p.mma) {
+        if (tc) {
             const int nt = d / 8;
             for (int tile = warp; tile < (d / 16) * nt; tile += WARPS) {
                 const int m0 = tile / nt * 16, n0 = tile % nt * 8;
@@ -529,16 +558,17 @@ __global__ void __launch_bounds__(THREADS) scan_bwd(Bwd p) {
     float *gam = dc + d, *bet = gam + d, *dgam = bet + d, *dbet = dgam + d;
     float *K = dbet + d, *Q = K + bs * P, *V = Q + bs * P, *XH1 = V + bs * P, *GX = XH1 + bs * P, *G = GX + bs * P;
     float *DZQ = G + bs * P, *DG = DZQ + bs * P, *U = DG + bs * P, *DZ1 = U + bs * P, *XHQ = DZ1 + bs * P;
-    float *RS1 = XHQ + bs * P, *RSQ = RS1 + bs, *e = RSQ + bs, *tk = e + bs, *dtk = tk + bs;
+    float *RS1 = XHQ + bs * P, *RSQ = RS1 + bs, *e = RSQ + bs, *tk = e + bs, *dtk = tk + bs, *flag = dtk + bs;
     for (int x = tid; x < d * d; x += THREADS) dW[(x / d) * DL + x % d] = p.dw_out ? p.dw_out[bh * d * d + x] : 0.0f;
     for (int j = tid; j < d; j += THREADS) {
         dc[j] = p.db_out ? p.db_out[bh * d + j] : 0.0f;
         gam[j] = p.ln_w[h * d + j], bet[j] = p.ln_b[h * d + j], dgam[j] = 0, dbet[j] = 0;
     }
     for (int i = tid; i < bs; i += THREADS) tk[i] = p.tok[i], dtk[i] = 0;
+    if (tid == 0) *flag = 1.0f;
     const float tl = p.tok[bs - 1];
     const size_t per = bwd_scratch_floats(d, bs);
-    BwdRows next;
+    BwdRows next = {}; /* (zeros: as the forward's) */
     const bool pf = BwdRows::fits(bs, d);
     float *const dst[NB] = {Q, K, V, G, XH1, GX, DZQ, DG}; /* BwdRows' order */
     for (int n = p.N - 1; n >= 0; n--) {
@@ -560,10 +590,12 @@ __global__ void __launch_bounds__(THREADS) scan_bwd(Bwd p) {
             }
             for (int i = tid; i < bs; i += THREADS) e[i] = p.eta[r0 + i], RS1[i] = iRS1[i];
         }
+        if (p.mma == 1) check_bf16(Q, K, bs, d, P, tid, flag);
         __syncthreads();
+        const bool tc = p.mma == 2 || (p.mma == 1 && *flag != 0.0f); /* this mini-batch on the tensor cores */
         if (pf && n > 0) next.load(p, in - per, r0 - bs, tid); /* lands during this one */
         /* U = K dW' + dc' */
-        if (p.mma) {
+        if (tc) {
             const int nt = d / 8;
             for (int tile = warp; tile < (bs / 16) * nt; tile += WARPS) {
                 const int m0 = tile / nt * 16, n0 = tile % nt * 8;
@@ -615,8 +647,9 @@ __global__ void __launch_bounds__(THREADS) scan_bwd(Bwd p) {
         }
         __syncthreads();
         /* dk += -tl e_i G_i dW'^T + dz1 W^T + da gam (dW' still the later state's gradient; the dS^T q part
-         * is scan_bwd_pre's); dc, dgam, dbet (a thread a column); dtok */
-        if (p.mma) {
+         * is scan_bwd_pre's); dc, dgam, dbet (a thread a column); dtok; the flag set again for the next one */
+        if (tid == 0) *flag = 1.0f;
+        if (tc) {
             const int nt = d / 8;
             for (int tile = warp; tile < (bs / 16) * nt; tile += WARPS) {
                 const int m0 = tile / nt * 16, n0 = tile % nt * 8, g = lane >> 2;
@@ -651,7 +684,7 @@ __global__ void __launch_bounds__(THREADS) scan_bwd(Bwd p) {
         }
         __syncthreads();
         /* dW += Q^T dzq + K^T dz1: now the gradient of the state before this mini-batch */
-        if (p.mma) {
+        if (tc) {
             const int nt = d / 8;
             for (int tile = warp; tile < (d / 16) * nt; tile += WARPS) {
                 const int m0 = tile / nt * 16, n0 = tile % nt * 8;
