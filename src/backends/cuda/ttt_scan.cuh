@@ -58,7 +58,8 @@ struct Bwd {
 
 inline bool mma_fits(int d, int bs) { return d % 16 == 0 && bs % 16 == 0; }
 
-/* Dynamic shared memory of each kernel, in floats. Rows of [bs, d] buffers are d + 1 floats. */
+/* Dynamic shared memory of each kernel, in floats. Rows of [bs, d] buffers are d + 1 floats; the last
+ * float of the forward's and the reverse scan's is Fwd::mma 1's flag (check_bf16). */
 inline size_t fwd_smem_floats(int d, int bs) {
     return (size_t)d * (d + 1) + 3 * (size_t)d + 7 * (size_t)bs * (d + 1) + (size_t)bs * bs + 2 * (size_t)bs + 1;
 }
