@@ -5,6 +5,8 @@
  *     composed form's, f64 to 1e-12 and f32 to 1e-5 relative; second order (create_graph through the fused
  *     node) equals the composed Hessian-vector product;
  *   - central finite differences of the fused op's gradient, f64;
+ *   - bf16 inputs (all of them, or q, k, v, eta with f32 parameters): computed in f32, out in bf16, the
+ *     gradients of both orders within bf16's rounding of the composed op's in f64;
  *   - the layer (TTT-Linear, both backbones): fused (TTT_FUSED on) against composed (off), outputs and the
  *     gradients of every parameter and x, T a multiple of the mini-batch and not (the tail composed);
  *   - decode after a fused prefill, in pieces that start and end mid-mini-batch, equals the all-composed
@@ -216,6 +218,77 @@ static void test_fd_and_second_order(ttt_ctx *ctx) {
     for (int i = 0; i < 3; i++) ttt_persistent_free(ctx, r[i]);
 }
 
+/* bf16 inputs (what `ttt gradcheck`'s bf16 parity run passes: every input bf16; or the parameters in f32):
+ * out in bf16, the state in f32, first- and second-order gradients against the composed op in f64 on the
+ * same bf16 values, within bf16's rounding (the op computes in f32; the CPU has no bf16 arithmetic, so the
+ * loss is taken in f64 on casts, which gradcheck's bf16 run takes in bf16 on the device). */
+static ttt_dtype in_dtype(int i, int params_f32) { return i >= 4 && params_f32 ? TTT_F32 : TTT_BF16; }
+
+static void test_bf16(ttt_ctx *ctx, const shape_cfg *c, int params_f32) {
+    ttt_tensor *x[NIN], *u[NIN], *r[3];
+    make_inputs(ctx, c, x);
+    for (int i = 0; i < NIN; i++) {
+        u[i] = ttt_persistent(ctx, TTT_F64, x[i]->ndim, x[i]->shape, "u");
+        ttt_assign(ctx, u[i], ttt_randn(ctx, TTT_F64, x[i]->ndim, x[i]->shape, 1.0));
+    }
+    const int64_t rs[3][4] = {{c->B, c->H, c->T, c->d}, {c->B, c->H, c->d, c->d}, {c->B, c->H, 1, c->d}};
+    for (int i = 0; i < 3; i++) {
+        r[i] = ttt_persistent(ctx, TTT_F64, 4, rs[i], "r");
+        ttt_assign(ctx, r[i], ttt_randn(ctx, TTT_F64, 4, rs[i], 1.0));
+    }
+    ttt_step_reset(ctx);
+    ttt_tensor *res[2][3], *g[2][NIN], *hv[2][NIN];
+    for (int ref = 0; ref < 2; ref++) {
+        ttt_tensor *in[NIN];
+        for (int i = 0; i < NIN; i++) {
+            const ttt_dtype dt = in_dtype(i, params_f32);
+            ttt_tensor *xi = ttt_cast(ctx, ttt_detach(ctx, x[i]), dt);
+            in[i] = ref ? ttt_cast(ctx, xi, TTT_F64) : xi; /* the reference: the same values in f64 */
+            ttt_set_requires_grad(in[i], 1);
+        }
+        int rc = ref ? ttt__ttt_linear_scan_composed(ctx, in[0], in[1], in[2], in[3], in[4], in[5], in[6], in[7], in[8], 1e-6,
+                                                     &res[ref][0], &res[ref][1], &res[ref][2])
+                     : ttt__ttt_linear_scan(ctx, in[0], in[1], in[2], in[3], in[4], in[5], in[6], in[7], in[8], 1e-6,
+                                            &res[ref][0], &res[ref][1], &res[ref][2]);
+        CHECK_MSG(rc == TTT_OK, "bf16: %s", ttt_error(ctx));
+        if (rc) return;
+        if (!ref) {
+            CHECK(res[0][0]->dtype == TTT_BF16 && res[0][1]->dtype == TTT_F32 && res[0][2]->dtype == TTT_F32);
+            CHECK(has_op(res[0][0], "ttt_linear_scan"));
+        }
+        ttt_tensor *L = NULL, *gu = NULL;
+        for (int i = 0; i < 3; i++) {
+            ttt_tensor *t = ttt_sum(ctx, ttt_mul(ctx, ttt_cast(ctx, res[ref][i], TTT_F64), r[i]), 0, NULL, 0);
+            L = L ? ttt_add(ctx, L, t) : t;
+        }
+        CHECK_MSG(ttt_grad(ctx, 1, &L, NULL, NIN, in, g[ref], 1) == TTT_OK, "%s", ttt_error(ctx));
+        for (int i = 0; i < NIN; i++) {
+            ttt_tensor *t = ttt_sum(ctx, ttt_mul(ctx, ttt_cast(ctx, g[ref][i], TTT_F64), u[i]), 0, NULL, 0);
+            gu = gu ? ttt_add(ctx, gu, t) : t;
+        }
+        CHECK_MSG(ttt_grad(ctx, 1, &gu, NULL, NIN, in, hv[ref], 0) == TTT_OK, "%s", ttt_error(ctx));
+    }
+    /* bf16's unit roundoff is 2^-8: out and the gradients are rounded to it once, after f32 arithmetic */
+    const double tol = 3e-2;
+    double worst[3] = {0, 0, 0};
+    for (int i = 0; i < 3; i++) worst[0] = fmax(worst[0], rel_diff(ctx, ttt_cast(ctx, res[0][i], TTT_F64), res[1][i]));
+    for (int i = 0; i < NIN; i++) {
+        const double e1 = rel_diff(ctx, ttt_cast(ctx, g[0][i], TTT_F64), g[1][i]);
+        const double e2 = rel_diff(ctx, ttt_cast(ctx, hv[0][i], TTT_F64), hv[1][i]);
+        CHECK_MSG(e1 <= tol && e2 <= tol && g[0][i]->dtype == in_dtype(i, params_f32), "bf16 grad %s: %.2e, second order %.2e",
+                  NAMES[i], e1, e2);
+        worst[1] = fmax(worst[1], e1), worst[2] = fmax(worst[2], e2);
+    }
+    CHECK_MSG(worst[0] <= tol, "bf16 outputs differ by %.2e", worst[0]);
+    printf("op bf16 (parameters %s) B%lld H%lld T%lld d%lld bs%lld: outputs %.2e, gradients %.2e, second order %.2e "
+           "(relative to f64 on the same values)\n",
+           params_f32 ? "f32" : "bf16", (long long)c->B, (long long)c->H, (long long)c->T, (long long)c->d, (long long)c->bs,
+           worst[0], worst[1], worst[2]);
+    ttt_step_reset(ctx);
+    for (int i = 0; i < NIN; i++) ttt_persistent_free(ctx, x[i]), ttt_persistent_free(ctx, u[i]);
+    for (int i = 0; i < 3; i++) ttt_persistent_free(ctx, r[i]);
+}
+
 /* ---- the layer ------------------------------------------------------------------------------------ */
 
 static void randomize(ttt_ctx *ctx, ttt_rnn *l) {
@@ -337,6 +410,10 @@ static void test_errors(ttt_ctx *ctx) {
           strstr(ttt_error(ctx), "w0"));
     CHECK(ttt__ttt_linear_scan(ctx, x[0], x[1], x[2], NULL, x[4], x[5], x[6], x[7], x[8], 1e-6, &o, &w, &b) == TTT_ERR &&
           strstr(ttt_error(ctx), "eta is NULL"));
+    ttt_tensor *h[4];
+    for (int i = 0; i < 4; i++) h[i] = ttt_cast(ctx, x[i], TTT_BF16);
+    CHECK(ttt__ttt_linear_scan(ctx, h[0], h[1], h[2], h[3], x[4], x[5], x[6], x[7], x[8], 1e-6, &o, &w, &b) == TTT_ERR &&
+          strstr(ttt_error(ctx), "tok f64") && strstr(ttt_error(ctx), "bf16 or f32"));
     ttt_step_reset(ctx);
     for (int i = 0; i < NIN; i++) ttt_persistent_free(ctx, x[i]);
 }
@@ -355,6 +432,8 @@ int main(void) {
             test_op(ctx, &shapes[si], TTT_F32, use_state);
         }
     test_fd_and_second_order(ctx);
+    test_bf16(ctx, &shapes[0], 0);
+    test_bf16(ctx, &shapes[1], 1);
     for (int bb = 0; bb < 2; bb++) {
         test_layer(ctx, bb, TTT_F64, 32);
         test_layer(ctx, bb, TTT_F64, 37);

@@ -8,6 +8,13 @@
  *   gdn_block       ttt_gdn_forward on x [B, T, H d]      (projections, convs, gates, norm)
  *   ssd             ttt_ssd_chunked(q, k, v, log sigmoid(a))  (Mamba 2's core, N = P = d)
  *   mamba2_block    ttt_mamba2_forward on x [B, T, H d]   (defaults: expand 2, N 64, P 64)
+ *   ttt_linear_core TTT-Linear's inner loop alone (the fused scan, ttt__ttt_linear_scan) on the inputs
+ *                   flash-linear-attention's chunk_ttt_linear takes (bench/mixers/peer_speed.py's
+ *                   fla_ttt_linear): q, k, v [B, H, T, d], eta = sigmoid(.) / d per token, LayerNorm
+ *                   gain / bias [H, d], mini-batch 16 (the chunk column says 16 whatever --chunk is),
+ *                   plus ttt's token weights 1/i and an initial state W0 [H, d, d], b0 [H, 1, d]; the
+ *                   backward differentiates q, k, v, eta, the LayerNorm gain / bias, W0 and b0 (bf16:
+ *                   q, k, v, eta in bf16, the parameters in f32)
  * prints the median time of a forward pass under no-grad, and of forward + backward
  * (ttt_grad of sum(out * w) with respect to every input, and the block parameters),
  * each synchronized by reading one element back:
@@ -24,7 +31,9 @@
  *
  * Usage: mixer_speed [--device cpu|cuda] [--dtype f32|f64|bf16] [--T 2048,8192] [--heads 12]
  *          [--dim 64] [--batch 1] [--chunk 64] [--reps 5] [--impl NAME] [--fused on|off|both] [--threads N]
- *          [--check]
+ *          [--tf32] [--check]
+ * --tf32: contexts that allow f32 matmuls on the tensor cores (ttt_ctx_config.tf32; the TTT-Linear scan's
+ * CUDA kernels then run its f32 products with W on them too, as they do for bf16 inputs).
  * --threads: the CPU contexts' thread count (default 0: fit the machine, leaving out busy cores). */
 #include <math.h>
 #include <stdio.h>
@@ -34,6 +43,7 @@
 
 #include "ttt/runtime.h"
 #include "ttt/ttt.h"
+#include "../../src/core/engine_private.h" /* ttt__ttt_linear_scan: the op inside the TTT-Linear layer */
 
 typedef struct {
     ttt_device device;
@@ -44,6 +54,7 @@ typedef struct {
     int reps, check;
     int fused; /* 1 on, 0 off, 2 both */
     int threads; /* CPU threads of the contexts; 0: fit the machine */
+    int tf32;    /* ttt_ctx_config.tf32 */
     const char *impl;
 } opts;
 
@@ -63,9 +74,10 @@ static ttt_tensor *l2n(ttt_ctx *ctx, ttt_tensor *x) {
     return ttt_mul(ctx, x, ttt_rsqrt(ctx, ttt_add_scalar(ctx, ttt_sum(ctx, ttt_mul(ctx, x, x), 1, &last, 1), 1e-6)));
 }
 
-enum { ATTN, LINATTN, GDN, LINATTN_BLOCK, GDN_BLOCK, SSD, MAMBA2_BLOCK, N_IMPL };
-static const char *const IMPL[N_IMPL] = {"attention",     "linear_attn", "gated_delta", "linattn_block",
-                                         "gdn_block",     "ssd",         "mamba2_block"};
+enum { ATTN, LINATTN, GDN, LINATTN_BLOCK, GDN_BLOCK, SSD, MAMBA2_BLOCK, TTT_CORE, N_IMPL };
+static const char *const IMPL[N_IMPL] = {"attention", "linear_attn", "gated_delta",  "linattn_block",
+                                         "gdn_block", "ssd",         "mamba2_block", "ttt_linear_core"};
+enum { TTT_CORE_MINI_BATCH = 16 }; /* fla's chunk_ttt_linear as peer_speed.py calls it (chunk_size=16) */
 
 typedef struct {
     ttt_tensor *in[5]; /* q, k, v, b, a (cores) or x (blocks) */
@@ -75,6 +87,7 @@ typedef struct {
     ttt_mamba2 m2;
     ttt_tensor *params[TTT_GDN_PARAMS];
     int n_params;
+    ttt_tensor *tok; /* ttt_linear_core: the token weights [16] (not differentiated) */
 } problem;
 
 static ttt_tensor *forward(ttt_ctx *ctx, int impl, problem *p, int64_t chunk) {
@@ -90,6 +103,14 @@ static ttt_tensor *forward(ttt_ctx *ctx, int impl, problem *p, int64_t chunk) {
     case SSD: return ttt_ssd_chunked(ctx, x[0], x[1], x[2], ttt_log(ctx, ttt_sigmoid(ctx, x[4])), chunk, NULL, NULL);
     case LINATTN_BLOCK: return ttt_linattn_forward(ctx, &p->la, x[0], NULL);
     case MAMBA2_BLOCK: return ttt_mamba2_forward(ctx, &p->m2, x[0], NULL);
+    case TTT_CORE: {
+        /* params: ln_w, ln_b, w0, b0; eta's gate inside the timed region, as peer_speed.py's */
+        ttt_tensor *out, *w, *b, **pr = p->params;
+        ttt_tensor *eta = ttt_scale(ctx, ttt_sigmoid(ctx, x[3]), 1.0 / (double)x[0]->shape[3]);
+        if (!eta || ttt__ttt_linear_scan(ctx, x[0], x[1], x[2], eta, p->tok, pr[0], pr[1], pr[2], pr[3], 1e-6, &out, &w, &b))
+            return NULL;
+        return out;
+    }
     default: return ttt_gdn_forward(ctx, &p->gdn, x[0], NULL);
     }
 }
@@ -116,6 +137,26 @@ static int setup(ttt_ctx *ctx, int impl, const opts *o, int64_t T, ttt_dtype dt,
             c.chunk = o->chunk;
             if (ttt_gdn_init(ctx, &p->gdn, &c, pdt) != TTT_OK) return TTT_ERR;
             p->n_params = ttt_gdn_params(&p->gdn, p->params, NULL, NULL);
+        }
+    } else if (impl == TTT_CORE) {
+        const int64_t bs = TTT_CORE_MINI_BATCH; /* T is a multiple of it (main skips other T) */
+        p->n_in = 4;
+        for (int i = 0; i < 4; i++) {
+            const int64_t s[4] = {B, H, T, d};
+            p->in[i] = ttt_cast(ctx, ttt_randn(ctx, TTT_F32, i < 3 ? 4 : 3, s, 1.0), dt);
+        }
+        double inv[TTT_CORE_MINI_BATCH];
+        for (int64_t i = 0; i < bs; i++) inv[i] = 1.0 / (double)(i + 1);
+        p->tok = ttt_cast(ctx, ttt_from_host(ctx, TTT_F64, TTT_DIMS(bs), inv), pdt);
+        p->params[0] = ttt_add_scalar(ctx, ttt_zeros(ctx, pdt, TTT_DIMS(H, d)), 1.0);
+        p->params[1] = ttt_zeros(ctx, pdt, TTT_DIMS(H, d));
+        p->params[2] = ttt_randn(ctx, pdt, TTT_DIMS(H, d, d), 0.02);
+        p->params[3] = ttt_zeros(ctx, pdt, TTT_DIMS(H, 1, d));
+        p->n_params = 4;
+        if (!p->tok) return TTT_ERR;
+        for (int i = 0; i < 4; i++) {
+            if (!p->params[i]) return TTT_ERR;
+            ttt_set_requires_grad(p->params[i], 1);
         }
     } else {
         p->n_in = impl == GDN || impl == SSD ? 5 : 3;
@@ -179,6 +220,43 @@ static double rel(ttt_ctx *ctx, ttt_tensor *a, ttt_tensor *b) {
     return isnan(d) ? INFINITY : d / fmax(s, 1e-300);
 }
 
+/* ttt_linear_core: the op in dt against f64 on the device (f64: the composed ops) on the same values, the
+ * output and the gradients of sum(out * r) for q and k; max relative difference, or INFINITY on an error.
+ * T 96 (six mini-batches of 16), d 16: on CUDA the fused kernels, their tensor-core products for bf16 and
+ * --tf32. */
+static double check_ttt_core(ttt_ctx *ctx, ttt_dtype dt) {
+    const int64_t B = 1, H = 2, T = 96, d = 16, bs = 16;
+    double inv[16];
+    for (int64_t i = 0; i < bs; i++) inv[i] = 1.0 / (double)(i + 1);
+    ttt_tensor *x[9] = {ttt_randn(ctx, TTT_F64, TTT_DIMS(B, H, T, d), 1.0), ttt_randn(ctx, TTT_F64, TTT_DIMS(B, H, T, d), 1.0),
+                        ttt_randn(ctx, TTT_F64, TTT_DIMS(B, H, T, d), 1.0),
+                        ttt_scale(ctx, ttt_sigmoid(ctx, ttt_randn(ctx, TTT_F64, TTT_DIMS(B, H, T), 1.0)), 1.0 / (double)d),
+                        ttt_from_host(ctx, TTT_F64, TTT_DIMS(bs), inv),
+                        ttt_add_scalar(ctx, ttt_randn(ctx, TTT_F64, TTT_DIMS(H, d), 0.3), 1.0),
+                        ttt_randn(ctx, TTT_F64, TTT_DIMS(H, d), 0.3), ttt_randn(ctx, TTT_F64, TTT_DIMS(H, d, d), 0.3),
+                        ttt_randn(ctx, TTT_F64, TTT_DIMS(H, 1, d), 0.3)};
+    ttt_tensor *r = ttt_randn(ctx, TTT_F64, TTT_DIMS(B, H, T, d), 1.0), *res[2][3];
+    const ttt_dtype pdt = dt == TTT_BF16 ? TTT_F32 : dt; /* bf16: the parameters in f32 */
+    for (int i = 0; i < 9; i++) /* the values dt can hold, so only the arithmetic differs */
+        if (!x[i] || !(x[i] = ttt_cast(ctx, ttt_cast(ctx, x[i], i < 4 ? dt : pdt), TTT_F64))) return INFINITY;
+    for (int pass = 0; pass < 2; pass++) {
+        const ttt_dtype t = pass ? dt : TTT_F64, pt = pass ? pdt : TTT_F64;
+        ttt_tensor *in[9], *out, *w, *b;
+        for (int i = 0; i < 9; i++) {
+            if (!(in[i] = ttt_cast(ctx, x[i], i < 4 ? t : pt))) return INFINITY;
+            if (i < 2) ttt_set_requires_grad(in[i], 1);
+        }
+        if (ttt__ttt_linear_scan(ctx, in[0], in[1], in[2], in[3], in[4], in[5], in[6], in[7], in[8], 1e-6, &out, &w, &b))
+            return INFINITY;
+        ttt_tensor *loss = ttt_sum(ctx, ttt_mul(ctx, ttt_cast(ctx, out, TTT_F64), r), 0, NULL, 0), *g[2];
+        if (!loss || ttt_grad(ctx, 1, &loss, NULL, 2, in, g, 0) != TTT_OK) return INFINITY;
+        res[pass][0] = out, res[pass][1] = g[0], res[pass][2] = g[1];
+    }
+    double e = 0;
+    for (int i = 0; i < 3; i++) e = fmax(e, rel(ctx, res[1][i], res[0][i]));
+    return e;
+}
+
 /* chunkwise == recurrent in f64 on the device, and the timed dtype against f64 */
 static int check(ttt_ctx *ctx, const opts *o) {
     int bad = 0;
@@ -205,9 +283,10 @@ static int check(ttt_ctx *ctx, const opts *o) {
         double e2 = rel(ctx, ttt_gated_delta_chunked(ctx, AS(nq), AS(nk), AS(v), AS(b), AS(g), 64, NULL, NULL), gd);
 #undef AS
         const double tol = dt == TTT_BF16 ? 5e-2 : 1e-4;
-        printf("check %s vs f64: linear attention %.2e, gated delta %.2e (tolerance %.0e)\n", ttt_dtype_name(dt), e1,
-               e2, tol);
-        bad |= !(e1 < tol) || !(e2 < tol);
+        const double e3 = check_ttt_core(ctx, dt);
+        printf("check %s vs f64: linear attention %.2e, gated delta %.2e, ttt_linear_core (out, dq, dk) %.2e (tolerance "
+               "%.0e)\n", ttt_dtype_name(dt), e1, e2, e3, tol);
+        bad |= !(e1 < tol) || !(e2 < tol) || !(e3 < tol);
     }
     ttt_step_reset(ctx);
     return bad;
@@ -219,6 +298,7 @@ int main(int argc, char **argv) {
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--check")) o.check = 1;
+        else if (!strcmp(a, "--tf32")) o.tf32 = 1;
         else if (!v) {
             fprintf(stderr, "mixer_speed: %s needs a value (see the comment at the top of mixer_speed.c)\n", a);
             return 2;
@@ -245,7 +325,7 @@ int main(int argc, char **argv) {
         }
     }
     if (o.reps < 1 || o.reps > 64) o.reps = 5;
-    ttt_ctx_config cfg = {.device = o.device, .seed = 1, .arena_bytes = (size_t)256 << 20, .threads = o.threads};
+    ttt_ctx_config cfg = {.device = o.device, .seed = 1, .arena_bytes = (size_t)256 << 20, .threads = o.threads, .tf32 = o.tf32};
     /* ctxs[0]: fused paths on; ctxs[1]: made with TTT_FUSED=0 (read when a context is made) */
     ttt_ctx *ctxs[2] = {NULL, NULL};
     for (int f = 0; f < 2; f++) {
@@ -275,6 +355,11 @@ int main(int argc, char **argv) {
             for (int f = 0; f < 2; f++) {
                 ttt_ctx *ctx = ctxs[f];
                 if (!ctx || (o.impl && strcmp(o.impl, IMPL[impl]))) continue;
+                if (impl == TTT_CORE && o.T[ti] % TTT_CORE_MINI_BATCH) {
+                    printf("# ttt_linear_core skipped at T %lld: not a multiple of its mini-batch, %d\n", (long long)o.T[ti],
+                           TTT_CORE_MINI_BATCH);
+                    continue;
+                }
                 problem p;
                 double t = -1, tb = -1;
                 if (setup(ctx, impl, &o, o.T[ti], o.dtype, &p) == TTT_OK) {
@@ -289,7 +374,8 @@ int main(int argc, char **argv) {
                 }
                 printf("csv,%s,%s,%s,%lld,%lld,%lld,%lld,%lld,%.3f,%.3f,%.3f,%d\n", IMPL[impl], ttt_dtype_name(o.dtype),
                        o.device == TTT_CUDA ? "cuda" : "cpu", (long long)o.B, (long long)o.H, (long long)o.T[ti],
-                       (long long)o.d, (long long)o.chunk, t, tb, (double)ttt_arena_bytes_reserved(ctx) / 1e9, !f);
+                       (long long)o.d, (long long)(impl == TTT_CORE ? TTT_CORE_MINI_BATCH : o.chunk), t, tb,
+                       (double)ttt_arena_bytes_reserved(ctx) / 1e9, !f);
                 fflush(stdout);
                 teardown(ctx, &p);
                 ttt_step_reset(ctx);

@@ -7,6 +7,8 @@
 #       vs  the official PyTorch layer (ttt-lm-pytorch's TTTLinear / TTTMLP), the same sizes
 #   fla's chunk_ttt_linear / fused_chunk_ttt_linear (bf16) are timed beside them: the core only,
 #       without projections, so they pair with ttt's layer only loosely (the table says so)
+#   ttt mixer_speed ttt_linear_core (bf16, f32: TTT-Linear's fused scan alone, on the inputs fla's
+#       chunk_ttt_linear takes)  vs  fla's chunk_ttt_linear, like for like (same dtype, T)
 # Prints one table of ms and ratios (peer ms / ttt ms: > 1 means ttt is faster) and keeps the csv.
 #
 # Set up here, once (nothing is committed; both folders are git-ignored):
@@ -49,7 +51,7 @@ B=./build/gpu
 CSV="$OUT/rows.csv"
 : >"$CSV"
 for dt in bf16 f32; do
-  for impl in gated_delta linear_attn; do
+  for impl in gated_delta linear_attn ttt_linear_core; do
     run_for 120 $B/mixer_speed --device cuda --dtype $dt --impl $impl --T "$TS" --heads 12 --dim 64 --batch 1 --chunk 64 \
       --reps 5 2>&1 | tee -a "$OUT/ttt_mixer_speed.txt" | grep "^csv," >>"$CSV"
   done
@@ -78,6 +80,7 @@ for r in csv.reader(open(sys.argv[1])):
         rows[(r[1], r[2], int(r[6]))] = (float(r[9]), float(r[10]))
 pairs = [("gated_delta", "fla_gated_delta"), ("linear_attn", "fla_linear_attn"),
          ("ttt_linear_layer", "official_ttt_linear"), ("ttt_mlp_layer", "official_ttt_mlp"),
+         ("ttt_linear_core", "fla_ttt_linear"), ("ttt_linear_core", "fla_ttt_linear_fused"),
          ("ttt_linear_layer", "fla_ttt_linear"), ("ttt_linear_layer", "fla_ttt_linear_fused")]
 print("| ttt | peer | dtype | T | ttt fwd / fwd+bwd ms | peer fwd / fwd+bwd ms | ratio fwd | ratio fwd+bwd |")
 print("|---|---|---|---|---|---|---|---|")
@@ -85,10 +88,11 @@ for ours, peer in pairs:
     for (impl, dt, T), (f, b) in sorted(rows.items()):
         if impl != ours:
             continue
-        for pdt in ([dt] if not peer.startswith("fla_ttt") else ["bf16"]):
+        loose = ours == "ttt_linear_layer" and peer.startswith("fla_ttt")  # a layer against a core
+        for pdt in ([dt] if not loose else ["bf16"]):
             p = rows.get((peer, pdt, T))
             if p:
-                note = " (peer: core only, bf16)" if peer.startswith("fla_ttt") else ""
+                note = " (peer: core only, bf16)" if loose else ""
                 rb = f"{p[1] / b:.2f}x" if p[1] == p[1] else "n/a"
                 print(f"| {ours} | {peer}{note} | {dt} | {T} | {f:.3f} / {b:.3f} | {p[0]:.3f} / {p[1]:.3f} | "
                       f"{p[0] / f:.2f}x | {rb} |")

@@ -2,9 +2,14 @@
  * emulator (emu.h) against a float64 reference: the CPU backend's kernels of the same math
  * (src/backends/cpu/cpu_ttt_scan_impl.h with R = double, which tests/test_ttt_scan.c checks against
  * the composed ops and finite differences). Forward: out, the final state and the stored states;
- * backward: the gradients of every input, with and without a gradient of the final state, W read
- * from shared memory and from global memory. Shapes cover head sizes below, at and above a warp
- * (5, 8, 40, 64, 128), w0 shared by the batch or not, one to four mini-batches. A few seconds:
+ * backward (scan_bwd_pre, then the reverse scan scan_bwd through their scratch): the gradients of
+ * every input, with and without a gradient of the final state, W read from shared memory and from
+ * global memory. Shapes cover head sizes below, at and above a warp (5, 8, 33, 40, 64, 96, 128),
+ * mini-batches of 3 to 64 (the register tiles' clamped edges, more tiles than threads), w0 shared by
+ * the batch or not, one to five mini-batches; those with d and b multiples of 16 run again with the
+ * products on the tensor cores (mma 2, tolerance 1e-3), and four of them with the choice per
+ * mini-batch (mma 1) on f32 and on bf16 q, k, which must give the bits of mma 0 and of mma 2. A few
+ * seconds:
  *   g++ -std=c++17 -O1 -I src/backends/cuda -I dev/cuda dev/cuda/ttt_scan_emu_test.cpp -o /tmp/scan_emu && /tmp/scan_emu */
 #include "emu.h"
 
@@ -53,7 +58,19 @@ static std::vector<double> rounded(const std::vector<double> &x) {
 
 struct Case {
     int B, H, T, d, bs, w0_batched, w_in_smem, state_grad;
+    int mma = 0;     /* Fwd::mma: 0 FMA tiles, 1 tensor cores where q and k are bf16 values, 2 tensor cores */
+    int bf16_qk = 0; /* q and k rounded to bf16 values (what the op passes for bf16 inputs) */
 };
+
+/* x rounded to the nearest bf16 value (even on ties) */
+static double bf16_round(double x) {
+    float f = (float)x;
+    uint32_t b;
+    memcpy(&b, &f, 4);
+    b = (b + 0x7fffu + ((b >> 16) & 1u)) & 0xffff0000u;
+    memcpy(&f, &b, 4);
+    return f;
+}
 
 static void run(const Case &c, std::mt19937_64 &rng) {
     std::normal_distribution<double> nd(0.0, 1.0);
@@ -66,6 +83,8 @@ static void run(const Case &c, std::mt19937_64 &rng) {
         return rounded(v);
     };
     std::vector<double> q = randv(nx, 1, 0), k = randv(nx, 1, 0), v = randv(nx, 1, 0), eta(BH * T), tok(bs);
+    if (c.bf16_qk)
+        for (int64_t i = 0; i < nx; i++) q[i] = bf16_round(q[i]), k[i] = bf16_round(k[i]);
     for (auto &x : eta) x = (double)(float)(ud(rng) / d);
     for (int i = 0; i < bs; i++) tok[i] = (double)(float)(1.0 / (i + 1) + 0.05 * nd(rng));
     std::vector<double> lnw = randv((size_t)H * d, 0.3, 1), lnb = randv((size_t)H * d, 0.3, 0);
@@ -93,22 +112,54 @@ static void run(const Case &c, std::mt19937_64 &rng) {
     std::vector<float> fq = to_f32(q), fk = to_f32(k), fv = to_f32(v), fe = to_f32(eta), ft = to_f32(tok), fg = to_f32(lnw),
                        fb = to_f32(lnb), fw0 = to_f32(w0), fb0 = to_f32(b0), fdo = to_f32(dout), fdwo = to_f32(dwo),
                        fdbo = to_f32(dbo);
-    std::vector<float> kout(nx, NAN), kwout(BH * d * d, NAN), kbout(BH * d, NAN), kwst(BH * N * d * d, NAN), kbst(BH * N * d, NAN);
-    tscan::Fwd p{kout.data(), kwout.data(), kbout.data(), kwst.data(), kbst.data(), fq.data(), fk.data(), fv.data(),
-                 fe.data(), ft.data(), fg.data(), fb.data(), fw0.data(), fb0.data(), H, T, d, bs, N, c.w0_batched,
-                 c.w0_batched, 1e-6f};
-    emu::g_smem = std::vector<float>(tscan::fwd_smem_floats(d, bs), NAN);
-    emu::launch(dim3((unsigned)BH), dim3(tscan::THREADS), [&] { tscan::scan_fwd(p); });
-    std::vector<float> kdq(nx, NAN), kdk(nx, NAN), kdv(nx, NAN), kde(BH * T, NAN), kdt(BH * bs, NAN), kdg(BH * d, NAN),
-        kdb(BH * d, NAN), kdw(BH * d * d, NAN), kdc(BH * d, NAN);
-    tscan::Bwd pb{kdq.data(), kdk.data(), kdv.data(), kde.data(), kdt.data(), kdg.data(), kdb.data(), kdw.data(), kdc.data(),
-                  fdo.data(), c.state_grad ? fdwo.data() : nullptr, c.state_grad ? fdbo.data() : nullptr, fq.data(),
-                  fk.data(), fv.data(), fe.data(), ft.data(), fg.data(), fb.data(), kwst.data(), kbst.data(), H, T, d, bs, N,
-                  c.w_in_smem, 1e-6f};
-    emu::g_smem = std::vector<float>(tscan::bwd_smem_floats(d, bs, c.w_in_smem), NAN);
-    emu::launch(dim3((unsigned)BH), dim3(tscan::THREADS), [&] { tscan::scan_bwd(pb); });
+    struct KOut {
+        std::vector<float> out, wout, bout, wst, bst, dq, dk, dv, de, dt, dg, db, dw, dc;
+    };
+    auto kernels = [&](int mma) {
+        KOut k{std::vector<float>(nx, NAN),         std::vector<float>(BH * d * d, NAN), std::vector<float>(BH * d, NAN),
+               std::vector<float>(BH * N * d * d, NAN), std::vector<float>(BH * N * d, NAN), std::vector<float>(nx, NAN),
+               std::vector<float>(nx, NAN),         std::vector<float>(nx, NAN),         std::vector<float>(BH * T, NAN),
+               std::vector<float>(BH * bs, NAN),    std::vector<float>(BH * d, NAN),     std::vector<float>(BH * d, NAN),
+               std::vector<float>(BH * d * d, NAN), std::vector<float>(BH * d, NAN)};
+        tscan::Fwd p{k.out.data(), k.wout.data(), k.bout.data(), k.wst.data(), k.bst.data(), fq.data(), fk.data(), fv.data(),
+                     fe.data(), ft.data(), fg.data(), fb.data(), fw0.data(), fb0.data(), H, T, d, bs, N, c.w0_batched,
+                     c.w0_batched, 1e-6f, mma};
+        emu::g_smem = std::vector<float>(tscan::fwd_smem_floats(d, bs), NAN);
+        emu::launch(dim3((unsigned)BH), dim3(tscan::THREADS), [&] { tscan::scan_fwd(p); });
+        tscan::Bwd pb{k.dq.data(), k.dk.data(), k.dv.data(), k.de.data(), k.dt.data(), k.dg.data(), k.db.data(), k.dw.data(),
+                      k.dc.data(), fdo.data(), c.state_grad ? fdwo.data() : nullptr, c.state_grad ? fdbo.data() : nullptr,
+                      fq.data(), fk.data(), fv.data(), fe.data(), ft.data(), fg.data(), fb.data(), k.wst.data(), k.bst.data(),
+                      nullptr, H, T, d, bs, N, c.w_in_smem, 1e-6f, mma};
+        std::vector<float> kscr(BH * N * tscan::bwd_scratch_floats(d, bs), NAN); /* scan_bwd_pre -> scan_bwd */
+        pb.scr = kscr.data();
+        emu::g_smem = std::vector<float>(tscan::bwd_pre_smem_floats(d, bs), NAN);
+        emu::launch(dim3((unsigned)(BH * N)), dim3(tscan::THREADS), [&] { tscan::scan_bwd_pre(pb); });
+        emu::g_smem = std::vector<float>(tscan::bwd_smem_floats(d, bs, c.w_in_smem), NAN);
+        emu::launch(dim3((unsigned)BH), dim3(tscan::THREADS), [&] { tscan::scan_bwd(pb); });
+        return k;
+    };
+    const KOut ko = kernels(c.mma);
+    const std::vector<float> &kout = ko.out, &kwout = ko.wout, &kbout = ko.bout, &kwst = ko.wst, &kbst = ko.bst, &kdq = ko.dq,
+                             &kdk = ko.dk, &kdv = ko.dv, &kde = ko.de, &kdt = ko.dt, &kdg = ko.dg, &kdb = ko.db, &kdw = ko.dw,
+                             &kdc = ko.dc;
+    if (c.mma == 1) {
+        /* the choice per mini-batch: bf16 q, k take the tensor cores (the bits of mma 2), f32 ones the FMA
+         * tiles (the bits of mma 0) */
+        const KOut other = kernels(c.bf16_qk ? 2 : 0);
+        const std::vector<float> *a[] = {&ko.out, &ko.wout, &ko.wst, &ko.dq, &ko.dk, &ko.dv, &ko.de, &ko.dt, &ko.dw, &ko.dc},
+                                 *b[] = {&other.out, &other.wout, &other.wst, &other.dq, &other.dk, &other.dv, &other.de,
+                                         &other.dt, &other.dw, &other.dc};
+        bool same = true;
+        for (int i = 0; i < 10; i++) same = same && !memcmp(a[i]->data(), b[i]->data(), a[i]->size() * sizeof(float));
+        if (same) passed++;
+        else {
+            failed++;
+            fprintf(stderr, "FAIL mma 1 on %s q, k: not the bits of mma %d\n", c.bf16_qk ? "bf16" : "f32", c.bf16_qk ? 2 : 0);
+        }
+    }
 
-    const double tol = 2e-4;
+    /* the tensor-core path's products are ~2^-16 relative (three bf16 products of split f32 operands) */
+    const double tol = c.mma ? 1e-3 : 2e-4;
     double wf = 0, wb = 0;
     expect("out", kout, out, tol, &wf);
     expect("w_out", kwout, wout, tol, &wf);
@@ -124,9 +175,11 @@ static void run(const Case &c, std::mt19937_64 &rng) {
     expect("dln_b", kdb, rdb, tol, &wb);
     expect("dw0", kdw, rdw, tol, &wb);
     expect("db0", kdc, rdc, tol, &wb);
-    printf("B %d H %d T %d d %d bs %d (w0 %s, W %s, %s): forward %.2e, backward %.2e (relative to float64)\n", B, H, T,
-           d, bs, c.w0_batched ? "per sequence" : "shared", c.w_in_smem ? "shared memory" : "global",
-           c.state_grad ? "loss on out and the final state" : "loss on out", wf, wb);
+    static const char *const MMA[3] = {"", ", tensor cores where q, k are bf16", ", tensor cores"};
+    printf("B %d H %d T %d d %d bs %d (w0 %s, W %s, %s%s%s): forward %.2e, backward %.2e (relative to float64)\n", B,
+           H, T, d, bs, c.w0_batched ? "per sequence" : "shared", c.w_in_smem ? "shared memory" : "global",
+           c.state_grad ? "loss on out and the final state" : "loss on out", c.bf16_qk ? ", bf16 q, k" : "", MMA[c.mma], wf,
+           wb);
 }
 
 int main() {
@@ -134,8 +187,24 @@ int main() {
     const Case cases[] = {
         {1, 2, 12, 8, 4, 0, 1, 1},  {2, 1, 16, 16, 8, 1, 0, 0}, {1, 1, 6, 5, 3, 0, 1, 1},  {1, 2, 12, 40, 6, 1, 1, 0},
         {1, 1, 32, 64, 16, 0, 1, 1}, {1, 1, 8, 128, 4, 1, 0, 1}, {2, 2, 8, 4, 8, 0, 0, 1},  {2, 1, 64, 64, 16, 1, 1, 1},
+        /* the register tiles' edges and several mini-batches: the layer's d 64 and 128 at b 16 (W in shared
+         * memory and in global), odd d and b (clamped rows and columns), b 32 and 64 (more tiles than
+         * threads in q k^T, dzq G^T and [K; Q] W) */
+        {2, 2, 80, 64, 16, 1, 1, 1}, {1, 1, 48, 128, 16, 0, 1, 1}, {1, 2, 64, 128, 16, 1, 0, 0}, {1, 3, 35, 33, 7, 0, 1, 1},
+        {1, 1, 96, 64, 32, 0, 1, 1}, {1, 1, 128, 64, 64, 1, 0, 0}, {1, 1, 36, 96, 12, 1, 1, 0},
     };
-    for (const Case &c : cases) run(c, rng);
+    for (Case c : cases) {
+        run(c, rng);
+        if (tscan::mma_fits(c.d, c.bs)) { /* and again with the products on the tensor cores */
+            c.mma = 2;
+            run(c, rng);
+            if (c.d == 64 && c.w_in_smem) { /* the choice by q, k's values, both ways */
+                c.mma = 1;
+                for (c.bf16_qk = 0; c.bf16_qk < 2; c.bf16_qk++) run(c, rng);
+                c.bf16_qk = 0;
+            }
+        }
+    }
     printf("%d passed, %d failed\n", passed, failed);
     return failed ? 1 : 0;
 }

@@ -18,7 +18,12 @@
  * must itself be differentiable (grad mode on during the VJP: create_graph), the VJP recomputes the
  * composed form below on the node's inputs and differentiates that, as fused attention does, so
  * every order is exact; the fused backward has no VJP of its own and is never recorded. Where the
- * backend has no kernel or declines (dtype, head size), the op is the composed form. */
+ * backend has no kernel or declines (dtype, head size), or the context is unfused (TTT_FUSED=0), the
+ * op is the composed form. bf16 inputs are
+ * computed in f32 (cast on the way in, out cast back to bf16, the final state left in f32), as the
+ * Gated DeltaNet core does. */
+#include <stdio.h>
+
 #include "core/internal.h"
 
 static const int LAST[1] = {-1};
@@ -141,25 +146,40 @@ static bool has_shape(const ttt_tensor *t, ttt_dtype dt, int ndim, const int64_t
     return true;
 }
 
+/* t has shape (ndim, shape) and q's dtype, or f32 where q is bf16 (the parameters and the state of a bf16
+ * run may be kept in f32; the op computes bf16 in f32 anyway) */
+static bool has_param_shape(const ttt_tensor *t, ttt_dtype dt, int ndim, const int64_t *shape) {
+    return has_shape(t, dt, ndim, shape) || (dt == TTT_BF16 && has_shape(t, TTT_F32, ndim, shape));
+}
+
 static int check(ttt_ctx *ctx, ttt_tensor *const *x) {
     static const char *names[N_IN] = {"q", "k", "v", "eta", "tok", "ln_w", "ln_b", "w0", "b0"};
     for (int i = 0; i < N_IN; i++)
         if (!x[i]) return ttt__set_error(ctx, "ttt_linear_scan: %s is NULL", names[i]);
     ttt_tensor *q = x[0];
-    if (q->ndim != 4 || (q->dtype != TTT_F32 && q->dtype != TTT_F64)) return bad(ctx, "q", q, "f32 or f64 [B, H, T, d]");
+    if (q->ndim != 4 || (q->dtype != TTT_F32 && q->dtype != TTT_F64 && q->dtype != TTT_BF16))
+        return bad(ctx, "q", q, "f32, f64 or bf16 [B, H, T, d]");
     const ttt_dtype dt = q->dtype;
     const int64_t B = q->shape[0], H = q->shape[1], T = q->shape[2], d = q->shape[3];
+    const char *pdt = dt == TTT_BF16 ? "bf16 or f32" : "q's dtype";
+    char want[64];
     if (!has_shape(x[1], dt, 4, q->shape)) return bad(ctx, "k", x[1], "q's dtype and shape");
     if (!has_shape(x[2], dt, 4, q->shape)) return bad(ctx, "v", x[2], "q's dtype and shape");
     if (!has_shape(x[3], dt, 3, q->shape)) return bad(ctx, "eta", x[3], "of q's dtype and [B, H, T]");
     const int64_t bs = x[4]->ndim == 1 ? x[4]->shape[0] : 0;
-    if (x[4]->dtype != dt || bs < 1) return bad(ctx, "tok", x[4], "a vector [bs] of q's dtype");
-    if (!has_shape(x[5], dt, TTT_DIMS(H, d))) return bad(ctx, "ln_w", x[5], "of q's dtype and [H, d]");
-    if (!has_shape(x[6], dt, TTT_DIMS(H, d))) return bad(ctx, "ln_b", x[6], "of q's dtype and [H, d]");
-    if (!has_shape(x[7], dt, TTT_DIMS(H, d, d)) && !has_shape(x[7], dt, TTT_DIMS(B, H, d, d)))
-        return bad(ctx, "w0", x[7], "of q's dtype and [H, d, d] or [B, H, d, d]");
-    if (!has_shape(x[8], dt, TTT_DIMS(H, 1, d)) && !has_shape(x[8], dt, TTT_DIMS(B, H, 1, d)))
-        return bad(ctx, "b0", x[8], "of q's dtype and [H, 1, d] or [B, H, 1, d]");
+    if (bs < 1 || !has_param_shape(x[4], dt, 1, x[4]->shape)) {
+        snprintf(want, sizeof want, "a vector [bs] of %s", pdt);
+        return bad(ctx, "tok", x[4], want);
+    }
+    snprintf(want, sizeof want, "of %s and [H, d]", pdt);
+    if (!has_param_shape(x[5], dt, TTT_DIMS(H, d))) return bad(ctx, "ln_w", x[5], want);
+    if (!has_param_shape(x[6], dt, TTT_DIMS(H, d))) return bad(ctx, "ln_b", x[6], want);
+    snprintf(want, sizeof want, "of %s and [H, d, d] or [B, H, d, d]", pdt);
+    if (!has_param_shape(x[7], dt, TTT_DIMS(H, d, d)) && !has_param_shape(x[7], dt, TTT_DIMS(B, H, d, d)))
+        return bad(ctx, "w0", x[7], want);
+    snprintf(want, sizeof want, "of %s and [H, 1, d] or [B, H, 1, d]", pdt);
+    if (!has_param_shape(x[8], dt, TTT_DIMS(H, 1, d)) && !has_param_shape(x[8], dt, TTT_DIMS(B, H, 1, d)))
+        return bad(ctx, "b0", x[8], want);
     if (T < bs || T % bs)
         return ttt__set_error(ctx, "ttt_linear_scan: T %lld must be a positive multiple of the mini-batch %lld", (long long)T,
                               (long long)bs);
@@ -210,7 +230,19 @@ int ttt__ttt_linear_scan(ttt_ctx *ctx, ttt_tensor *q, ttt_tensor *k, ttt_tensor 
     ttt_tensor *x[N_IN] = {q, k, v, eta, tok, ln_w, ln_b, w0, b0};
     if (check(ctx, x)) return TTT_ERR;
     if (!(eps >= 0)) return ttt__set_error(ctx, "ttt_linear_scan: eps %g must be >= 0", eps);
-    if (ctx->be->ttt_linear_scan && ctx->be->ttt_linear_scan_bwd) {
+    if (q->dtype == TTT_BF16) {
+        /* bf16 runs compute in f32, the fast weights included (a bf16 W would lose the small updates of
+         * every mini-batch): the inputs are cast (differentiably: their gradients come back as bf16),
+         * out is cast back to bf16, the final state stays f32. The node recorded below holds the f32
+         * copies, so its create_graph route recomputes the composed form in f32 too. */
+        for (int i = 0; i < N_IN; i++)
+            if (x[i]->dtype == TTT_BF16 && !(x[i] = ttt_cast(ctx, x[i], TTT_F32))) return TTT_ERR;
+        ttt_tensor *o;
+        if (ttt__ttt_linear_scan(ctx, x[0], x[1], x[2], x[3], x[4], x[5], x[6], x[7], x[8], eps, &o, w_final, b_final))
+            return TTT_ERR;
+        return (*out = ttt_cast(ctx, o, TTT_BF16)) ? TTT_OK : TTT_ERR;
+    }
+    if (ttt__fused(ctx) && ctx->be->ttt_linear_scan && ctx->be->ttt_linear_scan_bwd) { /* TTT_FUSED=0: composed */
         const int rc = fused(ctx, x, eps, out, w_final, b_final);
         if (rc != TTT_BACKEND_DECLINED) return rc;
     }

@@ -77,8 +77,10 @@ int ttt__svd(ttt_ctx *ctx, ttt_tensor *a, ttt_tensor **u, ttt_tensor **s, ttt_te
 
 /* composed/ttt_scan.c: TTT-Linear's inner loop over whole mini-batches (the math: the top of that file).
  * q, k (rotated), v [B, H, T, d], eta [B, H, T], tok [bs] with T a positive multiple of bs, ln_w, ln_b
- * [H, d], w0 [H, d, d] or [B, H, d, d], b0 [H, 1, d] or [B, H, 1, d], one float dtype -> out [B, H, T, d]
- * (q + LN(z), as the layer's dual form gives it), *w_final [B, H, d, d], *b_final [B, H, 1, d]. One fused
+ * [H, d], w0 [H, d, d] or [B, H, d, d], b0 [H, 1, d] or [B, H, 1, d], one float dtype (bf16 q, k, v, eta
+ * may come with f32 tok, ln_w, ln_b, w0, b0; bf16 is computed in f32) -> out [B, H, T, d] in q's dtype
+ * (q + LN(z), as the layer's dual form gives it), *w_final [B, H, d, d], *b_final [B, H, 1, d] (f32 for
+ * bf16 q). One fused
  * kernel and a fused reverse scan where the backend has them (backend.h: ttt_linear_scan), else the
  * composed form; differentiable to any order (create_graph differentiates the composed form). */
 int ttt__ttt_linear_scan(ttt_ctx *ctx, ttt_tensor *q, ttt_tensor *k, ttt_tensor *v, ttt_tensor *eta, ttt_tensor *tok,

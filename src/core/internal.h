@@ -86,7 +86,8 @@ struct ttt_ctx {
     int profiled; /* be/bs are profile.c's timing wrapper (TTT_PROFILE) */
     int unfused;  /* TTT_FUSED=0 at creation (or ttt__set_fused): SwiGLU, norms with a weight, the optimizer and
                      clipping take their composed / per-tensor paths, and TTT-Linear its composed segments
-                     (src/layers/ttt_rnn.c), for before/after comparisons (engine.c) */
+                     (src/layers/ttt_rnn.c; ttt__ttt_linear_scan its composed form), for before/after
+                     comparisons (engine.c) */
 };
 
 /* profile.c: TTT_PROFILE=1 times every kernel entry (see the file). wrap

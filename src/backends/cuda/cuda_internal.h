@@ -87,6 +87,7 @@ struct CuDev {
     Scratch reduce_scratch;    /* per-chunk partials of reductions, in double */
     Scratch sort_scratch;      /* scatter_add_rows' sorted ids and positions */
     Scratch gdn_scratch;       /* the Gated DeltaNet kernels' per-chunk maps, state gradients, partials (gdn_chunk.cu) */
+    Scratch scan_scratch;      /* ttt_linear_scan_bwd's hand-over between its two kernels (ttt_scan.cu) */
     CuPool *pool;              /* device memory (device_pool.cu) */
 };
 

@@ -1,10 +1,18 @@
 /* The fused TTT-Linear scan on the GPU (backend.h: ttt_linear_scan, ttt_linear_scan_bwd): the
- * launchers of ttt_scan.cuh's kernels, one block per (batch, head). f32 only, head sizes up to
- * 128, and only where both kernels' shared memory fits the device (d 64, b 16: 43 KB forward, 83 KB
- * backward; d 128: 115 KB and 223 KB, under H100's 227 KB; where W does not fit beside the backward's
- * other buffers, that kernel reads it from the stored state in global memory). Anything else is
- * declined, and the op composes the same math of the other kernels. */
+ * launchers of ttt_scan.cuh's kernels: the forward one block per (batch, head); the backward one block
+ * per (batch, head, mini-batch) for what does not depend on the carried gradient of W, then one per
+ * (batch, head) for the reverse scan, handing over through the instance's scan_scratch (5 b d + 2 b +
+ * 2 d floats a mini-batch: 21 KB at d 64, b 16, about 5x q's size; kept, like the other scratch
+ * buffers, at its largest). f32 only (the op casts bf16 to f32 around them), head sizes up to 128, and
+ * only where the kernels' shared memory fits the device (d 64, b 16: 47 KB forward, 54 KB and 79 KB
+ * backward; d 128: 124 KB, 135 KB and 221 KB, under H100's 227 KB; where W does not fit beside the
+ * reverse scan's other buffers, it reads W from the stored state in global memory). Anything else is
+ * declined, and the op composes the same math of the other kernels. Where d and the mini-batch are
+ * multiples of 16, the products with W run on the tensor cores for bf16 inputs or in tf32 contexts
+ * (mma_mode). */
 #include <limits.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "cuda_internal.h"
 
@@ -32,16 +40,33 @@ template <typename K> static int allow(K kernel, size_t bytes, const CuDev *D, i
     return TTT_OK;
 }
 
-/* The kernels' limits: f32, d <= 128, int-sized offsets within a sequence, and the backward's shared
- * memory (W in it or not) under the device's limit; *w_in_smem says which backward runs. */
+/* The kernels' limits: f32, d <= 128, int-sized offsets within a sequence and grids, and the kernels'
+ * shared memory (the reverse scan's with W in it or not) under the device's limit; *w_in_smem says
+ * which reverse scan runs. */
 static bool takes(const CuDev *D, const ttt_tensor *q, const ttt_tensor *tok, int *w_in_smem) {
     if (q->dtype != TTT_F32 || tok->dtype != TTT_F32) return false;
     const int64_t BH = q->shape[0] * q->shape[1], T = q->shape[2], d = q->shape[3], bs = tok->shape[0];
-    if (d < 1 || d > tscan::MAX_D || bs < 1 || bs > 4096 || BH < 1 || BH > INT_MAX || T * d > INT_MAX / 2) return false;
+    if (d < 1 || d > tscan::MAX_D || bs < 1 || bs > 4096 || BH < 1 || BH * (T / bs) > INT_MAX || T * d > INT_MAX / 2)
+        return false;
     const size_t limit = (size_t)smem_limit(D);
     if (tscan::fwd_smem_floats((int)d, (int)bs) * sizeof(float) > limit) return false;
+    if (tscan::bwd_pre_smem_floats((int)d, (int)bs) * sizeof(float) > limit) return false;
     *w_in_smem = tscan::bwd_smem_floats((int)d, (int)bs, 1) * sizeof(float) <= limit;
     return *w_in_smem || tscan::bwd_smem_floats((int)d, (int)bs, 0) * sizeof(float) <= limit;
+}
+
+/* Fwd::mma for this call. The products with W go on the tensor cores (ttt_scan.cuh: mma_f32x3, ~2^-16
+ * relative) where d and the mini-batch are multiples of 16: for every mini-batch in contexts that allow
+ * f32 matmuls on the tensor cores (ttt_ctx_config.tf32: 2), else for the mini-batches whose q and k are
+ * bf16 values, which is what the op passes for bf16 inputs (1); f32 inputs keep f32's FMAs. TTT_SCAN_MMA=0
+ * in the environment (read once) keeps the FMAs everywhere, to compare the two on a GPU. */
+static int mma_mode(const CuDev *D, int d, int bs) {
+    static int off = -1;
+    if (off < 0) {
+        const char *e = getenv("TTT_SCAN_MMA");
+        off = e && !strcmp(e, "0");
+    }
+    return off || !tscan::mma_fits(d, bs) ? 0 : D->tf32 ? 2 : 1;
 }
 
 static bool all_f32(const ttt_tensor *const *t, int n) {
@@ -67,6 +92,7 @@ int ttt__cu_ttt_linear_scan(ttt_backend_state *self, ttt_tensor *out, ttt_tensor
     p.w0 = (const float *)w0->data, p.b0 = (const float *)b0->data;
     p.H = (int)q->shape[1], p.T = (int)q->shape[2], p.d = (int)q->shape[3], p.bs = (int)tok->shape[0];
     p.N = p.T / p.bs, p.w0_batched = w0->ndim == 4, p.b0_batched = b0->ndim == 4, p.eps = (float)eps;
+    p.mma = mma_mode(D, p.d, p.bs);
     const size_t bytes = tscan::fwd_smem_floats(p.d, p.bs) * sizeof(float);
     static int allowed[MAX_GPUS];
     if (allow(tscan::scan_fwd, bytes, D, allowed)) return TTT_ERR;
@@ -97,10 +123,21 @@ int ttt__cu_ttt_linear_scan_bwd(ttt_backend_state *self, ttt_tensor *dq, ttt_ten
     p.w_st = (const float *)w_states->data, p.b_st = (const float *)b_states->data;
     p.H = (int)q->shape[1], p.T = (int)q->shape[2], p.d = (int)q->shape[3], p.bs = (int)tok->shape[0];
     p.N = p.T / p.bs, p.w_in_smem = w_in_smem, p.eps = (float)eps;
+    p.mma = mma_mode(D, p.d, p.bs);
+    const int64_t BH = q->shape[0] * q->shape[1];
+    const size_t scratch = sizeof(float) * (size_t)(BH * p.N) * tscan::bwd_scratch_floats(p.d, p.bs);
+    if (scratch_reserve(D, &D->scan_scratch, scratch, "ttt_linear_scan_bwd")) return TTT_ERR;
+    p.scr = (float *)D->scan_scratch.p;
+    /* every mini-batch's gradients that do not depend on the carried dW, one block each; then the reverse scan */
+    const size_t pre_bytes = tscan::bwd_pre_smem_floats(p.d, p.bs) * sizeof(float);
+    static int pre_allowed[MAX_GPUS];
+    if (allow(tscan::scan_bwd_pre, pre_bytes, D, pre_allowed)) return TTT_ERR;
+    tscan::scan_bwd_pre<<<(unsigned)(BH * p.N), tscan::THREADS, pre_bytes, D->stream>>>(p);
+    LAUNCHED("ttt_linear_scan_bwd (per mini-batch)");
     const size_t bytes = tscan::bwd_smem_floats(p.d, p.bs, w_in_smem) * sizeof(float);
     static int allowed[MAX_GPUS];
     if (allow(tscan::scan_bwd, bytes, D, allowed)) return TTT_ERR;
-    tscan::scan_bwd<<<(unsigned)(q->shape[0] * q->shape[1]), tscan::THREADS, bytes, D->stream>>>(p);
+    tscan::scan_bwd<<<(unsigned)BH, tscan::THREADS, bytes, D->stream>>>(p);
     LAUNCHED("ttt_linear_scan_bwd");
     return TTT_OK;
 }
