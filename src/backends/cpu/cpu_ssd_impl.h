@@ -16,7 +16,9 @@
  * adds the term to dG_a and subtracts it from dG_b; then dg_j = sum_{t >= j in the chunk} dG_t. */
 
 /* Y[n, w] += X[n, m] Z[m, w], row-major with row strides ldx, ldz, ldy; four rows of Y at a time share
- * each load of a row of Z. */
+ * each load of a row of Z, and the innermost loop runs along a row of Y, so it vectorizes (a dot product's
+ * reduction would not, without reassociation). Every product of a chunk goes through here, transposing an
+ * operand first where the math contracts over its rows. */
 static void FN(ssd_gemm_acc)(int64_t n, int64_t m, int64_t w, const REAL *X, int64_t ldx, const REAL *Z, int64_t ldz,
                              REAL *Y, int64_t ldy) {
     int64_t i = 0;
@@ -48,9 +50,9 @@ static REAL FN(ssd_dot)(int64_t n, const REAL *a, const REAL *b) {
 }
 
 /* Scratch elements per thread (REAL), besides 2 C doubles for G and dG. */
-static int64_t FN(ssd_fwd_scratch)(int64_t C, int64_t dk, int64_t dv) { return dk * dv + C * C; }
+static int64_t FN(ssd_fwd_scratch)(int64_t C, int64_t dk, int64_t dv) { return dk * dv + C * C + C * dk; }
 static int64_t FN(ssd_bwd_scratch)(int64_t C, int64_t dk, int64_t dv) {
-    return 2 * dk * dv + 2 * C * C + 2 * C * dk + C * dv;
+    return 3 * dk * dv + 4 * C * C + 3 * C * dk + 3 * C * dv;
 }
 
 /* Cumulative log decay of the chunk's n tokens (zeros without gates), in double also for f32: with strong
@@ -60,11 +62,19 @@ static void FN(ssd_cumulative)(int64_t n, const REAL *g, double *G) {
     for (int64_t t = 0; t < n; t++) G[t] = acc += g ? (double)g[t] : 0;
 }
 
+/* Y[c, r] = a_r X[r, c] (a NULL: 1) for X [r rows, c columns] with row stride ldx; Y's row stride ldy */
+static void FN(ssd_transpose)(int64_t r, int64_t c, const REAL *X, int64_t ldx, const REAL *a, REAL *Y, int64_t ldy) {
+    for (int64_t i = 0; i < r; i++) {
+        const REAL s = a ? a[i] : 1;
+        for (int64_t j = 0; j < c; j++) Y[j * ldy + i] = s * X[i * ldx + j];
+    }
+}
+
 static void FN(ssd_fwd_head)(int64_t T, int64_t C, int64_t dk, int64_t dv, const REAL *q, const REAL *k, const REAL *v,
                              const REAL *g, const REAL *s0, REAL *o, REAL *s_out, REAL *states, REAL *work,
                              double *G) {
     const int64_t sd = dk * dv;
-    REAL *S = work, *P = S + sd;
+    REAL *S = work, *P = S + sd, *Kt = P + C * C; /* Kt [dk, C]: K^T, then (diag(E) K)^T */
     if (s0)
         memcpy(S, s0, sizeof(REAL) * (size_t)sd);
     else
@@ -75,120 +85,120 @@ static void FN(ssd_fwd_head)(int64_t T, int64_t C, int64_t dk, int64_t dv, const
         REAL *O = o + c0 * dv;
         if (states) memcpy(states + ci * sd, S, sizeof(REAL) * (size_t)sd);
         FN(ssd_cumulative)(n, g ? g + c0 : NULL, G);
-        /* O = diag(exp G) Q S0 + (Q K^T * D) V */
+        /* P = (Q K^T) * D on and below the diagonal, 0 above */
+        FN(ssd_transpose)(n, dk, K, dk, NULL, Kt, C);
+        for (int64_t t = 0; t < n; t++) memset(P + t * C, 0, sizeof(REAL) * (size_t)n);
+        FN(ssd_gemm_acc)(n, dk, n, Q, dk, Kt, C, P, C);
+        for (int64_t t = 0; t < n; t++)
+            for (int64_t s = 0; s < n; s++) P[t * C + s] = s <= t ? (g ? (REAL)exp(G[t] - G[s]) : 1) * P[t * C + s] : 0;
+        /* O = diag(exp G) Q S0 + P V */
         memset(O, 0, sizeof(REAL) * (size_t)(n * dv));
         FN(ssd_gemm_acc)(n, dk, dv, Q, dk, S, dv, O, dv);
-        for (int64_t t = 0; t < n; t++) {
-            const REAL e = g ? (REAL)exp(G[t]) : 1;
-            for (int64_t j = 0; j < dv; j++) O[t * dv + j] *= e;
-            for (int64_t s = 0; s < C; s++)
-                P[t * C + s] = s <= t ? FN(ssd_dot)(dk, Q + t * dk, K + s * dk) * (g ? (REAL)exp(G[t] - G[s]) : 1) : 0;
-        }
-        FN(ssd_gemm_acc)(n, n, dv, P, C, V, dv, O, dv);
-        /* S = exp(G_{n-1}) S + sum_s E_s k_s v_s^T */
-        const REAL eL = g ? (REAL)exp(G[n - 1]) : 1;
         if (g)
+            for (int64_t t = 0; t < n; t++) {
+                const REAL e = (REAL)exp(G[t]);
+                for (int64_t j = 0; j < dv; j++) O[t * dv + j] *= e;
+            }
+        FN(ssd_gemm_acc)(n, n, dv, P, C, V, dv, O, dv);
+        /* S = exp(G_{n-1}) S + (diag(E) K)^T V */
+        if (g) {
+            const REAL eL = (REAL)exp(G[n - 1]);
             for (int64_t i = 0; i < sd; i++) S[i] *= eL;
-        for (int64_t s = 0; s < n; s++) {
-            const REAL e = g ? (REAL)exp(G[n - 1] - G[s]) : 1;
-            const REAL *ks = K + s * dk, *vs = V + s * dv;
-            for (int64_t a = 0; a < dk; a++) {
-                const REAL c = e * ks[a];
-                REAL *row = S + a * dv;
-                for (int64_t j = 0; j < dv; j++) row[j] += c * vs[j];
+            for (int64_t s = 0; s < n; s++) {
+                const REAL e = (REAL)exp(G[n - 1] - G[s]);
+                for (int64_t a = 0; a < dk; a++) Kt[a * C + s] *= e;
             }
         }
+        FN(ssd_gemm_acc)(dk, n, dv, Kt, C, V, dv, S, dv);
     }
     if (s_out) memcpy(s_out, S, sizeof(REAL) * (size_t)sd);
 }
 
 static void FN(ssd_bwd_head)(int64_t T, int64_t C, int64_t dk, int64_t dv, const REAL *q, const REAL *k, const REAL *v,
                              const REAL *g, const REAL *states, const REAL *dout, const REAL *ds_out, REAL *dq, REAL *dkk,
-                             REAL *dvv, REAL *dg, REAL *ds0, REAL *work,
-                             double *G) {
+                             REAL *dvv, REAL *dg, REAL *ds0, REAL *work, double *G) {
     const int64_t sd = dk * dv, N = (T + C - 1) / C;
-    REAL *dS = work, *dSn = dS + sd, *A = dSn + sd, *W = A + C * C, *SdO = W + C * C, *dSv = SdO + C * dk,
-         *dSk = dSv + C * dk;
+    REAL *dS = work, *dSt = dS + sd, *S0t = dSt + sd; /* dS [dk, dv] and the transposes of dS and S0 [dv, dk] */
+    REAL *A = S0t + sd, *W = A + C * C, *At = W + C * C, *Wt = At + C * C; /* [C, C] each */
+    REAL *Kt = Wt + C * C, *SdO = Kt + C * dk, *dSv = SdO + C * dk;        /* Kt [dk, C]; [C, dk] */
+    REAL *Vt = dSv + C * dk, *dSk = Vt + C * dv, *dOz = dSk + C * dv;      /* Vt [dv, C]; [C, dv] */
     double *dG = G + C; /* the gate's gradient sums terms that cancel: in double, as G */
     if (ds_out)
         memcpy(dS, ds_out, sizeof(REAL) * (size_t)sd);
     else
         memset(dS, 0, sizeof(REAL) * (size_t)sd);
+    if (!dout) memset(dOz, 0, sizeof(REAL) * (size_t)(C * dv)); /* no output cotangent: zeros */
     for (int64_t ci = N - 1; ci >= 0; ci--) {
         const int64_t c0 = ci * C, n = T - c0 < C ? T - c0 : C;
         const REAL *Q = q + c0 * dk, *K = k + c0 * dk, *V = v + c0 * dv, *S0 = states + ci * sd;
-        const REAL *dO = dout ? dout + c0 * dv : NULL;
+        const REAL *dO = dout ? dout + c0 * dv : dOz;
         REAL *dQ = dq + c0 * dk, *dK = dkk + c0 * dk, *dV = dvv + c0 * dv;
         FN(ssd_cumulative)(n, g ? g + c0 : NULL, G);
-        const REAL eL = g ? (REAL)exp(G[n - 1]) : 1;
         for (int64_t t = 0; t < n; t++) dG[t] = 0;
-        /* the lower triangles A_ts = q_t . k_s and W_ts = dO_t . v_s, both already scaled by D_ts */
-        for (int64_t t = 0; t < n; t++)
-            for (int64_t s = 0; s <= t; s++) {
-                const REAL d = g ? (REAL)exp(G[t] - G[s]) : 1;
-                A[t * C + s] = d * FN(ssd_dot)(dk, Q + t * dk, K + s * dk);
-                W[t * C + s] = dO ? d * FN(ssd_dot)(dv, dO + t * dv, V + s * dv) : 0;
-            }
-        /* S0 dO_t, dS v_s, dS^T k_s */
+        /* A = (Q K^T) * D and W = (dO V^T) * D (lower triangles), with their transposes; the pairs s < t of
+         * the gate's gradient, (q_t . k_s)(dO_t . v_s) D_ts, from the products before W is scaled */
+        FN(ssd_transpose)(n, dk, K, dk, NULL, Kt, C);
+        FN(ssd_transpose)(n, dv, V, dv, NULL, Vt, C);
         for (int64_t t = 0; t < n; t++) {
-            for (int64_t a = 0; a < dk; a++) {
-                SdO[t * dk + a] = dO ? FN(ssd_dot)(dv, S0 + a * dv, dO + t * dv) : 0;
-                dSv[t * dk + a] = FN(ssd_dot)(dv, dS + a * dv, V + t * dv);
-            }
-            REAL *r = dSk + t * dv;
-            for (int64_t j = 0; j < dv; j++) r[j] = 0;
-            for (int64_t a = 0; a < dk; a++) {
-                const REAL c = K[t * dk + a], *row = dS + a * dv;
-                for (int64_t j = 0; j < dv; j++) r[j] += c * row[j];
-            }
+            memset(A + t * C, 0, sizeof(REAL) * (size_t)n);
+            memset(W + t * C, 0, sizeof(REAL) * (size_t)n);
         }
+        FN(ssd_gemm_acc)(n, dk, n, Q, dk, Kt, C, A, C);
+        FN(ssd_gemm_acc)(n, dv, n, dO, dv, Vt, C, W, C);
+        for (int64_t t = 0; t < n; t++)
+            for (int64_t s = 0; s < n; s++) {
+                REAL *a = A + t * C + s, *w = W + t * C + s;
+                if (s > t) {
+                    *a = *w = 0;
+                    continue;
+                }
+                const REAL d = g ? (REAL)exp(G[t] - G[s]) : 1;
+                *a *= d;
+                if (g && s < t) {
+                    const double pair = (double)*a * *w;
+                    dG[t] += pair;
+                    dG[s] -= pair;
+                }
+                *w *= d;
+            }
+        for (int64_t t = 0; t < n; t++)
+            for (int64_t s = 0; s < n; s++) At[s * C + t] = A[t * C + s], Wt[s * C + t] = W[t * C + s];
+        /* SdO = dO S0^T, dSv = V dS^T [n, dk]; dSk = K dS [n, dv] */
+        FN(ssd_transpose)(dk, dv, S0, dv, NULL, S0t, dk);
+        FN(ssd_transpose)(dk, dv, dS, dv, NULL, dSt, dk);
+        memset(SdO, 0, sizeof(REAL) * (size_t)(n * dk));
+        memset(dSv, 0, sizeof(REAL) * (size_t)(n * dk));
+        memset(dSk, 0, sizeof(REAL) * (size_t)(n * dv));
+        FN(ssd_gemm_acc)(n, dv, dk, dO, dv, S0t, dk, SdO, dk);
+        FN(ssd_gemm_acc)(n, dv, dk, V, dv, dSt, dk, dSv, dk);
+        FN(ssd_gemm_acc)(n, dk, dv, K, dk, dS, dv, dSk, dv);
+        /* dQ = diag(exp G) SdO + W K;  dK = diag(E) dSv + W^T Q;  dV = diag(E) dSk + A^T dO */
         for (int64_t t = 0; t < n; t++) {
-            const REAL et = g ? (REAL)exp(G[t]) : 1, Es = g ? (REAL)exp(G[n - 1] - G[t]) : 1;
-            /* dq_t = exp(G_t) S0 dO_t + sum_{s<=t} D_ts W_ts k_s */
-            REAL *dqt = dQ + t * dk;
-            for (int64_t a = 0; a < dk; a++) dqt[a] = et * SdO[t * dk + a];
-            for (int64_t s = 0; s <= t; s++) {
-                const REAL c = W[t * C + s], *ks = K + s * dk;
-                for (int64_t a = 0; a < dk; a++) dqt[a] += c * ks[a];
+            const REAL et = g ? (REAL)exp(G[t]) : 1, Et = g ? (REAL)exp(G[n - 1] - G[t]) : 1;
+            for (int64_t a = 0; a < dk; a++) {
+                dQ[t * dk + a] = et * SdO[t * dk + a];
+                dK[t * dk + a] = Et * dSv[t * dk + a];
             }
-            /* dk_t = sum_{r>=t} D_rt W_rt q_r + E_t dS v_t;  dv_t = sum_{r>=t} D_rt A_rt dO_r + E_t dS^T k_t */
-            REAL *dkt = dK + t * dk, *dvt = dV + t * dv;
-            for (int64_t a = 0; a < dk; a++) dkt[a] = Es * dSv[t * dk + a];
-            for (int64_t j = 0; j < dv; j++) dvt[j] = Es * dSk[t * dv + j];
-            for (int64_t r = t; r < n; r++) {
-                const REAL cw = W[r * C + t], ca = A[r * C + t], *qr = Q + r * dk;
-                for (int64_t a = 0; a < dk; a++) dkt[a] += cw * qr[a];
-                if (dO) {
-                    const REAL *dor = dO + r * dv;
-                    for (int64_t j = 0; j < dv; j++) dvt[j] += ca * dor[j];
-                }
-            }
-            if (g) {
-                /* exp(G_t) q_t^T S0 dO_t; the pairs (t, s) s < t; E_t k_t^T dS v_t */
+            for (int64_t j = 0; j < dv; j++) dV[t * dv + j] = Et * dSk[t * dv + j];
+            if (g) { /* the decays exp(G_t) of q_t^T S0 dO_t and E_t of k_t^T dS v_t */
                 dG[t] += et * FN(ssd_dot)(dk, Q + t * dk, SdO + t * dk);
-                for (int64_t s = 0; s < t; s++) {
-                    const double w = (double)A[t * C + s] * (dO ? FN(ssd_dot)(dv, dO + t * dv, V + s * dv) : 0);
-                    dG[t] += w;
-                    dG[s] -= w;
-                }
-                const double u = Es * FN(ssd_dot)(dk, K + t * dk, dSv + t * dk);
+                const double u = Et * FN(ssd_dot)(dk, K + t * dk, dSv + t * dk);
                 dG[n - 1] += u;
                 dG[t] -= u;
             }
         }
-        /* dS before the chunk: exp(G_{n-1}) dS + sum_t exp(G_t) q_t dO_t^T */
-        for (int64_t i = 0; i < sd; i++) dSn[i] = eL * dS[i];
-        if (g) dG[n - 1] += eL * FN(ssd_dot)(sd, dS, S0);
-        if (dO)
-            for (int64_t t = 0; t < n; t++) {
-                const REAL et = g ? (REAL)exp(G[t]) : 1, *qt = Q + t * dk, *dot = dO + t * dv;
-                for (int64_t a = 0; a < dk; a++) {
-                    const REAL c = et * qt[a];
-                    REAL *row = dSn + a * dv;
-                    for (int64_t j = 0; j < dv; j++) row[j] += c * dot[j];
-                }
-            }
-        memcpy(dS, dSn, sizeof(REAL) * (size_t)sd);
+        FN(ssd_gemm_acc)(n, n, dk, W, C, K, dk, dQ, dk);
+        FN(ssd_gemm_acc)(n, n, dk, Wt, C, Q, dk, dK, dk);
+        FN(ssd_gemm_acc)(n, n, dv, At, C, dO, dv, dV, dv);
+        /* dS before the chunk: exp(G_{n-1}) dS + (diag(exp G) Q)^T dO (Kt's room holds that transpose) */
+        if (g) {
+            const REAL eL = (REAL)exp(G[n - 1]);
+            dG[n - 1] += eL * FN(ssd_dot)(sd, dS, S0);
+            for (int64_t i = 0; i < sd; i++) dS[i] *= eL;
+            for (int64_t t = 0; t < n; t++) A[t] = (REAL)exp(G[t]); /* A is free now */
+        }
+        FN(ssd_transpose)(n, dk, Q, dk, g ? A : NULL, Kt, C);
+        FN(ssd_gemm_acc)(dk, n, dv, Kt, C, dO, dv, dS, dv);
         if (g) { /* g_j enters every G_t with t >= j */
             double acc = 0;
             for (int64_t t = n - 1; t >= 0; t--) dg[c0 + t] = (REAL)(acc += dG[t]);
