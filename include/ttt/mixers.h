@@ -14,7 +14,7 @@
  * functions: ttt_gated_delta_chunked runs as one fused op where the backend has the kernels
  * (backend.h: gdn_chunk_fwd / gdn_chunk_bwd; the CPU, and CUDA in f32 for chunks up to 64),
  * and ttt_ssd_chunked and ttt_linear_attention_chunked as one fused op for both (backend.h:
- * ssd_chunk_fwd / ssd_chunk_bwd; the CPU), unless TTT_FUSED=0; their first-order gradients come
+ * ssd_chunk_fwd / ssd_chunk_bwd; the CPU, and CUDA in f32 with TTT_SSD_CUDA_FUSED=1), unless TTT_FUSED=0; their first-order gradients come
  * from the fused backward, higher orders from the composed form recomputed, so every order is
  * still exact.
  *
