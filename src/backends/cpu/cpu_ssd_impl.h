@@ -15,32 +15,45 @@
  * and the gate through dG_t, the gradient of the cumulative log decay: every factor exp(G_a - G_b) of a term
  * adds the term to dG_a and subtracts it from dG_b; then dg_j = sum_{t >= j in the chunk} dG_t. */
 
-/* Y[n, w] += X[n, m] Z[m, w], row-major with row strides ldx, ldz, ldy; four rows of Y at a time share
- * each load of a row of Z, and the innermost loop runs along a row of Y, so it vectorizes (a dot product's
- * reduction would not, without reassociation). Every product of a chunk goes through here, transposing an
- * operand first where the math contracts over its rows. */
+/* Y[n, w] += X[n, m] Z[m, w], row-major with row strides ldx, ldz, ldy. A 4 x W block of Y is held in
+ * registers while the contracted axis streams (each load of a row piece of Z feeds four multiply-adds, and
+ * the W columns vectorize); Y is read and written once per block. Every product of a chunk goes through
+ * here, transposing an operand first where the math contracts over its rows. */
 static void FN(ssd_gemm_acc)(int64_t n, int64_t m, int64_t w, const REAL *X, int64_t ldx, const REAL *Z, int64_t ldz,
                              REAL *Y, int64_t ldy) {
-    int64_t i = 0;
-    for (; i + 4 <= n; i += 4) {
-        REAL *y0 = Y + i * ldy, *y1 = y0 + ldy, *y2 = y1 + ldy, *y3 = y2 + ldy;
-        const REAL *x0 = X + i * ldx, *x1 = x0 + ldx, *x2 = x1 + ldx, *x3 = x2 + ldx;
-        for (int64_t a = 0; a < m; a++) {
-            const REAL c0 = x0[a], c1 = x1[a], c2 = x2[a], c3 = x3[a], *z = Z + a * ldz;
-            for (int64_t j = 0; j < w; j++) {
-                y0[j] += c0 * z[j];
-                y1[j] += c1 * z[j];
-                y2[j] += c2 * z[j];
-                y3[j] += c3 * z[j];
+    enum { R = 4, W = 128 / (int)sizeof(REAL) }; /* 32 floats or 16 doubles: 8 vector accumulators with AVX-512 */
+    for (int64_t i = 0; i < n; i += R) {
+        const int64_t r = n - i < R ? n - i : R;
+        for (int64_t x = 0; x < w; x += W) {
+            const int64_t cw = w - x < W ? w - x : W;
+            REAL t[R][W] = {{0}};
+            if (r == R && cw == W) {
+                const REAL *x0 = X + i * ldx, *x1 = x0 + ldx, *x2 = x1 + ldx, *x3 = x2 + ldx;
+                for (int64_t a = 0; a < m; a++) {
+                    const REAL *z = Z + a * ldz + x;
+                    const REAL c0 = x0[a], c1 = x1[a], c2 = x2[a], c3 = x3[a];
+                    for (int c = 0; c < W; c++) {
+                        t[0][c] += c0 * z[c];
+                        t[1][c] += c1 * z[c];
+                        t[2][c] += c2 * z[c];
+                        t[3][c] += c3 * z[c];
+                    }
+                }
+            } else {
+                for (int64_t a = 0; a < m; a++) {
+                    const REAL *z = Z + a * ldz + x;
+                    for (int64_t rr = 0; rr < r; rr++) {
+                        const REAL c0 = X[(i + rr) * ldx + a];
+                        for (int64_t c = 0; c < cw; c++) t[rr][c] += c0 * z[c];
+                    }
+                }
+            }
+            for (int64_t rr = 0; rr < r; rr++) {
+                REAL *y = Y + (i + rr) * ldy + x;
+                for (int64_t c = 0; c < cw; c++) y[c] += t[rr][c];
             }
         }
     }
-    for (; i < n; i++)
-        for (int64_t a = 0; a < m; a++) {
-            const REAL c = X[i * ldx + a], *z = Z + a * ldz;
-            REAL *y = Y + i * ldy;
-            for (int64_t j = 0; j < w; j++) y[j] += c * z[j];
-        }
 }
 
 static REAL FN(ssd_dot)(int64_t n, const REAL *a, const REAL *b) {
@@ -53,6 +66,12 @@ static REAL FN(ssd_dot)(int64_t n, const REAL *a, const REAL *b) {
 static int64_t FN(ssd_fwd_scratch)(int64_t C, int64_t dk, int64_t dv) { return dk * dv + C * C + C * dk; }
 static int64_t FN(ssd_bwd_scratch)(int64_t C, int64_t dk, int64_t dv) {
     return 3 * dk * dv + 4 * C * C + 3 * C * dk + 3 * C * dv;
+}
+
+/* A decay exp(x) in REAL: float's expf for f32 (several times faster than exp, and the exponent, a
+ * difference of double cumulative sums, is exact to float's precision), exp for f64. */
+static inline REAL FN(ssd_exp)(double x) {
+    return sizeof(REAL) == sizeof(float) ? (REAL)expf((float)x) : (REAL)exp(x);
 }
 
 /* Cumulative log decay of the chunk's n tokens (zeros without gates), in double also for f32: with strong
@@ -90,22 +109,22 @@ static void FN(ssd_fwd_head)(int64_t T, int64_t C, int64_t dk, int64_t dv, const
         for (int64_t t = 0; t < n; t++) memset(P + t * C, 0, sizeof(REAL) * (size_t)n);
         FN(ssd_gemm_acc)(n, dk, n, Q, dk, Kt, C, P, C);
         for (int64_t t = 0; t < n; t++)
-            for (int64_t s = 0; s < n; s++) P[t * C + s] = s <= t ? (g ? (REAL)exp(G[t] - G[s]) : 1) * P[t * C + s] : 0;
+            for (int64_t s = 0; s < n; s++) P[t * C + s] = s <= t ? (g ? FN(ssd_exp)(G[t] - G[s]) : 1) * P[t * C + s] : 0;
         /* O = diag(exp G) Q S0 + P V */
         memset(O, 0, sizeof(REAL) * (size_t)(n * dv));
         FN(ssd_gemm_acc)(n, dk, dv, Q, dk, S, dv, O, dv);
         if (g)
             for (int64_t t = 0; t < n; t++) {
-                const REAL e = (REAL)exp(G[t]);
+                const REAL e = FN(ssd_exp)(G[t]);
                 for (int64_t j = 0; j < dv; j++) O[t * dv + j] *= e;
             }
         FN(ssd_gemm_acc)(n, n, dv, P, C, V, dv, O, dv);
         /* S = exp(G_{n-1}) S + (diag(E) K)^T V */
         if (g) {
-            const REAL eL = (REAL)exp(G[n - 1]);
+            const REAL eL = FN(ssd_exp)(G[n - 1]);
             for (int64_t i = 0; i < sd; i++) S[i] *= eL;
             for (int64_t s = 0; s < n; s++) {
-                const REAL e = (REAL)exp(G[n - 1] - G[s]);
+                const REAL e = FN(ssd_exp)(G[n - 1] - G[s]);
                 for (int64_t a = 0; a < dk; a++) Kt[a * C + s] *= e;
             }
         }
@@ -152,7 +171,7 @@ static void FN(ssd_bwd_head)(int64_t T, int64_t C, int64_t dk, int64_t dv, const
                     *a = *w = 0;
                     continue;
                 }
-                const REAL d = g ? (REAL)exp(G[t] - G[s]) : 1;
+                const REAL d = g ? FN(ssd_exp)(G[t] - G[s]) : 1;
                 *a *= d;
                 if (g && s < t) {
                     const double pair = (double)*a * *w;
@@ -174,7 +193,7 @@ static void FN(ssd_bwd_head)(int64_t T, int64_t C, int64_t dk, int64_t dv, const
         FN(ssd_gemm_acc)(n, dk, dv, K, dk, dS, dv, dSk, dv);
         /* dQ = diag(exp G) SdO + W K;  dK = diag(E) dSv + W^T Q;  dV = diag(E) dSk + A^T dO */
         for (int64_t t = 0; t < n; t++) {
-            const REAL et = g ? (REAL)exp(G[t]) : 1, Et = g ? (REAL)exp(G[n - 1] - G[t]) : 1;
+            const REAL et = g ? FN(ssd_exp)(G[t]) : 1, Et = g ? FN(ssd_exp)(G[n - 1] - G[t]) : 1;
             for (int64_t a = 0; a < dk; a++) {
                 dQ[t * dk + a] = et * SdO[t * dk + a];
                 dK[t * dk + a] = Et * dSv[t * dk + a];
@@ -192,10 +211,10 @@ static void FN(ssd_bwd_head)(int64_t T, int64_t C, int64_t dk, int64_t dv, const
         FN(ssd_gemm_acc)(n, n, dv, At, C, dO, dv, dV, dv);
         /* dS before the chunk: exp(G_{n-1}) dS + (diag(exp G) Q)^T dO (Kt's room holds that transpose) */
         if (g) {
-            const REAL eL = (REAL)exp(G[n - 1]);
+            const REAL eL = FN(ssd_exp)(G[n - 1]);
             dG[n - 1] += eL * FN(ssd_dot)(sd, dS, S0);
             for (int64_t i = 0; i < sd; i++) dS[i] *= eL;
-            for (int64_t t = 0; t < n; t++) A[t] = (REAL)exp(G[t]); /* A is free now */
+            for (int64_t t = 0; t < n; t++) A[t] = FN(ssd_exp)(G[t]); /* A is free now */
         }
         FN(ssd_transpose)(n, dk, Q, dk, g ? A : NULL, Kt, C);
         FN(ssd_gemm_acc)(dk, n, dv, Kt, C, dO, dv, dS, dv);
