@@ -62,10 +62,25 @@ static REAL FN(ssd_dot)(int64_t n, const REAL *a, const REAL *b) {
     return s;
 }
 
+/* The row stride of the value-wide buffers: dv rounded up to 16 elements, so that their rows start on
+ * cache-line boundaries whatever dv is. Linear attention's values are dv + 1 wide (the normaliser column):
+ * unpadded, every row of an odd width starts misaligned and the products ran 3.6x slower at dv = 65 than at
+ * 64 (f32, T 2K, one thread). */
+static int64_t FN(ssd_ld)(int64_t dv) { return (dv + 15) / 16 * 16; }
+
 /* Scratch elements per thread (REAL), besides 2 C doubles for G and dG. */
-static int64_t FN(ssd_fwd_scratch)(int64_t C, int64_t dk, int64_t dv) { return dk * dv + C * C + C * dk; }
+static int64_t FN(ssd_fwd_scratch)(int64_t C, int64_t dk, int64_t dv) {
+    const int64_t ldv = FN(ssd_ld)(dv);
+    return dk * ldv + C * C + C * dk + 2 * C * ldv;
+}
 static int64_t FN(ssd_bwd_scratch)(int64_t C, int64_t dk, int64_t dv) {
-    return 3 * dk * dv + 4 * C * C + 3 * C * dk + 3 * C * dv;
+    const int64_t ldv = FN(ssd_ld)(dv);
+    return dk * ldv + 2 * dk * dv + 4 * C * C + 3 * C * dk + C * dv + 3 * C * ldv;
+}
+
+/* rows x cols from X (row stride ldx) to Y (row stride ldy) */
+static void FN(ssd_copy_rows)(int64_t rows, int64_t cols, const REAL *X, int64_t ldx, REAL *Y, int64_t ldy) {
+    for (int64_t r = 0; r < rows; r++) memcpy(Y + r * ldy, X + r * ldx, sizeof(REAL) * (size_t)cols);
 }
 
 /* A decay exp(x) in REAL: float's expf for f32 (several times faster than exp, and the exponent, a
@@ -92,17 +107,16 @@ static void FN(ssd_transpose)(int64_t r, int64_t c, const REAL *X, int64_t ldx, 
 static void FN(ssd_fwd_head)(int64_t T, int64_t C, int64_t dk, int64_t dv, const REAL *q, const REAL *k, const REAL *v,
                              const REAL *g, const REAL *s0, REAL *o, REAL *s_out, REAL *states, REAL *work,
                              double *G) {
-    const int64_t sd = dk * dv;
-    REAL *S = work, *P = S + sd, *Kt = P + C * C; /* Kt [dk, C]: K^T, then (diag(E) K)^T */
-    if (s0)
-        memcpy(S, s0, sizeof(REAL) * (size_t)sd);
-    else
-        memset(S, 0, sizeof(REAL) * (size_t)sd);
+    const int64_t sd = dk * dv, ldv = FN(ssd_ld)(dv);
+    REAL *S = work, *P = S + dk * ldv, *Kt = P + C * C; /* S [dk, ldv]; Kt [dk, C]: K^T, then (diag(E) K)^T */
+    REAL *Vp = Kt + C * dk, *Op = Vp + C * ldv;          /* the chunk's V and O at row stride ldv */
+    memset(S, 0, sizeof(REAL) * (size_t)(dk * ldv));
+    if (s0) FN(ssd_copy_rows)(dk, dv, s0, dv, S, ldv);
     for (int64_t c0 = 0, ci = 0; c0 < T; c0 += C, ci++) {
         const int64_t n = T - c0 < C ? T - c0 : C;
-        const REAL *Q = q + c0 * dk, *K = k + c0 * dk, *V = v + c0 * dv;
-        REAL *O = o + c0 * dv;
-        if (states) memcpy(states + ci * sd, S, sizeof(REAL) * (size_t)sd);
+        const REAL *Q = q + c0 * dk, *K = k + c0 * dk;
+        if (states) FN(ssd_copy_rows)(dk, dv, S, ldv, states + ci * sd, dv);
+        FN(ssd_copy_rows)(n, dv, v + c0 * dv, dv, Vp, ldv);
         FN(ssd_cumulative)(n, g ? g + c0 : NULL, G);
         /* P = (Q K^T) * D on and below the diagonal, 0 above */
         FN(ssd_transpose)(n, dk, K, dk, NULL, Kt, C);
@@ -111,47 +125,48 @@ static void FN(ssd_fwd_head)(int64_t T, int64_t C, int64_t dk, int64_t dv, const
         for (int64_t t = 0; t < n; t++)
             for (int64_t s = 0; s < n; s++) P[t * C + s] = s <= t ? (g ? FN(ssd_exp)(G[t] - G[s]) : 1) * P[t * C + s] : 0;
         /* O = diag(exp G) Q S0 + P V */
-        memset(O, 0, sizeof(REAL) * (size_t)(n * dv));
-        FN(ssd_gemm_acc)(n, dk, dv, Q, dk, S, dv, O, dv);
+        for (int64_t t = 0; t < n; t++) memset(Op + t * ldv, 0, sizeof(REAL) * (size_t)dv);
+        FN(ssd_gemm_acc)(n, dk, dv, Q, dk, S, ldv, Op, ldv);
         if (g)
             for (int64_t t = 0; t < n; t++) {
                 const REAL e = FN(ssd_exp)(G[t]);
-                for (int64_t j = 0; j < dv; j++) O[t * dv + j] *= e;
+                for (int64_t j = 0; j < dv; j++) Op[t * ldv + j] *= e;
             }
-        FN(ssd_gemm_acc)(n, n, dv, P, C, V, dv, O, dv);
+        FN(ssd_gemm_acc)(n, n, dv, P, C, Vp, ldv, Op, ldv);
+        FN(ssd_copy_rows)(n, dv, Op, ldv, o + c0 * dv, dv);
         /* S = exp(G_{n-1}) S + (diag(E) K)^T V */
         if (g) {
             const REAL eL = FN(ssd_exp)(G[n - 1]);
-            for (int64_t i = 0; i < sd; i++) S[i] *= eL;
+            for (int64_t i = 0; i < dk * ldv; i++) S[i] *= eL;
             for (int64_t s = 0; s < n; s++) {
                 const REAL e = FN(ssd_exp)(G[n - 1] - G[s]);
                 for (int64_t a = 0; a < dk; a++) Kt[a * C + s] *= e;
             }
         }
-        FN(ssd_gemm_acc)(dk, n, dv, Kt, C, V, dv, S, dv);
+        FN(ssd_gemm_acc)(dk, n, dv, Kt, C, Vp, ldv, S, ldv);
     }
-    if (s_out) memcpy(s_out, S, sizeof(REAL) * (size_t)sd);
+    if (s_out) FN(ssd_copy_rows)(dk, dv, S, ldv, s_out, dv);
 }
 
 static void FN(ssd_bwd_head)(int64_t T, int64_t C, int64_t dk, int64_t dv, const REAL *q, const REAL *k, const REAL *v,
                              const REAL *g, const REAL *states, const REAL *dout, const REAL *ds_out, REAL *dq, REAL *dkk,
                              REAL *dvv, REAL *dg, REAL *ds0, REAL *work, double *G) {
-    const int64_t sd = dk * dv, N = (T + C - 1) / C;
-    REAL *dS = work, *dSt = dS + sd, *S0t = dSt + sd; /* dS [dk, dv] and the transposes of dS and S0 [dv, dk] */
+    const int64_t sd = dk * dv, N = (T + C - 1) / C, ldv = FN(ssd_ld)(dv);
+    REAL *dS = work, *dSt = dS + dk * ldv, *S0t = dSt + sd; /* dS [dk, ldv]; the transposes of dS and S0 [dv, dk] */
     REAL *A = S0t + sd, *W = A + C * C, *At = W + C * C, *Wt = At + C * C; /* [C, C] each */
     REAL *Kt = Wt + C * C, *SdO = Kt + C * dk, *dSv = SdO + C * dk;        /* Kt [dk, C]; [C, dk] */
-    REAL *Vt = dSv + C * dk, *dSk = Vt + C * dv, *dOz = dSk + C * dv;      /* Vt [dv, C]; [C, dv] */
+    REAL *Vt = dSv + C * dk, *dSk = Vt + C * dv, *dOp = dSk + C * ldv;     /* Vt [dv, C]; [C, ldv] */
+    REAL *dVp = dOp + C * ldv;                                             /* [C, ldv] */
     double *dG = G + C; /* the gate's gradient sums terms that cancel: in double, as G */
-    if (ds_out)
-        memcpy(dS, ds_out, sizeof(REAL) * (size_t)sd);
-    else
-        memset(dS, 0, sizeof(REAL) * (size_t)sd);
-    if (!dout) memset(dOz, 0, sizeof(REAL) * (size_t)(C * dv)); /* no output cotangent: zeros */
+    memset(dS, 0, sizeof(REAL) * (size_t)(dk * ldv));
+    if (ds_out) FN(ssd_copy_rows)(dk, dv, ds_out, dv, dS, ldv);
+    if (!dout) memset(dOp, 0, sizeof(REAL) * (size_t)(C * ldv)); /* no output cotangent: zeros */
     for (int64_t ci = N - 1; ci >= 0; ci--) {
         const int64_t c0 = ci * C, n = T - c0 < C ? T - c0 : C;
         const REAL *Q = q + c0 * dk, *K = k + c0 * dk, *V = v + c0 * dv, *S0 = states + ci * sd;
-        const REAL *dO = dout ? dout + c0 * dv : dOz;
-        REAL *dQ = dq + c0 * dk, *dK = dkk + c0 * dk, *dV = dvv + c0 * dv;
+        const REAL *dO = dOp;
+        if (dout) FN(ssd_copy_rows)(n, dv, dout + c0 * dv, dv, dOp, ldv);
+        REAL *dQ = dq + c0 * dk, *dK = dkk + c0 * dk;
         FN(ssd_cumulative)(n, g ? g + c0 : NULL, G);
         for (int64_t t = 0; t < n; t++) dG[t] = 0;
         /* A = (Q K^T) * D and W = (dO V^T) * D (lower triangles), with their transposes; the pairs s < t of
@@ -163,7 +178,7 @@ static void FN(ssd_bwd_head)(int64_t T, int64_t C, int64_t dk, int64_t dv, const
             memset(W + t * C, 0, sizeof(REAL) * (size_t)n);
         }
         FN(ssd_gemm_acc)(n, dk, n, Q, dk, Kt, C, A, C);
-        FN(ssd_gemm_acc)(n, dv, n, dO, dv, Vt, C, W, C);
+        FN(ssd_gemm_acc)(n, dv, n, dO, ldv, Vt, C, W, C);
         for (int64_t t = 0; t < n; t++)
             for (int64_t s = 0; s < n; s++) {
                 REAL *a = A + t * C + s, *w = W + t * C + s;
@@ -184,13 +199,13 @@ static void FN(ssd_bwd_head)(int64_t T, int64_t C, int64_t dk, int64_t dv, const
             for (int64_t s = 0; s < n; s++) At[s * C + t] = A[t * C + s], Wt[s * C + t] = W[t * C + s];
         /* SdO = dO S0^T, dSv = V dS^T [n, dk]; dSk = K dS [n, dv] */
         FN(ssd_transpose)(dk, dv, S0, dv, NULL, S0t, dk);
-        FN(ssd_transpose)(dk, dv, dS, dv, NULL, dSt, dk);
+        FN(ssd_transpose)(dk, dv, dS, ldv, NULL, dSt, dk);
         memset(SdO, 0, sizeof(REAL) * (size_t)(n * dk));
         memset(dSv, 0, sizeof(REAL) * (size_t)(n * dk));
-        memset(dSk, 0, sizeof(REAL) * (size_t)(n * dv));
-        FN(ssd_gemm_acc)(n, dv, dk, dO, dv, S0t, dk, SdO, dk);
+        for (int64_t t = 0; t < n; t++) memset(dSk + t * ldv, 0, sizeof(REAL) * (size_t)dv);
+        FN(ssd_gemm_acc)(n, dv, dk, dO, ldv, S0t, dk, SdO, dk);
         FN(ssd_gemm_acc)(n, dv, dk, V, dv, dSt, dk, dSv, dk);
-        FN(ssd_gemm_acc)(n, dk, dv, K, dk, dS, dv, dSk, dv);
+        FN(ssd_gemm_acc)(n, dk, dv, K, dk, dS, ldv, dSk, ldv);
         /* dQ = diag(exp G) SdO + W K;  dK = diag(E) dSv + W^T Q;  dV = diag(E) dSk + A^T dO */
         for (int64_t t = 0; t < n; t++) {
             const REAL et = g ? FN(ssd_exp)(G[t]) : 1, Et = g ? FN(ssd_exp)(G[n - 1] - G[t]) : 1;
@@ -198,7 +213,7 @@ static void FN(ssd_bwd_head)(int64_t T, int64_t C, int64_t dk, int64_t dv, const
                 dQ[t * dk + a] = et * SdO[t * dk + a];
                 dK[t * dk + a] = Et * dSv[t * dk + a];
             }
-            for (int64_t j = 0; j < dv; j++) dV[t * dv + j] = Et * dSk[t * dv + j];
+            for (int64_t j = 0; j < dv; j++) dVp[t * ldv + j] = Et * dSk[t * ldv + j];
             if (g) { /* the decays exp(G_t) of q_t^T S0 dO_t and E_t of k_t^T dS v_t */
                 dG[t] += et * FN(ssd_dot)(dk, Q + t * dk, SdO + t * dk);
                 const double u = Et * FN(ssd_dot)(dk, K + t * dk, dSv + t * dk);
@@ -208,20 +223,23 @@ static void FN(ssd_bwd_head)(int64_t T, int64_t C, int64_t dk, int64_t dv, const
         }
         FN(ssd_gemm_acc)(n, n, dk, W, C, K, dk, dQ, dk);
         FN(ssd_gemm_acc)(n, n, dk, Wt, C, Q, dk, dK, dk);
-        FN(ssd_gemm_acc)(n, n, dv, At, C, dO, dv, dV, dv);
+        FN(ssd_gemm_acc)(n, n, dv, At, C, dO, ldv, dVp, ldv);
+        FN(ssd_copy_rows)(n, dv, dVp, ldv, dvv + c0 * dv, dv);
         /* dS before the chunk: exp(G_{n-1}) dS + (diag(exp G) Q)^T dO (Kt's room holds that transpose) */
         if (g) {
             const REAL eL = FN(ssd_exp)(G[n - 1]);
-            dG[n - 1] += eL * FN(ssd_dot)(sd, dS, S0);
-            for (int64_t i = 0; i < sd; i++) dS[i] *= eL;
+            double dot = 0;
+            for (int64_t a = 0; a < dk; a++) dot += FN(ssd_dot)(dv, dS + a * ldv, S0 + a * dv);
+            dG[n - 1] += eL * dot;
+            for (int64_t i = 0; i < dk * ldv; i++) dS[i] *= eL;
             for (int64_t t = 0; t < n; t++) A[t] = FN(ssd_exp)(G[t]); /* A is free now */
         }
         FN(ssd_transpose)(n, dk, Q, dk, g ? A : NULL, Kt, C);
-        FN(ssd_gemm_acc)(dk, n, dv, Kt, C, dO, dv, dS, dv);
+        FN(ssd_gemm_acc)(dk, n, dv, Kt, C, dO, ldv, dS, ldv);
         if (g) { /* g_j enters every G_t with t >= j */
             double acc = 0;
             for (int64_t t = n - 1; t >= 0; t--) dg[c0 + t] = (REAL)(acc += dG[t]);
         }
     }
-    if (ds0) memcpy(ds0, dS, sizeof(REAL) * (size_t)sd);
+    if (ds0) FN(ssd_copy_rows)(dk, dv, dS, ldv, ds0, dv);
 }
