@@ -22,11 +22,13 @@
  *   csv,impl,dtype,device,B,H,T,d,chunk,fwd_ms,fwd_bwd_ms,mem_gb,fused
  *
  * --fused on|off|both: the engine's fused paths (the default, fused = 1), a context made with
- * TTT_FUSED=0 (fused = 0: e.g. the Gated DeltaNet core composed of generic ops), or both in one run,
- * alternating per implementation and T (the before/after comparison of the fused chunkwise core).
+ * TTT_FUSED=0 (fused = 0: the chunkwise cores composed of generic ops), or both in one run,
+ * alternating per implementation and T (the before/after comparison of the fused chunkwise cores:
+ * gated_delta's (composed/gated_delta.c), linear_attn's and ssd's (composed/ssd.c), and the blocks'
+ * through them).
  *
  * --check: first, at a small size on the chosen device in f64, chunkwise == recurrent
- * for both cores (and for T not a multiple of the chunk), and the timed dtype against
+ * for the three cores (and for T not a multiple of the chunk), and the timed dtype against
  * f64; exit 1 on a mismatch.
  *
  * Usage: mixer_speed [--device cpu|cuda] [--dtype f32|f64|bf16] [--T 2048,8192] [--heads 12]
@@ -268,25 +270,28 @@ static int check(ttt_ctx *ctx, const opts *o) {
     ttt_tensor *fq = ttt_elu1(ctx, q), *fk = ttt_elu1(ctx, k), *nq = l2n(ctx, q), *nk = l2n(ctx, k);
     ttt_tensor *la = ttt_linear_attention_recurrent(ctx, fq, fk, v, 1e-6, NULL, NULL, NULL, NULL);
     ttt_tensor *gd = ttt_gated_delta_recurrent(ctx, nq, nk, v, b, g, NULL, NULL);
+    ttt_tensor *sd = ttt_ssd_recurrent(ctx, q, k, v, g, NULL, NULL);
     const int64_t chunks[2] = {16, 64};
     for (int c = 0; c < 2; c++) {
         double e1 = rel(ctx, ttt_linear_attention_chunked(ctx, fq, fk, v, chunks[c], 1e-6, NULL, NULL, NULL, NULL), la);
         double e2 = rel(ctx, ttt_gated_delta_chunked(ctx, nq, nk, v, b, g, chunks[c], NULL, NULL), gd);
-        printf("check f64 chunk %lld vs recurrent (T %lld): linear attention %.2e, gated delta %.2e\n",
-               (long long)chunks[c], (long long)T, e1, e2);
-        bad |= !(e1 < 1e-10) || !(e2 < 1e-10);
+        double e3 = rel(ctx, ttt_ssd_chunked(ctx, q, k, v, g, chunks[c], NULL, NULL), sd);
+        printf("check f64 chunk %lld vs recurrent (T %lld): linear attention %.2e, gated delta %.2e, ssd %.2e\n",
+               (long long)chunks[c], (long long)T, e1, e2, e3);
+        bad |= !(e1 < 1e-10) || !(e2 < 1e-10) || !(e3 < 1e-10);
     }
     if (o->dtype != TTT_F64) {
         const ttt_dtype dt = o->dtype;
 #define AS(x) ttt_cast(ctx, x, dt)
         double e1 = rel(ctx, ttt_linear_attention_chunked(ctx, AS(fq), AS(fk), AS(v), 64, 1e-6, NULL, NULL, NULL, NULL), la);
         double e2 = rel(ctx, ttt_gated_delta_chunked(ctx, AS(nq), AS(nk), AS(v), AS(b), AS(g), 64, NULL, NULL), gd);
+        double e3 = rel(ctx, ttt_ssd_chunked(ctx, AS(q), AS(k), AS(v), AS(g), 64, NULL, NULL), sd);
 #undef AS
         const double tol = dt == TTT_BF16 ? 5e-2 : 1e-4;
-        const double e3 = check_ttt_core(ctx, dt);
-        printf("check %s vs f64: linear attention %.2e, gated delta %.2e, ttt_linear_core (out, dq, dk) %.2e (tolerance "
-               "%.0e)\n", ttt_dtype_name(dt), e1, e2, e3, tol);
-        bad |= !(e1 < tol) || !(e2 < tol) || !(e3 < tol);
+        const double e4 = check_ttt_core(ctx, dt);
+        printf("check %s vs f64: linear attention %.2e, gated delta %.2e, ssd %.2e, ttt_linear_core (out, dq, dk) %.2e "
+               "(tolerance %.0e)\n", ttt_dtype_name(dt), e1, e2, e3, e4, tol);
+        bad |= !(e1 < tol) || !(e2 < tol) || !(e3 < tol) || !(e4 < tol);
     }
     ttt_step_reset(ctx);
     return bad;

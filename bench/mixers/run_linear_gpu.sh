@@ -14,7 +14,11 @@
 #      f32 and bf16, T = 2K and 8K, d = 64, then d = 128. docs/mixers.md has the expected times
 #      (not yet measured) and the FLOP / byte estimate to compare with. The variable stays exported, so
 #      step 4 (when it runs in the same call) trains the gated-deltanet LM through these kernels too,
-#      under CUDA graphs
+#      under CUDA graphs. Then the same for the fused SSD / linear-attention core
+#      (src/backends/cuda/ssd_chunk.cu; off unless TTT_SSD_CUDA_FUSED=1, exported here too): gradcheck of
+#      ssd(chunked) and linear_attention(chunked) on the device, mixer_speed --fused both for ssd,
+#      linear_attn and their blocks (f32 and bf16, T 2K and 8K, d = 64), so step 4's linear-attention
+#      and mamba2 LMs also run through them
 #   4. the 125M LM with each mixer (--mixer attention | linear-attention | gated-deltanet | mamba2),
 #      bf16 mixed precision, CUDA graphs on (the mixers must record), T = 2048, batch 4, 8 steps:
 #      tokens/s and the loss (tinyshakespeare shards made here)
@@ -58,6 +62,16 @@ if has fused; then
   done
   $B/mixer_speed --device cuda --dtype f32 --fused both --impl gated_delta --T 2048 --heads 12 --dim 128 --batch 1 \
     --chunk 64 --reps 5 2>&1 | log || status=1
+  export TTT_SSD_CUDA_FUSED=1 # the SSD / linear-attention kernels: off by default until measured
+  for op in "ssd(chunked)" "linear_attention(chunked)"; do
+    $B/ttt gradcheck --device cuda --op "$op" --seeds 3 2>&1 | sed 's/^/TTT_SSD_CUDA_FUSED=1 /' | log || status=1
+  done
+  for dt in f32 bf16; do
+    for impl in ssd linear_attn mamba2_block linattn_block; do
+      $B/mixer_speed --device cuda --dtype $dt --check --fused both --impl $impl --T ${TS:-2048,8192} --heads 12 \
+        --dim 64 --batch 1 --chunk 64 --reps 5 2>&1 | log || status=1
+    done
+  done
 fi
 if has lm; then
   $B/ttt data prepare --tokenizer data/gpt2-tokenizer --out "$OUT/ts.bin" data/tinyshakespeare/ >"$OUT/prep.log" 2>&1 \

@@ -230,7 +230,22 @@ typedef struct {
       (ttt_tensor *dq, ttt_tensor *dk, ttt_tensor *dv, ttt_tensor *dbeta, ttt_tensor *dg, ttt_tensor *ds0,       \
        const ttt_tensor *q, const ttt_tensor *k, const ttt_tensor *v, const ttt_tensor *beta, const ttt_tensor *g, \
        const ttt_tensor *states, const ttt_tensor *dout, const ttt_tensor *ds_out, int64_t chunk),              \
-      (dq, dk, dv, dbeta, dg, ds0, q, k, v, beta, g, states, dout, ds_out, chunk))
+      (dq, dk, dv, dbeta, dg, ds0, q, k, v, beta, g, states, dout, ds_out, chunk))                              \
+    /* Optional fused chunkwise decayed linear recurrence, Mamba 2's SSD (src/layers/mamba2.c) and, with g NULL, \
+     * causal linear attention's core (src/layers/linear_attention.c passes v with its normaliser column): per  \
+     * (batch, head) S_t = exp(g_t) S_{t-1} + k_t v_t^T, o_t = q_t^T S_t from S_0 = s0, chunk by chunk. Shapes,  \
+     * states, s_out and the declining as gdn_chunk_fwd's; g [B, H, T] or NULL (no decay: g = 0). */            \
+    X(ssd_chunk_fwd,                                                                                             \
+      (ttt_tensor *o, ttt_tensor *s_out, ttt_tensor *states, const ttt_tensor *q, const ttt_tensor *k,          \
+       const ttt_tensor *v, const ttt_tensor *g, const ttt_tensor *s0, int64_t chunk),                          \
+      (o, s_out, states, q, k, v, g, s0, chunk))                                                                 \
+    /* Optional. Its first-order gradients, chunks in reverse from the stored states: dq, dk, dv, dg (NULL      \
+     * exactly when g is) and ds0 (NULL: not wanted) from dout and ds_out (either NULL: zero). */                \
+    X(ssd_chunk_bwd,                                                                                             \
+      (ttt_tensor *dq, ttt_tensor *dk, ttt_tensor *dv, ttt_tensor *dg, ttt_tensor *ds0, const ttt_tensor *q,    \
+       const ttt_tensor *k, const ttt_tensor *v, const ttt_tensor *g, const ttt_tensor *states,                  \
+       const ttt_tensor *dout, const ttt_tensor *ds_out, int64_t chunk),                                         \
+      (dq, dk, dv, dg, ds0, q, k, v, g, states, dout, ds_out, chunk))
 
 /* TTT_K_copy, TTT_K_fill, ...: the kernel entries by number (profile rows, coverage). */
 typedef enum {

@@ -10,11 +10,13 @@
  *   - the whole mixer block on x [B, T, D]: projections, (convolutions, gates, norm),
  *     a parameter struct with init, and a decode state.
  * Everything is composed of the ops in ops.h, so it runs on every backend and is
- * differentiable to any order (gradients of gradients included). One exception, with the same
- * function: ttt_gated_delta_chunked runs as one fused op where the backend has the kernels
- * (backend.h: gdn_chunk_fwd / gdn_chunk_bwd; the CPU, and CUDA in f32 for chunks up to 64)
- * unless TTT_FUSED=0; its first-order gradients come from the fused backward,
- * higher orders from the composed form recomputed, so every order is still exact.
+ * differentiable to any order (gradients of gradients included). Exceptions, with the same
+ * functions: ttt_gated_delta_chunked runs as one fused op where the backend has the kernels
+ * (backend.h: gdn_chunk_fwd / gdn_chunk_bwd; the CPU, and CUDA in f32 for chunks up to 64),
+ * and ttt_ssd_chunked and ttt_linear_attention_chunked as one fused op for both (backend.h:
+ * ssd_chunk_fwd / ssd_chunk_bwd; the CPU, and CUDA in f32 with TTT_SSD_CUDA_FUSED=1), unless TTT_FUSED=0; their first-order gradients come
+ * from the fused backward, higher orders from the composed form recomputed, so every order is
+ * still exact.
  *
  * STATE CONVENTION (every mixer): a head's state S is [dk, dv] and a token reads it
  * with a row query, o_t = q_t^T S_t (the flash-linear-attention layout; the Gated

@@ -50,6 +50,14 @@ typedef ttt_tensor *(*ttt__gdn_core_fn)(ttt_ctx *ctx, ttt_tensor *q, ttt_tensor 
 ttt_tensor *ttt__gated_delta_fused(ttt_ctx *ctx, ttt_tensor *q, ttt_tensor *k, ttt_tensor *v, ttt_tensor *beta,
                                    ttt_tensor *g, int64_t chunk, ttt_tensor *s0, ttt_tensor **s_out,
                                    ttt__gdn_core_fn composed, int *declined);
+/* composed/ssd.c: the fused chunkwise decayed linear recurrence (backend.h: ssd_chunk_fwd, ssd_chunk_bwd),
+ * S_t = exp(g_t) S_{t-1} + k_t v_t^T, o_t = q_t^T S_t: ttt_ssd_chunked's core and, with g NULL (no decay),
+ * ttt_linear_attention_chunked's (v with the normaliser column). Inputs checked by the caller; the contract
+ * of ttt__gated_delta_fused (declined, bf16 in f32, composed differentiated under create_graph). */
+typedef ttt_tensor *(*ttt__ssd_core_fn)(ttt_ctx *ctx, ttt_tensor *q, ttt_tensor *k, ttt_tensor *v, ttt_tensor *g,
+                                        int64_t chunk, ttt_tensor *s0, ttt_tensor **s_out);
+ttt_tensor *ttt__ssd_fused(ttt_ctx *ctx, ttt_tensor *q, ttt_tensor *k, ttt_tensor *v, ttt_tensor *g, int64_t chunk,
+                           ttt_tensor *s0, ttt_tensor **s_out, ttt__ssd_core_fn composed, int *declined);
 /* The fused paths (engine.c): the multi-tensor optimizer and clipping entries, the fused SwiGLU op, the
  * norms with their weight in one kernel and TTT-Linear's scan (src/layers/ttt_rnn.c) and the
  * fused Gated DeltaNet core run

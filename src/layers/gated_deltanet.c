@@ -62,6 +62,11 @@ static int check_core(ttt_ctx *ctx, const char *fn, ttt_tensor *q, ttt_tensor *k
     return TTT_OK;
 }
 
+int ttt__mx_check_decay(ttt_ctx *ctx, const char *fn, ttt_tensor *q, ttt_tensor *k, ttt_tensor *v, ttt_tensor *beta,
+                        ttt_tensor *g, ttt_tensor *s0) {
+    return check_core(ctx, fn, q, k, v, beta, g, s0);
+}
+
 static ttt_dtype work_dtype(ttt_dtype dt) { return dt == TTT_BF16 ? TTT_F32 : dt; }
 
 /* Constant masks made on the device (fill + attn_mask: no host upload, so a CUDA graph can

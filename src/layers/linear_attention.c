@@ -72,6 +72,31 @@ static ttt_tensor *with_ones(ttt_ctx *ctx, ttt_tensor *v) {
 /* bf16 computes in f32 (see mixers.h); f32 and f64 as they are. */
 static ttt_dtype work_dtype(ttt_dtype dt) { return dt == TTT_BF16 ? TTT_F32 : dt; }
 
+/* The composed chunkwise core on v' = [v, 1] and S' = [S, z] (g is NULL: no decay): the fused op's fallback,
+ * and what its VJP differentiates under create_graph. Returns q^T S' [B, H, T, dv + 1] in the work dtype. */
+static ttt_tensor *composed_core(ttt_ctx *ctx, ttt_tensor *q, ttt_tensor *k, ttt_tensor *v1, ttt_tensor *g,
+                                 int64_t chunk, ttt_tensor *sz0, ttt_tensor **sz_out) {
+    (void)g;
+    const int64_t B = q->shape[0], H = q->shape[1], T = q->shape[2], dk = q->shape[3], dv1 = v1->shape[3];
+    const int64_t C = ttt__mx_chunk_len(chunk, T), N = (T + C - 1) / C, Tp = N * C;
+    const ttt_dtype wd = v1->dtype;
+    if (!sz0) sz0 = ttt_zeros(ctx, wd, TTT_DIMS(B, H, dk, dv1)); /* the fused op's VJP passes no zero state */
+    /* zero rows past T add nothing to the state (k = 0) and their outputs are dropped */
+    ttt_tensor *qc = ttt_reshape(ctx, ttt__mx_pad(ctx, ttt__mx_as(ctx, q, wd), 2, Tp), TTT_DIMS(B, H, N, C, dk));
+    ttt_tensor *kc = ttt_reshape(ctx, ttt__mx_pad(ctx, ttt__mx_as(ctx, k, wd), 2, Tp), TTT_DIMS(B, H, N, C, dk));
+    ttt_tensor *vc = ttt_reshape(ctx, ttt__mx_pad(ctx, v1, 2, Tp), TTT_DIMS(B, H, N, C, dv1));
+    ttt_tensor *P = ttt_attn_mask(ctx, ttt_matmul(ctx, qc, kc, 0, 1), 0, 0, 0.0); /* [B, H, N, C, C] */
+    ttt_tensor *inner = ttt_matmul(ctx, P, vc, 0, 0);
+    ttt_tensor *prev = NULL, *last = NULL;
+    if (ttt__mx_state_scan(ctx, NULL, ttt_matmul(ctx, kc, vc, 1, 0), sz0, &prev, &last) != TTT_OK) return NULL;
+    ttt_tensor *o1 = ttt_add(ctx, ttt_matmul(ctx, qc, prev, 0, 0), inner);
+    if (sz_out) *sz_out = last;
+    return ttt_slice(ctx, ttt_reshape(ctx, o1, TTT_DIMS(B, H, Tp, dv1)), 2, 0, T, 1);
+}
+
+/* The core q^T [S, z] runs as the fused decayed recurrence without gates (composed/ssd.c: the normaliser is
+ * the state column of a value that is always 1) where the backend has it and the fused paths are on; the
+ * composed chunkwise form otherwise. The division by q . z + eps is composed either way. */
 ttt_tensor *ttt_linear_attention_chunked(ttt_ctx *ctx, ttt_tensor *q, ttt_tensor *k, ttt_tensor *v, int64_t chunk,
                                          double eps, ttt_tensor *s0, ttt_tensor *z0, ttt_tensor **s_out,
                                          ttt_tensor **z_out) {
@@ -79,23 +104,20 @@ ttt_tensor *ttt_linear_attention_chunked(ttt_ctx *ctx, ttt_tensor *q, ttt_tensor
     if (check_core(ctx, "linear_attention_chunked", q, k, v, s0, z0, eps) != TTT_OK ||
         ttt__mx_check_chunk(ctx, "linear_attention_chunked", chunk) != TTT_OK)
         return NULL;
-    const int64_t B = q->shape[0], H = q->shape[1], T = q->shape[2], dk = q->shape[3], dv = v->shape[3];
-    const int64_t C = ttt__mx_chunk_len(chunk, T), N = (T + C - 1) / C, Tp = N * C;
-    const ttt_dtype wd = work_dtype(q->dtype);
+    const int64_t B = q->shape[0], H = q->shape[1], dk = q->shape[3], dv = v->shape[3];
+    const ttt_dtype wd = work_dtype(q->dtype), out_dt = q->dtype;
     ttt_tensor *sz0 = joint_state(ctx, s0, z0, B, H, dk, dv, wd);
-    /* zero rows past T add nothing to the state (k = 0) and their outputs are dropped */
-    ttt_tensor *qc = ttt_reshape(ctx, ttt__mx_pad(ctx, ttt__mx_as(ctx, q, wd), 2, Tp), TTT_DIMS(B, H, N, C, dk));
-    ttt_tensor *kc = ttt_reshape(ctx, ttt__mx_pad(ctx, ttt__mx_as(ctx, k, wd), 2, Tp), TTT_DIMS(B, H, N, C, dk));
-    ttt_tensor *vc = ttt_reshape(ctx, ttt__mx_pad(ctx, with_ones(ctx, ttt__mx_as(ctx, v, wd)), 2, Tp),
-                                 TTT_DIMS(B, H, N, C, dv + 1));
-    ttt_tensor *P = ttt_attn_mask(ctx, ttt_matmul(ctx, qc, kc, 0, 1), 0, 0, 0.0); /* [B, H, N, C, C] */
-    ttt_tensor *inner = ttt_matmul(ctx, P, vc, 0, 0);
-    ttt_tensor *prev = NULL, *last = NULL;
-    if (ttt__mx_state_scan(ctx, NULL, ttt_matmul(ctx, kc, vc, 1, 0), sz0, &prev, &last) != TTT_OK) return NULL;
-    ttt_tensor *o1 = ttt_add(ctx, ttt_matmul(ctx, qc, prev, 0, 0), inner);
-    o1 = ttt_slice(ctx, ttt_reshape(ctx, o1, TTT_DIMS(B, H, Tp, dv + 1)), 2, 0, T, 1);
+    ttt_tensor *v1 = with_ones(ctx, ttt__mx_as(ctx, v, wd));
+    q = ttt__mx_as(ctx, q, wd), k = ttt__mx_as(ctx, k, wd); /* so the core returns q^T S' in wd, bf16 included */
+    if (!sz0 || !v1 || !q || !k) return NULL;
+    ttt_tensor *last = NULL;
+    int declined = 0;
+    /* the fused op takes s0 NULL as zeros; the joint state is all zeros exactly when s0 is NULL */
+    ttt_tensor *o1 = ttt__ssd_fused(ctx, q, k, v1, NULL, chunk, s0 ? sz0 : NULL, &last, composed_core, &declined);
+    if (!o1 && declined) o1 = composed_core(ctx, q, k, v1, NULL, chunk, sz0, &last);
+    if (!o1) return NULL;
     split_state(ctx, last, dv, s_out, z_out);
-    return normalise(ctx, o1, dv, eps, q->dtype);
+    return normalise(ctx, o1, dv, eps, out_dt);
 }
 
 ttt_tensor *ttt_linear_attention_recurrent(ttt_ctx *ctx, ttt_tensor *q, ttt_tensor *k, ttt_tensor *v, double eps,

@@ -9,9 +9,24 @@
 #include "mixers_internal.h"
 #include "ttt/mixers.h"
 
+/* The composed chunkwise core: the fused op's fallback, and what its VJP differentiates under create_graph. */
+static ttt_tensor *composed_core(ttt_ctx *ctx, ttt_tensor *q, ttt_tensor *k, ttt_tensor *v, ttt_tensor *g,
+                                 int64_t chunk, ttt_tensor *s0, ttt_tensor **s_out) {
+    return ttt__mx_decay_chunked(ctx, "ssd_chunked", q, k, v, NULL, g, chunk, s0, s_out);
+}
+
+/* One fused op (composed/ssd.c: the backend's ssd_chunk_fwd / ssd_chunk_bwd) where the backend has it and the
+ * fused paths are on; the composed chunkwise form otherwise. */
 ttt_tensor *ttt_ssd_chunked(ttt_ctx *ctx, ttt_tensor *q, ttt_tensor *k, ttt_tensor *v, ttt_tensor *g, int64_t chunk,
                             ttt_tensor *s0, ttt_tensor **s_out) {
-    return ttt__mx_decay_chunked(ctx, "ssd_chunked", q, k, v, NULL, g, chunk, s0, s_out);
+    if (!ctx) return NULL;
+    if (ttt__mx_check_decay(ctx, "ssd_chunked", q, k, v, NULL, g, s0) != TTT_OK ||
+        ttt__mx_check_chunk(ctx, "ssd_chunked", chunk) != TTT_OK)
+        return NULL;
+    int declined = 0;
+    ttt_tensor *o = ttt__ssd_fused(ctx, q, k, v, g, chunk, s0, s_out, composed_core, &declined);
+    if (o || !declined) return o;
+    return composed_core(ctx, q, k, v, g, chunk, s0, s_out);
 }
 
 ttt_tensor *ttt_ssd_recurrent(ttt_ctx *ctx, ttt_tensor *q, ttt_tensor *k, ttt_tensor *v, ttt_tensor *g, ttt_tensor *s0,

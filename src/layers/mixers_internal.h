@@ -54,6 +54,9 @@ int ttt__mx_check_x(ttt_ctx *ctx, const char *fn, const ttt_tensor *x, int64_t d
  * S_t = alpha_t S_{t-1} + k_t v_t^T (Mamba 2's SSD). fn names the caller in errors. */
 ttt_tensor *ttt__mx_decay_chunked(ttt_ctx *ctx, const char *fn, ttt_tensor *q, ttt_tensor *k, ttt_tensor *v,
                                   ttt_tensor *beta, ttt_tensor *g, int64_t chunk, ttt_tensor *s0, ttt_tensor **s_out);
+/* The decayed recurrence's argument check (shapes, dtypes, s0) for a caller that goes another way first. */
+int ttt__mx_check_decay(ttt_ctx *ctx, const char *fn, ttt_tensor *q, ttt_tensor *k, ttt_tensor *v, ttt_tensor *beta,
+                        ttt_tensor *g, ttt_tensor *s0);
 ttt_tensor *ttt__mx_decay_recurrent(ttt_ctx *ctx, const char *fn, ttt_tensor *q, ttt_tensor *k, ttt_tensor *v,
                                     ttt_tensor *beta, ttt_tensor *g, ttt_tensor *s0, ttt_tensor **s_out);
 

@@ -68,6 +68,11 @@ int cpu_gdn_chunk_bwd(ttt_backend_state *self, ttt_tensor *dq, ttt_tensor *dk, t
                       ttt_tensor *dg, ttt_tensor *ds0, const ttt_tensor *q, const ttt_tensor *k, const ttt_tensor *v,
                       const ttt_tensor *beta, const ttt_tensor *g, const ttt_tensor *states, const ttt_tensor *dout,
                       const ttt_tensor *ds_out, int64_t chunk);
+int cpu_ssd_chunk_fwd(ttt_backend_state *self, ttt_tensor *o, ttt_tensor *s_out, ttt_tensor *states, const ttt_tensor *q,
+                      const ttt_tensor *k, const ttt_tensor *v, const ttt_tensor *g, const ttt_tensor *s0, int64_t chunk);
+int cpu_ssd_chunk_bwd(ttt_backend_state *self, ttt_tensor *dq, ttt_tensor *dk, ttt_tensor *dv, ttt_tensor *dg,
+                      ttt_tensor *ds0, const ttt_tensor *q, const ttt_tensor *k, const ttt_tensor *v, const ttt_tensor *g,
+                      const ttt_tensor *states, const ttt_tensor *dout, const ttt_tensor *ds_out, int64_t chunk);
 
 int cpu_unsupported(const char *kernel, ttt_dtype dt) {
     static const char *names[] = {"f32", "f64", "bf16", "i32"};
@@ -315,6 +320,8 @@ static const ttt_backend CPU = {
     .ttt_linear_scan_bwd = cpu_ttt_linear_scan_bwd,
     .gdn_chunk_fwd = cpu_gdn_chunk_fwd,
     .gdn_chunk_bwd = cpu_gdn_chunk_bwd,
+    .ssd_chunk_fwd = cpu_ssd_chunk_fwd,
+    .ssd_chunk_bwd = cpu_ssd_chunk_bwd,
 };
 
 const ttt_backend *ttt_backend_cpu(void) { return &CPU; }
