@@ -6,8 +6,8 @@
 #           (tests/test_fused.c --no-lm), and gradcheck layer_norm with TTT_FUSED=1 and 0 (docs/benchmarks.md)
 #   scan    bench/mixers/run_scan_gpu.sh: the TTT-Linear scan's checks on CUDA (bf16 run included),
 #           compute-sanitizer, the layer and the core (mixer_speed ttt_linear_core) fused vs composed
-#   gdn     bench/mixers/run_linear_gpu.sh part "fused" with TTT_GDN_CUDA_FUSED=1: the chunk-parallel
-#           Gated DeltaNet kernels against the composed core (checks and times)
+#   gdn     bench/mixers/run_linear_gpu.sh part "fused" (it sets TTT_GDN_CUDA_FUSED=1 and TTT_SSD_CUDA_FUSED=1): the chunk-parallel
+#           Gated DeltaNet and SSD / linear-attention kernels against the composed cores (checks and times)
 #   peer    bench/mixers/run_peer_gpu.sh: ttt against fla and the official PyTorch TTT layers
 # Carry [".debs", ".whl", ".peer"] (see run_peer_gpu.sh for .whl and .peer). Logs under $OUT.
 #   usage: bash bench/gpu/pending.sh            PARTS="fused scan" bash bench/gpu/pending.sh
