@@ -211,6 +211,19 @@ typedef struct {
        const ttt_tensor *w_states, const ttt_tensor *b_states, double eps),                                      \
       (dq, dk, dv, deta, dtok, dln_w, dln_b, dw0, db0, dout, dw_out, db_out, q, k, v, eta, tok, ln_w, ln_b,      \
        w_states, b_states, eps))                                                                                 \
+    /* Optional fused TTT-MLP scan, forward only (src/composed/ttt_scan.c's MLP section states the math): the   \
+     * inner loop over N = T / bs complete mini-batches, one (batch, head) at a time, the fast weights W1      \
+     * [d, F], b1 [F], W2 [F, d], b2 [d] kept on chip. q, k (rotated), v, out [B, H, T, d]; eta [B, H, T]; tok \
+     * [bs]; ln_w, ln_b [H, d]; w1 [H, d, F] or [B, H, d, F], b1 [H, 1, F] or [B, H, 1, F], w2 [H, F, d] or   \
+     * [B, H, F, d], b2 [H, 1, d] or [B, H, 1, d] (shared by the batch or not: the ndim says); w1_out .. b2_out \
+     * [B, H, ..]: the weights after the last mini-batch. All dense, one float dtype. Returns                  \
+     * TTT_BACKEND_DECLINED, having written nothing, for what it does not handle (the op then composes). */    \
+    X(ttt_mlp_scan,                                                                                              \
+      (ttt_tensor *out, ttt_tensor *w1_out, ttt_tensor *b1_out, ttt_tensor *w2_out, ttt_tensor *b2_out,         \
+       const ttt_tensor *q, const ttt_tensor *k, const ttt_tensor *v, const ttt_tensor *eta,                     \
+       const ttt_tensor *tok, const ttt_tensor *ln_w, const ttt_tensor *ln_b, const ttt_tensor *w1,              \
+       const ttt_tensor *b1, const ttt_tensor *w2, const ttt_tensor *b2, double eps),                            \
+      (out, w1_out, b1_out, w2_out, b2_out, q, k, v, eta, tok, ln_w, ln_b, w1, b1, w2, b2, eps))               \
     /* Optional fused chunkwise Gated DeltaNet core (src/layers/gated_deltanet.c has the math): per (batch,     \
      * head) S_t = exp(g_t) (I - beta_t k_t k_t^T) S_{t-1} + beta_t k_t v_t^T, o_t = q_t^T S_t, from S_0 = s0,   \
      * computed chunk by chunk (C = chunk tokens, the last chunk may be shorter) with the state on chip.         \

@@ -60,16 +60,51 @@ static double FN(ln_row)(const R *z, R *restrict xh, int64_t d, double eps) {
     return rstd;
 }
 
-/* z[i, :] = c + x[i, :] W for bs rows */
+/* z[i, :] = c + x[i, :] W for bs rows, W [din, dout] */
+static void FN(rows_times)(R *restrict z, const R *restrict x, const R *restrict W, const R *restrict c, int64_t bs,
+                           int64_t din, int64_t dout) {
+    for (int64_t i = 0; i < bs; i++) {
+        R *zi = z + i * dout;
+        for (int64_t j = 0; j < dout; j++) zi[j] = c[j];
+        for (int64_t a = 0; a < din; a++) {
+            const R xa = x[i * din + a], *wa = W + a * dout;
+            for (int64_t j = 0; j < dout; j++) zi[j] += xa * wa[j];
+        }
+    }
+}
+
 static void FN(rows_times_w)(R *restrict z, const R *restrict x, const R *restrict W, const R *restrict c, int64_t bs,
                              int64_t d) {
+    FN(rows_times)(z, x, W, c, bs, d, d);
+}
+
+/* One layer of the dual form over a mini-batch: M[i, j] = tok_i e_j (x_i . keys_j + 1) for j <= i, and
+ * z[i, :] = c + x[i, :] W - sum_{j <= i} M[i, j] g[j, :], with x, keys [bs, din], W [din, dout], g [bs, dout]. */
+static void FN(dual_rows)(R *restrict z, R *restrict M, const R *x, const R *keys, const R *W, const R *c, const R *g,
+                          const R *tok, const R *e, int64_t bs, int64_t din, int64_t dout) {
+    for (int64_t i = 0; i < bs; i++)
+        for (int64_t j = 0; j <= i; j++) M[i * bs + j] = tok[i] * e[j] * (FN(dot)(x + i * din, keys + j * din, din) + 1);
+    FN(rows_times)(z, x, W, c, bs, din, dout);
     for (int64_t i = 0; i < bs; i++) {
-        R *zi = z + i * d;
-        for (int64_t j = 0; j < d; j++) zi[j] = c[j];
-        for (int64_t a = 0; a < d; a++) {
-            const R xa = x[i * d + a], *wa = W + a * d;
-            for (int64_t j = 0; j < d; j++) zi[j] += xa * wa[j];
+        R *zi = z + i * dout;
+        for (int64_t j = 0; j <= i; j++) {
+            const R m = M[i * bs + j], *gj = g + j * dout;
+            for (int64_t a = 0; a < dout; a++) zi[a] -= m * gj[a];
         }
+    }
+}
+
+/* The mini-batch's update of one layer: W -= tl (e o keys)^T g, c -= tl e^T g (W [din, dout]) */
+static void FN(step_rows)(R *restrict W, R *restrict c, const R *keys, const R *g, const R *e, R tl, int64_t bs,
+                          int64_t din, int64_t dout) {
+    for (int64_t i = 0; i < bs; i++) {
+        const R s = tl * e[i], *gi = g + i * dout;
+        for (int64_t a = 0; a < din; a++) {
+            const R ka = s * keys[i * din + a];
+            R *wa = W + a * dout;
+            for (int64_t j = 0; j < dout; j++) wa[j] -= ka * gi[j];
+        }
+        for (int64_t j = 0; j < dout; j++) c[j] -= s * gi[j];
     }
 }
 
@@ -111,29 +146,12 @@ static void FN(scan_fwd)(R *out, R *w_out, R *b_out, R *w_st, R *b_st, const R *
         for (int64_t i = 0; i < bs; i++)
             FN(ln_l2_row)(Z + i * d, V + i * d, K + i * d, gam, bet, XH + i * d, GX + i * d, G + i * d, d, eps);
         /* M[i, j] = tok_i eta_j (q_i . k_j + 1), j <= i;  zq = Q W + c - M G */
-        for (int64_t i = 0; i < bs; i++)
-            for (int64_t j = 0; j <= i; j++) M[i * bs + j] = tok[i] * e[j] * (FN(dot)(Q + i * d, K + j * d, d) + 1);
-        FN(rows_times_w)(Z, Q, W, c, bs, d);
-        for (int64_t i = 0; i < bs; i++) {
-            R *zi = Z + i * d;
-            for (int64_t j = 0; j <= i; j++) {
-                const R m = M[i * bs + j], *gj = G + j * d;
-                for (int64_t a = 0; a < d; a++) zi[a] -= m * gj[a];
-            }
-            /* out = q + LN(zq) gam + bet */
-            FN(ln_row)(zi, XH + i * d, d, eps);
+        FN(dual_rows)(Z, M, Q, K, W, c, G, tok, e, bs, d, d);
+        for (int64_t i = 0; i < bs; i++) { /* out = q + LN(zq) gam + bet */
+            FN(ln_row)(Z + i * d, XH + i * d, d, eps);
             for (int64_t a = 0; a < d; a++) O[i * d + a] = Q[i * d + a] + XH[i * d + a] * gam[a] + bet[a];
         }
-        /* W -= tok_b (eta o K)^T G;  c -= tok_b eta^T G */
-        for (int64_t i = 0; i < bs; i++) {
-            const R s = tl * e[i], *gi = G + i * d;
-            for (int64_t a = 0; a < d; a++) {
-                const R ka = s * K[i * d + a];
-                R *wa = W + a * d;
-                for (int64_t j = 0; j < d; j++) wa[j] -= ka * gi[j];
-            }
-            for (int64_t j = 0; j < d; j++) c[j] -= s * gi[j];
-        }
+        FN(step_rows)(W, c, K, G, e, tl, bs, d, d); /* W -= tok_b (eta o K)^T G;  c -= tok_b eta^T G */
     }
     memcpy(w_out, W, sizeof(R) * (size_t)(d * d));
     memcpy(b_out, c, sizeof(R) * (size_t)d);
@@ -268,6 +286,61 @@ static void FN(scan_bwd)(R *dq, R *dk, R *dv, R *deta, R *dtok, R *dgam, R *dbet
             for (int64_t j = 0; j < d; j++) dc[j] += dzq[j] + dz1[j];
         }
     }
+}
+
+/* gelu (tanh approximation) and its derivative, in double */
+static inline double FN(gelu)(double x) { return 0.5 * x * (1 + tanh(0.7978845608028654 * (x + 0.044715 * x * x * x))); }
+static inline double FN(gelu_grad)(double x) {
+    const double t = tanh(0.7978845608028654 * (x + 0.044715 * x * x * x));
+    return 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * 0.7978845608028654 * (1 + 3 * 0.044715 * x * x);
+}
+
+/* Scratch of one (batch, head) of the MLP scan, in elements of R: see the layout in mlp_scan_fwd. */
+static int64_t FN(mlp_scratch_elems)(int64_t bs, int64_t d, int64_t F) {
+    return 2 * d * F + F + d + 5 * bs * F + 5 * bs * d + bs * bs;
+}
+
+/* TTT-MLP's forward over N mini-batches of one (batch, head) (src/composed/ttt_scan.c's MLP section):
+ * W1 [d, F], b1 [F], W2 [F, d], b2 [d] live in the scratch. Pointers at the (batch, head)'s first element. */
+static void FN(mlp_scan_fwd)(R *out, R *w1_out, R *b1_out, R *w2_out, R *b2_out, const R *q, const R *k, const R *v,
+                             const R *eta, const R *tok, const R *gam, const R *bet, const R *w1, const R *b1,
+                             const R *w2, const R *b2, int64_t N, int64_t bs, int64_t d, int64_t F, double eps, R *scr) {
+    R *W1 = scr, *c1 = W1 + d * F, *W2 = c1 + F, *c2 = W2 + F * d;
+    R *Z1 = c2 + d, *X2 = Z1 + bs * F, *G1 = X2 + bs * F, *ZB1 = G1 + bs * F, *XB = ZB1 + bs * F;
+    R *Z2 = XB + bs * F, *G2 = Z2 + bs * d, *XH = G2 + bs * d, *GX = XH + bs * d, *ZB2 = GX + bs * d, *M = ZB2 + bs * d;
+    memcpy(W1, w1, sizeof(R) * (size_t)(d * F));
+    memcpy(c1, b1, sizeof(R) * (size_t)F);
+    memcpy(W2, w2, sizeof(R) * (size_t)(F * d));
+    memcpy(c2, b2, sizeof(R) * (size_t)d);
+    const R tl = tok[bs - 1];
+    for (int64_t n = 0; n < N; n++) {
+        const R *Q = q + n * bs * d, *K = k + n * bs * d, *V = v + n * bs * d, *e = eta + n * bs;
+        R *O = out + n * bs * d;
+        /* the inner gradients at the mini-batch's weights: z1 = K W1 + b1, x2 = gelu(z1), G2 at z2 = x2 W2 + b2 */
+        FN(rows_times)(Z1, K, W1, c1, bs, d, F);
+        for (int64_t i = 0; i < bs * F; i++) X2[i] = (R)FN(gelu)(Z1[i]);
+        FN(rows_times)(Z2, X2, W2, c2, bs, F, d);
+        for (int64_t i = 0; i < bs; i++)
+            FN(ln_l2_row)(Z2 + i * d, V + i * d, K + i * d, gam, bet, XH + i * d, GX + i * d, G2 + i * d, d, eps);
+        /* G1 = (G2 W2^T) o gelu'(z1) */
+        for (int64_t i = 0; i < bs; i++)
+            for (int64_t f = 0; f < F; f++)
+                G1[i * F + f] = FN(dot)(G2 + i * d, W2 + f * d, d) * (R)FN(gelu_grad)(Z1[i * F + f]);
+        /* the dual form, layer 1 on Q, layer 2 on gelu(zb1) */
+        FN(dual_rows)(ZB1, M, Q, K, W1, c1, G1, tok, e, bs, d, F);
+        for (int64_t i = 0; i < bs * F; i++) XB[i] = (R)FN(gelu)(ZB1[i]);
+        FN(dual_rows)(ZB2, M, XB, X2, W2, c2, G2, tok, e, bs, F, d);
+        for (int64_t i = 0; i < bs; i++) { /* out = q + LN(zb2) gam + bet */
+            FN(ln_row)(ZB2 + i * d, XH + i * d, d, eps);
+            for (int64_t a = 0; a < d; a++) O[i * d + a] = Q[i * d + a] + XH[i * d + a] * gam[a] + bet[a];
+        }
+        FN(step_rows)(W1, c1, K, G1, e, tl, bs, d, F);
+        FN(step_rows)(W2, c2, X2, G2, e, tl, bs, F, d);
+    }
+    memcpy(w1_out, W1, sizeof(R) * (size_t)(d * F));
+    memcpy(b1_out, c1, sizeof(R) * (size_t)F);
+    memcpy(w2_out, W2, sizeof(R) * (size_t)(F * d));
+    memcpy(b2_out, c2, sizeof(R) * (size_t)d);
 }
 
 #undef FN
