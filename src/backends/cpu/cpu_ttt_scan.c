@@ -12,14 +12,18 @@
 
 #define R float
 #define SFX _f32
+#define TANH tanh_f32 /* no libm call: the gelu loops vectorize (cpu_internal.h) */
 #include "cpu_ttt_scan_impl.h"
 #undef R
 #undef SFX
+#undef TANH
 #define R double
 #define SFX _f64
+#define TANH tanh
 #include "cpu_ttt_scan_impl.h"
 #undef R
 #undef SFX
+#undef TANH
 
 typedef struct {
     int64_t B, H, T, d, bs, N;

@@ -60,14 +60,18 @@ static double FN(ln_row)(const R *z, R *restrict xh, int64_t d, double eps) {
     return rstd;
 }
 
-/* z[i, :] = c + x[i, :] W for bs rows, W [din, dout] */
+/* z[i, :] = c + x[i, :] W for bs rows (c NULL: zero), W [din, dout]: row a of W outermost, so W is read once per call
+ * (bs times from L2 otherwise, at the MLP's d x 4d) while the bs rows of z stay in L1 */
 static void FN(rows_times)(R *restrict z, const R *restrict x, const R *restrict W, const R *restrict c, int64_t bs,
                            int64_t din, int64_t dout) {
-    for (int64_t i = 0; i < bs; i++) {
-        R *zi = z + i * dout;
-        for (int64_t j = 0; j < dout; j++) zi[j] = c[j];
-        for (int64_t a = 0; a < din; a++) {
-            const R xa = x[i * din + a], *wa = W + a * dout;
+    for (int64_t i = 0; i < bs; i++)
+        if (c) memcpy(z + i * dout, c, sizeof(R) * (size_t)dout);
+        else memset(z + i * dout, 0, sizeof(R) * (size_t)dout);
+    for (int64_t a = 0; a < din; a++) {
+        const R *wa = W + a * dout;
+        for (int64_t i = 0; i < bs; i++) {
+            const R xa = x[i * din + a];
+            R *zi = z + i * dout;
             for (int64_t j = 0; j < dout; j++) zi[j] += xa * wa[j];
         }
     }
@@ -97,13 +101,15 @@ static void FN(dual_rows)(R *restrict z, R *restrict M, const R *x, const R *key
 /* The mini-batch's update of one layer: W -= tl (e o keys)^T g, c -= tl e^T g (W [din, dout]) */
 static void FN(step_rows)(R *restrict W, R *restrict c, const R *keys, const R *g, const R *e, R tl, int64_t bs,
                           int64_t din, int64_t dout) {
-    for (int64_t i = 0; i < bs; i++) {
-        const R s = tl * e[i], *gi = g + i * dout;
-        for (int64_t a = 0; a < din; a++) {
-            const R ka = s * keys[i * din + a];
-            R *wa = W + a * dout;
+    for (int64_t a = 0; a < din; a++) { /* W's rows outermost: W is read and written once */
+        R *wa = W + a * dout;
+        for (int64_t i = 0; i < bs; i++) {
+            const R ka = tl * e[i] * keys[i * din + a], *gi = g + i * dout;
             for (int64_t j = 0; j < dout; j++) wa[j] -= ka * gi[j];
         }
+    }
+    for (int64_t i = 0; i < bs; i++) {
+        const R s = tl * e[i], *gi = g + i * dout;
         for (int64_t j = 0; j < dout; j++) c[j] -= s * gi[j];
     }
 }
@@ -157,6 +163,45 @@ static void FN(scan_fwd)(R *out, R *w_out, R *b_out, R *w_st, R *b_st, const R *
     memcpy(b_out, c, sizeof(R) * (size_t)d);
 }
 
+/* The backward of ln_l2_row for one row, from u = the gradient of its gz: writes dz (the gradient of z),
+ * adds to dv, dk (through the target v - k), dgam and dbet. tmp: d elements. */
+static void FN(ln_l2_bwd_row)(R *restrict dz, R *restrict dv, R *restrict dk, R *restrict dgam, R *restrict dbet,
+                              R *restrict tmp, const R *u, const R *xh, const R *gx, const R *gz, double rstd, const R *v,
+                              const R *k, const R *gam, const R *bet, int64_t d) {
+    const double inv_d = 1.0 / (double)d;
+    const double mu = FN(dotd)(u, 0, NULL, 0, d) * inv_d, mux = FN(dotd)(u, 0, xh, 0, d) * inv_d;
+    const double m2 = FN(dotd)(gx, 0, xh, 0, d) * inv_d, ugz = FN(dotd)(u, 0, gz, 0, d);
+    const double drs = ugz / rstd;
+    R *dxh = tmp;
+    for (int64_t a = 0; a < d; a++) {
+        const R da = (R)(rstd * (u[a] - mu - xh[a] * mux));
+        const R ymt = gam[a] * xh[a] + bet[a] - (v[a] - k[a]);
+        dxh[a] = (R)(-rstd * (u[a] * m2 + gx[a] * mux)) + da * gam[a] * gam[a];
+        dgam[a] += da * ymt + da * gam[a] * xh[a];
+        dbet[a] += da * gam[a];
+        const R dt = -da * gam[a]; /* the target v - k */
+        dv[a] += dt;
+        dk[a] -= dt;
+    }
+    const double mdx = FN(dotd)(dxh, 0, NULL, 0, d) * inv_d, mdxx = FN(dotd)(dxh, 0, xh, 0, d) * inv_d;
+    for (int64_t a = 0; a < d; a++) dz[a] = (R)(rstd * (dxh[a] - mdx - xh[a] * mdxx) - drs * rstd * rstd * xh[a] * inv_d);
+}
+
+/* The backward of out = q + LN(z) gam + bet for one row (xh = LN(z), rstd): dq = dout, the gradient of z
+ * into dz, dgam and dbet added to. */
+static void FN(ln_out_bwd_row)(R *restrict dz, R *restrict dq, R *restrict dgam, R *restrict dbet, const R *dout,
+                               const R *xh, double rstd, const R *gam, int64_t d) {
+    const double inv_d = 1.0 / (double)d;
+    for (int64_t a = 0; a < d; a++) {
+        dq[a] = dout[a];
+        dgam[a] += dout[a] * xh[a];
+        dbet[a] += dout[a];
+        dz[a] = dout[a] * gam[a];
+    }
+    const double m1 = FN(dotd)(dz, 0, NULL, 0, d) * inv_d, m2 = FN(dotd)(dz, 0, xh, 0, d) * inv_d;
+    for (int64_t a = 0; a < d; a++) dz[a] = (R)(rstd * (dz[a] - m1 - xh[a] * m2));
+}
+
 /* Reverse scan of one (batch, head). dw_in / db_in: the gradient of the final state (NULL: zero). */
 static void FN(scan_bwd)(R *dq, R *dk, R *dv, R *deta, R *dtok, R *dgam, R *dbet, R *dW, R *dc, const R *dout,
                          const R *dw_in, const R *db_in, const R *q, const R *k, const R *v, const R *eta,
@@ -173,7 +218,6 @@ static void FN(scan_bwd)(R *dq, R *dk, R *dv, R *deta, R *dtok, R *dgam, R *dbet
     memset(dbet, 0, sizeof(R) * (size_t)d);
     memset(dtok, 0, sizeof(R) * (size_t)bs);
     const R tl = tok[bs - 1];
-    const double inv_d = 1.0 / (double)d;
     for (int64_t n = N - 1; n >= 0; n--) {
         const int64_t o = n * bs * d;
         const R *Q = q + o, *K = k + o, *V = v + o, *e = eta + n * bs, *DO = dout + o;
@@ -198,18 +242,8 @@ static void FN(scan_bwd)(R *dq, R *dk, R *dv, R *deta, R *dtok, R *dgam, R *dbet
             RSQ[i] = (R)FN(ln_row)(zi, XHQ + i * d, d, eps);
         }
         /* out = q + LN(zq) gam + bet */
-        for (int64_t i = 0; i < bs; i++) {
-            const R *dOi = DO + i * d, *xh = XHQ + i * d;
-            R *dz = DZQ + i * d;
-            for (int64_t a = 0; a < d; a++) {
-                DQ[i * d + a] = dOi[a];
-                dgam[a] += dOi[a] * xh[a];
-                dbet[a] += dOi[a];
-                dz[a] = dOi[a] * gam[a];
-            }
-            const double m1 = FN(dotd)(dz, 0, NULL, 0, d) * inv_d, m2 = FN(dotd)(dz, 0, xh, 0, d) * inv_d;
-            for (int64_t a = 0; a < d; a++) dz[a] = (R)(RSQ[i] * (dz[a] - m1 - xh[a] * m2));
-        }
+        for (int64_t i = 0; i < bs; i++)
+            FN(ln_out_bwd_row)(DZQ + i * d, DQ + i * d, dgam, dbet, DO + i * d, XHQ + i * d, RSQ[i], gam, d);
         /* the state update W' = W - tl (eta o K)^T G, c' = c - tl eta^T G, with dW, dc the gradient of W', c':
          * U_i = K_i dW' + dc' */
         for (int64_t i = 0; i < bs; i++) {
@@ -251,28 +285,9 @@ static void FN(scan_bwd)(R *dq, R *dk, R *dv, R *deta, R *dtok, R *dgam, R *dbet
             }
         for (int64_t i = 0; i < bs; i++) FN(acc_row_times)(DQ + i * d, DZQ + i * d, WT, 1, d); /* dQ += dzq W^T */
         /* G = the inner loss's gradient at z1 (LN and L2 differentiated again) */
-        for (int64_t i = 0; i < bs; i++) {
-            const R *u = DG + i * d, *xh = XH1 + i * d, *gx = GX + i * d, *gz = G + i * d;
-            const double rstd = RS1[i];
-            const double mu = FN(dotd)(u, 0, NULL, 0, d) * inv_d, mux = FN(dotd)(u, 0, xh, 0, d) * inv_d;
-            const double m2 = FN(dotd)(gx, 0, xh, 0, d) * inv_d, ugz = FN(dotd)(u, 0, gz, 0, d);
-            const double drs = ugz / rstd;
-            R *dxh = tmp;
-            for (int64_t a = 0; a < d; a++) {
-                const R da = (R)(rstd * (u[a] - mu - xh[a] * mux));
-                const R ymt = gam[a] * xh[a] + bet[a] - (V[i * d + a] - K[i * d + a]);
-                dxh[a] = (R)(-rstd * (u[a] * m2 + gx[a] * mux)) + da * gam[a] * gam[a];
-                dgam[a] += da * ymt + da * gam[a] * xh[a];
-                dbet[a] += da * gam[a];
-                const R dt = -da * gam[a]; /* the target v - k */
-                DV[i * d + a] += dt;
-                DK[i * d + a] -= dt;
-            }
-            const double mdx = FN(dotd)(dxh, 0, NULL, 0, d) * inv_d, mdxx = FN(dotd)(dxh, 0, xh, 0, d) * inv_d;
-            R *dz = DZ1 + i * d;
-            for (int64_t a = 0; a < d; a++)
-                dz[a] = (R)(rstd * (dxh[a] - mdx - xh[a] * mdxx) - drs * rstd * rstd * xh[a] * inv_d);
-        }
+        for (int64_t i = 0; i < bs; i++)
+            FN(ln_l2_bwd_row)(DZ1 + i * d, DV + i * d, DK + i * d, dgam, dbet, tmp, DG + i * d, XH1 + i * d, GX + i * d,
+                              G + i * d, RS1[i], V + i * d, K + i * d, gam, bet, d);
         /* z1 = K W + c */
         for (int64_t i = 0; i < bs; i++) FN(acc_row_times)(DK + i * d, DZ1 + i * d, WT, 1, d); /* dK += dz1 W^T */
         /* the gradient of W, c: the later state's, plus Q^T dzq + K^T dz1 */
@@ -288,16 +303,25 @@ static void FN(scan_bwd)(R *dq, R *dk, R *dv, R *deta, R *dtok, R *dgam, R *dbet
     }
 }
 
-/* gelu (tanh approximation) and its derivative, in double */
-static inline double FN(gelu)(double x) { return 0.5 * x * (1 + tanh(0.7978845608028654 * (x + 0.044715 * x * x * x))); }
-static inline double FN(gelu_grad)(double x) {
-    const double t = tanh(0.7978845608028654 * (x + 0.044715 * x * x * x));
-    return 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * 0.7978845608028654 * (1 + 3 * 0.044715 * x * x);
+/* dst [cols, rows] = src [rows, cols]^T */
+static void FN(transpose_rect)(R *restrict dst, const R *restrict src, int64_t rows, int64_t cols) {
+    for (int64_t a = 0; a < rows; a++)
+        for (int64_t j = 0; j < cols; j++) dst[j * rows + a] = src[a * cols + j];
+}
+
+/* gelu (tanh approximation) of n values; with dg != NULL also its derivative (one tanh for both) */
+static void FN(gelu_rows)(R *restrict y, R *restrict dg, const R *restrict z, int64_t n) {
+    const R c = (R)0.7978845608028654, k = (R)0.044715;
+    for (int64_t i = 0; i < n; i++) {
+        const R x = z[i], t = TANH(c * (x + k * x * x * x));
+        y[i] = (R)0.5 * x * (1 + t);
+        if (dg) dg[i] = (R)0.5 * (1 + t) + (R)0.5 * x * (1 - t * t) * c * (1 + 3 * k * x * x);
+    }
 }
 
 /* Scratch of one (batch, head) of the MLP scan, in elements of R: see the layout in mlp_scan_fwd. */
 static int64_t FN(mlp_scratch_elems)(int64_t bs, int64_t d, int64_t F) {
-    return 2 * d * F + F + d + 5 * bs * F + 5 * bs * d + bs * bs;
+    return 3 * d * F + F + d + 5 * bs * F + 5 * bs * d + bs * bs;
 }
 
 /* TTT-MLP's forward over N mini-batches of one (batch, head) (src/composed/ttt_scan.c's MLP section):
@@ -308,6 +332,7 @@ static void FN(mlp_scan_fwd)(R *out, R *w1_out, R *b1_out, R *w2_out, R *b2_out,
     R *W1 = scr, *c1 = W1 + d * F, *W2 = c1 + F, *c2 = W2 + F * d;
     R *Z1 = c2 + d, *X2 = Z1 + bs * F, *G1 = X2 + bs * F, *ZB1 = G1 + bs * F, *XB = ZB1 + bs * F;
     R *Z2 = XB + bs * F, *G2 = Z2 + bs * d, *XH = G2 + bs * d, *GX = XH + bs * d, *ZB2 = GX + bs * d, *M = ZB2 + bs * d;
+    R *W2T = M + bs * bs;
     memcpy(W1, w1, sizeof(R) * (size_t)(d * F));
     memcpy(c1, b1, sizeof(R) * (size_t)F);
     memcpy(W2, w2, sizeof(R) * (size_t)(F * d));
@@ -318,17 +343,17 @@ static void FN(mlp_scan_fwd)(R *out, R *w1_out, R *b1_out, R *w2_out, R *b2_out,
         R *O = out + n * bs * d;
         /* the inner gradients at the mini-batch's weights: z1 = K W1 + b1, x2 = gelu(z1), G2 at z2 = x2 W2 + b2 */
         FN(rows_times)(Z1, K, W1, c1, bs, d, F);
-        for (int64_t i = 0; i < bs * F; i++) X2[i] = (R)FN(gelu)(Z1[i]);
+        FN(gelu_rows)(X2, G1, Z1, bs * F); /* G1 holds gelu'(z1) until the product below */
         FN(rows_times)(Z2, X2, W2, c2, bs, F, d);
         for (int64_t i = 0; i < bs; i++)
             FN(ln_l2_row)(Z2 + i * d, V + i * d, K + i * d, gam, bet, XH + i * d, GX + i * d, G2 + i * d, d, eps);
-        /* G1 = (G2 W2^T) o gelu'(z1) */
-        for (int64_t i = 0; i < bs; i++)
-            for (int64_t f = 0; f < F; f++)
-                G1[i * F + f] = FN(dot)(G2 + i * d, W2 + f * d, d) * (R)FN(gelu_grad)(Z1[i * F + f]);
+        /* G1 = (G2 W2^T) o gelu'(z1), W2^T's rows contiguous (ZB1 is free until the dual form) */
+        FN(transpose_rect)(W2T, W2, F, d);
+        FN(rows_times)(ZB1, G2, W2T, NULL, bs, d, F);
+        for (int64_t i = 0; i < bs * F; i++) G1[i] *= ZB1[i];
         /* the dual form, layer 1 on Q, layer 2 on gelu(zb1) */
         FN(dual_rows)(ZB1, M, Q, K, W1, c1, G1, tok, e, bs, d, F);
-        for (int64_t i = 0; i < bs * F; i++) XB[i] = (R)FN(gelu)(ZB1[i]);
+        FN(gelu_rows)(XB, NULL, ZB1, bs * F);
         FN(dual_rows)(ZB2, M, XB, X2, W2, c2, G2, tok, e, bs, F, d);
         for (int64_t i = 0; i < bs; i++) { /* out = q + LN(zb2) gam + bet */
             FN(ln_row)(ZB2 + i * d, XH + i * d, d, eps);
