@@ -40,8 +40,6 @@ static const struct {
     {TTT_K_adamw_multi, "the multi-tensor AdamW: bit-identical to adamw per tensor, checked by test_fused"},
     {TTT_K_sumsq_multi, "gradient clipping's one-pass global norm: the composed ops' bits, checked by test_fused"},
     {TTT_K_scale_multi, "gradient clipping's multi-tensor scale: unary affine's bits, checked by test_fused"},
-    {TTT_K_ttt_mlp_scan, "TTT-MLP's forward-only scan, run where no graph records (gradients compose): checked against "
-                         "the composed form and finite differences by test_ttt_scan"},
 };
 
 static int has_case(const char *op) {

@@ -10,10 +10,9 @@
  *   - decode after a fused prefill, in pieces that start and end mid-mini-batch, equals the all-composed
  *     forward, and its state equals the composed decode's;
  *   - bad arguments give messages naming the problem;
- *   - TTT-MLP's scan (forward kernel only): the kernel's outputs and final weights equal the composed
- *     form's (f64 1e-12, f32 1e-5); the op's gradients with a graph (composed) equal the composed form's;
- *     finite differences of the kernel's forward match them; the layer (TTT-MLP, both backbones, tails)
- *     and decode after a fused prefill as for TTT-Linear. */
+ *   - TTT-MLP's scan (src/composed/ttt_scan.c's MLP section) the same way: outputs, final weights and the
+ *     gradients of all eleven inputs against the composed form (f64 1e-12, f32 1e-5), second order, finite
+ *     differences, the layer on both backbones with tails, decode after a fused prefill. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -257,8 +256,7 @@ static void test_layer(ttt_ctx *ctx, int kind, int backbone, ttt_dtype dt, int64
         y[fused] = ttt_rnn_forward(ctx, &l, xl, 0);
         CHECK_MSG(y[fused] != NULL, "%s", ttt_error(ctx));
         if (!y[fused]) return;
-        /* TTT-MLP's scan composes while a graph records (its kernel is forward only) */
-        CHECK(has_op(y[fused], "ttt_linear_scan") == (fused && !mlp));
+        CHECK(has_op(y[fused], mlp ? "ttt_mlp_scan" : "ttt_linear_scan") == fused);
         ttt_tensor *ins[TTT_RNN_MAX_PARAMS + 1];
         for (int i = 0; i < l.n_params; i++) ins[i] = l.params[i];
         ins[l.n_params] = xl;
@@ -385,9 +383,9 @@ static void make_mlp_inputs(ttt_ctx *ctx, const shape_cfg *c, ttt_tensor **x) {
 }
 
 /* out and the final weights, fused or composed, cast to dt; grads != NULL: also the gradients of
- * L = <out, r0> + <w_final, r1..r4> in every input (the op composes then: the same math either way). */
-static int run_mlp(ttt_ctx *ctx, ttt_tensor *const *x64, ttt_dtype dt, int fused, ttt_tensor *const *r, ttt_tensor **res,
-                   ttt_tensor **grads) {
+ * L = <out, r0> (+ <w_final, r1..r4> with use_state) in every input (create: differentiable). */
+static int run_mlp(ttt_ctx *ctx, ttt_tensor *const *x64, ttt_dtype dt, int fused, int use_state, ttt_tensor *const *r,
+                   ttt_tensor **res, ttt_tensor **grads, int create) {
     ttt_tensor *x[NIN_MLP];
     for (int i = 0; i < NIN_MLP; i++) {
         x[i] = ttt_cast(ctx, ttt_detach(ctx, x64[i]), dt);
@@ -396,12 +394,13 @@ static int run_mlp(ttt_ctx *ctx, ttt_tensor *const *x64, ttt_dtype dt, int fused
     int rc = fused ? ttt__ttt_mlp_scan(ctx, x[0], x[1], x[2], x[3], x[4], x[5], x[6], x + 7, 1e-6, &res[0], res + 1)
                    : ttt__ttt_mlp_scan_composed(ctx, x[0], x[1], x[2], x[3], x[4], x[5], x[6], x + 7, 1e-6, &res[0], res + 1);
     if (rc || !grads) return rc;
+    if (fused) CHECK(has_op(res[0], "ttt_mlp_scan"));
     ttt_tensor *L = NULL;
-    for (int i = 0; i < 5; i++) {
+    for (int i = 0; i < (use_state ? 5 : 1); i++) {
         ttt_tensor *t = ttt_sum(ctx, ttt_mul(ctx, res[i], ttt_cast(ctx, ttt_reshape(ctx, r[i], res[i]->ndim, res[i]->shape), dt)), 0, NULL, 0);
         L = L ? ttt_add(ctx, L, t) : t;
     }
-    return ttt_grad(ctx, 1, &L, NULL, NIN_MLP, x, grads, 0);
+    return ttt_grad(ctx, 1, &L, NULL, NIN_MLP, x, grads, create);
 }
 
 static void make_mlp_weights_of_loss(ttt_ctx *ctx, const shape_cfg *c, ttt_tensor **r) {
@@ -413,8 +412,9 @@ static void make_mlp_weights_of_loss(ttt_ctx *ctx, const shape_cfg *c, ttt_tenso
     }
 }
 
-/* the kernel's forward (no graph) against the composed form; then the op's gradients with a graph */
-static void test_mlp_op(ttt_ctx *ctx, const shape_cfg *c, ttt_dtype dt) {
+/* the kernel's forward (no graph) against the composed form; then the op's gradients with a graph (the
+ * backward kernel), the loss on out or on out and the final weights */
+static void test_mlp_op(ttt_ctx *ctx, const shape_cfg *c, ttt_dtype dt, int use_state) {
     ttt_tensor *x[NIN_MLP], *r[5], *ra[5], *rb[5], *ga[NIN_MLP], *gb[NIN_MLP];
     make_mlp_inputs(ctx, c, x);
     make_mlp_weights_of_loss(ctx, c, r);
@@ -422,9 +422,9 @@ static void test_mlp_op(ttt_ctx *ctx, const shape_cfg *c, ttt_dtype dt) {
     const double tol = dt == TTT_F64 ? 1e-12 : 1e-5;
     ttt_no_grad_begin(ctx);
     const long long calls = ttt__profile_calls(TTT_K_ttt_mlp_scan);
-    CHECK_MSG(run_mlp(ctx, x, dt, 1, r, ra, NULL) == TTT_OK, "%s", ttt_error(ctx));
+    CHECK_MSG(run_mlp(ctx, x, dt, 1, use_state, r, ra, NULL, 0) == TTT_OK, "%s", ttt_error(ctx));
     CHECK(ttt__profile_calls(TTT_K_ttt_mlp_scan) == calls + 1);
-    CHECK_MSG(run_mlp(ctx, x, dt, 0, r, rb, NULL) == TTT_OK, "%s", ttt_error(ctx));
+    CHECK_MSG(run_mlp(ctx, x, dt, 0, use_state, r, rb, NULL, 0) == TTT_OK, "%s", ttt_error(ctx));
     double worst_out = 0, worst_g = 0;
     for (int i = 0; i < 5; i++) {
         const double e = rel_diff(ctx, ra[i], rb[i]);
@@ -432,31 +432,37 @@ static void test_mlp_op(ttt_ctx *ctx, const shape_cfg *c, ttt_dtype dt) {
         worst_out = e > worst_out || e != e ? e : worst_out;
     }
     ttt_no_grad_end(ctx);
-    CHECK_MSG(run_mlp(ctx, x, dt, 1, r, ra, ga) == TTT_OK, "%s", ttt_error(ctx));
-    CHECK_MSG(run_mlp(ctx, x, dt, 0, r, rb, gb) == TTT_OK, "%s", ttt_error(ctx));
+    const long long bwd_calls = ttt__profile_calls(TTT_K_ttt_mlp_scan_bwd);
+    CHECK_MSG(run_mlp(ctx, x, dt, 1, use_state, r, ra, ga, 0) == TTT_OK, "%s", ttt_error(ctx));
+    CHECK(ttt__profile_calls(TTT_K_ttt_mlp_scan_bwd) == bwd_calls + 1);
+    CHECK_MSG(run_mlp(ctx, x, dt, 0, use_state, r, rb, gb, 0) == TTT_OK, "%s", ttt_error(ctx));
     for (int i = 0; i < NIN_MLP; i++) {
         const double e = rel_diff(ctx, ga[i], gb[i]);
         CHECK_MSG(e <= tol && ga[i]->ndim == x[i]->ndim, "%s MLP grad %s differs by %.2e", ttt_dtype_name(dt), MLP_NAMES[i], e);
         worst_g = e > worst_g || e != e ? e : worst_g;
     }
-    printf("mlp op %s B%lld H%lld T%lld d%lld bs%lld weights %s: kernel vs composed %.2e; gradients %.2e (relative)\n",
+    printf("mlp op %s B%lld H%lld T%lld d%lld bs%lld weights %s, %s: outputs %.2e, gradients %.2e (relative)\n",
            ttt_dtype_name(dt), (long long)c->B, (long long)c->H, (long long)c->T, (long long)c->d, (long long)c->bs,
-           c->batched_w0 ? "per sequence" : "shared", worst_out, worst_g);
+           c->batched_w0 ? "per sequence" : "shared", use_state ? "loss on out and the final weights" : "loss on out",
+           worst_out, worst_g);
     ttt_step_reset(ctx);
     for (int i = 0; i < NIN_MLP; i++) ttt_persistent_free(ctx, x[i]);
     for (int i = 0; i < 5; i++) ttt_persistent_free(ctx, r[i]);
 }
 
 /* Central differences of L (the kernel's forward, no graph) along a random direction w of every input,
- * against <grad L, w> (the gradient of the op with a graph, i.e. of the composed form), f64. */
+ * against <grad L, w> (the backward kernel), f64; the Hessian-vector product through the fused node against
+ * the composed form's. */
 static void test_mlp_fd(ttt_ctx *ctx) {
     const shape_cfg c = {.B = 2, .H = 2, .T = 16, .d = 4, .bs = 8, .batched_w0 = 1};
-    ttt_tensor *x[NIN_MLP], *w[NIN_MLP], *r[5], *res[5], *g[NIN_MLP];
+    ttt_tensor *x[NIN_MLP], *w[NIN_MLP], *u[NIN_MLP], *r[5], *res[5], *g[NIN_MLP];
     make_mlp_inputs(ctx, &c, x);
     make_mlp_weights_of_loss(ctx, &c, r);
     for (int i = 0; i < NIN_MLP; i++) {
         w[i] = ttt_persistent(ctx, TTT_F64, x[i]->ndim, x[i]->shape, "w");
+        u[i] = ttt_persistent(ctx, TTT_F64, x[i]->ndim, x[i]->shape, "u");
         ttt_assign(ctx, w[i], ttt_randn(ctx, TTT_F64, x[i]->ndim, x[i]->shape, 1.0));
+        ttt_assign(ctx, u[i], ttt_randn(ctx, TTT_F64, x[i]->ndim, x[i]->shape, 1.0));
     }
     const double h = 1e-5, steps[4] = {-h, h, -h / 2, h / 2};
     double f[4];
@@ -465,7 +471,7 @@ static void test_mlp_fd(ttt_ctx *ctx) {
         ttt_no_grad_begin(ctx);
         ttt_tensor *xs[NIN_MLP];
         for (int i = 0; i < NIN_MLP; i++) xs[i] = ttt_add(ctx, x[i], ttt_scale(ctx, w[i], steps[side]));
-        CHECK(run_mlp(ctx, xs, TTT_F64, 1, r, res, NULL) == TTT_OK);
+        CHECK(run_mlp(ctx, xs, TTT_F64, 1, 1, r, res, NULL, 0) == TTT_OK);
         double s = 0;
         for (int i = 0; i < 5; i++)
             s += ttt_item(ctx, ttt_sum(ctx, ttt_mul(ctx, res[i], ttt_reshape(ctx, r[i], res[i]->ndim, res[i]->shape)), 0, NULL, 0));
@@ -473,14 +479,40 @@ static void test_mlp_fd(ttt_ctx *ctx) {
         ttt_no_grad_end(ctx);
     }
     const double d1 = (f[1] - f[0]) / (2 * h), d2 = (f[3] - f[2]) / h, fd = (4 * d2 - d1) / 3;
-    ttt_step_reset(ctx);
-    CHECK(run_mlp(ctx, x, TTT_F64, 1, r, res, g) == TTT_OK);
-    double gw = 0;
-    for (int i = 0; i < NIN_MLP; i++) gw += ttt_item(ctx, ttt_sum(ctx, ttt_mul(ctx, g[i], w[i]), 0, NULL, 0));
+    /* <grad L, w> by the backward kernel; the Hessian-vector product along w through the fused node
+     * (create_graph: the composed recomputation) and through the composed form */
+    double gw = 0, hv[2] = {0, 0};
+    for (int fused = 1; fused >= 0; fused--) {
+        ttt_step_reset(ctx);
+        ttt_tensor *hg[NIN_MLP];
+        int rc = fused ? ttt__ttt_mlp_scan(ctx, x[0], x[1], x[2], x[3], x[4], x[5], x[6], x + 7, 1e-6, &res[0], res + 1)
+                       : ttt__ttt_mlp_scan_composed(ctx, x[0], x[1], x[2], x[3], x[4], x[5], x[6], x + 7, 1e-6, &res[0], res + 1);
+        CHECK(rc == TTT_OK);
+        if (rc) return;
+        CHECK(has_op(res[0], "ttt_mlp_scan") == fused);
+        ttt_tensor *L = NULL;
+        for (int i = 0; i < 5; i++) {
+            ttt_tensor *t = ttt_sum(ctx, ttt_mul(ctx, res[i], ttt_reshape(ctx, r[i], res[i]->ndim, res[i]->shape)), 0, NULL, 0);
+            L = L ? ttt_add(ctx, L, t) : t;
+        }
+        CHECK(ttt_grad(ctx, 1, &L, NULL, NIN_MLP, x, g, 1) == TTT_OK);
+        ttt_tensor *gu = NULL;
+        double gwi = 0;
+        for (int i = 0; i < NIN_MLP; i++) {
+            ttt_tensor *t = ttt_sum(ctx, ttt_mul(ctx, g[i], u[i]), 0, NULL, 0);
+            gu = gu ? ttt_add(ctx, gu, t) : t;
+            gwi += ttt_item(ctx, ttt_sum(ctx, ttt_mul(ctx, g[i], w[i]), 0, NULL, 0));
+        }
+        if (fused) gw = gwi;
+        CHECK_MSG(ttt_grad(ctx, 1, &gu, NULL, NIN_MLP, x, hg, 0) == TTT_OK, "%s", ttt_error(ctx));
+        for (int i = 0; i < NIN_MLP; i++) hv[fused] += ttt_item(ctx, ttt_sum(ctx, ttt_mul(ctx, hg[i], w[i]), 0, NULL, 0));
+    }
+    printf("mlp second order (f64): fused %.12g vs composed %.12g\n", hv[1], hv[0]);
+    CHECK(fabs(hv[1] - hv[0]) <= 1e-10 * (1 + fabs(hv[0])));
     printf("mlp finite differences (f64, kernel forward): <dL, w> %.12g vs %.12g\n", gw, fd);
     CHECK(fabs(gw - fd) <= 1e-8 * (1 + fabs(fd)));
     ttt_step_reset(ctx);
-    for (int i = 0; i < NIN_MLP; i++) ttt_persistent_free(ctx, x[i]), ttt_persistent_free(ctx, w[i]);
+    for (int i = 0; i < NIN_MLP; i++) ttt_persistent_free(ctx, x[i]), ttt_persistent_free(ctx, w[i]), ttt_persistent_free(ctx, u[i]);
     for (int i = 0; i < 5; i++) ttt_persistent_free(ctx, r[i]);
 }
 
@@ -527,10 +559,11 @@ int main(void) {
             test_decode(ctx, kind, bb);
         }
     test_mlp_errors(ctx);
-    for (int si = 0; si < 4; si++) {
-        test_mlp_op(ctx, &shapes[si], TTT_F64);
-        test_mlp_op(ctx, &shapes[si], TTT_F32);
-    }
+    for (int si = 0; si < 4; si++)
+        for (int use_state = 0; use_state < 2; use_state++) {
+            test_mlp_op(ctx, &shapes[si], TTT_F64, use_state);
+            test_mlp_op(ctx, &shapes[si], TTT_F32, use_state);
+        }
     test_mlp_fd(ctx);
     ttt_ctx_free(ctx);
     TEST_MAIN_END();

@@ -537,9 +537,7 @@ static ttt_tensor *fn_ttt_scan(ttt_ctx *ctx, ttt_tensor *const *x, const spec *s
 
 /* ---- TTT-MLP's scan (engine_private.h: ttt__ttt_mlp_scan) --------------------------------------------- */
 
-/* As ttt_linear_scan's case, with W1 [4, 8], b1, W2 [8, 4], b2 (shared by the batch or not). The gradient
- * is the composed form's (the op composes while a graph records); the finite differences evaluate the
- * forward without a graph, which is the backend's kernel where it has one. */
+/* As ttt_linear_scan's case, with W1 [4, 8], b1, W2 [8, 4], b2 (shared by the batch or not). */
 static void make_ttt_mlp_scan(rng *r, spec *s) {
     const int64_t b = rint_in(r, 1, 2), h = rint_in(r, 1, 2), bs = (int64_t)2 << rint_in(r, 0, 1), d = 4, f = 8;
     const int64_t t = bs * rint_in(r, 1, 2);

@@ -262,10 +262,12 @@ int ttt__ttt_linear_scan(ttt_ctx *ctx, ttt_tensor *q, ttt_tensor *k, ttt_tensor 
  *   W1 -= tok_bs (e o K)^T G1, b1 -= tok_bs e^T G1, W2 -= tok_bs (e o x2)^T G2, b2 -= tok_bs e^T G2
  * which is ttt_rnn.c's segment() for the MLP in the dual form on whole mini-batches.
  *
- * The backend's forward kernel (backend.h: ttt_mlp_scan) runs only where no graph records: there is no
- * fused backward yet, and a node whose VJP recomputed the composed form would cost the composed forward
- * on top of the fused one. So inference and prefill take the kernel, and training composes (which is
- * what it differentiates, to any order). */
+ * As for TTT-Linear: where the backend has the kernels (backend.h: ttt_mlp_scan, ttt_mlp_scan_bwd) the
+ * forward is one call that keeps the weights on chip, and when a graph records it also keeps the weights at
+ * every mini-batch's start (N (2 d F + F + d) values per (batch, head), what the composed graph keeps of
+ * them too); the VJP is one reverse-scan call over them, and under create_graph differentiates the composed
+ * form recomputed, so every order is exact. A backend with the forward only runs it where no graph records
+ * (a node whose VJP recomputed the composed form would cost the composed forward on top of the fused one). */
 
 enum { N_MLP_IN = 11 };
 
@@ -314,27 +316,96 @@ static int check_mlp(ttt_ctx *ctx, ttt_tensor *const *x) {
     return check_mini_batches(ctx, op, x[0], x[4]);
 }
 
-/* The kernel's forward (no graph), or TTT_BACKEND_DECLINED with nothing left allocated. */
-static int mlp_fused(ttt_ctx *ctx, ttt_tensor *const *x, double eps, ttt_tensor **out, ttt_tensor **w_final) {
+/* node: in = q, k, v, eta, tok, ln_w, ln_b, w1, b1, w2, b2 (q..eta dense); out = out, the four final weights;
+ * pattr[0] = the weights at the mini-batches' starts; fattr[0] = eps */
+static int mlp_scan_vjp(ttt_ctx *ctx, ttt_node *nd, ttt_tensor *const *gout, const bool *needs, ttt_tensor **gin) {
+    ttt_tensor *const *in = nd->in;
+    const double eps = nd->fattr[0];
+    int any = 0;
+    for (int i = 0; i < 5; i++) any |= gout[i] != NULL;
+    if (!any) {
+        for (int i = 0; i < N_MLP_IN; i++)
+            if (needs[i] && !(gin[i] = ttt_zeros_like(ctx, in[i]))) return TTT_ERR;
+        return TTT_OK;
+    }
+    if (ttt_grad_enabled(ctx)) {
+        /* create_graph: differentiate the composed form, recomputed on the same inputs */
+        ttt_tensor *o[5], *outs[5], *gs[5], *targets[N_MLP_IN], *grads[N_MLP_IN];
+        if (ttt__ttt_mlp_scan_composed(ctx, in[0], in[1], in[2], in[3], in[4], in[5], in[6], in + 7, eps, &o[0], o + 1))
+            return TTT_ERR;
+        int n_out = 0, n = 0;
+        for (int i = 0; i < 5; i++)
+            if (gout[i]) outs[n_out] = o[i], gs[n_out++] = gout[i];
+        for (int i = 0; i < N_MLP_IN; i++)
+            if (needs[i]) targets[n++] = in[i];
+        if (n && ttt__grad(ctx, n_out, outs, gs, n, targets, grads, true, true) != TTT_OK) return TTT_ERR;
+        for (int i = 0, j = 0; i < N_MLP_IN; i++)
+            if (needs[i]) gin[i] = grads[j++];
+        return TTT_OK;
+    }
+    ttt_tensor *q = in[0], *tok = in[4];
+    const int64_t B = q->shape[0], H = q->shape[1], d = q->shape[3], bs = ttt_numel(tok), F = nd->out[1]->shape[3];
+    const ttt_dtype dt = q->dtype;
+    ttt_tensor *dout = gout[0] ? ttt__dense(ctx, gout[0]) : ttt_zeros_like(ctx, nd->out[0]), *dfin[4];
+    if (!dout) return TTT_ERR;
+    for (int i = 0; i < 4; i++)
+        if (gout[i + 1] && !(dfin[i] = ttt__dense(ctx, gout[i + 1]))) return TTT_ERR;
+        else if (!gout[i + 1]) dfin[i] = NULL;
+    ttt_tensor *g[N_MLP_IN] = {ttt__new_like(ctx, q), ttt__new_like(ctx, in[1]), ttt__new_like(ctx, in[2]),
+                               ttt__new_like(ctx, in[3]), ttt_new(ctx, dt, TTT_DIMS(B, H, bs)), ttt_new(ctx, dt, TTT_DIMS(B, H, d)),
+                               ttt_new(ctx, dt, TTT_DIMS(B, H, d)), ttt_new(ctx, dt, TTT_DIMS(B, H, d, F)),
+                               ttt_new(ctx, dt, TTT_DIMS(B, H, 1, F)), ttt_new(ctx, dt, TTT_DIMS(B, H, F, d)),
+                               ttt_new(ctx, dt, TTT_DIMS(B, H, 1, d))};
+    for (int i = 0; i < N_MLP_IN; i++)
+        if (!g[i]) return TTT_ERR;
+    const int rc = ctx->be->ttt_mlp_scan_bwd(ctx->bs, g[0], g[1], g[2], g[3], g[4], g[5], g[6], g[7], g[8], g[9], g[10], dout,
+                                             dfin[0], dfin[1], dfin[2], dfin[3], q, in[1], in[2], in[3], tok, in[5], in[6],
+                                             nd->pattr[0], eps);
+    if (rc != TTT_OK) {
+        if (rc == TTT_BACKEND_DECLINED) ttt_backend_error("the backward kernel declined what the forward took");
+        return ttt__backend_failed(ctx, "ttt_mlp_scan (backward)");
+    }
+    /* the per-(batch, head) partial sums of what the batch (and the heads, for tok) shared */
+    for (int i = 0; i < 4; i++) gin[i] = needs[i] ? g[i] : NULL;
+    for (int i = 4; i < N_MLP_IN; i++) {
+        if (!needs[i]) continue;
+        if (!(gin[i] = ttt_sum_to(ctx, g[i], in[i]->ndim, in[i]->shape))) return TTT_ERR;
+    }
+    return TTT_OK;
+}
+
+/* The kernel's forward, recorded with the weights at every mini-batch's start where a graph records (the
+ * backward kernel then exists), or TTT_BACKEND_DECLINED with nothing left allocated. */
+static int mlp_fused(ttt_ctx *ctx, ttt_tensor *const *x, int record, double eps, ttt_tensor **out, ttt_tensor **w_final) {
     const ttt_mark_t mark = ttt_mark(ctx);
     ttt_tensor *in[N_MLP_IN];
     for (int i = 0; i < N_MLP_IN; i++)
         if (!(in[i] = ttt_contiguous(ctx, x[i]))) return TTT_ERR;
     ttt_tensor *q = in[0];
-    const int64_t B = q->shape[0], H = q->shape[1], d = q->shape[3], F = in[7]->shape[in[7]->ndim - 1];
+    const int64_t B = q->shape[0], H = q->shape[1], T = q->shape[2], d = q->shape[3], F = in[7]->shape[in[7]->ndim - 1];
+    const int64_t N = T / ttt_numel(in[4]);
     const ttt_dtype dt = q->dtype;
-    ttt_tensor *o = ttt__new_like(ctx, q), *wf[4] = {ttt_new(ctx, dt, TTT_DIMS(B, H, d, F)), ttt_new(ctx, dt, TTT_DIMS(B, H, 1, F)),
-                                                    ttt_new(ctx, dt, TTT_DIMS(B, H, F, d)), ttt_new(ctx, dt, TTT_DIMS(B, H, 1, d))};
-    if (!o || !wf[0] || !wf[1] || !wf[2] || !wf[3]) return TTT_ERR;
-    const int rc = ctx->be->ttt_mlp_scan(ctx->bs, o, wf[0], wf[1], wf[2], wf[3], q, in[1], in[2], in[3], in[4], in[5], in[6],
+    ttt_tensor *o[5] = {ttt__new_like(ctx, q), ttt_new(ctx, dt, TTT_DIMS(B, H, d, F)), ttt_new(ctx, dt, TTT_DIMS(B, H, 1, F)),
+                        ttt_new(ctx, dt, TTT_DIMS(B, H, F, d)), ttt_new(ctx, dt, TTT_DIMS(B, H, 1, d))};
+    ttt_tensor *st = record ? ttt_new(ctx, dt, TTT_DIMS(B, H, N, 2 * d * F + F + d)) : NULL;
+    for (int i = 0; i < 5; i++)
+        if (!o[i]) return TTT_ERR;
+    if (record && !st) return TTT_ERR;
+    const int rc = ctx->be->ttt_mlp_scan(ctx->bs, o[0], o[1], o[2], o[3], o[4], st, q, in[1], in[2], in[3], in[4], in[5], in[6],
                                          in[7], in[8], in[9], in[10], eps);
     if (rc == TTT_BACKEND_DECLINED) {
         ttt_release(ctx, mark);
         return TTT_BACKEND_DECLINED;
     }
     if (rc != TTT_OK) return ttt__backend_failed(ctx, "ttt_mlp_scan");
-    *out = o;
-    for (int i = 0; i < 4; i++) w_final[i] = wf[i];
+    if (record) {
+        ttt_node *nd = ttt__record(ctx, "ttt_mlp_scan", mlp_scan_vjp, N_MLP_IN, in, 5, o);
+        if (!nd) return TTT_ERR;
+        nd->pattr[0] = st;
+        nd->fattr[0] = eps;
+    }
+    *out = o[0];
+    for (int i = 0; i < 4; i++) w_final[i] = o[i + 1];
     return TTT_OK;
 }
 
@@ -347,8 +418,9 @@ int ttt__ttt_mlp_scan(ttt_ctx *ctx, ttt_tensor *q, ttt_tensor *k, ttt_tensor *v,
     ttt_tensor *x[N_MLP_IN] = {q, k, v, eta, tok, ln_w, ln_b, w0[0], w0[1], w0[2], w0[3]};
     if (check_mlp(ctx, x)) return TTT_ERR;
     if (!(eps >= 0)) return ttt__set_error(ctx, "ttt_mlp_scan: eps %g must be >= 0", eps);
-    if (ctx->be->ttt_mlp_scan && !ttt__recording(ctx, N_MLP_IN, x)) {
-        const int rc = mlp_fused(ctx, x, eps, out, w_final);
+    const int record = ttt__recording(ctx, N_MLP_IN, x);
+    if (ctx->be->ttt_mlp_scan && (!record || ctx->be->ttt_mlp_scan_bwd)) {
+        const int rc = mlp_fused(ctx, x, record, eps, out, w_final);
         if (rc != TTT_BACKEND_DECLINED) return rc;
     }
     return ttt__ttt_mlp_scan_composed(ctx, q, k, v, eta, tok, ln_w, ln_b, w0, eps, out, w_final);

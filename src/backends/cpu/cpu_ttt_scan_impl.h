@@ -83,11 +83,16 @@ static void FN(rows_times_w)(R *restrict z, const R *restrict x, const R *restri
 }
 
 /* One layer of the dual form over a mini-batch: M[i, j] = tok_i e_j (x_i . keys_j + 1) for j <= i, and
- * z[i, :] = c + x[i, :] W - sum_{j <= i} M[i, j] g[j, :], with x, keys [bs, din], W [din, dout], g [bs, dout]. */
-static void FN(dual_rows)(R *restrict z, R *restrict M, const R *x, const R *keys, const R *W, const R *c, const R *g,
-                          const R *tok, const R *e, int64_t bs, int64_t din, int64_t dout) {
+ * z[i, :] = c + x[i, :] W - sum_{j <= i} M[i, j] g[j, :], with x, keys [bs, din], W [din, dout], g [bs, dout]
+ * (S != NULL: also S[i, j] = x_i . keys_j + 1). */
+static void FN(dual_rows)(R *restrict z, R *restrict M, R *restrict S, const R *x, const R *keys, const R *W, const R *c,
+                          const R *g, const R *tok, const R *e, int64_t bs, int64_t din, int64_t dout) {
     for (int64_t i = 0; i < bs; i++)
-        for (int64_t j = 0; j <= i; j++) M[i * bs + j] = tok[i] * e[j] * (FN(dot)(x + i * din, keys + j * din, din) + 1);
+        for (int64_t j = 0; j <= i; j++) {
+            const R sij = FN(dot)(x + i * din, keys + j * din, din) + 1;
+            M[i * bs + j] = tok[i] * e[j] * sij;
+            if (S) S[i * bs + j] = sij; /* for the backward */
+        }
     FN(rows_times)(z, x, W, c, bs, din, dout);
     for (int64_t i = 0; i < bs; i++) {
         R *zi = z + i * dout;
@@ -152,7 +157,7 @@ static void FN(scan_fwd)(R *out, R *w_out, R *b_out, R *w_st, R *b_st, const R *
         for (int64_t i = 0; i < bs; i++)
             FN(ln_l2_row)(Z + i * d, V + i * d, K + i * d, gam, bet, XH + i * d, GX + i * d, G + i * d, d, eps);
         /* M[i, j] = tok_i eta_j (q_i . k_j + 1), j <= i;  zq = Q W + c - M G */
-        FN(dual_rows)(Z, M, Q, K, W, c, G, tok, e, bs, d, d);
+        FN(dual_rows)(Z, M, NULL, Q, K, W, c, G, tok, e, bs, d, d);
         for (int64_t i = 0; i < bs; i++) { /* out = q + LN(zq) gam + bet */
             FN(ln_row)(Z + i * d, XH + i * d, d, eps);
             for (int64_t a = 0; a < d; a++) O[i * d + a] = Q[i * d + a] + XH[i * d + a] * gam[a] + bet[a];
@@ -325,8 +330,9 @@ static int64_t FN(mlp_scratch_elems)(int64_t bs, int64_t d, int64_t F) {
 }
 
 /* TTT-MLP's forward over N mini-batches of one (batch, head) (src/composed/ttt_scan.c's MLP section):
- * W1 [d, F], b1 [F], W2 [F, d], b2 [d] live in the scratch. Pointers at the (batch, head)'s first element. */
-static void FN(mlp_scan_fwd)(R *out, R *w1_out, R *b1_out, R *w2_out, R *b2_out, const R *q, const R *k, const R *v,
+ * W1 [d, F], b1 [F], W2 [F, d], b2 [d] live in the scratch, one after another, as st (NULL: not kept) keeps
+ * them at the start of every mini-batch. Pointers at the (batch, head)'s first element. */
+static void FN(mlp_scan_fwd)(R *out, R *w1_out, R *b1_out, R *w2_out, R *b2_out, R *st, const R *q, const R *k, const R *v,
                              const R *eta, const R *tok, const R *gam, const R *bet, const R *w1, const R *b1,
                              const R *w2, const R *b2, int64_t N, int64_t bs, int64_t d, int64_t F, double eps, R *scr) {
     R *W1 = scr, *c1 = W1 + d * F, *W2 = c1 + F, *c2 = W2 + F * d;
@@ -341,6 +347,7 @@ static void FN(mlp_scan_fwd)(R *out, R *w1_out, R *b1_out, R *w2_out, R *b2_out,
     for (int64_t n = 0; n < N; n++) {
         const R *Q = q + n * bs * d, *K = k + n * bs * d, *V = v + n * bs * d, *e = eta + n * bs;
         R *O = out + n * bs * d;
+        if (st) memcpy(st + n * (2 * d * F + F + d), W1, sizeof(R) * (size_t)(2 * d * F + F + d)); /* W1 b1 W2 b2 */
         /* the inner gradients at the mini-batch's weights: z1 = K W1 + b1, x2 = gelu(z1), G2 at z2 = x2 W2 + b2 */
         FN(rows_times)(Z1, K, W1, c1, bs, d, F);
         FN(gelu_rows)(X2, G1, Z1, bs * F); /* G1 holds gelu'(z1) until the product below */
@@ -352,9 +359,9 @@ static void FN(mlp_scan_fwd)(R *out, R *w1_out, R *b1_out, R *w2_out, R *b2_out,
         FN(rows_times)(ZB1, G2, W2T, NULL, bs, d, F);
         for (int64_t i = 0; i < bs * F; i++) G1[i] *= ZB1[i];
         /* the dual form, layer 1 on Q, layer 2 on gelu(zb1) */
-        FN(dual_rows)(ZB1, M, Q, K, W1, c1, G1, tok, e, bs, d, F);
+        FN(dual_rows)(ZB1, M, NULL, Q, K, W1, c1, G1, tok, e, bs, d, F);
         FN(gelu_rows)(XB, NULL, ZB1, bs * F);
-        FN(dual_rows)(ZB2, M, XB, X2, W2, c2, G2, tok, e, bs, F, d);
+        FN(dual_rows)(ZB2, M, NULL, XB, X2, W2, c2, G2, tok, e, bs, F, d);
         for (int64_t i = 0; i < bs; i++) { /* out = q + LN(zb2) gam + bet */
             FN(ln_row)(ZB2 + i * d, XH + i * d, d, eps);
             for (int64_t a = 0; a < d; a++) O[i * d + a] = Q[i * d + a] + XH[i * d + a] * gam[a] + bet[a];
@@ -366,6 +373,172 @@ static void FN(mlp_scan_fwd)(R *out, R *w1_out, R *b1_out, R *w2_out, R *b2_out,
     memcpy(b1_out, c1, sizeof(R) * (size_t)F);
     memcpy(w2_out, W2, sizeof(R) * (size_t)(F * d));
     memcpy(b2_out, c2, sizeof(R) * (size_t)d);
+}
+
+/* z[i, :] += x[i, :] W for bs rows, W [din, dout] (W's rows outermost, as rows_times) */
+static void FN(rows_times_acc)(R *restrict z, const R *restrict x, const R *restrict W, int64_t bs, int64_t din,
+                               int64_t dout) {
+    for (int64_t a = 0; a < din; a++) {
+        const R *wa = W + a * dout;
+        for (int64_t i = 0; i < bs; i++) {
+            const R xa = x[i * din + a];
+            R *zi = z + i * dout;
+            for (int64_t j = 0; j < dout; j++) zi[j] += xa * wa[j];
+        }
+    }
+}
+
+/* dW += A^T B and dc += the sum of B's rows (dc NULL: not), A [bs, din], B [bs, dout] */
+static void FN(acc_outer)(R *restrict dW, R *restrict dc, const R *A, const R *B, int64_t bs, int64_t din, int64_t dout) {
+    for (int64_t a = 0; a < din; a++) {
+        R *wa = dW + a * dout;
+        for (int64_t i = 0; i < bs; i++) {
+            const R x = A[i * din + a], *bi = B + i * dout;
+            for (int64_t j = 0; j < dout; j++) wa[j] += x * bi[j];
+        }
+    }
+    if (dc)
+        for (int64_t i = 0; i < bs; i++)
+            for (int64_t j = 0; j < dout; j++) dc[j] += B[i * dout + j];
+}
+
+/* gelu'' of n values: (1 - t^2) u' + x/2 (1 - t^2) (u'' - 2 t u'^2), t = tanh(u), u = c (x + k x^3) */
+static void FN(gelu_grad2_rows)(R *restrict y, const R *restrict z, int64_t n) {
+    const R c = (R)0.7978845608028654, k = (R)0.044715;
+    for (int64_t i = 0; i < n; i++) {
+        const R x = z[i], t = TANH(c * (x + k * x * x * x)), s = 1 - t * t, u1 = c * (1 + 3 * k * x * x);
+        y[i] = s * u1 + (R)0.5 * x * s * (6 * c * k * x - 2 * t * u1 * u1);
+    }
+}
+
+/* Scratch of one (batch, head) of the MLP backward, in elements of R: see the layout in mlp_scan_bwd. */
+static int64_t FN(mlp_bwd_scratch_elems)(int64_t bs, int64_t d, int64_t F) {
+    return 4 * d * F + 15 * bs * F + 11 * bs * d + 5 * bs * bs + 2 * bs + d;
+}
+
+/* TTT-MLP's reverse scan of one (batch, head): each mini-batch's forward recomputed from its stored weights
+ * st, then the gradients of its inputs and of the weights at its start (dW1 .. dc2, which hold the gradient
+ * of the final weights first: dfin, NULL entries zero). The steps are mlp_scan_fwd's in reverse. */
+static void FN(mlp_scan_bwd)(R *dq, R *dk, R *dv, R *deta, R *dtok, R *dgam, R *dbet, R *dW1, R *dc1, R *dW2, R *dc2,
+                             const R *dout, const R *const *dfin, const R *q, const R *k, const R *v, const R *eta,
+                             const R *tok, const R *gam, const R *bet, const R *st, int64_t N, int64_t bs, int64_t d,
+                             int64_t F, double eps, R *scr) {
+    R *W1T = scr, *W2T = W1T + F * d, *dW1T = W2T + d * F, *dW2T = dW1T + F * d, *p = dW2T + d * F;
+    R *Z1 = p, *X2 = Z1 + bs * F, *D1 = X2 + bs * F, *P = D1 + bs * F, *G1 = P + bs * F, *ZB1 = G1 + bs * F;
+    R *XB = ZB1 + bs * F, *DB = XB + bs * F, *dXB = DB + bs * F, *DZB1 = dXB + bs * F, *dG1 = DZB1 + bs * F;
+    R *dX2 = dG1 + bs * F, *dZ1 = dX2 + bs * F, *SG1 = dZ1 + bs * F, *U1 = SG1 + bs * F;
+    R *Z2 = U1 + bs * F, *XH2 = Z2 + bs * d, *GX2 = XH2 + bs * d, *G2 = GX2 + bs * d, *ZB2 = G2 + bs * d;
+    R *XHB = ZB2 + bs * d, *DZB2 = XHB + bs * d, *dG2 = DZB2 + bs * d, *dZ2 = dG2 + bs * d, *SG2 = dZ2 + bs * d;
+    R *U2 = SG2 + bs * d, *S1 = U2 + bs * d, *M1 = S1 + bs * bs, *S2 = M1 + bs * bs, *M2 = S2 + bs * bs;
+    R *DM = M2 + bs * bs, *RS2 = DM + bs * bs, *RSB = RS2 + bs, *tmp = RSB + bs;
+    R *dst[4] = {dW1, dc1, dW2, dc2};
+    const int64_t sz[4] = {d * F, F, F * d, d};
+    for (int i = 0; i < 4; i++)
+        if (dfin[i]) memcpy(dst[i], dfin[i], sizeof(R) * (size_t)sz[i]);
+        else memset(dst[i], 0, sizeof(R) * (size_t)sz[i]);
+    memset(dgam, 0, sizeof(R) * (size_t)d);
+    memset(dbet, 0, sizeof(R) * (size_t)d);
+    memset(dtok, 0, sizeof(R) * (size_t)bs);
+    const R tl = tok[bs - 1];
+    for (int64_t n = N - 1; n >= 0; n--) {
+        const int64_t o = n * bs * d;
+        const R *Q = q + o, *K = k + o, *V = v + o, *e = eta + n * bs, *DO = dout + o;
+        const R *W1 = st + n * (2 * d * F + F + d), *c1 = W1 + d * F, *W2 = c1 + F, *c2 = W2 + F * d;
+        R *DQ = dq + o, *DK = dk + o, *DV = dv + o, *DE = deta + n * bs;
+        /* recompute the mini-batch's forward */
+        FN(rows_times)(Z1, K, W1, c1, bs, d, F);
+        FN(gelu_rows)(X2, D1, Z1, bs * F);
+        FN(rows_times)(Z2, X2, W2, c2, bs, F, d);
+        for (int64_t i = 0; i < bs; i++)
+            RS2[i] = (R)FN(ln_l2_row)(Z2 + i * d, V + i * d, K + i * d, gam, bet, XH2 + i * d, GX2 + i * d, G2 + i * d, d, eps);
+        FN(transpose_rect)(W2T, W2, F, d);
+        FN(transpose_rect)(W1T, W1, d, F);
+        FN(rows_times)(P, G2, W2T, NULL, bs, d, F);
+        for (int64_t i = 0; i < bs * F; i++) G1[i] = P[i] * D1[i];
+        FN(dual_rows)(ZB1, M1, S1, Q, K, W1, c1, G1, tok, e, bs, d, F);
+        FN(gelu_rows)(XB, DB, ZB1, bs * F);
+        FN(dual_rows)(ZB2, M2, S2, XB, X2, W2, c2, G2, tok, e, bs, F, d);
+        for (int64_t i = 0; i < bs; i++) RSB[i] = (R)FN(ln_row)(ZB2 + i * d, XHB + i * d, d, eps);
+        /* out = q + LN(zb2) gam + bet */
+        for (int64_t i = 0; i < bs; i++)
+            FN(ln_out_bwd_row)(DZB2 + i * d, DQ + i * d, dgam, dbet, DO + i * d, XHB + i * d, RSB[i], gam, d);
+        /* the weight updates, with dW1 .. dc2 the gradients of the next mini-batch's weights:
+         * U1_i = K_i dW1' + dc1', U2_i = x2_i dW2' + dc2' */
+        FN(rows_times)(U1, K, dW1, dc1, bs, d, F);
+        FN(rows_times)(U2, X2, dW2, dc2, bs, F, d);
+        for (int64_t i = 0; i < bs; i++) {
+            const R s = tl * e[i];
+            const R ug = FN(dot)(U1 + i * F, G1 + i * F, F) + FN(dot)(U2 + i * d, G2 + i * d, d);
+            DE[i] = -tl * ug;
+            dtok[bs - 1] -= e[i] * ug;
+            for (int64_t f = 0; f < F; f++) {
+                dG1[i * F + f] = -s * U1[i * F + f];
+                SG1[i * F + f] = -s * G1[i * F + f];
+                dX2[i * F + f] = 0;
+            }
+            for (int64_t a = 0; a < d; a++) {
+                dG2[i * d + a] = -s * U2[i * d + a];
+                SG2[i * d + a] = -s * G2[i * d + a];
+                DK[i * d + a] = 0;
+                DV[i * d + a] = 0;
+            }
+        }
+        FN(transpose_rect)(dW1T, dW1, d, F);
+        FN(transpose_rect)(dW2T, dW2, F, d);
+        FN(rows_times_acc)(DK, SG1, dW1T, bs, F, d);  /* dK_i -= s G1_i dW1'^T */
+        FN(rows_times_acc)(dX2, SG2, dW2T, bs, d, F); /* dx2_i -= s G2_i dW2'^T */
+        /* zb2 = gelu(zb1) W2 + c2 - M2 G2, M2 = tok_i e_j S2 */
+        FN(rows_times)(dXB, DZB2, W2T, NULL, bs, d, F);
+        for (int64_t i = 0; i < bs; i++)
+            for (int64_t j = 0; j <= i; j++) DM[i * bs + j] = -FN(dot)(DZB2 + i * d, G2 + j * d, d);
+        for (int64_t i = 0; i < bs; i++)
+            for (int64_t j = 0; j <= i; j++) {
+                const R dm = DM[i * bs + j], ds = dm * tok[i] * e[j], m = M2[i * bs + j];
+                dtok[i] += dm * e[j] * S2[i * bs + j];
+                DE[j] += dm * tok[i] * S2[i * bs + j];
+                for (int64_t f = 0; f < F; f++) {
+                    dXB[i * F + f] += ds * X2[j * F + f];
+                    dX2[j * F + f] += ds * XB[i * F + f];
+                }
+                for (int64_t a = 0; a < d; a++) dG2[j * d + a] -= m * DZB2[i * d + a];
+            }
+        for (int64_t i = 0; i < bs * F; i++) DZB1[i] = dXB[i] * DB[i]; /* gelu */
+        /* zb1 = Q W1 + c1 - M1 G1, M1 = tok_i e_j S1 */
+        FN(rows_times_acc)(DQ, DZB1, W1T, bs, F, d);
+        for (int64_t i = 0; i < bs; i++)
+            for (int64_t j = 0; j <= i; j++) DM[i * bs + j] = -FN(dot)(DZB1 + i * F, G1 + j * F, F);
+        for (int64_t i = 0; i < bs; i++)
+            for (int64_t j = 0; j <= i; j++) {
+                const R dm = DM[i * bs + j], ds = dm * tok[i] * e[j], m = M1[i * bs + j];
+                dtok[i] += dm * e[j] * S1[i * bs + j];
+                DE[j] += dm * tok[i] * S1[i * bs + j];
+                for (int64_t a = 0; a < d; a++) {
+                    DQ[i * d + a] += ds * K[j * d + a];
+                    DK[j * d + a] += ds * Q[i * d + a];
+                }
+                for (int64_t f = 0; f < F; f++) dG1[j * F + f] -= m * DZB1[i * F + f];
+            }
+        /* G1 = P o gelu'(z1), P = G2 W2^T (dW1 .. dc2 are no longer read as the next weights' gradients) */
+        FN(gelu_grad2_rows)(dZ1, Z1, bs * F);
+        for (int64_t i = 0; i < bs * F; i++) {
+            dZ1[i] *= dG1[i] * P[i];
+            SG1[i] = dG1[i] * D1[i]; /* dP */
+        }
+        FN(rows_times_acc)(dG2, SG1, W2, bs, F, d);
+        FN(acc_outer)(dW2, NULL, SG1, G2, bs, F, d);
+        /* G2 = the inner loss's gradient at z2 (LN and L2 differentiated again) */
+        for (int64_t i = 0; i < bs; i++)
+            FN(ln_l2_bwd_row)(dZ2 + i * d, DV + i * d, DK + i * d, dgam, dbet, tmp, dG2 + i * d, XH2 + i * d, GX2 + i * d,
+                              G2 + i * d, RS2[i], V + i * d, K + i * d, gam, bet, d);
+        /* z2 = x2 W2 + c2; x2 = gelu(z1); z1 = K W1 + c1; and zb2's, zb1's weights */
+        FN(rows_times_acc)(dX2, dZ2, W2T, bs, d, F);
+        FN(acc_outer)(dW2, dc2, X2, dZ2, bs, F, d);
+        FN(acc_outer)(dW2, dc2, XB, DZB2, bs, F, d);
+        for (int64_t i = 0; i < bs * F; i++) dZ1[i] += dX2[i] * D1[i];
+        FN(rows_times_acc)(DK, dZ1, W1T, bs, F, d);
+        FN(acc_outer)(dW1, dc1, K, dZ1, bs, d, F);
+        FN(acc_outer)(dW1, dc1, Q, DZB1, bs, d, F);
+    }
 }
 
 #undef FN
