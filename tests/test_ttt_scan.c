@@ -11,7 +11,10 @@
  *     gradients of every parameter and x, T a multiple of the mini-batch and not (the tail composed);
  *   - decode after a fused prefill, in pieces that start and end mid-mini-batch, equals the all-composed
  *     forward, and its state equals the composed decode's;
- *   - bad arguments give messages naming the problem. */
+ *   - bad arguments give messages naming the problem;
+ *   - TTT-MLP's scan (src/composed/ttt_scan.c's MLP section) the same way: outputs, final weights and the
+ *     gradients of all eleven inputs against the composed form (f64 1e-12, f32 1e-5), second order, finite
+ *     differences, the layer on both backbones with tails, decode after a fused prefill. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -303,13 +306,14 @@ static void randomize(ttt_ctx *ctx, ttt_rnn *l) {
     }
 }
 
-static ttt_rnn_config config(int backbone, int64_t b) {
-    return (ttt_rnn_config){.kind = TTT_RNN_LINEAR, .backbone = backbone, .dim = 8, .heads = 2, .mini_batch = b,
+static ttt_rnn_config config(int kind, int backbone, int64_t b) {
+    return (ttt_rnn_config){.kind = kind, .backbone = backbone, .dim = 8, .heads = 2, .mini_batch = b,
                             .base_lr = 0, .rope_theta = 10000.0};
 }
 
-static void test_layer(ttt_ctx *ctx, int backbone, ttt_dtype dt, int64_t T) {
-    ttt_rnn_config c = config(backbone, 8);
+static void test_layer(ttt_ctx *ctx, int kind, int backbone, ttt_dtype dt, int64_t T) {
+    ttt_rnn_config c = config(kind, backbone, 8);
+    const int mlp = kind == TTT_RNN_MLP;
     ttt_rnn l;
     CHECK(ttt_rnn_init(ctx, &l, &c, dt, 0.02, 0.02) == TTT_OK);
     randomize(ctx, &l);
@@ -325,7 +329,7 @@ static void test_layer(ttt_ctx *ctx, int backbone, ttt_dtype dt, int64_t T) {
         y[fused] = ttt_rnn_forward(ctx, &l, xl, 0);
         CHECK_MSG(y[fused] != NULL, "%s", ttt_error(ctx));
         if (!y[fused]) return;
-        CHECK(has_op(y[fused], "ttt_linear_scan") == fused);
+        CHECK(has_op(y[fused], mlp ? "ttt_mlp_scan" : "ttt_linear_scan") == fused);
         ttt_tensor *ins[TTT_RNN_MAX_PARAMS + 1];
         for (int i = 0; i < l.n_params; i++) ins[i] = l.params[i];
         ins[l.n_params] = xl;
@@ -343,16 +347,30 @@ static void test_layer(ttt_ctx *ctx, int backbone, ttt_dtype dt, int64_t T) {
                   i < l.n_params ? l.names[i] : "x", e);
         eg = e > eg || e != e ? e : eg;
     }
-    printf("layer Linear %s %s T %lld (b 8): fused vs composed: output %.2e, gradients %.2e (relative)\n",
-           backbone ? "mamba" : "transformer", ttt_dtype_name(dt), (long long)T, ey, eg);
+    /* without a graph: the forward kernels of both scans */
+    ttt_tensor *yn[2];
+    ttt_no_grad_begin(ctx);
+    const long long calls = ttt__profile_calls(mlp ? TTT_K_ttt_mlp_scan : TTT_K_ttt_linear_scan);
+    for (int fused = 0; fused < 2; fused++) {
+        ttt__set_fused(ctx, fused);
+        yn[fused] = ttt_rnn_forward(ctx, &l, x, 0);
+        CHECK_MSG(yn[fused] != NULL, "%s", ttt_error(ctx));
+    }
+    ttt__set_fused(ctx, 1);
+    CHECK(ttt__profile_calls(mlp ? TTT_K_ttt_mlp_scan : TTT_K_ttt_linear_scan) == calls + 1);
+    const double en = rel_diff(ctx, yn[1], yn[0]);
+    CHECK_MSG(en <= tol, "output without a graph differs by %.2e", en);
+    ttt_no_grad_end(ctx);
+    printf("layer %s %s %s T %lld (b 8): fused vs composed: output %.2e (no graph %.2e), gradients %.2e (relative)\n",
+           mlp ? "MLP" : "Linear", backbone ? "mamba" : "transformer", ttt_dtype_name(dt), (long long)T, ey, en, eg);
     ttt_step_reset(ctx);
     ttt_persistent_free(ctx, x), ttt_persistent_free(ctx, r);
     ttt_rnn_free(ctx, &l);
 }
 
 /* prefill + decode in pieces with the fused scan == the all-composed forward; the states agree */
-static void test_decode(ttt_ctx *ctx, int backbone) {
-    ttt_rnn_config c = config(backbone, 8);
+static void test_decode(ttt_ctx *ctx, int kind, int backbone) {
+    ttt_rnn_config c = config(kind, backbone, 8);
     ttt_rnn l;
     CHECK(ttt_rnn_init(ctx, &l, &c, TTT_F64, 0.02, 0.02) == TTT_OK);
     randomize(ctx, &l);
@@ -378,8 +396,8 @@ static void test_decode(ttt_ctx *ctx, int backbone) {
             t += pieces[j];
         }
         CHECK(t == T && s[fused].pos == T);
-        printf("decode %s (%s): max diff to the composed forward %.2e\n", backbone ? "mamba" : "transformer",
-               fused ? "fused prefill" : "composed", worst);
+        printf("decode %s %s (%s): max diff to the composed forward %.2e\n", kind ? "MLP" : "Linear",
+               backbone ? "mamba" : "transformer", fused ? "fused prefill" : "composed", worst);
         CHECK(worst < 1e-12);
     }
     double es = 0;
@@ -388,7 +406,8 @@ static void test_decode(ttt_ctx *ctx, int backbone) {
         es = e1 > es ? e1 : es;
         es = e2 > es ? e2 : es;
     }
-    printf("decode %s: state after fused prefill vs composed %.2e\n", backbone ? "mamba" : "transformer", es);
+    printf("decode %s %s: state after fused prefill vs composed %.2e\n", kind ? "MLP" : "Linear",
+           backbone ? "mamba" : "transformer", es);
     CHECK(es < 1e-12);
     ttt__set_fused(ctx, 1);
     ttt_rnn_state_free(ctx, &s[0]), ttt_rnn_state_free(ctx, &s[1]);
@@ -418,7 +437,184 @@ static void test_errors(ttt_ctx *ctx) {
     for (int i = 0; i < NIN; i++) ttt_persistent_free(ctx, x[i]);
 }
 
+/* ---- TTT-MLP's scan ------------------------------------------------------------------------------- */
+
+enum { NIN_MLP = 11 };
+static const char *MLP_NAMES[NIN_MLP] = {"q", "k", "v", "eta", "tok", "ln_w", "ln_b", "w1", "b1", "w2", "b2"};
+
+/* make_inputs' q .. ln_b, then W1 [.., d, 4d], b1, W2 [.., 4d, d], b2 (per sequence or shared) */
+static void make_mlp_inputs(ttt_ctx *ctx, const shape_cfg *c, ttt_tensor **x) {
+    make_inputs(ctx, c, x);
+    ttt_persistent_free(ctx, x[7]), ttt_persistent_free(ctx, x[8]);
+    const int64_t B = c->B, H = c->H, d = c->d, F = 4 * d;
+    const int64_t rc[4][2] = {{d, F}, {1, F}, {F, d}, {1, d}};
+    for (int i = 0; i < 4; i++) {
+        const int64_t shape[4] = {B, H, rc[i][0], rc[i][1]};
+        const int nd = c->batched_w0 ? 4 : 3;
+        const int64_t *sh = c->batched_w0 ? shape : shape + 1;
+        x[7 + i] = ttt_param(ctx, TTT_F64, nd, sh, MLP_NAMES[7 + i]);
+        ttt_mark_t m = ttt_mark(ctx);
+        ttt_assign(ctx, x[7 + i], ttt_randn(ctx, TTT_F64, nd, sh, i % 2 ? 0.3 : 0.5 / sqrt((double)rc[i][0])));
+        ttt_release(ctx, m);
+    }
+}
+
+/* out and the final weights, fused or composed, cast to dt; grads != NULL: also the gradients of
+ * L = <out, r0> (+ <w_final, r1..r4> with use_state) in every input (create: differentiable). */
+static int run_mlp(ttt_ctx *ctx, ttt_tensor *const *x64, ttt_dtype dt, int fused, int use_state, ttt_tensor *const *r,
+                   ttt_tensor **res, ttt_tensor **grads, int create) {
+    ttt_tensor *x[NIN_MLP];
+    for (int i = 0; i < NIN_MLP; i++) {
+        x[i] = ttt_cast(ctx, ttt_detach(ctx, x64[i]), dt);
+        ttt_set_requires_grad(x[i], grads != NULL);
+    }
+    int rc = fused ? ttt__ttt_mlp_scan(ctx, x[0], x[1], x[2], x[3], x[4], x[5], x[6], x + 7, 1e-6, &res[0], res + 1)
+                   : ttt__ttt_mlp_scan_composed(ctx, x[0], x[1], x[2], x[3], x[4], x[5], x[6], x + 7, 1e-6, &res[0], res + 1);
+    if (rc || !grads) return rc;
+    if (fused) CHECK(has_op(res[0], "ttt_mlp_scan"));
+    ttt_tensor *L = NULL;
+    for (int i = 0; i < (use_state ? 5 : 1); i++) {
+        ttt_tensor *t = ttt_sum(ctx, ttt_mul(ctx, res[i], ttt_cast(ctx, ttt_reshape(ctx, r[i], res[i]->ndim, res[i]->shape), dt)), 0, NULL, 0);
+        L = L ? ttt_add(ctx, L, t) : t;
+    }
+    return ttt_grad(ctx, 1, &L, NULL, NIN_MLP, x, grads, create);
+}
+
+static void make_mlp_weights_of_loss(ttt_ctx *ctx, const shape_cfg *c, ttt_tensor **r) {
+    const int64_t B = c->B, H = c->H, T = c->T, d = c->d, F = 4 * d;
+    const int64_t shapes[5][4] = {{B, H, T, d}, {B, H, d, F}, {B, H, 1, F}, {B, H, F, d}, {B, H, 1, d}};
+    for (int i = 0; i < 5; i++) {
+        r[i] = ttt_persistent(ctx, TTT_F64, 4, shapes[i], "r");
+        ttt_assign(ctx, r[i], ttt_randn(ctx, TTT_F64, 4, shapes[i], 1.0));
+    }
+}
+
+/* the kernel's forward (no graph) against the composed form; then the op's gradients with a graph (the
+ * backward kernel), the loss on out or on out and the final weights */
+static void test_mlp_op(ttt_ctx *ctx, const shape_cfg *c, ttt_dtype dt, int use_state) {
+    ttt_tensor *x[NIN_MLP], *r[5], *ra[5], *rb[5], *ga[NIN_MLP], *gb[NIN_MLP];
+    make_mlp_inputs(ctx, c, x);
+    make_mlp_weights_of_loss(ctx, c, r);
+    ttt_step_reset(ctx);
+    const double tol = dt == TTT_F64 ? 1e-12 : 1e-5;
+    ttt_no_grad_begin(ctx);
+    const long long calls = ttt__profile_calls(TTT_K_ttt_mlp_scan);
+    CHECK_MSG(run_mlp(ctx, x, dt, 1, use_state, r, ra, NULL, 0) == TTT_OK, "%s", ttt_error(ctx));
+    CHECK(ttt__profile_calls(TTT_K_ttt_mlp_scan) == calls + 1);
+    CHECK_MSG(run_mlp(ctx, x, dt, 0, use_state, r, rb, NULL, 0) == TTT_OK, "%s", ttt_error(ctx));
+    double worst_out = 0, worst_g = 0;
+    for (int i = 0; i < 5; i++) {
+        const double e = rel_diff(ctx, ra[i], rb[i]);
+        CHECK_MSG(e <= tol, "%s MLP output %d differs by %.2e", ttt_dtype_name(dt), i, e);
+        worst_out = e > worst_out || e != e ? e : worst_out;
+    }
+    ttt_no_grad_end(ctx);
+    const long long bwd_calls = ttt__profile_calls(TTT_K_ttt_mlp_scan_bwd);
+    CHECK_MSG(run_mlp(ctx, x, dt, 1, use_state, r, ra, ga, 0) == TTT_OK, "%s", ttt_error(ctx));
+    CHECK(ttt__profile_calls(TTT_K_ttt_mlp_scan_bwd) == bwd_calls + 1);
+    CHECK_MSG(run_mlp(ctx, x, dt, 0, use_state, r, rb, gb, 0) == TTT_OK, "%s", ttt_error(ctx));
+    for (int i = 0; i < NIN_MLP; i++) {
+        const double e = rel_diff(ctx, ga[i], gb[i]);
+        CHECK_MSG(e <= tol && ga[i]->ndim == x[i]->ndim, "%s MLP grad %s differs by %.2e", ttt_dtype_name(dt), MLP_NAMES[i], e);
+        worst_g = e > worst_g || e != e ? e : worst_g;
+    }
+    printf("mlp op %s B%lld H%lld T%lld d%lld bs%lld weights %s, %s: outputs %.2e, gradients %.2e (relative)\n",
+           ttt_dtype_name(dt), (long long)c->B, (long long)c->H, (long long)c->T, (long long)c->d, (long long)c->bs,
+           c->batched_w0 ? "per sequence" : "shared", use_state ? "loss on out and the final weights" : "loss on out",
+           worst_out, worst_g);
+    ttt_step_reset(ctx);
+    for (int i = 0; i < NIN_MLP; i++) ttt_persistent_free(ctx, x[i]);
+    for (int i = 0; i < 5; i++) ttt_persistent_free(ctx, r[i]);
+}
+
+/* Central differences of L (the kernel's forward, no graph) along a random direction w of every input,
+ * against <grad L, w> (the backward kernel), f64; the Hessian-vector product through the fused node against
+ * the composed form's. */
+static void test_mlp_fd(ttt_ctx *ctx) {
+    const shape_cfg c = {.B = 2, .H = 2, .T = 16, .d = 4, .bs = 8, .batched_w0 = 1};
+    ttt_tensor *x[NIN_MLP], *w[NIN_MLP], *u[NIN_MLP], *r[5], *res[5], *g[NIN_MLP];
+    make_mlp_inputs(ctx, &c, x);
+    make_mlp_weights_of_loss(ctx, &c, r);
+    for (int i = 0; i < NIN_MLP; i++) {
+        w[i] = ttt_persistent(ctx, TTT_F64, x[i]->ndim, x[i]->shape, "w");
+        u[i] = ttt_persistent(ctx, TTT_F64, x[i]->ndim, x[i]->shape, "u");
+        ttt_assign(ctx, w[i], ttt_randn(ctx, TTT_F64, x[i]->ndim, x[i]->shape, 1.0));
+        ttt_assign(ctx, u[i], ttt_randn(ctx, TTT_F64, x[i]->ndim, x[i]->shape, 1.0));
+    }
+    const double h = 1e-5, steps[4] = {-h, h, -h / 2, h / 2};
+    double f[4];
+    for (int side = 0; side < 4; side++) {
+        ttt_step_reset(ctx);
+        ttt_no_grad_begin(ctx);
+        ttt_tensor *xs[NIN_MLP];
+        for (int i = 0; i < NIN_MLP; i++) xs[i] = ttt_add(ctx, x[i], ttt_scale(ctx, w[i], steps[side]));
+        CHECK(run_mlp(ctx, xs, TTT_F64, 1, 1, r, res, NULL, 0) == TTT_OK);
+        double s = 0;
+        for (int i = 0; i < 5; i++)
+            s += ttt_item(ctx, ttt_sum(ctx, ttt_mul(ctx, res[i], ttt_reshape(ctx, r[i], res[i]->ndim, res[i]->shape)), 0, NULL, 0));
+        f[side] = s;
+        ttt_no_grad_end(ctx);
+    }
+    const double d1 = (f[1] - f[0]) / (2 * h), d2 = (f[3] - f[2]) / h, fd = (4 * d2 - d1) / 3;
+    /* <grad L, w> by the backward kernel; the Hessian-vector product along w through the fused node
+     * (create_graph: the composed recomputation) and through the composed form */
+    double gw = 0, hv[2] = {0, 0};
+    for (int fused = 1; fused >= 0; fused--) {
+        ttt_step_reset(ctx);
+        ttt_tensor *hg[NIN_MLP];
+        int rc = fused ? ttt__ttt_mlp_scan(ctx, x[0], x[1], x[2], x[3], x[4], x[5], x[6], x + 7, 1e-6, &res[0], res + 1)
+                       : ttt__ttt_mlp_scan_composed(ctx, x[0], x[1], x[2], x[3], x[4], x[5], x[6], x + 7, 1e-6, &res[0], res + 1);
+        CHECK(rc == TTT_OK);
+        if (rc) return;
+        CHECK(has_op(res[0], "ttt_mlp_scan") == fused);
+        ttt_tensor *L = NULL;
+        for (int i = 0; i < 5; i++) {
+            ttt_tensor *t = ttt_sum(ctx, ttt_mul(ctx, res[i], ttt_reshape(ctx, r[i], res[i]->ndim, res[i]->shape)), 0, NULL, 0);
+            L = L ? ttt_add(ctx, L, t) : t;
+        }
+        CHECK(ttt_grad(ctx, 1, &L, NULL, NIN_MLP, x, g, 1) == TTT_OK);
+        ttt_tensor *gu = NULL;
+        double gwi = 0;
+        for (int i = 0; i < NIN_MLP; i++) {
+            ttt_tensor *t = ttt_sum(ctx, ttt_mul(ctx, g[i], u[i]), 0, NULL, 0);
+            gu = gu ? ttt_add(ctx, gu, t) : t;
+            gwi += ttt_item(ctx, ttt_sum(ctx, ttt_mul(ctx, g[i], w[i]), 0, NULL, 0));
+        }
+        if (fused) gw = gwi;
+        CHECK_MSG(ttt_grad(ctx, 1, &gu, NULL, NIN_MLP, x, hg, 0) == TTT_OK, "%s", ttt_error(ctx));
+        for (int i = 0; i < NIN_MLP; i++) hv[fused] += ttt_item(ctx, ttt_sum(ctx, ttt_mul(ctx, hg[i], w[i]), 0, NULL, 0));
+    }
+    printf("mlp second order (f64): fused %.12g vs composed %.12g\n", hv[1], hv[0]);
+    CHECK(fabs(hv[1] - hv[0]) <= 1e-10 * (1 + fabs(hv[0])));
+    printf("mlp finite differences (f64, kernel forward): <dL, w> %.12g vs %.12g\n", gw, fd);
+    CHECK(fabs(gw - fd) <= 1e-8 * (1 + fabs(fd)));
+    ttt_step_reset(ctx);
+    for (int i = 0; i < NIN_MLP; i++) ttt_persistent_free(ctx, x[i]), ttt_persistent_free(ctx, w[i]), ttt_persistent_free(ctx, u[i]);
+    for (int i = 0; i < 5; i++) ttt_persistent_free(ctx, r[i]);
+}
+
+static void test_mlp_errors(ttt_ctx *ctx) {
+    const shape_cfg c = {.B = 1, .H = 2, .T = 16, .d = 4, .bs = 8};
+    ttt_tensor *x[NIN_MLP], *o, *w[4];
+    make_mlp_inputs(ctx, &c, x);
+    ttt_tensor *ws[4] = {x[7], x[8], x[7], x[10]}; /* W2 given W1's shape */
+    CHECK(ttt__ttt_mlp_scan(ctx, x[0], x[1], x[2], x[3], x[4], x[5], x[6], ws, 1e-6, &o, w) == TTT_ERR &&
+          strstr(ttt_error(ctx), "ttt_mlp_scan: w2"));
+    ttt_tensor *ts[4] = {x[7], x[8], x[9], NULL};
+    CHECK(ttt__ttt_mlp_scan(ctx, x[0], x[1], x[2], x[3], x[4], x[5], x[6], ts, 1e-6, &o, w) == TTT_ERR &&
+          strstr(ttt_error(ctx), "b2 is NULL"));
+    CHECK(ttt__ttt_mlp_scan(ctx, x[0], x[1], x[2], x[3], x[4], x[5], x[6], x + 7, -1, &o, w) == TTT_ERR &&
+          strstr(ttt_error(ctx), "eps"));
+    ttt_tensor *q12 = ttt_slice(ctx, x[0], 2, 0, 12, 1), *k12 = ttt_slice(ctx, x[1], 2, 0, 12, 1);
+    ttt_tensor *v12 = ttt_slice(ctx, x[2], 2, 0, 12, 1), *e12 = ttt_slice(ctx, x[3], 2, 0, 12, 1);
+    CHECK(ttt__ttt_mlp_scan(ctx, q12, k12, v12, e12, x[4], x[5], x[6], x + 7, 1e-6, &o, w) == TTT_ERR &&
+          strstr(ttt_error(ctx), "multiple of the mini-batch"));
+    ttt_step_reset(ctx);
+    for (int i = 0; i < NIN_MLP; i++) ttt_persistent_free(ctx, x[i]);
+}
+
 int main(void) {
+    setenv("TTT_PROFILE", "1", 1); /* kernel calls are counted (the fused forwards ran) */
     ttt_ctx *ctx = ttt_ctx_new(&(ttt_ctx_config){.device = TTT_CPU, .seed = 11, .threads = 2});
     test_errors(ctx);
     const shape_cfg shapes[] = {{.B = 2, .H = 2, .T = 32, .d = 4, .bs = 8, .batched_w0 = 0},
@@ -434,12 +630,20 @@ int main(void) {
     test_fd_and_second_order(ctx);
     test_bf16(ctx, &shapes[0], 0);
     test_bf16(ctx, &shapes[1], 1);
-    for (int bb = 0; bb < 2; bb++) {
-        test_layer(ctx, bb, TTT_F64, 32);
-        test_layer(ctx, bb, TTT_F64, 37);
-        test_layer(ctx, bb, TTT_F32, 37);
-        test_decode(ctx, bb);
-    }
+    for (int kind = TTT_RNN_LINEAR; kind <= TTT_RNN_MLP; kind++)
+        for (int bb = 0; bb < 2; bb++) {
+            test_layer(ctx, kind, bb, TTT_F64, 32);
+            test_layer(ctx, kind, bb, TTT_F64, 37);
+            test_layer(ctx, kind, bb, TTT_F32, 37);
+            test_decode(ctx, kind, bb);
+        }
+    test_mlp_errors(ctx);
+    for (int si = 0; si < 4; si++)
+        for (int use_state = 0; use_state < 2; use_state++) {
+            test_mlp_op(ctx, &shapes[si], TTT_F64, use_state);
+            test_mlp_op(ctx, &shapes[si], TTT_F32, use_state);
+        }
+    test_mlp_fd(ctx);
     ttt_ctx_free(ctx);
     TEST_MAIN_END();
 }

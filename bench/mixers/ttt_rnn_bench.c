@@ -7,7 +7,8 @@
  *   ttt_rnn_bench [--device cuda] [--kind linear|mlp] [--backbone transformer|mamba] [--dim 768]
  *                 [--heads 12] [--batch 1] [--T 2048,8192] [--reps 3] [--dtype f32|f64]
  *       the time of the layer's forward pass, and of forward + backward (gradients of every
- *       parameter and x), after one warm-up, median of --reps. */
+ *       parameter and x), after one warm-up, median of --reps; and of the forward without a graph
+ *       (inference, prefill: where TTT-MLP's forward-only scan kernel runs). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -164,7 +165,7 @@ int main(int argc, char **argv) {
         ttt_assign(ctx, x, ttt_randn(ctx, dt, TTT_DIMS(B, T, c.dim), 1.0));
         for (int i = 0; i < l.n_params; i++) ins[i] = l.params[i];
         ins[l.n_params] = x;
-        double tf[50], tb[50];
+        double tf[50], tb[50], ti[50];
         for (int rep = -1; rep < reps; rep++) {
             ttt_step_reset(ctx);
             ttt_synchronize(ctx);
@@ -177,14 +178,22 @@ int main(int argc, char **argv) {
             if (ttt_grad(ctx, 1, &L, NULL, l.n_params + 1, ins, g, 0) != TTT_OK) return fprintf(stderr, "%s\n", ttt_error(ctx)), 1;
             ttt_synchronize(ctx);
             double t2 = now();
-            if (rep >= 0) tf[rep] = t1 - t0, tb[rep] = t2 - t0;
+            ttt_step_reset(ctx);
+            ttt_no_grad_begin(ctx);
+            const double t3 = now();
+            if (!ttt_rnn_forward(ctx, &l, x, 0)) return fprintf(stderr, "%s\n", ttt_error(ctx)), 1;
+            ttt_synchronize(ctx);
+            const double t4 = now();
+            ttt_no_grad_end(ctx);
+            if (rep >= 0) tf[rep] = t1 - t0, tb[rep] = t2 - t0, ti[rep] = t4 - t3;
         }
+        qsort(ti, (size_t)reps, sizeof *ti, cmp_d);
         qsort(tf, (size_t)reps, sizeof *tf, cmp_d);
         qsort(tb, (size_t)reps, sizeof *tb, cmp_d);
-        printf("%s %s D %lld H %lld b %lld B %lld T %lld %s on %s: forward %.1f ms, forward + backward %.1f ms "
-               "(median of %d)\n", c.kind ? "TTT-MLP" : "TTT-Linear", c.backbone ? "mamba" : "transformer",
+        printf("%s %s D %lld H %lld b %lld B %lld T %lld %s on %s: forward %.1f ms, forward + backward %.1f ms, "
+               "forward without a graph %.1f ms (median of %d)\n", c.kind ? "TTT-MLP" : "TTT-Linear", c.backbone ? "mamba" : "transformer",
                (long long)c.dim, (long long)c.heads, (long long)c.mini_batch, (long long)B, (long long)T,
-               ttt_dtype_name(dt), dev == TTT_CUDA ? "cuda" : "cpu", 1e3 * tf[reps / 2], 1e3 * tb[reps / 2], reps);
+               ttt_dtype_name(dt), dev == TTT_CUDA ? "cuda" : "cpu", 1e3 * tf[reps / 2], 1e3 * tb[reps / 2], 1e3 * ti[reps / 2], reps);
         /* the same row as mixer_speed's and bench/mixers/peer_speed.py's csv (run_peer_gpu.sh pairs them) */
         printf("csv,%s,%s,%s,%lld,%lld,%lld,%lld,%lld,%.3f,%.3f,0\n", c.kind ? "ttt_mlp_layer" : "ttt_linear_layer",
                ttt_dtype_name(dt), dev == TTT_CUDA ? "cuda" : "cpu", (long long)B, (long long)c.heads, (long long)T,

@@ -19,9 +19,11 @@ inline float *TTT_SCAN_SMEM() { return emu::g_smem.data(); }
 #define restrict __restrict
 #define R double
 #define SFX _f64
+#define TANH tanh
 #include "../../src/backends/cpu/cpu_ttt_scan_impl.h"
 #undef R
 #undef SFX
+#undef TANH
 
 #include <random>
 #include <vector>

@@ -211,6 +211,35 @@ typedef struct {
        const ttt_tensor *w_states, const ttt_tensor *b_states, double eps),                                      \
       (dq, dk, dv, deta, dtok, dln_w, dln_b, dw0, db0, dout, dw_out, db_out, q, k, v, eta, tok, ln_w, ln_b,      \
        w_states, b_states, eps))                                                                                 \
+    /* Optional fused TTT-MLP scan (src/composed/ttt_scan.c's MLP section states the math): the inner loop     \
+     * over N = T / bs complete mini-batches, one (batch, head) at a time, the fast weights W1 [d, F], b1 [F],  \
+     * W2 [F, d], b2 [d] kept on chip. q, k (rotated), v, out [B, H, T, d]; eta [B, H, T]; tok [bs]; ln_w,    \
+     * ln_b [H, d]; w1 [H, d, F] or [B, H, d, F], b1 [H, 1, F] or [B, H, 1, F], w2 [H, F, d] or [B, H, F, d],  \
+     * b2 [H, 1, d] or [B, H, 1, d] (shared by the batch or not: the ndim says); w1_out .. b2_out [B, H, ..]:  \
+     * the weights after the last mini-batch; states [B, H, N, 2 d F + F + d]: W1, b1, W2, b2 at the start of \
+     * each mini-batch, flattened one after another, for the backward (NULL: not wanted). All dense, one float \
+     * dtype. Returns TTT_BACKEND_DECLINED, having written nothing, for what it does not handle (the op then  \
+     * composes). */                                                                                           \
+    X(ttt_mlp_scan,                                                                                              \
+      (ttt_tensor *out, ttt_tensor *w1_out, ttt_tensor *b1_out, ttt_tensor *w2_out, ttt_tensor *b2_out,         \
+       ttt_tensor *states, const ttt_tensor *q, const ttt_tensor *k, const ttt_tensor *v, const ttt_tensor *eta, \
+       const ttt_tensor *tok, const ttt_tensor *ln_w, const ttt_tensor *ln_b, const ttt_tensor *w1,              \
+       const ttt_tensor *b1, const ttt_tensor *w2, const ttt_tensor *b2, double eps),                            \
+      (out, w1_out, b1_out, w2_out, b2_out, states, q, k, v, eta, tok, ln_w, ln_b, w1, b1, w2, b2, eps))       \
+    /* Optional. Its first-order gradients by a reverse scan over the stored states: dq, dk, dv [B, H, T, d],   \
+     * deta [B, H, T], and per (batch, head) partial sums dtok [B, H, bs], dln_w, dln_b [B, H, d], dw1 [B, H, \
+     * d, F], db1 [B, H, 1, F], dw2 [B, H, F, d], db2 [B, H, 1, d] (the op sums them over what was            \
+     * broadcast), from dout (out's shape) and dw1_out .. db2_out (NULL: zero). Inputs as the forward took     \
+     * them, states from it. */                                                                                \
+    X(ttt_mlp_scan_bwd,                                                                                          \
+      (ttt_tensor *dq, ttt_tensor *dk, ttt_tensor *dv, ttt_tensor *deta, ttt_tensor *dtok, ttt_tensor *dln_w,    \
+       ttt_tensor *dln_b, ttt_tensor *dw1, ttt_tensor *db1, ttt_tensor *dw2, ttt_tensor *db2,                    \
+       const ttt_tensor *dout, const ttt_tensor *dw1_out, const ttt_tensor *db1_out, const ttt_tensor *dw2_out,  \
+       const ttt_tensor *db2_out, const ttt_tensor *q, const ttt_tensor *k, const ttt_tensor *v,                 \
+       const ttt_tensor *eta, const ttt_tensor *tok, const ttt_tensor *ln_w, const ttt_tensor *ln_b,             \
+       const ttt_tensor *states, double eps),                                                                    \
+      (dq, dk, dv, deta, dtok, dln_w, dln_b, dw1, db1, dw2, db2, dout, dw1_out, db1_out, dw2_out, db2_out, q, k, \
+       v, eta, tok, ln_w, ln_b, states, eps))                                                                    \
     /* Optional fused chunkwise Gated DeltaNet core (src/layers/gated_deltanet.c has the math): per (batch,     \
      * head) S_t = exp(g_t) (I - beta_t k_t k_t^T) S_{t-1} + beta_t k_t v_t^T, o_t = q_t^T S_t, from S_0 = s0,   \
      * computed chunk by chunk (C = chunk tokens, the last chunk may be shorter) with the state on chip.         \

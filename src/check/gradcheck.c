@@ -19,7 +19,7 @@
 #include "ttt/ops.h"
 #include "../core/engine_private.h"
 
-enum { MAXIN = 9 };
+enum { MAXIN = 11 };
 typedef enum { K_NORMAL, K_POS, K_AWAY, K_MASK, K_IDS } input_kind;
 
 typedef struct {
@@ -535,6 +535,40 @@ static ttt_tensor *fn_ttt_scan(ttt_ctx *ctx, ttt_tensor *const *x, const spec *s
     return flat3(ctx, o, w, c);
 }
 
+/* ---- TTT-MLP's scan (engine_private.h: ttt__ttt_mlp_scan) --------------------------------------------- */
+
+/* As ttt_linear_scan's case, with W1 [4, 8], b1, W2 [8, 4], b2 (shared by the batch or not). */
+static void make_ttt_mlp_scan(rng *r, spec *s) {
+    const int64_t b = rint_in(r, 1, 2), h = rint_in(r, 1, 2), bs = (int64_t)2 << rint_in(r, 0, 1), d = 4, f = 8;
+    const int64_t t = bs * rint_in(r, 1, 2);
+    const int shared = (int)(rnext(r) % 2);
+    s->p[0] = shared;
+    IN(s, K_NORMAL, b, h, t, d); /* q */
+    IN(s, K_NORMAL, b, h, t, d); /* k */
+    IN(s, K_NORMAL, b, h, t, d); /* v */
+    IN(s, K_NORMAL, b, h, t);    /* eta before sigmoid / 4 */
+    IN(s, K_NORMAL, bs);         /* tok - 1/i, scaled by 0.1 */
+    IN(s, K_NORMAL, h, d);       /* ln_w - 1 */
+    IN(s, K_NORMAL, h, d);       /* ln_b */
+    if (shared) IN(s, K_NORMAL, h, d, f), IN(s, K_NORMAL, h, 1, f), IN(s, K_NORMAL, h, f, d), IN(s, K_NORMAL, h, 1, d);
+    else IN(s, K_NORMAL, b, h, d, f), IN(s, K_NORMAL, b, h, 1, f), IN(s, K_NORMAL, b, h, f, d), IN(s, K_NORMAL, b, h, 1, d);
+}
+static ttt_tensor *fn_ttt_mlp_scan(ttt_ctx *ctx, ttt_tensor *const *x, const spec *s) {
+    (void)s;
+    const int64_t bs = x[4]->shape[0];
+    double inv[4];
+    for (int64_t i = 0; i < bs; i++) inv[i] = 1.0 / (double)(i + 1);
+    ttt_tensor *base = ttt_cast(ctx, ttt_from_host(ctx, TTT_F64, TTT_DIMS(bs), inv), x[4]->dtype);
+    ttt_tensor *eta = ttt_scale(ctx, ttt_sigmoid(ctx, x[3]), 0.25), *tok = ttt_add(ctx, base, ttt_scale(ctx, x[4], 0.1));
+    ttt_tensor *gain = ttt_add_scalar(ctx, ttt_scale(ctx, x[5], 0.3), 1.0), *o, *w[4];
+    ttt_tensor *w0[4] = {ttt_scale(ctx, x[7], 0.5), x[8], ttt_scale(ctx, x[9], 0.5), x[10]};
+    if (!eta || !tok || !gain || !w0[0] || !w0[2] || ttt__ttt_mlp_scan(ctx, x[0], x[1], x[2], eta, tok, gain, x[6], w0, 1e-6, &o, w))
+        return NULL;
+    ttt_tensor *flat[5] = {ttt_reshape(ctx, o, 1, (int64_t[]){ttt_numel(o)}), NULL, NULL, NULL, NULL};
+    for (int i = 0; i < 4; i++) flat[i + 1] = ttt_reshape(ctx, w[i], 1, (int64_t[]){ttt_numel(w[i])});
+    return ttt_concat(ctx, 5, flat, 0);
+}
+
 static const gc_case CASES[] = {
     {"neg", make_neg, fn_neg},
     {"exp", make_exp, fn_exp},
@@ -599,6 +633,7 @@ static const gc_case CASES[] = {
     {"gated_delta(recurrent)", make_gated_delta, fn_gated_delta_rec},
     {"ssd(chunked)", make_gated_delta, fn_ssd},
     {"ttt_linear_scan", make_ttt_scan, fn_ttt_scan},
+    {"ttt_mlp_scan", make_ttt_mlp_scan, fn_ttt_mlp_scan},
 };
 
 int ttt_gradcheck_count(void) { return (int)(sizeof CASES / sizeof CASES[0]); }

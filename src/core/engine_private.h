@@ -99,6 +99,19 @@ int ttt__ttt_linear_scan_composed(ttt_ctx *ctx, ttt_tensor *q, ttt_tensor *k, tt
                                   ttt_tensor *tok, ttt_tensor *ln_w, ttt_tensor *ln_b, ttt_tensor *w0, ttt_tensor *b0,
                                   double eps, ttt_tensor **out, ttt_tensor **w_final, ttt_tensor **b_final);
 
+/* composed/ttt_scan.c: TTT-MLP's inner loop over whole mini-batches (the math: that file's MLP section).
+ * q, k (rotated), v [B, H, T, d], eta [B, H, T], tok [bs] with T a positive multiple of bs, ln_w, ln_b
+ * [H, d], w0 = {W1 [H, d, F], b1 [H, 1, F], W2 [H, F, d], b2 [H, 1, d]} (each [H, ..] or [B, H, ..]), one
+ * float dtype -> out [B, H, T, d], w_final[4] = the weights after the last mini-batch ([B, H, ..]). The
+ * backend's forward kernel (backend.h: ttt_mlp_scan) where no graph records, else the composed form. */
+int ttt__ttt_mlp_scan(ttt_ctx *ctx, ttt_tensor *q, ttt_tensor *k, ttt_tensor *v, ttt_tensor *eta, ttt_tensor *tok,
+                      ttt_tensor *ln_w, ttt_tensor *ln_b, ttt_tensor *const *w0, double eps, ttt_tensor **out,
+                      ttt_tensor **w_final);
+/* The same composed of ops only: the fallback, and tests. */
+int ttt__ttt_mlp_scan_composed(ttt_ctx *ctx, ttt_tensor *q, ttt_tensor *k, ttt_tensor *v, ttt_tensor *eta, ttt_tensor *tok,
+                               ttt_tensor *ln_w, ttt_tensor *ln_b, ttt_tensor *const *w0, double eps, ttt_tensor **out,
+                               ttt_tensor **w_final);
+
 /* util.c: message into a caller's buffer (returns TTT_ERR); grow a malloc'd
  * array of sz-byte elements to at least need (TTT_OK / TTT_ERR). */
 int ttt__errbuf(char *err, size_t err_len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));

@@ -115,6 +115,8 @@ static const char *matmul_label(char *buf, size_t n, const ttt_tensor *c, const 
 #define DESC_attention_bwd2 q->dtype, NULL
 #define DESC_ttt_linear_scan q->dtype, NULL
 #define DESC_ttt_linear_scan_bwd q->dtype, NULL
+#define DESC_ttt_mlp_scan q->dtype, NULL
+#define DESC_ttt_mlp_scan_bwd q->dtype, NULL
 #define DESC_gdn_chunk_fwd q->dtype, NULL
 #define DESC_gdn_chunk_bwd q->dtype, NULL
 #define DESC_ssd_chunk_fwd q->dtype, NULL

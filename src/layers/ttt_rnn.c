@@ -303,9 +303,9 @@ static ttt_tensor *segment(ttt_ctx *ctx, const ttt_rnn *l, const span_inputs *in
     return out;
 }
 
-/* TTT-Linear over n tokens (whole mini-batches, the first at a mini-batch's start) as one fused scan
- * (ttt__ttt_linear_scan: one kernel call where the backend has it; the same math as segment() in the
- * dual form, mini-batch after mini-batch). q and k are rotated at the position within the mini-batch
+/* n tokens (whole mini-batches, the first at a mini-batch's start) as one fused scan (ttt__ttt_linear_scan
+ * or ttt__ttt_mlp_scan: one kernel call where the backend has it; the same math as segment() in the dual
+ * form, mini-batch after mini-batch). q and k are rotated at the position within the mini-batch
  * by one RoPE over [B, H, n / b, b, d]. Writes the outputs [B, H, n, d] and advances s. */
 static ttt_tensor *scan_span(ttt_ctx *ctx, const ttt_rnn *l, const span_inputs *in, int64_t t0, int64_t n, fast_state *s) {
     const ttt_rnn_config *c = &l->cfg;
@@ -317,19 +317,23 @@ static ttt_tensor *scan_span(ttt_ctx *ctx, const ttt_rnn *l, const span_inputs *
     }
     ttt_tensor *v = ttt_contiguous(ctx, rows(ctx, in->v, t0, n));
     ttt_tensor *eta = ttt_contiguous(ctx, ttt_slice(ctx, in->eta, 2, t0, t0 + n, 1));
-    ttt_tensor *out, *w, *bias;
-    if (!qk[0] || !qk[1] || !v || !eta ||
-        ttt__ttt_linear_scan(ctx, qk[0], qk[1], v, eta, in->tok, l->ln_w, l->ln_b, s->w[0], s->w[1], LN_EPS, &out, &w, &bias))
+    ttt_tensor *out, *w[4];
+    if (!qk[0] || !qk[1] || !v || !eta) return NULL;
+    if (c->kind == TTT_RNN_MLP) {
+        if (ttt__ttt_mlp_scan(ctx, qk[0], qk[1], v, eta, in->tok, l->ln_w, l->ln_b, s->w, LN_EPS, &out, w)) return NULL;
+    } else if (ttt__ttt_linear_scan(ctx, qk[0], qk[1], v, eta, in->tok, l->ln_w, l->ln_b, s->w[0], s->w[1], LN_EPS, &out, &w[0],
+                                    &w[1])) {
         return NULL;
-    s->w[0] = w, s->w[1] = bias;
-    s->g[0] = s->g[1] = NULL;
+    }
+    for (int i = 0; i < n_fast(l); i++) s->w[i] = w[i], s->g[i] = NULL;
     s->pos += n;
     return out;
 }
 
-/* TTT-Linear's whole mini-batches go through the fused scan unless TTT_FUSED=0 (the composed
- * segments then: the before/after switch and the reference of tests/test_ttt_scan.c). */
-static int use_scan(ttt_ctx *ctx, const ttt_rnn *l) { return l->cfg.kind == TTT_RNN_LINEAR && ttt__fused(ctx); }
+/* Whole mini-batches go through the fused scan unless TTT_FUSED=0 (the composed segments then: the
+ * before/after switch and the reference of tests/test_ttt_scan.c). TTT-MLP's scan runs its kernel only
+ * where no graph records (composed/ttt_scan.c says why); while one does, it is these segments' math. */
+static int use_scan(ttt_ctx *ctx, const ttt_rnn *l) { (void)l; return ttt__fused(ctx); }
 
 /* The layer over x [B, T, D] from state s. full_dual: whole aligned mini-batches in the dual
  * form; partial_dual: the tokens of partial ones too (else token by token, primal). */

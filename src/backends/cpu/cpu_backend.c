@@ -13,7 +13,7 @@
 
 #include "cpu_internal.h"
 
-/* cpu_ttt_scan.c: the fused TTT-Linear scan (backend.h) */
+/* cpu_ttt_scan.c: the fused TTT-Linear scan and TTT-MLP forward (backend.h) */
 int cpu_ttt_linear_scan(ttt_backend_state *self, ttt_tensor *out, ttt_tensor *w_out, ttt_tensor *b_out,
                         ttt_tensor *w_states, ttt_tensor *b_states, const ttt_tensor *q, const ttt_tensor *k,
                         const ttt_tensor *v, const ttt_tensor *eta, const ttt_tensor *tok, const ttt_tensor *ln_w,
@@ -24,6 +24,17 @@ int cpu_ttt_linear_scan_bwd(ttt_backend_state *self, ttt_tensor *dq, ttt_tensor 
                             const ttt_tensor *q, const ttt_tensor *k, const ttt_tensor *v, const ttt_tensor *eta,
                             const ttt_tensor *tok, const ttt_tensor *ln_w, const ttt_tensor *ln_b,
                             const ttt_tensor *w_states, const ttt_tensor *b_states, double eps);
+int cpu_ttt_mlp_scan(ttt_backend_state *self, ttt_tensor *out, ttt_tensor *w1_out, ttt_tensor *b1_out, ttt_tensor *w2_out,
+                     ttt_tensor *b2_out, ttt_tensor *states, const ttt_tensor *q, const ttt_tensor *k, const ttt_tensor *v, const ttt_tensor *eta,
+                     const ttt_tensor *tok, const ttt_tensor *ln_w, const ttt_tensor *ln_b, const ttt_tensor *w1,
+                     const ttt_tensor *b1, const ttt_tensor *w2, const ttt_tensor *b2, double eps);
+int cpu_ttt_mlp_scan_bwd(ttt_backend_state *self, ttt_tensor *dq, ttt_tensor *dk, ttt_tensor *dv, ttt_tensor *deta,
+                         ttt_tensor *dtok, ttt_tensor *dln_w, ttt_tensor *dln_b, ttt_tensor *dw1, ttt_tensor *db1,
+                         ttt_tensor *dw2, ttt_tensor *db2, const ttt_tensor *dout, const ttt_tensor *dw1_out,
+                         const ttt_tensor *db1_out, const ttt_tensor *dw2_out, const ttt_tensor *db2_out,
+                         const ttt_tensor *q, const ttt_tensor *k, const ttt_tensor *v, const ttt_tensor *eta,
+                         const ttt_tensor *tok, const ttt_tensor *ln_w, const ttt_tensor *ln_b, const ttt_tensor *states,
+                         double eps);
 int cpu_unary(ttt_backend_state *self, ttt_unary_op op, ttt_tensor *dst, const ttt_tensor *src, double p0, double p1);
 int cpu_binary(ttt_backend_state *self, ttt_binary_op op, ttt_tensor *dst, const ttt_tensor *a, const ttt_tensor *b);
 int cpu_where(ttt_backend_state *self, ttt_tensor *dst, const ttt_tensor *cond, const ttt_tensor *a, const ttt_tensor *b);
@@ -318,6 +329,8 @@ static const ttt_backend CPU = {
     .scale_multi = cpu_scale_multi,
     .ttt_linear_scan = cpu_ttt_linear_scan,
     .ttt_linear_scan_bwd = cpu_ttt_linear_scan_bwd,
+    .ttt_mlp_scan = cpu_ttt_mlp_scan,
+    .ttt_mlp_scan_bwd = cpu_ttt_mlp_scan_bwd,
     .gdn_chunk_fwd = cpu_gdn_chunk_fwd,
     .gdn_chunk_bwd = cpu_gdn_chunk_bwd,
     .ssd_chunk_fwd = cpu_ssd_chunk_fwd,

@@ -16,18 +16,6 @@ static inline double sigmoid_d(double x) {
     return e / (1.0 + e);
 }
 
-static inline float tanh_f32(float x) {
-    const float a = x < 0 ? -x : x, x2 = x * x;
-    float p = -1382.0f / 155925.0f;
-    p = p * x2 + 62.0f / 2835.0f;
-    p = p * x2 - 17.0f / 315.0f;
-    p = p * x2 + 2.0f / 15.0f;
-    p = p * x2 - 1.0f / 3.0f;
-    const float small = x + x * x2 * p;
-    const float t = 1.0f - 2.0f / (exp_f32(2.0f * a) + 1.0f);
-    return a < 0.3f ? small : (x < 0 ? -t : t);
-}
-
 static inline float sigmoid_f32(float x) {
     const float e = exp_f32(x < 0 ? x : -x); /* e^{-|x|} never overflows */
     return x >= 0 ? 1.0f / (1.0f + e) : e / (1.0f + e);

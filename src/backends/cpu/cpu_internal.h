@@ -184,6 +184,18 @@ static inline float exp_f32(float x) {
 
 /* tanh: an odd Taylor polynomial to x^11 below |x| = 0.3 (truncation < 2e-9 relative), else
  * 1 - 2 / (e^{2|x|} + 1) with the sign (within ~3 ulp: the subtraction loses at most 2 bits above 0.3). */
+static inline float tanh_f32(float x) {
+    const float a = x < 0 ? -x : x, x2 = x * x;
+    float p = -1382.0f / 155925.0f;
+    p = p * x2 + 62.0f / 2835.0f;
+    p = p * x2 - 17.0f / 315.0f;
+    p = p * x2 + 2.0f / 15.0f;
+    p = p * x2 - 1.0f / 3.0f;
+    const float small = x + x * x2 * p;
+    const float t = 1.0f - 2.0f / (exp_f32(2.0f * a) + 1.0f);
+    return a < 0.3f ? small : (x < 0 ? -t : t);
+}
+
 /* max over n floats (NaNs skipped, like fmax), in eight lanes so it vectorizes; -inf for n = 0 */
 static inline float max_f32(const float *x, int64_t n) {
     float lane[8] = {-INFINITY, -INFINITY, -INFINITY, -INFINITY, -INFINITY, -INFINITY, -INFINITY, -INFINITY};
