@@ -45,12 +45,6 @@ static int set_err(char *err, size_t n, const char *fmt, ...) {
     return TTT_ERR;
 }
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 static int env_int(const char *name) {
     const char *v = getenv(name);
     return v && *v ? atoi(v) : 0;
@@ -151,6 +145,12 @@ const char *ttt_dist_transport_name(const ttt_dist *d, ttt_device device) {
 /* ---- MPI transfers with a deadline --------------------------------------------------------- */
 
 #ifdef TTT_HAVE_MPI
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
 enum { MAX_MSG = 1 << 30 }; /* MPI counts are ints: larger transfers go in pieces */
 
 static int pieces(size_t bytes) { return bytes ? (int)((bytes + MAX_MSG - 1) / MAX_MSG) : 0; }
