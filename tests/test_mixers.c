@@ -38,6 +38,7 @@ static ttt_tensor *randn(ttt_ctx *ctx, int ndim, const int64_t *shape, double st
 
 /* ---- PyTorch fixture ---------------------------------------------------------------------------- */
 
+#ifdef TTT_HAVE_JSONC /* the fixture is a safetensors file, whose header needs json-c */
 static char fixture_path[4096];
 
 static void find_fixture(void) {
@@ -212,6 +213,7 @@ static void fixture_block(ttt_ctx *ctx, const char *prefix, int n, ttt_tensor **
 static ttt_tensor *la_fwd(ttt_ctx *ctx, const void *l, ttt_tensor *x) { return ttt_linattn_forward(ctx, l, x, NULL); }
 static ttt_tensor *gdn_fwd(ttt_ctx *ctx, const void *l, ttt_tensor *x) { return ttt_gdn_forward(ctx, l, x, NULL); }
 static ttt_tensor *m2_fwd(ttt_ctx *ctx, const void *l, ttt_tensor *x) { return ttt_mamba2_forward(ctx, l, x, NULL); }
+#endif
 
 static void test_fixture(ttt_ctx *ctx) {
 #ifndef TTT_HAVE_JSONC
