@@ -50,3 +50,5 @@ part scan 120 240 bash bench/mixers/run_scan_gpu.sh
 part gdn 90 180 env PARTS=fused bash bench/mixers/run_linear_gpu.sh
 part peer 120 240 env DEADLINE=230 bash bench/mixers/run_peer_gpu.sh
 echo "total $(($(date +%s) - T0)) s"
+# The device returns at most 8 files from $OUT: everything travels back as one archive.
+(cd "$OUT" && tar czf /tmp/pending_logs.tgz --exclude=logs.tgz . && find . -mindepth 1 -delete && mv /tmp/pending_logs.tgz logs.tgz)

@@ -6,8 +6,8 @@
 #   3. mixer_speed --check on cuda (chunkwise == recurrent in f64, f32/bf16 vs f64), then the
 #      timing table: forward and forward + backward at T = 2K and 8K, B = 1, H = 12, d = 64,
 #      in f32 and bf16, against causal attention (ttt_attention's fused kernels)
-#   3b. (part "fused") the chunk-parallel fused Gated DeltaNet core (src/backends/cuda/gdn_chunk.cu; off
-#      unless TTT_GDN_CUDA_FUSED=1, which this part exports): gradcheck of the core on the device with
+#   3b. (part "fused") the chunk-parallel fused Gated DeltaNet core (src/backends/cuda/gdn_chunk.cu; on by
+#      default for heads up to 64 wide; this part exports TTT_GDN_CUDA_FUSED=1, which forces it for d = 128 too): gradcheck of the core on the device with
 #      the fused kernels on (its f32 and bf16 GPU-vs-CPU parity runs them, forward and backward) and with
 #      TTT_FUSED=0; then against the composed core in the same run (mixer_speed --fused both: a second
 #      context made with TTT_FUSED=0; --check compares the f32 / bf16 output with f64), core and block,
@@ -51,7 +51,7 @@ has speed && for dt in f32 bf16; do
     2>&1 | log || status=1
 done
 if has fused; then
-  export TTT_GDN_CUDA_FUSED=1 # the CUDA kernels are off by default until measured faster than the composed core
+  export TTT_GDN_CUDA_FUSED=1 # forces the kernels for the d = 128 row too (by default they serve d <= 64 only)
   $B/ttt gradcheck --device cuda --op "gated_delta(chunked)" --seeds 3 2>&1 | sed 's/^/TTT_GDN_CUDA_FUSED=1 /' | log || status=1
   TTT_FUSED=0 $B/ttt gradcheck --device cuda --op "gated_delta(chunked)" --seeds 3 2>&1 | sed 's/^/TTT_FUSED=0 /' | log || status=1
   for dt in f32 bf16; do

@@ -256,12 +256,17 @@ static ttt_tensor *fn_log_softmax(ttt_ctx *ctx, ttt_tensor *const *x, const spec
     (void)s;
     return ttt_log_softmax(ctx, x[0]);
 }
-static void make_norm(rng *r, spec *s) {
-    int64_t d = rint_in(r, 2, 7);
+static void make_norm_min(rng *r, spec *s, int64_t min_d) {
+    int64_t d = rint_in(r, min_d, 7);
     IN(s, K_NORMAL, odd_dim(r), d);
     IN(s, K_NORMAL, d);
     IN(s, K_NORMAL, d);
 }
+static void make_norm(rng *r, spec *s) { make_norm_min(r, s, 2); }
+/* LayerNorm over 2 features maps every row to about (-1, 1) (exactly, at eps = 0): its gradient is the
+ * eps term alone, so relative errors measure rounding noise (bf16 parity 0.0514 at [5,2] on an H100,
+ * composed and fused alike). Three features or more. */
+static void make_layer_norm(rng *r, spec *s) { make_norm_min(r, s, 3); }
 static ttt_tensor *fn_layer_norm(ttt_ctx *ctx, ttt_tensor *const *x, const spec *s) {
     (void)s;
     return ttt_layer_norm(ctx, x[0], x[1], x[2], 1e-5);
@@ -606,8 +611,8 @@ static const gc_case CASES[] = {
     {"matmul(4-d batch)", make_matmul4, fn_matmul4},
     {"softmax", make_rows, fn_softmax},
     {"log_softmax", make_rows, fn_log_softmax},
-    {"layer_norm", make_norm, fn_layer_norm},
-    {"layer_norm(no affine)", make_norm, fn_layer_norm_plain},
+    {"layer_norm", make_layer_norm, fn_layer_norm},
+    {"layer_norm(no affine)", make_layer_norm, fn_layer_norm_plain},
     {"rms_norm", make_norm, fn_rms_norm},
     {"rms_norm(no affine)", make_norm, fn_rms_norm_plain},
     {"cross_entropy", make_ce, fn_ce},

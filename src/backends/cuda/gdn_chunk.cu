@@ -14,8 +14,10 @@
  * Qe [B H T dk], P [B H N C C], and the states when the caller keeps none [B H N dk dv]; backward A_c,
  * the per-chunk state gradients [B H N dk dv] and, with split columns, per-tile partial dq, dk, dbeta, dg.
  *
- * Off unless TTT_GDN_CUDA_FUSED=1: the single-pass kernels these replace were measured slower than the
- * composed core on an H200 (2026-12-06, docs/mixers.md), and these are not yet measured on a GPU.
+ * On by default where they were measured faster than the composed core (H100, 2026-12-06, docs/mixers.md:
+ * dk = dv = 64, fwd + bwd 2.7x at T 2K and 1.9x at 8K in f32), that is for dk, dv <= 64; at dk = dv = 128
+ * the forward was faster (1.5 against 2.3 ms) but forward + backward slower (6.7 against 6.1 ms), so wider
+ * heads compose unless TTT_GDN_CUDA_FUSED=1 forces the kernels; TTT_GDN_CUDA_FUSED=0 switches them off.
  * Declined, so that ttt_gated_delta_chunked composes the core of the generic kernels instead: other
  * dtypes, chunks over 64 and shapes whose kernels do not fit in shared memory (at C = 64: dk above about
  * 235, or dv above about 580 at dk = 64). The forward declines exactly what the backward would, so a
@@ -35,14 +37,15 @@ enum { GDN_THREADS = 256, GDN_MAX_CHUNK = 64 };
 /* The launch's shape and plan, or false where the kernels leave it to the composed path. */
 static bool gdn_supported(CuDev *dev, const ttt_tensor *q, const ttt_tensor *v, int64_t chunk, gdnk::Params *p,
                           int64_t *bh, gdnk::Plan *plan, int *smem_max) {
-    static int enabled = -1;
-    if (enabled < 0) {
+    static int mode = -1; /* 0 off, 1 forced on, 2 where measured faster (the default) */
+    if (mode < 0) {
         const char *e = getenv("TTT_GDN_CUDA_FUSED");
-        enabled = e && !strcmp(e, "1");
+        mode = !e || !*e ? 2 : !strcmp(e, "1") ? 1 : 0;
     }
-    if (!enabled) return false;
+    if (!mode) return false;
     if (q->dtype != TTT_F32 || v->dtype != TTT_F32 || q->ndim != 4 || v->ndim != 4) return false;
     const int64_t B = q->shape[0], H = q->shape[1], T = q->shape[2], K = q->shape[3], V = v->shape[3];
+    if (mode == 2 && (K > 64 || V > 64)) return false;
     const int64_t wide = K > V ? K : V;
     if (chunk < 1 || chunk > GDN_MAX_CHUNK || B * H < 1 || B * H > INT_MAX || T < 1 || K < 1 || V < 1 ||
         T * wide > INT_MAX / 2)
