@@ -1,7 +1,6 @@
 #!/usr/bin/env bash
-# The fused TTT-Linear scan (src/backends/cuda/ttt_scan.cu) on the GPU machine, one call. NOT YET RUN:
-# written on a machine without a GPU (the kernels were checked there on the host emulator only,
-# dev/cuda/ttt_scan_emu_test.cpp). What it does:
+# The fused TTT-Linear scan (src/backends/cuda/ttt_scan.cu) on the GPU machine, one call (first run on an
+# H100 on 2026-12-06: docs/results-mixers.md). What it does:
 #   1. a CUDA build; test_ttt_scan and test_ttt_rnn (CPU contexts of that build);
 #   2. checks on CUDA: the layer (both learners and backbones, fused TTT-Linear in f32, composed in f64)
 #      against the CPU in f64, at head size 16 (the default) and 128 (D 256, 2 heads: W in shared memory
@@ -11,7 +10,10 @@
 #   3. compute-sanitizer (memcheck with the pool off, racecheck, synccheck) on the op's gradcheck on CUDA,
 #      one seed (each tool's ERROR / RACECHECK SUMMARY line printed);
 #   4. times: ttt_rnn_bench, TTT-Linear, D 768, 12 heads (d 64), b 16, both backbones, T 2K and 8K,
-#      fused against TTT_FUSED=0 (the composed ops) in the same call on the same GPU;
+#      fused against TTT_FUSED=0 (the composed ops) in the same call on the same GPU; then decode one token
+#      at a time (--decode 300: TTT-Linear's fused decode step against the composed one; TTT-MLP's is
+#      composed either way) and memcheck on the decode step at d 128 (step 2's --check compares decode on
+#      CUDA with the CPU in f64 too);
 #   5. times of the op alone (mixer_speed --impl ttt_linear_core: fla's chunk_ttt_linear's inputs, B 1,
 #      H 12, d 64, mini-batch 16), f32 and bf16, T 2K, 8K and 32K (run_peer_gpu.sh pairs it with fla),
 #      f32 with FMAs and with --tf32 (its products with W on the tensor cores), bf16 on the tensor cores
@@ -64,6 +66,17 @@ for bb in transformer mamba; do
       sed "s/^/[TTT_FUSED=$fused] /" | log
   done
 done
+echo "== decode, one token at a time (TTT-Linear: the fused decode step, src/backends/cuda/ttt_step.cu), then TTT_FUSED=0 ==" | log
+for kind in linear mlp; do
+  for fused in 1 0; do
+    TTT_FUSED=$fused timeout 60 ./build/gpu/ttt_rnn_bench --device cuda --kind $kind --decode 300 2>&1 | sed "s/^/[TTT_FUSED=$fused] /" | log
+  done
+done
+if command -v compute-sanitizer >/dev/null; then
+  TTT_CUDA_POOL=0 timeout 120 compute-sanitizer --tool memcheck --error-exitcode 9 ./build/gpu/ttt_rnn_bench --device cuda \
+    --decode 20 --dim 256 --heads 2 >"$OUT/sanitizer_decode.txt" 2>&1
+  echo "memcheck, decode step (d 128): exit $?; $(grep -E 'ERROR SUMMARY' "$OUT/sanitizer_decode.txt" | tail -1 | sed 's/^=* *//')" | log
+fi
 echo "== the op alone (ttt_linear_core: q, k, v, eta, LN gain / bias, W0, b0; B 1, H 12, d 64, b 16) ==" | log
 echo "   f32 (FMAs), f32 --tf32 (its products with W on the tensor cores), bf16 (tensor cores), bf16 TTT_SCAN_MMA=0 (FMAs)" | log
 for run in "f32" "f32 --tf32" "bf16" "bf16 TTT_SCAN_MMA=0"; do

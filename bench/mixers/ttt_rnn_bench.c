@@ -8,7 +8,10 @@
  *                 [--heads 12] [--batch 1] [--T 2048,8192] [--reps 3] [--dtype f32|f64]
  *       the time of the layer's forward pass, and of forward + backward (gradients of every
  *       parameter and x), after one warm-up, median of --reps; and of the forward without a graph
- *       (inference, prefill: where TTT-MLP's forward-only scan kernel runs). */
+ *       (inference, prefill: where TTT-MLP's forward-only scan kernel runs).
+ *   ttt_rnn_bench ... --decode N
+ *       instead: N tokens decoded one by one from a fresh state (ttt_rnn_decode), the median time of a
+ *       token (TTT-Linear's fused decode step; TTT_FUSED=0 in the environment for the composed step). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -61,8 +64,8 @@ static ttt_tensor *filled(ttt_ctx *ctx, ttt_tensor *t, int k, double scale, doub
     return t;
 }
 
-/* y and the gradients of sum(y * r) for one context (parameters and inputs from val()); results
- * on the host (n_params + 2 arrays) with their sizes. */
+/* y, the gradients of sum(y * r), and y again decoded token by token, for one context (parameters and
+ * inputs from val()); results on the host (n_params + 3 arrays) with their sizes. */
 static int run_case(ttt_ctx *ctx, const ttt_rnn_config *c, ttt_dtype dt, int64_t B, int64_t T, double **out,
                     int64_t *sizes, int *n_out) {
     ttt_rnn l;
@@ -82,7 +85,24 @@ static int run_case(ttt_ctx *ctx, const ttt_rnn_config *c, ttt_dtype dt, int64_t
     out[0] = host(ctx, y);
     sizes[0] = ttt_numel(y);
     for (int i = 0; i <= l.n_params; i++) out[i + 1] = host(ctx, g[i]), sizes[i + 1] = ttt_numel(g[i]);
-    *n_out = l.n_params + 2;
+    /* then x decoded token by token from a fresh state (TTT-Linear: the fused decode step where the
+     * device has it), the outputs one after another */
+    ttt_rnn_state st;
+    if (ttt_rnn_state_init(ctx, &l, &st, B) != TTT_OK) return fprintf(stderr, "%s\n", ttt_error(ctx)), 1;
+    ttt_no_grad_begin(ctx);
+    double *dec = malloc(sizeof(double) * (size_t)(B * T * c->dim));
+    for (int64_t t = 0; t < T; t++) {
+        ttt_tensor *yt = ttt_rnn_decode(ctx, &l, &st, ttt_contiguous(ctx, ttt_slice(ctx, x, 1, t, t + 1, 1)));
+        if (!yt) return fprintf(stderr, "%s\n", ttt_error(ctx)), 1;
+        double *h = host(ctx, yt);
+        for (int64_t b = 0; b < B; b++)
+            memcpy(dec + (b * T + t) * c->dim, h + b * c->dim, sizeof(double) * (size_t)c->dim);
+        free(h);
+    }
+    ttt_no_grad_end(ctx);
+    ttt_rnn_state_free(ctx, &st);
+    out[l.n_params + 2] = dec, sizes[l.n_params + 2] = B * T * c->dim;
+    *n_out = l.n_params + 3;
     ttt_step_reset(ctx);
     ttt_persistent_free(ctx, x);
     ttt_rnn_free(ctx, &l);
@@ -101,8 +121,8 @@ static int check(ttt_device dev, int64_t dim, int64_t heads) {
                 ttt_ctx *cpu = ttt_ctx_new(&(ttt_ctx_config){.device = TTT_CPU, .seed = 1});
                 ttt_ctx *d = ttt_ctx_new(&(ttt_ctx_config){.device = dev, .seed = 1});
                 if (!cpu || !d) return fprintf(stderr, "no context: %s\n", ttt_runtime_error()), 2;
-                double *a[TTT_RNN_MAX_PARAMS + 2] = {0}, *b[TTT_RNN_MAX_PARAMS + 2] = {0};
-                int64_t sa[TTT_RNN_MAX_PARAMS + 2], sb[TTT_RNN_MAX_PARAMS + 2];
+                double *a[TTT_RNN_MAX_PARAMS + 3] = {0}, *b[TTT_RNN_MAX_PARAMS + 3] = {0};
+                int64_t sa[TTT_RNN_MAX_PARAMS + 3], sb[TTT_RNN_MAX_PARAMS + 3];
                 int na = 0, nb = 0;
                 if (run_case(cpu, &c, TTT_F64, B, T, a, sa, &na) || run_case(d, &c, dt, B, T, b, sb, &nb) || na != nb) return 2;
                 double worst = 0;
@@ -110,7 +130,7 @@ static int check(ttt_device dev, int64_t dim, int64_t heads) {
                     const double e = a[i] && b[i] && sa[i] == sb[i] ? rel(b[i], a[i], sa[i]) : 1e30;
                     worst = e > worst ? e : worst;
                 }
-                printf("%s %s %s on %s vs cpu f64: output and gradients, max relative difference %.2e %s\n",
+                printf("%s %s %s on %s vs cpu f64: output, gradients and decode, max relative difference %.2e %s\n",
                        kind ? "TTT-MLP" : "TTT-Linear", bb ? "mamba" : "transformer", ttt_dtype_name(dt),
                        dev == TTT_CUDA ? "cuda" : "cpu", worst, worst <= tol ? "ok" : "FAILED");
                 bad |= !(worst <= tol);
@@ -127,7 +147,7 @@ int main(int argc, char **argv) {
     int do_check = 0, reps = 3, dims_given = 0;
     ttt_rnn_config c = {.kind = TTT_RNN_LINEAR, .backbone = TTT_RNN_TRANSFORMER, .dim = 768, .heads = 12,
                         .mini_batch = 16, .rope_theta = 1e4};
-    int64_t B = 1, Ts[8] = {2048, 8192};
+    int64_t B = 1, Ts[8] = {2048, 8192}, decode = 0;
     int nT = 2;
     ttt_dtype dt = TTT_F32;
     for (int i = 1; i < argc; i++) {
@@ -140,6 +160,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--heads")) c.heads = atoll(v), i++, dims_given = 1;
         else if (!strcmp(a, "--batch")) B = atoll(v), i++;
         else if (!strcmp(a, "--reps")) reps = atoi(v), i++;
+        else if (!strcmp(a, "--decode")) decode = atoll(v), i++;
         else if (!strcmp(a, "--dtype")) dt = !strcmp(v, "f64") ? TTT_F64 : TTT_F32, i++;
         else if (!strcmp(a, "--T")) {
             nT = 0;
@@ -159,6 +180,38 @@ int main(int argc, char **argv) {
     ttt_rnn l;
     if (ttt_rnn_init(ctx, &l, &c, dt, 0.02, 0.02) != TTT_OK) return fprintf(stderr, "%s\n", ttt_error(ctx)), 2;
     ttt_tensor *ins[TTT_RNN_MAX_PARAMS + 1], *g[TTT_RNN_MAX_PARAMS + 1];
+    if (decode > 0) { /* decode tokens one by one from a fresh state: each token's time, synchronized */
+        if (decode > 100000) decode = 100000;
+        ttt_rnn_state st;
+        ttt_tensor *x = ttt_param(ctx, dt, TTT_DIMS(B, decode, c.dim), "x");
+        double *tt = malloc(sizeof(double) * (size_t)decode);
+        if (!x || !tt || ttt_assign(ctx, x, ttt_randn(ctx, dt, TTT_DIMS(B, decode, c.dim), 1.0)) ||
+            ttt_rnn_state_init(ctx, &l, &st, B))
+            return fprintf(stderr, "%s\n", ttt_error(ctx)), 1;
+        ttt_no_grad_begin(ctx);
+        for (int64_t t = 0; t < decode; t++) {
+            ttt_step_reset(ctx);
+            ttt_tensor *xt = ttt_contiguous(ctx, ttt_slice(ctx, x, 1, t, t + 1, 1));
+            ttt_synchronize(ctx);
+            const double t0 = now();
+            if (!ttt_rnn_decode(ctx, &l, &st, xt)) return fprintf(stderr, "%s\n", ttt_error(ctx)), 1;
+            ttt_synchronize(ctx);
+            tt[t] = now() - t0;
+        }
+        ttt_no_grad_end(ctx);
+        qsort(tt, (size_t)decode, sizeof *tt, cmp_d);
+        const char *fz = getenv("TTT_FUSED");
+        printf("%s %s D %lld H %lld b %lld B %lld %s on %s, decode (TTT_FUSED=%s): %lld tokens one by one, median %.3f ms "
+               "per token (%.0f tokens/s), min %.3f\n", c.kind ? "TTT-MLP" : "TTT-Linear", c.backbone ? "mamba" : "transformer",
+               (long long)c.dim, (long long)c.heads, (long long)c.mini_batch, (long long)B, ttt_dtype_name(dt),
+               dev == TTT_CUDA ? "cuda" : "cpu", fz && *fz ? fz : "1", (long long)decode, 1e3 * tt[decode / 2],
+               (double)B / tt[decode / 2], 1e3 * tt[0]);
+        free(tt);
+        ttt_rnn_state_free(ctx, &st);
+        ttt_rnn_free(ctx, &l);
+        ttt_ctx_free(ctx);
+        return 0;
+    }
     for (int ti = 0; ti < nT; ti++) {
         const int64_t T = Ts[ti];
         ttt_tensor *x = ttt_param(ctx, dt, TTT_DIMS(B, T, c.dim), "x");

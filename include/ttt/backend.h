@@ -274,7 +274,19 @@ typedef struct {
       (ttt_tensor *dq, ttt_tensor *dk, ttt_tensor *dv, ttt_tensor *dg, ttt_tensor *ds0, const ttt_tensor *q,    \
        const ttt_tensor *k, const ttt_tensor *v, const ttt_tensor *g, const ttt_tensor *states,                  \
        const ttt_tensor *dout, const ttt_tensor *ds_out, int64_t chunk),                                         \
-      (dq, dk, dv, dg, ds0, q, k, v, g, states, dout, ds_out, chunk))
+      (dq, dk, dv, dg, ds0, q, k, v, g, states, dout, ds_out, chunk))                                            \
+    /* Optional fused TTT-Linear decode step (src/composed/ttt_step.c states the math): one token per           \
+     * (batch, head) at position r0 of its mini-batch of bs = numel(tok) tokens, in the primal form, updating  \
+     * the state in place. q, k (rotated), v, out [B, H, 1, d]; eta [B, H, 1]; tok [bs]; ln_w, ln_b [H, d];    \
+     * w, gw [B, H, d, d] and c, gc [B, H, 1, d]: the weights at the mini-batch's start and the eta-weighted    \
+     * sums of the inner gradients of its tokens so far (zero at its start). When r0 = bs - 1 the mini-batch   \
+     * is complete: w, c take the step and gw, gc are zeroed. All dense, one float dtype, no graph. Returns   \
+     * TTT_BACKEND_DECLINED, having written nothing, for what it does not handle (decode then composes). */    \
+    X(ttt_linear_step,                                                                                           \
+      (ttt_tensor *out, ttt_tensor *w, ttt_tensor *c, ttt_tensor *gw, ttt_tensor *gc, const ttt_tensor *q,      \
+       const ttt_tensor *k, const ttt_tensor *v, const ttt_tensor *eta, const ttt_tensor *tok,                   \
+       const ttt_tensor *ln_w, const ttt_tensor *ln_b, int64_t r0, double eps),                                  \
+      (out, w, c, gw, gc, q, k, v, eta, tok, ln_w, ln_b, r0, eps))
 
 /* TTT_K_copy, TTT_K_fill, ...: the kernel entries by number (profile rows, coverage). */
 typedef enum {

@@ -99,6 +99,16 @@ int ttt__ttt_linear_scan_composed(ttt_ctx *ctx, ttt_tensor *q, ttt_tensor *k, tt
                                   ttt_tensor *tok, ttt_tensor *ln_w, ttt_tensor *ln_b, ttt_tensor *w0, ttt_tensor *b0,
                                   double eps, ttt_tensor **out, ttt_tensor **w_final, ttt_tensor **b_final);
 
+/* composed/ttt_step.c: TTT-Linear's decode step, one token per (batch, head) at position r0 of its
+ * mini-batch, the state w [B, H, d, d], c [B, H, 1, d] (at the mini-batch's start) and gw, gc (the sums of
+ * its inner gradients so far) updated in place (the math: the top of that file). q, k (rotated), v
+ * [B, H, 1, d], eta [B, H, 1], tok [bs], ln_w, ln_b [H, d] -> *out [B, H, 1, d]. For inference: returns
+ * TTT_BACKEND_DECLINED, having changed nothing, where a graph would record, the context is unfused or the
+ * backend has no kernel; the caller then composes the step. */
+int ttt__ttt_linear_step(ttt_ctx *ctx, ttt_tensor *q, ttt_tensor *k, ttt_tensor *v, ttt_tensor *eta, ttt_tensor *tok,
+                         ttt_tensor *ln_w, ttt_tensor *ln_b, ttt_tensor *w, ttt_tensor *c, ttt_tensor *gw, ttt_tensor *gc,
+                         int64_t r0, double eps, ttt_tensor **out);
+
 /* composed/ttt_scan.c: TTT-MLP's inner loop over whole mini-batches (the math: that file's MLP section).
  * q, k (rotated), v [B, H, T, d], eta [B, H, T], tok [bs] with T a positive multiple of bs, ln_w, ln_b
  * [H, d], w0 = {W1 [H, d, F], b1 [H, 1, F], W2 [H, F, d], b2 [H, 1, d]} (each [H, ..] or [B, H, ..]), one

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "../core/engine_private.h"
+#include "ttt/backend.h" /* TTT_BACKEND_DECLINED: the fused decode step left it to the composed one */
 #include "ttt/ttt_rnn.h"
 
 static const double LN_EPS = 1e-6; /* flax / torch LayerNorm eps of the official code */
@@ -222,6 +223,9 @@ static int prepare(ttt_ctx *ctx, const ttt_rnn *l, ttt_tensor *x, ttt_tensor *ta
 typedef struct {
     ttt_tensor *w[4], *g[4];
     int64_t pos;
+    /* decode: the persistent state tensors (ttt_rnn_state's w, g), which the fused step updates in place
+     * while w and g still are them (g NULL: zero, which the persistent g then also is); NULL otherwise */
+    ttt_tensor *pw[4], *pg[4];
 } fast_state;
 
 static int n_fast(const ttt_rnn *l) { return l->cfg.kind == TTT_RNN_MLP ? 4 : 2; }
@@ -330,6 +334,30 @@ static ttt_tensor *scan_span(ttt_ctx *ctx, const ttt_rnn *l, const span_inputs *
     return out;
 }
 
+/* One TTT-Linear token in the primal form as one fused op on the persistent state (decode), or NULL with
+ * *declined set where the op leaves it to segment() (no kernel, TTT_FUSED=0, a graph, or the state is no
+ * longer the persistent one because a composed segment replaced it in this call). */
+static ttt_tensor *step_inplace(ttt_ctx *ctx, const ttt_rnn *l, const span_inputs *in, int64_t t0, int64_t r0,
+                                fast_state *s, int *declined) {
+    *declined = 1;
+    if (l->cfg.kind != TTT_RNN_LINEAR || !s->pw[0]) return NULL;
+    for (int i = 0; i < 2; i++)
+        if (s->w[i] != s->pw[i] || (s->g[i] && s->g[i] != s->pg[i])) return NULL;
+    ttt_tensor *q = ttt_rope(ctx, rows(ctx, in->q, t0, 1), 2, r0, l->cfg.rope_theta);
+    ttt_tensor *k = ttt_rope(ctx, rows(ctx, in->k, t0, 1), 2, r0, l->cfg.rope_theta);
+    ttt_tensor *v = rows(ctx, in->v, t0, 1), *eta = ttt_slice(ctx, in->eta, 2, t0, t0 + 1, 1), *out = NULL;
+    if (!q || !k || !v || !eta) return *declined = 0, NULL;
+    const int rc = ttt__ttt_linear_step(ctx, q, k, v, eta, in->tok, l->ln_w, l->ln_b, s->pw[0], s->pw[1], s->pg[0],
+                                        s->pg[1], r0, LN_EPS, &out);
+    if (rc == TTT_BACKEND_DECLINED) return NULL;
+    *declined = 0;
+    if (rc != TTT_OK) return NULL;
+    const int complete = r0 == l->cfg.mini_batch - 1; /* the kernel stepped W and zeroed the sums */
+    for (int i = 0; i < 2; i++) s->g[i] = complete ? NULL : s->pg[i];
+    s->pos += 1;
+    return out;
+}
+
 /* Whole mini-batches go through the fused scan unless TTT_FUSED=0 (the composed segments then: the
  * before/after switch and the reference of tests/test_ttt_scan.c). TTT-MLP's scan runs its kernel only
  * where no graph records (composed/ttt_scan.c says why); while one does, it is these segments' math. */
@@ -361,7 +389,10 @@ static ttt_tensor *run(ttt_ctx *ctx, const ttt_rnn *l, ttt_tensor *x, fast_state
         int64_t n = left;
         int dual = whole ? full_dual : partial_dual;
         if (!dual) n = 1;
-        ttt_tensor *o = segment(ctx, l, &in, t, n, r0, dual, s);
+        ttt_tensor *o = NULL;
+        int declined = 1;
+        if (!dual && !(o = step_inplace(ctx, l, &in, t, r0, s, &declined)) && !declined) return NULL;
+        if (!o) o = segment(ctx, l, &in, t, n, r0, dual, s);
         if (!o) return NULL;
         outs[n_out++] = o;
         t += n;
@@ -465,8 +496,9 @@ ttt_tensor *ttt_rnn_decode(ttt_ctx *ctx, const ttt_rnn *l, ttt_rnn_state *st, tt
     fast_state s = {.pos = st->pos};
     const int mid = st->pos % l->cfg.mini_batch != 0; /* G is zero at a mini-batch's start */
     for (int i = 0; i < st->n_w; i++) {
-        s.w[i] = st->w[i];
+        s.w[i] = s.pw[i] = st->w[i];
         s.g[i] = mid ? st->g[i] : NULL;
+        s.pg[i] = st->g[i]; /* zero where mid is 0: every call leaves it zero after a complete mini-batch */
     }
     ttt_tensor *tail = NULL;
     ttt_tensor *out = run(ctx, l, x, &s, st->conv_tail, st->conv_tail ? &tail : NULL, 1, 0);

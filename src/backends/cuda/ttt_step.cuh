@@ -1,0 +1,103 @@
+/* TTT-Linear's decode step on the GPU (backend.h: ttt_linear_step; the math: src/composed/ttt_step.c),
+ * included by ttt_step.cu and by the host emulator's test (dev/cuda/ttt_step_emu_test.cpp).
+ *
+ * One block of THREADS threads per (batch, head); thread j owns the columns j, j + THREADS, ... of W and
+ * G, so every read and write of the state is coalesced across the block and each state element is touched
+ * by one thread only: the update of G, the product with q (W - t G) and, when the mini-batch completes,
+ * the step of W are one pass over W and G. The token's q, k and the inner gradient g sit in shared memory;
+ * the layer norms' sums are block reductions whose partial sums are added in warp order by every thread,
+ * so the result does not depend on timing. A decode step of the layer is this one launch instead of about
+ * forty small kernels; the work is 3 d^2 multiply-adds and 2 d^2 reads and writes per head.
+ *
+ * The includer defines TTT_STEP_SMEM() (a void * to the dynamic shared memory: smem_elems(d) values). */
+#ifndef TTT_STEP_CUH
+#define TTT_STEP_CUH
+
+namespace tstep {
+
+enum { THREADS = 128, WARPS = THREADS / 32 };
+
+template <typename R> struct Args {
+    R *out, *w, *c, *gw, *gc;
+    const R *q, *k, *v, *eta, *tok, *ln_w, *ln_b;
+    int H, d, r0, complete;
+    R eps;
+};
+
+inline size_t smem_elems(int d) { return 3 * (size_t)d + WARPS; }
+
+/* The block's sum of x; every thread returns it (warp sums, then the warps' in order). */
+template <typename R> __device__ R block_sum(R x, R *red) {
+    for (int o = 16; o > 0; o >>= 1) x += __shfl_down_sync(0xffffffffu, x, o);
+    __syncthreads(); /* red may still be read by the previous call */
+    if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = x;
+    __syncthreads();
+    R s = 0;
+    for (int i = 0; i < WARPS; i++) s += red[i];
+    return s;
+}
+
+template <typename R> __device__ R rsqrt_of(R x);
+template <> __device__ inline float rsqrt_of<float>(float x) { return 1.0f / sqrtf(x); }
+template <> __device__ inline double rsqrt_of<double>(double x) { return 1.0 / sqrt(x); }
+
+template <typename R> __global__ void __launch_bounds__(THREADS) step(Args<R> a) {
+    R *sm = reinterpret_cast<R *>(TTT_STEP_SMEM());
+    const int d = a.d, tid = (int)threadIdx.x, bh = (int)blockIdx.x, h = bh % a.H;
+    R *sq = sm, *sk = sm + d, *z = sm + 2 * d, *red = sm + 3 * d;
+    const size_t o = (size_t)bh * d, od = (size_t)bh * d * d;
+    const R *gam = a.ln_w + (size_t)h * d, *bet = a.ln_b + (size_t)h * d;
+    for (int j = tid; j < d; j += THREADS) sq[j] = a.q[o + j], sk[j] = a.k[o + j];
+    __syncthreads();
+    /* z = k W + c */
+    R part = 0;
+    for (int j = tid; j < d; j += THREADS) {
+        R acc = a.c[o + j];
+        for (int i = 0; i < d; i++) acc += sk[i] * a.w[od + (size_t)i * d + j];
+        z[j] = acc;
+        part += acc;
+    }
+    const R mu = block_sum(part, red) / (R)d;
+    part = 0;
+    for (int j = tid; j < d; j += THREADS) part += (z[j] - mu) * (z[j] - mu);
+    const R rstd = rsqrt_of<R>(block_sum(part, red) / (R)d + a.eps);
+    /* g = d/dz of 1/2 || LN(z) gam + bet - (v - k) ||^2, kept in z (each thread its own columns) */
+    R pg = 0, pgx = 0;
+    for (int j = tid; j < d; j += THREADS) {
+        const R xh = (z[j] - mu) * rstd, g = (xh * gam[j] + bet[j] - (a.v[o + j] - sk[j])) * gam[j];
+        pg += g, pgx += g * xh;
+    }
+    const R mg = block_sum(pg, red) / (R)d, mgx = block_sum(pgx, red) / (R)d;
+    for (int j = tid; j < d; j += THREADS) {
+        const R xh = (z[j] - mu) * rstd, g = (xh * gam[j] + bet[j] - (a.v[o + j] - sk[j])) * gam[j];
+        z[j] = (g - mg - xh * mgx) * rstd;
+    }
+    /* G += eta k^T g, Gc += eta g; zq = q (W - t G) + c - t Gc; complete: W -= t G, c -= t Gc, G = Gc = 0 */
+    const R eta = a.eta[bh], t = a.tok[a.r0];
+    part = 0;
+    for (int j = tid; j < d; j += THREADS) {
+        const R g = z[j], gcj = a.gc[o + j] + eta * g;
+        R acc = a.c[o + j] - t * gcj;
+        for (int i = 0; i < d; i++) {
+            const size_t e = od + (size_t)i * d + j;
+            const R gwe = a.gw[e] + eta * sk[i] * g, we = a.w[e];
+            acc += sq[i] * (we - t * gwe);
+            if (a.complete) a.w[e] = we - t * gwe, a.gw[e] = 0;
+            else a.gw[e] = gwe;
+        }
+        if (a.complete) a.c[o + j] -= t * gcj, a.gc[o + j] = 0;
+        else a.gc[o + j] = gcj;
+        z[j] = acc; /* zq now: this thread's g[j] is used up */
+        part += acc;
+    }
+    /* out = q + LN(zq) gam + bet */
+    const R mq = block_sum(part, red) / (R)d;
+    part = 0;
+    for (int j = tid; j < d; j += THREADS) part += (z[j] - mq) * (z[j] - mq);
+    const R rq = rsqrt_of<R>(block_sum(part, red) / (R)d + a.eps);
+    for (int j = tid; j < d; j += THREADS) a.out[o + j] = sq[j] + (z[j] - mq) * rq * gam[j] + bet[j];
+}
+
+} // namespace tstep
+
+#endif
