@@ -41,6 +41,7 @@ static const struct {
     {TTT_K_sumsq_multi, "gradient clipping's one-pass global norm: the composed ops' bits, checked by test_fused"},
     {TTT_K_scale_multi, "gradient clipping's multi-tensor scale: unary affine's bits, checked by test_fused"},
     {TTT_K_ttt_linear_step, "TTT-Linear's decode step: in place and without a gradient (inference), checked against the composed step by test_ttt_scan and on the emulator by emu_ttt_step"},
+    {TTT_K_ttt_mlp_step, "TTT-MLP's decode step: in place and without a gradient (inference), checked like ttt_linear_step"},
 };
 
 static int has_case(const char *op) {

@@ -383,7 +383,8 @@ static void test_decode(ttt_ctx *ctx, int kind, int backbone) {
     static const int64_t pieces[] = {20, 3, 17, 5}; /* 16 fused + 4; 3; 1 + 16 fused; 5 */
     for (int fused = 0; fused < 2; fused++) {
         ttt__set_fused(ctx, fused);
-        const long long steps = ttt__profile_calls(TTT_K_ttt_linear_step);
+        const ttt_kernel step_k = kind == TTT_RNN_MLP ? TTT_K_ttt_mlp_step : TTT_K_ttt_linear_step;
+        const long long steps = ttt__profile_calls(step_k);
         CHECK(ttt_rnn_state_init(ctx, &l, &s[fused], B) == TTT_OK);
         double worst = 0;
         int64_t t = 0;
@@ -397,11 +398,11 @@ static void test_decode(ttt_ctx *ctx, int kind, int backbone) {
             t += pieces[j];
         }
         CHECK(t == T && s[fused].pos == T);
-        /* the fused decode step took the tokens decoded one by one on the persistent state (3; 1; 5), TTT-Linear's only:
-         * the 4 after the first piece's fused prefill follow its result, a new tensor, through the composed step */
-        const long long want = fused && kind == TTT_RNN_LINEAR ? 9 : 0;
-        CHECK_MSG(ttt__profile_calls(TTT_K_ttt_linear_step) - steps == want, "%lld decode-step kernel calls, want %lld",
-                  ttt__profile_calls(TTT_K_ttt_linear_step) - steps, want);
+        /* the fused decode step took the tokens decoded one by one on the persistent state (3; 1; 5): the 4
+         * after the first piece's fused prefill follow its result, a new tensor, through the composed step */
+        const long long want = fused ? 9 : 0;
+        CHECK_MSG(ttt__profile_calls(step_k) - steps == want, "%lld decode-step kernel calls, want %lld",
+                  ttt__profile_calls(step_k) - steps, want);
         printf("decode %s %s (%s): max diff to the composed forward %.2e\n", kind ? "MLP" : "Linear",
                backbone ? "mamba" : "transformer", fused ? "fused prefill" : "composed", worst);
         CHECK(worst < 1e-12);
@@ -422,10 +423,10 @@ static void test_decode(ttt_ctx *ctx, int kind, int backbone) {
     ttt_step_reset(ctx);
 }
 
-/* TTT-Linear decoded token by token in f32 (the fused step on the persistent state, across three
+/* TTT-Linear / TTT-MLP decoded token by token in f32 (the fused step on the persistent state, across three
  * mini-batches and a partial one) == the composed steps, outputs and state; then the op's refusals. */
-static void test_step(ttt_ctx *ctx, int backbone) {
-    ttt_rnn_config c = config(TTT_RNN_LINEAR, backbone, 8);
+static void test_step(ttt_ctx *ctx, int kind, int backbone) {
+    ttt_rnn_config c = config(kind, backbone, 8);
     c.dim = 64, c.heads = 2; /* d 32: enough work for the kernel's thread team */
     ttt_rnn l;
     CHECK(ttt_rnn_init(ctx, &l, &c, TTT_F32, 0.02, 0.02) == TTT_OK);
@@ -451,16 +452,35 @@ static void test_step(ttt_ctx *ctx, int backbone) {
         const double e = rel_diff(ctx, y[1][t], y[0][t]);
         ey = e > ey || e != e ? e : ey;
     }
-    for (int i = 0; i < 2; i++) {
+    for (int i = 0; i < s[0].n_w; i++) {
         const double e1 = rel_diff(ctx, s[1].w[i], s[0].w[i]), e2 = rel_diff(ctx, s[1].g[i], s[0].g[i]);
         es = e1 > es || e1 != e1 ? e1 : es;
         es = e2 > es || e2 != e2 ? e2 : es;
     }
-    printf("decode step Linear %s f32, %lld tokens one by one: fused vs composed output %.2e, state %.2e\n",
-           backbone ? "mamba" : "transformer", (long long)T, ey, es);
+    printf("decode step %s %s f32, %lld tokens one by one: fused vs composed output %.2e, state %.2e\n",
+           kind == TTT_RNN_MLP ? "MLP" : "Linear", backbone ? "mamba" : "transformer", (long long)T, ey, es);
     CHECK_MSG(ey <= 1e-5 && es <= 1e-5, "fused decode step differs: output %.2e, state %.2e", ey, es);
     ttt_no_grad_end(ctx);
 
+    if (kind == TTT_RNN_MLP) { /* refusals: each names the argument */
+        const int64_t H = 2, d = 32, F = 128, bs = 8;
+        ttt_tensor *q = ttt_zeros(ctx, TTT_F32, TTT_DIMS(B, H, 1, d)), *eta = ttt_zeros(ctx, TTT_F32, TTT_DIMS(B, H, 1));
+        ttt_tensor *tok = ttt_zeros(ctx, TTT_F32, TTT_DIMS(bs)), *lw = ttt_zeros(ctx, TTT_F32, TTT_DIMS(H, d));
+        ttt_tensor *w[4] = {ttt_zeros(ctx, TTT_F32, TTT_DIMS(B, H, d, F)), ttt_zeros(ctx, TTT_F32, TTT_DIMS(B, H, 1, F)),
+                            ttt_zeros(ctx, TTT_F32, TTT_DIMS(B, H, F, d)), ttt_zeros(ctx, TTT_F32, TTT_DIMS(B, H, 1, d))};
+        ttt_tensor *g[4] = {w[0], w[1], w[2], w[3]}, *bad_g[4] = {w[0], w[0], w[2], w[3]}, *out = NULL;
+        CHECK(ttt__ttt_mlp_step(ctx, q, q, q, eta, tok, lw, lw, w, g, 7, 1e-6, &out) == TTT_OK && out);
+        CHECK(ttt__ttt_mlp_step(ctx, q, q, q, eta, tok, lw, lw, w, bad_g, 0, 1e-6, &out) == TTT_ERR &&
+              strstr(ttt_error(ctx), "gb1 f32"));
+        CHECK(ttt__ttt_mlp_step(ctx, q, q, q, eta, tok, lw, lw, w, g, -1, 1e-6, &out) == TTT_ERR &&
+              strstr(ttt_error(ctx), "outside the mini-batch"));
+        CHECK(ttt__ttt_mlp_step(ctx, q, q, q, eta, tok, lw, lw, w, g, 0, -1.0, &out) == TTT_ERR && strstr(ttt_error(ctx), "eps"));
+        ttt_rnn_state_free(ctx, &s[0]), ttt_rnn_state_free(ctx, &s[1]);
+        ttt_persistent_free(ctx, x);
+        ttt_rnn_free(ctx, &l);
+        ttt_step_reset(ctx);
+        return;
+    }
     /* refusals: each names the argument */
     const int64_t H = 2, d = 32, bs = 8;
     ttt_tensor *q = ttt_zeros(ctx, TTT_F32, TTT_DIMS(B, H, 1, d)), *eta = ttt_zeros(ctx, TTT_F32, TTT_DIMS(B, H, 1));
@@ -710,8 +730,10 @@ int main(void) {
             test_layer(ctx, kind, bb, TTT_F32, 37);
             test_decode(ctx, kind, bb);
         }
-    test_step(ctx, 0);
-    test_step(ctx, 1);
+    for (int kind = TTT_RNN_LINEAR; kind <= TTT_RNN_MLP; kind++) {
+        test_step(ctx, kind, 0);
+        test_step(ctx, kind, 1);
+    }
     test_mlp_errors(ctx);
     for (int si = 0; si < 4; si++)
         for (int use_state = 0; use_state < 2; use_state++) {

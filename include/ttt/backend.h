@@ -286,7 +286,15 @@ typedef struct {
       (ttt_tensor *out, ttt_tensor *w, ttt_tensor *c, ttt_tensor *gw, ttt_tensor *gc, const ttt_tensor *q,      \
        const ttt_tensor *k, const ttt_tensor *v, const ttt_tensor *eta, const ttt_tensor *tok,                   \
        const ttt_tensor *ln_w, const ttt_tensor *ln_b, int64_t r0, double eps),                                  \
-      (out, w, c, gw, gc, q, k, v, eta, tok, ln_w, ln_b, r0, eps))
+      (out, w, c, gw, gc, q, k, v, eta, tok, ln_w, ln_b, r0, eps))                                            \
+    /* Optional fused TTT-MLP decode step (src/composed/ttt_step.c): as ttt_linear_step for the two-layer     \
+     * learner, w[4] = W1 [B, H, d, F], b1 [B, H, 1, F], W2 [B, H, F, d], b2 [B, H, 1, d] at the mini-batch's  \
+     * start and g[4] the sums of their inner gradients so far (same shapes), both updated in place. */        \
+    X(ttt_mlp_step,                                                                                              \
+      (ttt_tensor *out, ttt_tensor *const *w, ttt_tensor *const *g, const ttt_tensor *q, const ttt_tensor *k,    \
+       const ttt_tensor *v, const ttt_tensor *eta, const ttt_tensor *tok, const ttt_tensor *ln_w,                \
+       const ttt_tensor *ln_b, int64_t r0, double eps),                                                          \
+      (out, w, g, q, k, v, eta, tok, ln_w, ln_b, r0, eps))
 
 /* TTT_K_copy, TTT_K_fill, ...: the kernel entries by number (profile rows, coverage). */
 typedef enum {

@@ -108,6 +108,10 @@ int ttt__ttt_linear_scan_composed(ttt_ctx *ctx, ttt_tensor *q, ttt_tensor *k, tt
 int ttt__ttt_linear_step(ttt_ctx *ctx, ttt_tensor *q, ttt_tensor *k, ttt_tensor *v, ttt_tensor *eta, ttt_tensor *tok,
                          ttt_tensor *ln_w, ttt_tensor *ln_b, ttt_tensor *w, ttt_tensor *c, ttt_tensor *gw, ttt_tensor *gc,
                          int64_t r0, double eps, ttt_tensor **out);
+/* The same for TTT-MLP: w = {W1 [B, H, d, F], b1 [B, H, 1, F], W2 [B, H, F, d], b2 [B, H, 1, d]} and g their sums. */
+int ttt__ttt_mlp_step(ttt_ctx *ctx, ttt_tensor *q, ttt_tensor *k, ttt_tensor *v, ttt_tensor *eta, ttt_tensor *tok,
+                      ttt_tensor *ln_w, ttt_tensor *ln_b, ttt_tensor *const *w, ttt_tensor *const *g, int64_t r0, double eps,
+                      ttt_tensor **out);
 
 /* composed/ttt_scan.c: TTT-MLP's inner loop over whole mini-batches (the math: that file's MLP section).
  * q, k (rotated), v [B, H, T, d], eta [B, H, T], tok [bs] with T a positive multiple of bs, ln_w, ln_b

@@ -122,6 +122,7 @@ static const char *matmul_label(char *buf, size_t n, const ttt_tensor *c, const 
 #define DESC_ssd_chunk_fwd q->dtype, NULL
 #define DESC_ssd_chunk_bwd q->dtype, NULL
 #define DESC_ttt_linear_step q->dtype, NULL
+#define DESC_ttt_mlp_step q->dtype, NULL
 
 #define WRAP(name, params, args)                                            \
     static int p_##name(ttt_backend_state *self, TTT__UNPAREN params) {     \

@@ -334,26 +334,28 @@ static ttt_tensor *scan_span(ttt_ctx *ctx, const ttt_rnn *l, const span_inputs *
     return out;
 }
 
-/* One TTT-Linear token in the primal form as one fused op on the persistent state (decode), or NULL with
+/* One token in the primal form as one fused op on the persistent state (decode), or NULL with
  * *declined set where the op leaves it to segment() (no kernel, TTT_FUSED=0, a graph, or the state is no
  * longer the persistent one because a composed segment replaced it in this call). */
 static ttt_tensor *step_inplace(ttt_ctx *ctx, const ttt_rnn *l, const span_inputs *in, int64_t t0, int64_t r0,
                                 fast_state *s, int *declined) {
     *declined = 1;
-    if (l->cfg.kind != TTT_RNN_LINEAR || !s->pw[0]) return NULL;
-    for (int i = 0; i < 2; i++)
+    const int nw = n_fast(l);
+    if (!s->pw[0]) return NULL;
+    for (int i = 0; i < nw; i++)
         if (s->w[i] != s->pw[i] || (s->g[i] && s->g[i] != s->pg[i])) return NULL;
     ttt_tensor *q = ttt_rope(ctx, rows(ctx, in->q, t0, 1), 2, r0, l->cfg.rope_theta);
     ttt_tensor *k = ttt_rope(ctx, rows(ctx, in->k, t0, 1), 2, r0, l->cfg.rope_theta);
     ttt_tensor *v = rows(ctx, in->v, t0, 1), *eta = ttt_slice(ctx, in->eta, 2, t0, t0 + 1, 1), *out = NULL;
     if (!q || !k || !v || !eta) return *declined = 0, NULL;
-    const int rc = ttt__ttt_linear_step(ctx, q, k, v, eta, in->tok, l->ln_w, l->ln_b, s->pw[0], s->pw[1], s->pg[0],
-                                        s->pg[1], r0, LN_EPS, &out);
+    const int rc = nw == 4 ? ttt__ttt_mlp_step(ctx, q, k, v, eta, in->tok, l->ln_w, l->ln_b, s->pw, s->pg, r0, LN_EPS, &out)
+                           : ttt__ttt_linear_step(ctx, q, k, v, eta, in->tok, l->ln_w, l->ln_b, s->pw[0], s->pw[1],
+                                                  s->pg[0], s->pg[1], r0, LN_EPS, &out);
     if (rc == TTT_BACKEND_DECLINED) return NULL;
     *declined = 0;
     if (rc != TTT_OK) return NULL;
     const int complete = r0 == l->cfg.mini_batch - 1; /* the kernel stepped W and zeroed the sums */
-    for (int i = 0; i < 2; i++) s->g[i] = complete ? NULL : s->pg[i];
+    for (int i = 0; i < nw; i++) s->g[i] = complete ? NULL : s->pg[i];
     s->pos += 1;
     return out;
 }

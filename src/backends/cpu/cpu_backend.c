@@ -40,6 +40,9 @@ int cpu_ttt_linear_step(ttt_backend_state *self, ttt_tensor *out, ttt_tensor *w,
                         ttt_tensor *gc, const ttt_tensor *q, const ttt_tensor *k, const ttt_tensor *v,
                         const ttt_tensor *eta, const ttt_tensor *tok, const ttt_tensor *ln_w, const ttt_tensor *ln_b,
                         int64_t r0, double eps);
+int cpu_ttt_mlp_step(ttt_backend_state *self, ttt_tensor *out, ttt_tensor *const *w, ttt_tensor *const *g,
+                     const ttt_tensor *q, const ttt_tensor *k, const ttt_tensor *v, const ttt_tensor *eta,
+                     const ttt_tensor *tok, const ttt_tensor *ln_w, const ttt_tensor *ln_b, int64_t r0, double eps);
 int cpu_unary(ttt_backend_state *self, ttt_unary_op op, ttt_tensor *dst, const ttt_tensor *src, double p0, double p1);
 int cpu_binary(ttt_backend_state *self, ttt_binary_op op, ttt_tensor *dst, const ttt_tensor *a, const ttt_tensor *b);
 int cpu_where(ttt_backend_state *self, ttt_tensor *dst, const ttt_tensor *cond, const ttt_tensor *a, const ttt_tensor *b);
@@ -341,6 +344,7 @@ static const ttt_backend CPU = {
     .ssd_chunk_fwd = cpu_ssd_chunk_fwd,
     .ssd_chunk_bwd = cpu_ssd_chunk_bwd,
     .ttt_linear_step = cpu_ttt_linear_step,
+    .ttt_mlp_step = cpu_ttt_mlp_step,
 };
 
 const ttt_backend *ttt_backend_cpu(void) { return &CPU; }

@@ -1,4 +1,4 @@
-/* TTT-Linear's decode step on the CPU (backend.h: ttt_linear_step; the math: src/composed/ttt_step.c):
+/* The TTT layers' decode steps on the CPU (backend.h: ttt_linear_step, ttt_mlp_step; the math: src/composed/ttt_step.c):
  * one token per (batch, head), the state updated in place. What it replaces is about forty small ops
  * per layer and token (slices, products, the layer norms' reductions, the state's sums), so the gain is
  * the per-op overhead; the arithmetic is 3 d^2 multiply-adds per head. */
@@ -91,6 +91,137 @@ int cpu_ttt_linear_step(ttt_backend_state *self, ttt_tensor *out, ttt_tensor *w,
                              (const double *)k->data + o, (const double *)v->data + o, ((const double *)eta->data)[bh],
                              tk[r0], (const double *)ln_w->data + h * d, (const double *)ln_b->data + h * d, d, complete,
                              eps, (double *)(void *)(scr + (size_t)bh * 3 * (size_t)d * es));
+        }
+    });
+    free(scr);
+    return TTT_OK;
+}
+
+/* ---- TTT-MLP: W1 [d, F], b1 [F], W2 [F, d], b2 [d] and their sums G1, Gb1, G2, Gb2 ---------------------- */
+
+#define GELU_C 0.7978845608028654
+#define GELU_K 0.044715
+
+/* One (batch, head); scratch 4 F + 3 d. gelu is the tanh approximation, as the layer's. */
+#define MLP_STEP_HEAD(R, SQRT, TANH)                                                                             \
+    static void mlp_step_head_##R(R *restrict out, R *const *w, R *const *g, const R *q, const R *k, const R *v,  \
+                                  R eta, R t, const R *gam, const R *bet, int64_t d, int64_t F, int complete,     \
+                                  R eps, R *scr) {                                                                \
+        R *W1 = w[0], *b1 = w[1], *W2 = w[2], *b2 = w[3], *G1 = g[0], *Gb1 = g[1], *G2 = g[2], *Gb2 = g[3];      \
+        R *z1 = scr, *x2 = scr + F, *g1 = scr + 2 * F, *a = scr + 3 * F, *z2 = scr + 4 * F, *g2 = z2 + d,         \
+          *zq = g2 + d;                                                                                           \
+        for (int64_t f = 0; f < F; f++) z1[f] = b1[f];                                                            \
+        for (int64_t i = 0; i < d; i++) {                                                                         \
+            const R ki = k[i], *wr = W1 + i * F;                                                                  \
+            for (int64_t f = 0; f < F; f++) z1[f] += ki * wr[f];                                                  \
+        }                                                                                                         \
+        for (int64_t f = 0; f < F; f++) {                                                                         \
+            const R x = z1[f];                                                                                    \
+            x2[f] = (R)0.5 * x * ((R)1 + TANH((R)GELU_C * (x + (R)GELU_K * x * x * x)));                          \
+        }                                                                                                         \
+        for (int64_t j = 0; j < d; j++) z2[j] = b2[j];                                                            \
+        for (int64_t f = 0; f < F; f++) {                                                                         \
+            const R xf = x2[f], *wr = W2 + f * d;                                                                 \
+            for (int64_t j = 0; j < d; j++) z2[j] += xf * wr[j];                                                  \
+        }                                                                                                         \
+        /* g2 = d/dz2 of 1/2 || LN(z2) gam + bet - (v - k) ||^2 */                                               \
+        R mu = 0, var = 0;                                                                                        \
+        for (int64_t j = 0; j < d; j++) mu += z2[j];                                                              \
+        mu /= (R)d;                                                                                               \
+        for (int64_t j = 0; j < d; j++) var += (z2[j] - mu) * (z2[j] - mu);                                       \
+        const R rstd = (R)1 / SQRT(var / (R)d + eps);                                                             \
+        R mg = 0, mgx = 0;                                                                                        \
+        for (int64_t j = 0; j < d; j++) {                                                                         \
+            const R xh = (z2[j] - mu) * rstd;                                                                     \
+            g2[j] = (xh * gam[j] + bet[j] - (v[j] - k[j])) * gam[j];                                              \
+            mg += g2[j], mgx += g2[j] * xh;                                                                       \
+        }                                                                                                         \
+        mg /= (R)d, mgx /= (R)d;                                                                                  \
+        for (int64_t j = 0; j < d; j++) g2[j] = (g2[j] - mg - (z2[j] - mu) * rstd * mgx) * rstd;                 \
+        /* g1 = (g2 W2^T) o gelu'(z1), with W2 at the mini-batch's start */                                      \
+        for (int64_t f = 0; f < F; f++) {                                                                         \
+            const R *wr = W2 + f * d, x = z1[f];                                                                  \
+            R s = 0;                                                                                              \
+            for (int64_t j = 0; j < d; j++) s += g2[j] * wr[j];                                                   \
+            const R th = TANH((R)GELU_C * (x + (R)GELU_K * x * x * x));                                           \
+            g1[f] = s * ((R)0.5 * ((R)1 + th) +                                                                   \
+                         (R)0.5 * x * ((R)1 - th * th) * (R)GELU_C * ((R)1 + (R)3 * (R)GELU_K * x * x));          \
+        }                                                                                                         \
+        /* the sums, then layer 1 at W1 - t G1: a = gelu(q (W1 - t G1) + b1 - t Gb1) */                          \
+        for (int64_t f = 0; f < F; f++) {                                                                         \
+            Gb1[f] += eta * g1[f];                                                                                \
+            a[f] = b1[f] - t * Gb1[f];                                                                            \
+        }                                                                                                         \
+        for (int64_t i = 0; i < d; i++) {                                                                         \
+            const R ek = eta * k[i], qi = q[i];                                                                   \
+            R *wr = W1 + i * F, *gr = G1 + i * F;                                                                 \
+            for (int64_t f = 0; f < F; f++) {                                                                     \
+                gr[f] += ek * g1[f];                                                                              \
+                a[f] += qi * (wr[f] - t * gr[f]);                                                                 \
+            }                                                                                                     \
+        }                                                                                                         \
+        for (int64_t f = 0; f < F; f++) {                                                                         \
+            const R x = a[f];                                                                                     \
+            a[f] = (R)0.5 * x * ((R)1 + TANH((R)GELU_C * (x + (R)GELU_K * x * x * x)));                           \
+        }                                                                                                         \
+        /* layer 2 at W2 - t G2 */                                                                                \
+        for (int64_t j = 0; j < d; j++) {                                                                         \
+            Gb2[j] += eta * g2[j];                                                                                \
+            zq[j] = b2[j] - t * Gb2[j];                                                                           \
+        }                                                                                                         \
+        for (int64_t f = 0; f < F; f++) {                                                                         \
+            const R ex = eta * x2[f], af = a[f];                                                                  \
+            R *wr = W2 + f * d, *gr = G2 + f * d;                                                                 \
+            for (int64_t j = 0; j < d; j++) {                                                                     \
+                gr[j] += ex * g2[j];                                                                              \
+                zq[j] += af * (wr[j] - t * gr[j]);                                                                \
+            }                                                                                                     \
+        }                                                                                                         \
+        mu = 0, var = 0;                                                                                          \
+        for (int64_t j = 0; j < d; j++) mu += zq[j];                                                              \
+        mu /= (R)d;                                                                                               \
+        for (int64_t j = 0; j < d; j++) var += (zq[j] - mu) * (zq[j] - mu);                                       \
+        const R rq = (R)1 / SQRT(var / (R)d + eps);                                                               \
+        for (int64_t j = 0; j < d; j++) out[j] = q[j] + (zq[j] - mu) * rq * gam[j] + bet[j];                     \
+        if (complete) {                                                                                           \
+            const int64_t n[4] = {d * F, F, F * d, d};                                                            \
+            for (int p = 0; p < 4; p++)                                                                           \
+                for (int64_t e = 0; e < n[p]; e++) w[p][e] -= t * g[p][e], g[p][e] = 0;                           \
+        }                                                                                                         \
+    }
+MLP_STEP_HEAD(float, sqrtf, tanh_f32)
+MLP_STEP_HEAD(double, sqrt, tanh)
+
+int cpu_ttt_mlp_step(ttt_backend_state *self, ttt_tensor *out, ttt_tensor *const *w, ttt_tensor *const *g,
+                     const ttt_tensor *q, const ttt_tensor *k, const ttt_tensor *v, const ttt_tensor *eta,
+                     const ttt_tensor *tok, const ttt_tensor *ln_w, const ttt_tensor *ln_b, int64_t r0, double eps) {
+    if (q->dtype != TTT_F32 && q->dtype != TTT_F64) return TTT_BACKEND_DECLINED;
+    const int64_t H = q->shape[1], d = q->shape[3], BH = q->shape[0] * H, bs = cpu_numel(tok), F = w[0]->shape[3];
+    const int complete = r0 == bs - 1, f32 = q->dtype == TTT_F32;
+    const size_t es = f32 ? sizeof(float) : sizeof(double), per = (size_t)(4 * F + 3 * d);
+    char *scr = malloc((size_t)BH * per * es + 64);
+    if (!scr) {
+        ttt_backend_error("ttt_mlp_step: out of host memory for %lld x %zu scratch values", (long long)BH, per);
+        return TTT_ERR;
+    }
+    const int64_t n[4] = {d * F, F, F * d, d}; /* per (batch, head) */
+    CPU_PARALLEL(self, BH * d * F * 6, _Pragma("omp for schedule(static)") for (int64_t bh = 0; bh < BH; bh++) {
+        const int64_t h = bh % H, o = bh * d;
+        if (f32) {
+            float *wp[4], *gp[4];
+            for (int p = 0; p < 4; p++) wp[p] = (float *)w[p]->data + bh * n[p], gp[p] = (float *)g[p]->data + bh * n[p];
+            mlp_step_head_float((float *)out->data + o, wp, gp, (const float *)q->data + o, (const float *)k->data + o,
+                                (const float *)v->data + o, ((const float *)eta->data)[bh], ((const float *)tok->data)[r0],
+                                (const float *)ln_w->data + h * d, (const float *)ln_b->data + h * d, d, F, complete,
+                                (float)eps, (float *)(void *)(scr + (size_t)bh * per * es));
+        } else {
+            double *wp[4], *gp[4];
+            for (int p = 0; p < 4; p++) wp[p] = (double *)w[p]->data + bh * n[p], gp[p] = (double *)g[p]->data + bh * n[p];
+            mlp_step_head_double((double *)out->data + o, wp, gp, (const double *)q->data + o, (const double *)k->data + o,
+                                 (const double *)v->data + o, ((const double *)eta->data)[bh],
+                                 ((const double *)tok->data)[r0], (const double *)ln_w->data + h * d,
+                                 (const double *)ln_b->data + h * d, d, F, complete, eps,
+                                 (double *)(void *)(scr + (size_t)bh * per * es));
         }
     });
     free(scr);

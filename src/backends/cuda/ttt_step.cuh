@@ -1,4 +1,5 @@
-/* TTT-Linear's decode step on the GPU (backend.h: ttt_linear_step; the math: src/composed/ttt_step.c),
+/* The TTT layers' decode steps on the GPU (backend.h: ttt_linear_step, ttt_mlp_step; the math:
+ * src/composed/ttt_step.c),
  * included by ttt_step.cu and by the host emulator's test (dev/cuda/ttt_step_emu_test.cpp).
  *
  * One block of THREADS threads per (batch, head); thread j owns the columns j, j + THREADS, ... of W and
@@ -96,6 +97,114 @@ template <typename R> __global__ void __launch_bounds__(THREADS) step(Args<R> a)
     for (int j = tid; j < d; j += THREADS) part += (z[j] - mq) * (z[j] - mq);
     const R rq = rsqrt_of<R>(block_sum(part, red) / (R)d + a.eps);
     for (int j = tid; j < d; j += THREADS) a.out[o + j] = sq[j] + (z[j] - mq) * rq * gam[j] + bet[j];
+}
+
+/* ---- TTT-MLP: f(x) = gelu(x W1 + b1) W2 + b2 (tanh gelu), W1 [d, F], W2 [F, d] ------------------------------
+ * The same scheme: thread f owns the columns f, f + THREADS, ... of W1 and G1 (F of them), thread j those of
+ * W2 and G2 (d); the hidden activations z1, gelu(z1), g1 and the token's q, k in shared memory. The one read
+ * that is not coalesced is the row f of W2 for g1 = (g2 W2^T) o gelu'(z1), F d values a token. */
+
+template <typename R> struct MlpArgs {
+    R *out, *w1, *b1, *w2, *b2, *g1, *gb1, *g2, *gb2;
+    const R *q, *k, *v, *eta, *tok, *ln_w, *ln_b;
+    int H, d, F, r0, complete;
+    R eps;
+};
+
+inline size_t mlp_smem_elems(int d, int F) { return 4 * (size_t)d + 3 * (size_t)F + WARPS; }
+
+template <typename R> __device__ inline R tanh_of(R x);
+template <> __device__ inline float tanh_of<float>(float x) { return tanhf(x); }
+template <> __device__ inline double tanh_of<double>(double x) { return tanh(x); }
+
+template <typename R> __device__ inline R gelu_tanh(R x) {
+    return (R)0.5 * x * ((R)1 + tanh_of<R>((R)0.7978845608028654 * (x + (R)0.044715 * x * x * x)));
+}
+
+template <typename R> __global__ void __launch_bounds__(THREADS) mlp_step(MlpArgs<R> a) {
+    R *sm = reinterpret_cast<R *>(TTT_STEP_SMEM());
+    const int d = a.d, F = a.F, tid = (int)threadIdx.x, bh = (int)blockIdx.x, h = bh % a.H;
+    R *sq = sm, *sk = sm + d, *sz = sm + 2 * d, *szq = sm + 3 * d, *z1 = sm + 4 * d, *x2 = z1 + F, *g1 = x2 + F,
+      *red = g1 + F;
+    const size_t o = (size_t)bh * d, of = (size_t)bh * F, odf = (size_t)bh * d * F;
+    const R *gam = a.ln_w + (size_t)h * d, *bet = a.ln_b + (size_t)h * d;
+    const R eta = a.eta[bh], t = a.tok[a.r0];
+    for (int j = tid; j < d; j += THREADS) sq[j] = a.q[o + j], sk[j] = a.k[o + j];
+    __syncthreads();
+    /* z1 = k W1 + b1, x2 = gelu(z1) */
+    for (int f = tid; f < F; f += THREADS) {
+        R acc = a.b1[of + f];
+        for (int i = 0; i < d; i++) acc += sk[i] * a.w1[odf + (size_t)i * F + f];
+        z1[f] = acc;
+        x2[f] = gelu_tanh<R>(acc);
+    }
+    __syncthreads();
+    /* z2 = x2 W2 + b2, then g2 = the LN loss's gradient there (in sz, each thread its own columns) */
+    R part = 0;
+    for (int j = tid; j < d; j += THREADS) {
+        R acc = a.b2[o + j];
+        for (int f = 0; f < F; f++) acc += x2[f] * a.w2[odf + (size_t)f * d + j];
+        sz[j] = acc;
+        part += acc;
+    }
+    const R mu = block_sum(part, red) / (R)d;
+    part = 0;
+    for (int j = tid; j < d; j += THREADS) part += (sz[j] - mu) * (sz[j] - mu);
+    const R rstd = rsqrt_of<R>(block_sum(part, red) / (R)d + a.eps);
+    R pg = 0, pgx = 0;
+    for (int j = tid; j < d; j += THREADS) {
+        const R xh = (sz[j] - mu) * rstd, g = (xh * gam[j] + bet[j] - (a.v[o + j] - sk[j])) * gam[j];
+        pg += g, pgx += g * xh;
+    }
+    const R mg = block_sum(pg, red) / (R)d, mgx = block_sum(pgx, red) / (R)d;
+    for (int j = tid; j < d; j += THREADS) {
+        const R xh = (sz[j] - mu) * rstd, g = (xh * gam[j] + bet[j] - (a.v[o + j] - sk[j])) * gam[j];
+        sz[j] = (g - mg - xh * mgx) * rstd;
+    }
+    __syncthreads(); /* every thread reads all of g2 below */
+    /* g1 = (g2 W2^T) o gelu'(z1); then layer 1 at W1 - t G1 (the sums updated on the way), a = gelu(..) into g1 */
+    for (int f = tid; f < F; f += THREADS) {
+        R s = 0;
+        for (int j = 0; j < d; j++) s += sz[j] * a.w2[odf + (size_t)f * d + j];
+        const R x = z1[f], th = tanh_of<R>((R)0.7978845608028654 * (x + (R)0.044715 * x * x * x));
+        const R g = s * ((R)0.5 * ((R)1 + th) +
+                         (R)0.5 * x * ((R)1 - th * th) * (R)0.7978845608028654 * ((R)1 + (R)3 * (R)0.044715 * x * x));
+        const R gb = a.gb1[of + f] + eta * g;
+        R acc = a.b1[of + f] - t * gb;
+        for (int i = 0; i < d; i++) {
+            const size_t e = odf + (size_t)i * F + f;
+            const R ge = a.g1[e] + eta * sk[i] * g, we = a.w1[e];
+            acc += sq[i] * (we - t * ge);
+            if (a.complete) a.w1[e] = we - t * ge, a.g1[e] = 0;
+            else a.g1[e] = ge;
+        }
+        if (a.complete) a.b1[of + f] -= t * gb, a.gb1[of + f] = 0;
+        else a.gb1[of + f] = gb;
+        g1[f] = gelu_tanh<R>(acc);
+    }
+    __syncthreads(); /* W2 was read above and is written below; every thread reads all of g1 (the activations) */
+    /* layer 2 at W2 - t G2 */
+    part = 0;
+    for (int j = tid; j < d; j += THREADS) {
+        const R g = sz[j], gb = a.gb2[o + j] + eta * g;
+        R acc = a.b2[o + j] - t * gb;
+        for (int f = 0; f < F; f++) {
+            const size_t e = odf + (size_t)f * d + j;
+            const R ge = a.g2[e] + eta * x2[f] * g, we = a.w2[e];
+            acc += g1[f] * (we - t * ge);
+            if (a.complete) a.w2[e] = we - t * ge, a.g2[e] = 0;
+            else a.g2[e] = ge;
+        }
+        if (a.complete) a.b2[o + j] -= t * gb, a.gb2[o + j] = 0;
+        else a.gb2[o + j] = gb;
+        szq[j] = acc;
+        part += acc;
+    }
+    const R mq = block_sum(part, red) / (R)d;
+    part = 0;
+    for (int j = tid; j < d; j += THREADS) part += (szq[j] - mq) * (szq[j] - mq);
+    const R rq = rsqrt_of<R>(block_sum(part, red) / (R)d + a.eps);
+    for (int j = tid; j < d; j += THREADS) a.out[o + j] = sq[j] + (szq[j] - mq) * rq * gam[j] + bet[j];
 }
 
 } // namespace tstep
