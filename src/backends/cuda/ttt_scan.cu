@@ -69,6 +69,17 @@ static int mma_mode(const CuDev *D, int d, int bs) {
     return off || !tscan::mma_fits(d, bs) ? 0 : D->tf32 ? 2 : 1;
 }
 
+/* TTT_SCAN_SPLIT=1 (read once): the forward as scan_fwd_h + scan_fwd_o (ttt_scan.cuh says why); off by
+ * default until a GPU run measures it against the one-kernel forward. */
+static bool split_fwd(void) {
+    static int on = -1;
+    if (on < 0) {
+        const char *e = getenv("TTT_SCAN_SPLIT");
+        on = e && !strcmp(e, "1");
+    }
+    return on;
+}
+
 static bool all_f32(const ttt_tensor *const *t, int n) {
     for (int i = 0; i < n; i++)
         if (t[i] && t[i]->dtype != TTT_F32) return false;
@@ -93,6 +104,25 @@ int ttt__cu_ttt_linear_scan(ttt_backend_state *self, ttt_tensor *out, ttt_tensor
     p.H = (int)q->shape[1], p.T = (int)q->shape[2], p.d = (int)q->shape[3], p.bs = (int)tok->shape[0];
     p.N = p.T / p.bs, p.w0_batched = w0->ndim == 4, p.b0_batched = b0->ndim == 4, p.eps = (float)eps;
     p.mma = mma_mode(D, p.d, p.bs);
+    p.g_buf = NULL;
+    const int64_t BH = q->shape[0] * q->shape[1];
+    if (split_fwd() && p.mma == 0) { /* the serial walk of the weights, then every mini-batch's outputs at once */
+        const size_t nst = (size_t)(BH * p.N), g_floats = (size_t)(BH * p.T * p.d);
+        const size_t st_floats = p.w_st ? 0 : nst * (size_t)p.d * (p.d + 1); /* states the caller does not keep */
+        if (scratch_reserve(D, &D->scan_scratch, sizeof(float) * (g_floats + st_floats), "ttt_linear_scan (split)"))
+            return TTT_ERR;
+        p.g_buf = (float *)D->scan_scratch.p;
+        if (!p.w_st) p.w_st = p.g_buf + g_floats, p.b_st = p.w_st + nst * (size_t)p.d * p.d;
+        const size_t hb = tscan::fwd_h_smem_floats(p.d, p.bs) * sizeof(float), ob = tscan::fwd_o_smem_floats(p.d, p.bs) * sizeof(float);
+        static int h_allowed[MAX_GPUS], o_allowed[MAX_GPUS];
+        if ((size_t)smem_limit(D) < hb || (size_t)smem_limit(D) < ob) return TTT_BACKEND_DECLINED;
+        if (allow(tscan::scan_fwd_h, hb, D, h_allowed) || allow(tscan::scan_fwd_o, ob, D, o_allowed)) return TTT_ERR;
+        tscan::scan_fwd_h<<<(unsigned)BH, tscan::THREADS, hb, D->stream>>>(p);
+        LAUNCHED("ttt_linear_scan (serial part)");
+        tscan::scan_fwd_o<<<(unsigned)(BH * p.N), tscan::THREADS, ob, D->stream>>>(p);
+        LAUNCHED("ttt_linear_scan (outputs)");
+        return TTT_OK;
+    }
     const size_t bytes = tscan::fwd_smem_floats(p.d, p.bs) * sizeof(float);
     static int allowed[MAX_GPUS];
     if (allow(tscan::scan_fwd, bytes, D, allowed)) return TTT_ERR;

@@ -44,6 +44,9 @@ struct Fwd {
      * (FMA tiles), 1 for the mini-batches whose q and k are all bf16 values (bf16 inputs the op cast to
      * f32), 2 always (contexts that allow f32 matmuls on the tensor cores, ttt_ctx_config.tf32) */
     int mma;
+    /* the split forward (scan_fwd_h + scan_fwd_o): the inner gradient G of every token [B H T d], handed from
+     * the serial kernel to the parallel one (w_st, b_st then always kept) */
+    float *g_buf;
 };
 
 struct Bwd {
@@ -387,6 +390,113 @@ __global__ void __launch_bounds__(THREADS) scan_fwd(Fwd p) {
     }
     for (int x = tid; x < d * d; x += THREADS) p.w_out[bh * d * d + x] = W[(x / d) * L + x % d];
     for (int j = tid; j < d; j += THREADS) p.b_out[bh * d + j] = c[j];
+}
+
+/* ---- the forward in two kernels (opt-in: TTT_SCAN_SPLIT=1, ttt_scan.cu) -----------------------------------
+ * Of a mini-batch's work only the weights' update depends on the mini-batch before it: z1 = K W + c, its
+ * LN-loss gradient G and W -= K^T (tl e o G). scan_fwd_h walks only that (two d x d x bs products a
+ * mini-batch instead of three, and none of the bs x bs x d terms), keeping the state at each mini-batch's
+ * start and G; scan_fwd_o, one block per (batch, head, mini-batch), then computes every output at once:
+ * zq = Q W_n + c_n - M G with M[i, j] = tok_i e_j (q_i . k_j + 1) (j <= i), out = q + LN(zq) gam + bet.
+ * This is how flash-linear-attention's chunk_ttt_linear is split. FMA tiles only (Fwd::mma 0). */
+inline size_t fwd_h_smem_floats(int d, int bs) { return (size_t)d * (d + 1) + 3 * (size_t)d + 5 * (size_t)bs * (d + 1) + (size_t)bs; }
+inline size_t fwd_o_smem_floats(int d, int bs) {
+    return (size_t)d * (d + 1) + 3 * (size_t)d + 4 * (size_t)bs * (d + 1) + (size_t)bs * bs + 2 * (size_t)bs;
+}
+
+__global__ void __launch_bounds__(THREADS) scan_fwd_h(Fwd p) {
+    float *sm = TTT_SCAN_SMEM();
+    const int d = p.d, bs = p.bs, L = d + 1, P = d + 1, tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    const int64_t bh = blockIdx.x;
+    const int h = (int)(bh % p.H);
+    float *W = sm, *c = W + d * L, *gam = c + d, *bet = gam + d, *K = bet + d, *V = K + bs * P, *Z = V + bs * P;
+    float *GX = Z + bs * P, *G = GX + bs * P, *e = G + bs * P;
+    const float *w0 = p.w0 + (p.w0_batched ? bh : h) * (int64_t)d * d, *b0 = p.b0 + (p.b0_batched ? bh : h) * (int64_t)d;
+    for (int x = tid; x < d * d; x += THREADS) W[(x / d) * L + x % d] = w0[x];
+    for (int j = tid; j < d; j += THREADS) c[j] = b0[j], gam[j] = p.ln_w[h * d + j], bet[j] = p.ln_b[h * d + j];
+    const float tl = p.tok[bs - 1];
+    __syncthreads();
+    for (int n = 0; n < p.N; n++) {
+        const int64_t r0 = bh * p.T + (int64_t)n * bs;
+        for (int x = tid; x < bs * d; x += THREADS) {
+            const int o = (x / d) * P + x % d;
+            K[o] = p.k[r0 * d + x], V[o] = p.v[r0 * d + x];
+        }
+        for (int i = tid; i < bs; i += THREADS) e[i] = p.eta[r0 + i];
+        float *ws = p.w_st + (bh * p.N + n) * (int64_t)d * d;
+        for (int x = tid; x < d * d; x += THREADS) ws[x] = W[(x / d) * L + x % d];
+        for (int j = tid; j < d; j += THREADS) p.b_st[(bh * p.N + n) * d + j] = c[j];
+        __syncthreads();
+        for (int u = tid; u < Tile<4, 2>::count(bs, d); u += THREADS) { /* z1 = K W + c */
+            Tile<4, 2> t(u, bs, d);
+            t.mac(d, K, P, 1, W, L, 1);
+            TSCAN_STORE(t, 4, 2, Z[row * P + col] = acc + c[col]);
+        }
+        __syncthreads();
+        for (int i = warp; i < bs; i += WARPS) { /* G, kept for scan_fwd_o; GX = tl e_i G_i, the update's operand */
+            ln_l2_row(Z + i * P, V + i * P, K + i * P, gam, bet, Z + i * P, GX + i * P, G + i * P, d, p.eps, lane);
+            for (int j = lane; j < d; j += 32) {
+                p.g_buf[(r0 + i) * d + j] = G[i * P + j];
+                GX[i * P + j] = tl * e[i] * G[i * P + j];
+            }
+        }
+        __syncthreads();
+        for (int u = tid; u < Tile<4, 4>::count(d, d); u += THREADS) { /* W -= K^T (tl e o G) */
+            Tile<4, 4> t(u, d, d);
+            t.mac(bs, K, 1, P, GX, P, 1);
+            TSCAN_STORE(t, 4, 4, W[row * L + col] -= acc);
+        }
+        for (int j = tid; j < d; j += THREADS) {
+            float acc = 0;
+            for (int i = 0; i < bs; i++) acc += GX[i * P + j];
+            c[j] -= acc;
+        }
+        __syncthreads();
+    }
+    for (int x = tid; x < d * d; x += THREADS) p.w_out[bh * d * d + x] = W[(x / d) * L + x % d];
+    for (int j = tid; j < d; j += THREADS) p.b_out[bh * d + j] = c[j];
+}
+
+__global__ void __launch_bounds__(THREADS) scan_fwd_o(Fwd p) {
+    float *sm = TTT_SCAN_SMEM();
+    const int d = p.d, bs = p.bs, L = d + 1, P = d + 1, tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    const int64_t bh = blockIdx.x / p.N, n = blockIdx.x % p.N;
+    const int h = (int)(bh % p.H);
+    float *W = sm, *c = W + d * L, *gam = c + d, *bet = gam + d, *Q = bet + d, *K = Q + bs * P, *ZQ = K + bs * P;
+    float *G = ZQ + bs * P, *M = G + bs * P, *e = M + bs * bs, *tk = e + bs;
+    const float *ws = p.w_st + (bh * p.N + n) * (int64_t)d * d;
+    const int64_t r0 = bh * p.T + n * bs;
+    for (int x = tid; x < d * d; x += THREADS) W[(x / d) * L + x % d] = ws[x];
+    for (int j = tid; j < d; j += THREADS)
+        c[j] = p.b_st[(bh * p.N + n) * d + j], gam[j] = p.ln_w[h * d + j], bet[j] = p.ln_b[h * d + j];
+    for (int x = tid; x < bs * d; x += THREADS) {
+        const int o = (x / d) * P + x % d;
+        Q[o] = p.q[r0 * d + x], K[o] = p.k[r0 * d + x], G[o] = p.g_buf[r0 * d + x];
+    }
+    for (int i = tid; i < bs; i += THREADS) e[i] = p.eta[r0 + i], tk[i] = p.tok[i];
+    __syncthreads();
+    for (int u = tid; u < Tile<4, 2>::count(bs, d); u += THREADS) { /* Q W + c */
+        Tile<4, 2> t(u, bs, d);
+        t.mac(d, Q, P, 1, W, L, 1);
+        TSCAN_STORE(t, 4, 2, ZQ[row * P + col] = acc + c[col]);
+    }
+    for (int u = tid; u < bs * bs; u += THREADS) {
+        Tile<1, 1> t(u, bs, bs);
+        const int i = t.row[0], j = t.col[0];
+        if (j <= i) t.mac(d, Q, P, 1, K, 1, P);
+        M[u] = j <= i ? tk[i] * e[j] * (t.acc[0][0] + 1) : 0.0f;
+    }
+    __syncthreads();
+    for (int i = warp; i < bs; i += WARPS) {
+        float *zq = ZQ + i * P;
+        for (int j = lane; j < d; j += 32) {
+            float acc = zq[j];
+            for (int t = 0; t <= i; t++) acc -= M[i * bs + t] * G[t * P + j];
+            zq[j] = acc;
+        }
+        ln_row(zq, zq, d, p.eps, lane);
+        for (int j = lane; j < d; j += 32) p.out[(r0 + i) * d + j] = Q[i * P + j] + zq[j] * gam[j] + bet[j];
+    }
 }
 
 /* The backward in two kernels. Of each mini-batch's gradients, everything that does not depend on the
