@@ -1,22 +1,24 @@
 #!/usr/bin/env bash
 # The GPU checks and timings that code in this tree still waits for, in priority order, in one device
-# call that stays under its 10 minutes (DEADLINE seconds, default 560; a part that would start with less
-# than its minimum left is skipped and said so). Each part is a script of its own that can also run alone:
-#   fused   the fused layer-norm backward bit for bit against the composed one after the FMA fix
-#           (tests/test_fused.c --no-lm), and gradcheck layer_norm with TTT_FUSED=1 and 0 (docs/benchmarks.md)
-#   scan    bench/mixers/run_scan_gpu.sh: the TTT-Linear scan's checks on CUDA (bf16 run included),
-#           compute-sanitizer, the layer and the core (mixer_speed ttt_linear_core) fused vs composed
-#   gdn     bench/mixers/run_linear_gpu.sh part "fused" (it sets TTT_GDN_CUDA_FUSED=1 and TTT_SSD_CUDA_FUSED=1): the chunk-parallel
-#           Gated DeltaNet and SSD / linear-attention kernels against the composed cores (checks and times)
-#   peer    bench/mixers/run_peer_gpu.sh: ttt against fla and the official PyTorch TTT layers
-# Carry [".debs", ".whl", ".peer"] (see run_peer_gpu.sh for .whl and .peer). Logs under $OUT.
-#   usage: bash bench/gpu/pending.sh            PARTS="fused scan" bash bench/gpu/pending.sh
+# call that stays under its 10 minutes (DEADLINE seconds, default 570; a part that would start with less
+# than its minimum left is skipped and said so). Each part can also run alone:
+#   cudnn   bench/gpu/run_cudnn_attention.sh (CHECKS=1 BENCH=1 FUSED=0): the cuDNN path of bf16 attention
+#           against our kernels and float64, then timed beside our kernels and SDPA (docs/cudnn.md)
+#   ttt     the TTT kernels not yet run on a GPU: TTT-MLP's fused scan (ttt_mlp_scan.cu), the decode steps
+#           (ttt_step.cu), the split TTT-Linear forward (TTT_SCAN_SPLIT=1): checks against the CPU in f64,
+#           gradcheck, memcheck, then times against TTT_FUSED=0 / the one-kernel forward
+#   peer    bench/mixers/run_peer_gpu.sh PEERS=fla_ttt: ttt's TTT-Linear core (one-kernel and split forward)
+#           against fla's chunk_ttt_linear / fused_chunk_ttt_linear at T 2K, 8K, 32K
+# Earlier parts (fused, scan, gdn: the run of 2026-12-06 in docs/results-mixers.md) stay available by name.
+# Carry [".debs", ".whl", ".peer"] (see run_peer_gpu.sh for .whl and .peer). All logs come back as one
+# archive, $OUT/logs.tgz (the device returns at most 8 files).
+#   usage: bash bench/gpu/pending.sh            PARTS="ttt peer" bash bench/gpu/pending.sh
 set -uo pipefail
 export OUT=${OUT:-gpu-out}
 mkdir -p "$OUT"
 T0=$(date +%s)
-DEADLINE=${DEADLINE:-560}
-PARTS=${PARTS:-"fused scan gdn peer"}
+DEADLINE=${DEADLINE:-570}
+PARTS=${PARTS:-"cudnn ttt peer"}
 left() { echo $((DEADLINE - ($(date +%s) - T0))); }
 # part NAME MIN MAX CMD...: CMD under a timeout of MAX s or what is left, skipped below MIN s
 part() {
@@ -30,25 +32,70 @@ part() {
   fi
   [ "$l" -gt "$max" ] && l=$max
   echo "== $name (up to $l s) =="
-  timeout "$l" "$@" 2>&1 | tail -${TAIL:-40}
+  timeout "$l" "$@" 2>&1 | tee "$OUT/part_$name.txt" | tail -${TAIL:-60}
   echo "== $name: exit ${PIPESTATUS[0]}, $(($(date +%s) - T0)) s so far =="
 }
 source bench/gpu/jsonc_env.sh
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
-fused_part() {
-  cmake -S . -B build/gpu -DCMAKE_BUILD_TYPE=Release -DTTT_CUDA=ON >/dev/null 2>&1 &&
-    cmake --build build/gpu -j "$(nproc)" --target ttt_cli test_fused >"$OUT/pending_build.log" 2>&1 ||
+build() {
+  cmake -S . -B build/gpu -DCMAKE_BUILD_TYPE=Release -DTTT_CUDA=ON >"$OUT/pending_cmake.log" 2>&1 &&
+    cmake --build build/gpu -j "$(nproc)" --target "$@" >"$OUT/pending_build.log" 2>&1 ||
     { grep -iE "error" "$OUT/pending_build.log" | head -20; return 1; }
+}
+fused_part() {
+  build ttt_cli test_fused || return 1
   ./build/gpu/test_fused --no-lm 2>&1 | grep -E "CHECK failed|passed,|norm cuda"
   for f in 1 0; do
     TTT_FUSED=$f ./build/gpu/ttt gradcheck --device cuda --op layer_norm --seeds 3 2>&1 | sed "s/^/[TTT_FUSED=$f] /"
   done
 }
-export -f fused_part
+ttt_part() {
+  build ttt_cli ttt_rnn_bench mixer_speed || return 1
+  local B=./build/gpu
+  echo "-- CUDA vs CPU f64: both layers (the fused scans on CUDA), their gradients and token-by-token decode (the fused steps)"
+  $B/ttt_rnn_bench --check --device cuda 2>&1
+  TTT_SCAN_SPLIT=1 $B/ttt_rnn_bench --check --device cuda 2>&1 | sed "s/^/[TTT_SCAN_SPLIT=1] /"
+  $B/ttt_rnn_bench --check --device cuda --dim 256 --heads 2 2>&1 | sed "s/^/[d 128] /"
+  echo "-- gradcheck on CUDA (orders 1 and 2, f64 / f32 / bf16 parity)"
+  $B/ttt gradcheck --device cuda --op ttt_mlp_scan --seeds 3 2>&1 | tail -5
+  echo "-- TTT-MLP layer, D 768, 12 heads (d 64, F 256), b 16, B 1, f32: fused, then TTT_FUSED=0"
+  for fused in 1 0; do
+    TTT_FUSED=$fused timeout 100 $B/ttt_rnn_bench --device cuda --kind mlp --T 2048,8192 --reps 3 2>&1 | grep -v "^csv" |
+      sed "s/^/[TTT_FUSED=$fused] /"
+  done
+  echo "-- decode one token at a time, D 768, 12 heads, B 1, f32: fused step, then TTT_FUSED=0"
+  for kind in linear mlp; do
+    for fused in 1 0; do
+      TTT_FUSED=$fused timeout 60 $B/ttt_rnn_bench --device cuda --kind $kind --decode 300 2>&1 | sed "s/^/[TTT_FUSED=$fused] /"
+    done
+  done
+  echo "-- TTT-Linear's core (B 1, H 12, d 64, b 16, f32): one-kernel forward, then the split forward"
+  for split in 0 1; do
+    TTT_SCAN_SPLIT=$split timeout 90 $B/mixer_speed --device cuda --dtype f32 --impl ttt_linear_core --T 2048,8192,32768 \
+      --heads 12 --dim 64 --batch 1 --reps 5 2>&1 | grep "^csv,ttt" | sed "s/^/[TTT_SCAN_SPLIT=$split] /"
+  done
+  echo "-- the layer (transformer, D 768, 12 heads, T 2K, 8K): split forward"
+  TTT_SCAN_SPLIT=1 timeout 60 $B/ttt_rnn_bench --device cuda --kind linear --T 2048,8192 --reps 5 2>&1 | grep -v "^csv" |
+    sed "s/^/[TTT_SCAN_SPLIT=1] /"
+  if command -v compute-sanitizer >/dev/null; then
+    echo "-- memcheck: the MLP scan's gradcheck (one seed), the decode steps (d 128)"
+    TTT_CUDA_POOL=0 timeout 60 compute-sanitizer --tool memcheck --error-exitcode 9 $B/ttt gradcheck --device cuda \
+      --op ttt_mlp_scan --seeds 1 >"$OUT/memcheck_mlp_scan.txt" 2>&1 # (timeout 124: not finished)
+    echo "mlp scan: exit $?; $(grep -E 'ERROR SUMMARY' "$OUT/memcheck_mlp_scan.txt" | tail -1 | sed 's/^=* *//')"
+    for kind in linear mlp; do
+      TTT_CUDA_POOL=0 timeout 30 compute-sanitizer --tool memcheck --error-exitcode 9 $B/ttt_rnn_bench --device cuda \
+        --kind $kind --decode 20 --dim 256 --heads 2 >"$OUT/memcheck_decode_$kind.txt" 2>&1
+      echo "decode $kind: exit $?; $(grep -E 'ERROR SUMMARY' "$OUT/memcheck_decode_$kind.txt" | tail -1 | sed 's/^=* *//')"
+    done
+  fi
+}
+export -f build fused_part ttt_part
+part cudnn 150 300 env CHECKS=1 BENCH=1 FUSED=0 bash bench/gpu/run_cudnn_attention.sh
+part ttt 100 180 bash -c ttt_part
+part peer 60 120 env DEADLINE=115 PEERS=fla_ttt CORES=ttt_linear_core CORE_DTYPES="bf16 f32" bash bench/mixers/run_peer_gpu.sh
 part fused 60 120 bash -c fused_part
 part scan 120 240 bash bench/mixers/run_scan_gpu.sh
 part gdn 90 180 env PARTS=fused bash bench/mixers/run_linear_gpu.sh
-part peer 120 240 env DEADLINE=230 bash bench/mixers/run_peer_gpu.sh
 echo "total $(($(date +%s) - T0)) s"
 # The device returns at most 8 files from $OUT: everything travels back as one archive.
 (cd "$OUT" && tar czf /tmp/pending_logs.tgz --exclude=logs.tgz . && find . -mindepth 1 -delete && mv /tmp/pending_logs.tgz logs.tgz)

@@ -15,7 +15,9 @@
 #   mkdir -p .whl && python3 -m pip download --no-deps -d .whl flash-linear-attention==0.6.0 fla-core==0.6.0
 #   mkdir -p .peer && git -C /path/to/ttt-lm-pytorch show HEAD:ttt.py > .peer/ttt-lm-pytorch/ttt.py
 # then run with carry [".whl", ".peer", ".debs"]:  bash bench/mixers/run_peer_gpu.sh
-# Env: OUT (default gpu-out), TS (default 2048,8192,32768), LAYER_TS (default 2048,8192), DEADLINE (s, 540).
+# Env: OUT (default gpu-out), TS (default 2048,8192,32768), LAYER_TS (default 2048,8192), DEADLINE (s, 540),
+# PEERS (default "fla_ttt official fla_gdn fla_la": which peers run), CORES (default "gated_delta
+# ttt_linear_core linear_attn": ttt's cores timed) and CORE_DTYPES (default "bf16 f32").
 set -uo pipefail
 OUT=${OUT:-gpu-out}/peer
 mkdir -p "$OUT"
@@ -63,25 +65,26 @@ peer() {
   [ "$st" -ne 0 ] && { echo "# $name: exit status $st; its last lines:"; grep -v "^csv," "$OUT/peer_speed.txt" | tail -4; } | log
   return 0
 }
-for dt in bf16 f32; do
-  for impl in gated_delta ttt_linear_core linear_attn; do
+for dt in ${CORE_DTYPES:-bf16 f32}; do
+  for impl in ${CORES:-gated_delta ttt_linear_core linear_attn}; do
     run_for 120 $B/mixer_speed --device cuda --dtype $dt --impl $impl --T "$TS" --heads 12 --dim 64 --batch 1 --chunk 64 \
       --reps 5 2>&1 | tee -a "$OUT/ttt_mixer_speed.txt" | grep "^csv," >>"$CSV"
   done
 done
-for impl in fla_ttt_linear fla_ttt_linear_fused; do
+has_peer() { case " ${PEERS:-fla_ttt official fla_gdn fla_la} " in *" $1 "*) return 0 ;; esac; return 1; }
+has_peer fla_ttt && for impl in fla_ttt_linear fla_ttt_linear_fused; do
   peer $impl --dtype bf16 --impl $impl --T "$TS" --reps 5
 done
-for kind in linear mlp; do
+has_peer official && for kind in linear mlp; do
   run_for 150 $B/ttt_rnn_bench --device cuda --kind $kind --backbone transformer --T "$LAYER_TS" --reps 3 2>&1 |
     tee -a "$OUT/ttt_rnn_bench.txt" | grep "^csv," >>"$CSV"
 done
-peer official --dtype f32 --impl official_ttt_linear,official_ttt_mlp --T "$LAYER_TS" --reps 3 \
+has_peer official && peer official --dtype f32 --impl official_ttt_linear,official_ttt_mlp --T "$LAYER_TS" --reps 3 \
   --official .peer/ttt-lm-pytorch/ttt.py
-for dt in bf16 f32; do
+has_peer fla_gdn && for dt in bf16 f32; do
   peer "fla_gated_delta $dt" --dtype $dt --impl fla_gated_delta --T "$TS" --reps 5
 done
-for dt in bf16 f32; do
+has_peer fla_la && for dt in bf16 f32; do
   peer "fla_linear_attn $dt" --dtype $dt --impl fla_linear_attn --T "$TS" --reps 5
 done
 grep -h "^#" "$OUT"/peer_speed.txt | grep -v ": running$" | sort -u | log
