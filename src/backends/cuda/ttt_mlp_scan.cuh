@@ -99,14 +99,18 @@ template <typename R, int TM, int TN> struct Tile {
             for (int jj = 0; jj < TN; jj++) acc[ii][jj] = 0;
     }
     __device__ __forceinline__ bool ok(int ii, int jj) const { return r0 + ii * nrt < m && c0 + jj * nct < n; }
-    /* acc[ii][jj] += sg * sum over a < K, in order, of A[row sai + a saa] B[a sba + col sbj] (sg = +-1) */
+    /* acc[ii][jj] += sg * sum over a < K of A[row sai + a saa] B[a sba + col sbj] (sg = +-1), in a fixed
+     * order: from a = 0, or where B is read transposed (sba 1: a warp's lanes, on neighbouring columns,
+     * read a row of B apart, the same bank when the row length is a multiple of 32) from a = c0 mod K
+     * around, so the lanes read neighbouring banks at every step */
     __device__ __forceinline__ void mac(int K, const R *A, int sai, int saa, const R *B, int sba, int sbj, R sg = 1) {
         const R *pa[TM], *pb[TN];
 #pragma unroll
         for (int ii = 0; ii < TM; ii++) pa[ii] = A + (size_t)row[ii] * sai;
 #pragma unroll
         for (int jj = 0; jj < TN; jj++) pb[jj] = B + (size_t)col[jj] * sbj;
-        for (int a = 0; a < K; a++) {
+        int a = sba == 1 && sbj > 1 ? c0 % K : 0;
+        for (int step = 0; step < K; step++, a = a + 1 == K ? 0 : a + 1) {
             R x[TM], y[TN];
 #pragma unroll
             for (int ii = 0; ii < TM; ii++) x[ii] = sg * pa[ii][(size_t)a * saa];
@@ -133,6 +137,14 @@ template <typename R, int TM, int TN> struct Tile {
         const R acc = (t).acc[ii][jj];                                                                         \
         __VA_ARGS__;                                                                                               \
     }
+
+/* sum over t < n of x[a] y[a], a = (t + start) mod n: the lanes of a warp that read rows y a row apart
+ * (start = their row) read neighbouring banks at every step */
+template <typename R> __device__ __forceinline__ R dot_skew(const R *x, const R *y, int n, int start) {
+    R s = 0;
+    for (int t = 0, a = start % n; t < n; t++, a = a + 1 == n ? 0 : a + 1) s += x[a] * y[a];
+    return s;
+}
 
 template <typename R> __device__ __forceinline__ R warp_sum(R v) {
     for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
@@ -221,8 +233,7 @@ template <typename R> __global__ void __launch_bounds__(THREADS) mlp_fwd(Fwd<R> 
         for (int u = tid; u < bs * bs; u += THREADS) {
             const int i = u / bs, j = u % bs;
             R s = 0;
-            if (j <= i)
-                for (int a = 0; a < d; a++) s += Q[i * d + a] * K[j * d + a];
+            if (j <= i) s = dot_skew(Q + i * d, K + j * d, d, j);
             M[u] = j <= i ? tk[i] * e[j] * (s + 1) : (R)0;
         }
         __syncthreads();
@@ -253,8 +264,7 @@ template <typename R> __global__ void __launch_bounds__(THREADS) mlp_fwd(Fwd<R> 
         for (int u = tid; u < bs * bs; u += THREADS) {
             const int i = u / bs, j = u % bs;
             R s = 0;
-            if (j <= i)
-                for (int f = 0; f < F; f++) s += XB[i * F + f] * X2[j * F + f];
+            if (j <= i) s = dot_skew(XB + i * F, X2 + j * F, F, j);
             M[u] = j <= i ? tk[i] * e[j] * (s + 1) : (R)0;
         }
         __syncthreads();
@@ -357,8 +367,7 @@ template <typename R> __global__ void __launch_bounds__(THREADS) mlp_bwd(Bwd<R> 
         for (int u = tid; u < bs * bs; u += THREADS) {
             const int i = u / bs, j = u % bs;
             R s = 0;
-            if (j <= i)
-                for (int a = 0; a < d; a++) s += Q[i * d + a] * K[j * d + a];
+            if (j <= i) s = dot_skew(Q + i * d, K + j * d, d, j);
             S1[u] = j <= i ? s + 1 : (R)0;
             M1[u] = j <= i ? tk[i] * e[j] * (s + 1) : (R)0;
         }
@@ -387,8 +396,7 @@ template <typename R> __global__ void __launch_bounds__(THREADS) mlp_bwd(Bwd<R> 
         for (int u = tid; u < bs * bs; u += THREADS) { /* S2 = xb_i . x2_j + 1, M2 */
             const int i = u / bs, j = u % bs;
             R s = 0;
-            if (j <= i)
-                for (int f = 0; f < F; f++) s += XB[i * F + f] * X2[j * F + f];
+            if (j <= i) s = dot_skew(XB + i * F, X2 + j * F, F, j);
             S2[u] = j <= i ? s + 1 : (R)0;
             M2[u] = j <= i ? tk[i] * e[j] * (s + 1) : (R)0;
         }
@@ -456,8 +464,7 @@ template <typename R> __global__ void __launch_bounds__(THREADS) mlp_bwd(Bwd<R> 
         for (int u = tid; u < bs * bs; u += THREADS) {
             const int i = u / bs, j = u % bs;
             R s = 0;
-            if (j <= i)
-                for (int a = 0; a < d; a++) s += DZB2[i * d + a] * G2[j * d + a];
+            if (j <= i) s = dot_skew(DZB2 + i * d, G2 + j * d, d, j);
             DM[u] = j <= i ? -s : (R)0;
         }
         __syncthreads();
@@ -498,8 +505,7 @@ template <typename R> __global__ void __launch_bounds__(THREADS) mlp_bwd(Bwd<R> 
         for (int u = tid; u < bs * bs; u += THREADS) {
             const int i = u / bs, j = u % bs;
             R s = 0;
-            if (j <= i)
-                for (int f = 0; f < F; f++) s += DZB1[i * F + f] * G1[j * F + f];
+            if (j <= i) s = dot_skew(DZB1 + i * F, G1 + j * F, F, j);
             DM[u] = j <= i ? -s : (R)0;
         }
         __syncthreads();
