@@ -18,8 +18,8 @@
  * forward mode 2, 207 KiB; backward mode 1, 219 KiB); the kernels are the same code with other pointers.
  * Global memory is coherent within a block across __syncthreads, so the in-place updates in modes 1 and
  * 0 need no more barriers than shared memory does. Limits: one SM per (batch, head), so B H blocks fill
- * the GPU only from B H >= the SM count; and every product is a plain 2 x 2 register-tiled FMA loop
- * (no tensor cores, no bank padding): correct first, tuned later (docs/mixers.md).
+ * the GPU only from B H >= the SM count; and every product is a 2 x 2 register-tiled FMA loop (no
+ * tensor cores; the A B^T ones skewed, see Tile): correct first, tuned later (docs/mixers.md).
  *
  * Every output element is summed by one thread in a fixed order: no atomics, the same bits on every run.
  * The includer defines TTT_MLP_SMEM() (a void * to the dynamic shared memory). */
@@ -79,16 +79,25 @@ template <typename R> __device__ __forceinline__ R gelu2(R x) {
 }
 
 /* A thread's TM x TN block of an m x n product (tscan::Tile's scheme: rows r0 + ii nrt, columns
- * c0 + jj nct, so a warp's 32 threads own neighbouring columns; indices past m, n clamped for the
- * loads and skipped on store). Work item u in [0, count(m, n)), spread over the block by the caller. */
-template <typename R, int TM, int TN> struct Tile {
-    int r0, c0, nrt, nct, m, n;
+ * c0 + jj nct; indices past m, n clamped for the loads and skipped on store). Work item u in
+ * [0, count(m, n)), spread over the block by the caller. Two mappings of u:
+ *  - ROWS false, for A B with B [K, n] row-major: a warp's 32 threads own neighbouring columns, so
+ *    their loads of B are one row's neighbours and those of A one broadcast;
+ *  - ROWS true, for A B^T (both read along K: B(a, j) = B[j sbj + a]): the threads of a warp own
+ *    neighbouring rows first, then a few columns, and each starts its sum at a = u mod K and goes
+ *    around, so at every step the warp's loads are 32 neighbouring a's over a few rows of B (neighbouring
+ *    banks in shared memory, a few cache lines in global memory) where the other mapping would read 32
+ *    rows of B at the same a (one bank; 32 cache lines). */
+template <typename R, int TM, int TN, bool ROWS = false> struct Tile {
+    int r0, c0, nrt, nct, m, n, a0;
     int row[TM], col[TN];
     R acc[TM][TN];
     static __device__ __forceinline__ int count(int m, int n) { return ((m + TM - 1) / TM) * ((n + TN - 1) / TN); }
     __device__ __forceinline__ Tile(int u, int m_, int n_) : m(m_), n(n_) {
         nrt = (m + TM - 1) / TM, nct = (n + TN - 1) / TN;
-        r0 = u / nct, c0 = u % nct;
+        if (ROWS) r0 = u % nrt, c0 = u / nrt;
+        else r0 = u / nct, c0 = u % nct;
+        a0 = ROWS ? u : 0;
 #pragma unroll
         for (int ii = 0; ii < TM; ii++) row[ii] = r0 + ii * nrt < m ? r0 + ii * nrt : m - 1;
 #pragma unroll
@@ -100,16 +109,14 @@ template <typename R, int TM, int TN> struct Tile {
     }
     __device__ __forceinline__ bool ok(int ii, int jj) const { return r0 + ii * nrt < m && c0 + jj * nct < n; }
     /* acc[ii][jj] += sg * sum over a < K of A[row sai + a saa] B[a sba + col sbj] (sg = +-1), in a fixed
-     * order: from a = 0, or where B is read transposed (sba 1: a warp's lanes, on neighbouring columns,
-     * read a row of B apart, the same bank when the row length is a multiple of 32) from a = c0 mod K
-     * around, so the lanes read neighbouring banks at every step */
+     * order: from a = 0, or (ROWS) from a = u mod K around */
     __device__ __forceinline__ void mac(int K, const R *A, int sai, int saa, const R *B, int sba, int sbj, R sg = 1) {
         const R *pa[TM], *pb[TN];
 #pragma unroll
         for (int ii = 0; ii < TM; ii++) pa[ii] = A + (size_t)row[ii] * sai;
 #pragma unroll
         for (int jj = 0; jj < TN; jj++) pb[jj] = B + (size_t)col[jj] * sbj;
-        int a = sba == 1 && sbj > 1 ? c0 % K : 0;
+        int a = a0 % K;
         for (int step = 0; step < K; step++, a = a + 1 == K ? 0 : a + 1) {
             R x[TM], y[TN];
 #pragma unroll
@@ -129,6 +136,12 @@ template <typename R, int TM, int TN> struct Tile {
     for (int u_ = threadIdx.x; u_ < Tile<R, 2, 2>::count((m), (n)); u_ += THREADS) {  \
         Tile<R, 2, 2> t(u_, (m), (n));                                                  \
         __VA_ARGS__                                                                     \
+    }
+/* the same for A B^T products (Tile's ROWS mapping) */
+#define TMLP_TILES_T(R, m, n, t, ...)                                                         \
+    for (int u_ = threadIdx.x; u_ < Tile<R, 2, 2, true>::count((m), (n)); u_ += THREADS) {  \
+        Tile<R, 2, 2, true> t(u_, (m), (n));                                                  \
+        __VA_ARGS__                                                                           \
     }
 /* runs stmt for each of tile t's outputs in range, with row, col, acc set */
 #define TMLP_STORE(R, t, ...)                                                                                 \
@@ -248,7 +261,7 @@ template <typename R> __global__ void __launch_bounds__(THREADS) mlp_fwd(Fwd<R> 
             ln_l2_row(XH + i * d, V + i * d, K + i * d, gam, bet, XH + i * d, GX + i * d, G2 + i * d, d, p.eps, lane);
         __syncthreads();
         /* G1 = (G2 W2^T) o gelu'(z1) */
-        TMLP_TILES(R, bs, F, t, {
+        TMLP_TILES_T(R, bs, F, t, {
             t.mac(d, G2, d, 1, W2, 1, d);
             TMLP_STORE(R, t, G1[row * F + col] *= acc);
         });
@@ -382,7 +395,7 @@ template <typename R> __global__ void __launch_bounds__(THREADS) mlp_bwd(Bwd<R> 
             if (lane == 0) RS2[i] = r;
         }
         __syncthreads();
-        TMLP_TILES(R, bs, F, t, { /* P = G2 W2^T, G1 = P o D1 */
+        TMLP_TILES_T(R, bs, F, t, { /* P = G2 W2^T, G1 = P o D1 */
             t.mac(d, G2, d, 1, W2, 1, d);
             TMLP_STORE(R, t, P[row * F + col] = acc; G1[row * F + col] = acc * D1[row * F + col]);
         });
@@ -449,15 +462,15 @@ template <typename R> __global__ void __launch_bounds__(THREADS) mlp_bwd(Bwd<R> 
             for (int i = 0; i < bs; i++) sg += DO[i * d + a] * XHB[i * d + a], sb += DO[i * d + a];
             dgam[a] += sg, dbet[a] += sb;
         }
-        TMLP_TILES(R, bs, d, t, {
+        TMLP_TILES_T(R, bs, d, t, {
             t.mac(F, G1, F, 1, dW1, 1, F);
             TMLP_STORE(R, t, DK[row * d + col] = -tl * e[row] * acc);
         });
-        TMLP_TILES(R, bs, F, t, {
+        TMLP_TILES_T(R, bs, F, t, {
             t.mac(d, G2, d, 1, dW2, 1, d);
             TMLP_STORE(R, t, dX2[row * F + col] = -tl * e[row] * acc);
         });
-        TMLP_TILES(R, bs, F, t, {
+        TMLP_TILES_T(R, bs, F, t, {
             t.mac(d, DZB2, d, 1, W2, 1, d);
             TMLP_STORE(R, t, dXB[row * F + col] = acc);
         });
@@ -498,7 +511,7 @@ template <typename R> __global__ void __launch_bounds__(THREADS) mlp_bwd(Bwd<R> 
         });
         __syncthreads();
         /* zb1 = Q W1 + b1 - M1 G1: dq += dzb1 W1^T; dM1 = -dzb1 G1^T */
-        TMLP_TILES(R, bs, d, t, {
+        TMLP_TILES_T(R, bs, d, t, {
             t.mac(F, DZB1, F, 1, W1, 1, F);
             TMLP_STORE(R, t, DQ[row * d + col] += acc);
         });
@@ -574,7 +587,7 @@ template <typename R> __global__ void __launch_bounds__(THREADS) mlp_bwd(Bwd<R> 
         __syncthreads();
         /* z2 = x2 W2 + b2 and zb2's weights: dx2 += dz2 W2^T, then dz1 += dx2 o gelu'(z1); dW2 += x2^T dz2 +
          * xb^T dzb2, db2 += their rows' sums; dgam, dbet */
-        TMLP_TILES(R, bs, F, t, {
+        TMLP_TILES_T(R, bs, F, t, {
             t.mac(d, dZ2, d, 1, W2, 1, d);
             TMLP_STORE(R, t, const int o = row * F + col; dZ1[o] += (dX2[o] + acc) * D1[o]);
         });
@@ -590,7 +603,7 @@ template <typename R> __global__ void __launch_bounds__(THREADS) mlp_bwd(Bwd<R> 
         }
         __syncthreads();
         /* z1 = K W1 + b1 and zb1's weights: dk += dz1 W1^T; dW1 += K^T dz1 + Q^T dzb1, db1 */
-        TMLP_TILES(R, bs, d, t, {
+        TMLP_TILES_T(R, bs, d, t, {
             t.mac(F, dZ1, F, 1, W1, 1, F);
             TMLP_STORE(R, t, DK[row * d + col] += acc);
         });
@@ -619,6 +632,7 @@ template <typename R> __global__ void __launch_bounds__(THREADS) mlp_bwd(Bwd<R> 
 }
 
 #undef TMLP_TILES
+#undef TMLP_TILES_T
 #undef TMLP_STORE
 
 }  // namespace tmlp
