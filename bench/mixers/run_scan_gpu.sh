@@ -3,7 +3,7 @@
 # machine, one call. NOT YET RUN: written on a machine without a GPU (the kernels were checked there on
 # the host emulator only, dev/cuda/ttt_scan_emu_test.cpp, ttt_mlp_scan_emu_test.cpp). What it does:
 #   1. a CUDA build; test_ttt_scan and test_ttt_rnn (CPU contexts of that build);
-#   2. checks on CUDA: the layer (both learners and backbones, fused TTT-Linear in f32, composed in f64)
+#   2. checks on CUDA: the layer (both learners and backbones, fused TTT-Linear and TTT-MLP in f32, composed in f64)
 #      against the CPU in f64, at head size 16 (the default) and 128 (D 256, 2 heads: W in shared memory
 #      beside the backward's buffers, 221 KB; TTT-MLP there is d 128, F 512: its forward's buffers in shared
 #      memory, the weights in global, mode 1) and D 768, 2 heads (TTT-MLP d 384, F 1536: the backward's
