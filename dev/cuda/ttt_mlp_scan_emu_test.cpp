@@ -357,8 +357,32 @@ static void run_fd(const Shape &s, int mode, std::mt19937_64 &rng) {
            s.B, s.H, s.T, s.d, s.F, s.bs, s.batched[0], s.batched[1], s.batched[2], s.batched[3], MODE[mode], worst);
 }
 
+/* The launcher's choice of memory mode (tmlp::pick_mode) on an H100's 227 KiB a block, as docs/mixers.md and
+ * run_scan_gpu.sh state it: {forward, d, F, bs, mode} */
+static void modes() {
+    const struct {
+        bool fwd;
+        int d, F, bs, mode;
+    } want[] = {
+        {true, 64, 256, 16, 2},   {false, 64, 256, 16, 1},  /* the layer's head, 207 and 219 KiB */
+        {true, 16, 64, 4, 2},     {false, 16, 64, 4, 2},    /* ttt_rnn_bench --check's default (D 32, 2 heads) */
+        {true, 128, 512, 4, 1},   {false, 128, 512, 4, 1},  /* --check at D 256, 2 heads */
+        {true, 384, 1536, 4, 1},  {false, 384, 1536, 4, 0}, /* --check at D 768, 2 heads */
+        {true, 128, 512, 16, 1},  {false, 128, 512, 16, 0},
+    };
+    for (const auto &w : want) {
+        const int m = tmlp::pick_mode(w.fwd, w.d, w.F, w.bs, sizeof(float), 227 << 10);
+        char what[96];
+        snprintf(what, sizeof what, "%s mode at d %d, F %d, bs %d: %d, want %d", w.fwd ? "forward" : "backward", w.d, w.F,
+                 w.bs, m, w.mode);
+        double worst = 0;
+        check(what, m == w.mode ? 0.0 : 1.0, 0, &worst);
+    }
+}
+
 int main() {
     std::mt19937_64 rng(7);
+    modes();
     const Shape shapes[] = {
         {1, 1, 16, 8, 32, 16, {0, 0, 0, 0}}, /* one mini-batch */
         {2, 1, 32, 8, 32, 16, {1, 1, 1, 1}}, /* two, weights per sequence */

@@ -51,12 +51,6 @@ static bool takes(const ttt_tensor *q, const ttt_tensor *tok, int64_t F) {
     return T * d <= INT_MAX / 2 && d * F <= INT_MAX / 4 && bs * F <= INT_MAX / 16 && bs * bs <= INT_MAX / 8;
 }
 
-/* 2, 1 or 0 (ttt_mlp_scan.cuh): the most the device's shared memory per block holds */
-static int pick_mode(const CuDev *D, size_t elems2, size_t elems1) {
-    const size_t limit = (size_t)smem_limit(D);
-    return elems2 * sizeof(float) <= limit ? 2 : elems1 * sizeof(float) <= limit ? 1 : 0;
-}
-
 int ttt__cu_ttt_mlp_scan(ttt_backend_state *self, ttt_tensor *out, ttt_tensor *w1_out, ttt_tensor *b1_out,
                          ttt_tensor *w2_out, ttt_tensor *b2_out, ttt_tensor *states, const ttt_tensor *q,
                          const ttt_tensor *k, const ttt_tensor *v, const ttt_tensor *eta, const ttt_tensor *tok,
@@ -80,7 +74,7 @@ int ttt__cu_ttt_mlp_scan(ttt_backend_state *self, ttt_tensor *out, ttt_tensor *w
     p.w1_batched = w1->ndim == 4, p.b1_batched = b1->ndim == 4, p.w2_batched = w2->ndim == 4, p.b2_batched = b2->ndim == 4;
     p.eps = (float)eps;
     const int64_t BH = q->shape[0] * q->shape[1];
-    p.mode = pick_mode(D, tmlp::fwd_smem_elems(p.d, p.F, p.bs, 2), tmlp::fwd_smem_elems(p.d, p.F, p.bs, 1));
+    p.mode = tmlp::pick_mode(true, p.d, p.F, p.bs, sizeof(float), (size_t)smem_limit(D));
     p.scr = NULL;
     if (p.mode == 0) {
         if (scratch_reserve(D, &D->scan_scratch, sizeof(float) * (size_t)BH * tmlp::fwd_buf_elems(p.d, p.F, p.bs),
@@ -120,7 +114,7 @@ int ttt__cu_ttt_mlp_scan_bwd(ttt_backend_state *self, ttt_tensor *dq, ttt_tensor
     p.H = (int)q->shape[1], p.T = (int)q->shape[2], p.d = (int)q->shape[3], p.F = (int)F, p.bs = (int)tok->shape[0];
     p.N = p.T / p.bs, p.eps = (float)eps;
     const int64_t BH = q->shape[0] * q->shape[1];
-    p.mode = pick_mode(D, tmlp::bwd_smem_elems(p.d, p.F, p.bs, 2), tmlp::bwd_smem_elems(p.d, p.F, p.bs, 1));
+    p.mode = tmlp::pick_mode(false, p.d, p.F, p.bs, sizeof(float), (size_t)smem_limit(D));
     p.scr = NULL;
     if (p.mode == 0) {
         if (scratch_reserve(D, &D->scan_scratch, sizeof(float) * (size_t)BH * tmlp::bwd_buf_elems(p.d, p.F, p.bs),

@@ -60,6 +60,12 @@ inline __host__ __device__ size_t bwd_buf_elems(int d, int F, int bs) {
 /* dynamic shared memory of a kernel in mode m, in elements of R */
 inline size_t fwd_smem_elems(int d, int F, int bs, int m) { return (m == 2 ? w_elems(d, F) : 0) + (m ? fwd_buf_elems(d, F, bs) : 0); }
 inline size_t bwd_smem_elems(int d, int F, int bs, int m) { return (m == 2 ? w_elems(d, F) : 0) + (m ? bwd_buf_elems(d, F, bs) : 0); }
+/* the highest mode whose shared memory (of elements of elem bytes) fits limit bytes a block */
+inline int pick_mode(bool fwd, int d, int F, int bs, size_t elem, size_t limit) {
+    for (int m = 2; m > 0; m--)
+        if ((fwd ? fwd_smem_elems(d, F, bs, m) : bwd_smem_elems(d, F, bs, m)) * elem <= limit) return m;
+    return 0;
+}
 
 __device__ __forceinline__ float sqrt_(float x) { return sqrtf(x); }
 __device__ __forceinline__ double sqrt_(double x) { return sqrt(x); }
