@@ -12,7 +12,7 @@
  * until then. Slow (a context switch per thread per collective): small shapes
  * only.
  *
- * Shuffles (__shfl_xor_sync on float, __shfl_down_sync on float and double)
+ * Shuffles (__shfl_xor_sync and __shfl_down_sync on float and double)
  * and __shared__ variables (statics) cover block reductions too.
  *
  * Usage: #include "emu.h" before the kernels, then
@@ -254,6 +254,16 @@ inline float shfl_xor(float v, int lane_mask) {
     warp_barrier();
     return r;
 }
+inline double shfl_xor(double v, int lane_mask) {
+    const int n = (int)(g_block.x * g_block.y * g_block.z);
+    if ((int)g_exchange_d.size() < n) g_exchange_d.resize(n);
+    g_exchange_d[g_cur] = v;
+    warp_barrier();
+    const int partner = (g_cur & ~31) | ((g_cur & 31) ^ lane_mask);
+    const double r = g_exchange_d[partner];
+    warp_barrier();
+    return r;
+}
 
 /* mma.sync.m16n8k16.row.col f32 += bf16 x bf16 for the calling warp, with the
  * PTX fragment layout: lane = 4 g + t; A regs {r g, r g+8} x {k 2t.., k 2t+8..},
@@ -359,6 +369,7 @@ inline void cp_wait(int n) {
 #define __syncthreads() emu::barrier()
 #define __syncwarp() emu::warp_barrier()
 inline float __shfl_xor_sync(unsigned, float v, int lane_mask) { return emu::shfl_xor(v, lane_mask); }
+inline double __shfl_xor_sync(unsigned, double v, int lane_mask) { return emu::shfl_xor(v, lane_mask); }
 inline double __shfl_down_sync(unsigned, double v, int delta) { return emu::shfl_down(v, delta); }
 inline float __shfl_down_sync(unsigned, float v, int delta) { return (float)emu::shfl_down((double)v, delta); }
 /* blocks run one after another, so a block's shared variables can be statics */

@@ -361,8 +361,9 @@ static ttt_tensor *step_inplace(ttt_ctx *ctx, const ttt_rnn *l, const span_input
 }
 
 /* Whole mini-batches go through the fused scan unless TTT_FUSED=0 (the composed segments then: the
- * before/after switch and the reference of tests/test_ttt_scan.c). TTT-MLP's scan runs its kernel only
- * where no graph records (composed/ttt_scan.c says why); while one does, it is these segments' math. */
+ * before/after switch and the reference of tests/test_ttt_scan.c). A backend with TTT-MLP's forward kernel
+ * but not its backward runs it only where no graph records (composed/ttt_scan.c says why); CPU and CUDA
+ * have both. */
 static int use_scan(ttt_ctx *ctx, const ttt_rnn *l) { (void)l; return ttt__fused(ctx); }
 
 /* The layer over x [B, T, D] from state s. full_dual: whole aligned mini-batches in the dual

@@ -171,22 +171,3 @@ int ttt__cu_ttt_linear_scan_bwd(ttt_backend_state *self, ttt_tensor *dq, ttt_ten
     LAUNCHED("ttt_linear_scan_bwd");
     return TTT_OK;
 }
-
-/* TTT-MLP's scan has CPU kernels only so far: on CUDA the op composes the same math (src/composed/ttt_scan.c). */
-int ttt__cu_ttt_mlp_scan(ttt_backend_state *self, ttt_tensor *, ttt_tensor *, ttt_tensor *, ttt_tensor *, ttt_tensor *,
-                         ttt_tensor *, const ttt_tensor *, const ttt_tensor *, const ttt_tensor *, const ttt_tensor *,
-                         const ttt_tensor *, const ttt_tensor *, const ttt_tensor *, const ttt_tensor *,
-                         const ttt_tensor *, const ttt_tensor *, const ttt_tensor *, double) {
-    (void)self;
-    return TTT_BACKEND_DECLINED;
-}
-
-int ttt__cu_ttt_mlp_scan_bwd(ttt_backend_state *self, ttt_tensor *, ttt_tensor *, ttt_tensor *, ttt_tensor *, ttt_tensor *,
-                             ttt_tensor *, ttt_tensor *, ttt_tensor *, ttt_tensor *, ttt_tensor *, ttt_tensor *,
-                             const ttt_tensor *, const ttt_tensor *, const ttt_tensor *, const ttt_tensor *,
-                             const ttt_tensor *, const ttt_tensor *, const ttt_tensor *, const ttt_tensor *,
-                             const ttt_tensor *, const ttt_tensor *, const ttt_tensor *, const ttt_tensor *,
-                             const ttt_tensor *, double) {
-    (void)self;
-    return TTT_BACKEND_DECLINED;
-}
