@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# The cuDNN path of ttt's bf16 attention (docs/cudnn.md) on the GPU machine, in one call (about 5-8 minutes):
+#   1. probe: where cuDNN's headers and libraries are on this machine (CUDA toolkit, PyTorch's pip wheel);
+#   2. build test_attention_cudnn and test_attention_fused (CMake finds cudnn_graph.h in the toolkit or in the
+#      nvidia.cudnn package; the binary opens libcudnn at run time);
+#   3. checks: test_attention_cudnn (cuDNN against our kernels and float64, crossed forward / backward, declined
+#      shapes, second order), then test_attention_fused's whole GPU suite with TTT_CUDNN=1;
+#   4. timings: ttt via cuDNN, ttt's own kernels, PyTorch SDPA flash (and SDPA's cuDNN backend), causal bf16,
+#      B = 1, H = 12, d 64 / 128, T 2K-32K, fwd and fwd+bwd, as one markdown table.
+#   CHECKS=0 skips 3, BENCH=0 skips 4, FUSED=0 skips test_attention_fused in 3. Logs in $OUT.
+set -uo pipefail
+OUT=${OUT:-gpu-out}
+mkdir -p "$OUT"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+
+echo "== probe: cuDNN on this machine =="
+ls /usr/local/cuda/include/cudnn* 2>/dev/null || echo "no cudnn*.h in /usr/local/cuda/include"
+ls /usr/local/cuda/lib64/libcudnn* 2>/dev/null | head -5 || true
+ldconfig -p 2>/dev/null | grep -E "libcudnn(_graph)?\.so\.9" | head -3
+python3 -c "import torch; print('torch', torch.__version__, 'cuDNN', torch.backends.cudnn.version())" 2>&1 | tail -1
+pydir=$(python3 -c "import nvidia.cudnn as m; print(list(m.__path__)[0])" 2>/dev/null)
+if [ -n "$pydir" ]; then
+  echo "nvidia.cudnn package: $pydir"
+  ls "$pydir/include/cudnn_graph.h" "$pydir"/lib/libcudnn*.so.9 2>/dev/null | head -12
+  # our binary opens libcudnn by path where the loader would not find it; the toolkit's own cuDNN first, so
+  # the sub-libraries of one release are never mixed with another's
+  if [ -z "${TTT_CUDNN_LIB:-}" ] && [ ! -e /usr/local/cuda/lib64/libcudnn.so.9 ] && [ -e "$pydir/lib/libcudnn.so.9" ]; then
+    export TTT_CUDNN_LIB="$pydir/lib"
+  fi
+else
+  echo "no nvidia.cudnn Python package"
+fi
+# cuDNN's runtime-compiled engines (its flash attention among them) need NVRTC: the toolkit's, or the pip wheel's
+nvrtc=$(python3 -c "import nvidia.cuda_nvrtc as m; print(list(m.__path__)[0] + '/lib')" 2>/dev/null)
+export LD_LIBRARY_PATH="/usr/local/cuda/lib64${nvrtc:+:$nvrtc}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+echo "TTT_CUDNN_LIB=${TTT_CUDNN_LIB:-(unset: the dynamic loader path)}"
+
+echo "== build =="
+cmake -S . -B build/gpu -DCMAKE_BUILD_TYPE=Release -DTTT_CUDA=ON >"$OUT/cmake.log" 2>&1 || { tail -40 "$OUT/cmake.log"; exit 1; }
+grep -E "ttt: cuDNN" "$OUT/cmake.log"
+cmake --build build/gpu -j "$(nproc)" --target test_attention_cudnn test_attention_fused >"$OUT/build.log" 2>&1 ||
+  { grep -iE "error" "$OUT/build.log" | head -40; exit 1; }
+status=0
+if [ "${CHECKS:-1}" = 1 ]; then
+  echo "== test_attention_cudnn (TTT_CUDNN_VERBOSE=1) =="
+  TTT_CUDNN_VERBOSE=1 timeout 300 ./build/gpu/test_attention_cudnn 2>&1 | tee "$OUT/cudnn_checks.txt"
+  rc=${PIPESTATUS[0]}
+  [ "$rc" = 77 ] && echo "(skipped: see the SKIP line)"
+  [ "$rc" != 0 ] && [ "$rc" != 77 ] && status=1
+  if [ "${FUSED:-1}" = 1 ]; then
+    echo "== test_attention_fused with TTT_CUDNN=1 (bf16 shapes cuDNN takes go through it) =="
+    TTT_CUDNN=1 timeout 300 ./build/gpu/test_attention_fused >"$OUT/fused_with_cudnn.txt" 2>&1 || status=1
+    grep -E "FAIL|passed" "$OUT/fused_with_cudnn.txt"
+  fi
+fi
+if [ "${BENCH:-1}" = 1 ]; then
+  echo "== timings =="
+  TTT_CUDNN_VERBOSE=1 timeout 300 ./build/gpu/test_attention_cudnn --bench >"$OUT/cudnn_engine.csv" 2>"$OUT/cudnn_bench_stderr.txt" ||
+    { tail -5 "$OUT/cudnn_engine.csv" "$OUT/cudnn_bench_stderr.txt"; status=1; }
+  grep -E "^#" "$OUT/cudnn_engine.csv"
+  timeout 240 python3 bench/gpu/cudnn_attention_bench.py "$OUT/cudnn_engine.csv" 2>&1 | tee "$OUT/cudnn_table.md"
+fi
+exit $status
