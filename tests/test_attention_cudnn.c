@@ -306,7 +306,7 @@ static void checks(ttt_ctx *ctx) {
     const shape all[] = {
         {2, 3, 64, 64, 64, 1},     {1, 2, 100, 100, 64, 1},   {2, 2, 257, 257, 64, 0},  {1, 4, 1000, 1000, 64, 1},
         {1, 2, 200, 300, 64, 0},   {2, 2, 333, 333, 128, 0},  {1, 3, 513, 513, 128, 1}, {1, 2, 1000, 1000, 128, 1},
-        {1, 2, 2048, 2048, 64, 1}, {1, 2, 1100, 1100, 128, 0}, {4, 8, 384, 384, 128, 1}, {2, 3, 1537, 1537, 64, 1},
+        {1, 2, 2048, 2048, 64, 1}, {1, 2, 1100, 1100, 128, 0}, {4, 8, 256, 256, 128, 1}, {1, 2, 1537, 1537, 64, 1},
     };
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) CHECK(check_shape(ctx, cctx, &all[i]));
     const shape win = {1, 2, 500, 500, 64, 1}, off = {1, 2, 100, 300, 128, 1};
@@ -399,7 +399,7 @@ static void bench(ttt_ctx *ctx) {
 int main(int argc, char **argv) {
     const int bench_mode = argc > 1 && strcmp(argv[1], "--bench") == 0;
 #ifndef TTT_HAVE_CUDA
-    (void)bench_mode;
+    (void)bench_mode, (void)check_passed, (void)check_failed;
     printf("SKIP: built without CUDA (the cuDNN attention path is part of the CUDA backend)\n");
     return SKIP;
 #else

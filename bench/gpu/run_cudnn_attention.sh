@@ -8,6 +8,8 @@
 #   4. timings: ttt via cuDNN, ttt's own kernels, PyTorch SDPA flash (and SDPA's cuDNN backend), causal bf16,
 #      B = 1, H = 12, d 64 / 128, T 2K-32K, fwd and fwd+bwd, as one markdown table.
 #   CHECKS=0 skips 3, BENCH=0 skips 4, FUSED=0 skips test_attention_fused in 3. Logs in $OUT.
+# Where the machine has a libcudnn but no headers, copy cuDNN 9's headers into .deps/cudnn/include here
+# (git-ignored; e.g. cp /usr/local/cuda/include/cudnn*.h) and carry .deps/cudnn: CMake looks there last.
 set -uo pipefail
 OUT=${OUT:-gpu-out}
 mkdir -p "$OUT"
@@ -16,6 +18,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 echo "== probe: cuDNN on this machine =="
 ls /usr/local/cuda/include/cudnn* 2>/dev/null || echo "no cudnn*.h in /usr/local/cuda/include"
 ls /usr/local/cuda/lib64/libcudnn* 2>/dev/null | head -5 || true
+[ -e .deps/cudnn/include/cudnn_graph.h ] && echo "carried headers: $(grep -m1 -E 'define CUDNN_MINOR' .deps/cudnn/include/cudnn_version.h)"
 ldconfig -p 2>/dev/null | grep -E "libcudnn(_graph)?\.so\.9" | head -3
 python3 -c "import torch; print('torch', torch.__version__, 'cuDNN', torch.backends.cudnn.version())" 2>&1 | tail -1
 pydir=$(python3 -c "import nvidia.cudnn as m; print(list(m.__path__)[0])" 2>/dev/null)
@@ -43,10 +46,13 @@ cmake --build build/gpu -j "$(nproc)" --target test_attention_cudnn test_attenti
 status=0
 if [ "${CHECKS:-1}" = 1 ]; then
   echo "== test_attention_cudnn (TTT_CUDNN_VERBOSE=1) =="
-  TTT_CUDNN_VERBOSE=1 timeout 300 ./build/gpu/test_attention_cudnn 2>&1 | tee "$OUT/cudnn_checks.txt"
+  # cuDNN's own error log (errors only; CUDNN_LOGWARN_DBG=1 would add every engine's refusal reasons)
+  CUDNN_LOGERR_DBG=1 CUDNN_LOGDEST_DBG="$OUT/cudnn_errors.log" TTT_CUDNN_VERBOSE=1 timeout 300 \
+    ./build/gpu/test_attention_cudnn 2>&1 | tee "$OUT/cudnn_checks.txt"
   rc=${PIPESTATUS[0]}
   [ "$rc" = 77 ] && echo "(skipped: see the SKIP line)"
   [ "$rc" != 0 ] && [ "$rc" != 77 ] && status=1
+  [ -s "$OUT/cudnn_errors.log" ] && { echo "cuDNN logged errors ($OUT/cudnn_errors.log), first lines:"; head -20 "$OUT/cudnn_errors.log"; }
   if [ "${FUSED:-1}" = 1 ]; then
     echo "== test_attention_fused with TTT_CUDNN=1 (bf16 shapes cuDNN takes go through it) =="
     TTT_CUDNN=1 timeout 300 ./build/gpu/test_attention_fused >"$OUT/fused_with_cudnn.txt" 2>&1 || status=1
