@@ -7,7 +7,8 @@
  * graph, so a config coming back means an engine recognised the pattern; none means none did (the reason
  * is in cuDNN's log: CUDNN_LOGWARN_DBG=1 CUDNN_LOGDEST_DBG=stderr). --plan also finalizes a plan from each
  * config: with the driver's stub library (no GPU) that fails at loading the compiled kernel
- * (CUDNN_STATUS_EXECUTION_FAILED_CUDA_DRIVER), after the engine has compiled it.
+ * (CUDNN_STATUS_EXECUTION_FAILED_CUDA_DRIVER), after the engine has compiled it. --variants also checks the
+ * graph variants attention_cudnn.cu falls back to (reported; only variant 0 decides the exit code).
  *
  * cuDNN's engines look for the driver (libcuda.so.1) before checking a graph; without a GPU point the loader
  * at the toolkit's stub: tests/cudnn_plan_check.sh does. Exit 0: every graph has an engine; 1: some has none;
@@ -103,7 +104,11 @@ static int configs(Graph *g, cudnnBackendDescriptor_t dp, bool try_plans) {
 }
 
 int main(int argc, char **argv) {
-    const bool try_plans = argc > 1 && !strcmp(argv[1], "--plan");
+    bool try_plans = false, all_variants = false;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--plan")) try_plans = true;
+        else if (!strcmp(argv[i], "--variants")) all_variants = true;
+    }
     g_enabled = 1;
     const Api *A = api();
     if (!A) {
@@ -130,21 +135,27 @@ int main(int argc, char **argv) {
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
         for (int kind = 0; kind < 3; kind++)
             for (int causal = 0; causal < (shapes[s][0] == shapes[s][1] ? 2 : 1); causal++) {
-                Graph *g = (Graph *)calloc(1, sizeof(Graph));
-                if (!g) return 1;
-                g->A = A;
-                g->next_uid = V0;
                 const Key k{kind, causal, 2, 3, shapes[s][0], shapes[s][1], shapes[s][2]};
-                if (kind == BWD) build_bwd(g, k, 0);
-                else build_fwd(g, k, 0);
-                printf("%s, causal %d, b 2 h 3 Tq %lld Tk %lld d %lld:\n", kinds[kind], causal, (long long)k.sq,
-                       (long long)k.skv, (long long)k.d);
-                const int n = g->failed ? (printf("    build: %s\n", g->err), 0) : configs(g, dp, try_plans);
-                if (n == 0) {
-                    printf("    NO ENGINE\n");
-                    missing++;
+                /* variant 0 must have an engine; the others (attention_cudnn.cu's fallbacks for other releases)
+                 * are reported */
+                const int n_var = !all_variants ? 1 : kind == BWD ? 8 : 2;
+                for (int var = 0; var < n_var; var++) {
+                    if ((var & 5) && !causal) continue;
+                    Graph *g = (Graph *)calloc(1, sizeof(Graph));
+                    if (!g) return 1;
+                    g->A = A;
+                    g->next_uid = V0;
+                    if (kind == BWD) build_bwd(g, k, var);
+                    else build_fwd(g, k, var);
+                    printf("%s, causal %d, b 2 h 3 Tq %lld Tk %lld d %lld, variant %d:\n", kinds[kind], causal,
+                           (long long)k.sq, (long long)k.skv, (long long)k.d, var);
+                    const int n = g->failed ? (printf("    build: %s\n", g->err), 0) : configs(g, dp, try_plans);
+                    if (n == 0) {
+                        printf("    NO ENGINE\n");
+                        missing += var == 0;
+                    }
+                    graph_free(g);
                 }
-                graph_free(g);
             }
     A->bdestroy(dp);
     printf("%s\n", missing ? "some graphs have no engine" : "every graph has an engine");

@@ -226,7 +226,7 @@ struct Graph {
     cudnnBackendDescriptor_t ops[MAX_OPS];
     int nops;
     cudnnBackendDescriptor_t plan;
-    int64_t ws;
+    int64_t ws, engine; /* engine: cuDNN's global index of the engine the plan runs (for the verbose log) */
     int64_t next_uid;
     bool failed;
     char err[256];
@@ -382,7 +382,9 @@ static bool same_key(const Key &a, const Key &b) {
 /* Variants of the same graph, tried in order until one gets a plan, since we cannot test every cuDNN release
  * here: bit 0, the precision the causal mask's index generators compute in (int32, as cudnn-frontend wrote them
  * for 9.0; f32, as it leaves them now); bit 1 (backward), the type of K's transposed view feeding dQ's product
- * (f32, the frontend's intermediate type; or K's own bf16). */
+ * (f32, the frontend's intermediate type; or K's own bf16); bit 2 (backward), where the mask sits (after
+ * subtracting the statistics, as the frontend does now; before, as it did for 9.0). cuDNN 9.19 takes
+ * variant 0 (dev/cuda/cudnn_plan_check.cu). */
 static void causal_mask(Graph *g, cudnnBackendDescriptor_t s, cudnnBackendDescriptor_t masked, const Dims &sd, int variant) {
     const cudnnDataType_t idx_prec = (variant & 1) ? CUDNN_DATA_FLOAT : CUDNN_DATA_INT32;
     const Dims one = dense(1, 1, 1, 1);
@@ -451,8 +453,13 @@ static void build_bwd(Graph *g, const Key &k, int variant) {
     cudnnBackendDescriptor_t s = virt(g, f32, sd), ss = virt(g, f32, sd), sl = virt(g, f32, sd);
     matmul(g, q, kt, s);
     pointwise(g, CUDNN_POINTWISE_MUL, f32, s, scale, NULL, ss);
+    if (k.causal && (variant & 4)) {
+        cudnnBackendDescriptor_t m = virt(g, f32, sd);
+        causal_mask(g, ss, m, sd, variant);
+        ss = m;
+    }
     pointwise(g, CUDNN_POINTWISE_SUB, f32, ss, stats, NULL, sl);
-    if (k.causal) {
+    if (k.causal && !(variant & 4)) {
         cudnnBackendDescriptor_t m = virt(g, f32, sd);
         causal_mask(g, sl, m, sd, variant);
         sl = m;
@@ -546,6 +553,14 @@ static bool plan(Graph *g) {
             if (st == CUDNN_STATUS_SUCCESS) {
                 g->plan = p;
                 g->ws = ws;
+                g->engine = -1;
+                cudnnBackendDescriptor_t eng = NULL;
+                if (g->A->bcreate(CUDNN_BACKEND_ENGINE_DESCRIPTOR, &eng) == CUDNN_STATUS_SUCCESS) {
+                    if (g->A->bget(cfg[i], CUDNN_ATTR_ENGINECFG_ENGINE, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &got, &eng) ==
+                        CUDNN_STATUS_SUCCESS)
+                        g->A->bget(eng, CUDNN_ATTR_ENGINE_GLOBAL_INDEX, CUDNN_TYPE_INT64, 1, &got, &g->engine);
+                    g->A->bdestroy(eng);
+                }
                 return true;
             }
             soft_err(g, first_err, sizeof first_err, m ? "fallback config" : "mode A config", (long long)i, st);
@@ -558,10 +573,10 @@ static bool plan(Graph *g) {
 }
 
 static Graph *build(const Api *A, cudnnHandle_t h, const Key &k, char *why, size_t why_n) {
-    const int n_var = k.kind == BWD ? 4 : 2;
+    const int n_var = k.kind == BWD ? 8 : 2;
     why[0] = 0;
     for (int var = 0; var < n_var; var++) {
-        if ((var & 1) && !k.causal) continue; /* bit 0 only changes the causal mask */
+        if ((var & 5) && !k.causal) continue; /* bits 0 and 2 only change the causal mask */
         Graph *g = (Graph *)calloc(1, sizeof(Graph));
         if (!g) {
             snprintf(why, why_n, "out of host memory");
@@ -574,9 +589,12 @@ static Graph *build(const Api *A, cudnnHandle_t h, const Key &k, char *why, size
         else build_fwd(g, k, var);
         if (!g->failed && plan(g)) {
             if (verbose())
-                fprintf(stderr, "ttt: cudnn: plan for %s b%lld h%lld sq%lld skv%lld d%lld causal%d: variant %d, workspace %lld bytes\n",
-                        k.kind == BWD ? "backward" : "forward", (long long)k.b, (long long)k.h, (long long)k.sq,
-                        (long long)k.skv, (long long)k.d, k.causal, var, (long long)g->ws);
+                fprintf(stderr,
+                        "ttt: cudnn: plan for %s b%lld h%lld sq%lld skv%lld d%lld causal%d: engine %lld, variant %d, "
+                        "workspace %lld bytes\n",
+                        k.kind == BWD ? "backward" : k.kind == FWD_TRAIN ? "forward" : "forward (no stats)",
+                        (long long)k.b, (long long)k.h, (long long)k.sq, (long long)k.skv, (long long)k.d, k.causal,
+                        (long long)g->engine, var, (long long)g->ws);
             return g;
         }
         if (!why[0]) snprintf(why, why_n, "variant %d: %s", var, g->err); /* the first variant's reason */
