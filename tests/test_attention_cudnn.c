@@ -5,15 +5,15 @@
  * (ttt__cudnn_set_enabled), so TTT_CUDNN need not be set.
  *
  * For each shape (head sizes 64 and 128, causal and not, lengths that are not multiples of 64 or 128,
- * Tq != Tk without a mask, B * H > 1):
+ * Tq < Tk with and without the mask (causal: the diagonal aligned bottom-right), B * H > 1):
  *   - the backend entries called directly, cuDNN on and off on the same bf16 inputs: out, lse, then dq, dk,
  *     dv and delta, also crossed (cuDNN's backward on our forward's out and lse, ours on cuDNN's), so either
  *     backward may follow either forward;
  *   - lse against log-sum-exp computed in float64 on the host;
  *   - ttt_attention and ttt_grad with cuDNN on against the float64 composed attention on the CPU (the same
- *     bf16 values), and the counters say cuDNN ran both passes;
- * then shapes it must leave to our kernels (a sliding window, causal with Tq < Tk), and a second-order
- * gradient (create_graph) with cuDNN on against cuDNN off.
+ *     bf16 values), and the counters say cuDNN ran what our rules ask of it (ttt__cudnn_takes);
+ * then shapes it must leave to our kernels (a sliding window, a decode step), and a second-order gradient
+ * (create_graph) with cuDNN on against cuDNN off.
  *
  * `--bench` prints CSV lines (the format of test_attention_fused --bench) of causal bf16 attention, B = 1,
  * H = 12, d 64 and 128, T 2K to 32K, forward and forward + backward, cuDNN on ("cudnn_bf16") and off
@@ -307,11 +307,13 @@ static void checks(ttt_ctx *ctx) {
         {2, 3, 64, 64, 64, 1},     {1, 2, 100, 100, 64, 1},   {2, 2, 257, 257, 64, 0},  {1, 4, 1000, 1000, 64, 1},
         {1, 2, 200, 300, 64, 0},   {2, 2, 333, 333, 128, 0},  {1, 3, 513, 513, 128, 1}, {1, 2, 1000, 1000, 128, 1},
         {1, 2, 2048, 2048, 64, 1}, {1, 2, 1100, 1100, 128, 0}, {4, 8, 256, 256, 128, 1}, {1, 2, 1537, 1537, 64, 1},
+        /* causal with Tq < Tk: the diagonal aligned bottom-right (cuDNN 9.6 and later) */
+        {1, 2, 100, 300, 128, 1},  {2, 2, 192, 512, 64, 1},   {1, 3, 77, 1000, 64, 1},
     };
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) CHECK(check_shape(ctx, cctx, &all[i]));
-    const shape win = {1, 2, 500, 500, 64, 1}, off = {1, 2, 100, 300, 128, 1};
+    const shape win = {1, 2, 500, 500, 64, 1}, decode = {2, 2, 1, 300, 128, 1};
     CHECK(check_declined(ctx, &win, 64, "window 64"));
-    CHECK(check_declined(ctx, &off, 0, "causal, Tq < Tk"));
+    CHECK(check_declined(ctx, &decode, 0, "decode step, Tq = 1"));
     CHECK(check_second_order(ctx));
     ttt_ctx_free(cctx);
 }

@@ -212,7 +212,9 @@ extern "C" void ttt__cudnn_info(ttt_cudnn_info *out) {
 /* ---- graphs ------------------------------------------------------------------------------------------------ */
 
 /* The tensors that the caller binds to memory (the rest are virtual, numbered from V0). */
-enum : int64_t { U_Q = 1, U_K, U_V, U_O, U_STATS, U_SCALE, U_NEG, U_DO, U_DQ, U_DK, U_DV, U_DELTA, U_DQACC, V0 = 100 };
+enum : int64_t {
+    U_Q = 1, U_K, U_V, U_O, U_STATS, U_SCALE, U_NEG, U_DO, U_DQ, U_DK, U_DV, U_DELTA, U_DQACC, U_SKV, U_SQ, V0 = 100
+};
 
 enum { MAX_DESC = 192, MAX_OPS = 48, MAX_CFG = 16 };
 
@@ -385,15 +387,26 @@ static bool same_key(const Key &a, const Key &b) {
  * (f32, the frontend's intermediate type; or K's own bf16); bit 2 (backward), where the mask sits (after
  * subtracting the statistics, as the frontend does now; before, as it did for 9.0). cuDNN 9.19 takes
  * variant 0 (dev/cuda/cudnn_plan_check.cu). */
-static void causal_mask(Graph *g, cudnnBackendDescriptor_t s, cudnnBackendDescriptor_t masked, const Dims &sd, int variant) {
-    const cudnnDataType_t idx_prec = (variant & 1) ? CUDNN_DATA_FLOAT : CUDNN_DATA_INT32;
+/* Our mask (attention_mask.cuh): query i sits at position i + Tk - Tq and sees keys up to it. cuDNN's index
+ * generators count from the top left, so where Tq < Tk the row index is shifted by + Tk - Tq (as two steps, + Tk
+ * then - Tq, by-value int32 scalars: the form cudnn-frontend gives a bottom-right diagonal). */
+static void causal_mask(Graph *g, cudnnBackendDescriptor_t s, cudnnBackendDescriptor_t masked, const Dims &sd,
+                        const Key &k, int variant) {
+    const cudnnDataType_t idx_prec = (variant & 1) ? CUDNN_DATA_FLOAT : CUDNN_DATA_INT32, i32 = CUDNN_DATA_INT32;
     const Dims one = dense(1, 1, 1, 1);
-    cudnnBackendDescriptor_t row = virt(g, CUDNN_DATA_INT32, sd), col = virt(g, CUDNN_DATA_INT32, sd);
+    cudnnBackendDescriptor_t row = virt(g, i32, sd), col = virt(g, i32, sd);
     cudnnBackendDescriptor_t keep = virt(g, CUDNN_DATA_BOOLEAN, sd);
     cudnnBackendDescriptor_t neg = tensor(g, U_NEG, CUDNN_DATA_FLOAT, one, false, true);
     pointwise(g, CUDNN_POINTWISE_GEN_INDEX, idx_prec, s, NULL, NULL, row, 2);
     pointwise(g, CUDNN_POINTWISE_GEN_INDEX, idx_prec, s, NULL, NULL, col, 3);
-    pointwise(g, CUDNN_POINTWISE_CMP_GE, CUDNN_DATA_BOOLEAN, row, col, NULL, keep); /* key j visible iff j <= i */
+    if (k.sq != k.skv) {
+        cudnnBackendDescriptor_t skv = tensor(g, U_SKV, i32, one, false, true), sq = tensor(g, U_SQ, i32, one, false, true);
+        cudnnBackendDescriptor_t r1 = virt(g, i32, sd), r2 = virt(g, i32, sd);
+        pointwise(g, CUDNN_POINTWISE_ADD, i32, row, skv, NULL, r1, 3);
+        pointwise(g, CUDNN_POINTWISE_SUB, i32, r1, sq, NULL, r2, 3);
+        row = r2;
+    }
+    pointwise(g, CUDNN_POINTWISE_CMP_GE, CUDNN_DATA_BOOLEAN, row, col, NULL, keep); /* key j visible iff j <= pos */
     pointwise(g, CUDNN_POINTWISE_BINARY_SELECT, CUDNN_DATA_FLOAT, s, neg, keep, masked); /* keep ? s : -inf */
 }
 
@@ -413,7 +426,7 @@ static void build_fwd(Graph *g, const Key &k, int variant) {
     pointwise(g, CUDNN_POINTWISE_MUL, f32, s, scale, NULL, ss);
     if (k.causal) {
         cudnnBackendDescriptor_t m = virt(g, f32, sd);
-        causal_mask(g, ss, m, sd, variant);
+        causal_mask(g, ss, m, sd, k, variant);
         ss = m;
     }
     cudnnBackendDescriptor_t mx = virt(g, f32, rows), sub = virt(g, f32, sd), e = virt(g, f32, sd);
@@ -455,13 +468,13 @@ static void build_bwd(Graph *g, const Key &k, int variant) {
     pointwise(g, CUDNN_POINTWISE_MUL, f32, s, scale, NULL, ss);
     if (k.causal && (variant & 4)) {
         cudnnBackendDescriptor_t m = virt(g, f32, sd);
-        causal_mask(g, ss, m, sd, variant);
+        causal_mask(g, ss, m, sd, k, variant);
         ss = m;
     }
     pointwise(g, CUDNN_POINTWISE_SUB, f32, ss, stats, NULL, sl);
     if (k.causal && !(variant & 4)) {
         cudnnBackendDescriptor_t m = virt(g, f32, sd);
-        causal_mask(g, sl, m, sd, variant);
+        causal_mask(g, sl, m, sd, k, variant);
         sl = m;
     }
     cudnnBackendDescriptor_t p = virt(g, f32, sd);
@@ -697,8 +710,11 @@ static bool policy(long ver, int kind, int64_t sq, int64_t skv, int causal, int6
         snprintf(why, n, "sliding window %lld", (long long)window);
         return false;
     }
-    if (causal && sq != skv) { /* cuDNN's causal diagonal starts top-left, ours ends bottom-right */
-        snprintf(why, n, "causal with Tq %lld != Tk %lld", (long long)sq, (long long)skv);
+    /* Tq < Tk causal (our diagonal ends bottom-right, so the mask shifts the row index): cudnn-frontend allows
+     * it from 9.6 on for any lengths, and not for single-query decode steps up to 9.9; we leave Tq = 1 to our
+     * kernels always (a decode step is too small to gain). */
+    if (causal && sq != skv && (ver < 90600 || sq == 1)) {
+        snprintf(why, n, "causal with Tq %lld < Tk %lld on cuDNN %ld", (long long)sq, (long long)skv, ver);
         return false;
     }
     if (ver == 91000 || ver == 91001) { /* bf16 SDPA has known bugs there (fixed in 9.10.2) */
@@ -797,11 +813,13 @@ int ttt__cudnn_attn_fwd(CuDev *D, ttt_tensor *out, ttt_tensor *lse, const ttt_te
         return TTT_BACKEND_DECLINED;
     }
     float sc = (float)scale, neg = masked_value(A);
-    int64_t uids[7] = {U_Q, U_K, U_V, U_O, U_SCALE};
-    void *ptrs[7] = {q->data, k->data, v->data, out->data, &sc}; /* by-value scalars: host addresses */
+    int32_t skv = (int32_t)key.skv, sq = (int32_t)key.sq;
+    int64_t uids[9] = {U_Q, U_K, U_V, U_O, U_SCALE};
+    void *ptrs[9] = {q->data, k->data, v->data, out->data, &sc}; /* by-value scalars: host addresses */
     int n = 5;
     if (lse) uids[n] = U_STATS, ptrs[n++] = lse->data;
     if (key.causal) uids[n] = U_NEG, ptrs[n++] = &neg;
+    if (key.causal && key.sq != key.skv) uids[n] = U_SKV, ptrs[n++] = &skv, uids[n] = U_SQ, ptrs[n++] = &sq;
     if (!run(A, S, g, n, uids, ptrs, D->cudnn_ws.p)) {
         g_info.declined++;
         return TTT_BACKEND_DECLINED;
@@ -836,11 +854,13 @@ int ttt__cudnn_attn_bwd(CuDev *D, ttt_tensor *dq, ttt_tensor *dk, ttt_tensor *dv
         return TTT_BACKEND_DECLINED;
     }
     float sc = (float)scale, neg = masked_value(A);
-    int64_t uids[13] = {U_Q, U_K, U_V, U_O, U_DO, U_STATS, U_SCALE, U_DQ, U_DK, U_DV, U_DELTA, U_DQACC};
-    void *ptrs[13] = {q->data, k->data, v->data, out->data, dout->data, lse->data, &sc,
+    int32_t skv = (int32_t)key.skv, sq = (int32_t)key.sq;
+    int64_t uids[15] = {U_Q, U_K, U_V, U_O, U_DO, U_STATS, U_SCALE, U_DQ, U_DK, U_DV, U_DELTA, U_DQACC};
+    void *ptrs[15] = {q->data, k->data, v->data, out->data, dout->data, lse->data, &sc,
                       dq->data, dk->data, dv->data, delta->data, ws};
     int n = 12;
     if (key.causal) uids[n] = U_NEG, ptrs[n++] = &neg;
+    if (key.causal && key.sq != key.skv) uids[n] = U_SKV, ptrs[n++] = &skv, uids[n] = U_SQ, ptrs[n++] = &sq;
     if (!run(A, S, g, n, uids, ptrs, ws + acc)) {
         g_info.declined++;
         return TTT_BACKEND_DECLINED;

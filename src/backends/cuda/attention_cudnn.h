@@ -2,10 +2,11 @@
  *
  * attention.cu asks it first for bf16 shapes its own kernels take (head size
  * 64 or 128, dv = d), so our kernels can always take over. It takes those
- * without a sliding window, causal only where Tq = Tk (cuDNN's causal mask is
- * aligned top-left, ours bottom-right: the two agree only there), and leaves
- * out what cudnn-frontend steers around (9.10.0 / 9.10.1; up to 9.15, a
- * backward whose Tk is not a multiple of 128). Anything else, or any failure
+ * without a sliding window; causal with Tq < Tk (our diagonal ends at the
+ * bottom right, cuDNN's index generators count from the top left, so the mask
+ * shifts the row index) from cuDNN 9.6 on and never for single-query decode
+ * steps; and leaves out what cudnn-frontend steers around (9.10.0 / 9.10.1;
+ * up to 9.15, a backward whose Tk is not a multiple of 128). Anything else, or any failure
  * of cuDNN, answers TTT_BACKEND_DECLINED with nothing written, and our
  * kernels run. A forward and a backward may come from different paths: both
  * keep lse in the same convention.
@@ -40,8 +41,8 @@ void ttt__cudnn_info(ttt_cudnn_info *out);
 void ttt__cudnn_set_enabled(int on);
 /* Open libcudnn now (if enabled and not yet tried); 1 when usable. */
 int ttt__cudnn_load(void);
-/* Whether the loaded cuDNN is asked for this call at all (our rules of what it may take: no sliding window,
- * causal only with Tq = Tk, the cuDNN releases with known bugs left out); it may still refuse to build a plan. */
+/* Whether the loaded cuDNN is asked for this call at all (our rules of what it may take: no sliding window, no
+ * decode step, the cuDNN releases with known bugs left out); it may still refuse to build a plan. */
 int ttt__cudnn_takes(int backward, int64_t tq, int64_t tk, int causal, int64_t window);
 
 #ifdef __cplusplus
