@@ -381,12 +381,6 @@ static bool same_key(const Key &a, const Key &b) {
            a.d == b.d;
 }
 
-/* Variants of the same graph, tried in order until one gets a plan, since we cannot test every cuDNN release
- * here: bit 0, the precision the causal mask's index generators compute in (int32, as cudnn-frontend wrote them
- * for 9.0; f32, as it leaves them now); bit 1 (backward), the type of K's transposed view feeding dQ's product
- * (f32, the frontend's intermediate type; or K's own bf16); bit 2 (backward), where the mask sits (after
- * subtracting the statistics, as the frontend does now; before, as it did for 9.0). cuDNN 9.19 takes
- * variant 0 (dev/cuda/cudnn_plan_check.cu). */
 /* Our mask (attention_mask.cuh): query i sits at position i + Tk - Tq and sees keys up to it. cuDNN's index
  * generators count from the top left, so where Tq < Tk the row index is shifted by + Tk - Tq (as two steps, + Tk
  * then - Tq, by-value int32 scalars: the form cudnn-frontend gives a bottom-right diagonal). */
@@ -585,6 +579,13 @@ static bool plan(Graph *g) {
     return false;
 }
 
+/* Variants of the same graph, tried in order until one gets a plan, since we cannot test every cuDNN release
+ * here: bit 0, the precision the causal mask's index generators compute in (int32, as cudnn-frontend wrote them
+ * for 9.0; f32, as it leaves them now); bit 1 (backward), the type of K's transposed view feeding dQ's product
+ * (f32, the frontend's intermediate type; or K's own bf16); bit 2 (backward), where the mask sits (after
+ * subtracting the statistics, as the frontend does now; before, as it did for 9.0). cuDNN 9.19 takes
+ * variant 0 (dev/cuda/cudnn_plan_check.cu). */
+/* The graph of k with the first variant that gets a plan, or NULL (why: the first variant's reason). */
 static Graph *build(const Api *A, cudnnHandle_t h, const Key &k, char *why, size_t why_n) {
     const int n_var = k.kind == BWD ? 8 : 2;
     why[0] = 0;
