@@ -3,7 +3,9 @@
  * (bf16 on the tensor cores, head sizes 64 and 128 with v's equal to q's)
  * behind the backend entries attention_fwd and attention_bwd
  * (include/ttt/backend.h). Anything else is declined and ttt_attention
- * composes it instead (bf16 it declines goes to the f32 path, cast).
+ * composes it instead (bf16 it declines goes to the f32 path, cast). With
+ * TTT_CUDNN=1, bf16 calls without a sliding window try cuDNN's fused attention
+ * first (attention_cudnn.cu) and come here when it declines.
  *
  * Backward (flash-attention 2 style, deterministic): delta = rowsum(dout * out),
  * then one kernel per key tile for dK and dV and one per query tile for dQ,
@@ -15,6 +17,7 @@
 #include <stdint.h>
 
 #include "cuda_internal.h"
+#include "attention_cudnn.h"
 
 extern __shared__ float4 attn_smem_raw[];
 #define ATTN_SMEM() reinterpret_cast<float *>(attn_smem_raw)
@@ -174,6 +177,8 @@ static int bf16_fwd(CuDev *dev, ttt_tensor *out, ttt_tensor *lse, const ttt_tens
                     int causal, int64_t window, double scale) {
     AttnShape s;
     if (!bf16_shape(q, k, v, &s) || out->dtype != TTT_BF16 || !aligned4(out->data)) return TTT_BACKEND_DECLINED;
+    /* cuDNN first where it is enabled and takes the call (attention_cudnn.h); it never fails a call, it declines */
+    if (ttt__cudnn_attn_fwd(dev, out, lse, q, k, v, causal, window, scale) == TTT_OK) return TTT_OK;
     attnbf::Params p = bf16_params(s, causal, window, scale);
     p.q = (const uint16_t *)q->data, p.k = (const uint16_t *)k->data, p.v = (const uint16_t *)v->data;
     p.out = (uint16_t *)out->data;
@@ -190,6 +195,8 @@ static int bf16_bwd(CuDev *dev, ttt_tensor *dq, ttt_tensor *dk, ttt_tensor *dv, 
         dk->dtype != TTT_BF16 || dv->dtype != TTT_BF16 || !aligned4(dq->data) || !aligned4(dk->data) ||
         !aligned4(dv->data))
         return TTT_BACKEND_DECLINED;
+    if (ttt__cudnn_attn_bwd(dev, dq, dk, dv, delta, dout, q, k, v, out, lse, causal, window, scale) == TTT_OK)
+        return TTT_OK;
     attnbf::Params p = bf16_params(s, causal, window, scale);
     p.q = (const uint16_t *)q->data, p.k = (const uint16_t *)k->data, p.v = (const uint16_t *)v->data;
     p.o = (const uint16_t *)out->data, p.dout = (const uint16_t *)dout->data, p.lse = (const float *)lse->data;

@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "cuda_internal.h"
+#include "attention_cudnn.h"
 
 /* ---- memory ---------------------------------------------------------------------------- */
 
@@ -235,6 +236,7 @@ static void cu_close(ttt_backend_state *self) {
         free(D->rec);
         D->rec = NULL;
     }
+    ttt__cudnn_release(D);
     if (D->cublas) cublasDestroy(D->cublas);
     if (D->cublas_ws) cudaFree(D->cublas_ws);
     if (D->flags) cudaFree(D->flags);

@@ -9,7 +9,8 @@
  *   cuda_matmul.cu       matrix products (cuBLAS)
  *   cuda_nn.cu           softmax, norms, cross-entropy, one-hot, rows gather/scatter, RoPE, masks
  *   cuda_optim.cu        AdamW, SGD, the multi-tensor AdamW and sum of squares (multi_tensor.cuh)
- *   attention*.cu        fused attention (attention_*.cuh hold the kernels) */
+ *   attention*.cu        fused attention (attention_*.cuh hold the kernels; attention_cudnn.cu: the optional
+ *                        cuDNN path of the bf16 entries) */
 #ifndef TTT_CUDA_INTERNAL_H
 #define TTT_CUDA_INTERNAL_H
 
@@ -88,6 +89,8 @@ struct CuDev {
     Scratch sort_scratch;      /* scatter_add_rows' sorted ids and positions */
     Scratch gdn_scratch;       /* the Gated DeltaNet kernels' per-chunk maps, state gradients, partials (gdn_chunk.cu) */
     Scratch scan_scratch;      /* ttt_linear_scan_bwd's hand-over between its two kernels (ttt_scan.cu) */
+    Scratch cudnn_ws;          /* cuDNN attention's workspace (attention_cudnn.cu) */
+    void *cudnn;               /* its handle and cached plans, created on first use (attention_cudnn.cu) */
     CuPool *pool;              /* device memory (device_pool.cu) */
 };
 

@@ -1,0 +1,873 @@
+/* cuDNN's fused flash attention behind our bf16 attention entries (see
+ * attention_cudnn.h for when it is asked; docs/cudnn.md for how to build,
+ * enable and check it).
+ *
+ * How: cuDNN's backend graph API, from C-style calls. We describe scaled
+ * dot-product attention as the chain of matmul, pointwise and reduction
+ * operations that cuDNN's fused attention engines recognise (the chain
+ * cudnn-frontend's SDPA nodes emit), let cuDNN's heuristics (mode A, then
+ * the fallback list) pick an engine, and keep the finalized execution plan
+ * per shape, so a training step builds nothing. The library is opened with
+ * dlopen and every entry point is looked up by name: the build needs only
+ * the headers, and where no libcudnn loads we decline and our kernels run.
+ *
+ * Conventions. Our tensors are dense [..., T, d]; cuDNN sees them as
+ * [b, h, T, d] (h the axis before T, b the rest). The forward's stats output
+ * is max + log(sum exp) of the scaled, masked scores in natural log: exactly
+ * our lse, so either backward (cuDNN's or ours, or the double backward's)
+ * reads either forward's lse. The backward's rowsum(dO * O) is written into
+ * our delta buffer, which our double backward also reads.
+ *
+ * Not bit-reproducible: cuDNN's backward accumulates dQ with atomic adds in
+ * an f32 buffer (in its workspace), where our kernels give the same bits on
+ * every run. */
+#include <dlfcn.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "cuda_internal.h"
+#include "attention_cudnn.h"
+
+#ifndef TTT_CUDNN_DEFAULT
+#define TTT_CUDNN_DEFAULT 0 /* off until checked on a GPU (docs/cudnn.md); TTT_CUDNN=1 turns it on */
+#endif
+
+static ttt_cudnn_info g_info;
+static int g_enabled = -2; /* -2: not read yet; then 0 or 1 */
+
+static bool env_on(const char *name, int dflt) {
+    const char *e = getenv(name);
+    if (!e || !*e) return dflt != 0;
+    return strcmp(e, "0") != 0;
+}
+static bool enabled(void) {
+    if (g_enabled == -2) g_enabled = env_on("TTT_CUDNN", TTT_CUDNN_DEFAULT) ? 1 : 0;
+    return g_enabled == 1;
+}
+__attribute__((unused)) static bool verbose(void) {
+    static int v = -1;
+    if (v < 0) v = env_on("TTT_CUDNN_VERBOSE", 0) ? 1 : 0;
+    return v == 1;
+}
+/* The last reason for not using cuDNN: kept for ttt__cudnn_info, printed with TTT_CUDNN_VERBOSE=1. Callers
+ * make sure each reason is reported once (the library is opened once, a shape's plan is built once). */
+__attribute__((unused)) static void note(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(g_info.why, sizeof g_info.why, fmt, ap);
+    va_end(ap);
+    if (verbose()) fprintf(stderr, "ttt: cudnn: %s\n", g_info.why);
+}
+
+extern "C" void ttt__cudnn_set_enabled(int on) { g_enabled = on < 0 ? -2 : (on ? 1 : 0); }
+
+#ifndef TTT_HAVE_CUDNN_HEADERS
+
+/* Built without cuDNN's headers (CMake found no cudnn_graph.h): the path declines every call. */
+extern "C" void ttt__cudnn_info(ttt_cudnn_info *out) {
+    *out = g_info;
+    out->compiled = 0;
+    out->enabled = enabled();
+    if (!out->why[0]) snprintf(out->why, sizeof out->why, "built without cuDNN's headers (CMake found no cudnn_graph.h)");
+}
+extern "C" int ttt__cudnn_load(void) { return 0; }
+extern "C" int ttt__cudnn_takes(int, int64_t, int64_t, int, int64_t) { return 0; }
+int ttt__cudnn_attn_fwd(CuDev *, ttt_tensor *, ttt_tensor *, const ttt_tensor *, const ttt_tensor *, const ttt_tensor *, int,
+                        int64_t, double) {
+    return TTT_BACKEND_DECLINED;
+}
+int ttt__cudnn_attn_bwd(CuDev *, ttt_tensor *, ttt_tensor *, ttt_tensor *, ttt_tensor *, const ttt_tensor *, const ttt_tensor *,
+                        const ttt_tensor *, const ttt_tensor *, const ttt_tensor *, const ttt_tensor *, int, int64_t, double) {
+    return TTT_BACKEND_DECLINED;
+}
+void ttt__cudnn_release(CuDev *) {}
+
+#else /* TTT_HAVE_CUDNN_HEADERS */
+
+#include <cudnn_graph.h>
+
+/* ---- the library, opened once ------------------------------------------------------------------------------ */
+
+struct Api {
+    void *so;
+    decltype(&cudnnGetVersion) version;
+    decltype(&cudnnGetErrorString) errstr;
+    decltype(&cudnnGetLastErrorString) lasterr; /* may be NULL */
+    decltype(&cudnnCreate) create;
+    decltype(&cudnnDestroy) destroy;
+    decltype(&cudnnSetStream) set_stream;
+    decltype(&cudnnBackendCreateDescriptor) bcreate;
+    decltype(&cudnnBackendDestroyDescriptor) bdestroy;
+    decltype(&cudnnBackendSetAttribute) bset;
+    decltype(&cudnnBackendGetAttribute) bget;
+    decltype(&cudnnBackendFinalize) bfinalize;
+    decltype(&cudnnBackendExecute) bexecute;
+    long ver;
+};
+
+static bool is_dir(const char *p) {
+    struct stat st;
+    return stat(p, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+/* libcudnn.so.9 is a shim that opens its sub-libraries by soname; where they are not on the loader's path
+ * (a pip wheel's nvidia/cudnn/lib), opening them first by full path makes those opens find them loaded. */
+static void preload_siblings(const char *dir) {
+    static const char *subs[] = {"libcudnn_graph.so.9", "libcudnn_engines_precompiled.so.9",
+                                 "libcudnn_engines_runtime_compiled.so.9", "libcudnn_heuristic.so.9",
+                                 "libcudnn_ops.so.9", "libcudnn_cnn.so.9", "libcudnn_adv.so.9"};
+    char path[512];
+    for (size_t i = 0; i < sizeof subs / sizeof subs[0]; i++) {
+        snprintf(path, sizeof path, "%s/%s", dir, subs[i]);
+        dlopen(path, RTLD_LAZY | RTLD_GLOBAL); /* best effort: a missing one is reported by the shim when needed */
+    }
+}
+
+static void *open_in_dir(const char *dir, char *opened, size_t n) {
+    static const char *mains[] = {"libcudnn.so.9", "libcudnn_graph.so.9"};
+    char path[512];
+    preload_siblings(dir);
+    for (int i = 0; i < 2; i++) {
+        snprintf(path, sizeof path, "%s/%s", dir, mains[i]);
+        void *so = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+        if (so) {
+            snprintf(opened, n, "%s", path);
+            return so;
+        }
+    }
+    return NULL;
+}
+
+static bool load_api(Api *A) {
+    memset(A, 0, sizeof *A);
+    char opened[512] = "", tried[600] = "";
+    const char *env = getenv("TTT_CUDNN_LIB"); /* a libcudnn file or the folder that holds it */
+    if (env && *env) {
+        if (is_dir(env)) A->so = open_in_dir(env, opened, sizeof opened);
+        else if ((A->so = dlopen(env, RTLD_NOW | RTLD_LOCAL))) snprintf(opened, sizeof opened, "%s", env);
+        if (!A->so) snprintf(tried, sizeof tried, "TTT_CUDNN_LIB=%s: %s; ", env, dlerror());
+    }
+    static const char *names[] = {"libcudnn.so.9", "libcudnn_graph.so.9"};
+    for (int i = 0; i < 2 && !A->so; i++)
+        if ((A->so = dlopen(names[i], RTLD_NOW | RTLD_LOCAL))) snprintf(opened, sizeof opened, "%s", names[i]);
+#ifdef TTT_CUDNN_LIBDIR_HINT /* the folder CMake found a libcudnn in, if any */
+    if (!A->so && is_dir(TTT_CUDNN_LIBDIR_HINT)) A->so = open_in_dir(TTT_CUDNN_LIBDIR_HINT, opened, sizeof opened);
+#endif
+    if (!A->so) {
+        const char *e = dlerror();
+        note("no libcudnn.so.9 could be opened (%s%s); set TTT_CUDNN_LIB to its folder; using our kernels", tried,
+             e ? e : "not found");
+        return false;
+    }
+#define SYM(field, name)                                                   \
+    if (!(*(void **)&A->field = dlsym(A->so, name))) {                     \
+        note("%s has no %s; using our kernels", opened, name);             \
+        return false;                                                      \
+    }
+    SYM(version, "cudnnGetVersion")
+    SYM(errstr, "cudnnGetErrorString")
+    SYM(create, "cudnnCreate")
+    SYM(destroy, "cudnnDestroy")
+    SYM(set_stream, "cudnnSetStream")
+    SYM(bcreate, "cudnnBackendCreateDescriptor")
+    SYM(bdestroy, "cudnnBackendDestroyDescriptor")
+    SYM(bset, "cudnnBackendSetAttribute")
+    SYM(bget, "cudnnBackendGetAttribute")
+    SYM(bfinalize, "cudnnBackendFinalize")
+    SYM(bexecute, "cudnnBackendExecute")
+#undef SYM
+    *(void **)&A->lasterr = dlsym(A->so, "cudnnGetLastErrorString");
+    A->ver = (long)A->version();
+    /* Built against 9.x headers: the attribute values we pass mean the same from 9.0 on. */
+    if (A->ver < 90000) {
+        note("%s is cuDNN %ld; the cuDNN path needs 9.0 or later; using our kernels", opened, A->ver);
+        return false;
+    }
+    snprintf(g_info.lib, sizeof g_info.lib, "%s", opened);
+    g_info.version = A->ver;
+    if (verbose()) fprintf(stderr, "ttt: cudnn: opened %s (cuDNN %ld)\n", opened, A->ver);
+    return true;
+}
+
+/* The library, or NULL (reason noted once). Thread-safe: a function-local static. */
+static const Api *api(void) {
+    static Api A;
+    static const bool ok = load_api(&A);
+    g_info.loaded = ok;
+    return ok ? &A : NULL;
+}
+
+extern "C" int ttt__cudnn_load(void) { return enabled() && api() != NULL; }
+
+extern "C" void ttt__cudnn_info(ttt_cudnn_info *out) {
+    *out = g_info;
+    out->compiled = 1;
+    out->enabled = enabled();
+}
+
+/* ---- graphs ------------------------------------------------------------------------------------------------ */
+
+/* The tensors that the caller binds to memory (the rest are virtual, numbered from V0). */
+enum : int64_t {
+    U_Q = 1, U_K, U_V, U_O, U_STATS, U_SCALE, U_NEG, U_DO, U_DQ, U_DK, U_DV, U_DELTA, U_DQACC, U_SKV, U_SQ, V0 = 100
+};
+
+enum { MAX_DESC = 192, MAX_OPS = 48, MAX_CFG = 16 };
+
+/* One built graph: every descriptor it made (kept alive as long as its plan; destroyed together), the plan
+ * and its workspace. */
+struct Graph {
+    const Api *A;
+    cudnnHandle_t h;
+    cudnnBackendDescriptor_t desc[MAX_DESC];
+    int ndesc;
+    cudnnBackendDescriptor_t ops[MAX_OPS];
+    int nops;
+    cudnnBackendDescriptor_t plan;
+    int64_t ws, engine; /* engine: cuDNN's global index of the engine the plan runs (for the verbose log) */
+    int64_t next_uid;
+    bool failed;
+    char err[256];
+};
+
+static void graph_fail(Graph *g, const char *what, cudnnStatus_t st) {
+    if (g->failed) return;
+    g->failed = true;
+    char last[160] = "";
+    if (g->A->lasterr) g->A->lasterr(last, sizeof last);
+    snprintf(g->err, sizeof g->err, "%s: %s%s%s", what, g->A->errstr(st), last[0] ? ": " : "", last);
+}
+
+static cudnnBackendDescriptor_t make(Graph *g, cudnnBackendDescriptorType_t type, const char *what) {
+    if (g->failed) return NULL;
+    if (g->ndesc == MAX_DESC) {
+        snprintf(g->err, sizeof g->err, "%s: more than %d descriptors", what, (int)MAX_DESC);
+        g->failed = true;
+        return NULL;
+    }
+    cudnnBackendDescriptor_t d = NULL;
+    const cudnnStatus_t st = g->A->bcreate(type, &d);
+    if (st != CUDNN_STATUS_SUCCESS) {
+        graph_fail(g, what, st);
+        return NULL;
+    }
+    g->desc[g->ndesc++] = d;
+    return d;
+}
+
+static void set(Graph *g, cudnnBackendDescriptor_t d, cudnnBackendAttributeName_t name, cudnnBackendAttributeType_t type,
+                int64_t n, const void *val, const char *what) {
+    if (g->failed || !d) return;
+    const cudnnStatus_t st = g->A->bset(d, name, type, n, val);
+    if (st != CUDNN_STATUS_SUCCESS) graph_fail(g, what, st);
+}
+
+static void fin(Graph *g, cudnnBackendDescriptor_t d, const char *what) {
+    if (g->failed || !d) return;
+    const cudnnStatus_t st = g->A->bfinalize(d);
+    if (st != CUDNN_STATUS_SUCCESS) graph_fail(g, what, st);
+}
+
+struct Dims {
+    int64_t d[4], s[4];
+};
+/* [a, b, c, e] dense */
+static Dims dense(int64_t a, int64_t b, int64_t c, int64_t e) { return Dims{{a, b, c, e}, {b * c * e, c * e, e, 1}}; }
+/* the view of a dense [a, b, e, c] tensor as [a, b, c, e] (its last two axes swapped) */
+static Dims swapped(int64_t a, int64_t b, int64_t c, int64_t e) { return Dims{{a, b, c, e}, {b * c * e, c * e, 1, c}}; }
+
+static cudnnBackendDescriptor_t tensor(Graph *g, int64_t uid, cudnnDataType_t dt, const Dims &x, bool is_virtual,
+                                       bool by_value = false) {
+    cudnnBackendDescriptor_t t = make(g, CUDNN_BACKEND_TENSOR_DESCRIPTOR, "tensor");
+    const int64_t align = 16;
+    set(g, t, CUDNN_ATTR_TENSOR_DATA_TYPE, CUDNN_TYPE_DATA_TYPE, 1, &dt, "tensor type");
+    set(g, t, CUDNN_ATTR_TENSOR_DIMENSIONS, CUDNN_TYPE_INT64, 4, x.d, "tensor dims");
+    set(g, t, CUDNN_ATTR_TENSOR_STRIDES, CUDNN_TYPE_INT64, 4, x.s, "tensor strides");
+    set(g, t, CUDNN_ATTR_TENSOR_UNIQUE_ID, CUDNN_TYPE_INT64, 1, &uid, "tensor uid");
+    set(g, t, CUDNN_ATTR_TENSOR_BYTE_ALIGNMENT, CUDNN_TYPE_INT64, 1, &align, "tensor alignment");
+    set(g, t, CUDNN_ATTR_TENSOR_IS_VIRTUAL, CUDNN_TYPE_BOOLEAN, 1, &is_virtual, "tensor virtual");
+    if (by_value) set(g, t, CUDNN_ATTR_TENSOR_IS_BY_VALUE, CUDNN_TYPE_BOOLEAN, 1, &by_value, "tensor by value");
+    fin(g, t, "tensor finalize");
+    return t;
+}
+/* an intermediate the engine keeps on chip */
+static cudnnBackendDescriptor_t virt(Graph *g, cudnnDataType_t dt, const Dims &x) {
+    return tensor(g, g->next_uid++, dt, x, true);
+}
+
+static void add_op(Graph *g, cudnnBackendDescriptor_t op) {
+    if (g->failed || !op) return;
+    if (g->nops == MAX_OPS) {
+        snprintf(g->err, sizeof g->err, "more than %d operations", (int)MAX_OPS);
+        g->failed = true;
+        return;
+    }
+    g->ops[g->nops++] = op;
+}
+
+/* y = mode(x[, b[, t]]); axis >= 0 for GEN_INDEX */
+static void pointwise(Graph *g, cudnnPointwiseMode_t mode, cudnnDataType_t prec, cudnnBackendDescriptor_t x,
+                      cudnnBackendDescriptor_t b, cudnnBackendDescriptor_t t, cudnnBackendDescriptor_t y,
+                      int64_t axis = -1) {
+    cudnnBackendDescriptor_t pw = make(g, CUDNN_BACKEND_POINTWISE_DESCRIPTOR, "pointwise");
+    set(g, pw, CUDNN_ATTR_POINTWISE_MODE, CUDNN_TYPE_POINTWISE_MODE, 1, &mode, "pointwise mode");
+    set(g, pw, CUDNN_ATTR_POINTWISE_MATH_PREC, CUDNN_TYPE_DATA_TYPE, 1, &prec, "pointwise precision");
+    if (axis >= 0) set(g, pw, CUDNN_ATTR_POINTWISE_AXIS, CUDNN_TYPE_INT64, 1, &axis, "pointwise axis");
+    fin(g, pw, "pointwise finalize");
+    cudnnBackendDescriptor_t op = make(g, CUDNN_BACKEND_OPERATION_POINTWISE_DESCRIPTOR, "pointwise op");
+    const float one = 1.0f;
+    set(g, op, CUDNN_ATTR_OPERATION_POINTWISE_PW_DESCRIPTOR, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &pw, "pointwise op desc");
+    set(g, op, CUDNN_ATTR_OPERATION_POINTWISE_XDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &x, "pointwise op x");
+    if (b) set(g, op, CUDNN_ATTR_OPERATION_POINTWISE_BDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &b, "pointwise op b");
+    if (t) set(g, op, CUDNN_ATTR_OPERATION_POINTWISE_TDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &t, "pointwise op t");
+    set(g, op, CUDNN_ATTR_OPERATION_POINTWISE_YDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &y, "pointwise op y");
+    set(g, op, CUDNN_ATTR_OPERATION_POINTWISE_ALPHA1, CUDNN_TYPE_FLOAT, 1, &one, "pointwise alpha1");
+    set(g, op, CUDNN_ATTR_OPERATION_POINTWISE_ALPHA2, CUDNN_TYPE_FLOAT, 1, &one, "pointwise alpha2");
+    fin(g, op, "pointwise op finalize");
+    add_op(g, op);
+}
+
+/* c = a b over the last two axes, batched over the first two, accumulated in f32 */
+static void matmul(Graph *g, cudnnBackendDescriptor_t a, cudnnBackendDescriptor_t b, cudnnBackendDescriptor_t c) {
+    cudnnBackendDescriptor_t mm = make(g, CUDNN_BACKEND_MATMUL_DESCRIPTOR, "matmul");
+    const cudnnDataType_t f32 = CUDNN_DATA_FLOAT;
+    set(g, mm, CUDNN_ATTR_MATMUL_COMP_TYPE, CUDNN_TYPE_DATA_TYPE, 1, &f32, "matmul compute type");
+    fin(g, mm, "matmul finalize");
+    cudnnBackendDescriptor_t op = make(g, CUDNN_BACKEND_OPERATION_MATMUL_DESCRIPTOR, "matmul op");
+    set(g, op, CUDNN_ATTR_OPERATION_MATMUL_ADESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &a, "matmul a");
+    set(g, op, CUDNN_ATTR_OPERATION_MATMUL_BDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &b, "matmul b");
+    set(g, op, CUDNN_ATTR_OPERATION_MATMUL_CDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &c, "matmul c");
+    set(g, op, CUDNN_ATTR_OPERATION_MATMUL_DESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &mm, "matmul desc");
+    fin(g, op, "matmul op finalize");
+    add_op(g, op);
+}
+
+/* y = reduce(x) over the axes where y has size 1 */
+static void reduction(Graph *g, cudnnReduceTensorOp_t how, cudnnBackendDescriptor_t x, cudnnBackendDescriptor_t y) {
+    cudnnBackendDescriptor_t r = make(g, CUDNN_BACKEND_REDUCTION_DESCRIPTOR, "reduction");
+    const cudnnDataType_t f32 = CUDNN_DATA_FLOAT;
+    set(g, r, CUDNN_ATTR_REDUCTION_OPERATOR, CUDNN_TYPE_REDUCTION_OPERATOR_TYPE, 1, &how, "reduction operator");
+    set(g, r, CUDNN_ATTR_REDUCTION_COMP_TYPE, CUDNN_TYPE_DATA_TYPE, 1, &f32, "reduction compute type");
+    fin(g, r, "reduction finalize");
+    cudnnBackendDescriptor_t op = make(g, CUDNN_BACKEND_OPERATION_REDUCTION_DESCRIPTOR, "reduction op");
+    set(g, op, CUDNN_ATTR_OPERATION_REDUCTION_XDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &x, "reduction x");
+    set(g, op, CUDNN_ATTR_OPERATION_REDUCTION_YDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &y, "reduction y");
+    set(g, op, CUDNN_ATTR_OPERATION_REDUCTION_DESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &r, "reduction desc");
+    fin(g, op, "reduction op finalize");
+    add_op(g, op);
+}
+
+/* y: the same elements as x seen through other dims / strides (a transpose here) */
+static void reshape(Graph *g, cudnnBackendDescriptor_t x, cudnnBackendDescriptor_t y) {
+    cudnnBackendDescriptor_t op = make(g, CUDNN_BACKEND_OPERATION_RESHAPE_DESCRIPTOR, "reshape op");
+    set(g, op, CUDNN_ATTR_OPERATION_RESHAPE_XDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &x, "reshape x");
+    set(g, op, CUDNN_ATTR_OPERATION_RESHAPE_YDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &y, "reshape y");
+    fin(g, op, "reshape op finalize");
+    add_op(g, op);
+}
+
+/* The plan's key. Our inputs are always dense, so the shape fixes every stride. */
+enum Kind { FWD_TRAIN = 0, FWD_INFER = 1, BWD = 2 };
+struct Key {
+    int kind, causal;
+    int64_t b, h, sq, skv, d;
+};
+static bool same_key(const Key &a, const Key &b) {
+    return a.kind == b.kind && a.causal == b.causal && a.b == b.b && a.h == b.h && a.sq == b.sq && a.skv == b.skv &&
+           a.d == b.d;
+}
+
+/* Our mask (attention_mask.cuh): query i sits at position i + Tk - Tq and sees keys up to it. cuDNN's index
+ * generators count from the top left, so where Tq < Tk the row index is shifted by + Tk - Tq (as two steps, + Tk
+ * then - Tq, by-value int32 scalars: the form cudnn-frontend gives a bottom-right diagonal). */
+static void causal_mask(Graph *g, cudnnBackendDescriptor_t s, cudnnBackendDescriptor_t masked, const Dims &sd,
+                        const Key &k, int variant) {
+    const cudnnDataType_t idx_prec = (variant & 1) ? CUDNN_DATA_FLOAT : CUDNN_DATA_INT32, i32 = CUDNN_DATA_INT32;
+    const Dims one = dense(1, 1, 1, 1);
+    cudnnBackendDescriptor_t row = virt(g, i32, sd), col = virt(g, i32, sd);
+    cudnnBackendDescriptor_t keep = virt(g, CUDNN_DATA_BOOLEAN, sd);
+    cudnnBackendDescriptor_t neg = tensor(g, U_NEG, CUDNN_DATA_FLOAT, one, false, true);
+    pointwise(g, CUDNN_POINTWISE_GEN_INDEX, idx_prec, s, NULL, NULL, row, 2);
+    pointwise(g, CUDNN_POINTWISE_GEN_INDEX, idx_prec, s, NULL, NULL, col, 3);
+    if (k.sq != k.skv) {
+        cudnnBackendDescriptor_t skv = tensor(g, U_SKV, i32, one, false, true), sq = tensor(g, U_SQ, i32, one, false, true);
+        cudnnBackendDescriptor_t r1 = virt(g, i32, sd), r2 = virt(g, i32, sd);
+        pointwise(g, CUDNN_POINTWISE_ADD, i32, row, skv, NULL, r1, 3);
+        pointwise(g, CUDNN_POINTWISE_SUB, i32, r1, sq, NULL, r2, 3);
+        row = r2;
+    }
+    pointwise(g, CUDNN_POINTWISE_CMP_GE, CUDNN_DATA_BOOLEAN, row, col, NULL, keep); /* key j visible iff j <= pos */
+    pointwise(g, CUDNN_POINTWISE_BINARY_SELECT, CUDNN_DATA_FLOAT, s, neg, keep, masked); /* keep ? s : -inf */
+}
+
+/* out = softmax(scale q k^T [masked]) v, stats = max + log(sum exp): the forward. */
+static void build_fwd(Graph *g, const Key &k, int variant) {
+    const cudnnDataType_t bf = CUDNN_DATA_BFLOAT16, f32 = CUDNN_DATA_FLOAT;
+    const Dims sd = dense(k.b, k.h, k.sq, k.skv), rows = dense(k.b, k.h, k.sq, 1), one = dense(1, 1, 1, 1);
+    cudnnBackendDescriptor_t q = tensor(g, U_Q, bf, dense(k.b, k.h, k.sq, k.d), false);
+    cudnnBackendDescriptor_t kt = tensor(g, U_K, bf, swapped(k.b, k.h, k.d, k.skv), false);
+    cudnnBackendDescriptor_t v = tensor(g, U_V, bf, dense(k.b, k.h, k.skv, k.d), false);
+    cudnnBackendDescriptor_t o = tensor(g, U_O, bf, dense(k.b, k.h, k.sq, k.d), false);
+    cudnnBackendDescriptor_t scale = tensor(g, U_SCALE, f32, one, false, true);
+    cudnnBackendDescriptor_t stats =
+        k.kind == FWD_TRAIN ? tensor(g, U_STATS, f32, rows, false) : virt(g, f32, rows);
+    cudnnBackendDescriptor_t s = virt(g, f32, sd), ss = virt(g, f32, sd);
+    matmul(g, q, kt, s);
+    pointwise(g, CUDNN_POINTWISE_MUL, f32, s, scale, NULL, ss);
+    if (k.causal) {
+        cudnnBackendDescriptor_t m = virt(g, f32, sd);
+        causal_mask(g, ss, m, sd, k, variant);
+        ss = m;
+    }
+    cudnnBackendDescriptor_t mx = virt(g, f32, rows), sub = virt(g, f32, sd), e = virt(g, f32, sd);
+    /* p feeds the second product in q's type: the fused engines want both operands of a product in one type */
+    cudnnBackendDescriptor_t sum = virt(g, f32, rows), lg = virt(g, f32, rows), p = virt(g, bf, sd);
+    reduction(g, CUDNN_REDUCE_TENSOR_MAX, ss, mx);
+    pointwise(g, CUDNN_POINTWISE_SUB, f32, ss, mx, NULL, sub);
+    pointwise(g, CUDNN_POINTWISE_EXP, f32, sub, NULL, NULL, e);
+    reduction(g, CUDNN_REDUCE_TENSOR_ADD, e, sum);
+    pointwise(g, CUDNN_POINTWISE_LOG, f32, sum, NULL, NULL, lg);
+    pointwise(g, CUDNN_POINTWISE_ADD, f32, mx, lg, NULL, stats);
+    pointwise(g, CUDNN_POINTWISE_DIV, f32, e, sum, NULL, p);
+    matmul(g, p, v, o);
+}
+
+/* dq, dk, dv from q, k, v, out, dout and the forward's stats; delta = rowsum(dout * out) is written out. */
+static void build_bwd(Graph *g, const Key &k, int variant) {
+    const cudnnDataType_t bf = CUDNN_DATA_BFLOAT16, f32 = CUDNN_DATA_FLOAT;
+    const Dims sd = dense(k.b, k.h, k.sq, k.skv), rows = dense(k.b, k.h, k.sq, 1), one = dense(1, 1, 1, 1);
+    const Dims qd = dense(k.b, k.h, k.sq, k.d), kd = dense(k.b, k.h, k.skv, k.d);
+    const Dims st = swapped(k.b, k.h, k.skv, k.sq); /* s's elements seen as [b, h, skv, sq] */
+    cudnnBackendDescriptor_t q = tensor(g, U_Q, bf, qd, false);
+    cudnnBackendDescriptor_t kt = tensor(g, U_K, bf, swapped(k.b, k.h, k.d, k.skv), false);
+    cudnnBackendDescriptor_t vt = tensor(g, U_V, bf, swapped(k.b, k.h, k.d, k.skv), false);
+    cudnnBackendDescriptor_t o = tensor(g, U_O, bf, qd, false), dout = tensor(g, U_DO, bf, qd, false);
+    cudnnBackendDescriptor_t stats = tensor(g, U_STATS, f32, rows, false);
+    cudnnBackendDescriptor_t scale = tensor(g, U_SCALE, f32, one, false, true);
+    cudnnBackendDescriptor_t dq = tensor(g, U_DQ, bf, qd, false), dk = tensor(g, U_DK, bf, kd, false);
+    cudnnBackendDescriptor_t dv = tensor(g, U_DV, bf, kd, false);
+    cudnnBackendDescriptor_t delta = tensor(g, U_DELTA, f32, rows, false);
+    cudnnBackendDescriptor_t dqacc = tensor(g, U_DQACC, f32, qd, false);
+    /* delta = rowsum(dout * out) */
+    cudnnBackendDescriptor_t od = virt(g, f32, qd);
+    pointwise(g, CUDNN_POINTWISE_MUL, f32, dout, o, NULL, od);
+    reduction(g, CUDNN_REDUCE_TENSOR_ADD, od, delta);
+    /* p = exp(scale q k^T - stats), masked */
+    cudnnBackendDescriptor_t s = virt(g, f32, sd), ss = virt(g, f32, sd), sl = virt(g, f32, sd);
+    matmul(g, q, kt, s);
+    pointwise(g, CUDNN_POINTWISE_MUL, f32, s, scale, NULL, ss);
+    if (k.causal && (variant & 4)) {
+        cudnnBackendDescriptor_t m = virt(g, f32, sd);
+        causal_mask(g, ss, m, sd, k, variant);
+        ss = m;
+    }
+    pointwise(g, CUDNN_POINTWISE_SUB, f32, ss, stats, NULL, sl);
+    if (k.causal && !(variant & 4)) {
+        cudnnBackendDescriptor_t m = virt(g, f32, sd);
+        causal_mask(g, sl, m, sd, k, variant);
+        sl = m;
+    }
+    cudnnBackendDescriptor_t p = virt(g, f32, sd);
+    pointwise(g, CUDNN_POINTWISE_EXP, f32, sl, NULL, NULL, p);
+    /* dv = p^T dout */
+    cudnnBackendDescriptor_t pt = virt(g, bf, st);
+    reshape(g, p, pt);
+    matmul(g, pt, dout, dv);
+    /* ds = scale p (dout v^T - delta) */
+    cudnnBackendDescriptor_t dp = virt(g, f32, sd), t1 = virt(g, f32, sd), t2 = virt(g, f32, sd), ds = virt(g, f32, sd);
+    matmul(g, dout, vt, dp);
+    pointwise(g, CUDNN_POINTWISE_SUB, f32, dp, delta, NULL, t1);
+    pointwise(g, CUDNN_POINTWISE_MUL, f32, t1, p, NULL, t2);
+    pointwise(g, CUDNN_POINTWISE_MUL, f32, t2, scale, NULL, ds);
+    /* dk = ds^T q */
+    cudnnBackendDescriptor_t dst = virt(g, bf, st);
+    reshape(g, ds, dst);
+    matmul(g, dst, q, dk);
+    /* dq = ds k, accumulated in f32 (dqacc), then cast */
+    cudnnBackendDescriptor_t kr = virt(g, (variant & 2) ? bf : f32, kd);
+    reshape(g, kt, kr);
+    matmul(g, ds, kr, dqacc);
+    pointwise(g, CUDNN_POINTWISE_IDENTITY, f32, dqacc, NULL, NULL, dq);
+}
+
+static void graph_free(Graph *g) {
+    if (!g) return;
+    if (g->plan) g->A->bdestroy(g->plan);
+    for (int i = g->ndesc - 1; i >= 0; i--) g->A->bdestroy(g->desc[i]);
+    free(g);
+}
+
+/* Keep the first reason an engine step refused (heuristics, plan), with cuDNN's own message when it has one. */
+static void soft_err(const Graph *g, char *buf, size_t n, const char *what, long long i, cudnnStatus_t st) {
+    if (buf[0]) return;
+    char last[160] = "";
+    if (g->A->lasterr) g->A->lasterr(last, sizeof last);
+    snprintf(buf, n, "%s %lld: %s%s%s", what, i, g->A->errstr(st), last[0] ? ": " : "", last);
+}
+
+/* The first engine config of the heuristics' list (mode A, then the fallback list) that gives a finalized plan. */
+static bool plan(Graph *g) {
+    cudnnBackendDescriptor_t og = make(g, CUDNN_BACKEND_OPERATIONGRAPH_DESCRIPTOR, "operation graph");
+    set(g, og, CUDNN_ATTR_OPERATIONGRAPH_HANDLE, CUDNN_TYPE_HANDLE, 1, &g->h, "graph handle");
+    set(g, og, CUDNN_ATTR_OPERATIONGRAPH_OPS, CUDNN_TYPE_BACKEND_DESCRIPTOR, g->nops, g->ops, "graph ops");
+    fin(g, og, "operation graph finalize");
+    if (g->failed) return false;
+    char first_err[256] = "";
+    const cudnnBackendHeurMode_t modes[2] = {CUDNN_HEUR_MODE_A, CUDNN_HEUR_MODE_FALLBACK};
+    const char *mode_name[2] = {"heuristics mode A", "fallback heuristics"};
+    for (int m = 0; m < 2; m++) {
+        cudnnBackendDescriptor_t heur = make(g, CUDNN_BACKEND_ENGINEHEUR_DESCRIPTOR, "heuristics");
+        if (g->failed) return false;
+        /* a refusal here is the engine list's answer, not an error of ours: go on to the next mode */
+        cudnnStatus_t st = g->A->bset(heur, CUDNN_ATTR_ENGINEHEUR_OPERATION_GRAPH, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &og);
+        if (st == CUDNN_STATUS_SUCCESS) st = g->A->bset(heur, CUDNN_ATTR_ENGINEHEUR_MODE, CUDNN_TYPE_HEUR_MODE, 1, &modes[m]);
+        if (st == CUDNN_STATUS_SUCCESS) st = g->A->bfinalize(heur);
+        int64_t n = 0;
+        if (st == CUDNN_STATUS_SUCCESS)
+            st = g->A->bget(heur, CUDNN_ATTR_ENGINEHEUR_RESULTS, CUDNN_TYPE_BACKEND_DESCRIPTOR, 0, &n, NULL);
+        if (st != CUDNN_STATUS_SUCCESS) {
+            soft_err(g, first_err, sizeof first_err, mode_name[m], 0, st);
+            continue;
+        }
+        if (n > MAX_CFG) n = MAX_CFG;
+        cudnnBackendDescriptor_t cfg[MAX_CFG];
+        for (int64_t i = 0; i < n; i++) cfg[i] = make(g, CUDNN_BACKEND_ENGINECFG_DESCRIPTOR, "engine config");
+        if (g->failed) return false;
+        if (n > 0 && (st = g->A->bget(heur, CUDNN_ATTR_ENGINEHEUR_RESULTS, CUDNN_TYPE_BACKEND_DESCRIPTOR, n, &n, cfg)) !=
+                         CUDNN_STATUS_SUCCESS) {
+            soft_err(g, first_err, sizeof first_err, mode_name[m], 0, st);
+            continue;
+        }
+        if (n == 0 && !first_err[0]) snprintf(first_err, sizeof first_err, "%s: no engine configs", mode_name[m]);
+        for (int64_t i = 0; i < n; i++) {
+            cudnnBackendDescriptor_t p = NULL;
+            st = g->A->bcreate(CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR, &p);
+            if (st != CUDNN_STATUS_SUCCESS) {
+                graph_fail(g, "execution plan", st);
+                return false;
+            }
+            st = g->A->bset(p, CUDNN_ATTR_EXECUTION_PLAN_HANDLE, CUDNN_TYPE_HANDLE, 1, &g->h);
+            if (st == CUDNN_STATUS_SUCCESS)
+                st = g->A->bset(p, CUDNN_ATTR_EXECUTION_PLAN_ENGINE_CONFIG, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &cfg[i]);
+            if (st == CUDNN_STATUS_SUCCESS) st = g->A->bfinalize(p); /* an engine that cannot run the graph refuses here */
+            int64_t ws = 0, got = 0;
+            if (st == CUDNN_STATUS_SUCCESS)
+                st = g->A->bget(p, CUDNN_ATTR_EXECUTION_PLAN_WORKSPACE_SIZE, CUDNN_TYPE_INT64, 1, &got, &ws);
+            if (st == CUDNN_STATUS_SUCCESS) {
+                g->plan = p;
+                g->ws = ws;
+                g->engine = -1;
+                cudnnBackendDescriptor_t eng = NULL;
+                if (g->A->bcreate(CUDNN_BACKEND_ENGINE_DESCRIPTOR, &eng) == CUDNN_STATUS_SUCCESS) {
+                    if (g->A->bget(cfg[i], CUDNN_ATTR_ENGINECFG_ENGINE, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &got, &eng) ==
+                        CUDNN_STATUS_SUCCESS)
+                        g->A->bget(eng, CUDNN_ATTR_ENGINE_GLOBAL_INDEX, CUDNN_TYPE_INT64, 1, &got, &g->engine);
+                    g->A->bdestroy(eng);
+                }
+                return true;
+            }
+            soft_err(g, first_err, sizeof first_err, m ? "fallback config" : "mode A config", (long long)i, st);
+            g->A->bdestroy(p);
+        }
+    }
+    snprintf(g->err, sizeof g->err, "no engine takes the graph (first refusal: %s)", first_err);
+    g->failed = true;
+    return false;
+}
+
+/* Variants of the same graph, tried in order until one gets a plan, since we cannot test every cuDNN release
+ * here: bit 0, the precision the causal mask's index generators compute in (int32, as cudnn-frontend wrote them
+ * for 9.0; f32, as it leaves them now); bit 1 (backward), the type of K's transposed view feeding dQ's product
+ * (f32, the frontend's intermediate type; or K's own bf16); bit 2 (backward), where the mask sits (after
+ * subtracting the statistics, as the frontend does now; before, as it did for 9.0). cuDNN 9.19 takes
+ * variant 0 (dev/cuda/cudnn_plan_check.cu). */
+/* The graph of k with the first variant that gets a plan, or NULL (why: the first variant's reason). */
+static Graph *build(const Api *A, cudnnHandle_t h, const Key &k, char *why, size_t why_n) {
+    const int n_var = k.kind == BWD ? 8 : 2;
+    why[0] = 0;
+    for (int var = 0; var < n_var; var++) {
+        if ((var & 5) && !k.causal) continue; /* bits 0 and 2 only change the causal mask */
+        Graph *g = (Graph *)calloc(1, sizeof(Graph));
+        if (!g) {
+            snprintf(why, why_n, "out of host memory");
+            return NULL;
+        }
+        g->A = A;
+        g->h = h;
+        g->next_uid = V0;
+        if (k.kind == BWD) build_bwd(g, k, var);
+        else build_fwd(g, k, var);
+        if (!g->failed && plan(g)) {
+            if (verbose())
+                fprintf(stderr,
+                        "ttt: cudnn: plan for %s b%lld h%lld sq%lld skv%lld d%lld causal%d: engine %lld, variant %d, "
+                        "workspace %lld bytes\n",
+                        k.kind == BWD ? "backward" : k.kind == FWD_TRAIN ? "forward" : "forward (no stats)",
+                        (long long)k.b, (long long)k.h, (long long)k.sq, (long long)k.skv, (long long)k.d, k.causal,
+                        (long long)g->engine, var, (long long)g->ws);
+            return g;
+        }
+        if (!why[0]) snprintf(why, why_n, "variant %d: %s", var, g->err); /* the first variant's reason */
+        graph_free(g);
+    }
+    return NULL;
+}
+
+/* ---- per instance: the handle and the plans ---------------------------------------------------------------- */
+
+enum { CACHE = 32 };
+struct Entry {
+    Key key;
+    Graph *g; /* NULL: cuDNN took no plan for this key (asked once) */
+    uint64_t used;
+};
+struct CudnnState {
+    cudnnHandle_t h;
+    Entry e[CACHE];
+    int n;
+    uint64_t tick;
+};
+
+static CudnnState *state(CuDev *D, const Api *A) {
+    if (D->cudnn) return (CudnnState *)D->cudnn;
+    CudnnState *S = (CudnnState *)calloc(1, sizeof *S);
+    if (!S) return NULL;
+    cudnnStatus_t st = A->create(&S->h);
+    if (st == CUDNN_STATUS_SUCCESS) st = A->set_stream(S->h, D->stream);
+    if (st != CUDNN_STATUS_SUCCESS) {
+        note("cudnnCreate / cudnnSetStream: %s; using our kernels", A->errstr(st));
+        if (S->h) A->destroy(S->h);
+        free(S);
+        cudaGetLastError(); /* leave no CUDA error behind for our kernels' checks */
+        return NULL;
+    }
+    D->cudnn = S;
+    return S;
+}
+
+void ttt__cudnn_release(CuDev *D) {
+    CudnnState *S = (CudnnState *)D->cudnn;
+    if (!S) return;
+    const Api *A = api();
+    for (int i = 0; i < S->n; i++) graph_free(S->e[i].g);
+    if (A && S->h) A->destroy(S->h);
+    free(S);
+    D->cudnn = NULL;
+}
+
+/* The cached plan of k (built now if new, unless a CUDA graph is being recorded); NULL: use our kernels. */
+static Graph *plan_for(CuDev *D, CudnnState *S, const Api *A, const Key &k) {
+    for (int i = 0; i < S->n; i++)
+        if (same_key(S->e[i].key, k)) {
+            S->e[i].used = ++S->tick;
+            return S->e[i].g;
+        }
+    if (D->rec) return NULL; /* building may allocate and synchronize: not inside a capture */
+    char why[300];
+    Graph *g = build(A, S->h, k, why, sizeof why);
+    cudaGetLastError(); /* a failed attempt must not leave a CUDA error for our kernels' launch checks */
+    if (g) g_info.plans_built++;
+    else {
+        g_info.plans_failed++;
+        note("%s b%lld h%lld sq%lld skv%lld d%lld causal%d: %s; our kernels run it", k.kind == BWD ? "backward" : "forward",
+             (long long)k.b, (long long)k.h, (long long)k.sq, (long long)k.skv, (long long)k.d, k.causal, why);
+    }
+    int slot = S->n;
+    if (slot == CACHE) { /* evict the least recently used */
+        slot = 0;
+        for (int i = 1; i < CACHE; i++)
+            if (S->e[i].used < S->e[slot].used) slot = i;
+        graph_free(S->e[slot].g);
+    } else {
+        S->n++;
+    }
+    S->e[slot].key = k;
+    S->e[slot].g = g;
+    S->e[slot].used = ++S->tick;
+    return g;
+}
+
+/* A plan's execution failed: forget it, and use our kernels for this key from now on. */
+static void drop(CudnnState *S, Graph *g) {
+    for (int i = 0; i < S->n; i++)
+        if (S->e[i].g == g) {
+            graph_free(g);
+            S->e[i].g = NULL;
+        }
+}
+
+/* ---- the entries -------------------------------------------------------------------------------------------- */
+
+static bool al16(const void *p) { return ((uintptr_t)p & 15) == 0; }
+
+/* Whether we hand this call to cuDNN at all (before any plan is built); why: the reason when not.
+ * The version rules follow cudnn-frontend's support checks for bf16 SDPA (the bugs it steers around). */
+static bool policy(long ver, int kind, int64_t sq, int64_t skv, int causal, int64_t window, char *why, size_t n) {
+    if (causal && window > 0 && window < skv) {
+        snprintf(why, n, "sliding window %lld", (long long)window);
+        return false;
+    }
+    /* Tq < Tk causal (our diagonal ends bottom-right, so the mask shifts the row index): cudnn-frontend allows
+     * it from 9.6 on for any lengths, and not for single-query decode steps up to 9.9; we leave Tq = 1 to our
+     * kernels always (a decode step is too small to gain). */
+    if (causal && sq != skv && (ver < 90600 || sq == 1)) {
+        snprintf(why, n, "causal with Tq %lld < Tk %lld on cuDNN %ld", (long long)sq, (long long)skv, ver);
+        return false;
+    }
+    if (ver == 91000 || ver == 91001) { /* bf16 SDPA has known bugs there (fixed in 9.10.2) */
+        snprintf(why, n, "cuDNN %ld (9.10.0 / 9.10.1: known SDPA bugs)", ver);
+        return false;
+    }
+    if (kind == BWD && sq == 1 && skv == 1) {
+        snprintf(why, n, "backward with Tq = Tk = 1");
+        return false;
+    }
+    /* Up to 9.15 the backward needs a padding mask where Tk is not a multiple of 128 (cudnn-frontend adds one as a
+     * workaround); we do not build that graph: our backward runs those, on cuDNN's forward's lse. */
+    if (kind == BWD && ver <= 91500 && skv % 128 != 0) {
+        snprintf(why, n, "backward with Tk %lld not a multiple of 128 on cuDNN %ld (<= 9.15)", (long long)skv, ver);
+        return false;
+    }
+    return true;
+}
+
+/* The key for these tensors, or false (reason in g_info.why) where we leave the call to our kernels. */
+static bool key_of(const Api *A, const ttt_tensor *q, const ttt_tensor *k, int causal, int64_t window, int kind, Key *key) {
+    const int r = q->ndim;
+    if (r < 2 || q->dtype != TTT_BF16) return false;
+    const int64_t sq = q->shape[r - 2], skv = k->shape[r - 2], d = q->shape[r - 1];
+    if (!policy(A->ver, kind, sq, skv, causal, window, g_info.why, sizeof g_info.why)) return false;
+    const int64_t h = r >= 3 && q->shape[r - 3] > 0 ? q->shape[r - 3] : 1, bh = ttt__leading(q);
+    *key = Key{kind, causal ? 1 : 0, bh / h, h, sq, skv, d};
+    return true;
+}
+
+extern "C" int ttt__cudnn_takes(int backward, int64_t tq, int64_t tk, int causal, int64_t window) {
+    char why[160];
+    return policy(g_info.version, backward ? BWD : FWD_TRAIN, tq, tk, causal, window, why, sizeof why);
+}
+
+static bool reserve_ws(CuDev *D, size_t bytes) {
+    if (bytes <= D->cudnn_ws.bytes) return true;
+    if (D->rec) return false; /* it would have to grow inside a capture */
+    if (scratch_reserve(D, &D->cudnn_ws, bytes, "cudnn attention") != TTT_OK) {
+        note("no device memory for cuDNN's workspace (%zu bytes); our kernels run it", bytes);
+        return false;
+    }
+    return true;
+}
+
+static bool run(const Api *A, CudnnState *S, Graph *g, int n, const int64_t *uids, void *const *ptrs, void *ws) {
+    cudnnBackendDescriptor_t vp = NULL;
+    cudnnStatus_t st = A->bcreate(CUDNN_BACKEND_VARIANT_PACK_DESCRIPTOR, &vp);
+    if (st == CUDNN_STATUS_SUCCESS) st = A->bset(vp, CUDNN_ATTR_VARIANT_PACK_UNIQUE_IDS, CUDNN_TYPE_INT64, n, uids);
+    if (st == CUDNN_STATUS_SUCCESS) st = A->bset(vp, CUDNN_ATTR_VARIANT_PACK_DATA_POINTERS, CUDNN_TYPE_VOID_PTR, n, ptrs);
+    if (st == CUDNN_STATUS_SUCCESS) st = A->bset(vp, CUDNN_ATTR_VARIANT_PACK_WORKSPACE, CUDNN_TYPE_VOID_PTR, 1, &ws);
+    if (st == CUDNN_STATUS_SUCCESS) st = A->bfinalize(vp);
+    if (st == CUDNN_STATUS_SUCCESS) st = A->bexecute(S->h, g->plan, vp);
+    if (vp) A->bdestroy(vp);
+    if (st != CUDNN_STATUS_SUCCESS) {
+        char last[160] = "";
+        if (A->lasterr) A->lasterr(last, sizeof last);
+        note("execute: %s%s%s; this shape goes to our kernels from now on", A->errstr(st), last[0] ? ": " : "", last);
+        cudaGetLastError();
+        drop(S, g);
+        return false;
+    }
+    return true;
+}
+
+/* -inf for masked scores; cuDNN before 9.1 wants the lowest finite float there (as cudnn-frontend passes it) */
+static float masked_value(const Api *A) { return A->ver < 90100 ? -3.402823466e38f : -INFINITY; }
+
+/* The instance's state and the plan, or NULL. While a CUDA graph is recorded only with TTT_CUDNN_GRAPHS=1 (and
+ * then only plans and workspace that exist already): whether every cuDNN engine may be captured is not checked
+ * yet, and a failed capture would fail the step instead of falling back. */
+static Graph *prepare(CuDev *D, const Api *A, const Key &key, CudnnState **S_out) {
+    static const bool in_graphs = env_on("TTT_CUDNN_GRAPHS", 0);
+    if (D->rec && !in_graphs) {
+        snprintf(g_info.why, sizeof g_info.why, "a CUDA graph is being recorded (TTT_CUDNN_GRAPHS=1 allows cuDNN there)");
+        return NULL;
+    }
+    CudnnState *S = state(D, A);
+    if (!S) return NULL;
+    *S_out = S;
+    return plan_for(D, S, A, key);
+}
+
+int ttt__cudnn_attn_fwd(CuDev *D, ttt_tensor *out, ttt_tensor *lse, const ttt_tensor *q, const ttt_tensor *k,
+                        const ttt_tensor *v, int causal, int64_t window, double scale) {
+    if (!enabled()) return TTT_BACKEND_DECLINED;
+    Key key = {};
+    const Api *A = api();
+    CudnnState *S = NULL;
+    Graph *g = NULL;
+    if (A && key_of(A, q, k, causal, window, lse ? FWD_TRAIN : FWD_INFER, &key) && al16(q->data) && al16(k->data) &&
+        al16(v->data) && al16(out->data) && (!lse || al16(lse->data)))
+        g = prepare(D, A, key, &S);
+    if (!g || !reserve_ws(D, (size_t)g->ws)) {
+        g_info.declined++;
+        return TTT_BACKEND_DECLINED;
+    }
+    float sc = (float)scale, neg = masked_value(A);
+    int32_t skv = (int32_t)key.skv, sq = (int32_t)key.sq;
+    int64_t uids[9] = {U_Q, U_K, U_V, U_O, U_SCALE};
+    void *ptrs[9] = {q->data, k->data, v->data, out->data, &sc}; /* by-value scalars: host addresses */
+    int n = 5;
+    if (lse) uids[n] = U_STATS, ptrs[n++] = lse->data;
+    if (key.causal) uids[n] = U_NEG, ptrs[n++] = &neg;
+    if (key.causal && key.sq != key.skv) uids[n] = U_SKV, ptrs[n++] = &skv, uids[n] = U_SQ, ptrs[n++] = &sq;
+    if (!run(A, S, g, n, uids, ptrs, D->cudnn_ws.p)) {
+        g_info.declined++;
+        return TTT_BACKEND_DECLINED;
+    }
+    g_info.fwd_runs++;
+    return TTT_OK;
+}
+
+int ttt__cudnn_attn_bwd(CuDev *D, ttt_tensor *dq, ttt_tensor *dk, ttt_tensor *dv, ttt_tensor *delta,
+                        const ttt_tensor *dout, const ttt_tensor *q, const ttt_tensor *k, const ttt_tensor *v,
+                        const ttt_tensor *out, const ttt_tensor *lse, int causal, int64_t window, double scale) {
+    if (!enabled()) return TTT_BACKEND_DECLINED;
+    Key key = {};
+    const Api *A = api();
+    CudnnState *S = NULL;
+    Graph *g = NULL;
+    if (A && key_of(A, q, k, causal, window, BWD, &key) && al16(q->data) && al16(k->data) && al16(v->data) &&
+        al16(out->data) && al16(dout->data) && al16(lse->data) && al16(dq->data) && al16(dk->data) &&
+        al16(dv->data) && al16(delta->data))
+        g = prepare(D, A, key, &S);
+    /* workspace: dQ's f32 accumulator, then the plan's own */
+    const size_t acc = ((size_t)(key.b * key.h * key.sq * key.d) * 4 + 255) / 256 * 256;
+    if (!g || !reserve_ws(D, acc + (size_t)g->ws)) {
+        g_info.declined++;
+        return TTT_BACKEND_DECLINED;
+    }
+    char *ws = (char *)D->cudnn_ws.p;
+    /* cuDNN before 9.6 adds into the accumulator without clearing it; clearing costs one pass over dQ's size */
+    if (cudaMemsetAsync(ws, 0, acc, D->stream) != cudaSuccess) {
+        cudaGetLastError();
+        g_info.declined++;
+        return TTT_BACKEND_DECLINED;
+    }
+    float sc = (float)scale, neg = masked_value(A);
+    int32_t skv = (int32_t)key.skv, sq = (int32_t)key.sq;
+    int64_t uids[15] = {U_Q, U_K, U_V, U_O, U_DO, U_STATS, U_SCALE, U_DQ, U_DK, U_DV, U_DELTA, U_DQACC};
+    void *ptrs[15] = {q->data, k->data, v->data, out->data, dout->data, lse->data, &sc,
+                      dq->data, dk->data, dv->data, delta->data, ws};
+    int n = 12;
+    if (key.causal) uids[n] = U_NEG, ptrs[n++] = &neg;
+    if (key.causal && key.sq != key.skv) uids[n] = U_SKV, ptrs[n++] = &skv, uids[n] = U_SQ, ptrs[n++] = &sq;
+    if (!run(A, S, g, n, uids, ptrs, ws + acc)) {
+        g_info.declined++;
+        return TTT_BACKEND_DECLINED;
+    }
+    g_info.bwd_runs++;
+    return TTT_OK;
+}
+
+#endif /* TTT_HAVE_CUDNN_HEADERS */

@@ -1,0 +1,68 @@
+/* The optional cuDNN path of the fused bf16 attention (attention_cudnn.cu).
+ *
+ * attention.cu asks it first for bf16 shapes its own kernels take (head size
+ * 64 or 128, dv = d), so our kernels can always take over. It takes those
+ * without a sliding window; causal with Tq < Tk (our diagonal ends at the
+ * bottom right, cuDNN's index generators count from the top left, so the mask
+ * shifts the row index) from cuDNN 9.6 on and never for single-query decode
+ * steps; and leaves out what cudnn-frontend steers around (9.10.0 / 9.10.1;
+ * up to 9.15, a backward whose Tk is not a multiple of 128). Anything else, or any failure
+ * of cuDNN, answers TTT_BACKEND_DECLINED with nothing written, and our
+ * kernels run. A forward and a backward may come from different paths: both
+ * keep lse in the same convention.
+ *
+ * Off unless TTT_CUDNN=1 (not yet verified on a GPU: docs/cudnn.md). libcudnn
+ * is opened at run time (dlopen), so a build with cuDNN's headers runs where
+ * cuDNN is absent. The test-facing part below is plain C. */
+#ifndef TTT_ATTENTION_CUDNN_H
+#define TTT_ATTENTION_CUDNN_H
+
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* What the cuDNN path is and has done in this process (for tests and benchmarks). */
+typedef struct {
+    int compiled;         /* built with cuDNN's headers */
+    int enabled;          /* TTT_CUDNN=1, or ttt__cudnn_set_enabled(1) */
+    int loaded;           /* libcudnn was opened and is usable (only tried once enabled and asked) */
+    long version;         /* cudnnGetVersion(), e.g. 91000; 0 when not loaded */
+    int64_t fwd_runs, bwd_runs; /* calls served by cuDNN */
+    int64_t declined;     /* calls it was asked and left to our kernels (shape, failure) */
+    int64_t plans_built, plans_failed;
+    char why[640];        /* the last reason it did not load or declined a shape, "" if none */
+    char lib[512];        /* the library it opened */
+} ttt_cudnn_info;
+
+void ttt__cudnn_info(ttt_cudnn_info *out);
+/* 1: on, 0: off, -1: back to TTT_CUDNN. Tests toggle it to compare with our kernels. */
+void ttt__cudnn_set_enabled(int on);
+/* Open libcudnn now (if enabled and not yet tried); 1 when usable. */
+int ttt__cudnn_load(void);
+/* Whether the loaded cuDNN is asked for this call at all (our rules of what it may take: no sliding window, no
+ * decode step, the cuDNN releases with known bugs left out); it may still refuse to build a plan. */
+int ttt__cudnn_takes(int backward, int64_t tq, int64_t tk, int causal, int64_t window);
+
+#ifdef __cplusplus
+}
+#endif
+
+#ifdef __CUDACC__
+struct CuDev;
+/* TTT_OK: cuDNN computed out (and lse, when not NULL) / dq, dk, dv and delta
+ * (rowsum(dout * out), as our backward leaves it). TTT_BACKEND_DECLINED:
+ * nothing written, use our kernels. Never TTT_ERR. Arguments as
+ * attention_fwd / attention_bwd in backend.h, already known to be bf16 with
+ * d = dv in {64, 128}. */
+int ttt__cudnn_attn_fwd(CuDev *D, ttt_tensor *out, ttt_tensor *lse, const ttt_tensor *q, const ttt_tensor *k,
+                        const ttt_tensor *v, int causal, int64_t window, double scale);
+int ttt__cudnn_attn_bwd(CuDev *D, ttt_tensor *dq, ttt_tensor *dk, ttt_tensor *dv, ttt_tensor *delta,
+                        const ttt_tensor *dout, const ttt_tensor *q, const ttt_tensor *k, const ttt_tensor *v,
+                        const ttt_tensor *out, const ttt_tensor *lse, int causal, int64_t window, double scale);
+/* The instance's plans and handle (cu_close). */
+void ttt__cudnn_release(CuDev *D);
+#endif
+
+#endif
