@@ -7,6 +7,8 @@
 #   ttt     the TTT kernels not yet run on a GPU: TTT-MLP's fused scan (ttt_mlp_scan.cu), the decode steps
 #           (ttt_step.cu), the split TTT-Linear forward (TTT_SCAN_SPLIT=1): checks against the CPU in f64,
 #           gradcheck, memcheck, then times against TTT_FUSED=0 / the one-kernel forward
+#   cudnn_first  test_attention_cudnn with TTT_CUDNN_PICK=first (the heuristics' first backward engine)
+#   lm      the 125M LM step, bf16, T 1K x 8: our attention kernels, then cuDNN's (TTT_CUDNN=1), then torch.compile
 #   peer    bench/mixers/run_peer_gpu.sh PEERS=fla_ttt: ttt's TTT-Linear core (one-kernel and split forward)
 #           against fla's chunk_ttt_linear / fused_chunk_ttt_linear at T 2K, 8K, 32K
 # Earlier parts (fused, scan, gdn: the run of 2026-12-06 in docs/results-mixers.md) stay available by name.
@@ -89,8 +91,29 @@ ttt_part() {
     done
   fi
 }
-export -f build fused_part ttt_part
-part cudnn 150 300 env CHECKS=1 BENCH=1 FUSED=0 bash bench/gpu/run_cudnn_attention.sh
+# cuDNN's backward again with the engine the heuristics list first (TTT_CUDNN_PICK=first: engine 6 on cuDNN
+# 9.19, a T x T workspace) instead of the least-workspace one, after the delta fix
+cudnn_first_part() {
+  TTT_CUDNN_PICK=first TTT_CUDNN_VERBOSE=1 timeout 100 ./build/gpu/test_attention_cudnn 2>&1 | grep -E "FAIL|passed|plan for backward" | head -20
+}
+# the 125M LM step (bf16, T 1K x 8, 16 steps) with our attention kernels and with cuDNN's, then torch.compile
+lm_part() {
+  build ttt_cli || return 1
+  local B=./build/gpu W=/tmp/ttt-lm
+  mkdir -p $W
+  $B/ttt data prepare --tokenizer data/gpt2-tokenizer --out $W/ts.bin data/tinyshakespeare/ >$W/prep.log 2>&1 || { cat $W/prep.log; return 1; }
+  for c in 0 1 0 1; do
+    TTT_CUDNN=$c timeout 60 $B/ttt lm train --device cuda --data $W/ts.bin --preset 125m --seq-len 1024 --batch 8 --steps 16 \
+      --log-every 4 --save-every 1000000 --compute bf16 --timing --out $W/lm-$c-$RANDOM >$W/lm.log 2>&1
+    echo "TTT_CUDNN=$c: $(grep -oE "[0-9]+ tok/s" $W/lm.log | tail -1) (last window); $(grep -E '^step 16' $W/lm.log | head -1 | cut -c1-80)"
+    grep -E "ms per step" $W/lm.log | tail -1
+  done
+  PYTHONPATH=bench/lm timeout 150 python3 bench/lm/torch_lm.py bench --preset 125m --seq 1024 --batch 8 --dtype bf16 --compile 2>/dev/null | tail -1
+}
+export -f build fused_part ttt_part cudnn_first_part lm_part
+part cudnn 150 300 env CHECKS=1 BENCH=1 FUSED=${CUDNN_FUSED:-0} bash bench/gpu/run_cudnn_attention.sh
+part cudnn_first 20 100 bash -c cudnn_first_part
+part lm 100 240 bash -c lm_part
 part ttt 100 180 bash -c ttt_part
 part peer 60 120 env DEADLINE=115 PEERS=fla_ttt CORES=ttt_linear_core CORE_DTYPES="bf16 f32" bash bench/mixers/run_peer_gpu.sh
 part fused 60 120 bash -c fused_part

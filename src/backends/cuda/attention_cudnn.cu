@@ -445,15 +445,16 @@ static void build_bwd(Graph *g, const Key &k, int variant) {
     cudnnBackendDescriptor_t q = tensor(g, U_Q, bf, qd, false);
     cudnnBackendDescriptor_t kt = tensor(g, U_K, bf, swapped(k.b, k.h, k.d, k.skv), false);
     cudnnBackendDescriptor_t vt = tensor(g, U_V, bf, swapped(k.b, k.h, k.d, k.skv), false);
-    cudnnBackendDescriptor_t o = tensor(g, U_O, bf, qd, false), dout = tensor(g, U_DO, bf, qd, false);
+    cudnnBackendDescriptor_t dout = tensor(g, U_DO, bf, qd, false);
     cudnnBackendDescriptor_t stats = tensor(g, U_STATS, f32, rows, false);
     cudnnBackendDescriptor_t scale = tensor(g, U_SCALE, f32, one, false, true);
     cudnnBackendDescriptor_t dq = tensor(g, U_DQ, bf, qd, false), dk = tensor(g, U_DK, bf, kd, false);
     cudnnBackendDescriptor_t dv = tensor(g, U_DV, bf, kd, false);
     cudnnBackendDescriptor_t delta = tensor(g, U_DELTA, f32, rows, false);
     cudnnBackendDescriptor_t dqacc = tensor(g, U_DQACC, f32, qd, false);
-    /* delta = rowsum(dout * out) */
-    cudnnBackendDescriptor_t od = virt(g, f32, qd);
+    /* delta = rowsum(dout * out): the engines want this reduction in the graph (with delta as a plain input no
+     * engine takes it, cudnn_plan_check), and its output cleared before the call (ttt__cudnn_attn_bwd) */
+    cudnnBackendDescriptor_t o = tensor(g, U_O, bf, qd, false), od = virt(g, f32, qd);
     pointwise(g, CUDNN_POINTWISE_MUL, f32, dout, o, NULL, od);
     reduction(g, CUDNN_REDUCE_TENSOR_ADD, od, delta);
     /* p = exp(scale q k^T - stats), masked */
@@ -509,7 +510,17 @@ static void soft_err(const Graph *g, char *buf, size_t n, const char *what, long
     snprintf(buf, n, "%s %lld: %s%s%s", what, i, g->A->errstr(st), last[0] ? ": " : "", last);
 }
 
-/* The first engine config of the heuristics' list (mode A, then the fallback list) that gives a finalized plan. */
+static bool pick_first(void) {
+    static int v = -1;
+    if (v < 0) {
+        const char *e = getenv("TTT_CUDNN_PICK");
+        v = e && !strcmp(e, "first");
+    }
+    return v;
+}
+
+/* Of the heuristics' engine configs (mode A, then the fallback list), the finalized plan with the least
+ * workspace of the first mode that gives any (or the first, TTT_CUDNN_PICK=first). */
 static bool plan(Graph *g) {
     cudnnBackendDescriptor_t og = make(g, CUDNN_BACKEND_OPERATIONGRAPH_DESCRIPTOR, "operation graph");
     set(g, og, CUDNN_ATTR_OPERATIONGRAPH_HANDLE, CUDNN_TYPE_HANDLE, 1, &g->h, "graph handle");
@@ -557,7 +568,12 @@ static bool plan(Graph *g) {
             int64_t ws = 0, got = 0;
             if (st == CUDNN_STATUS_SUCCESS)
                 st = g->A->bget(p, CUDNN_ATTR_EXECUTION_PLAN_WORKSPACE_SIZE, CUDNN_TYPE_INT64, 1, &got, &ws);
+            if (st == CUDNN_STATUS_SUCCESS && g->plan && !(ws < g->ws)) { /* a plan with no more workspace is kept */
+                g->A->bdestroy(p);
+                continue;
+            }
             if (st == CUDNN_STATUS_SUCCESS) {
+                if (g->plan) g->A->bdestroy(g->plan);
                 g->plan = p;
                 g->ws = ws;
                 g->engine = -1;
@@ -568,11 +584,16 @@ static bool plan(Graph *g) {
                         g->A->bget(eng, CUDNN_ATTR_ENGINE_GLOBAL_INDEX, CUDNN_TYPE_INT64, 1, &got, &g->engine);
                     g->A->bdestroy(eng);
                 }
-                return true;
+                /* the first that finalizes (TTT_CUDNN_PICK=first), else the one of this mode with the least
+                 * workspace: the backward's first config (engine 6 on cuDNN 9.19) keeps a T x T f32 matrix per
+                 * head, 51 GB at T 32K, H 12 */
+                if (pick_first()) return true;
+                continue;
             }
             soft_err(g, first_err, sizeof first_err, m ? "fallback config" : "mode A config", (long long)i, st);
             g->A->bdestroy(p);
         }
+        if (g->plan) return true;
     }
     snprintf(g->err, sizeof g->err, "no engine takes the graph (first refusal: %s)", first_err);
     g->failed = true;
@@ -848,8 +869,12 @@ int ttt__cudnn_attn_bwd(CuDev *D, ttt_tensor *dq, ttt_tensor *dk, ttt_tensor *dv
         return TTT_BACKEND_DECLINED;
     }
     char *ws = (char *)D->cudnn_ws.p;
-    /* cuDNN before 9.6 adds into the accumulator without clearing it; clearing costs one pass over dQ's size */
-    if (cudaMemsetAsync(ws, 0, acc, D->stream) != cudaSuccess) {
+    /* cuDNN before 9.6 adds into the accumulator without clearing it; clearing costs one pass over dQ's size.
+     * delta too: on an H100 with cuDNN 9.19 an uncleared delta came back wrong (twice ours where the buffer
+     * held ours from a previous call, garbage where it held garbage) and so did dq, dk (dv, which does not
+     * use it, was right): the engine adds its row sums into the buffer. */
+    if (cudaMemsetAsync(ws, 0, acc, D->stream) != cudaSuccess ||
+        cudaMemsetAsync(delta->data, 0, sizeof(float) * (size_t)(key.b * key.h * key.sq), D->stream) != cudaSuccess) {
         cudaGetLastError();
         g_info.declined++;
         return TTT_BACKEND_DECLINED;
