@@ -195,14 +195,22 @@ static int bf16_bwd(CuDev *dev, ttt_tensor *dq, ttt_tensor *dk, ttt_tensor *dv, 
         dk->dtype != TTT_BF16 || dv->dtype != TTT_BF16 || !aligned4(dq->data) || !aligned4(dk->data) ||
         !aligned4(dv->data))
         return TTT_BACKEND_DECLINED;
-    if (ttt__cudnn_attn_bwd(dev, dq, dk, dv, delta, dout, q, k, v, out, lse, causal, window, scale) == TTT_OK)
-        return TTT_OK;
     attnbf::Params p = bf16_params(s, causal, window, scale);
     p.q = (const uint16_t *)q->data, p.k = (const uint16_t *)k->data, p.v = (const uint16_t *)v->data;
     p.o = (const uint16_t *)out->data, p.dout = (const uint16_t *)dout->data, p.lse = (const float *)lse->data;
     p.dq = (uint16_t *)dq->data, p.dk = (uint16_t *)dk->data, p.dv = (uint16_t *)dv->data;
     p.delta_out = (float *)delta->data;
     p.aligned = ttt__aligned16(p.q) && ttt__aligned16(p.k) && ttt__aligned16(p.v) && ttt__aligned16(p.dout);
+    if (ttt__cudnn_attn_wanted(q, k, causal, window)) {
+        /* cuDNN's backward reads delta = rowsum(dout * out) (attention_cudnn.cu says why): our kernel writes it,
+         * the same bits as our own backward's; then cuDNN runs the rest, or declines and our kernels run it all */
+        const int64_t rows = s.bh * p.tq;
+        if (s.d == 64) attnbf::delta<64><<<(unsigned)((rows + 7) / 8), 256, 0, dev->stream>>>(p, rows);
+        else attnbf::delta<128><<<(unsigned)((rows + 7) / 8), 256, 0, dev->stream>>>(p, rows);
+        LAUNCHED("attention_delta_bf16");
+        if (ttt__cudnn_attn_bwd(dev, dq, dk, dv, delta, dout, q, k, v, out, lse, causal, window, scale) == TTT_OK)
+            return TTT_OK;
+    }
     return s.d == 64 ? launch_bf16_bwd<64>(dev, p, s.bh) : launch_bf16_bwd<128>(dev, p, s.bh);
 }
 

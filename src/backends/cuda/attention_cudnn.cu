@@ -85,6 +85,7 @@ int ttt__cudnn_attn_bwd(CuDev *, ttt_tensor *, ttt_tensor *, ttt_tensor *, ttt_t
     return TTT_BACKEND_DECLINED;
 }
 void ttt__cudnn_release(CuDev *) {}
+bool ttt__cudnn_attn_wanted(const ttt_tensor *, const ttt_tensor *, int, int64_t) { return false; }
 
 #else /* TTT_HAVE_CUDNN_HEADERS */
 
@@ -436,7 +437,8 @@ static void build_fwd(Graph *g, const Key &k, int variant) {
     matmul(g, p, v, o);
 }
 
-/* dq, dk, dv from q, k, v, out, dout and the forward's stats; delta = rowsum(dout * out) is written out. */
+/* dq, dk, dv from q, k, v, out, dout, the forward's stats and delta = rowsum(dout * out), which the caller has
+ * written (attention.cu: our kernel) and the graph names as the row reduction's output. */
 static void build_bwd(Graph *g, const Key &k, int variant) {
     const cudnnDataType_t bf = CUDNN_DATA_BFLOAT16, f32 = CUDNN_DATA_FLOAT;
     const Dims sd = dense(k.b, k.h, k.sq, k.skv), rows = dense(k.b, k.h, k.sq, 1), one = dense(1, 1, 1, 1);
@@ -453,7 +455,9 @@ static void build_bwd(Graph *g, const Key &k, int variant) {
     cudnnBackendDescriptor_t delta = tensor(g, U_DELTA, f32, rows, false);
     cudnnBackendDescriptor_t dqacc = tensor(g, U_DQACC, f32, qd, false);
     /* delta = rowsum(dout * out): the engines want this reduction in the graph (with delta as a plain input no
-     * engine takes it, cudnn_plan_check), and its output cleared before the call (ttt__cudnn_attn_bwd) */
+     * engine takes it, cudnn_plan_check), but on an H100 with cuDNN 9.19 the engine that runs it (6) read delta
+     * and never wrote it (cleared first, it came back zero; left alone, it held the previous call's values or
+     * garbage), so dq, dk were wrong and dv right. The caller writes delta with our kernel before the call. */
     cudnnBackendDescriptor_t o = tensor(g, U_O, bf, qd, false), od = virt(g, f32, qd);
     pointwise(g, CUDNN_POINTWISE_MUL, f32, dout, o, NULL, od);
     reduction(g, CUDNN_REDUCE_TENSOR_ADD, od, delta);
@@ -514,13 +518,15 @@ static bool pick_first(void) {
     static int v = -1;
     if (v < 0) {
         const char *e = getenv("TTT_CUDNN_PICK");
-        v = e && !strcmp(e, "first");
+        v = !(e && !strcmp(e, "least"));
     }
     return v;
 }
 
-/* Of the heuristics' engine configs (mode A, then the fallback list), the finalized plan with the least
- * workspace of the first mode that gives any (or the first, TTT_CUDNN_PICK=first). */
+/* Of the heuristics' engine configs (mode A, then the fallback list), the first that gives a finalized plan
+ * (or, TTT_CUDNN_PICK=least, the one with the least workspace of the first mode that gives any: on an H100
+ * with cuDNN 9.19 that chose engine 1 for the forward, 0 bytes but 2x slower than the first, engine 2; the
+ * backward has one engine, 6, whose workspace is a T x T f32 matrix per head). */
 static bool plan(Graph *g) {
     cudnnBackendDescriptor_t og = make(g, CUDNN_BACKEND_OPERATIONGRAPH_DESCRIPTOR, "operation graph");
     set(g, og, CUDNN_ATTR_OPERATIONGRAPH_HANDLE, CUDNN_TYPE_HANDLE, 1, &g->h, "graph handle");
@@ -584,9 +590,6 @@ static bool plan(Graph *g) {
                         g->A->bget(eng, CUDNN_ATTR_ENGINE_GLOBAL_INDEX, CUDNN_TYPE_INT64, 1, &got, &g->engine);
                     g->A->bdestroy(eng);
                 }
-                /* the first that finalizes (TTT_CUDNN_PICK=first), else the one of this mode with the least
-                 * workspace: the backward's first config (engine 6 on cuDNN 9.19) keeps a T x T f32 matrix per
-                 * head, 51 GB at T 32K, H 12 */
                 if (pick_first()) return true;
                 continue;
             }
@@ -767,6 +770,12 @@ static bool key_of(const Api *A, const ttt_tensor *q, const ttt_tensor *k, int c
     return true;
 }
 
+bool ttt__cudnn_attn_wanted(const ttt_tensor *q, const ttt_tensor *k, int causal, int64_t window) {
+    Key key;
+    const Api *A = enabled() ? api() : NULL;
+    return A && key_of(A, q, k, causal, window, BWD, &key);
+}
+
 extern "C" int ttt__cudnn_takes(int backward, int64_t tq, int64_t tk, int causal, int64_t window) {
     char why[160];
     return policy(g_info.version, backward ? BWD : FWD_TRAIN, tq, tk, causal, window, why, sizeof why);
@@ -869,12 +878,8 @@ int ttt__cudnn_attn_bwd(CuDev *D, ttt_tensor *dq, ttt_tensor *dk, ttt_tensor *dv
         return TTT_BACKEND_DECLINED;
     }
     char *ws = (char *)D->cudnn_ws.p;
-    /* cuDNN before 9.6 adds into the accumulator without clearing it; clearing costs one pass over dQ's size.
-     * delta too: on an H100 with cuDNN 9.19 an uncleared delta came back wrong (twice ours where the buffer
-     * held ours from a previous call, garbage where it held garbage) and so did dq, dk (dv, which does not
-     * use it, was right): the engine adds its row sums into the buffer. */
-    if (cudaMemsetAsync(ws, 0, acc, D->stream) != cudaSuccess ||
-        cudaMemsetAsync(delta->data, 0, sizeof(float) * (size_t)(key.b * key.h * key.sq), D->stream) != cudaSuccess) {
+    /* cuDNN before 9.6 adds into the accumulator without clearing it; clearing costs one pass over dQ's size */
+    if (cudaMemsetAsync(ws, 0, acc, D->stream) != cudaSuccess) {
         cudaGetLastError();
         g_info.declined++;
         return TTT_BACKEND_DECLINED;

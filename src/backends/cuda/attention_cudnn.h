@@ -51,8 +51,8 @@ int ttt__cudnn_takes(int backward, int64_t tq, int64_t tk, int causal, int64_t w
 
 #ifdef __CUDACC__
 struct CuDev;
-/* TTT_OK: cuDNN computed out (and lse, when not NULL) / dq, dk, dv and delta
- * (rowsum(dout * out), as our backward leaves it). TTT_BACKEND_DECLINED:
+/* TTT_OK: cuDNN computed out (and lse, when not NULL) / dq, dk, dv from delta
+ * (rowsum(dout * out), which the caller wrote first with our kernel). TTT_BACKEND_DECLINED:
  * nothing written, use our kernels. Never TTT_ERR. Arguments as
  * attention_fwd / attention_bwd in backend.h, already known to be bf16 with
  * d = dv in {64, 128}. */
@@ -61,6 +61,9 @@ int ttt__cudnn_attn_fwd(CuDev *D, ttt_tensor *out, ttt_tensor *lse, const ttt_te
 int ttt__cudnn_attn_bwd(CuDev *D, ttt_tensor *dq, ttt_tensor *dk, ttt_tensor *dv, ttt_tensor *delta,
                         const ttt_tensor *dout, const ttt_tensor *q, const ttt_tensor *k, const ttt_tensor *v,
                         const ttt_tensor *out, const ttt_tensor *lse, int causal, int64_t window, double scale);
+/* Whether ttt__cudnn_attn_bwd may take this call (enabled, the library loaded, the shape within the policy):
+ * the caller then writes delta = rowsum(dout * out) with our kernel first, which cuDNN's backward reads. */
+bool ttt__cudnn_attn_wanted(const ttt_tensor *q, const ttt_tensor *k, int causal, int64_t window);
 /* The instance's plans and handle (cu_close). */
 void ttt__cudnn_release(CuDev *D);
 #endif
