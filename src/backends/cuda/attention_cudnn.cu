@@ -781,6 +781,18 @@ extern "C" int ttt__cudnn_takes(int backward, int64_t tq, int64_t tk, int causal
     return policy(g_info.version, backward ? BWD : FWD_TRAIN, tq, tk, causal, window, why, sizeof why);
 }
 
+/* The most workspace a plan may take (TTT_CUDNN_WS_MAX, MiB; default 4 GiB): the backward's engine on cuDNN 9.19
+ * wants B H Tq Tk f32 values (3.2 GB at T 8K, 12 heads), which the device pool would then keep. */
+static size_t ws_cap(void) {
+    static size_t cap = 0;
+    if (!cap) {
+        const char *e = getenv("TTT_CUDNN_WS_MAX");
+        const long long mib = e && *e ? atoll(e) : 4096;
+        cap = (size_t)(mib > 0 ? mib : 4096) << 20;
+    }
+    return cap;
+}
+
 static bool reserve_ws(CuDev *D, size_t bytes) {
     if (bytes <= D->cudnn_ws.bytes) return true;
     if (D->rec) return false; /* it would have to grow inside a capture */
@@ -873,6 +885,11 @@ int ttt__cudnn_attn_bwd(CuDev *D, ttt_tensor *dq, ttt_tensor *dk, ttt_tensor *dv
         g = prepare(D, A, key, &S);
     /* workspace: dQ's f32 accumulator, then the plan's own */
     const size_t acc = ((size_t)(key.b * key.h * key.sq * key.d) * 4 + 255) / 256 * 256;
+    if (g && (size_t)g->ws > ws_cap()) { /* cuDNN 9.19's backward engine keeps a T x T f32 matrix per head */
+        note("the backward plan wants %lld bytes of workspace, above TTT_CUDNN_WS_MAX (%zu MiB); our kernels run it",
+             (long long)g->ws, ws_cap() >> 20);
+        g = NULL;
+    }
     if (!g || !reserve_ws(D, acc + (size_t)g->ws)) {
         g_info.declined++;
         return TTT_BACKEND_DECLINED;
