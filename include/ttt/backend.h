@@ -274,7 +274,35 @@ typedef struct {
       (ttt_tensor *dq, ttt_tensor *dk, ttt_tensor *dv, ttt_tensor *dg, ttt_tensor *ds0, const ttt_tensor *q,    \
        const ttt_tensor *k, const ttt_tensor *v, const ttt_tensor *g, const ttt_tensor *states,                  \
        const ttt_tensor *dout, const ttt_tensor *ds_out, int64_t chunk),                                         \
-      (dq, dk, dv, dg, ds0, q, k, v, g, states, dout, ds_out, chunk))
+      (dq, dk, dv, dg, ds0, q, k, v, g, states, dout, ds_out, chunk))                                       \
+    /* Optional fused MTTT-MLP inner step (src/composed/mttt_step.c states the math): per (batch, head) pair,   \
+     * one gradient step W' = W - eta grad_W l of the reconstruction loss l = 1/(2m) sum_i || dec_i - x_i ||^2, \
+     * dec = LN(f(k; W) gh^T) lng + lnb (or without the LN), f(u) = gelu(u w1 + b1) w2 + b2 (tanh gelu).        \
+     * w1 [H, d, F] or [B, H, d, F], b1 [H, 1, F] or [B, H, 1, F], w2 [H, F, d] or [B, H, F, d], b2 [H, 1, d]   \
+     * or [B, H, 1, d] (shared by the batch or not: the ndim says); k [B, H, m, d]; xt [B, 1, m, D] (shared by  \
+     * the heads) or [B, H, m, D]; gh [H, D, d]; lng, lnb [H, 1, D] or both NULL (no LN). Writes w1_out ..     \
+     * b2_out ([B, H, ..]) and loss [B, H] (each pair's l before the step). All dense, one float dtype.         \
+     * Returns TTT_BACKEND_DECLINED, having written nothing, for what it does not handle. */                    \
+    X(mttt_mlp_step,                                                                                             \
+      (ttt_tensor *w1_out, ttt_tensor *b1_out, ttt_tensor *w2_out, ttt_tensor *b2_out, ttt_tensor *loss,         \
+       const ttt_tensor *w1, const ttt_tensor *b1, const ttt_tensor *w2, const ttt_tensor *b2,                   \
+       const ttt_tensor *k, const ttt_tensor *xt, const ttt_tensor *gh, const ttt_tensor *lng,                   \
+       const ttt_tensor *lnb, double eta, double eps),                                                           \
+      (w1_out, b1_out, w2_out, b2_out, loss, w1, b1, w2, b2, k, xt, gh, lng, lnb, eta, eps))                    \
+    /* Optional. Its first-order gradients (second order in l: the VJP of grad_W l), per pair: dw1 [B, H, d, F], \
+     * db1 [B, H, 1, F], dw2 [B, H, F, d], db2 [B, H, 1, d], dk [B, H, m, d], dxt [B, H, m, D], dgh           \
+     * [B, H, D, d], dlng, dlnb [B, H, 1, D] (NULL without the LN; the op sums what was broadcast) from        \
+     * dw1_out .. db2_out ([B, H, ..]) and dloss [B, H] (any of them NULL: zero). Inputs as the forward took   \
+     * them; the forward's intermediates are recomputed. */                                                     \
+    X(mttt_mlp_step_bwd,                                                                                         \
+      (ttt_tensor *dw1, ttt_tensor *db1, ttt_tensor *dw2, ttt_tensor *db2, ttt_tensor *dk, ttt_tensor *dxt,      \
+       ttt_tensor *dgh, ttt_tensor *dlng, ttt_tensor *dlnb, const ttt_tensor *dw1_out, const ttt_tensor *db1_out, \
+       const ttt_tensor *dw2_out, const ttt_tensor *db2_out, const ttt_tensor *dloss, const ttt_tensor *w1,       \
+       const ttt_tensor *b1, const ttt_tensor *w2, const ttt_tensor *b2, const ttt_tensor *k,                     \
+       const ttt_tensor *xt, const ttt_tensor *gh, const ttt_tensor *lng, const ttt_tensor *lnb, double eta,      \
+       double eps),                                                                                              \
+      (dw1, db1, dw2, db2, dk, dxt, dgh, dlng, dlnb, dw1_out, db1_out, dw2_out, db2_out, dloss, w1, b1, w2, b2, \
+       k, xt, gh, lng, lnb, eta, eps))
 
 /* TTT_K_copy, TTT_K_fill, ...: the kernel entries by number (profile rows, coverage). */
 typedef enum {

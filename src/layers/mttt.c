@@ -258,6 +258,9 @@ static int inner_step(ttt_ctx *ctx, void *user, int n_in, ttt_tensor *const *in,
     (void)n_out;
     const step_args *a = user;
     const int nw = a->nw;
+    if (a->learner == TTT_MTTT_MLP) /* one op: fused kernels where the backend has them, else these same ops */
+        return ttt__mttt_mlp_step(ctx, in, in[nw], in[nw + 1], in[nw + 2], a->ln ? in[nw + 3] : NULL,
+                                  a->ln ? in[nw + 4] : NULL, a->eta, LN_EPS, out, &out[nw]);
     ttt_tensor *g[4];
     /* The inner loss always needs a graph to W; the outer loop differentiates
      * through the step only if it is recording. */

@@ -1,0 +1,133 @@
+/* The fused MTTT-MLP inner step on the CPU (backend.h: mttt_mlp_step, mttt_mlp_step_bwd): OpenMP over the
+ * B * H (batch, head) pairs, each pair's whole step (three products forward, the inner gradient's four,
+ * the update) in a per-thread scratch of a few m x F matrices that stays in L2. The composed form makes
+ * ~60 passes over [B, H, m, F] tensors for the same step (src/composed/mttt_step.c). */
+#include <math.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cpu_internal.h"
+
+#define R float
+#define SFX _f32
+#define TANH tanh_f32 /* no libm call: the gelu loops vectorize (cpu_internal.h) */
+#include "cpu_mttt_impl.h"
+#undef R
+#undef SFX
+#undef TANH
+#define R double
+#define SFX _f64
+#define TANH tanh
+#include "cpu_mttt_impl.h"
+#undef R
+#undef SFX
+#undef TANH
+
+typedef struct {
+    int64_t B, H, m, d, F, D;
+    int xt_heads; /* xt is [B, H, m, D] (else [B, 1, m, D], shared by the heads) */
+    int64_t w_off[4]; /* 1: the weight is per pair [B, H, ..]; 0: per head [H, ..] */
+} step_dims;
+
+static int dims_of(const char *kernel, const ttt_tensor *const *w, const ttt_tensor *k, const ttt_tensor *xt,
+                   step_dims *s) {
+    if (k->dtype != TTT_F32 && k->dtype != TTT_F64) return cpu_unsupported(kernel, k->dtype);
+    s->B = k->shape[0], s->H = k->shape[1], s->m = k->shape[2], s->d = k->shape[3];
+    s->F = w[0]->shape[w[0]->ndim - 1], s->D = xt->shape[3];
+    s->xt_heads = xt->shape[1] != 1 || s->H == 1;
+    for (int i = 0; i < 4; i++) s->w_off[i] = w[i]->ndim == 4;
+    return TTT_OK;
+}
+
+/* Runs body for every pair bh on a team sized by the work, each thread with its own scratch scr_ of
+ * scratch_elems (allocated before the region, so a failed allocation fails the call). */
+#define FOR_EACH_PAIR(kernel, self, s, elem_size, scratch_elems, ...)                                             \
+    do {                                                                                                         \
+        const int64_t n_bh_ = (s).B * (s).H;                                                                     \
+        const int team_ = cpu_team(self, n_bh_ * (s).m * (s).d * (s).F);                                         \
+        const size_t per_ = ((size_t)(scratch_elems) * (elem_size) + 63) & ~(size_t)63;                         \
+        char *scr_all_ = malloc(per_ * (size_t)team_ + 64);                                                      \
+        if (!scr_all_) {                                                                                         \
+            ttt_backend_error("%s: out of host memory for %d x %zu bytes of scratch", kernel, team_, per_);        \
+            return TTT_ERR;                                                                                      \
+        }                                                                                                        \
+        if (team_ > 1) {                                                                                         \
+            _Pragma("omp parallel num_threads(team_)") {                                                         \
+                void *scr_ = scr_all_ + per_ * (size_t)omp_get_thread_num();                                     \
+                _Pragma("omp for schedule(dynamic, 1)") for (int64_t bh = 0; bh < n_bh_; bh++) {               \
+                    __VA_ARGS__                                                                                  \
+                }                                                                                                \
+            }                                                                                                    \
+        } else {                                                                                                 \
+            void *scr_ = scr_all_;                                                                               \
+            for (int64_t bh = 0; bh < n_bh_; bh++) {                                                             \
+                __VA_ARGS__                                                                                      \
+            }                                                                                                    \
+        }                                                                                                        \
+        free(scr_all_);                                                                                          \
+    } while (0)
+
+/* element offsets of pair bh's blocks */
+#define PAIR_OFFSETS                                                                                              \
+    const int64_t h = bh % s.H, b = bh / s.H, d = s.d, F = s.F, D = s.D, m = s.m;                                \
+    const int64_t o_w1 = (s.w_off[0] ? bh : h) * d * F, o_b1 = (s.w_off[1] ? bh : h) * F;                       \
+    const int64_t o_w2 = (s.w_off[2] ? bh : h) * F * d, o_b2 = (s.w_off[3] ? bh : h) * d;                       \
+    const int64_t o_x = (s.xt_heads ? bh : b) * m * D;                                                           \
+    (void)b
+
+#define FWD_ARGS(R)                                                                                               \
+    (R *)w1_out->data + bh * d * F, (R *)b1_out->data + bh * F, (R *)w2_out->data + bh * F * d,                 \
+        (R *)b2_out->data + bh * d, (const R *)w1->data + o_w1, (const R *)b1->data + o_b1,                     \
+        (const R *)w2->data + o_w2, (const R *)b2->data + o_b2, (const R *)k->data + bh * m * d,                \
+        (const R *)xt->data + o_x, (const R *)gh->data + h * D * d, lng ? (const R *)lng->data + h * D : NULL,  \
+        lnb ? (const R *)lnb->data + h * D : NULL, m, d, F, D, (R)eta, eps
+
+int cpu_mttt_mlp_step(ttt_backend_state *self, ttt_tensor *w1_out, ttt_tensor *b1_out, ttt_tensor *w2_out,
+                      ttt_tensor *b2_out, ttt_tensor *loss, const ttt_tensor *w1, const ttt_tensor *b1,
+                      const ttt_tensor *w2, const ttt_tensor *b2, const ttt_tensor *k, const ttt_tensor *xt,
+                      const ttt_tensor *gh, const ttt_tensor *lng, const ttt_tensor *lnb, double eta, double eps) {
+    step_dims s = {0};
+    const ttt_tensor *w[4] = {w1, b1, w2, b2};
+    if (dims_of("mttt_mlp_step", w, k, xt, &s)) return TTT_ERR;
+    const int f32 = k->dtype == TTT_F32;
+    const int64_t scr_n = f32 ? fwd_scratch_f32(s.m, s.d, s.F, s.D) : fwd_scratch_f64(s.m, s.d, s.F, s.D);
+    FOR_EACH_PAIR("mttt_mlp_step", self, s, f32 ? sizeof(float) : sizeof(double), scr_n, {
+        PAIR_OFFSETS;
+        if (f32) ((float *)loss->data)[bh] = (float)step_fwd_f32(FWD_ARGS(float), (float *)scr_);
+        else ((double *)loss->data)[bh] = step_fwd_f64(FWD_ARGS(double), (double *)scr_);
+    });
+    return TTT_OK;
+}
+
+#define BWD_ARGS(R)                                                                                               \
+    (R *)dw1->data + bh * d * F, (R *)db1->data + bh * F, (R *)dw2->data + bh * F * d, (R *)db2->data + bh * d, \
+        (R *)dk->data + bh * m * d, (R *)dxt->data + bh * m * D, (R *)dgh->data + bh * D * d,                   \
+        dlng ? (R *)dlng->data + bh * D : NULL, dlnb ? (R *)dlnb->data + bh * D : NULL,                         \
+        dw1_out ? (const R *)dw1_out->data + bh * d * F : NULL, db1_out ? (const R *)db1_out->data + bh * F : NULL, \
+        dw2_out ? (const R *)dw2_out->data + bh * F * d : NULL, db2_out ? (const R *)db2_out->data + bh * d : NULL, \
+        dloss ? ((const R *)dloss->data)[bh] : (R)0, (const R *)w1->data + o_w1, (const R *)b1->data + o_b1,    \
+        (const R *)w2->data + o_w2, (const R *)b2->data + o_b2, (const R *)k->data + bh * m * d,                \
+        (const R *)xt->data + o_x, (const R *)gh->data + h * D * d, lng ? (const R *)lng->data + h * D : NULL,  \
+        lnb ? (const R *)lnb->data + h * D : NULL, m, d, F, D, (R)eta, eps
+
+int cpu_mttt_mlp_step_bwd(ttt_backend_state *self, ttt_tensor *dw1, ttt_tensor *db1, ttt_tensor *dw2, ttt_tensor *db2,
+                          ttt_tensor *dk, ttt_tensor *dxt, ttt_tensor *dgh, ttt_tensor *dlng, ttt_tensor *dlnb,
+                          const ttt_tensor *dw1_out, const ttt_tensor *db1_out, const ttt_tensor *dw2_out,
+                          const ttt_tensor *db2_out, const ttt_tensor *dloss, const ttt_tensor *w1,
+                          const ttt_tensor *b1, const ttt_tensor *w2, const ttt_tensor *b2, const ttt_tensor *k,
+                          const ttt_tensor *xt, const ttt_tensor *gh, const ttt_tensor *lng, const ttt_tensor *lnb,
+                          double eta, double eps) {
+    step_dims s = {0};
+    const ttt_tensor *w[4] = {w1, b1, w2, b2};
+    if (dims_of("mttt_mlp_step_bwd", w, k, xt, &s)) return TTT_ERR;
+    const int f32 = k->dtype == TTT_F32;
+    const int64_t scr_n = f32 ? bwd_scratch_f32(s.m, s.d, s.F, s.D) : bwd_scratch_f64(s.m, s.d, s.F, s.D);
+    FOR_EACH_PAIR("mttt_mlp_step_bwd", self, s, f32 ? sizeof(float) : sizeof(double), scr_n, {
+        PAIR_OFFSETS;
+        (void)o_x;
+        if (f32) step_bwd_f32(BWD_ARGS(float), (float *)scr_);
+        else step_bwd_f64(BWD_ARGS(double), (double *)scr_);
+    });
+    return TTT_OK;
+}
