@@ -9,7 +9,7 @@
  *     (create_graph through the fused node: the composed recomputation) against the composed form's;
  *   - the MTTT-MLP layer fused (TTT_FUSED on) against composed (off): outputs and the gradients of every
  *     parameter and x for T = 1, 2, SGD, checkpointed steps, no decoder LN, f32; evaluation (no graph) and
- *     the inner-loss bookkeeping;
+ *     the inner-loss bookkeeping (the final loss by the forward kernel without the step);
  *   - the ViT classifier's loss and parameter gradients fused against composed (T = 2, GD and SGD);
  *   - bad shapes and dtypes give messages naming the argument. */
 #include <math.h>
@@ -359,17 +359,25 @@ static void test_layer(ttt_ctx *ctx) {
                worst, worst_il);
         layer_run_free(ctx, &a), layer_run_free(ctx, &b);
         /* evaluation: no graph recorded, the inner loop still adapts */
-        double ev[2];
+        double ev[2], eil[2][TTT_MTTT_MAX_STEPS + 1];
         for (int fused = 1; fused >= 0; fused--) {
             ttt__set_fused(ctx, fused);
             ttt_no_grad_begin(ctx);
-            ttt_tensor *out = ttt_mttt_forward(ctx, &l, ttt_cast(ctx, x, dt), &(ttt_mttt_run_opts){.seed = 9});
+            const long long fwd = ttt__profile_calls(TTT_K_mttt_mlp_step);
+            ttt_tensor *out = ttt_mttt_forward(ctx, &l, ttt_cast(ctx, x, dt),
+                                               &(ttt_mttt_run_opts){.seed = 9, .inner_loss = eil[fused]});
+            /* T steps and the final inner loss (the kernel without the step) */
+            CHECK_MSG(ttt__profile_calls(TTT_K_mttt_mlp_step) - fwd == (fused ? cfg.steps + 1 : 0), "%s: %lld kernel calls",
+                      cases[ci].name, ttt__profile_calls(TTT_K_mttt_mlp_step) - fwd);
             ev[fused] = out ? ttt_item(ctx, ttt_sum(ctx, ttt_mul(ctx, out, out), 0, NULL, 0)) : NAN;
             ttt_no_grad_end(ctx);
             ttt_step_reset(ctx);
         }
         ttt__set_fused(ctx, 1);
         CHECK_MSG(fabs(ev[1] - ev[0]) <= tol * fabs(ev[0]), "%s evaluation: %.12g vs %.12g", cases[ci].name, ev[1], ev[0]);
+        for (int t = 0; t <= cfg.steps; t++)
+            CHECK_MSG(fabs(eil[1][t] - eil[0][t]) <= tol * fabs(eil[0][t]), "%s evaluation inner loss %d: %.12g vs %.12g",
+                      cases[ci].name, t, eil[1][t], eil[0][t]);
         ttt_mttt_free(ctx, &l);
     }
     ttt_persistent_free(ctx, x), ttt_persistent_free(ctx, r);

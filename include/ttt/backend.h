@@ -281,8 +281,9 @@ typedef struct {
      * w1 [H, d, F] or [B, H, d, F], b1 [H, 1, F] or [B, H, 1, F], w2 [H, F, d] or [B, H, F, d], b2 [H, 1, d]   \
      * or [B, H, 1, d] (shared by the batch or not: the ndim says); k [B, H, m, d]; xt [B, 1, m, D] (shared by  \
      * the heads) or [B, H, m, D]; gh [H, D, d]; lng, lnb [H, 1, D] or both NULL (no LN). Writes w1_out ..     \
-     * b2_out ([B, H, ..]) and loss [B, H] (each pair's l before the step). All dense, one float dtype.         \
-     * Returns TTT_BACKEND_DECLINED, having written nothing, for what it does not handle. */                    \
+     * b2_out ([B, H, ..]) and loss [B, H] (each pair's l before the step); w1_out .. b2_out all NULL: the     \
+     * loss only, no step. All dense, one float dtype. Returns TTT_BACKEND_DECLINED, having written nothing,   \
+     * for what it does not handle. */                                                                         \
     X(mttt_mlp_step,                                                                                             \
       (ttt_tensor *w1_out, ttt_tensor *b1_out, ttt_tensor *w2_out, ttt_tensor *b2_out, ttt_tensor *loss,         \
        const ttt_tensor *w1, const ttt_tensor *b1, const ttt_tensor *w2, const ttt_tensor *b2,                   \

@@ -272,3 +272,24 @@ int ttt__mttt_mlp_step(ttt_ctx *ctx, ttt_tensor *const *w, ttt_tensor *k, ttt_te
     }
     return ttt__mttt_mlp_step_composed(ctx, w, k, xt, gh, lng, lnb, eta, eps, w_out, loss);
 }
+
+ttt_tensor *ttt__mttt_mlp_loss(ttt_ctx *ctx, ttt_tensor *const *w, ttt_tensor *k, ttt_tensor *xt, ttt_tensor *gh,
+                               ttt_tensor *lng, ttt_tensor *lnb, double eps) {
+    if (!ctx) return NULL;
+    if (!w) return ttt__set_error(ctx, "mttt_mlp_loss: NULL weights"), NULL;
+    ttt_tensor *x[N_IN] = {w[0], w[1], w[2], w[3], k, xt, gh, lng, lnb};
+    if (check(ctx, x, 0, eps)) return NULL;
+    if (ttt__recording(ctx, x[7] ? N_IN : 7, x) || !ttt__fused(ctx) || !ctx->be->mttt_mlp_step)
+        return recon_loss(ctx, w, k, xt, gh, lng, lnb, eps);
+    const ttt_mark_t mark = ttt_mark(ctx);
+    ttt_tensor *kin[N_IN], *pairs = ttt_new(ctx, k->dtype, TTT_DIMS(k->shape[0], k->shape[1]));
+    if (!pairs || kernel_args(ctx, x, kin)) return NULL;
+    const int rc = ctx->be->mttt_mlp_step(ctx->bs, NULL, NULL, NULL, NULL, pairs, kin[0], kin[1], kin[2], kin[3], kin[4],
+                                          kin[5], kin[6], kin[7], kin[8], 0, eps);
+    if (rc == TTT_BACKEND_DECLINED) {
+        ttt_release(ctx, mark);
+        return recon_loss(ctx, w, k, xt, gh, lng, lnb, eps);
+    }
+    if (rc != TTT_OK) return ttt__backend_failed(ctx, "mttt_mlp_step (loss)"), NULL;
+    return ttt_sum(ctx, pairs, 0, NULL, 0); /* not recording: no graph */
+}

@@ -121,6 +121,10 @@ int ttt__ttt_mlp_scan_composed(ttt_ctx *ctx, ttt_tensor *q, ttt_tensor *k, ttt_t
  * else the composed form; differentiable to any order. */
 int ttt__mttt_mlp_step(ttt_ctx *ctx, ttt_tensor *const *w, ttt_tensor *k, ttt_tensor *xt, ttt_tensor *gh, ttt_tensor *lng,
                        ttt_tensor *lnb, double eta, double eps, ttt_tensor **w_out, ttt_tensor **loss);
+/* The inner loss alone (the sum over pairs of l, a scalar): the forward kernel without the step where no
+ * graph records (inner-loss reporting), else the composed ops (differentiable). */
+ttt_tensor *ttt__mttt_mlp_loss(ttt_ctx *ctx, ttt_tensor *const *w, ttt_tensor *k, ttt_tensor *xt, ttt_tensor *gh,
+                               ttt_tensor *lng, ttt_tensor *lnb, double eps);
 /* The same composed of ops only (arguments as checked by ttt__mttt_mlp_step): the fallback, and tests. */
 int ttt__mttt_mlp_step_composed(ttt_ctx *ctx, ttt_tensor *const *w, ttt_tensor *k, ttt_tensor *xt, ttt_tensor *gh,
                                 ttt_tensor *lng, ttt_tensor *lnb, double eta, double eps, ttt_tensor **w_out,

@@ -235,6 +235,8 @@ static ttt_tensor *learner_apply(ttt_ctx *ctx, ttt_mttt_learner learner, ttt_ten
 static ttt_tensor *recon_loss(ttt_ctx *ctx, ttt_mttt_learner learner, ttt_tensor *const *w, ttt_tensor *k,
                               ttt_tensor *xt, ttt_tensor *gh, ttt_tensor *lng, ttt_tensor *lnb) {
     if (!k) return NULL;
+    if (learner == TTT_MTTT_MLP && w[0] && w[0]->ndim == 4) /* one kernel where no graph records */
+        return ttt__mttt_mlp_loss(ctx, w, k, xt, gh, lng, lnb, LN_EPS);
     int64_t m = k->shape[2];
     ttt_tensor *dec = ttt_matmul(ctx, learner_apply(ctx, learner, w, k), gh, 0, 1);
     if (lng) dec = ttt_add(ctx, ttt_mul(ctx, ttt_layer_norm(ctx, dec, NULL, NULL, LN_EPS), lng), lnb);

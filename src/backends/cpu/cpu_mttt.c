@@ -77,8 +77,9 @@ static int dims_of(const char *kernel, const ttt_tensor *const *w, const ttt_ten
     (void)b
 
 #define FWD_ARGS(R)                                                                                               \
-    (R *)w1_out->data + bh * d * F, (R *)b1_out->data + bh * F, (R *)w2_out->data + bh * F * d,                 \
-        (R *)b2_out->data + bh * d, (const R *)w1->data + o_w1, (const R *)b1->data + o_b1,                     \
+    step ? (R *)w1_out->data + bh * d * F : NULL, step ? (R *)b1_out->data + bh * F : NULL,                     \
+        step ? (R *)w2_out->data + bh * F * d : NULL, step ? (R *)b2_out->data + bh * d : NULL,                 \
+        (const R *)w1->data + o_w1, (const R *)b1->data + o_b1,                     \
         (const R *)w2->data + o_w2, (const R *)b2->data + o_b2, (const R *)k->data + bh * m * d,                \
         (const R *)xt->data + o_x, (const R *)gh->data + h * D * d, lng ? (const R *)lng->data + h * D : NULL,  \
         lnb ? (const R *)lnb->data + h * D : NULL, m, d, F, D, (R)eta, eps
@@ -90,7 +91,7 @@ int cpu_mttt_mlp_step(ttt_backend_state *self, ttt_tensor *w1_out, ttt_tensor *b
     step_dims s = {0};
     const ttt_tensor *w[4] = {w1, b1, w2, b2};
     if (dims_of("mttt_mlp_step", w, k, xt, &s)) return TTT_ERR;
-    const int f32 = k->dtype == TTT_F32;
+    const int f32 = k->dtype == TTT_F32, step = w1_out != NULL; /* else the loss only */
     const int64_t scr_n = f32 ? fwd_scratch_f32(s.m, s.d, s.F, s.D) : fwd_scratch_f64(s.m, s.d, s.F, s.D);
     FOR_EACH_PAIR("mttt_mlp_step", self, s, f32 ? sizeof(float) : sizeof(double), scr_n, {
         PAIR_OFFSETS;

@@ -147,8 +147,8 @@ static int64_t FN(bwd_scratch)(int64_t m, int64_t d, int64_t F, int64_t D) {
     return 2 * d * D + 4 * d * F + 7 * m * F + 4 * m * d + 6 * m * D + m + 2 * D;
 }
 
-/* The forward of one pair (pointers at the pair's first element; gam, bet NULL: no LN). Writes W' and
- * returns the pair's loss before the step. */
+/* The forward of one pair (pointers at the pair's first element; gam, bet NULL: no LN). Writes W' (w1o
+ * NULL: the loss only) and returns the pair's loss before the step. */
 static double FN(step_fwd)(R *w1o, R *b1o, R *w2o, R *b2o, const R *W1, const R *b1, const R *W2, const R *b2,
                            const R *K, const R *X, const R *G, const R *gam, const R *bet, int64_t m, int64_t d,
                            int64_t F, int64_t D, R eta, double eps, R *scr) {
@@ -170,6 +170,15 @@ static double FN(step_fwd)(R *w1o, R *b1o, R *w2o, R *b2o, const R *W1, const R 
     for (int64_t i = 0; i < m; i++) {
         R *p = P + i * D;
         const R *x = X + i * D;
+        if (!w1o) { /* the loss only */
+            const double mean = gam ? FN(dotd)(p, 0, NULL, 0, D) * inv_D : 0;
+            const double rstd = gam ? 1.0 / sqrt(FN(dotd)(p, mean, p, mean, D) * inv_D + eps) : 1;
+            for (int64_t j = 0; j < D; j++) {
+                const R r = gam ? (R)(((double)p[j] - mean) * rstd) * gam[j] + bet[j] - x[j] : p[j] - x[j];
+                loss += (double)r * (double)r;
+            }
+            continue;
+        }
         if (!gam) {
             for (int64_t j = 0; j < D; j++) {
                 const double r = (double)p[j] - (double)x[j];
@@ -189,6 +198,7 @@ static double FN(step_fwd)(R *w1o, R *b1o, R *w2o, R *b2o, const R *W1, const R 
         const double mg = FN(dotd)(g, 0, NULL, 0, D) * inv_D, mgx = FN(dotd)(g, 0, xh, 0, D) * inv_D;
         for (int64_t j = 0; j < D; j++) p[j] = (R)(rstd * ((double)g[j] - mg - (double)xh[j] * mgx));
     }
+    if (!w1o) return 0.5 * loss * inv_m;
     /* dy = dp gh;  W2' = W2 - eta a^T dy, b2' = b2 - eta sum dy */
     FN(mm)(dY, P, G, m, D, d, 1, 0);
     memcpy(w2o, W2, sizeof(R) * (size_t)(F * d));
