@@ -4,10 +4,19 @@
  * ~60 passes over [B, H, m, F] tensors for the same step (src/composed/mttt_step.c). */
 #include <math.h>
 #include <omp.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cpu_internal.h"
+
+/* The compiler would fold the B loads of the product's inner loop into every FMA (12 loads where 2 do, and
+ * the loop bound by loads): an empty asm that needs the vector in a register keeps it there. */
+#if defined(__GNUC__) && defined(__AVX__) && (defined(__x86_64__) || defined(__i386__))
+#define KEEP_IN_REGISTER(v) __asm__("" : "+x"(v))
+#else
+#define KEEP_IN_REGISTER(v) (void)0
+#endif
 
 #define R float
 #define SFX _f32
@@ -40,18 +49,45 @@ static int dims_of(const char *kernel, const ttt_tensor *const *w, const ttt_ten
     return TTT_OK;
 }
 
+/* Scratch kept between calls: a fresh malloc of this size is an mmap whose pages fault in on every call (a few
+ * percent of the step). One buffer, taken and put back atomically, so concurrent callers (two contexts) each
+ * get their own: the loser of a race just allocates. */
+typedef struct {
+    void *p;
+    size_t size;
+} scratch_buf;
+static _Atomic(scratch_buf *) cached_scratch;
+
+static scratch_buf *scratch_take(size_t size) {
+    scratch_buf *b = atomic_exchange(&cached_scratch, NULL);
+    if (b && b->size >= size) return b;
+    if (b) free(b->p), free(b);
+    b = malloc(sizeof *b);
+    if (b && !(b->p = malloc(size))) free(b), b = NULL;
+    if (b) b->size = size;
+    return b;
+}
+
+static void scratch_give(scratch_buf *b) {
+    if (!b) return;
+    scratch_buf *old = atomic_exchange(&cached_scratch, b);
+    if (old) free(old->p), free(old);
+}
+
 /* Runs body for every pair bh on a team sized by the work, each thread with its own scratch scr_ of
- * scratch_elems (allocated before the region, so a failed allocation fails the call). */
+ * scratch_elems (taken before the region, so a failed allocation fails the call; pre_buf is freed then). */
 #define FOR_EACH_PAIR(kernel, self, s, elem_size, scratch_elems, ...)                                             \
     do {                                                                                                         \
         const int64_t n_bh_ = (s).B * (s).H;                                                                     \
         const int team_ = cpu_team(self, n_bh_ * (s).m * (s).d * (s).F);                                         \
         const size_t per_ = ((size_t)(scratch_elems) * (elem_size) + 63) & ~(size_t)63;                         \
-        char *scr_all_ = malloc(per_ * (size_t)team_ + 64);                                                      \
-        if (!scr_all_) {                                                                                         \
+        scratch_buf *sb_ = scratch_take(per_ * (size_t)team_ + 64);                                              \
+        if (!sb_) {                                                                                              \
+            free(pre_buf);                                                                                       \
             ttt_backend_error("%s: out of host memory for %d x %zu bytes of scratch", kernel, team_, per_);        \
             return TTT_ERR;                                                                                      \
         }                                                                                                        \
+        char *scr_all_ = sb_->p;                                                                                 \
         if (team_ > 1) {                                                                                         \
             _Pragma("omp parallel num_threads(team_)") {                                                         \
                 void *scr_ = scr_all_ + per_ * (size_t)omp_get_thread_num();                                     \
@@ -65,7 +101,7 @@ static int dims_of(const char *kernel, const ttt_tensor *const *w, const ttt_ten
                 __VA_ARGS__                                                                                      \
             }                                                                                                    \
         }                                                                                                        \
-        free(scr_all_);                                                                                          \
+        scratch_give(sb_);                                                                                       \
     } while (0)
 
 /* element offsets of pair bh's blocks */
@@ -84,6 +120,36 @@ static int dims_of(const char *kernel, const ttt_tensor *const *w, const ttt_ten
         (const R *)xt->data + o_x, (const R *)gh->data + h * D * d, lng ? (const R *)lng->data + h * D : NULL,  \
         lnb ? (const R *)lnb->data + h * D : NULL, m, d, F, D, (R)eta, eps
 
+/* The transposes of gh and of the weights shared by the batch (W_0 at step 0), once per head instead of once
+ * per pair: pre[h] = {G^T [d, D], W1^T [F, d] or NULL, W2^T [d, F] or NULL} over buf (NULL on OOM). */
+static void *head_transposes(const step_dims *s, const ttt_tensor *gh, const ttt_tensor *w1, const ttt_tensor *w2,
+                             int f32, void ***pre) {
+    const int64_t d = s->d, F = s->F, D = s->D, H = s->H;
+    const int tw1 = !s->w_off[0], tw2 = !s->w_off[2];
+    const size_t es = f32 ? sizeof(float) : sizeof(double);
+    const size_t per = (size_t)(d * D + (tw1 ? F * d : 0) + (tw2 ? d * F : 0)) * es;
+    char *buf = malloc(per * (size_t)H + sizeof(void *) * 3 * (size_t)H);
+    if (!buf) return NULL;
+    void **p = (void **)(buf + per * (size_t)H);
+    for (int64_t h = 0; h < H; h++) {
+        char *at = buf + per * (size_t)h;
+        p[3 * h] = at;
+        p[3 * h + 1] = tw1 ? at + (size_t)(d * D) * es : NULL;
+        p[3 * h + 2] = tw2 ? at + (size_t)(d * D + (tw1 ? F * d : 0)) * es : NULL;
+        if (f32) {
+            transpose_f32(p[3 * h], (const float *)gh->data + h * D * d, D, d);
+            if (tw1) transpose_f32(p[3 * h + 1], (const float *)w1->data + h * d * F, d, F);
+            if (tw2) transpose_f32(p[3 * h + 2], (const float *)w2->data + h * F * d, F, d);
+        } else {
+            transpose_f64(p[3 * h], (const double *)gh->data + h * D * d, D, d);
+            if (tw1) transpose_f64(p[3 * h + 1], (const double *)w1->data + h * d * F, d, F);
+            if (tw2) transpose_f64(p[3 * h + 2], (const double *)w2->data + h * F * d, F, d);
+        }
+    }
+    *pre = p;
+    return buf;
+}
+
 int cpu_mttt_mlp_step(ttt_backend_state *self, ttt_tensor *w1_out, ttt_tensor *b1_out, ttt_tensor *w2_out,
                       ttt_tensor *b2_out, ttt_tensor *loss, const ttt_tensor *w1, const ttt_tensor *b1,
                       const ttt_tensor *w2, const ttt_tensor *b2, const ttt_tensor *k, const ttt_tensor *xt,
@@ -93,11 +159,18 @@ int cpu_mttt_mlp_step(ttt_backend_state *self, ttt_tensor *w1_out, ttt_tensor *b
     if (dims_of("mttt_mlp_step", w, k, xt, &s)) return TTT_ERR;
     const int f32 = k->dtype == TTT_F32, step = w1_out != NULL; /* else the loss only */
     const int64_t scr_n = f32 ? fwd_scratch_f32(s.m, s.d, s.F, s.D) : fwd_scratch_f64(s.m, s.d, s.F, s.D);
+    void **pre;
+    void *pre_buf = head_transposes(&s, gh, w1, w2, f32, &pre);
+    if (!pre_buf) {
+        ttt_backend_error("mttt_mlp_step: out of host memory");
+        return TTT_ERR;
+    }
     FOR_EACH_PAIR("mttt_mlp_step", self, s, f32 ? sizeof(float) : sizeof(double), scr_n, {
         PAIR_OFFSETS;
-        if (f32) ((float *)loss->data)[bh] = (float)step_fwd_f32(FWD_ARGS(float), (float *)scr_);
-        else ((double *)loss->data)[bh] = step_fwd_f64(FWD_ARGS(double), (double *)scr_);
+        if (f32) ((float *)loss->data)[bh] = (float)step_fwd_f32(FWD_ARGS(float), (const float *const *)(pre + 3 * h), (float *)scr_);
+        else ((double *)loss->data)[bh] = step_fwd_f64(FWD_ARGS(double), (const double *const *)(pre + 3 * h), (double *)scr_);
     });
+    free(pre_buf);
     return TTT_OK;
 }
 
@@ -124,11 +197,18 @@ int cpu_mttt_mlp_step_bwd(ttt_backend_state *self, ttt_tensor *dw1, ttt_tensor *
     if (dims_of("mttt_mlp_step_bwd", w, k, xt, &s)) return TTT_ERR;
     const int f32 = k->dtype == TTT_F32;
     const int64_t scr_n = f32 ? bwd_scratch_f32(s.m, s.d, s.F, s.D) : bwd_scratch_f64(s.m, s.d, s.F, s.D);
+    void **pre;
+    void *pre_buf = head_transposes(&s, gh, w1, w2, f32, &pre);
+    if (!pre_buf) {
+        ttt_backend_error("mttt_mlp_step_bwd: out of host memory");
+        return TTT_ERR;
+    }
     FOR_EACH_PAIR("mttt_mlp_step_bwd", self, s, f32 ? sizeof(float) : sizeof(double), scr_n, {
         PAIR_OFFSETS;
         (void)o_x;
-        if (f32) step_bwd_f32(BWD_ARGS(float), (float *)scr_);
-        else step_bwd_f64(BWD_ARGS(double), (double *)scr_);
+        if (f32) step_bwd_f32(BWD_ARGS(float), (const float *const *)(pre + 3 * h), (float *)scr_);
+        else step_bwd_f64(BWD_ARGS(double), (const double *const *)(pre + 3 * h), (double *)scr_);
     });
+    free(pre_buf);
     return TTT_OK;
 }

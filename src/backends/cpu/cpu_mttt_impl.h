@@ -8,9 +8,14 @@
 #define CAT(a, b) CAT_(a, b)
 #define FN(name) CAT(name, SFX)
 
-/* 32-byte vectors (GCC / Clang vector extensions): one AVX register, or two SSE ones without -march=native */
-typedef R FN(vec) __attribute__((vector_size(32)));
-#define VL ((int64_t)(32 / sizeof(R)))
+/* one register of GCC / Clang vector extensions: 32 bytes with AVX (TTT_NATIVE on such a machine), else 16 */
+#ifdef __AVX__
+#define VBYTES 32
+#else
+#define VBYTES 16
+#endif
+typedef R FN(vec) __attribute__((vector_size(VBYTES)));
+#define VL ((int64_t)(VBYTES / sizeof(R)))
 
 static inline FN(vec) FN(vload)(const R *p) {
     FN(vec) v;
@@ -21,30 +26,47 @@ static inline void FN(vstore)(R *p, FN(vec) v) { memcpy(p, &v, sizeof v); }
 
 /* C[M, N] = beta C + alpha A B for B row-major [K, N] and C row-major [M, N], where A's element (i, p) is
  * a[i * ras + p * pas] (A row-major [M, K]: ras = K, pas = 1; A stored transposed as [K, M]: ras = 1,
- * pas = M); beta is 0 or 1. Register-blocked: 4 rows x 2 vectors of C stay in registers over the K loop
- * (each B row is loaded once per 4 rows of C), which is what makes the small products of one pair run
- * near the FMA rate; cblas_sgemm on these sizes (m = 49, d = 32, F = 128) spends more in its packing than
- * in its arithmetic. */
+ * pas = M); beta is 0 or 1. Register-blocked: 6 rows x 2 vectors of C stay in registers over the K loop and
+ * each B row is loaded once per 6 rows of C (12 FMAs for 2 loads and 6 broadcasts), which is what makes the
+ * small products of one pair run near the FMA rate; cblas_sgemm on these sizes (m = 49, d = 32, F = 128)
+ * spends more in its packing and calls than in its arithmetic. */
 static void FN(gemm)(R *restrict c, const R *restrict a, int64_t ras, int64_t pas, const R *restrict b, int64_t M,
                      int64_t K, int64_t N, R alpha, int beta) {
     typedef FN(vec) V;
     int64_t j0 = 0;
     for (; j0 + 2 * VL <= N; j0 += 2 * VL) {
         int64_t i = 0;
-        for (; i + 4 <= M; i += 4) {
-            V c00 = {0}, c01 = {0}, c10 = {0}, c11 = {0}, c20 = {0}, c21 = {0}, c30 = {0}, c31 = {0};
+        for (; i + 6 <= M; i += 6) {
+            V acc[6][2];
+            memset(acc, 0, sizeof acc);
             const R *ai = a + i * ras;
             for (int64_t p = 0; p < K; p++) {
-                const V b0 = FN(vload)(b + p * N + j0), b1 = FN(vload)(b + p * N + j0 + VL);
+                V b0 = FN(vload)(b + p * N + j0), b1 = FN(vload)(b + p * N + j0 + VL);
+                KEEP_IN_REGISTER(b0);
+                KEEP_IN_REGISTER(b1);
                 const R *ap = ai + p * pas;
-                const R a0 = ap[0], a1 = ap[ras], a2 = ap[2 * ras], a3 = ap[3 * ras];
-                c00 += a0 * b0, c01 += a0 * b1;
-                c10 += a1 * b0, c11 += a1 * b1;
-                c20 += a2 * b0, c21 += a2 * b1;
-                c30 += a3 * b0, c31 += a3 * b1;
+                for (int r = 0; r < 6; r++) {
+                    const R ar = ap[r * ras];
+                    acc[r][0] += ar * b0, acc[r][1] += ar * b1;
+                }
             }
-            V acc[4][2] = {{c00, c01}, {c10, c11}, {c20, c21}, {c30, c31}};
-            for (int r = 0; r < 4; r++)
+            for (int r = 0; r < 6; r++)
+                for (int h = 0; h < 2; h++) {
+                    R *cp = c + (i + r) * N + j0 + h * VL;
+                    V v = alpha * acc[r][h];
+                    if (beta) v += FN(vload)(cp);
+                    FN(vstore)(cp, v);
+                }
+        }
+        for (; i + 2 <= M; i += 2) {
+            V c00 = {0}, c01 = {0}, c10 = {0}, c11 = {0};
+            for (int64_t p = 0; p < K; p++) {
+                V b0 = FN(vload)(b + p * N + j0), b1 = FN(vload)(b + p * N + j0 + VL);
+                const R a0 = a[i * ras + p * pas], a1 = a[(i + 1) * ras + p * pas];
+                c00 += a0 * b0, c01 += a0 * b1, c10 += a1 * b0, c11 += a1 * b1;
+            }
+            V acc[2][2] = {{c00, c01}, {c10, c11}};
+            for (int r = 0; r < 2; r++)
                 for (int h = 0; h < 2; h++) {
                     R *cp = c + (i + r) * N + j0 + h * VL;
                     V v = alpha * acc[r][h];
@@ -68,7 +90,7 @@ static void FN(gemm)(R *restrict c, const R *restrict a, int64_t ras, int64_t pa
     if (j0 < N) { /* the columns left over (N not a multiple of two vectors): plain loops */
         const int64_t nj = N - j0;
         for (int64_t i = 0; i < M; i++) {
-            R acc[2 * 32 / sizeof(R)] = {0}; /* nj < 2 * VL */
+            R acc[2 * VBYTES / sizeof(R)] = {0}; /* nj < 2 * VL */
             for (int64_t p = 0; p < K; p++) {
                 const R ap = a[i * ras + p * pas], *bp = b + p * N + j0;
                 for (int64_t j = 0; j < nj; j++) acc[j] += ap * bp[j];
@@ -112,13 +134,14 @@ static void FN(col_sum)(R *restrict out, const R *restrict base, const R *restri
 #define GELU_C 0.7978845608028654
 #define GELU_K 0.044715
 
-/* a = gelu(z), s1 = gelu'(z) (tanh form) */
-static void FN(gelu_fwd)(R *a, R *restrict s1, const R *z, int64_t n) { /* a may be z */
+/* a = gelu(z), s1 = gelu'(z) (tanh form); tout (NULL: not wanted) = the tanh, for gelu'' later */
+static void FN(gelu_fwd)(R *a, R *restrict s1, R *restrict tout, const R *z, int64_t n) { /* a may be z */
     for (int64_t e = 0; e < n; e++) {
         const R x = z[e], x2 = x * x, t = TANH((R)GELU_C * (x + (R)GELU_K * x2 * x));
         const R du = (R)GELU_C * ((R)1 + (R)(3 * GELU_K) * x2);
         a[e] = (R)0.5 * x * ((R)1 + t);
         s1[e] = (R)0.5 * ((R)1 + t) + (R)0.5 * x * ((R)1 - t * t) * du;
+        if (tout) tout[e] = t;
     }
 }
 
@@ -144,22 +167,24 @@ static int64_t FN(fwd_scratch)(int64_t m, int64_t d, int64_t F, int64_t D) {
     return d * D + d * F + 3 * m * F + 2 * m * d + m * D + 2 * D;
 }
 static int64_t FN(bwd_scratch)(int64_t m, int64_t d, int64_t F, int64_t D) {
-    return 2 * d * D + 4 * d * F + 7 * m * F + 4 * m * d + 6 * m * D + m + 2 * D;
+    return 2 * d * D + 4 * d * F + 8 * m * F + 4 * m * d + 6 * m * D + m + 2 * D;
 }
 
 /* The forward of one pair (pointers at the pair's first element; gam, bet NULL: no LN). Writes W' (w1o
- * NULL: the loss only) and returns the pair's loss before the step. */
+ * NULL: the loss only) and returns the pair's loss before the step. pre = the transposes of G, W1, W2 made
+ * once per head (each NULL: transposed here). */
 static double FN(step_fwd)(R *w1o, R *b1o, R *w2o, R *b2o, const R *W1, const R *b1, const R *W2, const R *b2,
                            const R *K, const R *X, const R *G, const R *gam, const R *bet, int64_t m, int64_t d,
-                           int64_t F, int64_t D, R eta, double eps, R *scr) {
-    R *GT = scr, *W2T = GT + d * D, *A = W2T + d * F, *S1 = A + m * F, *dA = S1 + m * F, *Y = dA + m * F;
+                           int64_t F, int64_t D, R eta, double eps, const R *const *pre, R *scr) {
+    R *GTs = scr, *W2Ts = GTs + d * D, *A = W2Ts + d * F, *S1 = A + m * F, *dA = S1 + m * F, *Y = dA + m * F;
     R *dY = Y + m * d, *P = dY + m * d, *xh = P + m * D, *g = xh + D;
-    FN(transpose)(GT, G, D, d);
-    FN(transpose)(W2T, W2, F, d);
+    const R *GT = pre[0], *W2T = pre[2];
+    if (!GT) FN(transpose)(GTs, G, D, d), GT = GTs;
+    if (!W2T && w1o) FN(transpose)(W2Ts, W2, F, d), W2T = W2Ts;
     /* z1 = k W1 + b1 (into A), a = gelu(z1), s1 = gelu'(z1) */
     FN(rows_set)(A, b1, m, F);
     FN(mm)(A, K, W1, m, d, F, 1, 1);
-    FN(gelu_fwd)(A, S1, A, m * F);
+    FN(gelu_fwd)(A, S1, NULL, A, m * F);
     /* y = a W2 + b2, p = y gh^T */
     FN(rows_set)(Y, b2, m, d);
     FN(mm)(Y, A, W2, m, F, d, 1, 1);
@@ -220,22 +245,24 @@ static double FN(step_fwd)(R *w1o, R *b1o, R *w2o, R *b2o, const R *W1, const R 
 static void FN(step_bwd)(R *dW1, R *db1, R *dW2, R *db2, R *dK, R *dX, R *dG, R *dgam, R *dbet, const R *U1,
                          const R *u1, const R *U2, const R *u2, R lbar, const R *W1, const R *b1, const R *W2,
                          const R *b2, const R *K, const R *X, const R *G, const R *gam, const R *bet, int64_t m,
-                         int64_t d, int64_t F, int64_t D, R eta, double eps, R *scr) {
-    R *GT = scr, *W1T = GT + d * D, *W2T = W1T + F * d, *U1T = W2T + d * F, *U2T = U1T + F * d;
+                         int64_t d, int64_t F, int64_t D, R eta, double eps, const R *const *pre, R *scr) {
+    R *GTs = scr, *W1Ts = GTs + d * D, *W2Ts = W1Ts + F * d, *U1T = W2Ts + d * F, *U2T = U1T + F * d;
     R *Z = U2T + d * F, *A = Z + m * F, *S1 = A + m * F, *Zt = S1 + m * F, *At = Zt + m * F, *Ab = At + m * F;
-    R *Atb = Ab + m * F, *Y = Atb + m * F, *Yt = Y + m * d, *Yb = Yt + m * d, *Ytb = Yb + m * d;
+    R *Th = Ab + m * F; /* tanh of gelu's argument */
+    R *Atb = Th + m * F, *Y = Atb + m * F, *Yt = Y + m * d, *Yb = Yt + m * d, *Ytb = Yb + m * d;
     R *Xh = Ytb + m * d, *Pt = Xh + m * D, *Xht = Pt + m * D, *Rr = Xht + m * D, *Pb = Rr + m * D, *Ptb = Pb + m * D;
     R *rs = Ptb + m * D, *T = rs + m, *Xhb = T + D;
     const double inv_m = 1.0 / (double)m, inv_D = 1.0 / (double)D;
-    FN(transpose)(GT, G, D, d);
-    FN(transpose)(W1T, W1, d, F);
-    FN(transpose)(W2T, W2, F, d);
+    const R *GT = pre[0], *W1T = pre[1], *W2T = pre[2];
+    if (!GT) FN(transpose)(GTs, G, D, d), GT = GTs;
+    if (!W1T) FN(transpose)(W1Ts, W1, d, F), W1T = W1Ts;
+    if (!W2T) FN(transpose)(W2Ts, W2, F, d), W2T = W2Ts;
     if (U1) FN(transpose)(U1T, U1, d, F);
     if (U2) FN(transpose)(U2T, U2, F, d);
     /* the forward again: z1, a = gelu(z1), s1 = gelu'(z1), y, p (into Xh), then xh = LN(p) and r */
     FN(rows_set)(Z, b1, m, F);
     FN(mm)(Z, K, W1, m, d, F, 1, 1);
-    FN(gelu_fwd)(A, S1, Z, m * F);
+    FN(gelu_fwd)(A, S1, Th, Z, m * F);
     FN(rows_set)(Y, b2, m, d);
     FN(mm)(Y, A, W2, m, F, d, 1, 1);
     FN(mm)(Xh, Y, GT, m, d, D, 1, 0);
@@ -326,7 +353,7 @@ static void FN(step_bwd)(R *dW1, R *db1, R *dW2, R *db2, R *dK, R *dX, R *dG, R 
     FN(col_sum)(db2, u2, Yb, m, d, 1);
     /* a = gelu(z1), at = gelu'(z1) z1t:  z1b = ab s1 + atb gelu''(z1) z1t, z1tb = atb s1 (in place of ab, atb) */
     for (int64_t e = 0; e < m * F; e++) {
-        const R x = Z[e], x2 = x * x, t = TANH((R)GELU_C * (x + (R)GELU_K * x2 * x));
+        const R x = Z[e], x2 = x * x, t = Th[e];
         const R du = (R)GELU_C * ((R)1 + (R)(3 * GELU_K) * x2), ddu = (R)(6 * GELU_C * GELU_K) * x;
         const R s2 = ((R)1 - t * t) * (du + (R)0.5 * x * (ddu - (R)2 * t * du * du));
         const R ab = Ab[e], atb = Atb[e];
@@ -342,5 +369,6 @@ static void FN(step_bwd)(R *dW1, R *db1, R *dW2, R *db2, R *dK, R *dX, R *dG, R 
 }
 
 #undef VL
+#undef VBYTES
 #undef GELU_C
 #undef GELU_K
