@@ -10,6 +10,7 @@
  *   - the MTTT-MLP layer fused (TTT_FUSED on) against composed (off): outputs and the gradients of every
  *     parameter and x for T = 1, 2, SGD, checkpointed steps, no decoder LN, f32; evaluation (no graph) and
  *     the inner-loss bookkeeping (the final loss by the forward kernel without the step);
+ *   - the read-out gelu(q W1 + b1) W2 + b2 (ttt__mttt_mlp_apply): output and all gradients against the ops;
  *   - the ViT classifier's loss and parameter gradients fused against composed (T = 2, GD and SGD);
  *   - bad shapes and dtypes give messages naming the argument. */
 #include <math.h>
@@ -276,6 +277,46 @@ static void test_errors(ttt_ctx *ctx) {
     free_all(ctx, x, n);
 }
 
+/* The read-out gelu(q W1 + b1) W2 + b2 (ttt__mttt_mlp_apply): the kernels against the composed ops, output and
+ * the gradients of the weights (expanded or per pair) and q. */
+static void test_apply(ttt_ctx *ctx, const op_cfg *c, ttt_dtype dt) {
+    ttt_tensor *x[NIN] = {0}, *res[2] = {NULL, NULL}, *g[2][5] = {{NULL}};
+    const int n = make_inputs(ctx, c, x);
+    ttt_tensor *r = rand_param(ctx, TTT_DIMS(c->B, c->H, c->m, c->d), 0, 1.0);
+    ttt_step_reset(ctx);
+    const int64_t B = c->B, H = c->H, d = c->d, F = 4 * d;
+    const int64_t rc[4][2] = {{d, F}, {1, F}, {F, d}, {1, d}};
+    static const int perm[4] = {0, 2, 1, 3};
+    const long long calls = ttt__profile_calls(TTT_K_mttt_mlp_apply), bwd = ttt__profile_calls(TTT_K_mttt_mlp_apply_bwd);
+    for (int fused = 1; fused >= 0; fused--) {
+        ttt_tensor *leaf[5], *w[4];
+        for (int i = 0; i < 5; i++) {
+            leaf[i] = ttt_cast(ctx, ttt_detach(ctx, x[i]), dt);
+            ttt_set_requires_grad(leaf[i], 1);
+        }
+        for (int i = 0; i < 4; i++) w[i] = c->w_shared ? ttt_expand(ctx, leaf[i], TTT_DIMS(B, H, rc[i][0], rc[i][1])) : leaf[i];
+        ttt_tensor *q = ttt_permute(ctx, leaf[4], perm);
+        res[fused] = fused ? ttt__mttt_mlp_apply(ctx, w, q) : ttt__mttt_mlp_apply_composed(ctx, w, q);
+        if (fused) CHECK(has_op(res[fused], "mttt_mlp_apply"));
+        ttt_tensor *L = ttt_sum(ctx, ttt_mul(ctx, res[fused], ttt_cast(ctx, r, dt)), 0, NULL, 0);
+        CHECK_MSG(L && ttt_grad(ctx, 1, &L, NULL, 5, leaf, g[fused], 0) == TTT_OK, "%s", ttt_error(ctx));
+    }
+    CHECK(ttt__profile_calls(TTT_K_mttt_mlp_apply) == calls + 1 && ttt__profile_calls(TTT_K_mttt_mlp_apply_bwd) == bwd + 1);
+    const double tol = dt == TTT_F64 ? 1e-10 : 1e-4;
+    double worst = rel_diff(ctx, res[1], res[0]);
+    CHECK_MSG(worst <= tol, "apply %s: outputs differ by %.2e", ttt_dtype_name(dt), worst);
+    for (int i = 0; i < 5; i++) {
+        const double e = rel_diff(ctx, g[1][i], g[0][i]);
+        CHECK_MSG(e <= tol, "apply %s: gradient of %s differs by %.2e", ttt_dtype_name(dt), i < 4 ? NAMES[i] : "q", e);
+        worst = e > worst || e != e ? e : worst;
+    }
+    printf("read-out %s B%lld H%lld n%lld d%lld W %s: output and gradients %.1e\n", ttt_dtype_name(dt), (long long)B,
+           (long long)H, (long long)c->m, (long long)d, c->w_shared ? "expanded" : "per pair", worst);
+    ttt_step_reset(ctx);
+    free_all(ctx, x, n);
+    ttt_persistent_free(ctx, r);
+}
+
 /* ---- the layer and the ViT ------------------------------------------------------------------------ */
 
 typedef struct {
@@ -444,6 +485,10 @@ int main(void) {
     test_op(ctx, &shapes[0], TTT_F64, 1);
     test_op(ctx, &shapes[0], TTT_F64, 2);
     test_op(ctx, &shapes[1], TTT_F64, 2);
+    for (size_t i = 0; i < sizeof shapes / sizeof *shapes; i += 2) {
+        test_apply(ctx, &shapes[i], TTT_F64);
+        test_apply(ctx, &shapes[i + 1], TTT_F32);
+    }
     test_fd(ctx, &shapes[0]);
     test_fd(ctx, &shapes[1]);
     test_fd(ctx, &shapes[5]);

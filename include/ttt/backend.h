@@ -303,7 +303,22 @@ typedef struct {
        const ttt_tensor *xt, const ttt_tensor *gh, const ttt_tensor *lng, const ttt_tensor *lnb, double eta,      \
        double eps),                                                                                              \
       (dw1, db1, dw2, db2, dk, dxt, dgh, dlng, dlnb, dw1_out, db1_out, dw2_out, db2_out, dloss, w1, b1, w2, b2, \
-       k, xt, gh, lng, lnb, eta, eps))
+       k, xt, gh, lng, lnb, eta, eps))                                                                          \
+    /* Optional fused read-out of the MTTT-MLP learner: out = gelu(q w1 + b1) w2 + b2 per (batch, head) pair,    \
+     * q, out [B, H, n, d]; the weights as mttt_mlp_step takes them ([H, ..] shared by the batch, or [B, H, ..]). \
+     * All dense, one float dtype. Returns TTT_BACKEND_DECLINED, having written nothing, for what it does not   \
+     * handle. */                                                                                                \
+    X(mttt_mlp_apply,                                                                                            \
+      (ttt_tensor *out, const ttt_tensor *w1, const ttt_tensor *b1, const ttt_tensor *w2, const ttt_tensor *b2,  \
+       const ttt_tensor *q),                                                                                     \
+      (out, w1, b1, w2, b2, q))                                                                                  \
+    /* Optional. Its first-order gradients per pair: dq [B, H, n, d], dw1 [B, H, d, F], db1 [B, H, 1, F], dw2    \
+     * [B, H, F, d], db2 [B, H, 1, d] (the op sums what was broadcast) from dout (out's shape). */              \
+    X(mttt_mlp_apply_bwd,                                                                                        \
+      (ttt_tensor *dq, ttt_tensor *dw1, ttt_tensor *db1, ttt_tensor *dw2, ttt_tensor *db2,                       \
+       const ttt_tensor *dout, const ttt_tensor *w1, const ttt_tensor *b1, const ttt_tensor *w2,                 \
+       const ttt_tensor *b2, const ttt_tensor *q),                                                               \
+      (dq, dw1, db1, dw2, db2, dout, w1, b1, w2, b2, q))
 
 /* TTT_K_copy, TTT_K_fill, ...: the kernel entries by number (profile rows, coverage). */
 typedef enum {

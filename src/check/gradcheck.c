@@ -602,6 +602,25 @@ static ttt_tensor *fn_mttt_step(ttt_ctx *ctx, ttt_tensor *const *x, const spec *
     return ttt_concat(ctx, 5, flat, 0);
 }
 
+/* The learner's read-out gelu(q W1 + b1) W2 + b2 (engine_private.h: ttt__mttt_mlp_apply), the weights shared
+ * by the batch (expanded) or per pair. */
+static void make_mttt_apply(rng *r, spec *s) {
+    const int64_t b = rint_in(r, 1, 2), h = rint_in(r, 1, 2), n = rint_in(r, 1, 4), d = rint_in(r, 2, 3), f = 2 * d;
+    s->p[0] = (int64_t)(rnext(r) % 2);
+    if (s->p[0]) IN(s, K_NORMAL, h, d, f), IN(s, K_NORMAL, h, 1, f), IN(s, K_NORMAL, h, f, d), IN(s, K_NORMAL, h, 1, d);
+    else IN(s, K_NORMAL, b, h, d, f), IN(s, K_NORMAL, b, h, 1, f), IN(s, K_NORMAL, b, h, f, d), IN(s, K_NORMAL, b, h, 1, d);
+    IN(s, K_NORMAL, b, h, n, d); /* q */
+}
+static ttt_tensor *fn_mttt_apply(ttt_ctx *ctx, ttt_tensor *const *x, const spec *s) {
+    const int64_t B = x[4]->shape[0], H = x[4]->shape[1];
+    ttt_tensor *w[4];
+    for (int i = 0; i < 4; i++) {
+        const int nd = x[i]->ndim;
+        w[i] = s->p[0] ? ttt_expand(ctx, x[i], TTT_DIMS(B, H, x[i]->shape[nd - 2], x[i]->shape[nd - 1])) : x[i];
+    }
+    return ttt__mttt_mlp_apply(ctx, w, x[4]);
+}
+
 static const gc_case CASES[] = {
     {"neg", make_neg, fn_neg},
     {"exp", make_exp, fn_exp},
@@ -668,6 +687,7 @@ static const gc_case CASES[] = {
     {"ttt_linear_scan", make_ttt_scan, fn_ttt_scan},
     {"ttt_mlp_scan", make_ttt_mlp_scan, fn_ttt_mlp_scan},
     {"mttt_mlp_step", make_mttt_step, fn_mttt_step},
+    {"mttt_mlp_apply", make_mttt_apply, fn_mttt_apply},
 };
 
 int ttt_gradcheck_count(void) { return (int)(sizeof CASES / sizeof CASES[0]); }

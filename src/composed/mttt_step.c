@@ -293,3 +293,89 @@ ttt_tensor *ttt__mttt_mlp_loss(ttt_ctx *ctx, ttt_tensor *const *w, ttt_tensor *k
     if (rc != TTT_OK) return ttt__backend_failed(ctx, "mttt_mlp_step (loss)"), NULL;
     return ttt_sum(ctx, pairs, 0, NULL, 0); /* not recording: no graph */
 }
+
+/* ---- the read-out: out = gelu(q W1 + b1) W2 + b2 (engine_private.h: ttt__mttt_mlp_apply) ---------------------
+ * First order by the backward kernel (recomputing gelu(q W1 + b1)); under create_graph the VJP differentiates
+ * the composed form, as the step's does. */
+
+ttt_tensor *ttt__mttt_mlp_apply_composed(ttt_ctx *ctx, ttt_tensor *const *w, ttt_tensor *q) {
+    ttt_tensor *a = ttt_gelu(ctx, ttt_add(ctx, ttt_matmul(ctx, q, w[0], 0, 0), w[1]));
+    return ttt_add(ctx, ttt_matmul(ctx, a, w[2], 0, 0), w[3]);
+}
+
+static int check_apply(ttt_ctx *ctx, ttt_tensor *const *x) {
+    static const char *names[5] = {"w1", "b1", "w2", "b2", "q"};
+    for (int i = 0; i < 5; i++)
+        if (!x[i]) return ttt__set_error(ctx, "mttt_mlp_apply: %s is NULL", names[i]);
+    ttt_tensor *q = x[4];
+    char s[96];
+    if (q->ndim != 4 || (q->dtype != TTT_F32 && q->dtype != TTT_F64) || ttt_numel(q) == 0)
+        return ttt__set_error(ctx, "mttt_mlp_apply: q %s %s must be f32 or f64 [B, H, n, d], not empty",
+                              ttt_dtype_name(q->dtype), ttt_shape_str(q, s, sizeof s));
+    const int64_t B = q->shape[0], H = q->shape[1], d = q->shape[3], F = x[0]->ndim == 4 ? x[0]->shape[3] : 0;
+    const int64_t want[4][4] = {{B, H, d, F}, {B, H, 1, F}, {B, H, F, d}, {B, H, 1, d}};
+    for (int i = 0; i < 4; i++)
+        if (F < 1 || !has_shape(x[i], q->dtype, 4, want[i]) || x[i]->device != q->device)
+            return ttt__set_error(ctx, "mttt_mlp_apply: %s %s %s must be of q's dtype and device and [B, H, %s]",
+                                  names[i], ttt_dtype_name(x[i]->dtype), ttt_shape_str(x[i], s, sizeof s),
+                                  (const char *[]){"d, F", "1, F", "F, d", "1, d"}[i]);
+    return TTT_OK;
+}
+
+/* node: in = w1, b1, w2, b2, q; out = the read-out */
+static int apply_vjp(ttt_ctx *ctx, ttt_node *nd, ttt_tensor *const *gout, const bool *needs, ttt_tensor **gin) {
+    ttt_tensor *const *x = nd->in;
+    if (!gout[0]) {
+        for (int i = 0; i < 5; i++)
+            if (needs[i] && !(gin[i] = ttt_zeros_like(ctx, x[i]))) return TTT_ERR;
+        return TTT_OK;
+    }
+    if (ttt_grad_enabled(ctx)) { /* create_graph: differentiate the composed form, recomputed */
+        ttt_tensor *o = ttt__mttt_mlp_apply_composed(ctx, x, x[4]), *targets[5], *grads[5];
+        int n = 0;
+        for (int i = 0; i < 5; i++)
+            if (needs[i]) targets[n++] = x[i];
+        if (!o || (n && ttt__grad(ctx, 1, &o, gout, n, targets, grads, true, true) != TTT_OK)) return TTT_ERR;
+        for (int i = 0, j = 0; i < 5; i++)
+            if (needs[i]) gin[i] = grads[j++];
+        return TTT_OK;
+    }
+    ttt_tensor *kin[N_IN] = {0}, *dout = ttt__dense(ctx, gout[0]);
+    if (!dout) return TTT_ERR;
+    for (int i = 0; i < 5; i++)
+        if (!(kin[i] = kernel_arg(ctx, x[i], i))) return TTT_ERR;
+    ttt_tensor *g[5];
+    for (int i = 0; i < 5; i++)
+        if (!(g[i] = ttt__new_like(ctx, x[i]))) return TTT_ERR;
+    const int rc = ctx->be->mttt_mlp_apply_bwd(ctx->bs, g[4], g[0], g[1], g[2], g[3], dout, kin[0], kin[1], kin[2], kin[3],
+                                               kin[4]);
+    if (rc != TTT_OK) {
+        if (rc == TTT_BACKEND_DECLINED) ttt_backend_error("the backward kernel declined what the forward took");
+        return ttt__backend_failed(ctx, "mttt_mlp_apply (backward)");
+    }
+    for (int i = 0; i < 5; i++) gin[i] = needs[i] ? g[i] : NULL;
+    return TTT_OK;
+}
+
+ttt_tensor *ttt__mttt_mlp_apply(ttt_ctx *ctx, ttt_tensor *const *w, ttt_tensor *q) {
+    if (!ctx) return NULL;
+    if (!w) return ttt__set_error(ctx, "mttt_mlp_apply: NULL weights"), NULL;
+    ttt_tensor *x[5] = {w[0], w[1], w[2], w[3], q};
+    if (check_apply(ctx, x)) return NULL;
+    const int record = ttt__recording(ctx, 5, x);
+    if (ttt__fused(ctx) && ctx->be->mttt_mlp_apply && (!record || ctx->be->mttt_mlp_apply_bwd)) {
+        const ttt_mark_t mark = ttt_mark(ctx);
+        ttt_tensor *kin[5], *out = ttt__new_like(ctx, q);
+        if (!out) return NULL;
+        for (int i = 0; i < 5; i++)
+            if (!(kin[i] = kernel_arg(ctx, x[i], i))) return NULL;
+        const int rc = ctx->be->mttt_mlp_apply(ctx->bs, out, kin[0], kin[1], kin[2], kin[3], kin[4]);
+        if (rc == TTT_OK) {
+            if (record && !ttt__record(ctx, "mttt_mlp_apply", apply_vjp, 5, x, 1, &out)) return NULL;
+            return out;
+        }
+        if (rc != TTT_BACKEND_DECLINED) return ttt__backend_failed(ctx, "mttt_mlp_apply"), NULL;
+        ttt_release(ctx, mark);
+    }
+    return ttt__mttt_mlp_apply_composed(ctx, w, q);
+}

@@ -125,6 +125,11 @@ int ttt__mttt_mlp_step(ttt_ctx *ctx, ttt_tensor *const *w, ttt_tensor *k, ttt_te
  * graph records (inner-loss reporting), else the composed ops (differentiable). */
 ttt_tensor *ttt__mttt_mlp_loss(ttt_ctx *ctx, ttt_tensor *const *w, ttt_tensor *k, ttt_tensor *xt, ttt_tensor *gh,
                                ttt_tensor *lng, ttt_tensor *lnb, double eps);
+/* The learner's read-out gelu(q W1 + b1) W2 + b2 for q [B, H, n, d] and weights as ttt__mttt_mlp_step takes
+ * them -> [B, H, n, d]: one kernel and a first-order backward kernel where the backend has them (backend.h:
+ * mttt_mlp_apply), else (and its _composed form always) the ops. */
+ttt_tensor *ttt__mttt_mlp_apply(ttt_ctx *ctx, ttt_tensor *const *w, ttt_tensor *q);
+ttt_tensor *ttt__mttt_mlp_apply_composed(ttt_ctx *ctx, ttt_tensor *const *w, ttt_tensor *q);
 /* The same composed of ops only (arguments as checked by ttt__mttt_mlp_step): the fallback, and tests. */
 int ttt__mttt_mlp_step_composed(ttt_ctx *ctx, ttt_tensor *const *w, ttt_tensor *k, ttt_tensor *xt, ttt_tensor *gh,
                                 ttt_tensor *lng, ttt_tensor *lnb, double eta, double eps, ttt_tensor **w_out,

@@ -226,6 +226,7 @@ static int n_weights(ttt_mttt_learner learner) {
 /* f(u; W) for u [B, H, m, d]. */
 static ttt_tensor *learner_apply(ttt_ctx *ctx, ttt_mttt_learner learner, ttt_tensor *const *w, ttt_tensor *u) {
     if (learner == TTT_MTTT_LINEAR) return ttt_matmul(ctx, u, w[0], 0, 0);
+    if (w[0] && w[0]->ndim == 4) return ttt__mttt_mlp_apply(ctx, w, u); /* one kernel, else these same ops */
     ttt_tensor *a = ttt_gelu(ctx, ttt_add(ctx, ttt_matmul(ctx, u, w[0], 0, 0), w[1]));
     return ttt_add(ctx, ttt_matmul(ctx, a, w[2], 0, 0), w[3]);
 }

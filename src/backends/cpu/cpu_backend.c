@@ -47,6 +47,11 @@ int cpu_mttt_mlp_step_bwd(ttt_backend_state *self, ttt_tensor *dw1, ttt_tensor *
                           const ttt_tensor *b1, const ttt_tensor *w2, const ttt_tensor *b2, const ttt_tensor *k,
                           const ttt_tensor *xt, const ttt_tensor *gh, const ttt_tensor *lng, const ttt_tensor *lnb,
                           double eta, double eps);
+int cpu_mttt_mlp_apply(ttt_backend_state *self, ttt_tensor *out, const ttt_tensor *w1, const ttt_tensor *b1,
+                       const ttt_tensor *w2, const ttt_tensor *b2, const ttt_tensor *q);
+int cpu_mttt_mlp_apply_bwd(ttt_backend_state *self, ttt_tensor *dq, ttt_tensor *dw1, ttt_tensor *db1, ttt_tensor *dw2,
+                           ttt_tensor *db2, const ttt_tensor *dout, const ttt_tensor *w1, const ttt_tensor *b1,
+                           const ttt_tensor *w2, const ttt_tensor *b2, const ttt_tensor *q);
 int cpu_unary(ttt_backend_state *self, ttt_unary_op op, ttt_tensor *dst, const ttt_tensor *src, double p0, double p1);
 int cpu_binary(ttt_backend_state *self, ttt_binary_op op, ttt_tensor *dst, const ttt_tensor *a, const ttt_tensor *b);
 int cpu_where(ttt_backend_state *self, ttt_tensor *dst, const ttt_tensor *cond, const ttt_tensor *a, const ttt_tensor *b);
@@ -349,6 +354,8 @@ static const ttt_backend CPU = {
     .ssd_chunk_bwd = cpu_ssd_chunk_bwd,
     .mttt_mlp_step = cpu_mttt_mlp_step,
     .mttt_mlp_step_bwd = cpu_mttt_mlp_step_bwd,
+    .mttt_mlp_apply = cpu_mttt_mlp_apply,
+    .mttt_mlp_apply_bwd = cpu_mttt_mlp_apply_bwd,
 };
 
 const ttt_backend *ttt_backend_cpu(void) { return &CPU; }

@@ -121,27 +121,29 @@ static void scratch_give(scratch_buf *b) {
         lnb ? (const R *)lnb->data + h * D : NULL, m, d, F, D, (R)eta, eps
 
 /* The transposes of gh and of the weights shared by the batch (W_0 at step 0), once per head instead of once
- * per pair: pre[h] = {G^T [d, D], W1^T [F, d] or NULL, W2^T [d, F] or NULL} over buf (NULL on OOM). */
+ * per pair: pre[h] = {G^T [d, D] (NULL without gh), W1^T [F, d] or NULL, W2^T [d, F] or NULL} over buf (NULL
+ * on OOM). */
 static void *head_transposes(const step_dims *s, const ttt_tensor *gh, const ttt_tensor *w1, const ttt_tensor *w2,
                              int f32, void ***pre) {
     const int64_t d = s->d, F = s->F, D = s->D, H = s->H;
     const int tw1 = !s->w_off[0], tw2 = !s->w_off[2];
     const size_t es = f32 ? sizeof(float) : sizeof(double);
-    const size_t per = (size_t)(d * D + (tw1 ? F * d : 0) + (tw2 ? d * F : 0)) * es;
+    const int64_t nG = gh ? d * D : 0;
+    const size_t per = ((size_t)(nG + (tw1 ? F * d : 0) + (tw2 ? d * F : 0)) * es + 63) & ~(size_t)63;
     char *buf = malloc(per * (size_t)H + sizeof(void *) * 3 * (size_t)H);
     if (!buf) return NULL;
     void **p = (void **)(buf + per * (size_t)H);
     for (int64_t h = 0; h < H; h++) {
         char *at = buf + per * (size_t)h;
-        p[3 * h] = at;
-        p[3 * h + 1] = tw1 ? at + (size_t)(d * D) * es : NULL;
-        p[3 * h + 2] = tw2 ? at + (size_t)(d * D + (tw1 ? F * d : 0)) * es : NULL;
+        p[3 * h] = gh ? at : NULL;
+        p[3 * h + 1] = tw1 ? at + (size_t)nG * es : NULL;
+        p[3 * h + 2] = tw2 ? at + (size_t)(nG + (tw1 ? F * d : 0)) * es : NULL;
         if (f32) {
-            transpose_f32(p[3 * h], (const float *)gh->data + h * D * d, D, d);
+            if (gh) transpose_f32(p[3 * h], (const float *)gh->data + h * D * d, D, d);
             if (tw1) transpose_f32(p[3 * h + 1], (const float *)w1->data + h * d * F, d, F);
             if (tw2) transpose_f32(p[3 * h + 2], (const float *)w2->data + h * F * d, F, d);
         } else {
-            transpose_f64(p[3 * h], (const double *)gh->data + h * D * d, D, d);
+            if (gh) transpose_f64(p[3 * h], (const double *)gh->data + h * D * d, D, d);
             if (tw1) transpose_f64(p[3 * h + 1], (const double *)w1->data + h * d * F, d, F);
             if (tw2) transpose_f64(p[3 * h + 2], (const double *)w2->data + h * F * d, F, d);
         }
@@ -209,6 +211,81 @@ int cpu_mttt_mlp_step_bwd(ttt_backend_state *self, ttt_tensor *dw1, ttt_tensor *
         if (f32) step_bwd_f32(BWD_ARGS(float), (const float *const *)(pre + 3 * h), (float *)scr_);
         else step_bwd_f64(BWD_ARGS(double), (const double *const *)(pre + 3 * h), (double *)scr_);
     });
+    free(pre_buf);
+    return TTT_OK;
+}
+
+/* ---- the read-out (backend.h: mttt_mlp_apply) ---- */
+
+static int apply_dims(const char *kernel, const ttt_tensor *const *w, const ttt_tensor *q, step_dims *s) {
+    if (q->dtype != TTT_F32 && q->dtype != TTT_F64) return cpu_unsupported(kernel, q->dtype);
+    *s = (step_dims){.B = q->shape[0], .H = q->shape[1], .m = q->shape[2], .d = q->shape[3], .F = w[0]->shape[w[0]->ndim - 1]};
+    for (int i = 0; i < 4; i++) s->w_off[i] = w[i]->ndim == 4;
+    return TTT_OK;
+}
+
+#define APPLY_OFFSETS                                                                                             \
+    const int64_t h = bh % s.H, d = s.d, F = s.F, n = s.m;                                                       \
+    const int64_t o_w1 = (s.w_off[0] ? bh : h) * d * F, o_b1 = (s.w_off[1] ? bh : h) * F;                       \
+    const int64_t o_w2 = (s.w_off[2] ? bh : h) * F * d, o_b2 = (s.w_off[3] ? bh : h) * d
+
+int cpu_mttt_mlp_apply(ttt_backend_state *self, ttt_tensor *out, const ttt_tensor *w1, const ttt_tensor *b1,
+                       const ttt_tensor *w2, const ttt_tensor *b2, const ttt_tensor *q) {
+    step_dims s;
+    const ttt_tensor *w[4] = {w1, b1, w2, b2};
+    if (apply_dims("mttt_mlp_apply", w, q, &s)) return TTT_ERR;
+    const int f32 = q->dtype == TTT_F32;
+    void *pre_buf = NULL;
+    FOR_EACH_PAIR("mttt_mlp_apply", self, s, f32 ? sizeof(float) : sizeof(double),
+                  f32 ? apply_scratch_f32(s.m, s.d, s.F) : apply_scratch_f64(s.m, s.d, s.F), {
+                      APPLY_OFFSETS;
+                      (void)o_b2;
+                      if (f32)
+                          apply_fwd_f32((float *)out->data + bh * n * d, (const float *)w1->data + o_w1,
+                                        (const float *)b1->data + o_b1, (const float *)w2->data + o_w2,
+                                        (const float *)b2->data + o_b2, (const float *)q->data + bh * n * d, n, d, F,
+                                        (float *)scr_);
+                      else
+                          apply_fwd_f64((double *)out->data + bh * n * d, (const double *)w1->data + o_w1,
+                                        (const double *)b1->data + o_b1, (const double *)w2->data + o_w2,
+                                        (const double *)b2->data + o_b2, (const double *)q->data + bh * n * d, n, d, F,
+                                        (double *)scr_);
+                  });
+    return TTT_OK;
+}
+
+int cpu_mttt_mlp_apply_bwd(ttt_backend_state *self, ttt_tensor *dq, ttt_tensor *dw1, ttt_tensor *db1, ttt_tensor *dw2,
+                           ttt_tensor *db2, const ttt_tensor *dout, const ttt_tensor *w1, const ttt_tensor *b1,
+                           const ttt_tensor *w2, const ttt_tensor *b2, const ttt_tensor *q) {
+    step_dims s;
+    const ttt_tensor *w[4] = {w1, b1, w2, b2};
+    if (apply_dims("mttt_mlp_apply_bwd", w, q, &s)) return TTT_ERR;
+    const int f32 = q->dtype == TTT_F32;
+    void **pre = NULL;
+    void *pre_buf = head_transposes(&s, NULL, w1, w2, f32, &pre);
+    if (!pre_buf) {
+        ttt_backend_error("mttt_mlp_apply_bwd: out of host memory");
+        return TTT_ERR;
+    }
+    FOR_EACH_PAIR("mttt_mlp_apply_bwd", self, s, f32 ? sizeof(float) : sizeof(double),
+                  f32 ? apply_scratch_f32(s.m, s.d, s.F) : apply_scratch_f64(s.m, s.d, s.F), {
+                      APPLY_OFFSETS;
+                      (void)o_b2;
+                      if (f32)
+                          apply_bwd_f32((float *)dq->data + bh * n * d, (float *)dw1->data + bh * d * F,
+                                        (float *)db1->data + bh * F, (float *)dw2->data + bh * F * d,
+                                        (float *)db2->data + bh * d, (const float *)dout->data + bh * n * d,
+                                        (const float *)w1->data + o_w1, (const float *)b1->data + o_b1,
+                                        (const float *)w2->data + o_w2, (const float *)q->data + bh * n * d, n, d, F,
+                                        (const float *const *)(pre + 3 * h), (float *)scr_);
+                      else
+                          apply_bwd_f64((double *)dq->data + bh * n * d, (double *)dw1->data + bh * d * F,
+                                        (double *)db1->data + bh * F, (double *)dw2->data + bh * F * d,
+                                        (double *)db2->data + bh * d, (const double *)dout->data + bh * n * d,
+                                        (const double *)w1->data + o_w1, (const double *)b1->data + o_b1,
+                                        (const double *)w2->data + o_w2, (const double *)q->data + bh * n * d, n, d, F,
+                                        (const double *const *)(pre + 3 * h), (double *)scr_);
+                  });
     free(pre_buf);
     return TTT_OK;
 }

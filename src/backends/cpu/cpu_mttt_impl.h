@@ -368,6 +368,42 @@ static void FN(step_bwd)(R *dW1, R *db1, R *dW2, R *db2, R *dK, R *dX, R *dG, R 
     FN(col_sum)(db1, u1, Ab, m, F, 1);
 }
 
+/* The read-out of one pair: out = gelu(q W1 + b1) W2 + b2 for q [n, d] (scratch: n F) */
+static void FN(apply_fwd)(R *out, const R *W1, const R *b1, const R *W2, const R *b2, const R *Q, int64_t n, int64_t d,
+                          int64_t F, R *scr) {
+    R *A = scr;
+    FN(rows_set)(A, b1, n, F);
+    FN(mm)(A, Q, W1, n, d, F, 1, 1);
+    for (int64_t e = 0; e < n * F; e++) {
+        const R x = A[e], t = TANH((R)GELU_C * (x + (R)GELU_K * x * x * x));
+        A[e] = (R)0.5 * x * ((R)1 + t);
+    }
+    FN(rows_set)(out, b2, n, d);
+    FN(mm)(out, A, W2, n, F, d, 1, 1);
+}
+static int64_t FN(apply_scratch)(int64_t n, int64_t d, int64_t F) { return 3 * n * F + 2 * d * F; }
+
+/* Its gradients from dout [n, d] (pre: W1^T, W2^T of the head, each NULL: transposed here) */
+static void FN(apply_bwd)(R *dQ, R *dW1, R *db1, R *dW2, R *db2, const R *dO, const R *W1, const R *b1, const R *W2,
+                          const R *Q, int64_t n, int64_t d, int64_t F, const R *const *pre, R *scr) {
+    R *A = scr, *S1 = A + n * F, *dA = S1 + n * F, *W1Ts = dA + n * F, *W2Ts = W1Ts + F * d;
+    const R *W1T = pre[1], *W2T = pre[2];
+    if (!W1T) FN(transpose)(W1Ts, W1, d, F), W1T = W1Ts;
+    if (!W2T) FN(transpose)(W2Ts, W2, F, d), W2T = W2Ts;
+    FN(rows_set)(A, b1, n, F);
+    FN(mm)(A, Q, W1, n, d, F, 1, 1);
+    FN(gelu_fwd)(A, S1, NULL, A, n * F);
+    /* out = a W2 + b2: dW2 = a^T dout, db2 = sum dout, da = dout W2^T; a = gelu(z): dz = da o gelu'(z) */
+    FN(mm_t)(dW2, A, dO, F, n, d, 1, 0);
+    FN(col_sum)(db2, NULL, dO, n, d, 1);
+    FN(mm)(dA, dO, W2T, n, d, F, 1, 0);
+    for (int64_t e = 0; e < n * F; e++) dA[e] *= S1[e];
+    /* z = q W1 + b1: dW1 = q^T dz, db1 = sum dz, dq = dz W1^T */
+    FN(mm_t)(dW1, Q, dA, d, n, F, 1, 0);
+    FN(col_sum)(db1, NULL, dA, n, F, 1);
+    FN(mm)(dQ, dA, W1T, n, F, d, 1, 0);
+}
+
 #undef VL
 #undef VBYTES
 #undef GELU_C

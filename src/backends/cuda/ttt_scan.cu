@@ -180,3 +180,16 @@ int ttt__cu_mttt_mlp_step_bwd(ttt_backend_state *self, ttt_tensor *, ttt_tensor 
     (void)self;
     return TTT_BACKEND_DECLINED;
 }
+
+int ttt__cu_mttt_mlp_apply(ttt_backend_state *self, ttt_tensor *, const ttt_tensor *, const ttt_tensor *,
+                           const ttt_tensor *, const ttt_tensor *, const ttt_tensor *) {
+    (void)self;
+    return TTT_BACKEND_DECLINED;
+}
+
+int ttt__cu_mttt_mlp_apply_bwd(ttt_backend_state *self, ttt_tensor *, ttt_tensor *, ttt_tensor *, ttt_tensor *,
+                               ttt_tensor *, const ttt_tensor *, const ttt_tensor *, const ttt_tensor *,
+                               const ttt_tensor *, const ttt_tensor *, const ttt_tensor *) {
+    (void)self;
+    return TTT_BACKEND_DECLINED;
+}
