@@ -20,18 +20,18 @@
 
 #define R float
 #define SFX _f32
-#define TANH tanh_f32 /* no libm call: the gelu loops vectorize (cpu_internal.h) */
+#define EXP exp_f32 /* no libm call: the gelu loops vectorize (cpu_internal.h) */
 #include "cpu_mttt_impl.h"
 #undef R
 #undef SFX
-#undef TANH
+#undef EXP
 #define R double
 #define SFX _f64
-#define TANH tanh
+#define EXP exp
 #include "cpu_mttt_impl.h"
 #undef R
 #undef SFX
-#undef TANH
+#undef EXP
 
 typedef struct {
     int64_t B, H, m, d, F, D;

@@ -1,5 +1,5 @@
 /* One MTTT-MLP inner step's CPU kernels for one real type, included twice by cpu_mttt.c with R (float or
- * double), SFX (the name suffix) and TANH defined. The math, forward and backward, is derived in
+ * double), SFX (the name suffix) and EXP defined. The math, forward and backward, is derived in
  * src/composed/mttt_step.c; the comments here name its steps. One call handles one (batch, head) pair, its
  * intermediates (a few m x F matrices) in the caller's per-thread scratch. Row statistics of the LayerNorm
  * are summed in double, the rest in R. */
@@ -110,10 +110,14 @@ static void FN(mm_t)(R *c, const R *a, const R *b, int64_t M, int64_t K, int64_t
     FN(gemm)(c, a, 1, M, b, M, K, N, alpha, beta);
 }
 
-/* dst [c, r] = src [r, c]^T */
+/* dst [c, r] = src [r, c]^T, in 8 x 8 tiles (a tile's strided stores stay in L1) */
 static void FN(transpose)(R *restrict dst, const R *restrict src, int64_t r, int64_t c) {
-    for (int64_t i = 0; i < r; i++)
-        for (int64_t j = 0; j < c; j++) dst[j * r + i] = src[i * c + j];
+    for (int64_t i0 = 0; i0 < r; i0 += 8)
+        for (int64_t j0 = 0; j0 < c; j0 += 8) {
+            const int64_t ie = i0 + 8 < r ? i0 + 8 : r, je = j0 + 8 < c ? j0 + 8 : c;
+            for (int64_t i = i0; i < ie; i++)
+                for (int64_t j = j0; j < je; j++) dst[j * r + i] = src[i * c + j];
+        }
 }
 
 /* every row of z [m, n] = bias (NULL: zero) */
@@ -134,14 +138,20 @@ static void FN(col_sum)(R *restrict out, const R *restrict base, const R *restri
 #define GELU_C 0.7978845608028654
 #define GELU_K 0.044715
 
-/* a = gelu(z), s1 = gelu'(z) (tanh form); tout (NULL: not wanted) = the tanh, for gelu'' later */
-static void FN(gelu_fwd)(R *a, R *restrict s1, R *restrict tout, const R *z, int64_t n) { /* a may be z */
+/* The tanh gelu 0.5 x (1 + tanh u), u = c (x + k x^3), as x s with s = (1 + tanh u) / 2 = 1 / (1 + e^{-2u}):
+ * one exp and one division (the tanh took a polynomial and two blends more). */
+static inline R FN(gelu_s)(R x) {
+    return (R)1 / ((R)1 + EXP((R)(-2 * GELU_C) * (x + (R)GELU_K * x * x * x)));
+}
+
+/* a = gelu(z), s1 = gelu'(z) = s + 2 x s (1 - s) u'; sout (NULL: not wanted) = s, for gelu'' later */
+static void FN(gelu_fwd)(R *a, R *restrict s1, R *restrict sout, const R *z, int64_t n) { /* a may be z */
     for (int64_t e = 0; e < n; e++) {
-        const R x = z[e], x2 = x * x, t = TANH((R)GELU_C * (x + (R)GELU_K * x2 * x));
-        const R du = (R)GELU_C * ((R)1 + (R)(3 * GELU_K) * x2);
-        a[e] = (R)0.5 * x * ((R)1 + t);
-        s1[e] = (R)0.5 * ((R)1 + t) + (R)0.5 * x * ((R)1 - t * t) * du;
-        if (tout) tout[e] = t;
+        const R x = z[e], sg = FN(gelu_s)(x);
+        const R du = (R)GELU_C * ((R)1 + (R)(3 * GELU_K) * x * x);
+        a[e] = x * sg;
+        s1[e] = sg + (R)2 * x * sg * ((R)1 - sg) * du;
+        if (sout) sout[e] = sg;
     }
 }
 
@@ -160,6 +170,60 @@ static double FN(dotd)(const R *restrict a, double ca, const R *restrict b, doub
     }
     for (int e = 0; e < 8; e++) s += lane[e];
     return s;
+}
+
+/* One row of the decoder: xh = (p - mean) rstd (xh may be p; gam NULL: no LN, xh = p) and the residual
+ * r = xh o gam + bet - x; returns rstd (1 without the LN). R arithmetic per element (vectorized), the
+ * statistics in double. */
+static double FN(ln_resid_row)(R *xh, R *restrict r, const R *p, const R *restrict x, const R *restrict gam,
+                               const R *restrict bet, int64_t D, double eps) {
+    if (!gam) {
+        for (int64_t j = 0; j < D; j++) r[j] = p[j] - x[j];
+        return 1;
+    }
+    const double mean = FN(dotd)(p, 0, NULL, 0, D) / (double)D;
+    const double rstd = 1.0 / sqrt(FN(dotd)(p, mean, p, mean, D) / (double)D + eps);
+    const R mr = (R)mean, sr = (R)rstd;
+    for (int64_t j = 0; j < D; j++) {
+        xh[j] = (p[j] - mr) * sr;
+        r[j] = xh[j] * gam[j] + bet[j] - x[j];
+    }
+    return rstd;
+}
+
+/* The backward's row of the LN (see the derivation in src/composed/mttt_step.c): from xh, r, pt and rstd,
+ * writes xht, dx, ptb, pb and adds to dgam, dbet; xhb and T are D-element temporaries. */
+static void FN(ln_bwd_row)(R *restrict xht, R *restrict dx, R *restrict ptb, R *restrict pb, R *restrict dgam,
+                           R *restrict dbet, R *restrict xhb, R *restrict T, const R *restrict xh, const R *restrict r,
+                           const R *restrict pt, const R *restrict gam, double rstd, double lbar, double eta, int64_t D,
+                           double inv_m) {
+    const double inv_D = 1.0 / (double)D;
+    const R sr = (R)rstd, em = (R)(eta * inv_m), lm = (R)(lbar * inv_m);
+    /* xht = rstd (pt - mean pt - xh mean(pt xh)) */
+    const double mpt = FN(dotd)(pt, 0, NULL, 0, D) * inv_D, c = FN(dotd)(pt, 0, xh, 0, D) * inv_D;
+    const R mptr = (R)mpt, cr = (R)c;
+    for (int64_t j = 0; j < D; j++) xht[j] = sr * (pt[j] - mptr - xh[j] * cr);
+    for (int64_t j = 0; j < D; j++) {
+        const R rtb = -em * r[j];                     /* d S / d rt */
+        const R rb = lm * r[j] - em * xht[j] * gam[j]; /* d S / d r */
+        dx[j] = -rb;
+        xhb[j] = rb * gam[j];
+        dgam[j] += rb * xh[j] + rtb * xht[j];
+        dbet[j] += rb;
+        T[j] = rtb * gam[j]; /* d S / d xht */
+    }
+    /* ptb = J^T T (J = d xh / d p is symmetric); xhb and the rstd adjoint from xht's own xh and rstd */
+    const double mT = FN(dotd)(T, 0, NULL, 0, D) * inv_D, sTX = FN(dotd)(T, 0, xh, 0, D);
+    const double rb_s = FN(dotd)(T, 0, xht, 0, D) / rstd;
+    const R mTr = (R)mT, sx = (R)(sTX * inv_D), kc = (R)(rstd * c), kp = (R)(rstd * sTX * inv_D);
+    for (int64_t j = 0; j < D; j++) {
+        ptb[j] = sr * (T[j] - mTr - xh[j] * sx);
+        xhb[j] = xhb[j] - kc * T[j] - kp * pt[j];
+    }
+    /* pb = J^T xhb - rstd^2 xh rb_s / D */
+    const double mX = FN(dotd)(xhb, 0, NULL, 0, D) * inv_D, mXx = FN(dotd)(xhb, 0, xh, 0, D) * inv_D;
+    const R mXr = (R)mX, mXxr = (R)mXx, kr = (R)(rb_s * rstd * rstd * inv_D);
+    for (int64_t j = 0; j < D; j++) pb[j] = sr * (xhb[j] - mXr - xh[j] * mXxr) - kr * xh[j];
 }
 
 /* Scratch of one pair, in elements of R. */
@@ -184,7 +248,12 @@ static double FN(step_fwd)(R *w1o, R *b1o, R *w2o, R *b2o, const R *W1, const R 
     /* z1 = k W1 + b1 (into A), a = gelu(z1), s1 = gelu'(z1) */
     FN(rows_set)(A, b1, m, F);
     FN(mm)(A, K, W1, m, d, F, 1, 1);
-    FN(gelu_fwd)(A, S1, NULL, A, m * F);
+    if (w1o) FN(gelu_fwd)(A, S1, NULL, A, m * F);
+    else /* the loss only: no gelu' */
+        for (int64_t e = 0; e < m * F; e++) {
+            const R x = A[e];
+            A[e] = x * FN(gelu_s)(x);
+        }
     /* y = a W2 + b2, p = y gh^T */
     FN(rows_set)(Y, b2, m, d);
     FN(mm)(Y, A, W2, m, F, d, 1, 1);
@@ -192,36 +261,20 @@ static double FN(step_fwd)(R *w1o, R *b1o, R *w2o, R *b2o, const R *W1, const R 
     /* row by row: the residual r = dec - x, the loss, and dp = d l / d p in place of p */
     const double inv_m = 1.0 / (double)m, inv_D = 1.0 / (double)D;
     double loss = 0;
+    const R rm = (R)inv_m;
     for (int64_t i = 0; i < m; i++) {
         R *p = P + i * D;
-        const R *x = X + i * D;
-        if (!w1o) { /* the loss only */
-            const double mean = gam ? FN(dotd)(p, 0, NULL, 0, D) * inv_D : 0;
-            const double rstd = gam ? 1.0 / sqrt(FN(dotd)(p, mean, p, mean, D) * inv_D + eps) : 1;
-            for (int64_t j = 0; j < D; j++) {
-                const R r = gam ? (R)(((double)p[j] - mean) * rstd) * gam[j] + bet[j] - x[j] : p[j] - x[j];
-                loss += (double)r * (double)r;
-            }
-            continue;
-        }
+        const double rstd = FN(ln_resid_row)(xh, g, p, X + i * D, gam, bet, D, eps); /* g = r */
+        loss += FN(dotd)(g, 0, g, 0, D);
+        if (!w1o) continue; /* the loss only */
         if (!gam) {
-            for (int64_t j = 0; j < D; j++) {
-                const double r = (double)p[j] - (double)x[j];
-                loss += r * r;
-                p[j] = (R)(r * inv_m);
-            }
+            for (int64_t j = 0; j < D; j++) p[j] = g[j] * rm;
             continue;
         }
-        const double mean = FN(dotd)(p, 0, NULL, 0, D) * inv_D;
-        const double rstd = 1.0 / sqrt(FN(dotd)(p, mean, p, mean, D) * inv_D + eps);
-        for (int64_t j = 0; j < D; j++) {
-            xh[j] = (R)(((double)p[j] - mean) * rstd);
-            const R r = xh[j] * gam[j] + bet[j] - x[j];
-            loss += (double)r * (double)r;
-            g[j] = (R)((double)r * inv_m) * gam[j]; /* d l / d xh */
-        }
+        for (int64_t j = 0; j < D; j++) g[j] = g[j] * rm * gam[j]; /* d l / d xh */
         const double mg = FN(dotd)(g, 0, NULL, 0, D) * inv_D, mgx = FN(dotd)(g, 0, xh, 0, D) * inv_D;
-        for (int64_t j = 0; j < D; j++) p[j] = (R)(rstd * ((double)g[j] - mg - (double)xh[j] * mgx));
+        const R sr = (R)rstd, mgr = (R)mg, mgxr = (R)mgx;
+        for (int64_t j = 0; j < D; j++) p[j] = sr * (g[j] - mgr - xh[j] * mgxr);
     }
     if (!w1o) return 0.5 * loss * inv_m;
     /* dy = dp gh;  W2' = W2 - eta a^T dy, b2' = b2 - eta sum dy */
@@ -248,11 +301,11 @@ static void FN(step_bwd)(R *dW1, R *db1, R *dW2, R *db2, R *dK, R *dX, R *dG, R 
                          int64_t d, int64_t F, int64_t D, R eta, double eps, const R *const *pre, R *scr) {
     R *GTs = scr, *W1Ts = GTs + d * D, *W2Ts = W1Ts + F * d, *U1T = W2Ts + d * F, *U2T = U1T + F * d;
     R *Z = U2T + d * F, *A = Z + m * F, *S1 = A + m * F, *Zt = S1 + m * F, *At = Zt + m * F, *Ab = At + m * F;
-    R *Th = Ab + m * F; /* tanh of gelu's argument */
+    R *Th = Ab + m * F; /* s = (1 + tanh u) / 2 of gelu's argument */
     R *Atb = Th + m * F, *Y = Atb + m * F, *Yt = Y + m * d, *Yb = Yt + m * d, *Ytb = Yb + m * d;
     R *Xh = Ytb + m * d, *Pt = Xh + m * D, *Xht = Pt + m * D, *Rr = Xht + m * D, *Pb = Rr + m * D, *Ptb = Pb + m * D;
     R *rs = Ptb + m * D, *T = rs + m, *Xhb = T + D;
-    const double inv_m = 1.0 / (double)m, inv_D = 1.0 / (double)D;
+    const double inv_m = 1.0 / (double)m;
     const R *GT = pre[0], *W1T = pre[1], *W2T = pre[2];
     if (!GT) FN(transpose)(GTs, G, D, d), GT = GTs;
     if (!W1T) FN(transpose)(W1Ts, W1, d, F), W1T = W1Ts;
@@ -266,20 +319,7 @@ static void FN(step_bwd)(R *dW1, R *db1, R *dW2, R *db2, R *dK, R *dX, R *dG, R 
     FN(rows_set)(Y, b2, m, d);
     FN(mm)(Y, A, W2, m, F, d, 1, 1);
     FN(mm)(Xh, Y, GT, m, d, D, 1, 0);
-    for (int64_t i = 0; i < m; i++) {
-        R *xh = Xh + i * D, *r = Rr + i * D;
-        const R *x = X + i * D;
-        if (gam) {
-            const double mean = FN(dotd)(xh, 0, NULL, 0, D) * inv_D;
-            const double rstd = 1.0 / sqrt(FN(dotd)(xh, mean, xh, mean, D) * inv_D + eps);
-            rs[i] = (R)rstd;
-            for (int64_t j = 0; j < D; j++) {
-                xh[j] = (R)(((double)xh[j] - mean) * rstd);
-                r[j] = xh[j] * gam[j] + bet[j] - x[j];
-            }
-        } else
-            for (int64_t j = 0; j < D; j++) r[j] = xh[j] - x[j];
-    }
+    for (int64_t i = 0; i < m; i++) rs[i] = (R)FN(ln_resid_row)(Xh + i * D, Rr + i * D, Xh + i * D, X + i * D, gam, bet, D, eps);
     /* the tangent along U: z1t = k U1 + u1, at = s1 o z1t, yt = at W2 + a U2 + u2, pt = yt gh^T */
     const int tangent = U1 || u1 || U2 || u2;
     if (tangent) {
@@ -304,38 +344,16 @@ static void FN(step_bwd)(R *dW1, R *db1, R *dW2, R *db2, R *dK, R *dX, R *dG, R 
         const R *xh = Xh + i * D, *r = Rr + i * D, *pt = Pt + i * D;
         R *xht = Xht + i * D, *pb = Pb + i * D, *ptb = Ptb + i * D, *dx = dX + i * D;
         if (!gam) {
+            const R em = (R)((double)eta * inv_m), lm = (R)((double)lbar * inv_m);
             for (int64_t j = 0; j < D; j++) {
-                const R rb = (R)(((double)lbar * r[j] - (double)eta * pt[j]) * inv_m); /* rb = d S / d r */
+                const R rb = lm * r[j] - em * pt[j]; /* rb = d S / d r */
                 dx[j] = -rb;
                 pb[j] = rb;
-                ptb[j] = (R)(-(double)eta * r[j] * inv_m);
+                ptb[j] = -em * r[j];
             }
             continue;
         }
-        const double rstd = rs[i];
-        /* xht = rstd (pt - mean pt - xh mean(pt xh)) */
-        const double mpt = FN(dotd)(pt, 0, NULL, 0, D) * inv_D, c = FN(dotd)(pt, 0, xh, 0, D) * inv_D;
-        for (int64_t j = 0; j < D; j++) xht[j] = (R)(rstd * ((double)pt[j] - mpt - (double)xh[j] * c));
-        for (int64_t j = 0; j < D; j++) {
-            const R rtb = (R)(-(double)eta * r[j] * inv_m);                                /* d S / d rt */
-            const R rb = (R)(((double)lbar * r[j] - (double)eta * xht[j] * gam[j]) * inv_m); /* d S / d r */
-            dx[j] = -rb;
-            Xhb[j] = rb * gam[j];
-            dgam[j] += rb * xh[j] + rtb * xht[j];
-            dbet[j] += rb;
-            T[j] = rtb * gam[j]; /* d S / d xht */
-        }
-        /* ptb = J^T T (J = d xh / d p is symmetric); xhb and the rstd adjoint from xht's own xh and rstd */
-        const double mT = FN(dotd)(T, 0, NULL, 0, D) * inv_D, sTX = FN(dotd)(T, 0, xh, 0, D);
-        const double rb_s = FN(dotd)(T, 0, xht, 0, D) / rstd;
-        for (int64_t j = 0; j < D; j++) {
-            ptb[j] = (R)(rstd * ((double)T[j] - mT - (double)xh[j] * sTX * inv_D));
-            Xhb[j] = (R)((double)Xhb[j] - rstd * c * (double)T[j] - rstd * sTX * (double)pt[j] * inv_D);
-        }
-        /* pb = J^T xhb - rstd^2 xh rb_s / D */
-        const double mX = FN(dotd)(Xhb, 0, NULL, 0, D) * inv_D, mXx = FN(dotd)(Xhb, 0, xh, 0, D) * inv_D;
-        for (int64_t j = 0; j < D; j++)
-            pb[j] = (R)(rstd * ((double)Xhb[j] - mX - (double)xh[j] * mXx) - rb_s * rstd * rstd * (double)xh[j] * inv_D);
+        FN(ln_bwd_row)(xht, dx, ptb, pb, dgam, dbet, Xhb, T, xh, r, pt, gam, rs[i], lbar, eta, D, inv_m);
     }
     /* p = y gh^T, pt = yt gh^T:  yb = pb gh, ytb = ptb gh, dgh = pb^T y + ptb^T yt */
     FN(mm)(Yb, Pb, G, m, D, d, 1, 0);
@@ -353,9 +371,9 @@ static void FN(step_bwd)(R *dW1, R *db1, R *dW2, R *db2, R *dK, R *dX, R *dG, R 
     FN(col_sum)(db2, u2, Yb, m, d, 1);
     /* a = gelu(z1), at = gelu'(z1) z1t:  z1b = ab s1 + atb gelu''(z1) z1t, z1tb = atb s1 (in place of ab, atb) */
     for (int64_t e = 0; e < m * F; e++) {
-        const R x = Z[e], x2 = x * x, t = Th[e];
+        const R x = Z[e], x2 = x * x, sg = Th[e], t = (R)2 * sg - (R)1; /* 1 - t^2 = 4 s (1 - s) */
         const R du = (R)GELU_C * ((R)1 + (R)(3 * GELU_K) * x2), ddu = (R)(6 * GELU_C * GELU_K) * x;
-        const R s2 = ((R)1 - t * t) * (du + (R)0.5 * x * (ddu - (R)2 * t * du * du));
+        const R s2 = (R)4 * sg * ((R)1 - sg) * (du + (R)0.5 * x * (ddu - (R)2 * t * du * du));
         const R ab = Ab[e], atb = Atb[e];
         Ab[e] = ab * S1[e] + atb * s2 * Zt[e];
         Atb[e] = atb * S1[e];
@@ -375,8 +393,8 @@ static void FN(apply_fwd)(R *out, const R *W1, const R *b1, const R *W2, const R
     FN(rows_set)(A, b1, n, F);
     FN(mm)(A, Q, W1, n, d, F, 1, 1);
     for (int64_t e = 0; e < n * F; e++) {
-        const R x = A[e], t = TANH((R)GELU_C * (x + (R)GELU_K * x * x * x));
-        A[e] = (R)0.5 * x * ((R)1 + t);
+        const R x = A[e];
+        A[e] = x * FN(gelu_s)(x);
     }
     FN(rows_set)(out, b2, n, d);
     FN(mm)(out, A, W2, n, F, d, 1, 1);
