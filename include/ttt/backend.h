@@ -275,15 +275,15 @@ typedef struct {
        const ttt_tensor *k, const ttt_tensor *v, const ttt_tensor *g, const ttt_tensor *states,                  \
        const ttt_tensor *dout, const ttt_tensor *ds_out, int64_t chunk),                                         \
       (dq, dk, dv, dg, ds0, q, k, v, g, states, dout, ds_out, chunk))                                       \
-    /* Optional fused MTTT-MLP inner step (src/composed/mttt_step.c states the math): per (batch, head) pair,   \
-     * one gradient step W' = W - eta grad_W l of the reconstruction loss l = 1/(2m) sum_i || dec_i - x_i ||^2, \
-     * dec = LN(f(k; W) gh^T) lng + lnb (or without the LN), f(u) = gelu(u w1 + b1) w2 + b2 (tanh gelu).        \
-     * w1 [H, d, F] or [B, H, d, F], b1 [H, 1, F] or [B, H, 1, F], w2 [H, F, d] or [B, H, F, d], b2 [H, 1, d]   \
-     * or [B, H, 1, d] (shared by the batch or not: the ndim says); k [B, H, m, d]; xt [B, 1, m, D] (shared by  \
-     * the heads) or [B, H, m, D]; gh [H, D, d]; lng, lnb [H, 1, D] or both NULL (no LN). Writes w1_out ..     \
-     * b2_out ([B, H, ..]) and loss [B, H] (each pair's l before the step); w1_out .. b2_out all NULL: the     \
-     * loss only, no step. All dense, one float dtype. Returns TTT_BACKEND_DECLINED, having written nothing,   \
-     * for what it does not handle. */                                                                         \
+    /* Optional fused MTTT-MLP inner step (src/composed/mttt_step.c states the math): per (batch, head) pair,    \
+     * one gradient step W' = W - eta grad_W l of the reconstruction loss l = 1/(2m) sum_i || dec_i - x_i ||^2,  \
+     * dec = LN(f(k; W) gh^T) lng + lnb (or without the LN), f(u) = gelu(u w1 + b1) w2 + b2 (tanh gelu). w1 [H,  \
+     * d, F] or [B, H, d, F], b1 [H, 1, F] or [B, H, 1, F], w2 [H, F, d] or [B, H, F, d], b2 [H, 1, d] or [B,    \
+     * H, 1, d] (shared by the batch or not: the ndim says); k [B, H, m, d]; xt [B, 1, m, D] (shared by the      \
+     * heads) or [B, H, m, D]; gh [H, D, d]; lng, lnb [H, 1, D] or both NULL (no LN). k and xt may have any      \
+     * non-negative strides but a unit last one; the rest dense, one float dtype. Writes w1_out .. b2_out ([B,   \
+     * H, ..]) and loss [B, H] (each pair's l before the step); w1_out .. b2_out all NULL: the loss only, no     \
+     * step. Returns TTT_BACKEND_DECLINED, having written nothing, for what it does not handle. */               \
     X(mttt_mlp_step,                                                                                             \
       (ttt_tensor *w1_out, ttt_tensor *b1_out, ttt_tensor *w2_out, ttt_tensor *b2_out, ttt_tensor *loss,         \
        const ttt_tensor *w1, const ttt_tensor *b1, const ttt_tensor *w2, const ttt_tensor *b2,                   \
@@ -305,9 +305,9 @@ typedef struct {
       (dw1, db1, dw2, db2, dk, dxt, dgh, dlng, dlnb, dw1_out, db1_out, dw2_out, db2_out, dloss, w1, b1, w2, b2, \
        k, xt, gh, lng, lnb, eta, eps))                                                                          \
     /* Optional fused read-out of the MTTT-MLP learner: out = gelu(q w1 + b1) w2 + b2 per (batch, head) pair,    \
-     * q, out [B, H, n, d]; the weights as mttt_mlp_step takes them ([H, ..] shared by the batch, or [B, H, ..]). \
-     * All dense, one float dtype. Returns TTT_BACKEND_DECLINED, having written nothing, for what it does not   \
-     * handle. */                                                                                                \
+     * q, out [B, H, n, d] (q: any non-negative strides, the last 1); the weights as mttt_mlp_step takes them  \
+     * ([H, ..] shared by the batch, or [B, H, ..]). The rest dense, one float dtype. Returns                  \
+     * TTT_BACKEND_DECLINED, having written nothing, for what it does not handle. */                            \
     X(mttt_mlp_apply,                                                                                            \
       (ttt_tensor *out, const ttt_tensor *w1, const ttt_tensor *b1, const ttt_tensor *w2, const ttt_tensor *b2,  \
        const ttt_tensor *q),                                                                                     \

@@ -139,10 +139,13 @@ static int check(ttt_ctx *ctx, ttt_tensor *const *x, double eta, double eps) {
 /* ---- the fused route ------------------------------------------------------------------------------- */
 
 /* The kernels' form of input i (no graph): a weight expanded over the batch (stride 0 in axis 0, the layer's
- * shared W_0 at step 0) as its [H, r, c] block, without a copy where that block is dense; anything else
- * dense [..] as given. */
+ * shared W_0 at step 0) as its [H, r, c] block, without a copy where that block is dense; k and xt (i = 4,
+ * 5; q of the read-out, i = 4) as given where their last axis has unit stride (the kernels take their other
+ * strides: the layer's k and q are permuted views, SGD's xt a slice); anything else dense. */
 static ttt_tensor *kernel_arg(ttt_ctx *ctx, ttt_tensor *x, int i) {
     if (!x) return NULL;
+    if ((i == 4 || i == 5) && x->stride[3] == 1 && x->stride[0] >= 0 && x->stride[1] >= 0 && x->stride[2] >= 0)
+        return x;
     if (i < 4 && x->stride[0] == 0) {
         ttt_tensor *v = ttt__view(ctx, x);
         if (!v) return NULL;

@@ -109,16 +109,17 @@ static void scratch_give(scratch_buf *b) {
     const int64_t h = bh % s.H, b = bh / s.H, d = s.d, F = s.F, D = s.D, m = s.m;                                \
     const int64_t o_w1 = (s.w_off[0] ? bh : h) * d * F, o_b1 = (s.w_off[1] ? bh : h) * F;                       \
     const int64_t o_w2 = (s.w_off[2] ? bh : h) * F * d, o_b2 = (s.w_off[3] ? bh : h) * d;                       \
-    const int64_t o_x = (s.xt_heads ? bh : b) * m * D;                                                           \
-    (void)b
+    /* k and xt may be views with any strides but a unit last one (a permute of the projections, a slice) */   \
+    const int64_t o_k = b * k->stride[0] + h * k->stride[1], ldk = k->stride[2];                                 \
+    const int64_t o_x = b * xt->stride[0] + (s.xt_heads ? h * xt->stride[1] : 0), ldx = xt->stride[2]
 
 #define FWD_ARGS(R)                                                                                               \
     step ? (R *)w1_out->data + bh * d * F : NULL, step ? (R *)b1_out->data + bh * F : NULL,                     \
         step ? (R *)w2_out->data + bh * F * d : NULL, step ? (R *)b2_out->data + bh * d : NULL,                 \
         (const R *)w1->data + o_w1, (const R *)b1->data + o_b1,                     \
-        (const R *)w2->data + o_w2, (const R *)b2->data + o_b2, (const R *)k->data + bh * m * d,                \
+        (const R *)w2->data + o_w2, (const R *)b2->data + o_b2, (const R *)k->data + o_k,                      \
         (const R *)xt->data + o_x, (const R *)gh->data + h * D * d, lng ? (const R *)lng->data + h * D : NULL,  \
-        lnb ? (const R *)lnb->data + h * D : NULL, m, d, F, D, (R)eta, eps
+        lnb ? (const R *)lnb->data + h * D : NULL, m, d, F, D, ldk, ldx, (R)eta, eps
 
 /* The transposes of gh and of the weights shared by the batch (W_0 at step 0), once per head instead of once
  * per pair: pre[h] = {G^T [d, D] (NULL without gh), W1^T [F, d] or NULL, W2^T [d, F] or NULL} over buf (NULL
@@ -183,9 +184,9 @@ int cpu_mttt_mlp_step(ttt_backend_state *self, ttt_tensor *w1_out, ttt_tensor *b
         dw1_out ? (const R *)dw1_out->data + bh * d * F : NULL, db1_out ? (const R *)db1_out->data + bh * F : NULL, \
         dw2_out ? (const R *)dw2_out->data + bh * F * d : NULL, db2_out ? (const R *)db2_out->data + bh * d : NULL, \
         dloss ? ((const R *)dloss->data)[bh] : (R)0, (const R *)w1->data + o_w1, (const R *)b1->data + o_b1,    \
-        (const R *)w2->data + o_w2, (const R *)b2->data + o_b2, (const R *)k->data + bh * m * d,                \
+        (const R *)w2->data + o_w2, (const R *)b2->data + o_b2, (const R *)k->data + o_k,                      \
         (const R *)xt->data + o_x, (const R *)gh->data + h * D * d, lng ? (const R *)lng->data + h * D : NULL,  \
-        lnb ? (const R *)lnb->data + h * D : NULL, m, d, F, D, (R)eta, eps
+        lnb ? (const R *)lnb->data + h * D : NULL, m, d, F, D, ldk, ldx, (R)eta, eps
 
 int cpu_mttt_mlp_step_bwd(ttt_backend_state *self, ttt_tensor *dw1, ttt_tensor *db1, ttt_tensor *dw2, ttt_tensor *db2,
                           ttt_tensor *dk, ttt_tensor *dxt, ttt_tensor *dgh, ttt_tensor *dlng, ttt_tensor *dlnb,
@@ -226,6 +227,7 @@ static int apply_dims(const char *kernel, const ttt_tensor *const *w, const ttt_
 
 #define APPLY_OFFSETS                                                                                             \
     const int64_t h = bh % s.H, d = s.d, F = s.F, n = s.m;                                                       \
+    const int64_t o_q = (bh / s.H) * q->stride[0] + h * q->stride[1], ldq = q->stride[2]; /* a view: see above */ \
     const int64_t o_w1 = (s.w_off[0] ? bh : h) * d * F, o_b1 = (s.w_off[1] ? bh : h) * F;                       \
     const int64_t o_w2 = (s.w_off[2] ? bh : h) * F * d, o_b2 = (s.w_off[3] ? bh : h) * d
 
@@ -243,12 +245,12 @@ int cpu_mttt_mlp_apply(ttt_backend_state *self, ttt_tensor *out, const ttt_tenso
                       if (f32)
                           apply_fwd_f32((float *)out->data + bh * n * d, (const float *)w1->data + o_w1,
                                         (const float *)b1->data + o_b1, (const float *)w2->data + o_w2,
-                                        (const float *)b2->data + o_b2, (const float *)q->data + bh * n * d, n, d, F,
+                                        (const float *)b2->data + o_b2, (const float *)q->data + o_q, n, d, F, ldq,
                                         (float *)scr_);
                       else
                           apply_fwd_f64((double *)out->data + bh * n * d, (const double *)w1->data + o_w1,
                                         (const double *)b1->data + o_b1, (const double *)w2->data + o_w2,
-                                        (const double *)b2->data + o_b2, (const double *)q->data + bh * n * d, n, d, F,
+                                        (const double *)b2->data + o_b2, (const double *)q->data + o_q, n, d, F, ldq,
                                         (double *)scr_);
                   });
     return TTT_OK;
@@ -276,14 +278,14 @@ int cpu_mttt_mlp_apply_bwd(ttt_backend_state *self, ttt_tensor *dq, ttt_tensor *
                                         (float *)db1->data + bh * F, (float *)dw2->data + bh * F * d,
                                         (float *)db2->data + bh * d, (const float *)dout->data + bh * n * d,
                                         (const float *)w1->data + o_w1, (const float *)b1->data + o_b1,
-                                        (const float *)w2->data + o_w2, (const float *)q->data + bh * n * d, n, d, F,
+                                        (const float *)w2->data + o_w2, (const float *)q->data + o_q, n, d, F, ldq,
                                         (const float *const *)(pre + 3 * h), (float *)scr_);
                       else
                           apply_bwd_f64((double *)dq->data + bh * n * d, (double *)dw1->data + bh * d * F,
                                         (double *)db1->data + bh * F, (double *)dw2->data + bh * F * d,
                                         (double *)db2->data + bh * d, (const double *)dout->data + bh * n * d,
                                         (const double *)w1->data + o_w1, (const double *)b1->data + o_b1,
-                                        (const double *)w2->data + o_w2, (const double *)q->data + bh * n * d, n, d, F,
+                                        (const double *)w2->data + o_w2, (const double *)q->data + o_q, n, d, F, ldq,
                                         (const double *const *)(pre + 3 * h), (double *)scr_);
                   });
     free(pre_buf);

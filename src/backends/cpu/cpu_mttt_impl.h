@@ -234,12 +234,14 @@ static int64_t FN(bwd_scratch)(int64_t m, int64_t d, int64_t F, int64_t D) {
     return 2 * d * D + 4 * d * F + 8 * m * F + 4 * m * d + 6 * m * D + m + 2 * D;
 }
 
-/* The forward of one pair (pointers at the pair's first element; gam, bet NULL: no LN). Writes W' (w1o
+/* The forward of one pair (pointers at the pair's first element; K's and X's rows ldk and ldx apart, the
+ * others dense; gam, bet NULL: no LN). Writes W' (w1o
  * NULL: the loss only) and returns the pair's loss before the step. pre = the transposes of G, W1, W2 made
  * once per head (each NULL: transposed here). */
 static double FN(step_fwd)(R *w1o, R *b1o, R *w2o, R *b2o, const R *W1, const R *b1, const R *W2, const R *b2,
                            const R *K, const R *X, const R *G, const R *gam, const R *bet, int64_t m, int64_t d,
-                           int64_t F, int64_t D, R eta, double eps, const R *const *pre, R *scr) {
+                           int64_t F, int64_t D, int64_t ldk, int64_t ldx, R eta, double eps, const R *const *pre,
+                           R *scr) {
     R *GTs = scr, *W2Ts = GTs + d * D, *A = W2Ts + d * F, *S1 = A + m * F, *dA = S1 + m * F, *Y = dA + m * F;
     R *dY = Y + m * d, *P = dY + m * d, *xh = P + m * D, *g = xh + D;
     const R *GT = pre[0], *W2T = pre[2];
@@ -247,7 +249,7 @@ static double FN(step_fwd)(R *w1o, R *b1o, R *w2o, R *b2o, const R *W1, const R 
     if (!W2T && w1o) FN(transpose)(W2Ts, W2, F, d), W2T = W2Ts;
     /* z1 = k W1 + b1 (into A), a = gelu(z1), s1 = gelu'(z1) */
     FN(rows_set)(A, b1, m, F);
-    FN(mm)(A, K, W1, m, d, F, 1, 1);
+    FN(gemm)(A, K, ldk, 1, W1, m, d, F, 1, 1);
     if (w1o) FN(gelu_fwd)(A, S1, NULL, A, m * F);
     else /* the loss only: no gelu' */
         for (int64_t e = 0; e < m * F; e++) {
@@ -264,7 +266,7 @@ static double FN(step_fwd)(R *w1o, R *b1o, R *w2o, R *b2o, const R *W1, const R 
     const R rm = (R)inv_m;
     for (int64_t i = 0; i < m; i++) {
         R *p = P + i * D;
-        const double rstd = FN(ln_resid_row)(xh, g, p, X + i * D, gam, bet, D, eps); /* g = r */
+        const double rstd = FN(ln_resid_row)(xh, g, p, X + i * ldx, gam, bet, D, eps); /* g = r */
         loss += FN(dotd)(g, 0, g, 0, D);
         if (!w1o) continue; /* the loss only */
         if (!gam) {
@@ -286,7 +288,7 @@ static double FN(step_fwd)(R *w1o, R *b1o, R *w2o, R *b2o, const R *W1, const R 
     FN(mm)(dA, dY, W2T, m, d, F, 1, 0);
     for (int64_t e = 0; e < m * F; e++) dA[e] *= S1[e];
     memcpy(w1o, W1, sizeof(R) * (size_t)(d * F));
-    FN(mm_t)(w1o, K, dA, d, m, F, -eta, 1);
+    FN(gemm)(w1o, K, 1, ldk, dA, d, m, F, -eta, 1);
     FN(col_sum)(b1o, b1, dA, m, F, -eta);
     return 0.5 * loss * inv_m;
 }
@@ -298,7 +300,8 @@ static double FN(step_fwd)(R *w1o, R *b1o, R *w2o, R *b2o, const R *W1, const R 
 static void FN(step_bwd)(R *dW1, R *db1, R *dW2, R *db2, R *dK, R *dX, R *dG, R *dgam, R *dbet, const R *U1,
                          const R *u1, const R *U2, const R *u2, R lbar, const R *W1, const R *b1, const R *W2,
                          const R *b2, const R *K, const R *X, const R *G, const R *gam, const R *bet, int64_t m,
-                         int64_t d, int64_t F, int64_t D, R eta, double eps, const R *const *pre, R *scr) {
+                         int64_t d, int64_t F, int64_t D, int64_t ldk, int64_t ldx, R eta, double eps,
+                         const R *const *pre, R *scr) {
     R *GTs = scr, *W1Ts = GTs + d * D, *W2Ts = W1Ts + F * d, *U1T = W2Ts + d * F, *U2T = U1T + F * d;
     R *Z = U2T + d * F, *A = Z + m * F, *S1 = A + m * F, *Zt = S1 + m * F, *At = Zt + m * F, *Ab = At + m * F;
     R *Th = Ab + m * F; /* s = (1 + tanh u) / 2 of gelu's argument */
@@ -314,17 +317,17 @@ static void FN(step_bwd)(R *dW1, R *db1, R *dW2, R *db2, R *dK, R *dX, R *dG, R 
     if (U2) FN(transpose)(U2T, U2, F, d);
     /* the forward again: z1, a = gelu(z1), s1 = gelu'(z1), y, p (into Xh), then xh = LN(p) and r */
     FN(rows_set)(Z, b1, m, F);
-    FN(mm)(Z, K, W1, m, d, F, 1, 1);
+    FN(gemm)(Z, K, ldk, 1, W1, m, d, F, 1, 1);
     FN(gelu_fwd)(A, S1, Th, Z, m * F);
     FN(rows_set)(Y, b2, m, d);
     FN(mm)(Y, A, W2, m, F, d, 1, 1);
     FN(mm)(Xh, Y, GT, m, d, D, 1, 0);
-    for (int64_t i = 0; i < m; i++) rs[i] = (R)FN(ln_resid_row)(Xh + i * D, Rr + i * D, Xh + i * D, X + i * D, gam, bet, D, eps);
+    for (int64_t i = 0; i < m; i++) rs[i] = (R)FN(ln_resid_row)(Xh + i * D, Rr + i * D, Xh + i * D, X + i * ldx, gam, bet, D, eps);
     /* the tangent along U: z1t = k U1 + u1, at = s1 o z1t, yt = at W2 + a U2 + u2, pt = yt gh^T */
     const int tangent = U1 || u1 || U2 || u2;
     if (tangent) {
         FN(rows_set)(Zt, u1, m, F);
-        if (U1) FN(mm)(Zt, K, U1, m, d, F, 1, 1);
+        if (U1) FN(gemm)(Zt, K, ldk, 1, U1, m, d, F, 1, 1);
         for (int64_t e = 0; e < m * F; e++) At[e] = S1[e] * Zt[e];
         FN(rows_set)(Yt, u2, m, d);
         FN(mm)(Yt, At, W2, m, F, d, 1, 1);
@@ -382,16 +385,16 @@ static void FN(step_bwd)(R *dW1, R *db1, R *dW2, R *db2, R *dK, R *dX, R *dG, R 
     FN(mm)(dK, Ab, W1T, m, F, d, 1, 0);
     if (U1) FN(mm)(dK, Atb, U1T, m, F, d, 1, 1);
     if (U1) memcpy(dW1, U1, sizeof(R) * (size_t)(d * F));
-    FN(mm_t)(dW1, K, Ab, d, m, F, 1, U1 != NULL);
+    FN(gemm)(dW1, K, 1, ldk, Ab, d, m, F, 1, U1 != NULL);
     FN(col_sum)(db1, u1, Ab, m, F, 1);
 }
 
-/* The read-out of one pair: out = gelu(q W1 + b1) W2 + b2 for q [n, d] (scratch: n F) */
+/* The read-out of one pair: out = gelu(q W1 + b1) W2 + b2 for q [n, d] (rows ldq apart; scratch: n F) */
 static void FN(apply_fwd)(R *out, const R *W1, const R *b1, const R *W2, const R *b2, const R *Q, int64_t n, int64_t d,
-                          int64_t F, R *scr) {
+                          int64_t F, int64_t ldq, R *scr) {
     R *A = scr;
     FN(rows_set)(A, b1, n, F);
-    FN(mm)(A, Q, W1, n, d, F, 1, 1);
+    FN(gemm)(A, Q, ldq, 1, W1, n, d, F, 1, 1);
     for (int64_t e = 0; e < n * F; e++) {
         const R x = A[e];
         A[e] = x * FN(gelu_s)(x);
@@ -403,13 +406,13 @@ static int64_t FN(apply_scratch)(int64_t n, int64_t d, int64_t F) { return 3 * n
 
 /* Its gradients from dout [n, d] (pre: W1^T, W2^T of the head, each NULL: transposed here) */
 static void FN(apply_bwd)(R *dQ, R *dW1, R *db1, R *dW2, R *db2, const R *dO, const R *W1, const R *b1, const R *W2,
-                          const R *Q, int64_t n, int64_t d, int64_t F, const R *const *pre, R *scr) {
+                          const R *Q, int64_t n, int64_t d, int64_t F, int64_t ldq, const R *const *pre, R *scr) {
     R *A = scr, *S1 = A + n * F, *dA = S1 + n * F, *W1Ts = dA + n * F, *W2Ts = W1Ts + F * d;
     const R *W1T = pre[1], *W2T = pre[2];
     if (!W1T) FN(transpose)(W1Ts, W1, d, F), W1T = W1Ts;
     if (!W2T) FN(transpose)(W2Ts, W2, F, d), W2T = W2Ts;
     FN(rows_set)(A, b1, n, F);
-    FN(mm)(A, Q, W1, n, d, F, 1, 1);
+    FN(gemm)(A, Q, ldq, 1, W1, n, d, F, 1, 1);
     FN(gelu_fwd)(A, S1, NULL, A, n * F);
     /* out = a W2 + b2: dW2 = a^T dout, db2 = sum dout, da = dout W2^T; a = gelu(z): dz = da o gelu'(z) */
     FN(mm_t)(dW2, A, dO, F, n, d, 1, 0);
@@ -417,7 +420,7 @@ static void FN(apply_bwd)(R *dQ, R *dW1, R *db1, R *dW2, R *db2, const R *dO, co
     FN(mm)(dA, dO, W2T, n, d, F, 1, 0);
     for (int64_t e = 0; e < n * F; e++) dA[e] *= S1[e];
     /* z = q W1 + b1: dW1 = q^T dz, db1 = sum dz, dq = dz W1^T */
-    FN(mm_t)(dW1, Q, dA, d, n, F, 1, 0);
+    FN(gemm)(dW1, Q, 1, ldq, dA, d, n, F, 1, 0);
     FN(col_sum)(db1, NULL, dA, n, F, 1);
     FN(mm)(dQ, dA, W1T, n, F, d, 1, 0);
 }
