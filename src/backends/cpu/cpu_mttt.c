@@ -1,7 +1,8 @@
-/* The fused MTTT-MLP inner step on the CPU (backend.h: mttt_mlp_step, mttt_mlp_step_bwd): OpenMP over the
- * B * H (batch, head) pairs, each pair's whole step (three products forward, the inner gradient's four,
- * the update) in a per-thread scratch of a few m x F matrices that stays in L2. The composed form makes
- * ~60 passes over [B, H, m, F] tensors for the same step (src/composed/mttt_step.c). */
+/* The fused MTTT-MLP inner step on the CPU (backend.h: mttt_mlp_step, mttt_mlp_step_bwd) and the learner's
+ * read-out (mttt_mlp_apply, _bwd): OpenMP over the B * H (batch, head) pairs, each pair's whole step (three
+ * products forward, the inner gradient's four, the update) in a per-thread scratch of a few m x F matrices
+ * that stays in L2. The composed form makes dozens of passes over [B, H, m, F] tensors for the same step
+ * (src/composed/mttt_step.c). */
 #include <math.h>
 #include <omp.h>
 #include <stdatomic.h>
