@@ -294,7 +294,51 @@ typedef struct {
       (ttt_tensor *out, ttt_tensor *const *w, ttt_tensor *const *g, const ttt_tensor *q, const ttt_tensor *k,    \
        const ttt_tensor *v, const ttt_tensor *eta, const ttt_tensor *tok, const ttt_tensor *ln_w,                \
        const ttt_tensor *ln_b, int64_t r0, double eps),                                                          \
-      (out, w, g, q, k, v, eta, tok, ln_w, ln_b, r0, eps))
+      (out, w, g, q, k, v, eta, tok, ln_w, ln_b, r0, eps))                                                       \
+    /* Optional fused MTTT-MLP inner step (src/composed/mttt_step.c states the math): per (batch, head) pair,    \
+     * one gradient step W' = W - eta grad_W l of the reconstruction loss l = 1/(2m) sum_i || dec_i - x_i ||^2,  \
+     * dec = LN(f(k; W) gh^T) lng + lnb (or without the LN), f(u) = gelu(u w1 + b1) w2 + b2 (tanh gelu). w1 [H,  \
+     * d, F] or [B, H, d, F], b1 [H, 1, F] or [B, H, 1, F], w2 [H, F, d] or [B, H, F, d], b2 [H, 1, d] or [B,    \
+     * H, 1, d] (shared by the batch or not: the ndim says); k [B, H, m, d]; xt [B, 1, m, D] (shared by the      \
+     * heads) or [B, H, m, D]; gh [H, D, d]; lng, lnb [H, 1, D] or both NULL (no LN). k and xt may have any      \
+     * non-negative strides but a unit last one; the rest dense, one float dtype. Writes w1_out .. b2_out ([B,   \
+     * H, ..]) and loss [B, H] (each pair's l before the step); w1_out .. b2_out all NULL: the loss only, no     \
+     * step. Returns TTT_BACKEND_DECLINED, having written nothing, for what it does not handle. */               \
+    X(mttt_mlp_step,                                                                                             \
+      (ttt_tensor *w1_out, ttt_tensor *b1_out, ttt_tensor *w2_out, ttt_tensor *b2_out, ttt_tensor *loss,         \
+       const ttt_tensor *w1, const ttt_tensor *b1, const ttt_tensor *w2, const ttt_tensor *b2,                   \
+       const ttt_tensor *k, const ttt_tensor *xt, const ttt_tensor *gh, const ttt_tensor *lng,                   \
+       const ttt_tensor *lnb, double eta, double eps),                                                           \
+      (w1_out, b1_out, w2_out, b2_out, loss, w1, b1, w2, b2, k, xt, gh, lng, lnb, eta, eps))                    \
+    /* Optional. Its first-order gradients (second order in l: the VJP of grad_W l), per pair: dw1 [B, H, d, F], \
+     * db1 [B, H, 1, F], dw2 [B, H, F, d], db2 [B, H, 1, d], dk [B, H, m, d], dxt [B, H, m, D], dgh           \
+     * [B, H, D, d], dlng, dlnb [B, H, 1, D] (NULL without the LN; the op sums what was broadcast) from        \
+     * dw1_out .. db2_out ([B, H, ..]) and dloss [B, H] (any of them NULL: zero). Inputs as the forward took   \
+     * them; the forward's intermediates are recomputed. */                                                     \
+    X(mttt_mlp_step_bwd,                                                                                         \
+      (ttt_tensor *dw1, ttt_tensor *db1, ttt_tensor *dw2, ttt_tensor *db2, ttt_tensor *dk, ttt_tensor *dxt,      \
+       ttt_tensor *dgh, ttt_tensor *dlng, ttt_tensor *dlnb, const ttt_tensor *dw1_out, const ttt_tensor *db1_out, \
+       const ttt_tensor *dw2_out, const ttt_tensor *db2_out, const ttt_tensor *dloss, const ttt_tensor *w1,       \
+       const ttt_tensor *b1, const ttt_tensor *w2, const ttt_tensor *b2, const ttt_tensor *k,                     \
+       const ttt_tensor *xt, const ttt_tensor *gh, const ttt_tensor *lng, const ttt_tensor *lnb, double eta,      \
+       double eps),                                                                                              \
+      (dw1, db1, dw2, db2, dk, dxt, dgh, dlng, dlnb, dw1_out, db1_out, dw2_out, db2_out, dloss, w1, b1, w2, b2, \
+       k, xt, gh, lng, lnb, eta, eps))                                                                          \
+    /* Optional fused read-out of the MTTT-MLP learner: out = gelu(q w1 + b1) w2 + b2 per (batch, head) pair,    \
+     * q, out [B, H, n, d] (q: any non-negative strides, the last 1); the weights as mttt_mlp_step takes them  \
+     * ([H, ..] shared by the batch, or [B, H, ..]). The rest dense, one float dtype. Returns                  \
+     * TTT_BACKEND_DECLINED, having written nothing, for what it does not handle. */                            \
+    X(mttt_mlp_apply,                                                                                            \
+      (ttt_tensor *out, const ttt_tensor *w1, const ttt_tensor *b1, const ttt_tensor *w2, const ttt_tensor *b2,  \
+       const ttt_tensor *q),                                                                                     \
+      (out, w1, b1, w2, b2, q))                                                                                  \
+    /* Optional. Its first-order gradients per pair: dq [B, H, n, d], dw1 [B, H, d, F], db1 [B, H, 1, F], dw2    \
+     * [B, H, F, d], db2 [B, H, 1, d] (the op sums what was broadcast) from dout (out's shape). */              \
+    X(mttt_mlp_apply_bwd,                                                                                        \
+      (ttt_tensor *dq, ttt_tensor *dw1, ttt_tensor *db1, ttt_tensor *dw2, ttt_tensor *db2,                       \
+       const ttt_tensor *dout, const ttt_tensor *w1, const ttt_tensor *b1, const ttt_tensor *w2,                 \
+       const ttt_tensor *b2, const ttt_tensor *q),                                                               \
+      (dq, dw1, db1, dw2, db2, dout, w1, b1, w2, b2, q))
 
 /* TTT_K_copy, TTT_K_fill, ...: the kernel entries by number (profile rows, coverage). */
 typedef enum {

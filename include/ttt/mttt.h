@@ -12,7 +12,9 @@
  * whole D-wide token: each head encodes it to d numbers and decodes back to D
  * (as in the official code). dec = g, or LayerNorm(g) for the MLP learner.
  * The outer loop differentiates through every inner step (ttt_grad with
- * create_graph); in evaluation (grad mode off) the inner loop still runs.
+ * create_graph); in evaluation (grad mode off) the inner loop still runs. The MLP
+ * learner's step and read-out run as fused kernels where the backend has them (the
+ * CPU; src/composed/mttt_step.c), the same math; TTT_FUSED=0 composes them of ops.
  *
  * PARAMETERS (row-vector convention: a token x is a row, a map is x @ W). The
  * D columns of psi_w, phi_w, g_w and the D rows of h_w are split into H

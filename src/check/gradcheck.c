@@ -576,6 +576,58 @@ static ttt_tensor *fn_ttt_mlp_scan(ttt_ctx *ctx, ttt_tensor *const *x, const spe
     return ttt_concat(ctx, 5, flat, 0);
 }
 
+/* ---- one MTTT-MLP inner step (engine_private.h: ttt__mttt_mlp_step) ---------------------------------- */
+
+/* W1 [d, 2d], b1, W2, b2 shared by the batch (expanded, as the layer's W_0) or per pair; k [B, H, m, d];
+ * xt shared by the heads or not; gh [H, D, d]; the decoder LN (gain 1 + 0.3 x) or none. The four updated
+ * weights and the loss are checked; order 2 differentiates the composed recomputation. */
+static void make_mttt_step(rng *r, spec *s) {
+    const int64_t b = rint_in(r, 1, 2), h = rint_in(r, 1, 2), m = rint_in(r, 2, 5), d = rint_in(r, 2, 3), f = 2 * d;
+    const int64_t D = rint_in(r, 2, 4);
+    s->p[0] = (int64_t)(rnext(r) % 2); /* shared W */
+    s->p[1] = (int64_t)(rnext(r) % 2); /* xt per head */
+    s->p[2] = (int64_t)(rnext(r) % 2); /* no LN */
+    if (s->p[0]) IN(s, K_NORMAL, h, d, f), IN(s, K_NORMAL, h, 1, f), IN(s, K_NORMAL, h, f, d), IN(s, K_NORMAL, h, 1, d);
+    else IN(s, K_NORMAL, b, h, d, f), IN(s, K_NORMAL, b, h, 1, f), IN(s, K_NORMAL, b, h, f, d), IN(s, K_NORMAL, b, h, 1, d);
+    IN(s, K_NORMAL, b, h, m, d);                  /* k */
+    IN(s, K_NORMAL, b, s->p[1] ? h : 1, m, D);    /* xt */
+    IN(s, K_NORMAL, h, D, d);                     /* gh */
+    if (!s->p[2]) IN(s, K_NORMAL, h, 1, D), IN(s, K_NORMAL, h, 1, D); /* lng - 1, lnb */
+}
+static ttt_tensor *fn_mttt_step(ttt_ctx *ctx, ttt_tensor *const *x, const spec *s) {
+    const int64_t B = x[4]->shape[0], H = x[4]->shape[1];
+    ttt_tensor *w[4], *o[4], *loss;
+    for (int i = 0; i < 4; i++) {
+        ttt_tensor *wi = i % 2 ? x[i] : ttt_scale(ctx, x[i], 0.5);
+        const int nd = x[i]->ndim;
+        w[i] = s->p[0] ? ttt_expand(ctx, wi, TTT_DIMS(B, H, x[i]->shape[nd - 2], x[i]->shape[nd - 1])) : wi;
+    }
+    ttt_tensor *lng = s->p[2] ? NULL : ttt_add_scalar(ctx, ttt_scale(ctx, x[7], 0.3), 1.0), *lnb = s->p[2] ? NULL : x[8];
+    if (ttt__mttt_mlp_step(ctx, w, x[4], x[5], x[6], lng, lnb, 0.7, 1e-6, o, &loss)) return NULL;
+    ttt_tensor *flat[5] = {ttt_reshape(ctx, loss, 1, (int64_t[]){1}), NULL, NULL, NULL, NULL};
+    for (int i = 0; i < 4; i++) flat[i + 1] = ttt_reshape(ctx, o[i], 1, (int64_t[]){ttt_numel(o[i])});
+    return ttt_concat(ctx, 5, flat, 0);
+}
+
+/* The learner's read-out gelu(q W1 + b1) W2 + b2 (engine_private.h: ttt__mttt_mlp_apply), the weights shared
+ * by the batch (expanded) or per pair. */
+static void make_mttt_apply(rng *r, spec *s) {
+    const int64_t b = rint_in(r, 1, 2), h = rint_in(r, 1, 2), n = rint_in(r, 1, 4), d = rint_in(r, 2, 3), f = 2 * d;
+    s->p[0] = (int64_t)(rnext(r) % 2);
+    if (s->p[0]) IN(s, K_NORMAL, h, d, f), IN(s, K_NORMAL, h, 1, f), IN(s, K_NORMAL, h, f, d), IN(s, K_NORMAL, h, 1, d);
+    else IN(s, K_NORMAL, b, h, d, f), IN(s, K_NORMAL, b, h, 1, f), IN(s, K_NORMAL, b, h, f, d), IN(s, K_NORMAL, b, h, 1, d);
+    IN(s, K_NORMAL, b, h, n, d); /* q */
+}
+static ttt_tensor *fn_mttt_apply(ttt_ctx *ctx, ttt_tensor *const *x, const spec *s) {
+    const int64_t B = x[4]->shape[0], H = x[4]->shape[1];
+    ttt_tensor *w[4];
+    for (int i = 0; i < 4; i++) {
+        const int nd = x[i]->ndim;
+        w[i] = s->p[0] ? ttt_expand(ctx, x[i], TTT_DIMS(B, H, x[i]->shape[nd - 2], x[i]->shape[nd - 1])) : x[i];
+    }
+    return ttt__mttt_mlp_apply(ctx, w, x[4]);
+}
+
 static const gc_case CASES[] = {
     {"neg", make_neg, fn_neg},
     {"exp", make_exp, fn_exp},
@@ -641,6 +693,8 @@ static const gc_case CASES[] = {
     {"ssd(chunked)", make_gated_delta, fn_ssd},
     {"ttt_linear_scan", make_ttt_scan, fn_ttt_scan},
     {"ttt_mlp_scan", make_ttt_mlp_scan, fn_ttt_mlp_scan},
+    {"mttt_mlp_step", make_mttt_step, fn_mttt_step},
+    {"mttt_mlp_apply", make_mttt_apply, fn_mttt_apply},
 };
 
 int ttt_gradcheck_count(void) { return (int)(sizeof CASES / sizeof CASES[0]); }

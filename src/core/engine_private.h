@@ -126,6 +126,29 @@ int ttt__ttt_mlp_scan_composed(ttt_ctx *ctx, ttt_tensor *q, ttt_tensor *k, ttt_t
                                ttt_tensor *ln_w, ttt_tensor *ln_b, ttt_tensor *const *w0, double eps, ttt_tensor **out,
                                ttt_tensor **w_final);
 
+/* composed/mttt_step.c: one inner step of the MTTT-MLP learner (src/layers/mttt.c; the math: that file).
+ * w = {W1 [B, H, d, F], b1 [B, H, 1, F], W2 [B, H, F, d], b2 [B, H, 1, d]} (any strides: expanded views of
+ * shared [H, ..] weights are read without a copy), k [B, H, m, d], xt [B, 1, m, D] (shared by the heads) or
+ * [B, H, m, D], gh [H, D, d], lng, lnb [H, 1, D] (the decoder LN's affine) or both NULL (no LN), one dtype
+ * (f32 or f64) -> w_out[4] = W - eta grad_W l ([B, H, ..]) and *loss = the sum over the B H pairs of each
+ * pair's l before the step (a scalar). The backend's kernels (backend.h: mttt_mlp_step) where it has them,
+ * else the composed form; differentiable to any order. */
+int ttt__mttt_mlp_step(ttt_ctx *ctx, ttt_tensor *const *w, ttt_tensor *k, ttt_tensor *xt, ttt_tensor *gh, ttt_tensor *lng,
+                       ttt_tensor *lnb, double eta, double eps, ttt_tensor **w_out, ttt_tensor **loss);
+/* The inner loss alone (the sum over pairs of l, a scalar): the forward kernel without the step where no
+ * graph records (inner-loss reporting), else the composed ops (differentiable). */
+ttt_tensor *ttt__mttt_mlp_loss(ttt_ctx *ctx, ttt_tensor *const *w, ttt_tensor *k, ttt_tensor *xt, ttt_tensor *gh,
+                               ttt_tensor *lng, ttt_tensor *lnb, double eps);
+/* The learner's read-out gelu(q W1 + b1) W2 + b2 for q [B, H, n, d] and weights as ttt__mttt_mlp_step takes
+ * them -> [B, H, n, d]: one kernel and a first-order backward kernel where the backend has them (backend.h:
+ * mttt_mlp_apply), else (and its _composed form always) the ops. */
+ttt_tensor *ttt__mttt_mlp_apply(ttt_ctx *ctx, ttt_tensor *const *w, ttt_tensor *q);
+ttt_tensor *ttt__mttt_mlp_apply_composed(ttt_ctx *ctx, ttt_tensor *const *w, ttt_tensor *q);
+/* The same composed of ops only (arguments as checked by ttt__mttt_mlp_step): the fallback, and tests. */
+int ttt__mttt_mlp_step_composed(ttt_ctx *ctx, ttt_tensor *const *w, ttt_tensor *k, ttt_tensor *xt, ttt_tensor *gh,
+                                ttt_tensor *lng, ttt_tensor *lnb, double eta, double eps, ttt_tensor **w_out,
+                                ttt_tensor **loss);
+
 /* util.c: message into a caller's buffer (returns TTT_ERR); grow a malloc'd
  * array of sz-byte elements to at least need (TTT_OK / TTT_ERR). */
 int ttt__errbuf(char *err, size_t err_len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));

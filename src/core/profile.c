@@ -123,6 +123,10 @@ static const char *matmul_label(char *buf, size_t n, const ttt_tensor *c, const 
 #define DESC_ssd_chunk_bwd q->dtype, NULL
 #define DESC_ttt_linear_step q->dtype, NULL
 #define DESC_ttt_mlp_step q->dtype, NULL
+#define DESC_mttt_mlp_step k->dtype, NULL
+#define DESC_mttt_mlp_step_bwd k->dtype, NULL
+#define DESC_mttt_mlp_apply q->dtype, NULL
+#define DESC_mttt_mlp_apply_bwd q->dtype, NULL
 
 #define WRAP(name, params, args)                                            \
     static int p_##name(ttt_backend_state *self, TTT__UNPAREN params) {     \

@@ -226,6 +226,7 @@ static int n_weights(ttt_mttt_learner learner) {
 /* f(u; W) for u [B, H, m, d]. */
 static ttt_tensor *learner_apply(ttt_ctx *ctx, ttt_mttt_learner learner, ttt_tensor *const *w, ttt_tensor *u) {
     if (learner == TTT_MTTT_LINEAR) return ttt_matmul(ctx, u, w[0], 0, 0);
+    if (w[0] && w[0]->ndim == 4) return ttt__mttt_mlp_apply(ctx, w, u); /* one kernel, else these same ops */
     ttt_tensor *a = ttt_gelu(ctx, ttt_add(ctx, ttt_matmul(ctx, u, w[0], 0, 0), w[1]));
     return ttt_add(ctx, ttt_matmul(ctx, a, w[2], 0, 0), w[3]);
 }
@@ -235,6 +236,8 @@ static ttt_tensor *learner_apply(ttt_ctx *ctx, ttt_mttt_learner learner, ttt_ten
 static ttt_tensor *recon_loss(ttt_ctx *ctx, ttt_mttt_learner learner, ttt_tensor *const *w, ttt_tensor *k,
                               ttt_tensor *xt, ttt_tensor *gh, ttt_tensor *lng, ttt_tensor *lnb) {
     if (!k) return NULL;
+    if (learner == TTT_MTTT_MLP && w[0] && w[0]->ndim == 4) /* one kernel where no graph records */
+        return ttt__mttt_mlp_loss(ctx, w, k, xt, gh, lng, lnb, LN_EPS);
     int64_t m = k->shape[2];
     ttt_tensor *dec = ttt_matmul(ctx, learner_apply(ctx, learner, w, k), gh, 0, 1);
     if (lng) dec = ttt_add(ctx, ttt_mul(ctx, ttt_layer_norm(ctx, dec, NULL, NULL, LN_EPS), lng), lnb);
@@ -258,6 +261,9 @@ static int inner_step(ttt_ctx *ctx, void *user, int n_in, ttt_tensor *const *in,
     (void)n_out;
     const step_args *a = user;
     const int nw = a->nw;
+    if (a->learner == TTT_MTTT_MLP) /* one op: fused kernels where the backend has them, else these same ops */
+        return ttt__mttt_mlp_step(ctx, in, in[nw], in[nw + 1], in[nw + 2], a->ln ? in[nw + 3] : NULL,
+                                  a->ln ? in[nw + 4] : NULL, a->eta, LN_EPS, out, &out[nw]);
     ttt_tensor *g[4];
     /* The inner loss always needs a graph to W; the outer loop differentiates
      * through the step only if it is recording. */

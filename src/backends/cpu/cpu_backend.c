@@ -43,6 +43,23 @@ int cpu_ttt_linear_step(ttt_backend_state *self, ttt_tensor *out, ttt_tensor *w,
 int cpu_ttt_mlp_step(ttt_backend_state *self, ttt_tensor *out, ttt_tensor *const *w, ttt_tensor *const *g,
                      const ttt_tensor *q, const ttt_tensor *k, const ttt_tensor *v, const ttt_tensor *eta,
                      const ttt_tensor *tok, const ttt_tensor *ln_w, const ttt_tensor *ln_b, int64_t r0, double eps);
+/* cpu_mttt.c: the fused MTTT-MLP inner step (backend.h) */
+int cpu_mttt_mlp_step(ttt_backend_state *self, ttt_tensor *w1_out, ttt_tensor *b1_out, ttt_tensor *w2_out,
+                      ttt_tensor *b2_out, ttt_tensor *loss, const ttt_tensor *w1, const ttt_tensor *b1,
+                      const ttt_tensor *w2, const ttt_tensor *b2, const ttt_tensor *k, const ttt_tensor *xt,
+                      const ttt_tensor *gh, const ttt_tensor *lng, const ttt_tensor *lnb, double eta, double eps);
+int cpu_mttt_mlp_step_bwd(ttt_backend_state *self, ttt_tensor *dw1, ttt_tensor *db1, ttt_tensor *dw2, ttt_tensor *db2,
+                          ttt_tensor *dk, ttt_tensor *dxt, ttt_tensor *dgh, ttt_tensor *dlng, ttt_tensor *dlnb,
+                          const ttt_tensor *dw1_out, const ttt_tensor *db1_out, const ttt_tensor *dw2_out,
+                          const ttt_tensor *db2_out, const ttt_tensor *dloss, const ttt_tensor *w1,
+                          const ttt_tensor *b1, const ttt_tensor *w2, const ttt_tensor *b2, const ttt_tensor *k,
+                          const ttt_tensor *xt, const ttt_tensor *gh, const ttt_tensor *lng, const ttt_tensor *lnb,
+                          double eta, double eps);
+int cpu_mttt_mlp_apply(ttt_backend_state *self, ttt_tensor *out, const ttt_tensor *w1, const ttt_tensor *b1,
+                       const ttt_tensor *w2, const ttt_tensor *b2, const ttt_tensor *q);
+int cpu_mttt_mlp_apply_bwd(ttt_backend_state *self, ttt_tensor *dq, ttt_tensor *dw1, ttt_tensor *db1, ttt_tensor *dw2,
+                           ttt_tensor *db2, const ttt_tensor *dout, const ttt_tensor *w1, const ttt_tensor *b1,
+                           const ttt_tensor *w2, const ttt_tensor *b2, const ttt_tensor *q);
 int cpu_unary(ttt_backend_state *self, ttt_unary_op op, ttt_tensor *dst, const ttt_tensor *src, double p0, double p1);
 int cpu_binary(ttt_backend_state *self, ttt_binary_op op, ttt_tensor *dst, const ttt_tensor *a, const ttt_tensor *b);
 int cpu_where(ttt_backend_state *self, ttt_tensor *dst, const ttt_tensor *cond, const ttt_tensor *a, const ttt_tensor *b);
@@ -345,6 +362,10 @@ static const ttt_backend CPU = {
     .ssd_chunk_bwd = cpu_ssd_chunk_bwd,
     .ttt_linear_step = cpu_ttt_linear_step,
     .ttt_mlp_step = cpu_ttt_mlp_step,
+    .mttt_mlp_step = cpu_mttt_mlp_step,
+    .mttt_mlp_step_bwd = cpu_mttt_mlp_step_bwd,
+    .mttt_mlp_apply = cpu_mttt_mlp_apply,
+    .mttt_mlp_apply_bwd = cpu_mttt_mlp_apply_bwd,
 };
 
 const ttt_backend *ttt_backend_cpu(void) { return &CPU; }
