@@ -7,19 +7,11 @@
 
 #include "cpu_internal.h"
 
-/* One (batch, head): q, k, v, out [d]; eta one value; w, gw [d, d]; c, gc [d]; scratch 3 d. */
-#define STEP_HEAD(R, SQRT)                                                                                       \
-    static void step_head_##R(R *restrict out, R *restrict w, R *restrict c, R *restrict gw, R *restrict gc,      \
-                              const R *q, const R *k, const R *v, R eta, R t, const R *gam, const R *bet, int64_t d, \
-                              int complete, R eps, R *scr) {                                                      \
-        R *z = scr, *g = scr + d, *zq = scr + 2 * d;                                                              \
-        /* z = k W + c, the token's inner prediction at the mini-batch's start */                                \
-        for (int64_t j = 0; j < d; j++) z[j] = c[j];                                                              \
-        for (int64_t i = 0; i < d; i++) {                                                                         \
-            const R ki = k[i], *wr = w + i * d;                                                                   \
-            for (int64_t j = 0; j < d; j++) z[j] += ki * wr[j];                                                   \
-        }                                                                                                         \
-        /* g = d/dz of 1/2 || LN(z) gam + bet - (v - k) ||^2 */                                                  \
+/* The two row-wise pieces both steps share, per precision: g = d/dz of 1/2 || LN(z) gam + bet - (v - k) ||^2
+ * (the inner loss's gradient), and out = q + LN(z) gam + bet. */
+#define ROW_HELPERS(R, SQRT)                                                                                     \
+    static void ln_l2_grad_##R(R *restrict g, const R *z, const R *v, const R *k, const R *gam, const R *bet,     \
+                               int64_t d, R eps) {                                                                \
         R mu = 0, var = 0;                                                                                        \
         for (int64_t j = 0; j < d; j++) mu += z[j];                                                               \
         mu /= (R)d;                                                                                               \
@@ -33,6 +25,31 @@
         }                                                                                                         \
         mg /= (R)d, mgx /= (R)d;                                                                                  \
         for (int64_t j = 0; j < d; j++) g[j] = (g[j] - mg - (z[j] - mu) * rstd * mgx) * rstd;                    \
+    }                                                                                                             \
+    static void ln_out_##R(R *restrict out, const R *q, const R *z, const R *gam, const R *bet, int64_t d, R eps) { \
+        R mu = 0, var = 0;                                                                                        \
+        for (int64_t j = 0; j < d; j++) mu += z[j];                                                               \
+        mu /= (R)d;                                                                                               \
+        for (int64_t j = 0; j < d; j++) var += (z[j] - mu) * (z[j] - mu);                                         \
+        const R rq = (R)1 / SQRT(var / (R)d + eps);                                                               \
+        for (int64_t j = 0; j < d; j++) out[j] = q[j] + (z[j] - mu) * rq * gam[j] + bet[j];                      \
+    }
+ROW_HELPERS(float, sqrtf)
+ROW_HELPERS(double, sqrt)
+
+/* One (batch, head): q, k, v, out [d]; eta one value; w, gw [d, d]; c, gc [d]; scratch 3 d. */
+#define STEP_HEAD(R)                                                                                       \
+    static void step_head_##R(R *restrict out, R *restrict w, R *restrict c, R *restrict gw, R *restrict gc,      \
+                              const R *q, const R *k, const R *v, R eta, R t, const R *gam, const R *bet, int64_t d, \
+                              int complete, R eps, R *scr) {                                                      \
+        R *z = scr, *g = scr + d, *zq = scr + 2 * d;                                                              \
+        /* z = k W + c, the token's inner prediction at the mini-batch's start */                                \
+        for (int64_t j = 0; j < d; j++) z[j] = c[j];                                                              \
+        for (int64_t i = 0; i < d; i++) {                                                                         \
+            const R ki = k[i], *wr = w + i * d;                                                                   \
+            for (int64_t j = 0; j < d; j++) z[j] += ki * wr[j];                                                   \
+        }                                                                                                         \
+        ln_l2_grad_##R(g, z, v, k, gam, bet, d, eps); /* the inner loss's gradient at z */                       \
         /* the sums: G += eta k^T g, Gc += eta g; then zq = q (W - t G) + c - t Gc */                            \
         for (int64_t j = 0; j < d; j++) {                                                                         \
             gc[j] += eta * g[j];                                                                                  \
@@ -46,20 +63,14 @@
                 zq[j] += qi * (wr[j] - t * gr[j]);                                                                \
             }                                                                                                     \
         }                                                                                                         \
-        /* out = q + LN(zq) gam + bet */                                                                          \
-        mu = 0, var = 0;                                                                                          \
-        for (int64_t j = 0; j < d; j++) mu += zq[j];                                                              \
-        mu /= (R)d;                                                                                               \
-        for (int64_t j = 0; j < d; j++) var += (zq[j] - mu) * (zq[j] - mu);                                       \
-        const R rq = (R)1 / SQRT(var / (R)d + eps);                                                               \
-        for (int64_t j = 0; j < d; j++) out[j] = q[j] + (zq[j] - mu) * rq * gam[j] + bet[j];                     \
+        ln_out_##R(out, q, zq, gam, bet, d, eps);                                                                 \
         if (complete) { /* the mini-batch's step: W -= t G, c -= t Gc, and the sums start again */              \
             for (int64_t i = 0; i < d * d; i++) w[i] -= t * gw[i], gw[i] = 0;                                    \
             for (int64_t j = 0; j < d; j++) c[j] -= t * gc[j], gc[j] = 0;                                        \
         }                                                                                                         \
     }
-STEP_HEAD(float, sqrtf)
-STEP_HEAD(double, sqrt)
+STEP_HEAD(float)
+STEP_HEAD(double)
 
 int cpu_ttt_linear_step(ttt_backend_state *self, ttt_tensor *out, ttt_tensor *w, ttt_tensor *c, ttt_tensor *gw,
                         ttt_tensor *gc, const ttt_tensor *q, const ttt_tensor *k, const ttt_tensor *v,
@@ -103,7 +114,7 @@ int cpu_ttt_linear_step(ttt_backend_state *self, ttt_tensor *out, ttt_tensor *w,
 #define GELU_K 0.044715
 
 /* One (batch, head); scratch 4 F + 3 d. gelu is the tanh approximation, as the layer's. */
-#define MLP_STEP_HEAD(R, SQRT, TANH)                                                                             \
+#define MLP_STEP_HEAD(R, TANH)                                                                             \
     static void mlp_step_head_##R(R *restrict out, R *const *w, R *const *g, const R *q, const R *k, const R *v,  \
                                   R eta, R t, const R *gam, const R *bet, int64_t d, int64_t F, int complete,     \
                                   R eps, R *scr) {                                                                \
@@ -124,20 +135,7 @@ int cpu_ttt_linear_step(ttt_backend_state *self, ttt_tensor *out, ttt_tensor *w,
             const R xf = x2[f], *wr = W2 + f * d;                                                                 \
             for (int64_t j = 0; j < d; j++) z2[j] += xf * wr[j];                                                  \
         }                                                                                                         \
-        /* g2 = d/dz2 of 1/2 || LN(z2) gam + bet - (v - k) ||^2 */                                               \
-        R mu = 0, var = 0;                                                                                        \
-        for (int64_t j = 0; j < d; j++) mu += z2[j];                                                              \
-        mu /= (R)d;                                                                                               \
-        for (int64_t j = 0; j < d; j++) var += (z2[j] - mu) * (z2[j] - mu);                                       \
-        const R rstd = (R)1 / SQRT(var / (R)d + eps);                                                             \
-        R mg = 0, mgx = 0;                                                                                        \
-        for (int64_t j = 0; j < d; j++) {                                                                         \
-            const R xh = (z2[j] - mu) * rstd;                                                                     \
-            g2[j] = (xh * gam[j] + bet[j] - (v[j] - k[j])) * gam[j];                                              \
-            mg += g2[j], mgx += g2[j] * xh;                                                                       \
-        }                                                                                                         \
-        mg /= (R)d, mgx /= (R)d;                                                                                  \
-        for (int64_t j = 0; j < d; j++) g2[j] = (g2[j] - mg - (z2[j] - mu) * rstd * mgx) * rstd;                 \
+        ln_l2_grad_##R(g2, z2, v, k, gam, bet, d, eps); /* the inner loss's gradient at z2 */                    \
         /* g1 = (g2 W2^T) o gelu'(z1), with W2 at the mini-batch's start */                                      \
         for (int64_t f = 0; f < F; f++) {                                                                         \
             const R *wr = W2 + f * d, x = z1[f];                                                                  \
@@ -177,20 +175,15 @@ int cpu_ttt_linear_step(ttt_backend_state *self, ttt_tensor *out, ttt_tensor *w,
                 zq[j] += af * (wr[j] - t * gr[j]);                                                                \
             }                                                                                                     \
         }                                                                                                         \
-        mu = 0, var = 0;                                                                                          \
-        for (int64_t j = 0; j < d; j++) mu += zq[j];                                                              \
-        mu /= (R)d;                                                                                               \
-        for (int64_t j = 0; j < d; j++) var += (zq[j] - mu) * (zq[j] - mu);                                       \
-        const R rq = (R)1 / SQRT(var / (R)d + eps);                                                               \
-        for (int64_t j = 0; j < d; j++) out[j] = q[j] + (zq[j] - mu) * rq * gam[j] + bet[j];                     \
+        ln_out_##R(out, q, zq, gam, bet, d, eps);                                                                 \
         if (complete) {                                                                                           \
             const int64_t n[4] = {d * F, F, F * d, d};                                                            \
             for (int p = 0; p < 4; p++)                                                                           \
                 for (int64_t e = 0; e < n[p]; e++) w[p][e] -= t * g[p][e], g[p][e] = 0;                           \
         }                                                                                                         \
     }
-MLP_STEP_HEAD(float, sqrtf, tanh_f32)
-MLP_STEP_HEAD(double, sqrt, tanh)
+MLP_STEP_HEAD(float, tanh_f32)
+MLP_STEP_HEAD(double, tanh)
 
 int cpu_ttt_mlp_step(ttt_backend_state *self, ttt_tensor *out, ttt_tensor *const *w, ttt_tensor *const *g,
                      const ttt_tensor *q, const ttt_tensor *k, const ttt_tensor *v, const ttt_tensor *eta,

@@ -42,6 +42,42 @@ template <typename R> __device__ R rsqrt_of(R x);
 template <> __device__ inline float rsqrt_of<float>(float x) { return 1.0f / sqrtf(x); }
 template <> __device__ inline double rsqrt_of<double>(double x) { return 1.0 / sqrt(x); }
 
+/* The two row-wise pieces both steps share, each thread on its columns j = tid, tid + THREADS, ... of z:
+ * z <- d/dz of 1/2 || LN(z) gam + bet - (v - k) ||^2 (the inner loss's gradient, in place), and
+ * out = q + LN(z) gam + bet. Block reductions, so every thread of the block calls them. */
+template <typename R>
+__device__ void ln_l2_grad_cols(R *z, const R *v, const R *sk, const R *gam, const R *bet, int d, R eps, R *red) {
+    const int tid = (int)threadIdx.x;
+    R part = 0;
+    for (int j = tid; j < d; j += THREADS) part += z[j];
+    const R mu = block_sum(part, red) / (R)d;
+    part = 0;
+    for (int j = tid; j < d; j += THREADS) part += (z[j] - mu) * (z[j] - mu);
+    const R rstd = rsqrt_of<R>(block_sum(part, red) / (R)d + eps);
+    R pg = 0, pgx = 0;
+    for (int j = tid; j < d; j += THREADS) {
+        const R xh = (z[j] - mu) * rstd, g = (xh * gam[j] + bet[j] - (v[j] - sk[j])) * gam[j];
+        pg += g, pgx += g * xh;
+    }
+    const R mg = block_sum(pg, red) / (R)d, mgx = block_sum(pgx, red) / (R)d;
+    for (int j = tid; j < d; j += THREADS) {
+        const R xh = (z[j] - mu) * rstd, g = (xh * gam[j] + bet[j] - (v[j] - sk[j])) * gam[j];
+        z[j] = (g - mg - xh * mgx) * rstd;
+    }
+}
+
+template <typename R>
+__device__ void ln_out_cols(R *out, const R *sq, const R *z, const R *gam, const R *bet, int d, R eps, R *red) {
+    const int tid = (int)threadIdx.x;
+    R part = 0;
+    for (int j = tid; j < d; j += THREADS) part += z[j];
+    const R mq = block_sum(part, red) / (R)d;
+    part = 0;
+    for (int j = tid; j < d; j += THREADS) part += (z[j] - mq) * (z[j] - mq);
+    const R rq = rsqrt_of<R>(block_sum(part, red) / (R)d + eps);
+    for (int j = tid; j < d; j += THREADS) out[j] = sq[j] + (z[j] - mq) * rq * gam[j] + bet[j];
+}
+
 template <typename R> __global__ void __launch_bounds__(THREADS) step(Args<R> a) {
     R *sm = reinterpret_cast<R *>(TTT_STEP_SMEM());
     const int d = a.d, tid = (int)threadIdx.x, bh = (int)blockIdx.x, h = bh % a.H;
@@ -50,32 +86,15 @@ template <typename R> __global__ void __launch_bounds__(THREADS) step(Args<R> a)
     const R *gam = a.ln_w + (size_t)h * d, *bet = a.ln_b + (size_t)h * d;
     for (int j = tid; j < d; j += THREADS) sq[j] = a.q[o + j], sk[j] = a.k[o + j];
     __syncthreads();
-    /* z = k W + c */
-    R part = 0;
+    /* z = k W + c, then its inner gradient g in place (each thread its own columns) */
     for (int j = tid; j < d; j += THREADS) {
         R acc = a.c[o + j];
         for (int i = 0; i < d; i++) acc += sk[i] * a.w[od + (size_t)i * d + j];
         z[j] = acc;
-        part += acc;
     }
-    const R mu = block_sum(part, red) / (R)d;
-    part = 0;
-    for (int j = tid; j < d; j += THREADS) part += (z[j] - mu) * (z[j] - mu);
-    const R rstd = rsqrt_of<R>(block_sum(part, red) / (R)d + a.eps);
-    /* g = d/dz of 1/2 || LN(z) gam + bet - (v - k) ||^2, kept in z (each thread its own columns) */
-    R pg = 0, pgx = 0;
-    for (int j = tid; j < d; j += THREADS) {
-        const R xh = (z[j] - mu) * rstd, g = (xh * gam[j] + bet[j] - (a.v[o + j] - sk[j])) * gam[j];
-        pg += g, pgx += g * xh;
-    }
-    const R mg = block_sum(pg, red) / (R)d, mgx = block_sum(pgx, red) / (R)d;
-    for (int j = tid; j < d; j += THREADS) {
-        const R xh = (z[j] - mu) * rstd, g = (xh * gam[j] + bet[j] - (a.v[o + j] - sk[j])) * gam[j];
-        z[j] = (g - mg - xh * mgx) * rstd;
-    }
+    ln_l2_grad_cols<R>(z, a.v + o, sk, gam, bet, d, a.eps, red);
     /* G += eta k^T g, Gc += eta g; zq = q (W - t G) + c - t Gc; complete: W -= t G, c -= t Gc, G = Gc = 0 */
     const R eta = a.eta[bh], t = a.tok[a.r0];
-    part = 0;
     for (int j = tid; j < d; j += THREADS) {
         const R g = z[j], gcj = a.gc[o + j] + eta * g;
         R acc = a.c[o + j] - t * gcj;
@@ -89,14 +108,8 @@ template <typename R> __global__ void __launch_bounds__(THREADS) step(Args<R> a)
         if (a.complete) a.c[o + j] -= t * gcj, a.gc[o + j] = 0;
         else a.gc[o + j] = gcj;
         z[j] = acc; /* zq now: this thread's g[j] is used up */
-        part += acc;
     }
-    /* out = q + LN(zq) gam + bet */
-    const R mq = block_sum(part, red) / (R)d;
-    part = 0;
-    for (int j = tid; j < d; j += THREADS) part += (z[j] - mq) * (z[j] - mq);
-    const R rq = rsqrt_of<R>(block_sum(part, red) / (R)d + a.eps);
-    for (int j = tid; j < d; j += THREADS) a.out[o + j] = sq[j] + (z[j] - mq) * rq * gam[j] + bet[j];
+    ln_out_cols<R>(a.out + o, sq, z, gam, bet, d, a.eps, red); /* out = q + LN(zq) gam + bet */
 }
 
 /* ---- TTT-MLP: f(x) = gelu(x W1 + b1) W2 + b2 (tanh gelu), W1 [d, F], W2 [F, d] ------------------------------
@@ -140,27 +153,12 @@ template <typename R> __global__ void __launch_bounds__(THREADS) mlp_step(MlpArg
     }
     __syncthreads();
     /* z2 = x2 W2 + b2, then g2 = the LN loss's gradient there (in sz, each thread its own columns) */
-    R part = 0;
     for (int j = tid; j < d; j += THREADS) {
         R acc = a.b2[o + j];
         for (int f = 0; f < F; f++) acc += x2[f] * a.w2[odf + (size_t)f * d + j];
         sz[j] = acc;
-        part += acc;
     }
-    const R mu = block_sum(part, red) / (R)d;
-    part = 0;
-    for (int j = tid; j < d; j += THREADS) part += (sz[j] - mu) * (sz[j] - mu);
-    const R rstd = rsqrt_of<R>(block_sum(part, red) / (R)d + a.eps);
-    R pg = 0, pgx = 0;
-    for (int j = tid; j < d; j += THREADS) {
-        const R xh = (sz[j] - mu) * rstd, g = (xh * gam[j] + bet[j] - (a.v[o + j] - sk[j])) * gam[j];
-        pg += g, pgx += g * xh;
-    }
-    const R mg = block_sum(pg, red) / (R)d, mgx = block_sum(pgx, red) / (R)d;
-    for (int j = tid; j < d; j += THREADS) {
-        const R xh = (sz[j] - mu) * rstd, g = (xh * gam[j] + bet[j] - (a.v[o + j] - sk[j])) * gam[j];
-        sz[j] = (g - mg - xh * mgx) * rstd;
-    }
+    ln_l2_grad_cols<R>(sz, a.v + o, sk, gam, bet, d, a.eps, red);
     __syncthreads(); /* every thread reads all of g2 below */
     /* g1 = (g2 W2^T) o gelu'(z1); then layer 1 at W1 - t G1 (the sums updated on the way), a = gelu(..) into g1 */
     for (int f = tid; f < F; f += THREADS) {
@@ -184,7 +182,6 @@ template <typename R> __global__ void __launch_bounds__(THREADS) mlp_step(MlpArg
     }
     __syncthreads(); /* W2 was read above and is written below; every thread reads all of g1 (the activations) */
     /* layer 2 at W2 - t G2 */
-    part = 0;
     for (int j = tid; j < d; j += THREADS) {
         const R g = sz[j], gb = a.gb2[o + j] + eta * g;
         R acc = a.b2[o + j] - t * gb;
@@ -198,13 +195,8 @@ template <typename R> __global__ void __launch_bounds__(THREADS) mlp_step(MlpArg
         if (a.complete) a.b2[o + j] -= t * gb, a.gb2[o + j] = 0;
         else a.gb2[o + j] = gb;
         szq[j] = acc;
-        part += acc;
     }
-    const R mq = block_sum(part, red) / (R)d;
-    part = 0;
-    for (int j = tid; j < d; j += THREADS) part += (szq[j] - mq) * (szq[j] - mq);
-    const R rq = rsqrt_of<R>(block_sum(part, red) / (R)d + a.eps);
-    for (int j = tid; j < d; j += THREADS) a.out[o + j] = sq[j] + (szq[j] - mq) * rq * gam[j] + bet[j];
+    ln_out_cols<R>(a.out + o, sq, szq, gam, bet, d, a.eps, red);
 }
 
 } // namespace tstep
