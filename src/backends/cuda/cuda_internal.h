@@ -106,6 +106,27 @@ static inline int cu_enter(const CuDev *D) {
     CuDev *D = (CuDev *)(self);       \
     if (cu_enter(D)) return TTT_ERR
 
+/* Kernels with large dynamic shared memory (the TTT scans): the device's per-block limit with the opt-in
+ * (227 KB on an H100), cached per GPU, and raising a kernel's limit to bytes unless already that high
+ * (allowed: the kernel's own per-GPU cache, a static int[CU_MAX_GPUS] at the call site). */
+enum { CU_MAX_GPUS = 64 };
+static inline int cu_smem_limit(const CuDev *D) {
+    static int limit[CU_MAX_GPUS];
+    if (D->index < 0 || D->index >= CU_MAX_GPUS) return 48 << 10;
+    if (!limit[D->index] &&
+        cudaDeviceGetAttribute(&limit[D->index], cudaDevAttrMaxSharedMemoryPerBlockOptin, D->index) != cudaSuccess)
+        limit[D->index] = 48 << 10;
+    return limit[D->index];
+}
+#ifdef __cplusplus
+template <typename K> static inline int cu_allow_smem(K kernel, size_t bytes, const CuDev *D, int *allowed) {
+    if (D->index >= 0 && D->index < CU_MAX_GPUS && (int)bytes <= allowed[D->index]) return TTT_OK;
+    CU(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
+    if (D->index >= 0 && D->index < CU_MAX_GPUS) allowed[D->index] = (int)bytes;
+    return TTT_OK;
+}
+#endif
+
 /* cuda_backend.cu */
 int ttt__cuda_scratch_reserve(CuDev *D, Scratch *s, size_t bytes, const char *who);
 int ttt__cuda_flag_reset(CuDev *D);

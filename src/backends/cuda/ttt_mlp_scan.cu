@@ -16,26 +16,6 @@ extern __shared__ float4 tmlp_smem_raw[];
 #define TTT_MLP_SMEM() ((void *)tmlp_smem_raw)
 #include "ttt_mlp_scan.cuh"
 
-enum { MAX_GPUS = 64 };
-
-/* The device's shared memory per block with the opt-in (227 KB on H100), cached per GPU. */
-static int smem_limit(const CuDev *D) {
-    static int limit[MAX_GPUS];
-    if (D->index < 0 || D->index >= MAX_GPUS) return 48 << 10;
-    if (!limit[D->index] &&
-        cudaDeviceGetAttribute(&limit[D->index], cudaDevAttrMaxSharedMemoryPerBlockOptin, D->index) != cudaSuccess)
-        limit[D->index] = 48 << 10;
-    return limit[D->index];
-}
-
-/* Raise a kernel's dynamic shared memory limit to bytes on this GPU, unless it is already that high. */
-template <typename K> static int allow(K kernel, size_t bytes, const CuDev *D, int *allowed) {
-    if (D->index >= 0 && D->index < MAX_GPUS && (int)bytes <= allowed[D->index]) return TTT_OK;
-    CU(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
-    if (D->index >= 0 && D->index < MAX_GPUS) allowed[D->index] = (int)bytes;
-    return TTT_OK;
-}
-
 static bool all_f32(const ttt_tensor *const *t, int n) {
     for (int i = 0; i < n; i++)
         if (t[i] && t[i]->dtype != TTT_F32) return false;
@@ -74,7 +54,7 @@ int ttt__cu_ttt_mlp_scan(ttt_backend_state *self, ttt_tensor *out, ttt_tensor *w
     p.w1_batched = w1->ndim == 4, p.b1_batched = b1->ndim == 4, p.w2_batched = w2->ndim == 4, p.b2_batched = b2->ndim == 4;
     p.eps = (float)eps;
     const int64_t BH = q->shape[0] * q->shape[1];
-    p.mode = tmlp::pick_mode(true, p.d, p.F, p.bs, sizeof(float), (size_t)smem_limit(D));
+    p.mode = tmlp::pick_mode(true, p.d, p.F, p.bs, sizeof(float), (size_t)cu_smem_limit(D));
     p.scr = NULL;
     if (p.mode == 0) {
         if (scratch_reserve(D, &D->scan_scratch, sizeof(float) * (size_t)BH * tmlp::fwd_buf_elems(p.d, p.F, p.bs),
@@ -83,8 +63,8 @@ int ttt__cu_ttt_mlp_scan(ttt_backend_state *self, ttt_tensor *out, ttt_tensor *w
         p.scr = (float *)D->scan_scratch.p;
     }
     const size_t bytes = tmlp::fwd_smem_elems(p.d, p.F, p.bs, p.mode) * sizeof(float);
-    static int allowed[MAX_GPUS];
-    if (allow(tmlp::mlp_fwd<float>, bytes, D, allowed)) return TTT_ERR;
+    static int allowed[CU_MAX_GPUS];
+    if (cu_allow_smem(tmlp::mlp_fwd<float>, bytes, D, allowed)) return TTT_ERR;
     tmlp::mlp_fwd<float><<<(unsigned)BH, tmlp::THREADS, bytes, D->stream>>>(p);
     LAUNCHED("ttt_mlp_scan");
     return TTT_OK;
@@ -114,7 +94,7 @@ int ttt__cu_ttt_mlp_scan_bwd(ttt_backend_state *self, ttt_tensor *dq, ttt_tensor
     p.H = (int)q->shape[1], p.T = (int)q->shape[2], p.d = (int)q->shape[3], p.F = (int)F, p.bs = (int)tok->shape[0];
     p.N = p.T / p.bs, p.eps = (float)eps;
     const int64_t BH = q->shape[0] * q->shape[1];
-    p.mode = tmlp::pick_mode(false, p.d, p.F, p.bs, sizeof(float), (size_t)smem_limit(D));
+    p.mode = tmlp::pick_mode(false, p.d, p.F, p.bs, sizeof(float), (size_t)cu_smem_limit(D));
     p.scr = NULL;
     if (p.mode == 0) {
         if (scratch_reserve(D, &D->scan_scratch, sizeof(float) * (size_t)BH * tmlp::bwd_buf_elems(p.d, p.F, p.bs),
@@ -123,8 +103,8 @@ int ttt__cu_ttt_mlp_scan_bwd(ttt_backend_state *self, ttt_tensor *dq, ttt_tensor
         p.scr = (float *)D->scan_scratch.p;
     }
     const size_t bytes = tmlp::bwd_smem_elems(p.d, p.F, p.bs, p.mode) * sizeof(float);
-    static int allowed[MAX_GPUS];
-    if (allow(tmlp::mlp_bwd<float>, bytes, D, allowed)) return TTT_ERR;
+    static int allowed[CU_MAX_GPUS];
+    if (cu_allow_smem(tmlp::mlp_bwd<float>, bytes, D, allowed)) return TTT_ERR;
     tmlp::mlp_bwd<float><<<(unsigned)BH, tmlp::THREADS, bytes, D->stream>>>(p);
     LAUNCHED("ttt_mlp_scan_bwd");
     return TTT_OK;

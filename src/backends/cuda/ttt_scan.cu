@@ -20,26 +20,6 @@ extern __shared__ float4 tscan_smem_raw[];
 #define TTT_SCAN_SMEM() reinterpret_cast<float *>(tscan_smem_raw)
 #include "ttt_scan.cuh"
 
-enum { MAX_GPUS = 64 };
-
-/* The device's shared memory per block with the opt-in (227 KB on H100), cached per GPU. */
-static int smem_limit(const CuDev *D) {
-    static int limit[MAX_GPUS];
-    if (D->index < 0 || D->index >= MAX_GPUS) return 48 << 10;
-    if (!limit[D->index] &&
-        cudaDeviceGetAttribute(&limit[D->index], cudaDevAttrMaxSharedMemoryPerBlockOptin, D->index) != cudaSuccess)
-        limit[D->index] = 48 << 10;
-    return limit[D->index];
-}
-
-/* Raise a kernel's dynamic shared memory limit to bytes on this GPU, unless it is already that high. */
-template <typename K> static int allow(K kernel, size_t bytes, const CuDev *D, int *allowed) {
-    if (D->index >= 0 && D->index < MAX_GPUS && (int)bytes <= allowed[D->index]) return TTT_OK;
-    CU(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
-    if (D->index >= 0 && D->index < MAX_GPUS) allowed[D->index] = (int)bytes;
-    return TTT_OK;
-}
-
 /* The kernels' limits: f32, d <= 128, int-sized offsets within a sequence and grids, and the kernels'
  * shared memory (the reverse scan's with W in it or not) under the device's limit; *w_in_smem says
  * which reverse scan runs. */
@@ -48,7 +28,7 @@ static bool takes(const CuDev *D, const ttt_tensor *q, const ttt_tensor *tok, in
     const int64_t BH = q->shape[0] * q->shape[1], T = q->shape[2], d = q->shape[3], bs = tok->shape[0];
     if (d < 1 || d > tscan::MAX_D || bs < 1 || bs > 4096 || BH < 1 || BH * (T / bs) > INT_MAX || T * d > INT_MAX / 2)
         return false;
-    const size_t limit = (size_t)smem_limit(D);
+    const size_t limit = (size_t)cu_smem_limit(D);
     if (tscan::fwd_smem_floats((int)d, (int)bs) * sizeof(float) > limit) return false;
     if (tscan::bwd_pre_smem_floats((int)d, (int)bs) * sizeof(float) > limit) return false;
     *w_in_smem = tscan::bwd_smem_floats((int)d, (int)bs, 1) * sizeof(float) <= limit;
@@ -114,9 +94,10 @@ int ttt__cu_ttt_linear_scan(ttt_backend_state *self, ttt_tensor *out, ttt_tensor
         p.g_buf = (float *)D->scan_scratch.p;
         if (!p.w_st) p.w_st = p.g_buf + g_floats, p.b_st = p.w_st + nst * (size_t)p.d * p.d;
         const size_t hb = tscan::fwd_h_smem_floats(p.d, p.bs) * sizeof(float), ob = tscan::fwd_o_smem_floats(p.d, p.bs) * sizeof(float);
-        static int h_allowed[MAX_GPUS], o_allowed[MAX_GPUS];
-        if ((size_t)smem_limit(D) < hb || (size_t)smem_limit(D) < ob) return TTT_BACKEND_DECLINED;
-        if (allow(tscan::scan_fwd_h, hb, D, h_allowed) || allow(tscan::scan_fwd_o, ob, D, o_allowed)) return TTT_ERR;
+        static int h_allowed[CU_MAX_GPUS], o_allowed[CU_MAX_GPUS];
+        if ((size_t)cu_smem_limit(D) < hb || (size_t)cu_smem_limit(D) < ob) return TTT_BACKEND_DECLINED;
+        if (cu_allow_smem(tscan::scan_fwd_h, hb, D, h_allowed) || cu_allow_smem(tscan::scan_fwd_o, ob, D, o_allowed))
+            return TTT_ERR;
         tscan::scan_fwd_h<<<(unsigned)BH, tscan::THREADS, hb, D->stream>>>(p);
         LAUNCHED("ttt_linear_scan (serial part)");
         tscan::scan_fwd_o<<<(unsigned)(BH * p.N), tscan::THREADS, ob, D->stream>>>(p);
@@ -124,8 +105,8 @@ int ttt__cu_ttt_linear_scan(ttt_backend_state *self, ttt_tensor *out, ttt_tensor
         return TTT_OK;
     }
     const size_t bytes = tscan::fwd_smem_floats(p.d, p.bs) * sizeof(float);
-    static int allowed[MAX_GPUS];
-    if (allow(tscan::scan_fwd, bytes, D, allowed)) return TTT_ERR;
+    static int allowed[CU_MAX_GPUS];
+    if (cu_allow_smem(tscan::scan_fwd, bytes, D, allowed)) return TTT_ERR;
     tscan::scan_fwd<<<(unsigned)(q->shape[0] * q->shape[1]), tscan::THREADS, bytes, D->stream>>>(p);
     LAUNCHED("ttt_linear_scan");
     return TTT_OK;
@@ -160,13 +141,13 @@ int ttt__cu_ttt_linear_scan_bwd(ttt_backend_state *self, ttt_tensor *dq, ttt_ten
     p.scr = (float *)D->scan_scratch.p;
     /* every mini-batch's gradients that do not depend on the carried dW, one block each; then the reverse scan */
     const size_t pre_bytes = tscan::bwd_pre_smem_floats(p.d, p.bs) * sizeof(float);
-    static int pre_allowed[MAX_GPUS];
-    if (allow(tscan::scan_bwd_pre, pre_bytes, D, pre_allowed)) return TTT_ERR;
+    static int pre_allowed[CU_MAX_GPUS];
+    if (cu_allow_smem(tscan::scan_bwd_pre, pre_bytes, D, pre_allowed)) return TTT_ERR;
     tscan::scan_bwd_pre<<<(unsigned)(BH * p.N), tscan::THREADS, pre_bytes, D->stream>>>(p);
     LAUNCHED("ttt_linear_scan_bwd (per mini-batch)");
     const size_t bytes = tscan::bwd_smem_floats(p.d, p.bs, w_in_smem) * sizeof(float);
-    static int allowed[MAX_GPUS];
-    if (allow(tscan::scan_bwd, bytes, D, allowed)) return TTT_ERR;
+    static int allowed[CU_MAX_GPUS];
+    if (cu_allow_smem(tscan::scan_bwd, bytes, D, allowed)) return TTT_ERR;
     tscan::scan_bwd<<<(unsigned)BH, tscan::THREADS, bytes, D->stream>>>(p);
     LAUNCHED("ttt_linear_scan_bwd");
     return TTT_OK;
