@@ -9,8 +9,13 @@
 #           gradcheck, memcheck, then times against TTT_FUSED=0 / the one-kernel forward
 #   cudnn_first  test_attention_cudnn with TTT_CUDNN_PICK=first (the heuristics' first backward engine)
 #   lm      the 125M LM step, bf16, T 1K x 8: our attention kernels, then cuDNN's (TTT_CUDNN=1), then torch.compile
+#   lmprof  where the 125M bf16 step goes: ttt's TTT_PROFILE=1 table beside torch.compile's profiler table
 #   peer    bench/mixers/run_peer_gpu.sh PEERS=fla_ttt: ttt's TTT-Linear core (one-kernel and split forward)
 #           against fla's chunk_ttt_linear / fused_chunk_ttt_linear at T 2K, 8K, 32K
+#   vit     the GPU MTTT-MLP ViT against JAX (bench/mttt/speed_vs_jax.sh), then its TTT_PROFILE=1 table
+#   ttt_gc  gradcheck of TTT-MLP's CUDA scan alone (orders 1 and 2; the bf16 parity run skipped by design)
+#   official  the TTT layers against the official PyTorch ones (run_peer_gpu.sh PEERS=official)
+#   table   bench/speed/run_table.sh with PARTS=$TABLE_PARTS (default "e2e dbwd")
 # Earlier parts (fused, scan, gdn: the run of 2026-12-06 in docs/results-mixers.md) stay available by name.
 # Carry [".debs", ".whl", ".peer"] (see run_peer_gpu.sh for .whl and .peer). All logs come back as one
 # archive, $OUT/logs.tgz (the device returns at most 8 files).
@@ -110,11 +115,39 @@ lm_part() {
   done
   PYTHONPATH=bench/lm timeout 150 python3 bench/lm/torch_lm.py bench --preset 125m --seq 1024 --batch 8 --dtype bf16 --compile 2>/dev/null | tail -1
 }
-export -f build fused_part ttt_part cudnn_first_part lm_part
+# where the 125M bf16 step goes (T 1K x 8): ttt's TTT_PROFILE=1 table (every kernel entry synchronizes: each row is
+# device time plus about one launch and sync) beside torch.compile's profiler table (device time per kernel)
+lmprof_part() {
+  build ttt_cli || return 1
+  local B=./build/gpu W=/tmp/ttt-lm
+  mkdir -p $W
+  [ -f $W/ts.bin ] || $B/ttt data prepare --tokenizer data/gpt2-tokenizer --out $W/ts.bin data/tinyshakespeare/ >$W/prep.log 2>&1 ||
+    { cat $W/prep.log; return 1; }
+  TTT_CUDNN=${TTT_CUDNN:-0} TTT_PROFILE=1 timeout 90 $B/ttt lm train --device cuda --data $W/ts.bin --preset 125m --seq-len 1024 \
+    --batch 8 --steps 12 --log-every 4 --save-every 1000000 --compute bf16 --cuda-graph off --out $W/lm-prof-$RANDOM 2>&1 |
+    grep -vE "^step" | head -90
+  PYTHONPATH=bench/lm timeout 200 python3 bench/lm/torch_lm.py bench --preset 125m --seq 1024 --batch 8 --dtype bf16 --compile \
+    --profile 4 2>&1 | grep -vE "Warning|warn" | tail -50
+}
+# the GPU MTTT-MLP ViT (pixels, D 64, depth 2, batch 64) against jitted JAX, then where its step goes
+# (TTT_PROFILE=1). Carry data/fashion-mnist (a copy of /usr/share/datasets/fashion-mnist).
+vit_part() {
+  build ttt_cli || return 1
+  LAYERS=mttt-mlp timeout 200 bash bench/mttt/speed_vs_jax.sh
+  TTT_PROFILE=1 timeout 60 ./build/gpu/ttt vision train --device cuda --data data/fashion-mnist --layer mttt-mlp --inner-steps 1 \
+    --tokens pixels --dim 64 --depth 2 --heads 2 --batch 64 --epochs 1 --train-limit 1280 --test-limit 64 --cuda-graph off \
+    --out /tmp/vit-prof-$RANDOM 2>&1 | grep -vE "^(step|epoch)" | head -60
+}
+export -f vit_part lmprof_part build fused_part ttt_part cudnn_first_part lm_part
 part cudnn 150 300 env CHECKS=1 BENCH=1 FUSED=${CUDNN_FUSED:-0} bash bench/gpu/run_cudnn_attention.sh
 part cudnn_first 20 100 bash -c cudnn_first_part
 part lm 100 240 bash -c lm_part
+part lmprof 100 300 bash -c lmprof_part
 part ttt 100 180 bash -c ttt_part
+part vit 60 200 bash -c vit_part
+part ttt_gc 30 90 bash -c 'build ttt_cli && ./build/gpu/ttt gradcheck --device cuda --op ttt_mlp_scan --seeds 3 2>&1 | tail -6'
+part official 60 200 env DEADLINE=195 PEERS=official CORES=" " CORE_DTYPES=" " bash bench/mixers/run_peer_gpu.sh
+part table 100 330 env PARTS="${TABLE_PARTS:-e2e dbwd}" bash bench/speed/run_table.sh
 part peer 60 120 env DEADLINE=115 PEERS=fla_ttt CORES=ttt_linear_core CORE_DTYPES="bf16 f32" bash bench/mixers/run_peer_gpu.sh
 part fused 60 120 bash -c fused_part
 part scan 120 240 bash bench/mixers/run_scan_gpu.sh

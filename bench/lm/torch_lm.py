@@ -23,6 +23,7 @@ import json
 import math
 import os
 import struct
+import sys
 import time
 
 import torch
@@ -330,6 +331,20 @@ def bench(args):
                           seq=args.seq, batch=args.batch, params=n_params, ms_per_step=1e3 * dt_s, tokens_per_s=toks,
                           tflops=flops_tok * toks / 1e12, loss=float(loss),
                           peak_mem_gib=torch.cuda.max_memory_allocated() / 2**30)), flush=True)
+    if args.profile:
+        # where the peer's step goes, by kernel (device time; no synchronization between kernels)
+        from torch.profiler import profile, ProfilerActivity
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            for _ in range(args.profile):
+                step(ids, tg)
+            torch.cuda.synchronize()
+        ka = prof.key_averages()
+        key = "self_device_time_total" if hasattr(ka[0], "self_device_time_total") else "self_cuda_time_total"
+        total = sum(getattr(e, key) for e in ka)
+        print(f"torch profile over {args.profile} steps: {total / 1e3 / args.profile:.2f} ms of kernels per step", file=sys.stderr)
+        for e in sorted(ka, key=lambda e: -getattr(e, key))[:45]:
+            print(f"{getattr(e, key) / 1e3 / args.profile:9.3f} ms/step {e.count // args.profile:6d} calls/step  {e.key[:110]}",
+                  file=sys.stderr)
 
 
 @torch.no_grad()
@@ -427,6 +442,7 @@ if __name__ == "__main__":
     b.add_argument("--compile", action="store_true")
     b.add_argument("--steps", type=int, default=10)
     b.add_argument("--warmup", type=int, default=3)
+    b.add_argument("--profile", type=int, default=0, help="then profile this many steps (kernel table to stderr)")
     p = sub.add_parser("prefill", help="forward time of one long sequence")
     p.add_argument("--preset", default="125m")
     p.add_argument("--vocab", type=int, default=50257)
