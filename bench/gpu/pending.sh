@@ -123,6 +123,15 @@ lmprof_part() {
   mkdir -p $W
   [ -f $W/ts.bin ] || $B/ttt data prepare --tokenizer data/gpt2-tokenizer --out $W/ts.bin data/tinyshakespeare/ >$W/prep.log 2>&1 ||
     { cat $W/prep.log; return 1; }
+  for op in cross_entropy cross_entropy_rows; do
+    timeout 60 $B/ttt gradcheck --device cuda --op $op --seeds 3 2>&1 | tail -2
+  done
+  for f in 1 0 1; do
+    TTT_FUSED=$f timeout 60 $B/ttt lm train --device cuda --data $W/ts.bin --preset 125m --seq-len 1024 --batch 8 --steps 16 \
+      --log-every 4 --save-every 1000000 --compute bf16 --timing --out $W/lm-f$f-$RANDOM >$W/lmf.log 2>&1
+    echo "TTT_FUSED=$f: $(grep -oE "[0-9]+ tok/s" $W/lmf.log | tail -1) (last window); $(grep -E '^step 16' $W/lmf.log | cut -c1-60)"
+    grep -E "ms per step" $W/lmf.log | tail -1
+  done
   TTT_CUDNN=${TTT_CUDNN:-0} TTT_PROFILE=1 timeout 90 $B/ttt lm train --device cuda --data $W/ts.bin --preset 125m --seq-len 1024 \
     --batch 8 --steps 12 --log-every 4 --save-every 1000000 --compute bf16 --cuda-graph off --out $W/lm-prof-$RANDOM 2>&1 |
     grep -vE "^step" | head -90

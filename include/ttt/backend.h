@@ -108,12 +108,13 @@ typedef struct {
       (ttt_norm_kind kind, ttt_tensor *dx, ttt_tensor *dgx, const ttt_tensor *x, const ttt_tensor *gamma,       \
        const ttt_tensor *dy, double eps),                                                                        \
       (kind, dx, dgx, x, gamma, dy, eps))                                                                        \
-    /* per-row loss [...] of logits [..., V] and I32 targets [...]; 0 where ignored */                          \
+    /* per-row loss [...] of logits [..., V] and I32 targets [...]; 0 where ignored. The logits' rows may be    \
+     * spaced (ttt_row_stride); the loss is f32 for bf16 logits (sums in f32), else the logits' dtype. */     \
     X(cross_entropy, (ttt_tensor *dst, const ttt_tensor *logits, const ttt_tensor *targets, int ignore_index),  \
       (dst, logits, targets, ignore_index))                                                                      \
     /* Optional. The gradient of those per-row losses in one pass: dst [..., V] = grow[r] *                     \
-     * (softmax(logits[r]) - onehot(targets[r])), all-zero rows where ignored; grow [...] has the logits'       \
-     * dtype, everything dense. */                                                                               \
+     * (softmax(logits[r]) - onehot(targets[r])), all-zero rows where ignored; grow [...] has the loss's dtype  \
+     * (f32 for bf16 logits); dst dense in the logits' dtype, the logits' rows spaced as cross_entropy's. */    \
     X(cross_entropy_bwd,                                                                                         \
       (ttt_tensor *dst, const ttt_tensor *logits, const ttt_tensor *targets, const ttt_tensor *grow,            \
        int ignore_index),                                                                                        \
@@ -412,6 +413,11 @@ const ttt_backend *ttt_backend_for(ttt_device device); /* NULL if not compiled i
  * the context by the op layer). */
 void ttt_backend_error(const char *fmt, ...);
 const char *ttt_backend_last_error(void);
+
+/* The distance between consecutive rows of t's last axis when its rows lie evenly spaced with a unit last
+ * stride (dense tensors, and column slices of them such as the LM head's padded logits): the entries that
+ * take such rows (cross_entropy, cross_entropy_bwd's logits) read row r at r * stride. -1 otherwise. */
+int64_t ttt_row_stride(const ttt_tensor *t);
 
 #ifdef __cplusplus
 }

@@ -79,7 +79,9 @@ ttt_tensor *ttt_log_softmax(ttt_ctx *ctx, ttt_tensor *x);
 ttt_tensor *ttt_layer_norm(ttt_ctx *ctx, ttt_tensor *x, ttt_tensor *gamma, ttt_tensor *beta, double eps);
 ttt_tensor *ttt_rms_norm(ttt_ctx *ctx, ttt_tensor *x, ttt_tensor *gamma, double eps);
 /* Mean cross-entropy of logits [..., V] against I32 targets [...]; targets equal
- * to ignore_index do not count (the mean is over the others; 0 if none). */
+ * to ignore_index do not count (the mean is over the others; 0 if none). The loss
+ * has the logits' dtype, except f32 for bf16 logits (read as they are, summed in f32;
+ * their gradient comes back in bf16). */
 ttt_tensor *ttt_cross_entropy(ttt_ctx *ctx, ttt_tensor *logits, ttt_tensor *targets, int ignore_index);
 /* The per-row losses [...] behind it (0 where ignored): loss by position. */
 ttt_tensor *ttt_cross_entropy_rows(ttt_ctx *ctx, ttt_tensor *logits, ttt_tensor *targets, int ignore_index);

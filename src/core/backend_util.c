@@ -34,6 +34,23 @@ float ttt_bf16_to_f32(uint16_t x) {
     return f;
 }
 
+int64_t ttt_row_stride(const ttt_tensor *t) {
+    const int nd = t->ndim;
+    if (nd == 0) return 1;
+    const int64_t v = t->shape[nd - 1];
+    if (v > 1 && t->stride[nd - 1] != 1) return -1;
+    /* the leading axes must walk rows like one axis: outer stride = inner stride * inner extent */
+    int64_t ld = -1, inner_stride = 0, inner_extent = 1;
+    for (int d = nd - 2; d >= 0; d--) {
+        if (t->shape[d] == 1) continue;
+        if (ld < 0) ld = t->stride[d];
+        else if (t->stride[d] != inner_stride * inner_extent) return -1;
+        inner_stride = t->stride[d], inner_extent = t->shape[d];
+    }
+    if (ld < 0) return v > 0 ? v : 1; /* one row */
+    return ld >= v ? ld : -1;
+}
+
 const char *ttt_kernel_name(ttt_kernel k) {
     static const char *const names[TTT_K_COUNT] = {
 #define NAME(name, params, args) #name,

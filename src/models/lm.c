@@ -20,6 +20,7 @@
 enum { MAX_VOCAB = 1 << 24, MAX_DIM = 1 << 16, MAX_DEPTH = 1024, MAX_HIDDEN = 1 << 20 };
 static const int64_t MAX_WINDOW = (int64_t)1 << 40;
 /* Logits are formed for about this many elements at a time (64 MB in f32). */
+static const double LOGIT_KEEP_BYTES = (double)(1 << 30); /* training: up to 1 GiB of logits kept, not recomputed */
 static const int64_t LOGIT_CHUNK = (int64_t)1 << 26; /* 256 MiB of f32 logits: head matmuls of ~1K rows run near the bf16 peak */
 /* Cached decoding runs a long prompt in pieces of at most this many tokens. */
 static const int64_t DECODE_CHUNK = 512;
@@ -686,7 +687,11 @@ static int chunk_loss_fn(ttt_ctx *ctx, void *user, int n_in, ttt_tensor *const *
     const chunk_args *a = user;
     ttt_tensor *logits = ttt_matmul(ctx, in[0], in[1], 0, 1);
     if (logits && logits->shape[logits->ndim - 1] != a->vocab) logits = ttt_slice(ctx, logits, -1, 0, a->vocab, 1);
-    if (logits && logits->dtype != a->loss_dt) logits = ttt_cast(ctx, logits, a->loss_dt);
+    /* bf16 logits go to the loss as they are (it reads them and sums in f32), so no f32 copy of them is made
+     * (TTT_FUSED=0: the f32 copy, as before) */
+    if (logits && logits->dtype != a->loss_dt &&
+        !(ttt__fused(ctx) && logits->dtype == TTT_BF16 && a->loss_dt == TTT_F32))
+        logits = ttt_cast(ctx, logits, a->loss_dt);
     out[0] = ttt_cross_entropy_rows(ctx, logits, a->targets, -100);
     return out[0] ? TTT_OK : TTT_ERR;
 }
@@ -702,11 +707,17 @@ ttt_tensor *ttt_lm_loss_chunked(ttt_ctx *ctx, const ttt_lm *m, ttt_tensor *ids, 
     const int64_t B = ids->shape[0], T = ids->shape[1], V = m->cfg.vocab;
     ttt_tensor *h = ttt_lm_hidden(ctx, m, ids, 0);
     if (!h) return NULL;
+    const int record = ttt__recording(ctx, 1, &h);
+    const ttt_dtype loss_dt = m->embed->dtype; /* the loss is not computed in bf16 */
+    /* Training keeps all the logits for the backward pass, in one chunk, when they are small (the 125M step at
+     * 8K tokens: 0.8 GB of bf16): rematerializing them costs a second head product and passes over [rows, V].
+     * (TTT_FUSED=0: rematerialized chunks, as before) */
+    const int keep = chunk == 0 && record && ttt__fused(ctx) &&
+                     (double)B * (double)T * (double)(V + 63) * (double)ttt_dtype_size(m->compute) <= LOGIT_KEEP_BYTES;
+    if (keep) chunk = T;
     if (chunk == 0) chunk = LOGIT_CHUNK / (B * V) > 1 ? LOGIT_CHUNK / (B * V) : 1;
     if (chunk > T) chunk = T;
     const int64_t n_chunks = (T + chunk - 1) / chunk;
-    const int record = ttt__recording(ctx, 1, &h);
-    const ttt_dtype loss_dt = m->embed->dtype; /* the loss is not computed in bf16 */
     /* The head in the compute dtype, cast once outside the rematerialized
      * chunks, with zero rows up to a multiple of 64: a logits row of V = 50257
      * elements is not 16-byte aligned, and cuBLAS then leaves the tensor-core
@@ -727,7 +738,7 @@ ttt_tensor *ttt_lm_loss_chunked(ttt_ctx *ctx, const ttt_lm *m, ttt_tensor *ids, 
         ttt_tensor *hs = n_chunks == 1 ? h : ttt_slice(ctx, h, 1, t0, t1, 1);
         ttt_tensor *ts = n_chunks == 1 ? targets : ttt_slice(ctx, targets, 1, t0, t1, 1);
         ttt_tensor *r = NULL;
-        if (record) {
+        if (record && !keep) {
             chunk_args *a = ttt__meta_alloc(ctx, sizeof *a); /* lives until the backward pass (step arena) */
             if (!a) return NULL;
             *a = (chunk_args){ts, loss_dt, V};

@@ -157,7 +157,8 @@ static int chunk_step(ttt_ctx *ctx, void *user, int n_in, ttt_tensor *const *in,
         ttt_tensor *hf = ttt_rms_norm(ctx, x, ttt__lm_w(ctx, &view, view.norm), c->norm_eps);
         ttt_tensor *logits = ttt_matmul(ctx, hf, ttt__lm_w(ctx, &view, view.embed), 0, 1);
         const ttt_dtype loss_dt = view.embed->dtype; /* the loss is not computed in bf16 */
-        if (logits && logits->dtype != loss_dt) logits = ttt_cast(ctx, logits, loss_dt);
+        if (logits && logits->dtype != loss_dt && !(logits->dtype == TTT_BF16 && loss_dt == TTT_F32))
+            logits = ttt_cast(ctx, logits, loss_dt); /* bf16 logits give an f32 loss as they are */
         ttt_tensor *rows = ttt_cross_entropy_rows(ctx, logits, a->targets, -100); /* [B, b] */
         const double b = (double)a->targets->shape[1];
         ttt_tensor *count = ttt_sum(ctx, ttt_ge(ctx, ttt_cast(ctx, a->targets, loss_dt), ttt_scalar(ctx, loss_dt, 0.0)),

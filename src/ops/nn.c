@@ -158,30 +158,40 @@ ttt_tensor *ttt_rms_norm(ttt_ctx *ctx, ttt_tensor *x, ttt_tensor *gamma, double 
 
 /* ---- cross-entropy ------------------------------------------------------------------- */
 
-static ttt_tensor *one_hot(ttt_ctx *ctx, const ttt_tensor *logits, const ttt_tensor *targets, int ignore) {
-    ttt_tensor *oh = ttt__new_like(ctx, logits);
+/* The one-hot rows of targets in dtype dt, shaped like the logits. */
+static ttt_tensor *one_hot(ttt_ctx *ctx, ttt_dtype dt, const ttt_tensor *logits, const ttt_tensor *targets, int ignore) {
+    ttt_tensor *oh = ttt_new(ctx, dt, logits->ndim, logits->shape);
     if (oh && ttt_numel(oh) && ctx->be->one_hot(ctx->bs, oh, targets, ignore) != TTT_OK)
         return ttt__backend_failed(ctx, "cross_entropy"), NULL;
     return oh;
 }
+
+/* The loss of bf16 logits is f32: its sums run in f32 and a bf16 loss would lose digits that matter (the kernels
+ * read the bf16 logits directly, so no f32 copy of [rows, V] is ever made). */
+static ttt_dtype ce_loss_dtype(ttt_dtype logits) { return logits == TTT_BF16 ? TTT_F32 : logits; }
+
+/* The logits as the kernels take them: rows evenly spaced with a unit last stride (a column slice of padded
+ * logits passes without a copy), else a dense copy. */
+static ttt_tensor *ce_logits(ttt_ctx *ctx, ttt_tensor *x) { return ttt_row_stride(x) >= 0 ? x : ttt__dense(ctx, x); }
 
 VJP(ce_rows_vjp) {
     /* d row_loss / d logits = softmax(x) - onehot(t); ignored rows get 0 */
     ttt_tensor *t = nd->pattr[0];
     if (ctx->be->cross_entropy_bwd && !ttt_grad_enabled(ctx)) {
         /* first order only: one fused pass (create_graph needs the composed, differentiable form below) */
-        ttt_tensor *gd = ttt__dense(ctx, G), *xd = ttt__dense(ctx, X), *out = ttt__new_like(ctx, X);
+        ttt_tensor *gd = ttt__dense(ctx, G), *xd = ce_logits(ctx, X), *out = ttt__new_like(ctx, X);
         if (!gd || !xd || !out) return TTT_ERR;
         if (ttt_numel(out) && ctx->be->cross_entropy_bwd(ctx->bs, out, xd, t, gd, (int)nd->iattr[0]) != TTT_OK)
             return ttt__backend_failed(ctx, "cross_entropy (backward)");
         DONE(out);
     }
-    ttt_tensor *oh = one_hot(ctx, X, t, (int)nd->iattr[0]);
+    ttt_tensor *oh = one_hot(ctx, X->dtype, X, t, (int)nd->iattr[0]);
     ttt_tensor *valid = oh ? sum_last(ctx, oh) : NULL;
     int64_t shape[TTT_MAX_DIMS];
     memcpy(shape, G->shape, sizeof shape);
     shape[G->ndim] = 1;
-    ttt_tensor *g = ttt_reshape(ctx, G, G->ndim + 1, shape);
+    /* (G is f32 for bf16 logits: the composed, differentiable form runs in the logits' dtype) */
+    ttt_tensor *g = ttt_reshape(ctx, G->dtype == X->dtype ? G : ttt_cast(ctx, G, X->dtype), G->ndim + 1, shape);
     DONE(ttt_mul(ctx, ttt_mul(ctx, ttt_sub(ctx, ttt_softmax(ctx, X), oh), valid), g));
 }
 
@@ -198,12 +208,12 @@ static int check_ce(ttt_ctx *ctx, const char *op, const ttt_tensor *logits, cons
     return TTT_OK;
 }
 
-/* Per-row losses [...] from the fused kernel; td receives the dense targets. */
+/* Per-row losses [...] from the fused kernel, in ce_loss_dtype; td receives the dense targets. */
 static ttt_tensor *ce_rows(ttt_ctx *ctx, const char *op, ttt_tensor *logits, ttt_tensor *targets, int ignore_index,
                            ttt_tensor **td_out) {
     if (check_ce(ctx, op, logits, targets) != TTT_OK) return NULL;
-    ttt_tensor *xd = ttt__dense(ctx, logits), *td = ttt__dense(ctx, targets);
-    ttt_tensor *rows = td ? ttt_new(ctx, logits->dtype, targets->ndim, targets->shape) : NULL;
+    ttt_tensor *xd = ce_logits(ctx, logits), *td = ttt__dense(ctx, targets);
+    ttt_tensor *rows = td ? ttt_new(ctx, ce_loss_dtype(logits->dtype), targets->ndim, targets->shape) : NULL;
     if (!rows || !xd) return NULL;
     if (ttt_numel(rows) && ctx->be->cross_entropy(ctx->bs, rows, xd, td, ignore_index) != TTT_OK)
         return ttt__backend_failed(ctx, op), NULL;
@@ -228,8 +238,8 @@ ttt_tensor *ttt_cross_entropy(ttt_ctx *ctx, ttt_tensor *logits, ttt_tensor *targ
     if (!rows) return NULL;
     /* mean over the counted rows; the count is a constant */
     ttt_no_grad_begin(ctx);
-    ttt_tensor *oh = one_hot(ctx, logits, td, ignore_index);
-    ttt_tensor *count = oh ? ttt_maximum(ctx, ttt_sum(ctx, oh, 0, NULL, 0), ttt_scalar(ctx, logits->dtype, 1.0)) : NULL;
+    ttt_tensor *oh = one_hot(ctx, rows->dtype, logits, td, ignore_index);
+    ttt_tensor *count = oh ? ttt_maximum(ctx, ttt_sum(ctx, oh, 0, NULL, 0), ttt_scalar(ctx, rows->dtype, 1.0)) : NULL;
     ttt_no_grad_end(ctx);
     return ttt_div(ctx, ttt_sum(ctx, rows, 0, NULL, 0), count);
 }

@@ -203,6 +203,21 @@ static int check_targets(const char *k, const ttt_tensor *targets, int64_t rows,
     return TTT_OK;
 }
 
+/* The logits' rows must be evenly spaced (ttt_row_stride) and the loss (or its gradient) share their dtype:
+ * the CPU has no bf16. */
+static int ce_check(const char *k, const ttt_tensor *logits, const ttt_tensor *loss, int64_t ldx) {
+    if (ldx < 0) {
+        ttt_backend_error("%s: the logits' rows must be evenly spaced with a unit last stride", k);
+        return TTT_ERR;
+    }
+    if (loss->dtype != logits->dtype) {
+        ttt_backend_error("%s: loss dtype %s differs from the logits' %s", k, ttt_dtype_name(loss->dtype),
+                          ttt_dtype_name(logits->dtype));
+        return TTT_ERR;
+    }
+    return TTT_OK;
+}
+
 /* Max and sum of exp(x - max) of one row of logits (the log-sum-exp is max + log(sum)). */
 static void row_max_sum(const void *x, int f32, int64_t o, int64_t v, double *mx, double *sum) {
     double m = -INFINITY, s = 0;
@@ -222,7 +237,9 @@ int cpu_cross_entropy(ttt_backend_state *self, ttt_tensor *dst, const ttt_tensor
     if (float_only("cross_entropy", logits)) return TTT_ERR;
     int64_t rows, v;
     cpu_rows_cols(logits, &rows, &v);
-    if (check_targets("cross_entropy", targets, rows, v, ignore_index)) return TTT_ERR;
+    const int64_t ldx = ttt_row_stride(logits);
+    if (ce_check("cross_entropy", logits, dst, ldx) || check_targets("cross_entropy", targets, rows, v, ignore_index))
+        return TTT_ERR;
     const int32_t *t = targets->data;
     int f32 = F32(logits);
 CPU_PARALLEL(self, rows * v,
@@ -232,7 +249,7 @@ CPU_PARALLEL(self, rows * v,
                 st(dst->data, f32, r, 0.0);
                 continue;
             }
-            const int64_t o = r * v;
+            const int64_t o = r * ldx;
             double mx, sum;
             if (f32) row_max_sum_f32((const float *)logits->data + o, v, &mx, &sum);
             else row_max_sum(logits->data, f32, o, v, &mx, &sum);
@@ -247,13 +264,16 @@ int cpu_cross_entropy_bwd(ttt_backend_state *self, ttt_tensor *dst, const ttt_te
     if (float_only("cross_entropy_bwd", logits)) return TTT_ERR;
     int64_t rows, v;
     cpu_rows_cols(logits, &rows, &v);
-    if (check_targets("cross_entropy_bwd", targets, rows, v, ignore_index)) return TTT_ERR;
+    const int64_t ldx = ttt_row_stride(logits);
+    if (ce_check("cross_entropy_bwd", logits, grow, ldx) ||
+        check_targets("cross_entropy_bwd", targets, rows, v, ignore_index))
+        return TTT_ERR;
     const int32_t *t = targets->data;
     int f32 = F32(logits);
 CPU_PARALLEL(self, rows * v,
     _Pragma("omp for schedule(static)")
         for (int64_t r = 0; r < rows; r++) {
-            const int64_t o = r * v;
+            const int64_t o = r * v, ox = r * ldx;
             if (t[r] == ignore_index) {
                 for (int64_t j = 0; j < v; j++) st(dst->data, f32, o + j, 0.0);
                 continue;
@@ -261,7 +281,7 @@ CPU_PARALLEL(self, rows * v,
             double mx, sum;
             const double g = ld(grow->data, f32, r);
             if (f32) {
-                const float *x = (const float *)logits->data + o;
+                const float *x = (const float *)logits->data + ox;
                 float *y = (float *)dst->data + o;
                 row_max_sum_f32(x, v, &mx, &sum);
                 const float m = (float)mx, scale = (float)(g / sum);
@@ -269,9 +289,9 @@ CPU_PARALLEL(self, rows * v,
                 y[t[r]] = (float)(g * ((double)exp_f32(x[t[r]] - m) / sum - 1.0));
                 continue;
             }
-            row_max_sum(logits->data, f32, o, v, &mx, &sum);
+            row_max_sum(logits->data, f32, ox, v, &mx, &sum);
             for (int64_t j = 0; j < v; j++)
-                st(dst->data, f32, o + j, g * (exp(ld(logits->data, f32, o + j) - mx) / sum - (j == t[r] ? 1.0 : 0.0)));
+                st(dst->data, f32, o + j, g * (exp(ld(logits->data, f32, ox + j) - mx) / sum - (j == t[r] ? 1.0 : 0.0)));
         }
 );
     return TTT_OK;

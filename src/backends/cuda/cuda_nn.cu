@@ -324,47 +324,84 @@ __device__ __forceinline__ void flag_bad(int *flag, int64_t pos, int value) {
     if (atomicCAS(flag, 0, (int)pos + 1) == 0) flag[1] = value;
 }
 
+/* The loss's dtype for logits of dtype T: f32 for f32 and bf16 (the loss is never rounded to bf16), f64 for f64. */
 template <typename T>
-__global__ void k_cross_entropy(int64_t v, int ignore, int *flag, T *y, const T *x, const int32_t *t) {
+using LossT = typename Acc<T>::type;
+
+/* Max and sum of exponentials of one row of v logits r (the log-sum-exp is mx + log(sum)): each thread keeps a
+ * running max and a sum rescaled when the max grows, so the row is read once; the block then merges the pairs
+ * (f32 for f32 / bf16 rows, f64 for f64). */
+template <typename T>
+__device__ void row_lse(const T *r, int64_t v, typename Acc<T>::type *mx_out, typename Acc<T>::type *sum_out) {
+    typedef typename Acc<T>::type A;
+    A mx = -INFINITY, sum = 0;
+    for (int64_t j = threadIdx.x; j < v; j += blockDim.x) {
+        const A x = ld(r[j]);
+        if (x > mx) {
+            sum = sum * exp(mx - x) + 1;
+            mx = x;
+        } else if (x != -INFINITY) { /* (-inf adds nothing; exp(-inf - -inf) would be NaN) */
+            sum += exp(x - mx);
+        }
+    }
+    const A bmx = block_reduce<A>(mx, 1);
+    sum = mx == -INFINITY ? (A)0 : sum * exp(mx - bmx);
+    *sum_out = block_reduce<A>(sum, 0);
+    *mx_out = bmx;
+}
+
+template <typename T>
+__global__ void k_cross_entropy(int64_t v, int64_t ldx, int ignore, int *flag, LossT<T> *y, const T *x, const int32_t *t) {
+    typedef typename Acc<T>::type A;
     int64_t row = blockIdx.x;
     int tg = t[row];
     if (tg == ignore) {
-        if (threadIdx.x == 0) y[row] = st<T>(0.0);
+        if (threadIdx.x == 0) y[row] = 0;
         return;
     }
     if (tg < 0 || tg >= v) {
         if (threadIdx.x == 0) flag_bad(flag, row, tg);
         return;
     }
-    /* f32 sums for f32 and bf16 logits (each thread adds ~V/256 terms, then a
-     * tree: relative error ~1e-6), f64 for f64 */
-    typedef typename Acc<T>::type A;
-    const T *r = x + row * v;
-    A mx = -INFINITY;
-    for (int64_t j = threadIdx.x; j < v; j += blockDim.x) mx = fmax(mx, ld(r[j]));
-    mx = block_reduce<A>(mx, 1);
-    A sum = 0;
-    for (int64_t j = threadIdx.x; j < v; j += blockDim.x) sum += exp(ld(r[j]) - mx);
-    sum = block_reduce<A>(sum, 0);
-    if (threadIdx.x == 0) y[row] = st<T>((double)mx + log((double)sum) - (double)ld(r[tg]));
+    const T *r = x + row * ldx;
+    A mx, sum;
+    row_lse(r, v, &mx, &sum);
+    if (threadIdx.x == 0) y[row] = (LossT<T>)((double)mx + log((double)sum) - (double)ld(r[tg]));
+}
+
+/* Validation shared by both directions: spaced rows, and the loss in LossT of the logits' dtype. */
+static int ce_check(const char *k, const ttt_tensor *logits, const ttt_tensor *loss, int64_t ldx) {
+    if (ldx < 0 || ldx > INT64_MAX / 2) {
+        ttt_backend_error("%s: the logits' rows must be evenly spaced with a unit last stride", k);
+        return TTT_ERR;
+    }
+    const ttt_dtype want = logits->dtype == TTT_BF16 ? TTT_F32 : logits->dtype;
+    if (loss->dtype != want) {
+        ttt_backend_error("%s: the loss must be %s for %s logits, got %s", k, ttt_dtype_name(want),
+                          ttt_dtype_name(logits->dtype), ttt_dtype_name(loss->dtype));
+        return TTT_ERR;
+    }
+    return TTT_OK;
 }
 
 int ttt__cu_cross_entropy(ttt_backend_state *self, ttt_tensor *dst, const ttt_tensor *logits, const ttt_tensor *targets, int ignore) {
     ENTER(D, self);
-    if (float_only("cross_entropy", logits->dtype) || flag_reset(D)) return TTT_ERR;
+    const int64_t ldx = ttt_row_stride(logits);
+    if (float_only("cross_entropy", logits->dtype) || ce_check("cross_entropy", logits, dst, ldx) || flag_reset(D))
+        return TTT_ERR;
     int64_t rows, v;
     rows_cols(logits, &rows, &v);
     FLOAT_DISPATCH(logits->dtype, T,
-                   k_cross_entropy<T><<<(unsigned)rows, THREADS, 0, D->stream>>>(v, ignore, D->flag, (T *)dst->data, (const T *)logits->data, (const int32_t *)targets->data))
+                   k_cross_entropy<T><<<(unsigned)rows, THREADS, 0, D->stream>>>(v, ldx, ignore, D->flag, (LossT<T> *)dst->data, (const T *)logits->data, (const int32_t *)targets->data))
     LAUNCHED("cross_entropy");
     return flag_check(D, "cross_entropy: target", "row", v);
 }
 
-/* One block per row: max and sum of exponentials (f32 for f32 / bf16 rows,
- * f64 for f64), then the row written once; the probabilities never exist
- * apart from the gradient. */
+/* One block per row: the row's log-sum-exp in one read, then the gradient row written once; the
+ * probabilities never exist apart from it. */
 template <typename T>
-__global__ void k_cross_entropy_bwd(int64_t v, int ignore, int *flag, T *y, const T *x, const int32_t *t, const T *grow) {
+__global__ void k_cross_entropy_bwd(int64_t v, int64_t ldx, int ignore, int *flag, T *y, const T *x, const int32_t *t,
+                                    const LossT<T> *grow) {
     typedef typename Acc<T>::type A;
     const int64_t row = blockIdx.x;
     const int tg = t[row];
@@ -374,14 +411,10 @@ __global__ void k_cross_entropy_bwd(int64_t v, int ignore, int *flag, T *y, cons
         for (int64_t j = threadIdx.x; j < v; j += blockDim.x) o[j] = st<T>(0.0);
         return;
     }
-    const T *r = x + row * v;
-    A mx = -INFINITY;
-    for (int64_t j = threadIdx.x; j < v; j += blockDim.x) mx = fmax(mx, ld(r[j]));
-    mx = block_reduce<A>(mx, 1);
-    A sum = 0;
-    for (int64_t j = threadIdx.x; j < v; j += blockDim.x) sum += exp(ld(r[j]) - mx);
-    sum = block_reduce<A>(sum, 0);
-    const A scale = (A)ld(grow[row]) / sum, g = ld(grow[row]);
+    const T *r = x + row * ldx;
+    A mx, sum;
+    row_lse(r, v, &mx, &sum);
+    const A scale = (A)grow[row] / sum, g = (A)grow[row];
     for (int64_t j = threadIdx.x; j < v; j += blockDim.x)
         o[j] = st_f<T>(exp(ld(r[j]) - mx) * scale - (j == tg ? g : (A)0));
 }
@@ -389,11 +422,14 @@ __global__ void k_cross_entropy_bwd(int64_t v, int ignore, int *flag, T *y, cons
 int ttt__cu_cross_entropy_bwd(ttt_backend_state *self, ttt_tensor *dst, const ttt_tensor *logits, const ttt_tensor *targets,
                                 const ttt_tensor *grow, int ignore) {
     ENTER(D, self);
-    if (float_only("cross_entropy_bwd", logits->dtype) || flag_reset(D)) return TTT_ERR;
+    const int64_t ldx = ttt_row_stride(logits);
+    if (float_only("cross_entropy_bwd", logits->dtype) || ce_check("cross_entropy_bwd", logits, grow, ldx) ||
+        flag_reset(D))
+        return TTT_ERR;
     int64_t rows, v;
     rows_cols(logits, &rows, &v);
     FLOAT_DISPATCH(logits->dtype, T,
-                   k_cross_entropy_bwd<T><<<(unsigned)rows, THREADS, 0, D->stream>>>(v, ignore, D->flag, (T *)dst->data, (const T *)logits->data, (const int32_t *)targets->data, (const T *)grow->data))
+                   k_cross_entropy_bwd<T><<<(unsigned)rows, THREADS, 0, D->stream>>>(v, ldx, ignore, D->flag, (T *)dst->data, (const T *)logits->data, (const int32_t *)targets->data, (const LossT<T> *)grow->data))
     LAUNCHED("cross_entropy_bwd");
     return flag_check(D, "cross_entropy: target", "row", v);
 }
