@@ -517,7 +517,6 @@ static void make_ttt_scan(rng *r, spec *s) {
     const int64_t t = bs * rint_in(r, 1, 2);
     const int shared = (int)(rnext(r) % 2);
     s->p[0] = shared;
-    s->no_bf16 = 1; /* the MLP scan refuses bf16 (composed/ttt_scan.c) */
     IN(s, K_NORMAL, b, h, t, d); /* q */
     IN(s, K_NORMAL, b, h, t, d); /* k */
     IN(s, K_NORMAL, b, h, t, d); /* v */
@@ -550,6 +549,7 @@ static void make_ttt_mlp_scan(rng *r, spec *s) {
     const int64_t t = bs * rint_in(r, 1, 2);
     const int shared = (int)(rnext(r) % 2);
     s->p[0] = shared;
+    s->no_bf16 = 1; /* the MLP scan refuses bf16 (composed/ttt_scan.c) */
     IN(s, K_NORMAL, b, h, t, d); /* q */
     IN(s, K_NORMAL, b, h, t, d); /* k */
     IN(s, K_NORMAL, b, h, t, d); /* v */
@@ -741,7 +741,8 @@ static int evaluate(checker *k, double *f, double **grads, double *const *v, dou
     int nd = 0, rc = build_inputs(k, in, 1); /* inner-loop cases need W to require grad even for f alone */
     if (rc == TTT_OK) {
         ttt_tensor *y = k->c->fn(ctx, in, &k->s);
-        ttt_tensor *r = y ? upload(k, y->ndim, y->shape, k->r) : NULL;
+        /* R in the output's dtype: an op may return another dtype than its inputs' (f32 losses of bf16 logits) */
+        ttt_tensor *r = y ? ttt_cast(ctx, ttt_from_host(ctx, TTT_F64, y->ndim, y->shape, k->r), y->dtype) : NULL;
         ttt_tensor *fy = r ? ttt_sum(ctx, ttt_mul(ctx, y, r), 0, NULL, 0) : NULL;
         if (!fy) rc = TTT_ERR;
         if (rc == TTT_OK && f) *f = ttt_item(ctx, fy);
