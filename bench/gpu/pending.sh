@@ -13,7 +13,7 @@
 #   peer    bench/mixers/run_peer_gpu.sh PEERS=fla_ttt: ttt's TTT-Linear core (one-kernel and split forward)
 #           against fla's chunk_ttt_linear / fused_chunk_ttt_linear at T 2K, 8K, 32K
 #   gc      gradcheck on CUDA of cross_entropy(_rows) (f32 losses of bf16 logits) and both TTT scans
-#   lm8k    the 125M LM at T 8K x 1: our attention, cuDNN's in the graphs, torch.compile
+#   lmtab   the 125M LM at T 1K x 8 and 8K x 1: our attention, cuDNN's in the graphs, torch.compile
 #   mixers  bench/mixers/run_mixers_gpu.sh (carry data/lm/train.bin, data/lm/longdocs.bin)
 #   vit     the GPU MTTT-MLP ViT against JAX (bench/mttt/speed_vs_jax.sh), then its TTT_PROFILE=1 table
 #   ttt_gc  gradcheck of TTT-MLP's CUDA scan alone (orders 1 and 2; the bf16 parity run skipped by design)
@@ -150,34 +150,41 @@ vit_part() {
     --tokens pixels --dim 64 --depth 2 --heads 2 --batch 64 --epochs 1 --train-limit 1280 --test-limit 64 --cuda-graph off \
     --out /tmp/vit-prof-$RANDOM 2>&1 | grep -vE "^(step|epoch)" | head -60
 }
-# the 125M LM at T 8K x 1 (bf16): our attention kernels, cuDNN's inside the graphs, torch.compile
-lm8k_part() {
+# the 125M LM step (bf16) at T 1K x 8 and 8K x 1: our attention kernels, cuDNN's inside the graphs
+# (TTT_CUDNN=1 TTT_CUDNN_GRAPHS=1), then torch.compile at the same shape
+lmtab_part() {
   build ttt_cli || return 1
   local B=./build/gpu W=/tmp/ttt-lm
   mkdir -p $W
   [ -f $W/ts.bin ] || $B/ttt data prepare --tokenizer data/gpt2-tokenizer --out $W/ts.bin data/tinyshakespeare/ >$W/prep.log 2>&1
-  for c in 0 1; do
-    TTT_CUDNN=$c TTT_CUDNN_GRAPHS=$c timeout 80 $B/ttt lm train --device cuda --data $W/ts.bin --preset 125m --seq-len 8192 \
-      --batch 1 --steps 16 --log-every 4 --save-every 1000000 --compute bf16 --timing --out $W/lm8-$c-$RANDOM >$W/lm8.log 2>&1
-    echo "T 8K, TTT_CUDNN=$c: $(grep -oE "[0-9]+ tok/s" $W/lm8.log | tail -1) (last window); $(grep -E '^step 16' $W/lm8.log | cut -c1-60)"
-    grep -E "ms per step|error" $W/lm8.log | tail -1
+  for shape in "1024 8" "8192 1"; do
+    set -- $shape
+    for c in 0 1 0; do
+      TTT_CUDNN=$c TTT_CUDNN_GRAPHS=$c timeout 80 $B/ttt lm train --device cuda --data $W/ts.bin --preset 125m --seq-len $1 \
+        --batch $2 --steps 16 --log-every 4 --save-every 1000000 --compute bf16 --timing --out $W/lm-$RANDOM >$W/lmt.log 2>&1
+      echo "T $1 x $2, TTT_CUDNN=$c: $(grep -oE "[0-9]+ tok/s" $W/lmt.log | tail -1) (last window); $(grep -E '^step 16' $W/lmt.log | cut -c1-60)"
+      grep -E "ms per step|error" $W/lmt.log | tail -1
+    done
+    PYTHONPATH=bench/lm timeout 150 python3 bench/lm/torch_lm.py bench --preset 125m --seq $1 --batch $2 --dtype bf16 --compile \
+      2>/dev/null | tail -1
   done
-  PYTHONPATH=bench/lm timeout 150 python3 bench/lm/torch_lm.py bench --preset 125m --seq 8192 --batch 1 --dtype bf16 --compile 2>/dev/null | tail -1
 }
 gc_part() {
   build ttt_cli || return 1
-  for op in cross_entropy cross_entropy_rows ttt_mlp_scan ttt_linear_scan; do
+  for op in cross_entropy cross_entropy_rows rope embedding ttt_mlp_scan ttt_linear_scan; do
     timeout 60 ./build/gpu/ttt gradcheck --device cuda --op $op --seeds 3 2>&1 | tail -1 | sed "s/^/$op: /"
   done
+  cmake --build build/gpu -j "$(nproc)" --target test_op_registry >/dev/null 2>&1 &&
+    timeout 120 ./build/gpu/test_op_registry 2>&1 | tail -3
 }
-export -f vit_part lm8k_part gc_part lmprof_part build fused_part ttt_part cudnn_first_part lm_part
+export -f vit_part lmtab_part gc_part lmprof_part build fused_part ttt_part cudnn_first_part lm_part
 part cudnn 150 300 env CHECKS=1 BENCH=1 FUSED=${CUDNN_FUSED:-0} bash bench/gpu/run_cudnn_attention.sh
 part cudnn_first 20 100 bash -c cudnn_first_part
 part lm 100 240 bash -c lm_part
 part lmprof 100 300 bash -c lmprof_part
 part ttt 100 180 bash -c ttt_part
 part gc 30 90 bash -c gc_part
-part lm8k 60 200 bash -c lm8k_part
+part lmtab 60 260 bash -c lmtab_part
 part mixers 120 520 env DEADLINE=$(( $(left) - 15 )) bash bench/mixers/run_mixers_gpu.sh
 part vit 60 200 bash -c vit_part
 part ttt_gc 30 90 bash -c 'build ttt_cli && ./build/gpu/ttt gradcheck --device cuda --op ttt_mlp_scan --seeds 3 2>&1 | tail -6'

@@ -90,6 +90,7 @@ struct CuDev {
     Scratch gdn_scratch;       /* the Gated DeltaNet kernels' per-chunk maps, state gradients, partials (gdn_chunk.cu) */
     Scratch scan_scratch;      /* ttt_linear_scan_bwd's hand-over between its two kernels (ttt_scan.cu) */
     Scratch cudnn_ws;          /* cuDNN attention's workspace (attention_cudnn.cu) */
+    Scratch rope_scratch;      /* RoPE's cosine / sine table of the call (cuda_nn.cu) */
     void *cudnn;               /* its handle and cached plans, created on first use (attention_cudnn.cu) */
     CuPool *pool;              /* device memory (device_pool.cu) */
 };

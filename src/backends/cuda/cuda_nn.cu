@@ -492,9 +492,18 @@ __global__ void k_iota(int64_t n, int32_t *y) {
     GRID_LOOP(i, n) y[i] = (int32_t)i;
 }
 
+/* One block per group. Its 8 warps take the group's rows in turn (warp w: rows w, w + 8, ...), each lane
+ * SCATTER_CPT columns 32 apart, summing in f64; the warps' partial sums are then added in warp order. The
+ * order is fixed, so the bits repeat run to run, and a frequent token's long group (thousands of rows in a
+ * language model's batch) is summed 8 rows at a time instead of one. */
+enum { SCATTER_WARPS = 8, SCATTER_CPT = 4, SCATTER_TILE = 32 * SCATTER_CPT };
+
 template <typename T>
-__global__ void k_scatter_groups(int64_t n, int64_t d, int64_t v, int *flag, T *y, const T *src, const int32_t *ids,
-                                 const int32_t *pos) {
+__global__ void __launch_bounds__(32 * SCATTER_WARPS) k_scatter_groups(int64_t n, int64_t d, int64_t v, int *flag, T *y,
+                                                                       const T *src, const int32_t *ids, const int32_t *pos) {
+    __shared__ double part[SCATTER_WARPS][SCATTER_TILE];
+    __shared__ int64_t group_end;
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     for (int64_t i = blockIdx.x; i < n; i += gridDim.x) {
         const int id = ids[i];
         if (i > 0 && ids[i - 1] == id) continue; /* not the first of its group */
@@ -502,14 +511,38 @@ __global__ void k_scatter_groups(int64_t n, int64_t d, int64_t v, int *flag, T *
             if (threadIdx.x == 0) flag_bad(flag, pos[i], id);
             continue;
         }
-        for (int64_t j = threadIdx.x; j < d; j += blockDim.x) {
-            double acc = ld(y[id * d + j]);
-            for (int64_t g = i; g < n && ids[g] == id; g++) acc += ld(src[pos[g] * d + j]);
-            y[id * d + j] = st<T>(acc);
+        if (threadIdx.x == 0) {
+            int64_t e = i + 1;
+            while (e < n && ids[e] == id) e++;
+            group_end = e;
+        }
+        __syncthreads();
+        const int64_t e = group_end;
+        __syncthreads(); /* everyone has read it before thread 0 may write the next group's */
+        for (int64_t c0 = 0; c0 < d; c0 += SCATTER_TILE) {
+            double acc[SCATTER_CPT] = {0};
+            for (int64_t g = i + warp; g < e; g += SCATTER_WARPS) {
+                const T *row = src + (int64_t)pos[g] * d;
+#pragma unroll
+                for (int c = 0; c < SCATTER_CPT; c++) {
+                    const int64_t j = c0 + lane + 32 * c;
+                    if (j < d) acc[c] += ld(row[j]);
+                }
+            }
+#pragma unroll
+            for (int c = 0; c < SCATTER_CPT; c++) part[warp][lane + 32 * c] = acc[c];
+            __syncthreads();
+            for (int t = threadIdx.x; t < SCATTER_TILE; t += blockDim.x) {
+                const int64_t j = c0 + t;
+                if (j >= d) continue;
+                double sum = ld(y[id * d + j]);
+                for (int w = 0; w < SCATTER_WARPS; w++) sum += part[w][t];
+                y[id * d + j] = st<T>(sum);
+            }
+            __syncthreads();
         }
     }
 }
-
 
 int ttt__cu_scatter_add_rows(ttt_backend_state *self, ttt_tensor *dst, const ttt_tensor *src, const ttt_tensor *ids) {
     ENTER(D, self);
@@ -541,7 +574,7 @@ int ttt__cu_scatter_add_rows(ttt_backend_state *self, ttt_tensor *dst, const ttt
         return TTT_ERR;
     }
     const unsigned grid = (unsigned)(n < 65535 * 32 ? n : 65535 * 32);
-    const int threads = d >= 256 ? 256 : (int)((d + 31) / 32 * 32);
+    const int threads = 32 * SCATTER_WARPS;
     FLOAT_DISPATCH(src->dtype, T,
                    k_scatter_groups<T><<<grid, threads, 0, D->stream>>>(n, d, v, D->flag, (T *)dst->data, (const T *)src->data,
                                                                        ids_sorted, pos_sorted))
@@ -551,19 +584,28 @@ int ttt__cu_scatter_add_rows(ttt_backend_state *self, ttt_tensor *dst, const ttt
 
 /* ---- RoPE, attention mask ----------------------------------------------------------------------------------- */
 
+/* RoPE in two kernels: the angles' cosines and sines once per (position, frequency), in double into the
+ * instance's rope_scratch, then the rotation of every row reading them (L2-resident: 8K positions x 32
+ * frequencies are 4 MB). Computing them per element (pow, cos, sin in double) made the rotation several
+ * times slower than its memory traffic; the values are the same bits either way. */
+__global__ void k_rope_table(int64_t seq, int64_t half, int64_t d, int64_t pos0, double theta, int inverse, double2 *tab) {
+    GRID_LOOP(i, seq * half) {
+        const int64_t t = i / half, k = i % half;
+        double ang = (double)(pos0 + t) * pow(theta, -2.0 * (double)k / (double)d);
+        if (inverse) ang = -ang;
+        tab[i] = make_double2(cos(ang), sin(ang));
+    }
+}
+
 template <typename T>
-__global__ void k_rope(int64_t rows, int64_t d, int64_t inner, int64_t seq, int64_t pos0, double theta, int inverse,
-                       T *y, const T *x) {
+__global__ void k_rope(int64_t rows, int64_t d, int64_t inner, int64_t seq, const double2 *tab, T *y, const T *x) {
     int64_t half = d / 2;
     GRID_LOOP(i, rows * half) {
         int64_t r = i / half, k = i % half;
-        double pos = (double)(pos0 + (r / inner) % seq);
-        double ang = pos * pow(theta, -2.0 * (double)k / (double)d);
-        if (inverse) ang = -ang;
-        double c = cos(ang), s = sin(ang);
+        const double2 cs = tab[((r / inner) % seq) * half + k];
         double x1 = ld(x[r * d + k]), x2 = ld(x[r * d + k + half]);
-        y[r * d + k] = st<T>(x1 * c - x2 * s);
-        y[r * d + k + half] = st<T>(x2 * c + x1 * s);
+        y[r * d + k] = st<T>(x1 * cs.x - x2 * cs.y);
+        y[r * d + k + half] = st<T>(x2 * cs.x + x1 * cs.y);
     }
 }
 
@@ -573,8 +615,12 @@ int ttt__cu_rope(ttt_backend_state *self, ttt_tensor *dst, const ttt_tensor *src
     int64_t rows, d, inner = 1;
     rows_cols(src, &rows, &d);
     for (int a = seq_axis + 1; a < src->ndim - 1; a++) inner *= src->shape[a];
-    int64_t seq = src->shape[seq_axis], n = rows * (d / 2);
-    FLOAT_DISPATCH(src->dtype, T, k_rope<T><<<blocks_for(n), THREADS, 0, D->stream>>>(rows, d, inner, seq, pos0, theta, inverse, (T *)dst->data, (const T *)src->data))
+    int64_t seq = src->shape[seq_axis], half = d / 2, n = rows * half;
+    if (n == 0) return TTT_OK;
+    if (scratch_reserve(D, &D->rope_scratch, sizeof(double2) * (size_t)(seq * half), "rope")) return TTT_ERR;
+    double2 *tab = (double2 *)D->rope_scratch.p;
+    k_rope_table<<<blocks_for(seq * half), THREADS, 0, D->stream>>>(seq, half, d, pos0, theta, inverse, tab);
+    FLOAT_DISPATCH(src->dtype, T, k_rope<T><<<blocks_for(n), THREADS, 0, D->stream>>>(rows, d, inner, seq, tab, (T *)dst->data, (const T *)src->data))
     LAUNCHED("rope");
     return TTT_OK;
 }
