@@ -265,6 +265,32 @@ static void test_cross_entropy_spaced_rows(ttt_ctx *ctx) {
     ttt_step_reset(ctx);
 }
 
+/* RoPE of a head permutation (what the LM rotates): read in place and written dense, equal bit for bit to
+ * RoPE of the dense copy, its gradient back in the permuted input's memory order (no copy before the op
+ * that wrote it) and equal to the dense run's. */
+static void test_rope_permuted(ttt_ctx *ctx) {
+    enum { B = 2, T = 5, H = 3, D = 4, N = B * T * H * D };
+    double x[N], w[N];
+    for (int i = 0; i < N; i++) x[i] = sin(0.37 * i), w[i] = cos(0.11 * i);
+    ttt_tensor *xt = ttt_from_host(ctx, TTT_F64, TTT_DIMS(B, T, H, D), x);
+    ttt_set_requires_grad(xt, 1);
+    ttt_tensor *p = ttt_permute(ctx, xt, (const int[]){0, 2, 1, 3}), *pd = ttt_contiguous(ctx, p);
+    ttt_tensor *rp = ttt_rope(ctx, p, 2, 3, 100.0), *rd = ttt_rope(ctx, pd, 2, 3, 100.0);
+    CHECK(rp && rd && rp->stride[3] == 1 && rp->stride[2] == D && rp->stride[1] == T * D); /* dense [B, H, T, D] */
+    double a[N], b[N];
+    ttt_copy_to_host(ctx, rp, a, TTT_F64);
+    ttt_copy_to_host(ctx, rd, b, TTT_F64);
+    for (int i = 0; i < N; i++) CHECK_MSG(a[i] == b[i], "rope %d: %g vs %g", i, a[i], b[i]);
+    ttt_tensor *wt = ttt_from_host(ctx, TTT_F64, TTT_DIMS(B, H, T, D), w);
+    ttt_tensor *f = ttt_sum(ctx, ttt_mul(ctx, rp, wt), 0, NULL, 0), *g = ttt_sum(ctx, ttt_mul(ctx, rd, wt), 0, NULL, 0);
+    ttt_tensor *gp, *gd;
+    CHECK(ttt_grad(ctx, 1, &f, NULL, 1, &xt, &gp, 0) == TTT_OK && ttt_grad(ctx, 1, &g, NULL, 1, &xt, &gd, 0) == TTT_OK);
+    ttt_copy_to_host(ctx, gp, a, TTT_F64);
+    ttt_copy_to_host(ctx, gd, b, TTT_F64);
+    for (int i = 0; i < N; i++) CHECK_MSG(a[i] == b[i], "gradient %d: %g vs %g", i, a[i], b[i]);
+    ttt_step_reset(ctx);
+}
+
 /* Gradients of many slices of one tensor are gathered into one concat (autodiff/grad.c):
  * the values, zero gaps, overlapping slices, a slice on another axis and the second order
  * stay exact, and the backward of N slices takes O(size) memory, not O(N x size). */
@@ -331,6 +357,7 @@ int main(void) {
     test_no_grad_detach(ctx);
     test_cross_entropy_fused_vjp(ctx);
     test_cross_entropy_spaced_rows(ctx);
+    test_rope_permuted(ctx);
     test_remat(ctx);
     test_slice_gradients(ctx);
     ttt_ctx_free(ctx);

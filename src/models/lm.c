@@ -487,8 +487,10 @@ ttt_tensor *ttt__lm_heads(ttt_ctx *ctx, const ttt_lm *m, ttt_tensor *h, ttt_tens
     const int64_t B = h->shape[0], T = h->shape[1];
     ttt_tensor *x = ttt_reshape(ctx, linear(ctx, h, W(ctx, m, w)), TTT_DIMS(B, T, c->heads, c->dim / c->heads));
     if (norm) x = ttt_rms_norm(ctx, x, W(ctx, m, norm), c->norm_eps);
-    if (rotate) x = ttt_rope(ctx, x, 1, pos0, c->rope_theta);
-    return ttt_permute(ctx, x, (const int[]){0, 2, 1, 3});
+    x = ttt_permute(ctx, x, (const int[]){0, 2, 1, 3});
+    /* rotated after the permutation: RoPE reads the permuted view and writes [B, H, T, hd] densely (what
+     * attention takes, so no copy), and its gradient comes back in the projection's layout */
+    return rotate ? ttt_rope(ctx, x, 2, pos0, c->rope_theta) : x;
 }
 
 /* [B, H, T, hd] -> [B, T, D] */

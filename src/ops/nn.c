@@ -309,11 +309,39 @@ ttt_tensor *ttt_scatter_add_rows(ttt_ctx *ctx, ttt_tensor *src, ttt_tensor *ids,
 
 /* ---- RoPE ------------------------------------------------------------------------------- */
 
-static ttt_tensor *rope(ttt_ctx *ctx, ttt_tensor *x, int seq_axis, int64_t pos0, double theta, int inverse);
+static ttt_tensor *rope(ttt_ctx *ctx, ttt_tensor *x, int seq_axis, int64_t pos0, double theta, int inverse,
+                        const ttt_tensor *layout);
 
-VJP(rope_vjp) { DONE(rope(ctx, G, (int)nd->iattr[0], nd->iattr[1], nd->fattr[0], !nd->iattr[2])); }
+/* The gradient comes back in the memory order of the forward's input: the LM rotates a head permutation of
+ * its projection, so its gradient is then the projection's layout, with no copy. */
+VJP(rope_vjp) { DONE(rope(ctx, G, (int)nd->iattr[0], nd->iattr[1], nd->fattr[0], !nd->iattr[2], X)); }
 
-static ttt_tensor *rope(ttt_ctx *ctx, ttt_tensor *x, int seq_axis, int64_t pos0, double theta, int inverse) {
+/* A new tensor of x's shape in the memory order of layout when that is a permuted dense tensor, else dense. */
+static ttt_tensor *new_in_layout(ttt_ctx *ctx, const ttt_tensor *x, const ttt_tensor *layout) {
+    const int nd = x->ndim;
+    int perm[TTT_MAX_DIMS], inv[TTT_MAX_DIMS];
+    if (!layout || layout->ndim != nd) return ttt__new_like(ctx, x);
+    for (int i = 0; i < nd; i++) perm[i] = i;
+    for (int i = 1; i < nd; i++) /* axes by decreasing stride, ties in axis order */
+        for (int j = i; j > 0 && layout->stride[perm[j]] > layout->stride[perm[j - 1]]; j--) {
+            const int t = perm[j];
+            perm[j] = perm[j - 1], perm[j - 1] = t;
+        }
+    int64_t want = 1, shape[TTT_MAX_DIMS];
+    for (int i = nd - 1; i >= 0; i--) {
+        const int a = perm[i];
+        if (layout->shape[a] != x->shape[a] || (x->shape[a] != 1 && layout->stride[a] != want)) return ttt__new_like(ctx, x);
+        want *= x->shape[a];
+    }
+    bool identity = true;
+    for (int i = 0; i < nd; i++) shape[i] = x->shape[perm[i]], inv[perm[i]] = i, identity = identity && perm[i] == i;
+    if (identity) return ttt__new_like(ctx, x);
+    ttt_tensor *base = ttt_new(ctx, x->dtype, nd, shape);
+    return base ? ttt_permute(ctx, base, inv) : NULL;
+}
+
+static ttt_tensor *rope(ttt_ctx *ctx, ttt_tensor *x, int seq_axis, int64_t pos0, double theta, int inverse,
+                        const ttt_tensor *layout) {
     TTT_CHECK_NONNULL1(x);
     if (check_float(ctx, "rope", x, 2) != TTT_OK) return NULL;
     int a = ttt__norm_axis(ctx, "rope", seq_axis, x->ndim);
@@ -323,7 +351,8 @@ static ttt_tensor *rope(ttt_ctx *ctx, ttt_tensor *x, int seq_axis, int64_t pos0,
         return ttt__set_error(ctx, "rope: x %s needs an even last axis and seq_axis (%d) before it; theta %g > 0",
                               ttt_shape_str(x, s, sizeof s), seq_axis, theta),
                NULL;
-    ttt_tensor *out = ttt__new_like(ctx, x), *xd = out ? ttt__dense(ctx, x) : NULL;
+    /* the kernels take any strides with a unit last one (a head permutation is read in place) */
+    ttt_tensor *out = new_in_layout(ctx, x, layout), *xd = out ? (x->stride[x->ndim - 1] == 1 ? x : ttt__dense(ctx, x)) : NULL;
     if (!xd) return NULL;
     if (ttt_numel(out) && ctx->be->rope(ctx->bs, out, xd, a, pos0, theta, inverse) != TTT_OK)
         return ttt__backend_failed(ctx, "rope"), NULL;
@@ -339,7 +368,7 @@ static ttt_tensor *rope(ttt_ctx *ctx, ttt_tensor *x, int seq_axis, int64_t pos0,
 }
 
 ttt_tensor *ttt_rope(ttt_ctx *ctx, ttt_tensor *x, int seq_axis, int64_t pos0, double theta) {
-    return rope(ctx, x, seq_axis, pos0, theta, 0);
+    return rope(ctx, x, seq_axis, pos0, theta, 0, NULL);
 }
 
 /* ---- attention mask ----------------------------------------------------------------------- */

@@ -369,8 +369,23 @@ CPU_PARALLEL(self, n * d,
     return TTT_OK;
 }
 
+/* The element offset of logical row r (counting over every axis but the last) of a strided tensor. */
+static int64_t row_offset(const ttt_tensor *t, int64_t r) {
+    int64_t o = 0;
+    for (int a = t->ndim - 2; a >= 0; a--) {
+        o += (r % t->shape[a]) * t->stride[a];
+        r /= t->shape[a];
+    }
+    return o;
+}
+
 int cpu_rope(ttt_backend_state *self, ttt_tensor *dst, const ttt_tensor *src, int seq_axis, int64_t pos0, double theta, int inverse) {
     if (float_only("rope", src)) return TTT_ERR;
+    if ((src->shape[src->ndim - 1] > 1 && src->stride[src->ndim - 1] != 1) ||
+        (dst->shape[dst->ndim - 1] > 1 && dst->stride[dst->ndim - 1] != 1)) {
+        ttt_backend_error("rope: the last axis must have a unit stride");
+        return TTT_ERR;
+    }
     int64_t rows, d;
     cpu_rows_cols(src, &rows, &d);
     int64_t half = d / 2, inner = 1; /* rows per position step below seq_axis */
@@ -399,12 +414,12 @@ CPU_PARALLEL(self, rows * d,
     _Pragma("omp for schedule(static)")
         for (int64_t r = 0; r < rows; r++) {
             const double *t = cs + 2 * ((r / inner) % seq) * half;
-            const int64_t o = r * d;
+            const int64_t os = row_offset(src, r), od = row_offset(dst, r);
             for (int64_t i = 0; i < half; i++) {
                 double c = t[2 * i], s = t[2 * i + 1];
-                double x1 = ld(src->data, f32, o + i), x2 = ld(src->data, f32, o + i + half);
-                st(dst->data, f32, o + i, x1 * c - x2 * s);
-                st(dst->data, f32, o + i + half, x2 * c + x1 * s);
+                double x1 = ld(src->data, f32, os + i), x2 = ld(src->data, f32, os + i + half);
+                st(dst->data, f32, od + i, x1 * c - x2 * s);
+                st(dst->data, f32, od + i + half, x2 * c + x1 * s);
             }
         }
 );

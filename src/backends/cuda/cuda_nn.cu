@@ -597,21 +597,44 @@ __global__ void k_rope_table(int64_t seq, int64_t half, int64_t d, int64_t pos0,
     }
 }
 
-template <typename T>
-__global__ void k_rope(int64_t rows, int64_t d, int64_t inner, int64_t seq, const double2 *tab, T *y, const T *x) {
+/* The rows of src and dst (every axis but the last, whose stride is 1) as the kernel walks them: dense
+ * tensors by r * d, others (a head permutation of the projection, written dense) by their strides. */
+struct RopeRows {
+    int n;                              /* leading axes */
+    int64_t shape[MAXD], ss[MAXD], ds[MAXD];
+};
+
+template <typename T, bool DENSE>
+__global__ void k_rope(int64_t rows, int64_t d, int64_t inner, int64_t seq, RopeRows g, const double2 *tab, T *y,
+                       const T *x) {
     int64_t half = d / 2;
     GRID_LOOP(i, rows * half) {
-        int64_t r = i / half, k = i % half;
+        int64_t r = i / half, k = i % half, os = r * d, od = r * d;
+        if (!DENSE) {
+            os = od = 0;
+            for (int a = g.n - 1; a >= 0; a--) {
+                const int64_t idx = r % g.shape[a];
+                r /= g.shape[a];
+                os += idx * g.ss[a];
+                od += idx * g.ds[a];
+            }
+            r = i / half;
+        }
         const double2 cs = tab[((r / inner) % seq) * half + k];
-        double x1 = ld(x[r * d + k]), x2 = ld(x[r * d + k + half]);
-        y[r * d + k] = st<T>(x1 * cs.x - x2 * cs.y);
-        y[r * d + k + half] = st<T>(x2 * cs.x + x1 * cs.y);
+        double x1 = ld(x[os + k]), x2 = ld(x[os + k + half]);
+        y[od + k] = st<T>(x1 * cs.x - x2 * cs.y);
+        y[od + k + half] = st<T>(x2 * cs.x + x1 * cs.y);
     }
 }
 
 int ttt__cu_rope(ttt_backend_state *self, ttt_tensor *dst, const ttt_tensor *src, int seq_axis, int64_t pos0, double theta, int inverse) {
     ENTER(D, self);
     if (float_only("rope", src->dtype)) return TTT_ERR;
+    const int nd = src->ndim;
+    if ((src->shape[nd - 1] > 1 && src->stride[nd - 1] != 1) || (dst->shape[nd - 1] > 1 && dst->stride[nd - 1] != 1)) {
+        ttt_backend_error("rope: the last axis must have a unit stride");
+        return TTT_ERR;
+    }
     int64_t rows, d, inner = 1;
     rows_cols(src, &rows, &d);
     for (int a = seq_axis + 1; a < src->ndim - 1; a++) inner *= src->shape[a];
@@ -620,7 +643,14 @@ int ttt__cu_rope(ttt_backend_state *self, ttt_tensor *dst, const ttt_tensor *src
     if (scratch_reserve(D, &D->rope_scratch, sizeof(double2) * (size_t)(seq * half), "rope")) return TTT_ERR;
     double2 *tab = (double2 *)D->rope_scratch.p;
     k_rope_table<<<blocks_for(seq * half), THREADS, 0, D->stream>>>(seq, half, d, pos0, theta, inverse, tab);
-    FLOAT_DISPATCH(src->dtype, T, k_rope<T><<<blocks_for(n), THREADS, 0, D->stream>>>(rows, d, inner, seq, tab, (T *)dst->data, (const T *)src->data))
+    RopeRows g;
+    memset(&g, 0, sizeof g);
+    g.n = nd - 1;
+    for (int a = 0; a < nd - 1; a++) g.shape[a] = src->shape[a], g.ss[a] = src->stride[a], g.ds[a] = dst->stride[a];
+    if (is_dense(src) && is_dense(dst))
+        FLOAT_DISPATCH(src->dtype, T, k_rope<T, true><<<blocks_for(n), THREADS, 0, D->stream>>>(rows, d, inner, seq, g, tab, (T *)dst->data, (const T *)src->data))
+    else
+        FLOAT_DISPATCH(src->dtype, T, k_rope<T, false><<<blocks_for(n), THREADS, 0, D->stream>>>(rows, d, inner, seq, g, tab, (T *)dst->data, (const T *)src->data))
     LAUNCHED("rope");
     return TTT_OK;
 }
