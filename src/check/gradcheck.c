@@ -586,6 +586,7 @@ static void make_mttt_step(rng *r, spec *s) {
     const int64_t D = rint_in(r, 2, 4);
     s->p[0] = (int64_t)(rnext(r) % 2); /* shared W */
     s->p[1] = (int64_t)(rnext(r) % 2); /* xt per head */
+    s->no_bf16 = 1; /* the MTTT inner step refuses bf16 (composed/mttt_step.c) */
     s->p[2] = (int64_t)(rnext(r) % 2); /* no LN */
     if (s->p[0]) IN(s, K_NORMAL, h, d, f), IN(s, K_NORMAL, h, 1, f), IN(s, K_NORMAL, h, f, d), IN(s, K_NORMAL, h, 1, d);
     else IN(s, K_NORMAL, b, h, d, f), IN(s, K_NORMAL, b, h, 1, f), IN(s, K_NORMAL, b, h, f, d), IN(s, K_NORMAL, b, h, 1, d);
@@ -614,6 +615,7 @@ static ttt_tensor *fn_mttt_step(ttt_ctx *ctx, ttt_tensor *const *x, const spec *
 static void make_mttt_apply(rng *r, spec *s) {
     const int64_t b = rint_in(r, 1, 2), h = rint_in(r, 1, 2), n = rint_in(r, 1, 4), d = rint_in(r, 2, 3), f = 2 * d;
     s->p[0] = (int64_t)(rnext(r) % 2);
+    s->no_bf16 = 1; /* as mttt_mlp_step */
     if (s->p[0]) IN(s, K_NORMAL, h, d, f), IN(s, K_NORMAL, h, 1, f), IN(s, K_NORMAL, h, f, d), IN(s, K_NORMAL, h, 1, d);
     else IN(s, K_NORMAL, b, h, d, f), IN(s, K_NORMAL, b, h, 1, f), IN(s, K_NORMAL, b, h, f, d), IN(s, K_NORMAL, b, h, 1, d);
     IN(s, K_NORMAL, b, h, n, d); /* q */
