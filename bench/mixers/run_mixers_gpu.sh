@@ -8,7 +8,7 @@
 # Needs data/lm/train.bin and data/lm/longdocs.bin (BUILD=build/rel bash scripts/get-corpus.sh data/lm here,
 # then carry ["data/lm/train.bin", "data/lm/longdocs.bin", ".debs"]).
 # Env: OUT (gpu-out), STEPS (60), SEQ (2048), BATCH (4), WINDOW (SWA / TTT-KVB window, 512), CONTEXT (8192),
-#      DOCS (4), MIXERS (all eight), PAR (runs at once on the GPU, 4), TRAIN_S (time limit per run, 300),
+#      DOCS (4), MIXERS (all eight), PAR (runs at once on the GPU, 2), TRAIN_S (time limit per run, 300),
 #      DEADLINE (s, 560: training stops being started past it, evaluation gets what is left).
 # A run stopped by its time limit keeps its last checkpoint (every 10 steps); the table says at which step.
 set -uo pipefail
@@ -18,7 +18,7 @@ T0=$(date +%s)
 DEADLINE=${DEADLINE:-560}
 STEPS=${STEPS:-60} SEQ=${SEQ:-2048} BATCH=${BATCH:-4} WINDOW=${WINDOW:-512} CONTEXT=${CONTEXT:-8192} DOCS=${DOCS:-4}
 MIXERS=${MIXERS:-"ttt-mlp ttt-kvb mamba2 gated-deltanet ttt-linear linear-attention fa swa"}
-PAR=${PAR:-4}
+PAR=${PAR:-2} # 4 at once ran out of the H100's memory at these sizes (2026-12-06)
 S=data/lm
 W=/tmp/mixers-gpu
 mkdir -p $W
@@ -49,7 +49,9 @@ train() { # the run in $W/$1, its log beside it
   timeout "$l" $B lm train --device cuda --compute bf16 --data $S/train.bin --preset 125m --seq-len $SEQ --batch $BATCH \
     --steps $STEPS --lr 1e-3 --warmup $((STEPS / 10)) --log-every 5 --save-every 10 --seed 1 $(flags $m) \
     --out $W/$m >$W/$m.train.log 2>&1
-  echo "$m: exit $?; $(grep -E '^step' $W/$m.train.log | tail -1 | cut -c1-110)" | log
+  local rc=$?
+  echo "$m: exit $rc; $(grep -E '^step' $W/$m.train.log | tail -1 | cut -c1-110)" | log
+  [ $rc -ne 0 ] && grep -vE '^step' $W/$m.train.log | tail -4 | sed "s/^/  $m: /" | log
 }
 n=0
 for m in $MIXERS; do
