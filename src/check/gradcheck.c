@@ -219,6 +219,16 @@ static ttt_tensor *fn_matmul(ttt_ctx *ctx, ttt_tensor *const *x, const spec *s) 
     ttt_tensor *c = ttt_matmul(ctx, x[0], x[1], (int)s->p[0], (int)s->p[1]);
     return ttt_mul(ctx, c, c);
 }
+/* inner size 1, one matrix: an outer product (its own CUDA kernel; cuBLAS was slow there) */
+static void make_matmul_k1(rng *r, spec *s) {
+    const int64_t m = odd_dim(r), n = odd_dim(r);
+    s->p[0] = (int64_t)(rnext(r) % 2);
+    s->p[1] = (int64_t)(rnext(r) % 2);
+    if (s->p[0]) IN(s, K_NORMAL, 1, m);
+    else IN(s, K_NORMAL, m, 1);
+    if (s->p[1]) IN(s, K_NORMAL, n, 1);
+    else IN(s, K_NORMAL, 1, n);
+}
 /* two batch axes, broadcast over one of them (the layout of per-head weights) */
 static void make_matmul4(rng *r, spec *s) {
     int64_t b0 = rint_in(r, 1, 3), b1 = rint_in(r, 2, 3), m = odd_dim(r), k = odd_dim(r), n = odd_dim(r);
@@ -663,6 +673,7 @@ static const gc_case CASES[] = {
     {"max", make_reduce, fn_max},
     {"sum_to", make_sum_to, fn_sum_to},
     {"matmul", make_matmul, fn_matmul},
+    {"matmul_k1", make_matmul_k1, fn_matmul},
     {"matmul(views)", make_matmul_view, fn_matmul_view},
     {"matmul(4-d batch)", make_matmul4, fn_matmul4},
     {"softmax", make_rows, fn_softmax},
