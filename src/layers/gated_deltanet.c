@@ -80,6 +80,7 @@ static ttt_tensor *identity(ttt_ctx *ctx, ttt_dtype dt, int64_t n) {
 
 /* Rows [..., 2, s, w] of x [Z, nb * 2 s, w] split into halves: half h -> [Z, nb, s, w]. */
 static ttt_tensor *half(ttt_ctx *ctx, ttt_tensor *x, int64_t nb, int64_t s, int h) {
+    if (!x) return NULL; /* an earlier op failed: its message stands */
     const int64_t Z = x->shape[0], w = x->shape[x->ndim - 1];
     ttt_tensor *p = ttt_reshape(ctx, x, TTT_DIMS(Z, nb, 2, s, w));
     return ttt_reshape(ctx, ttt_slice(ctx, p, 2, h, h + 1, 1), TTT_DIMS(Z, nb, s, w));

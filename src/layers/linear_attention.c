@@ -65,6 +65,7 @@ static ttt_tensor *normalise(ttt_ctx *ctx, ttt_tensor *o1, int64_t dv, double ep
 }
 
 static ttt_tensor *with_ones(ttt_ctx *ctx, ttt_tensor *v) {
+    if (!v) return NULL; /* an earlier op failed: its message stands */
     ttt_tensor *parts[2] = {v, ttt_full(ctx, v->dtype, TTT_DIMS(v->shape[0], v->shape[1], v->shape[2], 1), 1.0)};
     return ttt_concat(ctx, 2, parts, 3);
 }

@@ -200,6 +200,7 @@ void ttt_mamba2_state_free(ttt_ctx *ctx, ttt_mamba2_state *st) {
 
 /* [B, T, G N] -> [B, H, T, N]: head h reads group h / (H / G) */
 static ttt_tensor *group_heads(ttt_ctx *ctx, ttt_tensor *t, int64_t G, int64_t H) {
+    if (!t) return NULL; /* an earlier op failed (out of memory): its message stands */
     const int64_t B = t->shape[0], T = t->shape[1], N = t->shape[2] / G;
     ttt_tensor *g = ttt_reshape(ctx, ttt__mx_split_heads(ctx, t, G), TTT_DIMS(B, G, 1, T, N));
     return ttt_reshape(ctx, ttt_expand(ctx, g, TTT_DIMS(B, G, H / G, T, N)), TTT_DIMS(B, H, T, N));
