@@ -91,6 +91,7 @@ static ttt_tensor *half(ttt_ctx *ctx, ttt_tensor *x, int64_t nb, int64_t s, int 
  * A = (I + M11)^-1, D = (I + M22)^-1, so the inverses of the diagonal blocks of size s give
  * those of size 2 s. K [Z, C, dk], b, G [Z, C, 1], C a power of two; returns [Z, C, C]. */
 static ttt_tensor *wy_inverse(ttt_ctx *ctx, ttt_tensor *K, ttt_tensor *b, ttt_tensor *G, int64_t C) {
+    if (!K || !b || !G) return NULL;
     const int64_t Z = K->shape[0];
     ttt_tensor *Tb = ttt_full(ctx, K->dtype, TTT_DIMS(Z, C, 1, 1), 1.0); /* C blocks of size 1 */
     for (int64_t s = 1; s < C && Tb; s *= 2) {
