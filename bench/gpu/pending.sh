@@ -2,6 +2,10 @@
 # The GPU checks and timings that code in this tree still waits for, in priority order, in one device
 # call that stays under its 10 minutes (DEADLINE seconds, default 570; a part that would start with less
 # than its minimum left is skipped and said so). Each part can also run alone:
+#   scan2   TTT-Linear's low-latency scan kernels (TTT_SCAN_V2=1, src/backends/cuda/ttt_scan2.cuh, d 64, b 16):
+#           the layer against the CPU in f64 at their shape, gradcheck, the core against f64 in bf16 / f32 --tf32 /
+#           f32, compute-sanitizer (memcheck, racecheck, synccheck) on a small case, then the core timed old
+#           against new (bf16, f32 --tf32, f32) at T 2K, 8K, 32K
 #   cudnn   bench/gpu/run_cudnn_attention.sh (CHECKS=1 BENCH=1 FUSED=0): the cuDNN path of bf16 attention
 #           against our kernels and float64, then timed beside our kernels and SDPA (docs/cudnn.md)
 #   ttt     the TTT kernels not yet run on a GPU: TTT-MLP's fused scan (ttt_mlp_scan.cu), the decode steps
@@ -99,6 +103,41 @@ ttt_part() {
     done
   fi
 }
+# TTT_SCAN_V2's kernels need d 64 and b 16 and run where the scan's products go on the tensor cores (bf16 data,
+# --tf32, or TTT_SCAN_MMA=2 for f32 data), so the checks below name that shape; the default shapes of
+# ttt_rnn_bench --check (d 16) and of the gradcheck case (d 4) still run the old kernels (with the switch on, as
+# a check that it leaves them alone).
+scan2_part() {
+  build ttt_cli ttt_rnn_bench mixer_speed || return 1
+  local B=./build/gpu V="env TTT_SCAN_V2=1"
+  echo "-- the layer at d 64, b 16 (D 256, 4 heads, T 55) against the CPU in f64: output, every gradient, decode"
+  $V TTT_SCAN_MMA=2 timeout 40 $B/ttt_rnn_bench --check --device cuda --dim 256 --heads 4 --mini-batch 16 2>&1 | sed "s/^/[v2, f32 on the tensor cores] /"
+  $V timeout 40 $B/ttt_rnn_bench --check --device cuda --dim 256 --heads 4 --mini-batch 16 2>&1 | sed "s/^/[v2 on, f32 data: old kernels] /"
+  $V timeout 30 $B/ttt_rnn_bench --check --device cuda 2>&1 | sed "s/^/[v2 on, default shape] /"
+  echo "-- gradcheck (d 4: the old kernels)"
+  $V timeout 40 $B/ttt gradcheck --device cuda --op ttt_linear_scan --seeds 3 2>&1 | tail -5
+  echo "-- the core against f64 on the device (out, dq, dk; d 16 and 64)"
+  for dt in "bf16" "f32 --tf32" "f32"; do
+    $V timeout 40 $B/mixer_speed --check --device cuda --dtype $dt --impl ttt_linear_core --T 256 --heads 2 --reps 1 2>&1 |
+      grep -E "^check|FAIL" | sed "s/^/[v2, $dt] /"
+  done
+  if command -v compute-sanitizer >/dev/null; then
+    echo "-- compute-sanitizer on the core, bf16, T 256, 2 heads (forward and backward, the v2 kernels)"
+    for tool in memcheck racecheck synccheck; do
+      $V TTT_CUDA_POOL=0 timeout 40 compute-sanitizer --tool $tool --error-exitcode 9 $B/mixer_speed --device cuda --dtype bf16 \
+        --impl ttt_linear_core --T 256 --heads 2 --reps 1 >"$OUT/scan2_$tool.txt" 2>&1
+      echo "$tool: exit $?; $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$OUT/scan2_$tool.txt" | tail -1 | sed 's/^=* *//')"
+    done
+  fi
+  echo "-- the core (B 1, H 12, d 64, b 16), old (TTT_SCAN_V2=0) against new (TTT_SCAN_V2=1); f32 without --tf32 keeps"
+  echo "   the old kernels either way (f32 data), so its v2 row shows the device flag's cost"
+  for dt in "bf16" "f32 --tf32" "f32"; do
+    for v2 in 0 1; do
+      TTT_SCAN_V2=$v2 timeout 60 $B/mixer_speed --device cuda --dtype $dt --impl ttt_linear_core --T 2048,8192,32768 \
+        --heads 12 --dim 64 --batch 1 --reps 5 2>&1 | grep -E "^csv,ttt|rror" | sed "s/^/[TTT_SCAN_V2=$v2, $dt] /"
+    done
+  done
+}
 # cuDNN's backward again with the engine the heuristics list first (TTT_CUDNN_PICK=first: engine 6 on cuDNN
 # 9.19, a T x T workspace) instead of the least-workspace one, after the delta fix
 cudnn_first_part() {
@@ -177,13 +216,14 @@ gc_part() {
   cmake --build build/gpu -j "$(nproc)" --target test_op_registry >/dev/null 2>&1 &&
     timeout 120 ./build/gpu/test_op_registry 2>&1 | tail -3
 }
-export -f vit_part lmtab_part gc_part lmprof_part build fused_part ttt_part cudnn_first_part lm_part
+export -f vit_part lmtab_part gc_part lmprof_part build fused_part ttt_part cudnn_first_part lm_part scan2_part
 part cudnn 150 300 env CHECKS=1 BENCH=1 FUSED=${CUDNN_FUSED:-0} bash bench/gpu/run_cudnn_attention.sh
 part cudnn_first 20 100 bash -c cudnn_first_part
 part lm 100 240 bash -c lm_part
 part lmprof 100 300 bash -c lmprof_part
 part ttt 100 180 bash -c ttt_part
 part gc 30 90 bash -c gc_part
+part scan2 100 240 bash -c scan2_part
 part lmtab 60 260 bash -c lmtab_part
 part mixers 120 520 env DEADLINE=$(( $(left) - 15 )) bash bench/mixers/run_mixers_gpu.sh
 part vit 60 200 bash -c vit_part

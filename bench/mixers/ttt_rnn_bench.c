@@ -1,9 +1,12 @@
 /* TTT-Linear / TTT-MLP layer on a device: parity with the CPU, and the time of forward + backward.
  *
- *   ttt_rnn_bench --check [--device cuda] [--dim 32 --heads 2]
- *       a small layer (D 32, 2 heads unless given, b 4, T 23: a partial mini-batch) of each learner and backbone
+ *   ttt_rnn_bench --check [--device cuda] [--dim 32 --heads 2] [--mini-batch 4]
+ *       a small layer (D 32, 2 heads unless given, b 4, T 23: a partial mini-batch; with --mini-batch b,
+ *       T 3 b + 7) of each learner and backbone
  *       in f64 on the device and on the CPU: max relative difference of the output and of every
  *       gradient of sum(y * r) (exit 1 above 1e-10); then the same in f32 (tolerance 1e-3).
+ *       --dim 256 --heads 4 --mini-batch 16 is the shape of TTT_SCAN_V2's kernels (d 64, b 16; with
+ *       TTT_SCAN_MMA=2 they also take f32 data).
  *   ttt_rnn_bench [--device cuda] [--kind linear|mlp] [--backbone transformer|mamba] [--dim 768]
  *                 [--heads 12] [--batch 1] [--T 2048,8192] [--reps 3] [--dtype f32|f64]
  *       the time of the layer's forward pass, and of forward + backward (gradients of every
@@ -109,15 +112,17 @@ static int run_case(ttt_ctx *ctx, const ttt_rnn_config *c, ttt_dtype dt, int64_t
     return 0;
 }
 
-static int check(ttt_device dev, int64_t dim, int64_t heads) {
+/* mb: the mini-batch (4 unless --mini-batch; T 23 then, else 3 mb + 7: three whole mini-batches through the
+ * fused scan and a partial tail) */
+static int check(ttt_device dev, int64_t dim, int64_t heads, int64_t mb) {
     int bad = 0;
     for (int dti = 0; dti < 2; dti++) {
         const ttt_dtype dt = dti ? TTT_F32 : TTT_F64;
         const double tol = dti ? 1e-3 : 1e-10;
         for (int kind = 0; kind < 2; kind++)
             for (int bb = 0; bb < 2; bb++) {
-                ttt_rnn_config c = {.kind = kind, .backbone = bb, .dim = dim, .heads = heads, .mini_batch = 4, .rope_theta = 1e4};
-                const int64_t B = 2, T = 23;
+                ttt_rnn_config c = {.kind = kind, .backbone = bb, .dim = dim, .heads = heads, .mini_batch = mb, .rope_theta = 1e4};
+                const int64_t B = 2, T = mb == 4 ? 23 : 3 * mb + 7;
                 ttt_ctx *cpu = ttt_ctx_new(&(ttt_ctx_config){.device = TTT_CPU, .seed = 1});
                 ttt_ctx *d = ttt_ctx_new(&(ttt_ctx_config){.device = dev, .seed = 1});
                 if (!cpu || !d) return fprintf(stderr, "no context: %s\n", ttt_runtime_error()), 2;
@@ -144,7 +149,7 @@ static int check(ttt_device dev, int64_t dim, int64_t heads) {
 
 int main(int argc, char **argv) {
     ttt_device dev = TTT_CPU;
-    int do_check = 0, reps = 3, dims_given = 0;
+    int do_check = 0, reps = 3, dims_given = 0, mb_given = 0;
     ttt_rnn_config c = {.kind = TTT_RNN_LINEAR, .backbone = TTT_RNN_TRANSFORMER, .dim = 768, .heads = 12,
                         .mini_batch = 16, .rope_theta = 1e4};
     int64_t B = 1, Ts[8] = {2048, 8192}, decode = 0;
@@ -159,6 +164,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--dim")) c.dim = atoll(v), i++, dims_given = 1;
         else if (!strcmp(a, "--heads")) c.heads = atoll(v), i++, dims_given = 1;
         else if (!strcmp(a, "--batch")) B = atoll(v), i++;
+        else if (!strcmp(a, "--mini-batch")) c.mini_batch = atoll(v), i++, mb_given = 1;
         else if (!strcmp(a, "--reps")) reps = atoi(v), i++;
         else if (!strcmp(a, "--decode")) decode = atoll(v), i++;
         else if (!strcmp(a, "--dtype")) dt = !strcmp(v, "f64") ? TTT_F64 : TTT_F32, i++;
@@ -173,7 +179,10 @@ int main(int argc, char **argv) {
             return 2;
         }
     }
-    if (do_check) return dims_given ? check(dev, c.dim, c.heads) : check(dev, 32, 2);
+    if (do_check) {
+        const int64_t mb = mb_given ? c.mini_batch : 4;
+        return dims_given ? check(dev, c.dim, c.heads, mb) : check(dev, 32, 2, mb);
+    }
     if (reps < 1 || reps > 50) reps = 3;
     ttt_ctx *ctx = ttt_ctx_new(&(ttt_ctx_config){.device = dev, .seed = 1});
     if (!ctx) return fprintf(stderr, "no context: %s\n", ttt_runtime_error()), 2;

@@ -9,7 +9,9 @@
  * reverse scan's other buffers, it reads W from the stored state in global memory). Anything else is
  * declined, and the op composes the same math of the other kernels. Where d and the mini-batch are
  * multiples of 16, the products with W run on the tensor cores for bf16 inputs or in tf32 contexts
- * (mma_mode). */
+ * (mma_mode). TTT_SCAN_V2=1: at d 64, b 16 on the tensor cores, ttt_scan2.cuh's low-latency kernels instead
+ * (the state in registers, the outputs and dk's carried terms computed per mini-batch in parallel), behind a
+ * device flag where the old kernels' choice depended on q and k's values (v2_takes, v2_flag). */
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,6 +21,7 @@
 extern __shared__ float4 tscan_smem_raw[];
 #define TTT_SCAN_SMEM() reinterpret_cast<float *>(tscan_smem_raw)
 #include "ttt_scan.cuh"
+#include "ttt_scan2.cuh"
 
 /* The kernels' limits: f32, d <= 128, int-sized offsets within a sequence and grids, and the kernels'
  * shared memory (the reverse scan's with W in it or not) under the device's limit; *w_in_smem says
@@ -39,14 +42,16 @@ static bool takes(const CuDev *D, const ttt_tensor *q, const ttt_tensor *tok, in
  * relative) where d and the mini-batch are multiples of 16: for every mini-batch in contexts that allow
  * f32 matmuls on the tensor cores (ttt_ctx_config.tf32: 2), else for the mini-batches whose q and k are
  * bf16 values, which is what the op passes for bf16 inputs (1); f32 inputs keep f32's FMAs. TTT_SCAN_MMA=0
- * in the environment (read once) keeps the FMAs everywhere, to compare the two on a GPU. */
+ * in the environment (read once) keeps the FMAs everywhere, to compare the two on a GPU; TTT_SCAN_MMA=2
+ * takes the tensor cores for every mini-batch in every context (a check of those paths on f32 data, e.g.
+ * ttt_rnn_bench --check, whose other products stay f32). */
 static int mma_mode(const CuDev *D, int d, int bs) {
-    static int off = -1;
-    if (off < 0) {
+    static int env = -1; /* 0 off, 1 the default, 2 always */
+    if (env < 0) {
         const char *e = getenv("TTT_SCAN_MMA");
-        off = e && !strcmp(e, "0");
+        env = e && !strcmp(e, "0") ? 0 : e && !strcmp(e, "2") ? 2 : 1;
     }
-    return off || !tscan::mma_fits(d, bs) ? 0 : D->tf32 ? 2 : 1;
+    return !env || !tscan::mma_fits(d, bs) ? 0 : D->tf32 || env == 2 ? 2 : 1;
 }
 
 /* TTT_SCAN_SPLIT=1 (read once): the forward as scan_fwd_h + scan_fwd_o (ttt_scan.cuh says why); off by
@@ -58,6 +63,35 @@ static bool split_fwd(void) {
         on = e && !strcmp(e, "1");
     }
     return on;
+}
+
+/* TTT_SCAN_V2=1 (read once): ttt_scan2.cuh's low-latency kernels where they apply (v2_takes); off by default
+ * until a GPU run has measured them against the kernels above. */
+static bool v2_env(void) {
+    static int on = -1;
+    if (on < 0) {
+        const char *e = getenv("TTT_SCAN_V2");
+        on = e && !strcmp(e, "1");
+    }
+    return on;
+}
+static bool aligned16(const void *p) { return ((uintptr_t)p & 15) == 0; }
+/* d 64, b 16, the products on the tensor cores (mma != 0), cp.async's 16-byte alignment of the rows it loads */
+static bool v2_takes(const CuDev *D, int d, int bs, int mma, const ttt_tensor *q, const ttt_tensor *k, const ttt_tensor *v,
+                     const ttt_tensor *eta) {
+    return v2_env() && d == tscan2::D && bs == tscan2::BS && mma != 0 && aligned16(q->data) && aligned16(k->data) &&
+           aligned16(v->data) && aligned16(eta->data) &&
+           tscan2::bwd_smem_floats() * sizeof(float) <= (size_t)cu_smem_limit(D);
+}
+/* mma 1: the kernels' choice for the whole call, on the device: *flag = 0 where a q or k value is not a bf16 value
+ * (tscan2::qk_bf16), else nonzero (1 in each byte) */
+static int v2_flag(CuDev *D, int *flag, const ttt_tensor *q, const ttt_tensor *k) {
+    CU(cudaMemsetAsync(flag, 1, sizeof(int), D->stream));
+    const int64_t n4 = q->shape[0] * q->shape[1] * q->shape[2] * q->shape[3] / 4;
+    const int64_t blocks = n4 / 256 + 1 < 1024 ? n4 / 256 + 1 : 1024;
+    tscan2::qk_bf16<<<(unsigned)blocks, 256, 0, D->stream>>>((const float4 *)q->data, (const float4 *)k->data, n4, flag);
+    LAUNCHED("ttt_linear_scan (bf16 check)");
+    return TTT_OK;
 }
 
 static bool all_f32(const ttt_tensor *const *t, int n) {
@@ -84,8 +118,32 @@ int ttt__cu_ttt_linear_scan(ttt_backend_state *self, ttt_tensor *out, ttt_tensor
     p.H = (int)q->shape[1], p.T = (int)q->shape[2], p.d = (int)q->shape[3], p.bs = (int)tok->shape[0];
     p.N = p.T / p.bs, p.w0_batched = w0->ndim == 4, p.b0_batched = b0->ndim == 4, p.eps = (float)eps;
     p.mma = mma_mode(D, p.d, p.bs);
-    p.g_buf = NULL;
+    p.g_buf = NULL, p.gate = NULL, p.gate_on = 0;
     const int64_t BH = q->shape[0] * q->shape[1];
+    if (v2_takes(D, p.d, p.bs, p.mma, q, k, v, eta)) {
+        /* ttt_scan2.cuh: the serial walk of the state with W in registers (fwd_h), then every mini-batch's
+         * outputs at once (scan_fwd_o); with mma 1 behind the device flag, the one-kernel forward otherwise */
+        const tscan::Fwd p_old = p;
+        const size_t nst = (size_t)(BH * p.N), g_floats = (size_t)(BH * p.T * p.d);
+        const size_t st_floats = p.w_st ? 0 : nst * (size_t)p.d * (p.d + 1);
+        if (scratch_reserve(D, &D->scan_scratch, sizeof(float) * (g_floats + st_floats + 4), "ttt_linear_scan (v2)"))
+            return TTT_ERR;
+        p.g_buf = (float *)D->scan_scratch.p;
+        if (!p.w_st) p.w_st = p.g_buf + g_floats, p.b_st = p.w_st + nst * (size_t)p.d * p.d;
+        int *flag = p.mma == 1 ? (int *)(p.g_buf + g_floats + st_floats) : NULL;
+        if (flag && v2_flag(D, flag, q, k)) return TTT_ERR;
+        p.gate = flag, p.gate_on = 1;
+        const size_t hb = tscan2::fwd_smem_floats() * sizeof(float), ob = tscan::fwd_o_smem_floats(p.d, p.bs) * sizeof(float);
+        static int h_allowed[CU_MAX_GPUS], o_allowed[CU_MAX_GPUS];
+        if (cu_allow_smem(tscan2::fwd_h, hb, D, h_allowed) || cu_allow_smem(tscan::scan_fwd_o, ob, D, o_allowed))
+            return TTT_ERR;
+        tscan2::fwd_h<<<(unsigned)BH, tscan2::THREADS, hb, D->stream>>>(p);
+        LAUNCHED("ttt_linear_scan (v2, serial part)");
+        tscan::scan_fwd_o<<<(unsigned)(BH * p.N), tscan::THREADS, ob, D->stream>>>(p);
+        LAUNCHED("ttt_linear_scan (v2, outputs)");
+        if (!flag) return TTT_OK;
+        p = p_old, p.gate = flag, p.gate_on = 0; /* the one-kernel forward, where q or k is not all bf16 */
+    }
     if (split_fwd() && p.mma == 0) { /* the serial walk of the weights, then every mini-batch's outputs at once */
         const size_t nst = (size_t)(BH * p.N), g_floats = (size_t)(BH * p.T * p.d);
         const size_t st_floats = p.w_st ? 0 : nst * (size_t)p.d * (p.d + 1); /* states the caller does not keep */
@@ -135,9 +193,12 @@ int ttt__cu_ttt_linear_scan_bwd(ttt_backend_state *self, ttt_tensor *dq, ttt_ten
     p.H = (int)q->shape[1], p.T = (int)q->shape[2], p.d = (int)q->shape[3], p.bs = (int)tok->shape[0];
     p.N = p.T / p.bs, p.w_in_smem = w_in_smem, p.eps = (float)eps;
     p.mma = mma_mode(D, p.d, p.bs);
+    p.post = NULL, p.gate = NULL, p.gate_on = 0;
     const int64_t BH = q->shape[0] * q->shape[1];
-    const size_t scratch = sizeof(float) * (size_t)(BH * p.N) * tscan::bwd_scratch_floats(p.d, p.bs);
-    if (scratch_reserve(D, &D->scan_scratch, scratch, "ttt_linear_scan_bwd")) return TTT_ERR;
+    const bool v2 = v2_takes(D, p.d, p.bs, p.mma, q, k, v, eta);
+    const size_t pre_floats = (size_t)(BH * p.N) * tscan::bwd_scratch_floats(p.d, p.bs);
+    const size_t v2_floats = v2 ? (size_t)(BH * p.N) * tscan2::post_floats() + 4 : 0;
+    if (scratch_reserve(D, &D->scan_scratch, sizeof(float) * (pre_floats + v2_floats), "ttt_linear_scan_bwd")) return TTT_ERR;
     p.scr = (float *)D->scan_scratch.p;
     /* every mini-batch's gradients that do not depend on the carried dW, one block each; then the reverse scan */
     const size_t pre_bytes = tscan::bwd_pre_smem_floats(p.d, p.bs) * sizeof(float);
@@ -145,6 +206,24 @@ int ttt__cu_ttt_linear_scan_bwd(ttt_backend_state *self, ttt_tensor *dq, ttt_ten
     if (cu_allow_smem(tscan::scan_bwd_pre, pre_bytes, D, pre_allowed)) return TTT_ERR;
     tscan::scan_bwd_pre<<<(unsigned)(BH * p.N), tscan::THREADS, pre_bytes, D->stream>>>(p);
     LAUNCHED("ttt_linear_scan_bwd (per mini-batch)");
+    if (v2) {
+        /* ttt_scan2.cuh: the reverse scan with dW in registers (bwd2), then dk's and deta's terms that need the
+         * carried dW' per mini-batch at once (bwd2_post); with mma 1 behind the device flag, scan_bwd otherwise */
+        p.post = p.scr + pre_floats;
+        int *flag = p.mma == 1 ? (int *)(p.post + (size_t)(BH * p.N) * tscan2::post_floats()) : NULL;
+        if (flag && v2_flag(D, flag, q, k)) return TTT_ERR;
+        p.gate = flag, p.gate_on = 1;
+        const size_t sb = tscan2::bwd_smem_floats() * sizeof(float), pb = tscan2::post_smem_floats() * sizeof(float);
+        static int s_allowed[CU_MAX_GPUS], p_allowed[CU_MAX_GPUS];
+        if (cu_allow_smem(tscan2::bwd2, sb, D, s_allowed) || cu_allow_smem(tscan2::bwd2_post, pb, D, p_allowed))
+            return TTT_ERR;
+        tscan2::bwd2<<<(unsigned)BH, tscan2::THREADS, sb, D->stream>>>(p);
+        LAUNCHED("ttt_linear_scan_bwd (v2, reverse scan)");
+        tscan2::bwd2_post<<<(unsigned)(BH * p.N), tscan2::PT, pb, D->stream>>>(p);
+        LAUNCHED("ttt_linear_scan_bwd (v2, per mini-batch)");
+        if (!flag) return TTT_OK;
+        p.gate_on = 0; /* scan_bwd, where q or k is not all bf16 */
+    }
     const size_t bytes = tscan::bwd_smem_floats(p.d, p.bs, w_in_smem) * sizeof(float);
     static int allowed[CU_MAX_GPUS];
     if (cu_allow_smem(tscan::scan_bwd, bytes, D, allowed)) return TTT_ERR;

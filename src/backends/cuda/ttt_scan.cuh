@@ -47,6 +47,10 @@ struct Fwd {
     /* the split forward (scan_fwd_h + scan_fwd_o): the inner gradient G of every token [B H T d], handed from
      * the serial kernel to the parallel one (w_st, b_st then always kept) */
     float *g_buf;
+    /* TTT_SCAN_V2 with mma 1 (ttt_scan2.cuh): a device flag, nonzero where every q, k value of the call is a
+     * bf16 value; a kernel runs only where (*gate != 0) == gate_on (gate NULL: always) */
+    const int *gate;
+    int gate_on;
 };
 
 struct Bwd {
@@ -57,6 +61,9 @@ struct Bwd {
     int H, T, d, bs, N, w_in_smem; /* w_in_smem 0: scan_bwd reads W from the stored state in global memory */
     float eps;
     int mma; /* the reverse scan's products on the tensor cores, as Fwd's */
+    float *post; /* TTT_SCAN_V2: tscan2::bwd2's hand-over to tscan2::bwd2_post (ttt_scan2.cuh) */
+    const int *gate; /* as Fwd's */
+    int gate_on;
 };
 
 inline bool mma_fits(int d, int bs) { return d % 16 == 0 && bs % 16 == 0; }
@@ -287,6 +294,7 @@ struct NextRows {
         }
 
 __global__ void __launch_bounds__(THREADS) scan_fwd(Fwd p) {
+    if (p.gate && (*p.gate != 0) != (p.gate_on != 0)) return; /* TTT_SCAN_V2's kernels run instead */
     float *sm = TTT_SCAN_SMEM();
     const int d = p.d, bs = p.bs, L = d + 1, P = d + 1, tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const int64_t bh = blockIdx.x;
@@ -458,6 +466,7 @@ __global__ void __launch_bounds__(THREADS) scan_fwd_h(Fwd p) {
 }
 
 __global__ void __launch_bounds__(THREADS) scan_fwd_o(Fwd p) {
+    if (p.gate && (*p.gate != 0) != (p.gate_on != 0)) return;
     float *sm = TTT_SCAN_SMEM();
     const int d = p.d, bs = p.bs, L = d + 1, P = d + 1, tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const int64_t bh = blockIdx.x / p.N, n = blockIdx.x % p.N;
@@ -660,6 +669,7 @@ struct BwdRows {
 /* The reverse scan over what depends on the carried dW', dc' (the gradient of the state after the
  * mini-batch), which it carries down to before it. */
 __global__ void __launch_bounds__(THREADS) scan_bwd(Bwd p) {
+    if (p.gate && (*p.gate != 0) != (p.gate_on != 0)) return; /* TTT_SCAN_V2's kernels run instead */
     float *sm = TTT_SCAN_SMEM();
     const int d = p.d, bs = p.bs, P = d + 1, DL = d + 1, tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const int L = p.w_in_smem ? d + 1 : d; /* W's row stride where it is read */
