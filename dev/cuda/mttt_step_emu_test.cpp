@@ -13,7 +13,7 @@
  * view (the layer's). Each case runs with the weights in shared memory (mode 1) and in global memory
  * (mode 0), in one chunk per pair and several, with 16-row and odd tiles. Outputs start as NaN and shared
  * memory is poisoned, so a value not written, or read before it is, fails. Also the launchers' plan
- * (mttt::make_plan) for the ViT's shapes on an H100. A few seconds:
+ * (mttt::plan_memory, plan_chunks) for the ViT's shapes on an H100, and that chunks cover the tokens. A few seconds:
  *   g++ -std=c++17 -O1 -I src/backends/cuda -I dev/cuda dev/cuda/mttt_step_emu_test.cpp -o /tmp/mttt_emu && /tmp/mttt_emu */
 #include "emu.h"
 
@@ -299,29 +299,43 @@ static void run(const Shape &s, const Cfg &c, int cot, std::mt19937_64 &rng, dou
     *wf = std::max(*wf, f), *wb = std::max(*wb, b);
 }
 
-/* the plan (mttt::make_plan) on an H100 (227 KiB a block, 132 SMs) for the ViT's shapes, f32 */
+/* the plan (mttt::plan_memory, plan_chunks) on an H100 (227 KiB a block, 132 SMs) for the ViT's shapes, f32 */
 static void plans() {
     const int64_t limit = 227 << 10;
     double worst = 0;
     mttt::Plan p;
     const int d = 32, F = 128, D = 64, m = 784, BH = 128;
-    bool ok = mttt::make_plan(m, BH, limit, 132, [&](int mode, int tm) { return mttt::fwd_smem_bytes(mode, tm, d, F, D, 4); }, &p);
+    bool ok = mttt::plan_memory(limit, [&](int mode, int tm) { return mttt::fwd_smem_bytes(mode, tm, d, F, D, 4); }, &p);
+    if (ok) mttt::plan_chunks(m, BH, 2 * 132, &p); /* two blocks an SM */
     printf("plan, step forward: mode %d, tm %d, %d chunks of %d, %lld bytes\n", p.mode, p.tm, p.nch, p.cl, (long long)p.bytes);
-    check("forward plan: weights in shared memory, 16-row tiles, 3 chunks", ok && p.mode == 1 && p.tm == 16 && p.nch == 3 &&
-          2 * (p.bytes + 1024) <= (228 << 10) ? 0.0 : 1.0, 0, &worst);
-    ok = mttt::make_plan(m, BH, limit, 132, [&](int mode, int tm) { return mttt::bwd_smem_bytes(mode, tm, d, F, D, 4); }, &p);
+    check("forward plan: weights in shared memory, 16-row tiles, two blocks an SM, 2 chunks", ok && p.mode == 1 && p.tm == 16 &&
+          p.nch == 2 && p.cl == 400 && 2 * (p.bytes + 1024) <= (228 << 10) ? 0.0 : 1.0, 0, &worst);
+    ok = mttt::plan_memory(limit, [&](int mode, int tm) { return mttt::bwd_smem_bytes(mode, tm, d, F, D, 4); }, &p);
+    if (ok) mttt::plan_chunks(m, BH, 132, &p);
     printf("plan, step backward: mode %d, tm %d, %d chunks of %d, %lld bytes\n", p.mode, p.tm, p.nch, p.cl, (long long)p.bytes);
-    check("backward plan: weights in shared memory, 16-row tiles", ok && p.mode == 1 && p.tm == 16 ? 0.0 : 1.0, 0, &worst);
+    check("backward plan: weights in shared memory, 16-row tiles, 1 chunk", ok && p.mode == 1 && p.tm == 16 && p.nch == 1 &&
+          p.cl == 784 ? 0.0 : 1.0, 0, &worst);
     for (int bwd = 0; bwd < 2; bwd++) {
-        ok = mttt::make_plan(m, BH, limit, 132, [&](int mode, int tm) { return mttt::apply_smem_bytes(bwd, mode, tm, d, F, 4); }, &p);
+        ok = mttt::plan_memory(limit, [&](int mode, int tm) { return mttt::apply_smem_bytes(bwd, mode, tm, d, F, 4); }, &p);
         check("read-out plan: weights in shared memory", ok && p.mode == 1 && p.tm == 16 ? 0.0 : 1.0, 0, &worst);
     }
     /* f64 at the ViT's head: the backward's weights no longer fit, global memory then */
-    ok = mttt::make_plan(m, BH, limit, 132, [&](int mode, int tm) { return mttt::bwd_smem_bytes(mode, tm, d, F, D, 8); }, &p);
+    ok = mttt::plan_memory(limit, [&](int mode, int tm) { return mttt::bwd_smem_bytes(mode, tm, d, F, D, 8); }, &p);
     check("f64 backward plan: weights in global memory", ok && p.mode == 0 ? 0.0 : 1.0, 0, &worst);
     /* a head too large for any plan: declined */
-    ok = mttt::make_plan(m, BH, limit, 132, [&](int mode, int tm) { return mttt::bwd_smem_bytes(mode, tm, 1024, 4096, 4096, 4); }, &p);
+    ok = mttt::plan_memory(limit, [&](int mode, int tm) { return mttt::bwd_smem_bytes(mode, tm, 1024, 4096, 4096, 4); }, &p);
     check("an oversized head is declined", ok ? 1.0 : 0.0, 0, &worst);
+    /* the chunks always cover the m tokens exactly, in whole tiles, over a sweep of shapes */
+    bool cover = true;
+    for (int64_t mm = 1; mm <= 300; mm += 7)
+        for (int tm : {1, 3, 16})
+            for (int64_t bh : {1, 5, 128, 700})
+                for (int64_t cap : {1, 132, 264, 1000}) {
+                    mttt::Plan q{1, tm, 0, 0, 0};
+                    mttt::plan_chunks(mm, bh, cap, &q);
+                    cover = cover && q.nch >= 1 && q.cl % tm == 0 && (int64_t)(q.nch - 1) * q.cl < mm && (int64_t)q.nch * q.cl >= mm;
+                }
+    check("chunks cover the tokens", cover ? 0.0 : 1.0, 0, &worst);
 }
 
 int main() {
@@ -348,7 +362,7 @@ int main() {
             run<float>(s, c, cot, rng, 2e-5, 1e-5, &f32f, &f32b);
         }
     }
-    /* the ViT's head in 16-row tiles and 3 chunks, as the plan takes it on an H100 */
+    /* the ViT's head in 16-row tiles, 4 chunks */
     run<float>(shapes[6], Cfg{1, 16, 16}, 0, rng, 2e-5, 1e-5, &f32f, &f32b);
     printf("worst: f64 forward %.1e, backward %.1e; f32 forward %.1e, backward %.1e\n", f64f, f64b, f32f, f32b);
     printf("%d passed, %d failed\n", passed, failed);

@@ -1,7 +1,8 @@
 /* The MTTT-MLP inner step and read-out on the GPU (backend.h: mttt_mlp_step, mttt_mlp_step_bwd,
  * mttt_mlp_apply, mttt_mlp_apply_bwd): the launchers of mttt_step.cuh's kernels, f32 and f64 (bf16 and
  * anything else declines, and the op composes the same math: src/composed/mttt_step.c). Each call plans
- * (mttt::make_plan) the memory mode, tile rows and token chunks from the shape and the device, runs the
+ * (mttt::plan_memory, plan_chunks) the memory mode, tile rows and token chunks from the shape and the device
+ * (its shared memory, SMs and the kernel's resident blocks), runs the
  * kernel over (chunks, B H) blocks, then mttt::reduce, which adds each pair's chunk partials in order into
  * the outputs. The partials live in the instance's mttt_scratch (calls on one stream never overlap).
  * Declined, having written nothing: shapes whose shared memory does not fit even with the weights in global
@@ -30,6 +31,17 @@ static bool sizes_ok(int64_t BH, int64_t m, int64_t d, int64_t F, int64_t D) {
 
 static int64_t blocks(int64_t n) { return (n + mttt::THREADS - 1) / mttt::THREADS; }
 
+/* the blocks of kernel (bytes of shared memory, its limit already raised) the GPU keeps resident at once */
+template <typename K> static int64_t resident(const CuDev *D, K kernel, int64_t bytes) {
+    int per_sm = 0;
+    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, mttt::THREADS, (size_t)bytes) != cudaSuccess ||
+        per_sm < 1) {
+        (void)cudaGetLastError(); /* not sticky: one block an SM, the safe guess */
+        per_sm = 1;
+    }
+    return (int64_t)per_sm * D->sm_count;
+}
+
 /* runs the reduce kernel over the partials at part (pe per (pair, chunk)) */
 template <typename R> static int reduce(CuDev *D, mttt::Reduce<R> &r, int64_t BH, const char *who) {
     mttt::reduce<R><<<dim3((unsigned)blocks(r.pe), (unsigned)BH), mttt::THREADS, 0, D->stream>>>(r);
@@ -55,9 +67,11 @@ static int step_fwd(CuDev *D, ttt_tensor *const *wo, ttt_tensor *loss, const ttt
     if (!sizes_ok(BH, m, d, F, Dd)) return TTT_BACKEND_DECLINED;
     const int es = (int)sizeof(R);
     mttt::Plan pl;
-    if (!mttt::make_plan(m, BH, cu_smem_limit(D), D->sm_count,
-                         [&](int mode, int tm) { return mttt::fwd_smem_bytes(mode, tm, (int)d, (int)F, (int)Dd, es); }, &pl))
+    if (!mttt::plan_memory(cu_smem_limit(D), [&](int mode, int tm) { return mttt::fwd_smem_bytes(mode, tm, (int)d, (int)F, (int)Dd, es); }, &pl))
         return TTT_BACKEND_DECLINED;
+    static int allowed[2][CU_MAX_GPUS];
+    if (cu_allow_smem(mttt::step_fwd<R>, (size_t)pl.bytes, D, allowed[es == 8])) return TTT_ERR;
+    mttt::plan_chunks(m, BH, resident(D, mttt::step_fwd<R>, pl.bytes), &pl);
     const int64_t pe = mttt::fwd_part_elems((int)d, (int)F);
     if (scratch_reserve(D, &D->mttt_scratch, sizeof(R) * (size_t)(BH * pl.nch * pe), "mttt_mlp_step")) return TTT_ERR;
     mttt::Step<R> p;
@@ -71,8 +85,6 @@ static int step_fwd(CuDev *D, ttt_tensor *const *wo, ttt_tensor *loss, const ttt
     p.H = (int)H, p.m = (int)m, p.d = (int)d, p.F = (int)F, p.D = (int)Dd;
     for (int i = 0; i < 4; i++) p.wb[i] = w[i]->ndim == 4;
     p.mode = pl.mode, p.tm = pl.tm, p.cl = pl.cl, p.nch = pl.nch, p.loss_only = wo[0] == NULL, p.eps = eps;
-    static int allowed[2][CU_MAX_GPUS];
-    if (cu_allow_smem(mttt::step_fwd<R>, (size_t)pl.bytes, D, allowed[es == 8])) return TTT_ERR;
     mttt::step_fwd<R><<<dim3((unsigned)pl.nch, (unsigned)BH), mttt::THREADS, (size_t)pl.bytes, D->stream>>>(p);
     LAUNCHED("mttt_mlp_step");
     mttt::Reduce<R> r;
@@ -110,9 +122,11 @@ static int step_bwd(CuDev *D, ttt_tensor *const *g, const ttt_tensor *const *u, 
     if (!sizes_ok(BH, m, d, F, Dd)) return TTT_BACKEND_DECLINED;
     const int es = (int)sizeof(R);
     mttt::Plan pl;
-    if (!mttt::make_plan(m, BH, cu_smem_limit(D), D->sm_count,
-                         [&](int mode, int tm) { return mttt::bwd_smem_bytes(mode, tm, (int)d, (int)F, (int)Dd, es); }, &pl))
+    if (!mttt::plan_memory(cu_smem_limit(D), [&](int mode, int tm) { return mttt::bwd_smem_bytes(mode, tm, (int)d, (int)F, (int)Dd, es); }, &pl))
         return TTT_BACKEND_DECLINED;
+    static int allowed[2][CU_MAX_GPUS];
+    if (cu_allow_smem(mttt::step_bwd<R>, (size_t)pl.bytes, D, allowed[es == 8])) return TTT_ERR;
+    mttt::plan_chunks(m, BH, resident(D, mttt::step_bwd<R>, pl.bytes), &pl);
     const int64_t pe = mttt::bwd_part_elems((int)d, (int)F, (int)Dd);
     if (scratch_reserve(D, &D->mttt_scratch, sizeof(R) * (size_t)(BH * pl.nch * pe), "mttt_mlp_step_bwd")) return TTT_ERR;
     mttt::StepBwd<R> p;
@@ -128,8 +142,6 @@ static int step_bwd(CuDev *D, ttt_tensor *const *g, const ttt_tensor *const *u, 
     p.H = (int)H, p.m = (int)m, p.d = (int)d, p.F = (int)F, p.D = (int)Dd;
     for (int i = 0; i < 4; i++) p.wb[i] = w[i]->ndim == 4;
     p.mode = pl.mode, p.tm = pl.tm, p.cl = pl.cl, p.nch = pl.nch, p.eta = eta, p.eps = eps;
-    static int allowed[2][CU_MAX_GPUS];
-    if (cu_allow_smem(mttt::step_bwd<R>, (size_t)pl.bytes, D, allowed[es == 8])) return TTT_ERR;
     mttt::step_bwd<R><<<dim3((unsigned)pl.nch, (unsigned)BH), mttt::THREADS, (size_t)pl.bytes, D->stream>>>(p);
     LAUNCHED("mttt_mlp_step_bwd");
     mttt::Reduce<R> r;
@@ -169,15 +181,14 @@ static bool apply_setup(const CuDev *D, bool bwd, const ttt_tensor *const *w, co
     const int64_t B = q->shape[0], H = q->shape[1], n = q->shape[2], d = q->shape[3], F = w[0]->shape[w[0]->ndim - 1];
     if (!sizes_ok(B * H, n, d, F, 1) || q->stride[3] != 1) return false;
     const int es = (int)sizeof(R);
-    if (!mttt::make_plan(n, B * H, cu_smem_limit(D), D->sm_count,
-                         [&](int mode, int tm) { return mttt::apply_smem_bytes(bwd, mode, tm, (int)d, (int)F, es); }, pl))
+    if (!mttt::plan_memory(cu_smem_limit(D), [&](int mode, int tm) { return mttt::apply_smem_bytes(bwd, mode, tm, (int)d, (int)F, es); }, pl))
         return false;
     p->w1 = (const R *)w[0]->data, p->b1 = (const R *)w[1]->data, p->w2 = (const R *)w[2]->data;
     p->b2 = (const R *)w[3]->data, p->q = (const R *)q->data;
     for (int a = 0; a < 3; a++) p->qs[a] = q->stride[a];
     p->H = (int)H, p->n = (int)n, p->d = (int)d, p->F = (int)F;
     for (int i = 0; i < 4; i++) p->wb[i] = w[i]->ndim == 4;
-    p->mode = pl->mode, p->tm = pl->tm, p->cl = pl->cl, p->nch = pl->nch;
+    p->mode = pl->mode, p->tm = pl->tm;
     p->out = p->dq = p->part = NULL, p->dout = NULL;
     return true;
 }
@@ -189,6 +200,8 @@ template <typename R> static int apply_fwd(CuDev *D, ttt_tensor *out, const ttt_
     p.out = (R *)out->data;
     static int allowed[2][CU_MAX_GPUS];
     if (cu_allow_smem(mttt::apply_fwd<R>, (size_t)pl.bytes, D, allowed[sizeof(R) == 8])) return TTT_ERR;
+    mttt::plan_chunks(p.n, q->shape[0] * q->shape[1], resident(D, mttt::apply_fwd<R>, pl.bytes), &pl);
+    p.cl = pl.cl, p.nch = pl.nch;
     mttt::apply_fwd<R><<<dim3((unsigned)pl.nch, (unsigned)(q->shape[0] * q->shape[1])), mttt::THREADS, (size_t)pl.bytes,
                          D->stream>>>(p);
     LAUNCHED("mttt_mlp_apply");
@@ -210,10 +223,12 @@ static int apply_bwd(CuDev *D, ttt_tensor *const *g, const ttt_tensor *dout, con
     mttt::Plan pl;
     if (!apply_setup<R>(D, true, w, q, &p, &pl)) return TTT_BACKEND_DECLINED;
     const int64_t BH = q->shape[0] * q->shape[1], d = p.d, F = p.F, pe = mttt::apply_part_elems(p.d, p.F);
-    if (scratch_reserve(D, &D->mttt_scratch, sizeof(R) * (size_t)(BH * pl.nch * pe), "mttt_mlp_apply_bwd")) return TTT_ERR;
-    p.part = (R *)D->mttt_scratch.p, p.dq = (R *)g[0]->data, p.dout = (const R *)dout->data;
     static int allowed[2][CU_MAX_GPUS];
     if (cu_allow_smem(mttt::apply_bwd<R>, (size_t)pl.bytes, D, allowed[sizeof(R) == 8])) return TTT_ERR;
+    mttt::plan_chunks(p.n, BH, resident(D, mttt::apply_bwd<R>, pl.bytes), &pl);
+    p.cl = pl.cl, p.nch = pl.nch;
+    if (scratch_reserve(D, &D->mttt_scratch, sizeof(R) * (size_t)(BH * pl.nch * pe), "mttt_mlp_apply_bwd")) return TTT_ERR;
+    p.part = (R *)D->mttt_scratch.p, p.dq = (R *)g[0]->data, p.dout = (const R *)dout->data;
     mttt::apply_bwd<R><<<dim3((unsigned)pl.nch, (unsigned)BH), mttt::THREADS, (size_t)pl.bytes, D->stream>>>(p);
     LAUNCHED("mttt_mlp_apply_bwd");
     mttt::Reduce<R> r;

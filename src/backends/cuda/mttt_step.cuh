@@ -99,26 +99,39 @@ inline __host__ __device__ int64_t apply_smem_bytes(bool bwd, int mode, int tm, 
 }
 
 /* The launchers' plan for one call (host): where the weights live (mode 1: shared memory, 0: global), the
- * tile rows tm, and the chunks of the m tokens (cl tokens each, nch of them). The highest mode and then the
- * largest tile (at most 16 rows: with the forward's 101 KiB at d 32, F 128, D 64, two blocks fit an SM)
- * whose shared memory fits limit bytes; chunks so that the grid has about two blocks per SM. false: not
- * even mode 0 with one row fits (the launcher declines). bytes_of(mode, tm) gives a kernel's bytes. */
+ * tile rows tm, and the chunks of the m tokens (cl tokens each, nch of them). plan_memory takes the highest
+ * mode and then the largest tile (at most 16 rows: with the forward's 101 KiB at d 32, F 128, D 64, two
+ * blocks fit an SM) whose shared memory, bytes_of(mode, tm), fits limit bytes; false: not even mode 0 with
+ * one row fits (the launcher declines). plan_chunks then splits the tokens so that the grid's waves over
+ * the GPU's cap resident blocks finish soonest: ceil(B H nch / cap) waves of a chunk's tokens plus two tiles'
+ * worth for what a chunk costs besides (loading the weights, writing its partial sums), fewer chunks on a
+ * tie. At the ViT's 128 pairs the forward (two blocks an SM) takes 2 chunks, one wave; the backward (one) 1. */
 struct Plan {
     int mode, tm, cl, nch;
     int64_t bytes;
 };
-template <typename B> inline bool make_plan(int64_t m, int64_t BH, int64_t limit, int sm_count, B bytes_of, Plan *pl) {
+template <typename B> inline bool plan_memory(int64_t limit, B bytes_of, Plan *pl) {
     for (int mode = 1; mode >= 0; mode--)
         for (int tm = 16; tm >= 1; tm /= 2) {
             const int64_t bytes = bytes_of(mode, tm);
             if (bytes > limit) continue;
-            const int64_t tiles = (m + tm - 1) / tm, want = (2 * (int64_t)sm_count + BH - 1) / BH;
-            const int64_t nch = want < 1 ? 1 : want > tiles ? tiles : want;
-            const int64_t cl = ((m + nch - 1) / nch + tm - 1) / tm * tm;
-            *pl = Plan{mode, tm, (int)cl, (int)((m + cl - 1) / cl), bytes};
+            *pl = Plan{mode, tm, 0, 0, bytes};
             return true;
         }
     return false;
+}
+inline void plan_chunks(int64_t m, int64_t BH, int64_t cap, Plan *pl) {
+    const int64_t tiles = (m + pl->tm - 1) / pl->tm;
+    if (cap < 1) cap = 1;
+    int64_t best = -1, best_cost = 0;
+    for (int64_t nch = 1; nch <= tiles && nch <= 64; nch++) {
+        const int64_t cl = ((m + nch - 1) / nch + pl->tm - 1) / pl->tm * pl->tm;
+        if ((m + cl - 1) / cl != nch) continue; /* the same chunks as fewer would give */
+        const int64_t cost = (BH * nch + cap - 1) / cap * (cl + 2 * pl->tm);
+        if (best < 0 || cost < best_cost) best = nch, best_cost = cost;
+    }
+    pl->nch = (int)best;
+    pl->cl = (int)(((m + best - 1) / best + pl->tm - 1) / pl->tm * pl->tm);
 }
 
 /* ---- device helpers ---- */
@@ -145,6 +158,20 @@ template <typename R> __device__ __forceinline__ R gelu(R x, R *g1, R *g2) {
 __device__ __forceinline__ double warp_sum(double v) {
     for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
     return v;
+}
+/* two and three sums at once (the same bits as one at a time): their shuffles overlap instead of waiting in turn */
+__device__ __forceinline__ void warp_sum2(double &a, double &b) {
+    for (int o = 16; o > 0; o >>= 1) {
+        const double x = __shfl_xor_sync(0xffffffffu, a, o), y = __shfl_xor_sync(0xffffffffu, b, o);
+        a += x, b += y;
+    }
+}
+__device__ __forceinline__ void warp_sum3(double &a, double &b, double &c) {
+    for (int o = 16; o > 0; o >>= 1) {
+        const double x = __shfl_xor_sync(0xffffffffu, a, o), y = __shfl_xor_sync(0xffffffffu, b, o);
+        const double z = __shfl_xor_sync(0xffffffffu, c, o);
+        a += x, b += y, c += z;
+    }
 }
 
 /* C = A B, M x N, K deep, A(i, k) = a[i sai + k sak], B(k, j) = b[k sbk + j sbj]. This thread's RM x RN
@@ -312,9 +339,10 @@ template <typename R> __global__ void __launch_bounds__(THREADS) step_fwd(Step<R
                 s1 += g, s2 += (double)g * xh;
                 pr[j] = xh;
             }
-            wl += warp_sum(l2s);
+            warp_sum3(l2s, s1, s2);
+            wl += l2s;
             if (!step) continue;
-            const R mg = (R)(warp_sum(s1) / D), mgx = (R)(warp_sum(s2) / D);
+            const R mg = (R)(s1 / D), mgx = (R)(s2 / D);
             for (int j = lane; j < D; j += 32) {
                 const R xh = pr[j], g = (xh * gam[j] + bet[j] - x[j]) * rm * gam[j];
                 pr[j] = sr * (g - mg - xh * mgx);
@@ -463,7 +491,8 @@ template <typename R> __global__ void __launch_bounds__(THREADS) step_bwd(StepBw
                 s_pt += pt[j], s_ptx += (double)pt[j] * xj;
             }
             /* xht = rstd (pt - mean pt - xh mean(pt xh)) */
-            const double mpt = warp_sum(s_pt) * inv_D, cc = warp_sum(s_ptx) * inv_D;
+            warp_sum2(s_pt, s_ptx);
+            const double mpt = s_pt * inv_D, cc = s_ptx * inv_D;
             const R mptr = (R)mpt, cr = (R)cc;
             double sT = 0, sTX = 0, sTXt = 0;
             for (int j = lane; j < D; j += 32) {
@@ -476,7 +505,8 @@ template <typename R> __global__ void __launch_bounds__(THREADS) step_bwd(StepBw
                 ptb[j] = T;
                 sT += T, sTX += (double)T * xh[j], sTXt += (double)T * xt_;
             }
-            const double mT = warp_sum(sT) * inv_D, sTXa = warp_sum(sTX), rb_s = warp_sum(sTXt) / rstd;
+            warp_sum3(sT, sTX, sTXt);
+            const double mT = sT * inv_D, sTXa = sTX, rb_s = sTXt / rstd;
             const R mTr = (R)mT, sx = (R)(sTXa * inv_D), kc = (R)(rstd * cc), kp = (R)(rstd * sTXa * inv_D);
             double sX = 0, sXx = 0;
             for (int j = lane; j < D; j += 32) {
@@ -485,7 +515,8 @@ template <typename R> __global__ void __launch_bounds__(THREADS) step_bwd(StepBw
                 pb[j] = xhb;
                 sX += xhb, sXx += (double)xhb * xh[j];
             }
-            const R mXr = (R)(warp_sum(sX) * inv_D), mXxr = (R)(warp_sum(sXx) * inv_D), kr = (R)(rb_s * rstd * rstd * inv_D);
+            warp_sum2(sX, sXx);
+            const R mXr = (R)(sX * inv_D), mXxr = (R)(sXx * inv_D), kr = (R)(rb_s * rstd * rstd * inv_D);
             for (int j = lane; j < D; j += 32) pb[j] = sr * (pb[j] - mXr - xh[j] * mXxr) - kr * xh[j];
         }
         __syncthreads();
