@@ -169,7 +169,8 @@ template <typename T> static mttt::Seg<T> seg(T *out, const T *base, int batched
     return s;
 }
 
-static void smem(int64_t bytes) { emu::g_smem = std::vector<float>((size_t)(bytes + 3) / 4 + 1, NAN); }
+/* exactly the kernel's bytes, so -fsanitize=address catches an access past its layout */
+static void smem(int64_t bytes) { emu::g_smem = std::vector<float>((size_t)(bytes + 3) / 4, NAN); }
 
 template <typename T>
 static KOut<T> kernels(const Inputs &in, const Cfg &c, const bool *use_u, bool use_dloss, double eta, double eps) {

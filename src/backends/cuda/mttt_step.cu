@@ -31,14 +31,27 @@ static bool sizes_ok(int64_t BH, int64_t m, int64_t d, int64_t F, int64_t D) {
 
 static int64_t blocks(int64_t n) { return (n + mttt::THREADS - 1) / mttt::THREADS; }
 
-/* the blocks of kernel (bytes of shared memory, its limit already raised) the GPU keeps resident at once */
+/* the blocks of kernel (bytes of shared memory, its limit already raised) the GPU keeps resident at once;
+ * remembered per (kernel, GPU, bytes), so steps after the first (and a graph's recording) ask no API */
 template <typename K> static int64_t resident(const CuDev *D, K kernel, int64_t bytes) {
+    enum { SLOTS = 64 };
+    static struct {
+        const void *fn;
+        int dev;
+        int64_t bytes, per_sm;
+    } seen[SLOTS];
+    static int n_seen;
+    for (int i = 0; i < n_seen; i++)
+        if (seen[i].fn == (const void *)kernel && seen[i].dev == D->index && seen[i].bytes == bytes)
+            return seen[i].per_sm * D->sm_count;
     int per_sm = 0;
     if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, mttt::THREADS, (size_t)bytes) != cudaSuccess ||
         per_sm < 1) {
         (void)cudaGetLastError(); /* not sticky: one block an SM, the safe guess */
         per_sm = 1;
     }
+    if (n_seen < SLOTS) seen[n_seen].fn = (const void *)kernel, seen[n_seen].dev = D->index, seen[n_seen].bytes = bytes,
+                        seen[n_seen++].per_sm = per_sm;
     return (int64_t)per_sm * D->sm_count;
 }
 
