@@ -221,6 +221,59 @@ __device__ __forceinline__ void mm(int M, int N, int K, const R *a, int sai, int
     }
 }
 
+/* The same product for few outputs and a long K (the [rows, d] ones: K = F or D), where mm would give each
+ * thread one or two outputs and load more than it multiplies. A warp takes groups of four 4 x 4 tiles (rows
+ * ir, ir + MR, .. for four neighbouring ir; columns jc, jc + NC, ..); lane = tile + 4 s splits K eight ways,
+ * s taking k = 4 s .. 4 s + 3 of every 32, so that at each step the 32 lanes read 32 different banks of A
+ * (rows one element apart) and broadcasts of B. The eight partial sums of an output are added by a fixed
+ * butterfly over s, and lane s = 0 passes them to epi: deterministic, one thread per output. Every lane of
+ * a warp runs the shuffles (groups are warp-uniform; lanes past the edge add nothing). */
+template <typename R, typename Epi>
+__device__ __forceinline__ void mm_k(int M, int N, int K, const R *a, int sai, int sak, const R *b, int sbk, int sbj,
+                                     Epi epi) {
+    const int MR = (M + 3) / 4, NC = (N + 3) / 4, RG = (MR + 3) / 4, lane = threadIdx.x & 31, tw = lane & 3, s = lane >> 2;
+    for (int g = threadIdx.x >> 5; g < RG * NC; g += WARPS) {
+        const int ir = (g / NC) * 4 + tw, jc = g % NC;
+        const R *pa[4], *pb[4];
+#pragma unroll
+        for (int ii = 0; ii < 4; ii++) {
+            const int i = ir + ii * MR;
+            pa[ii] = a + (int64_t)(i < M ? i : M - 1) * sai;
+        }
+#pragma unroll
+        for (int jj = 0; jj < 4; jj++) {
+            const int j = jc + jj * NC;
+            pb[jj] = b + (int64_t)(j < N ? j : N - 1) * sbj;
+        }
+        R acc[4][4];
+#pragma unroll
+        for (int ii = 0; ii < 4; ii++)
+#pragma unroll
+            for (int jj = 0; jj < 4; jj++) acc[ii][jj] = 0;
+        for (int k0 = 4 * s; k0 < K; k0 += 32)
+            for (int kk = k0; kk < k0 + 4 && kk < K; kk++) {
+                R x[4], y[4];
+#pragma unroll
+                for (int ii = 0; ii < 4; ii++) x[ii] = pa[ii][(int64_t)kk * sak];
+#pragma unroll
+                for (int jj = 0; jj < 4; jj++) y[jj] = pb[jj][(int64_t)kk * sbk];
+#pragma unroll
+                for (int ii = 0; ii < 4; ii++)
+#pragma unroll
+                    for (int jj = 0; jj < 4; jj++) acc[ii][jj] += x[ii] * y[jj];
+            }
+#pragma unroll
+        for (int ii = 0; ii < 4; ii++)
+#pragma unroll
+            for (int jj = 0; jj < 4; jj++) {
+                R v = acc[ii][jj];
+                for (int o = 4; o < 32; o <<= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+                const int i = ir + ii * MR, j = jc + jj * NC;
+                if (s == 0 && ir < MR && i < M && j < N) epi(i, j, v);
+            }
+    }
+}
+
 /* dst [rows, cols] (row stride ldd) = src (row stride lds), block-wide */
 template <typename R> __device__ __forceinline__ void copy_rows(R *dst, int ldd, const R *src, int64_t lds, int rows, int cols) {
     for (int e = threadIdx.x; e < rows * cols; e += THREADS) {
@@ -306,7 +359,7 @@ template <typename R> __global__ void __launch_bounds__(THREADS) step_fwd(Step<R
         });
         __syncthreads();
         /* y = a W2 + b2 */
-        mm<1, 2>(rows, d, F, A, lf, 1, W2, l2, 1, [&](int i, int j, R acc) { Y[i * lk + j] = acc + b2[j]; });
+        mm_k(rows, d, F, A, lf, 1, W2, l2, 1, [&](int i, int j, R acc) { Y[i * lk + j] = acc + b2[j]; });
         __syncthreads();
         /* p = y gh^T */
         mm<2, 2>(rows, D, d, Y, lk, 1, G, 1, lg, [&](int i, int j, R acc) { P[i * lp + j] = acc; });
@@ -351,7 +404,7 @@ template <typename R> __global__ void __launch_bounds__(THREADS) step_fwd(Step<R
         if (!step) continue;
         __syncthreads();
         /* dy = dp gh */
-        mm<1, 2>(rows, d, D, P, lp, 1, G, lg, 1, [&](int i, int j, R acc) { dY[i * lk + j] = acc; });
+        mm_k(rows, d, D, P, lp, 1, G, lg, 1, [&](int i, int j, R acc) { dY[i * lk + j] = acc; });
         __syncthreads();
         /* dz1 = (dy W2^T) o gelu'(z1) in place of s;  gW2 += a^T dy, gb2 += sum dy */
         mm<2, 4>(rows, F, d, dY, lk, 1, W2, 1, l2, [&](int i, int j, R acc) { S[i * lf + j] *= acc; });
@@ -380,7 +433,8 @@ template <typename R> __global__ void __launch_bounds__(THREADS) step_fwd(Step<R
 
 /* ---- the backward of the step (second order in the inner loss) ---- */
 
-template <typename R> __global__ void __launch_bounds__(THREADS) step_bwd(StepBwd<R> p) {
+/* one block an SM (its shared memory at the ViT's head), so all of the registers: without the 1, ptxas kept f32 to 128 and spilled */
+template <typename R> __global__ void __launch_bounds__(THREADS, 1) step_bwd(StepBwd<R> p) {
     char *raw = (char *)MTTT_SMEM();
     Carve<R> cv{(R *)(raw + WARPS * 8)};
     const int d = p.d, F = p.F, D = p.D, tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
@@ -454,11 +508,11 @@ template <typename R> __global__ void __launch_bounds__(THREADS) step_bwd(StepBw
             const int x = (e / F) * lf + e % F;
             At[x] = S1[x] * Ab[x], Qz[x] *= Ab[x];
         }
-        mm<1, 2>(rows, d, F, A, lf, 1, W2, l2, 1, [&](int i, int j, R acc) { Y[i * lk + j] = acc + b2[j]; });
+        mm_k(rows, d, F, A, lf, 1, W2, l2, 1, [&](int i, int j, R acc) { Y[i * lk + j] = acc + b2[j]; });
         __syncthreads();
         /* yt = at W2 + a U2 + u2 (one thread owns each element through both products), p = y gh^T (in Xh) */
-        mm<1, 2>(rows, d, F, At, lf, 1, W2, l2, 1, [&](int i, int j, R acc) { Yt[i * lk + j] = acc + v2[j]; });
-        if (hu2) mm<1, 2>(rows, d, F, A, lf, 1, U2, l2, 1, [&](int i, int j, R acc) { Yt[i * lk + j] += acc; });
+        mm_k(rows, d, F, At, lf, 1, W2, l2, 1, [&](int i, int j, R acc) { Yt[i * lk + j] = acc + v2[j]; });
+        if (hu2) mm_k(rows, d, F, A, lf, 1, U2, l2, 1, [&](int i, int j, R acc) { Yt[i * lk + j] += acc; });
         mm<2, 2>(rows, D, d, Y, lk, 1, G, 1, lg, [&](int i, int j, R acc) { Xh[i * lp + j] = acc; });
         __syncthreads();
         /* pt = yt gh^T */
@@ -522,8 +576,8 @@ template <typename R> __global__ void __launch_bounds__(THREADS) step_bwd(StepBw
         __syncthreads();
         /* dlng, dlnb; yb = pb gh, ytb = ptb gh, dgh += pb^T y + ptb^T yt */
         if (ln) col_sum(dgam, Cg, lp, rows, D), col_sum(dbet, Cb, lp, rows, D);
-        mm<1, 2>(rows, d, D, Pb, lp, 1, G, lg, 1, [&](int i, int j, R acc) { Yb[i * lk + j] = acc; });
-        mm<1, 2>(rows, d, D, Ptb, lp, 1, G, lg, 1, [&](int i, int j, R acc) { Ytb[i * lk + j] = acc; });
+        mm_k(rows, d, D, Pb, lp, 1, G, lg, 1, [&](int i, int j, R acc) { Yb[i * lk + j] = acc; });
+        mm_k(rows, d, D, Ptb, lp, 1, G, lg, 1, [&](int i, int j, R acc) { Ytb[i * lk + j] = acc; });
         mm<2, 4>(D, d, rows, Pb, 1, lp, Y, lk, 1, [&](int i, int j, R acc) { dG[i * d + j] += acc; });
         mm<2, 4>(D, d, rows, Ptb, 1, lp, Yt, lk, 1, [&](int i, int j, R acc) { dG[i * d + j] += acc; });
         __syncthreads();
@@ -544,9 +598,9 @@ template <typename R> __global__ void __launch_bounds__(THREADS) step_bwd(StepBw
         }
         __syncthreads();
         /* dk = z1b W1^T + z1tb U1^T; dW1 += k^T z1b, db1 += sum z1b */
-        mm<1, 2>(rows, d, F, Ab, lf, 1, W1, 1, l1, [&](int i, int j, R acc) { dK0[(int64_t)(t0 + i) * d + j] = acc; });
+        mm_k(rows, d, F, Ab, lf, 1, W1, 1, l1, [&](int i, int j, R acc) { dK0[(int64_t)(t0 + i) * d + j] = acc; });
         if (hu1)
-            mm<1, 2>(rows, d, F, Atb, lf, 1, U1, 1, l1, [&](int i, int j, R acc) { dK0[(int64_t)(t0 + i) * d + j] += acc; });
+            mm_k(rows, d, F, Atb, lf, 1, U1, 1, l1, [&](int i, int j, R acc) { dK0[(int64_t)(t0 + i) * d + j] += acc; });
         mm<4, 4>(d, F, rows, Kt, 1, lk, Ab, lf, 1, [&](int i, int j, R acc) { dW1[i * F + j] += acc; });
         col_sum(db1, Ab, lf, rows, F);
     }
@@ -597,7 +651,7 @@ template <typename R> __global__ void __launch_bounds__(THREADS) apply_fwd(Apply
             A[i * lf + j] = gelu(acc + b1[j], (R *)nullptr, (R *)nullptr);
         });
         __syncthreads();
-        mm<1, 2>(rows, d, F, A, lf, 1, W2, l2, 1, [&](int i, int j, R acc) { O0[(int64_t)(t0 + i) * d + j] = acc + b2[j]; });
+        mm_k(rows, d, F, A, lf, 1, W2, l2, 1, [&](int i, int j, R acc) { O0[(int64_t)(t0 + i) * d + j] = acc + b2[j]; });
     }
 }
 
@@ -650,7 +704,7 @@ template <typename R> __global__ void __launch_bounds__(THREADS) apply_bwd(Apply
         col_sum(db2, dO, lk, rows, d);
         __syncthreads();
         /* z = q W1 + b1: dq = dz W1^T, dW1 += q^T dz, db1 += sum dz */
-        mm<1, 2>(rows, d, F, S, lf, 1, W1, 1, l1, [&](int i, int j, R acc) { dQ0[(int64_t)(t0 + i) * d + j] = acc; });
+        mm_k(rows, d, F, S, lf, 1, W1, 1, l1, [&](int i, int j, R acc) { dQ0[(int64_t)(t0 + i) * d + j] = acc; });
         mm<4, 4>(d, F, rows, Qt, 1, lk, S, lf, 1, [&](int i, int j, R acc) { dW1[i * F + j] += acc; });
         col_sum(db1, S, lf, rows, F);
     }
