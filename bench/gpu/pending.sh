@@ -166,10 +166,10 @@ mttt_part() {
   echo "-- the ViT (pixels, D 64, depth 2, heads 2, batch 64) against JAX: the fused kernels, then TTT_FUSED=0"
   LAYERS=mttt-mlp timeout 120 bash bench/mttt/speed_vs_jax.sh
   TTT_FUSED=0 JAX=0 LAYERS=mttt-mlp timeout 45 bash bench/mttt/speed_vs_jax.sh 2>&1 | sed "s/^/[TTT_FUSED=0] /"
-  echo "-- TTT_PROFILE=1: the step's rows (each entry synchronized)"
+  echo "-- TTT_PROFILE=1: where the fused step goes (each entry synchronized)"
   TTT_PROFILE=1 timeout 30 $B/ttt vision train --device cuda --data data/fashion-mnist --layer mttt-mlp --inner-steps 1 \
     --tokens pixels --dim 64 --depth 2 --heads 2 --batch 64 --epochs 1 --train-limit 640 --test-limit 64 --cuda-graph off \
-    --out /tmp/vit-mttt-prof-$RANDOM 2>&1 | grep -E "^entry|TTT_PROFILE|mttt|matmul" | head -14
+    --out /tmp/vit-mttt-prof-$RANDOM 2>&1 | grep -vE "^(step|epoch)" | head -30
 }
 export -f vit_part lmprof_part build fused_part ttt_part cudnn_first_part lm_part mttt_part
 part mttt 60 330 bash -c mttt_part
