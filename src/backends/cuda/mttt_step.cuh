@@ -277,6 +277,56 @@ __device__ __forceinline__ void mm_k(int M, int N, int K, const R *a, int sai, i
     }
 }
 
+/* The same product for a wide N and a short K (the [rows, F] ones, K = d): mm's 2 x 4 tiles load 6 values per
+ * 8 FMAs, 4 x 4 would leave half the threads idle at 16 rows. Here a warp takes 16 neighbouring 4 x 4 tiles
+ * (rows ir, ir + MR, ..; columns jc, jc + NC, ..) and splits K in two halves, lane = tile + 16 s: at each step
+ * the lanes read 32 different banks of B (k + 16 s + jc apart, for rows padded to 1 mod 32) and two
+ * addresses of A. The two halves are added by one shuffle and lane s = 0 passes the sum to epi. */
+template <typename R, typename Epi>
+__device__ __forceinline__ void mm_w(int M, int N, int K, const R *a, int sai, int sak, const R *b, int sbk, int sbj,
+                                     Epi epi) {
+    const int MR = (M + 3) / 4, NC = (N + 3) / 4, JG = (NC + 15) / 16, lane = threadIdx.x & 31, tw = lane & 15;
+    const int s = lane >> 4, Kh = (K + 1) / 2, k_end = min(K, (s + 1) * Kh);
+    for (int g = threadIdx.x >> 5; g < MR * JG; g += WARPS) {
+        const int ir = g / JG, jc = (g % JG) * 16 + tw;
+        const R *pa[4], *pb[4];
+#pragma unroll
+        for (int ii = 0; ii < 4; ii++) {
+            const int i = ir + ii * MR;
+            pa[ii] = a + (int64_t)(i < M ? i : M - 1) * sai;
+        }
+#pragma unroll
+        for (int jj = 0; jj < 4; jj++) {
+            const int j = jc + jj * NC;
+            pb[jj] = b + (int64_t)(j < N ? j : N - 1) * sbj;
+        }
+        R acc[4][4];
+#pragma unroll
+        for (int ii = 0; ii < 4; ii++)
+#pragma unroll
+            for (int jj = 0; jj < 4; jj++) acc[ii][jj] = 0;
+        for (int kk = s * Kh; kk < k_end; kk++) {
+            R x[4], y[4];
+#pragma unroll
+            for (int ii = 0; ii < 4; ii++) x[ii] = pa[ii][(int64_t)kk * sak];
+#pragma unroll
+            for (int jj = 0; jj < 4; jj++) y[jj] = pb[jj][(int64_t)kk * sbk];
+#pragma unroll
+            for (int ii = 0; ii < 4; ii++)
+#pragma unroll
+                for (int jj = 0; jj < 4; jj++) acc[ii][jj] += x[ii] * y[jj];
+        }
+#pragma unroll
+        for (int ii = 0; ii < 4; ii++)
+#pragma unroll
+            for (int jj = 0; jj < 4; jj++) {
+                const R v = acc[ii][jj] + __shfl_xor_sync(0xffffffffu, acc[ii][jj], 16);
+                const int i = ir + ii * MR, j = jc + jj * NC;
+                if (s == 0 && jc < NC && i < M && j < N) epi(i, j, v);
+            }
+    }
+}
+
 /* dst [rows, cols] (row stride ldd) = src (row stride lds), block-wide */
 template <typename R> __device__ __forceinline__ void copy_rows(R *dst, int ldd, const R *src, int64_t lds, int rows, int cols) {
     for (int e = threadIdx.x; e < rows * cols; e += THREADS) {
@@ -355,7 +405,7 @@ template <typename R> __global__ void __launch_bounds__(THREADS) step_fwd(Step<R
         copy_rows(Kt, lk, K0 + t0 * p.ks[2], p.ks[2], rows, d);
         __syncthreads();
         /* z1 = k W1 + b1, a = gelu(z1), s = gelu'(z1) */
-        mm<2, 4>(rows, F, d, Kt, lk, 1, W1, l1, 1, [&](int i, int j, R acc) {
+        mm_w(rows, F, d, Kt, lk, 1, W1, l1, 1, [&](int i, int j, R acc) {
             R g1;
             A[i * lf + j] = gelu(acc + b1[j], step ? &g1 : (R *)nullptr, (R *)nullptr);
             if (step) S[i * lf + j] = g1;
@@ -410,7 +460,7 @@ template <typename R> __global__ void __launch_bounds__(THREADS) step_fwd(Step<R
         mm_k(rows, d, D, P, lp, 1, G, lg, 1, [&](int i, int j, R acc) { dY[i * lk + j] = acc; });
         __syncthreads();
         /* dz1 = (dy W2^T) o gelu'(z1) in place of s;  gW2 += a^T dy, gb2 += sum dy */
-        mm<2, 4>(rows, F, d, dY, lk, 1, W2, 1, l2, [&](int i, int j, R acc) { S[i * lf + j] *= acc; });
+        mm_w(rows, F, d, dY, lk, 1, W2, 1, l2, [&](int i, int j, R acc) { S[i * lf + j] *= acc; });
         mm<4, 4>(F, d, rows, A, 1, lf, dY, lk, 1, [&](int i, int j, R acc) { gw2[i * d + j] += acc; });
         col_sum(gb2, dY, lk, rows, d);
         __syncthreads();
@@ -497,12 +547,12 @@ template <typename R> __global__ void __launch_bounds__(THREADS, 1) step_bwd(Ste
         __syncthreads();
         /* the forward again: z1, a = gelu(z1), s1 = gelu'(z1), gelu''(z1) (in Qz); the tangent z1t = k U1 + u1
          * (in Ab until the adjoints need it) */
-        mm<2, 4>(rows, F, d, Kt, lk, 1, W1, l1, 1, [&](int i, int j, R acc) {
+        mm_w(rows, F, d, Kt, lk, 1, W1, l1, 1, [&](int i, int j, R acc) {
             R g1, g2;
             A[i * lf + j] = gelu(acc + b1[j], &g1, &g2);
             S1[i * lf + j] = g1, Qz[i * lf + j] = g2;
         });
-        if (hu1) mm<2, 4>(rows, F, d, Kt, lk, 1, U1, l1, 1, [&](int i, int j, R acc) { Ab[i * lf + j] = acc + v1[j]; });
+        if (hu1) mm_w(rows, F, d, Kt, lk, 1, U1, l1, 1, [&](int i, int j, R acc) { Ab[i * lf + j] = acc + v1[j]; });
         else
             for (int e = tid; e < rows * F; e += THREADS) Ab[(e / F) * lf + e % F] = v1[e % F];
         __syncthreads();
@@ -585,9 +635,9 @@ template <typename R> __global__ void __launch_bounds__(THREADS, 1) step_bwd(Ste
         mm<2, 4>(D, d, rows, Ptb, 1, lp, Yt, lk, 1, [&](int i, int j, R acc) { dG[i * d + j] += acc; });
         __syncthreads();
         /* ab = yb W2^T + ytb U2^T, atb = ytb W2^T (in Ab, Atb); dW2 += a^T yb + at^T ytb, db2 += sum yb */
-        mm<2, 4>(rows, F, d, Yb, lk, 1, W2, 1, l2, [&](int i, int j, R acc) { Ab[i * lf + j] = acc; });
-        if (hu2) mm<2, 4>(rows, F, d, Ytb, lk, 1, U2, 1, l2, [&](int i, int j, R acc) { Ab[i * lf + j] += acc; });
-        mm<2, 4>(rows, F, d, Ytb, lk, 1, W2, 1, l2, [&](int i, int j, R acc) { Atb[i * lf + j] = acc; });
+        mm_w(rows, F, d, Yb, lk, 1, W2, 1, l2, [&](int i, int j, R acc) { Ab[i * lf + j] = acc; });
+        if (hu2) mm_w(rows, F, d, Ytb, lk, 1, U2, 1, l2, [&](int i, int j, R acc) { Ab[i * lf + j] += acc; });
+        mm_w(rows, F, d, Ytb, lk, 1, W2, 1, l2, [&](int i, int j, R acc) { Atb[i * lf + j] = acc; });
         mm<4, 4>(F, d, rows, A, 1, lf, Yb, lk, 1, [&](int i, int j, R acc) { dW2[i * d + j] += acc; });
         mm<4, 4>(F, d, rows, At, 1, lf, Ytb, lk, 1, [&](int i, int j, R acc) { dW2[i * d + j] += acc; });
         col_sum(db2, Yb, lk, rows, d);
@@ -650,7 +700,7 @@ template <typename R> __global__ void __launch_bounds__(THREADS) apply_fwd(Apply
         __syncthreads();
         copy_rows(Qt, lk, Q0 + t0 * p.qs[2], p.qs[2], rows, d);
         __syncthreads();
-        mm<2, 4>(rows, F, d, Qt, lk, 1, W1, l1, 1, [&](int i, int j, R acc) {
+        mm_w(rows, F, d, Qt, lk, 1, W1, l1, 1, [&](int i, int j, R acc) {
             A[i * lf + j] = gelu(acc + b1[j], (R *)nullptr, (R *)nullptr);
         });
         __syncthreads();
@@ -695,14 +745,14 @@ template <typename R> __global__ void __launch_bounds__(THREADS) apply_bwd(Apply
         copy_rows(dO, lk, dO0 + (int64_t)t0 * d, (int64_t)d, rows, d);
         __syncthreads();
         /* z = q W1 + b1: a = gelu(z), s = gelu'(z) */
-        mm<2, 4>(rows, F, d, Qt, lk, 1, W1, l1, 1, [&](int i, int j, R acc) {
+        mm_w(rows, F, d, Qt, lk, 1, W1, l1, 1, [&](int i, int j, R acc) {
             R g1;
             A[i * lf + j] = gelu(acc + b1[j], &g1, (R *)nullptr);
             S[i * lf + j] = g1;
         });
         __syncthreads();
         /* out = a W2 + b2: dz = (dout W2^T) o gelu'(z) in place of s; dW2 += a^T dout, db2 += sum dout */
-        mm<2, 4>(rows, F, d, dO, lk, 1, W2, 1, l2, [&](int i, int j, R acc) { S[i * lf + j] *= acc; });
+        mm_w(rows, F, d, dO, lk, 1, W2, 1, l2, [&](int i, int j, R acc) { S[i * lf + j] *= acc; });
         mm<4, 4>(F, d, rows, A, 1, lf, dO, lk, 1, [&](int i, int j, R acc) { dW2[i * d + j] += acc; });
         col_sum(db2, dO, lk, rows, d);
         __syncthreads();
