@@ -18,8 +18,8 @@
  *
  * Products are block-wide register-tiled FMA loops (mm; mm_k for the few-output, long-K ones), f32 or f64
  * throughout (the LN rows' statistics in double, as the CPU kernels): correct first; tensor cores would come
- * next. Shared memory at the ViT's head (d 32, F 128, D 64, f32, 16-row tiles): forward 101 KiB (two blocks
- * an SM), backward 208 KiB (one), read-out 43 / 86 KiB. */
+ * next. Shared memory at the ViT's head (d 32, F 128, D 64, f32, 16-row tiles): forward 105 KiB (two blocks
+ * an SM), backward 214 KiB (one), read-out 43 / 90 KiB. */
 #ifndef TTT_MTTT_STEP_CUH
 #define TTT_MTTT_STEP_CUH
 
@@ -81,21 +81,23 @@ inline __host__ __device__ int64_t apply_part_elems(int d, int F) { return 2 * (
 
 /* Shared memory in bytes: WARPS doubles (the loss's per-warp sums), then elements of R. */
 inline __host__ __device__ int64_t fwd_smem_bytes(int mode, int tm, int d, int F, int D, int es) {
-    const int64_t w = mode ? (int64_t)d * (F + 1) + (int64_t)F * (d + 1) + (int64_t)D * (d + 1) + 2 * (int64_t)d * F : 0;
+    const int64_t w = mode ? (int64_t)d * (F + 1) + (int64_t)F * (d + 1) + (int64_t)D * (d + 1) + (int64_t)d * F +
+                                 (int64_t)F * (d + 8)
+                           : 0;
     const int64_t v = 2 * (int64_t)F + 2 * (int64_t)d + 2 * (int64_t)D;
     const int64_t t = (int64_t)tm * (3 * (d + 1) + 2 * (F + 1) + (D + 1));
     return WARPS * 8 + (w + v + t) * es;
 }
 inline __host__ __device__ int64_t bwd_smem_bytes(int mode, int tm, int d, int F, int D, int es) {
     const int64_t w = mode ? 2 * (int64_t)d * (F + 1) + 2 * (int64_t)F * (d + 1) + (int64_t)D * (d + 1) +
-                                 2 * (int64_t)d * F + (int64_t)D * d
+                                 (int64_t)d * F + (int64_t)F * (d + 8) + (int64_t)D * (d + 8)
                            : 0;
     const int64_t v = 3 * (int64_t)F + 3 * (int64_t)d + 4 * (int64_t)D;
     const int64_t t = (int64_t)tm * ((d + 1) + 6 * (F + 1) + 4 * (d + 1) + 8 * (D + 1));
     return WARPS * 8 + (w + v + t) * es;
 }
 inline __host__ __device__ int64_t apply_smem_bytes(bool bwd, int mode, int tm, int d, int F, int es) {
-    const int64_t w = mode ? (int64_t)d * (F + 1) + (int64_t)F * (d + 1) + (bwd ? 2 * (int64_t)d * F : 0) : 0;
+    const int64_t w = mode ? (int64_t)d * (F + 1) + (int64_t)F * (d + 1) + (bwd ? (int64_t)d * F + (int64_t)F * (d + 8) : 0) : 0;
     const int64_t v = bwd ? 2 * (int64_t)F + 2 * (int64_t)d : (int64_t)F + d;
     const int64_t t = (int64_t)tm * (bwd ? 2 * (d + 1) + 2 * (F + 1) : (d + 1) + (F + 1));
     return WARPS * 8 + (w + v + t) * es;
@@ -103,7 +105,7 @@ inline __host__ __device__ int64_t apply_smem_bytes(bool bwd, int mode, int tm, 
 
 /* The launchers' plan for one call (host): where the weights live (mode 1: shared memory, 0: global), the
  * tile rows tm, and the chunks of the m tokens (cl tokens each, nch of them). plan_memory takes the highest
- * mode and then the largest tile (at most 16 rows: with the forward's 101 KiB at d 32, F 128, D 64, two
+ * mode and then the largest tile (at most 16 rows: with the forward's 105 KiB at d 32, F 128, D 64, two
  * blocks fit an SM) whose shared memory, bytes_of(mode, tm), fits limit bytes; false: not even mode 0 with
  * one row fits (the launcher declines). plan_chunks then splits the tokens so that the grid's waves over
  * the GPU's cap resident blocks finish soonest: ceil(B H nch / cap) waves of a chunk's tokens plus two tiles'
@@ -374,13 +376,15 @@ template <typename R> __global__ void __launch_bounds__(THREADS) step_fwd(Step<R
     const R *W1, *W2, *G;
     R *gw1, *gw2;
     int l1, l2, lg;
+    /* the [F, d] sums' rows 8 apart in banks in shared memory: the 4 x 4 tiles' epilogues hit 32 banks */
+    const int la = p.mode ? d + 8 : d;
     if (p.mode) {
         R *w1s = cv.take((int64_t)d * (F + 1)), *w2s = cv.take((int64_t)F * (d + 1)), *gs = cv.take((int64_t)D * (d + 1));
         copy_rows(w1s, F + 1, gW1, F, d, F);
         copy_rows(w2s, d + 1, gW2, d, F, d);
         copy_rows(gs, d + 1, gG, d, D, d);
         W1 = w1s, W2 = w2s, G = gs, l1 = F + 1, l2 = d + 1, lg = d + 1;
-        gw1 = cv.take((int64_t)d * F), gw2 = cv.take((int64_t)F * d);
+        gw1 = cv.take((int64_t)d * F), gw2 = cv.take((int64_t)F * (d + 8));
     } else {
         W1 = gW1, W2 = gW2, G = gG, l1 = F, l2 = d, lg = d;
         gw1 = part, gw2 = part + (int64_t)d * F + F;
@@ -393,7 +397,7 @@ template <typename R> __global__ void __launch_bounds__(THREADS) step_fwd(Step<R
     fill(b2, p.b2 + (p.wb[3] ? bh : h) * (int64_t)d, d);
     if (ln) fill(gam, p.lng + (int64_t)h * D, D), fill(bet, p.lnb + (int64_t)h * D, D);
     if (step) {
-        fill(gw1, (const R *)nullptr, d * F), fill(gw2, (const R *)nullptr, F * d);
+        fill(gw1, (const R *)nullptr, d * F), fill(gw2, (const R *)nullptr, F * la);
         fill(gb1, (const R *)nullptr, F), fill(gb2, (const R *)nullptr, d);
     }
     const R *K0 = p.k + b * p.ks[0] + h * p.ks[1], *X0 = p.xt + b * p.xs[0] + h * p.xs[1];
@@ -461,7 +465,7 @@ template <typename R> __global__ void __launch_bounds__(THREADS) step_fwd(Step<R
         __syncthreads();
         /* dz1 = (dy W2^T) o gelu'(z1) in place of s;  gW2 += a^T dy, gb2 += sum dy */
         mm_w(rows, F, d, dY, lk, 1, W2, 1, l2, [&](int i, int j, R acc) { S[i * lf + j] *= acc; });
-        mm<4, 4>(F, d, rows, A, 1, lf, dY, lk, 1, [&](int i, int j, R acc) { gw2[i * d + j] += acc; });
+        mm<4, 4>(F, d, rows, A, 1, lf, dY, lk, 1, [&](int i, int j, R acc) { gw2[i * la + j] += acc; });
         col_sum(gb2, dY, lk, rows, d);
         __syncthreads();
         /* gW1 += k^T dz1, gb1 += sum dz1 */
@@ -472,7 +476,7 @@ template <typename R> __global__ void __launch_bounds__(THREADS) step_fwd(Step<R
     __syncthreads();
     if (step) {
         if (p.mode) {
-            for (int e = tid; e < d * F; e += THREADS) part[e] = gw1[e], part[d * F + F + e] = gw2[e];
+            for (int e = tid; e < d * F; e += THREADS) part[e] = gw1[e], part[d * F + F + e] = gw2[(e / d) * la + e % d];
         }
         for (int e = tid; e < F; e += THREADS) part[(int64_t)d * F + e] = gb1[e];
         for (int e = tid; e < d; e += THREADS) part[2 * (int64_t)d * F + F + e] = gb2[e];
@@ -503,6 +507,7 @@ template <typename R> __global__ void __launch_bounds__(THREADS, 1) step_bwd(Ste
     const R *W1, *W2, *G, *U1 = nullptr, *U2 = nullptr;
     R *dW1, *dW2, *dG;
     int l1, l2, lg;
+    const int la = p.mode ? d + 8 : d; /* as step_fwd's */
     if (p.mode) {
         R *w1s = cv.take(d * (int64_t)(F + 1)), *w2s = cv.take(F * (int64_t)(d + 1));
         R *u1s = cv.take(d * (int64_t)(F + 1)), *u2s = cv.take(F * (int64_t)(d + 1)), *gs = cv.take(D * (int64_t)(d + 1));
@@ -512,7 +517,7 @@ template <typename R> __global__ void __launch_bounds__(THREADS, 1) step_bwd(Ste
         if (hu2) copy_rows(u2s, d + 1, gU2, d, F, d), U2 = u2s;
         copy_rows(gs, d + 1, gG, d, D, d);
         W1 = w1s, W2 = w2s, G = gs, l1 = F + 1, l2 = d + 1, lg = d + 1;
-        dW1 = cv.take(dF), dW2 = cv.take(dF), dG = cv.take((int64_t)D * d);
+        dW1 = cv.take(dF), dW2 = cv.take((int64_t)F * (d + 8)), dG = cv.take((int64_t)D * (d + 8));
     } else {
         W1 = gW1, W2 = gW2, G = gG, U1 = gU1, U2 = gU2, l1 = F, l2 = d, lg = d;
         dW1 = part, dW2 = part + dF + F, dG = part + 2 * dF + F + d;
@@ -533,7 +538,7 @@ template <typename R> __global__ void __launch_bounds__(THREADS, 1) step_bwd(Ste
     fill(v1, p.v1 ? p.v1 + bh * F : nullptr, F);
     fill(v2, p.v2 ? p.v2 + bh * d : nullptr, d);
     if (ln) fill(gam, p.lng + (int64_t)h * D, D), fill(bet, p.lnb + (int64_t)h * D, D);
-    fill(dW1, (const R *)nullptr, d * F), fill(dW2, (const R *)nullptr, d * F), fill(dG, (const R *)nullptr, D * d);
+    fill(dW1, (const R *)nullptr, d * F), fill(dW2, (const R *)nullptr, F * la), fill(dG, (const R *)nullptr, D * la);
     fill(db1, (const R *)nullptr, F), fill(db2, (const R *)nullptr, d);
     fill(dgam, (const R *)nullptr, D), fill(dbet, (const R *)nullptr, D);
     const R *K0 = p.k + b * p.ks[0] + h * p.ks[1], *X0 = p.xt + b * p.xs[0] + h * p.xs[1];
@@ -631,15 +636,15 @@ template <typename R> __global__ void __launch_bounds__(THREADS, 1) step_bwd(Ste
         if (ln) col_sum(dgam, Cg, lp, rows, D), col_sum(dbet, Cb, lp, rows, D);
         mm_k(rows, d, D, Pb, lp, 1, G, lg, 1, [&](int i, int j, R acc) { Yb[i * lk + j] = acc; });
         mm_k(rows, d, D, Ptb, lp, 1, G, lg, 1, [&](int i, int j, R acc) { Ytb[i * lk + j] = acc; });
-        mm<2, 4>(D, d, rows, Pb, 1, lp, Y, lk, 1, [&](int i, int j, R acc) { dG[i * d + j] += acc; });
-        mm<2, 4>(D, d, rows, Ptb, 1, lp, Yt, lk, 1, [&](int i, int j, R acc) { dG[i * d + j] += acc; });
+        mm<2, 4>(D, d, rows, Pb, 1, lp, Y, lk, 1, [&](int i, int j, R acc) { dG[i * la + j] += acc; });
+        mm<2, 4>(D, d, rows, Ptb, 1, lp, Yt, lk, 1, [&](int i, int j, R acc) { dG[i * la + j] += acc; });
         __syncthreads();
         /* ab = yb W2^T + ytb U2^T, atb = ytb W2^T (in Ab, Atb); dW2 += a^T yb + at^T ytb, db2 += sum yb */
         mm_w(rows, F, d, Yb, lk, 1, W2, 1, l2, [&](int i, int j, R acc) { Ab[i * lf + j] = acc; });
         if (hu2) mm_w(rows, F, d, Ytb, lk, 1, U2, 1, l2, [&](int i, int j, R acc) { Ab[i * lf + j] += acc; });
         mm_w(rows, F, d, Ytb, lk, 1, W2, 1, l2, [&](int i, int j, R acc) { Atb[i * lf + j] = acc; });
-        mm<4, 4>(F, d, rows, A, 1, lf, Yb, lk, 1, [&](int i, int j, R acc) { dW2[i * d + j] += acc; });
-        mm<4, 4>(F, d, rows, At, 1, lf, Ytb, lk, 1, [&](int i, int j, R acc) { dW2[i * d + j] += acc; });
+        mm<4, 4>(F, d, rows, A, 1, lf, Yb, lk, 1, [&](int i, int j, R acc) { dW2[i * la + j] += acc; });
+        mm<4, 4>(F, d, rows, At, 1, lf, Ytb, lk, 1, [&](int i, int j, R acc) { dW2[i * la + j] += acc; });
         col_sum(db2, Yb, lk, rows, d);
         __syncthreads();
         /* z1b = ab o s1 + atb o gelu''(z1) o z1t (in Ab), z1tb = atb o s1 (in Atb) */
@@ -659,8 +664,8 @@ template <typename R> __global__ void __launch_bounds__(THREADS, 1) step_bwd(Ste
     }
     __syncthreads();
     if (p.mode) {
-        for (int e = tid; e < d * F; e += THREADS) part[e] = dW1[e], part[dF + F + e] = dW2[e];
-        for (int e = tid; e < D * d; e += THREADS) part[2 * dF + F + d + e] = dG[e];
+        for (int e = tid; e < d * F; e += THREADS) part[e] = dW1[e], part[dF + F + e] = dW2[(e / d) * la + e % d];
+        for (int e = tid; e < D * d; e += THREADS) part[2 * dF + F + d + e] = dG[(e / d) * la + e % d];
     }
     for (int e = tid; e < F; e += THREADS) part[dF + e] = db1[e];
     for (int e = tid; e < d; e += THREADS) part[2 * dF + F + e] = db2[e];
@@ -718,12 +723,13 @@ template <typename R> __global__ void __launch_bounds__(THREADS) apply_bwd(Apply
     const R *gW1 = p.w1 + (p.wb[0] ? bh : h) * dF, *gW2 = p.w2 + (p.wb[2] ? bh : h) * dF, *W1, *W2;
     R *dW1, *dW2;
     int l1, l2;
+    const int la = p.mode ? d + 8 : d; /* as step_fwd's */
     if (p.mode) {
         R *w1s = cv.take(d * (int64_t)(F + 1)), *w2s = cv.take(F * (int64_t)(d + 1));
         copy_rows(w1s, F + 1, gW1, F, d, F);
         copy_rows(w2s, d + 1, gW2, d, F, d);
         W1 = w1s, W2 = w2s, l1 = F + 1, l2 = d + 1;
-        dW1 = cv.take(dF), dW2 = cv.take(dF);
+        dW1 = cv.take(dF), dW2 = cv.take((int64_t)F * (d + 8));
     } else {
         W1 = gW1, W2 = gW2, l1 = F, l2 = d;
         dW1 = part, dW2 = part + dF + F;
@@ -734,7 +740,7 @@ template <typename R> __global__ void __launch_bounds__(THREADS) apply_bwd(Apply
     R *Qt = cv.take((int64_t)tm * lk), *dO = cv.take((int64_t)tm * lk), *A = cv.take((int64_t)tm * lf);
     R *S = cv.take((int64_t)tm * lf);
     fill(b1, p.b1 + (p.wb[1] ? bh : h) * (int64_t)F, F);
-    fill(dW1, (const R *)nullptr, d * F), fill(dW2, (const R *)nullptr, d * F);
+    fill(dW1, (const R *)nullptr, d * F), fill(dW2, (const R *)nullptr, F * la);
     fill(db1, (const R *)nullptr, F), fill(db2, (const R *)nullptr, d);
     const R *Q0 = p.q + (bh / p.H) * p.qs[0] + h * p.qs[1], *dO0 = p.dout + bh * p.n * (int64_t)d;
     R *dQ0 = p.dq + bh * p.n * (int64_t)d;
@@ -753,7 +759,7 @@ template <typename R> __global__ void __launch_bounds__(THREADS) apply_bwd(Apply
         __syncthreads();
         /* out = a W2 + b2: dz = (dout W2^T) o gelu'(z) in place of s; dW2 += a^T dout, db2 += sum dout */
         mm_w(rows, F, d, dO, lk, 1, W2, 1, l2, [&](int i, int j, R acc) { S[i * lf + j] *= acc; });
-        mm<4, 4>(F, d, rows, A, 1, lf, dO, lk, 1, [&](int i, int j, R acc) { dW2[i * d + j] += acc; });
+        mm<4, 4>(F, d, rows, A, 1, lf, dO, lk, 1, [&](int i, int j, R acc) { dW2[i * la + j] += acc; });
         col_sum(db2, dO, lk, rows, d);
         __syncthreads();
         /* z = q W1 + b1: dq = dz W1^T, dW1 += q^T dz, db1 += sum dz */
@@ -763,7 +769,7 @@ template <typename R> __global__ void __launch_bounds__(THREADS) apply_bwd(Apply
     }
     __syncthreads();
     if (p.mode)
-        for (int e = tid; e < d * F; e += THREADS) part[e] = dW1[e], part[dF + F + e] = dW2[e];
+        for (int e = tid; e < d * F; e += THREADS) part[e] = dW1[e], part[dF + F + e] = dW2[(e / d) * la + e % d];
     for (int e = tid; e < F; e += THREADS) part[dF + e] = db1[e];
     for (int e = tid; e < d; e += THREADS) part[2 * dF + F + e] = db2[e];
 }
