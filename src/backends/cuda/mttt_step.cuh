@@ -16,10 +16,10 @@
  * bits on every run, given the same chunking (the launcher picks it from the shape and the SM count).
  * Chunks exist because the ViT's B H pairs (128) barely fill an H100's 132 SMs, one block each.
  *
- * Products are block-wide register-tiled FMA loops (mm; mm_w and mm_k for the wide, short-K and the narrow, long-K ones), f32 or f64
- * throughout (the LN rows' statistics in double, as the CPU kernels): correct first; tensor cores would come
- * next. Shared memory at the ViT's head (d 32, F 128, D 64, f32, 16-row tiles): forward 105 KiB (two blocks
- * an SM), backward 214 KiB (one), read-out 43 / 90 KiB. */
+ * Products are block-wide register-tiled FMA loops (mm; mm_w and mm_k for the wide, short-K and the narrow,
+ * long-K ones), f32 or f64 throughout (the LN rows' statistics in double, as the CPU kernels): correct first;
+ * tensor cores would come next. Shared memory at the ViT's head (d 32, F 128, D 64, f32, 16-row tiles):
+ * forward 105 KiB (two blocks an SM), backward 214 KiB (one), read-out 43 / 90 KiB. */
 #ifndef TTT_MTTT_STEP_CUH
 #define TTT_MTTT_STEP_CUH
 
