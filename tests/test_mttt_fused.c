@@ -1,5 +1,5 @@
-/* The fused MTTT-MLP inner step (src/composed/mttt_step.c, the CPU kernels in src/backends/cpu/cpu_mttt.c)
- * against the composed ops, on the CPU:
+/* The fused MTTT-MLP inner step (src/composed/mttt_step.c, the CPU kernels in src/backends/cpu/cpu_mttt.c, the
+ * CUDA kernels in src/backends/cuda/mttt_step.cu) against the composed ops, on the CPU:
  *   - the op: the four updated weights and the loss, and the gradients of ALL inputs (w1, b1, w2, b2, k, xt,
  *     gh, lng, lnb) of a loss on every output equal the composed form's, f64 to 1e-10 and f32 to 1e-4
  *     relative, over shapes with m not a multiple of anything, d 4..32, several B x H, with and without the
@@ -12,7 +12,11 @@
  *     the inner-loss bookkeeping (the final loss by the forward kernel without the step);
  *   - the read-out gelu(q W1 + b1) W2 + b2 (ttt__mttt_mlp_apply): output and all gradients against the ops;
  *   - the ViT classifier's loss and parameter gradients fused against composed (T = 2, GD and SGD);
- *   - bad shapes and dtypes give messages naming the argument. */
+ *   - bad shapes and dtypes give messages naming the argument;
+ * and where a GPU is present, all but the last again on a CUDA context (its kernels against the composed ops
+ * there), then the CUDA kernels against the CPU kernels on the same inputs (W', the loss, all gradients, the
+ * loss alone, the read-out and its gradients; f64 to 1e-11, f32 to 2e-4; also at the ViT's m 784, d 32,
+ * D 64) and two CUDA runs bit for bit. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -424,9 +428,9 @@ static void test_layer(ttt_ctx *ctx) {
     ttt_persistent_free(ctx, x), ttt_persistent_free(ctx, r);
 }
 
-static void test_vit(int sgd) {
+static void test_vit(ttt_device dev, int sgd) {
     enum { VB = 3, VN = 5, VF = 4, VD = 8 };
-    ttt_ctx *ctx = ttt_ctx_new(&(ttt_ctx_config){.seed = 11, .threads = 2});
+    ttt_ctx *ctx = ttt_ctx_new(&(ttt_ctx_config){.device = dev, .seed = 11, .threads = 2});
     ttt_vit m;
     ttt_vit_config c = ttt_vit_config_default(VF, VN, VD, 2, 2, TTT_SEQ_MTTT, TTT_MTTT_MLP);
     c.classes = 3, c.seq.steps = 2, c.seq.sgd = sgd, c.seq.eta = 0.5;
@@ -460,10 +464,145 @@ static void test_vit(int sgd) {
         ttt_persistent_free(ctx, g[0][i]), ttt_persistent_free(ctx, g[1][i]);
     }
     CHECK(worst <= 1e-10);
-    printf("ViT T=2 %s: loss and all %d parameter gradients fused vs composed %.1e\n", sgd ? "SGD" : "GD", m.n_params, worst);
+    printf("ViT T=2 %s on %s: loss and all %d parameter gradients fused vs composed %.1e\n", sgd ? "SGD" : "GD",
+           dev == TTT_CUDA ? "cuda" : "cpu", m.n_params, worst);
     free(g[0]), free(g[1]);
     ttt_vit_free(ctx, &m);
     ttt_ctx_free(ctx);
+}
+
+/* ---- CUDA (where a GPU is present) ---------------------------------------------------------------------- */
+
+/* t's values as doubles on the host (malloc'd) */
+static double *host(ttt_ctx *ctx, const ttt_tensor *t) {
+    const int64_t n = t ? ttt_numel(t) : 0;
+    double *h = malloc(sizeof(double) * (size_t)(n ? n : 1));
+    if (t && ttt_copy_to_host(ctx, t, h, TTT_F64) != TTT_OK) h[0] = NAN;
+    return h;
+}
+
+/* a persistent f64 copy on ctx of src's tensor t */
+static ttt_tensor *clone_to(ttt_ctx *ctx, ttt_ctx *src, ttt_tensor *t) {
+    double *h = host(src, t);
+    ttt_tensor *p = ttt_persistent(ctx, TTT_F64, t->ndim, t->shape, "x");
+    ttt_mark_t m = ttt_mark(ctx);
+    ttt_assign(ctx, p, ttt_from_host(ctx, TTT_F64, t->ndim, t->shape, h));
+    ttt_release(ctx, m);
+    free(h);
+    return p;
+}
+
+/* max |a - b| / max(1e-3, max |b|) of host arrays */
+static double rel_host(const double *a, const double *b, int64_t n) {
+    double d = 0, s = 0;
+    for (int64_t i = 0; i < n; i++) {
+        const double x = fabs(a[i] - b[i]);
+        d = x > d || x != x ? x : d;
+        s = fabs(b[i]) > s ? fabs(b[i]) : s;
+    }
+    return d / (s > 1e-3 ? s : 1e-3);
+}
+
+/* The op through the CUDA kernels against the CPU kernels on the same inputs: W', the loss and the gradients
+ * of every input (cotangents on W' and the loss), the loss alone (no step), the read-out and its gradients;
+ * and a second CUDA run must give the same bits (the kernels sum in a fixed order). */
+static void test_cuda_vs_cpu(ttt_ctx *cpu, ttt_ctx *gpu, const op_cfg *c, ttt_dtype dt) {
+    ttt_tensor *xc[NIN] = {0}, *rc[5], *xg[NIN] = {0}, *rg[5];
+    const int n = make_inputs(cpu, c, xc);
+    make_loss_weights(cpu, c, rc);
+    for (int i = 0; i < n; i++) xg[i] = clone_to(gpu, cpu, xc[i]);
+    for (int i = 0; i < 5; i++) rg[i] = clone_to(gpu, cpu, rc[i]);
+    ttt_ctx *cx[3] = {cpu, gpu, gpu};
+    ttt_tensor **xs[3] = {xc, xg, xg}, **rs[3] = {rc, rg, rg};
+    double *h[3][NIN + 5 + 1 + 6] = {{0}};
+    int64_t len[NIN + 5 + 1 + 6] = {0};
+    const long long fwd = ttt__profile_calls(TTT_K_mttt_mlp_step), bwd = ttt__profile_calls(TTT_K_mttt_mlp_step_bwd);
+    const int64_t B = c->B, H = c->H, d = c->d, F = 4 * d;
+    const int64_t rcs[4][2] = {{d, F}, {1, F}, {F, d}, {1, d}};
+    static const int perm[4] = {0, 2, 1, 3}, perm3[3] = {1, 0, 2};
+    for (int run = 0; run < 3; run++) {
+        ttt_ctx *ctx = cx[run];
+        ttt_step_reset(ctx);
+        ttt_tensor *res[5], *g[NIN];
+        CHECK_MSG(run_op(ctx, c, xs[run], n, dt, 1, 3, rs[run], res, g, 0, NULL, 0) == TTT_OK, "%s", ttt_error(ctx));
+        for (int i = 0; i < 5; i++) h[run][i] = host(ctx, res[i]), len[i] = ttt_numel(res[i]);
+        for (int i = 0; i < n; i++) h[run][5 + i] = host(ctx, g[i]), len[5 + i] = ttt_numel(g[i]);
+        /* the loss alone (the forward kernel without the step) and the read-out, no graph for the loss */
+        ttt_tensor *w[4], *leaf[5], *ga[5];
+        for (int i = 0; i < 5; i++) {
+            leaf[i] = ttt_cast(ctx, ttt_detach(ctx, xs[run][i]), dt);
+            ttt_set_requires_grad(leaf[i], 1);
+        }
+        for (int i = 0; i < 4; i++) w[i] = c->w_shared ? ttt_expand(ctx, leaf[i], TTT_DIMS(B, H, rcs[i][0], rcs[i][1])) : leaf[i];
+        ttt_tensor *k = ttt_permute(ctx, leaf[4], perm), *gh = ttt_permute(ctx, ttt_cast(ctx, xs[run][6], dt), perm3);
+        ttt_tensor *xt = ttt_cast(ctx, xs[run][5], dt);
+        ttt_tensor *lng = n > 7 ? ttt_cast(ctx, xs[run][7], dt) : NULL, *lnb = n > 7 ? ttt_cast(ctx, xs[run][8], dt) : NULL;
+        ttt_no_grad_begin(ctx);
+        ttt_tensor *l = ttt__mttt_mlp_loss(ctx, w, k, xt, gh, lng, lnb, EPS);
+        ttt_no_grad_end(ctx);
+        h[run][NIN + 5] = host(ctx, l), len[NIN + 5] = 1;
+        ttt_tensor *o = ttt__mttt_mlp_apply(ctx, w, k);
+        ttt_tensor *L = o ? ttt_sum(ctx, ttt_mul(ctx, o, ttt_tanh(ctx, o)), 0, NULL, 0) : NULL;
+        CHECK_MSG(L && ttt_grad(ctx, 1, &L, NULL, 5, leaf, ga, 0) == TTT_OK, "%s", ttt_error(ctx));
+        h[run][NIN + 6] = host(ctx, o), len[NIN + 6] = o ? ttt_numel(o) : 0;
+        for (int i = 0; i < 5; i++) h[run][NIN + 7 + i] = host(ctx, ga[i]), len[NIN + 7 + i] = ga[i] ? ttt_numel(ga[i]) : 0;
+        ttt_step_reset(ctx);
+    }
+    CHECK_MSG(ttt__profile_calls(TTT_K_mttt_mlp_step) >= fwd + 6 && ttt__profile_calls(TTT_K_mttt_mlp_step_bwd) >= bwd + 3,
+              "the fused kernels did not run");
+    const double tol = dt == TTT_F64 ? 1e-11 : 2e-4;
+    double worst = 0;
+    int same = 1;
+    for (int i = 0; i < NIN + 12; i++) {
+        if (i >= 5 + n && i < 5 + NIN) continue; /* no LN: no lng, lnb */
+        const double e = rel_host(h[1][i], h[0][i], len[i]);
+        CHECK_MSG(e <= tol, "cuda vs cpu %s: output %d differs by %.2e", ttt_dtype_name(dt), i, e);
+        worst = e > worst || e != e ? e : worst;
+        same &= !memcmp(h[1][i], h[2][i], sizeof(double) * (size_t)len[i]);
+    }
+    CHECK_MSG(same, "two CUDA runs differ");
+    printf("cuda vs cpu %s B%lld H%lld m%lld d%lld D%lld %s, W %s: step, gradients, loss alone, read-out %.1e; "
+           "two CUDA runs %s\n", ttt_dtype_name(dt), (long long)B, (long long)H, (long long)c->m, (long long)d,
+           (long long)c->D, c->ln ? "LN" : "no LN", c->w_shared ? "expanded" : "per pair", worst,
+           same ? "bit-identical" : "DIFFER");
+    for (int r = 0; r < 3; r++)
+        for (int i = 0; i < NIN + 12; i++) free(h[r][i]);
+    free_all(cpu, xc, n), free_all(cpu, rc, 5), free_all(gpu, xg, n), free_all(gpu, rg, 5);
+}
+
+/* Everything above again on a CUDA context (its kernels against the composed ops there), then the
+ * CUDA kernels against the CPU's, including the ViT's shape (m 784, d 32, D 64). */
+static void test_cuda(const op_cfg *shapes, int n_shapes) {
+    if (ttt_device_count(TTT_CUDA) < 1) {
+        printf("cuda: no GPU here, skipped\n");
+        return;
+    }
+    ttt_ctx *cpu = ttt_ctx_new(&(ttt_ctx_config){.device = TTT_CPU, .seed = 3, .threads = 2});
+    ttt_ctx *gpu = ttt_ctx_new(&(ttt_ctx_config){.device = TTT_CUDA, .seed = 7, .arena_bytes = (size_t)1 << 30});
+    CHECK_MSG(cpu && gpu, "contexts: %s", ttt_runtime_error());
+    if (!cpu || !gpu) return;
+    for (int i = 0; i < n_shapes; i++) {
+        test_op(gpu, &shapes[i], TTT_F64, 3);
+        test_op(gpu, &shapes[i], TTT_F32, 3);
+        test_cuda_vs_cpu(cpu, gpu, &shapes[i], TTT_F64);
+        test_cuda_vs_cpu(cpu, gpu, &shapes[i], TTT_F32);
+    }
+    test_op(gpu, &shapes[0], TTT_F64, 1);
+    test_op(gpu, &shapes[1], TTT_F64, 2);
+    for (int i = 0; i + 1 < n_shapes; i += 2) {
+        test_apply(gpu, &shapes[i], TTT_F64);
+        test_apply(gpu, &shapes[i + 1], TTT_F32);
+    }
+    test_fd(gpu, &shapes[0]);
+    test_fd(gpu, &shapes[1]);
+    test_layer(gpu);
+    const op_cfg vit = {.B = 4, .H = 2, .m = 784, .d = 32, .D = 64, .ln = 1, .xt_heads = 0, .w_shared = 1};
+    test_cuda_vs_cpu(cpu, gpu, &vit, TTT_F32);
+    test_cuda_vs_cpu(cpu, gpu, &vit, TTT_F64);
+    ttt_ctx_free(gpu);
+    ttt_ctx_free(cpu);
+    test_vit(TTT_CUDA, 0);
+    test_vit(TTT_CUDA, 1);
 }
 
 int main(void) {
@@ -494,7 +633,8 @@ int main(void) {
     test_fd(ctx, &shapes[5]);
     test_layer(ctx);
     ttt_ctx_free(ctx);
-    test_vit(0);
-    test_vit(1);
+    test_vit(TTT_CPU, 0);
+    test_vit(TTT_CPU, 1);
+    test_cuda(shapes, (int)(sizeof shapes / sizeof *shapes));
     TEST_MAIN_END();
 }

@@ -23,6 +23,11 @@
 #   ttt_gc  gradcheck of TTT-MLP's CUDA scan alone (orders 1 and 2; the bf16 parity run skipped by design)
 #   official  the TTT layers against the official PyTorch ones (run_peer_gpu.sh PEERS=official)
 #   table   bench/speed/run_table.sh with PARTS=$TABLE_PARTS (default "e2e dbwd")
+#   mttt    the MTTT-MLP step's CUDA kernels (src/backends/cuda/mttt_step.cu), not yet run on a GPU: gradcheck of
+#           mttt_mlp_step / mttt_mlp_apply on CUDA, test_mttt_fused (its checks on CUDA, the CUDA kernels against
+#           the CPU's, two runs bit for bit), memcheck, then the ViT against JAX with them and with TTT_FUSED=0
+#           (before / after) and TTT_PROFILE=1's rows of the step. Carry data/fashion-mnist. About 150 s after (timeouts cap it at 330)
+#           the build: PARTS=mttt bash bench/gpu/pending.sh
 # Earlier parts (fused, scan, gdn: the run of 2026-12-06 in docs/results-mixers.md) stay available by name.
 # Carry [".debs", ".whl", ".peer"] (see run_peer_gpu.sh for .whl and .peer). All logs come back as one
 # archive, $OUT/logs.tgz (the device returns at most 8 files).
@@ -216,13 +221,42 @@ gc_part() {
   cmake --build build/gpu -j "$(nproc)" --target test_op_registry >/dev/null 2>&1 &&
     timeout 120 ./build/gpu/test_op_registry 2>&1 | tail -3
 }
-export -f vit_part lmtab_part gc_part lmprof_part build fused_part ttt_part cudnn_first_part lm_part scan2_part
+export -f vit_part lmtab_part gc_part lmprof_part build fused_part ttt_part cudnn_first_part lm_part scan2_part mttt_part
+# the MTTT-MLP step's CUDA kernels (mttt_step.cu): checks, then the ViT before / after (see the header)
+mttt_part() {
+  build ttt_cli test_mttt_fused || return 1
+  local B=./build/gpu
+  echo "-- gradcheck on CUDA (order 1 through the backward kernels, order 2 composed; parity against the CPU)"
+  for op in mttt_mlp_step mttt_mlp_apply; do
+    timeout 30 $B/ttt gradcheck --device cuda --op $op --seeds 3 2>&1 | tail -4
+  done
+  echo "-- test_mttt_fused: its checks on a CUDA context, the CUDA kernels against the CPU's (f64 1e-11, f32 2e-4), bits"
+  timeout 60 $B/test_mttt_fused >"$OUT/test_mttt_fused.txt" 2>&1
+  echo "test_mttt_fused: exit $?"
+  grep -E "CHECK failed|FAIL|cuda vs cpu|on cuda|passed," "$OUT/test_mttt_fused.txt" | head -40
+  if command -v compute-sanitizer >/dev/null; then
+    echo "-- memcheck: gradcheck of the step and the read-out, one seed (tiny shapes, f64 and f32)"
+    for op in mttt_mlp_step mttt_mlp_apply; do
+      TTT_CUDA_POOL=0 timeout 40 compute-sanitizer --tool memcheck --error-exitcode 9 $B/ttt gradcheck --device cuda \
+        --op $op --seeds 1 >"$OUT/memcheck_$op.txt" 2>&1 # (timeout 124: not finished)
+      echo "$op: exit $?; $(grep -E 'ERROR SUMMARY' "$OUT/memcheck_$op.txt" | tail -1 | sed 's/^=* *//')"
+    done
+  fi
+  echo "-- the ViT (pixels, D 64, depth 2, heads 2, batch 64) against JAX: the fused kernels, then TTT_FUSED=0"
+  LAYERS=mttt-mlp timeout 120 bash bench/mttt/speed_vs_jax.sh
+  TTT_FUSED=0 JAX=0 LAYERS=mttt-mlp timeout 45 bash bench/mttt/speed_vs_jax.sh 2>&1 | sed "s/^/[TTT_FUSED=0] /"
+  echo "-- TTT_PROFILE=1: where the fused step goes (each entry synchronized)"
+  TTT_PROFILE=1 timeout 30 $B/ttt vision train --device cuda --data data/fashion-mnist --layer mttt-mlp --inner-steps 1 \
+    --tokens pixels --dim 64 --depth 2 --heads 2 --batch 64 --epochs 1 --train-limit 640 --test-limit 64 --cuda-graph off \
+    --out /tmp/vit-mttt-prof-$RANDOM 2>&1 | grep -vE "^(step|epoch)" | head -30
+}
 part cudnn 150 300 env CHECKS=1 BENCH=1 FUSED=${CUDNN_FUSED:-0} bash bench/gpu/run_cudnn_attention.sh
 part cudnn_first 20 100 bash -c cudnn_first_part
 part lm 100 240 bash -c lm_part
 part lmprof 100 300 bash -c lmprof_part
 part ttt 100 180 bash -c ttt_part
 part gc 30 90 bash -c gc_part
+part mttt 60 200 bash -c mttt_part
 part scan2 100 240 bash -c scan2_part
 part lmtab 60 260 bash -c lmtab_part
 part mixers 120 520 env DEADLINE=$(( $(left) - 15 )) bash bench/mixers/run_mixers_gpu.sh

@@ -89,6 +89,7 @@ struct CuDev {
     Scratch sort_scratch;      /* scatter_add_rows' sorted ids and positions */
     Scratch gdn_scratch;       /* the Gated DeltaNet kernels' per-chunk maps, state gradients, partials (gdn_chunk.cu) */
     Scratch scan_scratch;      /* ttt_linear_scan_bwd's hand-over between its two kernels (ttt_scan.cu) */
+    Scratch mttt_scratch;      /* the MTTT-MLP kernels' per-chunk partial sums (mttt_step.cu) */
     Scratch cudnn_ws;          /* cuDNN attention's workspace (attention_cudnn.cu) */
     Scratch rope_scratch;      /* RoPE's cosine / sine table of the call (cuda_nn.cu) */
     void *cudnn;               /* its handle and cached plans, created on first use (attention_cudnn.cu) */

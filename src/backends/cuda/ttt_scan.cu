@@ -231,36 +231,3 @@ int ttt__cu_ttt_linear_scan_bwd(ttt_backend_state *self, ttt_tensor *dq, ttt_ten
     LAUNCHED("ttt_linear_scan_bwd");
     return TTT_OK;
 }
-
-/* The MTTT-MLP inner step has CPU kernels only so far: on CUDA the op composes the same math
- * (src/composed/mttt_step.c). */
-int ttt__cu_mttt_mlp_step(ttt_backend_state *self, ttt_tensor *, ttt_tensor *, ttt_tensor *, ttt_tensor *, ttt_tensor *,
-                          const ttt_tensor *, const ttt_tensor *, const ttt_tensor *, const ttt_tensor *,
-                          const ttt_tensor *, const ttt_tensor *, const ttt_tensor *, const ttt_tensor *,
-                          const ttt_tensor *, double, double) {
-    (void)self;
-    return TTT_BACKEND_DECLINED;
-}
-
-int ttt__cu_mttt_mlp_step_bwd(ttt_backend_state *self, ttt_tensor *, ttt_tensor *, ttt_tensor *, ttt_tensor *, ttt_tensor *,
-                              ttt_tensor *, ttt_tensor *, ttt_tensor *, ttt_tensor *, const ttt_tensor *,
-                              const ttt_tensor *, const ttt_tensor *, const ttt_tensor *, const ttt_tensor *,
-                              const ttt_tensor *, const ttt_tensor *, const ttt_tensor *, const ttt_tensor *,
-                              const ttt_tensor *, const ttt_tensor *, const ttt_tensor *, const ttt_tensor *,
-                              const ttt_tensor *, double, double) {
-    (void)self;
-    return TTT_BACKEND_DECLINED;
-}
-
-int ttt__cu_mttt_mlp_apply(ttt_backend_state *self, ttt_tensor *, const ttt_tensor *, const ttt_tensor *,
-                           const ttt_tensor *, const ttt_tensor *, const ttt_tensor *) {
-    (void)self;
-    return TTT_BACKEND_DECLINED;
-}
-
-int ttt__cu_mttt_mlp_apply_bwd(ttt_backend_state *self, ttt_tensor *, ttt_tensor *, ttt_tensor *, ttt_tensor *,
-                               ttt_tensor *, const ttt_tensor *, const ttt_tensor *, const ttt_tensor *,
-                               const ttt_tensor *, const ttt_tensor *, const ttt_tensor *) {
-    (void)self;
-    return TTT_BACKEND_DECLINED;
-}
