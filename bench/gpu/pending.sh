@@ -224,6 +224,7 @@ gc_part() {
 export -f vit_part lmtab_part gc_part lmprof_part build fused_part ttt_part cudnn_first_part lm_part scan2_part mttt_part
 # the MTTT-MLP step's CUDA kernels (mttt_step.cu): checks, then the ViT before / after (see the header)
 mttt_part() {
+  export TTT_MTTT_CUDA=1 # the kernels decline without it until a GPU run has checked them
   build ttt_cli test_mttt_fused || return 1
   local B=./build/gpu
   echo "-- gradcheck on CUDA (order 1 through the backward kernels, order 2 composed; parity against the CPU)"

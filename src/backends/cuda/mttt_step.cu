@@ -7,6 +7,8 @@
  * Declined, having written nothing: shapes whose shared memory does not fit even with the weights in global
  * memory and one-row tiles, B H over the grid's 65535 rows, extents past int indexing. */
 #include <limits.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "cuda_internal.h"
 
@@ -112,10 +114,22 @@ static int step_fwd(CuDev *D, ttt_tensor *const *wo, ttt_tensor *loss, const ttt
     return reduce(D, r, BH, "mttt_mlp_step (sums)");
 }
 
+/* TTT_MTTT_CUDA=1 (read once) turns these kernels on; until a GPU run has checked them against the CPU they
+ * decline by default and the composed step runs. */
+static bool mttt_env(void) {
+    static int on = -1;
+    if (on < 0) {
+        const char *e = getenv("TTT_MTTT_CUDA");
+        on = e && !strcmp(e, "1");
+    }
+    return on;
+}
+
 int ttt__cu_mttt_mlp_step(ttt_backend_state *self, ttt_tensor *w1_out, ttt_tensor *b1_out, ttt_tensor *w2_out,
                           ttt_tensor *b2_out, ttt_tensor *loss, const ttt_tensor *w1, const ttt_tensor *b1,
                           const ttt_tensor *w2, const ttt_tensor *b2, const ttt_tensor *k, const ttt_tensor *xt,
                           const ttt_tensor *gh, const ttt_tensor *lng, const ttt_tensor *lnb, double eta, double eps) {
+    if (!mttt_env()) return TTT_BACKEND_DECLINED;
     ENTER(D, self);
     const ttt_tensor *all[] = {w1_out, b1_out, w2_out, b2_out, loss, w1, b1, w2, b2, k, xt, gh, lng, lnb};
     if (!same_float(all, 14, k->dtype) || k->stride[3] != 1 || xt->stride[3] != 1) return TTT_BACKEND_DECLINED;
@@ -176,6 +190,7 @@ int ttt__cu_mttt_mlp_step_bwd(ttt_backend_state *self, ttt_tensor *dw1, ttt_tens
                               const ttt_tensor *b1, const ttt_tensor *w2, const ttt_tensor *b2, const ttt_tensor *k,
                               const ttt_tensor *xt, const ttt_tensor *gh, const ttt_tensor *lng, const ttt_tensor *lnb,
                               double eta, double eps) {
+    if (!mttt_env()) return TTT_BACKEND_DECLINED;
     ENTER(D, self);
     const ttt_tensor *all[] = {dw1, db1, dw2, db2, dk, dxt, dgh, dlng, dlnb, dw1_out, db1_out, dw2_out,
                                db2_out, dloss, w1, b1, w2, b2, k, xt, gh, lng, lnb};
@@ -222,6 +237,7 @@ template <typename R> static int apply_fwd(CuDev *D, ttt_tensor *out, const ttt_
 
 int ttt__cu_mttt_mlp_apply(ttt_backend_state *self, ttt_tensor *out, const ttt_tensor *w1, const ttt_tensor *b1,
                            const ttt_tensor *w2, const ttt_tensor *b2, const ttt_tensor *q) {
+    if (!mttt_env()) return TTT_BACKEND_DECLINED;
     ENTER(D, self);
     const ttt_tensor *all[] = {out, w1, b1, w2, b2, q};
     if (!same_float(all, 6, q->dtype)) return TTT_BACKEND_DECLINED;
@@ -256,6 +272,7 @@ static int apply_bwd(CuDev *D, ttt_tensor *const *g, const ttt_tensor *dout, con
 int ttt__cu_mttt_mlp_apply_bwd(ttt_backend_state *self, ttt_tensor *dq, ttt_tensor *dw1, ttt_tensor *db1, ttt_tensor *dw2,
                                ttt_tensor *db2, const ttt_tensor *dout, const ttt_tensor *w1, const ttt_tensor *b1,
                                const ttt_tensor *w2, const ttt_tensor *b2, const ttt_tensor *q) {
+    if (!mttt_env()) return TTT_BACKEND_DECLINED;
     ENTER(D, self);
     const ttt_tensor *all[] = {dq, dw1, db1, dw2, db2, dout, w1, b1, w2, b2, q};
     if (!same_float(all, 11, q->dtype)) return TTT_BACKEND_DECLINED;
