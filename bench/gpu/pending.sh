@@ -221,10 +221,9 @@ gc_part() {
   cmake --build build/gpu -j "$(nproc)" --target test_op_registry >/dev/null 2>&1 &&
     timeout 120 ./build/gpu/test_op_registry 2>&1 | tail -3
 }
-export -f vit_part lmtab_part gc_part lmprof_part build fused_part ttt_part cudnn_first_part lm_part scan2_part mttt_part
 # the MTTT-MLP step's CUDA kernels (mttt_step.cu): checks, then the ViT before / after (see the header)
 mttt_part() {
-  export TTT_MTTT_CUDA=1 # the kernels decline without it until a GPU run has checked them
+  export TTT_MTTT_CUDA=1
   build ttt_cli test_mttt_fused || return 1
   local B=./build/gpu
   echo "-- gradcheck on CUDA (order 1 through the backward kernels, order 2 composed; parity against the CPU)"
@@ -251,6 +250,7 @@ mttt_part() {
     --tokens pixels --dim 64 --depth 2 --heads 2 --batch 64 --epochs 1 --train-limit 640 --test-limit 64 --cuda-graph off \
     --out /tmp/vit-mttt-prof-$RANDOM 2>&1 | grep -vE "^(step|epoch)" | head -30
 }
+export -f vit_part lmtab_part gc_part lmprof_part build fused_part ttt_part cudnn_first_part lm_part scan2_part mttt_part
 part cudnn 150 300 env CHECKS=1 BENCH=1 FUSED=${CUDNN_FUSED:-0} bash bench/gpu/run_cudnn_attention.sh
 part cudnn_first 20 100 bash -c cudnn_first_part
 part lm 100 240 bash -c lm_part

@@ -65,13 +65,14 @@ static bool split_fwd(void) {
     return on;
 }
 
-/* TTT_SCAN_V2=1 (read once): ttt_scan2.cuh's low-latency kernels where they apply (v2_takes); off by default
- * until a GPU run has measured them against the kernels above. */
+/* ttt_scan2.cuh's low-latency kernels where they apply (v2_takes): on by default since the H100 run of
+ * 2026-12-06 (checks against f64 and the sanitizers clean; the bf16 core 3.2-3.6x the kernels above);
+ * TTT_SCAN_V2=0 (read once) keeps the kernels above. */
 static bool v2_env(void) {
     static int on = -1;
     if (on < 0) {
         const char *e = getenv("TTT_SCAN_V2");
-        on = e && !strcmp(e, "1");
+        on = !(e && !strcmp(e, "0"));
     }
     return on;
 }
