@@ -7,7 +7,7 @@
 #   usage (on the GPU machine, from the repository root):  bash bench/mixers/run_mixers_gpu.sh
 # Needs data/lm/train.bin and data/lm/longdocs.bin (BUILD=build/rel bash scripts/get-corpus.sh data/lm here,
 # then carry ["data/lm/train.bin", "data/lm/longdocs.bin", ".debs"]).
-# Env: OUT (gpu-out), STEPS (60), SEQ (2048), BATCH (4), WINDOW (SWA / TTT-KVB window, 512), CONTEXT (8192),
+# Env: OUT (gpu-out), STEPS (60), CHUNK (TTT-E2E's inner chunk, 512), SEQ (2048), BATCH (4), WINDOW (SWA / TTT-KVB window, 512), CONTEXT (8192),
 #      DOCS (4), MIXERS (all eight), PAR (runs at once on the GPU, 2), TRAIN_S (time limit per run, 300),
 #      DEADLINE (s, 560: training stops being started past it, evaluation gets what is left).
 # A run stopped by its time limit keeps its last checkpoint (every 10 steps); the table says at which step.
@@ -17,7 +17,7 @@ mkdir -p "$OUT"
 T0=$(date +%s)
 DEADLINE=${DEADLINE:-560}
 STEPS=${STEPS:-60} SEQ=${SEQ:-2048} BATCH=${BATCH:-4} WINDOW=${WINDOW:-512} CONTEXT=${CONTEXT:-8192} DOCS=${DOCS:-4}
-MIXERS=${MIXERS:-"ttt-mlp ttt-kvb mamba2 gated-deltanet ttt-linear linear-attention fa swa"}
+MIXERS=${MIXERS:-"ttt-mlp ttt-kvb mamba2 gated-deltanet ttt-linear linear-attention e2e fa swa"}
 PAR=${PAR:-2} # 4 at once ran out of the H100's memory at these sizes (2026-12-06)
 S=data/lm
 W=/tmp/mixers-gpu
@@ -38,6 +38,9 @@ flags() {
     swa) echo "--window $WINDOW" ;;
     ttt-linear | ttt-mlp) echo "--mixer $1 --ttt-backbone mamba" ;;
     ttt-kvb) echo "--mixer ttt-kvb --window $WINDOW" ;;
+    # TTT-E2E: SWA, the last quarter of the blocks learning at test time (every MLP narrowed to 1664 so the
+    # parameter count matches), inner chunk 512 (4 inner steps per 2048-token sequence), RoPE theta as the others
+    e2e) echo "--preset 125m-e2e --window $WINDOW --inner-chunk ${CHUNK:-512} --rope-theta 10000" ;;
     *) echo "--mixer $1" ;;
   esac
 }
