@@ -22,6 +22,7 @@
 #   vit     the GPU MTTT-MLP ViT against JAX (bench/mttt/speed_vs_jax.sh), then its TTT_PROFILE=1 table
 #   ttt_gc  gradcheck of TTT-MLP's CUDA scan alone (orders 1 and 2; the bf16 parity run skipped by design)
 #   official  the TTT layers against the official PyTorch ones (run_peer_gpu.sh PEERS=official)
+#   e2eprof the TTT-E2E step's TTT_PROFILE=1 table (125M, bf16, 8K), then its time beside the full-attention step
 #   table   bench/speed/run_table.sh with PARTS=$TABLE_PARTS (default "e2e dbwd")
 #   mttt    the MTTT-MLP step's CUDA kernels (src/backends/cuda/mttt_step.cu), not yet run on a GPU: gradcheck of
 #           mttt_mlp_step / mttt_mlp_apply on CUDA, test_mttt_fused (its checks on CUDA, the CUDA kernels against
@@ -250,7 +251,16 @@ mttt_part() {
     --tokens pixels --dim 64 --depth 2 --heads 2 --batch 64 --epochs 1 --train-limit 640 --test-limit 64 --cuda-graph off \
     --out /tmp/vit-mttt-prof-$RANDOM 2>&1 | grep -vE "^(step|epoch)" | head -30
 }
-export -f vit_part lmtab_part gc_part lmprof_part build fused_part ttt_part cudnn_first_part lm_part scan2_part mttt_part
+# where the TTT-E2E meta-training step goes (125M, bf16, 8K): its TTT_PROFILE=1 table, then the step's time beside
+# the full-attention step's (e2e_step, no profiling)
+e2eprof_part() {
+  cmake -S . -B build/gpu -DCMAKE_BUILD_TYPE=Release -DTTT_CUDA=ON >"$OUT/pending_cmake.log" 2>&1 &&
+    cmake --build build/gpu -j "$(nproc)" --target e2e_step >"$OUT/pending_build.log" 2>&1 || return 1
+  TTT_PROFILE=1 timeout 120 ./build/gpu/e2e_step --preset 125m --device cuda --compute bf16 --seq 8192 --kinds e2e --reps 1 2>&1 |
+    head -70
+  timeout 120 ./build/gpu/e2e_step --preset 125m --device cuda --compute bf16 --seq 8192 --kinds fa,e2e --reps 3 2>&1
+}
+export -f e2eprof_part vit_part lmtab_part gc_part lmprof_part build fused_part ttt_part cudnn_first_part lm_part scan2_part mttt_part
 part cudnn 150 300 env CHECKS=1 BENCH=1 FUSED=${CUDNN_FUSED:-0} bash bench/gpu/run_cudnn_attention.sh
 part cudnn_first 20 100 bash -c cudnn_first_part
 part lm 100 240 bash -c lm_part
@@ -264,6 +274,7 @@ part mixers 120 520 env DEADLINE=$(( $(left) - 15 )) bash bench/mixers/run_mixer
 part vit 60 200 bash -c vit_part
 part ttt_gc 30 90 bash -c 'build ttt_cli && ./build/gpu/ttt gradcheck --device cuda --op ttt_mlp_scan --seeds 3 2>&1 | tail -6'
 part official 60 200 env DEADLINE=195 PEERS=official CORES=" " CORE_DTYPES=" " bash bench/mixers/run_peer_gpu.sh
+part e2eprof 60 200 bash -c e2eprof_part
 part table 100 330 env PARTS="${TABLE_PARTS:-e2e dbwd}" bash bench/speed/run_table.sh
 part peer 60 120 env DEADLINE=115 PEERS=fla_ttt CORES=ttt_linear_core CORE_DTYPES="bf16 f32" bash bench/mixers/run_peer_gpu.sh
 part fused 60 120 bash -c fused_part
