@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The CPU comparison of sequence mixers in docs/results-mixers.md: full attention, SWA,
 # TTT-Linear, TTT-MLP (mamba backbone, as the TTT paper's main results) and TTT-KVB (TTT-MLP
-# after SWA), linear attention, Gated DeltaNet and Mamba 2 (docs/mixers.md), D 64 x 4 blocks, on the same tokens (--seed 1: the same batches) of the corpus
+# after SWA), linear attention, Gated DeltaNet and Mamba 2 (docs/mixers.md), and TTT-E2E
+# (docs/results-e2e.md: SWA in every block, the last block's prime MLP learning at test time),
+# D 64 x 4 blocks, on the same tokens (--seed 1: the same batches) of the corpus
 # of bench/lm/run_e2e_cpu.sh, then loss by position on its held-out long documents.
 # Short runs (minutes each on one thread), meant for a shared CPU machine.
 #   usage: bench/mixers/run_mixers_cpu.sh [OUT=runs/mixers-cpu]
@@ -35,8 +37,12 @@ wait
 train linear-attention --mixer linear-attention &
 train gated-deltanet --mixer gated-deltanet &
 train mamba2 --mixer mamba2 &
+# TTT-E2E: the later --preset wins over COMMON's (window, prime MLP, b, inner clip 1); SwiGLU 138 so the
+# parameter count matches the others (461,504), and RoPE theta 1e4 as preset tiny (tiny-e2e has 5e5)
+train e2e --preset tiny-e2e --mlp-hidden 138 --prime-hidden 138 --prime-blocks 1 --window $WINDOW \
+  --inner-chunk 128 --rope-theta 10000 &
 wait
-for m in fa swa ttt-linear ttt-mlp ttt-kvb linear-attention gated-deltanet mamba2; do
+for m in fa swa ttt-linear ttt-mlp ttt-kvb linear-attention gated-deltanet mamba2 e2e; do
   nice $T lm eval --ckpt "$OUT/$m" --data $DATA/longdocs.bin --context ${CONTEXT:-2048} --max-docs ${DOCS:-4} \
     --threads $THREADS --out "$OUT/eval_$m.jsonl" >"$OUT/eval_$m.txt" 2>"$OUT/eval_$m.err" &
 done
