@@ -21,8 +21,10 @@ int cmd_gradcheck(int argc, char **argv) {
                    "  --op NAME  check only the op with this name\n"
                    "  --device D run on cpu (default) or cuda; on cuda the analytic gradient and HVP\n"
                    "             must also match a CPU f64 run of the same case: parity64 (device f64,\n"
-                   "             <= 1e-9 relative), parity32 (device f32, <= 1e-3 relative) and parity16\n"
-                   "             (device bf16 against CPU f64 from the same bf16-rounded inputs, <= 5e-2)\n"
+                   "             <= 1e-9 relative), parity32 (device f32, <= 1e-3 relative; the gradient\n"
+                   "             also without create_graph, the route of f32-only fused backward kernels)\n"
+                   "             and parity16 (device bf16 against CPU f64 from the same bf16-rounded\n"
+                   "             inputs, <= 5e-2)\n"
                    "Errors are scaled: |analytic - numeric| / (atol + rtol |numeric|), pass <= 1;\n"
                    "order 1: atol 1e-6 rtol 1e-5 (eps 1e-6); order 2 (HVP): atol 1e-5 rtol 1e-4 (eps 1e-5).\n"
                    "Exit status: 0 all passed, 1 a check failed, 2 usage error, 3 no such device.\n");

@@ -1,7 +1,11 @@
 /* Gradcheck is the registry of ops. This test fails when
  *   - a kernel entry of TTT_KERNEL_LIST (include/ttt/backend.h) that a backend
- *     here implements is run by no gradcheck case (counted through the
- *     TTT_PROFILE wrapper, which sees every entry), or
+ *     here implements is run by no gradcheck case on that backend's device
+ *     (counted through the TTT_PROFILE wrapper, which sees every entry, per
+ *     device kind, and only the calls that did the work: an entry that
+ *     answered TTT_BACKEND_DECLINED to every call left it to the composed path,
+ *     and a CPU entry run by the CPU reference of a CUDA case does not count
+ *     for the CUDA entry of that name), or
  *   - an op declared in include/ttt/ops.h has no gradcheck case of its name
  *     (the case name up to a '(' or '+') and is not listed below with the reason.
  * So a new op or kernel comes with its gradient check, or with a stated
@@ -105,8 +109,11 @@ static int implements(const ttt_backend *be, ttt_kernel k) {
 static void kernels_on(ttt_device device) {
     const ttt_backend *be = ttt_backend_for(device);
     if (!be || ttt_device_count(device) < 1) return;
-    long long before[TTT_K_COUNT];
-    for (int k = 0; k < TTT_K_COUNT; k++) before[k] = ttt__profile_calls((ttt_kernel)k);
+    long long before[TTT_K_COUNT], declined[TTT_K_COUNT];
+    for (int k = 0; k < TTT_K_COUNT; k++) {
+        before[k] = ttt__profile_ran(device, (ttt_kernel)k);
+        declined[k] = ttt__profile_declined(device, (ttt_kernel)k);
+    }
     for (int c = 0; c < ttt_gradcheck_count(); c++) {
         ttt_gradcheck_result r;
         CHECK_MSG(ttt_gradcheck_run_on(c, 1, device, &r) == TTT_OK, "gradcheck %s failed on %s: %s", r.name, be->name,
@@ -116,15 +123,23 @@ static void kernels_on(ttt_device device) {
         int exempt = 0;
         for (size_t i = 0; i < sizeof KERNEL_EXEMPT / sizeof KERNEL_EXEMPT[0]; i++) exempt |= (int)KERNEL_EXEMPT[i].k == k;
         if (!implements(be, (ttt_kernel)k) || exempt) continue;
-        CHECK_MSG(ttt__profile_calls((ttt_kernel)k) > before[k],
-                  "kernel entry %s of the %s backend is run by no gradcheck case (src/check/gradcheck.c)",
-                  ttt_kernel_name((ttt_kernel)k), be->name);
+        CHECK_MSG(ttt__profile_ran(device, (ttt_kernel)k) > before[k],
+                  "kernel entry %s of the %s backend is run by no gradcheck case (src/check/gradcheck.c; %lld calls "
+                  "declined)",
+                  ttt_kernel_name((ttt_kernel)k), be->name, ttt__profile_declined(device, (ttt_kernel)k) - declined[k]);
     }
 }
 
 int main(void) {
     /* Profiled contexts count every kernel call; set before any context exists. */
     setenv("TTT_PROFILE", "1", 1);
+    /* Every fused path on, whatever the caller's environment says: the kernels behind a switch (off by default,
+     * as the CUDA SSD / linear-attention core, or switched off for a comparison) are entries too, and each
+     * must be gradchecked. The CUDA switches are read once per process: set before any context exists. */
+    setenv("TTT_FUSED", "1", 1);            /* 0: every op composes (context.c) */
+    setenv("TTT_SSD_CUDA_FUSED", "1", 1);   /* ssd_chunk_fwd / _bwd on CUDA: opt-in (ssd_chunk.cu) */
+    setenv("TTT_GDN_CUDA_FUSED", "1", 1);   /* gdn_chunk_fwd / _bwd on CUDA: on for heads <= 64 by default */
+    setenv("TTT_MTTT_CUDA", "1", 1);        /* the mttt_mlp_* entries on CUDA: 0 makes them decline */
     public_ops();
     kernels_on(TTT_CPU);
     kernels_on(TTT_CUDA); /* where a GPU is present: the fused attention kernels too */

@@ -8,7 +8,7 @@
 #      in f32 and bf16, against causal attention (ttt_attention's fused kernels)
 #   3b. (part "fused") the chunk-parallel fused Gated DeltaNet core (src/backends/cuda/gdn_chunk.cu; on by
 #      default for heads up to 64 wide; this part exports TTT_GDN_CUDA_FUSED=1, which forces it for d = 128 too): gradcheck of the core on the device with
-#      the fused kernels on (its f32 and bf16 GPU-vs-CPU parity runs them, forward and backward) and with
+#      the fused kernels on (its f32 GPU-vs-CPU parity runs them, forward and backward, the bf16 one the forward) and with
 #      TTT_FUSED=0; then against the composed core in the same run (mixer_speed --fused both: a second
 #      context made with TTT_FUSED=0; --check compares the f32 / bf16 output with f64), core and block,
 #      f32 and bf16, T = 2K and 8K, d = 64, then d = 128. docs/mixers.md has the expected times

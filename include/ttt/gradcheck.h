@@ -18,7 +18,9 @@ typedef struct {
     double err1, err2; /* worst scaled error |analytic - numeric| / (atol + rtol |numeric|); pass when <= 1 */
     int ok1, ok2;
     double parity;     /* off the CPU: max |device - cpu| / max |cpu| over f, gradient and HVP (f64 both) */
-    double parity32;   /* off the CPU: the same with the device computing in f32 (tolerance 1e-3) */
+    double parity32;   /* off the CPU: the same with the device computing in f32, the gradient also once
+                          without create_graph (the first-order route of fused backward kernels that take
+                          f32 only); tolerance 1e-3 */
     double parity16;   /* off the CPU: the device computing in bf16 against the CPU in f64, both given
                           the same bf16-rounded inputs (tolerance 5e-2); -1 where the op has no bf16 path */
     char msg[512];     /* error text when the case could not run */

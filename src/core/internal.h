@@ -97,8 +97,12 @@ struct ttt_ctx {
 int ttt__profile_enabled(void);
 int ttt__profile_wrap(const ttt_backend **be, ttt_backend_state **bs);
 void ttt__profile_release(const ttt_backend *be, ttt_backend_state *bs);
-/* Calls of each kernel entry through profiled instances since the process began. */
+/* Calls of each kernel entry through profiled instances since the process began (any backend, any result). */
 long long ttt__profile_calls(ttt_kernel k);
+/* The same for the backend of one device kind, counting only the calls that did the work (returned TTT_OK);
+ * ttt__profile_declined counts those that answered TTT_BACKEND_DECLINED (the op composed the work instead). */
+long long ttt__profile_ran(ttt_device device, ttt_kernel k);
+long long ttt__profile_declined(ttt_device device, ttt_kernel k);
 
 /* context.c */
 void *ttt__data_alloc(ttt_ctx *ctx, size_t bytes);  /* device memory, step lifetime */

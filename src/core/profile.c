@@ -9,7 +9,8 @@
  * Each profiled context gets a wrapper instance (prof_state) around its real
  * backend instance; the wrappers are generated from TTT_KERNEL_LIST, so a new
  * kernel entry is profiled once it has a DESC_ line below (the build fails
- * until it has). The table itself is process-wide. */
+ * until it has). The table itself is process-wide, and so are the call counts tests read
+ * (ttt__profile_calls; per device kind, only the calls that did the work: ttt__profile_ran). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,6 +37,10 @@ typedef struct {
 static prof_row g_rows[MAX_ROWS];
 static int g_n_rows, g_users;
 static long long g_calls[TTT_K_COUNT];
+/* per device kind (TTT_CPU, TTT_CUDA): the calls that did the work (returned TTT_OK), and those that
+ * declined it (TTT_BACKEND_DECLINED: the op then composed it of other entries) */
+enum { N_DEVICES = 2 };
+static long long g_ran[N_DEVICES][TTT_K_COUNT], g_declined[N_DEVICES][TTT_K_COUNT];
 static const char *const DTYPE[4] = {"f32", "f64", "bf16", "i32"};
 
 static double now(void) {
@@ -52,8 +57,13 @@ static double begin(prof_state *P) {
     return now();
 }
 
-static void end(prof_state *P, ttt_kernel k, double t0, ttt_dtype dt, const char *op) {
-    if ((unsigned)k < TTT_K_COUNT) g_calls[k]++;
+static void end(prof_state *P, ttt_kernel k, int rc, double t0, ttt_dtype dt, const char *op) {
+    if ((unsigned)k < TTT_K_COUNT) {
+        g_calls[k]++;
+        const unsigned dev = (unsigned)P->real->device;
+        if (dev < N_DEVICES && rc == TTT_OK) g_ran[dev][k]++;
+        else if (dev < N_DEVICES && rc == TTT_BACKEND_DECLINED) g_declined[dev][k]++;
+    }
     if (P->recording) return;
     P->real->synchronize(P->rs);
     const double dt_s = now() - t0;
@@ -135,7 +145,7 @@ static const char *matmul_label(char *buf, size_t n, const ttt_tensor *c, const 
         (void)label_;                                                       \
         const double t0 = begin(P);                                         \
         const int rc = P->real->name(P->rs, TTT__UNPAREN args);             \
-        end(P, TTT_K_##name, t0, DESC_##name);                              \
+        end(P, TTT_K_##name, rc, t0, DESC_##name);                          \
         return rc;                                                          \
     }
 TTT_KERNEL_LIST(WRAP)
@@ -168,7 +178,7 @@ static int p_graph_replay(ttt_backend_state *self, void *g) {
     prof_state *P = P_(self);
     const double t0 = begin(P);
     const int rc = P->real->graph_replay(P->rs, g);
-    end(P, TTT_K_COUNT, t0, TTT_F32, NULL);
+    end(P, TTT_K_COUNT, rc, t0, TTT_F32, NULL);
     return rc;
 }
 static void p_graph_free(ttt_backend_state *self, void *g) { P_(self)->real->graph_free(P_(self)->rs, g); }
@@ -179,6 +189,14 @@ int ttt__profile_enabled(void) {
 }
 
 long long ttt__profile_calls(ttt_kernel k) { return (unsigned)k < TTT_K_COUNT ? g_calls[k] : 0; }
+
+long long ttt__profile_ran(ttt_device device, ttt_kernel k) {
+    return (unsigned)k < TTT_K_COUNT && (unsigned)device < N_DEVICES ? g_ran[device][k] : 0;
+}
+
+long long ttt__profile_declined(ttt_device device, ttt_kernel k) {
+    return (unsigned)k < TTT_K_COUNT && (unsigned)device < N_DEVICES ? g_declined[device][k] : 0;
+}
 
 int ttt__profile_wrap(const ttt_backend **be, ttt_backend_state **bs) {
     prof_state *P = calloc(1, sizeof *P);
