@@ -31,11 +31,23 @@
  * --fixture PATH: compare with PyTorch's float64 math-backend values written by
  *   bench/gpu/torch_double_backward.py --check PATH (safetensors, read with
  *   ttt_load_safetensors; needs a build with json-c).
+ * --first-order: time forward + first backward only (no create_graph), the
+ *   baseline the double backward is measured against (issue 13: <= 4x).
+ * --label NAME: the csv's impl field (default ttt), e.g. to tell runs with
+ *   TTT_ATTN_BWD2_BF16=0 (bf16 through the composed path, cast to f32) apart.
+ * --vs-f32: bf16 against f32 from the same (bf16-rounded) values, on the chosen
+ *   device, at a few shapes (causal, windows, d 64 and 128, lengths off the
+ *   tiles; --T, --dim, --window add one): first- and second-order gradients as
+ *   max |bf16 - f32| / max |f32|, within 3e-2. On CUDA the f32 side is the fused
+ *   f32 kernels, the bf16 side the bf16 kernels (attention_bwd2_bf16.cuh) unless
+ *   TTT_ATTN_BWD2_BF16=0. Exit status 1 on a mismatch.
  *
  * Usage: attn_double_backward [--device cpu|cuda] [--dtype f32|f64|bf16]
  *          [--T n] [--heads n] [--dim n] [--batch n] [--window n] [--scale x]
- *          [--reps n] [--warmup n] [--seed n] [--no-header] [--check] [--fixture PATH] */
+ *          [--reps n] [--warmup n] [--seed n] [--no-header] [--check] [--fixture PATH]
+ *          [--first-order] [--label NAME] [--vs-f32] */
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -49,8 +61,8 @@ typedef struct {
     ttt_dtype dtype;
     int64_t b, h, t, d, window; /* -1: not given (each mode has its defaults) */
     double scale;
-    int reps, warmup, header, check;
-    const char *fixture;
+    int reps, warmup, header, check, first_order, vs_f32;
+    const char *fixture, *label;
     uint64_t seed;
 } opts;
 
@@ -159,13 +171,17 @@ static int bench(const opts *o) {
     ttt_step_reset(ctx);
     for (int i = 0; i < 3; i++) ttt_set_requires_grad(*all[i], 1);
 
+    /* the whole counted in gflop: 7 x the forward, or 3 x (forward + first backward) with --first-order */
+    const double products = o->first_order ? 6.0 : 14.0;
     double *ms = calloc((size_t)o->reps, sizeof *ms);
     int rc = 0;
     for (int r = 0; r < o->warmup + o->reps && ms; r++) {
         ttt_step_reset(ctx);
         const double t0 = now();
         ttt_tensor *g2[3];
-        if (double_backward(ctx, &in, o->window, o->scale, NULL, g2) != TTT_OK || sync_on(ctx, g2[2]) != TTT_OK) {
+        const int rc_run = o->first_order ? first_order(ctx, &in, o->window, o->scale, g2, 0)
+                                          : double_backward(ctx, &in, o->window, o->scale, NULL, g2);
+        if (rc_run != TTT_OK || sync_on(ctx, g2[2]) != TTT_OK) {
             const char *e = ttt_error(ctx);
             fprintf(stderr, "attn_double_backward: T %lld: %s\n", (long long)o->t,
                     *e ? e : "a non-finite second-order gradient");
@@ -178,9 +194,9 @@ static int bench(const opts *o) {
     if (rc == 0 && ms) {
         qsort(ms, (size_t)o->reps, sizeof *ms, cmp_double);
         const double med = ms[o->reps / 2];
-        const double gflop = 28.0 * (double)(o->b * o->h * o->d) * pairs(o->t, o->window) * 1e-9;
+        const double gflop = 2.0 * products * (double)(o->b * o->h * o->d) * pairs(o->t, o->window) * 1e-9;
         if (o->header) printf("csv,impl,dtype,device,B,H,T,d,window,ms,gflop,tflops,mem_gb\n");
-        printf("csv,ttt,%s,%s,%lld,%lld,%lld,%lld,%lld,%.3f,%.2f,%.2f,%.2f\n", ttt_dtype_name(o->dtype),
+        printf("csv,%s,%s,%s,%lld,%lld,%lld,%lld,%lld,%.3f,%.2f,%.2f,%.2f\n", o->label, ttt_dtype_name(o->dtype),
                o->device == TTT_CUDA ? "cuda" : "cpu", (long long)o->b, (long long)o->h, (long long)o->t,
                (long long)o->d, (long long)o->window, med, gflop, gflop / med, ttt_arena_bytes_reserved(ctx) / 1e9);
         fflush(stdout);
@@ -369,6 +385,77 @@ static int check(const opts *o) {
     return fails ? 1 : 0;
 }
 
+/* ---- bf16 against f32 ------------------------------------------------------------------------------------- */
+
+/* x rounded to the nearest bf16 value (ties to even), so casts to bf16 and back to f32 are exact */
+static double round_bf16(double x) {
+    float f = (float)x;
+    uint32_t b;
+    memcpy(&b, &f, 4);
+    if (f != f) return x;
+    b = (b + 0x7fffu + ((b >> 16) & 1u)) & 0xffff0000u;
+    memcpy(&f, &b, 4);
+    return f;
+}
+
+/* One shape: the first- and second-order gradients in bf16 and in f32 from the same bf16 values. */
+static int vs_f32_case(ttt_ctx *ctx, const opts *o, const int64_t *shape, int64_t window) {
+    host_inputs h;
+    int fails = 0;
+    const double scale = o->scale > 0 ? o->scale : 1.0 / sqrt((double)shape[3]), tol = 3e-2;
+    double *g[4] = {NULL, NULL, NULL, NULL}; /* bf16 first, second order; f32 first, second order */
+    if (host_alloc(&h, shape) != TTT_OK) return 1;
+    uint64_t state = o->seed * 104729 + (uint64_t)shape[2] * 31 + (uint64_t)window;
+    for (int i = 0; i < 7; i++) {
+        fill_normal(h.x[i], h.n, &state);
+        for (int64_t j = 0; j < h.n; j++) h.x[i][j] = round_bf16(h.x[i][j]);
+    }
+    for (int i = 0; i < 4; i++)
+        if (!(g[i] = malloc(sizeof(double) * 3 * (size_t)h.n))) fails = 1;
+    if (!fails && (analytic(ctx, TTT_BF16, &h, window, scale, g[0], g[1]) != TTT_OK ||
+                   analytic(ctx, TTT_F32, &h, window, scale, g[2], g[3]) != TTT_OK)) {
+        fprintf(stderr, "vs-f32: %s\n", ttt_error(ctx));
+        fails = 1;
+    }
+    for (int i = 0; i < 3 && !fails; i++) {
+        const double e1 = rel_max(g[0] + i * h.n, g[2] + i * h.n, h.n);
+        const double e2 = rel_max(g[1] + i * h.n, g[3] + i * h.n, h.n);
+        const int ok = e1 <= tol && e2 <= tol;
+        fails += !ok;
+        printf("  B %lld H %lld T %lld d %lld window %lld, d%s: bf16 vs f32 first order %.2e, second order %.2e "
+               "(max |diff| / max |f32|, tol %.0e) %s\n",
+               (long long)shape[0], (long long)shape[1], (long long)shape[2], (long long)shape[3], (long long)window,
+               GNAME[i], e1, e2, tol, ok ? "ok" : "FAIL");
+    }
+    fflush(stdout);
+    for (int i = 0; i < 4; i++) free(g[i]);
+    host_free(&h);
+    return fails;
+}
+
+static int vs_f32(const opts *o) {
+    ttt_ctx *ctx = make_ctx(o->device, o->seed);
+    if (!ctx) return 2;
+    const char *env = getenv("TTT_ATTN_BWD2_BF16");
+    printf("bf16 double backward vs f32 on %s (TTT_ATTN_BWD2_BF16=%s: %s)\n", o->device == TTT_CUDA ? "cuda" : "cpu",
+           env ? env : "unset", env && !strcmp(env, "0") ? "bf16 composed in f32" : "bf16 kernels where they apply");
+    /* B, H, T, d, window: lengths off the tiles, windows, both head sizes, one longer sequence */
+    static const int64_t cases[][5] = {{1, 2, 300, 64, 0},  {1, 2, 300, 64, 40},  {2, 1, 257, 128, 0},
+                                       {1, 2, 130, 128, 67}, {1, 1, 1000, 64, 0}, {1, 1, 70, 64, 1}};
+    int fails = 0;
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        fails += vs_f32_case(ctx, o, cases[i], cases[i][4]);
+        ttt_step_reset(ctx);
+    }
+    if (o->t > 0 || o->d > 0 || o->window >= 0) {
+        const int64_t shape[4] = {o->b > 0 ? o->b : 1, o->h > 0 ? o->h : 2, o->t > 0 ? o->t : 512, o->d > 0 ? o->d : 64};
+        fails += vs_f32_case(ctx, o, shape, o->window > 0 ? o->window : 0);
+    }
+    ttt_ctx_free(ctx);
+    printf("%s\n", fails ? "vs-f32 FAILED" : "vs-f32 passed");
+    return fails ? 1 : 0;
+}
+
 /* ---- the PyTorch fixture ----------------------------------------------------------------------------------- */
 
 static int meta_int(const char *meta, const char *key, int64_t *out) {
@@ -470,9 +557,10 @@ static void usage(void) {
     fprintf(stderr,
             "usage: attn_double_backward [--device cpu|cuda] [--dtype f32|f64|bf16] [--T n] [--heads n] [--dim n]\n"
             "         [--batch n] [--window n] [--scale x] [--reps n] [--warmup n] [--seed n] [--no-header]\n"
-            "         [--check] [--fixture PATH]\n"
-            "Times forward + first backward (create_graph) + double backward of causal ttt_attention;\n"
-            "--check compares with float64 finite differences at a tiny size, --fixture with PyTorch.\n");
+            "         [--check] [--fixture PATH] [--first-order] [--label NAME] [--vs-f32]\n"
+            "Times forward + first backward (create_graph) + double backward of causal ttt_attention\n"
+            "(--first-order: forward + first backward only); --check compares with float64 finite\n"
+            "differences at a tiny size, --fixture with PyTorch, --vs-f32 bf16 with f32.\n");
 }
 
 static int parse_int(const char *s, int64_t lo, int64_t *out) {
@@ -485,12 +573,14 @@ static int parse_int(const char *s, int64_t lo, int64_t *out) {
 
 int main(int argc, char **argv) {
     opts o = {.device = TTT_CPU, .dtype = TTT_F32, .b = -1, .h = -1, .t = -1, .d = -1, .window = -1, .scale = 0,
-              .reps = 10, .warmup = 2, .header = 1, .seed = 1};
+              .reps = 10, .warmup = 2, .header = 1, .seed = 1, .label = "ttt"};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         int64_t n;
         int used = 1, bad = 0;
         if (!strcmp(a, "--check")) o.check = 1, used = 0;
+        else if (!strcmp(a, "--first-order")) o.first_order = 1, used = 0;
+        else if (!strcmp(a, "--vs-f32")) o.vs_f32 = 1, used = 0;
         else if (!strcmp(a, "--no-header")) o.header = 0, used = 0;
         else if (!strcmp(a, "--help") || !strcmp(a, "-h")) return usage(), 0;
         else if (!v) bad = 1;
@@ -504,6 +594,10 @@ int main(int argc, char **argv) {
             else if (!strcmp(v, "bf16")) o.dtype = TTT_BF16;
             else bad = 1;
         } else if (!strcmp(a, "--fixture")) o.fixture = v;
+        else if (!strcmp(a, "--label")) {
+            o.label = v;
+            bad = !*v || strchr(v, ',') != NULL;
+        }
         else if (!strcmp(a, "--scale")) {
             char *end;
             o.scale = strtod(v, &end);
@@ -525,10 +619,11 @@ int main(int argc, char **argv) {
         }
         i += used;
     }
-    if (o.check || o.fixture) {
+    if (o.check || o.fixture || o.vs_f32) {
         int rc = 0;
         if (o.check) rc |= check(&o);
         if (o.fixture) rc |= fixture(&o);
+        if (o.vs_f32) rc |= vs_f32(&o);
         return rc;
     }
     if (o.b < 0) o.b = 1;

@@ -11,6 +11,15 @@
 #   TTT_DTYPES    ttt dtypes (default f32; bf16 also runs, through the composed path in f32)
 #   TORCH_DTYPES  PyTorch dtypes (default "f32 bf16")
 #   CHECKS=0 skips the checks, BENCH=0 the timings.
+#   BF16=1 adds the bf16 double backward's before/after (attention_bwd2_bf16.cuh, issue 13's goal: the
+#     whole at most 4x the first-order forward + backward): the check of bf16 against f32 on the GPU
+#     (attn_double_backward --vs-f32, with the bf16 kernels, then with TTT_ATTN_BWD2_BF16=0), the engine
+#     test against the composed f64 path (tests/test_attention_bwd2.c, f32 and bf16) and under memcheck, then at
+#     each of BF16_TS (default "2048 8192") forward + backward bf16 (the baseline), forward + backward +
+#     double backward in bf16 with the kernels, in bf16 with TTT_ATTN_BWD2_BF16=0 (the path before them:
+#     the composed attention recomputed in f32), and in f32 (the f32 kernels); one table. No PyTorch.
+#     MEMCHECK=0 skips the memcheck run.
+#     Alone: CHECKS=0 BENCH=0 BF16=1 bash bench/gpu/run_double_backward.sh
 # Logs and csv in $OUT (or ./gpu-out); the fixture lands in $OUT/attn_double_backward_torch.safetensors
 # (copy it to tests/fixtures/ to have ctest compare the CPU with it).
 set -uo pipefail
@@ -26,7 +35,9 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 # a cache from a build without json-c would keep it out (pkg-config checks once)
 if pkg-config --exists json-c && ! grep -q "JSONC_FOUND:INTERNAL=1" build/gpu/CMakeCache.txt 2>/dev/null; then rm -f build/gpu/CMakeCache.txt; fi
 cmake -S . -B build/gpu -DCMAKE_BUILD_TYPE=Release -DTTT_CUDA=ON >"$OUT/cmake.log" 2>&1 || { tail -40 "$OUT/cmake.log"; exit 1; }
-cmake --build build/gpu -j16 --target attn_double_backward >"$OUT/build.log" 2>&1 \
+targets=attn_double_backward
+[ "${BF16:-0}" = 1 ] && targets="$targets test_attention_bwd2"
+cmake --build build/gpu -j16 --target $targets >"$OUT/build.log" 2>&1 \
   || { grep -iE "error" "$OUT/build.log" | head -40; exit 1; }
 BIN=./build/gpu/attn_double_backward
 PY=bench/gpu/torch_double_backward.py
@@ -69,5 +80,39 @@ if [ "${BENCH:-1}" = 1 ]; then
   grep -m1 "^# device" "$OUT/torch.csv"
   echo "== table =="
   python3 $PY --table "$OUT/ttt.csv" "$OUT/torch.csv" | tee "$OUT/double_backward_table.md"
+fi
+if [ "${BF16:-0}" = 1 ]; then
+  echo "== bf16 double backward: bf16 against f32 on the GPU, the bf16 kernels, then TTT_ATTN_BWD2_BF16=0 =="
+  $BIN --device cuda --vs-f32 >"$OUT/vs_f32.txt" 2>&1 || { echo "vs-f32 (bf16 kernels) FAILED"; status=1; }
+  cat "$OUT/vs_f32.txt"
+  TTT_ATTN_BWD2_BF16=0 $BIN --device cuda --vs-f32 >"$OUT/vs_f32_composed.txt" 2>&1 \
+    || { echo "vs-f32 (composed) FAILED"; status=1; }
+  cat "$OUT/vs_f32_composed.txt"
+  echo "== tests/test_attention_bwd2 (second order through the fused kernels, f32 and bf16, against composed f64), then memcheck =="
+  ./build/gpu/test_attention_bwd2 >"$OUT/test_attention_bwd2.txt" 2>&1 || { echo "test_attention_bwd2 FAILED"; status=1; }
+  grep -E "^B |FAIL|passed" "$OUT/test_attention_bwd2.txt"
+  [ "${MEMCHECK:-1}" = 1 ] && { TTT_CUDA_POOL=0 timeout 300 compute-sanitizer --tool memcheck --error-exitcode 9 ./build/gpu/test_attention_bwd2 \
+    >"$OUT/test_attention_bwd2_memcheck.txt" 2>&1 || { echo "memcheck FAILED on test_attention_bwd2"; status=1; }
+    grep -E "ERROR SUMMARY" "$OUT/test_attention_bwd2_memcheck.txt"; }
+  echo "== bf16 double backward timings, H $H d $D B $B, reps $REPS (ms: median, whole forward [+ backward [+ double backward]]) =="
+  CSV="$OUT/bf16_dbwd.csv"
+  : >"$CSV"
+  for T in ${BF16_TS:-2048 8192}; do
+    common="--device cuda --T $T --heads $H --dim $D --batch $B --window 0 --reps $REPS --no-header"
+    timeout 120 $BIN $common --dtype bf16 --first-order --label fwdbwd-bf16 >>"$CSV" 2>>"$OUT/bf16_err.txt" || status=1
+    timeout 240 $BIN $common --dtype bf16 --label dbwd-bf16-kernels >>"$CSV" 2>>"$OUT/bf16_err.txt" || status=1
+    TTT_ATTN_BWD2_BF16=0 timeout 240 $BIN $common --dtype bf16 --label dbwd-bf16-composed >>"$CSV" 2>>"$OUT/bf16_err.txt" || status=1
+    timeout 240 $BIN $common --dtype f32 --label dbwd-f32-kernels >>"$CSV" 2>>"$OUT/bf16_err.txt" || status=1
+    grep -E ",$T," "$CSV"
+  done
+  [ -s "$OUT/bf16_err.txt" ] && tail -5 "$OUT/bf16_err.txt"
+  nvidia-smi --query-gpu=name --format=csv,noheader
+  echo "| T | fwd+bwd bf16 ms | dbwd bf16, kernels ms (x fwd+bwd) | dbwd bf16, composed ms (x fwd+bwd) | dbwd f32 ms | composed / kernels |"
+  echo "|---|---|---|---|---|---|"
+  awk -F, '{ ms[$7 "," $2] = $10; if (!($7 in seen)) { seen[$7] = 1; order[n++] = $7 } }
+    END { for (i = 0; i < n; i++) { t = order[i]; f = ms[t ",fwdbwd-bf16"]; k = ms[t ",dbwd-bf16-kernels"];
+            c = ms[t ",dbwd-bf16-composed"]; x = ms[t ",dbwd-f32-kernels"];
+            printf "| %s | %s | %s (%.2fx) | %s (%.2fx) | %s | %.2fx |\n", t, f, k, (f > 0 ? k / f : 0), c,
+                   (f > 0 ? c / f : 0), x, (k > 0 ? c / k : 0) } }' "$CSV" | tee "$OUT/bf16_dbwd_table.md"
 fi
 exit $status

@@ -8,7 +8,8 @@
 #   attn     causal attention, bf16, d = 64 and 128, 2K..128K, forward and forward + backward,
 #            against SDPA flash; sliding window 8K per token (bench/gpu/run_attention.sh)
 #   e2e      TTT-E2E meta-training step at 8K against the full-attention step (bench/lm/e2e_step)
-#   dbwd     attention double backward at 8K, bf16 and f32 (bench/gpu/run_double_backward.sh)
+#   dbwd     attention double backward at 8K, bf16 and f32 (bench/gpu/run_double_backward.sh), then the
+#            bf16 kernels against the path before them and the first-order fwd + bwd at 2K and 8K (BF16=1)
 # PARTS="lm profile attn e2e dbwd" (the default) picks them. Carry .debs (json-c) for dbwd.
 # Logs and tables in $OUT (default ./gpu-out).
 set -uo pipefail
@@ -99,6 +100,8 @@ fi
 if has dbwd; then
   echo "== attention double backward, T=8K (bench/gpu/run_double_backward.sh) ==" | log
   TS=8192 REPS=5 CHECKS=0 TTT_DTYPES="f32 bf16" OUT=$OUT/dbwd timeout 400 bash bench/gpu/run_double_backward.sh 2>&1 | tail -25 | log || status=1
+  echo "== bf16 double backward: kernels vs TTT_ATTN_BWD2_BF16=0 vs the first-order fwd + bwd, 2K and 8K ==" | log
+  REPS=5 CHECKS=0 BENCH=0 BF16=1 MEMCHECK=0 OUT=$OUT/dbwd-bf16 timeout 400 bash bench/gpu/run_double_backward.sh 2>&1 | tail -40 | log || status=1
 fi
 echo "total: $(($(date +%s) - t0)) s" | log
 exit $status

@@ -1,6 +1,7 @@
-/* A float64 reference for attention, forward and backward, and the helpers the
- * bf16 kernel checks share (attention_bf16_emu_test.cpp on the emulator,
- * attention_bf16.cu on the GPU). Host code only. */
+/* A float64 reference for attention, forward, backward and double backward, and
+ * the helpers the bf16 kernel checks share (attention_bf16_emu_test.cpp and
+ * attention_bwd2_bf16_emu_test.cpp on the emulator, attention_bf16.cu on the
+ * GPU). Host code only. */
 #ifndef TTT_DEV_CUDA_ATTENTION_REF_H
 #define TTT_DEV_CUDA_ATTENTION_REF_H
 
@@ -79,6 +80,65 @@ inline void attention(const Shape &c, const std::vector<double> &q, const std::v
                     dk[((size_t)b * c.tk + j) * c.d + e] += ds * qi[e];
                 }
                 for (int e = 0; e < c.dv; e++) dv[((size_t)b * c.tk + j) * c.dv + e] += p[j] * gi[e];
+            }
+        }
+}
+
+/* The double backward in float64, from its formulas (src/backends/cuda/attention_bwd2.cuh): the
+ * gradients gq, gk, gv, gg of Phi = <uq, dq> + <uk, dk> + <uv, dv> with respect to q, k, v and
+ * dout = g, where (dq, dk, dv) is attention's first-order backward; also the kernels' inputs lse
+ * (natural log) and delta and the row statistics a, c. v's head size is c.dv (uv's too). */
+inline void attention_bwd2(const Shape &c, const std::vector<double> &q, const std::vector<double> &k,
+                           const std::vector<double> &v, const std::vector<double> &g, const std::vector<double> &uq,
+                           const std::vector<double> &uk, const std::vector<double> &uv, double scale,
+                           std::vector<double> &lse, std::vector<double> &delta, std::vector<double> &ra,
+                           std::vector<double> &rc, std::vector<double> &gq, std::vector<double> &gk,
+                           std::vector<double> &gv, std::vector<double> &gg) {
+    const size_t nr = (size_t)c.bh * c.tq;
+    lse.assign(nr, 0), delta.assign(nr, 0), ra.assign(nr, 0), rc.assign(nr, 0);
+    gq.assign((size_t)c.bh * c.tq * c.d, 0), gk.assign((size_t)c.bh * c.tk * c.d, 0);
+    gv.assign((size_t)c.bh * c.tk * c.dv, 0), gg.assign((size_t)c.bh * c.tq * c.dv, 0);
+    const int64_t off = c.causal ? c.tk - c.tq : 0;
+    std::vector<double> p(c.tk), dp(c.tk), A(c.tk), B(c.tk);
+    for (int b = 0; b < c.bh; b++)
+        for (int i = 0; i < c.tq; i++) {
+            const int64_t pos = off + i, r = (int64_t)b * c.tq + i;
+            const double *qi = &q[r * c.d], *gi = &g[r * c.dv], *uqi = &uq[r * c.d];
+            double mx = -INFINITY;
+            for (int j = 0; j < c.tk; j++) {
+                const bool seen = !c.causal || (j <= pos && (c.window <= 0 || pos - j < c.window));
+                const int64_t kr = (int64_t)b * c.tk + j;
+                double s = 0, a = 0, dd = 0, bb = 0;
+                for (int e = 0; e < c.d; e++)
+                    s += qi[e] * k[kr * c.d + e], a += uqi[e] * k[kr * c.d + e] + qi[e] * uk[kr * c.d + e];
+                for (int e = 0; e < c.dv; e++) dd += gi[e] * v[kr * c.dv + e], bb += gi[e] * uv[kr * c.dv + e];
+                p[j] = seen ? s * scale : -INFINITY;
+                A[j] = scale * a, dp[j] = dd, B[j] = bb;
+                mx = std::max(mx, p[j]);
+            }
+            double z = 0;
+            for (int j = 0; j < c.tk; j++) z += (p[j] = exp(p[j] - mx));
+            lse[r] = mx + log(z);
+            double dl = 0, a = 0, pdpa = 0, pb = 0;
+            for (int j = 0; j < c.tk; j++) {
+                p[j] /= z;
+                dl += p[j] * dp[j], a += p[j] * A[j], pdpa += p[j] * dp[j] * A[j], pb += p[j] * B[j];
+            }
+            const double cc = pdpa - 2 * a * dl + pb;
+            delta[r] = dl, ra[r] = a, rc[r] = cc;
+            for (int j = 0; j < c.tk; j++) {
+                if (p[j] == 0) continue;
+                const int64_t kr = (int64_t)b * c.tk + j;
+                const double ds = p[j] * (dp[j] - dl), E = p[j] * (A[j] - a);
+                const double F = p[j] * ((dp[j] - dl) * A[j] - dp[j] * a + B[j] - cc);
+                for (int e = 0; e < c.d; e++) {
+                    gq[r * c.d + e] += scale * (ds * uk[kr * c.d + e] + F * k[kr * c.d + e]);
+                    gk[kr * c.d + e] += scale * (ds * uqi[e] + F * qi[e]);
+                }
+                for (int e = 0; e < c.dv; e++) {
+                    gv[kr * c.dv + e] += E * gi[e];
+                    gg[r * c.dv + e] += E * v[kr * c.dv + e] + p[j] * uv[kr * c.dv + e];
+                }
             }
         }
 }
