@@ -220,7 +220,7 @@ gc_part() {
     timeout 60 ./build/gpu/ttt gradcheck --device cuda --op $op --seeds 3 2>&1 | tail -1 | sed "s/^/$op: /"
   done
   cmake --build build/gpu -j "$(nproc)" --target test_op_registry >/dev/null 2>&1 &&
-    timeout 120 ./build/gpu/test_op_registry 2>&1 | tail -3
+    timeout 120 ./build/gpu/test_op_registry 2>&1 | grep -iE "fail|passed," | tail -12
 }
 # the MTTT-MLP step's CUDA kernels (mttt_step.cu): checks, then the ViT before / after (see the header)
 mttt_part() {

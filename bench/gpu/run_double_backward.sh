@@ -91,6 +91,11 @@ if [ "${BF16:-0}" = 1 ]; then
   echo "== tests/test_attention_bwd2 (second order through the fused kernels, f32 and bf16, against composed f64), then memcheck =="
   ./build/gpu/test_attention_bwd2 >"$OUT/test_attention_bwd2.txt" 2>&1 || { echo "test_attention_bwd2 FAILED"; status=1; }
   grep -E "^B |FAIL|passed" "$OUT/test_attention_bwd2.txt"
+  # the composed fallback (bwd2_composed: what every bf16 double backward ran before the kernels, and what
+  # shapes they decline still run), inside a plain backward
+  TTT_ATTN_BWD2_BF16=0 ./build/gpu/test_attention_bwd2 >"$OUT/test_attention_bwd2_composed.txt" 2>&1 ||
+    { echo "test_attention_bwd2 with TTT_ATTN_BWD2_BF16=0 FAILED"; status=1; }
+  grep -E "bf16|FAIL|passed" "$OUT/test_attention_bwd2_composed.txt" | sed "s/^/[TTT_ATTN_BWD2_BF16=0] /"
   [ "${MEMCHECK:-1}" = 1 ] && { TTT_CUDA_POOL=0 timeout 300 compute-sanitizer --tool memcheck --error-exitcode 9 ./build/gpu/test_attention_bwd2 \
     >"$OUT/test_attention_bwd2_memcheck.txt" 2>&1 || { echo "memcheck FAILED on test_attention_bwd2"; status=1; }
     grep -E "ERROR SUMMARY" "$OUT/test_attention_bwd2_memcheck.txt"; }

@@ -143,21 +143,27 @@ static ttt_tensor *composed(ttt_ctx *ctx, ttt_tensor *q, ttt_tensor *k, ttt_tens
  * (q, k, v, dout): recompute, differentiate with create_graph, differentiate Phi. */
 static int bwd2_composed(ttt_ctx *ctx, ttt_tensor *const *in, ttt_tensor *const *u, const bool *needs, int causal,
                          int64_t window, double scale, ttt_tensor **gin) {
-    /* bf16 is recomputed in f32 (scores and softmax, as the kernels do); the casts carry the gradients back */
+    /* bf16 is recomputed in f32 (scores and softmax, as the kernels do); the casts carry the gradients back.
+     * The recomputation is recorded even inside a plain backward (no create_graph: recording is off there),
+     * since phi's gradient is taken through it; without this every gradient came back zero. */
+    const int outer_graph = ttt_grad_enabled(ctx);
+    const ttt_grad_mode prev = ttt_grad_mode_set(ctx, 1);
     const ttt_dtype dt = in[0]->dtype == TTT_BF16 ? TTT_F32 : in[0]->dtype;
-    ttt_tensor *x[4];
-    for (int i = 0; i < 4; i++)
-        if (!(x[i] = in[i]->dtype == dt ? in[i] : ttt_cast(ctx, in[i], dt))) return TTT_ERR;
-    ttt_tensor *o = composed(ctx, x[0], x[1], x[2], causal, window, scale), *d1[3];
-    if (!o || ttt__grad(ctx, 1, &o, &x[3], 3, x, d1, true, true) != TTT_OK) return TTT_ERR;
-    ttt_tensor *phi = NULL;
-    for (int i = 0; i < 3; i++)
+    ttt_tensor *x[4], *phi = NULL;
+    int rc = TTT_OK;
+    for (int i = 0; i < 4 && rc == TTT_OK; i++)
+        if (!(x[i] = in[i]->dtype == dt ? in[i] : ttt_cast(ctx, in[i], dt))) rc = TTT_ERR;
+    ttt_tensor *o = rc == TTT_OK ? composed(ctx, x[0], x[1], x[2], causal, window, scale) : NULL, *d1[3];
+    if (!o || ttt__grad(ctx, 1, &o, &x[3], 3, x, d1, true, true) != TTT_OK) rc = TTT_ERR;
+    for (int i = 0; i < 3 && rc == TTT_OK; i++)
         if (u[i]) {
             ttt_tensor *ui = u[i]->dtype == dt ? u[i] : ttt_cast(ctx, u[i], dt);
             ttt_tensor *t = ttt_sum(ctx, ttt_mul(ctx, d1[i], ui), 0, NULL, 0);
             phi = phi ? ttt_add(ctx, phi, t) : t;
-            if (!phi) return TTT_ERR;
+            if (!phi) rc = TTT_ERR;
         }
+    ttt_grad_mode_restore(ctx, prev);
+    if (rc != TTT_OK) return TTT_ERR;
     ttt_tensor *targets[4], *grads[4];
     int n = 0;
     for (int i = 0; i < 4; i++)
@@ -167,7 +173,7 @@ static int bwd2_composed(ttt_ctx *ctx, ttt_tensor *const *in, ttt_tensor *const 
             if (needs[i] && !(gin[i] = ttt_zeros_like(ctx, in[i]))) return TTT_ERR;
         return TTT_OK;
     }
-    if (n && ttt__grad(ctx, 1, &phi, NULL, n, targets, grads, ttt_grad_enabled(ctx), true) != TTT_OK) return TTT_ERR;
+    if (n && ttt__grad(ctx, 1, &phi, NULL, n, targets, grads, outer_graph, true) != TTT_OK) return TTT_ERR;
     for (int i = 0, j = 0; i < 4; i++)
         if (needs[i]) gin[i] = grads[j++];
     return TTT_OK;
