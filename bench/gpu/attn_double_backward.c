@@ -326,7 +326,9 @@ static int compare_dtype(ttt_ctx *ctx, ttt_dtype dt, const host_inputs *h, int64
         for (int i = 0; i < 3; i++) {
             const double e1 = rel_max(g1 + i * h->n, ref1 + i * h->n, h->n);
             const double e2 = rel_max(g2 + i * h->n, ref2 + i * h->n, h->n);
-            const int ok = e1 <= tol && e2 <= tol;
+            /* at window 1 each query sees only itself: P = 1, dS = 0, and the second-order gradients of q, k and v
+         * are zero in exact arithmetic, so both sides are rounding noise there and only the first order compares */
+        const int ok = e1 <= tol && (window == 1 || e2 <= tol);
             fails += !ok;
             printf("  %s vs %s, d%s: first order %.2e, second order %.2e (max |diff| / max |ref|, tol %.0e) %s\n",
                    ttt_dtype_name(dt), what, GNAME[i], e1, e2, tol, ok ? "ok" : "FAIL");
@@ -439,12 +441,14 @@ static int vs_f32_case(ttt_ctx *ctx, const opts *o, const int64_t *shape, int64_
     for (int i = 0; i < 3 && !fails; i++) {
         const double e1 = max_abs_diff(g[0] + i * h.n, g[2] + i * h.n, h.n) / (den1 > 0 ? den1 : 1);
         const double e2 = max_abs_diff(g[1] + i * h.n, g[3] + i * h.n, h.n) / (den2 > 0 ? den2 : 1);
-        const int ok = e1 <= tol && e2 <= tol;
+        /* at window 1 each query sees only itself: P = 1, dS = 0, and the second-order gradients of q, k and v
+         * are zero in exact arithmetic, so both sides are rounding noise there and only the first order compares */
+        const int ok = e1 <= tol && (window == 1 || e2 <= tol);
         fails += !ok;
         printf("  B %lld H %lld T %lld d %lld window %lld, d%s: bf16 vs f32 first order %.2e, second order %.2e "
-               "(max |diff| / max |f32| over dq, dk, dv, tol %.0e) %s\n",
+               "(max |diff| / max |f32| over dq, dk, dv, tol %.0e)%s %s\n",
                (long long)shape[0], (long long)shape[1], (long long)shape[2], (long long)shape[3], (long long)window,
-               GNAME[i], e1, e2, tol, ok ? "ok" : "FAIL");
+               GNAME[i], e1, e2, tol, window == 1 ? " (second order not compared: zero in exact arithmetic)" : "", ok ? "ok" : "FAIL");
     }
     fflush(stdout);
     for (int i = 0; i < 4; i++) free(g[i]);
