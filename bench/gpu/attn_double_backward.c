@@ -301,13 +301,8 @@ static double max_abs_diff(const double *a, const double *b, int64_t n) {
 
 /* max |a - b| / max |b| over n values */
 static double rel_max(const double *a, const double *b, int64_t n) {
-    double num = 0, den = 0;
-    for (int64_t i = 0; i < n; i++) {
-        const double e = fabs(a[i] - b[i]);
-        num = e > num || isnan(e) ? e : num;
-        den = fabs(b[i]) > den ? fabs(b[i]) : den;
-    }
-    return num / (den > 0 ? den : 1);
+    const double den = max_abs_diff(b, NULL, n);
+    return max_abs_diff(a, b, n) / (den > 0 ? den : 1);
 }
 
 static const char *const GNAME[3] = {"q", "k", "v"};

@@ -92,7 +92,6 @@ static bool bf16_shape(const ttt_tensor *q, const ttt_tensor *k, const ttt_tenso
            s->tk <= INT_MAX / 2 && (s->d == 64 || s->d == 128) && s->dv == s->d;
 }
 
-static bool aligned4(const void *p) { return ((uintptr_t)p & 3) == 0; }
 
 static attnbf::Params bf16_params(const AttnShape &s, int causal, int64_t window, double scale) {
     attnbf::Params p;
@@ -176,7 +175,7 @@ static int launch_bf16_bwd(CuDev *dev, const attnbf::Params &p, int64_t bh) {
 static int bf16_fwd(CuDev *dev, ttt_tensor *out, ttt_tensor *lse, const ttt_tensor *q, const ttt_tensor *k, const ttt_tensor *v,
                     int causal, int64_t window, double scale) {
     AttnShape s;
-    if (!bf16_shape(q, k, v, &s) || out->dtype != TTT_BF16 || !aligned4(out->data)) return TTT_BACKEND_DECLINED;
+    if (!bf16_shape(q, k, v, &s) || out->dtype != TTT_BF16 || !ttt__aligned4(out->data)) return TTT_BACKEND_DECLINED;
     /* cuDNN first where it is enabled and takes the call (attention_cudnn.h); it never fails a call, it declines */
     if (ttt__cudnn_attn_fwd(dev, out, lse, q, k, v, causal, window, scale) == TTT_OK) return TTT_OK;
     attnbf::Params p = bf16_params(s, causal, window, scale);
@@ -192,8 +191,8 @@ static int bf16_bwd(CuDev *dev, ttt_tensor *dq, ttt_tensor *dk, ttt_tensor *dv, 
                     const ttt_tensor *lse, int causal, int64_t window, double scale) {
     AttnShape s;
     if (!bf16_shape(q, k, v, &s) || dout->dtype != TTT_BF16 || out->dtype != TTT_BF16 || dq->dtype != TTT_BF16 ||
-        dk->dtype != TTT_BF16 || dv->dtype != TTT_BF16 || !aligned4(dq->data) || !aligned4(dk->data) ||
-        !aligned4(dv->data))
+        dk->dtype != TTT_BF16 || dv->dtype != TTT_BF16 || !ttt__aligned4(dq->data) || !ttt__aligned4(dk->data) ||
+        !ttt__aligned4(dv->data))
         return TTT_BACKEND_DECLINED;
     attnbf::Params p = bf16_params(s, causal, window, scale);
     p.q = (const uint16_t *)q->data, p.k = (const uint16_t *)k->data, p.v = (const uint16_t *)v->data;

@@ -8,7 +8,6 @@
  * (read once) declines bf16 too, for before/after timings. Three launches: the
  * row statistics, then gQ and gdout per query tile, then gK and gV per key tile. */
 #include <limits.h>
-#include <stdlib.h>
 #include <string.h>
 #include <stdint.h>
 
@@ -45,15 +44,9 @@ int launch(CuDev *dev, const attn::Params &p, const attn::Bwd2 &b, int64_t bh) {
 
 /* On by default; TTT_ATTN_BWD2_BF16=0 (read once) declines bf16, so the composed path (cast to f32) runs. */
 bool bf16_env() {
-    static int on = -1;
-    if (on < 0) {
-        const char *e = getenv("TTT_ATTN_BWD2_BF16");
-        on = !(e && !strcmp(e, "0"));
-    }
+    static const bool on = ttt__env_switch("TTT_ATTN_BWD2_BF16", true);
     return on;
 }
-
-bool aligned4(const void *p) { return ((uintptr_t)p & 3) == 0; }
 
 template <int D>
 int launch_bf16(CuDev *dev, const attnbf::Params &p, const attnbf::Bwd2 &b, int64_t bh) {
@@ -96,7 +89,7 @@ int bf16_bwd2(CuDev *dev, ttt_tensor *gq, ttt_tensor *gk, ttt_tensor *gv, ttt_te
         dv != d)
         return TTT_BACKEND_DECLINED;
     for (const ttt_tensor *t : {gq, gk, gv, gdout})
-        if (!aligned4(t->data)) return TTT_BACKEND_DECLINED; /* the kernels store bf16 pairs */
+        if (!ttt__aligned4(t->data)) return TTT_BACKEND_DECLINED; /* the kernels store bf16 pairs */
     attnbf::Params p;
     memset(&p, 0, sizeof p);
     p.q = (const uint16_t *)q->data, p.k = (const uint16_t *)k->data, p.v = (const uint16_t *)v->data;

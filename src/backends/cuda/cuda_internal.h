@@ -19,6 +19,7 @@
 #include <cuda_runtime.h>
 #include <math.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "ttt/backend.h"
@@ -287,6 +288,13 @@ static inline int64_t ttt__leading(const ttt_tensor *t) {
     return n;
 }
 static inline bool ttt__aligned16(const void *p) { return ((uintptr_t)p & 15) == 0; }
+static inline bool ttt__aligned4(const void *p) { return ((uintptr_t)p & 3) == 0; } /* bf16 pairs stored as one word */
+/* A kernel path's switch in the environment: "0" turns a default-on path off, "1" a default-off one on; unset or
+ * anything else keeps the default. Callers read it once: static const bool on = ttt__env_switch(...). */
+static inline bool ttt__env_switch(const char *name, bool default_on) {
+    const char *e = getenv(name);
+    return default_on ? !(e && !strcmp(e, "0")) : e && !strcmp(e, "1");
+}
 /* Raise a kernel's dynamic shared-memory limit (above the default 48 KB) once
  * per GPU: the attribute belongs to the device, and instances may sit on several. */
 template <typename K>

@@ -117,11 +117,7 @@ static int step_fwd(CuDev *D, ttt_tensor *const *wo, ttt_tensor *loss, const ttt
 /* On since the H100 run of 2026-12-06 (test_mttt_fused's CUDA checks, gradcheck, memcheck); TTT_MTTT_CUDA=0
  * (read once) makes them decline, and the composed step runs (TTT_FUSED=0 does that for every fused path). */
 static bool mttt_env(void) {
-    static int on = -1;
-    if (on < 0) {
-        const char *e = getenv("TTT_MTTT_CUDA");
-        on = !(e && !strcmp(e, "0"));
-    }
+    static const bool on = ttt__env_switch("TTT_MTTT_CUDA", true);
     return on;
 }
 

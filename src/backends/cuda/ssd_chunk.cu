@@ -27,11 +27,7 @@ enum { SSD_THREADS = 256, SSD_MAX_CHUNK = 64 };
 
 static bool ssd_supported(const ttt_tensor *q, const ttt_tensor *v, const ttt_tensor *g, int64_t chunk,
                           ssdk::Params *p, int64_t *bh) {
-    static int enabled = -1;
-    if (enabled < 0) {
-        const char *e = getenv("TTT_SSD_CUDA_FUSED");
-        enabled = e && !strcmp(e, "1");
-    }
+    static const bool enabled = ttt__env_switch("TTT_SSD_CUDA_FUSED", false);
     if (!enabled) return false;
     if (q->dtype != TTT_F32 || v->dtype != TTT_F32 || (g && g->dtype != TTT_F32) || q->ndim != 4 || v->ndim != 4)
         return false;

@@ -57,11 +57,7 @@ static int mma_mode(const CuDev *D, int d, int bs) {
 /* TTT_SCAN_SPLIT=1 (read once): the forward as scan_fwd_h + scan_fwd_o (ttt_scan.cuh says why); off by
  * default until a GPU run measures it against the one-kernel forward. */
 static bool split_fwd(void) {
-    static int on = -1;
-    if (on < 0) {
-        const char *e = getenv("TTT_SCAN_SPLIT");
-        on = e && !strcmp(e, "1");
-    }
+    static const bool on = ttt__env_switch("TTT_SCAN_SPLIT", false);
     return on;
 }
 
@@ -69,19 +65,14 @@ static bool split_fwd(void) {
  * 2026-12-06 (checks against f64 and the sanitizers clean; the bf16 core 3.2-3.6x the kernels above);
  * TTT_SCAN_V2=0 (read once) keeps the kernels above. */
 static bool v2_env(void) {
-    static int on = -1;
-    if (on < 0) {
-        const char *e = getenv("TTT_SCAN_V2");
-        on = !(e && !strcmp(e, "0"));
-    }
+    static const bool on = ttt__env_switch("TTT_SCAN_V2", true);
     return on;
 }
-static bool aligned16(const void *p) { return ((uintptr_t)p & 15) == 0; }
 /* d 64, b 16, the products on the tensor cores (mma != 0), cp.async's 16-byte alignment of the rows it loads */
 static bool v2_takes(const CuDev *D, int d, int bs, int mma, const ttt_tensor *q, const ttt_tensor *k, const ttt_tensor *v,
                      const ttt_tensor *eta) {
-    return v2_env() && d == tscan2::D && bs == tscan2::BS && mma != 0 && aligned16(q->data) && aligned16(k->data) &&
-           aligned16(v->data) && aligned16(eta->data) &&
+    return v2_env() && d == tscan2::D && bs == tscan2::BS && mma != 0 && ttt__aligned16(q->data) &&
+           ttt__aligned16(k->data) && ttt__aligned16(v->data) && ttt__aligned16(eta->data) &&
            tscan2::bwd_smem_floats() * sizeof(float) <= (size_t)cu_smem_limit(D);
 }
 /* mma 1: the kernels' choice for the whole call, on the device: *flag = 0 where a q or k value is not a bf16 value
