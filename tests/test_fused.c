@@ -222,6 +222,79 @@ static void test_norm_affine(ttt_ctx *ctx, ttt_device dev, ttt_dtype dt) {
     ttt_step_reset(ctx);
 }
 
+/* ---- second and third order: the recorded backward nodes against the composed graph ---------------------------
+ * Under create_graph the RMS norm and SwiGLU record their fused first-order kernel as a node whose VJP is the
+ * backend's second order (norm_bwd2, swiglu_bwd2) with grad mode off, and a composed formula with it on. The
+ * Hessian-vector product taken without create_graph runs the kernel; taken with create_graph it runs the formula,
+ * and differentiating that once more gives a third order. All three against TTT_FUSED=0's composed graph. */
+typedef ttt_tensor *(*fn2)(ttt_ctx *ctx, ttt_tensor *const *in);
+static ttt_tensor *f_rms(ttt_ctx *ctx, ttt_tensor *const *in) { return ttt_rms_norm(ctx, in[0], in[1], 1e-6); }
+static ttt_tensor *f_rms_plain(ttt_ctx *ctx, ttt_tensor *const *in) {
+    return ttt_mul(ctx, ttt_rms_norm(ctx, in[0], NULL, 1e-6), in[1]);
+}
+static ttt_tensor *f_swiglu(ttt_ctx *ctx, ttt_tensor *const *in) { return ttt_swiglu(ctx, in[0], in[1]); }
+
+/* out[0..1]: the HVP without create_graph; out[2..3]: with it; out[4..5]: the third order along u2 */
+static int orders_run(ttt_ctx *ctx, fn2 f, ttt_tensor *const *in, ttt_tensor *r, ttt_tensor *const *u1,
+                      ttt_tensor *const *u2, int fused, ttt_tensor **out) {
+    ttt__set_fused(ctx, fused);
+    ttt_tensor *ins[2] = {in[0], in[1]}, *g[2], *h[2];
+    for (int i = 0; i < 2; i++) ttt_set_requires_grad(ins[i], 1);
+    ttt_tensor *y = f(ctx, ins), *loss = y ? ttt_sum(ctx, ttt_mul(ctx, y, r), 0, NULL, 0) : NULL;
+    int rc = loss ? ttt_grad(ctx, 1, &loss, NULL, 2, ins, g, 1) : TTT_ERR;
+    ttt_tensor *s = rc ? NULL : ttt_add(ctx, ttt_sum(ctx, ttt_mul(ctx, g[0], u1[0]), 0, NULL, 0),
+                                        ttt_sum(ctx, ttt_mul(ctx, g[1], u1[1]), 0, NULL, 0));
+    if (!s || ttt_grad(ctx, 1, &s, NULL, 2, ins, out, 0) != TTT_OK || ttt_grad(ctx, 1, &s, NULL, 2, ins, h, 1) != TTT_OK)
+        rc = TTT_ERR;
+    out[2] = rc ? NULL : h[0], out[3] = rc ? NULL : h[1];
+    ttt_tensor *t = rc ? NULL : ttt_add(ctx, ttt_sum(ctx, ttt_mul(ctx, h[0], u2[0]), 0, NULL, 0),
+                                        ttt_sum(ctx, ttt_mul(ctx, h[1], u2[1]), 0, NULL, 0));
+    if (!t || ttt_grad(ctx, 1, &t, NULL, 2, ins, out + 4, 0) != TTT_OK) rc = TTT_ERR;
+    ttt__set_fused(ctx, 1);
+    return rc;
+}
+
+static void test_higher_orders(ttt_ctx *ctx, ttt_device dev) {
+    static const struct {
+        const char *name;
+        fn2 f;
+        int vector_b; /* in[1] is a [D] weight */
+    } cases[] = {{"rms_norm", f_rms, 1}, {"rms_norm(no weight)", f_rms_plain, 0}, {"swiglu", f_swiglu, 0}};
+    const int64_t shapes[][2] = {{5, 7}, {33, 96}};
+    int64_t kernel_calls[2] = {0, 0};
+    for (int c = 0; c < 3; c++)
+        for (int si = 0; si < 2; si++) {
+            const ttt_mark_t mark = ttt_mark(ctx);
+            const int64_t D = shapes[si][1];
+            const int nb = cases[c].vector_b ? 1 : 2;
+            const int64_t *sb = cases[c].vector_b ? &D : shapes[si];
+            ttt_tensor *in[2] = {randt(ctx, TTT_F64, 2, shapes[si], 1.5), randt(ctx, TTT_F64, nb, sb, 1.0)};
+            ttt_tensor *r = randt(ctx, TTT_F64, 2, shapes[si], 1.0);
+            ttt_tensor *u1[2] = {randt(ctx, TTT_F64, 2, shapes[si], 1.0), randt(ctx, TTT_F64, nb, sb, 1.0)};
+            ttt_tensor *u2[2] = {randt(ctx, TTT_F64, 2, shapes[si], 1.0), randt(ctx, TTT_F64, nb, sb, 1.0)};
+            ttt_tensor *f[6], *k[6];
+            const ttt_kernel kk = c < 2 ? TTT_K_norm_bwd2 : TTT_K_swiglu_bwd2;
+            const long long before = ttt__profile_ran(dev, kk);
+            int rc = orders_run(ctx, cases[c].f, in, r, u1, u2, 1, f);
+            kernel_calls[c == 2] += ttt__profile_ran(dev, kk) - before;
+            if (rc == TTT_OK) rc = orders_run(ctx, cases[c].f, in, r, u1, u2, 0, k);
+            CHECK_MSG(rc == TTT_OK, "%s %s: %s", cases[c].name, DEV[dev], ttt_error(ctx));
+            for (int i = 0; rc == TTT_OK && i < 6; i++) {
+                const double e = rel_diff(ctx, f[i], k[i]);
+                CHECK_MSG(e <= 1e-12, "%s %s [%lld,%lld]: %s order, input %d: %g from the composed graph", cases[c].name,
+                          DEV[dev], (long long)shapes[si][0], (long long)D,
+                          i < 2 ? "second (kernel)" : i < 4 ? "second (formula)" : "third", i % 2, e);
+            }
+            ttt_release(ctx, mark);
+        }
+    /* the kernels did run (one HVP per shape without create_graph) */
+    CHECK_MSG(kernel_calls[0] >= 4 && kernel_calls[1] >= 2, "norm_bwd2 ran %lld times, swiglu_bwd2 %lld",
+              (long long)kernel_calls[0], (long long)kernel_calls[1]);
+    printf("orders 2 and 3 %s f64: rms_norm, swiglu, recorded backward nodes vs composed (norm_bwd2 %lld calls, "
+           "swiglu_bwd2 %lld)\n", DEV[dev], (long long)kernel_calls[0], (long long)kernel_calls[1]);
+    ttt_step_reset(ctx);
+}
+
 /* ---- the optimizer and clipping: multi-tensor against per-tensor ---------------------------------------------- */
 
 enum { NP = 150 }; /* more than one launch's table on CUDA (64 for AdamW, 96 for the sum of squares) */
@@ -427,6 +500,7 @@ int main(int argc, char **argv) {
             test_optimizer(ctx, dev, dts[k]);
         }
         test_clip_edges(ctx);
+        test_higher_orders(ctx, dev);
         ttt_ctx_free(ctx);
         if (no_lm) continue;
         test_lm(dev, TTT_F32);

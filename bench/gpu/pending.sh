@@ -22,7 +22,10 @@
 #   vit     the GPU MTTT-MLP ViT against JAX (bench/mttt/speed_vs_jax.sh), then its TTT_PROFILE=1 table
 #   ttt_gc  gradcheck of TTT-MLP's CUDA scan alone (orders 1 and 2; the bf16 parity run skipped by design)
 #   official  the TTT layers against the official PyTorch ones (run_peer_gpu.sh PEERS=official)
-#   e2eprof the TTT-E2E step's TTT_PROFILE=1 table (125M, bf16, 8K), then its time beside the full-attention step
+#   so2     the RMS norm's and SwiGLU's second-order kernels on CUDA: test_fused, gradcheck, memcheck
+#   vsf32   attn_double_backward --vs-f32 (bf16 kernels, then TTT_ATTN_BWD2_BF16=0), and the full-attention step's matmul rows
+#   e2eprof the TTT-E2E step's TTT_PROFILE=1 table (125M, bf16, 8K), then its time beside the full-attention step,
+#           then with TTT_BWD_NODES=0 (norms and SwiGLU composed under create_graph, as before 2026-12-06's fifth session)
 #   table   bench/speed/run_table.sh with PARTS=$TABLE_PARTS (default "e2e dbwd")
 #   mttt    the MTTT-MLP step's CUDA kernels (src/backends/cuda/mttt_step.cu), not yet run on a GPU: gradcheck of
 #           mttt_mlp_step / mttt_mlp_apply on CUDA, test_mttt_fused (its checks on CUDA, the CUDA kernels against
@@ -251,6 +254,16 @@ mttt_part() {
     --tokens pixels --dim 64 --depth 2 --heads 2 --batch 64 --epochs 1 --train-limit 640 --test-limit 64 --cuda-graph off \
     --out /tmp/vit-mttt-prof-$RANDOM 2>&1 | grep -vE "^(step|epoch)" | head -30
 }
+# the checks left from 2026-12-06 (fourth session): the --vs-f32 harness with the bf16 double-backward kernels and
+# with the composed fallback, then the prefix's 8192-row projections in the full-attention step's profile (are they
+# slow there too?)
+vsf32_part() {
+  build attn_double_backward e2e_step || return 1
+  timeout 60 ./build/gpu/attn_double_backward --device cuda --vs-f32 2>&1 | tail -12
+  TTT_ATTN_BWD2_BF16=0 timeout 90 ./build/gpu/attn_double_backward --device cuda --vs-f32 2>&1 | tail -12 | sed "s/^/[composed] /"
+  TTT_PROFILE=1 timeout 60 ./build/gpu/e2e_step --preset 125m --device cuda --compute bf16 --seq 8192 --kinds fa --reps 1 2>&1 |
+    grep -E "matmul|total|entries" | head -24
+}
 # where the TTT-E2E meta-training step goes (125M, bf16, 8K): its TTT_PROFILE=1 table, then the step's time beside
 # the full-attention step's (e2e_step, no profiling)
 e2eprof_part() {
@@ -259,8 +272,27 @@ e2eprof_part() {
   TTT_PROFILE=1 timeout 120 ./build/gpu/e2e_step --preset 125m --device cuda --compute bf16 --seq 8192 --kinds e2e --reps 1 2>&1 |
     head -70
   timeout 120 ./build/gpu/e2e_step --preset 125m --device cuda --compute bf16 --seq 8192 --kinds fa,e2e --reps 3 2>&1
+  TTT_BWD_NODES=0 timeout 100 ./build/gpu/e2e_step --preset 125m --device cuda --compute bf16 --seq 8192 --kinds e2e --reps 3 \
+    2>&1 | tail -1 | sed "s/^/[TTT_BWD_NODES=0] /"
 }
-export -f e2eprof_part vit_part lmtab_part gc_part lmprof_part build fused_part ttt_part cudnn_first_part lm_part scan2_part mttt_part
+# the recorded backward nodes of the RMS norm and SwiGLU and their second-order kernels (second_order.cuh) on CUDA:
+# test_fused (orders 2 and 3 against the composed graph, f64; the fused first order in every dtype), gradcheck
+# (f64, f32 and bf16 parity against the CPU), memcheck on one gradcheck seed
+so2_part() {
+  build ttt_cli test_fused || return 1
+  timeout 60 ./build/gpu/test_fused --no-lm 2>&1 | grep -E "CHECK failed|passed,|orders 2 and 3"
+  for op in rms_norm "rms_norm(no affine)" swiglu; do
+    timeout 60 ./build/gpu/ttt gradcheck --device cuda --op "$op" --seeds 3 2>&1 | tail -2
+  done
+  if command -v compute-sanitizer >/dev/null; then
+    for op in rms_norm swiglu; do
+      TTT_CUDA_POOL=0 timeout 60 compute-sanitizer --tool memcheck --error-exitcode 9 ./build/gpu/ttt gradcheck --device cuda \
+        --op $op --seeds 1 >"$OUT/memcheck_so2_$op.txt" 2>&1
+      echo "memcheck $op: exit $?; $(grep -E 'ERROR SUMMARY' "$OUT/memcheck_so2_$op.txt" | tail -1 | sed 's/^=* *//')"
+    done
+  fi
+}
+export -f so2_part vsf32_part e2eprof_part vit_part lmtab_part gc_part lmprof_part build fused_part ttt_part cudnn_first_part lm_part scan2_part mttt_part
 part cudnn 150 300 env CHECKS=1 BENCH=1 FUSED=${CUDNN_FUSED:-0} bash bench/gpu/run_cudnn_attention.sh
 part cudnn_first 20 100 bash -c cudnn_first_part
 part lm 100 240 bash -c lm_part
@@ -274,6 +306,8 @@ part mixers 120 520 env DEADLINE=$(( $(left) - 15 )) bash bench/mixers/run_mixer
 part vit 60 200 bash -c vit_part
 part ttt_gc 30 90 bash -c 'build ttt_cli && ./build/gpu/ttt gradcheck --device cuda --op ttt_mlp_scan --seeds 3 2>&1 | tail -6'
 part official 60 200 env DEADLINE=195 PEERS=official CORES=" " CORE_DTYPES=" " bash bench/mixers/run_peer_gpu.sh
+part so2 40 150 bash -c so2_part
+part vsf32 60 200 bash -c vsf32_part
 part e2eprof 60 200 bash -c e2eprof_part
 part table 100 330 env PARTS="${TABLE_PARTS:-e2e dbwd}" bash bench/speed/run_table.sh
 part peer 60 120 env DEADLINE=115 PEERS=fla_ttt CORES=ttt_linear_core CORE_DTYPES="bf16 f32" bash bench/mixers/run_peer_gpu.sh

@@ -108,6 +108,14 @@ typedef struct {
       (ttt_norm_kind kind, ttt_tensor *dx, ttt_tensor *dgx, const ttt_tensor *x, const ttt_tensor *gamma,       \
        const ttt_tensor *dy, double eps),                                                                        \
       (kind, dx, dgx, x, gamma, dy, eps))                                                                        \
+    /* Optional. The RMS norm's second order: the VJP of norm_affine_bwd's (dx, dgx) (gamma NULL: norm_bwd's   \
+     * dx alone) along u (dx's cotangent) and v (dgx's): gx, gdy, and ggx (gamma's gradient before the sum over \
+     * rows). u, v NULL: zero; any output NULL: not wanted. All dense; gamma [D], the rest x's shape.           \
+     * TTT_BACKEND_DECLINED for layer norm (the op composes). */                                                \
+    X(norm_bwd2,                                                                                                 \
+      (ttt_norm_kind kind, ttt_tensor *gx, ttt_tensor *gdy, ttt_tensor *ggx, const ttt_tensor *x,               \
+       const ttt_tensor *gamma, const ttt_tensor *dy, const ttt_tensor *u, const ttt_tensor *v, double eps),    \
+      (kind, gx, gdy, ggx, x, gamma, dy, u, v, eps))                                                             \
     /* per-row loss [...] of logits [..., V] and I32 targets [...]; 0 where ignored. The logits' rows may be    \
      * spaced (ttt_row_stride); the loss is f32 for bf16 logits (sums in f32), else the logits' dtype. */     \
     X(cross_entropy, (ttt_tensor *dst, const ttt_tensor *logits, const ttt_tensor *targets, int ignore_index),  \
@@ -136,6 +144,13 @@ typedef struct {
      * the composed ops round them; either of da, db may be NULL (not wanted); all dense, one shape. */         \
     X(swiglu_bwd, (ttt_tensor *da, ttt_tensor *db, const ttt_tensor *a, const ttt_tensor *b, const ttt_tensor *dy), \
       (da, db, a, b, dy))                                                                                        \
+    /* Optional. The VJP of swiglu_bwd's (da, db) along u (da's cotangent) and v (db's): ga, gb and gdy (a's,   \
+     * b's and dy's gradients). u, v NULL: zero; any output NULL: not wanted. All dense, one shape. TTT-E2E's \
+     * inner loop differentiates SwiGLU's gradient: this is that differentiation in one pass. */                \
+    X(swiglu_bwd2,                                                                                               \
+      (ttt_tensor *ga, ttt_tensor *gb, ttt_tensor *gdy, const ttt_tensor *a, const ttt_tensor *b,               \
+       const ttt_tensor *dy, const ttt_tensor *u, const ttt_tensor *v),                                          \
+      (ga, gb, gdy, a, b, dy, u, v))                                                                             \
     /* optimizer updates, in place on contiguous persistent tensors */                                          \
     X(adamw,                                                                                                     \
       (ttt_tensor *p, const ttt_tensor *g, ttt_tensor *m, ttt_tensor *v, double lr, double beta1, double beta2, \

@@ -226,6 +226,8 @@ ttt_ctx *ttt_ctx_new(const ttt_ctx_config *cfg) {
     if (ttt__profile_enabled()) ctx->profiled = ttt__profile_wrap(&be, &bs) == TTT_OK;
     const char *fused = getenv("TTT_FUSED");
     ctx->unfused = fused && !strcmp(fused, "0");
+    const char *bwd_nodes = getenv("TTT_BWD_NODES");
+    ctx->no_bwd_nodes = bwd_nodes && !strcmp(bwd_nodes, "0");
     ctx->be = be;
     ctx->bs = bs;
     ctx->real_be = be;

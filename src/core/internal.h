@@ -88,6 +88,9 @@ struct ttt_ctx {
                      clipping take their composed / per-tensor paths, and TTT-Linear its composed segments
                      (src/layers/ttt_rnn.c; ttt__ttt_linear_scan its composed form), for before/after
                      comparisons (engine.c) */
+    int no_bwd_nodes; /* TTT_BWD_NODES=0 at creation: under create_graph the RMS norm and SwiGLU compose their
+                         gradient from primitive ops instead of recording the fused first-order kernel as a node
+                         with a second-order kernel (src/ops/nn.c), for before/after timings */
 };
 
 /* profile.c: TTT_PROFILE=1 times every kernel entry (see the file). wrap

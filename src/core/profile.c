@@ -106,6 +106,7 @@ static const char *matmul_label(char *buf, size_t n, const ttt_tensor *c, const 
 #define DESC_norm_bwd x->dtype, kind == TTT_NORM_RMS ? "rms" : "layer"
 #define DESC_norm_affine src->dtype, kind == TTT_NORM_RMS ? "rms" : "layer"
 #define DESC_norm_affine_bwd x->dtype, kind == TTT_NORM_RMS ? "rms" : "layer"
+#define DESC_norm_bwd2 x->dtype, kind == TTT_NORM_RMS ? "rms" : "layer"
 #define DESC_cross_entropy logits->dtype, NULL
 #define DESC_cross_entropy_bwd logits->dtype, NULL
 #define DESC_one_hot dst->dtype, NULL
@@ -115,6 +116,7 @@ static const char *matmul_label(char *buf, size_t n, const ttt_tensor *c, const 
 #define DESC_attn_mask src->dtype, NULL
 #define DESC_swiglu dst->dtype, NULL
 #define DESC_swiglu_bwd dy->dtype, NULL
+#define DESC_swiglu_bwd2 dy->dtype, NULL
 #define DESC_adamw p->dtype, NULL
 #define DESC_adamw_multi n > 0 ? p[0]->dtype : TTT_F32, NULL
 #define DESC_sumsq_multi n > 0 ? x[0]->dtype : TTT_F32, NULL

@@ -212,9 +212,61 @@ ttt_tensor *ttt_elu1(ttt_ctx *ctx, ttt_tensor *x) { return unary(ctx, "elu1", TT
 
 /* ---- SwiGLU ------------------------------------------------------------------------- */
 
-/* da = (g b) silu'(a), db = g silu(a): the order of ttt_mul(ttt_silu(a), b)'s graph */
+/* SwiGLU's gradient as a node (create_graph) and its second order. With s = sigmoid(a), s1 = silu'(a) and
+ * s2 = silu''(a) = s (1 - s) (2 + a (1 - 2 s)), the first-order gradient (da, db) = (dy b s1, dy silu(a)) has
+ * the VJP along u (of da) and v (of db)
+ *   ga = u dy b s2 + v dy s1,   gb = u dy s1,   gdy = u b s1 + v silu(a):
+ * one kernel (swiglu_bwd2) when grad mode is off, these ops otherwise (third order, or no kernel). */
+VJP(swiglu_bwd_vjp) {
+    ttt_tensor *a = nd->in[0], *b = nd->in[1], *dy = nd->in[2], *u = gout[0], *v = gout[1];
+    if (ctx->be->swiglu_bwd2 && !ttt_grad_enabled(ctx) && !ctx->unfused) {
+        ttt_tensor *ad = ttt__dense(ctx, a), *bd = ad ? ttt__dense(ctx, b) : NULL, *dyd = bd ? ttt__dense(ctx, dy) : NULL;
+        ttt_tensor *ud = u && dyd ? ttt__dense(ctx, u) : NULL, *vd = v && dyd ? ttt__dense(ctx, v) : NULL;
+        for (int i = 0; i < 3 && dyd; i++) gin[i] = needs[i] ? ttt__new_like(ctx, nd->in[i]) : NULL;
+        if (!dyd || (u && !ud) || (v && !vd) || (needs[0] && !gin[0]) || (needs[1] && !gin[1]) || (needs[2] && !gin[2]))
+            return TTT_ERR;
+        if (ttt_numel(dyd) && ctx->be->swiglu_bwd2(ctx->bs, gin[0], gin[1], gin[2], ad, bd, dyd, ud, vd) != TTT_OK)
+            return ttt__backend_failed(ctx, "swiglu (second order)");
+        return TTT_OK;
+    }
+    ttt_tensor *s1 = ttt_silu_grad(ctx, a), *ga = NULL, *gb = NULL, *gdy = NULL;
+    if (u) {
+        ttt_tensor *s = ttt_sigmoid(ctx, a);
+        ttt_tensor *s2 = ttt_mul(ctx, ttt_mul(ctx, s, affine(ctx, s, -1.0, 1.0)),
+                                 affine(ctx, ttt_mul(ctx, a, affine(ctx, s, -2.0, 1.0)), 1.0, 2.0));
+        ttt_tensor *udy = ttt_mul(ctx, u, dy);
+        ga = ttt_mul(ctx, ttt_mul(ctx, udy, b), s2);
+        gb = ttt_mul(ctx, udy, s1);
+        gdy = ttt_mul(ctx, ttt_mul(ctx, u, b), s1);
+    }
+    if (v) {
+        ttt_tensor *vga = ttt_mul(ctx, ttt_mul(ctx, v, dy), s1), *vgdy = ttt_mul(ctx, v, ttt_silu(ctx, a));
+        ga = ga ? ttt_add(ctx, ga, vga) : vga;
+        gdy = gdy ? ttt_add(ctx, gdy, vgdy) : vgdy;
+    }
+    ttt_tensor *g[3] = {ga, gb, gdy};
+    for (int i = 0; i < 3; i++)
+        if (needs[i] && !(gin[i] = g[i] ? g[i] : ttt_zeros_like(ctx, nd->in[i]))) return TTT_ERR;
+    return TTT_OK;
+}
+
+/* da = (g b) silu'(a), db = g silu(a): the order of ttt_mul(ttt_silu(a), b)'s graph. Under create_graph with
+ * the backend's second order, the fused first-order kernel recorded as a swiglu_backward node (above). */
 VJP(swiglu_vjp) {
     ttt_tensor *a = nd->in[0], *b = nd->in[1];
+    if (ctx->be->swiglu_bwd && ctx->be->swiglu_bwd2 && ttt_grad_enabled(ctx) && !ctx->unfused && !ctx->no_bwd_nodes) {
+        ttt_tensor *gd = ttt_contiguous(ctx, G); /* differentiable: dy may depend on what is differentiated */
+        ttt_tensor *ad = gd ? ttt__dense(ctx, a) : NULL, *bd = ad ? ttt__dense(ctx, b) : NULL;
+        ttt_tensor *d[2] = {bd ? ttt__new_like(ctx, a) : NULL, bd ? ttt__new_like(ctx, b) : NULL};
+        if (!d[0] || !d[1]) return TTT_ERR;
+        if (ttt_numel(gd) && ctx->be->swiglu_bwd(ctx->bs, d[0], d[1], ad, bd, gd) != TTT_OK)
+            return ttt__backend_failed(ctx, "swiglu (backward)");
+        ttt_tensor *ins[3] = {a, b, gd};
+        if (ttt__recording(ctx, 3, ins) && !ttt__record(ctx, "swiglu_backward", swiglu_bwd_vjp, 3, ins, 2, d))
+            return TTT_ERR;
+        gin[0] = needs[0] ? d[0] : NULL, gin[1] = needs[1] ? d[1] : NULL;
+        return TTT_OK;
+    }
     if (ctx->be->swiglu_bwd && !ttt_grad_enabled(ctx)) {
         /* first order only: one fused pass (create_graph needs the composed, differentiable form below) */
         ttt_tensor *gd = ttt__dense(ctx, G), *ad = gd ? ttt__dense(ctx, a) : NULL, *bd = ad ? ttt__dense(ctx, b) : NULL;

@@ -53,10 +53,110 @@ ttt_tensor *ttt_log_softmax(ttt_ctx *ctx, ttt_tensor *x) { return softmax(ctx, x
 
 /* ---- layer / RMS norm -------------------------------------------------------------- */
 
+/* ---- the RMS norm's gradient as a node (create_graph) and its second order ---------------------------------
+ *
+ * Per row of D, with r = 1 / sqrt(mean(x^2) + eps), n = r x and h = dy gamma (gamma absent: 1), the first-order
+ * gradient is dx = J h with J = r (I - n n^T / D) (symmetric; dn = J dx), and dgx = dy n (gamma's gradient before
+ * the sum over rows). Its VJP along u (of dx) and v (of dgx), with the row means a = n.u / D, m = n.h / D,
+ * c = u.h / D and e = n.w / D (w = v dy):
+ *   gdy    = gamma J u + v n
+ *   ggamma = sum over rows of dy J u
+ *   gx     = J w + d/dx (u.J h) = r (w - n e) + r^2 (n (3 a m - c) - m u - a h)
+ * (the last from d(u.J h) = -r^2 (c n + m u + a h) dx + 3 r^2 a m n dx, row by row). Under create_graph the
+ * backend's first-order kernel runs and its outputs become a node whose VJP is this, one kernel (norm_bwd2)
+ * when grad mode is off, or these ops otherwise (third order, or no kernel), so gradients of gradients of a
+ * norm cost two kernels instead of the composed backward's ten ops and their own VJPs. */
+static ttt_tensor *zeros_if_null(ttt_ctx *ctx, ttt_tensor *t, ttt_tensor *like) { return t ? t : ttt_zeros_like(ctx, like); }
+
+/* node: in = x, dy, gamma (optional); out = dx, dgx (with gamma); iattr[0] = kind; fattr[0] = eps */
+VJP(rms_norm_bwd_vjp) {
+    const double eps = nd->fattr[0];
+    ttt_tensor *x = nd->in[0], *dy = nd->in[1], *gamma = nd->n_in > 2 ? nd->in[2] : NULL;
+    ttt_tensor *u = gout[0], *v = nd->n_out > 1 ? gout[1] : NULL;
+    const bool need_gamma = gamma && needs[2];
+    if (ctx->be->norm_bwd2 && !ttt_grad_enabled(ctx) && !ctx->unfused) {
+        ttt_tensor *xd = ttt__dense(ctx, x), *dyd = xd ? ttt__dense(ctx, dy) : NULL;
+        ttt_tensor *gd = dyd && gamma ? ttt__dense(ctx, gamma) : NULL, *ud = u && dyd ? ttt__dense(ctx, u) : NULL;
+        ttt_tensor *vd = v && dyd ? ttt__dense(ctx, v) : NULL;
+        ttt_tensor *gx = dyd && needs[0] ? ttt__new_like(ctx, x) : NULL, *gdy = dyd && needs[1] ? ttt__new_like(ctx, x) : NULL;
+        ttt_tensor *ggx = dyd && need_gamma ? ttt__new_like(ctx, x) : NULL;
+        if (!dyd || (gamma && !gd) || (u && !ud) || (v && !vd) || (needs[0] && !gx) || (needs[1] && !gdy) ||
+            (need_gamma && !ggx))
+            return TTT_ERR;
+        const int rc = ttt_numel(x) ? ctx->be->norm_bwd2(ctx->bs, (ttt_norm_kind)nd->iattr[0], gx, gdy, ggx, xd, gd, dyd,
+                                                         ud, vd, eps)
+                                    : TTT_OK;
+        if (rc == TTT_OK) {
+            gin[0] = gx, gin[1] = gdy;
+            if (need_gamma && !(gin[2] = ttt_sum_to(ctx, ggx, gamma->ndim, gamma->shape))) return TTT_ERR;
+            return TTT_OK;
+        }
+        if (rc != TTT_BACKEND_DECLINED) return ttt__backend_failed(ctx, "norm (second order)");
+    }
+    u = zeros_if_null(ctx, u, x);
+    ttt_tensor *r = ttt_rsqrt(ctx, ttt_add_scalar(ctx, mean_last(ctx, ttt_mul(ctx, x, x)), eps));
+    ttt_tensor *n = ttt_mul(ctx, x, r), *h = gamma ? ttt_mul(ctx, dy, gamma) : dy;
+    ttt_tensor *a = mean_last(ctx, ttt_mul(ctx, n, u));
+    ttt_tensor *ju = ttt_mul(ctx, r, ttt_sub(ctx, u, ttt_mul(ctx, n, a)));
+    if (needs[1]) {
+        ttt_tensor *gdy = gamma ? ttt_mul(ctx, ju, gamma) : ju;
+        if (!(gin[1] = v ? ttt_add(ctx, gdy, ttt_mul(ctx, v, n)) : gdy)) return TTT_ERR;
+    }
+    if (need_gamma && !(gin[2] = ttt_sum_to(ctx, ttt_mul(ctx, dy, ju), gamma->ndim, gamma->shape))) return TTT_ERR;
+    if (needs[0]) {
+        ttt_tensor *m = mean_last(ctx, ttt_mul(ctx, n, h)), *c = mean_last(ctx, ttt_mul(ctx, u, h));
+        ttt_tensor *coef = ttt_sub(ctx, ttt_scale(ctx, ttt_mul(ctx, a, m), 3.0), c);
+        ttt_tensor *in = ttt_sub(ctx, ttt_sub(ctx, ttt_mul(ctx, n, coef), ttt_mul(ctx, m, u)), ttt_mul(ctx, a, h));
+        ttt_tensor *gx = ttt_mul(ctx, ttt_mul(ctx, r, r), in);
+        if (v) {
+            ttt_tensor *w = ttt_mul(ctx, v, dy), *e = mean_last(ctx, ttt_mul(ctx, n, w));
+            gx = ttt_add(ctx, gx, ttt_mul(ctx, r, ttt_sub(ctx, w, ttt_mul(ctx, n, e))));
+        }
+        if (!(gin[0] = gx)) return TTT_ERR;
+    }
+    return TTT_OK;
+}
+
+/* create_graph: the first-order kernel (norm_bwd, or norm_affine_bwd with gamma) recorded as a rms_norm_backward
+ * node. *dx, and with gamma *dgamma (gamma's gradient, summed over rows). TTT_BACKEND_DECLINED, having recorded
+ * nothing, where the backend has no second order for it (layer norm, no kernels, TTT_FUSED=0, TTT_BWD_NODES=0). */
+static int norm_bwd_recorded(ttt_ctx *ctx, ttt_norm_kind kind, ttt_tensor *x, ttt_tensor *gamma, ttt_tensor *y,
+                             ttt_tensor *g, double eps, ttt_tensor **dx_out, ttt_tensor **dgamma_out) {
+    if (kind != TTT_NORM_RMS || !ctx->be->norm_bwd2 || ctx->unfused || ctx->no_bwd_nodes ||
+        (gamma ? !ctx->be->norm_affine_bwd : !ctx->be->norm_bwd || !y))
+        return TTT_BACKEND_DECLINED;
+    ttt_tensor *gd = ttt_contiguous(ctx, g); /* differentiable: dy may depend on what is differentiated */
+    ttt_tensor *xd = gd ? ttt__dense(ctx, x) : NULL, *wd = xd && gamma ? ttt__dense(ctx, gamma) : NULL;
+    ttt_tensor *yd = xd && !gamma ? ttt__dense(ctx, y) : NULL;
+    ttt_tensor *dx = xd ? ttt__new_like(ctx, x) : NULL, *dgx = dx && gamma ? ttt__new_like(ctx, x) : NULL;
+    if (!dx || (gamma && (!wd || !dgx)) || (!gamma && !yd)) return TTT_ERR;
+    if (ttt_numel(dx) && (gamma ? ctx->be->norm_affine_bwd(ctx->bs, kind, dx, dgx, xd, wd, gd, eps)
+                                : ctx->be->norm_bwd(ctx->bs, kind, dx, xd, yd, gd, eps)) != TTT_OK)
+        return ttt__backend_failed(ctx, "norm (backward)");
+    ttt_tensor *ins[3] = {x, gd, gamma}, *outs[2] = {dx, dgx};
+    const int n_in = gamma ? 3 : 2;
+    if (ttt__recording(ctx, n_in, ins)) {
+        ttt_node *n = ttt__record(ctx, "rms_norm_backward", rms_norm_bwd_vjp, n_in, ins, gamma ? 2 : 1, outs);
+        if (!n) return TTT_ERR;
+        n->iattr[0] = kind;
+        n->fattr[0] = eps;
+    }
+    *dx_out = dx;
+    if (dgamma_out && !(*dgamma_out = gamma ? ttt_sum_to(ctx, dgx, gamma->ndim, gamma->shape) : NULL) && gamma)
+        return TTT_ERR;
+    return TTT_OK;
+}
+
 /* dx of a norm y = norm(x) from its output gradient g: one fused pass when grad mode is off and the backend
- * has norm_bwd (first order only); otherwise composed of ops, so create_graph can differentiate it again. */
+ * has norm_bwd (first order only); under create_graph a recorded rms_norm_backward node where the backend has
+ * the second order; otherwise composed of ops, so create_graph can differentiate it again. */
 static ttt_tensor *norm_dx(ttt_ctx *ctx, ttt_norm_kind kind, ttt_tensor *x, ttt_tensor *y, ttt_tensor *g, double eps) {
     if (!x || !y || !g) return NULL;
+    if (ttt_grad_enabled(ctx)) {
+        ttt_tensor *dx = NULL;
+        const int rc = norm_bwd_recorded(ctx, kind, x, NULL, y, g, eps, &dx, NULL);
+        if (rc != TTT_BACKEND_DECLINED) return rc == TTT_OK ? dx : NULL;
+    }
     if (ctx->be->norm_bwd && !ttt_grad_enabled(ctx)) {
         ttt_tensor *xd = ttt__dense(ctx, x), *gd = ttt__dense(ctx, g), *yd = ttt__dense(ctx, y), *dx = ttt__new_like(ctx, x);
         if (!xd || !gd || !yd || !dx) return NULL;
@@ -95,6 +195,12 @@ VJP(norm_affine_vjp) {
         if (needs[0]) gin[0] = dx;
         if (needs[1] && !(gin[1] = ttt_sum_to(ctx, dgx, gamma->ndim, gamma->shape))) return TTT_ERR;
         return TTT_OK;
+    }
+    if (ttt_grad_enabled(ctx)) {
+        ttt_tensor *dx = NULL, *dgamma = NULL;
+        const int rc = norm_bwd_recorded(ctx, kind, x, gamma, NULL, G, eps, &dx, needs[1] ? &dgamma : NULL);
+        if (rc == TTT_OK) gin[0] = needs[0] ? dx : NULL, gin[1] = dgamma;
+        if (rc != TTT_BACKEND_DECLINED) return rc;
     }
     ttt_tensor *y = norm(ctx, kind == TTT_NORM_RMS ? "rms_norm" : "layer_norm", kind, x, NULL, eps);
     if (needs[1] && !(gin[1] = ttt_sum_to(ctx, ttt_mul(ctx, G, y), gamma->ndim, gamma->shape))) return TTT_ERR;

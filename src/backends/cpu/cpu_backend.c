@@ -94,6 +94,11 @@ int cpu_norm_affine(ttt_backend_state *self, ttt_norm_kind kind, ttt_tensor *dst
 int cpu_norm_affine_bwd(ttt_backend_state *self, ttt_norm_kind kind, ttt_tensor *dx, ttt_tensor *dgx, const ttt_tensor *x,
                         const ttt_tensor *gamma, const ttt_tensor *dy, double eps);
 int cpu_swiglu(ttt_backend_state *self, ttt_tensor *dst, const ttt_tensor *a, const ttt_tensor *b);
+int cpu_swiglu_bwd2(ttt_backend_state *self, ttt_tensor *ga, ttt_tensor *gb, ttt_tensor *gdy, const ttt_tensor *a,
+                    const ttt_tensor *b, const ttt_tensor *dy, const ttt_tensor *u, const ttt_tensor *v);
+int cpu_norm_bwd2(ttt_backend_state *self, ttt_norm_kind kind, ttt_tensor *gx, ttt_tensor *gdy, ttt_tensor *ggx,
+                  const ttt_tensor *x, const ttt_tensor *gamma, const ttt_tensor *dy, const ttt_tensor *u,
+                  const ttt_tensor *v, double eps);
 int cpu_swiglu_bwd(ttt_backend_state *self, ttt_tensor *da, ttt_tensor *db, const ttt_tensor *a, const ttt_tensor *b,
                    const ttt_tensor *dy);
 
@@ -340,6 +345,7 @@ static const ttt_backend CPU = {
     .norm_bwd = cpu_norm_bwd,
     .norm_affine = cpu_norm_affine,
     .norm_affine_bwd = cpu_norm_affine_bwd,
+    .norm_bwd2 = cpu_norm_bwd2,
     .one_hot = cpu_one_hot,
     .gather_rows = cpu_gather_rows,
     .scatter_add_rows = cpu_scatter_add_rows,
@@ -347,6 +353,7 @@ static const ttt_backend CPU = {
     .attn_mask = cpu_attn_mask,
     .swiglu = cpu_swiglu,
     .swiglu_bwd = cpu_swiglu_bwd,
+    .swiglu_bwd2 = cpu_swiglu_bwd2,
     .adamw = cpu_adamw,
     .sgd = cpu_sgd,
     .adamw_multi = cpu_adamw_multi,

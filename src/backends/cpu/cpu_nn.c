@@ -192,6 +192,68 @@ CPU_PARALLEL(self, rows * cols,
     return TTT_OK;
 }
 
+/* The RMS norm's second order (backend.h: norm_bwd2), in double: with r = 1 / sqrt(mean(x^2) + eps), n = r x,
+ * h = dy gamma, J = r (I - n n^T / D) and the row means a = n.u / D, m = n.h / D, c = u.h / D, e = n.(v dy) / D,
+ *   gdy = gamma J u + v n,   ggx = dy J u,   gx = r^2 (n (3 a m - c) - m u - a h) + r (v dy - n e)
+ * (derived in src/ops/nn.c; the CUDA kernel k_rms_norm_bwd2 is the same formula). */
+int cpu_norm_bwd2(ttt_backend_state *self, ttt_norm_kind kind, ttt_tensor *gx, ttt_tensor *gdy, ttt_tensor *ggx,
+                  const ttt_tensor *x, const ttt_tensor *gamma, const ttt_tensor *dy, const ttt_tensor *u,
+                  const ttt_tensor *v, double eps) {
+    if (kind != TTT_NORM_RMS) return TTT_BACKEND_DECLINED;
+    if (float_only("norm (second order)", x)) return TTT_ERR;
+    int64_t rows, cols;
+    cpu_rows_cols(x, &rows, &cols);
+    const int f32 = F32(x);
+    const void *gm = gamma ? gamma->data : NULL, *ud = u ? u->data : NULL, *vd = v ? v->data : NULL;
+CPU_PARALLEL(self, 4 * rows * cols,
+    _Pragma("omp for schedule(static)")
+        for (int64_t row = 0; row < rows; row++) {
+            const int64_t o = row * cols;
+            double xx = 0, xu = 0, xh = 0, uh = 0, xw = 0;
+            for (int64_t j = 0; j < cols; j++) {
+                const double xj = ld(x->data, f32, o + j), dj = ld(dy->data, f32, o + j);
+                const double hj = gm ? dj * ld(gm, f32, j) : dj, uj = ud ? ld(ud, f32, o + j) : 0;
+                const double wj = vd ? ld(vd, f32, o + j) * dj : 0;
+                xx += xj * xj, xu += xj * uj, xh += xj * hj, uh += uj * hj, xw += xj * wj;
+            }
+            const double r = 1.0 / sqrt(xx / (double)cols + eps);
+            const double a = r * xu / (double)cols, m = r * xh / (double)cols, c = uh / (double)cols,
+                         e = r * xw / (double)cols;
+            for (int64_t j = 0; j < cols; j++) {
+                const double xj = ld(x->data, f32, o + j), dj = ld(dy->data, f32, o + j), gj = gm ? ld(gm, f32, j) : 1;
+                const double uj = ud ? ld(ud, f32, o + j) : 0, vj = vd ? ld(vd, f32, o + j) : 0, n = r * xj;
+                const double ju = r * (uj - n * a);
+                if (gdy) st(gdy->data, f32, o + j, gj * ju + vj * n);
+                if (ggx) st(ggx->data, f32, o + j, dj * ju);
+                if (gx) st(gx->data, f32, o + j, r * r * (n * (3 * a * m - c) - m * uj - a * dj * gj) + r * (vj * dj - n * e));
+            }
+        }
+);
+    return TTT_OK;
+}
+
+/* SwiGLU's second order (backend.h: swiglu_bwd2), in double: s = sigmoid(a), s1 = silu'(a), s2 = silu''(a),
+ *   ga = u dy b s2 + v dy s1,   gb = u dy s1,   gdy = u b s1 + v a s */
+int cpu_swiglu_bwd2(ttt_backend_state *self, ttt_tensor *ga, ttt_tensor *gb, ttt_tensor *gdy, const ttt_tensor *a,
+                    const ttt_tensor *b, const ttt_tensor *dy, const ttt_tensor *u, const ttt_tensor *v) {
+    if (float_only("swiglu (second order)", dy)) return TTT_ERR;
+    const int64_t n = cpu_numel(dy);
+    const int f32 = F32(dy);
+    const void *ud = u ? u->data : NULL, *vd = v ? v->data : NULL;
+CPU_PARALLEL(self, 4 * n,
+    _Pragma("omp for schedule(static)")
+        for (int64_t i = 0; i < n; i++) {
+            const double x = ld(a->data, f32, i), y = ld(b->data, f32, i), g = ld(dy->data, f32, i);
+            const double ui = ud ? ld(ud, f32, i) : 0, vi = vd ? ld(vd, f32, i) : 0;
+            const double s = 1.0 / (1.0 + exp(-x)), s1 = s * (1 + x * (1 - s)), s2 = s * (1 - s) * (2 + x * (1 - 2 * s));
+            if (ga) st(ga->data, f32, i, g * (ui * y * s2 + vi * s1));
+            if (gb) st(gb->data, f32, i, ui * g * s1);
+            if (gdy) st(gdy->data, f32, i, ui * y * s1 + vi * x * s);
+        }
+);
+    return TTT_OK;
+}
+
 /* Validate every target before touching the output (OpenMP loops cannot return early). */
 static int check_targets(const char *k, const ttt_tensor *targets, int64_t rows, int64_t v, int ignore) {
     const int32_t *t = targets->data;

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "cuda_internal.h"
+#include "second_order.cuh"
 
 static __device__ __forceinline__ double load_any(const char *p, int dt) {
     switch (dt) {
@@ -409,6 +410,22 @@ int ttt__cu_swiglu_bwd(ttt_backend_state *self, ttt_tensor *da, ttt_tensor *db, 
                                                                             (const T *)a->data, (const T *)b->data,
                                                                             (const T *)dy->data))
     LAUNCHED("swiglu (backward)");
+    return TTT_OK;
+}
+
+/* SwiGLU's second order (second_order.cuh) */
+int ttt__cu_swiglu_bwd2(ttt_backend_state *self, ttt_tensor *ga, ttt_tensor *gb, ttt_tensor *gdy, const ttt_tensor *a,
+                        const ttt_tensor *b, const ttt_tensor *dy, const ttt_tensor *u, const ttt_tensor *v) {
+    ENTER(D, self);
+    if (float_only("swiglu (second order)", dy->dtype)) return TTT_ERR;
+    const int64_t n = numel(dy);
+    if (n == 0 || (!ga && !gb && !gdy)) return TTT_OK;
+#define P(t) ((t) ? (T *)(t)->data : (T *)NULL)
+#define C(t) ((t) ? (const T *)(t)->data : (const T *)NULL)
+    FLOAT_DISPATCH(dy->dtype, T, so2::k_swiglu_bwd2<T><<<blocks_for(n), THREADS, 0, D->stream>>>(n, P(ga), P(gb), P(gdy), C(a), C(b), C(dy), C(u), C(v)))
+#undef P
+#undef C
+    LAUNCHED("swiglu (second order)");
     return TTT_OK;
 }
 

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "cuda_internal.h"
+#include "second_order.cuh"
 
 /* ---- row kernels: softmax, norm, cross-entropy ------------------------------------------------------- */
 
@@ -317,6 +318,27 @@ int ttt__cu_norm_bwd(ttt_backend_state *self, ttt_norm_kind kind, ttt_tensor *dx
     else
         FLOAT_DISPATCH(x->dtype, T, k_norm_bwd_block<T><<<(unsigned)rows, THREADS, 0, D->stream>>>(cols, layer, eps, (T *)dx->data, (const T *)x->data, (const T *)y->data, (const T *)dy->data))
     LAUNCHED("norm_bwd");
+    return TTT_OK;
+}
+
+/* The RMS norm's second order (second_order.cuh): a warp per row. */
+int ttt__cu_norm_bwd2(ttt_backend_state *self, ttt_norm_kind kind, ttt_tensor *gx, ttt_tensor *gdy, ttt_tensor *ggx,
+                      const ttt_tensor *x, const ttt_tensor *gamma, const ttt_tensor *dy, const ttt_tensor *u,
+                      const ttt_tensor *v, double eps) {
+    ENTER(D, self);
+    if (kind != TTT_NORM_RMS) return TTT_BACKEND_DECLINED;
+    if (float_only("norm (second order)", x->dtype)) return TTT_ERR;
+    int64_t rows, cols;
+    rows_cols(x, &rows, &cols);
+    const int64_t per_block = THREADS / 32, blocks = (rows + per_block - 1) / per_block;
+    if (rows == 0 || (!gx && !gdy && !ggx)) return TTT_OK;
+    if (blocks > INT32_MAX) return TTT_BACKEND_DECLINED;
+#define P(t) ((t) ? (T *)(t)->data : (T *)NULL)
+#define C(t) ((t) ? (const T *)(t)->data : (const T *)NULL)
+    FLOAT_DISPATCH(x->dtype, T, so2::k_rms_norm_bwd2<T><<<(unsigned)blocks, THREADS, 0, D->stream>>>(rows, cols, eps, P(gx), P(gdy), P(ggx), C(x), C(gamma), C(dy), C(u), C(v)))
+#undef P
+#undef C
+    LAUNCHED("norm (second order)");
     return TTT_OK;
 }
 
