@@ -11,7 +11,9 @@
  *     bits of the norm followed by a mul, in every dtype, forward and first
  *     order; the second order matches the composed graph's;
  *   - a tiny LM's training steps (SwiGLU, norms, clipping, AdamW) with the fused
- *     paths on and off (TTT_FUSED=0) give the same bits in f32.
+ *     paths on and off (TTT_FUSED=0) give the same bits in f32;
+ *   - under create_graph the RMS norm, SwiGLU and the cross-entropy record their first-order kernel as a node
+ *     (second order: a kernel; third: a composed formula): orders 2 and 3 match the composed graph's in f64.
  * With TTT_PROFILE=1 (set here) it also counts the kernel entries: one
  * adamw_multi call per step instead of one adamw per parameter. */
 #include <math.h>
@@ -233,6 +235,10 @@ static ttt_tensor *f_rms_plain(ttt_ctx *ctx, ttt_tensor *const *in) {
     return ttt_mul(ctx, ttt_rms_norm(ctx, in[0], NULL, 1e-6), in[1]);
 }
 static ttt_tensor *f_swiglu(ttt_ctx *ctx, ttt_tensor *const *in) { return ttt_swiglu(ctx, in[0], in[1]); }
+static ttt_tensor *g_targets; /* f_ce's targets: one row ignored */
+static ttt_tensor *f_ce(ttt_ctx *ctx, ttt_tensor *const *in) { /* per-row losses weighted by in[1] [rows] */
+    return ttt_mul(ctx, ttt_cross_entropy_rows(ctx, in[0], g_targets, -100), in[1]);
+}
 
 /* out[0..1]: the HVP without create_graph; out[2..3]: with it; out[4..5]: the third order along u2 */
 static int orders_run(ttt_ctx *ctx, fn2 f, ttt_tensor *const *in, ttt_tensor *r, ttt_tensor *const *u1,
@@ -258,25 +264,30 @@ static void test_higher_orders(ttt_ctx *ctx, ttt_device dev) {
     static const struct {
         const char *name;
         fn2 f;
-        int vector_b; /* in[1] is a [D] weight */
-    } cases[] = {{"rms_norm", f_rms, 1}, {"rms_norm(no weight)", f_rms_plain, 0}, {"swiglu", f_swiglu, 0}};
+        int vector_b; /* in[1] is a [D] weight; 2: a [rows] weight of the cross-entropy's rows */
+    } cases[] = {{"rms_norm", f_rms, 1}, {"rms_norm(no weight)", f_rms_plain, 0}, {"swiglu", f_swiglu, 0},
+                 {"cross_entropy_rows", f_ce, 2}};
+    static const ttt_kernel kernels[] = {TTT_K_norm_bwd2, TTT_K_norm_bwd2, TTT_K_swiglu_bwd2, TTT_K_cross_entropy_bwd2};
     const int64_t shapes[][2] = {{5, 7}, {33, 96}};
-    int64_t kernel_calls[2] = {0, 0};
-    for (int c = 0; c < 3; c++)
+    int64_t kernel_calls[3] = {0, 0, 0};
+    for (int c = 0; c < 4; c++)
         for (int si = 0; si < 2; si++) {
             const ttt_mark_t mark = ttt_mark(ctx);
             const int64_t D = shapes[si][1];
             const int nb = cases[c].vector_b ? 1 : 2;
-            const int64_t *sb = cases[c].vector_b ? &D : shapes[si];
+            const int64_t *sb = cases[c].vector_b == 2 ? shapes[si] : cases[c].vector_b ? &D : shapes[si];
+            int32_t ids[40];
+            for (int i = 0; i < shapes[si][0]; i++) ids[i] = i == 1 ? -100 : (int32_t)((i * 7 + 3) % D);
+            g_targets = ttt_from_host(ctx, TTT_I32, 1, shapes[si], ids);
             ttt_tensor *in[2] = {randt(ctx, TTT_F64, 2, shapes[si], 1.5), randt(ctx, TTT_F64, nb, sb, 1.0)};
-            ttt_tensor *r = randt(ctx, TTT_F64, 2, shapes[si], 1.0);
+            ttt_tensor *r = randt(ctx, TTT_F64, cases[c].vector_b == 2 ? 1 : 2, shapes[si], 1.0); /* y's shape */
             ttt_tensor *u1[2] = {randt(ctx, TTT_F64, 2, shapes[si], 1.0), randt(ctx, TTT_F64, nb, sb, 1.0)};
             ttt_tensor *u2[2] = {randt(ctx, TTT_F64, 2, shapes[si], 1.0), randt(ctx, TTT_F64, nb, sb, 1.0)};
             ttt_tensor *f[6], *k[6];
-            const ttt_kernel kk = c < 2 ? TTT_K_norm_bwd2 : TTT_K_swiglu_bwd2;
+            const ttt_kernel kk = kernels[c];
             const long long before = ttt__profile_ran(dev, kk);
             int rc = orders_run(ctx, cases[c].f, in, r, u1, u2, 1, f);
-            kernel_calls[c == 2] += ttt__profile_ran(dev, kk) - before;
+            kernel_calls[c < 2 ? 0 : c - 1] += ttt__profile_ran(dev, kk) - before;
             if (rc == TTT_OK) rc = orders_run(ctx, cases[c].f, in, r, u1, u2, 0, k);
             CHECK_MSG(rc == TTT_OK, "%s %s: %s", cases[c].name, DEV[dev], ttt_error(ctx));
             for (int i = 0; rc == TTT_OK && i < 6; i++) {
@@ -288,10 +299,12 @@ static void test_higher_orders(ttt_ctx *ctx, ttt_device dev) {
             ttt_release(ctx, mark);
         }
     /* the kernels did run (one HVP per shape without create_graph) */
-    CHECK_MSG(kernel_calls[0] >= 4 && kernel_calls[1] >= 2, "norm_bwd2 ran %lld times, swiglu_bwd2 %lld",
-              (long long)kernel_calls[0], (long long)kernel_calls[1]);
-    printf("orders 2 and 3 %s f64: rms_norm, swiglu, recorded backward nodes vs composed (norm_bwd2 %lld calls, "
-           "swiglu_bwd2 %lld)\n", DEV[dev], (long long)kernel_calls[0], (long long)kernel_calls[1]);
+    CHECK_MSG(kernel_calls[0] >= 4 && kernel_calls[1] >= 2 && kernel_calls[2] >= 2,
+              "norm_bwd2 ran %lld times, swiglu_bwd2 %lld, cross_entropy_bwd2 %lld", (long long)kernel_calls[0],
+              (long long)kernel_calls[1], (long long)kernel_calls[2]);
+    printf("orders 2 and 3 %s f64: rms_norm, swiglu, cross_entropy_rows, recorded backward nodes vs composed (norm_bwd2 "
+           "%lld calls, swiglu_bwd2 %lld, cross_entropy_bwd2 %lld)\n", DEV[dev], (long long)kernel_calls[0],
+           (long long)kernel_calls[1], (long long)kernel_calls[2]);
     ttt_step_reset(ctx);
 }
 

@@ -2,8 +2,10 @@
  * host emulator, in f64 and f32, against central differences in float64 of
  *   L = <u, dx> + <v, dgx>   (the RMS norm's first-order gradient, written here from its definition), and
  *   L = <u, da> + <v, db>    (SwiGLU's),
- * element by element for every input (x, gamma, dy; a, b, dy). Rows of 7 to 100 (one lane's stride and several
- * per lane), with and without gamma, with u or v absent (NULL), 2 and 9 rows (the last block partly empty).
+ *   L = <u, dz>              (the cross-entropy's, dz = grow (softmax(z) - onehot(t)) per row),
+ * element by element for every input (x, gamma, dy; a, b, dy; z, grow). Rows of 7 to 100 (one lane's stride and several
+ * per lane), with and without gamma, with u or v absent (NULL), 2 and 9 rows (the last block partly empty);
+ * cross-entropy rows of 5 to 700 logits, spaced wider than V, one target ignored.
  * f64 within 1e-7 of the differences (their own error), f32 within 1e-4 relative to the largest gradient;
  * a NaN fails. Exit status 1 on a mismatch. No GPU needed:
  *   g++ -std=c++17 -O1 -I src/backends/cuda -I dev/cuda dev/cuda/second_order_emu_test.cpp -o /tmp/so_emu && /tmp/so_emu */
@@ -14,9 +16,11 @@ enum { THREADS = 256 };
 template <typename T> struct Acc { typedef T type; };
 static inline float ld(float v) { return v; }
 static inline double ld(double v) { return v; }
+template <typename T> inline T st(double v) { return (T)v; }
 template <typename T> inline T st_f(typename Acc<T>::type v) { return (T)v; }
 #define GRID_LOOP(i, n) for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < (n); i += (int64_t)gridDim.x * blockDim.x)
 
+#include "reduce_kernels.cuh"
 #include "second_order.cuh"
 
 #include <cmath>
@@ -153,6 +157,46 @@ template <typename T> static void swiglu_case(std::mt19937_64 &rng, int n, bool 
     compare((std::string(what) + "gdy").c_str(), from(gdy), numeric(dy, L), tol);
 }
 
+static double ce_L(const vec &z, const vec &g, const std::vector<int32_t> &t, const vec &u, int rows, int V, int ldx,
+                   int ignore) {
+    double L = 0;
+    for (int r = 0; r < rows; r++) {
+        if (t[r] == ignore) continue;
+        double mx = -INFINITY, s = 0;
+        for (int j = 0; j < V; j++) mx = std::fmax(mx, z[(size_t)r * ldx + j]);
+        for (int j = 0; j < V; j++) s += std::exp(z[(size_t)r * ldx + j] - mx);
+        for (int j = 0; j < V; j++)
+            L += u[(size_t)r * V + j] * g[r] * (std::exp(z[(size_t)r * ldx + j] - mx) / s - (j == t[r] ? 1.0 : 0.0));
+    }
+    return L;
+}
+
+template <typename T> static void ce_case(std::mt19937_64 &rng, int rows, int V) {
+    std::normal_distribution<double> nd(0.0, 1.0);
+    const int ldx = V + 3, ignore = -100;
+    vec z((size_t)rows * ldx), g(rows), u((size_t)rows * V);
+    std::vector<int32_t> t(rows);
+    for (auto *p : {&z, &g, &u}) {
+        for (double &e : *p) e = 2 * nd(rng);
+        round_to<T>(*p);
+    }
+    for (int r = 0; r < rows; r++) t[r] = r == 1 ? ignore : (int32_t)(rng() % (uint64_t)V);
+    std::vector<T> tz = to<T>(z), tu = to<T>(u), gz((size_t)rows * V);
+    std::vector<T> tg = to<T>(g), gg(rows); /* the loss's dtype: A<T> is T for f32 and f64 */
+    emu::launch(dim3((unsigned)rows), dim3(THREADS), [&] {
+        so2::k_cross_entropy_bwd2<T>(V, ldx, ignore, gz.data(), gg.data(), tz.data(), t.data(), tg.data(), tu.data());
+    });
+    auto L = [&] { return ce_L(z, g, t, u, rows, V, ldx, ignore); };
+    vec want = numeric(z, L), want_z((size_t)rows * V);
+    for (int r = 0; r < rows; r++)
+        for (int j = 0; j < V; j++) want_z[(size_t)r * V + j] = want[(size_t)r * ldx + j];
+    const double tol = sizeof(T) == 8 ? 1e-7 : 1e-4;
+    char what[96];
+    snprintf(what, sizeof what, "cross_entropy_bwd2 %s rows %d V %d: ", sizeof(T) == 8 ? "f64" : "f32", rows, V);
+    compare((std::string(what) + "gz").c_str(), from(gz), want_z, tol);
+    compare((std::string(what) + "ggrow").c_str(), from(gg), numeric(g, L), tol);
+}
+
 int main() {
     std::mt19937_64 rng(7);
     const int shapes[][2] = {{2, 7}, {9, 32}, {3, 100}, {9, 64}};
@@ -167,6 +211,10 @@ int main() {
             swiglu_case<double>(rng, n, mode != 2, mode != 1);
             swiglu_case<float>(rng, n, mode != 2, mode != 1);
         }
+    for (auto &s : {std::pair<int, int>{3, 5}, {4, 300}, {2, 700}}) {
+        ce_case<double>(rng, s.first, s.second);
+        ce_case<float>(rng, s.first, s.second);
+    }
     printf("%d passed, %d failed\n", passed, failed);
     return failed ? 1 : 0;
 }

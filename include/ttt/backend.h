@@ -127,6 +127,14 @@ typedef struct {
       (ttt_tensor *dst, const ttt_tensor *logits, const ttt_tensor *targets, const ttt_tensor *grow,            \
        int ignore_index),                                                                                        \
       (dst, logits, targets, grow, ignore_index))                                                                \
+    /* Optional. The VJP of cross_entropy_bwd's dst along u (its cotangent: dense, the logits' shape and dtype),  \
+     * with p = softmax(logits[r]): gx [..., V] = grow[r] p (u - u.p), dense in the logits' dtype; ggrow [...] =  \
+     * u.p - u[target], in grow's dtype; both 0 on ignored rows; either NULL: not wanted. The logits' rows spaced \
+     * as cross_entropy's. TTT-E2E's inner loss is differentiated twice: this is its second order in one pass. */ \
+    X(cross_entropy_bwd2,                                                                                        \
+      (ttt_tensor *gx, ttt_tensor *ggrow, const ttt_tensor *logits, const ttt_tensor *targets,                  \
+       const ttt_tensor *grow, const ttt_tensor *u, int ignore_index),                                           \
+      (gx, ggrow, logits, targets, grow, u, ignore_index))                                                       \
     /* dst [..., V] = one-hot of targets (all-zero row where ignored) */                                        \
     X(one_hot, (ttt_tensor *dst, const ttt_tensor *targets, int ignore_index), (dst, targets, ignore_index))    \
     /* dst [n, D] = table[ids[n]]; ids I32 contiguous, table contiguous [V, D] */                               \

@@ -109,6 +109,7 @@ static const char *matmul_label(char *buf, size_t n, const ttt_tensor *c, const 
 #define DESC_norm_bwd2 x->dtype, kind == TTT_NORM_RMS ? "rms" : "layer"
 #define DESC_cross_entropy logits->dtype, NULL
 #define DESC_cross_entropy_bwd logits->dtype, NULL
+#define DESC_cross_entropy_bwd2 logits->dtype, NULL
 #define DESC_one_hot dst->dtype, NULL
 #define DESC_gather_rows table->dtype, NULL
 #define DESC_scatter_add_rows src->dtype, NULL

@@ -280,9 +280,76 @@ static ttt_dtype ce_loss_dtype(ttt_dtype logits) { return logits == TTT_BF16 ? T
  * logits passes without a copy), else a dense copy. */
 static ttt_tensor *ce_logits(ttt_ctx *ctx, ttt_tensor *x) { return ttt_row_stride(x) >= 0 ? x : ttt__dense(ctx, x); }
 
+/* The valid rows' indicator [..., 1] (0 where the target is ignored) and the one-hot rows, in dtype dt */
+static ttt_tensor *ce_valid(ttt_ctx *ctx, ttt_tensor *x, ttt_tensor *t, int ignore, ttt_tensor **oh_out) {
+    ttt_tensor *oh = one_hot(ctx, x->dtype, x, t, ignore);
+    *oh_out = oh;
+    return oh ? sum_last(ctx, oh) : NULL;
+}
+
+/* g [...] as [..., 1] in dtype dt */
+static ttt_tensor *ce_row_column(ttt_ctx *ctx, ttt_tensor *g, ttt_dtype dt) {
+    int64_t shape[TTT_MAX_DIMS];
+    memcpy(shape, g->shape, sizeof shape);
+    shape[g->ndim] = 1;
+    return ttt_reshape(ctx, g->dtype == dt ? g : ttt_cast(ctx, g, dt), g->ndim + 1, shape);
+}
+
+/* The cross-entropy's gradient as a node (create_graph) and its second order. dz = grow (p - onehot(t)) per row
+ * (p = softmax(z)) has, along u, the VJP gz = grow p (u - u.p) (the softmax's symmetric Jacobian) and
+ * ggrow = u.p - u[t], zero on ignored rows: one kernel (cross_entropy_bwd2) with grad mode off, these ops
+ * otherwise (third order, or no kernel).
+ * node: in = logits, grow (dense); out = dz; pattr[0] = the dense targets; iattr[0] = ignore_index */
+VJP(ce_bwd_vjp) {
+    ttt_tensor *x = nd->in[0], *grow = nd->in[1], *t = nd->pattr[0], *u = gout[0];
+    const int ignore = (int)nd->iattr[0];
+    if (!u) {
+        for (int i = 0; i < 2; i++)
+            if (needs[i] && !(gin[i] = ttt_zeros_like(ctx, nd->in[i]))) return TTT_ERR;
+        return TTT_OK;
+    }
+    if (ctx->be->cross_entropy_bwd2 && !ttt_grad_enabled(ctx) && !ctx->unfused) {
+        ttt_tensor *xd = ce_logits(ctx, x), *ud = xd ? ttt__dense(ctx, u) : NULL, *gd = ud ? ttt__dense(ctx, grow) : NULL;
+        ttt_tensor *gx = gd && needs[0] ? ttt__new_like(ctx, x) : NULL, *gg = gd && needs[1] ? ttt__new_like(ctx, grow) : NULL;
+        if (!gd || (needs[0] && !gx) || (needs[1] && !gg)) return TTT_ERR;
+        if (ttt_numel(x) && ctx->be->cross_entropy_bwd2(ctx->bs, gx, gg, xd, t, gd, ud, ignore) != TTT_OK)
+            return ttt__backend_failed(ctx, "cross_entropy (second order)");
+        gin[0] = gx, gin[1] = gg;
+        return TTT_OK;
+    }
+    ttt_tensor *oh, *valid = ce_valid(ctx, x, t, ignore, &oh);
+    ttt_tensor *p = ttt_softmax(ctx, x), *up = sum_last(ctx, ttt_mul(ctx, u, p));
+    if (needs[0] &&
+        !(gin[0] = ttt_mul(ctx, ttt_mul(ctx, ttt_mul(ctx, p, ttt_sub(ctx, u, up)), valid), ce_row_column(ctx, grow, x->dtype))))
+        return TTT_ERR;
+    if (needs[1]) {
+        ttt_tensor *gg = ttt_mul(ctx, ttt_sub(ctx, up, sum_last(ctx, ttt_mul(ctx, u, oh))), valid); /* [..., 1] */
+        gg = gg ? ttt_reshape(ctx, gg, grow->ndim, grow->shape) : NULL;
+        if (!(gin[1] = gg && gg->dtype != grow->dtype ? ttt_cast(ctx, gg, grow->dtype) : gg)) return TTT_ERR;
+    }
+    return TTT_OK;
+}
+
 VJP(ce_rows_vjp) {
     /* d row_loss / d logits = softmax(x) - onehot(t); ignored rows get 0 */
     ttt_tensor *t = nd->pattr[0];
+    if (ctx->be->cross_entropy_bwd && ctx->be->cross_entropy_bwd2 && ttt_grad_enabled(ctx) && !ctx->unfused &&
+        !ctx->no_bwd_nodes) {
+        /* create_graph with the second order: the fused first-order kernel as a cross_entropy_backward node */
+        ttt_tensor *gd = ttt_contiguous(ctx, G); /* differentiable: grow may depend on what is differentiated */
+        ttt_tensor *xd = gd ? ce_logits(ctx, X) : NULL, *out = xd ? ttt__new_like(ctx, X) : NULL;
+        if (!out) return TTT_ERR;
+        if (ttt_numel(out) && ctx->be->cross_entropy_bwd(ctx->bs, out, xd, t, gd, (int)nd->iattr[0]) != TTT_OK)
+            return ttt__backend_failed(ctx, "cross_entropy (backward)");
+        ttt_tensor *ins[2] = {X, gd};
+        if (ttt__recording(ctx, 2, ins)) {
+            ttt_node *n = ttt__record(ctx, "cross_entropy_backward", ce_bwd_vjp, 2, ins, 1, &out);
+            if (!n) return TTT_ERR;
+            n->pattr[0] = t;
+            n->iattr[0] = nd->iattr[0];
+        }
+        DONE(out);
+    }
     if (ctx->be->cross_entropy_bwd && !ttt_grad_enabled(ctx)) {
         /* first order only: one fused pass (create_graph needs the composed, differentiable form below) */
         ttt_tensor *gd = ttt__dense(ctx, G), *xd = ce_logits(ctx, X), *out = ttt__new_like(ctx, X);
@@ -291,13 +358,9 @@ VJP(ce_rows_vjp) {
             return ttt__backend_failed(ctx, "cross_entropy (backward)");
         DONE(out);
     }
-    ttt_tensor *oh = one_hot(ctx, X->dtype, X, t, (int)nd->iattr[0]);
-    ttt_tensor *valid = oh ? sum_last(ctx, oh) : NULL;
-    int64_t shape[TTT_MAX_DIMS];
-    memcpy(shape, G->shape, sizeof shape);
-    shape[G->ndim] = 1;
+    ttt_tensor *oh, *valid = ce_valid(ctx, X, t, (int)nd->iattr[0], &oh);
     /* (G is f32 for bf16 logits: the composed, differentiable form runs in the logits' dtype) */
-    ttt_tensor *g = ttt_reshape(ctx, G->dtype == X->dtype ? G : ttt_cast(ctx, G, X->dtype), G->ndim + 1, shape);
+    ttt_tensor *g = valid ? ce_row_column(ctx, G, X->dtype) : NULL;
     DONE(ttt_mul(ctx, ttt_mul(ctx, ttt_sub(ctx, ttt_softmax(ctx, X), oh), valid), g));
 }
 

@@ -72,6 +72,8 @@ int cpu_norm_bwd(ttt_backend_state *self, ttt_norm_kind kind, ttt_tensor *dx, co
                  double eps);
 int cpu_cross_entropy_bwd(ttt_backend_state *self, ttt_tensor *dst, const ttt_tensor *logits, const ttt_tensor *targets, const ttt_tensor *grow,
                           int ignore_index);
+int cpu_cross_entropy_bwd2(ttt_backend_state *self, ttt_tensor *gx, ttt_tensor *ggrow, const ttt_tensor *logits,
+                           const ttt_tensor *targets, const ttt_tensor *grow, const ttt_tensor *u, int ignore_index);
 int cpu_one_hot(ttt_backend_state *self, ttt_tensor *dst, const ttt_tensor *targets, int ignore_index);
 int cpu_gather_rows(ttt_backend_state *self, ttt_tensor *dst, const ttt_tensor *table, const ttt_tensor *ids);
 int cpu_scatter_add_rows(ttt_backend_state *self, ttt_tensor *dst, const ttt_tensor *src, const ttt_tensor *ids);
@@ -342,6 +344,7 @@ static const ttt_backend CPU = {
     .norm = cpu_norm,
     .cross_entropy = cpu_cross_entropy,
     .cross_entropy_bwd = cpu_cross_entropy_bwd,
+    .cross_entropy_bwd2 = cpu_cross_entropy_bwd2,
     .norm_bwd = cpu_norm_bwd,
     .norm_affine = cpu_norm_affine,
     .norm_affine_bwd = cpu_norm_affine_bwd,

@@ -359,6 +359,43 @@ CPU_PARALLEL(self, rows * v,
     return TTT_OK;
 }
 
+/* The cross-entropy's second order (backend.h: cross_entropy_bwd2), in double: gx = grow p (u - u.p),
+ * ggrow = u.p - u[t], zero rows where ignored. */
+int cpu_cross_entropy_bwd2(ttt_backend_state *self, ttt_tensor *gx, ttt_tensor *ggrow, const ttt_tensor *logits,
+                           const ttt_tensor *targets, const ttt_tensor *grow, const ttt_tensor *u, int ignore_index) {
+    if (float_only("cross_entropy (second order)", logits)) return TTT_ERR;
+    int64_t rows, v;
+    cpu_rows_cols(logits, &rows, &v);
+    const int64_t ldx = ttt_row_stride(logits);
+    if (ce_check("cross_entropy (second order)", logits, grow, ldx) ||
+        check_targets("cross_entropy (second order)", targets, rows, v, ignore_index))
+        return TTT_ERR;
+    const int32_t *t = targets->data;
+    const int f32 = F32(logits), lf32 = F32(grow);
+CPU_PARALLEL(self, 3 * rows * v,
+    _Pragma("omp for schedule(static)")
+        for (int64_t r = 0; r < rows; r++) {
+            const int64_t o = r * v, ox = r * ldx;
+            if (t[r] == ignore_index) {
+                for (int64_t j = 0; gx && j < v; j++) st(gx->data, f32, o + j, 0.0);
+                if (ggrow) st(ggrow->data, lf32, r, 0.0);
+                continue;
+            }
+            double mx = -INFINITY, s = 0, su = 0;
+            for (int64_t j = 0; j < v; j++) mx = fmax(mx, ld(logits->data, f32, ox + j));
+            for (int64_t j = 0; j < v; j++) {
+                const double e = exp(ld(logits->data, f32, ox + j) - mx);
+                s += e, su += ld(u->data, f32, o + j) * e;
+            }
+            const double up = su / s, g = ld(grow->data, lf32, r);
+            for (int64_t j = 0; gx && j < v; j++)
+                st(gx->data, f32, o + j, g * exp(ld(logits->data, f32, ox + j) - mx) / s * (ld(u->data, f32, o + j) - up));
+            if (ggrow) st(ggrow->data, lf32, r, up - ld(u->data, f32, o + t[r]));
+        }
+);
+    return TTT_OK;
+}
+
 int cpu_one_hot(ttt_backend_state *self, ttt_tensor *dst, const ttt_tensor *targets, int ignore_index) {
     if (float_only("one_hot", dst)) return TTT_ERR;
     int64_t rows, v;

@@ -456,6 +456,23 @@ int ttt__cu_cross_entropy_bwd(ttt_backend_state *self, ttt_tensor *dst, const tt
     return flag_check(D, "cross_entropy: target", "row", v);
 }
 
+/* the cross-entropy's second order (second_order.cuh): a block per row */
+int ttt__cu_cross_entropy_bwd2(ttt_backend_state *self, ttt_tensor *gx, ttt_tensor *ggrow, const ttt_tensor *logits,
+                               const ttt_tensor *targets, const ttt_tensor *grow, const ttt_tensor *u, int ignore) {
+    ENTER(D, self);
+    const int64_t ldx = ttt_row_stride(logits);
+    if (float_only("cross_entropy (second order)", logits->dtype) ||
+        ce_check("cross_entropy (second order)", logits, grow, ldx))
+        return TTT_ERR;
+    int64_t rows, v;
+    rows_cols(logits, &rows, &v);
+    if (rows == 0 || (!gx && !ggrow)) return TTT_OK;
+    FLOAT_DISPATCH(logits->dtype, T,
+                   so2::k_cross_entropy_bwd2<T><<<(unsigned)rows, THREADS, 0, D->stream>>>(v, ldx, ignore, gx ? (T *)gx->data : (T *)NULL, ggrow ? (LossT<T> *)ggrow->data : (LossT<T> *)NULL, (const T *)logits->data, (const int32_t *)targets->data, (const LossT<T> *)grow->data, (const T *)u->data))
+    LAUNCHED("cross_entropy (second order)");
+    return TTT_OK;
+}
+
 template <typename T>
 __global__ void k_one_hot(int64_t rows, int64_t v, int ignore, int *flag, T *y, const int32_t *t) {
     GRID_LOOP(i, rows * v) {

@@ -1,11 +1,11 @@
 /* Second-order VJPs of the fused first-order backwards that TTT-E2E's inner loop differentiates: the RMS norm's
- * (norm_bwd2) and SwiGLU's (swiglu_bwd2). Without them a create_graph backward composes each norm from about ten
+ * (norm_bwd2), SwiGLU's (swiglu_bwd2) and the cross-entropy's (cross_entropy_bwd2). Without them a create_graph backward composes each norm from about ten
  * primitive ops and the outer pass differentiates all of them (docs/benchmarks.md, "The TTT-E2E step"); with
  * them the inner gradient is one kernel per norm or gate, and its VJP one more. The formulas are derived in
  * src/ops/nn.c and src/ops/elementwise.c beside their composed fallbacks.
  *
- * Device code only, so dev/cuda/emu.h can run it on the host: the includer provides Acc<T>, ld(), st_f<T>()
- * and GRID_LOOP (cuda_internal.h, or the emulator test). Sums and products are formed in the arithmetic type
+ * Device code only, so dev/cuda/emu.h can run it on the host: the includer provides Acc<T>, ld(), st_f<T>(),
+ * GRID_LOOP and block_reduce (cuda_internal.h and reduce_kernels.cuh, or the emulator test). Sums and products are formed in the arithmetic type
  * (f32 for bf16 and f32, f64 for f64) and each output is rounded once. */
 #ifndef TTT_SECOND_ORDER_CUH
 #define TTT_SECOND_ORDER_CUH
@@ -72,6 +72,42 @@ __global__ void k_swiglu_bwd2(int64_t n, T *ga, T *gb, T *gdy, const T *a, const
         if (gb) gb[i] = st_f<T>(ui * g * s1);
         if (gdy) gdy[i] = st_f<T>(ui * y * s1 + vi * x * s);
     }
+}
+
+/* The VJP of the cross-entropy's first-order gradient dz = grow (p - onehot(t)) (per row r of V logits, p its
+ * softmax) along u: gz = grow p (u - u.p) (the softmax's Jacobian, symmetric), ggrow = u.p - u[t]; zero rows
+ * where t is ignored. A block per row: the max, then the sums of e = exp(z - max) and of u e, then the writes.
+ * The logits' rows are ldx apart; u and gz dense; gz or ggrow may be NULL. */
+template <typename T>
+__global__ void k_cross_entropy_bwd2(int64_t V, int64_t ldx, int ignore, T *gz, typename Acc<T>::type *ggrow,
+                                     const T *logits, const int32_t *targets, const typename Acc<T>::type *grow,
+                                     const T *u) {
+    typedef typename Acc<T>::type A;
+    const int64_t row = blockIdx.x;
+    const T *z = logits + row * ldx, *ur = u + row * V;
+    T *gr = gz ? gz + row * V : (T *)0;
+    const int t = targets[row];
+    if (t == ignore) {
+        if (gr)
+            for (int64_t j = threadIdx.x; j < V; j += blockDim.x) gr[j] = st_f<T>(A(0));
+        if (ggrow && threadIdx.x == 0) ggrow[row] = A(0);
+        return;
+    }
+    A mx = -INFINITY;
+    for (int64_t j = threadIdx.x; j < V; j += blockDim.x) mx = fmax(mx, ld(z[j]));
+    mx = block_reduce<A>(mx, 1);
+    A s = 0, su = 0;
+    for (int64_t j = threadIdx.x; j < V; j += blockDim.x) {
+        const A e = exp(ld(z[j]) - mx);
+        s += e, su += ld(ur[j]) * e;
+    }
+    s = block_reduce<A>(s, 0);
+    su = block_reduce<A>(su, 0);
+    const A up = su / s, g = grow[row], inv = A(1) / s;
+    if (gr)
+        for (int64_t j = threadIdx.x; j < V; j += blockDim.x)
+            gr[j] = st_f<T>(g * exp(ld(z[j]) - mx) * inv * (ld(ur[j]) - up));
+    if (ggrow && threadIdx.x == 0) ggrow[row] = up - ld(ur[t]);
 }
 
 } // namespace so2
