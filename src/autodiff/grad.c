@@ -576,10 +576,20 @@ static int checkpoint_vjp(ttt_ctx *ctx, ttt_node *nd, ttt_tensor *const *gout, c
     for (int i = 0, k = 0; i < nd->n_in; i++)
         if (needs[i]) targets[k++] = nd->in[i];
 
+    /* Without create_graph the gradients outlive the recomputed graph: their buffers (the targets' shapes and
+     * dtypes) are taken before the mark, so each is copied out once instead of through carry_out's stash. */
+    ttt_tensor **keep = create ? NULL : ttt__meta_alloc(ctx, (size_t)(n_t ? n_t : 1) * sizeof *keep);
+    int rc = create || keep ? TTT_OK : TTT_ERR;
+    for (int k = 0; k < n_t && keep && rc == TTT_OK; k++)
+        if (!(keep[k] = ttt_new(ctx, targets[k]->dtype, targets[k]->ndim, targets[k]->shape))) rc = TTT_ERR;
+    if (rc != TTT_OK) {
+        free(buf);
+        return TTT_ERR;
+    }
     ttt_mark_t m = ttt_mark(ctx);
     int saved = ctx->no_grad_depth;
     ctx->no_grad_depth = 0; /* recompute with a graph */
-    int rc = fn(ctx, nd->pattr[1], nd->n_in, nd->in, nd->n_out, rout);
+    rc = fn(ctx, nd->pattr[1], nd->n_in, nd->in, nd->n_out, rout);
     ctx->no_grad_depth = saved;
     for (int k = 0; k < nd->n_out && rc == TTT_OK; k++) {
         if (!rout[k]) rc = TTT_ERR;
@@ -591,7 +601,16 @@ static int checkpoint_vjp(ttt_ctx *ctx, ttt_node *nd, ttt_tensor *const *gout, c
     if (rc == TTT_OK && n_o > 0) rc = ttt__grad(ctx, n_o, sel_out, sel_g, n_t, targets, grads, create, true);
     else if (rc == TTT_OK)
         for (int k = 0; k < n_t && rc == TTT_OK; k++) rc = (grads[k] = ttt_zeros_like(ctx, targets[k])) ? TTT_OK : TTT_ERR;
-    if (rc == TTT_OK && !create) rc = carry_out(ctx, m, n_t, grads); /* frees the recomputed graph */
+    for (int k = 0; k < n_t && rc == TTT_OK && !create; k++) {
+        bool same = grads[k]->dtype == keep[k]->dtype && grads[k]->ndim == keep[k]->ndim;
+        for (int d = 0; same && d < keep[k]->ndim; d++) same = grads[k]->shape[d] == keep[k]->shape[d];
+        if (!same) /* a gradient must have its input's shape and dtype */
+            rc = ttt__set_error(ctx, "checkpoint: the gradient of input %d has another shape or dtype (internal)", k);
+        else if (ttt_numel(keep[k]) && ctx->be->copy(ctx->bs, keep[k], grads[k]) != TTT_OK)
+            rc = ttt__backend_failed(ctx, "checkpoint");
+        grads[k] = keep[k];
+    }
+    if (!create) ttt_release(ctx, m); /* frees the recomputed graph */
     for (int i = 0, k = 0; i < nd->n_in && rc == TTT_OK; i++)
         if (needs[i]) gin[i] = grads[k++];
     free(buf);
