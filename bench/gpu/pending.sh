@@ -25,7 +25,8 @@
 #   so2     the RMS norm's and SwiGLU's second-order kernels on CUDA: test_fused, gradcheck, memcheck
 #   vsf32   attn_double_backward --vs-f32 (bf16 kernels, then TTT_ATTN_BWD2_BF16=0), and the full-attention step's matmul rows
 #   e2eprof the TTT-E2E step's TTT_PROFILE=1 table (125M, bf16, 8K), then its time beside the full-attention step,
-#           then with TTT_BWD_NODES=0 (norms and SwiGLU composed under create_graph, as before 2026-12-06's fifth session)
+#           then with TTT_BWD_NODES=0 (norms, SwiGLU and the cross-entropy composed under create_graph, as before
+#           2026-12-06's fifth session), then both steps as replayed CUDA graphs (e2e_step --graph)
 #   table   bench/speed/run_table.sh with PARTS=$TABLE_PARTS (default "e2e dbwd")
 #   mttt    the MTTT-MLP step's CUDA kernels (src/backends/cuda/mttt_step.cu), not yet run on a GPU: gradcheck of
 #           mttt_mlp_step / mttt_mlp_apply on CUDA, test_mttt_fused (its checks on CUDA, the CUDA kernels against
@@ -274,6 +275,8 @@ e2eprof_part() {
   timeout 120 ./build/gpu/e2e_step --preset 125m --device cuda --compute bf16 --seq 8192 --kinds fa,e2e --reps 3 2>&1
   TTT_BWD_NODES=0 timeout 100 ./build/gpu/e2e_step --preset 125m --device cuda --compute bf16 --seq 8192 --kinds e2e --reps 3 \
     2>&1 | tail -1 | sed "s/^/[TTT_BWD_NODES=0] /"
+  echo "-- the same steps recorded once as CUDA graphs and replayed (no host launch work)"
+  timeout 150 ./build/gpu/e2e_step --preset 125m --device cuda --compute bf16 --seq 8192 --kinds fa,e2e --reps 3 --graph 2>&1
 }
 # the recorded backward nodes of the RMS norm and SwiGLU and their second-order kernels (second_order.cuh) on CUDA:
 # test_fused (orders 2 and 3 against the composed graph, f64; the fused first order in every dtype), gradcheck
@@ -308,7 +311,7 @@ part ttt_gc 30 90 bash -c 'build ttt_cli && ./build/gpu/ttt gradcheck --device c
 part official 60 200 env DEADLINE=195 PEERS=official CORES=" " CORE_DTYPES=" " bash bench/mixers/run_peer_gpu.sh
 part so2 40 150 bash -c so2_part
 part vsf32 60 200 bash -c vsf32_part
-part e2eprof 60 200 bash -c e2eprof_part
+part e2eprof 60 330 bash -c e2eprof_part
 part table 100 330 env PARTS="${TABLE_PARTS:-e2e dbwd}" bash bench/speed/run_table.sh
 part peer 60 120 env DEADLINE=115 PEERS=fla_ttt CORES=ttt_linear_core CORE_DTYPES="bf16 f32" bash bench/mixers/run_peer_gpu.sh
 part fused 60 120 bash -c fused_part

@@ -35,15 +35,17 @@ typedef struct {
     int64_t seq[16];
     int n_seq;
     int64_t batch, window, chunk, vocab;
-    int reps, first_order, threads, check;
+    int reps, first_order, threads, check, graph;
 } opts;
 
 static void usage(void) {
     fprintf(stderr,
             "usage: e2e_step [--preset tiny|small|125m|350m|760m] [--seq N,N,...] [--batch B] [--device cpu|cuda]\n"
             "                [--compute f32|bf16] [--kinds fa,swa,e2e] [--window K] [--chunk b] [--vocab V]\n"
-            "                [--reps R] [--first-order] [--threads N]\n"
+            "                [--reps R] [--first-order] [--threads N] [--graph]\n"
             "Times one forward + backward of each model kind at each sequence length (random weights).\n"
+            "--graph (CUDA): after two eager steps, record the step (forward, backward) once as a CUDA graph and\n"
+            "time its replays: the step without the host's per-kernel launch work.\n"
             "--window and --chunk override the preset's (SWA and E2E); sequence lengths must be multiples of b.\n");
 }
 
@@ -59,6 +61,10 @@ static int parse(int argc, char **argv, opts *o) {
         }
         if (!strcmp(a, "--check")) {
             o->check = 1;
+            continue;
+        }
+        if (!strcmp(a, "--graph")) {
+            o->graph = 1;
             continue;
         }
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) return usage(), 2;
@@ -92,7 +98,52 @@ static int parse(int argc, char **argv, opts *o) {
         return fprintf(stderr, "e2e_step: --device must be cpu or cuda\n"), 1;
     if (strcmp(o->compute, "f32") && strcmp(o->compute, "bf16"))
         return fprintf(stderr, "e2e_step: --compute must be f32 or bf16\n"), 1;
+    if (o->graph && strcmp(o->device, "cuda")) return fprintf(stderr, "e2e_step: --graph needs --device cuda\n"), 1;
     return 0;
+}
+
+/* --graph: two eager steps (the first grows the arena, the next reset merges it), then the step recorded
+ * once as a CUDA graph (inputs in persistent tensors, the loss read through ttt_item_into) and replayed:
+ * times[1..reps] are the replays, each synchronized. */
+static int time_graph(ttt_ctx *ctx, const opts *o, ttt_lm *m, const char *name, int64_t T, const int32_t *in,
+                      const int32_t *tg, double *times, double *loss_out) {
+    ttt_tensor *ti = ttt_persistent(ctx, TTT_I32, TTT_DIMS(o->batch, T), "tokens");
+    ttt_tensor *tt = ttt_persistent(ctx, TTT_I32, TTT_DIMS(o->batch, T), "targets");
+    ttt_tensor *loss_host = ttt_persistent(ctx, TTT_F32, TTT_DIMS(1), "loss");
+    if (!ti || !tt || !loss_host) return fprintf(stderr, "e2e_step --graph: %s\n", ttt_error(ctx)), 1;
+    ttt_assign(ctx, ti, ttt_from_host(ctx, TTT_I32, TTT_DIMS(o->batch, T), in));
+    ttt_assign(ctx, tt, ttt_from_host(ctx, TTT_I32, TTT_DIMS(o->batch, T), tg));
+    ttt_graph *g = NULL;
+    for (int r = 0; r < 3; r++) { /* 0, 1: eager; 2: recorded */
+        ttt_step_reset(ctx);
+        ttt_zero_grad(ctx, m->n_params, m->params);
+        if (r == 2 && ttt_graph_begin(ctx) != TTT_OK) break;
+        ttt_tensor *loss = ttt_lm_is_e2e(m) ? ttt_lm_e2e_loss(ctx, m, ti, tt, 1.0, o->first_order, NULL, NULL)
+                                            : ttt_lm_loss(ctx, m, ti, tt, NULL);
+        int rc = loss && ttt_backward(ctx, loss) == TTT_OK ? TTT_OK : TTT_ERR;
+        if (rc == TTT_OK) rc = ttt_assign(ctx, loss_host, ttt_cast(ctx, ttt_reshape(ctx, loss, TTT_DIMS(1)), TTT_F32));
+        if (r == 2) rc = ttt_graph_end(ctx, &g) == TTT_OK ? rc : TTT_ERR;
+        if (rc != TTT_OK) {
+            fprintf(stderr, "e2e_step --graph: %s at %lld, %s: %s\n", name, (long long)T, r == 2 ? "recording" : "eager",
+                    ttt_error(ctx));
+            return 1;
+        }
+        ttt_synchronize(ctx);
+    }
+    if (!g) return fprintf(stderr, "e2e_step --graph: %s: %s\n", name, ttt_error(ctx)), 1;
+    int rc = 0;
+    for (int r = 0; r <= o->reps && !rc; r++) { /* r = 0: the first replay (instantiation) */
+        ttt_zero_grad(ctx, m->n_params, m->params);
+        ttt_synchronize(ctx);
+        const double t0 = now();
+        rc = ttt_graph_replay(ctx, g) == TTT_OK && ttt_synchronize(ctx) == TTT_OK ? 0 : 1;
+        times[r] = now() - t0;
+    }
+    double v = NAN;
+    if (!rc && ttt_copy_to_host(ctx, loss_host, &v, TTT_F64) == TTT_OK) *loss_out = v;
+    if (rc) fprintf(stderr, "e2e_step --graph: replay: %s\n", ttt_error(ctx));
+    ttt_graph_free(ctx, g);
+    return rc;
 }
 
 /* Median seconds of forward + backward; *peak: bytes of the step's data arena (+ pool on CUDA). */
@@ -123,6 +174,10 @@ static int time_kind(ttt_ctx *ctx, const opts *o, const char *kind, int64_t T, d
         for (int64_t t = 0; t < T; t++) in[b * T + t] = ids[b * (T + 1) + t], tg[b * T + t] = ids[b * (T + 1) + t + 1];
     double *times = calloc((size_t)o->reps + 1, sizeof *times);
     int rc = 0;
+    if (o->graph) {
+        rc = time_graph(ctx, o, &m, name, T, in, tg, times, loss_out);
+        goto done;
+    }
     for (int r = 0; r <= o->reps && !rc; r++) { /* r = 0 warms up (allocations, lazy loading) */
         ttt_step_reset(ctx);
         ttt_zero_grad(ctx, m.n_params, m.params);
@@ -140,6 +195,7 @@ static int time_kind(ttt_ctx *ctx, const opts *o, const char *kind, int64_t T, d
         *loss_out = ttt_item(ctx, loss); /* synchronizes */
         times[r] = now() - t0;
     }
+done:
     if (!rc) {
         qsort(times + 1, (size_t)o->reps, sizeof *times, cmp_double);
         *sec = times[1 + o->reps / 2];
