@@ -86,11 +86,11 @@ for f in 0 1; do
   run_for 90 env TTT_FUSED=$f TTT_PROFILE=1 $B/ttt lm train --device cuda --data $W/ts.bin --preset 125m --seq-len 1024 --batch 8 \
     --steps 4 --log-every 4 --save-every 1000000 --compute bf16 --cuda-graph off --out $W/lm-prof$f >"$OUT/profile-fused$f.log" 2>&1 ||
     status=1
-  # rows: name [label] dtype calls total_ms us/call share
-  awk -v f=$f '/^== TTT_PROFILE/ {on = 1; next} on && NF >= 5 && $(NF-3) ~ /^[0-9]+$/ {
-      n = $(NF-3); total += n; ms += $(NF-2)
+  # rows: name [label] dtype calls total_ms us/call share first_ms
+  awk -v f=$f '/^== TTT_PROFILE/ {on = 1; next} on && NF >= 6 && $(NF-4) ~ /^[0-9]+$/ {
+      n = $(NF-4); total += n; ms += $(NF-3)
       if ($1 ~ /^(adamw|adamw_multi|sgd|sumsq_multi|scale_multi|swiglu|swiglu_bwd|norm:rms|norm_bwd:rms|norm_affine:rms|norm_affine_bwd:rms|reduce:sum|unary:silu|unary:silu_grad|unary:affine|binary:mul|binary:add|copy:convert|copy)$/)
-        rows = rows sprintf("    %-24s %-5s %6.1f calls/step\n", $1, $(NF-4), n / 4) }
+        rows = rows sprintf("    %-24s %-5s %6.1f calls/step\n", $1, $(NF-5), n / 4) }
     END { printf "TTT_FUSED=%d: %.0f kernel-entry calls per step (%.0f ms per step profiled)\n%s", f, total / 4, ms / 4, rows }' \
     "$OUT/profile-fused$f.log" | log
 done
