@@ -370,13 +370,17 @@ static int backprop(grad_call *gc, int n_out, ttt_tensor *const *outputs, ttt_te
             if (needs[0]) rc = accumulate_slice(gc, nd->in[0], gout[0], axis, start);
             continue;
         }
+        const char *scope = ttt__profile_scope;
+        ttt__profile_scope = nd->op;
         if (nd->vjp(ctx, nd, gout, needs, gin) != TTT_OK) {
+            ttt__profile_scope = scope;
             if (!ctx->err[0]) ttt__set_error(ctx, "autodiff: VJP of %s failed", nd->op);
             rc = TTT_ERR;
             break;
         }
         for (int i = 0; i < nd->n_in && rc == TTT_OK; i++)
             if (needs[i]) rc = accumulate(gc, nd->in[i], gin[i], nd->op);
+        ttt__profile_scope = scope;
     }
     free(gout);
     free(gin);

@@ -98,6 +98,10 @@ struct ttt_ctx {
  * as they were); release closes the real instance, and the last profiled
  * context prints the table. */
 int ttt__profile_enabled(void);
+/* TTT_PROFILE=scopes: the node whose VJP is running (the traversal sets it around each VJP, and around the
+ * accumulation of its gradients), so the table says which VJPs the kernels come from; NULL outside a VJP
+ * ("forward"). Process-wide, like the table: threads that profile at once mislabel each other's rows. */
+extern const char *ttt__profile_scope;
 int ttt__profile_wrap(const ttt_backend **be, ttt_backend_state **bs);
 void ttt__profile_release(const ttt_backend *be, ttt_backend_state *bs);
 /* Calls of each kernel entry through profiled instances since the process began (any backend, any result). */

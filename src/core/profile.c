@@ -10,7 +10,9 @@
  * backend instance; the wrappers are generated from TTT_KERNEL_LIST, so a new
  * kernel entry is profiled once it has a DESC_ line below (the build fails
  * until it has). The table itself is process-wide, and so are the call counts tests read
- * (ttt__profile_calls; per device kind, only the calls that did the work: ttt__profile_ran). */
+ * (ttt__profile_calls; per device kind, only the calls that did the work: ttt__profile_ran).
+ * TTT_PROFILE=scopes keys the rows by the node whose VJP queued the kernel as well ("forward" outside any),
+ * e.g. "rms_norm_backward > norm_bwd2:rms bf16". */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,10 +20,10 @@
 
 #include "internal.h"
 
-enum { MAX_ROWS = 96 };
+enum { MAX_ROWS = 768 };
 
 typedef struct {
-    char name[64];
+    char name[96];
     long long calls;
     double seconds;
     double first; /* the first call's seconds: one-time work (cuBLAS's handle and workspace, lazy module loading)
@@ -37,6 +39,8 @@ typedef struct {
 } prof_state;
 
 static prof_row g_rows[MAX_ROWS];
+const char *ttt__profile_scope;
+static int g_scopes; /* TTT_PROFILE=scopes: rows keyed by the running VJP's node too */
 static int g_n_rows, g_users;
 static long long g_calls[TTT_K_COUNT];
 /* per device kind (TTT_CPU, TTT_CUDA): the calls that did the work (returned TTT_OK), and those that
@@ -70,8 +74,9 @@ static void end(prof_state *P, ttt_kernel k, int rc, double t0, ttt_dtype dt, co
     P->real->synchronize(P->rs);
     const double dt_s = now() - t0;
     const char *kind = (unsigned)k < TTT_K_COUNT ? ttt_kernel_name(k) : "graph_replay";
-    char name[64];
-    snprintf(name, sizeof name, "%s%s%s %s", kind, op ? ":" : "", op ? op : "", (unsigned)dt < 4 ? DTYPE[dt] : "?");
+    char name[96];
+    snprintf(name, sizeof name, "%s%s%s%s%s %s", g_scopes ? (ttt__profile_scope ? ttt__profile_scope : "forward") : "",
+             g_scopes ? " > " : "", kind, op ? ":" : "", op ? op : "", (unsigned)dt < 4 ? DTYPE[dt] : "?");
     for (int i = 0; i < g_n_rows; i++)
         if (!strcmp(g_rows[i].name, name)) {
             g_rows[i].calls++;
@@ -191,6 +196,7 @@ static void p_graph_free(ttt_backend_state *self, void *g) { P_(self)->real->gra
 
 int ttt__profile_enabled(void) {
     const char *e = getenv("TTT_PROFILE");
+    g_scopes = e && !strcmp(e, "scopes");
     return e && *e && strcmp(e, "0");
 }
 
@@ -251,12 +257,12 @@ void ttt__profile_release(const ttt_backend *be, ttt_backend_state *bs) {
     qsort(g_rows, (size_t)g_n_rows, sizeof g_rows[0], by_time);
     /* us/call leaves the first call out (it is its own column) where there are others */
     fprintf(stderr,
-            "\n== TTT_PROFILE: kernel entries on %s, synchronized each (%.3f s in all) ==\n%-44s %10s %12s %10s %7s %10s\n",
+            "\n== TTT_PROFILE: kernel entries on %s, synchronized each (%.3f s in all) ==\n%-60s %10s %12s %10s %7s %10s\n",
             name, total, "entry dtype", "calls", "total ms", "us/call", "share", "first ms");
     for (int i = 0; i < g_n_rows; i++) {
         const prof_row *r = &g_rows[i];
         const double per = r->calls > 1 ? (r->seconds - r->first) / (double)(r->calls - 1) : r->seconds;
-        fprintf(stderr, "%-44s %10lld %12.2f %10.1f %6.1f%% %10.3f\n", r->name, r->calls, 1e3 * r->seconds, 1e6 * per,
+        fprintf(stderr, "%-60s %10lld %12.2f %10.1f %6.1f%% %10.3f\n", r->name, r->calls, 1e3 * r->seconds, 1e6 * per,
                 total > 0 ? 100 * r->seconds / total : 0, 1e3 * r->first);
     }
     if (has_stats) {
