@@ -155,8 +155,10 @@ static int chunk_step(ttt_ctx *ctx, void *user, int n_in, ttt_tensor *const *in,
     ttt_tensor *inner = NULL;
     if (rc == TTT_OK) {
         ttt_tensor *hf = ttt_rms_norm(ctx, x, ttt__lm_w(ctx, &view, view.norm), c->norm_eps);
+        /* the head may come cast and padded with zero rows (head_for_chunks): the padding logits are sliced off */
         ttt_tensor *logits = ttt_matmul(ctx, hf, ttt__lm_w(ctx, &view, view.embed), 0, 1);
-        const ttt_dtype loss_dt = view.embed->dtype; /* the loss is not computed in bf16 */
+        if (logits && logits->shape[logits->ndim - 1] != c->vocab) logits = ttt_slice(ctx, logits, -1, 0, c->vocab, 1);
+        const ttt_dtype loss_dt = m->embed->dtype; /* the loss is not computed in bf16 */
         if (logits && logits->dtype != loss_dt && !(logits->dtype == TTT_BF16 && loss_dt == TTT_F32))
             logits = ttt_cast(ctx, logits, loss_dt); /* bf16 logits give an f32 loss as they are */
         ttt_tensor *rows = ttt_cross_entropy_rows(ctx, logits, a->targets, -100); /* [B, b] */
@@ -183,10 +185,23 @@ static int chunk_step(ttt_ctx *ctx, void *user, int n_in, ttt_tensor *const *in,
 }
 
 /* The inputs of chunk_step (see the top of the file); tail NULL for the first chunk. */
-static void chunk_inputs(const ttt_lm *m, ttt_tensor *x, ttt_tensor *const *w, ttt_tensor *const *tail, ttt_tensor **in) {
+/* The head as the chunks take it during training, made once per step: in the compute dtype and, on CUDA, with
+ * zero rows up to a multiple of 64 (ttt_lm_loss_chunked's reason: a logits row of 50257 elements is not 16-byte
+ * aligned, and cuBLAS then leaves its tensor-core kernels for ones several times slower). Its gradient adds up
+ * over the chunks in the compute dtype, as the LM's chunked head does, and goes back through one cast. */
+static ttt_tensor *head_for_chunks(ttt_ctx *ctx, const ttt_lm *m) {
+    const int64_t V = m->cfg.vocab, V_pad = ttt_ctx_device(ctx) == TTT_CUDA ? (V + 63) / 64 * 64 : V;
+    ttt_tensor *head = ttt__lm_w(ctx, m, m->embed);
+    if (head && V_pad != V)
+        head = ttt_concat(ctx, 2, (ttt_tensor *[]){head, ttt_zeros(ctx, head->dtype, TTT_DIMS(V_pad - V, m->cfg.dim))}, 0);
+    return head;
+}
+
+static void chunk_inputs(const ttt_lm *m, ttt_tensor *head, ttt_tensor *x, ttt_tensor *const *w, ttt_tensor *const *tail,
+                         ttt_tensor **in) {
     const int S = (int)m->cfg.prime_blocks, first = (int)(m->cfg.depth - m->cfg.prime_blocks);
     in[0] = x;
-    in[1] = m->embed;
+    in[1] = head;
     in[2] = m->norm;
     int k = 3;
     for (int j = 0; j < S; j++) {
@@ -262,6 +277,8 @@ ttt_tensor *ttt_lm_e2e_loss(ttt_ctx *ctx, const ttt_lm *m, ttt_tensor *ids, ttt_
     const int n_static = static_slots(&probe, slot);
     const ttt_dtype loss_dt = m->embed->dtype;
 
+    ttt_tensor *head = head_for_chunks(ctx, m);
+    if (!head) return NULL;
     eval_bufs e = {0};
     ttt_tensor *rows_all = NULL, *means_all = NULL, **seq_parts = NULL, **row_parts = NULL;
     if (record) {
@@ -284,7 +301,7 @@ ttt_tensor *ttt_lm_e2e_loss(ttt_ctx *ctx, const ttt_lm *m, ttt_tensor *ids, ttt_
         if (!a || !in) return NULL;
         ttt_tensor **out = in + nin;
         *a = (chunk_args){m, ttt_slice(ctx, targets, 1, t0, t0 + b, 1), t0, has_tail, n_static, eta, first_order};
-        chunk_inputs(m, ttt_slice(ctx, x, 1, t0, t0 + b, 1), w, has_tail ? tail : NULL, in);
+        chunk_inputs(m, head, ttt_slice(ctx, x, 1, t0, t0 + b, 1), w, has_tail ? tail : NULL, in);
         if (!a->targets || !in[0]) return NULL;
         if (record ? ttt_checkpoint(ctx, chunk_step, a, nin, in, nout, out) != TTT_OK
                    : chunk_step(ctx, a, nin, in, nout, out) != TTT_OK)
@@ -432,7 +449,7 @@ static int state_inner_step(ttt_ctx *ctx, const ttt_lm *m, ttt_lm_e2e_state *s, 
         ttt_concat(ctx, 2, (ttt_tensor *const[]){ttt_slice(ctx, s->chunk_ids, 1, 1, b, 1), next}, 1);
     if (!targets) return TTT_ERR;
     chunk_args a = {m, targets, t0, has_tail, n_static, s->eta, 1};
-    chunk_inputs(m, s->chunk_x, s->w, has_tail ? tail : NULL, in);
+    chunk_inputs(m, m->embed, s->chunk_x, s->w, has_tail ? tail : NULL, in);
     if (chunk_step(ctx, &a, nin, in, nout, out) != TTT_OK) return TTT_ERR;
     for (int i = 0; i < s->n_w; i++)
         if (ttt_assign(ctx, s->w[i], out[2 + 5 * (i / 3) + i % 3]) != TTT_OK) return TTT_ERR;
