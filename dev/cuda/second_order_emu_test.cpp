@@ -11,14 +11,7 @@
  *   g++ -std=c++17 -O1 -I src/backends/cuda -I dev/cuda dev/cuda/second_order_emu_test.cpp -o /tmp/so_emu && /tmp/so_emu */
 #include "emu.h"
 
-/* what cuda_internal.h gives the kernels, for host types */
-enum { THREADS = 256 };
-template <typename T> struct Acc { typedef T type; };
-static inline float ld(float v) { return v; }
-static inline double ld(double v) { return v; }
-template <typename T> inline T st(double v) { return (T)v; }
-template <typename T> inline T st_f(typename Acc<T>::type v) { return (T)v; }
-#define GRID_LOOP(i, n) for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < (n); i += (int64_t)gridDim.x * blockDim.x)
+#include "emu_host.h"
 
 #include "reduce_kernels.cuh"
 #include "second_order.cuh"

@@ -321,15 +321,20 @@ CPU_PARALLEL(self, rows * v,
     return TTT_OK;
 }
 
+/* The gradient kernels' checks: float logits with evenly spaced rows, grow in the loss's dtype, every target in
+ * range; *rows, *v (the row length) and *ldx (the rows' spacing). */
+static int ce_grad_check(const char *k, const ttt_tensor *logits, const ttt_tensor *targets, const ttt_tensor *grow,
+                         int ignore_index, int64_t *rows, int64_t *v, int64_t *ldx) {
+    if (float_only(k, logits)) return TTT_ERR;
+    cpu_rows_cols(logits, rows, v);
+    *ldx = ttt_row_stride(logits);
+    return ce_check(k, logits, grow, *ldx) || check_targets(k, targets, *rows, *v, ignore_index) ? TTT_ERR : TTT_OK;
+}
+
 int cpu_cross_entropy_bwd(ttt_backend_state *self, ttt_tensor *dst, const ttt_tensor *logits, const ttt_tensor *targets, const ttt_tensor *grow,
                           int ignore_index) {
-    if (float_only("cross_entropy_bwd", logits)) return TTT_ERR;
-    int64_t rows, v;
-    cpu_rows_cols(logits, &rows, &v);
-    const int64_t ldx = ttt_row_stride(logits);
-    if (ce_check("cross_entropy_bwd", logits, grow, ldx) ||
-        check_targets("cross_entropy_bwd", targets, rows, v, ignore_index))
-        return TTT_ERR;
+    int64_t rows, v, ldx;
+    if (ce_grad_check("cross_entropy_bwd", logits, targets, grow, ignore_index, &rows, &v, &ldx)) return TTT_ERR;
     const int32_t *t = targets->data;
     int f32 = F32(logits);
 CPU_PARALLEL(self, rows * v,
@@ -363,12 +368,8 @@ CPU_PARALLEL(self, rows * v,
  * ggrow = u.p - u[t], zero rows where ignored. */
 int cpu_cross_entropy_bwd2(ttt_backend_state *self, ttt_tensor *gx, ttt_tensor *ggrow, const ttt_tensor *logits,
                            const ttt_tensor *targets, const ttt_tensor *grow, const ttt_tensor *u, int ignore_index) {
-    if (float_only("cross_entropy (second order)", logits)) return TTT_ERR;
-    int64_t rows, v;
-    cpu_rows_cols(logits, &rows, &v);
-    const int64_t ldx = ttt_row_stride(logits);
-    if (ce_check("cross_entropy (second order)", logits, grow, ldx) ||
-        check_targets("cross_entropy (second order)", targets, rows, v, ignore_index))
+    int64_t rows, v, ldx;
+    if (ce_grad_check("cross_entropy (second order)", logits, targets, grow, ignore_index, &rows, &v, &ldx))
         return TTT_ERR;
     const int32_t *t = targets->data;
     const int f32 = F32(logits), lf32 = F32(grow);
