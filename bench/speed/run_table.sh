@@ -7,10 +7,12 @@
 #   profile  TTT_PROFILE=1 over 12 steps of the 1K run: where the step goes, by kernel
 #   attn     causal attention, bf16, d = 64 and 128, 2K..128K, forward and forward + backward,
 #            against SDPA flash; sliding window 8K per token (bench/gpu/run_attention.sh)
-#   e2e      TTT-E2E meta-training step at 8K against the full-attention step (bench/lm/e2e_step)
+#   e2e      TTT-E2E meta-training step at 8K against the full-attention step (bench/lm/e2e_step), eager and
+#            replayed as CUDA graphs (--graph), and e2e_step --check (the step's gradients against the CPU in f64)
 #   dbwd     attention double backward at 8K, bf16 and f32 (bench/gpu/run_double_backward.sh), then the
 #            bf16 kernels against the path before them and the first-order fwd + bwd at 2K and 8K (BF16=1)
-# PARTS="lm profile attn e2e dbwd" (the default) picks them. Carry .debs (json-c) for dbwd.
+#   vit      the GPU MTTT-MLP ViT (pixels) against jitted JAX (bench/mttt/speed_vs_jax.sh; carry data/fashion-mnist)
+# PARTS="lm profile attn e2e dbwd" (the default; add vit) picks them. Carry .debs (json-c) for dbwd.
 # Logs and tables in $OUT (default ./gpu-out).
 set -uo pipefail
 OUT=${OUT:-gpu-out}
@@ -95,6 +97,14 @@ fi
 if has e2e; then
   echo "== TTT-E2E step vs full attention, 125M, bf16, T=8K ==" | log
   timeout 200 $B/e2e_step --preset 125m --device cuda --compute bf16 --seq 8192 --kinds fa,swa,e2e --reps 3 2>&1 | log || status=1
+  timeout 150 $B/e2e_step --preset 125m --device cuda --compute bf16 --seq 8192 --kinds fa,e2e --reps 3 --graph 2>&1 |
+    tail -2 | sed "s/^/[graph] /" | log || status=1
+  timeout 60 $B/e2e_step --check --device cuda 2>&1 | log || status=1
+fi
+
+if has vit; then
+  echo "== MTTT-MLP ViT, pixels, against jitted JAX (bench/mttt/speed_vs_jax.sh) ==" | log
+  LAYERS=mttt-mlp timeout 240 bash bench/mttt/speed_vs_jax.sh 2>&1 | tail -20 | log || status=1
 fi
 
 if has dbwd; then
