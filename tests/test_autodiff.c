@@ -291,6 +291,32 @@ static void test_rope_permuted(ttt_ctx *ctx) {
     ttt_step_reset(ctx);
 }
 
+/* sum_to over axes of size 1 is a reshape (no reduction kernel): the values of a permuted, non-contiguous
+ * [1, 3, 4] view summed to [3, 4] are its own, the gradient of an expand [3, 4] -> [1, 3, 4] comes back
+ * through it, and a real sum (axis of size 2) still adds. */
+static void test_sum_to_ones(ttt_ctx *ctx) {
+    double x[12], w[12], a[12], b[12];
+    for (int i = 0; i < 12; i++) x[i] = 0.5 * i - 2, w[i] = cos(0.3 * i);
+    ttt_tensor *xt = ttt_from_host(ctx, TTT_F64, TTT_DIMS(1, 4, 3), x);
+    ttt_tensor *p = ttt_permute(ctx, xt, (const int[]){0, 2, 1}); /* [1, 3, 4], strided */
+    ttt_tensor *s = ttt_sum_to(ctx, p, 2, (const int64_t[]){3, 4});
+    CHECK(s && s->ndim == 2 && s->shape[0] == 3 && s->shape[1] == 4);
+    ttt_copy_to_host(ctx, s, a, TTT_F64);
+    for (int i = 0; i < 3; i++)
+        for (int j = 0; j < 4; j++) CHECK_MSG(a[i * 4 + j] == x[j * 3 + i], "sum_to (%d, %d): %g", i, j, a[i * 4 + j]);
+    ttt_tensor *v = ttt_from_host(ctx, TTT_F64, TTT_DIMS(3, 4), w), *gv;
+    ttt_set_requires_grad(v, 1);
+    ttt_tensor *e = ttt_expand(ctx, v, TTT_DIMS(1, 3, 4));
+    ttt_tensor *f = ttt_sum(ctx, ttt_mul(ctx, e, ttt_from_host(ctx, TTT_F64, TTT_DIMS(1, 3, 4), x)), 0, NULL, 0);
+    CHECK(f && ttt_grad(ctx, 1, &f, NULL, 1, &v, &gv, 0) == TTT_OK);
+    ttt_copy_to_host(ctx, gv, b, TTT_F64);
+    for (int i = 0; i < 12; i++) CHECK_MSG(b[i] == x[i], "expand's gradient %d: %g", i, b[i]);
+    ttt_tensor *two = ttt_sum_to(ctx, ttt_from_host(ctx, TTT_F64, TTT_DIMS(2, 6), x), 1, (const int64_t[]){6});
+    ttt_copy_to_host(ctx, two, a, TTT_F64);
+    for (int j = 0; j < 6; j++) CHECK(a[j] == x[j] + x[6 + j]);
+    ttt_step_reset(ctx);
+}
+
 /* Gradients of many slices of one tensor are gathered into one concat (autodiff/grad.c):
  * the values, zero gaps, overlapping slices, a slice on another axis and the second order
  * stay exact, and the backward of N slices takes O(size) memory, not O(N x size). */
@@ -360,6 +386,7 @@ int main(void) {
     test_rope_permuted(ctx);
     test_remat(ctx);
     test_slice_gradients(ctx);
+    test_sum_to_ones(ctx);
     ttt_ctx_free(ctx);
     TEST_MAIN_END();
 }
