@@ -47,15 +47,8 @@ static double max_abs(const double *x, int64_t n) {
     return m;
 }
 
-/* x rounded to the nearest bf16 value (ties to even) */
-static double round_bf16(double x) {
-    float f = (float)x;
-    uint32_t b;
-    memcpy(&b, &f, 4);
-    b = (b + 0x7fffu + ((b >> 16) & 1u)) & 0xffff0000u;
-    memcpy(&f, &b, 4);
-    return f;
-}
+/* x rounded to the nearest bf16 value (ties to even), by the engine's own conversion */
+static double round_bf16(double x) { return ttt_bf16_to_f32(ttt_f32_to_bf16((float)x)); }
 
 /* Phi's second-order gradients g2 (q, k, v, z), with create_graph on the second gradient or not; t: the 8 inputs. */
 static int second_order(ttt_ctx *ctx, const shape_case *c, ttt_tensor *const *t, int create_graph, ttt_tensor **g2) {

@@ -102,6 +102,12 @@ static int parse(int argc, char **argv, opts *o) {
     return 0;
 }
 
+/* The timed step's loss: TTT-E2E's meta-training loss (eta 1) or the plain LM loss. */
+static ttt_tensor *step_loss(ttt_ctx *ctx, const opts *o, ttt_lm *m, ttt_tensor *ids, ttt_tensor *targets) {
+    return ttt_lm_is_e2e(m) ? ttt_lm_e2e_loss(ctx, m, ids, targets, 1.0, o->first_order, NULL, NULL)
+                            : ttt_lm_loss(ctx, m, ids, targets, NULL);
+}
+
 /* --graph: two eager steps (the first grows the arena, the next reset merges it), then the step recorded
  * once as a CUDA graph (inputs in persistent tensors, the loss read through ttt_item_into) and replayed:
  * times[1..reps] are the replays, each synchronized. */
@@ -118,8 +124,7 @@ static int time_graph(ttt_ctx *ctx, const opts *o, ttt_lm *m, const char *name, 
         ttt_step_reset(ctx);
         ttt_zero_grad(ctx, m->n_params, m->params);
         if (r == 2 && ttt_graph_begin(ctx) != TTT_OK) break;
-        ttt_tensor *loss = ttt_lm_is_e2e(m) ? ttt_lm_e2e_loss(ctx, m, ti, tt, 1.0, o->first_order, NULL, NULL)
-                                            : ttt_lm_loss(ctx, m, ti, tt, NULL);
+        ttt_tensor *loss = step_loss(ctx, o, m, ti, tt);
         int rc = loss && ttt_backward(ctx, loss) == TTT_OK ? TTT_OK : TTT_ERR;
         if (rc == TTT_OK) rc = ttt_assign(ctx, loss_host, ttt_cast(ctx, ttt_reshape(ctx, loss, TTT_DIMS(1)), TTT_F32));
         if (r == 2) rc = ttt_graph_end(ctx, &g) == TTT_OK ? rc : TTT_ERR;
@@ -185,8 +190,7 @@ static int time_kind(ttt_ctx *ctx, const opts *o, const char *kind, int64_t T, d
         const double t0 = now();
         ttt_tensor *ti = ttt_from_host(ctx, TTT_I32, TTT_DIMS(o->batch, T), in);
         ttt_tensor *tt = ttt_from_host(ctx, TTT_I32, TTT_DIMS(o->batch, T), tg);
-        ttt_tensor *loss = ttt_lm_is_e2e(&m) ? ttt_lm_e2e_loss(ctx, &m, ti, tt, 1.0, o->first_order, NULL, NULL)
-                                             : ttt_lm_loss(ctx, &m, ti, tt, NULL);
+        ttt_tensor *loss = step_loss(ctx, o, &m, ti, tt);
         if (!loss || ttt_backward(ctx, loss) != TTT_OK) {
             fprintf(stderr, "e2e_step: %s at %lld: %s\n", name, (long long)T, ttt_error(ctx));
             rc = 1;

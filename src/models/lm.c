@@ -698,6 +698,18 @@ static int chunk_loss_fn(ttt_ctx *ctx, void *user, int n_in, ttt_tensor *const *
     return out[0] ? TTT_OK : TTT_ERR;
 }
 
+/* The head in the compute dtype with, on CUDA, zero rows up to a multiple of 64: a logits row of V = 50257
+ * elements is not 16-byte aligned, and cuBLAS then leaves the tensor-core kernels for ones several times slower
+ * (callers slice the padding logits off before the loss; the CPU's BLAS has no such cliff). Its gradient goes
+ * back to the master through one cast. */
+ttt_tensor *ttt__lm_head_weight(ttt_ctx *ctx, const ttt_lm *m) {
+    const int64_t V = m->cfg.vocab, V_pad = ttt_ctx_device(ctx) == TTT_CUDA ? (V + 63) / 64 * 64 : V;
+    ttt_tensor *head = W(ctx, m, m->embed);
+    if (head && V_pad != V)
+        head = ttt_concat(ctx, 2, (ttt_tensor *[]){head, ttt_zeros(ctx, head->dtype, TTT_DIMS(V_pad - V, m->cfg.dim))}, 0);
+    return head;
+}
+
 ttt_tensor *ttt_lm_loss_chunked(ttt_ctx *ctx, const ttt_lm *m, ttt_tensor *ids, ttt_tensor *targets,
                                 ttt_tensor **per_token, int64_t chunk) {
     static const char fn[] = "lm_loss";
@@ -720,15 +732,7 @@ ttt_tensor *ttt_lm_loss_chunked(ttt_ctx *ctx, const ttt_lm *m, ttt_tensor *ids, 
     if (chunk == 0) chunk = LOGIT_CHUNK / (B * V) > 1 ? LOGIT_CHUNK / (B * V) : 1;
     if (chunk > T) chunk = T;
     const int64_t n_chunks = (T + chunk - 1) / chunk;
-    /* The head in the compute dtype, cast once outside the rematerialized
-     * chunks, with zero rows up to a multiple of 64: a logits row of V = 50257
-     * elements is not 16-byte aligned, and cuBLAS then leaves the tensor-core
-     * kernels for ones several times slower (the padding logits are sliced off
-     * before the loss). */
-    const int64_t V_pad = ttt_ctx_device(ctx) == TTT_CUDA ? (V + 63) / 64 * 64 : V; /* the CPU's BLAS has no such cliff */
-    ttt_tensor *head = W(ctx, m, m->embed);
-    if (head && V_pad != V)
-        head = ttt_concat(ctx, 2, (ttt_tensor *[]){head, ttt_zeros(ctx, head->dtype, TTT_DIMS(V_pad - V, m->cfg.dim))}, 0);
+    ttt_tensor *head = ttt__lm_head_weight(ctx, m); /* cast once outside the rematerialized chunks */
     if (!head) return NULL;
     ttt_tensor *rows = NULL, **parts = NULL;
     if (record) parts = ttt__meta_alloc(ctx, sizeof(ttt_tensor *) * (size_t)n_chunks);

@@ -155,7 +155,7 @@ static int chunk_step(ttt_ctx *ctx, void *user, int n_in, ttt_tensor *const *in,
     ttt_tensor *inner = NULL;
     if (rc == TTT_OK) {
         ttt_tensor *hf = ttt_rms_norm(ctx, x, ttt__lm_w(ctx, &view, view.norm), c->norm_eps);
-        /* the head may come cast and padded with zero rows (head_for_chunks): the padding logits are sliced off */
+        /* the head may come cast and padded with zero rows (ttt__lm_head_weight): the padding logits are sliced off */
         ttt_tensor *logits = ttt_matmul(ctx, hf, ttt__lm_w(ctx, &view, view.embed), 0, 1);
         if (logits && logits->shape[logits->ndim - 1] != c->vocab) logits = ttt_slice(ctx, logits, -1, 0, c->vocab, 1);
         const ttt_dtype loss_dt = m->embed->dtype; /* the loss is not computed in bf16 */
@@ -185,18 +185,6 @@ static int chunk_step(ttt_ctx *ctx, void *user, int n_in, ttt_tensor *const *in,
 }
 
 /* The inputs of chunk_step (see the top of the file); tail NULL for the first chunk. */
-/* The head as the chunks take it during training, made once per step: in the compute dtype and, on CUDA, with
- * zero rows up to a multiple of 64 (ttt_lm_loss_chunked's reason: a logits row of 50257 elements is not 16-byte
- * aligned, and cuBLAS then leaves its tensor-core kernels for ones several times slower). Its gradient adds up
- * over the chunks in the compute dtype, as the LM's chunked head does, and goes back through one cast. */
-static ttt_tensor *head_for_chunks(ttt_ctx *ctx, const ttt_lm *m) {
-    const int64_t V = m->cfg.vocab, V_pad = ttt_ctx_device(ctx) == TTT_CUDA ? (V + 63) / 64 * 64 : V;
-    ttt_tensor *head = ttt__lm_w(ctx, m, m->embed);
-    if (head && V_pad != V)
-        head = ttt_concat(ctx, 2, (ttt_tensor *[]){head, ttt_zeros(ctx, head->dtype, TTT_DIMS(V_pad - V, m->cfg.dim))}, 0);
-    return head;
-}
-
 static void chunk_inputs(const ttt_lm *m, ttt_tensor *head, ttt_tensor *x, ttt_tensor *const *w, ttt_tensor *const *tail,
                          ttt_tensor **in) {
     const int S = (int)m->cfg.prime_blocks, first = (int)(m->cfg.depth - m->cfg.prime_blocks);
@@ -277,7 +265,7 @@ ttt_tensor *ttt_lm_e2e_loss(ttt_ctx *ctx, const ttt_lm *m, ttt_tensor *ids, ttt_
     const int n_static = static_slots(&probe, slot);
     const ttt_dtype loss_dt = m->embed->dtype;
 
-    ttt_tensor *head = head_for_chunks(ctx, m);
+    ttt_tensor *head = ttt__lm_head_weight(ctx, m); /* once per step; its gradient adds up over the chunks */
     if (!head) return NULL;
     eval_bufs e = {0};
     ttt_tensor *rows_all = NULL, *means_all = NULL, **seq_parts = NULL, **row_parts = NULL;

@@ -7,6 +7,8 @@
 
 /* p in the model's compute dtype (a recorded cast, so gradients return to p). */
 ttt_tensor *ttt__lm_w(ttt_ctx *ctx, const ttt_lm *m, ttt_tensor *p);
+/* the head cast to the compute dtype, padded to a multiple of 64 rows on CUDA (lm.c says why) */
+ttt_tensor *ttt__lm_head_weight(ttt_ctx *ctx, const ttt_lm *m);
 /* One of q, k, v of h [B, T, D] as [B, H, T, hd]: projected by w, normed by
  * norm (NULL: not), rotated at positions pos0.. if rotate. */
 ttt_tensor *ttt__lm_heads(ttt_ctx *ctx, const ttt_lm *m, ttt_tensor *h, ttt_tensor *w, ttt_tensor *norm, int rotate,
