@@ -184,13 +184,34 @@ static int chunk_step(ttt_ctx *ctx, void *user, int n_in, ttt_tensor *const *in,
     return TTT_OK;
 }
 
-/* The inputs of chunk_step (see the top of the file); tail NULL for the first chunk. */
-static void chunk_inputs(const ttt_lm *m, ttt_tensor *head, ttt_tensor *x, ttt_tensor *const *w, ttt_tensor *const *tail,
-                         ttt_tensor **in) {
+/* The suffix blocks' static weights and the final norm in the compute dtype, cast once per step rather than in
+ * every chunk and its rematerialization: statics[j * n_static + q] for block j's slot q, then the final norm.
+ * Their gradients add up over the chunks in the compute dtype, as the head's do. NULL on failure. */
+static ttt_tensor **statics_for_chunks(ttt_ctx *ctx, const ttt_lm *m, int n_static) {
     const int S = (int)m->cfg.prime_blocks, first = (int)(m->cfg.depth - m->cfg.prime_blocks);
+    ttt_tensor **st = ttt__meta_alloc(ctx, sizeof(ttt_tensor *) * (size_t)(S * n_static + 1));
+    if (!st) return NULL;
+    for (int j = 0; j < S; j++) {
+        ttt_lm_block bl = m->blocks[first + j];
+        ttt_tensor **slot[N_STATIC_MAX];
+        static_slots(&bl, slot);
+        for (int q = 0; q < n_static; q++)
+            if (!(st[j * n_static + q] = ttt__lm_w(ctx, m, *slot[q]))) return NULL;
+    }
+    return (st[S * n_static] = ttt__lm_w(ctx, m, m->norm)) ? st : NULL;
+}
+
+/* The inputs of chunk_step (see the top of the file); tail NULL for the first chunk; statics NULL: the model's own
+ * tensors (prefill and decode). */
+static void chunk_inputs(const ttt_lm *m, ttt_tensor *head, ttt_tensor *const *statics, ttt_tensor *x,
+                         ttt_tensor *const *w, ttt_tensor *const *tail, ttt_tensor **in) {
+    const int S = (int)m->cfg.prime_blocks, first = (int)(m->cfg.depth - m->cfg.prime_blocks);
+    ttt_lm_block probe = m->blocks[first];
+    ttt_tensor **probe_slot[N_STATIC_MAX];
+    const int n_static = static_slots(&probe, probe_slot);
     in[0] = x;
     in[1] = head;
-    in[2] = m->norm;
+    in[2] = statics ? statics[S * n_static] : m->norm;
     int k = 3;
     for (int j = 0; j < S; j++) {
         for (int q = 0; q < 3; q++) in[k++] = w[3 * j + q];
@@ -198,7 +219,7 @@ static void chunk_inputs(const ttt_lm *m, ttt_tensor *head, ttt_tensor *x, ttt_t
         ttt_lm_block bl = m->blocks[first + j];
         ttt_tensor **slot[N_STATIC_MAX];
         const int ns = static_slots(&bl, slot);
-        for (int q = 0; q < ns; q++) in[k++] = *slot[q];
+        for (int q = 0; q < ns; q++) in[k++] = statics ? statics[j * n_static + q] : *slot[q];
     }
 }
 
@@ -266,7 +287,8 @@ ttt_tensor *ttt_lm_e2e_loss(ttt_ctx *ctx, const ttt_lm *m, ttt_tensor *ids, ttt_
     const ttt_dtype loss_dt = m->embed->dtype;
 
     ttt_tensor *head = ttt__lm_head_weight(ctx, m); /* once per step; its gradient adds up over the chunks */
-    if (!head) return NULL;
+    ttt_tensor **statics = head ? statics_for_chunks(ctx, m, n_static) : NULL;
+    if (!statics) return NULL;
     eval_bufs e = {0};
     ttt_tensor *rows_all = NULL, *means_all = NULL, **seq_parts = NULL, **row_parts = NULL;
     if (record) {
@@ -289,7 +311,7 @@ ttt_tensor *ttt_lm_e2e_loss(ttt_ctx *ctx, const ttt_lm *m, ttt_tensor *ids, ttt_
         if (!a || !in) return NULL;
         ttt_tensor **out = in + nin;
         *a = (chunk_args){m, ttt_slice(ctx, targets, 1, t0, t0 + b, 1), t0, has_tail, n_static, eta, first_order};
-        chunk_inputs(m, head, ttt_slice(ctx, x, 1, t0, t0 + b, 1), w, has_tail ? tail : NULL, in);
+        chunk_inputs(m, head, statics, ttt_slice(ctx, x, 1, t0, t0 + b, 1), w, has_tail ? tail : NULL, in);
         if (!a->targets || !in[0]) return NULL;
         if (record ? ttt_checkpoint(ctx, chunk_step, a, nin, in, nout, out) != TTT_OK
                    : chunk_step(ctx, a, nin, in, nout, out) != TTT_OK)
@@ -437,7 +459,7 @@ static int state_inner_step(ttt_ctx *ctx, const ttt_lm *m, ttt_lm_e2e_state *s, 
         ttt_concat(ctx, 2, (ttt_tensor *const[]){ttt_slice(ctx, s->chunk_ids, 1, 1, b, 1), next}, 1);
     if (!targets) return TTT_ERR;
     chunk_args a = {m, targets, t0, has_tail, n_static, s->eta, 1};
-    chunk_inputs(m, m->embed, s->chunk_x, s->w, has_tail ? tail : NULL, in);
+    chunk_inputs(m, m->embed, NULL, s->chunk_x, s->w, has_tail ? tail : NULL, in);
     if (chunk_step(ctx, &a, nin, in, nout, out) != TTT_OK) return TTT_ERR;
     for (int i = 0; i < s->n_w; i++)
         if (ttt_assign(ctx, s->w[i], out[2 + 5 * (i / 3) + i % 3]) != TTT_OK) return TTT_ERR;
