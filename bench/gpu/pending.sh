@@ -27,6 +27,9 @@
 #   e2eprof the TTT-E2E step's TTT_PROFILE=1 table (125M, bf16, 8K), then its time beside the full-attention step,
 #           then with TTT_BWD_NODES=0 (norms, SwiGLU and the cross-entropy composed under create_graph, as before
 #           2026-12-06's fifth session), then both steps as replayed CUDA graphs (e2e_step --graph)
+#   e2eab   the TTT-E2E step, this tree against a baseline (this tree with the files under .ab/ put back at their
+#           paths, e.g. git show main:src/models/lm_e2e.c > .ab/src/models/lm_e2e.c; carry .ab): both built side by
+#           side, e2e_step --check on this tree, then the 8K bf16 step timed base, this, base, this
 #   table   bench/speed/run_table.sh with PARTS=$TABLE_PARTS (default "e2e dbwd")
 #   mttt    the MTTT-MLP step's CUDA kernels (src/backends/cuda/mttt_step.cu), not yet run on a GPU: gradcheck of
 #           mttt_mlp_step / mttt_mlp_apply on CUDA, test_mttt_fused (its checks on CUDA, the CUDA kernels against
@@ -265,6 +268,28 @@ vsf32_part() {
   TTT_PROFILE=1 timeout 60 ./build/gpu/e2e_step --preset 125m --device cuda --compute bf16 --seq 8192 --kinds fa --reps 1 2>&1 |
     grep -E "matmul|total|entries" | head -24
 }
+# e2eab: see the list at the top
+e2eab_part() {
+  [ -d .ab ] || { echo "e2eab: no .ab/ folder (the baseline's files)"; return 1; }
+  rm -rf /tmp/abbase && mkdir -p /tmp/abbase
+  tar --exclude=./build --exclude=./.git --exclude=./data --exclude=./.peer --exclude=./.whl --exclude=./.ab --exclude="./$OUT" -cf - . | tar -xf - -C /tmp/abbase
+  (cd .ab && find . -type f) | while read -r f; do cp ".ab/$f" "/tmp/abbase/$f"; echo "baseline: $f"; done
+  local j=$(( $(nproc) / 2 ))
+  (cmake -S /tmp/abbase -B /tmp/abbase/build -DCMAKE_BUILD_TYPE=Release -DTTT_CUDA=ON >"$OUT/ab_base_cmake.log" 2>&1 &&
+    cmake --build /tmp/abbase/build -j $j --target e2e_step >"$OUT/ab_base_build.log" 2>&1) &
+  local base_pid=$!
+  cmake -S . -B build/gpu -DCMAKE_BUILD_TYPE=Release -DTTT_CUDA=ON >"$OUT/pending_cmake.log" 2>&1 &&
+    cmake --build build/gpu -j $j --target e2e_step >"$OUT/pending_build.log" 2>&1 || { grep -iE error "$OUT/pending_build.log" | head; return 1; }
+  wait $base_pid || { grep -iE error "$OUT/ab_base_build.log" | head; return 1; }
+  echo "built: $(($(date +%s) - T0)) s"
+  timeout 90 ./build/gpu/e2e_step --check --device cuda 2>&1 | tail -8
+  for r in 1 2; do
+    for b in /tmp/abbase/build ./build/gpu; do
+      echo "-- $b"
+      timeout 60 $b/e2e_step --preset 125m --device cuda --compute bf16 --seq 8192 --kinds fa,e2e --reps 3 2>&1 | tail -2
+    done
+  done
+}
 # where the TTT-E2E meta-training step goes (125M, bf16, 8K): its TTT_PROFILE=1 table, then the step's time beside
 # the full-attention step's (e2e_step, no profiling)
 e2eprof_part() {
@@ -295,7 +320,7 @@ so2_part() {
     done
   fi
 }
-export -f so2_part vsf32_part e2eprof_part vit_part lmtab_part gc_part lmprof_part build fused_part ttt_part cudnn_first_part lm_part scan2_part mttt_part
+export -f e2eab_part so2_part vsf32_part e2eprof_part vit_part lmtab_part gc_part lmprof_part build fused_part ttt_part cudnn_first_part lm_part scan2_part mttt_part
 part cudnn 150 300 env CHECKS=1 BENCH=1 FUSED=${CUDNN_FUSED:-0} bash bench/gpu/run_cudnn_attention.sh
 part cudnn_first 20 100 bash -c cudnn_first_part
 part lm 100 240 bash -c lm_part
@@ -311,6 +336,7 @@ part ttt_gc 30 90 bash -c 'build ttt_cli && ./build/gpu/ttt gradcheck --device c
 part official 60 200 env DEADLINE=195 PEERS=official CORES=" " CORE_DTYPES=" " bash bench/mixers/run_peer_gpu.sh
 part so2 40 150 bash -c so2_part
 part vsf32 60 200 bash -c vsf32_part
+part e2eab 120 450 bash -c e2eab_part
 part e2eprof 60 330 bash -c e2eprof_part
 part table 100 330 env PARTS="${TABLE_PARTS:-e2e dbwd}" bash bench/speed/run_table.sh
 part peer 60 120 env DEADLINE=115 PEERS=fla_ttt CORES=ttt_linear_core CORE_DTYPES="bf16 f32" bash bench/mixers/run_peer_gpu.sh
