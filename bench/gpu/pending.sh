@@ -29,7 +29,8 @@
 #           2026-12-06's fifth session), then both steps as replayed CUDA graphs (e2e_step --graph)
 #   e2eab   the TTT-E2E step, this tree against a baseline (this tree with the files under .ab/ put back at their
 #           paths, e.g. git show main:src/models/lm_e2e.c > .ab/src/models/lm_e2e.c; carry .ab): both built side by
-#           side, e2e_step --check on this tree, then the 8K bf16 step timed base, this, base, this
+#           side, e2e_step --check on this tree, then the 8K bf16 step timed base, this, base, this, then this tree's
+#           steps with TTT_CUDNN=1
 #   table   bench/speed/run_table.sh with PARTS=$TABLE_PARTS (default "e2e dbwd")
 #   mttt    the MTTT-MLP step's CUDA kernels (src/backends/cuda/mttt_step.cu), not yet run on a GPU: gradcheck of
 #           mttt_mlp_step / mttt_mlp_apply on CUDA, test_mttt_fused (its checks on CUDA, the CUDA kernels against
@@ -289,6 +290,9 @@ e2eab_part() {
       timeout 60 $b/e2e_step --preset 125m --device cuda --compute bf16 --seq 8192 --kinds fa,e2e --reps 3 2>&1 | tail -2
     done
   done
+  echo "-- this tree, both steps with cuDNN's attention where it takes the shape (TTT_CUDNN=1)"
+  TTT_CUDNN=1 timeout 90 ./build/gpu/e2e_step --preset 125m --device cuda --compute bf16 --seq 8192 --kinds fa,e2e --reps 3 2>&1 |
+    tail -3
 }
 # where the TTT-E2E meta-training step goes (125M, bf16, 8K): its TTT_PROFILE=1 table, then the step's time beside
 # the full-attention step's (e2e_step, no profiling)
