@@ -18,7 +18,8 @@
  * f32 path. `--quick` runs fewer shapes (for compute-sanitizer). `--bench`
  * instead times the fused and the composed path (f32, and the fused bf16
  * path; forward and forward + backward) and prints CSV lines for
- * bench/gpu/attention_bench.py; `--bench-bf16` times the bf16 path only. */
+ * bench/gpu/attention_bench.py; `--bench-bf16` times the bf16 path only; `--bench-chunks` times TTT-E2E's
+ * chunk shapes (1K queries over up to 9K keys). */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -408,6 +409,8 @@ static void gpu_checks(ttt_ctx *ctx, int quick) {
         {1, 2, 130, 140, 128, 128, 0, 0, 1},   {1, 4, 2048, 2048, 64, 64, 1, 0, 0},
         {1, 2, 1500, 1500, 128, 128, 1, 256, 0}, {1, 2, 3000, 3000, 64, 64, 0, 0, 0},
         {1, 2, 1000, 1200, 64, 64, 1, 129, 0},
+        /* a TTT-E2E chunk: few query tiles over many keys, where the launchers split the keys (attention.cu) */
+        {1, 3, 256, 2500, 64, 64, 1, 2000, 0}, {1, 2, 200, 3000, 128, 128, 1, 0, 0},
         /* grids large enough for the launchers' large-grid configurations (attnbf::Cfg) */
         {2, 16, 4096, 4096, 64, 64, 1, 0, 0},  {1, 48, 2048, 2048, 64, 64, 1, 300, 0},
         {1, 16, 2048, 2048, 128, 128, 0, 0, 0},
@@ -438,12 +441,13 @@ static ttt_tensor *bench_input(ttt_ctx *ctx, ttt_dtype dt, int64_t b, int64_t h,
     return ttt_contiguous(ctx, ttt_expand(ctx, ttt_randn(ctx, dt, TTT_DIMS(1, 1, t, d), 1.0), TTT_DIMS(b, h, t, d)));
 }
 
-/* median milliseconds of attention (backward too when grad) on [B, H, T, d] of dtype dt */
-static double time_attention(ttt_ctx *ctx, ttt_dtype dt, int64_t b, int64_t h, int64_t t, int64_t d, int64_t window,
-                             int grad, int reps) {
+/* median milliseconds of causal attention (backward too when grad), queries [B, H, tq, d], keys and values
+ * [B, H, tk, d] of dtype dt (the queries the last tq positions) */
+static double time_attention_qk(ttt_ctx *ctx, ttt_dtype dt, int64_t b, int64_t h, int64_t tq, int64_t tk, int64_t d,
+                                int64_t window, int grad, int reps) {
     ttt_step_reset(ctx);
-    ttt_tensor *in[3], *gout = bench_input(ctx, dt, b, h, t, d), *g[3];
-    for (int i = 0; i < 3; i++) in[i] = bench_input(ctx, dt, b, h, t, d);
+    ttt_tensor *in[3], *gout = bench_input(ctx, dt, b, h, tq, d), *g[3];
+    for (int i = 0; i < 3; i++) in[i] = bench_input(ctx, dt, b, h, i ? tk : tq, d);
     double ms[32];
     if (reps > 32) reps = 32;
     for (int r = 0; r <= reps; r++) { /* the first run warms up */
@@ -470,6 +474,24 @@ static double time_attention(ttt_ctx *ctx, ttt_dtype dt, int64_t b, int64_t h, i
     }
     qsort(ms, (size_t)reps, sizeof ms[0], cmp_double);
     return ms[reps / 2];
+}
+static double time_attention(ttt_ctx *ctx, ttt_dtype dt, int64_t b, int64_t h, int64_t t, int64_t d, int64_t window,
+                             int grad, int reps) {
+    return time_attention_qk(ctx, dt, b, h, t, t, d, window, grad, reps);
+}
+
+/* --bench-chunks: TTT-E2E's inner-loop attention (bf16, B 1, H 12, d 64): a chunk of 1K queries over the keys
+ * before it, window 8K; the shapes of the 125M preset's chunks at T 8K and past it (run it with
+ * TTT_ATTN_SPLIT=0 for the kernels without split keys) */
+static void bench_chunks(ttt_ctx *ctx) {
+    printf("csv,path,pass,B,H,Tq,Tk,d,window,ms\n");
+    const int64_t tks[] = {1024, 2048, 4096, 8192, 9215};
+    for (int i = 0; i < 5; i++)
+        for (int grad = 0; grad < 2; grad++) {
+            printf("csv,chunk_bf16,%s,1,12,1024,%lld,64,8192,%.3f\n", grad ? "fwd+bwd" : "fwd", (long long)tks[i],
+                   time_attention_qk(ctx, TTT_BF16, 1, 12, 1024, tks[i], 64, 8192, grad, 20));
+            fflush(stdout);
+        }
 }
 
 /* f32: 0 times the bf16 path only (--bench-bf16) */
@@ -530,7 +552,8 @@ static void bench(ttt_ctx *ctx, int f32) {
 
 int main(int argc, char **argv) {
     const int bench_bf16 = argc > 1 && strcmp(argv[1], "--bench-bf16") == 0;
-    const int bench_mode = bench_bf16 || (argc > 1 && strcmp(argv[1], "--bench") == 0);
+    const int bench_chunks_mode = argc > 1 && strcmp(argv[1], "--bench-chunks") == 0;
+    const int bench_mode = bench_bf16 || bench_chunks_mode || (argc > 1 && strcmp(argv[1], "--bench") == 0);
     const int quick = argc > 1 && strcmp(argv[1], "--quick") == 0;
     if (!bench_mode) cpu_checks();
     ttt_ctx_config gcfg = {.device = TTT_CUDA, .arena_bytes = (size_t)1 << 30, .seed = 5};
@@ -540,6 +563,8 @@ int main(int argc, char **argv) {
         if (bench_mode) return 1;
     } else if (!gctx->be->attention_fwd) {
         CHECK_MSG(0, "the CUDA backend has no fused attention");
+    } else if (bench_chunks_mode) {
+        bench_chunks(gctx);
     } else if (bench_mode) {
         bench(gctx, !bench_bf16);
     } else {

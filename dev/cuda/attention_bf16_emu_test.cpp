@@ -8,7 +8,8 @@
  * load path). The launchers' configuration (attnbf::Cfg) runs on every shape,
  * including a sweep near tile edges; every other configuration in
  * attention_bf16_variants.h (the ones dev/cuda/attention_bf16.cu times) runs on
- * the fixed shapes. Also checks the tile-level masking decisions exactly.
+ * the fixed shapes, and the forward and dQ with the keys split into shares (n_split) with their combining
+ * kernels. Also checks the tile-level masking decisions exactly.
  * No GPU needed:
  *   g++ -std=c++17 -O1 -fsanitize=address -I src/backends/cuda -I dev/cuda \
  *       dev/cuda/attention_bf16_emu_test.cpp -o /tmp/attn_bf16_emu && /tmp/attn_bf16_emu --size full
@@ -59,6 +60,30 @@ static void run_dq(const Params &p, int bh) {
     smem(Q::SMEM);
     emu::launch(dim3((p.tq + Q::BR - 1) / Q::BR, bh), dim3(Q::THREADS),
                 [&] { attnbf::bwd_dq<D, NW, MW, BK, MINB, HOLD>(p); });
+}
+
+/* Split keys (Params::n_split, blockIdx.z): the launchers' small-grid forward and dQ with n shares, then their
+ * combining kernels; the partials are poisoned with NaN first so an unwritten slot shows. */
+template <int D>
+static void run_split(Params p, int bh, int n, std::vector<uint16_t> &out, std::vector<float> &lse, std::vector<uint16_t> &dq) {
+    using C = attnbf::Cfg<D>;
+    using F = typename C::FwdSmall;
+    using Q = typename C::DqSmall;
+    const int64_t rows = (int64_t)bh * p.tq;
+    std::vector<float> part((size_t)(rows * D * n), NAN), part_lse((size_t)(rows * n), NAN);
+    p.n_split = n, p.part = part.data(), p.part_lse = part_lse.data();
+    p.out = out.data(), p.lse_out = lse.data();
+    using Fk = attnbf::Fwd<D, F::NW, F::MW, F::T>;
+    smem(Fk::SMEM);
+    emu::launch(dim3((p.tq + Fk::BR - 1) / Fk::BR, bh, n), dim3(Fk::THREADS), [&] { attnbf::fwd<D, F::NW, F::MW, F::T, F::MINB>(p); });
+    emu::launch(dim3((unsigned)((rows + 7) / 8)), dim3(256), [&] { attnbf::fwd_combine<D>(p, rows); });
+    std::fill(part.begin(), part.end(), NAN);
+    p.dq = dq.data();
+    using Qk = attnbf::Dq<D, Q::NW, Q::MW, Q::T>;
+    smem(Qk::SMEM);
+    emu::launch(dim3((p.tq + Qk::BR - 1) / Qk::BR, bh, n), dim3(Qk::THREADS),
+                [&] { attnbf::bwd_dq<D, Q::NW, Q::MW, Q::T, Q::MINB, (bool)Q::HOLD>(p); });
+    emu::launch(dim3((unsigned)((rows + 7) / 8)), dim3(256), [&] { attnbf::dq_combine<D>(p, rows); });
 }
 
 enum Kind { FWD, DKDV, DQ };
@@ -248,6 +273,7 @@ int main(int argc, char **argv) {
     std::mt19937 rng(7);
     std::normal_distribution<float> nd(0.f, 1.f);
     int runs = 0;
+    double split_worst = 0; /* split keys, worst relative error of out, lse, dq over the fixed shapes */
     for (size_t ci = 0; ci < cases.size(); ci++) {
         const Case &cs = cases[ci];
         const bool swept = ci >= n_fixed; /* the sweep runs the launchers' configuration only, quietly */
@@ -301,6 +327,27 @@ int main(int argc, char **argv) {
                    cs.unaligned ? " unaligned" : "", small ? "small-grid set" : "large-grid set", e[0], e[1], e[2], e[3],
                    e[4], seconds_since(t_start));
         fflush(stdout);
+        if (!swept) { /* split keys, 2 and 3 shares and more shares than key tiles (empty ones) */
+            Params ps = p;
+            ps.o = out.data(), ps.lse = lse.data(), ps.delta = delta.data();
+            for (int n : {2, 3, 7}) {
+                std::vector<uint16_t> so(nq, 0xffff), sdq(nq, 0xffff);
+                std::vector<float> sl(nr, NAN);
+                if (c.d == 64) run_split<64>(ps, c.bh, n, so, sl, sdq);
+                else run_split<128>(ps, c.bh, n, so, sl, sdq);
+                runs++;
+                const double es[3] = {ref::max_rel(so, ro, ref::val_bf16), ref::max_rel(sl, rl, ref::val_f32),
+                                      ref::max_rel(sdq, rdq, ref::val_bf16)};
+                const bool sok = es[0] <= tol[0] && es[1] <= tol[1] && es[2] <= tol[2];
+                failures += !sok;
+                if (!sok)
+                    printf("FAIL bh=%d tq=%d tk=%d d=%d causal=%d window=%lld%s split keys x%d: out %.1e lse %.1e dq %.1e\n",
+                           c.bh, c.tq, c.tk, c.d, c.causal, (long long)c.window, cs.unaligned ? " unaligned" : "", n,
+                           es[0], es[1], es[2]);
+                split_worst = std::max(split_worst, std::max(es[0], std::max(es[1], es[2])));
+                if (es[0] != es[0] || es[1] != es[1] || es[2] != es[2]) split_worst = NAN;
+            }
+        }
         if (swept || !variants_here(ci)) continue;
         /* every other configuration of this head size; the backward ones from the launchers' out, lse, delta */
         p.o = out.data(), p.lse = lse.data(), p.delta = delta.data();
@@ -344,6 +391,8 @@ int main(int argc, char **argv) {
                vr.kind == DQ ? "\n" : "");
         if (vr.kind != DQ) printf(", %s %.1e\n", vr.kind == FWD ? "lse" : "dv", vr.worst[1]);
     }
+    printf("     split keys (forward and dQ, 2, 3 and 7 shares, small-grid configurations) on the fixed shapes: worst %.1e\n",
+           split_worst);
     printf("%s (size %s: %d kernel sets run; %d sweep shapes near tile edges) in %.1f s\n",
            failures ? "FAILED" : "all passed", size, runs, n_sweep, seconds_since(t_start));
     return failures != 0;

@@ -56,6 +56,7 @@ struct float4 {
 struct float2 {
     float x, y;
 };
+inline float2 make_float2(float x, float y) { return float2{x, y}; }
 
 #define __global__
 #define __device__

@@ -104,14 +104,53 @@ static attnbf::Params bf16_params(const AttnShape &s, int causal, int64_t window
     return p;
 }
 
+/* How many shares to split the keys of each query tile into (blockIdx.z; attention_bf16.cuh's split_tiles):
+ * more than one only where the grid's blocks fill less than the GPU's block slots (minb per SM) and every share
+ * keeps at least 8 key tiles to amortize the combining pass. TTT-E2E's chunks are the case: 1K queries over up
+ * to 9K keys make 16 query tiles a head. TTT_ATTN_SPLIT=0 turns splitting off, =N forces N shares. */
+static int key_shares(const CuDev *dev, int64_t blocks, int64_t tk, int64_t window, int rows, int bk, int minb) {
+    static const int forced = [] {
+        const char *e = getenv("TTT_ATTN_SPLIT");
+        return e && *e ? atoi(e) : -1;
+    }();
+    int64_t keys = tk; /* the most keys one query tile sees */
+    if (window > 0 && window + rows < keys) keys = window + rows;
+    const int64_t tiles = (keys + bk - 1) / bk;
+    if (forced >= 0) return (int)(forced < 1 ? 1 : forced < tiles ? forced : tiles);
+    const int64_t slots = (int64_t)minb * dev->sm_count;
+    if (blocks >= slots || tiles < 16) return 1;
+    int64_t n = (slots + blocks - 1) / blocks;
+    if (n > tiles / 8) n = tiles / 8;
+    if (n > 16) n = 16;
+    return n < 2 ? 1 : (int)n;
+}
+
+/* The f32 partials of n shares of split keys (forward: outputs and log-sum-exps; dQ: its shares). */
+static int reserve_shares(CuDev *dev, attnbf::Params *p, int n, int64_t rows, int d, bool lse) {
+    const size_t per = (size_t)rows * (size_t)(d + (lse ? 1 : 0));
+    if (scratch_reserve(dev, &dev->attn_scratch, sizeof(float) * per * (size_t)n, "attention (split keys)")) return TTT_ERR;
+    p->n_split = n;
+    p->part = (float *)dev->attn_scratch.p;
+    p->part_lse = lse ? p->part + (size_t)rows * d * n : NULL;
+    return TTT_OK;
+}
+
 template <int D, typename C>
-static int launch_bf16_fwd_cfg(CuDev *dev, const attnbf::Params &p, int64_t bh) {
+static int launch_bf16_fwd_cfg(CuDev *dev, const attnbf::Params &p0, int64_t bh) {
     typedef attnbf::Fwd<D, C::NW, C::MW, C::T> F;
     static uint64_t ready; /* per GPU: ttt__allow_smem */
     if (ttt__allow_smem(attnbf::fwd<D, C::NW, C::MW, C::T, C::MINB>, F::SMEM, dev, &ready)) return TTT_ERR;
-    const dim3 grid((unsigned)((p.tq + F::BR - 1) / F::BR), (unsigned)bh);
+    attnbf::Params p = p0;
+    const int64_t tiles = (p.tq + F::BR - 1) / F::BR, rows = bh * p.tq;
+    const int n = key_shares(dev, tiles * bh, p.tk, p.causal ? p.window : 0, F::BR, C::T, C::MINB);
+    if (n > 1 && reserve_shares(dev, &p, n, rows, D, true)) return TTT_ERR;
+    const dim3 grid((unsigned)tiles, (unsigned)bh, (unsigned)n);
     attnbf::fwd<D, C::NW, C::MW, C::T, C::MINB><<<grid, F::THREADS, F::SMEM, dev->stream>>>(p);
     LAUNCHED("attention_fwd_bf16");
+    if (n > 1) {
+        attnbf::fwd_combine<D><<<(unsigned)((rows + 7) / 8), 256, 0, dev->stream>>>(p, rows);
+        LAUNCHED("attention_fwd_combine_bf16");
+    }
     return TTT_OK;
 }
 
@@ -129,15 +168,23 @@ static int launch_bf16_dkdv_cfg(CuDev *dev, const attnbf::Params &p, int64_t bh)
 }
 
 template <int D, typename C>
-static int launch_bf16_dq_cfg(CuDev *dev, const attnbf::Params &p, int64_t bh) {
+static int launch_bf16_dq_cfg(CuDev *dev, const attnbf::Params &p0, int64_t bh) {
     typedef attnbf::Dq<D, C::NW, C::MW, C::T> Qt;
     static uint64_t ready; /* per GPU: ttt__allow_smem */
     if (ttt__allow_smem(attnbf::bwd_dq<D, C::NW, C::MW, C::T, C::MINB, (bool)C::HOLD>, Qt::SMEM, dev, &ready))
         return TTT_ERR;
-    const dim3 grid((unsigned)((p.tq + Qt::BR - 1) / Qt::BR), (unsigned)bh);
+    attnbf::Params p = p0;
+    const int64_t tiles = (p.tq + Qt::BR - 1) / Qt::BR, rows = bh * p.tq;
+    const int n = key_shares(dev, tiles * bh, p.tk, p.causal ? p.window : 0, Qt::BR, C::T, C::MINB);
+    if (n > 1 && reserve_shares(dev, &p, n, rows, D, false)) return TTT_ERR;
+    const dim3 grid((unsigned)tiles, (unsigned)bh, (unsigned)n);
     attnbf::bwd_dq<D, C::NW, C::MW, C::T, C::MINB, (bool)C::HOLD>
         <<<grid, Qt::THREADS, Qt::SMEM, dev->stream>>>(p);
     LAUNCHED("attention_bwd_dq_bf16");
+    if (n > 1) {
+        attnbf::dq_combine<D><<<(unsigned)((rows + 7) / 8), 256, 0, dev->stream>>>(p, rows);
+        LAUNCHED("attention_dq_combine_bf16");
+    }
     return TTT_OK;
 }
 

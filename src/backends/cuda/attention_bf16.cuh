@@ -61,6 +61,12 @@ struct Params {
     int64_t off;    /* absolute position of query 0 (Tk - Tq when causal) */
     float scale;    /* softmax scale */
     int aligned;    /* q, k, v, dout 16-byte aligned: cp.async loads (else plain loads) */
+    /* Split keys (forward and dQ, n_split > 1): blockIdx.z takes its share of the tile's key tiles and writes f32
+     * partials, which fwd_combine / dq_combine add up in split order (deterministic). For grids of few query tiles
+     * (a chunk of 1K queries over 8K keys fills a third of an H100's block slots otherwise). */
+    int n_split;
+    float *part;     /* [n_split, BH, Tq, D]: forward, the split's normalized output; dQ, its share of dQ */
+    float *part_lse; /* [n_split, BH, Tq]: forward, the split's log-sum-exp (-inf where it saw no key) */
 };
 
 /* ---- the instructions (emulated on the host by dev/cuda/emu.h) ---------------------------------------------- */
@@ -178,6 +184,15 @@ __device__ __forceinline__ bool needs_mask(const Params &p, int64_t q0, int nq, 
     return k0 + nk - 1 > first || (p.window > 0 && k0 <= last - p.window);
 }
 
+/* This block's share [*kt0, *kt1) of the key tiles [kt0, kt1) when the keys are split (blockIdx.z of
+ * p.n_split; equal shares of whole tiles, the last ones possibly empty). */
+__device__ __forceinline__ void split_tiles(const Params &p, int64_t *kt0, int64_t *kt1) {
+    if (p.n_split <= 1) return;
+    const int64_t per = (*kt1 - *kt0 + p.n_split - 1) / p.n_split, lo = *kt0 + (int64_t)blockIdx.z * per;
+    *kt0 = lo < *kt1 ? lo : *kt1;
+    if (*kt0 + per < *kt1) *kt1 = *kt0 + per;
+}
+
 /* dst[r * (D + 8) + c] = src[(row0 + r) * D + c] for r < ROWS, c < D; zero rows at
  * or past n_rows. Asynchronous (cp.async, the caller commits and waits) when
  * aligned, else plain loads. */
@@ -243,7 +258,13 @@ __global__ void __launch_bounds__(32 * NW, MINB) fwd(Params p) {
     const float sl2 = p.scale * LOG2E;
     int64_t k_lo, k_hi;
     key_range(p, q0, q0 + BR < p.tq ? q0 + BR : p.tq, &k_lo, &k_hi);
-    const int64_t kt0 = k_lo / BK, kt1 = (k_hi + BK - 1) / BK; /* never empty: each query sees a key */
+    int64_t kt0 = k_lo / BK, kt1 = (k_hi + BK - 1) / BK; /* never empty: each query sees a key */
+    split_tiles(p, &kt0, &kt1);
+    if (kt0 >= kt1) { /* an empty share of split keys: its rows saw nothing */
+        for (int i = threadIdx.x; i < BR; i += T)
+            if (q0 + i < p.tq) p.part_lse[((int64_t)blockIdx.z * gridDim.y + bh) * p.tq + q0 + i] = -INFINITY;
+        return;
+    }
 
     load_rows<D, BR, T>(sQ, q, q0, p.tq, p.aligned);
     cp_commit();
@@ -358,6 +379,25 @@ __global__ void __launch_bounds__(32 * NW, MINB) fwd(Params p) {
         __syncthreads(); /* every read of this buffer is done before it is refilled */
     }
 
+    if (p.n_split > 1) { /* split keys: the share's normalized output and log-sum-exp, in f32 */
+        const int64_t row0 = ((int64_t)blockIdx.z * gridDim.y + bh) * p.tq;
+#pragma unroll
+        for (int m = 0; m < MW; m++)
+#pragma unroll
+            for (int h = 0; h < 2; h++) {
+                const int64_t qi = q0 + (warp * MW + m) * 16 + g + 8 * h;
+                const float lsum = quad_sum(l[m][h]);
+                if (qi >= p.tq) continue;
+                const float inv = lsum > 0.f ? 1.f / lsum : 0.f; /* a row may see no key of this share */
+                float *po = p.part + (row0 + qi) * D;
+#pragma unroll
+                for (int n = 0; n < ND; n++)
+                    *reinterpret_cast<float2 *>(po + n * 8 + 2 * t4) =
+                        make_float2(o[m][n][2 * h] * inv, o[m][n][2 * h + 1] * inv);
+                if (t4 == 0) p.part_lse[row0 + qi] = lsum > 0.f ? (mx[m][h] * sl2 + log2f(lsum)) * LN2 : -INFINITY;
+            }
+        return;
+    }
     uint16_t *out = p.out + bh * p.tq * D;
 #pragma unroll
     for (int m = 0; m < MW; m++)
@@ -373,6 +413,46 @@ __global__ void __launch_bounds__(32 * NW, MINB) fwd(Params p) {
                     pack2(o[m][n][2 * h] * inv, o[m][n][2 * h + 1] * inv);
             if (p.lse_out && t4 == 0) p.lse_out[bh * p.tq + qi] = (mx[m][h] * sl2 + log2f(lsum)) * LN2;
         }
+}
+
+/* Split keys, forward: out[row] = sum_s exp(lse_s - lse) o_s with lse = log sum_s exp(lse_s), shares in order;
+ * one warp per row, 8 rows a block. Shares that saw no key of the row (lse_s = -inf) are not read. */
+template <int D>
+__global__ void __launch_bounds__(256) fwd_combine(Params p, int64_t rows) {
+    const int lane = threadIdx.x & 31;
+    const int64_t row = (int64_t)blockIdx.x * 8 + (threadIdx.x >> 5);
+    if (row >= rows) return;
+    float mx = -INFINITY;
+    for (int s = 0; s < p.n_split; s++) mx = fmaxf(mx, p.part_lse[s * rows + row]);
+    float sum = 0.f, acc[D / 32];
+#pragma unroll
+    for (int i = 0; i < D / 32; i++) acc[i] = 0.f;
+    for (int s = 0; s < p.n_split; s++) {
+        const float ls = p.part_lse[s * rows + row];
+        if (ls == -INFINITY) continue;
+        const float w = expf(ls - mx);
+        sum += w;
+#pragma unroll
+        for (int i = 0; i < D / 32; i++) acc[i] += w * p.part[(s * rows + row) * D + lane + 32 * i];
+    }
+    const float inv = 1.f / sum;
+#pragma unroll
+    for (int i = 0; i < D / 32; i++) p.out[row * D + lane + 32 * i] = (uint16_t)(pack2(acc[i] * inv, 0.f) & 0xffffu);
+    if (p.lse_out && lane == 0) p.lse_out[row] = mx + logf(sum);
+}
+
+/* Split keys, dQ: dq[row] = sum_s part_s[row] in share order, rounded to bf16 once. */
+template <int D>
+__global__ void __launch_bounds__(256) dq_combine(Params p, int64_t rows) {
+    const int lane = threadIdx.x & 31;
+    const int64_t row = (int64_t)blockIdx.x * 8 + (threadIdx.x >> 5);
+    if (row >= rows) return;
+#pragma unroll
+    for (int i = 0; i < D / 32; i++) {
+        float a = 0.f;
+        for (int s = 0; s < p.n_split; s++) a += p.part[(s * rows + row) * D + lane + 32 * i];
+        p.dq[row * D + lane + 32 * i] = (uint16_t)(pack2(a, 0.f) & 0xffffu);
+    }
 }
 
 /* ---- backward ----------------------------------------------------------------------------------------------- */
@@ -601,7 +681,14 @@ __global__ void __launch_bounds__(32 * NW, MINB) bwd_dq(Params p) {
     const float sl2 = p.scale * LOG2E;
     int64_t k_lo, k_hi;
     key_range(p, q0, q0 + BR < p.tq ? q0 + BR : p.tq, &k_lo, &k_hi);
-    const int64_t kt0 = k_lo / BK, kt1 = (k_hi + BK - 1) / BK;
+    int64_t kt0 = k_lo / BK, kt1 = (k_hi + BK - 1) / BK;
+    split_tiles(p, &kt0, &kt1);
+    if (kt0 >= kt1) { /* an empty share of split keys adds zeros */
+        float *part = p.part + ((int64_t)blockIdx.z * gridDim.y + bh) * p.tq * D;
+        for (int64_t i = threadIdx.x; i < (int64_t)BR * D; i += T)
+            if (q0 + i / D < p.tq) part[q0 * D + i] = 0.f;
+        return;
+    }
 
     load_rows<D, BR, T>(sQ, q, q0, p.tq, p.aligned);
     load_rows<D, BR, T>(sdO, dout, q0, p.tq, p.aligned);
@@ -707,6 +794,21 @@ __global__ void __launch_bounds__(32 * NW, MINB) bwd_dq(Params p) {
         __syncthreads();
     }
 
+    if (p.n_split > 1) { /* split keys: this share of dQ in f32, added up by dq_combine */
+        float *part = p.part + ((int64_t)blockIdx.z * gridDim.y + bh) * p.tq * D;
+#pragma unroll
+        for (int m = 0; m < MW; m++)
+#pragma unroll
+            for (int h = 0; h < 2; h++) {
+                const int64_t qi = q0 + (warp * MW + m) * 16 + g + 8 * h;
+                if (qi >= p.tq) continue;
+#pragma unroll
+                for (int n = 0; n < ND; n++)
+                    *reinterpret_cast<float2 *>(part + qi * D + n * 8 + 2 * t4) =
+                        make_float2(acc[m][n][2 * h] * p.scale, acc[m][n][2 * h + 1] * p.scale);
+            }
+        return;
+    }
     uint16_t *dq = p.dq + bh * p.tq * D;
 #pragma unroll
     for (int m = 0; m < MW; m++)

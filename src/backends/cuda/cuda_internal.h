@@ -93,6 +93,7 @@ struct CuDev {
     Scratch mttt_scratch;      /* the MTTT-MLP kernels' per-chunk partial sums (mttt_step.cu) */
     Scratch cudnn_ws;          /* cuDNN attention's workspace (attention_cudnn.cu) */
     Scratch rope_scratch;      /* RoPE's cosine / sine table of the call (cuda_nn.cu) */
+    Scratch attn_scratch;      /* bf16 attention's per-share partials when it splits the keys (attention.cu) */
     void *cudnn;               /* its handle and cached plans, created on first use (attention_cudnn.cu) */
     CuPool *pool;              /* device memory (device_pool.cu) */
 };
