@@ -31,6 +31,9 @@
 #           paths, e.g. git show main:src/models/lm_e2e.c > .ab/src/models/lm_e2e.c; carry .ab): both built side by
 #           side, e2e_step --check on this tree, then the 8K bf16 step timed base, this, base, this, then this tree's
 #           steps with TTT_CUDNN=1
+#   split   bf16 attention with split keys (attention.cu key_shares, not yet run on a GPU): test_attention_fused
+#           (bf16 parity against f64 incl. chunk shapes), again --quick with TTT_ATTN_SPLIT=3 forced and under memcheck,
+#           then --bench-chunks (TTT-E2E's chunk shapes) and the E2E step with TTT_ATTN_SPLIT=0 and without
 #   table   bench/speed/run_table.sh with PARTS=$TABLE_PARTS (default "e2e dbwd")
 #   mttt    the MTTT-MLP step's CUDA kernels (src/backends/cuda/mttt_step.cu), not yet run on a GPU: gradcheck of
 #           mttt_mlp_step / mttt_mlp_apply on CUDA, test_mttt_fused (its checks on CUDA, the CUDA kernels against
@@ -294,6 +297,24 @@ e2eab_part() {
   TTT_CUDNN=1 timeout 90 ./build/gpu/e2e_step --preset 125m --device cuda --compute bf16 --seq 8192 --kinds fa,e2e --reps 3 2>&1 |
     tail -3
 }
+# split: see the list at the top
+split_part() {
+  build test_attention_fused e2e_step || return 1
+  timeout 120 ./build/gpu/test_attention_fused 2>&1 | tail -4
+  TTT_ATTN_SPLIT=3 timeout 60 ./build/gpu/test_attention_fused --quick 2>&1 | tail -2 | sed "s/^/[TTT_ATTN_SPLIT=3] /"
+  if command -v compute-sanitizer >/dev/null; then
+    TTT_ATTN_SPLIT=3 TTT_CUDA_POOL=0 timeout 120 compute-sanitizer --tool memcheck --error-exitcode 9 \
+      ./build/gpu/test_attention_fused --quick >"$OUT/memcheck_split.txt" 2>&1
+    echo "memcheck (split forced): exit $?; $(grep -E 'ERROR SUMMARY' "$OUT/memcheck_split.txt" | tail -1 | sed 's/^=* *//')"
+  fi
+  for sp in 0 ""; do
+    TTT_ATTN_SPLIT=$sp timeout 60 ./build/gpu/test_attention_fused --bench-chunks 2>&1 | sed "s/^/[TTT_ATTN_SPLIT=${sp:-auto}] /"
+  done
+  for sp in 0 "" 0 ""; do
+    TTT_ATTN_SPLIT=$sp timeout 60 ./build/gpu/e2e_step --preset 125m --device cuda --compute bf16 --seq 8192 --kinds fa,e2e \
+      --reps 3 2>&1 | tail -2 | sed "s/^/[TTT_ATTN_SPLIT=${sp:-auto}] /"
+  done
+}
 # where the TTT-E2E meta-training step goes (125M, bf16, 8K): its TTT_PROFILE=1 table, then the step's time beside
 # the full-attention step's (e2e_step, no profiling)
 e2eprof_part() {
@@ -324,7 +345,7 @@ so2_part() {
     done
   fi
 }
-export -f e2eab_part so2_part vsf32_part e2eprof_part vit_part lmtab_part gc_part lmprof_part build fused_part ttt_part cudnn_first_part lm_part scan2_part mttt_part
+export -f split_part e2eab_part so2_part vsf32_part e2eprof_part vit_part lmtab_part gc_part lmprof_part build fused_part ttt_part cudnn_first_part lm_part scan2_part mttt_part
 part cudnn 150 300 env CHECKS=1 BENCH=1 FUSED=${CUDNN_FUSED:-0} bash bench/gpu/run_cudnn_attention.sh
 part cudnn_first 20 100 bash -c cudnn_first_part
 part lm 100 240 bash -c lm_part
@@ -341,6 +362,7 @@ part official 60 200 env DEADLINE=195 PEERS=official CORES=" " CORE_DTYPES=" " b
 part so2 40 150 bash -c so2_part
 part vsf32 60 200 bash -c vsf32_part
 part e2eab 120 450 bash -c e2eab_part
+part split 60 400 bash -c split_part
 part e2eprof 60 330 bash -c e2eprof_part
 part table 100 330 env PARTS="${TABLE_PARTS:-e2e dbwd}" bash bench/speed/run_table.sh
 part peer 60 120 env DEADLINE=115 PEERS=fla_ttt CORES=ttt_linear_core CORE_DTYPES="bf16 f32" bash bench/mixers/run_peer_gpu.sh
