@@ -47,7 +47,7 @@
 set -uo pipefail
 export OUT=${OUT:-gpu-out}
 mkdir -p "$OUT"
-T0=$(date +%s)
+export T0=$(date +%s)
 DEADLINE=${DEADLINE:-570}
 PARTS=${PARTS:-"cudnn ttt peer"}
 left() { echo $((DEADLINE - ($(date +%s) - T0))); }
