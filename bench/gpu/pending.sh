@@ -34,6 +34,9 @@
 #   split   bf16 attention with split keys (attention.cu key_shares, not yet run on a GPU): test_attention_fused
 #           (bf16 parity against f64 incl. chunk shapes), again --quick with TTT_ATTN_SPLIT=3 forced and under memcheck,
 #           then --bench-chunks (TTT-E2E's chunk shapes) and the E2E step with TTT_ATTN_SPLIT=0 and without
+#   mtttplan  the MTTT-MLP kernels' plans under smaller shared-memory caps (TTT_MTTT_SMEM_KB: weights in global
+#           memory, shorter tiles, more blocks an SM): test_mttt_fused under each cap, then the ViT's images/s and
+#           the kernels' TTT_PROFILE rows per cap (carry data/fashion-mnist)
 #   table   bench/speed/run_table.sh with PARTS=$TABLE_PARTS (default "e2e dbwd")
 #   mttt    the MTTT-MLP step's CUDA kernels (src/backends/cuda/mttt_step.cu), not yet run on a GPU: gradcheck of
 #           mttt_mlp_step / mttt_mlp_apply on CUDA, test_mttt_fused (its checks on CUDA, the CUDA kernels against
@@ -315,6 +318,22 @@ split_part() {
       --reps 3 2>&1 | tail -2 | sed "s/^/[TTT_ATTN_SPLIT=${sp:-auto}] /"
   done
 }
+# mtttplan: see the list at the top
+mtttplan_part() {
+  build ttt_cli test_mttt_fused || return 1
+  local B=./build/gpu
+  for kb in "" 110 50 30; do
+    echo "-- TTT_MTTT_SMEM_KB=${kb:-default}"
+    TTT_MTTT_SMEM_KB=$kb timeout 60 $B/test_mttt_fused >"$OUT/test_mttt_fused_$kb.txt" 2>&1
+    echo "test_mttt_fused: exit $?; $(grep -E 'passed,' "$OUT/test_mttt_fused_$kb.txt" | tail -1)"
+    TTT_MTTT_SMEM_KB=$kb timeout 40 $B/ttt vision train --device cuda --data data/fashion-mnist --layer mttt-mlp --inner-steps 1 \
+      --tokens pixels --dim 64 --depth 2 --heads 2 --batch 64 --epochs 1 --train-limit 3200 --test-limit 64 \
+      --out /tmp/vit-plan-$RANDOM 2>&1 | grep -E "^epoch" | cut -c1-120
+    TTT_MTTT_SMEM_KB=$kb TTT_PROFILE=1 timeout 40 $B/ttt vision train --device cuda --data data/fashion-mnist --layer mttt-mlp \
+      --inner-steps 1 --tokens pixels --dim 64 --depth 2 --heads 2 --batch 64 --epochs 1 --train-limit 640 --test-limit 64 \
+      --cuda-graph off --out /tmp/vit-plan-$RANDOM 2>&1 | grep -E "mttt_mlp" | cut -c1-110
+  done
+}
 # where the TTT-E2E meta-training step goes (125M, bf16, 8K): its TTT_PROFILE=1 table, then the step's time beside
 # the full-attention step's (e2e_step, no profiling)
 e2eprof_part() {
@@ -345,7 +364,7 @@ so2_part() {
     done
   fi
 }
-export -f split_part e2eab_part so2_part vsf32_part e2eprof_part vit_part lmtab_part gc_part lmprof_part build fused_part ttt_part cudnn_first_part lm_part scan2_part mttt_part
+export -f mtttplan_part split_part e2eab_part so2_part vsf32_part e2eprof_part vit_part lmtab_part gc_part lmprof_part build fused_part ttt_part cudnn_first_part lm_part scan2_part mttt_part
 part cudnn 150 300 env CHECKS=1 BENCH=1 FUSED=${CUDNN_FUSED:-0} bash bench/gpu/run_cudnn_attention.sh
 part cudnn_first 20 100 bash -c cudnn_first_part
 part lm 100 240 bash -c lm_part
@@ -363,6 +382,7 @@ part so2 40 150 bash -c so2_part
 part vsf32 60 200 bash -c vsf32_part
 part e2eab 120 450 bash -c e2eab_part
 part split 60 400 bash -c split_part
+part mtttplan 60 300 bash -c mtttplan_part
 part e2eprof 60 330 bash -c e2eprof_part
 part table 100 330 env PARTS="${TABLE_PARTS:-e2e dbwd}" bash bench/speed/run_table.sh
 part peer 60 120 env DEADLINE=115 PEERS=fla_ttt CORES=ttt_linear_core CORE_DTYPES="bf16 f32" bash bench/mixers/run_peer_gpu.sh

@@ -72,6 +72,18 @@ template <typename R> static mttt::Seg<R> seg(void *out, const void *base, int b
 
 static void *data(const ttt_tensor *t) { return t ? t->data : NULL; }
 
+/* The shared memory a plan may use: the GPU's limit, or less under TTT_MTTT_SMEM_KB (for timing the plans that
+ * keep the weights in global memory or take shorter tiles, and so fit more blocks an SM). */
+static int64_t plan_limit(const CuDev *D) {
+    static const int64_t cap = [] {
+        const char *e = getenv("TTT_MTTT_SMEM_KB");
+        const long kb = e && *e ? atol(e) : 0;
+        return kb > 0 ? (int64_t)kb * 1024 : (int64_t)0;
+    }();
+    const int64_t limit = cu_smem_limit(D);
+    return cap > 0 && cap < limit ? cap : limit;
+}
+
 template <typename R>
 static int step_fwd(CuDev *D, ttt_tensor *const *wo, ttt_tensor *loss, const ttt_tensor *const *w, const ttt_tensor *k,
                     const ttt_tensor *xt, const ttt_tensor *gh, const ttt_tensor *lng, const ttt_tensor *lnb, double eta,
@@ -81,7 +93,7 @@ static int step_fwd(CuDev *D, ttt_tensor *const *wo, ttt_tensor *loss, const ttt
     if (!sizes_ok(BH, m, d, F, Dd)) return TTT_BACKEND_DECLINED;
     const int es = (int)sizeof(R);
     mttt::Plan pl;
-    if (!mttt::plan_memory(cu_smem_limit(D), [&](int mode, int tm) { return mttt::fwd_smem_bytes(mode, tm, (int)d, (int)F, (int)Dd, es); }, &pl))
+    if (!mttt::plan_memory(plan_limit(D), [&](int mode, int tm) { return mttt::fwd_smem_bytes(mode, tm, (int)d, (int)F, (int)Dd, es); }, &pl))
         return TTT_BACKEND_DECLINED;
     static int allowed[2][CU_MAX_GPUS];
     if (cu_allow_smem(mttt::step_fwd<R>, (size_t)pl.bytes, D, allowed[es == 8])) return TTT_ERR;
@@ -144,7 +156,7 @@ static int step_bwd(CuDev *D, ttt_tensor *const *g, const ttt_tensor *const *u, 
     if (!sizes_ok(BH, m, d, F, Dd)) return TTT_BACKEND_DECLINED;
     const int es = (int)sizeof(R);
     mttt::Plan pl;
-    if (!mttt::plan_memory(cu_smem_limit(D), [&](int mode, int tm) { return mttt::bwd_smem_bytes(mode, tm, (int)d, (int)F, (int)Dd, es); }, &pl))
+    if (!mttt::plan_memory(plan_limit(D), [&](int mode, int tm) { return mttt::bwd_smem_bytes(mode, tm, (int)d, (int)F, (int)Dd, es); }, &pl))
         return TTT_BACKEND_DECLINED;
     static int allowed[2][CU_MAX_GPUS];
     if (cu_allow_smem(mttt::step_bwd<R>, (size_t)pl.bytes, D, allowed[es == 8])) return TTT_ERR;
@@ -204,7 +216,7 @@ static bool apply_setup(const CuDev *D, bool bwd, const ttt_tensor *const *w, co
     const int64_t B = q->shape[0], H = q->shape[1], n = q->shape[2], d = q->shape[3], F = w[0]->shape[w[0]->ndim - 1];
     if (!sizes_ok(B * H, n, d, F, 1) || q->stride[3] != 1) return false;
     const int es = (int)sizeof(R);
-    if (!mttt::plan_memory(cu_smem_limit(D), [&](int mode, int tm) { return mttt::apply_smem_bytes(bwd, mode, tm, (int)d, (int)F, es); }, pl))
+    if (!mttt::plan_memory(plan_limit(D), [&](int mode, int tm) { return mttt::apply_smem_bytes(bwd, mode, tm, (int)d, (int)F, es); }, pl))
         return false;
     p->w1 = (const R *)w[0]->data, p->b1 = (const R *)w[1]->data, p->w2 = (const R *)w[2]->data;
     p->b2 = (const R *)w[3]->data, p->q = (const R *)q->data;
