@@ -12,6 +12,10 @@
  *     order; the second order matches the composed graph's;
  *   - a tiny LM's training steps (SwiGLU, norms, clipping, AdamW) with the fused
  *     paths on and off (TTT_FUSED=0) give the same bits in f32;
+ *   - TTT-E2E's clipped inner step (ttt_clip_step, one kernel each way) against its composed ops in f64 and f32:
+ *     outputs, first order (the backward kernel), second order (the VJP in ops); clipping on some sequences and
+ *     not others, off, on all, a tie at the clip, an all-zero sequence, one tensor and several, a cotangent left
+ *     NULL, several chunks per sequence; argument errors;
  *   - under create_graph the RMS norm, SwiGLU and the cross-entropy record their first-order kernel as a node
  *     (second order: a kernel; third: a composed formula): orders 2 and 3 match the composed graph's in f64.
  * With TTT_PROFILE=1 (set here) it also counts the kernel entries: one
@@ -418,6 +422,171 @@ static void test_clip_edges(ttt_ctx *ctx) {
     ttt_step_reset(ctx);
 }
 
+/* ---- TTT-E2E's clipped inner step (ttt_clip_step): the kernels against the composed ops -------------------------- */
+
+enum { CLIP_N = 3 };
+typedef struct {
+    ttt_tensor *out[CLIP_N], *grad[2 * CLIP_N], *hess[2 * CLIP_N];
+} clip_out;
+
+/* out = clip_step(w, g), loss = sum over the outputs in `used` of <out_i, r_i>; the gradients of w and g without
+ * create_graph (the fused backward kernel when fused) and, order2, the gradient of <grad, u> after a create_graph
+ * pass (the VJP in ops). The fused run must call each kernel once, the composed run neither. */
+static int clip_run(ttt_ctx *ctx, int n, ttt_tensor **w, ttt_tensor **g, ttt_tensor **r, ttt_tensor **u, unsigned used,
+                    double eta, double clip, int fused, int order2, clip_out *o) {
+    const long long f0 = ttt__profile_calls(TTT_K_clip_step), b0 = ttt__profile_calls(TTT_K_clip_step_bwd);
+    ttt__set_fused(ctx, fused);
+    ttt_tensor *ins[2 * CLIP_N], *loss = NULL;
+    for (int i = 0; i < n; i++) {
+        ttt_set_requires_grad(w[i], 1), ttt_set_requires_grad(g[i], 1);
+        ins[i] = w[i], ins[n + i] = g[i];
+    }
+    int rc = ttt_clip_step(ctx, n, w, g, eta, clip, o->out);
+    for (int i = 0; i < n && rc == TTT_OK; i++) {
+        if (!(used >> i & 1)) continue;
+        ttt_tensor *t = ttt_sum(ctx, ttt_mul(ctx, o->out[i], r[i]), 0, NULL, 0);
+        loss = loss ? ttt_add(ctx, loss, t) : t;
+    }
+    if (rc == TTT_OK && (!loss || ttt_grad(ctx, 1, &loss, NULL, 2 * n, ins, o->grad, 0) != TTT_OK)) rc = TTT_ERR;
+    const long long f1 = ttt__profile_calls(TTT_K_clip_step), b1 = ttt__profile_calls(TTT_K_clip_step_bwd);
+    if (rc == TTT_OK && order2) {
+        ttt_tensor *gg[2 * CLIP_N], *sum = NULL;
+        rc = ttt_grad(ctx, 1, &loss, NULL, 2 * n, ins, gg, 1);
+        for (int i = 0; i < 2 * n && rc == TTT_OK; i++) {
+            ttt_tensor *t = ttt_sum(ctx, ttt_mul(ctx, gg[i], u[i % n]), 0, NULL, 0);
+            sum = sum ? ttt_add(ctx, sum, t) : t;
+        }
+        if (rc == TTT_OK && !sum) rc = TTT_ERR;
+        else if (rc == TTT_OK && sum->requires_grad) rc = ttt_grad(ctx, 1, &sum, NULL, 2 * n, ins, o->hess, 0);
+        else /* no clip: the gradient is linear in the cotangents, constant */
+            for (int i = 0; i < 2 * n && rc == TTT_OK; i++) rc = (o->hess[i] = ttt_zeros_like(ctx, ins[i])) ? TTT_OK : TTT_ERR;
+    }
+    ttt__set_fused(ctx, 1);
+    CHECK_MSG(rc != TTT_OK || (fused ? f1 - f0 == 1 && b1 - b0 == 1 : f1 == f0 && b1 == b0),
+              "clip_step (fused %d): %lld forward and %lld backward kernel calls", fused, f1 - f0, b1 - b0);
+    return rc;
+}
+
+/* A [B, ...] tensor of normal draws times scale[b] on sequence b (host: its values) */
+static ttt_tensor *clip_tensor(ttt_ctx *ctx, ttt_dtype dt, int ndim, const int64_t *shape, const double *scale,
+                               double *host) {
+    int64_t k = 1;
+    for (int d = 0; d < ndim; d++) k *= shape[d];
+    for (int64_t j = 0; j < k; j++) host[j] = rnorm() * scale[j / (k / shape[0])];
+    return ttt_cast(ctx, ttt_from_host(ctx, TTT_F64, ndim, shape, host), dt);
+}
+
+static void test_clip_step(ttt_ctx *ctx, ttt_device dev, ttt_dtype dt) {
+    /* the shapes of each case (B = 2 sequences), the outputs its loss reads, its clip: 0 sequence 0 clipped and 1
+     * not, 1 off (clip 0), 2 neither binds, 3 both bind, 4 sequence 0 exactly at the clip (a tie: clipped, as the
+     * composed ops' ttt_maximum has it), 5 sequence 1's g all zero */
+    static const struct {
+        int n, ndim[CLIP_N];
+        int64_t shape[CLIP_N][4];
+        unsigned used;
+        int mode, expand_w0;
+    } cases[] = {
+        {1, {3}, {{2, 7, 13}}, 1, 0, 0},
+        {3, {3, 2, 4}, {{2, 5, 3}, {2, 17}, {2, 3, 4, 5}}, 5, 0, 1}, /* out 1 unread: its cotangent is NULL */
+        {3, {3, 2, 4}, {{2, 5, 3}, {2, 17}, {2, 3, 4, 5}}, 7, 1, 0},
+        {3, {3, 2, 4}, {{2, 5, 3}, {2, 17}, {2, 3, 4, 5}}, 7, 2, 1},
+        {3, {3, 2, 4}, {{2, 5, 3}, {2, 17}, {2, 3, 4, 5}}, 6, 3, 0},
+        {2, {3, 2}, {{2, 130, 131}, {2, 40000}}, 3, 0, 0}, /* two and three chunks per sequence */
+        {2, {2, 3}, {{2, 1}, {2, 1, 2}}, 3, 4, 0},
+        {2, {3, 1}, {{2, 4, 3}, {2}}, 3, 5, 0},
+    };
+    const double eta = 0.7;
+    const double tol1 = dt == TTT_F64 ? 1e-12 : 2e-5, tol2 = dt == TTT_F64 ? 1e-10 : 1e-4;
+    double worst[3] = {0, 0, 0};
+    for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
+        const ttt_mark_t mark = ttt_mark(ctx);
+        const int n = cases[ci].n, mode = cases[ci].mode;
+        const double seq_scale[2] = {1.0, mode == 0 ? 0.05 : mode == 5 ? 0.0 : 1.0};
+        const double ones[2] = {1.0, 1.0};
+        ttt_tensor *w[CLIP_N], *g[CLIP_N], *r[CLIP_N], *u[CLIP_N];
+        double sq[2] = {0, 0}, *gh[CLIP_N] = {0}, *rh[CLIP_N] = {0};
+        for (int i = 0; i < n; i++) {
+            const int nd = cases[ci].ndim[i];
+            const int64_t *sh = cases[ci].shape[i];
+            int64_t k = 1;
+            for (int d = 0; d < nd; d++) k *= sh[d];
+            double *wh = malloc(sizeof(double) * (size_t)k);
+            gh[i] = malloc(sizeof(double) * (size_t)k), rh[i] = malloc(sizeof(double) * (size_t)k);
+            w[i] = clip_tensor(ctx, dt, nd, sh, ones, wh);
+            if (cases[ci].expand_w0 && i == 0) { /* TTT-E2E's W_0: one weight expanded over the sequences */
+                int64_t one[4] = {1, sh[1], sh[2], sh[3]};
+                w[i] = ttt_expand(ctx, clip_tensor(ctx, dt, nd, one, ones, wh), nd, sh);
+            }
+            g[i] = clip_tensor(ctx, dt, nd, sh, seq_scale, gh[i]);
+            if (mode == 4) { /* |g| = 5 exactly on sequence 0 (3 and 4), 1 on sequence 1 (0.6 and 0.8) */
+                for (int64_t j = 0; j < k; j++) gh[i][j] = 0;
+                gh[i][0] = i ? 4.0 : 3.0, gh[i][k / 2] = i ? 0.8 : 0.6;
+                g[i] = ttt_cast(ctx, ttt_from_host(ctx, TTT_F64, nd, sh, gh[i]), dt);
+            }
+            r[i] = clip_tensor(ctx, dt, nd, sh, ones, rh[i]);
+            u[i] = clip_tensor(ctx, dt, nd, sh, ones, wh);
+            for (int64_t j = 0; j < k; j++) sq[j / (k / 2)] += gh[i][j] * gh[i][j];
+            free(wh);
+        }
+        const double n0 = sqrt(sq[0]), n1 = sqrt(sq[1]);
+        const double clip = mode == 0 ? sqrt(n0 * n1) : mode == 1 ? 0.0 : mode == 2 ? 2.0 * fmax(n0, n1)
+                          : mode == 3 ? 0.5 * fmin(n0, n1) : mode == 4 ? 5.0 : 0.5 * n0;
+        const int order2 = dev == TTT_CPU || dt == TTT_F64;
+        clip_out f, c;
+        int rc = clip_run(ctx, n, w, g, r, u, cases[ci].used, eta, clip, 1, order2, &f);
+        if (rc == TTT_OK) rc = clip_run(ctx, n, w, g, r, u, cases[ci].used, eta, clip, 0, order2 && mode != 5, &c);
+        CHECK_MSG(rc == TTT_OK, "clip_step %s %s case %zu: %s", DEV[dev], ttt_dtype_name(dt), ci, ttt_error(ctx));
+        if (rc == TTT_OK && mode == 5) {
+            /* an all-zero sequence: the composed ops' sqrt has no derivative at 0 (NaN); the kernels give the
+             * unclipped step's -eta dout there, and the clipped formula on sequence 0 */
+            for (int i = 0; i < n; i++) {
+                double *dg = values(ctx, f.grad[n + i]);
+                const int64_t k = ttt_numel(g[i]);
+                double worst = 0;
+                for (int64_t j = k / 2; dg && j < k; j++) worst = fmax(worst, fabs(dg[j] + eta * rh[i][j]));
+                CHECK_MSG(dg && worst <= tol1, "clip_step %s %s: zero sequence, tensor %d: dg off by %g", DEV[dev],
+                          ttt_dtype_name(dt), i, worst);
+                free(dg);
+                double e = 0, *a = values(ctx, f.grad[n + i]), *b = values(ctx, c.grad[n + i]);
+                for (int64_t j = 0; a && b && j < k / 2; j++) e = fmax(e, fabs(a[j] - b[j]) / (fabs(b[j]) + 1e-3));
+                CHECK_MSG(a && b && e <= tol1, "clip_step %s %s: zero sequence, tensor %d: sequence 0 differs by %g",
+                          DEV[dev], ttt_dtype_name(dt), i, e);
+                free(a), free(b);
+            }
+        } else if (rc == TTT_OK) {
+            double eo = 0, e1 = 0, e2 = 0;
+            for (int i = 0; i < n; i++) eo = fmax(eo, rel_diff(ctx, f.out[i], c.out[i]));
+            for (int i = 0; i < 2 * n; i++) e1 = fmax(e1, rel_diff(ctx, f.grad[i], c.grad[i]));
+            for (int i = 0; i < 2 * n && order2; i++) e2 = fmax(e2, rel_diff(ctx, f.hess[i], c.hess[i]));
+            CHECK_MSG(eo <= tol1 && e1 <= tol1 && e2 <= tol2,
+                      "clip_step %s %s case %zu (N %g %g, clip %g): out %g, first order %g, second order %g", DEV[dev],
+                      ttt_dtype_name(dt), ci, n0, n1, clip, eo, e1, e2);
+            worst[0] = fmax(worst[0], eo), worst[1] = fmax(worst[1], e1), worst[2] = fmax(worst[2], e2);
+        }
+        for (int i = 0; i < n; i++) free(gh[i]), free(rh[i]);
+        ttt_release(ctx, mark);
+    }
+    printf("clip_step %s %s: %zu cases, kernels vs composed ops: out %.2g, first order %.2g, second order %.2g\n",
+           DEV[dev], ttt_dtype_name(dt), sizeof cases / sizeof cases[0], worst[0], worst[1], worst[2]);
+    /* arguments are checked, with messages */
+    ttt_tensor *a = ttt_zeros(ctx, dt, TTT_DIMS(2, 3)), *b = ttt_zeros(ctx, dt, TTT_DIMS(3, 3)), *o[2];
+    ttt_tensor *s0 = ttt_scalar(ctx, dt, 1.0), *d = ttt_zeros(ctx, dt == TTT_F64 ? TTT_F32 : TTT_F64, TTT_DIMS(2, 3));
+    ttt_tensor *ww[2] = {a, a}, *gb[2] = {a, b}, *gs[2] = {s0, s0}, *gd[2] = {a, d}, *ga[2] = {a, a};
+    ttt_tensor *gt[2] = {a, ttt_zeros(ctx, dt, TTT_DIMS(2, 4))};
+    CHECK(ttt_clip_step(ctx, 0, ww, ga, eta, 1.0, o) == TTT_ERR && strstr(ttt_error(ctx), "n 0"));
+    CHECK(ttt_clip_step(ctx, 1, NULL, ga, eta, 1.0, o) == TTT_ERR && strstr(ttt_error(ctx), "NULL"));
+    CHECK(ttt_clip_step(ctx, 2, ww, gb, eta, 1.0, o) == TTT_ERR && strstr(ttt_error(ctx), "sequences") && !o[0] && !o[1]);
+    CHECK(ttt_clip_step(ctx, 2, gs, gs, eta, 1.0, o) == TTT_ERR && strstr(ttt_error(ctx), "scalar"));
+    CHECK(ttt_clip_step(ctx, 2, ww, gd, eta, 1.0, o) == TTT_ERR && strstr(ttt_error(ctx), "one dtype"));
+    CHECK(ttt_clip_step(ctx, 2, ww, gt, eta, 1.0, o) == TTT_ERR && strstr(ttt_error(ctx), "one shape"));
+    CHECK(ttt_clip_step(ctx, 2, ww, ga, NAN, 1.0, o) == TTT_ERR && strstr(ttt_error(ctx), "eta"));
+    CHECK(ttt_clip_step(ctx, 2, ww, ga, eta, INFINITY, o) == TTT_ERR && strstr(ttt_error(ctx), "clip inf"));
+    ttt_tensor *gn[2] = {a, NULL};
+    ttt_clear_error(ctx);
+    CHECK(ttt_clip_step(ctx, 2, ww, gn, eta, 1.0, o) == TTT_ERR && !ttt_error(ctx)[0]); /* an earlier failure's NULL */
+    ttt_step_reset(ctx);
+}
+
 /* ---- a tiny LM: training steps with the fused paths on and off ---------------------------------------------- */
 
 static int lm_steps(ttt_device dev, int fused, ttt_dtype compute, int steps, double *losses, double **params, int64_t *np) {
@@ -512,6 +681,7 @@ int main(int argc, char **argv) {
             test_norm_affine(ctx, dev, dts[k]);
             test_optimizer(ctx, dev, dts[k]);
         }
+        for (int k = 0; k < 2; k++) test_clip_step(ctx, dev, dts[k]); /* bf16 is composed (the kernels decline it) */
         test_clip_edges(ctx);
         test_higher_orders(ctx, dev);
         ttt_ctx_free(ctx);

@@ -181,6 +181,24 @@ typedef struct {
     X(sumsq_multi, (ttt_tensor *dst, int n, const ttt_tensor *const *x), (dst, n, x))                             \
     /* x[i] *= a in place for every i, with unary TTT_U_AFFINE(a, 0)'s bits. */                                 \
     X(scale_multi, (int n, ttt_tensor *const *x, double a), (n, x, a))                                           \
+    /* Optional. TTT-E2E's inner SGD step with a per-sequence global-norm clip (ttt_clip_step) over n >= 1      \
+     * pairs w[i], g[i] [B, ...] (one shape per pair; B, the leading axis, shared): out[i] = w[i] - eta s_b g[i] \
+     * on sequence b, s_b = clip / N_b where N_b >= clip > 0, else 1, N_b = sqrt(sum_i |g[i][b]|^2) summed in   \
+     * double in a fixed order. norm [B] f64 gets N_b (NULL exactly when clip <= 0: no norm is formed). All    \
+     * dense, one dtype; the pointer arrays are host memory read during the call only. Returns                 \
+     * TTT_BACKEND_DECLINED, having written nothing, for dtypes it does not handle (the op composes). */       \
+    X(clip_step,                                                                                                 \
+      (int n, ttt_tensor *const *out, ttt_tensor *norm, const ttt_tensor *const *w, const ttt_tensor *const *g, \
+       double eta, double clip),                                                                                 \
+      (n, out, norm, w, g, eta, clip))                                                                           \
+    /* Optional. Its gradient with respect to g (w's is dout itself): with r_b = sum_i <dout[i][b], g[i][b]>,    \
+     * dg[i] = -eta clip / N_b dout[i] + eta clip r_b / N_b^3 g[i] on a sequence with N_b >= clip > 0 (the tie  \
+     * is clipped, as ttt_maximum's gradient has it), else -eta dout[i]. norm: the forward's (NULL when clip <= \
+     * 0); dout[i] NULL: zero; dg[i] NULL: not wanted. Dense, one dtype, as clip_step takes them. */           \
+    X(clip_step_bwd,                                                                                             \
+      (int n, ttt_tensor *const *dg, const ttt_tensor *const *dout, const ttt_tensor *const *g,                  \
+       const ttt_tensor *norm, double eta, double clip),                                                         \
+      (n, dg, dout, g, norm, eta, clip))                                                                         \
     /* Optional fused attention (NULL where absent, as on the CPU; ttt_attention then composes it of the       \
      * kernels above). q [..., Tq, d], k [..., Tk, d], v [..., Tk, dv], out [..., Tq, dv]: dense, the same      \
      * leading axes (one batch axis to the kernel); masking as ttt_attention states it; scale > 0. lse [..., Tq] \

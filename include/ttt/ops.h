@@ -130,6 +130,14 @@ ttt_tensor *ttt_slice_scatter(ttt_ctx *ctx, ttt_tensor *src, int ndim, const int
  * out[i] = xs[i] * min(1, max_norm / (||xs||_2 + 1e-6)). norm_out may be NULL. */
 int ttt_clip_by_global_norm(ttt_ctx *ctx, int n, ttt_tensor *const *xs, double max_norm,
                             ttt_tensor **out, ttt_tensor **norm_out);
+/* One SGD step with a global-norm clip per sequence (TTT-E2E's inner update, optax's clip_by_global_norm on each
+ * sequence): for n >= 1 pairs w[i], g[i] of one shape, [B, ...] with B sequences on the leading axis (B shared by
+ * every pair, one float dtype), out[i] = w[i] - eta s_b g[i] on sequence b, s_b = clip / max(N_b, clip) and
+ * N_b = sqrt(sum_i |g[i][b]|^2); clip <= 0: no clipping (s_b = 1). eta and clip finite. Differentiable in w and g
+ * to any order (a tie N_b == clip differentiates as clipped, as ttt_maximum does); with the backend's kernels the
+ * step and its first-order gradient are two passes each. */
+int ttt_clip_step(ttt_ctx *ctx, int n, ttt_tensor *const *w, ttt_tensor *const *g, double eta, double clip,
+                  ttt_tensor **out);
 
 #ifdef __cplusplus
 }

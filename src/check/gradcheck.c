@@ -375,6 +375,53 @@ static ttt_tensor *fn_clip(ttt_ctx *ctx, ttt_tensor *const *x, const spec *s) {
     return ttt_mul(ctx, c, c);
 }
 
+/* TTT-E2E's inner step (ttt_clip_step): 1 to 3 pairs of w, g [B, ...] with odd sizes and 1 to 3 axes, B 2 or 3.
+ * g is away from 0 (|g| in [0.2, 1.2]) and the odd sequences' g is scaled by 0.1, so with clip at 0.16 sqrt(E) (E:
+ * a sequence's elements over every g) the even sequences clip (N >= 0.2 sqrt(E)) and the odd ones do not (N <=
+ * 0.12 sqrt(E)), with room for the differences' steps. w[0] comes as [1, ...] expanded over the sequences (TTT-E2E's
+ * W_0) and w[1] as a transposed view. "(no clip)": clip 0. The squared outputs are checked, so even the unclipped
+ * step has a second derivative. */
+static void make_clip_step_any(rng *r, spec *s, int off) {
+    const int64_t B = rint_in(r, 2, 3);
+    const int n = (int)rint_in(r, 1, 3);
+    int64_t e = 0;
+    s->p[0] = n;
+    for (int i = 0; i < n; i++) {
+        const int nd = (int)rint_in(r, 1, 3);
+        const int64_t shape[3] = {B, odd_dim(r), odd_dim(r)};
+        const int ndim = i == 1 ? 3 : nd; /* w[1] is a transposed view of its last two axes */
+        const int64_t ws[3] = {i == 0 ? 1 : B, shape[1], shape[2]};
+        add_input(s, K_NORMAL, ndim, ws);
+        add_input(s, K_AWAY, ndim, shape);
+        int64_t k = 1;
+        for (int d = 1; d < ndim; d++) k *= shape[d];
+        e += k;
+    }
+    s->f[0] = off ? 0.0 : 0.16 * sqrt((double)e);
+}
+static void make_clip_step(rng *r, spec *s) { make_clip_step_any(r, s, 0); }
+static void make_clip_step_off(rng *r, spec *s) { make_clip_step_any(r, s, 1); }
+static ttt_tensor *fn_clip_step(ttt_ctx *ctx, ttt_tensor *const *x, const spec *s) {
+    const int n = (int)s->p[0];
+    ttt_tensor *w[3] = {0}, *g[3] = {0}, *out[3], *flat[3];
+    for (int i = 0; i < n; i++) {
+        ttt_tensor *wi = x[2 * i], *gi = x[2 * i + 1];
+        const int64_t B = gi->shape[0];
+        if (i == 0) wi = ttt_expand(ctx, wi, gi->ndim, gi->shape);
+        if (i == 1) wi = ttt_transpose(ctx, ttt_contiguous(ctx, ttt_transpose(ctx, wi, 1, 2)), 1, 2);
+        double f[3];
+        for (int64_t b = 0; b < B; b++) f[b] = b % 2 ? 0.1 : 1.0;
+        int64_t fs[3] = {B, 1, 1};
+        ttt_tensor *scale = ttt_cast(ctx, ttt_from_host(ctx, TTT_F64, gi->ndim, fs, f), gi->dtype);
+        w[i] = wi;
+        g[i] = ttt_mul(ctx, gi, scale);
+    }
+    if (ttt_clip_step(ctx, n, w, g, 0.7, s->f[0], out) != TTT_OK) return NULL;
+    for (int i = 0; i < n; i++) flat[i] = ttt_reshape(ctx, out[i], TTT_DIMS(-1));
+    ttt_tensor *c = ttt_concat(ctx, n, flat, 0);
+    return ttt_mul(ctx, c, c);
+}
+
 /* ---- shape ---------------------------------------------------------------------------------- */
 
 static void make_3d(rng *r, spec *s) { IN(s, K_NORMAL, rint_in(r, 1, 3), rint_in(r, 2, 4), odd_dim(r)); }
@@ -693,6 +740,8 @@ static const gc_case CASES[] = {
     {"attn_mask+softmax", make_attn_mask, fn_attn_mask},
     {"attention", make_attention, fn_attention},
     {"clip_by_global_norm", make_clip, fn_clip},
+    {"clip_step", make_clip_step, fn_clip_step},
+    {"clip_step(no clip)", make_clip_step_off, fn_clip_step},
     {"reshape", make_3d, fn_reshape},
     {"permute", make_3d, fn_permute},
     {"slice", make_3d, fn_slice},

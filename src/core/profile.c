@@ -130,6 +130,8 @@ static const char *matmul_label(char *buf, size_t n, const ttt_tensor *c, const 
 #define DESC_adamw_multi n > 0 ? p[0]->dtype : TTT_F32, NULL
 #define DESC_sumsq_multi n > 0 ? x[0]->dtype : TTT_F32, NULL
 #define DESC_scale_multi n > 0 ? x[0]->dtype : TTT_F32, NULL
+#define DESC_clip_step n > 0 ? g[0]->dtype : TTT_F32, NULL
+#define DESC_clip_step_bwd n > 0 ? g[0]->dtype : TTT_F32, NULL
 #define DESC_sgd p->dtype, NULL
 #define DESC_attention_fwd q->dtype, NULL
 #define DESC_attention_bwd q->dtype, NULL

@@ -65,30 +65,6 @@ static int n_inputs(const ttt_lm *m, int has_tail, int n_static) {
 }
 static int n_outputs(const ttt_lm *m) { return 2 + 5 * (int)m->cfg.prime_blocks; }
 
-/* out = W - eta * scale * g per sequence, with scale = clip / max(|g|, clip)
- * (|g| the global norm of one sequence's gradients over every prime weight):
- * optax's clip_by_global_norm, differentiable. */
-static int inner_update(ttt_ctx *ctx, int n, ttt_tensor *const *w, ttt_tensor *const *g, double eta, double clip,
-                        ttt_tensor **out) {
-    ttt_tensor *scale = NULL;
-    if (clip > 0) {
-        ttt_tensor *sq = NULL;
-        for (int i = 0; i < n; i++) {
-            ttt_tensor *s = ttt_sum(ctx, ttt_mul(ctx, g[i], g[i]), 2, (const int[]){1, 2}, 1); /* [B, 1, 1] */
-            sq = sq ? ttt_add(ctx, sq, s) : s;
-        }
-        ttt_tensor *norm = ttt_sqrt(ctx, sq);
-        if (!norm) return TTT_ERR;
-        ttt_tensor *c = ttt_scalar(ctx, norm->dtype, clip);
-        scale = ttt_scale(ctx, ttt_div(ctx, c, ttt_maximum(ctx, norm, c)), eta);
-    }
-    for (int i = 0; i < n; i++) {
-        ttt_tensor *step = scale ? ttt_mul(ctx, g[i], scale) : ttt_scale(ctx, g[i], eta);
-        if (!(out[i] = ttt_sub(ctx, w[i], step))) return TTT_ERR;
-    }
-    return TTT_OK;
-}
-
 static int chunk_step(ttt_ctx *ctx, void *user, int n_in, ttt_tensor *const *in, int n_out, ttt_tensor **out) {
     const chunk_args *a = user;
     const ttt_lm *m = a->m;
@@ -174,9 +150,10 @@ static int chunk_step(ttt_ctx *ctx, void *user, int n_in, ttt_tensor *const *in,
     }
     ttt_grad_mode_restore(ctx, prev);
     if (rc != TTT_OK) return TTT_ERR;
-    /* the clip is global over every prime weight of a sequence: one update over all 3S tensors */
+    /* W_i = W_{i-1} - eta * scale * g per sequence, scale = clip / max(|g|, clip) with |g| the global norm of one
+     * sequence's gradients over every prime weight (optax's clip_by_global_norm): one op over all 3S tensors */
     ttt_tensor **wnew = ttt__meta_alloc(ctx, sizeof(ttt_tensor *) * (size_t)(3 * S));
-    if (!wnew || inner_update(ctx, 3 * S, w, g, a->eta, c->inner_clip, wnew) != TTT_OK) return TTT_ERR;
+    if (!wnew || ttt_clip_step(ctx, 3 * S, w, g, a->eta, c->inner_clip, wnew) != TTT_OK) return TTT_ERR;
     for (int j = 0; j < S; j++)
         for (int q = 0; q < 3; q++) out[2 + 5 * j + q] = wnew[3 * j + q];
     for (int i = 0; i < n_out; i++)

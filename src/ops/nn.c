@@ -585,3 +585,200 @@ int ttt_clip_by_global_norm(ttt_ctx *ctx, int n, ttt_tensor *const *xs, double m
     if (norm_out) *norm_out = norm;
     return TTT_OK;
 }
+
+/* ---- TTT-E2E's inner step: SGD with a per-sequence global-norm clip ---------------------------------------------
+ *
+ * out_i = w_i - eta s_b g_i on sequence b (the leading axis), s_b = clip / max(N_b, clip) (1 when clip <= 0),
+ * N_b = sqrt(sum_i |g_i[b]|^2): optax's clip_by_global_norm per sequence, then the step. Its VJP along dout_i is
+ * dw_i = dout_i and, with r_b = sum_i <dout_i[b], g_i[b]>, on a clipped sequence (N_b >= clip > 0: ttt_maximum
+ * gives a tie's gradient to N_b, so the composed form counts a tie as clipped)
+ *   dg_i = -eta clip / N_b dout_i + eta clip r_b / N_b^3 g_i,
+ * elsewhere dg_i = -eta dout_i. With the backend's clip_step / clip_step_bwd that is two passes over the tensors
+ * each way, where the composed form runs about 5n ops forward and twice that backward (TTT-E2E: n = 3 prime
+ * weights per suffix block, every chunk). The node keeps N_b. Under create_graph the VJP is the formula in ops, so
+ * every order is exact; without the kernels, where they decline, and under TTT_FUSED=0 the op is the composed
+ * ops themselves (composed_step), with their bits. */
+
+/* sum over every axis but the leading one: [B] */
+static ttt_tensor *per_seq_sum(ttt_ctx *ctx, ttt_tensor *x) {
+    int axes[TTT_MAX_DIMS];
+    if (!x || x->ndim == 1) return x;
+    for (int d = 1; d < x->ndim; d++) axes[d - 1] = d;
+    return ttt_sum(ctx, x, x->ndim - 1, axes, 0);
+}
+
+/* s [B] as [B, 1, ...] against a tensor of ndim axes (a view) */
+static ttt_tensor *per_seq_view(ttt_ctx *ctx, ttt_tensor *s, int ndim) {
+    int64_t shape[TTT_MAX_DIMS];
+    if (!s) return NULL;
+    shape[0] = s->shape[0];
+    for (int d = 1; d < ndim; d++) shape[d] = 1;
+    return ttt_reshape(ctx, s, ndim, shape);
+}
+
+/* The ops TTT-E2E's inner update was written with (each sequence's squares summed per tensor, the sums added in
+ * tensor order, sqrt, clip / max(N, clip), eta times that, g times it, w minus it): TTT_FUSED=0 keeps its bits. */
+static int composed_step(ttt_ctx *ctx, int n, ttt_tensor *const *w, ttt_tensor *const *g, double eta, double clip,
+                         ttt_tensor **out) {
+    ttt_tensor *scale = NULL;
+    if (clip > 0) {
+        ttt_tensor *sq = NULL;
+        for (int i = 0; i < n; i++) {
+            ttt_tensor *s = per_seq_sum(ctx, ttt_mul(ctx, g[i], g[i]));
+            sq = sq ? ttt_add(ctx, sq, s) : s;
+        }
+        ttt_tensor *norm = ttt_sqrt(ctx, sq);
+        if (!norm) return TTT_ERR;
+        ttt_tensor *c = ttt_scalar(ctx, norm->dtype, clip);
+        if (!(scale = ttt_scale(ctx, ttt_div(ctx, c, ttt_maximum(ctx, norm, c)), eta))) return TTT_ERR;
+    }
+    for (int i = 0; i < n; i++) {
+        ttt_tensor *step = scale ? ttt_mul(ctx, g[i], per_seq_view(ctx, scale, g[i]->ndim)) : ttt_scale(ctx, g[i], eta);
+        if (!(out[i] = ttt_sub(ctx, w[i], step))) return TTT_ERR;
+    }
+    return TTT_OK;
+}
+
+/* The VJP's g part in ops (differentiable: create_graph, or a backend without the backward kernel). M = max(N, c)
+ * is formed as sqrt(max(N^2, c^2)), so an unclipped sequence's gradient never meets sqrt's derivative at 0 (all of
+ * its g zero, e.g. a chunk whose targets are all ignored). dout[i] NULL: zero. */
+static int clip_step_dg(ttt_ctx *ctx, int n, ttt_tensor *const *g, ttt_tensor *const *dout, const bool *needs,
+                        double eta, double clip, ttt_tensor **dg) {
+    ttt_tensor *a = NULL, *k = NULL; /* dg_i = a_b dout_i + k_b g_i */
+    if (clip > 0) {
+        ttt_tensor *sq = NULL, *r = NULL;
+        for (int i = 0; i < n; i++) {
+            ttt_tensor *s = per_seq_sum(ctx, ttt_mul(ctx, g[i], g[i]));
+            sq = sq ? ttt_add(ctx, sq, s) : s;
+            if (dout[i]) {
+                ttt_tensor *d = per_seq_sum(ctx, ttt_mul(ctx, dout[i], g[i]));
+                r = r ? ttt_add(ctx, r, d) : d;
+            }
+        }
+        ttt_tensor *c2 = sq ? ttt_scalar(ctx, sq->dtype, clip * clip) : NULL;
+        ttt_tensor *m = ttt_sqrt(ctx, ttt_maximum(ctx, sq, c2));
+        a = ttt_scale(ctx, ttt_div(ctx, ttt_scalar(ctx, g[0]->dtype, clip), m), -eta);
+        if (r) k = ttt_mul(ctx, ttt_ge(ctx, sq, c2), ttt_scale(ctx, ttt_div(ctx, r, ttt_pow(ctx, m, 3.0)), eta * clip));
+        if (!a || (r && !k)) return TTT_ERR;
+    }
+    for (int i = 0; i < n; i++) {
+        if (!needs[i]) continue;
+        const int nd = g[i]->ndim;
+        ttt_tensor *d = !dout[i] ? NULL : a ? ttt_mul(ctx, dout[i], per_seq_view(ctx, a, nd)) : ttt_scale(ctx, dout[i], -eta);
+        ttt_tensor *e = k ? ttt_mul(ctx, g[i], per_seq_view(ctx, k, nd)) : NULL;
+        dg[i] = d && e ? ttt_add(ctx, d, e) : d ? d : e ? e : ttt_zeros_like(ctx, g[i]);
+        if (!dg[i]) return TTT_ERR;
+    }
+    return TTT_OK;
+}
+
+/* node: in = w_0 .. w_{n-1}, g_0 .. g_{n-1}; out = out_0 .. out_{n-1}; pattr[0] = N [B] f64 (NULL when clip <= 0);
+ * fattr = eta, clip */
+VJP(clip_step_vjp) {
+    const int n = nd->n_out;
+    const double eta = nd->fattr[0], clip = nd->fattr[1];
+    ttt_tensor *const *g = nd->in + n;
+    bool any = false;
+    for (int i = 0; i < n; i++) {
+        if (needs[i] && !(gin[i] = gout[i] ? gout[i] : ttt_zeros_like(ctx, nd->in[i]))) return TTT_ERR;
+        any |= needs[n + i];
+    }
+    if (!any) return TTT_OK;
+    if (!ttt_grad_enabled(ctx)) { /* first order: one fused pass per direction */
+        ttt_tensor **d = ttt__meta_alloc(ctx, sizeof(ttt_tensor *) * (size_t)(3 * n));
+        if (!d) return TTT_ERR;
+        ttt_tensor **dg = d, **dout = d + n, **gd = d + 2 * n;
+        for (int i = 0; i < n; i++) {
+            if ((gout[i] && !(dout[i] = ttt__dense(ctx, gout[i]))) || !(gd[i] = ttt__dense(ctx, g[i])) ||
+                (needs[n + i] && !(dg[i] = ttt__new_like(ctx, g[i]))))
+                return TTT_ERR;
+        }
+        const int rc = ctx->be->clip_step_bwd(ctx->bs, n, dg, (const ttt_tensor *const *)dout,
+                                              (const ttt_tensor *const *)gd, nd->pattr[0], eta, clip);
+        if (rc == TTT_OK) {
+            for (int i = 0; i < n; i++) gin[n + i] = dg[i];
+            return TTT_OK;
+        }
+        if (rc != TTT_BACKEND_DECLINED) return ttt__backend_failed(ctx, "clip_step (backward)");
+    }
+    return clip_step_dg(ctx, n, g, gout, needs + n, eta, clip, gin + n);
+}
+
+/* The kernel's forward, recorded where a graph records, or TTT_BACKEND_DECLINED with nothing left allocated. */
+static int fused_step(ttt_ctx *ctx, int n, ttt_tensor *const *w, ttt_tensor *const *g, double eta, double clip,
+                      ttt_tensor **out) {
+    const ttt_mark_t mark = ttt_mark(ctx);
+    ttt_tensor **d = ttt__meta_alloc(ctx, sizeof(ttt_tensor *) * (size_t)(3 * n));
+    if (!d) return TTT_ERR;
+    ttt_tensor **o = d, **wd = d + n, **gd = d + 2 * n;
+    for (int i = 0; i < n; i++)
+        if (!(wd[i] = ttt__dense(ctx, w[i])) || !(gd[i] = ttt__dense(ctx, g[i])) || !(o[i] = ttt__new_like(ctx, w[i])))
+            return TTT_ERR;
+    ttt_tensor *norm = clip > 0 ? ttt_new(ctx, TTT_F64, 1, g[0]->shape) : NULL;
+    if (clip > 0 && !norm) return TTT_ERR;
+    const int rc = ctx->be->clip_step(ctx->bs, n, o, norm, (const ttt_tensor *const *)wd, (const ttt_tensor *const *)gd,
+                                      eta, clip);
+    if (rc == TTT_BACKEND_DECLINED) {
+        ttt_release(ctx, mark);
+        return TTT_BACKEND_DECLINED;
+    }
+    if (rc != TTT_OK) return ttt__backend_failed(ctx, "clip_step");
+    ttt_tensor **ins = ttt__meta_alloc(ctx, sizeof(ttt_tensor *) * (size_t)(2 * n));
+    if (!ins) return TTT_ERR;
+    memcpy(ins, w, sizeof(ttt_tensor *) * (size_t)n);
+    memcpy(ins + n, g, sizeof(ttt_tensor *) * (size_t)n);
+    if (ttt__recording(ctx, 2 * n, ins)) {
+        ttt_node *nd = ttt__record(ctx, "clip_step", clip_step_vjp, 2 * n, ins, n, o);
+        if (!nd) return TTT_ERR;
+        nd->pattr[0] = norm;
+        nd->fattr[0] = eta;
+        nd->fattr[1] = clip;
+    }
+    memcpy(out, o, sizeof(ttt_tensor *) * (size_t)n);
+    return TTT_OK;
+}
+
+static int clip_step_check(ttt_ctx *ctx, int n, ttt_tensor *const *w, ttt_tensor *const *g, double eta, double clip) {
+    char s0[96], s1[96];
+    for (int i = 0; i < n; i++)
+        if (!w[i] || !g[i]) return TTT_ERR; /* an earlier op failed: its message stands */
+    const ttt_tensor *ref = g[0];
+    if (!ttt__is_float(ref->dtype))
+        return ttt__set_error(ctx, "clip_step: dtype %s is not supported (use f32, f64 or bf16)", ttt_dtype_name(ref->dtype));
+    if (ref->ndim < 1) return ttt__set_error(ctx, "clip_step: g[0] is a scalar; tensors need a leading sequence axis [B, ...]");
+    for (int i = 0; i < n; i++) {
+        const ttt_tensor *x[2] = {w[i], g[i]};
+        for (int k = 0; k < 2; k++) {
+            const char *name = k ? "g" : "w";
+            if (x[k]->dtype != ref->dtype)
+                return ttt__set_error(ctx, "clip_step: %s[%d] is %s, g[0] is %s (one dtype)", name, i,
+                                      ttt_dtype_name(x[k]->dtype), ttt_dtype_name(ref->dtype));
+            if (x[k]->device != ref->device) return ttt__set_error(ctx, "clip_step: %s[%d] is on another device than g[0]", name, i);
+            if (x[k]->ndim < 1 || x[k]->shape[0] != ref->shape[0])
+                return ttt__set_error(ctx, "clip_step: %s[%d] %s must lead with g[0]'s %lld sequences (g[0] is %s)", name, i,
+                                      ttt_shape_str(x[k], s0, sizeof s0), (long long)ref->shape[0],
+                                      ttt_shape_str(ref, s1, sizeof s1));
+        }
+        bool same = w[i]->ndim == g[i]->ndim;
+        for (int d = 0; same && d < w[i]->ndim; d++) same = w[i]->shape[d] == g[i]->shape[d];
+        if (!same)
+            return ttt__set_error(ctx, "clip_step: w[%d] %s and g[%d] %s must have one shape", i,
+                                  ttt_shape_str(w[i], s0, sizeof s0), i, ttt_shape_str(g[i], s1, sizeof s1));
+    }
+    if (!isfinite(eta)) return ttt__set_error(ctx, "clip_step: eta %g must be finite", eta);
+    if (!isfinite(clip)) return ttt__set_error(ctx, "clip_step: clip %g must be finite (<= 0: no clipping)", clip);
+    return TTT_OK;
+}
+
+int ttt_clip_step(ttt_ctx *ctx, int n, ttt_tensor *const *w, ttt_tensor *const *g, double eta, double clip,
+                  ttt_tensor **out) {
+    if (n < 1) return ttt__set_error(ctx, "clip_step: n %d must be >= 1", n);
+    if (!w || !g || !out) return ttt__set_error(ctx, "clip_step: the w, g and out arrays must not be NULL");
+    for (int i = 0; i < n; i++) out[i] = NULL;
+    if (clip_step_check(ctx, n, w, g, eta, clip) != TTT_OK) return TTT_ERR;
+    if (ctx->be->clip_step && ctx->be->clip_step_bwd && !ctx->unfused) {
+        const int rc = fused_step(ctx, n, w, g, eta, clip, out);
+        if (rc != TTT_BACKEND_DECLINED) return rc;
+    }
+    return composed_step(ctx, n, w, g, eta, clip, out);
+}

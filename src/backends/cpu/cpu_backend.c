@@ -91,6 +91,10 @@ int cpu_adamw_multi(ttt_backend_state *self, int n, ttt_tensor *const *p, ttt_te
                     int64_t step);
 int cpu_sumsq_multi(ttt_backend_state *self, ttt_tensor *dst, int n, const ttt_tensor *const *x);
 int cpu_scale_multi(ttt_backend_state *self, int n, ttt_tensor *const *x, double a);
+int cpu_clip_step(ttt_backend_state *self, int n, ttt_tensor *const *out, ttt_tensor *norm, const ttt_tensor *const *w,
+                  const ttt_tensor *const *g, double eta, double clip);
+int cpu_clip_step_bwd(ttt_backend_state *self, int n, ttt_tensor *const *dg, const ttt_tensor *const *dout,
+                      const ttt_tensor *const *g, const ttt_tensor *norm, double eta, double clip);
 int cpu_norm_affine(ttt_backend_state *self, ttt_norm_kind kind, ttt_tensor *dst, const ttt_tensor *src,
                     const ttt_tensor *gamma, double eps);
 int cpu_norm_affine_bwd(ttt_backend_state *self, ttt_norm_kind kind, ttt_tensor *dx, ttt_tensor *dgx, const ttt_tensor *x,
@@ -362,6 +366,8 @@ static const ttt_backend CPU = {
     .adamw_multi = cpu_adamw_multi,
     .sumsq_multi = cpu_sumsq_multi,
     .scale_multi = cpu_scale_multi,
+    .clip_step = cpu_clip_step,
+    .clip_step_bwd = cpu_clip_step_bwd,
     .ttt_linear_scan = cpu_ttt_linear_scan,
     .ttt_linear_scan_bwd = cpu_ttt_linear_scan_bwd,
     .ttt_mlp_scan = cpu_ttt_mlp_scan,

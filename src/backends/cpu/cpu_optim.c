@@ -129,3 +129,67 @@ CPU_PARALLEL(self, work,
     free(terms);
     return TTT_OK;
 }
+
+/* ---- TTT-E2E's clipped inner step (cpu_clip_step_impl.h: the passes, shared with the CUDA kernels' test) -------- */
+
+#define R float
+#define SFX _f32
+#include "cpu_clip_step_impl.h"
+#undef R
+#undef SFX
+#define R double
+#define SFX _f64
+#include "cpu_clip_step_impl.h"
+#undef R
+#undef SFX
+
+/* Both entries: the forward (bwd 0: dst = out, a = w, norm written) or the backward (dst = dg, a = dout, norm
+ * read), f32 or f64 (else declined). */
+static int clip_entry(ttt_backend_state *self, const char *who, int bwd, int n, ttt_tensor *const *dst,
+                      const ttt_tensor *const *a, const ttt_tensor *const *g, const ttt_tensor *norm, double eta,
+                      double clip) {
+    const ttt_dtype dt = g[0]->dtype;
+    if (dt != TTT_F32 && dt != TTT_F64) return TTT_BACKEND_DECLINED;
+    const int64_t B = g[0]->shape[0];
+    int64_t *per = malloc(sizeof(int64_t) * (size_t)n), work = 0;
+    void **p = malloc(sizeof(void *) * (size_t)(3 * n)); /* the data pointers of dst, a and g, as the passes take them */
+    double *scratch = NULL;
+    if (per && p) {
+        for (int i = 0; i < n; i++) {
+            per[i] = B ? cpu_numel(g[i]) / B : 0;
+            work += cpu_numel(g[i]);
+            p[i] = dst[i] ? dst[i]->data : NULL, p[n + i] = a[i] ? a[i]->data : NULL, p[2 * n + i] = g[i]->data;
+        }
+        scratch = malloc(sizeof(double) * (size_t)(clip_scratch_len(n, B, per) + 1));
+    }
+    if (!scratch) {
+        free(per), free(p);
+        ttt_backend_error("%s: out of host memory for %d tensors' per-chunk sums", who, n);
+        return TTT_ERR;
+    }
+    const int team = cpu_team(self, work);
+    double *nb = norm ? norm->data : NULL;
+    if (dt == TTT_F32) {
+        float *const *d = (float *const *)p;
+        const float *const *x = (const float *const *)(p + n), *const *gg = (const float *const *)(p + 2 * n);
+        if (bwd) clip_step_bwd_run_f32(n, B, per, d, x, gg, nb, eta, clip, scratch, team);
+        else clip_step_run_f32(n, B, per, d, x, gg, nb, eta, clip, scratch, team);
+    } else {
+        double *const *d = (double *const *)p;
+        const double *const *x = (const double *const *)(p + n), *const *gg = (const double *const *)(p + 2 * n);
+        if (bwd) clip_step_bwd_run_f64(n, B, per, d, x, gg, nb, eta, clip, scratch, team);
+        else clip_step_run_f64(n, B, per, d, x, gg, nb, eta, clip, scratch, team);
+    }
+    free(per), free(p), free(scratch);
+    return TTT_OK;
+}
+
+int cpu_clip_step(ttt_backend_state *self, int n, ttt_tensor *const *out, ttt_tensor *norm, const ttt_tensor *const *w,
+                  const ttt_tensor *const *g, double eta, double clip) {
+    return clip_entry(self, "clip_step", 0, n, out, w, g, norm, eta, clip);
+}
+
+int cpu_clip_step_bwd(ttt_backend_state *self, int n, ttt_tensor *const *dg, const ttt_tensor *const *dout,
+                      const ttt_tensor *const *g, const ttt_tensor *norm, double eta, double clip) {
+    return clip_entry(self, "clip_step_bwd", 1, n, dg, dout, g, norm, eta, clip);
+}

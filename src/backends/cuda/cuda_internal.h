@@ -8,7 +8,8 @@
  *   cuda_reduce.cu       reductions
  *   cuda_matmul.cu       matrix products (cuBLAS)
  *   cuda_nn.cu           softmax, norms, cross-entropy, one-hot, rows gather/scatter, RoPE, masks
- *   cuda_optim.cu        AdamW, SGD, the multi-tensor AdamW and sum of squares (multi_tensor.cuh)
+ *   cuda_optim.cu        AdamW, SGD, the multi-tensor AdamW and sum of squares, TTT-E2E's clipped inner step
+ *                        (multi_tensor.cuh)
  *   attention*.cu        fused attention (attention_*.cuh hold the kernels; attention_cudnn.cu: the optional
  *                        cuDNN path of the bf16 entries) */
 #ifndef TTT_CUDA_INTERNAL_H

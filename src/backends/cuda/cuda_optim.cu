@@ -110,6 +110,84 @@ int ttt__cu_sumsq_multi(ttt_backend_state *self, ttt_tensor *dst, int n, const t
     return TTT_OK;
 }
 
+/* TTT-E2E's clipped inner step (multi_tensor.cuh: the plan and the kernels). One pass, sums or apply, in launches
+ * of at most CLIP_MAX tensors; the sums go to the instance's reduction scratch, B P doubles. */
+static int clip_pass(CuDev *D, int sums, int n, const int64_t *per, int64_t B, int64_t P, void *const *dst,
+                     const void *const *a, const void *const *g, ttt_dtype dt, double *norm, int bwd, double eta,
+                     double clip) {
+    double *part = (double *)D->reduce_scratch.p;
+    int64_t p0 = 0;
+    int norm_due = !sums && !bwd && norm != NULL;
+    for (int i = 0; i < n;) {
+        mt::ClipArgs c;
+        const int64_t blocks = mt::clip_table(&c, n, &i, &p0, &norm_due, B, P, per, dst, a, g, sums);
+        if (blocks > 2147483647LL) {
+            ttt_backend_error("clip_step: %lld blocks are too many for one launch", (long long)blocks);
+            return TTT_ERR;
+        }
+        if (blocks == 0) continue;
+        const unsigned grid = (unsigned)blocks;
+        if (sums) {
+            FLOAT_DISPATCH(dt, T, mt::k_clip_sums<T><<<grid, THREADS, 0, D->stream>>>(c, part))
+        } else {
+            FLOAT_DISPATCH(dt, T, mt::k_clip_apply<T><<<grid, THREADS, 0, D->stream>>>(c, part, norm, bwd, eta, clip))
+        }
+        LAUNCHED(sums ? "clip_step (sums)" : "clip_step");
+    }
+    return TTT_OK;
+}
+
+/* Both entries: the forward (bwd 0: dst = out, a = w) or the backward (dst = dg, a = dout); f32 and f64 (bf16 is
+ * declined: the op composes it). */
+static int clip_run(CuDev *D, int bwd, int n, ttt_tensor *const *dst, const ttt_tensor *const *a,
+                    const ttt_tensor *const *g, const ttt_tensor *norm, double eta, double clip) {
+    const ttt_dtype dt = g[0]->dtype;
+    if (dt != TTT_F32 && dt != TTT_F64) return TTT_BACKEND_DECLINED;
+    const int64_t B = g[0]->shape[0];
+    /* host tables of the call: elements per sequence, and the data pointers of dst, a and g */
+    int64_t *per = (int64_t *)malloc((sizeof(int64_t) + 3 * sizeof(void *)) * (size_t)n), P = 0;
+    if (!per) {
+        ttt_backend_error("clip_step: out of host memory for %d tensors", n);
+        return TTT_ERR;
+    }
+    void **dp = (void **)(per + n);
+    const void **ap = (const void **)(dp + n), **gp = ap + n;
+    for (int i = 0; i < n; i++) {
+        per[i] = B ? numel(g[i]) / B : 0;
+        dp[i] = dst[i] ? dst[i]->data : NULL, ap[i] = a[i] ? a[i]->data : NULL, gp[i] = g[i]->data;
+        if (!bwd || a[i]) P += mt::clip_chunks(per[i]); /* the tensors the sums pass covers */
+    }
+    double *nb = norm ? (double *)norm->data : NULL;
+    int rc = TTT_OK;
+    if (clip > 0) {
+        const cudaError_t e = !bwd && B > 0 && P == 0 /* no elements: every norm is 0 */
+                                  ? cudaMemsetAsync(nb, 0, sizeof(double) * (size_t)B, D->stream) : cudaSuccess;
+        if (e != cudaSuccess) {
+            ttt_backend_error("clip_step: cudaMemsetAsync failed: %s", cudaGetErrorString(e));
+            rc = TTT_ERR;
+        }
+        if (rc == TTT_OK && B * P > 0)
+            rc = scratch_reserve(D, &D->reduce_scratch, sizeof(double) * (size_t)(B * P), "clip_step");
+        /* the forward sums g g, the backward dout g */
+        if (rc == TTT_OK) rc = clip_pass(D, 1, n, per, B, P, dp, bwd ? ap : gp, gp, dt, nb, bwd, eta, clip);
+    }
+    if (rc == TTT_OK) rc = clip_pass(D, 0, n, per, B, P, dp, ap, gp, dt, nb, bwd, eta, clip);
+    free(per);
+    return rc;
+}
+
+int ttt__cu_clip_step(ttt_backend_state *self, int n, ttt_tensor *const *out, ttt_tensor *norm,
+                      const ttt_tensor *const *w, const ttt_tensor *const *g, double eta, double clip) {
+    ENTER(D, self);
+    return clip_run(D, 0, n, out, w, g, norm, eta, clip);
+}
+
+int ttt__cu_clip_step_bwd(ttt_backend_state *self, int n, ttt_tensor *const *dg, const ttt_tensor *const *dout,
+                          const ttt_tensor *const *g, const ttt_tensor *norm, double eta, double clip) {
+    ENTER(D, self);
+    return clip_run(D, 1, n, dg, dout, g, norm, eta, clip);
+}
+
 template <typename T>
 __global__ void k_sgd(int64_t n, T *p, const T *g, T *buf, double lr, double mom, double wd, int nesterov) {
     GRID_LOOP(i, n) {

@@ -1,5 +1,6 @@
 /* Multi-tensor kernels: the optimizer's per-parameter work over many tensors
- * in a few launches (cuda_optim.cu launches them). Device code only, so
+ * in a few launches (cuda_optim.cu launches them), and TTT-E2E's clipped inner step. Device code (and
+ * clip_table, the host side of a launch, shared with the emulator test), so
  * dev/cuda/emu.h can run it on the host: the includer provides THREADS,
  * GRID_LOOP, Acc<T>, ld(), st<T>() and st_f<T>() (cuda_internal.h, or the
  * emulator test), and reduce_kernels.cuh.
@@ -14,10 +15,11 @@
 #define TTT_MULTI_TENSOR_CUH
 
 #include <stdint.h>
+#include <string.h>
 
 namespace mt {
 
-enum { ADAMW_MAX = 64, SUMSQ_MAX = 96 };
+enum { ADAMW_MAX = 64, SUMSQ_MAX = 96, CLIP_MAX = 64, CLIP_CHUNK = 16384 };
 
 /* The last t in [0, n) with start[t] <= i: the tensor holding element (or block) i. Empty tensors
  * (start[t] == start[t + 1]) are passed over. */
@@ -114,6 +116,107 @@ __global__ void k_sumsq_total(SumsqArgs a, const double *part, double *total, in
         sum = t == 0 && !accumulate ? term : sum + term;
     }
     if (threadIdx.x == 0) *total = sum;
+}
+
+/* ---- TTT-E2E's clipped inner step (backend.h: clip_step, clip_step_bwd; the math in src/ops/nn.c) ---------------
+ *
+ * Tensor t holds B sequences of per[t] elements; each sequence's run is cut into chunks of CLIP_CHUNK elements (the
+ * plan of the CPU's cpu_clip_step_impl.h) and a block works on one (tensor, sequence, chunk). k_clip_sums writes
+ * each chunk's sum of a g in double (a = g: the squares; a = dout: the backward's dot) to part[b P + j], j the
+ * chunk's place among sequence b's P chunks of the call, tensor by tensor. k_clip_apply's blocks first sum their
+ * sequence's P partials (every block of a sequence in the same order: the same bits), form the coefficients and
+ * write dst = p a + q g over their chunk. Two launches per CLIP_MAX tensors each way, no atomics. */
+struct ClipArgs {
+    int n;
+    int norm_t;                  /* the forward's apply: the tensor whose blocks of chunk 0 write norm[b] (-1: none) */
+    int64_t B, P;
+    int64_t first[CLIP_MAX + 1]; /* tensor t's blocks are [first[t], first[t + 1]) of the launch, B * chunks each */
+    int64_t per[CLIP_MAX];       /* elements per sequence */
+    int64_t pfirst[CLIP_MAX];    /* the sums: tensor t's chunks start at pfirst[t] of a sequence's P */
+    void *dst[CLIP_MAX];         /* the apply: out / dg */
+    const void *a[CLIP_MAX];     /* w / dout (NULL: zero) for the apply, g / dout for the sums */
+    const void *g[CLIP_MAX];
+};
+
+__host__ __device__ inline int64_t clip_chunks(int64_t per) { return (per + CLIP_CHUNK - 1) / CLIP_CHUNK; }
+
+/* Host: the next launch's table, from tensor *i on: at most CLIP_MAX of the tensors that take part (the sums:
+ * those with a; the apply: those with dst), *i advanced past them; *p0 counts the sums' chunks of a sequence (their
+ * place in P); *norm_due (the forward's apply) makes the first tensor with elements write the norm. Returns the
+ * launch's blocks (0: nothing to launch). */
+inline int64_t clip_table(ClipArgs *c, int n, int *i, int64_t *p0, int *norm_due, int64_t B, int64_t P,
+                          const int64_t *per, void *const *dst, const void *const *a, const void *const *g, int sums) {
+    memset(c, 0, sizeof *c);
+    c->B = B, c->P = P, c->norm_t = -1;
+    for (; *i < n && c->n < CLIP_MAX; (*i)++) {
+        const int k = *i;
+        if (sums ? !a[k] : !dst[k]) continue;
+        const int t = c->n++;
+        const int64_t chunks = clip_chunks(per[k]);
+        c->per[t] = per[k], c->pfirst[t] = *p0, c->first[t + 1] = c->first[t] + B * chunks;
+        c->dst[t] = sums ? nullptr : dst[k], c->a[t] = a[k], c->g[t] = g[k];
+        if (sums) *p0 += chunks;
+        if (norm_due && *norm_due && chunks > 0 && B > 0) c->norm_t = t, *norm_due = 0;
+    }
+    return c->first[c->n];
+}
+
+/* this block's tensor, sequence, chunk (c) and the chunk's first element and length */
+__device__ __forceinline__ int clip_block(const ClipArgs &a, int64_t *b, int64_t *c, int64_t *start, int64_t *len) {
+    const int t = find(a.first, a.n, (int64_t)blockIdx.x);
+    const int64_t chunks = clip_chunks(a.per[t]), local = (int64_t)blockIdx.x - a.first[t];
+    *b = local / chunks, *c = local % chunks, *start = *c * CLIP_CHUNK;
+    *len = a.per[t] - *start < CLIP_CHUNK ? a.per[t] - *start : CLIP_CHUNK;
+    return t;
+}
+
+template <typename T>
+__global__ void k_clip_sums(ClipArgs a, double *part) {
+    int64_t b, c, start, len;
+    const int t = clip_block(a, &b, &c, &start, &len);
+    const T *x = (const T *)a.a[t] + b * a.per[t] + start, *g = (const T *)a.g[t] + b * a.per[t] + start;
+    double acc = 0.0;
+    for (int64_t r = threadIdx.x; r < len; r += blockDim.x) {
+        const double u = ld(x[r]), v = ld(g[r]);
+        acc = acc + u * v;
+    }
+    acc = block_reduce<double>(acc, 0);
+    if (threadIdx.x == 0) part[b * a.P + a.pfirst[t] + c] = acc;
+}
+
+/* sequence b's total of the partials, on every thread of the block */
+__device__ __forceinline__ double clip_total(const double *part, int64_t P, int64_t b) {
+    double acc = 0.0;
+    for (int64_t j = threadIdx.x; j < P; j += blockDim.x) acc = acc + part[b * P + j];
+    return block_reduce<double>(acc, 0);
+}
+
+/* The forward (bwd 0): N_b from the squares' partials when clip > 0, dst = w - eta s_b g; norm[b] written by the
+ * norm_t blocks. The backward (bwd 1): N_b from norm, r_b from the dots' partials where the clip binds (N_b >= clip:
+ * a tie too), dst = dg = -eta s_b dout + eta clip r_b / N_b^3 g there, else -eta dout. */
+template <typename T>
+__global__ void k_clip_apply(ClipArgs a, const double *part, double *norm, int bwd, double eta, double clip) {
+    int64_t b, c, start, len;
+    const int t = clip_block(a, &b, &c, &start, &len);
+    double p = 1.0, q = -eta; /* dst = p a + q g */
+    if (!bwd) {
+        const double nb = clip > 0 ? sqrt(clip_total(part, a.P, b)) : 0.0;
+        if (clip > 0 && nb >= clip) q = -eta * (clip / nb);
+        if (t == a.norm_t && c == 0 && threadIdx.x == 0) norm[b] = nb;
+    } else {
+        const double nb = clip > 0 ? norm[b] : 0.0;
+        const bool binds = clip > 0 && nb >= clip; /* one answer per block: clip_total's barriers are safe */
+        const double r = binds ? clip_total(part, a.P, b) : 0.0;
+        p = binds ? -eta * (clip / nb) : -eta;
+        q = binds ? eta * clip * r / (nb * nb * nb) : 0.0;
+    }
+    const int64_t off = b * a.per[t] + start;
+    T *d = (T *)a.dst[t] + off;
+    const T *x = a.a[t] ? (const T *)a.a[t] + off : nullptr, *g = (const T *)a.g[t] + off;
+    for (int64_t r = threadIdx.x; r < len; r += blockDim.x) {
+        const double gv = ld(g[r]);
+        d[r] = st<T>(x ? p * (double)ld(x[r]) + q * gv : q * gv);
+    }
 }
 
 }  // namespace mt
