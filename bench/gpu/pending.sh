@@ -30,13 +30,15 @@
 #   e2eab   the TTT-E2E step, this tree against a baseline (this tree with the files under .ab/ put back at their
 #           paths, e.g. git show main:src/models/lm_e2e.c > .ab/src/models/lm_e2e.c; carry .ab): both built side by
 #           side, e2e_step --check on this tree, then the 8K bf16 step timed base, this, base, this, then this tree's
-#           steps with TTT_CUDNN=1
+#           steps with TTT_CUDNN=1 (AB_EXTRA: more targets to build in this tree)
 #   split   bf16 attention with split keys (attention.cu key_shares, not yet run on a GPU): test_attention_fused
 #           (bf16 parity against f64 incl. chunk shapes), again --quick with TTT_ATTN_SPLIT=3 forced and under memcheck,
 #           then --bench-chunks (TTT-E2E's chunk shapes) and the E2E step with TTT_ATTN_SPLIT=0 and without
 #   mtttplan  the MTTT-MLP kernels' plans under smaller shared-memory caps (TTT_MTTT_SMEM_KB: weights in global
 #           memory, shorter tiles, more blocks an SM): test_mttt_fused under each cap, then the ViT's images/s and
 #           the kernels' TTT_PROFILE rows per cap (carry data/fashion-mnist)
+#   clip    ttt_clip_step's CUDA kernels (TTT-E2E's inner update; not yet run on a GPU): gradcheck on CUDA (orders 1
+#           and 2, parity against the CPU), test_fused on a CUDA context, memcheck on one gradcheck seed
 #   table   bench/speed/run_table.sh with PARTS=$TABLE_PARTS (default "e2e dbwd")
 #   mttt    the MTTT-MLP step's CUDA kernels (src/backends/cuda/mttt_step.cu), not yet run on a GPU: gradcheck of
 #           mttt_mlp_step / mttt_mlp_apply on CUDA, test_mttt_fused (its checks on CUDA, the CUDA kernels against
@@ -286,7 +288,7 @@ e2eab_part() {
     cmake --build /tmp/abbase/build -j $j --target e2e_step >"$OUT/ab_base_build.log" 2>&1) &
   local base_pid=$!
   cmake -S . -B build/gpu -DCMAKE_BUILD_TYPE=Release -DTTT_CUDA=ON >"$OUT/pending_cmake.log" 2>&1 &&
-    cmake --build build/gpu -j $j --target e2e_step >"$OUT/pending_build.log" 2>&1 || { grep -iE error "$OUT/pending_build.log" | head; return 1; }
+    cmake --build build/gpu -j $j --target e2e_step ${AB_EXTRA:-} >"$OUT/pending_build.log" 2>&1 || { grep -iE error "$OUT/pending_build.log" | head; return 1; }
   wait $base_pid || { grep -iE error "$OUT/ab_base_build.log" | head; return 1; }
   echo "built: $(($(date +%s) - T0)) s"
   timeout 90 ./build/gpu/e2e_step --check --device cuda 2>&1 | tail -8
@@ -334,6 +336,19 @@ mtttplan_part() {
       --cuda-graph off --out /tmp/vit-plan-$RANDOM 2>&1 | grep -E "mttt_mlp" | cut -c1-110
   done
 }
+# clip: see the list at the top
+clip_part() {
+  build ttt_cli test_fused || return 1
+  for op in clip_step "clip_step(no clip)"; do
+    timeout 60 ./build/gpu/ttt gradcheck --device cuda --op "$op" --seeds 3 2>&1 | tail -2
+  done
+  timeout 90 ./build/gpu/test_fused --no-lm 2>&1 | grep -E "CHECK failed|passed,|clip" | head -12
+  if command -v compute-sanitizer >/dev/null; then
+    TTT_CUDA_POOL=0 timeout 60 compute-sanitizer --tool memcheck --error-exitcode 9 ./build/gpu/ttt gradcheck --device cuda \
+      --op clip_step --seeds 1 >"$OUT/memcheck_clip.txt" 2>&1
+    echo "memcheck clip_step: exit $?; $(grep -E 'ERROR SUMMARY' "$OUT/memcheck_clip.txt" | tail -1 | sed 's/^=* *//')"
+  fi
+}
 # where the TTT-E2E meta-training step goes (125M, bf16, 8K): its TTT_PROFILE=1 table, then the step's time beside
 # the full-attention step's (e2e_step, no profiling)
 e2eprof_part() {
@@ -364,7 +379,7 @@ so2_part() {
     done
   fi
 }
-export -f mtttplan_part split_part e2eab_part so2_part vsf32_part e2eprof_part vit_part lmtab_part gc_part lmprof_part build fused_part ttt_part cudnn_first_part lm_part scan2_part mttt_part
+export -f clip_part mtttplan_part split_part e2eab_part so2_part vsf32_part e2eprof_part vit_part lmtab_part gc_part lmprof_part build fused_part ttt_part cudnn_first_part lm_part scan2_part mttt_part
 part cudnn 150 300 env CHECKS=1 BENCH=1 FUSED=${CUDNN_FUSED:-0} bash bench/gpu/run_cudnn_attention.sh
 part cudnn_first 20 100 bash -c cudnn_first_part
 part lm 100 240 bash -c lm_part
@@ -382,6 +397,7 @@ part so2 40 150 bash -c so2_part
 part vsf32 60 200 bash -c vsf32_part
 part e2eab 120 450 bash -c e2eab_part
 part split 60 400 bash -c split_part
+part clip 40 150 bash -c clip_part
 part mtttplan 60 300 bash -c mtttplan_part
 part e2eprof 60 330 bash -c e2eprof_part
 part table 100 330 env PARTS="${TABLE_PARTS:-e2e dbwd}" bash bench/speed/run_table.sh
