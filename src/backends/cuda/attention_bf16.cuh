@@ -794,21 +794,8 @@ __global__ void __launch_bounds__(32 * NW, MINB) bwd_dq(Params p) {
         __syncthreads();
     }
 
-    if (p.n_split > 1) { /* split keys: this share of dQ in f32, added up by dq_combine */
-        float *part = p.part + ((int64_t)blockIdx.z * gridDim.y + bh) * p.tq * D;
-#pragma unroll
-        for (int m = 0; m < MW; m++)
-#pragma unroll
-            for (int h = 0; h < 2; h++) {
-                const int64_t qi = q0 + (warp * MW + m) * 16 + g + 8 * h;
-                if (qi >= p.tq) continue;
-#pragma unroll
-                for (int n = 0; n < ND; n++)
-                    *reinterpret_cast<float2 *>(part + qi * D + n * 8 + 2 * t4) =
-                        make_float2(acc[m][n][2 * h] * p.scale, acc[m][n][2 * h + 1] * p.scale);
-            }
-        return;
-    }
+    /* split keys: this share of dQ in f32, added up by dq_combine; else dQ in bf16 */
+    float *part = p.n_split > 1 ? p.part + ((int64_t)blockIdx.z * gridDim.y + bh) * p.tq * D : nullptr;
     uint16_t *dq = p.dq + bh * p.tq * D;
 #pragma unroll
     for (int m = 0; m < MW; m++)
@@ -817,9 +804,11 @@ __global__ void __launch_bounds__(32 * NW, MINB) bwd_dq(Params p) {
             const int64_t qi = q0 + (warp * MW + m) * 16 + g + 8 * h;
             if (qi >= p.tq) continue;
 #pragma unroll
-            for (int n = 0; n < ND; n++)
-                *reinterpret_cast<uint32_t *>(dq + qi * D + n * 8 + 2 * t4) =
-                    pack2(acc[m][n][2 * h] * p.scale, acc[m][n][2 * h + 1] * p.scale);
+            for (int n = 0; n < ND; n++) {
+                const float lo = acc[m][n][2 * h] * p.scale, hi = acc[m][n][2 * h + 1] * p.scale;
+                if (part) *reinterpret_cast<float2 *>(part + qi * D + n * 8 + 2 * t4) = make_float2(lo, hi);
+                else *reinterpret_cast<uint32_t *>(dq + qi * D + n * 8 + 2 * t4) = pack2(lo, hi);
+            }
         }
 }
 
