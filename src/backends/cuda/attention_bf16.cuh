@@ -379,26 +379,9 @@ __global__ void __launch_bounds__(32 * NW, MINB) fwd(Params p) {
         __syncthreads(); /* every read of this buffer is done before it is refilled */
     }
 
-    if (p.n_split > 1) { /* split keys: the share's normalized output and log-sum-exp, in f32 */
-        const int64_t row0 = ((int64_t)blockIdx.z * gridDim.y + bh) * p.tq;
-#pragma unroll
-        for (int m = 0; m < MW; m++)
-#pragma unroll
-            for (int h = 0; h < 2; h++) {
-                const int64_t qi = q0 + (warp * MW + m) * 16 + g + 8 * h;
-                const float lsum = quad_sum(l[m][h]);
-                if (qi >= p.tq) continue;
-                const float inv = lsum > 0.f ? 1.f / lsum : 0.f; /* a row may see no key of this share */
-                float *po = p.part + (row0 + qi) * D;
-#pragma unroll
-                for (int n = 0; n < ND; n++)
-                    *reinterpret_cast<float2 *>(po + n * 8 + 2 * t4) =
-                        make_float2(o[m][n][2 * h] * inv, o[m][n][2 * h + 1] * inv);
-                if (t4 == 0) p.part_lse[row0 + qi] = lsum > 0.f ? (mx[m][h] * sl2 + log2f(lsum)) * LN2 : -INFINITY;
-            }
-        return;
-    }
-    uint16_t *out = p.out + bh * p.tq * D;
+    /* split keys: the share's normalized output and log-sum-exp in f32, which fwd_combine adds up; else out in bf16 */
+    const bool split = p.n_split > 1;
+    const int64_t row0 = (split ? (int64_t)blockIdx.z * gridDim.y + bh : bh) * p.tq;
 #pragma unroll
     for (int m = 0; m < MW; m++)
 #pragma unroll
@@ -406,12 +389,17 @@ __global__ void __launch_bounds__(32 * NW, MINB) fwd(Params p) {
             const int64_t qi = q0 + (warp * MW + m) * 16 + g + 8 * h;
             const float lsum = quad_sum(l[m][h]);
             if (qi >= p.tq) continue;
-            const float inv = 1.f / lsum;
+            /* a row may see no key of a share (never of the whole range) */
+            const float inv = lsum > 0.f ? 1.f / lsum : 0.f;
+            const float lse = lsum > 0.f ? (mx[m][h] * sl2 + log2f(lsum)) * LN2 : -INFINITY;
 #pragma unroll
-            for (int n = 0; n < ND; n++)
-                *reinterpret_cast<uint32_t *>(out + qi * D + n * 8 + 2 * t4) =
-                    pack2(o[m][n][2 * h] * inv, o[m][n][2 * h + 1] * inv);
-            if (p.lse_out && t4 == 0) p.lse_out[bh * p.tq + qi] = (mx[m][h] * sl2 + log2f(lsum)) * LN2;
+            for (int n = 0; n < ND; n++) {
+                const float lo = o[m][n][2 * h] * inv, hi = o[m][n][2 * h + 1] * inv;
+                if (split) *reinterpret_cast<float2 *>(p.part + (row0 + qi) * D + n * 8 + 2 * t4) = make_float2(lo, hi);
+                else *reinterpret_cast<uint32_t *>(p.out + (row0 + qi) * D + n * 8 + 2 * t4) = pack2(lo, hi);
+            }
+            float *lse_dst = split ? p.part_lse : p.lse_out;
+            if (lse_dst && t4 == 0) lse_dst[row0 + qi] = lse;
         }
 }
 
