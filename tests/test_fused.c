@@ -659,7 +659,7 @@ int main(int argc, char **argv) {
     /* --no-lm: the kernels' checks only (for compute-sanitizer, where the LM runs take long) */
     const int no_lm = argc > 1 && !strcmp(argv[1], "--no-lm");
     setenv("TTT_PROFILE", "1", 1); /* count the kernel entries (before any context exists) */
-    setenv("TTT_CLIP_STEP_CUDA", "1", 1); /* clip_step's CUDA kernels are opt-in (cuda_optim.cu): check them */
+    setenv("TTT_CLIP_STEP_CUDA", "1", 1); /* clip_step's CUDA kernels (on by default; an outside =0 would skip them) */
     /* TTT_FUSED=0 at creation turns the fused paths off */
     setenv("TTT_FUSED", "0", 1);
     ttt_ctx *off = ttt_ctx_new(NULL);

@@ -140,7 +140,7 @@ int main(void) {
     setenv("TTT_SSD_CUDA_FUSED", "1", 1);   /* ssd_chunk_fwd / _bwd on CUDA: opt-in (ssd_chunk.cu) */
     setenv("TTT_GDN_CUDA_FUSED", "1", 1);   /* gdn_chunk_fwd / _bwd on CUDA: on for heads <= 64 by default */
     setenv("TTT_MTTT_CUDA", "1", 1);        /* the mttt_mlp_* entries on CUDA: 0 makes them decline */
-    setenv("TTT_CLIP_STEP_CUDA", "1", 1);   /* clip_step / _bwd on CUDA: opt-in until run on a GPU (cuda_optim.cu) */
+    setenv("TTT_CLIP_STEP_CUDA", "1", 1);   /* clip_step / _bwd on CUDA: on by default (cuda_optim.cu) */
     public_ops();
     kernels_on(TTT_CPU);
     kernels_on(TTT_CUDA); /* where a GPU is present: the fused attention kernels too */

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The smallest GPU check of ttt_clip_step's CUDA kernels (opt-in, TTT_CLIP_STEP_CUDA=1) and of the split-key dQ
-# store, for a device call with little time left: one build, gradcheck on CUDA, test_fused's kernel checks, the
+# The smallest GPU check of ttt_clip_step's CUDA kernels (on by default since their first GPU run, 2026-12-07;
+# TTT_CLIP_STEP_CUDA=0 turns them off) and of the split-key dQ store, for a device call with little time left: one build, gradcheck on CUDA, test_fused's kernel checks, the
 # TTT-E2E step's check against the CPU, the 8K step with the kernels off and on (same binary), and
 # test_attention_fused --quick with 3 key shares forced. Logs in $OUT.
 set -uo pipefail

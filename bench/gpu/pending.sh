@@ -37,7 +37,7 @@
 #   mtttplan  the MTTT-MLP kernels' plans under smaller shared-memory caps (TTT_MTTT_SMEM_KB: weights in global
 #           memory, shorter tiles, more blocks an SM): test_mttt_fused under each cap, then the ViT's images/s and
 #           the kernels' TTT_PROFILE rows per cap (carry data/fashion-mnist)
-#   clip    ttt_clip_step's CUDA kernels (TTT-E2E's inner update; not yet run on a GPU): gradcheck on CUDA (orders 1
+#   clip    ttt_clip_step's CUDA kernels (TTT-E2E's inner update; first run on an H100 2026-12-07): gradcheck on CUDA (orders 1
 #           and 2, parity against the CPU), test_fused on a CUDA context, memcheck on one gradcheck seed
 #   table   bench/speed/run_table.sh with PARTS=$TABLE_PARTS (default "e2e dbwd")
 #   mttt    the MTTT-MLP step's CUDA kernels (src/backends/cuda/mttt_step.cu), not yet run on a GPU: gradcheck of
