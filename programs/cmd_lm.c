@@ -50,7 +50,7 @@ typedef struct {
     double dp_timeout, dp_bucket_mb, ttt_base_lr;
     int device_index; /* the GPU of this data-parallel rank (not a flag) */
     double rope_theta, lr, min_lr, wd, beta2, clip, peak_bf16, peak_f32, temperature, top_p, inner_clip, eta, eta0;
-    int resume, tf32, first_order, timing, ignore_eos, show_ids;
+    int resume, tf32, first_order, keep_graphs, timing, ignore_eos, show_ids;
     int graph; /* --cuda-graph: -1 auto, 0 off, 1 on */
     ttt_lm_config model;          /* train: the preset with the model flags applied (vocab from the shard) */
     int64_t edges[MAX_EDGES];     /* eval --buckets: 0 < e_1 < ... < e_n */
@@ -96,6 +96,7 @@ static const flag_spec FLAGS[] = {
     F_DBL("--eta0", SUB_TRAIN, eta0, 0, 1e3),
     F_INT("--eta-warmup", SUB_TRAIN, eta_warmup, 0, BIG),
     F_BOOL("--first-order", SUB_TRAIN, first_order),
+    F_BOOL("--keep-graphs", SUB_TRAIN, keep_graphs),
     F_STR("--init-from", SUB_TRAIN, init_from),
     F_INT("--seq-len", SUB_TRAIN, seq, 1, 1 << 24),
     F_INT("--batch", SUB_TRAIN, batch, 1, 1 << 20),
@@ -211,6 +212,8 @@ static void usage_train(FILE *f) {
             "  --eta-warmup N      outer steps of the ramp eta0 -> eta (default 10%% of --steps)\n"
             "  --first-order       do not differentiate through the inner gradients (the ablation;\n"
             "                      default: full second order through every inner step)\n"
+            "  --keep-graphs       keep each chunk's graph for the backward pass instead of running the\n"
+            "                      chunk again: faster, memory grows with the chunks per sequence\n"
             "  --init-from CKPT    warm start: the source checkpoint's architecture and weights, changed by\n"
             "                      the model flags given (e.g. --window, --prime-blocks, --inner-chunk); new\n"
             "                      prime MLPs start with a zero down projection (the source's function)\n"
@@ -620,7 +623,8 @@ static double run_eta(const lm_run *r, int64_t step) {
 static ttt_tensor *run_loss(lm_run *r, ttt_ctx *ctx, ttt_tensor *ids, ttt_tensor *tg, int64_t step, ttt_tensor **aux) {
     if (!ttt_lm_is_e2e(&r->m)) return ttt_lm_loss_chunked(ctx, &r->m, ids, tg, NULL, r->o->logit_chunk);
     ttt_tensor *chunks = NULL;
-    ttt_tensor *loss = ttt_lm_e2e_loss(ctx, &r->m, ids, tg, run_eta(r, step), r->o->first_order, NULL, &chunks);
+    const int flags = (r->o->first_order ? TTT_E2E_FIRST_ORDER : 0) | (r->o->keep_graphs ? TTT_E2E_KEEP_GRAPHS : 0);
+    ttt_tensor *loss = ttt_lm_e2e_loss(ctx, &r->m, ids, tg, run_eta(r, step), flags, NULL, &chunks);
     if (loss && aux) {
         const int64_t n = chunks->shape[0];
         aux[0] = ttt_slice(ctx, chunks, 0, 0, 1, 1);

@@ -142,10 +142,12 @@ static int nested(ttt_ctx *ctx, void *user, int n_in, ttt_tensor *const *in, int
     return ttt_checkpoint(ctx, block, user, n_in, in, n_out, out);
 }
 
-typedef enum { PLAIN, REMAT, NESTED } remat_mode;
+typedef enum { PLAIN, REMAT, NESTED, SUBGRAPH } remat_mode;
 
-/* Chain of 6 blocks; returns dL/dx, dL/dW and, for second order, the HVP along W. */
-static void chain(ttt_ctx *ctx, remat_mode mode, double *gx, double *gw, double *hvp, size_t *peak, int *calls) {
+/* Chain of 6 blocks; returns dL/dx, dL/dW (without and with create_graph: gx0, gw0 and gx, gw), the HVP along W,
+ * and the calls of the block made by the first-order backward pass (bwd_calls). */
+static void chain(ttt_ctx *ctx, remat_mode mode, double *gx0, double *gw0, double *gx, double *gw, double *hvp,
+                  size_t *peak, int *calls, int *bwd_calls) {
     ttt_manual_seed(ctx, 42);
     ttt_tensor *x = ttt_randn(ctx, TTT_F64, TTT_DIMS(5, 4), 1.0);
     ttt_tensor *w = ttt_randn(ctx, TTT_F64, TTT_DIMS(4, 4), 0.5);
@@ -156,8 +158,9 @@ static void chain(ttt_ctx *ctx, remat_mode mode, double *gx, double *gw, double 
     ttt_tensor *h = x, *wt = w;
     for (int i = 0; i < 6; i++) {
         ttt_tensor *in[3] = {h, wt, tokens}, *out[2];
-        int rc = mode == PLAIN ? block(ctx, calls, 3, in, 2, out)
-                               : ttt_checkpoint(ctx, mode == REMAT ? block : nested, calls, 3, in, 2, out);
+        int rc = mode == PLAIN      ? block(ctx, calls, 3, in, 2, out)
+                 : mode == SUBGRAPH ? ttt_subgraph(ctx, block, calls, 3, in, 2, out)
+                                    : ttt_checkpoint(ctx, mode == REMAT ? block : nested, calls, 3, in, 2, out);
         CHECK(rc == TTT_OK);
         h = out[0];
         wt = out[1];
@@ -165,6 +168,11 @@ static void chain(ttt_ctx *ctx, remat_mode mode, double *gx, double *gw, double 
     ttt_tensor *loss = ttt_add(ctx, ttt_sum(ctx, ttt_mul(ctx, h, h), 0, NULL, 0), ttt_sum(ctx, ttt_mul(ctx, wt, wt), 0, NULL, 0));
     *peak = ttt_arena_bytes_used(ctx);
     ttt_tensor *ins[2] = {x, w}, *g[2];
+    const int before = *calls;
+    CHECK(ttt_grad(ctx, 1, &loss, NULL, 2, ins, g, 0) == TTT_OK);
+    *bwd_calls = *calls - before;
+    ttt_copy_to_host(ctx, g[0], gx0, TTT_F64);
+    ttt_copy_to_host(ctx, g[1], gw0, TTT_F64);
     CHECK(ttt_grad(ctx, 1, &loss, NULL, 2, ins, g, 1) == TTT_OK);
     ttt_copy_to_host(ctx, g[0], gx, TTT_F64);
     ttt_copy_to_host(ctx, g[1], gw, TTT_F64);
@@ -175,23 +183,30 @@ static void chain(ttt_ctx *ctx, remat_mode mode, double *gx, double *gw, double 
 }
 
 static void test_remat(ttt_ctx *ctx) {
-    double gx[3][20], gw[3][16], hv[3][16];
-    size_t peak[3];
-    int calls[3] = {0, 0, 0};
-    for (int m = 0; m < 3; m++) chain(ctx, (remat_mode)m, gx[m], gw[m], hv[m], &peak[m], &calls[m]);
-    for (int m = 1; m < 3; m++) {
+    enum { NM = 4 };
+    double gx0[NM][20], gw0[NM][16], gx[NM][20], gw[NM][16], hv[NM][16];
+    size_t peak[NM];
+    int calls[NM] = {0}, bwd_calls[NM] = {0};
+    for (int m = 0; m < NM; m++)
+        chain(ctx, (remat_mode)m, gx0[m], gw0[m], gx[m], gw[m], hv[m], &peak[m], &calls[m], &bwd_calls[m]);
+    for (int m = 1; m < NM; m++) {
         double err = 0;
-        for (int i = 0; i < 20; i++) err = fmax(err, fabs(gx[m][i] - gx[0][i]));
-        for (int i = 0; i < 16; i++) err = fmax(err, fabs(gw[m][i] - gw[0][i]));
+        for (int i = 0; i < 20; i++) err = fmax(err, fmax(fabs(gx[m][i] - gx[0][i]), fabs(gx0[m][i] - gx0[0][i])));
+        for (int i = 0; i < 16; i++) err = fmax(err, fmax(fabs(gw[m][i] - gw[0][i]), fabs(gw0[m][i] - gw0[0][i])));
         CHECK_MSG(err < 1e-12, "mode %d: first-order gradients differ by %g", m, err);
         err = 0;
         for (int i = 0; i < 16; i++) err = fmax(err, fabs(hv[m][i] - hv[0][i]));
         CHECK_MSG(err < 1e-10, "mode %d: second-order (HVP) differs by %g", m, err);
     }
-    /* the forward pass of the checkpointed chain keeps only block outputs */
-    CHECK_MSG(peak[1] < peak[0], "forward memory with remat %zu vs without %zu", peak[1], peak[0]);
-    /* each block ran once forward and was recomputed in the backward */
-    CHECK_MSG(calls[1] >= 12, "remat ran the block %d times", calls[1]);
+    /* the forward pass of the checkpointed chain keeps only block outputs; the subgraphs keep everything */
+    CHECK_MSG(peak[REMAT] < peak[PLAIN], "forward memory with remat %zu vs without %zu", peak[REMAT], peak[PLAIN]);
+    CHECK_MSG(peak[SUBGRAPH] > peak[REMAT], "forward memory of subgraphs %zu vs remat %zu", peak[SUBGRAPH], peak[REMAT]);
+    /* each block ran once forward and was recomputed in the backward; a subgraph's first-order backward pass
+     * differentiates the kept graph (no call), its create_graph one runs the block again */
+    CHECK_MSG(calls[REMAT] >= 12, "remat ran the block %d times", calls[REMAT]);
+    CHECK_MSG(bwd_calls[REMAT] == 6, "remat's first-order backward ran the block %d times", bwd_calls[REMAT]);
+    CHECK_MSG(bwd_calls[SUBGRAPH] == 0, "the subgraphs' first-order backward ran the block %d times", bwd_calls[SUBGRAPH]);
+    CHECK_MSG(calls[SUBGRAPH] == 12, "subgraphs ran the block %d times (6 forward, 6 under create_graph)", calls[SUBGRAPH]);
 }
 
 /* The fused first-order cross-entropy gradient (backend cross_entropy_bwd)

@@ -5,6 +5,8 @@
  *   - the outer gradient of every kind of parameter (prefix, suffix, prime W_0,
  *     head) against central differences, second order and first order;
  *   - first order differs from second order; the inner clip binds;
+ *   - each chunk's graph kept (TTT_E2E_KEEP_GRAPHS) gives the rematerialized
+ *     pass's loss and gradients;
  *   - the PyTorch reference (bench/lm/torch_e2e.py, an independent float64
  *     implementation run with create_graph): loss, chunk losses and every
  *     parameter's outer gradient, second and first order, to 1e-10;
@@ -187,6 +189,46 @@ static void test_outer_gradients(ttt_ctx *ctx) {
         CHECK_MSG(fo > 1e-4, "first-order gradients equal the full gradient (%.3g)", fo);
         ttt_lm_free(ctx, &m);
     }
+}
+
+/* TTT_E2E_KEEP_GRAPHS (each chunk's graph kept, ttt_subgraph) gives the loss and every parameter's gradient of the
+ * rematerialized pass, second and first order, with a clip that binds; bad flags are refused. */
+static void test_keep_graphs(ttt_ctx *ctx) {
+    ttt_lm m;
+    ttt_lm_config c = e2e_config(0.05);
+    CHECK(ttt_lm_init(ctx, &m, &c, TTT_F64) == TTT_OK);
+    int32_t ids[B * T], tg[B * T];
+    make_batch(ids, tg, c.vocab);
+    for (int fo = 0; fo < 2; fo++) {
+        double loss[2], *grads[2] = {NULL, NULL};
+        int64_t total = 0;
+        for (int i = 0; i < m.n_params; i++) total += ttt_numel(m.params[i]);
+        for (int k = 0; k < 2; k++) {
+            const int flags = (fo ? TTT_E2E_FIRST_ORDER : 0) | (k ? TTT_E2E_KEEP_GRAPHS : 0);
+            ttt_zero_grad(ctx, m.n_params, m.params);
+            ttt_tensor *l = ttt_lm_e2e_loss(ctx, &m, t_ids(ctx, ids), t_ids(ctx, tg), 0.8, flags, NULL, NULL);
+            CHECK(l != NULL && ttt_backward(ctx, l) == TTT_OK);
+            loss[k] = l ? ttt_item(ctx, l) : NAN;
+            grads[k] = malloc(sizeof(double) * (size_t)total);
+            for (int i = 0, off = 0; i < m.n_params; off += (int)ttt_numel(m.params[i]), i++)
+                ttt_copy_to_host(ctx, m.params[i]->grad, grads[k] + off, TTT_F64);
+            ttt_step_reset(ctx);
+        }
+        double worst = 0, scale = 0;
+        for (int64_t i = 0; i < total; i++)
+            worst = fmax(worst, fabs(grads[0][i] - grads[1][i])), scale = fmax(scale, fabs(grads[0][i]));
+        CHECK_MSG(loss[0] == loss[1], "keep graphs: loss %.17g, rematerialized %.17g", loss[1], loss[0]);
+        CHECK_MSG(worst <= 1e-14 * scale && scale > 0, "keep graphs (%s order): gradients differ by %.3g (largest %.3g)",
+                  fo ? "first" : "second", worst, scale);
+        printf("keep graphs, %s order: loss equal, gradients within %.2e of the rematerialized pass's\n",
+               fo ? "first" : "second", worst);
+        free(grads[0]), free(grads[1]);
+    }
+    CHECK(ttt_lm_e2e_loss(ctx, &m, t_ids(ctx, ids), t_ids(ctx, tg), 0.8, 4, NULL, NULL) == NULL);
+    CHECK(strstr(ttt_error(ctx), "unknown flags") != NULL);
+    ttt_clear_error(ctx);
+    ttt_step_reset(ctx);
+    ttt_lm_free(ctx, &m);
 }
 
 /* With a clip that binds, the update is smaller than without it. */
@@ -598,6 +640,7 @@ int main(void) {
     test_eta_zero(ctx);
     test_eval_equals_recorded(ctx);
     test_outer_gradients(ctx);
+    test_keep_graphs(ctx);
     test_clip_binds(ctx);
     test_torch_fixture(ctx);
     const int64_t one[] = {1}, mixed[] = {5, 1, 3, 7, 8, 2}, whole[] = {1 << 20};

@@ -38,6 +38,8 @@ check 'grep -q "chunk_first" A/metrics.jsonl' "metrics carry the first and last 
 check '"$T" lm train $F --out B --stop-at 6 2>/dev/null && "$T" lm train $F --out B --resume 2>/dev/null' "stop at 6, resume to 10"
 check 'cmp -s A/model.safetensors B/model.safetensors && diff <(settled A/metrics.jsonl) <(settled B/metrics.jsonl)' \
   "stopped + resumed TTT-E2E run is byte-identical to the uninterrupted one"
+check '"$T" lm train $F --keep-graphs --out KG 2>/dev/null && cmp -s A/model.safetensors KG/model.safetensors' \
+  "--keep-graphs (no rematerialization) trains to the same weights, byte for byte"
 check '"$T" lm train $F --first-order --out FO 2>/dev/null && ! cmp -s A/model.safetensors FO/model.safetensors' \
   "first order trains to other weights"
 check '! "$T" lm train $F --first-order --out B --resume 2>res.err && grep -q "first_order" res.err' \

@@ -35,18 +35,20 @@ typedef struct {
     int64_t seq[16];
     int n_seq;
     int64_t batch, window, chunk, vocab;
-    int reps, first_order, threads, check, graph;
+    int reps, first_order, keep_graphs, threads, check, graph;
 } opts;
 
 static void usage(void) {
     fprintf(stderr,
             "usage: e2e_step [--preset tiny|small|125m|350m|760m] [--seq N,N,...] [--batch B] [--device cpu|cuda]\n"
             "                [--compute f32|bf16] [--kinds fa,swa,e2e] [--window K] [--chunk b] [--vocab V]\n"
-            "                [--reps R] [--first-order] [--threads N] [--graph]\n"
+            "                [--reps R] [--first-order] [--keep-graphs] [--threads N] [--graph]\n"
             "Times one forward + backward of each model kind at each sequence length (random weights).\n"
             "--graph (CUDA): after two eager steps, record the step (forward, backward) once as a CUDA graph and\n"
             "time its replays: the step without the host's per-kernel launch work.\n"
-            "--window and --chunk override the preset's (SWA and E2E); sequence lengths must be multiples of b.\n");
+            "--window and --chunk override the preset's (SWA and E2E); sequence lengths must be multiples of b.\n"
+            "--keep-graphs: TTT-E2E keeps each chunk's graph for the backward pass instead of running the chunk again\n"
+            "(TTT_E2E_KEEP_GRAPHS: faster, more memory); with --check, the device runs keep the graphs.\n");
 }
 
 static int parse(int argc, char **argv, opts *o) {
@@ -57,6 +59,10 @@ static int parse(int argc, char **argv, opts *o) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--first-order")) {
             o->first_order = 1;
+            continue;
+        }
+        if (!strcmp(a, "--keep-graphs")) {
+            o->keep_graphs = 1;
             continue;
         }
         if (!strcmp(a, "--check")) {
@@ -104,7 +110,8 @@ static int parse(int argc, char **argv, opts *o) {
 
 /* The timed step's loss: TTT-E2E's meta-training loss (eta 1) or the plain LM loss. */
 static ttt_tensor *step_loss(ttt_ctx *ctx, const opts *o, ttt_lm *m, ttt_tensor *ids, ttt_tensor *targets) {
-    return ttt_lm_is_e2e(m) ? ttt_lm_e2e_loss(ctx, m, ids, targets, 1.0, o->first_order, NULL, NULL)
+    const int flags = (o->first_order ? TTT_E2E_FIRST_ORDER : 0) | (o->keep_graphs ? TTT_E2E_KEEP_GRAPHS : 0);
+    return ttt_lm_is_e2e(m) ? ttt_lm_e2e_loss(ctx, m, ids, targets, 1.0, flags, NULL, NULL)
                             : ttt_lm_loss(ctx, m, ids, targets, NULL);
 }
 
@@ -252,7 +259,8 @@ static int check_device(const opts *o) {
             if (bf && (dc.device != TTT_CUDA || ttt_lm_set_compute(dev, &m, TTT_BF16))) break;
             ttt_zero_grad(dev, m.n_params, m.params);
             ttt_tensor *ld = ttt_lm_e2e_loss(dev, &m, ttt_from_host(dev, TTT_I32, TTT_DIMS(B, T), ids),
-                                             ttt_from_host(dev, TTT_I32, TTT_DIMS(B, T), tg), 0.9, order, NULL, NULL);
+                                             ttt_from_host(dev, TTT_I32, TTT_DIMS(B, T), tg), 0.9,
+                                             order | (o->keep_graphs ? TTT_E2E_KEEP_GRAPHS : 0), NULL, NULL);
             if (!ld || ttt_backward(dev, ld)) return fprintf(stderr, "e2e_step --check: %s: %s\n", o->device, ttt_error(dev)), 1;
             const double got = ttt_item(dev, ld), tol = bf ? 5e-2 : 2e-4;
             double worst = 0, worst_l2 = 0;
@@ -279,9 +287,9 @@ static int check_device(const opts *o) {
             fails += !ok;
             /* worst rel: max |diff| / max |cpu| per parameter (the pass criterion); l2: |diff| / |cpu| over a
              * parameter's elements, less sensitive to one element of a small, cancelling sum (norm gains in bf16) */
-            printf("check %s %s order, compute %s: loss %.8f vs cpu f64 %.8f (rel %.2e); gradients worst rel %.2e (%s), "
+            printf("check %s %s order%s, compute %s: loss %.8f vs cpu f64 %.8f (rel %.2e); gradients worst rel %.2e (%s), "
                    "worst l2 %.2e (%s): %s\n",
-                   o->device, order ? "first" : "second", bf ? "bf16" : "f32", got, want, fabs(got - want) / fabs(want),
+                   o->device, order ? "first" : "second", o->keep_graphs ? " (graphs kept)" : "", bf ? "bf16" : "f32", got, want, fabs(got - want) / fabs(want),
                    worst, worst_name, worst_l2, worst_l2_name, ok ? "ok" : "FAILED");
             ttt_step_reset(dev);
         }
@@ -317,7 +325,8 @@ int main(int argc, char **argv) {
             }
             if (!strcmp(k, "fa")) fa_sec = sec;
             char label[32];
-            snprintf(label, sizeof label, "%s%s", k, !strcmp(k, "e2e") && o.first_order ? "-fo" : "");
+            const int e2e = !strcmp(k, "e2e");
+            snprintf(label, sizeof label, "%s%s%s", k, e2e && o.first_order ? "-fo" : "", e2e && o.keep_graphs ? "-kg" : "");
             printf("%-10s %8lld %6lld %11.1f %11.0f %8.2fx %11.1f %9.4f\n", label, (long long)o.seq[si],
                    (long long)o.batch, 1e3 * sec, (double)(o.batch * o.seq[si]) / sec, sec / fa_sec,
                    peak / 1048576.0, loss);

@@ -67,6 +67,13 @@ ttt_tensor *ttt_detach(ttt_ctx *ctx, ttt_tensor *x);
 typedef int (*ttt_fn)(ttt_ctx *ctx, void *user, int n_in, ttt_tensor *const *in, int n_out, ttt_tensor **out);
 int ttt_checkpoint(ttt_ctx *ctx, ttt_fn fn, void *user, int n_in, ttt_tensor *const *in, int n_out,
                    ttt_tensor **out);
+/* The same contract, without the recomputation: fn runs once on detached
+ * inputs (its graph, and any inner ttt_grad walk, stay local) and its graph is
+ * kept, so the backward pass differentiates it directly. Faster than
+ * ttt_checkpoint; memory holds every intermediate of fn until the step ends.
+ * Under create_graph (a gradient of the gradient) the backward pass runs fn
+ * again on the node's own inputs, as ttt_checkpoint does. */
+int ttt_subgraph(ttt_ctx *ctx, ttt_fn fn, void *user, int n_in, ttt_tensor *const *in, int n_out, ttt_tensor **out);
 
 #ifdef __cplusplus
 }

@@ -212,14 +212,21 @@ int ttt_lm_is_e2e(const ttt_lm *m);
  * global norm inner_clip over all prime weights of the sequence;
  * W_i = W_{i-1} - eta g. Returns mean_i L_i (the pre-update losses), averaged
  * over the batch. Differentiable with respect to every parameter: through
- * every inner step (full second order; each chunk rematerialized), or with
- * first_order = 1 treating each g as a constant (the ablation). eta >= 0;
+ * every inner step (full second order; each chunk rematerialized unless
+ * flags has TTT_E2E_KEEP_GRAPHS), or with TTT_E2E_FIRST_ORDER treating each g
+ * as a constant (the ablation). eta >= 0;
  * eta = 0 gives the plain windowed forward pass. per_token (may be NULL)
  * receives the per-position losses [B, T]; chunk_losses (may be NULL) the
  * batch-mean loss of each chunk [T / b]. Under no-grad (evaluation) the inner
  * steps still run, and memory stays one chunk deep. */
 ttt_tensor *ttt_lm_e2e_loss(ttt_ctx *ctx, const ttt_lm *m, ttt_tensor *ids, ttt_tensor *targets, double eta,
-                            int first_order, ttt_tensor **per_token, ttt_tensor **chunk_losses);
+                            int flags, ttt_tensor **per_token, ttt_tensor **chunk_losses);
+/* flags of ttt_lm_e2e_loss (or-ed; 0: second order, each chunk rematerialized in the backward pass) */
+enum {
+    TTT_E2E_FIRST_ORDER = 1, /* each inner gradient g is a constant of the outer pass (the ablation) */
+    TTT_E2E_KEEP_GRAPHS = 2  /* keep each chunk's graph for the backward pass instead of running the chunk again
+                                (ttt_subgraph): faster; memory grows with the number of chunks */
+};
 /* The inner learning rate at outer step `step` of a ramp from eta0 to eta1 over
  * `warmup` steps (the official schedule: eta0 + (eta1 - eta0) min(1, (step + 1) / warmup)). */
 double ttt_lm_e2e_eta(int64_t step, int64_t warmup, double eta0, double eta1);

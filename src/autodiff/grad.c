@@ -568,9 +568,41 @@ static int carry_out(ttt_ctx *ctx, ttt_mark_t m, int n, ttt_tensor **ts) {
     return rc;
 }
 
+/* What a checkpoint or subgraph node keeps (pattr[0]): the function and, for a subgraph, the graph of its
+ * forward run (local_in: the detached inputs it ran on, local_out: its outputs there). */
+typedef struct {
+    ttt_fn fn;
+    void *user;
+    ttt_tensor **local_in, **local_out; /* NULL: rematerialize */
+} fn_node;
+
+/* A subgraph's backward without create_graph: differentiate the kept graph of the forward run. */
+static int subgraph_grad(ttt_ctx *ctx, ttt_node *nd, const fn_node *f, ttt_tensor *const *gout, const bool *needs,
+                         ttt_tensor **gin) {
+    ttt_tensor **buf = calloc((size_t)(2 * nd->n_in + 2 * nd->n_out), sizeof *buf);
+    if (!buf) return ttt__set_error(ctx, "subgraph: out of host memory");
+    ttt_tensor **targets = buf, **grads = buf + nd->n_in, **sel_out = grads + nd->n_in, **sel_g = sel_out + nd->n_out;
+    int n_t = 0, n_o = 0, rc = TTT_OK;
+    for (int i = 0; i < nd->n_in; i++)
+        if (needs[i]) targets[n_t++] = f->local_in[i];
+    for (int k = 0; k < nd->n_out; k++)
+        if (gout[k] && f->local_out[k]->requires_grad) sel_out[n_o] = f->local_out[k], sel_g[n_o++] = gout[k];
+    if (n_o > 0) rc = ttt__grad(ctx, n_o, sel_out, sel_g, n_t, targets, grads, false, true);
+    else
+        for (int k = 0; k < n_t && rc == TTT_OK; k++) rc = (grads[k] = ttt_zeros_like(ctx, targets[k])) ? TTT_OK : TTT_ERR;
+    for (int i = 0, k = 0; i < nd->n_in && rc == TTT_OK; i++)
+        if (needs[i]) gin[i] = grads[k++];
+    free(buf);
+    return rc;
+}
+
 static int checkpoint_vjp(ttt_ctx *ctx, ttt_node *nd, ttt_tensor *const *gout, const bool *needs, ttt_tensor **gin) {
-    ttt_fn fn = (ttt_fn)(uintptr_t)nd->pattr[0];
+    const fn_node *f = nd->pattr[0];
+    ttt_fn fn = f->fn;
     bool create = ctx->no_grad_depth == 0;
+    /* A subgraph kept its forward graph, but that graph starts at detached inputs: under create_graph the
+     * gradients must reach the node's own inputs, so it is run again on them, as a checkpoint is. */
+    if (f->local_out && !create) return subgraph_grad(ctx, nd, f, gout, needs, gin);
     int n_t = 0, n_o = 0;
     for (int i = 0; i < nd->n_in; i++) n_t += needs[i];
     ttt_tensor **buf = calloc((size_t)(2 * nd->n_in + 3 * nd->n_out), sizeof *buf);
@@ -593,7 +625,7 @@ static int checkpoint_vjp(ttt_ctx *ctx, ttt_node *nd, ttt_tensor *const *gout, c
     ttt_mark_t m = ttt_mark(ctx);
     int saved = ctx->no_grad_depth;
     ctx->no_grad_depth = 0; /* recompute with a graph */
-    rc = fn(ctx, nd->pattr[1], nd->n_in, nd->in, nd->n_out, rout);
+    rc = fn(ctx, f->user, nd->n_in, nd->in, nd->n_out, rout);
     ctx->no_grad_depth = saved;
     for (int k = 0; k < nd->n_out && rc == TTT_OK; k++) {
         if (!rout[k]) rc = TTT_ERR;
@@ -622,18 +654,19 @@ static int checkpoint_vjp(ttt_ctx *ctx, ttt_node *nd, ttt_tensor *const *gout, c
     return rc;
 }
 
-int ttt_checkpoint(ttt_ctx *ctx, ttt_fn fn, void *user, int n_in, ttt_tensor *const *in, int n_out,
-                   ttt_tensor **out) {
+/* ttt_checkpoint (keep 0) and ttt_subgraph (keep 1). */
+static int fn_call(ttt_ctx *ctx, const char *name, bool keep, ttt_fn fn, void *user, int n_in, ttt_tensor *const *in,
+                   int n_out, ttt_tensor **out) {
     if (!ctx) return TTT_ERR;
     if (!fn || n_in < 0 || n_out <= 0 || (n_in && !in) || !out)
-        return ttt__set_error(ctx, "ttt_checkpoint: need a function, inputs and at least one output");
+        return ttt__set_error(ctx, "%s: need a function, inputs and at least one output", name);
     for (int i = 0; i < n_in; i++)
         if (!in[i]) return TTT_ERR;
     if (!ttt__recording(ctx, n_in, in)) return fn(ctx, user, n_in, in, n_out, out);
 
     /* Run fn on detached inputs so its graph (and any inner ttt_grad walk) stays local. */
     ttt_mark_t m = ttt_mark(ctx);
-    ttt_tensor **din = ttt__meta_alloc(ctx, (size_t)n_in * sizeof *din);
+    ttt_tensor **din = ttt__meta_alloc(ctx, (size_t)(n_in + n_out) * sizeof *din);
     if (!din) return TTT_ERR;
     for (int i = 0; i < n_in; i++) {
         if (!(din[i] = ttt__view(ctx, in[i]))) return TTT_ERR;
@@ -643,14 +676,30 @@ int ttt_checkpoint(ttt_ctx *ctx, ttt_fn fn, void *user, int n_in, ttt_tensor *co
     for (int k = 0; k < n_out && rc == TTT_OK; k++)
         if (!out[k]) rc = TTT_ERR;
     if (rc != TTT_OK) {
-        if (!ctx->err[0]) ttt__set_error(ctx, "ttt_checkpoint: the function failed");
+        if (!ctx->err[0]) ttt__set_error(ctx, "%s: the function failed", name);
         return TTT_ERR;
     }
-    if (carry_out(ctx, m, n_out, out) != TTT_OK) return TTT_ERR;
-    ttt_node *nd = ttt__record(ctx, "checkpoint", checkpoint_vjp, n_in, in, n_out, out);
+    ttt_tensor **local_out = keep ? din + n_in : NULL;
+    if (keep) { /* the node's outputs are views of fn's, whose own graph the backward pass differentiates */
+        for (int k = 0; k < n_out; k++)
+            if (!(local_out[k] = out[k]) || !(out[k] = ttt__view(ctx, local_out[k]))) return TTT_ERR;
+    } else if (carry_out(ctx, m, n_out, out) != TTT_OK) { /* frees fn's graph: the backward pass runs fn again */
+        return TTT_ERR;
+    }
+    fn_node *f = ttt__meta_alloc(ctx, sizeof *f);
+    if (!f) return TTT_ERR;
+    *f = (fn_node){fn, user, keep ? din : NULL, local_out};
+    ttt_node *nd = ttt__record(ctx, keep ? "subgraph" : "checkpoint", checkpoint_vjp, n_in, in, n_out, out);
     if (!nd) return TTT_ERR;
-    nd->pattr[0] = (void *)(uintptr_t)fn;
-    nd->pattr[1] = user;
+    nd->pattr[0] = f;
     return TTT_OK;
 }
 
+int ttt_checkpoint(ttt_ctx *ctx, ttt_fn fn, void *user, int n_in, ttt_tensor *const *in, int n_out,
+                   ttt_tensor **out) {
+    return fn_call(ctx, "ttt_checkpoint", false, fn, user, n_in, in, n_out, out);
+}
+
+int ttt_subgraph(ttt_ctx *ctx, ttt_fn fn, void *user, int n_in, ttt_tensor *const *in, int n_out, ttt_tensor **out) {
+    return fn_call(ctx, "ttt_subgraph", true, fn, user, n_in, in, n_out, out);
+}

@@ -223,7 +223,7 @@ static int eval_bufs_init(ttt_ctx *ctx, const ttt_lm *m, int64_t B, int64_t T, t
 }
 
 ttt_tensor *ttt_lm_e2e_loss(ttt_ctx *ctx, const ttt_lm *m, ttt_tensor *ids, ttt_tensor *targets, double eta,
-                            int first_order, ttt_tensor **per_token, ttt_tensor **chunk_losses) {
+                            int flags, ttt_tensor **per_token, ttt_tensor **chunk_losses) {
     static const char fn[] = "lm_e2e_loss";
     if (per_token) *per_token = NULL;
     if (chunk_losses) *chunk_losses = NULL;
@@ -236,6 +236,11 @@ ttt_tensor *ttt_lm_e2e_loss(ttt_ctx *ctx, const ttt_lm *m, ttt_tensor *ids, ttt_
                NULL;
     if (!(eta >= 0) || !isfinite(eta))
         return ttt__set_error(ctx, "%s: inner learning rate %g must be a finite number >= 0", fn, eta), NULL;
+    if (flags & ~(TTT_E2E_FIRST_ORDER | TTT_E2E_KEEP_GRAPHS))
+        return ttt__set_error(ctx, "%s: unknown flags 0x%x (TTT_E2E_FIRST_ORDER, TTT_E2E_KEEP_GRAPHS)", fn,
+                              (unsigned)flags),
+               NULL;
+    const int first_order = (flags & TTT_E2E_FIRST_ORDER) != 0, keep_graphs = (flags & TTT_E2E_KEEP_GRAPHS) != 0;
     const int64_t B = ids->shape[0], T = ids->shape[1], b = c->inner_chunk;
     if (T % b)
         return ttt__set_error(ctx, "%s: sequence length %lld must be a multiple of the inner chunk %lld", fn,
@@ -290,7 +295,7 @@ ttt_tensor *ttt_lm_e2e_loss(ttt_ctx *ctx, const ttt_lm *m, ttt_tensor *ids, ttt_
         *a = (chunk_args){m, ttt_slice(ctx, targets, 1, t0, t0 + b, 1), t0, has_tail, n_static, eta, first_order};
         chunk_inputs(m, head, statics, ttt_slice(ctx, x, 1, t0, t0 + b, 1), w, has_tail ? tail : NULL, in);
         if (!a->targets || !in[0]) return NULL;
-        if (record ? ttt_checkpoint(ctx, chunk_step, a, nin, in, nout, out) != TTT_OK
+        if (record ? (keep_graphs ? ttt_subgraph : ttt_checkpoint)(ctx, chunk_step, a, nin, in, nout, out) != TTT_OK
                    : chunk_step(ctx, a, nin, in, nout, out) != TTT_OK)
             return NULL;
         if (record) {
