@@ -11,7 +11,8 @@
  *   ./attention_bf16            checks
  *   ./attention_bf16 --bench    checks, then csv lines: csv,bf16dev:KERNEL:CONFIG,kernel,B,H,T,d,window,ms
  *                               (CONFIG: warps x row groups per warp / tile, bN: N blocks per SM asked,
- *                               h: fragments held; * marks the launchers' choices)
+ *                               h: fragments held; forward r: Q reloaded at each k-step, v: V waited for
+ *                               late; * marks the launchers' choices)
  *   ./attention_bf16 --small    one small check (for compute-sanitizer) */
 #include <cuda_runtime.h>
 #include <stdio.h>
@@ -38,14 +39,16 @@ using attnbf::Params;
 
 /* ---- launches of one configuration --------------------------------------------------------------------------- */
 
-template <int D, int NW, int MW, int BK, int MINB, bool HOLD>
+template <int D, int NW, int MW, int BK, int MINB, int OPT>
 static void fwd(const Params &p, int bh) {
     using F = attnbf::Fwd<D, NW, MW, BK>;
+    static_assert(F::SMEM <= 227 * 1024, "more shared memory than a block of an H100 may have");
     static bool ready;
     if (!ready)
-        CK(cudaFuncSetAttribute(attnbf::fwd<D, NW, MW, BK, MINB>, cudaFuncAttributeMaxDynamicSharedMemorySize, F::SMEM));
+        CK(cudaFuncSetAttribute(attnbf::fwd<D, NW, MW, BK, MINB, OPT>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                F::SMEM));
     ready = true;
-    attnbf::fwd<D, NW, MW, BK, MINB><<<dim3((p.tq + F::BR - 1) / F::BR, bh), F::THREADS, F::SMEM>>>(p);
+    attnbf::fwd<D, NW, MW, BK, MINB, OPT><<<dim3((p.tq + F::BR - 1) / F::BR, bh), F::THREADS, F::SMEM>>>(p);
     CK(cudaGetLastError());
 }
 template <int D>
@@ -57,6 +60,7 @@ static void delta(const Params &p, int bh) {
 template <int D, int NW, int MW, int BQ, int MINB, bool HOLD>
 static void dkdv(const Params &p, int bh) {
     using K = attnbf::Dkdv<D, NW, MW, BQ>;
+    static_assert(K::SMEM <= 227 * 1024, "more shared memory than a block of an H100 may have");
     static bool ready;
     if (!ready)
         CK(cudaFuncSetAttribute(attnbf::bwd_dkdv<D, NW, MW, BQ, MINB, HOLD>, cudaFuncAttributeMaxDynamicSharedMemorySize,
@@ -68,6 +72,7 @@ static void dkdv(const Params &p, int bh) {
 template <int D, int NW, int MW, int BK, int MINB, bool HOLD>
 static void dq(const Params &p, int bh) {
     using Q = attnbf::Dq<D, NW, MW, BK>;
+    static_assert(Q::SMEM <= 227 * 1024, "more shared memory than a block of an H100 may have");
     static bool ready;
     if (!ready)
         CK(cudaFuncSetAttribute(attnbf::bwd_dq<D, NW, MW, BK, MINB, HOLD>, cudaFuncAttributeMaxDynamicSharedMemorySize,
@@ -80,7 +85,7 @@ static void dq(const Params &p, int bh) {
 typedef void (*Launch)(const Params &, int);
 struct Kernel {
     const char *kind;
-    int d, nw, mw, tile, minb, hold;
+    int d, nw, mw, tile, minb, hold; /* hold: the forward's options (OPT) */
     Launch run;
     const void *fn;  /* the __global__ function, for its attributes */
     int threads, smem;
@@ -94,12 +99,13 @@ struct Kernel {
         return same<typename C::Dq>() || same<typename C::DqSmall>();
     }
     void name(char *buf, size_t n) const {
-        snprintf(buf, n, "%s:%dx%d/%d b%d%s%s", kind, nw, mw, tile, minb, hold ? "h" : "", engine() ? "*" : "");
+        snprintf(buf, n, "%s:%dx%d/%d b%d%s%s", kind, nw, mw, tile, minb, attnbf_opt_mark(kind[0] == 'f', hold),
+                 engine() ? "*" : "");
     }
 };
 #define FWD_K(d, nw, mw, t, mb, h)                                                                            \
-    {"fwd", d, nw, mw, t, mb, h, fwd<d, nw, mw, t, mb, h>, (const void *)attnbf::fwd<d, nw, mw, t, mb>, 32 * nw,   \
-     attnbf::Fwd<d, nw, mw, t>::SMEM},
+    {"fwd", d, nw, mw, t, mb, h, fwd<d, nw, mw, t, mb, h>, (const void *)attnbf::fwd<d, nw, mw, t, mb, h>,         \
+     32 * nw, attnbf::Fwd<d, nw, mw, t>::SMEM},
 #define DKDV_K(d, nw, mw, t, mb, h)                                                                           \
     {"dkdv", d, nw, mw, t, mb, h, dkdv<d, nw, mw, t, mb, h>, (const void *)attnbf::bwd_dkdv<d, nw, mw, t, mb, h>,  \
      32 * nw, attnbf::Dkdv<d, nw, mw, t>::SMEM},
@@ -111,7 +117,7 @@ static const Kernel g_dkdv[] = {ATTNBF_DKDV_VARIANTS(DKDV_K)};
 static const Kernel g_dq[] = {ATTNBF_DQ_VARIANTS(DQ_K)};
 template <int D> static void fwd_engine(const Params &p, int bh) {
     using F = typename attnbf::Cfg<D>::Fwd;
-    fwd<D, F::NW, F::MW, F::T, F::MINB, false>(p, bh);
+    fwd<D, F::NW, F::MW, F::T, F::MINB, F::HOLD>(p, bh);
 }
 
 /* ---- problems -------------------------------------------------------------------------------------------------- */

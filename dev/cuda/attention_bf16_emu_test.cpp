@@ -9,7 +9,8 @@
  * including a sweep near tile edges; every other configuration in
  * attention_bf16_variants.h (the ones dev/cuda/attention_bf16.cu times) runs on
  * the fixed shapes, and the forward and dQ with the keys split into shares (n_split) with their combining
- * kernels. Also checks the tile-level masking decisions exactly.
+ * kernels. A forward configuration with options (Q reloaded, V waited for late) must also give the bits of the
+ * same one without them. Also checks the tile-level masking decisions exactly.
  * No GPU needed:
  *   g++ -std=c++17 -O1 -fsanitize=address -I src/backends/cuda -I dev/cuda \
  *       dev/cuda/attention_bf16_emu_test.cpp -o /tmp/attn_bf16_emu && /tmp/attn_bf16_emu --size full
@@ -35,12 +36,13 @@ using attnbf::Params;
 /* shared memory sized exactly as the launcher asks, so ASan sees overruns */
 static void smem(int bytes) { emu::g_smem = std::vector<float>((size_t)bytes / sizeof(float), NAN); }
 
-template <int D, int NW, int MW, int BK, int MINB, bool HOLD>
+template <int D, int NW, int MW, int BK, int MINB, int OPT>
 static void run_fwd(const Params &p, int bh) {
-    static_assert(!HOLD, "the forward always holds Q");
     using F = attnbf::Fwd<D, NW, MW, BK>;
+    static_assert(F::SMEM <= 227 * 1024, "more shared memory than a block of an H100 may have");
     smem(F::SMEM);
-    emu::launch(dim3((p.tq + F::BR - 1) / F::BR, bh), dim3(F::THREADS), [&] { attnbf::fwd<D, NW, MW, BK, MINB>(p); });
+    emu::launch(dim3((p.tq + F::BR - 1) / F::BR, bh), dim3(F::THREADS),
+                [&] { attnbf::fwd<D, NW, MW, BK, MINB, OPT>(p); });
 }
 template <int D>
 static void run_delta(const Params &p, int bh) {
@@ -50,6 +52,7 @@ static void run_delta(const Params &p, int bh) {
 template <int D, int NW, int MW, int BQ, int MINB, bool HOLD>
 static void run_dkdv(const Params &p, int bh) {
     using K = attnbf::Dkdv<D, NW, MW, BQ>;
+    static_assert(K::SMEM <= 227 * 1024, "more shared memory than a block of an H100 may have");
     smem(K::SMEM);
     emu::launch(dim3((p.tk + K::BC - 1) / K::BC, bh), dim3(K::THREADS),
                 [&] { attnbf::bwd_dkdv<D, NW, MW, BQ, MINB, HOLD>(p); });
@@ -57,6 +60,7 @@ static void run_dkdv(const Params &p, int bh) {
 template <int D, int NW, int MW, int BK, int MINB, bool HOLD>
 static void run_dq(const Params &p, int bh) {
     using Q = attnbf::Dq<D, NW, MW, BK>;
+    static_assert(Q::SMEM <= 227 * 1024, "more shared memory than a block of an H100 may have");
     smem(Q::SMEM);
     emu::launch(dim3((p.tq + Q::BR - 1) / Q::BR, bh), dim3(Q::THREADS),
                 [&] { attnbf::bwd_dq<D, NW, MW, BK, MINB, HOLD>(p); });
@@ -75,7 +79,8 @@ static void run_split(Params p, int bh, int n, std::vector<uint16_t> &out, std::
     p.out = out.data(), p.lse_out = lse.data();
     using Fk = attnbf::Fwd<D, F::NW, F::MW, F::T>;
     smem(Fk::SMEM);
-    emu::launch(dim3((p.tq + Fk::BR - 1) / Fk::BR, bh, n), dim3(Fk::THREADS), [&] { attnbf::fwd<D, F::NW, F::MW, F::T, F::MINB>(p); });
+    emu::launch(dim3((p.tq + Fk::BR - 1) / Fk::BR, bh, n), dim3(Fk::THREADS),
+                [&] { attnbf::fwd<D, F::NW, F::MW, F::T, F::MINB, F::HOLD>(p); });
     emu::launch(dim3((unsigned)((rows + 7) / 8)), dim3(256), [&] { attnbf::fwd_combine<D>(p, rows); });
     std::fill(part.begin(), part.end(), NAN);
     p.dq = dq.data();
@@ -90,20 +95,22 @@ enum Kind { FWD, DKDV, DQ };
 static const char *kind_name(Kind k) { return k == FWD ? "fwd" : k == DKDV ? "dkdv" : "dq"; }
 struct Variant {
     Kind kind;
-    int d, nw, mw, tile, minb, hold;
+    int d, nw, mw, tile, minb, hold; /* hold: the forward's options (OPT) */
     void (*run)(const Params &, int);
+    void (*plain)(const Params &, int); /* forward: the same without options, whose bits the options must give */
     double worst[2]; /* over the fixed shapes: out, lse | dk, dv | dq, - */
 };
-#define FWD_V(d, nw, mw, t, mb, h) {FWD, d, nw, mw, t, mb, h, run_fwd<d, nw, mw, t, mb, h>, {0, 0}},
-#define DKDV_V(d, nw, mw, t, mb, h) {DKDV, d, nw, mw, t, mb, h, run_dkdv<d, nw, mw, t, mb, h>, {0, 0}},
-#define DQ_V(d, nw, mw, t, mb, h) {DQ, d, nw, mw, t, mb, h, run_dq<d, nw, mw, t, mb, h>, {0, 0}},
+#define FWD_V(d, nw, mw, t, mb, h) \
+    {FWD, d, nw, mw, t, mb, h, run_fwd<d, nw, mw, t, mb, h>, run_fwd<d, nw, mw, t, mb, 0>, {0, 0}},
+#define DKDV_V(d, nw, mw, t, mb, h) {DKDV, d, nw, mw, t, mb, h, run_dkdv<d, nw, mw, t, mb, h>, nullptr, {0, 0}},
+#define DQ_V(d, nw, mw, t, mb, h) {DQ, d, nw, mw, t, mb, h, run_dq<d, nw, mw, t, mb, h>, nullptr, {0, 0}},
 static Variant g_variants[] = {ATTNBF_FWD_VARIANTS(FWD_V) ATTNBF_DKDV_VARIANTS(DKDV_V) ATTNBF_DQ_VARIANTS(DQ_V)};
 
 /* The launchers' configurations (attnbf::Cfg: one for large grids, one for small ones): forward, delta,
  * dK/dV, dQ, all large (small = 0) or all small. */
 template <int D, typename F, typename K, typename Q>
 static void run_set(Params p, int bh) {
-    run_fwd<D, F::NW, F::MW, F::T, F::MINB, false>(p, bh);
+    run_fwd<D, F::NW, F::MW, F::T, F::MINB, F::HOLD>(p, bh);
     p.o = p.out;
     p.lse = p.lse_out;
     run_delta<D>(p, bh);
@@ -371,23 +378,33 @@ int main(int argc, char **argv) {
             } else {
                 ev[0] = ref::max_rel(a, rdq, ref::val_bf16);
             }
-            const bool vok = ev[0] <= tv[0] && ev[1] <= tv[1];
+            bool same_bits = true;
+            if (vr.kind == FWD && vr.hold) { /* the forward's options change no bit of out or lse */
+                std::vector<uint16_t> a0(nq, 0xffff);
+                std::vector<float> l0(nr, NAN);
+                pv.out = a0.data(), pv.lse_out = l0.data();
+                vr.plain(pv, c.bh);
+                same_bits = a0 == a && memcmp(l0.data(), l2.data(), nr * sizeof(float)) == 0;
+            }
+            const bool vok = ev[0] <= tv[0] && ev[1] <= tv[1] && same_bits;
             failures += !vok;
             for (int i = 0; i < 2; i++) vr.worst[i] = ev[i] != ev[i] ? ev[i] : std::max(vr.worst[i], ev[i]);
             if (!vok)
-                printf("FAIL bh=%d tq=%d tk=%d d=%d causal=%d window=%lld%s %s %dx%d/%d b%d%s: %.1e %.1e\n", c.bh, c.tq,
-                       c.tk, c.d, c.causal, (long long)c.window, cs.unaligned ? " unaligned" : "", kind_name(vr.kind),
-                       vr.nw, vr.mw, vr.tile, vr.minb, vr.hold ? "h" : "", ev[0], ev[1]);
+                printf("FAIL bh=%d tq=%d tk=%d d=%d causal=%d window=%lld%s %s %dx%d/%d b%d%s: %.1e %.1e%s\n", c.bh,
+                       c.tq, c.tk, c.d, c.causal, (long long)c.window, cs.unaligned ? " unaligned" : "",
+                       kind_name(vr.kind), vr.nw, vr.mw, vr.tile, vr.minb, attnbf_opt_mark(vr.kind == FWD, vr.hold),
+                       ev[0], ev[1], same_bits ? "" : " (not the bits of the same configuration without options)");
         }
     }
     for (const Variant &vr : g_variants) {
         if (is_engine(vr)) {
             printf("     d=%-3d %-4s %dx%d/%-3d b%d%-2s the launchers' (the lines above)\n", vr.d, kind_name(vr.kind), vr.nw,
-                   vr.mw, vr.tile, vr.minb, vr.hold ? "h" : "");
+                   vr.mw, vr.tile, vr.minb, attnbf_opt_mark(vr.kind == FWD, vr.hold));
             continue;
         }
         printf("     d=%-3d %-4s %dx%d/%-3d b%d%-2s worst over its shapes: %s %.1e%s", vr.d, kind_name(vr.kind),
-               vr.nw, vr.mw, vr.tile, vr.minb, vr.hold ? "h" : "", vr.kind == FWD ? "out" : vr.kind == DKDV ? "dk" : "dq", vr.worst[0],
+               vr.nw, vr.mw, vr.tile, vr.minb, attnbf_opt_mark(vr.kind == FWD, vr.hold),
+               vr.kind == FWD ? "out" : vr.kind == DKDV ? "dk" : "dq", vr.worst[0],
                vr.kind == DQ ? "\n" : "");
         if (vr.kind != DQ) printf(", %s %.1e\n", vr.kind == FWD ? "lse" : "dv", vr.worst[1]);
     }

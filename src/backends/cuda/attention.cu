@@ -139,13 +139,13 @@ template <int D, typename C>
 static int launch_bf16_fwd_cfg(CuDev *dev, const attnbf::Params &p0, int64_t bh) {
     typedef attnbf::Fwd<D, C::NW, C::MW, C::T> F;
     static uint64_t ready; /* per GPU: ttt__allow_smem */
-    if (ttt__allow_smem(attnbf::fwd<D, C::NW, C::MW, C::T, C::MINB>, F::SMEM, dev, &ready)) return TTT_ERR;
+    if (ttt__allow_smem(attnbf::fwd<D, C::NW, C::MW, C::T, C::MINB, C::HOLD>, F::SMEM, dev, &ready)) return TTT_ERR;
     attnbf::Params p = p0;
     const int64_t tiles = (p.tq + F::BR - 1) / F::BR, rows = bh * p.tq;
     const int n = key_shares(dev, tiles * bh, p.tk, p.causal ? p.window : 0, F::BR, C::T, C::MINB);
     if (n > 1 && reserve_shares(dev, &p, n, rows, D, true)) return TTT_ERR;
     const dim3 grid((unsigned)tiles, (unsigned)bh, (unsigned)n);
-    attnbf::fwd<D, C::NW, C::MW, C::T, C::MINB><<<grid, F::THREADS, F::SMEM, dev->stream>>>(p);
+    attnbf::fwd<D, C::NW, C::MW, C::T, C::MINB, C::HOLD><<<grid, F::THREADS, F::SMEM, dev->stream>>>(p);
     LAUNCHED("attention_fwd_bf16");
     if (n > 1) {
         attnbf::fwd_combine<D><<<(unsigned)((rows + 7) / 8), 256, 0, dev->stream>>>(p, rows);

@@ -33,8 +33,10 @@
  * kernels, key rows in the dK/dV kernel), so no product needs another warp's
  * registers; MW = 2 reuses each B fragment for two mma. The kernels are
  * templates over the configuration (warps, MW, the other side's tile, blocks
- * per SM for the register allocator, fragments held in registers); Cfg at the
- * end is the launchers' choice, dev/cuda/attention_bf16.cu times the others,
+ * per SM for the register allocator, A fragments held in registers or
+ * reloaded from shared memory at each k-step; the forward can also wait for V
+ * apart from K, FWD_V_LATE); Cfg at the end is the launchers' choice,
+ * dev/cuda/attention_bf16.cu times the others,
  * dev/cuda/attention_bf16_emu_test.cpp checks them all on the emulator. */
 #ifndef TTT_ATTENTION_BF16_CUH
 #define TTT_ATTENTION_BF16_CUH
@@ -237,18 +239,55 @@ __device__ __forceinline__ void acc_to_a(uint32_t (&a)[4], const float (&c0)[4],
     a[3] = pack2(c1[2], c1[3]);
 }
 
+/* The A fragments (16 rows of a warp's row group m, k-step ks) of a [rows, D] shared tile, from
+ * registers when they were loaded once (HOLD), else from shared memory. */
+template <int D, int MW, bool HOLD> struct AFrags {
+    uint32_t f[HOLD ? MW : 1][HOLD ? D / 16 : 1][4];
+    __device__ __forceinline__ void load(const uint16_t *rows, int warp, int lane) {
+        if (HOLD) {
+#pragma unroll
+            for (int m = 0; m < MW; m++)
+#pragma unroll
+                for (int ks = 0; ks < D / 16; ks++)
+                    ldsm4(f[HOLD ? m : 0][HOLD ? ks : 0], rows + (warp * MW + m) * 16 * (D + 8) + ks * 16 + a_off(lane, D + 8));
+        }
+    }
+    __device__ __forceinline__ void get(uint32_t (&a)[4], const uint16_t *rows, int warp, int lane, int m, int ks) {
+        if (HOLD) {
+#pragma unroll
+            for (int i = 0; i < 4; i++) a[i] = f[HOLD ? m : 0][HOLD ? ks : 0][i];
+        } else {
+            ldsm4(a, rows + (warp * MW + m) * 16 * (D + 8) + ks * 16 + a_off(lane, D + 8));
+        }
+    }
+    /* The fragment to use: the held registers themselves, else a (from get). Not copying the held ones keeps
+     * the forward's held path compiling as before the reload option (a copy reorders ptxas's registers). */
+    __device__ __forceinline__ const uint32_t (&pick(const uint32_t (&a)[4], int m, int ks) const)[4] {
+        return HOLD ? f[HOLD ? m : 0][HOLD ? ks : 0] : a;
+    }
+};
+
 /* ---- forward ------------------------------------------------------------------------------------------------ */
 
-/* NW warps of MW x 16 query rows each; key tiles of BK. */
+/* NW warps of MW x 16 query rows each; key tiles of BK. The options (OPT) change neither SMEM nor the results. */
 template <int D, int NW, int MW, int BK> struct Fwd {
     static constexpr int BR = 16 * NW * MW, THREADS = 32 * NW, LD = D + 8;
     static constexpr int SMEM = (BR + 4 * BK) * LD * 2; /* Q; K and V, two buffers each */
 };
 
-template <int D, int NW, int MW, int BK, int MINB>
+/* Forward options (bits of OPT; 0: Q held, K and V of a tile waited for together, the launchers' choice today).
+ * FWD_RELOAD_Q: Q's A fragments are read from sQ at each k-step of S = Q K^T instead of held in registers (D / 4
+ *   registers per row group), so a warp can own more rows without the register cliff that held MW = 2 hits
+ *   (FlashAttention-2's 4 warps x 32 rows).
+ * FWD_V_LATE: K and V are separate cp.async groups and V is waited for only before P V, so its copy runs under
+ *   S = Q K^T and the softmax too (FlashAttention-2's order); one more barrier per tile. */
+enum { FWD_RELOAD_Q = 1, FWD_V_LATE = 2 };
+
+template <int D, int NW, int MW, int BK, int MINB, int OPT = 0>
 __global__ void __launch_bounds__(32 * NW, MINB) fwd(Params p) {
     using C = Fwd<D, NW, MW, BK>;
     constexpr int BR = C::BR, T = C::THREADS, LD = C::LD, ND = D / 8, NC = BK / 8;
+    constexpr bool HOLD = !(OPT & FWD_RELOAD_Q), VL = (OPT & FWD_V_LATE) != 0;
     uint16_t *sQ = smem16(), *sK = sQ + BR * LD, *sV = sK + 2 * BK * LD;
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t4 = lane & 3;
     const int n_qt = (p.tq + BR - 1) / BR;
@@ -269,15 +308,15 @@ __global__ void __launch_bounds__(32 * NW, MINB) fwd(Params p) {
     load_rows<D, BR, T>(sQ, q, q0, p.tq, p.aligned);
     cp_commit();
     load_rows<D, BK, T>(sK, k, kt0 * BK, p.tk, p.aligned);
+    if (VL) cp_commit();
     load_rows<D, BK, T>(sV, v, kt0 * BK, p.tk, p.aligned);
     cp_commit();
-    cp_wait<1>();
-    __syncthreads();
-    uint32_t qf[MW][D / 16][4];
-#pragma unroll
-    for (int m = 0; m < MW; m++)
-#pragma unroll
-        for (int ks = 0; ks < D / 16; ks++) ldsm4(qf[m][ks], sQ + (warp * MW + m) * 16 * LD + ks * 16 + a_off(lane, LD));
+    AFrags<D, MW, HOLD> qf;
+    if (HOLD) { /* once Q has landed (reloaded, Q is first read after the loop's wait) */
+        cp_wait<VL ? 2 : 1>();
+        __syncthreads();
+        qf.load(sQ, warp, lane);
+    }
 
     float o[MW][ND][4], mx[MW][2], l[MW][2];
 #pragma unroll
@@ -294,11 +333,12 @@ __global__ void __launch_bounds__(32 * NW, MINB) fwd(Params p) {
         const int buf = (int)((kt - kt0) & 1);
         if (kt + 1 < kt1) {
             load_rows<D, BK, T>(sK + (buf ^ 1) * BK * LD, k, (kt + 1) * BK, p.tk, p.aligned);
+            if (VL) cp_commit();
             load_rows<D, BK, T>(sV + (buf ^ 1) * BK * LD, v, (kt + 1) * BK, p.tk, p.aligned);
             cp_commit();
-            cp_wait<1>();
+            cp_wait<VL ? 3 : 1>(); /* this tile's K (and V unless VL) */
         } else {
-            cp_wait<0>();
+            cp_wait<VL ? 1 : 0>();
         }
         __syncthreads();
         const uint16_t *cK = sK + buf * BK * LD, *cV = sV + buf * BK * LD;
@@ -313,17 +353,22 @@ __global__ void __launch_bounds__(32 * NW, MINB) fwd(Params p) {
 #pragma unroll
                 for (int i = 0; i < 4; i++) s[m][n][i] = 0.f;
 #pragma unroll
-        for (int ks = 0; ks < D / 16; ks++)
+        for (int ks = 0; ks < D / 16; ks++) {
+            uint32_t aq[MW][4]; /* this k-step's reloaded fragments (unused where held) */
+#pragma unroll
+            for (int m = 0; m < MW; m++)
+                if (!HOLD) qf.get(aq[m], sQ, warp, lane, m, ks);
 #pragma unroll
             for (int np = 0; np < NC / 2; np++) {
                 uint32_t b[4];
                 ldsm4(b, cK + np * 16 * LD + ks * 16 + b_off(lane, LD));
 #pragma unroll
                 for (int m = 0; m < MW; m++) {
-                    mma(s[m][2 * np], qf[m][ks], b[0], b[1]);
-                    mma(s[m][2 * np + 1], qf[m][ks], b[2], b[3]);
+                    mma(s[m][2 * np], qf.pick(aq[m], m, ks), b[0], b[1]);
+                    mma(s[m][2 * np + 1], qf.pick(aq[m], m, ks), b[2], b[3]);
                 }
             }
+        }
 
         /* online softmax, in log2 units of the scaled scores */
         const bool masked = needs_mask(p, q0, BR, k0, BK);
@@ -358,6 +403,12 @@ __global__ void __launch_bounds__(32 * NW, MINB) fwd(Params p) {
 #pragma unroll
                 for (int n = 0; n < ND; n++) o[m][n][2 * h] *= alpha, o[m][n][2 * h + 1] *= alpha;
             }
+
+        if (VL) { /* this tile's V */
+            if (kt + 1 < kt1) cp_wait<2>();
+            else cp_wait<0>();
+            __syncthreads();
+        }
 
         /* O += P V */
 #pragma unroll
@@ -459,29 +510,6 @@ __global__ void __launch_bounds__(256) delta(Params p, int64_t rows) {
     for (int m = 16; m >= 1; m >>= 1) s += __shfl_xor_sync(0xffffffffu, s, m);
     if (row < rows && lane == 0) p.delta_out[row] = s;
 }
-
-/* The A fragments (16 rows of a warp's row group m, k-step ks) of a [rows, D] shared tile, from
- * registers when they were loaded once (HOLD), else from shared memory. */
-template <int D, int MW, bool HOLD> struct AFrags {
-    uint32_t f[HOLD ? MW : 1][HOLD ? D / 16 : 1][4];
-    __device__ __forceinline__ void load(const uint16_t *rows, int warp, int lane) {
-        if (HOLD) {
-#pragma unroll
-            for (int m = 0; m < MW; m++)
-#pragma unroll
-                for (int ks = 0; ks < D / 16; ks++)
-                    ldsm4(f[HOLD ? m : 0][HOLD ? ks : 0], rows + (warp * MW + m) * 16 * (D + 8) + ks * 16 + a_off(lane, D + 8));
-        }
-    }
-    __device__ __forceinline__ void get(uint32_t (&a)[4], const uint16_t *rows, int warp, int lane, int m, int ks) {
-        if (HOLD) {
-#pragma unroll
-            for (int i = 0; i < 4; i++) a[i] = f[HOLD ? m : 0][HOLD ? ks : 0][i];
-        } else {
-            ldsm4(a, rows + (warp * MW + m) * 16 * (D + 8) + ks * 16 + a_off(lane, D + 8));
-        }
-    }
-};
 
 /* dK and dV of one tile of 16 NW MW keys (MW groups of 16 per warp), over the tiles of BQ queries that see it:
  *   S^T = K Q^T, P^T = exp(scale S^T - lse), dP^T = V dO^T, dS^T = P^T (dP^T - delta),
@@ -804,7 +832,8 @@ __global__ void __launch_bounds__(32 * NW, MINB) bwd_dq(Params p) {
 
 /* A kernel configuration: NW warps of MW x 16 rows (query rows in the forward and dQ kernels, keys in
  * dK/dV), tile T of the other side (keys; queries for dK/dV), MINB blocks per SM asked of the register
- * allocator (__launch_bounds__), HOLD: the A fragments stay in registers (backward kernels). */
+ * allocator (__launch_bounds__), HOLD: the A fragments stay in registers (backward kernels); for the
+ * forward, its option bits instead (FWD_RELOAD_Q, FWD_V_LATE; 0: Q held). */
 template <int NW_, int MW_, int T_, int MINB_, int HOLD_> struct K {
     enum { NW = NW_, MW = MW_, T = T_, MINB = MINB_, HOLD = HOLD_ };
 };
