@@ -39,6 +39,10 @@
 #           the kernels' TTT_PROFILE rows per cap (carry data/fashion-mnist)
 #   clip    ttt_clip_step's CUDA kernels (TTT-E2E's inner update; first run on an H100 2026-12-07): gradcheck on CUDA (orders 1
 #           and 2, parity against the CPU), test_fused on a CUDA context, memcheck on one gradcheck seed
+#   keep    bench/gpu/keep_graphs.sh: the TTT-E2E step with each chunk's graph kept (--keep-graphs) against the
+#           rematerialized one, with e2e_step --check --keep-graphs
+#   fwdvar  dev/cuda/attention_bf16.cu (nvcc, started in the background at the top) checks, then --bench: every
+#           kernel configuration of dev/cuda/attention_bf16_variants.h timed (the forward's Q-reload / late-V options)
 #   table   bench/speed/run_table.sh with PARTS=$TABLE_PARTS (default "e2e dbwd")
 #   mttt    the MTTT-MLP step's CUDA kernels (src/backends/cuda/mttt_step.cu), not yet run on a GPU: gradcheck of
 #           mttt_mlp_step / mttt_mlp_apply on CUDA, test_mttt_fused (its checks on CUDA, the CUDA kernels against
@@ -73,6 +77,11 @@ part() {
 }
 source bench/gpu/jsonc_env.sh
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+# fwdvar's harness is one translation unit of many kernels: it compiles while the other parts run
+case " $PARTS " in *" fwdvar "*)
+  rm -f /tmp/attention_bf16.rc
+  (nvcc -O3 -arch=sm_90 -std=c++17 -I src/backends/cuda -I dev/cuda dev/cuda/attention_bf16.cu -o /tmp/attention_bf16 \
+    >"$OUT/fwdvar_nvcc.log" 2>&1; echo $? >/tmp/attention_bf16.rc) & ;; esac
 build() {
   cmake -S . -B build/gpu -DCMAKE_BUILD_TYPE=Release -DTTT_CUDA=ON >"$OUT/pending_cmake.log" 2>&1 &&
     cmake --build build/gpu -j "$(nproc)" --target "$@" >"$OUT/pending_build.log" 2>&1 ||
@@ -336,6 +345,15 @@ mtttplan_part() {
       --cuda-graph off --out /tmp/vit-plan-$RANDOM 2>&1 | grep -E "mttt_mlp" | cut -c1-110
   done
 }
+# fwdvar: see the list at the top (nvcc started at the top)
+fwdvar_part() {
+  while [ ! -f /tmp/attention_bf16.rc ]; do sleep 2; done
+  [ "$(cat /tmp/attention_bf16.rc)" = 0 ] || { tail -20 "$OUT/fwdvar_nvcc.log"; return 1; }
+  /tmp/attention_bf16 --bench >"$OUT/attention_bf16.csv" 2>&1
+  echo "attention_bf16 --bench: exit $?"
+  grep -vE '^csv' "$OUT/attention_bf16.csv" | head -60
+  grep -E 'fwd' "$OUT/attention_bf16.csv" | cut -d, -f2,6,7,9
+}
 # clip: see the list at the top
 clip_part() {
   build ttt_cli test_fused || return 1
@@ -379,7 +397,7 @@ so2_part() {
     done
   fi
 }
-export -f clip_part mtttplan_part split_part e2eab_part so2_part vsf32_part e2eprof_part vit_part lmtab_part gc_part lmprof_part build fused_part ttt_part cudnn_first_part lm_part scan2_part mttt_part
+export -f fwdvar_part clip_part mtttplan_part split_part e2eab_part so2_part vsf32_part e2eprof_part vit_part lmtab_part gc_part lmprof_part build fused_part ttt_part cudnn_first_part lm_part scan2_part mttt_part
 part cudnn 150 300 env CHECKS=1 BENCH=1 FUSED=${CUDNN_FUSED:-0} bash bench/gpu/run_cudnn_attention.sh
 part cudnn_first 20 100 bash -c cudnn_first_part
 part lm 100 240 bash -c lm_part
@@ -397,6 +415,8 @@ part so2 40 150 bash -c so2_part
 part vsf32 60 200 bash -c vsf32_part
 part e2eab 120 450 bash -c e2eab_part
 part split 60 400 bash -c split_part
+part keep 60 240 bash bench/gpu/keep_graphs.sh
+part fwdvar 60 330 bash -c fwdvar_part
 part clip 40 150 bash -c clip_part
 part mtttplan 60 300 bash -c mtttplan_part
 part e2eprof 60 330 bash -c e2eprof_part
