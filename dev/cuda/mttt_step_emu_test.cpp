@@ -152,6 +152,7 @@ template <typename T> static std::vector<T> cvt(const vd &x) { return std::vecto
 
 struct Cfg {
     int mode, tm, cl; /* nch follows from cl */
+    int tc;           /* f32: the products on the tensor cores (Step::tc) */
 };
 
 template <typename T> struct KOut {
@@ -200,7 +201,7 @@ static KOut<T> kernels(const Inputs &in, const Cfg &c, const bool *use_u, bool u
         for (int a = 0; a < 3; a++) p.ks[a] = in.ks[a], p.xs[a] = in.xs[a];
         p.H = s.H, p.m = m, p.d = d, p.F = F, p.D = D;
         for (int i = 0; i < 4; i++) p.wb[i] = s.wb[i];
-        p.mode = c.mode, p.tm = c.tm, p.cl = c.cl, p.nch = nch, p.loss_only = loss_only, p.eps = eps;
+        p.mode = c.mode, p.tm = c.tm, p.cl = c.cl, p.nch = nch, p.loss_only = loss_only, p.eps = eps, p.tc = c.tc;
         smem(mttt::fwd_smem_bytes(c.mode, c.tm, d, F, D, es));
         emu::launch(dim3((unsigned)nch, (unsigned)BH), dim3(mttt::THREADS), [&] { mttt::step_fwd<T>(p); });
         mttt::Reduce<T> r;
@@ -229,7 +230,7 @@ static KOut<T> kernels(const Inputs &in, const Cfg &c, const bool *use_u, bool u
         for (int a = 0; a < 3; a++) p.ks[a] = in.ks[a], p.xs[a] = in.xs[a];
         p.H = s.H, p.m = m, p.d = d, p.F = F, p.D = D;
         for (int i = 0; i < 4; i++) p.wb[i] = s.wb[i];
-        p.mode = c.mode, p.tm = c.tm, p.cl = c.cl, p.nch = nch, p.eta = eta, p.eps = eps;
+        p.mode = c.mode, p.tm = c.tm, p.cl = c.cl, p.nch = nch, p.eta = eta, p.eps = eps, p.tc = c.tc;
         smem(mttt::bwd_smem_bytes(c.mode, c.tm, d, F, D, es));
         emu::launch(dim3((unsigned)nch, (unsigned)BH), dim3(mttt::THREADS), [&] { mttt::step_bwd<T>(p); });
         mttt::Reduce<T> r;
@@ -251,7 +252,7 @@ static KOut<T> kernels(const Inputs &in, const Cfg &c, const bool *use_u, bool u
         for (int a = 0; a < 3; a++) p.qs[a] = in.qs[a];
         p.H = s.H, p.n = m, p.d = d, p.F = F;
         for (int i = 0; i < 4; i++) p.wb[i] = s.wb[i];
-        p.mode = c.mode, p.tm = c.tm, p.cl = c.cl, p.nch = nch;
+        p.mode = c.mode, p.tm = c.tm, p.cl = c.cl, p.nch = nch, p.tc = c.tc;
         p.out = o.ao.data(), p.dq = o.ag[0].data(), p.dout = dout.data();
         const int64_t pe = mttt::apply_part_elems(d, F);
         std::vector<T> part(BH * nch * pe, NAN);
@@ -286,14 +287,14 @@ static void run(const Shape &s, const Cfg &c, int cot, std::mt19937_64 &rng, dou
     const KOut<T> k = kernels<T>(in, c, use_u, use_dloss, eta, eps);
     double f = 0, b = 0;
     char what[128];
-    const char *ty = sizeof(T) == 8 ? "f64" : "f32";
+    const char *ty = sizeof(T) == 8 ? "f64" : c.tc ? "f32 tc" : "f32";
     for (int i = 0; i < 4; i++) snprintf(what, sizeof what, "%s %s", ty, WN[i]), check(what, rel(k.wo[i], r.wo[i]), tf, &f);
     snprintf(what, sizeof what, "%s loss", ty), check(what, rel(k.loss, r.loss), tf, &f);
     snprintf(what, sizeof what, "%s loss alone", ty), check(what, rel(k.loss_only, r.loss), tf, &f);
     snprintf(what, sizeof what, "%s read-out", ty), check(what, rel(k.ao, r.ao), tf, &f);
     for (int i = 0; i < 9; i++) snprintf(what, sizeof what, "%s %s", ty, GN[i]), check(what, rel(k.g[i], r.g[i]), tb, &b);
     for (int i = 0; i < 5; i++) snprintf(what, sizeof what, "%s %s", ty, AN[i]), check(what, rel(k.ag[i], r.ag[i]), tb, &b);
-    printf("%s B%d H%d m%2d d%2d F%3d D%2d %-5s xt %-8s W %d%d%d%d, cotangents on %-8s mode %d tm %2d, %d chunk(s): "
+    printf("%-6s B%d H%d m%2d d%2d F%3d D%2d %-5s xt %-8s W %d%d%d%d, cotangents on %-8s mode %d tm %2d, %d chunk(s): "
            "forward %.1e, backward %.1e\n",
            ty, s.B, s.H, s.m, s.d, s.F, s.D, s.ln ? "LN" : "no LN", s.xt_heads ? "per head" : "shared", s.wb[0], s.wb[1],
            s.wb[2], s.wb[3], cot == 0 ? "W', loss" : cot == 1 ? "W'" : "loss", c.mode, c.tm, (s.m + c.cl - 1) / c.cl, f, b);
@@ -353,19 +354,25 @@ int main() {
     };
     double f64f = 0, f64b = 0, f32f = 0, f32b = 0;
     int n = 0;
-    for (const Shape &s : shapes) {
-        /* the weights in shared memory with 16-row tiles, in chunks of 32 rows (one chunk unless m > 32), and
-         * in global memory with 3-row tiles in chunks of 6 */
-        const Cfg cfgs[2] = {{1, 16, 32}, {0, 3, 6}};
+    /* the weights in shared memory with 16-row tiles, in chunks of 32 rows (one chunk unless m > 32), and in
+     * global memory with 3-row tiles in chunks of 6 */
+    const Cfg cfgs[2] = {{1, 16, 32, 0}, {0, 3, 6, 0}};
+    for (const Shape &s : shapes)
         for (const Cfg &c : cfgs) {
             const int cot = n++ % 3;
             run<double>(s, c, cot, rng, 1e-12, 1e-12, &f64f, &f64b);
             run<float>(s, c, cot, rng, 2e-5, 1e-5, &f32f, &f32b);
         }
-    }
     /* the ViT's head in 16-row tiles, 4 chunks */
-    run<float>(shapes[6], Cfg{1, 16, 16}, 0, rng, 2e-5, 1e-5, &f32f, &f32b);
-    printf("worst: f64 forward %.1e, backward %.1e; f32 forward %.1e, backward %.1e\n", f64f, f64b, f32f, f32b);
+    run<float>(shapes[6], Cfg{1, 16, 16, 0}, 0, rng, 2e-5, 1e-5, &f32f, &f32b);
+    /* the same f32 cases with the products on the tensor cores (mm_tc; any shape: edges clamped, k past K
+     * zero), then the ViT's head in 4 chunks */
+    double tcf = 0, tcb = 0;
+    for (const Shape &s : shapes)
+        for (Cfg c : cfgs) c.tc = 1, run<float>(s, c, n++ % 3, rng, 2e-4, 2e-4, &tcf, &tcb);
+    run<float>(shapes[6], Cfg{1, 16, 16, 1}, 0, rng, 2e-4, 2e-4, &tcf, &tcb);
+    printf("worst: f64 forward %.1e, backward %.1e; f32 forward %.1e, backward %.1e; f32 on the tensor cores forward "
+           "%.1e, backward %.1e\n", f64f, f64b, f32f, f32b, tcf, tcb);
     printf("%d passed, %d failed\n", passed, failed);
     return failed ? 1 : 0;
 }

@@ -84,6 +84,19 @@ static int64_t plan_limit(const CuDev *D) {
     return cap > 0 && cap < limit ? cap : limit;
 }
 
+/* Step::tc for this call: the f32 products on the tensor cores (mttt_step.cuh: mm_tc, split-bf16, ~2^-16
+ * relative where the FMA tiles give f32's 2^-24) in contexts that allow f32 matmuls on the tensor cores
+ * (ttt_ctx_config.tf32), as ttt_scan.cu's mma_mode; f64 never. TTT_MTTT_MMA in the environment (read once): 0
+ * keeps the FMA tiles in every context, 2 takes the tensor cores in every context (f32), to time the two on a
+ * GPU and to check the tensor-core path with the tests. */
+static int mma_on(const CuDev *D, size_t es) {
+    static const int env = [] {
+        const char *e = getenv("TTT_MTTT_MMA");
+        return e && !strcmp(e, "0") ? 0 : e && !strcmp(e, "2") ? 2 : 1;
+    }();
+    return es == 4 && (env == 2 || (env == 1 && D->tf32));
+}
+
 template <typename R>
 static int step_fwd(CuDev *D, ttt_tensor *const *wo, ttt_tensor *loss, const ttt_tensor *const *w, const ttt_tensor *k,
                     const ttt_tensor *xt, const ttt_tensor *gh, const ttt_tensor *lng, const ttt_tensor *lnb, double eta,
@@ -111,6 +124,7 @@ static int step_fwd(CuDev *D, ttt_tensor *const *wo, ttt_tensor *loss, const ttt
     p.H = (int)H, p.m = (int)m, p.d = (int)d, p.F = (int)F, p.D = (int)Dd;
     for (int i = 0; i < 4; i++) p.wb[i] = w[i]->ndim == 4;
     p.mode = pl.mode, p.tm = pl.tm, p.cl = pl.cl, p.nch = pl.nch, p.loss_only = wo[0] == NULL, p.eps = eps;
+    p.tc = mma_on(D, sizeof(R));
     mttt::step_fwd<R><<<dim3((unsigned)pl.nch, (unsigned)BH), mttt::THREADS, (size_t)pl.bytes, D->stream>>>(p);
     LAUNCHED("mttt_mlp_step");
     mttt::Reduce<R> r;
@@ -175,7 +189,7 @@ static int step_bwd(CuDev *D, ttt_tensor *const *g, const ttt_tensor *const *u, 
     if (!xt_heads) p.xs[1] = 0;
     p.H = (int)H, p.m = (int)m, p.d = (int)d, p.F = (int)F, p.D = (int)Dd;
     for (int i = 0; i < 4; i++) p.wb[i] = w[i]->ndim == 4;
-    p.mode = pl.mode, p.tm = pl.tm, p.cl = pl.cl, p.nch = pl.nch, p.eta = eta, p.eps = eps;
+    p.mode = pl.mode, p.tm = pl.tm, p.cl = pl.cl, p.nch = pl.nch, p.eta = eta, p.eps = eps, p.tc = mma_on(D, sizeof(R));
     mttt::step_bwd<R><<<dim3((unsigned)pl.nch, (unsigned)BH), mttt::THREADS, (size_t)pl.bytes, D->stream>>>(p);
     LAUNCHED("mttt_mlp_step_bwd");
     mttt::Reduce<R> r;
@@ -223,7 +237,7 @@ static bool apply_setup(const CuDev *D, bool bwd, const ttt_tensor *const *w, co
     for (int a = 0; a < 3; a++) p->qs[a] = q->stride[a];
     p->H = (int)H, p->n = (int)n, p->d = (int)d, p->F = (int)F;
     for (int i = 0; i < 4; i++) p->wb[i] = w[i]->ndim == 4;
-    p->mode = pl->mode, p->tm = pl->tm;
+    p->mode = pl->mode, p->tm = pl->tm, p->tc = mma_on(D, sizeof(R));
     p->out = p->dq = p->part = NULL, p->dout = NULL;
     return true;
 }

@@ -23,6 +23,8 @@
 #ifndef TTT_MTTT_STEP_CUH
 #define TTT_MTTT_STEP_CUH
 
+#include "split_bf16.cuh"
+
 namespace mttt {
 
 enum { THREADS = 256, WARPS = THREADS / 32, MAX_SEGS = 8 };
@@ -35,6 +37,7 @@ template <typename R> struct Step {
     int64_t ks[3], xs[3]; /* strides of k and xt in batch, head (0: xt shared by the heads), row */
     int H, m, d, F, D, wb[4]; /* wb: weight i per pair ([B, H, ..]) or per head */
     int mode, tm, cl, nch, loss_only;
+    int tc; /* f32: the products on the tensor cores (mm_tc); 0: FMA tiles */
     double eps;
 };
 
@@ -44,7 +47,7 @@ template <typename R> struct StepBwd {
     const R *u1, *v1, *u2, *v2, *dloss; /* the cotangents of W' (U1, u1, U2, u2; each NULL: zero), of the loss */
     const R *w1, *b1, *w2, *b2, *k, *xt, *gh, *lng, *lnb;
     int64_t ks[3], xs[3];
-    int H, m, d, F, D, wb[4], mode, tm, cl, nch;
+    int H, m, d, F, D, wb[4], mode, tm, cl, nch, tc; /* tc as Step's */
     double eta, eps;
 };
 
@@ -54,7 +57,7 @@ template <typename R> struct Apply {
     R *out, *dq, *part;
     const R *dout, *w1, *b1, *w2, *b2, *q;
     int64_t qs[3];
-    int H, n, d, F, wb[4], mode, tm, cl, nch;
+    int H, n, d, F, wb[4], mode, tm, cl, nch, tc; /* tc as Step's */
 };
 
 /* Adds the chunks' partial sums of each pair in chunk order: out[bh, e] = base[bh or h, e] + alpha sum_c
@@ -329,6 +332,89 @@ __device__ __forceinline__ void mm_w(int M, int N, int K, const R *a, int sai, i
     }
 }
 
+/* The same product on the tensor cores, f32 only (split_bf16.cuh: each operand split into bf16 hi + lo, three
+ * mma.sync m16n8k16 a 16-deep step, f32 accumulation, ~2^-16 relative). A warp takes tiles of 16 rows and
+ * 8 NT columns of C: tile u (row block u / NB, column block u % NB) goes to warp (u + w0) % WARPS, and lane
+ * 4 g + t holds its elements (g (+ 8), 8 nt + 2 t (+ 1)), so a given (M, N, NT, w0) maps an output to the same
+ * thread every time, as mm does (calls that add into one accumulator must agree on all four); w0 lets the
+ * warps a short product leaves idle take the next one. Each output is one thread's, summed over k in a fixed
+ * order (with NT 1, the narrow long-K products, the 16-deep steps alternate between two accumulators added at
+ * the end: two chains of mma instead of one). Any M, N, K: rows and columns past M, N read the last one's values (finite; their outputs are
+ * dropped), and k past K reads nothing and counts as zero in both operands. Operands element by element
+ * from their buffers (any strides), no copies. */
+template <int NT, bool EDGE>
+__device__ __forceinline__ void tc_step(float (&acc)[NT][4], int k0, int K, const float *a0, const float *a1, int sak,
+                                        const float *const (&pb)[NT], int sbk, int t) {
+    const int ka = k0 + 2 * t, kb = ka + 8;
+    auto ld = [&](const float *x, int k, int s) { return !EDGE || k < K ? x[k * s] : 0.0f; };
+    uint32_t ah[4], al[4];
+    splitbf16::split2(ld(a0, ka, sak), ld(a0, ka + 1, sak), ah[0], al[0]);
+    splitbf16::split2(ld(a1, ka, sak), ld(a1, ka + 1, sak), ah[1], al[1]);
+    splitbf16::split2(ld(a0, kb, sak), ld(a0, kb + 1, sak), ah[2], al[2]);
+    splitbf16::split2(ld(a1, kb, sak), ld(a1, kb + 1, sak), ah[3], al[3]);
+#pragma unroll
+    for (int nt = 0; nt < NT; nt++) {
+        uint32_t bh[2], bl[2];
+        splitbf16::split2(ld(pb[nt], ka, sbk), ld(pb[nt], ka + 1, sbk), bh[0], bl[0]);
+        splitbf16::split2(ld(pb[nt], kb, sbk), ld(pb[nt], kb + 1, sbk), bh[1], bl[1]);
+        splitbf16::mma3(acc[nt], ah, al, bh, bl);
+    }
+}
+template <int NT, typename Epi>
+__device__ __forceinline__ void mm_tc(int M, int N, int K, const float *a, int sai, int sak, const float *b, int sbk, int sbj,
+                                      int w0, Epi epi) {
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    const int NB = (N + 8 * NT - 1) / (8 * NT), K16 = K & ~15;
+    constexpr bool TWO = NT == 1; /* two chains for the narrow, long-K products; registers are short elsewhere */
+    for (int u = (warp + WARPS - w0) % WARPS; u < (M + 15) / 16 * NB; u += WARPS) {
+        const int m0 = u / NB * 16, n0 = u % NB * 8 * NT;
+        const float *a0 = a + (int64_t)min(m0 + g, M - 1) * sai, *a1 = a + (int64_t)min(m0 + g + 8, M - 1) * sai, *pb[NT];
+#pragma unroll
+        for (int nt = 0; nt < NT; nt++) pb[nt] = b + (int64_t)min(n0 + 8 * nt + g, N - 1) * sbj;
+        float acc[NT][4], odd[NT][4];
+#pragma unroll
+        for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) acc[nt][e] = 0, odd[nt][e] = 0;
+        int k0 = 0;
+        for (; k0 + 32 <= K16; k0 += 32) {
+            tc_step<NT, false>(acc, k0, K, a0, a1, sak, pb, sbk, t);
+            tc_step<NT, false>(TWO ? odd : acc, k0 + 16, K, a0, a1, sak, pb, sbk, t);
+        }
+        if (k0 < K16) tc_step<NT, false>(acc, k0, K, a0, a1, sak, pb, sbk, t), k0 += 16;
+        if (k0 < K) tc_step<NT, true>(TWO ? odd : acc, k0, K, a0, a1, sak, pb, sbk, t);
+#pragma unroll
+        for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                const int i = m0 + g + 8 * (e >> 1), j = n0 + 8 * nt + 2 * t + (e & 1);
+                if (i < M && j < N) epi(i, j, TWO ? acc[nt][e] + odd[nt][e] : acc[nt][e]);
+            }
+    }
+}
+
+/* Which loop a product takes: the FMA tiles (FMA: mm_w, mm_k, or mm's RM x RN tiles) or, where tc (f32 only:
+ * Step::tc), mm_tc with NT column blocks a tile and the warp offset w0. Calls that add into one accumulator
+ * use the same FMA and NT, w0. */
+enum { FMA_W, FMA_K, FMA_22, FMA_24, FMA_44 };
+template <typename R> struct is_f32 {
+    static constexpr bool v = false;
+};
+template <> struct is_f32<float> {
+    static constexpr bool v = true;
+};
+template <int FMA, int NT, typename R, typename Epi>
+__device__ __forceinline__ void prod(bool tc, int w0, int M, int N, int K, const R *a, int sai, int sak, const R *b, int sbk,
+                                     int sbj, Epi epi) {
+    if constexpr (is_f32<R>::v)
+        if (tc) return mm_tc<NT>(M, N, K, a, sai, sak, b, sbk, sbj, w0, epi);
+    if constexpr (FMA == FMA_W) mm_w(M, N, K, a, sai, sak, b, sbk, sbj, epi);
+    else if constexpr (FMA == FMA_K) mm_k(M, N, K, a, sai, sak, b, sbk, sbj, epi);
+    else if constexpr (FMA == FMA_22) mm<2, 2>(M, N, K, a, sai, sak, b, sbk, sbj, epi);
+    else if constexpr (FMA == FMA_24) mm<2, 4>(M, N, K, a, sai, sak, b, sbk, sbj, epi);
+    else mm<4, 4>(M, N, K, a, sai, sak, b, sbk, sbj, epi);
+}
+
 /* dst [rows, cols] (row stride ldd) = src (row stride lds), block-wide */
 template <typename R> __device__ __forceinline__ void copy_rows(R *dst, int ldd, const R *src, int64_t lds, int rows, int cols) {
     for (int e = threadIdx.x; e < rows * cols; e += THREADS) {
@@ -368,7 +454,7 @@ template <typename R> __global__ void __launch_bounds__(THREADS) step_fwd(Step<R
     const int64_t bh = blockIdx.y;
     const int c = blockIdx.x, h = (int)(bh % p.H), ch_end = min(p.m, (c + 1) * p.cl);
     const int64_t b = bh / p.H;
-    const bool ln = p.lng != nullptr, step = !p.loss_only;
+    const bool ln = p.lng != nullptr, step = !p.loss_only, tc = p.tc != 0;
     R *part = p.part + (bh * p.nch + c) * fwd_part_elems(d, F);
     const R *gW1 = p.w1 + (p.wb[0] ? bh : h) * (int64_t)d * F, *gW2 = p.w2 + (p.wb[2] ? bh : h) * (int64_t)F * d;
     const R *gG = p.gh + (int64_t)h * D * d;
@@ -409,17 +495,17 @@ template <typename R> __global__ void __launch_bounds__(THREADS) step_fwd(Step<R
         copy_rows(Kt, lk, K0 + t0 * p.ks[2], p.ks[2], rows, d);
         __syncthreads();
         /* z1 = k W1 + b1, a = gelu(z1), s = gelu'(z1) */
-        mm_w(rows, F, d, Kt, lk, 1, W1, l1, 1, [&](int i, int j, R acc) {
+        prod<FMA_W, 2>(tc, 0, rows, F, d, Kt, lk, 1, W1, l1, 1, [&](int i, int j, R acc) {
             R g1;
             A[i * lf + j] = gelu(acc + b1[j], step ? &g1 : (R *)nullptr, (R *)nullptr);
             if (step) S[i * lf + j] = g1;
         });
         __syncthreads();
         /* y = a W2 + b2 */
-        mm_k(rows, d, F, A, lf, 1, W2, l2, 1, [&](int i, int j, R acc) { Y[i * lk + j] = acc + b2[j]; });
+        prod<FMA_K, 1>(tc, 0, rows, d, F, A, lf, 1, W2, l2, 1, [&](int i, int j, R acc) { Y[i * lk + j] = acc + b2[j]; });
         __syncthreads();
         /* p = y gh^T */
-        mm<2, 2>(rows, D, d, Y, lk, 1, G, 1, lg, [&](int i, int j, R acc) { P[i * lp + j] = acc; });
+        prod<FMA_22, 1>(tc, 0, rows, D, d, Y, lk, 1, G, 1, lg, [&](int i, int j, R acc) { P[i * lp + j] = acc; });
         __syncthreads();
         /* row by row (a warp each): the residual r = dec - x, the loss, dp = d l / d p in place of p */
         for (int r = warp; r < rows; r += WARPS) {
@@ -461,15 +547,15 @@ template <typename R> __global__ void __launch_bounds__(THREADS) step_fwd(Step<R
         if (!step) continue;
         __syncthreads();
         /* dy = dp gh */
-        mm_k(rows, d, D, P, lp, 1, G, lg, 1, [&](int i, int j, R acc) { dY[i * lk + j] = acc; });
+        prod<FMA_K, 1>(tc, 0, rows, d, D, P, lp, 1, G, lg, 1, [&](int i, int j, R acc) { dY[i * lk + j] = acc; });
         __syncthreads();
         /* dz1 = (dy W2^T) o gelu'(z1) in place of s;  gW2 += a^T dy, gb2 += sum dy */
-        mm_w(rows, F, d, dY, lk, 1, W2, 1, l2, [&](int i, int j, R acc) { S[i * lf + j] *= acc; });
-        mm<4, 4>(F, d, rows, A, 1, lf, dY, lk, 1, [&](int i, int j, R acc) { gw2[i * la + j] += acc; });
+        prod<FMA_W, 2>(tc, 0, rows, F, d, dY, lk, 1, W2, 1, l2, [&](int i, int j, R acc) { S[i * lf + j] *= acc; });
+        prod<FMA_44, 1>(tc, 0, F, d, rows, A, 1, lf, dY, lk, 1, [&](int i, int j, R acc) { gw2[i * la + j] += acc; });
         col_sum(gb2, dY, lk, rows, d);
         __syncthreads();
         /* gW1 += k^T dz1, gb1 += sum dz1 */
-        mm<4, 4>(d, F, rows, Kt, 1, lk, S, lf, 1, [&](int i, int j, R acc) { gw1[i * F + j] += acc; });
+        prod<FMA_44, 2>(tc, 0, d, F, rows, Kt, 1, lk, S, lf, 1, [&](int i, int j, R acc) { gw1[i * F + j] += acc; });
         col_sum(gb1, S, lf, rows, F);
     }
     if (lane == 0) wloss[warp] = wl;
@@ -498,7 +584,7 @@ template <typename R> __global__ void __launch_bounds__(THREADS, 1) step_bwd(Ste
     const int64_t bh = blockIdx.y;
     const int c = blockIdx.x, h = (int)(bh % p.H), ch_end = min(p.m, (c + 1) * p.cl);
     const int64_t b = bh / p.H;
-    const bool ln = p.lng != nullptr, hu1 = p.u1 != nullptr, hu2 = p.u2 != nullptr;
+    const bool ln = p.lng != nullptr, hu1 = p.u1 != nullptr, hu2 = p.u2 != nullptr, tc = p.tc != 0;
     R *part = p.part + (bh * p.nch + c) * bwd_part_elems(d, F, D);
     const int64_t dF = (int64_t)d * F;
     const R *gW1 = p.w1 + (p.wb[0] ? bh : h) * dF, *gW2 = p.w2 + (p.wb[2] ? bh : h) * dF;
@@ -552,12 +638,13 @@ template <typename R> __global__ void __launch_bounds__(THREADS, 1) step_bwd(Ste
         __syncthreads();
         /* the forward again: z1, a = gelu(z1), s1 = gelu'(z1), gelu''(z1) (in Qz); the tangent z1t = k U1 + u1
          * (in Ab until the adjoints need it) */
-        mm_w(rows, F, d, Kt, lk, 1, W1, l1, 1, [&](int i, int j, R acc) {
+        prod<FMA_W, 2>(tc, 0, rows, F, d, Kt, lk, 1, W1, l1, 1, [&](int i, int j, R acc) {
             R g1, g2;
             A[i * lf + j] = gelu(acc + b1[j], &g1, &g2);
             S1[i * lf + j] = g1, Qz[i * lf + j] = g2;
         });
-        if (hu1) mm_w(rows, F, d, Kt, lk, 1, U1, l1, 1, [&](int i, int j, R acc) { Ab[i * lf + j] = acc + v1[j]; });
+        if (hu1)
+            prod<FMA_W, 2>(tc, 0, rows, F, d, Kt, lk, 1, U1, l1, 1, [&](int i, int j, R acc) { Ab[i * lf + j] = acc + v1[j]; });
         else
             for (int e = tid; e < rows * F; e += THREADS) Ab[(e / F) * lf + e % F] = v1[e % F];
         __syncthreads();
@@ -566,15 +653,16 @@ template <typename R> __global__ void __launch_bounds__(THREADS, 1) step_bwd(Ste
             const int x = (e / F) * lf + e % F;
             At[x] = S1[x] * Ab[x], Qz[x] *= Ab[x];
         }
-        mm_k(rows, d, F, A, lf, 1, W2, l2, 1, [&](int i, int j, R acc) { Y[i * lk + j] = acc + b2[j]; });
+        prod<FMA_K, 1>(tc, 0, rows, d, F, A, lf, 1, W2, l2, 1, [&](int i, int j, R acc) { Y[i * lk + j] = acc + b2[j]; });
         __syncthreads();
-        /* yt = at W2 + a U2 + u2 (one thread owns each element through both products), p = y gh^T (in Xh) */
-        mm_k(rows, d, F, At, lf, 1, W2, l2, 1, [&](int i, int j, R acc) { Yt[i * lk + j] = acc + v2[j]; });
-        if (hu2) mm_k(rows, d, F, A, lf, 1, U2, l2, 1, [&](int i, int j, R acc) { Yt[i * lk + j] += acc; });
-        mm<2, 2>(rows, D, d, Y, lk, 1, G, 1, lg, [&](int i, int j, R acc) { Xh[i * lp + j] = acc; });
+        /* yt = at W2 + a U2 + u2 (one thread owns each element through both products), p = y gh^T (in Xh; on
+         * the tensor cores yt takes 4 warps at the ViT's head, p the other 4) */
+        prod<FMA_K, 1>(tc, 0, rows, d, F, At, lf, 1, W2, l2, 1, [&](int i, int j, R acc) { Yt[i * lk + j] = acc + v2[j]; });
+        if (hu2) prod<FMA_K, 1>(tc, 0, rows, d, F, A, lf, 1, U2, l2, 1, [&](int i, int j, R acc) { Yt[i * lk + j] += acc; });
+        prod<FMA_22, 2>(tc, 4, rows, D, d, Y, lk, 1, G, 1, lg, [&](int i, int j, R acc) { Xh[i * lp + j] = acc; });
         __syncthreads();
         /* pt = yt gh^T */
-        mm<2, 2>(rows, D, d, Yt, lk, 1, G, 1, lg, [&](int i, int j, R acc) { Pt[i * lp + j] = acc; });
+        prod<FMA_22, 1>(tc, 0, rows, D, d, Yt, lk, 1, G, 1, lg, [&](int i, int j, R acc) { Pt[i * lp + j] = acc; });
         __syncthreads();
         /* row by row (a warp each; cpu_mttt_impl.h: ln_resid_row, ln_bwd_row): xh, r, the LN's tangent xht and
          * the adjoints pb, ptb; dx; the rows' terms of dlng (Cg) and dlnb (Cb) */
@@ -634,17 +722,17 @@ template <typename R> __global__ void __launch_bounds__(THREADS, 1) step_bwd(Ste
         __syncthreads();
         /* dlng, dlnb; yb = pb gh, ytb = ptb gh, dgh += pb^T y + ptb^T yt */
         if (ln) col_sum(dgam, Cg, lp, rows, D), col_sum(dbet, Cb, lp, rows, D);
-        mm_k(rows, d, D, Pb, lp, 1, G, lg, 1, [&](int i, int j, R acc) { Yb[i * lk + j] = acc; });
-        mm_k(rows, d, D, Ptb, lp, 1, G, lg, 1, [&](int i, int j, R acc) { Ytb[i * lk + j] = acc; });
-        mm<2, 4>(D, d, rows, Pb, 1, lp, Y, lk, 1, [&](int i, int j, R acc) { dG[i * la + j] += acc; });
-        mm<2, 4>(D, d, rows, Ptb, 1, lp, Yt, lk, 1, [&](int i, int j, R acc) { dG[i * la + j] += acc; });
+        prod<FMA_K, 1>(tc, 0, rows, d, D, Pb, lp, 1, G, lg, 1, [&](int i, int j, R acc) { Yb[i * lk + j] = acc; });
+        prod<FMA_K, 1>(tc, 4, rows, d, D, Ptb, lp, 1, G, lg, 1, [&](int i, int j, R acc) { Ytb[i * lk + j] = acc; });
+        prod<FMA_24, 1>(tc, 0, D, d, rows, Pb, 1, lp, Y, lk, 1, [&](int i, int j, R acc) { dG[i * la + j] += acc; });
+        prod<FMA_24, 1>(tc, 0, D, d, rows, Ptb, 1, lp, Yt, lk, 1, [&](int i, int j, R acc) { dG[i * la + j] += acc; });
         __syncthreads();
         /* ab = yb W2^T + ytb U2^T, atb = ytb W2^T (in Ab, Atb); dW2 += a^T yb + at^T ytb, db2 += sum yb */
-        mm_w(rows, F, d, Yb, lk, 1, W2, 1, l2, [&](int i, int j, R acc) { Ab[i * lf + j] = acc; });
-        if (hu2) mm_w(rows, F, d, Ytb, lk, 1, U2, 1, l2, [&](int i, int j, R acc) { Ab[i * lf + j] += acc; });
-        mm_w(rows, F, d, Ytb, lk, 1, W2, 1, l2, [&](int i, int j, R acc) { Atb[i * lf + j] = acc; });
-        mm<4, 4>(F, d, rows, A, 1, lf, Yb, lk, 1, [&](int i, int j, R acc) { dW2[i * la + j] += acc; });
-        mm<4, 4>(F, d, rows, At, 1, lf, Ytb, lk, 1, [&](int i, int j, R acc) { dW2[i * la + j] += acc; });
+        prod<FMA_W, 2>(tc, 0, rows, F, d, Yb, lk, 1, W2, 1, l2, [&](int i, int j, R acc) { Ab[i * lf + j] = acc; });
+        if (hu2) prod<FMA_W, 2>(tc, 0, rows, F, d, Ytb, lk, 1, U2, 1, l2, [&](int i, int j, R acc) { Ab[i * lf + j] += acc; });
+        prod<FMA_W, 2>(tc, 0, rows, F, d, Ytb, lk, 1, W2, 1, l2, [&](int i, int j, R acc) { Atb[i * lf + j] = acc; });
+        prod<FMA_44, 1>(tc, 0, F, d, rows, A, 1, lf, Yb, lk, 1, [&](int i, int j, R acc) { dW2[i * la + j] += acc; });
+        prod<FMA_44, 1>(tc, 0, F, d, rows, At, 1, lf, Ytb, lk, 1, [&](int i, int j, R acc) { dW2[i * la + j] += acc; });
         col_sum(db2, Yb, lk, rows, d);
         __syncthreads();
         /* z1b = ab o s1 + atb o gelu''(z1) o z1t (in Ab), z1tb = atb o s1 (in Atb) */
@@ -656,10 +744,11 @@ template <typename R> __global__ void __launch_bounds__(THREADS, 1) step_bwd(Ste
         }
         __syncthreads();
         /* dk = z1b W1^T + z1tb U1^T; dW1 += k^T z1b, db1 += sum z1b */
-        mm_k(rows, d, F, Ab, lf, 1, W1, 1, l1, [&](int i, int j, R acc) { dK0[(int64_t)(t0 + i) * d + j] = acc; });
+        prod<FMA_K, 1>(tc, 0, rows, d, F, Ab, lf, 1, W1, 1, l1, [&](int i, int j, R acc) { dK0[(int64_t)(t0 + i) * d + j] = acc; });
         if (hu1)
-            mm_k(rows, d, F, Atb, lf, 1, U1, 1, l1, [&](int i, int j, R acc) { dK0[(int64_t)(t0 + i) * d + j] += acc; });
-        mm<4, 4>(d, F, rows, Kt, 1, lk, Ab, lf, 1, [&](int i, int j, R acc) { dW1[i * F + j] += acc; });
+            prod<FMA_K, 1>(tc, 0, rows, d, F, Atb, lf, 1, U1, 1, l1,
+                           [&](int i, int j, R acc) { dK0[(int64_t)(t0 + i) * d + j] += acc; });
+        prod<FMA_44, 2>(tc, 4, d, F, rows, Kt, 1, lk, Ab, lf, 1, [&](int i, int j, R acc) { dW1[i * F + j] += acc; });
         col_sum(db1, Ab, lf, rows, F);
     }
     __syncthreads();
@@ -680,6 +769,7 @@ template <typename R> __global__ void __launch_bounds__(THREADS, 1) step_bwd(Ste
 template <typename R> __global__ void __launch_bounds__(THREADS) apply_fwd(Apply<R> p) {
     Carve<R> cv{(R *)((char *)MTTT_SMEM() + WARPS * 8)};
     const int d = p.d, F = p.F;
+    const bool tc = p.tc != 0;
     const int64_t bh = blockIdx.y;
     const int c = blockIdx.x, h = (int)(bh % p.H), ch_end = min(p.n, (c + 1) * p.cl);
     const int64_t dF = (int64_t)d * F;
@@ -705,17 +795,19 @@ template <typename R> __global__ void __launch_bounds__(THREADS) apply_fwd(Apply
         __syncthreads();
         copy_rows(Qt, lk, Q0 + t0 * p.qs[2], p.qs[2], rows, d);
         __syncthreads();
-        mm_w(rows, F, d, Qt, lk, 1, W1, l1, 1, [&](int i, int j, R acc) {
+        prod<FMA_W, 2>(tc, 0, rows, F, d, Qt, lk, 1, W1, l1, 1, [&](int i, int j, R acc) {
             A[i * lf + j] = gelu(acc + b1[j], (R *)nullptr, (R *)nullptr);
         });
         __syncthreads();
-        mm_k(rows, d, F, A, lf, 1, W2, l2, 1, [&](int i, int j, R acc) { O0[(int64_t)(t0 + i) * d + j] = acc + b2[j]; });
+        prod<FMA_K, 1>(tc, 0, rows, d, F, A, lf, 1, W2, l2, 1,
+                       [&](int i, int j, R acc) { O0[(int64_t)(t0 + i) * d + j] = acc + b2[j]; });
     }
 }
 
 template <typename R> __global__ void __launch_bounds__(THREADS) apply_bwd(Apply<R> p) {
     Carve<R> cv{(R *)((char *)MTTT_SMEM() + WARPS * 8)};
     const int d = p.d, F = p.F, tid = threadIdx.x;
+    const bool tc = p.tc != 0;
     const int64_t bh = blockIdx.y;
     const int c = blockIdx.x, h = (int)(bh % p.H), ch_end = min(p.n, (c + 1) * p.cl);
     const int64_t dF = (int64_t)d * F;
@@ -751,20 +843,20 @@ template <typename R> __global__ void __launch_bounds__(THREADS) apply_bwd(Apply
         copy_rows(dO, lk, dO0 + (int64_t)t0 * d, (int64_t)d, rows, d);
         __syncthreads();
         /* z = q W1 + b1: a = gelu(z), s = gelu'(z) */
-        mm_w(rows, F, d, Qt, lk, 1, W1, l1, 1, [&](int i, int j, R acc) {
+        prod<FMA_W, 2>(tc, 0, rows, F, d, Qt, lk, 1, W1, l1, 1, [&](int i, int j, R acc) {
             R g1;
             A[i * lf + j] = gelu(acc + b1[j], &g1, (R *)nullptr);
             S[i * lf + j] = g1;
         });
         __syncthreads();
         /* out = a W2 + b2: dz = (dout W2^T) o gelu'(z) in place of s; dW2 += a^T dout, db2 += sum dout */
-        mm_w(rows, F, d, dO, lk, 1, W2, 1, l2, [&](int i, int j, R acc) { S[i * lf + j] *= acc; });
-        mm<4, 4>(F, d, rows, A, 1, lf, dO, lk, 1, [&](int i, int j, R acc) { dW2[i * la + j] += acc; });
+        prod<FMA_W, 2>(tc, 0, rows, F, d, dO, lk, 1, W2, 1, l2, [&](int i, int j, R acc) { S[i * lf + j] *= acc; });
+        prod<FMA_44, 1>(tc, 0, F, d, rows, A, 1, lf, dO, lk, 1, [&](int i, int j, R acc) { dW2[i * la + j] += acc; });
         col_sum(db2, dO, lk, rows, d);
         __syncthreads();
         /* z = q W1 + b1: dq = dz W1^T, dW1 += q^T dz, db1 += sum dz */
-        mm_k(rows, d, F, S, lf, 1, W1, 1, l1, [&](int i, int j, R acc) { dQ0[(int64_t)(t0 + i) * d + j] = acc; });
-        mm<4, 4>(d, F, rows, Qt, 1, lk, S, lf, 1, [&](int i, int j, R acc) { dW1[i * F + j] += acc; });
+        prod<FMA_K, 1>(tc, 0, rows, d, F, S, lf, 1, W1, 1, l1, [&](int i, int j, R acc) { dQ0[(int64_t)(t0 + i) * d + j] = acc; });
+        prod<FMA_44, 2>(tc, 4, d, F, rows, Qt, 1, lk, S, lf, 1, [&](int i, int j, R acc) { dW1[i * F + j] += acc; });
         col_sum(db1, S, lf, rows, F);
     }
     __syncthreads();
