@@ -202,7 +202,7 @@ static KOut<T> kernels(const Inputs &in, const Cfg &c, const bool *use_u, bool u
         p.H = s.H, p.m = m, p.d = d, p.F = F, p.D = D;
         for (int i = 0; i < 4; i++) p.wb[i] = s.wb[i];
         p.mode = c.mode, p.tm = c.tm, p.cl = c.cl, p.nch = nch, p.loss_only = loss_only, p.eps = eps, p.tc = c.tc;
-        smem(mttt::fwd_smem_bytes(c.mode, c.tm, d, F, D, es));
+        smem(mttt::fwd_smem_bytes(c.mode, c.tm, d, F, D, es, c.tc));
         emu::launch(dim3((unsigned)nch, (unsigned)BH), dim3(mttt::THREADS), [&] { mttt::step_fwd<T>(p); });
         mttt::Reduce<T> r;
         r.part = part.data(), r.nch = nch, r.pe = (int)pe, r.H = s.H, r.nseg = 0;
@@ -231,7 +231,7 @@ static KOut<T> kernels(const Inputs &in, const Cfg &c, const bool *use_u, bool u
         p.H = s.H, p.m = m, p.d = d, p.F = F, p.D = D;
         for (int i = 0; i < 4; i++) p.wb[i] = s.wb[i];
         p.mode = c.mode, p.tm = c.tm, p.cl = c.cl, p.nch = nch, p.eta = eta, p.eps = eps, p.tc = c.tc;
-        smem(mttt::bwd_smem_bytes(c.mode, c.tm, d, F, D, es));
+        smem(mttt::bwd_smem_bytes(c.mode, c.tm, d, F, D, es, c.tc));
         emu::launch(dim3((unsigned)nch, (unsigned)BH), dim3(mttt::THREADS), [&] { mttt::step_bwd<T>(p); });
         mttt::Reduce<T> r;
         r.part = part.data(), r.nch = nch, r.pe = (int)pe, r.H = s.H, r.nseg = 0;
@@ -257,9 +257,9 @@ static KOut<T> kernels(const Inputs &in, const Cfg &c, const bool *use_u, bool u
         const int64_t pe = mttt::apply_part_elems(d, F);
         std::vector<T> part(BH * nch * pe, NAN);
         p.part = part.data();
-        smem(mttt::apply_smem_bytes(false, c.mode, c.tm, d, F, es));
+        smem(mttt::apply_smem_bytes(false, c.mode, c.tm, d, F, es, c.tc));
         emu::launch(dim3((unsigned)nch, (unsigned)BH), dim3(mttt::THREADS), [&] { mttt::apply_fwd<T>(p); });
-        smem(mttt::apply_smem_bytes(true, c.mode, c.tm, d, F, es));
+        smem(mttt::apply_smem_bytes(true, c.mode, c.tm, d, F, es, c.tc));
         emu::launch(dim3((unsigned)nch, (unsigned)BH), dim3(mttt::THREADS), [&] { mttt::apply_bwd<T>(p); });
         mttt::Reduce<T> r;
         r.part = part.data(), r.nch = nch, r.pe = (int)pe, r.H = s.H, r.nseg = 0;
@@ -301,31 +301,37 @@ static void run(const Shape &s, const Cfg &c, int cot, std::mt19937_64 &rng, dou
     *wf = std::max(*wf, f), *wb = std::max(*wb, b);
 }
 
-/* the plan (mttt::plan_memory, plan_chunks) on an H100 (227 KiB a block, 132 SMs) for the ViT's shapes, f32 */
+/* the plan (mttt::plan_memory, plan_chunks) on an H100 (227 KiB a block, 132 SMs) for the ViT's shapes, f32, in
+ * the FMA tiles' layout and in mm_tc's (tc: wider row padding, the same plan) */
 static void plans() {
     const int64_t limit = 227 << 10;
     double worst = 0;
     mttt::Plan p;
     const int d = 32, F = 128, D = 64, m = 784, BH = 128;
-    bool ok = mttt::plan_memory(limit, [&](int mode, int tm) { return mttt::fwd_smem_bytes(mode, tm, d, F, D, 4); }, &p);
-    if (ok) mttt::plan_chunks(m, BH, 2 * 132, &p); /* two blocks an SM */
-    printf("plan, step forward: mode %d, tm %d, %d chunks of %d, %lld bytes\n", p.mode, p.tm, p.nch, p.cl, (long long)p.bytes);
-    check("forward plan: weights in shared memory, 16-row tiles, two blocks an SM, 2 chunks", ok && p.mode == 1 && p.tm == 16 &&
-          p.nch == 2 && p.cl == 400 && 2 * (p.bytes + 1024) <= (228 << 10) ? 0.0 : 1.0, 0, &worst);
-    ok = mttt::plan_memory(limit, [&](int mode, int tm) { return mttt::bwd_smem_bytes(mode, tm, d, F, D, 4); }, &p);
-    if (ok) mttt::plan_chunks(m, BH, 132, &p);
-    printf("plan, step backward: mode %d, tm %d, %d chunks of %d, %lld bytes\n", p.mode, p.tm, p.nch, p.cl, (long long)p.bytes);
-    check("backward plan: weights in shared memory, 16-row tiles, 1 chunk", ok && p.mode == 1 && p.tm == 16 && p.nch == 1 &&
-          p.cl == 784 ? 0.0 : 1.0, 0, &worst);
-    for (int bwd = 0; bwd < 2; bwd++) {
-        ok = mttt::plan_memory(limit, [&](int mode, int tm) { return mttt::apply_smem_bytes(bwd, mode, tm, d, F, 4); }, &p);
-        check("read-out plan: weights in shared memory", ok && p.mode == 1 && p.tm == 16 ? 0.0 : 1.0, 0, &worst);
+    bool ok;
+    for (int tc = 0; tc < 2; tc++) {
+        ok = mttt::plan_memory(limit, [&](int mode, int tm) { return mttt::fwd_smem_bytes(mode, tm, d, F, D, 4, tc); }, &p);
+        if (ok) mttt::plan_chunks(m, BH, 2 * 132, &p); /* two blocks an SM */
+        printf("plan%s, step forward: mode %d, tm %d, %d chunks of %d, %lld bytes\n", tc ? " (tc)" : "", p.mode, p.tm,
+               p.nch, p.cl, (long long)p.bytes);
+        check("forward plan: weights in shared memory, 16-row tiles, two blocks an SM, 2 chunks", ok && p.mode == 1 &&
+              p.tm == 16 && p.nch == 2 && p.cl == 400 && 2 * (p.bytes + 1024) <= (228 << 10) ? 0.0 : 1.0, 0, &worst);
+        ok = mttt::plan_memory(limit, [&](int mode, int tm) { return mttt::bwd_smem_bytes(mode, tm, d, F, D, 4, tc); }, &p);
+        if (ok) mttt::plan_chunks(m, BH, 132, &p);
+        printf("plan%s, step backward: mode %d, tm %d, %d chunks of %d, %lld bytes\n", tc ? " (tc)" : "", p.mode, p.tm,
+               p.nch, p.cl, (long long)p.bytes);
+        check("backward plan: weights in shared memory, 16-row tiles, 1 chunk", ok && p.mode == 1 && p.tm == 16 &&
+              p.nch == 1 && p.cl == 784 ? 0.0 : 1.0, 0, &worst);
+        for (int bwd = 0; bwd < 2; bwd++) {
+            ok = mttt::plan_memory(limit, [&](int mode, int tm) { return mttt::apply_smem_bytes(bwd, mode, tm, d, F, 4, tc); }, &p);
+            check("read-out plan: weights in shared memory", ok && p.mode == 1 && p.tm == 16 ? 0.0 : 1.0, 0, &worst);
+        }
     }
     /* f64 at the ViT's head: the backward's weights no longer fit, global memory then */
-    ok = mttt::plan_memory(limit, [&](int mode, int tm) { return mttt::bwd_smem_bytes(mode, tm, d, F, D, 8); }, &p);
+    ok = mttt::plan_memory(limit, [&](int mode, int tm) { return mttt::bwd_smem_bytes(mode, tm, d, F, D, 8, 0); }, &p);
     check("f64 backward plan: weights in global memory", ok && p.mode == 0 ? 0.0 : 1.0, 0, &worst);
     /* a head too large for any plan: declined */
-    ok = mttt::plan_memory(limit, [&](int mode, int tm) { return mttt::bwd_smem_bytes(mode, tm, 1024, 4096, 4096, 4); }, &p);
+    ok = mttt::plan_memory(limit, [&](int mode, int tm) { return mttt::bwd_smem_bytes(mode, tm, 1024, 4096, 4096, 4, 0); }, &p);
     check("an oversized head is declined", ok ? 1.0 : 0.0, 0, &worst);
     /* the chunks always cover the m tokens exactly, in whole tiles, over a sweep of shapes */
     bool cover = true;

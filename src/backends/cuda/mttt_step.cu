@@ -104,9 +104,9 @@ static int step_fwd(CuDev *D, ttt_tensor *const *wo, ttt_tensor *loss, const ttt
     const int64_t B = k->shape[0], H = k->shape[1], m = k->shape[2], d = k->shape[3], F = w[0]->shape[w[0]->ndim - 1];
     const int64_t Dd = xt->shape[3], BH = B * H;
     if (!sizes_ok(BH, m, d, F, Dd)) return TTT_BACKEND_DECLINED;
-    const int es = (int)sizeof(R);
+    const int es = (int)sizeof(R), tc = mma_on(D, sizeof(R));
     mttt::Plan pl;
-    if (!mttt::plan_memory(plan_limit(D), [&](int mode, int tm) { return mttt::fwd_smem_bytes(mode, tm, (int)d, (int)F, (int)Dd, es); }, &pl))
+    if (!mttt::plan_memory(plan_limit(D), [&](int mode, int tm) { return mttt::fwd_smem_bytes(mode, tm, (int)d, (int)F, (int)Dd, es, tc); }, &pl))
         return TTT_BACKEND_DECLINED;
     static int allowed[2][CU_MAX_GPUS];
     if (cu_allow_smem(mttt::step_fwd<R>, (size_t)pl.bytes, D, allowed[es == 8])) return TTT_ERR;
@@ -124,7 +124,7 @@ static int step_fwd(CuDev *D, ttt_tensor *const *wo, ttt_tensor *loss, const ttt
     p.H = (int)H, p.m = (int)m, p.d = (int)d, p.F = (int)F, p.D = (int)Dd;
     for (int i = 0; i < 4; i++) p.wb[i] = w[i]->ndim == 4;
     p.mode = pl.mode, p.tm = pl.tm, p.cl = pl.cl, p.nch = pl.nch, p.loss_only = wo[0] == NULL, p.eps = eps;
-    p.tc = mma_on(D, sizeof(R));
+    p.tc = tc;
     mttt::step_fwd<R><<<dim3((unsigned)pl.nch, (unsigned)BH), mttt::THREADS, (size_t)pl.bytes, D->stream>>>(p);
     LAUNCHED("mttt_mlp_step");
     mttt::Reduce<R> r;
@@ -168,9 +168,9 @@ static int step_bwd(CuDev *D, ttt_tensor *const *g, const ttt_tensor *const *u, 
     const int64_t B = k->shape[0], H = k->shape[1], m = k->shape[2], d = k->shape[3], F = w[0]->shape[w[0]->ndim - 1];
     const int64_t Dd = xt->shape[3], BH = B * H;
     if (!sizes_ok(BH, m, d, F, Dd)) return TTT_BACKEND_DECLINED;
-    const int es = (int)sizeof(R);
+    const int es = (int)sizeof(R), tc = mma_on(D, sizeof(R));
     mttt::Plan pl;
-    if (!mttt::plan_memory(plan_limit(D), [&](int mode, int tm) { return mttt::bwd_smem_bytes(mode, tm, (int)d, (int)F, (int)Dd, es); }, &pl))
+    if (!mttt::plan_memory(plan_limit(D), [&](int mode, int tm) { return mttt::bwd_smem_bytes(mode, tm, (int)d, (int)F, (int)Dd, es, tc); }, &pl))
         return TTT_BACKEND_DECLINED;
     static int allowed[2][CU_MAX_GPUS];
     if (cu_allow_smem(mttt::step_bwd<R>, (size_t)pl.bytes, D, allowed[es == 8])) return TTT_ERR;
@@ -189,7 +189,7 @@ static int step_bwd(CuDev *D, ttt_tensor *const *g, const ttt_tensor *const *u, 
     if (!xt_heads) p.xs[1] = 0;
     p.H = (int)H, p.m = (int)m, p.d = (int)d, p.F = (int)F, p.D = (int)Dd;
     for (int i = 0; i < 4; i++) p.wb[i] = w[i]->ndim == 4;
-    p.mode = pl.mode, p.tm = pl.tm, p.cl = pl.cl, p.nch = pl.nch, p.eta = eta, p.eps = eps, p.tc = mma_on(D, sizeof(R));
+    p.mode = pl.mode, p.tm = pl.tm, p.cl = pl.cl, p.nch = pl.nch, p.eta = eta, p.eps = eps, p.tc = tc;
     mttt::step_bwd<R><<<dim3((unsigned)pl.nch, (unsigned)BH), mttt::THREADS, (size_t)pl.bytes, D->stream>>>(p);
     LAUNCHED("mttt_mlp_step_bwd");
     mttt::Reduce<R> r;
@@ -229,15 +229,15 @@ static bool apply_setup(const CuDev *D, bool bwd, const ttt_tensor *const *w, co
                         mttt::Plan *pl) {
     const int64_t B = q->shape[0], H = q->shape[1], n = q->shape[2], d = q->shape[3], F = w[0]->shape[w[0]->ndim - 1];
     if (!sizes_ok(B * H, n, d, F, 1) || q->stride[3] != 1) return false;
-    const int es = (int)sizeof(R);
-    if (!mttt::plan_memory(plan_limit(D), [&](int mode, int tm) { return mttt::apply_smem_bytes(bwd, mode, tm, (int)d, (int)F, es); }, pl))
+    const int es = (int)sizeof(R), tc = mma_on(D, sizeof(R));
+    if (!mttt::plan_memory(plan_limit(D), [&](int mode, int tm) { return mttt::apply_smem_bytes(bwd, mode, tm, (int)d, (int)F, es, tc); }, pl))
         return false;
     p->w1 = (const R *)w[0]->data, p->b1 = (const R *)w[1]->data, p->w2 = (const R *)w[2]->data;
     p->b2 = (const R *)w[3]->data, p->q = (const R *)q->data;
     for (int a = 0; a < 3; a++) p->qs[a] = q->stride[a];
     p->H = (int)H, p->n = (int)n, p->d = (int)d, p->F = (int)F;
     for (int i = 0; i < 4; i++) p->wb[i] = w[i]->ndim == 4;
-    p->mode = pl->mode, p->tm = pl->tm, p->tc = mma_on(D, sizeof(R));
+    p->mode = pl->mode, p->tm = pl->tm, p->tc = tc;
     p->out = p->dq = p->part = NULL, p->dout = NULL;
     return true;
 }

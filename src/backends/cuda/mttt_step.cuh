@@ -82,27 +82,40 @@ inline __host__ __device__ int64_t bwd_part_elems(int d, int F, int D) {
 }
 inline __host__ __device__ int64_t apply_part_elems(int d, int F) { return 2 * (int64_t)d * F + F + d; }
 
-/* Shared memory in bytes: WARPS doubles (the loss's per-warp sums), then elements of R. */
-inline __host__ __device__ int64_t fwd_smem_bytes(int mode, int tm, int d, int F, int D, int es) {
-    const int64_t w = mode ? (int64_t)d * (F + 1) + (int64_t)F * (d + 1) + (int64_t)D * (d + 1) + (int64_t)d * F +
-                                 (int64_t)F * (d + 8)
+/* The row padding of the shared-memory matrices (row length n + pad(tc)) and of the [d, F] gradient sum (F +
+ * pad_dw(tc)). The FMA tiles read rows along both axes, one element apart in banks: n + 1. mm_tc's lanes
+ * read 8 rows by 4 pairs of k at a time, which n + 1 puts on 14 banks (up to 4 ways); rows 4 banks apart
+ * (n + 4 for n a multiple of 32, as at the ViT's head) put k-along-rows reads on 32 banks and the others
+ * and its epilogues on 16 (2 ways), where the dense [d, F] sum had all 8 rows of a tile on one bank. */
+inline __host__ __device__ int pad(int tc) { return tc ? 4 : 1; }
+inline __host__ __device__ int pad_dw(int tc) { return tc ? 4 : 0; }
+
+/* Shared memory in bytes: WARPS doubles (the loss's per-warp sums), then elements of R. tc: mm_tc's layout. */
+inline __host__ __device__ int64_t fwd_smem_bytes(int mode, int tm, int d, int F, int D, int es, int tc) {
+    const int e = pad(tc);
+    const int64_t w = mode ? (int64_t)d * (F + e) + (int64_t)F * (d + e) + (int64_t)D * (d + e) +
+                                 (int64_t)d * (F + pad_dw(tc)) + (int64_t)F * (d + 8)
                            : 0;
     const int64_t v = 2 * (int64_t)F + 2 * (int64_t)d + 2 * (int64_t)D;
-    const int64_t t = (int64_t)tm * (3 * (d + 1) + 2 * (F + 1) + (D + 1));
+    const int64_t t = (int64_t)tm * (3 * (d + e) + 2 * (F + e) + (D + e));
     return WARPS * 8 + (w + v + t) * es;
 }
-inline __host__ __device__ int64_t bwd_smem_bytes(int mode, int tm, int d, int F, int D, int es) {
-    const int64_t w = mode ? 2 * (int64_t)d * (F + 1) + 2 * (int64_t)F * (d + 1) + (int64_t)D * (d + 1) +
-                                 (int64_t)d * F + (int64_t)F * (d + 8) + (int64_t)D * (d + 8)
+inline __host__ __device__ int64_t bwd_smem_bytes(int mode, int tm, int d, int F, int D, int es, int tc) {
+    const int e = pad(tc);
+    const int64_t w = mode ? 2 * (int64_t)d * (F + e) + 2 * (int64_t)F * (d + e) + (int64_t)D * (d + e) +
+                                 (int64_t)d * (F + pad_dw(tc)) + (int64_t)F * (d + 8) + (int64_t)D * (d + 8)
                            : 0;
     const int64_t v = 3 * (int64_t)F + 3 * (int64_t)d + 4 * (int64_t)D;
-    const int64_t t = (int64_t)tm * ((d + 1) + 6 * (F + 1) + 4 * (d + 1) + 8 * (D + 1));
+    const int64_t t = (int64_t)tm * ((d + e) + 6 * (F + e) + 4 * (d + e) + 8 * (D + e));
     return WARPS * 8 + (w + v + t) * es;
 }
-inline __host__ __device__ int64_t apply_smem_bytes(bool bwd, int mode, int tm, int d, int F, int es) {
-    const int64_t w = mode ? (int64_t)d * (F + 1) + (int64_t)F * (d + 1) + (bwd ? (int64_t)d * F + (int64_t)F * (d + 8) : 0) : 0;
+inline __host__ __device__ int64_t apply_smem_bytes(bool bwd, int mode, int tm, int d, int F, int es, int tc) {
+    const int e = pad(tc);
+    const int64_t w = mode ? (int64_t)d * (F + e) + (int64_t)F * (d + e) +
+                                 (bwd ? (int64_t)d * (F + pad_dw(tc)) + (int64_t)F * (d + 8) : 0)
+                           : 0;
     const int64_t v = bwd ? 2 * (int64_t)F + 2 * (int64_t)d : (int64_t)F + d;
-    const int64_t t = (int64_t)tm * (bwd ? 2 * (d + 1) + 2 * (F + 1) : (d + 1) + (F + 1));
+    const int64_t t = (int64_t)tm * (bwd ? 2 * (d + e) + 2 * (F + e) : (d + e) + (F + e));
     return WARPS * 8 + (w + v + t) * es;
 }
 
@@ -462,28 +475,30 @@ template <typename R> __global__ void __launch_bounds__(THREADS) step_fwd(Step<R
     const R *W1, *W2, *G;
     R *gw1, *gw2;
     int l1, l2, lg;
-    /* the [F, d] sums' rows 8 apart in banks in shared memory: the 4 x 4 tiles' epilogues hit 32 banks */
-    const int la = p.mode ? d + 8 : d;
+    /* the [F, d] sums' rows 8 apart in banks in shared memory: the 4 x 4 tiles' epilogues hit 32 banks; the
+     * rows of the other matrices padded by pw, the [d, F] sum's (lw) by pad_dw (pad says why) */
+    const int pw = pad(p.tc), la = p.mode ? d + 8 : d, lw = p.mode ? F + pad_dw(p.tc) : F;
     if (p.mode) {
-        R *w1s = cv.take((int64_t)d * (F + 1)), *w2s = cv.take((int64_t)F * (d + 1)), *gs = cv.take((int64_t)D * (d + 1));
-        copy_rows(w1s, F + 1, gW1, F, d, F);
-        copy_rows(w2s, d + 1, gW2, d, F, d);
-        copy_rows(gs, d + 1, gG, d, D, d);
-        W1 = w1s, W2 = w2s, G = gs, l1 = F + 1, l2 = d + 1, lg = d + 1;
-        gw1 = cv.take((int64_t)d * F), gw2 = cv.take((int64_t)F * (d + 8));
+        R *w1s = cv.take((int64_t)d * (F + pw)), *w2s = cv.take((int64_t)F * (d + pw));
+        R *gs = cv.take((int64_t)D * (d + pw));
+        copy_rows(w1s, F + pw, gW1, F, d, F);
+        copy_rows(w2s, d + pw, gW2, d, F, d);
+        copy_rows(gs, d + pw, gG, d, D, d);
+        W1 = w1s, W2 = w2s, G = gs, l1 = F + pw, l2 = d + pw, lg = d + pw;
+        gw1 = cv.take((int64_t)d * lw), gw2 = cv.take((int64_t)F * (d + 8));
     } else {
         W1 = gW1, W2 = gW2, G = gG, l1 = F, l2 = d, lg = d;
         gw1 = part, gw2 = part + (int64_t)d * F + F;
     }
     R *b1 = cv.take(F), *b2 = cv.take(d), *gam = cv.take(D), *bet = cv.take(D), *gb1 = cv.take(F), *gb2 = cv.take(d);
-    const int tm = p.tm, lk = d + 1, lf = F + 1, lp = D + 1;
+    const int tm = p.tm, lk = d + pw, lf = F + pw, lp = D + pw;
     R *Kt = cv.take((int64_t)tm * lk), *A = cv.take((int64_t)tm * lf), *S = cv.take((int64_t)tm * lf);
     R *Y = cv.take((int64_t)tm * lk), *P = cv.take((int64_t)tm * lp), *dY = cv.take((int64_t)tm * lk);
     fill(b1, p.b1 + (p.wb[1] ? bh : h) * (int64_t)F, F);
     fill(b2, p.b2 + (p.wb[3] ? bh : h) * (int64_t)d, d);
     if (ln) fill(gam, p.lng + (int64_t)h * D, D), fill(bet, p.lnb + (int64_t)h * D, D);
     if (step) {
-        fill(gw1, (const R *)nullptr, d * F), fill(gw2, (const R *)nullptr, F * la);
+        fill(gw1, (const R *)nullptr, d * lw), fill(gw2, (const R *)nullptr, F * la);
         fill(gb1, (const R *)nullptr, F), fill(gb2, (const R *)nullptr, d);
     }
     const R *K0 = p.k + b * p.ks[0] + h * p.ks[1], *X0 = p.xt + b * p.xs[0] + h * p.xs[1];
@@ -555,14 +570,15 @@ template <typename R> __global__ void __launch_bounds__(THREADS) step_fwd(Step<R
         col_sum(gb2, dY, lk, rows, d);
         __syncthreads();
         /* gW1 += k^T dz1, gb1 += sum dz1 */
-        prod<FMA_44, 2>(tc, 0, d, F, rows, Kt, 1, lk, S, lf, 1, [&](int i, int j, R acc) { gw1[i * F + j] += acc; });
+        prod<FMA_44, 2>(tc, 0, d, F, rows, Kt, 1, lk, S, lf, 1, [&](int i, int j, R acc) { gw1[i * lw + j] += acc; });
         col_sum(gb1, S, lf, rows, F);
     }
     if (lane == 0) wloss[warp] = wl;
     __syncthreads();
     if (step) {
         if (p.mode) {
-            for (int e = tid; e < d * F; e += THREADS) part[e] = gw1[e], part[d * F + F + e] = gw2[(e / d) * la + e % d];
+            for (int e = tid; e < d * F; e += THREADS)
+                part[e] = gw1[(e / F) * lw + e % F], part[d * F + F + e] = gw2[(e / d) * la + e % d];
         }
         for (int e = tid; e < F; e += THREADS) part[(int64_t)d * F + e] = gb1[e];
         for (int e = tid; e < d; e += THREADS) part[2 * (int64_t)d * F + F + e] = gb2[e];
@@ -593,24 +609,24 @@ template <typename R> __global__ void __launch_bounds__(THREADS, 1) step_bwd(Ste
     const R *W1, *W2, *G, *U1 = nullptr, *U2 = nullptr;
     R *dW1, *dW2, *dG;
     int l1, l2, lg;
-    const int la = p.mode ? d + 8 : d; /* as step_fwd's */
+    const int pw = pad(p.tc), la = p.mode ? d + 8 : d, lw = p.mode ? F + pad_dw(p.tc) : F; /* as step_fwd's */
     if (p.mode) {
-        R *w1s = cv.take(d * (int64_t)(F + 1)), *w2s = cv.take(F * (int64_t)(d + 1));
-        R *u1s = cv.take(d * (int64_t)(F + 1)), *u2s = cv.take(F * (int64_t)(d + 1)), *gs = cv.take(D * (int64_t)(d + 1));
-        copy_rows(w1s, F + 1, gW1, F, d, F);
-        copy_rows(w2s, d + 1, gW2, d, F, d);
-        if (hu1) copy_rows(u1s, F + 1, gU1, F, d, F), U1 = u1s;
-        if (hu2) copy_rows(u2s, d + 1, gU2, d, F, d), U2 = u2s;
-        copy_rows(gs, d + 1, gG, d, D, d);
-        W1 = w1s, W2 = w2s, G = gs, l1 = F + 1, l2 = d + 1, lg = d + 1;
-        dW1 = cv.take(dF), dW2 = cv.take((int64_t)F * (d + 8)), dG = cv.take((int64_t)D * (d + 8));
+        R *w1s = cv.take(d * (int64_t)(F + pw)), *w2s = cv.take(F * (int64_t)(d + pw));
+        R *u1s = cv.take(d * (int64_t)(F + pw)), *u2s = cv.take(F * (int64_t)(d + pw)), *gs = cv.take(D * (int64_t)(d + pw));
+        copy_rows(w1s, F + pw, gW1, F, d, F);
+        copy_rows(w2s, d + pw, gW2, d, F, d);
+        if (hu1) copy_rows(u1s, F + pw, gU1, F, d, F), U1 = u1s;
+        if (hu2) copy_rows(u2s, d + pw, gU2, d, F, d), U2 = u2s;
+        copy_rows(gs, d + pw, gG, d, D, d);
+        W1 = w1s, W2 = w2s, G = gs, l1 = F + pw, l2 = d + pw, lg = d + pw;
+        dW1 = cv.take((int64_t)d * lw), dW2 = cv.take((int64_t)F * (d + 8)), dG = cv.take((int64_t)D * (d + 8));
     } else {
         W1 = gW1, W2 = gW2, G = gG, U1 = gU1, U2 = gU2, l1 = F, l2 = d, lg = d;
         dW1 = part, dW2 = part + dF + F, dG = part + 2 * dF + F + d;
     }
     R *b1 = cv.take(F), *b2 = cv.take(d), *v1 = cv.take(F), *v2 = cv.take(d), *gam = cv.take(D), *bet = cv.take(D);
     R *db1 = cv.take(F), *db2 = cv.take(d), *dgam = cv.take(D), *dbet = cv.take(D);
-    const int tm = p.tm, lk = d + 1, lf = F + 1, lp = D + 1;
+    const int tm = p.tm, lk = d + pw, lf = F + pw, lp = D + pw;
     R *Kt = cv.take((int64_t)tm * lk);
     R *A = cv.take((int64_t)tm * lf), *S1 = cv.take((int64_t)tm * lf), *At = cv.take((int64_t)tm * lf);
     R *Qz = cv.take((int64_t)tm * lf), *Ab = cv.take((int64_t)tm * lf), *Atb = cv.take((int64_t)tm * lf);
@@ -624,7 +640,7 @@ template <typename R> __global__ void __launch_bounds__(THREADS, 1) step_bwd(Ste
     fill(v1, p.v1 ? p.v1 + bh * F : nullptr, F);
     fill(v2, p.v2 ? p.v2 + bh * d : nullptr, d);
     if (ln) fill(gam, p.lng + (int64_t)h * D, D), fill(bet, p.lnb + (int64_t)h * D, D);
-    fill(dW1, (const R *)nullptr, d * F), fill(dW2, (const R *)nullptr, F * la), fill(dG, (const R *)nullptr, D * la);
+    fill(dW1, (const R *)nullptr, d * lw), fill(dW2, (const R *)nullptr, F * la), fill(dG, (const R *)nullptr, D * la);
     fill(db1, (const R *)nullptr, F), fill(db2, (const R *)nullptr, d);
     fill(dgam, (const R *)nullptr, D), fill(dbet, (const R *)nullptr, D);
     const R *K0 = p.k + b * p.ks[0] + h * p.ks[1], *X0 = p.xt + b * p.xs[0] + h * p.xs[1];
@@ -748,12 +764,13 @@ template <typename R> __global__ void __launch_bounds__(THREADS, 1) step_bwd(Ste
         if (hu1)
             prod<FMA_K, 1>(tc, 0, rows, d, F, Atb, lf, 1, U1, 1, l1,
                            [&](int i, int j, R acc) { dK0[(int64_t)(t0 + i) * d + j] += acc; });
-        prod<FMA_44, 2>(tc, 4, d, F, rows, Kt, 1, lk, Ab, lf, 1, [&](int i, int j, R acc) { dW1[i * F + j] += acc; });
+        prod<FMA_44, 2>(tc, 4, d, F, rows, Kt, 1, lk, Ab, lf, 1, [&](int i, int j, R acc) { dW1[i * lw + j] += acc; });
         col_sum(db1, Ab, lf, rows, F);
     }
     __syncthreads();
     if (p.mode) {
-        for (int e = tid; e < d * F; e += THREADS) part[e] = dW1[e], part[dF + F + e] = dW2[(e / d) * la + e % d];
+        for (int e = tid; e < d * F; e += THREADS)
+            part[e] = dW1[(e / F) * lw + e % F], part[dF + F + e] = dW2[(e / d) * la + e % d];
         for (int e = tid; e < D * d; e += THREADS) part[2 * dF + F + d + e] = dG[(e / d) * la + e % d];
     }
     for (int e = tid; e < F; e += THREADS) part[dF + e] = db1[e];
@@ -775,16 +792,17 @@ template <typename R> __global__ void __launch_bounds__(THREADS) apply_fwd(Apply
     const int64_t dF = (int64_t)d * F;
     const R *gW1 = p.w1 + (p.wb[0] ? bh : h) * dF, *gW2 = p.w2 + (p.wb[2] ? bh : h) * dF, *W1, *W2;
     int l1, l2;
+    const int pw = pad(p.tc); /* as step_fwd's */
     if (p.mode) {
-        R *w1s = cv.take(d * (int64_t)(F + 1)), *w2s = cv.take(F * (int64_t)(d + 1));
-        copy_rows(w1s, F + 1, gW1, F, d, F);
-        copy_rows(w2s, d + 1, gW2, d, F, d);
-        W1 = w1s, W2 = w2s, l1 = F + 1, l2 = d + 1;
+        R *w1s = cv.take(d * (int64_t)(F + pw)), *w2s = cv.take(F * (int64_t)(d + pw));
+        copy_rows(w1s, F + pw, gW1, F, d, F);
+        copy_rows(w2s, d + pw, gW2, d, F, d);
+        W1 = w1s, W2 = w2s, l1 = F + pw, l2 = d + pw;
     } else {
         W1 = gW1, W2 = gW2, l1 = F, l2 = d;
     }
     R *b1 = cv.take(F), *b2 = cv.take(d);
-    const int tm = p.tm, lk = d + 1, lf = F + 1;
+    const int tm = p.tm, lk = d + pw, lf = F + pw;
     R *Qt = cv.take((int64_t)tm * lk), *A = cv.take((int64_t)tm * lf);
     fill(b1, p.b1 + (p.wb[1] ? bh : h) * (int64_t)F, F);
     fill(b2, p.b2 + (p.wb[3] ? bh : h) * (int64_t)d, d);
@@ -815,24 +833,24 @@ template <typename R> __global__ void __launch_bounds__(THREADS) apply_bwd(Apply
     const R *gW1 = p.w1 + (p.wb[0] ? bh : h) * dF, *gW2 = p.w2 + (p.wb[2] ? bh : h) * dF, *W1, *W2;
     R *dW1, *dW2;
     int l1, l2;
-    const int la = p.mode ? d + 8 : d; /* as step_fwd's */
+    const int pw = pad(p.tc), la = p.mode ? d + 8 : d, lw = p.mode ? F + pad_dw(p.tc) : F; /* as step_fwd's */
     if (p.mode) {
-        R *w1s = cv.take(d * (int64_t)(F + 1)), *w2s = cv.take(F * (int64_t)(d + 1));
-        copy_rows(w1s, F + 1, gW1, F, d, F);
-        copy_rows(w2s, d + 1, gW2, d, F, d);
-        W1 = w1s, W2 = w2s, l1 = F + 1, l2 = d + 1;
-        dW1 = cv.take(dF), dW2 = cv.take((int64_t)F * (d + 8));
+        R *w1s = cv.take(d * (int64_t)(F + pw)), *w2s = cv.take(F * (int64_t)(d + pw));
+        copy_rows(w1s, F + pw, gW1, F, d, F);
+        copy_rows(w2s, d + pw, gW2, d, F, d);
+        W1 = w1s, W2 = w2s, l1 = F + pw, l2 = d + pw;
+        dW1 = cv.take((int64_t)d * lw), dW2 = cv.take((int64_t)F * (d + 8));
     } else {
         W1 = gW1, W2 = gW2, l1 = F, l2 = d;
         dW1 = part, dW2 = part + dF + F;
     }
     R *b1 = cv.take(F), *db1 = cv.take(F), *db2 = cv.take(d), *unused = cv.take(d);
     (void)unused;
-    const int tm = p.tm, lk = d + 1, lf = F + 1;
+    const int tm = p.tm, lk = d + pw, lf = F + pw;
     R *Qt = cv.take((int64_t)tm * lk), *dO = cv.take((int64_t)tm * lk), *A = cv.take((int64_t)tm * lf);
     R *S = cv.take((int64_t)tm * lf);
     fill(b1, p.b1 + (p.wb[1] ? bh : h) * (int64_t)F, F);
-    fill(dW1, (const R *)nullptr, d * F), fill(dW2, (const R *)nullptr, F * la);
+    fill(dW1, (const R *)nullptr, d * lw), fill(dW2, (const R *)nullptr, F * la);
     fill(db1, (const R *)nullptr, F), fill(db2, (const R *)nullptr, d);
     const R *Q0 = p.q + (bh / p.H) * p.qs[0] + h * p.qs[1], *dO0 = p.dout + bh * p.n * (int64_t)d;
     R *dQ0 = p.dq + bh * p.n * (int64_t)d;
@@ -856,12 +874,13 @@ template <typename R> __global__ void __launch_bounds__(THREADS) apply_bwd(Apply
         __syncthreads();
         /* z = q W1 + b1: dq = dz W1^T, dW1 += q^T dz, db1 += sum dz */
         prod<FMA_K, 1>(tc, 0, rows, d, F, S, lf, 1, W1, 1, l1, [&](int i, int j, R acc) { dQ0[(int64_t)(t0 + i) * d + j] = acc; });
-        prod<FMA_44, 2>(tc, 4, d, F, rows, Qt, 1, lk, S, lf, 1, [&](int i, int j, R acc) { dW1[i * F + j] += acc; });
+        prod<FMA_44, 2>(tc, 4, d, F, rows, Qt, 1, lk, S, lf, 1, [&](int i, int j, R acc) { dW1[i * lw + j] += acc; });
         col_sum(db1, S, lf, rows, F);
     }
     __syncthreads();
     if (p.mode)
-        for (int e = tid; e < d * F; e += THREADS) part[e] = dW1[e], part[dF + F + e] = dW2[(e / d) * la + e % d];
+        for (int e = tid; e < d * F; e += THREADS)
+            part[e] = dW1[(e / F) * lw + e % F], part[dF + F + e] = dW2[(e / d) * la + e % d];
     for (int e = tid; e < F; e += THREADS) part[dF + e] = db1[e];
     for (int e = tid; e < d; e += THREADS) part[2 * dF + F + e] = db2[e];
 }
