@@ -373,36 +373,84 @@ __device__ __forceinline__ void tc_step(float (&acc)[NT][4], int k0, int K, cons
         splitbf16::mma3(acc[nt], ah, al, bh, bl);
     }
 }
+/* acc = the tile of C at rows m0.., columns n0.. (lane 4 g + t's elements, C layout) */
+template <int NT>
+__device__ __forceinline__ void tc_tile(float (&acc)[NT][4], int M, int N, int K, const float *a, int sai, int sak,
+                                        const float *b, int sbk, int sbj, int m0, int n0) {
+    const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3, K16 = K & ~15;
+    constexpr bool TWO = NT == 1; /* two chains for the narrow, long-K products; registers are short elsewhere */
+    const float *a0 = a + (int64_t)min(m0 + g, M - 1) * sai, *a1 = a + (int64_t)min(m0 + g + 8, M - 1) * sai, *pb[NT];
+#pragma unroll
+    for (int nt = 0; nt < NT; nt++) pb[nt] = b + (int64_t)min(n0 + 8 * nt + g, N - 1) * sbj;
+    float odd[NT][4];
+#pragma unroll
+    for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) acc[nt][e] = 0, odd[nt][e] = 0;
+    int k0 = 0;
+    for (; k0 + 32 <= K16; k0 += 32) {
+        tc_step<NT, false>(acc, k0, K, a0, a1, sak, pb, sbk, t);
+        tc_step<NT, false>(TWO ? odd : acc, k0 + 16, K, a0, a1, sak, pb, sbk, t);
+    }
+    if (k0 < K16) tc_step<NT, false>(acc, k0, K, a0, a1, sak, pb, sbk, t), k0 += 16;
+    if (k0 < K) tc_step<NT, true>(TWO ? odd : acc, k0, K, a0, a1, sak, pb, sbk, t);
+    if (TWO)
+#pragma unroll
+        for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) acc[nt][e] += odd[nt][e];
+}
+/* epi for lane 4 g + t's elements of the tile at (m0, n0) */
+template <int NT, typename Epi>
+__device__ __forceinline__ void tc_epi(const float (&acc)[NT][4], int M, int N, int m0, int n0, Epi &epi) {
+    const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+#pragma unroll
+    for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+            const int i = m0 + g + 8 * (e >> 1), j = n0 + 8 * nt + 2 * t + (e & 1);
+            if (i < M && j < N) epi(i, j, acc[nt][e]);
+        }
+}
 template <int NT, typename Epi>
 __device__ __forceinline__ void mm_tc(int M, int N, int K, const float *a, int sai, int sak, const float *b, int sbk, int sbj,
                                       int w0, Epi epi) {
-    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
-    const int NB = (N + 8 * NT - 1) / (8 * NT), K16 = K & ~15;
-    constexpr bool TWO = NT == 1; /* two chains for the narrow, long-K products; registers are short elsewhere */
-    for (int u = (warp + WARPS - w0) % WARPS; u < (M + 15) / 16 * NB; u += WARPS) {
+    const int NB = (N + 8 * NT - 1) / (8 * NT);
+    for (int u = (int)((threadIdx.x >> 5) + WARPS - w0) % WARPS; u < (M + 15) / 16 * NB; u += WARPS) {
         const int m0 = u / NB * 16, n0 = u % NB * 8 * NT;
-        const float *a0 = a + (int64_t)min(m0 + g, M - 1) * sai, *a1 = a + (int64_t)min(m0 + g + 8, M - 1) * sai, *pb[NT];
+        float acc[NT][4];
+        tc_tile<NT>(acc, M, N, K, a, sai, sak, b, sbk, sbj, m0, n0);
+        tc_epi<NT>(acc, M, N, m0, n0, epi);
+    }
+}
+
+/* mm_tc (NT 1, w0 0) for the narrow, long-K products of step_bwd (C [rows, d] with K = F: 4 tiles at the ViT's
+ * head, on 4 of its 8 warps, the step's longest chains), with K split in two: warp w < 4 sums tile w's first
+ * Kh (a multiple of 16), warp w + 4 the rest, which it leaves in xs (128 floats a tile) for warp w to add
+ * after a block barrier (so every thread calls it) and pass to epi: still one thread per output, a fixed
+ * order. Where C has over WARPS / 2 tiles, K < 32 or xs holds fewer than cap floats' worth, mm_tc as is. xs
+ * must be free until the next barrier, and consecutive calls need different xs (the second's writers could
+ * pass the barrier while the first's readers are still reading). */
+template <typename Epi>
+__device__ __forceinline__ void mm_tc_ks(int M, int N, int K, const float *a, int sai, int sak, const float *b, int sbk,
+                                         int sbj, float *xs, int cap, Epi epi) {
+    const int NB = (N + 7) / 8, T = (M + 15) / 16 * NB;
+    if (2 * T > WARPS || K < 32 || T * 128 > cap) return mm_tc<1>(M, N, K, a, sai, sak, b, sbk, sbj, 0, epi);
+    const int u = (threadIdx.x >> 5) % (WARPS / 2), half = (threadIdx.x >> 5) / (WARPS / 2), lane = threadIdx.x & 31;
+    const int Kh = (K / 2 + 15) & ~15, m0 = u / NB * 16, n0 = u % NB * 8;
+    float acc[1][4];
+    if (u < T) {
+        tc_tile<1>(acc, M, N, half ? K - Kh : Kh, a + (half ? (int64_t)Kh * sak : 0), sai, sak,
+                   b + (half ? (int64_t)Kh * sbk : 0), sbk, sbj, m0, n0);
+        if (half)
 #pragma unroll
-        for (int nt = 0; nt < NT; nt++) pb[nt] = b + (int64_t)min(n0 + 8 * nt + g, N - 1) * sbj;
-        float acc[NT][4], odd[NT][4];
+            for (int e = 0; e < 4; e++) xs[u * 128 + e * 32 + lane] = acc[0][e];
+    }
+    __syncthreads();
+    if (u < T && !half) {
 #pragma unroll
-        for (int nt = 0; nt < NT; nt++)
-#pragma unroll
-            for (int e = 0; e < 4; e++) acc[nt][e] = 0, odd[nt][e] = 0;
-        int k0 = 0;
-        for (; k0 + 32 <= K16; k0 += 32) {
-            tc_step<NT, false>(acc, k0, K, a0, a1, sak, pb, sbk, t);
-            tc_step<NT, false>(TWO ? odd : acc, k0 + 16, K, a0, a1, sak, pb, sbk, t);
-        }
-        if (k0 < K16) tc_step<NT, false>(acc, k0, K, a0, a1, sak, pb, sbk, t), k0 += 16;
-        if (k0 < K) tc_step<NT, true>(TWO ? odd : acc, k0, K, a0, a1, sak, pb, sbk, t);
-#pragma unroll
-        for (int nt = 0; nt < NT; nt++)
-#pragma unroll
-            for (int e = 0; e < 4; e++) {
-                const int i = m0 + g + 8 * (e >> 1), j = n0 + 8 * nt + 2 * t + (e & 1);
-                if (i < M && j < N) epi(i, j, TWO ? acc[nt][e] + odd[nt][e] : acc[nt][e]);
-            }
+        for (int e = 0; e < 4; e++) acc[0][e] += xs[u * 128 + e * 32 + lane];
+        tc_epi<1>(acc, M, N, m0, n0, epi);
     }
 }
 
@@ -426,6 +474,14 @@ __device__ __forceinline__ void prod(bool tc, int w0, int M, int N, int K, const
     else if constexpr (FMA == FMA_22) mm<2, 2>(M, N, K, a, sai, sak, b, sbk, sbj, epi);
     else if constexpr (FMA == FMA_24) mm<2, 4>(M, N, K, a, sai, sak, b, sbk, sbj, epi);
     else mm<4, 4>(M, N, K, a, sai, sak, b, sbk, sbj, epi);
+}
+/* mm_k, or where tc mm_tc_ks with the scratch xs of cap elements */
+template <typename R, typename Epi>
+__device__ __forceinline__ void prod_ks(bool tc, R *xs, int cap, int M, int N, int K, const R *a, int sai, int sak,
+                                        const R *b, int sbk, int sbj, Epi epi) {
+    if constexpr (is_f32<R>::v)
+        if (tc) return mm_tc_ks(M, N, K, a, sai, sak, b, sbk, sbj, xs, cap, epi);
+    mm_k(M, N, K, a, sai, sak, b, sbk, sbj, epi);
 }
 
 /* dst [rows, cols] (row stride ldd) = src (row stride lds), block-wide */
@@ -669,13 +725,13 @@ template <typename R> __global__ void __launch_bounds__(THREADS, 1) step_bwd(Ste
             const int x = (e / F) * lf + e % F;
             At[x] = S1[x] * Ab[x], Qz[x] *= Ab[x];
         }
-        prod<FMA_K, 1>(tc, 0, rows, d, F, A, lf, 1, W2, l2, 1, [&](int i, int j, R acc) { Y[i * lk + j] = acc + b2[j]; });
+        /* (mm_tc_ks's scratch here and in the next phase and for dk: Pb, Ptb, unused until the rows below) */
+        prod_ks(tc, Pb, tm * lp, rows, d, F, A, lf, 1, W2, l2, 1, [&](int i, int j, R acc) { Y[i * lk + j] = acc + b2[j]; });
         __syncthreads();
-        /* yt = at W2 + a U2 + u2 (one thread owns each element through both products), p = y gh^T (in Xh; on
-         * the tensor cores yt takes 4 warps at the ViT's head, p the other 4) */
-        prod<FMA_K, 1>(tc, 0, rows, d, F, At, lf, 1, W2, l2, 1, [&](int i, int j, R acc) { Yt[i * lk + j] = acc + v2[j]; });
-        if (hu2) prod<FMA_K, 1>(tc, 0, rows, d, F, A, lf, 1, U2, l2, 1, [&](int i, int j, R acc) { Yt[i * lk + j] += acc; });
-        prod<FMA_22, 2>(tc, 4, rows, D, d, Y, lk, 1, G, 1, lg, [&](int i, int j, R acc) { Xh[i * lp + j] = acc; });
+        /* yt = at W2 + a U2 + u2 (one thread owns each element through both products), p = y gh^T (in Xh) */
+        prod_ks(tc, Ptb, tm * lp, rows, d, F, At, lf, 1, W2, l2, 1, [&](int i, int j, R acc) { Yt[i * lk + j] = acc + v2[j]; });
+        if (hu2) prod_ks(tc, Pb, tm * lp, rows, d, F, A, lf, 1, U2, l2, 1, [&](int i, int j, R acc) { Yt[i * lk + j] += acc; });
+        prod<FMA_22, 1>(tc, 0, rows, D, d, Y, lk, 1, G, 1, lg, [&](int i, int j, R acc) { Xh[i * lp + j] = acc; });
         __syncthreads();
         /* pt = yt gh^T */
         prod<FMA_22, 1>(tc, 0, rows, D, d, Yt, lk, 1, G, 1, lg, [&](int i, int j, R acc) { Pt[i * lp + j] = acc; });
@@ -760,10 +816,10 @@ template <typename R> __global__ void __launch_bounds__(THREADS, 1) step_bwd(Ste
         }
         __syncthreads();
         /* dk = z1b W1^T + z1tb U1^T; dW1 += k^T z1b, db1 += sum z1b */
-        prod<FMA_K, 1>(tc, 0, rows, d, F, Ab, lf, 1, W1, 1, l1, [&](int i, int j, R acc) { dK0[(int64_t)(t0 + i) * d + j] = acc; });
+        prod_ks(tc, Pb, tm * lp, rows, d, F, Ab, lf, 1, W1, 1, l1, [&](int i, int j, R acc) { dK0[(int64_t)(t0 + i) * d + j] = acc; });
         if (hu1)
-            prod<FMA_K, 1>(tc, 0, rows, d, F, Atb, lf, 1, U1, 1, l1,
-                           [&](int i, int j, R acc) { dK0[(int64_t)(t0 + i) * d + j] += acc; });
+            prod_ks(tc, Ptb, tm * lp, rows, d, F, Atb, lf, 1, U1, 1, l1,
+                    [&](int i, int j, R acc) { dK0[(int64_t)(t0 + i) * d + j] += acc; });
         prod<FMA_44, 2>(tc, 4, d, F, rows, Kt, 1, lk, Ab, lf, 1, [&](int i, int j, R acc) { dW1[i * lw + j] += acc; });
         col_sum(db1, Ab, lf, rows, F);
     }
