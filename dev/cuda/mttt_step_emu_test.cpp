@@ -310,20 +310,23 @@ static void plans() {
     const int d = 32, F = 128, D = 64, m = 784, BH = 128;
     bool ok;
     for (int tc = 0; tc < 2; tc++) {
-        ok = mttt::plan_memory(limit, [&](int mode, int tm) { return mttt::fwd_smem_bytes(mode, tm, d, F, D, 4, tc); }, &p);
+        ok = mttt::plan_memory(
+            limit, [&](int mode, int tm) { return mttt::fwd_smem_bytes(mode, tm, d, F, D, 4, tc); }, &p);
         if (ok) mttt::plan_chunks(m, BH, 2 * 132, &p); /* two blocks an SM */
         printf("plan%s, step forward: mode %d, tm %d, %d chunks of %d, %lld bytes\n", tc ? " (tc)" : "", p.mode, p.tm,
                p.nch, p.cl, (long long)p.bytes);
         check("forward plan: weights in shared memory, 16-row tiles, two blocks an SM, 2 chunks", ok && p.mode == 1 &&
               p.tm == 16 && p.nch == 2 && p.cl == 400 && 2 * (p.bytes + 1024) <= (228 << 10) ? 0.0 : 1.0, 0, &worst);
-        ok = mttt::plan_memory(limit, [&](int mode, int tm) { return mttt::bwd_smem_bytes(mode, tm, d, F, D, 4, tc); }, &p);
+        ok = mttt::plan_memory(
+            limit, [&](int mode, int tm) { return mttt::bwd_smem_bytes(mode, tm, d, F, D, 4, tc); }, &p);
         if (ok) mttt::plan_chunks(m, BH, 132, &p);
         printf("plan%s, step backward: mode %d, tm %d, %d chunks of %d, %lld bytes\n", tc ? " (tc)" : "", p.mode, p.tm,
                p.nch, p.cl, (long long)p.bytes);
         check("backward plan: weights in shared memory, 16-row tiles, 1 chunk", ok && p.mode == 1 && p.tm == 16 &&
               p.nch == 1 && p.cl == 784 ? 0.0 : 1.0, 0, &worst);
         for (int bwd = 0; bwd < 2; bwd++) {
-            ok = mttt::plan_memory(limit, [&](int mode, int tm) { return mttt::apply_smem_bytes(bwd, mode, tm, d, F, 4, tc); }, &p);
+            ok = mttt::plan_memory(
+                limit, [&](int mode, int tm) { return mttt::apply_smem_bytes(bwd, mode, tm, d, F, 4, tc); }, &p);
             check("read-out plan: weights in shared memory", ok && p.mode == 1 && p.tm == 16 ? 0.0 : 1.0, 0, &worst);
         }
     }

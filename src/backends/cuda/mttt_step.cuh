@@ -352,9 +352,9 @@ __device__ __forceinline__ void mm_w(int M, int N, int K, const R *a, int sai, i
  * thread every time, as mm does (calls that add into one accumulator must agree on all four); w0 lets the
  * warps a short product leaves idle take the next one. Each output is one thread's, summed over k in a fixed
  * order (with NT 1, the narrow long-K products, the 16-deep steps alternate between two accumulators added at
- * the end: two chains of mma instead of one). Any M, N, K: rows and columns past M, N read the last one's values (finite; their outputs are
- * dropped), and k past K reads nothing and counts as zero in both operands. Operands element by element
- * from their buffers (any strides), no copies. */
+ * the end: two chains of mma instead of one). Any M, N, K: rows and columns past M, N read the last one's
+ * values (finite; their outputs are dropped), and k past K reads nothing and counts as zero in both operands.
+ * Operands element by element from their buffers (any strides), no copies. */
 template <int NT, bool EDGE>
 __device__ __forceinline__ void tc_step(float (&acc)[NT][4], int k0, int K, const float *a0, const float *a1, int sak,
                                         const float *const (&pb)[NT], int sbk, int t) {
@@ -413,8 +413,8 @@ __device__ __forceinline__ void tc_epi(const float (&acc)[NT][4], int M, int N, 
         }
 }
 template <int NT, typename Epi>
-__device__ __forceinline__ void mm_tc(int M, int N, int K, const float *a, int sai, int sak, const float *b, int sbk, int sbj,
-                                      int w0, Epi epi) {
+__device__ __forceinline__ void mm_tc(int M, int N, int K, const float *a, int sai, int sak, const float *b, int sbk,
+                                      int sbj, int w0, Epi epi) {
     const int NB = (N + 8 * NT - 1) / (8 * NT);
     for (int u = (int)((threadIdx.x >> 5) + WARPS - w0) % WARPS; u < (M + 15) / 16 * NB; u += WARPS) {
         const int m0 = u / NB * 16, n0 = u % NB * 8 * NT;
@@ -465,8 +465,8 @@ template <> struct is_f32<float> {
     static constexpr bool v = true;
 };
 template <int FMA, int NT, typename R, typename Epi>
-__device__ __forceinline__ void prod(bool tc, int w0, int M, int N, int K, const R *a, int sai, int sak, const R *b, int sbk,
-                                     int sbj, Epi epi) {
+__device__ __forceinline__ void prod(bool tc, int w0, int M, int N, int K, const R *a, int sai, int sak, const R *b,
+                                     int sbk, int sbj, Epi epi) {
     if constexpr (is_f32<R>::v)
         if (tc) return mm_tc<NT>(M, N, K, a, sai, sak, b, sbk, sbj, w0, epi);
     if constexpr (FMA == FMA_W) mm_w(M, N, K, a, sai, sak, b, sbk, sbj, epi);
@@ -523,7 +523,8 @@ template <typename R> __global__ void __launch_bounds__(THREADS) step_fwd(Step<R
     const int64_t bh = blockIdx.y;
     const int c = blockIdx.x, h = (int)(bh % p.H), ch_end = min(p.m, (c + 1) * p.cl);
     const int64_t b = bh / p.H;
-    const bool ln = p.lng != nullptr, step = !p.loss_only, tc = p.tc != 0;
+    const bool ln = p.lng != nullptr, step = !p.loss_only;
+    const bool tc = is_f32<R>::v && p.tc; /* f64 never: known at compile time */
     R *part = p.part + (bh * p.nch + c) * fwd_part_elems(d, F);
     const R *gW1 = p.w1 + (p.wb[0] ? bh : h) * (int64_t)d * F, *gW2 = p.w2 + (p.wb[2] ? bh : h) * (int64_t)F * d;
     const R *gG = p.gh + (int64_t)h * D * d;
@@ -533,7 +534,7 @@ template <typename R> __global__ void __launch_bounds__(THREADS) step_fwd(Step<R
     int l1, l2, lg;
     /* the [F, d] sums' rows 8 apart in banks in shared memory: the 4 x 4 tiles' epilogues hit 32 banks; the
      * rows of the other matrices padded by pw, the [d, F] sum's (lw) by pad_dw (pad says why) */
-    const int pw = pad(p.tc), la = p.mode ? d + 8 : d, lw = p.mode ? F + pad_dw(p.tc) : F;
+    const int pw = pad(tc), la = p.mode ? d + 8 : d, lw = p.mode ? F + pad_dw(tc) : F;
     if (p.mode) {
         R *w1s = cv.take((int64_t)d * (F + pw)), *w2s = cv.take((int64_t)F * (d + pw));
         R *gs = cv.take((int64_t)D * (d + pw));
@@ -573,7 +574,8 @@ template <typename R> __global__ void __launch_bounds__(THREADS) step_fwd(Step<R
         });
         __syncthreads();
         /* y = a W2 + b2 */
-        prod<FMA_K, 1>(tc, 0, rows, d, F, A, lf, 1, W2, l2, 1, [&](int i, int j, R acc) { Y[i * lk + j] = acc + b2[j]; });
+        prod<FMA_K, 1>(tc, 0, rows, d, F, A, lf, 1, W2, l2, 1,
+                       [&](int i, int j, R acc) { Y[i * lk + j] = acc + b2[j]; });
         __syncthreads();
         /* p = y gh^T */
         prod<FMA_22, 1>(tc, 0, rows, D, d, Y, lk, 1, G, 1, lg, [&](int i, int j, R acc) { P[i * lp + j] = acc; });
@@ -656,7 +658,7 @@ template <typename R> __global__ void __launch_bounds__(THREADS, 1) step_bwd(Ste
     const int64_t bh = blockIdx.y;
     const int c = blockIdx.x, h = (int)(bh % p.H), ch_end = min(p.m, (c + 1) * p.cl);
     const int64_t b = bh / p.H;
-    const bool ln = p.lng != nullptr, hu1 = p.u1 != nullptr, hu2 = p.u2 != nullptr, tc = p.tc != 0;
+    const bool ln = p.lng != nullptr, hu1 = p.u1 != nullptr, hu2 = p.u2 != nullptr, tc = is_f32<R>::v && p.tc;
     R *part = p.part + (bh * p.nch + c) * bwd_part_elems(d, F, D);
     const int64_t dF = (int64_t)d * F;
     const R *gW1 = p.w1 + (p.wb[0] ? bh : h) * dF, *gW2 = p.w2 + (p.wb[2] ? bh : h) * dF;
@@ -665,10 +667,11 @@ template <typename R> __global__ void __launch_bounds__(THREADS, 1) step_bwd(Ste
     const R *W1, *W2, *G, *U1 = nullptr, *U2 = nullptr;
     R *dW1, *dW2, *dG;
     int l1, l2, lg;
-    const int pw = pad(p.tc), la = p.mode ? d + 8 : d, lw = p.mode ? F + pad_dw(p.tc) : F; /* as step_fwd's */
+    const int pw = pad(tc), la = p.mode ? d + 8 : d, lw = p.mode ? F + pad_dw(tc) : F; /* as step_fwd's */
     if (p.mode) {
         R *w1s = cv.take(d * (int64_t)(F + pw)), *w2s = cv.take(F * (int64_t)(d + pw));
-        R *u1s = cv.take(d * (int64_t)(F + pw)), *u2s = cv.take(F * (int64_t)(d + pw)), *gs = cv.take(D * (int64_t)(d + pw));
+        R *u1s = cv.take(d * (int64_t)(F + pw)), *u2s = cv.take(F * (int64_t)(d + pw));
+        R *gs = cv.take(D * (int64_t)(d + pw));
         copy_rows(w1s, F + pw, gW1, F, d, F);
         copy_rows(w2s, d + pw, gW2, d, F, d);
         if (hu1) copy_rows(u1s, F + pw, gU1, F, d, F), U1 = u1s;
@@ -716,7 +719,8 @@ template <typename R> __global__ void __launch_bounds__(THREADS, 1) step_bwd(Ste
             S1[i * lf + j] = g1, Qz[i * lf + j] = g2;
         });
         if (hu1)
-            prod<FMA_W, 2>(tc, 0, rows, F, d, Kt, lk, 1, U1, l1, 1, [&](int i, int j, R acc) { Ab[i * lf + j] = acc + v1[j]; });
+            prod<FMA_W, 2>(tc, 0, rows, F, d, Kt, lk, 1, U1, l1, 1,
+                           [&](int i, int j, R acc) { Ab[i * lf + j] = acc + v1[j]; });
         else
             for (int e = tid; e < rows * F; e += THREADS) Ab[(e / F) * lf + e % F] = v1[e % F];
         __syncthreads();
@@ -726,11 +730,15 @@ template <typename R> __global__ void __launch_bounds__(THREADS, 1) step_bwd(Ste
             At[x] = S1[x] * Ab[x], Qz[x] *= Ab[x];
         }
         /* (mm_tc_ks's scratch here and in the next phase and for dk: Pb, Ptb, unused until the rows below) */
-        prod_ks(tc, Pb, tm * lp, rows, d, F, A, lf, 1, W2, l2, 1, [&](int i, int j, R acc) { Y[i * lk + j] = acc + b2[j]; });
+        prod_ks(tc, Pb, tm * lp, rows, d, F, A, lf, 1, W2, l2, 1,
+                [&](int i, int j, R acc) { Y[i * lk + j] = acc + b2[j]; });
         __syncthreads();
         /* yt = at W2 + a U2 + u2 (one thread owns each element through both products), p = y gh^T (in Xh) */
-        prod_ks(tc, Ptb, tm * lp, rows, d, F, At, lf, 1, W2, l2, 1, [&](int i, int j, R acc) { Yt[i * lk + j] = acc + v2[j]; });
-        if (hu2) prod_ks(tc, Pb, tm * lp, rows, d, F, A, lf, 1, U2, l2, 1, [&](int i, int j, R acc) { Yt[i * lk + j] += acc; });
+        prod_ks(tc, Ptb, tm * lp, rows, d, F, At, lf, 1, W2, l2, 1,
+                [&](int i, int j, R acc) { Yt[i * lk + j] = acc + v2[j]; });
+        if (hu2)
+            prod_ks(tc, Pb, tm * lp, rows, d, F, A, lf, 1, U2, l2, 1,
+                    [&](int i, int j, R acc) { Yt[i * lk + j] += acc; });
         prod<FMA_22, 1>(tc, 0, rows, D, d, Y, lk, 1, G, 1, lg, [&](int i, int j, R acc) { Xh[i * lp + j] = acc; });
         __syncthreads();
         /* pt = yt gh^T */
@@ -801,7 +809,9 @@ template <typename R> __global__ void __launch_bounds__(THREADS, 1) step_bwd(Ste
         __syncthreads();
         /* ab = yb W2^T + ytb U2^T, atb = ytb W2^T (in Ab, Atb); dW2 += a^T yb + at^T ytb, db2 += sum yb */
         prod<FMA_W, 2>(tc, 0, rows, F, d, Yb, lk, 1, W2, 1, l2, [&](int i, int j, R acc) { Ab[i * lf + j] = acc; });
-        if (hu2) prod<FMA_W, 2>(tc, 0, rows, F, d, Ytb, lk, 1, U2, 1, l2, [&](int i, int j, R acc) { Ab[i * lf + j] += acc; });
+        if (hu2)
+            prod<FMA_W, 2>(tc, 0, rows, F, d, Ytb, lk, 1, U2, 1, l2,
+                           [&](int i, int j, R acc) { Ab[i * lf + j] += acc; });
         prod<FMA_W, 2>(tc, 0, rows, F, d, Ytb, lk, 1, W2, 1, l2, [&](int i, int j, R acc) { Atb[i * lf + j] = acc; });
         prod<FMA_44, 1>(tc, 0, F, d, rows, A, 1, lf, Yb, lk, 1, [&](int i, int j, R acc) { dW2[i * la + j] += acc; });
         prod<FMA_44, 1>(tc, 0, F, d, rows, At, 1, lf, Ytb, lk, 1, [&](int i, int j, R acc) { dW2[i * la + j] += acc; });
@@ -816,7 +826,8 @@ template <typename R> __global__ void __launch_bounds__(THREADS, 1) step_bwd(Ste
         }
         __syncthreads();
         /* dk = z1b W1^T + z1tb U1^T; dW1 += k^T z1b, db1 += sum z1b */
-        prod_ks(tc, Pb, tm * lp, rows, d, F, Ab, lf, 1, W1, 1, l1, [&](int i, int j, R acc) { dK0[(int64_t)(t0 + i) * d + j] = acc; });
+        prod_ks(tc, Pb, tm * lp, rows, d, F, Ab, lf, 1, W1, 1, l1,
+                [&](int i, int j, R acc) { dK0[(int64_t)(t0 + i) * d + j] = acc; });
         if (hu1)
             prod_ks(tc, Ptb, tm * lp, rows, d, F, Atb, lf, 1, U1, 1, l1,
                     [&](int i, int j, R acc) { dK0[(int64_t)(t0 + i) * d + j] += acc; });
@@ -842,13 +853,13 @@ template <typename R> __global__ void __launch_bounds__(THREADS, 1) step_bwd(Ste
 template <typename R> __global__ void __launch_bounds__(THREADS) apply_fwd(Apply<R> p) {
     Carve<R> cv{(R *)((char *)MTTT_SMEM() + WARPS * 8)};
     const int d = p.d, F = p.F;
-    const bool tc = p.tc != 0;
+    const bool tc = is_f32<R>::v && p.tc;
     const int64_t bh = blockIdx.y;
     const int c = blockIdx.x, h = (int)(bh % p.H), ch_end = min(p.n, (c + 1) * p.cl);
     const int64_t dF = (int64_t)d * F;
     const R *gW1 = p.w1 + (p.wb[0] ? bh : h) * dF, *gW2 = p.w2 + (p.wb[2] ? bh : h) * dF, *W1, *W2;
     int l1, l2;
-    const int pw = pad(p.tc); /* as step_fwd's */
+    const int pw = pad(tc); /* as step_fwd's */
     if (p.mode) {
         R *w1s = cv.take(d * (int64_t)(F + pw)), *w2s = cv.take(F * (int64_t)(d + pw));
         copy_rows(w1s, F + pw, gW1, F, d, F);
@@ -881,7 +892,7 @@ template <typename R> __global__ void __launch_bounds__(THREADS) apply_fwd(Apply
 template <typename R> __global__ void __launch_bounds__(THREADS) apply_bwd(Apply<R> p) {
     Carve<R> cv{(R *)((char *)MTTT_SMEM() + WARPS * 8)};
     const int d = p.d, F = p.F, tid = threadIdx.x;
-    const bool tc = p.tc != 0;
+    const bool tc = is_f32<R>::v && p.tc;
     const int64_t bh = blockIdx.y;
     const int c = blockIdx.x, h = (int)(bh % p.H), ch_end = min(p.n, (c + 1) * p.cl);
     const int64_t dF = (int64_t)d * F;
@@ -889,7 +900,7 @@ template <typename R> __global__ void __launch_bounds__(THREADS) apply_bwd(Apply
     const R *gW1 = p.w1 + (p.wb[0] ? bh : h) * dF, *gW2 = p.w2 + (p.wb[2] ? bh : h) * dF, *W1, *W2;
     R *dW1, *dW2;
     int l1, l2;
-    const int pw = pad(p.tc), la = p.mode ? d + 8 : d, lw = p.mode ? F + pad_dw(p.tc) : F; /* as step_fwd's */
+    const int pw = pad(tc), la = p.mode ? d + 8 : d, lw = p.mode ? F + pad_dw(tc) : F; /* as step_fwd's */
     if (p.mode) {
         R *w1s = cv.take(d * (int64_t)(F + pw)), *w2s = cv.take(F * (int64_t)(d + pw));
         copy_rows(w1s, F + pw, gW1, F, d, F);
@@ -929,7 +940,8 @@ template <typename R> __global__ void __launch_bounds__(THREADS) apply_bwd(Apply
         col_sum(db2, dO, lk, rows, d);
         __syncthreads();
         /* z = q W1 + b1: dq = dz W1^T, dW1 += q^T dz, db1 += sum dz */
-        prod<FMA_K, 1>(tc, 0, rows, d, F, S, lf, 1, W1, 1, l1, [&](int i, int j, R acc) { dQ0[(int64_t)(t0 + i) * d + j] = acc; });
+        prod<FMA_K, 1>(tc, 0, rows, d, F, S, lf, 1, W1, 1, l1,
+                       [&](int i, int j, R acc) { dQ0[(int64_t)(t0 + i) * d + j] = acc; });
         prod<FMA_44, 2>(tc, 4, d, F, rows, Qt, 1, lk, S, lf, 1, [&](int i, int j, R acc) { dW1[i * lw + j] += acc; });
         col_sum(db1, S, lf, rows, F);
     }
