@@ -152,7 +152,7 @@ template <typename T> static std::vector<T> cvt(const vd &x) { return std::vecto
 
 struct Cfg {
     int mode, tm, cl; /* nch follows from cl */
-    int tc;           /* f32: the products on the tensor cores (Step::tc) */
+    int tc;           /* f32: the products on the tensor cores (the kernels' TC) */
 };
 
 template <typename T> struct KOut {
@@ -178,6 +178,7 @@ static KOut<T> kernels(const Inputs &in, const Cfg &c, const bool *use_u, bool u
     const Shape &s = in.s;
     const int d = s.d, F = s.F, D = s.D, m = s.m, es = (int)sizeof(T);
     const int64_t BH = in.BH, dF = (int64_t)d * F;
+    constexpr bool TC = sizeof(T) == 4; /* the kernels' TC where c.tc (f32 only) */
     const int nch = (m + c.cl - 1) / c.cl;
     std::vector<T> w[4], u[4];
     for (int i = 0; i < 4; i++) w[i] = cvt<T>(in.w[i]), u[i] = cvt<T>(in.u[i]);
@@ -201,9 +202,12 @@ static KOut<T> kernels(const Inputs &in, const Cfg &c, const bool *use_u, bool u
         for (int a = 0; a < 3; a++) p.ks[a] = in.ks[a], p.xs[a] = in.xs[a];
         p.H = s.H, p.m = m, p.d = d, p.F = F, p.D = D;
         for (int i = 0; i < 4; i++) p.wb[i] = s.wb[i];
-        p.mode = c.mode, p.tm = c.tm, p.cl = c.cl, p.nch = nch, p.loss_only = loss_only, p.eps = eps, p.tc = c.tc;
+        p.mode = c.mode, p.tm = c.tm, p.cl = c.cl, p.nch = nch, p.loss_only = loss_only, p.eps = eps;
         smem(mttt::fwd_smem_bytes(c.mode, c.tm, d, F, D, es, c.tc));
-        emu::launch(dim3((unsigned)nch, (unsigned)BH), dim3(mttt::THREADS), [&] { mttt::step_fwd<T>(p); });
+        emu::launch(dim3((unsigned)nch, (unsigned)BH), dim3(mttt::THREADS), [&] {
+            if (c.tc) mttt::step_fwd<T, TC>(p);
+            else mttt::step_fwd<T, false>(p);
+        });
         mttt::Reduce<T> r;
         r.part = part.data(), r.nch = nch, r.pe = (int)pe, r.H = s.H, r.nseg = 0;
         if (!loss_only) {
@@ -230,9 +234,12 @@ static KOut<T> kernels(const Inputs &in, const Cfg &c, const bool *use_u, bool u
         for (int a = 0; a < 3; a++) p.ks[a] = in.ks[a], p.xs[a] = in.xs[a];
         p.H = s.H, p.m = m, p.d = d, p.F = F, p.D = D;
         for (int i = 0; i < 4; i++) p.wb[i] = s.wb[i];
-        p.mode = c.mode, p.tm = c.tm, p.cl = c.cl, p.nch = nch, p.eta = eta, p.eps = eps, p.tc = c.tc;
+        p.mode = c.mode, p.tm = c.tm, p.cl = c.cl, p.nch = nch, p.eta = eta, p.eps = eps;
         smem(mttt::bwd_smem_bytes(c.mode, c.tm, d, F, D, es, c.tc));
-        emu::launch(dim3((unsigned)nch, (unsigned)BH), dim3(mttt::THREADS), [&] { mttt::step_bwd<T>(p); });
+        emu::launch(dim3((unsigned)nch, (unsigned)BH), dim3(mttt::THREADS), [&] {
+            if (c.tc) mttt::step_bwd<T, TC>(p);
+            else mttt::step_bwd<T, false>(p);
+        });
         mttt::Reduce<T> r;
         r.part = part.data(), r.nch = nch, r.pe = (int)pe, r.H = s.H, r.nseg = 0;
         const int64_t og = 2 * dF + F + d;
@@ -252,15 +259,21 @@ static KOut<T> kernels(const Inputs &in, const Cfg &c, const bool *use_u, bool u
         for (int a = 0; a < 3; a++) p.qs[a] = in.qs[a];
         p.H = s.H, p.n = m, p.d = d, p.F = F;
         for (int i = 0; i < 4; i++) p.wb[i] = s.wb[i];
-        p.mode = c.mode, p.tm = c.tm, p.cl = c.cl, p.nch = nch, p.tc = c.tc;
+        p.mode = c.mode, p.tm = c.tm, p.cl = c.cl, p.nch = nch;
         p.out = o.ao.data(), p.dq = o.ag[0].data(), p.dout = dout.data();
         const int64_t pe = mttt::apply_part_elems(d, F);
         std::vector<T> part(BH * nch * pe, NAN);
         p.part = part.data();
         smem(mttt::apply_smem_bytes(false, c.mode, c.tm, d, F, es, c.tc));
-        emu::launch(dim3((unsigned)nch, (unsigned)BH), dim3(mttt::THREADS), [&] { mttt::apply_fwd<T>(p); });
+        emu::launch(dim3((unsigned)nch, (unsigned)BH), dim3(mttt::THREADS), [&] {
+            if (c.tc) mttt::apply_fwd<T, TC>(p);
+            else mttt::apply_fwd<T, false>(p);
+        });
         smem(mttt::apply_smem_bytes(true, c.mode, c.tm, d, F, es, c.tc));
-        emu::launch(dim3((unsigned)nch, (unsigned)BH), dim3(mttt::THREADS), [&] { mttt::apply_bwd<T>(p); });
+        emu::launch(dim3((unsigned)nch, (unsigned)BH), dim3(mttt::THREADS), [&] {
+            if (c.tc) mttt::apply_bwd<T, TC>(p);
+            else mttt::apply_bwd<T, false>(p);
+        });
         mttt::Reduce<T> r;
         r.part = part.data(), r.nch = nch, r.pe = (int)pe, r.H = s.H, r.nseg = 0;
         r.seg[r.nseg++] = seg<T>(o.ag[1].data(), (const T *)nullptr, 0, dF, 0, 1);

@@ -84,7 +84,7 @@ static int64_t plan_limit(const CuDev *D) {
     return cap > 0 && cap < limit ? cap : limit;
 }
 
-/* Step::tc for this call: the f32 products on the tensor cores (mttt_step.cuh: mm_tc, split-bf16, ~2^-16
+/* The kernels' TC for this call: the f32 products on the tensor cores (mttt_step.cuh: mm_tc, split-bf16, ~2^-16
  * relative where the FMA tiles give f32's 2^-24) in contexts that allow f32 matmuls on the tensor cores
  * (ttt_ctx_config.tf32), as ttt_scan.cu's mma_mode; f64 never. TTT_MTTT_MMA in the environment (read once): 0
  * keeps the FMA tiles in every context, 2 takes the tensor cores in every context (f32), to time the two on a
@@ -108,9 +108,10 @@ static int step_fwd(CuDev *D, ttt_tensor *const *wo, ttt_tensor *loss, const ttt
     mttt::Plan pl;
     if (!mttt::plan_memory(plan_limit(D), [&](int mode, int tm) { return mttt::fwd_smem_bytes(mode, tm, (int)d, (int)F, (int)Dd, es, tc); }, &pl))
         return TTT_BACKEND_DECLINED;
-    static int allowed[2][CU_MAX_GPUS];
-    if (cu_allow_smem(mttt::step_fwd<R>, (size_t)pl.bytes, D, allowed[es == 8])) return TTT_ERR;
-    mttt::plan_chunks(m, BH, resident(D, mttt::step_fwd<R>, pl.bytes), &pl);
+    const auto kernel = tc ? mttt::step_fwd<R, sizeof(R) == 4> : mttt::step_fwd<R, false>;
+    static int allowed[3][CU_MAX_GPUS]; /* f32, f32 on the tensor cores, f64 */
+    if (cu_allow_smem(kernel, (size_t)pl.bytes, D, allowed[es == 8 ? 2 : tc])) return TTT_ERR;
+    mttt::plan_chunks(m, BH, resident(D, kernel, pl.bytes), &pl);
     const int64_t pe = mttt::fwd_part_elems((int)d, (int)F);
     if (scratch_reserve(D, &D->mttt_scratch, sizeof(R) * (size_t)(BH * pl.nch * pe), "mttt_mlp_step")) return TTT_ERR;
     mttt::Step<R> p;
@@ -124,8 +125,7 @@ static int step_fwd(CuDev *D, ttt_tensor *const *wo, ttt_tensor *loss, const ttt
     p.H = (int)H, p.m = (int)m, p.d = (int)d, p.F = (int)F, p.D = (int)Dd;
     for (int i = 0; i < 4; i++) p.wb[i] = w[i]->ndim == 4;
     p.mode = pl.mode, p.tm = pl.tm, p.cl = pl.cl, p.nch = pl.nch, p.loss_only = wo[0] == NULL, p.eps = eps;
-    p.tc = tc;
-    mttt::step_fwd<R><<<dim3((unsigned)pl.nch, (unsigned)BH), mttt::THREADS, (size_t)pl.bytes, D->stream>>>(p);
+    kernel<<<dim3((unsigned)pl.nch, (unsigned)BH), mttt::THREADS, (size_t)pl.bytes, D->stream>>>(p);
     LAUNCHED("mttt_mlp_step");
     mttt::Reduce<R> r;
     r.part = p.part, r.nch = pl.nch, r.pe = (int)pe, r.H = (int)H, r.nseg = 0;
@@ -172,9 +172,10 @@ static int step_bwd(CuDev *D, ttt_tensor *const *g, const ttt_tensor *const *u, 
     mttt::Plan pl;
     if (!mttt::plan_memory(plan_limit(D), [&](int mode, int tm) { return mttt::bwd_smem_bytes(mode, tm, (int)d, (int)F, (int)Dd, es, tc); }, &pl))
         return TTT_BACKEND_DECLINED;
-    static int allowed[2][CU_MAX_GPUS];
-    if (cu_allow_smem(mttt::step_bwd<R>, (size_t)pl.bytes, D, allowed[es == 8])) return TTT_ERR;
-    mttt::plan_chunks(m, BH, resident(D, mttt::step_bwd<R>, pl.bytes), &pl);
+    const auto kernel = tc ? mttt::step_bwd<R, sizeof(R) == 4> : mttt::step_bwd<R, false>;
+    static int allowed[3][CU_MAX_GPUS]; /* as step_fwd's */
+    if (cu_allow_smem(kernel, (size_t)pl.bytes, D, allowed[es == 8 ? 2 : tc])) return TTT_ERR;
+    mttt::plan_chunks(m, BH, resident(D, kernel, pl.bytes), &pl);
     const int64_t pe = mttt::bwd_part_elems((int)d, (int)F, (int)Dd);
     if (scratch_reserve(D, &D->mttt_scratch, sizeof(R) * (size_t)(BH * pl.nch * pe), "mttt_mlp_step_bwd")) return TTT_ERR;
     mttt::StepBwd<R> p;
@@ -189,8 +190,8 @@ static int step_bwd(CuDev *D, ttt_tensor *const *g, const ttt_tensor *const *u, 
     if (!xt_heads) p.xs[1] = 0;
     p.H = (int)H, p.m = (int)m, p.d = (int)d, p.F = (int)F, p.D = (int)Dd;
     for (int i = 0; i < 4; i++) p.wb[i] = w[i]->ndim == 4;
-    p.mode = pl.mode, p.tm = pl.tm, p.cl = pl.cl, p.nch = pl.nch, p.eta = eta, p.eps = eps, p.tc = tc;
-    mttt::step_bwd<R><<<dim3((unsigned)pl.nch, (unsigned)BH), mttt::THREADS, (size_t)pl.bytes, D->stream>>>(p);
+    p.mode = pl.mode, p.tm = pl.tm, p.cl = pl.cl, p.nch = pl.nch, p.eta = eta, p.eps = eps;
+    kernel<<<dim3((unsigned)pl.nch, (unsigned)BH), mttt::THREADS, (size_t)pl.bytes, D->stream>>>(p);
     LAUNCHED("mttt_mlp_step_bwd");
     mttt::Reduce<R> r;
     r.part = p.part, r.nch = pl.nch, r.pe = (int)pe, r.H = (int)H, r.nseg = 0;
@@ -237,7 +238,7 @@ static bool apply_setup(const CuDev *D, bool bwd, const ttt_tensor *const *w, co
     for (int a = 0; a < 3; a++) p->qs[a] = q->stride[a];
     p->H = (int)H, p->n = (int)n, p->d = (int)d, p->F = (int)F;
     for (int i = 0; i < 4; i++) p->wb[i] = w[i]->ndim == 4;
-    p->mode = pl->mode, p->tm = pl->tm, p->tc = tc;
+    p->mode = pl->mode, p->tm = pl->tm;
     p->out = p->dq = p->part = NULL, p->dout = NULL;
     return true;
 }
@@ -247,12 +248,13 @@ template <typename R> static int apply_fwd(CuDev *D, ttt_tensor *out, const ttt_
     mttt::Plan pl;
     if (!apply_setup<R>(D, false, w, q, &p, &pl)) return TTT_BACKEND_DECLINED;
     p.out = (R *)out->data;
-    static int allowed[2][CU_MAX_GPUS];
-    if (cu_allow_smem(mttt::apply_fwd<R>, (size_t)pl.bytes, D, allowed[sizeof(R) == 8])) return TTT_ERR;
-    mttt::plan_chunks(p.n, q->shape[0] * q->shape[1], resident(D, mttt::apply_fwd<R>, pl.bytes), &pl);
+    const int tc = mma_on(D, sizeof(R));
+    const auto kernel = tc ? mttt::apply_fwd<R, sizeof(R) == 4> : mttt::apply_fwd<R, false>;
+    static int allowed[3][CU_MAX_GPUS]; /* as step_fwd's */
+    if (cu_allow_smem(kernel, (size_t)pl.bytes, D, allowed[sizeof(R) == 8 ? 2 : tc])) return TTT_ERR;
+    mttt::plan_chunks(p.n, q->shape[0] * q->shape[1], resident(D, kernel, pl.bytes), &pl);
     p.cl = pl.cl, p.nch = pl.nch;
-    mttt::apply_fwd<R><<<dim3((unsigned)pl.nch, (unsigned)(q->shape[0] * q->shape[1])), mttt::THREADS, (size_t)pl.bytes,
-                         D->stream>>>(p);
+    kernel<<<dim3((unsigned)pl.nch, (unsigned)(q->shape[0] * q->shape[1])), mttt::THREADS, (size_t)pl.bytes, D->stream>>>(p);
     LAUNCHED("mttt_mlp_apply");
     return TTT_OK;
 }
@@ -273,13 +275,15 @@ static int apply_bwd(CuDev *D, ttt_tensor *const *g, const ttt_tensor *dout, con
     mttt::Plan pl;
     if (!apply_setup<R>(D, true, w, q, &p, &pl)) return TTT_BACKEND_DECLINED;
     const int64_t BH = q->shape[0] * q->shape[1], d = p.d, F = p.F, pe = mttt::apply_part_elems(p.d, p.F);
-    static int allowed[2][CU_MAX_GPUS];
-    if (cu_allow_smem(mttt::apply_bwd<R>, (size_t)pl.bytes, D, allowed[sizeof(R) == 8])) return TTT_ERR;
-    mttt::plan_chunks(p.n, BH, resident(D, mttt::apply_bwd<R>, pl.bytes), &pl);
+    const int tc = mma_on(D, sizeof(R));
+    const auto kernel = tc ? mttt::apply_bwd<R, sizeof(R) == 4> : mttt::apply_bwd<R, false>;
+    static int allowed[3][CU_MAX_GPUS]; /* as step_fwd's */
+    if (cu_allow_smem(kernel, (size_t)pl.bytes, D, allowed[sizeof(R) == 8 ? 2 : tc])) return TTT_ERR;
+    mttt::plan_chunks(p.n, BH, resident(D, kernel, pl.bytes), &pl);
     p.cl = pl.cl, p.nch = pl.nch;
     if (scratch_reserve(D, &D->mttt_scratch, sizeof(R) * (size_t)(BH * pl.nch * pe), "mttt_mlp_apply_bwd")) return TTT_ERR;
     p.part = (R *)D->mttt_scratch.p, p.dq = (R *)g[0]->data, p.dout = (const R *)dout->data;
-    mttt::apply_bwd<R><<<dim3((unsigned)pl.nch, (unsigned)BH), mttt::THREADS, (size_t)pl.bytes, D->stream>>>(p);
+    kernel<<<dim3((unsigned)pl.nch, (unsigned)BH), mttt::THREADS, (size_t)pl.bytes, D->stream>>>(p);
     LAUNCHED("mttt_mlp_apply_bwd");
     mttt::Reduce<R> r;
     r.part = p.part, r.nch = pl.nch, r.pe = (int)pe, r.H = p.H, r.nseg = 0;

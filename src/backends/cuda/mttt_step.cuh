@@ -37,7 +37,6 @@ template <typename R> struct Step {
     int64_t ks[3], xs[3]; /* strides of k and xt in batch, head (0: xt shared by the heads), row */
     int H, m, d, F, D, wb[4]; /* wb: weight i per pair ([B, H, ..]) or per head */
     int mode, tm, cl, nch, loss_only;
-    int tc; /* f32: the products on the tensor cores (mm_tc); 0: FMA tiles */
     double eps;
 };
 
@@ -47,7 +46,7 @@ template <typename R> struct StepBwd {
     const R *u1, *v1, *u2, *v2, *dloss; /* the cotangents of W' (U1, u1, U2, u2; each NULL: zero), of the loss */
     const R *w1, *b1, *w2, *b2, *k, *xt, *gh, *lng, *lnb;
     int64_t ks[3], xs[3];
-    int H, m, d, F, D, wb[4], mode, tm, cl, nch, tc; /* tc as Step's */
+    int H, m, d, F, D, wb[4], mode, tm, cl, nch;
     double eta, eps;
 };
 
@@ -57,7 +56,7 @@ template <typename R> struct Apply {
     R *out, *dq, *part;
     const R *dout, *w1, *b1, *w2, *b2, *q;
     int64_t qs[3];
-    int H, n, d, F, wb[4], mode, tm, cl, nch, tc; /* tc as Step's */
+    int H, n, d, F, wb[4], mode, tm, cl, nch;
 };
 
 /* Adds the chunks' partial sums of each pair in chunk order: out[bh, e] = base[bh or h, e] + alpha sum_c
@@ -402,7 +401,7 @@ __device__ __forceinline__ void tc_tile(float (&acc)[NT][4], int M, int N, int K
 }
 /* epi for lane 4 g + t's elements of the tile at (m0, n0) */
 template <int NT, typename Epi>
-__device__ __forceinline__ void tc_epi(const float (&acc)[NT][4], int M, int N, int m0, int n0, Epi &epi) {
+__device__ __forceinline__ void tc_epi(const float (&acc)[NT][4], int M, int N, int m0, int n0, Epi epi) {
     const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
 #pragma unroll
     for (int nt = 0; nt < NT; nt++)
@@ -454,9 +453,9 @@ __device__ __forceinline__ void mm_tc_ks(int M, int N, int K, const float *a, in
     }
 }
 
-/* Which loop a product takes: the FMA tiles (FMA: mm_w, mm_k, or mm's RM x RN tiles) or, where tc (f32 only:
- * Step::tc), mm_tc with NT column blocks a tile and the warp offset w0. Calls that add into one accumulator
- * use the same FMA and NT, w0. */
+/* Which loop a product takes: where TC (f32 only) mm_tc with NT column blocks a tile and the warp offset w0,
+ * else the FMA tiles it replaces (FMA: mm_w, mm_k, or mm's RM x RN tiles). Calls that add into one accumulator
+ * use the same NT and w0. */
 enum { FMA_W, FMA_K, FMA_22, FMA_24, FMA_44 };
 template <typename R> struct is_f32 {
     static constexpr bool v = false;
@@ -464,24 +463,22 @@ template <typename R> struct is_f32 {
 template <> struct is_f32<float> {
     static constexpr bool v = true;
 };
-template <int FMA, int NT, typename R, typename Epi>
-__device__ __forceinline__ void prod(bool tc, int w0, int M, int N, int K, const R *a, int sai, int sak, const R *b,
-                                     int sbk, int sbj, Epi epi) {
-    if constexpr (is_f32<R>::v)
-        if (tc) return mm_tc<NT>(M, N, K, a, sai, sak, b, sbk, sbj, w0, epi);
-    if constexpr (FMA == FMA_W) mm_w(M, N, K, a, sai, sak, b, sbk, sbj, epi);
+template <bool TC, int FMA, int NT, typename R, typename Epi>
+__device__ __forceinline__ void prod(int w0, int M, int N, int K, const R *a, int sai, int sak, const R *b, int sbk,
+                                     int sbj, Epi epi) {
+    if constexpr (TC) mm_tc<NT>(M, N, K, a, sai, sak, b, sbk, sbj, w0, epi);
+    else if constexpr (FMA == FMA_W) mm_w(M, N, K, a, sai, sak, b, sbk, sbj, epi);
     else if constexpr (FMA == FMA_K) mm_k(M, N, K, a, sai, sak, b, sbk, sbj, epi);
     else if constexpr (FMA == FMA_22) mm<2, 2>(M, N, K, a, sai, sak, b, sbk, sbj, epi);
     else if constexpr (FMA == FMA_24) mm<2, 4>(M, N, K, a, sai, sak, b, sbk, sbj, epi);
     else mm<4, 4>(M, N, K, a, sai, sak, b, sbk, sbj, epi);
 }
-/* mm_k, or where tc mm_tc_ks with the scratch xs of cap elements */
-template <typename R, typename Epi>
-__device__ __forceinline__ void prod_ks(bool tc, R *xs, int cap, int M, int N, int K, const R *a, int sai, int sak,
-                                        const R *b, int sbk, int sbj, Epi epi) {
-    if constexpr (is_f32<R>::v)
-        if (tc) return mm_tc_ks(M, N, K, a, sai, sak, b, sbk, sbj, xs, cap, epi);
-    mm_k(M, N, K, a, sai, sak, b, sbk, sbj, epi);
+/* mm_k, or where TC mm_tc_ks with the scratch xs of cap elements */
+template <bool TC, typename R, typename Epi>
+__device__ __forceinline__ void prod_ks(R *xs, int cap, int M, int N, int K, const R *a, int sai, int sak, const R *b,
+                                        int sbk, int sbj, Epi epi) {
+    if constexpr (TC) mm_tc_ks(M, N, K, a, sai, sak, b, sbk, sbj, xs, cap, epi);
+    else mm_k(M, N, K, a, sai, sak, b, sbk, sbj, epi);
 }
 
 /* dst [rows, cols] (row stride ldd) = src (row stride lds), block-wide */
@@ -515,7 +512,9 @@ template <typename R> struct Carve {
 
 /* ---- the forward step ---- */
 
-template <typename R> __global__ void __launch_bounds__(THREADS) step_fwd(Step<R> p) {
+/* TC (the kernels' second parameter, f32 only): the products on the tensor cores (mm_tc) in its layout (pad).
+ * A separate kernel, so that the FMA tiles' kernel is compiled as it was, registers included. */
+template <typename R, bool TC> __global__ void __launch_bounds__(THREADS) step_fwd(Step<R> p) {
     char *raw = (char *)MTTT_SMEM();
     double *wloss = (double *)raw;
     Carve<R> cv{(R *)(raw + WARPS * 8)};
@@ -524,7 +523,8 @@ template <typename R> __global__ void __launch_bounds__(THREADS) step_fwd(Step<R
     const int c = blockIdx.x, h = (int)(bh % p.H), ch_end = min(p.m, (c + 1) * p.cl);
     const int64_t b = bh / p.H;
     const bool ln = p.lng != nullptr, step = !p.loss_only;
-    const bool tc = is_f32<R>::v && p.tc; /* f64 never: known at compile time */
+    static_assert(!TC || is_f32<R>::v, "tensor cores for f32 only");
+    constexpr bool tc = TC;
     R *part = p.part + (bh * p.nch + c) * fwd_part_elems(d, F);
     const R *gW1 = p.w1 + (p.wb[0] ? bh : h) * (int64_t)d * F, *gW2 = p.w2 + (p.wb[2] ? bh : h) * (int64_t)F * d;
     const R *gG = p.gh + (int64_t)h * D * d;
@@ -567,18 +567,18 @@ template <typename R> __global__ void __launch_bounds__(THREADS) step_fwd(Step<R
         copy_rows(Kt, lk, K0 + t0 * p.ks[2], p.ks[2], rows, d);
         __syncthreads();
         /* z1 = k W1 + b1, a = gelu(z1), s = gelu'(z1) */
-        prod<FMA_W, 2>(tc, 0, rows, F, d, Kt, lk, 1, W1, l1, 1, [&](int i, int j, R acc) {
+        prod<tc, FMA_W, 2>(0, rows, F, d, Kt, lk, 1, W1, l1, 1, [&](int i, int j, R acc) {
             R g1;
             A[i * lf + j] = gelu(acc + b1[j], step ? &g1 : (R *)nullptr, (R *)nullptr);
             if (step) S[i * lf + j] = g1;
         });
         __syncthreads();
         /* y = a W2 + b2 */
-        prod<FMA_K, 1>(tc, 0, rows, d, F, A, lf, 1, W2, l2, 1,
+        prod<tc, FMA_K, 1>(0, rows, d, F, A, lf, 1, W2, l2, 1,
                        [&](int i, int j, R acc) { Y[i * lk + j] = acc + b2[j]; });
         __syncthreads();
         /* p = y gh^T */
-        prod<FMA_22, 1>(tc, 0, rows, D, d, Y, lk, 1, G, 1, lg, [&](int i, int j, R acc) { P[i * lp + j] = acc; });
+        prod<tc, FMA_22, 1>(0, rows, D, d, Y, lk, 1, G, 1, lg, [&](int i, int j, R acc) { P[i * lp + j] = acc; });
         __syncthreads();
         /* row by row (a warp each): the residual r = dec - x, the loss, dp = d l / d p in place of p */
         for (int r = warp; r < rows; r += WARPS) {
@@ -620,15 +620,15 @@ template <typename R> __global__ void __launch_bounds__(THREADS) step_fwd(Step<R
         if (!step) continue;
         __syncthreads();
         /* dy = dp gh */
-        prod<FMA_K, 1>(tc, 0, rows, d, D, P, lp, 1, G, lg, 1, [&](int i, int j, R acc) { dY[i * lk + j] = acc; });
+        prod<tc, FMA_K, 1>(0, rows, d, D, P, lp, 1, G, lg, 1, [&](int i, int j, R acc) { dY[i * lk + j] = acc; });
         __syncthreads();
         /* dz1 = (dy W2^T) o gelu'(z1) in place of s;  gW2 += a^T dy, gb2 += sum dy */
-        prod<FMA_W, 2>(tc, 0, rows, F, d, dY, lk, 1, W2, 1, l2, [&](int i, int j, R acc) { S[i * lf + j] *= acc; });
-        prod<FMA_44, 1>(tc, 0, F, d, rows, A, 1, lf, dY, lk, 1, [&](int i, int j, R acc) { gw2[i * la + j] += acc; });
+        prod<tc, FMA_W, 2>(0, rows, F, d, dY, lk, 1, W2, 1, l2, [&](int i, int j, R acc) { S[i * lf + j] *= acc; });
+        prod<tc, FMA_44, 1>(0, F, d, rows, A, 1, lf, dY, lk, 1, [&](int i, int j, R acc) { gw2[i * la + j] += acc; });
         col_sum(gb2, dY, lk, rows, d);
         __syncthreads();
         /* gW1 += k^T dz1, gb1 += sum dz1 */
-        prod<FMA_44, 2>(tc, 0, d, F, rows, Kt, 1, lk, S, lf, 1, [&](int i, int j, R acc) { gw1[i * lw + j] += acc; });
+        prod<tc, FMA_44, 2>(0, d, F, rows, Kt, 1, lk, S, lf, 1, [&](int i, int j, R acc) { gw1[i * lw + j] += acc; });
         col_sum(gb1, S, lf, rows, F);
     }
     if (lane == 0) wloss[warp] = wl;
@@ -651,14 +651,16 @@ template <typename R> __global__ void __launch_bounds__(THREADS) step_fwd(Step<R
 /* ---- the backward of the step (second order in the inner loss) ---- */
 
 /* one block an SM (its shared memory at the ViT's head), so all of the registers: without the 1, ptxas kept f32 to 128 and spilled */
-template <typename R> __global__ void __launch_bounds__(THREADS, 1) step_bwd(StepBwd<R> p) {
+template <typename R, bool TC> __global__ void __launch_bounds__(THREADS, 1) step_bwd(StepBwd<R> p) {
     char *raw = (char *)MTTT_SMEM();
     Carve<R> cv{(R *)(raw + WARPS * 8)};
     const int d = p.d, F = p.F, D = p.D, tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const int64_t bh = blockIdx.y;
     const int c = blockIdx.x, h = (int)(bh % p.H), ch_end = min(p.m, (c + 1) * p.cl);
     const int64_t b = bh / p.H;
-    const bool ln = p.lng != nullptr, hu1 = p.u1 != nullptr, hu2 = p.u2 != nullptr, tc = is_f32<R>::v && p.tc;
+    const bool ln = p.lng != nullptr, hu1 = p.u1 != nullptr, hu2 = p.u2 != nullptr;
+    static_assert(!TC || is_f32<R>::v, "tensor cores for f32 only");
+    constexpr bool tc = TC;
     R *part = p.part + (bh * p.nch + c) * bwd_part_elems(d, F, D);
     const int64_t dF = (int64_t)d * F;
     const R *gW1 = p.w1 + (p.wb[0] ? bh : h) * dF, *gW2 = p.w2 + (p.wb[2] ? bh : h) * dF;
@@ -713,13 +715,13 @@ template <typename R> __global__ void __launch_bounds__(THREADS, 1) step_bwd(Ste
         __syncthreads();
         /* the forward again: z1, a = gelu(z1), s1 = gelu'(z1), gelu''(z1) (in Qz); the tangent z1t = k U1 + u1
          * (in Ab until the adjoints need it) */
-        prod<FMA_W, 2>(tc, 0, rows, F, d, Kt, lk, 1, W1, l1, 1, [&](int i, int j, R acc) {
+        prod<tc, FMA_W, 2>(0, rows, F, d, Kt, lk, 1, W1, l1, 1, [&](int i, int j, R acc) {
             R g1, g2;
             A[i * lf + j] = gelu(acc + b1[j], &g1, &g2);
             S1[i * lf + j] = g1, Qz[i * lf + j] = g2;
         });
         if (hu1)
-            prod<FMA_W, 2>(tc, 0, rows, F, d, Kt, lk, 1, U1, l1, 1,
+            prod<tc, FMA_W, 2>(0, rows, F, d, Kt, lk, 1, U1, l1, 1,
                            [&](int i, int j, R acc) { Ab[i * lf + j] = acc + v1[j]; });
         else
             for (int e = tid; e < rows * F; e += THREADS) Ab[(e / F) * lf + e % F] = v1[e % F];
@@ -730,19 +732,19 @@ template <typename R> __global__ void __launch_bounds__(THREADS, 1) step_bwd(Ste
             At[x] = S1[x] * Ab[x], Qz[x] *= Ab[x];
         }
         /* (mm_tc_ks's scratch here and in the next phase and for dk: Pb, Ptb, unused until the rows below) */
-        prod_ks(tc, Pb, tm * lp, rows, d, F, A, lf, 1, W2, l2, 1,
+        prod_ks<tc>(Pb, tm * lp, rows, d, F, A, lf, 1, W2, l2, 1,
                 [&](int i, int j, R acc) { Y[i * lk + j] = acc + b2[j]; });
         __syncthreads();
         /* yt = at W2 + a U2 + u2 (one thread owns each element through both products), p = y gh^T (in Xh) */
-        prod_ks(tc, Ptb, tm * lp, rows, d, F, At, lf, 1, W2, l2, 1,
+        prod_ks<tc>(Ptb, tm * lp, rows, d, F, At, lf, 1, W2, l2, 1,
                 [&](int i, int j, R acc) { Yt[i * lk + j] = acc + v2[j]; });
         if (hu2)
-            prod_ks(tc, Pb, tm * lp, rows, d, F, A, lf, 1, U2, l2, 1,
+            prod_ks<tc>(Pb, tm * lp, rows, d, F, A, lf, 1, U2, l2, 1,
                     [&](int i, int j, R acc) { Yt[i * lk + j] += acc; });
-        prod<FMA_22, 1>(tc, 0, rows, D, d, Y, lk, 1, G, 1, lg, [&](int i, int j, R acc) { Xh[i * lp + j] = acc; });
+        prod<tc, FMA_22, 1>(0, rows, D, d, Y, lk, 1, G, 1, lg, [&](int i, int j, R acc) { Xh[i * lp + j] = acc; });
         __syncthreads();
         /* pt = yt gh^T */
-        prod<FMA_22, 1>(tc, 0, rows, D, d, Yt, lk, 1, G, 1, lg, [&](int i, int j, R acc) { Pt[i * lp + j] = acc; });
+        prod<tc, FMA_22, 1>(0, rows, D, d, Yt, lk, 1, G, 1, lg, [&](int i, int j, R acc) { Pt[i * lp + j] = acc; });
         __syncthreads();
         /* row by row (a warp each; cpu_mttt_impl.h: ln_resid_row, ln_bwd_row): xh, r, the LN's tangent xht and
          * the adjoints pb, ptb; dx; the rows' terms of dlng (Cg) and dlnb (Cb) */
@@ -802,19 +804,19 @@ template <typename R> __global__ void __launch_bounds__(THREADS, 1) step_bwd(Ste
         __syncthreads();
         /* dlng, dlnb; yb = pb gh, ytb = ptb gh, dgh += pb^T y + ptb^T yt */
         if (ln) col_sum(dgam, Cg, lp, rows, D), col_sum(dbet, Cb, lp, rows, D);
-        prod<FMA_K, 1>(tc, 0, rows, d, D, Pb, lp, 1, G, lg, 1, [&](int i, int j, R acc) { Yb[i * lk + j] = acc; });
-        prod<FMA_K, 1>(tc, 4, rows, d, D, Ptb, lp, 1, G, lg, 1, [&](int i, int j, R acc) { Ytb[i * lk + j] = acc; });
-        prod<FMA_24, 1>(tc, 0, D, d, rows, Pb, 1, lp, Y, lk, 1, [&](int i, int j, R acc) { dG[i * la + j] += acc; });
-        prod<FMA_24, 1>(tc, 0, D, d, rows, Ptb, 1, lp, Yt, lk, 1, [&](int i, int j, R acc) { dG[i * la + j] += acc; });
+        prod<tc, FMA_K, 1>(0, rows, d, D, Pb, lp, 1, G, lg, 1, [&](int i, int j, R acc) { Yb[i * lk + j] = acc; });
+        prod<tc, FMA_K, 1>(4, rows, d, D, Ptb, lp, 1, G, lg, 1, [&](int i, int j, R acc) { Ytb[i * lk + j] = acc; });
+        prod<tc, FMA_24, 1>(0, D, d, rows, Pb, 1, lp, Y, lk, 1, [&](int i, int j, R acc) { dG[i * la + j] += acc; });
+        prod<tc, FMA_24, 1>(0, D, d, rows, Ptb, 1, lp, Yt, lk, 1, [&](int i, int j, R acc) { dG[i * la + j] += acc; });
         __syncthreads();
         /* ab = yb W2^T + ytb U2^T, atb = ytb W2^T (in Ab, Atb); dW2 += a^T yb + at^T ytb, db2 += sum yb */
-        prod<FMA_W, 2>(tc, 0, rows, F, d, Yb, lk, 1, W2, 1, l2, [&](int i, int j, R acc) { Ab[i * lf + j] = acc; });
+        prod<tc, FMA_W, 2>(0, rows, F, d, Yb, lk, 1, W2, 1, l2, [&](int i, int j, R acc) { Ab[i * lf + j] = acc; });
         if (hu2)
-            prod<FMA_W, 2>(tc, 0, rows, F, d, Ytb, lk, 1, U2, 1, l2,
+            prod<tc, FMA_W, 2>(0, rows, F, d, Ytb, lk, 1, U2, 1, l2,
                            [&](int i, int j, R acc) { Ab[i * lf + j] += acc; });
-        prod<FMA_W, 2>(tc, 0, rows, F, d, Ytb, lk, 1, W2, 1, l2, [&](int i, int j, R acc) { Atb[i * lf + j] = acc; });
-        prod<FMA_44, 1>(tc, 0, F, d, rows, A, 1, lf, Yb, lk, 1, [&](int i, int j, R acc) { dW2[i * la + j] += acc; });
-        prod<FMA_44, 1>(tc, 0, F, d, rows, At, 1, lf, Ytb, lk, 1, [&](int i, int j, R acc) { dW2[i * la + j] += acc; });
+        prod<tc, FMA_W, 2>(0, rows, F, d, Ytb, lk, 1, W2, 1, l2, [&](int i, int j, R acc) { Atb[i * lf + j] = acc; });
+        prod<tc, FMA_44, 1>(0, F, d, rows, A, 1, lf, Yb, lk, 1, [&](int i, int j, R acc) { dW2[i * la + j] += acc; });
+        prod<tc, FMA_44, 1>(0, F, d, rows, At, 1, lf, Ytb, lk, 1, [&](int i, int j, R acc) { dW2[i * la + j] += acc; });
         col_sum(db2, Yb, lk, rows, d);
         __syncthreads();
         /* z1b = ab o s1 + atb o gelu''(z1) o z1t (in Ab), z1tb = atb o s1 (in Atb) */
@@ -826,12 +828,12 @@ template <typename R> __global__ void __launch_bounds__(THREADS, 1) step_bwd(Ste
         }
         __syncthreads();
         /* dk = z1b W1^T + z1tb U1^T; dW1 += k^T z1b, db1 += sum z1b */
-        prod_ks(tc, Pb, tm * lp, rows, d, F, Ab, lf, 1, W1, 1, l1,
+        prod_ks<tc>(Pb, tm * lp, rows, d, F, Ab, lf, 1, W1, 1, l1,
                 [&](int i, int j, R acc) { dK0[(int64_t)(t0 + i) * d + j] = acc; });
         if (hu1)
-            prod_ks(tc, Ptb, tm * lp, rows, d, F, Atb, lf, 1, U1, 1, l1,
+            prod_ks<tc>(Ptb, tm * lp, rows, d, F, Atb, lf, 1, U1, 1, l1,
                     [&](int i, int j, R acc) { dK0[(int64_t)(t0 + i) * d + j] += acc; });
-        prod<FMA_44, 2>(tc, 4, d, F, rows, Kt, 1, lk, Ab, lf, 1, [&](int i, int j, R acc) { dW1[i * lw + j] += acc; });
+        prod<tc, FMA_44, 2>(4, d, F, rows, Kt, 1, lk, Ab, lf, 1, [&](int i, int j, R acc) { dW1[i * lw + j] += acc; });
         col_sum(db1, Ab, lf, rows, F);
     }
     __syncthreads();
@@ -850,10 +852,11 @@ template <typename R> __global__ void __launch_bounds__(THREADS, 1) step_bwd(Ste
 
 /* ---- the read-out and its backward ---- */
 
-template <typename R> __global__ void __launch_bounds__(THREADS) apply_fwd(Apply<R> p) {
+template <typename R, bool TC> __global__ void __launch_bounds__(THREADS) apply_fwd(Apply<R> p) {
     Carve<R> cv{(R *)((char *)MTTT_SMEM() + WARPS * 8)};
     const int d = p.d, F = p.F;
-    const bool tc = is_f32<R>::v && p.tc;
+    static_assert(!TC || is_f32<R>::v, "tensor cores for f32 only");
+    constexpr bool tc = TC;
     const int64_t bh = blockIdx.y;
     const int c = blockIdx.x, h = (int)(bh % p.H), ch_end = min(p.n, (c + 1) * p.cl);
     const int64_t dF = (int64_t)d * F;
@@ -880,19 +883,20 @@ template <typename R> __global__ void __launch_bounds__(THREADS) apply_fwd(Apply
         __syncthreads();
         copy_rows(Qt, lk, Q0 + t0 * p.qs[2], p.qs[2], rows, d);
         __syncthreads();
-        prod<FMA_W, 2>(tc, 0, rows, F, d, Qt, lk, 1, W1, l1, 1, [&](int i, int j, R acc) {
+        prod<tc, FMA_W, 2>(0, rows, F, d, Qt, lk, 1, W1, l1, 1, [&](int i, int j, R acc) {
             A[i * lf + j] = gelu(acc + b1[j], (R *)nullptr, (R *)nullptr);
         });
         __syncthreads();
-        prod<FMA_K, 1>(tc, 0, rows, d, F, A, lf, 1, W2, l2, 1,
+        prod<tc, FMA_K, 1>(0, rows, d, F, A, lf, 1, W2, l2, 1,
                        [&](int i, int j, R acc) { O0[(int64_t)(t0 + i) * d + j] = acc + b2[j]; });
     }
 }
 
-template <typename R> __global__ void __launch_bounds__(THREADS) apply_bwd(Apply<R> p) {
+template <typename R, bool TC> __global__ void __launch_bounds__(THREADS) apply_bwd(Apply<R> p) {
     Carve<R> cv{(R *)((char *)MTTT_SMEM() + WARPS * 8)};
     const int d = p.d, F = p.F, tid = threadIdx.x;
-    const bool tc = is_f32<R>::v && p.tc;
+    static_assert(!TC || is_f32<R>::v, "tensor cores for f32 only");
+    constexpr bool tc = TC;
     const int64_t bh = blockIdx.y;
     const int c = blockIdx.x, h = (int)(bh % p.H), ch_end = min(p.n, (c + 1) * p.cl);
     const int64_t dF = (int64_t)d * F;
@@ -928,21 +932,21 @@ template <typename R> __global__ void __launch_bounds__(THREADS) apply_bwd(Apply
         copy_rows(dO, lk, dO0 + (int64_t)t0 * d, (int64_t)d, rows, d);
         __syncthreads();
         /* z = q W1 + b1: a = gelu(z), s = gelu'(z) */
-        prod<FMA_W, 2>(tc, 0, rows, F, d, Qt, lk, 1, W1, l1, 1, [&](int i, int j, R acc) {
+        prod<tc, FMA_W, 2>(0, rows, F, d, Qt, lk, 1, W1, l1, 1, [&](int i, int j, R acc) {
             R g1;
             A[i * lf + j] = gelu(acc + b1[j], &g1, (R *)nullptr);
             S[i * lf + j] = g1;
         });
         __syncthreads();
         /* out = a W2 + b2: dz = (dout W2^T) o gelu'(z) in place of s; dW2 += a^T dout, db2 += sum dout */
-        prod<FMA_W, 2>(tc, 0, rows, F, d, dO, lk, 1, W2, 1, l2, [&](int i, int j, R acc) { S[i * lf + j] *= acc; });
-        prod<FMA_44, 1>(tc, 0, F, d, rows, A, 1, lf, dO, lk, 1, [&](int i, int j, R acc) { dW2[i * la + j] += acc; });
+        prod<tc, FMA_W, 2>(0, rows, F, d, dO, lk, 1, W2, 1, l2, [&](int i, int j, R acc) { S[i * lf + j] *= acc; });
+        prod<tc, FMA_44, 1>(0, F, d, rows, A, 1, lf, dO, lk, 1, [&](int i, int j, R acc) { dW2[i * la + j] += acc; });
         col_sum(db2, dO, lk, rows, d);
         __syncthreads();
         /* z = q W1 + b1: dq = dz W1^T, dW1 += q^T dz, db1 += sum dz */
-        prod<FMA_K, 1>(tc, 0, rows, d, F, S, lf, 1, W1, 1, l1,
+        prod<tc, FMA_K, 1>(0, rows, d, F, S, lf, 1, W1, 1, l1,
                        [&](int i, int j, R acc) { dQ0[(int64_t)(t0 + i) * d + j] = acc; });
-        prod<FMA_44, 2>(tc, 4, d, F, rows, Qt, 1, lk, S, lf, 1, [&](int i, int j, R acc) { dW1[i * lw + j] += acc; });
+        prod<tc, FMA_44, 2>(4, d, F, rows, Qt, 1, lk, S, lf, 1, [&](int i, int j, R acc) { dW1[i * lw + j] += acc; });
         col_sum(db1, S, lf, rows, F);
     }
     __syncthreads();
