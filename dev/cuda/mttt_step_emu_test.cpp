@@ -6,9 +6,11 @@
  *  - its backward: the gradients of all nine inputs per pair (dW1..db2 including the cotangents U, dk, dxt,
  *    dgh, dlng, dlnb) with cotangents on W' and the loss, on W' only, on the loss only;
  *  - the read-out gelu(q W1 + b1) W2 + b2 and its gradients (dq, dW1..db2);
- * in f64 (within 1e-12) and f32 (inputs rounded to f32 values, within 10x the worst seen), on shapes with m,
- * d, F, D not multiples of anything, D below, at and above a warp's 32 lanes, the ViT's head (d 32, F 128,
- * D 64; m 49 here to stay fast), the gradcheck's tiny ones; weights shared by the batch ([H, ..]) or per
+ * in f64 (within 1e-12) and f32 (inputs rounded to f32 values, within 10x the worst seen), and f32 with the
+ * products on the tensor cores (the kernels' TC instances: split-bf16, ~2^-16 = 1.5e-5 relative a product;
+ * within 2e-4, ~2.4x the worst seen over 7 seeds, 8.4e-5 on the gradcheck's D 3, whose LN amplifies it), on
+ * shapes with m, d, F, D not multiples of anything, D below, at and above a warp's 32 lanes, the ViT's head
+ * (d 32, F 128, D 64; m 49 here to stay fast), the gradcheck's tiny ones; weights shared by the batch ([H, ..]) or per
  * pair ([B, H, ..]), mixed; xt shared by the heads or not; with and without the decoder LN; k a permuted
  * view (the layer's). Each case runs with the weights in shared memory (mode 1) and in global memory
  * (mode 0), in one chunk per pair and several, with 16-row and odd tiles. Outputs start as NaN and shared

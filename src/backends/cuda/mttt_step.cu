@@ -3,7 +3,9 @@
  * anything else declines, and the op composes the same math: src/composed/mttt_step.c). Each call plans
  * (mttt::plan_memory, plan_chunks) the memory mode, tile rows and token chunks from the shape and the device
  * (its shared memory, SMs and the kernel's resident blocks), runs the kernel over (chunks, B H) blocks, then
- * mttt::reduce, which adds each pair's chunk partials in order into the outputs. The partials live in the instance's mttt_scratch (calls on one stream never overlap).
+ * mttt::reduce, which adds each pair's chunk partials in order into the outputs. The partials live in the
+ * instance's mttt_scratch (calls on one stream never overlap). f32 in contexts that allow f32 on the tensor
+ * cores runs the kernels' tensor-core instances (mma_on).
  * Declined, having written nothing: shapes whose shared memory does not fit even with the weights in global
  * memory and one-row tiles, B H over the grid's 65535 rows, extents past int indexing. */
 #include <limits.h>

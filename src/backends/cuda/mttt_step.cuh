@@ -17,9 +17,27 @@
  * Chunks exist because the ViT's B H pairs (128) barely fill an H100's 132 SMs, one block each.
  *
  * Products are block-wide register-tiled FMA loops (mm; mm_w and mm_k for the wide, short-K and the narrow,
- * long-K ones), f32 or f64 throughout (the LN rows' statistics in double, as the CPU kernels): correct first;
- * tensor cores would come next. Shared memory at the ViT's head (d 32, F 128, D 64, f32, 16-row tiles):
- * forward 105 KiB (two blocks an SM), backward 214 KiB (one), read-out 43 / 90 KiB. */
+ * long-K ones), f32 or f64 throughout (the LN rows' statistics in double, as the CPU kernels). For f32 where
+ * the context allows f32 on the tensor cores (ttt_ctx_config.tf32, or TTT_MTTT_MMA=2: mttt_step.cu), the
+ * kernels' TC instances take every product on the tensor cores instead: mm_tc (and mm_tc_ks for step_bwd's
+ * long-K ones), f32 operands split into bf16 hi + lo, three mma.sync m16n8k16 a 16-deep step (split_bf16.cuh),
+ * ~2^-16 relative where the FMA loops give 2^-24; same owners and order per output, so still deterministic;
+ * rows padded for its reads (pad). The products carry the FLOPs. Per 16-row tile at the ViT's head (d 32,
+ * F 128, D 64; cotangents U1, U2 given), 2 M N K in MFLOP, M x N x K:
+ *   step_bwd   z1, z1t = k W1, k U1; ab = yb W2^T + ytb U2^T; atb = ytb W2^T       5 x 16x128x32   0.131 each
+ *              y, yt, yt += (a W2, at W2, a U2); dk, dk += (z1b W1^T, z1tb U1^T)  5 x 16x32x128   0.131
+ *              dW2 += a^T yb, at^T ytb                                            2 x 128x32x16   0.131
+ *              dW1 += k^T z1b                                                     1 x 32x128x16   0.131
+ *              p, pt = y gh^T, yt gh^T                                            2 x 16x64x32    0.066
+ *              yb, ytb = pb gh, ptb gh                                            2 x 16x32x64    0.066
+ *              dgh += pb^T y, ptb^T yt                                            2 x 64x32x16    0.066
+ *              in all 2.10 MFLOP a tile (13.2 GFLOP a call at m 784, 128 pairs: 2.76 ms on the FMA loops on
+ *              an H100, 4.8 TFLOP/s)
+ *   step_fwd   z1, dz1 (16x128x32), y (16x32x128), gW2 (128x32x16), gW1 (32x128x16): 5 x 0.131;
+ *              p (16x64x32), dy (16x32x64): 2 x 0.066; in all 0.79 (4.9 GFLOP a call, 0.55 ms)
+ *   apply_fwd  z (16x128x32), out (16x32x128): 0.26;  apply_bwd  z, dz, dW2, dq, dW1: 5 x 0.131 = 0.66
+ * Shared memory at the ViT's head (f32, 16-row tiles): forward 105 KiB (two blocks an SM), backward 214 KiB
+ * (one), read-out 43 / 90 KiB; in the tensor cores' layout 109, 222, 46 / 93 KiB (the same plans). */
 #ifndef TTT_MTTT_STEP_CUH
 #define TTT_MTTT_STEP_CUH
 
@@ -575,7 +593,7 @@ template <typename R, bool TC> __global__ void __launch_bounds__(THREADS) step_f
         __syncthreads();
         /* y = a W2 + b2 */
         prod<tc, FMA_K, 1>(0, rows, d, F, A, lf, 1, W2, l2, 1,
-                       [&](int i, int j, R acc) { Y[i * lk + j] = acc + b2[j]; });
+                           [&](int i, int j, R acc) { Y[i * lk + j] = acc + b2[j]; });
         __syncthreads();
         /* p = y gh^T */
         prod<tc, FMA_22, 1>(0, rows, D, d, Y, lk, 1, G, 1, lg, [&](int i, int j, R acc) { P[i * lp + j] = acc; });
@@ -722,7 +740,7 @@ template <typename R, bool TC> __global__ void __launch_bounds__(THREADS, 1) ste
         });
         if (hu1)
             prod<tc, FMA_W, 2>(0, rows, F, d, Kt, lk, 1, U1, l1, 1,
-                           [&](int i, int j, R acc) { Ab[i * lf + j] = acc + v1[j]; });
+                               [&](int i, int j, R acc) { Ab[i * lf + j] = acc + v1[j]; });
         else
             for (int e = tid; e < rows * F; e += THREADS) Ab[(e / F) * lf + e % F] = v1[e % F];
         __syncthreads();
@@ -733,14 +751,14 @@ template <typename R, bool TC> __global__ void __launch_bounds__(THREADS, 1) ste
         }
         /* (mm_tc_ks's scratch here and in the next phase and for dk: Pb, Ptb, unused until the rows below) */
         prod_ks<tc>(Pb, tm * lp, rows, d, F, A, lf, 1, W2, l2, 1,
-                [&](int i, int j, R acc) { Y[i * lk + j] = acc + b2[j]; });
+                    [&](int i, int j, R acc) { Y[i * lk + j] = acc + b2[j]; });
         __syncthreads();
         /* yt = at W2 + a U2 + u2 (one thread owns each element through both products), p = y gh^T (in Xh) */
         prod_ks<tc>(Ptb, tm * lp, rows, d, F, At, lf, 1, W2, l2, 1,
-                [&](int i, int j, R acc) { Yt[i * lk + j] = acc + v2[j]; });
+                    [&](int i, int j, R acc) { Yt[i * lk + j] = acc + v2[j]; });
         if (hu2)
             prod_ks<tc>(Pb, tm * lp, rows, d, F, A, lf, 1, U2, l2, 1,
-                    [&](int i, int j, R acc) { Yt[i * lk + j] += acc; });
+                        [&](int i, int j, R acc) { Yt[i * lk + j] += acc; });
         prod<tc, FMA_22, 1>(0, rows, D, d, Y, lk, 1, G, 1, lg, [&](int i, int j, R acc) { Xh[i * lp + j] = acc; });
         __syncthreads();
         /* pt = yt gh^T */
@@ -813,7 +831,7 @@ template <typename R, bool TC> __global__ void __launch_bounds__(THREADS, 1) ste
         prod<tc, FMA_W, 2>(0, rows, F, d, Yb, lk, 1, W2, 1, l2, [&](int i, int j, R acc) { Ab[i * lf + j] = acc; });
         if (hu2)
             prod<tc, FMA_W, 2>(0, rows, F, d, Ytb, lk, 1, U2, 1, l2,
-                           [&](int i, int j, R acc) { Ab[i * lf + j] += acc; });
+                               [&](int i, int j, R acc) { Ab[i * lf + j] += acc; });
         prod<tc, FMA_W, 2>(0, rows, F, d, Ytb, lk, 1, W2, 1, l2, [&](int i, int j, R acc) { Atb[i * lf + j] = acc; });
         prod<tc, FMA_44, 1>(0, F, d, rows, A, 1, lf, Yb, lk, 1, [&](int i, int j, R acc) { dW2[i * la + j] += acc; });
         prod<tc, FMA_44, 1>(0, F, d, rows, At, 1, lf, Ytb, lk, 1, [&](int i, int j, R acc) { dW2[i * la + j] += acc; });
@@ -829,10 +847,10 @@ template <typename R, bool TC> __global__ void __launch_bounds__(THREADS, 1) ste
         __syncthreads();
         /* dk = z1b W1^T + z1tb U1^T; dW1 += k^T z1b, db1 += sum z1b */
         prod_ks<tc>(Pb, tm * lp, rows, d, F, Ab, lf, 1, W1, 1, l1,
-                [&](int i, int j, R acc) { dK0[(int64_t)(t0 + i) * d + j] = acc; });
+                    [&](int i, int j, R acc) { dK0[(int64_t)(t0 + i) * d + j] = acc; });
         if (hu1)
             prod_ks<tc>(Ptb, tm * lp, rows, d, F, Atb, lf, 1, U1, 1, l1,
-                    [&](int i, int j, R acc) { dK0[(int64_t)(t0 + i) * d + j] += acc; });
+                        [&](int i, int j, R acc) { dK0[(int64_t)(t0 + i) * d + j] += acc; });
         prod<tc, FMA_44, 2>(4, d, F, rows, Kt, 1, lk, Ab, lf, 1, [&](int i, int j, R acc) { dW1[i * lw + j] += acc; });
         col_sum(db1, Ab, lf, rows, F);
     }
@@ -888,7 +906,7 @@ template <typename R, bool TC> __global__ void __launch_bounds__(THREADS) apply_
         });
         __syncthreads();
         prod<tc, FMA_K, 1>(0, rows, d, F, A, lf, 1, W2, l2, 1,
-                       [&](int i, int j, R acc) { O0[(int64_t)(t0 + i) * d + j] = acc + b2[j]; });
+                           [&](int i, int j, R acc) { O0[(int64_t)(t0 + i) * d + j] = acc + b2[j]; });
     }
 }
 
@@ -945,7 +963,7 @@ template <typename R, bool TC> __global__ void __launch_bounds__(THREADS) apply_
         __syncthreads();
         /* z = q W1 + b1: dq = dz W1^T, dW1 += q^T dz, db1 += sum dz */
         prod<tc, FMA_K, 1>(0, rows, d, F, S, lf, 1, W1, 1, l1,
-                       [&](int i, int j, R acc) { dQ0[(int64_t)(t0 + i) * d + j] = acc; });
+                           [&](int i, int j, R acc) { dQ0[(int64_t)(t0 + i) * d + j] = acc; });
         prod<tc, FMA_44, 2>(4, d, F, rows, Qt, 1, lk, S, lf, 1, [&](int i, int j, R acc) { dW1[i * lw + j] += acc; });
         col_sum(db1, S, lf, rows, F);
     }
