@@ -531,7 +531,9 @@ template <typename R> struct Carve {
 /* ---- the forward step ---- */
 
 /* TC (the kernels' second parameter, f32 only): the products on the tensor cores (mm_tc) in its layout (pad).
- * A separate kernel, so that the FMA tiles' kernel is compiled as it was, registers included. */
+ * A separate kernel, so that the FMA tiles' kernel is compiled as it was, registers included. (sm_90, CUDA 13:
+ * step_fwd<float, true> spills 20 bytes at its 128 registers, two blocks an SM; with NT 1 for its wide
+ * products it does not, at twice their A fragment loads: for a GPU run to choose.) */
 template <typename R, bool TC> __global__ void __launch_bounds__(THREADS) step_fwd(Step<R> p) {
     char *raw = (char *)MTTT_SMEM();
     double *wloss = (double *)raw;
