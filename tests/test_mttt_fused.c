@@ -16,7 +16,8 @@
  * and where a GPU is present, all but the last again on a CUDA context (its kernels against the composed ops
  * there), then the CUDA kernels against the CPU kernels on the same inputs (W', the loss, all gradients, the
  * loss alone, the read-out and its gradients; f64 to 1e-11, f32 to 2e-4; also at the ViT's m 784, d 32,
- * D 64) and two CUDA runs bit for bit. */
+ * D 64) and two CUDA runs bit for bit; the f32 ones again on a tf32 context (the split-bf16 tensor-core
+ * kernels, within the same 2e-4). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -599,6 +600,18 @@ static void test_cuda(const op_cfg *shapes, int n_shapes) {
     const op_cfg vit = {.B = 4, .H = 2, .m = 784, .d = 32, .D = 64, .ln = 1, .xt_heads = 0, .w_shared = 1};
     test_cuda_vs_cpu(cpu, gpu, &vit, TTT_F32);
     test_cuda_vs_cpu(cpu, gpu, &vit, TTT_F64);
+    /* a context that allows f32 on the tensor cores (.tf32): mttt_step.cu's split-bf16 kernels (mm_tc, ~2^-16
+     * relative; TTT_MTTT_MMA=0 keeps the FMA tiles) within the same tolerance, and two runs bit for bit; the
+     * ViT's shape and two of odd sizes (the tiles' clamped edges) */
+    ttt_ctx *gtc = ttt_ctx_new(&(ttt_ctx_config){.device = TTT_CUDA, .seed = 7, .arena_bytes = (size_t)1 << 30, .tf32 = 1});
+    CHECK_MSG(gtc != NULL, "tf32 context: %s", ttt_runtime_error());
+    if (gtc) {
+        printf("tf32 context (f32 on the tensor cores unless TTT_MTTT_MMA=0):\n");
+        test_cuda_vs_cpu(cpu, gtc, &vit, TTT_F32);
+        test_cuda_vs_cpu(cpu, gtc, &shapes[2], TTT_F32);
+        test_cuda_vs_cpu(cpu, gtc, &shapes[5], TTT_F32);
+        ttt_ctx_free(gtc);
+    }
     ttt_ctx_free(gpu);
     ttt_ctx_free(cpu);
     test_vit(TTT_CUDA, 0);

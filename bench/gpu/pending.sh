@@ -37,6 +37,10 @@
 #   mtttplan  the MTTT-MLP kernels' plans under smaller shared-memory caps (TTT_MTTT_SMEM_KB: weights in global
 #           memory, shorter tiles, more blocks an SM): test_mttt_fused under each cap, then the ViT's images/s and
 #           the kernels' TTT_PROFILE rows per cap (carry data/fashion-mnist)
+#   mtttmma the MTTT-MLP kernels' f32 products on the tensor cores (split-bf16, mttt_step.cuh's TC kernels; not yet run
+#           on a GPU) against the FMA tiles: test_mttt_fused with TTT_MTTT_MMA=2 (everywhere) and =0 (never; its tf32
+#           context then checks the FMA tiles), memcheck / racecheck / synccheck of a gradcheck with =2, then the ViT's
+#           images/s alternated =0, =2, =0, =2 and the kernels' TTT_PROFILE rows under each (carry data/fashion-mnist)
 #   clip    ttt_clip_step's CUDA kernels (TTT-E2E's inner update; first run on an H100 2026-12-07): gradcheck on CUDA (orders 1
 #           and 2, parity against the CPU), test_fused on a CUDA context, memcheck on one gradcheck seed
 #   keep    bench/gpu/keep_graphs.sh: the TTT-E2E step with each chunk's graph kept (--keep-graphs) against the
@@ -354,6 +358,34 @@ fwdvar_part() {
   grep -vE '^csv' "$OUT/attention_bf16.csv" | head -60
   grep -E 'fwd' "$OUT/attention_bf16.csv" | cut -d, -f2,6,7,9
 }
+# mtttmma: see the list at the top
+mtttmma_part() {
+  build ttt_cli test_mttt_fused || return 1
+  local B=./build/gpu mma tool
+  local VIT="vision train --device cuda --data data/fashion-mnist --layer mttt-mlp --inner-steps 1 --tokens pixels --dim 64
+    --depth 2 --heads 2 --batch 64 --epochs 1 --test-limit 64"
+  for mma in 2 0; do
+    TTT_MTTT_MMA=$mma timeout 60 $B/test_mttt_fused >"$OUT/test_mttt_fused_mma$mma.txt" 2>&1
+    echo "TTT_MTTT_MMA=$mma test_mttt_fused: exit $?"
+    grep -E "CHECK failed|FAIL|cuda vs cpu f32|tf32|passed," "$OUT/test_mttt_fused_mma$mma.txt" | head -20 | sed "s/^/[$mma] /"
+  done
+  if command -v compute-sanitizer >/dev/null; then
+    for tool in memcheck racecheck synccheck; do
+      TTT_MTTT_MMA=2 TTT_CUDA_POOL=0 timeout 60 compute-sanitizer --tool $tool --error-exitcode 9 $B/ttt gradcheck \
+        --device cuda --op mttt_mlp_step --seeds 1 >"$OUT/${tool}_mttt_mma.txt" 2>&1
+      echo "$tool (TTT_MTTT_MMA=2, gradcheck mttt_mlp_step): exit $?; $(grep -E 'ERROR SUMMARY' "$OUT/${tool}_mttt_mma.txt" |
+        tail -1 | sed 's/^=* *//')"
+    done
+  fi
+  for mma in 0 2 0 2; do
+    TTT_MTTT_MMA=$mma timeout 40 $B/ttt $VIT --train-limit 3200 --out /tmp/vit-mma-$RANDOM 2>&1 | grep -E "^epoch" |
+      cut -c1-120 | sed "s/^/[TTT_MTTT_MMA=$mma] /"
+  done
+  for mma in 0 2; do
+    TTT_MTTT_MMA=$mma TTT_PROFILE=1 timeout 40 $B/ttt $VIT --train-limit 640 --cuda-graph off --out /tmp/vit-mma-$RANDOM 2>&1 |
+      grep -E "mttt_mlp" | cut -c1-110 | sed "s/^/[TTT_MTTT_MMA=$mma] /"
+  done
+}
 # clip: see the list at the top
 clip_part() {
   build ttt_cli test_fused || return 1
@@ -397,7 +429,7 @@ so2_part() {
     done
   fi
 }
-export -f fwdvar_part clip_part mtttplan_part split_part e2eab_part so2_part vsf32_part e2eprof_part vit_part lmtab_part gc_part lmprof_part build fused_part ttt_part cudnn_first_part lm_part scan2_part mttt_part
+export -f fwdvar_part mtttmma_part clip_part mtttplan_part split_part e2eab_part so2_part vsf32_part e2eprof_part vit_part lmtab_part gc_part lmprof_part build fused_part ttt_part cudnn_first_part lm_part scan2_part mttt_part
 part cudnn 150 300 env CHECKS=1 BENCH=1 FUSED=${CUDNN_FUSED:-0} bash bench/gpu/run_cudnn_attention.sh
 part cudnn_first 20 100 bash -c cudnn_first_part
 part lm 100 240 bash -c lm_part
@@ -416,9 +448,10 @@ part vsf32 60 200 bash -c vsf32_part
 part e2eab 120 450 bash -c e2eab_part
 part split 60 400 bash -c split_part
 part keep 60 240 bash bench/gpu/keep_graphs.sh
-part fwdvar 60 330 bash -c fwdvar_part
 part clip 40 150 bash -c clip_part
 part mtttplan 60 300 bash -c mtttplan_part
+part mtttmma 60 300 bash -c mtttmma_part
+part fwdvar 60 330 bash -c fwdvar_part
 part e2eprof 60 330 bash -c e2eprof_part
 part table 100 330 env PARTS="${TABLE_PARTS:-e2e dbwd}" bash bench/speed/run_table.sh
 part peer 60 120 env DEADLINE=115 PEERS=fla_ttt CORES=ttt_linear_core CORE_DTYPES="bf16 f32" bash bench/mixers/run_peer_gpu.sh

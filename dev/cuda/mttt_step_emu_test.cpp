@@ -6,9 +6,11 @@
  *  - its backward: the gradients of all nine inputs per pair (dW1..db2 including the cotangents U, dk, dxt,
  *    dgh, dlng, dlnb) with cotangents on W' and the loss, on W' only, on the loss only;
  *  - the read-out gelu(q W1 + b1) W2 + b2 and its gradients (dq, dW1..db2);
- * in f64 (within 1e-12) and f32 (inputs rounded to f32 values, within 10x the worst seen), on shapes with m,
- * d, F, D not multiples of anything, D below, at and above a warp's 32 lanes, the ViT's head (d 32, F 128,
- * D 64; m 49 here to stay fast), the gradcheck's tiny ones; weights shared by the batch ([H, ..]) or per
+ * in f64 (within 1e-12) and f32 (inputs rounded to f32 values, within 10x the worst seen), and f32 with the
+ * products on the tensor cores (the kernels' TC instances: split-bf16, ~2^-16 = 1.5e-5 relative a product;
+ * within 2e-4, ~2.4x the worst seen over 7 seeds, 8.4e-5 on the gradcheck's D 3, whose LN amplifies it), on
+ * shapes with m, d, F, D not multiples of anything, D below, at and above a warp's 32 lanes, the ViT's head
+ * (d 32, F 128, D 64; m 49 here to stay fast), the gradcheck's tiny ones; weights shared by the batch ([H, ..]) or per
  * pair ([B, H, ..]), mixed; xt shared by the heads or not; with and without the decoder LN; k a permuted
  * view (the layer's). Each case runs with the weights in shared memory (mode 1) and in global memory
  * (mode 0), in one chunk per pair and several, with 16-row and odd tiles. Outputs start as NaN and shared
@@ -152,6 +154,7 @@ template <typename T> static std::vector<T> cvt(const vd &x) { return std::vecto
 
 struct Cfg {
     int mode, tm, cl; /* nch follows from cl */
+    int tc;           /* f32: the products on the tensor cores (the kernels' TC) */
 };
 
 template <typename T> struct KOut {
@@ -177,6 +180,7 @@ static KOut<T> kernels(const Inputs &in, const Cfg &c, const bool *use_u, bool u
     const Shape &s = in.s;
     const int d = s.d, F = s.F, D = s.D, m = s.m, es = (int)sizeof(T);
     const int64_t BH = in.BH, dF = (int64_t)d * F;
+    constexpr bool TC = sizeof(T) == 4; /* the kernels' TC where c.tc (f32 only) */
     const int nch = (m + c.cl - 1) / c.cl;
     std::vector<T> w[4], u[4];
     for (int i = 0; i < 4; i++) w[i] = cvt<T>(in.w[i]), u[i] = cvt<T>(in.u[i]);
@@ -201,8 +205,11 @@ static KOut<T> kernels(const Inputs &in, const Cfg &c, const bool *use_u, bool u
         p.H = s.H, p.m = m, p.d = d, p.F = F, p.D = D;
         for (int i = 0; i < 4; i++) p.wb[i] = s.wb[i];
         p.mode = c.mode, p.tm = c.tm, p.cl = c.cl, p.nch = nch, p.loss_only = loss_only, p.eps = eps;
-        smem(mttt::fwd_smem_bytes(c.mode, c.tm, d, F, D, es));
-        emu::launch(dim3((unsigned)nch, (unsigned)BH), dim3(mttt::THREADS), [&] { mttt::step_fwd<T>(p); });
+        smem(mttt::fwd_smem_bytes(c.mode, c.tm, d, F, D, es, c.tc));
+        emu::launch(dim3((unsigned)nch, (unsigned)BH), dim3(mttt::THREADS), [&] {
+            if (c.tc) mttt::step_fwd<T, TC>(p);
+            else mttt::step_fwd<T, false>(p);
+        });
         mttt::Reduce<T> r;
         r.part = part.data(), r.nch = nch, r.pe = (int)pe, r.H = s.H, r.nseg = 0;
         if (!loss_only) {
@@ -230,8 +237,11 @@ static KOut<T> kernels(const Inputs &in, const Cfg &c, const bool *use_u, bool u
         p.H = s.H, p.m = m, p.d = d, p.F = F, p.D = D;
         for (int i = 0; i < 4; i++) p.wb[i] = s.wb[i];
         p.mode = c.mode, p.tm = c.tm, p.cl = c.cl, p.nch = nch, p.eta = eta, p.eps = eps;
-        smem(mttt::bwd_smem_bytes(c.mode, c.tm, d, F, D, es));
-        emu::launch(dim3((unsigned)nch, (unsigned)BH), dim3(mttt::THREADS), [&] { mttt::step_bwd<T>(p); });
+        smem(mttt::bwd_smem_bytes(c.mode, c.tm, d, F, D, es, c.tc));
+        emu::launch(dim3((unsigned)nch, (unsigned)BH), dim3(mttt::THREADS), [&] {
+            if (c.tc) mttt::step_bwd<T, TC>(p);
+            else mttt::step_bwd<T, false>(p);
+        });
         mttt::Reduce<T> r;
         r.part = part.data(), r.nch = nch, r.pe = (int)pe, r.H = s.H, r.nseg = 0;
         const int64_t og = 2 * dF + F + d;
@@ -256,10 +266,16 @@ static KOut<T> kernels(const Inputs &in, const Cfg &c, const bool *use_u, bool u
         const int64_t pe = mttt::apply_part_elems(d, F);
         std::vector<T> part(BH * nch * pe, NAN);
         p.part = part.data();
-        smem(mttt::apply_smem_bytes(false, c.mode, c.tm, d, F, es));
-        emu::launch(dim3((unsigned)nch, (unsigned)BH), dim3(mttt::THREADS), [&] { mttt::apply_fwd<T>(p); });
-        smem(mttt::apply_smem_bytes(true, c.mode, c.tm, d, F, es));
-        emu::launch(dim3((unsigned)nch, (unsigned)BH), dim3(mttt::THREADS), [&] { mttt::apply_bwd<T>(p); });
+        smem(mttt::apply_smem_bytes(false, c.mode, c.tm, d, F, es, c.tc));
+        emu::launch(dim3((unsigned)nch, (unsigned)BH), dim3(mttt::THREADS), [&] {
+            if (c.tc) mttt::apply_fwd<T, TC>(p);
+            else mttt::apply_fwd<T, false>(p);
+        });
+        smem(mttt::apply_smem_bytes(true, c.mode, c.tm, d, F, es, c.tc));
+        emu::launch(dim3((unsigned)nch, (unsigned)BH), dim3(mttt::THREADS), [&] {
+            if (c.tc) mttt::apply_bwd<T, TC>(p);
+            else mttt::apply_bwd<T, false>(p);
+        });
         mttt::Reduce<T> r;
         r.part = part.data(), r.nch = nch, r.pe = (int)pe, r.H = s.H, r.nseg = 0;
         r.seg[r.nseg++] = seg<T>(o.ag[1].data(), (const T *)nullptr, 0, dF, 0, 1);
@@ -286,45 +302,54 @@ static void run(const Shape &s, const Cfg &c, int cot, std::mt19937_64 &rng, dou
     const KOut<T> k = kernels<T>(in, c, use_u, use_dloss, eta, eps);
     double f = 0, b = 0;
     char what[128];
-    const char *ty = sizeof(T) == 8 ? "f64" : "f32";
+    const char *ty = sizeof(T) == 8 ? "f64" : c.tc ? "f32 tc" : "f32";
     for (int i = 0; i < 4; i++) snprintf(what, sizeof what, "%s %s", ty, WN[i]), check(what, rel(k.wo[i], r.wo[i]), tf, &f);
     snprintf(what, sizeof what, "%s loss", ty), check(what, rel(k.loss, r.loss), tf, &f);
     snprintf(what, sizeof what, "%s loss alone", ty), check(what, rel(k.loss_only, r.loss), tf, &f);
     snprintf(what, sizeof what, "%s read-out", ty), check(what, rel(k.ao, r.ao), tf, &f);
     for (int i = 0; i < 9; i++) snprintf(what, sizeof what, "%s %s", ty, GN[i]), check(what, rel(k.g[i], r.g[i]), tb, &b);
     for (int i = 0; i < 5; i++) snprintf(what, sizeof what, "%s %s", ty, AN[i]), check(what, rel(k.ag[i], r.ag[i]), tb, &b);
-    printf("%s B%d H%d m%2d d%2d F%3d D%2d %-5s xt %-8s W %d%d%d%d, cotangents on %-8s mode %d tm %2d, %d chunk(s): "
+    printf("%-6s B%d H%d m%2d d%2d F%3d D%2d %-5s xt %-8s W %d%d%d%d, cotangents on %-8s mode %d tm %2d, %d chunk(s): "
            "forward %.1e, backward %.1e\n",
            ty, s.B, s.H, s.m, s.d, s.F, s.D, s.ln ? "LN" : "no LN", s.xt_heads ? "per head" : "shared", s.wb[0], s.wb[1],
            s.wb[2], s.wb[3], cot == 0 ? "W', loss" : cot == 1 ? "W'" : "loss", c.mode, c.tm, (s.m + c.cl - 1) / c.cl, f, b);
     *wf = std::max(*wf, f), *wb = std::max(*wb, b);
 }
 
-/* the plan (mttt::plan_memory, plan_chunks) on an H100 (227 KiB a block, 132 SMs) for the ViT's shapes, f32 */
+/* the plan (mttt::plan_memory, plan_chunks) on an H100 (227 KiB a block, 132 SMs) for the ViT's shapes, f32, in
+ * the FMA tiles' layout and in mm_tc's (tc: wider row padding, the same plan) */
 static void plans() {
     const int64_t limit = 227 << 10;
     double worst = 0;
     mttt::Plan p;
     const int d = 32, F = 128, D = 64, m = 784, BH = 128;
-    bool ok = mttt::plan_memory(limit, [&](int mode, int tm) { return mttt::fwd_smem_bytes(mode, tm, d, F, D, 4); }, &p);
-    if (ok) mttt::plan_chunks(m, BH, 2 * 132, &p); /* two blocks an SM */
-    printf("plan, step forward: mode %d, tm %d, %d chunks of %d, %lld bytes\n", p.mode, p.tm, p.nch, p.cl, (long long)p.bytes);
-    check("forward plan: weights in shared memory, 16-row tiles, two blocks an SM, 2 chunks", ok && p.mode == 1 && p.tm == 16 &&
-          p.nch == 2 && p.cl == 400 && 2 * (p.bytes + 1024) <= (228 << 10) ? 0.0 : 1.0, 0, &worst);
-    ok = mttt::plan_memory(limit, [&](int mode, int tm) { return mttt::bwd_smem_bytes(mode, tm, d, F, D, 4); }, &p);
-    if (ok) mttt::plan_chunks(m, BH, 132, &p);
-    printf("plan, step backward: mode %d, tm %d, %d chunks of %d, %lld bytes\n", p.mode, p.tm, p.nch, p.cl, (long long)p.bytes);
-    check("backward plan: weights in shared memory, 16-row tiles, 1 chunk", ok && p.mode == 1 && p.tm == 16 && p.nch == 1 &&
-          p.cl == 784 ? 0.0 : 1.0, 0, &worst);
-    for (int bwd = 0; bwd < 2; bwd++) {
-        ok = mttt::plan_memory(limit, [&](int mode, int tm) { return mttt::apply_smem_bytes(bwd, mode, tm, d, F, 4); }, &p);
-        check("read-out plan: weights in shared memory", ok && p.mode == 1 && p.tm == 16 ? 0.0 : 1.0, 0, &worst);
+    bool ok;
+    for (int tc = 0; tc < 2; tc++) {
+        ok = mttt::plan_memory(
+            limit, [&](int mode, int tm) { return mttt::fwd_smem_bytes(mode, tm, d, F, D, 4, tc); }, &p);
+        if (ok) mttt::plan_chunks(m, BH, 2 * 132, &p); /* two blocks an SM */
+        printf("plan%s, step forward: mode %d, tm %d, %d chunks of %d, %lld bytes\n", tc ? " (tc)" : "", p.mode, p.tm,
+               p.nch, p.cl, (long long)p.bytes);
+        check("forward plan: weights in shared memory, 16-row tiles, two blocks an SM, 2 chunks", ok && p.mode == 1 &&
+              p.tm == 16 && p.nch == 2 && p.cl == 400 && 2 * (p.bytes + 1024) <= (228 << 10) ? 0.0 : 1.0, 0, &worst);
+        ok = mttt::plan_memory(
+            limit, [&](int mode, int tm) { return mttt::bwd_smem_bytes(mode, tm, d, F, D, 4, tc); }, &p);
+        if (ok) mttt::plan_chunks(m, BH, 132, &p);
+        printf("plan%s, step backward: mode %d, tm %d, %d chunks of %d, %lld bytes\n", tc ? " (tc)" : "", p.mode, p.tm,
+               p.nch, p.cl, (long long)p.bytes);
+        check("backward plan: weights in shared memory, 16-row tiles, 1 chunk", ok && p.mode == 1 && p.tm == 16 &&
+              p.nch == 1 && p.cl == 784 ? 0.0 : 1.0, 0, &worst);
+        for (int bwd = 0; bwd < 2; bwd++) {
+            ok = mttt::plan_memory(
+                limit, [&](int mode, int tm) { return mttt::apply_smem_bytes(bwd, mode, tm, d, F, 4, tc); }, &p);
+            check("read-out plan: weights in shared memory", ok && p.mode == 1 && p.tm == 16 ? 0.0 : 1.0, 0, &worst);
+        }
     }
     /* f64 at the ViT's head: the backward's weights no longer fit, global memory then */
-    ok = mttt::plan_memory(limit, [&](int mode, int tm) { return mttt::bwd_smem_bytes(mode, tm, d, F, D, 8); }, &p);
+    ok = mttt::plan_memory(limit, [&](int mode, int tm) { return mttt::bwd_smem_bytes(mode, tm, d, F, D, 8, 0); }, &p);
     check("f64 backward plan: weights in global memory", ok && p.mode == 0 ? 0.0 : 1.0, 0, &worst);
     /* a head too large for any plan: declined */
-    ok = mttt::plan_memory(limit, [&](int mode, int tm) { return mttt::bwd_smem_bytes(mode, tm, 1024, 4096, 4096, 4); }, &p);
+    ok = mttt::plan_memory(limit, [&](int mode, int tm) { return mttt::bwd_smem_bytes(mode, tm, 1024, 4096, 4096, 4, 0); }, &p);
     check("an oversized head is declined", ok ? 1.0 : 0.0, 0, &worst);
     /* the chunks always cover the m tokens exactly, in whole tiles, over a sweep of shapes */
     bool cover = true;
@@ -353,19 +378,25 @@ int main() {
     };
     double f64f = 0, f64b = 0, f32f = 0, f32b = 0;
     int n = 0;
-    for (const Shape &s : shapes) {
-        /* the weights in shared memory with 16-row tiles, in chunks of 32 rows (one chunk unless m > 32), and
-         * in global memory with 3-row tiles in chunks of 6 */
-        const Cfg cfgs[2] = {{1, 16, 32}, {0, 3, 6}};
+    /* the weights in shared memory with 16-row tiles, in chunks of 32 rows (one chunk unless m > 32), and in
+     * global memory with 3-row tiles in chunks of 6 */
+    const Cfg cfgs[2] = {{1, 16, 32, 0}, {0, 3, 6, 0}};
+    for (const Shape &s : shapes)
         for (const Cfg &c : cfgs) {
             const int cot = n++ % 3;
             run<double>(s, c, cot, rng, 1e-12, 1e-12, &f64f, &f64b);
             run<float>(s, c, cot, rng, 2e-5, 1e-5, &f32f, &f32b);
         }
-    }
     /* the ViT's head in 16-row tiles, 4 chunks */
-    run<float>(shapes[6], Cfg{1, 16, 16}, 0, rng, 2e-5, 1e-5, &f32f, &f32b);
-    printf("worst: f64 forward %.1e, backward %.1e; f32 forward %.1e, backward %.1e\n", f64f, f64b, f32f, f32b);
+    run<float>(shapes[6], Cfg{1, 16, 16, 0}, 0, rng, 2e-5, 1e-5, &f32f, &f32b);
+    /* the same f32 cases with the products on the tensor cores (mm_tc; any shape: edges clamped, k past K
+     * zero), then the ViT's head in 4 chunks */
+    double tcf = 0, tcb = 0;
+    for (const Shape &s : shapes)
+        for (Cfg c : cfgs) c.tc = 1, run<float>(s, c, n++ % 3, rng, 2e-4, 2e-4, &tcf, &tcb);
+    run<float>(shapes[6], Cfg{1, 16, 16, 1}, 0, rng, 2e-4, 2e-4, &tcf, &tcb);
+    printf("worst: f64 forward %.1e, backward %.1e; f32 forward %.1e, backward %.1e; f32 on the tensor cores forward "
+           "%.1e, backward %.1e\n", f64f, f64b, f32f, f32b, tcf, tcb);
     printf("%d passed, %d failed\n", passed, failed);
     return failed ? 1 : 0;
 }

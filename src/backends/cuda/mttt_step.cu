@@ -3,7 +3,9 @@
  * anything else declines, and the op composes the same math: src/composed/mttt_step.c). Each call plans
  * (mttt::plan_memory, plan_chunks) the memory mode, tile rows and token chunks from the shape and the device
  * (its shared memory, SMs and the kernel's resident blocks), runs the kernel over (chunks, B H) blocks, then
- * mttt::reduce, which adds each pair's chunk partials in order into the outputs. The partials live in the instance's mttt_scratch (calls on one stream never overlap).
+ * mttt::reduce, which adds each pair's chunk partials in order into the outputs. The partials live in the
+ * instance's mttt_scratch (calls on one stream never overlap). f32 in contexts that allow f32 on the tensor
+ * cores runs the kernels' tensor-core instances (mma_on).
  * Declined, having written nothing: shapes whose shared memory does not fit even with the weights in global
  * memory and one-row tiles, B H over the grid's 65535 rows, extents past int indexing. */
 #include <limits.h>
@@ -84,6 +86,19 @@ static int64_t plan_limit(const CuDev *D) {
     return cap > 0 && cap < limit ? cap : limit;
 }
 
+/* The kernels' TC for this call: the f32 products on the tensor cores (mttt_step.cuh: mm_tc, split-bf16, ~2^-16
+ * relative where the FMA tiles give f32's 2^-24) in contexts that allow f32 matmuls on the tensor cores
+ * (ttt_ctx_config.tf32), as ttt_scan.cu's mma_mode; f64 never. TTT_MTTT_MMA in the environment (read once): 0
+ * keeps the FMA tiles in every context, 2 takes the tensor cores in every context (f32), to time the two on a
+ * GPU and to check the tensor-core path with the tests. */
+static int mma_on(const CuDev *D, size_t es) {
+    static const int env = [] {
+        const char *e = getenv("TTT_MTTT_MMA");
+        return e && !strcmp(e, "0") ? 0 : e && !strcmp(e, "2") ? 2 : 1;
+    }();
+    return es == 4 && (env == 2 || (env == 1 && D->tf32));
+}
+
 template <typename R>
 static int step_fwd(CuDev *D, ttt_tensor *const *wo, ttt_tensor *loss, const ttt_tensor *const *w, const ttt_tensor *k,
                     const ttt_tensor *xt, const ttt_tensor *gh, const ttt_tensor *lng, const ttt_tensor *lnb, double eta,
@@ -91,13 +106,14 @@ static int step_fwd(CuDev *D, ttt_tensor *const *wo, ttt_tensor *loss, const ttt
     const int64_t B = k->shape[0], H = k->shape[1], m = k->shape[2], d = k->shape[3], F = w[0]->shape[w[0]->ndim - 1];
     const int64_t Dd = xt->shape[3], BH = B * H;
     if (!sizes_ok(BH, m, d, F, Dd)) return TTT_BACKEND_DECLINED;
-    const int es = (int)sizeof(R);
+    const int es = (int)sizeof(R), tc = mma_on(D, sizeof(R));
     mttt::Plan pl;
-    if (!mttt::plan_memory(plan_limit(D), [&](int mode, int tm) { return mttt::fwd_smem_bytes(mode, tm, (int)d, (int)F, (int)Dd, es); }, &pl))
+    if (!mttt::plan_memory(plan_limit(D), [&](int mode, int tm) { return mttt::fwd_smem_bytes(mode, tm, (int)d, (int)F, (int)Dd, es, tc); }, &pl))
         return TTT_BACKEND_DECLINED;
-    static int allowed[2][CU_MAX_GPUS];
-    if (cu_allow_smem(mttt::step_fwd<R>, (size_t)pl.bytes, D, allowed[es == 8])) return TTT_ERR;
-    mttt::plan_chunks(m, BH, resident(D, mttt::step_fwd<R>, pl.bytes), &pl);
+    const auto kernel = tc ? mttt::step_fwd<R, sizeof(R) == 4> : mttt::step_fwd<R, false>;
+    static int allowed[3][CU_MAX_GPUS]; /* f32, f32 on the tensor cores, f64 */
+    if (cu_allow_smem(kernel, (size_t)pl.bytes, D, allowed[es == 8 ? 2 : tc])) return TTT_ERR;
+    mttt::plan_chunks(m, BH, resident(D, kernel, pl.bytes), &pl);
     const int64_t pe = mttt::fwd_part_elems((int)d, (int)F);
     if (scratch_reserve(D, &D->mttt_scratch, sizeof(R) * (size_t)(BH * pl.nch * pe), "mttt_mlp_step")) return TTT_ERR;
     mttt::Step<R> p;
@@ -111,7 +127,7 @@ static int step_fwd(CuDev *D, ttt_tensor *const *wo, ttt_tensor *loss, const ttt
     p.H = (int)H, p.m = (int)m, p.d = (int)d, p.F = (int)F, p.D = (int)Dd;
     for (int i = 0; i < 4; i++) p.wb[i] = w[i]->ndim == 4;
     p.mode = pl.mode, p.tm = pl.tm, p.cl = pl.cl, p.nch = pl.nch, p.loss_only = wo[0] == NULL, p.eps = eps;
-    mttt::step_fwd<R><<<dim3((unsigned)pl.nch, (unsigned)BH), mttt::THREADS, (size_t)pl.bytes, D->stream>>>(p);
+    kernel<<<dim3((unsigned)pl.nch, (unsigned)BH), mttt::THREADS, (size_t)pl.bytes, D->stream>>>(p);
     LAUNCHED("mttt_mlp_step");
     mttt::Reduce<R> r;
     r.part = p.part, r.nch = pl.nch, r.pe = (int)pe, r.H = (int)H, r.nseg = 0;
@@ -154,13 +170,14 @@ static int step_bwd(CuDev *D, ttt_tensor *const *g, const ttt_tensor *const *u, 
     const int64_t B = k->shape[0], H = k->shape[1], m = k->shape[2], d = k->shape[3], F = w[0]->shape[w[0]->ndim - 1];
     const int64_t Dd = xt->shape[3], BH = B * H;
     if (!sizes_ok(BH, m, d, F, Dd)) return TTT_BACKEND_DECLINED;
-    const int es = (int)sizeof(R);
+    const int es = (int)sizeof(R), tc = mma_on(D, sizeof(R));
     mttt::Plan pl;
-    if (!mttt::plan_memory(plan_limit(D), [&](int mode, int tm) { return mttt::bwd_smem_bytes(mode, tm, (int)d, (int)F, (int)Dd, es); }, &pl))
+    if (!mttt::plan_memory(plan_limit(D), [&](int mode, int tm) { return mttt::bwd_smem_bytes(mode, tm, (int)d, (int)F, (int)Dd, es, tc); }, &pl))
         return TTT_BACKEND_DECLINED;
-    static int allowed[2][CU_MAX_GPUS];
-    if (cu_allow_smem(mttt::step_bwd<R>, (size_t)pl.bytes, D, allowed[es == 8])) return TTT_ERR;
-    mttt::plan_chunks(m, BH, resident(D, mttt::step_bwd<R>, pl.bytes), &pl);
+    const auto kernel = tc ? mttt::step_bwd<R, sizeof(R) == 4> : mttt::step_bwd<R, false>;
+    static int allowed[3][CU_MAX_GPUS]; /* as step_fwd's */
+    if (cu_allow_smem(kernel, (size_t)pl.bytes, D, allowed[es == 8 ? 2 : tc])) return TTT_ERR;
+    mttt::plan_chunks(m, BH, resident(D, kernel, pl.bytes), &pl);
     const int64_t pe = mttt::bwd_part_elems((int)d, (int)F, (int)Dd);
     if (scratch_reserve(D, &D->mttt_scratch, sizeof(R) * (size_t)(BH * pl.nch * pe), "mttt_mlp_step_bwd")) return TTT_ERR;
     mttt::StepBwd<R> p;
@@ -176,7 +193,7 @@ static int step_bwd(CuDev *D, ttt_tensor *const *g, const ttt_tensor *const *u, 
     p.H = (int)H, p.m = (int)m, p.d = (int)d, p.F = (int)F, p.D = (int)Dd;
     for (int i = 0; i < 4; i++) p.wb[i] = w[i]->ndim == 4;
     p.mode = pl.mode, p.tm = pl.tm, p.cl = pl.cl, p.nch = pl.nch, p.eta = eta, p.eps = eps;
-    mttt::step_bwd<R><<<dim3((unsigned)pl.nch, (unsigned)BH), mttt::THREADS, (size_t)pl.bytes, D->stream>>>(p);
+    kernel<<<dim3((unsigned)pl.nch, (unsigned)BH), mttt::THREADS, (size_t)pl.bytes, D->stream>>>(p);
     LAUNCHED("mttt_mlp_step_bwd");
     mttt::Reduce<R> r;
     r.part = p.part, r.nch = pl.nch, r.pe = (int)pe, r.H = (int)H, r.nseg = 0;
@@ -215,8 +232,8 @@ static bool apply_setup(const CuDev *D, bool bwd, const ttt_tensor *const *w, co
                         mttt::Plan *pl) {
     const int64_t B = q->shape[0], H = q->shape[1], n = q->shape[2], d = q->shape[3], F = w[0]->shape[w[0]->ndim - 1];
     if (!sizes_ok(B * H, n, d, F, 1) || q->stride[3] != 1) return false;
-    const int es = (int)sizeof(R);
-    if (!mttt::plan_memory(plan_limit(D), [&](int mode, int tm) { return mttt::apply_smem_bytes(bwd, mode, tm, (int)d, (int)F, es); }, pl))
+    const int es = (int)sizeof(R), tc = mma_on(D, sizeof(R));
+    if (!mttt::plan_memory(plan_limit(D), [&](int mode, int tm) { return mttt::apply_smem_bytes(bwd, mode, tm, (int)d, (int)F, es, tc); }, pl))
         return false;
     p->w1 = (const R *)w[0]->data, p->b1 = (const R *)w[1]->data, p->w2 = (const R *)w[2]->data;
     p->b2 = (const R *)w[3]->data, p->q = (const R *)q->data;
@@ -233,12 +250,13 @@ template <typename R> static int apply_fwd(CuDev *D, ttt_tensor *out, const ttt_
     mttt::Plan pl;
     if (!apply_setup<R>(D, false, w, q, &p, &pl)) return TTT_BACKEND_DECLINED;
     p.out = (R *)out->data;
-    static int allowed[2][CU_MAX_GPUS];
-    if (cu_allow_smem(mttt::apply_fwd<R>, (size_t)pl.bytes, D, allowed[sizeof(R) == 8])) return TTT_ERR;
-    mttt::plan_chunks(p.n, q->shape[0] * q->shape[1], resident(D, mttt::apply_fwd<R>, pl.bytes), &pl);
+    const int tc = mma_on(D, sizeof(R));
+    const auto kernel = tc ? mttt::apply_fwd<R, sizeof(R) == 4> : mttt::apply_fwd<R, false>;
+    static int allowed[3][CU_MAX_GPUS]; /* as step_fwd's */
+    if (cu_allow_smem(kernel, (size_t)pl.bytes, D, allowed[sizeof(R) == 8 ? 2 : tc])) return TTT_ERR;
+    mttt::plan_chunks(p.n, q->shape[0] * q->shape[1], resident(D, kernel, pl.bytes), &pl);
     p.cl = pl.cl, p.nch = pl.nch;
-    mttt::apply_fwd<R><<<dim3((unsigned)pl.nch, (unsigned)(q->shape[0] * q->shape[1])), mttt::THREADS, (size_t)pl.bytes,
-                         D->stream>>>(p);
+    kernel<<<dim3((unsigned)pl.nch, (unsigned)(q->shape[0] * q->shape[1])), mttt::THREADS, (size_t)pl.bytes, D->stream>>>(p);
     LAUNCHED("mttt_mlp_apply");
     return TTT_OK;
 }
@@ -259,13 +277,15 @@ static int apply_bwd(CuDev *D, ttt_tensor *const *g, const ttt_tensor *dout, con
     mttt::Plan pl;
     if (!apply_setup<R>(D, true, w, q, &p, &pl)) return TTT_BACKEND_DECLINED;
     const int64_t BH = q->shape[0] * q->shape[1], d = p.d, F = p.F, pe = mttt::apply_part_elems(p.d, p.F);
-    static int allowed[2][CU_MAX_GPUS];
-    if (cu_allow_smem(mttt::apply_bwd<R>, (size_t)pl.bytes, D, allowed[sizeof(R) == 8])) return TTT_ERR;
-    mttt::plan_chunks(p.n, BH, resident(D, mttt::apply_bwd<R>, pl.bytes), &pl);
+    const int tc = mma_on(D, sizeof(R));
+    const auto kernel = tc ? mttt::apply_bwd<R, sizeof(R) == 4> : mttt::apply_bwd<R, false>;
+    static int allowed[3][CU_MAX_GPUS]; /* as step_fwd's */
+    if (cu_allow_smem(kernel, (size_t)pl.bytes, D, allowed[sizeof(R) == 8 ? 2 : tc])) return TTT_ERR;
+    mttt::plan_chunks(p.n, BH, resident(D, kernel, pl.bytes), &pl);
     p.cl = pl.cl, p.nch = pl.nch;
     if (scratch_reserve(D, &D->mttt_scratch, sizeof(R) * (size_t)(BH * pl.nch * pe), "mttt_mlp_apply_bwd")) return TTT_ERR;
     p.part = (R *)D->mttt_scratch.p, p.dq = (R *)g[0]->data, p.dout = (const R *)dout->data;
-    mttt::apply_bwd<R><<<dim3((unsigned)pl.nch, (unsigned)BH), mttt::THREADS, (size_t)pl.bytes, D->stream>>>(p);
+    kernel<<<dim3((unsigned)pl.nch, (unsigned)BH), mttt::THREADS, (size_t)pl.bytes, D->stream>>>(p);
     LAUNCHED("mttt_mlp_apply_bwd");
     mttt::Reduce<R> r;
     r.part = p.part, r.nch = pl.nch, r.pe = (int)pe, r.H = p.H, r.nseg = 0;

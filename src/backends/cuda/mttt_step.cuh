@@ -17,11 +17,31 @@
  * Chunks exist because the ViT's B H pairs (128) barely fill an H100's 132 SMs, one block each.
  *
  * Products are block-wide register-tiled FMA loops (mm; mm_w and mm_k for the wide, short-K and the narrow,
- * long-K ones), f32 or f64 throughout (the LN rows' statistics in double, as the CPU kernels): correct first;
- * tensor cores would come next. Shared memory at the ViT's head (d 32, F 128, D 64, f32, 16-row tiles):
- * forward 105 KiB (two blocks an SM), backward 214 KiB (one), read-out 43 / 90 KiB. */
+ * long-K ones), f32 or f64 throughout (the LN rows' statistics in double, as the CPU kernels). For f32 where
+ * the context allows f32 on the tensor cores (ttt_ctx_config.tf32, or TTT_MTTT_MMA=2: mttt_step.cu), the
+ * kernels' TC instances take every product on the tensor cores instead: mm_tc (and mm_tc_ks for step_bwd's
+ * long-K ones), f32 operands split into bf16 hi + lo, three mma.sync m16n8k16 a 16-deep step (split_bf16.cuh),
+ * ~2^-16 relative where the FMA loops give 2^-24; same owners and order per output, so still deterministic;
+ * rows padded for its reads (pad). The products carry the FLOPs. Per 16-row tile at the ViT's head (d 32,
+ * F 128, D 64; cotangents U1, U2 given), 2 M N K in MFLOP, M x N x K:
+ *   step_bwd   z1, z1t = k W1, k U1; ab = yb W2^T + ytb U2^T; atb = ytb W2^T       5 x 16x128x32   0.131 each
+ *              y, yt, yt += (a W2, at W2, a U2); dk, dk += (z1b W1^T, z1tb U1^T)  5 x 16x32x128   0.131
+ *              dW2 += a^T yb, at^T ytb                                            2 x 128x32x16   0.131
+ *              dW1 += k^T z1b                                                     1 x 32x128x16   0.131
+ *              p, pt = y gh^T, yt gh^T                                            2 x 16x64x32    0.066
+ *              yb, ytb = pb gh, ptb gh                                            2 x 16x32x64    0.066
+ *              dgh += pb^T y, ptb^T yt                                            2 x 64x32x16    0.066
+ *              in all 2.10 MFLOP a tile (13.2 GFLOP a call at m 784, 128 pairs: 2.76 ms on the FMA loops on
+ *              an H100, 4.8 TFLOP/s)
+ *   step_fwd   z1, dz1 (16x128x32), y (16x32x128), gW2 (128x32x16), gW1 (32x128x16): 5 x 0.131;
+ *              p (16x64x32), dy (16x32x64): 2 x 0.066; in all 0.79 (4.9 GFLOP a call, 0.55 ms)
+ *   apply_fwd  z (16x128x32), out (16x32x128): 0.26;  apply_bwd  z, dz, dW2, dq, dW1: 5 x 0.131 = 0.66
+ * Shared memory at the ViT's head (f32, 16-row tiles): forward 105 KiB (two blocks an SM), backward 214 KiB
+ * (one), read-out 43 / 90 KiB; in the tensor cores' layout 109, 222, 46 / 93 KiB (the same plans). */
 #ifndef TTT_MTTT_STEP_CUH
 #define TTT_MTTT_STEP_CUH
+
+#include "split_bf16.cuh"
 
 namespace mttt {
 
@@ -79,27 +99,40 @@ inline __host__ __device__ int64_t bwd_part_elems(int d, int F, int D) {
 }
 inline __host__ __device__ int64_t apply_part_elems(int d, int F) { return 2 * (int64_t)d * F + F + d; }
 
-/* Shared memory in bytes: WARPS doubles (the loss's per-warp sums), then elements of R. */
-inline __host__ __device__ int64_t fwd_smem_bytes(int mode, int tm, int d, int F, int D, int es) {
-    const int64_t w = mode ? (int64_t)d * (F + 1) + (int64_t)F * (d + 1) + (int64_t)D * (d + 1) + (int64_t)d * F +
-                                 (int64_t)F * (d + 8)
+/* The row padding of the shared-memory matrices (row length n + pad(tc)) and of the [d, F] gradient sum (F +
+ * pad_dw(tc)). The FMA tiles read rows along both axes, one element apart in banks: n + 1. mm_tc's lanes
+ * read 8 rows by 4 pairs of k at a time, which n + 1 puts on 14 banks (up to 4 ways); rows 4 banks apart
+ * (n + 4 for n a multiple of 32, as at the ViT's head) put k-along-rows reads on 32 banks and the others
+ * and its epilogues on 16 (2 ways), where the dense [d, F] sum had all 8 rows of a tile on one bank. */
+inline __host__ __device__ int pad(int tc) { return tc ? 4 : 1; }
+inline __host__ __device__ int pad_dw(int tc) { return tc ? 4 : 0; }
+
+/* Shared memory in bytes: WARPS doubles (the loss's per-warp sums), then elements of R. tc: mm_tc's layout. */
+inline __host__ __device__ int64_t fwd_smem_bytes(int mode, int tm, int d, int F, int D, int es, int tc) {
+    const int e = pad(tc);
+    const int64_t w = mode ? (int64_t)d * (F + e) + (int64_t)F * (d + e) + (int64_t)D * (d + e) +
+                                 (int64_t)d * (F + pad_dw(tc)) + (int64_t)F * (d + 8)
                            : 0;
     const int64_t v = 2 * (int64_t)F + 2 * (int64_t)d + 2 * (int64_t)D;
-    const int64_t t = (int64_t)tm * (3 * (d + 1) + 2 * (F + 1) + (D + 1));
+    const int64_t t = (int64_t)tm * (3 * (d + e) + 2 * (F + e) + (D + e));
     return WARPS * 8 + (w + v + t) * es;
 }
-inline __host__ __device__ int64_t bwd_smem_bytes(int mode, int tm, int d, int F, int D, int es) {
-    const int64_t w = mode ? 2 * (int64_t)d * (F + 1) + 2 * (int64_t)F * (d + 1) + (int64_t)D * (d + 1) +
-                                 (int64_t)d * F + (int64_t)F * (d + 8) + (int64_t)D * (d + 8)
+inline __host__ __device__ int64_t bwd_smem_bytes(int mode, int tm, int d, int F, int D, int es, int tc) {
+    const int e = pad(tc);
+    const int64_t w = mode ? 2 * (int64_t)d * (F + e) + 2 * (int64_t)F * (d + e) + (int64_t)D * (d + e) +
+                                 (int64_t)d * (F + pad_dw(tc)) + (int64_t)F * (d + 8) + (int64_t)D * (d + 8)
                            : 0;
     const int64_t v = 3 * (int64_t)F + 3 * (int64_t)d + 4 * (int64_t)D;
-    const int64_t t = (int64_t)tm * ((d + 1) + 6 * (F + 1) + 4 * (d + 1) + 8 * (D + 1));
+    const int64_t t = (int64_t)tm * ((d + e) + 6 * (F + e) + 4 * (d + e) + 8 * (D + e));
     return WARPS * 8 + (w + v + t) * es;
 }
-inline __host__ __device__ int64_t apply_smem_bytes(bool bwd, int mode, int tm, int d, int F, int es) {
-    const int64_t w = mode ? (int64_t)d * (F + 1) + (int64_t)F * (d + 1) + (bwd ? (int64_t)d * F + (int64_t)F * (d + 8) : 0) : 0;
+inline __host__ __device__ int64_t apply_smem_bytes(bool bwd, int mode, int tm, int d, int F, int es, int tc) {
+    const int e = pad(tc);
+    const int64_t w = mode ? (int64_t)d * (F + e) + (int64_t)F * (d + e) +
+                                 (bwd ? (int64_t)d * (F + pad_dw(tc)) + (int64_t)F * (d + 8) : 0)
+                           : 0;
     const int64_t v = bwd ? 2 * (int64_t)F + 2 * (int64_t)d : (int64_t)F + d;
-    const int64_t t = (int64_t)tm * (bwd ? 2 * (d + 1) + 2 * (F + 1) : (d + 1) + (F + 1));
+    const int64_t t = (int64_t)tm * (bwd ? 2 * (d + e) + 2 * (F + e) : (d + e) + (F + e));
     return WARPS * 8 + (w + v + t) * es;
 }
 
@@ -329,6 +362,143 @@ __device__ __forceinline__ void mm_w(int M, int N, int K, const R *a, int sai, i
     }
 }
 
+/* The same product on the tensor cores, f32 only (split_bf16.cuh: each operand split into bf16 hi + lo, three
+ * mma.sync m16n8k16 a 16-deep step, f32 accumulation, ~2^-16 relative). A warp takes tiles of 16 rows and
+ * 8 NT columns of C: tile u (row block u / NB, column block u % NB) goes to warp (u + w0) % WARPS, and lane
+ * 4 g + t holds its elements (g (+ 8), 8 nt + 2 t (+ 1)), so a given (M, N, NT, w0) maps an output to the same
+ * thread every time, as mm does (calls that add into one accumulator must agree on all four); w0 lets the
+ * warps a short product leaves idle take the next one. Each output is one thread's, summed over k in a fixed
+ * order (with NT 1, the narrow long-K products, the 16-deep steps alternate between two accumulators added at
+ * the end: two chains of mma instead of one). Any M, N, K: rows and columns past M, N read the last one's
+ * values (finite; their outputs are dropped), and k past K reads nothing and counts as zero in both operands.
+ * Operands element by element from their buffers (any strides), no copies. */
+template <int NT, bool EDGE>
+__device__ __forceinline__ void tc_step(float (&acc)[NT][4], int k0, int K, const float *a0, const float *a1, int sak,
+                                        const float *const (&pb)[NT], int sbk, int t) {
+    const int ka = k0 + 2 * t, kb = ka + 8;
+    auto ld = [&](const float *x, int k, int s) { return !EDGE || k < K ? x[k * s] : 0.0f; };
+    uint32_t ah[4], al[4];
+    splitbf16::split2(ld(a0, ka, sak), ld(a0, ka + 1, sak), ah[0], al[0]);
+    splitbf16::split2(ld(a1, ka, sak), ld(a1, ka + 1, sak), ah[1], al[1]);
+    splitbf16::split2(ld(a0, kb, sak), ld(a0, kb + 1, sak), ah[2], al[2]);
+    splitbf16::split2(ld(a1, kb, sak), ld(a1, kb + 1, sak), ah[3], al[3]);
+#pragma unroll
+    for (int nt = 0; nt < NT; nt++) {
+        uint32_t bh[2], bl[2];
+        splitbf16::split2(ld(pb[nt], ka, sbk), ld(pb[nt], ka + 1, sbk), bh[0], bl[0]);
+        splitbf16::split2(ld(pb[nt], kb, sbk), ld(pb[nt], kb + 1, sbk), bh[1], bl[1]);
+        splitbf16::mma3(acc[nt], ah, al, bh, bl);
+    }
+}
+/* acc = the tile of C at rows m0.., columns n0.. (lane 4 g + t's elements, C layout) */
+template <int NT>
+__device__ __forceinline__ void tc_tile(float (&acc)[NT][4], int M, int N, int K, const float *a, int sai, int sak,
+                                        const float *b, int sbk, int sbj, int m0, int n0) {
+    const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3, K16 = K & ~15;
+    constexpr bool TWO = NT == 1; /* two chains for the narrow, long-K products; registers are short elsewhere */
+    const float *a0 = a + (int64_t)min(m0 + g, M - 1) * sai, *a1 = a + (int64_t)min(m0 + g + 8, M - 1) * sai, *pb[NT];
+#pragma unroll
+    for (int nt = 0; nt < NT; nt++) pb[nt] = b + (int64_t)min(n0 + 8 * nt + g, N - 1) * sbj;
+    float odd[NT][4];
+#pragma unroll
+    for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) acc[nt][e] = 0, odd[nt][e] = 0;
+    int k0 = 0;
+    for (; k0 + 32 <= K16; k0 += 32) {
+        tc_step<NT, false>(acc, k0, K, a0, a1, sak, pb, sbk, t);
+        tc_step<NT, false>(TWO ? odd : acc, k0 + 16, K, a0, a1, sak, pb, sbk, t);
+    }
+    if (k0 < K16) tc_step<NT, false>(acc, k0, K, a0, a1, sak, pb, sbk, t), k0 += 16;
+    if (k0 < K) tc_step<NT, true>(TWO ? odd : acc, k0, K, a0, a1, sak, pb, sbk, t);
+    if (TWO)
+#pragma unroll
+        for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) acc[nt][e] += odd[nt][e];
+}
+/* epi for lane 4 g + t's elements of the tile at (m0, n0) */
+template <int NT, typename Epi>
+__device__ __forceinline__ void tc_epi(const float (&acc)[NT][4], int M, int N, int m0, int n0, Epi epi) {
+    const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+#pragma unroll
+    for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+            const int i = m0 + g + 8 * (e >> 1), j = n0 + 8 * nt + 2 * t + (e & 1);
+            if (i < M && j < N) epi(i, j, acc[nt][e]);
+        }
+}
+template <int NT, typename Epi>
+__device__ __forceinline__ void mm_tc(int M, int N, int K, const float *a, int sai, int sak, const float *b, int sbk,
+                                      int sbj, int w0, Epi epi) {
+    const int NB = (N + 8 * NT - 1) / (8 * NT);
+    for (int u = (int)((threadIdx.x >> 5) + WARPS - w0) % WARPS; u < (M + 15) / 16 * NB; u += WARPS) {
+        const int m0 = u / NB * 16, n0 = u % NB * 8 * NT;
+        float acc[NT][4];
+        tc_tile<NT>(acc, M, N, K, a, sai, sak, b, sbk, sbj, m0, n0);
+        tc_epi<NT>(acc, M, N, m0, n0, epi);
+    }
+}
+
+/* mm_tc (NT 1, w0 0) for the narrow, long-K products of step_bwd (C [rows, d] with K = F: 4 tiles at the ViT's
+ * head, on 4 of its 8 warps, the step's longest chains), with K split in two: warp w < 4 sums tile w's first
+ * Kh (a multiple of 16), warp w + 4 the rest, which it leaves in xs (128 floats a tile) for warp w to add
+ * after a block barrier (so every thread calls it) and pass to epi: still one thread per output, a fixed
+ * order. Where C has over WARPS / 2 tiles, K < 32 or xs holds fewer than cap floats' worth, mm_tc as is. xs
+ * must be free until the next barrier, and consecutive calls need different xs (the second's writers could
+ * pass the barrier while the first's readers are still reading). */
+template <typename Epi>
+__device__ __forceinline__ void mm_tc_ks(int M, int N, int K, const float *a, int sai, int sak, const float *b, int sbk,
+                                         int sbj, float *xs, int cap, Epi epi) {
+    const int NB = (N + 7) / 8, T = (M + 15) / 16 * NB;
+    if (2 * T > WARPS || K < 32 || T * 128 > cap) return mm_tc<1>(M, N, K, a, sai, sak, b, sbk, sbj, 0, epi);
+    const int u = (threadIdx.x >> 5) % (WARPS / 2), half = (threadIdx.x >> 5) / (WARPS / 2), lane = threadIdx.x & 31;
+    const int Kh = (K / 2 + 15) & ~15, m0 = u / NB * 16, n0 = u % NB * 8;
+    float acc[1][4];
+    if (u < T) {
+        tc_tile<1>(acc, M, N, half ? K - Kh : Kh, a + (half ? (int64_t)Kh * sak : 0), sai, sak,
+                   b + (half ? (int64_t)Kh * sbk : 0), sbk, sbj, m0, n0);
+        if (half)
+#pragma unroll
+            for (int e = 0; e < 4; e++) xs[u * 128 + e * 32 + lane] = acc[0][e];
+    }
+    __syncthreads();
+    if (u < T && !half) {
+#pragma unroll
+        for (int e = 0; e < 4; e++) acc[0][e] += xs[u * 128 + e * 32 + lane];
+        tc_epi<1>(acc, M, N, m0, n0, epi);
+    }
+}
+
+/* Which loop a product takes: where TC (f32 only) mm_tc with NT column blocks a tile and the warp offset w0,
+ * else the FMA tiles it replaces (FMA: mm_w, mm_k, or mm's RM x RN tiles). Calls that add into one accumulator
+ * use the same NT and w0. */
+enum { FMA_W, FMA_K, FMA_22, FMA_24, FMA_44 };
+template <typename R> struct is_f32 {
+    static constexpr bool v = false;
+};
+template <> struct is_f32<float> {
+    static constexpr bool v = true;
+};
+template <bool TC, int FMA, int NT, typename R, typename Epi>
+__device__ __forceinline__ void prod(int w0, int M, int N, int K, const R *a, int sai, int sak, const R *b, int sbk,
+                                     int sbj, Epi epi) {
+    if constexpr (TC) mm_tc<NT>(M, N, K, a, sai, sak, b, sbk, sbj, w0, epi);
+    else if constexpr (FMA == FMA_W) mm_w(M, N, K, a, sai, sak, b, sbk, sbj, epi);
+    else if constexpr (FMA == FMA_K) mm_k(M, N, K, a, sai, sak, b, sbk, sbj, epi);
+    else if constexpr (FMA == FMA_22) mm<2, 2>(M, N, K, a, sai, sak, b, sbk, sbj, epi);
+    else if constexpr (FMA == FMA_24) mm<2, 4>(M, N, K, a, sai, sak, b, sbk, sbj, epi);
+    else mm<4, 4>(M, N, K, a, sai, sak, b, sbk, sbj, epi);
+}
+/* mm_k, or where TC mm_tc_ks with the scratch xs of cap elements */
+template <bool TC, typename R, typename Epi>
+__device__ __forceinline__ void prod_ks(R *xs, int cap, int M, int N, int K, const R *a, int sai, int sak, const R *b,
+                                        int sbk, int sbj, Epi epi) {
+    if constexpr (TC) mm_tc_ks(M, N, K, a, sai, sak, b, sbk, sbj, xs, cap, epi);
+    else mm_k(M, N, K, a, sai, sak, b, sbk, sbj, epi);
+}
+
 /* dst [rows, cols] (row stride ldd) = src (row stride lds), block-wide */
 template <typename R> __device__ __forceinline__ void copy_rows(R *dst, int ldd, const R *src, int64_t lds, int rows, int cols) {
     for (int e = threadIdx.x; e < rows * cols; e += THREADS) {
@@ -360,7 +530,11 @@ template <typename R> struct Carve {
 
 /* ---- the forward step ---- */
 
-template <typename R> __global__ void __launch_bounds__(THREADS) step_fwd(Step<R> p) {
+/* TC (the kernels' second parameter, f32 only): the products on the tensor cores (mm_tc) in its layout (pad).
+ * A separate kernel, so that the FMA tiles' kernel is compiled as it was, registers included. (sm_90, CUDA 13:
+ * step_fwd<float, true> spills 20 bytes at its 128 registers, two blocks an SM; with NT 1 for its wide
+ * products it does not, at twice their A fragment loads: for a GPU run to choose.) */
+template <typename R, bool TC> __global__ void __launch_bounds__(THREADS) step_fwd(Step<R> p) {
     char *raw = (char *)MTTT_SMEM();
     double *wloss = (double *)raw;
     Carve<R> cv{(R *)(raw + WARPS * 8)};
@@ -369,6 +543,8 @@ template <typename R> __global__ void __launch_bounds__(THREADS) step_fwd(Step<R
     const int c = blockIdx.x, h = (int)(bh % p.H), ch_end = min(p.m, (c + 1) * p.cl);
     const int64_t b = bh / p.H;
     const bool ln = p.lng != nullptr, step = !p.loss_only;
+    static_assert(!TC || is_f32<R>::v, "tensor cores for f32 only");
+    constexpr bool tc = TC;
     R *part = p.part + (bh * p.nch + c) * fwd_part_elems(d, F);
     const R *gW1 = p.w1 + (p.wb[0] ? bh : h) * (int64_t)d * F, *gW2 = p.w2 + (p.wb[2] ? bh : h) * (int64_t)F * d;
     const R *gG = p.gh + (int64_t)h * D * d;
@@ -376,28 +552,30 @@ template <typename R> __global__ void __launch_bounds__(THREADS) step_fwd(Step<R
     const R *W1, *W2, *G;
     R *gw1, *gw2;
     int l1, l2, lg;
-    /* the [F, d] sums' rows 8 apart in banks in shared memory: the 4 x 4 tiles' epilogues hit 32 banks */
-    const int la = p.mode ? d + 8 : d;
+    /* the [F, d] sums' rows 8 apart in banks in shared memory: the 4 x 4 tiles' epilogues hit 32 banks; the
+     * rows of the other matrices padded by pw, the [d, F] sum's (lw) by pad_dw (pad says why) */
+    const int pw = pad(tc), la = p.mode ? d + 8 : d, lw = p.mode ? F + pad_dw(tc) : F;
     if (p.mode) {
-        R *w1s = cv.take((int64_t)d * (F + 1)), *w2s = cv.take((int64_t)F * (d + 1)), *gs = cv.take((int64_t)D * (d + 1));
-        copy_rows(w1s, F + 1, gW1, F, d, F);
-        copy_rows(w2s, d + 1, gW2, d, F, d);
-        copy_rows(gs, d + 1, gG, d, D, d);
-        W1 = w1s, W2 = w2s, G = gs, l1 = F + 1, l2 = d + 1, lg = d + 1;
-        gw1 = cv.take((int64_t)d * F), gw2 = cv.take((int64_t)F * (d + 8));
+        R *w1s = cv.take((int64_t)d * (F + pw)), *w2s = cv.take((int64_t)F * (d + pw));
+        R *gs = cv.take((int64_t)D * (d + pw));
+        copy_rows(w1s, F + pw, gW1, F, d, F);
+        copy_rows(w2s, d + pw, gW2, d, F, d);
+        copy_rows(gs, d + pw, gG, d, D, d);
+        W1 = w1s, W2 = w2s, G = gs, l1 = F + pw, l2 = d + pw, lg = d + pw;
+        gw1 = cv.take((int64_t)d * lw), gw2 = cv.take((int64_t)F * (d + 8));
     } else {
         W1 = gW1, W2 = gW2, G = gG, l1 = F, l2 = d, lg = d;
         gw1 = part, gw2 = part + (int64_t)d * F + F;
     }
     R *b1 = cv.take(F), *b2 = cv.take(d), *gam = cv.take(D), *bet = cv.take(D), *gb1 = cv.take(F), *gb2 = cv.take(d);
-    const int tm = p.tm, lk = d + 1, lf = F + 1, lp = D + 1;
+    const int tm = p.tm, lk = d + pw, lf = F + pw, lp = D + pw;
     R *Kt = cv.take((int64_t)tm * lk), *A = cv.take((int64_t)tm * lf), *S = cv.take((int64_t)tm * lf);
     R *Y = cv.take((int64_t)tm * lk), *P = cv.take((int64_t)tm * lp), *dY = cv.take((int64_t)tm * lk);
     fill(b1, p.b1 + (p.wb[1] ? bh : h) * (int64_t)F, F);
     fill(b2, p.b2 + (p.wb[3] ? bh : h) * (int64_t)d, d);
     if (ln) fill(gam, p.lng + (int64_t)h * D, D), fill(bet, p.lnb + (int64_t)h * D, D);
     if (step) {
-        fill(gw1, (const R *)nullptr, d * F), fill(gw2, (const R *)nullptr, F * la);
+        fill(gw1, (const R *)nullptr, d * lw), fill(gw2, (const R *)nullptr, F * la);
         fill(gb1, (const R *)nullptr, F), fill(gb2, (const R *)nullptr, d);
     }
     const R *K0 = p.k + b * p.ks[0] + h * p.ks[1], *X0 = p.xt + b * p.xs[0] + h * p.xs[1];
@@ -409,17 +587,18 @@ template <typename R> __global__ void __launch_bounds__(THREADS) step_fwd(Step<R
         copy_rows(Kt, lk, K0 + t0 * p.ks[2], p.ks[2], rows, d);
         __syncthreads();
         /* z1 = k W1 + b1, a = gelu(z1), s = gelu'(z1) */
-        mm_w(rows, F, d, Kt, lk, 1, W1, l1, 1, [&](int i, int j, R acc) {
+        prod<tc, FMA_W, 2>(0, rows, F, d, Kt, lk, 1, W1, l1, 1, [&](int i, int j, R acc) {
             R g1;
             A[i * lf + j] = gelu(acc + b1[j], step ? &g1 : (R *)nullptr, (R *)nullptr);
             if (step) S[i * lf + j] = g1;
         });
         __syncthreads();
         /* y = a W2 + b2 */
-        mm_k(rows, d, F, A, lf, 1, W2, l2, 1, [&](int i, int j, R acc) { Y[i * lk + j] = acc + b2[j]; });
+        prod<tc, FMA_K, 1>(0, rows, d, F, A, lf, 1, W2, l2, 1,
+                           [&](int i, int j, R acc) { Y[i * lk + j] = acc + b2[j]; });
         __syncthreads();
         /* p = y gh^T */
-        mm<2, 2>(rows, D, d, Y, lk, 1, G, 1, lg, [&](int i, int j, R acc) { P[i * lp + j] = acc; });
+        prod<tc, FMA_22, 1>(0, rows, D, d, Y, lk, 1, G, 1, lg, [&](int i, int j, R acc) { P[i * lp + j] = acc; });
         __syncthreads();
         /* row by row (a warp each): the residual r = dec - x, the loss, dp = d l / d p in place of p */
         for (int r = warp; r < rows; r += WARPS) {
@@ -461,22 +640,23 @@ template <typename R> __global__ void __launch_bounds__(THREADS) step_fwd(Step<R
         if (!step) continue;
         __syncthreads();
         /* dy = dp gh */
-        mm_k(rows, d, D, P, lp, 1, G, lg, 1, [&](int i, int j, R acc) { dY[i * lk + j] = acc; });
+        prod<tc, FMA_K, 1>(0, rows, d, D, P, lp, 1, G, lg, 1, [&](int i, int j, R acc) { dY[i * lk + j] = acc; });
         __syncthreads();
         /* dz1 = (dy W2^T) o gelu'(z1) in place of s;  gW2 += a^T dy, gb2 += sum dy */
-        mm_w(rows, F, d, dY, lk, 1, W2, 1, l2, [&](int i, int j, R acc) { S[i * lf + j] *= acc; });
-        mm<4, 4>(F, d, rows, A, 1, lf, dY, lk, 1, [&](int i, int j, R acc) { gw2[i * la + j] += acc; });
+        prod<tc, FMA_W, 2>(0, rows, F, d, dY, lk, 1, W2, 1, l2, [&](int i, int j, R acc) { S[i * lf + j] *= acc; });
+        prod<tc, FMA_44, 1>(0, F, d, rows, A, 1, lf, dY, lk, 1, [&](int i, int j, R acc) { gw2[i * la + j] += acc; });
         col_sum(gb2, dY, lk, rows, d);
         __syncthreads();
         /* gW1 += k^T dz1, gb1 += sum dz1 */
-        mm<4, 4>(d, F, rows, Kt, 1, lk, S, lf, 1, [&](int i, int j, R acc) { gw1[i * F + j] += acc; });
+        prod<tc, FMA_44, 2>(0, d, F, rows, Kt, 1, lk, S, lf, 1, [&](int i, int j, R acc) { gw1[i * lw + j] += acc; });
         col_sum(gb1, S, lf, rows, F);
     }
     if (lane == 0) wloss[warp] = wl;
     __syncthreads();
     if (step) {
         if (p.mode) {
-            for (int e = tid; e < d * F; e += THREADS) part[e] = gw1[e], part[d * F + F + e] = gw2[(e / d) * la + e % d];
+            for (int e = tid; e < d * F; e += THREADS)
+                part[e] = gw1[(e / F) * lw + e % F], part[d * F + F + e] = gw2[(e / d) * la + e % d];
         }
         for (int e = tid; e < F; e += THREADS) part[(int64_t)d * F + e] = gb1[e];
         for (int e = tid; e < d; e += THREADS) part[2 * (int64_t)d * F + F + e] = gb2[e];
@@ -491,7 +671,7 @@ template <typename R> __global__ void __launch_bounds__(THREADS) step_fwd(Step<R
 /* ---- the backward of the step (second order in the inner loss) ---- */
 
 /* one block an SM (its shared memory at the ViT's head), so all of the registers: without the 1, ptxas kept f32 to 128 and spilled */
-template <typename R> __global__ void __launch_bounds__(THREADS, 1) step_bwd(StepBwd<R> p) {
+template <typename R, bool TC> __global__ void __launch_bounds__(THREADS, 1) step_bwd(StepBwd<R> p) {
     char *raw = (char *)MTTT_SMEM();
     Carve<R> cv{(R *)(raw + WARPS * 8)};
     const int d = p.d, F = p.F, D = p.D, tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
@@ -499,6 +679,8 @@ template <typename R> __global__ void __launch_bounds__(THREADS, 1) step_bwd(Ste
     const int c = blockIdx.x, h = (int)(bh % p.H), ch_end = min(p.m, (c + 1) * p.cl);
     const int64_t b = bh / p.H;
     const bool ln = p.lng != nullptr, hu1 = p.u1 != nullptr, hu2 = p.u2 != nullptr;
+    static_assert(!TC || is_f32<R>::v, "tensor cores for f32 only");
+    constexpr bool tc = TC;
     R *part = p.part + (bh * p.nch + c) * bwd_part_elems(d, F, D);
     const int64_t dF = (int64_t)d * F;
     const R *gW1 = p.w1 + (p.wb[0] ? bh : h) * dF, *gW2 = p.w2 + (p.wb[2] ? bh : h) * dF;
@@ -507,24 +689,25 @@ template <typename R> __global__ void __launch_bounds__(THREADS, 1) step_bwd(Ste
     const R *W1, *W2, *G, *U1 = nullptr, *U2 = nullptr;
     R *dW1, *dW2, *dG;
     int l1, l2, lg;
-    const int la = p.mode ? d + 8 : d; /* as step_fwd's */
+    const int pw = pad(tc), la = p.mode ? d + 8 : d, lw = p.mode ? F + pad_dw(tc) : F; /* as step_fwd's */
     if (p.mode) {
-        R *w1s = cv.take(d * (int64_t)(F + 1)), *w2s = cv.take(F * (int64_t)(d + 1));
-        R *u1s = cv.take(d * (int64_t)(F + 1)), *u2s = cv.take(F * (int64_t)(d + 1)), *gs = cv.take(D * (int64_t)(d + 1));
-        copy_rows(w1s, F + 1, gW1, F, d, F);
-        copy_rows(w2s, d + 1, gW2, d, F, d);
-        if (hu1) copy_rows(u1s, F + 1, gU1, F, d, F), U1 = u1s;
-        if (hu2) copy_rows(u2s, d + 1, gU2, d, F, d), U2 = u2s;
-        copy_rows(gs, d + 1, gG, d, D, d);
-        W1 = w1s, W2 = w2s, G = gs, l1 = F + 1, l2 = d + 1, lg = d + 1;
-        dW1 = cv.take(dF), dW2 = cv.take((int64_t)F * (d + 8)), dG = cv.take((int64_t)D * (d + 8));
+        R *w1s = cv.take(d * (int64_t)(F + pw)), *w2s = cv.take(F * (int64_t)(d + pw));
+        R *u1s = cv.take(d * (int64_t)(F + pw)), *u2s = cv.take(F * (int64_t)(d + pw));
+        R *gs = cv.take(D * (int64_t)(d + pw));
+        copy_rows(w1s, F + pw, gW1, F, d, F);
+        copy_rows(w2s, d + pw, gW2, d, F, d);
+        if (hu1) copy_rows(u1s, F + pw, gU1, F, d, F), U1 = u1s;
+        if (hu2) copy_rows(u2s, d + pw, gU2, d, F, d), U2 = u2s;
+        copy_rows(gs, d + pw, gG, d, D, d);
+        W1 = w1s, W2 = w2s, G = gs, l1 = F + pw, l2 = d + pw, lg = d + pw;
+        dW1 = cv.take((int64_t)d * lw), dW2 = cv.take((int64_t)F * (d + 8)), dG = cv.take((int64_t)D * (d + 8));
     } else {
         W1 = gW1, W2 = gW2, G = gG, U1 = gU1, U2 = gU2, l1 = F, l2 = d, lg = d;
         dW1 = part, dW2 = part + dF + F, dG = part + 2 * dF + F + d;
     }
     R *b1 = cv.take(F), *b2 = cv.take(d), *v1 = cv.take(F), *v2 = cv.take(d), *gam = cv.take(D), *bet = cv.take(D);
     R *db1 = cv.take(F), *db2 = cv.take(d), *dgam = cv.take(D), *dbet = cv.take(D);
-    const int tm = p.tm, lk = d + 1, lf = F + 1, lp = D + 1;
+    const int tm = p.tm, lk = d + pw, lf = F + pw, lp = D + pw;
     R *Kt = cv.take((int64_t)tm * lk);
     R *A = cv.take((int64_t)tm * lf), *S1 = cv.take((int64_t)tm * lf), *At = cv.take((int64_t)tm * lf);
     R *Qz = cv.take((int64_t)tm * lf), *Ab = cv.take((int64_t)tm * lf), *Atb = cv.take((int64_t)tm * lf);
@@ -538,7 +721,7 @@ template <typename R> __global__ void __launch_bounds__(THREADS, 1) step_bwd(Ste
     fill(v1, p.v1 ? p.v1 + bh * F : nullptr, F);
     fill(v2, p.v2 ? p.v2 + bh * d : nullptr, d);
     if (ln) fill(gam, p.lng + (int64_t)h * D, D), fill(bet, p.lnb + (int64_t)h * D, D);
-    fill(dW1, (const R *)nullptr, d * F), fill(dW2, (const R *)nullptr, F * la), fill(dG, (const R *)nullptr, D * la);
+    fill(dW1, (const R *)nullptr, d * lw), fill(dW2, (const R *)nullptr, F * la), fill(dG, (const R *)nullptr, D * la);
     fill(db1, (const R *)nullptr, F), fill(db2, (const R *)nullptr, d);
     fill(dgam, (const R *)nullptr, D), fill(dbet, (const R *)nullptr, D);
     const R *K0 = p.k + b * p.ks[0] + h * p.ks[1], *X0 = p.xt + b * p.xs[0] + h * p.xs[1];
@@ -552,12 +735,14 @@ template <typename R> __global__ void __launch_bounds__(THREADS, 1) step_bwd(Ste
         __syncthreads();
         /* the forward again: z1, a = gelu(z1), s1 = gelu'(z1), gelu''(z1) (in Qz); the tangent z1t = k U1 + u1
          * (in Ab until the adjoints need it) */
-        mm_w(rows, F, d, Kt, lk, 1, W1, l1, 1, [&](int i, int j, R acc) {
+        prod<tc, FMA_W, 2>(0, rows, F, d, Kt, lk, 1, W1, l1, 1, [&](int i, int j, R acc) {
             R g1, g2;
             A[i * lf + j] = gelu(acc + b1[j], &g1, &g2);
             S1[i * lf + j] = g1, Qz[i * lf + j] = g2;
         });
-        if (hu1) mm_w(rows, F, d, Kt, lk, 1, U1, l1, 1, [&](int i, int j, R acc) { Ab[i * lf + j] = acc + v1[j]; });
+        if (hu1)
+            prod<tc, FMA_W, 2>(0, rows, F, d, Kt, lk, 1, U1, l1, 1,
+                               [&](int i, int j, R acc) { Ab[i * lf + j] = acc + v1[j]; });
         else
             for (int e = tid; e < rows * F; e += THREADS) Ab[(e / F) * lf + e % F] = v1[e % F];
         __syncthreads();
@@ -566,15 +751,20 @@ template <typename R> __global__ void __launch_bounds__(THREADS, 1) step_bwd(Ste
             const int x = (e / F) * lf + e % F;
             At[x] = S1[x] * Ab[x], Qz[x] *= Ab[x];
         }
-        mm_k(rows, d, F, A, lf, 1, W2, l2, 1, [&](int i, int j, R acc) { Y[i * lk + j] = acc + b2[j]; });
+        /* (mm_tc_ks's scratch here and in the next phase and for dk: Pb, Ptb, unused until the rows below) */
+        prod_ks<tc>(Pb, tm * lp, rows, d, F, A, lf, 1, W2, l2, 1,
+                    [&](int i, int j, R acc) { Y[i * lk + j] = acc + b2[j]; });
         __syncthreads();
         /* yt = at W2 + a U2 + u2 (one thread owns each element through both products), p = y gh^T (in Xh) */
-        mm_k(rows, d, F, At, lf, 1, W2, l2, 1, [&](int i, int j, R acc) { Yt[i * lk + j] = acc + v2[j]; });
-        if (hu2) mm_k(rows, d, F, A, lf, 1, U2, l2, 1, [&](int i, int j, R acc) { Yt[i * lk + j] += acc; });
-        mm<2, 2>(rows, D, d, Y, lk, 1, G, 1, lg, [&](int i, int j, R acc) { Xh[i * lp + j] = acc; });
+        prod_ks<tc>(Ptb, tm * lp, rows, d, F, At, lf, 1, W2, l2, 1,
+                    [&](int i, int j, R acc) { Yt[i * lk + j] = acc + v2[j]; });
+        if (hu2)
+            prod_ks<tc>(Pb, tm * lp, rows, d, F, A, lf, 1, U2, l2, 1,
+                        [&](int i, int j, R acc) { Yt[i * lk + j] += acc; });
+        prod<tc, FMA_22, 1>(0, rows, D, d, Y, lk, 1, G, 1, lg, [&](int i, int j, R acc) { Xh[i * lp + j] = acc; });
         __syncthreads();
         /* pt = yt gh^T */
-        mm<2, 2>(rows, D, d, Yt, lk, 1, G, 1, lg, [&](int i, int j, R acc) { Pt[i * lp + j] = acc; });
+        prod<tc, FMA_22, 1>(0, rows, D, d, Yt, lk, 1, G, 1, lg, [&](int i, int j, R acc) { Pt[i * lp + j] = acc; });
         __syncthreads();
         /* row by row (a warp each; cpu_mttt_impl.h: ln_resid_row, ln_bwd_row): xh, r, the LN's tangent xht and
          * the adjoints pb, ptb; dx; the rows' terms of dlng (Cg) and dlnb (Cb) */
@@ -634,17 +824,19 @@ template <typename R> __global__ void __launch_bounds__(THREADS, 1) step_bwd(Ste
         __syncthreads();
         /* dlng, dlnb; yb = pb gh, ytb = ptb gh, dgh += pb^T y + ptb^T yt */
         if (ln) col_sum(dgam, Cg, lp, rows, D), col_sum(dbet, Cb, lp, rows, D);
-        mm_k(rows, d, D, Pb, lp, 1, G, lg, 1, [&](int i, int j, R acc) { Yb[i * lk + j] = acc; });
-        mm_k(rows, d, D, Ptb, lp, 1, G, lg, 1, [&](int i, int j, R acc) { Ytb[i * lk + j] = acc; });
-        mm<2, 4>(D, d, rows, Pb, 1, lp, Y, lk, 1, [&](int i, int j, R acc) { dG[i * la + j] += acc; });
-        mm<2, 4>(D, d, rows, Ptb, 1, lp, Yt, lk, 1, [&](int i, int j, R acc) { dG[i * la + j] += acc; });
+        prod<tc, FMA_K, 1>(0, rows, d, D, Pb, lp, 1, G, lg, 1, [&](int i, int j, R acc) { Yb[i * lk + j] = acc; });
+        prod<tc, FMA_K, 1>(4, rows, d, D, Ptb, lp, 1, G, lg, 1, [&](int i, int j, R acc) { Ytb[i * lk + j] = acc; });
+        prod<tc, FMA_24, 1>(0, D, d, rows, Pb, 1, lp, Y, lk, 1, [&](int i, int j, R acc) { dG[i * la + j] += acc; });
+        prod<tc, FMA_24, 1>(0, D, d, rows, Ptb, 1, lp, Yt, lk, 1, [&](int i, int j, R acc) { dG[i * la + j] += acc; });
         __syncthreads();
         /* ab = yb W2^T + ytb U2^T, atb = ytb W2^T (in Ab, Atb); dW2 += a^T yb + at^T ytb, db2 += sum yb */
-        mm_w(rows, F, d, Yb, lk, 1, W2, 1, l2, [&](int i, int j, R acc) { Ab[i * lf + j] = acc; });
-        if (hu2) mm_w(rows, F, d, Ytb, lk, 1, U2, 1, l2, [&](int i, int j, R acc) { Ab[i * lf + j] += acc; });
-        mm_w(rows, F, d, Ytb, lk, 1, W2, 1, l2, [&](int i, int j, R acc) { Atb[i * lf + j] = acc; });
-        mm<4, 4>(F, d, rows, A, 1, lf, Yb, lk, 1, [&](int i, int j, R acc) { dW2[i * la + j] += acc; });
-        mm<4, 4>(F, d, rows, At, 1, lf, Ytb, lk, 1, [&](int i, int j, R acc) { dW2[i * la + j] += acc; });
+        prod<tc, FMA_W, 2>(0, rows, F, d, Yb, lk, 1, W2, 1, l2, [&](int i, int j, R acc) { Ab[i * lf + j] = acc; });
+        if (hu2)
+            prod<tc, FMA_W, 2>(0, rows, F, d, Ytb, lk, 1, U2, 1, l2,
+                               [&](int i, int j, R acc) { Ab[i * lf + j] += acc; });
+        prod<tc, FMA_W, 2>(0, rows, F, d, Ytb, lk, 1, W2, 1, l2, [&](int i, int j, R acc) { Atb[i * lf + j] = acc; });
+        prod<tc, FMA_44, 1>(0, F, d, rows, A, 1, lf, Yb, lk, 1, [&](int i, int j, R acc) { dW2[i * la + j] += acc; });
+        prod<tc, FMA_44, 1>(0, F, d, rows, At, 1, lf, Ytb, lk, 1, [&](int i, int j, R acc) { dW2[i * la + j] += acc; });
         col_sum(db2, Yb, lk, rows, d);
         __syncthreads();
         /* z1b = ab o s1 + atb o gelu''(z1) o z1t (in Ab), z1tb = atb o s1 (in Atb) */
@@ -656,15 +848,18 @@ template <typename R> __global__ void __launch_bounds__(THREADS, 1) step_bwd(Ste
         }
         __syncthreads();
         /* dk = z1b W1^T + z1tb U1^T; dW1 += k^T z1b, db1 += sum z1b */
-        mm_k(rows, d, F, Ab, lf, 1, W1, 1, l1, [&](int i, int j, R acc) { dK0[(int64_t)(t0 + i) * d + j] = acc; });
+        prod_ks<tc>(Pb, tm * lp, rows, d, F, Ab, lf, 1, W1, 1, l1,
+                    [&](int i, int j, R acc) { dK0[(int64_t)(t0 + i) * d + j] = acc; });
         if (hu1)
-            mm_k(rows, d, F, Atb, lf, 1, U1, 1, l1, [&](int i, int j, R acc) { dK0[(int64_t)(t0 + i) * d + j] += acc; });
-        mm<4, 4>(d, F, rows, Kt, 1, lk, Ab, lf, 1, [&](int i, int j, R acc) { dW1[i * F + j] += acc; });
+            prod_ks<tc>(Ptb, tm * lp, rows, d, F, Atb, lf, 1, U1, 1, l1,
+                        [&](int i, int j, R acc) { dK0[(int64_t)(t0 + i) * d + j] += acc; });
+        prod<tc, FMA_44, 2>(4, d, F, rows, Kt, 1, lk, Ab, lf, 1, [&](int i, int j, R acc) { dW1[i * lw + j] += acc; });
         col_sum(db1, Ab, lf, rows, F);
     }
     __syncthreads();
     if (p.mode) {
-        for (int e = tid; e < d * F; e += THREADS) part[e] = dW1[e], part[dF + F + e] = dW2[(e / d) * la + e % d];
+        for (int e = tid; e < d * F; e += THREADS)
+            part[e] = dW1[(e / F) * lw + e % F], part[dF + F + e] = dW2[(e / d) * la + e % d];
         for (int e = tid; e < D * d; e += THREADS) part[2 * dF + F + d + e] = dG[(e / d) * la + e % d];
     }
     for (int e = tid; e < F; e += THREADS) part[dF + e] = db1[e];
@@ -677,24 +872,27 @@ template <typename R> __global__ void __launch_bounds__(THREADS, 1) step_bwd(Ste
 
 /* ---- the read-out and its backward ---- */
 
-template <typename R> __global__ void __launch_bounds__(THREADS) apply_fwd(Apply<R> p) {
+template <typename R, bool TC> __global__ void __launch_bounds__(THREADS) apply_fwd(Apply<R> p) {
     Carve<R> cv{(R *)((char *)MTTT_SMEM() + WARPS * 8)};
     const int d = p.d, F = p.F;
+    static_assert(!TC || is_f32<R>::v, "tensor cores for f32 only");
+    constexpr bool tc = TC;
     const int64_t bh = blockIdx.y;
     const int c = blockIdx.x, h = (int)(bh % p.H), ch_end = min(p.n, (c + 1) * p.cl);
     const int64_t dF = (int64_t)d * F;
     const R *gW1 = p.w1 + (p.wb[0] ? bh : h) * dF, *gW2 = p.w2 + (p.wb[2] ? bh : h) * dF, *W1, *W2;
     int l1, l2;
+    const int pw = pad(tc); /* as step_fwd's */
     if (p.mode) {
-        R *w1s = cv.take(d * (int64_t)(F + 1)), *w2s = cv.take(F * (int64_t)(d + 1));
-        copy_rows(w1s, F + 1, gW1, F, d, F);
-        copy_rows(w2s, d + 1, gW2, d, F, d);
-        W1 = w1s, W2 = w2s, l1 = F + 1, l2 = d + 1;
+        R *w1s = cv.take(d * (int64_t)(F + pw)), *w2s = cv.take(F * (int64_t)(d + pw));
+        copy_rows(w1s, F + pw, gW1, F, d, F);
+        copy_rows(w2s, d + pw, gW2, d, F, d);
+        W1 = w1s, W2 = w2s, l1 = F + pw, l2 = d + pw;
     } else {
         W1 = gW1, W2 = gW2, l1 = F, l2 = d;
     }
     R *b1 = cv.take(F), *b2 = cv.take(d);
-    const int tm = p.tm, lk = d + 1, lf = F + 1;
+    const int tm = p.tm, lk = d + pw, lf = F + pw;
     R *Qt = cv.take((int64_t)tm * lk), *A = cv.take((int64_t)tm * lf);
     fill(b1, p.b1 + (p.wb[1] ? bh : h) * (int64_t)F, F);
     fill(b2, p.b2 + (p.wb[3] ? bh : h) * (int64_t)d, d);
@@ -705,17 +903,20 @@ template <typename R> __global__ void __launch_bounds__(THREADS) apply_fwd(Apply
         __syncthreads();
         copy_rows(Qt, lk, Q0 + t0 * p.qs[2], p.qs[2], rows, d);
         __syncthreads();
-        mm_w(rows, F, d, Qt, lk, 1, W1, l1, 1, [&](int i, int j, R acc) {
+        prod<tc, FMA_W, 2>(0, rows, F, d, Qt, lk, 1, W1, l1, 1, [&](int i, int j, R acc) {
             A[i * lf + j] = gelu(acc + b1[j], (R *)nullptr, (R *)nullptr);
         });
         __syncthreads();
-        mm_k(rows, d, F, A, lf, 1, W2, l2, 1, [&](int i, int j, R acc) { O0[(int64_t)(t0 + i) * d + j] = acc + b2[j]; });
+        prod<tc, FMA_K, 1>(0, rows, d, F, A, lf, 1, W2, l2, 1,
+                           [&](int i, int j, R acc) { O0[(int64_t)(t0 + i) * d + j] = acc + b2[j]; });
     }
 }
 
-template <typename R> __global__ void __launch_bounds__(THREADS) apply_bwd(Apply<R> p) {
+template <typename R, bool TC> __global__ void __launch_bounds__(THREADS) apply_bwd(Apply<R> p) {
     Carve<R> cv{(R *)((char *)MTTT_SMEM() + WARPS * 8)};
     const int d = p.d, F = p.F, tid = threadIdx.x;
+    static_assert(!TC || is_f32<R>::v, "tensor cores for f32 only");
+    constexpr bool tc = TC;
     const int64_t bh = blockIdx.y;
     const int c = blockIdx.x, h = (int)(bh % p.H), ch_end = min(p.n, (c + 1) * p.cl);
     const int64_t dF = (int64_t)d * F;
@@ -723,24 +924,24 @@ template <typename R> __global__ void __launch_bounds__(THREADS) apply_bwd(Apply
     const R *gW1 = p.w1 + (p.wb[0] ? bh : h) * dF, *gW2 = p.w2 + (p.wb[2] ? bh : h) * dF, *W1, *W2;
     R *dW1, *dW2;
     int l1, l2;
-    const int la = p.mode ? d + 8 : d; /* as step_fwd's */
+    const int pw = pad(tc), la = p.mode ? d + 8 : d, lw = p.mode ? F + pad_dw(tc) : F; /* as step_fwd's */
     if (p.mode) {
-        R *w1s = cv.take(d * (int64_t)(F + 1)), *w2s = cv.take(F * (int64_t)(d + 1));
-        copy_rows(w1s, F + 1, gW1, F, d, F);
-        copy_rows(w2s, d + 1, gW2, d, F, d);
-        W1 = w1s, W2 = w2s, l1 = F + 1, l2 = d + 1;
-        dW1 = cv.take(dF), dW2 = cv.take((int64_t)F * (d + 8));
+        R *w1s = cv.take(d * (int64_t)(F + pw)), *w2s = cv.take(F * (int64_t)(d + pw));
+        copy_rows(w1s, F + pw, gW1, F, d, F);
+        copy_rows(w2s, d + pw, gW2, d, F, d);
+        W1 = w1s, W2 = w2s, l1 = F + pw, l2 = d + pw;
+        dW1 = cv.take((int64_t)d * lw), dW2 = cv.take((int64_t)F * (d + 8));
     } else {
         W1 = gW1, W2 = gW2, l1 = F, l2 = d;
         dW1 = part, dW2 = part + dF + F;
     }
     R *b1 = cv.take(F), *db1 = cv.take(F), *db2 = cv.take(d), *unused = cv.take(d);
     (void)unused;
-    const int tm = p.tm, lk = d + 1, lf = F + 1;
+    const int tm = p.tm, lk = d + pw, lf = F + pw;
     R *Qt = cv.take((int64_t)tm * lk), *dO = cv.take((int64_t)tm * lk), *A = cv.take((int64_t)tm * lf);
     R *S = cv.take((int64_t)tm * lf);
     fill(b1, p.b1 + (p.wb[1] ? bh : h) * (int64_t)F, F);
-    fill(dW1, (const R *)nullptr, d * F), fill(dW2, (const R *)nullptr, F * la);
+    fill(dW1, (const R *)nullptr, d * lw), fill(dW2, (const R *)nullptr, F * la);
     fill(db1, (const R *)nullptr, F), fill(db2, (const R *)nullptr, d);
     const R *Q0 = p.q + (bh / p.H) * p.qs[0] + h * p.qs[1], *dO0 = p.dout + bh * p.n * (int64_t)d;
     R *dQ0 = p.dq + bh * p.n * (int64_t)d;
@@ -751,25 +952,27 @@ template <typename R> __global__ void __launch_bounds__(THREADS) apply_bwd(Apply
         copy_rows(dO, lk, dO0 + (int64_t)t0 * d, (int64_t)d, rows, d);
         __syncthreads();
         /* z = q W1 + b1: a = gelu(z), s = gelu'(z) */
-        mm_w(rows, F, d, Qt, lk, 1, W1, l1, 1, [&](int i, int j, R acc) {
+        prod<tc, FMA_W, 2>(0, rows, F, d, Qt, lk, 1, W1, l1, 1, [&](int i, int j, R acc) {
             R g1;
             A[i * lf + j] = gelu(acc + b1[j], &g1, (R *)nullptr);
             S[i * lf + j] = g1;
         });
         __syncthreads();
         /* out = a W2 + b2: dz = (dout W2^T) o gelu'(z) in place of s; dW2 += a^T dout, db2 += sum dout */
-        mm_w(rows, F, d, dO, lk, 1, W2, 1, l2, [&](int i, int j, R acc) { S[i * lf + j] *= acc; });
-        mm<4, 4>(F, d, rows, A, 1, lf, dO, lk, 1, [&](int i, int j, R acc) { dW2[i * la + j] += acc; });
+        prod<tc, FMA_W, 2>(0, rows, F, d, dO, lk, 1, W2, 1, l2, [&](int i, int j, R acc) { S[i * lf + j] *= acc; });
+        prod<tc, FMA_44, 1>(0, F, d, rows, A, 1, lf, dO, lk, 1, [&](int i, int j, R acc) { dW2[i * la + j] += acc; });
         col_sum(db2, dO, lk, rows, d);
         __syncthreads();
         /* z = q W1 + b1: dq = dz W1^T, dW1 += q^T dz, db1 += sum dz */
-        mm_k(rows, d, F, S, lf, 1, W1, 1, l1, [&](int i, int j, R acc) { dQ0[(int64_t)(t0 + i) * d + j] = acc; });
-        mm<4, 4>(d, F, rows, Qt, 1, lk, S, lf, 1, [&](int i, int j, R acc) { dW1[i * F + j] += acc; });
+        prod<tc, FMA_K, 1>(0, rows, d, F, S, lf, 1, W1, 1, l1,
+                           [&](int i, int j, R acc) { dQ0[(int64_t)(t0 + i) * d + j] = acc; });
+        prod<tc, FMA_44, 2>(4, d, F, rows, Qt, 1, lk, S, lf, 1, [&](int i, int j, R acc) { dW1[i * lw + j] += acc; });
         col_sum(db1, S, lf, rows, F);
     }
     __syncthreads();
     if (p.mode)
-        for (int e = tid; e < d * F; e += THREADS) part[e] = dW1[e], part[dF + F + e] = dW2[(e / d) * la + e % d];
+        for (int e = tid; e < d * F; e += THREADS)
+            part[e] = dW1[(e / F) * lw + e % F], part[dF + F + e] = dW2[(e / d) * la + e % d];
     for (int e = tid; e < F; e += THREADS) part[dF + e] = db1[e];
     for (int e = tid; e < d; e += THREADS) part[2 * dF + F + e] = db2[e];
 }

@@ -27,9 +27,7 @@
 #ifndef TTT_SCAN_CUH
 #define TTT_SCAN_CUH
 
-#ifndef TTT_EMU
-#include <cuda_bf16.h>
-#endif
+#include "split_bf16.cuh"
 
 namespace tscan {
 
@@ -155,54 +153,16 @@ __device__ __forceinline__ float ln_l2_row(const float *z, const float *v, const
 }
 
 /* ---- tensor cores ----------------------------------------------------------------------------------------
- * mma.sync.m16n8k16 multiplies bf16 and accumulates in f32. An f32 operand x is split into two bf16, hi =
- * bf16(x) and lo = bf16(x - hi), and a product taken as lo_a hi_b + hi_a lo_b + hi_a hi_b (the small terms
- * first; lo_a lo_b, ~2^-16 of it, dropped): about 2^-16 relative where FMAs in f32 give 2^-24, with W and
- * every operand kept in f32 in shared memory. bf16 inputs (cast to f32 by the op) have lo = 0, so their
- * products are exact but for the other operand's 2^-16. A warp computes one 16 x 8 tile of C per call;
- * the fragments are loaded element by element from the f32 buffers (any strides), so no operand is
- * transposed or copied. Only where d and the mini-batch are multiples of 16 (mma_fits), and (Fwd::mma)
- * for bf16 inputs, detected per mini-batch from its q and k (check_bf16), or in contexts that allow f32
- * matmuls on the tensor cores (tf32); else the FMA tiles above, 2^-24 as f32 asks for. */
+ * mma.sync.m16n8k16 on f32 operands split into bf16 hi + lo, three products (split_bf16.cuh: ~2^-16
+ * relative where FMAs in f32 give 2^-24), with W and every operand kept in f32 in shared memory. A warp
+ * computes one 16 x 8 tile of C per call; the fragments are loaded element by element from the f32 buffers
+ * (any strides), so no operand is transposed or copied. Only where d and the mini-batch are multiples of 16
+ * (mma_fits), and (Fwd::mma) for bf16 inputs, detected per mini-batch from its q and k (check_bf16), or in
+ * contexts that allow f32 matmuls on the tensor cores (tf32); else the FMA tiles above, 2^-24 as f32 asks
+ * for. */
 
-/* the bf16 bits of x, rounded to nearest even */
-__device__ __forceinline__ uint32_t bf16_bits(float x) {
-#ifdef TTT_EMU
-    uint32_t b;
-    memcpy(&b, &x, 4);
-    if (x != x) return 0x7fc0u;
-    return (b + 0x7fffu + ((b >> 16) & 1u)) >> 16;
-#else
-    return (uint32_t)__bfloat16_as_ushort(__float2bfloat16_rn(x));
-#endif
-}
-__device__ __forceinline__ float bf16_value(uint32_t bits) {
-#ifdef TTT_EMU
-    const uint32_t b = bits << 16;
-    float f;
-    memcpy(&f, &b, 4);
-    return f;
-#else
-    return __uint_as_float(bits << 16);
-#endif
-}
-/* (x0, x1) as two bf16 pairs: hi, and lo = what hi missed; the lower index in the lower 16 bits */
-__device__ __forceinline__ void split2(float x0, float x1, uint32_t &hi, uint32_t &lo) {
-    const uint32_t h0 = bf16_bits(x0), h1 = bf16_bits(x1);
-    hi = h0 | (h1 << 16);
-    lo = bf16_bits(x0 - bf16_value(h0)) | (bf16_bits(x1 - bf16_value(h1)) << 16);
-}
-/* d += a b: a 16 x 16 (row), b 16 x 8 (col) bf16, d f32 */
-__device__ __forceinline__ void mma16816(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
-#ifdef TTT_EMU
-    emu::mma_bf16_16816(d, a, b);
-#else
-    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-                 "{%0,%1,%2,%3};\n"
-                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
-#endif
-}
+using splitbf16::split2;
+
 /* acc += A[0:16, 0:K] B[0:K, 0:8] for the calling warp (all 32 lanes), A(r, k) = A[r sar + k sak], B(k, c) =
  * B[k sbk + c sbc], K a multiple of 16. acc is in mma's C layout: lane 4 g + t holds (g, 2t), (g, 2t + 1),
  * (g + 8, 2t), (g + 8, 2t + 1). */
@@ -219,9 +179,7 @@ __device__ __forceinline__ void mma_f32x3(float (&acc)[4], int K, const float *A
         split2(a1[kb * sak], a1[(kb + 1) * sak], ah[3], al[3]);
         split2(b0[ka * sbk], b0[(ka + 1) * sbk], bh[0], bl[0]);
         split2(b0[kb * sbk], b0[(kb + 1) * sbk], bh[1], bl[1]);
-        mma16816(acc, al, bh);
-        mma16816(acc, ah, bl);
-        mma16816(acc, ah, bh);
+        splitbf16::mma3(acc, ah, al, bh, bl);
     }
 }
 /* mma = 1 (Fwd::mma): clears *flag (1 before, in shared memory) where one of this thread's q, k values

@@ -1,6 +1,6 @@
 /* The TTT-Linear scan's low-latency kernels (opt-in: TTT_SCAN_V2=1, ttt_scan.cu), d 64 and mini-batch 16
  * only, the products on the tensor cores (mma.sync m16n8k16, f32 operands split into bf16 hi + lo, three
- * products: ttt_scan.cuh's mma_f32x3 scheme, ~2^-16 relative). Included by ttt_scan.cu after
+ * products: split_bf16.cuh's scheme, ~2^-16 relative). Included by ttt_scan.cu after
  * ttt_scan.cuh, and by the host emulator's test.
  *
  * Why: the one-block-per-(batch, head) scans spend ~11 us a mini-batch (docs/results-mixers.md) on a
@@ -73,32 +73,26 @@ __device__ __forceinline__ void cp_wait_all() {
 #endif
 }
 
-/* acc += A B, A = ah + al, B = bh + bl, dropping al bl */
-__device__ __forceinline__ void mma3(float (&acc)[4], const uint32_t (&ah)[4], const uint32_t (&al)[4], const uint32_t (&bh)[2],
-                                     const uint32_t (&bl)[2]) {
-    tscan::mma16816(acc, al, bh);
-    tscan::mma16816(acc, ah, bl);
-    tscan::mma16816(acc, ah, bh);
-}
+using splitbf16::mma3; /* acc += A B, A = ah + al, B = bh + bl, dropping al bl */
 /* The A fragment (16 x 16, row-major) of two neighbouring C tiles x0 (k 0..7) and x1 (k 8..15), split */
 __device__ __forceinline__ void a_from_c(const float (&x0)[4], const float (&x1)[4], uint32_t (&ah)[4], uint32_t (&al)[4]) {
-    tscan::split2(x0[0], x0[1], ah[0], al[0]);
-    tscan::split2(x0[2], x0[3], ah[1], al[1]);
-    tscan::split2(x1[0], x1[1], ah[2], al[2]);
-    tscan::split2(x1[2], x1[3], ah[3], al[3]);
+    splitbf16::split2(x0[0], x0[1], ah[0], al[0]);
+    splitbf16::split2(x0[2], x0[3], ah[1], al[1]);
+    splitbf16::split2(x1[0], x1[1], ah[2], al[2]);
+    splitbf16::split2(x1[2], x1[3], ah[3], al[3]);
 }
 /* The B fragment (k 16 x n 8) at B(k, n) = X[(n0 + n) P + k0 + k] (rows of X along k: float2 loads) */
 __device__ __forceinline__ void b_rows(const float *X, int k0, int n0, int g, int t, uint32_t (&bh)[2], uint32_t (&bl)[2]) {
     const float *r = X + (n0 + g) * P + k0 + 2 * t;
     const float2 x0 = *reinterpret_cast<const float2 *>(r), x1 = *reinterpret_cast<const float2 *>(r + 8);
-    tscan::split2(x0.x, x0.y, bh[0], bl[0]);
-    tscan::split2(x1.x, x1.y, bh[1], bl[1]);
+    splitbf16::split2(x0.x, x0.y, bh[0], bl[0]);
+    splitbf16::split2(x1.x, x1.y, bh[1], bl[1]);
 }
 /* The B fragment (k 16 x n 8) at B(k, n) = X[k P + n0 + n] (X's 16 rows are the k) */
 __device__ __forceinline__ void b_cols(const float *X, int n0, int g, int t, uint32_t (&bh)[2], uint32_t (&bl)[2]) {
     const float *c = X + n0 + g;
-    tscan::split2(c[(2 * t) * P], c[(2 * t + 1) * P], bh[0], bl[0]);
-    tscan::split2(c[(2 * t + 8) * P], c[(2 * t + 9) * P], bh[1], bl[1]);
+    splitbf16::split2(c[(2 * t) * P], c[(2 * t + 1) * P], bh[0], bl[0]);
+    splitbf16::split2(c[(2 * t + 8) * P], c[(2 * t + 9) * P], bh[1], bl[1]);
 }
 /* acc[ni] (C layout, rows j of the warp, tokens 8 ni ..) += A X^T for the warp's 16 x 64 A held as C tiles
  * (A[nt]: columns 8 nt ..) and X's 16 rows (stride P): four 16-deep steps, even and odd ones in two
