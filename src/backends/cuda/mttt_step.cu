@@ -87,14 +87,14 @@ static int64_t plan_limit(const CuDev *D) {
 }
 
 /* The kernels' TC for this call: the f32 products on the tensor cores (mttt_step.cuh: mm_tc, split-bf16, ~2^-16
- * relative where the FMA tiles give f32's 2^-24) in contexts that allow f32 matmuls on the tensor cores
- * (ttt_ctx_config.tf32), as ttt_scan.cu's mma_mode; f64 never. TTT_MTTT_MMA in the environment (read once): 0
- * keeps the FMA tiles in every context, 2 takes the tensor cores in every context (f32), to time the two on a
- * GPU and to check the tensor-core path with the tests. */
+ * relative where the FMA tiles give f32's 2^-24); f64 never. Off until the path has run on a GPU (it is checked on
+ * the host emulator only, emu_mttt_step): TTT_MTTT_MMA in the environment (read once) turns it on, 1 in contexts
+ * that allow f32 matmuls on the tensor cores (ttt_ctx_config.tf32, as ttt_scan.cu's mma_mode), 2 in every context
+ * (f32), to time the two on a GPU and to check the tensor-core path with the tests; unset or 0: the FMA tiles. */
 static int mma_on(const CuDev *D, size_t es) {
     static const int env = [] {
         const char *e = getenv("TTT_MTTT_MMA");
-        return e && !strcmp(e, "0") ? 0 : e && !strcmp(e, "2") ? 2 : 1;
+        return e && !strcmp(e, "1") ? 1 : e && !strcmp(e, "2") ? 2 : 0;
     }();
     return es == 4 && (env == 2 || (env == 1 && D->tf32));
 }
