@@ -576,33 +576,12 @@ typedef struct {
     ttt_tensor **local_in, **local_out; /* NULL: rematerialize */
 } fn_node;
 
-/* A subgraph's backward without create_graph: differentiate the kept graph of the forward run. */
-static int subgraph_grad(ttt_ctx *ctx, ttt_node *nd, const fn_node *f, ttt_tensor *const *gout, const bool *needs,
-                         ttt_tensor **gin) {
-    ttt_tensor **buf = calloc((size_t)(2 * nd->n_in + 2 * nd->n_out), sizeof *buf);
-    if (!buf) return ttt__set_error(ctx, "subgraph: out of host memory");
-    ttt_tensor **targets = buf, **grads = buf + nd->n_in, **sel_out = grads + nd->n_in, **sel_g = sel_out + nd->n_out;
-    int n_t = 0, n_o = 0, rc = TTT_OK;
-    for (int i = 0; i < nd->n_in; i++)
-        if (needs[i]) targets[n_t++] = f->local_in[i];
-    for (int k = 0; k < nd->n_out; k++)
-        if (gout[k] && f->local_out[k]->requires_grad) sel_out[n_o] = f->local_out[k], sel_g[n_o++] = gout[k];
-    if (n_o > 0) rc = ttt__grad(ctx, n_o, sel_out, sel_g, n_t, targets, grads, false, true);
-    else
-        for (int k = 0; k < n_t && rc == TTT_OK; k++) rc = (grads[k] = ttt_zeros_like(ctx, targets[k])) ? TTT_OK : TTT_ERR;
-    for (int i = 0, k = 0; i < nd->n_in && rc == TTT_OK; i++)
-        if (needs[i]) gin[i] = grads[k++];
-    free(buf);
-    return rc;
-}
-
 static int checkpoint_vjp(ttt_ctx *ctx, ttt_node *nd, ttt_tensor *const *gout, const bool *needs, ttt_tensor **gin) {
     const fn_node *f = nd->pattr[0];
-    ttt_fn fn = f->fn;
     bool create = ctx->no_grad_depth == 0;
-    /* A subgraph kept its forward graph, but that graph starts at detached inputs: under create_graph the
-     * gradients must reach the node's own inputs, so it is run again on them, as a checkpoint is. */
-    if (f->local_out && !create) return subgraph_grad(ctx, nd, f, gout, needs, gin);
+    /* A subgraph differentiates the graph it kept, but that graph starts at detached inputs: under create_graph
+     * the gradients must reach the node's own inputs, so it runs fn again on them, as a checkpoint does. */
+    const bool kept = f->local_out && !create, copy_out = !create && !kept;
     int n_t = 0, n_o = 0;
     for (int i = 0; i < nd->n_in; i++) n_t += needs[i];
     ttt_tensor **buf = calloc((size_t)(2 * nd->n_in + 3 * nd->n_out), sizeof *buf);
@@ -610,12 +589,12 @@ static int checkpoint_vjp(ttt_ctx *ctx, ttt_node *nd, ttt_tensor *const *gout, c
     ttt_tensor **targets = buf, **grads = buf + nd->n_in, **rout = buf + 2 * nd->n_in;
     ttt_tensor **sel_out = rout + nd->n_out, **sel_g = sel_out + nd->n_out;
     for (int i = 0, k = 0; i < nd->n_in; i++)
-        if (needs[i]) targets[k++] = nd->in[i];
+        if (needs[i]) targets[k++] = kept ? f->local_in[i] : nd->in[i];
 
     /* Without create_graph the gradients outlive the recomputed graph: their buffers (the targets' shapes and
      * dtypes) are taken before the mark, so each is copied out once instead of through carry_out's stash. */
-    ttt_tensor **keep = create ? NULL : ttt__meta_alloc(ctx, (size_t)(n_t ? n_t : 1) * sizeof *keep);
-    int rc = create || keep ? TTT_OK : TTT_ERR;
+    ttt_tensor **keep = copy_out ? ttt__meta_alloc(ctx, (size_t)(n_t ? n_t : 1) * sizeof *keep) : NULL;
+    int rc = !copy_out || keep ? TTT_OK : TTT_ERR;
     for (int k = 0; k < n_t && keep && rc == TTT_OK; k++)
         if (!(keep[k] = ttt_new(ctx, targets[k]->dtype, targets[k]->ndim, targets[k]->shape))) rc = TTT_ERR;
     if (rc != TTT_OK) {
@@ -623,10 +602,14 @@ static int checkpoint_vjp(ttt_ctx *ctx, ttt_node *nd, ttt_tensor *const *gout, c
         return TTT_ERR;
     }
     ttt_mark_t m = ttt_mark(ctx);
-    int saved = ctx->no_grad_depth;
-    ctx->no_grad_depth = 0; /* recompute with a graph */
-    rc = fn(ctx, f->user, nd->n_in, nd->in, nd->n_out, rout);
-    ctx->no_grad_depth = saved;
+    if (kept) {
+        memcpy(rout, f->local_out, sizeof *rout * (size_t)nd->n_out);
+    } else {
+        int saved = ctx->no_grad_depth;
+        ctx->no_grad_depth = 0; /* recompute with a graph */
+        rc = f->fn(ctx, f->user, nd->n_in, nd->in, nd->n_out, rout);
+        ctx->no_grad_depth = saved;
+    }
     for (int k = 0; k < nd->n_out && rc == TTT_OK; k++) {
         if (!rout[k]) rc = TTT_ERR;
         else if (gout[k] && rout[k]->requires_grad) {
@@ -637,7 +620,7 @@ static int checkpoint_vjp(ttt_ctx *ctx, ttt_node *nd, ttt_tensor *const *gout, c
     if (rc == TTT_OK && n_o > 0) rc = ttt__grad(ctx, n_o, sel_out, sel_g, n_t, targets, grads, create, true);
     else if (rc == TTT_OK)
         for (int k = 0; k < n_t && rc == TTT_OK; k++) rc = (grads[k] = ttt_zeros_like(ctx, targets[k])) ? TTT_OK : TTT_ERR;
-    for (int k = 0; k < n_t && rc == TTT_OK && !create; k++) {
+    for (int k = 0; k < n_t && rc == TTT_OK && copy_out; k++) {
         bool same = grads[k]->dtype == keep[k]->dtype && grads[k]->ndim == keep[k]->ndim;
         for (int d = 0; same && d < keep[k]->ndim; d++) same = grads[k]->shape[d] == keep[k]->shape[d];
         if (!same) /* a gradient must have its input's shape and dtype */
@@ -646,7 +629,7 @@ static int checkpoint_vjp(ttt_ctx *ctx, ttt_node *nd, ttt_tensor *const *gout, c
             rc = ttt__backend_failed(ctx, "checkpoint");
         grads[k] = keep[k];
     }
-    if (!create) ttt_release(ctx, m); /* frees the recomputed graph */
+    if (copy_out) ttt_release(ctx, m); /* frees the recomputed graph */
     for (int i = 0, k = 0; i < nd->n_in && rc == TTT_OK; i++)
         if (needs[i]) gin[i] = grads[k++];
     free(buf);
