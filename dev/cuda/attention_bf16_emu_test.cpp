@@ -163,7 +163,8 @@ static std::vector<Case> sweep(int n) {
 
 /* The tile-level masking decisions, exactly, over many shapes and every tile size the kernels use:
  * key_range / query_range cover every visible pair, and needs_mask is set on every tile (rows
- * padded to the tile) that holds a hidden or out-of-range pair. Returns the number of violations. */
+ * padded to the tile) that holds a hidden or out-of-range pair; row_window gives visible() for every
+ * row and tile start. Returns the number of violations. */
 static int check_masks() {
     int bad = 0, shapes = 0;
     const int sizes[] = {16, 32, 64, 128};
@@ -176,6 +177,14 @@ static int check_masks() {
                     Params p{};
                     p.tq = tq, p.tk = tk, p.causal = causal, p.window = window, p.off = causal ? tk - tq : 0;
                     shapes++;
+                    /* the forward's per-row test: row_window's offsets from any tile start give visible() */
+                    for (int i = 0; i < tq; i++)
+                        for (int j0 = 0; j0 < tk; j0 += 5) {
+                            int lo, hi;
+                            attnbf::row_window(p, i, j0, &lo, &hi);
+                            for (int j = 0; j < tk; j++)
+                                if (attnbf::visible(p, i, j) != (j - j0 >= lo && j - j0 <= hi)) bad++;
+                        }
                     for (int nq : sizes)
                         for (int nk : sizes) {
                             /* query tiles: the keys they see, and the mask of each key tile they visit */

@@ -175,6 +175,7 @@ __device__ __forceinline__ uint16_t *smem16() { return reinterpret_cast<uint16_t
 
 using attn_mask::key_range; /* attention_mask.cuh: the masking convention of every fused kernel */
 using attn_mask::query_range;
+using attn_mask::row_window;
 using attn_mask::visible;
 
 /* Whether some pair of queries [q0, q0 + nq) and keys [k0, k0 + nk) is hidden or
@@ -329,7 +330,7 @@ __global__ void __launch_bounds__(32 * NW, MINB) fwd(Params p) {
             for (int i = 0; i < 4; i++) o[m][n][i] = 0.f;
     }
 
-    for (int64_t kt = kt0; kt < kt1; kt++) {
+    for (int kt = (int)kt0; kt < (int)kt1; kt++) { /* 32-bit key indices (lengths are ints): fewer registers */
         const int buf = (int)((kt - kt0) & 1);
         if (kt + 1 < kt1) {
             load_rows<D, BK, T>(sK + (buf ^ 1) * BK * LD, k, (kt + 1) * BK, p.tk, p.aligned);
@@ -342,7 +343,7 @@ __global__ void __launch_bounds__(32 * NW, MINB) fwd(Params p) {
         }
         __syncthreads();
         const uint16_t *cK = sK + buf * BK * LD, *cV = sV + buf * BK * LD;
-        const int64_t k0 = kt * BK;
+        const int k0 = kt * BK;
 
         /* S = Q K^T */
         float s[MW][NC][4];
@@ -376,16 +377,20 @@ __global__ void __launch_bounds__(32 * NW, MINB) fwd(Params p) {
         for (int m = 0; m < MW; m++)
 #pragma unroll
             for (int h = 0; h < 2; h++) {
-                const int64_t qi = q0 + (warp * MW + m) * 16 + g + 8 * h;
+                if (masked) { /* this row's visible keys, as offsets from this thread's first column */
+                    int lo, hi;
+                    row_window(p, (int)q0 + (warp * MW + m) * 16 + g + 8 * h, k0 + 2 * t4, &lo, &hi);
+#pragma unroll
+                    for (int n = 0; n < NC; n++)
+#pragma unroll
+                        for (int e = 0; e < 2; e++)
+                            if (n * 8 + e < lo || n * 8 + e > hi) s[m][n][2 * h + e] = -INFINITY;
+                }
                 float row_max = -INFINITY;
 #pragma unroll
                 for (int n = 0; n < NC; n++)
 #pragma unroll
-                    for (int e = 0; e < 2; e++) {
-                        float &x = s[m][n][2 * h + e];
-                        if (masked && !visible(p, qi, k0 + n * 8 + 2 * t4 + e)) x = -INFINITY;
-                        row_max = fmaxf(row_max, x);
-                    }
+                    for (int e = 0; e < 2; e++) row_max = fmaxf(row_max, s[m][n][2 * h + e]);
                 const float m_new = fmaxf(mx[m][h], quad_max(row_max));
                 const float m_use = m_new == -INFINITY ? 0.f : m_new * sl2; /* a row that has seen nothing yet */
                 const float alpha = ex2(fmaf(mx[m][h], sl2, -m_use));

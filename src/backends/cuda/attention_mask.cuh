@@ -19,6 +19,24 @@ __device__ __forceinline__ bool visible(const P &p, int64_t qi, int64_t kj) {
     return kj <= pos && (p.window <= 0 || pos - kj < p.window);
 }
 
+/* The keys query qi (< tq) sees, as offsets [*lo, *hi] from key j0 (empty if *hi < *lo): visible(p, qi, j0 + c)
+ * iff *lo <= c <= *hi. In 32 bits (lengths are ints), computed once per row of a tile that needs the element test,
+ * so the test is two compares instead of visible()'s 64-bit arithmetic per element (registers the bf16 forward
+ * needs for its accumulators). */
+template <typename P>
+__device__ __forceinline__ void row_window(const P &p, int qi, int j0, int *lo, int *hi) {
+    int l = -j0, h = p.tk - 1 - j0;
+    if (p.causal) {
+        const int pos = (int)p.off + qi;
+        if (pos - j0 < h) h = pos - j0;
+        if (p.window > 0 && p.window <= pos) { /* a window reaching before key 0 hides nothing */
+            const int first = pos - (int)p.window + 1 - j0;
+            if (first > l) l = first;
+        }
+    }
+    *lo = l, *hi = h;
+}
+
 /* The key range [lo, hi) that query rows [q0, q1) can see. */
 template <typename P>
 __device__ __forceinline__ void key_range(const P &p, int64_t q0, int64_t q1, int64_t *lo, int64_t *hi) {
