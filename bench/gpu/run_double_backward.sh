@@ -17,7 +17,8 @@
 #     test against the composed f64 path (tests/test_attention_bwd2.c, f32 and bf16) and under memcheck, then at
 #     each of BF16_TS (default "2048 8192") forward + backward bf16 (the baseline), forward + backward +
 #     double backward in bf16 with the kernels, in bf16 with TTT_ATTN_BWD2_BF16=0 (the path before them:
-#     the composed attention recomputed in f32), and in f32 (the f32 kernels); one table. No PyTorch.
+#     the composed attention recomputed in f32), and in f32 (the f32 kernels, beside the f32 forward + backward:
+#     the goal's f32 ratio); one table. No PyTorch.
 #     MEMCHECK=0 skips the memcheck run.
 #     Alone: CHECKS=0 BENCH=0 BF16=1 bash bench/gpu/run_double_backward.sh
 # Logs and csv in $OUT (or ./gpu-out); the fixture lands in $OUT/attn_double_backward_torch.safetensors
@@ -107,17 +108,18 @@ if [ "${BF16:-0}" = 1 ]; then
     timeout 120 $BIN $common --dtype bf16 --first-order --label fwdbwd-bf16 >>"$CSV" 2>>"$OUT/bf16_err.txt" || status=1
     timeout 240 $BIN $common --dtype bf16 --label dbwd-bf16-kernels >>"$CSV" 2>>"$OUT/bf16_err.txt" || status=1
     TTT_ATTN_BWD2_BF16=0 timeout 240 $BIN $common --dtype bf16 --label dbwd-bf16-composed >>"$CSV" 2>>"$OUT/bf16_err.txt" || status=1
+    timeout 120 $BIN $common --dtype f32 --first-order --label fwdbwd-f32 >>"$CSV" 2>>"$OUT/bf16_err.txt" || status=1
     timeout 240 $BIN $common --dtype f32 --label dbwd-f32-kernels >>"$CSV" 2>>"$OUT/bf16_err.txt" || status=1
     grep -E ",$T," "$CSV"
   done
   [ -s "$OUT/bf16_err.txt" ] && tail -5 "$OUT/bf16_err.txt"
   nvidia-smi --query-gpu=name --format=csv,noheader
-  echo "| T | fwd+bwd bf16 ms | dbwd bf16, kernels ms (x fwd+bwd) | dbwd bf16, composed ms (x fwd+bwd) | dbwd f32 ms | composed / kernels |"
-  echo "|---|---|---|---|---|---|"
+  echo "| T | fwd+bwd bf16 ms | dbwd bf16, kernels ms (x fwd+bwd) | dbwd bf16, composed ms (x fwd+bwd) | fwd+bwd f32 ms | dbwd f32 ms (x f32 fwd+bwd) | composed / kernels |"
+  echo "|---|---|---|---|---|---|---|"
   awk -F, '{ ms[$7 "," $2] = $10; if (!($7 in seen)) { seen[$7] = 1; order[n++] = $7 } }
     END { for (i = 0; i < n; i++) { t = order[i]; f = ms[t ",fwdbwd-bf16"]; k = ms[t ",dbwd-bf16-kernels"];
-            c = ms[t ",dbwd-bf16-composed"]; x = ms[t ",dbwd-f32-kernels"];
-            printf "| %s | %s | %s (%.2fx) | %s (%.2fx) | %s | %.2fx |\n", t, f, k, (f > 0 ? k / f : 0), c,
-                   (f > 0 ? c / f : 0), x, (k > 0 ? c / k : 0) } }' "$CSV" | tee "$OUT/bf16_dbwd_table.md"
+            c = ms[t ",dbwd-bf16-composed"]; x = ms[t ",dbwd-f32-kernels"]; f32 = ms[t ",fwdbwd-f32"];
+            printf "| %s | %s | %s (%.2fx) | %s (%.2fx) | %s | %s (%.2fx) | %.2fx |\n", t, f, k, (f > 0 ? k / f : 0), c,
+                   (f > 0 ? c / f : 0), f32, x, (f32 > 0 ? x / f32 : 0), (k > 0 ? c / k : 0) } }' "$CSV" | tee "$OUT/bf16_dbwd_table.md"
 fi
 exit $status
