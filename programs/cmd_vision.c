@@ -95,6 +95,7 @@ typedef struct {
     const char *data, *out;
     int64_t test_limit, threads;
     int checkpoint, resume;
+    int tf32;       /* CUDA: f32 products on the tensor cores (TF32 matmuls, split-bf16 MTTT-MLP kernels) */
     int cuda_graph; /* -1 auto (on for CUDA unless --sgd), 0 off, 1 on */
     int timing;     /* print where a training step's time goes, per epoch */
 } vision_cfg;
@@ -346,7 +347,8 @@ static void progress_end(progress *p) {
 /* ---- training ------------------------------------------------------------------------------------ */
 
 static ttt_ctx *make_ctx(const vision_cfg *c) {
-    ttt_ctx_config cc = {.device = (ttt_device)c->device, .seed = (uint64_t)c->seed, .threads = (int)c->threads};
+    ttt_ctx_config cc = {.device = (ttt_device)c->device, .seed = (uint64_t)c->seed, .threads = (int)c->threads,
+                         .tf32 = c->tf32};
     ttt_ctx *ctx = ttt_ctx_new(&cc);
     if (!ctx)
         fprintf(stderr, "ttt vision: could not create a %s context: %s\n", c->device == TTT_CUDA ? "cuda" : "cpu",
@@ -602,6 +604,9 @@ static void print_header(const vision_cfg *c, const vis_run *r, int64_t step) {
     if (c->device == TTT_CUDA)
         printf("  CUDA graphs: %s\n", c->cuda_graph ? "on (forward + backward recorded at the third full batch)"
                                                : c->sgd ? "off (--sgd draws a new mini-batch split each step)" : "off");
+    if (c->device == TTT_CUDA)
+        printf("  f32 products: %s\n", c->tf32 ? "tensor cores (--tf32: TF32 matmuls, split-bf16 MTTT-MLP kernels)"
+                                                 : "f32 FMA (add --tf32 for the tensor cores)");
     if (c->resume)
         printf("  resuming after epoch %lld (step %lld)\n", (long long)(step / r->steps_per_epoch), (long long)step);
     fflush(stdout);
@@ -754,7 +759,10 @@ static void usage(FILE *f) {
             "  --data DIR        Fashion-MNIST IDX files (default %s)\n"
             "  --device D        auto (cuda if present) | cpu | cuda (default auto)\n"
             "  --threads N       CPU threads (default: OpenMP's)\n"
-            "eval: --out DIR, --data, --test-limit, --batch (evaluation batch), --device, --threads.\n"
+            "  --tf32            CUDA: f32 products on the tensor cores: cuBLAS's TF32 matmuls (10-bit mantissa\n"
+            "                    inputs) and the MTTT-MLP kernels' split-bf16 products (~2^-16 relative); default\n"
+            "                    off (f32 FMA throughout)\n"
+            "eval: --out DIR, --data, --test-limit, --batch (evaluation batch), --device, --threads, --tf32.\n"
             "exit codes: 0 ok, 1 runtime failure, 2 bad usage, 130 train stopped by SIGINT / SIGTERM\n",
             TTT_FASHION_MNIST_DIR);
 }
@@ -777,7 +785,8 @@ static int parse(int argc, char **argv, int is_eval, vision_cfg *c, char *outbuf
         }
         if ((r = cli_flag_int(argc, argv, &i, "--test-limit", 1, 10000, &c->test_limit)) ||
             (r = cli_flag_int(argc, argv, &i, "--batch", 1, MAX_BATCH, &c->batch)) ||
-            (r = cli_flag_int(argc, argv, &i, "--threads", 0, 1024, &c->threads))) {
+            (r = cli_flag_int(argc, argv, &i, "--threads", 0, 1024, &c->threads)) ||
+            (r = cli_flag_bool(argv, i, "--tf32", &c->tf32))) {
             if (r < 0) return EXIT_USAGE;
             continue;
         }

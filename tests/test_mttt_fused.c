@@ -601,7 +601,8 @@ static void test_cuda(const op_cfg *shapes, int n_shapes) {
     test_cuda_vs_cpu(cpu, gpu, &vit, TTT_F32);
     test_cuda_vs_cpu(cpu, gpu, &vit, TTT_F64);
     /* a context that allows f32 on the tensor cores (.tf32): mttt_step.cu's split-bf16 kernels (mm_tc, ~2^-16
-     * relative; main sets TTT_MTTT_MMA=1 unless given, =0 keeps the FMA tiles) within the same tolerance, and two runs bit for bit; the
+     * relative; the default in such contexts, TTT_MTTT_MMA=0 keeps the FMA tiles) within the same tolerance, and two
+     * runs bit for bit; the
      * ViT's shape and two of odd sizes (the tiles' clamped edges) */
     ttt_ctx *gtc = ttt_ctx_new(&(ttt_ctx_config){.device = TTT_CUDA, .seed = 7, .arena_bytes = (size_t)1 << 30, .tf32 = 1});
     CHECK_MSG(gtc != NULL, "tf32 context: %s", ttt_runtime_error());
@@ -620,8 +621,6 @@ static void test_cuda(const op_cfg *shapes, int n_shapes) {
 
 int main(void) {
     setenv("TTT_PROFILE", "1", 1); /* kernel calls are counted (the fused kernels ran) */
-    /* the tensor-core kernels are opt-in (mttt_step.cu): on in tf32 contexts here unless the caller chose */
-    setenv("TTT_MTTT_MMA", "1", 0);
     ttt_ctx *ctx = ttt_ctx_new(&(ttt_ctx_config){.device = TTT_CPU, .seed = 7, .threads = 2});
     test_errors(ctx);
     const op_cfg shapes[] = {

@@ -39,7 +39,7 @@
 #           the kernels' TTT_PROFILE rows per cap (carry data/fashion-mnist)
 #   mtttmma the MTTT-MLP kernels' f32 products on the tensor cores (split-bf16, mttt_step.cuh's TC kernels; not yet run
 #           on a GPU) against the FMA tiles: test_mttt_fused with TTT_MTTT_MMA=2 (everywhere) and =0 (never; its tf32
-#           context then checks the FMA tiles; unset, the path is off: it is opt-in until this part has run), memcheck / racecheck / synccheck of a gradcheck with =2, then the ViT's
+#           context then checks the FMA tiles; unset, the path follows the context's tf32), memcheck / racecheck / synccheck of a gradcheck with =2, then the ViT's
 #           images/s alternated =0, =2, =0, =2 and the kernels' TTT_PROFILE rows under each (carry data/fashion-mnist)
 #   clip    ttt_clip_step's CUDA kernels (TTT-E2E's inner update; first run on an H100 2026-12-07): gradcheck on CUDA (orders 1
 #           and 2, parity against the CPU), test_fused on a CUDA context, memcheck on one gradcheck seed

@@ -18,8 +18,8 @@
  *
  * Products are block-wide register-tiled FMA loops (mm; mm_w and mm_k for the wide, short-K and the narrow,
  * long-K ones), f32 or f64 throughout (the LN rows' statistics in double, as the CPU kernels). For f32 where
- * it is asked for (opt-in until it has run on a GPU: TTT_MTTT_MMA=1 in contexts that allow f32 on the tensor
- * cores, ttt_ctx_config.tf32, or =2 everywhere: mttt_step.cu), the
+ * it is asked for (contexts that allow f32 on the tensor cores, ttt_ctx_config.tf32; TTT_MTTT_MMA=0 never, =2
+ * everywhere: mttt_step.cu's mma_on), the
  * kernels' TC instances take every product on the tensor cores instead: mm_tc (and mm_tc_ks for step_bwd's
  * long-K ones), f32 operands split into bf16 hi + lo, three mma.sync m16n8k16 a 16-deep step (split_bf16.cuh),
  * ~2^-16 relative where the FMA loops give 2^-24; same owners and order per output, so still deterministic;
