@@ -667,17 +667,19 @@ template <int D, int NW, int MW, int BQ> struct Bwd1 {
     static_assert(UNITS % NW == 0, "bwd1: the warps must split dQ's 16 x 16 tiles evenly");
 };
 
-/* The body of bwd_dkdv (DQ false) and bwd1 (DQ true) for key tile kt of head bh.
- * HOLD: the warp's K and V fragments stay in registers (else they are reloaded from shared memory). */
+/* The body of bwd_dkdv (DQ false: key tile blockIdx.x of head blockIdx.y) and bwd1 (DQ true: key tile kt of head
+ * bh_dq). HOLD: the warp's K and V fragments stay in registers (else they are reloaded from shared memory).
+ * bwd_dkdv reads blockIdx here, in the order it always did: ptxas's register allocation for it (255 registers
+ * in the d 64 launchers' shape) is sensitive even to the order of those two reads. */
 template <int D, int NW, int MW, int BQ, bool HOLD, bool DQ>
-__device__ __forceinline__ void dkdv_tile(const Params &p, int64_t kt, int64_t bh) {
+__device__ __forceinline__ void dkdv_tile(Params p, int64_t kt, int64_t bh_dq) {
     using C = Dkdv<D, NW, MW, BQ>;
     constexpr int BC = C::BC, LD = C::LD, ND = D / 8, NQ = BQ / 8, LDS = BQ + 8;
     uint16_t *sK = smem16(), *sV = sK + BC * LD, *sQ = sV + BC * LD, *sdO = sQ + 2 * BQ * LD;
     float *sL = reinterpret_cast<float *>(sdO + 2 * BQ * LD), *sDl = sL + 2 * BQ;
     uint16_t *sdS = reinterpret_cast<uint16_t *>(sDl + 2 * BQ); /* DQ: dS^T [BC][LDS] */
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t4 = lane & 3;
-    const int64_t k0 = kt * BC;
+    const int64_t k0 = DQ ? kt * BC : (int64_t)blockIdx.x * BC, bh = DQ ? bh_dq : blockIdx.y;
     const uint16_t *q = p.q + bh * p.tq * D, *k = p.k + bh * p.tk * D, *v = p.v + bh * p.tk * D;
     const uint16_t *dout = p.dout + bh * p.tq * D;
     const float sl2 = p.scale * LOG2E;
@@ -830,7 +832,7 @@ __device__ __forceinline__ void dkdv_tile(const Params &p, int64_t kt, int64_t b
 /* HOLD: the warp's K and V fragments stay in registers (else they are reloaded from shared memory) */
 template <int D, int NW, int MW, int BQ, int MINB, bool HOLD>
 __global__ void __launch_bounds__(32 * NW, MINB) bwd_dkdv(Params p) {
-    dkdv_tile<D, NW, MW, BQ, HOLD, false>(p, blockIdx.x, blockIdx.y);
+    dkdv_tile<D, NW, MW, BQ, HOLD, false>(p, 0, 0);
 }
 
 /* One-kernel deterministic backward: dK and dV as bwd_dkdv, and dQ without a second kernel. Each block takes a
