@@ -27,7 +27,7 @@
     X(128, 4, 1, 64, 3, 0) X(128, 8, 1, 64, 1, 0) X(128, 4, 2, 32, 2, 0)
 
 /* The one-kernel backward (attnbf::bwd1: dK/dV's kernel that also adds dQ in a fixed order), the same fields as
- * dK / dV; the first of each head size is the launcher's (attnbf::Cfg::Bwd1). */
+ * dK / dV; attnbf::Cfg::Bwd1 (the launcher's, TTT_ATTN_BWD1=1) must be among them. */
 #define ATTNBF_BWD1_VARIANTS(X)                                                                        \
     X(64, 4, 2, 32, 2, 0) X(64, 4, 1, 64, 2, 1) X(64, 4, 1, 32, 3, 0) X(64, 8, 1, 32, 1, 1)              \
     X(64, 4, 2, 16, 2, 0) X(128, 4, 1, 64, 2, 0) X(128, 4, 1, 32, 2, 0) X(128, 8, 1, 32, 1, 0)
