@@ -10,7 +10,9 @@
  * attention_bf16_variants.h (the ones dev/cuda/attention_bf16.cu times) runs on
  * the fixed shapes, and the forward and dQ with the keys split into shares (n_split) with their combining
  * kernels. A forward configuration with options (Q reloaded, V waited for late) must also give the bits of the
- * same one without them. Also checks the tile-level masking decisions exactly.
+ * same one without them. The one-kernel backward (bwd1) runs in the launcher's configuration on every shape,
+ * twice (the same bits both times, its f32 sums poisoned differently), the others on the variant shapes.
+ * Also checks the tile-level masking decisions exactly.
  * No GPU needed:
  *   g++ -std=c++17 -O1 -fsanitize=address -I src/backends/cuda -I dev/cuda \
  *       dev/cuda/attention_bf16_emu_test.cpp -o /tmp/attn_bf16_emu && /tmp/attn_bf16_emu --size full

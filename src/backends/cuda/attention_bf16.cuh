@@ -1,7 +1,9 @@
 /* Fused attention kernels, bf16 on the tensor cores (mma.sync m16n8k16: bf16
  * operands, f32 accumulation): the forward pass and a deterministic
  * flash-attention-2 style backward (delta, then one kernel per key tile for dK
- * and dV and one per query tile for dQ; no atomics). Device code only, so
+ * and dV and one per query tile for dQ; no atomics), and a one-kernel
+ * deterministic backward (bwd1: dQ's shares added in a fixed order behind
+ * semaphores; TTT_ATTN_BWD1=1). Device code only, so
  * dev/cuda/emu.h can run it on a host without a GPU (it defines TTT_EMU and
  * emulates mma, ldmatrix and cp.async); the launchers are in attention.cu. The
  * includer defines ATTN_SMEM(), a 16-byte aligned float pointer to the block's
