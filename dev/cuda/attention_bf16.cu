@@ -13,7 +13,10 @@
  *                               (CONFIG: warps x row groups per warp / tile, bN: N blocks per SM asked,
  *                               h: fragments held; forward r: Q reloaded at each k-step, v: V waited for
  *                               late; * marks the launchers' choices)
- *   ./attention_bf16 --small    one small check (for compute-sanitizer) */
+ *   ./attention_bf16 --small    one small check (for compute-sanitizer)
+ * The one-kernel backward (bwd1) is checked like the others and must give the same bits on 5 more runs; --bench
+ * times it beside dkdv+dq*, the launchers' two backward kernels run back to back (their large- or small-grid
+ * configurations as attention.cu picks them, dQ's keys unsplit). */
 #include <cuda_runtime.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -82,6 +85,23 @@ static void dq(const Params &p, int bh) {
     CK(cudaGetLastError());
 }
 
+/* The one-kernel backward: its semaphores and ticket zeroed on the stream first (part of what is timed), then
+ * the kernel; p.dq_acc and p.sem point at the problem's scratch. */
+template <int D, int NW, int MW, int BQ, int MINB, bool HOLD>
+static void bwd1(const Params &p, int bh) {
+    using B = attnbf::Bwd1<D, NW, MW, BQ>;
+    static_assert(B::SMEM <= 227 * 1024, "more shared memory than a block of an H100 may have");
+    static bool ready;
+    if (!ready)
+        CK(cudaFuncSetAttribute(attnbf::bwd1<D, NW, MW, BQ, MINB, HOLD>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                B::SMEM));
+    ready = true;
+    const int n_qt = (p.tq + BQ - 1) / BQ;
+    CK(cudaMemsetAsync(p.sem, 0, ((size_t)bh * n_qt + 1) * sizeof(unsigned)));
+    attnbf::bwd1<D, NW, MW, BQ, MINB, HOLD><<<dim3((p.tk + B::BC - 1) / B::BC, bh), B::THREADS, B::SMEM>>>(p);
+    CK(cudaGetLastError());
+}
+
 typedef void (*Launch)(const Params &, int);
 struct Kernel {
     const char *kind;
@@ -95,6 +115,7 @@ struct Kernel {
     }
     template <typename C> bool engine_d() const { /* one of the launchers' (large- or small-grid) configurations */
         if (kind[0] == 'f') return same<typename C::Fwd>() || same<typename C::FwdSmall>();
+        if (kind[0] == 'b') return same<typename C::Bwd1>();
         if (kind[1] == 'k') return same<typename C::Kv>() || same<typename C::KvSmall>();
         return same<typename C::Dq>() || same<typename C::DqSmall>();
     }
@@ -112,12 +133,31 @@ struct Kernel {
 #define DQ_K(d, nw, mw, t, mb, h)                                                                             \
     {"dq", d, nw, mw, t, mb, h, dq<d, nw, mw, t, mb, h>, (const void *)attnbf::bwd_dq<d, nw, mw, t, mb, h>,        \
      32 * nw, attnbf::Dq<d, nw, mw, t>::SMEM},
+#define BWD1_K(d, nw, mw, t, mb, h)                                                                           \
+    {"bwd1", d, nw, mw, t, mb, h, bwd1<d, nw, mw, t, mb, h>, (const void *)attnbf::bwd1<d, nw, mw, t, mb, h>,      \
+     32 * nw, attnbf::Bwd1<d, nw, mw, t>::SMEM},
 static const Kernel g_fwd[] = {ATTNBF_FWD_VARIANTS(FWD_K)};
 static const Kernel g_dkdv[] = {ATTNBF_DKDV_VARIANTS(DKDV_K)};
 static const Kernel g_dq[] = {ATTNBF_DQ_VARIANTS(DQ_K)};
+static const Kernel g_bwd1[] = {ATTNBF_BWD1_VARIANTS(BWD1_K)};
 template <int D> static void fwd_engine(const Params &p, int bh) {
     using F = typename attnbf::Cfg<D>::Fwd;
     fwd<D, F::NW, F::MW, F::T, F::MINB, F::HOLD>(p, bh);
+}
+/* The launchers' two-kernel backward after delta: dK/dV then dQ, each in the configuration attention.cu picks for
+ * this grid (large or small; dQ's keys never split here) */
+static int g_sm_count;
+template <int D> static void pair_engine(const Params &p, int bh) {
+    using C = attnbf::Cfg<D>;
+    auto big = [&](int n, int rows, int waves) { return (int64_t)(n + rows - 1) / rows * bh >= (int64_t)waves * g_sm_count; };
+    using Kv = typename C::Kv;
+    using Ks = typename C::KvSmall;
+    using Q = typename C::Dq;
+    using Qs = typename C::DqSmall;
+    if (big(p.tk, 16 * Kv::NW * Kv::MW, C::KV_WAVES)) dkdv<D, Kv::NW, Kv::MW, Kv::T, Kv::MINB, (bool)Kv::HOLD>(p, bh);
+    else dkdv<D, Ks::NW, Ks::MW, Ks::T, Ks::MINB, (bool)Ks::HOLD>(p, bh);
+    if (big(p.tq, 16 * Q::NW * Q::MW, C::DQ_WAVES)) dq<D, Q::NW, Q::MW, Q::T, Q::MINB, (bool)Q::HOLD>(p, bh);
+    else dq<D, Qs::NW, Qs::MW, Qs::T, Qs::MINB, (bool)Qs::HOLD>(p, bh);
 }
 
 /* ---- problems -------------------------------------------------------------------------------------------------- */
@@ -127,6 +167,8 @@ struct Problem {
     std::vector<uint16_t> hq, hk, hv, hdo;
     uint16_t *q, *k, *v, *dout, *out, *dq, *dk, *dv;
     float *lse, *delta;
+    float *dq_acc;  /* bwd1's dQ sums */
+    unsigned *sem;  /* bwd1's semaphores (for the smallest query tile, 16) and ticket */
     Params p;
 };
 
@@ -147,6 +189,7 @@ static void make(Problem &pr, const ref::Shape &s, unsigned seed) {
     pr.q = dev<uint16_t>(nq), pr.k = dev<uint16_t>(nk), pr.v = dev<uint16_t>(nk), pr.dout = dev<uint16_t>(nq);
     pr.out = dev<uint16_t>(nq), pr.dq = dev<uint16_t>(nq), pr.dk = dev<uint16_t>(nk), pr.dv = dev<uint16_t>(nk);
     pr.lse = dev<float>((size_t)s.bh * s.tq), pr.delta = dev<float>((size_t)s.bh * s.tq);
+    pr.dq_acc = dev<float>(nq), pr.sem = dev<unsigned>((size_t)s.bh * ((s.tq + 15) / 16) + 1);
     CK(cudaMemcpy(pr.q, pr.hq.data(), nq * 2, cudaMemcpyHostToDevice));
     CK(cudaMemcpy(pr.k, pr.hk.data(), nk * 2, cudaMemcpyHostToDevice));
     CK(cudaMemcpy(pr.v, pr.hv.data(), nk * 2, cudaMemcpyHostToDevice));
@@ -155,6 +198,7 @@ static void make(Problem &pr, const ref::Shape &s, unsigned seed) {
     p = Params{};
     p.q = pr.q, p.k = pr.k, p.v = pr.v, p.dout = pr.dout, p.o = pr.out, p.lse = pr.lse, p.delta = pr.delta;
     p.out = pr.out, p.lse_out = pr.lse, p.delta_out = pr.delta, p.dq = pr.dq, p.dk = pr.dk, p.dv = pr.dv;
+    p.dq_acc = pr.dq_acc, p.sem = pr.sem;
     p.tq = s.tq, p.tk = s.tk, p.causal = s.causal, p.window = s.causal ? s.window : 0;
     p.off = s.causal ? s.tk - s.tq : 0;
     p.scale = (float)(1.0 / sqrt((double)s.d));
@@ -163,7 +207,7 @@ static void make(Problem &pr, const ref::Shape &s, unsigned seed) {
 
 static void release(Problem &pr) {
     for (void *x : {(void *)pr.q, (void *)pr.k, (void *)pr.v, (void *)pr.dout, (void *)pr.out, (void *)pr.dq,
-                    (void *)pr.dk, (void *)pr.dv, (void *)pr.lse, (void *)pr.delta})
+                    (void *)pr.dk, (void *)pr.dv, (void *)pr.lse, (void *)pr.delta, (void *)pr.dq_acc, (void *)pr.sem})
         CK(cudaFree(x));
 }
 
@@ -229,6 +273,32 @@ static int check(const ref::Shape &s) {
             CK(cudaDeviceSynchronize());
             report(kq, ref::max_rel(host(pr.dq, nq), rdq, ref::val_bf16), 2e-2);
         }
+        /* the one-kernel backward: dq, dk, dv against float64, then a second run (the f32 sums poisoned
+         * differently first: NaN, then 3.0) that must give the same bits */
+        for (const Kernel &kb : g_bwd1) {
+            if (kb.d != s.d) continue;
+            CK(cudaMemset(pr.dq, 0xff, nq * 2)); CK(cudaMemset(pr.dk, 0xff, nk * 2)); CK(cudaMemset(pr.dv, 0xff, nk * 2));
+            CK(cudaMemset(pr.dq_acc, 0xff, nq * 4));
+            kb.run(pr.p, s.bh);
+            CK(cudaDeviceSynchronize());
+            const std::vector<uint16_t> a = host(pr.dq, nq), b = host(pr.dk, nk), c = host(pr.dv, nk);
+            report(kb, std::max(ref::max_rel(a, rdq, ref::val_bf16), std::max(ref::max_rel(b, rdk, ref::val_bf16),
+                                                                                ref::max_rel(c, rdv, ref::val_bf16))), 2e-2);
+            const std::vector<float> three(nq, 3.0f);
+            CK(cudaMemcpy(pr.dq_acc, three.data(), nq * 4, cudaMemcpyHostToDevice));
+            CK(cudaMemset(pr.dq, 0xff, nq * 2)); CK(cudaMemset(pr.dk, 0xff, nk * 2)); CK(cudaMemset(pr.dv, 0xff, nk * 2));
+            int same_runs = 0;
+            for (int r = 0; r < 5; r++) { /* five more runs, each the first one's bits */
+                kb.run(pr.p, s.bh);
+                CK(cudaDeviceSynchronize());
+                same_runs += host(pr.dq, nq) == a && host(pr.dk, nk) == b && host(pr.dv, nk) == c;
+            }
+            char what[64];
+            kb.name(what, sizeof what);
+            fails += same_runs != 5;
+            printf("%s bf16 %s BH%d Tq%d Tk%d d%d causal%d window%lld: %d of 5 more runs gave the same bits\n",
+                   same_runs == 5 ? "ok  " : "FAIL", what, s.bh, s.tq, s.tk, s.d, s.causal, (long long)s.window, same_runs);
+        }
     }
     release(pr);
     return fails;
@@ -256,10 +326,11 @@ static double time_ms(const Kernel &kr, const Params &p, int bh, int reps) {
 
 /* registers and blocks per SM of each configuration (the run before made sure the smem attribute is set) */
 static void occupancy() {
-    for (const Kernel *set : {g_fwd, g_dkdv, g_dq}) {
-        const size_t n = set == g_fwd ? sizeof g_fwd / sizeof *g_fwd
+    for (const Kernel *set : {g_fwd, g_dkdv, g_dq, g_bwd1}) {
+        const size_t n = set == g_fwd    ? sizeof g_fwd / sizeof *g_fwd
                          : set == g_dkdv ? sizeof g_dkdv / sizeof *g_dkdv
-                                         : sizeof g_dq / sizeof *g_dq;
+                         : set == g_dq   ? sizeof g_dq / sizeof *g_dq
+                                         : sizeof g_bwd1 / sizeof *g_bwd1;
         for (size_t i = 0; i < n; i++) {
             cudaFuncAttributes a;
             int blocks = 0;
@@ -286,10 +357,11 @@ static void bench() {
             (d == 64 ? fwd_engine<64> : fwd_engine<128>)(pr.p, h);
             (d == 64 ? delta<64> : delta<128>)(pr.p, h);
             const int reps = t >= 16384 ? 10 : 20;
-            for (const Kernel *set : {g_fwd, g_dkdv, g_dq}) {
-                const size_t n = set == g_fwd ? sizeof g_fwd / sizeof *g_fwd
+            for (const Kernel *set : {g_fwd, g_dkdv, g_dq, g_bwd1}) {
+                const size_t n = set == g_fwd    ? sizeof g_fwd / sizeof *g_fwd
                                  : set == g_dkdv ? sizeof g_dkdv / sizeof *g_dkdv
-                                                 : sizeof g_dq / sizeof *g_dq;
+                                 : set == g_dq   ? sizeof g_dq / sizeof *g_dq
+                                                 : sizeof g_bwd1 / sizeof *g_bwd1;
                 for (size_t i = 0; i < n; i++)
                     if (set[i].d == d) {
                         char name[64];
@@ -297,6 +369,9 @@ static void bench() {
                         printf("csv,bf16dev:%s,kernel,1,%d,%d,%d,0,%.3f\n", name, h, t, d, time_ms(set[i], pr.p, h, reps));
                     }
             }
+            /* the launchers' two kernels together, to set beside bwd1 (both after the same delta) */
+            const Kernel pair = {"dkdv+dq", d, 0, 0, 0, 0, 0, d == 64 ? pair_engine<64> : pair_engine<128>, nullptr, 0, 0};
+            printf("csv,bf16dev:dkdv+dq*,kernel,1,%d,%d,%d,0,%.3f\n", h, t, d, time_ms(pair, pr.p, h, reps));
             const Kernel dl = {"delta", d, 0, 0, 0, 0, 0, d == 64 ? delta<64> : delta<128>, nullptr, 256, 0};
             printf("csv,bf16dev:delta,kernel,1,%d,%d,%d,0,%.3f\n", h, t, d, time_ms(dl, pr.p, h, reps));
             fflush(stdout);
@@ -305,6 +380,7 @@ static void bench() {
 }
 
 int main(int argc, char **argv) {
+    CK(cudaDeviceGetAttribute(&g_sm_count, cudaDevAttrMultiProcessorCount, 0));
     const bool small = argc > 1 && strcmp(argv[1], "--small") == 0;
     const bool do_bench = argc > 1 && strcmp(argv[1], "--bench") == 0;
     std::vector<ref::Shape> shapes = {{1, 100, 100, 64, 64, 1, 0}, {1, 70, 130, 128, 128, 1, 33}};

@@ -10,7 +10,9 @@
  * attention_bf16_variants.h (the ones dev/cuda/attention_bf16.cu times) runs on
  * the fixed shapes, and the forward and dQ with the keys split into shares (n_split) with their combining
  * kernels. A forward configuration with options (Q reloaded, V waited for late) must also give the bits of the
- * same one without them. Also checks the tile-level masking decisions exactly.
+ * same one without them. The one-kernel backward (bwd1) runs in the launcher's configuration on every shape,
+ * twice (the same bits both times, its f32 sums poisoned differently), the others on the variant shapes.
+ * Also checks the tile-level masking decisions exactly.
  * No GPU needed:
  *   g++ -std=c++17 -O1 -fsanitize=address -I src/backends/cuda -I dev/cuda \
  *       dev/cuda/attention_bf16_emu_test.cpp -o /tmp/attn_bf16_emu && /tmp/attn_bf16_emu --size full
@@ -66,6 +68,25 @@ static void run_dq(const Params &p, int bh) {
                 [&] { attnbf::bwd_dq<D, NW, MW, BK, MINB, HOLD>(p); });
 }
 
+/* The one-kernel backward (attnbf::bwd1): its scratch sized exactly, the semaphores and ticket zeroed, dQ's f32
+ * sums poisoned with acc_poison (a share added to a sum nobody wrote shows: NaN, or other bits on a second run). */
+template <int D, int NW, int MW, int BQ, int MINB, bool HOLD>
+static void run_bwd1(const Params &p0, int bh, float acc_poison) {
+    using B = attnbf::Bwd1<D, NW, MW, BQ>;
+    static_assert(B::SMEM <= 227 * 1024, "more shared memory than a block of an H100 may have");
+    const int n_qt = (p0.tq + BQ - 1) / BQ, n_kt = (p0.tk + B::BC - 1) / B::BC;
+    std::vector<float> acc((size_t)bh * p0.tq * D, acc_poison);
+    std::vector<unsigned> sem((size_t)bh * n_qt + 1, 0u);
+    Params p = p0;
+    p.dq_acc = acc.data(), p.sem = sem.data();
+    smem(B::SMEM);
+    emu::launch(dim3(n_kt, bh), dim3(B::THREADS), [&] { attnbf::bwd1<D, NW, MW, BQ, MINB, HOLD>(p); });
+    if (sem.back() != (unsigned)(n_kt * bh)) {
+        fprintf(stderr, "bwd1: %u tickets taken, %d blocks\n", sem.back(), n_kt * bh);
+        abort();
+    }
+}
+
 /* Split keys (Params::n_split, blockIdx.z): the launchers' small-grid forward and dQ with n shares, then their
  * combining kernels; the partials are poisoned with NaN first so an unwritten slot shows. */
 template <int D>
@@ -106,6 +127,15 @@ struct Variant {
 #define DQ_V(d, nw, mw, t, mb, h) {DQ, d, nw, mw, t, mb, h, run_dq<d, nw, mw, t, mb, h>, nullptr, {0, 0}},
 static Variant g_variants[] = {ATTNBF_FWD_VARIANTS(FWD_V) ATTNBF_DKDV_VARIANTS(DKDV_V) ATTNBF_DQ_VARIANTS(DQ_V)};
 
+struct Bwd1Variant {
+    int d, nw, mw, tile, minb, hold;
+    void (*run)(const Params &, int, float);
+    double worst[3]; /* dq, dk, dv over its shapes */
+    int shapes;
+};
+#define BWD1_V(d, nw, mw, t, mb, h) {d, nw, mw, t, mb, h, run_bwd1<d, nw, mw, t, mb, h>, {0, 0, 0}, 0},
+static Bwd1Variant g_bwd1[] = {ATTNBF_BWD1_VARIANTS(BWD1_V)};
+
 /* The launchers' configurations (attnbf::Cfg: one for large grids, one for small ones): forward, delta,
  * dK/dV, dQ, all large (small = 0) or all small. */
 template <int D, typename F, typename K, typename Q>
@@ -135,6 +165,10 @@ static bool is_engine_d(const Variant &v) {
     return same<typename C::Dq>(v) || same<typename C::DqSmall>(v);
 }
 static bool is_engine(const Variant &v) { return v.d == 64 ? is_engine_d<64>(v) : is_engine_d<128>(v); }
+static bool is_engine(const Bwd1Variant &v) {
+    const Variant w{DKDV, v.d, v.nw, v.mw, v.tile, v.minb, v.hold, nullptr, nullptr, {0, 0}};
+    return v.d == 64 ? same<attnbf::Cfg<64>::Bwd1>(w) : same<attnbf::Cfg<128>::Bwd1>(w);
+}
 
 struct Case {
     ref::Shape s;
@@ -261,6 +295,14 @@ int main(int argc, char **argv) {
                 failures++;
             }
         }
+    for (int d : {64, 128}) {
+        int n = 0;
+        for (const Bwd1Variant &v : g_bwd1) n += v.d == d && is_engine(v);
+        if (n != 1) {
+            printf("FAIL the launchers' d=%d bwd1 configuration is not in attention_bf16_variants.h\n", d);
+            failures++;
+        }
+    }
     const Case fixed[] = {
         {{2, 70, 70, 64, 64, 1, 0}, 0},     {{1, 70, 70, 64, 64, 0, 0}, 0},    {{1, 37, 100, 64, 64, 1, 0}, 0},
         {{1, 130, 130, 64, 64, 1, 1}, 0},   {{1, 130, 130, 64, 64, 1, 7}, 0},  {{1, 100, 150, 64, 64, 1, 40}, 0},
@@ -290,6 +332,8 @@ int main(int argc, char **argv) {
     std::normal_distribution<float> nd(0.f, 1.f);
     int runs = 0;
     double split_worst = 0; /* split keys, worst relative error of out, lse, dq over the fixed shapes */
+    double pair_worst[3] = {0, 0, 0}; /* the launchers' two-kernel backward: dq, dk, dv over every shape */
+    int bwd1_runs = 0, bwd1_bits = 0;  /* one-kernel backward runs; of them, run twice and compared bit for bit */
     for (size_t ci = 0; ci < cases.size(); ci++) {
         const Case &cs = cases[ci];
         const bool swept = ci >= n_fixed; /* the sweep runs the launchers' configuration only, quietly */
@@ -343,6 +387,40 @@ int main(int argc, char **argv) {
                    cs.unaligned ? " unaligned" : "", small ? "small-grid set" : "large-grid set", e[0], e[1], e[2], e[3],
                    e[4], seconds_since(t_start));
         fflush(stdout);
+        for (int i = 0; i < 3; i++) pair_worst[i] = e[2 + i] != e[2 + i] ? e[2 + i] : std::max(pair_worst[i], e[2 + i]);
+        /* the one-kernel backward from the same out, lse and delta: the launcher's configuration on every shape,
+         * twice with the f32 sums poisoned differently (NaN, then 3.0), the bits of dq, dk, dv the same both times;
+         * the other configurations once, on the shapes the other configurations run on */
+        for (Bwd1Variant &bv : g_bwd1) {
+            const bool eng = is_engine(bv);
+            if (bv.d != c.d || (!eng && (swept || !variants_here(ci)))) continue;
+            Params pb = p;
+            pb.o = out.data(), pb.lse = lse.data(), pb.delta = delta.data();
+            std::vector<uint16_t> bq(nq, 0xffff), bk(nk, 0xffff), bv2(nk, 0xffff);
+            pb.dq = bq.data(), pb.dk = bk.data(), pb.dv = bv2.data();
+            bv.run(pb, c.bh, NAN);
+            runs++, bwd1_runs++;
+            const double eb[3] = {ref::max_rel(bq, rdq, ref::val_bf16), ref::max_rel(bk, rdk, ref::val_bf16),
+                                  ref::max_rel(bv2, rdv, ref::val_bf16)};
+            bool bits = true;
+            if (eng) {
+                std::vector<uint16_t> cq(nq, 0xffff), ck(nk, 0xffff), cv(nk, 0xffff);
+                pb.dq = cq.data(), pb.dk = ck.data(), pb.dv = cv.data();
+                bv.run(pb, c.bh, 3.0f);
+                runs++, bwd1_bits++;
+                bits = cq == bq && ck == bk && cv == bv2;
+            }
+            const bool bok = eb[0] <= tol[2] && eb[1] <= tol[3] && eb[2] <= tol[4] && bits;
+            failures += !bok;
+            bv.shapes++;
+            for (int i = 0; i < 3; i++) bv.worst[i] = eb[i] != eb[i] ? eb[i] : std::max(bv.worst[i], eb[i]);
+            if (!bok || (!swept && eng))
+                printf("%s bh=%d tq=%d tk=%d d=%d causal=%d window=%lld%s bwd1 %dx%d/%d b%d%s%s: dq %.1e dk %.1e dv %.1e%s\n",
+                       bok ? "ok  " : "FAIL", c.bh, c.tq, c.tk, c.d, c.causal, (long long)c.window,
+                       cs.unaligned ? " unaligned" : "", bv.nw, bv.mw, bv.tile, bv.minb, bv.hold ? "h" : "",
+                       eng ? " (launcher's, twice)" : "", eb[0], eb[1], eb[2],
+                       bits ? "" : " NOT THE SAME BITS ON THE SECOND RUN");
+        }
         if (!swept) { /* split keys, 2 and 3 shares and more shares than key tiles (empty ones) */
             Params ps = p;
             ps.o = out.data(), ps.lse = lse.data(), ps.delta = delta.data();
@@ -419,6 +497,14 @@ int main(int argc, char **argv) {
     }
     printf("     split keys (forward and dQ, 2, 3 and 7 shares, small-grid configurations) on the fixed shapes: worst %.1e\n",
            split_worst);
+    for (const Bwd1Variant &bv : g_bwd1)
+        printf("     d=%-3d bwd1 %dx%d/%-3d b%d%-2s%s worst over %d shapes: dq %.1e dk %.1e dv %.1e\n", bv.d, bv.nw,
+               bv.mw, bv.tile, bv.minb, bv.hold ? "h" : "", is_engine(bv) ? "*" : " ", bv.shapes, bv.worst[0],
+               bv.worst[1], bv.worst[2]);
+    printf("     two-kernel backward (launchers' dkdv + dq) worst over the same shapes: dq %.1e dk %.1e dv %.1e\n",
+           pair_worst[0], pair_worst[1], pair_worst[2]);
+    printf("     bwd1: %d runs, %d of them repeated bit for bit; %ld turns waited for, %ld released\n", bwd1_runs,
+           bwd1_bits, emu::g_waits, emu::g_releases);
     printf("%s (size %s: %d kernel sets run; %d sweep shapes near tile edges) in %.1f s\n",
            failures ? "FAILED" : "all passed", size, runs, n_sweep, seconds_since(t_start));
     return failures != 0;

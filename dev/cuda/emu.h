@@ -361,6 +361,30 @@ inline void cp_wait(int n) {
     }
 }
 
+/* Inter-block signalling (attention_bf16.cuh's one-kernel backward): a counter another block releases and this
+ * one waits for with an acquire load, and tickets from an atomic add. Blocks run one after another in grid order,
+ * so a waiter can only wait for blocks that have finished: the value is there already, or the kernel waits for a
+ * block that has not run (on a GPU it could wait forever, or for a block launched after it): abort. */
+inline long g_waits, g_releases; /* counted, so a test can see the signalling ran */
+inline void wait_value(const unsigned *c, unsigned want) {
+    g_waits++;
+    if (*c != want) {
+        fprintf(stderr, "emu: block (%u, %u, %u) thread %d waits for %u at %p, which holds %u: every earlier block "
+                        "has finished, so this would wait for a later block (or forever)\n",
+                g_bidx.x, g_bidx.y, g_bidx.z, g_cur, want, (const void *)c, *c);
+        abort();
+    }
+}
+inline void store_release(unsigned *c, unsigned v) {
+    g_releases++;
+    *c = v;
+}
+inline unsigned atomic_add(unsigned *c, unsigned v) {
+    const unsigned old = *c;
+    *c = old + v;
+    return old;
+}
+
 }  // namespace emu
 
 #define threadIdx (emu::thread_idx())
@@ -369,6 +393,7 @@ inline void cp_wait(int n) {
 #define gridDim (emu::g_grid)
 #define __syncthreads() emu::barrier()
 #define __syncwarp() emu::warp_barrier()
+inline void __threadfence() {} /* blocks run one after another: every write is seen */
 inline float __shfl_xor_sync(unsigned, float v, int lane_mask) { return emu::shfl_xor(v, lane_mask); }
 inline double __shfl_xor_sync(unsigned, double v, int lane_mask) { return emu::shfl_xor(v, lane_mask); }
 inline double __shfl_down_sync(unsigned, double v, int delta) { return emu::shfl_down(v, delta); }

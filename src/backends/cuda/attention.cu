@@ -11,7 +11,9 @@
  * then one kernel per key tile for dK and dV and one per query tile for dQ,
  * each recomputing the probabilities of its tiles from lse. Two kernels
  * instead of one with atomic adds into dQ cost two more tile products (7 in
- * all, against 5) but give the same bits on every run. */
+ * all, against 5) but give the same bits on every run. TTT_ATTN_BWD1=1 runs
+ * the bf16 backward as one kernel with 5 products that is deterministic too
+ * (dQ's shares added in a fixed order behind semaphores; attnbf::bwd1). */
 #include <limits.h>
 #include <string.h>
 #include <stdint.h>
@@ -188,6 +190,39 @@ static int launch_bf16_dq_cfg(CuDev *dev, const attnbf::Params &p0, int64_t bh) 
     return TTT_OK;
 }
 
+/* TTT_ATTN_BWD1=1: the bf16 backward runs as one kernel (attnbf::bwd1: dK, dV and dQ, dQ's shares added in a
+ * fixed order behind per-tile semaphores, so still the same bits on every run, not the two-kernel path's) instead
+ * of dkdv + dq. Off by default until it has been timed on a GPU (dev/cuda/attention_bf16.cu --bench). */
+static bool bwd1_wanted() {
+    static const bool on = [] {
+        const char *e = getenv("TTT_ATTN_BWD1");
+        return e && atoi(e) > 0;
+    }();
+    return on;
+}
+
+/* bwd1 in attnbf::Cfg's configuration: dQ's f32 sums [bh, tq, D] and the semaphores (one per head and query tile,
+ * then the block ticket) in the attention scratch, the semaphores zeroed on the stream before the kernel. */
+template <int D>
+static int launch_bf16_bwd1(CuDev *dev, const attnbf::Params &p0, int64_t bh) {
+    typedef typename attnbf::Cfg<D>::Bwd1 C;
+    typedef attnbf::Bwd1<D, C::NW, C::MW, C::T> B;
+    static uint64_t ready; /* per GPU: ttt__allow_smem */
+    if (ttt__allow_smem(attnbf::bwd1<D, C::NW, C::MW, C::T, C::MINB, (bool)C::HOLD>, B::SMEM, dev, &ready))
+        return TTT_ERR;
+    attnbf::Params p = p0;
+    const int64_t n_qt = (p.tq + C::T - 1) / C::T, n_kt = (p.tk + B::BC - 1) / B::BC;
+    const size_t acc = sizeof(float) * (size_t)(bh * p.tq) * D, sem = sizeof(unsigned) * (size_t)(bh * n_qt + 1);
+    if (scratch_reserve(dev, &dev->attn_scratch, acc + sem, "attention (one-kernel backward)")) return TTT_ERR;
+    p.dq_acc = (float *)dev->attn_scratch.p;
+    p.sem = (unsigned *)((char *)dev->attn_scratch.p + acc);
+    CU(cudaMemsetAsync(p.sem, 0, sem, dev->stream));
+    attnbf::bwd1<D, C::NW, C::MW, C::T, C::MINB, (bool)C::HOLD>
+        <<<dim3((unsigned)n_kt, (unsigned)bh), B::THREADS, B::SMEM, dev->stream>>>(p);
+    LAUNCHED("attention_bwd1_bf16");
+    return TTT_OK;
+}
+
 /* Whether a grid of ceil(n / rows) x bh blocks has at least waves blocks per SM. */
 static bool big_grid(const CuDev *dev, int64_t n, int rows, int64_t bh, int waves) {
     return (n + rows - 1) / rows * bh >= (int64_t)waves * dev->sm_count;
@@ -210,6 +245,7 @@ static int launch_bf16_bwd(CuDev *dev, const attnbf::Params &p, int64_t bh) {
     LAUNCHED("attention_delta_bf16");
     attnbf::Params pd = p;
     pd.delta = p.delta_out;
+    if (bwd1_wanted()) return launch_bf16_bwd1<D>(dev, pd, bh);
     const int rc = big_grid(dev, p.tk, 16 * C::Kv::NW * C::Kv::MW, bh, C::KV_WAVES)
                        ? launch_bf16_dkdv_cfg<D, typename C::Kv>(dev, pd, bh)
                        : launch_bf16_dkdv_cfg<D, typename C::KvSmall>(dev, pd, bh);

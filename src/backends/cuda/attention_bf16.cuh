@@ -1,7 +1,9 @@
 /* Fused attention kernels, bf16 on the tensor cores (mma.sync m16n8k16: bf16
  * operands, f32 accumulation): the forward pass and a deterministic
  * flash-attention-2 style backward (delta, then one kernel per key tile for dK
- * and dV and one per query tile for dQ; no atomics). Device code only, so
+ * and dV and one per query tile for dQ; no atomics), and a one-kernel
+ * deterministic backward (bwd1: dQ's shares added in a fixed order behind
+ * semaphores; TTT_ATTN_BWD1=1). Device code only, so
  * dev/cuda/emu.h can run it on a host without a GPU (it defines TTT_EMU and
  * emulates mma, ldmatrix and cp.async); the launchers are in attention.cu. The
  * includer defines ATTN_SMEM(), a 16-byte aligned float pointer to the block's
@@ -69,6 +71,11 @@ struct Params {
     int n_split;
     float *part;     /* [n_split, BH, Tq, D]: forward, the split's normalized output; dQ, its share of dQ */
     float *part_lse; /* [n_split, BH, Tq]: forward, the split's log-sum-exp (-inf where it saw no key) */
+    /* One-kernel backward (bwd1): dQ's f32 running sums [BH, Tq, D] and the semaphores [BH * n_qt + 1], zero at
+     * launch: one per (head, query tile of the kernel's BQ) counting the key tiles that have added their share,
+     * then the ticket counter that hands out the blocks' tiles in the order they start. */
+    float *dq_acc;
+    unsigned *sem;
 };
 
 /* ---- the instructions (emulated on the host by dev/cuda/emu.h) ---------------------------------------------- */
@@ -155,6 +162,49 @@ template <int N> __device__ __forceinline__ void cp_wait() {
     emu::cp_wait(N);
 #else
     asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+#endif
+}
+
+/* Inter-block signalling for the one-kernel backward (bwd1). The emulator runs blocks one after another in
+ * grid order, so a block that waits finds the value there already or never will: emu::wait_value aborts then
+ * (on a GPU it would hang). */
+__device__ __forceinline__ void wait_value(const unsigned *c, unsigned want) { /* ld.acquire.gpu until *c == want */
+#ifdef TTT_EMU
+    emu::wait_value(c, want);
+#else
+    unsigned v;
+    do {
+        asm volatile("ld.acquire.gpu.global.u32 %0, [%1];\n" : "=r"(v) : "l"(c) : "memory");
+    } while (v != want);
+#endif
+}
+__device__ __forceinline__ void store_release(unsigned *c, unsigned v) {
+#ifdef TTT_EMU
+    emu::store_release(c, v);
+#else
+    asm volatile("st.release.gpu.global.u32 [%0], %1;\n" ::"l"(c), "r"(v) : "memory");
+#endif
+}
+__device__ __forceinline__ unsigned take_ticket(unsigned *c) {
+#ifdef TTT_EMU
+    return emu::atomic_add(c, 1u);
+#else
+    return atomicAdd(c, 1u);
+#endif
+}
+/* f32 pairs in global memory another block wrote or will read: L2 only (.cg), never a stale L1 line */
+__device__ __forceinline__ float2 load_cg(const float *a) {
+#ifdef TTT_EMU
+    return make_float2(a[0], a[1]);
+#else
+    return __ldcg(reinterpret_cast<const float2 *>(a));
+#endif
+}
+__device__ __forceinline__ void store_cg(float *a, float2 v) {
+#ifdef TTT_EMU
+    a[0] = v.x, a[1] = v.y;
+#else
+    __stcg(reinterpret_cast<float2 *>(a), v);
 #endif
 }
 
@@ -537,15 +587,101 @@ __device__ __forceinline__ void load_q_tile(const Params &p, uint16_t *sQ, uint1
     }
 }
 
-/* HOLD: the warp's K and V fragments stay in registers (else they are reloaded from shared memory) */
-template <int D, int NW, int MW, int BQ, int MINB, bool HOLD>
-__global__ void __launch_bounds__(32 * NW, MINB) bwd_dkdv(Params p) {
+/* bwd1: the key tiles [*first, *last] (tiles of BC) that query tile qt (tiles of BQ) sees. A key tile and a query
+ * tile see each other iff some pair of theirs is visible (key_range and query_range give exact ranges), so these
+ * are exactly the key tiles whose blocks visit query tile qt, and every one of them adds a share of dQ. */
+template <int BC, int BQ>
+__device__ __forceinline__ void dq_turns(const Params &p, int64_t qt, int64_t *first, int64_t *last) {
+    const int64_t q0 = qt * BQ;
+    int64_t lo, hi;
+    key_range(p, q0, q0 + BQ < p.tq ? q0 + BQ : p.tq, &lo, &hi);
+    *first = lo / BC, *last = (hi + BC - 1) / BC - 1;
+}
+
+/* bwd1: key tile kt's share of query tile qt's dQ, dS K, from dS^T (sdS, [BC][BQ + 8]) and K in shared memory,
+ * added to the f32 sums in its turn. The warps split the BQ x D share into 16 x 16 tiles, each summed over all BC
+ * keys by one warp's mma chain (no reduction across warps). The block's turn comes after key tiles last, last - 1,
+ * ..., kt + 1 have added theirs: the semaphore of (bh, qt) then reads last - kt. */
+template <int D, int NW, int BC, int BQ>
+__device__ __forceinline__ void dq_share(const Params &p, const uint16_t *sK, const uint16_t *sdS, int64_t kt,
+                                         int64_t qt, int64_t bh, int64_t first, int64_t last) {
+    constexpr int LD = D + 8, LDS = BQ + 8, UW = (BQ / 16) * (D / 16) / NW;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t4 = lane & 3;
+    const int64_t n_qt = (p.tq + BQ - 1) / BQ, q0 = qt * BQ;
+    if (threadIdx.x == 0 && kt != last) wait_value(p.sem + bh * n_qt + qt, (unsigned)(last - kt));
+    __syncthreads(); /* this block's turn has come (thread 0 saw it), and every warp's dS^T is in sdS */
+    float *acc = p.dq_acc + (bh * p.tq + q0) * D;
+    uint16_t *dq = p.dq + (bh * p.tq + q0) * D;
+#pragma unroll
+    for (int u = warp * UW; u < (warp + 1) * UW; u++) {
+        const int rg = u / (D / 16), cp = u % (D / 16); /* query rows 16 rg.., columns 16 cp.. */
+        float c[2][4];
+#pragma unroll
+        for (int n = 0; n < 2; n++)
+#pragma unroll
+            for (int i = 0; i < 4; i++) c[n][i] = 0.f;
+#pragma unroll
+        for (int ks = 0; ks < BC / 16; ks++) {
+            uint32_t a[4], b[4];
+            ldsm4t(a, sdS + ks * 16 * LDS + rg * 16 + b_off(lane, LDS)); /* dS (queries x keys) from dS^T */
+            ldsm4t(b, sK + ks * 16 * LD + cp * 16 + a_off(lane, LD));
+            mma(c[0], a, b[0], b[1]);
+            mma(c[1], a, b[2], b[3]);
+        }
+#pragma unroll
+        for (int h = 0; h < 2; h++) {
+            const int row = rg * 16 + g + 8 * h;
+            if (q0 + row >= p.tq) continue;
+#pragma unroll
+            for (int n = 0; n < 2; n++) {
+                const int col = cp * 16 + n * 8 + 2 * t4;
+                float2 v = make_float2(c[n][2 * h], c[n][2 * h + 1]);
+                if (kt != last) { /* the sum so far, then this share */
+                    const float2 o = load_cg(acc + row * D + col);
+                    v = make_float2(o.x + v.x, o.y + v.y);
+                }
+                if (kt == first) *reinterpret_cast<uint32_t *>(dq + row * D + col) = pack2(v.x * p.scale, v.y * p.scale);
+                else store_cg(acc + row * D + col, v);
+            }
+        }
+    }
+}
+
+/* bwd1: after dq_share and a barrier (every thread's writes of the sums are done), the next key tile's turn.
+ * The query tile's last turn (kt == first) leaves the semaphore as it is: the launcher zeroes them all. */
+template <int BQ>
+__device__ __forceinline__ void dq_release(const Params &p, int64_t kt, int64_t qt, int64_t bh, int64_t first,
+                                           int64_t last) {
+    if (threadIdx.x == 0 && kt != first) {
+        __threadfence();
+        store_release(p.sem + bh * ((p.tq + BQ - 1) / BQ) + qt, (unsigned)(last - kt + 1));
+    }
+}
+
+/* The one-kernel backward (bwd1, below): dK/dV's kernel that also adds each (key tile, query tile) pair's
+ * share of dQ, dS K, into f32 sums in global memory, the key tiles of a query tile one after another in a fixed
+ * order. Shared memory: dK/dV's, then dS^T of the current pair [BC][BQ + 8] bf16, then the block's ticket. */
+template <int D, int NW, int MW, int BQ> struct Bwd1 {
+    using Kv = Dkdv<D, NW, MW, BQ>;
+    static constexpr int BC = Kv::BC, THREADS = Kv::THREADS, LDS = BQ + 8;
+    static constexpr int SMEM = Kv::SMEM + BC * LDS * 2 + 16;
+    static constexpr int UNITS = (BQ / 16) * (D / 16); /* 16 x 16 tiles of the pair's dQ share, split over the warps */
+    static_assert(UNITS % NW == 0, "bwd1: the warps must split dQ's 16 x 16 tiles evenly");
+};
+
+/* The body of bwd_dkdv (DQ false: key tile blockIdx.x of head blockIdx.y) and bwd1 (DQ true: key tile kt of head
+ * bh_dq). HOLD: the warp's K and V fragments stay in registers (else they are reloaded from shared memory).
+ * bwd_dkdv reads blockIdx here, in the order it always did: ptxas's register allocation for it (255 registers
+ * in the d 64 launchers' shape) is sensitive even to the order of those two reads. */
+template <int D, int NW, int MW, int BQ, bool HOLD, bool DQ>
+__device__ __forceinline__ void dkdv_tile(Params p, int64_t kt, int64_t bh_dq) {
     using C = Dkdv<D, NW, MW, BQ>;
-    constexpr int BC = C::BC, LD = C::LD, ND = D / 8, NQ = BQ / 8;
+    constexpr int BC = C::BC, LD = C::LD, ND = D / 8, NQ = BQ / 8, LDS = BQ + 8;
     uint16_t *sK = smem16(), *sV = sK + BC * LD, *sQ = sV + BC * LD, *sdO = sQ + 2 * BQ * LD;
     float *sL = reinterpret_cast<float *>(sdO + 2 * BQ * LD), *sDl = sL + 2 * BQ;
+    uint16_t *sdS = reinterpret_cast<uint16_t *>(sDl + 2 * BQ); /* DQ: dS^T [BC][LDS] */
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t4 = lane & 3;
-    const int64_t k0 = (int64_t)blockIdx.x * BC, bh = blockIdx.y;
+    const int64_t k0 = DQ ? kt * BC : (int64_t)blockIdx.x * BC, bh = DQ ? bh_dq : blockIdx.y;
     const uint16_t *q = p.q + bh * p.tq * D, *k = p.k + bh * p.tk * D, *v = p.v + bh * p.tk * D;
     const uint16_t *dout = p.dout + bh * p.tq * D;
     const float sl2 = p.scale * LOG2E;
@@ -643,6 +779,13 @@ __global__ void __launch_bounds__(32 * NW, MINB) bwd_dkdv(Params p) {
             for (int m = 0; m < MW; m++) {
                 acc_to_a(pa[m], st[m][2 * ks], st[m][2 * ks + 1]);
                 acc_to_a(da[m], dpt[m][2 * ks], dpt[m][2 * ks + 1]);
+                if (DQ) { /* dS^T for dQ's share: keys (rows g, g + 8) by queries (columns 2 t4, 2 t4 + 8) */
+                    uint16_t *r = sdS + ((warp * MW + m) * 16 + g) * LDS + ks * 16 + 2 * t4;
+                    *reinterpret_cast<uint32_t *>(r) = da[m][0];
+                    *reinterpret_cast<uint32_t *>(r + 8 * LDS) = da[m][1];
+                    *reinterpret_cast<uint32_t *>(r + 8) = da[m][2];
+                    *reinterpret_cast<uint32_t *>(r + 8 * LDS + 8) = da[m][3];
+                }
             }
 #pragma unroll
             for (int dp = 0; dp < ND / 2; dp++) {
@@ -661,7 +804,13 @@ __global__ void __launch_bounds__(32 * NW, MINB) bwd_dkdv(Params p) {
                 }
             }
         }
+        int64_t first = 0, last = 0; /* DQ: the key tiles that add to this query tile's dQ */
+        if (DQ) {
+            dq_turns<BC, BQ>(p, qt, &first, &last);
+            dq_share<D, NW, BC, BQ>(p, sK, sdS, kt, qt, bh, first, last);
+        }
         __syncthreads(); /* every read of this buffer is done before it is refilled */
+        if (DQ) dq_release<BQ>(p, kt, qt, bh, first, last);
     }
 
     uint16_t *dk = p.dk + bh * p.tk * D, *dv = p.dv + bh * p.tk * D;
@@ -679,6 +828,35 @@ __global__ void __launch_bounds__(32 * NW, MINB) bwd_dkdv(Params p) {
                     pack2(adv[m][n][2 * h], adv[m][n][2 * h + 1]);
             }
         }
+}
+
+
+/* HOLD: the warp's K and V fragments stay in registers (else they are reloaded from shared memory) */
+template <int D, int NW, int MW, int BQ, int MINB, bool HOLD>
+__global__ void __launch_bounds__(32 * NW, MINB) bwd_dkdv(Params p) {
+    dkdv_tile<D, NW, MW, BQ, HOLD, false>(p, 0, 0);
+}
+
+/* One-kernel deterministic backward: dK and dV as bwd_dkdv, and dQ without a second kernel. Each block takes a
+ * ticket (an atomic counter: tickets follow the order in which blocks start, so a block holding a ticket only ever
+ * waits for blocks that hold smaller ones, which have started and wait only for smaller ones in turn: no deadlock
+ * whatever the scheduler does). Ticket t is head t / n_kt, key tile n_kt - 1 - t % n_kt: the last key tiles first,
+ * the ones with the least work under a causal mask. A query tile's key tiles add their shares of dQ in decreasing
+ * key tile order, each after the one before it (its semaphore counts them): the first writes its share, the
+ * others add theirs (a plain read, add and write of f32, no atomics on data), the last (the query tile's first key
+ * tile) writes dQ = scale * sum in bf16 instead. Each block walks its query tiles upwards from the diagonal, so
+ * under a causal mask block kt reaches a query tile one step after block kt + 1 did and seldom waits. The sums
+ * are in a fixed order, so the bits are the same on every run (not the two-kernel path's: that order differs).
+ * p.dq_acc and p.sem as in Params; the semaphores and the ticket must be zero at launch. */
+template <int D, int NW, int MW, int BQ, int MINB, bool HOLD>
+__global__ void __launch_bounds__(32 * NW, MINB) bwd1(Params p) {
+    using B = Bwd1<D, NW, MW, BQ>;
+    const int64_t n_kt = (p.tk + B::BC - 1) / B::BC, n_qt = (p.tq + BQ - 1) / BQ;
+    unsigned *ticket = reinterpret_cast<unsigned *>(ATTN_SMEM() + (B::SMEM - 16) / 4);
+    if (threadIdx.x == 0) *ticket = take_ticket(p.sem + (int64_t)gridDim.y * n_qt);
+    __syncthreads();
+    const int64_t t = *ticket;
+    dkdv_tile<D, NW, MW, BQ, HOLD, true>(p, n_kt - 1 - t % n_kt, t / n_kt);
 }
 
 /* dQ of one tile of 16 NW MW queries (MW groups of 16 per warp), over the key tiles (BK) it sees:
@@ -854,6 +1032,7 @@ template <> struct Cfg<64> {
     typedef K<4, 1, 64, 2, 1> KvSmall;
     typedef K<8, 1, 64, 2, 0> Dq;
     typedef K<4, 1, 64, 3, 1> DqSmall;
+    typedef K<4, 2, 32, 2, 0> Bwd1; /* the one-kernel backward (TTT_ATTN_BWD1=1): Kv's shape, not yet timed */
     enum { FWD_WAVES = 2, KV_WAVES = 4, DQ_WAVES = 2 };
 };
 template <> struct Cfg<128> {
@@ -863,6 +1042,8 @@ template <> struct Cfg<128> {
     typedef K<4, 1, 64, 2, 0> KvSmall;
     typedef K<4, 2, 32, 2, 0> Dq;
     typedef K<4, 2, 32, 2, 0> DqSmall;
+    typedef K<4, 1, 32, 2, 0> Bwd1; /* the one-kernel backward (TTT_ATTN_BWD1=1), not yet timed: 244 registers, no
+                                     * spills (Kv's 4x1/64 spills 52 B here) */
     enum { FWD_WAVES = 0, KV_WAVES = 0, DQ_WAVES = 0 };
 };
 
