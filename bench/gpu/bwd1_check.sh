@@ -4,7 +4,9 @@
 # runs) and its timings (bwd1 beside the launchers' dkdv + dq); compute-sanitizer memcheck / racecheck / synccheck on
 # the harness's small case; the engine's parity test with TTT_ATTN_BWD1=1 (and memcheck of its quick subset);
 # then, in the same call, the engine against SDPA flash with and without it (bench/gpu/attention_bench.py) and the
-# 125M LM step at T 1K x 8 and 8K x 1 with and without it. Carry nothing. Logs in $OUT (default ./gpu-out).
+# 125M LM step at T 1K x 8 and 8K x 1 with and without it. In priority order (the harness, parity, the LM at 8K,
+# memcheck, the tables, racecheck / synccheck, the LM at 1K): a part is skipped when too little of DEADLINE is left.
+# Carry nothing. Logs in $OUT (default ./gpu-out).
 #   bash bench/gpu/bwd1_check.sh        DEADLINE=560 (seconds; later parts are skipped past it)
 set -uo pipefail
 OUT=${OUT:-gpu-out}
@@ -30,12 +32,6 @@ echo "exit $?"
 grep -E "FAIL|bit|bf16 checks" "$OUT/attention_bf16.csv" | head -20
 grep -E "bwd1|dkdv\+dq|delta" "$OUT/attention_bf16.csv" | head -40
 
-for tool in memcheck racecheck synccheck; do
-  [ "$(left)" -lt 200 ] && { echo "skip $tool ($(left) s left)"; continue; }
-  timeout 90 compute-sanitizer --tool $tool --error-exitcode 9 $B/attention_bf16 --small >"$OUT/${tool}_small.txt" 2>&1
-  echo "$tool (harness --small): exit $?; $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$OUT/${tool}_small.txt" | head -1)"
-done
-
 echo "== engine parity with TTT_ATTN_BWD1=1 =="
 TTT_ATTN_BWD1=1 timeout 120 $B/test_attention_fused >"$OUT/parity_bwd1.txt" 2>&1
 echo "exit $?; $(tail -1 "$OUT/parity_bwd1.txt")"
@@ -45,6 +41,26 @@ if [ "$(left)" -gt 300 ]; then
     >"$OUT/memcheck_engine_bwd1.txt" 2>&1
   echo "memcheck (TTT_ATTN_BWD1=1 test_attention_fused --quick): exit $?; $(grep -E 'ERROR SUMMARY' "$OUT/memcheck_engine_bwd1.txt")"
 fi
+
+echo "== 125M LM, bf16, with and without TTT_ATTN_BWD1=1 =="
+W=/tmp/bwd1-lm
+mkdir -p $W
+$B/ttt data prepare --tokenizer data/gpt2-tokenizer --out $W/ts.bin data/tinyshakespeare/ >$W/prep.log 2>&1 || tail -3 $W/prep.log
+for shape in "8192 1"; do
+  set -- $shape
+  for bwd1 in 0 1 0 1; do
+    [ "$(left)" -lt 40 ] && { echo "skip T=$1 TTT_ATTN_BWD1=$bwd1 ($(left) s left)"; continue; }
+    TTT_ATTN_BWD1=$bwd1 timeout 60 $B/ttt lm train --device cuda --data $W/ts.bin --preset 125m --seq-len $1 --batch $2 \
+      --steps 12 --log-every 4 --save-every 1000000 --compute bf16 --timing --out $W/lm-$1-$bwd1-$RANDOM >$W/lm.log 2>&1 ||
+      tail -3 $W/lm.log
+    echo "T=$1 TTT_ATTN_BWD1=$bwd1: $(grep -oE "[0-9]+ tok/s" $W/lm.log | tail -1); $(grep -E "ms per step" $W/lm.log | tail -1 | grep -oE "forward\+backward [0-9.]+")"
+  done
+done
+for tool in memcheck; do
+  [ "$(left)" -lt 120 ] && { echo "skip $tool ($(left) s left)"; continue; }
+  timeout 90 compute-sanitizer --tool $tool --error-exitcode 9 $B/attention_bf16 --small >"$OUT/${tool}_small.txt" 2>&1
+  echo "$tool (harness --small): exit $?; $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$OUT/${tool}_small.txt" | head -1)"
+done
 
 echo "== the engine against SDPA flash, two-kernel backward, then TTT_ATTN_BWD1=1 =="
 for bwd1 in 0 1; do
@@ -56,14 +72,16 @@ for bwd1 in 0 1; do
   grep -E "^\| [0-9]+ \| (ttt|SDPA)" "$OUT/table_bwd1_$bwd1.md" | grep -vE "f32" | tail -24
 done
 
-echo "== 125M LM, bf16, with and without TTT_ATTN_BWD1=1 =="
-W=/tmp/bwd1-lm
-mkdir -p $W
-$B/ttt data prepare --tokenizer data/gpt2-tokenizer --out $W/ts.bin data/tinyshakespeare/ >$W/prep.log 2>&1 || tail -3 $W/prep.log
-for shape in "8192 1" "1024 8"; do
+for tool in racecheck synccheck; do
+  [ "$(left)" -lt 100 ] && { echo "skip $tool ($(left) s left)"; continue; }
+  timeout 90 compute-sanitizer --tool $tool --error-exitcode 9 $B/attention_bf16 --small >"$OUT/${tool}_small.txt" 2>&1
+  echo "$tool (harness --small): exit $?; $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$OUT/${tool}_small.txt" | head -1)"
+done
+
+for shape in "1024 8"; do
   set -- $shape
   for bwd1 in 0 1 0 1; do
-    [ "$(left)" -lt 40 ] && { echo "skip T=$1 TTT_ATTN_BWD1=$bwd1 ($(left) s left)"; continue; }
+    [ "$(left)" -lt 30 ] && { echo "skip T=$1 TTT_ATTN_BWD1=$bwd1 ($(left) s left)"; continue; }
     TTT_ATTN_BWD1=$bwd1 timeout 60 $B/ttt lm train --device cuda --data $W/ts.bin --preset 125m --seq-len $1 --batch $2 \
       --steps 12 --log-every 4 --save-every 1000000 --compute bf16 --timing --out $W/lm-$1-$bwd1-$RANDOM >$W/lm.log 2>&1 ||
       tail -3 $W/lm.log
