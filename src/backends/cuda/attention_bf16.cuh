@@ -600,34 +600,40 @@ __device__ __forceinline__ void dq_turns(const Params &p, int64_t qt, int64_t *f
 
 /* bwd1: key tile kt's share of query tile qt's dQ, dS K, from dS^T (sdS, [BC][BQ + 8]) and K in shared memory,
  * added to the f32 sums in its turn. The warps split the BQ x D share into 16 x 16 tiles, each summed over all BC
- * keys by one warp's mma chain (no reduction across warps). The block's turn comes after key tiles last, last - 1,
- * ..., kt + 1 have added theirs: the semaphore of (bh, qt) then reads last - kt. */
+ * keys by one warp's mma chain (no reduction across warps), before the wait: only the read, add and write of the
+ * sums is in the serialized part. The block's turn comes after key tiles last, last - 1, ..., kt + 1 have added
+ * theirs: the semaphore of (bh, qt) then reads last - kt. */
 template <int D, int NW, int BC, int BQ>
 __device__ __forceinline__ void dq_share(const Params &p, const uint16_t *sK, const uint16_t *sdS, int64_t kt,
                                          int64_t qt, int64_t bh, int64_t first, int64_t last) {
     constexpr int LD = D + 8, LDS = BQ + 8, UW = (BQ / 16) * (D / 16) / NW;
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t4 = lane & 3;
     const int64_t n_qt = (p.tq + BQ - 1) / BQ, q0 = qt * BQ;
-    if (threadIdx.x == 0 && kt != last) wait_value(p.sem + bh * n_qt + qt, (unsigned)(last - kt));
-    __syncthreads(); /* this block's turn has come (thread 0 saw it), and every warp's dS^T is in sdS */
-    float *acc = p.dq_acc + (bh * p.tq + q0) * D;
-    uint16_t *dq = p.dq + (bh * p.tq + q0) * D;
+    __syncthreads(); /* every warp's dS^T is in sdS */
+    float c[UW][2][4];
 #pragma unroll
-    for (int u = warp * UW; u < (warp + 1) * UW; u++) {
-        const int rg = u / (D / 16), cp = u % (D / 16); /* query rows 16 rg.., columns 16 cp.. */
-        float c[2][4];
+    for (int w = 0; w < UW; w++) {
+        const int u = warp * UW + w, rg = u / (D / 16), cp = u % (D / 16); /* query rows 16 rg.., columns 16 cp.. */
 #pragma unroll
         for (int n = 0; n < 2; n++)
 #pragma unroll
-            for (int i = 0; i < 4; i++) c[n][i] = 0.f;
+            for (int i = 0; i < 4; i++) c[w][n][i] = 0.f;
 #pragma unroll
         for (int ks = 0; ks < BC / 16; ks++) {
             uint32_t a[4], b[4];
             ldsm4t(a, sdS + ks * 16 * LDS + rg * 16 + b_off(lane, LDS)); /* dS (queries x keys) from dS^T */
             ldsm4t(b, sK + ks * 16 * LD + cp * 16 + a_off(lane, LD));
-            mma(c[0], a, b[0], b[1]);
-            mma(c[1], a, b[2], b[3]);
+            mma(c[w][0], a, b[0], b[1]);
+            mma(c[w][1], a, b[2], b[3]);
         }
+    }
+    if (threadIdx.x == 0 && kt != last) wait_value(p.sem + bh * n_qt + qt, (unsigned)(last - kt));
+    __syncthreads(); /* this block's turn has come (thread 0 saw it) */
+    float *acc = p.dq_acc + (bh * p.tq + q0) * D;
+    uint16_t *dq = p.dq + (bh * p.tq + q0) * D;
+#pragma unroll
+    for (int w = 0; w < UW; w++) {
+        const int u = warp * UW + w, rg = u / (D / 16), cp = u % (D / 16);
 #pragma unroll
         for (int h = 0; h < 2; h++) {
             const int row = rg * 16 + g + 8 * h;
@@ -635,7 +641,7 @@ __device__ __forceinline__ void dq_share(const Params &p, const uint16_t *sK, co
 #pragma unroll
             for (int n = 0; n < 2; n++) {
                 const int col = cp * 16 + n * 8 + 2 * t4;
-                float2 v = make_float2(c[n][2 * h], c[n][2 * h + 1]);
+                float2 v = make_float2(c[w][n][2 * h], c[w][n][2 * h + 1]);
                 if (kt != last) { /* the sum so far, then this share */
                     const float2 o = load_cg(acc + row * D + col);
                     v = make_float2(o.x + v.x, o.y + v.y);
