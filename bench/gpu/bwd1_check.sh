@@ -46,16 +46,17 @@ echo "== 125M LM, bf16, with and without TTT_ATTN_BWD1=1 =="
 W=/tmp/bwd1-lm
 mkdir -p $W
 $B/ttt data prepare --tokenizer data/gpt2-tokenizer --out $W/ts.bin data/tinyshakespeare/ >$W/prep.log 2>&1 || tail -3 $W/prep.log
-for shape in "8192 1"; do
-  set -- $shape
+# lm_runs SEQ BATCH MIN_LEFT: the step alternated without and with bwd1, twice, while MIN_LEFT seconds remain
+lm_runs() {
   for bwd1 in 0 1 0 1; do
-    [ "$(left)" -lt 40 ] && { echo "skip T=$1 TTT_ATTN_BWD1=$bwd1 ($(left) s left)"; continue; }
+    [ "$(left)" -lt "$3" ] && { echo "skip T=$1 TTT_ATTN_BWD1=$bwd1 ($(left) s left)"; continue; }
     TTT_ATTN_BWD1=$bwd1 timeout 60 $B/ttt lm train --device cuda --data $W/ts.bin --preset 125m --seq-len $1 --batch $2 \
       --steps 12 --log-every 4 --save-every 1000000 --compute bf16 --timing --out $W/lm-$1-$bwd1-$RANDOM >$W/lm.log 2>&1 ||
       tail -3 $W/lm.log
     echo "T=$1 TTT_ATTN_BWD1=$bwd1: $(grep -oE "[0-9]+ tok/s" $W/lm.log | tail -1); $(grep -E "ms per step" $W/lm.log | tail -1 | grep -oE "forward\+backward [0-9.]+")"
   done
-done
+}
+lm_runs 8192 1 40
 for tool in memcheck; do
   [ "$(left)" -lt 120 ] && { echo "skip $tool ($(left) s left)"; continue; }
   timeout 90 compute-sanitizer --tool $tool --error-exitcode 9 $B/attention_bf16 --small >"$OUT/${tool}_small.txt" 2>&1
@@ -78,14 +79,5 @@ for tool in racecheck synccheck; do
   echo "$tool (harness --small): exit $?; $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$OUT/${tool}_small.txt" | head -1)"
 done
 
-for shape in "1024 8"; do
-  set -- $shape
-  for bwd1 in 0 1 0 1; do
-    [ "$(left)" -lt 30 ] && { echo "skip T=$1 TTT_ATTN_BWD1=$bwd1 ($(left) s left)"; continue; }
-    TTT_ATTN_BWD1=$bwd1 timeout 60 $B/ttt lm train --device cuda --data $W/ts.bin --preset 125m --seq-len $1 --batch $2 \
-      --steps 12 --log-every 4 --save-every 1000000 --compute bf16 --timing --out $W/lm-$1-$bwd1-$RANDOM >$W/lm.log 2>&1 ||
-      tail -3 $W/lm.log
-    echo "T=$1 TTT_ATTN_BWD1=$bwd1: $(grep -oE "[0-9]+ tok/s" $W/lm.log | tail -1); $(grep -E "ms per step" $W/lm.log | tail -1 | grep -oE "forward\+backward [0-9.]+")"
-  done
-done
+lm_runs 1024 8 30
 echo "total $(($(date +%s) - t0)) s"
