@@ -1049,7 +1049,7 @@ template <> struct Cfg<128> {
     typedef K<4, 2, 32, 2, 0> Dq;
     typedef K<4, 2, 32, 2, 0> DqSmall;
     typedef K<4, 1, 32, 2, 0> Bwd1; /* the one-kernel backward (TTT_ATTN_BWD1=1), not yet timed: 244 registers, no
-                                     * spills (Kv's 4x1/64 spills 52 B here) */
+                                     * spills (Kv's 4x1/64 spills 32 B here) */
     enum { FWD_WAVES = 0, KV_WAVES = 0, DQ_WAVES = 0 };
 };
 
