@@ -6,7 +6,7 @@
 # then, in the same call, the engine against SDPA flash with and without it (bench/gpu/attention_bench.py) and the
 # 125M LM step at T 1K x 8 and 8K x 1 with and without it. In priority order (the harness, parity, the LM at 8K,
 # memcheck, the tables, racecheck / synccheck, the LM at 1K): a part is skipped when too little of DEADLINE is left.
-# Carry nothing. Logs in $OUT (default ./gpu-out).
+# Carry .debs (json-c, for `ttt data prepare`). Logs in $OUT (default ./gpu-out).
 #   bash bench/gpu/bwd1_check.sh        DEADLINE=560 (seconds; later parts are skipped past it)
 set -uo pipefail
 OUT=${OUT:-gpu-out}
@@ -15,6 +15,7 @@ DEADLINE=${DEADLINE:-560}
 t0=$(date +%s)
 left() { echo $((DEADLINE - ($(date +%s) - t0))); }
 B=./build/gpu
+source bench/gpu/jsonc_env.sh # json-c (the tokenizer for the LM runs) from .debs when the machine lacks it
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 mkdir -p $B
 nvcc -O3 -arch=sm_90 -std=c++17 -I src/backends/cuda -I dev/cuda dev/cuda/attention_bf16.cu -o $B/attention_bf16 \

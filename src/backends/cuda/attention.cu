@@ -192,7 +192,8 @@ static int launch_bf16_dq_cfg(CuDev *dev, const attnbf::Params &p0, int64_t bh) 
 
 /* TTT_ATTN_BWD1=1: the bf16 backward runs as one kernel (attnbf::bwd1: dK, dV and dQ, dQ's shares added in a
  * fixed order behind per-tile semaphores, so still the same bits on every run, not the two-kernel path's) instead
- * of dkdv + dq. Off by default until it has been timed on a GPU (dev/cuda/attention_bf16.cu --bench). */
+ * of dkdv + dq. Off by default: correct on an H100 but 1.7-2.4x slower than dkdv + dq there (its turns serialize
+ * the blocks; docs/benchmarks.md, "The one-kernel backward"). */
 static bool bwd1_wanted() {
     static const bool on = [] {
         const char *e = getenv("TTT_ATTN_BWD1");

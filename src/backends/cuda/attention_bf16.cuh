@@ -1038,7 +1038,7 @@ template <> struct Cfg<64> {
     typedef K<4, 1, 64, 2, 1> KvSmall;
     typedef K<8, 1, 64, 2, 0> Dq;
     typedef K<4, 1, 64, 3, 1> DqSmall;
-    typedef K<4, 2, 32, 2, 0> Bwd1; /* the one-kernel backward (TTT_ATTN_BWD1=1): Kv's shape, not yet timed */
+    typedef K<4, 2, 32, 2, 0> Bwd1; /* the one-kernel backward (TTT_ATTN_BWD1=1): Kv's shape; H100: 41.9 ms at 32K, dkdv + dq 24.8 */
     enum { FWD_WAVES = 2, KV_WAVES = 4, DQ_WAVES = 2 };
 };
 template <> struct Cfg<128> {
@@ -1048,8 +1048,8 @@ template <> struct Cfg<128> {
     typedef K<4, 1, 64, 2, 0> KvSmall;
     typedef K<4, 2, 32, 2, 0> Dq;
     typedef K<4, 2, 32, 2, 0> DqSmall;
-    typedef K<4, 1, 32, 2, 0> Bwd1; /* the one-kernel backward (TTT_ATTN_BWD1=1), not yet timed: 244 registers, no
-                                     * spills (Kv's 4x1/64 spills 32 B here) */
+    typedef K<4, 1, 32, 2, 0> Bwd1; /* the one-kernel backward (TTT_ATTN_BWD1=1): 244 registers, no spills (Kv's
+                                     * 4x1/64 spills 32 B here); H100: 110.5 ms at 32K (8x1/32 86.0, dkdv + dq 46.6) */
     enum { FWD_WAVES = 0, KV_WAVES = 0, DQ_WAVES = 0 };
 };
 
