@@ -42,15 +42,19 @@ using attnbf::Params;
 
 /* ---- launches of one configuration --------------------------------------------------------------------------- */
 
+/* A kernel's dynamic shared memory above 48 KiB is allowed once per kernel (not inside the timed launches). */
+template <auto KERNEL>
+static void allow_smem(int bytes) {
+    static bool ready;
+    if (!ready) CK(cudaFuncSetAttribute(KERNEL, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes));
+    ready = true;
+}
+
 template <int D, int NW, int MW, int BK, int MINB, int OPT>
 static void fwd(const Params &p, int bh) {
     using F = attnbf::Fwd<D, NW, MW, BK>;
     static_assert(F::SMEM <= 227 * 1024, "more shared memory than a block of an H100 may have");
-    static bool ready;
-    if (!ready)
-        CK(cudaFuncSetAttribute(attnbf::fwd<D, NW, MW, BK, MINB, OPT>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                F::SMEM));
-    ready = true;
+    allow_smem<attnbf::fwd<D, NW, MW, BK, MINB, OPT>>(F::SMEM);
     attnbf::fwd<D, NW, MW, BK, MINB, OPT><<<dim3((p.tq + F::BR - 1) / F::BR, bh), F::THREADS, F::SMEM>>>(p);
     CK(cudaGetLastError());
 }
@@ -64,11 +68,7 @@ template <int D, int NW, int MW, int BQ, int MINB, bool HOLD>
 static void dkdv(const Params &p, int bh) {
     using K = attnbf::Dkdv<D, NW, MW, BQ>;
     static_assert(K::SMEM <= 227 * 1024, "more shared memory than a block of an H100 may have");
-    static bool ready;
-    if (!ready)
-        CK(cudaFuncSetAttribute(attnbf::bwd_dkdv<D, NW, MW, BQ, MINB, HOLD>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                K::SMEM));
-    ready = true;
+    allow_smem<attnbf::bwd_dkdv<D, NW, MW, BQ, MINB, HOLD>>(K::SMEM);
     attnbf::bwd_dkdv<D, NW, MW, BQ, MINB, HOLD><<<dim3((p.tk + K::BC - 1) / K::BC, bh), K::THREADS, K::SMEM>>>(p);
     CK(cudaGetLastError());
 }
@@ -76,11 +76,7 @@ template <int D, int NW, int MW, int BK, int MINB, bool HOLD>
 static void dq(const Params &p, int bh) {
     using Q = attnbf::Dq<D, NW, MW, BK>;
     static_assert(Q::SMEM <= 227 * 1024, "more shared memory than a block of an H100 may have");
-    static bool ready;
-    if (!ready)
-        CK(cudaFuncSetAttribute(attnbf::bwd_dq<D, NW, MW, BK, MINB, HOLD>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                Q::SMEM));
-    ready = true;
+    allow_smem<attnbf::bwd_dq<D, NW, MW, BK, MINB, HOLD>>(Q::SMEM);
     attnbf::bwd_dq<D, NW, MW, BK, MINB, HOLD><<<dim3((p.tq + Q::BR - 1) / Q::BR, bh), Q::THREADS, Q::SMEM>>>(p);
     CK(cudaGetLastError());
 }
@@ -91,11 +87,7 @@ template <int D, int NW, int MW, int BQ, int MINB, bool HOLD>
 static void bwd1(const Params &p, int bh) {
     using B = attnbf::Bwd1<D, NW, MW, BQ>;
     static_assert(B::SMEM <= 227 * 1024, "more shared memory than a block of an H100 may have");
-    static bool ready;
-    if (!ready)
-        CK(cudaFuncSetAttribute(attnbf::bwd1<D, NW, MW, BQ, MINB, HOLD>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                B::SMEM));
-    ready = true;
+    allow_smem<attnbf::bwd1<D, NW, MW, BQ, MINB, HOLD>>(B::SMEM);
     const int n_qt = (p.tq + BQ - 1) / BQ;
     CK(cudaMemsetAsync(p.sem, 0, ((size_t)bh * n_qt + 1) * sizeof(unsigned)));
     attnbf::bwd1<D, NW, MW, BQ, MINB, HOLD><<<dim3((p.tk + B::BC - 1) / B::BC, bh), B::THREADS, B::SMEM>>>(p);
