@@ -13,6 +13,9 @@
 #            bf16 kernels against the path before them and the first-order fwd + bwd at 2K and 8K (BF16=1)
 #   vit      the GPU MTTT-MLP ViT (pixels) against jitted JAX (bench/mttt/speed_vs_jax.sh; carry data/fashion-mnist)
 # PARTS="lm profile attn e2e dbwd" (the default; add vit) picks them. Carry .debs (json-c) for dbwd.
+# Shorter runs: EAGER=0 skips PyTorch eager (the goal's peer is torch.compile); HARNESS=0 skips the attention
+# dev harness (its per-kernel timings; the engine-vs-SDPA table stays); DBWD2=0 skips the bf16 double backward's
+# before/after comparison (the goal's rows stay).
 # Logs and tables in $OUT (default ./gpu-out).
 set -uo pipefail
 OUT=${OUT:-gpu-out}
@@ -58,7 +61,9 @@ print(f'{2 * 8192**3 * 20 / (s.elapsed_time(e) * 1e-3) / 1e12:.1f}')")
       --save-every 1000000 --compute bf16 --timing --out $W/lm-$seq >$W/lm-$seq.log 2>&1 || { tail -3 $W/lm-$seq.log; status=1; }
     TPS[ttt-$seq]=$(grep -oE "[0-9]+ tok/s" $W/lm-$seq.log | tail -1 | grep -oE "[0-9]+")
     grep -E "^step 16|ms per step|graph|error" $W/lm-$seq.log | tail -4 | sed "s/^/ttt T=$seq: /" | log
-    for mode in "eager:" "compile:--compile"; do
+    modes="eager: compile:--compile"
+    [ "${EAGER:-1}" = 0 ] && modes="compile:--compile"
+    for mode in $modes; do
       name=${mode%%:*} flags=${mode#*:}
       line=$(PYTHONPATH=bench/lm timeout 240 python3 bench/lm/torch_lm.py bench --preset 125m --seq $seq --batch $batch \
         --dtype bf16 $flags 2>>$W/torch_err.txt | tail -1)
@@ -91,7 +96,7 @@ fi
 
 if has attn; then
   echo "== attention (bench/gpu/run_attention.sh, bf16 only) ==" | log
-  CHECKS=0 F32=0 OUT=$OUT/attn timeout 420 bash bench/gpu/run_attention.sh 2>&1 | tail -60 | log || status=1
+  CHECKS=0 F32=0 HARNESS=${HARNESS:-1} OUT=$OUT/attn timeout 420 bash bench/gpu/run_attention.sh 2>&1 | tail -60 | log || status=1
 fi
 
 if has e2e; then
@@ -110,8 +115,10 @@ fi
 if has dbwd; then
   echo "== attention double backward, T=8K (bench/gpu/run_double_backward.sh) ==" | log
   TS=8192 REPS=5 CHECKS=0 TTT_DTYPES="f32 bf16" OUT=$OUT/dbwd timeout 400 bash bench/gpu/run_double_backward.sh 2>&1 | tail -25 | log || status=1
-  echo "== bf16 double backward: kernels vs TTT_ATTN_BWD2_BF16=0 vs the first-order fwd + bwd, 2K and 8K ==" | log
-  REPS=5 CHECKS=0 BENCH=0 BF16=1 MEMCHECK=0 OUT=$OUT/dbwd-bf16 timeout 400 bash bench/gpu/run_double_backward.sh 2>&1 | tail -40 | log || status=1
+  if [ "${DBWD2:-1}" = 1 ]; then
+    echo "== bf16 double backward: kernels vs TTT_ATTN_BWD2_BF16=0 vs the first-order fwd + bwd, 2K and 8K ==" | log
+    REPS=5 CHECKS=0 BENCH=0 BF16=1 MEMCHECK=0 OUT=$OUT/dbwd-bf16 timeout 400 bash bench/gpu/run_double_backward.sh 2>&1 | tail -40 | log || status=1
+  fi
 fi
 echo "total: $(($(date +%s) - t0)) s" | log
 exit $status
