@@ -4,6 +4,7 @@
 #   lm       125M dense LM training, bf16, T = 1K (batch 8) and T = 8K (batch 1): ttt against
 #            PyTorch eager and torch.compile (bench/lm/torch_lm.py), MFU against the bf16 matmul
 #            ceiling measured here (torch.matmul 8192^3)
+#   lmcudnn  the lm part's ttt runs again with cuDNN's attention (TTT_CUDNN=1 TTT_CUDNN_GRAPHS=1, opt-in: docs/cudnn.md)
 #   profile  TTT_PROFILE=1 over 12 steps of the 1K run: where the step goes, by kernel
 #   attn     causal attention, bf16, d = 64 and 128, 2K..128K, forward and forward + backward,
 #            against SDPA flash; sliding window 8K per token (bench/gpu/run_attention.sh)
@@ -36,7 +37,7 @@ echo "build: $(($(date +%s) - t0)) s" | log
 B=./build/gpu
 status=0
 
-if has lm || has profile; then
+if has lm || has lmcudnn || has profile; then
   [ -f $W/ts.bin ] || $B/ttt data prepare --tokenizer data/gpt2-tokenizer --out $W/ts.bin data/tinyshakespeare/ >$W/prep.log 2>&1 \
     || { cat $W/prep.log; exit 1; }
 fi
@@ -84,6 +85,16 @@ print(f'{2 * 8192**3 * 20 / (s.elapsed_time(e) * 1e-3) / 1e12:.1f}')")
     a=${TPS[ttt-$seq]:-} c=${TPS[torch-compile-$seq]:-} e=${TPS[torch-eager-$seq]:-}
     [ -n "$a" ] && [ -n "$c" ] && [ -n "$e" ] && awk -v a=$a -v c=$c -v e=$e -v s=$seq \
       'BEGIN{printf "T=%s: ttt / torch.compile %.2fx, ttt / eager %.2fx\n", s, a/c, a/e}' | log
+  done
+fi
+
+if has lmcudnn; then
+  echo "== 125M training, bf16, with cuDNN's attention (TTT_CUDNN=1 TTT_CUDNN_GRAPHS=1; opt-in, not bit-repeatable) ==" | log
+  for shape in "1024 8" "8192 1"; do
+    set -- $shape
+    TTT_CUDNN=1 TTT_CUDNN_GRAPHS=1 $B/ttt lm train --device cuda --data $W/ts.bin --preset 125m --seq-len $1 --batch $2 \
+      --steps 16 --log-every 4 --save-every 1000000 --compute bf16 --timing --out $W/lmc-$1 >$W/lmc-$1.log 2>&1 || status=1
+    grep -E "^step 16|ms per step|cudnn|cuDNN|error" $W/lmc-$1.log | tail -4 | sed "s/^/ttt+cuDNN T=$1: /" | log
   done
 fi
 
