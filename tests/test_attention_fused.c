@@ -550,10 +550,25 @@ static void bench(ttt_ctx *ctx, int f32) {
     use_fused(ctx, fused, 1);
 }
 
+/* --bench-one T D: one bf16 causal forward + backward (B 1, H 12), a warm-up and 3 timed runs, for a profiler
+ * (bench/gpu/ncu_attention.sh) to pick its kernels from */
+static int bench_one(ttt_ctx *ctx, int argc, char **argv) {
+    const long t = argc > 2 ? strtol(argv[2], NULL, 10) : 0, d = argc > 3 ? strtol(argv[3], NULL, 10) : 0;
+    if (t < 1 || t > (1 << 20) || (d != 64 && d != 128)) {
+        fprintf(stderr, "usage: test_attention_fused --bench-one T D   (T in 1..1048576, D 64 or 128)\n");
+        return 1;
+    }
+    const double ms = time_attention(ctx, TTT_BF16, 1, 12, t, d, 0, 1, 3);
+    printf("csv,fused_bf16,fwd+bwd,1,12,%ld,%ld,0,%.3f\n", t, d, ms);
+    return isnan(ms) ? 1 : 0;
+}
+
 int main(int argc, char **argv) {
     const int bench_bf16 = argc > 1 && strcmp(argv[1], "--bench-bf16") == 0;
     const int bench_chunks_mode = argc > 1 && strcmp(argv[1], "--bench-chunks") == 0;
-    const int bench_mode = bench_bf16 || bench_chunks_mode || (argc > 1 && strcmp(argv[1], "--bench") == 0);
+    const int bench_one_mode = argc > 1 && strcmp(argv[1], "--bench-one") == 0;
+    const int bench_mode =
+        bench_bf16 || bench_chunks_mode || bench_one_mode || (argc > 1 && strcmp(argv[1], "--bench") == 0);
     const int quick = argc > 1 && strcmp(argv[1], "--quick") == 0;
     if (!bench_mode) cpu_checks();
     ttt_ctx_config gcfg = {.device = TTT_CUDA, .arena_bytes = (size_t)1 << 30, .seed = 5};
@@ -563,6 +578,10 @@ int main(int argc, char **argv) {
         if (bench_mode) return 1;
     } else if (!gctx->be->attention_fwd) {
         CHECK_MSG(0, "the CUDA backend has no fused attention");
+    } else if (bench_one_mode) {
+        const int rc = bench_one(gctx, argc, argv);
+        ttt_ctx_free(gctx);
+        return rc;
     } else if (bench_chunks_mode) {
         bench_chunks(gctx);
     } else if (bench_mode) {
