@@ -421,13 +421,13 @@ __global__ void __launch_bounds__(32 * NW, MINB) fwd(Params p) {
             }
         }
 
-        /* online softmax, in log2 units of the scaled scores */
-        const bool masked = needs_mask(p, q0, BR, k0, BK);
+        /* the mask, on the tiles that need one: one uniform branch around all of it, so that the other tiles
+         * run none of its instructions (inside the row loop below, the compiler predicated it on every tile) */
+        if (needs_mask(p, q0, BR, k0, BK)) {
 #pragma unroll
-        for (int m = 0; m < MW; m++)
+            for (int m = 0; m < MW; m++)
 #pragma unroll
-            for (int h = 0; h < 2; h++) {
-                if (masked) { /* this row's visible keys, as offsets from this thread's first column */
+                for (int h = 0; h < 2; h++) { /* this row's visible keys, as offsets from this thread's first column */
                     int lo, hi;
                     row_window(p, (int)q0 + (warp * MW + m) * 16 + g + 8 * h, k0 + 2 * t4, &lo, &hi);
 #pragma unroll
@@ -436,6 +436,13 @@ __global__ void __launch_bounds__(32 * NW, MINB) fwd(Params p) {
                         for (int e = 0; e < 2; e++)
                             if (n * 8 + e < lo || n * 8 + e > hi) s[m][n][2 * h + e] = -INFINITY;
                 }
+        }
+
+        /* online softmax, in log2 units of the scaled scores */
+#pragma unroll
+        for (int m = 0; m < MW; m++)
+#pragma unroll
+            for (int h = 0; h < 2; h++) {
                 float row_max = -INFINITY;
 #pragma unroll
                 for (int n = 0; n < NC; n++)
@@ -757,8 +764,24 @@ __device__ __forceinline__ void dkdv_tile(Params p, int64_t kt, int64_t bh_dq) {
             }
         }
 
+        /* the mask: an invisible pair's score becomes -inf, so its P (and dS) is exactly 0; one uniform branch,
+         * so that the tiles without a mask run none of it */
+        if (needs_mask(p, qs0, BQ, k0, BC)) {
+#pragma unroll
+            for (int n = 0; n < NQ; n++)
+#pragma unroll
+                for (int e = 0; e < 2; e++) {
+                    const int col = n * 8 + 2 * t4 + e;
+#pragma unroll
+                    for (int m = 0; m < MW; m++)
+#pragma unroll
+                        for (int h = 0; h < 2; h++)
+                            if (!(qs0 + col < p.tq && visible(p, qs0 + col, k0 + (warp * MW + m) * 16 + g + 8 * h)))
+                                st[m][n][2 * h + e] = -INFINITY;
+                }
+        }
+
         /* P^T and dS^T (in st and dpt) */
-        const bool masked = needs_mask(p, qs0, BQ, k0, BC);
 #pragma unroll
         for (int n = 0; n < NQ; n++)
 #pragma unroll
@@ -769,9 +792,7 @@ __device__ __forceinline__ void dkdv_tile(Params p, int64_t kt, int64_t bh_dq) {
                 for (int m = 0; m < MW; m++)
 #pragma unroll
                     for (int h = 0; h < 2; h++) {
-                        float pv = ex2(fmaf(st[m][n][2 * h + e], sl2, -lse2));
-                        if (masked && !(qs0 + col < p.tq && visible(p, qs0 + col, k0 + (warp * MW + m) * 16 + g + 8 * h)))
-                            pv = 0.f;
+                        const float pv = ex2(fmaf(st[m][n][2 * h + e], sl2, -lse2));
                         st[m][n][2 * h + e] = pv;
                         dpt[m][n][2 * h + e] = pv * (dpt[m][n][2 * h + e] - dlt);
                     }
@@ -963,21 +984,32 @@ __global__ void __launch_bounds__(32 * NW, MINB) bwd_dq(Params p) {
             }
         }
 
-        const bool masked = needs_mask(p, q0, BR, k0, BK);
+        /* the mask: an invisible pair's score becomes -inf, so its P (and dS) is exactly 0; one uniform branch,
+         * so that the tiles without a mask run none of it */
+        if (needs_mask(p, q0, BR, k0, BK)) {
+#pragma unroll
+            for (int m = 0; m < MW; m++)
+#pragma unroll
+                for (int h = 0; h < 2; h++) {
+                    const int64_t qi = q0 + (warp * MW + m) * 16 + g + 8 * h;
+#pragma unroll
+                    for (int n = 0; n < NC; n++)
+#pragma unroll
+                        for (int e = 0; e < 2; e++)
+                            if (!(qi < p.tq && visible(p, qi, k0 + n * 8 + 2 * t4 + e))) s[m][n][2 * h + e] = -INFINITY;
+                }
+        }
 #pragma unroll
         for (int m = 0; m < MW; m++)
 #pragma unroll
-            for (int h = 0; h < 2; h++) {
-                const int64_t qi = q0 + (warp * MW + m) * 16 + g + 8 * h;
+            for (int h = 0; h < 2; h++)
 #pragma unroll
                 for (int n = 0; n < NC; n++)
 #pragma unroll
                     for (int e = 0; e < 2; e++) {
-                        float pv = ex2(fmaf(s[m][n][2 * h + e], sl2, -lse2[m][h]));
-                        if (masked && !(qi < p.tq && visible(p, qi, k0 + n * 8 + 2 * t4 + e))) pv = 0.f;
+                        const float pv = ex2(fmaf(s[m][n][2 * h + e], sl2, -lse2[m][h]));
                         dp[m][n][2 * h + e] = pv * (dp[m][n][2 * h + e] - dlt[m][h]);
                     }
-            }
 
         /* dQ += dS K */
 #pragma unroll

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# The short GPU check after a change to the bf16 attention kernels, in one device call: build; the engine's parity
+# subset (test_attention_fused --quick: fused bf16 and f32 against the composed path in f64); the engine against
+# SDPA flash, d 64 and 128, 2K..128K, forward and forward + backward (bench/gpu/run_attention.sh's table); then,
+# while DEADLINE (seconds, default 330) allows, the 125M LM step at T 8K against torch.compile.
+# Carry .debs (json-c, for `ttt data prepare`). Logs in $OUT (default ./gpu-out).
+set -uo pipefail
+OUT=${OUT:-gpu-out}
+mkdir -p "$OUT"
+DEADLINE=${DEADLINE:-330}
+t0=$(date +%s)
+left() { echo $((DEADLINE - ($(date +%s) - t0))); }
+source bench/gpu/jsonc_env.sh
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+cmake -S . -B build/gpu -DCMAKE_BUILD_TYPE=Release -DTTT_CUDA=ON >"$OUT/cmake.log" 2>&1 || { tail -30 "$OUT/cmake.log"; exit 1; }
+cmake --build build/gpu -j "$(nproc)" --target test_attention_fused ttt_cli >"$OUT/build.log" 2>&1 ||
+  { grep -iE "error" "$OUT/build.log" | head -30; exit 1; }
+echo "build: $(($(date +%s) - t0)) s"
+status=0
+timeout 120 ./build/gpu/test_attention_fused --quick >"$OUT/parity_quick.txt" 2>&1 || status=1
+echo "parity (--quick): exit $status; $(tail -1 "$OUT/parity_quick.txt")"
+grep -E "FAIL" "$OUT/parity_quick.txt" | head -10
+CHECKS=0 F32=0 HARNESS=0 OUT=$OUT/attn timeout "$(left)" bash bench/gpu/run_attention.sh 2>&1 | grep -E "^\||ratio|d = " || status=1
+if [ "$(left)" -gt 100 ]; then
+  W=/tmp/attn-quick-lm
+  mkdir -p $W
+  ./build/gpu/ttt data prepare --tokenizer data/gpt2-tokenizer --out $W/ts.bin data/tinyshakespeare/ >$W/prep.log 2>&1 || tail -3 $W/prep.log
+  ./build/gpu/ttt lm train --device cuda --data $W/ts.bin --preset 125m --seq-len 8192 --batch 1 --steps 16 --log-every 4 \
+    --save-every 1000000 --compute bf16 --timing --out $W/lm >$W/lm.log 2>&1 || status=1
+  grep -E "^step 16|ms per step" $W/lm.log | tail -2 | sed "s/^/ttt T=8192: /"
+  [ "$(left)" -gt 60 ] && PYTHONPATH=bench/lm timeout "$(left)" python3 bench/lm/torch_lm.py bench --preset 125m --seq 8192 \
+    --batch 1 --dtype bf16 --compile 2>/dev/null | tail -1 | sed "s/^/torch.compile T=8192: /"
+fi
+if [ "$(left)" -gt 45 ]; then # instructions and tensor-pipe time of ttt's kernels at d 64, 8K (bench/gpu/ncu_attention.sh has more)
+  timeout "$(left)" ncu --kernel-name-base demangled --kernel-name regex:attnbf:: --launch-skip 12 --launch-count 4 \
+    --section SpeedOfLight --metrics smsp__inst_executed.sum,sm__pipe_tensor_op_hmma_cycles_active.avg.pct_of_peak_sustained_active \
+    --print-units base ./build/gpu/test_attention_fused --bench-one 8192 64 >"$OUT/ncu_8192_64.txt" 2>&1
+  python3 bench/gpu/ncu_summary.py "$OUT/ncu_8192_64.txt"
+fi
+echo "total: $(($(date +%s) - t0)) s"
+exit $status
