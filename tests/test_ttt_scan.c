@@ -338,12 +338,15 @@ static void test_layer(ttt_ctx *ctx, int kind, int backbone, ttt_dtype dt, int64
     }
     ttt__set_fused(ctx, 1);
     const double tol = dt == TTT_F64 ? 1e-12 : 1e-5;
+    /* a gradient sums over every token and head, in an order that depends on the CPU's vector width (fused kernels)
+     * and differs from the composed ops': in f32 token_idx_offset's came out 1.03e-5 apart on an AVX-512 Xeon */
+    const double tol_g = dt == TTT_F64 ? 1e-12 : 4e-5;
     const double ey = rel_diff(ctx, y[1], y[0]);
     double eg = 0;
     CHECK_MSG(ey <= tol, "output differs by %.2e", ey);
     for (int i = 0; i <= l.n_params; i++) {
         const double e = rel_diff(ctx, g[1][i], g[0][i]);
-        CHECK_MSG(e <= tol, "%s T %lld: grad %s differs by %.2e", ttt_dtype_name(dt), (long long)T,
+        CHECK_MSG(e <= tol_g, "%s T %lld: grad %s differs by %.2e", ttt_dtype_name(dt), (long long)T,
                   i < l.n_params ? l.names[i] : "x", e);
         eg = e > eg || e != e ? e : eg;
     }
