@@ -83,14 +83,14 @@ static void dq(const Params &p, int bh) {
 
 /* The one-kernel backward: its semaphores and ticket zeroed on the stream first (part of what is timed), then
  * the kernel; p.dq_acc and p.sem point at the problem's scratch. */
-template <int D, int NW, int MW, int BQ, int MINB, bool HOLD>
+template <int D, int NW, int MW, int BQ, int MINB, int OPT>
 static void bwd1(const Params &p, int bh) {
-    using B = attnbf::Bwd1<D, NW, MW, BQ>;
+    using B = attnbf::Bwd1<D, NW, MW, BQ, OPT>;
     static_assert(B::SMEM <= 227 * 1024, "more shared memory than a block of an H100 may have");
-    allow_smem<attnbf::bwd1<D, NW, MW, BQ, MINB, HOLD>>(B::SMEM);
+    allow_smem<attnbf::bwd1<D, NW, MW, BQ, MINB, OPT>>(B::SMEM);
     const int n_qt = (p.tq + BQ - 1) / BQ;
     CK(cudaMemsetAsync(p.sem, 0, ((size_t)bh * n_qt + 1) * sizeof(unsigned)));
-    attnbf::bwd1<D, NW, MW, BQ, MINB, HOLD><<<dim3((p.tk + B::BC - 1) / B::BC, bh), B::THREADS, B::SMEM>>>(p);
+    attnbf::bwd1<D, NW, MW, BQ, MINB, OPT><<<dim3((p.tk + B::BC - 1) / B::BC, bh), B::THREADS, B::SMEM>>>(p);
     CK(cudaGetLastError());
 }
 
@@ -127,7 +127,7 @@ struct Kernel {
      32 * nw, attnbf::Dq<d, nw, mw, t>::SMEM},
 #define BWD1_K(d, nw, mw, t, mb, h)                                                                           \
     {"bwd1", d, nw, mw, t, mb, h, bwd1<d, nw, mw, t, mb, h>, (const void *)attnbf::bwd1<d, nw, mw, t, mb, h>,      \
-     32 * nw, attnbf::Bwd1<d, nw, mw, t>::SMEM},
+     32 * nw, attnbf::Bwd1<d, nw, mw, t, h>::SMEM},
 static const Kernel g_fwd[] = {ATTNBF_FWD_VARIANTS(FWD_K)};
 static const Kernel g_dkdv[] = {ATTNBF_DKDV_VARIANTS(DKDV_K)};
 static const Kernel g_dq[] = {ATTNBF_DQ_VARIANTS(DQ_K)};

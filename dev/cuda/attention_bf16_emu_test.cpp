@@ -70,9 +70,9 @@ static void run_dq(const Params &p, int bh) {
 
 /* The one-kernel backward (attnbf::bwd1): its scratch sized exactly, the semaphores and ticket zeroed, dQ's f32
  * sums poisoned with acc_poison (a share added to a sum nobody wrote shows: NaN, or other bits on a second run). */
-template <int D, int NW, int MW, int BQ, int MINB, bool HOLD>
+template <int D, int NW, int MW, int BQ, int MINB, int OPT>
 static void run_bwd1(const Params &p0, int bh, float acc_poison) {
-    using B = attnbf::Bwd1<D, NW, MW, BQ>;
+    using B = attnbf::Bwd1<D, NW, MW, BQ, OPT>;
     static_assert(B::SMEM <= 227 * 1024, "more shared memory than a block of an H100 may have");
     const int n_qt = (p0.tq + BQ - 1) / BQ, n_kt = (p0.tk + B::BC - 1) / B::BC;
     std::vector<float> acc((size_t)bh * p0.tq * D, acc_poison);
@@ -80,7 +80,7 @@ static void run_bwd1(const Params &p0, int bh, float acc_poison) {
     Params p = p0;
     p.dq_acc = acc.data(), p.sem = sem.data();
     smem(B::SMEM);
-    emu::launch(dim3(n_kt, bh), dim3(B::THREADS), [&] { attnbf::bwd1<D, NW, MW, BQ, MINB, HOLD>(p); });
+    emu::launch(dim3(n_kt, bh), dim3(B::THREADS), [&] { attnbf::bwd1<D, NW, MW, BQ, MINB, OPT>(p); });
     if (sem.back() != (unsigned)(n_kt * bh)) {
         fprintf(stderr, "bwd1: %u tickets taken, %d blocks\n", sem.back(), n_kt * bh);
         abort();
@@ -417,7 +417,7 @@ int main(int argc, char **argv) {
             if (!bok || (!swept && eng))
                 printf("%s bh=%d tq=%d tk=%d d=%d causal=%d window=%lld%s bwd1 %dx%d/%d b%d%s%s: dq %.1e dk %.1e dv %.1e%s\n",
                        bok ? "ok  " : "FAIL", c.bh, c.tq, c.tk, c.d, c.causal, (long long)c.window,
-                       cs.unaligned ? " unaligned" : "", bv.nw, bv.mw, bv.tile, bv.minb, bv.hold ? "h" : "",
+                       cs.unaligned ? " unaligned" : "", bv.nw, bv.mw, bv.tile, bv.minb, attnbf_opt_mark(false, bv.hold),
                        eng ? " (launcher's, twice)" : "", eb[0], eb[1], eb[2],
                        bits ? "" : " NOT THE SAME BITS ON THE SECOND RUN");
         }
@@ -499,7 +499,7 @@ int main(int argc, char **argv) {
            split_worst);
     for (const Bwd1Variant &bv : g_bwd1)
         printf("     d=%-3d bwd1 %dx%d/%-3d b%d%-2s%s worst over %d shapes: dq %.1e dk %.1e dv %.1e\n", bv.d, bv.nw,
-               bv.mw, bv.tile, bv.minb, bv.hold ? "h" : "", is_engine(bv) ? "*" : " ", bv.shapes, bv.worst[0],
+               bv.mw, bv.tile, bv.minb, attnbf_opt_mark(false, bv.hold), is_engine(bv) ? "*" : " ", bv.shapes, bv.worst[0],
                bv.worst[1], bv.worst[2]);
     printf("     two-kernel backward (launchers' dkdv + dq) worst over the same shapes: dq %.1e dk %.1e dv %.1e\n",
            pair_worst[0], pair_worst[1], pair_worst[2]);

@@ -207,9 +207,9 @@ static bool bwd1_wanted() {
 template <int D>
 static int launch_bf16_bwd1(CuDev *dev, const attnbf::Params &p0, int64_t bh) {
     typedef typename attnbf::Cfg<D>::Bwd1 C;
-    typedef attnbf::Bwd1<D, C::NW, C::MW, C::T> B;
+    typedef attnbf::Bwd1<D, C::NW, C::MW, C::T, C::HOLD> B;
     static uint64_t ready; /* per GPU: ttt__allow_smem */
-    if (ttt__allow_smem(attnbf::bwd1<D, C::NW, C::MW, C::T, C::MINB, (bool)C::HOLD>, B::SMEM, dev, &ready))
+    if (ttt__allow_smem(attnbf::bwd1<D, C::NW, C::MW, C::T, C::MINB, (int)C::HOLD>, B::SMEM, dev, &ready))
         return TTT_ERR;
     attnbf::Params p = p0;
     const int64_t n_qt = (p.tq + C::T - 1) / C::T, n_kt = (p.tk + B::BC - 1) / B::BC;
@@ -218,7 +218,7 @@ static int launch_bf16_bwd1(CuDev *dev, const attnbf::Params &p0, int64_t bh) {
     p.dq_acc = (float *)dev->attn_scratch.p;
     p.sem = (unsigned *)((char *)dev->attn_scratch.p + acc);
     CU(cudaMemsetAsync(p.sem, 0, sem, dev->stream));
-    attnbf::bwd1<D, C::NW, C::MW, C::T, C::MINB, (bool)C::HOLD>
+    attnbf::bwd1<D, C::NW, C::MW, C::T, C::MINB, (int)C::HOLD>
         <<<dim3((unsigned)n_kt, (unsigned)bh), B::THREADS, B::SMEM, dev->stream>>>(p);
     LAUNCHED("attention_bwd1_bf16");
     return TTT_OK;

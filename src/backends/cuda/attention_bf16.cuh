@@ -610,9 +610,9 @@ __device__ __forceinline__ void dq_turns(const Params &p, int64_t qt, int64_t *f
  * keys by one warp's mma chain (no reduction across warps), before the wait: only the read, add and write of the
  * sums is in the serialized part. The block's turn comes after key tiles last, last - 1, ..., kt + 1 have added
  * theirs: the semaphore of (bh, qt) then reads last - kt. */
-template <int D, int NW, int BC, int BQ>
-__device__ __forceinline__ void dq_share(const Params &p, const uint16_t *sK, const uint16_t *sdS, int64_t kt,
-                                         int64_t qt, int64_t bh, int64_t first, int64_t last) {
+template <int D, int NW, int BC, int BQ, bool PF>
+__device__ __forceinline__ void dq_share(const Params &p, const uint16_t *sK, const uint16_t *sdS, const float *sAcc,
+                                         int64_t kt, int64_t qt, int64_t bh, int64_t first, int64_t last) {
     constexpr int LD = D + 8, LDS = BQ + 8, UW = (BQ / 16) * (D / 16) / NW;
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t4 = lane & 3;
     const int64_t n_qt = (p.tq + BQ - 1) / BQ, q0 = qt * BQ;
@@ -634,8 +634,12 @@ __device__ __forceinline__ void dq_share(const Params &p, const uint16_t *sK, co
             mma(c[w][1], a, b[2], b[3]);
         }
     }
-    if (threadIdx.x == 0 && kt != last) wait_value(p.sem + bh * n_qt + qt, (unsigned)(last - kt));
-    __syncthreads(); /* this block's turn has come (thread 0 saw it) */
+    if (PF) {
+        cp_wait<0>(); /* the sums, fetched at the step's start once the turn had come (bwd1_turn_fetch) */
+    } else if (threadIdx.x == 0 && kt != last) {
+        wait_value(p.sem + bh * n_qt + qt, (unsigned)(last - kt));
+    }
+    __syncthreads(); /* this block's turn has come (thread 0 saw it); PF: every thread's copy has landed */
     float *acc = p.dq_acc + (bh * p.tq + q0) * D;
     uint16_t *dq = p.dq + (bh * p.tq + q0) * D;
 #pragma unroll
@@ -650,7 +654,8 @@ __device__ __forceinline__ void dq_share(const Params &p, const uint16_t *sK, co
                 const int col = cp * 16 + n * 8 + 2 * t4;
                 float2 v = make_float2(c[w][n][2 * h], c[w][n][2 * h + 1]);
                 if (kt != last) { /* the sum so far, then this share */
-                    const float2 o = load_cg(acc + row * D + col);
+                    const float2 o = PF ? *reinterpret_cast<const float2 *>(sAcc + row * D + col)
+                                        : load_cg(acc + row * D + col);
                     v = make_float2(o.x + v.x, o.y + v.y);
                 }
                 if (kt == first) *reinterpret_cast<uint32_t *>(dq + row * D + col) = pack2(v.x * p.scale, v.y * p.scale);
@@ -662,22 +667,35 @@ __device__ __forceinline__ void dq_share(const Params &p, const uint16_t *sK, co
 
 /* bwd1: after dq_share and a barrier (every thread's writes of the sums are done), the next key tile's turn.
  * The query tile's last turn (kt == first) leaves the semaphore as it is: the launcher zeroes them all. */
-template <int BQ>
+template <int BQ, bool FENCE>
 __device__ __forceinline__ void dq_release(const Params &p, int64_t kt, int64_t qt, int64_t bh, int64_t first,
                                            int64_t last) {
     if (threadIdx.x == 0 && kt != first) {
-        __threadfence();
+        if (FENCE) __threadfence();
         store_release(p.sem + bh * ((p.tq + BQ - 1) / BQ) + qt, (unsigned)(last - kt + 1));
     }
 }
 
+/* bwd1's option bits (the last template field; the dev harness times them side by side):
+ * BWD1_HOLD: the warp's K and V fragments stay in registers (as bwd_dkdv's HOLD).
+ * BWD1_PREFETCH: a step waits for its turn at its start (normally already come: the key tile before it in the
+ *   order passed this query tile steps ago) and fetches the running sums into shared memory with cp.async, so
+ *   their load overlaps the step's products instead of stalling the block after them (Nsight Compute: bwd1's
+ *   largest stall beyond dK/dV's was that load).
+ * BWD1_NO_FENCE: the turn is handed on by the barrier and a release store alone (as CUTLASS's semaphore), without
+ *   __threadfence() before it: the barrier orders every thread's writes of the sums before thread 0's release. */
+enum { BWD1_HOLD = 1, BWD1_PREFETCH = 2, BWD1_NO_FENCE = 4 };
+
 /* The one-kernel backward (bwd1, below): dK/dV's kernel that also adds each (key tile, query tile) pair's
  * share of dQ, dS K, into f32 sums in global memory, the key tiles of a query tile one after another in a fixed
- * order. Shared memory: dK/dV's, then dS^T of the current pair [BC][BQ + 8] bf16, then the block's ticket. */
-template <int D, int NW, int MW, int BQ> struct Bwd1 {
+ * order. Shared memory: dK/dV's, then dS^T of the current pair [BC][BQ + 8] bf16, (BWD1_PREFETCH) the running
+ * sums of the current query tile [BQ][D] f32, then the block's ticket. */
+template <int D, int NW, int MW, int BQ, int OPT = 0> struct Bwd1 {
     using Kv = Dkdv<D, NW, MW, BQ>;
     static constexpr int BC = Kv::BC, THREADS = Kv::THREADS, LDS = BQ + 8;
-    static constexpr int SMEM = Kv::SMEM + BC * LDS * 2 + 16;
+    static constexpr int ACC = (OPT & BWD1_PREFETCH) ? BQ * D * 4 : 0;
+    static constexpr int SMEM = Kv::SMEM + BC * LDS * 2 + ACC + 16;
+    static_assert((Kv::SMEM + BC * LDS * 2) % 16 == 0, "bwd1: the running sums' copies need 16-byte alignment");
     static constexpr int UNITS = (BQ / 16) * (D / 16); /* 16 x 16 tiles of the pair's dQ share, split over the warps */
     static_assert(UNITS % NW == 0, "bwd1: the warps must split dQ's 16 x 16 tiles evenly");
 };
@@ -686,13 +704,15 @@ template <int D, int NW, int MW, int BQ> struct Bwd1 {
  * bh_dq). HOLD: the warp's K and V fragments stay in registers (else they are reloaded from shared memory).
  * bwd_dkdv reads blockIdx here, in the order it always did: ptxas's register allocation for it (255 registers
  * in the d 64 launchers' shape) is sensitive even to the order of those two reads. */
-template <int D, int NW, int MW, int BQ, bool HOLD, bool DQ>
+template <int D, int NW, int MW, int BQ, bool HOLD, bool DQ, int DQO = 0>
 __device__ __forceinline__ void dkdv_tile(Params p, int64_t kt, int64_t bh_dq) {
     using C = Dkdv<D, NW, MW, BQ>;
     constexpr int BC = C::BC, LD = C::LD, ND = D / 8, NQ = BQ / 8, LDS = BQ + 8;
+    constexpr bool PF = DQ && (DQO & BWD1_PREFETCH) != 0, FENCE = !(DQO & BWD1_NO_FENCE);
     uint16_t *sK = smem16(), *sV = sK + BC * LD, *sQ = sV + BC * LD, *sdO = sQ + 2 * BQ * LD;
     float *sL = reinterpret_cast<float *>(sdO + 2 * BQ * LD), *sDl = sL + 2 * BQ;
     uint16_t *sdS = reinterpret_cast<uint16_t *>(sDl + 2 * BQ); /* DQ: dS^T [BC][LDS] */
+    float *sAcc = reinterpret_cast<float *>(sdS + BC * LDS);     /* PF: the running sums [BQ][D] */
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t4 = lane & 3;
     const int64_t k0 = DQ ? kt * BC : (int64_t)blockIdx.x * BC, bh = DQ ? bh_dq : blockIdx.y;
     const uint16_t *q = p.q + bh * p.tq * D, *k = p.k + bh * p.tk * D, *v = p.v + bh * p.tk * D;
@@ -727,7 +747,19 @@ __device__ __forceinline__ void dkdv_tile(Params p, int64_t kt, int64_t bh_dq) {
         } else {
             cp_wait<0>();
         }
-        __syncthreads();
+        int64_t first = 0, last = 0; /* DQ: the key tiles that add to this query tile's dQ */
+        if (DQ) dq_turns<BC, BQ>(p, qt, &first, &last);
+        if (PF && threadIdx.x == 0 && kt != last)
+            wait_value(p.sem + bh * ((p.tq + BQ - 1) / BQ) + qt, (unsigned)(last - kt));
+        __syncthreads(); /* PF: and the turn has come (thread 0 saw it) */
+        if (PF && kt != last) { /* the running sums, under this step's products */
+            const float *acc = p.dq_acc + (bh * p.tq + qt * BQ) * D;
+            for (int i = threadIdx.x; i < BQ * D / 4; i += 32 * NW) {
+                const int row = i / (D / 4);
+                cp16(sAcc + 4 * i, acc + 4 * i, qt * BQ + row < p.tq);
+            }
+            cp_commit();
+        }
         if (qt == qt0) kf.load(sK, warp, lane), vf.load(sV, warp, lane);
         const uint16_t *cQ = sQ + buf * BQ * LD, *cdO = sdO + buf * BQ * LD;
         const float *cL = sL + buf * BQ, *cDl = sDl + buf * BQ;
@@ -831,13 +863,9 @@ __device__ __forceinline__ void dkdv_tile(Params p, int64_t kt, int64_t bh_dq) {
                 }
             }
         }
-        int64_t first = 0, last = 0; /* DQ: the key tiles that add to this query tile's dQ */
-        if (DQ) {
-            dq_turns<BC, BQ>(p, qt, &first, &last);
-            dq_share<D, NW, BC, BQ>(p, sK, sdS, kt, qt, bh, first, last);
-        }
+        if (DQ) dq_share<D, NW, BC, BQ, PF>(p, sK, sdS, sAcc, kt, qt, bh, first, last);
         __syncthreads(); /* every read of this buffer is done before it is refilled */
-        if (DQ) dq_release<BQ>(p, kt, qt, bh, first, last);
+        if (DQ) dq_release<BQ, FENCE>(p, kt, qt, bh, first, last);
     }
 
     uint16_t *dk = p.dk + bh * p.tk * D, *dv = p.dv + bh * p.tk * D;
@@ -875,15 +903,15 @@ __global__ void __launch_bounds__(32 * NW, MINB) bwd_dkdv(Params p) {
  * under a causal mask block kt reaches a query tile one step after block kt + 1 did and seldom waits. The sums
  * are in a fixed order, so the bits are the same on every run (not the two-kernel path's: that order differs).
  * p.dq_acc and p.sem as in Params; the semaphores and the ticket must be zero at launch. */
-template <int D, int NW, int MW, int BQ, int MINB, bool HOLD>
+template <int D, int NW, int MW, int BQ, int MINB, int OPT>
 __global__ void __launch_bounds__(32 * NW, MINB) bwd1(Params p) {
-    using B = Bwd1<D, NW, MW, BQ>;
+    using B = Bwd1<D, NW, MW, BQ, OPT>;
     const int64_t n_kt = (p.tk + B::BC - 1) / B::BC, n_qt = (p.tq + BQ - 1) / BQ;
     unsigned *ticket = reinterpret_cast<unsigned *>(ATTN_SMEM() + (B::SMEM - 16) / 4);
     if (threadIdx.x == 0) *ticket = take_ticket(p.sem + (int64_t)gridDim.y * n_qt);
     __syncthreads();
     const int64_t t = *ticket;
-    dkdv_tile<D, NW, MW, BQ, HOLD, true>(p, n_kt - 1 - t % n_kt, t / n_kt);
+    dkdv_tile<D, NW, MW, BQ, (OPT & BWD1_HOLD) != 0, true, OPT>(p, n_kt - 1 - t % n_kt, t / n_kt);
 }
 
 /* dQ of one tile of 16 NW MW queries (MW groups of 16 per warp), over the key tiles (BK) it sees:
