@@ -237,6 +237,36 @@ __device__ __forceinline__ bool needs_mask(const Params &p, int64_t q0, int nq, 
     return k0 + nk - 1 > first || (p.window > 0 && k0 <= last - p.window);
 }
 
+/* The mask on one warp's scores, for the tiles needs_mask flags (the caller's one uniform branch, so that the
+ * other tiles run none of this): an invisible or out-of-range pair's score becomes -inf, so its P, and every
+ * product with P, is exactly 0 (the same bits as zeroing P after the exponential).
+ * mask_q: queries [qw, qw + 16) (rows g, g + 8) x keys kc + 8 j + 2 t4 + e (the mma accumulator layout);
+ * mask_k: the transposed scores, keys [kw, kw + 16) (rows) x queries qc + 8 j + 2 t4 + e. */
+template <int NT>
+__device__ __forceinline__ void mask_q(const Params &p, float (&s)[NT][4], int64_t qw, int64_t kc, int g, int t4) {
+#pragma unroll
+    for (int h = 0; h < 2; h++) {
+        const int64_t qi = qw + g + 8 * h;
+#pragma unroll
+        for (int j = 0; j < NT; j++)
+#pragma unroll
+            for (int e = 0; e < 2; e++)
+                if (!(qi < p.tq && visible(p, qi, kc + j * 8 + 2 * t4 + e))) s[j][2 * h + e] = -INFINITY;
+    }
+}
+template <int NT>
+__device__ __forceinline__ void mask_k(const Params &p, float (&s)[NT][4], int64_t kw, int64_t qc, int g, int t4) {
+#pragma unroll
+    for (int j = 0; j < NT; j++)
+#pragma unroll
+        for (int e = 0; e < 2; e++) {
+            const int64_t qi = qc + j * 8 + 2 * t4 + e;
+#pragma unroll
+            for (int h = 0; h < 2; h++)
+                if (!(qi < p.tq && visible(p, qi, kw + g + 8 * h))) s[j][2 * h + e] = -INFINITY;
+        }
+}
+
 /* This block's share [*kt0, *kt1) of the key tiles [kt0, kt1) when the keys are split (blockIdx.z of
  * p.n_split; equal shares of whole tiles, the last ones possibly empty). */
 __device__ __forceinline__ void split_tiles(const Params &p, int64_t *kt0, int64_t *kt1) {
@@ -796,21 +826,9 @@ __device__ __forceinline__ void dkdv_tile(Params p, int64_t kt, int64_t bh_dq) {
             }
         }
 
-        /* the mask: an invisible pair's score becomes -inf, so its P (and dS) is exactly 0; one uniform branch,
-         * so that the tiles without a mask run none of it */
-        if (needs_mask(p, qs0, BQ, k0, BC)) {
+        if (needs_mask(p, qs0, BQ, k0, BC)) { /* one uniform branch: the other tiles run no mask code */
 #pragma unroll
-            for (int n = 0; n < NQ; n++)
-#pragma unroll
-                for (int e = 0; e < 2; e++) {
-                    const int col = n * 8 + 2 * t4 + e;
-#pragma unroll
-                    for (int m = 0; m < MW; m++)
-#pragma unroll
-                        for (int h = 0; h < 2; h++)
-                            if (!(qs0 + col < p.tq && visible(p, qs0 + col, k0 + (warp * MW + m) * 16 + g + 8 * h)))
-                                st[m][n][2 * h + e] = -INFINITY;
-                }
+            for (int m = 0; m < MW; m++) mask_k(p, st[m], k0 + (warp * MW + m) * 16, qs0, g, t4);
         }
 
         /* P^T and dS^T (in st and dpt) */
@@ -1012,20 +1030,9 @@ __global__ void __launch_bounds__(32 * NW, MINB) bwd_dq(Params p) {
             }
         }
 
-        /* the mask: an invisible pair's score becomes -inf, so its P (and dS) is exactly 0; one uniform branch,
-         * so that the tiles without a mask run none of it */
-        if (needs_mask(p, q0, BR, k0, BK)) {
+        if (needs_mask(p, q0, BR, k0, BK)) { /* one uniform branch: the other tiles run no mask code */
 #pragma unroll
-            for (int m = 0; m < MW; m++)
-#pragma unroll
-                for (int h = 0; h < 2; h++) {
-                    const int64_t qi = q0 + (warp * MW + m) * 16 + g + 8 * h;
-#pragma unroll
-                    for (int n = 0; n < NC; n++)
-#pragma unroll
-                        for (int e = 0; e < 2; e++)
-                            if (!(qi < p.tq && visible(p, qi, k0 + n * 8 + 2 * t4 + e))) s[m][n][2 * h + e] = -INFINITY;
-                }
+            for (int m = 0; m < MW; m++) mask_q(p, s[m], q0 + (warp * MW + m) * 16, k0, g, t4);
         }
 #pragma unroll
         for (int m = 0; m < MW; m++)

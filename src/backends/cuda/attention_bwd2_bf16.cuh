@@ -160,24 +160,6 @@ __device__ __forceinline__ bool sees_queries(const Params &p, int64_t kw, int64_
     return hi > lo && qc < hi && qc + n > lo;
 }
 
-/* The mask on a warp's scores of queries [qw, qw + 16) x keys [kc, kc + n) (query orientation): an invisible pair's
- * score becomes -inf, so its P, and every product with P, is exactly 0 (the same bits as zeroing P). One uniform
- * branch for the whole block: tiles without a mask run none of it (tested element by element inside the loop that
- * uses P, the compiler kept the tests on every tile). */
-template <int NT>
-__device__ __forceinline__ void mask_q(const Params &p, float (&s)[NT][4], int64_t qw, int64_t kc, int n, int g, int t4) {
-    if (!needs_mask(p, qw, 16, kc, n)) return;
-#pragma unroll
-    for (int h = 0; h < 2; h++) {
-        const int64_t qi = qw + g + 8 * h;
-#pragma unroll
-        for (int j = 0; j < NT; j++)
-#pragma unroll
-            for (int e = 0; e < 2; e++)
-                if (!(qi < p.tq && visible(p, qi, kc + j * 8 + 2 * t4 + e))) s[j][2 * h + e] = -INFINITY;
-    }
-}
-
 /* One key tile's K, V, Uk, Uv rows (query-orientation kernels; the caller commits). */
 template <int D, int BT, int T>
 __device__ __forceinline__ void load_keys(const Params &p, uint16_t *dK, uint16_t *dV, uint16_t *dUk, uint16_t *dUv,
@@ -243,7 +225,7 @@ __global__ void __launch_bounds__(32 * NW, MINB) bwd2_rows(Params p, Bwd2 bw) {
             float s[NT][4], dp[NT][4], a[NT][4], b[NT][4];
             const int oc = ob + c0 * LD;
             scores_q<D, SC, HOLD>(s, dp, a, b, fq, fg, fu, sQ, sG, sUq, sK + oc, sV + oc, sUk + oc, sUv + oc, warp, lane);
-            mask_q<NT>(p, s, qw, kc, SC, g, t4);
+            if (needs_mask(p, qw, 16, kc, SC)) mask_q(p, s, qw, kc, g, t4);
 #pragma unroll
             for (int h = 0; h < 2; h++) {
 #pragma unroll
@@ -331,7 +313,7 @@ __global__ void __launch_bounds__(32 * NW, MINB) bwd2_q(Params p, Bwd2 bw) {
             float s[NT][4], dp[NT][4], a[NT][4], b[NT][4];
             const int oc = ob + c0 * LD;
             scores_q<D, SC, HOLD>(s, dp, a, b, fq, fg, fu, sQ, sG, sUq, sK + oc, sV + oc, sUk + oc, sUv + oc, warp, lane);
-            mask_q<NT>(p, s, qw, kc, SC, g, t4);
+            if (needs_mask(p, qw, 16, kc, SC)) mask_q(p, s, qw, kc, g, t4);
 #pragma unroll
             for (int h = 0; h < 2; h++) {
 #pragma unroll
@@ -451,17 +433,7 @@ __global__ void __launch_bounds__(32 * NW, MINB) bwd2_kv(Params p, Bwd2 bw) {
             const int oc = ob + c0 * LD;
             scores_k<D, SC, HOLD>(s, dp, a, b, fk, fv, fuk, fuv, sK, sV, sUk, sUv, sQ + oc, sG + oc, sUq + oc, warp,
                                   lane);
-            if (needs_mask(p, qc, SC, kw, 16)) { /* as mask_q, for these transposed scores (keys x queries) */
-#pragma unroll
-                for (int n = 0; n < NT; n++)
-#pragma unroll
-                    for (int e = 0; e < 2; e++) {
-                        const int64_t qi = qt * BT + c0 + n * 8 + 2 * t4 + e;
-#pragma unroll
-                        for (int h = 0; h < 2; h++)
-                            if (!(qi < p.tq && visible(p, qi, kw + g + 8 * h))) s[n][2 * h + e] = -INFINITY;
-                    }
-            }
+            if (needs_mask(p, qc, SC, kw, 16)) mask_k(p, s, kw, qc, g, t4);
 #pragma unroll
             for (int n = 0; n < NT; n++)
 #pragma unroll
