@@ -12,6 +12,7 @@
  * kernels. A forward configuration with options (Q reloaded, V waited for late) must also give the bits of the
  * same one without them. The one-kernel backward (bwd1) runs in the launcher's configuration on every shape,
  * twice (the same bits both times, its f32 sums poisoned differently), the others on the variant shapes.
+ * The stored-dS backward (bwd_dkdv_ds + bwd_dq_ds, TTT_ATTN_DS) runs in the launchers' configuration on every shape.
  * Also checks the tile-level masking decisions exactly.
  * No GPU needed:
  *   g++ -std=c++17 -O1 -fsanitize=address -I src/backends/cuda -I dev/cuda \
@@ -85,6 +86,33 @@ static void run_bwd1(const Params &p0, int bh, float acc_poison) {
         fprintf(stderr, "bwd1: %u tickets taken, %d blocks\n", sem.back(), n_kt * bh);
         abort();
     }
+}
+
+/* Stored dS (TTT_ATTN_DS): the launchers' dK/dV configuration with its stores (bwd_dkdv_ds), then dQ from them
+ * (bwd_dq_ds in Cfg::DqDs); the workspace sized exactly as the launcher sizes it (ds_first over all key tiles) and
+ * poisoned with bf16 NaNs, so a stored tile the dK/dV kernel did not write, or a read past one, shows. */
+template <int D, typename K>
+static void run_ds_cfg(const Params &p0, int bh) {
+    using Kt = attnbf::Dkdv<D, K::NW, K::MW, K::T>;
+    using Q = typename attnbf::Cfg<D>::DqDs;
+    using Qt = attnbf::DqDs<D, Q::NW, Q::MW, Kt::BC, K::T>;
+    static_assert(Kt::SMEM <= 227 * 1024 && Qt::SMEM <= 227 * 1024, "more shared memory than a block of an H100 may have");
+    const int64_t n_kt = (p0.tk + Kt::BC - 1) / Kt::BC, per_head = attnbf::ds_first<Kt::BC, K::T>(p0, n_kt);
+    std::vector<uint16_t> ws((size_t)(per_head * bh * Kt::BC * K::T), 0x7fc0);
+    Params p = p0;
+    p.ds = ws.data(), p.ds_head = per_head;
+    smem(Kt::SMEM);
+    emu::launch(dim3((unsigned)n_kt, bh), dim3(Kt::THREADS),
+                [&] { attnbf::bwd_dkdv_ds<D, K::NW, K::MW, K::T, K::MINB, (bool)K::HOLD>(p); });
+    smem(Qt::SMEM);
+    emu::launch(dim3((p.tq + Qt::BR - 1) / Qt::BR, bh), dim3(Qt::THREADS),
+                [&] { attnbf::bwd_dq_ds<D, Q::NW, Q::MW, Kt::BC, K::T, Q::MINB>(p); });
+}
+template <int D>
+static void run_ds(const Params &p, int bh, int small) {
+    using C = attnbf::Cfg<D>;
+    if (small) run_ds_cfg<D, typename C::KvSmall>(p, bh);
+    else run_ds_cfg<D, typename C::Kv>(p, bh);
 }
 
 /* Split keys (Params::n_split, blockIdx.z): the launchers' small-grid forward and dQ with n shares, then their
@@ -334,6 +362,8 @@ int main(int argc, char **argv) {
     double split_worst = 0; /* split keys, worst relative error of out, lse, dq over the fixed shapes */
     double pair_worst[3] = {0, 0, 0}; /* the launchers' two-kernel backward: dq, dk, dv over every shape */
     int bwd1_runs = 0, bwd1_bits = 0;  /* one-kernel backward runs; of them, run twice and compared bit for bit */
+    int ds_runs = 0, ds_same_dq = 0;   /* stored-dS backward runs; of them, dQ the two-kernel path's bits */
+    double ds_worst = 0;
     for (size_t ci = 0; ci < cases.size(); ci++) {
         const Case &cs = cases[ci];
         const bool swept = ci >= n_fixed; /* the sweep runs the launchers' configuration only, quietly */
@@ -421,6 +451,26 @@ int main(int argc, char **argv) {
                        eng ? " (launcher's, twice)" : "", eb[0], eb[1], eb[2],
                        bits ? "" : " NOT THE SAME BITS ON THE SECOND RUN");
         }
+        { /* stored dS, every shape, from the same out, lse and delta: dK and dV the bits of the two-kernel path's
+           * (the same kernel plus the stores), dQ within the tolerance (its bits compared too, and counted) */
+            Params pd = p;
+            pd.o = out.data(), pd.lse = lse.data(), pd.delta = delta.data();
+            std::vector<uint16_t> sq(nq, 0xffff), sk(nk, 0xffff), sv(nk, 0xffff);
+            pd.dq = sq.data(), pd.dk = sk.data(), pd.dv = sv.data();
+            if (c.d == 64) run_ds<64>(pd, c.bh, small);
+            else run_ds<128>(pd, c.bh, small);
+            runs++, ds_runs++;
+            const double ed = ref::max_rel(sq, rdq, ref::val_bf16);
+            const bool kv_bits = sk == dk && sv == dv, dok = ed <= tol[2] && kv_bits;
+            ds_same_dq += sq == dq;
+            ds_worst = ed != ed ? ed : std::max(ds_worst, ed);
+            failures += !dok;
+            if (!dok || !swept)
+                printf("%s bh=%d tq=%d tk=%d d=%d causal=%d window=%lld%s stored dS (%s): dq %.1e%s%s\n",
+                       dok ? "ok  " : "FAIL", c.bh, c.tq, c.tk, c.d, c.causal, (long long)c.window,
+                       cs.unaligned ? " unaligned" : "", small ? "small-grid" : "large-grid", ed,
+                       sq == dq ? ", the two-kernel path's bits" : "", kv_bits ? "" : " (dK / dV NOT the two-kernel path's bits)");
+        }
         if (!swept) { /* split keys, 2 and 3 shares and more shares than key tiles (empty ones) */
             Params ps = p;
             ps.o = out.data(), ps.lse = lse.data(), ps.delta = delta.data();
@@ -503,6 +553,8 @@ int main(int argc, char **argv) {
                bv.worst[1], bv.worst[2]);
     printf("     two-kernel backward (launchers' dkdv + dq) worst over the same shapes: dq %.1e dk %.1e dv %.1e\n",
            pair_worst[0], pair_worst[1], pair_worst[2]);
+    printf("     stored dS (TTT_ATTN_DS): %d runs, dq worst %.1e; dK / dV the two-kernel path's bits in all, dQ in %d\n",
+           ds_runs, ds_worst, ds_same_dq);
     printf("     bwd1: %d runs, %d of them repeated bit for bit; %ld turns waited for, %ld released\n", bwd1_runs,
            bwd1_bits, emu::g_waits, emu::g_releases);
     printf("%s (size %s: %d kernel sets run; %d sweep shapes near tile edges) in %.1f s\n",

@@ -57,6 +57,10 @@ struct float2 {
     float x, y;
 };
 inline float2 make_float2(float x, float y) { return float2{x, y}; }
+struct alignas(16) uint4 {
+    uint32_t x, y, z, w;
+};
+inline uint4 make_uint4(uint32_t x, uint32_t y, uint32_t z, uint32_t w) { return uint4{x, y, z, w}; }
 
 #define __global__
 #define __device__
@@ -301,6 +305,24 @@ inline void mma_bf16_16816(float *d, const uint32_t *a, const uint32_t *b) {
     }
     warp_barrier();
     for (int i = 0; i < 4; i++) d[i] = r[i];
+}
+
+/* movmatrix.sync.aligned.m8n8.trans.b16 for the calling warp: lane 4 g + t holds elements (g, 2t), (g, 2t + 1) of
+ * an 8 x 8 matrix M (the lower index in the lower 16 bits) and gets those of M^T: M(2t, g), M(2t + 1, g). */
+inline std::vector<uint32_t> g_xm;
+inline uint32_t movmatrix_trans(uint32_t v) {
+    const int n = (int)(g_block.x * g_block.y * g_block.z);
+    if ((int)g_xm.size() < n) g_xm.resize(n);
+    g_xm[g_cur] = v;
+    warp_barrier();
+    const int warp0 = g_cur & ~31, lane = g_cur & 31, g = lane >> 2, t = lane & 3;
+    auto M = [&](int r, int c) -> uint32_t {
+        const uint32_t w = g_xm[warp0 + r * 4 + c / 2];
+        return c % 2 ? w >> 16 : w & 0xffffu;
+    };
+    const uint32_t r = M(2 * t, g) | (M(2 * t + 1, g) << 16);
+    warp_barrier();
+    return r;
 }
 
 /* ldmatrix.sync.aligned.m8n8.x4(.trans).shared.b16 for the calling warp: lane

@@ -224,6 +224,47 @@ static int launch_bf16_bwd1(CuDev *dev, const attnbf::Params &p0, int64_t bh) {
     return TTT_OK;
 }
 
+/* TTT_ATTN_DS=1: the bf16 backward stores dS (bf16) from the dK/dV kernel (attnbf::bwd_dkdv_ds) and computes dQ
+ * from it with one tile product (attnbf::bwd_dq_ds) instead of recomputing S, P and dP (three), where the stored
+ * tiles of all heads fit TTT_ATTN_DS_MB (default 1024 MiB; the causal half at T 8K and 12 heads is 0.8 GB). The
+ * same bits on every run. Off by default until timed on a GPU. */
+static bool ds_wanted(int64_t bytes) {
+    static const int64_t cap = [] {
+        const char *e = getenv("TTT_ATTN_DS");
+        if (!e || atoi(e) <= 0) return (int64_t)-1;
+        const char *m = getenv("TTT_ATTN_DS_MB");
+        const long long mb = m && *m ? atoll(m) : 1024;
+        return (int64_t)(mb > 0 ? mb : 0) << 20;
+    }();
+    return bytes <= cap;
+}
+
+/* The stored-dS backward in the dK/dV configuration C (its key tile x query tile are the stored tiles) with dQ in
+ * the configuration Q of attnbf::DqDs; TTT_BACKEND_DECLINED (nothing launched) where the workspace exceeds the cap. */
+template <int D, typename C, typename Q>
+static int launch_bf16_bwd_ds(CuDev *dev, const attnbf::Params &p0, int64_t bh) {
+    typedef attnbf::Dkdv<D, C::NW, C::MW, C::T> Kt;
+    typedef attnbf::DqDs<D, Q::NW, Q::MW, Kt::BC, C::T> Qt;
+    const int64_t n_kt = (p0.tk + Kt::BC - 1) / Kt::BC, per_head = attnbf::ds_first<Kt::BC, C::T>(p0, n_kt);
+    const int64_t bytes = per_head * bh * Kt::BC * C::T * 2;
+    if (!ds_wanted(bytes)) return TTT_BACKEND_DECLINED;
+    static uint64_t ready_kv, ready_q; /* per GPU: ttt__allow_smem */
+    if (ttt__allow_smem(attnbf::bwd_dkdv_ds<D, C::NW, C::MW, C::T, C::MINB, (bool)C::HOLD>, Kt::SMEM, dev, &ready_kv) ||
+        ttt__allow_smem(attnbf::bwd_dq_ds<D, Q::NW, Q::MW, Kt::BC, C::T, Q::MINB>, Qt::SMEM, dev, &ready_q))
+        return TTT_ERR;
+    if (scratch_reserve(dev, &dev->attn_scratch, (size_t)(bytes > 0 ? bytes : 16), "attention (stored dS)")) return TTT_ERR;
+    attnbf::Params p = p0;
+    p.ds = (uint16_t *)dev->attn_scratch.p;
+    p.ds_head = per_head;
+    attnbf::bwd_dkdv_ds<D, C::NW, C::MW, C::T, C::MINB, (bool)C::HOLD>
+        <<<dim3((unsigned)n_kt, (unsigned)bh), Kt::THREADS, Kt::SMEM, dev->stream>>>(p);
+    LAUNCHED("attention_bwd_dkdv_ds_bf16");
+    attnbf::bwd_dq_ds<D, Q::NW, Q::MW, Kt::BC, C::T, Q::MINB>
+        <<<dim3((unsigned)((p.tq + Qt::BR - 1) / Qt::BR), (unsigned)bh), Qt::THREADS, Qt::SMEM, dev->stream>>>(p);
+    LAUNCHED("attention_bwd_dq_ds_bf16");
+    return TTT_OK;
+}
+
 /* Whether a grid of ceil(n / rows) x bh blocks has at least waves blocks per SM. */
 static bool big_grid(const CuDev *dev, int64_t n, int rows, int64_t bh, int waves) {
     return (n + rows - 1) / rows * bh >= (int64_t)waves * dev->sm_count;
@@ -247,9 +288,12 @@ static int launch_bf16_bwd(CuDev *dev, const attnbf::Params &p, int64_t bh) {
     attnbf::Params pd = p;
     pd.delta = p.delta_out;
     if (bwd1_wanted()) return launch_bf16_bwd1<D>(dev, pd, bh);
-    const int rc = big_grid(dev, p.tk, 16 * C::Kv::NW * C::Kv::MW, bh, C::KV_WAVES)
-                       ? launch_bf16_dkdv_cfg<D, typename C::Kv>(dev, pd, bh)
-                       : launch_bf16_dkdv_cfg<D, typename C::KvSmall>(dev, pd, bh);
+    const bool big_kv = big_grid(dev, p.tk, 16 * C::Kv::NW * C::Kv::MW, bh, C::KV_WAVES);
+    const int ds = big_kv ? launch_bf16_bwd_ds<D, typename C::Kv, typename C::DqDs>(dev, pd, bh)
+                          : launch_bf16_bwd_ds<D, typename C::KvSmall, typename C::DqDs>(dev, pd, bh);
+    if (ds != TTT_BACKEND_DECLINED) return ds;
+    const int rc = big_kv ? launch_bf16_dkdv_cfg<D, typename C::Kv>(dev, pd, bh)
+                          : launch_bf16_dkdv_cfg<D, typename C::KvSmall>(dev, pd, bh);
     if (rc != TTT_OK) return rc;
     if (big_grid(dev, p.tq, 16 * C::Dq::NW * C::Dq::MW, bh, C::DQ_WAVES))
         return launch_bf16_dq_cfg<D, typename C::Dq>(dev, pd, bh);

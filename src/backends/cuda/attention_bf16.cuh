@@ -76,6 +76,13 @@ struct Params {
      * then the ticket counter that hands out the blocks' tiles in the order they start. */
     float *dq_acc;
     unsigned *sem;
+    /* Stored dS (bwd_dkdv_ds, then bwd_dq_ds; TTT_ATTN_DS): the dK/dV kernel writes each visible (key tile, query
+     * tile) pair's dS, BC x BQ bf16, and the dQ kernel reads it back instead of recomputing S, P and dP. Per head
+     * ds_head tiles, in key-tile order, each key tile's query tiles in order (ds_first). A tile is (BQ / 16) x
+     * (BC / 16) blocks of 16 queries x 16 keys, query block major; a block is the mma A fragment of its dS, 16
+     * bytes a lane in lane order (512 bytes), so both kernels move it with 16-byte accesses and no transposing. */
+    uint16_t *ds;
+    int64_t ds_head;
 };
 
 /* ---- the instructions (emulated on the host by dev/cuda/emu.h) ---------------------------------------------- */
@@ -138,6 +145,18 @@ __device__ __forceinline__ void ldsm4t(uint32_t (&r)[4], const uint16_t *row) {
     asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
                  : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
                  : "r"(a));
+#endif
+}
+
+/* The transpose of an 8 x 8 bf16 matrix held one register a lane in the fragment layout (lane 4 g + t: row g,
+ * columns 2t, 2t + 1), in the same layout. */
+__device__ __forceinline__ uint32_t movt(uint32_t a) {
+#ifdef TTT_EMU
+    return emu::movmatrix_trans(a);
+#else
+    uint32_t d;
+    asm volatile("movmatrix.sync.aligned.m8n8.trans.b16 %0, %1;\n" : "=r"(d) : "r"(a));
+    return d;
 #endif
 }
 
@@ -265,6 +284,26 @@ __device__ __forceinline__ void mask_k(const Params &p, float (&s)[NT][4], int64
             for (int h = 0; h < 2; h++)
                 if (!(qi < p.tq && visible(p, qi, kw + g + 8 * h))) s[j][2 * h + e] = -INFINITY;
         }
+}
+
+/* Stored dS: the query tiles [*qt0, *qt1) (tiles of BQ) that key tile kt (tiles of BC) sees, the stored tiles of
+ * that key tile (empty: none); and ds_first, the index among a head's stored tiles of key tile kt's first one (the
+ * counts of the key tiles before it; host and device, so the launcher sizes the workspace with the same sum). */
+template <int BC, int BQ, typename P>
+__host__ __device__ __forceinline__ void ds_query_tiles(const P &p, int64_t kt, int64_t *qt0, int64_t *qt1) {
+    const int64_t k0 = kt * BC;
+    int64_t lo, hi;
+    query_range(p, k0, k0 + BC < p.tk ? k0 + BC : (int64_t)p.tk, &lo, &hi);
+    *qt0 = lo / BQ, *qt1 = hi > lo ? (hi + BQ - 1) / BQ : lo / BQ;
+}
+template <int BC, int BQ, typename P> __host__ __device__ __forceinline__ int64_t ds_first(const P &p, int64_t kt) {
+    int64_t n = 0;
+    for (int64_t j = 0; j < kt; j++) {
+        int64_t a, b;
+        ds_query_tiles<BC, BQ>(p, j, &a, &b);
+        n += b - a;
+    }
+    return n;
 }
 
 /* This block's share [*kt0, *kt1) of the key tiles [kt0, kt1) when the keys are split (blockIdx.z of
@@ -715,6 +754,8 @@ __device__ __forceinline__ void dq_release(const Params &p, int64_t kt, int64_t 
  * BWD1_NO_FENCE: the turn is handed on by the barrier and a release store alone (as CUTLASS's semaphore), without
  *   __threadfence() before it: the barrier orders every thread's writes of the sums before thread 0's release. */
 enum { BWD1_HOLD = 1, BWD1_PREFETCH = 2, BWD1_NO_FENCE = 4 };
+/* dkdv_tile's bit for bwd_dkdv_ds (not bwd1's): also store each pair's dS^T (Params::ds) */
+enum { DKDV_STORE_DS = 8 };
 
 /* The one-kernel backward (bwd1, below): dK/dV's kernel that also adds each (key tile, query tile) pair's
  * share of dQ, dS K, into f32 sums in global memory, the key tiles of a query tile one after another in a fixed
@@ -739,6 +780,7 @@ __device__ __forceinline__ void dkdv_tile(Params p, int64_t kt, int64_t bh_dq) {
     using C = Dkdv<D, NW, MW, BQ>;
     constexpr int BC = C::BC, LD = C::LD, ND = D / 8, NQ = BQ / 8, LDS = BQ + 8;
     constexpr bool PF = DQ && (DQO & BWD1_PREFETCH) != 0, FENCE = !(DQO & BWD1_NO_FENCE);
+    constexpr bool DS = !DQ && (DQO & DKDV_STORE_DS) != 0;
     uint16_t *sK = smem16(), *sV = sK + BC * LD, *sQ = sV + BC * LD, *sdO = sQ + 2 * BQ * LD;
     float *sL = reinterpret_cast<float *>(sdO + 2 * BQ * LD), *sDl = sL + 2 * BQ;
     uint16_t *sdS = reinterpret_cast<uint16_t *>(sDl + 2 * BQ); /* DQ: dS^T [BC][LDS] */
@@ -751,6 +793,8 @@ __device__ __forceinline__ void dkdv_tile(Params p, int64_t kt, int64_t bh_dq) {
     int64_t i_lo, i_hi;
     query_range(p, k0, k0 + BC < p.tk ? k0 + BC : p.tk, &i_lo, &i_hi);
     const int64_t qt0 = i_lo / BQ, qt1 = i_hi > i_lo ? (i_hi + BQ - 1) / BQ : qt0; /* may be empty: zeros */
+    /* DS: this key tile's stored tiles, one per query tile from qt0 (ds_query_tiles gives the same qt0, qt1) */
+    uint16_t *ds = DS ? p.ds + (bh * p.ds_head + ds_first<BC, BQ>(p, k0 / BC) - qt0) * (int64_t)(BC * BQ) : nullptr;
 
     float adk[MW][ND][4], adv[MW][ND][4];
 #pragma unroll
@@ -863,6 +907,12 @@ __device__ __forceinline__ void dkdv_tile(Params p, int64_t kt, int64_t bh_dq) {
                     *reinterpret_cast<uint32_t *>(r + 8) = da[m][2];
                     *reinterpret_cast<uint32_t *>(r + 8 * LDS + 8) = da[m][3];
                 }
+                if (DS) { /* dS of queries 16 ks.. x keys 16 (warp MW + m).., the A fragment of dS^T transposed:
+                           * dS's (q 0-7, k 0-7), (q 8-15, k 0-7), (q 0-7, k 8-15), (q 8-15, k 8-15) are dS^T's
+                           * (k 0-7, q 0-7), (k 0-7, q 8-15), (k 8-15, q 0-7), (k 8-15, q 8-15) */
+                    const uint4 f = make_uint4(movt(da[m][0]), movt(da[m][2]), movt(da[m][1]), movt(da[m][3]));
+                    *reinterpret_cast<uint4 *>(ds + (qt * (BQ / 16) + ks) * (BC * 16) + (warp * MW + m) * 256 + lane * 8) = f;
+                }
             }
 #pragma unroll
             for (int dp = 0; dp < ND / 2; dp++) {
@@ -908,6 +958,12 @@ __device__ __forceinline__ void dkdv_tile(Params p, int64_t kt, int64_t bh_dq) {
 template <int D, int NW, int MW, int BQ, int MINB, bool HOLD>
 __global__ void __launch_bounds__(32 * NW, MINB) bwd_dkdv(Params p) {
     dkdv_tile<D, NW, MW, BQ, HOLD, false>(p, 0, 0);
+}
+
+/* bwd_dkdv that also stores each pair's dS^T for bwd_dq_ds (Params::ds; the launcher sizes it with ds_first) */
+template <int D, int NW, int MW, int BQ, int MINB, bool HOLD>
+__global__ void __launch_bounds__(32 * NW, MINB) bwd_dkdv_ds(Params p) {
+    dkdv_tile<D, NW, MW, BQ, HOLD, false, DKDV_STORE_DS>(p, 0, 0);
 }
 
 /* One-kernel deterministic backward: dK and dV as bwd_dkdv, and dQ without a second kernel. Each block takes a
@@ -1084,6 +1140,100 @@ __global__ void __launch_bounds__(32 * NW, MINB) bwd_dq(Params p) {
         }
 }
 
+/* dQ from stored dS (after bwd_dkdv_ds wrote it in tiles of SBC keys x SBQ queries): one tile of BR = 16 NW MW
+ * queries, over the key tiles of SBC it sees, dQ += dS K, one tile product where bwd_dq recomputes S = Q K^T and
+ * dP = dO V^T first (three). Each step copies the key tile's K and its stored tiles of this block's queries
+ * (whole tiles, contiguous; zeros for query tiles the key tile does not see: none are stored) into shared memory
+ * with cp.async, double buffered; a warp reads its A fragments there with one 16-byte load each (Params::ds: the
+ * tiles are in fragment order). The keys are added in increasing order, 16 a product, as in bwd_dq: deterministic. */
+template <int D, int NW, int MW, int SBC, int SBQ> struct DqDs {
+    static constexpr int BR = 16 * NW * MW, THREADS = 32 * NW, LD = D + 8;
+    static_assert(BR % SBQ == 0 && SBQ % 16 == 0 && SBC % 16 == 0, "bwd_dq_ds: a block's queries must be whole stored tiles");
+    static constexpr int SMEM = 2 * (SBC * LD + BR * SBC) * 2; /* K (rows padded) and dS (fragments), two buffers each */
+};
+
+template <int D, int NW, int MW, int SBC, int SBQ, int MINB>
+__global__ void __launch_bounds__(32 * NW, MINB) bwd_dq_ds(Params p) {
+    using C = DqDs<D, NW, MW, SBC, SBQ>;
+    constexpr int BR = C::BR, T = C::THREADS, LD = C::LD, ND = D / 8, TILE = SBC * SBQ;
+    uint16_t *sK = smem16(), *sS = sK + 2 * SBC * LD;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t4 = lane & 3;
+    const int n_qt = (p.tq + BR - 1) / BR;
+    const int64_t q0 = (int64_t)(n_qt - 1 - (int)blockIdx.x) * BR, bh = blockIdx.y, qs0 = q0 / SBQ;
+    const uint16_t *k = p.k + bh * p.tk * D, *ds = p.ds + bh * p.ds_head * (int64_t)TILE;
+    uint16_t *dq = p.dq + bh * p.tq * D;
+    int64_t k_lo, k_hi;
+    key_range(p, q0, q0 + BR < p.tq ? q0 + BR : p.tq, &k_lo, &k_hi);
+    const int64_t kt0 = k_lo / SBC, kt1 = k_hi > k_lo ? (k_hi + SBC - 1) / SBC : kt0;
+    int64_t next = ds_first<SBC, SBQ>(p, kt0); /* the stored index of the next key tile's first tile */
+    /* K of key tile kt and the stored dS of this block's queries into buffer buf; advances next */
+    auto load = [&](int64_t kt, int buf) {
+        load_rows<D, SBC, T>(sK + buf * SBC * LD, k, kt * SBC, p.tk, p.aligned);
+        int64_t a, b;
+        ds_query_tiles<SBC, SBQ>(p, kt, &a, &b);
+#pragma unroll
+        for (int j = 0; j < BR / SBQ; j++) {
+            const bool in = qs0 + j >= a && qs0 + j < b;
+            const uint16_t *src = in ? ds + (next + qs0 + j - a) * TILE : ds;
+            uint16_t *dst = sS + (buf * BR / SBQ + j) * TILE;
+            for (int e = threadIdx.x; e < TILE / 8; e += T) cp16(dst + 8 * e, in ? src + 8 * e : src, in);
+        }
+        next += b - a;
+    };
+    float acc[MW][ND][4];
+#pragma unroll
+    for (int m = 0; m < MW; m++)
+#pragma unroll
+        for (int n = 0; n < ND; n++)
+#pragma unroll
+            for (int i = 0; i < 4; i++) acc[m][n][i] = 0.f;
+    if (kt0 < kt1) load(kt0, 0);
+    cp_commit();
+    for (int64_t kt = kt0; kt < kt1; kt++) {
+        const int buf = (int)((kt - kt0) & 1);
+        if (kt + 1 < kt1) {
+            load(kt + 1, buf ^ 1);
+            cp_commit();
+            cp_wait<1>();
+        } else {
+            cp_wait<0>();
+        }
+        __syncthreads();
+        const uint16_t *cK = sK + buf * SBC * LD, *cS = sS + buf * BR * SBC;
+#pragma unroll
+        for (int ks = 0; ks < SBC / 16; ks++) {
+            uint32_t a[MW][4];
+#pragma unroll
+            for (int m = 0; m < MW; m++) { /* row group warp MW + m is query block (warp MW + m) of the stored tiles */
+                const uint4 f = *reinterpret_cast<const uint4 *>(cS + ((warp * MW + m) * (SBC / 16) + ks) * 256 + lane * 8);
+                a[m][0] = f.x, a[m][1] = f.y, a[m][2] = f.z, a[m][3] = f.w;
+            }
+#pragma unroll
+            for (int dd = 0; dd < ND / 2; dd++) {
+                uint32_t b[4];
+                ldsm4t(b, cK + ks * 16 * LD + dd * 16 + a_off(lane, LD));
+#pragma unroll
+                for (int m = 0; m < MW; m++) {
+                    mma(acc[m][2 * dd], a[m], b[0], b[1]);
+                    mma(acc[m][2 * dd + 1], a[m], b[2], b[3]);
+                }
+            }
+        }
+        __syncthreads(); /* every read of this buffer is done before it is refilled */
+    }
+#pragma unroll
+    for (int m = 0; m < MW; m++)
+#pragma unroll
+        for (int h = 0; h < 2; h++) {
+            const int64_t qi = q0 + (warp * MW + m) * 16 + g + 8 * h;
+            if (qi >= p.tq) continue;
+#pragma unroll
+            for (int n = 0; n < ND; n++)
+                *reinterpret_cast<uint32_t *>(dq + qi * D + n * 8 + 2 * t4) =
+                    pack2(acc[m][n][2 * h] * p.scale, acc[m][n][2 * h + 1] * p.scale);
+        }
+}
+
 /* ---- the configurations the launchers use (attention.cu) -------------------------------------------------- */
 
 /* A kernel configuration: NW warps of MW x 16 rows (query rows in the forward and dQ kernels, keys in
@@ -1099,17 +1249,20 @@ template <int NW_, int MW_, int T_, int MINB_, int HOLD_> struct K {
  * SM, else the second (fewer rows per block: more blocks on small problems). */
 template <int D> struct Cfg;
 template <> struct Cfg<64> {
-    typedef K<4, 2, 128, 1, 3> Fwd; /* FA2's shape, Q reloaded, V late: 3-5% under K<8,1,64,2,0> at 8K-32K (H100) */
+    typedef K<4, 2, 128, 2, 1> Fwd; /* FA2's shape, Q reloaded: after the mask change 6-7% under the same with V late
+                                     * (b1, the choice before) at 8K-32K (H200, 2026-12-07: 0.521 / 5.940 ms at 8K / 32K) */
     typedef K<4, 1, 64, 4, 0> FwdSmall;
     typedef K<4, 2, 32, 2, 0> Kv;
     typedef K<4, 1, 64, 2, 1> KvSmall;
     typedef K<8, 1, 64, 2, 0> Dq;
     typedef K<4, 1, 64, 3, 1> DqSmall;
     typedef K<4, 2, 32, 2, 0> Bwd1; /* the one-kernel backward (TTT_ATTN_BWD1=1): Kv's shape; H100: 41.9 ms at 32K, dkdv + dq 24.8 */
+    typedef K<4, 2, 0, 2, 0> DqDs;  /* dQ from stored dS (TTT_ATTN_DS=1; its tiles are Kv's) */
     enum { FWD_WAVES = 2, KV_WAVES = 4, DQ_WAVES = 2 };
 };
 template <> struct Cfg<128> {
-    typedef K<4, 2, 64, 1, 1> Fwd; /* FA2's shape, Q reloaded: 7% under K<8,1,128,1,0> at 32K, 3% over at 8K (H100) */
+    typedef K<4, 2, 64, 2, 1> Fwd; /* FA2's shape, Q reloaded, 2 blocks an SM for the register allocator: 4% / 1% under
+                                    * the same with 1 (the choice before) at 8K / 32K (H200, 2026-12-07: 0.964 / 11.543 ms) */
     typedef K<4, 2, 64, 1, 1> FwdSmall;
     typedef K<4, 1, 64, 2, 0> Kv;
     typedef K<4, 1, 64, 2, 0> KvSmall;
@@ -1117,6 +1270,7 @@ template <> struct Cfg<128> {
     typedef K<4, 2, 32, 2, 0> DqSmall;
     typedef K<4, 1, 32, 2, 0> Bwd1; /* the one-kernel backward (TTT_ATTN_BWD1=1): 244 registers, no spills (Kv's
                                      * 4x1/64 spills 32 B here); H100: 110.5 ms at 32K (8x1/32 86.0, dkdv + dq 46.6) */
+    typedef K<4, 2, 0, 2, 0> DqDs;  /* dQ from stored dS (TTT_ATTN_DS=1) */
     enum { FWD_WAVES = 0, KV_WAVES = 0, DQ_WAVES = 0 };
 };
 

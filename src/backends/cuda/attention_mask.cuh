@@ -3,7 +3,8 @@
  * tq, tk, causal, window and off: query i sits at absolute position off + i
  * (off = Tk - Tq when causal, else 0) and sees key j iff j < Tk and, when
  * causal, j <= off + i and (window <= 0 or off + i - j < window). Device code
- * only (emulator-testable). */
+ * (emulator-testable); the tile ranges also on the host (attention.cu sizes the
+ * stored-dS workspace with them). */
 #ifndef TTT_ATTENTION_MASK_CUH
 #define TTT_ATTENTION_MASK_CUH
 
@@ -39,7 +40,7 @@ __device__ __forceinline__ void row_window(const P &p, int qi, int j0, int *lo, 
 
 /* The key range [lo, hi) that query rows [q0, q1) can see. */
 template <typename P>
-__device__ __forceinline__ void key_range(const P &p, int64_t q0, int64_t q1, int64_t *lo, int64_t *hi) {
+__host__ __device__ __forceinline__ void key_range(const P &p, int64_t q0, int64_t q1, int64_t *lo, int64_t *hi) {
     *lo = 0;
     *hi = p.tk;
     if (p.causal) {
@@ -51,7 +52,7 @@ __device__ __forceinline__ void key_range(const P &p, int64_t q0, int64_t q1, in
 
 /* The query range [lo, hi) that can see some key of [k0, k1) (empty if hi <= lo). */
 template <typename P>
-__device__ __forceinline__ void query_range(const P &p, int64_t k0, int64_t k1, int64_t *lo, int64_t *hi) {
+__host__ __device__ __forceinline__ void query_range(const P &p, int64_t k0, int64_t k1, int64_t *lo, int64_t *hi) {
     *lo = 0;
     *hi = p.tq;
     if (p.causal) {
