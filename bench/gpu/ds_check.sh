@@ -21,14 +21,19 @@ status=0
 TTT_ATTN_DS=1 timeout 150 ./build/gpu/test_attention_fused >"$OUT/parity_ds.txt" 2>&1 || status=1
 echo "parity with TTT_ATTN_DS=1: exit $status; $(tail -1 "$OUT/parity_ds.txt")"
 grep -E "FAIL" "$OUT/parity_ds.txt" | head -10
+for mb in 0.03 0.1 0.4; do # caps that split the test's heads into groups (or decline where one head does not fit)
+  TTT_ATTN_DS=1 TTT_ATTN_DS_MB=$mb timeout 60 ./build/gpu/test_attention_fused --quick >"$OUT/parity_ds_$mb.txt" 2>&1 || status=1
+  echo "parity --quick with TTT_ATTN_DS=1 TTT_ATTN_DS_MB=$mb: $(tail -1 "$OUT/parity_ds_$mb.txt")"
+done
 TTT_ATTN_DS=1 timeout 120 compute-sanitizer --tool memcheck --error-exitcode 9 ./build/gpu/test_attention_fused --quick \
   >"$OUT/memcheck_ds.txt" 2>&1
 echo "memcheck (TTT_ATTN_DS=1 --quick): exit $?; $(grep -E 'ERROR SUMMARY' "$OUT/memcheck_ds.txt")"
-# forward + backward: two-kernel backward, stored dS (a 16 GiB cap, so that 32K takes it too), SDPA flash
-for shape in "8192 64" "32768 64" "8192 128" "32768 128"; do
+# forward + backward: two-kernel backward, stored dS (default cap: 8K one group, 16K four groups of 3 heads; 32K
+# with a 2 GiB cap, twelve groups of one), SDPA flash
+for shape in "8192 64 1024" "16384 64 1024" "32768 64 2048" "8192 128 1024"; do
   set -- $shape
   a=$(./build/gpu/test_attention_fused --bench-one "$1" "$2" | grep -oE "[0-9.]+$")
-  b=$(TTT_ATTN_DS=1 TTT_ATTN_DS_MB=16384 ./build/gpu/test_attention_fused --bench-one "$1" "$2" | grep -oE "[0-9.]+$")
+  b=$(TTT_ATTN_DS=1 TTT_ATTN_DS_MB=$3 ./build/gpu/test_attention_fused --bench-one "$1" "$2" | grep -oE "[0-9.]+$")
   a2=$(./build/gpu/test_attention_fused --bench-one "$1" "$2" | grep -oE "[0-9.]+$")
   sdpa=$(python3 -c "
 import sys, torch

@@ -14,6 +14,8 @@
  *                               h: fragments held; forward r: Q reloaded at each k-step, v: V waited for
  *                               late; * marks the launchers' choices)
  *   ./attention_bf16 --small    one small check (for compute-sanitizer)
+ * --bench also times the stored-dS backward (bwd_dkdv_ds + bwd_dq_ds, TTT_ATTN_DS) with dQ in two shapes and
+ * each of its kernels alone, and counts the elements where its dQ differs from the two-kernel path's.
  * The one-kernel backward (bwd1) is checked like the others and must give the same bits on 5 more runs; --bench
  * times it beside dkdv+dq*, the launchers' two backward kernels run back to back (their large- or small-grid
  * configurations as attention.cu picks them, dQ's keys unsplit). */
@@ -150,6 +152,33 @@ template <int D> static void pair_engine(const Params &p, int bh) {
     else dkdv<D, Ks::NW, Ks::MW, Ks::T, Ks::MINB, (bool)Ks::HOLD>(p, bh);
     if (big(p.tq, 16 * Q::NW * Q::MW, C::DQ_WAVES)) dq<D, Q::NW, Q::MW, Q::T, Q::MINB, (bool)Q::HOLD>(p, bh);
     else dq<D, Qs::NW, Qs::MW, Qs::T, Qs::MINB, (bool)Qs::HOLD>(p, bh);
+}
+
+/* The stored-dS backward (TTT_ATTN_DS=1) after delta, in the launchers' large-grid dK/dV configuration: bwd_dkdv_ds,
+ * then bwd_dq_ds with QMW row groups a warp (the launchers' Cfg::DqDs is one of them); p.ds sized by ds_bytes.
+ * ds_part: 1 the dK/dV kernel alone, 2 the dQ kernel alone (reading what the last dK/dV run stored), 3 both. */
+template <int D> static int64_t ds_bytes(const Params &p, int bh) {
+    using Kv = typename attnbf::Cfg<D>::Kv;
+    constexpr int BC = 16 * Kv::NW * Kv::MW;
+    return attnbf::ds_first<BC, Kv::T>(p, (p.tk + BC - 1) / BC) * bh * BC * Kv::T * 2;
+}
+template <int D, int QMW, int PART> static void ds_pair(const Params &p0, int bh) {
+    using Kv = typename attnbf::Cfg<D>::Kv;
+    using Kt = attnbf::Dkdv<D, Kv::NW, Kv::MW, Kv::T>;
+    using Qt = attnbf::DqDs<D, 4, QMW, Kt::BC, Kv::T>;
+    Params p = p0;
+    p.ds_head = ds_bytes<D>(p, 1) / (Kt::BC * Kv::T * 2);
+    if (PART & 1) {
+        allow_smem<attnbf::bwd_dkdv_ds<D, Kv::NW, Kv::MW, Kv::T, Kv::MINB, (bool)Kv::HOLD>>(Kt::SMEM);
+        attnbf::bwd_dkdv_ds<D, Kv::NW, Kv::MW, Kv::T, Kv::MINB, (bool)Kv::HOLD>
+            <<<dim3((p.tk + Kt::BC - 1) / Kt::BC, bh), Kt::THREADS, Kt::SMEM>>>(p);
+        CK(cudaGetLastError());
+    }
+    if (PART & 2) {
+        allow_smem<attnbf::bwd_dq_ds<D, 4, QMW, Kt::BC, Kv::T, 2>>(Qt::SMEM);
+        attnbf::bwd_dq_ds<D, 4, QMW, Kt::BC, Kv::T, 2><<<dim3((p.tq + Qt::BR - 1) / Qt::BR, bh), Qt::THREADS, Qt::SMEM>>>(p);
+        CK(cudaGetLastError());
+    }
 }
 
 /* ---- problems -------------------------------------------------------------------------------------------------- */
@@ -364,6 +393,32 @@ static void bench() {
             /* the launchers' two kernels together, to set beside bwd1 (both after the same delta) */
             const Kernel pair = {"dkdv+dq", d, 0, 0, 0, 0, 0, d == 64 ? pair_engine<64> : pair_engine<128>, nullptr, 0, 0};
             printf("csv,bf16dev:dkdv+dq*,kernel,1,%d,%d,%d,0,%.3f\n", h, t, d, time_ms(pair, pr.p, h, reps));
+            /* stored dS: both kernels with dQ in 1 and 2 row groups a warp, then each kernel alone; then its dQ
+             * against the two-kernel path's (the pair just ran last): elements that differ, and the largest gap */
+            const size_t ds_n = (size_t)(d == 64 ? ds_bytes<64>(pr.p, h) : ds_bytes<128>(pr.p, h));
+            uint16_t *dq_pair = dev<uint16_t>((size_t)h * t * d);
+            CK(cudaMemcpy(dq_pair, pr.dq, (size_t)h * t * d * 2, cudaMemcpyDeviceToDevice));
+            Params pds = pr.p;
+            pds.ds = dev<uint16_t>(ds_n / 2 + 8);
+            const Kernel ds_runs[] = {
+                {"ds dkdv+dq 4x1", d, 0, 0, 0, 0, 0, d == 64 ? ds_pair<64, 1, 3> : ds_pair<128, 1, 3>, nullptr, 0, 0},
+                {"ds dkdv+dq 4x2*", d, 0, 0, 0, 0, 0, d == 64 ? ds_pair<64, 2, 3> : ds_pair<128, 2, 3>, nullptr, 0, 0},
+                {"ds dkdv", d, 0, 0, 0, 0, 0, d == 64 ? ds_pair<64, 2, 1> : ds_pair<128, 2, 1>, nullptr, 0, 0},
+                {"ds dq 4x1", d, 0, 0, 0, 0, 0, d == 64 ? ds_pair<64, 1, 2> : ds_pair<128, 1, 2>, nullptr, 0, 0},
+                {"ds dq 4x2*", d, 0, 0, 0, 0, 0, d == 64 ? ds_pair<64, 2, 2> : ds_pair<128, 2, 2>, nullptr, 0, 0}};
+            for (const Kernel &kr : ds_runs)
+                printf("csv,bf16dev:%s,kernel,1,%d,%d,%d,0,%.3f\n", kr.kind, h, t, d, time_ms(kr, pds, h, reps));
+            {
+                const std::vector<uint16_t> a = host(dq_pair, (size_t)h * t * d), b = host(pr.dq, (size_t)h * t * d);
+                size_t diff = 0;
+                double gap = 0;
+                for (size_t i = 0; i < a.size(); i++)
+                    if (a[i] != b[i]) diff++, gap = std::max(gap, fabs((double)ref::from_bf16(a[i]) - ref::from_bf16(b[i])));
+                printf("# d=%d T=%d stored dS (%.1f MB): dq differs from the two-kernel path's in %zu of %zu elements, "
+                       "largest gap %.3g\n", d, t, ds_n / 1048576.0, diff, a.size(), gap);
+            }
+            CK(cudaFree(pds.ds));
+            CK(cudaFree(dq_pair));
             const Kernel dl = {"delta", d, 0, 0, 0, 0, 0, d == 64 ? delta<64> : delta<128>, nullptr, 256, 0};
             printf("csv,bf16dev:delta,kernel,1,%d,%d,%d,0,%.3f\n", h, t, d, time_ms(dl, pr.p, h, reps));
             fflush(stdout);

@@ -225,43 +225,57 @@ static int launch_bf16_bwd1(CuDev *dev, const attnbf::Params &p0, int64_t bh) {
 }
 
 /* TTT_ATTN_DS=1: the bf16 backward stores dS (bf16) from the dK/dV kernel (attnbf::bwd_dkdv_ds) and computes dQ
- * from it with one tile product (attnbf::bwd_dq_ds) instead of recomputing S, P and dP (three), where the stored
- * tiles of all heads fit TTT_ATTN_DS_MB (default 1024 MiB; the causal half at T 8K and 12 heads is 0.8 GB). The
- * same bits on every run. Off by default until timed on a GPU. */
-static bool ds_wanted(int64_t bytes) {
+ * from it with one tile product (attnbf::bwd_dq_ds) instead of recomputing S, P and dP (three). The stored tiles
+ * of a group of heads must fit TTT_ATTN_DS_MB (default 1024; fractions allowed, for tests): the heads run in equal
+ * groups as large as the cap allows (at T 8K all 12 heads' causal half, 0.8 GB, in one), or, if one head's tiles
+ * do not fit, the two-kernel path runs. The same bits on every run. Off by default until timed on a GPU. */
+static int64_t ds_cap() {
     static const int64_t cap = [] {
         const char *e = getenv("TTT_ATTN_DS");
-        if (!e || atoi(e) <= 0) return (int64_t)-1;
+        if (!e || atoi(e) <= 0) return (int64_t)0;
         const char *m = getenv("TTT_ATTN_DS_MB");
-        const long long mb = m && *m ? atoll(m) : 1024;
-        return (int64_t)(mb > 0 ? mb : 0) << 20;
+        const double mb = m && *m ? atof(m) : 1024.0;
+        return mb > 0 ? (int64_t)(mb * 1048576.0) : (int64_t)0;
     }();
-    return bytes <= cap;
+    return cap;
 }
 
 /* The stored-dS backward in the dK/dV configuration C (its key tile x query tile are the stored tiles) with dQ in
- * the configuration Q of attnbf::DqDs; TTT_BACKEND_DECLINED (nothing launched) where the workspace exceeds the cap. */
+ * the configuration Q of attnbf::DqDs, over groups of heads; TTT_BACKEND_DECLINED (nothing launched) where it is off
+ * or one head's tiles exceed the cap. */
 template <int D, typename C, typename Q>
 static int launch_bf16_bwd_ds(CuDev *dev, const attnbf::Params &p0, int64_t bh) {
     typedef attnbf::Dkdv<D, C::NW, C::MW, C::T> Kt;
     typedef attnbf::DqDs<D, Q::NW, Q::MW, Kt::BC, C::T> Qt;
+    const int64_t cap = ds_cap();
+    if (cap <= 0) return TTT_BACKEND_DECLINED;
     const int64_t n_kt = (p0.tk + Kt::BC - 1) / Kt::BC, per_head = attnbf::ds_first<Kt::BC, C::T>(p0, n_kt);
-    const int64_t bytes = per_head * bh * Kt::BC * C::T * 2;
-    if (!ds_wanted(bytes)) return TTT_BACKEND_DECLINED;
+    const int64_t head_bytes = per_head * Kt::BC * C::T * 2;
+    int64_t group = head_bytes > 0 ? cap / head_bytes : bh;
+    if (group < 1) return TTT_BACKEND_DECLINED;
+    if (group > bh) group = bh;
+    const int64_t n_groups = (bh + group - 1) / group;
+    group = (bh + n_groups - 1) / n_groups; /* equal groups */
     static uint64_t ready_kv, ready_q; /* per GPU: ttt__allow_smem */
     if (ttt__allow_smem(attnbf::bwd_dkdv_ds<D, C::NW, C::MW, C::T, C::MINB, (bool)C::HOLD>, Kt::SMEM, dev, &ready_kv) ||
         ttt__allow_smem(attnbf::bwd_dq_ds<D, Q::NW, Q::MW, Kt::BC, C::T, Q::MINB>, Qt::SMEM, dev, &ready_q))
         return TTT_ERR;
-    if (scratch_reserve(dev, &dev->attn_scratch, (size_t)(bytes > 0 ? bytes : 16), "attention (stored dS)")) return TTT_ERR;
-    attnbf::Params p = p0;
-    p.ds = (uint16_t *)dev->attn_scratch.p;
-    p.ds_head = per_head;
-    attnbf::bwd_dkdv_ds<D, C::NW, C::MW, C::T, C::MINB, (bool)C::HOLD>
-        <<<dim3((unsigned)n_kt, (unsigned)bh), Kt::THREADS, Kt::SMEM, dev->stream>>>(p);
-    LAUNCHED("attention_bwd_dkdv_ds_bf16");
-    attnbf::bwd_dq_ds<D, Q::NW, Q::MW, Kt::BC, C::T, Q::MINB>
-        <<<dim3((unsigned)((p.tq + Qt::BR - 1) / Qt::BR), (unsigned)bh), Qt::THREADS, Qt::SMEM, dev->stream>>>(p);
-    LAUNCHED("attention_bwd_dq_ds_bf16");
+    const size_t bytes = (size_t)(group * head_bytes > 16 ? group * head_bytes : 16);
+    if (scratch_reserve(dev, &dev->attn_scratch, bytes, "attention (stored dS)")) return TTT_ERR;
+    for (int64_t h0 = 0; h0 < bh; h0 += group) {
+        const int64_t n = bh - h0 < group ? bh - h0 : group, qo = h0 * p0.tq, ko = h0 * p0.tk;
+        attnbf::Params p = p0; /* this group's heads */
+        p.q += qo * D, p.dout += qo * D, p.dq += qo * D, p.lse += qo, p.delta += qo;
+        p.k += ko * D, p.v += ko * D, p.dk += ko * D, p.dv += ko * D;
+        p.ds = (uint16_t *)dev->attn_scratch.p;
+        p.ds_head = per_head;
+        attnbf::bwd_dkdv_ds<D, C::NW, C::MW, C::T, C::MINB, (bool)C::HOLD>
+            <<<dim3((unsigned)n_kt, (unsigned)n), Kt::THREADS, Kt::SMEM, dev->stream>>>(p);
+        LAUNCHED("attention_bwd_dkdv_ds_bf16");
+        attnbf::bwd_dq_ds<D, Q::NW, Q::MW, Kt::BC, C::T, Q::MINB>
+            <<<dim3((unsigned)((p.tq + Qt::BR - 1) / Qt::BR), (unsigned)n), Qt::THREADS, Qt::SMEM, dev->stream>>>(p);
+        LAUNCHED("attention_bwd_dq_ds_bf16");
+    }
     return TTT_OK;
 }
 
