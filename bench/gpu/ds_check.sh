@@ -62,6 +62,11 @@ if [ "$(left)" -gt 120 ]; then
   [ "$(left)" -gt 60 ] && PYTHONPATH=bench/lm timeout "$(left)" python3 bench/lm/torch_lm.py bench --preset 125m --seq 8192 \
     --batch 1 --dtype bf16 --compile 2>/dev/null | tail -1 | sed "s/^/torch.compile T=8192: /"
 fi
+if [ "$(left)" -gt 100 ]; then # the dev harness: every kernel configuration and the stored-dS kernels alone, timed
+  nvcc -O3 -arch=sm_90 -std=c++17 -I src/backends/cuda -I dev/cuda dev/cuda/attention_bf16.cu -o build/gpu/attention_bf16 \
+    >"$OUT/nvcc.log" 2>&1 && timeout "$(left)" ./build/gpu/attention_bf16 --bench >"$OUT/harness.csv" 2>&1
+  grep -E "FAIL|checks|stored dS|bf16dev:(ds|dkdv\+dq)" "$OUT/harness.csv" | head -40
+fi
 if [ "$(left)" -gt 150 ]; then # the whole table, 2K..128K, with stored dS where it fits the default 1 GiB
   TTT_ATTN_DS=1 CHECKS=0 F32=0 HARNESS=0 OUT=$OUT/attn timeout "$(left)" bash bench/gpu/run_attention.sh 2>&1 |
     grep -E "^\||ratio|d = " || status=1
