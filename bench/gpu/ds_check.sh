@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # The stored-dS backward (TTT_ATTN_DS=1: attnbf::bwd_dkdv_ds writes dS, attnbf::bwd_dq_ds computes dQ from it with
 # one tile product instead of three) on a GPU, in one device call: build; the engine's parity test with it (fused
-# bf16 against the composed path in f64) and memcheck of its quick subset; forward + backward at 8K and 32K, d 64
-# and 128, without it, with it, and SDPA flash; the kernels under ncu at d 64 8K; the 125M LM step at T 8K without
-# and with it, alternated, and torch.compile; then, while DEADLINE (seconds, default 400) allows, the whole 2K..128K
-# table with it. Carry .debs (json-c, for `ttt data prepare`). Logs in $OUT (default ./gpu-out).
+# bf16 against the composed path in f64), again under caps that split the heads into groups, and memcheck of its
+# quick subset; forward + backward at 8K, 16K (four groups of heads) and 32K (twelve) at d 64 and 8K at d 128,
+# without it, with it, and SDPA flash; the kernels under ncu at d 64 8K; the 125M LM step at T 8K without and with
+# it, alternated, and torch.compile; then, while DEADLINE (seconds, default 400) allows, the dev harness
+# (dev/cuda/attention_bf16.cu --bench: the stored-dS kernels alone, dQ in two shapes, how many dQ elements differ
+# from the two-kernel path's) and the whole 2K..128K table with it. Carry .debs (json-c, for `ttt data prepare`).
+# Logs in $OUT (default ./gpu-out).
 set -uo pipefail
 OUT=${OUT:-gpu-out}
 mkdir -p "$OUT"
