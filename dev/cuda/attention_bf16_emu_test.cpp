@@ -92,7 +92,7 @@ static void run_bwd1(const Params &p0, int bh, float acc_poison) {
  * (bwd_dq_ds in Cfg::DqDs); the workspace sized exactly as the launcher sizes it (ds_first over all key tiles) and
  * poisoned with bf16 NaNs, so a stored tile the dK/dV kernel did not write, or a read past one, shows. */
 template <int D, typename K>
-static void run_ds_cfg(const Params &p0, int bh) {
+static void run_ds_cfg(const Params &p0, int bh, int n_split) {
     using Kt = attnbf::Dkdv<D, K::NW, K::MW, K::T>;
     using Q = typename attnbf::Cfg<D>::DqDs;
     using Qt = attnbf::DqDs<D, Q::NW, Q::MW, Kt::BC, K::T>;
@@ -104,15 +104,20 @@ static void run_ds_cfg(const Params &p0, int bh) {
     smem(Kt::SMEM);
     emu::launch(dim3((unsigned)n_kt, bh), dim3(Kt::THREADS),
                 [&] { attnbf::bwd_dkdv_ds<D, K::NW, K::MW, K::T, K::MINB, (bool)K::HOLD>(p); });
+    /* split keys (n_split > 1): dQ's shares as f32 partials, poisoned with NaN first, then dq_combine */
+    const int64_t rows = (int64_t)bh * p.tq;
+    std::vector<float> part(n_split > 1 ? (size_t)(rows * D * n_split) : 0, NAN);
+    p.n_split = n_split, p.part = n_split > 1 ? part.data() : nullptr;
     smem(Qt::SMEM);
-    emu::launch(dim3((p.tq + Qt::BR - 1) / Qt::BR, bh), dim3(Qt::THREADS),
+    emu::launch(dim3((p.tq + Qt::BR - 1) / Qt::BR, bh, n_split), dim3(Qt::THREADS),
                 [&] { attnbf::bwd_dq_ds<D, Q::NW, Q::MW, Kt::BC, K::T, Q::MINB>(p); });
+    if (n_split > 1) emu::launch(dim3((unsigned)((rows + 7) / 8)), dim3(256), [&] { attnbf::dq_combine<D>(p, rows); });
 }
 template <int D>
-static void run_ds(const Params &p, int bh, int small) {
+static void run_ds(const Params &p, int bh, int small, int n_split = 1) {
     using C = attnbf::Cfg<D>;
-    if (small) run_ds_cfg<D, typename C::KvSmall>(p, bh);
-    else run_ds_cfg<D, typename C::Kv>(p, bh);
+    if (small) run_ds_cfg<D, typename C::KvSmall>(p, bh, n_split);
+    else run_ds_cfg<D, typename C::Kv>(p, bh, n_split);
 }
 
 /* Split keys (Params::n_split, blockIdx.z): the launchers' small-grid forward and dQ with n shares, then their
@@ -470,6 +475,22 @@ int main(int argc, char **argv) {
                        dok ? "ok  " : "FAIL", c.bh, c.tq, c.tk, c.d, c.causal, (long long)c.window,
                        cs.unaligned ? " unaligned" : "", small ? "small-grid" : "large-grid", ed,
                        sq == dq ? ", the two-kernel path's bits" : "", kv_bits ? "" : " (dK / dV NOT the two-kernel path's bits)");
+            /* with dQ's keys split into 2, 3 and 7 shares (more than some shapes' key tiles: empty shares) */
+            for (int n : {2, 3, 7}) {
+                if (swept) break;
+                std::vector<uint16_t> xq(nq, 0xffff);
+                pd.dq = xq.data();
+                if (c.d == 64) run_ds<64>(pd, c.bh, small, n);
+                else run_ds<128>(pd, c.bh, small, n);
+                runs++;
+                const double es = ref::max_rel(xq, rdq, ref::val_bf16);
+                const bool sok = es <= tol[2];
+                failures += !sok;
+                ds_worst = es != es ? es : std::max(ds_worst, es);
+                if (!sok)
+                    printf("FAIL bh=%d tq=%d tk=%d d=%d causal=%d window=%lld stored dS, dQ keys split x%d: dq %.1e\n", c.bh,
+                           c.tq, c.tk, c.d, c.causal, (long long)c.window, n, es);
+            }
         }
         if (!swept) { /* split keys, 2 and 3 shares and more shares than key tiles (empty ones) */
             Params ps = p;
@@ -553,7 +574,8 @@ int main(int argc, char **argv) {
                bv.worst[1], bv.worst[2]);
     printf("     two-kernel backward (launchers' dkdv + dq) worst over the same shapes: dq %.1e dk %.1e dv %.1e\n",
            pair_worst[0], pair_worst[1], pair_worst[2]);
-    printf("     stored dS (TTT_ATTN_DS): %d runs, dq worst %.1e; dK / dV the two-kernel path's bits in all, dQ in %d\n",
+    printf("     stored dS (TTT_ATTN_DS): %d runs (and dQ's keys split 2, 3 and 7 ways on the fixed shapes), dq worst %.1e; "
+           "dK / dV the two-kernel path's bits in all, dQ in %d\n",
            ds_runs, ds_worst, ds_same_dq);
     printf("     bwd1: %d runs, %d of them repeated bit for bit; %ld turns waited for, %ld released\n", bwd1_runs,
            bwd1_bits, emu::g_waits, emu::g_releases);

@@ -260,8 +260,15 @@ static int launch_bf16_bwd_ds(CuDev *dev, const attnbf::Params &p0, int64_t bh) 
     if (ttt__allow_smem(attnbf::bwd_dkdv_ds<D, C::NW, C::MW, C::T, C::MINB, (bool)C::HOLD>, Kt::SMEM, dev, &ready_kv) ||
         ttt__allow_smem(attnbf::bwd_dq_ds<D, Q::NW, Q::MW, Kt::BC, C::T, Q::MINB>, Qt::SMEM, dev, &ready_q))
         return TTT_ERR;
-    const size_t bytes = (size_t)(group * head_bytes > 16 ? group * head_bytes : 16);
-    if (scratch_reserve(dev, &dev->attn_scratch, bytes, "attention (stored dS)")) return TTT_ERR;
+    /* dQ's keys split into shares where its grid is small (TTT-E2E's chunks: key_shares), their f32 partials after
+     * the stored tiles in the same scratch */
+    const int64_t q_tiles = (p0.tq + Qt::BR - 1) / Qt::BR;
+    const int n_split = key_shares(dev, q_tiles * group, p0.tk, p0.causal ? p0.window : 0, Qt::BR, Kt::BC, Q::MINB);
+    const size_t ds_bytes = ((size_t)(group * head_bytes) + 255) / 256 * 256;
+    const size_t part_bytes = n_split > 1 ? sizeof(float) * (size_t)(group * p0.tq) * D * (size_t)n_split : 0;
+    if (scratch_reserve(dev, &dev->attn_scratch, ds_bytes + part_bytes > 0 ? ds_bytes + part_bytes : 16,
+                        "attention (stored dS)"))
+        return TTT_ERR;
     for (int64_t h0 = 0; h0 < bh; h0 += group) {
         const int64_t n = bh - h0 < group ? bh - h0 : group, qo = h0 * p0.tq, ko = h0 * p0.tk;
         attnbf::Params p = p0; /* this group's heads */
@@ -269,12 +276,19 @@ static int launch_bf16_bwd_ds(CuDev *dev, const attnbf::Params &p0, int64_t bh) 
         p.k += ko * D, p.v += ko * D, p.dk += ko * D, p.dv += ko * D;
         p.ds = (uint16_t *)dev->attn_scratch.p;
         p.ds_head = per_head;
+        p.n_split = n_split;
+        p.part = n_split > 1 ? (float *)((char *)dev->attn_scratch.p + ds_bytes) : NULL;
         attnbf::bwd_dkdv_ds<D, C::NW, C::MW, C::T, C::MINB, (bool)C::HOLD>
             <<<dim3((unsigned)n_kt, (unsigned)n), Kt::THREADS, Kt::SMEM, dev->stream>>>(p);
         LAUNCHED("attention_bwd_dkdv_ds_bf16");
         attnbf::bwd_dq_ds<D, Q::NW, Q::MW, Kt::BC, C::T, Q::MINB>
-            <<<dim3((unsigned)((p.tq + Qt::BR - 1) / Qt::BR), (unsigned)n), Qt::THREADS, Qt::SMEM, dev->stream>>>(p);
+            <<<dim3((unsigned)q_tiles, (unsigned)n, (unsigned)n_split), Qt::THREADS, Qt::SMEM, dev->stream>>>(p);
         LAUNCHED("attention_bwd_dq_ds_bf16");
+        if (n_split > 1) {
+            const int64_t rows = n * p.tq;
+            attnbf::dq_combine<D><<<(unsigned)((rows + 7) / 8), 256, 0, dev->stream>>>(p, rows);
+            LAUNCHED("attention_dq_combine_bf16");
+        }
     }
     return TTT_OK;
 }

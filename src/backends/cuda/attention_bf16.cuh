@@ -988,6 +988,28 @@ __global__ void __launch_bounds__(32 * NW, MINB) bwd1(Params p) {
     dkdv_tile<D, NW, MW, BQ, (OPT & BWD1_HOLD) != 0, true, OPT>(p, n_kt - 1 - t % n_kt, t / n_kt);
 }
 
+/* The end of both dQ kernels: the warp's dQ rows (scale times its sums) in bf16, or with split keys this share's
+ * f32 partial (dq_combine adds the shares); rows past tq are not written. */
+template <int D, int MW>
+__device__ __forceinline__ void store_dq(const Params &p, const float (&acc)[MW][D / 8][4], int64_t q0, int64_t bh,
+                                         int warp, int g, int t4) {
+    float *part = p.n_split > 1 ? p.part + ((int64_t)blockIdx.z * gridDim.y + bh) * p.tq * D : nullptr;
+    uint16_t *dq = p.dq + bh * p.tq * D;
+#pragma unroll
+    for (int m = 0; m < MW; m++)
+#pragma unroll
+        for (int h = 0; h < 2; h++) {
+            const int64_t qi = q0 + (warp * MW + m) * 16 + g + 8 * h;
+            if (qi >= p.tq) continue;
+#pragma unroll
+            for (int n = 0; n < D / 8; n++) {
+                const float lo = acc[m][n][2 * h] * p.scale, hi = acc[m][n][2 * h + 1] * p.scale;
+                if (part) *reinterpret_cast<float2 *>(part + qi * D + n * 8 + 2 * t4) = make_float2(lo, hi);
+                else *reinterpret_cast<uint32_t *>(dq + qi * D + n * 8 + 2 * t4) = pack2(lo, hi);
+            }
+        }
+}
+
 /* dQ of one tile of 16 NW MW queries (MW groups of 16 per warp), over the key tiles (BK) it sees:
  *   S = Q K^T, P = exp(scale S - lse), dP = dO V^T, dS = P (dP - delta), dQ += dS K (times scale). */
 template <int D, int NW, int MW, int BK> struct Dq {
@@ -1122,22 +1144,7 @@ __global__ void __launch_bounds__(32 * NW, MINB) bwd_dq(Params p) {
         __syncthreads();
     }
 
-    /* split keys: this share of dQ in f32, added up by dq_combine; else dQ in bf16 */
-    float *part = p.n_split > 1 ? p.part + ((int64_t)blockIdx.z * gridDim.y + bh) * p.tq * D : nullptr;
-    uint16_t *dq = p.dq + bh * p.tq * D;
-#pragma unroll
-    for (int m = 0; m < MW; m++)
-#pragma unroll
-        for (int h = 0; h < 2; h++) {
-            const int64_t qi = q0 + (warp * MW + m) * 16 + g + 8 * h;
-            if (qi >= p.tq) continue;
-#pragma unroll
-            for (int n = 0; n < ND; n++) {
-                const float lo = acc[m][n][2 * h] * p.scale, hi = acc[m][n][2 * h + 1] * p.scale;
-                if (part) *reinterpret_cast<float2 *>(part + qi * D + n * 8 + 2 * t4) = make_float2(lo, hi);
-                else *reinterpret_cast<uint32_t *>(dq + qi * D + n * 8 + 2 * t4) = pack2(lo, hi);
-            }
-        }
+    store_dq<D, MW>(p, acc, q0, bh, warp, g, t4); /* split keys: this share of dQ in f32, added up by dq_combine */
 }
 
 /* dQ from stored dS (after bwd_dkdv_ds wrote it in tiles of SBC keys x SBQ queries): one tile of BR = 16 NW MW
@@ -1161,10 +1168,10 @@ __global__ void __launch_bounds__(32 * NW, MINB) bwd_dq_ds(Params p) {
     const int n_qt = (p.tq + BR - 1) / BR;
     const int64_t q0 = (int64_t)(n_qt - 1 - (int)blockIdx.x) * BR, bh = blockIdx.y, qs0 = q0 / SBQ;
     const uint16_t *k = p.k + bh * p.tk * D, *ds = p.ds + bh * p.ds_head * (int64_t)TILE;
-    uint16_t *dq = p.dq + bh * p.tq * D;
     int64_t k_lo, k_hi;
     key_range(p, q0, q0 + BR < p.tq ? q0 + BR : p.tq, &k_lo, &k_hi);
-    const int64_t kt0 = k_lo / SBC, kt1 = k_hi > k_lo ? (k_hi + SBC - 1) / SBC : kt0;
+    int64_t kt0 = k_lo / SBC, kt1 = k_hi > k_lo ? (k_hi + SBC - 1) / SBC : kt0;
+    split_tiles(p, &kt0, &kt1); /* split keys (blockIdx.z): this block's share; an empty one stores zeros */
     int64_t next = ds_first<SBC, SBQ>(p, kt0); /* the stored index of the next key tile's first tile */
     /* K of key tile kt and the stored dS of this block's queries into buffer buf; advances next */
     auto load = [&](int64_t kt, int buf) {
@@ -1187,8 +1194,7 @@ __global__ void __launch_bounds__(32 * NW, MINB) bwd_dq_ds(Params p) {
         for (int n = 0; n < ND; n++)
 #pragma unroll
             for (int i = 0; i < 4; i++) acc[m][n][i] = 0.f;
-    if (kt0 < kt1) load(kt0, 0);
-    cp_commit();
+    if (kt0 < kt1) load(kt0, 0), cp_commit();
     for (int64_t kt = kt0; kt < kt1; kt++) {
         const int buf = (int)((kt - kt0) & 1);
         if (kt + 1 < kt1) {
@@ -1221,17 +1227,7 @@ __global__ void __launch_bounds__(32 * NW, MINB) bwd_dq_ds(Params p) {
         }
         __syncthreads(); /* every read of this buffer is done before it is refilled */
     }
-#pragma unroll
-    for (int m = 0; m < MW; m++)
-#pragma unroll
-        for (int h = 0; h < 2; h++) {
-            const int64_t qi = q0 + (warp * MW + m) * 16 + g + 8 * h;
-            if (qi >= p.tq) continue;
-#pragma unroll
-            for (int n = 0; n < ND; n++)
-                *reinterpret_cast<uint32_t *>(dq + qi * D + n * 8 + 2 * t4) =
-                    pack2(acc[m][n][2 * h] * p.scale, acc[m][n][2 * h + 1] * p.scale);
-        }
+    store_dq<D, MW>(p, acc, q0, bh, warp, g, t4);
 }
 
 /* ---- the configurations the launchers use (attention.cu) -------------------------------------------------- */
