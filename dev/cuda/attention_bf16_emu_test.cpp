@@ -475,9 +475,10 @@ int main(int argc, char **argv) {
                        dok ? "ok  " : "FAIL", c.bh, c.tq, c.tk, c.d, c.causal, (long long)c.window,
                        cs.unaligned ? " unaligned" : "", small ? "small-grid" : "large-grid", ed,
                        sq == dq ? ", the two-kernel path's bits" : "", kv_bits ? "" : " (dK / dV NOT the two-kernel path's bits)");
-            /* with dQ's keys split into 2, 3 and 7 shares (more than some shapes' key tiles: empty shares) */
+            /* with dQ's keys split into 2, 3 and 7 shares (more than some shapes' key tiles: empty shares), on the
+             * shapes the other configurations run on */
             for (int n : {2, 3, 7}) {
-                if (swept) break;
+                if (swept || !variants_here(ci)) break;
                 std::vector<uint16_t> xq(nq, 0xffff);
                 pd.dq = xq.data();
                 if (c.d == 64) run_ds<64>(pd, c.bh, small, n);
@@ -574,7 +575,7 @@ int main(int argc, char **argv) {
                bv.worst[1], bv.worst[2]);
     printf("     two-kernel backward (launchers' dkdv + dq) worst over the same shapes: dq %.1e dk %.1e dv %.1e\n",
            pair_worst[0], pair_worst[1], pair_worst[2]);
-    printf("     stored dS (TTT_ATTN_DS): %d runs (and dQ's keys split 2, 3 and 7 ways on the fixed shapes), dq worst %.1e; "
+    printf("     stored dS (TTT_ATTN_DS): %d runs (and dQ's keys split 2, 3 and 7 ways on the variant shapes), dq worst %.1e; "
            "dK / dV the two-kernel path's bits in all, dQ in %d\n",
            ds_runs, ds_worst, ds_same_dq);
     printf("     bwd1: %d runs, %d of them repeated bit for bit; %ld turns waited for, %ld released\n", bwd1_runs,
