@@ -101,13 +101,26 @@ static const char *matmul_label(char *buf, size_t n, const ttt_tensor *c, const 
     return buf;
 }
 
+/* reductions by shape too (source > result, the kept axes as 1): a slow reduction of one shape shows, e.g. the
+ * per-head sum of per-pair weight gradients */
+static const char *reduce_label(char *buf, size_t n, ttt_reduce_op op, const ttt_tensor *src, const ttt_tensor *dst) {
+    size_t u = (size_t)snprintf(buf, n, "%s ", op == TTT_R_MAX ? "max" : "sum");
+    for (int pass = 0; pass < 2; pass++) {
+        const ttt_tensor *t = pass ? dst : src;
+        for (int i = 0; i < t->ndim && u < n; i++)
+            u += (size_t)snprintf(buf + u, n - u, "%s%lld", i ? "x" : "", (long long)t->shape[i]);
+        if (!pass && u < n) u += (size_t)snprintf(buf + u, n - u, ">");
+    }
+    return buf;
+}
+
 /* Each kernel's row key: the dtype it computes in, and a sub-label (or NULL). */
 #define DESC_copy dst->dtype, src->dtype == dst->dtype ? NULL : "convert"
 #define DESC_fill dst->dtype, NULL
 #define DESC_unary dst->dtype, ttt_unary_op_name(op)
 #define DESC_binary dst->dtype, ttt_binary_op_name(op)
 #define DESC_where dst->dtype, NULL
-#define DESC_reduce src->dtype, op == TTT_R_MAX ? "max" : "sum"
+#define DESC_reduce src->dtype, reduce_label(label_, sizeof label_, op, src, dst)
 #define DESC_matmul c->dtype, matmul_label(label_, sizeof label_, c, a, trans_a, trans_b)
 #define DESC_softmax src->dtype, log ? "log" : NULL
 #define DESC_norm src->dtype, kind == TTT_NORM_RMS ? "rms" : "layer"
