@@ -13,7 +13,9 @@
  * instead of one with atomic adds into dQ cost two more tile products (7 in
  * all, against 5) but give the same bits on every run. TTT_ATTN_BWD1=1 runs
  * the bf16 backward as one kernel with 5 products that is deterministic too
- * (dQ's shares added in a fixed order behind semaphores; attnbf::bwd1). */
+ * (dQ's shares added in a fixed order behind semaphores; attnbf::bwd1).
+ * TTT_ATTN_DS=1 keeps the two kernels but has the dK/dV one store dS, so that
+ * dQ is one product on it (attnbf::bwd_dkdv_ds, bwd_dq_ds; launch_bf16_bwd_ds). */
 #include <limits.h>
 #include <string.h>
 #include <stdint.h>

@@ -3,7 +3,8 @@
  * flash-attention-2 style backward (delta, then one kernel per key tile for dK
  * and dV and one per query tile for dQ; no atomics), and a one-kernel
  * deterministic backward (bwd1: dQ's shares added in a fixed order behind
- * semaphores; TTT_ATTN_BWD1=1). Device code only, so
+ * semaphores; TTT_ATTN_BWD1=1), and the stored-dS pair (bwd_dkdv_ds writes
+ * dS, bwd_dq_ds reads it for dQ; TTT_ATTN_DS=1). Device code only, so
  * dev/cuda/emu.h can run it on a host without a GPU (it defines TTT_EMU and
  * emulates mma, ldmatrix and cp.async); the launchers are in attention.cu. The
  * includer defines ATTN_SMEM(), a 16-byte aligned float pointer to the block's
