@@ -9,23 +9,15 @@
 # Carry .debs (json-c, for `ttt data prepare`). Logs in $OUT (default ./gpu-out).
 #   bash bench/gpu/bwd1_check.sh        DEADLINE=560 (seconds; later parts are skipped past it)
 set -uo pipefail
-OUT=${OUT:-gpu-out}
-mkdir -p "$OUT"
-DEADLINE=${DEADLINE:-560}
-t0=$(date +%s)
-left() { echo $((DEADLINE - ($(date +%s) - t0))); }
+DEADLINE_DEFAULT=560
+source bench/gpu/common.sh
 B=./build/gpu
-source bench/gpu/jsonc_env.sh # json-c (the tokenizer for the LM runs) from .debs when the machine lacks it
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 mkdir -p $B
 nvcc -O3 -arch=sm_90 -std=c++17 -I src/backends/cuda -I dev/cuda dev/cuda/attention_bf16.cu -o $B/attention_bf16 \
   >"$OUT/nvcc.log" 2>&1 &
 nvpid=$!
-cmake -S . -B build/gpu -DCMAKE_BUILD_TYPE=Release -DTTT_CUDA=ON >"$OUT/cmake.log" 2>&1 || { tail -30 "$OUT/cmake.log"; exit 1; }
-cmake --build build/gpu -j "$(nproc)" --target ttt_cli test_attention_fused >"$OUT/build.log" 2>&1 ||
-  { grep -iE "error" "$OUT/build.log" | head -30; exit 1; }
+build_gpu ttt_cli test_attention_fused || exit 1
 wait $nvpid || { grep -iE "error" "$OUT/nvcc.log" | head -20; exit 1; }
-echo "build: $(($(date +%s) - t0)) s"
 
 echo "== dev harness: checks, then timings (bwd rows) =="
 timeout 200 $B/attention_bf16 --bench >"$OUT/attention_bf16.csv" 2>&1

@@ -9,17 +9,9 @@
 # from the two-kernel path's) and the whole 2K..128K table with it. Carry .debs (json-c, for `ttt data prepare`).
 # Logs in $OUT (default ./gpu-out).
 set -uo pipefail
-OUT=${OUT:-gpu-out}
-mkdir -p "$OUT"
-DEADLINE=${DEADLINE:-400}
-t0=$(date +%s)
-left() { echo $((DEADLINE - ($(date +%s) - t0))); }
-source bench/gpu/jsonc_env.sh
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
-cmake -S . -B build/gpu -DCMAKE_BUILD_TYPE=Release -DTTT_CUDA=ON >"$OUT/cmake.log" 2>&1 || { tail -30 "$OUT/cmake.log"; exit 1; }
-cmake --build build/gpu -j "$(nproc)" --target test_attention_fused ttt_cli >"$OUT/build.log" 2>&1 ||
-  { grep -iE "error" "$OUT/build.log" | head -30; exit 1; }
-echo "build: $(($(date +%s) - t0)) s"
+DEADLINE_DEFAULT=400
+source bench/gpu/common.sh
+build_gpu test_attention_fused ttt_cli || exit 1
 status=0
 TTT_ATTN_DS=1 timeout 150 ./build/gpu/test_attention_fused >"$OUT/parity_ds.txt" 2>&1 || status=1
 echo "parity with TTT_ATTN_DS=1: exit $status; $(tail -1 "$OUT/parity_ds.txt")"

@@ -8,12 +8,8 @@
 # are what it waits on. Carry data/fashion-mnist. Logs in $OUT (default ./gpu-out).
 #   bash bench/gpu/ncu_mttt.sh
 set -uo pipefail
-OUT=${OUT:-gpu-out}
-mkdir -p "$OUT"
-t0=$(date +%s)
-cmake -S . -B build/gpu -DCMAKE_BUILD_TYPE=Release -DTTT_CUDA=ON >"$OUT/cmake.log" 2>&1 || { tail -30 "$OUT/cmake.log"; exit 1; }
-cmake --build build/gpu -j "$(nproc)" --target ttt_cli >"$OUT/build.log" 2>&1 || { grep -iE "error" "$OUT/build.log" | head; exit 1; }
-echo "build: $(($(date +%s) - t0)) s"
+source bench/gpu/common.sh
+build_gpu ttt_cli || exit 1
 vit() { # a few training steps of the pixel ViT, graphs off (ncu profiles kernels, not graph replays)
   ./build/gpu/ttt vision train --device cuda --data data/fashion-mnist --layer mttt-mlp --inner-steps 1 --tokens pixels \
     --dim 64 --depth 2 --heads 2 --batch 64 --epochs 1 --train-limit 256 --test-limit 64 --cuda-graph off --tf32 \

@@ -6,13 +6,8 @@
 # cheaper than the fused kernels (which run at 5-6 TFLOP/s). Carry data/fashion-mnist. Logs in $OUT.
 #   bash bench/gpu/vit_profile.sh
 set -uo pipefail
-OUT=${OUT:-gpu-out}
-mkdir -p "$OUT"
-t0=$(date +%s)
-[ -x build/gpu/ttt ] || {
-  cmake -S . -B build/gpu -DCMAKE_BUILD_TYPE=Release -DTTT_CUDA=ON >"$OUT/cmake.log" 2>&1 &&
-    cmake --build build/gpu -j "$(nproc)" --target ttt_cli >"$OUT/build.log" 2>&1
-} || { grep -iE "error" "$OUT/build.log" | head; exit 1; }
+source bench/gpu/common.sh
+build_gpu ttt_cli || exit 1
 for fused in 1 0; do
   for prec in f32 tf32; do
     flag=""

@@ -69,35 +69,14 @@ __global__ void k_reduce_general_block(ReduceGeom g, int64_t nred, int is_max, T
  * writes per-chunk partials (in double) to a scratch buffer, pass 2 reduces
  * the chunks. */
 
-/* columns: block = 32 columns x 8 row lanes; item = (o, chunk, column tile) */
-template <typename TI, typename TO>
-__global__ void k_red_cols(int64_t O, int64_t R, int64_t I, int64_t chunks, int64_t rows_per_chunk, int is_max,
-                           TO *out, const TI *x) {
-    int64_t tiles = (I + 31) / 32, item = blockIdx.x;
-    int64_t tile = item % tiles, c = (item / tiles) % chunks, o = item / (tiles * chunks);
-    int tx = threadIdx.x % 32, ty = threadIdx.x / 32;
-    int64_t i = tile * 32 + tx, r0 = c * rows_per_chunk, r1 = r0 + rows_per_chunk < R ? r0 + rows_per_chunk : R;
-    double acc = is_max ? -INFINITY : 0.0;
-    if (i < I)
-        for (int64_t r = r0 + ty; r < r1; r += 8) {
-            double v = ld(x[(o * R + r) * I + i]);
-            acc = is_max ? fmax(acc, v) : acc + v;
-        }
-    __shared__ double part[8][33];
-    part[ty][tx] = acc;
-    __syncthreads();
-    if (ty == 0 && i < I) {
-        for (int k = 1; k < 8; k++) acc = is_max ? fmax(acc, part[k][tx]) : acc + part[k][tx];
-        out[(o * chunks + c) * I + i] = st<TO>(acc);
-    }
-}
-
-/* rows (I == 1): k_red_rows in reduce_kernels.cuh (the multi-tensor sum of squares follows its order) */
+/* the kernels (rows, columns, few rows) and the chunking: reduce_kernels.cuh */
 
 template <typename TI, typename TO>
 static void launch_ori(CuDev *D, int64_t O, int64_t R, int64_t I, int64_t chunks, int is_max, TO *out, const TI *x) {
     int64_t per = (R + chunks - 1) / chunks;
     if (I == 1) k_red_rows<TI, TO><<<(unsigned)(O * chunks), THREADS, 0, D->stream>>>(R, chunks, per, is_max, out, x);
+    else if (use_cols_few(R, chunks))
+        k_red_cols_few<TI, TO><<<(unsigned)(O * ((I + THREADS - 1) / THREADS)), THREADS, 0, D->stream>>>(O, R, I, is_max, out, x);
     else k_red_cols<TI, TO><<<(unsigned)(O * chunks * ((I + 31) / 32)), THREADS, 0, D->stream>>>(O, R, I, chunks, per, is_max, out, x);
 }
 

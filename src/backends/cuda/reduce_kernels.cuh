@@ -1,8 +1,9 @@
 /* The deterministic reductions' device code that several files share: a
  * block's sum or max, the chunking of an [O, R, I] reduction and its rows
- * kernel (I == 1). cuda_reduce.cu runs them for ttt_sum / ttt_max; the
+ * (I == 1) and columns kernels. cuda_reduce.cu runs them for ttt_sum / ttt_max; the
  * multi-tensor sum of squares (multi_tensor.cuh) reproduces their order, so
- * gradient clipping's fused norm has the composed ops' bits. Device code only,
+ * gradient clipping's fused norm has the composed ops' bits. The columns kernels (I > 1) are here so that
+ * dev/cuda/reduce_emu_test.cpp can check them against each other. Device code only,
  * so dev/cuda/emu.h can run it on the host: the includer provides THREADS,
  * ld() and st<T>() (cuda_internal.h, or the emulator test). */
 #ifndef TTT_REDUCE_KERNELS_CUH
@@ -60,5 +61,45 @@ __global__ void k_red_rows(int64_t R, int64_t chunks, int64_t rows_per_chunk, in
     acc = block_reduce<double>(acc, is_max);
     if (threadIdx.x == 0) out[o * chunks + c] = st<TO>(acc);
 }
+
+/* columns: block = 32 columns x 8 row lanes; item = (o, chunk, column tile) */
+template <typename TI, typename TO>
+__global__ void k_red_cols(int64_t O, int64_t R, int64_t I, int64_t chunks, int64_t rows_per_chunk, int is_max,
+                           TO *out, const TI *x) {
+    int64_t tiles = (I + 31) / 32, item = blockIdx.x;
+    int64_t tile = item % tiles, c = (item / tiles) % chunks, o = item / (tiles * chunks);
+    int tx = threadIdx.x % 32, ty = threadIdx.x / 32;
+    int64_t i = tile * 32 + tx, r0 = c * rows_per_chunk, r1 = r0 + rows_per_chunk < R ? r0 + rows_per_chunk : R;
+    double acc = is_max ? -INFINITY : 0.0;
+    if (i < I)
+        for (int64_t r = r0 + ty; r < r1; r += 8) {
+            double v = ld(x[(o * R + r) * I + i]);
+            acc = is_max ? fmax(acc, v) : acc + v;
+        }
+    __shared__ double part[8][33];
+    part[ty][tx] = acc;
+    __syncthreads();
+    if (ty == 0 && i < I) {
+        for (int k = 1; k < 8; k++) acc = is_max ? fmax(acc, part[k][tx]) : acc + part[k][tx];
+        out[(o * chunks + c) * I + i] = st<TO>(acc);
+    }
+}
+
+/* few rows (R <= 8, e.g. dX summed over 2 heads, or pass 2 over a few chunks): one column per thread, its rows in
+ * order. The 8-lane kernel above would leave 8 - R of its row lanes idle; the sums are the same bits, since there
+ * each lane holds one row and the lanes are added in row order. */
+template <typename TI, typename TO>
+__global__ void k_red_cols_few(int64_t O, int64_t R, int64_t I, int is_max, TO *out, const TI *x) {
+    const int64_t tiles = (I + THREADS - 1) / THREADS, o = blockIdx.x / tiles, i = (blockIdx.x % tiles) * THREADS + threadIdx.x;
+    if (i >= I) return;
+    double acc = is_max ? -INFINITY : 0.0;
+    for (int64_t r = 0; r < R; r++) {
+        double v = ld(x[(o * R + r) * I + i]);
+        acc = is_max ? fmax(acc, v) : acc + v;
+    }
+    out[o * I + i] = st<TO>(acc);
+}
+/* the launcher's choice between the two column kernels */
+static inline int use_cols_few(int64_t R, int64_t chunks) { return chunks == 1 && R <= 8; }
 
 #endif
