@@ -12,12 +12,14 @@
  *   - lse against log-sum-exp computed in float64 on the host;
  *   - ttt_attention and ttt_grad with cuDNN on against the float64 composed attention on the CPU (the same
  *     bf16 values), and the counters say cuDNN ran what our rules ask of it (ttt__cudnn_takes);
- * then shapes it must leave to our kernels (a sliding window, a decode step), and a second-order gradient
- * (create_graph) with cuDNN on against cuDNN off.
+ * then shapes it must leave to our kernels (a sliding window, a decode step), a second-order gradient
+ * (create_graph) with cuDNN on against cuDNN off, and the forward-only mode (TTT_CUDNN=fwd): cuDNN's forward
+ * repeats its bits, the backward is ours bit for bit, and ttt_attention + ttt_grad give the same bits twice.
  *
  * `--bench` prints CSV lines (the format of test_attention_fused --bench) of causal bf16 attention, B = 1,
- * H = 12, d 64 and 128, T 2K to 32K, forward and forward + backward, cuDNN on ("cudnn_bf16") and off
- * ("own_bf16"), for bench/gpu/cudnn_attention_bench.py. */
+ * H = 12, d 64 and 128, T 2K to 32K, forward and forward + backward, cuDNN on ("cudnn_bf16"), its forward with
+ * our backward (TTT_CUDNN=fwd, "cudnnfwd_bf16", forward + backward only) and off ("own_bf16"), for
+ * bench/gpu/cudnn_attention_bench.py. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -262,6 +264,62 @@ static int check_declined(ttt_ctx *ctx, const shape *s, int64_t window, const ch
     return ok;
 }
 
+static int same_bits(ttt_ctx *ctx, const ttt_tensor *a, const ttt_tensor *b) {
+    double *ha = host(ctx, a), *hb = host(ctx, b);
+    const int same = ha && hb && ttt_numel(a) == ttt_numel(b) && !memcmp(ha, hb, sizeof(double) * (size_t)ttt_numel(a));
+    free(ha), free(hb);
+    return same;
+}
+
+/* TTT_CUDNN=fwd (TTT_CUDNN_FWD): cuDNN runs the forward, our kernels the backward. The forward's bits repeat
+ * (no atomics), the backward is ours on cuDNN's out and lse, bit for bit, and ttt_attention + ttt_grad give the
+ * same bits twice: a run stays deterministic. */
+static int check_fwd_only(ttt_ctx *ctx, const shape *s) {
+    ttt_step_reset(ctx);
+    const double scale = 1.0 / sqrt((double)s->d);
+    ttt_tensor *in[3], *dout = ttt_randn(ctx, TTT_BF16, TTT_DIMS(s->b, s->h, s->tq, s->d), 1.0);
+    const int64_t t[3] = {s->tq, s->tk, s->tk};
+    for (int i = 0; i < 3; i++) in[i] = ttt_randn(ctx, TTT_BF16, TTT_DIMS(s->b, s->h, t[i], s->d), 1.0);
+    if (!in[0] || !in[1] || !in[2] || !dout) return 0;
+    ttt_cudnn_info i0, i1, i2;
+    info(&i0);
+    ttt_tensor *o1, *l1, *o2, *l2, *gf[4], *go[4];
+    int rc = direct_fwd(ctx, TTT_CUDNN_FWD, s, in[0], in[1], in[2], scale, &o1, &l1);
+    rc = rc ? rc : direct_fwd(ctx, TTT_CUDNN_FWD, s, in[0], in[1], in[2], scale, &o2, &l2);
+    rc = rc ? rc : direct_bwd(ctx, TTT_CUDNN_FWD, s, in[0], in[1], in[2], o1, l1, dout, scale, gf);
+    rc = rc ? rc : direct_bwd(ctx, TTT_CUDNN_OFF, s, in[0], in[1], in[2], o1, l1, dout, scale, go);
+    info(&i1);
+    /* the op, twice */
+    ttt__cudnn_set_enabled(TTT_CUDNN_FWD);
+    ttt_tensor *o[2] = {NULL, NULL}, *g[2][3];
+    for (int r = 0; r < 2 && !rc; r++) {
+        for (int i = 0; i < 3; i++) ttt_set_requires_grad(in[i], 1);
+        o[r] = ttt_attention(ctx, in[0], in[1], in[2], s->causal, 0, 0.0);
+        rc = o[r] && ttt_grad(ctx, 1, &o[r], &dout, 3, in, g[r], 0) == TTT_OK ? TTT_OK : TTT_ERR;
+        for (int i = 0; i < 3; i++) ttt_set_requires_grad(in[i], 0);
+    }
+    info(&i2);
+    if (rc) {
+        printf("FAIL forward-only B%lld H%lld Tq%lld Tk%lld d%lld: %s\n", (long long)s->b, (long long)s->h,
+               (long long)s->tq, (long long)s->tk, (long long)s->d, ttt_error(ctx));
+        return 0;
+    }
+    const int fwd_ran = i1.fwd_runs - i0.fwd_runs == 2 && i2.fwd_runs - i1.fwd_runs == 2;
+    const int bwd_left = i2.bwd_runs == i0.bwd_runs && i2.enabled == TTT_CUDNN_FWD;
+    const int fwd_repeats = same_bits(ctx, o1, o2) && same_bits(ctx, l1, l2);
+    int bwd_ours = 1, op_repeats = same_bits(ctx, o[0], o[1]) && same_bits(ctx, o[0], o1);
+    for (int j = 0; j < 4; j++) bwd_ours = bwd_ours && same_bits(ctx, gf[j], go[j]);
+    for (int j = 0; j < 3; j++) op_repeats = op_repeats && same_bits(ctx, g[0][j], g[1][j]) && same_bits(ctx, g[0][j], go[j]);
+    const int ok = fwd_ran && bwd_left && fwd_repeats && bwd_ours && op_repeats;
+    printf("%s forward-only B%lld H%lld Tq%lld Tk%lld d%lld causal%d: cuDNN forwards %s, backwards left to ours %s; "
+           "forward repeats its bits %s; the backward is ours bit for bit %s; ttt_attention + ttt_grad twice, same "
+           "bits %s\n",
+           ok ? "ok  " : "FAIL", (long long)s->b, (long long)s->h, (long long)s->tq, (long long)s->tk, (long long)s->d,
+           s->causal, fwd_ran ? "yes" : "NO", bwd_left ? "yes" : "NO", fwd_repeats ? "yes" : "NO", bwd_ours ? "yes" : "NO",
+           op_repeats ? "yes" : "NO");
+    return ok;
+}
+
 /* create_graph with cuDNN's first-order kernels under the recorded backward node: the second-order gradient
  * equals the one with our kernels. */
 static int check_second_order(ttt_ctx *ctx) {
@@ -315,6 +373,18 @@ static void checks(ttt_ctx *ctx) {
     CHECK(check_declined(ctx, &win, 64, "window 64"));
     CHECK(check_declined(ctx, &decode, 0, "decode step, Tq = 1"));
     CHECK(check_second_order(ctx));
+    const shape fo[] = {{1, 4, 1000, 1000, 64, 1}, {1, 2, 2048, 2048, 128, 1}, {2, 2, 192, 512, 64, 1}};
+    for (size_t i = 0; i < sizeof fo / sizeof fo[0]; i++)
+        if (ttt__cudnn_takes(0, fo[i].tq, fo[i].tk, fo[i].causal, 0)) CHECK(check_fwd_only(ctx, &fo[i]));
+    /* back to TTT_CUDNN: where it is set, the mode it names */
+    ttt__cudnn_set_enabled(-1);
+    ttt_cudnn_info reread;
+    info(&reread);
+    const char *env = getenv("TTT_CUDNN");
+    if (env && *env) {
+        const int want = !strcmp(env, "0") ? TTT_CUDNN_OFF : !strcmp(env, "fwd") ? TTT_CUDNN_FWD : TTT_CUDNN_ALL;
+        CHECK_MSG(reread.enabled == want, "TTT_CUDNN=%s read as mode %d", env, reread.enabled);
+    }
     ttt_ctx_free(cctx);
 }
 
@@ -375,8 +445,10 @@ static void bench(ttt_ctx *ctx) {
     for (int di = 0; di < 2; di++)
         for (int i = 0; i < 5; i++)
             for (int grad = 0; grad < 2; grad++)
-                for (int c = 1; c >= 0; c--) {
+                for (int ci = 0; ci < 3; ci++) {
+                    const int c = ci == 0 ? TTT_CUDNN_ALL : ci == 1 ? TTT_CUDNN_FWD : TTT_CUDNN_OFF;
                     const int64_t t = ts[i], d = dims[di];
+                    if (c == TTT_CUDNN_FWD && !grad) continue; /* its forward is cudnn_bf16's */
                     ttt__cudnn_set_enabled(c);
                     ttt_cudnn_info i0, i1;
                     info(&i0);
@@ -384,12 +456,13 @@ static void bench(ttt_ctx *ctx) {
                     info(&i1);
                     /* a cuDNN line only where cuDNN ran every call (else it would time our kernels) */
                     const int64_t want = t >= 16384 ? 11 : 21;
-                    if (c && (i1.fwd_runs - i0.fwd_runs < want || (grad && i1.bwd_runs - i0.bwd_runs < want))) {
+                    if (c && (i1.fwd_runs - i0.fwd_runs < want || (grad && c == TTT_CUDNN_ALL && i1.bwd_runs - i0.bwd_runs < want))) {
                         printf("# cudnn declined T=%lld d=%lld %s: %s\n", (long long)t, (long long)d, grad ? "fwd+bwd" : "fwd",
                                i1.why);
                         continue;
                     }
-                    printf("csv,%s,%s,1,%lld,%lld,%lld,0,%.3f\n", c ? "cudnn_bf16" : "own_bf16", grad ? "fwd+bwd" : "fwd",
+                    printf("csv,%s,%s,1,%lld,%lld,%lld,0,%.3f\n",
+                           c == TTT_CUDNN_ALL ? "cudnn_bf16" : c == TTT_CUDNN_FWD ? "cudnnfwd_bf16" : "own_bf16", grad ? "fwd+bwd" : "fwd",
                            (long long)h, (long long)t, (long long)d, ms);
                     fflush(stdout);
                 }

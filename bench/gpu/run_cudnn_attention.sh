@@ -17,28 +17,7 @@ OUT=${OUT:-gpu-out}
 mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 
-echo "== probe: cuDNN on this machine =="
-ls /usr/local/cuda/include/cudnn* 2>/dev/null || echo "no cudnn*.h in /usr/local/cuda/include"
-ls /usr/local/cuda/lib64/libcudnn* 2>/dev/null | head -5 || true
-[ -e .deps/cudnn/include/cudnn_graph.h ] && echo "carried headers: $(grep -m1 -E 'define CUDNN_MINOR' .deps/cudnn/include/cudnn_version.h)"
-ldconfig -p 2>/dev/null | grep -E "libcudnn(_graph)?\.so\.9" | head -3
-python3 -c "import torch; print('torch', torch.__version__, 'cuDNN', torch.backends.cudnn.version())" 2>&1 | tail -1
-pydir=$(python3 -c "import nvidia.cudnn as m; print(list(m.__path__)[0])" 2>/dev/null)
-if [ -n "$pydir" ]; then
-  echo "nvidia.cudnn package: $pydir"
-  ls "$pydir/include/cudnn_graph.h" "$pydir"/lib/libcudnn*.so.9 2>/dev/null | head -12
-  # our binary opens libcudnn by path where the loader would not find it; the toolkit's own cuDNN first, so
-  # the sub-libraries of one release are never mixed with another's
-  if [ -z "${TTT_CUDNN_LIB:-}" ] && [ ! -e /usr/local/cuda/lib64/libcudnn.so.9 ] && [ -e "$pydir/lib/libcudnn.so.9" ]; then
-    export TTT_CUDNN_LIB="$pydir/lib"
-  fi
-else
-  echo "no nvidia.cudnn Python package"
-fi
-# cuDNN's runtime-compiled engines (its flash attention among them) need NVRTC: the toolkit's, or the pip wheel's
-nvrtc=$(python3 -c "import nvidia.cuda_nvrtc as m; print(list(m.__path__)[0] + '/lib')" 2>/dev/null)
-export LD_LIBRARY_PATH="/usr/local/cuda/lib64${nvrtc:+:$nvrtc}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-echo "TTT_CUDNN_LIB=${TTT_CUDNN_LIB:-(unset: the dynamic loader path)}"
+source bench/gpu/cudnn_env.sh # the probe, TTT_CUDNN_LIB and NVRTC
 
 echo "== build =="
 cmake -S . -B build/gpu -DCMAKE_BUILD_TYPE=Release -DTTT_CUDA=ON >"$OUT/cmake.log" 2>&1 || { tail -40 "$OUT/cmake.log"; exit 1; }

@@ -33,21 +33,28 @@
 #include "attention_cudnn.h"
 
 #ifndef TTT_CUDNN_DEFAULT
-#define TTT_CUDNN_DEFAULT 0 /* off until checked on a GPU (docs/cudnn.md); TTT_CUDNN=1 turns it on */
+#define TTT_CUDNN_DEFAULT TTT_CUDNN_OFF /* off until checked on a GPU (docs/cudnn.md); TTT_CUDNN=1 or fwd turns it on */
 #endif
 
 static ttt_cudnn_info g_info;
-static int g_enabled = -2; /* -2: not read yet; then 0 or 1 */
+static int g_enabled = -2; /* -2: not read yet; then a ttt_cudnn_mode */
 
 static bool env_on(const char *name, int dflt) {
     const char *e = getenv(name);
     if (!e || !*e) return dflt != 0;
     return strcmp(e, "0") != 0;
 }
-static bool enabled(void) {
-    if (g_enabled == -2) g_enabled = env_on("TTT_CUDNN", TTT_CUDNN_DEFAULT) ? 1 : 0;
-    return g_enabled == 1;
+/* TTT_CUDNN: unset TTT_CUDNN_DEFAULT, "0" off, "fwd" the forward only (our deterministic backward runs after it),
+ * anything else forward and backward */
+static int mode(void) {
+    if (g_enabled == -2) {
+        const char *e = getenv("TTT_CUDNN");
+        g_enabled = !e || !*e ? TTT_CUDNN_DEFAULT : !strcmp(e, "0") ? TTT_CUDNN_OFF : !strcmp(e, "fwd") ? TTT_CUDNN_FWD : TTT_CUDNN_ALL;
+    }
+    return g_enabled;
 }
+__attribute__((unused)) static bool enabled(void) { return mode() != TTT_CUDNN_OFF; }
+__attribute__((unused)) static bool bwd_enabled(void) { return mode() == TTT_CUDNN_ALL; }
 __attribute__((unused)) static bool verbose(void) {
     static int v = -1;
     if (v < 0) v = env_on("TTT_CUDNN_VERBOSE", 0) ? 1 : 0;
@@ -63,7 +70,9 @@ __attribute__((unused)) static void note(const char *fmt, ...) {
     if (verbose()) fprintf(stderr, "ttt: cudnn: %s\n", g_info.why);
 }
 
-extern "C" void ttt__cudnn_set_enabled(int on) { g_enabled = on < 0 ? -2 : (on ? 1 : 0); }
+extern "C" void ttt__cudnn_set_enabled(int on) {
+    g_enabled = on < 0 ? -2 : on == TTT_CUDNN_FWD ? TTT_CUDNN_FWD : on ? TTT_CUDNN_ALL : TTT_CUDNN_OFF;
+}
 
 #ifndef TTT_HAVE_CUDNN_HEADERS
 
@@ -71,7 +80,7 @@ extern "C" void ttt__cudnn_set_enabled(int on) { g_enabled = on < 0 ? -2 : (on ?
 extern "C" void ttt__cudnn_info(ttt_cudnn_info *out) {
     *out = g_info;
     out->compiled = 0;
-    out->enabled = enabled();
+    out->enabled = mode();
     if (!out->why[0]) snprintf(out->why, sizeof out->why, "built without cuDNN's headers (CMake found no cudnn_graph.h)");
 }
 extern "C" int ttt__cudnn_load(void) { return 0; }
@@ -207,7 +216,7 @@ extern "C" int ttt__cudnn_load(void) { return enabled() && api() != NULL; }
 extern "C" void ttt__cudnn_info(ttt_cudnn_info *out) {
     *out = g_info;
     out->compiled = 1;
-    out->enabled = enabled();
+    out->enabled = mode();
 }
 
 /* ---- graphs ------------------------------------------------------------------------------------------------ */
@@ -772,7 +781,7 @@ static bool key_of(const Api *A, const ttt_tensor *q, const ttt_tensor *k, int c
 
 bool ttt__cudnn_attn_wanted(const ttt_tensor *q, const ttt_tensor *k, int causal, int64_t window) {
     Key key;
-    const Api *A = enabled() ? api() : NULL;
+    const Api *A = bwd_enabled() ? api() : NULL;
     return A && key_of(A, q, k, causal, window, BWD, &key);
 }
 
@@ -874,7 +883,7 @@ int ttt__cudnn_attn_fwd(CuDev *D, ttt_tensor *out, ttt_tensor *lse, const ttt_te
 int ttt__cudnn_attn_bwd(CuDev *D, ttt_tensor *dq, ttt_tensor *dk, ttt_tensor *dv, ttt_tensor *delta,
                         const ttt_tensor *dout, const ttt_tensor *q, const ttt_tensor *k, const ttt_tensor *v,
                         const ttt_tensor *out, const ttt_tensor *lse, int causal, int64_t window, double scale) {
-    if (!enabled()) return TTT_BACKEND_DECLINED;
+    if (!bwd_enabled()) return TTT_BACKEND_DECLINED;
     Key key = {};
     const Api *A = api();
     CudnnState *S = NULL;

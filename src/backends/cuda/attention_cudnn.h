@@ -11,7 +11,9 @@
  * kernels run. A forward and a backward may come from different paths: both
  * keep lse in the same convention.
  *
- * Off unless TTT_CUDNN=1 (not yet verified on a GPU: docs/cudnn.md). libcudnn
+ * Off unless TTT_CUDNN=1 (forward and backward) or TTT_CUDNN=fwd (the forward only: cuDNN's forward has no
+ * atomics, so with our backward after it a run keeps the same bits every time; cuDNN's backward adds into dQ
+ * with atomics). docs/cudnn.md says what was measured. libcudnn
  * is opened at run time (dlopen), so a build with cuDNN's headers runs where
  * cuDNN is absent. The test-facing part below is plain C. */
 #ifndef TTT_ATTENTION_CUDNN_H
@@ -23,10 +25,13 @@
 extern "C" {
 #endif
 
+/* What the path is asked to run: nothing, forward and backward, the forward only. */
+typedef enum { TTT_CUDNN_OFF = 0, TTT_CUDNN_ALL = 1, TTT_CUDNN_FWD = 2 } ttt_cudnn_mode;
+
 /* What the cuDNN path is and has done in this process (for tests and benchmarks). */
 typedef struct {
     int compiled;         /* built with cuDNN's headers */
-    int enabled;          /* TTT_CUDNN=1, or ttt__cudnn_set_enabled(1) */
+    int enabled;          /* a ttt_cudnn_mode: TTT_CUDNN (1 or fwd), or ttt__cudnn_set_enabled */
     int loaded;           /* libcudnn was opened and is usable (only tried once enabled and asked) */
     long version;         /* cudnnGetVersion(), e.g. 91000; 0 when not loaded */
     int64_t fwd_runs, bwd_runs; /* calls served by cuDNN */
@@ -37,7 +42,8 @@ typedef struct {
 } ttt_cudnn_info;
 
 void ttt__cudnn_info(ttt_cudnn_info *out);
-/* 1: on, 0: off, -1: back to TTT_CUDNN. Tests toggle it to compare with our kernels. */
+/* a ttt_cudnn_mode (TTT_CUDNN_ALL, TTT_CUDNN_FWD, TTT_CUDNN_OFF), or -1: back to TTT_CUDNN. Tests toggle it to
+ * compare with our kernels. */
 void ttt__cudnn_set_enabled(int on);
 /* Open libcudnn now (if enabled and not yet tried); 1 when usable. */
 int ttt__cudnn_load(void);
@@ -61,7 +67,8 @@ int ttt__cudnn_attn_fwd(CuDev *D, ttt_tensor *out, ttt_tensor *lse, const ttt_te
 int ttt__cudnn_attn_bwd(CuDev *D, ttt_tensor *dq, ttt_tensor *dk, ttt_tensor *dv, ttt_tensor *delta,
                         const ttt_tensor *dout, const ttt_tensor *q, const ttt_tensor *k, const ttt_tensor *v,
                         const ttt_tensor *out, const ttt_tensor *lse, int causal, int64_t window, double scale);
-/* Whether ttt__cudnn_attn_bwd may take this call (enabled, the library loaded, the shape within the policy):
+/* Whether ttt__cudnn_attn_bwd may take this call (on for the backward, the library loaded, the shape within the
+ * policy):
  * the caller then writes delta = rowsum(dout * out) with our kernel first, which cuDNN's backward reads. */
 bool ttt__cudnn_attn_wanted(const ttt_tensor *q, const ttt_tensor *k, int causal, int64_t window);
 /* The instance's plans and handle (cu_close). */
