@@ -13,12 +13,15 @@
  *   - ttt_attention and ttt_grad with cuDNN on against the float64 composed attention on the CPU (the same
  *     bf16 values), and the counters say cuDNN ran what our rules ask of it (ttt__cudnn_takes);
  * then shapes it must leave to our kernels (a sliding window, a decode step), a second-order gradient
- * (create_graph) with cuDNN on against cuDNN off, and the forward-only mode (TTT_CUDNN=fwd): cuDNN's forward
- * repeats its bits, the backward is ours bit for bit, and ttt_attention + ttt_grad give the same bits twice.
+ * (create_graph) with cuDNN on against cuDNN off, and the modes that keep a run's bits (check_repeat):
+ * TTT_CUDNN=fwd (cuDNN's forward repeats its bits, the backward is ours bit for bit) and TTT_CUDNN=det (cuDNN's
+ * deterministic backward repeats its bits and agrees with ours), each with ttt_attention + ttt_grad giving the
+ * same bits twice; whether the default backward (TTT_CUDNN=1) repeats its bits is printed.
  *
  * `--bench` prints CSV lines (the format of test_attention_fused --bench) of causal bf16 attention, B = 1,
  * H = 12, d 64 and 128, T 2K to 32K, forward and forward + backward, cuDNN on ("cudnn_bf16"), its forward with
- * our backward (TTT_CUDNN=fwd, "cudnnfwd_bf16", forward + backward only) and off ("own_bf16"), for
+ * our backward (TTT_CUDNN=fwd, "cudnnfwd_bf16") and its deterministic backward (TTT_CUDNN=det, "cudnndet_bf16"),
+ * those two forward + backward only, and off ("own_bf16"), for
  * bench/gpu/cudnn_attention_bench.py. */
 #include <math.h>
 #include <stdlib.h>
@@ -271,26 +274,30 @@ static int same_bits(ttt_ctx *ctx, const ttt_tensor *a, const ttt_tensor *b) {
     return same;
 }
 
-/* TTT_CUDNN=fwd (TTT_CUDNN_FWD): cuDNN runs the forward, our kernels the backward. The forward's bits repeat
- * (no atomics), the backward is ours on cuDNN's out and lse, bit for bit, and ttt_attention + ttt_grad give the
- * same bits twice: a run stays deterministic. */
-static int check_fwd_only(ttt_ctx *ctx, const shape *s) {
+/* The modes that keep a run's bits. TTT_CUDNN_FWD (TTT_CUDNN=fwd): cuDNN runs the forward, our kernels every
+ * backward; its forward repeats its bits (no atomics) and the backward is ours bit for bit. TTT_CUDNN_DET
+ * (TTT_CUDNN=det): cuDNN runs both, the backward in its deterministic form, which must repeat its bits and agree
+ * with ours within TOL. In both, ttt_attention + ttt_grad give the same bits twice. TTT_CUDNN_ALL is run too,
+ * for the record only: whether cuDNN's default backward repeats its bits is printed, not checked. */
+static int check_repeat(ttt_ctx *ctx, const shape *s, int mode) {
     ttt_step_reset(ctx);
     const double scale = 1.0 / sqrt((double)s->d);
     ttt_tensor *in[3], *dout = ttt_randn(ctx, TTT_BF16, TTT_DIMS(s->b, s->h, s->tq, s->d), 1.0);
     const int64_t t[3] = {s->tq, s->tk, s->tk};
     for (int i = 0; i < 3; i++) in[i] = ttt_randn(ctx, TTT_BF16, TTT_DIMS(s->b, s->h, t[i], s->d), 1.0);
     if (!in[0] || !in[1] || !in[2] || !dout) return 0;
+    const char *name = mode == TTT_CUDNN_FWD ? "forward-only (fwd)" : mode == TTT_CUDNN_DET ? "deterministic (det)" : "default (1)";
     ttt_cudnn_info i0, i1, i2;
     info(&i0);
-    ttt_tensor *o1, *l1, *o2, *l2, *gf[4], *go[4];
-    int rc = direct_fwd(ctx, TTT_CUDNN_FWD, s, in[0], in[1], in[2], scale, &o1, &l1);
-    rc = rc ? rc : direct_fwd(ctx, TTT_CUDNN_FWD, s, in[0], in[1], in[2], scale, &o2, &l2);
-    rc = rc ? rc : direct_bwd(ctx, TTT_CUDNN_FWD, s, in[0], in[1], in[2], o1, l1, dout, scale, gf);
+    ttt_tensor *o1, *l1, *o2, *l2, *g1[4], *g2[4], *go[4];
+    int rc = direct_fwd(ctx, mode, s, in[0], in[1], in[2], scale, &o1, &l1);
+    rc = rc ? rc : direct_fwd(ctx, mode, s, in[0], in[1], in[2], scale, &o2, &l2);
+    rc = rc ? rc : direct_bwd(ctx, mode, s, in[0], in[1], in[2], o1, l1, dout, scale, g1);
+    rc = rc ? rc : direct_bwd(ctx, mode, s, in[0], in[1], in[2], o1, l1, dout, scale, g2);
     rc = rc ? rc : direct_bwd(ctx, TTT_CUDNN_OFF, s, in[0], in[1], in[2], o1, l1, dout, scale, go);
     info(&i1);
     /* the op, twice */
-    ttt__cudnn_set_enabled(TTT_CUDNN_FWD);
+    ttt__cudnn_set_enabled(mode);
     ttt_tensor *o[2] = {NULL, NULL}, *g[2][3];
     for (int r = 0; r < 2 && !rc; r++) {
         for (int i = 0; i < 3; i++) ttt_set_requires_grad(in[i], 1);
@@ -300,23 +307,35 @@ static int check_fwd_only(ttt_ctx *ctx, const shape *s) {
     }
     info(&i2);
     if (rc) {
-        printf("FAIL forward-only B%lld H%lld Tq%lld Tk%lld d%lld: %s\n", (long long)s->b, (long long)s->h,
+        printf("FAIL %s B%lld H%lld Tq%lld Tk%lld d%lld: %s\n", name, (long long)s->b, (long long)s->h,
                (long long)s->tq, (long long)s->tk, (long long)s->d, ttt_error(ctx));
         return 0;
     }
-    const int fwd_ran = i1.fwd_runs - i0.fwd_runs == 2 && i2.fwd_runs - i1.fwd_runs == 2;
-    const int bwd_left = i2.bwd_runs == i0.bwd_runs && i2.enabled == TTT_CUDNN_FWD;
+    const int want_b = mode == TTT_CUDNN_FWD ? 0 : 2; /* cuDNN backwards per pair of calls */
+    const int64_t fwd_ran = (i1.fwd_runs - i0.fwd_runs) + (i2.fwd_runs - i1.fwd_runs);
+    const int64_t bwd_ran = (i1.bwd_runs - i0.bwd_runs) + (i2.bwd_runs - i1.bwd_runs);
+    const int ran = fwd_ran == 4 && bwd_ran == 2 * want_b && i2.enabled == mode;
     const int fwd_repeats = same_bits(ctx, o1, o2) && same_bits(ctx, l1, l2);
-    int bwd_ours = 1, op_repeats = same_bits(ctx, o[0], o[1]) && same_bits(ctx, o[0], o1);
-    for (int j = 0; j < 4; j++) bwd_ours = bwd_ours && same_bits(ctx, gf[j], go[j]);
-    for (int j = 0; j < 3; j++) op_repeats = op_repeats && same_bits(ctx, g[0][j], g[1][j]) && same_bits(ctx, g[0][j], go[j]);
-    const int ok = fwd_ran && bwd_left && fwd_repeats && bwd_ours && op_repeats;
-    printf("%s forward-only B%lld H%lld Tq%lld Tk%lld d%lld causal%d: cuDNN forwards %s, backwards left to ours %s; "
-           "forward repeats its bits %s; the backward is ours bit for bit %s; ttt_attention + ttt_grad twice, same "
-           "bits %s\n",
-           ok ? "ok  " : "FAIL", (long long)s->b, (long long)s->h, (long long)s->tq, (long long)s->tk, (long long)s->d,
-           s->causal, fwd_ran ? "yes" : "NO", bwd_left ? "yes" : "NO", fwd_repeats ? "yes" : "NO", bwd_ours ? "yes" : "NO",
-           op_repeats ? "yes" : "NO");
+    int bwd_repeats = 1, op_repeats = same_bits(ctx, o[0], o[1]) && same_bits(ctx, o[0], o1), bwd_vs_ours = 1;
+    double e = 0;
+    for (int j = 0; j < 4; j++) {
+        bwd_repeats = bwd_repeats && same_bits(ctx, g1[j], g2[j]);
+        if (mode == TTT_CUDNN_FWD) bwd_vs_ours = bwd_vs_ours && same_bits(ctx, g1[j], go[j]);
+        else e = fmax(e, err_t(ctx, g1[j], go[j]));
+    }
+    if (mode != TTT_CUDNN_FWD) bwd_vs_ours = e <= TOL;
+    for (int j = 0; j < 3; j++) op_repeats = op_repeats && same_bits(ctx, g[0][j], g[1][j]) && same_bits(ctx, g[0][j], g1[j]);
+    const int ok = mode == TTT_CUDNN_ALL ? ran && bwd_vs_ours : ran && fwd_repeats && bwd_repeats && bwd_vs_ours && op_repeats;
+    char vs[64];
+    if (mode == TTT_CUDNN_FWD) snprintf(vs, sizeof vs, "%s", bwd_vs_ours ? "ours bit for bit" : "NOT ours bit for bit");
+    else snprintf(vs, sizeof vs, "against ours %.1e", e);
+    printf("%s %s B%lld H%lld Tq%lld Tk%lld d%lld causal%d: cuDNN ran %lld forwards, %lld backwards%s; forward "
+           "repeats its bits %s; backward repeats its bits %s, %s; ttt_attention + ttt_grad twice, same bits %s%s\n",
+           ok ? "ok  " : "FAIL", name, (long long)s->b, (long long)s->h, (long long)s->tq, (long long)s->tk,
+           (long long)s->d, s->causal, (long long)fwd_ran, (long long)bwd_ran, ran ? "" : " (NOT what the mode asks)",
+           fwd_repeats ? "yes" : "NO", bwd_repeats ? "yes" : "NO", vs, op_repeats ? "yes" : "NO",
+           mode == TTT_CUDNN_ALL ? " (recorded, not checked)" : "");
+    if (!ran) printf("     %s\n", i2.why);
     return ok;
 }
 
@@ -373,9 +392,13 @@ static void checks(ttt_ctx *ctx) {
     CHECK(check_declined(ctx, &win, 64, "window 64"));
     CHECK(check_declined(ctx, &decode, 0, "decode step, Tq = 1"));
     CHECK(check_second_order(ctx));
-    const shape fo[] = {{1, 4, 1000, 1000, 64, 1}, {1, 2, 2048, 2048, 128, 1}, {2, 2, 192, 512, 64, 1}};
-    for (size_t i = 0; i < sizeof fo / sizeof fo[0]; i++)
-        if (ttt__cudnn_takes(0, fo[i].tq, fo[i].tk, fo[i].causal, 0)) CHECK(check_fwd_only(ctx, &fo[i]));
+    const shape rep[] = {{1, 4, 1024, 1024, 64, 1}, {1, 2, 2048, 2048, 128, 1}, {2, 2, 256, 512, 64, 1}, {1, 3, 1024, 1024, 128, 0}};
+    const int modes[] = {TTT_CUDNN_FWD, TTT_CUDNN_DET, TTT_CUDNN_ALL};
+    for (size_t i = 0; i < sizeof rep / sizeof rep[0]; i++)
+        for (int m = 0; m < 3; m++)
+            if (ttt__cudnn_takes(0, rep[i].tq, rep[i].tk, rep[i].causal, 0) &&
+                (modes[m] == TTT_CUDNN_FWD || ttt__cudnn_takes(1, rep[i].tq, rep[i].tk, rep[i].causal, 0)))
+                CHECK(check_repeat(ctx, &rep[i], modes[m]));
     /* back to TTT_CUDNN: where it is set, the mode it names */
     ttt__cudnn_set_enabled(-1);
     ttt_cudnn_info reread;
@@ -445,10 +468,10 @@ static void bench(ttt_ctx *ctx) {
     for (int di = 0; di < 2; di++)
         for (int i = 0; i < 5; i++)
             for (int grad = 0; grad < 2; grad++)
-                for (int ci = 0; ci < 3; ci++) {
-                    const int c = ci == 0 ? TTT_CUDNN_ALL : ci == 1 ? TTT_CUDNN_FWD : TTT_CUDNN_OFF;
+                for (int ci = 0; ci < 4; ci++) {
+                    const int c = ci == 0 ? TTT_CUDNN_ALL : ci == 1 ? TTT_CUDNN_FWD : ci == 2 ? TTT_CUDNN_DET : TTT_CUDNN_OFF;
                     const int64_t t = ts[i], d = dims[di];
-                    if (c == TTT_CUDNN_FWD && !grad) continue; /* its forward is cudnn_bf16's */
+                    if ((c == TTT_CUDNN_FWD || c == TTT_CUDNN_DET) && !grad) continue; /* their forward is cudnn_bf16's */
                     ttt__cudnn_set_enabled(c);
                     ttt_cudnn_info i0, i1;
                     info(&i0);
@@ -456,13 +479,17 @@ static void bench(ttt_ctx *ctx) {
                     info(&i1);
                     /* a cuDNN line only where cuDNN ran every call (else it would time our kernels) */
                     const int64_t want = t >= 16384 ? 11 : 21;
-                    if (c && (i1.fwd_runs - i0.fwd_runs < want || (grad && c == TTT_CUDNN_ALL && i1.bwd_runs - i0.bwd_runs < want))) {
+                    if (c && (i1.fwd_runs - i0.fwd_runs < want || (grad && c != TTT_CUDNN_FWD && i1.bwd_runs - i0.bwd_runs < want))) {
                         printf("# cudnn declined T=%lld d=%lld %s: %s\n", (long long)t, (long long)d, grad ? "fwd+bwd" : "fwd",
                                i1.why);
                         continue;
                     }
                     printf("csv,%s,%s,1,%lld,%lld,%lld,0,%.3f\n",
-                           c == TTT_CUDNN_ALL ? "cudnn_bf16" : c == TTT_CUDNN_FWD ? "cudnnfwd_bf16" : "own_bf16", grad ? "fwd+bwd" : "fwd",
+                           c == TTT_CUDNN_ALL   ? "cudnn_bf16"
+                           : c == TTT_CUDNN_FWD ? "cudnnfwd_bf16"
+                           : c == TTT_CUDNN_DET ? "cudnndet_bf16"
+                                                : "own_bf16",
+                           grad ? "fwd+bwd" : "fwd",
                            (long long)h, (long long)t, (long long)d, ms);
                     fflush(stdout);
                 }

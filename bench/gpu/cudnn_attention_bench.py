@@ -5,7 +5,8 @@ B = 1, H = 12, d 64 and 128, T 2K to 32K, forward and forward + backward.
 Usage: cudnn_attention_bench.py ENGINE_CSV
   ENGINE_CSV: the csv lines of `test_attention_cudnn --bench` (paths
               cudnn_bf16, cudnnfwd_bf16 (TTT_CUDNN=fwd: cuDNN's forward, our
-              backward; its forward is cudnn_bf16's) and own_bf16; a cuDNN
+              backward), cudnndet_bf16 (TTT_CUDNN=det: cuDNN's deterministic
+              backward; both forwards are cudnn_bf16's) and own_bf16; a cuDNN
               line is missing where cuDNN declined, and the csv says why in a
               "# cudnn declined" line)
 
@@ -40,9 +41,9 @@ def main():
             flops = fwd_flops(1, h, t, d, 0)
             reps = 10 if t >= 16384 else 20
             rows = []
-            for path, label in (("cudnn_bf16", "ttt via cuDNN"), ("cudnnfwd_bf16", "ttt, cuDNN forward + our backward"),
-                                ("own_bf16", "ttt own kernels")):
-                f = engine.get((path if path != "cudnnfwd_bf16" else "cudnn_bf16", "fwd", t, 0, 1, d))
+            for path, label in (("cudnn_bf16", "ttt via cuDNN"), ("cudnndet_bf16", "ttt via cuDNN, deterministic backward"),
+                                ("cudnnfwd_bf16", "ttt, cuDNN forward + our backward"), ("own_bf16", "ttt own kernels")):
+                f = engine.get((path if path in ("cudnn_bf16", "own_bf16") else "cudnn_bf16", "fwd", t, 0, 1, d))
                 fb = engine.get((path, "fwd+bwd", t, 0, 1, d))
                 rows.append((label, f[1] if f else None, fb[1] if fb else None))
             flash = sdpa_times(1, h, t, d, torch.bfloat16, SDPBackend.FLASH_ATTENTION, reps=reps)

@@ -5,8 +5,9 @@
 #            PyTorch eager and torch.compile (bench/lm/torch_lm.py), MFU against the bf16 matmul
 #            ceiling measured here (torch.matmul 8192^3)
 #   lmcudnn  the lm part's ttt runs again with cuDNN's attention (TTT_CUDNN_GRAPHS=1; TTT_CUDNN=1 forward and backward,
-#            TTT_CUDNN=fwd its forward with our backward, whose two runs must give the same checkpoint bytes;
-#            opt-in: docs/cudnn.md); after lm, for the ratios to torch.compile
+#            =fwd its forward with our backward, =det its forward and deterministic backward; two runs of each of
+#            the last two must give the same checkpoint bytes; opt-in: docs/cudnn.md); after lm, for the ratios
+#            to torch.compile
 #   profile  TTT_PROFILE=1 over 12 steps of the 1K run: where the step goes, by kernel
 #   attn     causal attention, bf16, d = 64 and 128, 2K..128K, forward and forward + backward,
 #            against SDPA flash; sliding window 8K per token (bench/gpu/run_attention.sh)
@@ -93,9 +94,12 @@ fi
 if has lmcudnn; then
   source bench/gpu/cudnn_env.sh >"$W/cudnn_env.txt" 2>&1 # TTT_CUDNN_LIB, NVRTC (docs/cudnn.md)
   grep -E "TTT_CUDNN_LIB|torch" "$W/cudnn_env.txt" | log
-  echo "== 125M training, bf16, with cuDNN's attention (TTT_CUDNN_GRAPHS=1): TTT_CUDNN=1 forward and backward (not" \
-    "bit-repeatable), TTT_CUDNN=fwd its forward and our backward ==" | log
-  for mode in 1 fwd; do
+  # the deterministic backward keeps two T x T matrices a head (6 bytes an element: 4.8 GB at 8K, 12 heads)
+  export TTT_CUDNN_WS_MAX=${TTT_CUDNN_WS_MAX:-16384}
+  echo "== 125M training, bf16, with cuDNN's attention (TTT_CUDNN_GRAPHS=1, TTT_CUDNN_WS_MAX=$TTT_CUDNN_WS_MAX):" \
+    "TTT_CUDNN=1 forward and backward (not bit-repeatable), =fwd its forward and our backward, =det its forward" \
+    "and its deterministic backward ==" | log
+  for mode in 1 fwd det; do
     for shape in "1024 8" "8192 1"; do
       set -- $shape
       TTT_CUDNN=$mode TTT_CUDNN_GRAPHS=1 $B/ttt lm train --device cuda --data $W/ts.bin --preset 125m --seq-len $1 --batch $2 \
@@ -107,15 +111,17 @@ if has lmcudnn; then
         'BEGIN{printf "T=%s TTT_CUDNN=%s: %d tok/s, / torch.compile %.2fx\n", s, m, a, a/c}' | log
     done
   done
-  # forward-only must keep a run's bits: a second run of the T 1K case, checkpoints compared byte for byte
-  TTT_CUDNN=fwd TTT_CUDNN_GRAPHS=1 $B/ttt lm train --device cuda --data $W/ts.bin --preset 125m --seq-len 1024 --batch 8 \
-    --steps 16 --log-every 4 --save-every 1000000 --compute bf16 --out $W/lmc-fwd-1024-b >$W/lmc-fwd-1024-b.log 2>&1 || status=1
-  if cmp -s $W/lmc-fwd-1024/model.safetensors $W/lmc-fwd-1024-b/model.safetensors; then
-    echo "TTT_CUDNN=fwd: two runs give byte-identical checkpoints" | log
-  else
-    echo "TTT_CUDNN=fwd: two runs' checkpoints DIFFER (or a run failed)" | log
-    status=1
-  fi
+  # fwd and det must keep a run's bits: a second run of the T 1K case, checkpoints compared byte for byte
+  for mode in fwd det; do
+    TTT_CUDNN=$mode TTT_CUDNN_GRAPHS=1 $B/ttt lm train --device cuda --data $W/ts.bin --preset 125m --seq-len 1024 --batch 8 \
+      --steps 16 --log-every 4 --save-every 1000000 --compute bf16 --out $W/lmc-$mode-1024-b >$W/lmc-$mode-1024-b.log 2>&1 || status=1
+    if cmp -s $W/lmc-$mode-1024/model.safetensors $W/lmc-$mode-1024-b/model.safetensors; then
+      echo "TTT_CUDNN=$mode: two runs give byte-identical checkpoints" | log
+    else
+      echo "TTT_CUDNN=$mode: two runs' checkpoints DIFFER (or a run failed)" | log
+      status=1
+    fi
+  done
 fi
 
 if has profile; then

@@ -86,7 +86,10 @@ static int configs(Graph *g, cudnnBackendDescriptor_t dp, bool try_plans) {
             int64_t got = 0, idx = -1;
             if (eng) A->bget(cfg[i], CUDNN_ATTR_ENGINECFG_ENGINE, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &got, &eng);
             if (eng) A->bget(eng, CUDNN_ATTR_ENGINE_GLOBAL_INDEX, CUDNN_TYPE_INT64, 1, &got, &idx);
-            printf(" %lld", (long long)idx);
+            int64_t ws = -1; /* the config's workspace in bytes, where cuDNN tells it before a plan */
+            A->bget(cfg[i], CUDNN_ATTR_ENGINECFG_WORKSPACE_SIZE, CUDNN_TYPE_INT64, 1, &got, &ws);
+            if (ws >= 0) printf(" %lld (workspace %.1f MB)", (long long)idx, (double)ws / 1e6);
+            else printf(" %lld", (long long)idx);
         }
         printf("\n");
         total += (int)n;
@@ -128,25 +131,25 @@ int main(int argc, char **argv) {
         printf("SKIP: device properties: %s\n", status(A, st));
         return 77;
     }
-    static const char *kinds[3] = {"forward", "forward, no stats", "backward"};
+    static const char *kinds[4] = {"forward", "forward, no stats", "backward", "backward (deterministic: dQ without the f32 accumulator)"};
     /* Tq, Tk, d; with Tq < Tk the causal mask is aligned bottom-right (the row index shifted) */
     const int64_t shapes[][3] = {{1024, 1024, 64}, {1000, 1000, 64}, {4096, 4096, 128},
                                  {257, 257, 128},  {200, 300, 64},   {256, 1024, 128}};
     int missing = 0;
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
-        for (int kind = 0; kind < 3; kind++)
+        for (int kind = 0; kind < 4; kind++)
             for (int causal = 0; causal < 2; causal++) {
                 const Key k{kind, causal, 2, 3, shapes[s][0], shapes[s][1], shapes[s][2]};
                 /* variant 0 must have an engine; the others (attention_cudnn.cu's fallbacks for other releases)
                  * are reported */
-                const int n_var = !all_variants ? 1 : kind == BWD ? 8 : 2;
+                const int n_var = !all_variants ? 1 : is_bwd(kind) ? 8 : 2;
                 for (int var = 0; var < n_var; var++) {
                     if ((var & 5) && !causal) continue;
                     Graph *g = (Graph *)calloc(1, sizeof(Graph));
                     if (!g) return 1;
                     g->A = A;
                     g->next_uid = V0;
-                    if (kind == BWD) build_bwd(g, k, var);
+                    if (is_bwd(kind)) build_bwd(g, k, var);
                     else build_fwd(g, k, var);
                     printf("%s, causal %d, b 2 h 3 Tq %lld Tk %lld d %lld, variant %d:\n", kinds[kind], causal,
                            (long long)k.sq, (long long)k.skv, (long long)k.d, var);

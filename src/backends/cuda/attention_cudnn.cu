@@ -45,16 +45,20 @@ static bool env_on(const char *name, int dflt) {
     return strcmp(e, "0") != 0;
 }
 /* TTT_CUDNN: unset TTT_CUDNN_DEFAULT, "0" off, "fwd" the forward only (our deterministic backward runs after it),
- * anything else forward and backward */
+ * "det" the forward and the backward without dQ's atomics, anything else forward and backward */
 static int mode(void) {
     if (g_enabled == -2) {
         const char *e = getenv("TTT_CUDNN");
-        g_enabled = !e || !*e ? TTT_CUDNN_DEFAULT : !strcmp(e, "0") ? TTT_CUDNN_OFF : !strcmp(e, "fwd") ? TTT_CUDNN_FWD : TTT_CUDNN_ALL;
+        g_enabled = !e || !*e              ? TTT_CUDNN_DEFAULT
+                    : !strcmp(e, "0")      ? TTT_CUDNN_OFF
+                    : !strcmp(e, "fwd")    ? TTT_CUDNN_FWD
+                    : !strcmp(e, "det")    ? TTT_CUDNN_DET
+                                           : TTT_CUDNN_ALL;
     }
     return g_enabled;
 }
 __attribute__((unused)) static bool enabled(void) { return mode() != TTT_CUDNN_OFF; }
-__attribute__((unused)) static bool bwd_enabled(void) { return mode() == TTT_CUDNN_ALL; }
+__attribute__((unused)) static bool bwd_enabled(void) { return mode() == TTT_CUDNN_ALL || mode() == TTT_CUDNN_DET; }
 __attribute__((unused)) static bool verbose(void) {
     static int v = -1;
     if (v < 0) v = env_on("TTT_CUDNN_VERBOSE", 0) ? 1 : 0;
@@ -71,7 +75,7 @@ __attribute__((unused)) static void note(const char *fmt, ...) {
 }
 
 extern "C" void ttt__cudnn_set_enabled(int on) {
-    g_enabled = on < 0 ? -2 : on == TTT_CUDNN_FWD ? TTT_CUDNN_FWD : on ? TTT_CUDNN_ALL : TTT_CUDNN_OFF;
+    g_enabled = on < 0 ? -2 : on == TTT_CUDNN_FWD || on == TTT_CUDNN_DET ? on : on ? TTT_CUDNN_ALL : TTT_CUDNN_OFF;
 }
 
 #ifndef TTT_HAVE_CUDNN_HEADERS
@@ -381,7 +385,11 @@ static void reshape(Graph *g, cudnnBackendDescriptor_t x, cudnnBackendDescriptor
 }
 
 /* The plan's key. Our inputs are always dense, so the shape fixes every stride. */
-enum Kind { FWD_TRAIN = 0, FWD_INFER = 1, BWD = 2 };
+/* BWD_DET: the backward whose dQ product writes dQ itself, without the f32 accumulator (cudnn-frontend's "dP
+ * workspace" form, what its set_deterministic_algorithm asks for on Hopper): the engine keeps dS in a workspace and
+ * runs dQ = dS K as its own product instead of adding each key tile's share into dQ with atomics */
+enum Kind { FWD_TRAIN = 0, FWD_INFER = 1, BWD = 2, BWD_DET = 3 };
+static bool is_bwd(int kind) { return kind == BWD || kind == BWD_DET; }
 struct Key {
     int kind, causal;
     int64_t b, h, sq, skv, d;
@@ -462,7 +470,7 @@ static void build_bwd(Graph *g, const Key &k, int variant) {
     cudnnBackendDescriptor_t dq = tensor(g, U_DQ, bf, qd, false), dk = tensor(g, U_DK, bf, kd, false);
     cudnnBackendDescriptor_t dv = tensor(g, U_DV, bf, kd, false);
     cudnnBackendDescriptor_t delta = tensor(g, U_DELTA, f32, rows, false);
-    cudnnBackendDescriptor_t dqacc = tensor(g, U_DQACC, f32, qd, false);
+    cudnnBackendDescriptor_t dqacc = k.kind == BWD_DET ? NULL : tensor(g, U_DQACC, f32, qd, false);
     /* delta = rowsum(dout * out): the engines want this reduction in the graph (with delta as a plain input no
      * engine takes it, cudnn_plan_check), but on an H100 with cuDNN 9.19 the engine that runs it (6) read delta
      * and never wrote it (cleared first, it came back zero; left alone, it held the previous call's values or
@@ -501,11 +509,15 @@ static void build_bwd(Graph *g, const Key &k, int variant) {
     cudnnBackendDescriptor_t dst = virt(g, bf, st);
     reshape(g, ds, dst);
     matmul(g, dst, q, dk);
-    /* dq = ds k, accumulated in f32 (dqacc), then cast */
+    /* dq = ds k: accumulated in f32 (dqacc), then cast; or (BWD_DET) written directly */
     cudnnBackendDescriptor_t kr = virt(g, (variant & 2) ? bf : f32, kd);
     reshape(g, kt, kr);
-    matmul(g, ds, kr, dqacc);
-    pointwise(g, CUDNN_POINTWISE_IDENTITY, f32, dqacc, NULL, NULL, dq);
+    if (k.kind == BWD_DET) {
+        matmul(g, ds, kr, dq);
+    } else {
+        matmul(g, ds, kr, dqacc);
+        pointwise(g, CUDNN_POINTWISE_IDENTITY, f32, dqacc, NULL, NULL, dq);
+    }
 }
 
 static void graph_free(Graph *g) {
@@ -620,7 +632,7 @@ static bool plan(Graph *g) {
  * variant 0 (dev/cuda/cudnn_plan_check.cu). */
 /* The graph of k with the first variant that gets a plan, or NULL (why: the first variant's reason). */
 static Graph *build(const Api *A, cudnnHandle_t h, const Key &k, char *why, size_t why_n) {
-    const int n_var = k.kind == BWD ? 8 : 2;
+    const int n_var = is_bwd(k.kind) ? 8 : 2;
     why[0] = 0;
     for (int var = 0; var < n_var; var++) {
         if ((var & 5) && !k.causal) continue; /* bits 0 and 2 only change the causal mask */
@@ -632,14 +644,14 @@ static Graph *build(const Api *A, cudnnHandle_t h, const Key &k, char *why, size
         g->A = A;
         g->h = h;
         g->next_uid = V0;
-        if (k.kind == BWD) build_bwd(g, k, var);
+        if (is_bwd(k.kind)) build_bwd(g, k, var);
         else build_fwd(g, k, var);
         if (!g->failed && plan(g)) {
             if (verbose())
                 fprintf(stderr,
                         "ttt: cudnn: plan for %s b%lld h%lld sq%lld skv%lld d%lld causal%d: engine %lld, variant %d, "
                         "workspace %lld bytes\n",
-                        k.kind == BWD ? "backward" : k.kind == FWD_TRAIN ? "forward" : "forward (no stats)",
+                        k.kind == BWD ? "backward" : k.kind == BWD_DET ? "backward (deterministic)" : k.kind == FWD_TRAIN ? "forward" : "forward (no stats)",
                         (long long)k.b, (long long)k.h, (long long)k.sq, (long long)k.skv, (long long)k.d, k.causal,
                         (long long)g->engine, var, (long long)g->ws);
             return g;
@@ -706,7 +718,7 @@ static Graph *plan_for(CuDev *D, CudnnState *S, const Api *A, const Key &k) {
     if (g) g_info.plans_built++;
     else {
         g_info.plans_failed++;
-        note("%s b%lld h%lld sq%lld skv%lld d%lld causal%d: %s; our kernels run it", k.kind == BWD ? "backward" : "forward",
+        note("%s b%lld h%lld sq%lld skv%lld d%lld causal%d: %s; our kernels run it", is_bwd(k.kind) ? "backward" : "forward",
              (long long)k.b, (long long)k.h, (long long)k.sq, (long long)k.skv, (long long)k.d, k.causal, why);
     }
     int slot = S->n;
@@ -755,13 +767,13 @@ static bool policy(long ver, int kind, int64_t sq, int64_t skv, int causal, int6
         snprintf(why, n, "cuDNN %ld (9.10.0 / 9.10.1: known SDPA bugs)", ver);
         return false;
     }
-    if (kind == BWD && sq == 1 && skv == 1) {
+    if (is_bwd(kind) && sq == 1 && skv == 1) {
         snprintf(why, n, "backward with Tq = Tk = 1");
         return false;
     }
     /* Up to 9.15 the backward needs a padding mask where Tk is not a multiple of 128 (cudnn-frontend adds one as a
      * workaround); we do not build that graph: our backward runs those, on cuDNN's forward's lse. */
-    if (kind == BWD && ver <= 91500 && skv % 128 != 0) {
+    if (is_bwd(kind) && ver <= 91500 && skv % 128 != 0) {
         snprintf(why, n, "backward with Tk %lld not a multiple of 128 on cuDNN %ld (<= 9.15)", (long long)skv, ver);
         return false;
     }
@@ -779,10 +791,13 @@ static bool key_of(const Api *A, const ttt_tensor *q, const ttt_tensor *k, int c
     return true;
 }
 
+/* the backward graph the mode asks for */
+static int bwd_kind(void) { return mode() == TTT_CUDNN_DET ? BWD_DET : BWD; }
+
 bool ttt__cudnn_attn_wanted(const ttt_tensor *q, const ttt_tensor *k, int causal, int64_t window) {
     Key key;
     const Api *A = bwd_enabled() ? api() : NULL;
-    return A && key_of(A, q, k, causal, window, BWD, &key);
+    return A && key_of(A, q, k, causal, window, bwd_kind(), &key);
 }
 
 extern "C" int ttt__cudnn_takes(int backward, int64_t tq, int64_t tk, int causal, int64_t window) {
@@ -888,12 +903,13 @@ int ttt__cudnn_attn_bwd(CuDev *D, ttt_tensor *dq, ttt_tensor *dk, ttt_tensor *dv
     const Api *A = api();
     CudnnState *S = NULL;
     Graph *g = NULL;
-    if (A && key_of(A, q, k, causal, window, BWD, &key) && al16(q->data) && al16(k->data) && al16(v->data) &&
+    if (A && key_of(A, q, k, causal, window, bwd_kind(), &key) && al16(q->data) && al16(k->data) && al16(v->data) &&
         al16(out->data) && al16(dout->data) && al16(lse->data) && al16(dq->data) && al16(dk->data) &&
         al16(dv->data) && al16(delta->data))
         g = prepare(D, A, key, &S);
-    /* workspace: dQ's f32 accumulator, then the plan's own */
-    const size_t acc = ((size_t)(key.b * key.h * key.sq * key.d) * 4 + 255) / 256 * 256;
+    /* workspace: dQ's f32 accumulator (none in the deterministic form), then the plan's own */
+    const bool det = key.kind == BWD_DET;
+    const size_t acc = det ? 0 : ((size_t)(key.b * key.h * key.sq * key.d) * 4 + 255) / 256 * 256;
     if (g && (size_t)g->ws > ws_cap()) { /* cuDNN 9.19's backward engine keeps a T x T f32 matrix per head */
         note("the backward plan wants %lld bytes of workspace, above TTT_CUDNN_WS_MAX (%zu MiB); our kernels run it",
              (long long)g->ws, ws_cap() >> 20);
@@ -905,7 +921,7 @@ int ttt__cudnn_attn_bwd(CuDev *D, ttt_tensor *dq, ttt_tensor *dk, ttt_tensor *dv
     }
     char *ws = (char *)D->cudnn_ws.p;
     /* cuDNN before 9.6 adds into the accumulator without clearing it; clearing costs one pass over dQ's size */
-    if (cudaMemsetAsync(ws, 0, acc, D->stream) != cudaSuccess) {
+    if (acc && cudaMemsetAsync(ws, 0, acc, D->stream) != cudaSuccess) {
         cudaGetLastError();
         g_info.declined++;
         return TTT_BACKEND_DECLINED;
@@ -915,7 +931,7 @@ int ttt__cudnn_attn_bwd(CuDev *D, ttt_tensor *dq, ttt_tensor *dk, ttt_tensor *dv
     int64_t uids[15] = {U_Q, U_K, U_V, U_O, U_DO, U_STATS, U_SCALE, U_DQ, U_DK, U_DV, U_DELTA, U_DQACC};
     void *ptrs[15] = {q->data, k->data, v->data, out->data, dout->data, lse->data, &sc,
                       dq->data, dk->data, dv->data, delta->data, ws};
-    int n = 12;
+    int n = det ? 11 : 12; /* U_DQACC last of the twelve */
     if (key.causal) uids[n] = U_NEG, ptrs[n++] = &neg;
     if (key.causal && key.sq != key.skv) uids[n] = U_SKV, ptrs[n++] = &skv, uids[n] = U_SQ, ptrs[n++] = &sq;
     if (!run(A, S, g, n, uids, ptrs, ws + acc)) {

@@ -11,9 +11,10 @@
  * kernels run. A forward and a backward may come from different paths: both
  * keep lse in the same convention.
  *
- * Off unless TTT_CUDNN=1 (forward and backward) or TTT_CUDNN=fwd (the forward only: cuDNN's forward has no
+ * Off unless TTT_CUDNN=1 (forward and backward), TTT_CUDNN=fwd (the forward only: cuDNN's forward has no
  * atomics, so with our backward after it a run keeps the same bits every time; cuDNN's backward adds into dQ
- * with atomics). docs/cudnn.md says what was measured. libcudnn
+ * with atomics) or TTT_CUDNN=det (forward, and the backward in the form cudnn-frontend asks for when it wants a
+ * deterministic one on Hopper). docs/cudnn.md says what was measured. libcudnn
  * is opened at run time (dlopen), so a build with cuDNN's headers runs where
  * cuDNN is absent. The test-facing part below is plain C. */
 #ifndef TTT_ATTENTION_CUDNN_H
@@ -25,13 +26,14 @@
 extern "C" {
 #endif
 
-/* What the path is asked to run: nothing, forward and backward, the forward only. */
-typedef enum { TTT_CUDNN_OFF = 0, TTT_CUDNN_ALL = 1, TTT_CUDNN_FWD = 2 } ttt_cudnn_mode;
+/* What the path is asked to run: nothing; forward and backward; the forward only; forward and the backward in its
+ * deterministic form (dQ written by its own product from dS kept in a workspace, no atomics). */
+typedef enum { TTT_CUDNN_OFF = 0, TTT_CUDNN_ALL = 1, TTT_CUDNN_FWD = 2, TTT_CUDNN_DET = 3 } ttt_cudnn_mode;
 
 /* What the cuDNN path is and has done in this process (for tests and benchmarks). */
 typedef struct {
     int compiled;         /* built with cuDNN's headers */
-    int enabled;          /* a ttt_cudnn_mode: TTT_CUDNN (1 or fwd), or ttt__cudnn_set_enabled */
+    int enabled;          /* a ttt_cudnn_mode: TTT_CUDNN (1, fwd or det), or ttt__cudnn_set_enabled */
     int loaded;           /* libcudnn was opened and is usable (only tried once enabled and asked) */
     long version;         /* cudnnGetVersion(), e.g. 91000; 0 when not loaded */
     int64_t fwd_runs, bwd_runs; /* calls served by cuDNN */
@@ -42,7 +44,7 @@ typedef struct {
 } ttt_cudnn_info;
 
 void ttt__cudnn_info(ttt_cudnn_info *out);
-/* a ttt_cudnn_mode (TTT_CUDNN_ALL, TTT_CUDNN_FWD, TTT_CUDNN_OFF), or -1: back to TTT_CUDNN. Tests toggle it to
+/* a ttt_cudnn_mode (TTT_CUDNN_ALL, TTT_CUDNN_FWD, TTT_CUDNN_DET, TTT_CUDNN_OFF), or -1: back to TTT_CUDNN. Tests toggle it to
  * compare with our kernels. */
 void ttt__cudnn_set_enabled(int on);
 /* Open libcudnn now (if enabled and not yet tried); 1 when usable. */
