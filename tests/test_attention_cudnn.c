@@ -16,7 +16,8 @@
  * (create_graph) with cuDNN on against cuDNN off, and the modes that keep a run's bits (check_repeat):
  * TTT_CUDNN=fwd (cuDNN's forward repeats its bits, the backward is ours bit for bit) and TTT_CUDNN=det (cuDNN's
  * deterministic backward repeats its bits and agrees with ours), each with ttt_attention + ttt_grad giving the
- * same bits twice; whether the default backward (TTT_CUDNN=1) repeats its bits is printed.
+ * same bits twice; whether the default backward (TTT_CUDNN=1) repeats its bits is printed. Last, a training step
+ * with cuDNN recorded as a CUDA graph (check_graph): cuDNN is captured and the replay gives the eager bits.
  *
  * `--bench` prints CSV lines (the format of test_attention_fused --bench) of causal bf16 attention, B = 1,
  * H = 12, d 64 and 128, T 2K to 32K, forward and forward + backward, cuDNN on ("cudnn_bf16"), its forward with
@@ -339,6 +340,58 @@ static int check_repeat(ttt_ctx *ctx, const shape *s, int mode) {
     return ok;
 }
 
+/* A training step with cuDNN inside a recorded CUDA graph (TTT_CUDNN_GRAPHS=1, which main sets): cuDNN is captured
+ * (its counters move while recording, it did not decline), and the replay gives the eager step's gradients bit for
+ * bit in the modes that keep a run's bits. */
+static int attn_step(ttt_ctx *ctx, ttt_tensor *const *p, ttt_tensor *dout) {
+    ttt_tensor *o = ttt_attention(ctx, p[0], p[1], p[2], 1, 0, 0.0);
+    ttt_tensor *loss = o ? ttt_sum(ctx, ttt_mul(ctx, ttt_cast(ctx, o, TTT_F32), ttt_cast(ctx, dout, TTT_F32)), 0, NULL, 0) : NULL;
+    if (!loss || ttt_zero_grad(ctx, 3, p) != TTT_OK) return TTT_ERR;
+    return ttt_backward(ctx, loss);
+}
+
+static int check_graph(ttt_ctx *ctx, int mode) {
+    const int64_t b = 1, h = 4, t = 1024, d = 64;
+    ttt_tensor *p[3], *dout = ttt_persistent(ctx, TTT_BF16, TTT_DIMS(b, h, t, d), "dout");
+    const char *names[3] = {"q", "k", "v"};
+    for (int i = 0; i < 3; i++) p[i] = ttt_param(ctx, TTT_BF16, TTT_DIMS(b, h, t, d), names[i]);
+    ttt_step_reset(ctx);
+    int ok = dout && p[0] && p[1] && p[2] && ttt_assign(ctx, dout, ttt_randn(ctx, TTT_BF16, TTT_DIMS(b, h, t, d), 1.0)) == TTT_OK;
+    for (int i = 0; i < 3 && ok; i++) ok = ttt_assign(ctx, p[i], ttt_randn(ctx, TTT_BF16, TTT_DIMS(b, h, t, d), 1.0)) == TTT_OK;
+    ttt__cudnn_set_enabled(mode);
+    double *want[3] = {NULL, NULL, NULL}, *got[3] = {NULL, NULL, NULL};
+    for (int r = 0; r < 2 && ok; r++) { /* twice: sizes the arena, builds the plans, grows the workspace */
+        ttt_step_reset(ctx);
+        ok = attn_step(ctx, p, dout) == TTT_OK;
+    }
+    for (int i = 0; i < 3 && ok; i++) ok = (want[i] = host(ctx, p[i]->grad)) != NULL;
+    ttt_cudnn_info i0, i1;
+    info(&i0);
+    ttt_graph *g = NULL;
+    ttt_step_reset(ctx);
+    ok = ok && ttt_graph_begin(ctx) == TTT_OK;
+    if (ok) {
+        const int rc = attn_step(ctx, p, dout);
+        ok = ttt_graph_end(ctx, &g) == TTT_OK && rc == TTT_OK;
+    }
+    info(&i1);
+    const int captured = i1.fwd_runs > i0.fwd_runs && (mode == TTT_CUDNN_FWD || i1.bwd_runs > i0.bwd_runs);
+    for (int i = 0; i < 3 && ok; i++) ok = ttt_zero_grad(ctx, 1, &p[i]) == TTT_OK; /* the replay must rewrite them */
+    ok = ok && ttt_graph_replay(ctx, g) == TTT_OK;
+    for (int i = 0; i < 3 && ok; i++) ok = (got[i] = host(ctx, p[i]->grad)) != NULL;
+    int same = ok;
+    for (int i = 0; i < 3 && same; i++) same = !memcmp(want[i], got[i], sizeof(double) * (size_t)ttt_numel(p[i]));
+    const int pass = ok && captured && (same || mode == TTT_CUDNN_ALL);
+    printf("%s CUDA graph, mode %d: cuDNN captured %s; the replay's gradients are the eager step's bits %s%s%s\n",
+           pass ? "ok  " : "FAIL", mode, captured ? "yes" : "NO", same ? "yes" : "NO",
+           mode == TTT_CUDNN_ALL ? " (recorded, not checked: this mode's backward uses atomics)" : "",
+           ok ? "" : ttt_error(ctx));
+    ttt_graph_free(ctx, g);
+    for (int i = 0; i < 3; i++) free(want[i]), free(got[i]), ttt_persistent_free(ctx, p[i]);
+    ttt_persistent_free(ctx, dout);
+    return pass;
+}
+
 /* create_graph with cuDNN's first-order kernels under the recorded backward node: the second-order gradient
  * equals the one with our kernels. */
 static int check_second_order(ttt_ctx *ctx) {
@@ -399,6 +452,8 @@ static void checks(ttt_ctx *ctx) {
             if (ttt__cudnn_takes(0, rep[i].tq, rep[i].tk, rep[i].causal, 0) &&
                 (modes[m] == TTT_CUDNN_FWD || ttt__cudnn_takes(1, rep[i].tq, rep[i].tk, rep[i].causal, 0)))
                 CHECK(check_repeat(ctx, &rep[i], modes[m]));
+    for (int m = 0; m < 3; m++)
+        if (modes[m] == TTT_CUDNN_FWD || ttt__cudnn_takes(1, 1024, 1024, 1, 0)) CHECK(check_graph(ctx, modes[m]));
     /* back to TTT_CUDNN: where it is set, the mode it names */
     ttt__cudnn_set_enabled(-1);
     ttt_cudnn_info reread;
@@ -511,6 +566,7 @@ int main(int argc, char **argv) {
         printf("SKIP: no CUDA device\n");
         return SKIP;
     }
+    setenv("TTT_CUDNN_GRAPHS", "1", 1); /* check_graph captures cuDNN; read once, at the path's first call */
     ttt__cudnn_set_enabled(1);
     ttt_cudnn_info i;
     const int loaded = ttt__cudnn_load();
