@@ -25,17 +25,7 @@
 #include <random>
 #include <vector>
 
-static int failed = 0, passed = 0;
-#define EXPECT(cond, ...)                                        \
-    do {                                                         \
-        if (cond) passed++;                                      \
-        else {                                                   \
-            failed++;                                            \
-            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__); \
-            fprintf(stderr, __VA_ARGS__);                        \
-            fprintf(stderr, "\n");                               \
-        }                                                        \
-    } while (0)
+#include "emu_expect.h"
 
 struct Shape {
     int BH, T, K, V, C;

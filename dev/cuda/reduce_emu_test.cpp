@@ -18,17 +18,7 @@
 #include <random>
 #include <vector>
 
-static int failed = 0, passed = 0;
-#define EXPECT(cond, ...)                                        \
-    do {                                                         \
-        if (cond) passed++;                                      \
-        else {                                                   \
-            failed++;                                            \
-            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__); \
-            fprintf(stderr, __VA_ARGS__);                        \
-            fprintf(stderr, "\n");                               \
-        }                                                        \
-    } while (0)
+#include "emu_expect.h"
 
 template <typename TI, typename TO>
 static void cols_lanes(int64_t O, int64_t R, int64_t I, int64_t chunks, int is_max, TO *out, const TI *x) {
