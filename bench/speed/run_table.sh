@@ -13,6 +13,7 @@
 #            against SDPA flash; sliding window 8K per token (bench/gpu/run_attention.sh)
 #   e2e      TTT-E2E meta-training step at 8K against the full-attention step (bench/lm/e2e_step), eager and
 #            replayed as CUDA graphs (--graph), and e2e_step --check (the step's gradients against the CPU in f64)
+#   e2ecudnn the e2e part's two steps again with TTT_CUDNN=fwd and =det (cuDNN's attention, bit-repeatable modes)
 #   dbwd     attention double backward at 8K, bf16 and f32 (bench/gpu/run_double_backward.sh), then the
 #            bf16 kernels against the path before them and the first-order fwd + bwd at 2K and 8K (BF16=1)
 #   vit      the GPU MTTT-MLP ViT (pixels) against jitted JAX (bench/mttt/speed_vs_jax.sh; carry data/fashion-mnist)
@@ -142,6 +143,15 @@ if has e2e; then
   timeout 150 $B/e2e_step --preset 125m --device cuda --compute bf16 --seq 8192 --kinds fa,e2e --reps 3 --graph 2>&1 |
     tail -2 | sed "s/^/[graph] /" | log || status=1
   timeout 60 $B/e2e_step --check --device cuda 2>&1 | log || status=1
+fi
+
+if has e2ecudnn; then # both steps with cuDNN's attention in the modes that keep a run's bits (docs/cudnn.md)
+  source bench/gpu/cudnn_env.sh >"$W/cudnn_env.txt" 2>&1
+  for mode in fwd det; do
+    echo "== TTT-E2E step vs full attention, 125M, bf16, T=8K, TTT_CUDNN=$mode ==" | log
+    TTT_CUDNN=$mode TTT_CUDNN_WS_MAX=${TTT_CUDNN_WS_MAX:-16384} timeout 200 $B/e2e_step --preset 125m --device cuda \
+      --compute bf16 --seq 8192 --kinds fa,e2e --reps 3 2>&1 | log || status=1
+  done
 fi
 
 if has vit; then
