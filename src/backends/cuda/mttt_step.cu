@@ -86,19 +86,30 @@ static int64_t plan_limit(const CuDev *D) {
     return cap > 0 && cap < limit ? cap : limit;
 }
 
-/* The kernels' TC for this call: the f32 products on the tensor cores (mttt_step.cuh: mm_tc, split-bf16, ~2^-16
- * relative where the FMA tiles give f32's 2^-24); f64 never. On in contexts that allow f32 matmuls on the tensor
- * cores (ttt_ctx_config.tf32, as ttt_scan.cu's mma_mode): split-bf16 is finer than TF32's 2^-11, and a context
- * that asks for f32 exactness gets the FMA tiles. First run on an H100 on 2026-12-07: parity with the CPU at
- * 1e-5..6e-5, compute-sanitizer clean, bit-repeatable, the ViT's step 1.24x faster. TTT_MTTT_MMA in the
- * environment (read once) overrides: 0 never, 2 in every context (f32; to time the two and to run the tests'
- * checks through the tensor-core path), 1 the default. */
+/* The kernels' TC for this call: 1, the f32 products on the tensor cores (mttt_step.cuh: mm_tc, split-bf16, ~2^-16
+ * relative where the FMA tiles give f32's 2^-24); 2, the same at TF32's precision (mma .tf32, ~2^-11 a product,
+ * one mma where split-bf16 takes three); 0, the FMA tiles; f64 always 0. 1 in contexts that allow f32 matmuls on
+ * the tensor cores (ttt_ctx_config.tf32, as ttt_scan.cu's mma_mode): split-bf16 is finer than TF32's 2^-11, and
+ * a context that asks for f32 exactness gets the FMA tiles. First run on an H100 on 2026-12-07: parity with the
+ * CPU at 1e-5..6e-5, compute-sanitizer clean, bit-repeatable, the ViT's step 1.24x faster. TTT_MTTT_MMA in the
+ * environment (read once) overrides: 0 never, 2 split-bf16 in every context (f32; to time the two and to run the
+ * tests' checks through the tensor-core path), 3 TF32 in contexts that allow it (emulator-checked, not yet run
+ * on a GPU), 4 TF32 in every context (the tests), 1 the default. */
 static int mma_on(const CuDev *D, size_t es) {
     static const int env = [] {
         const char *e = getenv("TTT_MTTT_MMA");
-        return e && !strcmp(e, "0") ? 0 : e && !strcmp(e, "2") ? 2 : 1;
+        if (!e || !*e) return 1;
+        const int v = atoi(e);
+        return v >= 0 && v <= 4 && e[0] >= '0' && e[0] <= '4' && !e[1] ? v : 1;
     }();
-    return es == 4 && (env == 2 || (env == 1 && D->tf32));
+    if (es != 4) return 0;
+    switch (env) {
+    case 0: return 0;
+    case 2: return 1;
+    case 3: return D->tf32 ? 2 : 0;
+    case 4: return 2;
+    default: return D->tf32 ? 1 : 0;
+    }
 }
 
 template <typename R>
@@ -112,9 +123,9 @@ static int step_fwd(CuDev *D, ttt_tensor *const *wo, ttt_tensor *loss, const ttt
     mttt::Plan pl;
     if (!mttt::plan_memory(plan_limit(D), [&](int mode, int tm) { return mttt::fwd_smem_bytes(mode, tm, (int)d, (int)F, (int)Dd, es, tc); }, &pl))
         return TTT_BACKEND_DECLINED;
-    const auto kernel = tc ? mttt::step_fwd<R, sizeof(R) == 4> : mttt::step_fwd<R, false>;
-    static int allowed[3][CU_MAX_GPUS]; /* f32, f32 on the tensor cores, f64 */
-    if (cu_allow_smem(kernel, (size_t)pl.bytes, D, allowed[es == 8 ? 2 : tc])) return TTT_ERR;
+    const auto kernel = tc == 2 ? mttt::step_fwd<R, sizeof(R) == 4 ? 2 : 0> : tc ? mttt::step_fwd<R, sizeof(R) == 4 ? 1 : 0> : mttt::step_fwd<R, 0>;
+    static int allowed[4][CU_MAX_GPUS]; /* f32, f32 on the tensor cores (split-bf16, TF32), f64 */
+    if (cu_allow_smem(kernel, (size_t)pl.bytes, D, allowed[es == 8 ? 3 : tc])) return TTT_ERR;
     mttt::plan_chunks(m, BH, resident(D, kernel, pl.bytes), &pl);
     const int64_t pe = mttt::fwd_part_elems((int)d, (int)F);
     if (scratch_reserve(D, &D->mttt_scratch, sizeof(R) * (size_t)(BH * pl.nch * pe), "mttt_mlp_step")) return TTT_ERR;
@@ -176,9 +187,9 @@ static int step_bwd(CuDev *D, ttt_tensor *const *g, const ttt_tensor *const *u, 
     mttt::Plan pl;
     if (!mttt::plan_memory(plan_limit(D), [&](int mode, int tm) { return mttt::bwd_smem_bytes(mode, tm, (int)d, (int)F, (int)Dd, es, tc); }, &pl))
         return TTT_BACKEND_DECLINED;
-    const auto kernel = tc ? mttt::step_bwd<R, sizeof(R) == 4> : mttt::step_bwd<R, false>;
-    static int allowed[3][CU_MAX_GPUS]; /* as step_fwd's */
-    if (cu_allow_smem(kernel, (size_t)pl.bytes, D, allowed[es == 8 ? 2 : tc])) return TTT_ERR;
+    const auto kernel = tc == 2 ? mttt::step_bwd<R, sizeof(R) == 4 ? 2 : 0> : tc ? mttt::step_bwd<R, sizeof(R) == 4 ? 1 : 0> : mttt::step_bwd<R, 0>;
+    static int allowed[4][CU_MAX_GPUS]; /* as step_fwd's */
+    if (cu_allow_smem(kernel, (size_t)pl.bytes, D, allowed[es == 8 ? 3 : tc])) return TTT_ERR;
     mttt::plan_chunks(m, BH, resident(D, kernel, pl.bytes), &pl);
     const int64_t pe = mttt::bwd_part_elems((int)d, (int)F, (int)Dd);
     if (scratch_reserve(D, &D->mttt_scratch, sizeof(R) * (size_t)(BH * pl.nch * pe), "mttt_mlp_step_bwd")) return TTT_ERR;
@@ -253,9 +264,9 @@ template <typename R> static int apply_fwd(CuDev *D, ttt_tensor *out, const ttt_
     if (!apply_setup<R>(D, false, w, q, &p, &pl)) return TTT_BACKEND_DECLINED;
     p.out = (R *)out->data;
     const int tc = mma_on(D, sizeof(R));
-    const auto kernel = tc ? mttt::apply_fwd<R, sizeof(R) == 4> : mttt::apply_fwd<R, false>;
-    static int allowed[3][CU_MAX_GPUS]; /* as step_fwd's */
-    if (cu_allow_smem(kernel, (size_t)pl.bytes, D, allowed[sizeof(R) == 8 ? 2 : tc])) return TTT_ERR;
+    const auto kernel = tc == 2 ? mttt::apply_fwd<R, sizeof(R) == 4 ? 2 : 0> : tc ? mttt::apply_fwd<R, sizeof(R) == 4 ? 1 : 0> : mttt::apply_fwd<R, 0>;
+    static int allowed[4][CU_MAX_GPUS]; /* as step_fwd's */
+    if (cu_allow_smem(kernel, (size_t)pl.bytes, D, allowed[sizeof(R) == 8 ? 3 : tc])) return TTT_ERR;
     mttt::plan_chunks(p.n, q->shape[0] * q->shape[1], resident(D, kernel, pl.bytes), &pl);
     p.cl = pl.cl, p.nch = pl.nch;
     kernel<<<dim3((unsigned)pl.nch, (unsigned)(q->shape[0] * q->shape[1])), mttt::THREADS, (size_t)pl.bytes, D->stream>>>(p);
@@ -280,9 +291,9 @@ static int apply_bwd(CuDev *D, ttt_tensor *const *g, const ttt_tensor *dout, con
     if (!apply_setup<R>(D, true, w, q, &p, &pl)) return TTT_BACKEND_DECLINED;
     const int64_t BH = q->shape[0] * q->shape[1], d = p.d, F = p.F, pe = mttt::apply_part_elems(p.d, p.F);
     const int tc = mma_on(D, sizeof(R));
-    const auto kernel = tc ? mttt::apply_bwd<R, sizeof(R) == 4> : mttt::apply_bwd<R, false>;
-    static int allowed[3][CU_MAX_GPUS]; /* as step_fwd's */
-    if (cu_allow_smem(kernel, (size_t)pl.bytes, D, allowed[sizeof(R) == 8 ? 2 : tc])) return TTT_ERR;
+    const auto kernel = tc == 2 ? mttt::apply_bwd<R, sizeof(R) == 4 ? 2 : 0> : tc ? mttt::apply_bwd<R, sizeof(R) == 4 ? 1 : 0> : mttt::apply_bwd<R, 0>;
+    static int allowed[4][CU_MAX_GPUS]; /* as step_fwd's */
+    if (cu_allow_smem(kernel, (size_t)pl.bytes, D, allowed[sizeof(R) == 8 ? 3 : tc])) return TTT_ERR;
     mttt::plan_chunks(p.n, BH, resident(D, kernel, pl.bytes), &pl);
     p.cl = pl.cl, p.nch = pl.nch;
     if (scratch_reserve(D, &D->mttt_scratch, sizeof(R) * (size_t)(BH * pl.nch * pe), "mttt_mlp_apply_bwd")) return TTT_ERR;

@@ -23,7 +23,9 @@
  * kernels' TC instances take every product on the tensor cores instead: mm_tc (and mm_tc_ks for step_bwd's
  * long-K ones), f32 operands split into bf16 hi + lo, three mma.sync m16n8k16 a 16-deep step (split_bf16.cuh),
  * ~2^-16 relative where the FMA loops give 2^-24; same owners and order per output, so still deterministic;
- * rows padded for its reads (pad). The products carry the FLOPs. Per 16-row tile at the ViT's head (d 32,
+ * rows padded for its reads (pad). TC is an int: 0 the FMA loops, 1 split-bf16, 2 the same tiles on TF32 mma
+ * (m16n8k8 .tf32: one product where split-bf16 takes three and no splitting, ~2^-11 relative a product, what
+ * cuBLAS's TF32 mode gives; mttt_step.cu runs it with TTT_MTTT_MMA=3 in contexts that allow TF32). The products carry the FLOPs. Per 16-row tile at the ViT's head (d 32,
  * F 128, D 64; cotangents U1, U2 given), 2 M N K in MFLOP, M x N x K:
  *   step_bwd   z1, z1t = k W1, k U1; ab = yb W2^T + ytb U2^T; atb = ytb W2^T       5 x 16x128x32   0.131 each
  *              y, yt, yt += (a W2, at W2, a U2); dk, dk += (z1b W1^T, z1tb U1^T)  5 x 16x32x128   0.131
@@ -391,8 +393,32 @@ __device__ __forceinline__ void tc_step(float (&acc)[NT][4], int k0, int K, cons
         splitbf16::mma3(acc[nt], ah, al, bh, bl);
     }
 }
-/* acc = the tile of C at rows m0.., columns n0.. (lane 4 g + t's elements, C layout) */
-template <int NT>
+/* The same 16-deep step at TF32's precision (TF: the kernels' TC 2): two mma.m16n8k8 .tf32, one product each
+ * where split-bf16 takes three; lane 4 g + t loads A (g (+ 8), k t (+ 4)) and B (k t (+ 4), 8 nt + g) of each
+ * 8-deep half. The same outputs per lane (C layout), summed over k in a fixed order: deterministic. */
+template <int NT, bool EDGE>
+__device__ __forceinline__ void tc_step_tf32(float (&acc)[NT][4], int k0, int K, const float *a0, const float *a1,
+                                             int sak, const float *const (&pb)[NT], int sbk, int t) {
+    auto ld = [&](const float *x, int k, int s) { return tf32::bits(!EDGE || k < K ? x[k * s] : 0.0f); };
+#pragma unroll
+    for (int h = 0; h < 16; h += 8) {
+        const int ka = k0 + h + t, kb = ka + 4;
+        const uint32_t a[4] = {ld(a0, ka, sak), ld(a1, ka, sak), ld(a0, kb, sak), ld(a1, kb, sak)};
+#pragma unroll
+        for (int nt = 0; nt < NT; nt++) {
+            const uint32_t bb[2] = {ld(pb[nt], ka, sbk), ld(pb[nt], kb, sbk)};
+            tf32::mma1688(acc[nt], a, bb);
+        }
+    }
+}
+template <int NT, bool EDGE, bool TF>
+__device__ __forceinline__ void tc_step_any(float (&acc)[NT][4], int k0, int K, const float *a0, const float *a1, int sak,
+                                            const float *const (&pb)[NT], int sbk, int t) {
+    if constexpr (TF) tc_step_tf32<NT, EDGE>(acc, k0, K, a0, a1, sak, pb, sbk, t);
+    else tc_step<NT, EDGE>(acc, k0, K, a0, a1, sak, pb, sbk, t);
+}
+/* acc = the tile of C at rows m0.., columns n0.. (lane 4 g + t's elements, C layout); TF: at TF32's precision */
+template <int NT, bool TF = false>
 __device__ __forceinline__ void tc_tile(float (&acc)[NT][4], int M, int N, int K, const float *a, int sai, int sak,
                                         const float *b, int sbk, int sbj, int m0, int n0) {
     const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3, K16 = K & ~15;
@@ -407,11 +433,11 @@ __device__ __forceinline__ void tc_tile(float (&acc)[NT][4], int M, int N, int K
         for (int e = 0; e < 4; e++) acc[nt][e] = 0, odd[nt][e] = 0;
     int k0 = 0;
     for (; k0 + 32 <= K16; k0 += 32) {
-        tc_step<NT, false>(acc, k0, K, a0, a1, sak, pb, sbk, t);
-        tc_step<NT, false>(TWO ? odd : acc, k0 + 16, K, a0, a1, sak, pb, sbk, t);
+        tc_step_any<NT, false, TF>(acc, k0, K, a0, a1, sak, pb, sbk, t);
+        tc_step_any<NT, false, TF>(TWO ? odd : acc, k0 + 16, K, a0, a1, sak, pb, sbk, t);
     }
-    if (k0 < K16) tc_step<NT, false>(acc, k0, K, a0, a1, sak, pb, sbk, t), k0 += 16;
-    if (k0 < K) tc_step<NT, true>(TWO ? odd : acc, k0, K, a0, a1, sak, pb, sbk, t);
+    if (k0 < K16) tc_step_any<NT, false, TF>(acc, k0, K, a0, a1, sak, pb, sbk, t), k0 += 16;
+    if (k0 < K) tc_step_any<NT, true, TF>(TWO ? odd : acc, k0, K, a0, a1, sak, pb, sbk, t);
     if (TWO)
 #pragma unroll
         for (int nt = 0; nt < NT; nt++)
@@ -430,14 +456,14 @@ __device__ __forceinline__ void tc_epi(const float (&acc)[NT][4], int M, int N, 
             if (i < M && j < N) epi(i, j, acc[nt][e]);
         }
 }
-template <int NT, typename Epi>
+template <int NT, bool TF = false, typename Epi>
 __device__ __forceinline__ void mm_tc(int M, int N, int K, const float *a, int sai, int sak, const float *b, int sbk,
                                       int sbj, int w0, Epi epi) {
     const int NB = (N + 8 * NT - 1) / (8 * NT);
     for (int u = (int)((threadIdx.x >> 5) + WARPS - w0) % WARPS; u < (M + 15) / 16 * NB; u += WARPS) {
         const int m0 = u / NB * 16, n0 = u % NB * 8 * NT;
         float acc[NT][4];
-        tc_tile<NT>(acc, M, N, K, a, sai, sak, b, sbk, sbj, m0, n0);
+        tc_tile<NT, TF>(acc, M, N, K, a, sai, sak, b, sbk, sbj, m0, n0);
         tc_epi<NT>(acc, M, N, m0, n0, epi);
     }
 }
@@ -449,16 +475,16 @@ __device__ __forceinline__ void mm_tc(int M, int N, int K, const float *a, int s
  * order. Where C has over WARPS / 2 tiles, K < 32 or xs holds fewer than cap floats' worth, mm_tc as is. xs
  * must be free until the next barrier, and consecutive calls need different xs (the second's writers could
  * pass the barrier while the first's readers are still reading). */
-template <typename Epi>
+template <bool TF, typename Epi>
 __device__ __forceinline__ void mm_tc_ks(int M, int N, int K, const float *a, int sai, int sak, const float *b, int sbk,
                                          int sbj, float *xs, int cap, Epi epi) {
     const int NB = (N + 7) / 8, T = (M + 15) / 16 * NB;
-    if (2 * T > WARPS || K < 32 || T * 128 > cap) return mm_tc<1>(M, N, K, a, sai, sak, b, sbk, sbj, 0, epi);
+    if (2 * T > WARPS || K < 32 || T * 128 > cap) return mm_tc<1, TF>(M, N, K, a, sai, sak, b, sbk, sbj, 0, epi);
     const int u = (threadIdx.x >> 5) % (WARPS / 2), half = (threadIdx.x >> 5) / (WARPS / 2), lane = threadIdx.x & 31;
     const int Kh = (K / 2 + 15) & ~15, m0 = u / NB * 16, n0 = u % NB * 8;
     float acc[1][4];
     if (u < T) {
-        tc_tile<1>(acc, M, N, half ? K - Kh : Kh, a + (half ? (int64_t)Kh * sak : 0), sai, sak,
+        tc_tile<1, TF>(acc, M, N, half ? K - Kh : Kh, a + (half ? (int64_t)Kh * sak : 0), sai, sak,
                    b + (half ? (int64_t)Kh * sbk : 0), sbk, sbj, m0, n0);
         if (half)
 #pragma unroll
@@ -482,10 +508,10 @@ template <typename R> struct is_f32 {
 template <> struct is_f32<float> {
     static constexpr bool v = true;
 };
-template <bool TC, int FMA, int NT, typename R, typename Epi>
+template <int TC, int FMA, int NT, typename R, typename Epi>
 __device__ __forceinline__ void prod(int w0, int M, int N, int K, const R *a, int sai, int sak, const R *b, int sbk,
                                      int sbj, Epi epi) {
-    if constexpr (TC) mm_tc<NT>(M, N, K, a, sai, sak, b, sbk, sbj, w0, epi);
+    if constexpr (TC) mm_tc<NT, TC == 2>(M, N, K, a, sai, sak, b, sbk, sbj, w0, epi);
     else if constexpr (FMA == FMA_W) mm_w(M, N, K, a, sai, sak, b, sbk, sbj, epi);
     else if constexpr (FMA == FMA_K) mm_k(M, N, K, a, sai, sak, b, sbk, sbj, epi);
     else if constexpr (FMA == FMA_22) mm<2, 2>(M, N, K, a, sai, sak, b, sbk, sbj, epi);
@@ -493,10 +519,10 @@ __device__ __forceinline__ void prod(int w0, int M, int N, int K, const R *a, in
     else mm<4, 4>(M, N, K, a, sai, sak, b, sbk, sbj, epi);
 }
 /* mm_k, or where TC mm_tc_ks with the scratch xs of cap elements */
-template <bool TC, typename R, typename Epi>
+template <int TC, typename R, typename Epi>
 __device__ __forceinline__ void prod_ks(R *xs, int cap, int M, int N, int K, const R *a, int sai, int sak, const R *b,
                                         int sbk, int sbj, Epi epi) {
-    if constexpr (TC) mm_tc_ks(M, N, K, a, sai, sak, b, sbk, sbj, xs, cap, epi);
+    if constexpr (TC) mm_tc_ks<TC == 2>(M, N, K, a, sai, sak, b, sbk, sbj, xs, cap, epi);
     else mm_k(M, N, K, a, sai, sak, b, sbk, sbj, epi);
 }
 
@@ -535,7 +561,7 @@ template <typename R> struct Carve {
  * A separate kernel, so that the FMA tiles' kernel is compiled as it was, registers included. (sm_90, CUDA 13:
  * step_fwd<float, true> spills 20 bytes at its 128 registers, two blocks an SM; with NT 1 for its wide
  * products it does not, at twice their A fragment loads: for a GPU run to choose.) */
-template <typename R, bool TC> __global__ void __launch_bounds__(THREADS) step_fwd(Step<R> p) {
+template <typename R, int TC> __global__ void __launch_bounds__(THREADS) step_fwd(Step<R> p) {
     char *raw = (char *)MTTT_SMEM();
     double *wloss = (double *)raw;
     Carve<R> cv{(R *)(raw + WARPS * 8)};
@@ -588,18 +614,18 @@ template <typename R, bool TC> __global__ void __launch_bounds__(THREADS) step_f
         copy_rows(Kt, lk, K0 + t0 * p.ks[2], p.ks[2], rows, d);
         __syncthreads();
         /* z1 = k W1 + b1, a = gelu(z1), s = gelu'(z1) */
-        prod<tc, FMA_W, 2>(0, rows, F, d, Kt, lk, 1, W1, l1, 1, [&](int i, int j, R acc) {
+        prod<TC, FMA_W, 2>(0, rows, F, d, Kt, lk, 1, W1, l1, 1, [&](int i, int j, R acc) {
             R g1;
             A[i * lf + j] = gelu(acc + b1[j], step ? &g1 : (R *)nullptr, (R *)nullptr);
             if (step) S[i * lf + j] = g1;
         });
         __syncthreads();
         /* y = a W2 + b2 */
-        prod<tc, FMA_K, 1>(0, rows, d, F, A, lf, 1, W2, l2, 1,
+        prod<TC, FMA_K, 1>(0, rows, d, F, A, lf, 1, W2, l2, 1,
                            [&](int i, int j, R acc) { Y[i * lk + j] = acc + b2[j]; });
         __syncthreads();
         /* p = y gh^T */
-        prod<tc, FMA_22, 1>(0, rows, D, d, Y, lk, 1, G, 1, lg, [&](int i, int j, R acc) { P[i * lp + j] = acc; });
+        prod<TC, FMA_22, 1>(0, rows, D, d, Y, lk, 1, G, 1, lg, [&](int i, int j, R acc) { P[i * lp + j] = acc; });
         __syncthreads();
         /* row by row (a warp each): the residual r = dec - x, the loss, dp = d l / d p in place of p */
         for (int r = warp; r < rows; r += WARPS) {
@@ -641,15 +667,15 @@ template <typename R, bool TC> __global__ void __launch_bounds__(THREADS) step_f
         if (!step) continue;
         __syncthreads();
         /* dy = dp gh */
-        prod<tc, FMA_K, 1>(0, rows, d, D, P, lp, 1, G, lg, 1, [&](int i, int j, R acc) { dY[i * lk + j] = acc; });
+        prod<TC, FMA_K, 1>(0, rows, d, D, P, lp, 1, G, lg, 1, [&](int i, int j, R acc) { dY[i * lk + j] = acc; });
         __syncthreads();
         /* dz1 = (dy W2^T) o gelu'(z1) in place of s;  gW2 += a^T dy, gb2 += sum dy */
-        prod<tc, FMA_W, 2>(0, rows, F, d, dY, lk, 1, W2, 1, l2, [&](int i, int j, R acc) { S[i * lf + j] *= acc; });
-        prod<tc, FMA_44, 1>(0, F, d, rows, A, 1, lf, dY, lk, 1, [&](int i, int j, R acc) { gw2[i * la + j] += acc; });
+        prod<TC, FMA_W, 2>(0, rows, F, d, dY, lk, 1, W2, 1, l2, [&](int i, int j, R acc) { S[i * lf + j] *= acc; });
+        prod<TC, FMA_44, 1>(0, F, d, rows, A, 1, lf, dY, lk, 1, [&](int i, int j, R acc) { gw2[i * la + j] += acc; });
         col_sum(gb2, dY, lk, rows, d);
         __syncthreads();
         /* gW1 += k^T dz1, gb1 += sum dz1 */
-        prod<tc, FMA_44, 2>(0, d, F, rows, Kt, 1, lk, S, lf, 1, [&](int i, int j, R acc) { gw1[i * lw + j] += acc; });
+        prod<TC, FMA_44, 2>(0, d, F, rows, Kt, 1, lk, S, lf, 1, [&](int i, int j, R acc) { gw1[i * lw + j] += acc; });
         col_sum(gb1, S, lf, rows, F);
     }
     if (lane == 0) wloss[warp] = wl;
@@ -672,7 +698,7 @@ template <typename R, bool TC> __global__ void __launch_bounds__(THREADS) step_f
 /* ---- the backward of the step (second order in the inner loss) ---- */
 
 /* one block an SM (its shared memory at the ViT's head), so all of the registers: without the 1, ptxas kept f32 to 128 and spilled */
-template <typename R, bool TC> __global__ void __launch_bounds__(THREADS, 1) step_bwd(StepBwd<R> p) {
+template <typename R, int TC> __global__ void __launch_bounds__(THREADS, 1) step_bwd(StepBwd<R> p) {
     char *raw = (char *)MTTT_SMEM();
     Carve<R> cv{(R *)(raw + WARPS * 8)};
     const int d = p.d, F = p.F, D = p.D, tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
@@ -736,13 +762,13 @@ template <typename R, bool TC> __global__ void __launch_bounds__(THREADS, 1) ste
         __syncthreads();
         /* the forward again: z1, a = gelu(z1), s1 = gelu'(z1), gelu''(z1) (in Qz); the tangent z1t = k U1 + u1
          * (in Ab until the adjoints need it) */
-        prod<tc, FMA_W, 2>(0, rows, F, d, Kt, lk, 1, W1, l1, 1, [&](int i, int j, R acc) {
+        prod<TC, FMA_W, 2>(0, rows, F, d, Kt, lk, 1, W1, l1, 1, [&](int i, int j, R acc) {
             R g1, g2;
             A[i * lf + j] = gelu(acc + b1[j], &g1, &g2);
             S1[i * lf + j] = g1, Qz[i * lf + j] = g2;
         });
         if (hu1)
-            prod<tc, FMA_W, 2>(0, rows, F, d, Kt, lk, 1, U1, l1, 1,
+            prod<TC, FMA_W, 2>(0, rows, F, d, Kt, lk, 1, U1, l1, 1,
                                [&](int i, int j, R acc) { Ab[i * lf + j] = acc + v1[j]; });
         else
             for (int e = tid; e < rows * F; e += THREADS) Ab[(e / F) * lf + e % F] = v1[e % F];
@@ -753,19 +779,19 @@ template <typename R, bool TC> __global__ void __launch_bounds__(THREADS, 1) ste
             At[x] = S1[x] * Ab[x], Qz[x] *= Ab[x];
         }
         /* (mm_tc_ks's scratch here and in the next phase and for dk: Pb, Ptb, unused until the rows below) */
-        prod_ks<tc>(Pb, tm * lp, rows, d, F, A, lf, 1, W2, l2, 1,
+        prod_ks<TC>(Pb, tm * lp, rows, d, F, A, lf, 1, W2, l2, 1,
                     [&](int i, int j, R acc) { Y[i * lk + j] = acc + b2[j]; });
         __syncthreads();
         /* yt = at W2 + a U2 + u2 (one thread owns each element through both products), p = y gh^T (in Xh) */
-        prod_ks<tc>(Ptb, tm * lp, rows, d, F, At, lf, 1, W2, l2, 1,
+        prod_ks<TC>(Ptb, tm * lp, rows, d, F, At, lf, 1, W2, l2, 1,
                     [&](int i, int j, R acc) { Yt[i * lk + j] = acc + v2[j]; });
         if (hu2)
-            prod_ks<tc>(Pb, tm * lp, rows, d, F, A, lf, 1, U2, l2, 1,
+            prod_ks<TC>(Pb, tm * lp, rows, d, F, A, lf, 1, U2, l2, 1,
                         [&](int i, int j, R acc) { Yt[i * lk + j] += acc; });
-        prod<tc, FMA_22, 1>(0, rows, D, d, Y, lk, 1, G, 1, lg, [&](int i, int j, R acc) { Xh[i * lp + j] = acc; });
+        prod<TC, FMA_22, 1>(0, rows, D, d, Y, lk, 1, G, 1, lg, [&](int i, int j, R acc) { Xh[i * lp + j] = acc; });
         __syncthreads();
         /* pt = yt gh^T */
-        prod<tc, FMA_22, 1>(0, rows, D, d, Yt, lk, 1, G, 1, lg, [&](int i, int j, R acc) { Pt[i * lp + j] = acc; });
+        prod<TC, FMA_22, 1>(0, rows, D, d, Yt, lk, 1, G, 1, lg, [&](int i, int j, R acc) { Pt[i * lp + j] = acc; });
         __syncthreads();
         /* row by row (a warp each; cpu_mttt_impl.h: ln_resid_row, ln_bwd_row): xh, r, the LN's tangent xht and
          * the adjoints pb, ptb; dx; the rows' terms of dlng (Cg) and dlnb (Cb) */
@@ -825,19 +851,19 @@ template <typename R, bool TC> __global__ void __launch_bounds__(THREADS, 1) ste
         __syncthreads();
         /* dlng, dlnb; yb = pb gh, ytb = ptb gh, dgh += pb^T y + ptb^T yt */
         if (ln) col_sum(dgam, Cg, lp, rows, D), col_sum(dbet, Cb, lp, rows, D);
-        prod<tc, FMA_K, 1>(0, rows, d, D, Pb, lp, 1, G, lg, 1, [&](int i, int j, R acc) { Yb[i * lk + j] = acc; });
-        prod<tc, FMA_K, 1>(4, rows, d, D, Ptb, lp, 1, G, lg, 1, [&](int i, int j, R acc) { Ytb[i * lk + j] = acc; });
-        prod<tc, FMA_24, 1>(0, D, d, rows, Pb, 1, lp, Y, lk, 1, [&](int i, int j, R acc) { dG[i * la + j] += acc; });
-        prod<tc, FMA_24, 1>(0, D, d, rows, Ptb, 1, lp, Yt, lk, 1, [&](int i, int j, R acc) { dG[i * la + j] += acc; });
+        prod<TC, FMA_K, 1>(0, rows, d, D, Pb, lp, 1, G, lg, 1, [&](int i, int j, R acc) { Yb[i * lk + j] = acc; });
+        prod<TC, FMA_K, 1>(4, rows, d, D, Ptb, lp, 1, G, lg, 1, [&](int i, int j, R acc) { Ytb[i * lk + j] = acc; });
+        prod<TC, FMA_24, 1>(0, D, d, rows, Pb, 1, lp, Y, lk, 1, [&](int i, int j, R acc) { dG[i * la + j] += acc; });
+        prod<TC, FMA_24, 1>(0, D, d, rows, Ptb, 1, lp, Yt, lk, 1, [&](int i, int j, R acc) { dG[i * la + j] += acc; });
         __syncthreads();
         /* ab = yb W2^T + ytb U2^T, atb = ytb W2^T (in Ab, Atb); dW2 += a^T yb + at^T ytb, db2 += sum yb */
-        prod<tc, FMA_W, 2>(0, rows, F, d, Yb, lk, 1, W2, 1, l2, [&](int i, int j, R acc) { Ab[i * lf + j] = acc; });
+        prod<TC, FMA_W, 2>(0, rows, F, d, Yb, lk, 1, W2, 1, l2, [&](int i, int j, R acc) { Ab[i * lf + j] = acc; });
         if (hu2)
-            prod<tc, FMA_W, 2>(0, rows, F, d, Ytb, lk, 1, U2, 1, l2,
+            prod<TC, FMA_W, 2>(0, rows, F, d, Ytb, lk, 1, U2, 1, l2,
                                [&](int i, int j, R acc) { Ab[i * lf + j] += acc; });
-        prod<tc, FMA_W, 2>(0, rows, F, d, Ytb, lk, 1, W2, 1, l2, [&](int i, int j, R acc) { Atb[i * lf + j] = acc; });
-        prod<tc, FMA_44, 1>(0, F, d, rows, A, 1, lf, Yb, lk, 1, [&](int i, int j, R acc) { dW2[i * la + j] += acc; });
-        prod<tc, FMA_44, 1>(0, F, d, rows, At, 1, lf, Ytb, lk, 1, [&](int i, int j, R acc) { dW2[i * la + j] += acc; });
+        prod<TC, FMA_W, 2>(0, rows, F, d, Ytb, lk, 1, W2, 1, l2, [&](int i, int j, R acc) { Atb[i * lf + j] = acc; });
+        prod<TC, FMA_44, 1>(0, F, d, rows, A, 1, lf, Yb, lk, 1, [&](int i, int j, R acc) { dW2[i * la + j] += acc; });
+        prod<TC, FMA_44, 1>(0, F, d, rows, At, 1, lf, Ytb, lk, 1, [&](int i, int j, R acc) { dW2[i * la + j] += acc; });
         col_sum(db2, Yb, lk, rows, d);
         __syncthreads();
         /* z1b = ab o s1 + atb o gelu''(z1) o z1t (in Ab), z1tb = atb o s1 (in Atb) */
@@ -849,12 +875,12 @@ template <typename R, bool TC> __global__ void __launch_bounds__(THREADS, 1) ste
         }
         __syncthreads();
         /* dk = z1b W1^T + z1tb U1^T; dW1 += k^T z1b, db1 += sum z1b */
-        prod_ks<tc>(Pb, tm * lp, rows, d, F, Ab, lf, 1, W1, 1, l1,
+        prod_ks<TC>(Pb, tm * lp, rows, d, F, Ab, lf, 1, W1, 1, l1,
                     [&](int i, int j, R acc) { dK0[(int64_t)(t0 + i) * d + j] = acc; });
         if (hu1)
-            prod_ks<tc>(Ptb, tm * lp, rows, d, F, Atb, lf, 1, U1, 1, l1,
+            prod_ks<TC>(Ptb, tm * lp, rows, d, F, Atb, lf, 1, U1, 1, l1,
                         [&](int i, int j, R acc) { dK0[(int64_t)(t0 + i) * d + j] += acc; });
-        prod<tc, FMA_44, 2>(4, d, F, rows, Kt, 1, lk, Ab, lf, 1, [&](int i, int j, R acc) { dW1[i * lw + j] += acc; });
+        prod<TC, FMA_44, 2>(4, d, F, rows, Kt, 1, lk, Ab, lf, 1, [&](int i, int j, R acc) { dW1[i * lw + j] += acc; });
         col_sum(db1, Ab, lf, rows, F);
     }
     __syncthreads();
@@ -873,7 +899,7 @@ template <typename R, bool TC> __global__ void __launch_bounds__(THREADS, 1) ste
 
 /* ---- the read-out and its backward ---- */
 
-template <typename R, bool TC> __global__ void __launch_bounds__(THREADS) apply_fwd(Apply<R> p) {
+template <typename R, int TC> __global__ void __launch_bounds__(THREADS) apply_fwd(Apply<R> p) {
     Carve<R> cv{(R *)((char *)MTTT_SMEM() + WARPS * 8)};
     const int d = p.d, F = p.F;
     static_assert(!TC || is_f32<R>::v, "tensor cores for f32 only");
@@ -904,16 +930,16 @@ template <typename R, bool TC> __global__ void __launch_bounds__(THREADS) apply_
         __syncthreads();
         copy_rows(Qt, lk, Q0 + t0 * p.qs[2], p.qs[2], rows, d);
         __syncthreads();
-        prod<tc, FMA_W, 2>(0, rows, F, d, Qt, lk, 1, W1, l1, 1, [&](int i, int j, R acc) {
+        prod<TC, FMA_W, 2>(0, rows, F, d, Qt, lk, 1, W1, l1, 1, [&](int i, int j, R acc) {
             A[i * lf + j] = gelu(acc + b1[j], (R *)nullptr, (R *)nullptr);
         });
         __syncthreads();
-        prod<tc, FMA_K, 1>(0, rows, d, F, A, lf, 1, W2, l2, 1,
+        prod<TC, FMA_K, 1>(0, rows, d, F, A, lf, 1, W2, l2, 1,
                            [&](int i, int j, R acc) { O0[(int64_t)(t0 + i) * d + j] = acc + b2[j]; });
     }
 }
 
-template <typename R, bool TC> __global__ void __launch_bounds__(THREADS) apply_bwd(Apply<R> p) {
+template <typename R, int TC> __global__ void __launch_bounds__(THREADS) apply_bwd(Apply<R> p) {
     Carve<R> cv{(R *)((char *)MTTT_SMEM() + WARPS * 8)};
     const int d = p.d, F = p.F, tid = threadIdx.x;
     static_assert(!TC || is_f32<R>::v, "tensor cores for f32 only");
@@ -953,21 +979,21 @@ template <typename R, bool TC> __global__ void __launch_bounds__(THREADS) apply_
         copy_rows(dO, lk, dO0 + (int64_t)t0 * d, (int64_t)d, rows, d);
         __syncthreads();
         /* z = q W1 + b1: a = gelu(z), s = gelu'(z) */
-        prod<tc, FMA_W, 2>(0, rows, F, d, Qt, lk, 1, W1, l1, 1, [&](int i, int j, R acc) {
+        prod<TC, FMA_W, 2>(0, rows, F, d, Qt, lk, 1, W1, l1, 1, [&](int i, int j, R acc) {
             R g1;
             A[i * lf + j] = gelu(acc + b1[j], &g1, (R *)nullptr);
             S[i * lf + j] = g1;
         });
         __syncthreads();
         /* out = a W2 + b2: dz = (dout W2^T) o gelu'(z) in place of s; dW2 += a^T dout, db2 += sum dout */
-        prod<tc, FMA_W, 2>(0, rows, F, d, dO, lk, 1, W2, 1, l2, [&](int i, int j, R acc) { S[i * lf + j] *= acc; });
-        prod<tc, FMA_44, 1>(0, F, d, rows, A, 1, lf, dO, lk, 1, [&](int i, int j, R acc) { dW2[i * la + j] += acc; });
+        prod<TC, FMA_W, 2>(0, rows, F, d, dO, lk, 1, W2, 1, l2, [&](int i, int j, R acc) { S[i * lf + j] *= acc; });
+        prod<TC, FMA_44, 1>(0, F, d, rows, A, 1, lf, dO, lk, 1, [&](int i, int j, R acc) { dW2[i * la + j] += acc; });
         col_sum(db2, dO, lk, rows, d);
         __syncthreads();
         /* z = q W1 + b1: dq = dz W1^T, dW1 += q^T dz, db1 += sum dz */
-        prod<tc, FMA_K, 1>(0, rows, d, F, S, lf, 1, W1, 1, l1,
+        prod<TC, FMA_K, 1>(0, rows, d, F, S, lf, 1, W1, 1, l1,
                            [&](int i, int j, R acc) { dQ0[(int64_t)(t0 + i) * d + j] = acc; });
-        prod<tc, FMA_44, 2>(4, d, F, rows, Qt, 1, lk, S, lf, 1, [&](int i, int j, R acc) { dW1[i * lw + j] += acc; });
+        prod<TC, FMA_44, 2>(4, d, F, rows, Qt, 1, lk, S, lf, 1, [&](int i, int j, R acc) { dW1[i * lw + j] += acc; });
         col_sum(db1, S, lf, rows, F);
     }
     __syncthreads();

@@ -1,5 +1,6 @@
 /* f32 products on the bf16 tensor cores, shared by the kernels that take them (ttt_scan.cuh, ttt_scan2.cuh,
- * mttt_step.cuh; and the host emulator's tests, which define TTT_EMU and include emu.h first).
+ * mttt_step.cuh; and the host emulator's tests, which define TTT_EMU and include emu.h first); and, at the end,
+ * the same products at TF32's precision (namespace tf32, mttt_step.cuh's TF32 instances).
  *
  * mma.sync.m16n8k16 multiplies bf16 and accumulates in f32. An f32 operand x is split into two bf16, hi =
  * bf16(x) and lo = bf16(x - hi), and a product taken as lo_a hi_b + hi_a lo_b + hi_a hi_b (mma3: the small
@@ -61,5 +62,37 @@ __device__ __forceinline__ void mma3(float (&acc)[4], const uint32_t (&ah)[4], c
 }
 
 } // namespace splitbf16
+
+/* f32 products on the TF32 tensor cores (mma.sync.m16n8k8 .tf32: 10-bit mantissas, f32 accumulation, ~2^-11
+ * relative a product), for kernels that may run at TF32's precision (contexts that allow it, as cuBLAS's TF32 mode
+ * does): one product where split-bf16 takes three, no splitting. */
+namespace tf32 {
+
+/* x rounded to TF32 (cvt.rna: to nearest, ties away from zero), as the f32 bit pattern mma reads */
+__device__ __forceinline__ uint32_t bits(float x) {
+#ifdef TTT_EMU
+    uint32_t b;
+    memcpy(&b, &x, 4);
+    if ((b & 0x7f800000u) == 0x7f800000u) return b; /* inf, NaN: kept */
+    return (b + 0x1000u) & 0xffffe000u;
+#else
+    uint32_t r;
+    asm("cvt.rna.tf32.f32 %0, %1;\n" : "=r"(r) : "f"(x));
+    return r;
+#endif
+}
+/* d += a b: a 16 x 8 (row), b 8 x 8 (col) tf32, d f32 */
+__device__ __forceinline__ void mma1688(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
+#ifdef TTT_EMU
+    emu::mma_tf32_1688(d, a, b);
+#else
+    asm volatile("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+                 "{%0,%1,%2,%3};\n"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+#endif
+}
+
+} // namespace tf32
 
 #endif
