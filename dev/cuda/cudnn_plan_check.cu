@@ -88,8 +88,26 @@ static int configs(Graph *g, cudnnBackendDescriptor_t dp, bool try_plans) {
             if (eng) A->bget(eng, CUDNN_ATTR_ENGINE_GLOBAL_INDEX, CUDNN_TYPE_INT64, 1, &got, &idx);
             int64_t ws = -1; /* the config's workspace in bytes, where cuDNN tells it before a plan */
             A->bget(cfg[i], CUDNN_ATTR_ENGINECFG_WORKSPACE_SIZE, CUDNN_TYPE_INT64, 1, &got, &ws);
-            if (ws >= 0) printf(" %lld (workspace %.1f MB)", (long long)idx, (double)ws / 1e6);
-            else printf(" %lld", (long long)idx);
+            /* the engine's own notes: whether it says it is nondeterministic, compiles at run time, or takes CUDA
+             * graphs natively */
+            cudnnBackendNumericalNote_t num[CUDNN_NUMERICAL_NOTE_TYPE_COUNT];
+            cudnnBackendBehaviorNote_t beh[CUDNN_BEHAVIOR_NOTE_TYPE_COUNT];
+            int64_t nn = 0, nb = 0;
+            if (eng && A->bget(eng, CUDNN_ATTR_ENGINE_NUMERICAL_NOTE, CUDNN_TYPE_NUMERICAL_NOTE,
+                               CUDNN_NUMERICAL_NOTE_TYPE_COUNT, &nn, num))
+                nn = 0;
+            if (eng && A->bget(eng, CUDNN_ATTR_ENGINE_BEHAVIOR_NOTE, CUDNN_TYPE_BEHAVIOR_NOTE,
+                               CUDNN_BEHAVIOR_NOTE_TYPE_COUNT, &nb, beh))
+                nb = 0;
+            char notes[160] = "";
+            for (int64_t j = 0; j < nn; j++)
+                if (num[j] == CUDNN_NUMERICAL_NOTE_NONDETERMINISTIC) strcat(notes, ", nondeterministic");
+                else if (num[j] == CUDNN_NUMERICAL_NOTE_TENSOR_CORE) strcat(notes, ", tensor cores");
+            for (int64_t j = 0; j < nb; j++)
+                if (beh[j] == CUDNN_BEHAVIOR_NOTE_RUNTIME_COMPILATION) strcat(notes, ", compiled at run time");
+                else if (beh[j] == CUDNN_BEHAVIOR_NOTE_SUPPORTS_CUDA_GRAPH_NATIVE_API) strcat(notes, ", CUDA graphs native");
+            if (ws >= 0) printf(" %lld (workspace %.1f MB%s)", (long long)idx, (double)ws / 1e6, notes);
+            else printf(" %lld (%s)", (long long)idx, notes[0] ? notes + 2 : "");
         }
         printf("\n");
         total += (int)n;
