@@ -460,7 +460,10 @@ static void checks(ttt_ctx *ctx) {
     info(&reread);
     const char *env = getenv("TTT_CUDNN");
     if (env && *env) {
-        const int want = !strcmp(env, "0") ? TTT_CUDNN_OFF : !strcmp(env, "fwd") ? TTT_CUDNN_FWD : TTT_CUDNN_ALL;
+        const int want = !strcmp(env, "1") || !strcmp(env, "all") ? TTT_CUDNN_ALL
+                         : !strcmp(env, "fwd")                    ? TTT_CUDNN_FWD
+                         : !strcmp(env, "det")                    ? TTT_CUDNN_DET
+                                                                  : TTT_CUDNN_OFF;
         CHECK_MSG(reread.enabled == want, "TTT_CUDNN=%s read as mode %d", env, reread.enabled);
     }
     ttt_ctx_free(cctx);

@@ -44,16 +44,22 @@ static bool env_on(const char *name, int dflt) {
     if (!e || !*e) return dflt != 0;
     return strcmp(e, "0") != 0;
 }
-/* TTT_CUDNN: unset TTT_CUDNN_DEFAULT, "0" off, "fwd" the forward only (our deterministic backward runs after it),
- * "det" the forward and the backward without dQ's atomics, anything else forward and backward */
+/* TTT_CUDNN: unset TTT_CUDNN_DEFAULT, "0" (or "off") off, "1" (or "all") forward and backward, "fwd" the forward
+ * only (our deterministic backward runs after it), "det" the forward and the backward without dQ's atomics.
+ * Anything else leaves cuDNN off, with a warning: a mistyped "fwd" must not give the mode that is not
+ * bit-repeatable. */
 static int mode(void) {
     if (g_enabled == -2) {
         const char *e = getenv("TTT_CUDNN");
-        g_enabled = !e || !*e              ? TTT_CUDNN_DEFAULT
-                    : !strcmp(e, "0")      ? TTT_CUDNN_OFF
-                    : !strcmp(e, "fwd")    ? TTT_CUDNN_FWD
-                    : !strcmp(e, "det")    ? TTT_CUDNN_DET
-                                           : TTT_CUDNN_ALL;
+        if (!e || !*e) g_enabled = TTT_CUDNN_DEFAULT;
+        else if (!strcmp(e, "0") || !strcmp(e, "off")) g_enabled = TTT_CUDNN_OFF;
+        else if (!strcmp(e, "1") || !strcmp(e, "all")) g_enabled = TTT_CUDNN_ALL;
+        else if (!strcmp(e, "fwd")) g_enabled = TTT_CUDNN_FWD;
+        else if (!strcmp(e, "det")) g_enabled = TTT_CUDNN_DET;
+        else {
+            fprintf(stderr, "ttt: TTT_CUDNN=%s is not one of 0, 1, fwd, det; cuDNN's attention stays off\n", e);
+            g_enabled = TTT_CUDNN_OFF;
+        }
     }
     return g_enabled;
 }
