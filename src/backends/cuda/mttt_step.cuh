@@ -25,7 +25,8 @@
  * ~2^-16 relative where the FMA loops give 2^-24; same owners and order per output, so still deterministic;
  * rows padded for its reads (pad). TC is an int: 0 the FMA loops, 1 split-bf16, 2 the same tiles on TF32 mma
  * (m16n8k8 .tf32: one product where split-bf16 takes three and no splitting, ~2^-11 relative a product, what
- * cuBLAS's TF32 mode gives; mttt_step.cu runs it with TTT_MTTT_MMA=3 in contexts that allow TF32). The products carry the FLOPs. Per 16-row tile at the ViT's head (d 32,
+ * cuBLAS's TF32 mode gives; mttt_step.cu runs it with TTT_MTTT_MMA=3 in contexts that allow TF32).
+ * The products carry the FLOPs. Per 16-row tile at the ViT's head (d 32,
  * F 128, D 64; cotangents U1, U2 given), 2 M N K in MFLOP, M x N x K:
  *   step_bwd   z1, z1t = k W1, k U1; ab = yb W2^T + ytb U2^T; atb = ytb W2^T       5 x 16x128x32   0.131 each
  *              y, yt, yt += (a W2, at W2, a U2); dk, dk += (z1b W1^T, z1tb U1^T)  5 x 16x32x128   0.131
