@@ -281,32 +281,6 @@ inline float bf16_half(uint32_t w, int high) {
     memcpy(&f, &b, 4);
     return f;
 }
-inline void mma_bf16_16816(float *d, const uint32_t *a, const uint32_t *b) {
-    const int n = (int)(g_block.x * g_block.y * g_block.z);
-    if ((int)g_xu.size() < 6 * n) g_xu.resize(6 * n);
-    for (int i = 0; i < 4; i++) g_xu[g_cur * 6 + i] = a[i];
-    for (int i = 0; i < 2; i++) g_xu[g_cur * 6 + 4 + i] = b[i];
-    warp_barrier();
-    const int warp0 = g_cur & ~31, lane = g_cur & 31, g = lane >> 2, t = lane & 3;
-    auto A = [&](int r, int k) {
-        const int ln = (r % 8) * 4 + (k % 8) / 2, reg = (r >= 8) + 2 * (k >= 8);
-        return bf16_half(g_xu[(warp0 + ln) * 6 + reg], k % 2);
-    };
-    auto B = [&](int k, int c) {
-        const int ln = c * 4 + (k % 8) / 2, reg = 4 + (k >= 8);
-        return bf16_half(g_xu[(warp0 + ln) * 6 + reg], k % 2);
-    };
-    float r[4];
-    for (int i = 0; i < 4; i++) {
-        const int row = g + 8 * (i / 2), col = 2 * t + i % 2;
-        float acc = 0;
-        for (int k = 0; k < 16; k++) acc += A(row, k) * B(k, col);
-        r[i] = d[i] + acc;
-    }
-    warp_barrier();
-    for (int i = 0; i < 4; i++) d[i] = r[i];
-}
-
 /* mma.sync.m16n8k8.row.col f32 += tf32 x tf32 for the calling warp, with the PTX fragment layout: lane = 4 g + t;
  * A regs a0 (r g, k t), a1 (r g+8, k t), a2 (r g, k t+4), a3 (r g+8, k t+4); B regs b0 (k t, n g), b1 (k t+4, n g);
  * C as m16n8k16's. The registers hold f32 bit patterns whose low 13 bits the hardware ignores (cvt.rna.tf32.f32
@@ -317,25 +291,38 @@ inline float tf32_value(uint32_t w) {
     memcpy(&f, &b, 4);
     return f;
 }
-inline void mma_tf32_1688(float *d, const uint32_t *a, const uint32_t *b) {
+/* One m16n8 mma for the calling warp: the lanes' A (4) and B (2) registers exchanged through per-thread slots, then
+ * each lane's C elements (rows g, g + 8, columns 2t, 2t + 1) summed over k from 0 in f32. tf32: m16n8k8 .tf32,
+ * else m16n8k16 bf16 (layouts above each entry). */
+inline void mma_m16n8(float *d, const uint32_t *a, const uint32_t *b, bool tf32) {
     const int n = (int)(g_block.x * g_block.y * g_block.z);
     if ((int)g_xu.size() < 6 * n) g_xu.resize(6 * n);
     for (int i = 0; i < 4; i++) g_xu[g_cur * 6 + i] = a[i];
     for (int i = 0; i < 2; i++) g_xu[g_cur * 6 + 4 + i] = b[i];
     warp_barrier();
-    const int warp0 = g_cur & ~31, lane = g_cur & 31, g = lane >> 2, t = lane & 3;
-    auto A = [&](int r, int k) { return tf32_value(g_xu[(warp0 + (r % 8) * 4 + k % 4) * 6 + (r >= 8) + 2 * (k >= 4)]); };
-    auto B = [&](int k, int c) { return tf32_value(g_xu[(warp0 + c * 4 + k % 4) * 6 + 4 + (k >= 4)]); };
+    const int warp0 = g_cur & ~31, lane = g_cur & 31, g = lane >> 2, t = lane & 3, K = tf32 ? 8 : 16;
+    auto A = [&](int r, int k) {
+        if (tf32) return tf32_value(g_xu[(warp0 + (r % 8) * 4 + k % 4) * 6 + (r >= 8) + 2 * (k >= 4)]);
+        const int ln = (r % 8) * 4 + (k % 8) / 2, reg = (r >= 8) + 2 * (k >= 8);
+        return bf16_half(g_xu[(warp0 + ln) * 6 + reg], k % 2);
+    };
+    auto B = [&](int k, int c) {
+        if (tf32) return tf32_value(g_xu[(warp0 + c * 4 + k % 4) * 6 + 4 + (k >= 4)]);
+        const int ln = c * 4 + (k % 8) / 2, reg = 4 + (k >= 8);
+        return bf16_half(g_xu[(warp0 + ln) * 6 + reg], k % 2);
+    };
     float r[4];
     for (int i = 0; i < 4; i++) {
         const int row = g + 8 * (i / 2), col = 2 * t + i % 2;
         float acc = 0;
-        for (int k = 0; k < 8; k++) acc += A(row, k) * B(k, col);
+        for (int k = 0; k < K; k++) acc += A(row, k) * B(k, col);
         r[i] = d[i] + acc;
     }
     warp_barrier();
     for (int i = 0; i < 4; i++) d[i] = r[i];
 }
+inline void mma_bf16_16816(float *d, const uint32_t *a, const uint32_t *b) { mma_m16n8(d, a, b, false); }
+inline void mma_tf32_1688(float *d, const uint32_t *a, const uint32_t *b) { mma_m16n8(d, a, b, true); }
 
 /* movmatrix.sync.aligned.m8n8.trans.b16 for the calling warp: lane 4 g + t holds elements (g, 2t), (g, 2t + 1) of
  * an 8 x 8 matrix M (the lower index in the lower 16 bits) and gets those of M^T: M(2t, g), M(2t + 1, g). */
