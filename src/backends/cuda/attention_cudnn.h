@@ -11,10 +11,11 @@
  * kernels run. A forward and a backward may come from different paths: both
  * keep lse in the same convention.
  *
- * Off unless TTT_CUDNN=1 (forward and backward), TTT_CUDNN=fwd (the forward only: cuDNN's forward has no
- * atomics, so with our backward after it a run keeps the same bits every time; cuDNN's backward adds into dQ
- * with atomics) or TTT_CUDNN=det (forward, and the backward in the form cudnn-frontend asks for when it wants a
- * deterministic one on Hopper). docs/cudnn.md says what was measured. libcudnn
+ * Modes (TTT_CUDNN): det, the default (forward, and the backward in the form cudnn-frontend asks for when it
+ * wants a deterministic one on Hopper: the same bits every run, measured on an H100); fwd (the forward only:
+ * cuDNN's forward has no atomics, so with our backward after it a run keeps its bits); 1 (forward and the default
+ * backward, which adds into dQ with atomics: not bit-repeatable); 0 off. docs/cudnn.md says what was measured.
+ * libcudnn
  * is opened at run time (dlopen), so a build with cuDNN's headers runs where
  * cuDNN is absent. The test-facing part below is plain C. */
 #ifndef TTT_ATTENTION_CUDNN_H
