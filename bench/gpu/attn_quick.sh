@@ -6,7 +6,7 @@
 # 125M LM step at T 8K against torch.compile.
 # Carry .debs (json-c, for `ttt data prepare`). Logs in $OUT (default ./gpu-out).
 set -uo pipefail
-export TTT_CUDNN=${TTT_CUDNN:-0} # our own attention kernels, which this script is about (cuDNN's det is the default)
+export TTT_CUDNN=${TTT_CUDNN:-0} # the LM runs on our own attention kernels, which this script is about (test_attention_fused turns cuDNN off itself)
 DEADLINE_DEFAULT=330
 source bench/gpu/common.sh
 build_gpu test_attention_fused ttt_cli || exit 1

@@ -9,7 +9,7 @@
 # Carry .debs (json-c, for `ttt data prepare`). Logs in $OUT (default ./gpu-out).
 #   bash bench/gpu/bwd1_check.sh        DEADLINE=560 (seconds; later parts are skipped past it)
 set -uo pipefail
-export TTT_CUDNN=${TTT_CUDNN:-0} # our own attention kernels, which this script is about (cuDNN's det is the default)
+export TTT_CUDNN=${TTT_CUDNN:-0} # the LM runs on our own attention kernels, which this script is about (test_attention_fused turns cuDNN off itself)
 DEADLINE_DEFAULT=560
 source bench/gpu/common.sh
 B=./build/gpu

@@ -11,7 +11,7 @@
 set -uo pipefail
 DEADLINE_DEFAULT=540
 source bench/gpu/common.sh
-source bench/gpu/cudnn_env.sh
+cat "$OUT/cudnn_env.txt"
 build_gpu test_attention_cudnn test_attention_fused || exit 1
 grep -E "ttt: cuDNN" "$OUT/cmake.log"
 status=0

@@ -9,7 +9,7 @@
 # from the two-kernel path's) and the whole 2K..128K table with it. Carry .debs (json-c, for `ttt data prepare`).
 # Logs in $OUT (default ./gpu-out).
 set -uo pipefail
-export TTT_CUDNN=${TTT_CUDNN:-0} # our own attention kernels, which this script is about (cuDNN's det is the default)
+export TTT_CUDNN=${TTT_CUDNN:-0} # the LM runs on our own attention kernels, which this script is about (test_attention_fused turns cuDNN off itself)
 DEADLINE_DEFAULT=400
 source bench/gpu/common.sh
 build_gpu test_attention_fused ttt_cli || exit 1

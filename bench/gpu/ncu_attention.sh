@@ -7,7 +7,6 @@
 # conflicts and the tensor pipe's active cycles. ncu locks the clocks at base: read ratios, not absolute times.
 # Logs in $OUT (default ./gpu-out): ncu_<who>_<T>_<d>.txt and a summary table ncu_summary.txt.
 set -uo pipefail
-export TTT_CUDNN=${TTT_CUDNN:-0} # our own attention kernels, which this script is about (cuDNN's det is the default)
 OUT=${OUT:-gpu-out}
 mkdir -p "$OUT"
 SHAPES=${SHAPES:-"8192:64 8192:128"}

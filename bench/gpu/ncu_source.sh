@@ -5,7 +5,6 @@
 # bench/gpu/ncu_stalls.py sums them by opcode and lists the instructions with the most samples.
 #   T=8192 D=64 bash bench/gpu/ncu_source.sh         logs in $OUT (default ./gpu-out)
 set -uo pipefail
-export TTT_CUDNN=${TTT_CUDNN:-0} # our own attention kernels, which this script is about (cuDNN's det is the default)
 OUT=${OUT:-gpu-out}
 mkdir -p "$OUT"
 T=${T:-8192} D=${D:-64}

@@ -7,6 +7,7 @@ set -uo pipefail
 OUT=${OUT:-gpu-out}
 mkdir -p "$OUT"
 source bench/gpu/jsonc_env.sh # json-c (checkpoints) from .debs when the machine lacks it
+source bench/gpu/cudnn_env.sh >"$OUT/cudnn_env.txt" 2>&1 # the libcudnn of the default attention path (TTT_CUDNN=det)
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 # a cache from a build without json-c would keep it out (pkg-config checks once)
 if pkg-config --exists json-c && ! grep -q "JSONC_FOUND:INTERNAL=1" build/gpu/CMakeCache.txt 2>/dev/null; then rm -f build/gpu/CMakeCache.txt; fi

@@ -4,8 +4,8 @@
 #   lm       125M dense LM training, bf16, T = 1K (batch 8) and T = 8K (batch 1): ttt against
 #            PyTorch eager and torch.compile (bench/lm/torch_lm.py), MFU against the bf16 matmul
 #            ceiling measured here (torch.matmul 8192^3)
-#   lmcudnn  the lm part's ttt runs again with cuDNN's attention (TTT_CUDNN_GRAPHS=1; TTT_CUDNN=1 forward and backward,
-#            =fwd its forward with our backward, =det its forward and deterministic backward; two runs of each of
+#   lmcudnn  the lm part's ttt runs (the default, det) again in every cuDNN mode (TTT_CUDNN_GRAPHS=1; =0 our kernels,
+#            =1 forward and backward, =fwd its forward with our backward, =det its forward and deterministic backward; two runs of each of
 #            the last two must give the same checkpoint bytes; opt-in: docs/cudnn.md); after lm, for the ratios
 #            to torch.compile
 #   profile  TTT_PROFILE=1 over 12 steps of the 1K run: where the step goes, by kernel
@@ -33,6 +33,9 @@ log() { tee -a "$LOG"; }
 has() { case " $PARTS " in *" $1 "*) return 0 ;; esac; return 1; }
 source bench/gpu/jsonc_env.sh
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | log
+# cuDNN's environment once, for every part: the default attention path (TTT_CUDNN=det) opens this libcudnn
+source bench/gpu/cudnn_env.sh >"$W/cudnn_env.txt" 2>&1
+grep -E "TTT_CUDNN_LIB|^torch" "$W/cudnn_env.txt" | log
 t0=$(date +%s)
 cmake -S . -B build/gpu -DCMAKE_BUILD_TYPE=Release -DTTT_CUDA=ON >"$W/cmake.log" 2>&1 || { tail -30 "$W/cmake.log"; exit 1; }
 cmake --build build/gpu -j "$(nproc)" --target ttt_cli test_attention_fused e2e_step attn_double_backward \
@@ -93,14 +96,12 @@ print(f'{2 * 8192**3 * 20 / (s.elapsed_time(e) * 1e-3) / 1e12:.1f}')")
 fi
 
 if has lmcudnn; then
-  source bench/gpu/cudnn_env.sh >"$W/cudnn_env.txt" 2>&1 # TTT_CUDNN_LIB, NVRTC (docs/cudnn.md)
-  grep -E "TTT_CUDNN_LIB|torch" "$W/cudnn_env.txt" | log
   # the deterministic backward keeps two T x T matrices a head (6 bytes an element: 4.8 GB at 8K, 12 heads)
   export TTT_CUDNN_WS_MAX=${TTT_CUDNN_WS_MAX:-16384}
   echo "== 125M training, bf16, with cuDNN's attention (TTT_CUDNN_GRAPHS=1, TTT_CUDNN_WS_MAX=$TTT_CUDNN_WS_MAX):" \
-    "TTT_CUDNN=1 forward and backward (not bit-repeatable), =fwd its forward and our backward, =det its forward" \
-    "and its deterministic backward ==" | log
-  for mode in 1 fwd det; do
+    "TTT_CUDNN=0 our kernels, =1 forward and backward (not bit-repeatable), =fwd its forward and our backward," \
+    "=det (the default) its forward and its deterministic backward ==" | log
+  for mode in 0 1 fwd det; do
     for shape in "1024 8" "8192 1"; do
       set -- $shape
       TTT_CUDNN=$mode TTT_CUDNN_GRAPHS=1 $B/ttt lm train --device cuda --data $W/ts.bin --preset 125m --seq-len $1 --batch $2 \
@@ -134,7 +135,8 @@ fi
 
 if has attn; then
   echo "== attention (bench/gpu/run_attention.sh, bf16 only) ==" | log
-  CHECKS=0 F32=0 HARNESS=${HARNESS:-1} OUT=$OUT/attn timeout 420 bash bench/gpu/run_attention.sh 2>&1 | tail -60 | log || status=1
+  # the default path (cuDNN's det where it takes the call); test_attention_fused times our kernels unless told
+  TTT_CUDNN=${TTT_CUDNN:-det} CHECKS=0 F32=0 HARNESS=${HARNESS:-1} OUT=$OUT/attn timeout 420 bash bench/gpu/run_attention.sh 2>&1 | tail -60 | log || status=1
 fi
 
 if has e2e; then
@@ -146,7 +148,6 @@ if has e2e; then
 fi
 
 if has e2ecudnn; then # both steps with cuDNN's attention in the modes that keep a run's bits (docs/cudnn.md)
-  source bench/gpu/cudnn_env.sh >"$W/cudnn_env.txt" 2>&1
   for mode in fwd det; do
     echo "== TTT-E2E step vs full attention, 125M, bf16, T=8K, TTT_CUDNN=$mode ==" | log
     TTT_CUDNN=$mode TTT_CUDNN_WS_MAX=${TTT_CUDNN_WS_MAX:-16384} timeout 200 $B/e2e_step --preset 125m --device cuda \

@@ -98,9 +98,7 @@ static int64_t plan_limit(const CuDev *D) {
 static int mma_on(const CuDev *D, size_t es) {
     static const int env = [] {
         const char *e = getenv("TTT_MTTT_MMA");
-        if (!e || !*e) return 1;
-        const int v = atoi(e);
-        return v >= 0 && v <= 4 && e[0] >= '0' && e[0] <= '4' && !e[1] ? v : 1;
+        return e && e[0] >= '0' && e[0] <= '4' && !e[1] ? e[0] - '0' : 1;
     }();
     if (es != 4) return 0;
     switch (env) {
