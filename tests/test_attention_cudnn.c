@@ -17,7 +17,8 @@
  * TTT_CUDNN=fwd (cuDNN's forward repeats its bits, the backward is ours bit for bit) and TTT_CUDNN=det (cuDNN's
  * deterministic backward repeats its bits and agrees with ours), each with ttt_attention + ttt_grad giving the
  * same bits twice; whether the default backward (TTT_CUDNN=1) repeats its bits is printed. Last, a training step
- * with cuDNN recorded as a CUDA graph (check_graph): cuDNN is captured and the replay gives the eager bits.
+ * with cuDNN recorded as a CUDA graph (check_graph): cuDNN is captured and the replay gives the eager bits; and a
+ * backward over the workspace cap run in groups of heads (check_split) against the same call run whole.
  *
  * `--bench` prints CSV lines (the format of test_attention_fused --bench) of causal bf16 attention, B = 1,
  * H = 12, d 64 and 128, T 2K to 32K, forward and forward + backward, cuDNN on ("cudnn_bf16"), its forward with
@@ -340,6 +341,49 @@ static int check_repeat(ttt_ctx *ctx, const shape *s, int mode) {
     return ok;
 }
 
+/* A backward whose workspace is over the cap runs in groups of (batch, head) pairs (attention_cudnn.cu bwd_plan):
+ * with the cap at a third of the whole call's workspace, B 2 x H 3 runs as groups of two pairs, and gives the
+ * unsplit call's gradients (within TOL; whether the bits are the same is printed). */
+static int check_split(ttt_ctx *ctx, int mode) {
+    ttt_step_reset(ctx);
+    const shape s = {2, 3, 1024, 1024, 64, 1};
+    const double scale = 1.0 / sqrt((double)s.d);
+    ttt_tensor *in[3], *dout = ttt_randn(ctx, TTT_BF16, TTT_DIMS(s.b, s.h, s.tq, s.d), 1.0);
+    for (int i = 0; i < 3; i++) in[i] = ttt_randn(ctx, TTT_BF16, TTT_DIMS(s.b, s.h, s.tq, s.d), 1.0);
+    if (!in[0] || !in[1] || !in[2] || !dout) return 0;
+    ttt_tensor *o, *l, *whole[4], *split[4];
+    ttt_cudnn_info i0, i1, i2;
+    info(&i0);
+    int rc = direct_fwd(ctx, mode, &s, in[0], in[1], in[2], scale, &o, &l);
+    rc = rc ? rc : direct_bwd(ctx, mode, &s, in[0], in[1], in[2], o, l, dout, scale, whole);
+    info(&i1);
+    const int64_t ws = i1.bwd_ws;
+    ttt__cudnn_set_ws_max(ws / 3 + 1);
+    rc = rc ? rc : direct_bwd(ctx, mode, &s, in[0], in[1], in[2], o, l, dout, scale, split);
+    ttt__cudnn_set_ws_max(0);
+    info(&i2);
+    const char *name = mode == TTT_CUDNN_DET ? "deterministic (det)" : "default (1)";
+    if (rc) {
+        printf("FAIL split %s: %s\n", name, ttt_error(ctx));
+        return 0;
+    }
+    const int ran = i1.bwd_runs - i0.bwd_runs == 1 && i1.bwd_split_runs == i0.bwd_split_runs &&
+                    i2.bwd_runs - i1.bwd_runs == 1 && i2.bwd_split_runs - i1.bwd_split_runs == 1 && i2.bwd_ws <= ws / 3 + 1;
+    double e = 0;
+    int bits = 1;
+    for (int j = 0; j < 4; j++) {
+        e = fmax(e, err_t(ctx, split[j], whole[j]));
+        bits = bits && same_bits(ctx, split[j], whole[j]);
+    }
+    const int ok = ran && e <= TOL;
+    printf("%s split %s B2 H3 T1024 d64 causal: whole call's workspace %lld bytes, cap %lld: %s (group workspace %lld); "
+           "against the whole call %.1e, same bits %s\n",
+           ok ? "ok  " : "FAIL", name, (long long)ws, (long long)(ws / 3 + 1),
+           ran ? "ran in groups" : "did NOT run in groups", (long long)i2.bwd_ws, e, bits ? "yes" : "no");
+    if (!ran) printf("     %s\n", i2.why);
+    return ok;
+}
+
 /* A training step with cuDNN inside a recorded CUDA graph (TTT_CUDNN_GRAPHS=1, which main sets): cuDNN is captured
  * (its counters move while recording, it did not decline), and the replay gives the eager step's gradients bit for
  * bit in the modes that keep a run's bits. */
@@ -454,6 +498,10 @@ static void checks(ttt_ctx *ctx) {
                 CHECK(check_repeat(ctx, &rep[i], modes[m]));
     for (int m = 0; m < 3; m++)
         if (modes[m] == TTT_CUDNN_FWD || ttt__cudnn_takes(1, 1024, 1024, 1, 0)) CHECK(check_graph(ctx, modes[m]));
+    if (ttt__cudnn_takes(1, 1024, 1024, 1, 0)) {
+        CHECK(check_split(ctx, TTT_CUDNN_DET));
+        CHECK(check_split(ctx, TTT_CUDNN_ALL));
+    }
     /* back to TTT_CUDNN: where it is set, the mode it names */
     ttt__cudnn_set_enabled(-1);
     ttt_cudnn_info reread;

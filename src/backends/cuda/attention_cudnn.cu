@@ -98,6 +98,7 @@ extern "C" void ttt__cudnn_info(ttt_cudnn_info *out) {
     if (!out->why[0]) snprintf(out->why, sizeof out->why, "built without cuDNN's headers (CMake found no cudnn_graph.h)");
 }
 extern "C" int ttt__cudnn_load(void) { return 0; }
+extern "C" void ttt__cudnn_set_ws_max(int64_t) {}
 extern "C" int ttt__cudnn_takes(int, int64_t, int64_t, int, int64_t) { return 0; }
 int ttt__cudnn_attn_fwd(CuDev *, ttt_tensor *, ttt_tensor *, const ttt_tensor *, const ttt_tensor *, const ttt_tensor *, int,
                         int64_t, double) {
@@ -815,19 +816,24 @@ extern "C" int ttt__cudnn_takes(int backward, int64_t tq, int64_t tk, int causal
     return policy(g_info.version, backward ? BWD : FWD_TRAIN, tq, tk, causal, window, why, sizeof why);
 }
 
-/* The most workspace a plan may take (TTT_CUDNN_WS_MAX, MiB; default the larger of 4 GiB and a sixteenth of the
- * GPU's memory: 5.3 GB on an 80 GB H100, 8.9 GB on an H200): the backward's engine on cuDNN 9.19 wants B H Tq Tk
+/* The most workspace a plan may take (TTT_CUDNN_WS_MAX, MiB; default the larger of 4 GiB and an eighth of the
+ * GPU's memory: 10.6 GB on an 80 GB H100, 17.8 GB on an H200): the backward's engine on cuDNN 9.19 wants B H Tq Tk
  * f32 values (3.2 GB at T 8K, 12 heads), its deterministic form 6 bytes a score (4.8 GB), which the device pool
- * would then keep. Read once, at the first backward (which runs before any CUDA graph is recorded). */
+ * would then keep. A backward over the cap runs in groups of heads (ttt__cudnn_attn_bwd), so the cap bounds one
+ * head's share: 6.4 GB at T 32K in the det form. Read once, at the first backward (which runs before any CUDA
+ * graph is recorded). */
+static size_t g_ws_override; /* ttt__cudnn_set_ws_max (tests); 0: TTT_CUDNN_WS_MAX or the default */
+extern "C" void ttt__cudnn_set_ws_max(int64_t bytes) { g_ws_override = bytes > 0 ? (size_t)bytes : 0; }
 static size_t ws_cap(void) {
     static size_t cap = 0;
+    if (g_ws_override) return g_ws_override;
     if (!cap) {
         const char *e = getenv("TTT_CUDNN_WS_MAX");
         const long long mib = e && *e ? atoll(e) : 0;
         size_t free_b = 0, total_b = 0;
         cap = (size_t)4096 << 20;
         if (mib > 0) cap = (size_t)mib << 20;
-        else if (cudaMemGetInfo(&free_b, &total_b) == cudaSuccess && total_b / 16 > cap) cap = total_b / 16;
+        else if (cudaMemGetInfo(&free_b, &total_b) == cudaSuccess && total_b / 8 > cap) cap = total_b / 8;
         else cudaGetLastError();
     }
     return cap;
@@ -917,6 +923,33 @@ int ttt__cudnn_attn_fwd(CuDev *D, ttt_tensor *out, ttt_tensor *lse, const ttt_te
     return TTT_OK;
 }
 
+/* The plan of the backward for key, or NULL; *grp: the (batch, head) pairs one execution covers. cuDNN's backward
+ * keeps O(Tq Tk) workspace for each pair (4 bytes a score on cuDNN 9.19, 6 in the det form: 19 GB at T 16K and 12
+ * heads); where the whole call's is over the cap, the call runs in groups of pairs. The pairs are independent and
+ * our tensors dense [b, h, T, d], so g consecutive pairs are a [1, g, T, d] tensor at an offset, and a group's
+ * workspace is its share of the whole call's. */
+static Graph *bwd_plan(CuDev *D, const Api *A, const Key &key, CudnnState **S, int64_t *grp) {
+    Graph *g = prepare(D, A, key, S);
+    const int64_t bh = key.b * key.h;
+    *grp = bh;
+    if (!g || (size_t)g->ws <= ws_cap()) return g;
+    int64_t c = bh - 1;
+    while (c >= 1 && (bh % c || (double)g->ws / (double)bh * (double)c > (double)ws_cap())) c--;
+    Graph *gg = NULL;
+    if (c >= 1) {
+        const Key kg = {key.kind, key.causal, 1, c, key.sq, key.skv, key.d};
+        gg = prepare(D, A, kg, S);
+    }
+    if (!gg || (size_t)gg->ws > ws_cap()) {
+        note("the backward plan wants %lld bytes of workspace, %lld a head, above TTT_CUDNN_WS_MAX (%zu MiB); our kernels "
+             "run it",
+             (long long)g->ws, (long long)(g->ws / bh), ws_cap() >> 20);
+        return NULL;
+    }
+    *grp = c;
+    return gg;
+}
+
 int ttt__cudnn_attn_bwd(CuDev *D, ttt_tensor *dq, ttt_tensor *dk, ttt_tensor *dv, ttt_tensor *delta,
                         const ttt_tensor *dout, const ttt_tensor *q, const ttt_tensor *k, const ttt_tensor *v,
                         const ttt_tensor *out, const ttt_tensor *lse, int causal, int64_t window, double scale) {
@@ -925,42 +958,49 @@ int ttt__cudnn_attn_bwd(CuDev *D, ttt_tensor *dq, ttt_tensor *dk, ttt_tensor *dv
     const Api *A = api();
     CudnnState *S = NULL;
     Graph *g = NULL;
+    int64_t grp = 0;
     if (A && key_of(A, q, k, causal, window, bwd_kind(), &key) && al16(q->data) && al16(k->data) && al16(v->data) &&
         al16(out->data) && al16(dout->data) && al16(lse->data) && al16(dq->data) && al16(dk->data) &&
         al16(dv->data) && al16(delta->data))
-        g = prepare(D, A, key, &S);
-    /* workspace: dQ's f32 accumulator (none in the deterministic form), then the plan's own */
+        g = bwd_plan(D, A, key, &S, &grp);
+    /* workspace: dQ's f32 accumulator for one group (none in the deterministic form), then the plan's own */
     const bool det = key.kind == BWD_DET;
-    const size_t acc = det ? 0 : ((size_t)(key.b * key.h * key.sq * key.d) * 4 + 255) / 256 * 256;
-    if (g && (size_t)g->ws > ws_cap()) { /* cuDNN 9.19's backward engine keeps a T x T f32 matrix per head */
-        note("the backward plan wants %lld bytes of workspace, above TTT_CUDNN_WS_MAX (%zu MiB); our kernels run it",
-             (long long)g->ws, ws_cap() >> 20);
-        g = NULL;
-    }
+    const size_t acc = det ? 0 : ((size_t)(grp * key.sq * key.d) * 4 + 255) / 256 * 256;
     if (!g || !reserve_ws(D, acc + (size_t)g->ws)) {
         g_info.declined++;
         return TTT_BACKEND_DECLINED;
     }
     char *ws = (char *)D->cudnn_ws.p;
-    /* cuDNN before 9.6 adds into the accumulator without clearing it; clearing costs one pass over dQ's size */
-    if (acc && cudaMemsetAsync(ws, 0, acc, D->stream) != cudaSuccess) {
-        cudaGetLastError();
-        g_info.declined++;
-        return TTT_BACKEND_DECLINED;
-    }
     float sc = (float)scale, neg = masked_value(A);
     int32_t skv = (int32_t)key.skv, sq = (int32_t)key.sq;
-    int64_t uids[15] = {U_Q, U_K, U_V, U_O, U_DO, U_STATS, U_SCALE, U_DQ, U_DK, U_DV, U_DELTA, U_DQACC};
-    void *ptrs[15] = {q->data, k->data, v->data, out->data, dout->data, lse->data, &sc,
-                      dq->data, dk->data, dv->data, delta->data, ws};
-    int n = det ? 11 : 12; /* U_DQACC last of the twelve */
-    if (key.causal) uids[n] = U_NEG, ptrs[n++] = &neg;
-    if (key.causal && key.sq != key.skv) uids[n] = U_SKV, ptrs[n++] = &skv, uids[n] = U_SQ, ptrs[n++] = &sq;
-    if (!run(A, S, g, n, uids, ptrs, ws + acc)) {
-        g_info.declined++;
-        return TTT_BACKEND_DECLINED;
+    const int64_t bh = key.b * key.h;
+    for (int64_t p0 = 0; p0 < bh; p0 += grp) {
+        /* the group's slices: bf16 rows of d values, f32 statistics a row */
+        const size_t oq = (size_t)(p0 * key.sq * key.d) * 2, ok = (size_t)(p0 * key.skv * key.d) * 2,
+                     orow = (size_t)(p0 * key.sq) * 4;
+        /* cuDNN before 9.6 adds into the accumulator without clearing it; clearing costs one pass over dQ's size */
+        if (acc && cudaMemsetAsync(ws, 0, acc, D->stream) != cudaSuccess) {
+            cudaGetLastError();
+            g_info.declined++;
+            return TTT_BACKEND_DECLINED;
+        }
+        int64_t uids[15] = {U_Q, U_K, U_V, U_O, U_DO, U_STATS, U_SCALE, U_DQ, U_DK, U_DV, U_DELTA, U_DQACC};
+        void *ptrs[15] = {(char *)q->data + oq,    (char *)k->data + ok,  (char *)v->data + ok,
+                          (char *)out->data + oq,  (char *)dout->data + oq, (char *)lse->data + orow,
+                          &sc,                     (char *)dq->data + oq, (char *)dk->data + ok,
+                          (char *)dv->data + ok,   (char *)delta->data + orow, ws};
+        int n = det ? 11 : 12; /* U_DQACC last of the twelve */
+        if (key.causal) uids[n] = U_NEG, ptrs[n++] = &neg;
+        if (key.causal && key.sq != key.skv) uids[n] = U_SKV, ptrs[n++] = &skv, uids[n] = U_SQ, ptrs[n++] = &sq;
+        /* a failure after some groups leaves partial gradients: our kernels, taking over, write all of them */
+        if (!run(A, S, g, n, uids, ptrs, ws + acc)) {
+            g_info.declined++;
+            return TTT_BACKEND_DECLINED;
+        }
     }
     g_info.bwd_runs++;
+    g_info.bwd_ws = g->ws;
+    if (grp < bh) g_info.bwd_split_runs++;
     return TTT_OK;
 }
 

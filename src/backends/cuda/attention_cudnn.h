@@ -38,6 +38,8 @@ typedef struct {
     int loaded;           /* libcudnn was opened and is usable (only tried once enabled and asked) */
     long version;         /* cudnnGetVersion(), e.g. 91000; 0 when not loaded */
     int64_t fwd_runs, bwd_runs; /* calls served by cuDNN */
+    int64_t bwd_split_runs;     /* of bwd_runs, those run in groups of heads (the workspace cap) */
+    int64_t bwd_ws;             /* the last backward's plan workspace, bytes (one group's where split) */
     int64_t declined;     /* calls it was asked and left to our kernels (shape, failure) */
     int64_t plans_built, plans_failed;
     char why[640];        /* the last reason it did not load or declined a shape, "" if none */
@@ -48,6 +50,9 @@ void ttt__cudnn_info(ttt_cudnn_info *out);
 /* a ttt_cudnn_mode (TTT_CUDNN_ALL, TTT_CUDNN_FWD, TTT_CUDNN_DET, TTT_CUDNN_OFF), or -1: back to TTT_CUDNN. Tests toggle it to
  * compare with our kernels. */
 void ttt__cudnn_set_enabled(int on);
+/* The most workspace a cuDNN plan may take, in bytes, in place of TTT_CUDNN_WS_MAX (tests: a backward over it
+ * runs in groups of heads); 0: back to TTT_CUDNN_WS_MAX or its default. */
+void ttt__cudnn_set_ws_max(int64_t bytes);
 /* Open libcudnn now (if enabled and not yet tried); 1 when usable. */
 int ttt__cudnn_load(void);
 /* Whether the loaded cuDNN is asked for this call at all (our rules of what it may take: no sliding window, no
