@@ -18,7 +18,8 @@
  * deterministic backward repeats its bits and agrees with ours), each with ttt_attention + ttt_grad giving the
  * same bits twice; whether the default backward (TTT_CUDNN=1) repeats its bits is printed. Last, a training step
  * with cuDNN recorded as a CUDA graph (check_graph): cuDNN is captured and the replay gives the eager bits; and a
- * backward over the workspace cap run in groups of heads (check_split) against the same call run whole.
+ * backward over the workspace cap, cut into groups of heads or blocks of queries (check_cut), against the same call
+ * run whole.
  *
  * `--bench` prints CSV lines (the format of test_attention_fused --bench) of causal bf16 attention, B = 1,
  * H = 12, d 64 and 128, T 2K to 32K, forward and forward + backward, cuDNN on ("cudnn_bf16"), its forward with
@@ -341,45 +342,50 @@ static int check_repeat(ttt_ctx *ctx, const shape *s, int mode) {
     return ok;
 }
 
-/* A backward whose workspace is over the cap runs in groups of (batch, head) pairs (attention_cudnn.cu bwd_plan):
- * with the cap at a third of the whole call's workspace, B 2 x H 3 runs as groups of two pairs, and gives the
- * unsplit call's gradients (within TOL; whether the bits are the same is printed). */
-static int check_split(ttt_ctx *ctx, int mode) {
+/* A backward whose workspace is over the cap (attention_cudnn.cu bwd_cut) runs in groups of (batch, head) pairs, or,
+ * where one pair's share is over it, per head in blocks of queries whose partial dK, dV are added up in f32. The cap
+ * is set to the whole call's workspace / div; the cut call must give the whole call's gradients (within TOL;
+ * whether the bits are the same is printed) and repeat its own bits. */
+static int check_cut(ttt_ctx *ctx, int mode, const shape *s, double div, int blocks) {
     ttt_step_reset(ctx);
-    const shape s = {2, 3, 1024, 1024, 64, 1};
-    const double scale = 1.0 / sqrt((double)s.d);
-    ttt_tensor *in[3], *dout = ttt_randn(ctx, TTT_BF16, TTT_DIMS(s.b, s.h, s.tq, s.d), 1.0);
-    for (int i = 0; i < 3; i++) in[i] = ttt_randn(ctx, TTT_BF16, TTT_DIMS(s.b, s.h, s.tq, s.d), 1.0);
+    const double scale = 1.0 / sqrt((double)s->d);
+    ttt_tensor *in[3], *dout = ttt_randn(ctx, TTT_BF16, TTT_DIMS(s->b, s->h, s->tq, s->d), 1.0);
+    for (int i = 0; i < 3; i++) in[i] = ttt_randn(ctx, TTT_BF16, TTT_DIMS(s->b, s->h, s->tq, s->d), 1.0);
     if (!in[0] || !in[1] || !in[2] || !dout) return 0;
-    ttt_tensor *o, *l, *whole[4], *split[4];
+    ttt_tensor *o, *l, *whole[4], *cut[4], *again[4];
     ttt_cudnn_info i0, i1, i2;
     info(&i0);
-    int rc = direct_fwd(ctx, mode, &s, in[0], in[1], in[2], scale, &o, &l);
-    rc = rc ? rc : direct_bwd(ctx, mode, &s, in[0], in[1], in[2], o, l, dout, scale, whole);
+    int rc = direct_fwd(ctx, mode, s, in[0], in[1], in[2], scale, &o, &l);
+    rc = rc ? rc : direct_bwd(ctx, mode, s, in[0], in[1], in[2], o, l, dout, scale, whole);
     info(&i1);
-    const int64_t ws = i1.bwd_ws;
-    ttt__cudnn_set_ws_max(ws / 3 + 1);
-    rc = rc ? rc : direct_bwd(ctx, mode, &s, in[0], in[1], in[2], o, l, dout, scale, split);
+    const int64_t ws = i1.bwd_ws, cap = (int64_t)((double)ws / div);
+    ttt__cudnn_set_ws_max(cap);
+    rc = rc ? rc : direct_bwd(ctx, mode, s, in[0], in[1], in[2], o, l, dout, scale, cut);
+    rc = rc ? rc : direct_bwd(ctx, mode, s, in[0], in[1], in[2], o, l, dout, scale, again);
     ttt__cudnn_set_ws_max(0);
     info(&i2);
     const char *name = mode == TTT_CUDNN_DET ? "deterministic (det)" : "default (1)";
+    const char *how = blocks ? "blocks of queries" : "groups of heads";
     if (rc) {
-        printf("FAIL split %s: %s\n", name, ttt_error(ctx));
+        printf("FAIL cut into %s, %s: %s\n", how, name, ttt_error(ctx));
         return 0;
     }
+    const int64_t split = i2.bwd_split_runs - i1.bwd_split_runs, block = i2.bwd_block_runs - i1.bwd_block_runs;
     const int ran = i1.bwd_runs - i0.bwd_runs == 1 && i1.bwd_split_runs == i0.bwd_split_runs &&
-                    i2.bwd_runs - i1.bwd_runs == 1 && i2.bwd_split_runs - i1.bwd_split_runs == 1 && i2.bwd_ws <= ws / 3 + 1;
+                    i2.bwd_runs - i1.bwd_runs == 2 && split == 2 && block == (blocks ? 2 : 0);
     double e = 0;
-    int bits = 1;
+    int bits = 1, repeats = 1;
     for (int j = 0; j < 4; j++) {
-        e = fmax(e, err_t(ctx, split[j], whole[j]));
-        bits = bits && same_bits(ctx, split[j], whole[j]);
+        e = fmax(e, err_t(ctx, cut[j], whole[j]));
+        bits = bits && same_bits(ctx, cut[j], whole[j]);
+        repeats = repeats && same_bits(ctx, cut[j], again[j]);
     }
-    const int ok = ran && e <= TOL;
-    printf("%s split %s B2 H3 T1024 d64 causal: whole call's workspace %lld bytes, cap %lld: %s (group workspace %lld); "
-           "against the whole call %.1e, same bits %s\n",
-           ok ? "ok  " : "FAIL", name, (long long)ws, (long long)(ws / 3 + 1),
-           ran ? "ran in groups" : "did NOT run in groups", (long long)i2.bwd_ws, e, bits ? "yes" : "no");
+    const int ok = ran && e <= TOL && (mode != TTT_CUDNN_DET || repeats);
+    printf("%s cut into %s, %s B%lld H%lld T%lld d%lld causal%d: whole call's workspace %lld bytes, cap %lld: %s "
+           "(an execution's %lld); against the whole call %.1e, same bits %s; twice, same bits %s\n",
+           ok ? "ok  " : "FAIL", how, name, (long long)s->b, (long long)s->h, (long long)s->tq, (long long)s->d, s->causal,
+           (long long)ws, (long long)cap, ran ? "ran cut" : "did NOT run as asked", (long long)i2.bwd_ws, e,
+           bits ? "yes" : "no", repeats ? "yes" : "NO");
     if (!ran) printf("     %s\n", i2.why);
     return ok;
 }
@@ -498,10 +504,14 @@ static void checks(ttt_ctx *ctx) {
                 CHECK(check_repeat(ctx, &rep[i], modes[m]));
     for (int m = 0; m < 3; m++)
         if (modes[m] == TTT_CUDNN_FWD || ttt__cudnn_takes(1, 1024, 1024, 1, 0)) CHECK(check_graph(ctx, modes[m]));
-    if (ttt__cudnn_takes(1, 1024, 1024, 1, 0)) {
-        CHECK(check_split(ctx, TTT_CUDNN_DET));
-        CHECK(check_split(ctx, TTT_CUDNN_ALL));
-    }
+    const shape grp = {2, 3, 1024, 1024, 64, 1}, blk = {1, 2, 2048, 2048, 64, 1}, blk_nc = {1, 2, 1536, 1536, 128, 0};
+    const int cut_modes[] = {TTT_CUDNN_DET, TTT_CUDNN_ALL};
+    for (int m = 0; m < 2; m++)
+        if (ttt__cudnn_takes(1, 1024, 1024, 1, 0)) {
+            CHECK(check_cut(ctx, cut_modes[m], &grp, 2.5, 0)); /* groups of two pairs */
+            CHECK(check_cut(ctx, cut_modes[m], &blk, 5, 1)); /* blocks of 768 queries: 768, 768, 512 */
+            CHECK(check_cut(ctx, cut_modes[m], &blk_nc, 5, 1));
+        }
     /* back to TTT_CUDNN: where it is set, the mode it names */
     ttt__cudnn_set_enabled(-1);
     ttt_cudnn_info reread;

@@ -157,7 +157,7 @@ int main(int argc, char **argv) {
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
         for (int kind = 0; kind < 4; kind++)
             for (int causal = 0; causal < 2; causal++) {
-                const Key k{kind, causal, 2, 3, shapes[s][0], shapes[s][1], shapes[s][2]};
+                const Key k{kind, causal, 2, 3, shapes[s][0], shapes[s][1], shapes[s][2], 0, 0, 0};
                 /* variant 0 must have an engine; the others (attention_cudnn.cu's fallbacks for other releases)
                  * are reported */
                 const int n_var = !all_variants ? 1 : is_bwd(kind) ? 8 : 2;
@@ -179,6 +179,29 @@ int main(int argc, char **argv) {
                     graph_free(g);
                 }
             }
+    /* the backward over a block of queries of longer heads (ttt__cudnn_attn_bwd's query blocks past the workspace
+     * cap): heads of T rows, a block of Tb queries against the first Tk keys (bottom-right causal), dK and dV in
+     * f32, then in bf16 (reported) */
+    const int64_t blocks[][4] = {{4096, 1024, 2048, 64}, {4096, 1024, 4096, 128}, {65536, 16384, 32768, 64}};
+    for (size_t s = 0; s < sizeof blocks / sizeof blocks[0]; s++)
+        for (int f32 = 1; f32 >= 0; f32--) {
+            Key k{BWD_DET, 1, 1, 2, blocks[s][1], blocks[s][2], blocks[s][3], 0, 0, 0};
+            k.qrows = k.kvrows = blocks[s][0];
+            k.dkv32 = f32;
+            Graph *g = (Graph *)calloc(1, sizeof(Graph));
+            if (!g) return 1;
+            g->A = A;
+            g->next_uid = V0;
+            build_bwd(g, k, 0);
+            printf("backward (deterministic), query block: b 1 h 2, heads of %lld rows, Tq %lld Tk %lld d %lld, dK dV %s:\n",
+                   (long long)blocks[s][0], (long long)k.sq, (long long)k.skv, (long long)k.d, f32 ? "f32" : "bf16");
+            const int n = g->failed ? (printf("    build: %s\n", g->err), 0) : configs(g, dp, try_plans);
+            if (n == 0) {
+                printf("    NO ENGINE\n");
+                missing += f32;
+            }
+            graph_free(g);
+        }
     A->bdestroy(dp);
     printf("%s\n", missing ? "some graphs have no engine" : "every graph has an engine");
     return missing ? 1 : 0;

@@ -18,9 +18,8 @@
  * reads either forward's lse. The backward's rowsum(dO * O) is written into
  * our delta buffer, which our double backward also reads.
  *
- * Not bit-reproducible: cuDNN's backward accumulates dQ with atomic adds in
- * an f32 buffer (in its workspace), where our kernels give the same bits on
- * every run. */
+ * Bit-reproducible in the fwd and det modes; not in mode 1, whose backward
+ * accumulates dQ with atomic adds in an f32 buffer (in its workspace). */
 #include <dlfcn.h>
 #include <math.h>
 #include <stdarg.h>
@@ -404,10 +403,19 @@ static bool is_bwd(int kind) { return kind == BWD || kind == BWD_DET; }
 struct Key {
     int kind, causal;
     int64_t b, h, sq, skv, d;
+    /* A backward over a block of queries of longer heads (ttt__cudnn_attn_bwd's query blocks): the rows from one
+     * head's first to the next's, of the query-side tensors and of the key-side ones (0: sq and skv, dense); and
+     * dK, dV written in f32 (partial sums the caller adds up) instead of bf16. */
+    int64_t qrows, kvrows;
+    int dkv32;
 };
 static bool same_key(const Key &a, const Key &b) {
     return a.kind == b.kind && a.causal == b.causal && a.b == b.b && a.h == b.h && a.sq == b.sq && a.skv == b.skv &&
-           a.d == b.d;
+           a.d == b.d && a.qrows == b.qrows && a.kvrows == b.kvrows && a.dkv32 == b.dkv32;
+}
+/* [b, h, rows, e] where each head holds `stride` rows (>= rows): a block of rows of longer heads */
+static Dims strided_rows(int64_t b, int64_t h, int64_t rows, int64_t e, int64_t stride) {
+    return Dims{{b, h, rows, e}, {h * stride * e, stride * e, e, 1}};
 }
 
 /* Our mask (attention_mask.cuh): query i sits at position i + Tk - Tq and sees keys up to it. cuDNN's index
@@ -469,24 +477,28 @@ static void build_fwd(Graph *g, const Key &k, int variant) {
  * written (attention.cu: our kernel) and the graph names as the row reduction's output. */
 static void build_bwd(Graph *g, const Key &k, int variant) {
     const cudnnDataType_t bf = CUDNN_DATA_BFLOAT16, f32 = CUDNN_DATA_FLOAT;
-    const Dims sd = dense(k.b, k.h, k.sq, k.skv), rows = dense(k.b, k.h, k.sq, 1), one = dense(1, 1, 1, 1);
-    const Dims qd = dense(k.b, k.h, k.sq, k.d), kd = dense(k.b, k.h, k.skv, k.d);
+    const Dims sd = dense(k.b, k.h, k.sq, k.skv), one = dense(1, 1, 1, 1);
+    const int64_t qr = k.qrows ? k.qrows : k.sq, kr_ = k.kvrows ? k.kvrows : k.skv;
+    const Dims qd = strided_rows(k.b, k.h, k.sq, k.d, qr), kd = strided_rows(k.b, k.h, k.skv, k.d, kr_);
+    const Dims qrow = strided_rows(k.b, k.h, k.sq, 1, qr), qdense = dense(k.b, k.h, k.sq, k.d);
+    Dims kdt = kd; /* K and V seen as [b, h, d, skv] */
+    kdt.d[2] = k.d, kdt.d[3] = k.skv, kdt.s[2] = 1, kdt.s[3] = k.d;
     const Dims st = swapped(k.b, k.h, k.skv, k.sq); /* s's elements seen as [b, h, skv, sq] */
     cudnnBackendDescriptor_t q = tensor(g, U_Q, bf, qd, false);
-    cudnnBackendDescriptor_t kt = tensor(g, U_K, bf, swapped(k.b, k.h, k.d, k.skv), false);
-    cudnnBackendDescriptor_t vt = tensor(g, U_V, bf, swapped(k.b, k.h, k.d, k.skv), false);
+    cudnnBackendDescriptor_t kt = tensor(g, U_K, bf, kdt, false);
+    cudnnBackendDescriptor_t vt = tensor(g, U_V, bf, kdt, false);
     cudnnBackendDescriptor_t dout = tensor(g, U_DO, bf, qd, false);
-    cudnnBackendDescriptor_t stats = tensor(g, U_STATS, f32, rows, false);
+    cudnnBackendDescriptor_t stats = tensor(g, U_STATS, f32, qrow, false);
     cudnnBackendDescriptor_t scale = tensor(g, U_SCALE, f32, one, false, true);
-    cudnnBackendDescriptor_t dq = tensor(g, U_DQ, bf, qd, false), dk = tensor(g, U_DK, bf, kd, false);
-    cudnnBackendDescriptor_t dv = tensor(g, U_DV, bf, kd, false);
-    cudnnBackendDescriptor_t delta = tensor(g, U_DELTA, f32, rows, false);
-    cudnnBackendDescriptor_t dqacc = k.kind == BWD_DET ? NULL : tensor(g, U_DQACC, f32, qd, false);
+    cudnnBackendDescriptor_t dq = tensor(g, U_DQ, bf, qd, false), dk = tensor(g, U_DK, k.dkv32 ? f32 : bf, kd, false);
+    cudnnBackendDescriptor_t dv = tensor(g, U_DV, k.dkv32 ? f32 : bf, kd, false);
+    cudnnBackendDescriptor_t delta = tensor(g, U_DELTA, f32, qrow, false);
+    cudnnBackendDescriptor_t dqacc = k.kind == BWD_DET ? NULL : tensor(g, U_DQACC, f32, qdense, false);
     /* delta = rowsum(dout * out): the engines want this reduction in the graph (with delta as a plain input no
      * engine takes it, cudnn_plan_check), but on an H100 with cuDNN 9.19 the engine that runs it (6) read delta
      * and never wrote it (cleared first, it came back zero; left alone, it held the previous call's values or
      * garbage), so dq, dk were wrong and dv right. The caller writes delta with our kernel before the call. */
-    cudnnBackendDescriptor_t o = tensor(g, U_O, bf, qd, false), od = virt(g, f32, qd);
+    cudnnBackendDescriptor_t o = tensor(g, U_O, bf, qd, false), od = virt(g, f32, qdense);
     pointwise(g, CUDNN_POINTWISE_MUL, f32, dout, o, NULL, od);
     reduction(g, CUDNN_REDUCE_TENSOR_ADD, od, delta);
     /* p = exp(scale q k^T - stats), masked */
@@ -521,7 +533,7 @@ static void build_bwd(Graph *g, const Key &k, int variant) {
     reshape(g, ds, dst);
     matmul(g, dst, q, dk);
     /* dq = ds k: accumulated in f32 (dqacc), then cast; or (BWD_DET) written directly */
-    cudnnBackendDescriptor_t kr = virt(g, (variant & 2) ? bf : f32, kd);
+    cudnnBackendDescriptor_t kr = virt(g, (variant & 2) ? bf : f32, dense(k.b, k.h, k.skv, k.d));
     reshape(g, kt, kr);
     if (k.kind == BWD_DET) {
         matmul(g, ds, kr, dq);
@@ -798,7 +810,7 @@ static bool key_of(const Api *A, const ttt_tensor *q, const ttt_tensor *k, int c
     const int64_t sq = q->shape[r - 2], skv = k->shape[r - 2], d = q->shape[r - 1];
     if (!policy(A->ver, kind, sq, skv, causal, window, g_info.why, sizeof g_info.why)) return false;
     const int64_t h = r >= 3 && q->shape[r - 3] > 0 ? q->shape[r - 3] : 1, bh = ttt__leading(q);
-    *key = Key{kind, causal ? 1 : 0, bh / h, h, sq, skv, d};
+    *key = Key{kind, causal ? 1 : 0, bh / h, h, sq, skv, d, 0, 0, 0};
     return true;
 }
 
@@ -923,31 +935,108 @@ int ttt__cudnn_attn_fwd(CuDev *D, ttt_tensor *out, ttt_tensor *lse, const ttt_te
     return TTT_OK;
 }
 
-/* The plan of the backward for key, or NULL; *grp: the (batch, head) pairs one execution covers. cuDNN's backward
- * keeps O(Tq Tk) workspace for each pair (4 bytes a score on cuDNN 9.19, 6 in the det form: 19 GB at T 16K and 12
- * heads); where the whole call's is over the cap, the call runs in groups of pairs. The pairs are independent and
- * our tensors dense [b, h, T, d], so g consecutive pairs are a [1, g, T, d] tensor at an offset, and a group's
- * workspace is its share of the whole call's. */
-static Graph *bwd_plan(CuDev *D, const Api *A, const Key &key, CudnnState **S, int64_t *grp) {
+/* The query blocks' partial dK, dV (f32, first rows of a head) added into the head's sums, block after block in one
+ * order (so a run keeps its bits); then the sums cast to the head's bf16 gradients. */
+__global__ void k_cudnn_add_rows(float *__restrict__ sum, const float *__restrict__ part, int64_t n) {
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
+        sum[i] += part[i];
+}
+__global__ void k_cudnn_to_bf16(bf16 *__restrict__ out, const float *__restrict__ in, int64_t n) {
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
+        out[i] = __float2bfloat16(in[i]);
+}
+static bool launched(void) {
+    if (cudaPeekAtLastError() == cudaSuccess) return true;
+    cudaGetLastError();
+    return false;
+}
+
+/* How a backward is cut to fit the workspace cap. cuDNN's backward keeps O(Tq Tk) workspace for each (batch, head)
+ * pair (4 bytes a score on cuDNN 9.19, 6 in the det form: 19 GB at T 16K and 12 heads, 25.8 GB for one head at
+ * 64K). The pairs are independent and our tensors dense [b, h, T, d], so g consecutive pairs are a [1, g, T, d]
+ * tensor at an offset: where the whole call is over the cap it runs in groups of pairs (the largest divisor of
+ * b h whose share fits). Where one pair is over it, each head runs in blocks of queries, from the last: a block
+ * sees the keys up to its last query (all keys, not causal), its dQ rows are whole and its dK, dV are partial sums
+ * over the keys it sees, written in f32 and added up in that order. */
+struct BwdCut {
+    int64_t grp;    /* pairs an execution covers */
+    int64_t tb;     /* queries a block (sq: no blocks) */
+    Graph *plan[64]; /* the plans: [0] the group's (tb == sq), else block i's */
+    int nb;
+    size_t ws;      /* the most workspace one execution wants, accumulators included */
+};
+
+static Key block_key(const Key &key, int64_t s0, int64_t e) {
+    Key kb = {key.kind, key.causal, 1, 1, e - s0, key.causal ? key.skv - key.sq + e : key.skv, key.d, key.sq, key.skv, 1};
+    return kb;
+}
+
+static bool bwd_cut(CuDev *D, const Api *A, const Key &key, CudnnState **S, BwdCut *c) {
     Graph *g = prepare(D, A, key, S);
+    if (!g) return false;
     const int64_t bh = key.b * key.h;
-    *grp = bh;
-    if (!g || (size_t)g->ws <= ws_cap()) return g;
-    int64_t c = bh - 1;
-    while (c >= 1 && (bh % c || (double)g->ws / (double)bh * (double)c > (double)ws_cap())) c--;
-    Graph *gg = NULL;
-    if (c >= 1) {
-        const Key kg = {key.kind, key.causal, 1, c, key.sq, key.skv, key.d};
-        gg = prepare(D, A, kg, S);
+    const size_t cap = ws_cap(), acc_row = key.kind == BWD_DET ? 0 : (size_t)key.d * 4; /* dQ's f32 accumulator */
+    *c = BwdCut{bh, key.sq, {g}, 1, (size_t)g->ws + (size_t)(bh * key.sq) * acc_row};
+    if ((size_t)g->ws <= cap) return true;
+    const double per_pair = (double)g->ws / (double)bh;
+    int64_t grp = bh - 1;
+    while (grp >= 1 && (bh % grp || per_pair * (double)grp > (double)cap)) grp--;
+    if (grp >= 1) {
+        const Key kg = {key.kind, key.causal, 1, grp, key.sq, key.skv, key.d, 0, 0, 0};
+        Graph *gg = prepare(D, A, kg, S);
+        if (!gg || (size_t)gg->ws > cap) return false;
+        *c = BwdCut{grp, key.sq, {gg}, 1, (size_t)gg->ws + (size_t)(grp * key.sq) * acc_row};
+        return true;
     }
-    if (!gg || (size_t)gg->ws > ws_cap()) {
-        note("the backward plan wants %lld bytes of workspace, %lld a head, above TTT_CUDNN_WS_MAX (%zu MiB); our kernels "
-             "run it",
-             (long long)g->ws, (long long)(g->ws / bh), ws_cap() >> 20);
-        return NULL;
+    /* query blocks (of one pair): a block's causal diagonal ends bottom-right, cuDNN 9.6 on (policy) */
+    if (key.causal && A->ver < 90600) return false;
+    const double per_score = per_pair / ((double)key.sq * (double)key.skv);
+    int64_t tb = (int64_t)((double)cap / (per_score * (double)key.skv)) / 128 * 128;
+    if (tb < 128) return false;
+    const int nb = (int)((key.sq + tb - 1) / tb);
+    if (nb > 64) return false;
+    *c = BwdCut{1, tb, {}, nb, 0};
+    for (int i = 0; i < nb; i++) {
+        const int64_t s0 = i * tb, e = s0 + tb < key.sq ? s0 + tb : key.sq;
+        Graph *gb = prepare(D, A, block_key(key, s0, e), S);
+        if (!gb || (size_t)gb->ws > cap) return false;
+        c->plan[i] = gb;
+        const size_t w = (size_t)gb->ws + (size_t)(e - s0) * acc_row;
+        if (w > c->ws) c->ws = w;
     }
-    *grp = c;
-    return gg;
+    c->ws += (size_t)(4 * key.skv * key.d) * 4; /* dK, dV sums and one block's partials, f32 */
+    return true;
+}
+
+/* One execution of plan g over the tensors at these byte offsets (query side, key side, query rows) */
+struct BwdArgs {
+    const Api *A;
+    CudnnState *S;
+    const ttt_tensor *q, *k, *v, *out, *dout, *lse, *dq, *delta;
+    void *dk, *dv; /* the key side's outputs: the gradients, or a block's f32 sums / partials */
+    char *ws;      /* dQ's f32 accumulator (none in det), then the plan's own */
+    float scale, neg;
+};
+static bool bwd_exec(const BwdArgs &a, Graph *g, const Key &kk, size_t oq, size_t ok, size_t orow, size_t odkv,
+                     cudaStream_t stream) {
+    const bool det = kk.kind == BWD_DET;
+    const size_t acc = det ? 0 : ((size_t)(kk.b * kk.h * kk.sq * kk.d) * 4 + 255) / 256 * 256;
+    /* cuDNN before 9.6 adds into the accumulator without clearing it; clearing costs one pass over dQ's size */
+    if (acc && cudaMemsetAsync(a.ws, 0, acc, stream) != cudaSuccess) {
+        cudaGetLastError();
+        return false;
+    }
+    float sc = a.scale, neg = a.neg;
+    int32_t skv = (int32_t)kk.skv, sq = (int32_t)kk.sq;
+    int64_t uids[15] = {U_Q, U_K, U_V, U_O, U_DO, U_STATS, U_SCALE, U_DQ, U_DK, U_DV, U_DELTA, U_DQACC};
+    void *ptrs[15] = {(char *)a.q->data + oq,    (char *)a.k->data + ok,       (char *)a.v->data + ok,
+                      (char *)a.out->data + oq,  (char *)a.dout->data + oq,    (char *)a.lse->data + orow,
+                      &sc,                       (char *)a.dq->data + oq,      (char *)a.dk + odkv,
+                      (char *)a.dv + odkv,       (char *)a.delta->data + orow, a.ws};
+    int n = det ? 11 : 12; /* U_DQACC last of the twelve */
+    if (kk.causal) uids[n] = U_NEG, ptrs[n++] = &neg;
+    if (kk.causal && kk.sq != kk.skv) uids[n] = U_SKV, ptrs[n++] = &skv, uids[n] = U_SQ, ptrs[n++] = &sq;
+    return run(a.A, a.S, g, n, uids, ptrs, a.ws + acc);
 }
 
 int ttt__cudnn_attn_bwd(CuDev *D, ttt_tensor *dq, ttt_tensor *dk, ttt_tensor *dv, ttt_tensor *delta,
@@ -957,50 +1046,66 @@ int ttt__cudnn_attn_bwd(CuDev *D, ttt_tensor *dq, ttt_tensor *dk, ttt_tensor *dv
     Key key = {};
     const Api *A = api();
     CudnnState *S = NULL;
-    Graph *g = NULL;
-    int64_t grp = 0;
-    if (A && key_of(A, q, k, causal, window, bwd_kind(), &key) && al16(q->data) && al16(k->data) && al16(v->data) &&
-        al16(out->data) && al16(dout->data) && al16(lse->data) && al16(dq->data) && al16(dk->data) &&
-        al16(dv->data) && al16(delta->data))
-        g = bwd_plan(D, A, key, &S, &grp);
-    /* workspace: dQ's f32 accumulator for one group (none in the deterministic form), then the plan's own */
-    const bool det = key.kind == BWD_DET;
-    const size_t acc = det ? 0 : ((size_t)(grp * key.sq * key.d) * 4 + 255) / 256 * 256;
-    if (!g || !reserve_ws(D, acc + (size_t)g->ws)) {
+    BwdCut c;
+    bool ok = A && key_of(A, q, k, causal, window, bwd_kind(), &key) && al16(q->data) && al16(k->data) &&
+              al16(v->data) && al16(out->data) && al16(dout->data) && al16(lse->data) && al16(dq->data) &&
+              al16(dk->data) && al16(dv->data) && al16(delta->data) && bwd_cut(D, A, key, &S, &c);
+    if (!ok && A && S && !g_info.why[0])
+        note("the backward's workspace is over TTT_CUDNN_WS_MAX (%zu MiB) even cut; our kernels run it", ws_cap() >> 20);
+    if (!ok || !reserve_ws(D, c.ws)) {
         g_info.declined++;
         return TTT_BACKEND_DECLINED;
     }
-    char *ws = (char *)D->cudnn_ws.p;
-    float sc = (float)scale, neg = masked_value(A);
-    int32_t skv = (int32_t)key.skv, sq = (int32_t)key.sq;
-    const int64_t bh = key.b * key.h;
-    for (int64_t p0 = 0; p0 < bh; p0 += grp) {
-        /* the group's slices: bf16 rows of d values, f32 statistics a row */
-        const size_t oq = (size_t)(p0 * key.sq * key.d) * 2, ok = (size_t)(p0 * key.skv * key.d) * 2,
-                     orow = (size_t)(p0 * key.sq) * 4;
-        /* cuDNN before 9.6 adds into the accumulator without clearing it; clearing costs one pass over dQ's size */
-        if (acc && cudaMemsetAsync(ws, 0, acc, D->stream) != cudaSuccess) {
-            cudaGetLastError();
-            g_info.declined++;
-            return TTT_BACKEND_DECLINED;
-        }
-        int64_t uids[15] = {U_Q, U_K, U_V, U_O, U_DO, U_STATS, U_SCALE, U_DQ, U_DK, U_DV, U_DELTA, U_DQACC};
-        void *ptrs[15] = {(char *)q->data + oq,    (char *)k->data + ok,  (char *)v->data + ok,
-                          (char *)out->data + oq,  (char *)dout->data + oq, (char *)lse->data + orow,
-                          &sc,                     (char *)dq->data + oq, (char *)dk->data + ok,
-                          (char *)dv->data + ok,   (char *)delta->data + orow, ws};
-        int n = det ? 11 : 12; /* U_DQACC last of the twelve */
-        if (key.causal) uids[n] = U_NEG, ptrs[n++] = &neg;
-        if (key.causal && key.sq != key.skv) uids[n] = U_SKV, ptrs[n++] = &skv, uids[n] = U_SQ, ptrs[n++] = &sq;
-        /* a failure after some groups leaves partial gradients: our kernels, taking over, write all of them */
-        if (!run(A, S, g, n, uids, ptrs, ws + acc)) {
-            g_info.declined++;
-            return TTT_BACKEND_DECLINED;
+    BwdArgs a = {A, S, q, k, v, out, dout, lse, dq, delta, dk->data, dv->data, (char *)D->cudnn_ws.p, (float)scale,
+                 masked_value(A)};
+    const int64_t bh = key.b * key.h, qrow = key.sq * key.d * 2, krow = key.skv * key.d * 2; /* bytes a head */
+    if (c.tb == key.sq) { /* whole heads, grp at a time */
+        const Key kg = {key.kind, key.causal, 1, c.grp, key.sq, key.skv, key.d, 0, 0, 0};
+        for (int64_t p0 = 0; p0 < bh; p0 += c.grp)
+            if (!bwd_exec(a, c.plan[0], kg, (size_t)(p0 * qrow), (size_t)(p0 * krow), (size_t)(p0 * key.sq) * 4,
+                          (size_t)(p0 * krow), D->stream)) {
+                g_info.declined++;
+                return TTT_BACKEND_DECLINED; /* partial gradients: our kernels, taking over, write all of them */
+            }
+    } else { /* one head at a time, in blocks of queries from the last (which sees every key) */
+        const int64_t nkv = key.skv * key.d;
+        float *sum_k = (float *)(a.ws + (c.ws - (size_t)(4 * nkv) * 4)), *sum_v = sum_k + nkv, *part_k = sum_v + nkv,
+              *part_v = part_k + nkv;
+        const int threads = 256;
+        for (int64_t p = 0; p < bh; p++) {
+            for (int i = c.nb - 1; i >= 0; i--) {
+                const int64_t s0 = i * c.tb, e = s0 + c.tb < key.sq ? s0 + c.tb : key.sq;
+                const Key kb = block_key(key, s0, e);
+                BwdArgs ab = a;
+                ab.dk = i == c.nb - 1 ? sum_k : part_k;
+                ab.dv = i == c.nb - 1 ? sum_v : part_v;
+                const size_t oq = (size_t)(p * qrow + s0 * key.d * 2), orow = (size_t)(p * key.sq + s0) * 4;
+                bool fine = bwd_exec(ab, c.plan[i], kb, oq, (size_t)(p * krow), orow, 0, D->stream);
+                if (fine && i != c.nb - 1) {
+                    const int64_t n = kb.skv * key.d;
+                    const int blocks = (int)((n + threads - 1) / threads < 4096 ? (n + threads - 1) / threads : 4096);
+                    k_cudnn_add_rows<<<blocks, threads, 0, D->stream>>>(sum_k, part_k, n);
+                    k_cudnn_add_rows<<<blocks, threads, 0, D->stream>>>(sum_v, part_v, n);
+                    fine = launched();
+                }
+                if (!fine) {
+                    g_info.declined++;
+                    return TTT_BACKEND_DECLINED;
+                }
+            }
+            const int blocks = (int)((nkv + threads - 1) / threads < 4096 ? (nkv + threads - 1) / threads : 4096);
+            k_cudnn_to_bf16<<<blocks, threads, 0, D->stream>>>((bf16 *)((char *)dk->data + p * krow), sum_k, nkv);
+            k_cudnn_to_bf16<<<blocks, threads, 0, D->stream>>>((bf16 *)((char *)dv->data + p * krow), sum_v, nkv);
+            if (!launched()) {
+                g_info.declined++;
+                return TTT_BACKEND_DECLINED;
+            }
         }
     }
     g_info.bwd_runs++;
-    g_info.bwd_ws = g->ws;
-    if (grp < bh) g_info.bwd_split_runs++;
+    g_info.bwd_ws = (int64_t)c.ws;
+    if (c.grp < bh) g_info.bwd_split_runs++;
+    if (c.tb < key.sq) g_info.bwd_block_runs++;
     return TTT_OK;
 }
 

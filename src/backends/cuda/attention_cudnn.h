@@ -39,7 +39,8 @@ typedef struct {
     long version;         /* cudnnGetVersion(), e.g. 91000; 0 when not loaded */
     int64_t fwd_runs, bwd_runs; /* calls served by cuDNN */
     int64_t bwd_split_runs;     /* of bwd_runs, those run in groups of heads (the workspace cap) */
-    int64_t bwd_ws;             /* the last backward's plan workspace, bytes (one group's where split) */
+    int64_t bwd_block_runs;     /* of those, run per head in blocks of queries (one head's share over the cap) */
+    int64_t bwd_ws;             /* the workspace the last backward used, bytes (one execution's where cut) */
     int64_t declined;     /* calls it was asked and left to our kernels (shape, failure) */
     int64_t plans_built, plans_failed;
     char why[640];        /* the last reason it did not load or declined a shape, "" if none */
