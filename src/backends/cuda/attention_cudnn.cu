@@ -971,12 +971,18 @@ static Key block_key(const Key &key, int64_t s0, int64_t e) {
     return kb;
 }
 
+/* dQ's f32 accumulator for rows x d (none in the det form), rounded so what follows it stays aligned */
+static size_t acc_bytes(int kind, int64_t rows, int64_t d) {
+    return kind == BWD_DET ? 0 : ((size_t)(rows * d) * 4 + 255) / 256 * 256;
+}
+static size_t round256(size_t n) { return (n + 255) / 256 * 256; }
+
 static bool bwd_cut(CuDev *D, const Api *A, const Key &key, CudnnState **S, BwdCut *c) {
     Graph *g = prepare(D, A, key, S);
     if (!g) return false;
     const int64_t bh = key.b * key.h;
-    const size_t cap = ws_cap(), acc_row = key.kind == BWD_DET ? 0 : (size_t)key.d * 4; /* dQ's f32 accumulator */
-    *c = BwdCut{bh, key.sq, {g}, 1, (size_t)g->ws + (size_t)(bh * key.sq) * acc_row};
+    const size_t cap = ws_cap();
+    *c = BwdCut{bh, key.sq, {g}, 1, acc_bytes(key.kind, bh * key.sq, key.d) + (size_t)g->ws};
     if ((size_t)g->ws <= cap) return true;
     const double per_pair = (double)g->ws / (double)bh;
     int64_t grp = bh - 1;
@@ -984,27 +990,50 @@ static bool bwd_cut(CuDev *D, const Api *A, const Key &key, CudnnState **S, BwdC
     if (grp >= 1) {
         const Key kg = {key.kind, key.causal, 1, grp, key.sq, key.skv, key.d, 0, 0, 0};
         Graph *gg = prepare(D, A, kg, S);
-        if (!gg || (size_t)gg->ws > cap) return false;
-        *c = BwdCut{grp, key.sq, {gg}, 1, (size_t)gg->ws + (size_t)(grp * key.sq) * acc_row};
+        if (!gg || (size_t)gg->ws > cap) {
+            note("backward in groups of %lld heads: %s; our kernels run it", (long long)grp,
+                 gg ? "the group's workspace is over TTT_CUDNN_WS_MAX" : "no plan");
+            return false;
+        }
+        *c = BwdCut{grp, key.sq, {gg}, 1, acc_bytes(key.kind, grp * key.sq, key.d) + (size_t)gg->ws};
         return true;
     }
-    /* query blocks (of one pair): a block's causal diagonal ends bottom-right, cuDNN 9.6 on (policy) */
-    if (key.causal && A->ver < 90600) return false;
+    /* blocks of queries (one pair an execution). A block's causal diagonal ends bottom-right: cuDNN 9.6 on (the
+     * policy's rule for Tq < Tk), and up to 9.15 every block's key count a multiple of 128 (the policy's rule) */
+    if (key.causal && (A->ver < 90600 || (A->ver <= 91500 && (key.skv - key.sq) % 128))) {
+        note("one head's backward workspace is over TTT_CUDNN_WS_MAX and cuDNN %ld cannot run it in blocks of queries; "
+             "our kernels run it",
+             A->ver);
+        return false;
+    }
     const double per_score = per_pair / ((double)key.sq * (double)key.skv);
-    int64_t tb = (int64_t)((double)cap / (per_score * (double)key.skv)) / 128 * 128;
-    if (tb < 128) return false;
-    const int nb = (int)((key.sq + tb - 1) / tb);
-    if (nb > 64) return false;
-    *c = BwdCut{1, tb, {}, nb, 0};
-    for (int i = 0; i < nb; i++) {
+    const int64_t tb_max = (int64_t)((double)cap / (per_score * (double)key.skv)) / 128 * 128;
+    int64_t nb = tb_max >= 128 ? (key.sq + tb_max - 1) / tb_max : 0;
+    /* blocks of even size (a multiple of 128), so the last is not a sliver */
+    int64_t tb = nb ? ((key.sq + nb - 1) / nb + 127) / 128 * 128 : 0;
+    if (tb > tb_max) tb = tb_max;
+    if (tb) nb = (key.sq + tb - 1) / tb;
+    if (tb < 128 || nb > 64) {
+        note("one head's backward workspace is over TTT_CUDNN_WS_MAX (%zu MiB) even in blocks of 128 queries (or more "
+             "than 64 blocks); our kernels run it",
+             cap >> 20);
+        return false;
+    }
+    *c = BwdCut{1, tb, {}, (int)nb, 0};
+    size_t most = 0;
+    for (int i = 0; i < (int)nb; i++) {
         const int64_t s0 = i * tb, e = s0 + tb < key.sq ? s0 + tb : key.sq;
         Graph *gb = prepare(D, A, block_key(key, s0, e), S);
-        if (!gb || (size_t)gb->ws > cap) return false;
+        if (!gb || (size_t)gb->ws > cap) {
+            note("backward block %d of %lld queries: %s; our kernels run it", i, (long long)tb,
+                 gb ? "its workspace is over TTT_CUDNN_WS_MAX" : "no plan");
+            return false;
+        }
         c->plan[i] = gb;
-        const size_t w = (size_t)gb->ws + (size_t)(e - s0) * acc_row;
-        if (w > c->ws) c->ws = w;
+        const size_t w = acc_bytes(key.kind, e - s0, key.d) + (size_t)gb->ws;
+        if (w > most) most = w;
     }
-    c->ws += (size_t)(4 * key.skv * key.d) * 4; /* dK, dV sums and one block's partials, f32 */
+    c->ws = round256(most) + (size_t)(4 * key.skv * key.d) * 4; /* then dK, dV sums and one block's partials, f32 */
     return true;
 }
 
@@ -1020,7 +1049,7 @@ struct BwdArgs {
 static bool bwd_exec(const BwdArgs &a, Graph *g, const Key &kk, size_t oq, size_t ok, size_t orow, size_t odkv,
                      cudaStream_t stream) {
     const bool det = kk.kind == BWD_DET;
-    const size_t acc = det ? 0 : ((size_t)(kk.b * kk.h * kk.sq * kk.d) * 4 + 255) / 256 * 256;
+    const size_t acc = acc_bytes(kk.kind, kk.b * kk.h * kk.sq, kk.d);
     /* cuDNN before 9.6 adds into the accumulator without clearing it; clearing costs one pass over dQ's size */
     if (acc && cudaMemsetAsync(a.ws, 0, acc, stream) != cudaSuccess) {
         cudaGetLastError();
@@ -1050,8 +1079,6 @@ int ttt__cudnn_attn_bwd(CuDev *D, ttt_tensor *dq, ttt_tensor *dk, ttt_tensor *dv
     bool ok = A && key_of(A, q, k, causal, window, bwd_kind(), &key) && al16(q->data) && al16(k->data) &&
               al16(v->data) && al16(out->data) && al16(dout->data) && al16(lse->data) && al16(dq->data) &&
               al16(dk->data) && al16(dv->data) && al16(delta->data) && bwd_cut(D, A, key, &S, &c);
-    if (!ok && A && S && !g_info.why[0])
-        note("the backward's workspace is over TTT_CUDNN_WS_MAX (%zu MiB) even cut; our kernels run it", ws_cap() >> 20);
     if (!ok || !reserve_ws(D, c.ws)) {
         g_info.declined++;
         return TTT_BACKEND_DECLINED;
