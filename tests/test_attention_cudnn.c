@@ -360,8 +360,10 @@ static int check_cut(ttt_ctx *ctx, int mode, const shape *s, double div, int blo
     info(&i1);
     const int64_t ws = i1.bwd_ws, cap = (int64_t)((double)ws / div);
     ttt__cudnn_set_ws_max(cap);
+    ttt__cudnn_set_cut(1);
     rc = rc ? rc : direct_bwd(ctx, mode, s, in[0], in[1], in[2], o, l, dout, scale, cut);
     rc = rc ? rc : direct_bwd(ctx, mode, s, in[0], in[1], in[2], o, l, dout, scale, again);
+    ttt__cudnn_set_cut(-1);
     ttt__cudnn_set_ws_max(0);
     info(&i2);
     const char *name = mode == TTT_CUDNN_DET ? "deterministic (det)" : "default (1)";

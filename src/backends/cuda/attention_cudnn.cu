@@ -98,6 +98,7 @@ extern "C" void ttt__cudnn_info(ttt_cudnn_info *out) {
 }
 extern "C" int ttt__cudnn_load(void) { return 0; }
 extern "C" void ttt__cudnn_set_ws_max(int64_t) {}
+extern "C" void ttt__cudnn_set_cut(int) {}
 extern "C" int ttt__cudnn_takes(int, int64_t, int64_t, int, int64_t) { return 0; }
 int ttt__cudnn_attn_fwd(CuDev *, ttt_tensor *, ttt_tensor *, const ttt_tensor *, const ttt_tensor *, const ttt_tensor *, int,
                         int64_t, double) {
@@ -977,6 +978,18 @@ static size_t acc_bytes(int kind, int64_t rows, int64_t d) {
 }
 static size_t round256(size_t n) { return (n + 255) / 256 * 256; }
 
+/* Whether a backward over the cap is cut (TTT_CUDNN_CUT=1, or ttt__cudnn_set_cut) or left to our kernels (the
+ * default until the cut has run on a GPU). */
+static int g_cut = -1;
+extern "C" void ttt__cudnn_set_cut(int on) { g_cut = on < 0 ? -1 : on != 0; }
+static bool cut_enabled(void) {
+    static const int env = [] {
+        const char *e = getenv("TTT_CUDNN_CUT");
+        return e && !strcmp(e, "1") ? 1 : 0;
+    }();
+    return g_cut >= 0 ? g_cut == 1 : env == 1;
+}
+
 static bool bwd_cut(CuDev *D, const Api *A, const Key &key, CudnnState **S, BwdCut *c) {
     Graph *g = prepare(D, A, key, S);
     if (!g) return false;
@@ -984,6 +997,12 @@ static bool bwd_cut(CuDev *D, const Api *A, const Key &key, CudnnState **S, BwdC
     const size_t cap = ws_cap();
     *c = BwdCut{bh, key.sq, {g}, 1, acc_bytes(key.kind, bh * key.sq, key.d) + (size_t)g->ws};
     if ((size_t)g->ws <= cap) return true;
+    if (!cut_enabled()) {
+        note("the backward plan wants %lld bytes of workspace, above TTT_CUDNN_WS_MAX (%zu MiB), and TTT_CUDNN_CUT is "
+             "not 1; our kernels run it",
+             (long long)g->ws, cap >> 20);
+        return false;
+    }
     const double per_pair = (double)g->ws / (double)bh;
     int64_t grp = bh - 1;
     while (grp >= 1 && (bh % grp || per_pair * (double)grp > (double)cap)) grp--;

@@ -54,6 +54,9 @@ void ttt__cudnn_set_enabled(int on);
 /* The most workspace a cuDNN plan may take, in bytes, in place of TTT_CUDNN_WS_MAX (tests: a backward over it
  * runs in groups of heads); 0: back to TTT_CUDNN_WS_MAX or its default. */
 void ttt__cudnn_set_ws_max(int64_t bytes);
+/* 1: a backward over the cap is cut (groups of heads, blocks of queries), as TTT_CUDNN_CUT=1; 0: left to our kernels
+ * (the default); -1: back to TTT_CUDNN_CUT. */
+void ttt__cudnn_set_cut(int on);
 /* Open libcudnn now (if enabled and not yet tried); 1 when usable. */
 int ttt__cudnn_load(void);
 /* Whether the loaded cuDNN is asked for this call at all (our rules of what it may take: no sliding window, no
