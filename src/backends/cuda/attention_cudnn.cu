@@ -30,6 +30,7 @@
 
 #include "cuda_internal.h"
 #include "attention_cudnn.h"
+#include "../attention_cut.h"
 
 #ifndef TTT_CUDNN_DEFAULT
 /* det: cuDNN's forward and its deterministic backward where it takes the call (our kernels elsewhere). On an H100
@@ -967,8 +968,10 @@ struct BwdCut {
     size_t ws;      /* the most workspace one execution wants, accumulators included */
 };
 
-static Key block_key(const Key &key, int64_t s0, int64_t e) {
-    Key kb = {key.kind, key.causal, 1, 1, e - s0, key.causal ? key.skv - key.sq + e : key.skv, key.d, key.sq, key.skv, 1};
+static Key block_key(const Key &key, int64_t tb, int64_t i) {
+    int64_t s0, e, keys;
+    ttt_attn_cut_block(key.sq, key.skv, key.causal, tb, i, &s0, &e, &keys);
+    Key kb = {key.kind, key.causal, 1, 1, e - s0, keys, key.d, key.sq, key.skv, 1};
     return kb;
 }
 
@@ -1003,53 +1006,45 @@ static bool bwd_cut(CuDev *D, const Api *A, const Key &key, CudnnState **S, BwdC
              (long long)g->ws, cap >> 20);
         return false;
     }
-    const double per_pair = (double)g->ws / (double)bh;
-    int64_t grp = bh - 1;
-    while (grp >= 1 && (bh % grp || per_pair * (double)grp > (double)cap)) grp--;
-    if (grp >= 1) {
-        const Key kg = {key.kind, key.causal, 1, grp, key.sq, key.skv, key.d, 0, 0, 0};
+    ttt_attn_cut cut;
+    const int how = ttt_attn_cut_plan(bh, key.sq, (double)g->ws, (double)cap, 64, &cut);
+    if (how == TTT_CUT_GROUPS) {
+        const Key kg = {key.kind, key.causal, 1, cut.grp, key.sq, key.skv, key.d, 0, 0, 0};
         Graph *gg = prepare(D, A, kg, S);
         if (!gg || (size_t)gg->ws > cap) {
-            note("backward in groups of %lld heads: %s; our kernels run it", (long long)grp,
+            note("backward in groups of %lld heads: %s; our kernels run it", (long long)cut.grp,
                  gg ? "the group's workspace is over TTT_CUDNN_WS_MAX" : "no plan");
             return false;
         }
-        *c = BwdCut{grp, key.sq, {gg}, 1, acc_bytes(key.kind, grp * key.sq, key.d) + (size_t)gg->ws};
+        *c = BwdCut{cut.grp, key.sq, {gg}, 1, acc_bytes(key.kind, cut.grp * key.sq, key.d) + (size_t)gg->ws};
         return true;
     }
-    /* blocks of queries (one pair an execution). A block's causal diagonal ends bottom-right: cuDNN 9.6 on (the
-     * policy's rule for Tq < Tk), and up to 9.15 every block's key count a multiple of 128 (the policy's rule) */
+    if (how != TTT_CUT_BLOCKS) {
+        note("one head's backward workspace is over TTT_CUDNN_WS_MAX (%zu MiB) even in blocks of 128 queries (or more "
+             "than 64 blocks); our kernels run it",
+             cap >> 20);
+        return false;
+    }
+    /* A block's causal diagonal ends bottom-right: cuDNN 9.6 on (the policy's rule for Tq < Tk), and up to 9.15
+     * every block's key count a multiple of 128 (the policy's rule) */
     if (key.causal && (A->ver < 90600 || (A->ver <= 91500 && (key.skv - key.sq) % 128))) {
         note("one head's backward workspace is over TTT_CUDNN_WS_MAX and cuDNN %ld cannot run it in blocks of queries; "
              "our kernels run it",
              A->ver);
         return false;
     }
-    const double per_score = per_pair / ((double)key.sq * (double)key.skv);
-    const int64_t tb_max = (int64_t)((double)cap / (per_score * (double)key.skv)) / 128 * 128;
-    int64_t nb = tb_max >= 128 ? (key.sq + tb_max - 1) / tb_max : 0;
-    /* blocks of even size (a multiple of 128), so the last is not a sliver */
-    int64_t tb = nb ? ((key.sq + nb - 1) / nb + 127) / 128 * 128 : 0;
-    if (tb > tb_max) tb = tb_max;
-    if (tb) nb = (key.sq + tb - 1) / tb;
-    if (tb < 128 || nb > 64) {
-        note("one head's backward workspace is over TTT_CUDNN_WS_MAX (%zu MiB) even in blocks of 128 queries (or more "
-             "than 64 blocks); our kernels run it",
-             cap >> 20);
-        return false;
-    }
-    *c = BwdCut{1, tb, {}, (int)nb, 0};
+    *c = BwdCut{1, cut.tb, {}, (int)cut.nb, 0};
     size_t most = 0;
-    for (int i = 0; i < (int)nb; i++) {
-        const int64_t s0 = i * tb, e = s0 + tb < key.sq ? s0 + tb : key.sq;
-        Graph *gb = prepare(D, A, block_key(key, s0, e), S);
+    for (int i = 0; i < (int)cut.nb; i++) {
+        const Key kb = block_key(key, cut.tb, i);
+        Graph *gb = prepare(D, A, kb, S);
         if (!gb || (size_t)gb->ws > cap) {
-            note("backward block %d of %lld queries: %s; our kernels run it", i, (long long)tb,
+            note("backward block %d of %lld queries: %s; our kernels run it", i, (long long)cut.tb,
                  gb ? "its workspace is over TTT_CUDNN_WS_MAX" : "no plan");
             return false;
         }
         c->plan[i] = gb;
-        const size_t w = acc_bytes(key.kind, e - s0, key.d) + (size_t)gb->ws;
+        const size_t w = acc_bytes(key.kind, kb.sq, key.d) + (size_t)gb->ws;
         if (w > most) most = w;
     }
     c->ws = round256(most) + (size_t)(4 * key.skv * key.d) * 4; /* then dK, dV sums and one block's partials, f32 */
@@ -1120,8 +1115,8 @@ int ttt__cudnn_attn_bwd(CuDev *D, ttt_tensor *dq, ttt_tensor *dk, ttt_tensor *dv
         const int threads = 256;
         for (int64_t p = 0; p < bh; p++) {
             for (int i = c.nb - 1; i >= 0; i--) {
-                const int64_t s0 = i * c.tb, e = s0 + c.tb < key.sq ? s0 + c.tb : key.sq;
-                const Key kb = block_key(key, s0, e);
+                const Key kb = block_key(key, c.tb, i);
+                const int64_t s0 = i * c.tb;
                 BwdArgs ab = a;
                 ab.dk = i == c.nb - 1 ? sum_k : part_k;
                 ab.dv = i == c.nb - 1 ? sum_v : part_v;
