@@ -181,11 +181,12 @@ int main(int argc, char **argv) {
             }
     /* the backward over a block of queries of longer heads (ttt__cudnn_attn_bwd's query blocks past the workspace
      * cap): heads of T rows, a block of Tb queries against the first Tk keys (bottom-right causal), dK and dV in
-     * f32, then in bf16 (reported) */
+     * f32 (what attention_cudnn.cu builds), then in bf16 (reported); both backward forms */
     const int64_t blocks[][4] = {{4096, 1024, 2048, 64}, {4096, 1024, 4096, 128}, {65536, 16384, 32768, 64}};
     for (size_t s = 0; s < sizeof blocks / sizeof blocks[0]; s++)
-        for (int f32 = 1; f32 >= 0; f32--) {
-            Key k{BWD_DET, 1, 1, 2, blocks[s][1], blocks[s][2], blocks[s][3], 0, 0, 0};
+        for (int f32 = 1; f32 >= 0; f32--)
+            for (int kind = BWD; kind <= BWD_DET; kind++) {
+            Key k{kind, 1, 1, 2, blocks[s][1], blocks[s][2], blocks[s][3], 0, 0, 0};
             k.qrows = k.kvrows = blocks[s][0];
             k.dkv32 = f32;
             Graph *g = (Graph *)calloc(1, sizeof(Graph));
@@ -193,8 +194,9 @@ int main(int argc, char **argv) {
             g->A = A;
             g->next_uid = V0;
             build_bwd(g, k, 0);
-            printf("backward (deterministic), query block: b 1 h 2, heads of %lld rows, Tq %lld Tk %lld d %lld, dK dV %s:\n",
-                   (long long)blocks[s][0], (long long)k.sq, (long long)k.skv, (long long)k.d, f32 ? "f32" : "bf16");
+            printf("%s, query block: b 1 h 2, heads of %lld rows, Tq %lld Tk %lld d %lld, dK dV %s:\n",
+                   kind == BWD_DET ? "backward (deterministic)" : "backward", (long long)blocks[s][0], (long long)k.sq,
+                   (long long)k.skv, (long long)k.d, f32 ? "f32" : "bf16");
             const int n = g->failed ? (printf("    build: %s\n", g->err), 0) : configs(g, dp, try_plans);
             if (n == 0) {
                 printf("    NO ENGINE\n");
