@@ -833,9 +833,9 @@ extern "C" int ttt__cudnn_takes(int backward, int64_t tq, int64_t tk, int causal
 /* The most workspace a plan may take (TTT_CUDNN_WS_MAX, MiB; default the larger of 4 GiB and an eighth of the
  * GPU's memory: 10.6 GB on an 80 GB H100, 17.8 GB on an H200): the backward's engine on cuDNN 9.19 wants B H Tq Tk
  * f32 values (3.2 GB at T 8K, 12 heads), its deterministic form 6 bytes a score (4.8 GB), which the device pool
- * would then keep. A backward over the cap runs in groups of heads (ttt__cudnn_attn_bwd), so the cap bounds one
- * head's share: 6.4 GB at T 32K in the det form. Read once, at the first backward (which runs before any CUDA
- * graph is recorded). */
+ * would then keep. Above it the backward declines to our kernels, or, with TTT_CUDNN_CUT=1, runs cut (bwd_cut) so
+ * that each execution's share fits: one head at T 32K in the det form is 6.4 GB. Read once, at the first backward
+ * (which runs before any CUDA graph is recorded). */
 static size_t g_ws_override; /* ttt__cudnn_set_ws_max (tests); 0: TTT_CUDNN_WS_MAX or the default */
 extern "C" void ttt__cudnn_set_ws_max(int64_t bytes) { g_ws_override = bytes > 0 ? (size_t)bytes : 0; }
 static size_t ws_cap(void) {
@@ -940,12 +940,10 @@ int ttt__cudnn_attn_fwd(CuDev *D, ttt_tensor *out, ttt_tensor *lse, const ttt_te
 /* The query blocks' partial dK, dV (f32, first rows of a head) added into the head's sums, block after block in one
  * order (so a run keeps its bits); then the sums cast to the head's bf16 gradients. */
 __global__ void k_cudnn_add_rows(float *__restrict__ sum, const float *__restrict__ part, int64_t n) {
-    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
-        sum[i] += part[i];
+    GRID_LOOP(i, n) sum[i] += part[i];
 }
 __global__ void k_cudnn_to_bf16(bf16 *__restrict__ out, const float *__restrict__ in, int64_t n) {
-    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
-        out[i] = __float2bfloat16(in[i]);
+    GRID_LOOP(i, n) out[i] = __float2bfloat16_rn(in[i]);
 }
 static bool launched(void) {
     if (cudaPeekAtLastError() == cudaSuccess) return true;
@@ -976,10 +974,10 @@ static Key block_key(const Key &key, int64_t tb, int64_t i) {
 }
 
 /* dQ's f32 accumulator for rows x d (none in the det form), rounded so what follows it stays aligned */
-static size_t acc_bytes(int kind, int64_t rows, int64_t d) {
-    return kind == BWD_DET ? 0 : ((size_t)(rows * d) * 4 + 255) / 256 * 256;
-}
 static size_t round256(size_t n) { return (n + 255) / 256 * 256; }
+static size_t acc_bytes(int kind, int64_t rows, int64_t d) {
+    return kind == BWD_DET ? 0 : round256((size_t)(rows * d) * 4);
+}
 
 /* Whether a backward over the cap is cut (TTT_CUDNN_CUT=1, or ttt__cudnn_set_cut) or left to our kernels (the
  * default until the cut has run on a GPU). */
@@ -1112,7 +1110,6 @@ int ttt__cudnn_attn_bwd(CuDev *D, ttt_tensor *dq, ttt_tensor *dk, ttt_tensor *dv
         const int64_t nkv = key.skv * key.d;
         float *sum_k = (float *)(a.ws + (c.ws - (size_t)(4 * nkv) * 4)), *sum_v = sum_k + nkv, *part_k = sum_v + nkv,
               *part_v = part_k + nkv;
-        const int threads = 256;
         for (int64_t p = 0; p < bh; p++) {
             for (int i = c.nb - 1; i >= 0; i--) {
                 const Key kb = block_key(key, c.tb, i);
@@ -1124,9 +1121,8 @@ int ttt__cudnn_attn_bwd(CuDev *D, ttt_tensor *dq, ttt_tensor *dk, ttt_tensor *dv
                 bool fine = bwd_exec(ab, c.plan[i], kb, oq, (size_t)(p * krow), orow, 0, D->stream);
                 if (fine && i != c.nb - 1) {
                     const int64_t n = kb.skv * key.d;
-                    const int blocks = (int)((n + threads - 1) / threads < 4096 ? (n + threads - 1) / threads : 4096);
-                    k_cudnn_add_rows<<<blocks, threads, 0, D->stream>>>(sum_k, part_k, n);
-                    k_cudnn_add_rows<<<blocks, threads, 0, D->stream>>>(sum_v, part_v, n);
+                    k_cudnn_add_rows<<<blocks_for(n), THREADS, 0, D->stream>>>(sum_k, part_k, n);
+                    k_cudnn_add_rows<<<blocks_for(n), THREADS, 0, D->stream>>>(sum_v, part_v, n);
                     fine = launched();
                 }
                 if (!fine) {
@@ -1134,9 +1130,8 @@ int ttt__cudnn_attn_bwd(CuDev *D, ttt_tensor *dq, ttt_tensor *dk, ttt_tensor *dv
                     return TTT_BACKEND_DECLINED;
                 }
             }
-            const int blocks = (int)((nkv + threads - 1) / threads < 4096 ? (nkv + threads - 1) / threads : 4096);
-            k_cudnn_to_bf16<<<blocks, threads, 0, D->stream>>>((bf16 *)((char *)dk->data + p * krow), sum_k, nkv);
-            k_cudnn_to_bf16<<<blocks, threads, 0, D->stream>>>((bf16 *)((char *)dv->data + p * krow), sum_v, nkv);
+            k_cudnn_to_bf16<<<blocks_for(nkv), THREADS, 0, D->stream>>>((bf16 *)((char *)dk->data + p * krow), sum_k, nkv);
+            k_cudnn_to_bf16<<<blocks_for(nkv), THREADS, 0, D->stream>>>((bf16 *)((char *)dv->data + p * krow), sum_v, nkv);
             if (!launched()) {
                 g_info.declined++;
                 return TTT_BACKEND_DECLINED;
